@@ -1,0 +1,28 @@
+//! Generated types and gRPC stubs of the CRM suite. Module paths mirror proto packages:
+//! `crm.contact.v1` is [`crm::contact::v1`].
+
+pub use prost;
+pub use prost_types;
+pub use tonic;
+
+/// Encoded `FileDescriptorSet` of every proto of the suite, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crm_descriptor.bin"));
+
+#[allow(clippy::all, unreachable_pub, missing_docs)]
+pub mod crm {
+    pub mod common {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/crm.common.v1.rs"));
+        }
+    }
+    pub mod contact {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/crm.contact.v1.rs"));
+        }
+    }
+    pub mod events {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/crm.events.v1.rs"));
+        }
+    }
+}

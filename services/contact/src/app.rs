@@ -1,0 +1,251 @@
+//! The contact service's rules, independent of transport: who may do what, field masks,
+//! optimistic concurrency and paging.
+
+use std::sync::Arc;
+
+use crm_platform::error::Violations;
+use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
+use crm_platform::{ApiError, Principal};
+
+use crate::domain::*;
+use crate::store::{company_cursor, contact_cursor, interaction_cursor, ContactStore, Created, RequestKey, StoreError, TimelineOf};
+
+/// Attempts of a read-modify-write update without an etag before giving up as ABORTED.
+const UPDATE_ATTEMPTS: usize = 3;
+
+/// One page of a list and the token of the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+/// The list parameters every List takes.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    pub page_size: i32,
+    pub page_token: String,
+    pub filter: String,
+    pub order_by: String,
+}
+
+const CONTACT_ORDERS: &[SortField] = &[SortField::CreateTime, SortField::UpdateTime, SortField::FamilyName, SortField::GivenName];
+const COMPANY_ORDERS: &[SortField] = &[SortField::CreateTime, SortField::UpdateTime, SortField::DisplayName];
+
+fn check_fields(problems: Vec<(String, String)>, prefix: &str) -> Result<(), ApiError> {
+    let mut violations = Violations::new(prefix);
+    for (field, reason) in problems {
+        violations.add(field, reason);
+    }
+    violations.finish()
+}
+
+fn page_of<T>(mut items: Vec<T>, limit: usize, next: impl FnOnce(&T) -> String) -> Page<T> {
+    let next_page_token = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(next).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Page { items, next_page_token }
+}
+
+/// The contact service.
+#[derive(Clone)]
+pub struct ContactApp {
+    store: Arc<dyn ContactStore>,
+}
+
+impl ContactApp {
+    pub fn new(store: Arc<dyn ContactStore>) -> Self {
+        Self { store }
+    }
+
+    pub async fn create_contact(&self, who: &Principal, mut fields: ContactFields, key: Option<RequestKey>) -> Result<Created<Contact>, ApiError> {
+        who.ensure_can_write_owned_by(&fields.owner)?;
+        fields.normalise();
+        check_fields(fields.check(), "contact.")?;
+        let now = now();
+        let contact = Contact { id: ContactId::generate(), fields, create_time: now, update_time: now, revision: Revision::FIRST };
+        self.store
+            .create_contact(&who.tenant, &contact, key.as_ref())
+            .await
+            .map_err(|err| err.into_api("contact"))
+    }
+
+    pub async fn get_contact(&self, who: &Principal, id: ContactId) -> Result<Contact, ApiError> {
+        self.store.get_contact(&who.tenant, id).await.map_err(|err| err.into_api("contact"))
+    }
+
+    pub async fn update_contact(
+        &self,
+        who: &Principal,
+        id: ContactId,
+        patch: &ContactFields,
+        mask: &[ContactField],
+        etag: Option<Revision>,
+    ) -> Result<Contact, ApiError> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_contact(who, id).await?;
+            who.ensure_can_write_owned_by(&current.fields.owner)?;
+            if mask.contains(&ContactField::Owner) {
+                who.ensure_can_write_owned_by(&patch.owner)?;
+            }
+            if etag.is_some_and(|etag| etag != current.revision) {
+                return Err(ApiError::etag_mismatch());
+            }
+            let mut fields = current.fields.clone();
+            fields.apply(patch, mask);
+            check_fields(fields.check(), "contact.")?;
+            let updated = Contact { fields, update_time: now(), revision: current.revision.next(), ..current };
+            match self.store.update_contact(&who.tenant, &updated, current.revision).await {
+                Ok(()) => return Ok(updated),
+                Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
+                Err(err) => return Err(err.into_api("contact")),
+            }
+        }
+        Err(ApiError::new(crm_platform::ErrorCode::Aborted, "CONCURRENT_UPDATE", "the contact kept changing; retry"))
+    }
+
+    pub async fn delete_contact(&self, who: &Principal, id: ContactId, etag: Option<Revision>) -> Result<(), ApiError> {
+        let current = self.get_contact(who, id).await?;
+        who.ensure_can_write_owned_by(&current.fields.owner)?;
+        self.store.delete_contact(&who.tenant, id, etag).await.map_err(|err| err.into_api("contact"))
+    }
+
+    pub async fn list_contacts(&self, who: &Principal, params: &ListParams) -> Result<Page<Contact>, ApiError> {
+        let limit = page_size(params.page_size)?;
+        let filter = ContactFilter::parse(&params.filter)?;
+        let order = Order::parse(&params.order_by, CONTACT_ORDERS)?;
+        let fingerprint = query_fingerprint(&["contacts", &params.filter, &params.order_by]);
+        let after = decode_token::<Cursor>(&params.page_token, &fingerprint)?;
+        let query = ListQuery { filter, order, after, limit };
+        let rows = self.store.list_contacts(&who.tenant, &query).await.map_err(|err| err.into_api("contacts"))?;
+        Ok(page_of(rows, limit, |last| encode_token(&contact_cursor(last, order.field), &fingerprint)))
+    }
+
+    pub async fn search_contacts(&self, who: &Principal, query: &str, size: i32, token: &str) -> Result<Page<Contact>, ApiError> {
+        let limit = page_size(size)?;
+        let terms = SearchTerms::parse(query)?;
+        let fingerprint = query_fingerprint(&["search", query]);
+        let offset = decode_token::<usize>(token, &fingerprint)?.unwrap_or(0);
+        let rows = self
+            .store
+            .search_contacts(&who.tenant, &terms, offset, limit)
+            .await
+            .map_err(|err| err.into_api("contacts"))?;
+        Ok(page_of(rows, limit, |_| encode_token(&(offset + limit), &fingerprint)))
+    }
+
+    pub async fn create_company(&self, who: &Principal, mut fields: CompanyFields, key: Option<RequestKey>) -> Result<Created<Company>, ApiError> {
+        who.ensure_can_write_owned_by(&fields.owner)?;
+        fields.normalise();
+        check_fields(fields.check(), "company.")?;
+        let now = now();
+        let company = Company { id: CompanyId::generate(), fields, create_time: now, update_time: now, revision: Revision::FIRST };
+        self.store
+            .create_company(&who.tenant, &company, key.as_ref())
+            .await
+            .map_err(|err| err.into_api("company"))
+    }
+
+    pub async fn get_company(&self, who: &Principal, id: CompanyId) -> Result<Company, ApiError> {
+        self.store.get_company(&who.tenant, id).await.map_err(|err| err.into_api("company"))
+    }
+
+    pub async fn update_company(
+        &self,
+        who: &Principal,
+        id: CompanyId,
+        patch: &CompanyFields,
+        mask: &[CompanyField],
+        etag: Option<Revision>,
+    ) -> Result<Company, ApiError> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_company(who, id).await?;
+            who.ensure_can_write_owned_by(&current.fields.owner)?;
+            if mask.contains(&CompanyField::Owner) {
+                who.ensure_can_write_owned_by(&patch.owner)?;
+            }
+            if etag.is_some_and(|etag| etag != current.revision) {
+                return Err(ApiError::etag_mismatch());
+            }
+            let mut fields = current.fields.clone();
+            fields.apply(patch, mask);
+            check_fields(fields.check(), "company.")?;
+            let updated = Company { fields, update_time: now(), revision: current.revision.next(), ..current };
+            match self.store.update_company(&who.tenant, &updated, current.revision).await {
+                Ok(()) => return Ok(updated),
+                Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
+                Err(err) => return Err(err.into_api("company")),
+            }
+        }
+        Err(ApiError::new(crm_platform::ErrorCode::Aborted, "CONCURRENT_UPDATE", "the company kept changing; retry"))
+    }
+
+    pub async fn delete_company(&self, who: &Principal, id: CompanyId, etag: Option<Revision>) -> Result<(), ApiError> {
+        let current = self.get_company(who, id).await?;
+        who.ensure_can_write_owned_by(&current.fields.owner)?;
+        self.store.delete_company(&who.tenant, id, etag).await.map_err(|err| err.into_api("company"))
+    }
+
+    pub async fn list_companies(&self, who: &Principal, params: &ListParams) -> Result<Page<Company>, ApiError> {
+        let limit = page_size(params.page_size)?;
+        let filter = CompanyFilter::parse(&params.filter)?;
+        let order = Order::parse(&params.order_by, COMPANY_ORDERS)?;
+        let fingerprint = query_fingerprint(&["companies", &params.filter, &params.order_by]);
+        let after = decode_token::<Cursor>(&params.page_token, &fingerprint)?;
+        let query = ListQuery { filter, order, after, limit };
+        let rows = self.store.list_companies(&who.tenant, &query).await.map_err(|err| err.into_api("companies"))?;
+        Ok(page_of(rows, limit, |last| encode_token(&company_cursor(last, order.field), &fingerprint)))
+    }
+
+    /// Logs an interaction. Anyone who writes may log on any contact of the tenant, but only
+    /// admins and managers may log on someone else's behalf.
+    pub async fn create_interaction(
+        &self,
+        who: &Principal,
+        contact: ContactId,
+        fields: InteractionFields,
+        key: Option<RequestKey>,
+    ) -> Result<Created<Interaction>, ApiError> {
+        who.ensure_writer()?;
+        who.ensure_can_write_owned_by(&fields.actor)?;
+        let interaction = Interaction { id: InteractionId::generate(), contact, company: None, fields, create_time: now() };
+        self.store
+            .create_interaction(&who.tenant, &interaction, key.as_ref())
+            .await
+            .map_err(|err| err.into_api("contact"))
+    }
+
+    pub async fn get_interaction(&self, who: &Principal, contact: ContactId, id: InteractionId) -> Result<Interaction, ApiError> {
+        self.store.get_interaction(&who.tenant, contact, id).await.map_err(|err| err.into_api("interaction"))
+    }
+
+    pub async fn list_interactions(&self, who: &Principal, of: TimelineOf, size: i32, token: &str) -> Result<Page<Interaction>, ApiError> {
+        let limit = page_size(size)?;
+        let parent = match of {
+            TimelineOf::Contact(id) => id.name(),
+            TimelineOf::Company(id) => id.name(),
+        };
+        // An unknown parent is a 404, not an empty timeline.
+        match of {
+            TimelineOf::Contact(id) => self.get_contact(who, id).await.map(drop)?,
+            TimelineOf::Company(id) => self.get_company(who, id).await.map(drop)?,
+        }
+        let fingerprint = query_fingerprint(&["interactions", &parent]);
+        let after = decode_token::<Cursor>(token, &fingerprint)?;
+        let rows = self
+            .store
+            .list_interactions(&who.tenant, of, after.as_ref(), limit)
+            .await
+            .map_err(|err| err.into_api("interactions"))?;
+        Ok(page_of(rows, limit, |last| encode_token(&interaction_cursor(last), &fingerprint)))
+    }
+
+    pub async fn delete_interaction(&self, who: &Principal, contact: ContactId, id: InteractionId) -> Result<(), ApiError> {
+        let current = self.get_interaction(who, contact, id).await?;
+        who.ensure_can_write_owned_by(&current.fields.actor)?;
+        self.store.delete_interaction(&who.tenant, contact, id).await.map_err(|err| err.into_api("interaction"))
+    }
+}

@@ -1,0 +1,15 @@
+//! The contact domain: types that can only be built valid. No transport or storage here.
+
+pub mod company;
+pub mod contact;
+pub mod ids;
+pub mod interaction;
+pub mod query;
+pub mod values;
+
+pub use company::{Company, CompanyField, CompanyFields};
+pub use contact::{ChannelConsent, Consent, Contact, ContactEmail, ContactField, ContactFields, ContactPhone};
+pub use ids::{CompanyId, ContactId, InteractionId, Revision};
+pub use interaction::{Interaction, InteractionFields};
+pub use query::{CompanyFilter, ContactFilter, Cursor, ListQuery, Order, SearchTerms, SortField, SortKey, TimeBound};
+pub use values::*;

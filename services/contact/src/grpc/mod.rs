@@ -1,0 +1,207 @@
+//! The gRPC server of crm.contact.v1: authenticates nothing itself (the auth layer did),
+//! converts at the edge and delegates to [`ContactApp`].
+
+mod convert;
+
+use crm_platform::identity::principal;
+use crm_platform::{ApiError, Principal};
+use crm_proto::crm::contact::v1 as pb;
+use crm_proto::crm::contact::v1::contact_service_server::ContactService;
+use tonic::{Request, Response, Status};
+
+use crate::app::{ContactApp, ListParams};
+use crate::domain::{CompanyField, CompanyId, ContactField, ContactId, InteractionId};
+use crate::store::TimelineOf;
+use convert::*;
+
+pub use crm_proto::crm::contact::v1::contact_service_server::ContactServiceServer;
+
+/// The fully qualified name clients and health checks use.
+pub const SERVICE_NAME: &str = "crm.contact.v1.ContactService";
+
+/// Implements the generated ContactService trait.
+#[derive(Clone)]
+pub struct ContactGrpc {
+    app: ContactApp,
+}
+
+impl ContactGrpc {
+    pub fn new(app: ContactApp) -> Self {
+        Self { app }
+    }
+
+    /// The tonic service, ready to add to a server.
+    pub fn into_server(self) -> ContactServiceServer<Self> {
+        ContactServiceServer::new(self)
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Principal, Status> {
+    principal(request).map_err(Status::from)
+}
+
+fn parse<T>(field: &str, parsed: Result<T, String>) -> Result<T, ApiError> {
+    parsed.map_err(|reason| ApiError::invalid_field(field, reason))
+}
+
+fn required<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid_field(field, "is required"))
+}
+
+fn timeline_of(parent: &str) -> Result<TimelineOf, ApiError> {
+    if let Ok(id) = ContactId::parse_name(parent) {
+        return Ok(TimelineOf::Contact(id));
+    }
+    CompanyId::parse_name(parent)
+        .map(TimelineOf::Company)
+        .map_err(|_| ApiError::invalid_field("parent", "must be contacts/{id} or companies/{id}"))
+}
+
+#[tonic::async_trait]
+impl ContactService for ContactGrpc {
+    async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> Result<Response<pb::GetContactResponse>, Status> {
+        let who = caller(&request)?;
+        let id = parse("name", ContactId::parse_name(&request.get_ref().name))?;
+        let contact = self.app.get_contact(&who, id).await?;
+        Ok(Response::new(pb::GetContactResponse { contact: Some(contact_to_proto(&contact)) }))
+    }
+
+    async fn list_contacts(&self, request: Request<pb::ListContactsRequest>) -> Result<Response<pb::ListContactsResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let params = ListParams { page_size: r.page_size, page_token: r.page_token, filter: r.filter, order_by: r.order_by };
+        let page = self.app.list_contacts(&who, &params).await?;
+        Ok(Response::new(pb::ListContactsResponse {
+            contacts: page.items.iter().map(contact_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn create_contact(&self, request: Request<pb::CreateContactRequest>) -> Result<Response<pb::CreateContactResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let contact = required("contact", r.contact.as_ref())?;
+        let fields = new_contact(contact, &who.user)?;
+        let key = request_key(&r.request_id, contact)?;
+        let created = self.app.create_contact(&who, fields, key).await?;
+        Ok(Response::new(pb::CreateContactResponse { contact: Some(contact_to_proto(&created.value)) }))
+    }
+
+    async fn update_contact(&self, request: Request<pb::UpdateContactRequest>) -> Result<Response<pb::UpdateContactResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let contact = required("contact", r.contact.as_ref())?;
+        let id = parse("contact.name", ContactId::parse_name(&contact.name))?;
+        let mask = update_mask(r.update_mask.as_ref(), ContactField::parse)?;
+        let etag = etag(&contact.etag, "contact.etag")?;
+        let mut violations = crm_platform::error::Violations::new("contact.");
+        let patch = contact_fields(&mut violations, &masked_contact(contact, &mask), None);
+        violations.finish()?;
+        let updated = self.app.update_contact(&who, id, &patch, &mask, etag).await?;
+        Ok(Response::new(pb::UpdateContactResponse { contact: Some(contact_to_proto(&updated)) }))
+    }
+
+    async fn delete_contact(&self, request: Request<pb::DeleteContactRequest>) -> Result<Response<pb::DeleteContactResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", ContactId::parse_name(&r.name))?;
+        self.app.delete_contact(&who, id, etag(&r.etag, "etag")?).await?;
+        Ok(Response::new(pb::DeleteContactResponse {}))
+    }
+
+    async fn search_contacts(&self, request: Request<pb::SearchContactsRequest>) -> Result<Response<pb::SearchContactsResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let page = self.app.search_contacts(&who, &r.query, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::SearchContactsResponse {
+            contacts: page.items.iter().map(contact_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn get_company(&self, request: Request<pb::GetCompanyRequest>) -> Result<Response<pb::GetCompanyResponse>, Status> {
+        let who = caller(&request)?;
+        let id = parse("name", CompanyId::parse_name(&request.get_ref().name))?;
+        let company = self.app.get_company(&who, id).await?;
+        Ok(Response::new(pb::GetCompanyResponse { company: Some(company_to_proto(&company)) }))
+    }
+
+    async fn list_companies(&self, request: Request<pb::ListCompaniesRequest>) -> Result<Response<pb::ListCompaniesResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let params = ListParams { page_size: r.page_size, page_token: r.page_token, filter: r.filter, order_by: r.order_by };
+        let page = self.app.list_companies(&who, &params).await?;
+        Ok(Response::new(pb::ListCompaniesResponse {
+            companies: page.items.iter().map(company_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn create_company(&self, request: Request<pb::CreateCompanyRequest>) -> Result<Response<pb::CreateCompanyResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let company = required("company", r.company.as_ref())?;
+        let fields = new_company(company, &who.user)?;
+        let key = request_key(&r.request_id, company)?;
+        let created = self.app.create_company(&who, fields, key).await?;
+        Ok(Response::new(pb::CreateCompanyResponse { company: Some(company_to_proto(&created.value)) }))
+    }
+
+    async fn update_company(&self, request: Request<pb::UpdateCompanyRequest>) -> Result<Response<pb::UpdateCompanyResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let company = required("company", r.company.as_ref())?;
+        let id = parse("company.name", CompanyId::parse_name(&company.name))?;
+        let mask = update_mask(r.update_mask.as_ref(), CompanyField::parse)?;
+        let etag = etag(&company.etag, "company.etag")?;
+        let mut violations = crm_platform::error::Violations::new("company.");
+        let patch = company_fields(&mut violations, &masked_company(company, &mask), None);
+        violations.finish()?;
+        let updated = self.app.update_company(&who, id, &patch, &mask, etag).await?;
+        Ok(Response::new(pb::UpdateCompanyResponse { company: Some(company_to_proto(&updated)) }))
+    }
+
+    async fn delete_company(&self, request: Request<pb::DeleteCompanyRequest>) -> Result<Response<pb::DeleteCompanyResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", CompanyId::parse_name(&r.name))?;
+        self.app.delete_company(&who, id, etag(&r.etag, "etag")?).await?;
+        Ok(Response::new(pb::DeleteCompanyResponse {}))
+    }
+
+    async fn create_interaction(&self, request: Request<pb::CreateInteractionRequest>) -> Result<Response<pb::CreateInteractionResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let contact = parse("parent", ContactId::parse_name(&r.parent))?;
+        let interaction = required("interaction", r.interaction.as_ref())?;
+        let fields = new_interaction(interaction, &who.user)?;
+        let key = request_key(&r.request_id, r)?;
+        let created = self.app.create_interaction(&who, contact, fields, key).await?;
+        Ok(Response::new(pb::CreateInteractionResponse { interaction: Some(interaction_to_proto(&created.value)) }))
+    }
+
+    async fn get_interaction(&self, request: Request<pb::GetInteractionRequest>) -> Result<Response<pb::GetInteractionResponse>, Status> {
+        let who = caller(&request)?;
+        let (contact, id) = parse("name", InteractionId::parse_name(&request.get_ref().name))?;
+        let interaction = self.app.get_interaction(&who, contact, id).await?;
+        Ok(Response::new(pb::GetInteractionResponse { interaction: Some(interaction_to_proto(&interaction)) }))
+    }
+
+    async fn list_interactions(&self, request: Request<pb::ListInteractionsRequest>) -> Result<Response<pb::ListInteractionsResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let of = timeline_of(&r.parent)?;
+        let page = self.app.list_interactions(&who, of, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListInteractionsResponse {
+            interactions: page.items.iter().map(interaction_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn delete_interaction(&self, request: Request<pb::DeleteInteractionRequest>) -> Result<Response<pb::DeleteInteractionResponse>, Status> {
+        let who = caller(&request)?;
+        let (contact, id) = parse("name", InteractionId::parse_name(&request.get_ref().name))?;
+        self.app.delete_interaction(&who, contact, id).await?;
+        Ok(Response::new(pb::DeleteInteractionResponse {}))
+    }
+}

@@ -1,0 +1,459 @@
+//! The conformance suite: every store implementation must pass every case, on SQLite and on
+//! PostgreSQL (a fresh database per test; row-level security checked separately below).
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{Duration, Utc};
+use crm_platform::{TenantId, UserId};
+use crm_platform::testing::TestDatabase;
+
+use super::*;
+use crate::domain::*;
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).expect("tenant")
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).expect("user")
+}
+
+fn fields(given: &str, family: &str, email: &str) -> ContactFields {
+    let mut fields = ContactFields {
+        given_name: given.into(),
+        family_name: family.into(),
+        emails: vec![ContactEmail { address: EmailAddress::parse(email).expect("email"), primary: false }],
+        phones: vec![],
+        title: String::new(),
+        company: None,
+        lifecycle_stage: LifecycleStage::Lead,
+        source: SourceChannel::Web,
+        owner: user("alice"),
+        tags: vec![],
+        attributes: BTreeMap::new(),
+        consent: Consent::default(),
+    };
+    fields.normalise();
+    fields
+}
+
+fn contact_at(fields: ContactFields, at: chrono::DateTime<Utc>) -> Contact {
+    let at = to_micros(at);
+    Contact { id: ContactId::generate(), fields, create_time: at, update_time: at, revision: Revision::FIRST }
+}
+
+fn contact(fields: ContactFields) -> Contact {
+    contact_at(fields, Utc::now())
+}
+
+fn company(name: &str) -> Company {
+    let now = now();
+    Company {
+        id: CompanyId::generate(),
+        fields: CompanyFields {
+            display_name: name.into(),
+            domain: Some("acme.example".into()),
+            industry: "manufacturing".into(),
+            size_band: Some(SizeBand::Large),
+            owner: user("alice"),
+            tags: vec![Tag::parse("key-account").expect("tag")],
+            attributes: BTreeMap::new(),
+        },
+        create_time: now,
+        update_time: now,
+        revision: Revision::FIRST,
+    }
+}
+
+fn interaction(contact: ContactId, minutes_ago: i64) -> Interaction {
+    Interaction {
+        id: InteractionId::generate(),
+        contact,
+        company: None,
+        fields: InteractionFields {
+            kind: InteractionType::Call,
+            direction: Direction::Outbound,
+            channel: Some(InteractionChannel::Phone),
+            occur_time: to_micros(Utc::now() - Duration::minutes(minutes_ago)),
+            duration_ms: Some(90_000),
+            subject: format!("call {minutes_ago}"),
+            body: "discussed renewal\nnext steps".into(),
+            outcome: "connected".into(),
+            campaign_id: String::new(),
+            actor: user("alice"),
+        },
+        create_time: now(),
+    }
+}
+
+async fn round_trip(store: &dyn ContactStore) {
+    let t = tenant("t1");
+    let mut f = fields("Ann", "Lee", "Ann.Lee@Example.com");
+    f.phones = vec![ContactPhone { number: PhoneNumber::parse("+49 30 1234567").expect("phone"), primary: true }];
+    f.tags = vec![Tag::parse("vip").expect("tag"), Tag::parse("emea").expect("tag")];
+    f.normalise();
+    f.attributes.insert(AttributeKey::parse("score").expect("key"), AttributeValue::Int(42));
+    f.attributes.insert(AttributeKey::parse("ratio").expect("key"), AttributeValue::Double(0.5));
+    f.attributes.insert(AttributeKey::parse("vip").expect("key"), AttributeValue::Bool(true));
+    f.attributes.insert(AttributeKey::parse("note").expect("key"), AttributeValue::String("likes golf".into()));
+    f.attributes.insert(AttributeKey::parse("renewal").expect("key"), AttributeValue::Time(now()));
+    f.consent.email = Some(ChannelConsent { status: ConsentStatus::OptedIn, time: now(), source: "web-form".into() });
+    let c = contact(f);
+    let created = store.create_contact(&t, &c, None).await.expect("create");
+    assert!(!created.replayed);
+    assert_eq!(store.get_contact(&t, c.id).await.expect("get"), c);
+}
+
+async fn updates_need_the_current_revision(store: &dyn ContactStore) {
+    let t = tenant("t1");
+    let c = contact(fields("Bo", "Berg", "bo@example.com"));
+    store.create_contact(&t, &c, None).await.expect("create");
+    let mut next = c.clone();
+    next.fields.title = "CFO".into();
+    next.revision = c.revision.next();
+    store.update_contact(&t, &next, c.revision).await.expect("update");
+    assert_eq!(store.get_contact(&t, c.id).await.expect("get").fields.title, "CFO");
+    assert!(matches!(store.update_contact(&t, &next, c.revision).await, Err(StoreError::RevisionMismatch)));
+    let ghost = contact(fields("No", "One", "no@example.com"));
+    assert!(matches!(store.update_contact(&t, &ghost, Revision::FIRST).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_contact(&t, c.id, Some(c.revision)).await, Err(StoreError::RevisionMismatch)));
+    store.delete_contact(&t, c.id, Some(next.revision)).await.expect("delete");
+    assert!(matches!(store.get_contact(&t, c.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_contact(&t, c.id, None).await, Err(StoreError::NotFound)));
+}
+
+async fn tenants_never_see_each_other(store: &dyn ContactStore) {
+    let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
+    let co = company("Acme");
+    store.create_company(&a, &co, None).await.expect("company");
+    let mut f = fields("Secret", "Person", "secret@acme.example");
+    f.company = Some(co.id);
+    let c = contact(f);
+    store.create_contact(&a, &c, None).await.expect("create");
+    let i = interaction(c.id, 1);
+    store.create_interaction(&a, &i, None).await.expect("interaction");
+
+    assert!(matches!(store.get_contact(&b, c.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.get_company(&b, co.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.get_interaction(&b, c.id, i.id).await, Err(StoreError::NotFound)));
+    let all = ListQuery { filter: ContactFilter::default(), order: Order { field: SortField::CreateTime, descending: true }, after: None, limit: 100 };
+    assert!(store.list_contacts(&b, &all).await.expect("list").is_empty());
+    let companies = ListQuery { filter: CompanyFilter::default(), order: Order { field: SortField::CreateTime, descending: true }, after: None, limit: 100 };
+    assert!(store.list_companies(&b, &companies).await.expect("list").is_empty());
+    let terms = SearchTerms::parse("secret").expect("terms");
+    assert!(store.search_contacts(&b, &terms, 0, 10).await.expect("search").is_empty());
+    assert_eq!(store.search_contacts(&a, &terms, 0, 10).await.expect("search").len(), 1);
+    assert!(store.list_interactions(&b, TimelineOf::Contact(c.id), None, 10).await.expect("timeline").is_empty());
+    assert!(store.list_interactions(&b, TimelineOf::Company(co.id), None, 10).await.expect("timeline").is_empty());
+
+    let mut hijack = c.clone();
+    hijack.revision = c.revision.next();
+    hijack.fields.company = None;
+    assert!(matches!(store.update_contact(&b, &hijack, c.revision).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_contact(&b, c.id, None).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_company(&b, co.id, None).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_interaction(&b, c.id, i.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.create_interaction(&b, &interaction(c.id, 2), None).await, Err(StoreError::NotFound)));
+    let mut linked = fields("Sneaky", "Link", "sneaky@b.example");
+    linked.company = Some(co.id);
+    assert!(matches!(store.create_contact(&b, &contact(linked), None).await, Err(StoreError::UnknownCompany)));
+    assert_eq!(store.get_contact(&a, c.id).await.expect("still there"), c);
+}
+
+async fn creates_are_idempotent(store: &dyn ContactStore) {
+    let t = tenant("t1");
+    let key = RequestKey { request_id: "req-1".into(), fingerprint: vec![1, 2, 3] };
+    let first = contact(fields("Idem", "Potent", "idem@example.com"));
+    let created = store.create_contact(&t, &first, Some(&key)).await.expect("first");
+    assert!(!created.replayed);
+    let retry = contact(fields("Idem", "Potent", "idem@example.com"));
+    let replayed = store.create_contact(&t, &retry, Some(&key)).await.expect("retry");
+    assert!(replayed.replayed);
+    assert_eq!(replayed.value.id, first.id);
+    let other = RequestKey { request_id: "req-1".into(), fingerprint: vec![9] };
+    assert!(matches!(store.create_contact(&t, &retry, Some(&other)).await, Err(StoreError::RequestIdReused)));
+    // The same request id in another tenant is another request.
+    let elsewhere = store.create_contact(&tenant("t2"), &retry, Some(&key)).await.expect("other tenant");
+    assert!(!elsewhere.replayed);
+    let all = ListQuery { filter: ContactFilter::default(), order: Order { field: SortField::CreateTime, descending: true }, after: None, limit: 100 };
+    assert_eq!(store.list_contacts(&t, &all).await.expect("list").len(), 1);
+
+    let co = company("Idem Co");
+    let ckey = RequestKey { request_id: "req-c".into(), fingerprint: vec![4] };
+    store.create_company(&t, &co, Some(&ckey)).await.expect("company");
+    assert_eq!(store.create_company(&t, &company("Idem Co"), Some(&ckey)).await.expect("replay").value.id, co.id);
+    let ikey = RequestKey { request_id: "req-i".into(), fingerprint: vec![5] };
+    let i = interaction(first.id, 3);
+    store.create_interaction(&t, &i, Some(&ikey)).await.expect("interaction");
+    assert_eq!(store.create_interaction(&t, &interaction(first.id, 3), Some(&ikey)).await.expect("replay").value.id, i.id);
+}
+
+/// Pages through every order with a small page size: each contact appears exactly once, in order.
+async fn paging_misses_and_repeats_nothing(store: &dyn ContactStore) {
+    let t = tenant("pager");
+    let base = Utc::now() - Duration::hours(1);
+    let mut ids = HashSet::new();
+    for i in 0..130 {
+        // Duplicate names and shared timestamps exercise the id tie-break.
+        let f = fields(&format!("G{}", i % 7), &format!("F{}", i % 11), &format!("p{i}@example.com"));
+        let c = contact_at(f, base + Duration::seconds(i / 3));
+        store.create_contact(&t, &c, None).await.expect("create");
+        ids.insert(c.id);
+    }
+    for (field, descending) in [
+        (SortField::CreateTime, true),
+        (SortField::CreateTime, false),
+        (SortField::FamilyName, false),
+        (SortField::GivenName, true),
+        (SortField::UpdateTime, false),
+    ] {
+        let order = Order { field, descending };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let query = ListQuery { filter: ContactFilter::default(), order, after: after.clone(), limit: 17 };
+            let mut rows = store.list_contacts(&t, &query).await.expect("page");
+            let more = rows.len() > 17;
+            rows.truncate(17);
+            after = rows.last().map(|c| contact_cursor(c, field));
+            seen.extend(rows);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), ids.len(), "{order:?}");
+        assert_eq!(seen.iter().map(|c| c.id).collect::<HashSet<_>>(), ids, "{order:?}");
+        let keys: Vec<_> = seen.iter().map(|c| (sort_value(c, field), c.id)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        if descending {
+            sorted.reverse();
+        }
+        assert_eq!(keys, sorted, "{order:?}");
+    }
+}
+
+fn sort_value(c: &Contact, field: SortField) -> String {
+    match contact_cursor(c, field).key {
+        SortKey::Time(t) => format!("{:020}", t.timestamp_micros()),
+        SortKey::Text(s) => s,
+    }
+}
+
+async fn filters_select_exactly(store: &dyn ContactStore) {
+    let t = tenant("filters");
+    let co = company("Filter Co");
+    store.create_company(&t, &co, None).await.expect("company");
+    let old = Utc::now() - Duration::days(30);
+    let mut vip = fields("Vera", "Vip", "vera@example.com");
+    vip.tags = vec![Tag::parse("vip").expect("tag")];
+    vip.lifecycle_stage = LifecycleStage::Customer;
+    vip.company = Some(co.id);
+    vip.owner = user("bob");
+    vip.source = SourceChannel::Referral;
+    let vip = contact_at(vip, old);
+    store.create_contact(&t, &vip, None).await.expect("vip");
+    let plain = contact(fields("Paul", "Plain", "paul@example.com"));
+    store.create_contact(&t, &plain, None).await.expect("plain");
+
+    let t = &t;
+    let check = |filter: &str, expected: Vec<ContactId>| {
+        let filter = ContactFilter::parse(filter).expect("filter");
+        async move {
+            let query = ListQuery { filter, order: Order { field: SortField::CreateTime, descending: true }, after: None, limit: 100 };
+            let found: Vec<ContactId> = store.list_contacts(&t, &query).await.expect("list").iter().map(|c| c.id).collect();
+            assert_eq!(found, expected);
+        }
+    };
+    check("tag = vip", vec![vip.id]).await;
+    check("lifecycle_stage = CUSTOMER", vec![vip.id]).await;
+    check("lifecycle_stage = LEAD", vec![plain.id]).await;
+    check("owner = bob", vec![vip.id]).await;
+    check(&format!("company = \"{}\"", co.id.name()), vec![vip.id]).await;
+    check("source = REFERRAL", vec![vip.id]).await;
+    let cutoff = (Utc::now() - Duration::days(1)).to_rfc3339();
+    check(&format!("create_time < \"{cutoff}\""), vec![vip.id]).await;
+    check(&format!("create_time >= \"{cutoff}\""), vec![plain.id]).await;
+    check(&format!("tag = vip AND create_time >= \"{cutoff}\""), vec![]).await;
+    check("", vec![plain.id, vip.id]).await;
+
+    let companies = |filter: &str| {
+        let filter = CompanyFilter::parse(filter).expect("filter");
+        async move {
+            let query = ListQuery { filter, order: Order { field: SortField::DisplayName, descending: false }, after: None, limit: 100 };
+            store.list_companies(&t, &query).await.expect("list").len()
+        }
+    };
+    assert_eq!(companies("tag = key-account AND size_band = LARGE AND domain = \"ACME.example\"").await, 1);
+    assert_eq!(companies("industry = retail").await, 0);
+}
+
+async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
+    let t = tenant("search");
+    let co = company("Globex Industries");
+    store.create_company(&t, &co, None).await.expect("company");
+    let mut with_company = fields("Hank", "Scorpio", "hank@globex.example");
+    with_company.company = Some(co.id);
+    with_company.phones = vec![ContactPhone { number: PhoneNumber::parse("+1 415 555 2671").expect("phone"), primary: true }];
+    let hank = contact(with_company);
+    store.create_contact(&t, &hank, None).await.expect("hank");
+    let homer = contact(fields("Homer", "Simpson", "homer@springfield.example"));
+    store.create_contact(&t, &homer, None).await.expect("homer");
+
+    let t = &t;
+    let search = |q: &str| {
+        let terms = SearchTerms::parse(q).expect("terms");
+        async move { store.search_contacts(&t, &terms, 0, 10).await.expect("search").iter().map(|c| c.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(search("scorp").await, vec![hank.id], "prefix of a family name");
+    assert_eq!(search("homer@springfield.example").await, vec![homer.id], "whole email");
+    assert_eq!(search("springfield").await, vec![homer.id], "email domain");
+    assert_eq!(search("14155552671").await, vec![hank.id], "phone digits");
+    assert_eq!(search("globex").await, vec![hank.id], "company name");
+    assert_eq!(search("hank globex").await, vec![hank.id], "all words must match");
+    assert!(search("hank springfield").await.is_empty());
+    let both = search("h").await;
+    assert_eq!(both.len(), 2);
+
+    let mut renamed = co.clone();
+    renamed.fields.display_name = "Initech".into();
+    renamed.revision = co.revision.next();
+    store.update_company(&t, &renamed, co.revision).await.expect("rename");
+    assert_eq!(search("initech").await, vec![hank.id], "search follows a company rename");
+    assert!(search("globex industries").await.is_empty());
+}
+
+async fn companies_and_timelines(store: &dyn ContactStore) {
+    let t = tenant("timeline");
+    let co = company("Umbrella");
+    store.create_company(&t, &co, None).await.expect("company");
+    assert_eq!(store.get_company(&t, co.id).await.expect("get"), co);
+    let mut f = fields("Jill", "Valentine", "jill@umbrella.example");
+    f.company = Some(co.id);
+    let jill = contact(f);
+    store.create_contact(&t, &jill, None).await.expect("jill");
+    let mut ghost = fields("Ghost", "Co", "g@example.com");
+    ghost.company = Some(CompanyId::generate());
+    assert!(matches!(store.create_contact(&t, &contact(ghost), None).await, Err(StoreError::UnknownCompany)));
+
+    let mut logged = Vec::new();
+    for minutes in [30, 10, 20, 40, 5] {
+        let created = store.create_interaction(&t, &interaction(jill.id, minutes), None).await.expect("log");
+        assert_eq!(created.value.company, Some(co.id), "the contact's company is noted");
+        logged.push(created.value);
+    }
+    assert!(matches!(store.create_interaction(&t, &interaction(ContactId::generate(), 1), None).await, Err(StoreError::NotFound)));
+    let fetched = store.get_interaction(&t, jill.id, logged[0].id).await.expect("get");
+    assert_eq!(fetched, logged[0]);
+    assert!(matches!(store.get_interaction(&t, ContactId::generate(), logged[0].id).await, Err(StoreError::NotFound)));
+
+    for of in [TimelineOf::Contact(jill.id), TimelineOf::Company(co.id)] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let mut page = store.list_interactions(&t, of, after.as_ref(), 2).await.expect("page");
+            let more = page.len() > 2;
+            page.truncate(2);
+            after = page.last().map(interaction_cursor);
+            seen.extend(page.into_iter().map(|i| i.fields.occur_time));
+            if !more {
+                break;
+            }
+        }
+        let mut newest_first = seen.clone();
+        newest_first.sort_by(|a, b| b.cmp(a));
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen, newest_first);
+    }
+
+    store.delete_interaction(&t, jill.id, logged[0].id).await.expect("delete interaction");
+    assert_eq!(store.list_interactions(&t, TimelineOf::Contact(jill.id), None, 10).await.expect("list").len(), 4);
+
+    assert!(matches!(store.delete_company(&t, co.id, Some(co.revision.next())).await, Err(StoreError::RevisionMismatch)));
+    store.delete_company(&t, co.id, Some(co.revision)).await.expect("delete company");
+    let unlinked = store.get_contact(&t, jill.id).await.expect("contact stays");
+    assert_eq!(unlinked.fields.company, None);
+    store.delete_contact(&t, jill.id, None).await.expect("delete contact");
+    assert!(store.list_interactions(&t, TimelineOf::Contact(jill.id), None, 10).await.expect("list").is_empty());
+}
+
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let pool = crm_platform::db::open_sqlite(&dir.path().join("contact.db"), &super::SQLITE_MIGRATIONS).await.expect("sqlite");
+                    let store = super::SqliteContactStore::new(pool);
+                    super::$case(&store).await;
+                }
+            )+
+        }
+
+        mod postgres_backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(db) = super::TestDatabase::create(stringify!($case)).await else { return };
+                    super::migrate_test_db(&db.url).await;
+                    let pool = crm_platform::db::connect_postgres(&db.url, super::POSTGRES_APP_ROLE, 4).await.expect("connect");
+                    let store = super::PgContactStore::new(pool.clone());
+                    super::$case(&store).await;
+                    pool.close().await;
+                    db.drop_database().await;
+                }
+            )+
+        }
+    };
+}
+
+async fn migrate_test_db(url: &str) {
+    crm_platform::db::migrate_postgres(url, &POSTGRES_MIGRATIONS).await.expect("migrate");
+}
+
+conformance!(
+    round_trip,
+    updates_need_the_current_revision,
+    tenants_never_see_each_other,
+    creates_are_idempotent,
+    paging_misses_and_repeats_nothing,
+    filters_select_exactly,
+    search_ranks_and_follows_company_names,
+    companies_and_timelines,
+);
+
+/// Row-level security is the second wall: even SQL without a tenant condition, run as the
+/// serving role, sees and writes only the pinned tenant's rows.
+#[tokio::test]
+async fn postgres_row_level_security_is_forced() {
+    use sqlx::Row;
+    let Some(db) = TestDatabase::create("postgres_row_level_security_is_forced").await else { return };
+    migrate_test_db(&db.url).await;
+    let pool = crm_platform::db::connect_postgres(&db.url, POSTGRES_APP_ROLE, 2).await.expect("connect");
+    let store = PgContactStore::new(pool.clone());
+    store.create_contact(&tenant("a"), &contact(fields("A", "A", "a@example.com")), None).await.expect("a");
+    store.create_contact(&tenant("b"), &contact(fields("B", "B", "b@example.com")), None).await.expect("b");
+
+    let mut tx = crm_platform::db::begin_tenant(&pool, &tenant("a")).await.expect("tx");
+    let visible: i64 = sqlx::query("SELECT count(*) AS n FROM contacts").fetch_one(&mut *tx).await.expect("count").get("n");
+    assert_eq!(visible, 1, "tenant a sees only its own row");
+    let sneaky = sqlx::query("UPDATE contacts SET tenant_id = 'a' WHERE tenant_id = 'b'").execute(&mut *tx).await.expect("update");
+    assert_eq!(sneaky.rows_affected(), 0, "other tenants' rows cannot even be addressed");
+    let forged = sqlx::query(
+        "INSERT INTO companies (tenant_id, id, display_name, owner, create_time, update_time, revision) VALUES ('b', gen_random_uuid(), 'x', 'u', now(), now(), 1)",
+    )
+    .execute(&mut *tx)
+    .await;
+    assert!(forged.is_err(), "rows of another tenant cannot be written");
+    drop(tx);
+
+    let mut conn = pool.acquire().await.expect("conn");
+    let unpinned: i64 = sqlx::query("SELECT count(*) AS n FROM contacts").fetch_one(&mut *conn).await.expect("count").get("n");
+    assert_eq!(unpinned, 0, "without a pinned tenant nothing is visible");
+    let bypass: bool = sqlx::query("SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user").fetch_one(&mut *conn).await.expect("role").get(0);
+    assert!(!bypass, "the serving role cannot bypass RLS");
+    drop(conn);
+    pool.close().await;
+    db.drop_database().await;
+}

@@ -1,0 +1,151 @@
+//! Storage of the contact service: one trait, a PostgreSQL and an SQLite implementation, and
+//! one conformance suite both must pass.
+
+use async_trait::async_trait;
+use crm_platform::{ApiError, TenantId};
+
+use crate::domain::{
+    Company, CompanyFilter, CompanyId, Contact, ContactFilter, ContactId, Cursor, Interaction, InteractionId, ListQuery,
+    Revision, SearchTerms, SortField, SortKey,
+};
+
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PgContactStore;
+pub use sqlite::SqliteContactStore;
+
+/// Migrations of each backend, embedded in the binary.
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The PostgreSQL role the service serves as; row-level security applies to it.
+pub const POSTGRES_APP_ROLE: &str = "crm_contact_app";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("revision mismatch")]
+    RevisionMismatch,
+    #[error("request id reused for a different request")]
+    RequestIdReused,
+    #[error("referenced company does not exist")]
+    UnknownCompany,
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// The client-facing error; database details are logged, never returned.
+    pub fn into_api(self, what: &str) -> ApiError {
+        match self {
+            StoreError::NotFound => ApiError::not_found(what),
+            StoreError::RevisionMismatch => ApiError::etag_mismatch(),
+            StoreError::RequestIdReused => ApiError::new(
+                crm_platform::ErrorCode::InvalidArgument,
+                "REQUEST_ID_REUSED",
+                "request_id was already used for a different request",
+            ),
+            StoreError::UnknownCompany => ApiError::invalid_field("company", "no such company"),
+            StoreError::Corrupt(_) | StoreError::Database(_) => ApiError::internal(&self),
+        }
+    }
+}
+
+/// The idempotency key of a create: the client's request id and a fingerprint of the request,
+/// so that a reused id with a different request is refused rather than silently replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub request_id: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// The result of a create: the stored value, and whether an earlier identical request made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created<T> {
+    pub value: T,
+    pub replayed: bool,
+}
+
+/// Whose timeline to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelineOf {
+    Contact(ContactId),
+    Company(CompanyId),
+}
+
+/// Kinds of resources idempotency keys are kept for.
+pub(crate) const KIND_CONTACT: &str = "contact";
+pub(crate) const KIND_COMPANY: &str = "company";
+pub(crate) const KIND_INTERACTION: &str = "interaction";
+
+#[async_trait]
+pub trait ContactStore: Send + Sync + 'static {
+    async fn create_contact(&self, tenant: &TenantId, contact: &Contact, key: Option<&RequestKey>) -> Result<Created<Contact>, StoreError>;
+    async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError>;
+    /// Writes `contact` if the stored revision is still `expected`.
+    async fn update_contact(&self, tenant: &TenantId, contact: &Contact, expected: Revision) -> Result<(), StoreError>;
+    async fn delete_contact(&self, tenant: &TenantId, id: ContactId, expected: Option<Revision>) -> Result<(), StoreError>;
+    /// Up to `limit + 1` contacts, so the caller can tell whether another page follows.
+    async fn list_contacts(&self, tenant: &TenantId, query: &ListQuery<ContactFilter>) -> Result<Vec<Contact>, StoreError>;
+    /// Best matches first; up to `limit + 1` from `offset`.
+    async fn search_contacts(&self, tenant: &TenantId, terms: &SearchTerms, offset: usize, limit: usize) -> Result<Vec<Contact>, StoreError>;
+
+    async fn create_company(&self, tenant: &TenantId, company: &Company, key: Option<&RequestKey>) -> Result<Created<Company>, StoreError>;
+    async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError>;
+    async fn update_company(&self, tenant: &TenantId, company: &Company, expected: Revision) -> Result<(), StoreError>;
+    /// Deletes a company; its contacts lose the link.
+    async fn delete_company(&self, tenant: &TenantId, id: CompanyId, expected: Option<Revision>) -> Result<(), StoreError>;
+    async fn list_companies(&self, tenant: &TenantId, query: &ListQuery<CompanyFilter>) -> Result<Vec<Company>, StoreError>;
+
+    /// Records an interaction on an existing contact, noting the contact's current company.
+    async fn create_interaction(&self, tenant: &TenantId, interaction: &Interaction, key: Option<&RequestKey>) -> Result<Created<Interaction>, StoreError>;
+    async fn get_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<Interaction, StoreError>;
+    /// Newest first; up to `limit + 1` after the cursor (occur time, id).
+    async fn list_interactions(&self, tenant: &TenantId, of: TimelineOf, after: Option<&Cursor>, limit: usize) -> Result<Vec<Interaction>, StoreError>;
+    async fn delete_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<(), StoreError>;
+}
+
+/// The cursor that continues a listing after `contact`.
+pub fn contact_cursor(contact: &Contact, field: SortField) -> Cursor {
+    let key = match field {
+        SortField::UpdateTime => SortKey::Time(contact.update_time),
+        SortField::FamilyName => SortKey::Text(contact.fields.family_name.clone()),
+        SortField::GivenName => SortKey::Text(contact.fields.given_name.clone()),
+        SortField::CreateTime | SortField::DisplayName => SortKey::Time(contact.create_time),
+    };
+    Cursor { key, id: contact.id.0 }
+}
+
+/// The cursor that continues a listing after `company`.
+pub fn company_cursor(company: &Company, field: SortField) -> Cursor {
+    let key = match field {
+        SortField::UpdateTime => SortKey::Time(company.update_time),
+        SortField::DisplayName => SortKey::Text(company.fields.display_name.clone()),
+        _ => SortKey::Time(company.create_time),
+    };
+    Cursor { key, id: company.id.0 }
+}
+
+/// The cursor that continues a timeline after `interaction`.
+pub fn interaction_cursor(interaction: &Interaction) -> Cursor {
+    Cursor { key: SortKey::Time(interaction.fields.occur_time), id: interaction.id.0 }
+}
+
+/// The FTS query text of each backend: every term must match as a prefix.
+pub(crate) fn tsquery(terms: &SearchTerms) -> String {
+    terms.words().iter().map(|w| format!("'{}':*", w.replace('\'', "''"))).collect::<Vec<_>>().join(" & ")
+}
+
+pub(crate) fn fts5_query(terms: &SearchTerms) -> String {
+    terms.words().iter().map(|w| format!("\"{}\"*", w.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ")
+}
+
+pub(crate) fn corrupt(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(err.to_string())
+}

@@ -1,0 +1,642 @@
+//! PostgreSQL store. Every method runs in one transaction pinned to the tenant, so row-level
+//! security guards every statement in addition to the explicit tenant_id conditions.
+
+use async_trait::async_trait;
+use crm_platform::db::{begin_tenant, is_unique_violation};
+use crm_platform::{TenantId, UserId};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use super::{
+    corrupt, tsquery, ContactStore, Created, RequestKey, StoreError, TimelineOf, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION,
+};
+use crate::domain::*;
+
+const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
+                               owner, tags, attributes, consent, create_time, update_time, revision";
+const COMPANY_COLUMNS: &str =
+    "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
+const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
+                                   body, outcome, campaign_id, actor, create_time";
+
+/// Contact store on PostgreSQL.
+#[derive(Clone)]
+pub struct PgContactStore {
+    pool: PgPool,
+}
+
+impl PgContactStore {
+    /// Wraps a pool connected as the RLS-bound serving role.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    async fn tx(&self, tenant: &TenantId) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(begin_tenant(&self.pool, tenant).await?)
+    }
+}
+
+fn user(raw: String) -> Result<UserId, StoreError> {
+    UserId::parse(&raw).map_err(corrupt)
+}
+
+fn word<T>(raw: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    parse(raw).ok_or_else(|| corrupt(format!("unknown value `{raw}`")))
+}
+
+fn tags(raw: Vec<String>) -> Result<Vec<Tag>, StoreError> {
+    raw.iter().map(|t| Tag::parse(t).map_err(corrupt)).collect()
+}
+
+fn tag_strings(tags: &[Tag]) -> Vec<String> {
+    tags.iter().map(|t| t.as_str().to_owned()).collect()
+}
+
+fn contact_from_row(row: &PgRow) -> Result<Contact, StoreError> {
+    let Json(emails): Json<Vec<ContactEmail>> = row.try_get("emails")?;
+    let Json(phones): Json<Vec<ContactPhone>> = row.try_get("phones")?;
+    let Json(attributes) = row.try_get("attributes")?;
+    let Json(consent): Json<Consent> = row.try_get("consent")?;
+    let stage: String = row.try_get("lifecycle_stage")?;
+    let source: String = row.try_get("source")?;
+    Ok(Contact {
+        id: ContactId(row.try_get("id")?),
+        fields: ContactFields {
+            given_name: row.try_get("given_name")?,
+            family_name: row.try_get("family_name")?,
+            emails,
+            phones,
+            title: row.try_get("title")?,
+            company: row.try_get::<Option<Uuid>, _>("company_id")?.map(CompanyId),
+            lifecycle_stage: word(&stage, LifecycleStage::parse)?,
+            source: word(&source, SourceChannel::parse)?,
+            owner: user(row.try_get("owner")?)?,
+            tags: tags(row.try_get("tags")?)?,
+            attributes,
+            consent,
+        },
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+        revision: Revision(row.try_get("revision")?),
+    })
+}
+
+fn company_from_row(row: &PgRow) -> Result<Company, StoreError> {
+    let Json(attributes) = row.try_get("attributes")?;
+    let size_band: Option<String> = row.try_get("size_band")?;
+    Ok(Company {
+        id: CompanyId(row.try_get("id")?),
+        fields: CompanyFields {
+            display_name: row.try_get("display_name")?,
+            domain: row.try_get("domain")?,
+            industry: row.try_get("industry")?,
+            size_band: size_band.map(|b| word(&b, SizeBand::parse)).transpose()?,
+            owner: user(row.try_get("owner")?)?,
+            tags: tags(row.try_get("tags")?)?,
+            attributes,
+        },
+        create_time: row.try_get("create_time")?,
+        update_time: row.try_get("update_time")?,
+        revision: Revision(row.try_get("revision")?),
+    })
+}
+
+fn interaction_from_row(row: &PgRow) -> Result<Interaction, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let direction: String = row.try_get("direction")?;
+    let channel: Option<String> = row.try_get("channel")?;
+    Ok(Interaction {
+        id: InteractionId(row.try_get("id")?),
+        contact: ContactId(row.try_get("contact_id")?),
+        company: row.try_get::<Option<Uuid>, _>("company_id")?.map(CompanyId),
+        fields: InteractionFields {
+            kind: word(&kind, InteractionType::parse)?,
+            direction: word(&direction, Direction::parse)?,
+            channel: channel.map(|c| word(&c, InteractionChannel::parse)).transpose()?,
+            occur_time: row.try_get("occur_time")?,
+            duration_ms: row.try_get("duration_ms")?,
+            subject: row.try_get("subject")?,
+            body: row.try_get("body")?,
+            outcome: row.try_get("outcome")?,
+            campaign_id: row.try_get("campaign_id")?,
+            actor: user(row.try_get("actor")?)?,
+        },
+        create_time: row.try_get("create_time")?,
+    })
+}
+
+/// Looks up an idempotency key: the resource it created, or a refusal if reused differently.
+async fn replay_of(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    kind: &str,
+    key: &RequestKey,
+) -> Result<Option<Uuid>, StoreError> {
+    let row = sqlx::query("SELECT fingerprint, resource_id FROM idempotency_keys WHERE tenant_id = $1 AND kind = $2 AND request_id = $3")
+        .bind(tenant.as_str())
+        .bind(kind)
+        .bind(&key.request_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let fingerprint: Vec<u8> = row.try_get("fingerprint")?;
+            if fingerprint != key.fingerprint {
+                return Err(StoreError::RequestIdReused);
+            }
+            Ok(Some(row.try_get("resource_id")?))
+        }
+    }
+}
+
+async fn remember(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    kind: &str,
+    key: &RequestKey,
+    resource: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO idempotency_keys (tenant_id, kind, request_id, fingerprint, resource_id, create_time) VALUES ($1, $2, $3, $4, $5, now())")
+        .bind(tenant.as_str())
+        .bind(kind)
+        .bind(&key.request_id)
+        .bind(&key.fingerprint)
+        .bind(resource)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The name of a company, or `UnknownCompany`.
+async fn company_name(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: Option<CompanyId>) -> Result<Option<String>, StoreError> {
+    let Some(id) = id else { return Ok(None) };
+    sqlx::query_scalar("SELECT display_name FROM companies WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(Some)
+        .ok_or(StoreError::UnknownCompany)
+}
+
+fn push_time_bounds(qb: &mut QueryBuilder<Postgres>, column: &str, bounds: &[TimeBound]) {
+    for bound in bounds {
+        qb.push(format_args!(" AND {column} {} ", bound.op.as_str())).push_bind(bound.time);
+    }
+}
+
+fn push_page(qb: &mut QueryBuilder<Postgres>, order: Order, after: Option<&Cursor>, limit: usize) {
+    let column = order.field.column();
+    let direction = if order.descending { "DESC" } else { "ASC" };
+    if let Some(cursor) = after {
+        qb.push(format_args!(" AND ({column}, id) {} (", if order.descending { "<" } else { ">" }));
+        match &cursor.key {
+            SortKey::Time(time) => qb.push_bind(*time),
+            SortKey::Text(text) => qb.push_bind(text.clone()),
+        };
+        qb.push(", ").push_bind(cursor.id).push(")");
+    }
+    qb.push(format_args!(" ORDER BY {column} {direction}, id {direction} LIMIT "))
+        .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+}
+
+/// Runs `f` in a tenant transaction, retrying once when a concurrent create with the same
+/// request id won the race (the retry then replays its result).
+macro_rules! with_create_retry {
+    ($self:ident, $tenant:ident, $key:ident, |$tx:ident| $body:expr) => {{
+        let mut attempt = 0;
+        loop {
+            let mut $tx = $self.tx($tenant).await?;
+            let result: Result<_, StoreError> = $body;
+            match result {
+                Ok(value) => match $tx.commit().await {
+                    Ok(()) => break Ok(value),
+                    Err(err) if attempt == 0 && $key.is_some() && is_unique_violation(&err) => attempt += 1,
+                    Err(err) => break Err(err.into()),
+                },
+                Err(StoreError::Database(err)) if attempt == 0 && $key.is_some() && is_unique_violation(&err) => attempt += 1,
+                Err(err) => break Err(err),
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl ContactStore for PgContactStore {
+    async fn create_contact(&self, tenant: &TenantId, contact: &Contact, key: Option<&RequestKey>) -> Result<Created<Contact>, StoreError> {
+        with_create_retry!(self, tenant, key, |tx| async {
+            if let Some(key) = key {
+                if let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await? {
+                    let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
+                    return Ok(Created { value, replayed: true });
+                }
+            }
+            let company = company_name(&mut tx, tenant, contact.fields.company).await?;
+            let f = &contact.fields;
+            sqlx::query(
+                "INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, phones, primary_email, title, company_id, \
+                 company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            )
+            .bind(tenant.as_str())
+            .bind(contact.id.0)
+            .bind(&f.given_name)
+            .bind(&f.family_name)
+            .bind(Json(&f.emails))
+            .bind(Json(&f.phones))
+            .bind(f.primary_email().map(EmailAddress::as_str))
+            .bind(&f.title)
+            .bind(f.company.map(|c| c.0))
+            .bind(company)
+            .bind(f.lifecycle_stage.as_str())
+            .bind(f.source.as_str())
+            .bind(f.owner.as_str())
+            .bind(tag_strings(&f.tags))
+            .bind(Json(&f.attributes))
+            .bind(Json(&f.consent))
+            .bind(f.search_text())
+            .bind(contact.create_time)
+            .bind(contact.update_time)
+            .bind(contact.revision.0)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(key) = key {
+                remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
+            }
+            Ok(Created { value: contact.clone(), replayed: false })
+        }
+        .await)
+    }
+
+    async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let contact = fetch_contact(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(contact)
+    }
+
+    async fn update_contact(&self, tenant: &TenantId, contact: &Contact, expected: Revision) -> Result<(), StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let company = company_name(&mut tx, tenant, contact.fields.company).await?;
+        let f = &contact.fields;
+        let updated = sqlx::query(
+            "UPDATE contacts SET given_name = $3, family_name = $4, emails = $5, phones = $6, primary_email = $7, title = $8, \
+             company_id = $9, company_name = $10, lifecycle_stage = $11, source = $12, owner = $13, tags = $14, attributes = $15, \
+             consent = $16, search_text = $17, update_time = $18, revision = $19 \
+             WHERE tenant_id = $1 AND id = $2 AND revision = $20",
+        )
+        .bind(tenant.as_str())
+        .bind(contact.id.0)
+        .bind(&f.given_name)
+        .bind(&f.family_name)
+        .bind(Json(&f.emails))
+        .bind(Json(&f.phones))
+        .bind(f.primary_email().map(EmailAddress::as_str))
+        .bind(&f.title)
+        .bind(f.company.map(|c| c.0))
+        .bind(company)
+        .bind(f.lifecycle_stage.as_str())
+        .bind(f.source.as_str())
+        .bind(f.owner.as_str())
+        .bind(tag_strings(&f.tags))
+        .bind(Json(&f.attributes))
+        .bind(Json(&f.consent))
+        .bind(f.search_text())
+        .bind(contact.update_time)
+        .bind(contact.revision.0)
+        .bind(expected.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(missing_or_stale(&mut tx, "contacts", tenant, contact.id.0).await);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_contact(&self, tenant: &TenantId, id: ContactId, expected: Option<Revision>) -> Result<(), StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        delete_row(&mut tx, "contacts", tenant, id.0, expected).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_contacts(&self, tenant: &TenantId, query: &ListQuery<ContactFilter>) -> Result<Vec<Contact>, StoreError> {
+        let f = &query.filter;
+        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
+        qb.push_bind(tenant.as_str().to_owned());
+        if let Some(stage) = f.lifecycle_stage {
+            qb.push(" AND lifecycle_stage = ").push_bind(stage.as_str());
+        }
+        if let Some(source) = f.source {
+            qb.push(" AND source = ").push_bind(source.as_str());
+        }
+        if let Some(owner) = &f.owner {
+            qb.push(" AND owner = ").push_bind(owner.as_str().to_owned());
+        }
+        if let Some(tag) = &f.tag {
+            qb.push(" AND tags @> ARRAY[").push_bind(tag.as_str().to_owned()).push("]::text[]");
+        }
+        if let Some(company) = f.company {
+            qb.push(" AND company_id = ").push_bind(company.0);
+        }
+        push_time_bounds(&mut qb, "create_time", &f.create_time);
+        push_time_bounds(&mut qb, "update_time", &f.update_time);
+        push_page(&mut qb, query.order, query.after.as_ref(), query.limit);
+        let mut tx = self.tx(tenant).await?;
+        let rows = qb.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn search_contacts(&self, tenant: &TenantId, terms: &SearchTerms, offset: usize, limit: usize) -> Result<Vec<Contact>, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts, to_tsquery('simple', $2) AS q \
+             WHERE tenant_id = $1 AND search_doc @@ q ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $3 OFFSET $4"
+        )))
+        .bind(tenant.as_str())
+        .bind(tsquery(terms))
+        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn create_company(&self, tenant: &TenantId, company: &Company, key: Option<&RequestKey>) -> Result<Created<Company>, StoreError> {
+        with_create_retry!(self, tenant, key, |tx| async {
+            if let Some(key) = key {
+                if let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await? {
+                    let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
+                    return Ok(Created { value, replayed: true });
+                }
+            }
+            let f = &company.fields;
+            sqlx::query(
+                "INSERT INTO companies (tenant_id, id, display_name, domain, industry, size_band, owner, tags, attributes, \
+                 create_time, update_time, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(tenant.as_str())
+            .bind(company.id.0)
+            .bind(&f.display_name)
+            .bind(&f.domain)
+            .bind(&f.industry)
+            .bind(f.size_band.map(SizeBand::as_str))
+            .bind(f.owner.as_str())
+            .bind(tag_strings(&f.tags))
+            .bind(Json(&f.attributes))
+            .bind(company.create_time)
+            .bind(company.update_time)
+            .bind(company.revision.0)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(key) = key {
+                remember(&mut tx, tenant, KIND_COMPANY, key, company.id.0).await?;
+            }
+            Ok(Created { value: company.clone(), replayed: false })
+        }
+        .await)
+    }
+
+    async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let company = fetch_company(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(company)
+    }
+
+    async fn update_company(&self, tenant: &TenantId, company: &Company, expected: Revision) -> Result<(), StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let f = &company.fields;
+        let updated = sqlx::query(
+            "UPDATE companies SET display_name = $3, domain = $4, industry = $5, size_band = $6, owner = $7, tags = $8, \
+             attributes = $9, update_time = $10, revision = $11 WHERE tenant_id = $1 AND id = $2 AND revision = $12",
+        )
+        .bind(tenant.as_str())
+        .bind(company.id.0)
+        .bind(&f.display_name)
+        .bind(&f.domain)
+        .bind(&f.industry)
+        .bind(f.size_band.map(SizeBand::as_str))
+        .bind(f.owner.as_str())
+        .bind(tag_strings(&f.tags))
+        .bind(Json(&f.attributes))
+        .bind(company.update_time)
+        .bind(company.revision.0)
+        .bind(expected.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(missing_or_stale(&mut tx, "companies", tenant, company.id.0).await);
+        }
+        sqlx::query("UPDATE contacts SET company_name = $3 WHERE tenant_id = $1 AND company_id = $2 AND company_name IS DISTINCT FROM $3")
+            .bind(tenant.as_str())
+            .bind(company.id.0)
+            .bind(&f.display_name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_company(&self, tenant: &TenantId, id: CompanyId, expected: Option<Revision>) -> Result<(), StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        sqlx::query("UPDATE contacts SET company_id = NULL, company_name = NULL WHERE tenant_id = $1 AND company_id = $2")
+            .bind(tenant.as_str())
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        delete_row(&mut tx, "companies", tenant, id.0, expected).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_companies(&self, tenant: &TenantId, query: &ListQuery<CompanyFilter>) -> Result<Vec<Company>, StoreError> {
+        let f = &query.filter;
+        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = "));
+        qb.push_bind(tenant.as_str().to_owned());
+        if let Some(owner) = &f.owner {
+            qb.push(" AND owner = ").push_bind(owner.as_str().to_owned());
+        }
+        if let Some(tag) = &f.tag {
+            qb.push(" AND tags @> ARRAY[").push_bind(tag.as_str().to_owned()).push("]::text[]");
+        }
+        if let Some(industry) = &f.industry {
+            qb.push(" AND industry = ").push_bind(industry.clone());
+        }
+        if let Some(band) = f.size_band {
+            qb.push(" AND size_band = ").push_bind(band.as_str());
+        }
+        if let Some(domain) = &f.domain {
+            qb.push(" AND domain = ").push_bind(domain.clone());
+        }
+        push_time_bounds(&mut qb, "create_time", &f.create_time);
+        push_time_bounds(&mut qb, "update_time", &f.update_time);
+        push_page(&mut qb, query.order, query.after.as_ref(), query.limit);
+        let mut tx = self.tx(tenant).await?;
+        let rows = qb.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(company_from_row).collect()
+    }
+
+    async fn create_interaction(&self, tenant: &TenantId, interaction: &Interaction, key: Option<&RequestKey>) -> Result<Created<Interaction>, StoreError> {
+        with_create_retry!(self, tenant, key, |tx| async {
+            if let Some(key) = key {
+                if let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await? {
+                    let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
+                    return Ok(Created { value, replayed: true });
+                }
+            }
+            let f = &interaction.fields;
+            let company: Option<Option<Uuid>> = sqlx::query_scalar(
+                "INSERT INTO interactions (tenant_id, id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, \
+                 subject, body, outcome, campaign_id, actor, create_time) \
+                 SELECT $1, $2, c.id, c.company_id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+                 FROM contacts c WHERE c.tenant_id = $1 AND c.id = $3 RETURNING company_id",
+            )
+            .bind(tenant.as_str())
+            .bind(interaction.id.0)
+            .bind(interaction.contact.0)
+            .bind(f.kind.as_str())
+            .bind(f.direction.as_str())
+            .bind(f.channel.map(InteractionChannel::as_str))
+            .bind(f.occur_time)
+            .bind(f.duration_ms)
+            .bind(&f.subject)
+            .bind(&f.body)
+            .bind(&f.outcome)
+            .bind(&f.campaign_id)
+            .bind(f.actor.as_str())
+            .bind(interaction.create_time)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let company = company.ok_or(StoreError::NotFound)?;
+            if let Some(key) = key {
+                remember(&mut tx, tenant, KIND_INTERACTION, key, interaction.id.0).await?;
+            }
+            let mut value = interaction.clone();
+            value.company = company.map(CompanyId);
+            Ok(Created { value, replayed: false })
+        }
+        .await)
+    }
+
+    async fn get_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<Interaction, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let interaction = fetch_interaction(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        if interaction.contact != contact {
+            return Err(StoreError::NotFound);
+        }
+        Ok(interaction)
+    }
+
+    async fn list_interactions(&self, tenant: &TenantId, of: TimelineOf, after: Option<&Cursor>, limit: usize) -> Result<Vec<Interaction>, StoreError> {
+        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = "));
+        qb.push_bind(tenant.as_str().to_owned());
+        match of {
+            TimelineOf::Contact(id) => qb.push(" AND contact_id = ").push_bind(id.0),
+            TimelineOf::Company(id) => qb.push(" AND company_id = ").push_bind(id.0),
+        };
+        if let Some(cursor) = after {
+            let SortKey::Time(time) = cursor.key else {
+                return Ok(Vec::new());
+            };
+            qb.push(" AND (occur_time, id) < (").push_bind(time).push(", ").push_bind(cursor.id).push(")");
+        }
+        qb.push(" ORDER BY occur_time DESC, id DESC LIMIT ").push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        let mut tx = self.tx(tenant).await?;
+        let rows = qb.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(interaction_from_row).collect()
+    }
+
+    async fn delete_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<(), StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let deleted = sqlx::query("DELETE FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND id = $3")
+            .bind(tenant.as_str())
+            .bind(contact.0)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn fetch_contact(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = $2")))
+        .bind(tenant.as_str())
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    contact_from_row(&row)
+}
+
+async fn fetch_company(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = $1 AND id = $2")))
+        .bind(tenant.as_str())
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    company_from_row(&row)
+}
+
+async fn fetch_interaction(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: InteractionId) -> Result<Interaction, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = $1 AND id = $2")))
+        .bind(tenant.as_str())
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    interaction_from_row(&row)
+}
+
+/// After a conditional write touched nothing: the row is gone, or its revision moved on.
+async fn missing_or_stale(tx: &mut Transaction<'static, Postgres>, table: &str, tenant: &TenantId, id: Uuid) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!("SELECT 1 FROM {table} WHERE tenant_id = $1 AND id = $2")))
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await;
+    match exists {
+        Ok(Some(_)) => StoreError::RevisionMismatch,
+        Ok(None) => StoreError::NotFound,
+        Err(err) => err.into(),
+    }
+}
+
+async fn delete_row(
+    tx: &mut Transaction<'static, Postgres>,
+    table: &str,
+    tenant: &TenantId,
+    id: Uuid,
+    expected: Option<Revision>,
+) -> Result<(), StoreError> {
+    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE tenant_id = $1 AND id = $2 AND ($3::bigint IS NULL OR revision = $3)"
+    )))
+    .bind(tenant.as_str())
+    .bind(id)
+    .bind(expected.map(|r| r.0))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if deleted == 0 {
+        return Err(missing_or_stale(tx, table, tenant, id).await);
+    }
+    Ok(())
+}

@@ -1,0 +1,623 @@
+//! SQLite store, the embedded backend of `crm serve`. Write transactions take the write lock
+//! up front (BEGIN IMMEDIATE); times are unix microseconds; lists and maps are JSON text.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crm_platform::db::begin_sqlite_write;
+use crm_platform::{TenantId, UserId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use super::{
+    corrupt, fts5_query, ContactStore, Created, RequestKey, StoreError, TimelineOf, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION,
+};
+use crate::domain::*;
+
+const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
+                               owner, tags, attributes, consent, create_time, update_time, revision";
+const COMPANY_COLUMNS: &str =
+    "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
+const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
+                                   body, outcome, campaign_id, actor, create_time";
+
+/// Contact store on SQLite.
+#[derive(Clone)]
+pub struct SqliteContactStore {
+    pool: SqlitePool,
+}
+
+impl SqliteContactStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    let value: i64 = row.try_get(column)?;
+    DateTime::from_timestamp_micros(value).ok_or_else(|| corrupt(format!("{column} out of range")))
+}
+
+fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
+    let value: String = row.try_get(column)?;
+    Uuid::parse_str(&value).map_err(corrupt)
+}
+
+fn opt_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, StoreError> {
+    let value: Option<String> = row.try_get(column)?;
+    value.map(|v| Uuid::parse_str(&v).map_err(corrupt)).transpose()
+}
+
+fn json<T: DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
+    let value: String = row.try_get(column)?;
+    serde_json::from_str(&value).map_err(corrupt)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn user(raw: String) -> Result<UserId, StoreError> {
+    UserId::parse(&raw).map_err(corrupt)
+}
+
+fn word<T>(raw: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    parse(raw).ok_or_else(|| corrupt(format!("unknown value `{raw}`")))
+}
+
+fn contact_from_row(row: &SqliteRow) -> Result<Contact, StoreError> {
+    let stage: String = row.try_get("lifecycle_stage")?;
+    let source: String = row.try_get("source")?;
+    Ok(Contact {
+        id: ContactId(uuid(row, "id")?),
+        fields: ContactFields {
+            given_name: row.try_get("given_name")?,
+            family_name: row.try_get("family_name")?,
+            emails: json(row, "emails")?,
+            phones: json(row, "phones")?,
+            title: row.try_get("title")?,
+            company: opt_uuid(row, "company_id")?.map(CompanyId),
+            lifecycle_stage: word(&stage, LifecycleStage::parse)?,
+            source: word(&source, SourceChannel::parse)?,
+            owner: user(row.try_get("owner")?)?,
+            tags: json(row, "tags")?,
+            attributes: json(row, "attributes")?,
+            consent: json(row, "consent")?,
+        },
+        create_time: time(row, "create_time")?,
+        update_time: time(row, "update_time")?,
+        revision: Revision(row.try_get("revision")?),
+    })
+}
+
+fn company_from_row(row: &SqliteRow) -> Result<Company, StoreError> {
+    let size_band: Option<String> = row.try_get("size_band")?;
+    Ok(Company {
+        id: CompanyId(uuid(row, "id")?),
+        fields: CompanyFields {
+            display_name: row.try_get("display_name")?,
+            domain: row.try_get("domain")?,
+            industry: row.try_get("industry")?,
+            size_band: size_band.map(|b| word(&b, SizeBand::parse)).transpose()?,
+            owner: user(row.try_get("owner")?)?,
+            tags: json(row, "tags")?,
+            attributes: json(row, "attributes")?,
+        },
+        create_time: time(row, "create_time")?,
+        update_time: time(row, "update_time")?,
+        revision: Revision(row.try_get("revision")?),
+    })
+}
+
+fn interaction_from_row(row: &SqliteRow) -> Result<Interaction, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let direction: String = row.try_get("direction")?;
+    let channel: Option<String> = row.try_get("channel")?;
+    Ok(Interaction {
+        id: InteractionId(uuid(row, "id")?),
+        contact: ContactId(uuid(row, "contact_id")?),
+        company: opt_uuid(row, "company_id")?.map(CompanyId),
+        fields: InteractionFields {
+            kind: word(&kind, InteractionType::parse)?,
+            direction: word(&direction, Direction::parse)?,
+            channel: channel.map(|c| word(&c, InteractionChannel::parse)).transpose()?,
+            occur_time: time(row, "occur_time")?,
+            duration_ms: row.try_get("duration_ms")?,
+            subject: row.try_get("subject")?,
+            body: row.try_get("body")?,
+            outcome: row.try_get("outcome")?,
+            campaign_id: row.try_get("campaign_id")?,
+            actor: user(row.try_get("actor")?)?,
+        },
+        create_time: time(row, "create_time")?,
+    })
+}
+
+async fn replay_of(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, kind: &str, key: &RequestKey) -> Result<Option<Uuid>, StoreError> {
+    let row = sqlx::query("SELECT fingerprint, resource_id FROM idempotency_keys WHERE tenant_id = ?1 AND kind = ?2 AND request_id = ?3")
+        .bind(tenant.as_str())
+        .bind(kind)
+        .bind(&key.request_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let fingerprint: Vec<u8> = row.try_get("fingerprint")?;
+            if fingerprint != key.fingerprint {
+                return Err(StoreError::RequestIdReused);
+            }
+            Ok(Some(uuid(&row, "resource_id")?))
+        }
+    }
+}
+
+async fn remember(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, kind: &str, key: &RequestKey, resource: Uuid) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO idempotency_keys (tenant_id, kind, request_id, fingerprint, resource_id, create_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .bind(tenant.as_str())
+        .bind(kind)
+        .bind(&key.request_id)
+        .bind(&key.fingerprint)
+        .bind(resource.to_string())
+        .bind(micros(Utc::now()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn company_name(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, id: Option<CompanyId>) -> Result<Option<String>, StoreError> {
+    let Some(id) = id else { return Ok(None) };
+    sqlx::query_scalar("SELECT display_name FROM companies WHERE tenant_id = ?1 AND id = ?2")
+        .bind(tenant.as_str())
+        .bind(id.0.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(Some)
+        .ok_or(StoreError::UnknownCompany)
+}
+
+fn push_time_bounds(qb: &mut QueryBuilder<Sqlite>, column: &str, bounds: &[TimeBound]) {
+    for bound in bounds {
+        qb.push(format_args!(" AND {column} {} ", bound.op.as_str())).push_bind(micros(bound.time));
+    }
+}
+
+fn push_tag(qb: &mut QueryBuilder<Sqlite>, tag: &Tag) {
+    qb.push(" AND EXISTS (SELECT 1 FROM json_each(tags) WHERE json_each.value = ")
+        .push_bind(tag.as_str().to_owned())
+        .push(")");
+}
+
+fn push_page(qb: &mut QueryBuilder<Sqlite>, order: Order, after: Option<&Cursor>, limit: usize) {
+    let column = order.field.column();
+    let direction = if order.descending { "DESC" } else { "ASC" };
+    if let Some(cursor) = after {
+        qb.push(format_args!(" AND ({column}, id) {} (", if order.descending { "<" } else { ">" }));
+        match &cursor.key {
+            SortKey::Time(time) => qb.push_bind(micros(*time)),
+            SortKey::Text(text) => qb.push_bind(text.clone()),
+        };
+        qb.push(", ").push_bind(cursor.id.to_string()).push(")");
+    }
+    qb.push(format_args!(" ORDER BY {column} {direction}, id {direction} LIMIT "))
+        .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+}
+
+impl SqliteContactStore {
+    async fn read_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(begin_sqlite_write(&self.pool).await?)
+    }
+}
+
+#[async_trait]
+impl ContactStore for SqliteContactStore {
+    async fn create_contact(&self, tenant: &TenantId, contact: &Contact, key: Option<&RequestKey>) -> Result<Created<Contact>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        if let Some(key) = key {
+            if let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await? {
+                let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
+                tx.commit().await?;
+                return Ok(Created { value, replayed: true });
+            }
+        }
+        let company = company_name(&mut tx, tenant, contact.fields.company).await?;
+        let f = &contact.fields;
+        sqlx::query(
+            "INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, phones, primary_email, title, company_id, \
+             company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        )
+        .bind(tenant.as_str())
+        .bind(contact.id.0.to_string())
+        .bind(&f.given_name)
+        .bind(&f.family_name)
+        .bind(to_json(&f.emails)?)
+        .bind(to_json(&f.phones)?)
+        .bind(f.primary_email().map(EmailAddress::as_str))
+        .bind(&f.title)
+        .bind(f.company.map(|c| c.0.to_string()))
+        .bind(company)
+        .bind(f.lifecycle_stage.as_str())
+        .bind(f.source.as_str())
+        .bind(f.owner.as_str())
+        .bind(to_json(&f.tags)?)
+        .bind(to_json(&f.attributes)?)
+        .bind(to_json(&f.consent)?)
+        .bind(f.search_text())
+        .bind(micros(contact.create_time))
+        .bind(micros(contact.update_time))
+        .bind(contact.revision.0)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(key) = key {
+            remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
+        }
+        tx.commit().await?;
+        Ok(Created { value: contact.clone(), replayed: false })
+    }
+
+    async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let contact = fetch_contact(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(contact)
+    }
+
+    async fn update_contact(&self, tenant: &TenantId, contact: &Contact, expected: Revision) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let company = company_name(&mut tx, tenant, contact.fields.company).await?;
+        let f = &contact.fields;
+        let updated = sqlx::query(
+            "UPDATE contacts SET given_name = ?3, family_name = ?4, emails = ?5, phones = ?6, primary_email = ?7, title = ?8, \
+             company_id = ?9, company_name = ?10, lifecycle_stage = ?11, source = ?12, owner = ?13, tags = ?14, attributes = ?15, \
+             consent = ?16, search_text = ?17, update_time = ?18, revision = ?19 \
+             WHERE tenant_id = ?1 AND id = ?2 AND revision = ?20",
+        )
+        .bind(tenant.as_str())
+        .bind(contact.id.0.to_string())
+        .bind(&f.given_name)
+        .bind(&f.family_name)
+        .bind(to_json(&f.emails)?)
+        .bind(to_json(&f.phones)?)
+        .bind(f.primary_email().map(EmailAddress::as_str))
+        .bind(&f.title)
+        .bind(f.company.map(|c| c.0.to_string()))
+        .bind(company)
+        .bind(f.lifecycle_stage.as_str())
+        .bind(f.source.as_str())
+        .bind(f.owner.as_str())
+        .bind(to_json(&f.tags)?)
+        .bind(to_json(&f.attributes)?)
+        .bind(to_json(&f.consent)?)
+        .bind(f.search_text())
+        .bind(micros(contact.update_time))
+        .bind(contact.revision.0)
+        .bind(expected.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(missing_or_stale(&mut tx, "contacts", tenant, contact.id.0).await);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_contact(&self, tenant: &TenantId, id: ContactId, expected: Option<Revision>) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        delete_row(&mut tx, "contacts", tenant, id.0, expected).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_contacts(&self, tenant: &TenantId, query: &ListQuery<ContactFilter>) -> Result<Vec<Contact>, StoreError> {
+        let f = &query.filter;
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
+        qb.push_bind(tenant.as_str().to_owned());
+        if let Some(stage) = f.lifecycle_stage {
+            qb.push(" AND lifecycle_stage = ").push_bind(stage.as_str());
+        }
+        if let Some(source) = f.source {
+            qb.push(" AND source = ").push_bind(source.as_str());
+        }
+        if let Some(owner) = &f.owner {
+            qb.push(" AND owner = ").push_bind(owner.as_str().to_owned());
+        }
+        if let Some(tag) = &f.tag {
+            push_tag(&mut qb, tag);
+        }
+        if let Some(company) = f.company {
+            qb.push(" AND company_id = ").push_bind(company.0.to_string());
+        }
+        push_time_bounds(&mut qb, "create_time", &f.create_time);
+        push_time_bounds(&mut qb, "update_time", &f.update_time);
+        push_page(&mut qb, query.order, query.after.as_ref(), query.limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn search_contacts(&self, tenant: &TenantId, terms: &SearchTerms, offset: usize, limit: usize) -> Result<Vec<Contact>, StoreError> {
+        let columns = CONTACT_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM contacts_fts JOIN contacts c ON c.rowid = contacts_fts.rowid \
+             WHERE contacts_fts MATCH ?1 AND c.tenant_id = ?2 ORDER BY bm25(contacts_fts), c.id LIMIT ?3 OFFSET ?4"
+        )))
+        .bind(fts5_query(terms))
+        .bind(tenant.as_str())
+        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn create_company(&self, tenant: &TenantId, company: &Company, key: Option<&RequestKey>) -> Result<Created<Company>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        if let Some(key) = key {
+            if let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await? {
+                let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
+                tx.commit().await?;
+                return Ok(Created { value, replayed: true });
+            }
+        }
+        let f = &company.fields;
+        sqlx::query(
+            "INSERT INTO companies (tenant_id, id, display_name, domain, industry, size_band, owner, tags, attributes, \
+             create_time, update_time, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .bind(tenant.as_str())
+        .bind(company.id.0.to_string())
+        .bind(&f.display_name)
+        .bind(&f.domain)
+        .bind(&f.industry)
+        .bind(f.size_band.map(SizeBand::as_str))
+        .bind(f.owner.as_str())
+        .bind(to_json(&f.tags)?)
+        .bind(to_json(&f.attributes)?)
+        .bind(micros(company.create_time))
+        .bind(micros(company.update_time))
+        .bind(company.revision.0)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(key) = key {
+            remember(&mut tx, tenant, KIND_COMPANY, key, company.id.0).await?;
+        }
+        tx.commit().await?;
+        Ok(Created { value: company.clone(), replayed: false })
+    }
+
+    async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let company = fetch_company(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(company)
+    }
+
+    async fn update_company(&self, tenant: &TenantId, company: &Company, expected: Revision) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let f = &company.fields;
+        let updated = sqlx::query(
+            "UPDATE companies SET display_name = ?3, domain = ?4, industry = ?5, size_band = ?6, owner = ?7, tags = ?8, \
+             attributes = ?9, update_time = ?10, revision = ?11 WHERE tenant_id = ?1 AND id = ?2 AND revision = ?12",
+        )
+        .bind(tenant.as_str())
+        .bind(company.id.0.to_string())
+        .bind(&f.display_name)
+        .bind(&f.domain)
+        .bind(&f.industry)
+        .bind(f.size_band.map(SizeBand::as_str))
+        .bind(f.owner.as_str())
+        .bind(to_json(&f.tags)?)
+        .bind(to_json(&f.attributes)?)
+        .bind(micros(company.update_time))
+        .bind(company.revision.0)
+        .bind(expected.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(missing_or_stale(&mut tx, "companies", tenant, company.id.0).await);
+        }
+        sqlx::query("UPDATE contacts SET company_name = ?3 WHERE tenant_id = ?1 AND company_id = ?2 AND company_name IS NOT ?3")
+            .bind(tenant.as_str())
+            .bind(company.id.0.to_string())
+            .bind(&f.display_name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_company(&self, tenant: &TenantId, id: CompanyId, expected: Option<Revision>) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE contacts SET company_id = NULL, company_name = NULL WHERE tenant_id = ?1 AND company_id = ?2")
+            .bind(tenant.as_str())
+            .bind(id.0.to_string())
+            .execute(&mut *tx)
+            .await?;
+        delete_row(&mut tx, "companies", tenant, id.0, expected).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_companies(&self, tenant: &TenantId, query: &ListQuery<CompanyFilter>) -> Result<Vec<Company>, StoreError> {
+        let f = &query.filter;
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = "));
+        qb.push_bind(tenant.as_str().to_owned());
+        if let Some(owner) = &f.owner {
+            qb.push(" AND owner = ").push_bind(owner.as_str().to_owned());
+        }
+        if let Some(tag) = &f.tag {
+            push_tag(&mut qb, tag);
+        }
+        if let Some(industry) = &f.industry {
+            qb.push(" AND industry = ").push_bind(industry.clone());
+        }
+        if let Some(band) = f.size_band {
+            qb.push(" AND size_band = ").push_bind(band.as_str());
+        }
+        if let Some(domain) = &f.domain {
+            qb.push(" AND domain = ").push_bind(domain.clone());
+        }
+        push_time_bounds(&mut qb, "create_time", &f.create_time);
+        push_time_bounds(&mut qb, "update_time", &f.update_time);
+        push_page(&mut qb, query.order, query.after.as_ref(), query.limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(company_from_row).collect()
+    }
+
+    async fn create_interaction(&self, tenant: &TenantId, interaction: &Interaction, key: Option<&RequestKey>) -> Result<Created<Interaction>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        if let Some(key) = key {
+            if let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await? {
+                let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
+                tx.commit().await?;
+                return Ok(Created { value, replayed: true });
+            }
+        }
+        let f = &interaction.fields;
+        let company: Option<Option<String>> = sqlx::query_scalar(
+            "INSERT INTO interactions (tenant_id, id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, \
+             subject, body, outcome, campaign_id, actor, create_time) \
+             SELECT ?1, ?2, c.id, c.company_id, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
+             FROM contacts c WHERE c.tenant_id = ?1 AND c.id = ?3 RETURNING company_id",
+        )
+        .bind(tenant.as_str())
+        .bind(interaction.id.0.to_string())
+        .bind(interaction.contact.0.to_string())
+        .bind(f.kind.as_str())
+        .bind(f.direction.as_str())
+        .bind(f.channel.map(InteractionChannel::as_str))
+        .bind(micros(f.occur_time))
+        .bind(f.duration_ms)
+        .bind(&f.subject)
+        .bind(&f.body)
+        .bind(&f.outcome)
+        .bind(&f.campaign_id)
+        .bind(f.actor.as_str())
+        .bind(micros(interaction.create_time))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let company = company.ok_or(StoreError::NotFound)?;
+        if let Some(key) = key {
+            remember(&mut tx, tenant, KIND_INTERACTION, key, interaction.id.0).await?;
+        }
+        tx.commit().await?;
+        let mut value = interaction.clone();
+        value.company = company.map(|c| Uuid::parse_str(&c).map(CompanyId)).transpose().map_err(corrupt)?;
+        Ok(Created { value, replayed: false })
+    }
+
+    async fn get_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<Interaction, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let interaction = fetch_interaction(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        if interaction.contact != contact {
+            return Err(StoreError::NotFound);
+        }
+        Ok(interaction)
+    }
+
+    async fn list_interactions(&self, tenant: &TenantId, of: TimelineOf, after: Option<&Cursor>, limit: usize) -> Result<Vec<Interaction>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = "));
+        qb.push_bind(tenant.as_str().to_owned());
+        match of {
+            TimelineOf::Contact(id) => qb.push(" AND contact_id = ").push_bind(id.0.to_string()),
+            TimelineOf::Company(id) => qb.push(" AND company_id = ").push_bind(id.0.to_string()),
+        };
+        if let Some(cursor) = after {
+            let SortKey::Time(time) = cursor.key else {
+                return Ok(Vec::new());
+            };
+            qb.push(" AND (occur_time, id) < (").push_bind(micros(time)).push(", ").push_bind(cursor.id.to_string()).push(")");
+        }
+        qb.push(" ORDER BY occur_time DESC, id DESC LIMIT ").push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(interaction_from_row).collect()
+    }
+
+    async fn delete_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let deleted = sqlx::query("DELETE FROM interactions WHERE tenant_id = ?1 AND contact_id = ?2 AND id = ?3")
+            .bind(tenant.as_str())
+            .bind(contact.0.to_string())
+            .bind(id.0.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn fetch_contact(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = ?1 AND id = ?2")))
+        .bind(tenant.as_str())
+        .bind(id.0.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    contact_from_row(&row)
+}
+
+async fn fetch_company(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = ?1 AND id = ?2")))
+        .bind(tenant.as_str())
+        .bind(id.0.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    company_from_row(&row)
+}
+
+async fn fetch_interaction(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, id: InteractionId) -> Result<Interaction, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = ?1 AND id = ?2")))
+        .bind(tenant.as_str())
+        .bind(id.0.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    interaction_from_row(&row)
+}
+
+async fn missing_or_stale(tx: &mut Transaction<'static, Sqlite>, table: &str, tenant: &TenantId, id: Uuid) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!("SELECT 1 FROM {table} WHERE tenant_id = ?1 AND id = ?2")))
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await;
+    match exists {
+        Ok(Some(_)) => StoreError::RevisionMismatch,
+        Ok(None) => StoreError::NotFound,
+        Err(err) => err.into(),
+    }
+}
+
+async fn delete_row(tx: &mut Transaction<'static, Sqlite>, table: &str, tenant: &TenantId, id: Uuid, expected: Option<Revision>) -> Result<(), StoreError> {
+    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE tenant_id = ?1 AND id = ?2 AND (?3 IS NULL OR revision = ?3)"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.to_string())
+    .bind(expected.map(|r| r.0))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if deleted == 0 {
+        return Err(missing_or_stale(tx, table, tenant, id).await);
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Database pools and migrations for PostgreSQL (production) and SQLite (embedded).
+//!
+//! On PostgreSQL every service connects through a role that row-level security applies to
+//! (`SET ROLE` after connect; the role cannot bypass RLS), and every transaction pins the
+//! tenant with `set_config('crm.tenant_id', .., true)`, which the policies compare against.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, PgPool, Postgres, SqlitePool, Transaction};
+
+use crate::identity::TenantId;
+
+/// How long a request waits for a pooled connection before failing as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SQLite waits on a lock held by another connection.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database url: {0}")]
+    Url(sqlx::Error),
+    #[error("cannot connect to the database: {0}")]
+    Connect(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the data directory: {0}")]
+    DataDir(std::io::Error),
+}
+
+/// Connects to PostgreSQL for serving: every connection switches to `app_role`, which row-level
+/// security applies to.
+pub async fn connect_postgres(url: &str, app_role: &'static str, max_connections: u32) -> Result<PgPool, DbError> {
+    let options = PgConnectOptions::from_str(url).map_err(DbError::Url)?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(sqlx::AssertSqlSafe(format!("SET ROLE {app_role}"))).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(DbError::Connect)
+}
+
+/// Runs migrations on PostgreSQL with the connecting (owner) role, not the RLS-bound one.
+pub async fn migrate_postgres(url: &str, migrator: &Migrator) -> Result<(), DbError> {
+    let options = PgConnectOptions::from_str(url).map_err(DbError::Url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(DbError::Connect)?;
+    migrator.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Begins a PostgreSQL transaction pinned to one tenant.
+pub async fn begin_tenant(pool: &PgPool, tenant: &TenantId) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Opens (creating if needed) an SQLite database file and runs its migrations.
+pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(DbError::DataDir)?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(DbError::Connect)?;
+    migrator.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Begins an SQLite write transaction that takes the write lock up front, so that two
+/// read-then-write transactions cannot deadlock on lock upgrade.
+pub async fn begin_sqlite_write(pool: &SqlitePool) -> Result<Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
+/// Whether a database error is a unique-constraint violation (SQLSTATE 23505 / SQLite 2067).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,299 @@
+//! The one error table of the suite: every failure a client can see is an [`ApiError`] with a
+//! canonical [`ErrorCode`], an UPPER_SNAKE reason and, for bad input, field violations. The
+//! same table gives the gRPC code and the HTTP status, so gRPC and REST never disagree.
+
+use std::borrow::Cow;
+
+use http::StatusCode;
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every error the suite raises.
+pub const ERROR_DOMAIN: &str = "crm";
+
+/// Canonical error codes, each with one gRPC code and one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    /// A precondition such as an etag did not hold (HTTP 412).
+    FailedPrecondition,
+    Aborted,
+    OutOfRange,
+    ResourceExhausted,
+    /// A request body over the configured limit (HTTP only; gRPC has its own message limit).
+    PayloadTooLarge,
+    Cancelled,
+    DeadlineExceeded,
+    Unimplemented,
+    Unavailable,
+    Internal,
+}
+
+/// The table: (code, gRPC code, HTTP status).
+const TABLE: &[(ErrorCode, Code, StatusCode)] = &[
+    (ErrorCode::InvalidArgument, Code::InvalidArgument, StatusCode::BAD_REQUEST),
+    (ErrorCode::Unauthenticated, Code::Unauthenticated, StatusCode::UNAUTHORIZED),
+    (ErrorCode::PermissionDenied, Code::PermissionDenied, StatusCode::FORBIDDEN),
+    (ErrorCode::NotFound, Code::NotFound, StatusCode::NOT_FOUND),
+    (ErrorCode::AlreadyExists, Code::AlreadyExists, StatusCode::CONFLICT),
+    (ErrorCode::FailedPrecondition, Code::FailedPrecondition, StatusCode::PRECONDITION_FAILED),
+    (ErrorCode::Aborted, Code::Aborted, StatusCode::CONFLICT),
+    (ErrorCode::OutOfRange, Code::OutOfRange, StatusCode::BAD_REQUEST),
+    (ErrorCode::ResourceExhausted, Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
+    (ErrorCode::PayloadTooLarge, Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE),
+    (ErrorCode::Cancelled, Code::Cancelled, StatusCode::REQUEST_TIMEOUT),
+    (ErrorCode::DeadlineExceeded, Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),
+    (ErrorCode::Unimplemented, Code::Unimplemented, StatusCode::NOT_IMPLEMENTED),
+    (ErrorCode::Unavailable, Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+    (ErrorCode::Internal, Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+];
+
+impl ErrorCode {
+    fn row(self) -> &'static (ErrorCode, Code, StatusCode) {
+        TABLE
+            .iter()
+            .find(|(code, _, _)| *code == self)
+            .unwrap_or(&TABLE[TABLE.len() - 1])
+    }
+
+    /// The gRPC status code.
+    pub fn grpc(self) -> Code {
+        self.row().1
+    }
+
+    /// The HTTP status.
+    pub fn http(self) -> StatusCode {
+        self.row().2
+    }
+
+    /// The code a gRPC status maps back to (the gateway's direction). Codes with no row of
+    /// their own (UNKNOWN, DATA_LOSS) are internal errors.
+    pub fn from_grpc(code: Code) -> ErrorCode {
+        TABLE
+            .iter()
+            .find(|(c, grpc, _)| *grpc == code && *c != ErrorCode::PayloadTooLarge)
+            .map_or(ErrorCode::Internal, |row| row.0)
+    }
+
+    /// Default reason for errors raised without a more specific one.
+    pub fn default_reason(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorCode::Aborted => "ABORTED",
+            ErrorCode::OutOfRange => "OUT_OF_RANGE",
+            ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            ErrorCode::Unimplemented => "UNIMPLEMENTED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// One invalid field of a request and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+/// An error as a client sees it. Messages are developer-facing and never carry database text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?} ({reason}): {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub reason: Cow<'static, str>,
+    pub message: String,
+    pub violations: Vec<FieldViolation>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: Cow::Borrowed(reason),
+            message: message.into(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Invalid input in one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::invalid_fields(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// Invalid input in one or more fields; the message lists them all.
+    pub fn invalid_fields(violations: Vec<FieldViolation>) -> Self {
+        let message = violations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            code: ErrorCode::InvalidArgument,
+            reason: Cow::Borrowed("INVALID_FIELD"),
+            message,
+            violations,
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        let what = what.into();
+        Self::new(ErrorCode::NotFound, "NOT_FOUND", format!("{what} not found"))
+    }
+
+    pub fn etag_mismatch() -> Self {
+        Self::new(
+            ErrorCode::FailedPrecondition,
+            "ETAG_MISMATCH",
+            "the resource changed since it was read; fetch it again and retry with the new etag",
+        )
+    }
+
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PermissionDenied, "PERMISSION_DENIED", message)
+    }
+
+    pub fn unauthenticated(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, reason, message)
+    }
+
+    /// An internal failure. The cause is logged here and never sent to the client.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "INTERNAL", "internal error")
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, "UNAVAILABLE", message)
+    }
+
+    /// Rebuilds the error from a gRPC status received from another service (the gateway's
+    /// direction), keeping its reason and field violations.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let code = ErrorCode::from_grpc(status.code());
+        let details = status.get_error_details();
+        let reason = details
+            .error_info()
+            .map(|info| Cow::Owned(info.reason.clone()))
+            .unwrap_or(Cow::Borrowed(code.default_reason()));
+        let violations = details
+            .bad_request()
+            .map(|bad| {
+                bad.field_violations
+                    .iter()
+                    .map(|v| FieldViolation {
+                        field: v.field.clone(),
+                        description: v.description.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let message = if code == ErrorCode::Internal {
+            "internal error".to_owned()
+        } else {
+            status.message().to_owned()
+        };
+        Self {
+            code,
+            reason,
+            message,
+            violations,
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        let mut details = ErrorDetails::with_error_info(
+            err.reason.as_ref(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::<String, String>::new(),
+        );
+        for violation in &err.violations {
+            details.add_bad_request_violation(&violation.field, &violation.description);
+        }
+        tonic::Status::with_error_details(err.code.grpc(), err.message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_grpc_except_http_only_ones() {
+        for (code, grpc, _) in TABLE {
+            if *code == ErrorCode::PayloadTooLarge {
+                continue;
+            }
+            assert_eq!(ErrorCode::from_grpc(*grpc), *code);
+        }
+    }
+
+    #[test]
+    fn status_keeps_reason_and_violations() {
+        let err = ApiError::invalid_field("contact.emails[0].address", "not an email address");
+        let status = tonic::Status::from(err.clone());
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(ApiError::from_status(&status), err);
+    }
+
+    #[test]
+    fn internal_status_text_is_not_passed_on() {
+        let status = tonic::Status::internal("duplicate key value violates unique constraint");
+        assert_eq!(ApiError::from_status(&status).message, "internal error");
+    }
+}
+
+/// Collects the field violations of one request, so that a client learns every problem at
+/// once. Field paths are prefixed (for example `contact.`) to name the request field.
+#[derive(Debug, Default)]
+pub struct Violations {
+    prefix: String,
+    list: Vec<FieldViolation>,
+}
+
+impl Violations {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into(), list: Vec::new() }
+    }
+
+    pub fn add(&mut self, field: impl std::fmt::Display, description: impl Into<String>) {
+        self.list.push(FieldViolation { field: format!("{}{field}", self.prefix), description: description.into() });
+    }
+
+    /// Keeps the value of a successful parse, or records why it failed.
+    pub fn check<T>(&mut self, field: impl std::fmt::Display, parsed: Result<T, String>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.add(field, reason);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Ok when nothing was recorded, else an INVALID_ARGUMENT listing every violation.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.list.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(self.list)) }
+    }
+}

@@ -1,0 +1,19 @@
+//! The shared runtime of every CRM service: configuration, telemetry, authentication and
+//! tenancy, the error table, health and shutdown, database pools and migrations, list paging
+//! and filtering.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod filter;
+pub mod identity;
+pub mod lifecycle;
+pub mod metrics;
+pub mod paging;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{ApiError, ErrorCode, FieldViolation};
+pub use identity::{Principal, Role, TenantId, UserId};

@@ -1,0 +1,99 @@
+//! Prometheus metrics: one process-wide recorder, RED metrics per RPC and per route.
+
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
+
+use crate::telemetry;
+
+/// Latency buckets in seconds, from 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder (once per process) and returns the handle that renders it.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .map(|builder| builder.build_recorder())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        // Another recorder may already be installed (tests building several servers); the
+        // handle then renders an empty page rather than failing the process.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Renders the Prometheus text exposition.
+pub fn render() -> String {
+    install().render()
+}
+
+/// Tower layer for gRPC servers: a span per RPC continuing the caller's trace, and
+/// `crm_grpc_requests_total{method,code}` / `crm_grpc_request_duration_seconds{method}`.
+#[derive(Clone, Copy, Default)]
+pub struct GrpcObserveLayer;
+
+impl<S> tower::Layer<S> for GrpcObserveLayer {
+    type Service = GrpcObserve<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcObserve { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcObserve<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcObserve<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let method = request.uri().path().to_owned();
+        let span = tracing::info_span!("grpc", rpc.method = %method, tenant = tracing::field::Empty, grpc.code = tracing::field::Empty);
+        telemetry::continue_trace(&span, request.headers());
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let result = inner.call(request).await;
+                // Unary errors are trailers-only responses, so the status is in the headers;
+                // a response without grpc-status in its headers succeeded at this point.
+                let code = match &result {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map_or(tonic::Code::Ok, tonic::Code::from),
+                    Err(_) => tonic::Code::Internal,
+                };
+                tracing::Span::current().record("grpc.code", format!("{code:?}"));
+                metrics::counter!("crm_grpc_requests_total", "method" => method.clone(), "code" => format!("{code:?}")).increment(1);
+                metrics::histogram!("crm_grpc_request_duration_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
