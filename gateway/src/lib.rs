@@ -1,1 +1,199 @@
-//! placeholder
+//! The REST/JSON gateway: REST routes over the services' gRPC APIs, with authentication,
+//! problem+json errors, request ids, limits, timeouts, CORS, metrics and an OpenAPI document.
+
+pub mod dto;
+pub mod extract;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use crm_platform::auth::{AuthLayer, Verifier};
+use crm_platform::{ApiError, ErrorCode};
+use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
+use http::{HeaderName, HeaderValue, Method};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::problem::Problem;
+use crate::routes::{companies, contacts, interactions, ops};
+
+/// The service readiness checks ask about.
+pub const CONTACT_SERVICE: &str = "crm.contact.v1.ContactService";
+/// Default largest request body (1 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default time a request may take, end to end.
+pub const DEFAULT_REQUEST_TIMEOUT: &str = "30s";
+/// Default contact service endpoint.
+pub const DEFAULT_CONTACT_ENDPOINT: &str = "http://127.0.0.1:50051";
+
+/// Gateway settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// gRPC endpoint of the contact service.
+    #[arg(long, env = "CRM_CONTACT_ENDPOINT", default_value = DEFAULT_CONTACT_ENDPOINT)]
+    pub contact_endpoint: String,
+    /// Largest request body in bytes.
+    #[arg(long, env = "CRM_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Time a request may take, e.g. 30s.
+    #[arg(long, env = "CRM_REQUEST_TIMEOUT", default_value = DEFAULT_REQUEST_TIMEOUT, value_parser = crm_platform::config::parse_duration)]
+    pub request_timeout: Duration,
+    /// Origins allowed by CORS, comma-separated (`*` for any); none by default.
+    #[arg(long, env = "CRM_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+impl GatewayArgs {
+    pub fn validate(&self) -> Result<(), crm_platform::config::ConfigError> {
+        use crm_platform::config::ConfigError;
+        if !(self.contact_endpoint.starts_with("http://") || self.contact_endpoint.starts_with("https://")) {
+            return Err(ConfigError("CRM_CONTACT_ENDPOINT must be an http(s):// URL".into()));
+        }
+        if self.body_limit == 0 {
+            return Err(ConfigError("CRM_BODY_LIMIT must be positive".into()));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError("CRM_REQUEST_TIMEOUT must be positive".into()));
+        }
+        for origin in &self.cors_origins {
+            if origin != "*" && HeaderValue::from_str(origin).is_err() {
+                return Err(ConfigError(format!("CRM_CORS_ORIGINS: `{origin}` is not an origin")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shared state of the handlers: gRPC clients of the services.
+#[derive(Clone)]
+pub struct Gateway {
+    contacts: ContactServiceClient<Channel>,
+    health: HealthClient<Channel>,
+    /// Deadline of each upstream call.
+    pub deadline: Duration,
+}
+
+impl Gateway {
+    /// Clients that connect lazily, so the gateway starts before its upstreams are up
+    /// (readiness reports them).
+    pub fn connect(args: &GatewayArgs) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(args.contact_endpoint.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self {
+            contacts: ContactServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+            deadline: args.request_timeout,
+        })
+    }
+
+    pub fn contacts(&self) -> ContactServiceClient<Channel> {
+        self.contacts.clone()
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        self.health.clone()
+    }
+}
+
+/// RED metrics per route.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("crm_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("crm_http_request_duration_seconds", "method" => method, "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found() -> Problem {
+    Problem(ApiError::new(ErrorCode::NotFound, "ROUTE_NOT_FOUND", "no such route; see /openapi.json"))
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            http::header::IF_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([http::header::ETAG, http::header::LOCATION, HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The whole REST application.
+pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> Router {
+    let api = Router::new()
+        .route("/v1/contacts", get(contacts::list).post(contacts::create))
+        .route("/v1/contacts:search", get(contacts::search))
+        .route("/v1/contacts/{id}", get(contacts::get).patch(contacts::update).delete(contacts::delete))
+        .route("/v1/contacts/{id}/interactions", get(interactions::list_for_contact).post(interactions::create))
+        .route("/v1/contacts/{id}/interactions/{interaction}", get(interactions::get).delete(interactions::delete))
+        .route("/v1/companies", get(companies::list).post(companies::create))
+        .route("/v1/companies/{id}", get(companies::get).patch(companies::update).delete(companies::delete))
+        .route("/v1/companies/{id}/interactions", get(interactions::list_for_company))
+        .route_layer(AuthLayer::new(verifier, &[], problem::auth_rejection));
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(not_found)
+        .with_state(gateway)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(DefaultBodyLimit::max(args.body_limit))
+        .layer(TimeoutLayer::with_status_code(http::StatusCode::GATEWAY_TIMEOUT, args.request_timeout))
+        .layer(cors(&args.cors_origins))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let span = tracing::info_span!(
+                "http",
+                http.method = %request.method(),
+                http.path = %request.uri().path(),
+                request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or(""),
+                tenant = tracing::field::Empty,
+            );
+            crm_platform::telemetry::continue_trace(&span, request.headers());
+            span
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves the REST application on a bound listener until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,1 +1,275 @@
-fn main() {}
+//! `crm`: the whole CRM suite in one binary, one role per subcommand.
+
+mod dev_secret;
+mod grpc;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crm_platform::auth::Verifier;
+use crm_platform::config::{parse_addr, parse_duration, AuthArgs, PostgresArgs, ShutdownArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR};
+use crm_platform::lifecycle::cancel_on_signal;
+use crm_platform::telemetry::{self, TelemetryArgs};
+use crm_platform::{Principal, Role, TenantId, UserId};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Default data directory of `crm serve`.
+const DEFAULT_DATA_DIR: &str = "./data";
+/// Default metrics/health address of single-service roles.
+const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9090";
+
+#[derive(Parser)]
+#[command(name = "crm", version, about = "The CRM suite: contacts, companies and interactions over gRPC and REST")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process on an embedded SQLite database under --data-dir; no setup.
+    Serve(ServeArgs),
+    /// The contact service alone, on PostgreSQL (a Kubernetes role).
+    Contact(ContactArgs),
+    /// The REST gateway alone, in front of the services' gRPC endpoints (a Kubernetes role).
+    Gateway(GatewayRoleArgs),
+    /// Applies the database migrations of the contact service to PostgreSQL (a Kubernetes Job).
+    Migrate(MigrateArgs),
+    /// Prints a signed development token (HS256), and nothing else, on stdout.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the embedded database and the development secret live.
+    #[arg(long, env = "CRM_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// REST listen address.
+    #[arg(long, env = "CRM_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR, value_parser = parse_addr)]
+    http_addr: SocketAddr,
+    /// gRPC listen address (every service of the suite answers here).
+    #[arg(long, env = "CRM_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR, value_parser = parse_addr)]
+    grpc_addr: SocketAddr,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    gateway: crm_gateway::GatewayArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
+}
+
+#[derive(clap::Args)]
+struct ContactArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "CRM_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR, value_parser = parse_addr)]
+    grpc_addr: SocketAddr,
+    /// Address of /metrics and /healthz.
+    #[arg(long, env = "CRM_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_addr)]
+    metrics_addr: SocketAddr,
+    #[command(flatten)]
+    postgres: PostgresArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
+}
+
+#[derive(clap::Args)]
+struct GatewayRoleArgs {
+    /// REST listen address.
+    #[arg(long, env = "CRM_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR, value_parser = parse_addr)]
+    http_addr: SocketAddr,
+    #[command(flatten)]
+    gateway: crm_gateway::GatewayArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// PostgreSQL URL of the owning (migrating) role.
+    #[arg(long, env = "CRM_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Tenant (organisation) id.
+    #[arg(long)]
+    tenant: String,
+    /// User id (the `sub` claim).
+    #[arg(long)]
+    user: String,
+    /// Role: admin, manager, rep or viewer (repeatable).
+    #[arg(long = "role", required = true)]
+    roles: Vec<String>,
+    /// Lifetime, e.g. 30m or 720m.
+    #[arg(long, default_value = "720m", value_parser = parse_duration)]
+    ttl: Duration,
+    /// HS256 secret; defaults to the development secret of `crm serve` in --data-dir.
+    #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    #[arg(long, env = "CRM_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Contact(args) => contact(args).await,
+            Command::Gateway(args) => gateway(args).await,
+            Command::Migrate(args) => migrate(args).await,
+            Command::Token(args) => token(&args),
+        }
+    })
+}
+
+/// Binds a listener, naming the setting on failure.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+/// Waits for a shutdown signal, then gives the servers `grace` to drain.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    cancel_on_signal(token.clone());
+    token
+}
+
+async fn drain<F: std::future::Future<Output = anyhow::Result<()>>>(servers: F, token: &CancellationToken, grace: Duration) -> anyhow::Result<()> {
+    tokio::pin!(servers);
+    tokio::select! {
+        result = &mut servers => result,
+        () = token.cancelled() => match tokio::time::timeout(grace, servers).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period elapsed; exiting with requests in flight");
+                Ok(())
+            }
+        },
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.gateway.validate()?;
+    let fallback = dev_secret::load_or_create(&args.data_dir)?;
+    let verifier_config = args.auth.verifier_config(Some(fallback))?;
+    let _telemetry = telemetry::init(&args.telemetry, "crm")?;
+    crm_platform::metrics::install();
+    tracing::info!(data_dir = %args.data_dir.display(), http = %args.http_addr, grpc = %args.grpc_addr, auth = ?verifier_config, gateway = ?args.gateway, "starting crm serve");
+    let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
+    let http_listener = bind(args.http_addr, "CRM_HTTP_ADDR").await?;
+    let contact = crm_contact::open_sqlite(&args.data_dir.join("contact.db")).await?;
+    let verifier = Verifier::new(verifier_config);
+
+    let mut gateway_args = args.gateway.clone();
+    let grpc_local = grpc_listener.local_addr()?;
+    gateway_args.contact_endpoint = format!("http://127.0.0.1:{}", grpc_local.port());
+    let app = crm_gateway::router(crm_gateway::Gateway::connect(&gateway_args)?, Arc::clone(&verifier), &gateway_args);
+
+    let token = shutdown_token();
+    let grpc = grpc::serve(grpc_listener, contact, verifier, token.clone());
+    let http = {
+        let token = token.clone();
+        async move { Ok(crm_gateway::serve(http_listener, app, async move { token.cancelled().await }).await?) }
+    };
+    eprintln!(
+        "crm is up: REST on http://{}, gRPC on {}. Get a token with:\n  crm token --tenant demo --user alice --role admin",
+        http_display(args.http_addr),
+        grpc_local
+    );
+    drain(async { tokio::try_join!(grpc, http).map(drop) }, &token, args.shutdown.shutdown_grace).await
+}
+
+fn http_display(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() }
+}
+
+async fn contact(args: ContactArgs) -> anyhow::Result<()> {
+    args.postgres.validate()?;
+    let verifier_config = args.auth.verifier_config(None)?;
+    let _telemetry = telemetry::init(&args.telemetry, "crm-contact")?;
+    crm_platform::metrics::install();
+    tracing::info!(grpc = %args.grpc_addr, metrics = %args.metrics_addr, postgres = ?args.postgres, auth = ?verifier_config, "starting contact service");
+    let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
+    let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
+    let app = crm_contact::connect_postgres(&args.postgres.database_url, args.postgres.db_max_connections).await?;
+    let token = shutdown_token();
+    let grpc = grpc::serve(grpc_listener, app, Verifier::new(verifier_config), token.clone());
+    let metrics = serve_metrics(metrics_listener, token.clone());
+    drain(async { tokio::try_join!(grpc, metrics).map(drop) }, &token, args.shutdown.shutdown_grace).await
+}
+
+/// /metrics and /healthz of a role without a REST API of its own.
+async fn serve_metrics(listener: TcpListener, token: CancellationToken) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/metrics", get(|| async { crm_platform::metrics::render() }))
+        .route("/healthz", get(|| async { "ok" }));
+    axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await?;
+    Ok(())
+}
+
+async fn gateway(args: GatewayRoleArgs) -> anyhow::Result<()> {
+    args.gateway.validate()?;
+    let verifier_config = args.auth.verifier_config(None)?;
+    let _telemetry = telemetry::init(&args.telemetry, "crm-gateway")?;
+    crm_platform::metrics::install();
+    tracing::info!(http = %args.http_addr, gateway = ?args.gateway, auth = ?verifier_config, "starting gateway");
+    let listener = bind(args.http_addr, "CRM_HTTP_ADDR").await?;
+    let app = crm_gateway::router(crm_gateway::Gateway::connect(&args.gateway)?, Verifier::new(verifier_config), &args.gateway);
+    let token = shutdown_token();
+    let http = {
+        let token = token.clone();
+        async move { Ok(crm_gateway::serve(listener, app, async move { token.cancelled().await }).await?) }
+    };
+    drain(http, &token, args.shutdown.shutdown_grace).await
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(&args.telemetry, "crm-migrate")?;
+    tracing::info!(database = %crm_platform::config::redact_url(&args.database_url), "migrating contact service");
+    crm_contact::migrate_postgres(&args.database_url).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let secret = match &args.secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => dev_secret::load(&args.data_dir).with_context(|| {
+            format!(
+                "no secret: set CRM_JWT_SECRET, or run `crm serve` once so that {} exists",
+                dev_secret::path(&args.data_dir).display()
+            )
+        })?,
+    };
+    let tenant = TenantId::parse(&args.tenant).map_err(|reason| anyhow::anyhow!("--tenant {reason}"))?;
+    let user = UserId::parse(&args.user).map_err(|reason| anyhow::anyhow!("--user {reason}"))?;
+    let roles = args
+        .roles
+        .iter()
+        .map(|r| Role::parse(r).ok_or_else(|| anyhow::anyhow!("--role must be admin, manager, rep or viewer, not `{r}`")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let token = crm_platform::auth::mint_token(&secret, &Principal { tenant, user, roles }, args.ttl)?;
+    println!("{token}");
+    Ok(())
+}

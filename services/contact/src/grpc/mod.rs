@@ -95,7 +95,9 @@ impl ContactService for ContactGrpc {
         let mask = update_mask(r.update_mask.as_ref(), ContactField::parse)?;
         let etag = etag(&contact.etag, "contact.etag")?;
         let mut violations = crm_platform::error::Violations::new("contact.");
-        let patch = contact_fields(&mut violations, &masked_contact(contact, &mask), None);
+        // The owner is required only when the mask names it; otherwise it is not applied.
+        let owner_default = (!mask.contains(&ContactField::Owner)).then_some(&who.user);
+        let patch = contact_fields(&mut violations, &masked_contact(contact, &mask), owner_default);
         violations.finish()?;
         let updated = self.app.update_contact(&who, id, &patch, &mask, etag).await?;
         Ok(Response::new(pb::UpdateContactResponse { contact: Some(contact_to_proto(&updated)) }))
@@ -155,7 +157,8 @@ impl ContactService for ContactGrpc {
         let mask = update_mask(r.update_mask.as_ref(), CompanyField::parse)?;
         let etag = etag(&company.etag, "company.etag")?;
         let mut violations = crm_platform::error::Violations::new("company.");
-        let patch = company_fields(&mut violations, &masked_company(company, &mask), None);
+        let owner_default = (!mask.contains(&CompanyField::Owner)).then_some(&who.user);
+        let patch = company_fields(&mut violations, &masked_company(company, &mask), owner_default);
         violations.finish()?;
         let updated = self.app.update_company(&who, id, &patch, &mask, etag).await?;
         Ok(Response::new(pb::UpdateCompanyResponse { company: Some(company_to_proto(&updated)) }))

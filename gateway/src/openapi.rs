@@ -1,0 +1,41 @@
+//! The OpenAPI document, generated from the handlers and types themselves.
+
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::dto;
+use crate::problem::{ProblemBody, Violation};
+use crate::routes::{companies, contacts, interactions, ops};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "CRM suite REST API", description = "REST/JSON mirror of the suite's gRPC APIs. JSON field names are proto3 JSON (lowerCamelCase); errors are application/problem+json."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    paths(
+        contacts::list, contacts::create, contacts::get, contacts::update, contacts::delete, contacts::search,
+        companies::list, companies::create, companies::get, companies::update, companies::delete,
+        interactions::list_for_contact, interactions::list_for_company, interactions::create, interactions::get, interactions::delete,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+    ),
+    components(schemas(
+        dto::Contact, dto::Company, dto::Interaction, dto::ContactPage, dto::CompanyPage, dto::InteractionPage,
+        dto::EmailAddress, dto::PhoneNumber, dto::Consent, dto::ChannelConsent, dto::common::AttributeValue,
+        ProblemBody, Violation,
+    )),
+    tags((name = "contacts"), (name = "companies"), (name = "interactions"), (name = "operations")),
+)]
+pub struct ApiDoc;

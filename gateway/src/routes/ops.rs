@@ -1,0 +1,43 @@
+//! Operational endpoints: liveness, readiness, metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use utoipa::OpenApi;
+
+use crate::Gateway;
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "alive")))]
+pub async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Readiness: every upstream service reports SERVING over gRPC health.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "ready"), (status = 503, description = "an upstream is not serving")))]
+pub async fn readyz(State(gw): State<Gateway>) -> Response {
+    let mut health = gw.health();
+    let request = tonic::Request::new(HealthCheckRequest { service: crate::CONTACT_SERVICE.to_owned() });
+    let serving = matches!(
+        tokio::time::timeout(gw.deadline, health.check(request)).await,
+        Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32
+    );
+    let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({ "status": if serving { "ready" } else { "not ready" }, "upstreams": { crate::CONTACT_SERVICE: serving } });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Prometheus metrics of this process.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics() -> Response {
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crm_platform::metrics::render()).into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()), responses((status = 200, description = "OpenAPI 3 document")))]
+pub async fn openapi() -> Response {
+    axum::Json(crate::openapi::ApiDoc::openapi()).into_response()
+}

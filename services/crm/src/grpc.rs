@@ -1,0 +1,42 @@
+//! The gRPC server of a process: every service it runs, gRPC health and reflection, the
+//! observe (trace + metrics) and auth layers, on one pre-bound listener.
+
+use std::sync::Arc;
+
+use crm_contact::{ContactApp, ContactGrpc};
+use crm_platform::auth::{grpc_rejection, AuthLayer, Verifier};
+use crm_platform::lifecycle::Health;
+use crm_platform::metrics::GrpcObserveLayer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// Paths served without a token: health checks (kubelet, load balancers) and reflection.
+const PUBLIC_PATHS: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
+
+/// Serves the contact service until `shutdown` is cancelled; health flips to SERVING once the
+/// server is accepting and to NOT_SERVING as soon as shutdown starts.
+pub(crate) async fn serve(listener: TcpListener, contact: ContactApp, verifier: Arc<Verifier>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (health, health_service) = Health::new(vec![crm_contact::SERVICE_NAME]).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let server = tonic::transport::Server::builder()
+        .layer(GrpcObserveLayer)
+        .layer(AuthLayer::new(verifier, PUBLIC_PATHS, grpc_rejection))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ContactGrpc::new(contact).into_server());
+    health.set_serving().await;
+    let draining = {
+        let health = health.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            health.set_not_serving().await;
+        }
+    };
+    server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining).await?;
+    Ok(())
+}
