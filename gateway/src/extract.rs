@@ -30,17 +30,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                Problem(ApiError::new(ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", "the request body is too large"))
+                Problem(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "PAYLOAD_TOO_LARGE",
+                    "the request body is too large",
+                ))
             } else {
-                Problem(ApiError::new(ErrorCode::InvalidArgument, "UNREADABLE_BODY", "the request body could not be read"))
+                Problem(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    "UNREADABLE_BODY",
+                    "the request body could not be read",
+                ))
             }
         })?;
         let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(deserializer).map(JsonBody).map_err(|err| {
-            let path = err.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
-            Problem(ApiError::invalid_field(field, err.inner().to_string()))
-        })
+        serde_path_to_error::deserialize(deserializer)
+            .map(JsonBody)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let field = if path == "." { "body".to_owned() } else { path };
+                Problem(ApiError::invalid_field(field, err.inner().to_string()))
+            })
     }
 }
 

@@ -121,12 +121,17 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("crm_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("crm_http_request_duration_seconds", "method" => method, "route" => route).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("crm_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
 async fn not_found() -> Problem {
-    Problem(ApiError::new(ErrorCode::NotFound, "ROUTE_NOT_FOUND", "no such route; see /openapi.json"))
+    Problem(ApiError::new(
+        ErrorCode::NotFound,
+        "ROUTE_NOT_FOUND",
+        "no such route; see /openapi.json",
+    ))
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -145,7 +150,11 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("x-request-id"),
         ])
-        .expose_headers([http::header::ETAG, http::header::LOCATION, HeaderName::from_static("x-request-id")])
+        .expose_headers([
+            http::header::ETAG,
+            http::header::LOCATION,
+            HeaderName::from_static("x-request-id"),
+        ])
         .max_age(Duration::from_secs(600))
 }
 
@@ -154,11 +163,23 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
     let api = Router::new()
         .route("/v1/contacts", get(contacts::list).post(contacts::create))
         .route("/v1/contacts:search", get(contacts::search))
-        .route("/v1/contacts/{id}", get(contacts::get).patch(contacts::update).delete(contacts::delete))
-        .route("/v1/contacts/{id}/interactions", get(interactions::list_for_contact).post(interactions::create))
-        .route("/v1/contacts/{id}/interactions/{interaction}", get(interactions::get).delete(interactions::delete))
+        .route(
+            "/v1/contacts/{id}",
+            get(contacts::get).patch(contacts::update).delete(contacts::delete),
+        )
+        .route(
+            "/v1/contacts/{id}/interactions",
+            get(interactions::list_for_contact).post(interactions::create),
+        )
+        .route(
+            "/v1/contacts/{id}/interactions/{interaction}",
+            get(interactions::get).delete(interactions::delete),
+        )
         .route("/v1/companies", get(companies::list).post(companies::create))
-        .route("/v1/companies/{id}", get(companies::get).patch(companies::update).delete(companies::delete))
+        .route(
+            "/v1/companies/{id}",
+            get(companies::get).patch(companies::update).delete(companies::delete),
+        )
         .route("/v1/companies/{id}/interactions", get(interactions::list_for_company))
         .route_layer(AuthLayer::new(verifier, &[], problem::auth_rejection));
     let request_id = HeaderName::from_static("x-request-id");
@@ -172,7 +193,10 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .with_state(gateway)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(args.body_limit))
-        .layer(TimeoutLayer::with_status_code(http::StatusCode::GATEWAY_TIMEOUT, args.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            args.request_timeout,
+        ))
         .layer(cors(&args.cors_origins))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

@@ -88,7 +88,10 @@ impl IntoResponse for Problem {
                 .0
                 .violations
                 .iter()
-                .map(|v| Violation { field: json_field_path(&v.field), description: v.description.clone() })
+                .map(|v| Violation {
+                    field: json_field_path(&v.field),
+                    description: v.description.clone(),
+                })
                 .collect(),
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
@@ -110,7 +113,13 @@ mod tests {
     #[test]
     fn field_paths_become_json_names() {
         assert_eq!(super::json_field_path("contact.given_name"), "contact.givenName");
-        assert_eq!(super::json_field_path("contact.attributes[annual_revenue]"), "contact.attributes[annual_revenue]");
-        assert_eq!(super::json_field_path("update_mask.paths[family_name]"), "updateMask.paths[family_name]");
+        assert_eq!(
+            super::json_field_path("contact.attributes[annual_revenue]"),
+            "contact.attributes[annual_revenue]"
+        );
+        assert_eq!(
+            super::json_field_path("update_mask.paths[family_name]"),
+            "updateMask.paths[family_name]"
+        );
     }
 }

@@ -21,7 +21,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Call {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Call { authorization: header("authorization"), request_id: header("x-request-id") })
+        Ok(Call {
+            authorization: header("authorization"),
+            request_id: header("x-request-id"),
+        })
     }
 }
 
@@ -31,7 +34,11 @@ impl Call {
         let mut request = tonic::Request::new(message);
         request.set_timeout(deadline);
         let metadata: &mut MetadataMap = request.metadata_mut();
-        if let Some(value) = self.authorization.as_deref().and_then(|v| MetadataValue::try_from(v).ok()) {
+        if let Some(value) = self
+            .authorization
+            .as_deref()
+            .and_then(|v| MetadataValue::try_from(v).ok())
+        {
             metadata.insert("authorization", value);
         }
         if let Some(value) = self.request_id.as_deref().and_then(|v| MetadataValue::try_from(v).ok()) {
@@ -40,7 +47,11 @@ impl Call {
         let mut headers = http::HeaderMap::new();
         telemetry::inject_current(&mut headers);
         for name in ["traceparent", "tracestate"] {
-            if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| MetadataValue::try_from(v).ok()) {
+            if let Some(value) = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| MetadataValue::try_from(v).ok())
+            {
                 metadata.insert(name, value);
             }
         }

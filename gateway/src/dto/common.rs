@@ -19,8 +19,12 @@ pub fn time_to_json(ts: Option<&Timestamp>) -> Option<String> {
 /// Parses RFC 3339 into a proto timestamp, recording a violation on failure.
 pub fn time_from_json(v: &mut Violations, field: &str, raw: Option<&String>) -> Option<Timestamp> {
     let raw = raw?;
-    let parsed = DateTime::parse_from_rfc3339(raw).map_err(|_| "must be an RFC 3339 time like 2026-01-01T09:30:00Z".to_owned());
-    v.check(field, parsed).map(|t| Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) })
+    let parsed =
+        DateTime::parse_from_rfc3339(raw).map_err(|_| "must be an RFC 3339 time like 2026-01-01T09:30:00Z".to_owned());
+    v.check(field, parsed).map(|t| Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    })
 }
 
 /// A proto3 JSON duration like `"90s"` or `"1.5s"`.
@@ -44,7 +48,10 @@ pub fn duration_from_json(v: &mut Violations, field: &str, raw: Option<&String>)
             let whole = secs.trunc();
             // Truncation is intended: a proto Duration keeps whole seconds and nanoseconds.
             #[allow(clippy::cast_possible_truncation)]
-            PbDuration { seconds: whole as i64, nanos: ((secs - whole) * 1e9).round() as i32 }
+            PbDuration {
+                seconds: whole as i64,
+                nanos: ((secs - whole) * 1e9).round() as i32,
+            }
         })
         .ok_or_else(|| "must be a duration in seconds like \"90s\" or \"1.5s\"".to_owned());
     v.check(field, parsed)
@@ -71,7 +78,10 @@ impl<'de> Deserialize<'de> for Int64 {
         }
         match Raw::deserialize(deserializer)? {
             Raw::Number(n) => Ok(Int64(n)),
-            Raw::Text(t) => t.parse().map(Int64).map_err(|_| serde::de::Error::custom("expected a 64-bit integer")),
+            Raw::Text(t) => t
+                .parse()
+                .map(Int64)
+                .map_err(|_| serde::de::Error::custom("expected a 64-bit integer")),
         }
     }
 }
@@ -94,7 +104,9 @@ macro_rules! json_enum {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let name = <$proto>::try_from(self.0).map(|v| v.as_str_name()).unwrap_or("UNKNOWN");
+                let name = <$proto>::try_from(self.0)
+                    .map(|v| v.as_str_name())
+                    .unwrap_or("UNKNOWN");
                 serializer.serialize_str(name)
             }
         }
@@ -106,7 +118,9 @@ macro_rules! json_enum {
                     .or_else(|| <$proto>::from_str_name(&format!("{}{raw}", $prefix)))
                     .filter(|v| *v as i32 != 0)
                     .map(|v| $name(v as i32))
-                    .ok_or_else(|| serde::de::Error::custom(format!("`{raw}` is not one of {}", Self::names().join(", "))))
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!("`{raw}` is not one of {}", Self::names().join(", ")))
+                    })
             }
         }
 
@@ -146,7 +160,11 @@ pub struct AttributeValue {
     pub time_value: Option<String>,
 }
 
-pub fn attributes_to_proto(v: &mut Violations, field: &str, raw: &BTreeMap<String, AttributeValue>) -> BTreeMap<String, common::AttributeValue> {
+pub fn attributes_to_proto(
+    v: &mut Violations,
+    field: &str,
+    raw: &BTreeMap<String, AttributeValue>,
+) -> BTreeMap<String, common::AttributeValue> {
     use common::attribute_value::Kind;
     let mut out = BTreeMap::new();
     for (key, value) in raw {
@@ -170,7 +188,10 @@ pub fn attributes_to_proto(v: &mut Violations, field: &str, raw: &BTreeMap<Strin
         if kinds.len() == 1 {
             out.insert(key.clone(), common::AttributeValue { kind: kinds.pop() });
         } else if value.time_value.is_none() || !kinds.is_empty() {
-            v.add(path, "set exactly one of stringValue, intValue, doubleValue, boolValue, timeValue");
+            v.add(
+                path,
+                "set exactly one of stringValue, intValue, doubleValue, boolValue, timeValue",
+            );
         }
     }
     out

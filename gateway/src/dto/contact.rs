@@ -133,7 +133,11 @@ impl Contact {
         let mut v = Violations::new(prefix);
         reject_read_only(
             &mut v,
-            &[("name", self.name.is_some()), ("create_time", self.create_time.is_some()), ("update_time", self.update_time.is_some())],
+            &[
+                ("name", self.name.is_some()),
+                ("create_time", self.create_time.is_some()),
+                ("update_time", self.update_time.is_some()),
+            ],
         );
         let consent = self.consent.as_ref().map(|c| pb::Consent {
             email: consent_to_proto(&mut v, "consent.email", c.email.as_ref()),
@@ -144,15 +148,35 @@ impl Contact {
             name: String::new(),
             given_name: self.given_name.clone().unwrap_or_default(),
             family_name: self.family_name.clone().unwrap_or_default(),
-            emails: self.emails.iter().flatten().map(|e| pb::EmailAddress { address: e.address.clone(), primary: e.primary }).collect(),
-            phones: self.phones.iter().flatten().map(|p| pb::PhoneNumber { number: p.number.clone(), primary: p.primary }).collect(),
+            emails: self
+                .emails
+                .iter()
+                .flatten()
+                .map(|e| pb::EmailAddress {
+                    address: e.address.clone(),
+                    primary: e.primary,
+                })
+                .collect(),
+            phones: self
+                .phones
+                .iter()
+                .flatten()
+                .map(|p| pb::PhoneNumber {
+                    number: p.number.clone(),
+                    primary: p.primary,
+                })
+                .collect(),
             title: self.title.clone().unwrap_or_default(),
             company: self.company.clone().unwrap_or_default(),
             lifecycle_stage: enum_value(self.lifecycle_stage, |s| s.0),
             source: enum_value(self.source, |s| s.0),
             owner: self.owner.clone().unwrap_or_default(),
             tags: self.tags.clone().unwrap_or_default(),
-            attributes: attributes_to_proto(&mut v, "attributes", self.attributes.as_ref().unwrap_or(&BTreeMap::new())),
+            attributes: attributes_to_proto(
+                &mut v,
+                "attributes",
+                self.attributes.as_ref().unwrap_or(&BTreeMap::new()),
+            ),
             consent,
             create_time: None,
             update_time: None,
@@ -180,7 +204,11 @@ impl Contact {
         ];
         paths.extend(present.iter().filter(|(_, p)| *p).map(|(name, _)| *name));
         if let Some(consent) = &self.consent {
-            let channels = [("consent.email", consent.email.is_some()), ("consent.sms", consent.sms.is_some()), ("consent.phone", consent.phone.is_some())];
+            let channels = [
+                ("consent.email", consent.email.is_some()),
+                ("consent.sms", consent.sms.is_some()),
+                ("consent.phone", consent.phone.is_some()),
+            ];
             paths.extend(channels.iter().filter(|(_, p)| *p).map(|(name, _)| *name));
         }
         paths.into_iter().map(str::to_owned).collect()
@@ -193,8 +221,24 @@ impl From<&pb::Contact> for Contact {
             name: Some(c.name.clone()),
             given_name: Some(c.given_name.clone()),
             family_name: Some(c.family_name.clone()),
-            emails: Some(c.emails.iter().map(|e| EmailAddress { address: e.address.clone(), primary: e.primary }).collect()),
-            phones: Some(c.phones.iter().map(|p| PhoneNumber { number: p.number.clone(), primary: p.primary }).collect()),
+            emails: Some(
+                c.emails
+                    .iter()
+                    .map(|e| EmailAddress {
+                        address: e.address.clone(),
+                        primary: e.primary,
+                    })
+                    .collect(),
+            ),
+            phones: Some(
+                c.phones
+                    .iter()
+                    .map(|p| PhoneNumber {
+                        number: p.number.clone(),
+                        primary: p.primary,
+                    })
+                    .collect(),
+            ),
             title: Some(c.title.clone()),
             company: Some(c.company.clone()),
             lifecycle_stage: nonzero(c.lifecycle_stage, LifecycleStage),
@@ -252,7 +296,11 @@ impl Company {
         let mut v = Violations::new(prefix);
         reject_read_only(
             &mut v,
-            &[("name", self.name.is_some()), ("create_time", self.create_time.is_some()), ("update_time", self.update_time.is_some())],
+            &[
+                ("name", self.name.is_some()),
+                ("create_time", self.create_time.is_some()),
+                ("update_time", self.update_time.is_some()),
+            ],
         );
         let company = pb::Company {
             name: String::new(),
@@ -262,7 +310,11 @@ impl Company {
             size_band: enum_value(self.size_band, |s| s.0),
             owner: self.owner.clone().unwrap_or_default(),
             tags: self.tags.clone().unwrap_or_default(),
-            attributes: attributes_to_proto(&mut v, "attributes", self.attributes.as_ref().unwrap_or(&BTreeMap::new())),
+            attributes: attributes_to_proto(
+                &mut v,
+                "attributes",
+                self.attributes.as_ref().unwrap_or(&BTreeMap::new()),
+            ),
             create_time: None,
             update_time: None,
             etag: self.etag.clone().unwrap_or_default(),
@@ -351,7 +403,11 @@ impl Interaction {
         let mut v = Violations::new("interaction.");
         reject_read_only(
             &mut v,
-            &[("name", self.name.is_some()), ("company", self.company.is_some()), ("create_time", self.create_time.is_some())],
+            &[
+                ("name", self.name.is_some()),
+                ("company", self.company.is_some()),
+                ("create_time", self.create_time.is_some()),
+            ],
         );
         let interaction = pb::Interaction {
             name: String::new(),

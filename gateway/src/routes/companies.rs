@@ -15,14 +15,22 @@ use crate::upstream::Call;
 /// Lists companies.
 #[utoipa::path(get, path = "/v1/companies", tag = "companies", params(ListParams),
     responses((status = 200, body = CompanyPage), (status = 400, body = ProblemBody)))]
-pub async fn list(State(gw): State<Gateway>, call: Call, QueryParams(q): QueryParams<ListParams>) -> Result<Response, Problem> {
+pub async fn list(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<ListParams>,
+) -> Result<Response, Problem> {
     let request = pb::ListCompaniesRequest {
         page_size: q.page_size.unwrap_or_default(),
         page_token: q.page_token.unwrap_or_default(),
         filter: q.filter.unwrap_or_default(),
         order_by: q.order_by.unwrap_or_default(),
     };
-    let response = gw.contacts().list_companies(call.request(request, gw.deadline)).await?.into_inner();
+    let response = gw
+        .contacts()
+        .list_companies(call.request(request, gw.deadline))
+        .await?
+        .into_inner();
     Ok(axum::Json(CompanyPage {
         companies: response.companies.iter().map(Company::from).collect(),
         next_page_token: response.next_page_token,
@@ -34,18 +42,45 @@ pub async fn list(State(gw): State<Gateway>, call: Call, QueryParams(q): QueryPa
 #[utoipa::path(post, path = "/v1/companies", tag = "companies", request_body = Company,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = Company), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
-pub async fn create(State(gw): State<Gateway>, call: Call, headers: HeaderMap, JsonBody(body): JsonBody<Company>) -> Result<Response, Problem> {
-    let request = pb::CreateCompanyRequest { company: Some(body.to_proto("company.")?), request_id: idempotency_key(&headers) };
-    let company = gw.contacts().create_company(call.request(request, gw.deadline)).await?.into_inner().company.unwrap_or_default();
-    Ok(with_etag(StatusCode::CREATED, &company.etag, Some(company.name.clone()), Company::from(&company)))
+pub async fn create(
+    State(gw): State<Gateway>,
+    call: Call,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Company>,
+) -> Result<Response, Problem> {
+    let request = pb::CreateCompanyRequest {
+        company: Some(body.to_proto("company.")?),
+        request_id: idempotency_key(&headers),
+    };
+    let company = gw
+        .contacts()
+        .create_company(call.request(request, gw.deadline))
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
+    Ok(with_etag(
+        StatusCode::CREATED,
+        &company.etag,
+        Some(company.name.clone()),
+        Company::from(&company),
+    ))
 }
 
 /// Returns one company.
 #[utoipa::path(get, path = "/v1/companies/{id}", tag = "companies", params(("id" = String, Path)),
     responses((status = 200, body = Company), (status = 404, body = ProblemBody)))]
 pub async fn get(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    let request = pb::GetCompanyRequest { name: format!("companies/{id}") };
-    let company = gw.contacts().get_company(call.request(request, gw.deadline)).await?.into_inner().company.unwrap_or_default();
+    let request = pb::GetCompanyRequest {
+        name: format!("companies/{id}"),
+    };
+    let company = gw
+        .contacts()
+        .get_company(call.request(request, gw.deadline))
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
     Ok(with_etag(StatusCode::OK, &company.etag, None, Company::from(&company)))
 }
 
@@ -67,8 +102,17 @@ pub async fn update(
     if !header_etag.is_empty() {
         company.etag = header_etag;
     }
-    let request = pb::UpdateCompanyRequest { company: Some(company), update_mask: Some(mask(&params, body.present_paths())) };
-    let updated = gw.contacts().update_company(call.request(request, gw.deadline)).await?.into_inner().company.unwrap_or_default();
+    let request = pb::UpdateCompanyRequest {
+        company: Some(company),
+        update_mask: Some(mask(&params, body.present_paths())),
+    };
+    let updated = gw
+        .contacts()
+        .update_company(call.request(request, gw.deadline))
+        .await?
+        .into_inner()
+        .company
+        .unwrap_or_default();
     Ok(with_etag(StatusCode::OK, &updated.etag, None, Company::from(&updated)))
 }
 
@@ -76,8 +120,16 @@ pub async fn update(
 #[utoipa::path(delete, path = "/v1/companies/{id}", tag = "companies",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 404, body = ProblemBody), (status = 412, body = ProblemBody)))]
-pub async fn delete(State(gw): State<Gateway>, call: Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Problem> {
-    let request = pb::DeleteCompanyRequest { name: format!("companies/{id}"), etag: if_match(&headers) };
+pub async fn delete(
+    State(gw): State<Gateway>,
+    call: Call,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let request = pb::DeleteCompanyRequest {
+        name: format!("companies/{id}"),
+        etag: if_match(&headers),
+    };
     gw.contacts().delete_company(call.request(request, gw.deadline)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

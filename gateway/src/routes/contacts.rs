@@ -28,14 +28,22 @@ pub struct SearchParams {
 /// Lists contacts.
 #[utoipa::path(get, path = "/v1/contacts", tag = "contacts", params(ListParams),
     responses((status = 200, body = ContactPage), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody)))]
-pub async fn list(State(gw): State<Gateway>, call: Call, QueryParams(q): QueryParams<ListParams>) -> Result<Response, Problem> {
+pub async fn list(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<ListParams>,
+) -> Result<Response, Problem> {
     let request = pb::ListContactsRequest {
         page_size: q.page_size.unwrap_or_default(),
         page_token: q.page_token.unwrap_or_default(),
         filter: q.filter.unwrap_or_default(),
         order_by: q.order_by.unwrap_or_default(),
     };
-    let response = gw.contacts().list_contacts(call.request(request, gw.deadline)).await?.into_inner();
+    let response = gw
+        .contacts()
+        .list_contacts(call.request(request, gw.deadline))
+        .await?
+        .into_inner();
     Ok(axum::Json(ContactPage {
         contacts: response.contacts.iter().map(Contact::from).collect(),
         next_page_token: response.next_page_token,
@@ -48,19 +56,44 @@ pub async fn list(State(gw): State<Gateway>, call: Call, QueryParams(q): QueryPa
     params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
     responses((status = 201, body = Contact, headers(("ETag" = String), ("Location" = String))),
         (status = 400, body = ProblemBody), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody)))]
-pub async fn create(State(gw): State<Gateway>, call: Call, headers: HeaderMap, JsonBody(body): JsonBody<Contact>) -> Result<Response, Problem> {
-    let request = pb::CreateContactRequest { contact: Some(body.to_proto("contact.")?), request_id: idempotency_key(&headers) };
-    let created = gw.contacts().create_contact(call.request(request, gw.deadline)).await?.into_inner();
+pub async fn create(
+    State(gw): State<Gateway>,
+    call: Call,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Contact>,
+) -> Result<Response, Problem> {
+    let request = pb::CreateContactRequest {
+        contact: Some(body.to_proto("contact.")?),
+        request_id: idempotency_key(&headers),
+    };
+    let created = gw
+        .contacts()
+        .create_contact(call.request(request, gw.deadline))
+        .await?
+        .into_inner();
     let contact = created.contact.unwrap_or_default();
-    Ok(with_etag(StatusCode::CREATED, &contact.etag, Some(contact.name.clone()), Contact::from(&contact)))
+    Ok(with_etag(
+        StatusCode::CREATED,
+        &contact.etag,
+        Some(contact.name.clone()),
+        Contact::from(&contact),
+    ))
 }
 
 /// Returns one contact.
 #[utoipa::path(get, path = "/v1/contacts/{id}", tag = "contacts", params(("id" = String, Path)),
     responses((status = 200, body = Contact, headers(("ETag" = String))), (status = 404, body = ProblemBody)))]
 pub async fn get(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    let request = pb::GetContactRequest { name: format!("contacts/{id}") };
-    let contact = gw.contacts().get_contact(call.request(request, gw.deadline)).await?.into_inner().contact.unwrap_or_default();
+    let request = pb::GetContactRequest {
+        name: format!("contacts/{id}"),
+    };
+    let contact = gw
+        .contacts()
+        .get_contact(call.request(request, gw.deadline))
+        .await?
+        .into_inner()
+        .contact
+        .unwrap_or_default();
     Ok(with_etag(StatusCode::OK, &contact.etag, None, Contact::from(&contact)))
 }
 
@@ -84,8 +117,17 @@ pub async fn update(
     if !header_etag.is_empty() {
         contact.etag = header_etag;
     }
-    let request = pb::UpdateContactRequest { contact: Some(contact), update_mask: Some(mask(&params, body.present_paths())) };
-    let updated = gw.contacts().update_contact(call.request(request, gw.deadline)).await?.into_inner().contact.unwrap_or_default();
+    let request = pb::UpdateContactRequest {
+        contact: Some(contact),
+        update_mask: Some(mask(&params, body.present_paths())),
+    };
+    let updated = gw
+        .contacts()
+        .update_contact(call.request(request, gw.deadline))
+        .await?
+        .into_inner()
+        .contact
+        .unwrap_or_default();
     Ok(with_etag(StatusCode::OK, &updated.etag, None, Contact::from(&updated)))
 }
 
@@ -93,8 +135,16 @@ pub async fn update(
 #[utoipa::path(delete, path = "/v1/contacts/{id}", tag = "contacts",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 412, body = ProblemBody)))]
-pub async fn delete(State(gw): State<Gateway>, call: Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Problem> {
-    let request = pb::DeleteContactRequest { name: format!("contacts/{id}"), etag: if_match(&headers) };
+pub async fn delete(
+    State(gw): State<Gateway>,
+    call: Call,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let request = pb::DeleteContactRequest {
+        name: format!("contacts/{id}"),
+        etag: if_match(&headers),
+    };
     gw.contacts().delete_contact(call.request(request, gw.deadline)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -102,13 +152,21 @@ pub async fn delete(State(gw): State<Gateway>, call: Call, Path(id): Path<String
 /// Full-text search, best match first.
 #[utoipa::path(get, path = "/v1/contacts:search", tag = "contacts", params(SearchParams),
     responses((status = 200, body = ContactPage), (status = 400, body = ProblemBody)))]
-pub async fn search(State(gw): State<Gateway>, call: Call, QueryParams(q): QueryParams<SearchParams>) -> Result<Response, Problem> {
+pub async fn search(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<SearchParams>,
+) -> Result<Response, Problem> {
     let request = pb::SearchContactsRequest {
         query: q.query,
         page_size: q.page_size.unwrap_or_default(),
         page_token: q.page_token.unwrap_or_default(),
     };
-    let response = gw.contacts().search_contacts(call.request(request, gw.deadline)).await?.into_inner();
+    let response = gw
+        .contacts()
+        .search_contacts(call.request(request, gw.deadline))
+        .await?
+        .into_inner();
     Ok(axum::Json(ContactPage {
         contacts: response.contacts.iter().map(Contact::from).collect(),
         next_page_token: response.next_page_token,

@@ -57,7 +57,11 @@ pub fn if_match(headers: &HeaderMap) -> String {
 
 /// The `Idempotency-Key` header, the REST spelling of `request_id`.
 pub fn idempotency_key(headers: &HeaderMap) -> String {
-    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// `givenName` -> `given_name`, so masks may use either spelling.
@@ -77,7 +81,11 @@ pub fn proto_path(path: &str) -> String {
 /// The update mask: the explicit `updateMask`, else the fields present in the body.
 pub fn mask(params: &UpdateParams, present: Vec<String>) -> crm_proto::prost_types::FieldMask {
     let paths = match &params.update_mask {
-        Some(explicit) => explicit.split(',').filter(|p| !p.trim().is_empty()).map(proto_path).collect(),
+        Some(explicit) => explicit
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(proto_path)
+            .collect(),
         None => present,
     };
     crm_proto::prost_types::FieldMask { paths }

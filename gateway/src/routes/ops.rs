@@ -20,12 +20,18 @@ pub async fn healthz() -> Response {
     responses((status = 200, description = "ready"), (status = 503, description = "an upstream is not serving")))]
 pub async fn readyz(State(gw): State<Gateway>) -> Response {
     let mut health = gw.health();
-    let request = tonic::Request::new(HealthCheckRequest { service: crate::CONTACT_SERVICE.to_owned() });
+    let request = tonic::Request::new(HealthCheckRequest {
+        service: crate::CONTACT_SERVICE.to_owned(),
+    });
     let serving = matches!(
         tokio::time::timeout(gw.deadline, health.check(request)).await,
         Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32
     );
-    let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({ "status": if serving { "ready" } else { "not ready" }, "upstreams": { crate::CONTACT_SERVICE: serving } });
     (status, axum::Json(body)).into_response()
 }
@@ -33,7 +39,11 @@ pub async fn readyz(State(gw): State<Gateway>) -> Response {
 /// Prometheus metrics of this process.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics() -> Response {
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crm_platform::metrics::render()).into_response()
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crm_platform::metrics::render(),
+    )
+        .into_response()
 }
 
 /// This document.

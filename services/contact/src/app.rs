@@ -8,7 +8,9 @@ use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerpr
 use crm_platform::{ApiError, Principal};
 
 use crate::domain::*;
-use crate::store::{company_cursor, contact_cursor, interaction_cursor, ContactStore, Created, RequestKey, StoreError, TimelineOf};
+use crate::store::{
+    ContactStore, Created, RequestKey, StoreError, TimelineOf, company_cursor, contact_cursor, interaction_cursor,
+};
 
 /// Attempts of a read-modify-write update without an etag before giving up as ABORTED.
 const UPDATE_ATTEMPTS: usize = 3;
@@ -29,7 +31,12 @@ pub struct ListParams {
     pub order_by: String,
 }
 
-const CONTACT_ORDERS: &[SortField] = &[SortField::CreateTime, SortField::UpdateTime, SortField::FamilyName, SortField::GivenName];
+const CONTACT_ORDERS: &[SortField] = &[
+    SortField::CreateTime,
+    SortField::UpdateTime,
+    SortField::FamilyName,
+    SortField::GivenName,
+];
 const COMPANY_ORDERS: &[SortField] = &[SortField::CreateTime, SortField::UpdateTime, SortField::DisplayName];
 
 fn check_fields(problems: Vec<(String, String)>, prefix: &str) -> Result<(), ApiError> {
@@ -61,12 +68,23 @@ impl ContactApp {
         Self { store }
     }
 
-    pub async fn create_contact(&self, who: &Principal, mut fields: ContactFields, key: Option<RequestKey>) -> Result<Created<Contact>, ApiError> {
+    pub async fn create_contact(
+        &self,
+        who: &Principal,
+        mut fields: ContactFields,
+        key: Option<RequestKey>,
+    ) -> Result<Created<Contact>, ApiError> {
         who.ensure_can_write_owned_by(&fields.owner)?;
         fields.normalise();
         check_fields(fields.check(), "contact.")?;
         let now = now();
-        let contact = Contact { id: ContactId::generate(), fields, create_time: now, update_time: now, revision: Revision::FIRST };
+        let contact = Contact {
+            id: ContactId::generate(),
+            fields,
+            create_time: now,
+            update_time: now,
+            revision: Revision::FIRST,
+        };
         self.store
             .create_contact(&who.tenant, &contact, key.as_ref())
             .await
@@ -74,7 +92,10 @@ impl ContactApp {
     }
 
     pub async fn get_contact(&self, who: &Principal, id: ContactId) -> Result<Contact, ApiError> {
-        self.store.get_contact(&who.tenant, id).await.map_err(|err| err.into_api("contact"))
+        self.store
+            .get_contact(&who.tenant, id)
+            .await
+            .map_err(|err| err.into_api("contact"))
     }
 
     pub async fn update_contact(
@@ -97,20 +118,32 @@ impl ContactApp {
             let mut fields = current.fields.clone();
             fields.apply(patch, mask);
             check_fields(fields.check(), "contact.")?;
-            let updated = Contact { fields, update_time: now(), revision: current.revision.next(), ..current };
+            let updated = Contact {
+                fields,
+                update_time: now(),
+                revision: current.revision.next(),
+                ..current
+            };
             match self.store.update_contact(&who.tenant, &updated, current.revision).await {
                 Ok(()) => return Ok(updated),
                 Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
                 Err(err) => return Err(err.into_api("contact")),
             }
         }
-        Err(ApiError::new(crm_platform::ErrorCode::Aborted, "CONCURRENT_UPDATE", "the contact kept changing; retry"))
+        Err(ApiError::new(
+            crm_platform::ErrorCode::Aborted,
+            "CONCURRENT_UPDATE",
+            "the contact kept changing; retry",
+        ))
     }
 
     pub async fn delete_contact(&self, who: &Principal, id: ContactId, etag: Option<Revision>) -> Result<(), ApiError> {
         let current = self.get_contact(who, id).await?;
         who.ensure_can_write_owned_by(&current.fields.owner)?;
-        self.store.delete_contact(&who.tenant, id, etag).await.map_err(|err| err.into_api("contact"))
+        self.store
+            .delete_contact(&who.tenant, id, etag)
+            .await
+            .map_err(|err| err.into_api("contact"))
     }
 
     pub async fn list_contacts(&self, who: &Principal, params: &ListParams) -> Result<Page<Contact>, ApiError> {
@@ -119,12 +152,29 @@ impl ContactApp {
         let order = Order::parse(&params.order_by, CONTACT_ORDERS)?;
         let fingerprint = query_fingerprint(&["contacts", &params.filter, &params.order_by]);
         let after = decode_token::<Cursor>(&params.page_token, &fingerprint)?;
-        let query = ListQuery { filter, order, after, limit };
-        let rows = self.store.list_contacts(&who.tenant, &query).await.map_err(|err| err.into_api("contacts"))?;
-        Ok(page_of(rows, limit, |last| encode_token(&contact_cursor(last, order.field), &fingerprint)))
+        let query = ListQuery {
+            filter,
+            order,
+            after,
+            limit,
+        };
+        let rows = self
+            .store
+            .list_contacts(&who.tenant, &query)
+            .await
+            .map_err(|err| err.into_api("contacts"))?;
+        Ok(page_of(rows, limit, |last| {
+            encode_token(&contact_cursor(last, order.field), &fingerprint)
+        }))
     }
 
-    pub async fn search_contacts(&self, who: &Principal, query: &str, size: i32, token: &str) -> Result<Page<Contact>, ApiError> {
+    pub async fn search_contacts(
+        &self,
+        who: &Principal,
+        query: &str,
+        size: i32,
+        token: &str,
+    ) -> Result<Page<Contact>, ApiError> {
         let limit = page_size(size)?;
         let terms = SearchTerms::parse(query)?;
         let fingerprint = query_fingerprint(&["search", query]);
@@ -137,12 +187,23 @@ impl ContactApp {
         Ok(page_of(rows, limit, |_| encode_token(&(offset + limit), &fingerprint)))
     }
 
-    pub async fn create_company(&self, who: &Principal, mut fields: CompanyFields, key: Option<RequestKey>) -> Result<Created<Company>, ApiError> {
+    pub async fn create_company(
+        &self,
+        who: &Principal,
+        mut fields: CompanyFields,
+        key: Option<RequestKey>,
+    ) -> Result<Created<Company>, ApiError> {
         who.ensure_can_write_owned_by(&fields.owner)?;
         fields.normalise();
         check_fields(fields.check(), "company.")?;
         let now = now();
-        let company = Company { id: CompanyId::generate(), fields, create_time: now, update_time: now, revision: Revision::FIRST };
+        let company = Company {
+            id: CompanyId::generate(),
+            fields,
+            create_time: now,
+            update_time: now,
+            revision: Revision::FIRST,
+        };
         self.store
             .create_company(&who.tenant, &company, key.as_ref())
             .await
@@ -150,7 +211,10 @@ impl ContactApp {
     }
 
     pub async fn get_company(&self, who: &Principal, id: CompanyId) -> Result<Company, ApiError> {
-        self.store.get_company(&who.tenant, id).await.map_err(|err| err.into_api("company"))
+        self.store
+            .get_company(&who.tenant, id)
+            .await
+            .map_err(|err| err.into_api("company"))
     }
 
     pub async fn update_company(
@@ -173,20 +237,32 @@ impl ContactApp {
             let mut fields = current.fields.clone();
             fields.apply(patch, mask);
             check_fields(fields.check(), "company.")?;
-            let updated = Company { fields, update_time: now(), revision: current.revision.next(), ..current };
+            let updated = Company {
+                fields,
+                update_time: now(),
+                revision: current.revision.next(),
+                ..current
+            };
             match self.store.update_company(&who.tenant, &updated, current.revision).await {
                 Ok(()) => return Ok(updated),
                 Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
                 Err(err) => return Err(err.into_api("company")),
             }
         }
-        Err(ApiError::new(crm_platform::ErrorCode::Aborted, "CONCURRENT_UPDATE", "the company kept changing; retry"))
+        Err(ApiError::new(
+            crm_platform::ErrorCode::Aborted,
+            "CONCURRENT_UPDATE",
+            "the company kept changing; retry",
+        ))
     }
 
     pub async fn delete_company(&self, who: &Principal, id: CompanyId, etag: Option<Revision>) -> Result<(), ApiError> {
         let current = self.get_company(who, id).await?;
         who.ensure_can_write_owned_by(&current.fields.owner)?;
-        self.store.delete_company(&who.tenant, id, etag).await.map_err(|err| err.into_api("company"))
+        self.store
+            .delete_company(&who.tenant, id, etag)
+            .await
+            .map_err(|err| err.into_api("company"))
     }
 
     pub async fn list_companies(&self, who: &Principal, params: &ListParams) -> Result<Page<Company>, ApiError> {
@@ -195,9 +271,20 @@ impl ContactApp {
         let order = Order::parse(&params.order_by, COMPANY_ORDERS)?;
         let fingerprint = query_fingerprint(&["companies", &params.filter, &params.order_by]);
         let after = decode_token::<Cursor>(&params.page_token, &fingerprint)?;
-        let query = ListQuery { filter, order, after, limit };
-        let rows = self.store.list_companies(&who.tenant, &query).await.map_err(|err| err.into_api("companies"))?;
-        Ok(page_of(rows, limit, |last| encode_token(&company_cursor(last, order.field), &fingerprint)))
+        let query = ListQuery {
+            filter,
+            order,
+            after,
+            limit,
+        };
+        let rows = self
+            .store
+            .list_companies(&who.tenant, &query)
+            .await
+            .map_err(|err| err.into_api("companies"))?;
+        Ok(page_of(rows, limit, |last| {
+            encode_token(&company_cursor(last, order.field), &fingerprint)
+        }))
     }
 
     /// Logs an interaction. Anyone who writes may log on any contact of the tenant, but only
@@ -211,18 +298,38 @@ impl ContactApp {
     ) -> Result<Created<Interaction>, ApiError> {
         who.ensure_writer()?;
         who.ensure_can_write_owned_by(&fields.actor)?;
-        let interaction = Interaction { id: InteractionId::generate(), contact, company: None, fields, create_time: now() };
+        let interaction = Interaction {
+            id: InteractionId::generate(),
+            contact,
+            company: None,
+            fields,
+            create_time: now(),
+        };
         self.store
             .create_interaction(&who.tenant, &interaction, key.as_ref())
             .await
             .map_err(|err| err.into_api("contact"))
     }
 
-    pub async fn get_interaction(&self, who: &Principal, contact: ContactId, id: InteractionId) -> Result<Interaction, ApiError> {
-        self.store.get_interaction(&who.tenant, contact, id).await.map_err(|err| err.into_api("interaction"))
+    pub async fn get_interaction(
+        &self,
+        who: &Principal,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<Interaction, ApiError> {
+        self.store
+            .get_interaction(&who.tenant, contact, id)
+            .await
+            .map_err(|err| err.into_api("interaction"))
     }
 
-    pub async fn list_interactions(&self, who: &Principal, of: TimelineOf, size: i32, token: &str) -> Result<Page<Interaction>, ApiError> {
+    pub async fn list_interactions(
+        &self,
+        who: &Principal,
+        of: TimelineOf,
+        size: i32,
+        token: &str,
+    ) -> Result<Page<Interaction>, ApiError> {
         let limit = page_size(size)?;
         let parent = match of {
             TimelineOf::Contact(id) => id.name(),
@@ -240,12 +347,22 @@ impl ContactApp {
             .list_interactions(&who.tenant, of, after.as_ref(), limit)
             .await
             .map_err(|err| err.into_api("interactions"))?;
-        Ok(page_of(rows, limit, |last| encode_token(&interaction_cursor(last), &fingerprint)))
+        Ok(page_of(rows, limit, |last| {
+            encode_token(&interaction_cursor(last), &fingerprint)
+        }))
     }
 
-    pub async fn delete_interaction(&self, who: &Principal, contact: ContactId, id: InteractionId) -> Result<(), ApiError> {
+    pub async fn delete_interaction(
+        &self,
+        who: &Principal,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<(), ApiError> {
         let current = self.get_interaction(who, contact, id).await?;
         who.ensure_can_write_owned_by(&current.fields.actor)?;
-        self.store.delete_interaction(&who.tenant, contact, id).await.map_err(|err| err.into_api("interaction"))
+        self.store
+            .delete_interaction(&who.tenant, contact, id)
+            .await
+            .map_err(|err| err.into_api("interaction"))
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub use app::ContactApp;
 pub use grpc::{ContactGrpc, SERVICE_NAME};
-use store::{PgContactStore, SqliteContactStore, POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgContactStore, SQLITE_MIGRATIONS, SqliteContactStore};
 
 /// Opens the embedded SQLite database (creating and migrating it) and returns the service.
 pub async fn open_sqlite(path: &Path) -> Result<ContactApp, crm_platform::db::DbError> {

@@ -30,12 +30,16 @@ pub(crate) fn load_or_create(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
             Ok(secret.into_bytes())
         }
         // Another process created it first; use theirs.
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read_to_string(&path)?.trim().as_bytes().to_vec()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(&path)?.trim().as_bytes().to_vec())
+        }
         Err(err) => Err(err.into()),
     }
 }
 
 /// Reads the secret if it exists.
 pub(crate) fn load(data_dir: &Path) -> Option<Vec<u8>> {
-    std::fs::read_to_string(path(data_dir)).ok().map(|s| s.trim().as_bytes().to_vec())
+    std::fs::read_to_string(path(data_dir))
+        .ok()
+        .map(|s| s.trim().as_bytes().to_vec())
 }

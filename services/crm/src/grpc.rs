@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crm_contact::{ContactApp, ContactGrpc};
-use crm_platform::auth::{grpc_rejection, AuthLayer, Verifier};
+use crm_platform::auth::{AuthLayer, Verifier, grpc_rejection};
 use crm_platform::lifecycle::Health;
 use crm_platform::metrics::GrpcObserveLayer;
 use tokio::net::TcpListener;
@@ -16,7 +16,12 @@ const PUBLIC_PATHS: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
 
 /// Serves the contact service until `shutdown` is cancelled; health flips to SERVING once the
 /// server is accepting and to NOT_SERVING as soon as shutdown starts.
-pub(crate) async fn serve(listener: TcpListener, contact: ContactApp, verifier: Arc<Verifier>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    contact: ContactApp,
+    verifier: Arc<Verifier>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (health, health_service) = Health::new(vec![crm_contact::SERVICE_NAME]).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
@@ -37,6 +42,8 @@ pub(crate) async fn serve(listener: TcpListener, contact: ContactApp, verifier: 
             health.set_not_serving().await;
         }
     };
-    server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining).await?;
+    server
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+        .await?;
     Ok(())
 }

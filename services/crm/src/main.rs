@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crm_platform::auth::Verifier;
-use crm_platform::config::{parse_addr, parse_duration, AuthArgs, PostgresArgs, ShutdownArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR};
+use crm_platform::config::{
+    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, PostgresArgs, ShutdownArgs, parse_addr, parse_duration,
+};
 use crm_platform::lifecycle::cancel_on_signal;
 use crm_platform::telemetry::{self, TelemetryArgs};
 use crm_platform::{Principal, Role, TenantId, UserId};
@@ -24,7 +26,11 @@ const DEFAULT_DATA_DIR: &str = "./data";
 const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9090";
 
 #[derive(Parser)]
-#[command(name = "crm", version, about = "The CRM suite: contacts, companies and interactions over gRPC and REST")]
+#[command(
+    name = "crm",
+    version,
+    about = "The CRM suite: contacts, companies and interactions over gRPC and REST"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -144,7 +150,9 @@ fn main() -> anyhow::Result<()> {
 
 /// Binds a listener, naming the setting on failure.
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
 /// Waits for a shutdown signal, then gives the servers `grace` to drain.
@@ -154,7 +162,11 @@ fn shutdown_token() -> CancellationToken {
     token
 }
 
-async fn drain<F: std::future::Future<Output = anyhow::Result<()>>>(servers: F, token: &CancellationToken, grace: Duration) -> anyhow::Result<()> {
+async fn drain<F: std::future::Future<Output = anyhow::Result<()>>>(
+    servers: F,
+    token: &CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
     tokio::pin!(servers);
     tokio::select! {
         result = &mut servers => result,
@@ -177,13 +189,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(data_dir = %args.data_dir.display(), http = %args.http_addr, grpc = %args.grpc_addr, auth = ?verifier_config, gateway = ?args.gateway, "starting crm serve");
     let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
     let http_listener = bind(args.http_addr, "CRM_HTTP_ADDR").await?;
+    let http_local = http_listener.local_addr()?;
     let contact = crm_contact::open_sqlite(&args.data_dir.join("contact.db")).await?;
     let verifier = Verifier::new(verifier_config);
 
     let mut gateway_args = args.gateway.clone();
     let grpc_local = grpc_listener.local_addr()?;
     gateway_args.contact_endpoint = format!("http://127.0.0.1:{}", grpc_local.port());
-    let app = crm_gateway::router(crm_gateway::Gateway::connect(&gateway_args)?, Arc::clone(&verifier), &gateway_args);
+    let app = crm_gateway::router(
+        crm_gateway::Gateway::connect(&gateway_args)?,
+        Arc::clone(&verifier),
+        &gateway_args,
+    );
 
     let token = shutdown_token();
     let grpc = grpc::serve(grpc_listener, contact, verifier, token.clone());
@@ -192,15 +209,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         async move { Ok(crm_gateway::serve(http_listener, app, async move { token.cancelled().await }).await?) }
     };
     eprintln!(
-        "crm is up: REST on http://{}, gRPC on {}. Get a token with:\n  crm token --tenant demo --user alice --role admin",
-        http_display(args.http_addr),
+        "crm is up: REST on http://{}, gRPC on {}\nget a token with: crm token --tenant demo --user alice --role admin",
+        http_display(http_local),
         grpc_local
     );
-    drain(async { tokio::try_join!(grpc, http).map(drop) }, &token, args.shutdown.shutdown_grace).await
+    drain(
+        async { tokio::try_join!(grpc, http).map(drop) },
+        &token,
+        args.shutdown.shutdown_grace,
+    )
+    .await
 }
 
 fn http_display(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() }
+    if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 async fn contact(args: ContactArgs) -> anyhow::Result<()> {
@@ -212,10 +238,20 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
     let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
     let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
     let app = crm_contact::connect_postgres(&args.postgres.database_url, args.postgres.db_max_connections).await?;
+    eprintln!(
+        "crm contact is up: gRPC on {}, metrics on {}",
+        grpc_listener.local_addr()?,
+        metrics_listener.local_addr()?
+    );
     let token = shutdown_token();
     let grpc = grpc::serve(grpc_listener, app, Verifier::new(verifier_config), token.clone());
     let metrics = serve_metrics(metrics_listener, token.clone());
-    drain(async { tokio::try_join!(grpc, metrics).map(drop) }, &token, args.shutdown.shutdown_grace).await
+    drain(
+        async { tokio::try_join!(grpc, metrics).map(drop) },
+        &token,
+        args.shutdown.shutdown_grace,
+    )
+    .await
 }
 
 /// /metrics and /healthz of a role without a REST API of its own.
@@ -224,7 +260,9 @@ async fn serve_metrics(listener: TcpListener, token: CancellationToken) -> anyho
     let app = axum::Router::new()
         .route("/metrics", get(|| async { crm_platform::metrics::render() }))
         .route("/healthz", get(|| async { "ok" }));
-    axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
     Ok(())
 }
 
@@ -235,7 +273,15 @@ async fn gateway(args: GatewayRoleArgs) -> anyhow::Result<()> {
     crm_platform::metrics::install();
     tracing::info!(http = %args.http_addr, gateway = ?args.gateway, auth = ?verifier_config, "starting gateway");
     let listener = bind(args.http_addr, "CRM_HTTP_ADDR").await?;
-    let app = crm_gateway::router(crm_gateway::Gateway::connect(&args.gateway)?, Verifier::new(verifier_config), &args.gateway);
+    eprintln!(
+        "crm gateway is up: REST on http://{}",
+        http_display(listener.local_addr()?)
+    );
+    let app = crm_gateway::router(
+        crm_gateway::Gateway::connect(&args.gateway)?,
+        Verifier::new(verifier_config),
+        &args.gateway,
+    );
     let token = shutdown_token();
     let http = {
         let token = token.clone();
@@ -267,7 +313,9 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
     let roles = args
         .roles
         .iter()
-        .map(|r| Role::parse(r).ok_or_else(|| anyhow::anyhow!("--role must be admin, manager, rep or viewer, not `{r}`")))
+        .map(|r| {
+            Role::parse(r).ok_or_else(|| anyhow::anyhow!("--role must be admin, manager, rep or viewer, not `{r}`"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let token = crm_platform::auth::mint_token(&secret, &Principal { tenant, user, roles }, args.ttl)?;
     println!("{token}");

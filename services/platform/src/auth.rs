@@ -101,17 +101,13 @@ impl Verifier {
 
     /// Verifies the value of an `authorization` header (`Bearer <jwt>`).
     pub async fn verify_header(&self, header: Option<&str>) -> Result<Principal, ApiError> {
-        let header = header.ok_or_else(|| {
-            ApiError::unauthenticated("MISSING_TOKEN", "missing bearer token")
-        })?;
+        let header = header.ok_or_else(|| ApiError::unauthenticated("MISSING_TOKEN", "missing bearer token"))?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthenticated("MALFORMED_TOKEN", "authorization must be 'Bearer <token>'")
-            })?;
+            .ok_or_else(|| ApiError::unauthenticated("MALFORMED_TOKEN", "authorization must be 'Bearer <token>'"))?;
         self.verify(token).await
     }
 
@@ -120,7 +116,11 @@ impl Verifier {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthenticated("MALFORMED_TOKEN", "token is not a valid JWT"))?;
         let claims = match &self.config {
-            VerifierConfig::SharedSecret { secret, issuer, audience } => {
+            VerifierConfig::SharedSecret {
+                secret,
+                issuer,
+                audience,
+            } => {
                 let validation = validation(Algorithm::HS256, header.alg, issuer.as_deref(), audience.as_deref())?;
                 decode(token, &DecodingKey::from_secret(secret), &validation)?
             }
@@ -141,9 +141,12 @@ impl Verifier {
             return key;
         }
         self.refresh_jwks().await?;
-        self.cached_key(kid, alg, Duration::MAX)
-            .await
-            .unwrap_or_else(|| Err(ApiError::unauthenticated("UNKNOWN_KEY", "token signed by an unknown key")))
+        self.cached_key(kid, alg, Duration::MAX).await.unwrap_or_else(|| {
+            Err(ApiError::unauthenticated(
+                "UNKNOWN_KEY",
+                "token signed by an unknown key",
+            ))
+        })
     }
 
     async fn cached_key(
@@ -159,7 +162,11 @@ impl Verifier {
             None if cached.keys.keys.len() == 1 => cached.keys.keys.first()?,
             None => return Some(Err(ApiError::unauthenticated("UNKNOWN_KEY", "token has no key id"))),
         };
-        if jwk.common.key_algorithm.is_some_and(|ka| ka.to_string() != format!("{alg:?}")) {
+        if jwk
+            .common
+            .key_algorithm
+            .is_some_and(|ka| ka.to_string() != format!("{alg:?}"))
+        {
             return Some(Err(wrong_algorithm()));
         }
         Some(DecodingKey::from_jwk(jwk).map_err(|_| ApiError::unauthenticated("UNKNOWN_KEY", "unusable signing key")))
@@ -179,13 +186,19 @@ impl Verifier {
                 tracing::warn!(error = %err, "jwks fetch failed");
                 ApiError::unavailable("signing keys are unavailable")
             })?;
-        *cache = Some(CachedJwks { keys, fetched: Instant::now() });
+        *cache = Some(CachedJwks {
+            keys,
+            fetched: Instant::now(),
+        });
         Ok(())
     }
 }
 
 fn wrong_algorithm() -> ApiError {
-    ApiError::unauthenticated("WRONG_ALGORITHM", "token is signed with an algorithm this server does not accept")
+    ApiError::unauthenticated(
+        "WRONG_ALGORITHM",
+        "token is signed with an algorithm this server does not accept",
+    )
 }
 
 fn validation(
@@ -220,7 +233,9 @@ fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Cla
             ErrorKind::InvalidSignature => ApiError::unauthenticated("INVALID_SIGNATURE", "token signature is invalid"),
             ErrorKind::InvalidAlgorithm => wrong_algorithm(),
             ErrorKind::InvalidIssuer => ApiError::unauthenticated("INVALID_ISSUER", "token issuer is not accepted"),
-            ErrorKind::InvalidAudience => ApiError::unauthenticated("INVALID_AUDIENCE", "token audience is not accepted"),
+            ErrorKind::InvalidAudience => {
+                ApiError::unauthenticated("INVALID_AUDIENCE", "token audience is not accepted")
+            }
             ErrorKind::ImmatureSignature => ApiError::unauthenticated("TOKEN_NOT_YET_VALID", "token is not valid yet"),
             _ => ApiError::unauthenticated("INVALID_TOKEN", "token is invalid"),
         })
@@ -234,7 +249,10 @@ fn principal_from_claims(claims: Claims) -> Result<Principal, ApiError> {
     // Unknown role names are ignored so that an identity provider may carry roles of other systems.
     let roles: Vec<Role> = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
     if roles.is_empty() {
-        return Err(ApiError::unauthenticated("NO_ROLE", "token carries none of the roles admin, manager, rep, viewer"));
+        return Err(ApiError::unauthenticated(
+            "NO_ROLE",
+            "token carries none of the roles admin, manager, rep, viewer",
+        ));
     }
     Ok(Principal { tenant, user, roles })
 }
@@ -254,8 +272,12 @@ pub fn mint_token(secret: &[u8], principal: &Principal, ttl: Duration) -> Result
         iss: None,
         aud: None,
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-        .map_err(|err| ApiError::internal(&err))
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|err| ApiError::internal(&err))
 }
 
 /// Builds the response sent instead of calling the service when authentication fails.
@@ -298,7 +320,10 @@ impl<S, B> tower::Layer<S> for AuthLayer<B> {
     type Service = AuthService<S, B>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, layer: self.clone() }
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -309,7 +334,10 @@ pub struct AuthService<S, B> {
 
 impl<S: Clone, B> Clone for AuthService<S, B> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), layer: self.layer.clone() }
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
     }
 }
 
@@ -368,13 +396,20 @@ mod tests {
     }
 
     fn shared(secret: &[u8]) -> Arc<Verifier> {
-        Verifier::new(VerifierConfig::SharedSecret { secret: secret.to_vec(), issuer: None, audience: None })
+        Verifier::new(VerifierConfig::SharedSecret {
+            secret: secret.to_vec(),
+            issuer: None,
+            audience: None,
+        })
     }
 
     #[tokio::test]
     async fn accepts_a_minted_token() {
         let token = mint_token(b"s3cret-s3cret-s3cret-s3cret-s3cret", &alice(), Duration::from_secs(60)).expect("mint");
-        let principal = shared(b"s3cret-s3cret-s3cret-s3cret-s3cret").verify(&token).await.expect("verify");
+        let principal = shared(b"s3cret-s3cret-s3cret-s3cret-s3cret")
+            .verify(&token)
+            .await
+            .expect("verify");
         assert_eq!(principal, alice());
     }
 
@@ -382,26 +417,85 @@ mod tests {
     async fn rejects_wrong_secret_expired_and_wrong_algorithm() {
         let secret = b"s3cret-s3cret-s3cret-s3cret-s3cret";
         let token = mint_token(b"another-secret-another-secret-xx", &alice(), Duration::from_secs(60)).expect("mint");
-        assert_eq!(shared(secret).verify(&token).await.expect_err("bad sig").reason, "INVALID_SIGNATURE");
+        assert_eq!(
+            shared(secret).verify(&token).await.expect_err("bad sig").reason,
+            "INVALID_SIGNATURE"
+        );
 
-        let expired = Claims { sub: "alice".into(), tenant: "t1".into(), roles: vec!["rep".into()], exp: 1, iat: None, iss: None, aud: None };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &expired, &EncodingKey::from_secret(secret)).expect("encode");
-        assert_eq!(shared(secret).verify(&token).await.expect_err("expired").reason, "TOKEN_EXPIRED");
+        let expired = Claims {
+            sub: "alice".into(),
+            tenant: "t1".into(),
+            roles: vec!["rep".into()],
+            exp: 1,
+            iat: None,
+            iss: None,
+            aud: None,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &expired,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("encode");
+        assert_eq!(
+            shared(secret).verify(&token).await.expect_err("expired").reason,
+            "TOKEN_EXPIRED"
+        );
 
-        let valid = Claims { exp: u64::MAX / 2, ..expired };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS384), &valid, &EncodingKey::from_secret(secret)).expect("encode");
-        assert_eq!(shared(secret).verify(&token).await.expect_err("alg").reason, "WRONG_ALGORITHM");
+        let valid = Claims {
+            exp: u64::MAX / 2,
+            ..expired
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS384),
+            &valid,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("encode");
+        assert_eq!(
+            shared(secret).verify(&token).await.expect_err("alg").reason,
+            "WRONG_ALGORITHM"
+        );
 
-        let jwks = Verifier::new(VerifierConfig::Jwks { url: "http://127.0.0.1:9/jwks".into(), issuer: "i".into(), audience: "a".into() });
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &valid, &EncodingKey::from_secret(secret)).expect("encode");
-        assert_eq!(jwks.verify(&token).await.expect_err("hs256 on jwks").reason, "WRONG_ALGORITHM");
+        let jwks = Verifier::new(VerifierConfig::Jwks {
+            url: "http://127.0.0.1:9/jwks".into(),
+            issuer: "i".into(),
+            audience: "a".into(),
+        });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &valid,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("encode");
+        assert_eq!(
+            jwks.verify(&token).await.expect_err("hs256 on jwks").reason,
+            "WRONG_ALGORITHM"
+        );
     }
 
     #[tokio::test]
     async fn rejects_missing_and_malformed_headers() {
         let verifier = shared(b"s3cret-s3cret-s3cret-s3cret-s3cret");
-        assert_eq!(verifier.verify_header(None).await.expect_err("missing").reason, "MISSING_TOKEN");
-        assert_eq!(verifier.verify_header(Some("Basic abc")).await.expect_err("basic").reason, "MALFORMED_TOKEN");
-        assert_eq!(verifier.verify_header(Some("Bearer not.a.jwt")).await.expect_err("garbage").reason, "MALFORMED_TOKEN");
+        assert_eq!(
+            verifier.verify_header(None).await.expect_err("missing").reason,
+            "MISSING_TOKEN"
+        );
+        assert_eq!(
+            verifier
+                .verify_header(Some("Basic abc"))
+                .await
+                .expect_err("basic")
+                .reason,
+            "MALFORMED_TOKEN"
+        );
+        assert_eq!(
+            verifier
+                .verify_header(Some("Bearer not.a.jwt"))
+                .await
+                .expect_err("garbage")
+                .reason,
+            "MALFORMED_TOKEN"
+        );
     }
 }

@@ -55,10 +55,14 @@ impl AuthArgs {
     /// neither a secret nor a JWKS URL is configured (only `crm serve` passes one).
     pub fn verifier_config(&self, fallback_secret: Option<Vec<u8>>) -> Result<VerifierConfig, ConfigError> {
         match (&self.jwt_secret, &self.jwks_url) {
-            (Some(_), Some(_)) => Err(ConfigError("set either CRM_JWT_SECRET or CRM_JWKS_URL, not both".into())),
+            (Some(_), Some(_)) => Err(ConfigError(
+                "set either CRM_JWT_SECRET or CRM_JWKS_URL, not both".into(),
+            )),
             (Some(secret), None) => {
                 if secret.len() < MIN_SECRET_BYTES {
-                    return Err(ConfigError(format!("CRM_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")));
+                    return Err(ConfigError(format!(
+                        "CRM_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+                    )));
                 }
                 Ok(VerifierConfig::SharedSecret {
                     secret: secret.as_bytes().to_vec(),
@@ -71,9 +75,15 @@ impl AuthArgs {
                     return Err(ConfigError("CRM_JWKS_URL must be an http(s) URL".into()));
                 }
                 let (Some(issuer), Some(audience)) = (&self.jwt_issuer, &self.jwt_audience) else {
-                    return Err(ConfigError("CRM_JWKS_URL needs CRM_JWT_ISSUER and CRM_JWT_AUDIENCE".into()));
+                    return Err(ConfigError(
+                        "CRM_JWKS_URL needs CRM_JWT_ISSUER and CRM_JWT_AUDIENCE".into(),
+                    ));
                 };
-                Ok(VerifierConfig::Jwks { url: url.clone(), issuer: issuer.clone(), audience: audience.clone() })
+                Ok(VerifierConfig::Jwks {
+                    url: url.clone(),
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                })
             }
             (None, None) => fallback_secret
                 .map(|secret| VerifierConfig::SharedSecret {
@@ -144,7 +154,9 @@ pub struct ShutdownArgs {
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
-    let value: u64 = digits.parse().map_err(|_| format!("`{raw}` is not a duration like 30s"))?;
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a duration like 30s"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(value)),
         "s" | "" => Ok(Duration::from_secs(value)),
@@ -155,7 +167,8 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 
 /// Parses a listen address.
 pub fn parse_addr(raw: &str) -> Result<SocketAddr, String> {
-    raw.parse().map_err(|_| format!("`{raw}` is not an address like 0.0.0.0:8080"))
+    raw.parse()
+        .map_err(|_| format!("`{raw}` is not an address like 0.0.0.0:8080"))
 }
 
 #[cfg(test)]
@@ -177,7 +190,11 @@ mod tests {
         assert!(auth(Some(&"x".repeat(32)), None).verifier_config(None).is_ok());
         assert!(auth(None, None).verifier_config(None).is_err());
         assert!(auth(None, Some("https://idp/jwks")).verifier_config(None).is_err());
-        assert!(auth(Some(&"x".repeat(32)), Some("https://idp/jwks")).verifier_config(None).is_err());
+        assert!(
+            auth(Some(&"x".repeat(32)), Some("https://idp/jwks"))
+                .verifier_config(None)
+                .is_err()
+        );
         let mut with_pins = auth(None, Some("https://idp/jwks"));
         with_pins.jwt_issuer = Some("https://idp".into());
         with_pins.jwt_audience = Some("crm".into());
@@ -187,7 +204,10 @@ mod tests {
 
     #[test]
     fn urls_and_durations() {
-        assert_eq!(redact_url("postgres://crm:pw@db:5432/x"), "postgres://crm:***@db:5432/x");
+        assert_eq!(
+            redact_url("postgres://crm:pw@db:5432/x"),
+            "postgres://crm:***@db:5432/x"
+        );
         assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));

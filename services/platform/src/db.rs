@@ -41,7 +41,8 @@ pub async fn connect_postgres(url: &str, app_role: &'static str, max_connections
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                conn.execute(sqlx::AssertSqlSafe(format!("SET ROLE {app_role}"))).await?;
+                conn.execute(sqlx::AssertSqlSafe(format!("SET ROLE {app_role}")))
+                    .await?;
                 Ok(())
             })
         })

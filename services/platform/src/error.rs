@@ -35,20 +35,56 @@ pub enum ErrorCode {
 
 /// The table: (code, gRPC code, HTTP status).
 const TABLE: &[(ErrorCode, Code, StatusCode)] = &[
-    (ErrorCode::InvalidArgument, Code::InvalidArgument, StatusCode::BAD_REQUEST),
-    (ErrorCode::Unauthenticated, Code::Unauthenticated, StatusCode::UNAUTHORIZED),
-    (ErrorCode::PermissionDenied, Code::PermissionDenied, StatusCode::FORBIDDEN),
+    (
+        ErrorCode::InvalidArgument,
+        Code::InvalidArgument,
+        StatusCode::BAD_REQUEST,
+    ),
+    (
+        ErrorCode::Unauthenticated,
+        Code::Unauthenticated,
+        StatusCode::UNAUTHORIZED,
+    ),
+    (
+        ErrorCode::PermissionDenied,
+        Code::PermissionDenied,
+        StatusCode::FORBIDDEN,
+    ),
     (ErrorCode::NotFound, Code::NotFound, StatusCode::NOT_FOUND),
     (ErrorCode::AlreadyExists, Code::AlreadyExists, StatusCode::CONFLICT),
-    (ErrorCode::FailedPrecondition, Code::FailedPrecondition, StatusCode::PRECONDITION_FAILED),
+    (
+        ErrorCode::FailedPrecondition,
+        Code::FailedPrecondition,
+        StatusCode::PRECONDITION_FAILED,
+    ),
     (ErrorCode::Aborted, Code::Aborted, StatusCode::CONFLICT),
     (ErrorCode::OutOfRange, Code::OutOfRange, StatusCode::BAD_REQUEST),
-    (ErrorCode::ResourceExhausted, Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
-    (ErrorCode::PayloadTooLarge, Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE),
+    (
+        ErrorCode::ResourceExhausted,
+        Code::ResourceExhausted,
+        StatusCode::TOO_MANY_REQUESTS,
+    ),
+    (
+        ErrorCode::PayloadTooLarge,
+        Code::ResourceExhausted,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    ),
     (ErrorCode::Cancelled, Code::Cancelled, StatusCode::REQUEST_TIMEOUT),
-    (ErrorCode::DeadlineExceeded, Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),
-    (ErrorCode::Unimplemented, Code::Unimplemented, StatusCode::NOT_IMPLEMENTED),
-    (ErrorCode::Unavailable, Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+    (
+        ErrorCode::DeadlineExceeded,
+        Code::DeadlineExceeded,
+        StatusCode::GATEWAY_TIMEOUT,
+    ),
+    (
+        ErrorCode::Unimplemented,
+        Code::Unimplemented,
+        StatusCode::NOT_IMPLEMENTED,
+    ),
+    (
+        ErrorCode::Unavailable,
+        Code::Unavailable,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ),
     (ErrorCode::Internal, Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
 ];
 
@@ -270,11 +306,17 @@ pub struct Violations {
 
 impl Violations {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into(), list: Vec::new() }
+        Self {
+            prefix: prefix.into(),
+            list: Vec::new(),
+        }
     }
 
     pub fn add(&mut self, field: impl std::fmt::Display, description: impl Into<String>) {
-        self.list.push(FieldViolation { field: format!("{}{field}", self.prefix), description: description.into() });
+        self.list.push(FieldViolation {
+            field: format!("{}{field}", self.prefix),
+            description: description.into(),
+        });
     }
 
     /// Keeps the value of a successful parse, or records why it failed.
@@ -294,6 +336,10 @@ impl Violations {
 
     /// Ok when nothing was recorded, else an INVALID_ARGUMENT listing every violation.
     pub fn finish(self) -> Result<(), ApiError> {
-        if self.list.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(self.list)) }
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_fields(self.list))
+        }
     }
 }

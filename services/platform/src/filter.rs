@@ -62,7 +62,11 @@ pub fn parse(filter: &str) -> Result<Vec<Comparison>, ApiError> {
         if !field.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.') {
             return Err(invalid(format!("`{field}` is not a field name")));
         }
-        comparisons.push(Comparison { field: field.clone(), op: *op, value });
+        comparisons.push(Comparison {
+            field: field.clone(),
+            op: *op,
+            value,
+        });
         rest = match tail {
             [] => &[],
             [Token::Word(and), more @ ..] if and == "AND" && !more.is_empty() => more,
@@ -143,7 +147,14 @@ mod tests {
         let parsed = parse(r#"lifecycle_stage = LEAD AND owner="u 1" AND create_time >= "2026-01-01T00:00:00Z""#)
             .expect("valid");
         assert_eq!(parsed.len(), 3);
-        assert_eq!(parsed[1], Comparison { field: "owner".into(), op: Op::Eq, value: "u 1".into() });
+        assert_eq!(
+            parsed[1],
+            Comparison {
+                field: "owner".into(),
+                op: Op::Eq,
+                value: "u 1".into()
+            }
+        );
         assert_eq!(parsed[2].op, Op::Ge);
         assert!(parse("").expect("empty").is_empty());
         assert_eq!(parse(r#"tag = "a\"b""#).expect("escape")[0].value, "a\"b");

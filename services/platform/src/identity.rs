@@ -41,9 +41,8 @@ pub struct UserId(String);
 impl UserId {
     /// 1 to 128 characters with no whitespace or control characters.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let valid = !raw.is_empty()
-            && raw.chars().count() <= 128
-            && !raw.chars().any(|c| c.is_control() || c.is_whitespace());
+        let valid =
+            !raw.is_empty() && raw.chars().count() <= 128 && !raw.chars().any(|c| c.is_control() || c.is_whitespace());
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
@@ -120,9 +119,7 @@ impl Principal {
         if self.writes_all() || (self.has_role(Role::Rep) && &self.user == owner) {
             Ok(())
         } else if self.writes_any() {
-            Err(ApiError::permission_denied(
-                "a rep may only change records they own",
-            ))
+            Err(ApiError::permission_denied("a rep may only change records they own"))
         } else {
             Err(ApiError::permission_denied("this role may not write"))
         }
@@ -144,13 +141,7 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> 
         .extensions()
         .get::<Principal>()
         .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthenticated,
-                "UNAUTHENTICATED",
-                "missing bearer token",
-            )
-        })
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "UNAUTHENTICATED", "missing bearer token"))
 }
 
 #[cfg(test)]

@@ -49,23 +49,34 @@ pub struct Health {
 
 impl Health {
     /// A health service whose named services start NOT_SERVING.
-    pub async fn new(services: Vec<&'static str>) -> (Self, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
+    pub async fn new(
+        services: Vec<&'static str>,
+    ) -> (
+        Self,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ) {
         let (reporter, server) = tonic_health::server::health_reporter();
         for name in &services {
-            reporter.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
+            reporter
+                .set_service_status(*name, tonic_health::ServingStatus::NotServing)
+                .await;
         }
         (Self { reporter, services }, server)
     }
 
     pub async fn set_serving(&self) {
         for name in &self.services {
-            self.reporter.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+            self.reporter
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
         }
     }
 
     pub async fn set_not_serving(&self) {
         for name in &self.services {
-            self.reporter.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
+            self.reporter
+                .set_service_status(*name, tonic_health::ServingStatus::NotServing)
+                .await;
         }
     }
 }

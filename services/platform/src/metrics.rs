@@ -11,7 +11,9 @@ use tracing::Instrument;
 use crate::telemetry;
 
 /// Latency buckets in seconds, from 1 ms to 10 s.
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -89,8 +91,10 @@ where
                     Err(_) => tonic::Code::Internal,
                 };
                 tracing::Span::current().record("grpc.code", format!("{code:?}"));
-                metrics::counter!("crm_grpc_requests_total", "method" => method.clone(), "code" => format!("{code:?}")).increment(1);
-                metrics::histogram!("crm_grpc_request_duration_seconds", "method" => method).record(started.elapsed().as_secs_f64());
+                metrics::counter!("crm_grpc_requests_total", "method" => method.clone(), "code" => format!("{code:?}"))
+                    .increment(1);
+                metrics::histogram!("crm_grpc_request_duration_seconds", "method" => method)
+                    .record(started.elapsed().as_secs_f64());
                 result
             }
             .instrument(span),

@@ -3,8 +3,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -43,7 +43,10 @@ pub fn query_fingerprint(parts: &[&str]) -> String {
 
 /// Encodes the cursor of the next page.
 pub fn encode_token<C: Serialize>(cursor: &C, fingerprint: &str) -> String {
-    let envelope = Envelope { q: fingerprint.to_owned(), c: cursor };
+    let envelope = Envelope {
+        q: fingerprint.to_owned(),
+        c: cursor,
+    };
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&envelope).unwrap_or_default())
 }
 
@@ -81,7 +84,10 @@ mod tests {
         let a = query_fingerprint(&["owner = \"u1\"", "create_time desc"]);
         let b = query_fingerprint(&["owner = \"u2\"", "create_time desc"]);
         let token = encode_token(&(5_i64, "id".to_owned()), &a);
-        assert_eq!(decode_token::<(i64, String)>(&token, &a).expect("same"), Some((5, "id".to_owned())));
+        assert_eq!(
+            decode_token::<(i64, String)>(&token, &a).expect("same"),
+            Some((5, "id".to_owned()))
+        );
         assert!(decode_token::<(i64, String)>(&token, &b).is_err());
         assert!(decode_token::<(i64, String)>("garbage!", &a).is_err());
         assert_eq!(decode_token::<(i64, String)>("", &a).expect("first"), None);

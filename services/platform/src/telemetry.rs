@@ -50,7 +50,9 @@ impl Drop for TelemetryGuard {
 /// propagates even when nothing is exported.
 pub fn init(args: &TelemetryArgs, service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service_name).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name)
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &args.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
@@ -89,5 +91,8 @@ pub fn inject_current(headers: &mut http::HeaderMap) {
 pub fn current_traceparent() -> Option<String> {
     let mut headers = http::HeaderMap::new();
     inject_current(&mut headers);
-    headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

@@ -31,7 +31,9 @@ fn required() -> bool {
 /// Replaces the database of a `postgres://user@host:port/db?params` URL.
 fn with_database(url: &str, database: &str) -> String {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let path_start = url[authority_start..].find('/').map_or(url.len(), |i| authority_start + i);
+    let path_start = url[authority_start..]
+        .find('/')
+        .map_or(url.len(), |i| authority_start + i);
     let query = url[path_start..].find('?').map_or("", |i| &url[path_start + i..]);
     format!("{}/{database}{query}", &url[..path_start])
 }
@@ -44,7 +46,10 @@ impl TestDatabase {
         let mut admin = match PgConnection::connect(&admin_url).await {
             Ok(conn) => conn,
             Err(err) => {
-                assert!(!required(), "CRM_REQUIRE_POSTGRES is set but PostgreSQL at {admin_url} is unreachable: {err}");
+                assert!(
+                    !required(),
+                    "CRM_REQUIRE_POSTGRES is set but PostgreSQL at {admin_url} is unreachable: {err}"
+                );
                 let _ = writeln!(
                     std::io::stderr(),
                     "\nPOSTGRESQL SUITE SKIPPED ({test}): no server at {admin_url} ({err}); set CRM_TEST_POSTGRES_URL or CRM_REQUIRE_POSTGRES=1"
@@ -66,7 +71,10 @@ impl TestDatabase {
     pub async fn drop_database(self) {
         if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
             let _ = admin
-                .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
                 .await;
             let _ = admin.close().await;
         }
@@ -77,8 +85,14 @@ impl TestDatabase {
 mod tests {
     #[test]
     fn replaces_the_database() {
-        assert_eq!(super::with_database("postgres://pg@h:5432/postgres", "x"), "postgres://pg@h:5432/x");
-        assert_eq!(super::with_database("postgres://pg@h/postgres?sslmode=disable", "x"), "postgres://pg@h/x?sslmode=disable");
+        assert_eq!(
+            super::with_database("postgres://pg@h:5432/postgres", "x"),
+            "postgres://pg@h:5432/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://pg@h/postgres?sslmode=disable", "x"),
+            "postgres://pg@h/x?sslmode=disable"
+        );
         assert_eq!(super::with_database("postgres://pg@h", "x"), "postgres://pg@h/x");
     }
 }

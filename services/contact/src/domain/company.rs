@@ -65,7 +65,11 @@ pub fn parse_domain(raw: &str) -> Result<String, String> {
     let valid = domain.len() <= 253
         && labels.len() >= 2
         && labels.iter().all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
         });
     if valid {
         Ok(domain)

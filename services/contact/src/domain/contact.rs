@@ -7,7 +7,9 @@ use crm_platform::UserId;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{CompanyId, ContactId, Revision};
-use super::values::{AttributeKey, AttributeValue, ConsentStatus, EmailAddress, LifecycleStage, PhoneNumber, SourceChannel, Tag};
+use super::values::{
+    AttributeKey, AttributeValue, ConsentStatus, EmailAddress, LifecycleStage, PhoneNumber, SourceChannel, Tag,
+};
 
 /// At most this many emails, phones, tags, attributes per record.
 pub const MAX_EMAILS: usize = 20;

@@ -63,9 +63,16 @@ fn time_bound(c: &Comparison) -> Result<TimeBound, ApiError> {
     if matches!(c.op, Op::Ne) {
         return Err(filter_error(format!("`{}` supports =, <, <=, >, >=", c.field)));
     }
-    let time = DateTime::parse_from_rfc3339(&c.value)
-        .map_err(|_| filter_error(format!("`{}` needs an RFC 3339 time like \"2026-01-01T00:00:00Z\"", c.field)))?;
-    Ok(TimeBound { op: c.op, time: time.with_timezone(&Utc) })
+    let time = DateTime::parse_from_rfc3339(&c.value).map_err(|_| {
+        filter_error(format!(
+            "`{}` needs an RFC 3339 time like \"2026-01-01T00:00:00Z\"",
+            c.field
+        ))
+    })?;
+    Ok(TimeBound {
+        op: c.op,
+        time: time.with_timezone(&Utc),
+    })
 }
 
 fn parse_user(c: &Comparison) -> Result<UserId, ApiError> {
@@ -107,13 +114,17 @@ impl ContactFilter {
                 }
                 "company" => {
                     only_eq(&c)?;
-                    let company = CompanyId::parse_name(&c.value).map_err(|reason| filter_error(format!("`company` {reason}")))?;
+                    let company = CompanyId::parse_name(&c.value)
+                        .map_err(|reason| filter_error(format!("`company` {reason}")))?;
                     set_once(&mut parsed.company, company, "company")?;
                 }
                 "create_time" => parsed.create_time.push(time_bound(&c)?),
                 "update_time" => parsed.update_time.push(time_bound(&c)?),
                 other => {
-                    return Err(unknown_field(other, "lifecycle_stage, owner, tag, company, source, create_time, update_time"));
+                    return Err(unknown_field(
+                        other,
+                        "lifecycle_stage, owner, tag, company, source, create_time, update_time",
+                    ));
                 }
             }
         }
@@ -150,7 +161,12 @@ impl CompanyFilter {
                 }
                 "create_time" => parsed.create_time.push(time_bound(&c)?),
                 "update_time" => parsed.update_time.push(time_bound(&c)?),
-                other => return Err(unknown_field(other, "owner, tag, industry, size_band, domain, create_time, update_time")),
+                other => {
+                    return Err(unknown_field(
+                        other,
+                        "owner, tag, industry, size_band, domain, create_time, update_time",
+                    ));
+                }
             }
         }
         Ok(parsed)
@@ -196,16 +212,28 @@ impl Order {
         let words: Vec<&str> = order_by.split_whitespace().collect();
         let invalid = || {
             let names: Vec<&str> = allowed.iter().map(|f| f.column()).collect();
-            ApiError::invalid_field("order_by", format!("must be one of {} optionally followed by asc or desc", names.join(", ")))
+            ApiError::invalid_field(
+                "order_by",
+                format!("must be one of {} optionally followed by asc or desc", names.join(", ")),
+            )
         };
         let (column, descending) = match words.as_slice() {
-            [] => return Ok(Order { field: SortField::CreateTime, descending: true }),
+            [] => {
+                return Ok(Order {
+                    field: SortField::CreateTime,
+                    descending: true,
+                });
+            }
             [column] => (*column, false),
             [column, "asc"] => (*column, false),
             [column, "desc"] => (*column, true),
             _ => return Err(invalid()),
         };
-        let field = allowed.iter().copied().find(|f| f.column() == column).ok_or_else(invalid)?;
+        let field = allowed
+            .iter()
+            .copied()
+            .find(|f| f.column() == column)
+            .ok_or_else(invalid)?;
         Ok(Order { field, descending })
     }
 }
@@ -258,7 +286,10 @@ impl SearchTerms {
             return Err(ApiError::invalid_field("query", "must contain at least one word"));
         }
         if terms.len() > 16 || query.len() > 512 {
-            return Err(ApiError::invalid_field("query", "must be at most 16 words and 512 characters"));
+            return Err(ApiError::invalid_field(
+                "query",
+                "must be at most 16 words and 512 characters",
+            ));
         }
         Ok(Self(terms))
     }
@@ -274,11 +305,21 @@ mod tests {
 
     #[test]
     fn contact_filters() {
-        let f = ContactFilter::parse(r#"lifecycle_stage = CUSTOMER AND tag = "VIP" AND create_time >= "2026-01-01T00:00:00Z""#).expect("valid");
+        let f = ContactFilter::parse(
+            r#"lifecycle_stage = CUSTOMER AND tag = "VIP" AND create_time >= "2026-01-01T00:00:00Z""#,
+        )
+        .expect("valid");
         assert_eq!(f.lifecycle_stage, Some(LifecycleStage::Customer));
         assert_eq!(f.tag.as_ref().map(Tag::as_str), Some("vip"));
         assert_eq!(f.create_time.len(), 1);
-        for bad in ["lifecycle_stage = BOSS", "owner != u1", "colour = red", "create_time > yesterday", "owner = a AND owner = b", "company = acme"] {
+        for bad in [
+            "lifecycle_stage = BOSS",
+            "owner != u1",
+            "colour = red",
+            "create_time > yesterday",
+            "owner = a AND owner = b",
+            "company = acme",
+        ] {
             let err = ContactFilter::parse(bad).expect_err(bad);
             assert_eq!(err.violations[0].field, "filter");
         }
@@ -287,8 +328,20 @@ mod tests {
     #[test]
     fn orders() {
         let allowed = [SortField::CreateTime, SortField::FamilyName];
-        assert_eq!(Order::parse("", &allowed).expect("default"), Order { field: SortField::CreateTime, descending: true });
-        assert_eq!(Order::parse("family_name", &allowed).expect("asc"), Order { field: SortField::FamilyName, descending: false });
+        assert_eq!(
+            Order::parse("", &allowed).expect("default"),
+            Order {
+                field: SortField::CreateTime,
+                descending: true
+            }
+        );
+        assert_eq!(
+            Order::parse("family_name", &allowed).expect("asc"),
+            Order {
+                field: SortField::FamilyName,
+                descending: false
+            }
+        );
         assert!(Order::parse("family_name desc", &allowed).expect("desc").descending);
         assert!(Order::parse("given_name", &allowed).is_err());
         assert!(Order::parse("family_name sideways", &allowed).is_err());

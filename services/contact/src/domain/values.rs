@@ -156,7 +156,9 @@ impl EmailAddress {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            && local
+                .chars()
+                .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         if !local_ok {
             return Err("has an invalid part before '@'".into());
         }
@@ -170,7 +172,9 @@ impl EmailAddress {
                     && !label.ends_with('-')
                     && label.chars().all(|c| c.is_alphanumeric() || c == '-')
             })
-            && labels.last().is_some_and(|tld| tld.chars().all(char::is_alphabetic) || tld.starts_with("xn--"));
+            && labels
+                .last()
+                .is_some_and(|tld| tld.chars().all(char::is_alphabetic) || tld.starts_with("xn--"));
         if !domain_ok {
             return Err("has an invalid domain".into());
         }
@@ -290,7 +294,9 @@ impl AttributeKey {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let valid = raw.len() <= 64
             && raw.starts_with(|c: char| c.is_ascii_lowercase())
-            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
@@ -380,18 +386,45 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(EmailAddress::parse("  Ann.Lee@Example.COM ").expect("valid").as_str(), "Ann.Lee@example.com");
-        assert_eq!(EmailAddress::parse("Ann@Example.com").expect("valid").key(), "ann@example.com");
-        for bad in ["", "ann", "ann@", "@x.com", "ann@x", "ann@@x.com", "a b@x.com", "ann@-x.com", "ann@x..com", ".a@x.com", "ann@x.c0m"] {
+        assert_eq!(
+            EmailAddress::parse("  Ann.Lee@Example.COM ").expect("valid").as_str(),
+            "Ann.Lee@example.com"
+        );
+        assert_eq!(
+            EmailAddress::parse("Ann@Example.com").expect("valid").key(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@x.com",
+            "ann@x",
+            "ann@@x.com",
+            "a b@x.com",
+            "ann@-x.com",
+            "ann@x..com",
+            ".a@x.com",
+            "ann@x.c0m",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn phones_become_e164() {
-        assert_eq!(PhoneNumber::parse("+49 30 1234567").expect("de").as_str(), "+49301234567");
-        assert_eq!(PhoneNumber::parse("0044 20 7946 0958").expect("uk").as_str(), "+442079460958");
-        assert_eq!(PhoneNumber::parse("+1 (415) 555-2671").expect("us").as_str(), "+14155552671");
+        assert_eq!(
+            PhoneNumber::parse("+49 30 1234567").expect("de").as_str(),
+            "+49301234567"
+        );
+        assert_eq!(
+            PhoneNumber::parse("0044 20 7946 0958").expect("uk").as_str(),
+            "+442079460958"
+        );
+        assert_eq!(
+            PhoneNumber::parse("+1 (415) 555-2671").expect("us").as_str(),
+            "+14155552671"
+        );
         for bad in ["", "12345", "+1 555", "call me", "+999 1234567"] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
         }
@@ -409,8 +442,14 @@ mod tests {
     #[test]
     fn enum_filter_names() {
         assert_eq!(LifecycleStage::parse_filter("LEAD"), Some(LifecycleStage::Lead));
-        assert_eq!(LifecycleStage::parse_filter("LIFECYCLE_STAGE_CUSTOMER"), Some(LifecycleStage::Customer));
-        assert_eq!(SourceChannel::parse_filter("call_centre"), Some(SourceChannel::CallCentre));
+        assert_eq!(
+            LifecycleStage::parse_filter("LIFECYCLE_STAGE_CUSTOMER"),
+            Some(LifecycleStage::Customer)
+        );
+        assert_eq!(
+            SourceChannel::parse_filter("call_centre"),
+            Some(SourceChannel::CallCentre)
+        );
         assert_eq!(LifecycleStage::parse_filter("BOSS"), None);
     }
 }

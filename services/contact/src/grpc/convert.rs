@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use crm_platform::error::Violations;
 use crm_platform::UserId;
+use crm_platform::error::Violations;
 use crm_proto::crm::common::v1 as common;
 use crm_proto::crm::contact::v1 as pb;
 use crm_proto::prost_types::{Duration as PbDuration, Timestamp};
@@ -55,7 +55,10 @@ proto_enum!(Direction <=> Direction { Inbound, Outbound, Internal });
 proto_enum!(InteractionChannel <=> InteractionChannel { Phone, Email, Web, InPerson, Video, Sms, Chat, Social, Other });
 
 pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 pub(crate) fn from_timestamp(ts: &Timestamp) -> Result<DateTime<Utc>, String> {
@@ -68,7 +71,11 @@ pub(crate) fn from_timestamp(ts: &Timestamp) -> Result<DateTime<Utc>, String> {
 }
 
 fn text(v: &mut Violations, field: &str, value: &str, max: usize, multiline: bool) -> String {
-    v.check(field, check_text(value, max, multiline).map(|()| value.trim().to_owned())).unwrap_or_default()
+    v.check(
+        field,
+        check_text(value, max, multiline).map(|()| value.trim().to_owned()),
+    )
+    .unwrap_or_default()
 }
 
 fn owner(v: &mut Violations, field: &str, raw: &str, default: Option<&UserId>) -> UserId {
@@ -91,10 +98,16 @@ fn tags(v: &mut Violations, raw: &[String]) -> Vec<Tag> {
     if raw.len() > MAX_TAGS {
         v.add("tags", format!("at most {MAX_TAGS} tags"));
     }
-    raw.iter().enumerate().filter_map(|(i, t)| v.check(format!("tags[{i}]"), Tag::parse(t))).collect()
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, t)| v.check(format!("tags[{i}]"), Tag::parse(t)))
+        .collect()
 }
 
-fn attributes(v: &mut Violations, raw: &BTreeMap<String, common::AttributeValue>) -> BTreeMap<AttributeKey, AttributeValue> {
+fn attributes(
+    v: &mut Violations,
+    raw: &BTreeMap<String, common::AttributeValue>,
+) -> BTreeMap<AttributeKey, AttributeValue> {
     use common::attribute_value::Kind;
     if raw.len() > MAX_ATTRIBUTES {
         v.add("attributes", format!("at most {MAX_ATTRIBUTES} attributes"));
@@ -102,7 +115,9 @@ fn attributes(v: &mut Violations, raw: &BTreeMap<String, common::AttributeValue>
     let mut parsed = BTreeMap::new();
     for (key, value) in raw {
         let field = format!("attributes[{key}]");
-        let Some(key) = v.check(&field, AttributeKey::parse(key)) else { continue };
+        let Some(key) = v.check(&field, AttributeKey::parse(key)) else {
+            continue;
+        };
         let value = match &value.kind {
             None => {
                 v.add(&field, "must have a value");
@@ -124,7 +139,9 @@ fn attributes(v: &mut Violations, raw: &BTreeMap<String, common::AttributeValue>
     parsed
 }
 
-fn attributes_to_proto(attributes: &BTreeMap<AttributeKey, AttributeValue>) -> BTreeMap<String, common::AttributeValue> {
+fn attributes_to_proto(
+    attributes: &BTreeMap<AttributeKey, AttributeValue>,
+) -> BTreeMap<String, common::AttributeValue> {
     use common::attribute_value::Kind;
     attributes
         .iter()
@@ -141,9 +158,16 @@ fn attributes_to_proto(attributes: &BTreeMap<AttributeKey, AttributeValue>) -> B
         .collect()
 }
 
-fn channel_consent(v: &mut Violations, field: &str, raw: Option<&pb::ChannelConsent>, now: DateTime<Utc>) -> Option<ChannelConsent> {
+fn channel_consent(
+    v: &mut Violations,
+    field: &str,
+    raw: Option<&pb::ChannelConsent>,
+    now: DateTime<Utc>,
+) -> Option<ChannelConsent> {
     let raw = raw?;
-    let status = v.check(format!("{field}.status"), ConsentStatus::from_proto(raw.status)).flatten()?;
+    let status = v
+        .check(format!("{field}.status"), ConsentStatus::from_proto(raw.status))
+        .flatten()?;
     let time = match &raw.update_time {
         Some(ts) => v.check(format!("{field}.update_time"), from_timestamp(ts))?,
         None => now,
@@ -187,7 +211,10 @@ pub(crate) fn contact_fields(v: &mut Violations, c: &pb::Contact, default_owner:
             if emails.iter().any(|e| e.address.key() == address.key()) {
                 v.add(format!("emails[{i}].address"), "is listed twice");
             }
-            emails.push(ContactEmail { address, primary: email.primary });
+            emails.push(ContactEmail {
+                address,
+                primary: email.primary,
+            });
         }
     }
     let mut phones: Vec<ContactPhone> = Vec::new();
@@ -196,10 +223,17 @@ pub(crate) fn contact_fields(v: &mut Violations, c: &pb::Contact, default_owner:
             if phones.iter().any(|p| p.number == number) {
                 v.add(format!("phones[{i}].number"), "is listed twice");
             }
-            phones.push(ContactPhone { number, primary: phone.primary });
+            phones.push(ContactPhone {
+                number,
+                primary: phone.primary,
+            });
         }
     }
-    let company = if c.company.is_empty() { None } else { v.check("company", CompanyId::parse_name(&c.company)) };
+    let company = if c.company.is_empty() {
+        None
+    } else {
+        v.check("company", CompanyId::parse_name(&c.company))
+    };
     let consent = c.consent.as_ref();
     ContactFields {
         given_name: text(v, "given_name", &c.given_name, MAX_NAME, false),
@@ -208,8 +242,14 @@ pub(crate) fn contact_fields(v: &mut Violations, c: &pb::Contact, default_owner:
         phones,
         title: text(v, "title", &c.title, MAX_NAME, false),
         company,
-        lifecycle_stage: v.check("lifecycle_stage", LifecycleStage::from_proto(c.lifecycle_stage)).flatten().unwrap_or(LifecycleStage::Lead),
-        source: v.check("source", SourceChannel::from_proto(c.source)).flatten().unwrap_or(SourceChannel::Other),
+        lifecycle_stage: v
+            .check("lifecycle_stage", LifecycleStage::from_proto(c.lifecycle_stage))
+            .flatten()
+            .unwrap_or(LifecycleStage::Lead),
+        source: v
+            .check("source", SourceChannel::from_proto(c.source))
+            .flatten()
+            .unwrap_or(SourceChannel::Other),
         owner: owner(v, "owner", &c.owner, default_owner),
         tags: tags(v, &c.tags),
         attributes: attributes(v, &c.attributes),
@@ -250,21 +290,33 @@ pub(crate) fn masked_contact(c: &pb::Contact, mask: &[ContactField]) -> pb::Cont
             ContactField::Tags => out.tags.clone_from(&c.tags),
             ContactField::Attributes => out.attributes.clone_from(&c.attributes),
             ContactField::Consent => out.consent.clone_from(&c.consent),
-            ContactField::EmailConsent => out.consent.get_or_insert_default().email = c.consent.as_ref().and_then(|c| c.email.clone()),
-            ContactField::SmsConsent => out.consent.get_or_insert_default().sms = c.consent.as_ref().and_then(|c| c.sms.clone()),
-            ContactField::PhoneConsent => out.consent.get_or_insert_default().phone = c.consent.as_ref().and_then(|c| c.phone.clone()),
+            ContactField::EmailConsent => {
+                out.consent.get_or_insert_default().email = c.consent.as_ref().and_then(|c| c.email.clone())
+            }
+            ContactField::SmsConsent => {
+                out.consent.get_or_insert_default().sms = c.consent.as_ref().and_then(|c| c.sms.clone())
+            }
+            ContactField::PhoneConsent => {
+                out.consent.get_or_insert_default().phone = c.consent.as_ref().and_then(|c| c.phone.clone())
+            }
         }
     }
     out
 }
 
-pub(crate) fn update_mask<F>(mask: Option<&crm_proto::prost_types::FieldMask>, parse: fn(&str) -> Result<F, String>) -> Result<Vec<F>, crm_platform::ApiError> {
+pub(crate) fn update_mask<F>(
+    mask: Option<&crm_proto::prost_types::FieldMask>,
+    parse: fn(&str) -> Result<F, String>,
+) -> Result<Vec<F>, crm_platform::ApiError> {
     let mut v = Violations::new("");
     let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
     if paths.is_empty() {
         v.add("update_mask", "is required: name the fields to change");
     }
-    let fields = paths.iter().filter_map(|p| v.check(format!("update_mask.paths[{p}]"), parse(p))).collect();
+    let fields = paths
+        .iter()
+        .filter_map(|p| v.check(format!("update_mask.paths[{p}]"), parse(p)))
+        .collect();
     v.finish()?;
     Ok(fields)
 }
@@ -273,7 +325,9 @@ pub(crate) fn etag(raw: &str, field: &str) -> Result<Option<Revision>, crm_platf
     if raw.is_empty() {
         return Ok(None);
     }
-    Revision::parse_etag(raw).map(Some).map_err(|reason| crm_platform::ApiError::invalid_field(field, reason))
+    Revision::parse_etag(raw)
+        .map(Some)
+        .map_err(|reason| crm_platform::ApiError::invalid_field(field, reason))
 }
 
 pub(crate) fn contact_to_proto(c: &Contact) -> pb::Contact {
@@ -282,8 +336,22 @@ pub(crate) fn contact_to_proto(c: &Contact) -> pb::Contact {
         name: c.id.name(),
         given_name: f.given_name.clone(),
         family_name: f.family_name.clone(),
-        emails: f.emails.iter().map(|e| pb::EmailAddress { address: e.address.as_str().to_owned(), primary: e.primary }).collect(),
-        phones: f.phones.iter().map(|p| pb::PhoneNumber { number: p.number.as_str().to_owned(), primary: p.primary }).collect(),
+        emails: f
+            .emails
+            .iter()
+            .map(|e| pb::EmailAddress {
+                address: e.address.as_str().to_owned(),
+                primary: e.primary,
+            })
+            .collect(),
+        phones: f
+            .phones
+            .iter()
+            .map(|p| pb::PhoneNumber {
+                number: p.number.as_str().to_owned(),
+                primary: p.primary,
+            })
+            .collect(),
         title: f.title.clone(),
         company: f.company.map(|c| c.name()).unwrap_or_default(),
         lifecycle_stage: LifecycleStage::to_proto(Some(f.lifecycle_stage)),
@@ -305,7 +373,11 @@ pub(crate) fn contact_to_proto(c: &Contact) -> pb::Contact {
 pub(crate) fn company_fields(v: &mut Violations, c: &pb::Company, default_owner: Option<&UserId>) -> CompanyFields {
     CompanyFields {
         display_name: text(v, "display_name", &c.display_name, MAX_NAME, false),
-        domain: if c.domain.is_empty() { None } else { v.check("domain", company::parse_domain(&c.domain)) },
+        domain: if c.domain.is_empty() {
+            None
+        } else {
+            v.check("domain", company::parse_domain(&c.domain))
+        },
         industry: text(v, "industry", &c.industry, MAX_NAME, false),
         size_band: v.check("size_band", SizeBand::from_proto(c.size_band)).flatten(),
         owner: owner(v, "owner", &c.owner, default_owner),
@@ -358,7 +430,10 @@ pub(crate) fn company_to_proto(c: &Company) -> pb::Company {
     }
 }
 
-pub(crate) fn new_interaction(i: &pb::Interaction, caller: &UserId) -> Result<InteractionFields, crm_platform::ApiError> {
+pub(crate) fn new_interaction(
+    i: &pb::Interaction,
+    caller: &UserId,
+) -> Result<InteractionFields, crm_platform::ApiError> {
     let mut v = Violations::new("interaction.");
     if !i.name.is_empty() {
         v.add("name", "is output only; leave it empty on create");
@@ -393,7 +468,11 @@ pub(crate) fn new_interaction(i: &pb::Interaction, caller: &UserId) -> Result<In
     });
     let fields = InteractionFields {
         kind: kind.unwrap_or(InteractionType::Note),
-        direction: direction.unwrap_or(if kind == Some(InteractionType::Note) { Direction::Internal } else { Direction::Outbound }),
+        direction: direction.unwrap_or(if kind == Some(InteractionType::Note) {
+            Direction::Internal
+        } else {
+            Direction::Outbound
+        }),
         channel,
         occur_time: occur_time.unwrap_or_else(now),
         duration_ms,
@@ -415,7 +494,10 @@ pub(crate) fn interaction_to_proto(i: &Interaction) -> pb::Interaction {
         direction: Direction::to_proto(Some(f.direction)),
         channel: InteractionChannel::to_proto(f.channel),
         occur_time: Some(timestamp(f.occur_time)),
-        duration: f.duration_ms.map(|ms| PbDuration { seconds: ms / 1000, nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0) }),
+        duration: f.duration_ms.map(|ms| PbDuration {
+            seconds: ms / 1000,
+            nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+        }),
         subject: f.subject.clone(),
         body: f.body.clone(),
         outcome: f.outcome.clone(),
@@ -427,13 +509,22 @@ pub(crate) fn interaction_to_proto(i: &Interaction) -> pb::Interaction {
 }
 
 /// The idempotency key of a create: the request id and a hash of what is being created.
-pub(crate) fn request_key(request_id: &str, message: &impl crm_proto::prost::Message) -> Result<Option<RequestKey>, crm_platform::ApiError> {
+pub(crate) fn request_key(
+    request_id: &str,
+    message: &impl crm_proto::prost::Message,
+) -> Result<Option<RequestKey>, crm_platform::ApiError> {
     if request_id.is_empty() {
         return Ok(None);
     }
     if request_id.len() > MAX_REQUEST_ID || request_id.chars().any(char::is_control) {
-        return Err(crm_platform::ApiError::invalid_field("request_id", format!("must be at most {MAX_REQUEST_ID} printable characters")));
+        return Err(crm_platform::ApiError::invalid_field(
+            "request_id",
+            format!("must be at most {MAX_REQUEST_ID} printable characters"),
+        ));
     }
     let fingerprint = Sha256::digest(message.encode_to_vec()).to_vec();
-    Ok(Some(RequestKey { request_id: request_id.to_owned(), fingerprint }))
+    Ok(Some(RequestKey {
+        request_id: request_id.to_owned(),
+        fingerprint,
+    }))
 }

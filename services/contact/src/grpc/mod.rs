@@ -59,17 +59,30 @@ fn timeline_of(parent: &str) -> Result<TimelineOf, ApiError> {
 
 #[tonic::async_trait]
 impl ContactService for ContactGrpc {
-    async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> Result<Response<pb::GetContactResponse>, Status> {
+    async fn get_contact(
+        &self,
+        request: Request<pb::GetContactRequest>,
+    ) -> Result<Response<pb::GetContactResponse>, Status> {
         let who = caller(&request)?;
         let id = parse("name", ContactId::parse_name(&request.get_ref().name))?;
         let contact = self.app.get_contact(&who, id).await?;
-        Ok(Response::new(pb::GetContactResponse { contact: Some(contact_to_proto(&contact)) }))
+        Ok(Response::new(pb::GetContactResponse {
+            contact: Some(contact_to_proto(&contact)),
+        }))
     }
 
-    async fn list_contacts(&self, request: Request<pb::ListContactsRequest>) -> Result<Response<pb::ListContactsResponse>, Status> {
+    async fn list_contacts(
+        &self,
+        request: Request<pb::ListContactsRequest>,
+    ) -> Result<Response<pb::ListContactsResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let params = ListParams { page_size: r.page_size, page_token: r.page_token, filter: r.filter, order_by: r.order_by };
+        let params = ListParams {
+            page_size: r.page_size,
+            page_token: r.page_token,
+            filter: r.filter,
+            order_by: r.order_by,
+        };
         let page = self.app.list_contacts(&who, &params).await?;
         Ok(Response::new(pb::ListContactsResponse {
             contacts: page.items.iter().map(contact_to_proto).collect(),
@@ -77,17 +90,25 @@ impl ContactService for ContactGrpc {
         }))
     }
 
-    async fn create_contact(&self, request: Request<pb::CreateContactRequest>) -> Result<Response<pb::CreateContactResponse>, Status> {
+    async fn create_contact(
+        &self,
+        request: Request<pb::CreateContactRequest>,
+    ) -> Result<Response<pb::CreateContactResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
         let contact = required("contact", r.contact.as_ref())?;
         let fields = new_contact(contact, &who.user)?;
         let key = request_key(&r.request_id, contact)?;
         let created = self.app.create_contact(&who, fields, key).await?;
-        Ok(Response::new(pb::CreateContactResponse { contact: Some(contact_to_proto(&created.value)) }))
+        Ok(Response::new(pb::CreateContactResponse {
+            contact: Some(contact_to_proto(&created.value)),
+        }))
     }
 
-    async fn update_contact(&self, request: Request<pb::UpdateContactRequest>) -> Result<Response<pb::UpdateContactResponse>, Status> {
+    async fn update_contact(
+        &self,
+        request: Request<pb::UpdateContactRequest>,
+    ) -> Result<Response<pb::UpdateContactResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
         let contact = required("contact", r.contact.as_ref())?;
@@ -100,10 +121,15 @@ impl ContactService for ContactGrpc {
         let patch = contact_fields(&mut violations, &masked_contact(contact, &mask), owner_default);
         violations.finish()?;
         let updated = self.app.update_contact(&who, id, &patch, &mask, etag).await?;
-        Ok(Response::new(pb::UpdateContactResponse { contact: Some(contact_to_proto(&updated)) }))
+        Ok(Response::new(pb::UpdateContactResponse {
+            contact: Some(contact_to_proto(&updated)),
+        }))
     }
 
-    async fn delete_contact(&self, request: Request<pb::DeleteContactRequest>) -> Result<Response<pb::DeleteContactResponse>, Status> {
+    async fn delete_contact(
+        &self,
+        request: Request<pb::DeleteContactRequest>,
+    ) -> Result<Response<pb::DeleteContactResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", ContactId::parse_name(&r.name))?;
@@ -111,27 +137,46 @@ impl ContactService for ContactGrpc {
         Ok(Response::new(pb::DeleteContactResponse {}))
     }
 
-    async fn search_contacts(&self, request: Request<pb::SearchContactsRequest>) -> Result<Response<pb::SearchContactsResponse>, Status> {
+    async fn search_contacts(
+        &self,
+        request: Request<pb::SearchContactsRequest>,
+    ) -> Result<Response<pb::SearchContactsResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
-        let page = self.app.search_contacts(&who, &r.query, r.page_size, &r.page_token).await?;
+        let page = self
+            .app
+            .search_contacts(&who, &r.query, r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::SearchContactsResponse {
             contacts: page.items.iter().map(contact_to_proto).collect(),
             next_page_token: page.next_page_token,
         }))
     }
 
-    async fn get_company(&self, request: Request<pb::GetCompanyRequest>) -> Result<Response<pb::GetCompanyResponse>, Status> {
+    async fn get_company(
+        &self,
+        request: Request<pb::GetCompanyRequest>,
+    ) -> Result<Response<pb::GetCompanyResponse>, Status> {
         let who = caller(&request)?;
         let id = parse("name", CompanyId::parse_name(&request.get_ref().name))?;
         let company = self.app.get_company(&who, id).await?;
-        Ok(Response::new(pb::GetCompanyResponse { company: Some(company_to_proto(&company)) }))
+        Ok(Response::new(pb::GetCompanyResponse {
+            company: Some(company_to_proto(&company)),
+        }))
     }
 
-    async fn list_companies(&self, request: Request<pb::ListCompaniesRequest>) -> Result<Response<pb::ListCompaniesResponse>, Status> {
+    async fn list_companies(
+        &self,
+        request: Request<pb::ListCompaniesRequest>,
+    ) -> Result<Response<pb::ListCompaniesResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let params = ListParams { page_size: r.page_size, page_token: r.page_token, filter: r.filter, order_by: r.order_by };
+        let params = ListParams {
+            page_size: r.page_size,
+            page_token: r.page_token,
+            filter: r.filter,
+            order_by: r.order_by,
+        };
         let page = self.app.list_companies(&who, &params).await?;
         Ok(Response::new(pb::ListCompaniesResponse {
             companies: page.items.iter().map(company_to_proto).collect(),
@@ -139,17 +184,25 @@ impl ContactService for ContactGrpc {
         }))
     }
 
-    async fn create_company(&self, request: Request<pb::CreateCompanyRequest>) -> Result<Response<pb::CreateCompanyResponse>, Status> {
+    async fn create_company(
+        &self,
+        request: Request<pb::CreateCompanyRequest>,
+    ) -> Result<Response<pb::CreateCompanyResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
         let company = required("company", r.company.as_ref())?;
         let fields = new_company(company, &who.user)?;
         let key = request_key(&r.request_id, company)?;
         let created = self.app.create_company(&who, fields, key).await?;
-        Ok(Response::new(pb::CreateCompanyResponse { company: Some(company_to_proto(&created.value)) }))
+        Ok(Response::new(pb::CreateCompanyResponse {
+            company: Some(company_to_proto(&created.value)),
+        }))
     }
 
-    async fn update_company(&self, request: Request<pb::UpdateCompanyRequest>) -> Result<Response<pb::UpdateCompanyResponse>, Status> {
+    async fn update_company(
+        &self,
+        request: Request<pb::UpdateCompanyRequest>,
+    ) -> Result<Response<pb::UpdateCompanyResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
         let company = required("company", r.company.as_ref())?;
@@ -161,10 +214,15 @@ impl ContactService for ContactGrpc {
         let patch = company_fields(&mut violations, &masked_company(company, &mask), owner_default);
         violations.finish()?;
         let updated = self.app.update_company(&who, id, &patch, &mask, etag).await?;
-        Ok(Response::new(pb::UpdateCompanyResponse { company: Some(company_to_proto(&updated)) }))
+        Ok(Response::new(pb::UpdateCompanyResponse {
+            company: Some(company_to_proto(&updated)),
+        }))
     }
 
-    async fn delete_company(&self, request: Request<pb::DeleteCompanyRequest>) -> Result<Response<pb::DeleteCompanyResponse>, Status> {
+    async fn delete_company(
+        &self,
+        request: Request<pb::DeleteCompanyRequest>,
+    ) -> Result<Response<pb::DeleteCompanyResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", CompanyId::parse_name(&r.name))?;
@@ -172,7 +230,10 @@ impl ContactService for ContactGrpc {
         Ok(Response::new(pb::DeleteCompanyResponse {}))
     }
 
-    async fn create_interaction(&self, request: Request<pb::CreateInteractionRequest>) -> Result<Response<pb::CreateInteractionResponse>, Status> {
+    async fn create_interaction(
+        &self,
+        request: Request<pb::CreateInteractionRequest>,
+    ) -> Result<Response<pb::CreateInteractionResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
         let contact = parse("parent", ContactId::parse_name(&r.parent))?;
@@ -180,17 +241,27 @@ impl ContactService for ContactGrpc {
         let fields = new_interaction(interaction, &who.user)?;
         let key = request_key(&r.request_id, r)?;
         let created = self.app.create_interaction(&who, contact, fields, key).await?;
-        Ok(Response::new(pb::CreateInteractionResponse { interaction: Some(interaction_to_proto(&created.value)) }))
+        Ok(Response::new(pb::CreateInteractionResponse {
+            interaction: Some(interaction_to_proto(&created.value)),
+        }))
     }
 
-    async fn get_interaction(&self, request: Request<pb::GetInteractionRequest>) -> Result<Response<pb::GetInteractionResponse>, Status> {
+    async fn get_interaction(
+        &self,
+        request: Request<pb::GetInteractionRequest>,
+    ) -> Result<Response<pb::GetInteractionResponse>, Status> {
         let who = caller(&request)?;
         let (contact, id) = parse("name", InteractionId::parse_name(&request.get_ref().name))?;
         let interaction = self.app.get_interaction(&who, contact, id).await?;
-        Ok(Response::new(pb::GetInteractionResponse { interaction: Some(interaction_to_proto(&interaction)) }))
+        Ok(Response::new(pb::GetInteractionResponse {
+            interaction: Some(interaction_to_proto(&interaction)),
+        }))
     }
 
-    async fn list_interactions(&self, request: Request<pb::ListInteractionsRequest>) -> Result<Response<pb::ListInteractionsResponse>, Status> {
+    async fn list_interactions(
+        &self,
+        request: Request<pb::ListInteractionsRequest>,
+    ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
         let of = timeline_of(&r.parent)?;
@@ -201,7 +272,10 @@ impl ContactService for ContactGrpc {
         }))
     }
 
-    async fn delete_interaction(&self, request: Request<pb::DeleteInteractionRequest>) -> Result<Response<pb::DeleteInteractionResponse>, Status> {
+    async fn delete_interaction(
+        &self,
+        request: Request<pb::DeleteInteractionRequest>,
+    ) -> Result<Response<pb::DeleteInteractionResponse>, Status> {
         let who = caller(&request)?;
         let (contact, id) = parse("name", InteractionId::parse_name(&request.get_ref().name))?;
         self.app.delete_interaction(&who, contact, id).await?;

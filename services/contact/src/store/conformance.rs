@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{Duration, Utc};
-use crm_platform::{TenantId, UserId};
 use crm_platform::testing::TestDatabase;
+use crm_platform::{TenantId, UserId};
 
 use super::*;
 use crate::domain::*;
@@ -22,7 +22,10 @@ fn fields(given: &str, family: &str, email: &str) -> ContactFields {
     let mut fields = ContactFields {
         given_name: given.into(),
         family_name: family.into(),
-        emails: vec![ContactEmail { address: EmailAddress::parse(email).expect("email"), primary: false }],
+        emails: vec![ContactEmail {
+            address: EmailAddress::parse(email).expect("email"),
+            primary: false,
+        }],
         phones: vec![],
         title: String::new(),
         company: None,
@@ -39,7 +42,13 @@ fn fields(given: &str, family: &str, email: &str) -> ContactFields {
 
 fn contact_at(fields: ContactFields, at: chrono::DateTime<Utc>) -> Contact {
     let at = to_micros(at);
-    Contact { id: ContactId::generate(), fields, create_time: at, update_time: at, revision: Revision::FIRST }
+    Contact {
+        id: ContactId::generate(),
+        fields,
+        create_time: at,
+        update_time: at,
+        revision: Revision::FIRST,
+    }
 }
 
 fn contact(fields: ContactFields) -> Contact {
@@ -89,15 +98,31 @@ fn interaction(contact: ContactId, minutes_ago: i64) -> Interaction {
 async fn round_trip(store: &dyn ContactStore) {
     let t = tenant("t1");
     let mut f = fields("Ann", "Lee", "Ann.Lee@Example.com");
-    f.phones = vec![ContactPhone { number: PhoneNumber::parse("+49 30 1234567").expect("phone"), primary: true }];
+    f.phones = vec![ContactPhone {
+        number: PhoneNumber::parse("+49 30 1234567").expect("phone"),
+        primary: true,
+    }];
     f.tags = vec![Tag::parse("vip").expect("tag"), Tag::parse("emea").expect("tag")];
     f.normalise();
-    f.attributes.insert(AttributeKey::parse("score").expect("key"), AttributeValue::Int(42));
-    f.attributes.insert(AttributeKey::parse("ratio").expect("key"), AttributeValue::Double(0.5));
-    f.attributes.insert(AttributeKey::parse("vip").expect("key"), AttributeValue::Bool(true));
-    f.attributes.insert(AttributeKey::parse("note").expect("key"), AttributeValue::String("likes golf".into()));
-    f.attributes.insert(AttributeKey::parse("renewal").expect("key"), AttributeValue::Time(now()));
-    f.consent.email = Some(ChannelConsent { status: ConsentStatus::OptedIn, time: now(), source: "web-form".into() });
+    f.attributes
+        .insert(AttributeKey::parse("score").expect("key"), AttributeValue::Int(42));
+    f.attributes
+        .insert(AttributeKey::parse("ratio").expect("key"), AttributeValue::Double(0.5));
+    f.attributes
+        .insert(AttributeKey::parse("vip").expect("key"), AttributeValue::Bool(true));
+    f.attributes.insert(
+        AttributeKey::parse("note").expect("key"),
+        AttributeValue::String("likes golf".into()),
+    );
+    f.attributes.insert(
+        AttributeKey::parse("renewal").expect("key"),
+        AttributeValue::Time(now()),
+    );
+    f.consent.email = Some(ChannelConsent {
+        status: ConsentStatus::OptedIn,
+        time: now(),
+        source: "web-form".into(),
+    });
     let c = contact(f);
     let created = store.create_contact(&t, &c, None).await.expect("create");
     assert!(!created.replayed);
@@ -113,13 +138,28 @@ async fn updates_need_the_current_revision(store: &dyn ContactStore) {
     next.revision = c.revision.next();
     store.update_contact(&t, &next, c.revision).await.expect("update");
     assert_eq!(store.get_contact(&t, c.id).await.expect("get").fields.title, "CFO");
-    assert!(matches!(store.update_contact(&t, &next, c.revision).await, Err(StoreError::RevisionMismatch)));
+    assert!(matches!(
+        store.update_contact(&t, &next, c.revision).await,
+        Err(StoreError::RevisionMismatch)
+    ));
     let ghost = contact(fields("No", "One", "no@example.com"));
-    assert!(matches!(store.update_contact(&t, &ghost, Revision::FIRST).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_contact(&t, c.id, Some(c.revision)).await, Err(StoreError::RevisionMismatch)));
-    store.delete_contact(&t, c.id, Some(next.revision)).await.expect("delete");
+    assert!(matches!(
+        store.update_contact(&t, &ghost, Revision::FIRST).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_contact(&t, c.id, Some(c.revision)).await,
+        Err(StoreError::RevisionMismatch)
+    ));
+    store
+        .delete_contact(&t, c.id, Some(next.revision))
+        .await
+        .expect("delete");
     assert!(matches!(store.get_contact(&t, c.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_contact(&t, c.id, None).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete_contact(&t, c.id, None).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn tenants_never_see_each_other(store: &dyn ContactStore) {
@@ -135,34 +175,92 @@ async fn tenants_never_see_each_other(store: &dyn ContactStore) {
 
     assert!(matches!(store.get_contact(&b, c.id).await, Err(StoreError::NotFound)));
     assert!(matches!(store.get_company(&b, co.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.get_interaction(&b, c.id, i.id).await, Err(StoreError::NotFound)));
-    let all = ListQuery { filter: ContactFilter::default(), order: Order { field: SortField::CreateTime, descending: true }, after: None, limit: 100 };
+    assert!(matches!(
+        store.get_interaction(&b, c.id, i.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let all = ListQuery {
+        filter: ContactFilter::default(),
+        order: Order {
+            field: SortField::CreateTime,
+            descending: true,
+        },
+        after: None,
+        limit: 100,
+    };
     assert!(store.list_contacts(&b, &all).await.expect("list").is_empty());
-    let companies = ListQuery { filter: CompanyFilter::default(), order: Order { field: SortField::CreateTime, descending: true }, after: None, limit: 100 };
+    let companies = ListQuery {
+        filter: CompanyFilter::default(),
+        order: Order {
+            field: SortField::CreateTime,
+            descending: true,
+        },
+        after: None,
+        limit: 100,
+    };
     assert!(store.list_companies(&b, &companies).await.expect("list").is_empty());
     let terms = SearchTerms::parse("secret").expect("terms");
-    assert!(store.search_contacts(&b, &terms, 0, 10).await.expect("search").is_empty());
+    assert!(
+        store
+            .search_contacts(&b, &terms, 0, 10)
+            .await
+            .expect("search")
+            .is_empty()
+    );
     assert_eq!(store.search_contacts(&a, &terms, 0, 10).await.expect("search").len(), 1);
-    assert!(store.list_interactions(&b, TimelineOf::Contact(c.id), None, 10).await.expect("timeline").is_empty());
-    assert!(store.list_interactions(&b, TimelineOf::Company(co.id), None, 10).await.expect("timeline").is_empty());
+    assert!(
+        store
+            .list_interactions(&b, TimelineOf::Contact(c.id), None, 10)
+            .await
+            .expect("timeline")
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_interactions(&b, TimelineOf::Company(co.id), None, 10)
+            .await
+            .expect("timeline")
+            .is_empty()
+    );
 
     let mut hijack = c.clone();
     hijack.revision = c.revision.next();
     hijack.fields.company = None;
-    assert!(matches!(store.update_contact(&b, &hijack, c.revision).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_contact(&b, c.id, None).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_company(&b, co.id, None).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_interaction(&b, c.id, i.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.create_interaction(&b, &interaction(c.id, 2), None).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.update_contact(&b, &hijack, c.revision).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_contact(&b, c.id, None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_company(&b, co.id, None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_interaction(&b, c.id, i.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.create_interaction(&b, &interaction(c.id, 2), None).await,
+        Err(StoreError::NotFound)
+    ));
     let mut linked = fields("Sneaky", "Link", "sneaky@b.example");
     linked.company = Some(co.id);
-    assert!(matches!(store.create_contact(&b, &contact(linked), None).await, Err(StoreError::UnknownCompany)));
+    assert!(matches!(
+        store.create_contact(&b, &contact(linked), None).await,
+        Err(StoreError::UnknownCompany)
+    ));
     assert_eq!(store.get_contact(&a, c.id).await.expect("still there"), c);
 }
 
 async fn creates_are_idempotent(store: &dyn ContactStore) {
     let t = tenant("t1");
-    let key = RequestKey { request_id: "req-1".into(), fingerprint: vec![1, 2, 3] };
+    let key = RequestKey {
+        request_id: "req-1".into(),
+        fingerprint: vec![1, 2, 3],
+    };
     let first = contact(fields("Idem", "Potent", "idem@example.com"));
     let created = store.create_contact(&t, &first, Some(&key)).await.expect("first");
     assert!(!created.replayed);
@@ -170,22 +268,64 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
     let replayed = store.create_contact(&t, &retry, Some(&key)).await.expect("retry");
     assert!(replayed.replayed);
     assert_eq!(replayed.value.id, first.id);
-    let other = RequestKey { request_id: "req-1".into(), fingerprint: vec![9] };
-    assert!(matches!(store.create_contact(&t, &retry, Some(&other)).await, Err(StoreError::RequestIdReused)));
+    let other = RequestKey {
+        request_id: "req-1".into(),
+        fingerprint: vec![9],
+    };
+    assert!(matches!(
+        store.create_contact(&t, &retry, Some(&other)).await,
+        Err(StoreError::RequestIdReused)
+    ));
     // The same request id in another tenant is another request.
-    let elsewhere = store.create_contact(&tenant("t2"), &retry, Some(&key)).await.expect("other tenant");
+    let elsewhere = store
+        .create_contact(&tenant("t2"), &retry, Some(&key))
+        .await
+        .expect("other tenant");
     assert!(!elsewhere.replayed);
-    let all = ListQuery { filter: ContactFilter::default(), order: Order { field: SortField::CreateTime, descending: true }, after: None, limit: 100 };
+    let all = ListQuery {
+        filter: ContactFilter::default(),
+        order: Order {
+            field: SortField::CreateTime,
+            descending: true,
+        },
+        after: None,
+        limit: 100,
+    };
     assert_eq!(store.list_contacts(&t, &all).await.expect("list").len(), 1);
 
     let co = company("Idem Co");
-    let ckey = RequestKey { request_id: "req-c".into(), fingerprint: vec![4] };
+    let ckey = RequestKey {
+        request_id: "req-c".into(),
+        fingerprint: vec![4],
+    };
     store.create_company(&t, &co, Some(&ckey)).await.expect("company");
-    assert_eq!(store.create_company(&t, &company("Idem Co"), Some(&ckey)).await.expect("replay").value.id, co.id);
-    let ikey = RequestKey { request_id: "req-i".into(), fingerprint: vec![5] };
+    assert_eq!(
+        store
+            .create_company(&t, &company("Idem Co"), Some(&ckey))
+            .await
+            .expect("replay")
+            .value
+            .id,
+        co.id
+    );
+    let ikey = RequestKey {
+        request_id: "req-i".into(),
+        fingerprint: vec![5],
+    };
     let i = interaction(first.id, 3);
-    store.create_interaction(&t, &i, Some(&ikey)).await.expect("interaction");
-    assert_eq!(store.create_interaction(&t, &interaction(first.id, 3), Some(&ikey)).await.expect("replay").value.id, i.id);
+    store
+        .create_interaction(&t, &i, Some(&ikey))
+        .await
+        .expect("interaction");
+    assert_eq!(
+        store
+            .create_interaction(&t, &interaction(first.id, 3), Some(&ikey))
+            .await
+            .expect("replay")
+            .value
+            .id,
+        i.id
+    );
 }
 
 /// Pages through every order with a small page size: each contact appears exactly once, in order.
@@ -195,7 +335,11 @@ async fn paging_misses_and_repeats_nothing(store: &dyn ContactStore) {
     let mut ids = HashSet::new();
     for i in 0..130 {
         // Duplicate names and shared timestamps exercise the id tie-break.
-        let f = fields(&format!("G{}", i % 7), &format!("F{}", i % 11), &format!("p{i}@example.com"));
+        let f = fields(
+            &format!("G{}", i % 7),
+            &format!("F{}", i % 11),
+            &format!("p{i}@example.com"),
+        );
         let c = contact_at(f, base + Duration::seconds(i / 3));
         store.create_contact(&t, &c, None).await.expect("create");
         ids.insert(c.id);
@@ -211,7 +355,12 @@ async fn paging_misses_and_repeats_nothing(store: &dyn ContactStore) {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let query = ListQuery { filter: ContactFilter::default(), order, after: after.clone(), limit: 17 };
+            let query = ListQuery {
+                filter: ContactFilter::default(),
+                order,
+                after: after.clone(),
+                limit: 17,
+            };
             let mut rows = store.list_contacts(&t, &query).await.expect("page");
             let more = rows.len() > 17;
             rows.truncate(17);
@@ -260,8 +409,22 @@ async fn filters_select_exactly(store: &dyn ContactStore) {
     let check = |filter: &str, expected: Vec<ContactId>| {
         let filter = ContactFilter::parse(filter).expect("filter");
         async move {
-            let query = ListQuery { filter, order: Order { field: SortField::CreateTime, descending: true }, after: None, limit: 100 };
-            let found: Vec<ContactId> = store.list_contacts(&t, &query).await.expect("list").iter().map(|c| c.id).collect();
+            let query = ListQuery {
+                filter,
+                order: Order {
+                    field: SortField::CreateTime,
+                    descending: true,
+                },
+                after: None,
+                limit: 100,
+            };
+            let found: Vec<ContactId> = store
+                .list_contacts(&t, &query)
+                .await
+                .expect("list")
+                .iter()
+                .map(|c| c.id)
+                .collect();
             assert_eq!(found, expected);
         }
     };
@@ -280,11 +443,22 @@ async fn filters_select_exactly(store: &dyn ContactStore) {
     let companies = |filter: &str| {
         let filter = CompanyFilter::parse(filter).expect("filter");
         async move {
-            let query = ListQuery { filter, order: Order { field: SortField::DisplayName, descending: false }, after: None, limit: 100 };
+            let query = ListQuery {
+                filter,
+                order: Order {
+                    field: SortField::DisplayName,
+                    descending: false,
+                },
+                after: None,
+                limit: 100,
+            };
             store.list_companies(&t, &query).await.expect("list").len()
         }
     };
-    assert_eq!(companies("tag = key-account AND size_band = LARGE AND domain = \"ACME.example\"").await, 1);
+    assert_eq!(
+        companies("tag = key-account AND size_band = LARGE AND domain = \"ACME.example\"").await,
+        1
+    );
     assert_eq!(companies("industry = retail").await, 0);
 }
 
@@ -294,7 +468,10 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
     store.create_company(&t, &co, None).await.expect("company");
     let mut with_company = fields("Hank", "Scorpio", "hank@globex.example");
     with_company.company = Some(co.id);
-    with_company.phones = vec![ContactPhone { number: PhoneNumber::parse("+1 415 555 2671").expect("phone"), primary: true }];
+    with_company.phones = vec![ContactPhone {
+        number: PhoneNumber::parse("+1 415 555 2671").expect("phone"),
+        primary: true,
+    }];
     let hank = contact(with_company);
     store.create_contact(&t, &hank, None).await.expect("hank");
     let homer = contact(fields("Homer", "Simpson", "homer@springfield.example"));
@@ -303,7 +480,15 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
     let t = &t;
     let search = |q: &str| {
         let terms = SearchTerms::parse(q).expect("terms");
-        async move { store.search_contacts(&t, &terms, 0, 10).await.expect("search").iter().map(|c| c.id).collect::<Vec<_>>() }
+        async move {
+            store
+                .search_contacts(&t, &terms, 0, 10)
+                .await
+                .expect("search")
+                .iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>()
+        }
     };
     assert_eq!(search("scorp").await, vec![hank.id], "prefix of a family name");
     assert_eq!(search("homer@springfield.example").await, vec![homer.id], "whole email");
@@ -319,7 +504,11 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
     renamed.fields.display_name = "Initech".into();
     renamed.revision = co.revision.next();
     store.update_company(&t, &renamed, co.revision).await.expect("rename");
-    assert_eq!(search("initech").await, vec![hank.id], "search follows a company rename");
+    assert_eq!(
+        search("initech").await,
+        vec![hank.id],
+        "search follows a company rename"
+    );
     assert!(search("globex industries").await.is_empty());
 }
 
@@ -334,18 +523,32 @@ async fn companies_and_timelines(store: &dyn ContactStore) {
     store.create_contact(&t, &jill, None).await.expect("jill");
     let mut ghost = fields("Ghost", "Co", "g@example.com");
     ghost.company = Some(CompanyId::generate());
-    assert!(matches!(store.create_contact(&t, &contact(ghost), None).await, Err(StoreError::UnknownCompany)));
+    assert!(matches!(
+        store.create_contact(&t, &contact(ghost), None).await,
+        Err(StoreError::UnknownCompany)
+    ));
 
     let mut logged = Vec::new();
     for minutes in [30, 10, 20, 40, 5] {
-        let created = store.create_interaction(&t, &interaction(jill.id, minutes), None).await.expect("log");
+        let created = store
+            .create_interaction(&t, &interaction(jill.id, minutes), None)
+            .await
+            .expect("log");
         assert_eq!(created.value.company, Some(co.id), "the contact's company is noted");
         logged.push(created.value);
     }
-    assert!(matches!(store.create_interaction(&t, &interaction(ContactId::generate(), 1), None).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store
+            .create_interaction(&t, &interaction(ContactId::generate(), 1), None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
     let fetched = store.get_interaction(&t, jill.id, logged[0].id).await.expect("get");
     assert_eq!(fetched, logged[0]);
-    assert!(matches!(store.get_interaction(&t, ContactId::generate(), logged[0].id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.get_interaction(&t, ContactId::generate(), logged[0].id).await,
+        Err(StoreError::NotFound)
+    ));
 
     for of in [TimelineOf::Contact(jill.id), TimelineOf::Company(co.id)] {
         let mut seen = Vec::new();
@@ -366,15 +569,37 @@ async fn companies_and_timelines(store: &dyn ContactStore) {
         assert_eq!(seen, newest_first);
     }
 
-    store.delete_interaction(&t, jill.id, logged[0].id).await.expect("delete interaction");
-    assert_eq!(store.list_interactions(&t, TimelineOf::Contact(jill.id), None, 10).await.expect("list").len(), 4);
+    store
+        .delete_interaction(&t, jill.id, logged[0].id)
+        .await
+        .expect("delete interaction");
+    assert_eq!(
+        store
+            .list_interactions(&t, TimelineOf::Contact(jill.id), None, 10)
+            .await
+            .expect("list")
+            .len(),
+        4
+    );
 
-    assert!(matches!(store.delete_company(&t, co.id, Some(co.revision.next())).await, Err(StoreError::RevisionMismatch)));
-    store.delete_company(&t, co.id, Some(co.revision)).await.expect("delete company");
+    assert!(matches!(
+        store.delete_company(&t, co.id, Some(co.revision.next())).await,
+        Err(StoreError::RevisionMismatch)
+    ));
+    store
+        .delete_company(&t, co.id, Some(co.revision))
+        .await
+        .expect("delete company");
     let unlinked = store.get_contact(&t, jill.id).await.expect("contact stays");
     assert_eq!(unlinked.fields.company, None);
     store.delete_contact(&t, jill.id, None).await.expect("delete contact");
-    assert!(store.list_interactions(&t, TimelineOf::Contact(jill.id), None, 10).await.expect("list").is_empty());
+    assert!(
+        store
+            .list_interactions(&t, TimelineOf::Contact(jill.id), None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 macro_rules! conformance {
@@ -409,7 +634,9 @@ macro_rules! conformance {
 }
 
 async fn migrate_test_db(url: &str) {
-    crm_platform::db::migrate_postgres(url, &POSTGRES_MIGRATIONS).await.expect("migrate");
+    crm_platform::db::migrate_postgres(url, &POSTGRES_MIGRATIONS)
+        .await
+        .expect("migrate");
 }
 
 conformance!(
@@ -428,18 +655,39 @@ conformance!(
 #[tokio::test]
 async fn postgres_row_level_security_is_forced() {
     use sqlx::Row;
-    let Some(db) = TestDatabase::create("postgres_row_level_security_is_forced").await else { return };
+    let Some(db) = TestDatabase::create("postgres_row_level_security_is_forced").await else {
+        return;
+    };
     migrate_test_db(&db.url).await;
-    let pool = crm_platform::db::connect_postgres(&db.url, POSTGRES_APP_ROLE, 2).await.expect("connect");
+    let pool = crm_platform::db::connect_postgres(&db.url, POSTGRES_APP_ROLE, 2)
+        .await
+        .expect("connect");
     let store = PgContactStore::new(pool.clone());
-    store.create_contact(&tenant("a"), &contact(fields("A", "A", "a@example.com")), None).await.expect("a");
-    store.create_contact(&tenant("b"), &contact(fields("B", "B", "b@example.com")), None).await.expect("b");
+    store
+        .create_contact(&tenant("a"), &contact(fields("A", "A", "a@example.com")), None)
+        .await
+        .expect("a");
+    store
+        .create_contact(&tenant("b"), &contact(fields("B", "B", "b@example.com")), None)
+        .await
+        .expect("b");
 
     let mut tx = crm_platform::db::begin_tenant(&pool, &tenant("a")).await.expect("tx");
-    let visible: i64 = sqlx::query("SELECT count(*) AS n FROM contacts").fetch_one(&mut *tx).await.expect("count").get("n");
+    let visible: i64 = sqlx::query("SELECT count(*) AS n FROM contacts")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("count")
+        .get("n");
     assert_eq!(visible, 1, "tenant a sees only its own row");
-    let sneaky = sqlx::query("UPDATE contacts SET tenant_id = 'a' WHERE tenant_id = 'b'").execute(&mut *tx).await.expect("update");
-    assert_eq!(sneaky.rows_affected(), 0, "other tenants' rows cannot even be addressed");
+    let sneaky = sqlx::query("UPDATE contacts SET tenant_id = 'a' WHERE tenant_id = 'b'")
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    assert_eq!(
+        sneaky.rows_affected(),
+        0,
+        "other tenants' rows cannot even be addressed"
+    );
     let forged = sqlx::query(
         "INSERT INTO companies (tenant_id, id, display_name, owner, create_time, update_time, revision) VALUES ('b', gen_random_uuid(), 'x', 'u', now(), now(), 1)",
     )
@@ -449,9 +697,17 @@ async fn postgres_row_level_security_is_forced() {
     drop(tx);
 
     let mut conn = pool.acquire().await.expect("conn");
-    let unpinned: i64 = sqlx::query("SELECT count(*) AS n FROM contacts").fetch_one(&mut *conn).await.expect("count").get("n");
+    let unpinned: i64 = sqlx::query("SELECT count(*) AS n FROM contacts")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("count")
+        .get("n");
     assert_eq!(unpinned, 0, "without a pinned tenant nothing is visible");
-    let bypass: bool = sqlx::query("SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user").fetch_one(&mut *conn).await.expect("role").get(0);
+    let bypass: bool = sqlx::query("SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("role")
+        .get(0);
     assert!(!bypass, "the serving role cannot bypass RLS");
     drop(conn);
     pool.close().await;

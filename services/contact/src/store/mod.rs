@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use crm_platform::{ApiError, TenantId};
 
 use crate::domain::{
-    Company, CompanyFilter, CompanyId, Contact, ContactFilter, ContactId, Cursor, Interaction, InteractionId, ListQuery,
-    Revision, SearchTerms, SortField, SortKey,
+    Company, CompanyFilter, CompanyId, Contact, ContactFilter, ContactId, Cursor, Interaction, InteractionId,
+    ListQuery, Revision, SearchTerms, SortField, SortKey,
 };
 
 #[cfg(test)]
@@ -86,29 +86,84 @@ pub(crate) const KIND_INTERACTION: &str = "interaction";
 
 #[async_trait]
 pub trait ContactStore: Send + Sync + 'static {
-    async fn create_contact(&self, tenant: &TenantId, contact: &Contact, key: Option<&RequestKey>) -> Result<Created<Contact>, StoreError>;
+    async fn create_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &Contact,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Contact>, StoreError>;
     async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError>;
     /// Writes `contact` if the stored revision is still `expected`.
     async fn update_contact(&self, tenant: &TenantId, contact: &Contact, expected: Revision) -> Result<(), StoreError>;
-    async fn delete_contact(&self, tenant: &TenantId, id: ContactId, expected: Option<Revision>) -> Result<(), StoreError>;
+    async fn delete_contact(
+        &self,
+        tenant: &TenantId,
+        id: ContactId,
+        expected: Option<Revision>,
+    ) -> Result<(), StoreError>;
     /// Up to `limit + 1` contacts, so the caller can tell whether another page follows.
-    async fn list_contacts(&self, tenant: &TenantId, query: &ListQuery<ContactFilter>) -> Result<Vec<Contact>, StoreError>;
+    async fn list_contacts(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery<ContactFilter>,
+    ) -> Result<Vec<Contact>, StoreError>;
     /// Best matches first; up to `limit + 1` from `offset`.
-    async fn search_contacts(&self, tenant: &TenantId, terms: &SearchTerms, offset: usize, limit: usize) -> Result<Vec<Contact>, StoreError>;
+    async fn search_contacts(
+        &self,
+        tenant: &TenantId,
+        terms: &SearchTerms,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError>;
 
-    async fn create_company(&self, tenant: &TenantId, company: &Company, key: Option<&RequestKey>) -> Result<Created<Company>, StoreError>;
+    async fn create_company(
+        &self,
+        tenant: &TenantId,
+        company: &Company,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Company>, StoreError>;
     async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError>;
     async fn update_company(&self, tenant: &TenantId, company: &Company, expected: Revision) -> Result<(), StoreError>;
     /// Deletes a company; its contacts lose the link.
-    async fn delete_company(&self, tenant: &TenantId, id: CompanyId, expected: Option<Revision>) -> Result<(), StoreError>;
-    async fn list_companies(&self, tenant: &TenantId, query: &ListQuery<CompanyFilter>) -> Result<Vec<Company>, StoreError>;
+    async fn delete_company(
+        &self,
+        tenant: &TenantId,
+        id: CompanyId,
+        expected: Option<Revision>,
+    ) -> Result<(), StoreError>;
+    async fn list_companies(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery<CompanyFilter>,
+    ) -> Result<Vec<Company>, StoreError>;
 
     /// Records an interaction on an existing contact, noting the contact's current company.
-    async fn create_interaction(&self, tenant: &TenantId, interaction: &Interaction, key: Option<&RequestKey>) -> Result<Created<Interaction>, StoreError>;
-    async fn get_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<Interaction, StoreError>;
+    async fn create_interaction(
+        &self,
+        tenant: &TenantId,
+        interaction: &Interaction,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Interaction>, StoreError>;
+    async fn get_interaction(
+        &self,
+        tenant: &TenantId,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<Interaction, StoreError>;
     /// Newest first; up to `limit + 1` after the cursor (occur time, id).
-    async fn list_interactions(&self, tenant: &TenantId, of: TimelineOf, after: Option<&Cursor>, limit: usize) -> Result<Vec<Interaction>, StoreError>;
-    async fn delete_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<(), StoreError>;
+    async fn list_interactions(
+        &self,
+        tenant: &TenantId,
+        of: TimelineOf,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Interaction>, StoreError>;
+    async fn delete_interaction(
+        &self,
+        tenant: &TenantId,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<(), StoreError>;
 }
 
 /// The cursor that continues a listing after `contact`.
@@ -134,16 +189,29 @@ pub fn company_cursor(company: &Company, field: SortField) -> Cursor {
 
 /// The cursor that continues a timeline after `interaction`.
 pub fn interaction_cursor(interaction: &Interaction) -> Cursor {
-    Cursor { key: SortKey::Time(interaction.fields.occur_time), id: interaction.id.0 }
+    Cursor {
+        key: SortKey::Time(interaction.fields.occur_time),
+        id: interaction.id.0,
+    }
 }
 
 /// The FTS query text of each backend: every term must match as a prefix.
 pub(crate) fn tsquery(terms: &SearchTerms) -> String {
-    terms.words().iter().map(|w| format!("'{}':*", w.replace('\'', "''"))).collect::<Vec<_>>().join(" & ")
+    terms
+        .words()
+        .iter()
+        .map(|w| format!("'{}':*", w.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(" & ")
 }
 
 pub(crate) fn fts5_query(terms: &SearchTerms) -> String {
-    terms.words().iter().map(|w| format!("\"{}\"*", w.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ")
+    terms
+        .words()
+        .iter()
+        .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 pub(crate) fn corrupt(err: impl std::fmt::Display) -> StoreError {

@@ -10,7 +10,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    corrupt, tsquery, ContactStore, Created, RequestKey, StoreError, TimelineOf, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION,
+    ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, RequestKey, StoreError, TimelineOf, corrupt,
+    tsquery,
 };
 use crate::domain::*;
 
@@ -134,12 +135,14 @@ async fn replay_of(
     kind: &str,
     key: &RequestKey,
 ) -> Result<Option<Uuid>, StoreError> {
-    let row = sqlx::query("SELECT fingerprint, resource_id FROM idempotency_keys WHERE tenant_id = $1 AND kind = $2 AND request_id = $3")
-        .bind(tenant.as_str())
-        .bind(kind)
-        .bind(&key.request_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT fingerprint, resource_id FROM idempotency_keys WHERE tenant_id = $1 AND kind = $2 AND request_id = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(kind)
+    .bind(&key.request_id)
+    .fetch_optional(&mut **tx)
+    .await?;
     match row {
         None => Ok(None),
         Some(row) => {
@@ -171,7 +174,11 @@ async fn remember(
 }
 
 /// The name of a company, or `UnknownCompany`.
-async fn company_name(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: Option<CompanyId>) -> Result<Option<String>, StoreError> {
+async fn company_name(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    id: Option<CompanyId>,
+) -> Result<Option<String>, StoreError> {
     let Some(id) = id else { return Ok(None) };
     sqlx::query_scalar("SELECT display_name FROM companies WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.as_str())
@@ -184,7 +191,8 @@ async fn company_name(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId
 
 fn push_time_bounds(qb: &mut QueryBuilder<Postgres>, column: &str, bounds: &[TimeBound]) {
     for bound in bounds {
-        qb.push(format_args!(" AND {column} {} ", bound.op.as_str())).push_bind(bound.time);
+        qb.push(format_args!(" AND {column} {} ", bound.op.as_str()))
+            .push_bind(bound.time);
     }
 }
 
@@ -192,7 +200,10 @@ fn push_page(qb: &mut QueryBuilder<Postgres>, order: Order, after: Option<&Curso
     let column = order.field.column();
     let direction = if order.descending { "DESC" } else { "ASC" };
     if let Some(cursor) = after {
-        qb.push(format_args!(" AND ({column}, id) {} (", if order.descending { "<" } else { ">" }));
+        qb.push(format_args!(
+            " AND ({column}, id) {} (",
+            if order.descending { "<" } else { ">" }
+        ));
         match &cursor.key {
             SortKey::Time(time) => qb.push_bind(*time),
             SortKey::Text(text) => qb.push_bind(text.clone()),
@@ -217,7 +228,9 @@ macro_rules! with_create_retry {
                     Err(err) if attempt == 0 && $key.is_some() && is_unique_violation(&err) => attempt += 1,
                     Err(err) => break Err(err.into()),
                 },
-                Err(StoreError::Database(err)) if attempt == 0 && $key.is_some() && is_unique_violation(&err) => attempt += 1,
+                Err(StoreError::Database(err)) if attempt == 0 && $key.is_some() && is_unique_violation(&err) => {
+                    attempt += 1
+                }
                 Err(err) => break Err(err),
             }
         }
@@ -226,8 +239,14 @@ macro_rules! with_create_retry {
 
 #[async_trait]
 impl ContactStore for PgContactStore {
-    async fn create_contact(&self, tenant: &TenantId, contact: &Contact, key: Option<&RequestKey>) -> Result<Created<Contact>, StoreError> {
-        with_create_retry!(self, tenant, key, |tx| async {
+    async fn create_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &Contact,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Contact>, StoreError> {
+        with_create_retry!(self, tenant, key, |tx| {
+            async {
             if let Some(key) = key {
                 if let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await? {
                     let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
@@ -268,7 +287,8 @@ impl ContactStore for PgContactStore {
             }
             Ok(Created { value: contact.clone(), replayed: false })
         }
-        .await)
+        .await
+        })
     }
 
     async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
@@ -318,16 +338,26 @@ impl ContactStore for PgContactStore {
         Ok(())
     }
 
-    async fn delete_contact(&self, tenant: &TenantId, id: ContactId, expected: Option<Revision>) -> Result<(), StoreError> {
+    async fn delete_contact(
+        &self,
+        tenant: &TenantId,
+        id: ContactId,
+        expected: Option<Revision>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.tx(tenant).await?;
         delete_row(&mut tx, "contacts", tenant, id.0, expected).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn list_contacts(&self, tenant: &TenantId, query: &ListQuery<ContactFilter>) -> Result<Vec<Contact>, StoreError> {
+    async fn list_contacts(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery<ContactFilter>,
+    ) -> Result<Vec<Contact>, StoreError> {
         let f = &query.filter;
-        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
+        let mut qb =
+            QueryBuilder::<Postgres>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
         if let Some(stage) = f.lifecycle_stage {
             qb.push(" AND lifecycle_stage = ").push_bind(stage.as_str());
@@ -339,7 +369,9 @@ impl ContactStore for PgContactStore {
             qb.push(" AND owner = ").push_bind(owner.as_str().to_owned());
         }
         if let Some(tag) = &f.tag {
-            qb.push(" AND tags @> ARRAY[").push_bind(tag.as_str().to_owned()).push("]::text[]");
+            qb.push(" AND tags @> ARRAY[")
+                .push_bind(tag.as_str().to_owned())
+                .push("]::text[]");
         }
         if let Some(company) = f.company {
             qb.push(" AND company_id = ").push_bind(company.0);
@@ -353,7 +385,13 @@ impl ContactStore for PgContactStore {
         rows.iter().map(contact_from_row).collect()
     }
 
-    async fn search_contacts(&self, tenant: &TenantId, terms: &SearchTerms, offset: usize, limit: usize) -> Result<Vec<Contact>, StoreError> {
+    async fn search_contacts(
+        &self,
+        tenant: &TenantId,
+        terms: &SearchTerms,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError> {
         let mut tx = self.tx(tenant).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONTACT_COLUMNS} FROM contacts, to_tsquery('simple', $2) AS q \
@@ -369,8 +407,14 @@ impl ContactStore for PgContactStore {
         rows.iter().map(contact_from_row).collect()
     }
 
-    async fn create_company(&self, tenant: &TenantId, company: &Company, key: Option<&RequestKey>) -> Result<Created<Company>, StoreError> {
-        with_create_retry!(self, tenant, key, |tx| async {
+    async fn create_company(
+        &self,
+        tenant: &TenantId,
+        company: &Company,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Company>, StoreError> {
+        with_create_retry!(self, tenant, key, |tx| {
+            async {
             if let Some(key) = key {
                 if let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await? {
                     let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
@@ -401,7 +445,8 @@ impl ContactStore for PgContactStore {
             }
             Ok(Created { value: company.clone(), replayed: false })
         }
-        .await)
+        .await
+        })
     }
 
     async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
@@ -446,27 +491,41 @@ impl ContactStore for PgContactStore {
         Ok(())
     }
 
-    async fn delete_company(&self, tenant: &TenantId, id: CompanyId, expected: Option<Revision>) -> Result<(), StoreError> {
+    async fn delete_company(
+        &self,
+        tenant: &TenantId,
+        id: CompanyId,
+        expected: Option<Revision>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.tx(tenant).await?;
-        sqlx::query("UPDATE contacts SET company_id = NULL, company_name = NULL WHERE tenant_id = $1 AND company_id = $2")
-            .bind(tenant.as_str())
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE contacts SET company_id = NULL, company_name = NULL WHERE tenant_id = $1 AND company_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
         delete_row(&mut tx, "companies", tenant, id.0, expected).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn list_companies(&self, tenant: &TenantId, query: &ListQuery<CompanyFilter>) -> Result<Vec<Company>, StoreError> {
+    async fn list_companies(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery<CompanyFilter>,
+    ) -> Result<Vec<Company>, StoreError> {
         let f = &query.filter;
-        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = "));
+        let mut qb =
+            QueryBuilder::<Postgres>::new(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
         if let Some(owner) = &f.owner {
             qb.push(" AND owner = ").push_bind(owner.as_str().to_owned());
         }
         if let Some(tag) = &f.tag {
-            qb.push(" AND tags @> ARRAY[").push_bind(tag.as_str().to_owned()).push("]::text[]");
+            qb.push(" AND tags @> ARRAY[")
+                .push_bind(tag.as_str().to_owned())
+                .push("]::text[]");
         }
         if let Some(industry) = &f.industry {
             qb.push(" AND industry = ").push_bind(industry.clone());
@@ -486,8 +545,14 @@ impl ContactStore for PgContactStore {
         rows.iter().map(company_from_row).collect()
     }
 
-    async fn create_interaction(&self, tenant: &TenantId, interaction: &Interaction, key: Option<&RequestKey>) -> Result<Created<Interaction>, StoreError> {
-        with_create_retry!(self, tenant, key, |tx| async {
+    async fn create_interaction(
+        &self,
+        tenant: &TenantId,
+        interaction: &Interaction,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Interaction>, StoreError> {
+        with_create_retry!(self, tenant, key, |tx| {
+            async {
             if let Some(key) = key {
                 if let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await? {
                     let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
@@ -525,10 +590,16 @@ impl ContactStore for PgContactStore {
             value.company = company.map(CompanyId);
             Ok(Created { value, replayed: false })
         }
-        .await)
+        .await
+        })
     }
 
-    async fn get_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<Interaction, StoreError> {
+    async fn get_interaction(
+        &self,
+        tenant: &TenantId,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<Interaction, StoreError> {
         let mut tx = self.tx(tenant).await?;
         let interaction = fetch_interaction(&mut tx, tenant, id).await?;
         tx.commit().await?;
@@ -538,8 +609,16 @@ impl ContactStore for PgContactStore {
         Ok(interaction)
     }
 
-    async fn list_interactions(&self, tenant: &TenantId, of: TimelineOf, after: Option<&Cursor>, limit: usize) -> Result<Vec<Interaction>, StoreError> {
-        let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = "));
+    async fn list_interactions(
+        &self,
+        tenant: &TenantId,
+        of: TimelineOf,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Interaction>, StoreError> {
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = "
+        ));
         qb.push_bind(tenant.as_str().to_owned());
         match of {
             TimelineOf::Contact(id) => qb.push(" AND contact_id = ").push_bind(id.0),
@@ -549,16 +628,26 @@ impl ContactStore for PgContactStore {
             let SortKey::Time(time) = cursor.key else {
                 return Ok(Vec::new());
             };
-            qb.push(" AND (occur_time, id) < (").push_bind(time).push(", ").push_bind(cursor.id).push(")");
+            qb.push(" AND (occur_time, id) < (")
+                .push_bind(time)
+                .push(", ")
+                .push_bind(cursor.id)
+                .push(")");
         }
-        qb.push(" ORDER BY occur_time DESC, id DESC LIMIT ").push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        qb.push(" ORDER BY occur_time DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
         let mut tx = self.tx(tenant).await?;
         let rows = qb.build().fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter().map(interaction_from_row).collect()
     }
 
-    async fn delete_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<(), StoreError> {
+    async fn delete_interaction(
+        &self,
+        tenant: &TenantId,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<(), StoreError> {
         let mut tx = self.tx(tenant).await?;
         let deleted = sqlx::query("DELETE FROM interactions WHERE tenant_id = $1 AND contact_id = $2 AND id = $3")
             .bind(tenant.as_str())
@@ -575,43 +664,68 @@ impl ContactStore for PgContactStore {
     }
 }
 
-async fn fetch_contact(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = $2")))
-        .bind(tenant.as_str())
-        .bind(id.0)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+async fn fetch_contact(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    id: ContactId,
+) -> Result<Contact, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = $2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     contact_from_row(&row)
 }
 
-async fn fetch_company(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = $1 AND id = $2")))
-        .bind(tenant.as_str())
-        .bind(id.0)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+async fn fetch_company(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    id: CompanyId,
+) -> Result<Company, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = $1 AND id = $2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     company_from_row(&row)
 }
 
-async fn fetch_interaction(tx: &mut Transaction<'static, Postgres>, tenant: &TenantId, id: InteractionId) -> Result<Interaction, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = $1 AND id = $2")))
-        .bind(tenant.as_str())
-        .bind(id.0)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+async fn fetch_interaction(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    id: InteractionId,
+) -> Result<Interaction, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = $1 AND id = $2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     interaction_from_row(&row)
 }
 
 /// After a conditional write touched nothing: the row is gone, or its revision moved on.
-async fn missing_or_stale(tx: &mut Transaction<'static, Postgres>, table: &str, tenant: &TenantId, id: Uuid) -> StoreError {
-    let exists = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!("SELECT 1 FROM {table} WHERE tenant_id = $1 AND id = $2")))
-        .bind(tenant.as_str())
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await;
+async fn missing_or_stale(
+    tx: &mut Transaction<'static, Postgres>,
+    table: &str,
+    tenant: &TenantId,
+    id: Uuid,
+) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {table} WHERE tenant_id = $1 AND id = $2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await;
     match exists {
         Ok(Some(_)) => StoreError::RevisionMismatch,
         Ok(None) => StoreError::NotFound,

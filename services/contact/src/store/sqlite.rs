@@ -12,7 +12,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    corrupt, fts5_query, ContactStore, Created, RequestKey, StoreError, TimelineOf, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION,
+    ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, RequestKey, StoreError, TimelineOf, corrupt,
+    fts5_query,
 };
 use crate::domain::*;
 
@@ -139,13 +140,20 @@ fn interaction_from_row(row: &SqliteRow) -> Result<Interaction, StoreError> {
     })
 }
 
-async fn replay_of(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, kind: &str, key: &RequestKey) -> Result<Option<Uuid>, StoreError> {
-    let row = sqlx::query("SELECT fingerprint, resource_id FROM idempotency_keys WHERE tenant_id = ?1 AND kind = ?2 AND request_id = ?3")
-        .bind(tenant.as_str())
-        .bind(kind)
-        .bind(&key.request_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+async fn replay_of(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    kind: &str,
+    key: &RequestKey,
+) -> Result<Option<Uuid>, StoreError> {
+    let row = sqlx::query(
+        "SELECT fingerprint, resource_id FROM idempotency_keys WHERE tenant_id = ?1 AND kind = ?2 AND request_id = ?3",
+    )
+    .bind(tenant.as_str())
+    .bind(kind)
+    .bind(&key.request_id)
+    .fetch_optional(&mut **tx)
+    .await?;
     match row {
         None => Ok(None),
         Some(row) => {
@@ -158,7 +166,13 @@ async fn replay_of(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, kin
     }
 }
 
-async fn remember(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, kind: &str, key: &RequestKey, resource: Uuid) -> Result<(), StoreError> {
+async fn remember(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    kind: &str,
+    key: &RequestKey,
+    resource: Uuid,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO idempotency_keys (tenant_id, kind, request_id, fingerprint, resource_id, create_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
         .bind(tenant.as_str())
         .bind(kind)
@@ -171,7 +185,11 @@ async fn remember(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, kind
     Ok(())
 }
 
-async fn company_name(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, id: Option<CompanyId>) -> Result<Option<String>, StoreError> {
+async fn company_name(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    id: Option<CompanyId>,
+) -> Result<Option<String>, StoreError> {
     let Some(id) = id else { return Ok(None) };
     sqlx::query_scalar("SELECT display_name FROM companies WHERE tenant_id = ?1 AND id = ?2")
         .bind(tenant.as_str())
@@ -184,7 +202,8 @@ async fn company_name(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, 
 
 fn push_time_bounds(qb: &mut QueryBuilder<Sqlite>, column: &str, bounds: &[TimeBound]) {
     for bound in bounds {
-        qb.push(format_args!(" AND {column} {} ", bound.op.as_str())).push_bind(micros(bound.time));
+        qb.push(format_args!(" AND {column} {} ", bound.op.as_str()))
+            .push_bind(micros(bound.time));
     }
 }
 
@@ -198,7 +217,10 @@ fn push_page(qb: &mut QueryBuilder<Sqlite>, order: Order, after: Option<&Cursor>
     let column = order.field.column();
     let direction = if order.descending { "DESC" } else { "ASC" };
     if let Some(cursor) = after {
-        qb.push(format_args!(" AND ({column}, id) {} (", if order.descending { "<" } else { ">" }));
+        qb.push(format_args!(
+            " AND ({column}, id) {} (",
+            if order.descending { "<" } else { ">" }
+        ));
         match &cursor.key {
             SortKey::Time(time) => qb.push_bind(micros(*time)),
             SortKey::Text(text) => qb.push_bind(text.clone()),
@@ -221,7 +243,12 @@ impl SqliteContactStore {
 
 #[async_trait]
 impl ContactStore for SqliteContactStore {
-    async fn create_contact(&self, tenant: &TenantId, contact: &Contact, key: Option<&RequestKey>) -> Result<Created<Contact>, StoreError> {
+    async fn create_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &Contact,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Contact>, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = key {
             if let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await? {
@@ -263,7 +290,10 @@ impl ContactStore for SqliteContactStore {
             remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
         }
         tx.commit().await?;
-        Ok(Created { value: contact.clone(), replayed: false })
+        Ok(Created {
+            value: contact.clone(),
+            replayed: false,
+        })
     }
 
     async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
@@ -313,14 +343,23 @@ impl ContactStore for SqliteContactStore {
         Ok(())
     }
 
-    async fn delete_contact(&self, tenant: &TenantId, id: ContactId, expected: Option<Revision>) -> Result<(), StoreError> {
+    async fn delete_contact(
+        &self,
+        tenant: &TenantId,
+        id: ContactId,
+        expected: Option<Revision>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         delete_row(&mut tx, "contacts", tenant, id.0, expected).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn list_contacts(&self, tenant: &TenantId, query: &ListQuery<ContactFilter>) -> Result<Vec<Contact>, StoreError> {
+    async fn list_contacts(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery<ContactFilter>,
+    ) -> Result<Vec<Contact>, StoreError> {
         let f = &query.filter;
         let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
@@ -346,8 +385,18 @@ impl ContactStore for SqliteContactStore {
         rows.iter().map(contact_from_row).collect()
     }
 
-    async fn search_contacts(&self, tenant: &TenantId, terms: &SearchTerms, offset: usize, limit: usize) -> Result<Vec<Contact>, StoreError> {
-        let columns = CONTACT_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+    async fn search_contacts(
+        &self,
+        tenant: &TenantId,
+        terms: &SearchTerms,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError> {
+        let columns = CONTACT_COLUMNS
+            .split(", ")
+            .map(|c| format!("c.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {columns} FROM contacts_fts JOIN contacts c ON c.rowid = contacts_fts.rowid \
              WHERE contacts_fts MATCH ?1 AND c.tenant_id = ?2 ORDER BY bm25(contacts_fts), c.id LIMIT ?3 OFFSET ?4"
@@ -361,7 +410,12 @@ impl ContactStore for SqliteContactStore {
         rows.iter().map(contact_from_row).collect()
     }
 
-    async fn create_company(&self, tenant: &TenantId, company: &Company, key: Option<&RequestKey>) -> Result<Created<Company>, StoreError> {
+    async fn create_company(
+        &self,
+        tenant: &TenantId,
+        company: &Company,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Company>, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = key {
             if let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await? {
@@ -393,7 +447,10 @@ impl ContactStore for SqliteContactStore {
             remember(&mut tx, tenant, KIND_COMPANY, key, company.id.0).await?;
         }
         tx.commit().await?;
-        Ok(Created { value: company.clone(), replayed: false })
+        Ok(Created {
+            value: company.clone(),
+            replayed: false,
+        })
     }
 
     async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
@@ -428,29 +485,42 @@ impl ContactStore for SqliteContactStore {
         if updated == 0 {
             return Err(missing_or_stale(&mut tx, "companies", tenant, company.id.0).await);
         }
-        sqlx::query("UPDATE contacts SET company_name = ?3 WHERE tenant_id = ?1 AND company_id = ?2 AND company_name IS NOT ?3")
-            .bind(tenant.as_str())
-            .bind(company.id.0.to_string())
-            .bind(&f.display_name)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE contacts SET company_name = ?3 WHERE tenant_id = ?1 AND company_id = ?2 AND company_name IS NOT ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(company.id.0.to_string())
+        .bind(&f.display_name)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn delete_company(&self, tenant: &TenantId, id: CompanyId, expected: Option<Revision>) -> Result<(), StoreError> {
+    async fn delete_company(
+        &self,
+        tenant: &TenantId,
+        id: CompanyId,
+        expected: Option<Revision>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE contacts SET company_id = NULL, company_name = NULL WHERE tenant_id = ?1 AND company_id = ?2")
-            .bind(tenant.as_str())
-            .bind(id.0.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE contacts SET company_id = NULL, company_name = NULL WHERE tenant_id = ?1 AND company_id = ?2",
+        )
+        .bind(tenant.as_str())
+        .bind(id.0.to_string())
+        .execute(&mut *tx)
+        .await?;
         delete_row(&mut tx, "companies", tenant, id.0, expected).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn list_companies(&self, tenant: &TenantId, query: &ListQuery<CompanyFilter>) -> Result<Vec<Company>, StoreError> {
+    async fn list_companies(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery<CompanyFilter>,
+    ) -> Result<Vec<Company>, StoreError> {
         let f = &query.filter;
         let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
@@ -476,7 +546,12 @@ impl ContactStore for SqliteContactStore {
         rows.iter().map(company_from_row).collect()
     }
 
-    async fn create_interaction(&self, tenant: &TenantId, interaction: &Interaction, key: Option<&RequestKey>) -> Result<Created<Interaction>, StoreError> {
+    async fn create_interaction(
+        &self,
+        tenant: &TenantId,
+        interaction: &Interaction,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Interaction>, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = key {
             if let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await? {
@@ -514,11 +589,19 @@ impl ContactStore for SqliteContactStore {
         }
         tx.commit().await?;
         let mut value = interaction.clone();
-        value.company = company.map(|c| Uuid::parse_str(&c).map(CompanyId)).transpose().map_err(corrupt)?;
+        value.company = company
+            .map(|c| Uuid::parse_str(&c).map(CompanyId))
+            .transpose()
+            .map_err(corrupt)?;
         Ok(Created { value, replayed: false })
     }
 
-    async fn get_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<Interaction, StoreError> {
+    async fn get_interaction(
+        &self,
+        tenant: &TenantId,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<Interaction, StoreError> {
         let mut tx = self.read_tx().await?;
         let interaction = fetch_interaction(&mut tx, tenant, id).await?;
         tx.commit().await?;
@@ -528,8 +611,16 @@ impl ContactStore for SqliteContactStore {
         Ok(interaction)
     }
 
-    async fn list_interactions(&self, tenant: &TenantId, of: TimelineOf, after: Option<&Cursor>, limit: usize) -> Result<Vec<Interaction>, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = "));
+    async fn list_interactions(
+        &self,
+        tenant: &TenantId,
+        of: TimelineOf,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Interaction>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = "
+        ));
         qb.push_bind(tenant.as_str().to_owned());
         match of {
             TimelineOf::Contact(id) => qb.push(" AND contact_id = ").push_bind(id.0.to_string()),
@@ -539,14 +630,24 @@ impl ContactStore for SqliteContactStore {
             let SortKey::Time(time) = cursor.key else {
                 return Ok(Vec::new());
             };
-            qb.push(" AND (occur_time, id) < (").push_bind(micros(time)).push(", ").push_bind(cursor.id.to_string()).push(")");
+            qb.push(" AND (occur_time, id) < (")
+                .push_bind(micros(time))
+                .push(", ")
+                .push_bind(cursor.id.to_string())
+                .push(")");
         }
-        qb.push(" ORDER BY occur_time DESC, id DESC LIMIT ").push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        qb.push(" ORDER BY occur_time DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(interaction_from_row).collect()
     }
 
-    async fn delete_interaction(&self, tenant: &TenantId, contact: ContactId, id: InteractionId) -> Result<(), StoreError> {
+    async fn delete_interaction(
+        &self,
+        tenant: &TenantId,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         let deleted = sqlx::query("DELETE FROM interactions WHERE tenant_id = ?1 AND contact_id = ?2 AND id = ?3")
             .bind(tenant.as_str())
@@ -563,42 +664,67 @@ impl ContactStore for SqliteContactStore {
     }
 }
 
-async fn fetch_contact(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = ?1 AND id = ?2")))
-        .bind(tenant.as_str())
-        .bind(id.0.to_string())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+async fn fetch_contact(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    id: ContactId,
+) -> Result<Contact, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = ?1 AND id = ?2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.0.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     contact_from_row(&row)
 }
 
-async fn fetch_company(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = ?1 AND id = ?2")))
-        .bind(tenant.as_str())
-        .bind(id.0.to_string())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+async fn fetch_company(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    id: CompanyId,
+) -> Result<Company, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = ?1 AND id = ?2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.0.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     company_from_row(&row)
 }
 
-async fn fetch_interaction(tx: &mut Transaction<'static, Sqlite>, tenant: &TenantId, id: InteractionId) -> Result<Interaction, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = ?1 AND id = ?2")))
-        .bind(tenant.as_str())
-        .bind(id.0.to_string())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+async fn fetch_interaction(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    id: InteractionId,
+) -> Result<Interaction, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = ?1 AND id = ?2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.0.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     interaction_from_row(&row)
 }
 
-async fn missing_or_stale(tx: &mut Transaction<'static, Sqlite>, table: &str, tenant: &TenantId, id: Uuid) -> StoreError {
-    let exists = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!("SELECT 1 FROM {table} WHERE tenant_id = ?1 AND id = ?2")))
-        .bind(tenant.as_str())
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await;
+async fn missing_or_stale(
+    tx: &mut Transaction<'static, Sqlite>,
+    table: &str,
+    tenant: &TenantId,
+    id: Uuid,
+) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {table} WHERE tenant_id = ?1 AND id = ?2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await;
     match exists {
         Ok(Some(_)) => StoreError::RevisionMismatch,
         Ok(None) => StoreError::NotFound,
@@ -606,7 +732,13 @@ async fn missing_or_stale(tx: &mut Transaction<'static, Sqlite>, table: &str, te
     }
 }
 
-async fn delete_row(tx: &mut Transaction<'static, Sqlite>, table: &str, tenant: &TenantId, id: Uuid, expected: Option<Revision>) -> Result<(), StoreError> {
+async fn delete_row(
+    tx: &mut Transaction<'static, Sqlite>,
+    table: &str,
+    tenant: &TenantId,
+    id: Uuid,
+    expected: Option<Revision>,
+) -> Result<(), StoreError> {
     let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DELETE FROM {table} WHERE tenant_id = ?1 AND id = ?2 AND (?3 IS NULL OR revision = ?3)"
     )))

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `crm` binary, called over REST and gRPC as a user would.
+
+mod support;
+
+mod grpc;
+mod postgres;
+mod rest;
+mod security;

@@ -1,0 +1,258 @@
+//! Starts real `crm` processes on ephemeral ports and gives tests REST and gRPC clients.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crm_platform::{Principal, Role, TenantId, UserId};
+use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// The HS256 secret the test processes verify with.
+pub(crate) const SECRET: &str = "e2e-secret-e2e-secret-e2e-secret-e2e";
+
+/// A running process of the suite, killed when dropped.
+pub(crate) struct Process {
+    child: Child,
+    /// Lines the process printed on stderr before it reported being up.
+    pub(crate) banner: String,
+}
+
+impl Process {
+    /// Starts `crm <args>` and waits until it prints a line containing `ready_marker`.
+    pub(crate) fn start(args: &[&str], envs: &[(&str, &str)], cwd: &Path, ready_marker: &str) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+        command
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("CRM_JWKS_URL")
+            .env("CRM_JWT_SECRET", SECRET)
+            .env("CRM_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn crm");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = ready_marker.to_owned();
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            let mut reported = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                seen.push_str(&line);
+                seen.push('\n');
+                if !reported && line.contains(&marker) {
+                    reported = true;
+                    let _ = tx.send(Ok(seen.clone()));
+                }
+            }
+            if !reported {
+                let _ = tx.send(Err(seen));
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(banner)) => Process { child, banner },
+            Ok(Err(output)) => panic!("crm {args:?} exited before it was up:\n{output}"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("crm {args:?} did not come up within 60 s");
+            }
+        }
+    }
+
+    /// The address printed after `label` in the banner, e.g. "REST on http://" -> host:port.
+    pub(crate) fn address_after(&self, label: &str) -> String {
+        let start = self
+            .banner
+            .find(label)
+            .unwrap_or_else(|| panic!("no `{label}` in {}", self.banner))
+            + label.len();
+        self.banner[start..]
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('.')
+            .to_owned()
+    }
+
+    /// Sends SIGTERM and waits (without blocking the runtime, so open client connections can
+    /// answer the server's GOAWAY) for the exit status and how long the exit took.
+    pub(crate) async fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let started = std::time::Instant::now();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status, started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("crm did not exit within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `crm serve` in its own data directory.
+pub(crate) struct Suite {
+    pub(crate) process: Process,
+    pub(crate) rest: String,
+    pub(crate) grpc: String,
+    pub(crate) data: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl Suite {
+    pub(crate) fn start() -> Suite {
+        Suite::start_in(std::sync::Arc::new(tempfile::tempdir().expect("tempdir")))
+    }
+
+    /// Starts `crm serve` on an existing data directory (a restart).
+    pub(crate) fn start_in(data: std::sync::Arc<tempfile::TempDir>) -> Suite {
+        let process = Process::start(
+            &[
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--shutdown-grace",
+                "10s",
+            ],
+            &[],
+            data.path(),
+            "crm is up",
+        );
+        let rest = format!("http://{}", process.address_after("REST on http://"));
+        let grpc = format!("http://{}", process.address_after("gRPC on "));
+        Suite {
+            process,
+            rest,
+            grpc,
+            data,
+        }
+    }
+}
+
+pub(crate) fn token(tenant: &str, user: &str, role: Role) -> String {
+    let principal = Principal {
+        tenant: TenantId::parse(tenant).expect("tenant"),
+        user: UserId::parse(user).expect("user"),
+        roles: vec![role],
+    };
+    crm_platform::auth::mint_token(SECRET.as_bytes(), &principal, Duration::from_secs(600)).expect("mint")
+}
+
+/// A REST client acting as one user.
+#[derive(Clone)]
+pub(crate) struct Rest {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Rest {
+    pub(crate) fn new(base: &str, token: Option<String>) -> Rest {
+        Rest {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+            token,
+        }
+    }
+
+    pub(crate) fn as_user(base: &str, tenant: &str, user: &str, role: Role) -> Rest {
+        Rest::new(base, Some(token(tenant, user, role)))
+    }
+
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut builder = self.request(method, path);
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = builder.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, json)
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub(crate) async fn patch(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+/// Adds a bearer token to every gRPC call.
+#[derive(Clone)]
+pub(crate) struct Bearer(pub Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| tonic::Status::internal("token"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+pub(crate) type GrpcClient = ContactServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub(crate) async fn grpc_client(endpoint: &str, token: Option<String>) -> GrpcClient {
+    let channel = Channel::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    ContactServiceClient::with_interceptor(channel, Bearer(token))
+}
+
+/// The id part of a resource name.
+pub(crate) fn id_of(name: &serde_json::Value) -> String {
+    name.as_str()
+        .and_then(|n| n.rsplit('/').next())
+        .expect("resource name")
+        .to_owned()
+}
