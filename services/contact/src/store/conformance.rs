@@ -419,7 +419,7 @@ async fn filters_select_exactly(store: &dyn ContactStore) {
                 limit: 100,
             };
             let found: Vec<ContactId> = store
-                .list_contacts(&t, &query)
+                .list_contacts(t, &query)
                 .await
                 .expect("list")
                 .iter()
@@ -452,7 +452,7 @@ async fn filters_select_exactly(store: &dyn ContactStore) {
                 after: None,
                 limit: 100,
             };
-            store.list_companies(&t, &query).await.expect("list").len()
+            store.list_companies(t, &query).await.expect("list").len()
         }
     };
     assert_eq!(
@@ -482,7 +482,7 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
         let terms = SearchTerms::parse(q).expect("terms");
         async move {
             store
-                .search_contacts(&t, &terms, 0, 10)
+                .search_contacts(t, &terms, 0, 10)
                 .await
                 .expect("search")
                 .iter()
@@ -503,7 +503,7 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
     let mut renamed = co.clone();
     renamed.fields.display_name = "Initech".into();
     renamed.revision = co.revision.next();
-    store.update_company(&t, &renamed, co.revision).await.expect("rename");
+    store.update_company(t, &renamed, co.revision).await.expect("rename");
     assert_eq!(
         search("initech").await,
         vec![hank.id],

@@ -247,11 +247,11 @@ impl ContactStore for PgContactStore {
     ) -> Result<Created<Contact>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
-            if let Some(key) = key {
-                if let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await? {
-                    let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
-                    return Ok(Created { value, replayed: true });
-                }
+            if let Some(key) = key
+                && let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await?
+            {
+                let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
+                return Ok(Created { value, replayed: true });
             }
             let company = company_name(&mut tx, tenant, contact.fields.company).await?;
             let f = &contact.fields;
@@ -415,11 +415,11 @@ impl ContactStore for PgContactStore {
     ) -> Result<Created<Company>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
-            if let Some(key) = key {
-                if let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await? {
-                    let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
-                    return Ok(Created { value, replayed: true });
-                }
+            if let Some(key) = key
+                && let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await?
+            {
+                let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
+                return Ok(Created { value, replayed: true });
             }
             let f = &company.fields;
             sqlx::query(
@@ -553,11 +553,11 @@ impl ContactStore for PgContactStore {
     ) -> Result<Created<Interaction>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
-            if let Some(key) = key {
-                if let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await? {
-                    let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
-                    return Ok(Created { value, replayed: true });
-                }
+            if let Some(key) = key
+                && let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await?
+            {
+                let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
+                return Ok(Created { value, replayed: true });
             }
             let f = &interaction.fields;
             let company: Option<Option<Uuid>> = sqlx::query_scalar(

@@ -250,12 +250,12 @@ impl ContactStore for SqliteContactStore {
         key: Option<&RequestKey>,
     ) -> Result<Created<Contact>, StoreError> {
         let mut tx = self.write_tx().await?;
-        if let Some(key) = key {
-            if let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await? {
-                let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
-                tx.commit().await?;
-                return Ok(Created { value, replayed: true });
-            }
+        if let Some(key) = key
+            && let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await?
+        {
+            let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
+            tx.commit().await?;
+            return Ok(Created { value, replayed: true });
         }
         let company = company_name(&mut tx, tenant, contact.fields.company).await?;
         let f = &contact.fields;
@@ -417,12 +417,12 @@ impl ContactStore for SqliteContactStore {
         key: Option<&RequestKey>,
     ) -> Result<Created<Company>, StoreError> {
         let mut tx = self.write_tx().await?;
-        if let Some(key) = key {
-            if let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await? {
-                let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
-                tx.commit().await?;
-                return Ok(Created { value, replayed: true });
-            }
+        if let Some(key) = key
+            && let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await?
+        {
+            let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
+            tx.commit().await?;
+            return Ok(Created { value, replayed: true });
         }
         let f = &company.fields;
         sqlx::query(
@@ -553,12 +553,12 @@ impl ContactStore for SqliteContactStore {
         key: Option<&RequestKey>,
     ) -> Result<Created<Interaction>, StoreError> {
         let mut tx = self.write_tx().await?;
-        if let Some(key) = key {
-            if let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await? {
-                let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
-                tx.commit().await?;
-                return Ok(Created { value, replayed: true });
-            }
+        if let Some(key) = key
+            && let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await?
+        {
+            let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
+            tx.commit().await?;
+            return Ok(Created { value, replayed: true });
         }
         let f = &interaction.fields;
         let company: Option<Option<String>> = sqlx::query_scalar(
