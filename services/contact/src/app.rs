@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use crm_platform::error::Violations;
 use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
 use crm_platform::{ApiError, Principal};
@@ -57,6 +59,54 @@ fn page_of<T>(mut items: Vec<T>, limit: usize, next: impl FnOnce(&T) -> String) 
     Page { items, next_page_token }
 }
 
+/// A record written with optimistic concurrency.
+trait Versioned {
+    fn revision(&self) -> Revision;
+}
+
+impl Versioned for Contact {
+    fn revision(&self) -> Revision {
+        self.revision
+    }
+}
+
+impl Versioned for Company {
+    fn revision(&self) -> Revision {
+        self.revision
+    }
+}
+
+/// Reads a record, derives its new state and writes it if nobody wrote in between. A client
+/// that pinned an etag gets FAILED_PRECONDITION on any interleaving; without one, the update
+/// is retried on the fresh state a few times before giving up as ABORTED.
+async fn read_modify_write<'a, T: Versioned>(
+    etag: Option<Revision>,
+    what: &str,
+    read: impl Fn() -> BoxFuture<'a, Result<T, ApiError>>,
+    modify: impl Fn(T) -> Result<T, ApiError>,
+    write: impl Fn(T, Revision) -> BoxFuture<'a, Result<T, StoreError>>,
+) -> Result<T, ApiError> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = read().await?;
+        let expected = current.revision();
+        // Rights and validity first, so that a caller without rights learns nothing more.
+        let updated = modify(current)?;
+        if etag.is_some_and(|etag| etag != expected) {
+            return Err(ApiError::etag_mismatch());
+        }
+        match write(updated, expected).await {
+            Ok(written) => return Ok(written),
+            Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
+            Err(err) => return Err(err.into_api(what)),
+        }
+    }
+    Err(ApiError::new(
+        crm_platform::ErrorCode::Aborted,
+        "CONCURRENT_UPDATE",
+        format!("the {what} kept changing; retry"),
+    ))
+}
+
 /// The contact service.
 #[derive(Clone)]
 pub struct ContactApp {
@@ -106,35 +156,35 @@ impl ContactApp {
         mask: &[ContactField],
         etag: Option<Revision>,
     ) -> Result<Contact, ApiError> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get_contact(who, id).await?;
-            who.ensure_can_write_owned_by(&current.fields.owner)?;
-            if mask.contains(&ContactField::Owner) {
-                who.ensure_can_write_owned_by(&patch.owner)?;
-            }
-            if etag.is_some_and(|etag| etag != current.revision) {
-                return Err(ApiError::etag_mismatch());
-            }
-            let mut fields = current.fields.clone();
-            fields.apply(patch, mask);
-            check_fields(fields.check(), "contact.")?;
-            let updated = Contact {
-                fields,
-                update_time: now(),
-                revision: current.revision.next(),
-                ..current
-            };
-            match self.store.update_contact(&who.tenant, &updated, current.revision).await {
-                Ok(()) => return Ok(updated),
-                Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
-                Err(err) => return Err(err.into_api("contact")),
-            }
-        }
-        Err(ApiError::new(
-            crm_platform::ErrorCode::Aborted,
-            "CONCURRENT_UPDATE",
-            "the contact kept changing; retry",
-        ))
+        read_modify_write(
+            etag,
+            "contact",
+            || Box::pin(self.get_contact(who, id)),
+            |current: Contact| {
+                who.ensure_can_write_owned_by(&current.fields.owner)?;
+                if mask.contains(&ContactField::Owner) {
+                    who.ensure_can_write_owned_by(&patch.owner)?;
+                }
+                let mut fields = current.fields.clone();
+                fields.apply(patch, mask);
+                check_fields(fields.check(), "contact.")?;
+                Ok(Contact {
+                    fields,
+                    update_time: now(),
+                    revision: current.revision.next(),
+                    ..current
+                })
+            },
+            |updated: Contact, expected| {
+                Box::pin(async move {
+                    self.store
+                        .update_contact(&who.tenant, &updated, expected)
+                        .await
+                        .map(|()| updated)
+                })
+            },
+        )
+        .await
     }
 
     pub async fn delete_contact(&self, who: &Principal, id: ContactId, etag: Option<Revision>) -> Result<(), ApiError> {
@@ -225,35 +275,35 @@ impl ContactApp {
         mask: &[CompanyField],
         etag: Option<Revision>,
     ) -> Result<Company, ApiError> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get_company(who, id).await?;
-            who.ensure_can_write_owned_by(&current.fields.owner)?;
-            if mask.contains(&CompanyField::Owner) {
-                who.ensure_can_write_owned_by(&patch.owner)?;
-            }
-            if etag.is_some_and(|etag| etag != current.revision) {
-                return Err(ApiError::etag_mismatch());
-            }
-            let mut fields = current.fields.clone();
-            fields.apply(patch, mask);
-            check_fields(fields.check(), "company.")?;
-            let updated = Company {
-                fields,
-                update_time: now(),
-                revision: current.revision.next(),
-                ..current
-            };
-            match self.store.update_company(&who.tenant, &updated, current.revision).await {
-                Ok(()) => return Ok(updated),
-                Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
-                Err(err) => return Err(err.into_api("company")),
-            }
-        }
-        Err(ApiError::new(
-            crm_platform::ErrorCode::Aborted,
-            "CONCURRENT_UPDATE",
-            "the company kept changing; retry",
-        ))
+        read_modify_write(
+            etag,
+            "company",
+            || Box::pin(self.get_company(who, id)),
+            |current: Company| {
+                who.ensure_can_write_owned_by(&current.fields.owner)?;
+                if mask.contains(&CompanyField::Owner) {
+                    who.ensure_can_write_owned_by(&patch.owner)?;
+                }
+                let mut fields = current.fields.clone();
+                fields.apply(patch, mask);
+                check_fields(fields.check(), "company.")?;
+                Ok(Company {
+                    fields,
+                    update_time: now(),
+                    revision: current.revision.next(),
+                    ..current
+                })
+            },
+            |updated: Company, expected| {
+                Box::pin(async move {
+                    self.store
+                        .update_company(&who.tenant, &updated, expected)
+                        .await
+                        .map(|()| updated)
+                })
+            },
+        )
+        .await
     }
 
     pub async fn delete_company(&self, who: &Principal, id: CompanyId, etag: Option<Revision>) -> Result<(), ApiError> {

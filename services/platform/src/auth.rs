@@ -498,4 +498,91 @@ mod tests {
             "MALFORMED_TOKEN"
         );
     }
+
+    /// A throwaway P-256 key made for this test only.
+    const TEST_EC_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgR+FAtuIva1eXmKCp
+1kbgK1Vldt20Euh0b6YQpO+czyqhRANCAAQXf7lMd4wJP0jNFwPuQA36gV4jqZKM
+Yhy7sQVMIF1NYmiW4FlHJ/h95DcTrQdE/9cK3cY2LdtaRG7kBwG5NZ9R
+-----END PRIVATE KEY-----";
+
+    /// Serves a JWKS with the test key's public half on 127.0.0.1 and returns its URL and a
+    /// counter of fetches.
+    async fn jwks_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&fetches);
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "key-1", "alg": "ES256", "use": "sig",
+            "x": "F3-5THeMCT9IzRcD7kAN-oFeI6mSjGIcu7EFTCBdTWI",
+            "y": "aJbgWUcn-H3kNxOtB0T_1wrdxjYt21pEbuQHAbk1n1E"
+        }]});
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, fetches)
+    }
+
+    fn es256(kid: &str, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        let key = EncodingKey::from_ec_pem(TEST_EC_KEY.as_bytes()).expect("key");
+        jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    }
+
+    #[tokio::test]
+    async fn verifies_es256_against_a_jwks_with_issuer_and_audience_pinned() {
+        let (url, fetches) = jwks_server().await;
+        let verifier = Verifier::new(VerifierConfig::Jwks {
+            url,
+            issuer: "https://idp.example".into(),
+            audience: "crm".into(),
+        });
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 300;
+        let good = serde_json::json!({"sub": "alice", "tenant": "t1", "roles": ["rep"], "exp": exp, "iss": "https://idp.example", "aud": "crm"});
+        let principal = verifier.verify(&es256("key-1", &good)).await.expect("valid");
+        assert_eq!(principal, alice());
+        verifier.verify(&es256("key-1", &good)).await.expect("still valid");
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1, "keys are cached");
+
+        let mut wrong_issuer = good.clone();
+        wrong_issuer["iss"] = "https://evil.example".into();
+        assert_eq!(
+            verifier
+                .verify(&es256("key-1", &wrong_issuer))
+                .await
+                .expect_err("iss")
+                .reason,
+            "INVALID_ISSUER"
+        );
+        let mut wrong_audience = good.clone();
+        wrong_audience["aud"] = "someone-else".into();
+        assert_eq!(
+            verifier
+                .verify(&es256("key-1", &wrong_audience))
+                .await
+                .expect_err("aud")
+                .reason,
+            "INVALID_AUDIENCE"
+        );
+        assert_eq!(
+            verifier.verify(&es256("key-9", &good)).await.expect_err("kid").reason,
+            "UNKNOWN_KEY"
+        );
+        assert!(
+            fetches.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+            "an unknown key id does not hammer the provider"
+        );
+    }
 }

@@ -217,3 +217,13 @@ pub(crate) fn fts5_query(terms: &SearchTerms) -> String {
 pub(crate) fn corrupt(err: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(err.to_string())
 }
+
+/// Decodes a stored user id.
+pub(crate) fn stored_user(raw: &str) -> Result<crm_platform::UserId, StoreError> {
+    crm_platform::UserId::parse(raw).map_err(corrupt)
+}
+
+/// Decodes a stored enum word.
+pub(crate) fn stored_word<T>(raw: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    parse(raw).ok_or_else(|| corrupt(format!("unknown value `{raw}`")))
+}

@@ -2,8 +2,8 @@
 //! security guards every statement in addition to the explicit tenant_id conditions.
 
 use async_trait::async_trait;
+use crm_platform::TenantId;
 use crm_platform::db::{begin_tenant, is_unique_violation};
-use crm_platform::{TenantId, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, RequestKey, StoreError, TimelineOf, corrupt,
-    tsquery,
+    stored_user, stored_word, tsquery,
 };
 use crate::domain::*;
 
@@ -39,14 +39,6 @@ impl PgContactStore {
     }
 }
 
-fn user(raw: String) -> Result<UserId, StoreError> {
-    UserId::parse(&raw).map_err(corrupt)
-}
-
-fn word<T>(raw: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
-    parse(raw).ok_or_else(|| corrupt(format!("unknown value `{raw}`")))
-}
-
 fn tags(raw: Vec<String>) -> Result<Vec<Tag>, StoreError> {
     raw.iter().map(|t| Tag::parse(t).map_err(corrupt)).collect()
 }
@@ -71,9 +63,9 @@ fn contact_from_row(row: &PgRow) -> Result<Contact, StoreError> {
             phones,
             title: row.try_get("title")?,
             company: row.try_get::<Option<Uuid>, _>("company_id")?.map(CompanyId),
-            lifecycle_stage: word(&stage, LifecycleStage::parse)?,
-            source: word(&source, SourceChannel::parse)?,
-            owner: user(row.try_get("owner")?)?,
+            lifecycle_stage: stored_word(&stage, LifecycleStage::parse)?,
+            source: stored_word(&source, SourceChannel::parse)?,
+            owner: stored_user(&row.try_get::<String, _>("owner")?)?,
             tags: tags(row.try_get("tags")?)?,
             attributes,
             consent,
@@ -93,8 +85,8 @@ fn company_from_row(row: &PgRow) -> Result<Company, StoreError> {
             display_name: row.try_get("display_name")?,
             domain: row.try_get("domain")?,
             industry: row.try_get("industry")?,
-            size_band: size_band.map(|b| word(&b, SizeBand::parse)).transpose()?,
-            owner: user(row.try_get("owner")?)?,
+            size_band: size_band.map(|b| stored_word(&b, SizeBand::parse)).transpose()?,
+            owner: stored_user(&row.try_get::<String, _>("owner")?)?,
             tags: tags(row.try_get("tags")?)?,
             attributes,
         },
@@ -113,16 +105,18 @@ fn interaction_from_row(row: &PgRow) -> Result<Interaction, StoreError> {
         contact: ContactId(row.try_get("contact_id")?),
         company: row.try_get::<Option<Uuid>, _>("company_id")?.map(CompanyId),
         fields: InteractionFields {
-            kind: word(&kind, InteractionType::parse)?,
-            direction: word(&direction, Direction::parse)?,
-            channel: channel.map(|c| word(&c, InteractionChannel::parse)).transpose()?,
+            kind: stored_word(&kind, InteractionType::parse)?,
+            direction: stored_word(&direction, Direction::parse)?,
+            channel: channel
+                .map(|c| stored_word(&c, InteractionChannel::parse))
+                .transpose()?,
             occur_time: row.try_get("occur_time")?,
             duration_ms: row.try_get("duration_ms")?,
             subject: row.try_get("subject")?,
             body: row.try_get("body")?,
             outcome: row.try_get("outcome")?,
             campaign_id: row.try_get("campaign_id")?,
-            actor: user(row.try_get("actor")?)?,
+            actor: stored_user(&row.try_get::<String, _>("actor")?)?,
         },
         create_time: row.try_get("create_time")?,
     })
@@ -664,20 +658,32 @@ impl ContactStore for PgContactStore {
     }
 }
 
+/// One row of `table` by id, decoded by `decode`.
+async fn fetch<T>(
+    tx: &mut Transaction<'static, Postgres>,
+    columns: &str,
+    table: &str,
+    tenant: &TenantId,
+    id: Uuid,
+    decode: fn(&PgRow) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND id = $2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    decode(&row)
+}
+
 async fn fetch_contact(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
     id: ContactId,
 ) -> Result<Contact, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = $2"
-    )))
-    .bind(tenant.as_str())
-    .bind(id.0)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    contact_from_row(&row)
+    fetch(tx, CONTACT_COLUMNS, "contacts", tenant, id.0, contact_from_row).await
 }
 
 async fn fetch_company(
@@ -685,15 +691,7 @@ async fn fetch_company(
     tenant: &TenantId,
     id: CompanyId,
 ) -> Result<Company, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = $1 AND id = $2"
-    )))
-    .bind(tenant.as_str())
-    .bind(id.0)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    company_from_row(&row)
+    fetch(tx, COMPANY_COLUMNS, "companies", tenant, id.0, company_from_row).await
 }
 
 async fn fetch_interaction(
@@ -701,18 +699,17 @@ async fn fetch_interaction(
     tenant: &TenantId,
     id: InteractionId,
 ) -> Result<Interaction, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = $1 AND id = $2"
-    )))
-    .bind(tenant.as_str())
-    .bind(id.0)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    interaction_from_row(&row)
+    fetch(
+        tx,
+        INTERACTION_COLUMNS,
+        "interactions",
+        tenant,
+        id.0,
+        interaction_from_row,
+    )
+    .await
 }
 
-/// After a conditional write touched nothing: the row is gone, or its revision moved on.
 async fn missing_or_stale(
     tx: &mut Transaction<'static, Postgres>,
     table: &str,

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use crm_platform::TenantId;
 use crm_platform::db::begin_sqlite_write;
-use crm_platform::{TenantId, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::sqlite::SqliteRow;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, RequestKey, StoreError, TimelineOf, corrupt,
-    fts5_query,
+    fts5_query, stored_user, stored_word,
 };
 use crate::domain::*;
 
@@ -64,14 +64,6 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(corrupt)
 }
 
-fn user(raw: String) -> Result<UserId, StoreError> {
-    UserId::parse(&raw).map_err(corrupt)
-}
-
-fn word<T>(raw: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
-    parse(raw).ok_or_else(|| corrupt(format!("unknown value `{raw}`")))
-}
-
 fn contact_from_row(row: &SqliteRow) -> Result<Contact, StoreError> {
     let stage: String = row.try_get("lifecycle_stage")?;
     let source: String = row.try_get("source")?;
@@ -84,9 +76,9 @@ fn contact_from_row(row: &SqliteRow) -> Result<Contact, StoreError> {
             phones: json(row, "phones")?,
             title: row.try_get("title")?,
             company: opt_uuid(row, "company_id")?.map(CompanyId),
-            lifecycle_stage: word(&stage, LifecycleStage::parse)?,
-            source: word(&source, SourceChannel::parse)?,
-            owner: user(row.try_get("owner")?)?,
+            lifecycle_stage: stored_word(&stage, LifecycleStage::parse)?,
+            source: stored_word(&source, SourceChannel::parse)?,
+            owner: stored_user(&row.try_get::<String, _>("owner")?)?,
             tags: json(row, "tags")?,
             attributes: json(row, "attributes")?,
             consent: json(row, "consent")?,
@@ -105,8 +97,8 @@ fn company_from_row(row: &SqliteRow) -> Result<Company, StoreError> {
             display_name: row.try_get("display_name")?,
             domain: row.try_get("domain")?,
             industry: row.try_get("industry")?,
-            size_band: size_band.map(|b| word(&b, SizeBand::parse)).transpose()?,
-            owner: user(row.try_get("owner")?)?,
+            size_band: size_band.map(|b| stored_word(&b, SizeBand::parse)).transpose()?,
+            owner: stored_user(&row.try_get::<String, _>("owner")?)?,
             tags: json(row, "tags")?,
             attributes: json(row, "attributes")?,
         },
@@ -125,16 +117,18 @@ fn interaction_from_row(row: &SqliteRow) -> Result<Interaction, StoreError> {
         contact: ContactId(uuid(row, "contact_id")?),
         company: opt_uuid(row, "company_id")?.map(CompanyId),
         fields: InteractionFields {
-            kind: word(&kind, InteractionType::parse)?,
-            direction: word(&direction, Direction::parse)?,
-            channel: channel.map(|c| word(&c, InteractionChannel::parse)).transpose()?,
+            kind: stored_word(&kind, InteractionType::parse)?,
+            direction: stored_word(&direction, Direction::parse)?,
+            channel: channel
+                .map(|c| stored_word(&c, InteractionChannel::parse))
+                .transpose()?,
             occur_time: time(row, "occur_time")?,
             duration_ms: row.try_get("duration_ms")?,
             subject: row.try_get("subject")?,
             body: row.try_get("body")?,
             outcome: row.try_get("outcome")?,
             campaign_id: row.try_get("campaign_id")?,
-            actor: user(row.try_get("actor")?)?,
+            actor: stored_user(&row.try_get::<String, _>("actor")?)?,
         },
         create_time: time(row, "create_time")?,
     })
@@ -664,20 +658,32 @@ impl ContactStore for SqliteContactStore {
     }
 }
 
+/// One row of `table` by id, decoded by `decode`.
+async fn fetch<T>(
+    tx: &mut Transaction<'static, Sqlite>,
+    columns: &str,
+    table: &str,
+    tenant: &TenantId,
+    id: Uuid,
+    decode: fn(&SqliteRow) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM {table} WHERE tenant_id = ?1 AND id = ?2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    decode(&row)
+}
+
 async fn fetch_contact(
     tx: &mut Transaction<'static, Sqlite>,
     tenant: &TenantId,
     id: ContactId,
 ) -> Result<Contact, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = ?1 AND id = ?2"
-    )))
-    .bind(tenant.as_str())
-    .bind(id.0.to_string())
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    contact_from_row(&row)
+    fetch(tx, CONTACT_COLUMNS, "contacts", tenant, id.0, contact_from_row).await
 }
 
 async fn fetch_company(
@@ -685,15 +691,7 @@ async fn fetch_company(
     tenant: &TenantId,
     id: CompanyId,
 ) -> Result<Company, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = ?1 AND id = ?2"
-    )))
-    .bind(tenant.as_str())
-    .bind(id.0.to_string())
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    company_from_row(&row)
+    fetch(tx, COMPANY_COLUMNS, "companies", tenant, id.0, company_from_row).await
 }
 
 async fn fetch_interaction(
@@ -701,15 +699,15 @@ async fn fetch_interaction(
     tenant: &TenantId,
     id: InteractionId,
 ) -> Result<Interaction, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = ?1 AND id = ?2"
-    )))
-    .bind(tenant.as_str())
-    .bind(id.0.to_string())
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    interaction_from_row(&row)
+    fetch(
+        tx,
+        INTERACTION_COLUMNS,
+        "interactions",
+        tenant,
+        id.0,
+        interaction_from_row,
+    )
+    .await
 }
 
 async fn missing_or_stale(
