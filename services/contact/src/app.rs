@@ -7,11 +7,12 @@ use futures::future::BoxFuture;
 
 use crm_platform::error::Violations;
 use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
-use crm_platform::{ApiError, Principal};
+use crm_platform::{ApiError, Principal, UserId};
 
 use crate::domain::*;
 use crate::store::{
-    ContactStore, Created, RequestKey, StoreError, TimelineOf, company_cursor, contact_cursor, interaction_cursor,
+    ContactStore, Created, Owned, RequestKey, StoreError, TimelineOf, company_cursor, contact_cursor,
+    interaction_cursor,
 };
 
 /// Attempts of a read-modify-write update without an etag before giving up as ABORTED.
@@ -79,12 +80,12 @@ impl Versioned for Company {
 /// Reads a record, derives its new state and writes it if nobody wrote in between. A client
 /// that pinned an etag gets FAILED_PRECONDITION on any interleaving; without one, the update
 /// is retried on the fresh state a few times before giving up as ABORTED.
-async fn read_modify_write<'a, T: Versioned>(
+async fn read_modify_write<'a, T: Versioned, A>(
     etag: Option<Revision>,
     what: &str,
     read: impl Fn() -> BoxFuture<'a, Result<T, ApiError>>,
-    modify: impl Fn(T) -> Result<T, ApiError>,
-    write: impl Fn(T, Revision) -> BoxFuture<'a, Result<T, StoreError>>,
+    modify: impl Fn(T) -> Result<(T, A), ApiError>,
+    write: impl Fn((T, A), Revision) -> BoxFuture<'a, Result<T, StoreError>>,
 ) -> Result<T, ApiError> {
     for _ in 0..UPDATE_ATTEMPTS {
         let current = read().await?;
@@ -105,6 +106,57 @@ async fn read_modify_write<'a, T: Versioned>(
         "CONCURRENT_UPDATE",
         format!("the {what} kept changing; retry"),
     ))
+}
+
+/// The audit record of a write by `who`.
+fn audit(who: &Principal, action: ChangeAction, changes: Vec<FieldChange>) -> AuditRecord {
+    AuditRecord {
+        action,
+        actor: who.user.clone(),
+        changes,
+    }
+}
+
+/// An erased contact is a tombstone: nothing may be written to it again.
+fn refuse_erased(contact: &Contact) -> Result<(), ApiError> {
+    match contact.erase_time {
+        Some(_) => Err(ApiError::new(
+            crm_platform::ErrorCode::FailedPrecondition,
+            "CONTACT_ERASED",
+            "the contact's personal data was erased; it cannot be changed",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Most users one reassignment may spread a portfolio over.
+const MAX_REASSIGN_TARGETS: usize = 100;
+/// Records moved per transaction by a reassignment.
+const REASSIGN_BATCH: usize = 500;
+
+/// What a portfolio reassignment moved (or would move, on a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    pub dry_run: bool,
+    /// Per receiving user: contacts and companies.
+    pub shares: Vec<(UserId, u64, u64)>,
+}
+
+impl Reassignment {
+    pub fn contacts(&self) -> u64 {
+        self.shares.iter().map(|s| s.1).sum()
+    }
+
+    pub fn companies(&self) -> u64 {
+        self.shares.iter().map(|s| s.2).sum()
+    }
+}
+
+/// How `count` records split round-robin over `targets` users, the first ones taking the
+/// remainder, as a real run starting at offset 0 would.
+fn round_robin_shares(count: u64, targets: usize) -> Vec<u64> {
+    let n = u64::try_from(targets).unwrap_or(1).max(1);
+    (0..n).map(|i| count / n + u64::from(i < count % n)).collect()
 }
 
 /// The contact service.
@@ -134,9 +186,11 @@ impl ContactApp {
             create_time: now,
             update_time: now,
             revision: Revision::FIRST,
+            erase_time: None,
         };
+        let audit = audit(who, ChangeAction::Created, changes(None, Some(&contact.fields)));
         self.store
-            .create_contact(&who.tenant, &contact, key.as_ref())
+            .create_contact(&who.tenant, &contact, key.as_ref(), &audit)
             .await
             .map_err(|err| err.into_api("contact"))
     }
@@ -162,23 +216,26 @@ impl ContactApp {
             || Box::pin(self.get_contact(who, id)),
             |current: Contact| {
                 who.ensure_can_write_owned_by(&current.fields.owner)?;
+                refuse_erased(&current)?;
                 if mask.contains(&ContactField::Owner) {
                     who.ensure_can_write_owned_by(&patch.owner)?;
                 }
                 let mut fields = current.fields.clone();
                 fields.apply(patch, mask);
                 check_fields(fields.check(), "contact.")?;
-                Ok(Contact {
+                let diff = changes(Some(&current.fields), Some(&fields));
+                let updated = Contact {
                     fields,
                     update_time: now(),
                     revision: current.revision.next(),
                     ..current
-                })
+                };
+                Ok((updated, audit(who, ChangeAction::Updated, diff)))
             },
-            |updated: Contact, expected| {
+            |(updated, audit): (Contact, AuditRecord), expected| {
                 Box::pin(async move {
                     self.store
-                        .update_contact(&who.tenant, &updated, expected)
+                        .update_contact(&who.tenant, &updated, expected, &audit)
                         .await
                         .map(|()| updated)
                 })
@@ -190,8 +247,9 @@ impl ContactApp {
     pub async fn delete_contact(&self, who: &Principal, id: ContactId, etag: Option<Revision>) -> Result<(), ApiError> {
         let current = self.get_contact(who, id).await?;
         who.ensure_can_write_owned_by(&current.fields.owner)?;
+        let audit = audit(who, ChangeAction::Deleted, changes(Some(&current.fields), None));
         self.store
-            .delete_contact(&who.tenant, id, etag)
+            .delete_contact(&who.tenant, id, etag, &audit)
             .await
             .map_err(|err| err.into_api("contact"))
     }
@@ -254,8 +312,9 @@ impl ContactApp {
             update_time: now,
             revision: Revision::FIRST,
         };
+        let audit = audit(who, ChangeAction::Created, changes(None, Some(&company.fields)));
         self.store
-            .create_company(&who.tenant, &company, key.as_ref())
+            .create_company(&who.tenant, &company, key.as_ref(), &audit)
             .await
             .map_err(|err| err.into_api("company"))
     }
@@ -287,17 +346,19 @@ impl ContactApp {
                 let mut fields = current.fields.clone();
                 fields.apply(patch, mask);
                 check_fields(fields.check(), "company.")?;
-                Ok(Company {
+                let diff = changes(Some(&current.fields), Some(&fields));
+                let updated = Company {
                     fields,
                     update_time: now(),
                     revision: current.revision.next(),
                     ..current
-                })
+                };
+                Ok((updated, audit(who, ChangeAction::Updated, diff)))
             },
-            |updated: Company, expected| {
+            |(updated, audit): (Company, AuditRecord), expected| {
                 Box::pin(async move {
                     self.store
-                        .update_company(&who.tenant, &updated, expected)
+                        .update_company(&who.tenant, &updated, expected, &audit)
                         .await
                         .map(|()| updated)
                 })
@@ -309,8 +370,9 @@ impl ContactApp {
     pub async fn delete_company(&self, who: &Principal, id: CompanyId, etag: Option<Revision>) -> Result<(), ApiError> {
         let current = self.get_company(who, id).await?;
         who.ensure_can_write_owned_by(&current.fields.owner)?;
+        let audit = audit(who, ChangeAction::Deleted, changes(Some(&current.fields), None));
         self.store
-            .delete_company(&who.tenant, id, etag)
+            .delete_company(&who.tenant, id, etag, &audit)
             .await
             .map_err(|err| err.into_api("company"))
     }
@@ -414,5 +476,144 @@ impl ContactApp {
             .delete_interaction(&who.tenant, contact, id)
             .await
             .map_err(|err| err.into_api("interaction"))
+    }
+
+    /// The audit trail of a contact or company, newest first. Every role that may read the
+    /// record may read its history; the trail outlives a deleted record.
+    pub async fn list_history(
+        &self,
+        who: &Principal,
+        of: Audited,
+        size: i32,
+        token: &str,
+    ) -> Result<Page<HistoryEntry>, ApiError> {
+        let limit = page_size(size)?;
+        let fingerprint = query_fingerprint(&["history", &of.name()]);
+        let before = decode_token::<uuid::Uuid>(token, &fingerprint)?;
+        let rows = self
+            .store
+            .list_history(&who.tenant, of, before, limit)
+            .await
+            .map_err(|err| err.into_api("history"))?;
+        if rows.is_empty() && before.is_none() {
+            return Err(ApiError::not_found(of.kind()));
+        }
+        Ok(page_of(rows, limit, |last| encode_token(&last.id, &fingerprint)))
+    }
+
+    /// Moves every contact and company `from` owns to `to` (round-robin over several), in
+    /// batches committed with their audit entries. An interrupted run leaves every record
+    /// owned by exactly one user; running it again moves the rest.
+    pub async fn reassign_owner(
+        &self,
+        who: &Principal,
+        from: &UserId,
+        to: &[UserId],
+        dry_run: bool,
+    ) -> Result<Reassignment, ApiError> {
+        if !who.writes_all() {
+            return Err(ApiError::permission_denied(
+                "only admins and managers reassign portfolios",
+            ));
+        }
+        let mut violations = Violations::new("");
+        if to.is_empty() {
+            violations.add("to_users", "name at least one user");
+        }
+        if to.len() > MAX_REASSIGN_TARGETS {
+            violations.add("to_users", format!("at most {MAX_REASSIGN_TARGETS} users"));
+        }
+        if to.contains(from) {
+            violations.add("to_users", "must not contain from_user");
+        }
+        if to.iter().enumerate().any(|(i, u)| to[..i].contains(u)) {
+            violations.add("to_users", "lists a user twice");
+        }
+        violations.finish()?;
+        let mut shares: Vec<(UserId, u64, u64)> = to.iter().map(|u| (u.clone(), 0, 0)).collect();
+        for what in [Owned::Contacts, Owned::Companies] {
+            let moved = if dry_run {
+                let count = self
+                    .store
+                    .count_owned(&who.tenant, what, from)
+                    .await
+                    .map_err(|err| err.into_api("records"))?;
+                round_robin_shares(count, to.len())
+            } else {
+                self.move_all(who, what, from, to).await?
+            };
+            for (share, n) in shares.iter_mut().zip(moved) {
+                match what {
+                    Owned::Contacts => share.1 += n,
+                    Owned::Companies => share.2 += n,
+                }
+            }
+        }
+        tracing::info!(tenant = %who.tenant, actor = %who.user, from = %from, targets = to.len(), dry_run, "portfolio reassigned");
+        Ok(Reassignment { dry_run, shares })
+    }
+
+    async fn move_all(&self, who: &Principal, what: Owned, from: &UserId, to: &[UserId]) -> Result<Vec<u64>, ApiError> {
+        let mut totals = vec![0_u64; to.len()];
+        let mut offset = 0;
+        loop {
+            let batch = self
+                .store
+                .reassign_batch(&who.tenant, what, from, to, offset, REASSIGN_BATCH, &who.user)
+                .await
+                .map_err(|err| err.into_api("records"))?;
+            let moved: u64 = batch.iter().sum();
+            if moved == 0 {
+                return Ok(totals);
+            }
+            for (total, n) in totals.iter_mut().zip(batch) {
+                *total += n;
+            }
+            offset += usize::try_from(moved).unwrap_or(usize::MAX);
+        }
+    }
+
+    /// Erases a contact's personal data everywhere in this service and leaves a tombstone.
+    /// Erasing twice is harmless: the second call returns the tombstone.
+    pub async fn erase_contact(&self, who: &Principal, id: ContactId) -> Result<Contact, ApiError> {
+        if !who.writes_all() {
+            return Err(ApiError::permission_denied(
+                "only admins and managers erase personal data",
+            ));
+        }
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get_contact(who, id).await?;
+            if current.erase_time.is_some() {
+                return Ok(current);
+            }
+            let tombstone = current.erased(now());
+            // The erase entry names the fields that were cleared, never their values.
+            let cleared = changes(Some(&current.fields), Some(&tombstone.fields))
+                .into_iter()
+                .map(|c| FieldChange {
+                    old: serde_json::Value::Null,
+                    new: serde_json::Value::Null,
+                    ..c
+                })
+                .collect();
+            let audit = audit(who, ChangeAction::Erased, cleared);
+            match self
+                .store
+                .erase_contact(&who.tenant, &tombstone, current.revision, &audit)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(tenant = %who.tenant, actor = %who.user, contact = %id, "contact erased");
+                    return Ok(tombstone);
+                }
+                Err(StoreError::RevisionMismatch) => continue,
+                Err(err) => return Err(err.into_api("contact")),
+            }
+        }
+        Err(ApiError::new(
+            crm_platform::ErrorCode::Aborted,
+            "CONCURRENT_UPDATE",
+            "the contact kept changing; retry",
+        ))
     }
 }

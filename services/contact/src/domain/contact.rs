@@ -54,6 +54,8 @@ pub struct Contact {
     pub create_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
     pub revision: Revision,
+    /// Set once the personal data was erased; the contact is then an anonymous tombstone.
+    pub erase_time: Option<DateTime<Utc>>,
 }
 
 /// Everything about a contact a client may write, already validated.
@@ -197,5 +199,32 @@ impl ContactFields {
 impl Contact {
     pub fn etag(&self) -> String {
         self.revision.etag()
+    }
+
+    /// The anonymous tombstone this contact becomes when its personal data is erased: only
+    /// non-personal facts stay (id, owner, lifecycle stage, source, company, times).
+    pub fn erased(&self, at: DateTime<Utc>) -> Contact {
+        let f = &self.fields;
+        Contact {
+            id: self.id,
+            fields: ContactFields {
+                given_name: String::new(),
+                family_name: String::new(),
+                emails: Vec::new(),
+                phones: Vec::new(),
+                title: String::new(),
+                company: f.company,
+                lifecycle_stage: f.lifecycle_stage,
+                source: f.source,
+                owner: f.owner.clone(),
+                tags: Vec::new(),
+                attributes: BTreeMap::new(),
+                consent: Consent::default(),
+            },
+            create_time: self.create_time,
+            update_time: at,
+            revision: self.revision.next(),
+            erase_time: Some(at),
+        }
     }
 }

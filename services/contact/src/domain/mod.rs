@@ -1,5 +1,6 @@
 //! The contact domain: types that can only be built valid. No transport or storage here.
 
+pub mod audit;
 pub mod company;
 pub mod contact;
 pub mod ids;
@@ -7,6 +8,7 @@ pub mod interaction;
 pub mod query;
 pub mod values;
 
+pub use audit::{AuditRecord, Audited, ChangeAction, FieldChange, HistoryEntry, changes};
 pub use company::{Company, CompanyField, CompanyFields};
 pub use contact::{ChannelConsent, Consent, Contact, ContactEmail, ContactField, ContactFields, ContactPhone};
 pub use ids::{CompanyId, ContactId, InteractionId, Revision};

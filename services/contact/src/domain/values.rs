@@ -48,6 +48,7 @@ macro_rules! word_enum {
         }
     };
 }
+pub(crate) use word_enum;
 
 word_enum!(
     /// Where a contact stands in the customer lifecycle.

@@ -52,6 +52,7 @@ proto_enum!(ConsentStatus <=> ConsentStatus { OptedIn, OptedOut });
 proto_enum!(SizeBand <=> SizeBand { Micro, Small, Medium, Large, Enterprise });
 proto_enum!(InteractionType <=> InteractionType { Call, Email, Meeting, Note, SupportTicket, Chat, Visit });
 proto_enum!(Direction <=> Direction { Inbound, Outbound, Internal });
+proto_enum!(ChangeAction <=> ChangeAction { Created, Updated, Deleted, Reassigned, Erased });
 proto_enum!(InteractionChannel <=> InteractionChannel { Phone, Email, Web, InPerson, Video, Sms, Chat, Social, Other });
 
 pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
@@ -268,6 +269,9 @@ pub(crate) fn new_contact(c: &pb::Contact, caller: &UserId) -> Result<ContactFie
     if !c.etag.is_empty() {
         v.add("etag", "is output only");
     }
+    if c.erase_time.is_some() {
+        v.add("erase_time", "is output only");
+    }
     let fields = contact_fields(&mut v, c, Some(caller));
     v.finish()?;
     Ok(fields)
@@ -367,6 +371,7 @@ pub(crate) fn contact_to_proto(c: &Contact) -> pb::Contact {
         create_time: Some(timestamp(c.create_time)),
         update_time: Some(timestamp(c.update_time)),
         etag: c.etag(),
+        erase_time: c.erase_time.map(timestamp),
     }
 }
 
@@ -527,4 +532,41 @@ pub(crate) fn request_key(
         request_id: request_id.to_owned(),
         fingerprint,
     }))
+}
+
+/// A JSON value as a `google.protobuf.Value`.
+fn proto_value(value: &serde_json::Value) -> crm_proto::prost_types::Value {
+    use crm_proto::prost_types::value::Kind;
+    use crm_proto::prost_types::{ListValue, Struct};
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(proto_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(Struct {
+            fields: map.iter().map(|(k, v)| (k.clone(), proto_value(v))).collect(),
+        }),
+    };
+    crm_proto::prost_types::Value { kind: Some(kind) }
+}
+
+pub(crate) fn history_to_proto(entry: &HistoryEntry) -> pb::HistoryEntry {
+    pb::HistoryEntry {
+        name: entry.name(),
+        action: ChangeAction::to_proto(Some(entry.action)),
+        actor: entry.actor.as_str().to_owned(),
+        create_time: Some(timestamp(entry.time)),
+        changes: entry
+            .changes
+            .iter()
+            .map(|c| pb::FieldChange {
+                field: c.field.clone(),
+                old_value: Some(proto_value(&c.old)),
+                new_value: Some(proto_value(&c.new)),
+            })
+            .collect(),
+    }
 }

@@ -4,13 +4,13 @@
 mod convert;
 
 use crm_platform::identity::principal;
-use crm_platform::{ApiError, Principal};
+use crm_platform::{ApiError, Principal, UserId};
 use crm_proto::crm::contact::v1 as pb;
 use crm_proto::crm::contact::v1::contact_service_server::ContactService;
 use tonic::{Request, Response, Status};
 
 use crate::app::{ContactApp, ListParams};
-use crate::domain::{CompanyField, CompanyId, ContactField, ContactId, InteractionId};
+use crate::domain::{Audited, CompanyField, CompanyId, ContactField, ContactId, InteractionId};
 use crate::store::TimelineOf;
 use convert::*;
 
@@ -280,5 +280,70 @@ impl ContactService for ContactGrpc {
         let (contact, id) = parse("name", InteractionId::parse_name(&request.get_ref().name))?;
         self.app.delete_interaction(&who, contact, id).await?;
         Ok(Response::new(pb::DeleteInteractionResponse {}))
+    }
+
+    async fn list_history(
+        &self,
+        request: Request<pb::ListHistoryRequest>,
+    ) -> Result<Response<pb::ListHistoryResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let of = match timeline_of(&r.parent)? {
+            TimelineOf::Contact(id) => Audited::Contact(id),
+            TimelineOf::Company(id) => Audited::Company(id),
+        };
+        let page = self.app.list_history(&who, of, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListHistoryResponse {
+            entries: page.items.iter().map(history_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn reassign_owner(
+        &self,
+        request: Request<pb::ReassignOwnerRequest>,
+    ) -> Result<Response<pb::ReassignOwnerResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let mut violations = crm_platform::error::Violations::new("");
+        let from = violations.check("from_user", UserId::parse(&r.from_user));
+        let to: Vec<UserId> = r
+            .to_users
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| violations.check(format!("to_users[{i}]"), UserId::parse(u)))
+            .collect();
+        violations.finish()?;
+        let Some(from) = from else {
+            return Err(ApiError::invalid_field("from_user", "is required").into());
+        };
+        let done = self.app.reassign_owner(&who, &from, &to, r.dry_run).await?;
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(Response::new(pb::ReassignOwnerResponse {
+            contacts: as_i64(done.contacts()),
+            companies: as_i64(done.companies()),
+            shares: done
+                .shares
+                .iter()
+                .map(|(user, contacts, companies)| pb::OwnerShare {
+                    user: user.as_str().to_owned(),
+                    contacts: as_i64(*contacts),
+                    companies: as_i64(*companies),
+                })
+                .collect(),
+            dry_run: done.dry_run,
+        }))
+    }
+
+    async fn erase_contact(
+        &self,
+        request: Request<pb::EraseContactRequest>,
+    ) -> Result<Response<pb::EraseContactResponse>, Status> {
+        let who = caller(&request)?;
+        let id = parse("name", ContactId::parse_name(&request.get_ref().name))?;
+        let tombstone = self.app.erase_contact(&who, id).await?;
+        Ok(Response::new(pb::EraseContactResponse {
+            contact: Some(contact_to_proto(&tombstone)),
+        }))
     }
 }

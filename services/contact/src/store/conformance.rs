@@ -18,6 +18,14 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).expect("user")
 }
 
+fn audit() -> AuditRecord {
+    AuditRecord {
+        action: ChangeAction::Updated,
+        actor: user("alice"),
+        changes: vec![],
+    }
+}
+
 fn fields(given: &str, family: &str, email: &str) -> ContactFields {
     let mut fields = ContactFields {
         given_name: given.into(),
@@ -48,6 +56,7 @@ fn contact_at(fields: ContactFields, at: chrono::DateTime<Utc>) -> Contact {
         create_time: at,
         update_time: at,
         revision: Revision::FIRST,
+        erase_time: None,
     }
 }
 
@@ -124,7 +133,7 @@ async fn round_trip(store: &dyn ContactStore) {
         source: "web-form".into(),
     });
     let c = contact(f);
-    let created = store.create_contact(&t, &c, None).await.expect("create");
+    let created = store.create_contact(&t, &c, None, &audit()).await.expect("create");
     assert!(!created.replayed);
     assert_eq!(store.get_contact(&t, c.id).await.expect("get"), c);
 }
@@ -132,32 +141,35 @@ async fn round_trip(store: &dyn ContactStore) {
 async fn updates_need_the_current_revision(store: &dyn ContactStore) {
     let t = tenant("t1");
     let c = contact(fields("Bo", "Berg", "bo@example.com"));
-    store.create_contact(&t, &c, None).await.expect("create");
+    store.create_contact(&t, &c, None, &audit()).await.expect("create");
     let mut next = c.clone();
     next.fields.title = "CFO".into();
     next.revision = c.revision.next();
-    store.update_contact(&t, &next, c.revision).await.expect("update");
+    store
+        .update_contact(&t, &next, c.revision, &audit())
+        .await
+        .expect("update");
     assert_eq!(store.get_contact(&t, c.id).await.expect("get").fields.title, "CFO");
     assert!(matches!(
-        store.update_contact(&t, &next, c.revision).await,
+        store.update_contact(&t, &next, c.revision, &audit()).await,
         Err(StoreError::RevisionMismatch)
     ));
     let ghost = contact(fields("No", "One", "no@example.com"));
     assert!(matches!(
-        store.update_contact(&t, &ghost, Revision::FIRST).await,
+        store.update_contact(&t, &ghost, Revision::FIRST, &audit()).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.delete_contact(&t, c.id, Some(c.revision)).await,
+        store.delete_contact(&t, c.id, Some(c.revision), &audit()).await,
         Err(StoreError::RevisionMismatch)
     ));
     store
-        .delete_contact(&t, c.id, Some(next.revision))
+        .delete_contact(&t, c.id, Some(next.revision), &audit())
         .await
         .expect("delete");
     assert!(matches!(store.get_contact(&t, c.id).await, Err(StoreError::NotFound)));
     assert!(matches!(
-        store.delete_contact(&t, c.id, None).await,
+        store.delete_contact(&t, c.id, None, &audit()).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -165,11 +177,11 @@ async fn updates_need_the_current_revision(store: &dyn ContactStore) {
 async fn tenants_never_see_each_other(store: &dyn ContactStore) {
     let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
     let co = company("Acme");
-    store.create_company(&a, &co, None).await.expect("company");
+    store.create_company(&a, &co, None, &audit()).await.expect("company");
     let mut f = fields("Secret", "Person", "secret@acme.example");
     f.company = Some(co.id);
     let c = contact(f);
-    store.create_contact(&a, &c, None).await.expect("create");
+    store.create_contact(&a, &c, None, &audit()).await.expect("create");
     let i = interaction(c.id, 1);
     store.create_interaction(&a, &i, None).await.expect("interaction");
 
@@ -227,15 +239,15 @@ async fn tenants_never_see_each_other(store: &dyn ContactStore) {
     hijack.revision = c.revision.next();
     hijack.fields.company = None;
     assert!(matches!(
-        store.update_contact(&b, &hijack, c.revision).await,
+        store.update_contact(&b, &hijack, c.revision, &audit()).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.delete_contact(&b, c.id, None).await,
+        store.delete_contact(&b, c.id, None, &audit()).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.delete_company(&b, co.id, None).await,
+        store.delete_company(&b, co.id, None, &audit()).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
@@ -249,7 +261,7 @@ async fn tenants_never_see_each_other(store: &dyn ContactStore) {
     let mut linked = fields("Sneaky", "Link", "sneaky@b.example");
     linked.company = Some(co.id);
     assert!(matches!(
-        store.create_contact(&b, &contact(linked), None).await,
+        store.create_contact(&b, &contact(linked), None, &audit()).await,
         Err(StoreError::UnknownCompany)
     ));
     assert_eq!(store.get_contact(&a, c.id).await.expect("still there"), c);
@@ -262,10 +274,16 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
         fingerprint: vec![1, 2, 3],
     };
     let first = contact(fields("Idem", "Potent", "idem@example.com"));
-    let created = store.create_contact(&t, &first, Some(&key)).await.expect("first");
+    let created = store
+        .create_contact(&t, &first, Some(&key), &audit())
+        .await
+        .expect("first");
     assert!(!created.replayed);
     let retry = contact(fields("Idem", "Potent", "idem@example.com"));
-    let replayed = store.create_contact(&t, &retry, Some(&key)).await.expect("retry");
+    let replayed = store
+        .create_contact(&t, &retry, Some(&key), &audit())
+        .await
+        .expect("retry");
     assert!(replayed.replayed);
     assert_eq!(replayed.value.id, first.id);
     let other = RequestKey {
@@ -273,12 +291,12 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
         fingerprint: vec![9],
     };
     assert!(matches!(
-        store.create_contact(&t, &retry, Some(&other)).await,
+        store.create_contact(&t, &retry, Some(&other), &audit()).await,
         Err(StoreError::RequestIdReused)
     ));
     // The same request id in another tenant is another request.
     let elsewhere = store
-        .create_contact(&tenant("t2"), &retry, Some(&key))
+        .create_contact(&tenant("t2"), &retry, Some(&key), &audit())
         .await
         .expect("other tenant");
     assert!(!elsewhere.replayed);
@@ -298,10 +316,13 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
         request_id: "req-c".into(),
         fingerprint: vec![4],
     };
-    store.create_company(&t, &co, Some(&ckey)).await.expect("company");
+    store
+        .create_company(&t, &co, Some(&ckey), &audit())
+        .await
+        .expect("company");
     assert_eq!(
         store
-            .create_company(&t, &company("Idem Co"), Some(&ckey))
+            .create_company(&t, &company("Idem Co"), Some(&ckey), &audit())
             .await
             .expect("replay")
             .value
@@ -341,7 +362,7 @@ async fn paging_misses_and_repeats_nothing(store: &dyn ContactStore) {
             &format!("p{i}@example.com"),
         );
         let c = contact_at(f, base + Duration::seconds(i / 3));
-        store.create_contact(&t, &c, None).await.expect("create");
+        store.create_contact(&t, &c, None, &audit()).await.expect("create");
         ids.insert(c.id);
     }
     for (field, descending) in [
@@ -392,7 +413,7 @@ fn sort_value(c: &Contact, field: SortField) -> String {
 async fn filters_select_exactly(store: &dyn ContactStore) {
     let t = tenant("filters");
     let co = company("Filter Co");
-    store.create_company(&t, &co, None).await.expect("company");
+    store.create_company(&t, &co, None, &audit()).await.expect("company");
     let old = Utc::now() - Duration::days(30);
     let mut vip = fields("Vera", "Vip", "vera@example.com");
     vip.tags = vec![Tag::parse("vip").expect("tag")];
@@ -401,9 +422,9 @@ async fn filters_select_exactly(store: &dyn ContactStore) {
     vip.owner = user("bob");
     vip.source = SourceChannel::Referral;
     let vip = contact_at(vip, old);
-    store.create_contact(&t, &vip, None).await.expect("vip");
+    store.create_contact(&t, &vip, None, &audit()).await.expect("vip");
     let plain = contact(fields("Paul", "Plain", "paul@example.com"));
-    store.create_contact(&t, &plain, None).await.expect("plain");
+    store.create_contact(&t, &plain, None, &audit()).await.expect("plain");
 
     let t = &t;
     let check = |filter: &str, expected: Vec<ContactId>| {
@@ -465,7 +486,7 @@ async fn filters_select_exactly(store: &dyn ContactStore) {
 async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
     let t = tenant("search");
     let co = company("Globex Industries");
-    store.create_company(&t, &co, None).await.expect("company");
+    store.create_company(&t, &co, None, &audit()).await.expect("company");
     let mut with_company = fields("Hank", "Scorpio", "hank@globex.example");
     with_company.company = Some(co.id);
     with_company.phones = vec![ContactPhone {
@@ -473,9 +494,9 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
         primary: true,
     }];
     let hank = contact(with_company);
-    store.create_contact(&t, &hank, None).await.expect("hank");
+    store.create_contact(&t, &hank, None, &audit()).await.expect("hank");
     let homer = contact(fields("Homer", "Simpson", "homer@springfield.example"));
-    store.create_contact(&t, &homer, None).await.expect("homer");
+    store.create_contact(&t, &homer, None, &audit()).await.expect("homer");
 
     let t = &t;
     let search = |q: &str| {
@@ -503,7 +524,10 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
     let mut renamed = co.clone();
     renamed.fields.display_name = "Initech".into();
     renamed.revision = co.revision.next();
-    store.update_company(t, &renamed, co.revision).await.expect("rename");
+    store
+        .update_company(t, &renamed, co.revision, &audit())
+        .await
+        .expect("rename");
     assert_eq!(
         search("initech").await,
         vec![hank.id],
@@ -515,16 +539,16 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
 async fn companies_and_timelines(store: &dyn ContactStore) {
     let t = tenant("timeline");
     let co = company("Umbrella");
-    store.create_company(&t, &co, None).await.expect("company");
+    store.create_company(&t, &co, None, &audit()).await.expect("company");
     assert_eq!(store.get_company(&t, co.id).await.expect("get"), co);
     let mut f = fields("Jill", "Valentine", "jill@umbrella.example");
     f.company = Some(co.id);
     let jill = contact(f);
-    store.create_contact(&t, &jill, None).await.expect("jill");
+    store.create_contact(&t, &jill, None, &audit()).await.expect("jill");
     let mut ghost = fields("Ghost", "Co", "g@example.com");
     ghost.company = Some(CompanyId::generate());
     assert!(matches!(
-        store.create_contact(&t, &contact(ghost), None).await,
+        store.create_contact(&t, &contact(ghost), None, &audit()).await,
         Err(StoreError::UnknownCompany)
     ));
 
@@ -583,22 +607,320 @@ async fn companies_and_timelines(store: &dyn ContactStore) {
     );
 
     assert!(matches!(
-        store.delete_company(&t, co.id, Some(co.revision.next())).await,
+        store
+            .delete_company(&t, co.id, Some(co.revision.next()), &audit())
+            .await,
         Err(StoreError::RevisionMismatch)
     ));
     store
-        .delete_company(&t, co.id, Some(co.revision))
+        .delete_company(&t, co.id, Some(co.revision), &audit())
         .await
         .expect("delete company");
     let unlinked = store.get_contact(&t, jill.id).await.expect("contact stays");
     assert_eq!(unlinked.fields.company, None);
-    store.delete_contact(&t, jill.id, None).await.expect("delete contact");
+    store
+        .delete_contact(&t, jill.id, None, &audit())
+        .await
+        .expect("delete contact");
     assert!(
         store
             .list_interactions(&t, TimelineOf::Contact(jill.id), None, 10)
             .await
             .expect("list")
             .is_empty()
+    );
+}
+
+fn record(action: ChangeAction, actor: &str, changes: Vec<FieldChange>) -> AuditRecord {
+    AuditRecord {
+        action,
+        actor: user(actor),
+        changes,
+    }
+}
+
+async fn history_is_written_with_every_change(store: &dyn ContactStore) {
+    let t = tenant("audit");
+    let c = contact(fields("Ann", "Lee", "ann@example.com"));
+    let created = record(ChangeAction::Created, "alice", changes(None, Some(&c.fields)));
+    store.create_contact(&t, &c, None, &created).await.expect("create");
+    let mut next = c.clone();
+    next.fields.title = "CFO".into();
+    next.revision = c.revision.next();
+    let updated = record(
+        ChangeAction::Updated,
+        "bob",
+        changes(Some(&c.fields), Some(&next.fields)),
+    );
+    store
+        .update_contact(&t, &next, c.revision, &updated)
+        .await
+        .expect("update");
+    // A write that fails writes no history either.
+    assert!(matches!(
+        store.update_contact(&t, &next, c.revision, &updated).await,
+        Err(StoreError::RevisionMismatch)
+    ));
+
+    let of = Audited::Contact(c.id);
+    let entries = store.list_history(&t, of, None, 10).await.expect("history");
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        (entries[0].action, entries[0].actor.as_str()),
+        (ChangeAction::Updated, "bob"),
+        "newest first"
+    );
+    assert_eq!(
+        entries[0].changes,
+        vec![FieldChange {
+            field: "title".into(),
+            old: serde_json::Value::Null,
+            new: "CFO".into()
+        }]
+    );
+    assert_eq!(entries[1].action, ChangeAction::Created);
+    let page = store
+        .list_history(&t, of, Some(entries[0].id), 10)
+        .await
+        .expect("older");
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), vec![entries[1].id]);
+    assert!(
+        store
+            .list_history(&tenant("elsewhere"), of, None, 10)
+            .await
+            .expect("other tenant")
+            .is_empty()
+    );
+
+    store
+        .delete_contact(
+            &t,
+            c.id,
+            None,
+            &record(ChangeAction::Deleted, "alice", changes(Some(&next.fields), None)),
+        )
+        .await
+        .expect("delete");
+    let after = store
+        .list_history(&t, of, None, 10)
+        .await
+        .expect("history outlives the record");
+    assert_eq!(after.len(), 3);
+    assert!(
+        after[0].changes.iter().any(|ch| ch.field == "title" && ch.old == "CFO"),
+        "a delete keeps the last values"
+    );
+
+    let co = company("Audited Co");
+    store
+        .create_company(&t, &co, None, &record(ChangeAction::Created, "alice", vec![]))
+        .await
+        .expect("company");
+    assert_eq!(
+        store
+            .list_history(&t, Audited::Company(co.id), None, 10)
+            .await
+            .expect("company history")
+            .len(),
+        1
+    );
+}
+
+async fn reassignment_moves_in_batches_round_robin(store: &dyn ContactStore) {
+    let t = tenant("reassign");
+    for i in 0..7 {
+        store
+            .create_contact(
+                &t,
+                &contact(fields(&format!("C{i}"), "Leaver", &format!("c{i}@example.com"))),
+                None,
+                &audit(),
+            )
+            .await
+            .expect("create");
+    }
+    let mut kept = fields("Stay", "Put", "stay@example.com");
+    kept.owner = user("carol");
+    let kept = contact(kept);
+    store
+        .create_contact(&t, &kept, None, &audit())
+        .await
+        .expect("other owner");
+    store
+        .create_contact(
+            &tenant("other"),
+            &contact(fields("Not", "Mine", "x@example.com")),
+            None,
+            &audit(),
+        )
+        .await
+        .expect("other tenant");
+    let alice = user("alice");
+    assert_eq!(store.count_owned(&t, Owned::Contacts, &alice).await.expect("count"), 7);
+
+    let to = [user("bob"), user("dan")];
+    let first = store
+        .reassign_batch(&t, Owned::Contacts, &alice, &to, 0, 5, &user("boss"))
+        .await
+        .expect("batch 1");
+    assert_eq!(first, vec![3, 2]);
+    let second = store
+        .reassign_batch(&t, Owned::Contacts, &alice, &to, 5, 5, &user("boss"))
+        .await
+        .expect("batch 2");
+    assert_eq!(second, vec![1, 1]);
+    assert_eq!(
+        store
+            .reassign_batch(&t, Owned::Contacts, &alice, &to, 7, 5, &user("boss"))
+            .await
+            .expect("done"),
+        vec![0, 0]
+    );
+    assert_eq!(
+        store.count_owned(&t, Owned::Contacts, &alice).await.expect("none left"),
+        0
+    );
+    assert_eq!(
+        store.count_owned(&t, Owned::Contacts, &user("bob")).await.expect("bob"),
+        4
+    );
+    assert_eq!(
+        store.count_owned(&t, Owned::Contacts, &user("dan")).await.expect("dan"),
+        3
+    );
+    assert_eq!(
+        store
+            .get_contact(&t, kept.id)
+            .await
+            .expect("kept")
+            .fields
+            .owner
+            .as_str(),
+        "carol"
+    );
+    assert_eq!(
+        store
+            .count_owned(&tenant("other"), Owned::Contacts, &alice)
+            .await
+            .expect("other tenant untouched"),
+        1
+    );
+
+    let query = ListQuery {
+        filter: ContactFilter::parse("owner = bob").expect("filter"),
+        order: Order {
+            field: SortField::CreateTime,
+            descending: true,
+        },
+        after: None,
+        limit: 10,
+    };
+    let moved = store.list_contacts(&t, &query).await.expect("list");
+    let entry = &store
+        .list_history(&t, Audited::Contact(moved[0].id), None, 10)
+        .await
+        .expect("history")[0];
+    assert_eq!((entry.action, entry.actor.as_str()), (ChangeAction::Reassigned, "boss"));
+    assert_eq!(
+        entry.changes,
+        vec![FieldChange {
+            field: "owner".into(),
+            old: "alice".into(),
+            new: "bob".into()
+        }]
+    );
+    assert_eq!(
+        moved[0].revision,
+        Revision(2),
+        "a move is a new revision, so stale etags fail"
+    );
+}
+
+async fn erase_leaves_nothing_personal(store: &dyn ContactStore) {
+    let t = tenant("gdpr");
+    let mut f = fields("Erin", "Quixotically", "erin@private.example");
+    f.phones = vec![ContactPhone {
+        number: PhoneNumber::parse("+49 30 1234567").expect("phone"),
+        primary: true,
+    }];
+    f.attributes.insert(
+        AttributeKey::parse("shoe_size").expect("key"),
+        AttributeValue::Int(987_654),
+    );
+    let c = contact(f);
+    store
+        .create_contact(
+            &t,
+            &c,
+            None,
+            &record(ChangeAction::Created, "alice", changes(None, Some(&c.fields))),
+        )
+        .await
+        .expect("create");
+    let mut call = interaction(c.id, 5);
+    call.fields.body = "Erin said her new address is 1 Secret Lane".into();
+    store.create_interaction(&t, &call, None).await.expect("call");
+
+    let tombstone = c.erased(now());
+    store
+        .erase_contact(&t, &tombstone, c.revision, &record(ChangeAction::Erased, "dpo", vec![]))
+        .await
+        .expect("erase");
+    assert!(matches!(
+        store.erase_contact(&t, &tombstone, c.revision, &audit()).await,
+        Err(StoreError::RevisionMismatch)
+    ));
+
+    let stored = store.get_contact(&t, c.id).await.expect("tombstone");
+    assert_eq!(stored, tombstone);
+    assert!(stored.erase_time.is_some());
+    let everything = format!(
+        "{stored:?} {:?} {:?}",
+        store
+            .list_interactions(&t, TimelineOf::Contact(c.id), None, 10)
+            .await
+            .expect("timeline"),
+        store
+            .list_history(&t, Audited::Contact(c.id), None, 10)
+            .await
+            .expect("history")
+    );
+    for secret in [
+        "Erin",
+        "Quixotically",
+        "erin@private.example",
+        "301234567",
+        "Secret Lane",
+        "987654",
+        "shoe_size",
+    ] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} survived the erase: {everything}"
+        );
+    }
+    for q in ["erin", "quixotically", "private"] {
+        assert!(
+            store
+                .search_contacts(&t, &SearchTerms::parse(q).expect("terms"), 0, 10)
+                .await
+                .expect("search")
+                .is_empty(),
+            "{q}"
+        );
+    }
+    let all = ListQuery {
+        filter: ContactFilter::default(),
+        order: Order {
+            field: SortField::CreateTime,
+            descending: true,
+        },
+        after: None,
+        limit: 10,
+    };
+    assert!(
+        store.list_contacts(&t, &all).await.expect("list").is_empty(),
+        "tombstones are not listed"
     );
 }
 
@@ -648,6 +970,9 @@ conformance!(
     filters_select_exactly,
     search_ranks_and_follows_company_names,
     companies_and_timelines,
+    history_is_written_with_every_change,
+    reassignment_moves_in_batches_round_robin,
+    erase_leaves_nothing_personal,
 );
 
 /// Row-level security is the second wall: even SQL without a tenant condition, run as the
@@ -664,11 +989,21 @@ async fn postgres_row_level_security_is_forced() {
         .expect("connect");
     let store = PgContactStore::new(pool.clone());
     store
-        .create_contact(&tenant("a"), &contact(fields("A", "A", "a@example.com")), None)
+        .create_contact(
+            &tenant("a"),
+            &contact(fields("A", "A", "a@example.com")),
+            None,
+            &audit(),
+        )
         .await
         .expect("a");
     store
-        .create_contact(&tenant("b"), &contact(fields("B", "B", "b@example.com")), None)
+        .create_contact(
+            &tenant("b"),
+            &contact(fields("B", "B", "b@example.com")),
+            None,
+            &audit(),
+        )
         .await
         .expect("b");
 

@@ -2,11 +2,11 @@
 //! one conformance suite both must pass.
 
 use async_trait::async_trait;
-use crm_platform::{ApiError, TenantId};
+use crm_platform::{ApiError, TenantId, UserId};
 
 use crate::domain::{
-    Company, CompanyFilter, CompanyId, Contact, ContactFilter, ContactId, Cursor, Interaction, InteractionId,
-    ListQuery, Revision, SearchTerms, SortField, SortKey,
+    AuditRecord, Audited, Company, CompanyFilter, CompanyId, Contact, ContactFilter, ContactId, Cursor, HistoryEntry,
+    Interaction, InteractionId, ListQuery, Revision, SearchTerms, SortField, SortKey,
 };
 
 #[cfg(test)]
@@ -84,6 +84,30 @@ pub(crate) const KIND_CONTACT: &str = "contact";
 pub(crate) const KIND_COMPANY: &str = "company";
 pub(crate) const KIND_INTERACTION: &str = "interaction";
 
+/// The records a user can own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    Contacts,
+    Companies,
+}
+
+impl Owned {
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Owned::Contacts => "contacts",
+            Owned::Companies => "companies",
+        }
+    }
+
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            Owned::Contacts => "contact",
+            Owned::Companies => "company",
+        }
+    }
+}
+
+/// Every write records its audit entry in the same transaction.
 #[async_trait]
 pub trait ContactStore: Send + Sync + 'static {
     async fn create_contact(
@@ -91,17 +115,26 @@ pub trait ContactStore: Send + Sync + 'static {
         tenant: &TenantId,
         contact: &Contact,
         key: Option<&RequestKey>,
+        audit: &AuditRecord,
     ) -> Result<Created<Contact>, StoreError>;
     async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError>;
     /// Writes `contact` if the stored revision is still `expected`.
-    async fn update_contact(&self, tenant: &TenantId, contact: &Contact, expected: Revision) -> Result<(), StoreError>;
+    async fn update_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &Contact,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
     async fn delete_contact(
         &self,
         tenant: &TenantId,
         id: ContactId,
         expected: Option<Revision>,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError>;
-    /// Up to `limit + 1` contacts, so the caller can tell whether another page follows.
+    /// Up to `limit + 1` contacts (erased ones left out), so the caller can tell whether
+    /// another page follows.
     async fn list_contacts(
         &self,
         tenant: &TenantId,
@@ -115,21 +148,38 @@ pub trait ContactStore: Send + Sync + 'static {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError>;
+    /// Writes the tombstone (if the revision is still `expected`) and removes the contact's
+    /// personal data from its interactions and from the values of its audit trail.
+    async fn erase_contact(
+        &self,
+        tenant: &TenantId,
+        tombstone: &Contact,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
 
     async fn create_company(
         &self,
         tenant: &TenantId,
         company: &Company,
         key: Option<&RequestKey>,
+        audit: &AuditRecord,
     ) -> Result<Created<Company>, StoreError>;
     async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError>;
-    async fn update_company(&self, tenant: &TenantId, company: &Company, expected: Revision) -> Result<(), StoreError>;
+    async fn update_company(
+        &self,
+        tenant: &TenantId,
+        company: &Company,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
     /// Deletes a company; its contacts lose the link.
     async fn delete_company(
         &self,
         tenant: &TenantId,
         id: CompanyId,
         expected: Option<Revision>,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError>;
     async fn list_companies(
         &self,
@@ -164,6 +214,34 @@ pub trait ContactStore: Send + Sync + 'static {
         contact: ContactId,
         id: InteractionId,
     ) -> Result<(), StoreError>;
+
+    /// Audit entries of a record, newest first; up to `limit + 1` older than `before`.
+    async fn list_history(
+        &self,
+        tenant: &TenantId,
+        of: Audited,
+        before: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// How many records of a kind a user owns.
+    async fn count_owned(&self, tenant: &TenantId, what: Owned, owner: &UserId) -> Result<u64, StoreError>;
+    /// Moves up to `limit` records of `from` in one transaction, the i-th to
+    /// `to[(offset + i) % to.len()]`, each with an audit entry; returns how many each target got.
+    async fn reassign_batch(
+        &self,
+        tenant: &TenantId,
+        what: Owned,
+        from: &UserId,
+        to: &[UserId],
+        offset: usize,
+        limit: usize,
+        actor: &UserId,
+    ) -> Result<Vec<u64>, StoreError>;
+}
+
+/// The targets of a round-robin batch: `to[(offset + i) % to.len()]` for the i-th record.
+pub(crate) fn round_robin(to: &[UserId], offset: usize, count: usize) -> Vec<usize> {
+    (0..count).map(|i| (offset + i) % to.len().max(1)).collect()
 }
 
 /// The cursor that continues a listing after `contact`.

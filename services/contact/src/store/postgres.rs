@@ -2,21 +2,21 @@
 //! security guards every statement in addition to the explicit tenant_id conditions.
 
 use async_trait::async_trait;
-use crm_platform::TenantId;
 use crm_platform::db::{begin_tenant, is_unique_violation};
+use crm_platform::{TenantId, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, RequestKey, StoreError, TimelineOf, corrupt,
-    stored_user, stored_word, tsquery,
+    ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Owned, RequestKey, StoreError, TimelineOf,
+    corrupt, round_robin, stored_user, stored_word, tsquery,
 };
 use crate::domain::*;
 
 const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
-                               owner, tags, attributes, consent, create_time, update_time, revision";
+                               owner, tags, attributes, consent, create_time, update_time, revision, erase_time";
 const COMPANY_COLUMNS: &str =
     "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
@@ -73,6 +73,7 @@ fn contact_from_row(row: &PgRow) -> Result<Contact, StoreError> {
         create_time: row.try_get("create_time")?,
         update_time: row.try_get("update_time")?,
         revision: Revision(row.try_get("revision")?),
+        erase_time: row.try_get("erase_time")?,
     })
 }
 
@@ -238,6 +239,7 @@ impl ContactStore for PgContactStore {
         tenant: &TenantId,
         contact: &Contact,
         key: Option<&RequestKey>,
+        audit: &AuditRecord,
     ) -> Result<Created<Contact>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
@@ -279,6 +281,7 @@ impl ContactStore for PgContactStore {
             if let Some(key) = key {
                 remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
             }
+            record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
             Ok(Created { value: contact.clone(), replayed: false })
         }
         .await
@@ -292,42 +295,45 @@ impl ContactStore for PgContactStore {
         Ok(contact)
     }
 
-    async fn update_contact(&self, tenant: &TenantId, contact: &Contact, expected: Revision) -> Result<(), StoreError> {
+    async fn update_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &Contact,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
         let mut tx = self.tx(tenant).await?;
-        let company = company_name(&mut tx, tenant, contact.fields.company).await?;
-        let f = &contact.fields;
-        let updated = sqlx::query(
-            "UPDATE contacts SET given_name = $3, family_name = $4, emails = $5, phones = $6, primary_email = $7, title = $8, \
-             company_id = $9, company_name = $10, lifecycle_stage = $11, source = $12, owner = $13, tags = $14, attributes = $15, \
-             consent = $16, search_text = $17, update_time = $18, revision = $19 \
-             WHERE tenant_id = $1 AND id = $2 AND revision = $20",
+        write_contact(&mut tx, tenant, contact, expected).await?;
+        record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn erase_contact(
+        &self,
+        tenant: &TenantId,
+        tombstone: &Contact,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        write_contact(&mut tx, tenant, tombstone, expected).await?;
+        sqlx::query(
+            "UPDATE interactions SET subject = '', body = '', outcome = '' WHERE tenant_id = $1 AND contact_id = $2",
         )
         .bind(tenant.as_str())
-        .bind(contact.id.0)
-        .bind(&f.given_name)
-        .bind(&f.family_name)
-        .bind(Json(&f.emails))
-        .bind(Json(&f.phones))
-        .bind(f.primary_email().map(EmailAddress::as_str))
-        .bind(&f.title)
-        .bind(f.company.map(|c| c.0))
-        .bind(company)
-        .bind(f.lifecycle_stage.as_str())
-        .bind(f.source.as_str())
-        .bind(f.owner.as_str())
-        .bind(tag_strings(&f.tags))
-        .bind(Json(&f.attributes))
-        .bind(Json(&f.consent))
-        .bind(f.search_text())
-        .bind(contact.update_time)
-        .bind(contact.revision.0)
-        .bind(expected.0)
+        .bind(tombstone.id.0)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(missing_or_stale(&mut tx, "contacts", tenant, contact.id.0).await);
-        }
+        .await?;
+        sqlx::query(
+            "UPDATE history SET changes = (SELECT coalesce(jsonb_agg(jsonb_build_object('field', c->>'field', 'old', NULL, 'new', NULL)), '[]'::jsonb) \
+             FROM jsonb_array_elements(changes) AS c) WHERE tenant_id = $1 AND resource_kind = 'contact' AND resource_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(tombstone.id.0)
+        .execute(&mut *tx)
+        .await?;
+        record(&mut tx, tenant, Audited::Contact(tombstone.id), audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -337,9 +343,11 @@ impl ContactStore for PgContactStore {
         tenant: &TenantId,
         id: ContactId,
         expected: Option<Revision>,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.tx(tenant).await?;
         delete_row(&mut tx, "contacts", tenant, id.0, expected).await?;
+        record(&mut tx, tenant, Audited::Contact(id), audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -353,6 +361,7 @@ impl ContactStore for PgContactStore {
         let mut qb =
             QueryBuilder::<Postgres>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
+        qb.push(" AND erase_time IS NULL");
         if let Some(stage) = f.lifecycle_stage {
             qb.push(" AND lifecycle_stage = ").push_bind(stage.as_str());
         }
@@ -389,7 +398,7 @@ impl ContactStore for PgContactStore {
         let mut tx = self.tx(tenant).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONTACT_COLUMNS} FROM contacts, to_tsquery('simple', $2) AS q \
-             WHERE tenant_id = $1 AND search_doc @@ q ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $3 OFFSET $4"
+             WHERE tenant_id = $1 AND erase_time IS NULL AND search_doc @@ q ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $3 OFFSET $4"
         )))
         .bind(tenant.as_str())
         .bind(tsquery(terms))
@@ -406,6 +415,7 @@ impl ContactStore for PgContactStore {
         tenant: &TenantId,
         company: &Company,
         key: Option<&RequestKey>,
+        audit: &AuditRecord,
     ) -> Result<Created<Company>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
@@ -437,6 +447,7 @@ impl ContactStore for PgContactStore {
             if let Some(key) = key {
                 remember(&mut tx, tenant, KIND_COMPANY, key, company.id.0).await?;
             }
+            record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
             Ok(Created { value: company.clone(), replayed: false })
         }
         .await
@@ -450,7 +461,13 @@ impl ContactStore for PgContactStore {
         Ok(company)
     }
 
-    async fn update_company(&self, tenant: &TenantId, company: &Company, expected: Revision) -> Result<(), StoreError> {
+    async fn update_company(
+        &self,
+        tenant: &TenantId,
+        company: &Company,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
         let mut tx = self.tx(tenant).await?;
         let f = &company.fields;
         let updated = sqlx::query(
@@ -481,6 +498,7 @@ impl ContactStore for PgContactStore {
             .bind(&f.display_name)
             .execute(&mut *tx)
             .await?;
+        record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -490,6 +508,7 @@ impl ContactStore for PgContactStore {
         tenant: &TenantId,
         id: CompanyId,
         expected: Option<Revision>,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.tx(tenant).await?;
         sqlx::query(
@@ -500,6 +519,7 @@ impl ContactStore for PgContactStore {
         .execute(&mut *tx)
         .await?;
         delete_row(&mut tx, "companies", tenant, id.0, expected).await?;
+        record(&mut tx, tenant, Audited::Company(id), audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -656,6 +676,115 @@ impl ContactStore for PgContactStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn list_history(
+        &self,
+        tenant: &TenantId,
+        of: Audited,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT id, action, actor, create_time, changes FROM history \
+             WHERE tenant_id = $1 AND resource_kind = $2 AND resource_id = $3 AND ($4::uuid IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(tenant.as_str())
+        .bind(of.kind())
+        .bind(of.id())
+        .bind(before)
+        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let action: String = row.try_get("action")?;
+                let Json(changes) = row.try_get("changes")?;
+                Ok(HistoryEntry {
+                    id: row.try_get("id")?,
+                    of,
+                    action: stored_word(&action, ChangeAction::parse)?,
+                    actor: stored_user(&row.try_get::<String, _>("actor")?)?,
+                    time: row.try_get("create_time")?,
+                    changes,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_owned(&self, tenant: &TenantId, what: Owned, owner: &UserId) -> Result<u64, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {} WHERE tenant_id = $1 AND owner = $2",
+            what.table()
+        )))
+        .bind(tenant.as_str())
+        .bind(owner.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn reassign_batch(
+        &self,
+        tenant: &TenantId,
+        what: Owned,
+        from: &UserId,
+        to: &[UserId],
+        offset: usize,
+        limit: usize,
+        actor: &UserId,
+    ) -> Result<Vec<u64>, StoreError> {
+        let table = what.table();
+        let mut tx = self.tx(tenant).await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM {table} WHERE tenant_id = $1 AND owner = $2 ORDER BY id LIMIT $3 FOR UPDATE"
+        )))
+        .bind(tenant.as_str())
+        .bind(from.as_str())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let targets = round_robin(to, offset, ids.len());
+        let owners: Vec<String> = targets.iter().map(|t| to[*t].as_str().to_owned()).collect();
+        let entry_ids: Vec<Uuid> = ids.iter().map(|_| Uuid::now_v7()).collect();
+        let now = now();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} AS r SET owner = v.owner, revision = r.revision + 1, update_time = $3 \
+             FROM unnest($2::uuid[], $4::text[]) AS v(id, owner) WHERE r.tenant_id = $1 AND r.id = v.id"
+        )))
+        .bind(tenant.as_str())
+        .bind(&ids)
+        .bind(now)
+        .bind(&owners)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
+             SELECT $1, v.entry, $2, v.id, 'reassigned', $3, $4, \
+                    jsonb_build_array(jsonb_build_object('field', 'owner', 'old', $5::text, 'new', v.owner)) \
+             FROM unnest($6::uuid[], $7::uuid[], $8::text[]) AS v(entry, id, owner)",
+        )
+        .bind(tenant.as_str())
+        .bind(what.kind())
+        .bind(actor.as_str())
+        .bind(now)
+        .bind(from.as_str())
+        .bind(&entry_ids)
+        .bind(&ids)
+        .bind(&owners)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut shares = vec![0_u64; to.len()];
+        for target in targets {
+            shares[target] += 1;
+        }
+        Ok(shares)
+    }
 }
 
 /// One row of `table` by id, decoded by `decode`.
@@ -749,5 +878,74 @@ async fn delete_row(
     if deleted == 0 {
         return Err(missing_or_stale(tx, table, tenant, id).await);
     }
+    Ok(())
+}
+
+/// Writes a contact's row if its stored revision is still `expected`.
+async fn write_contact(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    contact: &Contact,
+    expected: Revision,
+) -> Result<(), StoreError> {
+    let company = company_name(tx, tenant, contact.fields.company).await?;
+    let f = &contact.fields;
+    let updated = sqlx::query(
+        "UPDATE contacts SET given_name = $3, family_name = $4, emails = $5, phones = $6, primary_email = $7, title = $8, \
+         company_id = $9, company_name = $10, lifecycle_stage = $11, source = $12, owner = $13, tags = $14, attributes = $15, \
+         consent = $16, search_text = $17, update_time = $18, revision = $19, erase_time = $21 \
+         WHERE tenant_id = $1 AND id = $2 AND revision = $20",
+    )
+    .bind(tenant.as_str())
+    .bind(contact.id.0)
+    .bind(&f.given_name)
+    .bind(&f.family_name)
+    .bind(Json(&f.emails))
+    .bind(Json(&f.phones))
+    .bind(f.primary_email().map(EmailAddress::as_str))
+    .bind(&f.title)
+    .bind(f.company.map(|c| c.0))
+    .bind(company)
+    .bind(f.lifecycle_stage.as_str())
+    .bind(f.source.as_str())
+    .bind(f.owner.as_str())
+    .bind(tag_strings(&f.tags))
+    .bind(Json(&f.attributes))
+    .bind(Json(&f.consent))
+    .bind(f.search_text())
+    .bind(contact.update_time)
+    .bind(contact.revision.0)
+    .bind(expected.0)
+    .bind(contact.erase_time)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(missing_or_stale(tx, "contacts", tenant, contact.id.0).await);
+    }
+    Ok(())
+}
+
+/// Appends an audit entry in the write's transaction.
+async fn record(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    of: Audited,
+    audit: &AuditRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(tenant.as_str())
+    .bind(Uuid::now_v7())
+    .bind(of.kind())
+    .bind(of.id())
+    .bind(audit.action.as_str())
+    .bind(audit.actor.as_str())
+    .bind(now())
+    .bind(Json(&audit.changes))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use crm_platform::TenantId;
 use crm_platform::db::begin_sqlite_write;
+use crm_platform::{TenantId, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::sqlite::SqliteRow;
@@ -12,13 +12,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, RequestKey, StoreError, TimelineOf, corrupt,
-    fts5_query, stored_user, stored_word,
+    ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Owned, RequestKey, StoreError, TimelineOf,
+    corrupt, fts5_query, round_robin, stored_user, stored_word,
 };
 use crate::domain::*;
 
 const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
-                               owner, tags, attributes, consent, create_time, update_time, revision";
+                               owner, tags, attributes, consent, create_time, update_time, revision, erase_time";
 const COMPANY_COLUMNS: &str =
     "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
@@ -43,6 +43,13 @@ fn micros(time: DateTime<Utc>) -> i64 {
 fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
     let value: i64 = row.try_get(column)?;
     DateTime::from_timestamp_micros(value).ok_or_else(|| corrupt(format!("{column} out of range")))
+}
+
+fn opt_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let value: Option<i64> = row.try_get(column)?;
+    value
+        .map(|v| DateTime::from_timestamp_micros(v).ok_or_else(|| corrupt(format!("{column} out of range"))))
+        .transpose()
 }
 
 fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
@@ -86,6 +93,7 @@ fn contact_from_row(row: &SqliteRow) -> Result<Contact, StoreError> {
         create_time: time(row, "create_time")?,
         update_time: time(row, "update_time")?,
         revision: Revision(row.try_get("revision")?),
+        erase_time: opt_time(row, "erase_time")?,
     })
 }
 
@@ -242,6 +250,7 @@ impl ContactStore for SqliteContactStore {
         tenant: &TenantId,
         contact: &Contact,
         key: Option<&RequestKey>,
+        audit: &AuditRecord,
     ) -> Result<Created<Contact>, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = key
@@ -283,6 +292,7 @@ impl ContactStore for SqliteContactStore {
         if let Some(key) = key {
             remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
         }
+        record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
         tx.commit().await?;
         Ok(Created {
             value: contact.clone(),
@@ -297,42 +307,46 @@ impl ContactStore for SqliteContactStore {
         Ok(contact)
     }
 
-    async fn update_contact(&self, tenant: &TenantId, contact: &Contact, expected: Revision) -> Result<(), StoreError> {
+    async fn update_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &Contact,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let company = company_name(&mut tx, tenant, contact.fields.company).await?;
-        let f = &contact.fields;
-        let updated = sqlx::query(
-            "UPDATE contacts SET given_name = ?3, family_name = ?4, emails = ?5, phones = ?6, primary_email = ?7, title = ?8, \
-             company_id = ?9, company_name = ?10, lifecycle_stage = ?11, source = ?12, owner = ?13, tags = ?14, attributes = ?15, \
-             consent = ?16, search_text = ?17, update_time = ?18, revision = ?19 \
-             WHERE tenant_id = ?1 AND id = ?2 AND revision = ?20",
+        write_contact(&mut tx, tenant, contact, expected).await?;
+        record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn erase_contact(
+        &self,
+        tenant: &TenantId,
+        tombstone: &Contact,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        write_contact(&mut tx, tenant, tombstone, expected).await?;
+        sqlx::query(
+            "UPDATE interactions SET subject = '', body = '', outcome = '' WHERE tenant_id = ?1 AND contact_id = ?2",
         )
         .bind(tenant.as_str())
-        .bind(contact.id.0.to_string())
-        .bind(&f.given_name)
-        .bind(&f.family_name)
-        .bind(to_json(&f.emails)?)
-        .bind(to_json(&f.phones)?)
-        .bind(f.primary_email().map(EmailAddress::as_str))
-        .bind(&f.title)
-        .bind(f.company.map(|c| c.0.to_string()))
-        .bind(company)
-        .bind(f.lifecycle_stage.as_str())
-        .bind(f.source.as_str())
-        .bind(f.owner.as_str())
-        .bind(to_json(&f.tags)?)
-        .bind(to_json(&f.attributes)?)
-        .bind(to_json(&f.consent)?)
-        .bind(f.search_text())
-        .bind(micros(contact.update_time))
-        .bind(contact.revision.0)
-        .bind(expected.0)
+        .bind(tombstone.id.0.to_string())
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(missing_or_stale(&mut tx, "contacts", tenant, contact.id.0).await);
-        }
+        .await?;
+        sqlx::query(
+            "UPDATE history SET changes = (SELECT coalesce(json_group_array(json_object('field', json_extract(value, '$.field'), \
+             'old', NULL, 'new', NULL)), '[]') FROM json_each(history.changes)) \
+             WHERE tenant_id = ?1 AND resource_kind = 'contact' AND resource_id = ?2",
+        )
+        .bind(tenant.as_str())
+        .bind(tombstone.id.0.to_string())
+        .execute(&mut *tx)
+        .await?;
+        record(&mut tx, tenant, Audited::Contact(tombstone.id), audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -342,9 +356,11 @@ impl ContactStore for SqliteContactStore {
         tenant: &TenantId,
         id: ContactId,
         expected: Option<Revision>,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         delete_row(&mut tx, "contacts", tenant, id.0, expected).await?;
+        record(&mut tx, tenant, Audited::Contact(id), audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -357,6 +373,7 @@ impl ContactStore for SqliteContactStore {
         let f = &query.filter;
         let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
+        qb.push(" AND erase_time IS NULL");
         if let Some(stage) = f.lifecycle_stage {
             qb.push(" AND lifecycle_stage = ").push_bind(stage.as_str());
         }
@@ -393,7 +410,7 @@ impl ContactStore for SqliteContactStore {
             .join(", ");
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {columns} FROM contacts_fts JOIN contacts c ON c.rowid = contacts_fts.rowid \
-             WHERE contacts_fts MATCH ?1 AND c.tenant_id = ?2 ORDER BY bm25(contacts_fts), c.id LIMIT ?3 OFFSET ?4"
+             WHERE contacts_fts MATCH ?1 AND c.tenant_id = ?2 AND c.erase_time IS NULL ORDER BY bm25(contacts_fts), c.id LIMIT ?3 OFFSET ?4"
         )))
         .bind(fts5_query(terms))
         .bind(tenant.as_str())
@@ -409,6 +426,7 @@ impl ContactStore for SqliteContactStore {
         tenant: &TenantId,
         company: &Company,
         key: Option<&RequestKey>,
+        audit: &AuditRecord,
     ) -> Result<Created<Company>, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = key
@@ -440,6 +458,7 @@ impl ContactStore for SqliteContactStore {
         if let Some(key) = key {
             remember(&mut tx, tenant, KIND_COMPANY, key, company.id.0).await?;
         }
+        record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
         tx.commit().await?;
         Ok(Created {
             value: company.clone(),
@@ -454,7 +473,13 @@ impl ContactStore for SqliteContactStore {
         Ok(company)
     }
 
-    async fn update_company(&self, tenant: &TenantId, company: &Company, expected: Revision) -> Result<(), StoreError> {
+    async fn update_company(
+        &self,
+        tenant: &TenantId,
+        company: &Company,
+        expected: Revision,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         let f = &company.fields;
         let updated = sqlx::query(
@@ -487,6 +512,7 @@ impl ContactStore for SqliteContactStore {
         .bind(&f.display_name)
         .execute(&mut *tx)
         .await?;
+        record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -496,6 +522,7 @@ impl ContactStore for SqliteContactStore {
         tenant: &TenantId,
         id: CompanyId,
         expected: Option<Revision>,
+        audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
@@ -506,6 +533,7 @@ impl ContactStore for SqliteContactStore {
         .execute(&mut *tx)
         .await?;
         delete_row(&mut tx, "companies", tenant, id.0, expected).await?;
+        record(&mut tx, tenant, Audited::Company(id), audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -656,6 +684,110 @@ impl ContactStore for SqliteContactStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn list_history(
+        &self,
+        tenant: &TenantId,
+        of: Audited,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, action, actor, create_time, changes FROM history \
+             WHERE tenant_id = ?1 AND resource_kind = ?2 AND resource_id = ?3 AND (?4 IS NULL OR id < ?4) \
+             ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(tenant.as_str())
+        .bind(of.kind())
+        .bind(of.id().to_string())
+        .bind(before.map(|b| b.to_string()))
+        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let action: String = row.try_get("action")?;
+                Ok(HistoryEntry {
+                    id: uuid(row, "id")?,
+                    of,
+                    action: stored_word(&action, ChangeAction::parse)?,
+                    actor: stored_user(&row.try_get::<String, _>("actor")?)?,
+                    time: time(row, "create_time")?,
+                    changes: json(row, "changes")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_owned(&self, tenant: &TenantId, what: Owned, owner: &UserId) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {} WHERE tenant_id = ?1 AND owner = ?2",
+            what.table()
+        )))
+        .bind(tenant.as_str())
+        .bind(owner.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn reassign_batch(
+        &self,
+        tenant: &TenantId,
+        what: Owned,
+        from: &UserId,
+        to: &[UserId],
+        offset: usize,
+        limit: usize,
+        actor: &UserId,
+    ) -> Result<Vec<u64>, StoreError> {
+        let table = what.table();
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM {table} WHERE tenant_id = ?1 AND owner = ?2 ORDER BY id LIMIT ?3"
+        )))
+        .bind(tenant.as_str())
+        .bind(from.as_str())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let targets = round_robin(to, offset, ids.len());
+        let now = micros(now());
+        let mut shares = vec![0_u64; to.len()];
+        for (id, target) in ids.iter().zip(targets) {
+            let owner = to[target].as_str();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET owner = ?3, revision = revision + 1, update_time = ?4 WHERE tenant_id = ?1 AND id = ?2"
+            )))
+            .bind(tenant.as_str())
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let change = [FieldChange {
+                field: "owner".into(),
+                old: from.as_str().into(),
+                new: owner.into(),
+            }];
+            sqlx::query(
+                "INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
+                 VALUES (?1, ?2, ?3, ?4, 'reassigned', ?5, ?6, ?7)",
+            )
+            .bind(tenant.as_str())
+            .bind(Uuid::now_v7().to_string())
+            .bind(what.kind())
+            .bind(id)
+            .bind(actor.as_str())
+            .bind(now)
+            .bind(to_json(&change)?)
+            .execute(&mut *tx)
+            .await?;
+            shares[target] += 1;
+        }
+        tx.commit().await?;
+        Ok(shares)
+    }
 }
 
 /// One row of `table` by id, decoded by `decode`.
@@ -749,5 +881,74 @@ async fn delete_row(
     if deleted == 0 {
         return Err(missing_or_stale(tx, table, tenant, id).await);
     }
+    Ok(())
+}
+
+/// Writes a contact's row if its stored revision is still `expected`.
+async fn write_contact(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    contact: &Contact,
+    expected: Revision,
+) -> Result<(), StoreError> {
+    let company = company_name(tx, tenant, contact.fields.company).await?;
+    let f = &contact.fields;
+    let updated = sqlx::query(
+        "UPDATE contacts SET given_name = ?3, family_name = ?4, emails = ?5, phones = ?6, primary_email = ?7, title = ?8, \
+         company_id = ?9, company_name = ?10, lifecycle_stage = ?11, source = ?12, owner = ?13, tags = ?14, attributes = ?15, \
+         consent = ?16, search_text = ?17, update_time = ?18, revision = ?19, erase_time = ?21 \
+         WHERE tenant_id = ?1 AND id = ?2 AND revision = ?20",
+    )
+    .bind(tenant.as_str())
+    .bind(contact.id.0.to_string())
+    .bind(&f.given_name)
+    .bind(&f.family_name)
+    .bind(to_json(&f.emails)?)
+    .bind(to_json(&f.phones)?)
+    .bind(f.primary_email().map(EmailAddress::as_str))
+    .bind(&f.title)
+    .bind(f.company.map(|c| c.0.to_string()))
+    .bind(company)
+    .bind(f.lifecycle_stage.as_str())
+    .bind(f.source.as_str())
+    .bind(f.owner.as_str())
+    .bind(to_json(&f.tags)?)
+    .bind(to_json(&f.attributes)?)
+    .bind(to_json(&f.consent)?)
+    .bind(f.search_text())
+    .bind(micros(contact.update_time))
+    .bind(contact.revision.0)
+    .bind(expected.0)
+    .bind(contact.erase_time.map(micros))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(missing_or_stale(tx, "contacts", tenant, contact.id.0).await);
+    }
+    Ok(())
+}
+
+/// Appends an audit entry in the write's transaction.
+async fn record(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    of: Audited,
+    audit: &AuditRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(tenant.as_str())
+    .bind(Uuid::now_v7().to_string())
+    .bind(of.kind())
+    .bind(of.id().to_string())
+    .bind(audit.action.as_str())
+    .bind(audit.actor.as_str())
+    .bind(micros(now()))
+    .bind(to_json(&audit.changes)?)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
