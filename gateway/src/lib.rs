@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use crm_platform::auth::{AuthLayer, Verifier};
 use crm_platform::{ApiError, ErrorCode};
 use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
@@ -163,9 +163,15 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
     let api = Router::new()
         .route("/v1/contacts", get(contacts::list).post(contacts::create))
         .route("/v1/contacts:search", get(contacts::search))
+        .route("/v1/contacts:reassignOwner", post(contacts::reassign_owner))
+        .route("/v1/contacts/{id}/history", get(contacts::contact_history))
+        .route("/v1/companies/{id}/history", get(companies::history))
         .route(
             "/v1/contacts/{id}",
-            get(contacts::get).patch(contacts::update).delete(contacts::delete),
+            get(contacts::get)
+                .patch(contacts::update)
+                .delete(contacts::delete)
+                .post(contacts::custom_method),
         )
         .route(
             "/v1/contacts/{id}/interactions",

@@ -32,6 +32,7 @@ impl Modify for BearerAuth {
     security(("bearer" = [])),
     paths(
         contacts::list, contacts::create, contacts::get, contacts::update, contacts::delete, contacts::search,
+        contacts::contact_history, contacts::reassign_owner, contacts::erase_contact, companies::history,
         companies::list, companies::create, companies::get, companies::update, companies::delete,
         interactions::list_for_contact, interactions::list_for_company, interactions::create, interactions::get, interactions::delete,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
@@ -39,7 +40,8 @@ impl Modify for BearerAuth {
     components(schemas(
         dto::Contact, dto::Company, dto::Interaction, dto::ContactPage, dto::CompanyPage, dto::InteractionPage,
         dto::EmailAddress, dto::PhoneNumber, dto::Consent, dto::ChannelConsent, dto::common::AttributeValue,
-        ProblemBody, Violation,
+        dto::HistoryPage, dto::HistoryEntry, dto::FieldChange, dto::ReassignOwnerRequest, dto::ReassignOwnerResponse,
+        dto::OwnerShare, ProblemBody, Violation,
     )),
     tags((name = "contacts"), (name = "companies"), (name = "interactions"), (name = "operations")),
 )]

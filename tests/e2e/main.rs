@@ -2,6 +2,7 @@
 
 mod support;
 
+mod data_rights;
 mod grpc;
 mod postgres;
 mod rest;

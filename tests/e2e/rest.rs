@@ -332,6 +332,10 @@ async fn operations_endpoints_and_openapi() {
         "/v1/companies",
         "/v1/companies/{id}",
         "/v1/companies/{id}/interactions",
+        "/v1/contacts/{id}/history",
+        "/v1/companies/{id}/history",
+        "/v1/contacts:reassignOwner",
+        "/v1/contacts/{id}:erase",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }

@@ -135,6 +135,9 @@ async fn another_tenant_sees_nothing_on_any_route_or_rpc() {
             .await,
         other.delete(&format!("/v1/companies/{coid}")).await,
         other.get(&format!("/v1/companies/{coid}/interactions")).await,
+        other.get(&format!("/v1/contacts/{cid}/history")).await,
+        other.get(&format!("/v1/companies/{coid}/history")).await,
+        other.post(&format!("/v1/contacts/{cid}:erase"), json!({})).await,
     ];
     for (status, body) in &not_found {
         assert_eq!(*status, 404, "{body}");
@@ -245,6 +248,32 @@ async fn another_tenant_sees_nothing_on_any_route_or_rpc() {
             .map(drop),
         ),
         (
+            "ListHistory(contact)",
+            grpc.list_history(pb::ListHistoryRequest {
+                parent: contact_name.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "ListHistory(company)",
+            grpc.list_history(pb::ListHistoryRequest {
+                parent: company_name.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "EraseContact",
+            grpc.erase_contact(pb::EraseContactRequest {
+                name: contact_name.clone(),
+            })
+            .await
+            .map(drop),
+        ),
+        (
             "ListInteractions(contact)",
             grpc.list_interactions(pb::ListInteractionsRequest {
                 parent: contact_name.clone(),
@@ -304,6 +333,31 @@ async fn another_tenant_sees_nothing_on_any_route_or_rpc() {
         .expect("search")
         .into_inner();
     assert!(found.contacts.is_empty());
+    let moved = grpc
+        .reassign_owner(pb::ReassignOwnerRequest {
+            from_user: "alice".into(),
+            to_users: vec!["eve".into()],
+            dry_run: false,
+        })
+        .await
+        .expect("reassign")
+        .into_inner();
+    assert_eq!(
+        (moved.contacts, moved.companies),
+        (0, 0),
+        "a reassignment never reaches another tenant"
+    );
+    let (status, moved) = other
+        .post(
+            "/v1/contacts:reassignOwner",
+            json!({"fromUser": "alice", "toUsers": ["eve"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, moved["contacts"].as_str(), moved["companies"].as_str()),
+        (200, Some("0"), Some("0")),
+        "{moved}"
+    );
 
     // And tenant A's data is exactly as it was.
     let (_, still) = owner.get(&format!("/v1/contacts/{cid}")).await;

@@ -18,6 +18,7 @@ json_enum!(SizeBand, pb::SizeBand, "SIZE_BAND_");
 json_enum!(InteractionType, pb::InteractionType, "INTERACTION_TYPE_");
 json_enum!(Direction, pb::Direction, "DIRECTION_");
 json_enum!(InteractionChannel, pb::InteractionChannel, "INTERACTION_CHANNEL_");
+json_enum!(ChangeAction, pb::ChangeAction, "CHANGE_ACTION_");
 
 fn nonzero<T>(value: i32, wrap: fn(i32) -> T) -> Option<T> {
     (value != 0).then(|| wrap(value))
@@ -108,6 +109,10 @@ pub struct Contact {
     #[schema(read_only)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// When the personal data was erased; the contact is then an anonymous tombstone.
+    #[schema(read_only)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase_time: Option<String>,
 }
 
 fn consent_to_proto(v: &mut Violations, field: &str, c: Option<&ChannelConsent>) -> Option<pb::ChannelConsent> {
@@ -181,6 +186,7 @@ impl Contact {
             create_time: None,
             update_time: None,
             etag: self.etag.clone().unwrap_or_default(),
+            erase_time: None,
         };
         v.finish()?;
         Ok(contact)
@@ -254,6 +260,7 @@ impl From<&pb::Contact> for Contact {
             create_time: time_to_json(c.create_time.as_ref()),
             update_time: time_to_json(c.update_time.as_ref()),
             etag: Some(c.etag.clone()),
+            erase_time: time_to_json(c.erase_time.as_ref()),
         }
     }
 }
@@ -472,4 +479,126 @@ pub struct CompanyPage {
 pub struct InteractionPage {
     pub interactions: Vec<Interaction>,
     pub next_page_token: String,
+}
+
+/// One field's change, with JSON values (null when unset or erased).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    pub field: String,
+    pub old_value: serde_json::Value,
+    pub new_value: serde_json::Value,
+}
+
+/// One audited change of a contact or company.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// `contacts/{id}/history/{entry}` or `companies/{id}/history/{entry}`.
+    pub name: String,
+    pub action: Option<ChangeAction>,
+    /// The user who made the change.
+    pub actor: String,
+    pub create_time: Option<String>,
+    pub changes: Vec<FieldChange>,
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    pub next_page_token: String,
+}
+
+fn json_value(value: Option<&crm_proto::prost_types::Value>) -> serde_json::Value {
+    use crm_proto::prost_types::value::Kind;
+    match value.and_then(|v| v.kind.as_ref()) {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+        }
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(list)) => {
+            serde_json::Value::Array(list.values.iter().map(|v| json_value(Some(v))).collect())
+        }
+        Some(Kind::StructValue(map)) => serde_json::Value::Object(
+            map.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json_value(Some(v))))
+                .collect(),
+        ),
+    }
+}
+
+impl From<&pb::HistoryEntry> for HistoryEntry {
+    fn from(e: &pb::HistoryEntry) -> Self {
+        HistoryEntry {
+            name: e.name.clone(),
+            action: nonzero(e.action, ChangeAction),
+            actor: e.actor.clone(),
+            create_time: time_to_json(e.create_time.as_ref()),
+            changes: e
+                .changes
+                .iter()
+                .map(|c| FieldChange {
+                    field: c.field.clone(),
+                    old_value: json_value(c.old_value.as_ref()),
+                    new_value: json_value(c.new_value.as_ref()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Moves a user's portfolio.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReassignOwnerRequest {
+    /// The user whose contacts and companies move.
+    pub from_user: String,
+    /// One user takes everything; several share it round-robin.
+    pub to_users: Vec<String>,
+    /// Only report what would move.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What one receiving user got.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerShare {
+    pub user: String,
+    pub contacts: Int64,
+    pub companies: Int64,
+}
+
+/// What moved (or would move, on a dry run).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReassignOwnerResponse {
+    pub contacts: Int64,
+    pub companies: Int64,
+    pub shares: Vec<OwnerShare>,
+    pub dry_run: bool,
+}
+
+impl From<&pb::ReassignOwnerResponse> for ReassignOwnerResponse {
+    fn from(r: &pb::ReassignOwnerResponse) -> Self {
+        ReassignOwnerResponse {
+            contacts: Int64(r.contacts),
+            companies: Int64(r.companies),
+            shares: r
+                .shares
+                .iter()
+                .map(|s| OwnerShare {
+                    user: s.user.clone(),
+                    contacts: Int64(s.contacts),
+                    companies: Int64(s.companies),
+                })
+                .collect(),
+            dry_run: r.dry_run,
+        }
+    }
 }

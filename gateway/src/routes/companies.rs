@@ -133,3 +133,15 @@ pub async fn delete(
     gw.contacts().delete_company(call.request(request, gw.deadline)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// A company's audit trail, newest first.
+#[utoipa::path(get, path = "/v1/companies/{id}/history", tag = "companies", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = crate::dto::HistoryPage), (status = 404, body = ProblemBody)))]
+pub async fn history(
+    State(gw): State<Gateway>,
+    call: Call,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<PageParams>,
+) -> Result<Response, Problem> {
+    super::contacts::history(&gw, &call, format!("companies/{id}"), q).await
+}

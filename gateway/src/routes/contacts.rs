@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 
 use super::*;
 use crate::Gateway;
-use crate::dto::{Contact, ContactPage};
+use crate::dto::{Contact, ContactPage, HistoryPage, ReassignOwnerRequest, ReassignOwnerResponse};
 use crate::extract::{JsonBody, QueryParams};
 use crate::problem::{Problem, ProblemBody};
 use crate::upstream::Call;
@@ -172,4 +172,98 @@ pub async fn search(
         next_page_token: response.next_page_token,
     })
     .into_response())
+}
+
+/// A record's audit trail: who changed which fields when, newest first.
+pub(crate) async fn history(gw: &Gateway, call: &Call, parent: String, q: PageParams) -> Result<Response, Problem> {
+    let request = pb::ListHistoryRequest {
+        parent,
+        page_size: q.page_size.unwrap_or_default(),
+        page_token: q.page_token.unwrap_or_default(),
+    };
+    let response = gw
+        .contacts()
+        .list_history(call.request(request, gw.deadline))
+        .await?
+        .into_inner();
+    Ok(axum::Json(HistoryPage {
+        entries: response.entries.iter().map(crate::dto::HistoryEntry::from).collect(),
+        next_page_token: response.next_page_token,
+    })
+    .into_response())
+}
+
+/// A contact's audit trail, newest first.
+#[utoipa::path(get, path = "/v1/contacts/{id}/history", tag = "contacts", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = HistoryPage), (status = 404, body = ProblemBody)))]
+pub async fn contact_history(
+    State(gw): State<Gateway>,
+    call: Call,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<PageParams>,
+) -> Result<Response, Problem> {
+    history(&gw, &call, format!("contacts/{id}"), q).await
+}
+
+/// Moves every contact and company a user owns to another user, or round-robin over
+/// several, in audited batches. Admins and managers only.
+#[utoipa::path(post, path = "/v1/contacts:reassignOwner", tag = "contacts", request_body = ReassignOwnerRequest,
+    responses((status = 200, body = ReassignOwnerResponse), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
+pub async fn reassign_owner(
+    State(gw): State<Gateway>,
+    call: Call,
+    JsonBody(body): JsonBody<ReassignOwnerRequest>,
+) -> Result<Response, Problem> {
+    let request = pb::ReassignOwnerRequest {
+        from_user: body.from_user,
+        to_users: body.to_users,
+        dry_run: body.dry_run,
+    };
+    let response = gw
+        .contacts()
+        .reassign_owner(call.request(request, gw.deadline))
+        .await?
+        .into_inner();
+    Ok(axum::Json(ReassignOwnerResponse::from(&response)).into_response())
+}
+
+/// Custom methods on one contact (`POST /v1/contacts/{id}:verb`).
+pub async fn custom_method(
+    State(gw): State<Gateway>,
+    call: Call,
+    Path(id_and_verb): Path<String>,
+) -> Result<Response, Problem> {
+    match id_and_verb.split_once(':') {
+        Some((id, "erase")) => erase(&gw, &call, id).await,
+        _ => Err(Problem(crm_platform::ApiError::new(
+            crm_platform::ErrorCode::NotFound,
+            "ROUTE_NOT_FOUND",
+            "no such method; see /openapi.json",
+        ))),
+    }
+}
+
+/// Erases the contact's personal data everywhere in the contact service (GDPR art. 17) and
+/// returns the anonymous tombstone left behind. Admins and managers only.
+#[utoipa::path(post, path = "/v1/contacts/{id}:erase", tag = "contacts", params(("id" = String, Path)),
+    responses((status = 200, body = Contact), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
+pub async fn erase_contact() {}
+
+async fn erase(gw: &Gateway, call: &Call, id: &str) -> Result<Response, Problem> {
+    let request = pb::EraseContactRequest {
+        name: format!("contacts/{id}"),
+    };
+    let tombstone = gw
+        .contacts()
+        .erase_contact(call.request(request, gw.deadline))
+        .await?
+        .into_inner()
+        .contact
+        .unwrap_or_default();
+    Ok(with_etag(
+        StatusCode::OK,
+        &tombstone.etag,
+        None,
+        Contact::from(&tombstone),
+    ))
 }

@@ -11,7 +11,7 @@ use crm_platform::{ApiError, Principal, UserId};
 
 use crate::domain::*;
 use crate::store::{
-    ContactStore, Created, Owned, RequestKey, StoreError, TimelineOf, company_cursor, contact_cursor,
+    Batch, ContactStore, Created, Owned, RequestKey, StoreError, TimelineOf, company_cursor, contact_cursor,
     interaction_cursor,
 };
 
@@ -559,7 +559,17 @@ impl ContactApp {
         loop {
             let batch = self
                 .store
-                .reassign_batch(&who.tenant, what, from, to, offset, REASSIGN_BATCH, &who.user)
+                .reassign_batch(
+                    &who.tenant,
+                    &Batch {
+                        what,
+                        from,
+                        to,
+                        offset,
+                        limit: REASSIGN_BATCH,
+                        actor: &who.user,
+                    },
+                )
                 .await
                 .map_err(|err| err.into_api("records"))?;
             let moved: u64 = batch.iter().sum();

@@ -759,19 +759,50 @@ async fn reassignment_moves_in_batches_round_robin(store: &dyn ContactStore) {
     assert_eq!(store.count_owned(&t, Owned::Contacts, &alice).await.expect("count"), 7);
 
     let to = [user("bob"), user("dan")];
+    let boss = user("boss");
     let first = store
-        .reassign_batch(&t, Owned::Contacts, &alice, &to, 0, 5, &user("boss"))
+        .reassign_batch(
+            &t,
+            &Batch {
+                what: Owned::Contacts,
+                from: &alice,
+                to: &to,
+                offset: 0,
+                limit: 5,
+                actor: &boss,
+            },
+        )
         .await
         .expect("batch 1");
     assert_eq!(first, vec![3, 2]);
     let second = store
-        .reassign_batch(&t, Owned::Contacts, &alice, &to, 5, 5, &user("boss"))
+        .reassign_batch(
+            &t,
+            &Batch {
+                what: Owned::Contacts,
+                from: &alice,
+                to: &to,
+                offset: 5,
+                limit: 5,
+                actor: &boss,
+            },
+        )
         .await
         .expect("batch 2");
     assert_eq!(second, vec![1, 1]);
     assert_eq!(
         store
-            .reassign_batch(&t, Owned::Contacts, &alice, &to, 7, 5, &user("boss"))
+            .reassign_batch(
+                &t,
+                &Batch {
+                    what: Owned::Contacts,
+                    from: &alice,
+                    to: &to,
+                    offset: 7,
+                    limit: 5,
+                    actor: &boss
+                }
+            )
             .await
             .expect("done"),
         vec![0, 0]

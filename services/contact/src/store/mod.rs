@@ -227,16 +227,19 @@ pub trait ContactStore: Send + Sync + 'static {
     async fn count_owned(&self, tenant: &TenantId, what: Owned, owner: &UserId) -> Result<u64, StoreError>;
     /// Moves up to `limit` records of `from` in one transaction, the i-th to
     /// `to[(offset + i) % to.len()]`, each with an audit entry; returns how many each target got.
-    async fn reassign_batch(
-        &self,
-        tenant: &TenantId,
-        what: Owned,
-        from: &UserId,
-        to: &[UserId],
-        offset: usize,
-        limit: usize,
-        actor: &UserId,
-    ) -> Result<Vec<u64>, StoreError>;
+    async fn reassign_batch(&self, tenant: &TenantId, batch: &Batch<'_>) -> Result<Vec<u64>, StoreError>;
+}
+
+/// One batch of a portfolio reassignment: up to `limit` records of kind `what` owned by
+/// `from`, the i-th going to `to[(offset + i) % to.len()]`, done by `actor`.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub what: Owned,
+    pub from: &'a UserId,
+    pub to: &'a [UserId],
+    pub offset: usize,
+    pub limit: usize,
+    pub actor: &'a UserId,
 }
 
 /// The targets of a round-robin batch: `to[(offset + i) % to.len()]` for the i-th record.

@@ -10,8 +10,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Owned, RequestKey, StoreError, TimelineOf,
-    corrupt, round_robin, stored_user, stored_word, tsquery,
+    Batch, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Owned, RequestKey, StoreError,
+    TimelineOf, corrupt, round_robin, stored_user, stored_word, tsquery,
 };
 use crate::domain::*;
 
@@ -728,16 +728,15 @@ impl ContactStore for PgContactStore {
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
-    async fn reassign_batch(
-        &self,
-        tenant: &TenantId,
-        what: Owned,
-        from: &UserId,
-        to: &[UserId],
-        offset: usize,
-        limit: usize,
-        actor: &UserId,
-    ) -> Result<Vec<u64>, StoreError> {
+    async fn reassign_batch(&self, tenant: &TenantId, batch: &Batch<'_>) -> Result<Vec<u64>, StoreError> {
+        let Batch {
+            what,
+            from,
+            to,
+            offset,
+            limit,
+            actor,
+        } = *batch;
         let table = what.table();
         let mut tx = self.tx(tenant).await?;
         let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -12,8 +12,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Owned, RequestKey, StoreError, TimelineOf,
-    corrupt, fts5_query, round_robin, stored_user, stored_word,
+    Batch, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Owned, RequestKey, StoreError,
+    TimelineOf, corrupt, fts5_query, round_robin, stored_user, stored_word,
 };
 use crate::domain::*;
 
@@ -731,16 +731,15 @@ impl ContactStore for SqliteContactStore {
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
-    async fn reassign_batch(
-        &self,
-        tenant: &TenantId,
-        what: Owned,
-        from: &UserId,
-        to: &[UserId],
-        offset: usize,
-        limit: usize,
-        actor: &UserId,
-    ) -> Result<Vec<u64>, StoreError> {
+    async fn reassign_batch(&self, tenant: &TenantId, batch: &Batch<'_>) -> Result<Vec<u64>, StoreError> {
+        let Batch {
+            what,
+            from,
+            to,
+            offset,
+            limit,
+            actor,
+        } = *batch;
         let table = what.table();
         let mut tx = self.write_tx().await?;
         let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
