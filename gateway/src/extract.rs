@@ -8,13 +8,60 @@ use serde::de::DeserializeOwned;
 
 use crate::problem::Problem;
 
+/// The largest request body, put on each request by the router.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// How much of an oversized upload is read and thrown away before answering 413. Answering
+/// while the client is still sending makes many clients see a reset instead of the answer.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+
+fn too_large() -> Problem {
+    Problem(ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        "PAYLOAD_TOO_LARGE",
+        "the request body is too large",
+    ))
+}
+
+/// Reads a body of at most `limit` bytes. A larger one is drained (up to [`DRAIN_CAP`]) and
+/// refused with 413.
+async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, Problem> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buffer = Vec::new();
+    let mut seen = 0_usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            Problem(ApiError::new(
+                ErrorCode::InvalidArgument,
+                "UNREADABLE_BODY",
+                "the request body could not be read",
+            ))
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen > DRAIN_CAP {
+            break;
+        }
+        if seen <= limit {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        Err(too_large())
+    } else {
+        Ok(Bytes::from(buffer))
+    }
+}
+
 /// A JSON body: unknown fields are refused, errors name the field, oversized bodies are 413.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let content_type = request
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -28,21 +75,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the body must be application/json",
             )));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                Problem(ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "PAYLOAD_TOO_LARGE",
-                    "the request body is too large",
-                ))
-            } else {
-                Problem(ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    "UNREADABLE_BODY",
-                    "the request body could not be read",
-                ))
-            }
-        })?;
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(crate::DEFAULT_BODY_LIMIT, |l| l.0);
+        let bytes = read_limited(request.into_body(), limit).await?;
         let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(deserializer)
             .map(JsonBody)

@@ -164,6 +164,7 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .route("/v1/contacts", get(contacts::list).post(contacts::create))
         .route("/v1/contacts:search", get(contacts::search))
         .route("/v1/contacts:reassignOwner", post(contacts::reassign_owner))
+        .route("/v1/contacts:findDuplicates", get(contacts::find_duplicates))
         .route("/v1/contacts/{id}/history", get(contacts::contact_history))
         .route("/v1/companies/{id}/history", get(companies::history))
         .route(
@@ -198,7 +199,9 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .fallback(not_found)
         .with_state(gateway)
         .layer(middleware::from_fn(record_metrics))
-        .layer(DefaultBodyLimit::max(args.body_limit))
+        // The JSON extractor enforces the limit itself (see extract::read_limited).
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::Extension(extract::BodyLimit(args.body_limit)))
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::GATEWAY_TIMEOUT,
             args.request_timeout,

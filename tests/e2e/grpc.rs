@@ -35,6 +35,7 @@ async fn contact_lifecycle_over_grpc() {
     let create = pb::CreateContactRequest {
         contact: Some(new.clone()),
         request_id: "req-7".into(),
+        allow_duplicate: false,
     };
     let created = client
         .create_contact(create.clone())
@@ -107,6 +108,7 @@ async fn contact_lifecycle_over_grpc() {
             .create_contact(pb::CreateContactRequest {
                 contact: Some(contact),
                 request_id: String::new(),
+                allow_duplicate: false,
             })
             .await
             .expect("bulk");
@@ -255,6 +257,7 @@ async fn sigterm_drains_exits_cleanly_and_loses_nothing() {
         .create_contact(pb::CreateContactRequest {
             contact: Some(contact),
             request_id: String::new(),
+            allow_duplicate: false,
         })
         .await
         .expect("create")

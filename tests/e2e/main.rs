@@ -3,6 +3,7 @@
 mod support;
 
 mod data_rights;
+mod duplicates;
 mod grpc;
 mod postgres;
 mod rest;

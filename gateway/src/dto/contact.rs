@@ -19,6 +19,7 @@ json_enum!(InteractionType, pb::InteractionType, "INTERACTION_TYPE_");
 json_enum!(Direction, pb::Direction, "DIRECTION_");
 json_enum!(InteractionChannel, pb::InteractionChannel, "INTERACTION_CHANNEL_");
 json_enum!(ChangeAction, pb::ChangeAction, "CHANGE_ACTION_");
+json_enum!(MatchReason, pb::MatchReason, "MATCH_REASON_");
 
 fn nonzero<T>(value: i32, wrap: fn(i32) -> T) -> Option<T> {
     (value != 0).then(|| wrap(value))
@@ -601,4 +602,45 @@ impl From<&pb::ReassignOwnerResponse> for ReassignOwnerResponse {
             dry_run: r.dry_run,
         }
     }
+}
+
+/// Contacts that are likely one person.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DuplicateGroup {
+    /// `contacts/{id}` of each member.
+    pub contacts: Vec<String>,
+    /// Likelihood from 0 to 1.
+    pub score: f64,
+    pub reasons: Vec<MatchReason>,
+}
+
+/// A page of duplicate groups.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DuplicateGroupPage {
+    pub groups: Vec<DuplicateGroup>,
+    pub next_page_token: String,
+}
+
+impl From<&pb::DuplicateGroup> for DuplicateGroup {
+    fn from(g: &pb::DuplicateGroup) -> Self {
+        DuplicateGroup {
+            contacts: g.contacts.clone(),
+            score: g.score,
+            reasons: g.reasons.iter().map(|r| MatchReason(*r)).collect(),
+        }
+    }
+}
+
+/// Merges contacts into the one named in the path.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MergeRequest {
+    /// `contacts/{id}` of each contact merged into the survivor.
+    pub merged: Vec<String>,
+    /// Field name (e.g. `title`) -> the contact whose value wins; other fields take the most
+    /// recently updated non-empty value, and emails, phones, tags and attributes are united.
+    #[serde(default)]
+    pub field_sources: BTreeMap<String, String>,
 }

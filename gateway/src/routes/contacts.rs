@@ -9,7 +9,10 @@ use utoipa::IntoParams;
 
 use super::*;
 use crate::Gateway;
-use crate::dto::{Contact, ContactPage, HistoryPage, ReassignOwnerRequest, ReassignOwnerResponse};
+use crate::dto::{
+    Contact, ContactPage, DuplicateGroup, DuplicateGroupPage, HistoryPage, MergeRequest, ReassignOwnerRequest,
+    ReassignOwnerResponse,
+};
 use crate::extract::{JsonBody, QueryParams};
 use crate::problem::{Problem, ProblemBody};
 use crate::upstream::Call;
@@ -21,6 +24,28 @@ use crate::upstream::Call;
 pub struct SearchParams {
     /// Words that must all match (as prefixes) a name, email, phone or company.
     pub query: String,
+    pub page_size: Option<i32>,
+    pub page_token: Option<String>,
+}
+
+/// Parameters of a create.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CreateParams {
+    /// Create even when another contact has one of the same email addresses (otherwise 409).
+    pub allow_duplicate: Option<bool>,
+}
+
+/// Duplicate search parameters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DuplicateParams {
+    /// Only the candidates of this contact (`contacts/{id}`).
+    pub contact: Option<String>,
+    /// Leave out groups scoring below this (0 to 1, default 0.5).
+    pub min_score: Option<f64>,
     pub page_size: Option<i32>,
     pub page_token: Option<String>,
 }
@@ -51,20 +76,25 @@ pub async fn list(
     .into_response())
 }
 
-/// Creates a contact. A retry with the same `Idempotency-Key` returns the first result.
+/// Creates a contact. A retry with the same `Idempotency-Key` returns the first result. An
+/// email address another contact has is refused (409, DUPLICATE_EMAIL) unless
+/// `allowDuplicate=true`; when likely duplicates exist, a `Link` header with
+/// `rel="duplicates"` points to them.
 #[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = Contact,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    params(CreateParams, ("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
     responses((status = 201, body = Contact, headers(("ETag" = String), ("Location" = String))),
         (status = 400, body = ProblemBody), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody)))]
 pub async fn create(
     State(gw): State<Gateway>,
     call: Call,
     headers: HeaderMap,
+    QueryParams(params): QueryParams<CreateParams>,
     JsonBody(body): JsonBody<Contact>,
 ) -> Result<Response, Problem> {
     let request = pb::CreateContactRequest {
         contact: Some(body.to_proto("contact.")?),
         request_id: idempotency_key(&headers),
+        allow_duplicate: params.allow_duplicate.unwrap_or(false),
     };
     let created = gw
         .contacts()
@@ -72,12 +102,22 @@ pub async fn create(
         .await?
         .into_inner();
     let contact = created.contact.unwrap_or_default();
-    Ok(with_etag(
+    let mut response = with_etag(
         StatusCode::CREATED,
         &contact.etag,
         Some(contact.name.clone()),
         Contact::from(&contact),
-    ))
+    );
+    if !created.duplicates.is_empty() {
+        let link = format!(
+            "</v1/contacts:findDuplicates?contact={}>; rel=\"duplicates\"",
+            contact.name.replace('/', "%2F")
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(http::header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Returns one contact.
@@ -232,9 +272,17 @@ pub async fn custom_method(
     State(gw): State<Gateway>,
     call: Call,
     Path(id_and_verb): Path<String>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<Response, Problem> {
+    use axum::extract::FromRequest;
+    let etag = if_match(&headers);
     match id_and_verb.split_once(':') {
         Some((id, "erase")) => erase(&gw, &call, id).await,
+        Some((id, "merge")) => {
+            let JsonBody(body) = JsonBody::<MergeRequest>::from_request(request, &()).await?;
+            merge(&gw, &call, id, etag, body).await
+        }
         _ => Err(Problem(crm_platform::ApiError::new(
             crm_platform::ErrorCode::NotFound,
             "ROUTE_NOT_FOUND",
@@ -265,5 +313,65 @@ async fn erase(gw: &Gateway, call: &Call, id: &str) -> Result<Response, Problem>
         &tombstone.etag,
         None,
         Contact::from(&tombstone),
+    ))
+}
+
+/// Groups of contacts that are likely one person, or the candidates of one contact.
+#[utoipa::path(get, path = "/v1/contacts:findDuplicates", tag = "contacts", params(DuplicateParams),
+    responses((status = 200, body = DuplicateGroupPage), (status = 400, body = ProblemBody)))]
+pub async fn find_duplicates(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<DuplicateParams>,
+) -> Result<Response, Problem> {
+    let request = pb::FindDuplicatesRequest {
+        contact: q.contact.unwrap_or_default(),
+        page_size: q.page_size.unwrap_or_default(),
+        page_token: q.page_token.unwrap_or_default(),
+        min_score: q.min_score.unwrap_or_default(),
+    };
+    let response = gw
+        .contacts()
+        .find_duplicates(call.request(request, gw.deadline))
+        .await?
+        .into_inner();
+    Ok(axum::Json(DuplicateGroupPage {
+        groups: response.groups.iter().map(DuplicateGroup::from).collect(),
+        next_page_token: response.next_page_token,
+    })
+    .into_response())
+}
+
+/// Merges other contacts into this one (the survivor): per-field survivorship, interactions
+/// moved, and each merged contact's name resolving to the survivor afterwards.
+#[utoipa::path(post, path = "/v1/contacts/{id}:merge", tag = "contacts", request_body = MergeRequest,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the survivor's etag")),
+    responses((status = 200, body = Contact), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody),
+        (status = 404, body = ProblemBody), (status = 412, body = ProblemBody)))]
+pub async fn merge_contacts() {}
+
+async fn merge(gw: &Gateway, call: &Call, id: &str, etag: String, body: MergeRequest) -> Result<Response, Problem> {
+    let request = pb::MergeContactsRequest {
+        survivor: format!("contacts/{id}"),
+        merged: body.merged,
+        field_sources: body
+            .field_sources
+            .into_iter()
+            .map(|(field, source)| (proto_path(&field), source))
+            .collect(),
+        etag,
+    };
+    let survivor = gw
+        .contacts()
+        .merge_contacts(call.request(request, gw.deadline))
+        .await?
+        .into_inner()
+        .contact
+        .unwrap_or_default();
+    Ok(with_etag(
+        StatusCode::OK,
+        &survivor.etag,
+        None,
+        Contact::from(&survivor),
     ))
 }

@@ -1,6 +1,7 @@
 //! The contact service's rules, independent of transport: who may do what, field masks,
 //! optimistic concurrency and paging.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -9,9 +10,10 @@ use crm_platform::error::Violations;
 use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
 use crm_platform::{ApiError, Principal, UserId};
 
+use crate::domain::merge;
 use crate::domain::*;
 use crate::store::{
-    Batch, ContactStore, Created, Owned, RequestKey, StoreError, TimelineOf, company_cursor, contact_cursor,
+    Batch, ContactStore, Created, Merge, Owned, RequestKey, StoreError, TimelineOf, company_cursor, contact_cursor,
     interaction_cursor,
 };
 
@@ -159,6 +161,90 @@ fn round_robin_shares(count: u64, targets: usize) -> Vec<u64> {
     (0..n).map(|i| count / n + u64::from(i < count % n)).collect()
 }
 
+/// Score below which likely duplicates are not reported unless the caller asks.
+const DEFAULT_MIN_SCORE: f64 = 0.5;
+/// Most candidates looked at for one contact or one shared key.
+const MAX_CANDIDATES: usize = 200;
+/// Most contacts merged into a survivor at once.
+const MAX_MERGE: usize = 20;
+/// Links followed from a merged contact to its survivor (merges flatten chains, so one).
+const MAX_MERGE_HOPS: usize = 4;
+
+/// A contact that is likely the same person as another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub contact: ContactId,
+    pub score: f64,
+    pub reasons: Vec<MatchReason>,
+}
+
+/// Contacts that are likely one person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateGroup {
+    /// Most recently updated first.
+    pub contacts: Vec<ContactId>,
+    /// The weakest link of the group.
+    pub score: f64,
+    pub reasons: Vec<MatchReason>,
+}
+
+impl DuplicateGroup {
+    fn absorb(&mut self, other: DuplicateGroup) {
+        self.score = self.score.max(other.score);
+        for reason in other.reasons {
+            if !self.reasons.contains(&reason) {
+                self.reasons.push(reason);
+            }
+        }
+    }
+}
+
+fn same_members(a: &[ContactId], b: &[ContactId]) -> bool {
+    a.len() == b.len() && a.iter().all(|id| b.contains(id))
+}
+
+/// Splits contacts sharing a key into groups of likely one person: contacts are linked when
+/// alike enough, and linked contacts form a group (its score is its weakest link).
+fn group_members(members: &[Contact], min_score: f64) -> Vec<DuplicateGroup> {
+    let mut group_of: Vec<usize> = (0..members.len()).collect();
+    let mut links: Vec<(usize, usize, f64, Vec<MatchReason>)> = Vec::new();
+    for i in 0..members.len() {
+        for j in i + 1..members.len() {
+            if let Some((score, reasons)) = members[i].fields.likeness(&members[j].fields)
+                && score >= min_score
+            {
+                let (from, to) = (group_of[j], group_of[i]);
+                group_of.iter_mut().filter(|g| **g == from).for_each(|g| *g = to);
+                links.push((i, j, score, reasons));
+            }
+        }
+    }
+    let mut groups: Vec<DuplicateGroup> = Vec::new();
+    let mut roots: Vec<usize> = group_of.clone();
+    roots.sort_unstable();
+    roots.dedup();
+    for root in roots {
+        let indices: Vec<usize> = (0..members.len()).filter(|i| group_of[*i] == root).collect();
+        if indices.len() < 2 {
+            continue;
+        }
+        let inner: Vec<&(usize, usize, f64, Vec<MatchReason>)> =
+            links.iter().filter(|l| group_of[l.0] == root).collect();
+        let mut reasons: Vec<MatchReason> = Vec::new();
+        for reason in inner.iter().flat_map(|l| l.3.iter()) {
+            if !reasons.contains(reason) {
+                reasons.push(*reason);
+            }
+        }
+        groups.push(DuplicateGroup {
+            contacts: indices.iter().map(|i| members[*i].id).collect(),
+            score: inner.iter().map(|l| l.2).fold(1.0, f64::min),
+            reasons,
+        });
+    }
+    groups
+}
+
 /// The contact service.
 #[derive(Clone)]
 pub struct ContactApp {
@@ -170,12 +256,15 @@ impl ContactApp {
         Self { store }
     }
 
+    /// Creates a contact. Unless `allow_duplicate`, an email address another live contact has
+    /// is refused (ALREADY_EXISTS, DUPLICATE_EMAIL); likely duplicates are returned with it.
     pub async fn create_contact(
         &self,
         who: &Principal,
         mut fields: ContactFields,
         key: Option<RequestKey>,
-    ) -> Result<Created<Contact>, ApiError> {
+        allow_duplicate: bool,
+    ) -> Result<(Created<Contact>, Vec<Candidate>), ApiError> {
         who.ensure_can_write_owned_by(&fields.owner)?;
         fields.normalise();
         check_fields(fields.check(), "contact.")?;
@@ -187,19 +276,40 @@ impl ContactApp {
             update_time: now,
             revision: Revision::FIRST,
             erase_time: None,
+            merged_into: None,
         };
         let audit = audit(who, ChangeAction::Created, changes(None, Some(&contact.fields)));
-        self.store
-            .create_contact(&who.tenant, &contact, key.as_ref(), &audit)
+        let created = self
+            .store
+            .create_contact(&who.tenant, &contact, key.as_ref(), &audit, !allow_duplicate)
             .await
-            .map_err(|err| err.into_api("contact"))
+            .map_err(|err| err.into_api("contact"))?;
+        let candidates = self.candidates_for(who, &created.value, DEFAULT_MIN_SCORE).await?;
+        Ok((created, candidates))
     }
 
+    /// Returns a contact; the name of a merged contact resolves to its survivor.
     pub async fn get_contact(&self, who: &Principal, id: ContactId) -> Result<Contact, ApiError> {
-        self.store
+        let mut contact = self
+            .store
             .get_contact(&who.tenant, id)
             .await
-            .map_err(|err| err.into_api("contact"))
+            .map_err(|err| err.into_api("contact"))?;
+        for _ in 0..MAX_MERGE_HOPS {
+            match contact.merged_into {
+                Some(survivor) => {
+                    contact = self
+                        .store
+                        .get_contact(&who.tenant, survivor)
+                        .await
+                        .map_err(|err| err.into_api("contact"))?;
+                }
+                None => return Ok(contact),
+            }
+        }
+        Err(ApiError::internal(&format!(
+            "merge chain of {id} longer than {MAX_MERGE_HOPS}"
+        )))
     }
 
     pub async fn update_contact(
@@ -624,6 +734,222 @@ impl ContactApp {
             crm_platform::ErrorCode::Aborted,
             "CONCURRENT_UPDATE",
             "the contact kept changing; retry",
+        ))
+    }
+
+    /// Live contacts likely to be the same person as `contact`, best first.
+    async fn candidates_for(
+        &self,
+        who: &Principal,
+        contact: &Contact,
+        min_score: f64,
+    ) -> Result<Vec<Candidate>, ApiError> {
+        let found = self
+            .store
+            .find_by_keys(&who.tenant, &contact.fields.match_keys(), MAX_CANDIDATES)
+            .await
+            .map_err(|err| err.into_api("contacts"))?;
+        let mut candidates: Vec<Candidate> = found
+            .iter()
+            .filter(|other| other.id != contact.id)
+            .filter_map(|other| {
+                let (score, reasons) = contact.fields.likeness(&other.fields)?;
+                (score >= min_score).then_some(Candidate {
+                    contact: other.id,
+                    score,
+                    reasons,
+                })
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(candidates)
+    }
+
+    /// Groups of likely duplicates across the tenant (or the candidates of one contact), in
+    /// match-key order, `min_score` and above.
+    pub async fn find_duplicates(
+        &self,
+        who: &Principal,
+        contact: Option<ContactId>,
+        size: i32,
+        token: &str,
+        min_score: f64,
+    ) -> Result<Page<DuplicateGroup>, ApiError> {
+        let limit = page_size(size)?;
+        if !(0.0..=1.0).contains(&min_score) {
+            return Err(ApiError::invalid_field("min_score", "must be between 0 and 1"));
+        }
+        let min_score = if min_score == 0.0 { DEFAULT_MIN_SCORE } else { min_score };
+        if let Some(id) = contact {
+            let contact = self.get_contact(who, id).await?;
+            let groups = self
+                .candidates_for(who, &contact, min_score)
+                .await?
+                .into_iter()
+                .take(limit)
+                .map(|c| DuplicateGroup {
+                    contacts: vec![contact.id, c.contact],
+                    score: c.score,
+                    reasons: c.reasons,
+                })
+                .collect();
+            return Ok(Page {
+                items: groups,
+                next_page_token: String::new(),
+            });
+        }
+        let fingerprint = query_fingerprint(&["duplicates", &min_score.to_string()]);
+        let mut after = decode_token::<MatchKey>(token, &fingerprint)?;
+        let mut groups: Vec<DuplicateGroup> = Vec::new();
+        loop {
+            let shared = self
+                .store
+                .shared_keys(&who.tenant, after.as_ref(), limit)
+                .await
+                .map_err(|err| err.into_api("contacts"))?;
+            let exhausted = shared.len() < limit;
+            let count = shared.len();
+            for (i, (key, _)) in shared.into_iter().enumerate() {
+                let members = self
+                    .store
+                    .find_by_keys(&who.tenant, std::slice::from_ref(&key), MAX_CANDIDATES)
+                    .await
+                    .map_err(|err| err.into_api("contacts"))?;
+                for group in group_members(&members, min_score) {
+                    match groups.iter_mut().find(|g| same_members(&g.contacts, &group.contacts)) {
+                        Some(existing) => existing.absorb(group),
+                        None => groups.push(group),
+                    }
+                }
+                after = Some(key);
+                if groups.len() >= limit {
+                    let more = i + 1 < count || !exhausted;
+                    let next_page_token = match (&after, more) {
+                        (Some(key), true) => encode_token(key, &fingerprint),
+                        _ => String::new(),
+                    };
+                    return Ok(Page {
+                        items: groups,
+                        next_page_token,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(Page {
+                    items: groups,
+                    next_page_token: String::new(),
+                });
+            }
+        }
+    }
+
+    /// Merges `merged` into `survivor` with per-field survivorship (see
+    /// [`crate::domain::merge::merge_fields`]). Refused: merging a contact into itself, an
+    /// erased or already merged contact; the caller must be allowed to write every one.
+    pub async fn merge_contacts(
+        &self,
+        who: &Principal,
+        survivor: ContactId,
+        merged: &[ContactId],
+        choices: &BTreeMap<ContactField, ContactId>,
+        etag: Option<Revision>,
+    ) -> Result<Contact, ApiError> {
+        let mut violations = Violations::new("");
+        if merged.is_empty() {
+            violations.add("merged", "name at least one contact to merge");
+        }
+        if merged.len() > MAX_MERGE {
+            violations.add("merged", format!("at most {MAX_MERGE} contacts at once"));
+        }
+        if merged.contains(&survivor) {
+            violations.add("merged", "a contact cannot be merged into itself");
+        }
+        if merged.iter().enumerate().any(|(i, id)| merged[..i].contains(id)) {
+            violations.add("merged", "lists a contact twice");
+        }
+        for (field, source) in choices {
+            if *source != survivor && !merged.contains(source) {
+                violations.add(
+                    format!("field_sources[{field:?}]"),
+                    "must name the survivor or one of the merged contacts",
+                );
+            }
+        }
+        violations.finish()?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self
+                .store
+                .get_contact(&who.tenant, survivor)
+                .await
+                .map_err(|err| err.into_api("contact"))?;
+            let mut others = Vec::with_capacity(merged.len());
+            for id in merged {
+                others.push(
+                    self.store
+                        .get_contact(&who.tenant, *id)
+                        .await
+                        .map_err(|err| err.into_api("contact"))?,
+                );
+            }
+            for contact in std::iter::once(&current).chain(&others) {
+                who.ensure_can_write_owned_by(&contact.fields.owner)?;
+                refuse_erased(contact)?;
+                if contact.merged_into.is_some() {
+                    return Err(ApiError::new(
+                        crm_platform::ErrorCode::FailedPrecondition,
+                        "ALREADY_MERGED",
+                        format!("{} was already merged into another contact", contact.id.name()),
+                    ));
+                }
+            }
+            if etag.is_some_and(|etag| etag != current.revision) {
+                return Err(ApiError::etag_mismatch());
+            }
+            let fields = merge::merge_fields(&current, &others, choices);
+            check_fields(fields.check(), "contact.")?;
+            let diff = changes(Some(&current.fields), Some(&fields));
+            let mut survivor_audit = audit(who, ChangeAction::Merged, diff);
+            survivor_audit.changes.push(FieldChange {
+                field: "merged".into(),
+                old: serde_json::Value::Null,
+                new: serde_json::Value::Array(merged.iter().map(|id| id.name().into()).collect()),
+            });
+            let merged_audit = audit(
+                who,
+                ChangeAction::Merged,
+                vec![FieldChange {
+                    field: "merged_into".into(),
+                    old: serde_json::Value::Null,
+                    new: survivor.name().into(),
+                }],
+            );
+            let updated = Contact {
+                fields,
+                update_time: now(),
+                revision: current.revision.next(),
+                ..current.clone()
+            };
+            let revisions: Vec<(ContactId, Revision)> = others.iter().map(|c| (c.id, c.revision)).collect();
+            let merge = Merge {
+                survivor: &updated,
+                expected: current.revision,
+                merged: &revisions,
+                survivor_audit: &survivor_audit,
+                merged_audit: &merged_audit,
+            };
+            match self.store.merge_contacts(&who.tenant, &merge).await {
+                Ok(()) => {
+                    tracing::info!(tenant = %who.tenant, actor = %who.user, survivor = %survivor, merged = merged.len(), "contacts merged");
+                    return Ok(updated);
+                }
+                Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
+                Err(err) => return Err(err.into_api("contact")),
+            }
+        }
+        Err(ApiError::new(
+            crm_platform::ErrorCode::Aborted,
+            "CONCURRENT_UPDATE",
+            "the contacts kept changing; retry",
         ))
     }
 }

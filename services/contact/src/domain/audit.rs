@@ -19,6 +19,7 @@ word_enum!(
         Deleted => "deleted",
         Reassigned => "reassigned",
         Erased => "erased",
+        Merged => "merged",
     }
 );
 

@@ -56,6 +56,8 @@ pub struct Contact {
     pub revision: Revision,
     /// Set once the personal data was erased; the contact is then an anonymous tombstone.
     pub erase_time: Option<DateTime<Utc>>,
+    /// Set once the contact was merged into another; its name then resolves to that one.
+    pub merged_into: Option<ContactId>,
 }
 
 /// Everything about a contact a client may write, already validated.
@@ -76,7 +78,7 @@ pub struct ContactFields {
 }
 
 /// A field of a contact named by an update mask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ContactField {
     GivenName,
     FamilyName,
@@ -225,6 +227,7 @@ impl Contact {
             update_time: at,
             revision: self.revision.next(),
             erase_time: Some(at),
+            merged_into: self.merged_into,
         }
     }
 }

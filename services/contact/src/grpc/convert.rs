@@ -52,7 +52,8 @@ proto_enum!(ConsentStatus <=> ConsentStatus { OptedIn, OptedOut });
 proto_enum!(SizeBand <=> SizeBand { Micro, Small, Medium, Large, Enterprise });
 proto_enum!(InteractionType <=> InteractionType { Call, Email, Meeting, Note, SupportTicket, Chat, Visit });
 proto_enum!(Direction <=> Direction { Inbound, Outbound, Internal });
-proto_enum!(ChangeAction <=> ChangeAction { Created, Updated, Deleted, Reassigned, Erased });
+proto_enum!(ChangeAction <=> ChangeAction { Created, Updated, Deleted, Reassigned, Erased, Merged });
+proto_enum!(MatchReason <=> MatchReason { Email, Phone, NameAndCompany, Name });
 proto_enum!(InteractionChannel <=> InteractionChannel { Phone, Email, Web, InPerson, Video, Sms, Chat, Social, Other });
 
 pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
@@ -568,5 +569,21 @@ pub(crate) fn history_to_proto(entry: &HistoryEntry) -> pb::HistoryEntry {
                 new_value: Some(proto_value(&c.new)),
             })
             .collect(),
+    }
+}
+
+pub(crate) fn candidate_to_proto(c: &crate::app::Candidate) -> pb::DuplicateCandidate {
+    pb::DuplicateCandidate {
+        contact: c.contact.name(),
+        score: c.score,
+        reasons: c.reasons.iter().map(|r| MatchReason::to_proto(Some(*r))).collect(),
+    }
+}
+
+pub(crate) fn group_to_proto(g: &crate::app::DuplicateGroup) -> pb::DuplicateGroup {
+    pb::DuplicateGroup {
+        contacts: g.contacts.iter().map(ContactId::name).collect(),
+        score: g.score,
+        reasons: g.reasons.iter().map(|r| MatchReason::to_proto(Some(*r))).collect(),
     }
 }

@@ -99,9 +99,10 @@ impl ContactService for ContactGrpc {
         let contact = required("contact", r.contact.as_ref())?;
         let fields = new_contact(contact, &who.user)?;
         let key = request_key(&r.request_id, contact)?;
-        let created = self.app.create_contact(&who, fields, key).await?;
+        let (created, candidates) = self.app.create_contact(&who, fields, key, r.allow_duplicate).await?;
         Ok(Response::new(pb::CreateContactResponse {
             contact: Some(contact_to_proto(&created.value)),
+            duplicates: candidates.iter().map(candidate_to_proto).collect(),
         }))
     }
 
@@ -344,6 +345,61 @@ impl ContactService for ContactGrpc {
         let tombstone = self.app.erase_contact(&who, id).await?;
         Ok(Response::new(pb::EraseContactResponse {
             contact: Some(contact_to_proto(&tombstone)),
+        }))
+    }
+
+    async fn find_duplicates(
+        &self,
+        request: Request<pb::FindDuplicatesRequest>,
+    ) -> Result<Response<pb::FindDuplicatesResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let contact = if r.contact.is_empty() {
+            None
+        } else {
+            Some(parse("contact", ContactId::parse_name(&r.contact))?)
+        };
+        let page = self
+            .app
+            .find_duplicates(&who, contact, r.page_size, &r.page_token, r.min_score)
+            .await?;
+        Ok(Response::new(pb::FindDuplicatesResponse {
+            groups: page.items.iter().map(group_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn merge_contacts(
+        &self,
+        request: Request<pb::MergeContactsRequest>,
+    ) -> Result<Response<pb::MergeContactsResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let mut violations = crm_platform::error::Violations::new("");
+        let survivor = violations.check("survivor", ContactId::parse_name(&r.survivor));
+        let merged: Vec<ContactId> = r
+            .merged
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| violations.check(format!("merged[{i}]"), ContactId::parse_name(name)))
+            .collect();
+        let mut choices = std::collections::BTreeMap::new();
+        for (field, source) in &r.field_sources {
+            let path = format!("field_sources[{field}]");
+            let field = violations.check(&path, ContactField::parse(field));
+            let source = violations.check(&path, ContactId::parse_name(source));
+            if let (Some(field), Some(source)) = (field, source) {
+                choices.insert(field, source);
+            }
+        }
+        let etag = etag(&r.etag, "etag")?;
+        violations.finish()?;
+        let Some(survivor) = survivor else {
+            return Err(ApiError::invalid_field("survivor", "is required").into());
+        };
+        let contact = self.app.merge_contacts(&who, survivor, &merged, &choices, etag).await?;
+        Ok(Response::new(pb::MergeContactsResponse {
+            contact: Some(contact_to_proto(&contact)),
         }))
     }
 }

@@ -57,6 +57,7 @@ fn contact_at(fields: ContactFields, at: chrono::DateTime<Utc>) -> Contact {
         update_time: at,
         revision: Revision::FIRST,
         erase_time: None,
+        merged_into: None,
     }
 }
 
@@ -133,7 +134,10 @@ async fn round_trip(store: &dyn ContactStore) {
         source: "web-form".into(),
     });
     let c = contact(f);
-    let created = store.create_contact(&t, &c, None, &audit()).await.expect("create");
+    let created = store
+        .create_contact(&t, &c, None, &audit(), false)
+        .await
+        .expect("create");
     assert!(!created.replayed);
     assert_eq!(store.get_contact(&t, c.id).await.expect("get"), c);
 }
@@ -141,7 +145,10 @@ async fn round_trip(store: &dyn ContactStore) {
 async fn updates_need_the_current_revision(store: &dyn ContactStore) {
     let t = tenant("t1");
     let c = contact(fields("Bo", "Berg", "bo@example.com"));
-    store.create_contact(&t, &c, None, &audit()).await.expect("create");
+    store
+        .create_contact(&t, &c, None, &audit(), false)
+        .await
+        .expect("create");
     let mut next = c.clone();
     next.fields.title = "CFO".into();
     next.revision = c.revision.next();
@@ -181,7 +188,10 @@ async fn tenants_never_see_each_other(store: &dyn ContactStore) {
     let mut f = fields("Secret", "Person", "secret@acme.example");
     f.company = Some(co.id);
     let c = contact(f);
-    store.create_contact(&a, &c, None, &audit()).await.expect("create");
+    store
+        .create_contact(&a, &c, None, &audit(), false)
+        .await
+        .expect("create");
     let i = interaction(c.id, 1);
     store.create_interaction(&a, &i, None).await.expect("interaction");
 
@@ -261,7 +271,7 @@ async fn tenants_never_see_each_other(store: &dyn ContactStore) {
     let mut linked = fields("Sneaky", "Link", "sneaky@b.example");
     linked.company = Some(co.id);
     assert!(matches!(
-        store.create_contact(&b, &contact(linked), None, &audit()).await,
+        store.create_contact(&b, &contact(linked), None, &audit(), false).await,
         Err(StoreError::UnknownCompany)
     ));
     assert_eq!(store.get_contact(&a, c.id).await.expect("still there"), c);
@@ -275,13 +285,13 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
     };
     let first = contact(fields("Idem", "Potent", "idem@example.com"));
     let created = store
-        .create_contact(&t, &first, Some(&key), &audit())
+        .create_contact(&t, &first, Some(&key), &audit(), false)
         .await
         .expect("first");
     assert!(!created.replayed);
     let retry = contact(fields("Idem", "Potent", "idem@example.com"));
     let replayed = store
-        .create_contact(&t, &retry, Some(&key), &audit())
+        .create_contact(&t, &retry, Some(&key), &audit(), false)
         .await
         .expect("retry");
     assert!(replayed.replayed);
@@ -291,12 +301,12 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
         fingerprint: vec![9],
     };
     assert!(matches!(
-        store.create_contact(&t, &retry, Some(&other), &audit()).await,
+        store.create_contact(&t, &retry, Some(&other), &audit(), false).await,
         Err(StoreError::RequestIdReused)
     ));
     // The same request id in another tenant is another request.
     let elsewhere = store
-        .create_contact(&tenant("t2"), &retry, Some(&key), &audit())
+        .create_contact(&tenant("t2"), &retry, Some(&key), &audit(), false)
         .await
         .expect("other tenant");
     assert!(!elsewhere.replayed);
@@ -362,7 +372,10 @@ async fn paging_misses_and_repeats_nothing(store: &dyn ContactStore) {
             &format!("p{i}@example.com"),
         );
         let c = contact_at(f, base + Duration::seconds(i / 3));
-        store.create_contact(&t, &c, None, &audit()).await.expect("create");
+        store
+            .create_contact(&t, &c, None, &audit(), false)
+            .await
+            .expect("create");
         ids.insert(c.id);
     }
     for (field, descending) in [
@@ -422,9 +435,15 @@ async fn filters_select_exactly(store: &dyn ContactStore) {
     vip.owner = user("bob");
     vip.source = SourceChannel::Referral;
     let vip = contact_at(vip, old);
-    store.create_contact(&t, &vip, None, &audit()).await.expect("vip");
+    store
+        .create_contact(&t, &vip, None, &audit(), false)
+        .await
+        .expect("vip");
     let plain = contact(fields("Paul", "Plain", "paul@example.com"));
-    store.create_contact(&t, &plain, None, &audit()).await.expect("plain");
+    store
+        .create_contact(&t, &plain, None, &audit(), false)
+        .await
+        .expect("plain");
 
     let t = &t;
     let check = |filter: &str, expected: Vec<ContactId>| {
@@ -494,9 +513,15 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
         primary: true,
     }];
     let hank = contact(with_company);
-    store.create_contact(&t, &hank, None, &audit()).await.expect("hank");
+    store
+        .create_contact(&t, &hank, None, &audit(), false)
+        .await
+        .expect("hank");
     let homer = contact(fields("Homer", "Simpson", "homer@springfield.example"));
-    store.create_contact(&t, &homer, None, &audit()).await.expect("homer");
+    store
+        .create_contact(&t, &homer, None, &audit(), false)
+        .await
+        .expect("homer");
 
     let t = &t;
     let search = |q: &str| {
@@ -544,11 +569,14 @@ async fn companies_and_timelines(store: &dyn ContactStore) {
     let mut f = fields("Jill", "Valentine", "jill@umbrella.example");
     f.company = Some(co.id);
     let jill = contact(f);
-    store.create_contact(&t, &jill, None, &audit()).await.expect("jill");
+    store
+        .create_contact(&t, &jill, None, &audit(), false)
+        .await
+        .expect("jill");
     let mut ghost = fields("Ghost", "Co", "g@example.com");
     ghost.company = Some(CompanyId::generate());
     assert!(matches!(
-        store.create_contact(&t, &contact(ghost), None, &audit()).await,
+        store.create_contact(&t, &contact(ghost), None, &audit(), false).await,
         Err(StoreError::UnknownCompany)
     ));
 
@@ -643,7 +671,10 @@ async fn history_is_written_with_every_change(store: &dyn ContactStore) {
     let t = tenant("audit");
     let c = contact(fields("Ann", "Lee", "ann@example.com"));
     let created = record(ChangeAction::Created, "alice", changes(None, Some(&c.fields)));
-    store.create_contact(&t, &c, None, &created).await.expect("create");
+    store
+        .create_contact(&t, &c, None, &created, false)
+        .await
+        .expect("create");
     let mut next = c.clone();
     next.fields.title = "CFO".into();
     next.revision = c.revision.next();
@@ -735,6 +766,7 @@ async fn reassignment_moves_in_batches_round_robin(store: &dyn ContactStore) {
                 &contact(fields(&format!("C{i}"), "Leaver", &format!("c{i}@example.com"))),
                 None,
                 &audit(),
+                false,
             )
             .await
             .expect("create");
@@ -743,7 +775,7 @@ async fn reassignment_moves_in_batches_round_robin(store: &dyn ContactStore) {
     kept.owner = user("carol");
     let kept = contact(kept);
     store
-        .create_contact(&t, &kept, None, &audit())
+        .create_contact(&t, &kept, None, &audit(), false)
         .await
         .expect("other owner");
     store
@@ -752,6 +784,7 @@ async fn reassignment_moves_in_batches_round_robin(store: &dyn ContactStore) {
             &contact(fields("Not", "Mine", "x@example.com")),
             None,
             &audit(),
+            false,
         )
         .await
         .expect("other tenant");
@@ -885,6 +918,7 @@ async fn erase_leaves_nothing_personal(store: &dyn ContactStore) {
             &c,
             None,
             &record(ChangeAction::Created, "alice", changes(None, Some(&c.fields))),
+            false,
         )
         .await
         .expect("create");
@@ -955,6 +989,196 @@ async fn erase_leaves_nothing_personal(store: &dyn ContactStore) {
     );
 }
 
+async fn email_is_unique_when_asked_and_keys_find_candidates(store: &dyn ContactStore) {
+    let t = tenant("dupes");
+    let mut first = fields("Jonathan", "Smith", "Jon.Smith@Example.com");
+    first.phones = vec![ContactPhone {
+        number: PhoneNumber::parse("+44 20 7946 0958").expect("phone"),
+        primary: true,
+    }];
+    let first = contact(first);
+    store
+        .create_contact(&t, &first, None, &audit(), true)
+        .await
+        .expect("first");
+    let same_email = contact(fields("J", "S", "jon.smith@example.COM"));
+    match store.create_contact(&t, &same_email, None, &audit(), true).await {
+        Err(StoreError::DuplicateEmail(existing)) => assert_eq!(existing, first.id),
+        other => panic!("expected a duplicate email, got {other:?}"),
+    }
+    assert!(
+        matches!(store.get_contact(&t, same_email.id).await, Err(StoreError::NotFound)),
+        "nothing was written"
+    );
+    store
+        .create_contact(&tenant("dupes-elsewhere"), &same_email, None, &audit(), true)
+        .await
+        .expect("another tenant may");
+    store
+        .create_contact(&t, &same_email, None, &audit(), false)
+        .await
+        .expect("created anyway when asked");
+
+    let typo = contact(fields("Jonathon", "Smith", "jsmith@other.example"));
+    store
+        .create_contact(&t, &typo, None, &audit(), true)
+        .await
+        .expect("typo");
+    let found = store
+        .find_by_keys(&t, &first.fields.match_keys(), 10)
+        .await
+        .expect("find");
+    let ids: HashSet<ContactId> = found.iter().map(|c| c.id).collect();
+    assert_eq!(
+        ids,
+        HashSet::from([first.id, same_email.id, typo.id]),
+        "by email, and by name block"
+    );
+
+    let shared = store.shared_keys(&t, None, 10).await.expect("shared");
+    let kinds: Vec<KeyKind> = shared.iter().map(|(k, _)| k.kind).collect();
+    assert_eq!(kinds, vec![KeyKind::Email, KeyKind::Name]);
+    assert_eq!(
+        shared[1].1,
+        vec![first.id, typo.id],
+        "\"J S\" is too short a name for a block"
+    );
+    let rest = store.shared_keys(&t, Some(&shared[0].0), 10).await.expect("after");
+    assert_eq!(rest.len(), 1);
+
+    // Changing the email away frees it; an erased contact's keys are gone.
+    let tombstone = typo.erased(now());
+    store
+        .erase_contact(&t, &tombstone, typo.revision, &audit())
+        .await
+        .expect("erase");
+    assert!(
+        store
+            .find_by_keys(&t, &typo.fields.match_keys(), 10)
+            .await
+            .expect("find")
+            .iter()
+            .all(|c| c.id != typo.id)
+    );
+}
+
+async fn merge_moves_everything_to_the_survivor(store: &dyn ContactStore) {
+    let t = tenant("merge");
+    let survivor = contact(fields("Ann", "Lee", "ann@a.example"));
+    let other = contact(fields("Anne", "Lee", "anne@b.example"));
+    let older = contact(fields("A", "Lee", "a@c.example"));
+    for c in [&survivor, &other, &older] {
+        store.create_contact(&t, c, None, &audit(), true).await.expect("create");
+    }
+    // `older` was merged into `other` earlier; merging `other` must carry that lineage along.
+    let mut other_state = other.clone();
+    other_state.revision = other.revision.next();
+    let step = Merge {
+        survivor: &other_state,
+        expected: other.revision,
+        merged: &[(older.id, older.revision)],
+        survivor_audit: &audit(),
+        merged_audit: &audit(),
+    };
+    store.merge_contacts(&t, &step).await.expect("first merge");
+    let call = interaction(other.id, 3);
+    store.create_interaction(&t, &call, None).await.expect("call");
+
+    let mut merged_state = survivor.clone();
+    merged_state.fields.emails.push(ContactEmail {
+        address: EmailAddress::parse("anne@b.example").expect("email"),
+        primary: false,
+    });
+    merged_state.revision = survivor.revision.next();
+    let merged_audit = AuditRecord {
+        action: ChangeAction::Merged,
+        actor: user("alice"),
+        changes: vec![],
+    };
+    let merge = Merge {
+        survivor: &merged_state,
+        expected: survivor.revision,
+        merged: &[(other.id, other_state.revision)],
+        survivor_audit: &audit(),
+        merged_audit: &merged_audit,
+    };
+    store.merge_contacts(&t, &merge).await.expect("merge");
+    assert!(
+        matches!(
+            store.merge_contacts(&t, &merge).await,
+            Err(StoreError::RevisionMismatch)
+        ),
+        "a replay is refused"
+    );
+
+    assert_eq!(
+        store
+            .get_contact(&t, survivor.id)
+            .await
+            .expect("survivor")
+            .fields
+            .emails
+            .len(),
+        2
+    );
+    let lineage = store.get_contact(&t, other.id).await.expect("lineage");
+    assert_eq!(lineage.merged_into, Some(survivor.id));
+    assert!(
+        lineage.fields.given_name.is_empty() && lineage.fields.emails.is_empty(),
+        "data lives on the survivor only"
+    );
+    assert_eq!(
+        store.get_contact(&t, older.id).await.expect("older").merged_into,
+        Some(survivor.id),
+        "chains are flattened"
+    );
+    let timeline = store
+        .list_interactions(&t, TimelineOf::Contact(survivor.id), None, 10)
+        .await
+        .expect("timeline");
+    assert_eq!(
+        timeline.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![call.id],
+        "interactions moved"
+    );
+    let all = ListQuery {
+        filter: ContactFilter::default(),
+        order: Order {
+            field: SortField::CreateTime,
+            descending: true,
+        },
+        after: None,
+        limit: 10,
+    };
+    assert_eq!(
+        store
+            .list_contacts(&t, &all)
+            .await
+            .expect("list")
+            .iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>(),
+        vec![survivor.id]
+    );
+    let found = store
+        .find_by_keys(&t, &other.fields.match_keys(), 10)
+        .await
+        .expect("keys");
+    assert_eq!(
+        found.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![survivor.id],
+        "the survivor now answers for the merged email"
+    );
+    assert_eq!(
+        store
+            .list_history(&t, Audited::Contact(other.id), None, 10)
+            .await
+            .expect("history")[0]
+            .action,
+        ChangeAction::Merged
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -1004,6 +1228,8 @@ conformance!(
     history_is_written_with_every_change,
     reassignment_moves_in_batches_round_robin,
     erase_leaves_nothing_personal,
+    email_is_unique_when_asked_and_keys_find_candidates,
+    merge_moves_everything_to_the_survivor,
 );
 
 /// Row-level security is the second wall: even SQL without a tenant condition, run as the
@@ -1025,6 +1251,7 @@ async fn postgres_row_level_security_is_forced() {
             &contact(fields("A", "A", "a@example.com")),
             None,
             &audit(),
+            false,
         )
         .await
         .expect("a");
@@ -1034,6 +1261,7 @@ async fn postgres_row_level_security_is_forced() {
             &contact(fields("B", "B", "b@example.com")),
             None,
             &audit(),
+            false,
         )
         .await
         .expect("b");

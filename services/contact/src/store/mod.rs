@@ -6,7 +6,7 @@ use crm_platform::{ApiError, TenantId, UserId};
 
 use crate::domain::{
     AuditRecord, Audited, Company, CompanyFilter, CompanyId, Contact, ContactFilter, ContactId, Cursor, HistoryEntry,
-    Interaction, InteractionId, ListQuery, Revision, SearchTerms, SortField, SortKey,
+    Interaction, InteractionId, ListQuery, MatchKey, Revision, SearchTerms, SortField, SortKey,
 };
 
 #[cfg(test)]
@@ -34,6 +34,8 @@ pub enum StoreError {
     RequestIdReused,
     #[error("referenced company does not exist")]
     UnknownCompany,
+    #[error("another contact has the same email address")]
+    DuplicateEmail(ContactId),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -52,6 +54,14 @@ impl StoreError {
                 "request_id was already used for a different request",
             ),
             StoreError::UnknownCompany => ApiError::invalid_field("company", "no such company"),
+            StoreError::DuplicateEmail(existing) => ApiError::new(
+                crm_platform::ErrorCode::AlreadyExists,
+                "DUPLICATE_EMAIL",
+                format!(
+                    "{} has the same email address; merge them, or create with allow_duplicate",
+                    existing.name()
+                ),
+            ),
             StoreError::Corrupt(_) | StoreError::Database(_) => ApiError::internal(&self),
         }
     }
@@ -110,12 +120,16 @@ impl Owned {
 /// Every write records its audit entry in the same transaction.
 #[async_trait]
 pub trait ContactStore: Send + Sync + 'static {
+    /// Creates a contact. With `unique_email`, fails with `DuplicateEmail` when a live contact
+    /// of the tenant already has one of its email addresses (checked under a lock, so two
+    /// concurrent creates cannot both pass).
     async fn create_contact(
         &self,
         tenant: &TenantId,
         contact: &Contact,
         key: Option<&RequestKey>,
         audit: &AuditRecord,
+        unique_email: bool,
     ) -> Result<Created<Contact>, StoreError>;
     async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError>;
     /// Writes `contact` if the stored revision is still `expected`.
@@ -228,6 +242,25 @@ pub trait ContactStore: Send + Sync + 'static {
     /// Moves up to `limit` records of `from` in one transaction, the i-th to
     /// `to[(offset + i) % to.len()]`, each with an audit entry; returns how many each target got.
     async fn reassign_batch(&self, tenant: &TenantId, batch: &Batch<'_>) -> Result<Vec<u64>, StoreError>;
+
+    /// Live contacts (not erased, not merged) having any of these match keys, up to `limit`.
+    async fn find_by_keys(
+        &self,
+        tenant: &TenantId,
+        keys: &[MatchKey],
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError>;
+    /// Match keys shared by several live contacts, in key order after `after`, up to `limit`.
+    async fn shared_keys(
+        &self,
+        tenant: &TenantId,
+        after: Option<&MatchKey>,
+        limit: usize,
+    ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError>;
+    /// Writes the survivor's merged state and turns each merged contact into a lineage record
+    /// pointing at it (personal fields moved, not kept twice), moving interactions and
+    /// earlier lineage, all in one transaction with the audit entries.
+    async fn merge_contacts(&self, tenant: &TenantId, merge: &Merge<'_>) -> Result<(), StoreError>;
 }
 
 /// One batch of a portfolio reassignment: up to `limit` records of kind `what` owned by
@@ -240,6 +273,18 @@ pub struct Batch<'a> {
     pub offset: usize,
     pub limit: usize,
     pub actor: &'a UserId,
+}
+
+/// A merge as the store writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Merge<'a> {
+    /// The survivor's new state, written if its revision is still `expected`.
+    pub survivor: &'a Contact,
+    pub expected: Revision,
+    /// The merged contacts with the revisions they were read at.
+    pub merged: &'a [(ContactId, Revision)],
+    pub survivor_audit: &'a AuditRecord,
+    pub merged_audit: &'a AuditRecord,
 }
 
 /// The targets of a round-robin batch: `to[(offset + i) % to.len()]` for the i-th record.

@@ -10,13 +10,13 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Batch, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Owned, RequestKey, StoreError,
+    Batch, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey, StoreError,
     TimelineOf, corrupt, round_robin, stored_user, stored_word, tsquery,
 };
 use crate::domain::*;
 
 const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
-                               owner, tags, attributes, consent, create_time, update_time, revision, erase_time";
+                               owner, tags, attributes, consent, create_time, update_time, revision, erase_time, merged_into";
 const COMPANY_COLUMNS: &str =
     "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
@@ -74,6 +74,7 @@ fn contact_from_row(row: &PgRow) -> Result<Contact, StoreError> {
         update_time: row.try_get("update_time")?,
         revision: Revision(row.try_get("revision")?),
         erase_time: row.try_get("erase_time")?,
+        merged_into: row.try_get::<Option<Uuid>, _>("merged_into")?.map(ContactId),
     })
 }
 
@@ -240,6 +241,7 @@ impl ContactStore for PgContactStore {
         contact: &Contact,
         key: Option<&RequestKey>,
         audit: &AuditRecord,
+        unique_email: bool,
     ) -> Result<Created<Contact>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
@@ -248,6 +250,9 @@ impl ContactStore for PgContactStore {
             {
                 let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
                 return Ok(Created { value, replayed: true });
+            }
+            if unique_email {
+                ensure_unique_emails(&mut tx, tenant, contact).await?;
             }
             let company = company_name(&mut tx, tenant, contact.fields.company).await?;
             let f = &contact.fields;
@@ -281,6 +286,7 @@ impl ContactStore for PgContactStore {
             if let Some(key) = key {
                 remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
             }
+            write_keys(&mut tx, tenant, contact).await?;
             record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
             Ok(Created { value: contact.clone(), replayed: false })
         }
@@ -327,7 +333,8 @@ impl ContactStore for PgContactStore {
         .await?;
         sqlx::query(
             "UPDATE history SET changes = (SELECT coalesce(jsonb_agg(jsonb_build_object('field', c->>'field', 'old', NULL, 'new', NULL)), '[]'::jsonb) \
-             FROM jsonb_array_elements(changes) AS c) WHERE tenant_id = $1 AND resource_kind = 'contact' AND resource_id = $2",
+             FROM jsonb_array_elements(changes) AS c) WHERE tenant_id = $1 AND resource_kind = 'contact' \
+             AND (resource_id = $2 OR resource_id IN (SELECT id FROM contacts WHERE tenant_id = $1 AND merged_into = $2))",
         )
         .bind(tenant.as_str())
         .bind(tombstone.id.0)
@@ -361,7 +368,7 @@ impl ContactStore for PgContactStore {
         let mut qb =
             QueryBuilder::<Postgres>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
-        qb.push(" AND erase_time IS NULL");
+        qb.push(" AND erase_time IS NULL AND merged_into IS NULL");
         if let Some(stage) = f.lifecycle_stage {
             qb.push(" AND lifecycle_stage = ").push_bind(stage.as_str());
         }
@@ -398,7 +405,7 @@ impl ContactStore for PgContactStore {
         let mut tx = self.tx(tenant).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONTACT_COLUMNS} FROM contacts, to_tsquery('simple', $2) AS q \
-             WHERE tenant_id = $1 AND erase_time IS NULL AND search_doc @@ q ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $3 OFFSET $4"
+             WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL AND search_doc @@ q ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $3 OFFSET $4"
         )))
         .bind(tenant.as_str())
         .bind(tsquery(terms))
@@ -784,6 +791,110 @@ impl ContactStore for PgContactStore {
         }
         Ok(shares)
     }
+    async fn find_by_keys(
+        &self,
+        tenant: &TenantId,
+        keys: &[MatchKey],
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kinds: Vec<&str> = keys.iter().map(|k| k.kind.as_str()).collect();
+        let values: Vec<&str> = keys.iter().map(|k| k.value.as_str()).collect();
+        let mut tx = self.tx(tenant).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL \
+             AND id IN (SELECT k.contact_id FROM contact_keys AS k JOIN unnest($2::text[], $3::text[]) AS q(kind, value) \
+                        ON k.kind = q.kind AND k.value = q.value WHERE k.tenant_id = $1) \
+             ORDER BY update_time DESC, id LIMIT $4"
+        )))
+        .bind(tenant.as_str())
+        .bind(&kinds)
+        .bind(&values)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn shared_keys(
+        &self,
+        tenant: &TenantId,
+        after: Option<&MatchKey>,
+        limit: usize,
+    ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT kind, value, array_agg(contact_id ORDER BY contact_id) AS ids FROM contact_keys \
+             WHERE tenant_id = $1 AND ($2::text IS NULL OR (kind, value) > ($2, $3)) \
+             GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(after.map(|k| k.kind.as_str()))
+        .bind(after.map(|k| k.value.as_str()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let ids: Vec<Uuid> = row.try_get("ids")?;
+                let key = MatchKey {
+                    kind: stored_word(&kind, KeyKind::parse)?,
+                    value: row.try_get("value")?,
+                };
+                Ok((key, ids.into_iter().map(ContactId).collect()))
+            })
+            .collect()
+    }
+
+    async fn merge_contacts(&self, tenant: &TenantId, merge: &Merge<'_>) -> Result<(), StoreError> {
+        let survivor = merge.survivor.id;
+        let mut tx = self.tx(tenant).await?;
+        write_contact(&mut tx, tenant, merge.survivor, merge.expected).await?;
+        for (id, expected) in merge.merged {
+            let moved = sqlx::query(
+                "UPDATE contacts SET merged_into = $3, given_name = '', family_name = '', emails = '[]', phones = '[]', \
+                 primary_email = NULL, title = '', company_name = NULL, tags = '{}', attributes = '{}', consent = '{}', \
+                 search_text = '', revision = revision + 1, update_time = $4 \
+                 WHERE tenant_id = $1 AND id = $2 AND revision = $5 AND merged_into IS NULL AND erase_time IS NULL",
+            )
+            .bind(tenant.as_str())
+            .bind(id.0)
+            .bind(survivor.0)
+            .bind(merge.survivor.update_time)
+            .bind(expected.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 0 {
+                return Err(missing_or_stale(&mut tx, "contacts", tenant, id.0).await);
+            }
+            sqlx::query("DELETE FROM contact_keys WHERE tenant_id = $1 AND contact_id = $2")
+                .bind(tenant.as_str())
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            for statement in [
+                "UPDATE interactions SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2",
+                "UPDATE contacts SET merged_into = $3 WHERE tenant_id = $1 AND merged_into = $2",
+            ] {
+                sqlx::query(statement)
+                    .bind(tenant.as_str())
+                    .bind(id.0)
+                    .bind(survivor.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            record(&mut tx, tenant, Audited::Contact(*id), merge.merged_audit).await?;
+        }
+        record(&mut tx, tenant, Audited::Contact(survivor), merge.survivor_audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// One row of `table` by id, decoded by `decode`.
@@ -922,7 +1033,7 @@ async fn write_contact(
     if updated == 0 {
         return Err(missing_or_stale(tx, "contacts", tenant, contact.id.0).await);
     }
-    Ok(())
+    write_keys(tx, tenant, contact).await
 }
 
 /// Appends an audit entry in the write's transaction.
@@ -947,4 +1058,69 @@ async fn record(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Replaces a contact's match keys; erased and merged contacts have none.
+async fn write_keys(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM contact_keys WHERE tenant_id = $1 AND contact_id = $2")
+        .bind(tenant.as_str())
+        .bind(contact.id.0)
+        .execute(&mut **tx)
+        .await?;
+    if contact.erase_time.is_some() || contact.merged_into.is_some() {
+        return Ok(());
+    }
+    let keys = contact.fields.match_keys();
+    let kinds: Vec<&str> = keys.iter().map(|k| k.kind.as_str()).collect();
+    let values: Vec<&str> = keys.iter().map(|k| k.value.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO contact_keys (tenant_id, kind, value, contact_id) \
+         SELECT $1, k.kind, k.value, $2 FROM unnest($3::text[], $4::text[]) AS k(kind, value)",
+    )
+    .bind(tenant.as_str())
+    .bind(contact.id.0)
+    .bind(&kinds)
+    .bind(&values)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Fails with `DuplicateEmail` when another live contact has one of `contact`'s addresses.
+/// Each address is locked for the rest of the transaction first, so that two concurrent
+/// creates of the same address are serialised and the second sees the first.
+async fn ensure_unique_emails(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    let mut emails: Vec<String> = contact.fields.emails.iter().map(|e| e.address.key()).collect();
+    if emails.is_empty() {
+        return Ok(());
+    }
+    // A fixed order, so that two transactions never wait on each other's locks.
+    emails.sort();
+    for email in &emails {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/email/' || $2, 0))")
+            .bind(tenant.as_str())
+            .bind(email)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let existing: Option<Uuid> = sqlx::query_scalar(
+        "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = 'email' AND value = ANY($2) AND contact_id <> $3 LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .bind(&emails)
+    .bind(contact.id.0)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match existing {
+        Some(id) => Err(StoreError::DuplicateEmail(ContactId(id))),
+        None => Ok(()),
+    }
 }

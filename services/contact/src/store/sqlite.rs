@@ -12,13 +12,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Batch, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Owned, RequestKey, StoreError,
+    Batch, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey, StoreError,
     TimelineOf, corrupt, fts5_query, round_robin, stored_user, stored_word,
 };
 use crate::domain::*;
 
 const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
-                               owner, tags, attributes, consent, create_time, update_time, revision, erase_time";
+                               owner, tags, attributes, consent, create_time, update_time, revision, erase_time, merged_into";
 const COMPANY_COLUMNS: &str =
     "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
@@ -94,6 +94,7 @@ fn contact_from_row(row: &SqliteRow) -> Result<Contact, StoreError> {
         update_time: time(row, "update_time")?,
         revision: Revision(row.try_get("revision")?),
         erase_time: opt_time(row, "erase_time")?,
+        merged_into: opt_uuid(row, "merged_into")?.map(ContactId),
     })
 }
 
@@ -251,6 +252,7 @@ impl ContactStore for SqliteContactStore {
         contact: &Contact,
         key: Option<&RequestKey>,
         audit: &AuditRecord,
+        unique_email: bool,
     ) -> Result<Created<Contact>, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = key
@@ -259,6 +261,9 @@ impl ContactStore for SqliteContactStore {
             let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
             tx.commit().await?;
             return Ok(Created { value, replayed: true });
+        }
+        if unique_email {
+            ensure_unique_emails(&mut tx, tenant, contact).await?;
         }
         let company = company_name(&mut tx, tenant, contact.fields.company).await?;
         let f = &contact.fields;
@@ -292,6 +297,7 @@ impl ContactStore for SqliteContactStore {
         if let Some(key) = key {
             remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
         }
+        write_keys(&mut tx, tenant, contact).await?;
         record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
         tx.commit().await?;
         Ok(Created {
@@ -340,7 +346,8 @@ impl ContactStore for SqliteContactStore {
         sqlx::query(
             "UPDATE history SET changes = (SELECT coalesce(json_group_array(json_object('field', json_extract(value, '$.field'), \
              'old', NULL, 'new', NULL)), '[]') FROM json_each(history.changes)) \
-             WHERE tenant_id = ?1 AND resource_kind = 'contact' AND resource_id = ?2",
+             WHERE tenant_id = ?1 AND resource_kind = 'contact' \
+             AND (resource_id = ?2 OR resource_id IN (SELECT id FROM contacts WHERE tenant_id = ?1 AND merged_into = ?2))",
         )
         .bind(tenant.as_str())
         .bind(tombstone.id.0.to_string())
@@ -373,7 +380,7 @@ impl ContactStore for SqliteContactStore {
         let f = &query.filter;
         let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
-        qb.push(" AND erase_time IS NULL");
+        qb.push(" AND erase_time IS NULL AND merged_into IS NULL");
         if let Some(stage) = f.lifecycle_stage {
             qb.push(" AND lifecycle_stage = ").push_bind(stage.as_str());
         }
@@ -410,7 +417,7 @@ impl ContactStore for SqliteContactStore {
             .join(", ");
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {columns} FROM contacts_fts JOIN contacts c ON c.rowid = contacts_fts.rowid \
-             WHERE contacts_fts MATCH ?1 AND c.tenant_id = ?2 AND c.erase_time IS NULL ORDER BY bm25(contacts_fts), c.id LIMIT ?3 OFFSET ?4"
+             WHERE contacts_fts MATCH ?1 AND c.tenant_id = ?2 AND c.erase_time IS NULL AND c.merged_into IS NULL ORDER BY bm25(contacts_fts), c.id LIMIT ?3 OFFSET ?4"
         )))
         .bind(fts5_query(terms))
         .bind(tenant.as_str())
@@ -787,6 +794,119 @@ impl ContactStore for SqliteContactStore {
         tx.commit().await?;
         Ok(shares)
     }
+    async fn find_by_keys(
+        &self,
+        tenant: &TenantId,
+        keys: &[MatchKey],
+        limit: usize,
+    ) -> Result<Vec<Contact>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE erase_time IS NULL AND merged_into IS NULL AND tenant_id = "
+        ));
+        qb.push_bind(tenant.as_str().to_owned());
+        qb.push(" AND id IN (SELECT contact_id FROM contact_keys WHERE tenant_id = ")
+            .push_bind(tenant.as_str().to_owned());
+        qb.push(" AND (");
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                qb.push(" OR ");
+            }
+            qb.push("(kind = ")
+                .push_bind(key.kind.as_str())
+                .push(" AND value = ")
+                .push_bind(key.value.clone())
+                .push(")");
+        }
+        qb.push(")) ORDER BY update_time DESC, id LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn shared_keys(
+        &self,
+        tenant: &TenantId,
+        after: Option<&MatchKey>,
+        limit: usize,
+    ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, value, group_concat(contact_id, ',') AS ids FROM \
+             (SELECT kind, value, contact_id FROM contact_keys WHERE tenant_id = ?1 AND (?2 IS NULL OR (kind, value) > (?2, ?3)) \
+              ORDER BY kind, value, contact_id) \
+             GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT ?4",
+        )
+        .bind(tenant.as_str())
+        .bind(after.map(|k| k.kind.as_str()))
+        .bind(after.map(|k| k.value.as_str()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let ids: String = row.try_get("ids")?;
+                let key = MatchKey {
+                    kind: stored_word(&kind, KeyKind::parse)?,
+                    value: row.try_get("value")?,
+                };
+                let ids = ids
+                    .split(',')
+                    .map(|id| Uuid::parse_str(id).map(ContactId).map_err(corrupt))
+                    .collect::<Result<_, _>>()?;
+                Ok((key, ids))
+            })
+            .collect()
+    }
+
+    async fn merge_contacts(&self, tenant: &TenantId, merge: &Merge<'_>) -> Result<(), StoreError> {
+        let survivor = merge.survivor.id.0.to_string();
+        let mut tx = self.write_tx().await?;
+        write_contact(&mut tx, tenant, merge.survivor, merge.expected).await?;
+        for (id, expected) in merge.merged {
+            let moved = sqlx::query(
+                "UPDATE contacts SET merged_into = ?3, given_name = '', family_name = '', emails = '[]', phones = '[]', \
+                 primary_email = NULL, title = '', company_name = NULL, tags = '[]', attributes = '{}', consent = '{}', \
+                 search_text = '', revision = revision + 1, update_time = ?4 \
+                 WHERE tenant_id = ?1 AND id = ?2 AND revision = ?5 AND merged_into IS NULL AND erase_time IS NULL",
+            )
+            .bind(tenant.as_str())
+            .bind(id.0.to_string())
+            .bind(&survivor)
+            .bind(micros(merge.survivor.update_time))
+            .bind(expected.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 0 {
+                return Err(missing_or_stale(&mut tx, "contacts", tenant, id.0).await);
+            }
+            for statement in [
+                "DELETE FROM contact_keys WHERE tenant_id = ?1 AND contact_id = ?2",
+                "UPDATE interactions SET contact_id = ?3 WHERE tenant_id = ?1 AND contact_id = ?2",
+                "UPDATE contacts SET merged_into = ?3 WHERE tenant_id = ?1 AND merged_into = ?2",
+            ] {
+                sqlx::query(statement)
+                    .bind(tenant.as_str())
+                    .bind(id.0.to_string())
+                    .bind(&survivor)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            record(&mut tx, tenant, Audited::Contact(*id), merge.merged_audit).await?;
+        }
+        record(
+            &mut tx,
+            tenant,
+            Audited::Contact(merge.survivor.id),
+            merge.survivor_audit,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// One row of `table` by id, decoded by `decode`.
@@ -925,7 +1045,7 @@ async fn write_contact(
     if updated == 0 {
         return Err(missing_or_stale(tx, "contacts", tenant, contact.id.0).await);
     }
-    Ok(())
+    write_keys(tx, tenant, contact).await
 }
 
 /// Appends an audit entry in the write's transaction.
@@ -949,5 +1069,57 @@ async fn record(
     .bind(to_json(&audit.changes)?)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Replaces a contact's match keys; erased and merged contacts have none.
+async fn write_keys(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    let id = contact.id.0.to_string();
+    sqlx::query("DELETE FROM contact_keys WHERE tenant_id = ?1 AND contact_id = ?2")
+        .bind(tenant.as_str())
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+    if contact.erase_time.is_some() || contact.merged_into.is_some() {
+        return Ok(());
+    }
+    for key in contact.fields.match_keys() {
+        sqlx::query("INSERT INTO contact_keys (tenant_id, kind, value, contact_id) VALUES (?1, ?2, ?3, ?4)")
+            .bind(tenant.as_str())
+            .bind(key.kind.as_str())
+            .bind(&key.value)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Fails with `DuplicateEmail` when another live contact has one of `contact`'s addresses.
+/// Write transactions are serialised (BEGIN IMMEDIATE), so the check cannot race a create.
+async fn ensure_unique_emails(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    for email in contact.fields.emails.iter().map(|e| e.address.key()) {
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND kind = 'email' AND value = ?2 AND contact_id <> ?3 LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .bind(&email)
+        .bind(contact.id.0.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(id) = existing {
+            return Err(StoreError::DuplicateEmail(ContactId(
+                Uuid::parse_str(&id).map_err(corrupt)?,
+            )));
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,221 @@
+//! Duplicate detection on create, FindDuplicates and MergeContacts, over REST.
+
+use crm_platform::Role;
+use serde_json::json;
+
+use crate::support::{Rest, Suite, id_of};
+
+#[tokio::test]
+async fn duplicates_are_caught_found_and_merged() {
+    let suite = Suite::start();
+    let api = Rest::as_user(&suite.rest, "acme", "alice", Role::Manager);
+    let (_, company) = api.post("/v1/companies", json!({"displayName": "Initech"})).await;
+    let (status, first) = api
+        .post("/v1/contacts", json!({"givenName": "Jonathan", "familyName": "Smith", "emails": [{"address": "jon.smith@initech.example"}], "company": company["name"], "tags": ["a"]}))
+        .await;
+    assert_eq!(status, 201, "{first}");
+
+    // The same address in other case is a conflict naming the existing contact.
+    let same = json!({"givenName": "J.", "familyName": "Smith", "emails": [{"address": "Jon.Smith@INITECH.example"}], "title": "Engineer", "tags": ["b"]});
+    let (status, problem) = api.post("/v1/contacts", same.clone()).await;
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (409, Some("DUPLICATE_EMAIL")),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(first["name"].as_str().expect("name"))
+    );
+    let (_, listed) = api.get("/v1/contacts").await;
+    assert_eq!(
+        listed["contacts"].as_array().map(Vec::len),
+        Some(1),
+        "the refused create wrote nothing"
+    );
+
+    // Created anyway when asked; the response links to the likely duplicates.
+    let forced = api
+        .request(reqwest::Method::POST, "/v1/contacts?allowDuplicate=true")
+        .json(&same)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(forced.status(), 201);
+    let link = forced
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(link.contains("rel=\"duplicates\""), "{link}");
+    let second: serde_json::Value = forced.json().await.expect("json");
+    let (_, third) = api
+        .post("/v1/contacts", json!({"givenName": "Jonathon", "familyName": "Smith", "emails": [{"address": "jsmith@home.example"}], "company": company["name"]}))
+        .await;
+    let (_, stranger) = api
+        .post(
+            "/v1/contacts",
+            json!({"givenName": "Maria", "familyName": "Garcia", "emails": [{"address": "maria@else.example"}]}),
+        )
+        .await;
+
+    let (status, page) = api.get("/v1/contacts:findDuplicates").await;
+    assert_eq!(status, 200, "{page}");
+    let groups = page["groups"].as_array().expect("groups");
+    let names = |v: &serde_json::Value| v["name"].as_str().expect("name").to_owned();
+    let by_email = groups
+        .iter()
+        .find(|g| {
+            g["reasons"]
+                .as_array()
+                .is_some_and(|r| r.contains(&json!("MATCH_REASON_EMAIL")))
+        })
+        .expect("email group");
+    let members: Vec<&str> = by_email["contacts"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert!(
+        members.contains(&names(&first).as_str()) && members.contains(&names(&second).as_str()),
+        "{by_email}"
+    );
+    assert!(by_email["score"].as_f64().unwrap_or_default() > 0.9);
+    assert!(
+        groups.iter().any(|g| g["reasons"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("MATCH_REASON_NAME_AND_COMPANY")))),
+        "{page}"
+    );
+    assert!(
+        !page.to_string().contains(&names(&stranger)),
+        "unrelated contacts are not grouped"
+    );
+
+    let (_, candidates) = api
+        .get(&format!("/v1/contacts:findDuplicates?contact={}", names(&first)))
+        .await;
+    assert_eq!(candidates["groups"].as_array().map(Vec::len), Some(2), "{candidates}");
+
+    let (_, call) = api
+        .post(
+            &format!("/v1/contacts/{}/interactions", id_of(&second["name"])),
+            json!({"type": "CALL", "occurTime": "2026-11-01T09:00:00Z", "subject": "on the second record"}),
+        )
+        .await;
+
+    // Merge both into the first, taking the title from the second.
+    let survivor = id_of(&first["name"]);
+    let body = json!({"merged": [second["name"], third["name"]], "fieldSources": {"title": second["name"]}});
+    let (status, merged) = api.post(&format!("/v1/contacts/{survivor}:merge"), body.clone()).await;
+    assert_eq!(status, 200, "{merged}");
+    assert_eq!(merged["name"], first["name"]);
+    assert_eq!(merged["title"], "Engineer", "the caller's choice");
+    assert_eq!(merged["givenName"], "Jonathon", "most recent non-empty");
+    let emails: Vec<&str> = merged["emails"]
+        .as_array()
+        .expect("emails")
+        .iter()
+        .filter_map(|e| e["address"].as_str())
+        .collect();
+    assert_eq!(
+        emails,
+        ["jon.smith@initech.example", "jsmith@home.example"],
+        "united, no duplicates"
+    );
+    assert_eq!(merged["tags"], json!(["a", "b"]));
+
+    let (status, resolved) = api.get(&format!("/v1/contacts/{}", id_of(&second["name"]))).await;
+    assert_eq!(
+        (status, &resolved["name"]),
+        (200, &first["name"]),
+        "a merged id resolves to its survivor"
+    );
+    let (_, timeline) = api.get(&format!("/v1/contacts/{survivor}/interactions")).await;
+    assert_eq!(
+        timeline["interactions"][0]["subject"], call["subject"],
+        "interactions moved"
+    );
+    let (_, listed) = api.get("/v1/contacts").await;
+    let listed: Vec<String> = listed["contacts"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .map(names)
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let (_, none_left) = api.get("/v1/contacts:findDuplicates").await;
+    assert_eq!(none_left["groups"].as_array().map(Vec::len), Some(0), "{none_left}");
+    let (_, history) = api.get(&format!("/v1/contacts/{survivor}/history")).await;
+    assert_eq!(history["entries"][0]["action"], "CHANGE_ACTION_MERGED");
+
+    // Refusals: into itself, again, an erased contact, another tenant's, a rep's without rights.
+    let (status, _) = api
+        .post(
+            &format!("/v1/contacts/{survivor}:merge"),
+            json!({"merged": [first["name"]]}),
+        )
+        .await;
+    assert_eq!(status, 400, "into itself");
+    let (status, problem) = api
+        .post(
+            &format!("/v1/contacts/{survivor}:merge"),
+            json!({"merged": [second["name"]]}),
+        )
+        .await;
+    assert_eq!((status, problem["reason"].as_str()), (412, Some("ALREADY_MERGED")));
+    let (_, erased) = api
+        .post(
+            "/v1/contacts",
+            json!({"givenName": "Gone", "emails": [{"address": "gone@x.example"}]}),
+        )
+        .await;
+    api.post(&format!("/v1/contacts/{}:erase", id_of(&erased["name"])), json!({}))
+        .await;
+    let (status, problem) = api
+        .post(
+            &format!("/v1/contacts/{survivor}:merge"),
+            json!({"merged": [erased["name"]]}),
+        )
+        .await;
+    assert_eq!((status, problem["reason"].as_str()), (412, Some("CONTACT_ERASED")));
+    let other = Rest::as_user(&suite.rest, "elsewhere", "eve", Role::Admin);
+    let (_, theirs) = other.post("/v1/contacts", json!({"givenName": "Theirs"})).await;
+    assert_eq!(
+        api.post(
+            &format!("/v1/contacts/{survivor}:merge"),
+            json!({"merged": [theirs["name"]]})
+        )
+        .await
+        .0,
+        404,
+        "across tenants"
+    );
+    assert_eq!(
+        other
+            .post(
+                &format!("/v1/contacts/{survivor}:merge"),
+                json!({"merged": [theirs["name"]]})
+            )
+            .await
+            .0,
+        404
+    );
+    let rep = Rest::as_user(&suite.rest, "acme", "bob", Role::Rep);
+    let (_, bobs) = rep.post("/v1/contacts", json!({"givenName": "Bob's"})).await;
+    assert_eq!(
+        rep.post(
+            &format!("/v1/contacts/{}:merge", id_of(&bobs["name"])),
+            json!({"merged": [stranger["name"]]})
+        )
+        .await
+        .0,
+        403
+    );
+    let (status, problem) = api.post(&format!("/v1/contacts/{survivor}:merge"), json!({"merged": [stranger["name"]], "fieldSources": {"title": "contacts/0190c0de-0000-7000-8000-000000000000"}})).await;
+    assert_eq!(status, 400, "{problem}");
+}
