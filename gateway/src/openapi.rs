@@ -33,7 +33,7 @@ impl Modify for BearerAuth {
     paths(
         contacts::list, contacts::create, contacts::get, contacts::update, contacts::delete, contacts::search,
         contacts::contact_history, contacts::reassign_owner, contacts::erase_contact, companies::history,
-        contacts::find_duplicates, contacts::merge_contacts,
+        contacts::find_duplicates, contacts::merge_contacts, contacts::export,
         companies::list, companies::create, companies::get, companies::update, companies::delete,
         interactions::list_for_contact, interactions::list_for_company, interactions::create, interactions::get, interactions::delete,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,

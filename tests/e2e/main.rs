@@ -4,6 +4,7 @@ mod support;
 
 mod data_rights;
 mod duplicates;
+mod export;
 mod grpc;
 mod postgres;
 mod rest;

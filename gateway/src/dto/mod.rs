@@ -2,5 +2,6 @@
 
 pub mod common;
 pub mod contact;
+pub mod table;
 
 pub use contact::*;

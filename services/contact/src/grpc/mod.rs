@@ -59,6 +59,26 @@ fn timeline_of(parent: &str) -> Result<TimelineOf, ApiError> {
 
 #[tonic::async_trait]
 impl ContactService for ContactGrpc {
+    type ExportContactsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ExportContactsResponse, Status>> + Send + 'static>>;
+
+    async fn export_contacts(
+        &self,
+        request: Request<pb::ExportContactsRequest>,
+    ) -> Result<Response<Self::ExportContactsStream>, Status> {
+        use futures::StreamExt;
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let batches = self.app.export_contacts(&who, &r.filter, &r.order_by)?;
+        Ok(Response::new(Box::pin(batches.map(|batch| {
+            batch
+                .map(|contacts| pb::ExportContactsResponse {
+                    contacts: contacts.iter().map(contact_to_proto).collect(),
+                })
+                .map_err(Status::from)
+        }))))
+    }
+
     async fn get_contact(
         &self,
         request: Request<pb::GetContactRequest>,
