@@ -75,6 +75,9 @@ pub struct Contact {
     #[schema(read_only)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The contact's id in another system; unique within the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub given_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +191,7 @@ impl Contact {
             update_time: None,
             etag: self.etag.clone().unwrap_or_default(),
             erase_time: None,
+            external_id: self.external_id.clone().unwrap_or_default(),
         };
         v.finish()?;
         Ok(contact)
@@ -197,6 +201,7 @@ impl Contact {
     pub fn present_paths(&self) -> Vec<String> {
         let mut paths: Vec<&str> = Vec::new();
         let present = [
+            ("external_id", self.external_id.is_some()),
             ("given_name", self.given_name.is_some()),
             ("family_name", self.family_name.is_some()),
             ("emails", self.emails.is_some()),
@@ -226,6 +231,7 @@ impl From<&pb::Contact> for Contact {
     fn from(c: &pb::Contact) -> Self {
         Contact {
             name: Some(c.name.clone()),
+            external_id: (!c.external_id.is_empty()).then(|| c.external_id.clone()),
             given_name: Some(c.given_name.clone()),
             family_name: Some(c.family_name.clone()),
             emails: Some(

@@ -53,17 +53,9 @@ pub fn contact_record(c: &pb::Contact) -> Vec<String> {
     } else {
         serde_json::to_string(&attributes_from_proto(&c.attributes)).unwrap_or_default()
     };
-    let external_id = c
-        .attributes
-        .get("external_id")
-        .and_then(|v| match &v.kind {
-            Some(crm_proto::crm::common::v1::attribute_value::Kind::StringValue(s)) => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
     vec![
         c.name.clone(),
-        external_id,
+        c.external_id.clone(),
         c.given_name.clone(),
         c.family_name.clone(),
         c.emails

@@ -106,6 +106,7 @@ pub trait AuditFields {
 impl AuditFields for ContactFields {
     fn audit_values(&self) -> Vec<(&'static str, Value)> {
         vec![
+            ("external_id", self.external_id.as_deref().map_or(Value::Null, text)),
             ("given_name", text(&self.given_name)),
             ("family_name", text(&self.family_name)),
             ("emails", json(&self.emails)),
@@ -178,6 +179,7 @@ mod tests {
 
     fn fields() -> ContactFields {
         ContactFields {
+            external_id: None,
             given_name: "Ann".into(),
             family_name: "Lee".into(),
             emails: vec![],

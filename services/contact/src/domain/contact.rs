@@ -18,6 +18,17 @@ pub const MAX_TAGS: usize = 100;
 pub const MAX_ATTRIBUTES: usize = 200;
 /// Longest name or title.
 pub const MAX_NAME: usize = 200;
+/// Longest external id.
+pub const MAX_EXTERNAL_ID: usize = 128;
+
+/// Checks an external id: 1 to 128 characters, no control characters, trimmed.
+pub fn parse_external_id(raw: &str) -> Result<String, String> {
+    let id = raw.trim();
+    if id.is_empty() || id.chars().count() > MAX_EXTERNAL_ID || id.chars().any(char::is_control) {
+        return Err(format!("must be 1 to {MAX_EXTERNAL_ID} printable characters"));
+    }
+    Ok(id.to_owned())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactEmail {
@@ -63,6 +74,8 @@ pub struct Contact {
 /// Everything about a contact a client may write, already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactFields {
+    /// The contact's id in another system; unique per tenant.
+    pub external_id: Option<String>,
     pub given_name: String,
     pub family_name: String,
     pub emails: Vec<ContactEmail>,
@@ -80,6 +93,7 @@ pub struct ContactFields {
 /// A field of a contact named by an update mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ContactField {
+    ExternalId,
     GivenName,
     FamilyName,
     Emails,
@@ -101,6 +115,7 @@ impl ContactField {
     /// Parses an update-mask path (proto field names).
     pub fn parse(path: &str) -> Result<Self, String> {
         Ok(match path {
+            "external_id" => Self::ExternalId,
             "given_name" => Self::GivenName,
             "family_name" => Self::FamilyName,
             "emails" => Self::Emails,
@@ -154,6 +169,7 @@ impl ContactFields {
     pub fn apply(&mut self, patch: &ContactFields, mask: &[ContactField]) {
         for field in mask {
             match field {
+                ContactField::ExternalId => self.external_id.clone_from(&patch.external_id),
                 ContactField::GivenName => self.given_name.clone_from(&patch.given_name),
                 ContactField::FamilyName => self.family_name.clone_from(&patch.family_name),
                 ContactField::Emails => self.emails.clone_from(&patch.emails),
@@ -210,6 +226,7 @@ impl Contact {
         Contact {
             id: self.id,
             fields: ContactFields {
+                external_id: None,
                 given_name: String::new(),
                 family_name: String::new(),
                 emails: Vec::new(),

@@ -24,6 +24,8 @@ pub enum KeyKind {
     Phone,
     /// A blocking key on the name: contacts sharing it are compared by name similarity.
     Name,
+    /// The id in another system; unique per tenant.
+    External,
 }
 
 impl KeyKind {
@@ -32,6 +34,7 @@ impl KeyKind {
             KeyKind::Email => "email",
             KeyKind::Phone => "phone",
             KeyKind::Name => "name",
+            KeyKind::External => "external",
         }
     }
 
@@ -161,6 +164,7 @@ mod tests {
         company: Option<CompanyId>,
     ) -> ContactFields {
         ContactFields {
+            external_id: None,
             given_name: given.into(),
             family_name: family.into(),
             emails: email

@@ -128,6 +128,7 @@ mod tests {
     fn contact(given: &str, title: &str, email: &str, minutes_ago: i64) -> Contact {
         let at = to_micros(Utc::now() - Duration::minutes(minutes_ago));
         let mut fields = ContactFields {
+            external_id: None,
             given_name: given.into(),
             family_name: "Smith".into(),
             emails: vec![ContactEmail {

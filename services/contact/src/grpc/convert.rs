@@ -238,6 +238,11 @@ pub(crate) fn contact_fields(v: &mut Violations, c: &pb::Contact, default_owner:
     };
     let consent = c.consent.as_ref();
     ContactFields {
+        external_id: if c.external_id.is_empty() {
+            None
+        } else {
+            v.check("external_id", crate::domain::contact::parse_external_id(&c.external_id))
+        },
         given_name: text(v, "given_name", &c.given_name, MAX_NAME, false),
         family_name: text(v, "family_name", &c.family_name, MAX_NAME, false),
         emails,
@@ -283,6 +288,7 @@ pub(crate) fn masked_contact(c: &pb::Contact, mask: &[ContactField]) -> pb::Cont
     let mut out = pb::Contact::default();
     for field in mask {
         match field {
+            ContactField::ExternalId => out.external_id.clone_from(&c.external_id),
             ContactField::GivenName => out.given_name.clone_from(&c.given_name),
             ContactField::FamilyName => out.family_name.clone_from(&c.family_name),
             ContactField::Emails => out.emails.clone_from(&c.emails),
@@ -373,6 +379,7 @@ pub(crate) fn contact_to_proto(c: &Contact) -> pb::Contact {
         update_time: Some(timestamp(c.update_time)),
         etag: c.etag(),
         erase_time: c.erase_time.map(timestamp),
+        external_id: f.external_id.clone().unwrap_or_default(),
     }
 }
 

@@ -28,6 +28,7 @@ fn audit() -> AuditRecord {
 
 fn fields(given: &str, family: &str, email: &str) -> ContactFields {
     let mut fields = ContactFields {
+        external_id: None,
         given_name: given.into(),
         family_name: family.into(),
         emails: vec![ContactEmail {

@@ -36,6 +36,8 @@ pub enum StoreError {
     UnknownCompany,
     #[error("another contact has the same email address")]
     DuplicateEmail(ContactId),
+    #[error("another contact has the same external id")]
+    DuplicateExternalId(ContactId),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -61,6 +63,11 @@ impl StoreError {
                     "{} has the same email address; merge them, or create with allow_duplicate",
                     existing.name()
                 ),
+            ),
+            StoreError::DuplicateExternalId(existing) => ApiError::new(
+                crm_platform::ErrorCode::AlreadyExists,
+                "DUPLICATE_EXTERNAL_ID",
+                format!("{} has the same external_id", existing.name()),
             ),
             StoreError::Corrupt(_) | StoreError::Database(_) => ApiError::internal(&self),
         }

@@ -18,7 +18,8 @@ use super::{
 use crate::domain::*;
 
 const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
-                               owner, tags, attributes, consent, create_time, update_time, revision, erase_time, merged_into";
+                               owner, tags, attributes, consent, create_time, update_time, revision, erase_time, merged_into, \
+                               external_id";
 const COMPANY_COLUMNS: &str =
     "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
@@ -77,6 +78,7 @@ fn contact_from_row(row: &SqliteRow) -> Result<Contact, StoreError> {
     Ok(Contact {
         id: ContactId(uuid(row, "id")?),
         fields: ContactFields {
+            external_id: row.try_get("external_id")?,
             given_name: row.try_get("given_name")?,
             family_name: row.try_get("family_name")?,
             emails: json(row, "emails")?,
@@ -262,6 +264,7 @@ impl ContactStore for SqliteContactStore {
             tx.commit().await?;
             return Ok(Created { value, replayed: true });
         }
+        ensure_unique_external_id(&mut tx, tenant, contact).await?;
         if unique_email {
             ensure_unique_emails(&mut tx, tenant, contact).await?;
         }
@@ -269,8 +272,8 @@ impl ContactStore for SqliteContactStore {
         let f = &contact.fields;
         sqlx::query(
             "INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, phones, primary_email, title, company_id, \
-             company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+             company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision, \
+             external_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
         )
         .bind(tenant.as_str())
         .bind(contact.id.0.to_string())
@@ -292,6 +295,7 @@ impl ContactStore for SqliteContactStore {
         .bind(micros(contact.create_time))
         .bind(micros(contact.update_time))
         .bind(contact.revision.0)
+        .bind(&f.external_id)
         .execute(&mut *tx)
         .await?;
         if let Some(key) = key {
@@ -1010,12 +1014,15 @@ async fn write_contact(
     contact: &Contact,
     expected: Revision,
 ) -> Result<(), StoreError> {
+    if contact.erase_time.is_none() && contact.merged_into.is_none() {
+        ensure_unique_external_id(tx, tenant, contact).await?;
+    }
     let company = company_name(tx, tenant, contact.fields.company).await?;
     let f = &contact.fields;
     let updated = sqlx::query(
         "UPDATE contacts SET given_name = ?3, family_name = ?4, emails = ?5, phones = ?6, primary_email = ?7, title = ?8, \
          company_id = ?9, company_name = ?10, lifecycle_stage = ?11, source = ?12, owner = ?13, tags = ?14, attributes = ?15, \
-         consent = ?16, search_text = ?17, update_time = ?18, revision = ?19, erase_time = ?21 \
+         consent = ?16, search_text = ?17, update_time = ?18, revision = ?19, erase_time = ?21, external_id = ?22 \
          WHERE tenant_id = ?1 AND id = ?2 AND revision = ?20",
     )
     .bind(tenant.as_str())
@@ -1039,6 +1046,7 @@ async fn write_contact(
     .bind(contact.revision.0)
     .bind(expected.0)
     .bind(contact.erase_time.map(micros))
+    .bind(&f.external_id)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -1122,4 +1130,29 @@ async fn ensure_unique_emails(
         }
     }
     Ok(())
+}
+
+/// Fails with `DuplicateExternalId` when another live contact has `contact`'s external id.
+async fn ensure_unique_external_id(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    let Some(external) = &contact.fields.external_id else {
+        return Ok(());
+    };
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND kind = 'external' AND value = ?2 AND contact_id <> ?3 LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .bind(external)
+    .bind(contact.id.0.to_string())
+    .fetch_optional(&mut **tx)
+    .await?;
+    match existing {
+        Some(id) => Err(StoreError::DuplicateExternalId(ContactId(
+            Uuid::parse_str(&id).map_err(corrupt)?,
+        ))),
+        None => Ok(()),
+    }
 }
