@@ -3,6 +3,7 @@
 
 pub mod dto;
 pub mod extract;
+pub mod import;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -166,6 +167,7 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .route("/v1/contacts:reassignOwner", post(contacts::reassign_owner))
         .route("/v1/contacts:findDuplicates", get(contacts::find_duplicates))
         .route("/v1/contacts:export", get(contacts::export))
+        .route("/v1/contacts:import", post(contacts::import))
         .route("/v1/contacts/{id}/history", get(contacts::contact_history))
         .route("/v1/companies/{id}/history", get(companies::history))
         .route(

@@ -6,6 +6,7 @@ mod data_rights;
 mod duplicates;
 mod export;
 mod grpc;
+mod import;
 mod postgres;
 mod rest;
 mod security;

@@ -20,6 +20,7 @@ json_enum!(Direction, pb::Direction, "DIRECTION_");
 json_enum!(InteractionChannel, pb::InteractionChannel, "INTERACTION_CHANNEL_");
 json_enum!(ChangeAction, pb::ChangeAction, "CHANGE_ACTION_");
 json_enum!(MatchReason, pb::MatchReason, "MATCH_REASON_");
+json_enum!(RowOutcome, pb::RowOutcome, "ROW_OUTCOME_");
 
 fn nonzero<T>(value: i32, wrap: fn(i32) -> T) -> Option<T> {
     (value != 0).then(|| wrap(value))
@@ -649,4 +650,57 @@ pub struct MergeRequest {
     /// recently updated non-empty value, and emails, phones, tags and attributes are united.
     #[serde(default)]
     pub field_sources: BTreeMap<String, String>,
+}
+
+/// The result of one imported row (a line of the response).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RowResult {
+    /// The row's line in the file.
+    pub line: Int64,
+    pub outcome: Option<RowOutcome>,
+    /// The contact created or matched.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub contact: String,
+    /// For a rejected row: the offending field.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub field: String,
+    /// For a rejected row: why.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl From<&pb::RowResult> for RowResult {
+    fn from(r: &pb::RowResult) -> Self {
+        RowResult {
+            line: Int64(r.line),
+            outcome: nonzero(r.outcome, RowOutcome),
+            contact: r.contact.clone(),
+            field: r.field.clone(),
+            reason: r.reason.clone(),
+        }
+    }
+}
+
+/// Totals of an import (the last line of the response, as `{"summary": {...}}`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSummary {
+    pub created: Int64,
+    pub updated: Int64,
+    pub unchanged: Int64,
+    pub rejected: Int64,
+    pub dry_run: bool,
+}
+
+impl From<&pb::ImportSummary> for ImportSummary {
+    fn from(s: &pb::ImportSummary) -> Self {
+        ImportSummary {
+            created: Int64(s.created),
+            updated: Int64(s.updated),
+            unchanged: Int64(s.unchanged),
+            rejected: Int64(s.rejected),
+            dry_run: s.dry_run,
+        }
+    }
 }

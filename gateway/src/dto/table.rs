@@ -101,3 +101,309 @@ pub fn encode_csv(records: impl IntoIterator<Item = Vec<String>>, header: bool) 
     }
     writer.into_inner().unwrap_or_default()
 }
+
+/// Columns of an export that an import ignores (they are output only), and `error`, which a
+/// rejects file adds.
+const IGNORED_COLUMNS: &[&str] = &["name", "create_time", "update_time", "error"];
+
+/// Largest row an import accepts.
+pub const MAX_ROW_BYTES: usize = 1024 * 1024;
+
+/// Reads file rows as import rows: knows which column holds which field.
+#[derive(Debug, Clone)]
+pub struct RowReader {
+    /// For each column, the field it holds (None: ignored).
+    columns: Vec<Option<&'static str>>,
+}
+
+fn importable(name: &str) -> Option<&'static str> {
+    CONTACT_COLUMNS
+        .iter()
+        .copied()
+        .find(|c| *c == name && !IGNORED_COLUMNS.contains(c))
+}
+
+/// Parses `from:to,from:to` into a column mapping; `to` may be `-` to ignore a column.
+pub fn parse_mapping(raw: &str) -> Result<Vec<(String, String)>, String> {
+    raw.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (from, to) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("`{pair}` is not column:field"))?;
+            Ok((from.trim().to_owned(), to.trim().to_owned()))
+        })
+        .collect()
+}
+
+impl RowReader {
+    /// Checks a header row against the mapping. Every column must be a contact field (after
+    /// mapping), an ignored export column, or mapped to `-`.
+    pub fn new(headers: &[&str], mapping: &[(String, String)]) -> Result<Self, String> {
+        let mut columns = Vec::with_capacity(headers.len());
+        for header in headers {
+            let header = header.trim().trim_start_matches('\u{feff}');
+            let target = mapping
+                .iter()
+                .find(|(from, _)| from == header)
+                .map_or(header, |(_, to)| to.as_str());
+            let column = if target == "-" || IGNORED_COLUMNS.contains(&target) {
+                None
+            } else {
+                Some(importable(target).ok_or_else(|| {
+                    format!("column `{header}` is not a contact field; map it with mapping={header}:<field> or {header}:- to skip it")
+                })?)
+            };
+            if column.is_some() && columns.contains(&column) {
+                return Err(format!("two columns hold `{target}`"));
+            }
+            columns.push(column);
+        }
+        if columns.iter().all(Option::is_none) {
+            return Err("no column holds a contact field".to_owned());
+        }
+        Ok(Self { columns })
+    }
+
+    /// The import row of one record; a record that cannot be read is a rejected row.
+    pub fn row(&self, line: i64, record: &[&str]) -> pb::ImportRow {
+        if record.len() != self.columns.len() {
+            return rejected(
+                line,
+                "row",
+                format!("has {} columns; the header has {}", record.len(), self.columns.len()),
+            );
+        }
+        let mut contact = pb::Contact::default();
+        let mut fields = Vec::new();
+        for (column, value) in self.columns.iter().zip(record) {
+            let Some(column) = column else { continue };
+            if let Err(reason) = set_field(&mut contact, column, value.trim()) {
+                return rejected(line, *column, reason);
+            }
+            fields.push(match *column {
+                "consent_email" => "consent.email".to_owned(),
+                "consent_sms" => "consent.sms".to_owned(),
+                "consent_phone" => "consent.phone".to_owned(),
+                other => other.to_owned(),
+            });
+        }
+        pb::ImportRow {
+            line,
+            contact: Some(contact),
+            fields: Some(crm_proto::prost_types::FieldMask { paths: fields }),
+            rejected_field: String::new(),
+            rejected_reason: String::new(),
+        }
+    }
+}
+
+/// A row the client could not read.
+pub fn rejected(line: i64, field: impl Into<String>, reason: impl Into<String>) -> pb::ImportRow {
+    pb::ImportRow {
+        line,
+        contact: None,
+        fields: None,
+        rejected_field: field.into(),
+        rejected_reason: reason.into(),
+    }
+}
+
+fn enum_value(value: &str, parse: fn(&str) -> Option<i32>, prefix: &str) -> Result<i32, String> {
+    if value.is_empty() {
+        return Ok(0);
+    }
+    let upper = value.to_ascii_uppercase();
+    parse(&upper)
+        .or_else(|| parse(&format!("{prefix}{upper}")))
+        .ok_or_else(|| format!("`{value}` is not a known value"))
+}
+
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(';').map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn set_field(c: &mut pb::Contact, column: &str, value: &str) -> Result<(), String> {
+    let consent = |value: &str| -> Result<Option<pb::ChannelConsent>, String> {
+        let status = enum_value(
+            value,
+            |v| pb::ConsentStatus::from_str_name(v).map(|s| s as i32),
+            "CONSENT_STATUS_",
+        )?;
+        Ok((status != 0).then(|| pb::ChannelConsent {
+            status,
+            update_time: None,
+            source: "import".to_owned(),
+        }))
+    };
+    match column {
+        "external_id" => c.external_id = value.to_owned(),
+        "given_name" => c.given_name = value.to_owned(),
+        "family_name" => c.family_name = value.to_owned(),
+        "emails" => {
+            c.emails = list(value)
+                .enumerate()
+                .map(|(i, a)| pb::EmailAddress {
+                    address: a.to_owned(),
+                    primary: i == 0,
+                })
+                .collect();
+        }
+        "phones" => {
+            c.phones = list(value)
+                .enumerate()
+                .map(|(i, n)| pb::PhoneNumber {
+                    number: n.to_owned(),
+                    primary: i == 0,
+                })
+                .collect();
+        }
+        "title" => c.title = value.to_owned(),
+        "company" => c.company = value.to_owned(),
+        "lifecycle_stage" => {
+            c.lifecycle_stage = enum_value(
+                value,
+                |v| pb::LifecycleStage::from_str_name(v).map(|s| s as i32),
+                "LIFECYCLE_STAGE_",
+            )?;
+        }
+        "source" => {
+            c.source = enum_value(
+                value,
+                |v| pb::SourceChannel::from_str_name(v).map(|s| s as i32),
+                "SOURCE_CHANNEL_",
+            )?
+        }
+        "owner" => c.owner = value.to_owned(),
+        "tags" => c.tags = list(value).map(str::to_owned).collect(),
+        "attributes" if value.is_empty() => c.attributes.clear(),
+        "attributes" => {
+            let parsed: std::collections::BTreeMap<String, super::common::AttributeValue> =
+                serde_json::from_str(value).map_err(|err| format!("is not a JSON object of typed values: {err}"))?;
+            let mut violations = crm_platform::error::Violations::new("");
+            c.attributes = super::common::attributes_to_proto(&mut violations, "attributes", &parsed);
+            violations.finish().map_err(|err| err.message)?;
+        }
+        "consent_email" => c.consent.get_or_insert_default().email = consent(value)?,
+        "consent_sms" => c.consent.get_or_insert_default().sms = consent(value)?,
+        "consent_phone" => c.consent.get_or_insert_default().phone = consent(value)?,
+        _ => return Err("is not an importable field".to_owned()),
+    }
+    Ok(())
+}
+
+/// The import row of one NDJSON line (a contact in its REST JSON form).
+pub fn ndjson_row(line: i64, text: &str) -> pb::ImportRow {
+    if text.len() > MAX_ROW_BYTES {
+        return rejected(line, "row", "is larger than 1 MiB");
+    }
+    let deserializer = &mut serde_json::Deserializer::from_str(text);
+    let contact: super::Contact = match serde_path_to_error::deserialize(deserializer) {
+        Ok(contact) => contact,
+        Err(err) => return rejected(line, err.path().to_string(), err.inner().to_string()),
+    };
+    // Output-only fields of an export are ignored on import.
+    let contact = super::Contact {
+        name: None,
+        create_time: None,
+        update_time: None,
+        etag: None,
+        erase_time: None,
+        ..contact
+    };
+    match contact.to_proto("") {
+        Ok(proto) => pb::ImportRow {
+            line,
+            contact: Some(proto),
+            fields: Some(crm_proto::prost_types::FieldMask {
+                paths: contact.present_paths(),
+            }),
+            rejected_field: String::new(),
+            rejected_reason: String::new(),
+        },
+        Err(err) => {
+            let (field, reason) = err
+                .violations
+                .first()
+                .map_or((String::new(), err.message.clone()), |v| {
+                    (v.field.clone(), v.description.clone())
+                });
+            rejected(line, field, reason)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_follow_the_header_and_mapping() {
+        let mapping = parse_mapping("E-Mail:emails,Notes:-").expect("mapping");
+        let reader = RowReader::new(
+            &["external_id", "given_name", "E-Mail", "Notes", "lifecycle_stage"],
+            &mapping,
+        )
+        .expect("header");
+        let row = reader.row(
+            2,
+            &[
+                "crm-1",
+                "Ada",
+                "ada@example.com; ada@home.example",
+                "ignored",
+                "customer",
+            ],
+        );
+        let contact = row.contact.expect("contact");
+        assert_eq!(contact.external_id, "crm-1");
+        assert_eq!(contact.emails.len(), 2);
+        assert!(contact.emails[0].primary);
+        assert_eq!(contact.lifecycle_stage, pb::LifecycleStage::Customer as i32);
+        assert_eq!(
+            row.fields.expect("fields").paths,
+            ["external_id", "given_name", "emails", "lifecycle_stage"]
+        );
+
+        let short = reader.row(3, &["crm-2", "Bo"]);
+        assert_eq!((short.rejected_field.as_str(), short.contact.is_none()), ("row", true));
+        let bad = reader.row(4, &["crm-3", "Cy", "", "", "boss"]);
+        assert_eq!(bad.rejected_field, "lifecycle_stage");
+        assert!(
+            RowReader::new(&["given_name", "shoe_size"], &[]).is_err(),
+            "unknown columns are refused"
+        );
+        assert!(RowReader::new(&["given_name", "given_name"], &[]).is_err());
+        assert!(
+            RowReader::new(&["name", "create_time"], &[]).is_err(),
+            "nothing importable"
+        );
+    }
+
+    #[test]
+    fn an_export_row_reads_back() {
+        let header: Vec<&str> = CONTACT_COLUMNS.to_vec();
+        let reader = RowReader::new(&header, &[]).expect("an export's header");
+        let contact = pb::Contact {
+            name: "contacts/x".into(),
+            external_id: "e-1".into(),
+            given_name: "Ada".into(),
+            emails: vec![pb::EmailAddress {
+                address: "ada@example.com".into(),
+                primary: true,
+            }],
+            tags: vec!["vip".into(), "emea".into()],
+            lifecycle_stage: pb::LifecycleStage::Customer as i32,
+            ..Default::default()
+        };
+        let record = contact_record(&contact);
+        let row = reader.row(2, &record.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(row.rejected_reason.is_empty(), "{}", row.rejected_reason);
+        let back = row.contact.expect("contact");
+        assert_eq!(
+            (back.external_id.as_str(), back.tags.len(), back.lifecycle_stage),
+            ("e-1", 2, contact.lifecycle_stage)
+        );
+        assert!(back.name.is_empty(), "output-only columns are ignored");
+    }
+}

@@ -458,3 +458,116 @@ pub async fn export(
     )
         .into_response())
 }
+
+/// How an import runs.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ImportParams {
+    /// `csv` (default) or `ndjson`.
+    pub format: Option<String>,
+    /// `external_id` (default) or `primary_email`: what rows are matched on.
+    pub natural_key: Option<String>,
+    /// Report what would happen without writing anything.
+    pub dry_run: Option<bool>,
+    /// CSV column mapping, `column:field,column:field`; `column:-` skips a column.
+    pub mapping: Option<String>,
+}
+
+/// How long an import may run.
+const IMPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The import options of a request.
+pub fn import_options(natural_key: Option<&str>, dry_run: bool) -> Result<pb::ImportOptions, crm_platform::ApiError> {
+    let natural_key = match natural_key.unwrap_or("external_id") {
+        "external_id" => pb::NaturalKey::ExternalId,
+        "primary_email" | "email" => pb::NaturalKey::PrimaryEmail,
+        _ => {
+            return Err(crm_platform::ApiError::invalid_field(
+                "naturalKey",
+                "must be external_id or primary_email",
+            ));
+        }
+    };
+    Ok(pb::ImportOptions {
+        natural_key: natural_key as i32,
+        dry_run,
+    })
+}
+
+/// Imports a CSV or NDJSON upload, streamed in and processed in constant memory. Each row
+/// upserts one contact on the natural key and commits on its own; the response streams one
+/// NDJSON line per row (created, updated, unchanged or rejected with field and reason) and a
+/// last line `{"summary": ...}`. Running the same file again creates nothing new.
+#[utoipa::path(post, path = "/v1/contacts:import", tag = "contacts", params(ImportParams),
+    request_body(content = String, description = "CSV with a header row (the columns of an export), or NDJSON contacts", content_type = "text/csv"),
+    responses((status = 200, description = "application/x-ndjson: a RowResult per row, then {\"summary\": ImportSummary}", body = crate::dto::RowResult),
+        (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
+pub async fn import(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<ImportParams>,
+    request: axum::extract::Request,
+) -> Result<Response, Problem> {
+    use crate::import::{Format, read_rows};
+    use futures::{StreamExt, TryStreamExt};
+    let format = Format::parse(q.format.as_deref().unwrap_or("csv"))
+        .ok_or_else(|| Problem(crm_platform::ApiError::invalid_field("format", "must be csv or ndjson")))?;
+    let mapping = crate::dto::table::parse_mapping(q.mapping.as_deref().unwrap_or_default())
+        .map_err(|reason| Problem(crm_platform::ApiError::invalid_field("mapping", reason)))?;
+    let options = import_options(q.natural_key.as_deref(), q.dry_run.unwrap_or(false))?;
+
+    let body = request.into_body().into_data_stream().map_err(std::io::Error::other);
+    let source = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(256);
+    tokio::task::spawn_blocking(move || read_rows(source, format, &mapping, header_tx, rows_tx));
+    match header_rx.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(reason)) => return Err(Problem(crm_platform::ApiError::invalid_field("body", reason))),
+        Err(_) => {
+            return Err(Problem(crm_platform::ApiError::invalid_field(
+                "body",
+                "the upload could not be read",
+            )));
+        }
+    }
+    let first = pb::ImportContactsRequest {
+        kind: Some(pb::import_contacts_request::Kind::Options(options)),
+    };
+    let rows = tokio_stream::wrappers::ReceiverStream::new(rows_rx).map(|source| pb::ImportContactsRequest {
+        kind: Some(pb::import_contacts_request::Kind::Row(source.row)),
+    });
+    let requests = futures::stream::iter([first]).chain(rows);
+    let responses = gw
+        .contacts()
+        .import_contacts(call.request(requests, IMPORT_DEADLINE))
+        .await?
+        .into_inner();
+    let lines = responses.map(|message| match message {
+        Ok(message) => {
+            let mut out = Vec::new();
+            for result in &message.results {
+                let _ = serde_json::to_writer(&mut out, &crate::dto::RowResult::from(result));
+                out.push(b'\n');
+            }
+            if let Some(summary) = &message.summary {
+                let _ = serde_json::to_writer(
+                    &mut out,
+                    &serde_json::json!({ "summary": crate::dto::ImportSummary::from(summary) }),
+                );
+                out.push(b'\n');
+            }
+            Ok(bytes::Bytes::from(out))
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "import aborted");
+            Err(std::io::Error::other("import aborted"))
+        }
+    });
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}

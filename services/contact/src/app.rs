@@ -44,7 +44,7 @@ const CONTACT_ORDERS: &[SortField] = &[
 ];
 const COMPANY_ORDERS: &[SortField] = &[SortField::CreateTime, SortField::UpdateTime, SortField::DisplayName];
 
-fn check_fields(problems: Vec<(String, String)>, prefix: &str) -> Result<(), ApiError> {
+pub(crate) fn check_fields(problems: Vec<(String, String)>, prefix: &str) -> Result<(), ApiError> {
     let mut violations = Violations::new(prefix);
     for (field, reason) in problems {
         violations.add(field, reason);
@@ -111,7 +111,7 @@ async fn read_modify_write<'a, T: Versioned, A>(
 }
 
 /// The audit record of a write by `who`.
-fn audit(who: &Principal, action: ChangeAction, changes: Vec<FieldChange>) -> AuditRecord {
+pub(crate) fn audit(who: &Principal, action: ChangeAction, changes: Vec<FieldChange>) -> AuditRecord {
     AuditRecord {
         action,
         actor: who.user.clone(),
@@ -120,7 +120,7 @@ fn audit(who: &Principal, action: ChangeAction, changes: Vec<FieldChange>) -> Au
 }
 
 /// An erased contact is a tombstone: nothing may be written to it again.
-fn refuse_erased(contact: &Contact) -> Result<(), ApiError> {
+pub(crate) fn refuse_erased(contact: &Contact) -> Result<(), ApiError> {
     match contact.erase_time {
         Some(_) => Err(ApiError::new(
             crm_platform::ErrorCode::FailedPrecondition,
@@ -251,7 +251,7 @@ const EXPORT_BATCH: usize = 500;
 /// The contact service.
 #[derive(Clone)]
 pub struct ContactApp {
-    store: Arc<dyn ContactStore>,
+    pub(crate) store: Arc<dyn ContactStore>,
 }
 
 impl ContactApp {

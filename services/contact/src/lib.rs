@@ -4,6 +4,7 @@
 pub mod app;
 pub mod domain;
 pub mod grpc;
+pub mod import;
 pub mod store;
 
 use std::path::Path;

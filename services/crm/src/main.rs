@@ -2,6 +2,7 @@
 
 mod dev_secret;
 mod grpc;
+mod import;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Command {
     Migrate(MigrateArgs),
     /// Prints a signed development token (HS256), and nothing else, on stdout.
     Token(TokenArgs),
+    /// Imports a CSV or NDJSON file of contacts into a running suite, with progress.
+    Import(import::ImportArgs),
 }
 
 #[derive(clap::Args)]
@@ -144,6 +147,7 @@ fn main() -> anyhow::Result<()> {
             Command::Gateway(args) => gateway(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Token(args) => token(&args),
+            Command::Import(args) => import::run(args).await,
         }
     })
 }

@@ -92,6 +92,10 @@ impl ContactFields {
                 kind: KeyKind::Phone,
                 value: p.number.as_str().to_owned(),
             }))
+            .chain(self.external_id.iter().map(|id| MatchKey {
+                kind: KeyKind::External,
+                value: id.clone(),
+            }))
             .collect();
         // Block on the first four letters of the family name and the given name's initial:
         // similar names almost always share them, and blocks stay small.

@@ -594,3 +594,79 @@ pub(crate) fn group_to_proto(g: &crate::app::DuplicateGroup) -> pb::DuplicateGro
         reasons: g.reasons.iter().map(|r| MatchReason::to_proto(Some(*r))).collect(),
     }
 }
+
+/// The fields an import row provides: those named by its mask, or else those it sets.
+fn provided_fields(row: &pb::ImportRow, contact: &pb::Contact) -> Result<Vec<ContactField>, String> {
+    if let Some(mask) = row.fields.as_ref().filter(|m| !m.paths.is_empty()) {
+        return mask.paths.iter().map(|p| ContactField::parse(p)).collect();
+    }
+    let set = [
+        (ContactField::ExternalId, !contact.external_id.is_empty()),
+        (ContactField::GivenName, !contact.given_name.is_empty()),
+        (ContactField::FamilyName, !contact.family_name.is_empty()),
+        (ContactField::Emails, !contact.emails.is_empty()),
+        (ContactField::Phones, !contact.phones.is_empty()),
+        (ContactField::Title, !contact.title.is_empty()),
+        (ContactField::Company, !contact.company.is_empty()),
+        (ContactField::LifecycleStage, contact.lifecycle_stage != 0),
+        (ContactField::Source, contact.source != 0),
+        (ContactField::Owner, !contact.owner.is_empty()),
+        (ContactField::Tags, !contact.tags.is_empty()),
+        (ContactField::Attributes, !contact.attributes.is_empty()),
+        (ContactField::Consent, contact.consent.is_some()),
+    ];
+    Ok(set
+        .into_iter()
+        .filter(|(_, present)| *present)
+        .map(|(field, _)| field)
+        .collect())
+}
+
+/// Parses an import row, or says why it is refused.
+pub(crate) fn import_row(
+    row: &pb::ImportRow,
+    caller: &UserId,
+) -> Result<crate::import::ImportRow, crate::import::RowOutcome> {
+    use crate::import::{ImportRow, RowOutcome};
+    if !row.rejected_reason.is_empty() {
+        return Err(RowOutcome::rejected(&row.rejected_field, &row.rejected_reason));
+    }
+    let Some(contact) = row.contact.as_ref() else {
+        return Err(RowOutcome::rejected("", "the row carries no contact"));
+    };
+    let provided = provided_fields(row, contact).map_err(|reason| RowOutcome::rejected("fields", reason))?;
+    let mut v = Violations::new("");
+    let fields = contact_fields(&mut v, contact, Some(caller));
+    match v.finish() {
+        Ok(()) => Ok(ImportRow { fields, provided }),
+        Err(err) => Err(err
+            .violations
+            .first()
+            .map(|first| RowOutcome::rejected(&first.field, &first.description))
+            .unwrap_or_else(|| RowOutcome::rejected("", err.message))),
+    }
+}
+
+pub(crate) fn row_result(line: i64, outcome: &crate::import::RowOutcome) -> pb::RowResult {
+    use crate::import::RowOutcome;
+    let (outcome, contact, field, reason) = match outcome {
+        RowOutcome::Created(id) => (
+            pb::RowOutcome::Created,
+            id.map(|id| id.name()).unwrap_or_default(),
+            String::new(),
+            String::new(),
+        ),
+        RowOutcome::Updated(id) => (pb::RowOutcome::Updated, id.name(), String::new(), String::new()),
+        RowOutcome::Unchanged(id) => (pb::RowOutcome::Unchanged, id.name(), String::new(), String::new()),
+        RowOutcome::Rejected { field, reason } => {
+            (pb::RowOutcome::Rejected, String::new(), field.clone(), reason.clone())
+        }
+    };
+    pb::RowResult {
+        line,
+        outcome: outcome as i32,
+        contact,
+        field,
+        reason,
+    }
+}

@@ -57,8 +57,112 @@ fn timeline_of(parent: &str) -> Result<TimelineOf, ApiError> {
         .map_err(|_| ApiError::invalid_field("parent", "must be contacts/{id} or companies/{id}"))
 }
 
+/// Row results per response message of an import.
+const IMPORT_RESULT_BATCH: usize = 200;
+
+fn import_options(options: &pb::ImportOptions) -> Result<crate::import::ImportOptions, ApiError> {
+    use crate::import::NaturalKey;
+    let natural_key = match pb::NaturalKey::try_from(options.natural_key) {
+        Ok(pb::NaturalKey::ExternalId) => NaturalKey::ExternalId,
+        Ok(pb::NaturalKey::PrimaryEmail) => NaturalKey::PrimaryEmail,
+        _ => {
+            return Err(ApiError::invalid_field(
+                "options.natural_key",
+                "must be EXTERNAL_ID or PRIMARY_EMAIL",
+            ));
+        }
+    };
+    Ok(crate::import::ImportOptions {
+        natural_key,
+        dry_run: options.dry_run,
+    })
+}
+
 #[tonic::async_trait]
 impl ContactService for ContactGrpc {
+    type ImportContactsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ImportContactsResponse, Status>> + Send + 'static>>;
+
+    async fn import_contacts(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportContactsRequest>>,
+    ) -> Result<Response<Self::ImportContactsStream>, Status> {
+        use pb::import_contacts_request::Kind;
+        let who = caller(&request)?;
+        self.app.ensure_can_import(&who)?;
+        let mut rows = request.into_inner();
+        let options = match rows.message().await? {
+            Some(pb::ImportContactsRequest {
+                kind: Some(Kind::Options(options)),
+            }) => import_options(&options)?,
+            _ => return Err(ApiError::invalid_field("options", "the first message must carry the options").into()),
+        };
+        // A small bounded channel: when the client stops reading results, the import stops
+        // reading rows, so neither side buffers more than a few batches.
+        let (results_tx, results_rx) = tokio::sync::mpsc::channel(4);
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            let mut summary = crate::import::ImportSummary::default();
+            let mut results = Vec::with_capacity(IMPORT_RESULT_BATCH);
+            loop {
+                let row = match rows.message().await {
+                    Ok(Some(pb::ImportContactsRequest {
+                        kind: Some(Kind::Row(row)),
+                    })) => row,
+                    Ok(None) => break,
+                    Ok(Some(_)) => {
+                        let err = ApiError::invalid_field("row", "only rows may follow the options");
+                        let _ = results_tx.send(Err(err.into())).await;
+                        return;
+                    }
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), "import stream broken");
+                        return;
+                    }
+                };
+                let outcome = match import_row(&row, &who.user) {
+                    Err(rejected) => rejected,
+                    Ok(parsed) => match app.import_row(&who, options, parsed).await {
+                        Ok(outcome) => outcome,
+                        Err(err) => {
+                            let _ = results_tx.send(Err(err.into())).await;
+                            return;
+                        }
+                    },
+                };
+                summary.count(&outcome);
+                results.push(row_result(row.line, &outcome));
+                if results.len() >= IMPORT_RESULT_BATCH {
+                    let batch = pb::ImportContactsResponse {
+                        results: std::mem::take(&mut results),
+                        summary: None,
+                    };
+                    if results_tx.send(Ok(batch)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            let summary = pb::ImportSummary {
+                created: as_i64(summary.created),
+                updated: as_i64(summary.updated),
+                unchanged: as_i64(summary.unchanged),
+                rejected: as_i64(summary.rejected),
+                dry_run: options.dry_run,
+            };
+            tracing::info!(tenant = %who.tenant, created = summary.created, updated = summary.updated, rejected = summary.rejected, "import finished");
+            let _ = results_tx
+                .send(Ok(pb::ImportContactsResponse {
+                    results,
+                    summary: Some(summary),
+                }))
+                .await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            results_rx,
+        ))))
+    }
+
     type ExportContactsStream =
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ExportContactsResponse, Status>> + Send + 'static>>;
 

@@ -1,0 +1,234 @@
+//! `crm import FILE`: streams a CSV or NDJSON file to a running suite over gRPC, shows progress
+//! and rows/s, and writes the rejected rows to a file that can be fixed and imported again.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crm_gateway::import::{Format, read_rows};
+use crm_proto::crm::contact::v1 as pb;
+use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
+use futures::StreamExt;
+
+/// Default endpoint: the gRPC port of a local `crm serve`.
+const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
+
+#[derive(clap::Args)]
+pub(crate) struct ImportArgs {
+    /// The file: CSV with a header row, or NDJSON (by extension, or --format).
+    file: PathBuf,
+    /// gRPC endpoint of the suite.
+    #[arg(long, env = "CRM_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+    /// Bearer token (see `crm token`).
+    #[arg(long, env = "CRM_TOKEN", hide_env_values = true)]
+    token: String,
+    /// `csv` or `ndjson`; default from the file's extension.
+    #[arg(long)]
+    format: Option<String>,
+    /// What rows are matched on: `external_id` or `primary_email`.
+    #[arg(long, default_value = "external_id")]
+    natural_key: String,
+    /// Report what would happen without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// CSV column mapping, `column:field,column:field`; `column:-` skips a column.
+    #[arg(long, default_value = "")]
+    mapping: String,
+    /// Where rejected rows go; default FILE.rejected.csv (or .ndjson).
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+}
+
+/// Counts the bytes read, for the progress bar.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Rejected rows, written as they come: for CSV the original row plus an `error` column
+/// (which an import ignores), for NDJSON the original line.
+struct Rejects {
+    path: PathBuf,
+    format: Format,
+    header: String,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    count: u64,
+}
+
+impl Rejects {
+    fn write(&mut self, raw: &str, field: &str, reason: &str) -> anyhow::Result<()> {
+        if self.file.is_none() {
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&self.path).with_context(|| format!("cannot write {}", self.path.display()))?,
+            );
+            if self.format == Format::Csv {
+                writeln!(file, "{},error", self.header)?;
+            }
+            self.file = Some(file);
+        }
+        let file = self.file.as_mut().context("rejects file")?;
+        match self.format {
+            Format::Csv => {
+                let error = format!("{field}: {reason}").replace('"', "\"\"");
+                writeln!(file, "{raw},\"{error}\"")?;
+            }
+            Format::Ndjson => writeln!(file, "{raw}")?,
+        }
+        self.count += 1;
+        Ok(())
+    }
+}
+
+pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let format = match &args.format {
+        Some(raw) => Format::parse(raw).context("--format must be csv or ndjson")?,
+        None => match args.file.extension().and_then(|e| e.to_str()) {
+            Some("ndjson" | "jsonl") => Format::Ndjson,
+            _ => Format::Csv,
+        },
+    };
+    let mapping = crm_gateway::dto::table::parse_mapping(&args.mapping)
+        .map_err(|reason| anyhow::anyhow!("--mapping: {reason}"))?;
+    let options = crm_gateway::routes::contacts::import_options(Some(&args.natural_key), args.dry_run)
+        .map_err(|err| anyhow::anyhow!("--natural-key: {}", err.message))?;
+    let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or_default();
+    let read = Arc::new(AtomicU64::new(0));
+    let source = Counting {
+        inner: file,
+        read: Arc::clone(&read),
+    };
+
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(512);
+    tokio::task::spawn_blocking(move || read_rows(source, format, &mapping, header_tx, rows_tx));
+    let header = header_rx
+        .await
+        .context("the file could not be read")?
+        .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.file.display()))?;
+
+    // The source text of rows sent and not yet answered, for the rejects file; bounded by
+    // the rows in flight.
+    let pending: Arc<Mutex<HashMap<i64, String>>> = Arc::default();
+    let in_flight = Arc::clone(&pending);
+    let first = pb::ImportContactsRequest {
+        kind: Some(pb::import_contacts_request::Kind::Options(options)),
+    };
+    let rows = tokio_stream::wrappers::ReceiverStream::new(rows_rx).map(move |source| {
+        if let Ok(mut pending) = in_flight.lock() {
+            pending.insert(source.row.line, source.raw);
+        }
+        pb::ImportContactsRequest {
+            kind: Some(pb::import_contacts_request::Kind::Row(source.row)),
+        }
+    });
+    let requests = futures::stream::iter([first]).chain(rows);
+
+    let channel = tonic::transport::Endpoint::from_shared(args.endpoint.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {}", args.endpoint))?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", args.token)
+        .parse()
+        .context("the token is not a valid header value")?;
+    let mut client = ContactServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", bearer.clone());
+        Ok(request)
+    });
+    let mut responses = client
+        .import_contacts(requests)
+        .await
+        .map_err(|status| anyhow::anyhow!("import refused: {}", status.message()))?
+        .into_inner();
+
+    let progress = indicatif::ProgressBar::new(total);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
+    let rejects_path = args.rejects.clone().unwrap_or_else(|| {
+        let ext = if format == Format::Csv {
+            "rejected.csv"
+        } else {
+            "rejected.ndjson"
+        };
+        args.file.with_extension(ext)
+    });
+    let mut rejects = Rejects {
+        path: rejects_path,
+        format,
+        header,
+        file: None,
+        count: 0,
+    };
+    let started = Instant::now();
+    let mut done: u64 = 0;
+    let mut summary = None;
+    loop {
+        let message = match responses.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(status) => {
+                progress.abandon();
+                anyhow::bail!(
+                    "import stopped after {done} rows: {}; run the same command again to finish (rows already in are left unchanged)",
+                    status.message()
+                );
+            }
+        };
+        for result in &message.results {
+            let raw = pending
+                .lock()
+                .ok()
+                .and_then(|mut p| p.remove(&result.line))
+                .unwrap_or_default();
+            if result.outcome == pb::RowOutcome::Rejected as i32 {
+                rejects.write(&raw, &result.field, &result.reason)?;
+            }
+        }
+        done += message.results.len() as u64;
+        progress.set_position(read.load(Ordering::Relaxed));
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        progress.set_message(format!("{done} rows, {rate:.0} rows/s"));
+        if message.summary.is_some() {
+            summary = message.summary;
+        }
+    }
+    progress.finish_and_clear();
+    if let Some(file) = rejects.file.as_mut() {
+        file.flush()?;
+    }
+    let summary = summary.context("the import ended without a summary")?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}{} created, {} updated, {} unchanged, {} rejected in {seconds:.1}s ({:.0} rows/s)",
+        if summary.dry_run { "dry run: " } else { "" },
+        summary.created,
+        summary.updated,
+        summary.unchanged,
+        summary.rejected,
+        done as f64 / seconds.max(0.001),
+    );
+    if rejects.count > 0 {
+        println!(
+            "rejected rows are in {}: fix them and import that file",
+            rejects.path.display()
+        );
+    }
+    Ok(())
+}
