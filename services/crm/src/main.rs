@@ -1,5 +1,6 @@
 //! `crm`: the whole CRM suite in one binary, one role per subcommand.
 
+mod bench;
 mod dev_secret;
 mod grpc;
 mod import;
@@ -51,6 +52,8 @@ enum Command {
     Token(TokenArgs),
     /// Imports a CSV or NDJSON file of contacts into a running suite, with progress.
     Import(import::ImportArgs),
+    /// Runs the benchmark harness against a fresh database on a PostgreSQL server.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -148,6 +151,7 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate(args) => migrate(args).await,
             Command::Token(args) => token(&args),
             Command::Import(args) => import::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

@@ -1,0 +1,597 @@
+//! `crm bench`: the benchmark harness. It creates a fresh PostgreSQL database, starts real
+//! `crm contact` and `crm gateway` processes on it, and measures each target side by side with
+//! its baseline in the same run on the same server (machines are noisy, so only ratios taken
+//! together mean anything):
+//!
+//! - CreateContact over gRPC against pgbench running a single-row insert, same client count;
+//! - GetContact through the gateway against the same call over gRPC directly, at full load and
+//!   at half load (the gateway's added p99);
+//! - an import of generated contacts against `psql \copy` of the same CSV into a table with the
+//!   same kind of indexes, and the service's peak memory while importing;
+//! - SearchContacts latency over a large tenant.
+//!
+//! It prints a Markdown report (machine, command, figures) for BENCHMARKS.md.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crm_platform::{Principal, Role, TenantId, UserId};
+use crm_proto::crm::contact::v1 as pb;
+use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
+use futures::StreamExt;
+use sqlx::{Connection, Executor};
+use tonic::transport::Channel;
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+/// The local PostgreSQL of a development machine.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const TENANT: &str = "bench";
+
+#[derive(clap::Args)]
+pub(crate) struct BenchArgs {
+    /// A superuser URL of the PostgreSQL server to benchmark on; a fresh database is created.
+    #[arg(long, env = "CRM_BENCH_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// Concurrent clients of every load test.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds each load test runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Rows of the import test.
+    #[arg(long, default_value_t = 100_000)]
+    import_rows: usize,
+    /// Contacts the search test runs over.
+    #[arg(long, default_value_t = 1_000_000)]
+    search_rows: usize,
+    /// Scenarios to run: create, get, import, search.
+    #[arg(long, value_delimiter = ',', default_value = "create,get,import,search")]
+    scenarios: Vec<String>,
+    /// Keep the benchmark database afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Latencies of one load run.
+struct Run {
+    ops: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index.min(sorted.len() - 1)]
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms{}",
+            self.rate(),
+            ms(self.percentile(0.5)),
+            ms(self.percentile(0.99)),
+            if self.errors > 0 {
+                format!(", {} errors", self.errors)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs `clients` loops of `op` for `duration`, each at most `rate_per_client` ops/s when set.
+async fn load<F, Fut>(clients: usize, duration: Duration, rate_per_client: Option<f64>, op: F) -> Run
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let op = Arc::clone(&op);
+        let stop = Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut n = 0;
+            let interval = rate_per_client.map(|r| Duration::from_secs_f64(1.0 / r));
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += interval;
+                }
+                let t = Instant::now();
+                if op(client, n).await {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+                n += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut run = Run {
+        ops: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        errors: 0,
+    };
+    for task in tasks {
+        if let Ok((latencies, errors)) = task.await {
+            run.ops += latencies.len() as u64;
+            run.latencies.extend(latencies);
+            run.errors += errors;
+        }
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+/// A child process killed on drop.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `crm <args>` and returns it with the address printed after `label`.
+fn start(args: &[&str], envs: &[(&str, &str)], marker: &str, label: &str) -> anyhow::Result<(ChildGuard, String)> {
+    use std::io::BufRead;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(args)
+        .env("CRM_JWT_SECRET", SECRET)
+        .env("CRM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command.spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if line.contains(marker) {
+            let start = line.find(label).context("address")? + label.len();
+            let address = line[start..].split([' ', ',']).next().unwrap_or_default().to_owned();
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok((ChildGuard(child), address));
+        }
+    }
+    anyhow::bail!("crm {args:?} exited before it was up")
+}
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or_default().trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or_else(String::new, |kib| format!(", {:.0} GiB", kib / 1024.0 / 1024.0));
+    format!("{cores} cores ({cpu}){memory}")
+}
+
+fn token() -> anyhow::Result<String> {
+    let principal = Principal {
+        tenant: TenantId::parse(TENANT).map_err(anyhow::Error::msg)?,
+        user: UserId::parse("bench").map_err(anyhow::Error::msg)?,
+        roles: vec![Role::Admin],
+    };
+    Ok(crm_platform::auth::mint_token(
+        SECRET.as_bytes(),
+        &principal,
+        Duration::from_secs(24 * 3600),
+    )?)
+}
+
+type Client = ContactServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+async fn client(endpoint: &str) -> anyhow::Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    Ok(ContactServiceClient::with_interceptor(
+        channel,
+        Bearer(format!("Bearer {}", token()?).parse()?),
+    ))
+}
+
+/// Runs an external tool, returning its standard output.
+fn tool(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("{program} is not installed"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let authority = url.find("://").map_or(0, |i| i + 3);
+    let path = url[authority..].find('/').map_or(url.len(), |i| authority + i);
+    let query = url[path..].find('?').map_or("", |i| &url[path + i..]);
+    format!("{}/{database}{query}", &url[..path])
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let database = format!("crm_bench_{}", uuid_suffix());
+    let mut admin = sqlx::PgConnection::connect(&args.database_url)
+        .await
+        .context("cannot reach PostgreSQL")?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .await?;
+    let url = with_database(&args.database_url, &database);
+    crm_contact::migrate_postgres(&url).await?;
+    let result = scenarios(&args, &url).await;
+    if !args.keep {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+            )))
+            .await?;
+    }
+    result
+}
+
+fn uuid_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}")
+}
+
+async fn scenarios(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
+    let max_connections = (args.clients * 2).to_string();
+    let (contact, grpc) = start(
+        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+        &[("CRM_DATABASE_URL", url), ("CRM_DB_MAX_CONNECTIONS", &max_connections)],
+        "crm contact is up",
+        "gRPC on ",
+    )?;
+    let grpc = format!("http://{grpc}");
+    let (_gateway, rest) = start(
+        &["gateway", "--http-addr", "127.0.0.1:0"],
+        &[("CRM_CONTACT_ENDPOINT", &grpc)],
+        "crm gateway is up",
+        "REST on http://",
+    )?;
+    let rest = format!("http://{rest}");
+    let duration = Duration::from_secs(args.seconds);
+    let pg_version = tool("psql", &[url, "-Atc", "SHOW server_version"]).unwrap_or_default();
+
+    println!("## Benchmark run\n");
+    println!("- machine: {}", machine());
+    println!("- PostgreSQL {}, on the same machine", pg_version.trim());
+    let profile = if cfg!(debug_assertions) {
+        "debug build: figures are not meaningful"
+    } else {
+        "release build"
+    };
+    println!(
+        "- command: `crm bench --clients {} --seconds {} --import-rows {} --search-rows {}` ({profile})",
+        args.clients, args.seconds, args.import_rows, args.search_rows
+    );
+    println!();
+    println!("| target | measured | baseline (same run) | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    let wants = |name: &str| args.scenarios.iter().any(|s| s == name);
+    if wants("create") {
+        create(args, url, &grpc, duration).await?;
+    }
+    if wants("get") {
+        get(args, &grpc, &rest, duration).await?;
+    }
+    if wants("import") {
+        import(args, url, &grpc, contact.0.id()).await?;
+    }
+    if wants("search") {
+        search(args, url, &grpc, duration).await?;
+    }
+    Ok(())
+}
+
+async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> anyhow::Result<()> {
+    let script = std::env::temp_dir().join(format!("crm-bench-insert-{}.sql", std::process::id()));
+    tool(
+        "psql",
+        &[
+            url,
+            "-qc",
+            "CREATE TABLE bench_insert (id uuid PRIMARY KEY, tenant_id text NOT NULL, given_name text, family_name text, email text, create_time timestamptz NOT NULL); CREATE INDEX ON bench_insert (tenant_id, lower(email));",
+        ],
+    )?;
+    std::fs::write(
+        &script,
+        "INSERT INTO bench_insert VALUES (gen_random_uuid(), 'bench', 'Given', 'Family', 'someone@example.com', now());\n",
+    )?;
+    let clients = args.clients.to_string();
+    let seconds = args.seconds.to_string();
+    let pgbench = tool(
+        "pgbench",
+        &[
+            "-n",
+            "-c",
+            &clients,
+            "-j",
+            &clients,
+            "-T",
+            &seconds,
+            "-f",
+            path_str(&script)?,
+            url,
+        ],
+    )?;
+    let baseline: f64 = pgbench
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|t| t.parse().ok())
+        .context("pgbench printed no tps")?;
+    let client = client(grpc).await?;
+    let run = load(args.clients, duration, None, move |c, n| {
+        let mut client = client.clone();
+        async move {
+            let contact = pb::Contact {
+                given_name: format!("Given{c}"),
+                family_name: format!("Family{n}"),
+                emails: vec![pb::EmailAddress {
+                    address: format!("c{c}n{n}-{}@example.com", uuid_suffix()),
+                    primary: true,
+                }],
+                ..Default::default()
+            };
+            client
+                .create_contact(pb::CreateContactRequest {
+                    contact: Some(contact),
+                    ..Default::default()
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    println!(
+        "| CreateContact over gRPC, {} clients | {} | pgbench single-row insert: {baseline:.0} tps | {:.2}x | >= 0.6x |",
+        args.clients,
+        run.summary(),
+        run.rate() / baseline
+    );
+    Ok(())
+}
+
+async fn get(args: &BenchArgs, grpc: &str, rest: &str, duration: Duration) -> anyhow::Result<()> {
+    let mut seed = client(grpc).await?;
+    let contact = pb::Contact {
+        given_name: "Read".into(),
+        family_name: "Me".into(),
+        ..Default::default()
+    };
+    let created = seed
+        .create_contact(pb::CreateContactRequest {
+            contact: Some(contact),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let name = created.contact.context("contact")?.name;
+    let id = name.trim_start_matches("contacts/").to_owned();
+    let direct = {
+        let client = client(grpc).await?;
+        let name = name.clone();
+        move |_: usize, _: u64| {
+            let mut client = client.clone();
+            let name = name.clone();
+            async move { client.get_contact(pb::GetContactRequest { name }).await.is_ok() }
+        }
+    };
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let bearer = format!("Bearer {}", token()?);
+    let url = format!("{rest}/v1/contacts/{id}");
+    let through = move |_: usize, _: u64| {
+        let request = http.get(&url).header("authorization", &bearer);
+        async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+    };
+    let full_direct = load(args.clients, duration, None, direct.clone()).await;
+    let full_gateway = load(args.clients, duration, None, through.clone()).await;
+    println!(
+        "| GetContact through the gateway, {} clients | {} | same call over gRPC: {} | {:.2}x | >= 0.5x |",
+        args.clients,
+        full_gateway.summary(),
+        full_direct.summary(),
+        full_gateway.rate() / full_direct.rate()
+    );
+    let half = full_gateway.rate() / 2.0 / args.clients as f64;
+    let half_direct = load(args.clients, duration, Some(half), direct).await;
+    let half_gateway = load(args.clients, duration, Some(half), through).await;
+    println!(
+        "| gateway's added p99 at half load ({:.0}/s) | p99 {:.2} ms | gRPC p99 {:.2} ms | +{:.2} ms | <= +2 ms |",
+        half * args.clients as f64,
+        ms(half_gateway.percentile(0.99)),
+        ms(half_direct.percentile(0.99)),
+        ms(half_gateway.percentile(0.99)) - ms(half_direct.percentile(0.99))
+    );
+    Ok(())
+}
+
+async fn import(args: &BenchArgs, url: &str, grpc: &str, contact_pid: u32) -> anyhow::Result<()> {
+    let file = std::env::temp_dir().join(format!("crm-bench-import-{}.csv", std::process::id()));
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        writeln!(out, "external_id,given_name,family_name,emails")?;
+        for i in 0..args.import_rows {
+            writeln!(out, "ext-{i},Given{i},Family{i},person{i}@example.com")?;
+        }
+    }
+    tool(
+        "psql",
+        &[
+            url,
+            "-qc",
+            "CREATE TABLE bench_copy (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), tenant_id text NOT NULL DEFAULT 'bench', external_id text, given_name text, family_name text, email text); \
+          CREATE UNIQUE INDEX ON bench_copy (tenant_id, external_id); CREATE INDEX ON bench_copy (tenant_id, lower(email));",
+        ],
+    )?;
+    let copy = format!(
+        "\\copy bench_copy (external_id, given_name, family_name, email) FROM '{}' CSV HEADER",
+        path_str(&file)?
+    );
+    let started = Instant::now();
+    tool("psql", &[url, "-qc", &copy])?;
+    let copy_rate = args.import_rows as f64 / started.elapsed().as_secs_f64();
+
+    let before = peak_rss_mib(contact_pid);
+    let mut client = client(grpc).await?;
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(1024);
+    let source = std::fs::File::open(&file)?;
+    tokio::task::spawn_blocking(move || {
+        crm_gateway::import::read_rows(source, crm_gateway::import::Format::Csv, &[], header_tx, rows_tx)
+    });
+    header_rx.await?.map_err(anyhow::Error::msg)?;
+    let options = pb::ImportOptions {
+        natural_key: pb::NaturalKey::ExternalId as i32,
+        dry_run: false,
+    };
+    let first = pb::ImportContactsRequest {
+        kind: Some(pb::import_contacts_request::Kind::Options(options)),
+    };
+    let rows = tokio_stream::wrappers::ReceiverStream::new(rows_rx).map(|s| pb::ImportContactsRequest {
+        kind: Some(pb::import_contacts_request::Kind::Row(s.row)),
+    });
+    let started = Instant::now();
+    let mut responses = client
+        .import_contacts(futures::stream::iter([first]).chain(rows))
+        .await?
+        .into_inner();
+    let processed = AtomicU64::new(0);
+    while let Some(message) = responses.message().await? {
+        processed.fetch_add(message.results.len() as u64, Ordering::Relaxed);
+    }
+    let rate = processed.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let peak = peak_rss_mib(contact_pid);
+    println!(
+        "| import of {} contacts (parse, validate, dedupe, write) | {rate:.0} rows/s | `psql \\copy`: {copy_rate:.0} rows/s | {:.3}x | >= 0.3x and >= 50k rows/s |",
+        args.import_rows,
+        rate / copy_rate
+    );
+    println!(
+        "| service peak memory during the import | {} | {} before | | < 200 MB |",
+        peak.map_or("n/a".to_owned(), |p| format!("{p:.0} MiB")),
+        before.map_or("n/a".to_owned(), |p| format!("{p:.0} MiB"))
+    );
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+async fn search(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> anyhow::Result<()> {
+    // Seeded with SQL (not measured): the search path is what is under test.
+    let seed = format!(
+        "INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, primary_email, lifecycle_stage, source, owner, search_text, create_time, update_time, revision) \
+         SELECT 'bench', gen_random_uuid(), 'Given' || i, 'Family' || (i % 50000), \
+                jsonb_build_array(jsonb_build_object('address', 'p' || i || '@example.com', 'primary', true)), 'p' || i || '@example.com', \
+                'lead', 'import', 'bench', 'Given' || i || ' Family' || (i % 50000) || ' p' || i || '@example.com', now(), now(), 1 \
+         FROM generate_series(1, {}) AS i",
+        args.search_rows
+    );
+    tool("psql", &[url, "-qc", &seed])?;
+    tool("psql", &[url, "-qc", "ANALYZE contacts"])?;
+    let client = client(grpc).await?;
+    let run = load(args.clients, duration, None, move |c, n| {
+        let mut client = client.clone();
+        async move {
+            let query = format!(
+                "family{} given{}",
+                (c as u64 * 7919 + n * 104_729) % 50_000,
+                (n * 31) % 9 + 1
+            );
+            client
+                .search_contacts(pb::SearchContactsRequest {
+                    query,
+                    page_size: 20,
+                    page_token: String::new(),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    println!(
+        "| SearchContacts over {} contacts, {} clients | {} | | | p99 <= 50 ms |",
+        args.search_rows,
+        args.clients,
+        run.summary()
+    );
+    Ok(())
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().context("temporary path is not UTF-8")
+}
