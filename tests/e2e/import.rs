@@ -134,9 +134,14 @@ async fn rest_import_upserts_and_reports_every_row() {
         b"{\"externalId\":\"n-1\",\"givenName\":\"Nd\",\"tags\":[\"imp\"]}\n{\"externalId\":\"n-2\",\"shoe\":1}\n"
             .to_vec();
     let (_, lines) = import(&api, "?format=ndjson", ndjson).await;
-    assert_eq!(lines[0]["outcome"], "ROW_OUTCOME_CREATED");
+    let by_line = |n: &str| lines.iter().find(|l| l["line"] == n).cloned().unwrap_or_default();
     assert_eq!(
-        (lines[1]["outcome"].as_str(), lines[1]["field"].as_str()),
+        by_line("1")["outcome"],
+        "ROW_OUTCOME_CREATED",
+        "results carry their line; they come as rows finish"
+    );
+    assert_eq!(
+        (by_line("2")["outcome"].as_str(), by_line("2")["field"].as_str()),
         (Some("ROW_OUTCOME_REJECTED"), Some("shoe"))
     );
 }

@@ -154,8 +154,12 @@ impl ContactApp {
                 }
             };
             match outcome {
-                // A concurrent writer changed the contact between the read and the write.
+                // A concurrent writer changed the contact between the read and the write, or
+                // created one with this natural key (another import of the same rows): read
+                // again and upsert onto what is there now.
                 Err(StoreError::RevisionMismatch) => continue,
+                Err(StoreError::DuplicateExternalId(_)) if options.natural_key == NaturalKey::ExternalId => continue,
+                Err(StoreError::DuplicateEmail(_)) if options.natural_key == NaturalKey::PrimaryEmail => continue,
                 Err(err) => return Err(err.into_api("contact")),
                 Ok(outcome) => return Ok(outcome),
             }
@@ -200,6 +204,9 @@ impl ContactApp {
             .await
         {
             Ok(created) => Ok(RowOutcome::Created(Some(created.value.id))),
+            // A conflict on the natural key itself means someone created this row meanwhile.
+            Err(err @ StoreError::DuplicateExternalId(_)) if options.natural_key == NaturalKey::ExternalId => Err(err),
+            Err(err @ StoreError::DuplicateEmail(_)) if options.natural_key == NaturalKey::PrimaryEmail => Err(err),
             Err(
                 err @ (StoreError::DuplicateEmail(_) | StoreError::DuplicateExternalId(_) | StoreError::UnknownCompany),
             ) => {
@@ -267,4 +274,70 @@ impl ContactApp {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Rows processed at once by an import. Rows are partitioned by natural key, so that rows of
+/// one key still apply in file order; other rows overlap their database round trips.
+pub const IMPORT_WORKERS: usize = 8;
+
+/// A row on its way in: its line, and the row or why it was refused before processing.
+pub type IncomingRow = (i64, Result<ImportRow, RowOutcome>);
+
+/// The natural-key value a row is partitioned on (rows without one go anywhere; they are
+/// rejected without touching the database).
+fn partition_key(options: ImportOptions, row: &ImportRow) -> String {
+    match options.natural_key {
+        NaturalKey::ExternalId => row.fields.external_id.clone().unwrap_or_default(),
+        NaturalKey::PrimaryEmail => row.fields.emails.first().map(|e| e.address.key()).unwrap_or_default(),
+    }
+}
+
+/// Runs an import: rows arrive on `rows`, each result leaves on the returned channel as soon
+/// as it is known (so not in line order). An error that is not about a row ends the import.
+/// Every channel is bounded, so a slow reader slows the import rather than filling memory.
+pub fn run(
+    app: ContactApp,
+    who: Principal,
+    options: ImportOptions,
+    mut rows: tokio::sync::mpsc::Receiver<IncomingRow>,
+) -> tokio::sync::mpsc::Receiver<Result<(i64, RowOutcome), ApiError>> {
+    use std::hash::{Hash, Hasher};
+    let (results_tx, results_rx) = tokio::sync::mpsc::channel(IMPORT_WORKERS * 64);
+    let mut workers = Vec::with_capacity(IMPORT_WORKERS);
+    for _ in 0..IMPORT_WORKERS {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(i64, ImportRow)>(64);
+        let (app, who, results) = (app.clone(), who.clone(), results_tx.clone());
+        tokio::spawn(async move {
+            while let Some((line, row)) = rx.recv().await {
+                let result = app.import_row(&who, options, row).await.map(|outcome| (line, outcome));
+                let fatal = result.is_err();
+                if results.send(result).await.is_err() || fatal {
+                    return;
+                }
+            }
+        });
+        workers.push(tx);
+    }
+    tokio::spawn(async move {
+        while let Some((line, row)) = rows.recv().await {
+            match row {
+                Err(rejected) => {
+                    if results_tx.send(Ok((line, rejected))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(row) => {
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    partition_key(options, &row).hash(&mut hasher);
+                    let worker = usize::try_from(hasher.finish() % IMPORT_WORKERS as u64).unwrap_or(0);
+                    if workers[worker].send((line, row)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        // Dropping the senders lets the workers finish; the results channel closes when the
+        // last worker and this task are gone.
+    });
+    results_rx
 }

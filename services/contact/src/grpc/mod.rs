@@ -97,22 +97,22 @@ impl ContactService for ContactGrpc {
             }) => import_options(&options)?,
             _ => return Err(ApiError::invalid_field("options", "the first message must carry the options").into()),
         };
-        // A small bounded channel: when the client stops reading results, the import stops
-        // reading rows, so neither side buffers more than a few batches.
+        // Bounded channels throughout: when the client stops reading results, the import
+        // stops reading rows, so neither side buffers more than a few batches.
+        let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(crate::import::IMPORT_WORKERS * 64);
+        let mut outcomes = crate::import::run(self.app.clone(), who.clone(), options, rows_rx);
         let (results_tx, results_rx) = tokio::sync::mpsc::channel(4);
-        let app = self.app.clone();
+        let reader_results = results_tx.clone();
         tokio::spawn(async move {
-            let mut summary = crate::import::ImportSummary::default();
-            let mut results = Vec::with_capacity(IMPORT_RESULT_BATCH);
             loop {
                 let row = match rows.message().await {
                     Ok(Some(pb::ImportContactsRequest {
                         kind: Some(Kind::Row(row)),
                     })) => row,
-                    Ok(None) => break,
+                    Ok(None) => return,
                     Ok(Some(_)) => {
                         let err = ApiError::invalid_field("row", "only rows may follow the options");
-                        let _ = results_tx.send(Err(err.into())).await;
+                        let _ = reader_results.send(Err(err.into())).await;
                         return;
                     }
                     Err(status) => {
@@ -120,18 +120,24 @@ impl ContactService for ContactGrpc {
                         return;
                     }
                 };
-                let outcome = match import_row(&row, &who.user) {
-                    Err(rejected) => rejected,
-                    Ok(parsed) => match app.import_row(&who, options, parsed).await {
-                        Ok(outcome) => outcome,
-                        Err(err) => {
-                            let _ = results_tx.send(Err(err.into())).await;
-                            return;
-                        }
-                    },
+                if rows_tx.send((row.line, import_row(&row, &who.user))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut summary = crate::import::ImportSummary::default();
+            let mut results = Vec::with_capacity(IMPORT_RESULT_BATCH);
+            while let Some(outcome) = outcomes.recv().await {
+                let (line, outcome) = match outcome {
+                    Ok(done) => done,
+                    Err(err) => {
+                        let _ = results_tx.send(Err(err.into())).await;
+                        return;
+                    }
                 };
                 summary.count(&outcome);
-                results.push(row_result(row.line, &outcome));
+                results.push(row_result(line, &outcome));
                 if results.len() >= IMPORT_RESULT_BATCH {
                     let batch = pb::ImportContactsResponse {
                         results: std::mem::take(&mut results),
@@ -150,7 +156,12 @@ impl ContactService for ContactGrpc {
                 rejected: as_i64(summary.rejected),
                 dry_run: options.dry_run,
             };
-            tracing::info!(tenant = %who.tenant, created = summary.created, updated = summary.updated, rejected = summary.rejected, "import finished");
+            tracing::info!(
+                created = summary.created,
+                updated = summary.updated,
+                rejected = summary.rejected,
+                "import finished"
+            );
             let _ = results_tx
                 .send(Ok(pb::ImportContactsResponse {
                     results,
