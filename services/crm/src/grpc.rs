@@ -8,7 +8,6 @@ use crm_platform::auth::{AuthLayer, Verifier, grpc_rejection};
 use crm_platform::lifecycle::Health;
 use crm_platform::metrics::GrpcObserveLayer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 /// Paths served without a token: health checks (kubelet, load balancers) and reflection.
@@ -42,8 +41,10 @@ pub(crate) async fn serve(
             health.set_not_serving().await;
         }
     };
-    server
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
-        .await?;
+    // The listener is bound by the caller (to report its address before serving), so tonic's
+    // own TCP_NODELAY setting never reaches the accepted sockets: set it here, or small
+    // responses wait for delayed ACKs (a 40 ms p99).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    server.serve_with_incoming_shutdown(incoming, draining).await?;
     Ok(())
 }

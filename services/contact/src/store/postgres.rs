@@ -801,21 +801,35 @@ impl ContactStore for PgContactStore {
         keys: &[MatchKey],
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError> {
-        if keys.is_empty() {
+        // One equality probe per key, then a primary-key fetch: plans that stay on the indexes
+        // even as cached generic plans (a join against unnested arrays did not, and scanned
+        // the whole key table per call once the statement was prepared five times).
+        let mut tx = self.tx(tenant).await?;
+        let mut ids: Vec<Uuid> = Vec::new();
+        for key in keys {
+            let found: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = $2 AND value = $3 LIMIT $4",
+            )
+            .bind(tenant.as_str())
+            .bind(key.kind.as_str())
+            .bind(&key.value)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
+            ids.extend(found);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            tx.commit().await?;
             return Ok(Vec::new());
         }
-        let kinds: Vec<&str> = keys.iter().map(|k| k.kind.as_str()).collect();
-        let values: Vec<&str> = keys.iter().map(|k| k.value.as_str()).collect();
-        let mut tx = self.tx(tenant).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL \
-             AND id IN (SELECT k.contact_id FROM contact_keys AS k JOIN unnest($2::text[], $3::text[]) AS q(kind, value) \
-                        ON k.kind = q.kind AND k.value = q.value WHERE k.tenant_id = $1) \
-             ORDER BY update_time DESC, id LIMIT $4"
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = ANY($2) AND erase_time IS NULL \
+             AND merged_into IS NULL ORDER BY update_time DESC, id LIMIT $3"
         )))
         .bind(tenant.as_str())
-        .bind(&kinds)
-        .bind(&values)
+        .bind(&ids)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
