@@ -43,6 +43,10 @@ pub async fn connect_postgres(url: &str, app_role: &'static str, max_connections
             Box::pin(async move {
                 conn.execute(sqlx::AssertSqlSafe(format!("SET ROLE {app_role}")))
                     .await?;
+                // Statements are prepared once per connection and run for its lifetime while
+                // tables grow from empty: a generic plan chosen early (a scan, cheap on an empty
+                // table) would never be revisited. Plan each execution for its parameters.
+                conn.execute("SET plan_cache_mode = force_custom_plan").await?;
                 Ok(())
             })
         })
