@@ -170,6 +170,7 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .route("/v1/contacts:import", post(contacts::import))
         .route("/v1/contacts/{id}/history", get(contacts::contact_history))
         .route("/v1/companies/{id}/history", get(companies::history))
+        .route("/v1/companies:findDuplicates", get(companies::find_duplicates))
         .route(
             "/v1/contacts/{id}",
             get(contacts::get)
@@ -188,7 +189,10 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .route("/v1/companies", get(companies::list).post(companies::create))
         .route(
             "/v1/companies/{id}",
-            get(companies::get).patch(companies::update).delete(companies::delete),
+            get(companies::get)
+                .patch(companies::update)
+                .delete(companies::delete)
+                .post(companies::custom_method),
         )
         .route("/v1/companies/{id}/interactions", get(interactions::list_for_company))
         .route_layer(AuthLayer::new(verifier, &[], problem::auth_rejection));

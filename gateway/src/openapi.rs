@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
         contacts::list, contacts::create, contacts::get, contacts::update, contacts::delete, contacts::search,
         contacts::contact_history, contacts::reassign_owner, contacts::erase_contact, companies::history,
         contacts::find_duplicates, contacts::merge_contacts, contacts::export, contacts::import,
+        companies::find_duplicates, companies::merge_companies,
         companies::list, companies::create, companies::get, companies::update, companies::delete,
         interactions::list_for_contact, interactions::list_for_company, interactions::create, interactions::get, interactions::delete,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
@@ -42,7 +43,7 @@ impl Modify for BearerAuth {
         dto::Contact, dto::Company, dto::Interaction, dto::ContactPage, dto::CompanyPage, dto::InteractionPage,
         dto::EmailAddress, dto::PhoneNumber, dto::Consent, dto::ChannelConsent, dto::common::AttributeValue,
         dto::HistoryPage, dto::HistoryEntry, dto::FieldChange, dto::ReassignOwnerRequest, dto::ReassignOwnerResponse,
-        dto::OwnerShare, dto::DuplicateGroup, dto::DuplicateGroupPage, dto::MergeRequest, dto::RowResult, dto::ImportSummary, ProblemBody, Violation,
+        dto::OwnerShare, dto::DuplicateGroup, dto::DuplicateGroupPage, dto::MergeRequest, dto::RowResult, dto::ImportSummary, dto::CompanyDuplicateGroup, dto::CompanyDuplicateGroupPage, ProblemBody, Violation,
     )),
     tags((name = "contacts"), (name = "companies"), (name = "interactions"), (name = "operations")),
 )]

@@ -219,3 +219,136 @@ async fn duplicates_are_caught_found_and_merged() {
     let (status, problem) = api.post(&format!("/v1/contacts/{survivor}:merge"), json!({"merged": [stranger["name"]], "fieldSources": {"title": "contacts/0190c0de-0000-7000-8000-000000000000"}})).await;
     assert_eq!(status, 400, "{problem}");
 }
+
+#[tokio::test]
+async fn companies_are_deduplicated_and_merged_too() {
+    let suite = Suite::start();
+    let api = Rest::as_user(&suite.rest, "acme", "meg", Role::Manager);
+    let (status, acme) = api
+        .post(
+            "/v1/companies",
+            json!({"displayName": "Acme Inc.", "domain": "acme.example", "tags": ["a"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{acme}");
+    let (status, problem) = api
+        .post(
+            "/v1/companies",
+            json!({"displayName": "Acme Corporation", "domain": "ACME.example"}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (409, Some("DUPLICATE_DOMAIN")),
+        "{problem}"
+    );
+    let forced = api
+        .request(reqwest::Method::POST, "/v1/companies?allowDuplicate=true")
+        .json(
+            &json!({"displayName": "Acme Corporation", "domain": "acme.example", "industry": "Anvils", "tags": ["b"]}),
+        )
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(forced.status(), 201);
+    assert!(
+        forced
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .contains("rel=\"duplicates\"")
+    );
+    let corp: serde_json::Value = forced.json().await.expect("json");
+    let (_, short) = api.post("/v1/companies", json!({"displayName": "ACME"})).await;
+    let (_, other) = api
+        .post(
+            "/v1/companies",
+            json!({"displayName": "Globex", "domain": "globex.example"}),
+        )
+        .await;
+
+    let (status, page) = api.get("/v1/companies:findDuplicates").await;
+    assert_eq!(status, 200, "{page}");
+    let groups = page["groups"].as_array().expect("groups");
+    assert!(
+        groups.iter().any(|g| g["reasons"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("MATCH_REASON_DOMAIN")))),
+        "{page}"
+    );
+    assert!(
+        !page.to_string().contains(other["name"].as_str().expect("name")),
+        "unrelated companies are not grouped"
+    );
+
+    let (_, contact) = api
+        .post(
+            "/v1/contacts",
+            json!({"givenName": "Wile", "familyName": "Coyote", "company": corp["name"]}),
+        )
+        .await;
+    let survivor = id_of(&acme["name"]);
+    let (status, merged) = api
+        .post(
+            &format!("/v1/companies/{survivor}:merge"),
+            json!({"merged": [corp["name"], short["name"]], "fieldSources": {"displayName": corp["name"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{merged}");
+    assert_eq!(merged["displayName"], "Acme Corporation", "the caller's choice");
+    assert_eq!(merged["industry"], "Anvils", "most recent non-empty");
+    assert_eq!(merged["tags"], json!(["a", "b"]));
+    let (_, moved) = api.get(&format!("/v1/contacts/{}", id_of(&contact["name"]))).await;
+    assert_eq!(moved["company"], acme["name"], "contacts follow the merge");
+    let (status, resolved) = api.get(&format!("/v1/companies/{}", id_of(&corp["name"]))).await;
+    assert_eq!(
+        (status, &resolved["name"]),
+        (200, &acme["name"]),
+        "a merged company resolves to its survivor"
+    );
+    let (_, found) = api.get("/v1/contacts:search?query=coyote%20corporation").await;
+    assert_eq!(
+        found["contacts"].as_array().map(Vec::len),
+        Some(1),
+        "search follows the merged name"
+    );
+    let (status, problem) = api
+        .post(
+            &format!("/v1/companies/{survivor}:merge"),
+            json!({"merged": [corp["name"]]}),
+        )
+        .await;
+    assert_eq!((status, problem["reason"].as_str()), (412, Some("ALREADY_MERGED")));
+    assert_eq!(
+        api.post(
+            &format!("/v1/companies/{survivor}:merge"),
+            json!({"merged": [acme["name"]]})
+        )
+        .await
+        .0,
+        400,
+        "into itself"
+    );
+    let rep = Rest::as_user(&suite.rest, "acme", "bob", Role::Rep);
+    assert_eq!(
+        rep.post(
+            &format!("/v1/companies/{}:merge", id_of(&other["name"])),
+            json!({"merged": [acme["name"]]})
+        )
+        .await
+        .0,
+        403
+    );
+    let elsewhere = Rest::as_user(&suite.rest, "elsewhere", "eve", Role::Admin);
+    assert_eq!(
+        elsewhere
+            .post(
+                &format!("/v1/companies/{survivor}:merge"),
+                json!({"merged": [other["name"]]})
+            )
+            .await
+            .0,
+        404
+    );
+}

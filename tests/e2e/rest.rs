@@ -336,6 +336,12 @@ async fn operations_endpoints_and_openapi() {
         "/v1/companies/{id}/history",
         "/v1/contacts:reassignOwner",
         "/v1/contacts/{id}:erase",
+        "/v1/contacts:findDuplicates",
+        "/v1/contacts/{id}:merge",
+        "/v1/contacts:import",
+        "/v1/contacts:export",
+        "/v1/companies:findDuplicates",
+        "/v1/companies/{id}:merge",
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }

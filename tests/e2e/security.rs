@@ -151,6 +151,8 @@ async fn another_tenant_sees_nothing_on_any_route_or_rpc() {
         "/v1/companies",
         "/v1/contacts:search?query=secret",
         "/v1/contacts?filter=owner%3Dalice",
+        "/v1/contacts:findDuplicates",
+        "/v1/companies:findDuplicates",
     ] {
         let (status, page) = other.get(path).await;
         assert_eq!(status, 200);

@@ -704,3 +704,32 @@ impl From<&pb::ImportSummary> for ImportSummary {
         }
     }
 }
+
+/// Companies that are likely one organisation.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanyDuplicateGroup {
+    /// `companies/{id}` of each member.
+    pub companies: Vec<String>,
+    /// Likelihood from 0 to 1.
+    pub score: f64,
+    pub reasons: Vec<MatchReason>,
+}
+
+/// A page of duplicate company groups.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanyDuplicateGroupPage {
+    pub groups: Vec<CompanyDuplicateGroup>,
+    pub next_page_token: String,
+}
+
+impl From<&pb::CompanyDuplicateGroup> for CompanyDuplicateGroup {
+    fn from(g: &pb::CompanyDuplicateGroup) -> Self {
+        CompanyDuplicateGroup {
+            companies: g.companies.clone(),
+            score: g.score,
+            reasons: g.reasons.iter().map(|r| MatchReason(*r)).collect(),
+        }
+    }
+}

@@ -38,33 +38,47 @@ pub async fn list(
     .into_response())
 }
 
-/// Creates a company.
+/// Creates a company. A domain another company has is refused (409, DUPLICATE_DOMAIN) unless
+/// `allowDuplicate=true`; when likely duplicates exist, a `Link` header with
+/// `rel="duplicates"` points to them.
 #[utoipa::path(post, path = "/v1/companies", tag = "companies", request_body = Company,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = Company), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
+    params(super::contacts::CreateParams, ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Company), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody),
+        (status = 409, body = ProblemBody)))]
 pub async fn create(
     State(gw): State<Gateway>,
     call: Call,
     headers: HeaderMap,
+    QueryParams(params): QueryParams<super::contacts::CreateParams>,
     JsonBody(body): JsonBody<Company>,
 ) -> Result<Response, Problem> {
     let request = pb::CreateCompanyRequest {
         company: Some(body.to_proto("company.")?),
         request_id: idempotency_key(&headers),
+        allow_duplicate: params.allow_duplicate.unwrap_or(false),
     };
-    let company = gw
+    let created = gw
         .contacts()
         .create_company(call.request(request, gw.deadline))
         .await?
-        .into_inner()
-        .company
-        .unwrap_or_default();
-    Ok(with_etag(
+        .into_inner();
+    let company = created.company.unwrap_or_default();
+    let mut response = with_etag(
         StatusCode::CREATED,
         &company.etag,
         Some(company.name.clone()),
         Company::from(&company),
-    ))
+    );
+    if !created.duplicates.is_empty() {
+        let link = format!(
+            "</v1/companies:findDuplicates?company={}>; rel=\"duplicates\"",
+            company.name.replace('/', "%2F")
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(http::header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Returns one company.
@@ -145,3 +159,99 @@ pub async fn history(
 ) -> Result<Response, Problem> {
     super::contacts::history(&gw, &call, format!("companies/{id}"), q).await
 }
+
+/// Company duplicate search parameters.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CompanyDuplicateParams {
+    /// Only the candidates of this company (`companies/{id}`).
+    pub company: Option<String>,
+    /// Leave out groups scoring below this (0 to 1, default 0.5).
+    pub min_score: Option<f64>,
+    pub page_size: Option<i32>,
+    pub page_token: Option<String>,
+}
+
+/// Groups of companies that are likely one organisation (same domain, near-identical names),
+/// or the candidates of one company.
+#[utoipa::path(get, path = "/v1/companies:findDuplicates", tag = "companies", params(CompanyDuplicateParams),
+    responses((status = 200, body = crate::dto::CompanyDuplicateGroupPage), (status = 400, body = ProblemBody)))]
+pub async fn find_duplicates(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<CompanyDuplicateParams>,
+) -> Result<Response, Problem> {
+    let request = pb::FindCompanyDuplicatesRequest {
+        company: q.company.unwrap_or_default(),
+        page_size: q.page_size.unwrap_or_default(),
+        page_token: q.page_token.unwrap_or_default(),
+        min_score: q.min_score.unwrap_or_default(),
+    };
+    let response = gw
+        .contacts()
+        .find_company_duplicates(call.request(request, gw.deadline))
+        .await?
+        .into_inner();
+    Ok(axum::Json(crate::dto::CompanyDuplicateGroupPage {
+        groups: response
+            .groups
+            .iter()
+            .map(crate::dto::CompanyDuplicateGroup::from)
+            .collect(),
+        next_page_token: response.next_page_token,
+    })
+    .into_response())
+}
+
+/// Custom methods on one company (`POST /v1/companies/{id}:verb`).
+pub async fn custom_method(
+    State(gw): State<Gateway>,
+    call: Call,
+    Path(id_and_verb): Path<String>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Response, Problem> {
+    use axum::extract::FromRequest;
+    match id_and_verb.split_once(':') {
+        Some((id, "merge")) => {
+            let JsonBody(body) = JsonBody::<crate::dto::MergeRequest>::from_request(request, &()).await?;
+            let request = pb::MergeCompaniesRequest {
+                survivor: format!("companies/{id}"),
+                merged: body.merged,
+                field_sources: body
+                    .field_sources
+                    .into_iter()
+                    .map(|(field, source)| (proto_path(&field), source))
+                    .collect(),
+                etag: if_match(&headers),
+            };
+            let survivor = gw
+                .contacts()
+                .merge_companies(call.request(request, gw.deadline))
+                .await?
+                .into_inner()
+                .company
+                .unwrap_or_default();
+            Ok(with_etag(
+                StatusCode::OK,
+                &survivor.etag,
+                None,
+                Company::from(&survivor),
+            ))
+        }
+        _ => Err(Problem(crm_platform::ApiError::new(
+            crm_platform::ErrorCode::NotFound,
+            "ROUTE_NOT_FOUND",
+            "no such method; see /openapi.json",
+        ))),
+    }
+}
+
+/// Merges other companies into this one (the survivor): per-field survivorship, their contacts
+/// and interactions moved, each merged company's name resolving to the survivor afterwards.
+#[utoipa::path(post, path = "/v1/companies/{id}:merge", tag = "companies", request_body = crate::dto::MergeRequest,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the survivor's etag")),
+    responses((status = 200, body = Company), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody),
+        (status = 404, body = ProblemBody), (status = 412, body = ProblemBody)))]
+pub async fn merge_companies() {}

@@ -13,8 +13,8 @@ use crm_platform::{ApiError, Principal, UserId};
 use crate::domain::merge;
 use crate::domain::*;
 use crate::store::{
-    Batch, ContactStore, Created, Merge, Owned, RequestKey, StoreError, TimelineOf, company_cursor, contact_cursor,
-    interaction_cursor,
+    Batch, CompanyMerge, ContactStore, Created, Merge, Owned, RequestKey, StoreError, TimelineOf, company_cursor,
+    contact_cursor, interaction_cursor,
 };
 
 /// Attempts of a read-modify-write update without an etag before giving up as ABORTED.
@@ -203,50 +203,94 @@ fn same_members(a: &[ContactId], b: &[ContactId]) -> bool {
     a.len() == b.len() && a.iter().all(|id| b.contains(id))
 }
 
-/// Splits contacts sharing a key into groups of likely one person: contacts are linked when
-/// alike enough, and linked contacts form a group (its score is its weakest link).
-fn group_members(members: &[Contact], min_score: f64) -> Vec<DuplicateGroup> {
+/// Links members alike enough (`alike` scoring `min_score` or more) and returns the groups of
+/// two or more linked members: their ids, the weakest link's score, and the links' reasons.
+fn group_alike<T, Id: Copy>(
+    members: &[T],
+    id: impl Fn(&T) -> Id,
+    alike: impl Fn(&T, &T) -> Option<(f64, Vec<MatchReason>)>,
+    min_score: f64,
+) -> Vec<(Vec<Id>, f64, Vec<MatchReason>)> {
     let mut group_of: Vec<usize> = (0..members.len()).collect();
-    let mut links: Vec<(usize, usize, f64, Vec<MatchReason>)> = Vec::new();
+    let mut links: Vec<(usize, f64, Vec<MatchReason>)> = Vec::new();
     for i in 0..members.len() {
         for j in i + 1..members.len() {
-            if let Some((score, reasons)) = members[i].fields.likeness(&members[j].fields)
+            if let Some((score, reasons)) = alike(&members[i], &members[j])
                 && score >= min_score
             {
                 let (from, to) = (group_of[j], group_of[i]);
                 group_of.iter_mut().filter(|g| **g == from).for_each(|g| *g = to);
-                links.push((i, j, score, reasons));
+                links.push((i, score, reasons));
             }
         }
     }
-    let mut groups: Vec<DuplicateGroup> = Vec::new();
-    let mut roots: Vec<usize> = group_of.clone();
+    let mut roots = group_of.clone();
     roots.sort_unstable();
     roots.dedup();
-    for root in roots {
-        let indices: Vec<usize> = (0..members.len()).filter(|i| group_of[*i] == root).collect();
-        if indices.len() < 2 {
-            continue;
-        }
-        let inner: Vec<&(usize, usize, f64, Vec<MatchReason>)> =
-            links.iter().filter(|l| group_of[l.0] == root).collect();
-        let mut reasons: Vec<MatchReason> = Vec::new();
-        for reason in inner.iter().flat_map(|l| l.3.iter()) {
-            if !reasons.contains(reason) {
-                reasons.push(*reason);
+    roots
+        .into_iter()
+        .filter_map(|root| {
+            let ids: Vec<Id> = (0..members.len())
+                .filter(|i| group_of[*i] == root)
+                .map(|i| id(&members[i]))
+                .collect();
+            if ids.len() < 2 {
+                return None;
             }
-        }
-        groups.push(DuplicateGroup {
-            contacts: indices.iter().map(|i| members[*i].id).collect(),
-            score: inner.iter().map(|l| l.2).fold(1.0, f64::min),
+            let inner: Vec<&(usize, f64, Vec<MatchReason>)> = links.iter().filter(|l| group_of[l.0] == root).collect();
+            let mut reasons: Vec<MatchReason> = Vec::new();
+            for reason in inner.iter().flat_map(|l| l.2.iter()) {
+                if !reasons.contains(reason) {
+                    reasons.push(*reason);
+                }
+            }
+            Some((ids, inner.iter().map(|l| l.1).fold(1.0, f64::min), reasons))
+        })
+        .collect()
+}
+
+/// Splits contacts sharing a key into groups of likely one person.
+fn group_members(members: &[Contact], min_score: f64) -> Vec<DuplicateGroup> {
+    group_alike(members, |c| c.id, |a, b| a.fields.likeness(&b.fields), min_score)
+        .into_iter()
+        .map(|(contacts, score, reasons)| DuplicateGroup {
+            contacts,
+            score,
             reasons,
-        });
-    }
-    groups
+        })
+        .collect()
+}
+
+/// Splits companies sharing a key into groups of likely one organisation.
+fn group_companies(members: &[Company], min_score: f64) -> Vec<CompanyGroup> {
+    group_alike(members, |c| c.id, |a, b| a.fields.likeness(&b.fields), min_score)
+        .into_iter()
+        .map(|(companies, score, reasons)| CompanyGroup {
+            companies,
+            score,
+            reasons,
+        })
+        .collect()
 }
 
 /// Contacts per export batch (one gRPC message, one database round trip).
 const EXPORT_BATCH: usize = 500;
+
+/// A company that is likely the same organisation as another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompanyCandidate {
+    pub company: CompanyId,
+    pub score: f64,
+    pub reasons: Vec<MatchReason>,
+}
+
+/// Companies that are likely one organisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompanyGroup {
+    pub companies: Vec<CompanyId>,
+    pub score: f64,
+    pub reasons: Vec<MatchReason>,
+}
 
 /// The contact service.
 #[derive(Clone)]
@@ -408,12 +452,15 @@ impl ContactApp {
         Ok(page_of(rows, limit, |_| encode_token(&(offset + limit), &fingerprint)))
     }
 
+    /// Creates a company. Unless `allow_duplicate`, a domain another live company has is
+    /// refused (ALREADY_EXISTS, DUPLICATE_DOMAIN); likely duplicates are returned with it.
     pub async fn create_company(
         &self,
         who: &Principal,
         mut fields: CompanyFields,
         key: Option<RequestKey>,
-    ) -> Result<Created<Company>, ApiError> {
+        allow_duplicate: bool,
+    ) -> Result<(Created<Company>, Vec<CompanyCandidate>), ApiError> {
         who.ensure_can_write_owned_by(&fields.owner)?;
         fields.normalise();
         check_fields(fields.check(), "company.")?;
@@ -424,19 +471,23 @@ impl ContactApp {
             create_time: now,
             update_time: now,
             revision: Revision::FIRST,
+            merged_into: None,
         };
         let audit = audit(who, ChangeAction::Created, changes(None, Some(&company.fields)));
-        self.store
-            .create_company(&who.tenant, &company, key.as_ref(), &audit)
+        let created = self
+            .store
+            .create_company(&who.tenant, &company, key.as_ref(), &audit, !allow_duplicate)
             .await
-            .map_err(|err| err.into_api("company"))
+            .map_err(|err| err.into_api("company"))?;
+        let candidates = self
+            .company_candidates_for(who, &created.value, DEFAULT_MIN_SCORE)
+            .await?;
+        Ok((created, candidates))
     }
 
+    /// Returns a company; the name of a merged company resolves to its survivor.
     pub async fn get_company(&self, who: &Principal, id: CompanyId) -> Result<Company, ApiError> {
-        self.store
-            .get_company(&who.tenant, id)
-            .await
-            .map_err(|err| err.into_api("company"))
+        self.resolved_company(who, id).await
     }
 
     pub async fn update_company(
@@ -1001,5 +1052,257 @@ impl ContactApp {
             }
         });
         Ok(Box::pin(batches))
+    }
+
+    /// Returns a company; the name of a merged company resolves to its survivor.
+    async fn resolved_company(&self, who: &Principal, id: CompanyId) -> Result<Company, ApiError> {
+        let mut company = self
+            .store
+            .get_company(&who.tenant, id)
+            .await
+            .map_err(|err| err.into_api("company"))?;
+        for _ in 0..MAX_MERGE_HOPS {
+            match company.merged_into {
+                Some(survivor) => {
+                    company = self
+                        .store
+                        .get_company(&who.tenant, survivor)
+                        .await
+                        .map_err(|err| err.into_api("company"))?
+                }
+                None => return Ok(company),
+            }
+        }
+        Err(ApiError::internal(&format!(
+            "merge chain of {id} longer than {MAX_MERGE_HOPS}"
+        )))
+    }
+
+    /// Live companies likely to be the same organisation as `company`, best first.
+    async fn company_candidates_for(
+        &self,
+        who: &Principal,
+        company: &Company,
+        min_score: f64,
+    ) -> Result<Vec<CompanyCandidate>, ApiError> {
+        let found = self
+            .store
+            .company_candidates(
+                &who.tenant,
+                company.fields.domain.as_deref(),
+                &company::name_block(&company.fields.display_name),
+                MAX_CANDIDATES,
+            )
+            .await
+            .map_err(|err| err.into_api("companies"))?;
+        let mut candidates: Vec<CompanyCandidate> = found
+            .iter()
+            .filter(|other| other.id != company.id)
+            .filter_map(|other| {
+                let (score, reasons) = company.fields.likeness(&other.fields)?;
+                (score >= min_score).then_some(CompanyCandidate {
+                    company: other.id,
+                    score,
+                    reasons,
+                })
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(candidates)
+    }
+
+    /// Groups of likely duplicate companies across the tenant (or the candidates of one).
+    pub async fn find_company_duplicates(
+        &self,
+        who: &Principal,
+        company: Option<CompanyId>,
+        size: i32,
+        token: &str,
+        min_score: f64,
+    ) -> Result<Page<CompanyGroup>, ApiError> {
+        let limit = page_size(size)?;
+        if !(0.0..=1.0).contains(&min_score) {
+            return Err(ApiError::invalid_field("min_score", "must be between 0 and 1"));
+        }
+        let min_score = if min_score == 0.0 { DEFAULT_MIN_SCORE } else { min_score };
+        if let Some(id) = company {
+            let company = self.get_company(who, id).await?;
+            let groups = self
+                .company_candidates_for(who, &company, min_score)
+                .await?
+                .into_iter()
+                .take(limit)
+                .map(|c| CompanyGroup {
+                    companies: vec![company.id, c.company],
+                    score: c.score,
+                    reasons: c.reasons,
+                })
+                .collect();
+            return Ok(Page {
+                items: groups,
+                next_page_token: String::new(),
+            });
+        }
+        let fingerprint = query_fingerprint(&["company-duplicates", &min_score.to_string()]);
+        let mut after = decode_token::<(String, String)>(token, &fingerprint)?;
+        let mut groups: Vec<CompanyGroup> = Vec::new();
+        loop {
+            let shared = self
+                .store
+                .shared_company_keys(&who.tenant, after.as_ref(), limit)
+                .await
+                .map_err(|err| err.into_api("companies"))?;
+            let exhausted = shared.len() < limit;
+            let count = shared.len();
+            for (i, (key, ids)) in shared.into_iter().enumerate() {
+                let mut members = Vec::with_capacity(ids.len().min(MAX_CANDIDATES));
+                for id in ids.into_iter().take(MAX_CANDIDATES) {
+                    members.push(
+                        self.store
+                            .get_company(&who.tenant, id)
+                            .await
+                            .map_err(|err| err.into_api("company"))?,
+                    );
+                }
+                for group in group_companies(&members, min_score) {
+                    match groups.iter_mut().find(|g| {
+                        g.companies.len() == group.companies.len()
+                            && g.companies.iter().all(|id| group.companies.contains(id))
+                    }) {
+                        Some(existing) => {
+                            existing.score = existing.score.max(group.score);
+                            for reason in group.reasons {
+                                if !existing.reasons.contains(&reason) {
+                                    existing.reasons.push(reason);
+                                }
+                            }
+                        }
+                        None => groups.push(group),
+                    }
+                }
+                after = Some(key);
+                if groups.len() >= limit {
+                    let more = i + 1 < count || !exhausted;
+                    let next_page_token = match (&after, more) {
+                        (Some(key), true) => encode_token(key, &fingerprint),
+                        _ => String::new(),
+                    };
+                    return Ok(Page {
+                        items: groups,
+                        next_page_token,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(Page {
+                    items: groups,
+                    next_page_token: String::new(),
+                });
+            }
+        }
+    }
+
+    /// Merges companies into a survivor: survivorship as for contacts, contacts and
+    /// interactions moved, lineage kept. Refused: into itself, already merged, no rights.
+    pub async fn merge_companies(
+        &self,
+        who: &Principal,
+        survivor: CompanyId,
+        merged: &[CompanyId],
+        choices: &BTreeMap<CompanyField, CompanyId>,
+        etag: Option<Revision>,
+    ) -> Result<Company, ApiError> {
+        let mut violations = Violations::new("");
+        if merged.is_empty() {
+            violations.add("merged", "name at least one company to merge");
+        }
+        if merged.len() > MAX_MERGE {
+            violations.add("merged", format!("at most {MAX_MERGE} companies at once"));
+        }
+        if merged.contains(&survivor) {
+            violations.add("merged", "a company cannot be merged into itself");
+        }
+        if merged.iter().enumerate().any(|(i, id)| merged[..i].contains(id)) {
+            violations.add("merged", "lists a company twice");
+        }
+        for (field, source) in choices {
+            if *source != survivor && !merged.contains(source) {
+                violations.add(
+                    format!("field_sources[{field:?}]"),
+                    "must name the survivor or one of the merged companies",
+                );
+            }
+        }
+        violations.finish()?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self
+                .store
+                .get_company(&who.tenant, survivor)
+                .await
+                .map_err(|err| err.into_api("company"))?;
+            let mut others = Vec::with_capacity(merged.len());
+            for id in merged {
+                others.push(
+                    self.store
+                        .get_company(&who.tenant, *id)
+                        .await
+                        .map_err(|err| err.into_api("company"))?,
+                );
+            }
+            for company in std::iter::once(&current).chain(&others) {
+                who.ensure_can_write_owned_by(&company.fields.owner)?;
+                if company.merged_into.is_some() {
+                    return Err(ApiError::new(
+                        crm_platform::ErrorCode::FailedPrecondition,
+                        "ALREADY_MERGED",
+                        format!("{} was already merged into another company", company.id.name()),
+                    ));
+                }
+            }
+            if etag.is_some_and(|etag| etag != current.revision) {
+                return Err(ApiError::etag_mismatch());
+            }
+            let fields = company::merge_company_fields(&current, &others, choices);
+            check_fields(fields.check(), "company.")?;
+            let mut survivor_audit = audit(who, ChangeAction::Merged, changes(Some(&current.fields), Some(&fields)));
+            survivor_audit.changes.push(FieldChange {
+                field: "merged".into(),
+                old: serde_json::Value::Null,
+                new: serde_json::Value::Array(merged.iter().map(|id| id.name().into()).collect()),
+            });
+            let merged_audit = audit(
+                who,
+                ChangeAction::Merged,
+                vec![FieldChange {
+                    field: "merged_into".into(),
+                    old: serde_json::Value::Null,
+                    new: survivor.name().into(),
+                }],
+            );
+            let updated = Company {
+                fields,
+                update_time: now(),
+                revision: current.revision.next(),
+                ..current.clone()
+            };
+            let revisions: Vec<(CompanyId, Revision)> = others.iter().map(|c| (c.id, c.revision)).collect();
+            let merge = CompanyMerge {
+                survivor: &updated,
+                expected: current.revision,
+                merged: &revisions,
+                survivor_audit: &survivor_audit,
+                merged_audit: &merged_audit,
+            };
+            match self.store.merge_companies(&who.tenant, &merge).await {
+                Ok(()) => return Ok(updated),
+                Err(StoreError::RevisionMismatch) if etag.is_none() => continue,
+                Err(err) => return Err(err.into_api("company")),
+            }
+        }
+        Err(ApiError::new(
+            crm_platform::ErrorCode::Aborted,
+            "CONCURRENT_UPDATE",
+            "the companies kept changing; retry",
+        ))
     }
 }

@@ -16,6 +16,8 @@ pub struct Company {
     pub create_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
     pub revision: Revision,
+    /// Set once the company was merged into another; its name then resolves to that one.
+    pub merged_into: Option<CompanyId>,
 }
 
 /// Everything about a company a client may write, already validated.
@@ -31,7 +33,7 @@ pub struct CompanyFields {
 }
 
 /// A field of a company named by an update mask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CompanyField {
     DisplayName,
     Domain,
@@ -112,4 +114,133 @@ impl Company {
     pub fn etag(&self) -> String {
         self.revision.etag()
     }
+}
+
+/// Legal-form words left out when comparing company names.
+const LEGAL_FORMS: &[&str] = &[
+    "inc",
+    "ltd",
+    "llc",
+    "gmbh",
+    "ag",
+    "sa",
+    "sas",
+    "bv",
+    "nv",
+    "plc",
+    "corp",
+    "co",
+    "company",
+    "limited",
+    "corporation",
+    "kg",
+    "srl",
+    "spa",
+    "oy",
+    "ab",
+    "as",
+];
+/// Name similarity (Jaro-Winkler, legal forms dropped) from which names count as a match.
+const COMPANY_NAME_THRESHOLD: f64 = 0.95;
+
+/// A company name reduced for comparison: lower case, letters and digits, legal forms dropped.
+pub fn comparable_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_lowercase().next().unwrap_or(c)
+            } else {
+                ' '
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .filter(|word| !LEGAL_FORMS.contains(word))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The blocking key of a company name: its first four comparable letters.
+pub fn name_block(name: &str) -> String {
+    comparable_name(name).replace(' ', "").chars().take(4).collect()
+}
+
+impl CompanyFields {
+    /// How likely `self` and `other` are one organisation (0..=1), and why.
+    pub fn likeness(&self, other: &CompanyFields) -> Option<(f64, Vec<super::MatchReason>)> {
+        let mut reasons = Vec::new();
+        let mut score: f64 = 0.0;
+        if self.domain.is_some() && self.domain == other.domain {
+            reasons.push(super::MatchReason::Domain);
+            score = score.max(0.95);
+        }
+        let (a, b) = (
+            comparable_name(&self.display_name),
+            comparable_name(&other.display_name),
+        );
+        if !a.is_empty() && !b.is_empty() {
+            let similarity = strsim::jaro_winkler(&a, &b);
+            if similarity >= COMPANY_NAME_THRESHOLD {
+                reasons.push(super::MatchReason::Name);
+                score = score.max(0.8 * similarity);
+            }
+        }
+        (!reasons.is_empty()).then_some((score, reasons))
+    }
+}
+
+/// The merged state of companies: the caller's choice per field, else the most recently
+/// updated non-empty value; tags and attributes united; the survivor keeps its owner.
+pub fn merge_company_fields(
+    survivor: &Company,
+    merged: &[Company],
+    choices: &std::collections::BTreeMap<CompanyField, super::CompanyId>,
+) -> CompanyFields {
+    let mut all: Vec<&Company> = std::iter::once(survivor).chain(merged).collect();
+    all.sort_by(|a, b| {
+        b.update_time
+            .cmp(&a.update_time)
+            .then_with(|| (b.id == survivor.id).cmp(&(a.id == survivor.id)))
+    });
+    let chosen = |field: CompanyField| {
+        choices
+            .get(&field)
+            .and_then(|id| all.iter().find(|c| c.id == *id))
+            .map(|c| &c.fields)
+    };
+    let recent = |non_empty: &dyn Fn(&CompanyFields) -> bool| {
+        all.iter()
+            .map(|c| &c.fields)
+            .find(|f| non_empty(f))
+            .unwrap_or(&survivor.fields)
+    };
+    let pick = |field: CompanyField, non_empty: &dyn Fn(&CompanyFields) -> bool| {
+        chosen(field).unwrap_or_else(|| recent(non_empty))
+    };
+    let mut out = survivor.fields.clone();
+    out.display_name
+        .clone_from(&pick(CompanyField::DisplayName, &|f| !f.display_name.is_empty()).display_name);
+    out.domain
+        .clone_from(&pick(CompanyField::Domain, &|f| f.domain.is_some()).domain);
+    out.industry
+        .clone_from(&pick(CompanyField::Industry, &|f| !f.industry.is_empty()).industry);
+    out.size_band = pick(CompanyField::SizeBand, &|f| f.size_band.is_some()).size_band;
+    out.owner
+        .clone_from(&chosen(CompanyField::Owner).unwrap_or(&survivor.fields).owner);
+    out.tags = match chosen(CompanyField::Tags) {
+        Some(f) => f.tags.clone(),
+        None => all.iter().flat_map(|c| c.fields.tags.iter().cloned()).collect(),
+    };
+    out.attributes = match chosen(CompanyField::Attributes) {
+        Some(f) => f.attributes.clone(),
+        None => {
+            let mut attributes = std::collections::BTreeMap::new();
+            for c in all.iter().rev() {
+                attributes.extend(c.fields.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            attributes
+        }
+    };
+    out.normalise();
+    out
 }

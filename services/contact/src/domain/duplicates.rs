@@ -12,6 +12,7 @@ word_enum!(
         Phone => "phone",
         NameAndCompany => "name_and_company",
         Name => "name",
+        Domain => "domain",
     }
 );
 

@@ -53,7 +53,7 @@ proto_enum!(SizeBand <=> SizeBand { Micro, Small, Medium, Large, Enterprise });
 proto_enum!(InteractionType <=> InteractionType { Call, Email, Meeting, Note, SupportTicket, Chat, Visit });
 proto_enum!(Direction <=> Direction { Inbound, Outbound, Internal });
 proto_enum!(ChangeAction <=> ChangeAction { Created, Updated, Deleted, Reassigned, Erased, Merged });
-proto_enum!(MatchReason <=> MatchReason { Email, Phone, NameAndCompany, Name });
+proto_enum!(MatchReason <=> MatchReason { Email, Phone, NameAndCompany, Name, Domain });
 proto_enum!(InteractionChannel <=> InteractionChannel { Phone, Email, Web, InPerson, Video, Sms, Chat, Social, Other });
 
 pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
@@ -668,5 +668,21 @@ pub(crate) fn row_result(line: i64, outcome: &crate::import::RowOutcome) -> pb::
         contact,
         field,
         reason,
+    }
+}
+
+pub(crate) fn company_candidate_to_proto(c: &crate::app::CompanyCandidate) -> pb::CompanyCandidate {
+    pb::CompanyCandidate {
+        company: c.company.name(),
+        score: c.score,
+        reasons: c.reasons.iter().map(|r| MatchReason::to_proto(Some(*r))).collect(),
+    }
+}
+
+pub(crate) fn company_group_to_proto(g: &crate::app::CompanyGroup) -> pb::CompanyDuplicateGroup {
+    pb::CompanyDuplicateGroup {
+        companies: g.companies.iter().map(CompanyId::name).collect(),
+        score: g.score,
+        reasons: g.reasons.iter().map(|r| MatchReason::to_proto(Some(*r))).collect(),
     }
 }

@@ -329,9 +329,10 @@ impl ContactService for ContactGrpc {
         let company = required("company", r.company.as_ref())?;
         let fields = new_company(company, &who.user)?;
         let key = request_key(&r.request_id, company)?;
-        let created = self.app.create_company(&who, fields, key).await?;
+        let (created, candidates) = self.app.create_company(&who, fields, key, r.allow_duplicate).await?;
         Ok(Response::new(pb::CreateCompanyResponse {
             company: Some(company_to_proto(&created.value)),
+            duplicates: candidates.iter().map(company_candidate_to_proto).collect(),
         }))
     }
 
@@ -535,6 +536,64 @@ impl ContactService for ContactGrpc {
         let contact = self.app.merge_contacts(&who, survivor, &merged, &choices, etag).await?;
         Ok(Response::new(pb::MergeContactsResponse {
             contact: Some(contact_to_proto(&contact)),
+        }))
+    }
+
+    async fn find_company_duplicates(
+        &self,
+        request: Request<pb::FindCompanyDuplicatesRequest>,
+    ) -> Result<Response<pb::FindCompanyDuplicatesResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let company = if r.company.is_empty() {
+            None
+        } else {
+            Some(parse("company", CompanyId::parse_name(&r.company))?)
+        };
+        let page = self
+            .app
+            .find_company_duplicates(&who, company, r.page_size, &r.page_token, r.min_score)
+            .await?;
+        Ok(Response::new(pb::FindCompanyDuplicatesResponse {
+            groups: page.items.iter().map(company_group_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn merge_companies(
+        &self,
+        request: Request<pb::MergeCompaniesRequest>,
+    ) -> Result<Response<pb::MergeCompaniesResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.get_ref();
+        let mut violations = crm_platform::error::Violations::new("");
+        let survivor = violations.check("survivor", CompanyId::parse_name(&r.survivor));
+        let merged: Vec<CompanyId> = r
+            .merged
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| violations.check(format!("merged[{i}]"), CompanyId::parse_name(name)))
+            .collect();
+        let mut choices = std::collections::BTreeMap::new();
+        for (field, source) in &r.field_sources {
+            let path = format!("field_sources[{field}]");
+            let field = violations.check(&path, CompanyField::parse(field));
+            let source = violations.check(&path, CompanyId::parse_name(source));
+            if let (Some(field), Some(source)) = (field, source) {
+                choices.insert(field, source);
+            }
+        }
+        let etag = etag(&r.etag, "etag")?;
+        violations.finish()?;
+        let Some(survivor) = survivor else {
+            return Err(ApiError::invalid_field("survivor", "is required").into());
+        };
+        let company = self
+            .app
+            .merge_companies(&who, survivor, &merged, &choices, etag)
+            .await?;
+        Ok(Response::new(pb::MergeCompaniesResponse {
+            company: Some(company_to_proto(&company)),
         }))
     }
 }

@@ -82,6 +82,7 @@ fn company(name: &str) -> Company {
         create_time: now,
         update_time: now,
         revision: Revision::FIRST,
+        merged_into: None,
     }
 }
 
@@ -185,7 +186,10 @@ async fn updates_need_the_current_revision(store: &dyn ContactStore) {
 async fn tenants_never_see_each_other(store: &dyn ContactStore) {
     let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
     let co = company("Acme");
-    store.create_company(&a, &co, None, &audit()).await.expect("company");
+    store
+        .create_company(&a, &co, None, &audit(), false)
+        .await
+        .expect("company");
     let mut f = fields("Secret", "Person", "secret@acme.example");
     f.company = Some(co.id);
     let c = contact(f);
@@ -328,12 +332,12 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
         fingerprint: vec![4],
     };
     store
-        .create_company(&t, &co, Some(&ckey), &audit())
+        .create_company(&t, &co, Some(&ckey), &audit(), false)
         .await
         .expect("company");
     assert_eq!(
         store
-            .create_company(&t, &company("Idem Co"), Some(&ckey), &audit())
+            .create_company(&t, &company("Idem Co"), Some(&ckey), &audit(), false)
             .await
             .expect("replay")
             .value
@@ -427,7 +431,10 @@ fn sort_value(c: &Contact, field: SortField) -> String {
 async fn filters_select_exactly(store: &dyn ContactStore) {
     let t = tenant("filters");
     let co = company("Filter Co");
-    store.create_company(&t, &co, None, &audit()).await.expect("company");
+    store
+        .create_company(&t, &co, None, &audit(), false)
+        .await
+        .expect("company");
     let old = Utc::now() - Duration::days(30);
     let mut vip = fields("Vera", "Vip", "vera@example.com");
     vip.tags = vec![Tag::parse("vip").expect("tag")];
@@ -506,7 +513,10 @@ async fn filters_select_exactly(store: &dyn ContactStore) {
 async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
     let t = tenant("search");
     let co = company("Globex Industries");
-    store.create_company(&t, &co, None, &audit()).await.expect("company");
+    store
+        .create_company(&t, &co, None, &audit(), false)
+        .await
+        .expect("company");
     let mut with_company = fields("Hank", "Scorpio", "hank@globex.example");
     with_company.company = Some(co.id);
     with_company.phones = vec![ContactPhone {
@@ -565,7 +575,10 @@ async fn search_ranks_and_follows_company_names(store: &dyn ContactStore) {
 async fn companies_and_timelines(store: &dyn ContactStore) {
     let t = tenant("timeline");
     let co = company("Umbrella");
-    store.create_company(&t, &co, None, &audit()).await.expect("company");
+    store
+        .create_company(&t, &co, None, &audit(), false)
+        .await
+        .expect("company");
     assert_eq!(store.get_company(&t, co.id).await.expect("get"), co);
     let mut f = fields("Jill", "Valentine", "jill@umbrella.example");
     f.company = Some(co.id);
@@ -745,7 +758,7 @@ async fn history_is_written_with_every_change(store: &dyn ContactStore) {
 
     let co = company("Audited Co");
     store
-        .create_company(&t, &co, None, &record(ChangeAction::Created, "alice", vec![]))
+        .create_company(&t, &co, None, &record(ChangeAction::Created, "alice", vec![]), false)
         .await
         .expect("company");
     assert_eq!(
@@ -1180,6 +1193,150 @@ async fn merge_moves_everything_to_the_survivor(store: &dyn ContactStore) {
     );
 }
 
+async fn companies_dedupe_and_merge(store: &dyn ContactStore) {
+    let t = tenant("co-merge");
+    let named = |name: &str, domain: Option<&str>| {
+        let mut c = company(name);
+        c.fields.domain = domain.map(str::to_owned);
+        c
+    };
+    let acme = named("Acme Inc.", Some("acme.example"));
+    let acme_short = named("ACME", None);
+    let acme_corp = named("Acme Corporation", Some("acme.example"));
+    let globex = named("Globex", Some("globex.example"));
+    store
+        .create_company(&t, &acme, None, &audit(), true)
+        .await
+        .expect("acme");
+    store
+        .create_company(&t, &acme_short, None, &audit(), true)
+        .await
+        .expect("no domain, no conflict");
+    match store.create_company(&t, &acme_corp, None, &audit(), true).await {
+        Err(StoreError::DuplicateDomain(existing)) => assert_eq!(existing, acme.id),
+        other => panic!("expected a duplicate domain, got {other:?}"),
+    }
+    store
+        .create_company(&t, &acme_corp, None, &audit(), false)
+        .await
+        .expect("created anyway when asked");
+    store
+        .create_company(&t, &globex, None, &audit(), true)
+        .await
+        .expect("globex");
+    store
+        .create_company(
+            &tenant("co-elsewhere"),
+            &named("Acme", Some("acme.example")),
+            None,
+            &audit(),
+            true,
+        )
+        .await
+        .expect("another tenant");
+
+    let found = store
+        .company_candidates(
+            &t,
+            Some("acme.example"),
+            &crate::domain::company::name_block("Acme Inc."),
+            10,
+        )
+        .await
+        .expect("candidates");
+    let ids: HashSet<CompanyId> = found.iter().map(|c| c.id).collect();
+    assert_eq!(ids, HashSet::from([acme.id, acme_short.id, acme_corp.id]));
+    let shared = store.shared_company_keys(&t, None, 10).await.expect("shared");
+    assert_eq!(
+        shared
+            .iter()
+            .map(|(k, _)| (k.0.as_str(), k.1.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("domain", "acme.example"), ("name", "acme")]
+    );
+    assert_eq!(shared[1].1.len(), 3);
+
+    let mut f = fields("Wile", "Coyote", "wile@acme.example");
+    f.company = Some(acme_corp.id);
+    let wile = contact(f);
+    store
+        .create_contact(&t, &wile, None, &audit(), true)
+        .await
+        .expect("contact");
+    let call = store
+        .create_interaction(&t, &interaction(wile.id, 1), None)
+        .await
+        .expect("call")
+        .value;
+
+    let mut survivor = acme.clone();
+    survivor.revision = acme.revision.next();
+    survivor.update_time = now();
+    let merge = CompanyMerge {
+        survivor: &survivor,
+        expected: acme.revision,
+        merged: &[(acme_short.id, acme_short.revision), (acme_corp.id, acme_corp.revision)],
+        survivor_audit: &audit(),
+        merged_audit: &audit(),
+    };
+    store.merge_companies(&t, &merge).await.expect("merge");
+    assert!(
+        matches!(
+            store.merge_companies(&t, &merge).await,
+            Err(StoreError::RevisionMismatch)
+        ),
+        "a replay is refused"
+    );
+    assert_eq!(
+        store.get_company(&t, acme_corp.id).await.expect("lineage").merged_into,
+        Some(acme.id)
+    );
+    assert_eq!(
+        store.get_contact(&t, wile.id).await.expect("contact").fields.company,
+        Some(acme.id),
+        "contacts moved"
+    );
+    let timeline = store
+        .list_interactions(&t, TimelineOf::Company(acme.id), None, 10)
+        .await
+        .expect("timeline");
+    assert_eq!(
+        timeline.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![call.id],
+        "interactions moved"
+    );
+    let all = ListQuery {
+        filter: CompanyFilter::default(),
+        order: Order {
+            field: SortField::DisplayName,
+            descending: false,
+        },
+        after: None,
+        limit: 10,
+    };
+    let listed: Vec<CompanyId> = store
+        .list_companies(&t, &all)
+        .await
+        .expect("list")
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, vec![acme.id, globex.id]);
+    let search = SearchTerms::parse("coyote acme").expect("terms");
+    assert_eq!(
+        store.search_contacts(&t, &search, 0, 10).await.expect("search").len(),
+        1,
+        "the contact is found by its new company's name"
+    );
+    assert!(
+        store
+            .shared_company_keys(&t, None, 10)
+            .await
+            .expect("shared")
+            .is_empty()
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -1231,6 +1388,7 @@ conformance!(
     erase_leaves_nothing_personal,
     email_is_unique_when_asked_and_keys_find_candidates,
     merge_moves_everything_to_the_survivor,
+    companies_dedupe_and_merge,
 );
 
 /// Row-level security is the second wall: even SQL without a tenant condition, run as the

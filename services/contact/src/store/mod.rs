@@ -38,6 +38,8 @@ pub enum StoreError {
     DuplicateEmail(ContactId),
     #[error("another contact has the same external id")]
     DuplicateExternalId(ContactId),
+    #[error("another company has the same domain")]
+    DuplicateDomain(CompanyId),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -68,6 +70,14 @@ impl StoreError {
                 crm_platform::ErrorCode::AlreadyExists,
                 "DUPLICATE_EXTERNAL_ID",
                 format!("{} has the same external_id", existing.name()),
+            ),
+            StoreError::DuplicateDomain(existing) => ApiError::new(
+                crm_platform::ErrorCode::AlreadyExists,
+                "DUPLICATE_DOMAIN",
+                format!(
+                    "{} has the same domain; merge them, or create with allow_duplicate",
+                    existing.name()
+                ),
             ),
             StoreError::Corrupt(_) | StoreError::Database(_) => ApiError::internal(&self),
         }
@@ -179,12 +189,15 @@ pub trait ContactStore: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
 
+    /// Creates a company. With `unique_domain`, fails with `DuplicateDomain` when a live
+    /// company of the tenant already has its domain.
     async fn create_company(
         &self,
         tenant: &TenantId,
         company: &Company,
         key: Option<&RequestKey>,
         audit: &AuditRecord,
+        unique_domain: bool,
     ) -> Result<Created<Company>, StoreError>;
     async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError>;
     async fn update_company(
@@ -268,6 +281,27 @@ pub trait ContactStore: Send + Sync + 'static {
     /// pointing at it (personal fields moved, not kept twice), moving interactions and
     /// earlier lineage, all in one transaction with the audit entries.
     async fn merge_contacts(&self, tenant: &TenantId, merge: &Merge<'_>) -> Result<(), StoreError>;
+
+    /// Live companies with this domain, or with this name block (see
+    /// [`crate::domain::company::name_block`]), up to `limit`.
+    async fn company_candidates(
+        &self,
+        tenant: &TenantId,
+        domain: Option<&str>,
+        name_block: &str,
+        limit: usize,
+    ) -> Result<Vec<Company>, StoreError>;
+    /// (kind, value) keys — `domain` or `name` — shared by several live companies, in key
+    /// order after `after`, up to `limit`.
+    async fn shared_company_keys(
+        &self,
+        tenant: &TenantId,
+        after: Option<&(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<((String, String), Vec<CompanyId>)>, StoreError>;
+    /// Writes the survivor's merged state and points each merged company at it, moving their
+    /// contacts, interactions and earlier lineage, in one transaction with the audit entries.
+    async fn merge_companies(&self, tenant: &TenantId, merge: &CompanyMerge<'_>) -> Result<(), StoreError>;
 }
 
 /// One batch of a portfolio reassignment: up to `limit` records of kind `what` owned by
@@ -290,6 +324,16 @@ pub struct Merge<'a> {
     pub expected: Revision,
     /// The merged contacts with the revisions they were read at.
     pub merged: &'a [(ContactId, Revision)],
+    pub survivor_audit: &'a AuditRecord,
+    pub merged_audit: &'a AuditRecord,
+}
+
+/// A company merge as the store writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct CompanyMerge<'a> {
+    pub survivor: &'a Company,
+    pub expected: Revision,
+    pub merged: &'a [(CompanyId, Revision)],
     pub survivor_audit: &'a AuditRecord,
     pub merged_audit: &'a AuditRecord,
 }

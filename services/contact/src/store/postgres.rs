@@ -10,16 +10,15 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Batch, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey, StoreError,
-    TimelineOf, corrupt, round_robin, stored_user, stored_word, tsquery,
+    Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey,
+    StoreError, TimelineOf, corrupt, round_robin, stored_user, stored_word, tsquery,
 };
 use crate::domain::*;
 
 const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
                                owner, tags, attributes, consent, create_time, update_time, revision, erase_time, merged_into, \
                                external_id";
-const COMPANY_COLUMNS: &str =
-    "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
+const COMPANY_COLUMNS: &str = "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision, merged_into";
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
                                    body, outcome, campaign_id, actor, create_time";
 
@@ -97,6 +96,7 @@ fn company_from_row(row: &PgRow) -> Result<Company, StoreError> {
         create_time: row.try_get("create_time")?,
         update_time: row.try_get("update_time")?,
         revision: Revision(row.try_get("revision")?),
+        merged_into: row.try_get::<Option<Uuid>, _>("merged_into")?.map(CompanyId),
     })
 }
 
@@ -427,6 +427,7 @@ impl ContactStore for PgContactStore {
         company: &Company,
         key: Option<&RequestKey>,
         audit: &AuditRecord,
+        unique_domain: bool,
     ) -> Result<Created<Company>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
@@ -436,10 +437,13 @@ impl ContactStore for PgContactStore {
                 let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
                 return Ok(Created { value, replayed: true });
             }
+            if unique_domain {
+                ensure_unique_domain(&mut tx, tenant, company).await?;
+            }
             let f = &company.fields;
             sqlx::query(
                 "INSERT INTO companies (tenant_id, id, display_name, domain, industry, size_band, owner, tags, attributes, \
-                 create_time, update_time, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 create_time, update_time, revision, name_block) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(tenant.as_str())
             .bind(company.id.0)
@@ -453,6 +457,7 @@ impl ContactStore for PgContactStore {
             .bind(company.create_time)
             .bind(company.update_time)
             .bind(company.revision.0)
+            .bind(company::name_block(&f.display_name))
             .execute(&mut *tx)
             .await?;
             if let Some(key) = key {
@@ -480,35 +485,7 @@ impl ContactStore for PgContactStore {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.tx(tenant).await?;
-        let f = &company.fields;
-        let updated = sqlx::query(
-            "UPDATE companies SET display_name = $3, domain = $4, industry = $5, size_band = $6, owner = $7, tags = $8, \
-             attributes = $9, update_time = $10, revision = $11 WHERE tenant_id = $1 AND id = $2 AND revision = $12",
-        )
-        .bind(tenant.as_str())
-        .bind(company.id.0)
-        .bind(&f.display_name)
-        .bind(&f.domain)
-        .bind(&f.industry)
-        .bind(f.size_band.map(SizeBand::as_str))
-        .bind(f.owner.as_str())
-        .bind(tag_strings(&f.tags))
-        .bind(Json(&f.attributes))
-        .bind(company.update_time)
-        .bind(company.revision.0)
-        .bind(expected.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(missing_or_stale(&mut tx, "companies", tenant, company.id.0).await);
-        }
-        sqlx::query("UPDATE contacts SET company_name = $3 WHERE tenant_id = $1 AND company_id = $2 AND company_name IS DISTINCT FROM $3")
-            .bind(tenant.as_str())
-            .bind(company.id.0)
-            .bind(&f.display_name)
-            .execute(&mut *tx)
-            .await?;
+        write_company(&mut tx, tenant, company, expected).await?;
         record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
         tx.commit().await?;
         Ok(())
@@ -544,6 +521,7 @@ impl ContactStore for PgContactStore {
         let mut qb =
             QueryBuilder::<Postgres>::new(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
+        qb.push(" AND merged_into IS NULL");
         if let Some(owner) = &f.owner {
             qb.push(" AND owner = ").push_bind(owner.as_str().to_owned());
         }
@@ -913,6 +891,106 @@ impl ContactStore for PgContactStore {
         tx.commit().await?;
         Ok(())
     }
+    async fn company_candidates(
+        &self,
+        tenant: &TenantId,
+        domain: Option<&str>,
+        name_block: &str,
+        limit: usize,
+    ) -> Result<Vec<Company>, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = $1 AND merged_into IS NULL \
+             AND (($2::text IS NOT NULL AND domain = $2) OR ($3 <> '' AND name_block = $3)) ORDER BY update_time DESC, id LIMIT $4"
+        )))
+        .bind(tenant.as_str())
+        .bind(domain)
+        .bind(name_block)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(company_from_row).collect()
+    }
+
+    async fn shared_company_keys(
+        &self,
+        tenant: &TenantId,
+        after: Option<&(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<((String, String), Vec<CompanyId>)>, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT kind, value, array_agg(id ORDER BY id) AS ids FROM ( \
+               SELECT 'domain' AS kind, domain AS value, id FROM companies WHERE tenant_id = $1 AND merged_into IS NULL AND domain IS NOT NULL \
+               UNION ALL \
+               SELECT 'name', name_block, id FROM companies WHERE tenant_id = $1 AND merged_into IS NULL AND name_block <> '') AS k \
+             WHERE ($2::text IS NULL OR (kind, value) > ($2, $3)) GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(after.map(|k| k.0.as_str()))
+        .bind(after.map(|k| k.1.as_str()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let ids: Vec<Uuid> = row.try_get("ids")?;
+                Ok((
+                    (row.try_get("kind")?, row.try_get("value")?),
+                    ids.into_iter().map(CompanyId).collect(),
+                ))
+            })
+            .collect()
+    }
+
+    async fn merge_companies(&self, tenant: &TenantId, merge: &CompanyMerge<'_>) -> Result<(), StoreError> {
+        let survivor = merge.survivor;
+        let mut tx = self.tx(tenant).await?;
+        write_company(&mut tx, tenant, survivor, merge.expected).await?;
+        for (id, expected) in merge.merged {
+            let moved = sqlx::query(
+                "UPDATE companies SET merged_into = $3, revision = revision + 1, update_time = $4 \
+                 WHERE tenant_id = $1 AND id = $2 AND revision = $5 AND merged_into IS NULL",
+            )
+            .bind(tenant.as_str())
+            .bind(id.0)
+            .bind(survivor.id.0)
+            .bind(survivor.update_time)
+            .bind(expected.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 0 {
+                return Err(missing_or_stale(&mut tx, "companies", tenant, id.0).await);
+            }
+            sqlx::query(
+                "UPDATE contacts SET company_id = $3, company_name = $4 WHERE tenant_id = $1 AND company_id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(id.0)
+            .bind(survivor.id.0)
+            .bind(&survivor.fields.display_name)
+            .execute(&mut *tx)
+            .await?;
+            for statement in [
+                "UPDATE interactions SET company_id = $3 WHERE tenant_id = $1 AND company_id = $2",
+                "UPDATE companies SET merged_into = $3 WHERE tenant_id = $1 AND merged_into = $2",
+            ] {
+                sqlx::query(statement)
+                    .bind(tenant.as_str())
+                    .bind(id.0)
+                    .bind(survivor.id.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            record(&mut tx, tenant, Audited::Company(*id), merge.merged_audit).await?;
+        }
+        record(&mut tx, tenant, Audited::Company(survivor.id), merge.survivor_audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// One row of `table` by id, decoded by `decode`.
@@ -1171,6 +1249,75 @@ async fn ensure_unique_external_id(
     .await?;
     match existing {
         Some(id) => Err(StoreError::DuplicateExternalId(ContactId(id))),
+        None => Ok(()),
+    }
+}
+
+/// Writes a company's row if its stored revision is still `expected`, and keeps the copy of
+/// its name on its contacts (for search) current.
+async fn write_company(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    company: &Company,
+    expected: Revision,
+) -> Result<(), StoreError> {
+    let f = &company.fields;
+    let updated = sqlx::query(
+        "UPDATE companies SET display_name = $3, domain = $4, industry = $5, size_band = $6, owner = $7, tags = $8, \
+         attributes = $9, update_time = $10, revision = $11, name_block = $13 WHERE tenant_id = $1 AND id = $2 AND revision = $12",
+    )
+    .bind(tenant.as_str())
+    .bind(company.id.0)
+    .bind(&f.display_name)
+    .bind(&f.domain)
+    .bind(&f.industry)
+    .bind(f.size_band.map(SizeBand::as_str))
+    .bind(f.owner.as_str())
+    .bind(tag_strings(&f.tags))
+    .bind(Json(&f.attributes))
+    .bind(company.update_time)
+    .bind(company.revision.0)
+    .bind(expected.0)
+    .bind(company::name_block(&f.display_name))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(missing_or_stale(tx, "companies", tenant, company.id.0).await);
+    }
+    sqlx::query("UPDATE contacts SET company_name = $3 WHERE tenant_id = $1 AND company_id = $2 AND company_name IS DISTINCT FROM $3")
+        .bind(tenant.as_str())
+        .bind(company.id.0)
+        .bind(&f.display_name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Fails with `DuplicateDomain` when another live company of the tenant has this domain.
+async fn ensure_unique_domain(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    company: &Company,
+) -> Result<(), StoreError> {
+    let Some(domain) = &company.fields.domain else {
+        return Ok(());
+    };
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/domain/' || $2, 0))")
+        .bind(tenant.as_str())
+        .bind(domain)
+        .execute(&mut **tx)
+        .await?;
+    let existing: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM companies WHERE tenant_id = $1 AND domain = $2 AND merged_into IS NULL AND id <> $3 LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .bind(domain)
+    .bind(company.id.0)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match existing {
+        Some(id) => Err(StoreError::DuplicateDomain(CompanyId(id))),
         None => Ok(()),
     }
 }

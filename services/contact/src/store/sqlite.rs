@@ -12,16 +12,15 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Batch, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey, StoreError,
-    TimelineOf, corrupt, fts5_query, round_robin, stored_user, stored_word,
+    Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey,
+    StoreError, TimelineOf, corrupt, fts5_query, round_robin, stored_user, stored_word,
 };
 use crate::domain::*;
 
 const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
                                owner, tags, attributes, consent, create_time, update_time, revision, erase_time, merged_into, \
                                external_id";
-const COMPANY_COLUMNS: &str =
-    "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision";
+const COMPANY_COLUMNS: &str = "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision, merged_into";
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
                                    body, outcome, campaign_id, actor, create_time";
 
@@ -116,6 +115,7 @@ fn company_from_row(row: &SqliteRow) -> Result<Company, StoreError> {
         create_time: time(row, "create_time")?,
         update_time: time(row, "update_time")?,
         revision: Revision(row.try_get("revision")?),
+        merged_into: opt_uuid(row, "merged_into")?.map(CompanyId),
     })
 }
 
@@ -438,6 +438,7 @@ impl ContactStore for SqliteContactStore {
         company: &Company,
         key: Option<&RequestKey>,
         audit: &AuditRecord,
+        unique_domain: bool,
     ) -> Result<Created<Company>, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = key
@@ -447,10 +448,13 @@ impl ContactStore for SqliteContactStore {
             tx.commit().await?;
             return Ok(Created { value, replayed: true });
         }
+        if unique_domain {
+            ensure_unique_domain(&mut tx, tenant, company).await?;
+        }
         let f = &company.fields;
         sqlx::query(
             "INSERT INTO companies (tenant_id, id, display_name, domain, industry, size_band, owner, tags, attributes, \
-             create_time, update_time, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             create_time, update_time, revision, name_block) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .bind(tenant.as_str())
         .bind(company.id.0.to_string())
@@ -464,6 +468,7 @@ impl ContactStore for SqliteContactStore {
         .bind(micros(company.create_time))
         .bind(micros(company.update_time))
         .bind(company.revision.0)
+        .bind(company::name_block(&f.display_name))
         .execute(&mut *tx)
         .await?;
         if let Some(key) = key {
@@ -492,37 +497,7 @@ impl ContactStore for SqliteContactStore {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let f = &company.fields;
-        let updated = sqlx::query(
-            "UPDATE companies SET display_name = ?3, domain = ?4, industry = ?5, size_band = ?6, owner = ?7, tags = ?8, \
-             attributes = ?9, update_time = ?10, revision = ?11 WHERE tenant_id = ?1 AND id = ?2 AND revision = ?12",
-        )
-        .bind(tenant.as_str())
-        .bind(company.id.0.to_string())
-        .bind(&f.display_name)
-        .bind(&f.domain)
-        .bind(&f.industry)
-        .bind(f.size_band.map(SizeBand::as_str))
-        .bind(f.owner.as_str())
-        .bind(to_json(&f.tags)?)
-        .bind(to_json(&f.attributes)?)
-        .bind(micros(company.update_time))
-        .bind(company.revision.0)
-        .bind(expected.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(missing_or_stale(&mut tx, "companies", tenant, company.id.0).await);
-        }
-        sqlx::query(
-            "UPDATE contacts SET company_name = ?3 WHERE tenant_id = ?1 AND company_id = ?2 AND company_name IS NOT ?3",
-        )
-        .bind(tenant.as_str())
-        .bind(company.id.0.to_string())
-        .bind(&f.display_name)
-        .execute(&mut *tx)
-        .await?;
+        write_company(&mut tx, tenant, company, expected).await?;
         record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
         tx.commit().await?;
         Ok(())
@@ -557,6 +532,7 @@ impl ContactStore for SqliteContactStore {
         let f = &query.filter;
         let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = "));
         qb.push_bind(tenant.as_str().to_owned());
+        qb.push(" AND merged_into IS NULL");
         if let Some(owner) = &f.owner {
             qb.push(" AND owner = ").push_bind(owner.as_str().to_owned());
         }
@@ -911,6 +887,106 @@ impl ContactStore for SqliteContactStore {
         tx.commit().await?;
         Ok(())
     }
+    async fn company_candidates(
+        &self,
+        tenant: &TenantId,
+        domain: Option<&str>,
+        name_block: &str,
+        limit: usize,
+    ) -> Result<Vec<Company>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COMPANY_COLUMNS} FROM companies WHERE tenant_id = ?1 AND merged_into IS NULL \
+             AND ((?2 IS NOT NULL AND domain = ?2) OR (?3 <> '' AND name_block = ?3)) ORDER BY update_time DESC, id LIMIT ?4"
+        )))
+        .bind(tenant.as_str())
+        .bind(domain)
+        .bind(name_block)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(company_from_row).collect()
+    }
+
+    async fn shared_company_keys(
+        &self,
+        tenant: &TenantId,
+        after: Option<&(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<((String, String), Vec<CompanyId>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, value, group_concat(id, ',') AS ids FROM ( \
+               SELECT kind, value, id FROM ( \
+                 SELECT 'domain' AS kind, domain AS value, id FROM companies WHERE tenant_id = ?1 AND merged_into IS NULL AND domain IS NOT NULL \
+                 UNION ALL \
+                 SELECT 'name', name_block, id FROM companies WHERE tenant_id = ?1 AND merged_into IS NULL AND name_block <> '') \
+               WHERE (?2 IS NULL OR (kind, value) > (?2, ?3)) ORDER BY kind, value, id) \
+             GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT ?4",
+        )
+        .bind(tenant.as_str())
+        .bind(after.map(|k| k.0.as_str()))
+        .bind(after.map(|k| k.1.as_str()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let ids: String = row.try_get("ids")?;
+                let ids = ids
+                    .split(',')
+                    .map(|id| Uuid::parse_str(id).map(CompanyId).map_err(corrupt))
+                    .collect::<Result<_, _>>()?;
+                Ok(((row.try_get("kind")?, row.try_get("value")?), ids))
+            })
+            .collect()
+    }
+
+    async fn merge_companies(&self, tenant: &TenantId, merge: &CompanyMerge<'_>) -> Result<(), StoreError> {
+        let survivor = merge.survivor;
+        let survivor_id = survivor.id.0.to_string();
+        let mut tx = self.write_tx().await?;
+        write_company(&mut tx, tenant, survivor, merge.expected).await?;
+        for (id, expected) in merge.merged {
+            let moved = sqlx::query(
+                "UPDATE companies SET merged_into = ?3, revision = revision + 1, update_time = ?4 \
+                 WHERE tenant_id = ?1 AND id = ?2 AND revision = ?5 AND merged_into IS NULL",
+            )
+            .bind(tenant.as_str())
+            .bind(id.0.to_string())
+            .bind(&survivor_id)
+            .bind(micros(survivor.update_time))
+            .bind(expected.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 0 {
+                return Err(missing_or_stale(&mut tx, "companies", tenant, id.0).await);
+            }
+            sqlx::query(
+                "UPDATE contacts SET company_id = ?3, company_name = ?4 WHERE tenant_id = ?1 AND company_id = ?2",
+            )
+            .bind(tenant.as_str())
+            .bind(id.0.to_string())
+            .bind(&survivor_id)
+            .bind(&survivor.fields.display_name)
+            .execute(&mut *tx)
+            .await?;
+            for statement in [
+                "UPDATE interactions SET company_id = ?3 WHERE tenant_id = ?1 AND company_id = ?2",
+                "UPDATE companies SET merged_into = ?3 WHERE tenant_id = ?1 AND merged_into = ?2",
+            ] {
+                sqlx::query(statement)
+                    .bind(tenant.as_str())
+                    .bind(id.0.to_string())
+                    .bind(&survivor_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            record(&mut tx, tenant, Audited::Company(*id), merge.merged_audit).await?;
+        }
+        record(&mut tx, tenant, Audited::Company(survivor.id), merge.survivor_audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// One row of `table` by id, decoded by `decode`.
@@ -1151,6 +1227,75 @@ async fn ensure_unique_external_id(
     .await?;
     match existing {
         Some(id) => Err(StoreError::DuplicateExternalId(ContactId(
+            Uuid::parse_str(&id).map_err(corrupt)?,
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Writes a company's row if its stored revision is still `expected`, and keeps the copy of
+/// its name on its contacts (for search) current.
+async fn write_company(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    company: &Company,
+    expected: Revision,
+) -> Result<(), StoreError> {
+    let f = &company.fields;
+    let updated = sqlx::query(
+        "UPDATE companies SET display_name = ?3, domain = ?4, industry = ?5, size_band = ?6, owner = ?7, tags = ?8, \
+         attributes = ?9, update_time = ?10, revision = ?11, name_block = ?13 WHERE tenant_id = ?1 AND id = ?2 AND revision = ?12",
+    )
+    .bind(tenant.as_str())
+    .bind(company.id.0.to_string())
+    .bind(&f.display_name)
+    .bind(&f.domain)
+    .bind(&f.industry)
+    .bind(f.size_band.map(SizeBand::as_str))
+    .bind(f.owner.as_str())
+    .bind(to_json(&f.tags)?)
+    .bind(to_json(&f.attributes)?)
+    .bind(micros(company.update_time))
+    .bind(company.revision.0)
+    .bind(expected.0)
+    .bind(company::name_block(&f.display_name))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(missing_or_stale(tx, "companies", tenant, company.id.0).await);
+    }
+    sqlx::query(
+        "UPDATE contacts SET company_name = ?3 WHERE tenant_id = ?1 AND company_id = ?2 AND company_name IS NOT ?3",
+    )
+    .bind(tenant.as_str())
+    .bind(company.id.0.to_string())
+    .bind(&f.display_name)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Fails with `DuplicateDomain` when another live company of the tenant has this domain.
+/// Write transactions are serialised (BEGIN IMMEDIATE), so the check cannot race a create.
+async fn ensure_unique_domain(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    company: &Company,
+) -> Result<(), StoreError> {
+    let Some(domain) = &company.fields.domain else {
+        return Ok(());
+    };
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM companies WHERE tenant_id = ?1 AND domain = ?2 AND merged_into IS NULL AND id <> ?3 LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .bind(domain)
+    .bind(company.id.0.to_string())
+    .fetch_optional(&mut **tx)
+    .await?;
+    match existing {
+        Some(id) => Err(StoreError::DuplicateDomain(CompanyId(
             Uuid::parse_str(&id).map_err(corrupt)?,
         ))),
         None => Ok(()),
