@@ -292,6 +292,38 @@ pub struct CompanyGroup {
     pub reasons: Vec<MatchReason>,
 }
 
+/// Checks what every merge request must hold: something to merge, not too much, not the
+/// survivor itself, no record twice, and choices naming only records of the merge.
+fn validate_merge<Id: Copy + PartialEq, Field: std::fmt::Debug>(
+    what: &str,
+    survivor: Id,
+    merged: &[Id],
+    choices: &BTreeMap<Field, Id>,
+) -> Result<(), ApiError> {
+    let mut violations = Violations::new("");
+    if merged.is_empty() {
+        violations.add("merged", format!("name at least one {what} to merge"));
+    }
+    if merged.len() > MAX_MERGE {
+        violations.add("merged", format!("at most {MAX_MERGE} at once"));
+    }
+    if merged.contains(&survivor) {
+        violations.add("merged", format!("a {what} cannot be merged into itself"));
+    }
+    if merged.iter().enumerate().any(|(i, id)| merged[..i].contains(id)) {
+        violations.add("merged", format!("lists a {what} twice"));
+    }
+    for (field, source) in choices {
+        if *source != survivor && !merged.contains(source) {
+            violations.add(
+                format!("field_sources[{field:?}]"),
+                "must name the survivor or one of the merged records",
+            );
+        }
+    }
+    violations.finish()
+}
+
 /// The contact service.
 #[derive(Clone)]
 pub struct ContactApp {
@@ -908,28 +940,7 @@ impl ContactApp {
         choices: &BTreeMap<ContactField, ContactId>,
         etag: Option<Revision>,
     ) -> Result<Contact, ApiError> {
-        let mut violations = Violations::new("");
-        if merged.is_empty() {
-            violations.add("merged", "name at least one contact to merge");
-        }
-        if merged.len() > MAX_MERGE {
-            violations.add("merged", format!("at most {MAX_MERGE} contacts at once"));
-        }
-        if merged.contains(&survivor) {
-            violations.add("merged", "a contact cannot be merged into itself");
-        }
-        if merged.iter().enumerate().any(|(i, id)| merged[..i].contains(id)) {
-            violations.add("merged", "lists a contact twice");
-        }
-        for (field, source) in choices {
-            if *source != survivor && !merged.contains(source) {
-                violations.add(
-                    format!("field_sources[{field:?}]"),
-                    "must name the survivor or one of the merged contacts",
-                );
-            }
-        }
-        violations.finish()?;
+        validate_merge("contact", survivor, merged, choices)?;
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self
                 .store
@@ -1212,28 +1223,7 @@ impl ContactApp {
         choices: &BTreeMap<CompanyField, CompanyId>,
         etag: Option<Revision>,
     ) -> Result<Company, ApiError> {
-        let mut violations = Violations::new("");
-        if merged.is_empty() {
-            violations.add("merged", "name at least one company to merge");
-        }
-        if merged.len() > MAX_MERGE {
-            violations.add("merged", format!("at most {MAX_MERGE} companies at once"));
-        }
-        if merged.contains(&survivor) {
-            violations.add("merged", "a company cannot be merged into itself");
-        }
-        if merged.iter().enumerate().any(|(i, id)| merged[..i].contains(id)) {
-            violations.add("merged", "lists a company twice");
-        }
-        for (field, source) in choices {
-            if *source != survivor && !merged.contains(source) {
-                violations.add(
-                    format!("field_sources[{field:?}]"),
-                    "must name the survivor or one of the merged companies",
-                );
-            }
-        }
-        violations.finish()?;
+        validate_merge("company", survivor, merged, choices)?;
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self
                 .store

@@ -78,6 +78,45 @@ fn import_options(options: &pb::ImportOptions) -> Result<crate::import::ImportOp
     })
 }
 
+/// A merge request's parts, parsed: survivor, merged records, survivorship choices, etag.
+type ParsedMerge<Id, Field> = (
+    Id,
+    Vec<Id>,
+    std::collections::BTreeMap<Field, Id>,
+    Option<crate::domain::Revision>,
+);
+
+/// Parses the fields every merge request has, collecting every violation.
+fn parse_merge<Id: Copy, Field: Ord>(
+    survivor: &str,
+    merged: &[String],
+    field_sources: &std::collections::BTreeMap<String, String>,
+    raw_etag: &str,
+    parse_id: fn(&str) -> Result<Id, String>,
+    parse_field: fn(&str) -> Result<Field, String>,
+) -> Result<ParsedMerge<Id, Field>, ApiError> {
+    let mut violations = crm_platform::error::Violations::new("");
+    let survivor = violations.check("survivor", parse_id(survivor));
+    let merged: Vec<Id> = merged
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| violations.check(format!("merged[{i}]"), parse_id(name)))
+        .collect();
+    let mut choices = std::collections::BTreeMap::new();
+    for (field, source) in field_sources {
+        let path = format!("field_sources[{field}]");
+        let field = violations.check(&path, parse_field(field));
+        let source = violations.check(&path, parse_id(source));
+        if let (Some(field), Some(source)) = (field, source) {
+            choices.insert(field, source);
+        }
+    }
+    let etag = etag(raw_etag, "etag")?;
+    violations.finish()?;
+    let survivor = survivor.ok_or_else(|| ApiError::invalid_field("survivor", "is required"))?;
+    Ok((survivor, merged, choices, etag))
+}
+
 #[tonic::async_trait]
 impl ContactService for ContactGrpc {
     type ImportContactsStream =
@@ -511,28 +550,14 @@ impl ContactService for ContactGrpc {
     ) -> Result<Response<pb::MergeContactsResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
-        let mut violations = crm_platform::error::Violations::new("");
-        let survivor = violations.check("survivor", ContactId::parse_name(&r.survivor));
-        let merged: Vec<ContactId> = r
-            .merged
-            .iter()
-            .enumerate()
-            .filter_map(|(i, name)| violations.check(format!("merged[{i}]"), ContactId::parse_name(name)))
-            .collect();
-        let mut choices = std::collections::BTreeMap::new();
-        for (field, source) in &r.field_sources {
-            let path = format!("field_sources[{field}]");
-            let field = violations.check(&path, ContactField::parse(field));
-            let source = violations.check(&path, ContactId::parse_name(source));
-            if let (Some(field), Some(source)) = (field, source) {
-                choices.insert(field, source);
-            }
-        }
-        let etag = etag(&r.etag, "etag")?;
-        violations.finish()?;
-        let Some(survivor) = survivor else {
-            return Err(ApiError::invalid_field("survivor", "is required").into());
-        };
+        let (survivor, merged, choices, etag) = parse_merge(
+            &r.survivor,
+            &r.merged,
+            &r.field_sources,
+            &r.etag,
+            ContactId::parse_name,
+            ContactField::parse,
+        )?;
         let contact = self.app.merge_contacts(&who, survivor, &merged, &choices, etag).await?;
         Ok(Response::new(pb::MergeContactsResponse {
             contact: Some(contact_to_proto(&contact)),
@@ -566,28 +591,14 @@ impl ContactService for ContactGrpc {
     ) -> Result<Response<pb::MergeCompaniesResponse>, Status> {
         let who = caller(&request)?;
         let r = request.get_ref();
-        let mut violations = crm_platform::error::Violations::new("");
-        let survivor = violations.check("survivor", CompanyId::parse_name(&r.survivor));
-        let merged: Vec<CompanyId> = r
-            .merged
-            .iter()
-            .enumerate()
-            .filter_map(|(i, name)| violations.check(format!("merged[{i}]"), CompanyId::parse_name(name)))
-            .collect();
-        let mut choices = std::collections::BTreeMap::new();
-        for (field, source) in &r.field_sources {
-            let path = format!("field_sources[{field}]");
-            let field = violations.check(&path, CompanyField::parse(field));
-            let source = violations.check(&path, CompanyId::parse_name(source));
-            if let (Some(field), Some(source)) = (field, source) {
-                choices.insert(field, source);
-            }
-        }
-        let etag = etag(&r.etag, "etag")?;
-        violations.finish()?;
-        let Some(survivor) = survivor else {
-            return Err(ApiError::invalid_field("survivor", "is required").into());
-        };
+        let (survivor, merged, choices, etag) = parse_merge(
+            &r.survivor,
+            &r.merged,
+            &r.field_sources,
+            &r.etag,
+            CompanyId::parse_name,
+            CompanyField::parse,
+        )?;
         let company = self
             .app
             .merge_companies(&who, survivor, &merged, &choices, etag)
