@@ -70,13 +70,7 @@ pub async fn create(
         Company::from(&company),
     );
     if !created.duplicates.is_empty() {
-        let link = format!(
-            "</v1/companies:findDuplicates?company={}>; rel=\"duplicates\"",
-            company.name.replace('/', "%2F")
-        );
-        if let Ok(value) = http::HeaderValue::from_str(&link) {
-            response.headers_mut().insert(http::header::LINK, value);
-        }
+        link_duplicates(&mut response, "companies", "company", &company.name);
     }
     Ok(response)
 }

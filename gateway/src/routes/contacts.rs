@@ -109,13 +109,7 @@ pub async fn create(
         Contact::from(&contact),
     );
     if !created.duplicates.is_empty() {
-        let link = format!(
-            "</v1/contacts:findDuplicates?contact={}>; rel=\"duplicates\"",
-            contact.name.replace('/', "%2F")
-        );
-        if let Ok(value) = http::HeaderValue::from_str(&link) {
-            response.headers_mut().insert(http::header::LINK, value);
-        }
+        link_duplicates(&mut response, "contacts", "contact", &contact.name);
     }
     Ok(response)
 }

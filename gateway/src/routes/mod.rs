@@ -102,3 +102,15 @@ pub fn with_etag(status: StatusCode, etag: &str, location: Option<String>, body:
     }
     response
 }
+
+/// Points a created resource at its likely duplicates: a `Link` header with
+/// `rel="duplicates"` to `/v1/{collection}:findDuplicates?{param}={name}`.
+pub fn link_duplicates(response: &mut Response, collection: &str, param: &str, name: &str) {
+    let link = format!(
+        "</v1/{collection}:findDuplicates?{param}={}>; rel=\"duplicates\"",
+        name.replace('/', "%2F")
+    );
+    if let Ok(value) = HeaderValue::from_str(&link) {
+        response.headers_mut().insert(http::header::LINK, value);
+    }
+}

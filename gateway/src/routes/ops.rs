@@ -49,5 +49,8 @@ pub async fn metrics() -> Response {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()), responses((status = 200, description = "OpenAPI 3 document")))]
 pub async fn openapi() -> Response {
-    axum::Json(crate::openapi::ApiDoc::openapi()).into_response()
+    // Generated once: the document is fixed for the life of the process.
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let json = DOCUMENT.get_or_init(|| crate::openapi::ApiDoc::openapi().to_json().unwrap_or_default());
+    ([(http::header::CONTENT_TYPE, "application/json")], json.clone()).into_response()
 }

@@ -1190,69 +1190,6 @@ async fn write_keys(
     Ok(())
 }
 
-/// Fails with `DuplicateEmail` when another live contact has one of `contact`'s addresses.
-/// Each address is locked for the rest of the transaction first, so that two concurrent
-/// creates of the same address are serialised and the second sees the first.
-async fn ensure_unique_emails(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-    contact: &Contact,
-) -> Result<(), StoreError> {
-    let mut emails: Vec<String> = contact.fields.emails.iter().map(|e| e.address.key()).collect();
-    if emails.is_empty() {
-        return Ok(());
-    }
-    // A fixed order, so that two transactions never wait on each other's locks.
-    emails.sort();
-    for email in &emails {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/email/' || $2, 0))")
-            .bind(tenant.as_str())
-            .bind(email)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let existing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = 'email' AND value = ANY($2) AND contact_id <> $3 LIMIT 1",
-    )
-    .bind(tenant.as_str())
-    .bind(&emails)
-    .bind(contact.id.0)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match existing {
-        Some(id) => Err(StoreError::DuplicateEmail(ContactId(id))),
-        None => Ok(()),
-    }
-}
-
-/// Fails with `DuplicateExternalId` when another live contact has `contact`'s external id.
-async fn ensure_unique_external_id(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-    contact: &Contact,
-) -> Result<(), StoreError> {
-    let Some(external) = &contact.fields.external_id else {
-        return Ok(());
-    };
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/external/' || $2, 0))")
-        .bind(tenant.as_str())
-        .bind(external)
-        .execute(&mut **tx)
-        .await?;
-    let existing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = 'external' AND value = $2 AND contact_id <> $3 LIMIT 1",
-    )
-    .bind(tenant.as_str())
-    .bind(external)
-    .bind(contact.id.0)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match existing {
-        Some(id) => Err(StoreError::DuplicateExternalId(ContactId(id))),
-        None => Ok(()),
-    }
-}
-
 /// Writes a company's row if its stored revision is still `expected`, and keeps the copy of
 /// its name on its contacts (for search) current.
 async fn write_company(
@@ -1294,29 +1231,75 @@ async fn write_company(
     Ok(())
 }
 
+/// Locks each of `values` (a fixed order, so two transactions never wait on each other) for
+/// the rest of the transaction, then returns another live record holding one of them, found
+/// by `holder` ($1 tenant, $2 the values, $3 the record's own id). Two concurrent writes of
+/// the same value are thereby serialised, and the second sees the first.
+async fn other_holder(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    kind: &str,
+    mut values: Vec<String>,
+    own: Uuid,
+    holder: &'static str,
+) -> Result<Option<Uuid>, StoreError> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    values.sort();
+    for value in &values {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2 || '/' || $3, 0))")
+            .bind(tenant.as_str())
+            .bind(kind)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(sqlx::query_scalar(holder)
+        .bind(tenant.as_str())
+        .bind(&values)
+        .bind(own)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Fails with `DuplicateEmail` when another live contact has one of `contact`'s addresses.
+async fn ensure_unique_emails(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    let emails = contact.fields.emails.iter().map(|e| e.address.key()).collect();
+    let holder = "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = 'email' AND value = ANY($2) AND contact_id <> $3 LIMIT 1";
+    match other_holder(tx, tenant, "email", emails, contact.id.0, holder).await? {
+        Some(id) => Err(StoreError::DuplicateEmail(ContactId(id))),
+        None => Ok(()),
+    }
+}
+
+/// Fails with `DuplicateExternalId` when another live contact has `contact`'s external id.
+async fn ensure_unique_external_id(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    let ids = contact.fields.external_id.iter().cloned().collect();
+    let holder = "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = 'external' AND value = ANY($2) AND contact_id <> $3 LIMIT 1";
+    match other_holder(tx, tenant, "external", ids, contact.id.0, holder).await? {
+        Some(id) => Err(StoreError::DuplicateExternalId(ContactId(id))),
+        None => Ok(()),
+    }
+}
+
 /// Fails with `DuplicateDomain` when another live company of the tenant has this domain.
 async fn ensure_unique_domain(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
     company: &Company,
 ) -> Result<(), StoreError> {
-    let Some(domain) = &company.fields.domain else {
-        return Ok(());
-    };
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/domain/' || $2, 0))")
-        .bind(tenant.as_str())
-        .bind(domain)
-        .execute(&mut **tx)
-        .await?;
-    let existing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM companies WHERE tenant_id = $1 AND domain = $2 AND merged_into IS NULL AND id <> $3 LIMIT 1",
-    )
-    .bind(tenant.as_str())
-    .bind(domain)
-    .bind(company.id.0)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match existing {
+    let domains = company.fields.domain.iter().cloned().collect();
+    let holder = "SELECT id FROM companies WHERE tenant_id = $1 AND domain = ANY($2) AND merged_into IS NULL AND id <> $3 LIMIT 1";
+    match other_holder(tx, tenant, "domain", domains, company.id.0, holder).await? {
         Some(id) => Err(StoreError::DuplicateDomain(CompanyId(id))),
         None => Ok(()),
     }

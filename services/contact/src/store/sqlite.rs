@@ -414,13 +414,9 @@ impl ContactStore for SqliteContactStore {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError> {
-        let columns = CONTACT_COLUMNS
-            .split(", ")
-            .map(|c| format!("c.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        // contacts_fts has only `doc`, so the contact columns need no qualifier.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {columns} FROM contacts_fts JOIN contacts c ON c.rowid = contacts_fts.rowid \
+            "SELECT {CONTACT_COLUMNS} FROM contacts_fts JOIN contacts c ON c.rowid = contacts_fts.rowid \
              WHERE contacts_fts MATCH ?1 AND c.tenant_id = ?2 AND c.erase_time IS NULL AND c.merged_into IS NULL ORDER BY bm25(contacts_fts), c.id LIMIT ?3 OFFSET ?4"
         )))
         .bind(fts5_query(terms))
@@ -1183,56 +1179,6 @@ async fn write_keys(
     Ok(())
 }
 
-/// Fails with `DuplicateEmail` when another live contact has one of `contact`'s addresses.
-/// Write transactions are serialised (BEGIN IMMEDIATE), so the check cannot race a create.
-async fn ensure_unique_emails(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: &TenantId,
-    contact: &Contact,
-) -> Result<(), StoreError> {
-    for email in contact.fields.emails.iter().map(|e| e.address.key()) {
-        let existing: Option<String> = sqlx::query_scalar(
-            "SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND kind = 'email' AND value = ?2 AND contact_id <> ?3 LIMIT 1",
-        )
-        .bind(tenant.as_str())
-        .bind(&email)
-        .bind(contact.id.0.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(id) = existing {
-            return Err(StoreError::DuplicateEmail(ContactId(
-                Uuid::parse_str(&id).map_err(corrupt)?,
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Fails with `DuplicateExternalId` when another live contact has `contact`'s external id.
-async fn ensure_unique_external_id(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: &TenantId,
-    contact: &Contact,
-) -> Result<(), StoreError> {
-    let Some(external) = &contact.fields.external_id else {
-        return Ok(());
-    };
-    let existing: Option<String> = sqlx::query_scalar(
-        "SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND kind = 'external' AND value = ?2 AND contact_id <> ?3 LIMIT 1",
-    )
-    .bind(tenant.as_str())
-    .bind(external)
-    .bind(contact.id.0.to_string())
-    .fetch_optional(&mut **tx)
-    .await?;
-    match existing {
-        Some(id) => Err(StoreError::DuplicateExternalId(ContactId(
-            Uuid::parse_str(&id).map_err(corrupt)?,
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Writes a company's row if its stored revision is still `expected`, and keeps the copy of
 /// its name on its contacts (for search) current.
 async fn write_company(
@@ -1276,28 +1222,83 @@ async fn write_company(
     Ok(())
 }
 
+/// Another live record holding one of `values`, found by `holder` (?1 tenant, ?2 a value, ?3
+/// the record's own id). Write transactions are serialised (BEGIN IMMEDIATE), so the check
+/// cannot race a write of the same value.
+async fn other_holder(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    values: Vec<String>,
+    own: Uuid,
+    holder: &'static str,
+) -> Result<Option<Uuid>, StoreError> {
+    for value in values {
+        let found: Option<String> = sqlx::query_scalar(holder)
+            .bind(tenant.as_str())
+            .bind(&value)
+            .bind(own.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(id) = found {
+            return Ok(Some(Uuid::parse_str(&id).map_err(corrupt)?));
+        }
+    }
+    Ok(None)
+}
+
+/// Fails with `DuplicateEmail` when another live contact has one of `contact`'s addresses.
+async fn ensure_unique_emails(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    let emails = contact.fields.emails.iter().map(|e| e.address.key()).collect();
+    let holder = "SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND kind = 'email' AND value = ?2 AND contact_id <> ?3 LIMIT 1";
+    match other_holder(tx, tenant, emails, contact.id.0, holder).await? {
+        Some(id) => Err(StoreError::DuplicateEmail(ContactId(id))),
+        None => Ok(()),
+    }
+}
+
+/// Fails with `DuplicateExternalId` when another live contact has `contact`'s external id.
+async fn ensure_unique_external_id(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    let holder = "SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND kind = 'external' AND value = ?2 AND contact_id <> ?3 LIMIT 1";
+    match other_holder(
+        tx,
+        tenant,
+        contact.fields.external_id.iter().cloned().collect(),
+        contact.id.0,
+        holder,
+    )
+    .await?
+    {
+        Some(id) => Err(StoreError::DuplicateExternalId(ContactId(id))),
+        None => Ok(()),
+    }
+}
+
 /// Fails with `DuplicateDomain` when another live company of the tenant has this domain.
-/// Write transactions are serialised (BEGIN IMMEDIATE), so the check cannot race a create.
 async fn ensure_unique_domain(
     tx: &mut Transaction<'static, Sqlite>,
     tenant: &TenantId,
     company: &Company,
 ) -> Result<(), StoreError> {
-    let Some(domain) = &company.fields.domain else {
-        return Ok(());
-    };
-    let existing: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM companies WHERE tenant_id = ?1 AND domain = ?2 AND merged_into IS NULL AND id <> ?3 LIMIT 1",
+    let holder =
+        "SELECT id FROM companies WHERE tenant_id = ?1 AND domain = ?2 AND merged_into IS NULL AND id <> ?3 LIMIT 1";
+    match other_holder(
+        tx,
+        tenant,
+        company.fields.domain.iter().cloned().collect(),
+        company.id.0,
+        holder,
     )
-    .bind(tenant.as_str())
-    .bind(domain)
-    .bind(company.id.0.to_string())
-    .fetch_optional(&mut **tx)
-    .await?;
-    match existing {
-        Some(id) => Err(StoreError::DuplicateDomain(CompanyId(
-            Uuid::parse_str(&id).map_err(corrupt)?,
-        ))),
+    .await?
+    {
+        Some(id) => Err(StoreError::DuplicateDomain(CompanyId(id))),
         None => Ok(()),
     }
 }
