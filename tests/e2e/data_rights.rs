@@ -264,3 +264,30 @@ async fn erase_removes_the_person_everywhere() {
     assert_eq!(history["entries"][0]["action"], "CHANGE_ACTION_ERASED");
     assert_eq!(history["entries"][0]["actor"], "dpo");
 }
+
+#[tokio::test]
+async fn consent_withdrawal_is_recorded_without_erasing() {
+    let suite = Suite::start();
+    let api = Rest::as_user(&suite.rest, "acme", "ada", Role::Admin);
+    let (_, contact) = api
+        .post("/v1/contacts", json!({"givenName": "Olive", "emails": [{"address": "olive@example.com"}], "consent": {"email": {"status": "OPTED_IN", "source": "web-form"}}}))
+        .await;
+    let id = id_of(&contact["name"]);
+    let (status, withdrawn) = api
+        .patch(&format!("/v1/contacts/{id}"), json!({"consent": {"email": {"status": "OPTED_OUT", "updateTime": "2026-11-20T08:00:00Z", "source": "unsubscribe-link"}}}))
+        .await;
+    assert_eq!(status, 200, "{withdrawn}");
+    assert_eq!(withdrawn["consent"]["email"]["status"], "CONSENT_STATUS_OPTED_OUT");
+    assert_eq!(withdrawn["consent"]["email"]["updateTime"], "2026-11-20T08:00:00Z");
+    assert_eq!(
+        (withdrawn["givenName"].as_str(), withdrawn["eraseTime"].is_null()),
+        (Some("Olive"), true),
+        "nothing is erased"
+    );
+    let (_, history) = api.get(&format!("/v1/contacts/{id}/history")).await;
+    let change = &history["entries"][0]["changes"][0];
+    assert_eq!(change["field"], "consent");
+    assert_eq!(change["oldValue"]["email"]["status"], "opted_in");
+    assert_eq!(change["newValue"]["email"]["status"], "opted_out");
+    assert_eq!(change["newValue"]["email"]["source"], "unsubscribe-link");
+}

@@ -4,6 +4,7 @@
 use crm_platform::Role;
 use crm_platform::testing::TestDatabase;
 use serde_json::json;
+use sqlx::Connection;
 
 use crate::support::{Process, Rest};
 
@@ -64,6 +65,38 @@ async fn separate_roles_on_postgres() {
     );
     let (status, ready) = Rest::new(&rest, None).get("/readyz").await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+
+    // A database failure is a plain internal error: no SQL, table or driver text leaks.
+    let mut owner = sqlx::PgConnection::connect(&db.url).await.expect("owner connection");
+    sqlx::Executor::execute(&mut owner, "DROP TABLE history CASCADE")
+        .await
+        .expect("break the schema");
+    let (status, problem) = alice.post("/v1/contacts", json!({"givenName": "Broken"})).await;
+    assert_eq!(
+        (status, problem["detail"].as_str(), problem["reason"].as_str()),
+        (500, Some("internal error"), Some("INTERNAL")),
+        "{problem}"
+    );
+    let text = problem.to_string().to_lowercase();
+    for leak in ["history", "relation", "does not exist", "sqlx", "postgres", "42p01"] {
+        assert!(!text.contains(leak), "`{leak}` reached the client: {problem}");
+    }
+    let mut grpc_client =
+        crate::support::grpc_client(&grpc, Some(crate::support::token("pg-a", "alice", Role::Rep))).await;
+    let status = grpc_client
+        .create_contact(crm_proto::crm::contact::v1::CreateContactRequest {
+            contact: Some(crm_proto::crm::contact::v1::Contact {
+                given_name: "Broken".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("broken schema");
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Internal, "internal error")
+    );
 
     drop(gateway);
     drop(contact);

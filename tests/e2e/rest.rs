@@ -366,3 +366,47 @@ async fn operations_endpoints_and_openapi() {
         .expect("text");
     assert!(metrics.contains("crm_http_requests_total"), "{metrics}");
 }
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let suite = Suite::start_with(&[("CRM_CORS_ORIGINS", "https://app.example")]);
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{}/v1/contacts", suite.rest))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.expect("preflight");
+    assert!(allowed.status().is_success());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .expect("methods")
+        .to_owned();
+    assert!(methods.contains("POST") && methods.contains("PATCH"), "{methods}");
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(
+        other.headers().get("access-control-allow-origin").is_none(),
+        "an unlisted origin is not allowed"
+    );
+    let api = Rest::as_user(&suite.rest, "acme", "ada", Role::Admin);
+    let created = api
+        .request(reqwest::Method::POST, "/v1/contacts")
+        .header("origin", "https://app.example")
+        .json(&json!({"givenName": "Cors"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.headers()["access-control-allow-origin"], "https://app.example");
+    assert!(
+        created.headers()["access-control-expose-headers"]
+            .to_str()
+            .expect("expose")
+            .contains("etag")
+    );
+}

@@ -119,8 +119,17 @@ impl Suite {
         Suite::start_in(std::sync::Arc::new(tempfile::tempdir().expect("tempdir")))
     }
 
+    /// `crm serve` with extra environment.
+    pub(crate) fn start_with(envs: &[(&str, &str)]) -> Suite {
+        Suite::start_in_with(std::sync::Arc::new(tempfile::tempdir().expect("tempdir")), envs)
+    }
+
     /// Starts `crm serve` on an existing data directory (a restart).
     pub(crate) fn start_in(data: std::sync::Arc<tempfile::TempDir>) -> Suite {
+        Suite::start_in_with(data, &[])
+    }
+
+    fn start_in_with(data: std::sync::Arc<tempfile::TempDir>, envs: &[(&str, &str)]) -> Suite {
         let process = Process::start(
             &[
                 "serve",
@@ -131,7 +140,7 @@ impl Suite {
                 "--shutdown-grace",
                 "10s",
             ],
-            &[],
+            envs,
             data.path(),
             "crm is up",
         );
