@@ -6,7 +6,7 @@ use crm_platform::{ApiError, ErrorCode, Principal};
 
 use crate::app::{ContactApp, audit, check_fields, refuse_erased};
 use crate::domain::*;
-use crate::store::StoreError;
+use crate::store::{StoreError, WriteBatch};
 
 /// What rows are matched on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,77 +91,165 @@ impl ContactApp {
         who.ensure_writer()
     }
 
-    /// Upserts one row.
+    /// Upserts one row on its own.
     pub async fn import_row(
-        &self,
-        who: &Principal,
-        options: ImportOptions,
-        row: ImportRow,
-    ) -> Result<RowOutcome, ApiError> {
-        match self.upsert(who, options, row).await {
-            Ok(outcome) => Ok(outcome),
-            Err(err) => RowOutcome::from_error(err),
-        }
-    }
-
-    async fn upsert(
         &self,
         who: &Principal,
         options: ImportOptions,
         mut row: ImportRow,
     ) -> Result<RowOutcome, ApiError> {
         row.fields.normalise();
-        let key = match options.natural_key {
-            NaturalKey::ExternalId => match &row.fields.external_id {
-                Some(id) => MatchKey {
-                    kind: KeyKind::External,
-                    value: id.clone(),
-                },
-                None => {
-                    return Ok(RowOutcome::rejected(
-                        "external_id",
-                        "is required: it is the natural key of this import",
-                    ));
-                }
-            },
-            NaturalKey::PrimaryEmail => match row.fields.primary_email() {
-                Some(email) => MatchKey {
-                    kind: KeyKind::Email,
-                    value: email.key(),
-                },
-                None => {
-                    return Ok(RowOutcome::rejected(
-                        "emails",
-                        "an email address is required: it is the natural key of this import",
-                    ));
-                }
-            },
+        let key = match natural_key(options, &row) {
+            Ok(key) => key,
+            Err(rejected) => return Ok(rejected),
         };
+        match self.upsert(who, options, &row, &key).await {
+            Ok(outcome) => Ok(outcome),
+            Err(err) => RowOutcome::from_error(err),
+        }
+    }
+
+    /// Upserts rows together: one lookup of their natural keys and one transaction for all
+    /// their writes. When the batch cannot be written as a whole (a row conflicts with
+    /// another writer, or with another row), its rows are upserted one by one, so every row
+    /// still gets its own outcome. Rows repeating a key of an earlier row of the batch are
+    /// applied after it, in order.
+    pub async fn import_batch(
+        &self,
+        who: &Principal,
+        options: ImportOptions,
+        rows: Vec<(i64, ImportRow)>,
+    ) -> Result<Vec<(i64, RowOutcome)>, ApiError> {
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut pending = Vec::with_capacity(rows.len());
+        for (line, mut row) in rows {
+            row.fields.normalise();
+            match natural_key(options, &row) {
+                Ok(key) => pending.push((line, row, key)),
+                Err(rejected) => outcomes.push((line, rejected)),
+            }
+        }
+        while !pending.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let (now, later): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|(_, _, key)| seen.insert(key.value.clone()));
+            pending = later;
+            self.upsert_together(who, options, now, &mut outcomes).await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// [`ContactApp::import_batch`] for rows of distinct keys.
+    async fn upsert_together(
+        &self,
+        who: &Principal,
+        options: ImportOptions,
+        rows: Vec<(i64, ImportRow, MatchKey)>,
+        outcomes: &mut Vec<(i64, RowOutcome)>,
+    ) -> Result<(), ApiError> {
+        let Some((_, _, first)) = rows.first() else {
+            return Ok(());
+        };
+        let values: Vec<String> = rows.iter().map(|(_, _, key)| key.value.clone()).collect();
+        let mut found: std::collections::HashMap<String, Vec<Contact>> = std::collections::HashMap::new();
+        for (value, contact) in self
+            .store
+            .contacts_by_key(&who.tenant, first.kind, &values)
+            .await
+            .map_err(|err| err.into_api("contacts"))?
+        {
+            found.entry(value).or_default().push(contact);
+        }
+        let mut batch = WriteBatch {
+            unique_email: true,
+            ..WriteBatch::default()
+        };
+        let mut written = Vec::new();
+        for (line, row, key) in rows {
+            let plan = match found.get(&key.value).map(Vec::as_slice).unwrap_or_default() {
+                [] => plan_create(who, options, &row),
+                [existing] => plan_update(who, options, &row, existing),
+                _ => Plan::Done(several_match(&key)),
+            };
+            match plan {
+                Plan::Done(outcome) => outcomes.push((line, outcome)),
+                Plan::Create(contact, audit) => {
+                    written.push((line, RowOutcome::Created(Some(contact.id)), row));
+                    batch.creates.push((contact, audit));
+                }
+                Plan::Update(contact, expected, audit) => {
+                    written.push((line, RowOutcome::Updated(contact.id), row));
+                    batch.updates.push((contact, expected, audit));
+                }
+            }
+        }
+        match self.store.write_batch(&who.tenant, &batch).await {
+            Ok(()) => outcomes.extend(written.into_iter().map(|(line, outcome, _)| (line, outcome))),
+            Err(
+                StoreError::DuplicateEmail(_)
+                | StoreError::DuplicateExternalId(_)
+                | StoreError::RevisionMismatch
+                | StoreError::UnknownCompany,
+            ) => {
+                for (line, _, row) in written {
+                    outcomes.push((line, self.import_row(who, options, row).await?));
+                }
+            }
+            Err(err) => return Err(err.into_api("contacts")),
+        }
+        Ok(())
+    }
+
+    /// Upserts one normalised row on its natural key, reading again when a concurrent writer
+    /// got there between the read and the write.
+    async fn upsert(
+        &self,
+        who: &Principal,
+        options: ImportOptions,
+        row: &ImportRow,
+        key: &MatchKey,
+    ) -> Result<RowOutcome, ApiError> {
         for _ in 0..3 {
             let found = self
                 .store
-                .find_by_keys(&who.tenant, std::slice::from_ref(&key), 2)
+                .find_by_keys(&who.tenant, std::slice::from_ref(key), 2)
                 .await
                 .map_err(|err| err.into_api("contacts"))?;
-            let outcome = match found.as_slice() {
-                [] => self.create_from_row(who, options, &row).await,
-                [existing] => self.update_from_row(who, options, &row, existing).await,
-                _ => {
-                    return Ok(RowOutcome::rejected(
-                        key.kind.as_str(),
-                        "matches several contacts; merge them first",
-                    ));
-                }
+            let plan = match found.as_slice() {
+                [] => plan_create(who, options, row),
+                [existing] => plan_update(who, options, row, existing),
+                _ => Plan::Done(several_match(key)),
             };
-            match outcome {
+            let written = match plan {
+                Plan::Done(outcome) => return Ok(outcome),
+                Plan::Create(contact, audit) => self
+                    .store
+                    .create_contact(&who.tenant, &contact, None, &audit, true)
+                    .await
+                    .map(|created| RowOutcome::Created(Some(created.value.id))),
+                Plan::Update(contact, expected, audit) => self
+                    .store
+                    .update_contact(&who.tenant, &contact, expected, &audit)
+                    .await
+                    .map(|()| RowOutcome::Updated(contact.id)),
+            };
+            match written {
+                Ok(outcome) => return Ok(outcome),
                 // A concurrent writer changed the contact between the read and the write, or
                 // created one with this natural key (another import of the same rows): read
                 // again and upsert onto what is there now.
                 Err(StoreError::RevisionMismatch) => continue,
                 Err(StoreError::DuplicateExternalId(_)) if options.natural_key == NaturalKey::ExternalId => continue,
                 Err(StoreError::DuplicateEmail(_)) if options.natural_key == NaturalKey::PrimaryEmail => continue,
+                Err(err @ StoreError::DuplicateEmail(_)) => {
+                    return Ok(RowOutcome::rejected("emails", err.into_api("contact").message));
+                }
+                Err(err @ StoreError::DuplicateExternalId(_)) => {
+                    return Ok(RowOutcome::rejected("external_id", err.into_api("contact").message));
+                }
+                Err(StoreError::UnknownCompany) => return Ok(RowOutcome::rejected("company", "no such company")),
                 Err(err) => return Err(err.into_api("contact")),
-                Ok(outcome) => return Ok(outcome),
             }
         }
         Err(ApiError::new(
@@ -170,115 +258,122 @@ impl ContactApp {
             "the contact kept changing",
         ))
     }
+}
 
-    async fn create_from_row(
-        &self,
-        who: &Principal,
-        options: ImportOptions,
-        row: &ImportRow,
-    ) -> Result<RowOutcome, StoreError> {
-        let fields = row.fields.clone();
-        if let Err(err) = who
-            .ensure_can_write_owned_by(&fields.owner)
-            .and_then(|()| check_fields(fields.check(), ""))
-        {
-            return Ok(RowOutcome::from_error(err).unwrap_or_else(|err| RowOutcome::rejected("", err.message)));
-        }
-        if options.dry_run {
-            return Ok(RowOutcome::Created(None));
-        }
-        let now = now();
-        let contact = Contact {
-            id: ContactId::generate(),
-            fields,
-            create_time: now,
-            update_time: now,
-            revision: Revision::FIRST,
-            erase_time: None,
-            merged_into: None,
-        };
-        let record = audit(who, ChangeAction::Created, changes(None, Some(&contact.fields)));
-        match self
-            .store
-            .create_contact(&who.tenant, &contact, None, &record, true)
-            .await
-        {
-            Ok(created) => Ok(RowOutcome::Created(Some(created.value.id))),
-            // A conflict on the natural key itself means someone created this row meanwhile.
-            Err(err @ StoreError::DuplicateExternalId(_)) if options.natural_key == NaturalKey::ExternalId => Err(err),
-            Err(err @ StoreError::DuplicateEmail(_)) if options.natural_key == NaturalKey::PrimaryEmail => Err(err),
-            Err(
-                err @ (StoreError::DuplicateEmail(_) | StoreError::DuplicateExternalId(_) | StoreError::UnknownCompany),
-            ) => {
-                let api = err.into_api("contact");
-                let field = match api.reason.as_ref() {
-                    "DUPLICATE_EMAIL" => "emails".to_owned(),
-                    "DUPLICATE_EXTERNAL_ID" => "external_id".to_owned(),
-                    _ => api.violations.first().map(|v| v.field.clone()).unwrap_or_default(),
-                };
-                Ok(RowOutcome::rejected(field, api.message))
-            }
-            Err(err) => Err(err),
-        }
-    }
+/// What a row comes to once its natural key is looked up.
+enum Plan {
+    Done(RowOutcome),
+    Create(Contact, AuditRecord),
+    /// The new state, the revision it was read at, the audit entry.
+    Update(Contact, Revision, AuditRecord),
+}
 
-    async fn update_from_row(
-        &self,
-        who: &Principal,
-        options: ImportOptions,
-        row: &ImportRow,
-        existing: &Contact,
-    ) -> Result<RowOutcome, StoreError> {
-        let mut fields = existing.fields.clone();
-        fields.apply(&row.fields, &row.provided);
-        if fields == existing.fields {
-            return Ok(RowOutcome::Unchanged(existing.id));
-        }
-        let allowed = who
-            .ensure_can_write_owned_by(&existing.fields.owner)
-            .and_then(|()| {
-                if row.provided.contains(&ContactField::Owner) {
-                    who.ensure_can_write_owned_by(&fields.owner)
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|()| refuse_erased(existing))
-            .and_then(|()| check_fields(fields.check(), ""));
-        if let Err(err) = allowed {
-            return Ok(RowOutcome::from_error(err).unwrap_or_else(|err| RowOutcome::rejected("", err.message)));
-        }
-        if options.dry_run {
-            return Ok(RowOutcome::Updated(existing.id));
-        }
-        let record = audit(
-            who,
-            ChangeAction::Updated,
-            changes(Some(&existing.fields), Some(&fields)),
-        );
-        let updated = Contact {
-            fields,
-            update_time: now(),
-            revision: existing.revision.next(),
-            ..existing.clone()
-        };
-        match self
-            .store
-            .update_contact(&who.tenant, &updated, existing.revision, &record)
-            .await
-        {
-            Ok(()) => Ok(RowOutcome::Updated(existing.id)),
-            Err(
-                err @ (StoreError::DuplicateEmail(_) | StoreError::DuplicateExternalId(_) | StoreError::UnknownCompany),
-            ) => Ok(RowOutcome::rejected("", err.into_api("contact").message)),
-            Err(err) => Err(err),
-        }
+/// The natural key of a normalised row, or its rejection.
+fn natural_key(options: ImportOptions, row: &ImportRow) -> Result<MatchKey, RowOutcome> {
+    match options.natural_key {
+        NaturalKey::ExternalId => match &row.fields.external_id {
+            Some(id) => Ok(MatchKey {
+                kind: KeyKind::External,
+                value: id.clone(),
+            }),
+            None => Err(RowOutcome::rejected(
+                "external_id",
+                "is required: it is the natural key of this import",
+            )),
+        },
+        NaturalKey::PrimaryEmail => match row.fields.primary_email() {
+            Some(email) => Ok(MatchKey {
+                kind: KeyKind::Email,
+                value: email.key(),
+            }),
+            None => Err(RowOutcome::rejected(
+                "emails",
+                "an email address is required: it is the natural key of this import",
+            )),
+        },
     }
 }
 
-/// Rows processed at once by an import. Rows are partitioned by natural key, so that rows of
-/// one key still apply in file order; other rows overlap their database round trips.
-pub const IMPORT_WORKERS: usize = 8;
+fn several_match(key: &MatchKey) -> RowOutcome {
+    RowOutcome::rejected(key.kind.as_str(), "matches several contacts; merge them first")
+}
+
+/// The rejection of a row for a refusal of the caller or of its values.
+fn refused(err: ApiError) -> Plan {
+    Plan::Done(RowOutcome::from_error(err).unwrap_or_else(|err| RowOutcome::rejected("", err.message)))
+}
+
+/// A new contact from a row with no match.
+fn plan_create(who: &Principal, options: ImportOptions, row: &ImportRow) -> Plan {
+    let fields = row.fields.clone();
+    if let Err(err) = who
+        .ensure_can_write_owned_by(&fields.owner)
+        .and_then(|()| check_fields(fields.check(), ""))
+    {
+        return refused(err);
+    }
+    if options.dry_run {
+        return Plan::Done(RowOutcome::Created(None));
+    }
+    let now = now();
+    let contact = Contact {
+        id: ContactId::generate(),
+        fields,
+        create_time: now,
+        update_time: now,
+        revision: Revision::FIRST,
+        erase_time: None,
+        merged_into: None,
+    };
+    let record = audit(who, ChangeAction::Created, changes(None, Some(&contact.fields)));
+    Plan::Create(contact, record)
+}
+
+/// The row's provided fields applied to the contact it matched.
+fn plan_update(who: &Principal, options: ImportOptions, row: &ImportRow, existing: &Contact) -> Plan {
+    let mut fields = existing.fields.clone();
+    fields.apply(&row.fields, &row.provided);
+    if fields == existing.fields {
+        return Plan::Done(RowOutcome::Unchanged(existing.id));
+    }
+    let allowed = who
+        .ensure_can_write_owned_by(&existing.fields.owner)
+        .and_then(|()| {
+            if row.provided.contains(&ContactField::Owner) {
+                who.ensure_can_write_owned_by(&fields.owner)
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| refuse_erased(existing))
+        .and_then(|()| check_fields(fields.check(), ""));
+    if let Err(err) = allowed {
+        return refused(err);
+    }
+    if options.dry_run {
+        return Plan::Done(RowOutcome::Updated(existing.id));
+    }
+    let record = audit(
+        who,
+        ChangeAction::Updated,
+        changes(Some(&existing.fields), Some(&fields)),
+    );
+    let updated = Contact {
+        fields,
+        update_time: now(),
+        revision: existing.revision.next(),
+        ..existing.clone()
+    };
+    Plan::Update(updated, existing.revision, record)
+}
+
+/// Concurrent writers of an import. Rows are partitioned by natural key, so that rows of one
+/// key still apply in file order; the writers overlap their database round trips.
+pub const IMPORT_WORKERS: usize = 4;
+
+/// Rows a writer takes at most into one transaction. A writer takes what has arrived, so a
+/// trickle of rows is written at once and a flood in batches of this size.
+pub const IMPORT_BATCH: usize = 500;
 
 /// A row on its way in: its line, and the row or why it was refused before processing.
 pub type IncomingRow = (i64, Result<ImportRow, RowOutcome>);
@@ -302,17 +397,32 @@ pub fn run(
     mut rows: tokio::sync::mpsc::Receiver<IncomingRow>,
 ) -> tokio::sync::mpsc::Receiver<Result<(i64, RowOutcome), ApiError>> {
     use std::hash::{Hash, Hasher};
-    let (results_tx, results_rx) = tokio::sync::mpsc::channel(IMPORT_WORKERS * 64);
+    let (results_tx, results_rx) = tokio::sync::mpsc::channel(IMPORT_BATCH);
     let mut workers = Vec::with_capacity(IMPORT_WORKERS);
     for _ in 0..IMPORT_WORKERS {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(i64, ImportRow)>(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(i64, ImportRow)>(IMPORT_BATCH);
         let (app, who, results) = (app.clone(), who.clone(), results_tx.clone());
         tokio::spawn(async move {
-            while let Some((line, row)) = rx.recv().await {
-                let result = app.import_row(&who, options, row).await.map(|outcome| (line, outcome));
-                let fatal = result.is_err();
-                if results.send(result).await.is_err() || fatal {
-                    return;
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < IMPORT_BATCH {
+                    match rx.try_recv() {
+                        Ok(row) => batch.push(row),
+                        Err(_) => break,
+                    }
+                }
+                match app.import_batch(&who, options, batch).await {
+                    Ok(outcomes) => {
+                        for outcome in outcomes {
+                            if results.send(Ok(outcome)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        let _ = results.send(Err(err)).await;
+                        return;
+                    }
                 }
             }
         });

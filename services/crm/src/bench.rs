@@ -358,42 +358,32 @@ async fn scenarios(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
 }
 
 async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> anyhow::Result<()> {
-    let script = std::env::temp_dir().join(format!("crm-bench-insert-{}.sql", std::process::id()));
+    // Two baselines: a single-row INSERT into a table shaped like the contacts table (same
+    // columns, generated search document and indexes), and into a bare table of five columns.
     tool(
         "psql",
         &[
             url,
             "-qc",
-            "CREATE TABLE bench_insert (id uuid PRIMARY KEY, tenant_id text NOT NULL, given_name text, family_name text, email text, create_time timestamptz NOT NULL); CREATE INDEX ON bench_insert (tenant_id, lower(email));",
+            "CREATE TABLE bench_contacts (LIKE contacts INCLUDING ALL); \
+             CREATE TABLE bench_insert (id uuid PRIMARY KEY, tenant_id text NOT NULL, given_name text, family_name text, email text, create_time timestamptz NOT NULL); \
+             CREATE INDEX ON bench_insert (tenant_id, lower(email));",
         ],
     )?;
-    std::fs::write(
-        &script,
+    let same_table = pgbench(
+        args,
+        url,
+        "\\set n random(1, 1000000000)\n\
+         INSERT INTO bench_contacts (tenant_id, id, given_name, family_name, emails, primary_email, lifecycle_stage, source, owner, \
+         search_text, create_time, update_time, revision) VALUES ('bench', gen_random_uuid(), 'Given' || :n, 'Family' || :n, \
+         jsonb_build_array(jsonb_build_object('address', 'c' || :n || '@example.com', 'primary', true)), 'c' || :n || '@example.com', \
+         'lead', 'api', 'bench', 'Given' || :n || ' Family' || :n || ' c' || :n || ' example.com c' || :n || '@example.com', now(), now(), 1);\n",
+    )?;
+    let bare = pgbench(
+        args,
+        url,
         "INSERT INTO bench_insert VALUES (gen_random_uuid(), 'bench', 'Given', 'Family', 'someone@example.com', now());\n",
     )?;
-    let clients = args.clients.to_string();
-    let seconds = args.seconds.to_string();
-    let pgbench = tool(
-        "pgbench",
-        &[
-            "-n",
-            "-c",
-            &clients,
-            "-j",
-            &clients,
-            "-T",
-            &seconds,
-            "-f",
-            path_str(&script)?,
-            url,
-        ],
-    )?;
-    let baseline: f64 = pgbench
-        .lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|t| t.parse().ok())
-        .context("pgbench printed no tps")?;
     let client = client(grpc).await?;
     let run = load(args.clients, duration, None, move |c, n| {
         let mut client = client.clone();
@@ -418,12 +408,43 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
     })
     .await;
     println!(
-        "| CreateContact over gRPC, {} clients | {} | pgbench single-row insert: {baseline:.0} tps | {:.2}x | >= 0.6x |",
+        "| CreateContact over gRPC, {} clients | {} | pgbench single-row insert into a contacts-shaped table: {same_table:.0} tps (into a bare 5-column table: {bare:.0} tps) | {:.2}x ({:.2}x) | >= 0.6x |",
         args.clients,
         run.summary(),
-        run.rate() / baseline
+        run.rate() / same_table,
+        run.rate() / bare
     );
     Ok(())
+}
+
+/// Runs a pgbench script with the benchmark's client count and duration; returns its tps.
+fn pgbench(args: &BenchArgs, url: &str, script: &str) -> anyhow::Result<f64> {
+    let path = std::env::temp_dir().join(format!("crm-bench-{}-{}.sql", std::process::id(), uuid_suffix()));
+    std::fs::write(&path, script)?;
+    let clients = args.clients.to_string();
+    let seconds = args.seconds.to_string();
+    let output = tool(
+        "pgbench",
+        &[
+            "-n",
+            "-c",
+            &clients,
+            "-j",
+            &clients,
+            "-T",
+            &seconds,
+            "-f",
+            path_str(&path)?,
+            url,
+        ],
+    );
+    let _ = std::fs::remove_file(&path);
+    output?
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|t| t.parse().ok())
+        .context("pgbench printed no tps")
 }
 
 async fn get(args: &BenchArgs, grpc: &str, rest: &str, duration: Duration) -> anyhow::Result<()> {
@@ -490,22 +511,34 @@ async fn import(args: &BenchArgs, url: &str, grpc: &str, contact_pid: u32) -> an
             writeln!(out, "ext-{i},Given{i},Family{i},person{i}@example.com")?;
         }
     }
+    // The same file into a table shaped like the contacts table (same columns, generated
+    // search document and indexes; defaults for what the file does not give), and into a
+    // bare table with a primary key, a unique external id and an email index.
     tool(
         "psql",
         &[
             url,
             "-qc",
-            "CREATE TABLE bench_copy (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), tenant_id text NOT NULL DEFAULT 'bench', external_id text, given_name text, family_name text, email text); \
-          CREATE UNIQUE INDEX ON bench_copy (tenant_id, external_id); CREATE INDEX ON bench_copy (tenant_id, lower(email));",
+            "CREATE TABLE bench_copy (LIKE contacts INCLUDING ALL); \
+             ALTER TABLE bench_copy ALTER id SET DEFAULT gen_random_uuid(), ALTER tenant_id SET DEFAULT 'bench', \
+               ALTER lifecycle_stage SET DEFAULT 'lead', ALTER source SET DEFAULT 'import', ALTER owner SET DEFAULT 'bench', \
+               ALTER create_time SET DEFAULT now(), ALTER update_time SET DEFAULT now(), ALTER revision SET DEFAULT 1; \
+             CREATE TABLE bench_copy_bare (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), tenant_id text NOT NULL DEFAULT 'bench', external_id text, given_name text, family_name text, email text); \
+             CREATE UNIQUE INDEX ON bench_copy_bare (tenant_id, external_id); CREATE INDEX ON bench_copy_bare (tenant_id, lower(email));",
         ],
     )?;
-    let copy = format!(
-        "\\copy bench_copy (external_id, given_name, family_name, email) FROM '{}' CSV HEADER",
-        path_str(&file)?
-    );
-    let started = Instant::now();
-    tool("psql", &[url, "-qc", &copy])?;
-    let copy_rate = args.import_rows as f64 / started.elapsed().as_secs_f64();
+    let copy_rate = copy_rows(
+        args,
+        url,
+        &file,
+        "bench_copy (external_id, given_name, family_name, primary_email)",
+    )?;
+    let bare_rate = copy_rows(
+        args,
+        url,
+        &file,
+        "bench_copy_bare (external_id, given_name, family_name, email)",
+    )?;
 
     let before = peak_rss_mib(contact_pid);
     let mut client = client(grpc).await?;
@@ -538,9 +571,10 @@ async fn import(args: &BenchArgs, url: &str, grpc: &str, contact_pid: u32) -> an
     let rate = processed.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     let peak = peak_rss_mib(contact_pid);
     println!(
-        "| import of {} contacts (parse, validate, dedupe, write) | {rate:.0} rows/s | `psql \\copy`: {copy_rate:.0} rows/s | {:.3}x | >= 0.3x and >= 50k rows/s |",
+        "| import of {} contacts (parse, validate, dedupe, write) | {rate:.0} rows/s | `psql \\copy` into a contacts-shaped table: {copy_rate:.0} rows/s (into a bare table: {bare_rate:.0} rows/s) | {:.2}x ({:.2}x) | >= 0.3x and >= 50k rows/s |",
         args.import_rows,
-        rate / copy_rate
+        rate / copy_rate,
+        rate / bare_rate
     );
     println!(
         "| service peak memory during the import | {} | {} before | | < 200 MB |",
@@ -562,7 +596,9 @@ async fn search(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
         args.search_rows
     );
     tool("psql", &[url, "-qc", &seed])?;
-    tool("psql", &[url, "-qc", "ANALYZE contacts"])?;
+    // A table in steady state: vacuumed (index-only scans need the visibility map) and analysed.
+    tool("psql", &[url, "-qc", "VACUUM ANALYZE contacts"])?;
+    tool("psql", &[url, "-qc", "VACUUM ANALYZE contact_terms"])?;
     let client = client(grpc).await?;
     let run = load(args.clients, duration, None, move |c, n| {
         let mut client = client.clone();
@@ -590,6 +626,14 @@ async fn search(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
         run.summary()
     );
     Ok(())
+}
+
+/// Copies the generated CSV into `target` with `psql \\copy`; returns rows/s.
+fn copy_rows(args: &BenchArgs, url: &str, file: &Path, target: &str) -> anyhow::Result<f64> {
+    let copy = format!("\\copy {target} FROM '{}' CSV HEADER", path_str(file)?);
+    let started = Instant::now();
+    tool("psql", &[url, "-qc", &copy])?;
+    Ok(args.import_rows as f64 / started.elapsed().as_secs_f64())
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {

@@ -6,7 +6,7 @@ use crm_platform::{ApiError, TenantId, UserId};
 
 use crate::domain::{
     AuditRecord, Audited, Company, CompanyFilter, CompanyId, Contact, ContactFilter, ContactId, Cursor, HistoryEntry,
-    Interaction, InteractionId, ListQuery, MatchKey, Revision, SearchTerms, SortField, SortKey,
+    Interaction, InteractionId, KeyKind, ListQuery, MatchKey, Revision, SearchTerms, SortField, SortKey,
 };
 
 #[cfg(test)]
@@ -171,7 +171,9 @@ pub trait ContactStore: Send + Sync + 'static {
         tenant: &TenantId,
         query: &ListQuery<ContactFilter>,
     ) -> Result<Vec<Contact>, StoreError>;
-    /// Best matches first; up to `limit + 1` from `offset`.
+    /// Contacts matching every word as a prefix, best matches first; up to `limit + 1` from
+    /// `offset`. PostgreSQL ranks a bounded set of matching candidates (the rarest word's
+    /// exact term first), so a query matching a large part of the tenant costs the same.
     async fn search_contacts(
         &self,
         tenant: &TenantId,
@@ -270,6 +272,17 @@ pub trait ContactStore: Send + Sync + 'static {
         keys: &[MatchKey],
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError>;
+    /// Live contacts holding one of `values` as a key of `kind`, each with the value it holds.
+    async fn contacts_by_key(
+        &self,
+        tenant: &TenantId,
+        kind: KeyKind,
+        values: &[String],
+    ) -> Result<Vec<(String, Contact)>, StoreError>;
+    /// Writes a batch of creates and updates in one transaction: all of it, or nothing and
+    /// the first refusal. Each create is refused as [`ContactStore::create_contact`] refuses
+    /// one with `unique_email`, each update as [`ContactStore::update_contact`] does.
+    async fn write_batch(&self, tenant: &TenantId, batch: &WriteBatch) -> Result<(), StoreError>;
     /// Match keys shared by several live contacts, in key order after `after`, up to `limit`.
     async fn shared_keys(
         &self,
@@ -302,6 +315,55 @@ pub trait ContactStore: Send + Sync + 'static {
     /// Writes the survivor's merged state and points each merged company at it, moving their
     /// contacts, interactions and earlier lineage, in one transaction with the audit entries.
     async fn merge_companies(&self, tenant: &TenantId, merge: &CompanyMerge<'_>) -> Result<(), StoreError>;
+}
+
+/// Creates and updates written together (by an import).
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// Whether creates claim their email addresses (a live holder refuses them).
+    pub unique_email: bool,
+    pub creates: Vec<(Contact, AuditRecord)>,
+    /// The new state, the revision it was read at, and the audit entry.
+    pub updates: Vec<(Contact, Revision, AuditRecord)>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.creates.is_empty() && self.updates.is_empty()
+    }
+
+    /// The unique keys the batch claims, (kind, value, claiming contact), sorted: external ids
+    /// of every contact and the email addresses of creates. A value claimed twice within the
+    /// batch is refused here, naming the first claimant.
+    pub(crate) fn claims(&self) -> Result<Vec<(&'static str, String, ContactId)>, StoreError> {
+        let mut claims = Vec::new();
+        let contacts = self.creates.iter().map(|(c, _)| (c, true));
+        for (contact, create) in contacts.chain(self.updates.iter().map(|(c, _, _)| (c, false))) {
+            if let Some(id) = &contact.fields.external_id {
+                claims.push((KeyKind::External.as_str(), id.clone(), contact.id));
+            }
+            if create && self.unique_email {
+                for email in &contact.fields.emails {
+                    claims.push((KeyKind::Email.as_str(), email.address.key(), contact.id));
+                }
+            }
+        }
+        claims.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        claims.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1 && a.2 == b.2);
+        if let Some(pair) = claims.windows(2).find(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1) {
+            return Err(claim_conflict(pair[0].0, pair[0].2));
+        }
+        Ok(claims)
+    }
+}
+
+/// The refusal for a unique key of `kind` already held by `holder`.
+pub(crate) fn claim_conflict(kind: &str, holder: ContactId) -> StoreError {
+    if kind == KeyKind::Email.as_str() {
+        StoreError::DuplicateEmail(holder)
+    } else {
+        StoreError::DuplicateExternalId(holder)
+    }
 }
 
 /// One batch of a portfolio reassignment: up to `limit` records of kind `what` owned by
@@ -389,6 +451,15 @@ pub(crate) fn fts5_query(terms: &SearchTerms) -> String {
         .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(" AND ")
+}
+
+/// `columns` (a comma-separated list) prefixed with `alias`.
+pub(crate) fn qualified(alias: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn corrupt(err: impl std::fmt::Display) -> StoreError {

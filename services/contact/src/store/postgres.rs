@@ -1,7 +1,10 @@
 //! PostgreSQL store. Every method runs in one transaction pinned to the tenant, so row-level
 //! security guards every statement in addition to the explicit tenant_id conditions.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use crm_platform::db::{begin_tenant, is_unique_violation};
 use crm_platform::{TenantId, UserId};
 use sqlx::postgres::PgRow;
@@ -11,7 +14,8 @@ use uuid::Uuid;
 
 use super::{
     Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey,
-    StoreError, TimelineOf, corrupt, round_robin, stored_user, stored_word, tsquery,
+    StoreError, TimelineOf, WriteBatch, claim_conflict, corrupt, qualified, round_robin, stored_user, stored_word,
+    tsquery,
 };
 use crate::domain::*;
 
@@ -21,6 +25,13 @@ const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, titl
 const COMPANY_COLUMNS: &str = "id, display_name, domain, industry, size_band, owner, tags, attributes, create_time, update_time, revision, merged_into";
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
                                    body, outcome, campaign_id, actor, create_time";
+
+/// How far the terms starting with a query word are counted when picking the rarest word.
+const SEARCH_COUNT_BOUND: i64 = 2_000;
+/// How many contacts having every word a search ranks (at least; deeper pages rank more).
+/// Search is for finding someone by what one remembers, best matches first; listing with
+/// filters is the exhaustive query.
+const SEARCH_CANDIDATES: usize = 200;
 
 /// Contact store on PostgreSQL.
 #[derive(Clone)]
@@ -247,54 +258,27 @@ impl ContactStore for PgContactStore {
     ) -> Result<Created<Contact>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
-            if let Some(key) = key
-                && let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await?
-            {
-                let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
-                return Ok(Created { value, replayed: true });
+                if let Some(key) = key
+                    && let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await?
+                {
+                    let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
+                    return Ok(Created { value, replayed: true });
+                }
+                let batch = WriteBatch {
+                    unique_email,
+                    creates: vec![(contact.clone(), audit.clone())],
+                    updates: Vec::new(),
+                };
+                write_rows(&mut tx, tenant, &batch).await?;
+                if let Some(key) = key {
+                    remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
+                }
+                Ok(Created {
+                    value: contact.clone(),
+                    replayed: false,
+                })
             }
-            ensure_unique_external_id(&mut tx, tenant, contact).await?;
-            if unique_email {
-                ensure_unique_emails(&mut tx, tenant, contact).await?;
-            }
-            let company = company_name(&mut tx, tenant, contact.fields.company).await?;
-            let f = &contact.fields;
-            sqlx::query(
-                "INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, phones, primary_email, title, company_id, \
-                 company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision, \
-                 external_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-            )
-            .bind(tenant.as_str())
-            .bind(contact.id.0)
-            .bind(&f.given_name)
-            .bind(&f.family_name)
-            .bind(Json(&f.emails))
-            .bind(Json(&f.phones))
-            .bind(f.primary_email().map(EmailAddress::as_str))
-            .bind(&f.title)
-            .bind(f.company.map(|c| c.0))
-            .bind(company)
-            .bind(f.lifecycle_stage.as_str())
-            .bind(f.source.as_str())
-            .bind(f.owner.as_str())
-            .bind(tag_strings(&f.tags))
-            .bind(Json(&f.attributes))
-            .bind(Json(&f.consent))
-            .bind(f.search_text())
-            .bind(contact.create_time)
-            .bind(contact.update_time)
-            .bind(contact.revision.0)
-            .bind(&f.external_id)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(key) = key {
-                remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
-            }
-            write_keys(&mut tx, tenant, contact).await?;
-            record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
-            Ok(Created { value: contact.clone(), replayed: false })
-        }
-        .await
+            .await
         })
     }
 
@@ -407,14 +391,53 @@ impl ContactStore for PgContactStore {
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError> {
         let mut tx = self.tx(tenant).await?;
+        // Each lexeme of the query (as the document's parser splits it) with how many terms
+        // start with it, counted up to a bound: the rarest one drives the candidate scan.
+        let words: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT w.lexeme, w.high, (SELECT count(*) FROM (SELECT 1 FROM contact_terms t \
+             WHERE t.tenant_id = $1 AND t.term >= w.lexeme AND t.term < w.high LIMIT $3) AS s) \
+             FROM (SELECT lexeme, lexeme || chr(1114111) AS high FROM unnest(to_tsvector('simple', $2)) OFFSET 0) AS w",
+        )
+        .bind(tenant.as_str())
+        .bind(terms.words().join(" "))
+        .bind(SEARCH_COUNT_BOUND)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(drive) = words
+            .iter()
+            .min_by_key(|(lexeme, _, count)| (*count, std::cmp::Reverse(lexeme.len())))
+        else {
+            return Ok(Vec::new());
+        };
+        if drive.2 == 0 {
+            return Ok(Vec::new());
+        }
+        let others = words.iter().filter(|w| w.0 != drive.0);
+        let (lows, highs): (Vec<&str>, Vec<&str>) = others.map(|w| (w.0.as_str(), w.1.as_str())).unzip();
+        // Candidates that have every word, scanned from the drive's exact term onwards and
+        // bounded, then checked against the document, ranked, and paged.
+        let candidates = (offset + limit + 1).max(SEARCH_CANDIDATES);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts, to_tsquery('simple', $2) AS q \
-             WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL AND search_doc @@ q ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $3 OFFSET $4"
+            "WITH candidates AS MATERIALIZED ( \
+               SELECT t.contact_id FROM contact_terms t WHERE t.tenant_id = $1 AND t.term >= $2 AND t.term < $3 \
+               AND NOT EXISTS (SELECT 1 FROM unnest($4::text[], $5::text[]) AS w(low, high) WHERE NOT EXISTS ( \
+                 SELECT 1 FROM contact_terms o WHERE o.tenant_id = $1 AND o.contact_id = t.contact_id \
+                 AND o.term >= w.low AND o.term < w.high)) \
+               LIMIT $9) \
+             SELECT {CONTACT_COLUMNS} FROM contacts, to_tsquery('simple', $6) AS q \
+             WHERE tenant_id = $1 AND id IN (SELECT contact_id FROM candidates) \
+             AND erase_time IS NULL AND merged_into IS NULL AND search_doc @@ q \
+             ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $7 OFFSET $8"
         )))
         .bind(tenant.as_str())
+        .bind(&drive.0)
+        .bind(&drive.1)
+        .bind(&lows)
+        .bind(&highs)
         .bind(tsquery(terms))
         .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .bind(i64::try_from(candidates).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -779,40 +802,63 @@ impl ContactStore for PgContactStore {
         keys: &[MatchKey],
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError> {
-        // One equality probe per key, then a primary-key fetch: plans that stay on the indexes
-        // even as cached generic plans (a join against unnested arrays did not, and scanned
-        // the whole key table per call once the statement was prepared five times).
-        let mut tx = self.tx(tenant).await?;
-        let mut ids: Vec<Uuid> = Vec::new();
-        for key in keys {
-            let found: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = $2 AND value = $3 LIMIT $4",
-            )
-            .bind(tenant.as_str())
-            .bind(key.kind.as_str())
-            .bind(&key.value)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
-            .await?;
-            ids.extend(found);
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.is_empty() {
-            tx.commit().await?;
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
+        // One equality probe per key (a lateral index lookup, whatever the plan cache holds),
+        // then a primary-key fetch, in one statement.
+        let (kinds, values): (Vec<&str>, Vec<&str>) = keys.iter().map(|k| (k.kind.as_str(), k.value.as_str())).unzip();
+        let mut tx = self.tx(tenant).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = ANY($2) AND erase_time IS NULL \
-             AND merged_into IS NULL ORDER BY update_time DESC, id LIMIT $3"
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL \
+             AND id IN (SELECT m.contact_id FROM unnest($2::text[], $3::text[]) AS k(kind, value) CROSS JOIN LATERAL \
+               (SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = k.kind AND value = k.value LIMIT $4) AS m) \
+             ORDER BY update_time DESC, id LIMIT $4"
         )))
         .bind(tenant.as_str())
-        .bind(&ids)
+        .bind(&kinds)
+        .bind(&values)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn contacts_by_key(
+        &self,
+        tenant: &TenantId,
+        kind: KeyKind,
+        values: &[String],
+    ) -> Result<Vec<(String, Contact)>, StoreError> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.tx(tenant).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT k.value AS key_value, {} FROM contact_keys AS k JOIN contacts AS c ON c.tenant_id = k.tenant_id AND c.id = k.contact_id \
+             WHERE k.tenant_id = $1 AND k.kind = $2 AND k.value = ANY($3) AND c.erase_time IS NULL AND c.merged_into IS NULL",
+            qualified("c", CONTACT_COLUMNS)
+        )))
+        .bind(tenant.as_str())
+        .bind(kind.as_str())
+        .bind(values)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("key_value")?, contact_from_row(row)?)))
+            .collect()
+    }
+
+    async fn write_batch(&self, tenant: &TenantId, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.tx(tenant).await?;
+        write_rows(&mut tx, tenant, batch).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn shared_keys(
@@ -1247,34 +1293,13 @@ async fn other_holder(
         return Ok(None);
     }
     values.sort();
-    for value in &values {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2 || '/' || $3, 0))")
-            .bind(tenant.as_str())
-            .bind(kind)
-            .bind(value)
-            .execute(&mut **tx)
-            .await?;
-    }
+    lock_values(tx, tenant, &vec![kind; values.len()], &values).await?;
     Ok(sqlx::query_scalar(holder)
         .bind(tenant.as_str())
         .bind(&values)
         .bind(own)
         .fetch_optional(&mut **tx)
         .await?)
-}
-
-/// Fails with `DuplicateEmail` when another live contact has one of `contact`'s addresses.
-async fn ensure_unique_emails(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-    contact: &Contact,
-) -> Result<(), StoreError> {
-    let emails = contact.fields.emails.iter().map(|e| e.address.key()).collect();
-    let holder = "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = 'email' AND value = ANY($2) AND contact_id <> $3 LIMIT 1";
-    match other_holder(tx, tenant, "email", emails, contact.id.0, holder).await? {
-        Some(id) => Err(StoreError::DuplicateEmail(ContactId(id))),
-        None => Ok(()),
-    }
 }
 
 /// Fails with `DuplicateExternalId` when another live contact has `contact`'s external id.
@@ -1304,3 +1329,300 @@ async fn ensure_unique_domain(
         None => Ok(()),
     }
 }
+
+/// Takes the transaction-scoped lock of each (kind, value), in the order given, in one
+/// statement. Callers pass them sorted, so two transactions never wait on each other.
+async fn lock_values(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    kinds: &[&str],
+    values: &[String],
+) -> Result<(), StoreError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || k.kind || '/' || k.value, 0)) \
+         FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(kind, value, n) ORDER BY k.n) AS locked",
+    )
+    .bind(tenant.as_str())
+    .bind(kinds)
+    .bind(values)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The columns of many contacts, one array per column, for statements that unnest them.
+struct ContactArrays {
+    ids: Vec<Uuid>,
+    given_names: Vec<String>,
+    family_names: Vec<String>,
+    emails: Vec<String>,
+    phones: Vec<String>,
+    primary_emails: Vec<Option<String>>,
+    titles: Vec<String>,
+    companies: Vec<Option<Uuid>>,
+    company_names: Vec<Option<String>>,
+    stages: Vec<&'static str>,
+    sources: Vec<&'static str>,
+    owners: Vec<String>,
+    tags: Vec<String>,
+    attributes: Vec<String>,
+    consents: Vec<String>,
+    search_texts: Vec<String>,
+    create_times: Vec<DateTime<Utc>>,
+    update_times: Vec<DateTime<Utc>>,
+    revisions: Vec<i64>,
+    external_ids: Vec<Option<String>>,
+}
+
+/// The arrays of [`ContactArrays`] as unnested by [`ContactArrays::bind`] from `$2` on.
+const UNNEST_CONTACTS: &str = "unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[], $8::text[], \
+     $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[], $15::jsonb[], $16::jsonb[], $17::text[], \
+     $18::timestamptz[], $19::timestamptz[], $20::int8[], $21::text[]) AS u(id, given_name, family_name, emails, phones, \
+     primary_email, title, company_id, company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, \
+     create_time, update_time, revision, external_id)";
+
+impl ContactArrays {
+    fn new<'a>(
+        contacts: impl ExactSizeIterator<Item = &'a Contact>,
+        names: &HashMap<Uuid, String>,
+    ) -> Result<Self, StoreError> {
+        let n = contacts.len();
+        let mut a = ContactArrays {
+            ids: Vec::with_capacity(n),
+            given_names: Vec::with_capacity(n),
+            family_names: Vec::with_capacity(n),
+            emails: Vec::with_capacity(n),
+            phones: Vec::with_capacity(n),
+            primary_emails: Vec::with_capacity(n),
+            titles: Vec::with_capacity(n),
+            companies: Vec::with_capacity(n),
+            company_names: Vec::with_capacity(n),
+            stages: Vec::with_capacity(n),
+            sources: Vec::with_capacity(n),
+            owners: Vec::with_capacity(n),
+            tags: Vec::with_capacity(n),
+            attributes: Vec::with_capacity(n),
+            consents: Vec::with_capacity(n),
+            search_texts: Vec::with_capacity(n),
+            create_times: Vec::with_capacity(n),
+            update_times: Vec::with_capacity(n),
+            revisions: Vec::with_capacity(n),
+            external_ids: Vec::with_capacity(n),
+        };
+        for contact in contacts {
+            let f = &contact.fields;
+            a.ids.push(contact.id.0);
+            a.given_names.push(f.given_name.clone());
+            a.family_names.push(f.family_name.clone());
+            a.emails.push(to_json(&f.emails)?);
+            a.phones.push(to_json(&f.phones)?);
+            a.primary_emails.push(f.primary_email().map(|e| e.as_str().to_owned()));
+            a.titles.push(f.title.clone());
+            a.companies.push(f.company.map(|c| c.0));
+            a.company_names.push(f.company.and_then(|c| names.get(&c.0).cloned()));
+            a.stages.push(f.lifecycle_stage.as_str());
+            a.sources.push(f.source.as_str());
+            a.owners.push(f.owner.as_str().to_owned());
+            a.tags.push(to_json(&tag_strings(&f.tags))?);
+            a.attributes.push(to_json(&f.attributes)?);
+            a.consents.push(to_json(&f.consent)?);
+            a.search_texts.push(f.search_text());
+            a.create_times.push(contact.create_time);
+            a.update_times.push(contact.update_time);
+            a.revisions.push(contact.revision.0);
+            a.external_ids.push(f.external_id.clone());
+        }
+        Ok(a)
+    }
+
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.given_names)
+            .bind(&self.family_names)
+            .bind(&self.emails)
+            .bind(&self.phones)
+            .bind(&self.primary_emails)
+            .bind(&self.titles)
+            .bind(&self.companies)
+            .bind(&self.company_names)
+            .bind(&self.stages)
+            .bind(&self.sources)
+            .bind(&self.owners)
+            .bind(&self.tags)
+            .bind(&self.attributes)
+            .bind(&self.consents)
+            .bind(&self.search_texts)
+            .bind(&self.create_times)
+            .bind(&self.update_times)
+            .bind(&self.revisions)
+            .bind(&self.external_ids)
+    }
+}
+
+/// Writes the creates and updates of `batch` with set-based statements: the unique keys it
+/// claims are locked and checked, then every row, key and audit entry is written.
+async fn write_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    batch: &WriteBatch,
+) -> Result<(), StoreError> {
+    let claims = batch.claims()?;
+    let kinds: Vec<&str> = claims.iter().map(|c| c.0).collect();
+    let values: Vec<String> = claims.iter().map(|c| c.1.clone()).collect();
+    let claimants: Vec<Uuid> = claims.iter().map(|c| c.2.0).collect();
+    lock_values(tx, tenant, &kinds, &values).await?;
+    if !claims.is_empty() {
+        let held: Option<(String, Uuid)> = sqlx::query_as(
+            "SELECT k.kind, k.contact_id FROM unnest($2::text[], $3::text[], $4::uuid[]) AS v(kind, value, own) \
+             JOIN contact_keys AS k ON k.tenant_id = $1 AND k.kind = v.kind AND k.value = v.value AND k.contact_id <> v.own LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .bind(&kinds)
+        .bind(&values)
+        .bind(&claimants)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((kind, holder)) = held {
+            return Err(claim_conflict(&kind, ContactId(holder)));
+        }
+    }
+    let contacts = || {
+        batch
+            .creates
+            .iter()
+            .map(|(c, _)| c)
+            .chain(batch.updates.iter().map(|(c, _, _)| c))
+    };
+    let mut companies: Vec<Uuid> = contacts().filter_map(|c| c.fields.company.map(|id| id.0)).collect();
+    companies.sort_unstable();
+    companies.dedup();
+    let names: HashMap<Uuid, String> = if companies.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as("SELECT id, display_name FROM companies WHERE tenant_id = $1 AND id = ANY($2)")
+            .bind(tenant.as_str())
+            .bind(&companies)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    if names.len() != companies.len() {
+        return Err(StoreError::UnknownCompany);
+    }
+    if !batch.creates.is_empty() {
+        let rows = ContactArrays::new(batch.creates.iter().map(|(c, _)| c), &names)?;
+        rows.bind(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO contacts (tenant_id, {CONTACT_WRITE_COLUMNS}) SELECT $1, u.id, u.given_name, u.family_name, \
+                 u.emails, u.phones, u.primary_email, u.title, u.company_id, u.company_name, u.lifecycle_stage, u.source, u.owner, \
+                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.attributes, u.consent, u.search_text, u.create_time, \
+                 u.update_time, u.revision, u.external_id FROM {UNNEST_CONTACTS}"
+            )))
+            .bind(tenant.as_str()),
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !batch.updates.is_empty() {
+        let rows = ContactArrays::new(batch.updates.iter().map(|(c, _, _)| c), &names)?;
+        let expected: Vec<i64> = batch.updates.iter().map(|(_, r, _)| r.0).collect();
+        let updated = rows
+            .bind(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE contacts AS c SET given_name = u.given_name, family_name = u.family_name, emails = u.emails, \
+                     phones = u.phones, primary_email = u.primary_email, title = u.title, company_id = u.company_id, \
+                     company_name = u.company_name, lifecycle_stage = u.lifecycle_stage, source = u.source, owner = u.owner, \
+                     tags = ARRAY(SELECT jsonb_array_elements_text(u.tags)), attributes = u.attributes, consent = u.consent, \
+                     search_text = u.search_text, update_time = u.update_time, revision = u.revision, external_id = u.external_id \
+                     FROM {UNNEST_CONTACTS} JOIN unnest($2::uuid[], $22::int8[]) AS e(id, expected) ON e.id = u.id \
+                     WHERE c.tenant_id = $1 AND c.id = u.id AND c.revision = e.expected"
+                )))
+                .bind(tenant.as_str()),
+            )
+            .bind(&expected)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if updated != batch.updates.len() as u64 {
+            return Err(StoreError::RevisionMismatch);
+        }
+        sqlx::query("DELETE FROM contact_keys WHERE tenant_id = $1 AND contact_id = ANY($2)")
+            .bind(tenant.as_str())
+            .bind(&rows.ids)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let (mut key_kinds, mut key_values, mut key_owners) = (Vec::new(), Vec::new(), Vec::new());
+    for contact in contacts() {
+        for key in contact.fields.match_keys() {
+            key_kinds.push(key.kind.as_str());
+            key_values.push(key.value);
+            key_owners.push(contact.id.0);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO contact_keys (tenant_id, kind, value, contact_id) \
+         SELECT $1, k.kind, k.value, k.contact_id FROM unnest($2::text[], $3::text[], $4::uuid[]) AS k(kind, value, contact_id)",
+    )
+    .bind(tenant.as_str())
+    .bind(&key_kinds)
+    .bind(&key_values)
+    .bind(&key_owners)
+    .execute(&mut **tx)
+    .await?;
+    let audits = batch
+        .creates
+        .iter()
+        .map(|(c, a)| (c.id, a))
+        .chain(batch.updates.iter().map(|(c, _, a)| (c.id, a)));
+    record_all(tx, tenant, audits).await
+}
+
+/// Appends the audit entries of many contacts in one statement.
+async fn record_all<'a>(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    entries: impl Iterator<Item = (ContactId, &'a AuditRecord)>,
+) -> Result<(), StoreError> {
+    let (mut ids, mut resources, mut actions, mut actors, mut changes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (contact, audit) in entries {
+        ids.push(Uuid::now_v7());
+        resources.push(contact.0);
+        actions.push(audit.action.as_str());
+        actors.push(audit.actor.as_str().to_owned());
+        changes.push(serde_json::to_string(&audit.changes).map_err(corrupt)?);
+    }
+    sqlx::query(
+        "INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
+         SELECT $1, h.id, 'contact', h.resource_id, h.action, h.actor, $7, h.changes \
+         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[]) AS h(id, resource_id, action, actor, changes)",
+    )
+    .bind(tenant.as_str())
+    .bind(&ids)
+    .bind(&resources)
+    .bind(&actions)
+    .bind(&actors)
+    .bind(&changes)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The JSON text of a value bound as `jsonb`.
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// The columns a contact write sets, in the order of [`UNNEST_CONTACTS`].
+const CONTACT_WRITE_COLUMNS: &str = "id, given_name, family_name, emails, phones, primary_email, title, company_id, \
+     company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision, \
+     external_id";

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey,
-    StoreError, TimelineOf, corrupt, fts5_query, round_robin, stored_user, stored_word,
+    StoreError, TimelineOf, WriteBatch, corrupt, fts5_query, qualified, round_robin, stored_user, stored_word,
 };
 use crate::domain::*;
 
@@ -264,44 +264,10 @@ impl ContactStore for SqliteContactStore {
             tx.commit().await?;
             return Ok(Created { value, replayed: true });
         }
-        ensure_unique_external_id(&mut tx, tenant, contact).await?;
-        if unique_email {
-            ensure_unique_emails(&mut tx, tenant, contact).await?;
-        }
-        let company = company_name(&mut tx, tenant, contact.fields.company).await?;
-        let f = &contact.fields;
-        sqlx::query(
-            "INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, phones, primary_email, title, company_id, \
-             company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision, \
-             external_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-        )
-        .bind(tenant.as_str())
-        .bind(contact.id.0.to_string())
-        .bind(&f.given_name)
-        .bind(&f.family_name)
-        .bind(to_json(&f.emails)?)
-        .bind(to_json(&f.phones)?)
-        .bind(f.primary_email().map(EmailAddress::as_str))
-        .bind(&f.title)
-        .bind(f.company.map(|c| c.0.to_string()))
-        .bind(company)
-        .bind(f.lifecycle_stage.as_str())
-        .bind(f.source.as_str())
-        .bind(f.owner.as_str())
-        .bind(to_json(&f.tags)?)
-        .bind(to_json(&f.attributes)?)
-        .bind(to_json(&f.consent)?)
-        .bind(f.search_text())
-        .bind(micros(contact.create_time))
-        .bind(micros(contact.update_time))
-        .bind(contact.revision.0)
-        .bind(&f.external_id)
-        .execute(&mut *tx)
-        .await?;
+        insert_contact(&mut tx, tenant, contact, unique_email).await?;
         if let Some(key) = key {
             remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
         }
-        write_keys(&mut tx, tenant, contact).await?;
         record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
         tx.commit().await?;
         Ok(Created {
@@ -800,6 +766,53 @@ impl ContactStore for SqliteContactStore {
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn contacts_by_key(
+        &self,
+        tenant: &TenantId,
+        kind: KeyKind,
+        values: &[String],
+    ) -> Result<Vec<(String, Contact)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in values.chunks(SQLITE_MAX_BATCH_VALUES) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT k.value AS key_value, {} FROM contact_keys AS k JOIN contacts AS c ON c.tenant_id = k.tenant_id \
+                 AND c.id = k.contact_id WHERE c.erase_time IS NULL AND c.merged_into IS NULL AND k.tenant_id = ",
+                qualified("c", CONTACT_COLUMNS)
+            ));
+            qb.push_bind(tenant.as_str().to_owned())
+                .push(" AND k.kind = ")
+                .push_bind(kind.as_str())
+                .push(" AND k.value IN (");
+            let mut list = qb.separated(", ");
+            for value in chunk {
+                list.push_bind(value.clone());
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&self.pool).await? {
+                found.push((row.try_get("key_value")?, contact_from_row(&row)?));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn write_batch(&self, tenant: &TenantId, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        batch.claims()?;
+        let mut tx = self.write_tx().await?;
+        for (contact, audit) in &batch.creates {
+            insert_contact(&mut tx, tenant, contact, batch.unique_email).await?;
+            record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
+        }
+        for (contact, expected, audit) in &batch.updates {
+            write_contact(&mut tx, tenant, contact, *expected).await?;
+            record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn shared_keys(
@@ -1302,3 +1315,51 @@ async fn ensure_unique_domain(
         None => Ok(()),
     }
 }
+
+/// Inserts a new contact and its match keys, refusing an external id (and with
+/// `unique_email`, an email address) another live contact holds.
+async fn insert_contact(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    contact: &Contact,
+    unique_email: bool,
+) -> Result<(), StoreError> {
+    ensure_unique_external_id(tx, tenant, contact).await?;
+    if unique_email {
+        ensure_unique_emails(tx, tenant, contact).await?;
+    }
+    let company = company_name(tx, tenant, contact.fields.company).await?;
+    let f = &contact.fields;
+    sqlx::query(
+            "INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, phones, primary_email, title, company_id, \
+             company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision, \
+             external_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+        )
+        .bind(tenant.as_str())
+        .bind(contact.id.0.to_string())
+        .bind(&f.given_name)
+        .bind(&f.family_name)
+        .bind(to_json(&f.emails)?)
+        .bind(to_json(&f.phones)?)
+        .bind(f.primary_email().map(EmailAddress::as_str))
+        .bind(&f.title)
+        .bind(f.company.map(|c| c.0.to_string()))
+        .bind(company)
+        .bind(f.lifecycle_stage.as_str())
+        .bind(f.source.as_str())
+        .bind(f.owner.as_str())
+        .bind(to_json(&f.tags)?)
+        .bind(to_json(&f.attributes)?)
+        .bind(to_json(&f.consent)?)
+        .bind(f.search_text())
+        .bind(micros(contact.create_time))
+        .bind(micros(contact.update_time))
+        .bind(contact.revision.0)
+        .bind(&f.external_id)
+        .execute(&mut **tx)
+        .await?;
+    write_keys(tx, tenant, contact).await
+}
+
+/// How many values one SQLite statement binds at most (well under its parameter limit).
+const SQLITE_MAX_BATCH_VALUES: usize = 500;
