@@ -5,12 +5,14 @@
 -- used by the serving role, so every search scanned the whole table. Comparisons of text
 -- are leakproof, so the lexemes of each contact's search document are kept here, one row
 -- per (term, contact), in byte order ("C"), where a prefix is a range of the primary key.
+-- Like contact_keys, a derived index of the contacts table rather than a fact of its own: it
+-- is kept by the statement triggers below (one set-based statement per write statement,
+-- where a foreign key would check and cascade row by row).
 CREATE TABLE contact_terms (
     tenant_id  text NOT NULL,
     term       text COLLATE "C" NOT NULL,
     contact_id uuid NOT NULL,
-    PRIMARY KEY (tenant_id, term, contact_id),
-    FOREIGN KEY (tenant_id, contact_id) REFERENCES contacts (tenant_id, id) ON DELETE CASCADE
+    PRIMARY KEY (tenant_id, term, contact_id)
 );
 -- Whether a candidate also has the other words of a query: one probe per candidate.
 CREATE INDEX contact_terms_contact ON contact_terms (tenant_id, contact_id, term);
@@ -23,22 +25,43 @@ CREATE POLICY tenant_isolation ON contact_terms
 GRANT SELECT, INSERT, DELETE ON contact_terms TO crm_contact_app;
 
 -- The terms follow the search document on every write path (create, update, import, merge,
--- erase, a company rename), so no writer can forget them.
-CREATE FUNCTION contact_terms_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+-- erase, a company rename), so no writer can forget them; a deleted contact's terms and match
+-- keys go with it.
+CREATE FUNCTION contact_terms_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF NEW.search_doc IS NOT DISTINCT FROM OLD.search_doc THEN
-            RETURN NULL;
-        END IF;
-        DELETE FROM contact_terms WHERE tenant_id = OLD.tenant_id AND contact_id = OLD.id;
-    END IF;
     INSERT INTO contact_terms (tenant_id, term, contact_id)
-    SELECT NEW.tenant_id, t, NEW.id FROM unnest(tsvector_to_array(NEW.search_doc)) AS t;
+    SELECT n.tenant_id, t, n.id FROM new_rows AS n, unnest(tsvector_to_array(n.search_doc)) AS t;
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER contact_terms_sync AFTER INSERT OR UPDATE OF search_text, company_name ON contacts
-    FOR EACH ROW EXECUTE FUNCTION contact_terms_sync();
+CREATE FUNCTION contact_terms_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM contact_terms AS t USING old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+    WHERE t.tenant_id = o.tenant_id AND t.contact_id = o.id AND n.search_doc IS DISTINCT FROM o.search_doc;
+    INSERT INTO contact_terms (tenant_id, term, contact_id)
+    SELECT n.tenant_id, t, n.id FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id,
+           unnest(tsvector_to_array(n.search_doc)) AS t
+    WHERE n.search_doc IS DISTINCT FROM o.search_doc;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION contact_index_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM contact_terms AS t USING old_rows AS o WHERE t.tenant_id = o.tenant_id AND t.contact_id = o.id;
+    DELETE FROM contact_keys AS k USING old_rows AS o WHERE k.tenant_id = o.tenant_id AND k.contact_id = o.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER contact_terms_insert AFTER INSERT ON contacts
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION contact_terms_insert();
+CREATE TRIGGER contact_terms_update AFTER UPDATE ON contacts
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION contact_terms_update();
+CREATE TRIGGER contact_index_delete AFTER DELETE ON contacts
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION contact_index_delete();
+
+-- The match keys are such an index too: the trigger above removes them with their contact,
+-- and the store writes them with it, so the per-row foreign-key check goes.
+ALTER TABLE contact_keys DROP CONSTRAINT contact_keys_tenant_id_contact_id_fkey;
 
 INSERT INTO contact_terms (tenant_id, term, contact_id)
 SELECT tenant_id, t, id FROM contacts, unnest(tsvector_to_array(search_doc)) AS t;
