@@ -369,7 +369,7 @@ fn plan_update(who: &Principal, options: ImportOptions, row: &ImportRow, existin
 
 /// Concurrent writers of an import. Rows are partitioned by natural key, so that rows of one
 /// key still apply in file order; the writers overlap their database round trips.
-pub const IMPORT_WORKERS: usize = 4;
+pub const IMPORT_WORKERS: usize = 2;
 
 /// Rows a writer takes at most into one transaction. A writer takes what has arrived, so a
 /// trickle of rows is written at once and a flood in batches of this size.

@@ -412,28 +412,21 @@ impl ContactStore for PgContactStore {
         if drive.2 == 0 {
             return Ok(Vec::new());
         }
-        let others = words.iter().filter(|w| w.0 != drive.0);
-        let (lows, highs): (Vec<&str>, Vec<&str>) = others.map(|w| (w.0.as_str(), w.1.as_str())).unzip();
-        // Candidates that have every word, scanned from the drive's exact term onwards and
-        // bounded, then checked against the document, ranked, and paged.
+        // Contacts having the drive word, from its exact term onwards, checked against the
+        // whole query, up to a bound; those are ranked and paged.
         let candidates = (offset + limit + 1).max(SEARCH_CANDIDATES);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH candidates AS MATERIALIZED ( \
-               SELECT t.contact_id FROM contact_terms t WHERE t.tenant_id = $1 AND t.term >= $2 AND t.term < $3 \
-               AND NOT EXISTS (SELECT 1 FROM unnest($4::text[], $5::text[]) AS w(low, high) WHERE NOT EXISTS ( \
-                 SELECT 1 FROM contact_terms o WHERE o.tenant_id = $1 AND o.contact_id = t.contact_id \
-                 AND o.term >= w.low AND o.term < w.high)) \
-               LIMIT $9) \
-             SELECT {CONTACT_COLUMNS} FROM contacts, to_tsquery('simple', $6) AS q \
-             WHERE tenant_id = $1 AND id IN (SELECT contact_id FROM candidates) \
-             AND erase_time IS NULL AND merged_into IS NULL AND search_doc @@ q \
-             ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $7 OFFSET $8"
+               SELECT c.id FROM contact_terms AS t JOIN contacts AS c ON c.tenant_id = t.tenant_id AND c.id = t.contact_id \
+               WHERE t.tenant_id = $1 AND t.term >= $2 AND t.term < $3 AND c.erase_time IS NULL AND c.merged_into IS NULL \
+               AND c.search_doc @@ to_tsquery('simple', $4) LIMIT $7) \
+             SELECT {CONTACT_COLUMNS} FROM contacts, to_tsquery('simple', $4) AS q \
+             WHERE tenant_id = $1 AND id IN (SELECT id FROM candidates) AND search_doc @@ q \
+             ORDER BY ts_rank(search_doc, q) DESC, id LIMIT $5 OFFSET $6"
         )))
         .bind(tenant.as_str())
         .bind(&drive.0)
         .bind(&drive.1)
-        .bind(&lows)
-        .bind(&highs)
         .bind(tsquery(terms))
         .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
