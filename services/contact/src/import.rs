@@ -1,6 +1,7 @@
-//! Imports: each row upserts one contact on a natural key, committed on its own, so that an
-//! invalid row never aborts the rest and a re-run (also of an interrupted import) changes
-//! nothing that is already there.
+//! Imports: each row upserts one contact on a natural key. Rows are written in batches, one
+//! transaction each, and a row's outcome is reported only once its batch has committed; an
+//! invalid row is rejected on its own and never aborts the rest, and a re-run (also of an
+//! interrupted import) changes nothing that is already there.
 
 use crm_platform::{ApiError, ErrorCode, Principal};
 
