@@ -1431,7 +1431,8 @@ async fn batches_write_all_or_nothing(store: &dyn ContactStore) {
     stale.fields.title = "Stale".into();
     let mut orphan = fresh();
     orphan.fields.company = Some(CompanyId::generate());
-    let refusals: Vec<(WriteBatch, fn(&StoreError) -> bool)> = vec![
+    type IsExpected = fn(&StoreError) -> bool;
+    let refusals: Vec<(WriteBatch, IsExpected)> = vec![
         (
             WriteBatch {
                 unique_email: true,
