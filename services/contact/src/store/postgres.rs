@@ -1507,20 +1507,6 @@ async fn write_rows(
     if names.len() != companies.len() {
         return Err(StoreError::UnknownCompany);
     }
-    if !batch.creates.is_empty() {
-        let rows = ContactArrays::new(batch.creates.iter().map(|(c, _)| c), &names)?;
-        rows.bind(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO contacts (tenant_id, {CONTACT_WRITE_COLUMNS}) SELECT $1, u.id, u.given_name, u.family_name, \
-                 u.emails, u.phones, u.primary_email, u.title, u.company_id, u.company_name, u.lifecycle_stage, u.source, u.owner, \
-                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.attributes, u.consent, u.search_text, u.create_time, \
-                 u.update_time, u.revision, u.external_id FROM {UNNEST_CONTACTS}"
-            )))
-            .bind(tenant.as_str()),
-        )
-        .execute(&mut **tx)
-        .await?;
-    }
     if !batch.updates.is_empty() {
         let rows = ContactArrays::new(batch.updates.iter().map(|(c, _, _)| c), &names)?;
         let expected: Vec<i64> = batch.updates.iter().map(|(_, r, _)| r.0).collect();
@@ -1550,62 +1536,113 @@ async fn write_rows(
             .execute(&mut **tx)
             .await?;
     }
-    let (mut key_kinds, mut key_values, mut key_owners) = (Vec::new(), Vec::new(), Vec::new());
-    for contact in contacts() {
-        for key in contact.fields.match_keys() {
-            key_kinds.push(key.kind.as_str());
-            key_values.push(key.value);
-            key_owners.push(contact.id.0);
-        }
+    // The new rows, their match keys and their audit entries, in one statement.
+    let keys = KeyArrays::new(contacts());
+    let audits = AuditArrays::new(
+        batch
+            .creates
+            .iter()
+            .map(|(c, a)| (c.id, a))
+            .chain(batch.updates.iter().map(|(c, _, a)| (c.id, a))),
+    )?;
+    let created = if batch.creates.is_empty() {
+        None
+    } else {
+        Some(ContactArrays::new(batch.creates.iter().map(|(c, _)| c), &names)?)
+    };
+    let first = if created.is_some() { 22 } else { 2 };
+    let insert_contacts = if created.is_some() {
+        format!(
+            "c AS (INSERT INTO contacts (tenant_id, {CONTACT_WRITE_COLUMNS}) SELECT $1, u.id, u.given_name, u.family_name, \
+             u.emails, u.phones, u.primary_email, u.title, u.company_id, u.company_name, u.lifecycle_stage, u.source, u.owner, \
+             ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.attributes, u.consent, u.search_text, u.create_time, \
+             u.update_time, u.revision, u.external_id FROM {UNNEST_CONTACTS}), "
+        )
+    } else {
+        String::new()
+    };
+    let (k, h) = (first, first + 3);
+    let sql = format!(
+        "WITH {insert_contacts}k AS (INSERT INTO contact_keys (tenant_id, kind, value, contact_id) \
+         SELECT $1, k.kind, k.value, k.contact_id FROM unnest(${k}::text[], ${}::text[], ${}::uuid[]) AS k(kind, value, contact_id)) \
+         INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
+         SELECT $1, h.id, 'contact', h.resource_id, h.action, h.actor, ${}, h.changes \
+         FROM unnest(${h}::uuid[], ${}::uuid[], ${}::text[], ${}::text[], ${}::jsonb[]) AS h(id, resource_id, action, actor, changes)",
+        k + 1,
+        k + 2,
+        h + 5,
+        h + 1,
+        h + 2,
+        h + 3,
+        h + 4
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_str());
+    if let Some(rows) = &created {
+        query = rows.bind(query);
     }
-    sqlx::query(
-        "INSERT INTO contact_keys (tenant_id, kind, value, contact_id) \
-         SELECT $1, k.kind, k.value, k.contact_id FROM unnest($2::text[], $3::text[], $4::uuid[]) AS k(kind, value, contact_id)",
-    )
-    .bind(tenant.as_str())
-    .bind(&key_kinds)
-    .bind(&key_values)
-    .bind(&key_owners)
-    .execute(&mut **tx)
-    .await?;
-    let audits = batch
-        .creates
-        .iter()
-        .map(|(c, a)| (c.id, a))
-        .chain(batch.updates.iter().map(|(c, _, a)| (c.id, a)));
-    record_all(tx, tenant, audits).await
+    query
+        .bind(&keys.kinds)
+        .bind(&keys.values)
+        .bind(&keys.owners)
+        .bind(&audits.ids)
+        .bind(&audits.resources)
+        .bind(&audits.actions)
+        .bind(&audits.actors)
+        .bind(&audits.changes)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
-/// Appends the audit entries of many contacts in one statement.
-async fn record_all<'a>(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-    entries: impl Iterator<Item = (ContactId, &'a AuditRecord)>,
-) -> Result<(), StoreError> {
-    let (mut ids, mut resources, mut actions, mut actors, mut changes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (contact, audit) in entries {
-        ids.push(Uuid::now_v7());
-        resources.push(contact.0);
-        actions.push(audit.action.as_str());
-        actors.push(audit.actor.as_str().to_owned());
-        changes.push(serde_json::to_string(&audit.changes).map_err(corrupt)?);
+/// The match keys of many contacts, as arrays.
+struct KeyArrays {
+    kinds: Vec<&'static str>,
+    values: Vec<String>,
+    owners: Vec<Uuid>,
+}
+
+impl KeyArrays {
+    fn new<'a>(contacts: impl Iterator<Item = &'a Contact>) -> Self {
+        let (mut kinds, mut values, mut owners) = (Vec::new(), Vec::new(), Vec::new());
+        for contact in contacts {
+            for key in contact.fields.match_keys() {
+                kinds.push(key.kind.as_str());
+                values.push(key.value);
+                owners.push(contact.id.0);
+            }
+        }
+        Self { kinds, values, owners }
     }
-    sqlx::query(
-        "INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
-         SELECT $1, h.id, 'contact', h.resource_id, h.action, h.actor, $7, h.changes \
-         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[]) AS h(id, resource_id, action, actor, changes)",
-    )
-    .bind(tenant.as_str())
-    .bind(&ids)
-    .bind(&resources)
-    .bind(&actions)
-    .bind(&actors)
-    .bind(&changes)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+}
+
+/// The audit entries of many contacts, as arrays.
+struct AuditArrays {
+    ids: Vec<Uuid>,
+    resources: Vec<Uuid>,
+    actions: Vec<&'static str>,
+    actors: Vec<String>,
+    changes: Vec<String>,
+}
+
+impl AuditArrays {
+    fn new<'a>(entries: impl Iterator<Item = (ContactId, &'a AuditRecord)>) -> Result<Self, StoreError> {
+        let mut a = AuditArrays {
+            ids: Vec::new(),
+            resources: Vec::new(),
+            actions: Vec::new(),
+            actors: Vec::new(),
+            changes: Vec::new(),
+        };
+        for (contact, audit) in entries {
+            a.ids.push(Uuid::now_v7());
+            a.resources.push(contact.0);
+            a.actions.push(audit.action.as_str());
+            a.actors.push(audit.actor.as_str().to_owned());
+            a.changes.push(to_json(&audit.changes)?);
+        }
+        Ok(a)
+    }
 }
 
 /// The JSON text of a value bound as `jsonb`.
