@@ -4,6 +4,7 @@ mod support;
 
 mod data_rights;
 mod duplicates;
+mod events;
 mod export;
 mod grpc;
 mod import;

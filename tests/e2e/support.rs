@@ -129,7 +129,8 @@ impl Suite {
         Suite::start_in_with(data, &[])
     }
 
-    fn start_in_with(data: std::sync::Arc<tempfile::TempDir>, envs: &[(&str, &str)]) -> Suite {
+    /// `crm serve` on an existing data directory with extra environment.
+    pub(crate) fn start_in_with(data: std::sync::Arc<tempfile::TempDir>, envs: &[(&str, &str)]) -> Suite {
         let process = Process::start(
             &[
                 "serve",

@@ -9,21 +9,57 @@ pub mod store;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crm_platform::feed::EventFeedService;
+use crm_platform::outbox::{Outbox, PgOutbox};
 
 pub use app::ContactApp;
 pub use grpc::{ContactGrpc, SERVICE_NAME};
 use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgContactStore, SQLITE_MIGRATIONS, SqliteContactStore};
 
-/// Opens the embedded SQLite database (creating and migrating it) and returns the service.
-pub async fn open_sqlite(path: &Path) -> Result<ContactApp, crm_platform::db::DbError> {
-    let pool = crm_platform::db::open_sqlite(path, &SQLITE_MIGRATIONS).await?;
-    Ok(ContactApp::new(Arc::new(SqliteContactStore::new(pool))))
+/// A running contact service: the application and the outbox its writes fill.
+#[derive(Clone)]
+pub struct ContactService {
+    pub app: ContactApp,
+    pub outbox: Arc<dyn Outbox>,
 }
 
-/// Connects to PostgreSQL as the RLS-bound serving role. Migrations are `crm migrate`'s job.
-pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<ContactApp, crm_platform::db::DbError> {
+impl ContactService {
+    /// The service's EventFeed (crm.events.v1), heartbeating every `heartbeat` while idle.
+    pub fn event_feed(&self, heartbeat: Duration) -> EventFeedService {
+        EventFeedService::new(
+            Arc::clone(&self.outbox),
+            grpc::events::SOURCE,
+            grpc::events::TYPES,
+            grpc::events::render,
+            heartbeat,
+        )
+    }
+}
+
+/// Opens the embedded SQLite database (creating and migrating it) and returns the service.
+pub async fn open_sqlite(path: &Path) -> Result<ContactService, crm_platform::db::DbError> {
+    let pool = crm_platform::db::open_sqlite(path, &SQLITE_MIGRATIONS).await?;
+    let store = SqliteContactStore::new(pool);
+    let outbox = store.outbox();
+    Ok(ContactService {
+        app: ContactApp::new(Arc::new(store)),
+        outbox,
+    })
+}
+
+/// Connects to PostgreSQL as the RLS-bound serving role and starts the outbox's sequencer.
+/// Migrations are `crm migrate`'s job.
+pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<ContactService, crm_platform::db::DbError> {
     let pool = crm_platform::db::connect_postgres(url, POSTGRES_APP_ROLE, max_connections).await?;
-    Ok(ContactApp::new(Arc::new(PgContactStore::new(pool))))
+    let outbox = PgOutbox::start(pool.clone())
+        .await
+        .map_err(crm_platform::db::DbError::Connect)?;
+    Ok(ContactService {
+        app: ContactApp::new(Arc::new(PgContactStore::new(pool))),
+        outbox,
+    })
 }
 
 /// Runs the PostgreSQL migrations with the connecting (owner) role.

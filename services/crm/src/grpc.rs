@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use crm_contact::{ContactApp, ContactGrpc};
+use crm_contact::{ContactGrpc, ContactService};
 use crm_platform::auth::{AuthLayer, Verifier, grpc_rejection};
+use crm_platform::config::EventArgs;
 use crm_platform::lifecycle::Health;
 use crm_platform::metrics::GrpcObserveLayer;
 use tokio::net::TcpListener;
@@ -13,11 +14,15 @@ use tokio_util::sync::CancellationToken;
 /// Paths served without a token: health checks (kubelet, load balancers) and reflection.
 const PUBLIC_PATHS: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
 
-/// Serves the contact service until `shutdown` is cancelled; health flips to SERVING once the
-/// server is accepting and to NOT_SERVING as soon as shutdown starts.
+/// How often events past retention are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Serves the contact service and its event feed until `shutdown` is cancelled; health flips
+/// to SERVING once the server is accepting and to NOT_SERVING as soon as shutdown starts.
 pub(crate) async fn serve(
     listener: TcpListener,
-    contact: ContactApp,
+    contact: ContactService,
+    events: &EventArgs,
     verifier: Arc<Verifier>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -31,7 +36,9 @@ pub(crate) async fn serve(
         .layer(AuthLayer::new(verifier, PUBLIC_PATHS, grpc_rejection))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ContactGrpc::new(contact).into_server());
+        .add_service(contact.event_feed(events.feed_heartbeat).into_server())
+        .add_service(ContactGrpc::new(contact.app).into_server());
+    crm_platform::outbox::spawn_pruner(Arc::clone(&contact.outbox), events.event_retention, PRUNE_EVERY);
     health.set_serving().await;
     let draining = {
         let health = health.clone();

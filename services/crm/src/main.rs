@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crm_platform::auth::Verifier;
 use crm_platform::config::{
-    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, PostgresArgs, ShutdownArgs, parse_addr, parse_duration,
+    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, EventArgs, PostgresArgs, ShutdownArgs, parse_addr, parse_duration,
 };
 use crm_platform::lifecycle::cancel_on_signal;
 use crm_platform::telemetry::{self, TelemetryArgs};
@@ -75,6 +75,8 @@ struct ServeArgs {
     telemetry: TelemetryArgs,
     #[command(flatten)]
     shutdown: ShutdownArgs,
+    #[command(flatten)]
+    events: EventArgs,
 }
 
 #[derive(clap::Args)]
@@ -93,6 +95,8 @@ struct ContactArgs {
     telemetry: TelemetryArgs,
     #[command(flatten)]
     shutdown: ShutdownArgs,
+    #[command(flatten)]
+    events: EventArgs,
 }
 
 #[derive(clap::Args)]
@@ -211,7 +215,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let token = shutdown_token();
-    let grpc = grpc::serve(grpc_listener, contact, verifier, token.clone());
+    let grpc = grpc::serve(grpc_listener, contact, &args.events, verifier, token.clone());
     let http = {
         let token = token.clone();
         async move { Ok(crm_gateway::serve(http_listener, app, async move { token.cancelled().await }).await?) }
@@ -252,7 +256,13 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
         metrics_listener.local_addr()?
     );
     let token = shutdown_token();
-    let grpc = grpc::serve(grpc_listener, app, Verifier::new(verifier_config), token.clone());
+    let grpc = grpc::serve(
+        grpc_listener,
+        app,
+        &args.events,
+        Verifier::new(verifier_config),
+        token.clone(),
+    );
     let metrics = serve_metrics(metrics_listener, token.clone());
     drain(
         async { tokio::try_join!(grpc, metrics).map(drop) },

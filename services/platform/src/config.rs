@@ -150,7 +150,19 @@ pub struct ShutdownArgs {
     pub shutdown_grace: Duration,
 }
 
-/// Parses durations such as `500ms`, `30s`, `5m`.
+/// The change feed of a producing service.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EventArgs {
+    /// How long events stay on the feed, e.g. 30d; older ones are pruned, and a subscriber
+    /// asking for them gets OUT_OF_RANGE.
+    #[arg(long, env = "CRM_EVENT_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub event_retention: Duration,
+    /// How long an idle feed waits before sending a heartbeat, e.g. 5s.
+    #[arg(long, env = "CRM_FEED_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
+    pub feed_heartbeat: Duration,
+}
+
+/// Parses durations such as `500ms`, `30s`, `5m`, `12h`, `30d`.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
@@ -161,7 +173,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(value)),
         "s" | "" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("`{raw}`: unit must be ms, s or m")),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        "d" => Ok(Duration::from_secs(value * 86_400)),
+        _ => Err(format!("`{raw}`: unit must be ms, s, m, h or d")),
     }
 }
 
@@ -211,6 +225,7 @@ mod tests {
         assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("soon").is_err());
     }
 }

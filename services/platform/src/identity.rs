@@ -72,10 +72,13 @@ pub enum Role {
     Rep,
     /// Reads only.
     Viewer,
+    /// Another service of the suite (analytics, notification): reads the change feeds of every
+    /// tenant; writes nothing.
+    Service,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Manager, Role::Rep, Role::Viewer];
+    pub const ALL: [Role; 5] = [Role::Admin, Role::Manager, Role::Rep, Role::Viewer, Role::Service];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +86,7 @@ impl Role {
             Role::Manager => "manager",
             Role::Rep => "rep",
             Role::Viewer => "viewer",
+            Role::Service => "service",
         }
     }
 

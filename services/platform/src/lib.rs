@@ -6,10 +6,12 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod feed;
 pub mod filter;
 pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
+pub mod outbox;
 pub mod paging;
 pub mod telemetry;
 #[cfg(feature = "testing")]

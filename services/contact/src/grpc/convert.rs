@@ -543,7 +543,7 @@ pub(crate) fn request_key(
 }
 
 /// A JSON value as a `google.protobuf.Value`.
-fn proto_value(value: &serde_json::Value) -> crm_proto::prost_types::Value {
+pub(crate) fn proto_value(value: &serde_json::Value) -> crm_proto::prost_types::Value {
     use crm_proto::prost_types::value::Kind;
     use crm_proto::prost_types::{ListValue, Struct};
     let kind = match value {

@@ -2,6 +2,7 @@
 //! converts at the edge and delegates to [`ContactApp`].
 
 mod convert;
+pub mod events;
 
 use crm_platform::identity::principal;
 use crm_platform::{ApiError, Principal, UserId};

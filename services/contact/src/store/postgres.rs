@@ -328,6 +328,16 @@ impl ContactStore for PgContactStore {
         .bind(tombstone.id.0)
         .execute(&mut *tx)
         .await?;
+        // The events the feed still serves are rebuilt from the scrubbed entries.
+        sqlx::query(
+            "UPDATE outbox_events AS e SET payload = jsonb_build_object('action', h.action, 'changes', h.changes) FROM history AS h \
+             WHERE e.tenant_id = $1 AND h.tenant_id = $1 AND h.id = e.id AND h.resource_kind = 'contact' \
+             AND (h.resource_id = $2 OR h.resource_id IN (SELECT id FROM contacts WHERE tenant_id = $1 AND merged_into = $2))",
+        )
+        .bind(tenant.as_str())
+        .bind(tombstone.id.0)
+        .execute(&mut *tx)
+        .await?;
         record(&mut tx, tenant, Audited::Contact(tombstone.id), audit).await?;
         tx.commit().await?;
         Ok(())

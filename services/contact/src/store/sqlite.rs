@@ -1,9 +1,12 @@
 //! SQLite store, the embedded backend of `crm serve`. Write transactions take the write lock
 //! up front (BEGIN IMMEDIATE); times are unix microseconds; lists and maps are JSON text.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_platform::db::begin_sqlite_write;
+use crm_platform::outbox::SqliteOutbox;
 use crm_platform::{TenantId, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,11 +31,18 @@ const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, 
 #[derive(Clone)]
 pub struct SqliteContactStore {
     pool: SqlitePool,
+    outbox: Arc<SqliteOutbox>,
 }
 
 impl SqliteContactStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        let outbox = SqliteOutbox::new(pool.clone());
+        Self { pool, outbox }
+    }
+
+    /// The outbox this store's writes fill.
+    pub fn outbox(&self) -> Arc<SqliteOutbox> {
+        Arc::clone(&self.outbox)
     }
 }
 
@@ -241,8 +251,21 @@ impl SqliteContactStore {
         Ok(self.pool.begin().await?)
     }
 
+    /// A write transaction; the outbox events it writes carry the current request's trace.
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(begin_sqlite_write(&self.pool).await?)
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        sqlx::query("UPDATE outbox_context SET traceparent = ?1")
+            .bind(crm_platform::telemetry::current_traceparent().unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// Commits, then wakes the feeds of the outbox.
+    async fn commit(&self, tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.outbox.committed();
+        Ok(())
     }
 }
 
@@ -261,7 +284,7 @@ impl ContactStore for SqliteContactStore {
             && let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await?
         {
             let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(Created { value, replayed: true });
         }
         insert_contact(&mut tx, tenant, contact, unique_email).await?;
@@ -269,7 +292,7 @@ impl ContactStore for SqliteContactStore {
             remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
         }
         record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Created {
             value: contact.clone(),
             replayed: false,
@@ -279,7 +302,7 @@ impl ContactStore for SqliteContactStore {
     async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
         let mut tx = self.read_tx().await?;
         let contact = fetch_contact(&mut tx, tenant, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(contact)
     }
 
@@ -293,7 +316,7 @@ impl ContactStore for SqliteContactStore {
         let mut tx = self.write_tx().await?;
         write_contact(&mut tx, tenant, contact, expected).await?;
         record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -323,8 +346,19 @@ impl ContactStore for SqliteContactStore {
         .bind(tombstone.id.0.to_string())
         .execute(&mut *tx)
         .await?;
+        // The events the feed still serves are rebuilt from the scrubbed entries.
+        sqlx::query(
+            "UPDATE outbox_events SET payload = (SELECT json_object('action', h.action, 'changes', json(h.changes)) FROM history AS h \
+             WHERE h.tenant_id = outbox_events.tenant_id AND h.id = outbox_events.id) \
+             WHERE tenant_id = ?1 AND id IN (SELECT id FROM history WHERE tenant_id = ?1 AND resource_kind = 'contact' \
+             AND (resource_id = ?2 OR resource_id IN (SELECT id FROM contacts WHERE tenant_id = ?1 AND merged_into = ?2)))",
+        )
+        .bind(tenant.as_str())
+        .bind(tombstone.id.0.to_string())
+        .execute(&mut *tx)
+        .await?;
         record(&mut tx, tenant, Audited::Contact(tombstone.id), audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -338,7 +372,7 @@ impl ContactStore for SqliteContactStore {
         let mut tx = self.write_tx().await?;
         delete_row(&mut tx, "contacts", tenant, id.0, expected).await?;
         record(&mut tx, tenant, Audited::Contact(id), audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -407,7 +441,7 @@ impl ContactStore for SqliteContactStore {
             && let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await?
         {
             let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(Created { value, replayed: true });
         }
         if unique_domain {
@@ -437,7 +471,7 @@ impl ContactStore for SqliteContactStore {
             remember(&mut tx, tenant, KIND_COMPANY, key, company.id.0).await?;
         }
         record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Created {
             value: company.clone(),
             replayed: false,
@@ -447,7 +481,7 @@ impl ContactStore for SqliteContactStore {
     async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
         let mut tx = self.read_tx().await?;
         let company = fetch_company(&mut tx, tenant, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(company)
     }
 
@@ -461,7 +495,7 @@ impl ContactStore for SqliteContactStore {
         let mut tx = self.write_tx().await?;
         write_company(&mut tx, tenant, company, expected).await?;
         record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -482,7 +516,7 @@ impl ContactStore for SqliteContactStore {
         .await?;
         delete_row(&mut tx, "companies", tenant, id.0, expected).await?;
         record(&mut tx, tenant, Audited::Company(id), audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -528,7 +562,7 @@ impl ContactStore for SqliteContactStore {
             && let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await?
         {
             let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(Created { value, replayed: true });
         }
         let f = &interaction.fields;
@@ -558,7 +592,7 @@ impl ContactStore for SqliteContactStore {
         if let Some(key) = key {
             remember(&mut tx, tenant, KIND_INTERACTION, key, interaction.id.0).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         let mut value = interaction.clone();
         value.company = company
             .map(|c| Uuid::parse_str(&c).map(CompanyId))
@@ -575,7 +609,7 @@ impl ContactStore for SqliteContactStore {
     ) -> Result<Interaction, StoreError> {
         let mut tx = self.read_tx().await?;
         let interaction = fetch_interaction(&mut tx, tenant, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         if interaction.contact != contact {
             return Err(StoreError::NotFound);
         }
@@ -630,7 +664,7 @@ impl ContactStore for SqliteContactStore {
         if deleted == 0 {
             return Err(StoreError::NotFound);
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -733,7 +767,7 @@ impl ContactStore for SqliteContactStore {
             .await?;
             shares[target] += 1;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(shares)
     }
     async fn find_by_keys(
@@ -811,7 +845,7 @@ impl ContactStore for SqliteContactStore {
             write_contact(&mut tx, tenant, contact, *expected).await?;
             record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -893,7 +927,7 @@ impl ContactStore for SqliteContactStore {
             merge.survivor_audit,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
     async fn company_candidates(
@@ -993,7 +1027,7 @@ impl ContactStore for SqliteContactStore {
             record(&mut tx, tenant, Audited::Company(*id), merge.merged_audit).await?;
         }
         record(&mut tx, tenant, Audited::Company(survivor.id), merge.survivor_audit).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 }

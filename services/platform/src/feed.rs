@@ -1,0 +1,155 @@
+//! `crm.events.v1.EventFeed` over an [`Outbox`]: the same server for every producing service,
+//! which only supplies how its payloads render.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_proto::crm::events::v1 as pb;
+use crm_proto::crm::events::v1::event_feed_server::{EventFeed, EventFeedServer};
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::identity::principal;
+use crate::outbox::{FeedError, FeedItem, Outbox, Scope, StoredEvent, follow};
+use crate::{ApiError, ErrorCode, Role};
+
+/// Renders a stored event's JSON payload as the protobuf message its type names.
+pub type RenderPayload = fn(&StoredEvent) -> Result<prost_types::Any, String>;
+
+/// How much of an unknown type name an error quotes.
+const MAX_TYPE_LEN: usize = 200;
+
+/// The EventFeed of one producing service.
+#[derive(Clone)]
+pub struct EventFeedService {
+    outbox: Arc<dyn Outbox>,
+    source: &'static str,
+    known_types: &'static [&'static str],
+    render: RenderPayload,
+    heartbeat: Duration,
+}
+
+impl EventFeedService {
+    /// `source` names the producer in every envelope, e.g. "crm.contact.v1"; `known_types` are
+    /// the event types it publishes (a filter on any other is refused).
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        source: &'static str,
+        known_types: &'static [&'static str],
+        render: RenderPayload,
+        heartbeat: Duration,
+    ) -> Self {
+        Self {
+            outbox,
+            source,
+            known_types,
+            render,
+            heartbeat,
+        }
+    }
+
+    pub fn into_server(self) -> EventFeedServer<Self> {
+        EventFeedServer::new(self)
+    }
+
+    fn envelope(&self, event: StoredEvent) -> Result<pb::Event, Status> {
+        let payload = (self.render)(&event).map_err(|reason| {
+            tracing::error!(seq = event.seq, kind = %event.kind, %reason, "stored event does not render");
+            Status::internal("a stored event could not be rendered")
+        })?;
+        Ok(pb::Event {
+            id: event.id.to_string(),
+            tenant: event.tenant,
+            source: self.source.to_owned(),
+            r#type: event.kind,
+            subject: event.subject,
+            sequence: event.seq,
+            time: Some(timestamp(event.time)),
+            actor: event.actor,
+            traceparent: event.traceparent,
+            payload: Some(payload),
+        })
+    }
+}
+
+fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn feed_error(err: FeedError) -> Status {
+    match err {
+        FeedError::OutOfRange { after, oldest } => ApiError::new(
+            ErrorCode::OutOfRange,
+            "SEQUENCE_NOT_RETAINED",
+            format!(
+                "events after {after} are past retention; the oldest available sequence is {oldest} \
+                 (subscribe with after_sequence {} or later, or 0 for the oldest)",
+                oldest - 1
+            ),
+        )
+        .into(),
+        FeedError::Database(err) => {
+            tracing::error!(error = %err, "outbox read failed");
+            Status::unavailable("the event feed is unavailable")
+        }
+    }
+}
+
+/// The event types of a request, each one `known`.
+fn types(raw: Vec<String>, known: &[&str]) -> Result<Vec<String>, ApiError> {
+    if let Some(unknown) = raw.iter().find(|kind| !known.contains(&kind.as_str())) {
+        let shown: String = unknown.chars().take(MAX_TYPE_LEN).collect();
+        return Err(ApiError::invalid_field(
+            "types",
+            format!(
+                "`{shown}` is not an event type of this feed; it publishes {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    Ok(raw)
+}
+
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventFeed for EventFeedService {
+    type SubscribeStream = FeedStream;
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<FeedStream>, Status> {
+        let who = principal(&request)?;
+        // A service principal reads every tenant's events; anyone else their own tenant's.
+        let scope = if who.has_role(Role::Service) {
+            Scope::AllTenants
+        } else {
+            Scope::Tenant(who.tenant)
+        };
+        let request = request.into_inner();
+        let types = types(request.types, self.known_types)?;
+        let feed = follow(
+            Arc::clone(&self.outbox),
+            scope,
+            request.after_sequence,
+            types,
+            self.heartbeat,
+        )
+        .await
+        .map_err(feed_error)?;
+        let this = self.clone();
+        let stream = tokio_stream::wrappers::ReceiverStream::new(feed).map(move |item| {
+            let kind = match item.map_err(feed_error)? {
+                FeedItem::Event(event) => pb::subscribe_response::Kind::Event(this.envelope(event)?),
+                FeedItem::Heartbeat { time, head } => pb::subscribe_response::Kind::Heartbeat(pb::Heartbeat {
+                    time: Some(timestamp(time)),
+                    head_sequence: head,
+                }),
+            };
+            Ok(pb::SubscribeResponse { kind: Some(kind) })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

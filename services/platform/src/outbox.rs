@@ -1,0 +1,480 @@
+//! The transactional outbox and its change feed, shared by every producing service.
+//!
+//! A producer writes its event rows (table `outbox_events`, with the `outbox_head` counter;
+//! see a producer's migrations) in the transaction of the change itself. This module is the
+//! reading side: it numbers committed events (PostgreSQL), wakes feeds when events commit
+//! (LISTEN/NOTIFY on PostgreSQL, an in-process signal on SQLite), serves a feed from any
+//! retained sequence (catch-up, then live, with heartbeats while idle), and prunes events
+//! older than the retention.
+//!
+//! Sequence numbers are per source, gap-free and strictly increasing, and a feed never sees
+//! a number before every smaller one is visible: on PostgreSQL, writers insert events without
+//! a number and one sequencer at a time (serialised on `outbox_head`'s row) numbers committed
+//! events in id order; on SQLite, writers are serialised and number their own events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::TenantId;
+
+/// The PostgreSQL channel writers notify when they commit events (sent by their triggers).
+pub const WRITTEN_CHANNEL: &str = "crm_outbox";
+/// The PostgreSQL channel the sequencer notifies when it has numbered events.
+pub const SEQUENCED_CHANNEL: &str = "crm_outbox_head";
+/// Events read from the outbox per query.
+const READ_BATCH: usize = 500;
+/// Events numbered per sequencing transaction.
+const SEQUENCE_BATCH: i64 = 10_000;
+/// How often the sequencer runs even without a notification (a lost notification, a
+/// listener reconnecting): a safety net, not the wake-up.
+const SAFETY_TICK: Duration = Duration::from_secs(1);
+
+/// An event as stored: the envelope and its JSON payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub id: Uuid,
+    pub tenant: String,
+    pub kind: String,
+    pub subject: String,
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    pub traceparent: String,
+    pub payload: serde_json::Value,
+}
+
+/// Whose events a reader sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One tenant's (a user of that tenant).
+    Tenant(TenantId),
+    /// Every tenant's (a service principal).
+    AllTenants,
+}
+
+/// The retained range of the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The oldest retained sequence number (head + 1 when nothing is retained).
+    pub oldest: u64,
+    /// The highest sequence number committed.
+    pub head: u64,
+}
+
+/// Reading an outbox.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Events visible to `scope` after `after`, of the given types (all when empty), in
+    /// sequence order, up to `limit`.
+    async fn read(
+        &self,
+        scope: &Scope,
+        after: u64,
+        types: &[String],
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error>;
+    async fn bounds(&self) -> Result<Bounds, sqlx::Error>;
+    /// Deletes events committed before `before`; returns how many.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error>;
+    /// Changes whenever events may have been committed.
+    fn wakeups(&self) -> watch::Receiver<u64>;
+}
+
+/// Why a subscription cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("events after {after} are no longer retained; the oldest available is {oldest}")]
+    OutOfRange { after: u64, oldest: u64 },
+    #[error("outbox unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// One message of a feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedItem {
+    Event(StoredEvent),
+    /// Sent after `heartbeat` without events: the feed is alive, and up to `head`.
+    Heartbeat {
+        time: DateTime<Utc>,
+        head: u64,
+    },
+}
+
+/// Follows an outbox from `after`: the retained events after it, then each new one as it
+/// commits, with a heartbeat after every `heartbeat` without events. The channel is bounded:
+/// a slow reader slows the feed, and the feed ends when the reader goes away.
+pub async fn follow(
+    outbox: Arc<dyn Outbox>,
+    scope: Scope,
+    after: u64,
+    types: Vec<String>,
+    heartbeat: Duration,
+) -> Result<mpsc::Receiver<Result<FeedItem, FeedError>>, FeedError> {
+    let bounds = outbox.bounds().await?;
+    if after > 0 && after + 1 < bounds.oldest {
+        return Err(FeedError::OutOfRange {
+            after,
+            oldest: bounds.oldest,
+        });
+    }
+    let (tx, rx) = mpsc::channel(READ_BATCH);
+    tokio::spawn(async move {
+        let mut wakeups = outbox.wakeups();
+        let mut cursor = after;
+        loop {
+            wakeups.borrow_and_update();
+            // Every event up to the head read here is committed and numbered, so once a read
+            // comes back short the cursor may move to it (events filtered out included).
+            let head = match outbox.bounds().await {
+                Ok(bounds) => bounds.head,
+                Err(err) => {
+                    let _ = tx.send(Err(err.into())).await;
+                    return;
+                }
+            };
+            let events = match outbox.read(&scope, cursor, &types, READ_BATCH).await {
+                Ok(events) => events,
+                Err(err) => {
+                    let _ = tx.send(Err(err.into())).await;
+                    return;
+                }
+            };
+            let full = events.len() == READ_BATCH;
+            for event in events {
+                cursor = event.seq;
+                if tx.send(Ok(FeedItem::Event(event))).await.is_err() {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            cursor = cursor.max(head);
+            tokio::select! {
+                changed = wakeups.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(heartbeat) => {
+                    let beat = FeedItem::Heartbeat { time: Utc::now(), head: cursor };
+                    if tx.send(Ok(beat)).await.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Deletes events older than `retention` every `every`, until the process ends.
+pub fn spawn_pruner(outbox: Arc<dyn Outbox>, retention: Duration, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let Ok(retention) = chrono::Duration::from_std(retention) else {
+                return;
+            };
+            match outbox.prune(Utc::now() - retention).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "outbox events past retention pruned"),
+                Err(err) => tracing::warn!(error = %err, "outbox pruning failed"),
+            }
+        }
+    });
+}
+
+fn seq(raw: i64) -> u64 {
+    u64::try_from(raw).unwrap_or_default()
+}
+
+fn bound(raw: u64) -> i64 {
+    i64::try_from(raw).unwrap_or(i64::MAX)
+}
+
+/// The outbox of a PostgreSQL producer.
+pub struct PgOutbox {
+    pool: PgPool,
+    wakeups: watch::Sender<u64>,
+}
+
+impl PgOutbox {
+    /// Starts the sequencer and the listener that wakes feeds; they run until the process
+    /// ends. `pool` connects as the producer's serving role.
+    pub async fn start(pool: PgPool) -> Result<Arc<Self>, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen_all([WRITTEN_CHANNEL, SEQUENCED_CHANNEL]).await?;
+        let outbox = Arc::new(Self {
+            pool,
+            wakeups: watch::Sender::new(0),
+        });
+        let runner = Arc::clone(&outbox);
+        tokio::spawn(async move { runner.run(listener).await });
+        Ok(outbox)
+    }
+
+    async fn run(&self, mut listener: PgListener) {
+        let mut tick = tokio::time::interval(SAFETY_TICK);
+        loop {
+            let sequence = tokio::select! {
+                notification = listener.try_recv() => match notification {
+                    Ok(Some(n)) if n.channel() == SEQUENCED_CHANNEL => {
+                        self.wake();
+                        false
+                    }
+                    Ok(Some(_)) => true,
+                    // The connection was lost and is re-established on the next call: events
+                    // may have been missed meanwhile.
+                    Ok(None) => true,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "outbox listener failed");
+                        tokio::time::sleep(SAFETY_TICK).await;
+                        true
+                    }
+                },
+                _ = tick.tick() => true,
+            };
+            if sequence {
+                match self.sequence().await {
+                    Ok(0) => {}
+                    Ok(_) => self.wake(),
+                    Err(err) => tracing::warn!(error = %err, "outbox sequencing failed"),
+                }
+            }
+        }
+    }
+
+    fn wake(&self) {
+        self.wakeups.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Numbers committed events until none is left; returns how many.
+    pub async fn sequence(&self) -> Result<u64, sqlx::Error> {
+        let mut total = 0;
+        loop {
+            let mut tx = begin_all_tenants(&self.pool).await?;
+            // Taking the counter's row first serialises sequencers, and the statement below
+            // then sees every event committed before it.
+            let head: i64 = sqlx::query_scalar("SELECT seq FROM outbox_head FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+            let numbered = sqlx::query(
+                "WITH todo AS (SELECT tenant_id, id, row_number() OVER (ORDER BY id) AS n FROM outbox_events \
+                 WHERE seq IS NULL ORDER BY id LIMIT $2) \
+                 UPDATE outbox_events AS e SET seq = $1 + todo.n FROM todo WHERE e.tenant_id = todo.tenant_id AND e.id = todo.id",
+            )
+            .bind(head)
+            .bind(SEQUENCE_BATCH)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if numbered == 0 {
+                tx.rollback().await?;
+                return Ok(total);
+            }
+            let head = head + i64::try_from(numbered).unwrap_or(i64::MAX);
+            sqlx::query("UPDATE outbox_head SET seq = $1")
+                .bind(head)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(SEQUENCED_CHANNEL)
+                .bind(head.to_string())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            total += numbered;
+            if numbered < SEQUENCE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Begins a transaction that reads and writes the outbox of every tenant (the sequencer, the
+/// pruner, a service principal's feed). Row-level security still applies to every other table.
+async fn begin_all_tenants(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN; SELECT set_config('crm.all_tenants', 'on', true)")
+        .await
+}
+
+fn pg_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        seq: seq(row.try_get("seq")?),
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant_id")?,
+        kind: row.try_get("type")?,
+        subject: row.try_get("subject")?,
+        time: row.try_get("time")?,
+        actor: row.try_get("actor")?,
+        traceparent: row.try_get("traceparent")?,
+        payload: row.try_get("payload")?,
+    })
+}
+
+#[async_trait]
+impl Outbox for PgOutbox {
+    async fn read(
+        &self,
+        scope: &Scope,
+        after: u64,
+        types: &[String],
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let (mut tx, tenant) = match scope {
+            Scope::Tenant(tenant) => (
+                crate::db::begin_tenant(&self.pool, tenant).await?,
+                Some(tenant.as_str()),
+            ),
+            Scope::AllTenants => (begin_all_tenants(&self.pool).await?, None),
+        };
+        let rows = sqlx::query(
+            "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload FROM outbox_events \
+             WHERE seq > $1 AND ($2::text IS NULL OR tenant_id = $2) AND (cardinality($3::text[]) = 0 OR type = ANY($3)) \
+             ORDER BY seq LIMIT $4",
+        )
+        .bind(bound(after))
+        .bind(tenant)
+        .bind(types)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(pg_event).collect()
+    }
+
+    async fn bounds(&self) -> Result<Bounds, sqlx::Error> {
+        let mut tx = begin_all_tenants(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT (SELECT seq FROM outbox_head) AS head, (SELECT min(seq) FROM outbox_events) AS oldest")
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let head = seq(row.try_get("head")?);
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        Ok(Bounds {
+            oldest: oldest.map_or(head + 1, seq),
+            head,
+        })
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        let mut tx = begin_all_tenants(&self.pool).await?;
+        let pruned = sqlx::query("DELETE FROM outbox_events WHERE time < $1 AND seq IS NOT NULL")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+}
+
+/// The outbox of an SQLite producer. Its writers call [`SqliteOutbox::committed`] after each
+/// commit, which wakes the feeds of this process (the only one that writes the file).
+pub struct SqliteOutbox {
+    pool: SqlitePool,
+    wakeups: watch::Sender<u64>,
+}
+
+impl SqliteOutbox {
+    pub fn new(pool: SqlitePool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            wakeups: watch::Sender::new(0),
+        })
+    }
+
+    /// Wakes the feeds: a write transaction committed.
+    pub fn committed(&self) {
+        self.wakeups.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+fn micros_time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+#[async_trait]
+impl Outbox for SqliteOutbox {
+    async fn read(
+        &self,
+        scope: &Scope,
+        after: u64,
+        types: &[String],
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let tenant = match scope {
+            Scope::Tenant(tenant) => Some(tenant.as_str()),
+            Scope::AllTenants => None,
+        };
+        let types = serde_json::to_string(types).unwrap_or_else(|_| "[]".to_owned());
+        let rows = sqlx::query(
+            "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload FROM outbox_events \
+             WHERE seq > ?1 AND (?2 IS NULL OR tenant_id = ?2) \
+             AND (json_array_length(?3) = 0 OR type IN (SELECT value FROM json_each(?3))) ORDER BY seq LIMIT ?4",
+        )
+        .bind(bound(after))
+        .bind(tenant)
+        .bind(types)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let payload: String = row.try_get("payload")?;
+                Ok(StoredEvent {
+                    seq: seq(row.try_get("seq")?),
+                    id: Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    tenant: row.try_get("tenant_id")?,
+                    kind: row.try_get("type")?,
+                    subject: row.try_get("subject")?,
+                    time: micros_time(row.try_get("time")?),
+                    actor: row.try_get("actor")?,
+                    traceparent: row.try_get("traceparent")?,
+                    payload: serde_json::from_str(&payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn bounds(&self) -> Result<Bounds, sqlx::Error> {
+        let row =
+            sqlx::query("SELECT (SELECT seq FROM outbox_head) AS head, (SELECT min(seq) FROM outbox_events) AS oldest")
+                .fetch_one(&self.pool)
+                .await?;
+        let head = seq(row.try_get("head")?);
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        Ok(Bounds {
+            oldest: oldest.map_or(head + 1, seq),
+            head,
+        })
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        let mut tx = crate::db::begin_sqlite_write(&self.pool).await?;
+        let pruned = sqlx::query("DELETE FROM outbox_events WHERE time < ?1")
+            .bind(before.timestamp_micros())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+}
