@@ -11,6 +11,7 @@ use crm_proto::crm::events::v1 as events;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
 use crm_proto::prost::Message;
 use crm_proto::prost_types::FieldMask;
+use sqlx::Connection;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -379,4 +380,135 @@ async fn postgres_feed_is_gap_free_across_concurrent_writers_and_a_kill() {
     assert_eq!(beat.head_sequence, 105, "nothing else was numbered");
     drop(process);
     db.drop_database().await;
+}
+
+/// The consumer library through `crm mirror`: while a writer creates contacts (retrying with
+/// request ids, so each exists once), the mirror is killed -9 mid-apply and restarted, and the
+/// contact service is killed -9 mid-stream and restarted on the same port. Afterwards the
+/// mirror holds every event exactly once, in sequence, and as many as the producer wrote.
+#[tokio::test]
+async fn mirror_applies_every_event_once_across_kills() {
+    let Some(producer) = TestDatabase::create("mirror_producer").await else {
+        return;
+    };
+    let Some(consumer) = TestDatabase::create("mirror_consumer").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["migrate"])
+        .env("CRM_DATABASE_URL", &producer.url)
+        .env("CRM_LOG", "warn")
+        .output()
+        .expect("migrate");
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let endpoint = format!("http://{address}");
+    let start_contact = || {
+        Process::start(
+            &["contact", "--grpc-addr", &address, "--metrics-addr", "127.0.0.1:0"],
+            &[("CRM_DATABASE_URL", &producer.url)],
+            dir.path(),
+            "crm contact is up",
+        )
+    };
+    let service_token = token("mirror", "mirror", Role::Service);
+    let start_mirror = || {
+        Process::start(
+            &["mirror", "--endpoint", &endpoint, "--name", "crash-test"],
+            &[
+                ("CRM_TOKEN", &service_token),
+                ("CRM_MIRROR_DATABASE_URL", &consumer.url),
+            ],
+            dir.path(),
+            "crm mirror is up",
+        )
+    };
+    const CONTACTS: usize = 300;
+    let mut contact_process = start_contact();
+    let writer = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            for i in 0..CONTACTS {
+                let tenant = if i % 3 == 0 { "north" } else { "south" };
+                let request = pb::CreateContactRequest {
+                    contact: Some(contact("Mirrored", &format!("m{i}@feed.example"))),
+                    request_id: format!("mirror-{i}"),
+                    allow_duplicate: false,
+                };
+                // Retried until acknowledged: the service may be down, or die after committing.
+                loop {
+                    let Ok(channel) = Channel::from_shared(endpoint.clone())
+                        .expect("endpoint")
+                        .connect()
+                        .await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let mut client =
+                        crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient::with_interceptor(
+                            channel,
+                            Bearer(Some(token(tenant, "writer", Role::Admin))),
+                        );
+                    if client.create_contact(request.clone()).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        })
+    };
+    let mut mirror = start_mirror();
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if round == 1 {
+            drop(contact_process); // SIGKILL mid-stream
+            contact_process = start_contact();
+        } else {
+            drop(mirror); // SIGKILL, possibly between applying and committing
+            mirror = start_mirror();
+        }
+    }
+    writer.await.expect("writer");
+
+    let mut db = sqlx::PgConnection::connect(&consumer.url).await.expect("consumer db");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (count, distinct, max): (i64, i64, Option<i64>) = loop {
+        let row: (i64, i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT seq), max(seq) FROM mirrored_events")
+                .fetch_one(&mut db)
+                .await
+                .expect("count");
+        if row.0 >= CONTACTS as i64 || tokio::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut source = sqlx::PgConnection::connect(&producer.url).await.expect("producer db");
+    let (written, contacts): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM outbox_events), (SELECT count(*) FROM contacts)")
+            .fetch_one(&mut source)
+            .await
+            .expect("producer counts");
+    assert_eq!(contacts, CONTACTS as i64, "each acknowledged create exists once");
+    assert_eq!(written, CONTACTS as i64, "one event per change");
+    assert_eq!(
+        (count, distinct, max),
+        (written, written, Some(written)),
+        "every event mirrored exactly once, gap-free"
+    );
+    let checkpoint =
+        crm_platform::consumer::checkpoint(&sqlx::PgPool::connect(&consumer.url).await.expect("pool"), "crash-test")
+            .await
+            .expect("checkpoint");
+    assert_eq!(checkpoint, CONTACTS as u64);
+    drop(mirror);
+    drop(contact_process);
+    producer.drop_database().await;
+    consumer.drop_database().await;
 }

@@ -15,7 +15,7 @@ use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
 use futures::StreamExt;
 
 /// Default endpoint: the gRPC port of a local `crm serve`.
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
+pub(crate) const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
 
 #[derive(clap::Args)]
 pub(crate) struct ImportArgs {

@@ -4,6 +4,7 @@ mod bench;
 mod dev_secret;
 mod grpc;
 mod import;
+mod mirror;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ enum Command {
     Token(TokenArgs),
     /// Imports a CSV or NDJSON file of contacts into a running suite, with progress.
     Import(import::ImportArgs),
+    /// Copies a service's change feed into a table of another PostgreSQL database, each event
+    /// exactly once, resuming where it stopped.
+    Mirror(mirror::MirrorArgs),
     /// Runs the benchmark harness against a fresh database on a PostgreSQL server.
     Bench(bench::BenchArgs),
 }
@@ -155,6 +159,10 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate(args) => migrate(args).await,
             Command::Token(args) => token(&args),
             Command::Import(args) => import::run(args).await,
+            Command::Mirror(args) => {
+                let _telemetry = telemetry::init(&args.telemetry, "crm-mirror")?;
+                mirror::run(args).await
+            }
             Command::Bench(args) => bench::run(args).await,
         }
     })

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod consumer;
 pub mod db;
 pub mod error;
 pub mod feed;

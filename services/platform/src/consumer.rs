@@ -1,0 +1,211 @@
+//! A consumer of a change feed (crm.events.v1.EventFeed) that applies each event exactly
+//! once: the effect and the new checkpoint are committed in one transaction of the consumer's
+//! own database, so a crash anywhere resumes from the last committed event, and an event
+//! delivered again (after a reconnect) is recognised by its sequence and skipped.
+//!
+//! Per-source order is kept: one subscription, applied in sequence order. Lost connections
+//! are retried with exponential backoff from the checkpoint. `crm_feed_lag_events` (gauge) is
+//! how far the applied state is behind the source's head.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use crm_proto::crm::events::v1 as pb;
+use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// Applies one event inside the consumer's transaction.
+#[async_trait]
+pub trait Apply: Send + Sync {
+    async fn apply(&self, tx: &mut Transaction<'static, Postgres>, event: &pb::Event) -> anyhow::Result<()>;
+}
+
+/// Where and how a consumer subscribes.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer's name: its checkpoint is kept under it, so one name follows one feed.
+    pub name: String,
+    /// The producing service's gRPC endpoint, e.g. `http://contact:50051`.
+    pub endpoint: String,
+    /// A bearer token (a `service` role token reads every tenant).
+    pub token: String,
+    /// Only these event types (all when empty).
+    pub types: Vec<String>,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Creates the checkpoint table if it is missing.
+pub async fn migrate_checkpoints(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS feed_checkpoints (consumer text PRIMARY KEY, seq bigint NOT NULL, \
+         update_time timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The last sequence `consumer` applied (0 before the first).
+pub async fn checkpoint(pool: &PgPool, consumer: &str) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or_default()))
+}
+
+/// Runs the consumer until `shutdown` is cancelled; connection failures are retried, an error
+/// of the handler or the database ends it (the event stays unapplied, and is applied first
+/// when the consumer runs again).
+pub async fn run(
+    config: ConsumerConfig,
+    pool: PgPool,
+    handler: &dyn Apply,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    migrate_checkpoints(&pool).await?;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            outcome = follow(&config, &pool, handler) => outcome,
+        };
+        match outcome {
+            Ok(Progress::Applied) => backoff = MIN_BACKOFF,
+            Ok(Progress::None) => {}
+            Err(Failure::Feed(status)) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "feed lost; reconnecting");
+            }
+            Err(Failure::Connect(err)) => tracing::warn!(error = %err, "feed unreachable; retrying"),
+            Err(Failure::Moved) => {
+                tracing::warn!(consumer = %config.name, "checkpoint moved by another instance; resuming from it")
+            }
+            Err(Failure::Apply(err)) => return Err(err),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum Progress {
+    Applied,
+    None,
+}
+
+enum Failure {
+    Connect(tonic::transport::Error),
+    Feed(tonic::Status),
+    Apply(anyhow::Error),
+    /// The checkpoint moved under this consumer (another instance with its name).
+    Moved,
+}
+
+/// One subscription, from the checkpoint until the stream breaks.
+async fn follow(config: &ConsumerConfig, pool: &PgPool, handler: &dyn Apply) -> Result<Progress, Failure> {
+    let mut applied = checkpoint(pool, &config.name)
+        .await
+        .map_err(|e| Failure::Apply(e.into()))?;
+    let channel: Channel = Endpoint::from_shared(config.endpoint.clone())
+        .map_err(Failure::Connect)?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(Failure::Connect)?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", config.token)
+        .parse()
+        .map_err(|_| Failure::Apply(anyhow::anyhow!("the token is not a valid header value")))?;
+    let mut client = EventFeedClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", bearer.clone());
+        Ok(request)
+    });
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            after_sequence: applied,
+            types: config.types.clone(),
+        })
+        .await
+        .map_err(Failure::Feed)?
+        .into_inner();
+    let mut progress = Progress::None;
+    loop {
+        let Some(message) = stream.message().await.map_err(Failure::Feed)? else {
+            return Ok(progress);
+        };
+        match message.kind {
+            Some(pb::subscribe_response::Kind::Event(event)) => {
+                if event.sequence <= applied {
+                    continue;
+                }
+                if !apply_one(config, pool, handler, &event, applied)
+                    .await
+                    .map_err(Failure::Apply)?
+                {
+                    return Err(Failure::Moved);
+                }
+                applied = event.sequence;
+                progress = Progress::Applied;
+                metrics::counter!("crm_feed_events_applied_total", "consumer" => config.name.clone()).increment(1);
+            }
+            Some(pb::subscribe_response::Kind::Heartbeat(beat)) => {
+                #[allow(clippy::cast_precision_loss)]
+                let lag = beat.head_sequence.saturating_sub(applied) as f64;
+                metrics::gauge!("crm_feed_lag_events", "consumer" => config.name.clone()).set(lag);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Applies `event` and moves the checkpoint from `previous` to its sequence, in one
+/// transaction, inside a span that continues the trace of the request that caused it. False
+/// when the checkpoint was no longer `previous` (nothing is applied then).
+async fn apply_one(
+    config: &ConsumerConfig,
+    pool: &PgPool,
+    handler: &dyn Apply,
+    event: &pb::Event,
+    previous: u64,
+) -> anyhow::Result<bool> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("apply event", consumer = %config.name, seq = event.sequence, kind = %event.r#type);
+    if !event.traceparent.is_empty()
+        && let Ok(value) = event.traceparent.parse()
+    {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", value);
+        crate::telemetry::continue_trace(&span, &headers);
+    }
+    async {
+        let mut tx = pool.begin().await?;
+        handler.apply(&mut tx, event).await?;
+        // The checkpoint only moves forward from where this consumer read it: a second
+        // instance under the same name cannot apply the same event twice.
+        let moved = sqlx::query(
+            "INSERT INTO feed_checkpoints (consumer, seq) VALUES ($1, $2) \
+             ON CONFLICT (consumer) DO UPDATE SET seq = EXCLUDED.seq, update_time = now() \
+             WHERE feed_checkpoints.seq = $3",
+        )
+        .bind(&config.name)
+        .bind(i64::try_from(event.sequence)?)
+        .bind(i64::try_from(previous)?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            // Another instance under the same name applied it: undo, and read the checkpoint again.
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+    .instrument(span)
+    .await
+}
