@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use crm_platform::auth::{AuthLayer, Verifier};
 use crm_platform::{ApiError, ErrorCode};
 use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
+use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
 use http::{HeaderName, HeaderValue, Method};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
@@ -29,7 +30,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
-use crate::routes::{companies, contacts, interactions, ops};
+use crate::routes::{companies, contacts, events, interactions, ops};
 
 /// The service readiness checks ask about.
 pub const CONTACT_SERVICE: &str = "crm.contact.v1.ContactService";
@@ -82,6 +83,7 @@ impl GatewayArgs {
 #[derive(Clone)]
 pub struct Gateway {
     contacts: ContactServiceClient<Channel>,
+    contact_events: EventFeedClient<Channel>,
     health: HealthClient<Channel>,
     /// Deadline of each upstream call.
     pub deadline: Duration,
@@ -97,6 +99,7 @@ impl Gateway {
             .connect_lazy();
         Ok(Self {
             contacts: ContactServiceClient::new(channel.clone()),
+            contact_events: EventFeedClient::new(channel.clone()),
             health: HealthClient::new(channel),
             deadline: args.request_timeout,
         })
@@ -104,6 +107,11 @@ impl Gateway {
 
     pub fn contacts(&self) -> ContactServiceClient<Channel> {
         self.contacts.clone()
+    }
+
+    /// The contact service's change feed.
+    pub fn contact_events(&self) -> EventFeedClient<Channel> {
+        self.contact_events.clone()
     }
 
     pub fn health(&self) -> HealthClient<Channel> {
@@ -149,6 +157,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             http::header::CONTENT_TYPE,
             http::header::IF_MATCH,
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
             HeaderName::from_static("x-request-id"),
         ])
         .expose_headers([
@@ -195,6 +204,7 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
                 .post(companies::custom_method),
         )
         .route("/v1/companies/{id}/interactions", get(interactions::list_for_company))
+        .route("/v1/events:stream", get(events::stream))
         .route_layer(AuthLayer::new(verifier, &[], problem::auth_rejection));
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()

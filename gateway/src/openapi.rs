@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::dto;
 use crate::problem::{ProblemBody, Violation};
-use crate::routes::{companies, contacts, interactions, ops};
+use crate::routes::{companies, contacts, events, interactions, ops};
 
 struct BearerAuth;
 
@@ -37,6 +37,7 @@ impl Modify for BearerAuth {
         companies::find_duplicates, companies::merge_companies,
         companies::list, companies::create, companies::get, companies::update, companies::delete,
         interactions::list_for_contact, interactions::list_for_company, interactions::create, interactions::get, interactions::delete,
+        events::stream,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(
@@ -45,6 +46,6 @@ impl Modify for BearerAuth {
         dto::HistoryPage, dto::HistoryEntry, dto::FieldChange, dto::ReassignOwnerRequest, dto::ReassignOwnerResponse,
         dto::OwnerShare, dto::DuplicateGroup, dto::DuplicateGroupPage, dto::MergeRequest, dto::RowResult, dto::ImportSummary, dto::CompanyDuplicateGroup, dto::CompanyDuplicateGroupPage, ProblemBody, Violation,
     )),
-    tags((name = "contacts"), (name = "companies"), (name = "interactions"), (name = "operations")),
+    tags((name = "contacts"), (name = "companies"), (name = "interactions"), (name = "events"), (name = "operations")),
 )]
 pub struct ApiDoc;

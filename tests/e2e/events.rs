@@ -512,3 +512,116 @@ async fn mirror_applies_every_event_once_across_kills() {
     producer.drop_database().await;
     consumer.drop_database().await;
 }
+
+/// Reads Server-Sent Events from a streaming HTTP response until `count` named `event` lines
+/// (other than heartbeats) have arrived; returns (id, event, data) of each.
+async fn sse_events(response: &mut reqwest::Response, count: usize) -> Vec<(String, String, serde_json::Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+            .await
+            .expect("SSE in time")
+            .expect("chunk")
+            .expect("stream open");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !event.is_empty() && event != "heartbeat" {
+                events.push((id, event, serde_json::from_str(&data).expect("JSON data")));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn server_sent_events_through_the_gateway() {
+    let suite = Suite::start_with(&[("CRM_FEED_HEARTBEAT", "300ms")]);
+    let mut acme = grpc_client(&suite.grpc, Some(token("acme", "alice", Role::Admin))).await;
+    let mut globex = grpc_client(&suite.grpc, Some(token("globex", "gina", Role::Admin))).await;
+    let http = reqwest::Client::new();
+    let open = |tenant: &str, last: Option<&str>, query: &str| {
+        let mut request = http
+            .get(format!("{}/v1/events:stream{query}", suite.rest))
+            .bearer_auth(token(tenant, "reader", Role::Viewer));
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        request.send()
+    };
+    let mut stream = open("acme", None, "").await.expect("open");
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/event-stream"),
+        "an event stream"
+    );
+    let ann = create(&mut acme, contact("Ann", "ann@sse.example")).await;
+    create(&mut globex, contact("Gina", "gina@sse.example")).await;
+    let bob = create(&mut acme, contact("Bob", "bob@sse.example")).await;
+
+    let seen = sse_events(&mut stream, 2).await;
+    assert_eq!(
+        seen.iter()
+            .map(|(id, kind, _)| (id.as_str(), kind.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("1", "crm.contact.v1.ContactCreated"),
+            ("3", "crm.contact.v1.ContactCreated")
+        ],
+        "the tenant's events only, with their sequence as id"
+    );
+    let data = &seen[0].2;
+    assert_eq!(data["subject"], ann.name.as_str());
+    assert_eq!(data["tenant"], "acme");
+    assert_eq!(
+        data["payload"]["@type"],
+        "type.googleapis.com/crm.contact.v1.ContactCreated"
+    );
+    assert_eq!(data["payload"]["contact"], ann.name.as_str());
+    assert!(
+        data["payload"]["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .any(|f| f["field"] == "given_name" && f["newValue"] == "Ann"),
+        "{data}"
+    );
+    drop(stream);
+
+    // A browser reconnects with Last-Event-ID: the stream resumes after it.
+    let mut resumed = open("acme", Some("1"), "").await.expect("resume");
+    let next = sse_events(&mut resumed, 1).await;
+    assert_eq!(
+        (next[0].0.as_str(), next[0].2["subject"].clone()),
+        ("3", bob.name.as_str().into())
+    );
+    let mut filtered = open("globex", None, "?types=crm.contact.v1.ContactCreated")
+        .await
+        .expect("filtered");
+    assert_eq!(sse_events(&mut filtered, 1).await[0].0, "2");
+
+    let bad = open("acme", Some("soon"), "").await.expect("bad");
+    assert_eq!(bad.status(), 400);
+    let unknown = open("acme", None, "?types=crm.contact.v1.Nope").await.expect("unknown");
+    assert_eq!(unknown.status(), 400);
+    let anonymous = http
+        .get(format!("{}/v1/events:stream", suite.rest))
+        .send()
+        .await
+        .expect("anonymous");
+    assert_eq!(anonymous.status(), 401);
+}

@@ -2,6 +2,7 @@
 
 pub mod companies;
 pub mod contacts;
+pub mod events;
 pub mod interactions;
 pub mod ops;
 

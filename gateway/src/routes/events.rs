@@ -1,0 +1,131 @@
+//! `GET /v1/events:stream`: the change feed as Server-Sent Events, for integrators.
+
+use std::convert::Infallible;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, Sse};
+use crm_proto::crm::events::v1 as pb;
+use crm_proto::prost::Message;
+use futures::{Stream, StreamExt};
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::Gateway;
+use crate::extract::QueryParams;
+use crate::problem::{Problem, ProblemBody};
+use crate::upstream::Call;
+
+/// How long one stream may stay open; the client reconnects with Last-Event-ID.
+const STREAM_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+/// Every message of the suite, to render event envelopes and payloads as proto3 JSON.
+static DESCRIPTORS: LazyLock<Option<DescriptorPool>> =
+    LazyLock::new(|| DescriptorPool::decode(crm_proto::FILE_DESCRIPTOR_SET).ok());
+
+/// Where a stream starts and what it carries.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    /// Deliver events after this sequence (default 0: the oldest retained). A `Last-Event-ID`
+    /// header, as browsers send when they reconnect, takes precedence.
+    pub after: Option<u64>,
+    /// Only these event types, comma-separated, e.g. `crm.contact.v1.ContactCreated`.
+    pub types: Option<String>,
+}
+
+/// The caller's tenant's events as Server-Sent Events: `id` is the sequence, `event` the type,
+/// `data` the envelope in proto3 JSON with its payload inline. Catches up from `after` (or
+/// `Last-Event-ID`), then follows live; an idle feed sends a `heartbeat` event carrying the
+/// head sequence. A sequence past retention is refused with 400 (OUT_OF_RANGE) naming the
+/// oldest available.
+#[utoipa::path(get, path = "/v1/events:stream", tag = "events", params(StreamParams),
+    responses((status = 200, description = "text/event-stream"), (status = 400, body = ProblemBody),
+        (status = 401, body = ProblemBody)))]
+pub async fn stream(
+    State(gw): State<Gateway>,
+    call: Call,
+    headers: HeaderMap,
+    QueryParams(q): QueryParams<StreamParams>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let after = match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                Problem(crm_platform::ApiError::invalid_field(
+                    "Last-Event-ID",
+                    "must be a sequence number",
+                ))
+            })?,
+        None => q.after.unwrap_or(0),
+    };
+    let types = q
+        .types
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let feed = gw
+        .contact_events()
+        .subscribe(call.request(
+            pb::SubscribeRequest {
+                after_sequence: after,
+                types,
+            },
+            STREAM_DEADLINE,
+        ))
+        .await?
+        .into_inner();
+    let events = feed
+        .map(|message| match message {
+            Ok(pb::SubscribeResponse {
+                kind: Some(pb::subscribe_response::Kind::Event(event)),
+            }) => Some(
+                SseEvent::default()
+                    .id(event.sequence.to_string())
+                    .event(event.r#type.clone())
+                    .data(envelope_json(&event)),
+            ),
+            Ok(pb::SubscribeResponse {
+                kind: Some(pb::subscribe_response::Kind::Heartbeat(beat)),
+            }) => Some(
+                SseEvent::default()
+                    .event("heartbeat")
+                    .data(format!("{{\"headSequence\":\"{}\"}}", beat.head_sequence)),
+            ),
+            Ok(_) => None,
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), "event stream ended by the feed");
+                Some(SseEvent::default().event("error").data(status.message()))
+            }
+        })
+        .filter_map(|event| async move { event.map(Ok) });
+    Ok(Sse::new(events))
+}
+
+/// The envelope in proto3 JSON (its payload resolved through the suite's descriptors).
+fn envelope_json(event: &pb::Event) -> String {
+    let rendered = DESCRIPTORS.as_ref().and_then(|pool| {
+        let descriptor = pool.get_message_by_name("crm.events.v1.Event")?;
+        let message = DynamicMessage::decode(descriptor, event.encode_to_vec().as_slice()).ok()?;
+        serde_json::to_string(&message).ok()
+    });
+    rendered.unwrap_or_else(|| {
+        // Not expected: the descriptors are compiled in. Say what is known rather than fail.
+        serde_json::json!({
+            "id": event.id,
+            "type": event.r#type,
+            "subject": event.subject,
+            "sequence": event.sequence.to_string(),
+        })
+        .to_string()
+    })
+}
