@@ -8,7 +8,8 @@
 //!   at half load (the gateway's added p99);
 //! - an import of generated contacts against `psql \copy` of the same CSV into a table with the
 //!   same kind of indexes, and the service's peak memory while importing;
-//! - SearchContacts latency over a large tenant.
+//! - SearchContacts latency over a large tenant;
+//! - the change feed: catch-up throughput to one consumer, and commit-to-applied latency.
 //!
 //! It prints a Markdown report (machine, command, figures) for BENCHMARKS.md.
 
@@ -17,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+mod feed;
 
 use anyhow::Context;
 use crm_platform::{Principal, Role, TenantId, UserId};
@@ -48,8 +51,17 @@ pub(crate) struct BenchArgs {
     /// Contacts the search test runs over.
     #[arg(long, default_value_t = 1_000_000)]
     search_rows: usize,
-    /// Scenarios to run: create, get, import, search.
-    #[arg(long, value_delimiter = ',', default_value = "create,get,import,search")]
+    /// Events the feed's catch-up test reads.
+    #[arg(long, default_value_t = 200_000)]
+    feed_events: u64,
+    /// Events per second of the feed's latency test.
+    #[arg(long, default_value_t = 1_000)]
+    feed_rate: u64,
+    /// Seconds the feed's latency test runs.
+    #[arg(long, default_value_t = 60)]
+    feed_seconds: u64,
+    /// Scenarios to run: create, get, import, search, feed.
+    #[arg(long, value_delimiter = ',', default_value = "create,get,import,search,feed")]
     scenarios: Vec<String>,
     /// Keep the benchmark database afterwards.
     #[arg(long)]
@@ -234,6 +246,20 @@ fn token() -> anyhow::Result<String> {
     )?)
 }
 
+/// A token of the `service` role, which reads every tenant's events.
+fn service_token() -> anyhow::Result<String> {
+    let principal = Principal {
+        tenant: TenantId::parse(TENANT).map_err(anyhow::Error::msg)?,
+        user: UserId::parse("bench-consumer").map_err(anyhow::Error::msg)?,
+        roles: vec![Role::Service],
+    };
+    Ok(crm_platform::auth::mint_token(
+        SECRET.as_bytes(),
+        &principal,
+        Duration::from_secs(24 * 3600),
+    )?)
+}
+
 type Client = ContactServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
 #[derive(Clone)]
@@ -353,6 +379,17 @@ async fn scenarios(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
     }
     if wants("search") {
         search(args, url, &grpc, duration).await?;
+    }
+    if wants("feed") {
+        feed::run(&feed::FeedBench {
+            url,
+            grpc: &grpc,
+            token: &service_token()?,
+            events: args.feed_events,
+            rate: args.feed_rate,
+            seconds: args.feed_seconds,
+        })
+        .await?;
     }
     Ok(())
 }

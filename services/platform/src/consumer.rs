@@ -1,7 +1,8 @@
 //! A consumer of a change feed (crm.events.v1.EventFeed) that applies each event exactly
-//! once: the effect and the new checkpoint are committed in one transaction of the consumer's
-//! own database, so a crash anywhere resumes from the last committed event, and an event
-//! delivered again (after a reconnect) is recognised by its sequence and skipped.
+//! once: the effects and the new checkpoint are committed in one transaction of the consumer's
+//! own database (the events that have arrived together, up to a batch), so a crash anywhere
+//! resumes from the last committed event, and an event delivered again (after a reconnect) is
+//! recognised by its sequence and skipped.
 //!
 //! Per-source order is kept: one subscription, applied in sequence order. Lost connections
 //! are retried with exponential backoff from the checkpoint. `crm_feed_lag_events` (gauge) is
@@ -12,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crm_proto::crm::events::v1 as pb;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
+use futures::FutureExt;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -20,6 +22,9 @@ use tonic::transport::{Channel, Endpoint};
 #[async_trait]
 pub trait Apply: Send + Sync {
     async fn apply(&self, tx: &mut Transaction<'static, Postgres>, event: &pb::Event) -> anyhow::Result<()>;
+
+    /// Called once `event`'s transaction has committed (for measurements; nothing to undo).
+    fn applied(&self, _event: &pb::Event) {}
 }
 
 /// Where and how a consumer subscribes.
@@ -35,6 +40,8 @@ pub struct ConsumerConfig {
     pub types: Vec<String>,
 }
 
+/// Events applied in one transaction at most.
+const MAX_BATCH: usize = 500;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -134,57 +141,83 @@ async fn follow(config: &ConsumerConfig, pool: &PgPool, handler: &dyn Apply) -> 
         .map_err(Failure::Feed)?
         .into_inner();
     let mut progress = Progress::None;
-    loop {
-        let Some(message) = stream.message().await.map_err(Failure::Feed)? else {
-            return Ok(progress);
-        };
-        match message.kind {
-            Some(pb::subscribe_response::Kind::Event(event)) => {
-                if event.sequence <= applied {
-                    continue;
-                }
-                if !apply_one(config, pool, handler, &event, applied)
-                    .await
-                    .map_err(Failure::Apply)?
-                {
-                    return Err(Failure::Moved);
-                }
-                applied = event.sequence;
-                progress = Progress::Applied;
-                metrics::counter!("crm_feed_events_applied_total", "consumer" => config.name.clone()).increment(1);
+    let mut batch: Vec<pb::Event> = Vec::new();
+    let mut ended = false;
+    while !ended {
+        // Wait for one message, then take what else has already arrived: the events go into
+        // one transaction, so a busy feed costs one commit per batch rather than per event.
+        let mut next = Some(stream.message().await);
+        while let Some(message) = next.take() {
+            match message.map_err(Failure::Feed)? {
+                None => ended = true,
+                Some(message) => match message.kind {
+                    Some(pb::subscribe_response::Kind::Event(event))
+                        if event.sequence > batch.last().map_or(applied, |last| last.sequence) =>
+                    {
+                        batch.push(event);
+                    }
+                    Some(pb::subscribe_response::Kind::Heartbeat(beat)) => {
+                        #[allow(clippy::cast_precision_loss)]
+                        let lag = beat.head_sequence.saturating_sub(applied) as f64;
+                        metrics::gauge!("crm_feed_lag_events", "consumer" => config.name.clone()).set(lag);
+                    }
+                    _ => {}
+                },
             }
-            Some(pb::subscribe_response::Kind::Heartbeat(beat)) => {
-                #[allow(clippy::cast_precision_loss)]
-                let lag = beat.head_sequence.saturating_sub(applied) as f64;
-                metrics::gauge!("crm_feed_lag_events", "consumer" => config.name.clone()).set(lag);
+            if !ended && batch.len() < MAX_BATCH {
+                next = stream.message().now_or_never();
             }
-            None => {}
         }
+        if batch.is_empty() {
+            continue;
+        }
+        if !apply_batch(config, pool, handler, &batch, applied)
+            .await
+            .map_err(Failure::Apply)?
+        {
+            return Err(Failure::Moved);
+        }
+        for event in &batch {
+            handler.applied(event);
+        }
+        applied = batch.last().map_or(applied, |e| e.sequence);
+        progress = Progress::Applied;
+        metrics::counter!("crm_feed_events_applied_total", "consumer" => config.name.clone())
+            .increment(batch.len() as u64);
+        batch.clear();
     }
+    Ok(progress)
 }
 
-/// Applies `event` and moves the checkpoint from `previous` to its sequence, in one
-/// transaction, inside a span that continues the trace of the request that caused it. False
-/// when the checkpoint was no longer `previous` (nothing is applied then).
-async fn apply_one(
+/// Applies `events` (in sequence order) and moves the checkpoint from `previous` to the last
+/// one's sequence, in one transaction; each event is applied in a span that continues the
+/// trace of the request that caused it. False when the checkpoint was no longer `previous`
+/// (nothing is applied then).
+async fn apply_batch(
     config: &ConsumerConfig,
     pool: &PgPool,
     handler: &dyn Apply,
-    event: &pb::Event,
+    events: &[pb::Event],
     previous: u64,
 ) -> anyhow::Result<bool> {
     use tracing::Instrument;
-    let span = tracing::info_span!("apply event", consumer = %config.name, seq = event.sequence, kind = %event.r#type);
-    if !event.traceparent.is_empty()
-        && let Ok(value) = event.traceparent.parse()
-    {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("traceparent", value);
-        crate::telemetry::continue_trace(&span, &headers);
-    }
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Ok(true);
+    };
+    let span =
+        tracing::info_span!("apply events", consumer = %config.name, first = first.sequence, last = last.sequence);
     async {
         let mut tx = pool.begin().await?;
-        handler.apply(&mut tx, event).await?;
+        for event in events {
+            // Each event's work continues the trace of the request that caused it.
+            let event_span = tracing::info_span!("apply event", seq = event.sequence, kind = %event.r#type);
+            if let Ok(value) = event.traceparent.parse() {
+                let mut headers = http::HeaderMap::new();
+                headers.insert("traceparent", value);
+                crate::telemetry::continue_trace(&event_span, &headers);
+            }
+            handler.apply(&mut tx, event).instrument(event_span).await?;
+        }
         // The checkpoint only moves forward from where this consumer read it: a second
         // instance under the same name cannot apply the same event twice.
         let moved = sqlx::query(
@@ -193,7 +226,7 @@ async fn apply_one(
              WHERE feed_checkpoints.seq = $3",
         )
         .bind(&config.name)
-        .bind(i64::try_from(event.sequence)?)
+        .bind(i64::try_from(last.sequence)?)
         .bind(i64::try_from(previous)?)
         .execute(&mut *tx)
         .await?

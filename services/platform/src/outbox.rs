@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use sqlx::postgres::{PgListener, PgPool};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Postgres, Row, Transaction};
@@ -223,30 +224,39 @@ impl PgOutbox {
     async fn run(&self, mut listener: PgListener) {
         let mut tick = tokio::time::interval(SAFETY_TICK);
         loop {
-            let sequence = tokio::select! {
-                notification = listener.try_recv() => match notification {
-                    Ok(Some(n)) if n.channel() == SEQUENCED_CHANNEL => {
-                        self.wake();
-                        false
-                    }
-                    Ok(Some(_)) => true,
-                    // The connection was lost and is re-established on the next call: events
-                    // may have been missed meanwhile.
-                    Ok(None) => true,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "outbox listener failed");
-                        tokio::time::sleep(SAFETY_TICK).await;
-                        true
-                    }
-                },
+            let mut sequence = tokio::select! {
+                notification = listener.try_recv() => self.noted(notification).await,
                 _ = tick.tick() => true,
             };
+            // Take every notification already here: one sequencing run numbers all their events.
+            while let Some(notification) = listener.try_recv().now_or_never() {
+                sequence |= self.noted(notification).await;
+            }
             if sequence {
                 match self.sequence().await {
                     Ok(0) => {}
                     Ok(_) => self.wake(),
                     Err(err) => tracing::warn!(error = %err, "outbox sequencing failed"),
                 }
+            }
+        }
+    }
+
+    /// Handles one notification; true when there may be events to number.
+    async fn noted(&self, notification: Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>) -> bool {
+        match notification {
+            Ok(Some(n)) if n.channel() == SEQUENCED_CHANNEL => {
+                self.wake();
+                false
+            }
+            Ok(Some(_)) => true,
+            // The connection was lost and is re-established on the next call: events may have
+            // been missed meanwhile.
+            Ok(None) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, "outbox listener failed");
+                tokio::time::sleep(SAFETY_TICK).await;
+                true
             }
         }
     }
