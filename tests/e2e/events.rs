@@ -343,6 +343,10 @@ async fn postgres_feed_is_gap_free_across_concurrent_writers_and_a_kill() {
         first.iter().map(|e| e.sequence).collect::<Vec<_>>(),
         (1..=100).collect::<Vec<_>>()
     );
+    assert!(
+        first.iter().all(|e| e.traceparent.starts_with("00-")),
+        "each event carries the trace of the call that caused it"
+    );
 
     // kill -9 right after acknowledged writes, then restart: the committed events are numbered
     // by the new process's sequencer, none lost, none twice.
@@ -624,4 +628,25 @@ async fn server_sent_events_through_the_gateway() {
         .await
         .expect("anonymous");
     assert_eq!(anonymous.status(), 401);
+}
+
+/// The trace of the REST request that caused a change travels in its event's envelope.
+#[tokio::test]
+async fn an_event_carries_the_trace_of_its_request() {
+    let suite = Suite::start();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/contacts", suite.rest))
+        .bearer_auth(token("acme", "alice", Role::Admin))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"givenName": "Traced", "familyName": "Request"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status(), 201);
+    let mut feed = feed_client(&suite.grpc, token("acme", "alice", Role::Viewer)).await;
+    let event = take(&mut subscribe(&mut feed, 0, &[]).await, 1).await.remove(0);
+    let parts: Vec<&str> = event.traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "a W3C traceparent: {}", event.traceparent);
+    assert_eq!(parts[1], trace_id, "the request's trace continues into the event");
 }

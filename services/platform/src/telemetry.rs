@@ -7,6 +7,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -64,12 +65,20 @@ pub fn init(args: &TelemetryArgs, service_name: &'static str) -> anyhow::Result<
     }
     let provider = builder.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
+    // The log level filters logs only: request spans exist (and carry trace context into
+    // calls and events) whatever CRM_LOG says.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service_name))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let filter = EnvFilter::try_new(&args.log)?;
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let registry = tracing_subscriber::registry().with(otel);
     match args.log_format {
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
-        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json()).try_init()?,
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            .try_init()?,
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_filter(filter))
+            .try_init()?,
     }
     Ok(TelemetryGuard { provider })
 }
