@@ -512,9 +512,37 @@ async fn mirror_applies_every_event_once_across_kills() {
             .expect("checkpoint");
     assert_eq!(checkpoint, CONTACTS as u64);
     drop(mirror);
+
+    // Replay from sequence 0 into a fresh database rebuilds the same state.
+    let Some(rebuilt) = TestDatabase::create("mirror_rebuilt").await else {
+        return;
+    };
+    let replay = Process::start(
+        &["mirror", "--endpoint", &endpoint, "--name", "rebuild"],
+        &[("CRM_TOKEN", &service_token), ("CRM_MIRROR_DATABASE_URL", &rebuilt.url)],
+        dir.path(),
+        "crm mirror is up",
+    );
+    let mut copy = sqlx::PgConnection::connect(&rebuilt.url).await.expect("rebuilt db");
+    let state = "SELECT coalesce(string_agg(seq || ' ' || id || ' ' || type || ' ' || subject || ' ' || md5(payload), ',' ORDER BY seq), '') FROM mirrored_events";
+    let original: String = sqlx::query_scalar(state).fetch_one(&mut db).await.expect("original");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let replayed: Option<String> = sqlx::query_scalar(state).fetch_one(&mut copy).await.ok();
+        if replayed.as_deref() == Some(original.as_str()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay did not rebuild the same state"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(replay);
     drop(contact_process);
     producer.drop_database().await;
     consumer.drop_database().await;
+    rebuilt.drop_database().await;
 }
 
 /// Reads Server-Sent Events from a streaming HTTP response until `count` named `event` lines
