@@ -202,6 +202,7 @@ async fn drain<F: std::future::Future<Output = anyhow::Result<()>>>(
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.gateway.validate()?;
+    args.events.validate()?;
     let fallback = dev_secret::load_or_create(&args.data_dir)?;
     let verifier_config = args.auth.verifier_config(Some(fallback))?;
     let _telemetry = telemetry::init(&args.telemetry, "crm")?;
@@ -251,6 +252,7 @@ fn http_display(addr: SocketAddr) -> String {
 
 async fn contact(args: ContactArgs) -> anyhow::Result<()> {
     args.postgres.validate()?;
+    args.events.validate()?;
     let verifier_config = args.auth.verifier_config(None)?;
     let _telemetry = telemetry::init(&args.telemetry, "crm-contact")?;
     crm_platform::metrics::install();

@@ -162,6 +162,18 @@ pub struct EventArgs {
     pub feed_heartbeat: Duration,
 }
 
+impl EventArgs {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.event_retention < Duration::from_secs(1) {
+            return Err(ConfigError("CRM_EVENT_RETENTION must be at least 1s".into()));
+        }
+        if self.feed_heartbeat < Duration::from_millis(100) {
+            return Err(ConfigError("CRM_FEED_HEARTBEAT must be at least 100ms".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Parses durations such as `500ms`, `30s`, `5m`, `12h`, `30d`.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
@@ -226,6 +238,20 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        let events = |retention, heartbeat| EventArgs {
+            event_retention: retention,
+            feed_heartbeat: heartbeat,
+        };
+        assert!(
+            events(Duration::from_secs(86_400), Duration::from_secs(5))
+                .validate()
+                .is_ok()
+        );
+        assert!(events(Duration::ZERO, Duration::from_secs(5)).validate().is_err());
+        assert!(
+            events(Duration::from_secs(60), Duration::ZERO).validate().is_err(),
+            "a zero heartbeat would spin"
+        );
         assert!(parse_duration("soon").is_err());
     }
 }

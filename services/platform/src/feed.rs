@@ -88,7 +88,7 @@ fn feed_error(err: FeedError) -> Status {
             format!(
                 "events after {after} are past retention; the oldest available sequence is {oldest} \
                  (subscribe with after_sequence {} or later, or 0 for the oldest)",
-                oldest - 1
+                oldest.saturating_sub(1)
             ),
         )
         .into(),

@@ -123,7 +123,7 @@ pub async fn follow(
     heartbeat: Duration,
 ) -> Result<mpsc::Receiver<Result<FeedItem, FeedError>>, FeedError> {
     let bounds = outbox.bounds().await?;
-    if after > 0 && after + 1 < bounds.oldest {
+    if after > 0 && after.saturating_add(1) < bounds.oldest {
         return Err(FeedError::OutOfRange {
             after,
             oldest: bounds.oldest,
@@ -352,6 +352,9 @@ impl Outbox for PgOutbox {
             ),
             Scope::AllTenants => (begin_all_tenants(&self.pool).await?, None),
         };
+        // The row-level policy makes the planner expect a handful of rows and sort them; the
+        // index already holds them in sequence order, and reading it stops at the limit.
+        sqlx::query("SET LOCAL enable_sort = off").execute(&mut *tx).await?;
         let rows = sqlx::query(
             "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload FROM outbox_events \
              WHERE seq > $1 AND ($2::text IS NULL OR tenant_id = $2) AND (cardinality($3::text[]) = 0 OR type = ANY($3)) \

@@ -20,7 +20,8 @@ CREATE TABLE outbox_events (
 );
 CREATE UNIQUE INDEX outbox_events_seq ON outbox_events (seq);
 CREATE INDEX outbox_events_unsequenced ON outbox_events (id) WHERE seq IS NULL;
-CREATE INDEX outbox_events_subject ON outbox_events (tenant_id, subject);
+-- A tenant's feed reads its events in sequence order.
+CREATE INDEX outbox_events_tenant_seq ON outbox_events (tenant_id, seq);
 
 CREATE TABLE outbox_head (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),

@@ -13,7 +13,8 @@ CREATE TABLE outbox_events (
     payload     TEXT    NOT NULL,
     PRIMARY KEY (tenant_id, id)
 );
-CREATE INDEX outbox_events_subject ON outbox_events (tenant_id, subject);
+-- A tenant's feed reads its events in sequence order.
+CREATE INDEX outbox_events_tenant_seq ON outbox_events (tenant_id, seq);
 
 CREATE TABLE outbox_head (
     only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
