@@ -678,3 +678,157 @@ async fn an_event_carries_the_trace_of_its_request() {
     assert_eq!(parts.len(), 4, "a W3C traceparent: {}", event.traceparent);
     assert_eq!(parts[1], trace_id, "the request's trace continues into the event");
 }
+
+/// Runs one of every kind of change through `grpc` as tenant `tenant` and checks that the
+/// feed (read from `after`) shows each one's event type, in order.
+async fn every_kind_of_change_has_its_event(grpc: &str, tenant: &str, after: u64) {
+    let mut client = grpc_client(grpc, Some(token(tenant, "alice", Role::Admin))).await;
+    let ann = create(&mut client, contact("Ann", &format!("ann@{tenant}.example"))).await;
+    let consent = pb::Consent {
+        email: Some(pb::ChannelConsent {
+            status: pb::ConsentStatus::OptedOut as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    client
+        .update_contact(pb::UpdateContactRequest {
+            contact: Some(pb::Contact {
+                name: ann.name.clone(),
+                consent: Some(consent),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["consent".into()],
+            }),
+        })
+        .await
+        .expect("withdraw consent");
+    let twin = create(&mut client, contact("Anne", &format!("anne@{tenant}.example"))).await;
+    client
+        .merge_contacts(pb::MergeContactsRequest {
+            survivor: ann.name.clone(),
+            merged: vec![twin.name.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("merge");
+    client
+        .reassign_owner(pb::ReassignOwnerRequest {
+            from_user: "alice".into(),
+            to_users: vec!["bob".into()],
+            dry_run: false,
+        })
+        .await
+        .expect("reassign");
+    let company = |name: &str, domain: &str| pb::CreateCompanyRequest {
+        company: Some(pb::Company {
+            display_name: name.into(),
+            domain: domain.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let acme = client
+        .create_company(company("Acme", &format!("acme-{tenant}.example")))
+        .await
+        .expect("company")
+        .into_inner()
+        .company
+        .expect("company");
+    client
+        .update_company(pb::UpdateCompanyRequest {
+            company: Some(pb::Company {
+                name: acme.name.clone(),
+                industry: "rockets".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["industry".into()],
+            }),
+        })
+        .await
+        .expect("update company");
+    let dupe = client
+        .create_company(company("Acme Inc", &format!("acme-inc-{tenant}.example")))
+        .await
+        .expect("company")
+        .into_inner()
+        .company
+        .expect("company");
+    client
+        .merge_companies(pb::MergeCompaniesRequest {
+            survivor: acme.name.clone(),
+            merged: vec![dupe.name.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("merge companies");
+    client
+        .delete_company(pb::DeleteCompanyRequest {
+            name: acme.name.clone(),
+            etag: String::new(),
+        })
+        .await
+        .expect("delete company");
+
+    let mut feed = feed_client(grpc, token(tenant, "alice", Role::Viewer)).await;
+    let seen = take(&mut subscribe(&mut feed, after, &[]).await, 10).await;
+    assert_eq!(
+        kinds(&seen),
+        [
+            "ContactCreated",
+            "ConsentChanged",
+            "ContactCreated",
+            "ContactsMerged",
+            "OwnerChanged",
+            "CompanyCreated",
+            "CompanyUpdated",
+            "CompanyCreated",
+            "CompaniesMerged",
+            "CompanyDeleted",
+        ]
+    );
+    let merged =
+        pb::ContactsMerged::decode(seen[3].payload.as_ref().expect("payload").value.as_slice()).expect("decode");
+    assert_eq!(
+        (merged.survivor, merged.merged),
+        (ann.name.clone(), vec![twin.name.clone()])
+    );
+    let moved = pb::OwnerChanged::decode(seen[4].payload.as_ref().expect("payload").value.as_slice()).expect("decode");
+    assert_eq!(
+        (moved.resource, moved.old_owner, moved.new_owner),
+        (ann.name, "alice".to_owned(), "bob".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn every_kind_of_change_has_its_event_on_sqlite() {
+    let suite = Suite::start();
+    every_kind_of_change_has_its_event(&suite.grpc, "kinds", 0).await;
+}
+
+#[tokio::test]
+async fn every_kind_of_change_has_its_event_on_postgres() {
+    let Some(db) = TestDatabase::create("every_kind_of_change").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["migrate"])
+        .env("CRM_DATABASE_URL", &db.url)
+        .env("CRM_LOG", "warn")
+        .output()
+        .expect("migrate");
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let process = Process::start(
+        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+        &[("CRM_DATABASE_URL", &db.url)],
+        dir.path(),
+        "crm contact is up",
+    );
+    let grpc = format!("http://{}", process.address_after("gRPC on "));
+    every_kind_of_change_has_its_event(&grpc, "kinds", 0).await;
+    drop(process);
+    db.drop_database().await;
+}

@@ -259,7 +259,8 @@ pub trait ContactStore: Send + Sync + 'static {
         before: Option<uuid::Uuid>,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError>;
-    /// How many records of a kind a user owns.
+    /// How many records of a kind a user owns (merged-away lineage records are not counted:
+    /// they resolve to their survivor, whose owner is the one that matters).
     async fn count_owned(&self, tenant: &TenantId, what: Owned, owner: &UserId) -> Result<u64, StoreError>;
     /// Moves up to `limit` records of `from` in one transaction, the i-th to
     /// `to[(offset + i) % to.len()]`, each with an audit entry; returns how many each target got.

@@ -732,7 +732,7 @@ impl ContactStore for PgContactStore {
     async fn count_owned(&self, tenant: &TenantId, what: Owned, owner: &UserId) -> Result<u64, StoreError> {
         let mut tx = self.tx(tenant).await?;
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {} WHERE tenant_id = $1 AND owner = $2",
+            "SELECT count(*) FROM {} WHERE tenant_id = $1 AND owner = $2 AND merged_into IS NULL",
             what.table()
         )))
         .bind(tenant.as_str())
@@ -755,7 +755,7 @@ impl ContactStore for PgContactStore {
         let table = what.table();
         let mut tx = self.tx(tenant).await?;
         let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT id FROM {table} WHERE tenant_id = $1 AND owner = $2 ORDER BY id LIMIT $3 FOR UPDATE"
+            "SELECT id FROM {table} WHERE tenant_id = $1 AND owner = $2 AND merged_into IS NULL ORDER BY id LIMIT $3 FOR UPDATE"
         )))
         .bind(tenant.as_str())
         .bind(from.as_str())

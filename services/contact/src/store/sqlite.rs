@@ -704,7 +704,7 @@ impl ContactStore for SqliteContactStore {
 
     async fn count_owned(&self, tenant: &TenantId, what: Owned, owner: &UserId) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {} WHERE tenant_id = ?1 AND owner = ?2",
+            "SELECT count(*) FROM {} WHERE tenant_id = ?1 AND owner = ?2 AND merged_into IS NULL",
             what.table()
         )))
         .bind(tenant.as_str())
@@ -726,7 +726,7 @@ impl ContactStore for SqliteContactStore {
         let table = what.table();
         let mut tx = self.write_tx().await?;
         let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT id FROM {table} WHERE tenant_id = ?1 AND owner = ?2 ORDER BY id LIMIT ?3"
+            "SELECT id FROM {table} WHERE tenant_id = ?1 AND owner = ?2 AND merged_into IS NULL ORDER BY id LIMIT ?3"
         )))
         .bind(tenant.as_str())
         .bind(from.as_str())
