@@ -13,8 +13,8 @@ use crm_platform::{ApiError, Principal, UserId};
 use crate::domain::merge;
 use crate::domain::*;
 use crate::store::{
-    Batch, CompanyMerge, ContactStore, Created, Merge, Owned, RequestKey, StoreError, TimelineOf, company_cursor,
-    contact_cursor, interaction_cursor,
+    Batch, CompanyMerge, ContactStore, Created, MAX_CANDIDATES, Merge, Owned, RequestKey, StoreError, TimelineOf,
+    company_cursor, contact_cursor, interaction_cursor,
 };
 
 /// Attempts of a read-modify-write update without an etag before giving up as ABORTED.
@@ -163,8 +163,6 @@ fn round_robin_shares(count: u64, targets: usize) -> Vec<u64> {
 
 /// Score below which likely duplicates are not reported unless the caller asks.
 const DEFAULT_MIN_SCORE: f64 = 0.5;
-/// Most candidates looked at for one contact or one shared key.
-const MAX_CANDIDATES: usize = 200;
 /// Most contacts merged into a survivor at once.
 const MAX_MERGE: usize = 20;
 /// Links followed from a merged contact to its survivor (merges flatten chains, so one).
@@ -363,7 +361,7 @@ impl ContactApp {
             .create_contact(&who.tenant, &contact, key.as_ref(), &audit, !allow_duplicate)
             .await
             .map_err(|err| err.into_api("contact"))?;
-        let candidates = self.candidates_for(who, &created.value, DEFAULT_MIN_SCORE).await?;
+        let candidates = likely_duplicates(&created.value, &created.similar, DEFAULT_MIN_SCORE);
         Ok((created, candidates))
     }
 
@@ -835,20 +833,7 @@ impl ContactApp {
             .find_by_keys(&who.tenant, &contact.fields.match_keys(), MAX_CANDIDATES)
             .await
             .map_err(|err| err.into_api("contacts"))?;
-        let mut candidates: Vec<Candidate> = found
-            .iter()
-            .filter(|other| other.id != contact.id)
-            .filter_map(|other| {
-                let (score, reasons) = contact.fields.likeness(&other.fields)?;
-                (score >= min_score).then_some(Candidate {
-                    contact: other.id,
-                    score,
-                    reasons,
-                })
-            })
-            .collect();
-        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(candidates)
+        Ok(likely_duplicates(contact, &found, min_score))
     }
 
     /// Groups of likely duplicates across the tenant (or the candidates of one contact), in
@@ -1295,4 +1280,23 @@ impl ContactApp {
             "the companies kept changing; retry",
         ))
     }
+}
+
+/// Those of `found` (other than `contact`) scoring `min_score` or more as its duplicates, best
+/// first.
+fn likely_duplicates(contact: &Contact, found: &[Contact], min_score: f64) -> Vec<Candidate> {
+    let mut candidates: Vec<Candidate> = found
+        .iter()
+        .filter(|other| other.id != contact.id)
+        .filter_map(|other| {
+            let (score, reasons) = contact.fields.likeness(&other.fields)?;
+            (score >= min_score).then_some(Candidate {
+                contact: other.id,
+                score,
+                reasons,
+            })
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    candidates
 }

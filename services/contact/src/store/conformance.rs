@@ -1034,10 +1034,15 @@ async fn email_is_unique_when_asked_and_keys_find_candidates(store: &dyn Contact
         .expect("created anyway when asked");
 
     let typo = contact(fields("Jonathon", "Smith", "jsmith@other.example"));
-    store
+    let created = store
         .create_contact(&t, &typo, None, &audit(), true)
         .await
         .expect("typo");
+    assert_eq!(
+        created.similar.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![first.id],
+        "a create returns the contacts sharing a key with it (here the name block), not itself"
+    );
     let found = store
         .find_by_keys(&t, &first.fields.match_keys(), 10)
         .await

@@ -97,7 +97,23 @@ pub struct RequestKey {
 pub struct Created<T> {
     pub value: T,
     pub replayed: bool,
+    /// Live records sharing a match key with it, read in the same transaction (up to
+    /// [`MAX_CANDIDATES`]; contacts only, empty for other records).
+    pub similar: Vec<T>,
 }
+
+impl<T> Created<T> {
+    pub(crate) fn new(value: T, replayed: bool) -> Self {
+        Self {
+            value,
+            replayed,
+            similar: Vec::new(),
+        }
+    }
+}
+
+/// How many likely duplicates a lookup considers at most.
+pub const MAX_CANDIDATES: usize = 200;
 
 /// Whose timeline to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +155,8 @@ impl Owned {
 pub trait ContactStore: Send + Sync + 'static {
     /// Creates a contact. With `unique_email`, fails with `DuplicateEmail` when a live contact
     /// of the tenant already has one of its email addresses (checked under a lock, so two
-    /// concurrent creates cannot both pass).
+    /// concurrent creates cannot both pass). Returns the contacts sharing a match key with it
+    /// in `similar`.
     async fn create_contact(
         &self,
         tenant: &TenantId,

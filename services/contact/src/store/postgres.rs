@@ -13,9 +13,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey,
-    StoreError, TimelineOf, WriteBatch, claim_conflict, corrupt, qualified, round_robin, stored_user, stored_word,
-    tsquery,
+    Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, MAX_CANDIDATES, Merge,
+    Owned, RequestKey, StoreError, TimelineOf, WriteBatch, claim_conflict, corrupt, qualified, round_robin,
+    stored_user, stored_word, tsquery,
 };
 use crate::domain::*;
 
@@ -262,7 +262,11 @@ impl ContactStore for PgContactStore {
                     && let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await?
                 {
                     let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
-                    return Ok(Created { value, replayed: true });
+                    let similar = keyed_contacts(&mut tx, tenant, &value.fields.match_keys(), Some(value.id)).await?;
+                    return Ok(Created {
+                        similar,
+                        ..Created::new(value, true)
+                    });
                 }
                 let batch = WriteBatch {
                     unique_email,
@@ -273,9 +277,10 @@ impl ContactStore for PgContactStore {
                 if let Some(key) = key {
                     remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
                 }
+                let similar = keyed_contacts(&mut tx, tenant, &contact.fields.match_keys(), Some(contact.id)).await?;
                 Ok(Created {
-                    value: contact.clone(),
-                    replayed: false,
+                    similar,
+                    ..Created::new(contact.clone(), false)
                 })
             }
             .await
@@ -461,7 +466,7 @@ impl ContactStore for PgContactStore {
                 && let Some(existing) = replay_of(&mut tx, tenant, KIND_COMPANY, key).await?
             {
                 let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
-                return Ok(Created { value, replayed: true });
+                return Ok(Created::new(value, true));
             }
             if unique_domain {
                 ensure_unique_domain(&mut tx, tenant, company).await?;
@@ -490,7 +495,7 @@ impl ContactStore for PgContactStore {
                 remember(&mut tx, tenant, KIND_COMPANY, key, company.id.0).await?;
             }
             record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
-            Ok(Created { value: company.clone(), replayed: false })
+            Ok(Created::new(company.clone(), false))
         }
         .await
         })
@@ -586,7 +591,7 @@ impl ContactStore for PgContactStore {
                 && let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await?
             {
                 let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
-                return Ok(Created { value, replayed: true });
+                return Ok(Created::new(value, true));
             }
             let f = &interaction.fields;
             let company: Option<Option<Uuid>> = sqlx::query_scalar(
@@ -617,7 +622,7 @@ impl ContactStore for PgContactStore {
             }
             let mut value = interaction.clone();
             value.company = company.map(CompanyId);
-            Ok(Created { value, replayed: false })
+            Ok(Created::new(value, false))
         }
         .await
         })
@@ -805,27 +810,10 @@ impl ContactStore for PgContactStore {
         keys: &[MatchKey],
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One equality probe per key (a lateral index lookup, whatever the plan cache holds),
-        // then a primary-key fetch, in one statement.
-        let (kinds, values): (Vec<&str>, Vec<&str>) = keys.iter().map(|k| (k.kind.as_str(), k.value.as_str())).unzip();
         let mut tx = self.tx(tenant).await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL \
-             AND id IN (SELECT m.contact_id FROM unnest($2::text[], $3::text[]) AS k(kind, value) CROSS JOIN LATERAL \
-               (SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = k.kind AND value = k.value LIMIT $4) AS m) \
-             ORDER BY update_time DESC, id LIMIT $4"
-        )))
-        .bind(tenant.as_str())
-        .bind(&kinds)
-        .bind(&values)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
+        let found = keyed_contacts(&mut tx, tenant, keys, None).await?;
         tx.commit().await?;
-        rows.iter().map(contact_from_row).collect()
+        Ok(found.into_iter().take(limit).collect())
     }
 
     async fn contacts_by_key(
@@ -1666,3 +1654,32 @@ type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
 const CONTACT_WRITE_COLUMNS: &str = "id, given_name, family_name, emails, phones, primary_email, title, company_id, \
      company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision, \
      external_id";
+
+/// Live contacts having any of `keys` (but `except`), most recently updated first, up to
+/// [`MAX_CANDIDATES`]: one equality probe per key (a lateral index lookup, whatever the plan
+/// cache holds), then a primary-key fetch, in one statement.
+async fn keyed_contacts(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    keys: &[MatchKey],
+    except: Option<ContactId>,
+) -> Result<Vec<Contact>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (kinds, values): (Vec<&str>, Vec<&str>) = keys.iter().map(|k| (k.kind.as_str(), k.value.as_str())).unzip();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL \
+         AND id IS DISTINCT FROM $5 AND id IN (SELECT m.contact_id FROM unnest($2::text[], $3::text[]) AS k(kind, value) \
+         CROSS JOIN LATERAL (SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = k.kind AND value = k.value \
+         LIMIT $4) AS m) ORDER BY update_time DESC, id LIMIT $4"
+    )))
+    .bind(tenant.as_str())
+    .bind(&kinds)
+    .bind(&values)
+    .bind(i64::try_from(MAX_CANDIDATES).unwrap_or(i64::MAX))
+    .bind(except.map(|id| id.0))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(contact_from_row).collect()
+}

@@ -11,12 +11,13 @@ use crm_platform::{TenantId, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, Merge, Owned, RequestKey,
-    StoreError, TimelineOf, WriteBatch, corrupt, fts5_query, qualified, round_robin, stored_user, stored_word,
+    Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, MAX_CANDIDATES, Merge,
+    Owned, RequestKey, StoreError, TimelineOf, WriteBatch, corrupt, fts5_query, qualified, round_robin, stored_user,
+    stored_word,
 };
 use crate::domain::*;
 
@@ -284,18 +285,23 @@ impl ContactStore for SqliteContactStore {
             && let Some(existing) = replay_of(&mut tx, tenant, KIND_CONTACT, key).await?
         {
             let value = fetch_contact(&mut tx, tenant, ContactId(existing)).await?;
+            let similar = keyed_contacts(&mut tx, tenant, &value.fields.match_keys(), Some(value.id)).await?;
             self.commit(tx).await?;
-            return Ok(Created { value, replayed: true });
+            return Ok(Created {
+                similar,
+                ..Created::new(value, true)
+            });
         }
         insert_contact(&mut tx, tenant, contact, unique_email).await?;
         if let Some(key) = key {
             remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
         }
         record(&mut tx, tenant, Audited::Contact(contact.id), audit).await?;
+        let similar = keyed_contacts(&mut tx, tenant, &contact.fields.match_keys(), Some(contact.id)).await?;
         self.commit(tx).await?;
         Ok(Created {
-            value: contact.clone(),
-            replayed: false,
+            similar,
+            ..Created::new(contact.clone(), false)
         })
     }
 
@@ -442,7 +448,7 @@ impl ContactStore for SqliteContactStore {
         {
             let value = fetch_company(&mut tx, tenant, CompanyId(existing)).await?;
             self.commit(tx).await?;
-            return Ok(Created { value, replayed: true });
+            return Ok(Created::new(value, true));
         }
         if unique_domain {
             ensure_unique_domain(&mut tx, tenant, company).await?;
@@ -472,10 +478,7 @@ impl ContactStore for SqliteContactStore {
         }
         record(&mut tx, tenant, Audited::Company(company.id), audit).await?;
         self.commit(tx).await?;
-        Ok(Created {
-            value: company.clone(),
-            replayed: false,
-        })
+        Ok(Created::new(company.clone(), false))
     }
 
     async fn get_company(&self, tenant: &TenantId, id: CompanyId) -> Result<Company, StoreError> {
@@ -563,7 +566,7 @@ impl ContactStore for SqliteContactStore {
         {
             let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
             self.commit(tx).await?;
-            return Ok(Created { value, replayed: true });
+            return Ok(Created::new(value, true));
         }
         let f = &interaction.fields;
         let company: Option<Option<String>> = sqlx::query_scalar(
@@ -598,7 +601,7 @@ impl ContactStore for SqliteContactStore {
             .map(|c| Uuid::parse_str(&c).map(CompanyId))
             .transpose()
             .map_err(corrupt)?;
-        Ok(Created { value, replayed: false })
+        Ok(Created::new(value, false))
     }
 
     async fn get_interaction(
@@ -776,30 +779,9 @@ impl ContactStore for SqliteContactStore {
         keys: &[MatchKey],
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE erase_time IS NULL AND merged_into IS NULL AND tenant_id = "
-        ));
-        qb.push_bind(tenant.as_str().to_owned());
-        qb.push(" AND id IN (SELECT contact_id FROM contact_keys WHERE tenant_id = ")
-            .push_bind(tenant.as_str().to_owned());
-        qb.push(" AND (");
-        for (i, key) in keys.iter().enumerate() {
-            if i > 0 {
-                qb.push(" OR ");
-            }
-            qb.push("(kind = ")
-                .push_bind(key.kind.as_str())
-                .push(" AND value = ")
-                .push_bind(key.value.clone())
-                .push(")");
-        }
-        qb.push(")) ORDER BY update_time DESC, id LIMIT ")
-            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(contact_from_row).collect()
+        let mut conn = self.pool.acquire().await?;
+        let found = keyed_contacts(&mut conn, tenant, keys, None).await?;
+        Ok(found.into_iter().take(limit).collect())
     }
 
     async fn contacts_by_key(
@@ -1397,3 +1379,38 @@ async fn insert_contact(
 
 /// How many values one SQLite statement binds at most (well under its parameter limit).
 const SQLITE_MAX_BATCH_VALUES: usize = 500;
+
+/// Live contacts having any of `keys` (but `except`), most recently updated first, up to
+/// [`MAX_CANDIDATES`].
+async fn keyed_contacts(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    keys: &[MatchKey],
+    except: Option<ContactId>,
+) -> Result<Vec<Contact>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut qb = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE erase_time IS NULL AND merged_into IS NULL AND id IS NOT "
+    ));
+    qb.push_bind(except.map(|id| id.0.to_string()));
+    qb.push(" AND tenant_id = ").push_bind(tenant.as_str().to_owned());
+    qb.push(" AND id IN (SELECT contact_id FROM contact_keys WHERE tenant_id = ")
+        .push_bind(tenant.as_str().to_owned());
+    qb.push(" AND (");
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            qb.push(" OR ");
+        }
+        qb.push("(kind = ")
+            .push_bind(key.kind.as_str())
+            .push(" AND value = ")
+            .push_bind(key.value.clone())
+            .push(")");
+    }
+    qb.push(")) ORDER BY update_time DESC, id LIMIT ")
+        .push_bind(i64::try_from(MAX_CANDIDATES).unwrap_or(i64::MAX));
+    let rows = qb.build().fetch_all(&mut *conn).await?;
+    rows.iter().map(contact_from_row).collect()
+}
