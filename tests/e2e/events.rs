@@ -832,3 +832,76 @@ async fn every_kind_of_change_has_its_event_on_postgres() {
     drop(process);
     db.drop_database().await;
 }
+
+/// Two consumers under one name (a deployment scaled to two by mistake) share the work
+/// without applying anything twice, and neither fails.
+#[tokio::test]
+async fn two_consumers_under_one_name_apply_each_event_once() {
+    let Some(producer) = TestDatabase::create("twin_producer").await else {
+        return;
+    };
+    let Some(consumer) = TestDatabase::create("twin_consumer").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["migrate"])
+        .env("CRM_DATABASE_URL", &producer.url)
+        .env("CRM_LOG", "warn")
+        .output()
+        .expect("migrate");
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let contact_process = Process::start(
+        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+        &[("CRM_DATABASE_URL", &producer.url)],
+        dir.path(),
+        "crm contact is up",
+    );
+    let endpoint = format!("http://{}", contact_process.address_after("gRPC on "));
+    let service_token = token("mirror", "mirror", Role::Service);
+    let mirror = || {
+        Process::start(
+            &["mirror", "--endpoint", &endpoint, "--name", "twin"],
+            &[
+                ("CRM_TOKEN", &service_token),
+                ("CRM_MIRROR_DATABASE_URL", &consumer.url),
+            ],
+            dir.path(),
+            "crm mirror is up",
+        )
+    };
+    let (mut first, mut second) = (mirror(), mirror());
+    const CONTACTS: i64 = 200;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let mut client = grpc_client(&endpoint, Some(token("twins", "writer", Role::Admin))).await;
+                for i in 0..CONTACTS / 4 {
+                    create(&mut client, contact("Twin", &format!("t{w}-{i}@feed.example"))).await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let mut db = sqlx::PgConnection::connect(&consumer.url).await.expect("consumer db");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (count, distinct, max): (i64, i64, Option<i64>) = loop {
+        let row: (i64, i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT seq), max(seq) FROM mirrored_events")
+                .fetch_one(&mut db)
+                .await
+                .expect("count");
+        if row.0 >= CONTACTS || tokio::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((count, distinct, max), (CONTACTS, CONTACTS, Some(CONTACTS)));
+    assert!(first.running() && second.running(), "neither consumer failed");
+    drop((first, second, contact_process));
+    producer.drop_database().await;
+    consumer.drop_database().await;
+}

@@ -65,6 +65,11 @@ impl Process {
         }
     }
 
+    /// Whether the process is still running.
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The address printed after `label` in the banner, e.g. "REST on http://" -> host:port.
     pub(crate) fn address_after(&self, label: &str) -> String {
         let start = self

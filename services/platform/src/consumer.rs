@@ -208,6 +208,21 @@ async fn apply_batch(
         tracing::info_span!("apply events", consumer = %config.name, first = first.sequence, last = last.sequence);
     async {
         let mut tx = pool.begin().await?;
+        // Hold the checkpoint's row first: a second instance under the same name waits here,
+        // then sees the checkpoint moved and applies nothing (rather than colliding with the
+        // first one's effects).
+        sqlx::query("INSERT INTO feed_checkpoints (consumer, seq) VALUES ($1, 0) ON CONFLICT (consumer) DO NOTHING")
+            .bind(&config.name)
+            .execute(&mut *tx)
+            .await?;
+        let current: i64 = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1 FOR UPDATE")
+            .bind(&config.name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if current != i64::try_from(previous)? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         for event in events {
             // Each event's work continues the trace of the request that caused it.
             let event_span = tracing::info_span!("apply event", seq = event.sequence, kind = %event.r#type);
@@ -218,24 +233,11 @@ async fn apply_batch(
             }
             handler.apply(&mut tx, event).instrument(event_span).await?;
         }
-        // The checkpoint only moves forward from where this consumer read it: a second
-        // instance under the same name cannot apply the same event twice.
-        let moved = sqlx::query(
-            "INSERT INTO feed_checkpoints (consumer, seq) VALUES ($1, $2) \
-             ON CONFLICT (consumer) DO UPDATE SET seq = EXCLUDED.seq, update_time = now() \
-             WHERE feed_checkpoints.seq = $3",
-        )
-        .bind(&config.name)
-        .bind(i64::try_from(last.sequence)?)
-        .bind(i64::try_from(previous)?)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
-            // Another instance under the same name applied it: undo, and read the checkpoint again.
-            tx.rollback().await?;
-            return Ok(false);
-        }
+        sqlx::query("UPDATE feed_checkpoints SET seq = $2, update_time = now() WHERE consumer = $1")
+            .bind(&config.name)
+            .bind(i64::try_from(last.sequence)?)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
