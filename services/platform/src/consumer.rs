@@ -5,8 +5,9 @@
 //! recognised by its sequence and skipped.
 //!
 //! Per-source order is kept: one subscription, applied in sequence order. Lost connections
-//! are retried with exponential backoff from the checkpoint. `crm_feed_lag_events` (gauge) is
-//! how far the applied state is behind the source's head.
+//! are retried with exponential backoff from the checkpoint. Lag gauges: `crm_feed_lag_events`
+//! (behind the source's head, from heartbeats) and `crm_feed_lag_seconds` (since the last
+//! applied event was committed at the source).
 
 use std::time::Duration;
 
@@ -184,6 +185,15 @@ async fn follow(config: &ConsumerConfig, pool: &PgPool, handler: &dyn Apply) -> 
         progress = Progress::Applied;
         metrics::counter!("crm_feed_events_applied_total", "consumer" => config.name.clone())
             .increment(batch.len() as u64);
+        // How far behind the source the applied state is, in time (heartbeats give the count).
+        if let Some(time) = batch.last().and_then(|e| e.time.as_ref()) {
+            #[allow(clippy::cast_precision_loss)]
+            let committed = time.seconds as f64 + f64::from(time.nanos) / 1e9;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            metrics::gauge!("crm_feed_lag_seconds", "consumer" => config.name.clone()).set((now - committed).max(0.0));
+        }
         batch.clear();
     }
     Ok(progress)
