@@ -1299,10 +1299,41 @@ async fn ensure_unique_external_id(
     tenant: &TenantId,
     contact: &Contact,
 ) -> Result<(), StoreError> {
-    let ids = contact.fields.external_id.iter().cloned().collect();
-    let holder = "SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = 'external' AND value = ANY($2) AND contact_id <> $3 LIMIT 1";
-    match other_holder(tx, tenant, "external", ids, contact.id.0, holder).await? {
-        Some(id) => Err(StoreError::DuplicateExternalId(ContactId(id))),
+    let claims: Vec<_> = contact
+        .fields
+        .external_id
+        .iter()
+        .map(|id| (KeyKind::External.as_str(), id.clone(), contact.id))
+        .collect();
+    check_claims(tx, tenant, &claims).await
+}
+
+/// Locks each claimed (kind, value) (sorted by the caller: see [`WriteBatch::claims`]), then
+/// fails when a live contact other than its claimant holds one of them.
+async fn check_claims(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    claims: &[(&'static str, String, ContactId)],
+) -> Result<(), StoreError> {
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = claims.iter().map(|c| c.0).collect();
+    let values: Vec<String> = claims.iter().map(|c| c.1.clone()).collect();
+    let claimants: Vec<Uuid> = claims.iter().map(|c| c.2.0).collect();
+    lock_values(tx, tenant, &kinds, &values).await?;
+    let held: Option<(String, Uuid)> = sqlx::query_as(
+        "SELECT k.kind, k.contact_id FROM unnest($2::text[], $3::text[], $4::uuid[]) AS v(kind, value, own) \
+         JOIN contact_keys AS k ON k.tenant_id = $1 AND k.kind = v.kind AND k.value = v.value AND k.contact_id <> v.own LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .bind(&kinds)
+    .bind(&values)
+    .bind(&claimants)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match held {
+        Some((kind, holder)) => Err(claim_conflict(&kind, ContactId(holder))),
         None => Ok(()),
     }
 }
@@ -1461,26 +1492,7 @@ async fn write_rows(
     tenant: &TenantId,
     batch: &WriteBatch,
 ) -> Result<(), StoreError> {
-    let claims = batch.claims()?;
-    let kinds: Vec<&str> = claims.iter().map(|c| c.0).collect();
-    let values: Vec<String> = claims.iter().map(|c| c.1.clone()).collect();
-    let claimants: Vec<Uuid> = claims.iter().map(|c| c.2.0).collect();
-    lock_values(tx, tenant, &kinds, &values).await?;
-    if !claims.is_empty() {
-        let held: Option<(String, Uuid)> = sqlx::query_as(
-            "SELECT k.kind, k.contact_id FROM unnest($2::text[], $3::text[], $4::uuid[]) AS v(kind, value, own) \
-             JOIN contact_keys AS k ON k.tenant_id = $1 AND k.kind = v.kind AND k.value = v.value AND k.contact_id <> v.own LIMIT 1",
-        )
-        .bind(tenant.as_str())
-        .bind(&kinds)
-        .bind(&values)
-        .bind(&claimants)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some((kind, holder)) = held {
-            return Err(claim_conflict(&kind, ContactId(holder)));
-        }
-    }
+    check_claims(tx, tenant, &batch.claims()?).await?;
     let contacts = || {
         batch
             .creates
