@@ -29,6 +29,36 @@ async fn feed_client(endpoint: &str, token: String) -> FeedClient {
     EventFeedClient::with_interceptor(channel, Bearer(Some(token)))
 }
 
+/// Runs `crm migrate` on a PostgreSQL database, as the Kubernetes Job does.
+fn migrate(url: &str) {
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["migrate"])
+        .env("CRM_DATABASE_URL", url)
+        .env("CRM_LOG", "warn")
+        .output()
+        .expect("migrate");
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+}
+
+/// The refusal of a subscription after `after`, once the pruner (which runs at start) has
+/// removed what it asks for.
+async fn refused_after(feed: &mut FeedClient, after: u64) -> tonic::Status {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match feed
+            .subscribe(events::SubscribeRequest {
+                after_sequence: after,
+                types: vec![],
+            })
+            .await
+        {
+            Err(status) => return status,
+            Ok(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(_) => panic!("events past retention are still served"),
+        }
+    }
+}
+
 /// Reads events from a subscription until `count` have arrived (heartbeats skipped).
 async fn take(stream: &mut tonic::Streaming<events::SubscribeResponse>, count: usize) -> Vec<events::Event> {
     let mut got = Vec::new();
@@ -266,20 +296,7 @@ async fn retention_prunes_and_old_sequences_are_out_of_range() {
     let mut client = grpc_client(&suite.grpc, Some(token("acme", "alice", Role::Admin))).await;
     let mut feed = feed_client(&suite.grpc, token("acme", "alice", Role::Viewer)).await;
     let fresh = create(&mut client, contact("New", "new@feed.example")).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        match feed
-            .subscribe(events::SubscribeRequest {
-                after_sequence: 1,
-                types: vec![],
-            })
-            .await
-        {
-            Err(status) => break status,
-            Ok(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            Ok(_) => panic!("events past retention are still served"),
-        }
-    };
+    let refused = refused_after(&mut feed, 1).await;
     assert_eq!(refused.code(), Code::OutOfRange);
     assert!(
         refused.message().contains("oldest available sequence is 4"),
@@ -303,13 +320,7 @@ async fn postgres_feed_is_gap_free_across_concurrent_writers_and_a_kill() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["migrate"])
-        .env("CRM_DATABASE_URL", &db.url)
-        .env("CRM_LOG", "warn")
-        .output()
-        .expect("migrate");
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    migrate(&db.url);
     let start = || {
         Process::start(
             &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
@@ -399,13 +410,7 @@ async fn mirror_applies_every_event_once_across_kills() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["migrate"])
-        .env("CRM_DATABASE_URL", &producer.url)
-        .env("CRM_LOG", "warn")
-        .output()
-        .expect("migrate");
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    migrate(&producer.url);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -814,13 +819,7 @@ async fn every_kind_of_change_has_its_event_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["migrate"])
-        .env("CRM_DATABASE_URL", &db.url)
-        .env("CRM_LOG", "warn")
-        .output()
-        .expect("migrate");
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    migrate(&db.url);
     let process = Process::start(
         &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
         &[("CRM_DATABASE_URL", &db.url)],
@@ -829,6 +828,26 @@ async fn every_kind_of_change_has_its_event_on_postgres() {
     );
     let grpc = format!("http://{}", process.address_after("gRPC on "));
     every_kind_of_change_has_its_event(&grpc, "kinds", 0).await;
+    drop(process);
+
+    // Retention on PostgreSQL: restarted with one second of it, the pruner (which runs at
+    // start) removes the ten events, and asking for them is OUT_OF_RANGE.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let process = Process::start(
+        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+        &[("CRM_DATABASE_URL", &db.url), ("CRM_EVENT_RETENTION", "1s")],
+        dir.path(),
+        "crm contact is up",
+    );
+    let grpc = format!("http://{}", process.address_after("gRPC on "));
+    let mut feed = feed_client(&grpc, token("kinds", "alice", Role::Viewer)).await;
+    let refused = refused_after(&mut feed, 1).await;
+    assert_eq!(refused.code(), Code::OutOfRange);
+    assert!(
+        refused.message().contains("oldest available sequence is 11"),
+        "{}",
+        refused.message()
+    );
     drop(process);
     db.drop_database().await;
 }
@@ -844,13 +863,7 @@ async fn two_consumers_under_one_name_apply_each_event_once() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["migrate"])
-        .env("CRM_DATABASE_URL", &producer.url)
-        .env("CRM_LOG", "warn")
-        .output()
-        .expect("migrate");
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    migrate(&producer.url);
     let contact_process = Process::start(
         &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
         &[("CRM_DATABASE_URL", &producer.url)],
