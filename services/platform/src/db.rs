@@ -92,6 +92,13 @@ pub async fn begin_tenant(pool: &PgPool, tenant: &TenantId) -> Result<Transactio
     .await
 }
 
+/// Begins a transaction that reads and writes the outbox of every tenant (the sequencer, the
+/// pruner, a service principal's feed). Row-level security still applies to every other table.
+pub async fn begin_all_tenants(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN; SELECT set_config('crm.all_tenants', 'on', true)")
+        .await
+}
+
 /// Opens (creating if needed) an SQLite database file and runs its migrations.
 pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -18,13 +18,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
+use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool};
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::TenantId;
+use crate::db::begin_all_tenants;
 
 /// The PostgreSQL channel writers notify when they commit events (sent by their triggers).
 pub const WRITTEN_CHANNEL: &str = "crm_outbox";
@@ -313,13 +314,6 @@ impl PgOutbox {
             }
         }
     }
-}
-
-/// Begins a transaction that reads and writes the outbox of every tenant (the sequencer, the
-/// pruner, a service principal's feed). Row-level security still applies to every other table.
-async fn begin_all_tenants(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    pool.begin_with("BEGIN; SELECT set_config('crm.all_tenants', 'on', true)")
-        .await
 }
 
 fn pg_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
