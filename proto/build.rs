@@ -7,6 +7,8 @@ const PROTOS: &[&str] = &[
     "crm/contact/v1/contact.proto",
     "crm/contact/v1/events.proto",
     "crm/events/v1/events.proto",
+    "crm/pipeline/v1/pipeline.proto",
+    "crm/pipeline/v1/events.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

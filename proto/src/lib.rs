@@ -1,6 +1,8 @@
 //! Generated types and gRPC stubs of the CRM suite. Module paths mirror proto packages:
 //! `crm.contact.v1` is [`crm::contact::v1`].
 
+pub mod json;
+
 pub use prost;
 pub use prost_types;
 pub use tonic;
@@ -23,6 +25,11 @@ pub mod crm {
     pub mod events {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/crm.events.v1.rs"));
+        }
+    }
+    pub mod pipeline {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/crm.pipeline.v1.rs"));
         }
     }
 }

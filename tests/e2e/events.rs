@@ -512,7 +512,7 @@ async fn mirror_applies_every_event_once_across_kills() {
         "every event mirrored exactly once, gap-free"
     );
     let checkpoint =
-        crm_platform::consumer::checkpoint(&sqlx::PgPool::connect(&consumer.url).await.expect("pool"), "crash-test")
+        crm_platform::consumer::pg_checkpoint(&sqlx::PgPool::connect(&consumer.url).await.expect("pool"), "crash-test")
             .await
             .expect("checkpoint");
     assert_eq!(checkpoint, CONTACTS as u64);

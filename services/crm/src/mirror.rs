@@ -78,5 +78,6 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         types: args.types,
     };
     eprintln!("crm mirror is up: following {} as {}", config.endpoint, config.name);
-    crm_platform::consumer::run(config, pool, &Mirror, crate::shutdown_token()).await
+    let sink = crm_platform::consumer::PgSink::new(pool, Mirror).await?;
+    crm_platform::consumer::run(config, &sink, crate::shutdown_token()).await
 }

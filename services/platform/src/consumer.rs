@@ -19,13 +19,40 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-/// Applies one event inside the consumer's transaction.
+/// Where a consumer's effects and checkpoint live: applies a batch of events and moves the
+/// checkpoint in one transaction of the consumer's own database.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// The last sequence applied under `consumer` (0 before the first).
+    async fn checkpoint(&self, consumer: &str) -> anyhow::Result<u64>;
+
+    /// Applies `events` (in sequence order) and moves `consumer`'s checkpoint from `previous`
+    /// to the last one's sequence, in one transaction. False, with nothing applied, when the
+    /// checkpoint was no longer `previous` (another instance under the same name moved it).
+    async fn apply(&self, consumer: &str, previous: u64, events: &[pb::Event]) -> anyhow::Result<bool>;
+
+    /// Called once an event's transaction has committed (for measurements; nothing to undo).
+    fn applied(&self, _event: &pb::Event) {}
+}
+
+/// Applies one event inside a PostgreSQL consumer's transaction (see [`PgSink`]).
 #[async_trait]
 pub trait Apply: Send + Sync {
     async fn apply(&self, tx: &mut Transaction<'static, Postgres>, event: &pb::Event) -> anyhow::Result<()>;
 
     /// Called once `event`'s transaction has committed (for measurements; nothing to undo).
     fn applied(&self, _event: &pb::Event) {}
+}
+
+/// A span for applying one event that continues the trace of the request that caused it.
+pub fn event_span(event: &pb::Event) -> tracing::Span {
+    let span = tracing::info_span!("apply event", seq = event.sequence, kind = %event.r#type);
+    if let Ok(value) = event.traceparent.parse() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", value);
+        crate::telemetry::continue_trace(&span, &headers);
+    }
+    span
 }
 
 /// Where and how a consumer subscribes.
@@ -46,41 +73,15 @@ const MAX_BATCH: usize = 500;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Creates the checkpoint table if it is missing.
-pub async fn migrate_checkpoints(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS feed_checkpoints (consumer text PRIMARY KEY, seq bigint NOT NULL, \
-         update_time timestamptz NOT NULL DEFAULT now())",
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// The last sequence `consumer` applied (0 before the first).
-pub async fn checkpoint(pool: &PgPool, consumer: &str) -> Result<u64, sqlx::Error> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1")
-        .bind(consumer)
-        .fetch_optional(pool)
-        .await?;
-    Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or_default()))
-}
-
 /// Runs the consumer until `shutdown` is cancelled; connection failures are retried, an error
 /// of the handler or the database ends it (the event stays unapplied, and is applied first
 /// when the consumer runs again).
-pub async fn run(
-    config: ConsumerConfig,
-    pool: PgPool,
-    handler: &dyn Apply,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    migrate_checkpoints(&pool).await?;
+pub async fn run(config: ConsumerConfig, sink: &dyn Sink, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut backoff = MIN_BACKOFF;
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            outcome = follow(&config, &pool, handler) => outcome,
+            outcome = follow(&config, sink) => outcome,
         };
         match outcome {
             Ok(Progress::Applied) => backoff = MIN_BACKOFF,
@@ -116,10 +117,8 @@ enum Failure {
 }
 
 /// One subscription, from the checkpoint until the stream breaks.
-async fn follow(config: &ConsumerConfig, pool: &PgPool, handler: &dyn Apply) -> Result<Progress, Failure> {
-    let mut applied = checkpoint(pool, &config.name)
-        .await
-        .map_err(|e| Failure::Apply(e.into()))?;
+async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Failure> {
+    let mut applied = sink.checkpoint(&config.name).await.map_err(Failure::Apply)?;
     let channel: Channel = Endpoint::from_shared(config.endpoint.clone())
         .map_err(Failure::Connect)?
         .tcp_nodelay(true)
@@ -172,14 +171,11 @@ async fn follow(config: &ConsumerConfig, pool: &PgPool, handler: &dyn Apply) -> 
         if batch.is_empty() {
             continue;
         }
-        if !apply_batch(config, pool, handler, &batch, applied)
-            .await
-            .map_err(Failure::Apply)?
-        {
+        if !apply_batch(config, sink, &batch, applied).await.map_err(Failure::Apply)? {
             return Err(Failure::Moved);
         }
         for event in &batch {
-            handler.applied(event);
+            sink.applied(event);
         }
         applied = batch.last().map_or(applied, |e| e.sequence);
         progress = Progress::Applied;
@@ -199,58 +195,128 @@ async fn follow(config: &ConsumerConfig, pool: &PgPool, handler: &dyn Apply) -> 
     Ok(progress)
 }
 
-/// Applies `events` (in sequence order) and moves the checkpoint from `previous` to the last
-/// one's sequence, in one transaction; each event is applied in a span that continues the
-/// trace of the request that caused it. False when the checkpoint was no longer `previous`
-/// (nothing is applied then).
-async fn apply_batch(
-    config: &ConsumerConfig,
-    pool: &PgPool,
-    handler: &dyn Apply,
-    events: &[pb::Event],
-    previous: u64,
-) -> anyhow::Result<bool> {
+/// Applies a batch through the sink in a span naming the consumer and the range.
+async fn apply_batch(config: &ConsumerConfig, sink: &dyn Sink, events: &[pb::Event], previous: u64) -> anyhow::Result<bool> {
     use tracing::Instrument;
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(true);
     };
     let span =
         tracing::info_span!("apply events", consumer = %config.name, first = first.sequence, last = last.sequence);
-    async {
-        let mut tx = pool.begin().await?;
-        // Hold the checkpoint's row first: a second instance under the same name waits here,
-        // then sees the checkpoint moved and applies nothing (rather than colliding with the
-        // first one's effects).
-        sqlx::query("INSERT INTO feed_checkpoints (consumer, seq) VALUES ($1, 0) ON CONFLICT (consumer) DO NOTHING")
-            .bind(&config.name)
-            .execute(&mut *tx)
-            .await?;
-        let current: i64 = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1 FOR UPDATE")
-            .bind(&config.name)
-            .fetch_one(&mut *tx)
-            .await?;
-        if current != i64::try_from(previous)? {
+    sink.apply(&config.name, previous, events).instrument(span).await
+}
+
+/// A [`Sink`] on PostgreSQL: the checkpoints in table `feed_checkpoints` of the consumer's
+/// database, each event applied by an [`Apply`] handler in the batch's transaction.
+pub struct PgSink<A> {
+    pool: PgPool,
+    handler: A,
+}
+
+impl<A: Apply> PgSink<A> {
+    /// Creates the checkpoint table if it is missing.
+    pub async fn new(pool: PgPool, handler: A) -> Result<Self, sqlx::Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS feed_checkpoints (consumer text PRIMARY KEY, seq bigint NOT NULL, \
+             update_time timestamptz NOT NULL DEFAULT now())",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(Self { pool, handler })
+    }
+}
+
+/// The last sequence `consumer` applied (0 before the first), from `feed_checkpoints`.
+pub async fn pg_checkpoint(pool: &PgPool, consumer: &str) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or_default()))
+}
+
+/// Holds `consumer`'s checkpoint row for the transaction (a second instance under the same
+/// name waits here) and tells whether it is still `previous`.
+pub async fn pg_claim(tx: &mut sqlx::PgConnection, consumer: &str, previous: u64) -> anyhow::Result<bool> {
+    sqlx::query("INSERT INTO feed_checkpoints (consumer, seq) VALUES ($1, 0) ON CONFLICT (consumer) DO NOTHING")
+        .bind(consumer)
+        .execute(&mut *tx)
+        .await?;
+    let current: i64 = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1 FOR UPDATE")
+        .bind(consumer)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(current == i64::try_from(previous)?)
+}
+
+/// Moves `consumer`'s checkpoint to `seq` (after [`pg_claim`], in the same transaction).
+pub async fn pg_advance(tx: &mut sqlx::PgConnection, consumer: &str, seq: u64) -> anyhow::Result<()> {
+    sqlx::query("UPDATE feed_checkpoints SET seq = $2, update_time = now() WHERE consumer = $1")
+        .bind(consumer)
+        .bind(i64::try_from(seq)?)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Tells whether `consumer`'s checkpoint is still `previous`, in an SQLite write transaction
+/// (which already excludes every other writer). Table `feed_checkpoints` is the consumer's
+/// migration's to create: `(consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL, update_time INTEGER NOT NULL)`.
+pub async fn sqlite_claim(tx: &mut sqlx::SqliteConnection, consumer: &str, previous: u64) -> anyhow::Result<bool> {
+    let current: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(current.unwrap_or(0) == i64::try_from(previous)?)
+}
+
+/// Moves `consumer`'s checkpoint to `seq` (after [`sqlite_claim`], in the same transaction).
+pub async fn sqlite_advance(tx: &mut sqlx::SqliteConnection, consumer: &str, seq: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO feed_checkpoints (consumer, seq, update_time) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq, update_time = excluded.update_time",
+    )
+    .bind(consumer)
+    .bind(i64::try_from(seq)?)
+    .bind(chrono::Utc::now().timestamp_micros())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The last sequence `consumer` applied (0 before the first), on SQLite.
+pub async fn sqlite_checkpoint(pool: &sqlx::SqlitePool, consumer: &str) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or_default()))
+}
+
+#[async_trait]
+impl<A: Apply> Sink for PgSink<A> {
+    async fn checkpoint(&self, consumer: &str) -> anyhow::Result<u64> {
+        Ok(pg_checkpoint(&self.pool, consumer).await?)
+    }
+
+    async fn apply(&self, consumer: &str, previous: u64, events: &[pb::Event]) -> anyhow::Result<bool> {
+        use tracing::Instrument;
+        let mut tx = self.pool.begin().await?;
+        if !pg_claim(&mut tx, consumer, previous).await? {
             tx.rollback().await?;
             return Ok(false);
         }
         for event in events {
-            // Each event's work continues the trace of the request that caused it.
-            let event_span = tracing::info_span!("apply event", seq = event.sequence, kind = %event.r#type);
-            if let Ok(value) = event.traceparent.parse() {
-                let mut headers = http::HeaderMap::new();
-                headers.insert("traceparent", value);
-                crate::telemetry::continue_trace(&event_span, &headers);
-            }
-            handler.apply(&mut tx, event).instrument(event_span).await?;
+            self.handler.apply(&mut tx, event).instrument(event_span(event)).await?;
         }
-        sqlx::query("UPDATE feed_checkpoints SET seq = $2, update_time = now() WHERE consumer = $1")
-            .bind(&config.name)
-            .bind(i64::try_from(last.sequence)?)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(last) = events.last() {
+            pg_advance(&mut tx, consumer, last.sequence).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
-    .instrument(span)
-    .await
+
+    fn applied(&self, event: &pb::Event) {
+        self.handler.applied(event);
+    }
 }

@@ -56,6 +56,79 @@ pub struct StoredEvent {
     pub payload: serde_json::Value,
 }
 
+/// An event a producer appends in the transaction of the change it reports (for producers
+/// whose events are written by their code rather than by triggers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub tenant: String,
+    /// Fully qualified payload type, e.g. `crm.pipeline.v1.DealCreated`.
+    pub kind: &'static str,
+    pub subject: String,
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    /// The payload as proto3 JSON.
+    pub payload: serde_json::Value,
+}
+
+/// The traceparent events written now carry: the current request's, if any.
+fn traceparent_now() -> String {
+    crate::telemetry::current_traceparent().unwrap_or_default()
+}
+
+/// Appends events in a PostgreSQL transaction (unnumbered; the sequencer numbers them once
+/// committed) and notifies the sequencer, which hears it on commit.
+pub async fn append_pg(tx: &mut sqlx::PgConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let traceparent = traceparent_now();
+    sqlx::query(
+        "WITH e AS (INSERT INTO outbox_events (tenant_id, id, type, subject, time, actor, traceparent, payload) \
+         SELECT t, i, k, s, tm, a, $7, p FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], \
+         $6::text[], $8::jsonb[]) AS u(t, i, k, s, tm, a, p) RETURNING 1) \
+         SELECT pg_notify('crm_outbox', '') FROM (SELECT 1 FROM e LIMIT 1) AS any_row",
+    )
+    .bind(events.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.time).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+    .bind(traceparent)
+    .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends events in an SQLite write transaction, numbering them (writers are serialised, so
+/// numbers are gap-free and in commit order). Call [`SqliteOutbox::committed`] after commit.
+pub async fn append_sqlite(tx: &mut sqlx::SqliteConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+    let traceparent = traceparent_now();
+    for event in events {
+        let seq: i64 = sqlx::query_scalar("UPDATE outbox_head SET seq = seq + 1 RETURNING seq")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO outbox_events (tenant_id, id, seq, type, subject, time, actor, traceparent, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&event.tenant)
+        .bind(event.id.to_string())
+        .bind(seq)
+        .bind(event.kind)
+        .bind(&event.subject)
+        .bind(event.time.timestamp_micros())
+        .bind(&event.actor)
+        .bind(&traceparent)
+        .bind(event.payload.to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Whose events a reader sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {

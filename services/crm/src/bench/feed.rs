@@ -126,17 +126,20 @@ async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
         .fetch_one(&pool)
         .await?;
     // The consumer starts at the current head: only the events written below count.
-    crm_platform::consumer::migrate_checkpoints(&pool).await?;
+    let committed = Arc::new(Mutex::new(HashMap::new()));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let consumer = crm_platform::consumer::PgSink::new(
+        pool.clone(),
+        Timed {
+            committed: Arc::clone(&committed),
+            latencies: Arc::clone(&latencies),
+        },
+    )
+    .await?;
     sqlx::query("INSERT INTO feed_checkpoints (consumer, seq) VALUES ('bench-latency', $1)")
         .bind(head)
         .execute(&pool)
         .await?;
-    let committed = Arc::new(Mutex::new(HashMap::new()));
-    let latencies = Arc::new(Mutex::new(Vec::new()));
-    let consumer = Timed {
-        committed: Arc::clone(&committed),
-        latencies: Arc::clone(&latencies),
-    };
     let stop = CancellationToken::new();
     let config = ConsumerConfig {
         name: "bench-latency".into(),
@@ -145,8 +148,8 @@ async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
         types: vec![],
     };
     let consuming = {
-        let (pool, stop) = (pool.clone(), stop.clone());
-        tokio::spawn(async move { crm_platform::consumer::run(config, pool, &consumer, stop).await })
+        let stop = stop.clone();
+        tokio::spawn(async move { crm_platform::consumer::run(config, &consumer, stop).await })
     };
 
     let interval = Duration::from_secs_f64(1.0 / bench.rate.max(1) as f64);
