@@ -74,7 +74,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
     let config = ConsumerConfig {
         name: args.name,
         endpoint: args.endpoint,
-        token: args.token,
+        credentials: crm_platform::consumer::Credentials::Token(args.token),
         types: args.types,
     };
     eprintln!("crm mirror is up: following {} as {}", config.endpoint, config.name);

@@ -62,10 +62,41 @@ pub struct ConsumerConfig {
     pub name: String,
     /// The producing service's gRPC endpoint, e.g. `http://contact:50051`.
     pub endpoint: String,
-    /// A bearer token (a `service` role token reads every tenant).
-    pub token: String,
+    /// How to authenticate (a `service` role token reads every tenant).
+    pub credentials: Credentials,
     /// Only these event types (all when empty).
     pub types: Vec<String>,
+}
+
+/// A consumer's credentials: a token it was given, or a secret to mint a fresh one with on
+/// every connection (so a long-running consumer never presents an expired token).
+#[derive(Clone)]
+pub enum Credentials {
+    Token(String),
+    Mint {
+        secret: Vec<u8>,
+        principal: crate::Principal,
+        ttl: Duration,
+    },
+}
+
+impl Credentials {
+    /// The bearer token to present now.
+    pub fn token(&self) -> Result<String, crate::ApiError> {
+        match self {
+            Credentials::Token(token) => Ok(token.clone()),
+            Credentials::Mint { secret, principal, ttl } => crate::auth::mint_token(secret, principal, *ttl),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::Mint { principal, .. } => write!(f, "Mint({} of {})", principal.user, principal.tenant),
+        }
+    }
 }
 
 /// Events applied in one transaction at most.
@@ -125,7 +156,8 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
         .connect()
         .await
         .map_err(Failure::Connect)?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", config.token)
+    let token = config.credentials.token().map_err(|e| Failure::Apply(e.into()))?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .map_err(|_| Failure::Apply(anyhow::anyhow!("the token is not a valid header value")))?;
     let mut client = EventFeedClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
@@ -237,7 +269,7 @@ pub async fn pg_checkpoint(pool: &PgPool, consumer: &str) -> Result<u64, sqlx::E
 
 /// Holds `consumer`'s checkpoint row for the transaction (a second instance under the same
 /// name waits here) and tells whether it is still `previous`.
-pub async fn pg_claim(tx: &mut sqlx::PgConnection, consumer: &str, previous: u64) -> anyhow::Result<bool> {
+pub async fn pg_claim(tx: &mut sqlx::PgConnection, consumer: &str, previous: u64) -> Result<bool, sqlx::Error> {
     sqlx::query("INSERT INTO feed_checkpoints (consumer, seq) VALUES ($1, 0) ON CONFLICT (consumer) DO NOTHING")
         .bind(consumer)
         .execute(&mut *tx)
@@ -246,14 +278,19 @@ pub async fn pg_claim(tx: &mut sqlx::PgConnection, consumer: &str, previous: u64
         .bind(consumer)
         .fetch_one(&mut *tx)
         .await?;
-    Ok(current == i64::try_from(previous)?)
+    Ok(current == seq_value(previous))
+}
+
+/// A sequence as stored (sequences never reach i64::MAX).
+fn seq_value(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 /// Moves `consumer`'s checkpoint to `seq` (after [`pg_claim`], in the same transaction).
-pub async fn pg_advance(tx: &mut sqlx::PgConnection, consumer: &str, seq: u64) -> anyhow::Result<()> {
+pub async fn pg_advance(tx: &mut sqlx::PgConnection, consumer: &str, seq: u64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE feed_checkpoints SET seq = $2, update_time = now() WHERE consumer = $1")
         .bind(consumer)
-        .bind(i64::try_from(seq)?)
+        .bind(seq_value(seq))
         .execute(&mut *tx)
         .await?;
     Ok(())
@@ -262,22 +299,22 @@ pub async fn pg_advance(tx: &mut sqlx::PgConnection, consumer: &str, seq: u64) -
 /// Tells whether `consumer`'s checkpoint is still `previous`, in an SQLite write transaction
 /// (which already excludes every other writer). Table `feed_checkpoints` is the consumer's
 /// migration's to create: `(consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL, update_time INTEGER NOT NULL)`.
-pub async fn sqlite_claim(tx: &mut sqlx::SqliteConnection, consumer: &str, previous: u64) -> anyhow::Result<bool> {
-    let current: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1")
+pub async fn sqlite_claim(tx: &mut sqlx::SqliteConnection, consumer: &str, previous: u64) -> Result<bool, sqlx::Error> {
+    let current: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = ?1")
         .bind(consumer)
         .fetch_optional(&mut *tx)
         .await?;
-    Ok(current.unwrap_or(0) == i64::try_from(previous)?)
+    Ok(current.unwrap_or(0) == seq_value(previous))
 }
 
 /// Moves `consumer`'s checkpoint to `seq` (after [`sqlite_claim`], in the same transaction).
-pub async fn sqlite_advance(tx: &mut sqlx::SqliteConnection, consumer: &str, seq: u64) -> anyhow::Result<()> {
+pub async fn sqlite_advance(tx: &mut sqlx::SqliteConnection, consumer: &str, seq: u64) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO feed_checkpoints (consumer, seq, update_time) VALUES ($1, $2, $3) \
+        "INSERT INTO feed_checkpoints (consumer, seq, update_time) VALUES (?1, ?2, ?3) \
          ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq, update_time = excluded.update_time",
     )
     .bind(consumer)
-    .bind(i64::try_from(seq)?)
+    .bind(seq_value(seq))
     .bind(chrono::Utc::now().timestamp_micros())
     .execute(&mut *tx)
     .await?;
@@ -286,7 +323,7 @@ pub async fn sqlite_advance(tx: &mut sqlx::SqliteConnection, consumer: &str, seq
 
 /// The last sequence `consumer` applied (0 before the first), on SQLite.
 pub async fn sqlite_checkpoint(pool: &sqlx::SqlitePool, consumer: &str) -> Result<u64, sqlx::Error> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = $1")
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_checkpoints WHERE consumer = ?1")
         .bind(consumer)
         .fetch_optional(pool)
         .await?;

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod outbox;
 pub mod paging;
+pub mod resource;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

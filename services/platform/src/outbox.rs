@@ -112,7 +112,7 @@ pub async fn append_sqlite(tx: &mut sqlx::SqliteConnection, events: &[NewEvent])
             .await?;
         sqlx::query(
             "INSERT INTO outbox_events (tenant_id, id, seq, type, subject, time, actor, traceparent, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .bind(&event.tenant)
         .bind(event.id.to_string())

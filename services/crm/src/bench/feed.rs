@@ -144,7 +144,7 @@ async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
     let config = ConsumerConfig {
         name: "bench-latency".into(),
         endpoint: bench.grpc.to_owned(),
-        token: bench.token.to_owned(),
+        credentials: crm_platform::consumer::Credentials::Token(bench.token.to_owned()),
         types: vec![],
     };
     let consuming = {

@@ -1,0 +1,275 @@
+//! Leads: qualification, disqualification and the one-time conversion into a deal.
+
+use chrono::Utc;
+use crm_platform::{ApiError, UserId};
+use uuid::Uuid;
+
+use super::{Caller, DealInput, Page, Payload, PipelineApp, Rec, check_etag, event, failed, page, put};
+use crate::domain::{CompanyRef, ContactRef, Deal, Lead, LeadId, LeadStatus};
+use crate::store::{Filter, Kind, ListQuery, Write};
+
+/// A lead's client-set fields (None: not given / unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeadPatch {
+    pub title: Option<String>,
+    pub contact: Option<Option<ContactRef>>,
+    pub company: Option<Option<CompanyRef>>,
+    pub source: Option<String>,
+    pub status: Option<LeadStatus>,
+    pub score: Option<u8>,
+    pub owner: Option<String>,
+}
+
+fn owner_id(owner: &str, field: &str) -> Result<UserId, ApiError> {
+    UserId::parse(owner).map_err(|r| ApiError::invalid_field(field, r))
+}
+
+/// Statuses a client may set directly; the others have their own methods.
+fn settable(status: LeadStatus) -> Result<LeadStatus, ApiError> {
+    match status {
+        LeadStatus::New | LeadStatus::Working | LeadStatus::Qualified => Ok(status),
+        LeadStatus::Disqualified => Err(ApiError::invalid_field("lead.status", "use DisqualifyLead, with a reason")),
+        LeadStatus::Converted => Err(ApiError::invalid_field("lead.status", "use ConvertLead")),
+    }
+}
+
+fn ensure_open(lead: &Lead) -> Result<(), ApiError> {
+    match lead.status {
+        LeadStatus::Converted => Err(failed("LEAD_CONVERTED", "the lead was converted into a deal")),
+        LeadStatus::Disqualified => Err(failed("LEAD_DISQUALIFIED", "the lead is disqualified")),
+        _ => Ok(()),
+    }
+}
+
+impl PipelineApp {
+    pub async fn create_lead(
+        &self,
+        caller: &Caller,
+        input: LeadPatch,
+        request: Option<&(String, String)>,
+    ) -> Result<Rec<Lead>, ApiError> {
+        let owner = input.owner.clone().unwrap_or_else(|| caller.user().to_owned());
+        caller.who.ensure_can_write_owned_by(&owner_id(&owner, "lead.owner")?)?;
+        if let Some(done) = self.replay(caller, Kind::Lead, request).await? {
+            return Ok(done);
+        }
+        let status = settable(input.status.unwrap_or(LeadStatus::New))?;
+        let contact = self
+            .check_contact(caller, input.contact.flatten(), "lead.contact")
+            .await?;
+        let company = self
+            .check_company(caller, input.company.flatten(), "lead.company")
+            .await?;
+        let record = Rec::new(
+            Lead {
+                title: input.title.unwrap_or_default(),
+                contact,
+                company,
+                source: input.source.unwrap_or_default(),
+                status,
+                disqualify_reason: String::new(),
+                score: input.score.unwrap_or(0),
+                owner,
+                converted_deal: None,
+                convert_time: None,
+                converted_by: String::new(),
+            },
+            Utc::now(),
+        );
+        let write = Write {
+            puts: vec![put(Kind::Lead, &record, None)?],
+            events: vec![event(
+                caller,
+                "crm.pipeline.v1.LeadCreated",
+                LeadId::COLLECTION,
+                &record,
+                Payload::default(),
+            )?],
+            ..Write::default()
+        };
+        self.create(caller, Kind::Lead, request, record, write).await
+    }
+
+    pub async fn get_lead(&self, caller: &Caller, id: LeadId) -> Result<Rec<Lead>, ApiError> {
+        self.load(caller.tenant(), Kind::Lead, id.0, &id.name()).await
+    }
+
+    pub async fn list_leads(
+        &self,
+        caller: &Caller,
+        filters: Vec<Filter>,
+        after: Option<(i64, Uuid)>,
+        limit: usize,
+    ) -> Result<Page<Lead>, ApiError> {
+        let query = ListQuery {
+            kind: Kind::Lead,
+            filters,
+            after,
+            limit: limit + 1,
+        };
+        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+    }
+
+    async fn writable_lead(&self, caller: &Caller, id: LeadId, etag: Option<i64>) -> Result<Rec<Lead>, ApiError> {
+        caller.who.ensure_writer()?;
+        let lead = self.get_lead(caller, id).await?;
+        caller
+            .who
+            .ensure_can_write_owned_by(&owner_id(&lead.body.owner, "lead.owner")?)?;
+        check_etag(etag, lead.revision)?;
+        Ok(lead)
+    }
+
+    pub async fn update_lead(
+        &self,
+        caller: &Caller,
+        id: LeadId,
+        etag: Option<i64>,
+        patch: LeadPatch,
+    ) -> Result<Rec<Lead>, ApiError> {
+        let current = self.writable_lead(caller, id, etag).await?;
+        ensure_open(&current.body)?;
+        let mut body = current.body.clone();
+        let mut changed = Vec::new();
+        if let Some(title) = patch.title.filter(|t| t != &body.title) {
+            body.title = title;
+            changed.push("title");
+        }
+        if let Some(source) = patch.source.filter(|s| s != &body.source) {
+            body.source = source;
+            changed.push("source");
+        }
+        if let Some(score) = patch.score.filter(|s| *s != body.score) {
+            body.score = score;
+            changed.push("score");
+        }
+        if let Some(contact) = patch.contact {
+            let contact = self.check_contact(caller, contact, "lead.contact").await?;
+            if contact != body.contact {
+                body.contact = contact;
+                changed.push("contact");
+            }
+        }
+        if let Some(company) = patch.company {
+            let company = self.check_company(caller, company, "lead.company").await?;
+            if company != body.company {
+                body.company = company;
+                changed.push("company");
+            }
+        }
+        let mut qualified = false;
+        if let Some(status) = patch.status.filter(|s| *s != body.status) {
+            body.status = settable(status)?;
+            qualified = status == LeadStatus::Qualified;
+            changed.push("status");
+        }
+        if patch.owner.is_some_and(|o| o != body.owner) {
+            return Err(ApiError::invalid_field(
+                "lead.owner",
+                "ownership moves with ReassignOwner (or a portfolio transfer)",
+            ));
+        }
+        if changed.is_empty() {
+            return Ok(current);
+        }
+        let record = current.next(body, Utc::now());
+        let kind = if qualified {
+            "crm.pipeline.v1.LeadQualified"
+        } else {
+            "crm.pipeline.v1.LeadUpdated"
+        };
+        let write = Write {
+            puts: vec![put(Kind::Lead, &record, Some(current.revision))?],
+            events: vec![event(
+                caller,
+                kind,
+                LeadId::COLLECTION,
+                &record,
+                Payload {
+                    changed: changed.into_iter().map(str::to_owned).collect(),
+                    ..Payload::default()
+                },
+            )?],
+            ..Write::default()
+        };
+        self.write(caller, &write).await?;
+        Ok(record)
+    }
+
+    pub async fn disqualify_lead(
+        &self,
+        caller: &Caller,
+        id: LeadId,
+        reason: String,
+        etag: Option<i64>,
+    ) -> Result<Rec<Lead>, ApiError> {
+        if reason.is_empty() {
+            return Err(ApiError::invalid_field("reason", "is required"));
+        }
+        let current = self.writable_lead(caller, id, etag).await?;
+        ensure_open(&current.body)?;
+        let mut body = current.body.clone();
+        body.status = LeadStatus::Disqualified;
+        body.disqualify_reason = reason;
+        let record = current.next(body, Utc::now());
+        let write = Write {
+            puts: vec![put(Kind::Lead, &record, Some(current.revision))?],
+            events: vec![event(
+                caller,
+                "crm.pipeline.v1.LeadDisqualified",
+                LeadId::COLLECTION,
+                &record,
+                Payload::default(),
+            )?],
+            ..Write::default()
+        };
+        self.write(caller, &write).await?;
+        Ok(record)
+    }
+
+    /// Converts a lead into a deal, once: the deal, the lead's conversion and both events are
+    /// one write, and the lead is written at the revision read, so two conversions racing
+    /// cannot both succeed.
+    pub async fn convert_lead(
+        &self,
+        caller: &Caller,
+        id: LeadId,
+        deal: DealInput,
+        etag: Option<i64>,
+    ) -> Result<(Rec<Lead>, Rec<Deal>), ApiError> {
+        let current = self.writable_lead(caller, id, etag).await?;
+        ensure_open(&current.body)?;
+        let input = DealInput {
+            name: if deal.name.is_empty() {
+                current.body.title.clone()
+            } else {
+                deal.name
+            },
+            owner: Some(deal.owner.unwrap_or_else(|| current.body.owner.clone())),
+            contact: deal.contact.or(current.body.contact.map(ContactRef)),
+            company: deal.company.or(current.body.company.map(CompanyRef)),
+            ..deal
+        };
+        let (deal, mut write) = self.new_deal(caller, input, Some(current.id), "deal").await?;
+        let now = deal.create_time;
+        let mut body = current.body.clone();
+        body.status = LeadStatus::Converted;
+        body.converted_deal = Some(deal.id);
+        body.convert_time = Some(now);
+        body.converted_by = caller.user().to_owned();
+        let record = current.next(body, now);
+        write.puts.push(put(Kind::Lead, &record, Some(current.revision))?);
+        write.events.push(event(
+            caller,
+            "crm.pipeline.v1.LeadConverted",
+            LeadId::COLLECTION,
+            &record,
+            Payload {
+                deal: serde_json::to_value(&deal).map_err(|e| ApiError::internal(&e))?,
+                ..Payload::default()
+            },
+        )?);
+        self.write(caller, &write).await?;
+        Ok((record, deal))
+    }
+}

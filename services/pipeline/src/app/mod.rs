@@ -1,0 +1,355 @@
+//! The pipeline service's rules: who may do what, what a valid change is, and which records,
+//! transitions and events each change writes (in one store write).
+
+mod deals;
+mod forecasts;
+mod leads;
+mod ownership;
+mod pipelines;
+mod products;
+mod references;
+mod tasks;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use crm_platform::outbox::NewEvent;
+use crm_platform::{ApiError, ErrorCode, Principal, TenantId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use deals::{DealInput, DealPatch, LineInput, close_date};
+pub use leads::LeadPatch;
+pub use ownership::{Moved, Share};
+pub use pipelines::StageInput;
+pub use products::ProductPatch;
+pub use tasks::{SYSTEM_ACTOR, TaskPatch, TaskView};
+
+use crate::directory::Directory;
+use crate::store::{Doc, Kind, ListQuery, PipelineStore, Put, RequestKey, StoreError, Write};
+
+/// A record as the app sees it: its body and bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rec<T> {
+    pub id: Uuid,
+    pub revision: i64,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub create_time: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub update_time: DateTime<Utc>,
+    pub body: T,
+}
+
+impl<T: Serialize + DeserializeOwned> Rec<T> {
+    fn from_doc(doc: Doc) -> Result<Self, ApiError> {
+        Ok(Rec {
+            id: doc.id,
+            revision: doc.revision,
+            create_time: doc.create_time,
+            update_time: doc.update_time,
+            body: serde_json::from_value(doc.body).map_err(|e| ApiError::internal(&e))?,
+        })
+    }
+
+    fn to_doc(&self) -> Result<Doc, ApiError> {
+        Ok(Doc {
+            id: self.id,
+            revision: self.revision,
+            create_time: self.create_time,
+            update_time: self.update_time,
+            body: serde_json::to_value(&self.body).map_err(|e| ApiError::internal(&e))?,
+        })
+    }
+
+    /// A new record, first revision.
+    fn new(body: T, now: DateTime<Utc>) -> Self {
+        Rec {
+            id: Uuid::now_v7(),
+            revision: 1,
+            create_time: now,
+            update_time: now,
+            body,
+        }
+    }
+
+    /// The next revision of this record with `body`.
+    fn next(&self, body: T, now: DateTime<Utc>) -> Self {
+        Rec {
+            id: self.id,
+            revision: self.revision + 1,
+            create_time: self.create_time,
+            update_time: now,
+            body,
+        }
+    }
+
+    pub fn etag(&self) -> String {
+        self.revision.to_string()
+    }
+}
+
+/// Who is calling, and the credentials to call other services on their behalf.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub who: Principal,
+    /// The caller's `authorization` header value, passed on to the contact service.
+    pub credentials: String,
+}
+
+impl Caller {
+    fn tenant(&self) -> &TenantId {
+        &self.who.tenant
+    }
+
+    fn user(&self) -> &str {
+        self.who.user.as_str()
+    }
+}
+
+/// An event of this service's: its type, subject and payload (see `grpc::events`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Payload {
+    /// The record after the change (a `Rec` in JSON).
+    pub record: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    /// The deal a lead became (LeadConverted).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub deal: serde_json::Value,
+    /// The stage transition (deal moves, closes, reopens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<StoredTransition>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub old_owner: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub new_owner: String,
+}
+
+/// A transition as an event payload stores it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredTransition {
+    pub seq: i64,
+    pub kind: crate::domain::TransitionKind,
+    pub from_stage: Option<Uuid>,
+    pub to_stage: Uuid,
+    pub from_stage_name: String,
+    pub to_stage_name: String,
+    pub amount: crate::domain::Money,
+    pub actor: String,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub time: DateTime<Utc>,
+    pub reason: String,
+}
+
+impl From<&crate::domain::Transition> for StoredTransition {
+    fn from(t: &crate::domain::Transition) -> Self {
+        StoredTransition {
+            seq: t.seq,
+            kind: t.kind,
+            from_stage: t.from_stage,
+            to_stage: t.to_stage,
+            from_stage_name: t.from_stage_name.clone(),
+            to_stage_name: t.to_stage_name.clone(),
+            amount: t.amount.clone(),
+            actor: t.actor.clone(),
+            time: t.time,
+            reason: t.reason.clone(),
+        }
+    }
+}
+
+/// The event of a change to `record` (of collection `collection`).
+fn event<T: Serialize>(
+    caller: &Caller,
+    kind: &'static str,
+    collection: &str,
+    record: &Rec<T>,
+    payload: Payload,
+) -> Result<NewEvent, ApiError> {
+    Ok(NewEvent {
+        id: Uuid::now_v7(),
+        tenant: caller.tenant().as_str().to_owned(),
+        kind,
+        subject: format!("{collection}/{}", record.id),
+        time: record.update_time,
+        actor: caller.user().to_owned(),
+        payload: serde_json::to_value(Payload {
+            record: serde_json::to_value(record).map_err(|e| ApiError::internal(&e))?,
+            ..payload
+        })
+        .map_err(|e| ApiError::internal(&e))?,
+    })
+}
+
+/// The put of a new record, or of the next revision of one read at `expected`.
+fn put<T: Serialize + DeserializeOwned>(kind: Kind, record: &Rec<T>, expected: Option<i64>) -> Result<Put, ApiError> {
+    Ok(Put {
+        kind,
+        doc: record.to_doc()?,
+        expected,
+    })
+}
+
+/// Checks a client's etag against the revision read.
+fn check_etag(etag: Option<i64>, revision: i64) -> Result<(), ApiError> {
+    match etag {
+        Some(expected) if expected != revision => Err(ApiError::etag_mismatch()),
+        _ => Ok(()),
+    }
+}
+
+fn failed(reason: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::FailedPrecondition, reason, message)
+}
+
+fn store_error(err: StoreError) -> ApiError {
+    err.into_api()
+}
+
+/// The application: rules over a store and the contact directory.
+#[derive(Clone)]
+pub struct PipelineApp {
+    store: Arc<dyn PipelineStore>,
+    directory: Arc<dyn Directory>,
+    /// Woken when a task's due time may have changed (the due-task scheduler listens).
+    due_changed: Arc<tokio::sync::Notify>,
+}
+
+impl PipelineApp {
+    pub fn new(store: Arc<dyn PipelineStore>, directory: Arc<dyn Directory>) -> Self {
+        Self {
+            store,
+            directory,
+            due_changed: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn PipelineStore> {
+        &self.store
+    }
+
+    pub fn due_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.due_changed)
+    }
+
+    async fn load<T: Serialize + DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: Uuid,
+        what: &str,
+    ) -> Result<Rec<T>, ApiError> {
+        let doc = self
+            .store
+            .get(tenant, kind, id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found(what))?;
+        Rec::from_doc(doc)
+    }
+
+    async fn list_records<T: Serialize + DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> Result<Vec<(i64, Rec<T>)>, ApiError> {
+        self.store
+            .list(tenant, query)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|listed| Ok((listed.order, Rec::from_doc(listed.doc)?)))
+            .collect()
+    }
+
+    /// Replays an earlier create with the same request id, if there was one: its record when
+    /// the request was the same, a refusal when the id was used for another request.
+    async fn replay<T: Serialize + DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        request: Option<&(String, String)>,
+    ) -> Result<Option<Rec<T>>, ApiError> {
+        let Some((request_id, fingerprint)) = request else {
+            return Ok(None);
+        };
+        match self
+            .store
+            .request(caller.tenant(), kind, request_id)
+            .await
+            .map_err(store_error)?
+        {
+            None => Ok(None),
+            Some((stored, id)) if &stored == fingerprint => {
+                Ok(Some(self.load(caller.tenant(), kind, id, "the request's record").await?))
+            }
+            Some(_) => Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                "REQUEST_ID_REUSED",
+                "request_id was already used for a different request",
+            )),
+        }
+    }
+
+    /// Writes a create, keyed by its request id if it has one; a concurrent request with the
+    /// same id that won the race is replayed.
+    async fn create<T: Serialize + DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        request: Option<&(String, String)>,
+        record: Rec<T>,
+        mut write: Write,
+    ) -> Result<Rec<T>, ApiError> {
+        write.request = request.map(|(request_id, fingerprint)| RequestKey {
+            kind,
+            request_id: request_id.clone(),
+            fingerprint: fingerprint.clone(),
+            resource: record.id,
+        });
+        match self.store.write(caller.tenant(), &write).await {
+            Ok(()) => Ok(record),
+            Err(StoreError::RequestIdUsed) => self
+                .replay(caller, kind, request)
+                .await?
+                .ok_or_else(|| StoreError::RequestIdUsed.into_api()),
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
+    async fn write(&self, caller: &Caller, write: &Write) -> Result<(), ApiError> {
+        self.store.write(caller.tenant(), write).await.map_err(store_error)
+    }
+}
+
+/// A page of records and the cursor after its last one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<Rec<T>>,
+    pub next: Option<(i64, Uuid)>,
+}
+
+/// Turns `limit + 1` listed records into a page.
+fn page<T>(mut listed: Vec<(i64, Rec<T>)>, limit: usize) -> Page<T> {
+    let more = listed.len() > limit;
+    listed.truncate(limit);
+    let next = if more {
+        listed.last().map(|(order, rec)| (*order, rec.id))
+    } else {
+        None
+    };
+    Page {
+        items: listed.into_iter().map(|(_, rec)| rec).collect(),
+        next,
+    }
+}
+
+/// A user named in a request: `me` is the caller.
+pub fn user_or_me(caller: &Caller, raw: &str) -> String {
+    if raw == "me" {
+        caller.user().to_owned()
+    } else {
+        raw.to_owned()
+    }
+}

@@ -1,0 +1,316 @@
+//! Tasks and reminders, and the TaskDue event published once per due time.
+
+use chrono::{DateTime, Utc};
+use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
+use uuid::Uuid;
+
+use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, page, put};
+use crate::domain::{ContactRef, DealId, LeadId, Task, TaskId, TaskPriority, TaskStatus};
+use crate::store::{Filter, Kind, ListQuery, StoreError, Write};
+
+/// The user the service acts as when it publishes on its own (TaskDue).
+pub const SYSTEM_ACTOR: &str = "crm-pipeline";
+
+/// A task's client-set fields (None: not given / unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskPatch {
+    pub title: Option<String>,
+    pub notes: Option<String>,
+    pub due: Option<Option<DateTime<Utc>>>,
+    pub assignee: Option<String>,
+    pub priority: Option<TaskPriority>,
+    pub deal: Option<Option<DealId>>,
+    pub lead: Option<Option<LeadId>>,
+    pub contact: Option<Option<ContactRef>>,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskView {
+    pub assignee: Option<String>,
+    pub open_only: bool,
+    pub overdue_only: bool,
+}
+
+fn user(raw: &str, field: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|r| ApiError::invalid_field(field, r))
+}
+
+impl PipelineApp {
+    /// Checks a task's links: the deal and lead must exist in the tenant, the contact in the
+    /// contact service.
+    async fn task_links(&self, caller: &Caller, patch: &TaskPatch, body: &mut Task) -> Result<Vec<&'static str>, ApiError> {
+        let mut changed = Vec::new();
+        if let Some(deal) = patch.deal {
+            if let Some(id) = deal {
+                self.store
+                    .get(caller.tenant(), Kind::Deal, id.0)
+                    .await
+                    .map_err(super::store_error)?
+                    .ok_or_else(|| ApiError::invalid_field("task.deal", "no such deal"))?;
+            }
+            let deal = deal.map(|d| d.0);
+            if deal != body.deal {
+                body.deal = deal;
+                changed.push("deal");
+            }
+        }
+        if let Some(lead) = patch.lead {
+            if let Some(id) = lead {
+                self.store
+                    .get(caller.tenant(), Kind::Lead, id.0)
+                    .await
+                    .map_err(super::store_error)?
+                    .ok_or_else(|| ApiError::invalid_field("task.lead", "no such lead"))?;
+            }
+            let lead = lead.map(|l| l.0);
+            if lead != body.lead {
+                body.lead = lead;
+                changed.push("lead");
+            }
+        }
+        if let Some(contact) = patch.contact {
+            let contact = self.check_contact(caller, contact, "task.contact").await?;
+            if contact != body.contact {
+                body.contact = contact;
+                changed.push("contact");
+            }
+        }
+        Ok(changed)
+    }
+
+    pub async fn create_task(
+        &self,
+        caller: &Caller,
+        input: TaskPatch,
+        request: Option<&(String, String)>,
+    ) -> Result<Rec<Task>, ApiError> {
+        let assignee = input.assignee.clone().unwrap_or_else(|| caller.user().to_owned());
+        caller.who.ensure_can_write_owned_by(&user(&assignee, "task.assignee")?)?;
+        if let Some(done) = self.replay(caller, Kind::Task, request).await? {
+            return Ok(done);
+        }
+        let title = input.title.clone().filter(|t| !t.is_empty());
+        let Some(title) = title else {
+            return Err(ApiError::invalid_field("task.title", "is required"));
+        };
+        let mut body = Task {
+            title,
+            notes: input.notes.clone().unwrap_or_default(),
+            due: input.due.flatten(),
+            assignee,
+            priority: input.priority.unwrap_or(TaskPriority::Normal),
+            status: TaskStatus::Open,
+            deal: None,
+            lead: None,
+            contact: None,
+            complete_time: None,
+            due_notified: None,
+        };
+        self.task_links(caller, &input, &mut body).await?;
+        let record = Rec::new(body, Utc::now());
+        let write = Write {
+            puts: vec![put(Kind::Task, &record, None)?],
+            events: vec![event(
+                caller,
+                "crm.pipeline.v1.TaskCreated",
+                TaskId::COLLECTION,
+                &record,
+                Payload::default(),
+            )?],
+            ..Write::default()
+        };
+        let created = self.create(caller, Kind::Task, request, record, write).await?;
+        self.due_changed.notify_one();
+        Ok(created)
+    }
+
+    pub async fn get_task(&self, caller: &Caller, id: TaskId) -> Result<Rec<Task>, ApiError> {
+        self.load(caller.tenant(), Kind::Task, id.0, &id.name()).await
+    }
+
+    /// Tasks, earliest due first (tasks without a due time last).
+    pub async fn list_tasks(
+        &self,
+        caller: &Caller,
+        view: TaskView,
+        after: Option<(i64, Uuid)>,
+        limit: usize,
+    ) -> Result<Page<Task>, ApiError> {
+        let mut filters = Vec::new();
+        if let Some(assignee) = view.assignee {
+            filters.push(Filter::Owner(assignee));
+        }
+        if view.overdue_only {
+            filters.push(Filter::DueBefore(Utc::now()));
+        } else if view.open_only {
+            filters.push(Filter::Status("open"));
+        }
+        let query = ListQuery {
+            kind: Kind::Task,
+            filters,
+            after,
+            limit: limit + 1,
+        };
+        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+    }
+
+    async fn writable_task(&self, caller: &Caller, id: TaskId, etag: Option<i64>) -> Result<Rec<Task>, ApiError> {
+        caller.who.ensure_writer()?;
+        let task = self.get_task(caller, id).await?;
+        caller
+            .who
+            .ensure_can_write_owned_by(&user(&task.body.assignee, "task.assignee")?)?;
+        check_etag(etag, task.revision)?;
+        Ok(task)
+    }
+
+    async fn save_task(
+        &self,
+        caller: &Caller,
+        current: &Rec<Task>,
+        body: Task,
+        kind: &'static str,
+        changed: Vec<&'static str>,
+    ) -> Result<Rec<Task>, ApiError> {
+        let record = current.next(body, Utc::now());
+        let write = Write {
+            puts: vec![put(Kind::Task, &record, Some(current.revision))?],
+            events: vec![event(
+                caller,
+                kind,
+                TaskId::COLLECTION,
+                &record,
+                Payload {
+                    changed: changed.into_iter().map(str::to_owned).collect(),
+                    ..Payload::default()
+                },
+            )?],
+            ..Write::default()
+        };
+        self.write(caller, &write).await?;
+        self.due_changed.notify_one();
+        Ok(record)
+    }
+
+    pub async fn update_task(
+        &self,
+        caller: &Caller,
+        id: TaskId,
+        etag: Option<i64>,
+        patch: TaskPatch,
+    ) -> Result<Rec<Task>, ApiError> {
+        let current = self.writable_task(caller, id, etag).await?;
+        let mut body = current.body.clone();
+        let mut changed = self.task_links(caller, &patch, &mut body).await?;
+        if let Some(title) = patch.title.filter(|t| t != &body.title) {
+            if title.is_empty() {
+                return Err(ApiError::invalid_field("task.title", "is required"));
+            }
+            body.title = title;
+            changed.push("title");
+        }
+        if let Some(notes) = patch.notes.filter(|n| n != &body.notes) {
+            body.notes = notes;
+            changed.push("notes");
+        }
+        if let Some(due) = patch.due.filter(|d| d != &body.due) {
+            body.due = due;
+            changed.push("due_time");
+        }
+        if let Some(priority) = patch.priority.filter(|p| p != &body.priority) {
+            body.priority = priority;
+            changed.push("priority");
+        }
+        if let Some(assignee) = patch.assignee.filter(|a| a != &body.assignee) {
+            // Handing a task to someone else is a manager's or the assignee's call; a rep
+            // cannot take over another's task (they could not write it before).
+            user(&assignee, "task.assignee")?;
+            if !caller.who.writes_all() && assignee != caller.user() && body.assignee != caller.user() {
+                return Err(ApiError::permission_denied("a rep may only assign their own tasks"));
+            }
+            body.assignee = assignee;
+            changed.push("assignee");
+        }
+        if changed.is_empty() {
+            return Ok(current);
+        }
+        self.save_task(caller, &current, body, "crm.pipeline.v1.TaskUpdated", changed)
+            .await
+    }
+
+    pub async fn complete_task(&self, caller: &Caller, id: TaskId, etag: Option<i64>) -> Result<Rec<Task>, ApiError> {
+        let current = self.writable_task(caller, id, etag).await?;
+        if current.body.status == TaskStatus::Completed {
+            return Err(failed("TASK_COMPLETED", "the task is already completed"));
+        }
+        let mut body = current.body.clone();
+        body.status = TaskStatus::Completed;
+        body.complete_time = Some(Utc::now());
+        self.save_task(caller, &current, body, "crm.pipeline.v1.TaskCompleted", vec!["status"])
+            .await
+    }
+
+    pub async fn reopen_task(&self, caller: &Caller, id: TaskId, etag: Option<i64>) -> Result<Rec<Task>, ApiError> {
+        let current = self.writable_task(caller, id, etag).await?;
+        if current.body.status == TaskStatus::Open {
+            return Err(failed("TASK_OPEN", "the task is open"));
+        }
+        let mut body = current.body.clone();
+        body.status = TaskStatus::Open;
+        body.complete_time = None;
+        self.save_task(caller, &current, body, "crm.pipeline.v1.TaskReopened", vec!["status"])
+            .await
+    }
+
+    /// Publishes TaskDue for every open task whose due time has come and has not been
+    /// published for that due time yet; returns how many were published and the next due
+    /// time still to come. Each publication is written with the task at the revision read, so
+    /// two schedulers (replicas) cannot both publish it, and it survives restarts.
+    pub async fn publish_due_tasks(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>), ApiError> {
+        const BATCH: usize = 200;
+        let (owed, next) = self.store.owed_due_tasks(now, BATCH).await.map_err(super::store_error)?;
+        let mut published = 0;
+        for (tenant, doc) in owed {
+            let current: Rec<Task> = Rec::from_doc(doc)?;
+            if !current.body.due_event_owed(now) {
+                continue;
+            }
+            let caller = system_caller(tenant)?;
+            let mut body = current.body.clone();
+            body.due_notified = body.due;
+            let record = current.next(body, now);
+            let write = Write {
+                puts: vec![put(Kind::Task, &record, Some(current.revision))?],
+                events: vec![event(
+                    &caller,
+                    "crm.pipeline.v1.TaskDue",
+                    TaskId::COLLECTION,
+                    &record,
+                    Payload::default(),
+                )?],
+                ..Write::default()
+            };
+            match self.store.write(caller.tenant(), &write).await {
+                Ok(()) => published += 1,
+                // Changed meanwhile (by its assignee or another replica): looked at again on
+                // the next round.
+                Err(StoreError::Stale) => {}
+                Err(err) => return Err(super::store_error(err)),
+            }
+        }
+        Ok((published, next))
+    }
+}
+
+/// The service itself, acting in one tenant.
+pub(super) fn system_caller(tenant: TenantId) -> Result<Caller, ApiError> {
+    Ok(Caller {
+        who: Principal {
+            tenant,
+            user: UserId::parse(SYSTEM_ACTOR).map_err(|e| ApiError::internal(&e))?,
+            roles: vec![Role::Service],
+        },
+        credentials: String::new(),
+    })
+}

@@ -1,0 +1,153 @@
+//! Values every pipeline record uses: money, periods, dates, bounded text, users.
+
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+/// Active ISO-4217 currency codes.
+const CURRENCIES: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BHD", "BIF",
+    "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CLP", "CNY", "COP", "CRC",
+    "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS",
+    "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD",
+    "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL",
+    "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD",
+    "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD",
+    "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP",
+    "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VES",
+    "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
+];
+
+/// An amount of money: integer minor units of an ISO-4217 currency, never negative here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: String,
+}
+
+impl Money {
+    /// Validates an amount and its currency.
+    pub fn new(minor: i64, currency: &str) -> Result<Money, String> {
+        if minor < 0 {
+            return Err("must not be negative".into());
+        }
+        Ok(Money {
+            minor,
+            currency: currency_code(currency)?,
+        })
+    }
+
+    pub fn zero(currency: &str) -> Money {
+        Money {
+            minor: 0,
+            currency: currency.to_owned(),
+        }
+    }
+}
+
+/// Checks an ISO-4217 code (upper case, as the standard writes it).
+pub fn currency_code(raw: &str) -> Result<String, String> {
+    if CURRENCIES.binary_search(&raw).is_ok() {
+        Ok(raw.to_owned())
+    } else if raw.is_empty() {
+        Err("is required (an ISO-4217 code such as EUR)".into())
+    } else {
+        Err(format!("`{raw}` is not an ISO-4217 currency code"))
+    }
+}
+
+/// A forecast or quota period: a calendar month (`2026-11`) or quarter (`2026-Q4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Period {
+    Month { year: i32, month: u32 },
+    Quarter { year: i32, quarter: u32 },
+}
+
+impl Period {
+    pub fn parse(raw: &str) -> Result<Period, String> {
+        let invalid = || format!("`{raw}` is not a period: use YYYY-MM (a month) or YYYY-Qn (a quarter)");
+        let (year, rest) = raw.split_once('-').ok_or_else(invalid)?;
+        if year.len() != 4 {
+            return Err(invalid());
+        }
+        let year: i32 = year.parse().map_err(|_| invalid())?;
+        if !(1970..=9999).contains(&year) {
+            return Err(invalid());
+        }
+        if let Some(q) = rest.strip_prefix('Q') {
+            let quarter: u32 = q.parse().map_err(|_| invalid())?;
+            return if (1..=4).contains(&quarter) && q.len() == 1 {
+                Ok(Period::Quarter { year, quarter })
+            } else {
+                Err(invalid())
+            };
+        }
+        let month: u32 = rest.parse().map_err(|_| invalid())?;
+        if rest.len() == 2 && (1..=12).contains(&month) {
+            Ok(Period::Month { year, month })
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Period::Month { year, month } => write!(f, "{year:04}-{month:02}"),
+            Period::Quarter { year, quarter } => write!(f, "{year:04}-Q{quarter}"),
+        }
+    }
+}
+
+/// A calendar date `YYYY-MM-DD`.
+pub fn date(raw: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .ok()
+        .filter(|d| (1970..=9999).contains(&d.year()) && raw.len() == 10)
+        .ok_or_else(|| format!("`{raw}` is not a date: use YYYY-MM-DD"))
+}
+
+/// Trimmed text of at most `max` characters; `required` refuses empty text.
+pub fn text(raw: &str, max: usize, required: bool) -> Result<String, String> {
+    let trimmed = raw.trim();
+    if required && trimmed.is_empty() {
+        return Err("is required".into());
+    }
+    if trimmed.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("must not contain control characters".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currencies_are_sorted_for_binary_search() {
+        assert!(CURRENCIES.windows(2).all(|w| w[0] < w[1]));
+        assert!(currency_code("EUR").is_ok());
+        assert!(currency_code("eur").is_err());
+        assert!(currency_code("XXX").is_err());
+        assert!(Money::new(-1, "EUR").is_err());
+    }
+
+    #[test]
+    fn periods() {
+        assert_eq!(Period::parse("2026-11").map(|p| p.to_string()), Ok("2026-11".into()));
+        assert_eq!(Period::parse("2026-Q4").map(|p| p.to_string()), Ok("2026-Q4".into()));
+        for bad in ["2026-13", "2026-Q5", "2026-1", "26-11", "2026", "2026-Q", "2026-Q44", "Q4-2026", ""] {
+            assert!(Period::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates() {
+        assert!(date("2026-12-31").is_ok());
+        assert!(date("2026-02-30").is_err());
+        assert!(date("2026-2-3").is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! Following the contact service's feed: a merge re-points this service's references to the
+//! survivor, an erase removes the person from it (references, the text of records about them,
+//! and the payloads of stored events). Each event's changes and the checkpoint commit
+//! together, so every change is applied exactly once.
+
+use async_trait::async_trait;
+use crm_platform::TenantId;
+use crm_platform::consumer::Sink;
+use crm_proto::crm::contact::v1 as contact;
+use crm_proto::crm::events::v1 as pb;
+use crm_proto::prost::Message;
+use uuid::Uuid;
+
+use crate::app::PipelineApp;
+use crate::store::{ContactChange, StoreError};
+
+/// The contact events this service follows.
+pub const FOLLOWED_TYPES: &[&str] = &[
+    "crm.contact.v1.ContactsMerged",
+    "crm.contact.v1.CompaniesMerged",
+    "crm.contact.v1.ContactErased",
+];
+
+/// The checkpoint name of this service's subscription to the contact feed.
+pub const CONSUMER: &str = "pipeline<-contact";
+
+/// Attempts at one event when records change under it.
+const ATTEMPTS: usize = 10;
+
+fn id(name: &str) -> Option<Uuid> {
+    name.rsplit('/').next().and_then(|id| Uuid::parse_str(id).ok())
+}
+
+/// What a contact event asks of this service (None: nothing).
+pub fn change_of(event: &pb::Event) -> Option<ContactChange> {
+    let payload = event.payload.as_ref()?;
+    match event.r#type.as_str() {
+        "crm.contact.v1.ContactsMerged" => {
+            let merged = contact::ContactsMerged::decode(payload.value.as_slice()).ok()?;
+            Some(ContactChange::ContactsMerged {
+                survivor: id(&merged.survivor)?,
+                merged: merged.merged.iter().filter_map(|m| id(m)).collect(),
+            })
+        }
+        "crm.contact.v1.CompaniesMerged" => {
+            let merged = contact::CompaniesMerged::decode(payload.value.as_slice()).ok()?;
+            Some(ContactChange::CompaniesMerged {
+                survivor: id(&merged.survivor)?,
+                merged: merged.merged.iter().filter_map(|m| id(m)).collect(),
+            })
+        }
+        "crm.contact.v1.ContactErased" => Some(ContactChange::ContactErased {
+            contact: id(&event.subject)?,
+        }),
+        _ => None,
+    }
+}
+
+/// The consumer's sink: the pipeline store.
+pub struct ContactFeed {
+    app: PipelineApp,
+}
+
+impl ContactFeed {
+    pub fn new(app: PipelineApp) -> Self {
+        Self { app }
+    }
+}
+
+#[async_trait]
+impl Sink for ContactFeed {
+    async fn checkpoint(&self, consumer: &str) -> anyhow::Result<u64> {
+        Ok(self.app.store().checkpoint(consumer).await?)
+    }
+
+    async fn apply(&self, consumer: &str, previous: u64, events: &[pb::Event]) -> anyhow::Result<bool> {
+        use tracing::Instrument;
+        let mut previous = previous;
+        for event in events {
+            let span = crm_platform::consumer::event_span(event);
+            let tenant = TenantId::parse(&event.tenant).map_err(|e| anyhow::anyhow!("event tenant: {e}"))?;
+            let change = change_of(event);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let writes = match &change {
+                    Some(change) => {
+                        self.app
+                            .follow_contact_change(&tenant, &event.actor, change)
+                            .instrument(span.clone())
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?
+                    }
+                    None => Vec::new(),
+                };
+                match self.app.store().follow(consumer, previous, event.sequence, &writes).await {
+                    Ok(true) => break,
+                    Ok(false) => return Ok(false),
+                    Err(StoreError::Stale) if attempt < ATTEMPTS => continue,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            previous = event.sequence;
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,601 @@
+//! proto <-> domain for crm.pipeline.v1: every check of a request's fields happens here, each
+//! failure naming its field.
+
+use chrono::{DateTime, Utc};
+use crm_platform::ApiError;
+use crm_platform::error::Violations;
+use crm_proto::crm::common::v1 as common;
+use crm_proto::crm::pipeline::v1 as pb;
+use crm_proto::prost_types::Timestamp;
+use uuid::Uuid;
+
+use crate::app::{DealInput, DealPatch, LeadPatch, LineInput, ProductPatch, Rec, StageInput, TaskPatch};
+use crate::domain::values::{self, text};
+use crate::domain::{
+    CompanyRef, ContactRef, Deal, DealId, DealStatus, Forecast, ForecastCategory, LeadId, LeadStatus, Lead, Money,
+    Pipeline, PipelineId, Product, ProductId, Quota, Stage, StageKind, Task, TaskPriority, TaskStatus, Transition,
+    TransitionKind,
+};
+
+pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn opt_timestamp(time: Option<DateTime<Utc>>) -> Option<Timestamp> {
+    time.map(timestamp)
+}
+
+pub(crate) fn from_timestamp(ts: &Timestamp) -> Result<DateTime<Utc>, String> {
+    u32::try_from(ts.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+        .filter(|t| (1970..=9999).contains(&chrono::Datelike::year(t)))
+        .and_then(|t| DateTime::from_timestamp_micros(t.timestamp_micros()))
+        .ok_or_else(|| "is not a valid time between the years 1970 and 9999".to_owned())
+}
+
+pub(crate) fn money(m: &Money) -> common::Money {
+    common::Money {
+        amount_minor: m.minor,
+        currency_code: m.currency.clone(),
+    }
+}
+
+pub(crate) fn money_in(v: &mut Violations, field: &str, m: Option<&common::Money>) -> Option<Money> {
+    let m = m?;
+    if m.amount_minor < 0 {
+        v.add(format!("{field}.amount_minor"), "must not be negative");
+        return None;
+    }
+    v.check(format!("{field}.currency_code"), Money::new(m.amount_minor, &m.currency_code))
+}
+
+/// An etag as sent by a client (empty: none).
+pub(crate) fn etag(raw: &str, field: &str) -> Result<Option<i64>, ApiError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    crm_platform::resource::Revision::parse_etag(raw)
+        .map(|r| Some(r.0))
+        .map_err(|reason| ApiError::invalid_field(field, reason))
+}
+
+/// The update mask's paths (required, each one of `allowed`).
+pub(crate) fn mask(m: Option<&crm_proto::prost_types::FieldMask>, allowed: &[&str]) -> Result<Vec<String>, ApiError> {
+    let mut v = Violations::new("");
+    let paths = m.map(|m| m.paths.clone()).unwrap_or_default();
+    if paths.is_empty() {
+        v.add("update_mask", "is required: name the fields to change");
+    }
+    for path in &paths {
+        if !allowed.contains(&path.as_str()) {
+            v.add(
+                format!("update_mask.paths[{path}]"),
+                format!("is not a field you can change here (one of: {})", allowed.join(", ")),
+            );
+        }
+    }
+    v.finish()?;
+    Ok(paths)
+}
+
+fn reference<T>(v: &mut Violations, field: &str, raw: &str, parse: fn(&str) -> Result<T, String>) -> Option<Option<T>> {
+    if raw.is_empty() {
+        Some(None)
+    } else {
+        v.check(field, parse(raw)).map(Some)
+    }
+}
+
+pub(crate) fn stage_kind(kind: StageKind) -> i32 {
+    match kind {
+        StageKind::Open => pb::StageKind::Open,
+        StageKind::Won => pb::StageKind::Won,
+        StageKind::Lost => pb::StageKind::Lost,
+    }
+    .into()
+}
+
+pub(crate) fn lead_status(status: LeadStatus) -> i32 {
+    match status {
+        LeadStatus::New => pb::LeadStatus::New,
+        LeadStatus::Working => pb::LeadStatus::Working,
+        LeadStatus::Qualified => pb::LeadStatus::Qualified,
+        LeadStatus::Disqualified => pb::LeadStatus::Disqualified,
+        LeadStatus::Converted => pb::LeadStatus::Converted,
+    }
+    .into()
+}
+
+pub(crate) fn lead_status_in(raw: i32) -> Result<Option<LeadStatus>, String> {
+    match pb::LeadStatus::try_from(raw) {
+        Ok(pb::LeadStatus::Unspecified) => Ok(None),
+        Ok(pb::LeadStatus::New) => Ok(Some(LeadStatus::New)),
+        Ok(pb::LeadStatus::Working) => Ok(Some(LeadStatus::Working)),
+        Ok(pb::LeadStatus::Qualified) => Ok(Some(LeadStatus::Qualified)),
+        Ok(pb::LeadStatus::Disqualified) => Ok(Some(LeadStatus::Disqualified)),
+        Ok(pb::LeadStatus::Converted) => Ok(Some(LeadStatus::Converted)),
+        Err(_) => Err(format!("{raw} is not a lead status")),
+    }
+}
+
+pub(crate) fn deal_status(status: DealStatus) -> i32 {
+    match status {
+        DealStatus::Open => pb::DealStatus::Open,
+        DealStatus::Won => pb::DealStatus::Won,
+        DealStatus::Lost => pb::DealStatus::Lost,
+    }
+    .into()
+}
+
+pub(crate) fn deal_status_in(raw: i32) -> Result<Option<DealStatus>, String> {
+    match pb::DealStatus::try_from(raw) {
+        Ok(pb::DealStatus::Unspecified) => Ok(None),
+        Ok(pb::DealStatus::Open) => Ok(Some(DealStatus::Open)),
+        Ok(pb::DealStatus::Won) => Ok(Some(DealStatus::Won)),
+        Ok(pb::DealStatus::Lost) => Ok(Some(DealStatus::Lost)),
+        Err(_) => Err(format!("{raw} is not a deal status")),
+    }
+}
+
+pub(crate) fn forecast_category(category: ForecastCategory) -> i32 {
+    match category {
+        ForecastCategory::Pipeline => pb::ForecastCategory::Pipeline,
+        ForecastCategory::BestCase => pb::ForecastCategory::BestCase,
+        ForecastCategory::Commit => pb::ForecastCategory::Commit,
+        ForecastCategory::Closed => pb::ForecastCategory::Closed,
+        ForecastCategory::Omitted => pb::ForecastCategory::Omitted,
+    }
+    .into()
+}
+
+pub(crate) fn forecast_category_in(raw: i32) -> Result<Option<ForecastCategory>, String> {
+    match pb::ForecastCategory::try_from(raw) {
+        Ok(pb::ForecastCategory::Unspecified) => Ok(None),
+        Ok(pb::ForecastCategory::Pipeline) => Ok(Some(ForecastCategory::Pipeline)),
+        Ok(pb::ForecastCategory::BestCase) => Ok(Some(ForecastCategory::BestCase)),
+        Ok(pb::ForecastCategory::Commit) => Ok(Some(ForecastCategory::Commit)),
+        Ok(pb::ForecastCategory::Closed) => Ok(Some(ForecastCategory::Closed)),
+        Ok(pb::ForecastCategory::Omitted) => Ok(Some(ForecastCategory::Omitted)),
+        Err(_) => Err(format!("{raw} is not a forecast category")),
+    }
+}
+
+fn task_priority(priority: TaskPriority) -> i32 {
+    match priority {
+        TaskPriority::Low => pb::TaskPriority::Low,
+        TaskPriority::Normal => pb::TaskPriority::Normal,
+        TaskPriority::High => pb::TaskPriority::High,
+        TaskPriority::Urgent => pb::TaskPriority::Urgent,
+    }
+    .into()
+}
+
+fn task_priority_in(raw: i32) -> Result<Option<TaskPriority>, String> {
+    match pb::TaskPriority::try_from(raw) {
+        Ok(pb::TaskPriority::Unspecified) => Ok(None),
+        Ok(pb::TaskPriority::Low) => Ok(Some(TaskPriority::Low)),
+        Ok(pb::TaskPriority::Normal) => Ok(Some(TaskPriority::Normal)),
+        Ok(pb::TaskPriority::High) => Ok(Some(TaskPriority::High)),
+        Ok(pb::TaskPriority::Urgent) => Ok(Some(TaskPriority::Urgent)),
+        Err(_) => Err(format!("{raw} is not a task priority")),
+    }
+}
+
+fn transition_kind(kind: TransitionKind) -> i32 {
+    match kind {
+        TransitionKind::Created => pb::TransitionKind::Created,
+        TransitionKind::Moved => pb::TransitionKind::Moved,
+        TransitionKind::Won => pb::TransitionKind::Won,
+        TransitionKind::Lost => pb::TransitionKind::Lost,
+        TransitionKind::Reopened => pb::TransitionKind::Reopened,
+    }
+    .into()
+}
+
+fn stage(s: &Stage) -> pb::Stage {
+    pb::Stage {
+        id: s.id.to_string(),
+        display_name: s.name.clone(),
+        probability_percent: i32::from(s.probability),
+        kind: stage_kind(s.kind),
+    }
+}
+
+pub(crate) fn pipeline(r: &Rec<Pipeline>) -> pb::Pipeline {
+    pb::Pipeline {
+        name: PipelineId(r.id).name(),
+        display_name: r.body.name.clone(),
+        stages: r.body.stages.iter().map(stage).collect(),
+        create_time: Some(timestamp(r.create_time)),
+        update_time: Some(timestamp(r.update_time)),
+        etag: r.etag(),
+    }
+}
+
+pub(crate) fn board_stage(s: &Stage) -> pb::Stage {
+    stage(s)
+}
+
+fn name_of(collection: &str, id: Option<Uuid>) -> String {
+    id.map(|id| format!("{collection}/{id}")).unwrap_or_default()
+}
+
+pub(crate) fn lead(r: &Rec<Lead>) -> pb::Lead {
+    let l = &r.body;
+    pb::Lead {
+        name: LeadId(r.id).name(),
+        title: l.title.clone(),
+        contact: name_of("contacts", l.contact),
+        company: name_of("companies", l.company),
+        source: l.source.clone(),
+        status: lead_status(l.status),
+        disqualify_reason: l.disqualify_reason.clone(),
+        score: i32::from(l.score),
+        owner: l.owner.clone(),
+        converted_deal: name_of("deals", l.converted_deal),
+        convert_time: opt_timestamp(l.convert_time),
+        converted_by: l.converted_by.clone(),
+        create_time: Some(timestamp(r.create_time)),
+        update_time: Some(timestamp(r.update_time)),
+        etag: r.etag(),
+    }
+}
+
+pub(crate) fn deal(r: &Rec<Deal>) -> pb::Deal {
+    let d = &r.body;
+    pb::Deal {
+        name: DealId(r.id).name(),
+        display_name: d.name.clone(),
+        pipeline: PipelineId(d.pipeline).name(),
+        stage: d.stage.to_string(),
+        status: deal_status(d.status),
+        amount: Some(money(&d.amount)),
+        expected_close_date: d.close_date.map(|c| c.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+        owner: d.owner.clone(),
+        contact: name_of("contacts", d.contact),
+        company: name_of("companies", d.company),
+        forecast_category: forecast_category(d.forecast),
+        line_items: d
+            .lines
+            .iter()
+            .map(|l| pb::LineItem {
+                product: ProductId(l.product).name(),
+                sku: l.sku.clone(),
+                display_name: l.name.clone(),
+                quantity: l.quantity,
+                unit_price: Some(money(&l.unit_price)),
+                discount_bps: i32::from(l.discount_bps),
+                net_amount: Some(common::Money {
+                    amount_minor: l.net_minor().unwrap_or_default(),
+                    currency_code: l.unit_price.currency.clone(),
+                }),
+            })
+            .collect(),
+        close_reason: d.close_reason.clone(),
+        close_time: opt_timestamp(d.close_time),
+        lead: name_of("leads", d.lead),
+        stage_enter_time: Some(timestamp(d.stage_enter_time)),
+        create_time: Some(timestamp(r.create_time)),
+        update_time: Some(timestamp(r.update_time)),
+        etag: r.etag(),
+    }
+}
+
+pub(crate) fn transition(t: &Transition) -> pb::StageTransition {
+    pb::StageTransition {
+        deal: DealId(t.deal).name(),
+        sequence: t.seq,
+        kind: transition_kind(t.kind),
+        from_stage: t.from_stage.map(|s| s.to_string()).unwrap_or_default(),
+        to_stage: t.to_stage.to_string(),
+        from_stage_name: t.from_stage_name.clone(),
+        to_stage_name: t.to_stage_name.clone(),
+        amount: Some(money(&t.amount)),
+        actor: t.actor.clone(),
+        transition_time: Some(timestamp(t.time)),
+        reason: t.reason.clone(),
+    }
+}
+
+pub(crate) fn product(r: &Rec<Product>) -> pb::Product {
+    let p = &r.body;
+    pb::Product {
+        name: ProductId(r.id).name(),
+        sku: p.sku.clone(),
+        display_name: p.name.clone(),
+        family: p.family.clone(),
+        list_price: Some(money(&p.price)),
+        active: p.active,
+        create_time: Some(timestamp(r.create_time)),
+        update_time: Some(timestamp(r.update_time)),
+        etag: r.etag(),
+    }
+}
+
+pub(crate) fn task(r: &Rec<Task>) -> pb::Task {
+    let t = &r.body;
+    pb::Task {
+        name: crate::domain::TaskId(r.id).name(),
+        title: t.title.clone(),
+        notes: t.notes.clone(),
+        due_time: opt_timestamp(t.due),
+        assignee: t.assignee.clone(),
+        priority: task_priority(t.priority),
+        status: match t.status {
+            TaskStatus::Open => pb::TaskStatus::Open,
+            TaskStatus::Completed => pb::TaskStatus::Completed,
+        }
+        .into(),
+        deal: name_of("deals", t.deal),
+        lead: name_of("leads", t.lead),
+        contact: name_of("contacts", t.contact),
+        complete_time: opt_timestamp(t.complete_time),
+        create_time: Some(timestamp(r.create_time)),
+        update_time: Some(timestamp(r.update_time)),
+        etag: r.etag(),
+    }
+}
+
+pub(crate) fn forecast(r: &Rec<Forecast>) -> pb::Forecast {
+    let f = &r.body;
+    pb::Forecast {
+        name: crate::domain::ForecastId(r.id).name(),
+        owner: f.owner.clone(),
+        period: f.period.clone(),
+        amount: Some(money(&f.amount)),
+        category: forecast_category(f.category),
+        submit_time: Some(timestamp(r.create_time)),
+        submitted_by: f.submitted_by.clone(),
+    }
+}
+
+pub(crate) fn quota(r: &Rec<Quota>) -> pb::Quota {
+    let q = &r.body;
+    pb::Quota {
+        name: format!("quotas/{}/{}", q.owner, q.period),
+        owner: q.owner.clone(),
+        period: q.period.clone(),
+        amount: Some(money(&q.amount)),
+        update_time: Some(timestamp(r.update_time)),
+        set_by: q.set_by.clone(),
+    }
+}
+
+/// Whether a create reads `field`, or an update's mask names it.
+fn wants(paths: Option<&[String]>, field: &str) -> bool {
+    paths.is_none_or(|p| p.iter().any(|x| x == field))
+}
+
+/// Stage inputs of a pipeline.
+pub(crate) fn stages_in(p: &pb::Pipeline) -> Result<Vec<StageInput>, ApiError> {
+    let mut v = Violations::new("pipeline.");
+    if p.stages.is_empty() {
+        v.add("stages", "needs stages: at least one open, one won and one lost");
+    }
+    let mut out = Vec::new();
+    for (i, s) in p.stages.iter().enumerate() {
+        let id = if s.id.is_empty() {
+            Some(None)
+        } else {
+            v.check(format!("stages[{i}].id"), Uuid::parse_str(&s.id).map(Some).map_err(|_| "is not a stage id".to_owned()))
+        };
+        let name = v.check(format!("stages[{i}].display_name"), text(&s.display_name, 100, true));
+        let probability = v.check(
+            format!("stages[{i}].probability_percent"),
+            u8::try_from(s.probability_percent)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| "must be between 0 and 100".to_owned()),
+        );
+        let kind = v.check(
+            format!("stages[{i}].kind"),
+            match pb::StageKind::try_from(s.kind) {
+                Ok(pb::StageKind::Open) => Ok(StageKind::Open),
+                Ok(pb::StageKind::Won) => Ok(StageKind::Won),
+                Ok(pb::StageKind::Lost) => Ok(StageKind::Lost),
+                _ => Err("must be OPEN, WON or LOST".to_owned()),
+            },
+        );
+        if let (Some(id), Some(name), Some(probability), Some(kind)) = (id, name, probability, kind) {
+            out.push(StageInput {
+                id,
+                name,
+                probability,
+                kind,
+            });
+        }
+    }
+    v.finish()?;
+    Ok(out)
+}
+
+pub(crate) fn lead_in(l: &pb::Lead, paths: Option<&[String]>) -> Result<LeadPatch, ApiError> {
+    let mut v = Violations::new("lead.");
+    let mut patch = LeadPatch::default();
+    if wants(paths, "title") {
+        patch.title = v.check("title", text(&l.title, 200, paths.is_none()));
+    }
+    if wants(paths, "contact") {
+        patch.contact = reference(&mut v, "contact", &l.contact, ContactRef::parse_name);
+    }
+    if wants(paths, "company") {
+        patch.company = reference(&mut v, "company", &l.company, CompanyRef::parse_name);
+    }
+    if wants(paths, "source") {
+        patch.source = v.check("source", text(&l.source, 100, false));
+    }
+    if wants(paths, "status") {
+        patch.status = v.check("status", lead_status_in(l.status)).flatten();
+    }
+    if wants(paths, "score") {
+        patch.score = v.check(
+            "score",
+            u8::try_from(l.score)
+                .ok()
+                .filter(|s| *s <= 100)
+                .ok_or_else(|| "must be between 0 and 100".to_owned()),
+        );
+    }
+    if paths.is_none() && !l.owner.is_empty() || paths.is_some_and(|p| p.iter().any(|x| x == "owner")) {
+        patch.owner = Some(l.owner.clone());
+    }
+    v.finish()?;
+    Ok(patch)
+}
+
+fn lines_in(v: &mut Violations, items: &[pb::LineItem]) -> Vec<LineInput> {
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let product = v.check(format!("line_items[{i}].product"), ProductId::parse_name(&item.product));
+        if item.quantity < 1 {
+            v.add(format!("line_items[{i}].quantity"), "must be at least 1");
+        }
+        let discount = u16::try_from(item.discount_bps).ok().filter(|d| *d <= 10_000);
+        if discount.is_none() {
+            v.add(format!("line_items[{i}].discount_bps"), "must be between 0 and 10000");
+        }
+        let price = money_in(v, &format!("line_items[{i}].unit_price"), item.unit_price.as_ref());
+        if let (Some(product), Some(discount)) = (product, discount) {
+            out.push(LineInput {
+                product,
+                quantity: item.quantity,
+                unit_price: price,
+                discount_bps: discount,
+            });
+        }
+    }
+    out
+}
+
+/// The fields of a deal a create or an update reads.
+pub(crate) fn deal_patch(d: &pb::Deal, paths: Option<&[String]>) -> Result<DealPatch, ApiError> {
+    let mut v = Violations::new("deal.");
+    let mut patch = DealPatch::default();
+    if wants(paths, "display_name") {
+        patch.name = v.check("display_name", text(&d.display_name, 200, false));
+    }
+    if wants(paths, "amount") {
+        patch.amount = money_in(&mut v, "amount", d.amount.as_ref());
+    }
+    if wants(paths, "expected_close_date") {
+        patch.close_date = v.check("expected_close_date", crate::app::close_date(&d.expected_close_date));
+    }
+    if wants(paths, "contact") {
+        patch.contact = reference(&mut v, "contact", &d.contact, ContactRef::parse_name);
+    }
+    if wants(paths, "company") {
+        patch.company = reference(&mut v, "company", &d.company, CompanyRef::parse_name);
+    }
+    if wants(paths, "forecast_category") {
+        patch.forecast = v.check("forecast_category", forecast_category_in(d.forecast_category)).flatten();
+    }
+    if wants(paths, "line_items") {
+        if d.line_items.len() > crate::domain::MAX_LINE_ITEMS {
+            v.add("line_items", format!("at most {} line items", crate::domain::MAX_LINE_ITEMS));
+        }
+        patch.lines = Some(lines_in(&mut v, &d.line_items));
+    }
+    v.finish()?;
+    Ok(patch)
+}
+
+/// A new deal (CreateDeal, or the deal of a ConvertLead where the pipeline is the only
+/// required field).
+pub(crate) fn deal_in(d: &pb::Deal) -> Result<DealInput, ApiError> {
+    let patch = deal_patch(d, None)?;
+    let mut v = Violations::new("deal.");
+    let pipeline = v.check("pipeline", PipelineId::parse_name(&d.pipeline));
+    let stage = if d.stage.is_empty() {
+        Some(None)
+    } else {
+        v.check("stage", Uuid::parse_str(&d.stage).map(Some).map_err(|_| "is not a stage id".to_owned()))
+    };
+    let owner = (!d.owner.is_empty()).then(|| d.owner.clone());
+    v.finish()?;
+    let (Some(pipeline), Some(stage)) = (pipeline, stage) else {
+        return Err(ApiError::invalid_field("deal.pipeline", "is required"));
+    };
+    Ok(DealInput {
+        name: patch.name.unwrap_or_default(),
+        pipeline,
+        stage,
+        amount: patch.amount,
+        close_date: patch.close_date.flatten(),
+        owner,
+        contact: patch.contact.flatten(),
+        company: patch.company.flatten(),
+        forecast: patch.forecast,
+        lines: patch.lines.unwrap_or_default(),
+    })
+}
+
+pub(crate) fn product_in(p: &pb::Product, paths: Option<&[String]>) -> Result<ProductPatch, ApiError> {
+    let mut v = Violations::new("product.");
+    let mut patch = ProductPatch::default();
+    if wants(paths, "sku") {
+        patch.sku = v.check("sku", text(&p.sku, 64, true));
+    }
+    if wants(paths, "display_name") {
+        patch.name = v.check("display_name", text(&p.display_name, 200, true));
+    }
+    if wants(paths, "family") {
+        patch.family = v.check("family", text(&p.family, 100, false));
+    }
+    if wants(paths, "list_price") {
+        patch.price = money_in(&mut v, "list_price", p.list_price.as_ref());
+        if p.list_price.is_none() {
+            v.add("list_price", "is required");
+        }
+    }
+    if paths.is_some_and(|p| p.iter().any(|x| x == "active")) {
+        patch.active = Some(p.active);
+    } else if paths.is_none() {
+        // A new product is active unless the request says otherwise; proto3 cannot tell an
+        // unset bool from false, so creation always makes an active product.
+        patch.active = Some(true);
+    }
+    v.finish()?;
+    Ok(patch)
+}
+
+pub(crate) fn task_in(t: &pb::Task, paths: Option<&[String]>) -> Result<TaskPatch, ApiError> {
+    let mut v = Violations::new("task.");
+    let mut patch = TaskPatch::default();
+    if wants(paths, "title") {
+        patch.title = v.check("title", text(&t.title, 200, true));
+    }
+    if wants(paths, "notes") {
+        patch.notes = v.check("notes", text(&t.notes, 4000, false));
+    }
+    if wants(paths, "due_time") {
+        patch.due = match &t.due_time {
+            None => Some(None),
+            Some(ts) => v.check("due_time", from_timestamp(ts)).map(Some),
+        };
+    }
+    if wants(paths, "assignee") && !(paths.is_none() && t.assignee.is_empty()) {
+        patch.assignee = Some(t.assignee.clone());
+    }
+    if wants(paths, "priority") {
+        patch.priority = v.check("priority", task_priority_in(t.priority)).flatten();
+    }
+    if wants(paths, "deal") {
+        patch.deal = reference(&mut v, "deal", &t.deal, DealId::parse_name);
+    }
+    if wants(paths, "lead") {
+        patch.lead = reference(&mut v, "lead", &t.lead, LeadId::parse_name);
+    }
+    if wants(paths, "contact") {
+        patch.contact = reference(&mut v, "contact", &t.contact, ContactRef::parse_name);
+    }
+    v.finish()?;
+    Ok(patch)
+}
+
+pub(crate) fn period(raw: &str, field: &str) -> Result<values::Period, ApiError> {
+    values::Period::parse(raw).map_err(|reason| ApiError::invalid_field(field, reason))
+}

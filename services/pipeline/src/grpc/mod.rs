@@ -1,0 +1,706 @@
+//! The gRPC servers of crm.pipeline.v1: authenticate nothing themselves (the auth layer did),
+//! convert at the edge (`convert`) and delegate to [`PipelineApp`].
+
+mod convert;
+pub mod events;
+
+use crm_platform::ApiError;
+use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
+use crm_proto::crm::pipeline::v1 as pb;
+use crm_proto::prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::app::{Caller, Page, PipelineApp, TaskView, user_or_me};
+use crate::domain::{DealId, LeadId, PipelineId, ProductId, TaskId};
+use crate::store::Filter;
+
+pub use pb::deal_service_server::DealServiceServer;
+pub use pb::forecast_service_server::ForecastServiceServer;
+pub use pb::lead_service_server::LeadServiceServer;
+pub use pb::pipeline_service_server::PipelineServiceServer;
+pub use pb::product_service_server::ProductServiceServer;
+pub use pb::task_service_server::TaskServiceServer;
+
+/// The fully qualified names clients and health checks use.
+pub const SERVICE_NAMES: &[&str] = &[
+    "crm.pipeline.v1.PipelineService",
+    "crm.pipeline.v1.LeadService",
+    "crm.pipeline.v1.DealService",
+    "crm.pipeline.v1.ProductService",
+    "crm.pipeline.v1.TaskService",
+    "crm.pipeline.v1.ForecastService",
+];
+
+/// Implements every generated service trait of crm.pipeline.v1.
+#[derive(Clone)]
+pub struct PipelineGrpc {
+    app: PipelineApp,
+}
+
+/// The tonic services, ready to add to a server.
+pub struct Servers {
+    pub pipelines: PipelineServiceServer<PipelineGrpc>,
+    pub leads: LeadServiceServer<PipelineGrpc>,
+    pub deals: DealServiceServer<PipelineGrpc>,
+    pub products: ProductServiceServer<PipelineGrpc>,
+    pub tasks: TaskServiceServer<PipelineGrpc>,
+    pub forecasts: ForecastServiceServer<PipelineGrpc>,
+}
+
+impl PipelineGrpc {
+    pub fn new(app: PipelineApp) -> Self {
+        Self { app }
+    }
+
+    pub fn into_servers(self) -> Servers {
+        Servers {
+            pipelines: PipelineServiceServer::new(self.clone()),
+            leads: LeadServiceServer::new(self.clone()),
+            deals: DealServiceServer::new(self.clone()),
+            products: ProductServiceServer::new(self.clone()),
+            tasks: TaskServiceServer::new(self.clone()),
+            forecasts: ForecastServiceServer::new(self),
+        }
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let who = crm_platform::identity::principal(request)?;
+    let credentials = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Caller { who, credentials })
+}
+
+/// The idempotency key of a create: its request id and a fingerprint of the whole request.
+fn request_key<M: Message>(request_id: &str, message: &M) -> Result<Option<(String, String)>, ApiError> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    if request_id.chars().count() > 128 {
+        return Err(ApiError::invalid_field("request_id", "must be at most 128 characters"));
+    }
+    let digest = Sha256::digest(message.encode_to_vec());
+    let fingerprint = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some((request_id.to_owned(), fingerprint)))
+}
+
+/// Page size and cursor of a list request, bound to what shapes the list.
+fn paging(size: i32, token: &str, shape: &[&str]) -> Result<(usize, Option<(i64, Uuid)>, String), ApiError> {
+    let fingerprint = query_fingerprint(shape);
+    let limit = page_size(size)?;
+    let after = decode_token::<(i64, Uuid)>(token, &fingerprint)?;
+    Ok((limit, after, fingerprint))
+}
+
+fn next_token<T>(page: &Page<T>, fingerprint: &str) -> String {
+    page.next
+        .map(|cursor| encode_token(&cursor, fingerprint))
+        .unwrap_or_default()
+}
+
+fn parse<T>(field: &str, parsed: Result<T, String>) -> Result<T, ApiError> {
+    parsed.map_err(|reason| ApiError::invalid_field(field, reason))
+}
+
+fn required<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid_field(field, "is required"))
+}
+
+fn stage_id(raw: &str, field: &str) -> Result<Option<Uuid>, ApiError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(raw)
+        .map(Some)
+        .map_err(|_| ApiError::invalid_field(field, "is not a stage id"))
+}
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
+    async fn create_pipeline(&self, request: Request<pb::CreatePipelineRequest>) -> GrpcResult<pb::CreatePipelineResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let key = request_key(&r.request_id, r)?;
+        let p = required("pipeline", r.pipeline.as_ref())?;
+        let name = parse("pipeline.display_name", crate::domain::values::text(&p.display_name, 200, true))?;
+        let stages = convert::stages_in(p)?;
+        let created = self.app.create_pipeline(&caller, name, stages, key.as_ref()).await?;
+        Ok(Response::new(pb::CreatePipelineResponse {
+            pipeline: Some(convert::pipeline(&created)),
+        }))
+    }
+
+    async fn get_pipeline(&self, request: Request<pb::GetPipelineRequest>) -> GrpcResult<pb::GetPipelineResponse> {
+        let caller = caller(&request)?;
+        let id = parse("name", PipelineId::parse_name(&request.get_ref().name))?;
+        let pipeline = self.app.get_pipeline(&caller, id).await?;
+        Ok(Response::new(pb::GetPipelineResponse {
+            pipeline: Some(convert::pipeline(&pipeline)),
+        }))
+    }
+
+    async fn list_pipelines(&self, request: Request<pb::ListPipelinesRequest>) -> GrpcResult<pb::ListPipelinesResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &["pipelines"])?;
+        let page = self.app.list_pipelines(&caller, after, limit).await?;
+        Ok(Response::new(pb::ListPipelinesResponse {
+            pipelines: page.items.iter().map(convert::pipeline).collect(),
+            next_page_token: next_token(&page, &fingerprint),
+        }))
+    }
+
+    async fn update_pipeline(&self, request: Request<pb::UpdatePipelineRequest>) -> GrpcResult<pb::UpdatePipelineResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let p = required("pipeline", r.pipeline.as_ref())?;
+        let id = parse("pipeline.name", PipelineId::parse_name(&p.name))?;
+        let paths = convert::mask(r.update_mask.as_ref(), &["display_name", "stages"])?;
+        let name = if paths.iter().any(|p| p == "display_name") {
+            Some(parse("pipeline.display_name", crate::domain::values::text(&p.display_name, 200, true))?)
+        } else {
+            None
+        };
+        let stages = if paths.iter().any(|p| p == "stages") {
+            Some(convert::stages_in(p)?)
+        } else {
+            None
+        };
+        let etag = convert::etag(&p.etag, "pipeline.etag")?;
+        let updated = self.app.update_pipeline(&caller, id, etag, name, stages).await?;
+        Ok(Response::new(pb::UpdatePipelineResponse {
+            pipeline: Some(convert::pipeline(&updated)),
+        }))
+    }
+
+    async fn get_board(&self, request: Request<pb::GetBoardRequest>) -> GrpcResult<pb::GetBoardResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("pipeline", PipelineId::parse_name(&r.pipeline))?;
+        let per_stage = match r.deals_per_stage {
+            n if n < 0 => return Err(ApiError::invalid_field("deals_per_stage", "must not be negative").into()),
+            0 => 20,
+            n => usize::try_from(n).unwrap_or(100).min(100),
+        };
+        let owner = (!r.owner.is_empty()).then(|| user_or_me(&caller, &r.owner));
+        let (pipeline, columns) = self.app.board(&caller, id, owner, per_stage).await?;
+        Ok(Response::new(pb::GetBoardResponse {
+            pipeline: PipelineId(pipeline.id).name(),
+            columns: columns
+                .iter()
+                .map(|c| pb::BoardColumn {
+                    stage: Some(convert::board_stage(&c.stage)),
+                    deal_count: c.count,
+                    totals: c.totals.iter().map(convert::money).collect(),
+                    deals: c.deals.iter().map(convert::deal).collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn reassign_owner(&self, request: Request<pb::ReassignOwnerRequest>) -> GrpcResult<pb::ReassignOwnerResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let moved = self
+            .app
+            .reassign_owner(&caller, &r.from_user, &r.to_users, r.dry_run)
+            .await?;
+        Ok(Response::new(pb::ReassignOwnerResponse {
+            leads: moved.leads,
+            deals: moved.deals,
+            tasks: moved.tasks,
+            shares: moved
+                .shares
+                .iter()
+                .map(|s| pb::OwnerShare {
+                    user: s.user.clone(),
+                    leads: s.leads,
+                    deals: s.deals,
+                    tasks: s.tasks,
+                })
+                .collect(),
+            dry_run: moved.dry_run,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::lead_service_server::LeadService for PipelineGrpc {
+    async fn create_lead(&self, request: Request<pb::CreateLeadRequest>) -> GrpcResult<pb::CreateLeadResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let key = request_key(&r.request_id, r)?;
+        let input = convert::lead_in(required("lead", r.lead.as_ref())?, None)?;
+        let lead = self.app.create_lead(&caller, input, key.as_ref()).await?;
+        Ok(Response::new(pb::CreateLeadResponse {
+            lead: Some(convert::lead(&lead)),
+        }))
+    }
+
+    async fn get_lead(&self, request: Request<pb::GetLeadRequest>) -> GrpcResult<pb::GetLeadResponse> {
+        let caller = caller(&request)?;
+        let id = parse("name", LeadId::parse_name(&request.get_ref().name))?;
+        let lead = self.app.get_lead(&caller, id).await?;
+        Ok(Response::new(pb::GetLeadResponse {
+            lead: Some(convert::lead(&lead)),
+        }))
+    }
+
+    async fn list_leads(&self, request: Request<pb::ListLeadsRequest>) -> GrpcResult<pb::ListLeadsResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let mut filters = Vec::new();
+        if !r.owner.is_empty() {
+            filters.push(Filter::Owner(user_or_me(&caller, &r.owner)));
+        }
+        if let Some(status) = parse("status", convert::lead_status_in(r.status))? {
+            filters.push(Filter::Status(lead_status_column(status)));
+        }
+        let shape = format!("leads {filters:?}");
+        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
+        let page = self.app.list_leads(&caller, filters, after, limit).await?;
+        Ok(Response::new(pb::ListLeadsResponse {
+            leads: page.items.iter().map(convert::lead).collect(),
+            next_page_token: next_token(&page, &fingerprint),
+        }))
+    }
+
+    async fn update_lead(&self, request: Request<pb::UpdateLeadRequest>) -> GrpcResult<pb::UpdateLeadResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let l = required("lead", r.lead.as_ref())?;
+        let id = parse("lead.name", LeadId::parse_name(&l.name))?;
+        let paths = convert::mask(
+            r.update_mask.as_ref(),
+            &["title", "contact", "company", "source", "status", "score", "owner"],
+        )?;
+        let patch = convert::lead_in(l, Some(&paths))?;
+        let etag = convert::etag(&l.etag, "lead.etag")?;
+        let lead = self.app.update_lead(&caller, id, etag, patch).await?;
+        Ok(Response::new(pb::UpdateLeadResponse {
+            lead: Some(convert::lead(&lead)),
+        }))
+    }
+
+    async fn disqualify_lead(&self, request: Request<pb::DisqualifyLeadRequest>) -> GrpcResult<pb::DisqualifyLeadResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", LeadId::parse_name(&r.name))?;
+        let reason = parse("reason", crate::domain::values::text(&r.reason, 500, true))?;
+        let etag = convert::etag(&r.etag, "etag")?;
+        let lead = self.app.disqualify_lead(&caller, id, reason, etag).await?;
+        Ok(Response::new(pb::DisqualifyLeadResponse {
+            lead: Some(convert::lead(&lead)),
+        }))
+    }
+
+    async fn convert_lead(&self, request: Request<pb::ConvertLeadRequest>) -> GrpcResult<pb::ConvertLeadResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", LeadId::parse_name(&r.name))?;
+        let deal = convert::deal_in(required("deal", r.deal.as_ref())?)?;
+        let etag = convert::etag(&r.etag, "etag")?;
+        let (lead, deal) = self.app.convert_lead(&caller, id, deal, etag).await?;
+        Ok(Response::new(pb::ConvertLeadResponse {
+            lead: Some(convert::lead(&lead)),
+            deal: Some(convert::deal(&deal)),
+        }))
+    }
+}
+
+fn lead_status_column(status: crate::domain::LeadStatus) -> &'static str {
+    use crate::domain::LeadStatus;
+    match status {
+        LeadStatus::New => "new",
+        LeadStatus::Working => "working",
+        LeadStatus::Qualified => "qualified",
+        LeadStatus::Disqualified => "disqualified",
+        LeadStatus::Converted => "converted",
+    }
+}
+
+fn deal_status_column(status: crate::domain::DealStatus) -> &'static str {
+    use crate::domain::DealStatus;
+    match status {
+        DealStatus::Open => "open",
+        DealStatus::Won => "won",
+        DealStatus::Lost => "lost",
+    }
+}
+
+#[tonic::async_trait]
+impl pb::deal_service_server::DealService for PipelineGrpc {
+    async fn create_deal(&self, request: Request<pb::CreateDealRequest>) -> GrpcResult<pb::CreateDealResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let key = request_key(&r.request_id, r)?;
+        let input = convert::deal_in(required("deal", r.deal.as_ref())?)?;
+        let deal = self.app.create_deal(&caller, input, key.as_ref()).await?;
+        Ok(Response::new(pb::CreateDealResponse {
+            deal: Some(convert::deal(&deal)),
+        }))
+    }
+
+    async fn get_deal(&self, request: Request<pb::GetDealRequest>) -> GrpcResult<pb::GetDealResponse> {
+        let caller = caller(&request)?;
+        let id = parse("name", DealId::parse_name(&request.get_ref().name))?;
+        let deal = self.app.get_deal(&caller, id).await?;
+        Ok(Response::new(pb::GetDealResponse {
+            deal: Some(convert::deal(&deal)),
+        }))
+    }
+
+    async fn list_deals(&self, request: Request<pb::ListDealsRequest>) -> GrpcResult<pb::ListDealsResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let mut filters = Vec::new();
+        if !r.pipeline.is_empty() {
+            filters.push(Filter::Pipeline(parse("pipeline", PipelineId::parse_name(&r.pipeline))?.0));
+        }
+        if !r.owner.is_empty() {
+            filters.push(Filter::Owner(user_or_me(&caller, &r.owner)));
+        }
+        if let Some(status) = parse("status", convert::deal_status_in(r.status))? {
+            filters.push(Filter::Status(deal_status_column(status)));
+        }
+        if !r.contact.is_empty() {
+            filters.push(Filter::Contact(
+                parse("contact", crate::domain::ContactRef::parse_name(&r.contact))?.0,
+            ));
+        }
+        let shape = format!("deals {filters:?}");
+        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
+        let page = self.app.list_deals(&caller, filters, after, limit).await?;
+        Ok(Response::new(pb::ListDealsResponse {
+            deals: page.items.iter().map(convert::deal).collect(),
+            next_page_token: next_token(&page, &fingerprint),
+        }))
+    }
+
+    async fn update_deal(&self, request: Request<pb::UpdateDealRequest>) -> GrpcResult<pb::UpdateDealResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let d = required("deal", r.deal.as_ref())?;
+        let id = parse("deal.name", DealId::parse_name(&d.name))?;
+        let paths = convert::mask(
+            r.update_mask.as_ref(),
+            &[
+                "display_name",
+                "amount",
+                "expected_close_date",
+                "contact",
+                "company",
+                "forecast_category",
+                "line_items",
+            ],
+        )?;
+        let patch = convert::deal_patch(d, Some(&paths))?;
+        if paths.iter().any(|p| p == "display_name") && patch.name.as_deref() == Some("") {
+            return Err(ApiError::invalid_field("deal.display_name", "is required").into());
+        }
+        let etag = convert::etag(&d.etag, "deal.etag")?;
+        let deal = self.app.update_deal(&caller, id, etag, patch).await?;
+        Ok(Response::new(pb::UpdateDealResponse {
+            deal: Some(convert::deal(&deal)),
+        }))
+    }
+
+    async fn move_deal(&self, request: Request<pb::MoveDealRequest>) -> GrpcResult<pb::MoveDealResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", DealId::parse_name(&r.name))?;
+        let stage = stage_id(&r.stage, "stage")?.ok_or_else(|| ApiError::invalid_field("stage", "is required"))?;
+        let etag = convert::etag(&r.etag, "etag")?;
+        let (deal, transition) = self.app.move_deal(&caller, id, stage, etag).await?;
+        Ok(Response::new(pb::MoveDealResponse {
+            deal: Some(convert::deal(&deal)),
+            transition: Some(convert::transition(&transition)),
+        }))
+    }
+
+    async fn close_deal(&self, request: Request<pb::CloseDealRequest>) -> GrpcResult<pb::CloseDealResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", DealId::parse_name(&r.name))?;
+        let won = match pb::DealStatus::try_from(r.outcome) {
+            Ok(pb::DealStatus::Won) => true,
+            Ok(pb::DealStatus::Lost) => false,
+            _ => return Err(ApiError::invalid_field("outcome", "must be WON or LOST").into()),
+        };
+        let reason = parse("reason", crate::domain::values::text(&r.reason, 500, false))?;
+        let etag = convert::etag(&r.etag, "etag")?;
+        let (deal, transition) = self.app.close_deal(&caller, id, won, reason, etag).await?;
+        Ok(Response::new(pb::CloseDealResponse {
+            deal: Some(convert::deal(&deal)),
+            transition: Some(convert::transition(&transition)),
+        }))
+    }
+
+    async fn reopen_deal(&self, request: Request<pb::ReopenDealRequest>) -> GrpcResult<pb::ReopenDealResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", DealId::parse_name(&r.name))?;
+        let stage = stage_id(&r.stage, "stage")?;
+        let etag = convert::etag(&r.etag, "etag")?;
+        let (deal, transition) = self.app.reopen_deal(&caller, id, stage, etag).await?;
+        Ok(Response::new(pb::ReopenDealResponse {
+            deal: Some(convert::deal(&deal)),
+            transition: Some(convert::transition(&transition)),
+        }))
+    }
+
+    async fn list_deal_history(
+        &self,
+        request: Request<pb::ListDealHistoryRequest>,
+    ) -> GrpcResult<pb::ListDealHistoryResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", DealId::parse_name(&r.name))?;
+        let fingerprint = query_fingerprint(&["history", &r.name]);
+        let limit = page_size(r.page_size)?;
+        let after = decode_token::<i64>(&r.page_token, &fingerprint)?.unwrap_or(0);
+        let (transitions, more) = self.app.deal_history(&caller, id, after, limit).await?;
+        let next = if more {
+            transitions.last().map(|t| encode_token(&t.seq, &fingerprint)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListDealHistoryResponse {
+            transitions: transitions.iter().map(convert::transition).collect(),
+            next_page_token: next,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::product_service_server::ProductService for PipelineGrpc {
+    async fn create_product(&self, request: Request<pb::CreateProductRequest>) -> GrpcResult<pb::CreateProductResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let key = request_key(&r.request_id, r)?;
+        let input = convert::product_in(required("product", r.product.as_ref())?, None)?;
+        let product = self.app.create_product(&caller, input, key.as_ref()).await?;
+        Ok(Response::new(pb::CreateProductResponse {
+            product: Some(convert::product(&product)),
+        }))
+    }
+
+    async fn get_product(&self, request: Request<pb::GetProductRequest>) -> GrpcResult<pb::GetProductResponse> {
+        let caller = caller(&request)?;
+        let id = parse("name", ProductId::parse_name(&request.get_ref().name))?;
+        let product = self.app.get_product(&caller, id).await?;
+        Ok(Response::new(pb::GetProductResponse {
+            product: Some(convert::product(&product)),
+        }))
+    }
+
+    async fn list_products(&self, request: Request<pb::ListProductsRequest>) -> GrpcResult<pb::ListProductsResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let shape = format!("products {}", r.active_only);
+        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
+        let page = self.app.list_products(&caller, r.active_only, after, limit).await?;
+        Ok(Response::new(pb::ListProductsResponse {
+            products: page.items.iter().map(convert::product).collect(),
+            next_page_token: next_token(&page, &fingerprint),
+        }))
+    }
+
+    async fn update_product(&self, request: Request<pb::UpdateProductRequest>) -> GrpcResult<pb::UpdateProductResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let p = required("product", r.product.as_ref())?;
+        let id = parse("product.name", ProductId::parse_name(&p.name))?;
+        let paths = convert::mask(
+            r.update_mask.as_ref(),
+            &["sku", "display_name", "family", "list_price", "active"],
+        )?;
+        let patch = convert::product_in(p, Some(&paths))?;
+        let etag = convert::etag(&p.etag, "product.etag")?;
+        let product = self.app.update_product(&caller, id, etag, patch).await?;
+        Ok(Response::new(pb::UpdateProductResponse {
+            product: Some(convert::product(&product)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::task_service_server::TaskService for PipelineGrpc {
+    async fn create_task(&self, request: Request<pb::CreateTaskRequest>) -> GrpcResult<pb::CreateTaskResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let key = request_key(&r.request_id, r)?;
+        let input = convert::task_in(required("task", r.task.as_ref())?, None)?;
+        let task = self.app.create_task(&caller, input, key.as_ref()).await?;
+        Ok(Response::new(pb::CreateTaskResponse {
+            task: Some(convert::task(&task)),
+        }))
+    }
+
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> GrpcResult<pb::GetTaskResponse> {
+        let caller = caller(&request)?;
+        let id = parse("name", TaskId::parse_name(&request.get_ref().name))?;
+        let task = self.app.get_task(&caller, id).await?;
+        Ok(Response::new(pb::GetTaskResponse {
+            task: Some(convert::task(&task)),
+        }))
+    }
+
+    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> GrpcResult<pb::ListTasksResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let view = TaskView {
+            assignee: (!r.assignee.is_empty()).then(|| user_or_me(&caller, &r.assignee)),
+            open_only: r.open_only,
+            overdue_only: r.overdue_only,
+        };
+        let shape = format!("tasks {view:?}");
+        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
+        let page = self.app.list_tasks(&caller, view, after, limit).await?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: page.items.iter().map(convert::task).collect(),
+            next_page_token: next_token(&page, &fingerprint),
+        }))
+    }
+
+    async fn update_task(&self, request: Request<pb::UpdateTaskRequest>) -> GrpcResult<pb::UpdateTaskResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let t = required("task", r.task.as_ref())?;
+        let id = parse("task.name", TaskId::parse_name(&t.name))?;
+        let paths = convert::mask(
+            r.update_mask.as_ref(),
+            &["title", "notes", "due_time", "assignee", "priority", "deal", "lead", "contact"],
+        )?;
+        let patch = convert::task_in(t, Some(&paths))?;
+        let etag = convert::etag(&t.etag, "task.etag")?;
+        let task = self.app.update_task(&caller, id, etag, patch).await?;
+        Ok(Response::new(pb::UpdateTaskResponse {
+            task: Some(convert::task(&task)),
+        }))
+    }
+
+    async fn complete_task(&self, request: Request<pb::CompleteTaskRequest>) -> GrpcResult<pb::CompleteTaskResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", TaskId::parse_name(&r.name))?;
+        let etag = convert::etag(&r.etag, "etag")?;
+        let task = self.app.complete_task(&caller, id, etag).await?;
+        Ok(Response::new(pb::CompleteTaskResponse {
+            task: Some(convert::task(&task)),
+        }))
+    }
+
+    async fn reopen_task(&self, request: Request<pb::ReopenTaskRequest>) -> GrpcResult<pb::ReopenTaskResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let id = parse("name", TaskId::parse_name(&r.name))?;
+        let etag = convert::etag(&r.etag, "etag")?;
+        let task = self.app.reopen_task(&caller, id, etag).await?;
+        Ok(Response::new(pb::ReopenTaskResponse {
+            task: Some(convert::task(&task)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::forecast_service_server::ForecastService for PipelineGrpc {
+    async fn submit_forecast(&self, request: Request<pb::SubmitForecastRequest>) -> GrpcResult<pb::SubmitForecastResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let key = request_key(&r.request_id, r)?;
+        let f = required("forecast", r.forecast.as_ref())?;
+        let mut v = crm_platform::error::Violations::new("forecast.");
+        let period = v.check("period", crate::domain::Period::parse(&f.period));
+        let amount = convert::money_in(&mut v, "amount", f.amount.as_ref());
+        if f.amount.is_none() {
+            v.add("amount", "is required");
+        }
+        let category = v.check("category", convert::forecast_category_in(f.category)).flatten();
+        if category.is_none() {
+            v.add("category", "is required (COMMIT, BEST_CASE, PIPELINE, ...)");
+        }
+        v.finish()?;
+        let (Some(period), Some(amount), Some(category)) = (period, amount, category) else {
+            return Err(ApiError::invalid_field("forecast", "is incomplete").into());
+        };
+        let owner = (!f.owner.is_empty()).then(|| user_or_me(&caller, &f.owner));
+        let forecast = self
+            .app
+            .submit_forecast(&caller, owner, period, amount, category, key.as_ref())
+            .await?;
+        Ok(Response::new(pb::SubmitForecastResponse {
+            forecast: Some(convert::forecast(&forecast)),
+        }))
+    }
+
+    async fn list_forecasts(&self, request: Request<pb::ListForecastsRequest>) -> GrpcResult<pb::ListForecastsResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let filters = period_filters(&caller, &r.owner, &r.period)?;
+        let shape = format!("forecasts {filters:?}");
+        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
+        let page = self.app.list_forecasts(&caller, filters, after, limit).await?;
+        Ok(Response::new(pb::ListForecastsResponse {
+            forecasts: page.items.iter().map(convert::forecast).collect(),
+            next_page_token: next_token(&page, &fingerprint),
+        }))
+    }
+
+    async fn set_quota(&self, request: Request<pb::SetQuotaRequest>) -> GrpcResult<pb::SetQuotaResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let q = required("quota", r.quota.as_ref())?;
+        let mut v = crm_platform::error::Violations::new("quota.");
+        let owner = v.check("owner", crm_platform::UserId::parse(&q.owner));
+        let period = v.check("period", crate::domain::Period::parse(&q.period));
+        let amount = convert::money_in(&mut v, "amount", q.amount.as_ref());
+        if q.amount.is_none() {
+            v.add("amount", "is required");
+        }
+        v.finish()?;
+        let (Some(owner), Some(period), Some(amount)) = (owner, period, amount) else {
+            return Err(ApiError::invalid_field("quota", "is incomplete").into());
+        };
+        let quota = self
+            .app
+            .set_quota(&caller, owner.as_str().to_owned(), period, amount)
+            .await?;
+        Ok(Response::new(pb::SetQuotaResponse {
+            quota: Some(convert::quota(&quota)),
+        }))
+    }
+
+    async fn list_quotas(&self, request: Request<pb::ListQuotasRequest>) -> GrpcResult<pb::ListQuotasResponse> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let filters = period_filters(&caller, &r.owner, &r.period)?;
+        let shape = format!("quotas {filters:?}");
+        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
+        let page = self.app.list_quotas(&caller, filters, after, limit).await?;
+        Ok(Response::new(pb::ListQuotasResponse {
+            quotas: page.items.iter().map(convert::quota).collect(),
+            next_page_token: next_token(&page, &fingerprint),
+        }))
+    }
+}
+
+/// Owner and period filters of forecasts and quotas (a period must parse).
+fn period_filters(caller: &Caller, owner: &str, period: &str) -> Result<Vec<Filter>, ApiError> {
+    let mut filters = Vec::new();
+    if !owner.is_empty() {
+        filters.push(Filter::Owner(user_or_me(caller, owner)));
+    }
+    if !period.is_empty() {
+        filters.push(Filter::Period(convert::period(period, "period")?.to_string()));
+    }
+    Ok(filters)
+}
