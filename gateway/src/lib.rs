@@ -21,6 +21,12 @@ use crm_platform::auth::{AuthLayer, Verifier};
 use crm_platform::{ApiError, ErrorCode};
 use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
+use crm_proto::crm::pipeline::v1::deal_service_client::DealServiceClient;
+use crm_proto::crm::pipeline::v1::forecast_service_client::ForecastServiceClient;
+use crm_proto::crm::pipeline::v1::lead_service_client::LeadServiceClient;
+use crm_proto::crm::pipeline::v1::pipeline_service_client::PipelineServiceClient;
+use crm_proto::crm::pipeline::v1::product_service_client::ProductServiceClient;
+use crm_proto::crm::pipeline::v1::task_service_client::TaskServiceClient;
 use http::{HeaderName, HeaderValue, Method};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
@@ -30,7 +36,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
-use crate::routes::{companies, contacts, events, interactions, ops};
+use crate::routes::{companies, contacts, events, interactions, ops, pipeline, users};
 
 /// The service readiness checks ask about.
 pub const CONTACT_SERVICE: &str = "crm.contact.v1.ContactService";
@@ -38,8 +44,12 @@ pub const CONTACT_SERVICE: &str = "crm.contact.v1.ContactService";
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Default time a request may take, end to end.
 pub const DEFAULT_REQUEST_TIMEOUT: &str = "30s";
+/// The pipeline service readiness checks ask about.
+pub const PIPELINE_SERVICE: &str = "crm.pipeline.v1.DealService";
 /// Default contact service endpoint.
 pub const DEFAULT_CONTACT_ENDPOINT: &str = "http://127.0.0.1:50051";
+/// Default pipeline service endpoint.
+pub const DEFAULT_PIPELINE_ENDPOINT: &str = "http://127.0.0.1:50052";
 
 /// Gateway settings.
 #[derive(clap::Args, Debug, Clone)]
@@ -47,6 +57,9 @@ pub struct GatewayArgs {
     /// gRPC endpoint of the contact service.
     #[arg(long, env = "CRM_CONTACT_ENDPOINT", default_value = DEFAULT_CONTACT_ENDPOINT)]
     pub contact_endpoint: String,
+    /// gRPC endpoint of the pipeline service.
+    #[arg(long, env = "CRM_PIPELINE_ENDPOINT", default_value = DEFAULT_PIPELINE_ENDPOINT)]
+    pub pipeline_endpoint: String,
     /// Largest request body in bytes.
     #[arg(long, env = "CRM_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -61,8 +74,13 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     pub fn validate(&self) -> Result<(), crm_platform::config::ConfigError> {
         use crm_platform::config::ConfigError;
-        if !(self.contact_endpoint.starts_with("http://") || self.contact_endpoint.starts_with("https://")) {
-            return Err(ConfigError("CRM_CONTACT_ENDPOINT must be an http(s):// URL".into()));
+        for (name, endpoint) in [
+            ("CRM_CONTACT_ENDPOINT", &self.contact_endpoint),
+            ("CRM_PIPELINE_ENDPOINT", &self.pipeline_endpoint),
+        ] {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(ConfigError(format!("{name} must be an http(s):// URL")));
+            }
         }
         if self.body_limit == 0 {
             return Err(ConfigError("CRM_BODY_LIMIT must be positive".into()));
@@ -85,6 +103,14 @@ pub struct Gateway {
     contacts: ContactServiceClient<Channel>,
     contact_events: EventFeedClient<Channel>,
     health: HealthClient<Channel>,
+    pipelines: PipelineServiceClient<Channel>,
+    leads: LeadServiceClient<Channel>,
+    deals: DealServiceClient<Channel>,
+    products: ProductServiceClient<Channel>,
+    tasks: TaskServiceClient<Channel>,
+    forecasts: ForecastServiceClient<Channel>,
+    pipeline_events: EventFeedClient<Channel>,
+    pipeline_health: HealthClient<Channel>,
     /// Deadline of each upstream call.
     pub deadline: Duration,
 }
@@ -93,14 +119,26 @@ impl Gateway {
     /// Clients that connect lazily, so the gateway starts before its upstreams are up
     /// (readiness reports them).
     pub fn connect(args: &GatewayArgs) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(args.contact_endpoint.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let lazy = |endpoint: &str| -> Result<Channel, tonic::transport::Error> {
+            Ok(Endpoint::from_shared(endpoint.to_owned())?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .connect_lazy())
+        };
+        let channel = lazy(&args.contact_endpoint)?;
+        let pipeline = lazy(&args.pipeline_endpoint)?;
         Ok(Self {
             contacts: ContactServiceClient::new(channel.clone()),
             contact_events: EventFeedClient::new(channel.clone()),
             health: HealthClient::new(channel),
+            pipelines: PipelineServiceClient::new(pipeline.clone()),
+            leads: LeadServiceClient::new(pipeline.clone()),
+            deals: DealServiceClient::new(pipeline.clone()),
+            products: ProductServiceClient::new(pipeline.clone()),
+            tasks: TaskServiceClient::new(pipeline.clone()),
+            forecasts: ForecastServiceClient::new(pipeline.clone()),
+            pipeline_events: EventFeedClient::new(pipeline.clone()),
+            pipeline_health: HealthClient::new(pipeline),
             deadline: args.request_timeout,
         })
     }
@@ -116,6 +154,39 @@ impl Gateway {
 
     pub fn health(&self) -> HealthClient<Channel> {
         self.health.clone()
+    }
+
+    pub fn pipeline_health(&self) -> HealthClient<Channel> {
+        self.pipeline_health.clone()
+    }
+
+    pub fn pipelines(&self) -> PipelineServiceClient<Channel> {
+        self.pipelines.clone()
+    }
+
+    pub fn leads(&self) -> LeadServiceClient<Channel> {
+        self.leads.clone()
+    }
+
+    pub fn deals(&self) -> DealServiceClient<Channel> {
+        self.deals.clone()
+    }
+
+    pub fn products(&self) -> ProductServiceClient<Channel> {
+        self.products.clone()
+    }
+
+    pub fn tasks(&self) -> TaskServiceClient<Channel> {
+        self.tasks.clone()
+    }
+
+    pub fn forecasts(&self) -> ForecastServiceClient<Channel> {
+        self.forecasts.clone()
+    }
+
+    /// The pipeline service's change feed.
+    pub fn pipeline_events(&self) -> EventFeedClient<Channel> {
+        self.pipeline_events.clone()
     }
 }
 
@@ -205,6 +276,30 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         )
         .route("/v1/companies/{id}/interactions", get(interactions::list_for_company))
         .route("/v1/events:stream", get(events::stream))
+        .route("/v1/pipelines", get(pipeline::list_pipelines).post(pipeline::create_pipeline))
+        .route("/v1/pipelines/{id}", get(pipeline::get_pipeline).patch(pipeline::update_pipeline))
+        .route("/v1/pipelines/{id}/board", get(pipeline::board))
+        .route("/v1/leads", get(pipeline::list_leads).post(pipeline::create_lead))
+        .route(
+            "/v1/leads/{id}",
+            get(pipeline::get_lead).patch(pipeline::update_lead).post(pipeline::lead_method),
+        )
+        .route("/v1/deals", get(pipeline::list_deals).post(pipeline::create_deal))
+        .route(
+            "/v1/deals/{id}",
+            get(pipeline::get_deal).patch(pipeline::update_deal).post(pipeline::deal_method),
+        )
+        .route("/v1/deals/{id}/history", get(pipeline::deal_history))
+        .route("/v1/products", get(pipeline::list_products).post(pipeline::create_product))
+        .route("/v1/products/{id}", get(pipeline::get_product).patch(pipeline::update_product))
+        .route("/v1/tasks", get(pipeline::list_tasks).post(pipeline::create_task))
+        .route(
+            "/v1/tasks/{id}",
+            get(pipeline::get_task).patch(pipeline::update_task).post(pipeline::task_method),
+        )
+        .route("/v1/forecasts", get(pipeline::list_forecasts).post(pipeline::submit_forecast))
+        .route("/v1/quotas", get(pipeline::list_quotas).post(pipeline::set_quota))
+        .route("/v1/users/{id}", post(users::user_method))
         .route_layer(AuthLayer::new(verifier, &[], problem::auth_rejection));
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()

@@ -5,6 +5,9 @@ pub mod contacts;
 pub mod events;
 pub mod interactions;
 pub mod ops;
+pub mod pipeline;
+pub mod transcode;
+pub mod users;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};

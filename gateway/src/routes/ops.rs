@@ -19,21 +19,36 @@ pub async fn healthz() -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "ready"), (status = 503, description = "an upstream is not serving")))]
 pub async fn readyz(State(gw): State<Gateway>) -> Response {
-    let mut health = gw.health();
-    let request = tonic::Request::new(HealthCheckRequest {
-        service: crate::CONTACT_SERVICE.to_owned(),
-    });
-    let serving = matches!(
-        tokio::time::timeout(gw.deadline, health.check(request)).await,
-        Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32
+    let (contact, pipeline) = tokio::join!(
+        serving(&gw, gw.health(), crate::CONTACT_SERVICE),
+        serving(&gw, gw.pipeline_health(), crate::PIPELINE_SERVICE),
     );
-    let status = if serving {
+    let ready = contact && pipeline;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({ "status": if serving { "ready" } else { "not ready" }, "upstreams": { crate::CONTACT_SERVICE: serving } });
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "upstreams": { crate::CONTACT_SERVICE: contact, crate::PIPELINE_SERVICE: pipeline },
+    });
     (status, axum::Json(body)).into_response()
+}
+
+/// Whether `service` reports SERVING through `health` within the deadline.
+async fn serving(
+    gw: &Gateway,
+    mut health: tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> bool {
+    let request = tonic::Request::new(HealthCheckRequest {
+        service: service.to_owned(),
+    });
+    matches!(
+        tokio::time::timeout(gw.deadline, health.check(request)).await,
+        Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32
+    )
 }
 
 /// Prometheus metrics of this process.

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use crm_contact::{ContactGrpc, ContactService};
+use crm_pipeline::PipelineService;
+use crm_pipeline::grpc::PipelineGrpc;
 use crm_platform::auth::{AuthLayer, Verifier, grpc_rejection};
 use crm_platform::config::EventArgs;
 use crm_platform::lifecycle::Health;
@@ -17,28 +19,60 @@ const PUBLIC_PATHS: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
 /// How often events past retention are pruned.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Serves the contact service and its event feed until `shutdown` is cancelled; health flips
-/// to SERVING once the server is accepting and to NOT_SERVING as soon as shutdown starts.
+/// The services a process runs (at least one).
+#[derive(Default)]
+pub(crate) struct Services {
+    pub(crate) contact: Option<ContactService>,
+    pub(crate) pipeline: Option<PipelineService>,
+}
+
+/// Serves the services and their event feeds until `shutdown` is cancelled; health flips to
+/// SERVING once the server is accepting and to NOT_SERVING as soon as shutdown starts.
 pub(crate) async fn serve(
     listener: TcpListener,
-    contact: ContactService,
+    services: Services,
     events: &EventArgs,
     verifier: Arc<Verifier>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (health, health_service) = Health::new(vec![crm_contact::SERVICE_NAME]).await;
+    let mut names = Vec::new();
+    if services.contact.is_some() {
+        names.push(crm_contact::SERVICE_NAME);
+    }
+    if services.pipeline.is_some() {
+        names.extend_from_slice(crm_pipeline::grpc::SERVICE_NAMES);
+    }
+    let (health, health_service) = Health::new(names).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(health_service).add_service(reflection);
+    let mut feeds = Vec::new();
+    if let Some(contact) = &services.contact {
+        feeds.push(contact.event_feed(events.feed_heartbeat));
+        routes.add_service(ContactGrpc::new(contact.app.clone()).into_server());
+        crm_platform::outbox::spawn_pruner(Arc::clone(&contact.outbox), events.event_retention, PRUNE_EVERY);
+    }
+    if let Some(pipeline) = &services.pipeline {
+        feeds.push(pipeline.event_feed(events.feed_heartbeat));
+        let servers = PipelineGrpc::new(pipeline.app.clone()).into_servers();
+        routes
+            .add_service(servers.pipelines)
+            .add_service(servers.leads)
+            .add_service(servers.deals)
+            .add_service(servers.products)
+            .add_service(servers.tasks)
+            .add_service(servers.forecasts);
+        crm_platform::outbox::spawn_pruner(Arc::clone(&pipeline.outbox), events.event_retention, PRUNE_EVERY);
+    }
+    // One EventFeed per process, serving each of its services' feeds (see FeedRouter).
+    routes.add_service(crm_platform::feed::FeedRouter::new(feeds).into_server());
     let server = tonic::transport::Server::builder()
         .layer(GrpcObserveLayer)
         .layer(AuthLayer::new(verifier, PUBLIC_PATHS, grpc_rejection))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(contact.event_feed(events.feed_heartbeat).into_server())
-        .add_service(ContactGrpc::new(contact.app).into_server());
-    crm_platform::outbox::spawn_pruner(Arc::clone(&contact.outbox), events.event_retention, PRUNE_EVERY);
+        .add_routes(routes.routes());
     health.set_serving().await;
     let draining = {
         let health = health.clone();

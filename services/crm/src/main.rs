@@ -45,9 +45,11 @@ enum Command {
     Serve(ServeArgs),
     /// The contact service alone, on PostgreSQL (a Kubernetes role).
     Contact(ContactArgs),
+    /// The sales-pipeline service alone, on PostgreSQL (a Kubernetes role).
+    Pipeline(PipelineArgs),
     /// The REST gateway alone, in front of the services' gRPC endpoints (a Kubernetes role).
     Gateway(GatewayRoleArgs),
-    /// Applies the database migrations of the contact service to PostgreSQL (a Kubernetes Job).
+    /// Applies a service's database migrations to its PostgreSQL database (a Kubernetes Job).
     Migrate(MigrateArgs),
     /// Prints a signed development token (HS256), and nothing else, on stdout.
     Token(TokenArgs),
@@ -81,6 +83,10 @@ struct ServeArgs {
     shutdown: ShutdownArgs,
     #[command(flatten)]
     events: EventArgs,
+    /// A `service` role token the pipeline service reads the contact feed with; by default it
+    /// mints its own with the HS256 secret.
+    #[arg(long, env = "CRM_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -91,6 +97,34 @@ struct ContactArgs {
     /// Address of /metrics and /healthz.
     #[arg(long, env = "CRM_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_addr)]
     metrics_addr: SocketAddr,
+    #[command(flatten)]
+    postgres: PostgresArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
+    #[command(flatten)]
+    events: EventArgs,
+}
+
+#[derive(clap::Args)]
+struct PipelineArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "CRM_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR, value_parser = parse_addr)]
+    grpc_addr: SocketAddr,
+    /// Address of /metrics and /healthz.
+    #[arg(long, env = "CRM_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_addr)]
+    metrics_addr: SocketAddr,
+    /// gRPC endpoint of the contact service: references are checked there and its change
+    /// feed (merges, erases) is followed.
+    #[arg(long, env = "CRM_CONTACT_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    contact_endpoint: String,
+    /// A `service` role token to read the contact feed with; by default minted with
+    /// CRM_JWT_SECRET (required with CRM_JWKS_URL).
+    #[arg(long, env = "CRM_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
     #[command(flatten)]
     postgres: PostgresArgs,
     #[command(flatten)]
@@ -120,6 +154,9 @@ struct GatewayRoleArgs {
 
 #[derive(clap::Args)]
 struct MigrateArgs {
+    /// The service whose database this is.
+    #[arg(long, default_value = "contact", value_parser = ["contact", "pipeline"])]
+    service: String,
     /// PostgreSQL URL of the owning (migrating) role.
     #[arg(long, env = "CRM_DATABASE_URL", hide_env_values = true)]
     database_url: String,
@@ -155,6 +192,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Contact(args) => contact(args).await,
+            Command::Pipeline(args) => pipeline(args).await,
             Command::Gateway(args) => gateway(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Token(args) => token(&args),
@@ -211,12 +249,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
     let http_listener = bind(args.http_addr, "CRM_HTTP_ADDR").await?;
     let http_local = http_listener.local_addr()?;
+    let grpc_local = grpc_listener.local_addr()?;
+    let loopback = format!("http://127.0.0.1:{}", grpc_local.port());
     let contact = crm_contact::open_sqlite(&args.data_dir.join("contact.db")).await?;
+    let directory = Arc::new(crm_pipeline::directory::GrpcDirectory::new(&loopback).map_err(anyhow::Error::msg)?);
+    let pipeline = crm_pipeline::open_sqlite(&args.data_dir.join("pipeline.db"), directory).await?;
+    let credentials = service_credentials(&verifier_config, args.service_token.clone())?;
     let verifier = Verifier::new(verifier_config);
 
     let mut gateway_args = args.gateway.clone();
-    let grpc_local = grpc_listener.local_addr()?;
-    gateway_args.contact_endpoint = format!("http://127.0.0.1:{}", grpc_local.port());
+    gateway_args.contact_endpoint.clone_from(&loopback);
+    gateway_args.pipeline_endpoint.clone_from(&loopback);
     let app = crm_gateway::router(
         crm_gateway::Gateway::connect(&gateway_args)?,
         Arc::clone(&verifier),
@@ -224,7 +267,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let token = shutdown_token();
-    let grpc = grpc::serve(grpc_listener, contact, &args.events, verifier, token.clone());
+    crm_pipeline::spawn_background(
+        &pipeline,
+        crm_pipeline::contact_feed(&loopback, credentials),
+        token.clone(),
+    );
+    let services = grpc::Services {
+        contact: Some(contact),
+        pipeline: Some(pipeline),
+    };
+    let grpc = grpc::serve(grpc_listener, services, &args.events, verifier, token.clone());
     let http = {
         let token = token.clone();
         async move { Ok(crm_gateway::serve(http_listener, app, async move { token.cancelled().await }).await?) }
@@ -266,9 +318,13 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
         metrics_listener.local_addr()?
     );
     let token = shutdown_token();
+    let services = grpc::Services {
+        contact: Some(app),
+        pipeline: None,
+    };
     let grpc = grpc::serve(
         grpc_listener,
-        app,
+        services,
         &args.events,
         Verifier::new(verifier_config),
         token.clone(),
@@ -280,6 +336,79 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
         args.shutdown.shutdown_grace,
     )
     .await
+}
+
+async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
+    args.postgres.validate()?;
+    args.events.validate()?;
+    let verifier_config = args.auth.verifier_config(None)?;
+    let credentials = service_credentials(&verifier_config, args.service_token.clone())?;
+    let _telemetry = telemetry::init(&args.telemetry, "crm-pipeline")?;
+    crm_platform::metrics::install();
+    tracing::info!(grpc = %args.grpc_addr, metrics = %args.metrics_addr, contact = %args.contact_endpoint, postgres = ?args.postgres, auth = ?verifier_config, "starting pipeline service");
+    let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
+    let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
+    let directory =
+        Arc::new(crm_pipeline::directory::GrpcDirectory::new(&args.contact_endpoint).map_err(anyhow::Error::msg)?);
+    let service = crm_pipeline::connect_postgres(
+        &args.postgres.database_url,
+        args.postgres.db_max_connections,
+        directory,
+    )
+    .await?;
+    eprintln!(
+        "crm pipeline is up: gRPC on {}, metrics on {}",
+        grpc_listener.local_addr()?,
+        metrics_listener.local_addr()?
+    );
+    let token = shutdown_token();
+    crm_pipeline::spawn_background(
+        &service,
+        crm_pipeline::contact_feed(&args.contact_endpoint, credentials),
+        token.clone(),
+    );
+    let services = grpc::Services {
+        contact: None,
+        pipeline: Some(service),
+    };
+    let grpc = grpc::serve(
+        grpc_listener,
+        services,
+        &args.events,
+        Verifier::new(verifier_config),
+        token.clone(),
+    );
+    let metrics = serve_metrics(metrics_listener, token.clone());
+    drain(
+        async { tokio::try_join!(grpc, metrics).map(drop) },
+        &token,
+        args.shutdown.shutdown_grace,
+    )
+    .await
+}
+
+/// How the pipeline service authenticates to the contact feed: the configured service token,
+/// or one it mints (fresh for every connection) with the HS256 secret.
+fn service_credentials(
+    verifier: &crm_platform::auth::VerifierConfig,
+    token: Option<String>,
+) -> anyhow::Result<crm_platform::consumer::Credentials> {
+    use crm_platform::consumer::Credentials;
+    if let Some(token) = token {
+        return Ok(Credentials::Token(token));
+    }
+    match verifier {
+        crm_platform::auth::VerifierConfig::SharedSecret { secret, .. } => Ok(Credentials::Mint {
+            secret: secret.clone(),
+            principal: Principal {
+                tenant: TenantId::parse("system").map_err(anyhow::Error::msg)?,
+                user: UserId::parse(crm_pipeline::app::SYSTEM_ACTOR).map_err(anyhow::Error::msg)?,
+                roles: vec![Role::Service],
+            },
+            ttl: Duration::from_secs(3600),
+        }),
+        _ => anyhow::bail!("set CRM_SERVICE_TOKEN (a service-role token) for the contact feed when tokens are verified with a JWKS"),
+    }
 }
 
 /// /metrics and /healthz of a role without a REST API of its own.
@@ -320,8 +449,11 @@ async fn gateway(args: GatewayRoleArgs) -> anyhow::Result<()> {
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&args.telemetry, "crm-migrate")?;
-    tracing::info!(database = %crm_platform::config::redact_url(&args.database_url), "migrating contact service");
-    crm_contact::migrate_postgres(&args.database_url).await?;
+    tracing::info!(service = %args.service, database = %crm_platform::config::redact_url(&args.database_url), "migrating");
+    match args.service.as_str() {
+        "pipeline" => crm_pipeline::migrate_postgres(&args.database_url).await?,
+        _ => crm_contact::migrate_postgres(&args.database_url).await?,
+    }
     tracing::info!("migrations applied");
     Ok(())
 }

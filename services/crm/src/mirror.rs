@@ -19,6 +19,10 @@ pub(crate) struct MirrorArgs {
     /// The PostgreSQL database the events are copied into (table `mirrored_events`).
     #[arg(long, env = "CRM_MIRROR_DATABASE_URL", hide_env_values = true)]
     database_url: String,
+    /// The producing service, when the endpoint serves several feeds (`crm serve`), e.g.
+    /// `crm.pipeline.v1`; by default the endpoint's first (the contact service's).
+    #[arg(long)]
+    source: Option<String>,
     /// The checkpoint's name: one name per mirrored feed.
     #[arg(long, default_value = "mirror")]
     name: String,
@@ -75,6 +79,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         name: args.name,
         endpoint: args.endpoint,
         credentials: crm_platform::consumer::Credentials::Token(args.token),
+        source: args.source,
         types: args.types,
     };
     eprintln!("crm mirror is up: following {} as {}", config.endpoint, config.name);

@@ -77,3 +77,44 @@ pub async fn connect_postgres(
 pub async fn migrate_postgres(url: &str) -> Result<(), crm_platform::db::DbError> {
     crm_platform::db::migrate_postgres(url, &POSTGRES_MIGRATIONS).await
 }
+
+/// Starts the service's background work until `shutdown`: the due-task scheduler, and the
+/// follower of the contact service's feed (merges and erases) described by `contact_feed`.
+pub fn spawn_background(
+    service: &PipelineService,
+    contact_feed: crm_platform::consumer::ConsumerConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(due::run(service.app.clone(), shutdown.clone()));
+    let sink = follow::ContactFeed::new(service.app.clone());
+    tokio::spawn(async move {
+        // The consumer retries lost connections itself; it stops on a failure to apply (a
+        // database error), which is retried here after a pause, from the checkpoint.
+        loop {
+            match crm_platform::consumer::run(contact_feed.clone(), &sink, shutdown.clone()).await {
+                Ok(()) => return,
+                Err(err) => tracing::error!(error = %err, "following the contact feed failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    });
+}
+
+/// The consumer settings of the contact feed this service follows.
+pub fn contact_feed(endpoint: &str, credentials: crm_platform::consumer::Credentials) -> crm_platform::consumer::ConsumerConfig {
+    crm_platform::consumer::ConsumerConfig {
+        name: follow::CONSUMER.to_owned(),
+        endpoint: endpoint.to_owned(),
+        credentials,
+        types: follow::FOLLOWED_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+        source: Some(crm_contact_source().to_owned()),
+    }
+}
+
+/// The contact service's producer name.
+fn crm_contact_source() -> &'static str {
+    "crm.contact.v1"
+}

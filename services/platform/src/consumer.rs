@@ -64,6 +64,9 @@ pub struct ConsumerConfig {
     pub endpoint: String,
     /// How to authenticate (a `service` role token reads every tenant).
     pub credentials: Credentials,
+    /// The producing service (`crm.contact.v1`), for an endpoint that serves several feeds
+    /// (`crm serve`); None takes the endpoint's first.
+    pub source: Option<String>,
     /// Only these event types (all when empty).
     pub types: Vec<String>,
 }
@@ -160,8 +163,19 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .map_err(|_| Failure::Apply(anyhow::anyhow!("the token is not a valid header value")))?;
+    let source: Option<tonic::metadata::MetadataValue<_>> = match &config.source {
+        Some(source) => Some(
+            source
+                .parse()
+                .map_err(|_| Failure::Apply(anyhow::anyhow!("the source is not a valid header value")))?,
+        ),
+        None => None,
+    };
     let mut client = EventFeedClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
         request.metadata_mut().insert("authorization", bearer.clone());
+        if let Some(source) = &source {
+            request.metadata_mut().insert(crate::feed::SOURCE_HEADER, source.clone());
+        }
         Ok(request)
     });
     let mut stream = client

@@ -116,6 +116,50 @@ fn types(raw: Vec<String>, known: &[&str]) -> Result<Vec<String>, ApiError> {
 
 type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
 
+/// The metadata header a subscriber names the producing service with, e.g. `crm.pipeline.v1`.
+pub const SOURCE_HEADER: &str = "crm-source";
+
+/// The EventFeed of a process: the feeds of the services it runs (one on Kubernetes, all in
+/// `crm serve`). A subscriber picks one with the [`SOURCE_HEADER`]; without it, the first.
+#[derive(Clone)]
+pub struct FeedRouter {
+    feeds: Vec<EventFeedService>,
+}
+
+impl FeedRouter {
+    pub fn new(feeds: Vec<EventFeedService>) -> Self {
+        Self { feeds }
+    }
+
+    pub fn into_server(self) -> EventFeedServer<Self> {
+        EventFeedServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl EventFeed for FeedRouter {
+    type SubscribeStream = FeedStream;
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<FeedStream>, Status> {
+        let feed = match request.metadata().get(SOURCE_HEADER) {
+            None => self.feeds.first(),
+            Some(value) => {
+                let source = value.to_str().unwrap_or_default();
+                self.feeds.iter().find(|feed| feed.source == source)
+            }
+        };
+        let Some(feed) = feed else {
+            let sources: Vec<&str> = self.feeds.iter().map(|f| f.source).collect();
+            return Err(ApiError::invalid_field(
+                SOURCE_HEADER,
+                format!("this endpoint serves the feeds of {}", sources.join(", ")),
+            )
+            .into());
+        };
+        feed.subscribe(request).await
+    }
+}
+
 #[tonic::async_trait]
 impl EventFeed for EventFeedService {
     type SubscribeStream = FeedStream;

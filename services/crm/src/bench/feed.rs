@@ -145,6 +145,7 @@ async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
         name: "bench-latency".into(),
         endpoint: bench.grpc.to_owned(),
         credentials: crm_platform::consumer::Credentials::Token(bench.token.to_owned()),
+        source: None,
         types: vec![],
     };
     let consuming = {
