@@ -19,6 +19,10 @@ use crate::extract::QueryParams;
 use crate::problem::{Problem, ProblemBody};
 use crate::upstream::Call;
 
+/// The producers whose feeds the gateway streams.
+const CONTACT_SOURCE: &str = "crm.contact.v1";
+const PIPELINE_SOURCE: &str = "crm.pipeline.v1";
+
 /// How long one stream may stay open; the client reconnects with Last-Event-ID.
 const STREAM_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
@@ -36,6 +40,8 @@ pub struct StreamParams {
     pub after: Option<u64>,
     /// Only these event types, comma-separated, e.g. `crm.contact.v1.ContactCreated`.
     pub types: Option<String>,
+    /// Whose feed: `crm.contact.v1` (default) or `crm.pipeline.v1`.
+    pub source: Option<String>,
 }
 
 /// The caller's tenant's events as Server-Sent Events: `id` is the sequence, `event` the type,
@@ -73,17 +79,29 @@ pub async fn stream(
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
         .collect();
-    let feed = gw
-        .contact_events()
-        .subscribe(call.request(
-            pb::SubscribeRequest {
-                after_sequence: after,
-                types,
-            },
-            STREAM_DEADLINE,
-        ))
-        .await?
-        .into_inner();
+    let source = q.source.unwrap_or_else(|| CONTACT_SOURCE.to_owned());
+    let mut client = match source.as_str() {
+        CONTACT_SOURCE => gw.contact_events(),
+        PIPELINE_SOURCE => gw.pipeline_events(),
+        _ => {
+            return Err(Problem(crm_platform::ApiError::invalid_field(
+                "source",
+                format!("must be {CONTACT_SOURCE} or {PIPELINE_SOURCE}"),
+            )));
+        }
+    };
+    let mut request = call.request(
+        pb::SubscribeRequest {
+            after_sequence: after,
+            types,
+        },
+        STREAM_DEADLINE,
+    );
+    // An endpoint serving several feeds (`crm serve`) picks by this header.
+    if let Ok(value) = source.parse() {
+        request.metadata_mut().insert(crm_platform::feed::SOURCE_HEADER, value);
+    }
+    let feed = client.subscribe(request).await?.into_inner();
     let events = feed
         .map(|message| match message {
             Ok(pb::SubscribeResponse {

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::PipelineApp;
@@ -16,7 +15,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 pub async fn run(app: PipelineApp, shutdown: CancellationToken) {
     let changed = app.due_changed();
     loop {
-        let now = Utc::now();
+        let now = crate::app::now();
         let pause = match app.publish_due_tasks(now).await {
             Ok((published, _)) if published > 0 => Duration::ZERO,
             Ok((_, next)) => next

@@ -227,7 +227,7 @@ impl PipelineApp {
                 "CLOSED is set when the deal is won",
             ));
         }
-        let now = Utc::now();
+        let now = super::now();
         let record = Rec::new(
             Deal {
                 name: input.name,
@@ -378,7 +378,7 @@ impl PipelineApp {
         if changed.is_empty() {
             return Ok(current);
         }
-        let record = current.next(body, Utc::now());
+        let record = current.next(body, super::now());
         let write = Write {
             puts: vec![put(Kind::Deal, &record, Some(current.revision))?],
             events: vec![event(
@@ -436,7 +436,7 @@ impl PipelineApp {
         if to.0 == current.body.stage {
             return Err(failed("ALREADY_IN_STAGE", format!("the deal is already in `{}`", to.1)));
         }
-        let now = Utc::now();
+        let now = super::now();
         let from = (current.body.stage, stage_name(&pipeline.body, current.body.stage));
         let mut body = current.body.clone();
         body.stage = to.0;
@@ -471,7 +471,7 @@ impl PipelineApp {
             .closing(kind)
             .map(|s| (s.id, s.name.clone()))
             .ok_or_else(|| failed("NO_CLOSING_STAGE", "the pipeline has no stage to close the deal into"))?;
-        let now = Utc::now();
+        let now = super::now();
         let from = (current.body.stage, stage_name(&pipeline.body, current.body.stage));
         let mut body = current.body.clone();
         body.stage = stage.0;
@@ -505,7 +505,7 @@ impl PipelineApp {
         }
         let pipeline = self.pipeline_of(caller, &current).await?;
         let to = open_stage(&pipeline, stage, "stage")?;
-        let now = Utc::now();
+        let now = super::now();
         let from = (current.body.stage, stage_name(&pipeline.body, current.body.stage));
         let mut body = current.body.clone();
         body.stage = to.0;

@@ -1,6 +1,5 @@
 //! Forecast submissions (immutable) and quotas: the inputs of forecast accuracy.
 
-use chrono::Utc;
 use crm_platform::{ApiError, UserId};
 use uuid::Uuid;
 
@@ -36,7 +35,7 @@ impl PipelineApp {
                 category,
                 submitted_by: caller.user().to_owned(),
             },
-            Utc::now(),
+            super::now(),
         );
         let write = Write {
             puts: vec![put(Kind::Forecast, &record, None)?],
@@ -103,7 +102,7 @@ impl PipelineApp {
                 .await?
                 .pop()
                 .map(|(_, rec)| rec);
-            let now = Utc::now();
+            let now = super::now();
             let (record, expected) = match &existing {
                 Some(current) if current.body == body => return Ok(current.clone()),
                 Some(current) => (current.next(body.clone(), now), Some(current.revision)),

@@ -1,6 +1,5 @@
 //! Leads: qualification, disqualification and the one-time conversion into a deal.
 
-use chrono::Utc;
 use crm_platform::{ApiError, UserId};
 use uuid::Uuid;
 
@@ -74,7 +73,7 @@ impl PipelineApp {
                 convert_time: None,
                 converted_by: String::new(),
             },
-            Utc::now(),
+            super::now(),
         );
         let write = Write {
             puts: vec![put(Kind::Lead, &record, None)?],
@@ -172,7 +171,7 @@ impl PipelineApp {
         if changed.is_empty() {
             return Ok(current);
         }
-        let record = current.next(body, Utc::now());
+        let record = current.next(body, super::now());
         let kind = if qualified {
             "crm.pipeline.v1.LeadQualified"
         } else {
@@ -211,7 +210,7 @@ impl PipelineApp {
         let mut body = current.body.clone();
         body.status = LeadStatus::Disqualified;
         body.disqualify_reason = reason;
-        let record = current.next(body, Utc::now());
+        let record = current.next(body, super::now());
         let write = Write {
             puts: vec![put(Kind::Lead, &record, Some(current.revision))?],
             events: vec![event(

@@ -1,7 +1,6 @@
 //! Moving a user's portfolio (leads not yet converted, open deals, open tasks) to one user or
 //! round-robin over several, in batches, each change audited (OwnerChanged).
 
-use chrono::Utc;
 use crm_platform::{ApiError, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -155,7 +154,7 @@ impl PipelineApp {
                 receivers.push(share.user.clone());
                 let mut body = current.body.clone();
                 *body.owner_mut() = share.user.clone();
-                let record = current.next(body, Utc::now());
+                let record = current.next(body, super::now());
                 write.puts.push(put(T::KIND, &record, Some(current.revision))?);
                 write.events.push(event(
                     caller,

@@ -1,6 +1,5 @@
 //! Pipelines and their stages, and the board.
 
-use chrono::Utc;
 use crm_platform::ApiError;
 use uuid::Uuid;
 
@@ -78,7 +77,7 @@ impl PipelineApp {
             name,
             stages: stages(inputs, &[])?,
         };
-        let record = Rec::new(pipeline, Utc::now());
+        let record = Rec::new(pipeline, super::now());
         let write = Write {
             puts: vec![put(Kind::Pipeline, &record, None)?],
             events: vec![event(
@@ -155,7 +154,7 @@ impl PipelineApp {
         if changed.is_empty() {
             return Ok(current);
         }
-        let record = current.next(body, Utc::now());
+        let record = current.next(body, super::now());
         let write = Write {
             puts: vec![put(Kind::Pipeline, &record, Some(current.revision))?],
             events: vec![event(

@@ -1,7 +1,6 @@
 //! The product catalogue. Line items copy what they need, so a price change never rewrites a
 //! deal.
 
-use chrono::Utc;
 use crm_platform::ApiError;
 use uuid::Uuid;
 
@@ -62,7 +61,7 @@ impl PipelineApp {
                 price,
                 active: input.active.unwrap_or(true),
             },
-            Utc::now(),
+            super::now(),
         );
         let write = Write {
             puts: vec![put(Kind::Product, &record, None)?],
@@ -139,7 +138,7 @@ impl PipelineApp {
         if changed.is_empty() {
             return Ok(current);
         }
-        let record = current.next(body, Utc::now());
+        let record = current.next(body, super::now());
         let write = Write {
             puts: vec![put(Kind::Product, &record, Some(current.revision))?],
             events: vec![event(

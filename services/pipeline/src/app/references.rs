@@ -1,6 +1,5 @@
 //! Keeping references to the contact service's records true when it merges or erases them.
 
-use chrono::Utc;
 use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
 use serde_json::Value;
 
@@ -88,7 +87,7 @@ impl PipelineApp {
                 let current: Rec<Value> = Rec::from_doc(doc)?;
                 let mut body = current.body.clone();
                 let changed = edit(&mut body);
-                let record = current.next(body, Utc::now());
+                let record = current.next(body, super::now());
                 write.puts.push(put(*kind, &record, Some(current.revision))?);
                 write.events.push(event(
                     caller,

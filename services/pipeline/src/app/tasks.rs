@@ -108,7 +108,7 @@ impl PipelineApp {
             due_notified: None,
         };
         self.task_links(caller, &input, &mut body).await?;
-        let record = Rec::new(body, Utc::now());
+        let record = Rec::new(body, super::now());
         let write = Write {
             puts: vec![put(Kind::Task, &record, None)?],
             events: vec![event(
@@ -142,7 +142,7 @@ impl PipelineApp {
             filters.push(Filter::Owner(assignee));
         }
         if view.overdue_only {
-            filters.push(Filter::DueBefore(Utc::now()));
+            filters.push(Filter::DueBefore(super::now()));
         } else if view.open_only {
             filters.push(Filter::Status("open"));
         }
@@ -173,7 +173,7 @@ impl PipelineApp {
         kind: &'static str,
         changed: Vec<&'static str>,
     ) -> Result<Rec<Task>, ApiError> {
-        let record = current.next(body, Utc::now());
+        let record = current.next(body, super::now());
         let write = Write {
             puts: vec![put(Kind::Task, &record, Some(current.revision))?],
             events: vec![event(
@@ -246,7 +246,7 @@ impl PipelineApp {
         }
         let mut body = current.body.clone();
         body.status = TaskStatus::Completed;
-        body.complete_time = Some(Utc::now());
+        body.complete_time = Some(super::now());
         self.save_task(caller, &current, body, "crm.pipeline.v1.TaskCompleted", vec!["status"])
             .await
     }
