@@ -213,6 +213,16 @@ $$;
 CREATE TRIGGER outbox_to_audit AFTER INSERT ON outbox_events
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION outbox_to_audit();
 
+-- Contacts the contact service merged away, and their survivor (kept current through chains
+-- of merges), so that erasing a person also removes what was recorded under their old ids.
+CREATE TABLE contact_merges (
+    tenant_id   text NOT NULL,
+    merged_id   uuid NOT NULL,
+    survivor_id uuid NOT NULL,
+    PRIMARY KEY (tenant_id, merged_id)
+);
+CREATE INDEX contact_merges_survivor ON contact_merges (tenant_id, survivor_id);
+
 -- Checkpoints of the feeds this service follows (the contact service's).
 CREATE TABLE feed_checkpoints (
     consumer    text        PRIMARY KEY,
@@ -226,7 +236,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['pipelines', 'leads', 'deals', 'deal_transitions', 'products', 'tasks', 'forecasts',
-                             'quotas', 'idempotency_keys', 'outbox_events', 'audit_log'] LOOP
+                             'quotas', 'idempotency_keys', 'outbox_events', 'audit_log', 'contact_merges'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format($p$CREATE POLICY tenant_isolation ON %I

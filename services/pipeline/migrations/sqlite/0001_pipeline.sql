@@ -179,6 +179,14 @@ BEGIN
     VALUES (NEW.tenant_id, NEW.id, NEW.type, NEW.subject, NEW.time, NEW.actor, NEW.payload);
 END;
 
+CREATE TABLE contact_merges (
+    tenant_id   TEXT NOT NULL,
+    merged_id   TEXT NOT NULL,
+    survivor_id TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, merged_id)
+);
+CREATE INDEX contact_merges_survivor ON contact_merges (tenant_id, survivor_id);
+
 CREATE TABLE feed_checkpoints (
     consumer    TEXT    PRIMARY KEY,
     seq         INTEGER NOT NULL,

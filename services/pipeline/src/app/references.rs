@@ -41,6 +41,7 @@ impl PipelineApp {
                         vec!["contact"]
                     })
                     .await?;
+                    write.merges.push((*old, *survivor));
                 }
             }
             ContactChange::CompaniesMerged { survivor, merged } => {
@@ -53,13 +54,22 @@ impl PipelineApp {
                 }
             }
             ContactChange::ContactErased { contact } => {
-                let id = contact.to_string();
-                self.repoint(&caller, "contact", *contact, &mut write, |body| {
-                    scrub_payload(body, &id);
-                    vec!["contact", "title", "notes"]
-                })
-                .await?;
-                write.scrub.push(id);
+                // The person may be on record under ids merged into this one, too.
+                let mut ids = self
+                    .store
+                    .merged_into(tenant, *contact)
+                    .await
+                    .map_err(super::store_error)?;
+                ids.push(*contact);
+                for id in ids {
+                    let needle = id.to_string();
+                    self.repoint(&caller, "contact", id, &mut write, |body| {
+                        scrub_payload(body, &needle);
+                        vec!["contact", "title", "notes"]
+                    })
+                    .await?;
+                    write.scrub.push(needle);
+                }
             }
         }
         Ok(vec![(tenant.clone(), write)])

@@ -100,6 +100,8 @@ pub struct Write {
     pub transitions: Vec<Transition>,
     pub events: Vec<NewEvent>,
     pub request: Option<RequestKey>,
+    /// Contacts merged away, with their survivor: `(merged, survivor)`.
+    pub merges: Vec<(Uuid, Uuid)>,
     /// Ids of erased contacts to scrub from stored event payloads and the audit
     /// log: see [`scrub_payload`].
     pub scrub: Vec<String>,
@@ -273,6 +275,9 @@ pub trait PipelineStore: Send + Sync + 'static {
         id: Uuid,
     ) -> Result<Vec<Doc>, StoreError>;
 
+    /// The contacts merged (directly or through a chain of merges) into `survivor`.
+    async fn merged_into(&self, tenant: &TenantId, survivor: Uuid) -> Result<Vec<Uuid>, StoreError>;
+
     /// The last contact-feed sequence applied under `consumer`.
     async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError>;
 
@@ -345,7 +350,7 @@ pub(crate) fn list_sql(
     let order = query.kind.order_column();
     let mut sql = format!(
         "SELECT {} AS ord, id, revision, create_time, update_time, body FROM {} WHERE tenant_id = {}",
-        order.unwrap_or("0"),
+        order.unwrap_or("CAST(0 AS BIGINT)"),
         query.kind.table(),
         placeholder(1)
     );

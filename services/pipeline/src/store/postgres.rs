@@ -117,6 +117,23 @@ async fn write_in(tx: &mut PgConnection, tenant: &TenantId, write: &Write) -> Re
         .await
         .map_err(write_error)?;
     }
+    for (merged, survivor) in &write.merges {
+        sqlx::query("UPDATE contact_merges SET survivor_id = $3 WHERE tenant_id = $1 AND survivor_id = $2")
+            .bind(tenant.as_str())
+            .bind(merged)
+            .bind(survivor)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO contact_merges (tenant_id, merged_id, survivor_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, merged_id) DO UPDATE SET survivor_id = excluded.survivor_id",
+        )
+        .bind(tenant.as_str())
+        .bind(merged)
+        .bind(survivor)
+        .execute(&mut *tx)
+        .await?;
+    }
     crm_platform::outbox::append_pg(&mut *tx, &write.events).await?;
     for id in &write.scrub {
         for table in ["outbox_events", "audit_log"] {
@@ -369,6 +386,18 @@ impl PipelineStore for PgPipelineStore {
         .await?;
         tx.commit().await?;
         Ok(rows.iter().map(doc).collect::<Result<_, _>>()?)
+    }
+
+    async fn merged_into(&self, tenant: &TenantId, survivor: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT merged_id FROM contact_merges WHERE tenant_id = $1 AND survivor_id = $2")
+                .bind(tenant.as_str())
+                .bind(survivor)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError> {

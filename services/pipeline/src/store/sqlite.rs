@@ -140,6 +140,23 @@ async fn write_in(tx: &mut SqliteConnection, tenant: &TenantId, write: &Write) -
         .await
         .map_err(write_error)?;
     }
+    for (merged, survivor) in &write.merges {
+        sqlx::query("UPDATE contact_merges SET survivor_id = ?3 WHERE tenant_id = ?1 AND survivor_id = ?2")
+            .bind(tenant.as_str())
+            .bind(merged.to_string())
+            .bind(survivor.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO contact_merges (tenant_id, merged_id, survivor_id) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (tenant_id, merged_id) DO UPDATE SET survivor_id = excluded.survivor_id",
+        )
+        .bind(tenant.as_str())
+        .bind(merged.to_string())
+        .bind(survivor.to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
     crm_platform::outbox::append_sqlite(&mut *tx, &write.events).await?;
     for id in &write.scrub {
         for table in ["outbox_events", "audit_log"] {
@@ -381,6 +398,16 @@ impl PipelineStore for SqlitePipelineStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(doc).collect()
+    }
+
+    async fn merged_into(&self, tenant: &TenantId, survivor: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT merged_id FROM contact_merges WHERE tenant_id = ?1 AND survivor_id = ?2")
+                .bind(tenant.as_str())
+                .bind(survivor.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        ids.iter().map(|id| uuid(id)).collect()
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError> {
