@@ -8,6 +8,7 @@ mod events;
 mod export;
 mod grpc;
 mod import;
+mod pipeline;
 mod postgres;
 mod rest;
 mod security;
