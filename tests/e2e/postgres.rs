@@ -1,5 +1,6 @@
-//! The Kubernetes shape on PostgreSQL: `crm migrate`, then `crm contact` and `crm gateway` as
-//! separate processes talking gRPC, with row-level security underneath.
+//! The Kubernetes shape on PostgreSQL: `crm migrate`, then `crm contact`, `crm pipeline` and
+//! `crm gateway` as separate processes talking gRPC, each service on its own database, with
+//! row-level security underneath.
 
 use crm_platform::Role;
 use crm_platform::testing::TestDatabase;
@@ -28,6 +29,17 @@ async fn separate_roles_on_postgres() {
         .expect("migrate again");
     assert!(again.status.success(), "migrations are idempotent");
 
+    let Some(pipeline_db) = TestDatabase::create("separate_roles_on_postgres_pipeline").await else {
+        return;
+    };
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["migrate", "--service", "pipeline"])
+        .env("CRM_DATABASE_URL", &pipeline_db.url)
+        .env("CRM_LOG", "warn")
+        .output()
+        .expect("migrate pipeline");
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+
     let contact = Process::start(
         &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
         &[("CRM_DATABASE_URL", &db.url)],
@@ -35,9 +47,16 @@ async fn separate_roles_on_postgres() {
         "crm contact is up",
     );
     let grpc = format!("http://{}", contact.address_after("gRPC on "));
+    let pipeline = Process::start(
+        &["pipeline", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+        &[("CRM_DATABASE_URL", &pipeline_db.url), ("CRM_CONTACT_ENDPOINT", &grpc)],
+        dir.path(),
+        "crm pipeline is up",
+    );
+    let pipeline_grpc = format!("http://{}", pipeline.address_after("gRPC on "));
     let gateway = Process::start(
         &["gateway", "--http-addr", "127.0.0.1:0"],
-        &[("CRM_CONTACT_ENDPOINT", &grpc)],
+        &[("CRM_CONTACT_ENDPOINT", &grpc), ("CRM_PIPELINE_ENDPOINT", &pipeline_grpc)],
         dir.path(),
         "crm gateway is up",
     );
@@ -65,6 +84,36 @@ async fn separate_roles_on_postgres() {
     );
     let (status, ready) = Rest::new(&rest, None).get("/readyz").await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+
+    // The pipeline service checks references against the contact service and follows its
+    // feed, across processes and databases.
+    let manager = Rest::as_user(&rest, "pg-a", "mia", Role::Manager);
+    let pipeline_resource = crate::pipeline::pipeline(&manager).await;
+    let (status, deal) = manager
+        .post("/v1/deals", json!({"displayName": "PG deal", "pipeline": pipeline_resource["name"], "contact": name,
+            "amount": {"amountMinor": "100", "currencyCode": "EUR"}}))
+        .await;
+    assert_eq!(status, 201, "{deal}");
+    let (status, problem) = other
+        .post("/v1/deals", json!({"displayName": "Stolen", "pipeline": pipeline_resource["name"],
+            "amount": {"amountMinor": "1", "currencyCode": "EUR"}}))
+        .await;
+    assert_eq!(status, 400, "another tenant's pipeline: {problem}");
+    let survivor = crate::pipeline::contact(&manager, "Survivor", "survivor@example.com").await;
+    let (status, merged) = manager
+        .post(&format!("/v1/{}:merge", survivor["name"].as_str().expect("name")), json!({"merged": [name]}))
+        .await;
+    assert_eq!(status, 200, "{merged}");
+    let deal_path = format!("/v1/{}", deal["name"].as_str().expect("deal"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, read) = manager.get(&deal_path).await;
+        if read["contact"] == survivor["name"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the merge did not reach the deal: {read}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // A database failure is a plain internal error: no SQL, table or driver text leaks.
     let mut owner = sqlx::PgConnection::connect(&db.url).await.expect("owner connection");
@@ -99,8 +148,10 @@ async fn separate_roles_on_postgres() {
     );
 
     drop(gateway);
+    drop(pipeline);
     drop(contact);
     db.drop_database().await;
+    pipeline_db.drop_database().await;
 }
 
 #[test]
