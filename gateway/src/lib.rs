@@ -276,28 +276,49 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         )
         .route("/v1/companies/{id}/interactions", get(interactions::list_for_company))
         .route("/v1/events:stream", get(events::stream))
-        .route("/v1/pipelines", get(pipeline::list_pipelines).post(pipeline::create_pipeline))
-        .route("/v1/pipelines/{id}", get(pipeline::get_pipeline).patch(pipeline::update_pipeline))
+        .route(
+            "/v1/pipelines",
+            get(pipeline::list_pipelines).post(pipeline::create_pipeline),
+        )
+        .route(
+            "/v1/pipelines/{id}",
+            get(pipeline::get_pipeline).patch(pipeline::update_pipeline),
+        )
         .route("/v1/pipelines/{id}/board", get(pipeline::board))
         .route("/v1/leads", get(pipeline::list_leads).post(pipeline::create_lead))
         .route(
             "/v1/leads/{id}",
-            get(pipeline::get_lead).patch(pipeline::update_lead).post(pipeline::lead_method),
+            get(pipeline::get_lead)
+                .patch(pipeline::update_lead)
+                .post(pipeline::lead_method),
         )
         .route("/v1/deals", get(pipeline::list_deals).post(pipeline::create_deal))
         .route(
             "/v1/deals/{id}",
-            get(pipeline::get_deal).patch(pipeline::update_deal).post(pipeline::deal_method),
+            get(pipeline::get_deal)
+                .patch(pipeline::update_deal)
+                .post(pipeline::deal_method),
         )
         .route("/v1/deals/{id}/history", get(pipeline::deal_history))
-        .route("/v1/products", get(pipeline::list_products).post(pipeline::create_product))
-        .route("/v1/products/{id}", get(pipeline::get_product).patch(pipeline::update_product))
+        .route(
+            "/v1/products",
+            get(pipeline::list_products).post(pipeline::create_product),
+        )
+        .route(
+            "/v1/products/{id}",
+            get(pipeline::get_product).patch(pipeline::update_product),
+        )
         .route("/v1/tasks", get(pipeline::list_tasks).post(pipeline::create_task))
         .route(
             "/v1/tasks/{id}",
-            get(pipeline::get_task).patch(pipeline::update_task).post(pipeline::task_method),
+            get(pipeline::get_task)
+                .patch(pipeline::update_task)
+                .post(pipeline::task_method),
         )
-        .route("/v1/forecasts", get(pipeline::list_forecasts).post(pipeline::submit_forecast))
+        .route(
+            "/v1/forecasts",
+            get(pipeline::list_forecasts).post(pipeline::submit_forecast),
+        )
         .route("/v1/quotas", get(pipeline::list_quotas).post(pipeline::set_quota))
         .route("/v1/users/{id}", post(users::user_method))
         .route_layer(AuthLayer::new(verifier, &[], problem::auth_rejection));

@@ -111,9 +111,16 @@ async fn a_lead_becomes_a_won_deal_over_rest() {
     assert_eq!(lead["status"], "LEAD_STATUS_NEW");
     let lead_id = id_of(&lead["name"]);
     let (status, qualified) = api
-        .patch(&format!("/v1/leads/{lead_id}"), json!({"status": "LEAD_STATUS_QUALIFIED"}))
+        .patch(
+            &format!("/v1/leads/{lead_id}"),
+            json!({"status": "LEAD_STATUS_QUALIFIED"}),
+        )
         .await;
-    assert_eq!((status, qualified["status"].as_str()), (200, Some("LEAD_STATUS_QUALIFIED")), "{qualified}");
+    assert_eq!(
+        (status, qualified["status"].as_str()),
+        (200, Some("LEAD_STATUS_QUALIFIED")),
+        "{qualified}"
+    );
 
     let convert = json!({"deal": {"pipeline": pipeline["name"], "amount": {"amountMinor": "1250000", "currencyCode": "EUR"},
         "expectedCloseDate": "2026-12-31"}});
@@ -126,16 +133,26 @@ async fn a_lead_becomes_a_won_deal_over_rest() {
     assert_eq!(deal["lead"], lead["name"]);
     assert_eq!(deal["stage"], stage(&pipeline, 0).as_str());
     let (status, again) = api.post(&format!("/v1/leads/{lead_id}:convert"), convert).await;
-    assert_eq!((status, again["reason"].as_str()), (412, Some("LEAD_CONVERTED")), "a lead converts once");
+    assert_eq!(
+        (status, again["reason"].as_str()),
+        (412, Some("LEAD_CONVERTED")),
+        "a lead converts once"
+    );
 
     let deal_id = id_of(&deal["name"]);
     let (status, moved) = api
-        .post(&format!("/v1/deals/{deal_id}:move"), json!({"stage": stage(&pipeline, 1), "etag": deal["etag"]}))
+        .post(
+            &format!("/v1/deals/{deal_id}:move"),
+            json!({"stage": stage(&pipeline, 1), "etag": deal["etag"]}),
+        )
         .await;
     assert_eq!(status, 200, "{moved}");
     assert_eq!(moved["transition"]["toStageName"], "Proposal");
     let (status, moved) = api
-        .post(&format!("/v1/deals/{deal_id}:move"), json!({"stage": stage(&pipeline, 2)}))
+        .post(
+            &format!("/v1/deals/{deal_id}:move"),
+            json!({"stage": stage(&pipeline, 2)}),
+        )
         .await;
     assert_eq!(status, 200, "{moved}");
     let (status, won) = api
@@ -154,7 +171,12 @@ async fn a_lead_becomes_a_won_deal_over_rest() {
         .as_array()
         .expect("transitions")
         .iter()
-        .map(|t| (t["kind"].as_str().unwrap_or(""), t["toStageName"].as_str().unwrap_or("")))
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap_or(""),
+                t["toStageName"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(
         steps,
@@ -165,14 +187,23 @@ async fn a_lead_becomes_a_won_deal_over_rest() {
             ("TRANSITION_KIND_WON", "Won"),
         ]
     );
-    let (_, board) = api.get(&format!("/v1/pipelines/{}/board", id_of(&pipeline["name"]))).await;
+    let (_, board) = api
+        .get(&format!("/v1/pipelines/{}/board", id_of(&pipeline["name"])))
+        .await;
     assert!(
-        board["columns"].as_array().expect("columns").iter().all(|c| c["dealCount"].as_str().unwrap_or("0") == "0"),
+        board["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .all(|c| c["dealCount"].as_str().unwrap_or("0") == "0"),
         "a won deal is off the board: {board}"
     );
 
     let feed = pipeline_events(&suite.grpc, "acme", 8).await;
-    let kinds: Vec<&str> = feed.iter().map(|e| e.r#type.trim_start_matches("crm.pipeline.v1.")).collect();
+    let kinds: Vec<&str> = feed
+        .iter()
+        .map(|e| e.r#type.trim_start_matches("crm.pipeline.v1."))
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -194,13 +225,19 @@ async fn a_lead_becomes_a_won_deal_over_rest() {
     // A task due in a moment is announced on the feed when it is due, once.
     let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let (status, task) = api
-        .post("/v1/tasks", json!({"title": "Send the contract", "dueTime": due, "deal": deal["name"]}))
+        .post(
+            "/v1/tasks",
+            json!({"title": "Send the contract", "dueTime": due, "deal": deal["name"]}),
+        )
         .await;
     assert_eq!(status, 201, "{task}");
     let feed = pipeline_events(&suite.grpc, "acme", 10).await;
     assert_eq!(feed[9].r#type, "crm.pipeline.v1.TaskDue");
     assert_eq!(feed[9].subject, task["name"].as_str().expect("task name"));
-    assert!(feed[9].time.as_ref().expect("time").seconds >= chrono::DateTime::parse_from_rfc3339(&due).expect("due").timestamp());
+    assert!(
+        feed[9].time.as_ref().expect("time").seconds
+            >= chrono::DateTime::parse_from_rfc3339(&due).expect("due").timestamp()
+    );
 }
 
 #[tokio::test]
@@ -210,37 +247,80 @@ async fn bad_input_is_refused_naming_the_field() {
     let first = pipeline(&api).await;
     let second = pipeline(&api).await;
     let deal = |amount: Value| json!({"displayName": "X", "pipeline": first["name"], "amount": amount});
-    let field = |problem: &Value| problem["violations"][0]["field"].as_str().unwrap_or_default().to_owned();
+    let field = |problem: &Value| {
+        problem["violations"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
 
     let (status, problem) = api
         .post("/v1/deals", deal(json!({"amountMinor": "-1", "currencyCode": "EUR"})))
         .await;
-    assert_eq!((status, field(&problem).as_str()), (400, "deal.amount.amountMinor"), "{problem}");
+    assert_eq!(
+        (status, field(&problem).as_str()),
+        (400, "deal.amount.amountMinor"),
+        "{problem}"
+    );
     let (status, problem) = api
         .post("/v1/deals", deal(json!({"amountMinor": "1", "currencyCode": "EUX"})))
         .await;
-    assert_eq!((status, field(&problem).as_str()), (400, "deal.amount.currencyCode"), "{problem}");
+    assert_eq!(
+        (status, field(&problem).as_str()),
+        (400, "deal.amount.currencyCode"),
+        "{problem}"
+    );
     let (status, problem) = api
-        .post("/v1/deals", json!({"displayName": "X", "pipeline": first["name"], "amount": {"amountMinor": "1", "currencyCode": "EUR"},
-            "contact": format!("contacts/{}", uuid::Uuid::now_v7())}))
+        .post(
+            "/v1/deals",
+            json!({"displayName": "X", "pipeline": first["name"], "amount": {"amountMinor": "1", "currencyCode": "EUR"},
+            "contact": format!("contacts/{}", uuid::Uuid::now_v7())}),
+        )
         .await;
-    assert_eq!((status, field(&problem).as_str()), (400, "deal.contact"), "an unknown contact: {problem}");
-    let theirs = contact(&Rest::as_user(&suite.rest, "globex", "gus", Role::Admin), "Gus", "gus@example.com").await;
+    assert_eq!(
+        (status, field(&problem).as_str()),
+        (400, "deal.contact"),
+        "an unknown contact: {problem}"
+    );
+    let theirs = contact(
+        &Rest::as_user(&suite.rest, "globex", "gus", Role::Admin),
+        "Gus",
+        "gus@example.com",
+    )
+    .await;
     let (status, problem) = api
-        .post("/v1/deals", json!({"displayName": "X", "pipeline": first["name"], "amount": {"amountMinor": "1", "currencyCode": "EUR"},
-            "contact": theirs["name"]}))
+        .post(
+            "/v1/deals",
+            json!({"displayName": "X", "pipeline": first["name"], "amount": {"amountMinor": "1", "currencyCode": "EUR"},
+            "contact": theirs["name"]}),
+        )
         .await;
-    assert_eq!((status, field(&problem).as_str()), (400, "deal.contact"), "another tenant's contact: {problem}");
-    let (status, problem) = api.post("/v1/deals", json!({"displayName": "X", "pipeline": first["name"], "amonut": 1})).await;
+    assert_eq!(
+        (status, field(&problem).as_str()),
+        (400, "deal.contact"),
+        "another tenant's contact: {problem}"
+    );
+    let (status, problem) = api
+        .post(
+            "/v1/deals",
+            json!({"displayName": "X", "pipeline": first["name"], "amonut": 1}),
+        )
+        .await;
     assert_eq!(status, 400, "an unknown field: {problem}");
 
-    let (status, created) = api.post("/v1/deals", deal(json!({"amountMinor": "100", "currencyCode": "EUR"}))).await;
+    let (status, created) = api
+        .post("/v1/deals", deal(json!({"amountMinor": "100", "currencyCode": "EUR"})))
+        .await;
     assert_eq!(status, 201, "{created}");
     let id = id_of(&created["name"]);
     let (status, problem) = api
         .post(&format!("/v1/deals/{id}:move"), json!({"stage": stage(&second, 1)}))
         .await;
-    assert_eq!((status, field(&problem).as_str()), (400, "stage"), "a stage of another pipeline: {problem}");
+    assert_eq!(
+        (status, field(&problem).as_str()),
+        (400, "stage"),
+        "a stage of another pipeline: {problem}"
+    );
 
     // Two moves with the same etag: one wins, the other gets 412.
     let etag = format!("\"{}\"", created["etag"].as_str().expect("etag"));
@@ -256,36 +336,64 @@ async fn bad_input_is_refused_naming_the_field() {
     assert_eq!(codes, [200, 412]);
 
     let (status, _) = api
-        .post(&format!("/v1/deals/{id}:close"), json!({"outcome": "DEAL_STATUS_LOST", "reason": "budget"}))
+        .post(
+            &format!("/v1/deals/{id}:close"),
+            json!({"outcome": "DEAL_STATUS_LOST", "reason": "budget"}),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, problem) = api
         .post(&format!("/v1/deals/{id}:close"), json!({"outcome": "DEAL_STATUS_WON"}))
         .await;
-    assert_eq!((status, problem["reason"].as_str()), (412, Some("DEAL_CLOSED")), "{problem}");
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (412, Some("DEAL_CLOSED")),
+        "{problem}"
+    );
     let (status, history) = api.get(&format!("/v1/deals/{id}/history")).await;
-    assert_eq!((status, history["transitions"].as_array().map(Vec::len)), (200, Some(3)), "refusals wrote nothing");
+    assert_eq!(
+        (status, history["transitions"].as_array().map(Vec::len)),
+        (200, Some(3)),
+        "refusals wrote nothing"
+    );
 
     let (status, problem) = api
-        .post("/v1/quotas", json!({"owner": "bob", "period": "2026-13", "amount": {"amountMinor": "1", "currencyCode": "EUR"}}))
+        .post(
+            "/v1/quotas",
+            json!({"owner": "bob", "period": "2026-13", "amount": {"amountMinor": "1", "currencyCode": "EUR"}}),
+        )
         .await;
     assert_eq!((status, field(&problem).as_str()), (400, "quota.period"), "{problem}");
     let (status, quota) = api
-        .post("/v1/quotas", json!({"owner": "bob", "period": "2026-Q4", "amount": {"amountMinor": "5000000", "currencyCode": "EUR"}}))
+        .post(
+            "/v1/quotas",
+            json!({"owner": "bob", "period": "2026-Q4", "amount": {"amountMinor": "5000000", "currencyCode": "EUR"}}),
+        )
         .await;
-    assert_eq!((status, quota["name"].as_str()), (200, Some("quotas/bob/2026-Q4")), "{quota}");
+    assert_eq!(
+        (status, quota["name"].as_str()),
+        (200, Some("quotas/bob/2026-Q4")),
+        "{quota}"
+    );
     let (status, problem) = api
         .post("/v1/forecasts", json!({"period": "Q4", "amount": {"amountMinor": "1", "currencyCode": "EUR"}, "category": "FORECAST_CATEGORY_COMMIT"}))
         .await;
-    assert_eq!((status, field(&problem).as_str()), (400, "forecast.period"), "{problem}");
+    assert_eq!(
+        (status, field(&problem).as_str()),
+        (400, "forecast.period"),
+        "{problem}"
+    );
 
     // Reps change only their own records.
     let bob = Rest::as_user(&suite.rest, "acme", "bob", Role::Rep);
     let (status, _) = bob.post(&format!("/v1/deals/{id}:reopen"), json!({})).await;
     assert_eq!(status, 403, "bob does not own alice's deal");
     let (status, _) = bob
-        .post("/v1/deals", json!({"displayName": "Mine", "pipeline": first["name"], "owner": "alice",
-            "amount": {"amountMinor": "1", "currencyCode": "EUR"}}))
+        .post(
+            "/v1/deals",
+            json!({"displayName": "Mine", "pipeline": first["name"], "owner": "alice",
+            "amount": {"amountMinor": "1", "currencyCode": "EUR"}}),
+        )
         .await;
     assert_eq!(status, 403, "nor creates deals for others");
     let (status, _) = bob
@@ -310,16 +418,22 @@ async fn a_portfolio_moves_across_both_services_in_one_call() {
     let (status, _) = leaver.post("/v1/companies", json!({"displayName": "Leaver Co"})).await;
     assert_eq!(status, 201);
     let mut deals = Vec::new();
-    for i in 0..3 {
+    for (i, person) in contacts.iter().enumerate() {
         let (status, deal) = leaver
-            .post("/v1/deals", json!({"displayName": format!("D{i}"), "pipeline": pipeline["name"],
-                "contact": contacts[i]["name"], "amount": {"amountMinor": "100", "currencyCode": "EUR"}}))
+            .post(
+                "/v1/deals",
+                json!({"displayName": format!("D{i}"), "pipeline": pipeline["name"],
+                "contact": person["name"], "amount": {"amountMinor": "100", "currencyCode": "EUR"}}),
+            )
             .await;
         assert_eq!(status, 201, "{deal}");
         deals.push(deal);
     }
     let (status, _) = leaver
-        .post(&format!("/v1/deals/{}:close", id_of(&deals[0]["name"])), json!({"outcome": "DEAL_STATUS_WON"}))
+        .post(
+            &format!("/v1/deals/{}:close", id_of(&deals[0]["name"])),
+            json!({"outcome": "DEAL_STATUS_WON"}),
+        )
         .await;
     assert_eq!(status, 200);
     for i in 0..2 {
@@ -328,11 +442,20 @@ async fn a_portfolio_moves_across_both_services_in_one_call() {
     }
 
     let (status, dry) = manager
-        .post("/v1/users/leaver:transferPortfolio", json!({"toUsers": ["ann", "ben"], "dryRun": true}))
+        .post(
+            "/v1/users/leaver:transferPortfolio",
+            json!({"toUsers": ["ann", "ben"], "dryRun": true}),
+        )
         .await;
     assert_eq!(status, 200, "{dry}");
     assert_eq!(
-        (&dry["contacts"], &dry["companies"], &dry["leads"], &dry["deals"], &dry["tasks"]),
+        (
+            &dry["contacts"],
+            &dry["companies"],
+            &dry["leads"],
+            &dry["deals"],
+            &dry["tasks"]
+        ),
         (&json!(3), &json!(1), &json!(2), &json!(2), &json!(2))
     );
     let (status, moved) = manager
@@ -341,7 +464,13 @@ async fn a_portfolio_moves_across_both_services_in_one_call() {
     assert_eq!(status, 200, "{moved}");
     assert_eq!(moved["dryRun"], false);
     assert_eq!(
-        (&moved["contacts"], &moved["companies"], &moved["leads"], &moved["deals"], &moved["tasks"]),
+        (
+            &moved["contacts"],
+            &moved["companies"],
+            &moved["leads"],
+            &moved["deals"],
+            &moved["tasks"]
+        ),
         (&json!(3), &json!(1), &json!(2), &json!(2), &json!(2))
     );
     let shares = moved["shares"].as_array().expect("shares");
@@ -350,15 +479,29 @@ async fn a_portfolio_moves_across_both_services_in_one_call() {
 
     // Nothing open is left with the leaver; the won deal keeps who won it.
     let (_, left) = manager.get("/v1/deals?owner=leaver").await;
-    let left: Vec<&str> = left["deals"].as_array().expect("deals").iter().map(|d| d["status"].as_str().unwrap_or("")).collect();
+    let left: Vec<&str> = left["deals"]
+        .as_array()
+        .expect("deals")
+        .iter()
+        .map(|d| d["status"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(left, ["DEAL_STATUS_WON"]);
     for path in ["/v1/leads?owner=leaver", "/v1/tasks?assignee=leaver"] {
         let (_, page) = manager.get(path).await;
-        let items = page.as_object().expect("page").values().find_map(Value::as_array).map_or(0, Vec::len);
+        let items = page
+            .as_object()
+            .expect("page")
+            .values()
+            .find_map(Value::as_array)
+            .map_or(0, Vec::len);
         assert_eq!(items, 0, "{path}: {page}");
     }
     let (_, contacts_left) = manager.get("/v1/contacts?filter=owner%20%3D%20%22leaver%22").await;
-    assert_eq!(contacts_left["contacts"].as_array().map(Vec::len), Some(0), "{contacts_left}");
+    assert_eq!(
+        contacts_left["contacts"].as_array().map(Vec::len),
+        Some(0),
+        "{contacts_left}"
+    );
     let (_, again) = manager
         .post("/v1/users/leaver:transferPortfolio", json!({"toUsers": ["ann"]}))
         .await;
@@ -377,35 +520,52 @@ async fn merges_and_erases_of_contacts_reach_the_pipeline() {
     let first = contact(&api, "Ada", "ada@example.com").await;
     let second = contact(&api, "Augusta", "augusta@example.com").await;
     let (status, deal) = api
-        .post("/v1/deals", json!({"displayName": "Engine", "pipeline": pipeline["name"], "contact": first["name"],
-            "amount": {"amountMinor": "100", "currencyCode": "EUR"}}))
+        .post(
+            "/v1/deals",
+            json!({"displayName": "Engine", "pipeline": pipeline["name"], "contact": first["name"],
+            "amount": {"amountMinor": "100", "currencyCode": "EUR"}}),
+        )
         .await;
     assert_eq!(status, 201, "{deal}");
     let (status, lead) = api
-        .post("/v1/leads", json!({"title": "Ada wants the engine", "contact": first["name"]}))
+        .post(
+            "/v1/leads",
+            json!({"title": "Ada wants the engine", "contact": first["name"]}),
+        )
         .await;
     assert_eq!(status, 201, "{lead}");
     let deal_path = format!("/v1/deals/{}", id_of(&deal["name"]));
     let lead_path = format!("/v1/leads/{}", id_of(&lead["name"]));
 
     let (status, merged) = api
-        .post(&format!("/v1/contacts/{}:merge", id_of(&second["name"])), json!({"merged": [first["name"]]}))
+        .post(
+            &format!("/v1/contacts/{}:merge", id_of(&second["name"])),
+            json!({"merged": [first["name"]]}),
+        )
         .await;
     assert_eq!(status, 200, "{merged}");
-    eventually("the merge reaching the deal", || async { api.get(&deal_path).await.1 }, |d| {
-        d["contact"] == second["name"]
-    })
+    eventually(
+        "the merge reaching the deal",
+        || async { api.get(&deal_path).await.1 },
+        |d| d["contact"] == second["name"],
+    )
     .await;
-    eventually("the merge reaching the lead", || async { api.get(&lead_path).await.1 }, |l| {
-        l["contact"] == second["name"]
-    })
+    eventually(
+        "the merge reaching the lead",
+        || async { api.get(&lead_path).await.1 },
+        |l| l["contact"] == second["name"],
+    )
     .await;
 
-    let (status, _) = api.post(&format!("/v1/contacts/{}:erase", id_of(&second["name"])), json!({})).await;
+    let (status, _) = api
+        .post(&format!("/v1/contacts/{}:erase", id_of(&second["name"])), json!({}))
+        .await;
     assert_eq!(status, 200);
-    let lead = eventually("the erase reaching the lead", || async { api.get(&lead_path).await.1 }, |l| {
-        l.get("contact").is_none()
-    })
+    let lead = eventually(
+        "the erase reaching the lead",
+        || async { api.get(&lead_path).await.1 },
+        |l| l.get("contact").is_none(),
+    )
     .await;
     assert!(lead.get("title").is_none(), "the text about the person is gone: {lead}");
     let deal = api.get(&deal_path).await.1;

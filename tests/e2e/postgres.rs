@@ -48,7 +48,13 @@ async fn separate_roles_on_postgres() {
     );
     let grpc = format!("http://{}", contact.address_after("gRPC on "));
     let pipeline = Process::start(
-        &["pipeline", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+        &[
+            "pipeline",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
         &[("CRM_DATABASE_URL", &pipeline_db.url), ("CRM_CONTACT_ENDPOINT", &grpc)],
         dir.path(),
         "crm pipeline is up",
@@ -56,7 +62,10 @@ async fn separate_roles_on_postgres() {
     let pipeline_grpc = format!("http://{}", pipeline.address_after("gRPC on "));
     let gateway = Process::start(
         &["gateway", "--http-addr", "127.0.0.1:0"],
-        &[("CRM_CONTACT_ENDPOINT", &grpc), ("CRM_PIPELINE_ENDPOINT", &pipeline_grpc)],
+        &[
+            ("CRM_CONTACT_ENDPOINT", &grpc),
+            ("CRM_PIPELINE_ENDPOINT", &pipeline_grpc),
+        ],
         dir.path(),
         "crm gateway is up",
     );
@@ -90,18 +99,27 @@ async fn separate_roles_on_postgres() {
     let manager = Rest::as_user(&rest, "pg-a", "mia", Role::Manager);
     let pipeline_resource = crate::pipeline::pipeline(&manager).await;
     let (status, deal) = manager
-        .post("/v1/deals", json!({"displayName": "PG deal", "pipeline": pipeline_resource["name"], "contact": name,
-            "amount": {"amountMinor": "100", "currencyCode": "EUR"}}))
+        .post(
+            "/v1/deals",
+            json!({"displayName": "PG deal", "pipeline": pipeline_resource["name"], "contact": name,
+            "amount": {"amountMinor": "100", "currencyCode": "EUR"}}),
+        )
         .await;
     assert_eq!(status, 201, "{deal}");
     let (status, problem) = other
-        .post("/v1/deals", json!({"displayName": "Stolen", "pipeline": pipeline_resource["name"],
-            "amount": {"amountMinor": "1", "currencyCode": "EUR"}}))
+        .post(
+            "/v1/deals",
+            json!({"displayName": "Stolen", "pipeline": pipeline_resource["name"],
+            "amount": {"amountMinor": "1", "currencyCode": "EUR"}}),
+        )
         .await;
     assert_eq!(status, 400, "another tenant's pipeline: {problem}");
     let survivor = crate::pipeline::contact(&manager, "Survivor", "survivor@example.com").await;
     let (status, merged) = manager
-        .post(&format!("/v1/{}:merge", survivor["name"].as_str().expect("name")), json!({"merged": [name]}))
+        .post(
+            &format!("/v1/{}:merge", survivor["name"].as_str().expect("name")),
+            json!({"merged": [name]}),
+        )
         .await;
     assert_eq!(status, 200, "{merged}");
     let deal_path = format!("/v1/{}", deal["name"].as_str().expect("deal"));
@@ -111,7 +129,10 @@ async fn separate_roles_on_postgres() {
         if read["contact"] == survivor["name"] {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the merge did not reach the deal: {read}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the merge did not reach the deal: {read}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 

@@ -52,8 +52,16 @@ fn update_request(
 ) -> Result<Value, Problem> {
     let mut resource = object(body)?;
     let mask = match query.get("updateMask") {
-        Some(explicit) => explicit.split(',').filter(|p| !p.trim().is_empty()).map(camel).collect::<Vec<_>>(),
-        None => resource.keys().filter(|k| *k != "name" && *k != "etag").cloned().collect(),
+        Some(explicit) => explicit
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(camel)
+            .collect::<Vec<_>>(),
+        None => resource
+            .keys()
+            .filter(|k| *k != "name" && *k != "etag")
+            .cloned()
+            .collect(),
     };
     resource.insert("name".into(), Value::String(name));
     let etag = if_match(headers);
@@ -106,7 +114,11 @@ macro_rules! call {
     ($gw:expr, $call:expr, $client:ident, $method:ident, $rpc:expr, $json:expr) => {{
         let rpc = $rpc;
         let request = rpc.request($json)?;
-        let response = $gw.$client().$method($call.request(request, $gw.deadline)).await?.into_inner();
+        let response = $gw
+            .$client()
+            .$method($call.request(request, $gw.deadline))
+            .await?
+            .into_inner();
         rpc.respond(&response)
     }};
 }
@@ -130,7 +142,14 @@ pub async fn list_pipelines(
     call: Call,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, Problem> {
-    call!(gw, call, pipelines, list_pipelines, rpc!("ListPipelines"), list_request(q))
+    call!(
+        gw,
+        call,
+        pipelines,
+        list_pipelines,
+        rpc!("ListPipelines"),
+        list_request(q)
+    )
 }
 
 /// Creates a pipeline with its ordered stages (managers and admins).
@@ -143,7 +162,14 @@ pub async fn create_pipeline(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
     let rpc = rpc!("CreatePipeline").resource("pipeline").created();
-    call!(gw, call, pipelines, create_pipeline, rpc, create_request("pipeline", body, &headers))
+    call!(
+        gw,
+        call,
+        pipelines,
+        create_pipeline,
+        rpc,
+        create_request("pipeline", body, &headers)
+    )
 }
 
 /// Returns one pipeline.
@@ -151,7 +177,14 @@ pub async fn create_pipeline(
     responses((status = 200, description = "Pipeline"), (status = 404, body = ProblemBody)))]
 pub async fn get_pipeline(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
     let rpc = rpc!("GetPipeline").resource("pipeline");
-    call!(gw, call, pipelines, get_pipeline, rpc, json!({ "name": format!("pipelines/{id}") }))
+    call!(
+        gw,
+        call,
+        pipelines,
+        get_pipeline,
+        rpc,
+        json!({ "name": format!("pipelines/{id}") })
+    )
 }
 
 /// Renames a pipeline or replaces its stage list (stages keep their ids; history is never
@@ -168,7 +201,14 @@ pub async fn update_pipeline(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
     let json = update_request("pipeline", format!("pipelines/{id}"), body, &headers, &q)?;
-    call!(gw, call, pipelines, update_pipeline, rpc!("UpdatePipeline").resource("pipeline"), json)
+    call!(
+        gw,
+        call,
+        pipelines,
+        update_pipeline,
+        rpc!("UpdatePipeline").resource("pipeline"),
+        json
+    )
 }
 
 /// The pipeline's open deals grouped by stage, with counts and totals (`dealsPerStage`,
@@ -209,14 +249,28 @@ pub async fn create_lead(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
     let rpc = rpc!("CreateLead").resource("lead").created();
-    call!(gw, call, leads, create_lead, rpc, create_request("lead", body, &headers))
+    call!(
+        gw,
+        call,
+        leads,
+        create_lead,
+        rpc,
+        create_request("lead", body, &headers)
+    )
 }
 
 /// Returns one lead.
 #[utoipa::path(get, path = "/v1/leads/{id}", tag = "leads", params(("id" = String, Path)),
     responses((status = 200, description = "Lead"), (status = 404, body = ProblemBody)))]
 pub async fn get_lead(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    call!(gw, call, leads, get_lead, rpc!("GetLead").resource("lead"), json!({ "name": format!("leads/{id}") }))
+    call!(
+        gw,
+        call,
+        leads,
+        get_lead,
+        rpc!("GetLead").resource("lead"),
+        json!({ "name": format!("leads/{id}") })
+    )
 }
 
 /// Changes a lead (status NEW, WORKING or QUALIFIED; score; source; references).
@@ -258,7 +312,14 @@ pub async fn lead_method(
     let (id, verb) = id_and_verb.split_once(':').ok_or_else(not_found)?;
     let json = method_request(format!("leads/{id}"), optional_body(request).await?, &headers)?;
     match verb {
-        "disqualify" => call!(gw, call, leads, disqualify_lead, rpc!("DisqualifyLead").resource("lead"), json),
+        "disqualify" => call!(
+            gw,
+            call,
+            leads,
+            disqualify_lead,
+            rpc!("DisqualifyLead").resource("lead"),
+            json
+        ),
         "convert" => call!(gw, call, leads, convert_lead, rpc!("ConvertLead"), json),
         _ => Err(not_found()),
     }
@@ -287,14 +348,28 @@ pub async fn create_deal(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
     let rpc = rpc!("CreateDeal").resource("deal").created();
-    call!(gw, call, deals, create_deal, rpc, create_request("deal", body, &headers))
+    call!(
+        gw,
+        call,
+        deals,
+        create_deal,
+        rpc,
+        create_request("deal", body, &headers)
+    )
 }
 
 /// Returns one deal.
 #[utoipa::path(get, path = "/v1/deals/{id}", tag = "deals", params(("id" = String, Path)),
     responses((status = 200, description = "Deal"), (status = 404, body = ProblemBody)))]
 pub async fn get_deal(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    call!(gw, call, deals, get_deal, rpc!("GetDeal").resource("deal"), json!({ "name": format!("deals/{id}") }))
+    call!(
+        gw,
+        call,
+        deals,
+        get_deal,
+        rpc!("GetDeal").resource("deal"),
+        json!({ "name": format!("deals/{id}") })
+    )
 }
 
 /// Changes a deal's fields (not its stage: see `:move`).
@@ -360,7 +435,14 @@ pub async fn deal_history(
 ) -> Result<Response, Problem> {
     let mut fields = query_fields(q);
     fields.insert("name".into(), Value::String(format!("deals/{id}")));
-    call!(gw, call, deals, list_deal_history, rpc!("ListDealHistory"), Value::Object(fields))
+    call!(
+        gw,
+        call,
+        deals,
+        list_deal_history,
+        rpc!("ListDealHistory"),
+        Value::Object(fields)
+    )
 }
 
 // ---- products ----
@@ -386,7 +468,14 @@ pub async fn create_product(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
     let rpc = rpc!("CreateProduct").resource("product").created();
-    call!(gw, call, products, create_product, rpc, create_request("product", body, &headers))
+    call!(
+        gw,
+        call,
+        products,
+        create_product,
+        rpc,
+        create_request("product", body, &headers)
+    )
 }
 
 /// Returns one product.
@@ -394,7 +483,14 @@ pub async fn create_product(
     responses((status = 200, description = "Product"), (status = 404, body = ProblemBody)))]
 pub async fn get_product(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
     let rpc = rpc!("GetProduct").resource("product");
-    call!(gw, call, products, get_product, rpc, json!({ "name": format!("products/{id}") }))
+    call!(
+        gw,
+        call,
+        products,
+        get_product,
+        rpc,
+        json!({ "name": format!("products/{id}") })
+    )
 }
 
 /// Changes a product; deals keep the prices they were written with.
@@ -410,7 +506,14 @@ pub async fn update_product(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
     let json = update_request("product", format!("products/{id}"), body, &headers, &q)?;
-    call!(gw, call, products, update_product, rpc!("UpdateProduct").resource("product"), json)
+    call!(
+        gw,
+        call,
+        products,
+        update_product,
+        rpc!("UpdateProduct").resource("product"),
+        json
+    )
 }
 
 // ---- tasks ----
@@ -436,14 +539,28 @@ pub async fn create_task(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
     let rpc = rpc!("CreateTask").resource("task").created();
-    call!(gw, call, tasks, create_task, rpc, create_request("task", body, &headers))
+    call!(
+        gw,
+        call,
+        tasks,
+        create_task,
+        rpc,
+        create_request("task", body, &headers)
+    )
 }
 
 /// Returns one task.
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
     responses((status = 200, description = "Task"), (status = 404, body = ProblemBody)))]
 pub async fn get_task(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    call!(gw, call, tasks, get_task, rpc!("GetTask").resource("task"), json!({ "name": format!("tasks/{id}") }))
+    call!(
+        gw,
+        call,
+        tasks,
+        get_task,
+        rpc!("GetTask").resource("task"),
+        json!({ "name": format!("tasks/{id}") })
+    )
 }
 
 /// Changes a task.
@@ -483,7 +600,14 @@ pub async fn task_method(
     let (id, verb) = id_and_verb.split_once(':').ok_or_else(not_found)?;
     let json = method_request(format!("tasks/{id}"), optional_body(request).await?, &headers)?;
     match verb {
-        "complete" => call!(gw, call, tasks, complete_task, rpc!("CompleteTask").resource("task"), json),
+        "complete" => call!(
+            gw,
+            call,
+            tasks,
+            complete_task,
+            rpc!("CompleteTask").resource("task"),
+            json
+        ),
         "reopen" => call!(gw, call, tasks, reopen_task, rpc!("ReopenTask").resource("task"), json),
         _ => Err(not_found()),
     }
@@ -499,7 +623,14 @@ pub async fn list_forecasts(
     call: Call,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, Problem> {
-    call!(gw, call, forecasts, list_forecasts, rpc!("ListForecasts"), list_request(q))
+    call!(
+        gw,
+        call,
+        forecasts,
+        list_forecasts,
+        rpc!("ListForecasts"),
+        list_request(q)
+    )
 }
 
 /// Submits a forecast (immutable once recorded).
@@ -512,7 +643,14 @@ pub async fn submit_forecast(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
     let rpc = rpc!("SubmitForecast").resource("forecast").created();
-    call!(gw, call, forecasts, submit_forecast, rpc, create_request("forecast", body, &headers))
+    call!(
+        gw,
+        call,
+        forecasts,
+        submit_forecast,
+        rpc,
+        create_request("forecast", body, &headers)
+    )
 }
 
 /// Lists quotas (`owner`, `period`).
@@ -534,5 +672,12 @@ pub async fn set_quota(
     call: Call,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, Problem> {
-    call!(gw, call, forecasts, set_quota, rpc!("SetQuota").resource("quota"), json!({ "quota": body }))
+    call!(
+        gw,
+        call,
+        forecasts,
+        set_quota,
+        rpc!("SetQuota").resource("quota"),
+        json!({ "quota": body })
+    )
 }

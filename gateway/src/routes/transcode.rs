@@ -52,7 +52,8 @@ impl Rpc {
 
     /// Parses the request message from its proto3 JSON.
     pub fn request<M: Message + Default>(&self, json: Value) -> Result<M, Problem> {
-        crm_proto::json::from_json(&json, self.request).map_err(|reason| Problem(ApiError::invalid_field("body", reason)))
+        crm_proto::json::from_json(&json, self.request)
+            .map_err(|reason| Problem(ApiError::invalid_field("body", reason)))
     }
 
     /// The response as proto3 JSON (the unwrapped resource, with its ETag and Location).

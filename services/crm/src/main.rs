@@ -350,12 +350,9 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
     let directory =
         Arc::new(crm_pipeline::directory::GrpcDirectory::new(&args.contact_endpoint).map_err(anyhow::Error::msg)?);
-    let service = crm_pipeline::connect_postgres(
-        &args.postgres.database_url,
-        args.postgres.db_max_connections,
-        directory,
-    )
-    .await?;
+    let service =
+        crm_pipeline::connect_postgres(&args.postgres.database_url, args.postgres.db_max_connections, directory)
+            .await?;
     eprintln!(
         "crm pipeline is up: gRPC on {}, metrics on {}",
         grpc_listener.local_addr()?,
@@ -407,7 +404,9 @@ fn service_credentials(
             },
             ttl: Duration::from_secs(3600),
         }),
-        _ => anyhow::bail!("set CRM_SERVICE_TOKEN (a service-role token) for the contact feed when tokens are verified with a JWKS"),
+        _ => anyhow::bail!(
+            "set CRM_SERVICE_TOKEN (a service-role token) for the contact feed when tokens are verified with a JWKS"
+        ),
     }
 }
 

@@ -79,7 +79,12 @@ impl Directory for GrpcDirectory {
         );
         let result = self.client.clone().get_contact(request).await;
         // An erased contact is an anonymous tombstone: nothing may point at it any more.
-        outcome(result.map(|r| r.into_inner().contact.filter(|c| c.erase_time.is_none()).map(|c| c.name)))
+        outcome(result.map(|r| {
+            r.into_inner()
+                .contact
+                .filter(|c| c.erase_time.is_none())
+                .map(|c| c.name)
+        }))
     }
 
     async fn company(&self, caller: &Caller, id: Uuid) -> Result<Option<Uuid>, ApiError> {

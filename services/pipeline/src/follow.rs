@@ -84,16 +84,20 @@ impl Sink for ContactFeed {
             loop {
                 attempt += 1;
                 let writes = match &change {
-                    Some(change) => {
-                        self.app
-                            .follow_contact_change(&tenant, &event.actor, change)
-                            .instrument(span.clone())
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{e}"))?
-                    }
+                    Some(change) => self
+                        .app
+                        .follow_contact_change(&tenant, &event.actor, change)
+                        .instrument(span.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
                     None => Vec::new(),
                 };
-                match self.app.store().follow(consumer, previous, event.sequence, &writes).await {
+                match self
+                    .app
+                    .store()
+                    .follow(consumer, previous, event.sequence, &writes)
+                    .await
+                {
                     Ok(true) => break,
                     Ok(false) => return Ok(false),
                     Err(StoreError::Stale) if attempt < ATTEMPTS => continue,

@@ -104,7 +104,10 @@ pub fn spawn_background(
 }
 
 /// The consumer settings of the contact feed this service follows.
-pub fn contact_feed(endpoint: &str, credentials: crm_platform::consumer::Credentials) -> crm_platform::consumer::ConsumerConfig {
+pub fn contact_feed(
+    endpoint: &str,
+    credentials: crm_platform::consumer::Credentials,
+) -> crm_platform::consumer::ConsumerConfig {
     crm_platform::consumer::ConsumerConfig {
         name: follow::CONSUMER.to_owned(),
         endpoint: endpoint.to_owned(),

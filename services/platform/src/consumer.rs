@@ -174,7 +174,9 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
     let mut client = EventFeedClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
         request.metadata_mut().insert("authorization", bearer.clone());
         if let Some(source) = &source {
-            request.metadata_mut().insert(crate::feed::SOURCE_HEADER, source.clone());
+            request
+                .metadata_mut()
+                .insert(crate::feed::SOURCE_HEADER, source.clone());
         }
         Ok(request)
     });
@@ -217,7 +219,10 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
         if batch.is_empty() {
             continue;
         }
-        if !apply_batch(config, sink, &batch, applied).await.map_err(Failure::Apply)? {
+        if !apply_batch(config, sink, &batch, applied)
+            .await
+            .map_err(Failure::Apply)?
+        {
             return Err(Failure::Moved);
         }
         for event in &batch {
@@ -242,7 +247,12 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
 }
 
 /// Applies a batch through the sink in a span naming the consumer and the range.
-async fn apply_batch(config: &ConsumerConfig, sink: &dyn Sink, events: &[pb::Event], previous: u64) -> anyhow::Result<bool> {
+async fn apply_batch(
+    config: &ConsumerConfig,
+    sink: &dyn Sink,
+    events: &[pb::Event],
+    previous: u64,
+) -> anyhow::Result<bool> {
     use tracing::Instrument;
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(true);

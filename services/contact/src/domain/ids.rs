@@ -34,5 +34,4 @@ impl InteractionId {
     }
 }
 
-
 pub use crm_platform::resource::Revision;

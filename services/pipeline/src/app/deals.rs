@@ -125,7 +125,10 @@ impl PipelineApp {
                 .transpose()?
                 .ok_or_else(|| ApiError::invalid_field(format!("{path}.product"), "no such product"))?;
             if !product.body.active {
-                return Err(ApiError::invalid_field(format!("{path}.product"), "the product is inactive"));
+                return Err(ApiError::invalid_field(
+                    format!("{path}.product"),
+                    "the product is inactive",
+                ));
             }
             lines.push(LineItem {
                 product: product.id,
@@ -163,12 +166,9 @@ impl PipelineApp {
     ) -> Result<Option<Uuid>, ApiError> {
         match contact {
             None => Ok(None),
-            Some(id) => self
-                .directory
-                .contact(caller, id.0)
-                .await?
-                .map(Some)
-                .ok_or_else(|| ApiError::invalid_field(field, format!("{} is not a contact of this tenant", id.name()))),
+            Some(id) => self.directory.contact(caller, id.0).await?.map(Some).ok_or_else(|| {
+                ApiError::invalid_field(field, format!("{} is not a contact of this tenant", id.name()))
+            }),
         }
     }
 
@@ -180,12 +180,9 @@ impl PipelineApp {
     ) -> Result<Option<Uuid>, ApiError> {
         match company {
             None => Ok(None),
-            Some(id) => self
-                .directory
-                .company(caller, id.0)
-                .await?
-                .map(Some)
-                .ok_or_else(|| ApiError::invalid_field(field, format!("{} is not a company of this tenant", id.name()))),
+            Some(id) => self.directory.company(caller, id.0).await?.map(Some).ok_or_else(|| {
+                ApiError::invalid_field(field, format!("{} is not a company of this tenant", id.name()))
+            }),
         }
     }
 
@@ -201,9 +198,9 @@ impl PipelineApp {
             return Err(ApiError::invalid_field(format!("{field}.display_name"), "is required"));
         }
         let owner = input.owner.unwrap_or_else(|| caller.user().to_owned());
-        caller.who.ensure_can_write_owned_by(&crm_platform::UserId::parse(&owner).map_err(|r| {
-            ApiError::invalid_field(format!("{field}.owner"), r)
-        })?)?;
+        caller.who.ensure_can_write_owned_by(
+            &crm_platform::UserId::parse(&owner).map_err(|r| ApiError::invalid_field(format!("{field}.owner"), r))?,
+        )?;
         let pipeline: Rec<Pipeline> = self
             .store
             .get(caller.tenant(), Kind::Pipeline, input.pipeline.0)
@@ -303,16 +300,21 @@ impl PipelineApp {
     async fn writable_deal(&self, caller: &Caller, id: DealId, etag: Option<i64>) -> Result<Rec<Deal>, ApiError> {
         caller.who.ensure_writer()?;
         let deal = self.get_deal(caller, id).await?;
-        caller
-            .who
-            .ensure_can_write_owned_by(&crm_platform::UserId::parse(&deal.body.owner).map_err(|r| ApiError::internal(&r))?)?;
+        caller.who.ensure_can_write_owned_by(
+            &crm_platform::UserId::parse(&deal.body.owner).map_err(|r| ApiError::internal(&r))?,
+        )?;
         check_etag(etag, deal.revision)?;
         Ok(deal)
     }
 
     async fn pipeline_of(&self, caller: &Caller, deal: &Rec<Deal>) -> Result<Rec<Pipeline>, ApiError> {
-        self.load(caller.tenant(), Kind::Pipeline, deal.body.pipeline, "the deal's pipeline")
-            .await
+        self.load(
+            caller.tenant(),
+            Kind::Pipeline,
+            deal.body.pipeline,
+            "the deal's pipeline",
+        )
+        .await
     }
 
     pub async fn update_deal(
@@ -324,7 +326,10 @@ impl PipelineApp {
     ) -> Result<Rec<Deal>, ApiError> {
         let current = self.writable_deal(caller, id, etag).await?;
         if current.body.status != DealStatus::Open {
-            return Err(failed("DEAL_CLOSED", "a closed deal is a record of what happened: reopen it to change it"));
+            return Err(failed(
+                "DEAL_CLOSED",
+                "a closed deal is a record of what happened: reopen it to change it",
+            ));
         }
         let mut body = current.body.clone();
         let mut changed = Vec::new();
@@ -398,7 +403,13 @@ impl PipelineApp {
     }
 
     /// Writes a deal's stage change with its transition and event.
-    async fn record_change(&self, caller: &Caller, read: &Rec<Deal>, change: Change, kind: &'static str) -> Result<(Rec<Deal>, Transition), ApiError> {
+    async fn record_change(
+        &self,
+        caller: &Caller,
+        read: &Rec<Deal>,
+        change: Change,
+        kind: &'static str,
+    ) -> Result<(Rec<Deal>, Transition), ApiError> {
         let Change { record, transition } = change;
         let write = Write {
             puts: vec![put(Kind::Deal, &record, Some(read.revision))?],
@@ -444,8 +455,13 @@ impl PipelineApp {
         body.transitions += 1;
         let record = current.next(body, now);
         let transition = transition(&record, TransitionKind::Moved, Some(from), to, caller, now, "");
-        self.record_change(caller, &current, Change { record, transition }, "crm.pipeline.v1.DealStageChanged")
-            .await
+        self.record_change(
+            caller,
+            &current,
+            Change { record, transition },
+            "crm.pipeline.v1.DealStageChanged",
+        )
+        .await
     }
 
     /// Closes an open deal as won or lost.
@@ -477,7 +493,11 @@ impl PipelineApp {
         body.stage = stage.0;
         body.stage_enter_time = now;
         body.status = if won { DealStatus::Won } else { DealStatus::Lost };
-        body.forecast = if won { ForecastCategory::Closed } else { ForecastCategory::Omitted };
+        body.forecast = if won {
+            ForecastCategory::Closed
+        } else {
+            ForecastCategory::Omitted
+        };
         body.close_reason = reason.clone();
         body.close_time = Some(now);
         body.transitions += 1;
@@ -488,7 +508,8 @@ impl PipelineApp {
             (TransitionKind::Lost, "crm.pipeline.v1.DealLost")
         };
         let transition = transition(&record, transition_kind, Some(from), stage, caller, now, &reason);
-        self.record_change(caller, &current, Change { record, transition }, event_kind).await
+        self.record_change(caller, &current, Change { record, transition }, event_kind)
+            .await
     }
 
     /// Reopens a closed deal into an open stage (the first by default).
@@ -517,8 +538,13 @@ impl PipelineApp {
         body.transitions += 1;
         let record = current.next(body, now);
         let transition = transition(&record, TransitionKind::Reopened, Some(from), to, caller, now, "");
-        self.record_change(caller, &current, Change { record, transition }, "crm.pipeline.v1.DealReopened")
-            .await
+        self.record_change(
+            caller,
+            &current,
+            Change { record, transition },
+            "crm.pipeline.v1.DealReopened",
+        )
+        .await
     }
 
     /// A deal's transitions after sequence `after`, oldest first.
@@ -543,5 +569,9 @@ impl PipelineApp {
 
 /// Checks a close date (for the gRPC edge).
 pub fn close_date(raw: &str) -> Result<Option<NaiveDate>, String> {
-    if raw.is_empty() { Ok(None) } else { values::date(raw).map(Some) }
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        values::date(raw).map(Some)
+    }
 }

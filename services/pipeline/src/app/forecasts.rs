@@ -112,7 +112,13 @@ impl PipelineApp {
                 puts: vec![put(Kind::Quota, &record, expected)?],
                 events: vec![crm_platform::outbox::NewEvent {
                     subject: format!("quotas/{owner}/{period}"),
-                    ..event(caller, "crm.pipeline.v1.QuotaSet", "quotas", &record, Payload::default())?
+                    ..event(
+                        caller,
+                        "crm.pipeline.v1.QuotaSet",
+                        "quotas",
+                        &record,
+                        Payload::default(),
+                    )?
                 }],
                 ..Write::default()
             };

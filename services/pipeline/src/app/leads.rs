@@ -27,7 +27,10 @@ fn owner_id(owner: &str, field: &str) -> Result<UserId, ApiError> {
 fn settable(status: LeadStatus) -> Result<LeadStatus, ApiError> {
     match status {
         LeadStatus::New | LeadStatus::Working | LeadStatus::Qualified => Ok(status),
-        LeadStatus::Disqualified => Err(ApiError::invalid_field("lead.status", "use DisqualifyLead, with a reason")),
+        LeadStatus::Disqualified => Err(ApiError::invalid_field(
+            "lead.status",
+            "use DisqualifyLead, with a reason",
+        )),
         LeadStatus::Converted => Err(ApiError::invalid_field("lead.status", "use ConvertLead")),
     }
 }

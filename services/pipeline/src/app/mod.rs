@@ -288,9 +288,9 @@ impl PipelineApp {
             .map_err(store_error)?
         {
             None => Ok(None),
-            Some((stored, id)) if &stored == fingerprint => {
-                Ok(Some(self.load(caller.tenant(), kind, id, "the request's record").await?))
-            }
+            Some((stored, id)) if &stored == fingerprint => Ok(Some(
+                self.load(caller.tenant(), kind, id, "the request's record").await?,
+            )),
             Some(_) => Err(ApiError::new(
                 ErrorCode::InvalidArgument,
                 "REQUEST_ID_REUSED",

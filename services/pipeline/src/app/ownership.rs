@@ -94,7 +94,9 @@ impl PipelineApp {
         dry_run: bool,
     ) -> Result<Moved, ApiError> {
         if !caller.who.writes_all() {
-            return Err(ApiError::permission_denied("only managers and admins reassign portfolios"));
+            return Err(ApiError::permission_denied(
+                "only managers and admins reassign portfolios",
+            ));
         }
         UserId::parse(from).map_err(|r| ApiError::invalid_field("from_user", r))?;
         if to.is_empty() {
@@ -103,7 +105,10 @@ impl PipelineApp {
         for (i, user) in to.iter().enumerate() {
             UserId::parse(user).map_err(|r| ApiError::invalid_field(format!("to_users[{i}]"), r))?;
             if user == from {
-                return Err(ApiError::invalid_field(format!("to_users[{i}]"), "is the user records move from"));
+                return Err(ApiError::invalid_field(
+                    format!("to_users[{i}]"),
+                    "is the user records move from",
+                ));
             }
         }
         let mut moved = Moved {
@@ -118,9 +123,15 @@ impl PipelineApp {
             ..Moved::default()
         };
         let mut turn = 0;
-        moved.leads = self.move_kind::<Lead>(caller, from, dry_run, &mut moved.shares, &mut turn).await?;
-        moved.deals = self.move_kind::<Deal>(caller, from, dry_run, &mut moved.shares, &mut turn).await?;
-        moved.tasks = self.move_kind::<Task>(caller, from, dry_run, &mut moved.shares, &mut turn).await?;
+        moved.leads = self
+            .move_kind::<Lead>(caller, from, dry_run, &mut moved.shares, &mut turn)
+            .await?;
+        moved.deals = self
+            .move_kind::<Deal>(caller, from, dry_run, &mut moved.shares, &mut turn)
+            .await?;
+        moved.tasks = self
+            .move_kind::<Task>(caller, from, dry_run, &mut moved.shares, &mut turn)
+            .await?;
         Ok(moved)
     }
 

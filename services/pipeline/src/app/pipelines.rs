@@ -29,7 +29,9 @@ fn ensure_configures(caller: &Caller) -> Result<(), ApiError> {
     if caller.who.writes_all() {
         Ok(())
     } else {
-        Err(ApiError::permission_denied("only managers and admins configure pipelines"))
+        Err(ApiError::permission_denied(
+            "only managers and admins configure pipelines",
+        ))
     }
 }
 
@@ -133,7 +135,11 @@ impl PipelineApp {
         }
         if let Some(inputs) = inputs {
             let new = stages(inputs, &body.stages)?;
-            let board = self.store.board(caller.tenant(), id.0, None, 0).await.map_err(store_error)?;
+            let board = self
+                .store
+                .board(caller.tenant(), id.0, None, 0)
+                .await
+                .map_err(store_error)?;
             for column in board.iter().filter(|c| c.count > 0) {
                 let kept_open = new.iter().any(|s| s.id == column.stage && s.kind == StageKind::Open);
                 if !kept_open {

@@ -22,7 +22,9 @@ fn ensure_catalogue_writer(caller: &Caller) -> Result<(), ApiError> {
     if caller.who.writes_all() {
         Ok(())
     } else {
-        Err(ApiError::permission_denied("only managers and admins change the catalogue"))
+        Err(ApiError::permission_denied(
+            "only managers and admins change the catalogue",
+        ))
     }
 }
 

@@ -39,7 +39,12 @@ fn user(raw: &str, field: &str) -> Result<UserId, ApiError> {
 impl PipelineApp {
     /// Checks a task's links: the deal and lead must exist in the tenant, the contact in the
     /// contact service.
-    async fn task_links(&self, caller: &Caller, patch: &TaskPatch, body: &mut Task) -> Result<Vec<&'static str>, ApiError> {
+    async fn task_links(
+        &self,
+        caller: &Caller,
+        patch: &TaskPatch,
+        body: &mut Task,
+    ) -> Result<Vec<&'static str>, ApiError> {
         let mut changed = Vec::new();
         if let Some(deal) = patch.deal {
             if let Some(id) = deal {
@@ -86,7 +91,9 @@ impl PipelineApp {
         request: Option<&(String, String)>,
     ) -> Result<Rec<Task>, ApiError> {
         let assignee = input.assignee.clone().unwrap_or_else(|| caller.user().to_owned());
-        caller.who.ensure_can_write_owned_by(&user(&assignee, "task.assignee")?)?;
+        caller
+            .who
+            .ensure_can_write_owned_by(&user(&assignee, "task.assignee")?)?;
         if let Some(done) = self.replay(caller, Kind::Task, request).await? {
             return Ok(done);
         }
@@ -269,7 +276,11 @@ impl PipelineApp {
     /// two schedulers (replicas) cannot both publish it, and it survives restarts.
     pub async fn publish_due_tasks(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>), ApiError> {
         const BATCH: usize = 200;
-        let (owed, next) = self.store.owed_due_tasks(now, BATCH).await.map_err(super::store_error)?;
+        let (owed, next) = self
+            .store
+            .owed_due_tasks(now, BATCH)
+            .await
+            .map_err(super::store_error)?;
         let mut published = 0;
         for (tenant, doc) in owed {
             let current: Rec<Task> = Rec::from_doc(doc)?;

@@ -139,7 +139,9 @@ mod tests {
     fn periods() {
         assert_eq!(Period::parse("2026-11").map(|p| p.to_string()), Ok("2026-11".into()));
         assert_eq!(Period::parse("2026-Q4").map(|p| p.to_string()), Ok("2026-Q4".into()));
-        for bad in ["2026-13", "2026-Q5", "2026-1", "26-11", "2026", "2026-Q", "2026-Q44", "Q4-2026", ""] {
+        for bad in [
+            "2026-13", "2026-Q5", "2026-1", "26-11", "2026", "2026-Q", "2026-Q44", "Q4-2026", "",
+        ] {
             assert!(Period::parse(bad).is_err(), "{bad}");
         }
     }

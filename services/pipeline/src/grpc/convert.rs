@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::app::{DealInput, DealPatch, LeadPatch, LineInput, ProductPatch, Rec, StageInput, TaskPatch};
 use crate::domain::values::{self, text};
 use crate::domain::{
-    CompanyRef, ContactRef, Deal, DealId, DealStatus, Forecast, ForecastCategory, LeadId, LeadStatus, Lead, Money,
+    CompanyRef, ContactRef, Deal, DealId, DealStatus, Forecast, ForecastCategory, Lead, LeadId, LeadStatus, Money,
     Pipeline, PipelineId, Product, ProductId, Quota, Stage, StageKind, Task, TaskPriority, TaskStatus, Transition,
     TransitionKind,
 };
@@ -50,7 +50,10 @@ pub(crate) fn money_in(v: &mut Violations, field: &str, m: Option<&common::Money
         v.add(format!("{field}.amount_minor"), "must not be negative");
         return None;
     }
-    v.check(format!("{field}.currency_code"), Money::new(m.amount_minor, &m.currency_code))
+    v.check(
+        format!("{field}.currency_code"),
+        Money::new(m.amount_minor, &m.currency_code),
+    )
 }
 
 /// An etag as sent by a client (empty: none).
@@ -254,7 +257,10 @@ pub(crate) fn deal(r: &Rec<Deal>) -> pb::Deal {
         stage: d.stage.to_string(),
         status: deal_status(d.status),
         amount: Some(money(&d.amount)),
-        expected_close_date: d.close_date.map(|c| c.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+        expected_close_date: d
+            .close_date
+            .map(|c| c.format("%Y-%m-%d").to_string())
+            .unwrap_or_default(),
         owner: d.owner.clone(),
         contact: name_of("contacts", d.contact),
         company: name_of("companies", d.company),
@@ -381,7 +387,12 @@ pub(crate) fn stages_in(p: &pb::Pipeline) -> Result<Vec<StageInput>, ApiError> {
         let id = if s.id.is_empty() {
             Some(None)
         } else {
-            v.check(format!("stages[{i}].id"), Uuid::parse_str(&s.id).map(Some).map_err(|_| "is not a stage id".to_owned()))
+            v.check(
+                format!("stages[{i}].id"),
+                Uuid::parse_str(&s.id)
+                    .map(Some)
+                    .map_err(|_| "is not a stage id".to_owned()),
+            )
         };
         let name = v.check(format!("stages[{i}].display_name"), text(&s.display_name, 100, true));
         let probability = v.check(
@@ -491,11 +502,16 @@ pub(crate) fn deal_patch(d: &pb::Deal, paths: Option<&[String]>) -> Result<DealP
         patch.company = reference(&mut v, "company", &d.company, CompanyRef::parse_name);
     }
     if wants(paths, "forecast_category") {
-        patch.forecast = v.check("forecast_category", forecast_category_in(d.forecast_category)).flatten();
+        patch.forecast = v
+            .check("forecast_category", forecast_category_in(d.forecast_category))
+            .flatten();
     }
     if wants(paths, "line_items") {
         if d.line_items.len() > crate::domain::MAX_LINE_ITEMS {
-            v.add("line_items", format!("at most {} line items", crate::domain::MAX_LINE_ITEMS));
+            v.add(
+                "line_items",
+                format!("at most {} line items", crate::domain::MAX_LINE_ITEMS),
+            );
         }
         patch.lines = Some(lines_in(&mut v, &d.line_items));
     }
@@ -512,7 +528,12 @@ pub(crate) fn deal_in(d: &pb::Deal) -> Result<DealInput, ApiError> {
     let stage = if d.stage.is_empty() {
         Some(None)
     } else {
-        v.check("stage", Uuid::parse_str(&d.stage).map(Some).map_err(|_| "is not a stage id".to_owned()))
+        v.check(
+            "stage",
+            Uuid::parse_str(&d.stage)
+                .map(Some)
+                .map_err(|_| "is not a stage id".to_owned()),
+        )
     };
     let owner = (!d.owner.is_empty()).then(|| d.owner.clone());
     v.finish()?;

@@ -90,11 +90,14 @@ fn request_key<M: Message>(request_id: &str, message: &M) -> Result<Option<(Stri
     Ok(Some((request_id.to_owned(), fingerprint)))
 }
 
+/// A list's keyset cursor: the order value and id of the last record of the previous page.
+type Cursor = (i64, Uuid);
+
 /// Page size and cursor of a list request, bound to what shapes the list.
-fn paging(size: i32, token: &str, shape: &[&str]) -> Result<(usize, Option<(i64, Uuid)>, String), ApiError> {
+fn paging(size: i32, token: &str, shape: &[&str]) -> Result<(usize, Option<Cursor>, String), ApiError> {
     let fingerprint = query_fingerprint(shape);
     let limit = page_size(size)?;
-    let after = decode_token::<(i64, Uuid)>(token, &fingerprint)?;
+    let after = decode_token::<Cursor>(token, &fingerprint)?;
     Ok((limit, after, fingerprint))
 }
 
@@ -125,12 +128,18 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
-    async fn create_pipeline(&self, request: Request<pb::CreatePipelineRequest>) -> GrpcResult<pb::CreatePipelineResponse> {
+    async fn create_pipeline(
+        &self,
+        request: Request<pb::CreatePipelineRequest>,
+    ) -> GrpcResult<pb::CreatePipelineResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let key = request_key(&r.request_id, r)?;
         let p = required("pipeline", r.pipeline.as_ref())?;
-        let name = parse("pipeline.display_name", crate::domain::values::text(&p.display_name, 200, true))?;
+        let name = parse(
+            "pipeline.display_name",
+            crate::domain::values::text(&p.display_name, 200, true),
+        )?;
         let stages = convert::stages_in(p)?;
         let created = self.app.create_pipeline(&caller, name, stages, key.as_ref()).await?;
         Ok(Response::new(pb::CreatePipelineResponse {
@@ -147,7 +156,10 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
         }))
     }
 
-    async fn list_pipelines(&self, request: Request<pb::ListPipelinesRequest>) -> GrpcResult<pb::ListPipelinesResponse> {
+    async fn list_pipelines(
+        &self,
+        request: Request<pb::ListPipelinesRequest>,
+    ) -> GrpcResult<pb::ListPipelinesResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &["pipelines"])?;
@@ -158,14 +170,20 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
         }))
     }
 
-    async fn update_pipeline(&self, request: Request<pb::UpdatePipelineRequest>) -> GrpcResult<pb::UpdatePipelineResponse> {
+    async fn update_pipeline(
+        &self,
+        request: Request<pb::UpdatePipelineRequest>,
+    ) -> GrpcResult<pb::UpdatePipelineResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let p = required("pipeline", r.pipeline.as_ref())?;
         let id = parse("pipeline.name", PipelineId::parse_name(&p.name))?;
         let paths = convert::mask(r.update_mask.as_ref(), &["display_name", "stages"])?;
         let name = if paths.iter().any(|p| p == "display_name") {
-            Some(parse("pipeline.display_name", crate::domain::values::text(&p.display_name, 200, true))?)
+            Some(parse(
+                "pipeline.display_name",
+                crate::domain::values::text(&p.display_name, 200, true),
+            )?)
         } else {
             None
         };
@@ -206,7 +224,10 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
         }))
     }
 
-    async fn reassign_owner(&self, request: Request<pb::ReassignOwnerRequest>) -> GrpcResult<pb::ReassignOwnerResponse> {
+    async fn reassign_owner(
+        &self,
+        request: Request<pb::ReassignOwnerRequest>,
+    ) -> GrpcResult<pb::ReassignOwnerResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let moved = self
@@ -290,7 +311,10 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
         }))
     }
 
-    async fn disqualify_lead(&self, request: Request<pb::DisqualifyLeadRequest>) -> GrpcResult<pb::DisqualifyLeadResponse> {
+    async fn disqualify_lead(
+        &self,
+        request: Request<pb::DisqualifyLeadRequest>,
+    ) -> GrpcResult<pb::DisqualifyLeadResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", LeadId::parse_name(&r.name))?;
@@ -363,7 +387,9 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
         let r = request.get_ref();
         let mut filters = Vec::new();
         if !r.pipeline.is_empty() {
-            filters.push(Filter::Pipeline(parse("pipeline", PipelineId::parse_name(&r.pipeline))?.0));
+            filters.push(Filter::Pipeline(
+                parse("pipeline", PipelineId::parse_name(&r.pipeline))?.0,
+            ));
         }
         if !r.owner.is_empty() {
             filters.push(Filter::Owner(user_or_me(&caller, &r.owner)));
@@ -469,7 +495,10 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
         let after = decode_token::<i64>(&r.page_token, &fingerprint)?.unwrap_or(0);
         let (transitions, more) = self.app.deal_history(&caller, id, after, limit).await?;
         let next = if more {
-            transitions.last().map(|t| encode_token(&t.seq, &fingerprint)).unwrap_or_default()
+            transitions
+                .last()
+                .map(|t| encode_token(&t.seq, &fingerprint))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -482,7 +511,10 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
 
 #[tonic::async_trait]
 impl pb::product_service_server::ProductService for PipelineGrpc {
-    async fn create_product(&self, request: Request<pb::CreateProductRequest>) -> GrpcResult<pb::CreateProductResponse> {
+    async fn create_product(
+        &self,
+        request: Request<pb::CreateProductRequest>,
+    ) -> GrpcResult<pb::CreateProductResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let key = request_key(&r.request_id, r)?;
@@ -514,7 +546,10 @@ impl pb::product_service_server::ProductService for PipelineGrpc {
         }))
     }
 
-    async fn update_product(&self, request: Request<pb::UpdateProductRequest>) -> GrpcResult<pb::UpdateProductResponse> {
+    async fn update_product(
+        &self,
+        request: Request<pb::UpdateProductRequest>,
+    ) -> GrpcResult<pb::UpdateProductResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let p = required("product", r.product.as_ref())?;
@@ -578,7 +613,9 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
         let id = parse("task.name", TaskId::parse_name(&t.name))?;
         let paths = convert::mask(
             r.update_mask.as_ref(),
-            &["title", "notes", "due_time", "assignee", "priority", "deal", "lead", "contact"],
+            &[
+                "title", "notes", "due_time", "assignee", "priority", "deal", "lead", "contact",
+            ],
         )?;
         let patch = convert::task_in(t, Some(&paths))?;
         let etag = convert::etag(&t.etag, "task.etag")?;
@@ -613,7 +650,10 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
 
 #[tonic::async_trait]
 impl pb::forecast_service_server::ForecastService for PipelineGrpc {
-    async fn submit_forecast(&self, request: Request<pb::SubmitForecastRequest>) -> GrpcResult<pb::SubmitForecastResponse> {
+    async fn submit_forecast(
+        &self,
+        request: Request<pb::SubmitForecastRequest>,
+    ) -> GrpcResult<pb::SubmitForecastResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let key = request_key(&r.request_id, r)?;
@@ -642,7 +682,10 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
         }))
     }
 
-    async fn list_forecasts(&self, request: Request<pb::ListForecastsRequest>) -> GrpcResult<pb::ListForecastsResponse> {
+    async fn list_forecasts(
+        &self,
+        request: Request<pb::ListForecastsRequest>,
+    ) -> GrpcResult<pb::ListForecastsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let filters = period_filters(&caller, &r.owner, &r.period)?;

@@ -211,7 +211,11 @@ async fn lead_becomes_a_won_deal_and_every_step_is_recorded(fx: &Fixture) {
     assert_eq!(deal.body.contact, Some(CONTACT_A), "and inherits its contact");
     assert_eq!(deal.body.lead, Some(lead.id));
     let again = fx.app.convert_lead(&who, LeadId(lead.id), input, None).await;
-    assert_eq!(code(again), (ErrorCode::FailedPrecondition, "LEAD_CONVERTED".into()), "a lead converts once");
+    assert_eq!(
+        code(again),
+        (ErrorCode::FailedPrecondition, "LEAD_CONVERTED".into()),
+        "a lead converts once"
+    );
 
     let proposal = p.body.stages[1].id;
     let (moved, transition) = fx
@@ -232,9 +236,16 @@ async fn lead_becomes_a_won_deal_and_every_step_is_recorded(fx: &Fixture) {
     assert_eq!(closing.kind, TransitionKind::Won);
     assert_eq!(closing.reason, "best fit");
 
-    let (history, more) = fx.app.deal_history(&who, DealId(deal.id), 0, 50).await.expect("history");
+    let (history, more) = fx
+        .app
+        .deal_history(&who, DealId(deal.id), 0, 50)
+        .await
+        .expect("history");
     assert!(!more);
-    let kinds: Vec<_> = history.iter().map(|t| (t.seq, t.kind, t.to_stage_name.clone())).collect();
+    let kinds: Vec<_> = history
+        .iter()
+        .map(|t| (t.seq, t.kind, t.to_stage_name.clone()))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -274,8 +285,15 @@ async fn lead_becomes_a_won_deal_and_every_step_is_recorded(fx: &Fixture) {
         .update_pipeline(&who, PipelineId(p.id), None, None, Some(stages))
         .await
         .expect("rename");
-    let (history, _) = fx.app.deal_history(&who, DealId(deal.id), 0, 50).await.expect("history");
-    assert_eq!(history[1].to_stage_name, "Proposal", "history keeps the name the stage had");
+    let (history, _) = fx
+        .app
+        .deal_history(&who, DealId(deal.id), 0, 50)
+        .await
+        .expect("history");
+    assert_eq!(
+        history[1].to_stage_name, "Proposal",
+        "history keeps the name the stage had"
+    );
     assert_eq!(history[1].to_stage, proposal);
 }
 
@@ -337,7 +355,11 @@ async fn moves_and_closes_follow_the_rules(fx: &Fixture) {
             None,
         )
         .await;
-    assert_eq!(field_of(unknown), "deal.pipeline", "another tenant's pipeline does not exist for it");
+    assert_eq!(
+        field_of(unknown),
+        "deal.pipeline",
+        "another tenant's pipeline does not exist for it"
+    );
     let stranger = fx
         .app
         .create_deal(
@@ -351,7 +373,11 @@ async fn moves_and_closes_follow_the_rules(fx: &Fixture) {
         .await;
     assert_eq!(field_of(stranger), "deal.contact", "an unknown contact is refused");
     let (history, _) = fx.app.deal_history(&who, id, 0, 50).await.expect("history");
-    assert_eq!(history.len(), 3, "refused changes wrote nothing: created, lost, reopened");
+    assert_eq!(
+        history.len(),
+        3,
+        "refused changes wrote nothing: created, lost, reopened"
+    );
 }
 
 async fn concurrent_moves_with_one_etag_one_wins(fx: &Fixture) {
@@ -383,7 +409,11 @@ async fn concurrent_moves_with_one_etag_one_wins(fx: &Fixture) {
     }
     let (history, _) = fx.app.deal_history(&who, id, 0, 50).await.expect("history");
     assert_eq!(history.len(), 6, "created + one move per round");
-    assert!(history.windows(2).all(|w| w[1].seq == w[0].seq + 1 && w[1].from_stage == Some(w[0].to_stage)));
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[1].seq == w[0].seq + 1 && w[1].from_stage == Some(w[0].to_stage))
+    );
 }
 
 async fn reps_change_only_their_own_records(fx: &Fixture) {
@@ -402,7 +432,10 @@ async fn reps_change_only_their_own_records(fx: &Fixture) {
     );
     let mut for_alice = deal_input(p.id, "Bob for Alice", eur(1));
     for_alice.owner = Some("alice".into());
-    assert_eq!(code(fx.app.create_deal(&bob, for_alice, None).await).0, ErrorCode::PermissionDenied);
+    assert_eq!(
+        code(fx.app.create_deal(&bob, for_alice, None).await).0,
+        ErrorCode::PermissionDenied
+    );
     assert_eq!(
         code(
             fx.app
@@ -454,14 +487,24 @@ async fn board_groups_open_deals_by_stage(fx: &Fixture) {
     let (_, columns) = fx.app.board(&who, PipelineId(p.id), None, 2).await.expect("board");
     assert_eq!(columns.len(), 3, "the open stages, in order");
     assert_eq!(columns[0].stage.name, "Qualify");
-    assert_eq!(columns[0].count, 5, "d0 d2 d4 d6 and the USD deal; closed deals are not on the board");
-    assert_eq!(columns[0].totals, vec![eur(100 + 300 + 500 + 700), Money::new(999, "USD").expect("usd")]);
+    assert_eq!(
+        columns[0].count, 5,
+        "d0 d2 d4 d6 and the USD deal; closed deals are not on the board"
+    );
+    assert_eq!(
+        columns[0].totals,
+        vec![eur(100 + 300 + 500 + 700), Money::new(999, "USD").expect("usd")]
+    );
     assert_eq!(columns[1].count, 3);
     assert_eq!(columns[1].totals, vec![eur(200 + 400 + 600)]);
     assert_eq!(columns[2].count, 0);
     assert_eq!(columns[0].deals.len(), 2, "deals per stage are capped");
     assert_eq!(
-        columns[1].deals.iter().map(|d| d.body.name.as_str()).collect::<Vec<_>>(),
+        columns[1]
+            .deals
+            .iter()
+            .map(|d| d.body.name.as_str())
+            .collect::<Vec<_>>(),
         ["d5", "d3"],
         "earliest expected close first"
     );
@@ -567,7 +610,12 @@ async fn creates_are_idempotent(fx: &Fixture) {
     assert_eq!(first.id, second.id, "a retry returns the first result");
     let other = ("req-1".to_owned(), "fingerprint-b".to_owned());
     assert_eq!(
-        code(fx.app.create_deal(&who, deal_input(p.id, "Else", eur(1)), Some(&other)).await).1,
+        code(
+            fx.app
+                .create_deal(&who, deal_input(p.id, "Else", eur(1)), Some(&other))
+                .await
+        )
+        .1,
         "REQUEST_ID_REUSED"
     );
     let page = fx.app.list_deals(&who, vec![], None, 100).await.expect("list");
@@ -613,10 +661,17 @@ async fn lists_page_and_filter(fx: &Fixture) {
             .await
             .expect("task");
         if title == "sooner" {
-            fx.app.complete_task(&who, TaskId(task.id), None).await.expect("complete");
+            fx.app
+                .complete_task(&who, TaskId(task.id), None)
+                .await
+                .expect("complete");
         }
     }
-    let all = fx.app.list_tasks(&who, TaskView::default(), None, 10).await.expect("tasks");
+    let all = fx
+        .app
+        .list_tasks(&who, TaskView::default(), None, 10)
+        .await
+        .expect("tasks");
     assert_eq!(
         all.items.iter().map(|t| t.body.title.as_str()).collect::<Vec<_>>(),
         ["soonest", "sooner", "later", "none"],
@@ -635,7 +690,10 @@ async fn lists_page_and_filter(fx: &Fixture) {
         )
         .await
         .expect("overdue");
-    assert_eq!(overdue.items.iter().map(|t| t.body.title.as_str()).collect::<Vec<_>>(), ["soonest"]);
+    assert_eq!(
+        overdue.items.iter().map(|t| t.body.title.as_str()).collect::<Vec<_>>(),
+        ["soonest"]
+    );
     let theirs = fx
         .app
         .list_deals(&caller("other", "alice", Role::Admin), vec![], None, 100)
@@ -707,7 +765,11 @@ async fn reassignment_moves_open_records_round_robin(fx: &Fixture) {
         "a closed deal keeps the owner who closed it"
     );
     let again = fx.app.reassign_owner(&who, "leaver", &to, false).await.expect("again");
-    assert_eq!((again.leads, again.deals, again.tasks), (0, 0, 0), "nothing left behind");
+    assert_eq!(
+        (again.leads, again.deals, again.tasks),
+        (0, 0, 0),
+        "nothing left behind"
+    );
     let owner_changes = fx
         .events("acme")
         .await
@@ -746,7 +808,10 @@ async fn task_due_is_published_once_per_due_time(fx: &Fixture) {
         )
         .await
         .expect("task");
-    fx.app.complete_task(&who, TaskId(done.id), None).await.expect("complete");
+    fx.app
+        .complete_task(&who, TaskId(done.id), None)
+        .await
+        .expect("complete");
     fx.app
         .create_task(
             &who,
@@ -850,11 +915,17 @@ async fn contact_merges_and_erases_reach_this_service(fx: &Fixture) {
         )
         .await
         .expect("company merge writes");
-    assert!(!store.follow("c", 0, 8, &companies).await.expect("stale"), "a moved checkpoint refuses");
+    assert!(
+        !store.follow("c", 0, 8, &companies).await.expect("stale"),
+        "a moved checkpoint refuses"
+    );
     assert!(store.follow("c", 7, 8, &companies).await.expect("follow"));
     assert_eq!(store.checkpoint("c").await.expect("checkpoint"), 8);
     let read = fx.app.get_deal(&who, DealId(deal.id)).await.expect("deal");
-    assert_eq!((read.body.contact, read.body.company), (Some(CONTACT_B), Some(COMPANY_B)));
+    assert_eq!(
+        (read.body.contact, read.body.company),
+        (Some(CONTACT_B), Some(COMPANY_B))
+    );
     assert_eq!(
         fx.app.get_lead(&who, LeadId(lead.id)).await.expect("lead").body.contact,
         Some(CONTACT_B)
@@ -869,11 +940,20 @@ async fn contact_merges_and_erases_reach_this_service(fx: &Fixture) {
     let lead = fx.app.get_lead(&who, LeadId(lead.id)).await.expect("lead");
     assert_eq!((lead.body.contact, lead.body.title.as_str()), (None, ""));
     let task = fx.app.get_task(&who, TaskId(task.id)).await.expect("task");
-    assert_eq!((task.body.contact, task.body.title.as_str(), task.body.notes.as_str()), (None, "", ""));
-    assert_eq!(fx.app.get_deal(&who, DealId(deal.id)).await.expect("deal").body.contact, None);
+    assert_eq!(
+        (task.body.contact, task.body.title.as_str(), task.body.notes.as_str()),
+        (None, "", "")
+    );
+    assert_eq!(
+        fx.app.get_deal(&who, DealId(deal.id)).await.expect("deal").body.contact,
+        None
+    );
     for payload in fx.payloads("acme").await {
         let text = payload.to_string();
-        assert!(!text.contains(&CONTACT_B.to_string()), "no event still names the erased contact: {text}");
+        assert!(
+            !text.contains(&CONTACT_B.to_string()),
+            "no event still names the erased contact: {text}"
+        );
         assert!(!text.contains("Ada"), "nor the text about them: {text}");
     }
 }
@@ -946,7 +1026,9 @@ async fn postgres_row_level_security_is_forced() {
     let fx = Fixture::new(store, sequencer.clone(), Some(sequencer));
     pipeline(&fx, &admin()).await;
     pipeline(&fx, &caller("globex", "gus", Role::Admin)).await;
-    let mut tx = crm_platform::db::begin_tenant(&pool, &tenant_id("acme")).await.expect("tx");
+    let mut tx = crm_platform::db::begin_tenant(&pool, &tenant_id("acme"))
+        .await
+        .expect("tx");
     for table in ["pipelines", "outbox_events", "audit_log"] {
         let visible: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&mut *tx)

@@ -290,7 +290,6 @@ pub trait PipelineStore: Send + Sync + 'static {
         to: u64,
         writes: &[(TenantId, Write)],
     ) -> Result<bool, StoreError>;
-
 }
 
 /// The text form of a derived column's order value for cursors of tasks without a due time.
