@@ -982,7 +982,7 @@ macro_rules! conformance {
                     crm_platform::db::migrate_postgres(&db.url, &super::POSTGRES_MIGRATIONS).await.expect("migrate");
                     let pool = crm_platform::db::connect_postgres(&db.url, super::POSTGRES_APP_ROLE, 4).await.expect("connect");
                     let sequencer = super::PgOutbox::start(pool.clone()).await.expect("outbox");
-                    let outbox: std::sync::Arc<dyn super::Outbox> = sequencer.clone();
+                    let outbox: std::sync::Arc<dyn super::Outbox> = std::sync::Arc::clone(&sequencer) as std::sync::Arc<dyn super::Outbox>;
                     let fx = super::Fixture::new(std::sync::Arc::new(super::PgPipelineStore::new(pool.clone())), outbox, Some(sequencer));
                     super::$case(&fx).await;
                     // The outbox's listener holds a connection for the pool's life: dropping
@@ -1023,7 +1023,8 @@ async fn postgres_row_level_security_is_forced() {
         .expect("connect");
     let store: Arc<dyn PipelineStore> = Arc::new(PgPipelineStore::new(pool.clone()));
     let sequencer = PgOutbox::start(pool.clone()).await.expect("outbox");
-    let fx = Fixture::new(store, sequencer.clone(), Some(sequencer));
+    let outbox: Arc<dyn Outbox> = Arc::clone(&sequencer) as Arc<dyn Outbox>;
+    let fx = Fixture::new(store, outbox, Some(sequencer));
     pipeline(&fx, &admin()).await;
     pipeline(&fx, &caller("globex", "gus", Role::Admin)).await;
     let mut tx = crm_platform::db::begin_tenant(&pool, &tenant_id("acme"))
