@@ -9,7 +9,9 @@
 //! - an import of generated contacts against `psql \copy` of the same CSV into a table with the
 //!   same kind of indexes, and the service's peak memory while importing;
 //! - SearchContacts latency over a large tenant;
-//! - the change feed: catch-up throughput to one consumer, and commit-to-applied latency.
+//! - the change feed: catch-up throughput to one consumer, and commit-to-applied latency;
+//! - MoveDeal over gRPC against pgbench running the same statements in one transaction, and
+//!   the board of a pipeline of 100k open deals (a `crm pipeline` on its own database).
 //!
 //! It prints a Markdown report (machine, command, figures) for BENCHMARKS.md.
 
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod feed;
+mod pipeline;
 
 use anyhow::Context;
 use crm_platform::{Principal, Role, TenantId, UserId};
@@ -60,8 +63,15 @@ pub(crate) struct BenchArgs {
     /// Seconds the feed's latency test runs.
     #[arg(long, default_value_t = 60)]
     feed_seconds: u64,
-    /// Scenarios to run: create, get, import, search, feed.
-    #[arg(long, value_delimiter = ',', default_value = "create,get,import,search,feed")]
+    /// Open deals on the board of the board test.
+    #[arg(long, default_value_t = 100_000)]
+    board_deals: usize,
+    /// Scenarios to run: create, get, import, search, feed, pipeline.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "create,get,import,search,feed,pipeline"
+    )]
     scenarios: Vec<String>,
     /// Keep the benchmark database afterwards.
     #[arg(long)]
@@ -312,15 +322,22 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     admin
         .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
         .await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}_pipeline")))
+        .await?;
     let url = with_database(&args.database_url, &database);
+    let pipeline_url = with_database(&args.database_url, &format!("{database}_pipeline"));
     crm_contact::migrate_postgres(&url).await?;
-    let result = scenarios(&args, &url).await;
+    crm_pipeline::migrate_postgres(&pipeline_url).await?;
+    let result = scenarios(&args, &url, &pipeline_url).await;
     if !args.keep {
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-            )))
-            .await?;
+        for name in [database.clone(), format!("{database}_pipeline")] {
+            admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await?;
+        }
     }
     result
 }
@@ -333,7 +350,7 @@ fn uuid_suffix() -> String {
     format!("{nanos:x}")
 }
 
-async fn scenarios(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
+async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::Result<()> {
     let max_connections = (args.clients * 2).to_string();
     let (contact, grpc) = start(
         &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
@@ -386,6 +403,32 @@ async fn scenarios(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
             events: args.feed_events,
             rate: args.feed_rate,
             seconds: args.feed_seconds,
+        })
+        .await?;
+    }
+    if wants("pipeline") {
+        let (_pipeline, pipeline_grpc) = start(
+            &[
+                "pipeline",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+            &[
+                ("CRM_DATABASE_URL", pipeline_url),
+                ("CRM_DB_MAX_CONNECTIONS", &max_connections),
+                ("CRM_CONTACT_ENDPOINT", &grpc),
+            ],
+            "crm pipeline is up",
+            "gRPC on ",
+        )?;
+        pipeline::run(&pipeline::PipelineBench {
+            args,
+            url: pipeline_url,
+            grpc: &format!("http://{pipeline_grpc}"),
+            duration,
+            board_deals: args.board_deals,
         })
         .await?;
     }

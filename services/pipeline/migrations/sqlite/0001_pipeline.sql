@@ -53,6 +53,51 @@ CREATE INDEX deals_status ON deals (tenant_id, status, id);
 CREATE INDEX deals_contact ON deals (tenant_id, contact_id);
 CREATE INDEX deals_company ON deals (tenant_id, company_id);
 
+-- The board's counts and totals (see the PostgreSQL migration of the same name).
+CREATE TABLE board_counts (
+    tenant_id   TEXT    NOT NULL,
+    pipeline_id TEXT    NOT NULL,
+    stage_id    TEXT    NOT NULL,
+    currency    TEXT    NOT NULL,
+    owner       TEXT    NOT NULL,
+    shard       INTEGER NOT NULL,
+    deals       INTEGER NOT NULL,
+    amount      INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, pipeline_id, stage_id, currency, owner, shard)
+);
+
+CREATE TRIGGER deals_leave_board AFTER UPDATE ON deals WHEN OLD.status = 'open'
+BEGIN
+    UPDATE board_counts SET deals = deals - 1, amount = amount - OLD.amount_minor
+    WHERE tenant_id = OLD.tenant_id AND pipeline_id = OLD.pipeline_id AND stage_id = OLD.stage_id
+      AND currency = OLD.currency AND owner = OLD.owner AND shard = unicode(substr(OLD.id, 36, 1)) % 8;
+END;
+
+CREATE TRIGGER deals_deleted_from_board AFTER DELETE ON deals WHEN OLD.status = 'open'
+BEGIN
+    UPDATE board_counts SET deals = deals - 1, amount = amount - OLD.amount_minor
+    WHERE tenant_id = OLD.tenant_id AND pipeline_id = OLD.pipeline_id AND stage_id = OLD.stage_id
+      AND currency = OLD.currency AND owner = OLD.owner AND shard = unicode(substr(OLD.id, 36, 1)) % 8;
+END;
+
+CREATE TRIGGER deals_join_board_on_insert AFTER INSERT ON deals WHEN NEW.status = 'open'
+BEGIN
+    INSERT INTO board_counts (tenant_id, pipeline_id, stage_id, currency, owner, shard, deals, amount)
+    VALUES (NEW.tenant_id, NEW.pipeline_id, NEW.stage_id, NEW.currency, NEW.owner,
+            unicode(substr(NEW.id, 36, 1)) % 8, 1, NEW.amount_minor)
+    ON CONFLICT (tenant_id, pipeline_id, stage_id, currency, owner, shard)
+    DO UPDATE SET deals = deals + 1, amount = amount + excluded.amount;
+END;
+
+CREATE TRIGGER deals_join_board_on_update AFTER UPDATE ON deals WHEN NEW.status = 'open'
+BEGIN
+    INSERT INTO board_counts (tenant_id, pipeline_id, stage_id, currency, owner, shard, deals, amount)
+    VALUES (NEW.tenant_id, NEW.pipeline_id, NEW.stage_id, NEW.currency, NEW.owner,
+            unicode(substr(NEW.id, 36, 1)) % 8, 1, NEW.amount_minor)
+    ON CONFLICT (tenant_id, pipeline_id, stage_id, currency, owner, shard)
+    DO UPDATE SET deals = deals + 1, amount = amount + excluded.amount;
+END;
+
 CREATE TABLE deal_transitions (
     tenant_id       TEXT    NOT NULL,
     deal_id         TEXT    NOT NULL,

@@ -764,6 +764,22 @@ async fn reassignment_moves_open_records_round_robin(fx: &Fixture) {
         [DealStatus::Won],
         "a closed deal keeps the owner who closed it"
     );
+    let (_, leavers) = fx
+        .app
+        .board(&who, PipelineId(p.id), Some("leaver".into()), 10)
+        .await
+        .expect("board");
+    assert_eq!(
+        leavers.iter().map(|c| c.count).sum::<i64>(),
+        0,
+        "the board follows the owners"
+    );
+    let (_, anns) = fx
+        .app
+        .board(&who, PipelineId(p.id), Some("ann".into()), 10)
+        .await
+        .expect("board");
+    assert_eq!(anns.iter().map(|c| c.count).sum::<i64>(), 2);
     let again = fx.app.reassign_owner(&who, "leaver", &to, false).await.expect("again");
     assert_eq!(
         (again.leads, again.deals, again.tasks),

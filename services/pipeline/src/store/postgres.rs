@@ -258,9 +258,9 @@ impl PipelineStore for PgPipelineStore {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         let pipeline = pipeline.to_string();
         let sums = sqlx::query(
-            "SELECT stage_id, currency, count(*) AS n, sum(amount_minor)::bigint AS total FROM deals \
-             WHERE tenant_id = $1 AND pipeline_id = $2 AND status = 'open' AND ($3::text IS NULL OR owner = $3) \
-             GROUP BY stage_id, currency ORDER BY stage_id, currency",
+            "SELECT stage_id, currency, sum(deals)::bigint AS n, sum(amount)::bigint AS total FROM board_counts \
+             WHERE tenant_id = $1 AND pipeline_id = $2 AND ($3::text IS NULL OR owner = $3) \
+             GROUP BY stage_id, currency HAVING sum(deals) > 0 ORDER BY stage_id, currency",
         )
         .bind(tenant.as_str())
         .bind(&pipeline)

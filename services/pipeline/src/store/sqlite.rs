@@ -281,9 +281,9 @@ impl PipelineStore for SqlitePipelineStore {
         // One snapshot for the sums and the deals listed.
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let sums = sqlx::query(
-            "SELECT stage_id, currency, count(*) AS n, sum(amount_minor) AS total FROM deals \
-             WHERE tenant_id = ?1 AND pipeline_id = ?2 AND status = 'open' AND (?3 IS NULL OR owner = ?3) \
-             GROUP BY stage_id, currency ORDER BY stage_id, currency",
+            "SELECT stage_id, currency, sum(deals) AS n, sum(amount) AS total FROM board_counts \
+             WHERE tenant_id = ?1 AND pipeline_id = ?2 AND (?3 IS NULL OR owner = ?3) \
+             GROUP BY stage_id, currency HAVING sum(deals) > 0 ORDER BY stage_id, currency",
         )
         .bind(tenant.as_str())
         .bind(&pipeline)
