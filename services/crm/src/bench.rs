@@ -378,8 +378,13 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::R
         "release build"
     };
     println!(
-        "- command: `crm bench --clients {} --seconds {} --import-rows {} --search-rows {}` ({profile})",
-        args.clients, args.seconds, args.import_rows, args.search_rows
+        "- command: `crm bench --clients {} --seconds {} --import-rows {} --search-rows {} --board-deals {} --scenarios {}` ({profile})",
+        args.clients,
+        args.seconds,
+        args.import_rows,
+        args.search_rows,
+        args.board_deals,
+        args.scenarios.join(",")
     );
     println!();
     println!("| target | measured | baseline (same run) | ratio | goal |");
