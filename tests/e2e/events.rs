@@ -552,7 +552,10 @@ async fn mirror_applies_every_event_once_across_kills() {
 
 /// Reads Server-Sent Events from a streaming HTTP response until `count` named `event` lines
 /// (other than heartbeats) have arrived; returns (id, event, data) of each.
-async fn sse_events(response: &mut reqwest::Response, count: usize) -> Vec<(String, String, serde_json::Value)> {
+pub(crate) async fn sse_events(
+    response: &mut reqwest::Response,
+    count: usize,
+) -> Vec<(String, String, serde_json::Value)> {
     let mut buffer = String::new();
     let mut events = Vec::new();
     while events.len() < count {

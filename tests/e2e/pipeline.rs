@@ -222,6 +222,26 @@ async fn a_lead_becomes_a_won_deal_over_rest() {
     let won_event = crm_proto::crm::pipeline::v1::DealWon::decode(payload.value.as_slice()).expect("DealWon");
     assert_eq!(won_event.transition.expect("transition").reason, "best fit");
 
+    // The same feed as Server-Sent Events through the gateway.
+    let mut sse = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/events:stream?source=crm.pipeline.v1&after=0",
+            suite.rest
+        ))
+        .bearer_auth(token("acme", "auditor", Role::Viewer))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(sse.status(), 200);
+    let streamed = crate::events::sse_events(&mut sse, 8).await;
+    assert_eq!(streamed[0].1, "crm.pipeline.v1.PipelineCreated");
+    assert_eq!(streamed[7].1, "crm.pipeline.v1.DealWon");
+    assert_eq!(
+        streamed[7].2["payload"]["deal"]["status"], "DEAL_STATUS_WON",
+        "{}",
+        streamed[7].2
+    );
+
     // A task due in a moment is announced on the feed when it is due, once.
     let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let (status, task) = api
@@ -578,4 +598,40 @@ async fn merges_and_erases_of_contacts_reach_the_pipeline() {
             assert!(!text.contains(&gone), "{} still carries {gone}", event.r#type);
         }
     }
+}
+
+#[tokio::test]
+async fn a_task_due_while_the_suite_is_down_is_announced_once_after_it_restarts() {
+    let suite = Suite::start();
+    let data = std::sync::Arc::clone(&suite.data);
+    let api = Rest::as_user(&suite.rest, "acme", "alice", Role::Rep);
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, task) = api
+        .post("/v1/tasks", json!({"title": "Renewal call", "dueTime": due}))
+        .await;
+    assert_eq!(status, 201, "{task}");
+    drop(suite); // SIGKILL, before the task is due
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let suite = Suite::start_in(std::sync::Arc::clone(&data));
+    let feed = pipeline_events(&suite.grpc, "acme", 2).await;
+    assert_eq!(
+        feed.iter().map(|e| e.r#type.as_str()).collect::<Vec<_>>(),
+        ["crm.pipeline.v1.TaskCreated", "crm.pipeline.v1.TaskDue"]
+    );
+    drop(suite); // and again, after it was announced
+    let suite = Suite::start_in(data);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let api = Rest::as_user(&suite.rest, "acme", "alice", Role::Rep);
+    assert_eq!(api.post("/v1/tasks", json!({"title": "Marker"})).await.0, 201);
+    let feed = pipeline_events(&suite.grpc, "acme", 3).await;
+    assert_eq!(
+        feed.iter().map(|e| e.r#type.as_str()).collect::<Vec<_>>(),
+        [
+            "crm.pipeline.v1.TaskCreated",
+            "crm.pipeline.v1.TaskDue",
+            "crm.pipeline.v1.TaskCreated"
+        ],
+        "announced once across restarts"
+    );
 }
