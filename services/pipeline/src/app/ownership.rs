@@ -11,6 +11,9 @@ use crate::store::{Filter, Kind, ListQuery, StoreError, Write};
 
 /// Records moved per transaction.
 const BATCH: usize = 200;
+/// Times a batch is read again because records in it changed meanwhile, before giving up
+/// (what moved so far stays moved; calling again moves the rest).
+const MAX_STALE: usize = 20;
 
 /// What one receiving user got.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,6 +148,7 @@ impl PipelineApp {
     ) -> Result<i64, ApiError> {
         let mut total = 0;
         let mut after = None;
+        let mut stale = 0;
         loop {
             let query = ListQuery {
                 kind: T::KIND,
@@ -184,7 +188,8 @@ impl PipelineApp {
                 match self.store.write(caller.tenant(), &write).await {
                     Ok(()) => {}
                     // A record of the batch changed meanwhile: read the batch again.
-                    Err(StoreError::Stale) => {
+                    Err(StoreError::Stale) if stale < MAX_STALE => {
+                        stale += 1;
                         *turn -= receivers.len();
                         continue;
                     }
