@@ -404,6 +404,17 @@ async fn bad_input_is_refused_naming_the_field() {
         "{problem}"
     );
 
+    let (status, problem) = api.get("/v1/deals?filter=amount%20%3D%201").await;
+    assert_eq!((status, field(&problem).as_str()), (400, "filter"), "{problem}");
+    let (status, page) = api
+        .get("/v1/deals?filter=status%20%3D%20LOST%20AND%20owner%20%3D%20me")
+        .await;
+    assert_eq!(
+        (status, page["deals"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{page}"
+    );
+
     // Reps change only their own records.
     let bob = Rest::as_user(&suite.rest, "acme", "bob", Role::Rep);
     let (status, _) = bob.post(&format!("/v1/deals/{id}:reopen"), json!({})).await;
@@ -498,7 +509,7 @@ async fn a_portfolio_moves_across_both_services_in_one_call() {
     assert!(shares.iter().all(|s| s["user"] == "ann" || s["user"] == "ben"));
 
     // Nothing open is left with the leaver; the won deal keeps who won it.
-    let (_, left) = manager.get("/v1/deals?owner=leaver").await;
+    let (_, left) = manager.get("/v1/deals?filter=owner%20%3D%20leaver").await;
     let left: Vec<&str> = left["deals"]
         .as_array()
         .expect("deals")
@@ -506,7 +517,10 @@ async fn a_portfolio_moves_across_both_services_in_one_call() {
         .map(|d| d["status"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(left, ["DEAL_STATUS_WON"]);
-    for path in ["/v1/leads?owner=leaver", "/v1/tasks?assignee=leaver"] {
+    for path in [
+        "/v1/leads?filter=owner%20%3D%20leaver",
+        "/v1/tasks?filter=assignee%20%3D%20leaver%20AND%20status%20%3D%20OPEN",
+    ] {
         let (_, page) = manager.get(path).await;
         let items = page
             .as_object()

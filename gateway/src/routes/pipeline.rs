@@ -228,7 +228,7 @@ pub async fn board(
 
 // ---- leads ----
 
-/// Lists leads (`owner`, `status`, `pageSize`, `pageToken`).
+/// Lists leads (`filter`: `owner = me`, `status = QUALIFIED`, `contact`, `company`; `pageSize`, `pageToken`).
 #[utoipa::path(get, path = "/v1/leads", tag = "leads",
     responses((status = 200, description = "ListLeadsResponse"), (status = 400, body = ProblemBody)))]
 pub async fn list_leads(
@@ -327,7 +327,7 @@ pub async fn lead_method(
 
 // ---- deals ----
 
-/// Lists deals (`pipeline`, `owner`, `status`, `contact`, `pageSize`, `pageToken`).
+/// Lists deals (`filter`: `pipeline`, `owner`, `status`, `contact`, `company`; `pageSize`, `pageToken`).
 #[utoipa::path(get, path = "/v1/deals", tag = "deals",
     responses((status = 200, description = "ListDealsResponse"), (status = 400, body = ProblemBody)))]
 pub async fn list_deals(
@@ -447,7 +447,7 @@ pub async fn deal_history(
 
 // ---- products ----
 
-/// Lists products (`activeOnly`, `pageSize`, `pageToken`).
+/// Lists products (`filter=active = true`, `pageSize`, `pageToken`).
 #[utoipa::path(get, path = "/v1/products", tag = "products",
     responses((status = 200, description = "ListProductsResponse"), (status = 400, body = ProblemBody)))]
 pub async fn list_products(
@@ -518,7 +518,7 @@ pub async fn update_product(
 
 // ---- tasks ----
 
-/// Lists tasks, earliest due first (`assignee` (`me`), `openOnly`, `overdueOnly`).
+/// Lists tasks, earliest due first (`filter`: `assignee = me`, `status = OPEN`, `overdue = true`).
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
     responses((status = 200, description = "ListTasksResponse"), (status = 400, body = ProblemBody)))]
 pub async fn list_tasks(
@@ -615,7 +615,7 @@ pub async fn task_method(
 
 // ---- forecasts and quotas ----
 
-/// Lists forecast submissions (`owner`, `period`).
+/// Lists forecast submissions (`filter`: `owner`, `period`).
 #[utoipa::path(get, path = "/v1/forecasts", tag = "forecasts",
     responses((status = 200, description = "ListForecastsResponse"), (status = 400, body = ProblemBody)))]
 pub async fn list_forecasts(
@@ -653,7 +653,7 @@ pub async fn submit_forecast(
     )
 }
 
-/// Lists quotas (`owner`, `period`).
+/// Lists quotas (`filter`: `owner`, `period`).
 #[utoipa::path(get, path = "/v1/quotas", tag = "forecasts",
     responses((status = 200, description = "ListQuotasResponse"), (status = 400, body = ProblemBody)))]
 pub async fn list_quotas(

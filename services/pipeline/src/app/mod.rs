@@ -24,7 +24,7 @@ pub use leads::LeadPatch;
 pub use ownership::{Moved, Share};
 pub use pipelines::StageInput;
 pub use products::ProductPatch;
-pub use tasks::{SYSTEM_ACTOR, TaskPatch, TaskView};
+pub use tasks::{SYSTEM_ACTOR, TaskPatch};
 
 use crate::directory::Directory;
 use crate::store::{Doc, Kind, ListQuery, PipelineStore, Put, RequestKey, StoreError, Write};

@@ -86,13 +86,13 @@ impl PipelineApp {
     pub async fn list_products(
         &self,
         caller: &Caller,
-        active_only: bool,
+        filters: Vec<Filter>,
         after: Option<(i64, Uuid)>,
         limit: usize,
     ) -> Result<Page<Product>, ApiError> {
         let query = ListQuery {
             kind: Kind::Product,
-            filters: if active_only { vec![Filter::ActiveOnly] } else { vec![] },
+            filters,
             after,
             limit: limit + 1,
         };

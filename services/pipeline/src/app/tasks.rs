@@ -24,14 +24,6 @@ pub struct TaskPatch {
     pub contact: Option<Option<ContactRef>>,
 }
 
-/// Which tasks to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskView {
-    pub assignee: Option<String>,
-    pub open_only: bool,
-    pub overdue_only: bool,
-}
-
 fn user(raw: &str, field: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(|r| ApiError::invalid_field(field, r))
 }
@@ -140,19 +132,10 @@ impl PipelineApp {
     pub async fn list_tasks(
         &self,
         caller: &Caller,
-        view: TaskView,
+        filters: Vec<Filter>,
         after: Option<(i64, Uuid)>,
         limit: usize,
     ) -> Result<Page<Task>, ApiError> {
-        let mut filters = Vec::new();
-        if let Some(assignee) = view.assignee {
-            filters.push(Filter::Owner(assignee));
-        }
-        if view.overdue_only {
-            filters.push(Filter::DueBefore(super::now()));
-        } else if view.open_only {
-            filters.push(Filter::Status("open"));
-        }
         let query = ListQuery {
             kind: Kind::Task,
             filters,

@@ -10,7 +10,7 @@ use crm_proto::prost_types::Timestamp;
 use uuid::Uuid;
 
 use crate::app::{DealInput, DealPatch, LeadPatch, LineInput, ProductPatch, Rec, StageInput, TaskPatch};
-use crate::domain::values::{self, text};
+use crate::domain::values::text;
 use crate::domain::{
     CompanyRef, ContactRef, Deal, DealId, DealStatus, Forecast, ForecastCategory, Lead, LeadId, LeadStatus, Money,
     Pipeline, PipelineId, Product, ProductId, Quota, Stage, StageKind, Task, TaskPriority, TaskStatus, Transition,
@@ -132,16 +132,6 @@ pub(crate) fn deal_status(status: DealStatus) -> i32 {
         DealStatus::Lost => pb::DealStatus::Lost,
     }
     .into()
-}
-
-pub(crate) fn deal_status_in(raw: i32) -> Result<Option<DealStatus>, String> {
-    match pb::DealStatus::try_from(raw) {
-        Ok(pb::DealStatus::Unspecified) => Ok(None),
-        Ok(pb::DealStatus::Open) => Ok(Some(DealStatus::Open)),
-        Ok(pb::DealStatus::Won) => Ok(Some(DealStatus::Won)),
-        Ok(pb::DealStatus::Lost) => Ok(Some(DealStatus::Lost)),
-        Err(_) => Err(format!("{raw} is not a deal status")),
-    }
 }
 
 pub(crate) fn forecast_category(category: ForecastCategory) -> i32 {
@@ -615,8 +605,4 @@ pub(crate) fn task_in(t: &pb::Task, paths: Option<&[String]>) -> Result<TaskPatc
     }
     v.finish()?;
     Ok(patch)
-}
-
-pub(crate) fn period(raw: &str, field: &str) -> Result<values::Period, ApiError> {
-    values::Period::parse(raw).map_err(|reason| ApiError::invalid_field(field, reason))
 }

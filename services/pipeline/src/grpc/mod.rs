@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::app::{Caller, Page, PipelineApp, TaskView, user_or_me};
+use crate::app::{Caller, Page, PipelineApp, user_or_me};
 use crate::domain::{DealId, LeadId, PipelineId, ProductId, TaskId};
 use crate::store::Filter;
 
@@ -278,13 +278,7 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
     async fn list_leads(&self, request: Request<pb::ListLeadsRequest>) -> GrpcResult<pb::ListLeadsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let mut filters = Vec::new();
-        if !r.owner.is_empty() {
-            filters.push(Filter::Owner(user_or_me(&caller, &r.owner)));
-        }
-        if let Some(status) = parse("status", convert::lead_status_in(r.status))? {
-            filters.push(Filter::Status(lead_status_column(status)));
-        }
+        let filters = list_filters(&caller, &r.filter, Listing::Leads)?;
         let shape = format!("leads {filters:?}");
         let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
         let page = self.app.list_leads(&caller, filters, after, limit).await?;
@@ -340,26 +334,6 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
     }
 }
 
-fn lead_status_column(status: crate::domain::LeadStatus) -> &'static str {
-    use crate::domain::LeadStatus;
-    match status {
-        LeadStatus::New => "new",
-        LeadStatus::Working => "working",
-        LeadStatus::Qualified => "qualified",
-        LeadStatus::Disqualified => "disqualified",
-        LeadStatus::Converted => "converted",
-    }
-}
-
-fn deal_status_column(status: crate::domain::DealStatus) -> &'static str {
-    use crate::domain::DealStatus;
-    match status {
-        DealStatus::Open => "open",
-        DealStatus::Won => "won",
-        DealStatus::Lost => "lost",
-    }
-}
-
 #[tonic::async_trait]
 impl pb::deal_service_server::DealService for PipelineGrpc {
     async fn create_deal(&self, request: Request<pb::CreateDealRequest>) -> GrpcResult<pb::CreateDealResponse> {
@@ -385,23 +359,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
     async fn list_deals(&self, request: Request<pb::ListDealsRequest>) -> GrpcResult<pb::ListDealsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let mut filters = Vec::new();
-        if !r.pipeline.is_empty() {
-            filters.push(Filter::Pipeline(
-                parse("pipeline", PipelineId::parse_name(&r.pipeline))?.0,
-            ));
-        }
-        if !r.owner.is_empty() {
-            filters.push(Filter::Owner(user_or_me(&caller, &r.owner)));
-        }
-        if let Some(status) = parse("status", convert::deal_status_in(r.status))? {
-            filters.push(Filter::Status(deal_status_column(status)));
-        }
-        if !r.contact.is_empty() {
-            filters.push(Filter::Contact(
-                parse("contact", crate::domain::ContactRef::parse_name(&r.contact))?.0,
-            ));
-        }
+        let filters = list_filters(&caller, &r.filter, Listing::Deals)?;
         let shape = format!("deals {filters:?}");
         let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
         let page = self.app.list_deals(&caller, filters, after, limit).await?;
@@ -537,9 +495,10 @@ impl pb::product_service_server::ProductService for PipelineGrpc {
     async fn list_products(&self, request: Request<pb::ListProductsRequest>) -> GrpcResult<pb::ListProductsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let shape = format!("products {}", r.active_only);
+        let filters = list_filters(&caller, &r.filter, Listing::Products)?;
+        let shape = format!("products {filters:?}");
         let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
-        let page = self.app.list_products(&caller, r.active_only, after, limit).await?;
+        let page = self.app.list_products(&caller, filters, after, limit).await?;
         Ok(Response::new(pb::ListProductsResponse {
             products: page.items.iter().map(convert::product).collect(),
             next_page_token: next_token(&page, &fingerprint),
@@ -592,14 +551,11 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
     async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> GrpcResult<pb::ListTasksResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let view = TaskView {
-            assignee: (!r.assignee.is_empty()).then(|| user_or_me(&caller, &r.assignee)),
-            open_only: r.open_only,
-            overdue_only: r.overdue_only,
-        };
-        let shape = format!("tasks {view:?}");
+        let filters = list_filters(&caller, &r.filter, Listing::Tasks)?;
+        // Overdue is relative to now: the cursor binds to the filter as written.
+        let shape = format!("tasks {}", r.filter);
         let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
-        let page = self.app.list_tasks(&caller, view, after, limit).await?;
+        let page = self.app.list_tasks(&caller, filters, after, limit).await?;
         Ok(Response::new(pb::ListTasksResponse {
             tasks: page.items.iter().map(convert::task).collect(),
             next_page_token: next_token(&page, &fingerprint),
@@ -688,7 +644,7 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
     ) -> GrpcResult<pb::ListForecastsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let filters = period_filters(&caller, &r.owner, &r.period)?;
+        let filters = list_filters(&caller, &r.filter, Listing::Forecasts)?;
         let shape = format!("forecasts {filters:?}");
         let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
         let page = self.app.list_forecasts(&caller, filters, after, limit).await?;
@@ -725,7 +681,7 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
     async fn list_quotas(&self, request: Request<pb::ListQuotasRequest>) -> GrpcResult<pb::ListQuotasResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let filters = period_filters(&caller, &r.owner, &r.period)?;
+        let filters = list_filters(&caller, &r.filter, Listing::Quotas)?;
         let shape = format!("quotas {filters:?}");
         let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
         let page = self.app.list_quotas(&caller, filters, after, limit).await?;
@@ -736,14 +692,101 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
     }
 }
 
-/// Owner and period filters of forecasts and quotas (a period must parse).
-fn period_filters(caller: &Caller, owner: &str, period: &str) -> Result<Vec<Filter>, ApiError> {
-    let mut filters = Vec::new();
-    if !owner.is_empty() {
-        filters.push(Filter::Owner(user_or_me(caller, owner)));
+/// The lists and the filter fields each accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    Leads,
+    Deals,
+    Products,
+    Tasks,
+    Forecasts,
+    Quotas,
+}
+
+impl Listing {
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Listing::Leads => &["owner", "status", "contact", "company"],
+            Listing::Deals => &["pipeline", "owner", "status", "contact", "company"],
+            Listing::Products => &["active"],
+            Listing::Tasks => &["assignee", "status", "overdue"],
+            Listing::Forecasts | Listing::Quotas => &["owner", "period"],
+        }
     }
-    if !period.is_empty() {
-        filters.push(Filter::Period(convert::period(period, "period")?.to_string()));
+
+    /// The stored form of a status, accepting `OPEN` and `DEAL_STATUS_OPEN` alike.
+    fn status(self, raw: &str) -> Result<&'static str, String> {
+        let known: &[(&str, &str)] = match self {
+            Listing::Leads => &[
+                ("NEW", "new"),
+                ("WORKING", "working"),
+                ("QUALIFIED", "qualified"),
+                ("DISQUALIFIED", "disqualified"),
+                ("CONVERTED", "converted"),
+            ],
+            Listing::Deals => &[("OPEN", "open"), ("WON", "won"), ("LOST", "lost")],
+            Listing::Tasks => &[("OPEN", "open"), ("COMPLETED", "completed")],
+            _ => &[],
+        };
+        let prefix = match self {
+            Listing::Leads => "LEAD_STATUS_",
+            Listing::Deals => "DEAL_STATUS_",
+            _ => "TASK_STATUS_",
+        };
+        let bare = raw.strip_prefix(prefix).unwrap_or(raw);
+        known
+            .iter()
+            .find(|(name, _)| *name == bare)
+            .map(|(_, stored)| *stored)
+            .ok_or_else(|| {
+                let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
+                format!("status must be one of {}", names.join(", "))
+            })
+    }
+}
+
+fn boolean_true(field: &str, value: &str) -> Result<(), String> {
+    match value {
+        "true" => Ok(()),
+        _ => Err(format!("`{field}` can only be `= true`")),
+    }
+}
+
+/// The filters of a list request (`field = value AND ...`; `me` names the caller).
+fn list_filters(caller: &Caller, raw: &str, listing: Listing) -> Result<Vec<Filter>, ApiError> {
+    let mut filters = Vec::new();
+    for term in crm_platform::filter::parse(raw)? {
+        let field = term.field.as_str();
+        if !listing.fields().contains(&field) {
+            return Err(ApiError::invalid_field(
+                "filter",
+                format!(
+                    "`{field}` is not a filter of this list (one of: {})",
+                    listing.fields().join(", ")
+                ),
+            ));
+        }
+        if term.op != crm_platform::filter::Op::Eq {
+            return Err(ApiError::invalid_field(
+                "filter",
+                format!("`{field}` supports `=` only"),
+            ));
+        }
+        let value = term.value.as_str();
+        let filter = match field {
+            "owner" | "assignee" => {
+                let user = user_or_me(caller, value);
+                crm_platform::UserId::parse(&user).map(|_| Filter::Owner(user))
+            }
+            "status" => listing.status(value).map(Filter::Status),
+            "pipeline" => PipelineId::parse_name(value).map(|id| Filter::Pipeline(id.0)),
+            "contact" => crate::domain::ContactRef::parse_name(value).map(|id| Filter::Contact(id.0)),
+            "company" => crate::domain::CompanyRef::parse_name(value).map(|id| Filter::Company(id.0)),
+            "period" => crate::domain::Period::parse(value).map(|p| Filter::Period(p.to_string())),
+            "active" => boolean_true(field, value).map(|()| Filter::ActiveOnly),
+            _ => boolean_true(field, value).map(|()| Filter::DueBefore(crate::app::now())),
+        };
+        filters.push(filter.map_err(|reason| ApiError::invalid_field("filter", format!("{field}: {reason}")))?);
     }
     Ok(filters)
 }

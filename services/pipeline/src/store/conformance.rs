@@ -14,7 +14,7 @@ use crm_platform::{ApiError, ErrorCode, Principal, Role, TenantId, UserId};
 use uuid::Uuid;
 
 use super::*;
-use crate::app::{Caller, DealInput, LeadPatch, LineInput, PipelineApp, ProductPatch, StageInput, TaskPatch, TaskView};
+use crate::app::{Caller, DealInput, LeadPatch, LineInput, PipelineApp, ProductPatch, StageInput, TaskPatch};
 use crate::directory::Directory;
 use crate::domain::*;
 
@@ -667,11 +667,7 @@ async fn lists_page_and_filter(fx: &Fixture) {
                 .expect("complete");
         }
     }
-    let all = fx
-        .app
-        .list_tasks(&who, TaskView::default(), None, 10)
-        .await
-        .expect("tasks");
+    let all = fx.app.list_tasks(&who, vec![], None, 10).await.expect("tasks");
     assert_eq!(
         all.items.iter().map(|t| t.body.title.as_str()).collect::<Vec<_>>(),
         ["soonest", "sooner", "later", "none"],
@@ -679,15 +675,7 @@ async fn lists_page_and_filter(fx: &Fixture) {
     );
     let overdue = fx
         .app
-        .list_tasks(
-            &who,
-            TaskView {
-                overdue_only: true,
-                ..TaskView::default()
-            },
-            None,
-            10,
-        )
+        .list_tasks(&who, vec![Filter::DueBefore(crate::app::now())], None, 10)
         .await
         .expect("overdue");
     assert_eq!(
