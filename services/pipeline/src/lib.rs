@@ -22,6 +22,9 @@ pub use app::PipelineApp;
 use directory::Directory;
 use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgPipelineStore, SQLITE_MIGRATIONS, SqlitePipelineStore};
 
+/// The producer name of the contact service's feed, which this service follows.
+const CONTACT_SOURCE: &str = "crm.contact.v1";
+
 /// A running pipeline service: the application and the outbox its writes fill.
 #[derive(Clone)]
 pub struct PipelineService {
@@ -113,11 +116,6 @@ pub fn contact_feed(
         endpoint: endpoint.to_owned(),
         credentials,
         types: follow::FOLLOWED_TYPES.iter().map(|t| (*t).to_owned()).collect(),
-        source: Some(crm_contact_source().to_owned()),
+        source: Some(CONTACT_SOURCE.to_owned()),
     }
-}
-
-/// The contact service's producer name.
-fn crm_contact_source() -> &'static str {
-    "crm.contact.v1"
 }

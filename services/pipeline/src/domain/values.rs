@@ -35,13 +35,6 @@ impl Money {
             currency: currency_code(currency)?,
         })
     }
-
-    pub fn zero(currency: &str) -> Money {
-        Money {
-            minor: 0,
-            currency: currency.to_owned(),
-        }
-    }
 }
 
 /// Checks an ISO-4217 code (upper case, as the standard writes it).

@@ -189,7 +189,7 @@ fn transition_kind(kind: TransitionKind) -> i32 {
     .into()
 }
 
-fn stage(s: &Stage) -> pb::Stage {
+pub(crate) fn stage(s: &Stage) -> pb::Stage {
     pb::Stage {
         id: s.id.to_string(),
         display_name: s.name.clone(),
@@ -207,10 +207,6 @@ pub(crate) fn pipeline(r: &Rec<Pipeline>) -> pb::Pipeline {
         update_time: Some(timestamp(r.update_time)),
         etag: r.etag(),
     }
-}
-
-pub(crate) fn board_stage(s: &Stage) -> pb::Stage {
-    stage(s)
 }
 
 fn name_of(collection: &str, id: Option<Uuid>) -> String {

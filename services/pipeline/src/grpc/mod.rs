@@ -215,7 +215,7 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
             columns: columns
                 .iter()
                 .map(|c| pb::BoardColumn {
-                    stage: Some(convert::board_stage(&c.stage)),
+                    stage: Some(convert::stage(&c.stage)),
                     deal_count: c.count,
                     totals: c.totals.iter().map(convert::money).collect(),
                     deals: c.deals.iter().map(convert::deal).collect(),

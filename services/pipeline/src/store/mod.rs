@@ -213,15 +213,6 @@ pub enum ContactChange {
     ContactErased { contact: Uuid },
 }
 
-/// A contact-service event as this service applies it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FollowedEvent {
-    pub sequence: u64,
-    pub tenant: TenantId,
-    pub actor: String,
-    pub change: Option<ContactChange>,
-}
-
 #[async_trait]
 pub trait PipelineStore: Send + Sync + 'static {
     async fn get(&self, tenant: &TenantId, kind: Kind, id: Uuid) -> Result<Option<Doc>, StoreError>;
@@ -291,9 +282,6 @@ pub trait PipelineStore: Send + Sync + 'static {
         writes: &[(TenantId, Write)],
     ) -> Result<bool, StoreError>;
 }
-
-/// The text form of a derived column's order value for cursors of tasks without a due time.
-pub const NO_DUE: i64 = i64::MAX;
 
 /// Removes an erased contact from a stored payload or document: every object whose `contact`
 /// is `id` loses the reference and its free text (`title`, `notes`). Returns whether anything

@@ -22,10 +22,6 @@ impl PgPipelineStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 fn doc(row: &PgRow) -> Result<Doc, sqlx::Error> {
