@@ -649,3 +649,142 @@ async fn a_task_due_while_the_suite_is_down_is_announced_once_after_it_restarts(
         "announced once across restarts"
     );
 }
+
+#[tokio::test]
+async fn products_tasks_and_forecasts_over_rest() {
+    let suite = Suite::start();
+    let manager = Rest::as_user(&suite.rest, "acme", "mia", Role::Manager);
+    let rep = Rest::as_user(&suite.rest, "acme", "ray", Role::Rep);
+    let pipeline = pipeline(&manager).await;
+
+    let (status, product) = manager
+        .post(
+            "/v1/products",
+            json!({"sku": "PRO-12", "displayName": "Pro, 12 months", "family": "Subscriptions",
+            "listPrice": {"amountMinor": "120000", "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{product}");
+    assert_eq!(product["active"], true);
+    let (status, _) = manager
+        .post(
+            "/v1/products",
+            json!({"sku": "PRO-12", "displayName": "Again", "listPrice": {"amountMinor": "1", "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 409, "SKUs are unique");
+    assert_eq!(
+        rep.post(
+            "/v1/products",
+            json!({"sku": "X", "displayName": "X", "listPrice": {"amountMinor": "1", "currencyCode": "EUR"}})
+        )
+        .await
+        .0,
+        403,
+        "the catalogue is for managers"
+    );
+    let (status, deal) = rep
+        .post(
+            "/v1/deals",
+            json!({"displayName": "Seats", "pipeline": pipeline["name"],
+            "lineItems": [{"product": product["name"], "quantity": "3", "discountBps": 1000}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{deal}");
+    assert_eq!(deal["amount"], json!({"amountMinor": "324000", "currencyCode": "EUR"}));
+    assert_eq!(deal["lineItems"][0]["sku"], "PRO-12");
+    let (status, _) = manager
+        .patch(
+            &format!("/v1/products/{}", id_of(&product["name"])),
+            json!({"listPrice": {"amountMinor": "150000", "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, read) = rep.get(&format!("/v1/deals/{}", id_of(&deal["name"]))).await;
+    assert_eq!(
+        read["lineItems"][0]["unitPrice"]["amountMinor"], "120000",
+        "the line keeps its price"
+    );
+    let (status, updated) = rep
+        .patch(
+            &format!("/v1/deals/{}", id_of(&deal["name"])),
+            json!({"expectedCloseDate": "2027-03-31", "forecastCategory": "FORECAST_CATEGORY_COMMIT"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["forecastCategory"], "FORECAST_CATEGORY_COMMIT");
+    assert_eq!(updated["etag"], "2");
+
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (status, task) = rep
+        .post(
+            "/v1/tasks",
+            json!({"title": "Chase the PO", "dueTime": past, "deal": deal["name"], "priority": "TASK_PRIORITY_HIGH"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let (_, overdue) = rep
+        .get("/v1/tasks?filter=assignee%20%3D%20me%20AND%20overdue%20%3D%20true")
+        .await;
+    assert_eq!(overdue["tasks"].as_array().map(Vec::len), Some(1), "{overdue}");
+    let task_id = id_of(&task["name"]);
+    let (status, done) = rep.post(&format!("/v1/tasks/{task_id}:complete"), json!({})).await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("TASK_STATUS_COMPLETED")),
+        "{done}"
+    );
+    let (status, again) = rep.post(&format!("/v1/tasks/{task_id}:complete"), json!({})).await;
+    assert_eq!((status, again["reason"].as_str()), (412, Some("TASK_COMPLETED")));
+    let (_, overdue) = rep.get("/v1/tasks?filter=overdue%20%3D%20true").await;
+    assert_eq!(
+        overdue["tasks"].as_array().map_or(0, Vec::len),
+        0,
+        "completed tasks are not overdue"
+    );
+    let (status, reopened) = rep.post(&format!("/v1/tasks/{task_id}:reopen"), json!({})).await;
+    assert_eq!((status, reopened["status"].as_str()), (200, Some("TASK_STATUS_OPEN")));
+    let other = Rest::as_user(&suite.rest, "acme", "oli", Role::Rep);
+    assert_eq!(
+        other.post(&format!("/v1/tasks/{task_id}:complete"), json!({})).await.0,
+        403
+    );
+
+    let (status, forecast) = rep
+        .post(
+            "/v1/forecasts",
+            json!({"period": "2026-Q4", "amount": {"amountMinor": "324000", "currencyCode": "EUR"},
+            "category": "FORECAST_CATEGORY_COMMIT"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{forecast}");
+    assert_eq!(
+        (forecast["owner"].as_str(), forecast["submittedBy"].as_str()),
+        (Some("ray"), Some("ray"))
+    );
+    assert_eq!(
+        rep.post(
+            "/v1/forecasts",
+            json!({"owner": "oli", "period": "2026-Q4", "amount": {"amountMinor": "1", "currencyCode": "EUR"},
+            "category": "FORECAST_CATEGORY_COMMIT"})
+        )
+        .await
+        .0,
+        403,
+        "a rep forecasts for themselves"
+    );
+    let (_, listed) = manager
+        .get("/v1/forecasts?filter=owner%20%3D%20ray%20AND%20period%20%3D%202026-Q4")
+        .await;
+    assert_eq!(listed["forecasts"].as_array().map(Vec::len), Some(1), "{listed}");
+
+    let (_, openapi) = Rest::new(&suite.rest, None).get("/openapi.json").await;
+    for path in [
+        "/v1/deals/{id}:move",
+        "/v1/pipelines/{id}/board",
+        "/v1/users/{id}:transferPortfolio",
+        "/v1/tasks/{id}:complete",
+    ] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
+    }
+}
