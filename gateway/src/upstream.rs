@@ -44,17 +44,7 @@ impl Call {
         if let Some(value) = self.request_id.as_deref().and_then(|v| MetadataValue::try_from(v).ok()) {
             metadata.insert("x-request-id", value);
         }
-        let mut headers = http::HeaderMap::new();
-        telemetry::inject_current(&mut headers);
-        for name in ["traceparent", "tracestate"] {
-            if let Some(value) = headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| MetadataValue::try_from(v).ok())
-            {
-                metadata.insert(name, value);
-            }
-        }
+        telemetry::inject_current_metadata(metadata);
         request
     }
 }

@@ -155,13 +155,17 @@ async fn a_lead_becomes_a_won_deal_over_rest() {
         )
         .await;
     assert_eq!(status, 200, "{moved}");
-    let (status, won) = api
-        .post(
-            &format!("/v1/deals/{deal_id}:close"),
-            json!({"outcome": "DEAL_STATUS_WON", "reason": "best fit"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{won}");
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let won: Value = api
+        .request(reqwest::Method::POST, &format!("/v1/deals/{deal_id}:close"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&json!({"outcome": "DEAL_STATUS_WON", "reason": "best fit"}))
+        .send()
+        .await
+        .expect("close")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(won["deal"]["status"], "DEAL_STATUS_WON");
     assert_eq!(won["deal"]["forecastCategory"], "FORECAST_CATEGORY_CLOSED");
 
@@ -218,6 +222,11 @@ async fn a_lead_becomes_a_won_deal_over_rest() {
         ]
     );
     assert!(feed.iter().all(|e| e.source == "crm.pipeline.v1" && e.tenant == "acme"));
+    assert!(
+        feed[7].traceparent.contains(trace_id),
+        "the REST request's trace reaches the event: {}",
+        feed[7].traceparent
+    );
     let payload = feed[7].payload.as_ref().expect("payload");
     let won_event = crm_proto::crm::pipeline::v1::DealWon::decode(payload.value.as_slice()).expect("DealWon");
     assert_eq!(won_event.transition.expect("transition").reason, "best fit");

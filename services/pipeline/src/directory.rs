@@ -47,6 +47,8 @@ impl GrpcDirectory {
         if let Ok(value) = caller.credentials.parse() {
             request.metadata_mut().insert("authorization", value);
         }
+        // The check is part of the caller's trace.
+        crm_platform::telemetry::inject_current_metadata(request.metadata_mut());
         request
     }
 }

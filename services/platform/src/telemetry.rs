@@ -96,6 +96,21 @@ pub fn inject_current(headers: &mut http::HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
 }
 
+/// Writes the current span's trace context into an outgoing gRPC request's metadata.
+pub fn inject_current_metadata(metadata: &mut tonic::metadata::MetadataMap) {
+    let mut headers = http::HeaderMap::new();
+    inject_current(&mut headers);
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| tonic::metadata::MetadataValue::try_from(v).ok())
+        {
+            metadata.insert(name, value);
+        }
+    }
+}
+
 /// The W3C traceparent of the current span, for storing with an event.
 pub fn current_traceparent() -> Option<String> {
     let mut headers = http::HeaderMap::new();
