@@ -187,3 +187,44 @@ fn a_bad_configuration_is_refused_before_binding() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CRM_DATABASE_URL"), "{stderr}");
 }
+
+#[test]
+fn the_pipeline_refuses_a_bad_configuration_before_binding() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args([
+            "pipeline",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("CRM_DATABASE_URL", "postgres://127.0.0.1:1/none")
+        .env("CRM_JWT_SECRET", crate::support::SECRET)
+        .env("CRM_CONTACT_ENDPOINT", "contact:50051")
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CRM_CONTACT_ENDPOINT"), "{stderr}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args([
+            "pipeline",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("CRM_DATABASE_URL", "postgres://127.0.0.1:1/none")
+        .env_remove("CRM_JWT_SECRET")
+        .env("CRM_JWKS_URL", "https://idp.example/jwks")
+        .env("CRM_JWT_ISSUER", "https://idp.example")
+        .env("CRM_JWT_AUDIENCE", "crm")
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("CRM_SERVICE_TOKEN"),
+        "with a JWKS the feed needs a service token: {stderr}"
+    );
+}

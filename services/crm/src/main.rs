@@ -341,15 +341,18 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
 async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     args.postgres.validate()?;
     args.events.validate()?;
+    if !(args.contact_endpoint.starts_with("http://") || args.contact_endpoint.starts_with("https://")) {
+        anyhow::bail!("CRM_CONTACT_ENDPOINT must be an http(s):// URL");
+    }
     let verifier_config = args.auth.verifier_config(None)?;
     let credentials = service_credentials(&verifier_config, args.service_token.clone())?;
     let _telemetry = telemetry::init(&args.telemetry, "crm-pipeline")?;
     crm_platform::metrics::install();
     tracing::info!(grpc = %args.grpc_addr, metrics = %args.metrics_addr, contact = %args.contact_endpoint, postgres = ?args.postgres, auth = ?verifier_config, "starting pipeline service");
-    let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
-    let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
     let directory =
         Arc::new(crm_pipeline::directory::GrpcDirectory::new(&args.contact_endpoint).map_err(anyhow::Error::msg)?);
+    let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
+    let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
     let service =
         crm_pipeline::connect_postgres(&args.postgres.database_url, args.postgres.db_max_connections, directory)
             .await?;
