@@ -253,6 +253,16 @@ impl ApiError {
     }
 }
 
+/// Keeps the value of a successful parse of a request field, or names the field and why.
+pub fn parse_field<T>(field: &str, parsed: Result<T, String>) -> Result<T, ApiError> {
+    parsed.map_err(|reason| ApiError::invalid_field(field, reason))
+}
+
+/// A required message field of a request, or an error naming it.
+pub fn required_field<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid_field(field, "is required"))
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
         let mut details = ErrorDetails::with_error_info(

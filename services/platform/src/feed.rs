@@ -65,18 +65,11 @@ impl EventFeedService {
             r#type: event.kind,
             subject: event.subject,
             sequence: event.seq,
-            time: Some(timestamp(event.time)),
+            time: Some(crate::time::timestamp(event.time)),
             actor: event.actor,
             traceparent: event.traceparent,
             payload: Some(payload),
         })
-    }
-}
-
-fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -188,7 +181,7 @@ impl EventFeed for EventFeedService {
             let kind = match item.map_err(feed_error)? {
                 FeedItem::Event(event) => pb::subscribe_response::Kind::Event(this.envelope(event)?),
                 FeedItem::Heartbeat { time, head } => pb::subscribe_response::Kind::Heartbeat(pb::Heartbeat {
-                    time: Some(timestamp(time)),
+                    time: Some(crate::time::timestamp(time)),
                     head_sequence: head,
                 }),
             };

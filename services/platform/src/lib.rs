@@ -18,6 +18,7 @@ pub mod resource;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 
 pub use error::{ApiError, ErrorCode, FieldViolation};
 pub use identity::{Principal, Role, TenantId, UserId};

@@ -365,15 +365,7 @@ pub fn check_text(value: &str, max: usize, multiline: bool) -> Result<(), String
     Ok(())
 }
 
-/// Truncates a time to whole microseconds, the precision both databases store.
-pub fn to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
-}
-
-/// Now, at storage precision.
-pub fn now() -> DateTime<Utc> {
-    to_micros(Utc::now())
-}
+pub use crm_platform::time::{now, to_micros};
 
 impl fmt::Display for EmailAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -56,21 +56,7 @@ proto_enum!(ChangeAction <=> ChangeAction { Created, Updated, Deleted, Reassigne
 proto_enum!(MatchReason <=> MatchReason { Email, Phone, NameAndCompany, Name, Domain });
 proto_enum!(InteractionChannel <=> InteractionChannel { Phone, Email, Web, InPerson, Video, Sms, Chat, Social, Other });
 
-pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-pub(crate) fn from_timestamp(ts: &Timestamp) -> Result<DateTime<Utc>, String> {
-    u32::try_from(ts.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-        .filter(|t| (1900..=9999).contains(&chrono::Datelike::year(t)))
-        .map(to_micros)
-        .ok_or_else(|| "is not a valid time between the years 1900 and 9999".to_owned())
-}
+pub(crate) use crm_platform::time::{from_timestamp, timestamp};
 
 fn text(v: &mut Violations, field: &str, value: &str, max: usize, multiline: bool) -> String {
     v.check(

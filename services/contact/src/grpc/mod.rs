@@ -4,6 +4,7 @@
 mod convert;
 pub mod events;
 
+use crm_platform::error::{parse_field as parse, required_field as required};
 use crm_platform::identity::principal;
 use crm_platform::{ApiError, Principal, UserId};
 use crm_proto::crm::contact::v1 as pb;
@@ -39,14 +40,6 @@ impl ContactGrpc {
 
 fn caller<T>(request: &Request<T>) -> Result<Principal, Status> {
     principal(request).map_err(Status::from)
-}
-
-fn parse<T>(field: &str, parsed: Result<T, String>) -> Result<T, ApiError> {
-    parsed.map_err(|reason| ApiError::invalid_field(field, reason))
-}
-
-fn required<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T, ApiError> {
-    value.ok_or_else(|| ApiError::invalid_field(field, "is required"))
 }
 
 fn timeline_of(parent: &str) -> Result<TimelineOf, ApiError> {

@@ -89,12 +89,7 @@ impl<T: Serialize + DeserializeOwned> Rec<T> {
     }
 }
 
-/// The current time, at the precision stored (microseconds), so that a record returned by a
-/// write is the record a later read returns.
-pub fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
-}
+pub use crm_platform::time::now;
 
 /// Who is calling, and the credentials to call other services on their behalf.
 #[derive(Debug, Clone)]

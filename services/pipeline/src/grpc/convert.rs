@@ -17,24 +17,10 @@ use crate::domain::{
     TransitionKind,
 };
 
-pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub(crate) use crm_platform::time::{from_timestamp, timestamp};
 
 fn opt_timestamp(time: Option<DateTime<Utc>>) -> Option<Timestamp> {
     time.map(timestamp)
-}
-
-pub(crate) fn from_timestamp(ts: &Timestamp) -> Result<DateTime<Utc>, String> {
-    u32::try_from(ts.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-        .filter(|t| (1970..=9999).contains(&chrono::Datelike::year(t)))
-        .and_then(|t| DateTime::from_timestamp_micros(t.timestamp_micros()))
-        .ok_or_else(|| "is not a valid time between the years 1970 and 9999".to_owned())
 }
 
 pub(crate) fn money(m: &Money) -> common::Money {

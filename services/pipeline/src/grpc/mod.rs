@@ -5,6 +5,7 @@ mod convert;
 pub mod events;
 
 use crm_platform::ApiError;
+use crm_platform::error::{parse_field as parse, required_field as required};
 use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
 use crm_proto::crm::pipeline::v1 as pb;
 use crm_proto::prost::Message;
@@ -105,14 +106,6 @@ fn next_token<T>(page: &Page<T>, fingerprint: &str) -> String {
     page.next
         .map(|cursor| encode_token(&cursor, fingerprint))
         .unwrap_or_default()
-}
-
-fn parse<T>(field: &str, parsed: Result<T, String>) -> Result<T, ApiError> {
-    parsed.map_err(|reason| ApiError::invalid_field(field, reason))
-}
-
-fn required<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T, ApiError> {
-    value.ok_or_else(|| ApiError::invalid_field(field, "is required"))
 }
 
 fn stage_id(raw: &str, field: &str) -> Result<Option<Uuid>, ApiError> {
