@@ -4,7 +4,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::ApiError;
 use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, StoredTransition, check_etag, event, failed, page, put};
+use super::{
+    Caller, Page, Payload, PipelineApp, Rec, StoredTransition, changed, event, failed, page, put, revise,
+    revision_write,
+};
 use crate::domain::{
     CompanyRef, ContactRef, Deal, DealId, DealStatus, ForecastCategory, LineItem, Money, Pipeline, PipelineId, Product,
     ProductId, StageKind, Transition, TransitionKind, line_total, values,
@@ -296,17 +299,6 @@ impl PipelineApp {
         Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
     }
 
-    /// Loads a deal the caller may change, at the etag they read.
-    async fn writable_deal(&self, caller: &Caller, id: DealId, etag: Option<i64>) -> Result<Rec<Deal>, ApiError> {
-        caller.who.ensure_writer()?;
-        let deal = self.get_deal(caller, id).await?;
-        caller.who.ensure_can_write_owned_by(
-            &crm_platform::UserId::parse(&deal.body.owner).map_err(|r| ApiError::internal(&r))?,
-        )?;
-        check_etag(etag, deal.revision)?;
-        Ok(deal)
-    }
-
     async fn pipeline_of(&self, caller: &Caller, deal: &Rec<Deal>) -> Result<Rec<Pipeline>, ApiError> {
         self.load(
             caller.tenant(),
@@ -324,7 +316,7 @@ impl PipelineApp {
         etag: Option<i64>,
         patch: DealPatch,
     ) -> Result<Rec<Deal>, ApiError> {
-        let current = self.writable_deal(caller, id, etag).await?;
+        let current = self.writable::<Deal>(caller, id.0, etag).await?;
         if current.body.status != DealStatus::Open {
             return Err(failed(
                 "DEAL_CLOSED",
@@ -332,29 +324,19 @@ impl PipelineApp {
             ));
         }
         let mut body = current.body.clone();
-        let mut changed = Vec::new();
+        let mut fields = Vec::new();
         if let Some(name) = patch.name.filter(|n| n != &body.name) {
             body.name = name;
-            changed.push("display_name");
+            fields.push("display_name");
         }
         if let Some(date) = patch.close_date.filter(|d| d != &body.close_date) {
             body.close_date = date;
-            changed.push("expected_close_date");
+            fields.push("expected_close_date");
         }
-        if let Some(contact) = patch.contact {
-            let contact = self.check_contact(caller, contact, "deal.contact").await?;
-            if contact != body.contact {
-                body.contact = contact;
-                changed.push("contact");
-            }
-        }
-        if let Some(company) = patch.company {
-            let company = self.check_company(caller, company, "deal.company").await?;
-            if company != body.company {
-                body.company = company;
-                changed.push("company");
-            }
-        }
+        self.patch_contact(caller, "deal.contact", patch.contact, &mut body.contact, &mut fields)
+            .await?;
+        self.patch_company(caller, "deal.company", patch.company, &mut body.company, &mut fields)
+            .await?;
         if let Some(forecast) = patch.forecast.filter(|f| f != &body.forecast) {
             if forecast == ForecastCategory::Closed {
                 return Err(ApiError::invalid_field(
@@ -363,13 +345,13 @@ impl PipelineApp {
                 ));
             }
             body.forecast = forecast;
-            changed.push("forecast_category");
+            fields.push("forecast_category");
         }
         if let Some(inputs) = &patch.lines {
             let lines = self.lines(caller, inputs, "deal.line_items").await?;
             if lines != body.lines {
                 body.lines = lines;
-                changed.push("line_items");
+                fields.push("line_items");
             }
         }
         if patch.lines.is_some() || patch.amount.is_some() {
@@ -377,27 +359,20 @@ impl PipelineApp {
             let amount = Self::amount(&body.lines, given, "deal")?;
             if amount != body.amount {
                 body.amount = amount;
-                changed.push("amount");
+                fields.push("amount");
             }
         }
-        if changed.is_empty() {
+        if fields.is_empty() {
             return Ok(current);
         }
-        let record = current.next(body, super::now());
-        let write = Write {
-            puts: vec![put(Kind::Deal, &record, Some(current.revision))?],
-            events: vec![event(
-                caller,
-                "crm.pipeline.v1.DealUpdated",
-                DealId::COLLECTION,
-                &record,
-                Payload {
-                    changed: changed.into_iter().map(str::to_owned).collect(),
-                    ..Payload::default()
-                },
-            )?],
-            ..Write::default()
-        };
+        let (record, write) = revise(
+            caller,
+            Kind::Deal,
+            "crm.pipeline.v1.DealUpdated",
+            &current,
+            body,
+            changed(fields),
+        )?;
         self.write(caller, &write).await?;
         Ok(record)
     }
@@ -411,21 +386,12 @@ impl PipelineApp {
         kind: &'static str,
     ) -> Result<(Rec<Deal>, Transition), ApiError> {
         let Change { record, transition } = change;
-        let write = Write {
-            puts: vec![put(Kind::Deal, &record, Some(read.revision))?],
-            events: vec![event(
-                caller,
-                kind,
-                DealId::COLLECTION,
-                &record,
-                Payload {
-                    transition: Some(StoredTransition::from(&transition)),
-                    ..Payload::default()
-                },
-            )?],
-            transitions: vec![transition.clone()],
-            ..Write::default()
+        let payload = Payload {
+            transition: Some(StoredTransition::from(&transition)),
+            ..Payload::default()
         };
+        let mut write = revision_write(caller, Kind::Deal, kind, read.revision, &record, payload)?;
+        write.transitions.push(transition.clone());
         self.write(caller, &write).await?;
         Ok((record, transition))
     }
@@ -438,7 +404,7 @@ impl PipelineApp {
         stage: Uuid,
         etag: Option<i64>,
     ) -> Result<(Rec<Deal>, Transition), ApiError> {
-        let current = self.writable_deal(caller, id, etag).await?;
+        let current = self.writable::<Deal>(caller, id.0, etag).await?;
         if current.body.status != DealStatus::Open {
             return Err(failed("DEAL_CLOSED", "the deal is closed: reopen it to move it"));
         }
@@ -473,7 +439,7 @@ impl PipelineApp {
         reason: String,
         etag: Option<i64>,
     ) -> Result<(Rec<Deal>, Transition), ApiError> {
-        let current = self.writable_deal(caller, id, etag).await?;
+        let current = self.writable::<Deal>(caller, id.0, etag).await?;
         if current.body.status != DealStatus::Open {
             return Err(failed("DEAL_CLOSED", "the deal is already closed"));
         }
@@ -520,7 +486,7 @@ impl PipelineApp {
         stage: Option<Uuid>,
         etag: Option<i64>,
     ) -> Result<(Rec<Deal>, Transition), ApiError> {
-        let current = self.writable_deal(caller, id, etag).await?;
+        let current = self.writable::<Deal>(caller, id.0, etag).await?;
         if current.body.status == DealStatus::Open {
             return Err(failed("DEAL_OPEN", "the deal is open"));
         }

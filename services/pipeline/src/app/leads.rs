@@ -3,7 +3,9 @@
 use crm_platform::{ApiError, UserId};
 use uuid::Uuid;
 
-use super::{Caller, DealInput, Page, Payload, PipelineApp, Rec, check_etag, event, failed, page, put};
+use super::{
+    Caller, DealInput, Page, Payload, PipelineApp, Rec, changed, event, failed, page, put, revise, revision_write,
+};
 use crate::domain::{CompanyRef, ContactRef, Deal, Lead, LeadId, LeadStatus};
 use crate::store::{Filter, Kind, ListQuery, Write};
 
@@ -112,16 +114,6 @@ impl PipelineApp {
         Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
     }
 
-    async fn writable_lead(&self, caller: &Caller, id: LeadId, etag: Option<i64>) -> Result<Rec<Lead>, ApiError> {
-        caller.who.ensure_writer()?;
-        let lead = self.get_lead(caller, id).await?;
-        caller
-            .who
-            .ensure_can_write_owned_by(&owner_id(&lead.body.owner, "lead.owner")?)?;
-        check_etag(etag, lead.revision)?;
-        Ok(lead)
-    }
-
     pub async fn update_lead(
         &self,
         caller: &Caller,
@@ -129,41 +121,31 @@ impl PipelineApp {
         etag: Option<i64>,
         patch: LeadPatch,
     ) -> Result<Rec<Lead>, ApiError> {
-        let current = self.writable_lead(caller, id, etag).await?;
+        let current = self.writable::<Lead>(caller, id.0, etag).await?;
         ensure_open(&current.body)?;
         let mut body = current.body.clone();
-        let mut changed = Vec::new();
+        let mut fields = Vec::new();
         if let Some(title) = patch.title.filter(|t| t != &body.title) {
             body.title = title;
-            changed.push("title");
+            fields.push("title");
         }
         if let Some(source) = patch.source.filter(|s| s != &body.source) {
             body.source = source;
-            changed.push("source");
+            fields.push("source");
         }
         if let Some(score) = patch.score.filter(|s| *s != body.score) {
             body.score = score;
-            changed.push("score");
+            fields.push("score");
         }
-        if let Some(contact) = patch.contact {
-            let contact = self.check_contact(caller, contact, "lead.contact").await?;
-            if contact != body.contact {
-                body.contact = contact;
-                changed.push("contact");
-            }
-        }
-        if let Some(company) = patch.company {
-            let company = self.check_company(caller, company, "lead.company").await?;
-            if company != body.company {
-                body.company = company;
-                changed.push("company");
-            }
-        }
+        self.patch_contact(caller, "lead.contact", patch.contact, &mut body.contact, &mut fields)
+            .await?;
+        self.patch_company(caller, "lead.company", patch.company, &mut body.company, &mut fields)
+            .await?;
         let mut qualified = false;
         if let Some(status) = patch.status.filter(|s| *s != body.status) {
             body.status = settable(status)?;
             qualified = status == LeadStatus::Qualified;
-            changed.push("status");
+            fields.push("status");
         }
         if patch.owner.is_some_and(|o| o != body.owner) {
             return Err(ApiError::invalid_field(
@@ -171,29 +153,15 @@ impl PipelineApp {
                 "ownership moves with ReassignOwner (or a portfolio transfer)",
             ));
         }
-        if changed.is_empty() {
+        if fields.is_empty() {
             return Ok(current);
         }
-        let record = current.next(body, super::now());
         let kind = if qualified {
             "crm.pipeline.v1.LeadQualified"
         } else {
             "crm.pipeline.v1.LeadUpdated"
         };
-        let write = Write {
-            puts: vec![put(Kind::Lead, &record, Some(current.revision))?],
-            events: vec![event(
-                caller,
-                kind,
-                LeadId::COLLECTION,
-                &record,
-                Payload {
-                    changed: changed.into_iter().map(str::to_owned).collect(),
-                    ..Payload::default()
-                },
-            )?],
-            ..Write::default()
-        };
+        let (record, write) = revise(caller, Kind::Lead, kind, &current, body, changed(fields))?;
         self.write(caller, &write).await?;
         Ok(record)
     }
@@ -208,23 +176,19 @@ impl PipelineApp {
         if reason.is_empty() {
             return Err(ApiError::invalid_field("reason", "is required"));
         }
-        let current = self.writable_lead(caller, id, etag).await?;
+        let current = self.writable::<Lead>(caller, id.0, etag).await?;
         ensure_open(&current.body)?;
         let mut body = current.body.clone();
         body.status = LeadStatus::Disqualified;
         body.disqualify_reason = reason;
-        let record = current.next(body, super::now());
-        let write = Write {
-            puts: vec![put(Kind::Lead, &record, Some(current.revision))?],
-            events: vec![event(
-                caller,
-                "crm.pipeline.v1.LeadDisqualified",
-                LeadId::COLLECTION,
-                &record,
-                Payload::default(),
-            )?],
-            ..Write::default()
-        };
+        let (record, write) = revise(
+            caller,
+            Kind::Lead,
+            "crm.pipeline.v1.LeadDisqualified",
+            &current,
+            body,
+            Payload::default(),
+        )?;
         self.write(caller, &write).await?;
         Ok(record)
     }
@@ -239,7 +203,7 @@ impl PipelineApp {
         deal: DealInput,
         etag: Option<i64>,
     ) -> Result<(Rec<Lead>, Rec<Deal>), ApiError> {
-        let current = self.writable_lead(caller, id, etag).await?;
+        let current = self.writable::<Lead>(caller, id.0, etag).await?;
         ensure_open(&current.body)?;
         let input = DealInput {
             name: if deal.name.is_empty() {
@@ -260,17 +224,19 @@ impl PipelineApp {
         body.convert_time = Some(now);
         body.converted_by = caller.user().to_owned();
         let record = current.next(body, now);
-        write.puts.push(put(Kind::Lead, &record, Some(current.revision))?);
-        write.events.push(event(
+        let payload = Payload {
+            deal: serde_json::to_value(&deal).map_err(|e| ApiError::internal(&e))?,
+            ..Payload::default()
+        };
+        let conversion = revision_write(
             caller,
+            Kind::Lead,
             "crm.pipeline.v1.LeadConverted",
-            LeadId::COLLECTION,
+            current.revision,
             &record,
-            Payload {
-                deal: serde_json::to_value(&deal).map_err(|e| ApiError::internal(&e))?,
-                ..Payload::default()
-            },
-        )?);
+            payload,
+        )?;
+        write.absorb(conversion);
         self.write(caller, &write).await?;
         Ok((record, deal))
     }

@@ -209,6 +209,86 @@ fn store_error(err: StoreError) -> ApiError {
     err.into_api()
 }
 
+/// A kind of record a user owns (a lead's or deal's owner, a task's assignee).
+pub(super) trait Owned: Serialize + DeserializeOwned + Clone + Send + Sync {
+    const KIND: Kind;
+    const COLLECTION: &'static str;
+    fn owner(&self) -> &str;
+    fn owner_mut(&mut self) -> &mut String;
+}
+
+impl Owned for crate::domain::Lead {
+    const KIND: Kind = Kind::Lead;
+    const COLLECTION: &'static str = "leads";
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+    fn owner_mut(&mut self) -> &mut String {
+        &mut self.owner
+    }
+}
+
+impl Owned for crate::domain::Deal {
+    const KIND: Kind = Kind::Deal;
+    const COLLECTION: &'static str = "deals";
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+    fn owner_mut(&mut self) -> &mut String {
+        &mut self.owner
+    }
+}
+
+impl Owned for crate::domain::Task {
+    const KIND: Kind = Kind::Task;
+    const COLLECTION: &'static str = "tasks";
+    fn owner(&self) -> &str {
+        &self.assignee
+    }
+    fn owner_mut(&mut self) -> &mut String {
+        &mut self.assignee
+    }
+}
+
+/// The write of `record`, the next revision of one read at `read`: its put (failing as stale
+/// if the record changed since) and its event.
+fn revision_write<T: Serialize + DeserializeOwned>(
+    caller: &Caller,
+    kind: Kind,
+    event_kind: &'static str,
+    read: i64,
+    record: &Rec<T>,
+    payload: Payload,
+) -> Result<Write, ApiError> {
+    Ok(Write {
+        puts: vec![put(kind, record, Some(read))?],
+        events: vec![event(caller, event_kind, kind.table(), record, payload)?],
+        ..Write::default()
+    })
+}
+
+/// The next revision of `current` with `body`, and its write (see [`revision_write`]).
+fn revise<T: Serialize + DeserializeOwned>(
+    caller: &Caller,
+    kind: Kind,
+    event_kind: &'static str,
+    current: &Rec<T>,
+    body: T,
+    payload: Payload,
+) -> Result<(Rec<T>, Write), ApiError> {
+    let record = current.next(body, now());
+    let write = revision_write(caller, kind, event_kind, current.revision, &record, payload)?;
+    Ok((record, write))
+}
+
+/// The payload of an update: the fields it changed.
+fn changed(fields: Vec<&'static str>) -> Payload {
+    Payload {
+        changed: fields.into_iter().map(str::to_owned).collect(),
+        ..Payload::default()
+    }
+}
+
 /// The application: rules over a store and the contact directory.
 #[derive(Clone)]
 pub struct PipelineApp {
@@ -322,6 +402,57 @@ impl PipelineApp {
 
     async fn write(&self, caller: &Caller, write: &Write) -> Result<(), ApiError> {
         self.store.write(caller.tenant(), write).await.map_err(store_error)
+    }
+
+    /// Loads a record the caller may change (a writer who owns it, or a manager or admin), at
+    /// the etag they read.
+    async fn writable<T: Owned>(&self, caller: &Caller, id: Uuid, etag: Option<i64>) -> Result<Rec<T>, ApiError> {
+        caller.who.ensure_writer()?;
+        let record: Rec<T> = self
+            .load(caller.tenant(), T::KIND, id, &format!("{}/{id}", T::COLLECTION))
+            .await?;
+        let owner = crm_platform::UserId::parse(record.body.owner()).map_err(|r| ApiError::internal(&r))?;
+        caller.who.ensure_can_write_owned_by(&owner)?;
+        check_etag(etag, record.revision)?;
+        Ok(record)
+    }
+
+    /// Applies a patched contact reference (checked against the contact service) to `slot`.
+    async fn patch_contact(
+        &self,
+        caller: &Caller,
+        field: &str,
+        patch: Option<Option<crate::domain::ContactRef>>,
+        slot: &mut Option<Uuid>,
+        changed: &mut Vec<&'static str>,
+    ) -> Result<(), ApiError> {
+        if let Some(contact) = patch {
+            let contact = self.check_contact(caller, contact, field).await?;
+            if contact != *slot {
+                *slot = contact;
+                changed.push("contact");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a patched company reference (checked against the contact service) to `slot`.
+    async fn patch_company(
+        &self,
+        caller: &Caller,
+        field: &str,
+        patch: Option<Option<crate::domain::CompanyRef>>,
+        slot: &mut Option<Uuid>,
+        changed: &mut Vec<&'static str>,
+    ) -> Result<(), ApiError> {
+        if let Some(company) = patch {
+            let company = self.check_company(caller, company, field).await?;
+            if company != *slot {
+                *slot = company;
+                changed.push("company");
+            }
+        }
+        Ok(())
     }
 }
 

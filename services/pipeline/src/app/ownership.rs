@@ -2,12 +2,10 @@
 //! round-robin over several, in batches, each change audited (OwnerChanged).
 
 use crm_platform::{ApiError, UserId};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use super::{Caller, Payload, PipelineApp, Rec, event, put};
+use super::{Caller, Owned, Payload, PipelineApp, Rec, revise};
 use crate::domain::{Deal, Lead, LeadStatus, Task};
-use crate::store::{Filter, Kind, ListQuery, StoreError, Write};
+use crate::store::{Filter, ListQuery, StoreError, Write};
 
 /// Records moved per transaction.
 const BATCH: usize = 200;
@@ -34,21 +32,13 @@ pub struct Moved {
     pub dry_run: bool,
 }
 
-/// A kind of record a portfolio holds: how to find its owner and which ones move.
-trait Owned: Serialize + DeserializeOwned + Clone + Send {
-    const KIND: Kind;
-    const COLLECTION: &'static str;
-    fn owner_mut(&mut self) -> &mut String;
+/// A kind of record a portfolio holds: which of them move, and where they are counted.
+trait Portfolio: Owned {
     fn moves(&self) -> bool;
     fn count(share: &mut Share) -> &mut i64;
 }
 
-impl Owned for Lead {
-    const KIND: Kind = Kind::Lead;
-    const COLLECTION: &'static str = "leads";
-    fn owner_mut(&mut self) -> &mut String {
-        &mut self.owner
-    }
+impl Portfolio for Lead {
     fn moves(&self) -> bool {
         self.status != LeadStatus::Converted
     }
@@ -57,12 +47,7 @@ impl Owned for Lead {
     }
 }
 
-impl Owned for Deal {
-    const KIND: Kind = Kind::Deal;
-    const COLLECTION: &'static str = "deals";
-    fn owner_mut(&mut self) -> &mut String {
-        &mut self.owner
-    }
+impl Portfolio for Deal {
     fn moves(&self) -> bool {
         self.status == crate::domain::DealStatus::Open
     }
@@ -71,12 +56,7 @@ impl Owned for Deal {
     }
 }
 
-impl Owned for Task {
-    const KIND: Kind = Kind::Task;
-    const COLLECTION: &'static str = "tasks";
-    fn owner_mut(&mut self) -> &mut String {
-        &mut self.assignee
-    }
+impl Portfolio for Task {
     fn moves(&self) -> bool {
         self.status == crate::domain::TaskStatus::Open
     }
@@ -138,7 +118,7 @@ impl PipelineApp {
         Ok(moved)
     }
 
-    async fn move_kind<T: Owned>(
+    async fn move_kind<T: Portfolio>(
         &self,
         caller: &Caller,
         from: &str,
@@ -169,19 +149,12 @@ impl PipelineApp {
                 receivers.push(share.user.clone());
                 let mut body = current.body.clone();
                 *body.owner_mut() = share.user.clone();
-                let record = current.next(body, super::now());
-                write.puts.push(put(T::KIND, &record, Some(current.revision))?);
-                write.events.push(event(
-                    caller,
-                    "crm.pipeline.v1.OwnerChanged",
-                    T::COLLECTION,
-                    &record,
-                    Payload {
-                        old_owner: from.to_owned(),
-                        new_owner: share.user.clone(),
-                        ..Payload::default()
-                    },
-                )?);
+                let payload = Payload {
+                    old_owner: from.to_owned(),
+                    new_owner: share.user.clone(),
+                    ..Payload::default()
+                };
+                write.absorb(revise(caller, T::KIND, "crm.pipeline.v1.OwnerChanged", current, body, payload)?.1);
             }
             let count = i64::try_from(write.puts.len()).unwrap_or(i64::MAX);
             if !dry_run && count > 0 {

@@ -3,7 +3,7 @@
 use crm_platform::ApiError;
 use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, page, put, store_error};
+use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, page, put, revise, store_error};
 use crate::domain::{Money, Pipeline, PipelineId, Stage, StageKind};
 use crate::store::{Kind, ListQuery, Write};
 
@@ -128,10 +128,10 @@ impl PipelineApp {
         let current: Rec<Pipeline> = self.get_pipeline(caller, id).await?;
         check_etag(etag, current.revision)?;
         let mut body = current.body.clone();
-        let mut changed = Vec::new();
+        let mut fields = Vec::new();
         if let Some(name) = name.filter(|n| n != &body.name) {
             body.name = name;
-            changed.push("display_name".to_owned());
+            fields.push("display_name");
         }
         if let Some(inputs) = inputs {
             let new = stages(inputs, &body.stages)?;
@@ -154,27 +154,20 @@ impl PipelineApp {
             }
             if new != body.stages {
                 body.stages = new;
-                changed.push("stages".to_owned());
+                fields.push("stages");
             }
         }
-        if changed.is_empty() {
+        if fields.is_empty() {
             return Ok(current);
         }
-        let record = current.next(body, super::now());
-        let write = Write {
-            puts: vec![put(Kind::Pipeline, &record, Some(current.revision))?],
-            events: vec![event(
-                caller,
-                "crm.pipeline.v1.PipelineUpdated",
-                PipelineId::COLLECTION,
-                &record,
-                Payload {
-                    changed,
-                    ..Payload::default()
-                },
-            )?],
-            ..Write::default()
-        };
+        let (record, write) = revise(
+            caller,
+            Kind::Pipeline,
+            "crm.pipeline.v1.PipelineUpdated",
+            &current,
+            body,
+            super::changed(fields),
+        )?;
         self.write(caller, &write).await?;
         Ok(record)
     }

@@ -4,7 +4,7 @@
 use crm_platform::ApiError;
 use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, page, put};
+use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, page, put, revise};
 use crate::domain::{Money, Product, ProductId};
 use crate::store::{Filter, Kind, ListQuery, Write};
 
@@ -110,51 +110,44 @@ impl PipelineApp {
         let current = self.get_product(caller, id).await?;
         check_etag(etag, current.revision)?;
         let mut body = current.body.clone();
-        let mut changed = Vec::new();
+        let mut fields = Vec::new();
         if let Some(sku) = patch.sku.filter(|s| s != &body.sku) {
             if sku.is_empty() {
                 return Err(ApiError::invalid_field("product.sku", "is required"));
             }
             body.sku = sku;
-            changed.push("sku");
+            fields.push("sku");
         }
         if let Some(name) = patch.name.filter(|s| s != &body.name) {
             if name.is_empty() {
                 return Err(ApiError::invalid_field("product.display_name", "is required"));
             }
             body.name = name;
-            changed.push("display_name");
+            fields.push("display_name");
         }
         if let Some(family) = patch.family.filter(|s| s != &body.family) {
             body.family = family;
-            changed.push("family");
+            fields.push("family");
         }
         if let Some(price) = patch.price.filter(|p| p != &body.price) {
             body.price = price;
-            changed.push("list_price");
+            fields.push("list_price");
         }
         if let Some(active) = patch.active.filter(|a| *a != body.active) {
             body.active = active;
-            changed.push("active");
+            fields.push("active");
         }
-        if changed.is_empty() {
+        if fields.is_empty() {
             return Ok(current);
         }
-        let record = current.next(body, super::now());
-        let write = Write {
-            puts: vec![put(Kind::Product, &record, Some(current.revision))?],
-            events: vec![event(
-                caller,
-                "crm.pipeline.v1.ProductUpdated",
-                ProductId::COLLECTION,
-                &record,
-                Payload {
-                    changed: changed.into_iter().map(str::to_owned).collect(),
-                    ..Payload::default()
-                },
-            )?],
-            ..Write::default()
-        };
+        let (record, write) = revise(
+            caller,
+            Kind::Product,
+            "crm.pipeline.v1.ProductUpdated",
+            &current,
+            body,
+            super::changed(fields),
+        )?;
         self.write(caller, &write).await?;
         Ok(record)
     }

@@ -3,14 +3,14 @@
 use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
 use serde_json::Value;
 
-use super::{Caller, Payload, PipelineApp, Rec, event, put};
+use super::{Caller, PipelineApp, Rec, revise};
 use crate::store::{ContactChange, Kind, Write, scrub_payload};
 
 /// The kinds that reference contacts, and their event when such a reference changes.
-const CONTACT_HOLDERS: &[(Kind, &str, &str)] = &[
-    (Kind::Lead, "leads", "crm.pipeline.v1.LeadUpdated"),
-    (Kind::Deal, "deals", "crm.pipeline.v1.DealUpdated"),
-    (Kind::Task, "tasks", "crm.pipeline.v1.TaskUpdated"),
+const CONTACT_HOLDERS: &[(Kind, &str)] = &[
+    (Kind::Lead, "crm.pipeline.v1.LeadUpdated"),
+    (Kind::Deal, "crm.pipeline.v1.DealUpdated"),
+    (Kind::Task, "crm.pipeline.v1.TaskUpdated"),
 ];
 
 impl PipelineApp {
@@ -84,7 +84,7 @@ impl PipelineApp {
         write: &mut Write,
         edit: impl Fn(&mut Value) -> Vec<&'static str>,
     ) -> Result<(), ApiError> {
-        for (kind, collection, event_kind) in CONTACT_HOLDERS {
+        for (kind, event_kind) in CONTACT_HOLDERS {
             if field == "company" && *kind == Kind::Task {
                 continue;
             }
@@ -96,19 +96,8 @@ impl PipelineApp {
             for doc in docs {
                 let current: Rec<Value> = Rec::from_doc(doc)?;
                 let mut body = current.body.clone();
-                let changed = edit(&mut body);
-                let record = current.next(body, super::now());
-                write.puts.push(put(*kind, &record, Some(current.revision))?);
-                write.events.push(event(
-                    caller,
-                    event_kind,
-                    collection,
-                    &record,
-                    Payload {
-                        changed: changed.into_iter().map(str::to_owned).collect(),
-                        ..Payload::default()
-                    },
-                )?);
+                let fields = edit(&mut body);
+                write.absorb(revise(caller, *kind, event_kind, &current, body, super::changed(fields))?.1);
             }
         }
         Ok(())

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
 use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, page, put};
+use super::{Caller, Page, Payload, PipelineApp, Rec, changed, event, failed, page, put, revise, revision_write};
 use crate::domain::{ContactRef, DealId, LeadId, Task, TaskId, TaskPriority, TaskStatus};
 use crate::store::{Filter, Kind, ListQuery, StoreError, Write};
 
@@ -38,41 +38,25 @@ impl PipelineApp {
         body: &mut Task,
     ) -> Result<Vec<&'static str>, ApiError> {
         let mut changed = Vec::new();
-        if let Some(deal) = patch.deal {
-            if let Some(id) = deal {
+        for (kind, field, linked, slot) in [
+            (Kind::Deal, "deal", patch.deal.map(|d| d.map(|d| d.0)), &mut body.deal),
+            (Kind::Lead, "lead", patch.lead.map(|l| l.map(|l| l.0)), &mut body.lead),
+        ] {
+            let Some(linked) = linked else { continue };
+            if let Some(id) = linked {
                 self.store
-                    .get(caller.tenant(), Kind::Deal, id.0)
+                    .get(caller.tenant(), kind, id)
                     .await
                     .map_err(super::store_error)?
-                    .ok_or_else(|| ApiError::invalid_field("task.deal", "no such deal"))?;
+                    .ok_or_else(|| ApiError::invalid_field(format!("task.{field}"), format!("no such {field}")))?;
             }
-            let deal = deal.map(|d| d.0);
-            if deal != body.deal {
-                body.deal = deal;
-                changed.push("deal");
-            }
-        }
-        if let Some(lead) = patch.lead {
-            if let Some(id) = lead {
-                self.store
-                    .get(caller.tenant(), Kind::Lead, id.0)
-                    .await
-                    .map_err(super::store_error)?
-                    .ok_or_else(|| ApiError::invalid_field("task.lead", "no such lead"))?;
-            }
-            let lead = lead.map(|l| l.0);
-            if lead != body.lead {
-                body.lead = lead;
-                changed.push("lead");
+            if linked != *slot {
+                *slot = linked;
+                changed.push(field);
             }
         }
-        if let Some(contact) = patch.contact {
-            let contact = self.check_contact(caller, contact, "task.contact").await?;
-            if contact != body.contact {
-                body.contact = contact;
-                changed.push("contact");
-            }
-        }
+        self.patch_contact(caller, "task.contact", patch.contact, &mut body.contact, &mut changed)
+            .await?;
         Ok(changed)
     }
 
@@ -145,39 +129,15 @@ impl PipelineApp {
         Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
     }
 
-    async fn writable_task(&self, caller: &Caller, id: TaskId, etag: Option<i64>) -> Result<Rec<Task>, ApiError> {
-        caller.who.ensure_writer()?;
-        let task = self.get_task(caller, id).await?;
-        caller
-            .who
-            .ensure_can_write_owned_by(&user(&task.body.assignee, "task.assignee")?)?;
-        check_etag(etag, task.revision)?;
-        Ok(task)
-    }
-
     async fn save_task(
         &self,
         caller: &Caller,
         current: &Rec<Task>,
         body: Task,
         kind: &'static str,
-        changed: Vec<&'static str>,
+        fields: Vec<&'static str>,
     ) -> Result<Rec<Task>, ApiError> {
-        let record = current.next(body, super::now());
-        let write = Write {
-            puts: vec![put(Kind::Task, &record, Some(current.revision))?],
-            events: vec![event(
-                caller,
-                kind,
-                TaskId::COLLECTION,
-                &record,
-                Payload {
-                    changed: changed.into_iter().map(str::to_owned).collect(),
-                    ..Payload::default()
-                },
-            )?],
-            ..Write::default()
-        };
+        let (record, write) = revise(caller, Kind::Task, kind, current, body, changed(fields))?;
         self.write(caller, &write).await?;
         self.due_changed.notify_one();
         Ok(record)
@@ -190,7 +150,7 @@ impl PipelineApp {
         etag: Option<i64>,
         patch: TaskPatch,
     ) -> Result<Rec<Task>, ApiError> {
-        let current = self.writable_task(caller, id, etag).await?;
+        let current = self.writable::<Task>(caller, id.0, etag).await?;
         let mut body = current.body.clone();
         let mut changed = self.task_links(caller, &patch, &mut body).await?;
         if let Some(title) = patch.title.filter(|t| t != &body.title) {
@@ -230,7 +190,7 @@ impl PipelineApp {
     }
 
     pub async fn complete_task(&self, caller: &Caller, id: TaskId, etag: Option<i64>) -> Result<Rec<Task>, ApiError> {
-        let current = self.writable_task(caller, id, etag).await?;
+        let current = self.writable::<Task>(caller, id.0, etag).await?;
         if current.body.status == TaskStatus::Completed {
             return Err(failed("TASK_COMPLETED", "the task is already completed"));
         }
@@ -242,7 +202,7 @@ impl PipelineApp {
     }
 
     pub async fn reopen_task(&self, caller: &Caller, id: TaskId, etag: Option<i64>) -> Result<Rec<Task>, ApiError> {
-        let current = self.writable_task(caller, id, etag).await?;
+        let current = self.writable::<Task>(caller, id.0, etag).await?;
         if current.body.status == TaskStatus::Open {
             return Err(failed("TASK_OPEN", "the task is open"));
         }
@@ -274,17 +234,14 @@ impl PipelineApp {
             let mut body = current.body.clone();
             body.due_notified = body.due;
             let record = current.next(body, now);
-            let write = Write {
-                puts: vec![put(Kind::Task, &record, Some(current.revision))?],
-                events: vec![event(
-                    &caller,
-                    "crm.pipeline.v1.TaskDue",
-                    TaskId::COLLECTION,
-                    &record,
-                    Payload::default(),
-                )?],
-                ..Write::default()
-            };
+            let write = revision_write(
+                &caller,
+                Kind::Task,
+                "crm.pipeline.v1.TaskDue",
+                current.revision,
+                &record,
+                Payload::default(),
+            )?;
             match self.store.write(caller.tenant(), &write).await {
                 Ok(()) => published += 1,
                 // Changed meanwhile (by its assignee or another replica): looked at again on

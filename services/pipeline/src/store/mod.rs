@@ -107,6 +107,17 @@ pub struct Write {
     pub scrub: Vec<String>,
 }
 
+impl Write {
+    /// Adds another write's records, transitions and events to this one (one transaction).
+    pub fn absorb(&mut self, other: Write) {
+        self.puts.extend(other.puts);
+        self.transitions.extend(other.transitions);
+        self.events.extend(other.events);
+        self.merges.extend(other.merges);
+        self.scrub.extend(other.scrub);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A record changed since it was read (its revision is not the expected one), or a new
@@ -200,6 +211,26 @@ pub struct BoardStage {
     pub totals: Vec<Money>,
     /// The first deals by expected close date (then id).
     pub deals: Vec<Doc>,
+}
+
+/// Groups per-(stage, currency) sums, ordered by stage, into board stages.
+pub(crate) fn board_stages(sums: impl IntoIterator<Item = (Uuid, i64, Money)>) -> Vec<BoardStage> {
+    let mut stages: Vec<BoardStage> = Vec::new();
+    for (stage, count, money) in sums {
+        match stages.last_mut() {
+            Some(last) if last.stage == stage => {
+                last.count += count;
+                last.totals.push(money);
+            }
+            _ => stages.push(BoardStage {
+                stage,
+                count,
+                totals: vec![money],
+                deals: Vec::new(),
+            }),
+        }
+    }
+    stages
 }
 
 /// A change the contact service made that this service follows (from its feed).

@@ -9,7 +9,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    Bind, BoardStage, Doc, Kind, ListQuery, Listed, PipelineStore, StoreError, Write, list_sql, scrub_payload,
+    Bind, BoardStage, Doc, Kind, ListQuery, Listed, PipelineStore, StoreError, Write, board_stages, list_sql,
+    scrub_payload,
 };
 use crate::domain::{Money, Transition, TransitionKind};
 
@@ -263,28 +264,22 @@ impl PipelineStore for PgPipelineStore {
         .bind(owner)
         .fetch_all(&mut *tx)
         .await?;
-        let mut stages: Vec<BoardStage> = Vec::new();
-        for row in &sums {
-            let stage: String = row.try_get("stage_id")?;
-            let stage = Uuid::parse_str(&stage).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let money = Money {
-                minor: row.try_get("total")?,
-                currency: row.try_get("currency")?,
-            };
-            let count: i64 = row.try_get("n")?;
-            match stages.last_mut() {
-                Some(last) if last.stage == stage => {
-                    last.count += count;
-                    last.totals.push(money);
-                }
-                _ => stages.push(BoardStage {
-                    stage,
-                    count,
-                    totals: vec![money],
-                    deals: Vec::new(),
-                }),
-            }
-        }
+        let mut stages = board_stages(
+            sums.iter()
+                .map(|row| {
+                    let stage: String = row.try_get("stage_id")?;
+                    let money = Money {
+                        minor: row.try_get("total")?,
+                        currency: row.try_get("currency")?,
+                    };
+                    Ok((
+                        Uuid::parse_str(&stage).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        row.try_get::<i64, _>("n")?,
+                        money,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?,
+        );
         if per_stage > 0 && !stages.is_empty() {
             let ids: Vec<String> = stages.iter().map(|s| s.stage.to_string()).collect();
             let rows = sqlx::query(

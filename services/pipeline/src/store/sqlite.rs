@@ -12,7 +12,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    Bind, BoardStage, Doc, Kind, ListQuery, Listed, PipelineStore, StoreError, Write, list_sql, scrub_payload,
+    Bind, BoardStage, Doc, Kind, ListQuery, Listed, PipelineStore, StoreError, Write, board_stages, list_sql,
+    scrub_payload,
 };
 use crate::domain::{Money, Transition, TransitionKind};
 
@@ -290,28 +291,18 @@ impl PipelineStore for SqlitePipelineStore {
         .bind(owner)
         .fetch_all(&mut *tx)
         .await?;
-        let mut stages: Vec<BoardStage> = Vec::new();
-        for row in &sums {
-            let stage: String = row.try_get("stage_id")?;
-            let stage = uuid(&stage)?;
-            let money = Money {
-                minor: row.try_get("total")?,
-                currency: row.try_get("currency")?,
-            };
-            let count: i64 = row.try_get("n")?;
-            match stages.last_mut() {
-                Some(last) if last.stage == stage => {
-                    last.count += count;
-                    last.totals.push(money);
-                }
-                _ => stages.push(BoardStage {
-                    stage,
-                    count,
-                    totals: vec![money],
-                    deals: Vec::new(),
-                }),
-            }
-        }
+        let mut stages = board_stages(
+            sums.iter()
+                .map(|row| {
+                    let stage: String = row.try_get("stage_id")?;
+                    let money = Money {
+                        minor: row.try_get("total")?,
+                        currency: row.try_get("currency")?,
+                    };
+                    Ok((uuid(&stage)?, row.try_get::<i64, _>("n")?, money))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?,
+        );
         for column in &mut stages {
             if per_stage == 0 {
                 break;
