@@ -71,18 +71,25 @@ fn update_request(
     Ok(json!({ field: resource, "updateMask": mask.join(",") }))
 }
 
-/// The request of a custom method: the body's fields, the resource name and the etag.
-fn method_request(name: String, body: Option<Value>, headers: &HeaderMap) -> Result<Value, Problem> {
-    let mut fields = match body {
+/// The verb and request of a custom method (`POST /v1/{collection}/{id}:verb`): the body's
+/// fields, the resource name and the `If-Match` etag.
+async fn method_request<'a>(
+    collection: &str,
+    id_and_verb: &'a str,
+    request: axum::extract::Request,
+    headers: &HeaderMap,
+) -> Result<(&'a str, Value), Problem> {
+    let (id, verb) = id_and_verb.split_once(':').ok_or_else(not_found)?;
+    let mut fields = match optional_body(request).await? {
         Some(body) => object(body)?,
         None => serde_json::Map::new(),
     };
-    fields.insert("name".into(), Value::String(name));
+    fields.insert("name".into(), Value::String(format!("{collection}/{id}")));
     let etag = if_match(headers);
     if !etag.is_empty() {
         fields.insert("etag".into(), Value::String(etag));
     }
-    Ok(Value::Object(fields))
+    Ok((verb, Value::Object(fields)))
 }
 
 /// A list request from the query string.
@@ -132,84 +139,97 @@ macro_rules! rpc {
     };
 }
 
+/// Declares a List route: the request fields come from the query string.
+macro_rules! list_route {
+    ($(#[$meta:meta])* $name:ident => $client:ident.$method:ident($rpc:literal)) => {
+        $(#[$meta])*
+        pub async fn $name(
+            State(gw): State<Gateway>,
+            call: Call,
+            Query(q): Query<BTreeMap<String, String>>,
+        ) -> Result<Response, Problem> {
+            call!(gw, call, $client, $method, rpc!($rpc), list_request(q))
+        }
+    };
+}
+
+/// Declares a Create route: the body is the resource, `Idempotency-Key` its request id.
+macro_rules! create_route {
+    ($(#[$meta:meta])* $name:ident => $client:ident.$method:ident($rpc:literal, $field:literal)) => {
+        $(#[$meta])*
+        pub async fn $name(
+            State(gw): State<Gateway>,
+            call: Call,
+            headers: HeaderMap,
+            JsonBody(body): JsonBody<Value>,
+        ) -> Result<Response, Problem> {
+            let rpc = rpc!($rpc).resource($field).created();
+            call!(gw, call, $client, $method, rpc, create_request($field, body, &headers))
+        }
+    };
+}
+
+/// Declares a Get route of `/v1/{collection}/{id}`.
+macro_rules! get_route {
+    ($(#[$meta:meta])* $name:ident => $client:ident.$method:ident($rpc:literal, $field:literal, $collection:literal)) => {
+        $(#[$meta])*
+        pub async fn $name(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
+            let json = json!({ "name": format!(concat!($collection, "/{}"), id) });
+            call!(gw, call, $client, $method, rpc!($rpc).resource($field), json)
+        }
+    };
+}
+
+/// Declares an Update (PATCH) route of `/v1/{collection}/{id}`.
+macro_rules! update_route {
+    ($(#[$meta:meta])* $name:ident => $client:ident.$method:ident($rpc:literal, $field:literal, $collection:literal)) => {
+        $(#[$meta])*
+        pub async fn $name(
+            State(gw): State<Gateway>,
+            call: Call,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+            Query(q): Query<BTreeMap<String, String>>,
+            JsonBody(body): JsonBody<Value>,
+        ) -> Result<Response, Problem> {
+            let name = format!(concat!($collection, "/{}"), id);
+            let json = update_request($field, name, body, &headers, &q)?;
+            call!(gw, call, $client, $method, rpc!($rpc).resource($field), json)
+        }
+    };
+}
+
 // ---- pipelines ----
 
+list_route!(
 /// Lists pipelines (`pageSize`, `pageToken`).
 #[utoipa::path(get, path = "/v1/pipelines", tag = "pipelines",
     responses((status = 200, description = "ListPipelinesResponse"), (status = 400, body = ProblemBody)))]
-pub async fn list_pipelines(
-    State(gw): State<Gateway>,
-    call: Call,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Response, Problem> {
-    call!(
-        gw,
-        call,
-        pipelines,
-        list_pipelines,
-        rpc!("ListPipelines"),
-        list_request(q)
-    )
-}
+list_pipelines => pipelines.list_pipelines("ListPipelines")
+);
 
+create_route!(
 /// Creates a pipeline with its ordered stages (managers and admins).
 #[utoipa::path(post, path = "/v1/pipelines", tag = "pipelines", request_body(content = Object, description = "Pipeline"),
     responses((status = 201, description = "Pipeline"), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
-pub async fn create_pipeline(
-    State(gw): State<Gateway>,
-    call: Call,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let rpc = rpc!("CreatePipeline").resource("pipeline").created();
-    call!(
-        gw,
-        call,
-        pipelines,
-        create_pipeline,
-        rpc,
-        create_request("pipeline", body, &headers)
-    )
-}
+create_pipeline => pipelines.create_pipeline("CreatePipeline", "pipeline")
+);
 
+get_route!(
 /// Returns one pipeline.
 #[utoipa::path(get, path = "/v1/pipelines/{id}", tag = "pipelines", params(("id" = String, Path)),
     responses((status = 200, description = "Pipeline"), (status = 404, body = ProblemBody)))]
-pub async fn get_pipeline(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    let rpc = rpc!("GetPipeline").resource("pipeline");
-    call!(
-        gw,
-        call,
-        pipelines,
-        get_pipeline,
-        rpc,
-        json!({ "name": format!("pipelines/{id}") })
-    )
-}
+get_pipeline => pipelines.get_pipeline("GetPipeline", "pipeline", "pipelines")
+);
 
+update_route!(
 /// Renames a pipeline or replaces its stage list (stages keep their ids; history is never
 /// rewritten). `If-Match` carries the etag.
 #[utoipa::path(patch, path = "/v1/pipelines/{id}", tag = "pipelines", params(("id" = String, Path)),
     request_body(content = Object, description = "Pipeline (the fields to change)"),
     responses((status = 200, description = "Pipeline"), (status = 400, body = ProblemBody), (status = 412, body = ProblemBody)))]
-pub async fn update_pipeline(
-    State(gw): State<Gateway>,
-    call: Call,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<BTreeMap<String, String>>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let json = update_request("pipeline", format!("pipelines/{id}"), body, &headers, &q)?;
-    call!(
-        gw,
-        call,
-        pipelines,
-        update_pipeline,
-        rpc!("UpdatePipeline").resource("pipeline"),
-        json
-    )
-}
+update_pipeline => pipelines.update_pipeline("UpdatePipeline", "pipeline", "pipelines")
+);
 
 /// The pipeline's open deals grouped by stage, with counts and totals (`dealsPerStage`,
 /// `owner`).
@@ -228,66 +248,34 @@ pub async fn board(
 
 // ---- leads ----
 
+list_route!(
 /// Lists leads (`filter`: `owner = me`, `status = QUALIFIED`, `contact`, `company`; `pageSize`, `pageToken`).
 #[utoipa::path(get, path = "/v1/leads", tag = "leads",
     responses((status = 200, description = "ListLeadsResponse"), (status = 400, body = ProblemBody)))]
-pub async fn list_leads(
-    State(gw): State<Gateway>,
-    call: Call,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Response, Problem> {
-    call!(gw, call, leads, list_leads, rpc!("ListLeads"), list_request(q))
-}
+list_leads => leads.list_leads("ListLeads")
+);
 
+create_route!(
 /// Creates a lead (`Idempotency-Key` makes retries safe).
 #[utoipa::path(post, path = "/v1/leads", tag = "leads", request_body(content = Object, description = "Lead"),
     responses((status = 201, description = "Lead"), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
-pub async fn create_lead(
-    State(gw): State<Gateway>,
-    call: Call,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let rpc = rpc!("CreateLead").resource("lead").created();
-    call!(
-        gw,
-        call,
-        leads,
-        create_lead,
-        rpc,
-        create_request("lead", body, &headers)
-    )
-}
+create_lead => leads.create_lead("CreateLead", "lead")
+);
 
+get_route!(
 /// Returns one lead.
 #[utoipa::path(get, path = "/v1/leads/{id}", tag = "leads", params(("id" = String, Path)),
     responses((status = 200, description = "Lead"), (status = 404, body = ProblemBody)))]
-pub async fn get_lead(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    call!(
-        gw,
-        call,
-        leads,
-        get_lead,
-        rpc!("GetLead").resource("lead"),
-        json!({ "name": format!("leads/{id}") })
-    )
-}
+get_lead => leads.get_lead("GetLead", "lead", "leads")
+);
 
+update_route!(
 /// Changes a lead (status NEW, WORKING or QUALIFIED; score; source; references).
 #[utoipa::path(patch, path = "/v1/leads/{id}", tag = "leads", params(("id" = String, Path)),
     request_body(content = Object, description = "Lead (the fields to change)"),
     responses((status = 200, description = "Lead"), (status = 400, body = ProblemBody), (status = 412, body = ProblemBody)))]
-pub async fn update_lead(
-    State(gw): State<Gateway>,
-    call: Call,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<BTreeMap<String, String>>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let json = update_request("lead", format!("leads/{id}"), body, &headers, &q)?;
-    call!(gw, call, leads, update_lead, rpc!("UpdateLead").resource("lead"), json)
-}
+update_lead => leads.update_lead("UpdateLead", "lead", "leads")
+);
 
 /// Disqualifies a lead: body `{"reason": "..."}`.
 #[utoipa::path(post, path = "/v1/leads/{id}:disqualify", tag = "leads", params(("id" = String, Path)),
@@ -309,8 +297,7 @@ pub async fn lead_method(
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Result<Response, Problem> {
-    let (id, verb) = id_and_verb.split_once(':').ok_or_else(not_found)?;
-    let json = method_request(format!("leads/{id}"), optional_body(request).await?, &headers)?;
+    let (verb, json) = method_request("leads", &id_and_verb, request, &headers).await?;
     match verb {
         "disqualify" => call!(
             gw,
@@ -327,66 +314,34 @@ pub async fn lead_method(
 
 // ---- deals ----
 
+list_route!(
 /// Lists deals (`filter`: `pipeline`, `owner`, `status`, `contact`, `company`; `pageSize`, `pageToken`).
 #[utoipa::path(get, path = "/v1/deals", tag = "deals",
     responses((status = 200, description = "ListDealsResponse"), (status = 400, body = ProblemBody)))]
-pub async fn list_deals(
-    State(gw): State<Gateway>,
-    call: Call,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Response, Problem> {
-    call!(gw, call, deals, list_deals, rpc!("ListDeals"), list_request(q))
-}
+list_deals => deals.list_deals("ListDeals")
+);
 
+create_route!(
 /// Creates a deal in a pipeline's stage (its first open stage by default).
 #[utoipa::path(post, path = "/v1/deals", tag = "deals", request_body(content = Object, description = "Deal"),
     responses((status = 201, description = "Deal"), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
-pub async fn create_deal(
-    State(gw): State<Gateway>,
-    call: Call,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let rpc = rpc!("CreateDeal").resource("deal").created();
-    call!(
-        gw,
-        call,
-        deals,
-        create_deal,
-        rpc,
-        create_request("deal", body, &headers)
-    )
-}
+create_deal => deals.create_deal("CreateDeal", "deal")
+);
 
+get_route!(
 /// Returns one deal.
 #[utoipa::path(get, path = "/v1/deals/{id}", tag = "deals", params(("id" = String, Path)),
     responses((status = 200, description = "Deal"), (status = 404, body = ProblemBody)))]
-pub async fn get_deal(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    call!(
-        gw,
-        call,
-        deals,
-        get_deal,
-        rpc!("GetDeal").resource("deal"),
-        json!({ "name": format!("deals/{id}") })
-    )
-}
+get_deal => deals.get_deal("GetDeal", "deal", "deals")
+);
 
+update_route!(
 /// Changes a deal's fields (not its stage: see `:move`).
 #[utoipa::path(patch, path = "/v1/deals/{id}", tag = "deals", params(("id" = String, Path)),
     request_body(content = Object, description = "Deal (the fields to change)"),
     responses((status = 200, description = "Deal"), (status = 400, body = ProblemBody), (status = 412, body = ProblemBody)))]
-pub async fn update_deal(
-    State(gw): State<Gateway>,
-    call: Call,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<BTreeMap<String, String>>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let json = update_request("deal", format!("deals/{id}"), body, &headers, &q)?;
-    call!(gw, call, deals, update_deal, rpc!("UpdateDeal").resource("deal"), json)
-}
+update_deal => deals.update_deal("UpdateDeal", "deal", "deals")
+);
 
 /// Moves an open deal to another open stage: body `{"stage": "<stage id>"}`, `If-Match`.
 #[utoipa::path(post, path = "/v1/deals/{id}:move", tag = "deals", params(("id" = String, Path)),
@@ -414,8 +369,7 @@ pub async fn deal_method(
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Result<Response, Problem> {
-    let (id, verb) = id_and_verb.split_once(':').ok_or_else(not_found)?;
-    let json = method_request(format!("deals/{id}"), optional_body(request).await?, &headers)?;
+    let (verb, json) = method_request("deals", &id_and_verb, request, &headers).await?;
     match verb {
         "move" => call!(gw, call, deals, move_deal, rpc!("MoveDeal"), json),
         "close" => call!(gw, call, deals, close_deal, rpc!("CloseDeal"), json),
@@ -447,137 +401,65 @@ pub async fn deal_history(
 
 // ---- products ----
 
+list_route!(
 /// Lists products (`filter=active = true`, `pageSize`, `pageToken`).
 #[utoipa::path(get, path = "/v1/products", tag = "products",
     responses((status = 200, description = "ListProductsResponse"), (status = 400, body = ProblemBody)))]
-pub async fn list_products(
-    State(gw): State<Gateway>,
-    call: Call,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Response, Problem> {
-    call!(gw, call, products, list_products, rpc!("ListProducts"), list_request(q))
-}
+list_products => products.list_products("ListProducts")
+);
 
+create_route!(
 /// Adds a product (managers and admins).
 #[utoipa::path(post, path = "/v1/products", tag = "products", request_body(content = Object, description = "Product"),
     responses((status = 201, description = "Product"), (status = 400, body = ProblemBody), (status = 409, body = ProblemBody)))]
-pub async fn create_product(
-    State(gw): State<Gateway>,
-    call: Call,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let rpc = rpc!("CreateProduct").resource("product").created();
-    call!(
-        gw,
-        call,
-        products,
-        create_product,
-        rpc,
-        create_request("product", body, &headers)
-    )
-}
+create_product => products.create_product("CreateProduct", "product")
+);
 
+get_route!(
 /// Returns one product.
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "products", params(("id" = String, Path)),
     responses((status = 200, description = "Product"), (status = 404, body = ProblemBody)))]
-pub async fn get_product(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    let rpc = rpc!("GetProduct").resource("product");
-    call!(
-        gw,
-        call,
-        products,
-        get_product,
-        rpc,
-        json!({ "name": format!("products/{id}") })
-    )
-}
+get_product => products.get_product("GetProduct", "product", "products")
+);
 
+update_route!(
 /// Changes a product; deals keep the prices they were written with.
 #[utoipa::path(patch, path = "/v1/products/{id}", tag = "products", params(("id" = String, Path)),
     request_body(content = Object, description = "Product (the fields to change)"),
     responses((status = 200, description = "Product"), (status = 400, body = ProblemBody), (status = 412, body = ProblemBody)))]
-pub async fn update_product(
-    State(gw): State<Gateway>,
-    call: Call,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<BTreeMap<String, String>>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let json = update_request("product", format!("products/{id}"), body, &headers, &q)?;
-    call!(
-        gw,
-        call,
-        products,
-        update_product,
-        rpc!("UpdateProduct").resource("product"),
-        json
-    )
-}
+update_product => products.update_product("UpdateProduct", "product", "products")
+);
 
 // ---- tasks ----
 
+list_route!(
 /// Lists tasks, earliest due first (`filter`: `assignee = me`, `status = OPEN`, `overdue = true`).
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
     responses((status = 200, description = "ListTasksResponse"), (status = 400, body = ProblemBody)))]
-pub async fn list_tasks(
-    State(gw): State<Gateway>,
-    call: Call,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Response, Problem> {
-    call!(gw, call, tasks, list_tasks, rpc!("ListTasks"), list_request(q))
-}
+list_tasks => tasks.list_tasks("ListTasks")
+);
 
+create_route!(
 /// Creates a task or reminder.
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body(content = Object, description = "Task"),
     responses((status = 201, description = "Task"), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
-pub async fn create_task(
-    State(gw): State<Gateway>,
-    call: Call,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let rpc = rpc!("CreateTask").resource("task").created();
-    call!(
-        gw,
-        call,
-        tasks,
-        create_task,
-        rpc,
-        create_request("task", body, &headers)
-    )
-}
+create_task => tasks.create_task("CreateTask", "task")
+);
 
+get_route!(
 /// Returns one task.
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
     responses((status = 200, description = "Task"), (status = 404, body = ProblemBody)))]
-pub async fn get_task(State(gw): State<Gateway>, call: Call, Path(id): Path<String>) -> Result<Response, Problem> {
-    call!(
-        gw,
-        call,
-        tasks,
-        get_task,
-        rpc!("GetTask").resource("task"),
-        json!({ "name": format!("tasks/{id}") })
-    )
-}
+get_task => tasks.get_task("GetTask", "task", "tasks")
+);
 
+update_route!(
 /// Changes a task.
 #[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
     request_body(content = Object, description = "Task (the fields to change)"),
     responses((status = 200, description = "Task"), (status = 400, body = ProblemBody), (status = 412, body = ProblemBody)))]
-pub async fn update_task(
-    State(gw): State<Gateway>,
-    call: Call,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<BTreeMap<String, String>>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let json = update_request("task", format!("tasks/{id}"), body, &headers, &q)?;
-    call!(gw, call, tasks, update_task, rpc!("UpdateTask").resource("task"), json)
-}
+update_task => tasks.update_task("UpdateTask", "task", "tasks")
+);
 
 /// Completes an open task.
 #[utoipa::path(post, path = "/v1/tasks/{id}:complete", tag = "tasks", params(("id" = String, Path)),
@@ -597,8 +479,7 @@ pub async fn task_method(
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Result<Response, Problem> {
-    let (id, verb) = id_and_verb.split_once(':').ok_or_else(not_found)?;
-    let json = method_request(format!("tasks/{id}"), optional_body(request).await?, &headers)?;
+    let (verb, json) = method_request("tasks", &id_and_verb, request, &headers).await?;
     match verb {
         "complete" => call!(
             gw,
@@ -615,54 +496,26 @@ pub async fn task_method(
 
 // ---- forecasts and quotas ----
 
+list_route!(
 /// Lists forecast submissions (`filter`: `owner`, `period`).
 #[utoipa::path(get, path = "/v1/forecasts", tag = "forecasts",
     responses((status = 200, description = "ListForecastsResponse"), (status = 400, body = ProblemBody)))]
-pub async fn list_forecasts(
-    State(gw): State<Gateway>,
-    call: Call,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Response, Problem> {
-    call!(
-        gw,
-        call,
-        forecasts,
-        list_forecasts,
-        rpc!("ListForecasts"),
-        list_request(q)
-    )
-}
+list_forecasts => forecasts.list_forecasts("ListForecasts")
+);
 
+create_route!(
 /// Submits a forecast (immutable once recorded).
 #[utoipa::path(post, path = "/v1/forecasts", tag = "forecasts", request_body(content = Object, description = "Forecast"),
     responses((status = 201, description = "Forecast"), (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
-pub async fn submit_forecast(
-    State(gw): State<Gateway>,
-    call: Call,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, Problem> {
-    let rpc = rpc!("SubmitForecast").resource("forecast").created();
-    call!(
-        gw,
-        call,
-        forecasts,
-        submit_forecast,
-        rpc,
-        create_request("forecast", body, &headers)
-    )
-}
+submit_forecast => forecasts.submit_forecast("SubmitForecast", "forecast")
+);
 
+list_route!(
 /// Lists quotas (`filter`: `owner`, `period`).
 #[utoipa::path(get, path = "/v1/quotas", tag = "forecasts",
     responses((status = 200, description = "ListQuotasResponse"), (status = 400, body = ProblemBody)))]
-pub async fn list_quotas(
-    State(gw): State<Gateway>,
-    call: Call,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Response, Problem> {
-    call!(gw, call, forecasts, list_quotas, rpc!("ListQuotas"), list_request(q))
-}
+list_quotas => forecasts.list_quotas("ListQuotas")
+);
 
 /// Sets a user's quota for a period (managers and admins).
 #[utoipa::path(post, path = "/v1/quotas", tag = "forecasts", request_body(content = Object, description = "Quota"),
