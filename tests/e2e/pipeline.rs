@@ -78,7 +78,7 @@ async fn pipeline_events(grpc: &str, tenant: &str, count: usize) -> Vec<events::
 
 /// Polls `read` until `done` holds for what it returns (the contact feed is followed
 /// asynchronously).
-async fn eventually<F, Fut>(what: &str, mut read: F, done: impl Fn(&Value) -> bool) -> Value
+pub(crate) async fn eventually<F, Fut>(what: &str, mut read: F, done: impl Fn(&Value) -> bool) -> Value
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Value>,

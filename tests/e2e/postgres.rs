@@ -123,18 +123,25 @@ async fn separate_roles_on_postgres() {
         .await;
     assert_eq!(status, 200, "{merged}");
     let deal_path = format!("/v1/{}", deal["name"].as_str().expect("deal"));
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let (_, read) = manager.get(&deal_path).await;
-        if read["contact"] == survivor["name"] {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the merge did not reach the deal: {read}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::pipeline::eventually(
+        "the merge reaching the deal",
+        || async { manager.get(&deal_path).await.1 },
+        |d| d["contact"] == survivor["name"],
+    )
+    .await;
+    let (status, _) = manager
+        .post(
+            &format!("/v1/{}:erase", survivor["name"].as_str().expect("name")),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    crate::pipeline::eventually(
+        "the erase reaching the deal",
+        || async { manager.get(&deal_path).await.1 },
+        |d| d.get("contact").is_none(),
+    )
+    .await;
 
     // A database failure is a plain internal error: no SQL, table or driver text leaks.
     let mut owner = sqlx::PgConnection::connect(&db.url).await.expect("owner connection");
