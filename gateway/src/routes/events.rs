@@ -1,7 +1,6 @@
 //! `GET /v1/events:stream`: the change feed as Server-Sent Events, for integrators.
 
 use std::convert::Infallible;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -10,7 +9,6 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use crm_proto::crm::events::v1 as pb;
 use crm_proto::prost::Message;
 use futures::{Stream, StreamExt};
-use prost_reflect::{DescriptorPool, DynamicMessage};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -25,10 +23,6 @@ const PIPELINE_SOURCE: &str = "crm.pipeline.v1";
 
 /// How long one stream may stay open; the client reconnects with Last-Event-ID.
 const STREAM_DEADLINE: Duration = Duration::from_secs(24 * 3600);
-
-/// Every message of the suite, to render event envelopes and payloads as proto3 JSON.
-static DESCRIPTORS: LazyLock<Option<DescriptorPool>> =
-    LazyLock::new(|| DescriptorPool::decode(crm_proto::FILE_DESCRIPTOR_SET).ok());
 
 /// Where a stream starts and what it carries.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -131,11 +125,9 @@ pub async fn stream(
 
 /// The envelope in proto3 JSON (its payload resolved through the suite's descriptors).
 fn envelope_json(event: &pb::Event) -> String {
-    let rendered = DESCRIPTORS.as_ref().and_then(|pool| {
-        let descriptor = pool.get_message_by_name("crm.events.v1.Event")?;
-        let message = DynamicMessage::decode(descriptor, event.encode_to_vec().as_slice()).ok()?;
-        serde_json::to_string(&message).ok()
-    });
+    let rendered = crm_proto::json::encoded_to_json(&event.encode_to_vec(), "crm.events.v1.Event")
+        .ok()
+        .map(|json| json.to_string());
     rendered.unwrap_or_else(|| {
         // Not expected: the descriptors are compiled in. Say what is known rather than fail.
         serde_json::json!({
