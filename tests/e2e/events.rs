@@ -60,7 +60,7 @@ async fn refused_after(feed: &mut FeedClient, after: u64) -> tonic::Status {
 }
 
 /// Reads events from a subscription until `count` have arrived (heartbeats skipped).
-async fn take(stream: &mut tonic::Streaming<events::SubscribeResponse>, count: usize) -> Vec<events::Event> {
+pub(crate) async fn take(stream: &mut tonic::Streaming<events::SubscribeResponse>, count: usize) -> Vec<events::Event> {
     let mut got = Vec::new();
     while got.len() < count {
         let message = tokio::time::timeout(Duration::from_secs(20), stream.message())

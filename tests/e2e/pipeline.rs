@@ -62,18 +62,7 @@ async fn pipeline_events(grpc: &str, tenant: &str, count: usize) -> Vec<events::
         .metadata_mut()
         .insert("crm-source", "crm.pipeline.v1".parse().expect("header"));
     let mut stream = client.subscribe(request).await.expect("subscribe").into_inner();
-    let mut got = Vec::new();
-    while got.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
-            .await
-            .expect("the feed delivers in time")
-            .expect("stream")
-            .expect("open");
-        if let Some(events::subscribe_response::Kind::Event(event)) = message.kind {
-            got.push(event);
-        }
-    }
-    got
+    crate::events::take(&mut stream, count).await
 }
 
 /// Polls `read` until `done` holds for what it returns (the contact feed is followed
