@@ -1342,6 +1342,105 @@ async fn companies_dedupe_and_merge(store: &dyn ContactStore) {
     );
 }
 
+/// Creates arriving together (written in one transaction where the backend groups them)
+/// each get their own outcome: one contact per claimed email address wins and the others are
+/// refused naming it, a create naming an unknown company fails alone, another tenant's
+/// creates of the same addresses are independent, and every success is stored with its
+/// audit entry while no refusal leaves anything behind.
+async fn concurrent_creates_each_get_their_own_outcome(store: &dyn ContactStore) {
+    let (t, other) = (tenant("burst"), tenant("burst-elsewhere"));
+    let mut creates = Vec::new();
+    for round in 0..3 {
+        for n in 0..8 {
+            creates.push((
+                t.clone(),
+                contact(fields(
+                    &format!("G{round}"),
+                    &format!("Family{n}"),
+                    &format!("p{n}@example.com"),
+                )),
+            ));
+        }
+    }
+    for n in 0..8 {
+        creates.push((
+            other.clone(),
+            contact(fields("G", &format!("Family{n}"), &format!("p{n}@example.com"))),
+        ));
+    }
+    let record = audit();
+    let outcomes = futures::future::join_all(
+        creates
+            .iter()
+            .map(|(tenant, c)| store.create_contact(tenant, c, None, &record, true)),
+    )
+    .await;
+    let mut winners: BTreeMap<(String, String), ContactId> = BTreeMap::new();
+    let mut refused = Vec::new();
+    for ((tenant, c), outcome) in creates.iter().zip(outcomes) {
+        let email = c.fields.emails[0].address.key();
+        match outcome {
+            Ok(created) => {
+                assert_eq!(created.value.id, c.id);
+                let previous = winners.insert((tenant.as_str().to_owned(), email.clone()), c.id);
+                assert!(previous.is_none(), "two contacts of {tenant:?} won {email}");
+            }
+            Err(StoreError::DuplicateEmail(holder)) => refused.push((tenant.clone(), c.id, email, holder)),
+            Err(err) => panic!("unexpected outcome for {email}: {err:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 16, "one winner per address and tenant: {winners:?}");
+    assert_eq!(
+        refused.len(),
+        16,
+        "the two other creates of each address of the first tenant"
+    );
+    for (tenant, id, email, holder) in refused {
+        assert_eq!(
+            holder,
+            winners[&(tenant.as_str().to_owned(), email)],
+            "the refusal names the winner"
+        );
+        assert!(
+            matches!(store.get_contact(&tenant, id).await, Err(StoreError::NotFound)),
+            "nothing written"
+        );
+    }
+    for ((tenant, _), id) in &winners {
+        let tenant = TenantId::parse(tenant).expect("tenant");
+        store.get_contact(&tenant, *id).await.expect("a winner is stored");
+        let history = store
+            .list_history(&tenant, Audited::Contact(*id), None, 10)
+            .await
+            .expect("history");
+        assert_eq!(history.len(), 1, "its creation is audited once");
+    }
+
+    // A create naming an unknown company among valid ones fails alone.
+    let mut orphan = fields("Orphan", "Contact", "orphan@example.com");
+    orphan.company = Some(CompanyId::generate());
+    let orphan = contact(orphan);
+    let valid: Vec<Contact> = (0..4)
+        .map(|n| contact(fields("V", "Valid", &format!("v{n}@example.com"))))
+        .collect();
+    let outcomes = futures::future::join_all(
+        std::iter::once(&orphan)
+            .chain(&valid)
+            .map(|c| store.create_contact(&t, c, None, &record, true)),
+    )
+    .await;
+    assert!(
+        matches!(outcomes[0], Err(StoreError::UnknownCompany)),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(outcomes[1..].iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(matches!(
+        store.get_contact(&t, orphan.id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 async fn batches_write_all_or_nothing(store: &dyn ContactStore) {
     let t = tenant("batches");
     let mut held = fields("Held", "Here", "held@example.com");
@@ -1542,6 +1641,7 @@ conformance!(
     merge_moves_everything_to_the_survivor,
     companies_dedupe_and_merge,
     batches_write_all_or_nothing,
+    concurrent_creates_each_get_their_own_outcome,
 );
 
 /// Row-level security is the second wall: even SQL without a tenant condition, run as the

@@ -19,6 +19,8 @@ use super::{
 };
 use crate::domain::*;
 
+mod group;
+
 const CONTACT_COLUMNS: &str = "id, given_name, family_name, emails, phones, title, company_id, lifecycle_stage, source, \
                                owner, tags, attributes, consent, create_time, update_time, revision, erase_time, merged_into, \
                                external_id";
@@ -37,12 +39,17 @@ const SEARCH_CANDIDATES: usize = 200;
 #[derive(Clone)]
 pub struct PgContactStore {
     pool: PgPool,
+    groups: group::Groups,
 }
 
 impl PgContactStore {
     /// Wraps a pool connected as the RLS-bound serving role.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        let writers = group::writers_for(pool.options().get_max_connections());
+        Self {
+            pool,
+            groups: group::Groups::new(writers),
+        }
     }
 
     async fn tx(&self, tenant: &TenantId) -> Result<Transaction<'static, Postgres>, StoreError> {
@@ -246,9 +253,10 @@ macro_rules! with_create_retry {
     }};
 }
 
-#[async_trait]
-impl ContactStore for PgContactStore {
-    async fn create_contact(
+impl PgContactStore {
+    /// Creates one contact in a transaction of its own (see [`group`] for creates written
+    /// together).
+    async fn create_one(
         &self,
         tenant: &TenantId,
         contact: &Contact,
@@ -285,6 +293,25 @@ impl ContactStore for PgContactStore {
             }
             .await
         })
+    }
+}
+
+#[async_trait]
+impl ContactStore for PgContactStore {
+    /// A create with a request key runs on its own (its replay and its key are its
+    /// transaction's); the others are written together with the creates arriving meanwhile.
+    async fn create_contact(
+        &self,
+        tenant: &TenantId,
+        contact: &Contact,
+        key: Option<&RequestKey>,
+        audit: &AuditRecord,
+        unique_email: bool,
+    ) -> Result<Created<Contact>, StoreError> {
+        match key {
+            Some(_) => self.create_one(tenant, contact, key, audit, unique_email).await,
+            None => self.create_grouped(tenant, contact, audit, unique_email).await,
+        }
     }
 
     async fn get_contact(&self, tenant: &TenantId, id: ContactId) -> Result<Contact, StoreError> {
@@ -1319,19 +1346,17 @@ async fn check_claims(
         return Ok(());
     }
     let kinds: Vec<&str> = claims.iter().map(|c| c.0).collect();
-    let values: Vec<String> = claims.iter().map(|c| c.1.clone()).collect();
+    let values: Vec<&str> = claims.iter().map(|c| c.1.as_str()).collect();
     let claimants: Vec<Uuid> = claims.iter().map(|c| c.2.0).collect();
-    lock_values(tx, tenant, &kinds, &values).await?;
-    let held: Option<(String, Uuid)> = sqlx::query_as(
-        "SELECT k.kind, k.contact_id FROM unnest($2::text[], $3::text[], $4::uuid[]) AS v(kind, value, own) \
-         JOIN contact_keys AS k ON k.tenant_id = $1 AND k.kind = v.kind AND k.value = v.value AND k.contact_id <> v.own LIMIT 1",
-    )
-    .bind(tenant.as_str())
-    .bind(&kinds)
-    .bind(&values)
-    .bind(&claimants)
-    .fetch_optional(&mut **tx)
-    .await?;
+    // contact_claim_holder (migration 0008): the locks, then the lookup, in one round trip.
+    let held: Option<(String, Uuid)> =
+        sqlx::query_as("SELECT claim_kind, claim_holder FROM contact_claim_holder($1, $2, $3, $4)")
+            .bind(tenant.as_str())
+            .bind(&kinds)
+            .bind(&values)
+            .bind(&claimants)
+            .fetch_optional(&mut **tx)
+            .await?;
     match held {
         Some((kind, holder)) => Err(claim_conflict(&kind, ContactId(holder))),
         None => Ok(()),
@@ -1668,30 +1693,71 @@ const CONTACT_WRITE_COLUMNS: &str = "id, given_name, family_name, emails, phones
      external_id";
 
 /// Live contacts having any of `keys` (but `except`), most recently updated first, up to
-/// [`MAX_CANDIDATES`]: one equality probe per key (a lateral index lookup, whatever the plan
-/// cache holds), then a primary-key fetch, in one statement.
+/// [`MAX_CANDIDATES`].
 async fn keyed_contacts(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
     keys: &[MatchKey],
     except: Option<ContactId>,
 ) -> Result<Vec<Contact>, StoreError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    let probe = Probe {
+        except,
+        keys: keys.to_vec(),
+    };
+    Ok(probe_contacts(tx, tenant, std::slice::from_ref(&probe))
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// One lookup of [`probe_contacts`]: contacts having any of `keys`, but `except`.
+struct Probe {
+    except: Option<ContactId>,
+    keys: Vec<MatchKey>,
+}
+
+/// For each probe, the live contacts having any of its keys (but its `except`), most
+/// recently updated first, up to [`MAX_CANDIDATES`], all probes in one statement.
+async fn probe_contacts(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    probes: &[Probe],
+) -> Result<Vec<Vec<Contact>>, StoreError> {
+    let mut found = vec![Vec::new(); probes.len()];
+    let (mut owners, mut kinds, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, probe) in probes.iter().enumerate() {
+        for key in &probe.keys {
+            owners.push(i64::try_from(n + 1).map_err(corrupt)?);
+            kinds.push(key.kind.as_str());
+            values.push(key.value.as_str());
+        }
     }
-    let (kinds, values): (Vec<&str>, Vec<&str>) = keys.iter().map(|k| (k.kind.as_str(), k.value.as_str())).unzip();
+    if owners.is_empty() {
+        return Ok(found);
+    }
+    let excepted: Vec<Option<Uuid>> = probes.iter().map(|p| p.except.map(|id| id.0)).collect();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL \
-         AND id IS DISTINCT FROM $5 AND id IN (SELECT m.contact_id FROM unnest($2::text[], $3::text[]) AS k(kind, value) \
-         CROSS JOIN LATERAL (SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = k.kind AND value = k.value \
-         LIMIT $4) AS m) ORDER BY update_time DESC, id LIMIT $4"
+        "SELECT p.n AS probe, c.* FROM unnest($2::uuid[]) WITH ORDINALITY AS p(except_id, n) CROSS JOIN LATERAL ( \
+         SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL \
+         AND id IS DISTINCT FROM p.except_id AND id IN (SELECT m.contact_id FROM unnest($3::int8[], $4::text[], $5::text[]) \
+         AS k(n, kind, value) CROSS JOIN LATERAL (SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = k.kind \
+         AND value = k.value LIMIT $6) AS m WHERE k.n = p.n) ORDER BY update_time DESC, id LIMIT $6) AS c"
     )))
     .bind(tenant.as_str())
+    .bind(&excepted)
+    .bind(&owners)
     .bind(&kinds)
     .bind(&values)
     .bind(i64::try_from(MAX_CANDIDATES).unwrap_or(i64::MAX))
-    .bind(except.map(|id| id.0))
     .fetch_all(&mut **tx)
     .await?;
-    rows.iter().map(contact_from_row).collect()
+    for row in &rows {
+        let n: i64 = row.try_get("probe")?;
+        let slot = usize::try_from(n - 1)
+            .ok()
+            .and_then(|n| found.get_mut(n))
+            .ok_or_else(|| corrupt("probe out of range"))?;
+        slot.push(contact_from_row(row)?);
+    }
+    Ok(found)
 }

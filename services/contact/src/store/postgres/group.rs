@@ -1,0 +1,231 @@
+//! Group commit of contact creates. A create is mostly fixed cost: the round trips of its
+//! transaction, the planning of its statements and the commit; its rows are a small part.
+//! Creates that arrive while a transaction is running are therefore queued and written
+//! together by the next one (up to [`GROUP_MAX`] of one tenant): their unique keys locked
+//! and checked, their rows, keys, audit entries and events written, and their duplicate
+//! candidates read, in the same few statements a single create makes.
+//!
+//! Every caller still gets its own outcome: a group that cannot be written as a whole (one
+//! of its creates claims an email address another contact holds, names an unknown company,
+//! ...) rolls back and its creates are written one by one, so each fails or succeeds on its
+//! own. A create is answered after its transaction commits. The writing runs in a task of its
+//! own, so a caller that goes away does not take the others' writes with it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crm_platform::TenantId;
+use tokio::sync::oneshot;
+
+use super::{PgContactStore, Probe, probe_contacts, write_rows};
+use crate::domain::{AuditRecord, Contact};
+use crate::store::{Created, StoreError, WriteBatch};
+
+/// Creates of one tenant written in one transaction at most.
+pub(super) const GROUP_MAX: usize = 64;
+
+/// Group transactions running at once for a pool of `connections`: enough to keep the
+/// database busy while a group commits, few enough to leave connections for reads.
+pub(super) fn writers_for(connections: u32) -> usize {
+    usize::try_from(connections / 8).unwrap_or(1).clamp(1, 8)
+}
+
+type Reply = oneshot::Sender<Result<Created<Contact>, StoreError>>;
+
+/// A create waiting for its group.
+struct Pending {
+    tenant: TenantId,
+    unique_email: bool,
+    contact: Contact,
+    audit: AuditRecord,
+    reply: Reply,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    /// Writer tasks running; each takes groups until the queue is empty.
+    writers: usize,
+}
+
+/// The queue of creates waiting for a group, shared by the clones of a store.
+#[derive(Clone)]
+pub(super) struct Groups {
+    queue: Arc<Mutex<Queue>>,
+    max_writers: usize,
+}
+
+impl Groups {
+    pub(super) fn new(max_writers: usize) -> Self {
+        Self {
+            queue: Arc::default(),
+            max_writers: max_writers.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue is consistent whenever the lock is released, so a poisoned lock is usable.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Takes the next group off the queue: the first create and those after it of the same
+/// tenant and email rule, in arrival order, up to [`GROUP_MAX`].
+fn take_group(pending: &mut VecDeque<Pending>) -> Vec<Pending> {
+    let Some(first) = pending.pop_front() else {
+        return Vec::new();
+    };
+    let mut group = vec![first];
+    let mut i = 0;
+    while i < pending.len() && group.len() < GROUP_MAX {
+        if pending[i].tenant == group[0].tenant && pending[i].unique_email == group[0].unique_email {
+            group.extend(pending.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    group
+}
+
+/// Gives a writer's place back if its task ends without emptying the queue (a panic).
+struct WriterSlot {
+    groups: Groups,
+    released: bool,
+}
+
+impl Drop for WriterSlot {
+    fn drop(&mut self) {
+        if !self.released {
+            self.groups.lock().writers -= 1;
+        }
+    }
+}
+
+impl PgContactStore {
+    /// Queues a create for the next group and waits for its outcome; starts a writer when
+    /// fewer than the maximum are running.
+    pub(super) async fn create_grouped(
+        &self,
+        tenant: &TenantId,
+        contact: &Contact,
+        audit: &AuditRecord,
+        unique_email: bool,
+    ) -> Result<Created<Contact>, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let start_writer = {
+            let mut queue = self.groups.lock();
+            queue.pending.push_back(Pending {
+                tenant: tenant.clone(),
+                unique_email,
+                contact: contact.clone(),
+                audit: audit.clone(),
+                reply,
+            });
+            let start = queue.writers < self.groups.max_writers;
+            if start {
+                queue.writers += 1;
+            }
+            start
+        };
+        if start_writer {
+            let store = self.clone();
+            tokio::spawn(async move { store.write_groups().await });
+        }
+        outcome
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+
+    /// A writer: writes groups until the queue is empty, then ends (deciding so under the
+    /// queue's lock, so a create queued meanwhile either is taken or starts a writer).
+    async fn write_groups(self) {
+        let mut slot = WriterSlot {
+            groups: self.groups.clone(),
+            released: false,
+        };
+        loop {
+            let group = {
+                let mut queue = self.groups.lock();
+                if queue.pending.is_empty() {
+                    queue.writers -= 1;
+                    slot.released = true;
+                    return;
+                }
+                take_group(&mut queue.pending)
+            };
+            self.write_group(group).await;
+        }
+    }
+
+    /// Writes a group in one transaction, or its creates one by one if it cannot be written
+    /// as a whole; answers each create.
+    async fn write_group(&self, group: Vec<Pending>) {
+        let Some(first) = group.first() else { return };
+        let (tenant, unique_email) = (first.tenant.clone(), first.unique_email);
+        let mut replies = Vec::with_capacity(group.len());
+        let mut batch = WriteBatch {
+            unique_email,
+            creates: Vec::with_capacity(group.len()),
+            updates: Vec::new(),
+        };
+        for pending in group {
+            replies.push(pending.reply);
+            batch.creates.push((pending.contact, pending.audit));
+        }
+        if batch.creates.len() > 1
+            && let Ok(created) = self.insert_together(&tenant, &batch).await
+        {
+            for (reply, created) in replies.into_iter().zip(created) {
+                let _ = reply.send(Ok(created));
+            }
+            return;
+        }
+        for (reply, (contact, audit)) in replies.into_iter().zip(&batch.creates) {
+            let outcome = self.create_one(&tenant, contact, None, audit, unique_email).await;
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// The creates of `batch`, written and their duplicate candidates read, in one
+    /// transaction.
+    async fn insert_together(
+        &self,
+        tenant: &TenantId,
+        batch: &WriteBatch,
+    ) -> Result<Vec<Created<Contact>>, StoreError> {
+        let mut tx = self.tx(tenant).await?;
+        write_rows(&mut tx, tenant, batch).await?;
+        let probes: Vec<Probe> = batch
+            .creates
+            .iter()
+            .map(|(contact, _)| Probe {
+                except: Some(contact.id),
+                keys: contact.fields.match_keys(),
+            })
+            .collect();
+        let similar = probe_contacts(&mut tx, tenant, &probes).await?;
+        tx.commit().await?;
+        Ok(batch
+            .creates
+            .iter()
+            .zip(similar)
+            .map(|((contact, _), similar)| Created {
+                similar,
+                ..Created::new(contact.clone(), false)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_grow_with_the_pool_within_bounds() {
+        assert_eq!(writers_for(1), 1);
+        assert_eq!(writers_for(16), 2);
+        assert_eq!(writers_for(64), 8);
+        assert_eq!(writers_for(400), 8);
+    }
+}
