@@ -39,17 +39,38 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION contact_claim_holder(text, text[], text[], uuid[]) TO crm_contact_app;
-
--- The event type of an audit entry: a SQL function with a subquery is never inlined, so it
--- was planned again for every row the outbox trigger wrote; PL/pgSQL keeps its plan.
-CREATE OR REPLACE FUNCTION outbox_event_type(kind text, action text, changes jsonb) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
+-- The holders of each of p_values as a key of p_kind (an import's natural keys), by the same
+-- primary-key equality probe.
+CREATE FUNCTION contact_key_holders(p_tenant text, p_kind text, p_values text[])
+RETURNS TABLE (key_value text, holder uuid)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
 BEGIN
-    RETURN CASE
+    RETURN QUERY
+        SELECT v.value, m.contact_id
+        FROM unnest(p_values) AS v(value)
+        CROSS JOIN LATERAL (SELECT ck.contact_id FROM contact_keys AS ck
+                            WHERE ck.tenant_id = p_tenant AND ck.kind = p_kind AND ck.value = v.value
+                            OFFSET 0) AS m;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION contact_claim_holder(text, text[], text[], uuid[]) TO crm_contact_app;
+GRANT EXECUTE ON FUNCTION contact_key_holders(text, text, text[]) TO crm_contact_app;
+
+-- The event type of an audit entry. The first version's subquery kept the function from being
+-- inlined, so it was planned again for every row the outbox trigger wrote; without one it is
+-- an expression of the trigger's statement, which now calls it where it can be inlined.
+CREATE OR REPLACE FUNCTION outbox_event_type(kind text, action text, changes jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
         WHEN kind = 'contact' AND action = 'created' THEN 'crm.contact.v1.ContactCreated'
         WHEN kind = 'contact' AND action = 'updated'
-             AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(changes) AS c WHERE c->>'field' <> 'consent')
+             AND NOT jsonb_path_exists(changes, '$[*] ? (@.field != "consent")')
              THEN 'crm.contact.v1.ConsentChanged'
         WHEN kind = 'contact' AND action = 'updated' THEN 'crm.contact.v1.ContactUpdated'
         WHEN kind = 'contact' AND action = 'deleted' THEN 'crm.contact.v1.ContactDeleted'
@@ -60,6 +81,19 @@ BEGIN
         WHEN kind = 'company' AND action = 'updated' THEN 'crm.contact.v1.CompanyUpdated'
         WHEN kind = 'company' AND action = 'deleted' THEN 'crm.contact.v1.CompanyDeleted'
         WHEN kind = 'company' AND action = 'merged' AND changes @> '[{"field": "merged"}]' THEN 'crm.contact.v1.CompaniesMerged'
-    END;
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION history_to_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO outbox_events (tenant_id, id, type, subject, time, actor, traceparent, payload)
+    SELECT h.tenant_id, h.id, h.type,
+           CASE h.resource_kind WHEN 'company' THEN 'companies/' ELSE 'contacts/' END || h.resource_id,
+           h.create_time, h.actor, coalesce(current_setting('crm.traceparent', true), ''),
+           jsonb_build_object('action', h.action, 'changes', h.changes)
+    FROM (SELECT n.*, outbox_event_type(n.resource_kind, n.action, n.changes) AS type FROM new_rows AS n) AS h
+    WHERE h.type IS NOT NULL;
+    PERFORM pg_notify('crm_outbox', '');
+    RETURN NULL;
 END
 $$;

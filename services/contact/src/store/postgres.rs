@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::{
     Batch, CompanyMerge, ContactStore, Created, KIND_COMPANY, KIND_CONTACT, KIND_INTERACTION, MAX_CANDIDATES, Merge,
-    Owned, RequestKey, StoreError, TimelineOf, WriteBatch, claim_conflict, corrupt, qualified, round_robin,
-    stored_user, stored_word, tsquery,
+    Owned, RequestKey, StoreError, TimelineOf, WriteBatch, claim_conflict, corrupt, round_robin, stored_user,
+    stored_word, tsquery,
 };
 use crate::domain::*;
 
@@ -853,14 +853,29 @@ impl ContactStore for PgContactStore {
             return Ok(Vec::new());
         }
         let mut tx = self.tx(tenant).await?;
+        // contact_key_holders (migration 0008) keeps one plan per connection; the contacts
+        // are read only when a key is held (a fresh import's rows find none), one primary-key
+        // probe per holder.
+        let holders: Vec<(String, Uuid)> =
+            sqlx::query_as("SELECT key_value, holder FROM contact_key_holders($1, $2, $3)")
+                .bind(tenant.as_str())
+                .bind(kind.as_str())
+                .bind(values)
+                .fetch_all(&mut *tx)
+                .await?;
+        if holders.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let (keys, ids): (Vec<String>, Vec<Uuid>) = holders.into_iter().unzip();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT k.value AS key_value, {} FROM contact_keys AS k JOIN contacts AS c ON c.tenant_id = k.tenant_id AND c.id = k.contact_id \
-             WHERE k.tenant_id = $1 AND k.kind = $2 AND k.value = ANY($3) AND c.erase_time IS NULL AND c.merged_into IS NULL",
-            qualified("c", CONTACT_COLUMNS)
+            "SELECT h.key_value, c.* FROM unnest($2::text[], $3::uuid[]) AS h(key_value, id) CROSS JOIN LATERAL ( \
+             SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = h.id AND erase_time IS NULL \
+             AND merged_into IS NULL OFFSET 0) AS c"
         )))
         .bind(tenant.as_str())
-        .bind(kind.as_str())
-        .bind(values)
+        .bind(&keys)
+        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
