@@ -358,6 +358,13 @@ async fn postgres_feed_is_gap_free_across_concurrent_writers_and_a_kill() {
         first.iter().all(|e| e.traceparent.starts_with("00-")),
         "each event carries the trace of the call that caused it"
     );
+    // Concurrent creates are written together in one transaction; each event still carries
+    // its own call's trace.
+    let traces: std::collections::HashSet<&str> = first
+        .iter()
+        .map(|e| e.traceparent.split('-').nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(traces.len(), 100, "one trace per call");
 
     // kill -9 right after acknowledged writes, then restart: the committed events are numbered
     // by the new process's sequencer, none lost, none twice.

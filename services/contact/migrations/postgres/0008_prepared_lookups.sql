@@ -84,12 +84,16 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
+-- Creates written together in one transaction come from different requests, so the trace of
+-- each rides on its audit entry; an entry without one takes the transaction's.
+ALTER TABLE history ADD COLUMN traceparent text NOT NULL DEFAULT '';
+
 CREATE OR REPLACE FUNCTION history_to_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO outbox_events (tenant_id, id, type, subject, time, actor, traceparent, payload)
     SELECT h.tenant_id, h.id, h.type,
            CASE h.resource_kind WHEN 'company' THEN 'companies/' ELSE 'contacts/' END || h.resource_id,
-           h.create_time, h.actor, coalesce(current_setting('crm.traceparent', true), ''),
+           h.create_time, h.actor, coalesce(nullif(h.traceparent, ''), current_setting('crm.traceparent', true), ''),
            jsonb_build_object('action', h.action, 'changes', h.changes)
     FROM (SELECT n.*, outbox_event_type(n.resource_kind, n.action, n.changes) AS type FROM new_rows AS n) AS h
     WHERE h.type IS NOT NULL;

@@ -281,7 +281,7 @@ impl PgContactStore {
                     creates: vec![(contact.clone(), audit.clone())],
                     updates: Vec::new(),
                 };
-                write_rows(&mut tx, tenant, &batch).await?;
+                write_rows(&mut tx, tenant, &batch, &[]).await?;
                 if let Some(key) = key {
                     remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
                 }
@@ -889,7 +889,7 @@ impl ContactStore for PgContactStore {
             return Ok(());
         }
         let mut tx = self.tx(tenant).await?;
-        write_rows(&mut tx, tenant, batch).await?;
+        write_rows(&mut tx, tenant, batch, &[]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1526,11 +1526,14 @@ impl ContactArrays {
 }
 
 /// Writes the creates and updates of `batch` with set-based statements: the unique keys it
-/// claims are locked and checked, then every row, key and audit entry is written.
+/// claims are locked and checked, then every row, key and audit entry is written. `traces`
+/// holds the trace of each audit entry (creates, then updates) when they came from different
+/// requests; when empty, every entry takes the transaction's.
 async fn write_rows(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
     batch: &WriteBatch,
+    traces: &[String],
 ) -> Result<(), StoreError> {
     check_claims(tx, tenant, &batch.claims()?).await?;
     let contacts = || {
@@ -1615,16 +1618,18 @@ async fn write_rows(
     let sql = format!(
         "WITH {insert_contacts}k AS (INSERT INTO contact_keys (tenant_id, kind, value, contact_id) \
          SELECT $1, k.kind, k.value, k.contact_id FROM unnest(${k}::text[], ${}::text[], ${}::uuid[]) AS k(kind, value, contact_id)) \
-         INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
-         SELECT $1, h.id, 'contact', h.resource_id, h.action, h.actor, ${}, h.changes \
-         FROM unnest(${h}::uuid[], ${}::uuid[], ${}::text[], ${}::text[], ${}::jsonb[]) AS h(id, resource_id, action, actor, changes)",
+         INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes, traceparent) \
+         SELECT $1, h.id, 'contact', h.resource_id, h.action, h.actor, ${}, h.changes, coalesce(h.traceparent, '') \
+         FROM unnest(${h}::uuid[], ${}::uuid[], ${}::text[], ${}::text[], ${}::jsonb[], ${}::text[]) \
+         AS h(id, resource_id, action, actor, changes, traceparent)",
         k + 1,
         k + 2,
         h + 5,
         h + 1,
         h + 2,
         h + 3,
-        h + 4
+        h + 4,
+        h + 6
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_str());
     if let Some(rows) = &created {
@@ -1640,6 +1645,7 @@ async fn write_rows(
         .bind(&audits.actors)
         .bind(&audits.changes)
         .bind(now())
+        .bind(traces)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -15,7 +15,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crm_platform::TenantId;
+use crm_platform::telemetry::current_traceparent;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::{PgContactStore, Probe, probe_contacts, write_rows};
 use crate::domain::{AuditRecord, Contact};
@@ -38,6 +40,8 @@ struct Pending {
     unique_email: bool,
     contact: Contact,
     audit: AuditRecord,
+    /// The request's span: its trace goes with the create's event.
+    span: tracing::Span,
     reply: Reply,
 }
 
@@ -119,6 +123,7 @@ impl PgContactStore {
                 unique_email,
                 contact: contact.clone(),
                 audit: audit.clone(),
+                span: tracing::Span::current(),
                 reply,
             });
             let start = queue.writers < self.groups.max_writers;
@@ -163,6 +168,7 @@ impl PgContactStore {
         let Some(first) = group.first() else { return };
         let (tenant, unique_email) = (first.tenant.clone(), first.unique_email);
         let mut replies = Vec::with_capacity(group.len());
+        let mut spans = Vec::with_capacity(group.len());
         let mut batch = WriteBatch {
             unique_email,
             creates: Vec::with_capacity(group.len()),
@@ -170,18 +176,22 @@ impl PgContactStore {
         };
         for pending in group {
             replies.push(pending.reply);
+            spans.push(pending.span);
             batch.creates.push((pending.contact, pending.audit));
         }
         if batch.creates.len() > 1
-            && let Ok(created) = self.insert_together(&tenant, &batch).await
+            && let Ok(created) = self.insert_together(&tenant, &batch, &spans).await
         {
             for (reply, created) in replies.into_iter().zip(created) {
                 let _ = reply.send(Ok(created));
             }
             return;
         }
-        for (reply, (contact, audit)) in replies.into_iter().zip(&batch.creates) {
-            let outcome = self.create_one(&tenant, contact, None, audit, unique_email).await;
+        for ((reply, span), (contact, audit)) in replies.into_iter().zip(spans).zip(&batch.creates) {
+            let outcome = self
+                .create_one(&tenant, contact, None, audit, unique_email)
+                .instrument(span)
+                .await;
             let _ = reply.send(outcome);
         }
     }
@@ -192,9 +202,14 @@ impl PgContactStore {
         &self,
         tenant: &TenantId,
         batch: &WriteBatch,
+        spans: &[tracing::Span],
     ) -> Result<Vec<Created<Contact>>, StoreError> {
+        let traces: Vec<String> = spans
+            .iter()
+            .map(|span| span.in_scope(current_traceparent).unwrap_or_default())
+            .collect();
         let mut tx = self.tx(tenant).await?;
-        write_rows(&mut tx, tenant, batch).await?;
+        write_rows(&mut tx, tenant, batch, &traces).await?;
         let probes: Vec<Probe> = batch
             .creates
             .iter()
