@@ -374,7 +374,7 @@ pub const IMPORT_WORKERS: usize = 2;
 
 /// Rows a writer takes at most into one transaction. A writer takes what has arrived, so a
 /// trickle of rows is written at once and a flood in batches of this size.
-pub const IMPORT_BATCH: usize = 500;
+pub const IMPORT_BATCH: usize = 1000;
 
 /// A row on its way in: its line, and the row or why it was refused before processing.
 pub type IncomingRow = (i64, Result<ImportRow, RowOutcome>);
