@@ -281,7 +281,7 @@ impl PgContactStore {
                     creates: vec![(contact.clone(), audit.clone())],
                     updates: Vec::new(),
                 };
-                write_rows(&mut tx, tenant, &batch, &[]).await?;
+                write_rows(&mut tx, tenant, &batch, &[], false).await?;
                 if let Some(key) = key {
                     remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
                 }
@@ -889,7 +889,7 @@ impl ContactStore for PgContactStore {
             return Ok(());
         }
         let mut tx = self.tx(tenant).await?;
-        write_rows(&mut tx, tenant, batch, &[]).await?;
+        write_rows(&mut tx, tenant, batch, &[], true).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1403,15 +1403,14 @@ async fn lock_values(
     if values.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || k.kind || '/' || k.value, 0)) \
-         FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(kind, value, n) ORDER BY k.n) AS locked",
-    )
-    .bind(tenant.as_str())
-    .bind(kinds)
-    .bind(values)
-    .execute(&mut **tx)
-    .await?;
+    // lock_key_values (migration 0009) is the one definition of the lock, shared with the
+    // claim check.
+    sqlx::query("SELECT lock_key_values($1, $2, $3)")
+        .bind(tenant.as_str())
+        .bind(kinds)
+        .bind(values)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -1528,12 +1527,14 @@ impl ContactArrays {
 /// Writes the creates and updates of `batch` with set-based statements: the unique keys it
 /// claims are locked and checked, then every row, key and audit entry is written. `traces`
 /// holds the trace of each audit entry (creates, then updates) when they came from different
-/// requests; when empty, every entry takes the transaction's.
+/// requests; when empty, every entry takes the transaction's. `ends_transaction` says the
+/// caller commits right after, so a large batch may be written with a generic plan.
 async fn write_rows(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
     batch: &WriteBatch,
     traces: &[String],
+    ends_transaction: bool,
 ) -> Result<(), StoreError> {
     check_claims(tx, tenant, &batch.claims()?).await?;
     let contacts = || {
@@ -1631,11 +1632,12 @@ async fn write_rows(
         h + 4,
         h + 6
     );
-    if audits.ids.len() >= GENERIC_WRITE_ROWS {
+    if ends_transaction && audits.ids.len() >= GENERIC_WRITE_ROWS {
         // Planning this statement for its parameters copies every array into the plan (about
         // 7 ms for 500 rows). It only inserts from arrays (and the triggers from transition
-        // tables), so there is no plan to choose and the generic one is as good; the setting
-        // ends with the transaction, of which this is the last statement.
+        // tables), so there is no plan to choose and the generic one is as good. The setting
+        // lasts until the commit, so it is only taken when nothing else runs before it (a
+        // group of creates reads its candidates afterwards, whose generic plan is unsafe).
         sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
             .execute(&mut **tx)
             .await?;
@@ -1717,8 +1719,8 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
-/// Rows from which [`write_rows`] writes with a generic plan: an import's batches, not a
-/// create's group (whose arrays are small, so the extra round trip would cost more).
+/// Rows from which [`write_rows`] writes with a generic plan when it ends its transaction (an
+/// import's batches; below this the extra round trip costs more than the planning).
 const GENERIC_WRITE_ROWS: usize = 32;
 
 /// The columns a contact write sets, in the order of [`UNNEST_CONTACTS`].
@@ -1734,10 +1736,7 @@ async fn keyed_contacts(
     keys: &[MatchKey],
     except: Option<ContactId>,
 ) -> Result<Vec<Contact>, StoreError> {
-    let probe = Probe {
-        except,
-        keys: keys.to_vec(),
-    };
+    let probe = Probe { except, keys };
     Ok(probe_contacts(tx, tenant, std::slice::from_ref(&probe))
         .await?
         .pop()
@@ -1745,9 +1744,9 @@ async fn keyed_contacts(
 }
 
 /// One lookup of [`probe_contacts`]: contacts having any of `keys`, but `except`.
-struct Probe {
+struct Probe<'a> {
     except: Option<ContactId>,
-    keys: Vec<MatchKey>,
+    keys: &'a [MatchKey],
 }
 
 /// For each probe, the live contacts having any of its keys (but its `except`), most
@@ -1755,12 +1754,12 @@ struct Probe {
 async fn probe_contacts(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
-    probes: &[Probe],
+    probes: &[Probe<'_>],
 ) -> Result<Vec<Vec<Contact>>, StoreError> {
     let mut found = vec![Vec::new(); probes.len()];
     let (mut owners, mut kinds, mut values) = (Vec::new(), Vec::new(), Vec::new());
     for (n, probe) in probes.iter().enumerate() {
-        for key in &probe.keys {
+        for key in probe.keys {
             owners.push(i64::try_from(n + 1).map_err(corrupt)?);
             kinds.push(key.kind.as_str());
             values.push(key.value.as_str());

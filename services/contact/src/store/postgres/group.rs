@@ -179,13 +179,16 @@ impl PgContactStore {
             spans.push(pending.span);
             batch.creates.push((pending.contact, pending.audit));
         }
-        if batch.creates.len() > 1
-            && let Ok(created) = self.insert_together(&tenant, &batch, &spans).await
-        {
-            for (reply, created) in replies.into_iter().zip(created) {
-                let _ = reply.send(Ok(created));
+        if batch.creates.len() > 1 {
+            match self.insert_together(&tenant, &batch, &spans).await {
+                Ok(created) => {
+                    for (reply, created) in replies.into_iter().zip(created) {
+                        let _ = reply.send(Ok(created));
+                    }
+                    return;
+                }
+                Err(err) => tracing::debug!(error = %err, creates = batch.creates.len(), "group written one by one"),
             }
-            return;
         }
         for ((reply, span), (contact, audit)) in replies.into_iter().zip(spans).zip(&batch.creates) {
             let outcome = self
@@ -209,13 +212,19 @@ impl PgContactStore {
             .map(|span| span.in_scope(current_traceparent).unwrap_or_default())
             .collect();
         let mut tx = self.tx(tenant).await?;
-        write_rows(&mut tx, tenant, batch, &traces).await?;
-        let probes: Vec<Probe> = batch
+        write_rows(&mut tx, tenant, batch, &traces, false).await?;
+        let keys: Vec<_> = batch
             .creates
             .iter()
-            .map(|(contact, _)| Probe {
+            .map(|(contact, _)| contact.fields.match_keys())
+            .collect();
+        let probes: Vec<Probe<'_>> = batch
+            .creates
+            .iter()
+            .zip(&keys)
+            .map(|((contact, _), keys)| Probe {
                 except: Some(contact.id),
-                keys: contact.fields.match_keys(),
+                keys,
             })
             .collect();
         let similar = probe_contacts(&mut tx, tenant, &probes).await?;
