@@ -352,3 +352,78 @@ async fn companies_are_deduplicated_and_merged_too() {
         404
     );
 }
+
+/// On PostgreSQL, creates arriving at once are written together (group commit); each still
+/// gets its own answer over gRPC: of four concurrent creates of one address exactly one is
+/// created and the three others are refused naming it, and nothing else is stored.
+#[tokio::test]
+async fn postgres_concurrent_creates_of_one_address_make_one_contact() {
+    use crm_platform::testing::TestDatabase;
+    use crm_proto::crm::contact::v1 as pb;
+
+    use crate::events::{contact, migrate};
+    use crate::support::{Process, grpc_client, token};
+
+    let Some(db) = TestDatabase::create("concurrent_creates_one_address").await else {
+        return;
+    };
+    migrate(&db.url);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let process = Process::start(
+        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+        &[("CRM_DATABASE_URL", &db.url)],
+        dir.path(),
+        "crm contact is up",
+    );
+    let grpc = format!("http://{}", process.address_after("gRPC on "));
+    let mut client = grpc_client(&grpc, Some(token("acme", "alice", Role::Admin))).await;
+    // Four creates of each of six addresses, all 24 in flight at once.
+    let calls: Vec<_> = (0..24)
+        .map(|n| {
+            let (mut client, address) = (client.clone(), format!("burst{}@example.com", n % 6));
+            tokio::spawn(async move {
+                let answer = client
+                    .create_contact(pb::CreateContactRequest {
+                        contact: Some(contact("Burst", &address)),
+                        ..Default::default()
+                    })
+                    .await;
+                (address, answer.map(|r| r.into_inner().contact.expect("contact").name))
+            })
+        })
+        .collect();
+    let mut created = std::collections::BTreeMap::new();
+    let mut refused = Vec::new();
+    for call in calls {
+        let (address, answer) = call.await.expect("call");
+        match answer {
+            Ok(name) => assert!(
+                created.insert(address.clone(), name).is_none(),
+                "{address} created twice"
+            ),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+                refused.push((address, status.message().to_owned()));
+            }
+        }
+    }
+    assert_eq!(created.len(), 6, "one contact per address: {created:?}");
+    assert_eq!(refused.len(), 18);
+    for (address, message) in refused {
+        assert!(
+            message.contains(&created[&address]),
+            "the refusal names the contact created: {message}"
+        );
+    }
+    let listed = client
+        .list_contacts(pb::ListContactsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.contacts.len(), 6, "nothing but the six was stored");
+    drop(process);
+    db.drop_database().await;
+}

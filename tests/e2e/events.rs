@@ -30,7 +30,7 @@ async fn feed_client(endpoint: &str, token: String) -> FeedClient {
 }
 
 /// Runs `crm migrate` on a PostgreSQL database, as the Kubernetes Job does.
-fn migrate(url: &str) {
+pub(crate) fn migrate(url: &str) {
     let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
         .args(["migrate"])
         .env("CRM_DATABASE_URL", url)
@@ -93,7 +93,7 @@ fn kinds(events: &[events::Event]) -> Vec<&str> {
         .collect()
 }
 
-fn contact(given: &str, email: &str) -> pb::Contact {
+pub(crate) fn contact(given: &str, email: &str) -> pb::Contact {
     pb::Contact {
         given_name: given.into(),
         family_name: "Feed".into(),
