@@ -25,7 +25,13 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::TenantId;
-use crate::db::begin_all_tenants;
+use crate::db::{begin_all_tenants, begin_sequencer};
+
+/// Numbers up to `$2` committed unnumbered events in id order, after `$1`: the sequencer's
+/// statement, run in a transaction begun by [`crate::db::begin_sequencer`].
+pub const NUMBER_EVENTS: &str = "WITH todo AS (SELECT tenant_id, id, row_number() OVER (ORDER BY id) AS n FROM outbox_events \
+     WHERE seq IS NULL ORDER BY id LIMIT $2) \
+     UPDATE outbox_events AS e SET seq = $1 + todo.n FROM todo WHERE e.tenant_id = todo.tenant_id AND e.id = todo.id";
 
 /// The PostgreSQL channel writers notify when they commit events (sent by their triggers).
 pub const WRITTEN_CHANNEL: &str = "crm_outbox";
@@ -350,22 +356,18 @@ impl PgOutbox {
     pub async fn sequence(&self) -> Result<u64, sqlx::Error> {
         let mut total = 0;
         loop {
-            let mut tx = begin_all_tenants(&self.pool).await?;
+            let mut tx = begin_sequencer(&self.pool).await?;
             // Taking the counter's row first serialises sequencers, and the statement below
             // then sees every event committed before it.
             let head: i64 = sqlx::query_scalar("SELECT seq FROM outbox_head FOR UPDATE")
                 .fetch_one(&mut *tx)
                 .await?;
-            let numbered = sqlx::query(
-                "WITH todo AS (SELECT tenant_id, id, row_number() OVER (ORDER BY id) AS n FROM outbox_events \
-                 WHERE seq IS NULL ORDER BY id LIMIT $2) \
-                 UPDATE outbox_events AS e SET seq = $1 + todo.n FROM todo WHERE e.tenant_id = todo.tenant_id AND e.id = todo.id",
-            )
-            .bind(head)
-            .bind(SEQUENCE_BATCH)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let numbered = sqlx::query(NUMBER_EVENTS)
+                .bind(head)
+                .bind(SEQUENCE_BATCH)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if numbered == 0 {
                 tx.rollback().await?;
                 return Ok(total);
