@@ -369,13 +369,7 @@ async fn postgres_concurrent_creates_of_one_address_make_one_contact() {
     };
     migrate(&db.url);
     let dir = tempfile::tempdir().expect("tempdir");
-    let process = Process::start(
-        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
-        &[("CRM_DATABASE_URL", &db.url)],
-        dir.path(),
-        "crm contact is up",
-    );
-    let grpc = format!("http://{}", process.address_after("gRPC on "));
+    let (process, grpc) = Process::contact_on_postgres(&db.url, &[], dir.path());
     let mut client = grpc_client(&grpc, Some(token("acme", "alice", Role::Admin))).await;
     // Four creates of each of six addresses, all 24 in flight at once.
     let calls: Vec<_> = (0..24)
@@ -424,6 +418,36 @@ async fn postgres_concurrent_creates_of_one_address_make_one_contact() {
         .expect("list")
         .into_inner();
     assert_eq!(listed.contacts.len(), 6, "nothing but the six was stored");
+
+    // Four more people of the same name (one name block), at new addresses and at once: each
+    // is created, and its answer lists the six as likely duplicates, never itself.
+    let calls: Vec<_> = (0..4)
+        .map(|n| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_contact(pb::CreateContactRequest {
+                        contact: Some(contact("Burst", &format!("namesake{n}@example.com"))),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("a namesake is created")
+                    .into_inner()
+            })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.expect("call");
+        let own = answer.contact.expect("contact").name;
+        let listed: std::collections::HashSet<&str> = answer.duplicates.iter().map(|d| d.contact.as_str()).collect();
+        assert!(!listed.contains(own.as_str()), "not itself: {listed:?}");
+        for name in created.values() {
+            assert!(
+                listed.contains(name.as_str()),
+                "{name} is a likely duplicate of {own}: {listed:?}"
+            );
+        }
+    }
     drop(process);
     db.drop_database().await;
 }

@@ -853,35 +853,22 @@ impl ContactStore for PgContactStore {
             return Ok(Vec::new());
         }
         let mut tx = self.tx(tenant).await?;
-        // contact_key_holders (migration 0008) keeps one plan per connection; the contacts
-        // are read only when a key is held (a fresh import's rows find none), one primary-key
-        // probe per holder.
-        let holders: Vec<(String, Uuid)> =
-            sqlx::query_as("SELECT key_value, holder FROM contact_key_holders($1, $2, $3)")
-                .bind(tenant.as_str())
-                .bind(kind.as_str())
-                .bind(values)
-                .fetch_all(&mut *tx)
-                .await?;
-        if holders.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let (keys, ids): (Vec<String>, Vec<Uuid>) = holders.into_iter().unzip();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT h.key_value, c.* FROM unnest($2::text[], $3::uuid[]) AS h(key_value, id) CROSS JOIN LATERAL ( \
-             SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = h.id AND erase_time IS NULL \
-             AND merged_into IS NULL OFFSET 0) AS c"
-        )))
-        .bind(tenant.as_str())
-        .bind(&keys)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let kinds = vec![kind.as_str(); values.len()];
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let holders = key_holders(&mut tx, tenant, &kinds, &values, None).await?;
+        let mut ids: Vec<Uuid> = holders.iter().map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let contacts: HashMap<Uuid, Contact> = live_contacts(&mut tx, tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.id.0, c))
+            .collect();
         tx.commit().await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("key_value")?, contact_from_row(row)?)))
-            .collect()
+        Ok(holders
+            .into_iter()
+            .filter_map(|(key, id)| Some((values[key].to_owned(), contacts.get(&id)?.clone())))
+            .collect())
     }
 
     async fn write_batch(&self, tenant: &TenantId, batch: &WriteBatch) -> Result<(), StoreError> {
@@ -1750,47 +1737,102 @@ struct Probe<'a> {
 }
 
 /// For each probe, the live contacts having any of its keys (but its `except`), most
-/// recently updated first, up to [`MAX_CANDIDATES`], all probes in one statement.
+/// recently updated first, up to [`MAX_CANDIDATES`]: the holders of every key in one call,
+/// then the contacts, only when any is held.
 async fn probe_contacts(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
     probes: &[Probe<'_>],
 ) -> Result<Vec<Vec<Contact>>, StoreError> {
-    let mut found = vec![Vec::new(); probes.len()];
     let (mut owners, mut kinds, mut values) = (Vec::new(), Vec::new(), Vec::new());
     for (n, probe) in probes.iter().enumerate() {
         for key in probe.keys {
-            owners.push(i64::try_from(n + 1).map_err(corrupt)?);
+            owners.push(n);
             kinds.push(key.kind.as_str());
             values.push(key.value.as_str());
         }
     }
-    if owners.is_empty() {
-        return Ok(found);
+    let mut held: Vec<Vec<Uuid>> = vec![Vec::new(); probes.len()];
+    if !owners.is_empty() {
+        // One more than the candidates kept, as a probe's own contact may hold its keys.
+        let per_key = i64::try_from(MAX_CANDIDATES + 1).unwrap_or(i64::MAX);
+        for (key, id) in key_holders(tx, tenant, &kinds, &values, Some(per_key)).await? {
+            let probe = owners[key];
+            if probes[probe].except != Some(ContactId(id)) && !held[probe].contains(&id) {
+                held[probe].push(id);
+            }
+        }
     }
-    let excepted: Vec<Option<Uuid>> = probes.iter().map(|p| p.except.map(|id| id.0)).collect();
+    let mut ids: Vec<Uuid> = held.iter().flatten().copied().collect();
+    if ids.is_empty() {
+        return Ok(vec![Vec::new(); probes.len()]);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let contacts: HashMap<Uuid, Contact> = live_contacts(tx, tenant, &ids)
+        .await?
+        .into_iter()
+        .map(|c| (c.id.0, c))
+        .collect();
+    Ok(held
+        .into_iter()
+        .map(|ids| {
+            let mut found: Vec<Contact> = ids.iter().filter_map(|id| contacts.get(id).cloned()).collect();
+            found.sort_by(|a, b| b.update_time.cmp(&a.update_time).then(a.id.0.cmp(&b.id.0)));
+            found.truncate(MAX_CANDIDATES);
+            found
+        })
+        .collect())
+}
+
+/// The holders of each key (`kinds[i]`, `values[i]`), at most `per_key` each (None: all), as
+/// (i, contact id), merged and erased contacts included. contact_key_matches (migration 0011)
+/// keeps one plan per connection: a primary-key probe per key.
+async fn key_holders(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    kinds: &[&str],
+    values: &[&str],
+    per_key: Option<i64>,
+) -> Result<Vec<(usize, Uuid)>, StoreError> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64, Uuid)> = sqlx::query_as("SELECT key_index, holder FROM contact_key_matches($1, $2, $3, $4)")
+        .bind(tenant.as_str())
+        .bind(kinds)
+        .bind(values)
+        .bind(per_key)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.into_iter()
+        .map(|(n, id)| {
+            usize::try_from(n - 1)
+                .ok()
+                .filter(|&i| i < values.len())
+                .map(|i| (i, id))
+                .ok_or_else(|| corrupt("key index out of range"))
+        })
+        .collect()
+}
+
+/// The live contacts (neither erased nor merged away) among `ids`, one primary-key read each.
+async fn live_contacts(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    ids: &[Uuid],
+) -> Result<Vec<Contact>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT p.n AS probe, c.* FROM unnest($2::uuid[]) WITH ORDINALITY AS p(except_id, n) CROSS JOIN LATERAL ( \
-         SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND erase_time IS NULL AND merged_into IS NULL \
-         AND id IS DISTINCT FROM p.except_id AND id IN (SELECT m.contact_id FROM unnest($3::int8[], $4::text[], $5::text[]) \
-         AS k(n, kind, value) CROSS JOIN LATERAL (SELECT contact_id FROM contact_keys WHERE tenant_id = $1 AND kind = k.kind \
-         AND value = k.value LIMIT $6) AS m WHERE k.n = p.n) ORDER BY update_time DESC, id LIMIT $6) AS c"
+        "SELECT c.* FROM unnest($2::uuid[]) AS h(id) CROSS JOIN LATERAL ( \
+         SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = h.id AND erase_time IS NULL \
+         AND merged_into IS NULL OFFSET 0) AS c"
     )))
     .bind(tenant.as_str())
-    .bind(&excepted)
-    .bind(&owners)
-    .bind(&kinds)
-    .bind(&values)
-    .bind(i64::try_from(MAX_CANDIDATES).unwrap_or(i64::MAX))
+    .bind(ids)
     .fetch_all(&mut **tx)
     .await?;
-    for row in &rows {
-        let n: i64 = row.try_get("probe")?;
-        let slot = usize::try_from(n - 1)
-            .ok()
-            .and_then(|n| found.get_mut(n))
-            .ok_or_else(|| corrupt("probe out of range"))?;
-        slot.push(contact_from_row(row)?);
-    }
-    Ok(found)
+    rows.iter().map(contact_from_row).collect()
 }
