@@ -61,6 +61,14 @@ impl Apply for Mirror {
         .await?;
         Ok(())
     }
+
+    fn schema(&self) -> &'static [&'static str] {
+        &[
+            "CREATE TABLE IF NOT EXISTS mirrored_events (seq bigint PRIMARY KEY, id text NOT NULL, \
+           tenant text NOT NULL, source text NOT NULL, type text NOT NULL, subject text NOT NULL, \
+           time timestamptz, actor text NOT NULL, traceparent text NOT NULL, payload bytea NOT NULL)",
+        ]
+    }
 }
 
 pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
@@ -68,13 +76,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         .max_connections(2)
         .connect(&args.database_url)
         .await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS mirrored_events (seq bigint PRIMARY KEY, id text NOT NULL, tenant text NOT NULL, \
-         source text NOT NULL, type text NOT NULL, subject text NOT NULL, time timestamptz, actor text NOT NULL, \
-         traceparent text NOT NULL, payload bytea NOT NULL)",
-    )
-    .execute(&pool)
-    .await?;
+    let sink = crm_platform::consumer::PgSink::new(pool, Mirror).await?;
     let config = ConsumerConfig {
         name: args.name,
         endpoint: args.endpoint,
@@ -83,6 +85,5 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         types: args.types,
     };
     eprintln!("crm mirror is up: following {} as {}", config.endpoint, config.name);
-    let sink = crm_platform::consumer::PgSink::new(pool, Mirror).await?;
     crm_platform::consumer::run(config, &sink, crate::shutdown_token()).await
 }

@@ -42,6 +42,12 @@ pub trait Apply: Send + Sync {
 
     /// Called once `event`'s transaction has committed (for measurements; nothing to undo).
     fn applied(&self, _event: &pb::Event) {}
+
+    /// Statements creating the tables the handler writes, if missing (`CREATE ... IF NOT
+    /// EXISTS`); [`PgSink::new`] runs them with its own.
+    fn schema(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A span for applying one event that continues the trace of the request that caused it.
@@ -269,15 +275,22 @@ pub struct PgSink<A> {
     handler: A,
 }
 
+const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS feed_checkpoints (consumer text PRIMARY KEY, \
+     seq bigint NOT NULL, update_time timestamptz NOT NULL DEFAULT now())";
+
 impl<A: Apply> PgSink<A> {
-    /// Creates the checkpoint table if it is missing.
+    /// Creates the checkpoint table and the handler's tables ([`Apply::schema`]) if they are
+    /// missing. Instances starting together take turns: two concurrent `CREATE TABLE IF NOT
+    /// EXISTS` of one table can both miss it, and the second then fails on the catalog.
     pub async fn new(pool: PgPool, handler: A) -> Result<Self, sqlx::Error> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS feed_checkpoints (consumer text PRIMARY KEY, seq bigint NOT NULL, \
-             update_time timestamptz NOT NULL DEFAULT now())",
-        )
-        .execute(&pool)
-        .await?;
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('crm_platform::consumer schema', 0))")
+            .execute(&mut *tx)
+            .await?;
+        for statement in std::iter::once(&CHECKPOINT_TABLE).chain(handler.schema()) {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(Self { pool, handler })
     }
 }
@@ -379,5 +392,58 @@ impl<A: Apply> Sink for PgSink<A> {
 
     fn applied(&self, event: &pb::Event) {
         self.handler.applied(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Table;
+
+    #[async_trait]
+    impl Apply for Table {
+        async fn apply(&self, _tx: &mut Transaction<'static, Postgres>, _event: &pb::Event) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        fn schema(&self) -> &'static [&'static str] {
+            &["CREATE TABLE IF NOT EXISTS applied_here (seq bigint PRIMARY KEY)"]
+        }
+    }
+
+    /// Replicas of a consumer starting at once on an empty database (a deployment scaled to
+    /// several) all start, and the tables exist once.
+    #[tokio::test]
+    async fn sinks_starting_together_all_create_their_tables() {
+        let Some(db) = crate::testing::TestDatabase::create("sink_schema").await else {
+            return;
+        };
+        let mut starts = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let url = db.url.clone();
+            starts.spawn(async move {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&url)
+                    .await
+                    .expect("connect");
+                PgSink::new(pool, Table).await.map(|_| ())
+            });
+        }
+        while let Some(started) = starts.join_next().await {
+            started.expect("task").expect("a sink failed to start");
+        }
+        let pool = PgPool::connect(&db.url).await.expect("connect");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class WHERE relname IN ('feed_checkpoints', 'applied_here') AND relkind = 'r' \
+             ORDER BY relname",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("tables");
+        assert_eq!(tables, ["applied_here", "feed_checkpoints"]);
+        pool.close().await;
+        db.drop_database().await;
     }
 }

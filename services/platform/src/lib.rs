@@ -16,7 +16,7 @@ pub mod outbox;
 pub mod paging;
 pub mod resource;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;
 
