@@ -321,16 +321,8 @@ async fn postgres_feed_is_gap_free_across_concurrent_writers_and_a_kill() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     migrate(&db.url);
-    let start = || {
-        Process::start(
-            &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
-            &[("CRM_DATABASE_URL", &db.url), ("CRM_FEED_HEARTBEAT", "300ms")],
-            dir.path(),
-            "crm contact is up",
-        )
-    };
-    let process = start();
-    let grpc = format!("http://{}", process.address_after("gRPC on "));
+    let start = || Process::contact_on_postgres(&db.url, &[("CRM_FEED_HEARTBEAT", "300ms")], dir.path());
+    let (process, grpc) = start();
     let mut feed = feed_client(&grpc, token("analytics", "ingest", Role::Service)).await;
     let mut live = subscribe(&mut feed, 0, &[]).await;
 
@@ -378,8 +370,7 @@ async fn postgres_feed_is_gap_free_across_concurrent_writers_and_a_kill() {
         );
     }
     drop(process); // SIGKILL
-    let process = start();
-    let grpc = format!("http://{}", process.address_after("gRPC on "));
+    let (process, grpc) = start();
     let mut feed = feed_client(&grpc, token("analytics", "ingest", Role::Service)).await;
     let after = take(&mut subscribe(&mut feed, 100, &[]).await, 5).await;
     assert_eq!(
@@ -830,26 +821,14 @@ async fn every_kind_of_change_has_its_event_on_postgres() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     migrate(&db.url);
-    let process = Process::start(
-        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
-        &[("CRM_DATABASE_URL", &db.url)],
-        dir.path(),
-        "crm contact is up",
-    );
-    let grpc = format!("http://{}", process.address_after("gRPC on "));
+    let (process, grpc) = Process::contact_on_postgres(&db.url, &[], dir.path());
     every_kind_of_change_has_its_event(&grpc, "kinds", 0).await;
     drop(process);
 
     // Retention on PostgreSQL: restarted with one second of it, the pruner (which runs at
     // start) removes the ten events, and asking for them is OUT_OF_RANGE.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let process = Process::start(
-        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
-        &[("CRM_DATABASE_URL", &db.url), ("CRM_EVENT_RETENTION", "1s")],
-        dir.path(),
-        "crm contact is up",
-    );
-    let grpc = format!("http://{}", process.address_after("gRPC on "));
+    let (process, grpc) = Process::contact_on_postgres(&db.url, &[("CRM_EVENT_RETENTION", "1s")], dir.path());
     let mut feed = feed_client(&grpc, token("kinds", "alice", Role::Viewer)).await;
     let refused = refused_after(&mut feed, 1).await;
     assert_eq!(refused.code(), Code::OutOfRange);
@@ -874,13 +853,7 @@ async fn two_consumers_under_one_name_apply_each_event_once() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     migrate(&producer.url);
-    let contact_process = Process::start(
-        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
-        &[("CRM_DATABASE_URL", &producer.url)],
-        dir.path(),
-        "crm contact is up",
-    );
-    let endpoint = format!("http://{}", contact_process.address_after("gRPC on "));
+    let (contact_process, endpoint) = Process::contact_on_postgres(&producer.url, &[], dir.path());
     let service_token = token("mirror", "mirror", Role::Service);
     let mirror = || {
         Process::start(
@@ -923,7 +896,9 @@ async fn two_consumers_under_one_name_apply_each_event_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!((count, distinct, max), (CONTACTS, CONTACTS, Some(CONTACTS)));
-    assert!(first.running() && second.running(), "neither consumer failed");
+    for consumer in [&mut first, &mut second] {
+        assert!(consumer.running(), "a consumer failed:\n{}", consumer.output());
+    }
     drop((first, second, contact_process));
     producer.drop_database().await;
     consumer.drop_database().await;

@@ -40,13 +40,7 @@ async fn separate_roles_on_postgres() {
         .expect("migrate pipeline");
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
 
-    let contact = Process::start(
-        &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
-        &[("CRM_DATABASE_URL", &db.url)],
-        dir.path(),
-        "crm contact is up",
-    );
-    let grpc = format!("http://{}", contact.address_after("gRPC on "));
+    let (contact, grpc) = Process::contact_on_postgres(&db.url, &[], dir.path());
     let pipeline = Process::start(
         &[
             "pipeline",
@@ -182,54 +176,58 @@ async fn separate_roles_on_postgres() {
     pipeline_db.drop_database().await;
 }
 
+/// Runs `crm <args>` with only `envs` for its credentials, expects it to refuse to start,
+/// and returns what it said.
+fn refusal(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_crm"));
+    command
+        .args(args)
+        .env_remove("CRM_JWT_SECRET")
+        .env_remove("CRM_JWKS_URL");
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run");
+    assert!(!output.status.success(), "crm {args:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn a_bad_configuration_is_refused_before_binding() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["contact", "--grpc-addr", "127.0.0.1:0"])
-        .env("CRM_DATABASE_URL", "mysql://nope")
-        .env("CRM_JWT_SECRET", "short")
-        .output()
-        .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refusal(
+        &["contact", "--grpc-addr", "127.0.0.1:0"],
+        &[("CRM_DATABASE_URL", "mysql://nope"), ("CRM_JWT_SECRET", "short")],
+    );
     assert!(stderr.contains("CRM_DATABASE_URL"), "{stderr}");
 }
 
 #[test]
 fn the_pipeline_refuses_a_bad_configuration_before_binding() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args([
-            "pipeline",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env("CRM_DATABASE_URL", "postgres://127.0.0.1:1/none")
-        .env("CRM_JWT_SECRET", crate::support::SECRET)
-        .env("CRM_CONTACT_ENDPOINT", "contact:50051")
-        .output()
-        .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let pipeline = [
+        "pipeline",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    let stderr = refusal(
+        &pipeline,
+        &[
+            ("CRM_DATABASE_URL", "postgres://127.0.0.1:1/none"),
+            ("CRM_JWT_SECRET", crate::support::SECRET),
+            ("CRM_CONTACT_ENDPOINT", "contact:50051"),
+        ],
+    );
     assert!(stderr.contains("CRM_CONTACT_ENDPOINT"), "{stderr}");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args([
-            "pipeline",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env("CRM_DATABASE_URL", "postgres://127.0.0.1:1/none")
-        .env_remove("CRM_JWT_SECRET")
-        .env("CRM_JWKS_URL", "https://idp.example/jwks")
-        .env("CRM_JWT_ISSUER", "https://idp.example")
-        .env("CRM_JWT_AUDIENCE", "crm")
-        .output()
-        .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refusal(
+        &pipeline,
+        &[
+            ("CRM_DATABASE_URL", "postgres://127.0.0.1:1/none"),
+            ("CRM_JWKS_URL", "https://idp.example/jwks"),
+            ("CRM_JWT_ISSUER", "https://idp.example"),
+            ("CRM_JWT_AUDIENCE", "crm"),
+        ],
+    );
     assert!(
         stderr.contains("CRM_SERVICE_TOKEN"),
         "with a JWKS the feed needs a service token: {stderr}"

@@ -18,9 +18,26 @@ pub(crate) struct Process {
     child: Child,
     /// Lines the process printed on stderr before it reported being up.
     pub(crate) banner: String,
+    /// Everything it has printed on stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Process {
+    /// Starts `crm contact` on free ports over the PostgreSQL database at `url` (with `envs`
+    /// besides); returns it and its gRPC endpoint.
+    pub(crate) fn contact_on_postgres(url: &str, envs: &[(&str, &str)], cwd: &Path) -> (Process, String) {
+        let mut all = vec![("CRM_DATABASE_URL", url)];
+        all.extend_from_slice(envs);
+        let process = Process::start(
+            &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+            &all,
+            cwd,
+            "crm contact is up",
+        );
+        let grpc = format!("http://{}", process.address_after("gRPC on "));
+        (process, grpc)
+    }
+
     /// Starts `crm <args>` and waits until it prints a line containing `ready_marker`.
     pub(crate) fn start(args: &[&str], envs: &[(&str, &str)], cwd: &Path, ready_marker: &str) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
@@ -39,11 +56,13 @@ impl Process {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         let marker = ready_marker.to_owned();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
-            let mut seen = String::new();
             let mut reported = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                let mut seen = seen.lock().expect("log");
                 seen.push_str(&line);
                 seen.push('\n');
                 if !reported && line.contains(&marker) {
@@ -52,11 +71,11 @@ impl Process {
                 }
             }
             if !reported {
-                let _ = tx.send(Err(seen));
+                let _ = tx.send(Err(seen.lock().expect("log").clone()));
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(banner)) => Process { child, banner },
+            Ok(Ok(banner)) => Process { child, banner, log },
             Ok(Err(output)) => panic!("crm {args:?} exited before it was up:\n{output}"),
             Err(_) => {
                 let _ = child.kill();
@@ -68,6 +87,11 @@ impl Process {
     /// Whether the process is still running.
     pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Everything the process has printed on stderr so far (to say why it stopped).
+    pub(crate) fn output(&self) -> String {
+        self.log.lock().expect("log").clone()
     }
 
     /// The address printed after `label` in the banner, e.g. "REST on http://" -> host:port.
