@@ -1657,7 +1657,7 @@ async fn postgres_row_level_security_is_forced() {
         .await
         .expect("connect");
     let store = PgContactStore::new(pool.clone());
-    store
+    let a = store
         .create_contact(
             &tenant("a"),
             &contact(fields("A", "A", "a@example.com")),
@@ -1666,7 +1666,8 @@ async fn postgres_row_level_security_is_forced() {
             false,
         )
         .await
-        .expect("a");
+        .expect("a")
+        .value;
     store
         .create_contact(
             &tenant("b"),
@@ -1701,6 +1702,39 @@ async fn postgres_row_level_security_is_forced() {
     .await;
     assert!(forged.is_err(), "rows of another tenant cannot be written");
     drop(tx);
+
+    // The functions that pin the tenant for their own statement (contact_write,
+    // contact_live) refuse to re-pin a transaction pinned to another tenant, and leave
+    // nothing pinned after their statement.
+    let mut tx = crm_platform::db::begin_tenant(&pool, &tenant("a")).await.expect("tx");
+    let repinned = sqlx::query("SELECT count(*) FROM contact_live('b', ARRAY[gen_random_uuid()])")
+        .execute(&mut *tx)
+        .await
+        .expect_err("re-pinned to b");
+    assert!(
+        matches!(&repinned, sqlx::Error::Database(e) if e.code().as_deref() == Some("42501")),
+        "{repinned}"
+    );
+    drop(tx);
+    let mut conn = pool.acquire().await.expect("conn");
+    let live: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM contact_live('a', $1)")
+        .bind(vec![a.id.0])
+        .fetch_all(&mut *conn)
+        .await
+        .expect("live");
+    assert_eq!(live, [a.id.0]);
+    let crossed: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM contact_live('b', $1)")
+        .bind(vec![a.id.0])
+        .fetch_all(&mut *conn)
+        .await
+        .expect("live");
+    assert!(crossed.is_empty(), "pinned to b, a's contact is not there");
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("count");
+    assert_eq!(after, 0, "the function's pin ends with its statement");
+    drop(conn);
 
     let mut conn = pool.acquire().await.expect("conn");
     let unpinned: i64 = sqlx::query("SELECT count(*) AS n FROM contacts")

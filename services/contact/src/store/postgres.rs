@@ -1,15 +1,18 @@
-//! PostgreSQL store. Every method runs in one transaction pinned to the tenant, so row-level
-//! security guards every statement in addition to the explicit tenant_id conditions.
+//! PostgreSQL store. Every method runs in one transaction pinned to the tenant (or in one
+//! call of a function that pins it for its statement: contact_write, contact_live), so
+//! row-level security guards every statement in addition to the explicit tenant_id
+//! conditions.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_platform::db::{begin_tenant, is_unique_violation};
+use crm_platform::telemetry::current_traceparent;
 use crm_platform::{TenantId, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -281,11 +284,16 @@ impl PgContactStore {
                     creates: vec![(contact.clone(), audit.clone())],
                     updates: Vec::new(),
                 };
-                write_rows(&mut tx, tenant, &batch, &[], false).await?;
+                let keys = contact.fields.match_keys();
+                let probes = [Probe {
+                    except: Some(contact.id),
+                    keys: &keys,
+                }];
+                let held = write_rows(&mut tx, tenant, &batch, &[], &probes).await?;
                 if let Some(key) = key {
                     remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
                 }
-                let similar = keyed_contacts(&mut tx, tenant, &contact.fields.match_keys(), Some(contact.id)).await?;
+                let similar = candidates(&mut tx, tenant, held).await?.pop().unwrap_or_default();
                 Ok(Created {
                     similar,
                     ..Created::new(contact.clone(), false)
@@ -875,9 +883,9 @@ impl ContactStore for PgContactStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.tx(tenant).await?;
-        write_rows(&mut tx, tenant, batch, &[], true).await?;
-        tx.commit().await?;
+        // contact_write pins the tenant and is a transaction of its own.
+        let mut conn = self.pool.acquire().await?;
+        write_rows(&mut conn, tenant, batch, &[], &[]).await?;
         Ok(())
     }
 
@@ -1401,7 +1409,8 @@ async fn lock_values(
     Ok(())
 }
 
-/// The columns of many contacts, one array per column, for statements that unnest them.
+/// The columns of many contacts, one array per column, as contact_write takes them: creates
+/// (no expected revision) and updates (the revision they were read at) together.
 struct ContactArrays {
     ids: Vec<Uuid>,
     given_names: Vec<String>,
@@ -1411,7 +1420,6 @@ struct ContactArrays {
     primary_emails: Vec<Option<String>>,
     titles: Vec<String>,
     companies: Vec<Option<Uuid>>,
-    company_names: Vec<Option<String>>,
     stages: Vec<&'static str>,
     sources: Vec<&'static str>,
     owners: Vec<String>,
@@ -1423,44 +1431,34 @@ struct ContactArrays {
     update_times: Vec<DateTime<Utc>>,
     revisions: Vec<i64>,
     external_ids: Vec<Option<String>>,
+    expected: Vec<Option<i64>>,
 }
 
-/// The arrays of [`ContactArrays`] as unnested by [`ContactArrays::bind`] from `$2` on.
-const UNNEST_CONTACTS: &str = "unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[], $8::text[], \
-     $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[], $15::jsonb[], $16::jsonb[], $17::text[], \
-     $18::timestamptz[], $19::timestamptz[], $20::int8[], $21::text[]) AS u(id, given_name, family_name, emails, phones, \
-     primary_email, title, company_id, company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, \
-     create_time, update_time, revision, external_id)";
-
 impl ContactArrays {
-    fn new<'a>(
-        contacts: impl ExactSizeIterator<Item = &'a Contact>,
-        names: &HashMap<Uuid, String>,
-    ) -> Result<Self, StoreError> {
-        let n = contacts.len();
+    fn new<'a>(contacts: impl Iterator<Item = (&'a Contact, Option<Revision>)>) -> Result<Self, StoreError> {
         let mut a = ContactArrays {
-            ids: Vec::with_capacity(n),
-            given_names: Vec::with_capacity(n),
-            family_names: Vec::with_capacity(n),
-            emails: Vec::with_capacity(n),
-            phones: Vec::with_capacity(n),
-            primary_emails: Vec::with_capacity(n),
-            titles: Vec::with_capacity(n),
-            companies: Vec::with_capacity(n),
-            company_names: Vec::with_capacity(n),
-            stages: Vec::with_capacity(n),
-            sources: Vec::with_capacity(n),
-            owners: Vec::with_capacity(n),
-            tags: Vec::with_capacity(n),
-            attributes: Vec::with_capacity(n),
-            consents: Vec::with_capacity(n),
-            search_texts: Vec::with_capacity(n),
-            create_times: Vec::with_capacity(n),
-            update_times: Vec::with_capacity(n),
-            revisions: Vec::with_capacity(n),
-            external_ids: Vec::with_capacity(n),
+            ids: Vec::new(),
+            given_names: Vec::new(),
+            family_names: Vec::new(),
+            emails: Vec::new(),
+            phones: Vec::new(),
+            primary_emails: Vec::new(),
+            titles: Vec::new(),
+            companies: Vec::new(),
+            stages: Vec::new(),
+            sources: Vec::new(),
+            owners: Vec::new(),
+            tags: Vec::new(),
+            attributes: Vec::new(),
+            consents: Vec::new(),
+            search_texts: Vec::new(),
+            create_times: Vec::new(),
+            update_times: Vec::new(),
+            revisions: Vec::new(),
+            external_ids: Vec::new(),
+            expected: Vec::new(),
         };
-        for contact in contacts {
+        for (contact, expected) in contacts {
             let f = &contact.fields;
             a.ids.push(contact.id.0);
             a.given_names.push(f.given_name.clone());
@@ -1470,7 +1468,6 @@ impl ContactArrays {
             a.primary_emails.push(f.primary_email().map(|e| e.as_str().to_owned()));
             a.titles.push(f.title.clone());
             a.companies.push(f.company.map(|c| c.0));
-            a.company_names.push(f.company.and_then(|c| names.get(&c.0).cloned()));
             a.stages.push(f.lifecycle_stage.as_str());
             a.sources.push(f.source.as_str());
             a.owners.push(f.owner.as_str().to_owned());
@@ -1482,171 +1479,10 @@ impl ContactArrays {
             a.update_times.push(contact.update_time);
             a.revisions.push(contact.revision.0);
             a.external_ids.push(f.external_id.clone());
+            a.expected.push(expected.map(|r| r.0));
         }
         Ok(a)
     }
-
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        query
-            .bind(&self.ids)
-            .bind(&self.given_names)
-            .bind(&self.family_names)
-            .bind(&self.emails)
-            .bind(&self.phones)
-            .bind(&self.primary_emails)
-            .bind(&self.titles)
-            .bind(&self.companies)
-            .bind(&self.company_names)
-            .bind(&self.stages)
-            .bind(&self.sources)
-            .bind(&self.owners)
-            .bind(&self.tags)
-            .bind(&self.attributes)
-            .bind(&self.consents)
-            .bind(&self.search_texts)
-            .bind(&self.create_times)
-            .bind(&self.update_times)
-            .bind(&self.revisions)
-            .bind(&self.external_ids)
-    }
-}
-
-/// Writes the creates and updates of `batch` with set-based statements: the unique keys it
-/// claims are locked and checked, then every row, key and audit entry is written. `traces`
-/// holds the trace of each audit entry (creates, then updates) when they came from different
-/// requests; when empty, every entry takes the transaction's. `ends_transaction` says the
-/// caller commits right after, so a large batch may be written with a generic plan.
-async fn write_rows(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-    batch: &WriteBatch,
-    traces: &[String],
-    ends_transaction: bool,
-) -> Result<(), StoreError> {
-    check_claims(tx, tenant, &batch.claims()?).await?;
-    let contacts = || {
-        batch
-            .creates
-            .iter()
-            .map(|(c, _)| c)
-            .chain(batch.updates.iter().map(|(c, _, _)| c))
-    };
-    let mut companies: Vec<Uuid> = contacts().filter_map(|c| c.fields.company.map(|id| id.0)).collect();
-    companies.sort_unstable();
-    companies.dedup();
-    let names: HashMap<Uuid, String> = if companies.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as("SELECT id, display_name FROM companies WHERE tenant_id = $1 AND id = ANY($2)")
-            .bind(tenant.as_str())
-            .bind(&companies)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    if names.len() != companies.len() {
-        return Err(StoreError::UnknownCompany);
-    }
-    if !batch.updates.is_empty() {
-        let rows = ContactArrays::new(batch.updates.iter().map(|(c, _, _)| c), &names)?;
-        let expected: Vec<i64> = batch.updates.iter().map(|(_, r, _)| r.0).collect();
-        let updated = rows
-            .bind(
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE contacts AS c SET given_name = u.given_name, family_name = u.family_name, emails = u.emails, \
-                     phones = u.phones, primary_email = u.primary_email, title = u.title, company_id = u.company_id, \
-                     company_name = u.company_name, lifecycle_stage = u.lifecycle_stage, source = u.source, owner = u.owner, \
-                     tags = ARRAY(SELECT jsonb_array_elements_text(u.tags)), attributes = u.attributes, consent = u.consent, \
-                     search_text = u.search_text, update_time = u.update_time, revision = u.revision, external_id = u.external_id \
-                     FROM {UNNEST_CONTACTS} JOIN unnest($2::uuid[], $22::int8[]) AS e(id, expected) ON e.id = u.id \
-                     WHERE c.tenant_id = $1 AND c.id = u.id AND c.revision = e.expected"
-                )))
-                .bind(tenant.as_str()),
-            )
-            .bind(&expected)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        if updated != batch.updates.len() as u64 {
-            return Err(StoreError::RevisionMismatch);
-        }
-        sqlx::query("DELETE FROM contact_keys WHERE tenant_id = $1 AND contact_id = ANY($2)")
-            .bind(tenant.as_str())
-            .bind(&rows.ids)
-            .execute(&mut **tx)
-            .await?;
-    }
-    // The new rows, their match keys and their audit entries, in one statement.
-    let keys = KeyArrays::new(contacts());
-    let audits = AuditArrays::new(
-        batch
-            .creates
-            .iter()
-            .map(|(c, a)| (c.id, a))
-            .chain(batch.updates.iter().map(|(c, _, a)| (c.id, a))),
-    )?;
-    let created = if batch.creates.is_empty() {
-        None
-    } else {
-        Some(ContactArrays::new(batch.creates.iter().map(|(c, _)| c), &names)?)
-    };
-    let first = if created.is_some() { 22 } else { 2 };
-    let insert_contacts = if created.is_some() {
-        format!(
-            "c AS (INSERT INTO contacts (tenant_id, {CONTACT_WRITE_COLUMNS}) SELECT $1, u.id, u.given_name, u.family_name, \
-             u.emails, u.phones, u.primary_email, u.title, u.company_id, u.company_name, u.lifecycle_stage, u.source, u.owner, \
-             ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.attributes, u.consent, u.search_text, u.create_time, \
-             u.update_time, u.revision, u.external_id FROM {UNNEST_CONTACTS}), "
-        )
-    } else {
-        String::new()
-    };
-    let (k, h) = (first, first + 3);
-    let sql = format!(
-        "WITH {insert_contacts}k AS (INSERT INTO contact_keys (tenant_id, kind, value, contact_id) \
-         SELECT $1, k.kind, k.value, k.contact_id FROM unnest(${k}::text[], ${}::text[], ${}::uuid[]) AS k(kind, value, contact_id)) \
-         INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes, traceparent) \
-         SELECT $1, h.id, 'contact', h.resource_id, h.action, h.actor, ${}, h.changes, coalesce(h.traceparent, '') \
-         FROM unnest(${h}::uuid[], ${}::uuid[], ${}::text[], ${}::text[], ${}::jsonb[], ${}::text[]) \
-         AS h(id, resource_id, action, actor, changes, traceparent)",
-        k + 1,
-        k + 2,
-        h + 5,
-        h + 1,
-        h + 2,
-        h + 3,
-        h + 4,
-        h + 6
-    );
-    if ends_transaction && audits.ids.len() >= GENERIC_WRITE_ROWS {
-        // Planning this statement for its parameters copies every array into the plan (about
-        // 7 ms for 500 rows). It only inserts from arrays (and the triggers from transition
-        // tables), so there is no plan to choose and the generic one is as good. The setting
-        // lasts until the commit, so it is only taken when nothing else runs before it (a
-        // group of creates reads its candidates afterwards, whose generic plan is unsafe).
-        sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
-            .execute(&mut **tx)
-            .await?;
-    }
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_str());
-    if let Some(rows) = &created {
-        query = rows.bind(query);
-    }
-    query
-        .bind(&keys.kinds)
-        .bind(&keys.values)
-        .bind(&keys.owners)
-        .bind(&audits.ids)
-        .bind(&audits.resources)
-        .bind(&audits.actions)
-        .bind(&audits.actors)
-        .bind(&audits.changes)
-        .bind(now())
-        .bind(traces)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// The match keys of many contacts, as arrays.
@@ -1670,30 +1506,35 @@ impl KeyArrays {
     }
 }
 
-/// The audit entries of many contacts, as arrays.
+/// The audit entries of many contacts, as arrays aligned with their [`ContactArrays`].
 struct AuditArrays {
     ids: Vec<Uuid>,
-    resources: Vec<Uuid>,
     actions: Vec<&'static str>,
     actors: Vec<String>,
     changes: Vec<String>,
+    traces: Vec<String>,
 }
 
 impl AuditArrays {
-    fn new<'a>(entries: impl Iterator<Item = (ContactId, &'a AuditRecord)>) -> Result<Self, StoreError> {
+    /// `traces` holds each entry's trace when they came from different requests; when empty,
+    /// every entry takes the current request's.
+    fn new<'a>(entries: impl Iterator<Item = &'a AuditRecord>, traces: &[String]) -> Result<Self, StoreError> {
         let mut a = AuditArrays {
             ids: Vec::new(),
-            resources: Vec::new(),
             actions: Vec::new(),
             actors: Vec::new(),
             changes: Vec::new(),
+            traces: traces.to_vec(),
         };
-        for (contact, audit) in entries {
+        for audit in entries {
             a.ids.push(Uuid::now_v7());
-            a.resources.push(contact.0);
             a.actions.push(audit.action.as_str());
             a.actors.push(audit.actor.as_str().to_owned());
             a.changes.push(to_json(&audit.changes)?);
+        }
+        if traces.is_empty() {
+            let current = current_traceparent().unwrap_or_default();
+            a.traces = vec![current; a.ids.len()];
         }
         Ok(a)
     }
@@ -1704,72 +1545,192 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError
     serde_json::to_string(value).map_err(corrupt)
 }
 
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+/// A row of contact_write's outcome: (outcome, claimed kind, probe key index, holder).
+type WriteOutcome = (String, Option<String>, Option<i64>, Option<Uuid>);
 
-/// Rows from which [`write_rows`] writes with a generic plan when it ends its transaction (an
-/// import's batches; below this the extra round trip costs more than the planning).
-const GENERIC_WRITE_ROWS: usize = 32;
+/// The SQLSTATE contact_write raises when an update's revision moved.
+const STALE_WRITE: &str = "CRM01";
 
-/// The columns a contact write sets, in the order of [`UNNEST_CONTACTS`].
-const CONTACT_WRITE_COLUMNS: &str = "id, given_name, family_name, emails, phones, primary_email, title, company_id, \
-     company_name, lifecycle_stage, source, owner, tags, attributes, consent, search_text, create_time, update_time, revision, \
-     external_id";
+/// Writes the creates and updates of `batch` in one call of contact_write (migration 0012):
+/// the unique keys it claims locked and checked, then every row, match key and audit entry;
+/// then the holders of each probe's keys are looked up. On a connection without a
+/// transaction the call is a transaction of its own. `traces`: see [`AuditArrays::new`].
+/// Returns, for each probe, the contacts holding its keys (merged and erased included: see
+/// [`candidates`]).
+async fn write_rows(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    batch: &WriteBatch,
+    traces: &[String],
+    probes: &[Probe<'_>],
+) -> Result<Vec<Vec<Uuid>>, StoreError> {
+    let claims = batch.claims()?;
+    let claim_kinds: Vec<&str> = claims.iter().map(|c| c.0).collect();
+    let claim_values: Vec<&str> = claims.iter().map(|c| c.1.as_str()).collect();
+    let claimants: Vec<Uuid> = claims.iter().map(|c| c.2.0).collect();
+    let contacts = || {
+        batch
+            .creates
+            .iter()
+            .map(|(c, _)| (c, None))
+            .chain(batch.updates.iter().map(|(c, r, _)| (c, Some(*r))))
+    };
+    let rows = ContactArrays::new(contacts())?;
+    let keys = KeyArrays::new(contacts().map(|(c, _)| c));
+    let audits = AuditArrays::new(
+        batch
+            .creates
+            .iter()
+            .map(|(_, a)| a)
+            .chain(batch.updates.iter().map(|(_, _, a)| a)),
+        traces,
+    )?;
+    let probe_keys = ProbeKeys::new(probes);
+    let outcomes: Vec<WriteOutcome> = sqlx::query_as(
+        "SELECT outcome, kind, key_index, holder FROM contact_write($1, $2, $3, $4, $5, $6, $7, $8::jsonb[], $9::jsonb[], \
+         $10, $11, $12, $13, $14, $15, $16::jsonb[], $17::jsonb[], $18::jsonb[], $19, $20, $21, $22, $23, $24, $25, $26, \
+         $27, $28, $29, $30, $31::jsonb[], $32, $33, $34, $35, $36)",
+    )
+    .bind(tenant.as_str())
+    .bind(&claim_kinds)
+    .bind(&claim_values)
+    .bind(&claimants)
+    .bind(&rows.ids)
+    .bind(&rows.given_names)
+    .bind(&rows.family_names)
+    .bind(&rows.emails)
+    .bind(&rows.phones)
+    .bind(&rows.primary_emails)
+    .bind(&rows.titles)
+    .bind(&rows.companies)
+    .bind(&rows.stages)
+    .bind(&rows.sources)
+    .bind(&rows.owners)
+    .bind(&rows.tags)
+    .bind(&rows.attributes)
+    .bind(&rows.consents)
+    .bind(&rows.search_texts)
+    .bind(&rows.create_times)
+    .bind(&rows.update_times)
+    .bind(&rows.revisions)
+    .bind(&rows.external_ids)
+    .bind(&rows.expected)
+    .bind(&keys.kinds)
+    .bind(&keys.values)
+    .bind(&keys.owners)
+    .bind(&audits.ids)
+    .bind(&audits.actions)
+    .bind(&audits.actors)
+    .bind(&audits.changes)
+    .bind(&audits.traces)
+    .bind(now())
+    .bind(&probe_keys.kinds)
+    .bind(&probe_keys.values)
+    .bind(PROBE_PER_KEY)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(STALE_WRITE) => StoreError::RevisionMismatch,
+        _ => err.into(),
+    })?;
+    let mut holders = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        match outcome {
+            (outcome, Some(kind), _, Some(holder)) if outcome == "claimed" => {
+                return Err(claim_conflict(&kind, ContactId(holder)));
+            }
+            (outcome, ..) if outcome == "unknown_company" => return Err(StoreError::UnknownCompany),
+            (outcome, _, Some(key), Some(holder)) if outcome == "held" => {
+                holders.push((probe_keys.index(key)?, holder))
+            }
+            (outcome, ..) => return Err(corrupt(format!("contact_write outcome {outcome}"))),
+        }
+    }
+    Ok(probe_keys.held(probes, holders))
+}
 
 /// Live contacts having any of `keys` (but `except`), most recently updated first, up to
 /// [`MAX_CANDIDATES`].
 async fn keyed_contacts(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     tenant: &TenantId,
     keys: &[MatchKey],
     except: Option<ContactId>,
 ) -> Result<Vec<Contact>, StoreError> {
-    let probe = Probe { except, keys };
-    Ok(probe_contacts(tx, tenant, std::slice::from_ref(&probe))
+    let probes = [Probe { except, keys }];
+    let probe_keys = ProbeKeys::new(&probes);
+    let holders = key_holders(conn, tenant, &probe_keys.kinds, &probe_keys.values, Some(PROBE_PER_KEY)).await?;
+    Ok(candidates(conn, tenant, probe_keys.held(&probes, holders))
         .await?
         .pop()
         .unwrap_or_default())
 }
 
-/// One lookup of [`probe_contacts`]: contacts having any of `keys`, but `except`.
+/// One lookup of duplicate candidates: contacts having any of `keys`, but `except`.
 struct Probe<'a> {
     except: Option<ContactId>,
     keys: &'a [MatchKey],
 }
 
-/// For each probe, the live contacts having any of its keys (but its `except`), most
-/// recently updated first, up to [`MAX_CANDIDATES`]: the holders of every key in one call,
-/// then the contacts, only when any is held.
-async fn probe_contacts(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-    probes: &[Probe<'_>],
-) -> Result<Vec<Vec<Contact>>, StoreError> {
-    let (mut owners, mut kinds, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    for (n, probe) in probes.iter().enumerate() {
-        for key in probe.keys {
-            owners.push(n);
-            kinds.push(key.kind.as_str());
-            values.push(key.value.as_str());
+/// Holders looked up per probe key: one more than the candidates kept, as a probe's own
+/// contact may hold its keys.
+const PROBE_PER_KEY: i64 = MAX_CANDIDATES as i64 + 1;
+
+/// The keys of many probes as arrays, and the probe each belongs to.
+struct ProbeKeys<'a> {
+    probes: Vec<usize>,
+    kinds: Vec<&'static str>,
+    values: Vec<&'a str>,
+}
+
+impl<'a> ProbeKeys<'a> {
+    fn new(probes: &[Probe<'a>]) -> Self {
+        let mut keys = ProbeKeys {
+            probes: Vec::new(),
+            kinds: Vec::new(),
+            values: Vec::new(),
+        };
+        for (n, probe) in probes.iter().enumerate() {
+            for key in probe.keys {
+                keys.probes.push(n);
+                keys.kinds.push(key.kind.as_str());
+                keys.values.push(key.value.as_str());
+            }
         }
+        keys
     }
-    let mut held: Vec<Vec<Uuid>> = vec![Vec::new(); probes.len()];
-    if !owners.is_empty() {
-        // One more than the candidates kept, as a probe's own contact may hold its keys.
-        let per_key = i64::try_from(MAX_CANDIDATES + 1).unwrap_or(i64::MAX);
-        for (key, id) in key_holders(tx, tenant, &kinds, &values, Some(per_key)).await? {
-            let probe = owners[key];
+
+    fn index(&self, key: i64) -> Result<usize, StoreError> {
+        key_position(key, self.values.len())
+    }
+
+    /// For each probe, the distinct holders of its keys but its `except`, given (key, holder).
+    fn held(&self, probes: &[Probe<'_>], holders: Vec<(usize, Uuid)>) -> Vec<Vec<Uuid>> {
+        let mut held: Vec<Vec<Uuid>> = vec![Vec::new(); probes.len()];
+        for (key, id) in holders {
+            let probe = self.probes[key];
             if probes[probe].except != Some(ContactId(id)) && !held[probe].contains(&id) {
                 held[probe].push(id);
             }
         }
+        held
     }
+}
+
+/// For each probe's holders, the live ones, most recently updated first, up to
+/// [`MAX_CANDIDATES`]: one read of them all, only when any is held.
+async fn candidates(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    held: Vec<Vec<Uuid>>,
+) -> Result<Vec<Vec<Contact>>, StoreError> {
     let mut ids: Vec<Uuid> = held.iter().flatten().copied().collect();
     if ids.is_empty() {
-        return Ok(vec![Vec::new(); probes.len()]);
+        return Ok(vec![Vec::new(); held.len()]);
     }
     ids.sort_unstable();
     ids.dedup();
-    let contacts: HashMap<Uuid, Contact> = live_contacts(tx, tenant, &ids)
+    let contacts: HashMap<Uuid, Contact> = live_contacts(conn, tenant, &ids)
         .await?
         .into_iter()
         .map(|c| (c.id.0, c))
@@ -1789,7 +1750,7 @@ async fn probe_contacts(
 /// (i, contact id), merged and erased contacts included. contact_key_matches (migration 0011)
 /// keeps one plan per connection: a primary-key probe per key.
 async fn key_holders(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     tenant: &TenantId,
     kinds: &[&str],
     values: &[&str],
@@ -1803,36 +1764,33 @@ async fn key_holders(
         .bind(kinds)
         .bind(values)
         .bind(per_key)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
     rows.into_iter()
-        .map(|(n, id)| {
-            usize::try_from(n - 1)
-                .ok()
-                .filter(|&i| i < values.len())
-                .map(|i| (i, id))
-                .ok_or_else(|| corrupt("key index out of range"))
-        })
+        .map(|(n, id)| Ok((key_position(n, values.len())?, id)))
         .collect()
 }
 
-/// The live contacts (neither erased nor merged away) among `ids`, one primary-key read each.
-async fn live_contacts(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-    ids: &[Uuid],
-) -> Result<Vec<Contact>, StoreError> {
+/// The array index of a key index as the database returns it (1-based) among `len` keys.
+fn key_position(key: i64, len: usize) -> Result<usize, StoreError> {
+    usize::try_from(key - 1)
+        .ok()
+        .filter(|&i| i < len)
+        .ok_or_else(|| corrupt("key index out of range"))
+}
+
+/// The live contacts (neither erased nor merged away) among `ids`, one primary-key read each
+/// (contact_live, migration 0012: it pins the tenant, so it needs no transaction).
+async fn live_contacts(conn: &mut PgConnection, tenant: &TenantId, ids: &[Uuid]) -> Result<Vec<Contact>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT c.* FROM unnest($2::uuid[]) AS h(id) CROSS JOIN LATERAL ( \
-         SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = h.id AND erase_time IS NULL \
-         AND merged_into IS NULL OFFSET 0) AS c"
+        "SELECT {CONTACT_COLUMNS} FROM contact_live($1, $2)"
     )))
     .bind(tenant.as_str())
     .bind(ids)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(contact_from_row).collect()
 }

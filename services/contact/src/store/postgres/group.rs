@@ -2,8 +2,10 @@
 //! transaction, the planning of its statements and the commit; its rows are a small part.
 //! Creates that arrive while a transaction is running are therefore queued and written
 //! together by the next one (up to [`GROUP_MAX`] of one tenant): their unique keys locked
-//! and checked, their rows, keys, audit entries and events written, and their duplicate
-//! candidates read, in the same few statements a single create makes.
+//! and checked, their rows, keys, audit entries and events written, and the holders of their
+//! match keys found, in one call of contact_write, as a single create makes. The duplicate
+//! candidates among those holders are read, and the creates answered, in a task of their own
+//! while the writer takes the next group.
 //!
 //! Every caller still gets its own outcome: a group that cannot be written as a whole (one
 //! of its creates claims an email address another contact holds, names an unknown company,
@@ -18,8 +20,9 @@ use crm_platform::TenantId;
 use crm_platform::telemetry::current_traceparent;
 use tokio::sync::oneshot;
 use tracing::Instrument;
+use uuid::Uuid;
 
-use super::{PgContactStore, Probe, probe_contacts, write_rows};
+use super::{PgContactStore, Probe, candidates, write_rows};
 use crate::domain::{AuditRecord, Contact};
 use crate::store::{Created, StoreError, WriteBatch};
 
@@ -181,10 +184,11 @@ impl PgContactStore {
         }
         if batch.creates.len() > 1 {
             match self.insert_together(&tenant, &batch, &spans).await {
-                Ok(created) => {
-                    for (reply, created) in replies.into_iter().zip(created) {
-                        let _ = reply.send(Ok(created));
-                    }
+                Ok(held) => {
+                    // The group is written: its candidates are read, and its creates
+                    // answered, while this writer takes the next group.
+                    let store = self.clone();
+                    tokio::spawn(async move { store.answer(&tenant, batch, held, replies).await });
                     return;
                 }
                 Err(err) => tracing::debug!(error = %err, creates = batch.creates.len(), "group written one by one"),
@@ -199,20 +203,18 @@ impl PgContactStore {
         }
     }
 
-    /// The creates of `batch`, written and their duplicate candidates read, in one
-    /// transaction.
+    /// Writes the creates of `batch` in one call (contact_write pins the tenant and is a
+    /// transaction of its own); returns the holders of each create's match keys.
     async fn insert_together(
         &self,
         tenant: &TenantId,
         batch: &WriteBatch,
         spans: &[tracing::Span],
-    ) -> Result<Vec<Created<Contact>>, StoreError> {
+    ) -> Result<Vec<Vec<Uuid>>, StoreError> {
         let traces: Vec<String> = spans
             .iter()
             .map(|span| span.in_scope(current_traceparent).unwrap_or_default())
             .collect();
-        let mut tx = self.tx(tenant).await?;
-        write_rows(&mut tx, tenant, batch, &traces, false).await?;
         let keys: Vec<_> = batch
             .creates
             .iter()
@@ -227,17 +229,32 @@ impl PgContactStore {
                 keys,
             })
             .collect();
-        let similar = probe_contacts(&mut tx, tenant, &probes).await?;
-        tx.commit().await?;
-        Ok(batch
-            .creates
-            .iter()
-            .zip(similar)
-            .map(|((contact, _), similar)| Created {
+        let mut conn = self.pool.acquire().await?;
+        write_rows(&mut conn, tenant, batch, &traces, &probes).await
+    }
+
+    /// Answers the creates of a written group, with the live contacts among the holders of
+    /// their keys as candidates. The creates have committed, so a failed read of the
+    /// candidates answers them without candidates (and says so in the log) rather than as
+    /// failed: a client retrying a create that succeeded would make a second contact.
+    async fn answer(&self, tenant: &TenantId, batch: WriteBatch, held: Vec<Vec<Uuid>>, replies: Vec<Reply>) {
+        let read = async {
+            let mut conn = self.pool.acquire().await?;
+            candidates(&mut conn, tenant, held).await
+        };
+        let similar = match read.await {
+            Ok(similar) => similar,
+            Err(err) => {
+                tracing::warn!(error = %err, creates = batch.creates.len(), "duplicate candidates not read");
+                vec![Vec::new(); batch.creates.len()]
+            }
+        };
+        for ((reply, (contact, _)), similar) in replies.into_iter().zip(batch.creates).zip(similar) {
+            let _ = reply.send(Ok(Created {
                 similar,
-                ..Created::new(contact.clone(), false)
-            })
-            .collect())
+                ..Created::new(contact, false)
+            }));
+        }
     }
 }
 
