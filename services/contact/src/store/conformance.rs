@@ -10,7 +10,7 @@ use crm_platform::{TenantId, UserId};
 use super::*;
 use crate::domain::*;
 
-fn tenant(name: &str) -> TenantId {
+pub(crate) fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant")
 }
 
@@ -18,7 +18,7 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).expect("user")
 }
 
-fn audit() -> AuditRecord {
+pub(crate) fn audit() -> AuditRecord {
     AuditRecord {
         action: ChangeAction::Updated,
         actor: user("alice"),
@@ -26,7 +26,7 @@ fn audit() -> AuditRecord {
     }
 }
 
-fn fields(given: &str, family: &str, email: &str) -> ContactFields {
+pub(crate) fn fields(given: &str, family: &str, email: &str) -> ContactFields {
     let mut fields = ContactFields {
         external_id: None,
         given_name: given.into(),
@@ -62,7 +62,7 @@ fn contact_at(fields: ContactFields, at: chrono::DateTime<Utc>) -> Contact {
     }
 }
 
-fn contact(fields: ContactFields) -> Contact {
+pub(crate) fn contact(fields: ContactFields) -> Contact {
     contact_at(fields, Utc::now())
 }
 

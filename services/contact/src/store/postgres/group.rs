@@ -30,7 +30,9 @@ use crate::store::{Created, StoreError, WriteBatch};
 pub(super) const GROUP_MAX: usize = 64;
 
 /// Group transactions running at once for a pool of `connections`: enough to keep the
-/// database busy while a group commits, few enough to leave connections for reads.
+/// database busy while a group commits, few enough to leave connections for reads. They
+/// write different tenants' groups: one tenant's creates are written by one writer at a
+/// time (see [`Queue::busy`]).
 pub(super) fn writers_for(connections: u32) -> usize {
     usize::try_from(connections / 8).unwrap_or(1).clamp(1, 8)
 }
@@ -51,8 +53,22 @@ struct Pending {
 #[derive(Default)]
 struct Queue {
     pending: VecDeque<Pending>,
-    /// Writer tasks running; each takes groups until the queue is empty.
+    /// Writer tasks running; each takes groups until none is left it may take.
     writers: usize,
+    /// The tenants whose group a writer is writing. A tenant's next group waits for that
+    /// writer: two writers of one tenant only split its creates into smaller groups, whose
+    /// transactions then contend for the same index pages and commit (measured on 2 cores:
+    /// 1 writer 1464-1741 creates/s, 2 writers 1187-1405/s, 3 writers 1133/s).
+    busy: Vec<TenantId>,
+}
+
+impl Queue {
+    /// A writer is done with `tenant`.
+    fn release(&mut self, tenant: Option<TenantId>) {
+        if let Some(done) = tenant {
+            self.busy.retain(|t| *t != done);
+        }
+    }
 }
 
 /// The queue of creates waiting for a group, shared by the clones of a store.
@@ -76,12 +92,14 @@ impl Groups {
     }
 }
 
-/// Takes the next group off the queue: the first create and those after it of the same
-/// tenant and email rule, in arrival order, up to [`GROUP_MAX`].
-fn take_group(pending: &mut VecDeque<Pending>) -> Vec<Pending> {
-    let Some(first) = pending.pop_front() else {
-        return Vec::new();
-    };
+/// Takes the next group off the queue: the first create of a tenant no writer is busy with,
+/// and those after it of the same tenant and email rule, in arrival order, up to
+/// [`GROUP_MAX`]; marks the tenant busy. None when every waiting create's tenant is busy.
+fn take_group(queue: &mut Queue) -> Option<Vec<Pending>> {
+    let Queue { pending, busy, .. } = queue;
+    let first = pending.iter().position(|p| !busy.contains(&p.tenant))?;
+    let first = pending.remove(first)?;
+    busy.push(first.tenant.clone());
     let mut group = vec![first];
     let mut i = 0;
     while i < pending.len() && group.len() < GROUP_MAX {
@@ -91,26 +109,47 @@ fn take_group(pending: &mut VecDeque<Pending>) -> Vec<Pending> {
             i += 1;
         }
     }
-    group
+    Some(group)
 }
 
-/// Gives a writer's place back if its task ends without emptying the queue (a panic).
+/// A writer's place, and the tenant it is writing: given back when it ends, whether it ends
+/// normally or by a panic.
 struct WriterSlot {
     groups: Groups,
+    tenant: Option<TenantId>,
     released: bool,
+}
+
+impl WriterSlot {
+    /// The writer's next group, or None (its place given back) when there is none it may
+    /// take; decided under the queue's lock, so a create queued meanwhile is either taken
+    /// here or starts a writer.
+    fn next_group(&mut self) -> Option<Vec<Pending>> {
+        let mut queue = self.groups.lock();
+        queue.release(self.tenant.take());
+        let Some(group) = take_group(&mut queue) else {
+            queue.writers -= 1;
+            self.released = true;
+            return None;
+        };
+        self.tenant = group.first().map(|p| p.tenant.clone());
+        Some(group)
+    }
 }
 
 impl Drop for WriterSlot {
     fn drop(&mut self) {
         if !self.released {
-            self.groups.lock().writers -= 1;
+            let mut queue = self.groups.lock();
+            queue.release(self.tenant.take());
+            queue.writers -= 1;
         }
     }
 }
 
 impl PgContactStore {
     /// Queues a create for the next group and waits for its outcome; starts a writer when
-    /// fewer than the maximum are running.
+    /// fewer than the maximum are running and none is busy with the tenant.
     pub(super) async fn create_grouped(
         &self,
         tenant: &TenantId,
@@ -129,7 +168,7 @@ impl PgContactStore {
                 span: tracing::Span::current(),
                 reply,
             });
-            let start = queue.writers < self.groups.max_writers;
+            let start = queue.writers < self.groups.max_writers && !queue.busy.contains(tenant);
             if start {
                 queue.writers += 1;
             }
@@ -144,23 +183,14 @@ impl PgContactStore {
             .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 
-    /// A writer: writes groups until the queue is empty, then ends (deciding so under the
-    /// queue's lock, so a create queued meanwhile either is taken or starts a writer).
+    /// A writer: writes groups until none is left that it may take, then ends.
     async fn write_groups(self) {
         let mut slot = WriterSlot {
             groups: self.groups.clone(),
+            tenant: None,
             released: false,
         };
-        loop {
-            let group = {
-                let mut queue = self.groups.lock();
-                if queue.pending.is_empty() {
-                    queue.writers -= 1;
-                    slot.released = true;
-                    return;
-                }
-                take_group(&mut queue.pending)
-            };
+        while let Some(group) = slot.next_group() {
             self.write_group(group).await;
         }
     }
@@ -261,6 +291,44 @@ impl PgContactStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::store::conformance::{audit, contact, fields, tenant};
+
+    fn queued(queue: &mut Queue, of: &str) -> oneshot::Receiver<Result<Created<Contact>, StoreError>> {
+        let (reply, outcome) = oneshot::channel();
+        queue.pending.push_back(Pending {
+            tenant: tenant(of),
+            unique_email: false,
+            contact: contact(fields("A", "B", "a@example.com")),
+            audit: audit(),
+            span: tracing::Span::none(),
+            reply,
+        });
+        outcome
+    }
+
+    fn tenants(group: &[Pending]) -> Vec<&str> {
+        group.iter().map(|p| p.tenant.as_str()).collect()
+    }
+
+    /// A tenant's creates wait for the writer busy with it; other tenants' are taken.
+    #[test]
+    fn one_writer_at_a_time_per_tenant() {
+        let mut queue = Queue::default();
+        let _waiting: Vec<_> = ["a", "a", "b", "a", "b"]
+            .iter()
+            .map(|t| queued(&mut queue, t))
+            .collect();
+        let first = take_group(&mut queue).expect("a's group");
+        assert_eq!(tenants(&first), ["a", "a", "a"]);
+        let second = take_group(&mut queue).expect("b's group");
+        assert_eq!(tenants(&second), ["b", "b"]);
+        let _more = queued(&mut queue, "a");
+        assert!(take_group(&mut queue).is_none(), "a is being written");
+        queue.release(Some(tenant("a")));
+        assert_eq!(tenants(&take_group(&mut queue).expect("a again")), ["a"]);
+        assert_eq!(queue.busy, [tenant("b"), tenant("a")]);
+    }
 
     #[test]
     fn writers_grow_with_the_pool_within_bounds() {
