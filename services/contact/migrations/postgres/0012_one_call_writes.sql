@@ -18,10 +18,25 @@
 -- An update whose revision moved raises SQLSTATE CRM01: the statement, and with it anything
 -- written, is rolled back.
 --
--- The tenant is pinned for the statement here, as begin_tenant does for a transaction; a
--- call inside a transaction pinned to another tenant is refused. Plans are generic and use
+-- The tenant is pinned for the statement (pin_tenant), as begin_tenant does for a
+-- transaction; a call inside a transaction pinned to another tenant is refused. Plans are generic and use
 -- indexes only (the statements insert from arrays and probe primary keys, so there is no
 -- plan to choose, and a custom plan copied every array into the plan).
+-- Pins the tenant for the rest of the transaction (an implicit one: the calling statement),
+-- as begin_tenant does; refuses to re-pin a transaction pinned to another tenant.
+CREATE FUNCTION pin_tenant(p_tenant text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF coalesce(current_setting('crm.tenant_id', true), '') NOT IN ('', p_tenant) THEN
+        RAISE EXCEPTION 'tenant % asked for in a transaction of another tenant', p_tenant
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM set_config('crm.tenant_id', p_tenant, true);
+END
+$$;
+GRANT EXECUTE ON FUNCTION pin_tenant(text) TO crm_contact_app;
+
 CREATE FUNCTION contact_write(
     p_tenant text,
     p_claim_kinds text[], p_claim_values text[], p_claimants uuid[],
@@ -50,11 +65,7 @@ DECLARE
     v_updated bigint;
     v_unknown boolean;
 BEGIN
-    IF coalesce(current_setting('crm.tenant_id', true), '') NOT IN ('', p_tenant) THEN
-        RAISE EXCEPTION 'contact_write for tenant % in a transaction of another tenant', p_tenant
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    PERFORM set_config('crm.tenant_id', p_tenant, true);
+    PERFORM pin_tenant(p_tenant);
 
     IF cardinality(p_claim_values) > 0 THEN
         SELECT c.claim_kind, c.claim_holder INTO v_kind, v_holder
@@ -147,11 +158,7 @@ RETURNS SETOF contacts
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    IF coalesce(current_setting('crm.tenant_id', true), '') NOT IN ('', p_tenant) THEN
-        RAISE EXCEPTION 'contact_live for tenant % in a transaction of another tenant', p_tenant
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    PERFORM set_config('crm.tenant_id', p_tenant, true);
+    PERFORM pin_tenant(p_tenant);
     RETURN QUERY EXECUTE
         'SELECT c.* FROM unnest($2) AS h(id) CROSS JOIN LATERAL (SELECT * FROM contacts WHERE tenant_id = $1 '
         'AND id = h.id AND erase_time IS NULL AND merged_into IS NULL OFFSET 0) AS c'

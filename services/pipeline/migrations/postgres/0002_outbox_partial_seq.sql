@@ -12,7 +12,6 @@ CREATE UNIQUE INDEX outbox_events_seq ON outbox_events (seq) WHERE seq IS NOT NU
 DROP INDEX outbox_events_tenant_seq;
 CREATE INDEX outbox_events_tenant_seq ON outbox_events (tenant_id, seq) WHERE seq IS NOT NULL;
 
--- Every event is written twice, inserted and then numbered. Pages filled half by inserts keep
--- room for the numbered versions, so a numbering stays on its page and its WAL record holds
--- the changed bytes instead of the whole event.
-ALTER TABLE outbox_events SET (fillfactor = 50);
+-- (Event pages half filled by inserts, so that a numbering stays on its page, were tried and
+-- left: twice the pages meant twice the full-page images after each checkpoint, and the
+-- feed's commit-to-applied p99 went from 31-37 ms to 118-271 ms on WAL flushes.)
