@@ -864,14 +864,7 @@ impl ContactStore for PgContactStore {
         let kinds = vec![kind.as_str(); values.len()];
         let values: Vec<&str> = values.iter().map(String::as_str).collect();
         let holders = key_holders(&mut tx, tenant, &kinds, &values, None).await?;
-        let mut ids: Vec<Uuid> = holders.iter().map(|(_, id)| *id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let contacts: HashMap<Uuid, Contact> = live_contacts(&mut tx, tenant, &ids)
-            .await?
-            .into_iter()
-            .map(|c| (c.id.0, c))
-            .collect();
+        let contacts = live_contacts(&mut tx, tenant, holders.iter().map(|(_, id)| *id)).await?;
         tx.commit().await?;
         Ok(holders
             .into_iter()
@@ -1724,17 +1717,7 @@ async fn candidates(
     tenant: &TenantId,
     held: Vec<Vec<Uuid>>,
 ) -> Result<Vec<Vec<Contact>>, StoreError> {
-    let mut ids: Vec<Uuid> = held.iter().flatten().copied().collect();
-    if ids.is_empty() {
-        return Ok(vec![Vec::new(); held.len()]);
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    let contacts: HashMap<Uuid, Contact> = live_contacts(conn, tenant, &ids)
-        .await?
-        .into_iter()
-        .map(|c| (c.id.0, c))
-        .collect();
+    let contacts = live_contacts(conn, tenant, held.iter().flatten().copied()).await?;
     Ok(held
         .into_iter()
         .map(|ids| {
@@ -1779,18 +1762,28 @@ fn key_position(key: i64, len: usize) -> Result<usize, StoreError> {
         .ok_or_else(|| corrupt("key index out of range"))
 }
 
-/// The live contacts (neither erased nor merged away) among `ids`, one primary-key read each
-/// (contact_live, migration 0012: it pins the tenant, so it needs no transaction).
-async fn live_contacts(conn: &mut PgConnection, tenant: &TenantId, ids: &[Uuid]) -> Result<Vec<Contact>, StoreError> {
+/// The live contacts (neither erased nor merged away) among `ids` (repeats allowed) by id,
+/// one primary-key read each (contact_live, migration 0012: it pins the tenant, so it needs
+/// no transaction); no statement when there are none.
+async fn live_contacts(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    ids: impl Iterator<Item = Uuid>,
+) -> Result<HashMap<Uuid, Contact>, StoreError> {
+    let mut ids: Vec<Uuid> = ids.collect();
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(HashMap::new());
     }
+    ids.sort_unstable();
+    ids.dedup();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {CONTACT_COLUMNS} FROM contact_live($1, $2)"
     )))
     .bind(tenant.as_str())
-    .bind(ids)
+    .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter().map(contact_from_row).collect()
+    rows.iter()
+        .map(|row| contact_from_row(row).map(|c| (c.id.0, c)))
+        .collect()
 }
