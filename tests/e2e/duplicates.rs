@@ -355,7 +355,8 @@ async fn companies_are_deduplicated_and_merged_too() {
 
 /// On PostgreSQL, creates arriving at once are written together (group commit); each still
 /// gets its own answer over gRPC: of four concurrent creates of one address exactly one is
-/// created and the three others are refused naming it, and nothing else is stored.
+/// created and the three others are refused naming it, and nothing else is stored. Another
+/// tenant creating the same addresses at the same time gets the same, with its own contacts.
 #[tokio::test]
 async fn postgres_concurrent_creates_of_one_address_make_one_contact() {
     use crm_platform::testing::TestDatabase;
@@ -370,11 +371,15 @@ async fn postgres_concurrent_creates_of_one_address_make_one_contact() {
     migrate(&db.url);
     let dir = tempfile::tempdir().expect("tempdir");
     let (process, grpc) = Process::contact_on_postgres(&db.url, &[], dir.path());
-    let mut client = grpc_client(&grpc, Some(token("acme", "alice", Role::Admin))).await;
-    // Four creates of each of six addresses, all 24 in flight at once.
-    let calls: Vec<_> = (0..24)
+    let client = grpc_client(&grpc, Some(token("acme", "alice", Role::Admin))).await;
+    let other = grpc_client(&grpc, Some(token("globex", "bob", Role::Admin))).await;
+    // Four creates of each of six addresses, all 24 in flight at once, and as many of the
+    // same addresses in another tenant at the same time (its groups are written in parallel).
+    let calls: Vec<_> = (0..48)
         .map(|n| {
-            let (mut client, address) = (client.clone(), format!("burst{}@example.com", n % 6));
+            let tenant = if n < 24 { "acme" } else { "globex" };
+            let mut client = if n < 24 { client.clone() } else { other.clone() };
+            let address = format!("burst{}@example.com", n % 6);
             tokio::spawn(async move {
                 let answer = client
                     .create_contact(pb::CreateContactRequest {
@@ -382,18 +387,24 @@ async fn postgres_concurrent_creates_of_one_address_make_one_contact() {
                         ..Default::default()
                     })
                     .await;
-                (address, answer.map(|r| r.into_inner().contact.expect("contact").name))
+                (
+                    tenant,
+                    address,
+                    answer.map(|r| r.into_inner().contact.expect("contact").name),
+                )
             })
         })
         .collect();
-    let mut created = std::collections::BTreeMap::new();
-    let mut refused = Vec::new();
+    // Per tenant: the contact created per address, and the refusals (address, message).
+    type Outcomes = (std::collections::BTreeMap<String, String>, Vec<(String, String)>);
+    let mut by_tenant: std::collections::BTreeMap<&str, Outcomes> = std::collections::BTreeMap::new();
     for call in calls {
-        let (address, answer) = call.await.expect("call");
+        let (tenant, address, answer) = call.await.expect("call");
+        let (created, refused) = by_tenant.entry(tenant).or_default();
         match answer {
             Ok(name) => assert!(
                 created.insert(address.clone(), name).is_none(),
-                "{address} created twice"
+                "{address} created twice in {tenant}"
             ),
             Err(status) => {
                 assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
@@ -401,23 +412,35 @@ async fn postgres_concurrent_creates_of_one_address_make_one_contact() {
             }
         }
     }
-    assert_eq!(created.len(), 6, "one contact per address: {created:?}");
-    assert_eq!(refused.len(), 18);
-    for (address, message) in refused {
-        assert!(
-            message.contains(&created[&address]),
-            "the refusal names the contact created: {message}"
-        );
+    for (tenant, (created, refused)) in &by_tenant {
+        assert_eq!(created.len(), 6, "one contact per address in {tenant}: {created:?}");
+        assert_eq!(refused.len(), 18, "{tenant}");
+        for (address, message) in refused {
+            assert!(
+                message.contains(&created[address]),
+                "the refusal names the contact created in {tenant}: {message}"
+            );
+        }
     }
-    let listed = client
-        .list_contacts(pb::ListContactsRequest {
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(listed.contacts.len(), 6, "nothing but the six was stored");
+    let (created, _) = &by_tenant["acme"];
+    assert!(
+        by_tenant["globex"]
+            .0
+            .values()
+            .all(|name| !created.values().any(|own| own == name)),
+        "each tenant has contacts of its own"
+    );
+    for mut lister in [client.clone(), other.clone()] {
+        let listed = lister
+            .list_contacts(pb::ListContactsRequest {
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed.contacts.len(), 6, "nothing but the six was stored");
+    }
 
     // Four more people of the same name (one name block), at new addresses and at once: each
     // is created, and its answer lists the six as likely duplicates, never itself.
