@@ -4,6 +4,8 @@
 //! together mean anything):
 //!
 //! - CreateContact over gRPC against pgbench running a single-row insert, same client count;
+//!   beside it, for reading that ratio, pgbench doing what one create does in one transaction,
+//!   and a create refused by validation (the harness, gRPC and authentication alone);
 //! - GetContact through the gateway against the same call over gRPC directly, at full load and
 //!   at half load (the gateway's added p99);
 //! - an import of generated contacts against `psql \copy` of the same CSV into a table with the
@@ -470,6 +472,36 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
         url,
         "INSERT INTO bench_insert VALUES (gen_random_uuid(), 'bench', 'Given', 'Family', 'someone@example.com', now());\n",
     )?;
+    // The database doing what one create does, one create per transaction, in tenant
+    // "pgbench" of the service's own tables (so their triggers write the search terms and the
+    // event, and the running service's sequencer numbers it): pin the tenant, lock and check
+    // the claimed email, insert the contact, its match keys and its audit entry, and read the
+    // live contacts holding its name key (two thousand family names shared by the run's
+    // creates, as the gRPC load below has its clients' creates of one round share one).
+    let same_work = pgbench(
+        args,
+        url,
+        "\\set n random(1, 1000000000)\n\
+         \\set f random(1, 2000)\n\
+         BEGIN;\n\
+         SELECT set_config('crm.tenant_id', 'pgbench', true);\n\
+         SELECT pg_advisory_xact_lock(hashtextextended('pgbench/email/c' || :n || '@example.com', 0));\n\
+         SELECT contact_id FROM contact_keys WHERE tenant_id = 'pgbench' AND kind = 'email' AND value = 'c' || :n || '@example.com' LIMIT 2;\n\
+         INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, primary_email, lifecycle_stage, source, owner, \
+         search_text, create_time, update_time, revision) VALUES ('pgbench', gen_random_uuid(), 'Given' || :n, 'Family' || :f, \
+         jsonb_build_array(jsonb_build_object('address', 'c' || :n || '@example.com', 'primary', true)), 'c' || :n || '@example.com', \
+         'lead', 'api', 'bench', 'Given' || :n || ' Family' || :f || ' c' || :n || '@example.com', now(), now(), 1) RETURNING id AS contact \\gset\n\
+         INSERT INTO contact_keys (tenant_id, kind, value, contact_id) VALUES ('pgbench', 'email', 'c' || :n || '@example.com', ':contact'), \
+         ('pgbench', 'name', 'family' || :f || '|g', ':contact');\n\
+         INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) VALUES ('pgbench', \
+         gen_random_uuid(), 'contact', ':contact', 'created', 'bench', now(), jsonb_build_array(jsonb_build_object('field', 'given_name', \
+         'new', 'Given' || :n), jsonb_build_object('field', 'family_name', 'new', 'Family' || :f), jsonb_build_object('field', 'emails', \
+         'new', 'c' || :n || '@example.com')));\n\
+         SELECT c.* FROM contacts AS c WHERE c.tenant_id = 'pgbench' AND c.id IN (SELECT contact_id FROM contact_keys \
+         WHERE tenant_id = 'pgbench' AND kind = 'name' AND value = 'family' || :f || '|g' LIMIT 10) AND c.merged_into IS NULL \
+         AND c.erase_time IS NULL;\n\
+         END;\n",
+    )?;
     let client = client(grpc).await?;
     let run = load(args.clients, duration, None, move |c, n| {
         let mut client = client.clone();
@@ -499,6 +531,35 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
         run.summary(),
         run.rate() / same_table,
         run.rate() / bare
+    );
+    println!(
+        "| CreateContact over gRPC against the database doing the same work, {} clients | {:.0}/s | pgbench, one create's statements in one transaction: {same_work:.0} tps | {:.2}x | (reference) |",
+        args.clients,
+        run.rate(),
+        run.rate() / same_work,
+    );
+    // The ceiling of any call through this harness on this machine: a create the service
+    // refuses before its store (no name, no email), so the figure is the load generator, the
+    // connection, authentication and validation alone, sharing the cores as a real create does.
+    let client = self::client(grpc).await?;
+    let refused = load(args.clients, duration, None, move |_, _| {
+        let mut client = client.clone();
+        async move {
+            let answer = client
+                .create_contact(pb::CreateContactRequest {
+                    contact: Some(pb::Contact::default()),
+                    ..Default::default()
+                })
+                .await;
+            answer.is_err_and(|status| status.code() == tonic::Code::InvalidArgument)
+        }
+    })
+    .await;
+    println!(
+        "| reference: CreateContact refused by validation (no database work), {} clients | {} | pgbench single-row insert: {same_table:.0} tps | {:.2}x | (the harness's ceiling) |",
+        args.clients,
+        refused.summary(),
+        refused.rate() / same_table,
     );
     Ok(())
 }
