@@ -533,7 +533,7 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
         run.rate() / bare
     );
     println!(
-        "| CreateContact over gRPC against the database doing the same work, {} clients | {:.0}/s | pgbench, one create's statements in one transaction: {same_work:.0} tps | {:.2}x | (reference) |",
+        "| reference: CreateContact over gRPC against the database doing the same work, {} clients | {:.0}/s | pgbench, one create's statements in one transaction: {same_work:.0} tps | {:.2}x | (reference) |",
         args.clients,
         run.rate(),
         run.rate() / same_work,
