@@ -2,6 +2,7 @@
 
 mod support;
 
+mod bench;
 mod data_rights;
 mod duplicates;
 mod events;

@@ -474,57 +474,50 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
     )?;
     // The database doing what one create does, one create per transaction, in tenant
     // "pgbench" of the service's own tables (so their triggers write the search terms and the
-    // event, and the running service's sequencer numbers it): pin the tenant, lock and check
-    // the claimed email, insert the contact, its match keys and its audit entry, and read the
-    // live contacts holding its name key (two thousand family names shared by the run's
-    // creates, as the gRPC load below has its clients' creates of one round share one).
+    // event, and the running service's sequencer numbers it), through the functions the
+    // service calls: the claim check (its lock and probe) of the email, the inserts of the
+    // contact, its match keys and its audit entry, and the read of the live contacts holding
+    // its keys (two thousand family names shared by the run's creates, as the gRPC load below
+    // has its clients' creates of one round share one).
     let same_work = pgbench(
         args,
         url,
         "\\set n random(1, 1000000000)\n\
          \\set f random(1, 2000)\n\
          BEGIN;\n\
-         SELECT set_config('crm.tenant_id', 'pgbench', true);\n\
-         SELECT pg_advisory_xact_lock(hashtextextended('pgbench/email/c' || :n || '@example.com', 0));\n\
-         SELECT contact_id FROM contact_keys WHERE tenant_id = 'pgbench' AND kind = 'email' AND value = 'c' || :n || '@example.com' LIMIT 2;\n\
+         SELECT set_config('crm.tenant_id', 'pgbench', true), gen_random_uuid() AS contact, 'c' || :n || '@example.com' AS email, \
+         'family' || :f || '|g' AS block \\gset\n\
+         SELECT * FROM contact_claim_holder('pgbench', ARRAY['email'], ARRAY[':email'], ARRAY[':contact'::uuid]);\n\
          INSERT INTO contacts (tenant_id, id, given_name, family_name, emails, primary_email, lifecycle_stage, source, owner, \
-         search_text, create_time, update_time, revision) VALUES ('pgbench', gen_random_uuid(), 'Given' || :n, 'Family' || :f, \
-         jsonb_build_array(jsonb_build_object('address', 'c' || :n || '@example.com', 'primary', true)), 'c' || :n || '@example.com', \
-         'lead', 'api', 'bench', 'Given' || :n || ' Family' || :f || ' c' || :n || '@example.com', now(), now(), 1) RETURNING id AS contact \\gset\n\
-         INSERT INTO contact_keys (tenant_id, kind, value, contact_id) VALUES ('pgbench', 'email', 'c' || :n || '@example.com', ':contact'), \
-         ('pgbench', 'name', 'family' || :f || '|g', ':contact');\n\
+         search_text, create_time, update_time, revision) VALUES ('pgbench', ':contact', 'Given' || :n, 'Family' || :f, \
+         jsonb_build_array(jsonb_build_object('address', ':email', 'primary', true)), ':email', 'lead', 'api', 'bench', \
+         'Given' || :n || ' Family' || :f || ' ' || ':email', now(), now(), 1);\n\
+         INSERT INTO contact_keys (tenant_id, kind, value, contact_id) VALUES ('pgbench', 'email', ':email', ':contact'), \
+         ('pgbench', 'name', ':block', ':contact');\n\
          INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) VALUES ('pgbench', \
          gen_random_uuid(), 'contact', ':contact', 'created', 'bench', now(), jsonb_build_array(jsonb_build_object('field', 'given_name', \
          'new', 'Given' || :n), jsonb_build_object('field', 'family_name', 'new', 'Family' || :f), jsonb_build_object('field', 'emails', \
-         'new', 'c' || :n || '@example.com')));\n\
-         SELECT c.* FROM contacts AS c WHERE c.tenant_id = 'pgbench' AND c.id IN (SELECT contact_id FROM contact_keys \
-         WHERE tenant_id = 'pgbench' AND kind = 'name' AND value = 'family' || :f || '|g' LIMIT 10) AND c.merged_into IS NULL \
-         AND c.erase_time IS NULL;\n\
+         'new', ':email')));\n\
+         SELECT * FROM contact_live('pgbench', ARRAY(SELECT m.holder FROM contact_key_matches('pgbench', ARRAY['email', 'name'], \
+         ARRAY[':email', ':block'], 10) AS m WHERE m.holder <> ':contact'));\n\
          END;\n",
     )?;
-    let client = client(grpc).await?;
-    let run = load(args.clients, duration, None, move |c, n| {
-        let mut client = client.clone();
-        async move {
-            let contact = pb::Contact {
-                given_name: format!("Given{c}"),
-                family_name: format!("Family{n}"),
-                emails: vec![pb::EmailAddress {
-                    address: format!("c{c}n{n}-{}@example.com", uuid_suffix()),
-                    primary: true,
-                }],
-                ..Default::default()
-            };
-            client
-                .create_contact(pb::CreateContactRequest {
-                    contact: Some(contact),
-                    ..Default::default()
-                })
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let run = create_calls(
+        args,
+        grpc,
+        duration,
+        |c, n| pb::Contact {
+            given_name: format!("Given{c}"),
+            family_name: format!("Family{n}"),
+            emails: vec![pb::EmailAddress {
+                address: format!("c{c}n{n}-{}@example.com", uuid_suffix()),
+                primary: true,
+            }],
+            ..Default::default()
+        },
+        Result::is_ok,
+    )
+    .await?;
     println!(
         "| CreateContact over gRPC, {} clients | {} | pgbench single-row insert into a contacts-shaped table: {same_table:.0} tps (into a bare 5-column table: {bare:.0} tps) | {:.2}x ({:.2}x) | >= 0.6x |",
         args.clients,
@@ -541,20 +534,18 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
     // The ceiling of any call through this harness on this machine: a create the service
     // refuses before its store (no name, no email), so the figure is the load generator, the
     // connection, authentication and validation alone, sharing the cores as a real create does.
-    let client = self::client(grpc).await?;
-    let refused = load(args.clients, duration, None, move |_, _| {
-        let mut client = client.clone();
-        async move {
-            let answer = client
-                .create_contact(pb::CreateContactRequest {
-                    contact: Some(pb::Contact::default()),
-                    ..Default::default()
-                })
-                .await;
-            answer.is_err_and(|status| status.code() == tonic::Code::InvalidArgument)
-        }
-    })
-    .await;
+    let refused = create_calls(
+        args,
+        grpc,
+        duration,
+        |_, _| pb::Contact::default(),
+        |answer| {
+            answer
+                .as_ref()
+                .is_err_and(|status| status.code() == tonic::Code::InvalidArgument)
+        },
+    )
+    .await?;
     println!(
         "| reference: CreateContact refused by validation (no database work), {} clients | {} | pgbench single-row insert: {same_table:.0} tps | {:.2}x | (the harness's ceiling) |",
         args.clients,
@@ -562,6 +553,34 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
         refused.rate() / same_table,
     );
     Ok(())
+}
+
+type CreateAnswer = Result<tonic::Response<pb::CreateContactResponse>, tonic::Status>;
+
+/// CreateContact from the benchmark's clients for `duration`: `contact` makes each call's
+/// contact from the client's number and the call's; a call counts when `counts` accepts its
+/// answer, and is an error otherwise.
+async fn create_calls(
+    args: &BenchArgs,
+    grpc: &str,
+    duration: Duration,
+    contact: fn(usize, u64) -> pb::Contact,
+    counts: fn(&CreateAnswer) -> bool,
+) -> anyhow::Result<Run> {
+    let client = client(grpc).await?;
+    Ok(load(args.clients, duration, None, move |c, n| {
+        let mut client = client.clone();
+        async move {
+            let answer = client
+                .create_contact(pb::CreateContactRequest {
+                    contact: Some(contact(c, n)),
+                    ..Default::default()
+                })
+                .await;
+            counts(&answer)
+        }
+    })
+    .await)
 }
 
 /// Runs a pgbench script with the benchmark's client count and duration; returns its tps.

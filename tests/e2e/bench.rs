@@ -1,0 +1,45 @@
+//! The benchmark harness: its create scenario runs against a real PostgreSQL and reports
+//! every row without errors. Its baselines are SQL scripts over the service's own tables and
+//! functions, so a schema change that breaks them fails here rather than in the next
+//! benchmark run.
+
+use crm_platform::testing::TestDatabase;
+
+#[tokio::test]
+async fn the_create_scenario_reports_every_row_without_errors() {
+    // The harness makes its own databases on the server; this one only gates the test on a
+    // reachable PostgreSQL and gives the server's address.
+    let Some(db) = TestDatabase::create("bench_create_scenario").await else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["bench", "--scenarios", "create", "--clients", "2", "--seconds", "1"])
+        .env("CRM_BENCH_DATABASE_URL", &db.url)
+        .env("CRM_LOG", "warn")
+        .output()
+        .expect("crm bench");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "crm bench failed:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for row in [
+        "| CreateContact over gRPC, 2 clients |",
+        "| reference: CreateContact over gRPC against the database doing the same work, 2 clients |",
+        "| reference: CreateContact refused by validation (no database work), 2 clients |",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row} in:\n{report}"));
+        assert!(!line.contains("errors"), "calls failed: {line}");
+        let rate: f64 = line[row.len()..]
+            .trim_start()
+            .split('/')
+            .next()
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no rate in {line}"));
+        assert!(rate > 0.0, "nothing measured: {line}");
+    }
+}
