@@ -1,12 +1,15 @@
 //! Reading an import source (CSV or NDJSON) row by row, in constant memory, into import rows.
 //! The REST route and `crm import` both use it; it runs on a blocking thread.
 
+mod records;
+
 use std::io::{BufRead, BufReader, Read};
 
 use crm_proto::crm::contact::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dto::table::{MAX_ROW_BYTES, RowReader, ndjson_row, rejected};
+use self::records::{CsvRecords, Cut, Span, read_line};
+use crate::dto::table::{RowReader, ndjson_row, rejected};
 
 /// File formats an import reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,23 +60,20 @@ fn read_csv(
     header: oneshot::Sender<Result<String, String>>,
     rows: &mpsc::Sender<SourceRow>,
 ) {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .has_headers(false)
-        .from_reader(source);
-    let mut record = csv::ByteRecord::new();
-    let columns = match reader.read_byte_record(&mut record) {
-        Ok(true) => match std::str::from_utf8(record.as_slice()) {
-            Ok(_) => record
-                .iter()
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .collect::<Vec<_>>(),
+    let mut records = CsvRecords::new(BufReader::new(source));
+    let columns = match records.read() {
+        Ok(Some(Span { cut: Some(cut), .. })) => {
+            let _ = header.send(Err(format!("the header row {}", cut.reason())));
+            return;
+        }
+        Ok(Some(_)) => match records.fields().map(std::str::from_utf8).collect::<Result<Vec<_>, _>>() {
+            Ok(names) => names.into_iter().map(str::to_owned).collect::<Vec<_>>(),
             Err(_) => {
                 let _ = header.send(Err("the header row is not valid UTF-8".to_owned()));
                 return;
             }
         },
-        Ok(false) => {
+        Ok(None) => {
             let _ = header.send(Err("the file is empty".to_owned()));
             return;
         }
@@ -92,26 +92,11 @@ fn read_csv(
     };
     let _ = header.send(Ok(encode_line(&names)));
     loop {
-        let row = match reader.read_byte_record(&mut record) {
-            Ok(false) => return,
-            Ok(true) => {
-                let line = record
-                    .position()
-                    .map_or(0, |p| i64::try_from(p.line()).unwrap_or(i64::MAX));
-                let fields: Vec<String> = record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
-                let raw = encode_line(&fields.iter().map(String::as_str).collect::<Vec<_>>());
-                let row = if record.as_slice().len() > MAX_ROW_BYTES {
-                    rejected(line, "row", "is larger than 1 MiB")
-                } else if record.iter().any(|f| std::str::from_utf8(f).is_err()) {
-                    rejected(line, "row", "is not valid UTF-8")
-                } else {
-                    row_reader.row(line, &fields.iter().map(String::as_str).collect::<Vec<_>>())
-                };
-                SourceRow { row, raw }
-            }
+        let row = match records.read() {
+            Ok(None) => return,
+            Ok(Some(span)) => csv_row(&row_reader, &records, span),
             Err(err) => {
-                // The source itself broke (an aborted upload): nothing more can be read.
-                tracing::warn!(error = %err, "import source unreadable");
+                let _ = rows.blocking_send(unreadable(records.line(), &err));
                 return;
             }
         };
@@ -121,40 +106,87 @@ fn read_csv(
     }
 }
 
+/// The import row of the CSV record last read, which lies at `span`.
+fn csv_row<R: BufRead>(row_reader: &RowReader, records: &CsvRecords<R>, span: Span) -> SourceRow {
+    let line = i64::try_from(span.first_line).unwrap_or(i64::MAX);
+    // A record over more lines than one holds a quoted field with newlines; when it does not
+    // fit the header, the likeliest cause is a quote never closed, which swallows the rows
+    // after it: say which lines it took.
+    let lines = (span.last_line > span.first_line).then(|| {
+        format!(
+            " (the row runs from line {} to line {}: is a closing quote missing?)",
+            span.first_line, span.last_line
+        )
+    });
+    if let Some(cut) = span.cut {
+        return SourceRow {
+            row: rejected(line, "row", cut.reason() + lines.as_deref().unwrap_or_default()),
+            raw: String::new(),
+        };
+    }
+    let fields: Vec<String> = records
+        .fields()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let raw = encode_line(&fields);
+    let row = if records.fields().any(|f| std::str::from_utf8(f).is_err()) {
+        rejected(line, "row", "is not valid UTF-8")
+    } else {
+        match (row_reader.width_mismatch(fields.len()), lines) {
+            (Some(reason), Some(lines)) => rejected(line, "row", reason + &lines),
+            _ => row_reader.row(line, &fields),
+        }
+    };
+    SourceRow { row, raw }
+}
+
+/// The last row of a source that broke (an aborted upload, a failed disk): the rows after it
+/// were not read, and the summary must not look like the whole file's.
+fn unreadable(line: u64, err: &std::io::Error) -> SourceRow {
+    tracing::warn!(error = %err, line, "import source unreadable");
+    SourceRow {
+        row: rejected(
+            i64::try_from(line).unwrap_or(i64::MAX),
+            "row",
+            format!("could not be read ({err}); nothing after it was read"),
+        ),
+        raw: String::new(),
+    }
+}
+
 fn read_ndjson(source: impl Read, rows: &mpsc::Sender<SourceRow>) {
     let mut reader = BufReader::new(source);
     let mut buffer = Vec::new();
-    let mut line: i64 = 0;
+    let mut line: u64 = 0;
     loop {
-        buffer.clear();
-        match reader.read_until(b'\n', &mut buffer) {
-            Ok(0) => return,
-            Ok(_) => {}
+        let cut = match read_line(&mut reader, &mut buffer) {
+            Ok(None) => return,
+            Ok(Some(cut)) => cut,
             Err(err) => {
-                tracing::warn!(error = %err, "import source unreadable");
+                let _ = rows.blocking_send(unreadable(line + 1, &err));
                 return;
             }
-        }
-        line += 1;
-        let text = match std::str::from_utf8(&buffer) {
-            Ok(text) => text.trim(),
-            Err(_) => {
-                let row = SourceRow {
-                    row: rejected(line, "row", "is not valid UTF-8"),
-                    raw: String::from_utf8_lossy(&buffer).trim().to_owned(),
-                };
-                if rows.blocking_send(row).is_err() {
-                    return;
-                }
-                continue;
-            }
         };
-        if text.is_empty() {
-            continue;
-        }
-        let row = SourceRow {
-            row: ndjson_row(line, text),
-            raw: text.to_owned(),
+        line += 1;
+        let number = i64::try_from(line).unwrap_or(i64::MAX);
+        let row = if cut {
+            SourceRow {
+                row: rejected(number, "row", Cut::Bytes.reason()),
+                raw: String::new(),
+            }
+        } else {
+            match std::str::from_utf8(&buffer) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => SourceRow {
+                    row: ndjson_row(number, text.trim()),
+                    raw: text.trim().to_owned(),
+                },
+                Err(_) => SourceRow {
+                    row: rejected(number, "row", "is not valid UTF-8"),
+                    raw: String::from_utf8_lossy(&buffer).trim().to_owned(),
+                },
+            }
         };
         if rows.blocking_send(row).is_err() {
             return;
@@ -171,4 +203,91 @@ fn encode_line(fields: &[&str]) -> String {
     String::from_utf8_lossy(&writer.into_inner().unwrap_or_default())
         .trim_end_matches('\n')
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// The rows `read_rows` sends for `source`, as (line, rejected field, reason).
+    fn read(source: impl Read, format: Format) -> Vec<(i64, String, String)> {
+        let (header_tx, header_rx) = oneshot::channel();
+        let (rows_tx, mut rows_rx) = mpsc::channel(1024);
+        read_rows(source, format, &[], header_tx, rows_tx);
+        assert!(matches!(header_rx.blocking_recv(), Ok(Ok(_))), "the header is read");
+        let mut rows = Vec::new();
+        while let Ok(source) = rows_rx.try_recv() {
+            rows.push((source.row.line, source.row.rejected_field, source.row.rejected_reason));
+        }
+        rows
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_one_rejected_row_that_names_the_lines_it_took() {
+        let file = b"external_id,given_name,family_name\ne-1,Ada,L\ne-2,\"Bo,B\ne-3,Cy,C\ne-4,Di,D\n";
+        let rows = read(Cursor::new(file.to_vec()), Format::Csv);
+        assert_eq!(
+            rows,
+            [
+                (2, String::new(), String::new()),
+                (
+                    3,
+                    "row".to_owned(),
+                    "has 2 columns; the header has 3 (the row runs from line 3 to line 5: is a closing quote missing?)"
+                        .to_owned()
+                ),
+            ]
+        );
+    }
+
+    /// A source that breaks after its first `good` bytes.
+    struct Breaks {
+        data: Cursor<Vec<u8>>,
+        good: u64,
+    }
+
+    impl Read for Breaks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.position() >= self.good {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let room = usize::try_from(self.good - self.data.position()).unwrap_or(usize::MAX);
+            let n = buf.len().min(room);
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn a_source_that_breaks_ends_with_a_rejected_row_not_a_clean_end() {
+        let csv = b"external_id,given_name\ne-1,Ada\ne-2,Bo\n".to_vec();
+        let good = csv.len() as u64;
+        let mut broken = csv.clone();
+        broken.extend_from_slice(b"e-3,Cy\n");
+        let rows = read(
+            Breaks {
+                data: Cursor::new(broken),
+                good,
+            },
+            Format::Csv,
+        );
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(
+            (rows[2].0, rows[2].2.as_str()),
+            (4, "could not be read (connection reset); nothing after it was read")
+        );
+
+        let ndjson = b"{\"givenName\":\"Ada\"}\n{\"givenName\":\"Bo\"}\n".to_vec();
+        let good = ndjson.len() as u64;
+        let rows = read(
+            Breaks {
+                data: Cursor::new(ndjson),
+                good,
+            },
+            Format::Ndjson,
+        );
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!((rows[2].0, rows[2].1.as_str()), (3, "row"));
+    }
 }

@@ -146,6 +146,54 @@ async fn rest_import_upserts_and_reports_every_row() {
     );
 }
 
+/// One unclosed quote makes the rest of a CSV file a single record. The upload costs one
+/// rejected row that says which lines it took, not the file's size in memory (the csv
+/// crate's reader kept the whole record, 4x the file here, and re-encoded it for minutes).
+#[tokio::test]
+async fn an_unclosed_quote_in_a_large_upload_is_one_rejected_row_in_bounded_memory() {
+    let suite = Suite::start();
+    let api = Rest::as_user(&suite.rest, "acme", "ada", Role::Admin);
+    let mut file = b"external_id,given_name,family_name,emails\n".to_vec();
+    file.extend_from_slice(b"q-1,Ada,Lovelace,ada@example.com\n");
+    file.extend_from_slice(b"q-2,\"Bo,Berg,bo@example.com\n");
+    let swallowed = 1_500_000;
+    for i in 0..swallowed {
+        writeln!(file, "q-{i},Given{i},Family{i},g{i}@example.com").expect("row");
+    }
+    assert!(file.len() > 64 << 20, "{} bytes", file.len());
+    let before = suite.process.peak_memory_mib();
+
+    let (status, lines) = import(&api, "", file).await;
+    assert_eq!(status, 200);
+    let growth = suite.process.peak_memory_mib().saturating_sub(before);
+    assert!(growth < 32, "the server's peak memory grew by {growth} MiB");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["outcome"], "ROW_OUTCOME_CREATED");
+    assert_eq!(
+        (
+            lines[1]["line"].as_str(),
+            lines[1]["field"].as_str(),
+            lines[1]["reason"].as_str()
+        ),
+        (
+            Some("3"),
+            Some("row"),
+            Some(
+                format!(
+                    "is larger than 1 MiB (the row runs from line 3 to line {}: is a closing quote missing?)",
+                    swallowed + 3
+                )
+                .as_str()
+            )
+        )
+    );
+    let summary = &lines[2]["summary"];
+    assert_eq!(
+        (summary["created"].as_str(), summary["rejected"].as_str()),
+        (Some("1"), Some("1"))
+    );
+}
+
 #[tokio::test]
 async fn an_import_killed_midway_and_run_again_has_every_row_once() {
     let suite = Suite::start();

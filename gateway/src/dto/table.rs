@@ -165,14 +165,15 @@ impl RowReader {
         Ok(Self { columns })
     }
 
+    /// Why a record of `len` fields does not fit the header, when it does not.
+    pub fn width_mismatch(&self, len: usize) -> Option<String> {
+        (len != self.columns.len()).then(|| format!("has {len} columns; the header has {}", self.columns.len()))
+    }
+
     /// The import row of one record; a record that cannot be read is a rejected row.
     pub fn row(&self, line: i64, record: &[&str]) -> pb::ImportRow {
-        if record.len() != self.columns.len() {
-            return rejected(
-                line,
-                "row",
-                format!("has {} columns; the header has {}", record.len(), self.columns.len()),
-            );
+        if let Some(reason) = self.width_mismatch(record.len()) {
+            return rejected(line, "row", reason);
         }
         let mut contact = pb::Contact::default();
         let mut fields = Vec::new();
@@ -293,10 +294,8 @@ fn set_field(c: &mut pb::Contact, column: &str, value: &str) -> Result<(), Strin
 }
 
 /// The import row of one NDJSON line (a contact in its REST JSON form).
+/// The reader keeps lines to [`MAX_ROW_BYTES`].
 pub fn ndjson_row(line: i64, text: &str) -> pb::ImportRow {
-    if text.len() > MAX_ROW_BYTES {
-        return rejected(line, "row", "is larger than 1 MiB");
-    }
     let deserializer = &mut serde_json::Deserializer::from_str(text);
     let contact: super::Contact = match serde_path_to_error::deserialize(deserializer) {
         Ok(contact) => contact,
