@@ -252,3 +252,65 @@ async fn an_import_killed_midway_and_run_again_has_every_row_once() {
     let ids: std::collections::HashSet<&str> = export.lines().skip(1).filter_map(|l| l.split(',').nth(1)).collect();
     assert_eq!(ids.len(), rows, "no external id twice");
 }
+
+/// `crm import` writes the rows it could not import to a rejects file (the row as it was, and
+/// why) that imports once fixed; a row too large to copy is named on stderr instead, so the
+/// rejects file stays importable.
+#[tokio::test]
+async fn rejected_rows_go_to_a_file_that_imports_once_fixed() {
+    let suite = Suite::start();
+    let api = Rest::as_user(&suite.rest, "acme", "ada", Role::Admin);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("people.csv");
+    let mut file = b"external_id,given_name,family_name,emails,tags\n".to_vec();
+    file.extend_from_slice(b"f-1,Ada,Lovelace,ada@example.com,fix\n");
+    file.extend_from_slice(b"f-2,Bo,\"Berg, Jr\",not-an-email,fix\n");
+    file.extend_from_slice(b"f-3,Cy\n");
+    file.extend_from_slice(format!("f-4,Huge,{},h@example.com,fix\n", "x".repeat(2 << 20)).as_bytes());
+    std::fs::write(&path, file).expect("file");
+    let import = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+            .args(["import", path.to_str().expect("path"), "--endpoint", &suite.grpc])
+            .env("CRM_TOKEN", token("acme", "ada", Role::Admin))
+            .output()
+            .expect("crm import")
+    };
+
+    let first = import(&path);
+    assert!(first.status.success());
+    let report = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        report.contains("1 created, 0 updated, 0 unchanged, 3 rejected"),
+        "{report}"
+    );
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains("line 5 of ") && stderr.contains("row: is larger than 1 MiB (not copied to the rejects file)"),
+        "{stderr}"
+    );
+    let rejects_path = dir.path().join("people.rejected.csv");
+    let rejects = std::fs::read_to_string(&rejects_path).expect("rejects file");
+    let lines: Vec<&str> = rejects.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "external_id,given_name,family_name,emails,tags,error",
+            "f-2,Bo,\"Berg, Jr\",not-an-email,fix,\"emails[0].address: must contain '@'\"",
+            "f-3,Cy,\"row: has 2 columns; the header has 5\"",
+        ]
+        .map(|l| l.to_owned()),
+        "the rows as they were, and why"
+    );
+
+    let fixed = rejects
+        .replace("not-an-email", "bo@example.com")
+        .replace("f-3,Cy,", "f-3,Cy,Chen,cy@example.com,fix,");
+    std::fs::write(&rejects_path, fixed).expect("fix");
+    let again = import(&rejects_path);
+    let report = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        report.contains("2 created, 0 updated, 0 unchanged, 0 rejected"),
+        "{report}"
+    );
+    assert_eq!(count(&api, "tag%3Dfix").await, 3);
+}

@@ -198,7 +198,21 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
                 .and_then(|mut p| p.remove(&result.line))
                 .unwrap_or_default();
             if result.outcome == pb::RowOutcome::Rejected as i32 {
-                rejects.write(&raw, &result.field, &result.reason)?;
+                if raw.is_empty() {
+                    // A row too large to keep (or the point where the file broke) has no text
+                    // to copy: the rejects file stays importable, and the user is told where.
+                    progress.suspend(|| {
+                        eprintln!(
+                            "line {} of {}: {}: {} (not copied to the rejects file)",
+                            result.line,
+                            args.file.display(),
+                            result.field,
+                            result.reason
+                        );
+                    });
+                } else {
+                    rejects.write(&raw, &result.field, &result.reason)?;
+                }
             }
         }
         done += message.results.len() as u64;
