@@ -626,7 +626,10 @@ pub struct DuplicateGroup {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DuplicateGroupPage {
+    /// A page searches a bounded stretch of match keys: it may hold fewer groups than asked
+    /// for, even none, while more pages follow.
     pub groups: Vec<DuplicateGroup>,
+    /// Token for the next page; empty on the last page (and only there).
     pub next_page_token: String,
 }
 
@@ -720,7 +723,10 @@ pub struct CompanyDuplicateGroup {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompanyDuplicateGroupPage {
+    /// A page searches a bounded stretch of match keys: it may hold fewer groups than asked
+    /// for, even none, while more pages follow.
     pub groups: Vec<CompanyDuplicateGroup>,
+    /// Token for the next page; empty on the last page (and only there).
     pub next_page_token: String,
 }
 

@@ -1,7 +1,7 @@
 //! The contact service's rules, independent of transport: who may do what, field masks,
 //! optimistic concurrency and paging.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -270,6 +270,15 @@ fn group_companies(members: &[Company], min_score: f64) -> Vec<CompanyGroup> {
         })
         .collect()
 }
+
+/// Shared match keys one page of a duplicate search reads at once.
+const SHARED_KEYS_PER_READ: usize = 250;
+/// Shared match keys one page of a duplicate search examines at most. Common family names
+/// make many shared keys with no duplicates among their holders: without a bound, a page of
+/// a tenant with few duplicates read the whole tenant (a 100k-contact tenant outlasted the
+/// gateway's 30 s). A page may therefore hold fewer groups than asked for, even none, with a
+/// token to go on from; an empty token is the end.
+const SHARED_KEYS_PER_PAGE: usize = 2000;
 
 /// Contacts per export batch (one gRPC message, one database round trip).
 const EXPORT_BATCH: usize = 500;
@@ -872,20 +881,38 @@ impl ContactApp {
         let fingerprint = query_fingerprint(&["duplicates", &min_score.to_string()]);
         let mut after = decode_token::<MatchKey>(token, &fingerprint)?;
         let mut groups: Vec<DuplicateGroup> = Vec::new();
+        let mut examined = 0;
         loop {
             let shared = self
                 .store
-                .shared_keys(&who.tenant, after.as_ref(), limit)
+                .shared_keys(&who.tenant, after.as_ref(), SHARED_KEYS_PER_READ)
                 .await
                 .map_err(|err| err.into_api("contacts"))?;
-            let exhausted = shared.len() < limit;
+            let exhausted = shared.len() < SHARED_KEYS_PER_READ;
+            // The holders of every key read at once, the newest (by id) of a key's first.
+            let mut ids: Vec<ContactId> = shared
+                .iter()
+                .flat_map(|(_, ids)| ids.iter().rev().take(MAX_CANDIDATES).copied())
+                .collect();
+            ids.sort_unstable_by_key(|id| id.0);
+            ids.dedup();
+            let live: HashMap<ContactId, Contact> = self
+                .store
+                .get_live_contacts(&who.tenant, &ids)
+                .await
+                .map_err(|err| err.into_api("contacts"))?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
             let count = shared.len();
-            for (i, (key, _)) in shared.into_iter().enumerate() {
-                let members = self
-                    .store
-                    .find_by_keys(&who.tenant, std::slice::from_ref(&key), MAX_CANDIDATES)
-                    .await
-                    .map_err(|err| err.into_api("contacts"))?;
+            for (i, (key, ids)) in shared.into_iter().enumerate() {
+                let mut members: Vec<Contact> = ids
+                    .iter()
+                    .rev()
+                    .take(MAX_CANDIDATES)
+                    .filter_map(|id| live.get(id).cloned())
+                    .collect();
+                members.sort_by(|a, b| b.update_time.cmp(&a.update_time).then(a.id.0.cmp(&b.id.0)));
                 for group in group_members(&members, min_score) {
                     match groups.iter_mut().find(|g| same_members(&g.contacts, &group.contacts)) {
                         Some(existing) => existing.absorb(group),
@@ -893,12 +920,13 @@ impl ContactApp {
                     }
                 }
                 after = Some(key);
-                if groups.len() >= limit {
-                    let more = i + 1 < count || !exhausted;
-                    let next_page_token = match (&after, more) {
-                        (Some(key), true) => encode_token(key, &fingerprint),
-                        _ => String::new(),
-                    };
+                examined += 1;
+                let more = i + 1 < count || !exhausted;
+                if more && (groups.len() >= limit || examined >= SHARED_KEYS_PER_PAGE) {
+                    let next_page_token = after
+                        .as_ref()
+                        .map(|key| encode_token(key, &fingerprint))
+                        .unwrap_or_default();
                     return Ok(Page {
                         items: groups,
                         next_page_token,
@@ -1142,13 +1170,14 @@ impl ContactApp {
         let fingerprint = query_fingerprint(&["company-duplicates", &min_score.to_string()]);
         let mut after = decode_token::<(String, String)>(token, &fingerprint)?;
         let mut groups: Vec<CompanyGroup> = Vec::new();
+        let mut examined = 0;
         loop {
             let shared = self
                 .store
-                .shared_company_keys(&who.tenant, after.as_ref(), limit)
+                .shared_company_keys(&who.tenant, after.as_ref(), SHARED_KEYS_PER_READ)
                 .await
                 .map_err(|err| err.into_api("companies"))?;
-            let exhausted = shared.len() < limit;
+            let exhausted = shared.len() < SHARED_KEYS_PER_READ;
             let count = shared.len();
             for (i, (key, ids)) in shared.into_iter().enumerate() {
                 let mut members = Vec::with_capacity(ids.len().min(MAX_CANDIDATES));
@@ -1177,12 +1206,13 @@ impl ContactApp {
                     }
                 }
                 after = Some(key);
-                if groups.len() >= limit {
-                    let more = i + 1 < count || !exhausted;
-                    let next_page_token = match (&after, more) {
-                        (Some(key), true) => encode_token(key, &fingerprint),
-                        _ => String::new(),
-                    };
+                examined += 1;
+                let more = i + 1 < count || !exhausted;
+                if more && (groups.len() >= limit || examined >= SHARED_KEYS_PER_PAGE) {
+                    let next_page_token = after
+                        .as_ref()
+                        .map(|key| encode_token(key, &fingerprint))
+                        .unwrap_or_default();
                     return Ok(Page {
                         items: groups,
                         next_page_token,

@@ -201,6 +201,11 @@ async fn tenants_never_see_each_other(store: &dyn ContactStore) {
     store.create_interaction(&a, &i, None).await.expect("interaction");
 
     assert!(matches!(store.get_contact(&b, c.id).await, Err(StoreError::NotFound)));
+    assert!(
+        store.get_live_contacts(&b, &[c.id]).await.expect("live").is_empty(),
+        "another tenant's id reads nothing"
+    );
+    assert_eq!(store.get_live_contacts(&a, &[c.id]).await.expect("live").len(), 1);
     assert!(matches!(store.get_company(&b, co.id).await, Err(StoreError::NotFound)));
     assert!(matches!(
         store.get_interaction(&b, c.id, i.id).await,
@@ -1079,6 +1084,27 @@ async fn email_is_unique_when_asked_and_keys_find_candidates(store: &dyn Contact
             .iter()
             .all(|c| c.id != typo.id)
     );
+    let live: HashSet<ContactId> = store
+        .get_live_contacts(&t, &[first.id, same_email.id, typo.id])
+        .await
+        .expect("live")
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        live,
+        HashSet::from([first.id, same_email.id]),
+        "an erased contact is not live"
+    );
+    let last = &rest.last().expect("a shared key").0;
+    assert!(
+        store
+            .shared_keys(&t, Some(last), 10)
+            .await
+            .expect("past the end")
+            .is_empty(),
+        "nothing after the last shared key"
+    );
 }
 
 async fn merge_moves_everything_to_the_survivor(store: &dyn ContactStore) {
@@ -1178,6 +1204,17 @@ async fn merge_moves_everything_to_the_survivor(store: &dyn ContactStore) {
             .map(|c| c.id)
             .collect::<Vec<_>>(),
         vec![survivor.id]
+    );
+    assert_eq!(
+        store
+            .get_live_contacts(&t, &[survivor.id, other.id, older.id])
+            .await
+            .expect("live")
+            .iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>(),
+        vec![survivor.id],
+        "merged contacts are not live"
     );
     let found = store
         .find_by_keys(&t, &other.fields.match_keys(), 10)

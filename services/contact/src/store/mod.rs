@@ -290,6 +290,8 @@ pub trait ContactStore: Send + Sync + 'static {
         keys: &[MatchKey],
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError>;
+    /// The live contacts (neither erased nor merged away) among `ids`, in no given order.
+    async fn get_live_contacts(&self, tenant: &TenantId, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError>;
     /// Live contacts holding one of `values` as a key of `kind`, each with the value it holds.
     async fn contacts_by_key(
         &self,
@@ -301,7 +303,9 @@ pub trait ContactStore: Send + Sync + 'static {
     /// the first refusal. Each create is refused as [`ContactStore::create_contact`] refuses
     /// one with `unique_email`, each update as [`ContactStore::update_contact`] does.
     async fn write_batch(&self, tenant: &TenantId, batch: &WriteBatch) -> Result<(), StoreError>;
-    /// Match keys shared by several live contacts, in key order after `after`, up to `limit`.
+    /// Match keys shared by several contacts, in key order after `after`, up to `limit`, each
+    /// with its holders in id order. A range read of the keys' index: a page costs the keys it
+    /// reads, not the tenant's.
     async fn shared_keys(
         &self,
         tenant: &TenantId,

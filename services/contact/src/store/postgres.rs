@@ -851,6 +851,13 @@ impl ContactStore for PgContactStore {
         Ok(found.into_iter().take(limit).collect())
     }
 
+    async fn get_live_contacts(&self, tenant: &TenantId, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError> {
+        // contact_live pins the tenant for its own statement.
+        let mut conn = self.pool.acquire().await?;
+        let found = live_contacts(&mut conn, tenant, ids.iter().map(|id| id.0)).await?;
+        Ok(found.into_values().collect())
+    }
+
     async fn contacts_by_key(
         &self,
         tenant: &TenantId,
@@ -889,17 +896,29 @@ impl ContactStore for PgContactStore {
         limit: usize,
     ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError> {
         let mut tx = self.tx(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT kind, value, array_agg(contact_id ORDER BY contact_id) AS ids FROM contact_keys \
-             WHERE tenant_id = $1 AND ($2::text IS NULL OR (kind, value) > ($2, $3)) \
-             GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT $4",
-        )
-        .bind(tenant.as_str())
-        .bind(after.map(|k| k.kind.as_str()))
-        .bind(after.map(|k| k.value.as_str()))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
+        // Two statements rather than `$2 IS NULL OR ...`, which a generic plan cannot turn
+        // into a range of the primary key: every page scanned the tenant's keys from the start.
+        let (sql, after) = match after {
+            None => (
+                "SELECT kind, value, array_agg(contact_id ORDER BY contact_id) AS ids FROM contact_keys \
+                 WHERE tenant_id = $1 AND $2::text IS NULL AND $3::text IS NULL \
+                 GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT $4",
+                None,
+            ),
+            Some(key) => (
+                "SELECT kind, value, array_agg(contact_id ORDER BY contact_id) AS ids FROM contact_keys \
+                 WHERE tenant_id = $1 AND (kind, value) > ($2, $3) \
+                 GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT $4",
+                Some(key),
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant.as_str())
+            .bind(after.map(|k| k.kind.as_str()))
+            .bind(after.map(|k| k.value.as_str()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows.iter()
             .map(|row| {

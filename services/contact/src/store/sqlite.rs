@@ -784,6 +784,26 @@ impl ContactStore for SqliteContactStore {
         Ok(found.into_iter().take(limit).collect())
     }
 
+    async fn get_live_contacts(&self, tenant: &TenantId, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SQLITE_MAX_BATCH_VALUES) {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {CONTACT_COLUMNS} FROM contacts WHERE erase_time IS NULL AND merged_into IS NULL AND tenant_id = "
+            ));
+            qb.push_bind(tenant.as_str().to_owned()).push(" AND id IN (");
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id.0.to_string());
+            }
+            qb.push(")");
+            let rows = qb.build().fetch_all(&self.pool).await?;
+            for row in &rows {
+                found.push(contact_from_row(row)?);
+            }
+        }
+        Ok(found)
+    }
+
     async fn contacts_by_key(
         &self,
         tenant: &TenantId,
@@ -837,12 +857,17 @@ impl ContactStore for SqliteContactStore {
         after: Option<&MatchKey>,
         limit: usize,
     ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kind, value, group_concat(contact_id, ',') AS ids FROM \
-             (SELECT kind, value, contact_id FROM contact_keys WHERE tenant_id = ?1 AND (?2 IS NULL OR (kind, value) > (?2, ?3)) \
-              ORDER BY kind, value, contact_id) \
-             GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT ?4",
-        )
+        // A range of the primary key read in its order, grouped as it goes; `?2 IS NULL OR`
+        // kept the index from bounding the range, and every page read the tenant's keys.
+        let range = if after.is_some() {
+            "AND (kind, value) > (?2, ?3)"
+        } else {
+            "AND ?2 IS NULL AND ?3 IS NULL"
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT kind, value, group_concat(contact_id, ',') AS ids FROM contact_keys \
+             WHERE tenant_id = ?1 {range} GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT ?4"
+        )))
         .bind(tenant.as_str())
         .bind(after.map(|k| k.kind.as_str()))
         .bind(after.map(|k| k.value.as_str()))
@@ -857,10 +882,11 @@ impl ContactStore for SqliteContactStore {
                     kind: stored_word(&kind, KeyKind::parse)?,
                     value: row.try_get("value")?,
                 };
-                let ids = ids
+                let mut ids = ids
                     .split(',')
                     .map(|id| Uuid::parse_str(id).map(ContactId).map_err(corrupt))
-                    .collect::<Result<_, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()?;
+                ids.sort_unstable_by_key(|id| id.0);
                 Ok((key, ids))
             })
             .collect()
