@@ -186,19 +186,104 @@ pub struct DuplicateGroup {
     pub reasons: Vec<MatchReason>,
 }
 
-impl DuplicateGroup {
-    fn absorb(&mut self, other: DuplicateGroup) {
-        self.score = self.score.max(other.score);
-        for reason in other.reasons {
-            if !self.reasons.contains(&reason) {
-                self.reasons.push(reason);
+/// A group of likely duplicates, as a duplicate search pages through them.
+trait Grouped {
+    type Id: PartialEq;
+    fn members(&self) -> &[Self::Id];
+    fn score_and_reasons(&mut self) -> (&mut f64, &mut Vec<MatchReason>);
+
+    /// Takes in what `other` (the same members, found through another key) says.
+    fn absorb(&mut self, other: Self)
+    where
+        Self: Sized,
+    {
+        let mut other = other;
+        let (score, reasons) = other.score_and_reasons();
+        let (score, reasons) = (*score, std::mem::take(reasons));
+        let (own_score, own_reasons) = self.score_and_reasons();
+        *own_score = own_score.max(score);
+        for reason in reasons {
+            if !own_reasons.contains(&reason) {
+                own_reasons.push(reason);
             }
         }
     }
+
+    fn same_members(&self, other: &Self) -> bool {
+        let (a, b) = (self.members(), other.members());
+        a.len() == b.len() && a.iter().all(|id| b.contains(id))
+    }
 }
 
-fn same_members(a: &[ContactId], b: &[ContactId]) -> bool {
-    a.len() == b.len() && a.iter().all(|id| b.contains(id))
+impl Grouped for DuplicateGroup {
+    type Id = ContactId;
+    fn members(&self) -> &[ContactId] {
+        &self.contacts
+    }
+    fn score_and_reasons(&mut self) -> (&mut f64, &mut Vec<MatchReason>) {
+        (&mut self.score, &mut self.reasons)
+    }
+}
+
+impl Grouped for CompanyGroup {
+    type Id = CompanyId;
+    fn members(&self) -> &[CompanyId] {
+        &self.companies
+    }
+    fn score_and_reasons(&mut self) -> (&mut f64, &mut Vec<MatchReason>) {
+        (&mut self.score, &mut self.reasons)
+    }
+}
+
+/// Shared match keys one page of a duplicate search reads at once.
+const SHARED_KEYS_PER_READ: usize = 250;
+/// Shared match keys one page of a duplicate search examines at most. Common family names
+/// make many shared keys with no duplicates among their holders: without a bound, a page of
+/// a tenant with few duplicates read the whole tenant (a 100k-contact tenant outlasted the
+/// gateway's 30 s). A page may therefore hold fewer groups than asked for, even none, with a
+/// token to go on from; an empty token is the end.
+const SHARED_KEYS_PER_PAGE: usize = 2000;
+
+/// One page of a duplicate search: walks the shared match keys in key order after `after`,
+/// `read` giving the next [`SHARED_KEYS_PER_READ`] of them (fewer at the end) each with the
+/// groups among its holders, until `limit` groups or [`SHARED_KEYS_PER_PAGE`] keys. Groups
+/// found through several keys are one.
+async fn groups_along_shared_keys<'a, K: serde::Serialize + Clone, G: Grouped>(
+    mut after: Option<K>,
+    fingerprint: &str,
+    limit: usize,
+    mut read: impl FnMut(Option<K>) -> BoxFuture<'a, Result<Vec<(K, Vec<G>)>, ApiError>>,
+) -> Result<Page<G>, ApiError> {
+    let mut groups: Vec<G> = Vec::new();
+    let mut examined = 0;
+    loop {
+        let shared = read(after.clone()).await?;
+        let exhausted = shared.len() < SHARED_KEYS_PER_READ;
+        let count = shared.len();
+        for (i, (key, found)) in shared.into_iter().enumerate() {
+            for group in found {
+                match groups.iter_mut().find(|g| g.same_members(&group)) {
+                    Some(existing) => existing.absorb(group),
+                    None => groups.push(group),
+                }
+            }
+            examined += 1;
+            let more = i + 1 < count || !exhausted;
+            if more && (groups.len() >= limit || examined >= SHARED_KEYS_PER_PAGE) {
+                return Ok(Page {
+                    items: groups,
+                    next_page_token: encode_token(&key, fingerprint),
+                });
+            }
+            after = Some(key);
+        }
+        if exhausted {
+            return Ok(Page {
+                items: groups,
+                next_page_token: String::new(),
+            });
+        }
+    }
 }
 
 /// Links members alike enough (`alike` scoring `min_score` or more) and returns the groups of
@@ -270,15 +355,6 @@ fn group_companies(members: &[Company], min_score: f64) -> Vec<CompanyGroup> {
         })
         .collect()
 }
-
-/// Shared match keys one page of a duplicate search reads at once.
-const SHARED_KEYS_PER_READ: usize = 250;
-/// Shared match keys one page of a duplicate search examines at most. Common family names
-/// make many shared keys with no duplicates among their holders: without a bound, a page of
-/// a tenant with few duplicates read the whole tenant (a 100k-contact tenant outlasted the
-/// gateway's 30 s). A page may therefore hold fewer groups than asked for, even none, with a
-/// token to go on from; an empty token is the end.
-const SHARED_KEYS_PER_PAGE: usize = 2000;
 
 /// Contacts per export batch (one gRPC message, one database round trip).
 const EXPORT_BATCH: usize = 500;
@@ -879,67 +955,45 @@ impl ContactApp {
             });
         }
         let fingerprint = query_fingerprint(&["duplicates", &min_score.to_string()]);
-        let mut after = decode_token::<MatchKey>(token, &fingerprint)?;
-        let mut groups: Vec<DuplicateGroup> = Vec::new();
-        let mut examined = 0;
-        loop {
-            let shared = self
-                .store
-                .shared_keys(&who.tenant, after.as_ref(), SHARED_KEYS_PER_READ)
-                .await
-                .map_err(|err| err.into_api("contacts"))?;
-            let exhausted = shared.len() < SHARED_KEYS_PER_READ;
-            // The holders of every key read at once, the newest (by id) of a key's first.
-            let mut ids: Vec<ContactId> = shared
-                .iter()
-                .flat_map(|(_, ids)| ids.iter().rev().take(MAX_CANDIDATES).copied())
-                .collect();
-            ids.sort_unstable_by_key(|id| id.0);
-            ids.dedup();
-            let live: HashMap<ContactId, Contact> = self
-                .store
-                .get_live_contacts(&who.tenant, &ids)
-                .await
-                .map_err(|err| err.into_api("contacts"))?
-                .into_iter()
-                .map(|c| (c.id, c))
-                .collect();
-            let count = shared.len();
-            for (i, (key, ids)) in shared.into_iter().enumerate() {
-                let mut members: Vec<Contact> = ids
+        let after = decode_token::<MatchKey>(token, &fingerprint)?;
+        groups_along_shared_keys(after, &fingerprint, limit, |after: Option<MatchKey>| {
+            Box::pin(async move {
+                let shared = self
+                    .store
+                    .shared_keys(&who.tenant, after.as_ref(), SHARED_KEYS_PER_READ)
+                    .await
+                    .map_err(|err| err.into_api("contacts"))?;
+                // The holders of every key read at once, the newest (by id) of a key's first.
+                let mut ids: Vec<ContactId> = shared
                     .iter()
-                    .rev()
-                    .take(MAX_CANDIDATES)
-                    .filter_map(|id| live.get(id).cloned())
+                    .flat_map(|(_, ids)| ids.iter().rev().take(MAX_CANDIDATES).copied())
                     .collect();
-                members.sort_by(|a, b| b.update_time.cmp(&a.update_time).then(a.id.0.cmp(&b.id.0)));
-                for group in group_members(&members, min_score) {
-                    match groups.iter_mut().find(|g| same_members(&g.contacts, &group.contacts)) {
-                        Some(existing) => existing.absorb(group),
-                        None => groups.push(group),
-                    }
-                }
-                after = Some(key);
-                examined += 1;
-                let more = i + 1 < count || !exhausted;
-                if more && (groups.len() >= limit || examined >= SHARED_KEYS_PER_PAGE) {
-                    let next_page_token = after
-                        .as_ref()
-                        .map(|key| encode_token(key, &fingerprint))
-                        .unwrap_or_default();
-                    return Ok(Page {
-                        items: groups,
-                        next_page_token,
-                    });
-                }
-            }
-            if exhausted {
-                return Ok(Page {
-                    items: groups,
-                    next_page_token: String::new(),
-                });
-            }
-        }
+                ids.sort_unstable_by_key(|id| id.0);
+                ids.dedup();
+                let live: HashMap<ContactId, Contact> = self
+                    .store
+                    .get_live_contacts(&who.tenant, &ids)
+                    .await
+                    .map_err(|err| err.into_api("contacts"))?
+                    .into_iter()
+                    .map(|c| (c.id, c))
+                    .collect();
+                Ok(shared
+                    .into_iter()
+                    .map(|(key, ids)| {
+                        let mut members: Vec<Contact> = ids
+                            .iter()
+                            .rev()
+                            .take(MAX_CANDIDATES)
+                            .filter_map(|id| live.get(id).cloned())
+                            .collect();
+                        members.sort_by(|a, b| b.update_time.cmp(&a.update_time).then(a.id.0.cmp(&b.id.0)));
+                        (key, group_members(&members, min_score))
+                    })
+                    .collect())
+            })
+        })
+        .await
     }
 
     /// Merges `merged` into `survivor` with per-field survivorship (see
@@ -1168,64 +1222,31 @@ impl ContactApp {
             });
         }
         let fingerprint = query_fingerprint(&["company-duplicates", &min_score.to_string()]);
-        let mut after = decode_token::<(String, String)>(token, &fingerprint)?;
-        let mut groups: Vec<CompanyGroup> = Vec::new();
-        let mut examined = 0;
-        loop {
-            let shared = self
-                .store
-                .shared_company_keys(&who.tenant, after.as_ref(), SHARED_KEYS_PER_READ)
-                .await
-                .map_err(|err| err.into_api("companies"))?;
-            let exhausted = shared.len() < SHARED_KEYS_PER_READ;
-            let count = shared.len();
-            for (i, (key, ids)) in shared.into_iter().enumerate() {
-                let mut members = Vec::with_capacity(ids.len().min(MAX_CANDIDATES));
-                for id in ids.into_iter().take(MAX_CANDIDATES) {
-                    members.push(
-                        self.store
-                            .get_company(&who.tenant, id)
-                            .await
-                            .map_err(|err| err.into_api("company"))?,
-                    );
-                }
-                for group in group_companies(&members, min_score) {
-                    match groups.iter_mut().find(|g| {
-                        g.companies.len() == group.companies.len()
-                            && g.companies.iter().all(|id| group.companies.contains(id))
-                    }) {
-                        Some(existing) => {
-                            existing.score = existing.score.max(group.score);
-                            for reason in group.reasons {
-                                if !existing.reasons.contains(&reason) {
-                                    existing.reasons.push(reason);
-                                }
-                            }
-                        }
-                        None => groups.push(group),
+        let after = decode_token::<(String, String)>(token, &fingerprint)?;
+        groups_along_shared_keys(after, &fingerprint, limit, |after: Option<(String, String)>| {
+            Box::pin(async move {
+                let shared = self
+                    .store
+                    .shared_company_keys(&who.tenant, after.as_ref(), SHARED_KEYS_PER_READ)
+                    .await
+                    .map_err(|err| err.into_api("companies"))?;
+                let mut found = Vec::with_capacity(shared.len());
+                for (key, ids) in shared {
+                    let mut members = Vec::with_capacity(ids.len().min(MAX_CANDIDATES));
+                    for id in ids.into_iter().take(MAX_CANDIDATES) {
+                        members.push(
+                            self.store
+                                .get_company(&who.tenant, id)
+                                .await
+                                .map_err(|err| err.into_api("company"))?,
+                        );
                     }
+                    found.push((key, group_companies(&members, min_score)));
                 }
-                after = Some(key);
-                examined += 1;
-                let more = i + 1 < count || !exhausted;
-                if more && (groups.len() >= limit || examined >= SHARED_KEYS_PER_PAGE) {
-                    let next_page_token = after
-                        .as_ref()
-                        .map(|key| encode_token(key, &fingerprint))
-                        .unwrap_or_default();
-                    return Ok(Page {
-                        items: groups,
-                        next_page_token,
-                    });
-                }
-            }
-            if exhausted {
-                return Ok(Page {
-                    items: groups,
-                    next_page_token: String::new(),
-                });
-            }
-        }
+                Ok(found)
+            })
+        })
+        .await
     }
 
     /// Merges companies into a survivor: survivorship as for contacts, contacts and
