@@ -790,12 +790,8 @@ impl ContactStore for SqliteContactStore {
             let mut qb = QueryBuilder::<Sqlite>::new(format!(
                 "SELECT {CONTACT_COLUMNS} FROM contacts WHERE erase_time IS NULL AND merged_into IS NULL AND tenant_id = "
             ));
-            qb.push_bind(tenant.as_str().to_owned()).push(" AND id IN (");
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(id.0.to_string());
-            }
-            qb.push(")");
+            qb.push_bind(tenant.as_str().to_owned()).push(" AND id");
+            push_in(&mut qb, chunk.iter().map(|id| id.0.to_string()));
             let rows = qb.build().fetch_all(&self.pool).await?;
             for row in &rows {
                 found.push(contact_from_row(row)?);
@@ -820,12 +816,8 @@ impl ContactStore for SqliteContactStore {
             qb.push_bind(tenant.as_str().to_owned())
                 .push(" AND k.kind = ")
                 .push_bind(kind.as_str())
-                .push(" AND k.value IN (");
-            let mut list = qb.separated(", ");
-            for value in chunk {
-                list.push_bind(value.clone());
-            }
-            qb.push(")");
+                .push(" AND k.value");
+            push_in(&mut qb, chunk.iter().cloned());
             for row in qb.build().fetch_all(&self.pool).await? {
                 found.push((row.try_get("key_value")?, contact_from_row(&row)?));
             }
@@ -1501,12 +1493,8 @@ async fn key_holders(
         qb.push_bind(tenant.as_str().to_owned())
             .push(" AND kind = ")
             .push_bind(kind.as_str())
-            .push(" AND value IN (");
-        let mut list = qb.separated(", ");
-        for value in chunk {
-            list.push_bind(value.clone());
-        }
-        qb.push(")");
+            .push(" AND value");
+        push_in(&mut qb, chunk.iter().cloned());
         let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut **tx).await?;
         for (value, id) in rows {
             holders.insert(value, Uuid::parse_str(&id).map_err(corrupt)?);
@@ -1524,18 +1512,24 @@ async fn company_names(
     let mut names = HashMap::new();
     for chunk in ids.chunks(SQLITE_MAX_BATCH_VALUES) {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, display_name FROM companies WHERE tenant_id = ");
-        qb.push_bind(tenant.as_str().to_owned()).push(" AND id IN (");
-        let mut list = qb.separated(", ");
-        for id in chunk {
-            list.push_bind(id.0.to_string());
-        }
-        qb.push(")");
+        qb.push_bind(tenant.as_str().to_owned()).push(" AND id");
+        push_in(&mut qb, chunk.iter().map(|id| id.0.to_string()));
         let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut **tx).await?;
         for (id, name) in rows {
             names.insert(CompanyId(Uuid::parse_str(&id).map_err(corrupt)?), name);
         }
     }
     Ok(names)
+}
+
+/// Appends ` IN (?, ...)` binding `values` (at most [`SQLITE_MAX_BATCH_VALUES`]).
+fn push_in(qb: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Item = String>) {
+    qb.push(" IN (");
+    let mut list = qb.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    qb.push(")");
 }
 
 /// How many values one SQLite statement binds at most (well under its parameter limit).
