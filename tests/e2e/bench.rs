@@ -43,3 +43,34 @@ async fn the_create_scenario_reports_every_row_without_errors() {
         assert!(rate > 0.0, "nothing measured: {line}");
     }
 }
+
+/// The duplicate-search scenario seeds contacts and their match keys with SQL in the
+/// service's own form and pages through FindDuplicates: it fails when a planted pair is not
+/// found (the seed drifted from how the service writes keys, or the paging lost keys).
+#[tokio::test]
+async fn the_duplicates_scenario_finds_every_planted_pair() {
+    let Some(db) = TestDatabase::create("bench_duplicates_scenario").await else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["bench", "--scenarios", "duplicates", "--duplicate-rows", "30000"])
+        .env("CRM_BENCH_DATABASE_URL", &db.url)
+        .env("CRM_LOG", "warn")
+        .output()
+        .expect("crm bench");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "crm bench failed:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("| FindDuplicates, every page, over 30030 seeded contacts"))
+        .unwrap_or_else(|| panic!("no FindDuplicates row in:\n{report}"));
+    assert!(line.contains("30 of 30 planted pairs found"), "{line}");
+    assert!(
+        line.contains("| 2 pages in "),
+        "3000 shared blocks take two pages: {line}"
+    );
+}

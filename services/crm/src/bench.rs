@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod duplicates;
 mod feed;
 mod pipeline;
 
@@ -56,6 +57,9 @@ pub(crate) struct BenchArgs {
     /// Contacts the search test runs over.
     #[arg(long, default_value_t = 1_000_000)]
     search_rows: usize,
+    /// Contacts the duplicate search pages through.
+    #[arg(long, default_value_t = 200_000)]
+    duplicate_rows: usize,
     /// Events the feed's catch-up test reads.
     #[arg(long, default_value_t = 200_000)]
     feed_events: u64,
@@ -68,11 +72,11 @@ pub(crate) struct BenchArgs {
     /// Open deals on the board of the board test.
     #[arg(long, default_value_t = 100_000)]
     board_deals: usize,
-    /// Scenarios to run: create, get, import, search, feed, pipeline.
+    /// Scenarios to run: create, get, import, search, duplicates, feed, pipeline.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "create,get,import,search,feed,pipeline"
+        default_value = "create,get,import,search,duplicates,feed,pipeline"
     )]
     scenarios: Vec<String>,
     /// Keep the benchmark database afterwards.
@@ -380,11 +384,12 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::R
         "release build"
     };
     println!(
-        "- command: `crm bench --clients {} --seconds {} --import-rows {} --search-rows {} --board-deals {} --scenarios {}` ({profile})",
+        "- command: `crm bench --clients {} --seconds {} --import-rows {} --search-rows {} --duplicate-rows {} --board-deals {} --scenarios {}` ({profile})",
         args.clients,
         args.seconds,
         args.import_rows,
         args.search_rows,
+        args.duplicate_rows,
         args.board_deals,
         args.scenarios.join(",")
     );
@@ -441,6 +446,9 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::R
     }
     if wants("search") {
         search(args, url, &grpc, duration).await?;
+    }
+    if wants("duplicates") {
+        duplicates::run(args, url, &grpc).await?;
     }
     Ok(())
 }
