@@ -896,8 +896,9 @@ impl ContactStore for PgContactStore {
         limit: usize,
     ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError> {
         let mut tx = self.tx(tenant).await?;
-        // Two statements rather than `$2 IS NULL OR ...`, which a generic plan cannot turn
-        // into a range of the primary key: every page scanned the tenant's keys from the start.
+        // Two statements rather than `$2 IS NULL OR ...`: serving connections plan each call
+        // for its parameters and turn that into a range of the primary key, but a generic plan
+        // cannot, and would scan the tenant's keys from the start on every read.
         let (sql, after) = match after {
             None => (
                 "SELECT kind, value, array_agg(contact_id ORDER BY contact_id) AS ids FROM contact_keys \
