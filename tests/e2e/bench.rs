@@ -42,6 +42,7 @@ async fn the_create_scenario_reports_every_row_without_errors() {
             .unwrap_or_else(|| panic!("no rate in {line}"));
         assert!(rate > 0.0, "nothing measured: {line}");
     }
+    db.drop_database().await;
 }
 
 /// The duplicate-search scenario seeds contacts and their match keys with SQL in the
@@ -73,4 +74,5 @@ async fn the_duplicates_scenario_finds_every_planted_pair() {
         line.contains("| 2 pages in "),
         "3000 shared blocks take two pages: {line}"
     );
+    db.drop_database().await;
 }
