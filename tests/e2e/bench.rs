@@ -1,29 +1,36 @@
-//! The benchmark harness: its create scenario runs against a real PostgreSQL and reports
-//! every row without errors. Its baselines are SQL scripts over the service's own tables and
+//! The benchmark harness: its create and duplicates scenarios run against a real PostgreSQL
+//! and report every row without errors. Its baselines are SQL scripts over the service's own tables and
 //! functions, so a schema change that breaks them fails here rather than in the next
 //! benchmark run.
 
 use crm_platform::testing::TestDatabase;
 
-#[tokio::test]
-async fn the_create_scenario_reports_every_row_without_errors() {
-    // The harness makes its own databases on the server; this one only gates the test on a
-    // reachable PostgreSQL and gives the server's address.
-    let Some(db) = TestDatabase::create("bench_create_scenario").await else {
-        return;
-    };
+/// Runs `crm bench <args>` on the server of `db` (the harness makes its own databases there;
+/// `db` only gates the test on a reachable PostgreSQL and gives the server's address) and
+/// returns its report, failing the test when the run fails.
+fn bench(db: &TestDatabase, args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["bench", "--scenarios", "create", "--clients", "2", "--seconds", "1"])
+        .arg("bench")
+        .args(args)
         .env("CRM_BENCH_DATABASE_URL", &db.url)
         .env("CRM_LOG", "warn")
         .output()
         .expect("crm bench");
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "crm bench failed:\n{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    report
+}
+
+#[tokio::test]
+async fn the_create_scenario_reports_every_row_without_errors() {
+    let Some(db) = TestDatabase::create("bench_create_scenario").await else {
+        return;
+    };
+    let report = bench(&db, &["--scenarios", "create", "--clients", "2", "--seconds", "1"]);
     for row in [
         "| CreateContact over gRPC, 2 clients |",
         "| reference: CreateContact over gRPC against the database doing the same work, 2 clients |",
@@ -53,18 +60,7 @@ async fn the_duplicates_scenario_finds_every_planted_pair() {
     let Some(db) = TestDatabase::create("bench_duplicates_scenario").await else {
         return;
     };
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["bench", "--scenarios", "duplicates", "--duplicate-rows", "30000"])
-        .env("CRM_BENCH_DATABASE_URL", &db.url)
-        .env("CRM_LOG", "warn")
-        .output()
-        .expect("crm bench");
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "crm bench failed:\n{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = bench(&db, &["--scenarios", "duplicates", "--duplicate-rows", "30000"]);
     let line = report
         .lines()
         .find(|l| l.starts_with("| FindDuplicates, every page, over 30030 seeded contacts"))

@@ -192,6 +192,27 @@ async fn an_unclosed_quote_in_a_large_upload_is_one_rejected_row_in_bounded_memo
         (summary["created"].as_str(), summary["rejected"].as_str()),
         (Some("1"), Some("1"))
     );
+
+    // An NDJSON line over the limit (48 MiB here) is read past the same way, not held, and
+    // the next line is read.
+    let mut ndjson = format!(
+        "{{\"externalId\":\"n-big\",\"givenName\":\"{}\"}}\n",
+        "x".repeat(48 << 20)
+    )
+    .into_bytes();
+    ndjson.extend_from_slice(b"{\"externalId\":\"n-after\",\"givenName\":\"After\"}\n");
+    let before = suite.process.peak_memory_mib();
+    let (status, lines) = import(&api, "?format=ndjson", ndjson).await;
+    assert_eq!(status, 200);
+    let by_line = |n: &str| lines.iter().find(|l| l["line"] == n).cloned().unwrap_or_default();
+    assert_eq!(
+        (by_line("1")["field"].as_str(), by_line("1")["reason"].as_str()),
+        (Some("row"), Some("is larger than 1 MiB")),
+        "{lines:?}"
+    );
+    assert_eq!(by_line("2")["outcome"], "ROW_OUTCOME_CREATED", "{lines:?}");
+    let growth = suite.process.peak_memory_mib().saturating_sub(before);
+    assert!(growth < 32, "the server's peak memory grew by {growth} MiB");
 }
 
 #[tokio::test]

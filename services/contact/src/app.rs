@@ -193,11 +193,10 @@ trait Grouped {
     fn score_and_reasons(&mut self) -> (&mut f64, &mut Vec<MatchReason>);
 
     /// Takes in what `other` (the same members, found through another key) says.
-    fn absorb(&mut self, other: Self)
+    fn absorb(&mut self, mut other: Self)
     where
         Self: Sized,
     {
-        let mut other = other;
         let (score, reasons) = other.score_and_reasons();
         let (score, reasons) = (*score, std::mem::take(reasons));
         let (own_score, own_reasons) = self.score_and_reasons();
@@ -963,13 +962,12 @@ impl ContactApp {
                     .shared_keys(&who.tenant, after.as_ref(), SHARED_KEYS_PER_READ)
                     .await
                     .map_err(|err| err.into_api("contacts"))?;
-                // The holders of every key read at once, the newest (by id) of a key's first.
-                let mut ids: Vec<ContactId> = shared
-                    .iter()
-                    .flat_map(|(_, ids)| ids.iter().rev().take(MAX_CANDIDATES).copied())
+                // Each key's newest (by id) holders, all keys' read at once.
+                let shared: Vec<(MatchKey, Vec<ContactId>)> = shared
+                    .into_iter()
+                    .map(|(key, ids)| (key, ids.into_iter().rev().take(MAX_CANDIDATES).collect()))
                     .collect();
-                ids.sort_unstable_by_key(|id| id.0);
-                ids.dedup();
+                let ids: Vec<ContactId> = shared.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
                 let live: HashMap<ContactId, Contact> = self
                     .store
                     .get_live_contacts(&who.tenant, &ids)
@@ -981,13 +979,8 @@ impl ContactApp {
                 Ok(shared
                     .into_iter()
                     .map(|(key, ids)| {
-                        let mut members: Vec<Contact> = ids
-                            .iter()
-                            .rev()
-                            .take(MAX_CANDIDATES)
-                            .filter_map(|id| live.get(id).cloned())
-                            .collect();
-                        members.sort_by(|a, b| b.update_time.cmp(&a.update_time).then(a.id.0.cmp(&b.id.0)));
+                        let mut members: Vec<Contact> = ids.iter().filter_map(|id| live.get(id).cloned()).collect();
+                        members.sort_by(Contact::most_recent_first);
                         (key, group_members(&members, min_score))
                     })
                     .collect())

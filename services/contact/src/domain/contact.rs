@@ -219,6 +219,11 @@ impl Contact {
         self.revision.etag()
     }
 
+    /// The order duplicate candidates are offered in: most recently updated first, then by id.
+    pub fn most_recent_first(a: &Contact, b: &Contact) -> std::cmp::Ordering {
+        b.update_time.cmp(&a.update_time).then(a.id.0.cmp(&b.id.0))
+    }
+
     /// The anonymous tombstone this contact becomes when its personal data is erased: only
     /// non-personal facts stay (id, owner, lifecycle stage, source, company, times).
     pub fn erased(&self, at: DateTime<Utc>) -> Contact {

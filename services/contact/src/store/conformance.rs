@@ -206,6 +206,11 @@ async fn tenants_never_see_each_other(store: &dyn ContactStore) {
         "another tenant's id reads nothing"
     );
     assert_eq!(store.get_live_contacts(&a, &[c.id]).await.expect("live").len(), 1);
+    assert_eq!(
+        store.get_live_contacts(&a, &[c.id, c.id]).await.expect("live").len(),
+        1,
+        "ids may repeat; a contact comes once"
+    );
     assert!(matches!(store.get_company(&b, co.id).await, Err(StoreError::NotFound)));
     assert!(matches!(
         store.get_interaction(&b, c.id, i.id).await,

@@ -290,7 +290,8 @@ pub trait ContactStore: Send + Sync + 'static {
         keys: &[MatchKey],
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError>;
-    /// The live contacts (neither erased nor merged away) among `ids`, in no given order.
+    /// The live contacts (neither erased nor merged away) among `ids` (which may repeat), in
+    /// no given order.
     async fn get_live_contacts(&self, tenant: &TenantId, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError>;
     /// Live contacts holding one of `values` as a key of `kind`, each with the value it holds.
     async fn contacts_by_key(

@@ -896,30 +896,19 @@ impl ContactStore for PgContactStore {
         limit: usize,
     ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError> {
         let mut tx = self.tx(tenant).await?;
-        // Two statements rather than `$2 IS NULL OR ...`: serving connections plan each call
-        // for its parameters and turn that into a range of the primary key, but a generic plan
-        // cannot, and would scan the tenant's keys from the start on every read.
-        let (sql, after) = match after {
-            None => (
-                "SELECT kind, value, array_agg(contact_id ORDER BY contact_id) AS ids FROM contact_keys \
-                 WHERE tenant_id = $1 AND $2::text IS NULL AND $3::text IS NULL \
-                 GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT $4",
-                None,
-            ),
-            Some(key) => (
-                "SELECT kind, value, array_agg(contact_id ORDER BY contact_id) AS ids FROM contact_keys \
-                 WHERE tenant_id = $1 AND (kind, value) > ($2, $3) \
-                 GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT $4",
-                Some(key),
-            ),
-        };
-        let rows = sqlx::query(sql)
-            .bind(tenant.as_str())
-            .bind(after.map(|k| k.kind.as_str()))
-            .bind(after.map(|k| k.value.as_str()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
-            .await?;
+        // Serving connections plan each call for its parameters (force_custom_plan), so the
+        // `$2 IS NULL OR` below becomes a range of the primary key, or no bound at all.
+        let rows = sqlx::query(
+            "SELECT kind, value, array_agg(contact_id ORDER BY contact_id) AS ids FROM contact_keys \
+             WHERE tenant_id = $1 AND ($2::text IS NULL OR (kind, value) > ($2, $3)) \
+             GROUP BY kind, value HAVING count(*) > 1 ORDER BY kind, value LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(after.map(|k| k.kind.as_str()))
+        .bind(after.map(|k| k.value.as_str()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         rows.iter()
             .map(|row| {
@@ -1742,7 +1731,7 @@ async fn candidates(
         .into_iter()
         .map(|ids| {
             let mut found: Vec<Contact> = ids.iter().filter_map(|id| contacts.get(id).cloned()).collect();
-            found.sort_by(|a, b| b.update_time.cmp(&a.update_time).then(a.id.0.cmp(&b.id.0)));
+            found.sort_by(Contact::most_recent_first);
             found.truncate(MAX_CANDIDATES);
             found
         })

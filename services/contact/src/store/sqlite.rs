@@ -208,13 +208,8 @@ async fn company_name(
     id: Option<CompanyId>,
 ) -> Result<Option<String>, StoreError> {
     let Some(id) = id else { return Ok(None) };
-    sqlx::query_scalar("SELECT display_name FROM companies WHERE tenant_id = ?1 AND id = ?2")
-        .bind(tenant.as_str())
-        .bind(id.0.to_string())
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(Some)
-        .ok_or(StoreError::UnknownCompany)
+    let mut names = company_names(tx, tenant, &[id]).await?;
+    names.remove(&id).map(Some).ok_or(StoreError::UnknownCompany)
 }
 
 fn push_time_bounds(qb: &mut QueryBuilder<Sqlite>, column: &str, bounds: &[TimeBound]) {
@@ -293,7 +288,7 @@ impl ContactStore for SqliteContactStore {
                 ..Created::new(value, true)
             });
         }
-        insert_contact(&mut tx, tenant, contact, audit, unique_email).await?;
+        insert_contacts(&mut tx, tenant, &[(contact, audit)], unique_email).await?;
         if let Some(key) = key {
             remember(&mut tx, tenant, KIND_CONTACT, key, contact.id.0).await?;
         }
@@ -785,6 +780,9 @@ impl ContactStore for SqliteContactStore {
     }
 
     async fn get_live_contacts(&self, tenant: &TenantId, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable_by_key(|id| id.0);
+        ids.dedup();
         let mut found = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(SQLITE_MAX_BATCH_VALUES) {
             let mut qb = QueryBuilder::<Sqlite>::new(format!(
@@ -847,12 +845,13 @@ impl ContactStore for SqliteContactStore {
         after: Option<&MatchKey>,
         limit: usize,
     ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError> {
-        // A range of the primary key read in its order, grouped as it goes; `?2 IS NULL OR`
-        // kept the index from bounding the range, and every page read the tenant's keys.
+        // A range of the primary key read in its order, grouped as it goes. SQLite plans the
+        // statement once: `?2 IS NULL OR ...` kept the index from bounding the range, and
+        // every read scanned the tenant's keys from the start.
         let range = if after.is_some() {
             "AND (kind, value) > (?2, ?3)"
         } else {
-            "AND ?2 IS NULL AND ?3 IS NULL"
+            ""
         };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT kind, value, group_concat(contact_id, ',') AS ids FROM contact_keys \
@@ -1313,17 +1312,12 @@ async fn ensure_unique_external_id(
     tenant: &TenantId,
     contact: &Contact,
 ) -> Result<(), StoreError> {
-    let holder = "SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND kind = 'external' AND value = ?2 AND contact_id <> ?3 LIMIT 1";
-    match other_holder(
-        tx,
-        tenant,
-        contact.fields.external_id.iter().cloned().collect(),
-        contact.id.0,
-        holder,
-    )
-    .await?
-    {
-        Some(id) => Err(StoreError::DuplicateExternalId(ContactId(id))),
+    let Some(id) = &contact.fields.external_id else {
+        return Ok(());
+    };
+    let holders = key_holders(tx, tenant, KeyKind::External, std::slice::from_ref(id)).await?;
+    match held_by_another(&holders, id, contact.id) {
+        Some(holder) => Err(StoreError::DuplicateExternalId(holder)),
         None => Ok(()),
     }
 }
@@ -1352,16 +1346,6 @@ async fn ensure_unique_domain(
 
 /// Inserts a new contact and its match keys, refusing an external id (and with
 /// `unique_email`, an email address) another live contact holds.
-async fn insert_contact(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: &TenantId,
-    contact: &Contact,
-    audit: &AuditRecord,
-    unique_email: bool,
-) -> Result<(), StoreError> {
-    insert_contacts(tx, tenant, &[(contact, audit)], unique_email).await
-}
-
 /// Inserts new contacts with their match keys and audit entries in a few statements of many
 /// rows each: every statement is a round trip to SQLite's worker thread, and a statement per
 /// row and key made an import batch of 1000 rows some 9000 of them (about 1000 rows/s, the
@@ -1392,19 +1376,13 @@ async fn insert_contacts(
     let companies: Vec<CompanyId> = creates.iter().filter_map(|(c, _)| c.fields.company).collect();
     let companies = company_names(tx, tenant, &companies).await?;
     for (contact, _) in creates {
-        let held = |holders: &HashMap<String, Uuid>, value: &str| {
-            holders.get(value).filter(|id| **id != contact.id.0).copied()
-        };
-        if let Some(holder) = contact.fields.external_id.as_deref().and_then(|id| held(&external, id)) {
-            return Err(StoreError::DuplicateExternalId(ContactId(holder)));
+        let external_id = contact.fields.external_id.as_deref();
+        if let Some(holder) = external_id.and_then(|id| held_by_another(&external, id, contact.id)) {
+            return Err(StoreError::DuplicateExternalId(holder));
         }
-        if let Some(holder) = contact
-            .fields
-            .emails
-            .iter()
-            .find_map(|e| held(&emails, &e.address.key()))
-        {
-            return Err(StoreError::DuplicateEmail(ContactId(holder)));
+        let mut addresses = contact.fields.emails.iter().map(|e| e.address.key());
+        if let Some(holder) = addresses.find_map(|address| held_by_another(&emails, &address, contact.id)) {
+            return Err(StoreError::DuplicateEmail(holder));
         }
         if contact.fields.company.is_some_and(|id| !companies.contains_key(&id)) {
             return Err(StoreError::UnknownCompany);
@@ -1480,14 +1458,14 @@ async fn insert_contacts(
     record_all(tx, tenant, &audits).await
 }
 
-/// A holder of each of `values` as a key of `kind`, when one has it.
+/// The holders of each of `values` as a key of `kind`.
 async fn key_holders(
     tx: &mut Transaction<'static, Sqlite>,
     tenant: &TenantId,
     kind: KeyKind,
     values: &[String],
-) -> Result<HashMap<String, Uuid>, StoreError> {
-    let mut holders = HashMap::new();
+) -> Result<HashMap<String, Vec<ContactId>>, StoreError> {
+    let mut holders: HashMap<String, Vec<ContactId>> = HashMap::new();
     for chunk in values.chunks(SQLITE_MAX_BATCH_VALUES) {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT value, contact_id FROM contact_keys WHERE tenant_id = ");
         qb.push_bind(tenant.as_str().to_owned())
@@ -1497,10 +1475,18 @@ async fn key_holders(
         push_in(&mut qb, chunk.iter().cloned());
         let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut **tx).await?;
         for (value, id) in rows {
-            holders.insert(value, Uuid::parse_str(&id).map_err(corrupt)?);
+            holders
+                .entry(value)
+                .or_default()
+                .push(ContactId(Uuid::parse_str(&id).map_err(corrupt)?));
         }
     }
     Ok(holders)
+}
+
+/// A holder of `value` other than `own`, among `holders` (from [`key_holders`]).
+fn held_by_another(holders: &HashMap<String, Vec<ContactId>>, value: &str, own: ContactId) -> Option<ContactId> {
+    holders.get(value)?.iter().copied().find(|holder| *holder != own)
 }
 
 /// The display names of those of `ids` the tenant has.
