@@ -24,6 +24,13 @@ pub struct ProblemBody {
     /// Invalid fields of the request, in JSON (lowerCamelCase) names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<Violation>,
+    /// How many more invalid fields there were beyond the violations listed (at most 20 are).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub omitted_violations: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -93,6 +100,7 @@ impl IntoResponse for Problem {
                     description: v.description.clone(),
                 })
                 .collect(),
+            omitted_violations: self.0.omitted_violations,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         (status, [(http::header::CONTENT_TYPE, "application/problem+json")], json).into_response()

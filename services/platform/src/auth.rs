@@ -3,25 +3,23 @@
 //! tower layer that puts the verified [`Principal`] on every request, for gRPC servers and the
 //! gateway alike.
 
+mod jwks;
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
 
+pub use self::jwks::{JwksTiming, KeyState};
+use self::jwks::{JwksCache, wrong_algorithm};
 use crate::error::ApiError;
 use crate::identity::{Principal, Role, TenantId, UserId};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
-/// A JWKS is fetched again at most this often when a token names an unknown key.
-const JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
-/// Keys are refreshed at least this often.
-const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// The claims the suite reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,11 +30,22 @@ pub struct Claims {
     pub roles: Vec<String>,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: one audience or a list of them (RFC 7519 allows both; Auth0 and Keycloak
+/// issue lists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// How tokens are verified.
@@ -75,28 +84,33 @@ impl std::fmt::Debug for VerifierConfig {
     }
 }
 
-struct CachedJwks {
-    keys: JwkSet,
-    fetched: Instant,
-}
-
 /// Verifies bearer tokens and turns them into principals.
 pub struct Verifier {
     config: VerifierConfig,
-    jwks: RwLock<Option<CachedJwks>>,
-    http: reqwest::Client,
+    jwks: Option<JwksCache>,
 }
 
 impl Verifier {
     pub fn new(config: VerifierConfig) -> Arc<Self> {
-        Arc::new(Self {
-            config,
-            jwks: RwLock::new(None),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
-        })
+        Self::with_timing(config, JwksTiming::default())
+    }
+
+    /// A verifier whose JWKS is fetched and kept as `timing` says.
+    pub fn with_timing(config: VerifierConfig, timing: JwksTiming) -> Arc<Self> {
+        let jwks = match &config {
+            VerifierConfig::Jwks { url, .. } => Some(JwksCache::new(url.clone(), timing)),
+            VerifierConfig::SharedSecret { .. } => None,
+        };
+        Arc::new(Self { config, jwks })
+    }
+
+    /// Fetches the signing keys if they are due and says what state they are in: readiness
+    /// asks this, so a process whose keys are unusable is not ready.
+    pub async fn check_keys(&self) -> KeyState {
+        match &self.jwks {
+            Some(jwks) => jwks.check().await,
+            None => KeyState::Fresh,
+        }
     }
 
     /// Verifies the value of an `authorization` header (`Bearer <jwt>`).
@@ -115,90 +129,30 @@ impl Verifier {
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthenticated("MALFORMED_TOKEN", "token is not a valid JWT"))?;
-        let claims = match &self.config {
-            VerifierConfig::SharedSecret {
-                secret,
-                issuer,
-                audience,
-            } => {
+        let claims = match (&self.config, &self.jwks) {
+            (
+                VerifierConfig::SharedSecret {
+                    secret,
+                    issuer,
+                    audience,
+                },
+                _,
+            ) => {
                 let validation = validation(Algorithm::HS256, header.alg, issuer.as_deref(), audience.as_deref())?;
                 decode(token, &DecodingKey::from_secret(secret), &validation)?
             }
-            VerifierConfig::Jwks { issuer, audience, .. } => {
+            (VerifierConfig::Jwks { issuer, audience, .. }, Some(jwks)) => {
                 if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
                     return Err(wrong_algorithm());
                 }
-                let key = self.jwks_key(header.kid.as_deref(), header.alg).await?;
+                let key = jwks.key(header.kid.as_deref(), header.alg).await?;
                 let validation = validation(header.alg, header.alg, Some(issuer), Some(audience))?;
                 decode(token, &key, &validation)?
             }
+            (VerifierConfig::Jwks { .. }, None) => return Err(ApiError::unavailable("signing keys are not configured")),
         };
         principal_from_claims(claims)
     }
-
-    async fn jwks_key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, ApiError> {
-        if let Some(key) = self.cached_key(kid, alg, JWKS_MAX_AGE).await {
-            return key;
-        }
-        self.refresh_jwks().await?;
-        self.cached_key(kid, alg, Duration::MAX).await.unwrap_or_else(|| {
-            Err(ApiError::unauthenticated(
-                "UNKNOWN_KEY",
-                "token signed by an unknown key",
-            ))
-        })
-    }
-
-    async fn cached_key(
-        &self,
-        kid: Option<&str>,
-        alg: Algorithm,
-        max_age: Duration,
-    ) -> Option<Result<DecodingKey, ApiError>> {
-        let cache = self.jwks.read().await;
-        let cached = cache.as_ref().filter(|c| c.fetched.elapsed() < max_age)?;
-        let jwk = match kid {
-            Some(kid) => cached.keys.find(kid)?,
-            None if cached.keys.keys.len() == 1 => cached.keys.keys.first()?,
-            None => return Some(Err(ApiError::unauthenticated("UNKNOWN_KEY", "token has no key id"))),
-        };
-        if jwk
-            .common
-            .key_algorithm
-            .is_some_and(|ka| ka.to_string() != format!("{alg:?}"))
-        {
-            return Some(Err(wrong_algorithm()));
-        }
-        Some(DecodingKey::from_jwk(jwk).map_err(|_| ApiError::unauthenticated("UNKNOWN_KEY", "unusable signing key")))
-    }
-
-    async fn refresh_jwks(&self) -> Result<(), ApiError> {
-        let VerifierConfig::Jwks { url, .. } = &self.config else {
-            return Ok(());
-        };
-        let mut cache = self.jwks.write().await;
-        if cache.as_ref().is_some_and(|c| c.fetched.elapsed() < JWKS_MIN_REFRESH) {
-            return Ok(());
-        }
-        let keys: JwkSet = async { self.http.get(url).send().await?.error_for_status()?.json().await }
-            .await
-            .map_err(|err: reqwest::Error| {
-                tracing::warn!(error = %err, "jwks fetch failed");
-                ApiError::unavailable("signing keys are unavailable")
-            })?;
-        *cache = Some(CachedJwks {
-            keys,
-            fetched: Instant::now(),
-        });
-        Ok(())
-    }
-}
-
-fn wrong_algorithm() -> ApiError {
-    ApiError::unauthenticated(
-        "WRONG_ALGORITHM",
-        "token is signed with an algorithm this server does not accept",
-    )
 }
 
 fn validation(
@@ -212,15 +166,24 @@ fn validation(
     }
     let mut validation = Validation::new(expected);
     validation.leeway = LEEWAY_SECS;
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation.validate_nbf = true;
+    // A pinned issuer or audience is also a required claim: a token without it is refused.
+    let mut required = vec!["exp", "sub"];
     match issuer {
-        Some(iss) => validation.set_issuer(&[iss]),
+        Some(iss) => {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
         None => validation.iss = None,
     }
     match audience {
-        Some(aud) => validation.set_audience(&[aud]),
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
         None => validation.validate_aud = false,
     }
+    validation.set_required_spec_claims(&required);
     Ok(validation)
 }
 
@@ -237,6 +200,10 @@ fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Cla
                 ApiError::unauthenticated("INVALID_AUDIENCE", "token audience is not accepted")
             }
             ErrorKind::ImmatureSignature => ApiError::unauthenticated("TOKEN_NOT_YET_VALID", "token is not valid yet"),
+            ErrorKind::MissingRequiredClaim(claim) => ApiError::unauthenticated(
+                "MISSING_CLAIM",
+                format!("token has no `{claim}` claim, which this server requires"),
+            ),
             _ => ApiError::unauthenticated("INVALID_TOKEN", "token is invalid"),
         })
 }
@@ -268,6 +235,7 @@ pub fn mint_token(secret: &[u8], principal: &Principal, ttl: Duration) -> Result
         tenant: principal.tenant.as_str().to_owned(),
         roles: principal.roles.iter().map(|r| r.as_str().to_owned()).collect(),
         exp: now + ttl.as_secs(),
+        nbf: None,
         iat: Some(now),
         iss: None,
         aud: None,
@@ -427,6 +395,7 @@ mod tests {
             tenant: "t1".into(),
             roles: vec!["rep".into()],
             exp: 1,
+            nbf: None,
             iat: None,
             iss: None,
             aud: None,
@@ -499,90 +468,163 @@ mod tests {
         );
     }
 
-    /// A throwaway P-256 key made for this test only.
-    const TEST_EC_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgR+FAtuIva1eXmKCp
-1kbgK1Vldt20Euh0b6YQpO+czyqhRANCAAQXf7lMd4wJP0jNFwPuQA36gV4jqZKM
-Yhy7sQVMIF1NYmiW4FlHJ/h95DcTrQdE/9cK3cY2LdtaRG7kBwG5NZ9R
------END PRIVATE KEY-----";
-
-    /// Serves a JWKS with the test key's public half on 127.0.0.1 and returns its URL and a
-    /// counter of fetches.
-    async fn jwks_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = Arc::clone(&fetches);
-        let jwks = serde_json::json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "kid": "key-1", "alg": "ES256", "use": "sig",
-            "x": "F3-5THeMCT9IzRcD7kAN-oFeI6mSjGIcu7EFTCBdTWI",
-            "y": "aJbgWUcn-H3kNxOtB0T_1wrdxjYt21pEbuQHAbk1n1E"
-        }]});
-        let app = axum::Router::new().route(
-            "/jwks",
-            axum::routing::get(move || {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let jwks = jwks.clone();
-                async move { axum::Json(jwks) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (url, fetches)
-    }
+    use crate::testing::jwks::{JwksServer, KEY_ID, Mode, now, sign};
 
     fn es256(kid: &str, claims: &serde_json::Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid.to_owned());
-        let key = EncodingKey::from_ec_pem(TEST_EC_KEY.as_bytes()).expect("key");
-        jsonwebtoken::encode(&header, claims, &key).expect("sign")
+        sign(kid, claims)
+    }
+
+    fn pinned(url: &str, timing: JwksTiming) -> Arc<Verifier> {
+        Verifier::with_timing(
+            VerifierConfig::Jwks {
+                url: url.to_owned(),
+                issuer: "https://idp.example".into(),
+                audience: "crm".into(),
+            },
+            timing,
+        )
+    }
+
+    fn good_claims() -> serde_json::Value {
+        serde_json::json!({"sub": "alice", "tenant": "t1", "roles": ["rep"], "exp": now() + 300,
+            "iss": "https://idp.example", "aud": "crm"})
+    }
+
+    async fn reason(verifier: &Verifier, claims: &serde_json::Value) -> String {
+        verifier
+            .verify(&es256(KEY_ID, claims))
+            .await
+            .expect_err("refused")
+            .reason
+            .into_owned()
     }
 
     #[tokio::test]
     async fn verifies_es256_against_a_jwks_with_issuer_and_audience_pinned() {
-        let (url, fetches) = jwks_server().await;
-        let verifier = Verifier::new(VerifierConfig::Jwks {
-            url,
-            issuer: "https://idp.example".into(),
-            audience: "crm".into(),
-        });
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs()
-            + 300;
-        let good = serde_json::json!({"sub": "alice", "tenant": "t1", "roles": ["rep"], "exp": exp, "iss": "https://idp.example", "aud": "crm"});
-        let principal = verifier.verify(&es256("key-1", &good)).await.expect("valid");
+        let server = JwksServer::start().await;
+        let verifier = pinned(&server.url, JwksTiming::default());
+        let good = good_claims();
+        let principal = verifier.verify(&es256(KEY_ID, &good)).await.expect("valid");
         assert_eq!(principal, alice());
-        verifier.verify(&es256("key-1", &good)).await.expect("still valid");
-        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1, "keys are cached");
+        verifier.verify(&es256(KEY_ID, &good)).await.expect("still valid");
+        assert_eq!(server.fetches(), 1, "keys are cached");
 
         let mut wrong_issuer = good.clone();
         wrong_issuer["iss"] = "https://evil.example".into();
-        assert_eq!(
-            verifier
-                .verify(&es256("key-1", &wrong_issuer))
-                .await
-                .expect_err("iss")
-                .reason,
-            "INVALID_ISSUER"
-        );
+        assert_eq!(reason(&verifier, &wrong_issuer).await, "INVALID_ISSUER");
         let mut wrong_audience = good.clone();
         wrong_audience["aud"] = "someone-else".into();
-        assert_eq!(
-            verifier
-                .verify(&es256("key-1", &wrong_audience))
-                .await
-                .expect_err("aud")
-                .reason,
-            "INVALID_AUDIENCE"
-        );
+        assert_eq!(reason(&verifier, &wrong_audience).await, "INVALID_AUDIENCE");
         assert_eq!(
             verifier.verify(&es256("key-9", &good)).await.expect_err("kid").reason,
             "UNKNOWN_KEY"
         );
-        assert!(
-            fetches.load(std::sync::atomic::Ordering::SeqCst) <= 2,
-            "an unknown key id does not hammer the provider"
+        assert!(server.fetches() <= 2, "an unknown key id does not hammer the provider");
+    }
+
+    #[tokio::test]
+    async fn pinned_claims_are_required_and_audience_lists_accepted() {
+        let server = JwksServer::start().await;
+        let verifier = pinned(&server.url, JwksTiming::default());
+        let mut no_issuer = good_claims();
+        no_issuer.as_object_mut().expect("object").remove("iss");
+        assert_eq!(reason(&verifier, &no_issuer).await, "MISSING_CLAIM");
+        let mut no_audience = good_claims();
+        no_audience.as_object_mut().expect("object").remove("aud");
+        assert_eq!(reason(&verifier, &no_audience).await, "MISSING_CLAIM");
+
+        let mut listed = good_claims();
+        listed["aud"] = serde_json::json!(["other", "crm"]);
+        assert_eq!(verifier.verify(&es256(KEY_ID, &listed)).await.expect("aud list"), alice());
+        listed["aud"] = serde_json::json!(["other", "another"]);
+        assert_eq!(reason(&verifier, &listed).await, "INVALID_AUDIENCE");
+    }
+
+    #[tokio::test]
+    async fn not_before_is_honoured_with_the_leeway() {
+        let secret = b"s3cret-s3cret-s3cret-s3cret-s3cret";
+        let verifier = shared(secret);
+        let token = |nbf: u64| {
+            let claims = serde_json::json!({"sub": "alice", "tenant": "t1", "roles": ["rep"], "exp": now() + 7200, "nbf": nbf});
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
+                .expect("encode")
+        };
+        assert_eq!(
+            verifier.verify(&token(now() + 3600)).await.expect_err("an hour ahead").reason,
+            "TOKEN_NOT_YET_VALID"
         );
+        verifier
+            .verify(&token(now() + LEEWAY_SECS / 2))
+            .await
+            .expect("within the leeway");
+        verifier.verify(&token(now() - 60)).await.expect("already valid");
+    }
+
+    /// A hung provider costs one short fetch for all waiting requests, the failure is
+    /// remembered, and readiness says the keys are unavailable.
+    #[tokio::test]
+    async fn a_hung_provider_is_asked_once_with_a_short_timeout() {
+        let server = JwksServer::start().await;
+        server.set_mode(Mode::Hang);
+        let timing = JwksTiming {
+            fetch_timeout: Duration::from_millis(500),
+            retry_after_failure: Duration::from_secs(60),
+            ..JwksTiming::default()
+        };
+        let verifier = pinned(&server.url, timing);
+        let started = std::time::Instant::now();
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let verifier = Arc::clone(&verifier);
+            requests.spawn(async move { verifier.verify(&es256(KEY_ID, &good_claims())).await });
+        }
+        while let Some(outcome) = requests.join_next().await {
+            let err = outcome.expect("task").expect_err("no keys");
+            assert_eq!(err.code, crate::ErrorCode::Unavailable);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "four requests took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(server.fetches(), 1, "one fetch served every waiter");
+        // Remembered: the next request does not ask again.
+        verifier.verify(&es256(KEY_ID, &good_claims())).await.expect_err("still down");
+        assert_eq!(server.fetches(), 1);
+        assert_eq!(verifier.check_keys().await, KeyState::Unavailable);
+    }
+
+    /// Keys past their refresh time keep serving while the provider is down, for the grace
+    /// period only; readiness reports them stale, then unavailable.
+    #[tokio::test]
+    async fn the_last_good_keys_serve_for_a_bounded_grace() {
+        let server = JwksServer::start().await;
+        let timing = JwksTiming {
+            refresh_after: Duration::from_millis(300),
+            min_refresh: Duration::from_millis(10),
+            retry_after_failure: Duration::from_millis(10),
+            fetch_timeout: Duration::from_millis(200),
+            stale_grace: Duration::from_millis(1500),
+        };
+        let verifier = pinned(&server.url, timing);
+        assert_eq!(verifier.check_keys().await, KeyState::Fresh);
+        server.set_mode(Mode::Fail);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        verifier
+            .verify(&es256(KEY_ID, &good_claims()))
+            .await
+            .expect("stale keys still verify");
+        assert_eq!(verifier.check_keys().await, KeyState::Stale);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let err = verifier
+            .verify(&es256(KEY_ID, &good_claims()))
+            .await
+            .expect_err("past the grace");
+        assert_eq!(err.code, crate::ErrorCode::Unavailable);
+        assert_eq!(verifier.check_keys().await, KeyState::Unavailable);
+        server.set_mode(Mode::Serve);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(verifier.check_keys().await, KeyState::Fresh, "recovers once the provider answers");
+        verifier.verify(&es256(KEY_ID, &good_claims())).await.expect("valid again");
     }
 }

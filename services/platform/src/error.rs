@@ -137,6 +137,30 @@ impl ErrorCode {
     }
 }
 
+/// Field violations an error carries at most; the rest are only counted. Thousands of them
+/// would not fit in gRPC trailers (the call would fail as a protocol error instead of a 400),
+/// and the first ones are what a client fixes first.
+pub const MAX_VIOLATIONS: usize = 20;
+/// Longest field path or description carried, in bytes (a description may quote the value).
+const MAX_VIOLATION_TEXT: usize = 120;
+/// Violations the message spells out (all of them are in the details).
+const MESSAGE_VIOLATIONS: usize = 5;
+/// `ErrorInfo.metadata` key of the number of violations left out.
+const OMITTED_KEY: &str = "omitted_violations";
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 /// One invalid field of a request and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -152,6 +176,8 @@ pub struct ApiError {
     pub reason: Cow<'static, str>,
     pub message: String,
     pub violations: Vec<FieldViolation>,
+    /// Violations found beyond the [`MAX_VIOLATIONS`] carried.
+    pub omitted_violations: usize,
 }
 
 impl ApiError {
@@ -161,6 +187,7 @@ impl ApiError {
             reason: Cow::Borrowed(reason),
             message: message.into(),
             violations: Vec::new(),
+            omitted_violations: 0,
         }
     }
 
@@ -172,18 +199,37 @@ impl ApiError {
         }])
     }
 
-    /// Invalid input in one or more fields; the message lists them all.
+    /// Invalid input in one or more fields; the message lists them (the first
+    /// [`MAX_VIOLATIONS`], and how many more there are).
     pub fn invalid_fields(violations: Vec<FieldViolation>) -> Self {
-        let message = violations
+        let omitted = violations.len().saturating_sub(MAX_VIOLATIONS);
+        Self::counted_violations(violations.into_iter().take(MAX_VIOLATIONS).collect(), omitted)
+    }
+
+    fn counted_violations(violations: Vec<FieldViolation>, omitted: usize) -> Self {
+        let violations: Vec<FieldViolation> = violations
+            .into_iter()
+            .map(|v| FieldViolation {
+                field: clip(v.field, MAX_VIOLATION_TEXT),
+                description: clip(v.description, MAX_VIOLATION_TEXT),
+            })
+            .collect();
+        let mut message = violations
             .iter()
+            .take(MESSAGE_VIOLATIONS)
             .map(|v| format!("{}: {}", v.field, v.description))
             .collect::<Vec<_>>()
             .join("; ");
+        let unspelled = violations.len().saturating_sub(MESSAGE_VIOLATIONS) + omitted;
+        if unspelled > 0 {
+            message.push_str(&format!("; and {unspelled} more invalid fields"));
+        }
         Self {
             code: ErrorCode::InvalidArgument,
             reason: Cow::Borrowed("INVALID_FIELD"),
             message,
             violations,
+            omitted_violations: omitted,
         }
     }
 
@@ -239,6 +285,11 @@ impl ApiError {
                     .collect()
             })
             .unwrap_or_default();
+        let omitted_violations = details
+            .error_info()
+            .and_then(|info| info.metadata.get(OMITTED_KEY))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         let message = if code == ErrorCode::Internal {
             "internal error".to_owned()
         } else {
@@ -249,6 +300,7 @@ impl ApiError {
             reason,
             message,
             violations,
+            omitted_violations,
         }
     }
 }
@@ -265,11 +317,11 @@ pub fn required_field<'a, T>(field: &str, value: Option<&'a T>) -> Result<&'a T,
 
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        let mut details = ErrorDetails::with_error_info(
-            err.reason.as_ref(),
-            ERROR_DOMAIN,
-            std::collections::HashMap::<String, String>::new(),
-        );
+        let mut metadata = std::collections::HashMap::<String, String>::new();
+        if err.omitted_violations > 0 {
+            metadata.insert(OMITTED_KEY.to_owned(), err.omitted_violations.to_string());
+        }
+        let mut details = ErrorDetails::with_error_info(err.reason.as_ref(), ERROR_DOMAIN, metadata);
         for violation in &err.violations {
             details.add_bad_request_violation(&violation.field, &violation.description);
         }
@@ -300,6 +352,22 @@ mod tests {
     }
 
     #[test]
+    fn violations_are_capped_and_counted_through_grpc() {
+        let mut violations = Violations::new("contact.");
+        for i in 0..5000 {
+            violations.add(format!("emails[{i}]"), format!("`{}` is not an email address", "x".repeat(10_000)));
+        }
+        let err = violations.finish().expect_err("invalid");
+        assert_eq!(err.violations.len(), MAX_VIOLATIONS);
+        assert_eq!(err.omitted_violations, 5000 - MAX_VIOLATIONS);
+        assert!(err.violations.iter().all(|v| v.description.len() <= MAX_VIOLATION_TEXT + 3));
+        assert!(err.message.ends_with("and 4995 more invalid fields"), "{}", err.message);
+        let status = tonic::Status::from(err.clone());
+        assert!(status.details().len() < 8 * 1024, "fits in trailers: {} bytes", status.details().len());
+        assert_eq!(ApiError::from_status(&status), err);
+    }
+
+    #[test]
     fn internal_status_text_is_not_passed_on() {
         let status = tonic::Status::internal("duplicate key value violates unique constraint");
         assert_eq!(ApiError::from_status(&status).message, "internal error");
@@ -312,6 +380,8 @@ mod tests {
 pub struct Violations {
     prefix: String,
     list: Vec<FieldViolation>,
+    /// Violations past [`MAX_VIOLATIONS`], counted and not kept.
+    omitted: usize,
 }
 
 impl Violations {
@@ -319,10 +389,15 @@ impl Violations {
         Self {
             prefix: prefix.into(),
             list: Vec::new(),
+            omitted: 0,
         }
     }
 
     pub fn add(&mut self, field: impl std::fmt::Display, description: impl Into<String>) {
+        if self.list.len() >= MAX_VIOLATIONS {
+            self.omitted += 1;
+            return;
+        }
         self.list.push(FieldViolation {
             field: format!("{}{field}", self.prefix),
             description: description.into(),
@@ -349,7 +424,7 @@ impl Violations {
         if self.list.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::invalid_fields(self.list))
+            Err(ApiError::counted_violations(self.list, self.omitted))
         }
     }
 }

@@ -15,9 +15,14 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often histogram samples are folded into their buckets. Until then every sample is
+/// kept, so without this upkeep memory grew with every request when nothing scraped.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the recorder (once per process) and returns the handle that renders it.
+/// Installs the recorder (once per process), starts its upkeep, and returns the handle that
+/// renders it.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -28,8 +33,46 @@ pub fn install() -> &'static PrometheusHandle {
         // Another recorder may already be installed (tests building several servers); the
         // handle then renders an empty page rather than failing the process.
         let _ = metrics::set_global_recorder(recorder);
+        let upkeep = handle.clone();
+        // A plain thread: install may run before (or outside) the tokio runtime.
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the metrics upkeep; memory grows until /metrics is scraped");
+        }
         handle
     })
+}
+
+/// The label of a gRPC method path: the path when the suite defines the method, else
+/// `unknown`, so that requests to made-up paths cannot grow the metric families without bound.
+fn method_label(path: &str) -> String {
+    static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        let mut known = std::collections::HashSet::new();
+        if let Ok(pool) = crm_proto::json::descriptors() {
+            for service in pool.services() {
+                for method in service.methods() {
+                    known.insert(format!("/{}/{}", service.full_name(), method.name()));
+                }
+            }
+        }
+        for health in ["Check", "Watch"] {
+            known.insert(format!("/grpc.health.v1.Health/{health}"));
+        }
+        known
+    });
+    if known.contains(path) {
+        path.to_owned()
+    } else {
+        "unknown".to_owned()
+    }
 }
 
 /// Renders the Prometheus text exposition.
@@ -72,7 +115,7 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let method = request.uri().path().to_owned();
+        let method = method_label(request.uri().path());
         let span = tracing::info_span!("grpc", rpc.method = %method, tenant = tracing::field::Empty, grpc.code = tracing::field::Empty);
         telemetry::continue_trace(&span, request.headers());
         Box::pin(

@@ -96,3 +96,5 @@ mod tests {
         assert_eq!(super::with_database("postgres://pg@h", "x"), "postgres://pg@h/x");
     }
 }
+
+pub mod jwks;
