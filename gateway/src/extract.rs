@@ -86,9 +86,63 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .map_err(|err| {
                 let path = err.path().to_string();
                 let field = if path == "." { "body".to_owned() } else { path };
-                Problem(ApiError::invalid_field(field, err.inner().to_string()))
+                Problem(ApiError::invalid_field(field, in_client_words(&err.inner().to_string())))
             })
     }
+}
+
+/// A JSON error in the client's terms: serde names the gateway's own Rust types (`expected
+/// struct EmailDto`, `expected u32`), which mean nothing to a client; say what JSON was expected.
+pub fn in_client_words(message: &str) -> String {
+    const KINDS: &[(&str, &str)] = &[
+        ("struct ", "a JSON object"),
+        ("enum ", "one of the documented values"),
+    ];
+    const NUMBERS: &[(&str, &str)] = &[
+        ("usize", "a non-negative integer"),
+        ("u64", "a non-negative integer"),
+        ("u32", "a non-negative integer"),
+        ("u16", "a non-negative integer"),
+        ("u8", "a non-negative integer"),
+        ("i64", "an integer"),
+        ("i32", "an integer"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    'scan: while !rest.is_empty() {
+        for (kind, words) in KINDS {
+            if let Some(after) = rest.strip_prefix(kind) {
+                let name_len = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                if name_len > 0 && after.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    out.push_str(words);
+                    rest = &after[name_len..];
+                    continue 'scan;
+                }
+            }
+        }
+        if let Some(after) = rest.strip_prefix("expected ") {
+            for (number, words) in NUMBERS {
+                if let Some(tail) = after.strip_prefix(number)
+                    && !tail.starts_with(|c: char| c.is_ascii_alphanumeric())
+                {
+                    out.push_str("expected ");
+                    out.push_str(words);
+                    rest = tail;
+                    continue 'scan;
+                }
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
 }
 
 /// Query parameters: unknown parameters are refused.
@@ -100,6 +154,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| QueryParams(q.0))
-            .map_err(|err| Problem(ApiError::invalid_field("query", err.body_text())))
+            .map_err(|err| Problem(ApiError::invalid_field("query", in_client_words(&err.body_text()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_client_words;
+
+    #[test]
+    fn serde_type_names_become_json_words() {
+        assert_eq!(
+            in_client_words("invalid type: integer `5`, expected struct EmailDto at line 1 column 12"),
+            "invalid type: integer `5`, expected a JSON object at line 1 column 12"
+        );
+        assert_eq!(
+            in_client_words("invalid value: integer `-1`, expected u32"),
+            "invalid value: integer `-1`, expected a non-negative integer"
+        );
+        assert_eq!(
+            in_client_words("invalid type: map, expected enum LifecycleStageDto"),
+            "invalid type: map, expected one of the documented values"
+        );
+        assert_eq!(
+            in_client_words("unknown field `x`, expected one of `givenName`"),
+            "unknown field `x`, expected one of `givenName`"
+        );
+        assert_eq!(in_client_words("the struct is fine"), "the struct is fine");
     }
 }

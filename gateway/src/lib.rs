@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use crm_platform::auth::{AuthLayer, Verifier};
-use crm_platform::{ApiError, ErrorCode};
+use crm_platform::{ApiError, ErrorCode, Principal, Role};
 use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
 use crm_proto::crm::pipeline::v1::deal_service_client::DealServiceClient;
@@ -31,6 +31,7 @@ use http::{HeaderName, HeaderValue, Method};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -206,6 +207,22 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
+/// REST admission: `service` tokens are for service-to-service gRPC and are refused here
+/// (they read every tenant's feeds); a caller who may not write is refused any method but GET
+/// before its body is read.
+fn rest_admission(principal: &Principal, method: &Method, _path: &str) -> Result<(), ApiError> {
+    if principal.has_role(Role::Service) {
+        return Err(ApiError::permission_denied(
+            "service tokens are for service-to-service gRPC; the REST API does not accept them",
+        ));
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        Ok(())
+    } else {
+        principal.ensure_writer()
+    }
+}
+
 async fn not_found() -> Problem {
     Problem(ApiError::new(
         ErrorCode::NotFound,
@@ -321,7 +338,7 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         )
         .route("/v1/quotas", get(pipeline::list_quotas).post(pipeline::set_quota))
         .route("/v1/users/{id}", post(users::user_method))
-        .route_layer(AuthLayer::new(verifier, &[], problem::auth_rejection));
+        .route_layer(AuthLayer::new(verifier, &[], rest_admission, problem::auth_rejection));
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(api)
@@ -340,6 +357,16 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
             args.request_timeout,
         ))
         .layer(cors(&args.cors_origins))
+        // Answers carry customer data: no cache may keep them, and no browser may sniff them
+        // into another type.
+        .layer(SetResponseHeaderLayer::overriding(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let span = tracing::info_span!(

@@ -22,17 +22,57 @@ fn descriptor(type_name: &str) -> Result<prost_reflect::MessageDescriptor, Strin
 }
 
 /// `message` (of the fully qualified `type_name`) as proto3 JSON: lowerCamelCase names, enums
-/// by name, 64-bit integers as strings, default values left out.
+/// by name, 64-bit integers as strings, default values left out except lists and maps, which
+/// are always present (an empty list is `[]`, so a client never has to tell "none" from
+/// "not sent").
 pub fn to_json<M: Message>(message: &M, type_name: &str) -> Result<serde_json::Value, String> {
     encoded_to_json(&message.encode_to_vec(), type_name)
 }
 
 /// Encoded bytes of `type_name` as proto3 JSON.
 pub fn encoded_to_json(bytes: &[u8], type_name: &str) -> Result<serde_json::Value, String> {
-    let dynamic = DynamicMessage::decode(descriptor(type_name)?, bytes).map_err(|e| e.to_string())?;
-    dynamic
+    let descriptor = descriptor(type_name)?;
+    let dynamic = DynamicMessage::decode(descriptor.clone(), bytes).map_err(|e| e.to_string())?;
+    let mut json = dynamic
         .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    with_empty_collections(&mut json, &descriptor);
+    Ok(json)
+}
+
+/// Puts `[]` and `{}` for the empty lists and maps of `json` (a message of `descriptor`) and of
+/// the messages inside it. Well-known types have JSON forms of their own and are left alone.
+fn with_empty_collections(json: &mut serde_json::Value, descriptor: &prost_reflect::MessageDescriptor) {
+    use prost_reflect::Kind;
+    if descriptor.full_name().starts_with("google.protobuf.") {
+        return;
+    }
+    let Some(object) = json.as_object_mut() else {
+        return;
+    };
+    for field in descriptor.fields() {
+        let name = field.json_name();
+        let message = match field.kind() {
+            Kind::Message(message) if !field.is_map() => Some(message),
+            _ => None,
+        };
+        if field.is_list() {
+            let list = object
+                .entry(name)
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let (Some(message), Some(items)) = (&message, list.as_array_mut()) {
+                for item in items {
+                    with_empty_collections(item, message);
+                }
+            }
+        } else if field.is_map() {
+            object
+                .entry(name)
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        } else if let (Some(message), Some(value)) = (&message, object.get_mut(name)) {
+            with_empty_collections(value, message);
+        }
+    }
 }
 
 /// Parses proto3 JSON of `type_name` into its encoded bytes. Unknown fields are refused; the

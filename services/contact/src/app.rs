@@ -132,7 +132,7 @@ pub(crate) fn refuse_erased(contact: &Contact) -> Result<(), ApiError> {
 }
 
 /// Most users one reassignment may spread a portfolio over.
-const MAX_REASSIGN_TARGETS: usize = 100;
+pub(crate) const MAX_REASSIGN_TARGETS: usize = 100;
 /// Records moved per transaction by a reassignment.
 const REASSIGN_BATCH: usize = 500;
 
@@ -164,7 +164,7 @@ fn round_robin_shares(count: u64, targets: usize) -> Vec<u64> {
 /// Score below which likely duplicates are not reported unless the caller asks.
 const DEFAULT_MIN_SCORE: f64 = 0.5;
 /// Most contacts merged into a survivor at once.
-const MAX_MERGE: usize = 20;
+pub(crate) const MAX_MERGE: usize = 20;
 /// Links followed from a merged contact to its survivor (merges flatten chains, so one).
 const MAX_MERGE_HOPS: usize = 4;
 

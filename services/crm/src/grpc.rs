@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crm_contact::{ContactGrpc, ContactService};
 use crm_pipeline::PipelineService;
 use crm_pipeline::grpc::PipelineGrpc;
-use crm_platform::auth::{AuthLayer, Verifier, grpc_rejection};
+use crm_platform::auth::{AuthLayer, Verifier, grpc_admission, grpc_rejection};
 use crm_platform::config::EventArgs;
 use crm_platform::lifecycle::Health;
 use crm_platform::metrics::GrpcObserveLayer;
@@ -71,7 +71,7 @@ pub(crate) async fn serve(
     routes.add_service(crm_platform::feed::FeedRouter::new(feeds).into_server());
     let server = tonic::transport::Server::builder()
         .layer(GrpcObserveLayer)
-        .layer(AuthLayer::new(verifier, PUBLIC_PATHS, grpc_rejection))
+        .layer(AuthLayer::new(verifier, PUBLIC_PATHS, grpc_admission, grpc_rejection))
         .add_routes(routes.routes());
     health.set_serving().await;
     let draining = {

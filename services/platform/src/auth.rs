@@ -251,6 +251,26 @@ pub fn mint_token(secret: &[u8], principal: &Principal, ttl: Duration) -> Result
 /// Builds the response sent instead of calling the service when authentication fails.
 pub type Rejector<B> = fn(ApiError) -> http::Response<B>;
 
+/// Decides from the caller's roles and the request line alone (before the body is read)
+/// whether the call may go ahead: a caller who may not write is refused before anything it
+/// sent is parsed.
+pub type Admission = fn(&Principal, &http::Method, &str) -> Result<(), ApiError>;
+
+/// The method names of gRPC calls that only read (AIP standard and custom read methods, and
+/// the change feed).
+const GRPC_READ_VERBS: &[&str] = &["Get", "List", "Search", "Find", "Export", "Subscribe"];
+
+/// gRPC admission: reads for every role; any other method for roles that write (so neither a
+/// viewer nor a `service` token gets further than its request line).
+pub fn grpc_admission(principal: &Principal, _method: &http::Method, path: &str) -> Result<(), ApiError> {
+    let rpc = path.rsplit('/').next().unwrap_or_default();
+    if GRPC_READ_VERBS.iter().any(|verb| rpc.starts_with(verb)) {
+        Ok(())
+    } else {
+        principal.ensure_writer()
+    }
+}
+
 /// The rejection of a gRPC request: a trailers-only response carrying the status.
 pub fn grpc_rejection(err: ApiError) -> http::Response<tonic::body::Body> {
     tonic::Status::from(err).into_http()
@@ -261,6 +281,7 @@ pub fn grpc_rejection(err: ApiError) -> http::Response<tonic::body::Body> {
 pub struct AuthLayer<B> {
     verifier: Arc<Verifier>,
     public_prefixes: Arc<[&'static str]>,
+    admit: Admission,
     reject: Rejector<B>,
 }
 
@@ -269,16 +290,23 @@ impl<B> Clone for AuthLayer<B> {
         Self {
             verifier: Arc::clone(&self.verifier),
             public_prefixes: Arc::clone(&self.public_prefixes),
+            admit: self.admit,
             reject: self.reject,
         }
     }
 }
 
 impl<B> AuthLayer<B> {
-    pub fn new(verifier: Arc<Verifier>, public_prefixes: &[&'static str], reject: Rejector<B>) -> Self {
+    pub fn new(
+        verifier: Arc<Verifier>,
+        public_prefixes: &[&'static str],
+        admit: Admission,
+        reject: Rejector<B>,
+    ) -> Self {
         Self {
             verifier,
             public_prefixes: public_prefixes.into(),
+            admit,
             reject,
         }
     }
@@ -339,7 +367,14 @@ where
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            match layer.verifier.verify_header(header.as_deref()).await {
+            let admitted = layer
+                .verifier
+                .verify_header(header.as_deref())
+                .await
+                .and_then(|principal| {
+                    (layer.admit)(&principal, request.method(), request.uri().path()).map(|()| principal)
+                });
+            match admitted {
                 Ok(principal) => {
                     tracing::Span::current().record("tenant", principal.tenant.as_str());
                     request.extensions_mut().insert(principal);

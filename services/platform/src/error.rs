@@ -415,6 +415,23 @@ impl Violations {
         }
     }
 
+    /// The items of list field `field`, or none when there are more than `max`: the length is
+    /// checked before any item is looked at, so an oversized list costs no more than its count,
+    /// and its items are not reported one by one.
+    pub fn bounded<'a, T>(&mut self, field: impl std::fmt::Display, items: &'a [T], max: usize) -> &'a [T] {
+        if self.within(field, items.len(), max) { items } else { &[] }
+    }
+
+    /// False (with a violation) when a collection of `len` items is over `max`.
+    pub fn within(&mut self, field: impl std::fmt::Display, len: usize, max: usize) -> bool {
+        if len > max {
+            self.add(field, format!("at most {max} items, not {len}"));
+            false
+        } else {
+            true
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

@@ -94,6 +94,12 @@ fn feed_error(err: FeedError) -> Status {
 
 /// The event types of a request, each one `known`.
 fn types(raw: Vec<String>, known: &[&str]) -> Result<Vec<String>, ApiError> {
+    if raw.len() > known.len() {
+        return Err(ApiError::invalid_field(
+            "types",
+            format!("at most {} items (the feed's types), not {}", known.len(), raw.len()),
+        ));
+    }
     if let Some(unknown) = raw.iter().find(|kind| !known.contains(&kind.as_str())) {
         let shown: String = unknown.chars().take(MAX_TYPE_LEN).collect();
         return Err(ApiError::invalid_field(

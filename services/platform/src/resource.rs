@@ -3,6 +3,9 @@
 
 pub use uuid::Uuid;
 
+/// Most paths an update mask may name (a resource has fewer fields than this).
+pub const MAX_MASK_PATHS: usize = 64;
+
 /// Declares a resource id type named `collection/{uuid}`.
 #[macro_export]
 macro_rules! resource_id {

@@ -83,10 +83,8 @@ fn placeholder_user() -> UserId {
 }
 
 fn tags(v: &mut Violations, raw: &[String]) -> Vec<Tag> {
-    if raw.len() > MAX_TAGS {
-        v.add("tags", format!("at most {MAX_TAGS} tags"));
-    }
-    raw.iter()
+    v.bounded("tags", raw, MAX_TAGS)
+        .iter()
         .enumerate()
         .filter_map(|(i, t)| v.check(format!("tags[{i}]"), Tag::parse(t)))
         .collect()
@@ -97,10 +95,10 @@ fn attributes(
     raw: &BTreeMap<String, common::AttributeValue>,
 ) -> BTreeMap<AttributeKey, AttributeValue> {
     use common::attribute_value::Kind;
-    if raw.len() > MAX_ATTRIBUTES {
-        v.add("attributes", format!("at most {MAX_ATTRIBUTES} attributes"));
-    }
     let mut parsed = BTreeMap::new();
+    if !v.within("attributes", raw.len(), MAX_ATTRIBUTES) {
+        return parsed;
+    }
     for (key, value) in raw {
         let field = format!("attributes[{key}]");
         let Some(key) = v.check(&field, AttributeKey::parse(key)) else {
@@ -187,16 +185,11 @@ fn output_only_empty(v: &mut Violations, name: &str, create: Option<&Timestamp>,
 /// Parses the writable fields of a contact. `default_owner` fills an empty owner (on create).
 pub(crate) fn contact_fields(v: &mut Violations, c: &pb::Contact, default_owner: Option<&UserId>) -> ContactFields {
     let now = now();
-    if c.emails.len() > MAX_EMAILS {
-        v.add("emails", format!("at most {MAX_EMAILS} emails"));
-    }
-    if c.phones.len() > MAX_PHONES {
-        v.add("phones", format!("at most {MAX_PHONES} phones"));
-    }
     let mut emails: Vec<ContactEmail> = Vec::new();
-    for (i, email) in c.emails.iter().enumerate() {
+    let mut email_keys = std::collections::HashSet::new();
+    for (i, email) in v.bounded("emails", &c.emails, MAX_EMAILS).iter().enumerate() {
         if let Some(address) = v.check(format!("emails[{i}].address"), EmailAddress::parse(&email.address)) {
-            if emails.iter().any(|e| e.address.key() == address.key()) {
+            if !email_keys.insert(address.key()) {
                 v.add(format!("emails[{i}].address"), "is listed twice");
             }
             emails.push(ContactEmail {
@@ -206,9 +199,10 @@ pub(crate) fn contact_fields(v: &mut Violations, c: &pb::Contact, default_owner:
         }
     }
     let mut phones: Vec<ContactPhone> = Vec::new();
-    for (i, phone) in c.phones.iter().enumerate() {
+    let mut numbers = std::collections::HashSet::new();
+    for (i, phone) in v.bounded("phones", &c.phones, MAX_PHONES).iter().enumerate() {
         if let Some(number) = v.check(format!("phones[{i}].number"), PhoneNumber::parse(&phone.number)) {
-            if phones.iter().any(|p| p.number == number) {
+            if !numbers.insert(number.clone()) {
                 v.add(format!("phones[{i}].number"), "is listed twice");
             }
             phones.push(ContactPhone {
@@ -310,7 +304,8 @@ pub(crate) fn update_mask<F>(
     if paths.is_empty() {
         v.add("update_mask", "is required: name the fields to change");
     }
-    let fields = paths
+    let fields = v
+        .bounded("update_mask.paths", paths, crm_platform::resource::MAX_MASK_PATHS)
         .iter()
         .filter_map(|p| v.check(format!("update_mask.paths[{p}]"), parse(p)))
         .collect();
@@ -584,6 +579,13 @@ pub(crate) fn group_to_proto(g: &crate::app::DuplicateGroup) -> pb::DuplicateGro
 /// The fields an import row provides: those named by its mask, or else those it sets.
 fn provided_fields(row: &pb::ImportRow, contact: &pb::Contact) -> Result<Vec<ContactField>, String> {
     if let Some(mask) = row.fields.as_ref().filter(|m| !m.paths.is_empty()) {
+        if mask.paths.len() > crm_platform::resource::MAX_MASK_PATHS {
+            return Err(format!(
+                "names {} fields; at most {} may be named",
+                mask.paths.len(),
+                crm_platform::resource::MAX_MASK_PATHS
+            ));
+        }
         return mask.paths.iter().map(|p| ContactField::parse(p)).collect();
     }
     let set = [

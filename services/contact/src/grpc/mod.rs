@@ -53,6 +53,8 @@ fn timeline_of(parent: &str) -> Result<TimelineOf, ApiError> {
 
 /// Row results per response message of an import.
 const IMPORT_RESULT_BATCH: usize = 200;
+/// Most field choices a merge may name (there are fewer mergeable fields than this).
+const MAX_FIELD_SOURCES: usize = 32;
 
 fn import_options(options: &pb::ImportOptions) -> Result<crate::import::ImportOptions, ApiError> {
     use crate::import::NaturalKey;
@@ -91,13 +93,15 @@ fn parse_merge<Id: Copy, Field: Ord>(
 ) -> Result<ParsedMerge<Id, Field>, ApiError> {
     let mut violations = crm_platform::error::Violations::new("");
     let survivor = violations.check("survivor", parse_id(survivor));
-    let merged: Vec<Id> = merged
+    let merged: Vec<Id> = violations
+        .bounded("merged", merged, crate::app::MAX_MERGE)
         .iter()
         .enumerate()
         .filter_map(|(i, name)| violations.check(format!("merged[{i}]"), parse_id(name)))
         .collect();
     let mut choices = std::collections::BTreeMap::new();
-    for (field, source) in field_sources {
+    let within = violations.within("field_sources", field_sources.len(), MAX_FIELD_SOURCES);
+    for (field, source) in field_sources.iter().filter(|_| within) {
         let path = format!("field_sources[{field}]");
         let field = violations.check(&path, parse_field(field));
         let source = violations.check(&path, parse_id(source));
@@ -477,8 +481,8 @@ impl ContactService for ContactGrpc {
         let r = request.get_ref();
         let mut violations = crm_platform::error::Violations::new("");
         let from = violations.check("from_user", UserId::parse(&r.from_user));
-        let to: Vec<UserId> = r
-            .to_users
+        let to: Vec<UserId> = violations
+            .bounded("to_users", &r.to_users, crate::app::MAX_REASSIGN_TARGETS)
             .iter()
             .enumerate()
             .filter_map(|(i, u)| violations.check(format!("to_users[{i}]"), UserId::parse(u)))

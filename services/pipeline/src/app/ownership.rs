@@ -7,6 +7,9 @@ use super::{Caller, Owned, Payload, PipelineApp, Rec, revise};
 use crate::domain::{Deal, Lead, LeadStatus, Task};
 use crate::store::{Filter, ListQuery, StoreError, Write};
 
+/// Most users one portfolio may be shared between.
+const MAX_REASSIGN_TARGETS: usize = 100;
+
 /// Records moved per transaction.
 const BATCH: usize = 200;
 /// Times a batch is read again because records in it changed meanwhile, before giving up
@@ -85,8 +88,18 @@ impl PipelineApp {
         if to.is_empty() {
             return Err(ApiError::invalid_field("to_users", "name at least one user"));
         }
+        if to.len() > MAX_REASSIGN_TARGETS {
+            return Err(ApiError::invalid_field(
+                "to_users",
+                format!("at most {MAX_REASSIGN_TARGETS} items, not {}", to.len()),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
         for (i, user) in to.iter().enumerate() {
             UserId::parse(user).map_err(|r| ApiError::invalid_field(format!("to_users[{i}]"), r))?;
+            if !seen.insert(user) {
+                return Err(ApiError::invalid_field(format!("to_users[{i}]"), "lists a user twice"));
+            }
             if user == from {
                 return Err(ApiError::invalid_field(
                     format!("to_users[{i}]"),

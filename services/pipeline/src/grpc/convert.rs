@@ -55,10 +55,13 @@ pub(crate) fn etag(raw: &str, field: &str) -> Result<Option<i64>, ApiError> {
 /// The update mask's paths (required, each one of `allowed`).
 pub(crate) fn mask(m: Option<&crm_proto::prost_types::FieldMask>, allowed: &[&str]) -> Result<Vec<String>, ApiError> {
     let mut v = Violations::new("");
-    let paths = m.map(|m| m.paths.clone()).unwrap_or_default();
+    let paths = m.map(|m| m.paths.as_slice()).unwrap_or_default();
     if paths.is_empty() {
         v.add("update_mask", "is required: name the fields to change");
     }
+    let paths = v
+        .bounded("update_mask.paths", paths, crm_platform::resource::MAX_MASK_PATHS)
+        .to_vec();
     for path in &paths {
         if !allowed.contains(&path.as_str()) {
             v.add(
@@ -355,7 +358,11 @@ pub(crate) fn stages_in(p: &pb::Pipeline) -> Result<Vec<StageInput>, ApiError> {
         v.add("stages", "needs stages: at least one open, one won and one lost");
     }
     let mut out = Vec::new();
-    for (i, s) in p.stages.iter().enumerate() {
+    for (i, s) in v
+        .bounded("stages", &p.stages, crate::domain::MAX_STAGES)
+        .iter()
+        .enumerate()
+    {
         let id = if s.id.is_empty() {
             Some(None)
         } else {
@@ -479,13 +486,8 @@ pub(crate) fn deal_patch(d: &pb::Deal, paths: Option<&[String]>) -> Result<DealP
             .flatten();
     }
     if wants(paths, "line_items") {
-        if d.line_items.len() > crate::domain::MAX_LINE_ITEMS {
-            v.add(
-                "line_items",
-                format!("at most {} line items", crate::domain::MAX_LINE_ITEMS),
-            );
-        }
-        patch.lines = Some(lines_in(&mut v, &d.line_items));
+        let lines = v.bounded("line_items", &d.line_items, crate::domain::MAX_LINE_ITEMS);
+        patch.lines = Some(lines_in(&mut v, lines));
     }
     v.finish()?;
     Ok(patch)
