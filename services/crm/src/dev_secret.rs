@@ -16,7 +16,7 @@ pub(crate) fn load_or_create(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok(existing.trim().as_bytes().to_vec());
     }
-    std::fs::create_dir_all(data_dir)?;
+    crm_platform::db::create_private_dir(data_dir)?;
     let mut bytes = [0_u8; 32];
     getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness for the dev secret: {err}"))?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -67,6 +67,36 @@ impl ContactFeed {
     }
 }
 
+impl ContactFeed {
+    /// Applies one event and moves the checkpoint past it; false when the checkpoint moved.
+    async fn apply_one(&self, consumer: &str, previous: u64, event: &pb::Event) -> anyhow::Result<bool> {
+        let tenant = TenantId::parse(&event.tenant).map_err(|e| anyhow::anyhow!("event tenant: {e}"))?;
+        let change = change_of(event);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let writes = match &change {
+                Some(change) => self
+                    .app
+                    .follow_contact_change(&tenant, &event.actor, change)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                None => Vec::new(),
+            };
+            match self
+                .app
+                .store()
+                .follow(consumer, previous, event.sequence, &writes)
+                .await
+            {
+                Ok(moved) => return Ok(moved),
+                Err(StoreError::Stale) if attempt < ATTEMPTS => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Sink for ContactFeed {
     async fn checkpoint(&self, consumer: &str) -> anyhow::Result<u64> {
@@ -77,32 +107,10 @@ impl Sink for ContactFeed {
         use tracing::Instrument;
         let mut previous = previous;
         for event in events {
+            // Every effect of the event (the decision and its writes) sits in its trace.
             let span = crm_platform::consumer::event_span(event);
-            let tenant = TenantId::parse(&event.tenant).map_err(|e| anyhow::anyhow!("event tenant: {e}"))?;
-            let change = change_of(event);
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let writes = match &change {
-                    Some(change) => self
-                        .app
-                        .follow_contact_change(&tenant, &event.actor, change)
-                        .instrument(span.clone())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?,
-                    None => Vec::new(),
-                };
-                match self
-                    .app
-                    .store()
-                    .follow(consumer, previous, event.sequence, &writes)
-                    .await
-                {
-                    Ok(true) => break,
-                    Ok(false) => return Ok(false),
-                    Err(StoreError::Stale) if attempt < ATTEMPTS => continue,
-                    Err(err) => return Err(err.into()),
-                }
+            if !self.apply_one(consumer, previous, event).instrument(span).await? {
+                return Ok(false);
             }
             previous = event.sequence;
         }

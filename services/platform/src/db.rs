@@ -121,18 +121,53 @@ pub async fn begin_sequencer(pool: &PgPool) -> Result<Transaction<'static, Postg
     .await
 }
 
-/// Opens (creating if needed) an SQLite database file and runs its migrations.
+/// Creates `dir` (and its parents) if missing, readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes the database file at `path` (creating it empty if missing) and its log files
+/// readable and writable by the owner only. SQLite gives its -wal and -shm files the mode of
+/// the database file, so they follow.
+fn restrict_database_files(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    drop(options.open(path)?);
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Opens (creating if needed) an SQLite database file, readable by its owner only, and runs
+/// its migrations. Deleted content is overwritten (`secure_delete`), so an erased value does
+/// not linger in free space; see [`purge_sqlite_log`] for the write-ahead log.
 pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(DbError::DataDir)?;
+        create_private_dir(dir).map_err(DbError::DataDir)?;
     }
+    restrict_database_files(path).map_err(DbError::DataDir)?;
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .pragma("secure_delete", "on");
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -141,6 +176,23 @@ pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> Result<SqlitePool,
         .map_err(DbError::Connect)?;
     migrator.run(&pool).await?;
     Ok(pool)
+}
+
+/// After an erasure: copies the write-ahead log into the database and truncates it, so the
+/// page images it held (with the values before the erase) are gone from the files. Readers
+/// in flight can hold the log for a moment, so a busy checkpoint is tried again briefly.
+pub async fn purge_sqlite_log(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    for _ in 0..50 {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(pool)
+            .await?;
+        if busy == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::warn!("the write-ahead log stayed busy; erased values leave it at the next checkpoint");
+    Ok(())
 }
 
 /// Begins an SQLite write transaction that takes the write lock up front, so that two

@@ -9,7 +9,6 @@ use crm_platform::error::Violations;
 use crm_proto::crm::common::v1 as common;
 use crm_proto::crm::contact::v1 as pb;
 use crm_proto::prost_types::{Duration as PbDuration, Timestamp};
-use sha2::{Digest, Sha256};
 
 use crate::domain::contact::{MAX_ATTRIBUTES, MAX_EMAILS, MAX_NAME, MAX_PHONES, MAX_TAGS};
 use crate::domain::interaction::{MAX_BODY, MAX_DURATION_SECS, MAX_SUBJECT};
@@ -17,7 +16,6 @@ use crate::domain::*;
 use crate::store::RequestKey;
 
 /// Longest accepted request id.
-const MAX_REQUEST_ID: usize = 128;
 
 /// Proto enums whose values mirror a domain enum, with UNSPECIFIED as "not set".
 pub(crate) trait ProtoEnum: Sized + Copy {
@@ -502,25 +500,19 @@ pub(crate) fn interaction_to_proto(i: &Interaction) -> pb::Interaction {
     }
 }
 
-/// The idempotency key of a create: the request id and a hash of what is being created.
+/// The idempotency key of a create by `caller`: the request id scoped to the caller and a hash
+/// of what is being created.
 pub(crate) fn request_key(
+    caller: &UserId,
     request_id: &str,
     message: &impl crm_proto::prost::Message,
 ) -> Result<Option<RequestKey>, crm_platform::ApiError> {
-    if request_id.is_empty() {
-        return Ok(None);
-    }
-    if request_id.len() > MAX_REQUEST_ID || request_id.chars().any(char::is_control) {
-        return Err(crm_platform::ApiError::invalid_field(
-            "request_id",
-            format!("must be at most {MAX_REQUEST_ID} printable characters"),
-        ));
-    }
-    let fingerprint = Sha256::digest(message.encode_to_vec()).to_vec();
-    Ok(Some(RequestKey {
-        request_id: request_id.to_owned(),
-        fingerprint,
-    }))
+    Ok(
+        crm_platform::idempotency::RequestKey::of(caller, request_id, message)?.map(|key| RequestKey {
+            request_id: key.key,
+            fingerprint: key.fingerprint.to_vec(),
+        }),
+    )
 }
 
 /// A JSON value as a `google.protobuf.Value`.

@@ -360,6 +360,8 @@ impl ContactStore for SqliteContactStore {
         .await?;
         record(&mut tx, tenant, Audited::Contact(tombstone.id), audit).await?;
         self.commit(tx).await?;
+        // The page images of the log still hold the values before the erase.
+        crm_platform::db::purge_sqlite_log(&self.pool).await?;
         Ok(())
     }
 

@@ -272,6 +272,8 @@ impl PipelineApp {
         request: Option<&(String, String)>,
     ) -> Result<Rec<Deal>, ApiError> {
         caller.who.ensure_writer()?;
+        // Request ids are the caller's own (see crm_platform::idempotency): a replay returns
+        // only what this caller created, under the rules that held then.
         if let Some(done) = self.replay(caller, Kind::Deal, request).await? {
             return Ok(done);
         }

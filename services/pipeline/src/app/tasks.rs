@@ -173,12 +173,11 @@ impl PipelineApp {
             changed.push("priority");
         }
         if let Some(assignee) = patch.assignee.filter(|a| a != &body.assignee) {
-            // Handing a task to someone else is a manager's or the assignee's call; a rep
-            // cannot take over another's task (they could not write it before).
-            user(&assignee, "task.assignee")?;
-            if !caller.who.writes_all() && assignee != caller.user() && body.assignee != caller.user() {
-                return Err(ApiError::permission_denied("a rep may only assign their own tasks"));
-            }
+            // The rule of create: a rep assigns tasks only to themselves; handing a task to
+            // someone else is a manager's call.
+            caller
+                .who
+                .ensure_can_write_owned_by(&user(&assignee, "task.assignee")?)?;
             body.assignee = assignee;
             changed.push("assignee");
         }

@@ -2,6 +2,7 @@
 //! products, tasks, forecast submissions and quotas.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use crm_platform::money::MAX_AMOUNT_MINOR;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -151,12 +152,12 @@ pub fn line_total(lines: &[LineItem]) -> Result<Option<Money>, String> {
         total = line
             .net_minor()
             .and_then(|net| total.checked_add(net))
-            .ok_or_else(|| format!("line {i} makes the amount too large"))?;
+            .filter(|total| *total <= MAX_AMOUNT_MINOR)
+            .ok_or_else(|| {
+                format!("line {i} makes the amount larger than the maximum of {MAX_AMOUNT_MINOR} minor units")
+            })?;
     }
-    Ok(Some(Money {
-        minor: total,
-        currency: first.unit_price.currency.clone(),
-    }))
+    Ok(Some(Money::new(total, &first.unit_price.currency)?))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

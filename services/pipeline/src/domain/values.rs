@@ -1,52 +1,7 @@
-//! Values every pipeline record uses: money, periods, dates, bounded text, users.
+//! Values every pipeline record uses: money (from platform), periods, dates, bounded text.
 
 use chrono::{Datelike, NaiveDate};
-use serde::{Deserialize, Serialize};
-
-/// Active ISO-4217 currency codes.
-const CURRENCIES: &[&str] = &[
-    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BHD", "BIF",
-    "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CLP", "CNY", "COP", "CRC",
-    "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS",
-    "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD",
-    "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL",
-    "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD",
-    "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD",
-    "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP",
-    "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VES",
-    "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
-];
-
-/// An amount of money: integer minor units of an ISO-4217 currency, never negative here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Money {
-    pub minor: i64,
-    pub currency: String,
-}
-
-impl Money {
-    /// Validates an amount and its currency.
-    pub fn new(minor: i64, currency: &str) -> Result<Money, String> {
-        if minor < 0 {
-            return Err("must not be negative".into());
-        }
-        Ok(Money {
-            minor,
-            currency: currency_code(currency)?,
-        })
-    }
-}
-
-/// Checks an ISO-4217 code (upper case, as the standard writes it).
-pub fn currency_code(raw: &str) -> Result<String, String> {
-    if CURRENCIES.binary_search(&raw).is_ok() {
-        Ok(raw.to_owned())
-    } else if raw.is_empty() {
-        Err("is required (an ISO-4217 code such as EUR)".into())
-    } else {
-        Err(format!("`{raw}` is not an ISO-4217 currency code"))
-    }
-}
+pub use crm_platform::money::{Money, currency_code};
 
 /// A forecast or quota period: a calendar month (`2026-11`) or quarter (`2026-Q4`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,15 +73,6 @@ pub fn text(raw: &str, max: usize, required: bool) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn currencies_are_sorted_for_binary_search() {
-        assert!(CURRENCIES.windows(2).all(|w| w[0] < w[1]));
-        assert!(currency_code("EUR").is_ok());
-        assert!(currency_code("eur").is_err());
-        assert!(currency_code("XXX").is_err());
-        assert!(Money::new(-1, "EUR").is_err());
-    }
 
     #[test]
     fn periods() {

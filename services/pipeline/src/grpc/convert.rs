@@ -32,8 +32,14 @@ pub(crate) fn money(m: &Money) -> common::Money {
 
 pub(crate) fn money_in(v: &mut Violations, field: &str, m: Option<&common::Money>) -> Option<Money> {
     let m = m?;
-    if m.amount_minor < 0 {
-        v.add(format!("{field}.amount_minor"), "must not be negative");
+    if !(0..=crm_platform::money::MAX_AMOUNT_MINOR).contains(&m.amount_minor) {
+        v.add(
+            format!("{field}.amount_minor"),
+            format!(
+                "must be from 0 to {} minor units",
+                crm_platform::money::MAX_AMOUNT_MINOR
+            ),
+        );
         return None;
     }
     v.check(

@@ -9,7 +9,6 @@ use crm_platform::error::{parse_field as parse, required_field as required};
 use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
 use crm_proto::crm::pipeline::v1 as pb;
 use crm_proto::prost::Message;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -78,17 +77,13 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     Ok(Caller { who, credentials })
 }
 
-/// The idempotency key of a create: its request id and a fingerprint of the whole request.
-fn request_key<M: Message>(request_id: &str, message: &M) -> Result<Option<(String, String)>, ApiError> {
-    if request_id.is_empty() {
-        return Ok(None);
-    }
-    if request_id.chars().count() > 128 {
-        return Err(ApiError::invalid_field("request_id", "must be at most 128 characters"));
-    }
-    let digest = Sha256::digest(message.encode_to_vec());
-    let fingerprint = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Some((request_id.to_owned(), fingerprint)))
+/// The idempotency key of a create: its request id scoped to the caller and a fingerprint of
+/// the whole request.
+fn request_key<M: Message>(caller: &Caller, request_id: &str, message: &M) -> Result<Option<(String, String)>, ApiError> {
+    Ok(
+        crm_platform::idempotency::RequestKey::of(&caller.who.user, request_id, message)?
+            .map(|key| (key.key.clone(), key.fingerprint_hex())),
+    )
 }
 
 /// A list's keyset cursor: the order value and id of the last record of the previous page.
@@ -127,7 +122,7 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
     ) -> GrpcResult<pb::CreatePipelineResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&r.request_id, r)?;
+        let key = request_key(&caller, &r.request_id, r)?;
         let p = required("pipeline", r.pipeline.as_ref())?;
         let name = parse(
             "pipeline.display_name",
@@ -251,7 +246,7 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
     async fn create_lead(&self, request: Request<pb::CreateLeadRequest>) -> GrpcResult<pb::CreateLeadResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&r.request_id, r)?;
+        let key = request_key(&caller, &r.request_id, r)?;
         let input = convert::lead_in(required("lead", r.lead.as_ref())?, None)?;
         let lead = self.app.create_lead(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateLeadResponse {
@@ -332,7 +327,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
     async fn create_deal(&self, request: Request<pb::CreateDealRequest>) -> GrpcResult<pb::CreateDealResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&r.request_id, r)?;
+        let key = request_key(&caller, &r.request_id, r)?;
         let input = convert::deal_in(required("deal", r.deal.as_ref())?)?;
         let deal = self.app.create_deal(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateDealResponse {
@@ -468,7 +463,7 @@ impl pb::product_service_server::ProductService for PipelineGrpc {
     ) -> GrpcResult<pb::CreateProductResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&r.request_id, r)?;
+        let key = request_key(&caller, &r.request_id, r)?;
         let input = convert::product_in(required("product", r.product.as_ref())?, None)?;
         let product = self.app.create_product(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateProductResponse {
@@ -524,7 +519,7 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
     async fn create_task(&self, request: Request<pb::CreateTaskRequest>) -> GrpcResult<pb::CreateTaskResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&r.request_id, r)?;
+        let key = request_key(&caller, &r.request_id, r)?;
         let input = convert::task_in(required("task", r.task.as_ref())?, None)?;
         let task = self.app.create_task(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateTaskResponse {
@@ -605,7 +600,7 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
     ) -> GrpcResult<pb::SubmitForecastResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&r.request_id, r)?;
+        let key = request_key(&caller, &r.request_id, r)?;
         let f = required("forecast", r.forecast.as_ref())?;
         let mut v = crm_platform::error::Violations::new("forecast.");
         let period = v.check("period", crate::domain::Period::parse(&f.period));

@@ -219,7 +219,7 @@ pub(crate) fn board_stages(sums: impl IntoIterator<Item = (Uuid, i64, Money)>) -
     for (stage, count, money) in sums {
         match stages.last_mut() {
             Some(last) if last.stage == stage => {
-                last.count += count;
+                last.count = last.count.saturating_add(count);
                 last.totals.push(money);
             }
             _ => stages.push(BoardStage {

@@ -255,7 +255,10 @@ impl PipelineStore for PgPipelineStore {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         let pipeline = pipeline.to_string();
         let sums = sqlx::query(
-            "SELECT stage_id, currency, sum(deals)::bigint AS n, sum(amount)::bigint AS total FROM board_counts \
+            // numeric sums (board_counts.amount is numeric, see migration 0003): a total past
+            // the bigint range saturates instead of failing the board.
+            "SELECT stage_id, currency, sum(deals)::bigint AS n, \
+             least(sum(amount), 9223372036854775807)::bigint AS total FROM board_counts \
              WHERE tenant_id = $1 AND pipeline_id = $2 AND ($3::text IS NULL OR owner = $3) \
              GROUP BY stage_id, currency HAVING sum(deals) > 0 ORDER BY stage_id, currency",
         )

@@ -281,8 +281,11 @@ impl PipelineStore for SqlitePipelineStore {
         let mut conn = self.pool.acquire().await?;
         // One snapshot for the sums and the deals listed.
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        // SQLite's sum() fails on a 64-bit overflow: the amounts are summed as their high and
+        // low 32 bits (neither sum can overflow) and put together in 128 bits.
         let sums = sqlx::query(
-            "SELECT stage_id, currency, sum(deals) AS n, sum(amount) AS total FROM board_counts \
+            "SELECT stage_id, currency, sum(deals) AS n, sum(amount >> 32) AS high, sum(amount & 4294967295) AS low \
+             FROM board_counts \
              WHERE tenant_id = ?1 AND pipeline_id = ?2 AND (?3 IS NULL OR owner = ?3) \
              GROUP BY stage_id, currency HAVING sum(deals) > 0 ORDER BY stage_id, currency",
         )
@@ -295,8 +298,10 @@ impl PipelineStore for SqlitePipelineStore {
             sums.iter()
                 .map(|row| {
                     let stage: String = row.try_get("stage_id")?;
+                    let high: i64 = row.try_get("high")?;
+                    let low: i64 = row.try_get("low")?;
                     let money = Money {
-                        minor: row.try_get("total")?,
+                        minor: crm_platform::money::saturate((i128::from(high) << 32) + i128::from(low)),
                         currency: row.try_get("currency")?,
                     };
                     Ok((uuid(&stage)?, row.try_get::<i64, _>("n")?, money))
@@ -423,6 +428,11 @@ impl PipelineStore for SqlitePipelineStore {
         crm_platform::consumer::sqlite_advance(&mut tx, consumer, to).await?;
         tx.commit().await?;
         self.outbox.committed();
+        if !writes.is_empty() {
+            // Followed changes are merges and erasures: an erased person's old values must
+            // not stay readable in the write-ahead log.
+            crm_platform::db::purge_sqlite_log(&self.pool).await?;
+        }
         Ok(true)
     }
 }
