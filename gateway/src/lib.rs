@@ -338,7 +338,12 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         )
         .route("/v1/quotas", get(pipeline::list_quotas).post(pipeline::set_quota))
         .route("/v1/users/{id}", post(users::user_method))
-        .route_layer(AuthLayer::new(verifier, &[], rest_admission, problem::auth_rejection));
+        .route_layer(AuthLayer::new(
+            Arc::clone(&verifier),
+            &[],
+            rest_admission,
+            problem::auth_rejection,
+        ));
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(api)
@@ -348,6 +353,7 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .route("/openapi.json", get(ops::openapi))
         .fallback(not_found)
         .with_state(gateway)
+        .layer(axum::Extension(verifier))
         .layer(middleware::from_fn(record_metrics))
         // The JSON extractor enforces the limit itself (see extract::read_limited).
         .layer(DefaultBodyLimit::disable())

@@ -8,6 +8,8 @@ mod duplicates;
 mod events;
 mod export;
 mod grpc;
+mod hardening;
+mod identity;
 mod import;
 mod pipeline;
 mod postgres;

@@ -41,11 +41,12 @@ impl Process {
     /// Starts `crm <args>` and waits until it prints a line containing `ready_marker`.
     pub(crate) fn start(args: &[&str], envs: &[(&str, &str)], cwd: &Path, ready_marker: &str) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+        command.args(args).current_dir(cwd).env_remove("CRM_JWKS_URL");
+        // Tokens are verified with the test secret unless the test gives a JWKS.
+        if !envs.iter().any(|(key, _)| *key == "CRM_JWKS_URL") {
+            command.env("CRM_JWT_SECRET", SECRET);
+        }
         command
-            .args(args)
-            .current_dir(cwd)
-            .env_remove("CRM_JWKS_URL")
-            .env("CRM_JWT_SECRET", SECRET)
             .env("CRM_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -302,4 +303,114 @@ pub(crate) fn id_of(name: &serde_json::Value) -> String {
         .and_then(|n| n.rsplit('/').next())
         .expect("resource name")
         .to_owned()
+}
+
+/// The Kubernetes shape on PostgreSQL: `crm migrate` of two fresh databases, then `crm
+/// contact`, `crm pipeline` and `crm gateway` as separate processes.
+pub(crate) struct PgSuite {
+    pub(crate) rest: String,
+    pub(crate) contact_grpc: String,
+    processes: Vec<Process>,
+    databases: Vec<crm_platform::testing::TestDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+impl PgSuite {
+    /// None (the test is skipped, or fails when PostgreSQL is required) without a server.
+    pub(crate) async fn start(name: &str, envs: &[(&str, &str)]) -> Option<PgSuite> {
+        let contact_db = crm_platform::testing::TestDatabase::create(&format!("{name}_contact")).await?;
+        let pipeline_db = crm_platform::testing::TestDatabase::create(&format!("{name}_pipeline")).await?;
+        for (service, db) in [("contact", &contact_db), ("pipeline", &pipeline_db)] {
+            let migrate = Command::new(env!("CARGO_BIN_EXE_crm"))
+                .args(["migrate", "--service", service])
+                .env("CRM_DATABASE_URL", &db.url)
+                .env("CRM_LOG", "warn")
+                .output()
+                .expect("migrate");
+            assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (contact, contact_grpc) = Process::contact_on_postgres(&contact_db.url, envs, dir.path());
+        let mut pipeline_envs = vec![
+            ("CRM_DATABASE_URL", pipeline_db.url.as_str()),
+            ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
+        ];
+        pipeline_envs.extend_from_slice(envs);
+        let pipeline = Process::start(
+            &["pipeline", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+            &pipeline_envs,
+            dir.path(),
+            "crm pipeline is up",
+        );
+        let pipeline_grpc = format!("http://{}", pipeline.address_after("gRPC on "));
+        let mut gateway_envs = vec![
+            ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
+            ("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str()),
+        ];
+        gateway_envs.extend_from_slice(envs);
+        let gateway = Process::start(
+            &["gateway", "--http-addr", "127.0.0.1:0"],
+            &gateway_envs,
+            dir.path(),
+            "crm gateway is up",
+        );
+        let rest = format!("http://{}", gateway.address_after("REST on http://"));
+        Some(PgSuite {
+            rest,
+            contact_grpc,
+            processes: vec![contact, pipeline, gateway],
+            databases: vec![contact_db, pipeline_db],
+            _dir: dir,
+        })
+    }
+
+    /// Stops the processes and drops the databases.
+    pub(crate) async fn stop(mut self) {
+        self.processes.clear();
+        for db in self.databases.drain(..) {
+            db.drop_database().await;
+        }
+    }
+}
+
+/// Where a test runs: `crm serve` on SQLite, or the separate roles on PostgreSQL.
+pub(crate) enum Deployment {
+    Serve(Suite),
+    Postgres(PgSuite),
+}
+
+impl Deployment {
+    /// `crm serve` when `postgres` is false, else the PostgreSQL shape (None when skipped).
+    pub(crate) async fn start(postgres: bool, name: &str) -> Option<Deployment> {
+        Deployment::start_with(postgres, name, &[]).await
+    }
+
+    /// The same with extra environment for every process.
+    pub(crate) async fn start_with(postgres: bool, name: &str, envs: &[(&str, &str)]) -> Option<Deployment> {
+        if postgres {
+            PgSuite::start(name, envs).await.map(Deployment::Postgres)
+        } else {
+            Some(Deployment::Serve(Suite::start_with(envs)))
+        }
+    }
+
+    pub(crate) fn rest(&self) -> &str {
+        match self {
+            Deployment::Serve(suite) => &suite.rest,
+            Deployment::Postgres(pg) => &pg.rest,
+        }
+    }
+
+    pub(crate) fn contact_grpc(&self) -> &str {
+        match self {
+            Deployment::Serve(suite) => &suite.grpc,
+            Deployment::Postgres(pg) => &pg.contact_grpc,
+        }
+    }
+
+    pub(crate) async fn stop(self) {
+        if let Deployment::Postgres(pg) = self {
+            pg.stop().await;
+        }
+    }
 }

@@ -1,6 +1,11 @@
 //! Operational endpoints: liveness, readiness, metrics and the OpenAPI document.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
+use crm_platform::auth::{KeyState, Verifier};
+use crm_platform::consumer::FOLLOWERS_HEALTH;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use tonic_health::pb::HealthCheckRequest;
@@ -15,23 +20,30 @@ pub async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: every upstream service reports SERVING over gRPC health.
+/// Readiness: every upstream service reports SERVING over gRPC health and the signing keys
+/// are usable (stale keys still serve, and say so). A feed follower whose credentials are
+/// refused makes the suite `degraded` (still 200: the API works, but merges and erasures stop
+/// reaching the pipeline until the token is renewed).
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "ready"), (status = 503, description = "an upstream is not serving")))]
-pub async fn readyz(State(gw): State<Gateway>) -> Response {
-    let (contact, pipeline) = tokio::join!(
+    responses((status = 200, description = "ready or degraded"), (status = 503, description = "an upstream is not serving, or no signing keys")))]
+pub async fn readyz(State(gw): State<Gateway>, Extension(verifier): Extension<Arc<Verifier>>) -> Response {
+    let (contact, pipeline, followers, keys) = tokio::join!(
         serving(&gw, gw.health(), crate::CONTACT_SERVICE),
         serving(&gw, gw.pipeline_health(), crate::PIPELINE_SERVICE),
+        serving(&gw, gw.pipeline_health(), FOLLOWERS_HEALTH),
+        verifier.check_keys(),
     );
-    let ready = contact && pipeline;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let ready = contact && pipeline && keys != KeyState::Unavailable;
+    let (status, word) = match (ready, followers) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        (true, true) => (StatusCode::OK, "ready"),
+        (true, false) => (StatusCode::OK, "degraded"),
     };
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not ready" },
+        "status": word,
         "upstreams": { crate::CONTACT_SERVICE: contact, crate::PIPELINE_SERVICE: pipeline },
+        "signingKeys": keys.as_str(),
+        "feedCredentials": if followers { "accepted" } else { "refused" },
     });
     (status, axum::Json(body)).into_response()
 }

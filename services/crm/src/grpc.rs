@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crm_contact::{ContactGrpc, ContactService};
 use crm_pipeline::PipelineService;
 use crm_pipeline::grpc::PipelineGrpc;
-use crm_platform::auth::{AuthLayer, Verifier, grpc_admission, grpc_rejection};
+use crm_platform::auth::{AuthLayer, KeyState, Verifier, grpc_admission, grpc_rejection};
+use crm_platform::consumer::{FOLLOWERS_HEALTH, FeedStatus};
 use crm_platform::config::EventArgs;
 use crm_platform::lifecycle::Health;
 use crm_platform::metrics::GrpcObserveLayer;
@@ -19,11 +20,53 @@ const PUBLIC_PATHS: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
 /// How often events past retention are pruned.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// How often readiness looks at the signing keys and the followers.
+const READINESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The services a process runs (at least one).
 #[derive(Default)]
 pub(crate) struct Services {
     pub(crate) contact: Option<ContactService>,
     pub(crate) pipeline: Option<PipelineService>,
+    /// The feeds the process follows, for readiness.
+    pub(crate) followers: Vec<Arc<FeedStatus>>,
+}
+
+/// Keeps gRPC health true until shutdown: the service names are NOT_SERVING while the signing
+/// keys are unusable (every call would fail), and [`FOLLOWERS_HEALTH`] is NOT_SERVING while a
+/// followed feed refuses the process's credentials. On shutdown everything is NOT_SERVING.
+async fn keep_health(
+    health: Health,
+    verifier: Arc<Verifier>,
+    followers: Vec<Arc<FeedStatus>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(READINESS_EVERY) => {}
+        }
+        let keys = tokio::select! {
+            () = shutdown.cancelled() => break,
+            keys = verifier.check_keys() => keys,
+        };
+        if shutdown.is_cancelled() {
+            break;
+        }
+        report_health(&health, keys, &followers).await;
+    }
+    health.set_not_serving().await;
+    health.set(FOLLOWERS_HEALTH, false).await;
+}
+
+async fn report_health(health: &Health, keys: KeyState, followers: &[Arc<FeedStatus>]) {
+    if keys == KeyState::Unavailable {
+        health.set_not_serving().await;
+    } else {
+        health.set_serving().await;
+    }
+    let refused = followers.iter().any(|f| f.credentials_refused());
+    health.set(FOLLOWERS_HEALTH, !refused).await;
 }
 
 /// Serves the services and their event feeds until `shutdown` is cancelled; health flips to
@@ -43,6 +86,7 @@ pub(crate) async fn serve(
         names.extend_from_slice(crm_pipeline::grpc::SERVICE_NAMES);
     }
     let (health, health_service) = Health::new(names).await;
+    let verifier_for_health = Arc::clone(&verifier);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -71,15 +115,27 @@ pub(crate) async fn serve(
     routes.add_service(crm_platform::feed::FeedRouter::new(feeds).into_server());
     let server = tonic::transport::Server::builder()
         .layer(GrpcObserveLayer)
-        .layer(AuthLayer::new(verifier, PUBLIC_PATHS, grpc_admission, grpc_rejection))
+        .layer(AuthLayer::new(
+            Arc::clone(&verifier),
+            PUBLIC_PATHS,
+            grpc_admission,
+            grpc_rejection,
+        ))
         .add_routes(routes.routes());
-    health.set_serving().await;
+    // The first report before serving, so that a process is SERVING as soon as it accepts.
+    report_health(&health, verifier_for_health.check_keys().await, &services.followers).await;
+    let watcher = tokio::spawn(keep_health(
+        health,
+        verifier_for_health,
+        services.followers.clone(),
+        shutdown.clone(),
+    ));
     let draining = {
-        let health = health.clone();
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
-            health.set_not_serving().await;
+            // The watcher reports NOT_SERVING before it returns.
+            let _ = watcher.await;
         }
     };
     // The listener is bound by the caller (to report its address before serving), so tonic's

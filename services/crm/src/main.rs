@@ -15,7 +15,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crm_platform::auth::Verifier;
 use crm_platform::config::{
-    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, EventArgs, PostgresArgs, ShutdownArgs, parse_addr, parse_duration,
+    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DatabaseUrlArgs, EventArgs, FeedCredentialArgs, PostgresArgs,
+    ShutdownArgs, parse_addr, parse_duration,
 };
 use crm_platform::lifecycle::cancel_on_signal;
 use crm_platform::telemetry::{self, TelemetryArgs};
@@ -83,10 +84,8 @@ struct ServeArgs {
     shutdown: ShutdownArgs,
     #[command(flatten)]
     events: EventArgs,
-    /// A `service` role token the pipeline service reads the contact feed with; by default it
-    /// mints its own with the HS256 secret.
-    #[arg(long, env = "CRM_SERVICE_TOKEN", hide_env_values = true)]
-    service_token: Option<String>,
+    #[command(flatten)]
+    feed: FeedCredentialArgs,
 }
 
 #[derive(clap::Args)]
@@ -121,10 +120,8 @@ struct PipelineArgs {
     /// feed (merges, erases) is followed.
     #[arg(long, env = "CRM_CONTACT_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     contact_endpoint: String,
-    /// A `service` role token to read the contact feed with; by default minted with
-    /// CRM_JWT_SECRET (required with CRM_JWKS_URL).
-    #[arg(long, env = "CRM_SERVICE_TOKEN", hide_env_values = true)]
-    service_token: Option<String>,
+    #[command(flatten)]
+    feed: FeedCredentialArgs,
     #[command(flatten)]
     postgres: PostgresArgs,
     #[command(flatten)]
@@ -158,8 +155,8 @@ struct MigrateArgs {
     #[arg(long, default_value = "contact", value_parser = ["contact", "pipeline"])]
     service: String,
     /// PostgreSQL URL of the owning (migrating) role.
-    #[arg(long, env = "CRM_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    #[command(flatten)]
+    database: DatabaseUrlArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -172,9 +169,15 @@ struct TokenArgs {
     /// User id (the `sub` claim).
     #[arg(long)]
     user: String,
-    /// Role: admin, manager, rep or viewer (repeatable).
+    /// Role: admin, manager, rep or viewer (repeatable). The `service` role is internal: it
+    /// reads every tenant's change feeds over gRPC (the REST gateway refuses it), and is minted
+    /// only with --internal-service-token.
     #[arg(long = "role", required = true)]
     roles: Vec<String>,
+    /// Allows `--role service`: a token for the suite's own services, never for a person or an
+    /// integration.
+    #[arg(long)]
+    internal_service_token: bool,
     /// Lifetime, e.g. 30m or 720m.
     #[arg(long, default_value = "720m", value_parser = parse_duration)]
     ttl: Duration,
@@ -254,7 +257,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let contact = crm_contact::open_sqlite(&args.data_dir.join("contact.db")).await?;
     let directory = Arc::new(crm_pipeline::directory::GrpcDirectory::new(&loopback).map_err(anyhow::Error::msg)?);
     let pipeline = crm_pipeline::open_sqlite(&args.data_dir.join("pipeline.db"), directory).await?;
-    let credentials = service_credentials(&verifier_config, args.service_token.clone())?;
+    let credentials = args.feed.credentials(&verifier_config, crm_pipeline::app::SYSTEM_ACTOR)?;
     let verifier = Verifier::new(verifier_config);
 
     let mut gateway_args = args.gateway.clone();
@@ -267,14 +270,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let token = shutdown_token();
-    crm_pipeline::spawn_background(
-        &pipeline,
-        crm_pipeline::contact_feed(&loopback, credentials),
-        token.clone(),
-    );
+    let contact_feed = crm_pipeline::contact_feed(&loopback, credentials);
+    let followers = vec![Arc::clone(&contact_feed.status)];
+    crm_pipeline::spawn_background(&pipeline, contact_feed, token.clone());
     let services = grpc::Services {
         contact: Some(contact),
         pipeline: Some(pipeline),
+        followers,
     };
     let grpc = grpc::serve(grpc_listener, services, &args.events, verifier, token.clone());
     let http = {
@@ -303,7 +305,7 @@ fn http_display(addr: SocketAddr) -> String {
 }
 
 async fn contact(args: ContactArgs) -> anyhow::Result<()> {
-    args.postgres.validate()?;
+    let database_url = args.postgres.validate()?;
     args.events.validate()?;
     let verifier_config = args.auth.verifier_config(None)?;
     let _telemetry = telemetry::init(&args.telemetry, "crm-contact")?;
@@ -311,7 +313,7 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
     tracing::info!(grpc = %args.grpc_addr, metrics = %args.metrics_addr, postgres = ?args.postgres, auth = ?verifier_config, "starting contact service");
     let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
     let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
-    let app = crm_contact::connect_postgres(&args.postgres.database_url, args.postgres.db_max_connections).await?;
+    let app = crm_contact::connect_postgres(&database_url, args.postgres.db_max_connections).await?;
     eprintln!(
         "crm contact is up: gRPC on {}, metrics on {}",
         grpc_listener.local_addr()?,
@@ -321,6 +323,7 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
     let services = grpc::Services {
         contact: Some(app),
         pipeline: None,
+        followers: Vec::new(),
     };
     let grpc = grpc::serve(
         grpc_listener,
@@ -339,13 +342,13 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
 }
 
 async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
-    args.postgres.validate()?;
+    let database_url = args.postgres.validate()?;
     args.events.validate()?;
     if !(args.contact_endpoint.starts_with("http://") || args.contact_endpoint.starts_with("https://")) {
         anyhow::bail!("CRM_CONTACT_ENDPOINT must be an http(s):// URL");
     }
     let verifier_config = args.auth.verifier_config(None)?;
-    let credentials = service_credentials(&verifier_config, args.service_token.clone())?;
+    let credentials = args.feed.credentials(&verifier_config, crm_pipeline::app::SYSTEM_ACTOR)?;
     let _telemetry = telemetry::init(&args.telemetry, "crm-pipeline")?;
     crm_platform::metrics::install();
     tracing::info!(grpc = %args.grpc_addr, metrics = %args.metrics_addr, contact = %args.contact_endpoint, postgres = ?args.postgres, auth = ?verifier_config, "starting pipeline service");
@@ -354,7 +357,7 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
     let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
     let service =
-        crm_pipeline::connect_postgres(&args.postgres.database_url, args.postgres.db_max_connections, directory)
+        crm_pipeline::connect_postgres(&database_url, args.postgres.db_max_connections, directory)
             .await?;
     eprintln!(
         "crm pipeline is up: gRPC on {}, metrics on {}",
@@ -362,14 +365,13 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         metrics_listener.local_addr()?
     );
     let token = shutdown_token();
-    crm_pipeline::spawn_background(
-        &service,
-        crm_pipeline::contact_feed(&args.contact_endpoint, credentials),
-        token.clone(),
-    );
+    let contact_feed = crm_pipeline::contact_feed(&args.contact_endpoint, credentials);
+    let followers = vec![Arc::clone(&contact_feed.status)];
+    crm_pipeline::spawn_background(&service, contact_feed, token.clone());
     let services = grpc::Services {
         contact: None,
         pipeline: Some(service),
+        followers,
     };
     let grpc = grpc::serve(
         grpc_listener,
@@ -385,32 +387,6 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         args.shutdown.shutdown_grace,
     )
     .await
-}
-
-/// How the pipeline service authenticates to the contact feed: the configured service token,
-/// or one it mints (fresh for every connection) with the HS256 secret.
-fn service_credentials(
-    verifier: &crm_platform::auth::VerifierConfig,
-    token: Option<String>,
-) -> anyhow::Result<crm_platform::consumer::Credentials> {
-    use crm_platform::consumer::Credentials;
-    if let Some(token) = token {
-        return Ok(Credentials::Token(token));
-    }
-    match verifier {
-        crm_platform::auth::VerifierConfig::SharedSecret { secret, .. } => Ok(Credentials::Mint {
-            secret: secret.clone(),
-            principal: Principal {
-                tenant: TenantId::parse("system").map_err(anyhow::Error::msg)?,
-                user: UserId::parse(crm_pipeline::app::SYSTEM_ACTOR).map_err(anyhow::Error::msg)?,
-                roles: vec![Role::Service],
-            },
-            ttl: Duration::from_secs(3600),
-        }),
-        _ => anyhow::bail!(
-            "set CRM_SERVICE_TOKEN (a service-role token) for the contact feed when tokens are verified with a JWKS"
-        ),
-    }
 }
 
 /// /metrics and /healthz of a role without a REST API of its own.
@@ -451,10 +427,11 @@ async fn gateway(args: GatewayRoleArgs) -> anyhow::Result<()> {
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&args.telemetry, "crm-migrate")?;
-    tracing::info!(service = %args.service, database = %crm_platform::config::redact_url(&args.database_url), "migrating");
+    let database_url = args.database.url()?;
+    tracing::info!(service = %args.service, database = %crm_platform::config::redact_url(&database_url), "migrating");
     match args.service.as_str() {
-        "pipeline" => crm_pipeline::migrate_postgres(&args.database_url).await?,
-        _ => crm_contact::migrate_postgres(&args.database_url).await?,
+        "pipeline" => crm_pipeline::migrate_postgres(&database_url).await?,
+        _ => crm_contact::migrate_postgres(&database_url).await?,
     }
     tracing::info!("migrations applied");
     Ok(())
@@ -479,6 +456,12 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
             Role::parse(r).ok_or_else(|| anyhow::anyhow!("--role must be admin, manager, rep or viewer, not `{r}`"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if roles.contains(&Role::Service) && !args.internal_service_token {
+        anyhow::bail!(
+            "the service role reads every tenant's feeds and is for the suite's own services; \
+             pass --internal-service-token to mint one"
+        );
+    }
     let token = crm_platform::auth::mint_token(&secret, &Principal { tenant, user, roles }, args.ttl)?;
     println!("{token}");
     Ok(())

@@ -116,6 +116,7 @@ pub fn contact_feed(
         endpoint: endpoint.to_owned(),
         credentials,
         types: follow::FOLLOWED_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+        status: Default::default(),
         source: Some(CONTACT_SOURCE.to_owned()),
     }
 }

@@ -2,6 +2,7 @@
 //! validated before any port is bound. Each setting's default is a named constant.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::auth::VerifierConfig;
@@ -22,12 +23,28 @@ pub const DEFAULT_SHUTDOWN_GRACE: &str = "20s";
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// A secret given either as a value or as a file holding it (`CRM_X` or `CRM_X_FILE`, how
+/// Kubernetes mounts Secrets), never both. The file's content is trimmed.
+pub fn value_or_file(value: Option<&str>, file: Option<&Path>, name: &str) -> Result<Option<String>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError(format!("set {name} or {name}_FILE, not both"))),
+        (Some(value), None) => Ok(Some(value.to_owned())),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|content| Some(content.trim().to_owned()))
+            .map_err(|err| ConfigError(format!("{name}_FILE: cannot read {}: {err}", file.display()))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Token verification settings.
 #[derive(clap::Args, Clone)]
 pub struct AuthArgs {
     /// HS256 shared secret (development and tests; at least 32 bytes).
     #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// A file holding the HS256 shared secret (instead of CRM_JWT_SECRET).
+    #[arg(long, env = "CRM_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
     /// JWKS URL of the identity provider (production; RS256/ES256).
     #[arg(long, env = "CRM_JWKS_URL")]
     pub jwks_url: Option<String>,
@@ -43,6 +60,7 @@ impl std::fmt::Debug for AuthArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthArgs")
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_secret_file", &self.jwt_secret_file)
             .field("jwks_url", &self.jwks_url)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
@@ -54,7 +72,12 @@ impl AuthArgs {
     /// Checks the settings and returns how to verify tokens. `fallback_secret` is used when
     /// neither a secret nor a JWKS URL is configured (only `crm serve` passes one).
     pub fn verifier_config(&self, fallback_secret: Option<Vec<u8>>) -> Result<VerifierConfig, ConfigError> {
-        match (&self.jwt_secret, &self.jwks_url) {
+        let secret = value_or_file(
+            self.jwt_secret.as_deref(),
+            self.jwt_secret_file.as_deref(),
+            "CRM_JWT_SECRET",
+        )?;
+        match (&secret, &self.jwks_url) {
             (Some(_), Some(_)) => Err(ConfigError(
                 "set either CRM_JWT_SECRET or CRM_JWKS_URL, not both".into(),
             )),
@@ -96,35 +119,123 @@ impl AuthArgs {
     }
 }
 
-/// PostgreSQL settings of a service role.
+/// The PostgreSQL URL of a service's database, as a value or a file.
 #[derive(clap::Args, Clone)]
-pub struct PostgresArgs {
-    /// PostgreSQL URL, e.g. postgres://crm@db/crm_contact.
+pub struct DatabaseUrlArgs {
+    /// PostgreSQL URL, e.g. postgres://crm@db/crm_contact (or give CRM_DATABASE_URL_FILE).
     #[arg(long, env = "CRM_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
+    /// A file holding the PostgreSQL URL (a mounted Secret).
+    #[arg(long, env = "CRM_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for DatabaseUrlArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseUrlArgs")
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("database_url_file", &self.database_url_file)
+            .finish()
+    }
+}
+
+impl DatabaseUrlArgs {
+    /// The URL, read from its file if given that way; checked to be a postgres:// URL.
+    pub fn url(&self) -> Result<String, ConfigError> {
+        let url = value_or_file(
+            self.database_url.as_deref(),
+            self.database_url_file.as_deref(),
+            "CRM_DATABASE_URL",
+        )?
+        .ok_or_else(|| ConfigError("set CRM_DATABASE_URL or CRM_DATABASE_URL_FILE".into()))?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError("CRM_DATABASE_URL must be a postgres:// URL".into()));
+        }
+        Ok(url)
+    }
+}
+
+/// PostgreSQL settings of a service role.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PostgresArgs {
+    #[command(flatten)]
+    pub database: DatabaseUrlArgs,
     /// Connections in the pool.
     #[arg(long, env = "CRM_DB_MAX_CONNECTIONS", default_value_t = DEFAULT_DB_MAX_CONNECTIONS)]
     pub db_max_connections: u32,
 }
 
-impl std::fmt::Debug for PostgresArgs {
+impl PostgresArgs {
+    /// Checks the settings and returns the database URL.
+    pub fn validate(&self) -> Result<String, ConfigError> {
+        let url = self.database.url()?;
+        if self.db_max_connections == 0 {
+            return Err(ConfigError("CRM_DB_MAX_CONNECTIONS must be at least 1".into()));
+        }
+        Ok(url)
+    }
+}
+
+/// How a service authenticates to the feeds it follows: a `service` role token given as a
+/// value or as a file (read again on every connection, so a renewed token is used without a
+/// restart), or, with an HS256 secret, one it mints itself.
+#[derive(clap::Args, Clone)]
+pub struct FeedCredentialArgs {
+    /// A `service` role token to follow other services' feeds with; by default minted with
+    /// CRM_JWT_SECRET (with CRM_JWKS_URL, this or CRM_SERVICE_TOKEN_FILE is required).
+    #[arg(long, env = "CRM_SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
+    /// A file holding that token, read again on every connection (a mounted Secret that the
+    /// identity provider's renewals or Kubernetes rotate).
+    #[arg(long, env = "CRM_SERVICE_TOKEN_FILE")]
+    pub service_token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for FeedCredentialArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresArgs")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("db_max_connections", &self.db_max_connections)
+        f.debug_struct("FeedCredentialArgs")
+            .field("service_token", &self.service_token.as_ref().map(|_| "<redacted>"))
+            .field("service_token_file", &self.service_token_file)
             .finish()
     }
 }
 
-impl PostgresArgs {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://")) {
-            return Err(ConfigError("CRM_DATABASE_URL must be a postgres:// URL".into()));
+impl FeedCredentialArgs {
+    /// The credentials to follow feeds with, as `user` of the `system` tenant when minted.
+    pub fn credentials(
+        &self,
+        verifier: &VerifierConfig,
+        user: &str,
+    ) -> Result<crate::consumer::Credentials, ConfigError> {
+        use crate::consumer::Credentials;
+        match (&self.service_token, &self.service_token_file) {
+            (Some(_), Some(_)) => Err(ConfigError(
+                "set CRM_SERVICE_TOKEN or CRM_SERVICE_TOKEN_FILE, not both".into(),
+            )),
+            (Some(token), None) => Ok(Credentials::Token(token.clone())),
+            (None, Some(file)) => {
+                std::fs::metadata(file).map_err(|err| {
+                    ConfigError(format!("CRM_SERVICE_TOKEN_FILE: cannot read {}: {err}", file.display()))
+                })?;
+                Ok(Credentials::File(file.clone()))
+            }
+            (None, None) => match verifier {
+                VerifierConfig::SharedSecret { secret, .. } => Ok(Credentials::Mint {
+                    secret: secret.clone(),
+                    principal: crate::Principal {
+                        tenant: crate::TenantId::parse("system").map_err(ConfigError)?,
+                        user: crate::UserId::parse(user).map_err(ConfigError)?,
+                        roles: vec![crate::Role::Service],
+                    },
+                    ttl: Duration::from_secs(3600),
+                }),
+                VerifierConfig::Jwks { .. } => Err(ConfigError(
+                    "set CRM_SERVICE_TOKEN_FILE (or CRM_SERVICE_TOKEN), a service-role token, to follow feeds \
+                     when tokens are verified with a JWKS"
+                        .into(),
+                )),
+            },
         }
-        if self.db_max_connections == 0 {
-            return Err(ConfigError("CRM_DB_MAX_CONNECTIONS must be at least 1".into()));
-        }
-        Ok(())
     }
 }
 
@@ -204,6 +315,7 @@ mod tests {
     fn auth(secret: Option<&str>, jwks: Option<&str>) -> AuthArgs {
         AuthArgs {
             jwt_secret: secret.map(str::to_owned),
+            jwt_secret_file: None,
             jwks_url: jwks.map(str::to_owned),
             jwt_issuer: None,
             jwt_audience: None,

@@ -75,13 +75,43 @@ pub struct ConsumerConfig {
     pub source: Option<String>,
     /// Only these event types (all when empty).
     pub types: Vec<String>,
+    /// Whether the feed currently accepts the consumer's credentials (readiness reads it).
+    pub status: std::sync::Arc<FeedStatus>,
 }
 
-/// A consumer's credentials: a token it was given, or a secret to mint a fresh one with on
-/// every connection (so a long-running consumer never presents an expired token).
+/// The gRPC health name that is NOT_SERVING while a feed refuses the credentials of one of the
+/// process's followers (the service names stay SERVING: the API itself works).
+pub const FOLLOWERS_HEALTH: &str = "crm.events.v1.Followers";
+
+/// What readiness needs to know of a consumer: whether the producer refused its credentials
+/// the last time it connected (an expired or revoked token), so that the failure shows
+/// instead of the consumer silently falling behind.
+#[derive(Debug, Default)]
+pub struct FeedStatus {
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl FeedStatus {
+    /// Whether the last subscription was refused for its credentials.
+    pub fn credentials_refused(&self) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_refused(&self, consumer: &str, refused: bool) {
+        self.refused.store(refused, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("crm_feed_credentials_refused", "consumer" => consumer.to_owned())
+            .set(if refused { 1.0 } else { 0.0 });
+    }
+}
+
+/// A consumer's credentials: a token it was given, a file holding one (read again on every
+/// connection, so a token the identity provider renews, or Kubernetes rotates in a mounted
+/// Secret, is picked up without a restart), or a secret to mint a fresh one with on every
+/// connection (so a long-running consumer never presents an expired token).
 #[derive(Clone)]
 pub enum Credentials {
     Token(String),
+    File(std::path::PathBuf),
     Mint {
         secret: Vec<u8>,
         principal: crate::Principal,
@@ -94,6 +124,14 @@ impl Credentials {
     pub fn token(&self) -> Result<String, crate::ApiError> {
         match self {
             Credentials::Token(token) => Ok(token.clone()),
+            Credentials::File(path) => std::fs::read_to_string(path)
+                .map(|token| token.trim().to_owned())
+                .map_err(|err| {
+                    crate::ApiError::unauthenticated(
+                        "CREDENTIALS_UNREADABLE",
+                        format!("cannot read the token file {}: {err}", path.display()),
+                    )
+                }),
             Credentials::Mint { secret, principal, ttl } => crate::auth::mint_token(secret, principal, *ttl),
         }
     }
@@ -103,6 +141,7 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::File(path) => write!(f, "File({})", path.display()),
             Credentials::Mint { principal, .. } => write!(f, "Mint({} of {})", principal.user, principal.tenant),
         }
     }
@@ -127,7 +166,14 @@ pub async fn run(config: ConsumerConfig, sink: &dyn Sink, shutdown: Cancellation
             Ok(Progress::Applied) => backoff = MIN_BACKOFF,
             Ok(Progress::None) => {}
             Err(Failure::Feed(status)) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "feed lost; reconnecting");
+                let refused = matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied);
+                if refused {
+                    config.status.set_refused(&config.name, true);
+                    tracing::error!(consumer = %config.name, code = ?status.code(), message = status.message(),
+                        "the feed refused this consumer's credentials; renew the token");
+                } else {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "feed lost; reconnecting");
+                }
             }
             Err(Failure::Connect(err)) => tracing::warn!(error = %err, "feed unreachable; retrying"),
             Err(Failure::Moved) => {
@@ -165,7 +211,7 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
         .connect()
         .await
         .map_err(Failure::Connect)?;
-    let token = config.credentials.token().map_err(|e| Failure::Apply(e.into()))?;
+    let token = config.credentials.token().map_err(|e| Failure::Feed(e.into()))?;
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .map_err(|_| Failure::Apply(anyhow::anyhow!("the token is not a valid header value")))?;
@@ -194,6 +240,7 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
         .await
         .map_err(Failure::Feed)?
         .into_inner();
+    config.status.set_refused(&config.name, false);
     let mut progress = Progress::None;
     let mut batch: Vec<pb::Event> = Vec::new();
     let mut ended = false;

@@ -79,4 +79,14 @@ impl Health {
                 .await;
         }
     }
+
+    /// Sets one health name (outside the service names, for example a process's followers).
+    pub async fn set(&self, name: &str, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.reporter.set_service_status(name, status).await;
+    }
 }

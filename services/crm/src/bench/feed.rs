@@ -147,6 +147,7 @@ async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
         credentials: crm_platform::consumer::Credentials::Token(bench.token.to_owned()),
         source: None,
         types: vec![],
+        status: Default::default(),
     };
     let consuming = {
         let stop = stop.clone();
