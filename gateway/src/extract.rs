@@ -86,7 +86,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .map_err(|err| {
                 let path = err.path().to_string();
                 let field = if path == "." { "body".to_owned() } else { path };
-                Problem(ApiError::invalid_field(field, in_client_words(&err.inner().to_string())))
+                Problem(ApiError::invalid_field(
+                    field,
+                    in_client_words(&err.inner().to_string()),
+                ))
             })
     }
 }
@@ -94,10 +97,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// A JSON error in the client's terms: serde names the gateway's own Rust types (`expected
 /// struct EmailDto`, `expected u32`), which mean nothing to a client; say what JSON was expected.
 pub fn in_client_words(message: &str) -> String {
-    const KINDS: &[(&str, &str)] = &[
-        ("struct ", "a JSON object"),
-        ("enum ", "one of the documented values"),
-    ];
+    const KINDS: &[(&str, &str)] = &[("struct ", "a JSON object"), ("enum ", "one of the documented values")];
     const NUMBERS: &[(&str, &str)] = &[
         ("usize", "a non-negative integer"),
         ("u64", "a non-negative integer"),

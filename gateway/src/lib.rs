@@ -18,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use crm_platform::auth::{AuthLayer, Verifier};
+use crm_platform::telemetry::{TracedChannel, traced};
 use crm_platform::{ApiError, ErrorCode, Principal, Role};
 use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
@@ -28,11 +29,11 @@ use crm_proto::crm::pipeline::v1::pipeline_service_client::PipelineServiceClient
 use crm_proto::crm::pipeline::v1::product_service_client::ProductServiceClient;
 use crm_proto::crm::pipeline::v1::task_service_client::TaskServiceClient;
 use http::{HeaderName, HeaderValue, Method};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic_health::pb::health_client::HealthClient;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -101,17 +102,17 @@ impl GatewayArgs {
 /// Shared state of the handlers: gRPC clients of the services.
 #[derive(Clone)]
 pub struct Gateway {
-    contacts: ContactServiceClient<Channel>,
-    contact_events: EventFeedClient<Channel>,
-    health: HealthClient<Channel>,
-    pipelines: PipelineServiceClient<Channel>,
-    leads: LeadServiceClient<Channel>,
-    deals: DealServiceClient<Channel>,
-    products: ProductServiceClient<Channel>,
-    tasks: TaskServiceClient<Channel>,
-    forecasts: ForecastServiceClient<Channel>,
-    pipeline_events: EventFeedClient<Channel>,
-    pipeline_health: HealthClient<Channel>,
+    contacts: ContactServiceClient<TracedChannel>,
+    contact_events: EventFeedClient<TracedChannel>,
+    health: HealthClient<TracedChannel>,
+    pipelines: PipelineServiceClient<TracedChannel>,
+    leads: LeadServiceClient<TracedChannel>,
+    deals: DealServiceClient<TracedChannel>,
+    products: ProductServiceClient<TracedChannel>,
+    tasks: TaskServiceClient<TracedChannel>,
+    forecasts: ForecastServiceClient<TracedChannel>,
+    pipeline_events: EventFeedClient<TracedChannel>,
+    pipeline_health: HealthClient<TracedChannel>,
     /// Deadline of each upstream call.
     pub deadline: Duration,
 }
@@ -120,11 +121,13 @@ impl Gateway {
     /// Clients that connect lazily, so the gateway starts before its upstreams are up
     /// (readiness reports them).
     pub fn connect(args: &GatewayArgs) -> Result<Self, tonic::transport::Error> {
-        let lazy = |endpoint: &str| -> Result<Channel, tonic::transport::Error> {
-            Ok(Endpoint::from_shared(endpoint.to_owned())?
-                .connect_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true)
-                .connect_lazy())
+        let lazy = |endpoint: &str| -> Result<TracedChannel, tonic::transport::Error> {
+            Ok(traced(
+                Endpoint::from_shared(endpoint.to_owned())?
+                    .connect_timeout(Duration::from_secs(5))
+                    .tcp_nodelay(true)
+                    .connect_lazy(),
+            ))
         };
         let channel = lazy(&args.contact_endpoint)?;
         let pipeline = lazy(&args.pipeline_endpoint)?;
@@ -144,54 +147,55 @@ impl Gateway {
         })
     }
 
-    pub fn contacts(&self) -> ContactServiceClient<Channel> {
+    pub fn contacts(&self) -> ContactServiceClient<TracedChannel> {
         self.contacts.clone()
     }
 
     /// The contact service's change feed.
-    pub fn contact_events(&self) -> EventFeedClient<Channel> {
+    pub fn contact_events(&self) -> EventFeedClient<TracedChannel> {
         self.contact_events.clone()
     }
 
-    pub fn health(&self) -> HealthClient<Channel> {
+    pub fn health(&self) -> HealthClient<TracedChannel> {
         self.health.clone()
     }
 
-    pub fn pipeline_health(&self) -> HealthClient<Channel> {
+    pub fn pipeline_health(&self) -> HealthClient<TracedChannel> {
         self.pipeline_health.clone()
     }
 
-    pub fn pipelines(&self) -> PipelineServiceClient<Channel> {
+    pub fn pipelines(&self) -> PipelineServiceClient<TracedChannel> {
         self.pipelines.clone()
     }
 
-    pub fn leads(&self) -> LeadServiceClient<Channel> {
+    pub fn leads(&self) -> LeadServiceClient<TracedChannel> {
         self.leads.clone()
     }
 
-    pub fn deals(&self) -> DealServiceClient<Channel> {
+    pub fn deals(&self) -> DealServiceClient<TracedChannel> {
         self.deals.clone()
     }
 
-    pub fn products(&self) -> ProductServiceClient<Channel> {
+    pub fn products(&self) -> ProductServiceClient<TracedChannel> {
         self.products.clone()
     }
 
-    pub fn tasks(&self) -> TaskServiceClient<Channel> {
+    pub fn tasks(&self) -> TaskServiceClient<TracedChannel> {
         self.tasks.clone()
     }
 
-    pub fn forecasts(&self) -> ForecastServiceClient<Channel> {
+    pub fn forecasts(&self) -> ForecastServiceClient<TracedChannel> {
         self.forecasts.clone()
     }
 
     /// The pipeline service's change feed.
-    pub fn pipeline_events(&self) -> EventFeedClient<Channel> {
+    pub fn pipeline_events(&self) -> EventFeedClient<TracedChannel> {
         self.pipeline_events.clone()
     }
 }
 
-/// RED metrics per route.
+/// RED metrics per route, and the route and status on the request's span (the OpenTelemetry
+/// HTTP server conventions: named `{method} {route}`, an error only when the server failed).
 async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
@@ -199,7 +203,14 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
+    let span = tracing::Span::current();
+    span.record("http.route", route.as_str());
+    crm_platform::telemetry::rename_span(&span, format!("{method} {route}"));
     let response = next.run(request).await;
+    span.record("http.response.status_code", i64::from(response.status().as_u16()));
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!("crm_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!("crm_http_request_duration_seconds", "method" => method, "route" => route)
@@ -377,8 +388,13 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let span = tracing::info_span!(
                 "http",
-                http.method = %request.method(),
-                http.path = %request.uri().path(),
+                otel.name = %request.method(),
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = %request.method(),
+                url.path = %request.uri().path(),
+                http.route = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
                 request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or(""),
                 tenant = tracing::field::Empty,
             );

@@ -1,11 +1,10 @@
-//! Calls to the services over gRPC, carrying the caller's token, the request id, the trace
-//! context and a deadline.
+//! Calls to the services over gRPC, carrying the caller's token, the request id and a deadline
+//! (the trace context goes with every call of a traced channel).
 
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use crm_platform::telemetry;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::problem::Problem;
@@ -44,7 +43,6 @@ impl Call {
         if let Some(value) = self.request_id.as_deref().and_then(|v| MetadataValue::try_from(v).ok()) {
             metadata.insert("x-request-id", value);
         }
-        telemetry::inject_current_metadata(metadata);
         request
     }
 }

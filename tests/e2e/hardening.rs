@@ -35,7 +35,9 @@ async fn oversized_lists_are_counted_first_and_roles_checked_before_bodies() {
 
         // 20,000 addresses that are not addresses: one violation for the list, not 20,000
         // (which did not fit in a response and came back as a 500).
-        let junk: Vec<Value> = (0..20_000).map(|i| json!({"address": format!("not-an-email-{i}")})).collect();
+        let junk: Vec<Value> = (0..20_000)
+            .map(|i| json!({"address": format!("not-an-email-{i}")}))
+            .collect();
         let body = json!({"givenName": "Big", "emails": junk});
         let (status, problem) = rep.post("/v1/contacts", body.clone()).await;
         assert_eq!(status, 400, "{problem}");
@@ -50,7 +52,11 @@ async fn oversized_lists_are_counted_first_and_roles_checked_before_bodies() {
         // A viewer's or a service token's write is refused on its role alone.
         let viewer = Rest::as_user(suite.rest(), "lists", "vera", Role::Viewer);
         let (status, problem) = viewer.post("/v1/contacts", body.clone()).await;
-        assert_eq!((status, problem["reason"].as_str()), (403, Some("PERMISSION_DENIED")), "{problem}");
+        assert_eq!(
+            (status, problem["reason"].as_str()),
+            (403, Some("PERMISSION_DENIED")),
+            "{problem}"
+        );
         let (status, _) = viewer.post("/v1/deals", json!({"anything": ["at", "all"]})).await;
         assert_eq!(status, 403, "a viewer's body is not even parsed");
         let mut service = grpc_client(suite.contact_grpc(), Some(token("lists", "svc", Role::Service))).await;
@@ -76,7 +82,9 @@ async fn oversized_lists_are_counted_first_and_roles_checked_before_bodies() {
         // 100 invalid tags (within the limit): 100 violations, of which the first 20 are
         // carried with a count of the rest.
         let tags: Vec<String> = (0..100).map(|i| format!("bad tag {i} {}", "!".repeat(300))).collect();
-        let (status, problem) = rep.post("/v1/contacts", json!({"givenName": "Tagged", "tags": tags})).await;
+        let (status, problem) = rep
+            .post("/v1/contacts", json!({"givenName": "Tagged", "tags": tags}))
+            .await;
         assert_eq!(status, 400, "{problem}");
         assert_eq!(problem["violations"].as_array().map(Vec::len), Some(20), "{problem}");
         assert_eq!(problem["omittedViolations"], 80, "{problem}");
@@ -111,7 +119,11 @@ async fn oversized_lists_are_counted_first_and_roles_checked_before_bodies() {
 
         // Nothing was created by any of it.
         let (status, listed) = rep.get("/v1/contacts").await;
-        assert_eq!((status, listed["contacts"].as_array().map(Vec::len)), (200, Some(0)), "{listed}");
+        assert_eq!(
+            (status, listed["contacts"].as_array().map(Vec::len)),
+            (200, Some(0)),
+            "{listed}"
+        );
         suite.stop().await;
     }
 }
@@ -191,7 +203,16 @@ async fn the_gateway_refuses_service_tokens() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--internal-service-token"));
     let minted = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["token", "--tenant", "acme", "--user", "svc", "--role", "service", "--internal-service-token"])
+        .args([
+            "token",
+            "--tenant",
+            "acme",
+            "--user",
+            "svc",
+            "--role",
+            "service",
+            "--internal-service-token",
+        ])
         .env("CRM_JWT_SECRET", crate::support::SECRET)
         .output()
         .expect("crm token");
@@ -207,7 +228,10 @@ async fn who_owns_or_is_assigned_follows_one_rule() {
         let rep = Rest::as_user(suite.rest(), "owners", "rita", Role::Rep);
         let manager = Rest::as_user(suite.rest(), "owners", "mia", Role::Manager);
         let (status, problem) = rep
-            .post("/v1/tasks", json!({"title": "Call", "assignee": "bob", "dueTime": "2030-01-01T09:00:00Z"}))
+            .post(
+                "/v1/tasks",
+                json!({"title": "Call", "assignee": "bob", "dueTime": "2030-01-01T09:00:00Z"}),
+            )
             .await;
         assert_eq!(status, 403, "{problem}");
         let (status, task) = rep
@@ -222,7 +246,9 @@ async fn who_owns_or_is_assigned_follows_one_rule() {
         assert_eq!((status, moved["assignee"].as_str()), (200, Some("bob")), "{moved}");
 
         // Contacts: a rep can neither create for nor give away to another owner.
-        let (status, _) = rep.post("/v1/contacts", json!({"givenName": "X", "owner": "bob"})).await;
+        let (status, _) = rep
+            .post("/v1/contacts", json!({"givenName": "X", "owner": "bob"}))
+            .await;
         assert_eq!(status, 403);
         let (status, mine) = rep.post("/v1/contacts", json!({"givenName": "Mine"})).await;
         assert_eq!(status, 201, "{mine}");
@@ -322,7 +348,10 @@ async fn an_erase_leaves_no_copy_in_the_embedded_files() {
         .await;
     assert_eq!(status, 200, "{updated}");
     let (status, lead) = admin
-        .post("/v1/leads", json!({"title": format!("{marker} wants a demo"), "contact": name}))
+        .post(
+            "/v1/leads",
+            json!({"title": format!("{marker} wants a demo"), "contact": name}),
+        )
         .await;
     assert_eq!(status, 201, "{lead}");
     let (status, _) = admin.post(&format!("/v1/{name}:erase"), json!({})).await;
@@ -340,7 +369,11 @@ async fn an_erase_leaves_no_copy_in_the_embedded_files() {
     assert!(files.iter().any(|f| f.ends_with("contact.db")), "{files:?}");
     for file in &files {
         let bytes = std::fs::read(file).expect("read");
-        for needle in [marker.as_bytes(), marker.to_lowercase().as_bytes(), b"erase-me.example".as_slice()] {
+        for needle in [
+            marker.as_bytes(),
+            marker.to_lowercase().as_bytes(),
+            b"erase-me.example".as_slice(),
+        ] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "{} still holds `{}`",
@@ -357,16 +390,33 @@ async fn an_erase_leaves_no_copy_in_the_embedded_files() {
 async fn answers_are_not_cached_or_sniffed_and_speak_the_clients_language() {
     let suite = Suite::start();
     let api = Rest::as_user(&suite.rest, "hygiene", "hal", Role::Admin);
-    let response = api.request(reqwest::Method::GET, "/v1/deals").send().await.expect("send");
+    let response = api
+        .request(reqwest::Method::GET, "/v1/deals")
+        .send()
+        .await
+        .expect("send");
     let headers = response.headers().clone();
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["deals"], json!([]), "an empty list is an empty array: {body}");
-    assert_eq!(headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
-    assert_eq!(headers.get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
+    assert_eq!(
+        headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    assert_eq!(
+        headers.get("x-content-type-options").and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
     let (status, tasks) = api.get("/v1/tasks").await;
     assert_eq!((status, &tasks["tasks"]), (200, &json!([])));
-    let problem = api.request(reqwest::Method::GET, "/v1/nowhere").send().await.expect("send");
-    assert_eq!(problem.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    let problem = api
+        .request(reqwest::Method::GET, "/v1/nowhere")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        problem.headers().get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
 
     let (status, problem) = api.post("/v1/contacts", json!({"givenName": "X", "emails": [5]})).await;
     assert_eq!(status, 400, "{problem}");

@@ -50,7 +50,11 @@ async fn pinned_claims_and_not_before_are_enforced_with_a_jwks() {
 
     let mut listed = good.clone();
     listed["aud"] = json!(["other", AUDIENCE]);
-    assert_eq!(status_with(&suite.rest, &sign(KEY_ID, &listed)).await.0, 200, "an aud list is accepted");
+    assert_eq!(
+        status_with(&suite.rest, &sign(KEY_ID, &listed)).await.0,
+        200,
+        "an aud list is accepted"
+    );
     listed["aud"] = json!(["other", "another"]);
     assert_eq!(status_with(&suite.rest, &sign(KEY_ID, &listed)).await.0, 401);
 
@@ -58,12 +62,20 @@ async fn pinned_claims_and_not_before_are_enforced_with_a_jwks() {
         let mut missing = good.clone();
         missing.as_object_mut().expect("object").remove(claim);
         let (status, problem) = status_with(&suite.rest, &sign(KEY_ID, &missing)).await;
-        assert_eq!((status, problem["reason"].as_str()), (401, Some("MISSING_CLAIM")), "{claim}: {problem}");
+        assert_eq!(
+            (status, problem["reason"].as_str()),
+            (401, Some("MISSING_CLAIM")),
+            "{claim}: {problem}"
+        );
     }
     let mut early = good.clone();
     early["nbf"] = json!(now() + 3600);
     let (status, problem) = status_with(&suite.rest, &sign(KEY_ID, &early)).await;
-    assert_eq!((status, problem["reason"].as_str()), (401, Some("TOKEN_NOT_YET_VALID")), "{problem}");
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (401, Some("TOKEN_NOT_YET_VALID")),
+        "{problem}"
+    );
 
     // The same rules over gRPC.
     let mut client = crate::support::grpc_client(&suite.grpc, Some(sign(KEY_ID, &early))).await;
@@ -85,7 +97,11 @@ async fn not_before_is_enforced_with_the_shared_secret() {
     )
     .expect("sign");
     let (status, problem) = status_with(&suite.rest, &token).await;
-    assert_eq!((status, problem["reason"].as_str()), (401, Some("TOKEN_NOT_YET_VALID")), "{problem}");
+    assert_eq!(
+        (status, problem["reason"].as_str()),
+        (401, Some("TOKEN_NOT_YET_VALID")),
+        "{problem}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,7 +111,11 @@ async fn a_hung_identity_provider_costs_one_short_fetch_and_shows_in_readiness()
     let suite = suite_with_jwks(&jwks.url);
     let anonymous = Rest::new(&suite.rest, None);
     let (status, ready) = anonymous.get("/readyz").await;
-    assert_eq!((status, ready["signingKeys"].as_str()), (503, Some("unavailable")), "{ready}");
+    assert_eq!(
+        (status, ready["signingKeys"].as_str()),
+        (503, Some("unavailable")),
+        "{ready}"
+    );
 
     // Four requests at once while the provider hangs get 503 together, after at most one
     // short fetch between them, not four long ones in a row.
@@ -112,11 +132,16 @@ async fn a_hung_identity_provider_costs_one_short_fetch_and_shows_in_readiness()
     }
     let took = started.elapsed();
     assert!(took < Duration::from_secs(10), "four requests took {took:?}");
-    assert!(jwks.fetches() - before <= 1, "one fetch at most for every waiting request");
+    assert!(
+        jwks.fetches() - before <= 1,
+        "one fetch at most for every waiting request"
+    );
     let (status, metrics) = anonymous.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        metrics.as_str().is_some_and(|m| m.contains("crm_auth_jwks_fetch_failures_total")),
+        metrics
+            .as_str()
+            .is_some_and(|m| m.contains("crm_auth_jwks_fetch_failures_total")),
         "{metrics}"
     );
 

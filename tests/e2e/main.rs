@@ -15,3 +15,4 @@ mod pipeline;
 mod postgres;
 mod rest;
 mod security;
+mod traces;

@@ -47,7 +47,7 @@ fn stage(pipeline: &Value, index: usize) -> String {
 }
 
 /// Events of the pipeline service's feed (through an endpoint serving several feeds).
-async fn pipeline_events(grpc: &str, tenant: &str, count: usize) -> Vec<events::Event> {
+pub(crate) async fn pipeline_events(grpc: &str, tenant: &str, count: usize) -> Vec<events::Event> {
     let channel = tonic::transport::Channel::from_shared(grpc.to_owned())
         .expect("endpoint")
         .connect()

@@ -337,7 +337,13 @@ impl PgSuite {
         ];
         pipeline_envs.extend_from_slice(envs);
         let pipeline = Process::start(
-            &["pipeline", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+            &[
+                "pipeline",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
             &pipeline_envs,
             dir.path(),
             "crm pipeline is up",

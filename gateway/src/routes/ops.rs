@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use crm_platform::auth::{KeyState, Verifier};
 use crm_platform::consumer::FOLLOWERS_HEALTH;
-use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -51,7 +51,7 @@ pub async fn readyz(State(gw): State<Gateway>, Extension(verifier): Extension<Ar
 /// Whether `service` reports SERVING through `health` within the deadline.
 async fn serving(
     gw: &Gateway,
-    mut health: tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    mut health: tonic_health::pb::health_client::HealthClient<crm_platform::telemetry::TracedChannel>,
     service: &str,
 ) -> bool {
     let request = tonic::Request::new(HealthCheckRequest {

@@ -52,8 +52,12 @@ impl Rpc {
 
     /// Parses the request message from its proto3 JSON.
     pub fn request<M: Message + Default>(&self, json: Value) -> Result<M, Problem> {
-        crm_proto::json::from_json(&json, self.request)
-            .map_err(|reason| Problem(ApiError::invalid_field("body", crate::extract::in_client_words(&reason))))
+        crm_proto::json::from_json(&json, self.request).map_err(|reason| {
+            Problem(ApiError::invalid_field(
+                "body",
+                crate::extract::in_client_words(&reason),
+            ))
+        })
     }
 
     /// The response as proto3 JSON (the unwrapped resource, with its ETag and Location).

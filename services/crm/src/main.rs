@@ -257,7 +257,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let contact = crm_contact::open_sqlite(&args.data_dir.join("contact.db")).await?;
     let directory = Arc::new(crm_pipeline::directory::GrpcDirectory::new(&loopback).map_err(anyhow::Error::msg)?);
     let pipeline = crm_pipeline::open_sqlite(&args.data_dir.join("pipeline.db"), directory).await?;
-    let credentials = args.feed.credentials(&verifier_config, crm_pipeline::app::SYSTEM_ACTOR)?;
+    let credentials = args
+        .feed
+        .credentials(&verifier_config, crm_pipeline::app::SYSTEM_ACTOR)?;
     let verifier = Verifier::new(verifier_config);
 
     let mut gateway_args = args.gateway.clone();
@@ -348,7 +350,9 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         anyhow::bail!("CRM_CONTACT_ENDPOINT must be an http(s):// URL");
     }
     let verifier_config = args.auth.verifier_config(None)?;
-    let credentials = args.feed.credentials(&verifier_config, crm_pipeline::app::SYSTEM_ACTOR)?;
+    let credentials = args
+        .feed
+        .credentials(&verifier_config, crm_pipeline::app::SYSTEM_ACTOR)?;
     let _telemetry = telemetry::init(&args.telemetry, "crm-pipeline")?;
     crm_platform::metrics::install();
     tracing::info!(grpc = %args.grpc_addr, metrics = %args.metrics_addr, contact = %args.contact_endpoint, postgres = ?args.postgres, auth = ?verifier_config, "starting pipeline service");
@@ -356,9 +360,7 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         Arc::new(crm_pipeline::directory::GrpcDirectory::new(&args.contact_endpoint).map_err(anyhow::Error::msg)?);
     let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
     let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
-    let service =
-        crm_pipeline::connect_postgres(&database_url, args.postgres.db_max_connections, directory)
-            .await?;
+    let service = crm_pipeline::connect_postgres(&database_url, args.postgres.db_max_connections, directory).await?;
     eprintln!(
         "crm pipeline is up: gRPC on {}, metrics on {}",
         grpc_listener.local_addr()?,

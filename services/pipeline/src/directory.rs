@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use crm_platform::ApiError;
 use crm_proto::crm::contact::v1 as pb;
 use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use uuid::Uuid;
 
 use crate::app::Caller;
@@ -26,16 +26,19 @@ pub trait Directory: Send + Sync + 'static {
 /// The contact service over gRPC.
 #[derive(Clone)]
 pub struct GrpcDirectory {
-    client: ContactServiceClient<Channel>,
+    client: ContactServiceClient<crm_platform::telemetry::TracedChannel>,
 }
 
 impl GrpcDirectory {
     /// Connects lazily to the contact service at `endpoint` (e.g. `http://contact:50051`).
     pub fn new(endpoint: &str) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| format!("contact endpoint {endpoint}: {e}"))?
-            .tcp_nodelay(true)
-            .connect_lazy();
+        // Each check is a client span of the caller's trace.
+        let channel = crm_platform::telemetry::traced(
+            Endpoint::from_shared(endpoint.to_owned())
+                .map_err(|e| format!("contact endpoint {endpoint}: {e}"))?
+                .tcp_nodelay(true)
+                .connect_lazy(),
+        );
         Ok(Self {
             client: ContactServiceClient::new(channel),
         })
@@ -47,8 +50,6 @@ impl GrpcDirectory {
         if let Ok(value) = caller.credentials.parse() {
             request.metadata_mut().insert("authorization", value);
         }
-        // The check is part of the caller's trace.
-        crm_platform::telemetry::inject_current_metadata(request.metadata_mut());
         request
     }
 }

@@ -13,8 +13,8 @@ use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-pub use self::jwks::{JwksTiming, KeyState};
 use self::jwks::{JwksCache, wrong_algorithm};
+pub use self::jwks::{JwksTiming, KeyState};
 use crate::error::ApiError;
 use crate::identity::{Principal, Role, TenantId, UserId};
 
@@ -149,7 +149,9 @@ impl Verifier {
                 let validation = validation(header.alg, header.alg, Some(issuer), Some(audience))?;
                 decode(token, &key, &validation)?
             }
-            (VerifierConfig::Jwks { .. }, None) => return Err(ApiError::unavailable("signing keys are not configured")),
+            (VerifierConfig::Jwks { .. }, None) => {
+                return Err(ApiError::unavailable("signing keys are not configured"));
+            }
         };
         principal_from_claims(claims)
     }
@@ -570,7 +572,10 @@ mod tests {
 
         let mut listed = good_claims();
         listed["aud"] = serde_json::json!(["other", "crm"]);
-        assert_eq!(verifier.verify(&es256(KEY_ID, &listed)).await.expect("aud list"), alice());
+        assert_eq!(
+            verifier.verify(&es256(KEY_ID, &listed)).await.expect("aud list"),
+            alice()
+        );
         listed["aud"] = serde_json::json!(["other", "another"]);
         assert_eq!(reason(&verifier, &listed).await, "INVALID_AUDIENCE");
     }
@@ -580,12 +585,21 @@ mod tests {
         let secret = b"s3cret-s3cret-s3cret-s3cret-s3cret";
         let verifier = shared(secret);
         let token = |nbf: u64| {
-            let claims = serde_json::json!({"sub": "alice", "tenant": "t1", "roles": ["rep"], "exp": now() + 7200, "nbf": nbf});
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-                .expect("encode")
+            let claims =
+                serde_json::json!({"sub": "alice", "tenant": "t1", "roles": ["rep"], "exp": now() + 7200, "nbf": nbf});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(secret),
+            )
+            .expect("encode")
         };
         assert_eq!(
-            verifier.verify(&token(now() + 3600)).await.expect_err("an hour ahead").reason,
+            verifier
+                .verify(&token(now() + 3600))
+                .await
+                .expect_err("an hour ahead")
+                .reason,
             "TOKEN_NOT_YET_VALID"
         );
         verifier
@@ -624,7 +638,10 @@ mod tests {
         );
         assert_eq!(server.fetches(), 1, "one fetch served every waiter");
         // Remembered: the next request does not ask again.
-        verifier.verify(&es256(KEY_ID, &good_claims())).await.expect_err("still down");
+        verifier
+            .verify(&es256(KEY_ID, &good_claims()))
+            .await
+            .expect_err("still down");
         assert_eq!(server.fetches(), 1);
         assert_eq!(verifier.check_keys().await, KeyState::Unavailable);
     }
@@ -659,7 +676,14 @@ mod tests {
         assert_eq!(verifier.check_keys().await, KeyState::Unavailable);
         server.set_mode(Mode::Serve);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(verifier.check_keys().await, KeyState::Fresh, "recovers once the provider answers");
-        verifier.verify(&es256(KEY_ID, &good_claims())).await.expect("valid again");
+        assert_eq!(
+            verifier.check_keys().await,
+            KeyState::Fresh,
+            "recovers once the provider answers"
+        );
+        verifier
+            .verify(&es256(KEY_ID, &good_claims()))
+            .await
+            .expect("valid again");
     }
 }

@@ -52,7 +52,13 @@ pub trait Apply: Send + Sync {
 
 /// A span for applying one event that continues the trace of the request that caused it.
 pub fn event_span(event: &pb::Event) -> tracing::Span {
-    let span = tracing::info_span!("apply event", seq = event.sequence, kind = %event.r#type);
+    let span = tracing::info_span!(
+        "apply event",
+        otel.name = %format!("apply {}", event.r#type),
+        otel.kind = "consumer",
+        seq = event.sequence,
+        kind = %event.r#type
+    );
     if let Ok(value) = event.traceparent.parse() {
         let mut headers = http::HeaderMap::new();
         headers.insert("traceparent", value);
@@ -99,8 +105,11 @@ impl FeedStatus {
 
     fn set_refused(&self, consumer: &str, refused: bool) {
         self.refused.store(refused, std::sync::atomic::Ordering::Relaxed);
-        metrics::gauge!("crm_feed_credentials_refused", "consumer" => consumer.to_owned())
-            .set(if refused { 1.0 } else { 0.0 });
+        metrics::gauge!("crm_feed_credentials_refused", "consumer" => consumer.to_owned()).set(if refused {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 
@@ -166,7 +175,10 @@ pub async fn run(config: ConsumerConfig, sink: &dyn Sink, shutdown: Cancellation
             Ok(Progress::Applied) => backoff = MIN_BACKOFF,
             Ok(Progress::None) => {}
             Err(Failure::Feed(status)) => {
-                let refused = matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied);
+                let refused = matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                );
                 if refused {
                     config.status.set_refused(&config.name, true);
                     tracing::error!(consumer = %config.name, code = ?status.code(), message = status.message(),

@@ -355,15 +355,26 @@ mod tests {
     fn violations_are_capped_and_counted_through_grpc() {
         let mut violations = Violations::new("contact.");
         for i in 0..5000 {
-            violations.add(format!("emails[{i}]"), format!("`{}` is not an email address", "x".repeat(10_000)));
+            violations.add(
+                format!("emails[{i}]"),
+                format!("`{}` is not an email address", "x".repeat(10_000)),
+            );
         }
         let err = violations.finish().expect_err("invalid");
         assert_eq!(err.violations.len(), MAX_VIOLATIONS);
         assert_eq!(err.omitted_violations, 5000 - MAX_VIOLATIONS);
-        assert!(err.violations.iter().all(|v| v.description.len() <= MAX_VIOLATION_TEXT + 3));
+        assert!(
+            err.violations
+                .iter()
+                .all(|v| v.description.len() <= MAX_VIOLATION_TEXT + 3)
+        );
         assert!(err.message.ends_with("and 4995 more invalid fields"), "{}", err.message);
         let status = tonic::Status::from(err.clone());
-        assert!(status.details().len() < 8 * 1024, "fits in trailers: {} bytes", status.details().len());
+        assert!(
+            status.details().len() < 8 * 1024,
+            "fits in trailers: {} bytes",
+            status.details().len()
+        );
         assert_eq!(ApiError::from_status(&status), err);
     }
 
@@ -419,7 +430,11 @@ impl Violations {
     /// checked before any item is looked at, so an oversized list costs no more than its count,
     /// and its items are not reported one by one.
     pub fn bounded<'a, T>(&mut self, field: impl std::fmt::Display, items: &'a [T], max: usize) -> &'a [T] {
-        if self.within(field, items.len(), max) { items } else { &[] }
+        if self.within(field, items.len(), max) {
+            items
+        } else {
+            &[]
+        }
     }
 
     /// False (with a violation) when a collection of `len` items is over `max`.

@@ -116,24 +116,17 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let method = method_label(request.uri().path());
-        let span = tracing::info_span!("grpc", rpc.method = %method, tenant = tracing::field::Empty, grpc.code = tracing::field::Empty);
+        let span = telemetry::rpc_span(telemetry::SpanKind::Server, &method);
         telemetry::continue_trace(&span, request.headers());
         Box::pin(
             async move {
                 let started = Instant::now();
                 let result = inner.call(request).await;
-                // Unary errors are trailers-only responses, so the status is in the headers;
-                // a response without grpc-status in its headers succeeded at this point.
                 let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map_or(tonic::Code::Ok, tonic::Code::from),
+                    Ok(response) => telemetry::grpc_code(response),
                     Err(_) => tonic::Code::Internal,
                 };
-                tracing::Span::current().record("grpc.code", format!("{code:?}"));
+                telemetry::record_rpc_code(&tracing::Span::current(), telemetry::SpanKind::Server, code);
                 metrics::counter!("crm_grpc_requests_total", "method" => method.clone(), "code" => format!("{code:?}"))
                     .increment(1);
                 metrics::histogram!("crm_grpc_request_duration_seconds", "method" => method)

@@ -96,21 +96,6 @@ pub fn inject_current(headers: &mut http::HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
 }
 
-/// Writes the current span's trace context into an outgoing gRPC request's metadata.
-pub fn inject_current_metadata(metadata: &mut tonic::metadata::MetadataMap) {
-    let mut headers = http::HeaderMap::new();
-    inject_current(&mut headers);
-    for name in ["traceparent", "tracestate"] {
-        if let Some(value) = headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| tonic::metadata::MetadataValue::try_from(v).ok())
-        {
-            metadata.insert(name, value);
-        }
-    }
-}
-
 /// The W3C traceparent of the current span, for storing with an event.
 pub fn current_traceparent() -> Option<String> {
     let mut headers = http::HeaderMap::new();
@@ -119,4 +104,129 @@ pub fn current_traceparent() -> Option<String> {
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Renames a span once it has started (recording `otel.name` only names a span before it
+/// starts): an HTTP server span learns its route only after routing.
+pub fn rename_span(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt;
+    span.context().span().update_name(name);
+}
+
+/// The kind of a span, as OpenTelemetry names it (`otel.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+impl SpanKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+        }
+    }
+}
+
+/// A span for one gRPC call, named and described by the OpenTelemetry RPC conventions
+/// (`{service}/{method}`, `rpc.system`, `rpc.service`, `rpc.method`); its status code is
+/// recorded with [`record_rpc_code`].
+pub fn rpc_span(kind: SpanKind, path: &str) -> tracing::Span {
+    let full = path.trim_start_matches('/');
+    let (service, method) = full.split_once('/').unwrap_or((full, ""));
+    tracing::info_span!(
+        "rpc",
+        otel.name = %full,
+        otel.kind = kind.as_str(),
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+    )
+}
+
+/// Records a gRPC status on a span from [`rpc_span`]: a server marks only the codes that
+/// mean it failed as errors (a NOT_FOUND is the caller's doing), a client every code but OK.
+pub fn record_rpc_code(span: &tracing::Span, kind: SpanKind, code: tonic::Code) {
+    use tonic::Code;
+    span.record("rpc.grpc.status_code", code as i32);
+    let error = match kind {
+        SpanKind::Client => code != Code::Ok,
+        SpanKind::Server => matches!(
+            code,
+            Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+        ),
+    };
+    if error {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// The gRPC status of a response at its headers: unary errors are trailers-only responses, so
+/// their status is there; a response without one has succeeded so far.
+pub fn grpc_code<B>(response: &http::Response<B>) -> tonic::Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from)
+}
+
+/// A gRPC channel whose every call is a client span that carries its trace context to the
+/// server: what the gateway and the services call each other with.
+#[derive(Clone)]
+pub struct Traced<S> {
+    inner: S,
+}
+
+/// A traced tonic channel.
+pub type TracedChannel = Traced<tonic::transport::Channel>;
+
+/// Wraps a channel so that its calls are traced.
+pub fn traced(channel: tonic::transport::Channel) -> TracedChannel {
+    Traced { inner: channel }
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Traced<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument;
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let span = rpc_span(SpanKind::Client, request.uri().path());
+        span.in_scope(|| inject_current(request.headers_mut()));
+        Box::pin(
+            async move {
+                let result = inner.call(request).await;
+                let code = match &result {
+                    Ok(response) => grpc_code(response),
+                    Err(_) => tonic::Code::Unavailable,
+                };
+                record_rpc_code(&tracing::Span::current(), SpanKind::Client, code);
+                result
+            }
+            .instrument(span),
+        )
+    }
 }

@@ -467,11 +467,22 @@ pub(crate) fn tsquery(terms: &SearchTerms) -> String {
         .join(" & ")
 }
 
-pub(crate) fn fts5_query(terms: &SearchTerms) -> String {
-    terms
-        .words()
+/// With `prefix` each word matches as a prefix, without it as a whole word. A word that another
+/// word starts with (a repeated one too) is left out: every contact having the longer word has
+/// it, and each word of the query costs a pass over the contacts having it.
+pub(crate) fn fts5_query(terms: &SearchTerms, prefix: bool) -> String {
+    let words = terms.words();
+    let implied = |i: usize, w: &String| {
+        words
+            .iter()
+            .enumerate()
+            .any(|(j, other)| j != i && other.starts_with(w.as_str()) && (other.len() > w.len() || j < i))
+    };
+    words
         .iter()
-        .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
+        .enumerate()
+        .filter(|&(i, w)| !implied(i, w))
+        .map(|(_, w)| format!("\"{}\"{}", w.replace('"', "\"\""), if prefix { "*" } else { "" }))
         .collect::<Vec<_>>()
         .join(" AND ")
 }

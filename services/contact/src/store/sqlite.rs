@@ -29,6 +29,10 @@ const COMPANY_COLUMNS: &str = "id, display_name, domain, industry, size_band, ow
 const INTERACTION_COLUMNS: &str = "id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, subject, \
                                    body, outcome, campaign_id, actor, create_time";
 
+/// How many matching contacts a search ranks together (deeper pages rank the next as many), as
+/// on PostgreSQL: search finds someone by what one remembers, listing is the exhaustive query.
+const SEARCH_CANDIDATES: usize = 200;
+
 /// Contact store on SQLite.
 #[derive(Clone)]
 pub struct SqliteContactStore {
@@ -417,15 +421,44 @@ impl ContactStore for SqliteContactStore {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError> {
-        // contacts_fts has only `doc`, so the contact columns need no qualifier.
+        // Like PostgreSQL, a bounded set of the tenant's matching contacts is ranked: those
+        // having every word whole first, then those having every word as a prefix, each taken
+        // in index order, and ranked by blocks of SEARCH_CANDIDATES, so that a deeper page
+        // neither repeats nor skips a contact of the pages before it. The index is the outer
+        // loop (CROSS JOIN): with the contacts of the tenant outside, SQLite evaluated the whole
+        // MATCH again for every one of them. Its tenant token keeps other tenants' matches out
+        // of the scan; the join still checks.
+        let hits = |words: &str| {
+            format!(
+                "SELECT f.rowid AS hit, bm25(contacts_fts, 0.0, 1.0) AS score FROM contacts_fts AS f \
+                 CROSS JOIN contacts AS c ON c.rowid = f.rowid \
+                 WHERE contacts_fts MATCH 'tenant : \"t' || hex(?3) || '\" AND doc : (' || {words} || ')' \
+                 AND c.tenant_id = ?3 AND c.erase_time IS NULL AND c.merged_into IS NULL"
+            )
+        };
+        // A page token is the client's to send back, so its offset may be anything.
+        let candidates = offset
+            .saturating_add(limit + 1)
+            .div_ceil(SEARCH_CANDIDATES)
+            .saturating_mul(SEARCH_CANDIDATES);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts_fts JOIN contacts c ON c.rowid = contacts_fts.rowid \
-             WHERE contacts_fts MATCH ?1 AND c.tenant_id = ?2 AND c.erase_time IS NULL AND c.merged_into IS NULL ORDER BY bm25(contacts_fts), c.id LIMIT ?3 OFFSET ?4"
+            "WITH exact AS MATERIALIZED ({exact} LIMIT ?4), \
+             prefixed AS MATERIALIZED ({prefixed} AND f.rowid NOT IN (SELECT hit FROM exact) \
+               LIMIT ?4 - (SELECT count(*) FROM exact)) \
+             SELECT {columns} FROM (SELECT hit, tier, score, (row_number() OVER (ORDER BY tier, hit) - 1) / ?7 AS block \
+               FROM (SELECT hit, 0 AS tier, score FROM exact UNION ALL SELECT hit, 1, score FROM prefixed)) AS h \
+             CROSS JOIN contacts AS c ON c.rowid = h.hit ORDER BY h.block, h.tier, h.score, c.id LIMIT ?5 OFFSET ?6",
+            exact = hits("?1"),
+            prefixed = hits("?2"),
+            columns = qualified("c", CONTACT_COLUMNS),
         )))
-        .bind(fts5_query(terms))
+        .bind(fts5_query(terms, false))
+        .bind(fts5_query(terms, true))
         .bind(tenant.as_str())
+        .bind(i64::try_from(candidates).unwrap_or(i64::MAX))
         .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .bind(i64::try_from(SEARCH_CANDIDATES).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(contact_from_row).collect()

@@ -79,7 +79,11 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 
 /// The idempotency key of a create: its request id scoped to the caller and a fingerprint of
 /// the whole request.
-fn request_key<M: Message>(caller: &Caller, request_id: &str, message: &M) -> Result<Option<(String, String)>, ApiError> {
+fn request_key<M: Message>(
+    caller: &Caller,
+    request_id: &str,
+    message: &M,
+) -> Result<Option<(String, String)>, ApiError> {
     Ok(
         crm_platform::idempotency::RequestKey::of(&caller.who.user, request_id, message)?
             .map(|key| (key.key.clone(), key.fingerprint_hex())),
