@@ -165,6 +165,8 @@ fn round_robin_shares(count: u64, targets: usize) -> Vec<u64> {
 const DEFAULT_MIN_SCORE: f64 = 0.5;
 /// Most contacts merged into a survivor at once.
 pub(crate) const MAX_MERGE: usize = 20;
+/// The deepest a search pages (search finds someone; listing with filters is exhaustive).
+const MAX_SEARCH_OFFSET: usize = 100_000;
 /// Links followed from a merged contact to its survivor (merges flatten chains, so one).
 const MAX_MERGE_HOPS: usize = 4;
 
@@ -558,6 +560,14 @@ impl ContactApp {
         let terms = SearchTerms::parse(query)?;
         let fingerprint = query_fingerprint(&["search", query]);
         let offset = decode_token::<usize>(token, &fingerprint)?.unwrap_or(0);
+        // Page tokens come back from the client: an offset no page of ours reaches is refused,
+        // so that no store adds up a forged one.
+        if offset > MAX_SEARCH_OFFSET {
+            return Err(ApiError::invalid_field(
+                "page_token",
+                "is not a page token of this search",
+            ));
+        }
         let rows = self
             .store
             .search_contacts(&who.tenant, &terms, offset, limit)

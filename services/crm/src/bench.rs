@@ -15,6 +15,9 @@
 //! - MoveDeal over gRPC against pgbench running the same statements in one transaction, and
 //!   the board of a pipeline of 100k open deals (a `crm pipeline` on its own database).
 //!
+//! - on `crm serve`: creates with 20,000-item lists, search over a large SQLite tenant, and
+//!   resident memory over a sustained load (see `embedded`).
+//!
 //! It prints a Markdown report (machine, command, figures) for BENCHMARKS.md.
 
 use std::path::Path;
@@ -24,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod duplicates;
+mod embedded;
 mod feed;
 mod pipeline;
 
@@ -72,11 +76,18 @@ pub(crate) struct BenchArgs {
     /// Open deals on the board of the board test.
     #[arg(long, default_value_t = 100_000)]
     board_deals: usize,
-    /// Scenarios to run: create, get, import, search, duplicates, feed, pipeline.
+    /// Contacts the search test on `crm serve` (SQLite) runs over.
+    #[arg(long, default_value_t = 100_000)]
+    embedded_search_rows: usize,
+    /// Seconds the memory soak of `crm serve` runs.
+    #[arg(long, default_value_t = 120)]
+    soak_seconds: u64,
+    /// Scenarios to run: create, get, import, search, duplicates, feed, pipeline, and on
+    /// `crm serve`: lists, embedded-search, soak.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "create,get,import,search,duplicates,feed,pipeline"
+        default_value = "create,get,import,search,duplicates,feed,pipeline,lists,embedded-search,soak"
     )]
     scenarios: Vec<String>,
     /// Keep the benchmark database afterwards.
@@ -449,6 +460,15 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::R
     }
     if wants("duplicates") {
         duplicates::run(args, url, &grpc).await?;
+    }
+    if wants("lists") {
+        embedded::lists(duration).await?;
+    }
+    if wants("embedded-search") {
+        embedded::search(args, args.embedded_search_rows, duration).await?;
+    }
+    if wants("soak") {
+        embedded::soak(args, Duration::from_secs(args.soak_seconds)).await?;
     }
     Ok(())
 }

@@ -15,8 +15,6 @@ use crate::domain::interaction::{MAX_BODY, MAX_DURATION_SECS, MAX_SUBJECT};
 use crate::domain::*;
 use crate::store::RequestKey;
 
-/// Longest accepted request id.
-
 /// Proto enums whose values mirror a domain enum, with UNSPECIFIED as "not set".
 pub(crate) trait ProtoEnum: Sized + Copy {
     fn from_proto(value: i32) -> Result<Option<Self>, String>;

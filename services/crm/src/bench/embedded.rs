@@ -1,0 +1,280 @@
+//! Scenarios on `crm serve` (the embedded SQLite backend a newcomer evaluates), each beside its
+//! baseline in the same run:
+//!
+//! - `lists`: a create whose list holds 20,000 items (invalid addresses, or one address 20,000
+//!   times) against a create refused for one bad field, through the gateway;
+//! - `embedded-search`: search over a large tenant for one-letter, repeated and ordinary
+//!   terms against GetContact on the same process;
+//! - `soak`: resident memory of `crm serve` over a sustained mix of creates, reads and
+//!   readiness checks with nothing scraping `/metrics`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::{BenchArgs, ChildGuard, Run, load, ms, start, token};
+
+/// A running `crm serve` in a data directory of its own.
+struct Embedded {
+    process: ChildGuard,
+    rest: String,
+    grpc: String,
+    _data: tempfile::TempDir,
+}
+
+/// A port free right now on 127.0.0.1.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Embedded {
+    fn start() -> anyhow::Result<Embedded> {
+        let data = tempfile::tempdir()?;
+        let (http, grpc) = (free_port()?, free_port()?);
+        let (process, _) = start(
+            &[
+                "serve",
+                "--http-addr",
+                &format!("127.0.0.1:{http}"),
+                "--grpc-addr",
+                &format!("127.0.0.1:{grpc}"),
+                "--data-dir",
+                data.path().to_str().context("data dir")?,
+            ],
+            &[],
+            "crm is up",
+            "REST on ",
+        )?;
+        Ok(Embedded {
+            process,
+            rest: format!("http://127.0.0.1:{http}"),
+            grpc: format!("http://127.0.0.1:{grpc}"),
+            _data: data,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+}
+
+/// Resident memory of a process now (VmRSS), in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Runs `body` POSTs to `path` one after another for `duration`; a call counts when it gets
+/// `expected`.
+async fn posts(
+    rest: &str,
+    path: &str,
+    body: serde_json::Value,
+    expected: u16,
+    duration: Duration,
+) -> anyhow::Result<Run> {
+    let http = reqwest::Client::new();
+    let url = format!("{rest}{path}");
+    let bearer = format!("Bearer {}", token()?);
+    let body = std::sync::Arc::new(serde_json::to_vec(&body)?);
+    Ok(load(1, duration, None, move |_, _| {
+        let (http, url, bearer, body) = (http.clone(), url.clone(), bearer.clone(), std::sync::Arc::clone(&body));
+        async move {
+            http.post(&url)
+                .header("authorization", bearer)
+                .header("content-type", "application/json")
+                .body(body.as_ref().clone())
+                .send()
+                .await
+                .is_ok_and(|r| r.status().as_u16() == expected)
+        }
+    })
+    .await)
+}
+
+pub(super) async fn lists(duration: Duration) -> anyhow::Result<()> {
+    let suite = Embedded::start()?;
+    let baseline = posts(
+        &suite.rest,
+        "/v1/contacts",
+        json!({"givenName": "Small", "emails": [{"address": "not-an-email"}]}),
+        400,
+        duration,
+    )
+    .await?;
+    let invalid: Vec<_> = (0..20_000)
+        .map(|i| json!({"address": format!("not-an-email-{i}")}))
+        .collect();
+    let junk = posts(
+        &suite.rest,
+        "/v1/contacts",
+        json!({"givenName": "Big", "emails": invalid}),
+        400,
+        duration,
+    )
+    .await?;
+    let copies = vec![json!({"address": "same@example.com"}); 20_000];
+    let repeated = posts(
+        &suite.rest,
+        "/v1/contacts",
+        json!({"givenName": "Big", "emails": copies}),
+        400,
+        duration,
+    )
+    .await?;
+    for (what, run) in [
+        ("20,000 invalid addresses", &junk),
+        ("one address 20,000 times", &repeated),
+    ] {
+        println!(
+            "| POST /v1/contacts with {what} (crm serve, 1 client) | {} | one bad field: {} | p99 {:.1}x | p99 < 50 ms |",
+            run.summary(),
+            baseline.summary(),
+            ms(run.percentile(0.99)) / ms(baseline.percentile(0.99)).max(f64::EPSILON)
+        );
+    }
+    Ok(())
+}
+
+/// Given and family names: many start with `y`, so that one-letter and repeated terms match
+/// thousands of contacts.
+const GIVEN: &[&str] = &[
+    "Ada", "Adam", "Yara", "Yusuf", "Yves", "Yolanda", "Grace", "Alan", "Yuki", "Lin", "Maria", "Yann",
+];
+const FAMILY: &[&str] = &[
+    "Lovelace", "Young", "Yilmaz", "Hopper", "Turing", "Yamada", "Nguyen", "Smith", "Yates", "Okafor",
+];
+
+pub(super) async fn search(args: &BenchArgs, rows: usize, duration: Duration) -> anyhow::Result<()> {
+    let suite = Embedded::start()?;
+    // Seeded through `crm import` (not measured): the search path is what is under test.
+    let file = tempfile::Builder::new().suffix(".csv").tempfile()?;
+    {
+        let mut out = std::io::BufWriter::new(file.as_file());
+        writeln!(out, "external_id,given_name,family_name,emails")?;
+        for i in 0..rows {
+            let given = GIVEN[i % GIVEN.len()];
+            let family = FAMILY[(i / GIVEN.len()) % FAMILY.len()];
+            writeln!(
+                out,
+                "x{i},{given},{family}{},{}.{}{i}@example.com",
+                i % 97,
+                given.to_lowercase(),
+                family.to_lowercase()
+            )?;
+        }
+    }
+    let seeded = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "import",
+            file.path().to_str().context("path")?,
+            "--endpoint",
+            &suite.grpc,
+        ])
+        .env("CRM_TOKEN", token()?)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(seeded.success(), "seeding the tenant failed");
+    let client = super::client(&suite.grpc).await?;
+    let first = client
+        .clone()
+        .list_contacts(crm_proto::crm::contact::v1::ListContactsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .contacts
+        .first()
+        .map(|c| c.name.clone())
+        .context("no contact seeded")?;
+    let get = {
+        let client = client.clone();
+        load(args.clients, duration, None, move |_, _| {
+            let (mut client, name) = (client.clone(), first.clone());
+            async move {
+                client
+                    .get_contact(crm_proto::crm::contact::v1::GetContactRequest { name })
+                    .await
+                    .is_ok()
+            }
+        })
+        .await
+    };
+    for query in ["y", "y y", "y y y", "ada", "ada lovelace", "yara.young"] {
+        let client = client.clone();
+        let run = load(args.clients, duration, None, move |_, _| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .search_contacts(crm_proto::crm::contact::v1::SearchContactsRequest {
+                        query: query.to_owned(),
+                        page_size: 20,
+                        page_token: String::new(),
+                    })
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        println!(
+            "| SearchContacts `{query}` over {rows} contacts (crm serve, {} clients) | {} | GetContact: {} | p99 {:.1}x | p99 < 50 ms |",
+            args.clients,
+            run.summary(),
+            get.summary(),
+            ms(run.percentile(0.99)) / ms(get.percentile(0.99)).max(f64::EPSILON)
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn soak(args: &BenchArgs, duration: Duration) -> anyhow::Result<()> {
+    let suite = Embedded::start()?;
+    let http = reqwest::Client::new();
+    let bearer = format!("Bearer {}", token()?);
+    let rest = suite.rest.clone();
+    // A first contact to read, and a minute's warm-up of the allocator and pools.
+    let created: serde_json::Value = http
+        .post(format!("{rest}/v1/contacts"))
+        .header("authorization", &bearer)
+        .json(&json!({"givenName": "Soak"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let name = created["name"].as_str().context("name")?.to_owned();
+    let mix = move |client: usize, n: u64| {
+        let (http, bearer, rest, name) = (http.clone(), bearer.clone(), rest.clone(), name.clone());
+        async move {
+            let request = match n % 10 {
+                0 => http
+                    .post(format!("{rest}/v1/contacts"))
+                    .header("authorization", &bearer)
+                    .json(&json!({"givenName": format!("Soak {client} {n}")})),
+                1 => http.get(format!("{rest}/readyz")),
+                _ => http.get(format!("{rest}/v1/{name}")).header("authorization", &bearer),
+            };
+            request.send().await.is_ok_and(|r| r.status().is_success())
+        }
+    };
+    load(args.clients, Duration::from_secs(10), None, mix.clone()).await;
+    let before = rss_mib(suite.pid()).context("rss")?;
+    let started = Instant::now();
+    let run = load(args.clients, duration, None, mix).await;
+    let after = rss_mib(suite.pid()).context("rss")?;
+    println!(
+        "| resident memory of crm serve over {:.0} s of creates, reads and /readyz, nothing scraping /metrics ({} requests, {} clients) | {before:.1} MiB -> {after:.1} MiB ({:+.1} bytes per request) | {} | {:.2}x | flat |",
+        started.elapsed().as_secs_f64(),
+        run.ops,
+        args.clients,
+        (after - before) * 1024.0 * 1024.0 / (run.ops.max(1) as f64),
+        run.summary(),
+        after / before
+    );
+    Ok(())
+}
