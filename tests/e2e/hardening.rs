@@ -267,50 +267,37 @@ async fn idempotency_keys_belong_to_the_caller() {
         };
         let alice = Rest::as_user(suite.rest(), "keys", "alice", Role::Rep);
         let bob = Rest::as_user(suite.rest(), "keys", "bob", Role::Rep);
-        let create = |api: &Rest, path: &str, body: Value| {
-            api.request(reqwest::Method::POST, path)
-                .header("Idempotency-Key", "signup-7")
-                .json(&body)
-                .send()
-        };
         let body = json!({"givenName": "Secret", "familyName": "Lead", "title": "Alice's find"});
-        let first: Value = create(&alice, "/v1/contacts", body.clone())
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        let again: Value = create(&alice, "/v1/contacts", body.clone())
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let (status, first) = create_with_key(&alice, "/v1/contacts", &body).await;
+        assert_eq!(status, 201, "{first}");
+        let (_, again) = create_with_key(&alice, "/v1/contacts", &body).await;
         assert_eq!(first["name"], again["name"], "alice's retry returns her contact");
-        let response = create(&bob, "/v1/contacts", body.clone()).await.expect("send");
-        assert_eq!(response.status().as_u16(), 201);
-        let bobs: Value = response.json().await.expect("json");
+        let (status, bobs) = create_with_key(&bob, "/v1/contacts", &body).await;
+        assert_eq!(status, 201, "{bobs}");
         assert_ne!(bobs["name"], first["name"], "bob's request with alice's key is his own");
         assert_eq!(bobs["owner"], "bob");
 
         // The pipeline's creates too.
         let lead = json!({"title": "Pro plan"});
-        let a: Value = create(&alice, "/v1/leads", lead.clone())
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        let b: Value = create(&bob, "/v1/leads", lead.clone())
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let (_, a) = create_with_key(&alice, "/v1/leads", &lead).await;
+        let (_, b) = create_with_key(&bob, "/v1/leads", &lead).await;
         assert_ne!(a["name"], b["name"], "{a} {b}");
         assert_eq!(b["owner"], "bob");
         suite.stop().await;
     }
+}
+
+/// POSTs `body` with the same `Idempotency-Key` every time.
+async fn create_with_key(api: &Rest, path: &str, body: &Value) -> (u16, Value) {
+    let response = api
+        .request(reqwest::Method::POST, path)
+        .header("Idempotency-Key", "signup-7")
+        .json(body)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
 }
 
 /// Every regular file under `dir`, recursively.

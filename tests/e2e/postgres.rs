@@ -7,7 +7,7 @@ use crm_platform::testing::TestDatabase;
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::support::{Process, Rest};
+use crate::support::{Process, Rest, migrate};
 
 #[tokio::test]
 async fn separate_roles_on_postgres() {
@@ -15,30 +15,14 @@ async fn separate_roles_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["migrate"])
-        .env("CRM_DATABASE_URL", &db.url)
-        .env("CRM_LOG", "warn")
-        .output()
-        .expect("migrate");
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["migrate"])
-        .env("CRM_DATABASE_URL", &db.url)
-        .output()
-        .expect("migrate again");
-    assert!(again.status.success(), "migrations are idempotent");
+    migrate("contact", &db.url);
+    // Migrations are idempotent.
+    migrate("contact", &db.url);
 
     let Some(pipeline_db) = TestDatabase::create("separate_roles_on_postgres_pipeline").await else {
         return;
     };
-    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["migrate", "--service", "pipeline"])
-        .env("CRM_DATABASE_URL", &pipeline_db.url)
-        .env("CRM_LOG", "warn")
-        .output()
-        .expect("migrate pipeline");
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    migrate("pipeline", &pipeline_db.url);
 
     let (contact, grpc) = Process::contact_on_postgres(&db.url, &[], dir.path());
     let pipeline = Process::start(

@@ -305,6 +305,17 @@ pub(crate) fn id_of(name: &serde_json::Value) -> String {
         .to_owned()
 }
 
+/// Runs `crm migrate --service <service>` on the database at `url` and checks it succeeded.
+pub(crate) fn migrate(service: &str, url: &str) {
+    let migrate = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["migrate", "--service", service])
+        .env("CRM_DATABASE_URL", url)
+        .env("CRM_LOG", "warn")
+        .output()
+        .expect("migrate");
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+}
+
 /// The Kubernetes shape on PostgreSQL: `crm migrate` of two fresh databases, then `crm
 /// contact`, `crm pipeline` and `crm gateway` as separate processes.
 pub(crate) struct PgSuite {
@@ -321,13 +332,7 @@ impl PgSuite {
         let contact_db = crm_platform::testing::TestDatabase::create(&format!("{name}_contact")).await?;
         let pipeline_db = crm_platform::testing::TestDatabase::create(&format!("{name}_pipeline")).await?;
         for (service, db) in [("contact", &contact_db), ("pipeline", &pipeline_db)] {
-            let migrate = Command::new(env!("CARGO_BIN_EXE_crm"))
-                .args(["migrate", "--service", service])
-                .env("CRM_DATABASE_URL", &db.url)
-                .env("CRM_LOG", "warn")
-                .output()
-                .expect("migrate");
-            assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+            migrate(service, &db.url);
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let (contact, contact_grpc) = Process::contact_on_postgres(&contact_db.url, envs, dir.path());

@@ -93,6 +93,21 @@ pub(crate) struct BenchArgs {
     /// Keep the benchmark database afterwards.
     #[arg(long)]
     keep: bool,
+    /// The `crm` binary the measured processes run (default: this one), so that two builds
+    /// are compared by the same harness in one sitting.
+    #[arg(long, env = "CRM_BENCH_BINARY")]
+    binary: Option<std::path::PathBuf>,
+}
+
+/// The binary the measured processes run, set once from `--binary`.
+static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// The `crm` binary of the measured processes.
+fn binary() -> anyhow::Result<std::path::PathBuf> {
+    match BINARY.get() {
+        Some(path) => Ok(path.clone()),
+        None => Ok(std::env::current_exe()?),
+    }
 }
 
 /// Latencies of one load run.
@@ -204,7 +219,7 @@ impl Drop for ChildGuard {
 /// Starts `crm <args>` and returns it with the address printed after `label`.
 fn start(args: &[&str], envs: &[(&str, &str)], marker: &str, label: &str) -> anyhow::Result<(ChildGuard, String)> {
     use std::io::BufRead;
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = Command::new(binary()?);
     command
         .args(args)
         .env("CRM_JWT_SECRET", SECRET)
@@ -332,6 +347,9 @@ fn with_database(url: &str, database: &str) -> String {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(binary) = &args.binary {
+        let _ = BINARY.set(binary.clone());
+    }
     let database = format!("crm_bench_{}", uuid_suffix());
     let mut admin = sqlx::PgConnection::connect(&args.database_url)
         .await
