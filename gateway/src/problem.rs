@@ -107,12 +107,15 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The response the auth layer sends for a missing or bad token.
+/// The response the auth layer sends for a missing or bad token, or a role that may not make
+/// the call. It is sent without reading the request's body, so the connection is closed after
+/// it (`Connection: close`): a client must not send its next request on a connection whose
+/// last body was left unread.
 pub fn auth_rejection(err: ApiError) -> http::Response<axum::body::Body> {
     let mut response = Problem(err).into_response();
-    response
-        .headers_mut()
-        .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    let headers = response.headers_mut();
+    headers.insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     response
 }
 

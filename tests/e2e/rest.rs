@@ -74,6 +74,11 @@ async fn contact_lifecycle_over_rest() {
         "fields outside the body are untouched"
     );
     assert_eq!(patch("\"1\"").await.expect("patch").status(), 412);
+    // Strong comparison (RFC 9110): a weak tag never matches, and a well-formed tag this
+    // service never issued is a mismatch like any other; only a malformed one is a 400.
+    assert_eq!(patch("W/\"2\"").await.expect("patch").status(), 412);
+    assert_eq!(patch("\"not-ours\"").await.expect("patch").status(), 412);
+    assert_eq!(patch("\"2").await.expect("patch").status(), 400);
 
     // An explicit update mask clears a field the body leaves out.
     let (status, cleared) = api

@@ -49,12 +49,13 @@ pub struct UpdateParams {
     pub update_mask: Option<String>,
 }
 
-/// The etag of an `If-Match` header (`*` or absent: none).
+/// The entity tag of an `If-Match` header as sent (`*` or absent: none); the service compares
+/// it strongly, so a weak tag never matches.
 pub fn if_match(headers: &HeaderMap) -> String {
     headers
         .get(http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_owned())
+        .map(|v| v.trim().to_owned())
         .filter(|v| v != "*")
         .unwrap_or_default()
 }

@@ -50,6 +50,10 @@ pub struct Revision(pub i64);
 
 impl Revision {
     pub const FIRST: Revision = Revision(1);
+    /// What a condition on an etag this service never issued (or on a weak etag, which strong
+    /// comparison never matches) compares as: no record is ever at it, so the condition fails
+    /// like any other mismatch (412).
+    pub const NEVER: Revision = Revision(0);
 
     pub fn next(self) -> Revision {
         Revision(self.0 + 1)
@@ -59,13 +63,61 @@ impl Revision {
         self.0.to_string()
     }
 
-    /// Parses an etag; weak (`W/"3"`) and quoted (`"3"`) forms from HTTP are accepted.
+    /// Parses the etag of a precondition: as a resource shows it (`3`) or as an HTTP entity
+    /// tag (`"3"`), compared strongly (RFC 9110): a weak tag (`W/"3"`) and a well-formed tag
+    /// this service never issued are [`Revision::NEVER`], so they fail as a mismatch; only
+    /// text that is no entity tag at all is refused.
     pub fn parse_etag(etag: &str) -> Result<Revision, String> {
-        let bare = etag.trim().trim_start_matches("W/").trim_matches('"');
-        bare.parse::<i64>()
+        let etag = etag.trim();
+        let (weak, tag) = match etag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, etag),
+        };
+        let opaque = match tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(inner) => inner,
+            None if !weak => tag,
+            None => return Err("is not an entity tag (a weak tag is W/\"...\")".to_owned()),
+        };
+        // etagc: visible ASCII but the double quote (and obs-text, which no tag of ours has).
+        if opaque.is_empty()
+            || !opaque
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
+        {
+            return Err("is not an entity tag such as \"3\"".to_owned());
+        }
+        if weak {
+            return Ok(Revision::NEVER);
+        }
+        Ok(opaque
+            .parse::<i64>()
             .ok()
             .filter(|r| *r > 0)
-            .map(Revision)
-            .ok_or_else(|| "is not an etag returned by this service".to_owned())
+            .map_or(Revision::NEVER, Revision))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Revision;
+
+    #[test]
+    fn etags_compare_strongly() {
+        assert_eq!(Revision::parse_etag("3"), Ok(Revision(3)));
+        assert_eq!(Revision::parse_etag("\"3\""), Ok(Revision(3)));
+        assert_eq!(
+            Revision::parse_etag("W/\"3\""),
+            Ok(Revision::NEVER),
+            "weak tags never match"
+        );
+        assert_eq!(
+            Revision::parse_etag("\"abc\""),
+            Ok(Revision::NEVER),
+            "not ours: a mismatch"
+        );
+        assert_eq!(Revision::parse_etag("\"0\""), Ok(Revision::NEVER));
+        for malformed in ["\"3", "\"a b\"", "W/3", "\"\"", "a\"b"] {
+            assert!(Revision::parse_etag(malformed).is_err(), "{malformed}");
+        }
     }
 }
