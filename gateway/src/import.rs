@@ -42,14 +42,40 @@ pub fn read_rows(
     source: impl Read,
     format: Format,
     mapping: &[(String, String)],
-    header: oneshot::Sender<Result<String, String>>,
+    header: oneshot::Sender<Result<Header, String>>,
     rows: mpsc::Sender<SourceRow>,
 ) {
     match format {
         Format::Csv => read_csv(source, mapping, header, &rows),
         Format::Ndjson => {
-            let _ = header.send(Ok(String::new()));
+            let _ = header.send(Ok(Header {
+                line: String::new(),
+                external_ids: true,
+            }));
             read_ndjson(source, &rows);
+        }
+    }
+}
+
+/// What the start of an import file says.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// The header row as read (CSV; empty for NDJSON), for a rejects file.
+    pub line: String,
+    /// Whether rows may carry an external id (a CSV file with an `external_id` column; NDJSON
+    /// rows each may).
+    pub external_ids: bool,
+}
+
+impl Header {
+    /// The natural key of an import that names none: the external id when the file has
+    /// them, else the primary email (what a file without ids can match on).
+    pub fn default_natural_key(&self) -> crm_proto::crm::contact::v1::NaturalKey {
+        use crm_proto::crm::contact::v1::NaturalKey;
+        if self.external_ids {
+            NaturalKey::ExternalId
+        } else {
+            NaturalKey::PrimaryEmail
         }
     }
 }
@@ -57,7 +83,7 @@ pub fn read_rows(
 fn read_csv(
     source: impl Read,
     mapping: &[(String, String)],
-    header: oneshot::Sender<Result<String, String>>,
+    header: oneshot::Sender<Result<Header, String>>,
     rows: &mpsc::Sender<SourceRow>,
 ) {
     let mut records = CsvRecords::new(BufReader::new(source));
@@ -90,7 +116,10 @@ fn read_csv(
             return;
         }
     };
-    let _ = header.send(Ok(encode_line(&names)));
+    let _ = header.send(Ok(Header {
+        line: encode_line(&names),
+        external_ids: row_reader.holds("external_id"),
+    }));
     loop {
         let row = match records.read() {
             Ok(None) => return,

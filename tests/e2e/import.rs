@@ -335,3 +335,41 @@ async fn rejected_rows_go_to_a_file_that_imports_once_fixed() {
     );
     assert_eq!(count(&api, "tag%3Dfix").await, 3);
 }
+
+#[tokio::test]
+async fn a_file_without_external_ids_matches_on_the_primary_email_and_says_so() {
+    let suite = Suite::start();
+    let api = Rest::as_user(&suite.rest, "acme", "ada", Role::Admin);
+    let file = b"given_name,family_name,emails\nAda,Lovelace,ada@example.com\nBo,Berg,bo@example.com\n".to_vec();
+    let (status, lines) = import(&api, "", file.clone()).await;
+    assert_eq!(status, 200);
+    let summary = &lines.last().expect("summary")["summary"];
+    assert_eq!(
+        (
+            summary["created"].as_str(),
+            summary["rejected"].as_str(),
+            summary["naturalKey"].as_str()
+        ),
+        (Some("2"), Some("0"), Some("primary_email")),
+        "{lines:?}"
+    );
+    let (_, again) = import(&api, "", file).await;
+    let summary = &again.last().expect("summary")["summary"];
+    assert_eq!(
+        (summary["unchanged"].as_str(), summary["created"].as_str()),
+        (Some("2"), Some("0")),
+        "{again:?}"
+    );
+
+    // With the column, the external id stays the key; a key named is the key used.
+    let with_ids = b"external_id,given_name,emails\ne-9,Cy,cy@example.com\n".to_vec();
+    let (_, lines) = import(&api, "", with_ids).await;
+    assert_eq!(lines.last().expect("summary")["summary"]["naturalKey"], "external_id");
+    let (_, lines) = import(
+        &api,
+        "?naturalKey=external_id",
+        b"given_name,emails\nDi,di@example.com\n".to_vec(),
+    )
+    .await;
+    assert_eq!(lines.last().expect("summary")["summary"]["rejected"], "1", "{lines:?}");
+}

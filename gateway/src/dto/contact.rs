@@ -694,6 +694,8 @@ pub struct ImportSummary {
     pub unchanged: Int64,
     pub rejected: Int64,
     pub dry_run: bool,
+    /// What the rows were matched on: `external_id` or `primary_email`.
+    pub natural_key: String,
 }
 
 impl From<&pb::ImportSummary> for ImportSummary {
@@ -704,7 +706,16 @@ impl From<&pb::ImportSummary> for ImportSummary {
             unchanged: Int64(s.unchanged),
             rejected: Int64(s.rejected),
             dry_run: s.dry_run,
+            natural_key: natural_key_name(s.natural_key).to_owned(),
         }
+    }
+}
+
+/// The name an import's natural key goes by in its parameters.
+pub fn natural_key_name(key: i32) -> &'static str {
+    match pb::NaturalKey::try_from(key) {
+        Ok(pb::NaturalKey::PrimaryEmail) => "primary_email",
+        _ => "external_id",
     }
 }
 

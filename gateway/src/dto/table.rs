@@ -165,6 +165,11 @@ impl RowReader {
         Ok(Self { columns })
     }
 
+    /// Whether a column holds `field` (after mapping).
+    pub fn holds(&self, field: &str) -> bool {
+        self.columns.iter().flatten().any(|column| *column == field)
+    }
+
     /// Why a record of `len` fields does not fit the header, when it does not.
     pub fn width_mismatch(&self, len: usize) -> Option<String> {
         (len != self.columns.len()).then(|| format!("has {len} columns; the header has {}", self.columns.len()))

@@ -460,7 +460,8 @@ pub async fn export(
 pub struct ImportParams {
     /// `csv` (default) or `ndjson`.
     pub format: Option<String>,
-    /// `external_id` (default) or `primary_email`: what rows are matched on.
+    /// `external_id` or `primary_email`: what rows are matched on. Default: `external_id` when
+    /// the file has that column (NDJSON: always), else `primary_email`; the summary says which.
     pub natural_key: Option<String>,
     /// Report what would happen without writing anything.
     pub dry_run: Option<bool>,
@@ -471,22 +472,29 @@ pub struct ImportParams {
 /// How long an import may run.
 const IMPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// The import options of a request.
-pub fn import_options(natural_key: Option<&str>, dry_run: bool) -> Result<pb::ImportOptions, crm_platform::ApiError> {
-    let natural_key = match natural_key.unwrap_or("external_id") {
-        "external_id" => pb::NaturalKey::ExternalId,
-        "primary_email" | "email" => pb::NaturalKey::PrimaryEmail,
-        _ => {
-            return Err(crm_platform::ApiError::invalid_field(
-                "naturalKey",
-                "must be external_id or primary_email",
-            ));
-        }
-    };
-    Ok(pb::ImportOptions {
-        natural_key: natural_key as i32,
+/// The natural key an import names, if it names one.
+pub fn natural_key(raw: Option<&str>) -> Result<Option<pb::NaturalKey>, crm_platform::ApiError> {
+    match raw {
+        None => Ok(None),
+        Some("external_id") => Ok(Some(pb::NaturalKey::ExternalId)),
+        Some("primary_email" | "email") => Ok(Some(pb::NaturalKey::PrimaryEmail)),
+        Some(_) => Err(crm_platform::ApiError::invalid_field(
+            "naturalKey",
+            "must be external_id or primary_email",
+        )),
+    }
+}
+
+/// The import options: the key named, else the one the file's header can match on.
+pub fn import_options(
+    named: Option<pb::NaturalKey>,
+    header: &crate::import::Header,
+    dry_run: bool,
+) -> pb::ImportOptions {
+    pb::ImportOptions {
+        natural_key: named.unwrap_or_else(|| header.default_natural_key()) as i32,
         dry_run,
-    })
+    }
 }
 
 /// Imports a CSV or NDJSON upload, streamed in and processed in constant memory. Each row
@@ -509,15 +517,15 @@ pub async fn import(
         .ok_or_else(|| Problem(crm_platform::ApiError::invalid_field("format", "must be csv or ndjson")))?;
     let mapping = crate::dto::table::parse_mapping(q.mapping.as_deref().unwrap_or_default())
         .map_err(|reason| Problem(crm_platform::ApiError::invalid_field("mapping", reason)))?;
-    let options = import_options(q.natural_key.as_deref(), q.dry_run.unwrap_or(false))?;
+    let named = natural_key(q.natural_key.as_deref())?;
 
     let body = request.into_body().into_data_stream().map_err(std::io::Error::other);
     let source = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
     let (header_tx, header_rx) = tokio::sync::oneshot::channel();
     let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(256);
     tokio::task::spawn_blocking(move || read_rows(source, format, &mapping, header_tx, rows_tx));
-    match header_rx.await {
-        Ok(Ok(_)) => {}
+    let header = match header_rx.await {
+        Ok(Ok(header)) => header,
         Ok(Err(reason)) => return Err(Problem(crm_platform::ApiError::invalid_field("body", reason))),
         Err(_) => {
             return Err(Problem(crm_platform::ApiError::invalid_field(
@@ -525,7 +533,8 @@ pub async fn import(
                 "the upload could not be read",
             )));
         }
-    }
+    };
+    let options = import_options(named, &header, q.dry_run.unwrap_or(false));
     let first = pb::ImportContactsRequest {
         kind: Some(pb::import_contacts_request::Kind::Options(options)),
     };

@@ -30,9 +30,10 @@ pub(crate) struct ImportArgs {
     /// `csv` or `ndjson`; default from the file's extension.
     #[arg(long)]
     format: Option<String>,
-    /// What rows are matched on: `external_id` or `primary_email`.
-    #[arg(long, default_value = "external_id")]
-    natural_key: String,
+    /// What rows are matched on: `external_id` or `primary_email`. Default: `external_id` when
+    /// the file has that column (NDJSON: always), else `primary_email`.
+    #[arg(long)]
+    natural_key: Option<String>,
     /// Report what would happen without writing anything.
     #[arg(long)]
     dry_run: bool,
@@ -102,7 +103,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     };
     let mapping = crm_gateway::dto::table::parse_mapping(&args.mapping)
         .map_err(|reason| anyhow::anyhow!("--mapping: {reason}"))?;
-    let options = crm_gateway::routes::contacts::import_options(Some(&args.natural_key), args.dry_run)
+    let named = crm_gateway::routes::contacts::natural_key(args.natural_key.as_deref())
         .map_err(|err| anyhow::anyhow!("--natural-key: {}", err.message))?;
     let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or_default();
@@ -119,6 +120,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .await
         .context("the file could not be read")?
         .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.file.display()))?;
+    let options = crm_gateway::routes::contacts::import_options(named, &header, args.dry_run);
 
     // The source text of rows sent and not yet answered, for the rejects file; bounded by
     // the rows in flight.
@@ -172,7 +174,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let mut rejects = Rejects {
         path: rejects_path,
         format,
-        header,
+        header: header.line,
         file: None,
         count: 0,
     };
@@ -230,13 +232,14 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let summary = summary.context("the import ended without a summary")?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{}{} created, {} updated, {} unchanged, {} rejected in {seconds:.1}s ({:.0} rows/s)",
+        "{}{} created, {} updated, {} unchanged, {} rejected in {seconds:.1}s ({:.0} rows/s), matched on {}",
         if summary.dry_run { "dry run: " } else { "" },
         summary.created,
         summary.updated,
         summary.unchanged,
         summary.rejected,
         done as f64 / seconds.max(0.001),
+        crm_gateway::dto::natural_key_name(summary.natural_key),
     );
     if rejects.count > 0 {
         println!(

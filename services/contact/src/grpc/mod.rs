@@ -192,6 +192,10 @@ impl ContactService for ContactGrpc {
                 unchanged: as_i64(summary.unchanged),
                 rejected: as_i64(summary.rejected),
                 dry_run: options.dry_run,
+                natural_key: match options.natural_key {
+                    crate::import::NaturalKey::ExternalId => pb::NaturalKey::ExternalId,
+                    crate::import::NaturalKey::PrimaryEmail => pb::NaturalKey::PrimaryEmail,
+                } as i32,
             };
             tracing::info!(
                 created = summary.created,
