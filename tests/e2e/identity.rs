@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use crm_platform::Role;
 use crm_platform::testing::jwks::{JwksServer, KEY_ID, Mode, now, sign};
 use serde_json::{Value, json};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::{Deployment, Rest, SECRET, Suite};
+use crate::support::{BACKENDS, Deployment, Rest, SECRET, Suite};
 
 const ISSUER: &str = "https://idp.test";
 const AUDIENCE: &str = "crm-api";
@@ -89,13 +92,8 @@ async fn pinned_claims_and_not_before_are_enforced_with_a_jwks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn not_before_is_enforced_with_the_shared_secret() {
     let suite = Suite::start();
-    let early = json!({"sub": "alice", "tenant": "t", "roles": ["rep"], "exp": now() + 7200, "nbf": now() + 3600});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &early,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign");
+    let token =
+        hs256(&json!({"sub": "alice", "tenant": "t", "roles": ["rep"], "exp": now() + 7200, "nbf": now() + 3600}));
     let (status, problem) = status_with(&suite.rest, &token).await;
     assert_eq!(
         (status, problem["reason"].as_str()),
@@ -117,6 +115,9 @@ async fn a_hung_identity_provider_costs_one_short_fetch_and_shows_in_readiness()
         "{ready}"
     );
 
+    // The services say so over gRPC health too: every call would fail.
+    assert_eq!(contact_health(&suite.grpc).await, ServingStatus::NotServing);
+
     // Four requests at once while the provider hangs get 503 together, after at most one
     // short fetch between them, not four long ones in a row.
     let token = sign(KEY_ID, &claims("alice", &["rep"]));
@@ -131,7 +132,8 @@ async fn a_hung_identity_provider_costs_one_short_fetch_and_shows_in_readiness()
         assert_eq!(status.expect("task"), 503);
     }
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(10), "four requests took {took:?}");
+    // At most one fetch (3 s) in flight is waited for; four in a row would take 12 s.
+    assert!(took < Duration::from_secs(6), "four requests took {took:?}");
     assert!(
         jwks.fetches() - before <= 1,
         "one fetch at most for every waiting request"
@@ -154,22 +156,45 @@ async fn a_hung_identity_provider_costs_one_short_fetch_and_shows_in_readiness()
     )
     .await;
     assert_eq!(status_with(&suite.rest, &token).await.0, 200);
+    assert_eq!(contact_health(&suite.grpc).await, ServingStatus::Serving);
 }
 
-/// An HS256 token for the feed follower, expiring at `exp`.
-fn service_token(exp: u64) -> String {
-    let claims = json!({"sub": "pipeline", "tenant": "system", "roles": ["service"], "exp": exp});
+/// The gRPC health of the contact service at `grpc` (a public path: no token).
+async fn contact_health(grpc: &str) -> ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(grpc.to_owned())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "crm.contact.v1.ContactService".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).expect("status")
+}
+
+/// `claims` signed HS256 with the test processes' secret.
+fn hs256(claims: &Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
+        claims,
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .expect("sign")
 }
 
+/// An HS256 token for the feed follower, expiring at `exp`.
+fn service_token(exp: u64) -> String {
+    hs256(&json!({"sub": "pipeline", "tenant": "system", "roles": ["service"], "exp": exp}))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_feed_credential_is_renewed_from_its_file() {
-    for postgres in [false, true] {
+    for postgres in BACKENDS {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("feed-token");
         std::fs::write(&token_file, service_token(now() - 3600)).expect("expired token");
@@ -187,15 +212,16 @@ async fn the_feed_credential_is_renewed_from_its_file() {
         )
         .await;
         assert_eq!(ready["status"], "degraded", "{ready}");
-        let (_, metrics) = anonymous.get("/metrics").await;
-        if !postgres {
-            assert!(
-                metrics
-                    .as_str()
-                    .is_some_and(|m| m.contains("crm_feed_credentials_refused{consumer=\"pipeline<-contact\"} 1")),
-                "{metrics}"
-            );
-        }
+        let metrics = reqwest::get(suite.pipeline_metrics())
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("crm_feed_credentials_refused{consumer=\"pipeline<-contact\"} 1"),
+            "{metrics}"
+        );
 
         // A merge made meanwhile reaches the pipeline once the file holds a valid token.
         let manager = Rest::as_user(suite.rest(), "renew", "mia", Role::Manager);

@@ -67,10 +67,11 @@ pub(crate) async fn pipeline_events(grpc: &str, tenant: &str, count: usize) -> V
 
 /// Polls `read` until `done` holds for what it returns (the contact feed is followed
 /// asynchronously).
-pub(crate) async fn eventually<F, Fut>(what: &str, mut read: F, done: impl Fn(&Value) -> bool) -> Value
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut read: F, done: impl Fn(&T) -> bool) -> T
 where
+    T: std::fmt::Debug,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Value>,
+    Fut: std::future::Future<Output = T>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -78,7 +79,10 @@ where
         if done(&value) {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen: {value}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen: {value:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

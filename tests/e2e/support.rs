@@ -321,6 +321,8 @@ pub(crate) fn migrate(service: &str, url: &str) {
 pub(crate) struct PgSuite {
     pub(crate) rest: String,
     pub(crate) contact_grpc: String,
+    /// `/metrics` of the pipeline process.
+    pub(crate) pipeline_metrics: String,
     processes: Vec<Process>,
     databases: Vec<crm_platform::testing::TestDatabase>,
     _dir: tempfile::TempDir,
@@ -354,6 +356,7 @@ impl PgSuite {
             "crm pipeline is up",
         );
         let pipeline_grpc = format!("http://{}", pipeline.address_after("gRPC on "));
+        let pipeline_metrics = format!("http://{}/metrics", pipeline.address_after("metrics on "));
         let mut gateway_envs = vec![
             ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
             ("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str()),
@@ -369,6 +372,7 @@ impl PgSuite {
         Some(PgSuite {
             rest,
             contact_grpc,
+            pipeline_metrics,
             processes: vec![contact, pipeline, gateway],
             databases: vec![contact_db, pipeline_db],
             _dir: dir,
@@ -383,6 +387,9 @@ impl PgSuite {
         }
     }
 }
+
+/// The deployments a case runs on: `crm serve` (false), then the PostgreSQL roles (true).
+pub(crate) const BACKENDS: [bool; 2] = [false, true];
 
 /// Where a test runs: `crm serve` on SQLite, or the separate roles on PostgreSQL.
 pub(crate) enum Deployment {
@@ -416,6 +423,14 @@ impl Deployment {
         match self {
             Deployment::Serve(suite) => &suite.grpc,
             Deployment::Postgres(pg) => &pg.contact_grpc,
+        }
+    }
+
+    /// Where the pipeline service's metrics are rendered.
+    pub(crate) fn pipeline_metrics(&self) -> String {
+        match self {
+            Deployment::Serve(suite) => format!("{}/metrics", suite.rest),
+            Deployment::Postgres(pg) => pg.pipeline_metrics.clone(),
         }
     }
 

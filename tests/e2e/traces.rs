@@ -4,7 +4,6 @@
 //! events it caused.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crm_platform::Role;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
@@ -58,35 +57,25 @@ impl Collector {
 
     /// Waits until the spans of `trace` include one named `name`, and returns that trace's spans.
     async fn trace_with(&self, trace: &[u8], name: &str) -> Vec<Span> {
-        for _ in 0..200 {
-            let spans: Vec<Span> = self
-                .spans
-                .lock()
-                .expect("spans")
-                .iter()
-                .filter(|s| s.trace_id == trace)
-                .cloned()
-                .collect();
-            if spans.iter().any(|s| s.name == name) {
-                return spans;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let names: Vec<String> = self
-            .spans
-            .lock()
-            .expect("spans")
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {:?}",
-                    s.name,
-                    s.attributes.iter().map(|a| &a.key).collect::<Vec<_>>()
-                )
-            })
-            .collect();
-        panic!("no span `{name}` in the trace; spans received: {names:?}");
+        crate::pipeline::eventually(
+            &format!("a span `{name}` in the trace"),
+            || async {
+                let spans = self.spans.lock().expect("spans");
+                spans
+                    .iter()
+                    .filter(|s| s.trace_id == trace)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            },
+            |spans| spans.iter().any(|s| s.name == name),
+        )
+        .await
     }
+}
+
+/// A trace id as a traceparent writes it.
+fn hex(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn attribute(span: &Span, key: &str) -> Option<Attr> {
@@ -125,7 +114,7 @@ async fn spans_follow_the_http_and_rpc_conventions_and_keep_effects_in_the_trace
     // A 404: the server span is not an error (the client asked for nothing), the gateway's
     // client call is (it did not get what it asked for).
     let trace: [u8; 16] = *b"\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36";
-    let trace_hex: String = trace.iter().map(|b| format!("{b:02x}")).collect();
+    let trace_hex = hex(&trace);
     let response = api
         .request(
             reqwest::Method::GET,
@@ -180,7 +169,7 @@ async fn spans_follow_the_http_and_rpc_conventions_and_keep_effects_in_the_trace
         .await;
     assert_eq!(status_code, 201, "{deal}");
     let merge_trace: [u8; 16] = *b"\x0a\xf7\x65\x19\x16\xcd\x43\xdd\x84\x48\xeb\x21\x1c\x80\x31\x9c";
-    let merge_hex: String = merge_trace.iter().map(|b| format!("{b:02x}")).collect();
+    let merge_hex = hex(&merge_trace);
     let response = api
         .request(
             reqwest::Method::POST,

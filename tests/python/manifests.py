@@ -15,7 +15,13 @@ PUBLIC_SECRET_KEYS = {("crm-auth", "jwks-url"), ("crm-auth", "issuer"), ("crm-au
 
 
 def selects(selector, labels):
-    return all(labels.get(k) == v for k, v in (selector or {}).get("matchLabels", {}).items())
+    """Whether a selector of matchLabels picks pods with `labels` (an empty selector, or one
+    with expressions this check does not evaluate, counts as not selecting)."""
+    selector = selector or {}
+    match = selector.get("matchLabels") or {}
+    if not match or selector.get("matchExpressions"):
+        return False
+    return all(labels.get(k) == v for k, v in match.items())
 
 
 def main():
@@ -33,7 +39,10 @@ def main():
         labels = template["metadata"].get("labels", {})
         if spec.get("automountServiceAccountToken") is not False:
             problems.append(f"{name} mounts a service-account token")
-        for container in spec["containers"]:
+        for container in spec["containers"] + spec.get("initContainers", []):
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    problems.append(f'{name}: the whole secret {source["secretRef"]["name"]} in the environment')
             for env in container.get("env", []):
                 ref = (env.get("valueFrom") or {}).get("secretKeyRef")
                 if ref and (ref["name"], ref["key"]) not in PUBLIC_SECRET_KEYS:
@@ -41,7 +50,7 @@ def main():
         if w["kind"] == "Deployment":
             if not any(selects(p["spec"].get("selector"), labels) for p in pdbs):
                 problems.append(f"{name} has no PodDisruptionBudget")
-            if not any(selects(p["spec"].get("podSelector"), labels) and p["spec"]["podSelector"] for p in policies):
+            if not any(selects(p["spec"].get("podSelector"), labels) for p in policies):
                 problems.append(f"{name} has no NetworkPolicy of its own")
     for problem in problems:
         print(problem, file=sys.stderr)

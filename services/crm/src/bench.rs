@@ -218,6 +218,19 @@ impl Drop for ChildGuard {
 
 /// Starts `crm <args>` and returns it with the address printed after `label`.
 fn start(args: &[&str], envs: &[(&str, &str)], marker: &str, label: &str) -> anyhow::Result<(ChildGuard, String)> {
+    let (child, line) = start_line(args, envs, marker)?;
+    let address = address_after(&line, label)?;
+    Ok((child, address))
+}
+
+/// The address printed after `label` in a process's ready line.
+fn address_after(line: &str, label: &str) -> anyhow::Result<String> {
+    let start = line.find(label).context("address")? + label.len();
+    Ok(line[start..].split([' ', ',']).next().unwrap_or_default().to_owned())
+}
+
+/// Starts `crm <args>` and returns it with the line in which it reported `marker`.
+fn start_line(args: &[&str], envs: &[(&str, &str)], marker: &str) -> anyhow::Result<(ChildGuard, String)> {
     use std::io::BufRead;
     let mut command = Command::new(binary()?);
     command
@@ -235,11 +248,9 @@ fn start(args: &[&str], envs: &[(&str, &str)], marker: &str, label: &str) -> any
     for line in lines.by_ref() {
         let line = line?;
         if line.contains(marker) {
-            let start = line.find(label).context("address")? + label.len();
-            let address = line[start..].split([' ', ',']).next().unwrap_or_default().to_owned();
             // Keep draining stderr so the child never blocks on a full pipe.
             std::thread::spawn(move || lines.for_each(drop));
-            return Ok((ChildGuard(child), address));
+            return Ok((ChildGuard(child), line));
         }
     }
     anyhow::bail!("crm {args:?} exited before it was up")
@@ -247,8 +258,13 @@ fn start(args: &[&str], envs: &[(&str, &str)], marker: &str, label: &str) -> any
 
 /// Peak resident memory of a process, from /proc.
 fn peak_rss_mib(pid: u32) -> Option<f64> {
+    memory_mib(pid, "VmHWM:")
+}
+
+/// A memory figure of a process's /proc status (`VmHWM:` peak, `VmRSS:` now), in MiB.
+fn memory_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -413,19 +429,35 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::R
         "release build"
     };
     println!(
-        "- command: `crm bench --clients {} --seconds {} --import-rows {} --search-rows {} --duplicate-rows {} --board-deals {} --scenarios {}` ({profile})",
+        "- command: `crm bench --clients {} --seconds {} --import-rows {} --search-rows {} --duplicate-rows {} --board-deals {} --embedded-search-rows {} --soak-seconds {} --scenarios {}{}` ({profile})",
         args.clients,
         args.seconds,
         args.import_rows,
         args.search_rows,
         args.duplicate_rows,
         args.board_deals,
-        args.scenarios.join(",")
+        args.embedded_search_rows,
+        args.soak_seconds,
+        args.scenarios.join(","),
+        args.binary
+            .as_ref()
+            .map_or_else(String::new, |b| format!(" --binary {}", b.display()))
     );
     println!();
     println!("| target | measured | baseline (same run) | ratio | goal |");
     println!("|---|---|---|---|---|");
     let wants = |name: &str| args.scenarios.iter().any(|s| s == name);
+    // The `crm serve` scenarios first, before the PostgreSQL seeds below keep the machine busy
+    // (autovacuum runs for minutes after the search seed).
+    if wants("lists") {
+        embedded::lists(duration).await?;
+    }
+    if wants("embedded-search") {
+        embedded::search(args, args.embedded_search_rows, duration).await?;
+    }
+    if wants("soak") {
+        embedded::soak(args, Duration::from_secs(args.soak_seconds)).await?;
+    }
     if wants("create") {
         create(args, url, &grpc, duration).await?;
     }
@@ -478,15 +510,6 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::R
     }
     if wants("duplicates") {
         duplicates::run(args, url, &grpc).await?;
-    }
-    if wants("lists") {
-        embedded::lists(duration).await?;
-    }
-    if wants("embedded-search") {
-        embedded::search(args, args.embedded_search_rows, duration).await?;
-    }
-    if wants("soak") {
-        embedded::soak(args, Duration::from_secs(args.soak_seconds)).await?;
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ async fn keep_health(
     health: Health,
     verifier: Arc<Verifier>,
     followers: Vec<Arc<FeedStatus>>,
+    mut reported: Readiness,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -53,20 +54,42 @@ async fn keep_health(
         if shutdown.is_cancelled() {
             break;
         }
-        report_health(&health, keys, &followers).await;
+        // Only a change is reported: every report reaches each health Watch subscriber.
+        let now = Readiness::of(keys, &followers);
+        if now != reported {
+            now.report(&health).await;
+            reported = now;
+        }
     }
     health.set_not_serving().await;
     health.set(FOLLOWERS_HEALTH, false).await;
 }
 
-async fn report_health(health: &Health, keys: KeyState, followers: &[Arc<FeedStatus>]) {
-    if keys == KeyState::Unavailable {
-        health.set_not_serving().await;
-    } else {
-        health.set_serving().await;
+/// What the health service says of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Readiness {
+    /// The service names: false while the signing keys are unusable.
+    serving: bool,
+    /// [`FOLLOWERS_HEALTH`]: false while a followed feed refuses the credentials.
+    following: bool,
+}
+
+impl Readiness {
+    fn of(keys: KeyState, followers: &[Arc<FeedStatus>]) -> Readiness {
+        Readiness {
+            serving: keys != KeyState::Unavailable,
+            following: !followers.iter().any(|f| f.credentials_refused()),
+        }
     }
-    let refused = followers.iter().any(|f| f.credentials_refused());
-    health.set(FOLLOWERS_HEALTH, !refused).await;
+
+    async fn report(self, health: &Health) {
+        if self.serving {
+            health.set_serving().await;
+        } else {
+            health.set_not_serving().await;
+        }
+        health.set(FOLLOWERS_HEALTH, self.following).await;
+    }
 }
 
 /// Serves the services and their event feeds until `shutdown` is cancelled; health flips to
@@ -86,7 +109,6 @@ pub(crate) async fn serve(
         names.extend_from_slice(crm_pipeline::grpc::SERVICE_NAMES);
     }
     let (health, health_service) = Health::new(names).await;
-    let verifier_for_health = Arc::clone(&verifier);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -123,11 +145,13 @@ pub(crate) async fn serve(
         ))
         .add_routes(routes.routes());
     // The first report before serving, so that a process is SERVING as soon as it accepts.
-    report_health(&health, verifier_for_health.check_keys().await, &services.followers).await;
+    let readiness = Readiness::of(verifier.check_keys().await, &services.followers);
+    readiness.report(&health).await;
     let watcher = tokio::spawn(keep_health(
         health,
-        verifier_for_health,
+        verifier,
         services.followers.clone(),
+        readiness,
         shutdown.clone(),
     ));
     let draining = {

@@ -89,6 +89,10 @@ impl ContactFeed {
                 .follow(consumer, previous, event.sequence, &writes)
                 .await
             {
+                Ok(true) if matches!(change, Some(ContactChange::ContactErased { .. })) => {
+                    self.app.store().purge_erased().await?;
+                    return Ok(true);
+                }
                 Ok(moved) => return Ok(moved),
                 Err(StoreError::Stale) if attempt < ATTEMPTS => continue,
                 Err(err) => return Err(err.into()),

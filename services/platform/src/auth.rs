@@ -30,8 +30,6 @@ pub struct Claims {
     pub roles: Vec<String>,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
@@ -86,8 +84,21 @@ impl std::fmt::Debug for VerifierConfig {
 
 /// Verifies bearer tokens and turns them into principals.
 pub struct Verifier {
-    config: VerifierConfig,
-    jwks: Option<JwksCache>,
+    keys: Keys,
+}
+
+/// What tokens are checked against.
+enum Keys {
+    Shared {
+        secret: Vec<u8>,
+        issuer: Option<String>,
+        audience: Option<String>,
+    },
+    Jwks {
+        cache: JwksCache,
+        issuer: String,
+        audience: String,
+    },
 }
 
 impl Verifier {
@@ -97,19 +108,31 @@ impl Verifier {
 
     /// A verifier whose JWKS is fetched and kept as `timing` says.
     pub fn with_timing(config: VerifierConfig, timing: JwksTiming) -> Arc<Self> {
-        let jwks = match &config {
-            VerifierConfig::Jwks { url, .. } => Some(JwksCache::new(url.clone(), timing)),
-            VerifierConfig::SharedSecret { .. } => None,
+        let keys = match config {
+            VerifierConfig::SharedSecret {
+                secret,
+                issuer,
+                audience,
+            } => Keys::Shared {
+                secret,
+                issuer,
+                audience,
+            },
+            VerifierConfig::Jwks { url, issuer, audience } => Keys::Jwks {
+                cache: JwksCache::new(url, timing),
+                issuer,
+                audience,
+            },
         };
-        Arc::new(Self { config, jwks })
+        Arc::new(Self { keys })
     }
 
     /// Fetches the signing keys if they are due and says what state they are in: readiness
     /// asks this, so a process whose keys are unusable is not ready.
     pub async fn check_keys(&self) -> KeyState {
-        match &self.jwks {
-            Some(jwks) => jwks.check().await,
-            None => KeyState::Fresh,
+        match &self.keys {
+            Keys::Jwks { cache, .. } => cache.check().await,
+            Keys::Shared { .. } => KeyState::Fresh,
         }
     }
 
@@ -129,28 +152,26 @@ impl Verifier {
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthenticated("MALFORMED_TOKEN", "token is not a valid JWT"))?;
-        let claims = match (&self.config, &self.jwks) {
-            (
-                VerifierConfig::SharedSecret {
-                    secret,
-                    issuer,
-                    audience,
-                },
-                _,
-            ) => {
+        let claims = match &self.keys {
+            Keys::Shared {
+                secret,
+                issuer,
+                audience,
+            } => {
                 let validation = validation(Algorithm::HS256, header.alg, issuer.as_deref(), audience.as_deref())?;
                 decode(token, &DecodingKey::from_secret(secret), &validation)?
             }
-            (VerifierConfig::Jwks { issuer, audience, .. }, Some(jwks)) => {
+            Keys::Jwks {
+                cache,
+                issuer,
+                audience,
+            } => {
                 if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
                     return Err(wrong_algorithm());
                 }
-                let key = jwks.key(header.kid.as_deref(), header.alg).await?;
+                let key = cache.key(header.kid.as_deref(), header.alg).await?;
                 let validation = validation(header.alg, header.alg, Some(issuer), Some(audience))?;
                 decode(token, &key, &validation)?
-            }
-            (VerifierConfig::Jwks { .. }, None) => {
-                return Err(ApiError::unavailable("signing keys are not configured"));
             }
         };
         principal_from_claims(claims)
@@ -237,7 +258,6 @@ pub fn mint_token(secret: &[u8], principal: &Principal, ttl: Duration) -> Result
         tenant: principal.tenant.as_str().to_owned(),
         roles: principal.roles.iter().map(|r| r.as_str().to_owned()).collect(),
         exp: now + ttl.as_secs(),
-        nbf: None,
         iat: Some(now),
         iss: None,
         aud: None,
@@ -432,7 +452,6 @@ mod tests {
             tenant: "t1".into(),
             roles: vec!["rep".into()],
             exp: 1,
-            nbf: None,
             iat: None,
             iss: None,
             aud: None,
@@ -507,10 +526,6 @@ mod tests {
 
     use crate::testing::jwks::{JwksServer, KEY_ID, Mode, now, sign};
 
-    fn es256(kid: &str, claims: &serde_json::Value) -> String {
-        sign(kid, claims)
-    }
-
     fn pinned(url: &str, timing: JwksTiming) -> Arc<Verifier> {
         Verifier::with_timing(
             VerifierConfig::Jwks {
@@ -529,7 +544,7 @@ mod tests {
 
     async fn reason(verifier: &Verifier, claims: &serde_json::Value) -> String {
         verifier
-            .verify(&es256(KEY_ID, claims))
+            .verify(&sign(KEY_ID, claims))
             .await
             .expect_err("refused")
             .reason
@@ -541,9 +556,9 @@ mod tests {
         let server = JwksServer::start().await;
         let verifier = pinned(&server.url, JwksTiming::default());
         let good = good_claims();
-        let principal = verifier.verify(&es256(KEY_ID, &good)).await.expect("valid");
+        let principal = verifier.verify(&sign(KEY_ID, &good)).await.expect("valid");
         assert_eq!(principal, alice());
-        verifier.verify(&es256(KEY_ID, &good)).await.expect("still valid");
+        verifier.verify(&sign(KEY_ID, &good)).await.expect("still valid");
         assert_eq!(server.fetches(), 1, "keys are cached");
 
         let mut wrong_issuer = good.clone();
@@ -553,7 +568,7 @@ mod tests {
         wrong_audience["aud"] = "someone-else".into();
         assert_eq!(reason(&verifier, &wrong_audience).await, "INVALID_AUDIENCE");
         assert_eq!(
-            verifier.verify(&es256("key-9", &good)).await.expect_err("kid").reason,
+            verifier.verify(&sign("key-9", &good)).await.expect_err("kid").reason,
             "UNKNOWN_KEY"
         );
         assert!(server.fetches() <= 2, "an unknown key id does not hammer the provider");
@@ -573,7 +588,7 @@ mod tests {
         let mut listed = good_claims();
         listed["aud"] = serde_json::json!(["other", "crm"]);
         assert_eq!(
-            verifier.verify(&es256(KEY_ID, &listed)).await.expect("aud list"),
+            verifier.verify(&sign(KEY_ID, &listed)).await.expect("aud list"),
             alice()
         );
         listed["aud"] = serde_json::json!(["other", "another"]);
@@ -625,7 +640,7 @@ mod tests {
         let mut requests = tokio::task::JoinSet::new();
         for _ in 0..4 {
             let verifier = Arc::clone(&verifier);
-            requests.spawn(async move { verifier.verify(&es256(KEY_ID, &good_claims())).await });
+            requests.spawn(async move { verifier.verify(&sign(KEY_ID, &good_claims())).await });
         }
         while let Some(outcome) = requests.join_next().await {
             let err = outcome.expect("task").expect_err("no keys");
@@ -639,7 +654,7 @@ mod tests {
         assert_eq!(server.fetches(), 1, "one fetch served every waiter");
         // Remembered: the next request does not ask again.
         verifier
-            .verify(&es256(KEY_ID, &good_claims()))
+            .verify(&sign(KEY_ID, &good_claims()))
             .await
             .expect_err("still down");
         assert_eq!(server.fetches(), 1);
@@ -663,13 +678,13 @@ mod tests {
         server.set_mode(Mode::Fail);
         tokio::time::sleep(Duration::from_millis(400)).await;
         verifier
-            .verify(&es256(KEY_ID, &good_claims()))
+            .verify(&sign(KEY_ID, &good_claims()))
             .await
             .expect("stale keys still verify");
         assert_eq!(verifier.check_keys().await, KeyState::Stale);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let err = verifier
-            .verify(&es256(KEY_ID, &good_claims()))
+            .verify(&sign(KEY_ID, &good_claims()))
             .await
             .expect_err("past the grace");
         assert_eq!(err.code, crate::ErrorCode::Unavailable);
@@ -682,7 +697,7 @@ mod tests {
             "recovers once the provider answers"
         );
         verifier
-            .verify(&es256(KEY_ID, &good_claims()))
+            .verify(&sign(KEY_ID, &good_claims()))
             .await
             .expect("valid again");
     }

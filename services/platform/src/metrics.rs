@@ -52,7 +52,7 @@ pub fn install() -> &'static PrometheusHandle {
 
 /// The label of a gRPC method path: the path when the suite defines the method, else
 /// `unknown`, so that requests to made-up paths cannot grow the metric families without bound.
-fn method_label(path: &str) -> String {
+fn method_label(path: &str) -> &'static str {
     static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
     let known = KNOWN.get_or_init(|| {
         let mut known = std::collections::HashSet::new();
@@ -68,11 +68,7 @@ fn method_label(path: &str) -> String {
         }
         known
     });
-    if known.contains(path) {
-        path.to_owned()
-    } else {
-        "unknown".to_owned()
-    }
+    known.get(path).map_or("unknown", String::as_str)
 }
 
 /// Renders the Prometheus text exposition.
@@ -116,7 +112,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let method = method_label(request.uri().path());
-        let span = telemetry::rpc_span(telemetry::SpanKind::Server, &method);
+        let span = telemetry::rpc_span(telemetry::SpanKind::Server, method);
         telemetry::continue_trace(&span, request.headers());
         Box::pin(
             async move {
@@ -127,7 +123,7 @@ where
                     Err(_) => tonic::Code::Internal,
                 };
                 telemetry::record_rpc_code(&tracing::Span::current(), telemetry::SpanKind::Server, code);
-                metrics::counter!("crm_grpc_requests_total", "method" => method.clone(), "code" => format!("{code:?}"))
+                metrics::counter!("crm_grpc_requests_total", "method" => method, "code" => format!("{code:?}"))
                     .increment(1);
                 metrics::histogram!("crm_grpc_request_duration_seconds", "method" => method)
                     .record(started.elapsed().as_secs_f64());

@@ -13,7 +13,6 @@ use crm_proto::prost_types::{Duration as PbDuration, Timestamp};
 use crate::domain::contact::{MAX_ATTRIBUTES, MAX_EMAILS, MAX_NAME, MAX_PHONES, MAX_TAGS};
 use crate::domain::interaction::{MAX_BODY, MAX_DURATION_SECS, MAX_SUBJECT};
 use crate::domain::*;
-use crate::store::RequestKey;
 
 /// Proto enums whose values mirror a domain enum, with UNSPECIFIED as "not set".
 pub(crate) trait ProtoEnum: Sized + Copy {
@@ -496,21 +495,6 @@ pub(crate) fn interaction_to_proto(i: &Interaction) -> pb::Interaction {
         company: i.company.map(|c| c.name()).unwrap_or_default(),
         create_time: Some(timestamp(i.create_time)),
     }
-}
-
-/// The idempotency key of a create by `caller`: the request id scoped to the caller and a hash
-/// of what is being created.
-pub(crate) fn request_key(
-    caller: &UserId,
-    request_id: &str,
-    message: &impl crm_proto::prost::Message,
-) -> Result<Option<RequestKey>, crm_platform::ApiError> {
-    Ok(
-        crm_platform::idempotency::RequestKey::of(caller, request_id, message)?.map(|key| RequestKey {
-            request_id: key.key,
-            fingerprint: key.fingerprint.to_vec(),
-        }),
-    )
 }
 
 /// A JSON value as a `google.protobuf.Value`.

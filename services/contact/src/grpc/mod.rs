@@ -5,6 +5,7 @@ mod convert;
 pub mod events;
 
 use crm_platform::error::{parse_field as parse, required_field as required};
+use crm_platform::idempotency::RequestKey;
 use crm_platform::identity::principal;
 use crm_platform::{ApiError, Principal, UserId};
 use crm_proto::crm::contact::v1 as pb;
@@ -274,7 +275,7 @@ impl ContactService for ContactGrpc {
         let r = request.get_ref();
         let contact = required("contact", r.contact.as_ref())?;
         let fields = new_contact(contact, &who.user)?;
-        let key = request_key(&who.user, &r.request_id, contact)?;
+        let key = RequestKey::of(&who.user, &r.request_id, contact)?;
         let (created, candidates) = self.app.create_contact(&who, fields, key, r.allow_duplicate).await?;
         Ok(Response::new(pb::CreateContactResponse {
             contact: Some(contact_to_proto(&created.value)),
@@ -369,7 +370,7 @@ impl ContactService for ContactGrpc {
         let r = request.get_ref();
         let company = required("company", r.company.as_ref())?;
         let fields = new_company(company, &who.user)?;
-        let key = request_key(&who.user, &r.request_id, company)?;
+        let key = RequestKey::of(&who.user, &r.request_id, company)?;
         let (created, candidates) = self.app.create_company(&who, fields, key, r.allow_duplicate).await?;
         Ok(Response::new(pb::CreateCompanyResponse {
             company: Some(company_to_proto(&created.value)),
@@ -417,7 +418,7 @@ impl ContactService for ContactGrpc {
         let contact = parse("parent", ContactId::parse_name(&r.parent))?;
         let interaction = required("interaction", r.interaction.as_ref())?;
         let fields = new_interaction(interaction, &who.user)?;
-        let key = request_key(&who.user, &r.request_id, r)?;
+        let key = RequestKey::of(&who.user, &r.request_id, r)?;
         let created = self.app.create_interaction(&who, contact, fields, key).await?;
         Ok(Response::new(pb::CreateInteractionResponse {
             interaction: Some(interaction_to_proto(&created.value)),

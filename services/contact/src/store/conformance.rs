@@ -295,8 +295,8 @@ async fn tenants_never_see_each_other(store: &dyn ContactStore) {
 async fn creates_are_idempotent(store: &dyn ContactStore) {
     let t = tenant("t1");
     let key = RequestKey {
-        request_id: "req-1".into(),
-        fingerprint: vec![1, 2, 3],
+        key: "req-1".into(),
+        fingerprint: [1; 32],
     };
     let first = contact(fields("Idem", "Potent", "idem@example.com"));
     let created = store
@@ -312,8 +312,8 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
     assert!(replayed.replayed);
     assert_eq!(replayed.value.id, first.id);
     let other = RequestKey {
-        request_id: "req-1".into(),
-        fingerprint: vec![9],
+        key: "req-1".into(),
+        fingerprint: [9; 32],
     };
     assert!(matches!(
         store.create_contact(&t, &retry, Some(&other), &audit(), false).await,
@@ -338,8 +338,8 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
 
     let co = company("Idem Co");
     let ckey = RequestKey {
-        request_id: "req-c".into(),
-        fingerprint: vec![4],
+        key: "req-c".into(),
+        fingerprint: [4; 32],
     };
     store
         .create_company(&t, &co, Some(&ckey), &audit(), false)
@@ -355,8 +355,8 @@ async fn creates_are_idempotent(store: &dyn ContactStore) {
         co.id
     );
     let ikey = RequestKey {
-        request_id: "req-i".into(),
-        fingerprint: vec![5],
+        key: "req-i".into(),
+        fingerprint: [5; 32],
     };
     let i = interaction(first.id, 3);
     store

@@ -84,13 +84,8 @@ impl StoreError {
     }
 }
 
-/// The idempotency key of a create: the client's request id and a fingerprint of the request,
-/// so that a reused id with a different request is refused rather than silently replayed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestKey {
-    pub request_id: String,
-    pub fingerprint: Vec<u8>,
-}
+/// The idempotency key of a create (one for every service, see `crm_platform::idempotency`).
+pub use crm_platform::idempotency::RequestKey;
 
 /// The result of a create: the stored value, and whether an earlier identical request made it.
 #[derive(Debug, Clone, PartialEq)]

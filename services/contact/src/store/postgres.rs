@@ -159,7 +159,7 @@ async fn replay_of(
     )
     .bind(tenant.as_str())
     .bind(kind)
-    .bind(&key.request_id)
+    .bind(&key.key)
     .fetch_optional(&mut **tx)
     .await?;
     match row {
@@ -184,8 +184,8 @@ async fn remember(
     sqlx::query("INSERT INTO idempotency_keys (tenant_id, kind, request_id, fingerprint, resource_id, create_time) VALUES ($1, $2, $3, $4, $5, now())")
         .bind(tenant.as_str())
         .bind(kind)
-        .bind(&key.request_id)
-        .bind(&key.fingerprint)
+        .bind(&key.key)
+        .bind(key.fingerprint.as_slice())
         .bind(resource)
         .execute(&mut **tx)
         .await?;

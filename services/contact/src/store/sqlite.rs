@@ -172,7 +172,7 @@ async fn replay_of(
     )
     .bind(tenant.as_str())
     .bind(kind)
-    .bind(&key.request_id)
+    .bind(&key.key)
     .fetch_optional(&mut **tx)
     .await?;
     match row {
@@ -197,8 +197,8 @@ async fn remember(
     sqlx::query("INSERT INTO idempotency_keys (tenant_id, kind, request_id, fingerprint, resource_id, create_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
         .bind(tenant.as_str())
         .bind(kind)
-        .bind(&key.request_id)
-        .bind(&key.fingerprint)
+        .bind(&key.key)
+        .bind(key.fingerprint.as_slice())
         .bind(resource.to_string())
         .bind(micros(Utc::now()))
         .execute(&mut **tx)

@@ -269,7 +269,7 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         input: DealInput,
-        request: Option<&(String, String)>,
+        request: Option<&crm_platform::idempotency::RequestKey>,
     ) -> Result<Rec<Deal>, ApiError> {
         caller.who.ensure_writer()?;
         // Request ids are the caller's own (see crm_platform::idempotency): a replay returns

@@ -20,7 +20,7 @@ impl PipelineApp {
         period: Period,
         amount: Money,
         category: ForecastCategory,
-        request: Option<&(String, String)>,
+        request: Option<&crm_platform::idempotency::RequestKey>,
     ) -> Result<Rec<Forecast>, ApiError> {
         let owner = owner.unwrap_or_else(|| caller.user().to_owned());
         caller.who.ensure_can_write_owned_by(&user(&owner, "forecast.owner")?)?;

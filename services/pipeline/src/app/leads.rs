@@ -50,7 +50,7 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         input: LeadPatch,
-        request: Option<&(String, String)>,
+        request: Option<&crm_platform::idempotency::RequestKey>,
     ) -> Result<Rec<Lead>, ApiError> {
         let owner = input.owner.clone().unwrap_or_else(|| caller.user().to_owned());
         caller.who.ensure_can_write_owned_by(&owner_id(&owner, "lead.owner")?)?;

@@ -351,19 +351,19 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         kind: Kind,
-        request: Option<&(String, String)>,
+        request: Option<&crm_platform::idempotency::RequestKey>,
     ) -> Result<Option<Rec<T>>, ApiError> {
-        let Some((request_id, fingerprint)) = request else {
+        let Some(request) = request else {
             return Ok(None);
         };
         match self
             .store
-            .request(caller.tenant(), kind, request_id)
+            .request(caller.tenant(), kind, &request.key)
             .await
             .map_err(store_error)?
         {
             None => Ok(None),
-            Some((stored, id)) if &stored == fingerprint => Ok(Some(
+            Some((stored, id)) if stored == request.fingerprint_hex() => Ok(Some(
                 self.load(caller.tenant(), kind, id, "the request's record").await?,
             )),
             Some(_) => Err(ApiError::new(
@@ -380,14 +380,14 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         kind: Kind,
-        request: Option<&(String, String)>,
+        request: Option<&crm_platform::idempotency::RequestKey>,
         record: Rec<T>,
         mut write: Write,
     ) -> Result<Rec<T>, ApiError> {
-        write.request = request.map(|(request_id, fingerprint)| RequestKey {
+        write.request = request.map(|request| RequestKey {
             kind,
-            request_id: request_id.clone(),
-            fingerprint: fingerprint.clone(),
+            request_id: request.key.clone(),
+            fingerprint: request.fingerprint_hex(),
             resource: record.id,
         });
         match self.store.write(caller.tenant(), &write).await {

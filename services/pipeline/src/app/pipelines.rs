@@ -69,7 +69,7 @@ impl PipelineApp {
         caller: &Caller,
         name: String,
         inputs: Vec<StageInput>,
-        request: Option<&(String, String)>,
+        request: Option<&crm_platform::idempotency::RequestKey>,
     ) -> Result<Rec<Pipeline>, ApiError> {
         ensure_configures(caller)?;
         if let Some(done) = self.replay(caller, Kind::Pipeline, request).await? {

@@ -33,7 +33,7 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         input: ProductPatch,
-        request: Option<&(String, String)>,
+        request: Option<&crm_platform::idempotency::RequestKey>,
     ) -> Result<Rec<Product>, ApiError> {
         ensure_catalogue_writer(caller)?;
         if let Some(done) = self.replay(caller, Kind::Product, request).await? {

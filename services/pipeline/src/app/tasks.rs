@@ -64,7 +64,7 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         input: TaskPatch,
-        request: Option<&(String, String)>,
+        request: Option<&crm_platform::idempotency::RequestKey>,
     ) -> Result<Rec<Task>, ApiError> {
         let assignee = input.assignee.clone().unwrap_or_else(|| caller.user().to_owned());
         caller

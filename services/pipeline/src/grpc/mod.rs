@@ -6,9 +6,9 @@ pub mod events;
 
 use crm_platform::ApiError;
 use crm_platform::error::{parse_field as parse, required_field as required};
+use crm_platform::idempotency::RequestKey;
 use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
 use crm_proto::crm::pipeline::v1 as pb;
-use crm_proto::prost::Message;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -77,19 +77,6 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     Ok(Caller { who, credentials })
 }
 
-/// The idempotency key of a create: its request id scoped to the caller and a fingerprint of
-/// the whole request.
-fn request_key<M: Message>(
-    caller: &Caller,
-    request_id: &str,
-    message: &M,
-) -> Result<Option<(String, String)>, ApiError> {
-    Ok(
-        crm_platform::idempotency::RequestKey::of(&caller.who.user, request_id, message)?
-            .map(|key| (key.key.clone(), key.fingerprint_hex())),
-    )
-}
-
 /// A list's keyset cursor: the order value and id of the last record of the previous page.
 type Cursor = (i64, Uuid);
 
@@ -126,7 +113,7 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
     ) -> GrpcResult<pb::CreatePipelineResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&caller, &r.request_id, r)?;
+        let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
         let p = required("pipeline", r.pipeline.as_ref())?;
         let name = parse(
             "pipeline.display_name",
@@ -250,7 +237,7 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
     async fn create_lead(&self, request: Request<pb::CreateLeadRequest>) -> GrpcResult<pb::CreateLeadResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&caller, &r.request_id, r)?;
+        let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
         let input = convert::lead_in(required("lead", r.lead.as_ref())?, None)?;
         let lead = self.app.create_lead(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateLeadResponse {
@@ -331,7 +318,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
     async fn create_deal(&self, request: Request<pb::CreateDealRequest>) -> GrpcResult<pb::CreateDealResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&caller, &r.request_id, r)?;
+        let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
         let input = convert::deal_in(required("deal", r.deal.as_ref())?)?;
         let deal = self.app.create_deal(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateDealResponse {
@@ -467,7 +454,7 @@ impl pb::product_service_server::ProductService for PipelineGrpc {
     ) -> GrpcResult<pb::CreateProductResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&caller, &r.request_id, r)?;
+        let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
         let input = convert::product_in(required("product", r.product.as_ref())?, None)?;
         let product = self.app.create_product(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateProductResponse {
@@ -523,7 +510,7 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
     async fn create_task(&self, request: Request<pb::CreateTaskRequest>) -> GrpcResult<pb::CreateTaskResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&caller, &r.request_id, r)?;
+        let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
         let input = convert::task_in(required("task", r.task.as_ref())?, None)?;
         let task = self.app.create_task(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateTaskResponse {
@@ -604,7 +591,7 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
     ) -> GrpcResult<pb::SubmitForecastResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let key = request_key(&caller, &r.request_id, r)?;
+        let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
         let f = required("forecast", r.forecast.as_ref())?;
         let mut v = crm_platform::error::Violations::new("forecast.");
         let period = v.check("period", crate::domain::Period::parse(&f.period));

@@ -596,7 +596,10 @@ async fn line_items_keep_their_price(fx: &Fixture) {
 async fn creates_are_idempotent(fx: &Fixture) {
     let who = admin();
     let p = pipeline(fx, &who).await;
-    let key = ("req-1".to_owned(), "fingerprint-a".to_owned());
+    let key = crm_platform::idempotency::RequestKey {
+        key: "req-1".to_owned(),
+        fingerprint: [0xa; 32],
+    };
     let first = fx
         .app
         .create_deal(&who, deal_input(p.id, "Once", eur(1)), Some(&key))
@@ -608,7 +611,10 @@ async fn creates_are_idempotent(fx: &Fixture) {
         .await
         .expect("retry");
     assert_eq!(first.id, second.id, "a retry returns the first result");
-    let other = ("req-1".to_owned(), "fingerprint-b".to_owned());
+    let other = crm_platform::idempotency::RequestKey {
+        key: "req-1".to_owned(),
+        fingerprint: [0xb; 32],
+    };
     assert_eq!(
         code(
             fx.app

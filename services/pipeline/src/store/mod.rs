@@ -312,6 +312,11 @@ pub trait PipelineStore: Send + Sync + 'static {
         to: u64,
         writes: &[(TenantId, Write)],
     ) -> Result<bool, StoreError>;
+
+    /// After an erasure has been applied: removes the copies of the erased values the backend
+    /// still keeps in its files (SQLite's write-ahead log; PostgreSQL's old row versions go
+    /// with vacuum, and nothing is done here).
+    async fn purge_erased(&self) -> Result<(), StoreError>;
 }
 
 /// Removes an erased contact from a stored payload or document: every object whose `contact`

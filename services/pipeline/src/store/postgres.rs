@@ -421,4 +421,8 @@ impl PipelineStore for PgPipelineStore {
         tx.commit().await?;
         Ok(true)
     }
+
+    async fn purge_erased(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -428,11 +428,10 @@ impl PipelineStore for SqlitePipelineStore {
         crm_platform::consumer::sqlite_advance(&mut tx, consumer, to).await?;
         tx.commit().await?;
         self.outbox.committed();
-        if !writes.is_empty() {
-            // Followed changes are merges and erasures: an erased person's old values must
-            // not stay readable in the write-ahead log.
-            crm_platform::db::purge_sqlite_log(&self.pool).await?;
-        }
         Ok(true)
+    }
+
+    async fn purge_erased(&self) -> Result<(), StoreError> {
+        Ok(crm_platform::db::purge_sqlite_log(&self.pool).await?)
     }
 }
