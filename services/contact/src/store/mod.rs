@@ -145,9 +145,21 @@ impl Owned {
     }
 }
 
-/// Every write records its audit entry in the same transaction.
+/// A store: the traits of every resource, each implemented by both backends in a file named
+/// after it. Every write records its audit entry in the same transaction.
+pub trait ContactStore:
+    Contacts + Erasure + Companies + Interactions + History + Ownership + Duplicates + Merges + Imports + 'static
+{
+}
+
+impl<S> ContactStore for S where
+    S: Contacts + Erasure + Companies + Interactions + History + Ownership + Duplicates + Merges + Imports + 'static
+{
+}
+
+/// Contacts: created, read, updated, deleted, listed and searched.
 #[async_trait]
-pub trait ContactStore: Send + Sync + 'static {
+pub trait Contacts: Send + Sync {
     /// Creates a contact. With `unique_email`, fails with `DuplicateEmail` when a live contact
     /// of the tenant already has one of its email addresses (checked under a lock, so two
     /// concurrent creates cannot both pass). Returns the contacts sharing a match key with it
@@ -193,6 +205,11 @@ pub trait ContactStore: Send + Sync + 'static {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Contact>, StoreError>;
+}
+
+/// Erasure of a contact's personal data.
+#[async_trait]
+pub trait Erasure: Send + Sync {
     /// Writes the tombstone (if the revision is still `expected`) and removes the contact's
     /// personal data from its interactions and from the values of its audit trail.
     async fn erase_contact(
@@ -202,7 +219,11 @@ pub trait ContactStore: Send + Sync + 'static {
         expected: Revision,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
+}
 
+/// Companies: created, read, updated, deleted and listed.
+#[async_trait]
+pub trait Companies: Send + Sync {
     /// Creates a company. With `unique_domain`, fails with `DuplicateDomain` when a live
     /// company of the tenant already has its domain.
     async fn create_company(
@@ -234,7 +255,11 @@ pub trait ContactStore: Send + Sync + 'static {
         tenant: &TenantId,
         query: &ListQuery<CompanyFilter>,
     ) -> Result<Vec<Company>, StoreError>;
+}
 
+/// The interactions that make the timelines of contacts and companies.
+#[async_trait]
+pub trait Interactions: Send + Sync {
     /// Records an interaction on an existing contact, noting the contact's current company.
     async fn create_interaction(
         &self,
@@ -262,7 +287,11 @@ pub trait ContactStore: Send + Sync + 'static {
         contact: ContactId,
         id: InteractionId,
     ) -> Result<(), StoreError>;
+}
 
+/// The audit trail of contacts and companies.
+#[async_trait]
+pub trait History: Send + Sync {
     /// Audit entries of a record, newest first; up to `limit + 1` older than `before`.
     async fn list_history(
         &self,
@@ -271,13 +300,22 @@ pub trait ContactStore: Send + Sync + 'static {
         before: Option<uuid::Uuid>,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError>;
+}
+
+/// The records each user owns, and their reassignment.
+#[async_trait]
+pub trait Ownership: Send + Sync {
     /// How many records of a kind a user owns (merged-away lineage records are not counted:
     /// they resolve to their survivor, whose owner is the one that matters).
     async fn count_owned(&self, tenant: &TenantId, what: Owned, owner: &UserId) -> Result<u64, StoreError>;
     /// Moves up to `limit` records of `from` in one transaction, the i-th to
     /// `to[(offset + i) % to.len()]`, each with an audit entry; returns how many each target got.
     async fn reassign_batch(&self, tenant: &TenantId, batch: &Batch<'_>) -> Result<Vec<u64>, StoreError>;
+}
 
+/// The match keys records share, and the live records holding them.
+#[async_trait]
+pub trait Duplicates: Send + Sync {
     /// Live contacts (not erased, not merged) having any of these match keys, up to `limit`.
     async fn find_by_keys(
         &self,
@@ -288,17 +326,7 @@ pub trait ContactStore: Send + Sync + 'static {
     /// The live contacts (neither erased nor merged away) among `ids` (which may repeat), in
     /// no given order.
     async fn get_live_contacts(&self, tenant: &TenantId, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError>;
-    /// Live contacts holding one of `values` as a key of `kind`, each with the value it holds.
-    async fn contacts_by_key(
-        &self,
-        tenant: &TenantId,
-        kind: KeyKind,
-        values: &[String],
-    ) -> Result<Vec<(String, Contact)>, StoreError>;
-    /// Writes a batch of creates and updates in one transaction: all of it, or nothing and
-    /// the first refusal. Each create is refused as [`ContactStore::create_contact`] refuses
-    /// one with `unique_email`, each update as [`ContactStore::update_contact`] does.
-    async fn write_batch(&self, tenant: &TenantId, batch: &WriteBatch) -> Result<(), StoreError>;
+
     /// Match keys shared by several contacts, in key order after `after`, up to `limit`, each
     /// with its holders in id order. A range read of the keys' index: a page costs the keys it
     /// reads, not the tenant's.
@@ -308,10 +336,6 @@ pub trait ContactStore: Send + Sync + 'static {
         after: Option<&MatchKey>,
         limit: usize,
     ) -> Result<Vec<(MatchKey, Vec<ContactId>)>, StoreError>;
-    /// Writes the survivor's merged state and turns each merged contact into a lineage record
-    /// pointing at it (personal fields moved, not kept twice), moving interactions and
-    /// earlier lineage, all in one transaction with the audit entries.
-    async fn merge_contacts(&self, tenant: &TenantId, merge: &Merge<'_>) -> Result<(), StoreError>;
 
     /// Live companies with this domain, or with this name block (see
     /// [`crate::domain::company::name_block`]), up to `limit`.
@@ -330,9 +354,35 @@ pub trait ContactStore: Send + Sync + 'static {
         after: Option<&(String, String)>,
         limit: usize,
     ) -> Result<Vec<((String, String), Vec<CompanyId>)>, StoreError>;
+}
+
+/// Merges of contacts and of companies.
+#[async_trait]
+pub trait Merges: Send + Sync {
+    /// Writes the survivor's merged state and turns each merged contact into a lineage record
+    /// pointing at it (personal fields moved, not kept twice), moving interactions and
+    /// earlier lineage, all in one transaction with the audit entries.
+    async fn merge_contacts(&self, tenant: &TenantId, merge: &Merge<'_>) -> Result<(), StoreError>;
+
     /// Writes the survivor's merged state and points each merged company at it, moving their
     /// contacts, interactions and earlier lineage, in one transaction with the audit entries.
     async fn merge_companies(&self, tenant: &TenantId, merge: &CompanyMerge<'_>) -> Result<(), StoreError>;
+}
+
+/// The lookups and batch writes of an import.
+#[async_trait]
+pub trait Imports: Send + Sync {
+    /// Live contacts holding one of `values` as a key of `kind`, each with the value it holds.
+    async fn contacts_by_key(
+        &self,
+        tenant: &TenantId,
+        kind: KeyKind,
+        values: &[String],
+    ) -> Result<Vec<(String, Contact)>, StoreError>;
+    /// Writes a batch of creates and updates in one transaction: all of it, or nothing and
+    /// the first refusal. Each create is refused as [`Contacts::create_contact`] refuses
+    /// one with `unique_email`, each update as [`Contacts::update_contact`] does.
+    async fn write_batch(&self, tenant: &TenantId, batch: &WriteBatch) -> Result<(), StoreError>;
 }
 
 /// Creates and updates written together (by an import).

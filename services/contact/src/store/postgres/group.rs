@@ -22,7 +22,9 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{PgContactStore, Probe, candidates, write_rows};
+use super::PgContactStore;
+use super::duplicates::{Probe, candidates};
+use super::write::write_rows;
 use crate::domain::{AuditRecord, Contact};
 use crate::store::{Created, StoreError, WriteBatch};
 

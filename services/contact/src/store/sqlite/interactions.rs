@@ -1,0 +1,133 @@
+//! Interactions on SQLite: logged on a contact (noting its company), read, deleted, and paged
+//! as timelines.
+
+use async_trait::async_trait;
+use crm_platform::TenantId;
+use sqlx::{QueryBuilder, Sqlite};
+use uuid::Uuid;
+
+use super::{
+    INTERACTION_COLUMNS, SqliteContactStore, fetch_interaction, interaction_from_row, micros, remember, replay_of,
+};
+use crate::domain::*;
+use crate::store::{Created, Interactions, KIND_INTERACTION, RequestKey, StoreError, TimelineOf, corrupt};
+
+#[async_trait]
+impl Interactions for SqliteContactStore {
+    async fn create_interaction(
+        &self,
+        tenant: &TenantId,
+        interaction: &Interaction,
+        key: Option<&RequestKey>,
+    ) -> Result<Created<Interaction>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        if let Some(key) = key
+            && let Some(existing) = replay_of(&mut tx, tenant, KIND_INTERACTION, key).await?
+        {
+            let value = fetch_interaction(&mut tx, tenant, InteractionId(existing)).await?;
+            self.commit(tx).await?;
+            return Ok(Created::new(value, true));
+        }
+        let f = &interaction.fields;
+        let company: Option<Option<String>> = sqlx::query_scalar(
+            "INSERT INTO interactions (tenant_id, id, contact_id, company_id, kind, direction, channel, occur_time, duration_ms, \
+             subject, body, outcome, campaign_id, actor, create_time) \
+             SELECT ?1, ?2, c.id, c.company_id, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
+             FROM contacts c WHERE c.tenant_id = ?1 AND c.id = ?3 RETURNING company_id",
+        )
+        .bind(tenant.as_str())
+        .bind(interaction.id.0.to_string())
+        .bind(interaction.contact.0.to_string())
+        .bind(f.kind.as_str())
+        .bind(f.direction.as_str())
+        .bind(f.channel.map(InteractionChannel::as_str))
+        .bind(micros(f.occur_time))
+        .bind(f.duration_ms)
+        .bind(&f.subject)
+        .bind(&f.body)
+        .bind(&f.outcome)
+        .bind(&f.campaign_id)
+        .bind(f.actor.as_str())
+        .bind(micros(interaction.create_time))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let company = company.ok_or(StoreError::NotFound)?;
+        if let Some(key) = key {
+            remember(&mut tx, tenant, KIND_INTERACTION, key, interaction.id.0).await?;
+        }
+        self.commit(tx).await?;
+        let mut value = interaction.clone();
+        value.company = company
+            .map(|c| Uuid::parse_str(&c).map(CompanyId))
+            .transpose()
+            .map_err(corrupt)?;
+        Ok(Created::new(value, false))
+    }
+
+    async fn get_interaction(
+        &self,
+        tenant: &TenantId,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<Interaction, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let interaction = fetch_interaction(&mut tx, tenant, id).await?;
+        self.commit(tx).await?;
+        if interaction.contact != contact {
+            return Err(StoreError::NotFound);
+        }
+        Ok(interaction)
+    }
+
+    async fn list_interactions(
+        &self,
+        tenant: &TenantId,
+        of: TimelineOf,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Interaction>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {INTERACTION_COLUMNS} FROM interactions WHERE tenant_id = "
+        ));
+        qb.push_bind(tenant.as_str().to_owned());
+        match of {
+            TimelineOf::Contact(id) => qb.push(" AND contact_id = ").push_bind(id.0.to_string()),
+            TimelineOf::Company(id) => qb.push(" AND company_id = ").push_bind(id.0.to_string()),
+        };
+        if let Some(cursor) = after {
+            let SortKey::Time(time) = cursor.key else {
+                return Ok(Vec::new());
+            };
+            qb.push(" AND (occur_time, id) < (")
+                .push_bind(micros(time))
+                .push(", ")
+                .push_bind(cursor.id.to_string())
+                .push(")");
+        }
+        qb.push(" ORDER BY occur_time DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(interaction_from_row).collect()
+    }
+
+    async fn delete_interaction(
+        &self,
+        tenant: &TenantId,
+        contact: ContactId,
+        id: InteractionId,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let deleted = sqlx::query("DELETE FROM interactions WHERE tenant_id = ?1 AND contact_id = ?2 AND id = ?3")
+            .bind(tenant.as_str())
+            .bind(contact.0.to_string())
+            .bind(id.0.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.commit(tx).await?;
+        Ok(())
+    }
+}
