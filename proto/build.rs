@@ -11,17 +11,33 @@ const PROTOS: &[&str] = &[
     "crm/pipeline/v1/events.proto",
 ];
 
+/// Google API annotations (HTTP rules, field behaviour), vendored: imported by the protos above.
+const VENDORED: &[&str] = &[
+    "google/api/annotations.proto",
+    "google/api/field_behavior.proto",
+    "google/api/http.proto",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let descriptors = protox::compile(PROTOS, ["."])?;
-    let descriptor_path = out_dir.join("crm_descriptor.bin");
-    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&descriptors))?;
+    let mut compiler = protox::Compiler::new(["."])?;
+    compiler
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(PROTOS)?;
+    // Encoded by protox itself: prost's FileDescriptorSet would drop the custom options (the
+    // HTTP rules and field behaviours the gateway reads).
+    std::fs::write(
+        out_dir.join("crm_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let descriptors = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         // Ordered maps encode deterministically, so equal requests hash equal (idempotency keys).
         .btree_map(".")
         .skip_protoc_run()
         .compile_fds(descriptors)?;
-    for proto in PROTOS {
+    for proto in PROTOS.iter().chain(VENDORED) {
         println!("cargo:rerun-if-changed={proto}");
     }
     Ok(())

@@ -62,36 +62,58 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_owned();
-        if !content_type.starts_with("application/json") {
-            return Err(Problem(ApiError::new(
-                ErrorCode::InvalidArgument,
-                "UNSUPPORTED_MEDIA_TYPE",
-                "the body must be application/json",
-            )));
-        }
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(crate::DEFAULT_BODY_LIMIT, |l| l.0);
-        let bytes = read_limited(request.into_body(), limit).await?;
-        let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(deserializer)
-            .map(JsonBody)
-            .map_err(|err| {
-                let path = err.path().to_string();
-                let field = if path == "." { "body".to_owned() } else { path };
-                Problem(ApiError::invalid_field(
-                    field,
-                    in_client_words(&err.inner().to_string()),
-                ))
-            })
+        parse_json(&read_body(request).await?).map(JsonBody)
     }
+}
+
+/// A JSON body that may be left out (a custom method's): `None` when the body is empty.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        parse_json(&bytes).map(|body| OptionalJson(Some(body)))
+    }
+}
+
+/// The body of a request that must be JSON (or have no content type), at most the body limit.
+async fn read_body(request: Request) -> Result<Bytes, Problem> {
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    if !content_type.starts_with("application/json") {
+        return Err(Problem(ApiError::new(
+            ErrorCode::InvalidArgument,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "the body must be application/json",
+        )));
+    }
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(crate::DEFAULT_BODY_LIMIT, |l| l.0);
+    read_limited(request.into_body(), limit).await
+}
+
+/// Parses JSON, naming the field an error is in.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        Problem(ApiError::invalid_field(
+            field,
+            in_client_words(&err.inner().to_string()),
+        ))
+    })
 }
 
 /// A JSON error in the client's terms: serde names the gateway's own Rust types (`expected

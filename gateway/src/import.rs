@@ -9,7 +9,7 @@ use crm_proto::crm::contact::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 
 use self::records::{CsvRecords, Cut, Span, read_line};
-use crate::dto::table::{RowReader, ndjson_row, rejected};
+use crate::table::{RowReader, ndjson_row, rejected};
 
 /// File formats an import reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,13 @@
 //! The REST/JSON gateway: REST routes over the services' gRPC APIs, with authentication,
 //! problem+json errors, request ids, limits, timeouts, CORS, metrics and an OpenAPI document.
 
-pub mod dto;
 pub mod extract;
 pub mod import;
 pub mod openapi;
 pub mod problem;
+pub mod rest;
 pub mod routes;
+pub mod table;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -22,12 +23,7 @@ use crm_platform::telemetry::{TracedChannel, traced};
 use crm_platform::{ApiError, ErrorCode, Principal, Role};
 use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
-use crm_proto::crm::pipeline::v1::deal_service_client::DealServiceClient;
-use crm_proto::crm::pipeline::v1::forecast_service_client::ForecastServiceClient;
-use crm_proto::crm::pipeline::v1::lead_service_client::LeadServiceClient;
 use crm_proto::crm::pipeline::v1::pipeline_service_client::PipelineServiceClient;
-use crm_proto::crm::pipeline::v1::product_service_client::ProductServiceClient;
-use crm_proto::crm::pipeline::v1::task_service_client::TaskServiceClient;
 use http::{HeaderName, HeaderValue, Method};
 use tonic::transport::Endpoint;
 use tonic_health::pb::health_client::HealthClient;
@@ -38,7 +34,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
-use crate::routes::{companies, contacts, events, interactions, ops, pipeline, users};
+use crate::routes::{bulk, events, ops, users};
 
 /// The service readiness checks ask about.
 pub const CONTACT_SERVICE: &str = "crm.contact.v1.ContactService";
@@ -99,18 +95,16 @@ impl GatewayArgs {
     }
 }
 
-/// Shared state of the handlers: gRPC clients of the services.
+/// Shared state of the handlers: channels to the services, and the clients of the routes that
+/// are not transcoded (feeds, health, bulk transfers, the portfolio transfer).
 #[derive(Clone)]
 pub struct Gateway {
+    /// The channel of each gRPC package (`crm.contact.v1`).
+    channels: Arc<[(&'static str, TracedChannel)]>,
     contacts: ContactServiceClient<TracedChannel>,
     contact_events: EventFeedClient<TracedChannel>,
     health: HealthClient<TracedChannel>,
     pipelines: PipelineServiceClient<TracedChannel>,
-    leads: LeadServiceClient<TracedChannel>,
-    deals: DealServiceClient<TracedChannel>,
-    products: ProductServiceClient<TracedChannel>,
-    tasks: TaskServiceClient<TracedChannel>,
-    forecasts: ForecastServiceClient<TracedChannel>,
     pipeline_events: EventFeedClient<TracedChannel>,
     pipeline_health: HealthClient<TracedChannel>,
     /// Deadline of each upstream call.
@@ -129,22 +123,30 @@ impl Gateway {
                     .connect_lazy(),
             ))
         };
-        let channel = lazy(&args.contact_endpoint)?;
+        let contact = lazy(&args.contact_endpoint)?;
         let pipeline = lazy(&args.pipeline_endpoint)?;
         Ok(Self {
-            contacts: ContactServiceClient::new(channel.clone()),
-            contact_events: EventFeedClient::new(channel.clone()),
-            health: HealthClient::new(channel),
+            channels: Arc::new([
+                ("crm.contact.v1", contact.clone()),
+                ("crm.pipeline.v1", pipeline.clone()),
+            ]),
+            contacts: ContactServiceClient::new(contact.clone()),
+            contact_events: EventFeedClient::new(contact.clone()),
+            health: HealthClient::new(contact),
             pipelines: PipelineServiceClient::new(pipeline.clone()),
-            leads: LeadServiceClient::new(pipeline.clone()),
-            deals: DealServiceClient::new(pipeline.clone()),
-            products: ProductServiceClient::new(pipeline.clone()),
-            tasks: TaskServiceClient::new(pipeline.clone()),
-            forecasts: ForecastServiceClient::new(pipeline.clone()),
             pipeline_events: EventFeedClient::new(pipeline.clone()),
             pipeline_health: HealthClient::new(pipeline),
             deadline: args.request_timeout,
         })
+    }
+
+    /// The channel of the service that serves a gRPC service (`crm.contact.v1.ContactService`).
+    pub fn channel_for(&self, service: &str) -> Option<TracedChannel> {
+        let (package, _) = service.rsplit_once('.')?;
+        self.channels
+            .iter()
+            .find(|(name, _)| *name == package)
+            .map(|(_, channel)| channel.clone())
     }
 
     pub fn contacts(&self) -> ContactServiceClient<TracedChannel> {
@@ -166,26 +168,6 @@ impl Gateway {
 
     pub fn pipelines(&self) -> PipelineServiceClient<TracedChannel> {
         self.pipelines.clone()
-    }
-
-    pub fn leads(&self) -> LeadServiceClient<TracedChannel> {
-        self.leads.clone()
-    }
-
-    pub fn deals(&self) -> DealServiceClient<TracedChannel> {
-        self.deals.clone()
-    }
-
-    pub fn products(&self) -> ProductServiceClient<TracedChannel> {
-        self.products.clone()
-    }
-
-    pub fn tasks(&self) -> TaskServiceClient<TracedChannel> {
-        self.tasks.clone()
-    }
-
-    pub fn forecasts(&self) -> ForecastServiceClient<TracedChannel> {
-        self.forecasts.clone()
     }
 
     /// The pipeline service's change feed.
@@ -269,85 +251,11 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// The whole REST application.
 pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> Router {
-    let api = Router::new()
-        .route("/v1/contacts", get(contacts::list).post(contacts::create))
-        .route("/v1/contacts:search", get(contacts::search))
-        .route("/v1/contacts:reassignOwner", post(contacts::reassign_owner))
-        .route("/v1/contacts:findDuplicates", get(contacts::find_duplicates))
-        .route("/v1/contacts:export", get(contacts::export))
-        .route("/v1/contacts:import", post(contacts::import))
-        .route("/v1/contacts/{id}/history", get(contacts::contact_history))
-        .route("/v1/companies/{id}/history", get(companies::history))
-        .route("/v1/companies:findDuplicates", get(companies::find_duplicates))
-        .route(
-            "/v1/contacts/{id}",
-            get(contacts::get)
-                .patch(contacts::update)
-                .delete(contacts::delete)
-                .post(contacts::custom_method),
-        )
-        .route(
-            "/v1/contacts/{id}/interactions",
-            get(interactions::list_for_contact).post(interactions::create),
-        )
-        .route(
-            "/v1/contacts/{id}/interactions/{interaction}",
-            get(interactions::get).delete(interactions::delete),
-        )
-        .route("/v1/companies", get(companies::list).post(companies::create))
-        .route(
-            "/v1/companies/{id}",
-            get(companies::get)
-                .patch(companies::update)
-                .delete(companies::delete)
-                .post(companies::custom_method),
-        )
-        .route("/v1/companies/{id}/interactions", get(interactions::list_for_company))
+    let transcoded = rest::routes().unwrap_or_else(|e| panic!("the compiled-in HTTP rules are invalid: {e}"));
+    let api = transcoded
+        .route("/v1/contacts:export", get(bulk::export))
+        .route("/v1/contacts:import", post(bulk::import))
         .route("/v1/events:stream", get(events::stream))
-        .route(
-            "/v1/pipelines",
-            get(pipeline::list_pipelines).post(pipeline::create_pipeline),
-        )
-        .route(
-            "/v1/pipelines/{id}",
-            get(pipeline::get_pipeline).patch(pipeline::update_pipeline),
-        )
-        .route("/v1/pipelines/{id}/board", get(pipeline::board))
-        .route("/v1/leads", get(pipeline::list_leads).post(pipeline::create_lead))
-        .route(
-            "/v1/leads/{id}",
-            get(pipeline::get_lead)
-                .patch(pipeline::update_lead)
-                .post(pipeline::lead_method),
-        )
-        .route("/v1/deals", get(pipeline::list_deals).post(pipeline::create_deal))
-        .route(
-            "/v1/deals/{id}",
-            get(pipeline::get_deal)
-                .patch(pipeline::update_deal)
-                .post(pipeline::deal_method),
-        )
-        .route("/v1/deals/{id}/history", get(pipeline::deal_history))
-        .route(
-            "/v1/products",
-            get(pipeline::list_products).post(pipeline::create_product),
-        )
-        .route(
-            "/v1/products/{id}",
-            get(pipeline::get_product).patch(pipeline::update_product),
-        )
-        .route("/v1/tasks", get(pipeline::list_tasks).post(pipeline::create_task))
-        .route(
-            "/v1/tasks/{id}",
-            get(pipeline::get_task)
-                .patch(pipeline::update_task)
-                .post(pipeline::task_method),
-        )
-        .route(
-            "/v1/forecasts",
-            get(pipeline::list_forecasts).post(pipeline::submit_forecast),
-        )
-        .route("/v1/quotas", get(pipeline::list_quotas).post(pipeline::set_quota))
         .route("/v1/users/{id}", post(users::user_method))
         .route_layer(AuthLayer::new(
             Arc::clone(&verifier),

@@ -22,9 +22,9 @@ fn descriptor(type_name: &str) -> Result<prost_reflect::MessageDescriptor, Strin
 }
 
 /// `message` (of the fully qualified `type_name`) as proto3 JSON: lowerCamelCase names, enums
-/// by name, 64-bit integers as strings, default values left out except lists and maps, which
-/// are always present (an empty list is `[]`, so a client never has to tell "none" from
-/// "not sent").
+/// by name, 64-bit integers as strings. Every list, map and scalar field is present, empty or
+/// zero included (an empty list is `[]`, an empty string `""`), so a client never has to tell
+/// "empty" from "not sent"; enums, messages and oneof members appear when set.
 pub fn to_json<M: Message>(message: &M, type_name: &str) -> Result<serde_json::Value, String> {
     encoded_to_json(&message.encode_to_vec(), type_name)
 }
@@ -36,13 +36,14 @@ pub fn encoded_to_json(bytes: &[u8], type_name: &str) -> Result<serde_json::Valu
     let mut json = dynamic
         .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
         .map_err(|e| e.to_string())?;
-    with_empty_collections(&mut json, &descriptor);
+    with_defaults(&mut json, &descriptor);
     Ok(json)
 }
 
-/// Puts `[]` and `{}` for the empty lists and maps of `json` (a message of `descriptor`) and of
-/// the messages inside it. Well-known types have JSON forms of their own and are left alone.
-fn with_empty_collections(json: &mut serde_json::Value, descriptor: &prost_reflect::MessageDescriptor) {
+/// Puts `[]`, `{}`, `""`, `0` and `false` for the empty lists, maps and scalars of `json` (a
+/// message of `descriptor`) and of the messages inside it. Well-known types have JSON forms of
+/// their own and are left alone.
+fn with_defaults(json: &mut serde_json::Value, descriptor: &prost_reflect::MessageDescriptor) {
     use prost_reflect::Kind;
     if descriptor.full_name().starts_with("google.protobuf.") {
         return;
@@ -62,7 +63,7 @@ fn with_empty_collections(json: &mut serde_json::Value, descriptor: &prost_refle
                 .or_insert_with(|| serde_json::Value::Array(Vec::new()));
             if let (Some(message), Some(items)) = (&message, list.as_array_mut()) {
                 for item in items {
-                    with_empty_collections(item, message);
+                    with_defaults(item, message);
                 }
             }
         } else if field.is_map() {
@@ -70,7 +71,21 @@ fn with_empty_collections(json: &mut serde_json::Value, descriptor: &prost_refle
                 .entry(name)
                 .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
         } else if let (Some(message), Some(value)) = (&message, object.get_mut(name)) {
-            with_empty_collections(value, message);
+            with_defaults(value, message);
+        } else if field.containing_oneof().is_none() && !field.supports_presence() {
+            let zero = match field.kind() {
+                Kind::String | Kind::Bytes => serde_json::Value::String(String::new()),
+                Kind::Bool => serde_json::Value::Bool(false),
+                Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
+                    serde_json::Value::String("0".to_owned())
+                }
+                Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Uint32 | Kind::Fixed32 => {
+                    serde_json::Value::from(0)
+                }
+                Kind::Double | Kind::Float => serde_json::Value::from(0.0),
+                Kind::Enum(_) | Kind::Message(_) => continue,
+            };
+            object.entry(name).or_insert(zero);
         }
     }
 }

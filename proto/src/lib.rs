@@ -4,11 +4,19 @@
 pub mod json;
 
 pub use prost;
+pub use prost_reflect;
 pub use prost_types;
 pub use tonic;
 
 /// Encoded `FileDescriptorSet` of every proto of the suite, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crm_descriptor.bin"));
+
+#[allow(clippy::all, unreachable_pub, missing_docs)]
+pub mod google {
+    pub mod api {
+        include!(concat!(env!("OUT_DIR"), "/google.api.rs"));
+    }
+}
 
 #[allow(clippy::all, unreachable_pub, missing_docs)]
 pub mod crm {

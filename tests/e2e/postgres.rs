@@ -117,7 +117,7 @@ async fn separate_roles_on_postgres() {
     crate::pipeline::eventually(
         "the erase reaching the deal",
         || async { manager.get(&deal_path).await.1 },
-        |d| d.get("contact").is_none(),
+        |d| d["contact"] == "",
     )
     .await;
 

@@ -9,7 +9,7 @@ use std::io::{self, BufRead};
 
 use csv_core::ReadRecordResult;
 
-use crate::dto::table::MAX_ROW_BYTES;
+use crate::table::MAX_ROW_BYTES;
 
 /// Most columns a CSV record may have.
 pub(super) const MAX_COLUMNS: usize = 1024;

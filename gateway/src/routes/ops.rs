@@ -10,7 +10,6 @@ use crm_platform::consumer::FOLLOWERS_HEALTH;
 use http::StatusCode;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use utoipa::OpenApi;
 
 use crate::Gateway;
 
@@ -78,6 +77,10 @@ pub async fn metrics() -> Response {
 pub async fn openapi() -> Response {
     // Generated once: the document is fixed for the life of the process.
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let json = DOCUMENT.get_or_init(|| crate::openapi::ApiDoc::openapi().to_json().unwrap_or_default());
+    let json = DOCUMENT.get_or_init(|| {
+        crate::openapi::document()
+            .map(|doc| doc.to_string())
+            .unwrap_or_else(|e| serde_json::json!({ "error": e }).to_string())
+    });
     ([(http::header::CONTENT_TYPE, "application/json")], json.clone()).into_response()
 }

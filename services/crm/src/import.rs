@@ -101,9 +101,9 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
             _ => Format::Csv,
         },
     };
-    let mapping = crm_gateway::dto::table::parse_mapping(&args.mapping)
-        .map_err(|reason| anyhow::anyhow!("--mapping: {reason}"))?;
-    let named = crm_gateway::routes::contacts::natural_key(args.natural_key.as_deref())
+    let mapping =
+        crm_gateway::table::parse_mapping(&args.mapping).map_err(|reason| anyhow::anyhow!("--mapping: {reason}"))?;
+    let named = crm_gateway::routes::bulk::natural_key(args.natural_key.as_deref())
         .map_err(|err| anyhow::anyhow!("--natural-key: {}", err.message))?;
     let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or_default();
@@ -120,7 +120,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .await
         .context("the file could not be read")?
         .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.file.display()))?;
-    let options = crm_gateway::routes::contacts::import_options(named, &header, args.dry_run);
+    let options = crm_gateway::routes::bulk::import_options(named, &header, args.dry_run);
 
     // The source text of rows sent and not yet answered, for the rejects file; bounded by
     // the rows in flight.
@@ -239,7 +239,7 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
         summary.unchanged,
         summary.rejected,
         done as f64 / seconds.max(0.001),
-        crm_gateway::dto::natural_key_name(summary.natural_key),
+        crm_gateway::routes::bulk::natural_key_name(summary.natural_key),
     );
     if rejects.count > 0 {
         println!(

@@ -6,6 +6,22 @@ pub use uuid::Uuid;
 /// Most paths an update mask may name (a resource has fewer fields than this).
 pub const MAX_MASK_PATHS: usize = 64;
 
+/// A field path in its proto spelling: `displayName` (the JSON spelling) becomes
+/// `display_name`; `display_name` stays. Field names in maps and lists (merge choices, masks)
+/// are accepted in either spelling.
+pub fn field_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for c in path.trim().chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Declares a resource id type named `collection/{uuid}`.
 #[macro_export]
 macro_rules! resource_id {
@@ -100,6 +116,13 @@ impl Revision {
 #[cfg(test)]
 mod tests {
     use super::Revision;
+
+    #[test]
+    fn field_paths_take_either_spelling() {
+        assert_eq!(super::field_path("displayName"), "display_name");
+        assert_eq!(super::field_path("display_name"), "display_name");
+        assert_eq!(super::field_path(" consent.email "), "consent.email");
+    }
 
     #[test]
     fn etags_compare_strongly() {

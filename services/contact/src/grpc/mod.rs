@@ -104,7 +104,7 @@ fn parse_merge<Id: Copy, Field: Ord>(
     let within = violations.within("field_sources", field_sources.len(), MAX_FIELD_SOURCES);
     for (field, source) in field_sources.iter().filter(|_| within) {
         let path = format!("field_sources[{field}]");
-        let field = violations.check(&path, parse_field(field));
+        let field = violations.check(&path, parse_field(&crm_platform::resource::field_path(field)));
         let source = violations.check(&path, parse_id(source));
         if let (Some(field), Some(source)) = (field, source) {
             choices.insert(field, source);

@@ -3,7 +3,41 @@
 
 use crm_proto::crm::contact::v1 as pb;
 
-use super::common::{attributes_from_proto, time_to_json};
+use crm_platform::error::Violations;
+use crm_proto::prost_types::Timestamp;
+
+use crate::rest::check;
+
+const CONTACT: &str = "crm.contact.v1.Contact";
+
+/// RFC 3339 of a proto timestamp.
+fn time_to_json(ts: Option<&Timestamp>) -> Option<String> {
+    let ts = ts?;
+    let time = chrono::DateTime::<chrono::Utc>::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)?;
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// The contact's descriptor.
+fn contact_descriptor() -> Result<crm_proto::prost_reflect::MessageDescriptor, String> {
+    crm_proto::json::descriptors()?
+        .get_message_by_name(CONTACT)
+        .ok_or_else(|| format!("unknown message {CONTACT}"))
+}
+
+/// A contact from its proto3 JSON (short enum names accepted): the first wrong field and why.
+fn contact_from_json(mut json: serde_json::Value) -> Result<pb::Contact, (String, String)> {
+    let descriptor = contact_descriptor().map_err(|e| (String::new(), e))?;
+    let mut violations = Violations::new("");
+    check::check_message(&mut violations, "", &mut json, &descriptor);
+    violations.finish().map_err(|err| {
+        err.violations
+            .first()
+            .map_or((String::new(), err.message.clone()), |v| {
+                (v.field.clone(), v.description.clone())
+            })
+    })?;
+    crm_proto::json::from_json(&json, CONTACT).map_err(|e| (String::new(), e))
+}
 
 /// The columns of an export, in order; an import accepts any subset, in any order.
 pub const CONTACT_COLUMNS: &[&str] = &[
@@ -51,7 +85,13 @@ pub fn contact_record(c: &pb::Contact) -> Vec<String> {
     let attributes = if c.attributes.is_empty() {
         String::new()
     } else {
-        serde_json::to_string(&attributes_from_proto(&c.attributes)).unwrap_or_default()
+        let only = pb::Contact {
+            attributes: c.attributes.clone(),
+            ..pb::Contact::default()
+        };
+        crm_proto::json::to_json(&only, CONTACT)
+            .map(|json| json["attributes"].to_string())
+            .unwrap_or_default()
     };
     vec![
         c.name.clone(),
@@ -284,11 +324,11 @@ fn set_field(c: &mut pb::Contact, column: &str, value: &str) -> Result<(), Strin
         "tags" => c.tags = list(value).map(str::to_owned).collect(),
         "attributes" if value.is_empty() => c.attributes.clear(),
         "attributes" => {
-            let parsed: std::collections::BTreeMap<String, super::common::AttributeValue> =
+            let parsed: serde_json::Value =
                 serde_json::from_str(value).map_err(|err| format!("is not a JSON object of typed values: {err}"))?;
-            let mut violations = crm_platform::error::Violations::new("");
-            c.attributes = super::common::attributes_to_proto(&mut violations, "attributes", &parsed);
-            violations.finish().map_err(|err| err.message)?;
+            let only = contact_from_json(serde_json::json!({ "attributes": parsed }))
+                .map_err(|(field, reason)| format!("{field}: {reason}"))?;
+            c.attributes = only.attributes;
         }
         "consent_email" => c.consent.get_or_insert_default().email = consent(value)?,
         "consent_sms" => c.consent.get_or_insert_default().sms = consent(value)?,
@@ -298,42 +338,35 @@ fn set_field(c: &mut pb::Contact, column: &str, value: &str) -> Result<(), Strin
     Ok(())
 }
 
-/// The import row of one NDJSON line (a contact in its REST JSON form).
-/// The reader keeps lines to [`MAX_ROW_BYTES`].
+/// The import row of one NDJSON line (a contact in its REST JSON form; output-only fields, as
+/// an export writes them, are ignored). The reader keeps lines to [`MAX_ROW_BYTES`].
 pub fn ndjson_row(line: i64, text: &str) -> pb::ImportRow {
-    let deserializer = &mut serde_json::Deserializer::from_str(text);
-    let contact: super::Contact = match serde_path_to_error::deserialize(deserializer) {
-        Ok(contact) => contact,
-        Err(err) => return rejected(line, err.path().to_string(), err.inner().to_string()),
+    let mut json: serde_json::Value = match serde_json::from_str(text) {
+        Ok(json) => json,
+        Err(err) => return rejected(line, "", err.to_string()),
     };
-    // Output-only fields of an export are ignored on import.
-    let contact = super::Contact {
-        name: None,
-        create_time: None,
-        update_time: None,
-        etag: None,
-        erase_time: None,
-        ..contact
+    let Some(object) = json.as_object_mut() else {
+        return rejected(line, "", "must be a JSON object");
     };
-    match contact.to_proto("") {
-        Ok(proto) => pb::ImportRow {
+    let mut paths = Vec::new();
+    if let Ok(descriptor) = contact_descriptor() {
+        for field in descriptor.fields() {
+            let present = object.remove(field.json_name()).or_else(|| object.remove(field.name()));
+            if let Some(value) = present.filter(|_| !check::output_only(&field)) {
+                object.insert(field.json_name().to_owned(), value);
+                paths.push(field.name().to_owned());
+            }
+        }
+    }
+    match contact_from_json(json) {
+        Ok(contact) => pb::ImportRow {
             line,
-            contact: Some(proto),
-            fields: Some(crm_proto::prost_types::FieldMask {
-                paths: contact.present_paths(),
-            }),
+            contact: Some(contact),
+            fields: Some(crm_proto::prost_types::FieldMask { paths }),
             rejected_field: String::new(),
             rejected_reason: String::new(),
         },
-        Err(err) => {
-            let (field, reason) = err
-                .violations
-                .first()
-                .map_or((String::new(), err.message.clone()), |v| {
-                    (v.field.clone(), v.description.clone())
-                });
-            rejected(line, field, reason)
-        }
+        Err((field, reason)) => rejected(line, field, reason),
     }
 }
 

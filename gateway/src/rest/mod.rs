@@ -1,0 +1,403 @@
+//! The REST API of every gRPC method with a `google.api.http` rule, transcoded through the
+//! descriptors (gRPC transcoding, AIP-127): path variables, query parameters and the body
+//! become the request message; the response message (or its `response_body` field) comes back
+//! as proto3 JSON. Conventions on top of the rules:
+//!
+//! - `If-Match` sets the request's (or the body resource's) `etag`; `Idempotency-Key` sets
+//!   `request_id`.
+//! - A PATCH without `updateMask` changes the fields present in the body.
+//! - A POST to a collection that takes an idempotency key creates: 201 with `Location`; a
+//!   DELETE with an empty response is a 204; every resource returned carries its `ETag`.
+//! - A created resource with likely duplicates gets a `Link: <...:findDuplicates?...>;
+//!   rel="duplicates"` header.
+
+pub mod check;
+mod raw;
+pub mod rules;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use crm_platform::error::Violations;
+use crm_platform::{ApiError, ErrorCode};
+use crm_proto::prost_reflect::{Kind, MessageDescriptor};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde_json::{Map, Value};
+
+use self::rules::Binding;
+use crate::Gateway;
+use crate::extract::{OptionalJson, in_client_words};
+use crate::problem::Problem;
+use crate::upstream::Call;
+
+/// The bindings of the suite's descriptors, read once.
+static BINDINGS: LazyLock<Result<Vec<Binding>, String>> =
+    LazyLock::new(|| rules::bindings(crm_proto::json::descriptors()?));
+
+/// Every REST binding of the suite.
+pub fn bindings() -> Result<&'static [Binding], String> {
+    BINDINGS.as_deref().map_err(Clone::clone)
+}
+
+/// The routes of every binding.
+pub fn routes() -> Result<Router<Gateway>, String> {
+    let mut by_route: BTreeMap<String, BTreeMap<Method, Vec<&'static Binding>>> = BTreeMap::new();
+    for binding in bindings()? {
+        by_route
+            .entry(binding.template.route())
+            .or_default()
+            .entry(binding.http.clone())
+            .or_default()
+            .push(binding);
+    }
+    let mut router = Router::new();
+    for (route, methods) in by_route {
+        let mut method_router: MethodRouter<Gateway> = MethodRouter::new();
+        for (method, candidates) in methods {
+            let filter = MethodFilter::try_from(method.clone()).map_err(|e| format!("{route}: {e}"))?;
+            let candidates: Arc<[&'static Binding]> = candidates.into();
+            method_router = method_router.on(
+                filter,
+                move |State(gw): State<Gateway>, call: Call, values: Option<Path<Vec<String>>>, request: Request| {
+                    let candidates = Arc::clone(&candidates);
+                    let values = values.map(|Path(values)| values).unwrap_or_default();
+                    async move { transcode(gw, call, &candidates, values, request).await }
+                },
+            );
+        }
+        router = router.route(&route, method_router);
+    }
+    Ok(router)
+}
+
+fn no_route() -> Problem {
+    Problem(ApiError::new(
+        ErrorCode::NotFound,
+        "ROUTE_NOT_FOUND",
+        "no such method; see /openapi.json",
+    ))
+}
+
+/// The binding a request's path selects: by its custom verb when the last parameter carries one.
+fn select<'a>(candidates: &[&'a Binding], values: &[String]) -> Option<(&'a Binding, Vec<String>)> {
+    let (verb, stripped) = template::Template::split_verb(values);
+    if let Some(verb) = verb
+        && let Some(binding) = candidates
+            .iter()
+            .find(|b| b.template.verb_in_parameter() && b.template.verb.as_deref() == Some(verb))
+    {
+        return Some((binding, stripped.into_iter().map(str::to_owned).collect()));
+    }
+    candidates
+        .iter()
+        .find(|b| !b.template.verb_in_parameter())
+        .map(|b| (*b, values.to_vec()))
+}
+
+async fn transcode(
+    gw: Gateway,
+    call: Call,
+    candidates: &[&'static Binding],
+    values: Vec<String>,
+    request: Request,
+) -> Result<Response, Problem> {
+    let (binding, values) = select(candidates, &values).ok_or_else(no_route)?;
+    let headers = request.headers().clone();
+    let query = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+        .map_err(|err| Problem(ApiError::invalid_field("query", in_client_words(&err.body_text()))))?
+        .0;
+    let body = match binding.body {
+        Some(_) => OptionalJson::<Value>::from_request(request, &()).await?.0,
+        None => None,
+    };
+    let input = binding.method.input();
+    let mut violations = Violations::new("");
+    let mut message = query_fields(&mut violations, binding, &input, query);
+    if let Some(field) = &binding.body {
+        let mut body = body.unwrap_or_else(|| Value::Object(Map::new()));
+        if field == "*" {
+            check::check_message(&mut violations, "", &mut body, &input);
+            if let Value::Object(fields) = body {
+                message.extend(fields);
+            }
+        } else {
+            if let Some(Kind::Message(resource)) = input.get_field_by_name(field).map(|f| f.kind()) {
+                check::check_message(&mut violations, &format!("{field}."), &mut body, &resource);
+            }
+            if binding.http == Method::PATCH && binding.has_field("update_mask") && !message.contains_key("updateMask")
+            {
+                message.insert("updateMask".into(), Value::String(present_fields(&body)));
+            }
+            message.insert(json_name(&input, field), body);
+        }
+    }
+    violations.finish()?;
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    for (field, value) in binding.template.bind(&values) {
+        set_path(&mut message, &input, &field, Value::String(value));
+    }
+    apply_headers(&mut message, binding, &input, &headers);
+    let message = Value::Object(message);
+    let encoded = crm_proto::json::json_to_encoded(&message, input.full_name())
+        .map_err(|reason| Problem(ApiError::invalid_field("body", in_client_words(&reason))))?;
+    let channel = gw
+        .channel_for(binding.method.parent_service().full_name())
+        .ok_or_else(no_route)?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Problem(ApiError::unavailable(format!("the service is not reachable: {e}"))))?;
+    let path = http::uri::PathAndQuery::try_from(binding.grpc_path()).map_err(|e| Problem(ApiError::internal(&e)))?;
+    let response = grpc
+        .unary(call.request(encoded, gw.deadline), path, raw::RawCodec)
+        .await?
+        .into_inner();
+    respond(binding, &response)
+}
+
+/// The request fields given as query parameters (`a.b=1`, a repeated field by repeating the
+/// parameter), typed by their fields. Fields the path or the body set are refused here.
+fn query_fields(
+    v: &mut Violations,
+    binding: &Binding,
+    input: &MessageDescriptor,
+    query: Vec<(String, String)>,
+) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for (key, raw) in query {
+        let top = key.split('.').next().unwrap_or_default();
+        let bound_by_path = binding
+            .path_fields()
+            .any(|f| f.split('.').next() == Some(top) || json_name(input, f) == top);
+        let bound_by_body = match binding.body.as_deref() {
+            Some("*") => true,
+            Some(field) => field == top || json_name(input, field) == top,
+            None => false,
+        };
+        if bound_by_path || bound_by_body {
+            v.add(&key, "is set by the path or the body, not the query");
+            continue;
+        }
+        let Some(field) = rules::field_path(input, &crm_platform::resource::field_path(&key)) else {
+            v.add(&key, format!("is not a parameter of {}", input.name()));
+            continue;
+        };
+        let value = match field.kind() {
+            Kind::Bool => match raw.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => Value::String(raw),
+            },
+            Kind::Double | Kind::Float => raw
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or(Value::String(raw), Value::Number),
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Uint32 | Kind::Fixed32 => raw
+                .trim()
+                .parse::<i64>()
+                .map_or(Value::String(raw), |n| Value::Number(n.into())),
+            _ => Value::String(raw),
+        };
+        let mut value = value;
+        if field.is_list() {
+            let mut path: Vec<&str> = key.split('.').collect();
+            let last = path.pop().unwrap_or_default();
+            let parent = nested(&mut fields, &path);
+            match parent.entry(last).or_insert_with(|| Value::Array(Vec::new())) {
+                Value::Array(items) => items.push(value),
+                _ => v.add(&key, "is given twice"),
+            }
+            continue;
+        }
+        let path: Vec<&str> = key.split('.').collect();
+        let (last, parents) = path.split_last().unwrap_or((&"", &[]));
+        let parent = nested(&mut fields, parents);
+        if parent.contains_key(*last) {
+            v.add(&key, "is given twice");
+            continue;
+        }
+        let mut check = Violations::new("");
+        let mut wrapped = Map::new();
+        wrapped.insert(field.json_name().to_owned(), std::mem::take(&mut value));
+        let mut wrapped = Value::Object(wrapped);
+        check::check_message(&mut check, "", &mut wrapped, field.parent_message());
+        match check.finish() {
+            Ok(()) => {
+                if let Some(value) = wrapped.as_object_mut().and_then(|o| o.remove(field.json_name())) {
+                    parent.insert(field.json_name().to_owned(), value);
+                }
+            }
+            Err(err) => {
+                for violation in err.violations {
+                    v.add(&key, violation.description);
+                }
+            }
+        }
+    }
+    fields
+}
+
+/// The object at `path` inside `root`, made where missing.
+fn nested<'a>(root: &'a mut Map<String, Value>, path: &[&str]) -> &'a mut Map<String, Value> {
+    let mut current = root;
+    for segment in path {
+        let entry = current
+            .entry(segment.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Value::Object(next) = entry else {
+            unreachable!("made an object above")
+        };
+        current = next;
+    }
+    current
+}
+
+/// Sets a dotted proto field path (`contact.name`) in a JSON request.
+fn set_path(message: &mut Map<String, Value>, input: &MessageDescriptor, field: &str, value: Value) {
+    let mut names = Vec::new();
+    let mut descriptor = input.clone();
+    for segment in field.split('.') {
+        let Some(f) = descriptor.get_field_by_name(segment) else {
+            return;
+        };
+        names.push(f.json_name().to_owned());
+        if let Kind::Message(inner) = f.kind() {
+            descriptor = inner;
+        }
+    }
+    let Some((last, parents)) = names.split_last() else {
+        return;
+    };
+    let parents: Vec<&str> = parents.iter().map(String::as_str).collect();
+    nested(message, &parents).insert(last.clone(), value);
+}
+
+/// The JSON name of a top-level field.
+fn json_name(input: &MessageDescriptor, field: &str) -> String {
+    input
+        .get_field_by_name(field)
+        .map_or_else(|| field.to_owned(), |f| f.json_name().to_owned())
+}
+
+/// `given_name` -> `givenName`: a FieldMask's JSON form is lowerCamel.
+fn camel(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut upper = false;
+    for c in path.trim().chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The update mask of a PATCH without one: the fields present in the body.
+fn present_fields(body: &Value) -> String {
+    body.as_object()
+        .map(|fields| {
+            fields
+                .keys()
+                .filter(|k| *k != "name" && *k != "etag")
+                .map(|k| camel(k))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// `If-Match` becomes the etag the request is conditional on; `Idempotency-Key` the request
+/// id.
+fn apply_headers(message: &mut Map<String, Value>, binding: &Binding, input: &MessageDescriptor, headers: &HeaderMap) {
+    let header = |name: http::header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    if let Some(etag) = header(http::header::IF_MATCH).filter(|v| v != "*") {
+        let resource_etag = binding
+            .body
+            .as_deref()
+            .filter(|f| *f != "*")
+            .and_then(|f| input.get_field_by_name(f))
+            .and_then(|f| match f.kind() {
+                Kind::Message(resource) => resource.get_field_by_name("etag").map(|_| f.json_name().to_owned()),
+                _ => None,
+            });
+        match resource_etag {
+            Some(resource) => {
+                nested(message, &[resource.as_str()]).insert("etag".into(), Value::String(etag));
+            }
+            None if binding.has_field("etag") => {
+                message.insert("etag".into(), Value::String(etag));
+            }
+            None => {}
+        }
+    }
+    if binding.has_field("request_id")
+        && let Some(key) = header(http::header::HeaderName::from_static("idempotency-key"))
+    {
+        message.insert("requestId".into(), Value::String(key));
+    }
+}
+
+/// The response as proto3 JSON: the `response_body` field or the whole message, with the
+/// resource's `ETag`, a created resource's `Location` and its likely duplicates' `Link`.
+fn respond(binding: &Binding, encoded: &[u8]) -> Result<Response, Problem> {
+    let output = binding.method.output();
+    let json =
+        crm_proto::json::encoded_to_json(encoded, output.full_name()).map_err(|e| Problem(ApiError::internal(&e)))?;
+    let status = binding.status();
+    if status == StatusCode::NO_CONTENT {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let body = match &binding.response_body {
+        Some(field) => json
+            .get(json_name(&output, field))
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new())),
+        None => json.clone(),
+    };
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let etag = body.get("etag").and_then(Value::as_str).map(str::to_owned);
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    if let Some(value) = etag.and_then(|etag| HeaderValue::from_str(&format!("\"{etag}\"")).ok()) {
+        headers.insert(http::header::ETAG, value);
+    }
+    if status == StatusCode::CREATED
+        && let Ok(value) = HeaderValue::from_str(&format!("/v1/{name}"))
+    {
+        headers.insert(http::header::LOCATION, value);
+    }
+    let has_duplicates = json
+        .get("duplicates")
+        .and_then(Value::as_array)
+        .is_some_and(|d| !d.is_empty());
+    if let (true, Some(field), Some((collection, _))) = (has_duplicates, &binding.response_body, name.split_once('/')) {
+        let link = format!(
+            "</v1/{collection}:findDuplicates?{field}={}>; rel=\"duplicates\"",
+            name.replace('/', "%2F")
+        );
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.insert(http::header::LINK, value);
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,256 @@
+//! Bulk transfer of contacts: `/v1/contacts:export` streams CSV or NDJSON out,
+//! `/v1/contacts:import` streams a file in and a result per row back.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use crm_proto::crm::contact::v1 as pb;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::Gateway;
+use crate::extract::QueryParams;
+use crate::problem::{Problem, ProblemBody};
+use crate::upstream::Call;
+
+/// How an export is encoded.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// `csv` or `ndjson` (default).
+    pub format: Option<String>,
+    /// The same filter as the list.
+    pub filter: Option<String>,
+    /// The same orders as the list; default `create_time`.
+    pub order_by: Option<String>,
+}
+
+/// How long an export may stream.
+const EXPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Streams every contact matching the filter as CSV or NDJSON, in constant memory. Admins and
+/// managers only. A failure mid-stream aborts the transfer rather than ending it short.
+#[utoipa::path(get, path = "/v1/contacts:export", tag = "contacts", params(ExportParams),
+    responses((status = 200, description = "text/csv or application/x-ndjson, streamed"), (status = 400, body = ProblemBody),
+        (status = 403, body = ProblemBody)))]
+pub async fn export(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<ExportParams>,
+) -> Result<Response, Problem> {
+    use futures::StreamExt;
+    let csv = match q.format.as_deref().unwrap_or("ndjson") {
+        "csv" => true,
+        "ndjson" => false,
+        _ => {
+            return Err(Problem(crm_platform::ApiError::invalid_field(
+                "format",
+                "must be csv or ndjson",
+            )));
+        }
+    };
+    let request = pb::ExportContactsRequest {
+        filter: q.filter.unwrap_or_default(),
+        order_by: q.order_by.unwrap_or_default(),
+    };
+    let batches = gw
+        .contacts()
+        .export_contacts(call.request(request, EXPORT_DEADLINE))
+        .await?
+        .into_inner();
+    let header = futures::stream::iter(csv.then(|| Ok(bytes::Bytes::from(crate::table::encode_csv([], true)))));
+    let rows = batches.map(move |batch| match batch {
+        Ok(batch) if csv => Ok(bytes::Bytes::from(crate::table::encode_csv(
+            batch.contacts.iter().map(crate::table::contact_record),
+            false,
+        ))),
+        Ok(batch) => {
+            let mut lines = Vec::new();
+            for contact in &batch.contacts {
+                let _ = crm_proto::json::to_json(contact, "crm.contact.v1.Contact")
+                    .map(|json| serde_json::to_writer(&mut lines, &json));
+                lines.push(b'\n');
+            }
+            Ok(bytes::Bytes::from(lines))
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "export aborted");
+            Err(std::io::Error::other("export aborted"))
+        }
+    });
+    let (content_type, file) = if csv {
+        ("text/csv; charset=utf-8", "contacts.csv")
+    } else {
+        ("application/x-ndjson", "contacts.ndjson")
+    };
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(header.chain(rows)),
+    )
+        .into_response())
+}
+
+/// How an import runs.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ImportParams {
+    /// `csv` (default) or `ndjson`.
+    pub format: Option<String>,
+    /// `external_id` or `primary_email`: what rows are matched on. Default: `external_id` when
+    /// the file has that column (NDJSON: always), else `primary_email`; the summary says which.
+    pub natural_key: Option<String>,
+    /// Report what would happen without writing anything.
+    pub dry_run: Option<bool>,
+    /// CSV column mapping, `column:field,column:field`; `column:-` skips a column.
+    pub mapping: Option<String>,
+}
+
+/// How long an import may run.
+const IMPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The natural key an import names, if it names one.
+pub fn natural_key(raw: Option<&str>) -> Result<Option<pb::NaturalKey>, crm_platform::ApiError> {
+    match raw {
+        None => Ok(None),
+        Some("external_id") => Ok(Some(pb::NaturalKey::ExternalId)),
+        Some("primary_email" | "email") => Ok(Some(pb::NaturalKey::PrimaryEmail)),
+        Some(_) => Err(crm_platform::ApiError::invalid_field(
+            "naturalKey",
+            "must be external_id or primary_email",
+        )),
+    }
+}
+
+/// The import options: the key named, else the one the file's header can match on.
+pub fn import_options(
+    named: Option<pb::NaturalKey>,
+    header: &crate::import::Header,
+    dry_run: bool,
+) -> pb::ImportOptions {
+    pb::ImportOptions {
+        natural_key: named.unwrap_or_else(|| header.default_natural_key()) as i32,
+        dry_run,
+    }
+}
+
+/// Imports a CSV or NDJSON upload, streamed in and processed in constant memory. Each row
+/// upserts one contact on the natural key and commits on its own; the response streams one
+/// NDJSON line per row (created, updated, unchanged or rejected with field and reason) and a
+/// last line `{"summary": ...}`. Running the same file again creates nothing new.
+#[utoipa::path(post, path = "/v1/contacts:import", tag = "contacts", params(ImportParams),
+    request_body(content = String, description = "CSV with a header row (the columns of an export), or NDJSON contacts", content_type = "text/csv"),
+    responses((status = 200, description = "application/x-ndjson: a RowResult per row, then {\"summary\": ImportSummary}", body = Object),
+        (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
+pub async fn import(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<ImportParams>,
+    request: axum::extract::Request,
+) -> Result<Response, Problem> {
+    use crate::import::{Format, read_rows};
+    use futures::{StreamExt, TryStreamExt};
+    let format = Format::parse(q.format.as_deref().unwrap_or("csv"))
+        .ok_or_else(|| Problem(crm_platform::ApiError::invalid_field("format", "must be csv or ndjson")))?;
+    let mapping = crate::table::parse_mapping(q.mapping.as_deref().unwrap_or_default())
+        .map_err(|reason| Problem(crm_platform::ApiError::invalid_field("mapping", reason)))?;
+    let named = natural_key(q.natural_key.as_deref())?;
+
+    let body = request.into_body().into_data_stream().map_err(std::io::Error::other);
+    let source = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(256);
+    tokio::task::spawn_blocking(move || read_rows(source, format, &mapping, header_tx, rows_tx));
+    let header = match header_rx.await {
+        Ok(Ok(header)) => header,
+        Ok(Err(reason)) => return Err(Problem(crm_platform::ApiError::invalid_field("body", reason))),
+        Err(_) => {
+            return Err(Problem(crm_platform::ApiError::invalid_field(
+                "body",
+                "the upload could not be read",
+            )));
+        }
+    };
+    let options = import_options(named, &header, q.dry_run.unwrap_or(false));
+    let first = pb::ImportContactsRequest {
+        kind: Some(pb::import_contacts_request::Kind::Options(options)),
+    };
+    let rows = tokio_stream::wrappers::ReceiverStream::new(rows_rx).map(|source| pb::ImportContactsRequest {
+        kind: Some(pb::import_contacts_request::Kind::Row(source.row)),
+    });
+    let requests = futures::stream::iter([first]).chain(rows);
+    let responses = gw
+        .contacts()
+        .import_contacts(call.request(requests, IMPORT_DEADLINE))
+        .await?
+        .into_inner();
+    let lines = responses.map(|message| match message {
+        Ok(message) => {
+            let mut out = Vec::new();
+            for result in &message.results {
+                let _ = crm_proto::json::to_json(result, "crm.contact.v1.RowResult")
+                    .map(|json| serde_json::to_writer(&mut out, &json));
+                out.push(b'\n');
+            }
+            if let Some(summary) = &message.summary {
+                let _ = serde_json::to_writer(
+                    &mut out,
+                    &serde_json::json!({ "summary": ImportSummary::from(summary) }),
+                );
+                out.push(b'\n');
+            }
+            Ok(bytes::Bytes::from(out))
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "import aborted");
+            Err(std::io::Error::other("import aborted"))
+        }
+    });
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// Totals of an import (the last line of the response, as `{"summary": {...}}`): every count
+/// is written, zero included, and the natural key by its parameter name.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSummary {
+    /// Rows that created a contact (a decimal string, as proto3 JSON writes 64-bit numbers).
+    pub created: String,
+    pub updated: String,
+    pub unchanged: String,
+    pub rejected: String,
+    pub dry_run: bool,
+    /// What the rows were matched on: `external_id` or `primary_email`.
+    pub natural_key: String,
+}
+
+impl From<&pb::ImportSummary> for ImportSummary {
+    fn from(s: &pb::ImportSummary) -> Self {
+        ImportSummary {
+            created: s.created.to_string(),
+            updated: s.updated.to_string(),
+            unchanged: s.unchanged.to_string(),
+            rejected: s.rejected.to_string(),
+            dry_run: s.dry_run,
+            natural_key: natural_key_name(s.natural_key).to_owned(),
+        }
+    }
+}
+
+/// The name an import's natural key goes by in its parameters.
+pub fn natural_key_name(key: i32) -> &'static str {
+    match pb::NaturalKey::try_from(key) {
+        Ok(pb::NaturalKey::PrimaryEmail) => "primary_email",
+        _ => "external_id",
+    }
+}
