@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "crm/common/v1/common.proto",
+    "crm/common/v1/rules.proto",
     "crm/contact/v1/contact.proto",
     "crm/contact/v1/events.proto",
     "crm/events/v1/events.proto",

@@ -178,7 +178,16 @@ fn check_nested(v: &mut Violations, path: &str, value: &mut Value, message: &Mes
     }
 }
 
-fn integer(value: &Value, min: i64, max: i64) -> Option<String> {
+fn integer(value: &mut Value, min: i64, max: i64) -> Option<String> {
+    // JSON has one number type: 3.0 is the whole number 3 (and is sent on as 3).
+    if let Some(whole) = value
+        .as_f64()
+        .filter(|f| !value.is_i64() && f.fract() == 0.0 && f.abs() < 9.0e15)
+    {
+        #[allow(clippy::cast_possible_truncation)]
+        let whole = whole as i64;
+        *value = Value::from(whole);
+    }
     let parsed = match value {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse::<i64>().ok(),

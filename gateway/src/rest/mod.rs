@@ -22,7 +22,7 @@ use std::sync::{Arc, LazyLock};
 use axum::Router;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter};
+use axum::routing::any;
 use crm_platform::error::Violations;
 use crm_platform::{ApiError, ErrorCode};
 use crm_proto::prost_reflect::{Kind, MessageDescriptor};
@@ -44,33 +44,28 @@ pub fn bindings() -> Result<&'static [Binding], String> {
     BINDINGS.as_deref().map_err(Clone::clone)
 }
 
-/// The routes of every binding.
+/// The routes of every binding. Bindings whose verb follows a wildcard share their axum route
+/// with the resource (`/v1/contacts/{id}` serves `GET` and `POST ...:erase`), so each route
+/// dispatches on the method and the verb itself: a method the path does not take is a 405
+/// with the path's own `Allow`.
 pub fn routes() -> Result<Router<Gateway>, String> {
-    let mut by_route: BTreeMap<String, BTreeMap<Method, Vec<&'static Binding>>> = BTreeMap::new();
+    let mut by_route: BTreeMap<String, Vec<&'static Binding>> = BTreeMap::new();
     for binding in bindings()? {
-        by_route
-            .entry(binding.template.route())
-            .or_default()
-            .entry(binding.http.clone())
-            .or_default()
-            .push(binding);
+        by_route.entry(binding.template.route()).or_default().push(binding);
     }
     let mut router = Router::new();
-    for (route, methods) in by_route {
-        let mut method_router: MethodRouter<Gateway> = MethodRouter::new();
-        for (method, candidates) in methods {
-            let filter = MethodFilter::try_from(method.clone()).map_err(|e| format!("{route}: {e}"))?;
-            let candidates: Arc<[&'static Binding]> = candidates.into();
-            method_router = method_router.on(
-                filter,
+    for (route, candidates) in by_route {
+        let candidates: Arc<[&'static Binding]> = candidates.into();
+        router = router.route(
+            &route,
+            any(
                 move |State(gw): State<Gateway>, call: Call, values: Option<Path<Vec<String>>>, request: Request| {
                     let candidates = Arc::clone(&candidates);
                     let values = values.map(|Path(values)| values).unwrap_or_default();
-                    async move { transcode(gw, call, &candidates, values, request).await }
+                    async move { dispatch(gw, call, &candidates, values, request).await }
                 },
-            );
-        }
-        router = router.route(&route, method_router);
+            ),
+        );
     }
     Ok(router)
 }
@@ -83,30 +78,74 @@ fn no_route() -> Problem {
     ))
 }
 
-/// The binding a request's path selects: by its custom verb when the last parameter carries one.
-fn select<'a>(candidates: &[&'a Binding], values: &[String]) -> Option<(&'a Binding, Vec<String>)> {
-    let (verb, stripped) = template::Template::split_verb(values);
-    if let Some(verb) = verb
-        && let Some(binding) = candidates
-            .iter()
-            .find(|b| b.template.verb_in_parameter() && b.template.verb.as_deref() == Some(verb))
-    {
-        return Some((binding, stripped.into_iter().map(str::to_owned).collect()));
-    }
-    candidates
-        .iter()
-        .find(|b| !b.template.verb_in_parameter())
-        .map(|b| (*b, values.to_vec()))
-}
-
-async fn transcode(
+/// Picks the binding of the request's method and verb (the last parameter carries a verb
+/// when the route has verb bindings after a wildcard).
+async fn dispatch(
     gw: Gateway,
     call: Call,
     candidates: &[&'static Binding],
     values: Vec<String>,
     request: Request,
 ) -> Result<Response, Problem> {
-    let (binding, values) = select(candidates, &values).ok_or_else(no_route)?;
+    let verb_routes = candidates.iter().any(|b| b.template.verb_in_parameter());
+    let (verb, values) = if verb_routes {
+        let (verb, stripped) = template::Template::split_verb(&values);
+        (
+            verb.map(str::to_owned),
+            stripped.into_iter().map(str::to_owned).collect(),
+        )
+    } else {
+        (None, values)
+    };
+    let on_path: Vec<&'static Binding> = candidates
+        .iter()
+        .filter(|b| {
+            if b.template.verb_in_parameter() {
+                b.template.verb == verb
+            } else {
+                verb.is_none()
+            }
+        })
+        .copied()
+        .collect();
+    if on_path.is_empty() {
+        return Err(no_route());
+    }
+    let method = match request.method() {
+        &Method::HEAD => Method::GET,
+        other => other.clone(),
+    };
+    if let Some(binding) = on_path.iter().find(|b| b.http == method) {
+        return transcode(gw, call, binding, values, request).await;
+    }
+    let mut allowed: Vec<&str> = on_path.iter().map(|b| b.http.as_str()).collect();
+    if allowed.contains(&"GET") {
+        allowed.push("HEAD");
+    }
+    allowed.sort_unstable();
+    allowed.dedup();
+    let allow = HeaderValue::from_str(&allowed.join(", ")).map_err(|e| Problem(ApiError::internal(&e)))?;
+    let mut response = if method == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Problem(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "METHOD_NOT_ALLOWED",
+            format!("this path takes {}", allowed.join(", ")),
+        ))
+        .into_response()
+    };
+    response.headers_mut().insert(http::header::ALLOW, allow);
+    Ok(response)
+}
+
+async fn transcode(
+    gw: Gateway,
+    call: Call,
+    binding: &Binding,
+    values: Vec<String>,
+    request: Request,
+) -> Result<Response, Problem> {
     let headers = request.headers().clone();
     let query = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri())
         .map_err(|err| Problem(ApiError::invalid_field("query", in_client_words(&err.body_text()))))?
@@ -141,7 +180,7 @@ async fn transcode(
     for (field, value) in binding.template.bind(&values) {
         set_path(&mut message, &input, &field, Value::String(value));
     }
-    apply_headers(&mut message, binding, &input, &headers);
+    apply_headers(&mut message, binding, &headers);
     let message = Value::Object(message);
     let encoded = crm_proto::json::json_to_encoded(&message, input.full_name())
         .map_err(|reason| Problem(ApiError::invalid_field("body", in_client_words(&reason))))?;
@@ -321,7 +360,7 @@ fn present_fields(body: &Value) -> String {
 
 /// `If-Match` becomes the etag the request is conditional on; `Idempotency-Key` the request
 /// id.
-fn apply_headers(message: &mut Map<String, Value>, binding: &Binding, input: &MessageDescriptor, headers: &HeaderMap) {
+fn apply_headers(message: &mut Map<String, Value>, binding: &Binding, headers: &HeaderMap) {
     let header = |name: http::header::HeaderName| {
         headers
             .get(name)
@@ -331,20 +370,11 @@ fn apply_headers(message: &mut Map<String, Value>, binding: &Binding, input: &Me
             .map(str::to_owned)
     };
     if let Some(etag) = header(http::header::IF_MATCH).filter(|v| v != "*") {
-        let resource_etag = binding
-            .body
-            .as_deref()
-            .filter(|f| *f != "*")
-            .and_then(|f| input.get_field_by_name(f))
-            .and_then(|f| match f.kind() {
-                Kind::Message(resource) => resource.get_field_by_name("etag").map(|_| f.json_name().to_owned()),
-                _ => None,
-            });
-        match resource_etag {
-            Some(resource) => {
+        match binding.if_match_target() {
+            Some(rules::IfMatch::Resource(resource)) => {
                 nested(message, &[resource.as_str()]).insert("etag".into(), Value::String(etag));
             }
-            None if binding.has_field("etag") => {
+            Some(rules::IfMatch::Request) => {
                 message.insert("etag".into(), Value::String(etag));
             }
             None => {}

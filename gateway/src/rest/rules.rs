@@ -47,10 +47,39 @@ impl Binding {
         }
     }
 
+    /// Where an `If-Match` etag goes: the body resource's `etag` of an update, else the
+    /// request's own `etag` (deletes, custom methods); a create has none.
+    pub fn if_match_target(&self) -> Option<IfMatch> {
+        let input = self.method.input();
+        let resource = self
+            .body
+            .as_deref()
+            .filter(|f| *f != "*" && !self.creates())
+            .and_then(|f| input.get_field_by_name(f))
+            .filter(|f| match f.kind() {
+                crm_proto::prost_reflect::Kind::Message(m) => m.get_field_by_name("etag").is_some(),
+                _ => false,
+            });
+        match resource {
+            Some(field) => Some(IfMatch::Resource(field.json_name().to_owned())),
+            None if self.has_field("etag") => Some(IfMatch::Request),
+            None => None,
+        }
+    }
+
     /// The request fields the path binds.
     pub fn path_fields(&self) -> impl Iterator<Item = &str> {
         self.template.variables.iter().map(|v| v.field.as_str())
     }
+}
+
+/// Where a request's `If-Match` etag goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// The `etag` of the body resource (its JSON field name).
+    Resource(String),
+    /// The request's own `etag`.
+    Request,
 }
 
 /// Every binding of every unary method of the pool that has an HTTP rule.

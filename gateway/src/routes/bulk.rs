@@ -18,6 +18,7 @@ use crate::upstream::Call;
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
     /// `csv` or `ndjson` (default).
+    #[param(pattern = "^(csv|ndjson)$")]
     pub format: Option<String>,
     /// The same filter as the list.
     pub filter: Option<String>,
@@ -31,7 +32,7 @@ const EXPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600
 /// Streams every contact matching the filter as CSV or NDJSON, in constant memory. Admins and
 /// managers only. A failure mid-stream aborts the transfer rather than ending it short.
 #[utoipa::path(get, path = "/v1/contacts:export", tag = "contacts", params(ExportParams),
-    responses((status = 200, description = "text/csv or application/x-ndjson, streamed"), (status = 400, body = ProblemBody),
+    responses((status = 200, description = "every matching contact, streamed", content((String = "text/csv"), (String = "application/x-ndjson"))), (status = 400, body = ProblemBody),
         (status = 403, body = ProblemBody)))]
 pub async fn export(
     State(gw): State<Gateway>,
@@ -102,6 +103,7 @@ pub async fn export(
 #[into_params(parameter_in = Query)]
 pub struct ImportParams {
     /// `csv` (default) or `ndjson`.
+    #[param(pattern = "^(csv|ndjson)$")]
     pub format: Option<String>,
     /// `external_id` or `primary_email`: what rows are matched on. Default: `external_id` when
     /// the file has that column (NDJSON: always), else `primary_email`; the summary says which.
@@ -146,7 +148,7 @@ pub fn import_options(
 /// last line `{"summary": ...}`. Running the same file again creates nothing new.
 #[utoipa::path(post, path = "/v1/contacts:import", tag = "contacts", params(ImportParams),
     request_body(content = String, description = "CSV with a header row (the columns of an export), or NDJSON contacts", content_type = "text/csv"),
-    responses((status = 200, description = "application/x-ndjson: a RowResult per row, then {\"summary\": ImportSummary}", body = Object),
+    responses((status = 200, description = "a RowResult per row, then {\"summary\": ImportSummary}", body = String, content_type = "application/x-ndjson"),
         (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
 pub async fn import(
     State(gw): State<Gateway>,

@@ -31,10 +31,12 @@ const STREAM_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 pub struct StreamParams {
     /// Deliver events after this sequence (default 0: the oldest retained). A `Last-Event-ID`
     /// header, as browsers send when they reconnect, takes precedence.
-    pub after: Option<u64>,
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
     /// Only these event types, comma-separated, e.g. `crm.contact.v1.ContactCreated`.
     pub types: Option<String>,
     /// Whose feed: `crm.contact.v1` (default) or `crm.pipeline.v1`.
+    #[param(pattern = "^crm\\.(contact|pipeline)\\.v1$")]
     pub source: Option<String>,
 }
 
@@ -56,14 +58,16 @@ pub async fn stream(
         Some(value) => value
             .to_str()
             .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(|v| u64::try_from(v).ok())
             .ok_or_else(|| {
                 Problem(crm_platform::ApiError::invalid_field(
                     "Last-Event-ID",
                     "must be a sequence number",
                 ))
             })?,
-        None => q.after.unwrap_or(0),
+        None => u64::try_from(q.after.unwrap_or(0))
+            .map_err(|_| Problem(crm_platform::ApiError::invalid_field("after", "must not be negative")))?,
     };
     let types = q
         .types

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// A request body over the configured limit (HTTP only; gRPC has its own message limit).
     PayloadTooLarge,
+    /// A route that exists, called with a method it does not take (HTTP only).
+    MethodNotAllowed,
     Cancelled,
     DeadlineExceeded,
     Unimplemented,
@@ -69,6 +71,11 @@ const TABLE: &[(ErrorCode, Code, StatusCode)] = &[
         Code::ResourceExhausted,
         StatusCode::PAYLOAD_TOO_LARGE,
     ),
+    (
+        ErrorCode::MethodNotAllowed,
+        Code::Unimplemented,
+        StatusCode::METHOD_NOT_ALLOWED,
+    ),
     (ErrorCode::Cancelled, Code::Cancelled, StatusCode::REQUEST_TIMEOUT),
     (
         ErrorCode::DeadlineExceeded,
@@ -111,8 +118,13 @@ impl ErrorCode {
     pub fn from_grpc(code: Code) -> ErrorCode {
         TABLE
             .iter()
-            .find(|(c, grpc, _)| *grpc == code && *c != ErrorCode::PayloadTooLarge)
+            .find(|(c, grpc, _)| *grpc == code && !c.http_only())
             .map_or(ErrorCode::Internal, |row| row.0)
+    }
+
+    /// Codes that only HTTP has: gRPC statuses never map back to them.
+    fn http_only(self) -> bool {
+        matches!(self, ErrorCode::PayloadTooLarge | ErrorCode::MethodNotAllowed)
     }
 
     /// Default reason for errors raised without a more specific one.
@@ -128,6 +140,7 @@ impl ErrorCode {
             ErrorCode::OutOfRange => "OUT_OF_RANGE",
             ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
             ErrorCode::Unimplemented => "UNIMPLEMENTED",
@@ -336,7 +349,7 @@ mod tests {
     #[test]
     fn every_code_round_trips_through_grpc_except_http_only_ones() {
         for (code, grpc, _) in TABLE {
-            if *code == ErrorCode::PayloadTooLarge {
+            if code.http_only() {
                 continue;
             }
             assert_eq!(ErrorCode::from_grpc(*grpc), *code);

@@ -46,6 +46,16 @@ impl RequestKey {
     }
 }
 
+/// The answer to a request id used before for a different request: refused (400,
+/// REQUEST_ID_REUSED), never the first request's result.
+pub fn reused() -> crate::ApiError {
+    crate::ApiError::new(
+        crate::ErrorCode::InvalidArgument,
+        "REQUEST_ID_REUSED",
+        "request_id was already used for a different request",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

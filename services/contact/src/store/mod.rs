@@ -52,11 +52,7 @@ impl StoreError {
         match self {
             StoreError::NotFound => ApiError::not_found(what),
             StoreError::RevisionMismatch => ApiError::etag_mismatch(),
-            StoreError::RequestIdReused => ApiError::new(
-                crm_platform::ErrorCode::InvalidArgument,
-                "REQUEST_ID_REUSED",
-                "request_id was already used for a different request",
-            ),
+            StoreError::RequestIdReused => crm_platform::idempotency::reused(),
             StoreError::UnknownCompany => ApiError::invalid_field("company", "no such company"),
             StoreError::DuplicateEmail(existing) => ApiError::new(
                 crm_platform::ErrorCode::AlreadyExists,

@@ -366,11 +366,7 @@ impl PipelineApp {
             Some((stored, id)) if stored == request.fingerprint_hex() => Ok(Some(
                 self.load(caller.tenant(), kind, id, "the request's record").await?,
             )),
-            Some(_) => Err(ApiError::new(
-                ErrorCode::InvalidArgument,
-                "REQUEST_ID_REUSED",
-                "request_id was already used for a different request",
-            )),
+            Some(_) => Err(crm_platform::idempotency::reused()),
         }
     }
 

@@ -3,6 +3,8 @@
 //! comments of the protos as descriptions), the hand-written routes from their handlers, and
 //! the problem+json answer of every status a route can give.
 
+mod rules;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crm_proto::prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
@@ -156,7 +158,8 @@ struct Generator<'a> {
     pool: &'a DescriptorPool,
     /// Short names used by more than one message: those go by their full name.
     ambiguous: BTreeSet<String>,
-    wanted: Vec<MessageDescriptor>,
+    /// Messages to make schemas of, and whether as the body of an update (no field required).
+    wanted: Vec<(MessageDescriptor, bool)>,
     done: BTreeMap<String, Value>,
 }
 
@@ -178,19 +181,29 @@ impl<'a> Generator<'a> {
         }
     }
 
-    fn schema_name(&self, message: &MessageDescriptor) -> String {
-        if self.ambiguous.contains(message.name()) {
-            message.full_name().to_owned()
+    fn schema_name(&self, message: &MessageDescriptor, update: bool) -> String {
+        let name = if self.ambiguous.contains(message.name()) {
+            message.full_name()
         } else {
-            message.name().to_owned()
+            message.name()
+        };
+        if update {
+            format!("{name}Update")
+        } else {
+            name.to_owned()
         }
     }
 
     /// A `$ref` to the message's schema, made later.
     fn reference(&mut self, message: &MessageDescriptor) -> Value {
-        let name = self.schema_name(message);
-        if !self.done.contains_key(&name) && !self.wanted.iter().any(|m| m.full_name() == message.full_name()) {
-            self.wanted.push(message.clone());
+        self.reference_as(message, false)
+    }
+
+    /// A `$ref` to the schema of the message as an update's body: any subset of its fields.
+    fn reference_as(&mut self, message: &MessageDescriptor, update: bool) -> Value {
+        let name = self.schema_name(message, update);
+        if !self.done.contains_key(&name) {
+            self.wanted.push((message.clone(), update));
         }
         json!({ "$ref": format!("#/components/schemas/{name}") })
     }
@@ -225,18 +238,11 @@ impl<'a> Generator<'a> {
                 }
             }
         }
-        let etag_in_body = body_field
-            .and_then(|f| input.get_field_by_name(f))
-            .and_then(|f| match f.kind() {
-                Kind::Message(m) => m.get_field_by_name("etag"),
-                _ => None,
-            })
-            .is_some();
-        if etag_in_body || binding.has_field("etag") {
+        if binding.if_match_target().is_some() {
             parameters.push(json!({
                 "name": "If-Match", "in": "header", "required": false,
                 "description": "the etag the call is conditional on (strong comparison)",
-                "schema": {"type": "string"},
+                "schema": {"type": "string", "pattern": r#"^("[0-9]{1,18}"|[0-9]{1,18})$"#},
             }));
         }
         if binding.has_field("request_id") {
@@ -258,17 +264,19 @@ impl<'a> Generator<'a> {
         }
         match body_field {
             Some("*") => {
-                let schema = self.message_schema(&input, &path_tops);
+                let schema = self.message_schema(&input, &path_tops, false);
+                let required = schema.get("required").is_some();
                 operation["requestBody"] = json!({
-                    "required": false,
+                    "required": required,
                     "content": {"application/json": {"schema": schema}},
                 });
             }
             Some(field) => {
                 if let Some(Kind::Message(resource)) = input.get_field_by_name(field).map(|f| f.kind()) {
+                    let update = binding.http == http::Method::PATCH;
                     operation["requestBody"] = json!({
                         "required": true,
-                        "content": {"application/json": {"schema": self.reference(&resource)}},
+                        "content": {"application/json": {"schema": self.reference_as(&resource, update)}},
                     });
                 }
             }
@@ -321,35 +329,35 @@ impl<'a> Generator<'a> {
         if field.is_map() {
             return None;
         }
-        Some(if field.is_list() {
-            json!({ "type": "array", "items": scalar })
-        } else {
-            scalar
-        })
+        Some(self.with_rules(field, scalar))
     }
 
     fn finish(mut self) -> BTreeMap<String, Value> {
-        while let Some(message) = self.wanted.pop() {
-            let name = self.schema_name(&message);
+        while let Some((message, update)) = self.wanted.pop() {
+            let name = self.schema_name(&message, update);
             if self.done.contains_key(&name) {
                 continue;
             }
             self.done.insert(name.clone(), Value::Null);
-            let schema = self.message_schema(&message, &BTreeSet::new());
+            let schema = self.message_schema(&message, &BTreeSet::new(), update);
             self.done.insert(name, schema);
         }
         let _ = self.pool;
         self.done
     }
 
-    /// An object of the message's fields (less `skip`). A message that is one oneof is one
-    /// of its members.
-    fn message_schema(&mut self, message: &MessageDescriptor, skip: &BTreeSet<&str>) -> Value {
+    /// An object of the message's fields (less `skip`), its required fields required unless it
+    /// is an update's body. A message that is one oneof is one of its members.
+    fn message_schema(&mut self, message: &MessageDescriptor, skip: &BTreeSet<&str>, update: bool) -> Value {
         let fields: Vec<FieldDescriptor> = message.fields().filter(|f| !skip.contains(f.name())).collect();
         let all_one_of =
             message.oneofs().len() == 1 && !fields.is_empty() && fields.iter().all(|f| f.containing_oneof().is_some());
         let mut properties = Map::new();
+        let mut required = Vec::new();
         for field in &fields {
+            if !update && rules::required(field) {
+                required.push(Value::String(field.json_name().to_owned()));
+            }
             let mut schema = self.field_schema(field);
             if let (Some(text), Some(object)) = (field_comment(field), schema.as_object_mut()) {
                 if object.contains_key("$ref") {
@@ -358,7 +366,8 @@ impl<'a> Generator<'a> {
                     object.insert("description".into(), Value::String(text));
                 }
             }
-            if output_only(field) {
+            // An etag is the output of a create and the input of an update (AIP-154).
+            if output_only(field) || (!update && field.name() == "etag") {
                 schema["readOnly"] = Value::Bool(true);
             }
             properties.insert(field.json_name().to_owned(), schema);
@@ -379,6 +388,13 @@ impl<'a> Generator<'a> {
         } else {
             json!({ "type": "object", "properties": properties, "additionalProperties": false })
         };
+        if !required.is_empty() {
+            schema["required"] = Value::Array(required);
+        }
+        if update {
+            // An update changes something: it names a field (or an explicit updateMask does).
+            schema["minProperties"] = json!(1);
+        }
         if let Some(text) = comment(message.parent_file_descriptor_proto(), message.path()) {
             schema["description"] = Value::String(text);
         }
@@ -391,14 +407,40 @@ impl<'a> Generator<'a> {
                 Kind::Message(entry) => self.kind_schema(&entry.map_entry_value_field().kind()),
                 _ => json!({}),
             };
-            return json!({ "type": "object", "additionalProperties": value });
+            let mut schema = json!({ "type": "object", "additionalProperties": value });
+            if let Some(rules) = rules::rules(field) {
+                rules::apply_to_collection(&mut schema, &rules, true);
+                if !rules.format.is_empty() {
+                    let mut keys = json!({ "type": "string" });
+                    let key_rules = crm_proto::crm::common::v1::FieldRules {
+                        format: rules.format.clone(),
+                        ..Default::default()
+                    };
+                    rules::apply_to_value(&mut keys, &key_rules, false);
+                    schema["propertyNames"] = keys;
+                }
+            }
+            return schema;
         }
-        let item = self.kind_schema(&field.kind());
-        if field.is_list() {
-            json!({ "type": "array", "items": item })
-        } else {
-            item
+        let value = self.kind_schema(&field.kind());
+        self.with_rules(field, value)
+    }
+
+    /// A field's schema from its value's: an array of them for a list, and the field's rules.
+    fn with_rules(&mut self, field: &FieldDescriptor, mut value: Value) -> Value {
+        let rules = rules::rules(field);
+        if let Some(rules) = &rules {
+            let optional = !field.is_list() && !rules::required(field) && rules.min_length == 0;
+            rules::apply_to_value(&mut value, rules, optional);
         }
+        if !field.is_list() {
+            return value;
+        }
+        let mut schema = json!({ "type": "array", "items": value });
+        if let Some(rules) = &rules {
+            rules::apply_to_collection(&mut schema, rules, false);
+        }
+        schema
     }
 
     /// The proto3 JSON schema of a value: 64-bit integers as decimal strings (numbers also
