@@ -20,6 +20,7 @@ pub mod resource;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod text;
 pub mod time;
 
 pub use error::{ApiError, ErrorCode, FieldViolation};

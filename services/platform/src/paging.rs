@@ -67,9 +67,78 @@ pub fn decode_token<C: DeserializeOwned>(token: &str, fingerprint: &str) -> Resu
     Ok(Some(envelope.c))
 }
 
+/// One page of a list and the token of the next (empty on the last page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+/// What a list request asks for: the page size, and the keyset cursor its page token carries,
+/// bound to the shape (filter, order, parent) of the list that issued it.
+#[derive(Debug, Clone)]
+pub struct PageRequest<C> {
+    /// Items per page.
+    pub limit: usize,
+    /// Where the page starts: after this cursor (none: the first page).
+    pub after: Option<C>,
+    fingerprint: String,
+}
+
+impl<C: Serialize + DeserializeOwned> PageRequest<C> {
+    /// Checks a request's page size and token against the list's `shape`.
+    pub fn parse(page_size_requested: i32, page_token: &str, shape: &[&str]) -> Result<Self, ApiError> {
+        let fingerprint = query_fingerprint(shape);
+        Ok(PageRequest {
+            limit: page_size(page_size_requested)?,
+            after: decode_token(page_token, &fingerprint)?,
+            fingerprint,
+        })
+    }
+
+    /// Rows to fetch: one over the page, so that the page knows whether more follow.
+    pub fn fetch(&self) -> usize {
+        self.limit.saturating_add(1)
+    }
+
+    /// The page of `listed` (fetched with [`fetch`](Self::fetch)): trimmed to the page size,
+    /// with the token of the next page, made from the cursor of its last item, when more
+    /// follow.
+    pub fn page<T>(&self, mut listed: Vec<T>, cursor: impl FnOnce(&T) -> C) -> Page<T> {
+        let next_page_token = if listed.len() > self.limit {
+            listed.truncate(self.limit);
+            listed
+                .last()
+                .map(|last| encode_token(&cursor(last), &self.fingerprint))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Page {
+            items: listed,
+            next_page_token,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_fetched_one_over_and_its_token_leads_on() {
+        let first = PageRequest::<u32>::parse(2, "", &["list"]).expect("first");
+        assert_eq!(first.fetch(), 3);
+        let page = first.page(vec![1_u32, 2, 3], |last| *last);
+        assert_eq!(page.items, [1, 2]);
+        let second = PageRequest::<u32>::parse(2, &page.next_page_token, &["list"]).expect("second");
+        assert_eq!(second.after, Some(2));
+        assert!(
+            second.page(vec![3_u32], |last| *last).next_page_token.is_empty(),
+            "the last page"
+        );
+        assert!(PageRequest::<u32>::parse(2, &page.next_page_token, &["other"]).is_err());
+    }
 
     #[test]
     fn page_sizes() {

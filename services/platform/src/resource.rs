@@ -22,6 +22,37 @@ pub fn field_path(path: &str) -> String {
     out
 }
 
+/// The etag a request is conditional on (`field` names it in errors): empty is none.
+pub fn precondition(raw: &str, field: &str) -> Result<Option<Revision>, crate::ApiError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Revision::parse_etag(raw)
+        .map(Some)
+        .map_err(|reason| crate::ApiError::invalid_field(field, reason))
+}
+
+/// The fields an update mask names, each parsed by `parse` (which says why a path is not one
+/// the update can change). The mask is required and holds at most [`MAX_MASK_PATHS`] paths;
+/// every bad path is reported at once.
+pub fn update_mask<F>(
+    mask: Option<&prost_types::FieldMask>,
+    parse: impl Fn(&str) -> Result<F, String>,
+) -> Result<Vec<F>, crate::ApiError> {
+    let mut v = crate::error::Violations::new("");
+    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        v.add("update_mask", "is required: name the fields to change");
+    }
+    let fields = v
+        .bounded("update_mask.paths", paths, MAX_MASK_PATHS)
+        .iter()
+        .filter_map(|p| v.check(format!("update_mask.paths[{p}]"), parse(p)))
+        .collect();
+    v.finish()?;
+    Ok(fields)
+}
+
 /// Declares a resource id type named `collection/{uuid}`.
 #[macro_export]
 macro_rules! resource_id {

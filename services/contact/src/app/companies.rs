@@ -1,11 +1,11 @@
 //! Companies: created with their likely duplicates, read through merges, updated, deleted and
 //! listed.
 
-use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
+use crm_platform::paging::PageRequest;
 use crm_platform::{ApiError, Principal};
 
 use super::{
-    CompanyCandidate, ContactApp, DEFAULT_MIN_SCORE, ListParams, MAX_MERGE_HOPS, Page, audit, check_fields, page_of,
+    CompanyCandidate, ContactApp, DEFAULT_MIN_SCORE, ListParams, MAX_MERGE_HOPS, Page, audit, check_fields,
     read_modify_write,
 };
 use crate::domain::*;
@@ -104,25 +104,25 @@ impl ContactApp {
     }
 
     pub async fn list_companies(&self, who: &Principal, params: &ListParams) -> Result<Page<Company>, ApiError> {
-        let limit = page_size(params.page_size)?;
+        let page = PageRequest::<Cursor>::parse(
+            params.page_size,
+            &params.page_token,
+            &["companies", &params.filter, &params.order_by],
+        )?;
         let filter = CompanyFilter::parse(&params.filter)?;
         let order = Order::parse(&params.order_by, COMPANY_ORDERS)?;
-        let fingerprint = query_fingerprint(&["companies", &params.filter, &params.order_by]);
-        let after = decode_token::<Cursor>(&params.page_token, &fingerprint)?;
         let query = ListQuery {
             filter,
             order,
-            after,
-            limit,
+            after: page.after.clone(),
+            limit: page.limit,
         };
         let rows = self
             .store
             .list_companies(&who.tenant, &query)
             .await
             .map_err(|err| err.into_api("companies"))?;
-        Ok(page_of(rows, limit, |last| {
-            encode_token(&company_cursor(last, order.field), &fingerprint)
-        }))
+        Ok(page.page(rows, |last| company_cursor(last, order.field)))
     }
 
     /// Returns a company; the name of a merged company resolves to its survivor.

@@ -1,13 +1,13 @@
 //! Contacts: created with their likely duplicates, read through merges, updated, deleted,
 //! listed and searched.
 
-use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
+use crm_platform::paging::PageRequest;
 use crm_platform::{ApiError, Principal};
 
 use super::duplicates::likely_duplicates;
 use super::{
     CONTACT_ORDERS, Candidate, ContactApp, DEFAULT_MIN_SCORE, ListParams, MAX_MERGE_HOPS, Page, audit, check_fields,
-    page_of, read_modify_write, refuse_erased,
+    read_modify_write, refuse_erased,
 };
 use crate::domain::*;
 use crate::store::{Created, RequestKey, contact_cursor};
@@ -125,25 +125,25 @@ impl ContactApp {
     }
 
     pub async fn list_contacts(&self, who: &Principal, params: &ListParams) -> Result<Page<Contact>, ApiError> {
-        let limit = page_size(params.page_size)?;
+        let page = PageRequest::<Cursor>::parse(
+            params.page_size,
+            &params.page_token,
+            &["contacts", &params.filter, &params.order_by],
+        )?;
         let filter = ContactFilter::parse(&params.filter)?;
         let order = Order::parse(&params.order_by, CONTACT_ORDERS)?;
-        let fingerprint = query_fingerprint(&["contacts", &params.filter, &params.order_by]);
-        let after = decode_token::<Cursor>(&params.page_token, &fingerprint)?;
         let query = ListQuery {
             filter,
             order,
-            after,
-            limit,
+            after: page.after.clone(),
+            limit: page.limit,
         };
         let rows = self
             .store
             .list_contacts(&who.tenant, &query)
             .await
             .map_err(|err| err.into_api("contacts"))?;
-        Ok(page_of(rows, limit, |last| {
-            encode_token(&contact_cursor(last, order.field), &fingerprint)
-        }))
+        Ok(page.page(rows, |last| contact_cursor(last, order.field)))
     }
 
     pub async fn search_contacts(
@@ -153,10 +153,9 @@ impl ContactApp {
         size: i32,
         token: &str,
     ) -> Result<Page<Contact>, ApiError> {
-        let limit = page_size(size)?;
+        let page = PageRequest::<usize>::parse(size, token, &["search", query])?;
         let terms = SearchTerms::parse(query)?;
-        let fingerprint = query_fingerprint(&["search", query]);
-        let offset = decode_token::<usize>(token, &fingerprint)?.unwrap_or(0);
+        let (offset, limit) = (page.after.unwrap_or(0), page.limit);
         // Page tokens come back from the client: an offset no page of ours reaches is refused,
         // so that no store adds up a forged one.
         if offset > MAX_SEARCH_OFFSET {
@@ -170,6 +169,6 @@ impl ContactApp {
             .search_contacts(&who.tenant, &terms, offset, limit)
             .await
             .map_err(|err| err.into_api("contacts"))?;
-        Ok(page_of(rows, limit, |_| encode_token(&(offset + limit), &fingerprint)))
+        Ok(page.page(rows, |_| offset + limit))
     }
 }

@@ -1,9 +1,9 @@
 //! The audit trail of a contact or a company, newest first.
 
-use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
+use crm_platform::paging::PageRequest;
 use crm_platform::{ApiError, Principal};
 
-use super::{ContactApp, Page, page_of};
+use super::{ContactApp, Page};
 use crate::domain::*;
 
 impl ContactApp {
@@ -16,9 +16,8 @@ impl ContactApp {
         size: i32,
         token: &str,
     ) -> Result<Page<HistoryEntry>, ApiError> {
-        let limit = page_size(size)?;
-        let fingerprint = query_fingerprint(&["history", &of.name()]);
-        let before = decode_token::<uuid::Uuid>(token, &fingerprint)?;
+        let page = PageRequest::<uuid::Uuid>::parse(size, token, &["history", &of.name()])?;
+        let (before, limit) = (page.after, page.limit);
         let rows = self
             .store
             .list_history(&who.tenant, of, before, limit)
@@ -27,6 +26,6 @@ impl ContactApp {
         if rows.is_empty() && before.is_none() {
             return Err(ApiError::not_found(of.kind()));
         }
-        Ok(page_of(rows, limit, |last| encode_token(&last.id, &fingerprint)))
+        Ok(page.page(rows, |last| last.id))
     }
 }

@@ -1,10 +1,10 @@
 //! Interactions: logged on a contact, read, deleted, and listed as a contact's or a company's
 //! timeline.
 
-use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
+use crm_platform::paging::PageRequest;
 use crm_platform::{ApiError, Principal};
 
-use super::{ContactApp, Page, page_of};
+use super::{ContactApp, Page};
 use crate::domain::*;
 use crate::store::{Created, RequestKey, TimelineOf, interaction_cursor};
 
@@ -52,7 +52,6 @@ impl ContactApp {
         size: i32,
         token: &str,
     ) -> Result<Page<Interaction>, ApiError> {
-        let limit = page_size(size)?;
         let parent = match of {
             TimelineOf::Contact(id) => id.name(),
             TimelineOf::Company(id) => id.name(),
@@ -62,16 +61,14 @@ impl ContactApp {
             TimelineOf::Contact(id) => self.get_contact(who, id).await.map(drop)?,
             TimelineOf::Company(id) => self.get_company(who, id).await.map(drop)?,
         }
-        let fingerprint = query_fingerprint(&["interactions", &parent]);
-        let after = decode_token::<Cursor>(token, &fingerprint)?;
+        let page = PageRequest::<Cursor>::parse(size, token, &["interactions", &parent])?;
+        let (after, limit) = (page.after.clone(), page.limit);
         let rows = self
             .store
             .list_interactions(&who.tenant, of, after.as_ref(), limit)
             .await
             .map_err(|err| err.into_api("interactions"))?;
-        Ok(page_of(rows, limit, |last| {
-            encode_token(&interaction_cursor(last), &fingerprint)
-        }))
+        Ok(page.page(rows, interaction_cursor))
     }
 
     pub async fn delete_interaction(

@@ -29,12 +29,7 @@ use crate::store::{ContactStore, StoreError};
 /// Attempts of a read-modify-write update without an etag before giving up as ABORTED.
 const UPDATE_ATTEMPTS: usize = 3;
 
-/// One page of a list and the token of the next.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_page_token: String,
-}
+pub use crm_platform::paging::Page;
 
 /// The list parameters every List takes.
 #[derive(Debug, Clone, Default)]
@@ -58,16 +53,6 @@ pub(crate) fn check_fields(problems: Vec<(String, String)>, prefix: &str) -> Res
         violations.add(field, reason);
     }
     violations.finish()
-}
-
-fn page_of<T>(mut items: Vec<T>, limit: usize, next: impl FnOnce(&T) -> String) -> Page<T> {
-    let next_page_token = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(next).unwrap_or_default()
-    } else {
-        String::new()
-    };
-    Page { items, next_page_token }
 }
 
 /// A record written with optimistic concurrency.

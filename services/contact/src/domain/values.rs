@@ -350,20 +350,7 @@ impl AttributeValue {
     }
 }
 
-/// Checks a free-text field: at most `max` characters, no control characters but newlines
-/// and tabs when `multiline`.
-pub fn check_text(value: &str, max: usize, multiline: bool) -> Result<(), String> {
-    if value.chars().count() > max {
-        return Err(format!("must be at most {max} characters"));
-    }
-    let bad = value
-        .chars()
-        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')));
-    if bad {
-        return Err("must not contain control characters".into());
-    }
-    Ok(())
-}
+pub use crm_platform::text::check as check_text;
 
 pub use crm_platform::time::{now, to_micros};
 

@@ -290,33 +290,6 @@ pub(crate) fn masked_contact(c: &pb::Contact, mask: &[ContactField]) -> pb::Cont
     out
 }
 
-pub(crate) fn update_mask<F>(
-    mask: Option<&crm_proto::prost_types::FieldMask>,
-    parse: fn(&str) -> Result<F, String>,
-) -> Result<Vec<F>, crm_platform::ApiError> {
-    let mut v = Violations::new("");
-    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
-    if paths.is_empty() {
-        v.add("update_mask", "is required: name the fields to change");
-    }
-    let fields = v
-        .bounded("update_mask.paths", paths, crm_platform::resource::MAX_MASK_PATHS)
-        .iter()
-        .filter_map(|p| v.check(format!("update_mask.paths[{p}]"), parse(p)))
-        .collect();
-    v.finish()?;
-    Ok(fields)
-}
-
-pub(crate) fn etag(raw: &str, field: &str) -> Result<Option<Revision>, crm_platform::ApiError> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    Revision::parse_etag(raw)
-        .map(Some)
-        .map_err(|reason| crm_platform::ApiError::invalid_field(field, reason))
-}
-
 pub(crate) fn contact_to_proto(c: &Contact) -> pb::Contact {
     let f = &c.fields;
     pb::Contact {

@@ -16,6 +16,7 @@ use crate::app::{ContactApp, ListParams};
 use crate::domain::{Audited, CompanyField, CompanyId, ContactField, ContactId, InteractionId};
 use crate::store::TimelineOf;
 use convert::*;
+use crm_platform::resource::precondition;
 
 pub use crm_proto::crm::contact::v1::contact_service_server::ContactServiceServer;
 
@@ -110,7 +111,7 @@ fn parse_merge<Id: Copy, Field: Ord>(
             choices.insert(field, source);
         }
     }
-    let etag = etag(raw_etag, "etag")?;
+    let etag = precondition(raw_etag, "etag")?;
     violations.finish()?;
     let survivor = survivor.ok_or_else(|| ApiError::invalid_field("survivor", "is required"))?;
     Ok((survivor, merged, choices, etag))
@@ -291,8 +292,8 @@ impl ContactService for ContactGrpc {
         let r = request.get_ref();
         let contact = required("contact", r.contact.as_ref())?;
         let id = parse("contact.name", ContactId::parse_name(&contact.name))?;
-        let mask = update_mask(r.update_mask.as_ref(), ContactField::parse)?;
-        let etag = etag(&contact.etag, "contact.etag")?;
+        let mask = crm_platform::resource::update_mask(r.update_mask.as_ref(), ContactField::parse)?;
+        let etag = precondition(&contact.etag, "contact.etag")?;
         let mut violations = crm_platform::error::Violations::new("contact.");
         // The owner is required only when the mask names it; otherwise it is not applied.
         let owner_default = (!mask.contains(&ContactField::Owner)).then_some(&who.user);
@@ -311,7 +312,9 @@ impl ContactService for ContactGrpc {
         let who = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", ContactId::parse_name(&r.name))?;
-        self.app.delete_contact(&who, id, etag(&r.etag, "etag")?).await?;
+        self.app
+            .delete_contact(&who, id, precondition(&r.etag, "etag")?)
+            .await?;
         Ok(Response::new(pb::DeleteContactResponse {}))
     }
 
@@ -386,8 +389,8 @@ impl ContactService for ContactGrpc {
         let r = request.get_ref();
         let company = required("company", r.company.as_ref())?;
         let id = parse("company.name", CompanyId::parse_name(&company.name))?;
-        let mask = update_mask(r.update_mask.as_ref(), CompanyField::parse)?;
-        let etag = etag(&company.etag, "company.etag")?;
+        let mask = crm_platform::resource::update_mask(r.update_mask.as_ref(), CompanyField::parse)?;
+        let etag = precondition(&company.etag, "company.etag")?;
         let mut violations = crm_platform::error::Violations::new("company.");
         let owner_default = (!mask.contains(&CompanyField::Owner)).then_some(&who.user);
         let patch = company_fields(&mut violations, &masked_company(company, &mask), owner_default);
@@ -405,7 +408,9 @@ impl ContactService for ContactGrpc {
         let who = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", CompanyId::parse_name(&r.name))?;
-        self.app.delete_company(&who, id, etag(&r.etag, "etag")?).await?;
+        self.app
+            .delete_company(&who, id, precondition(&r.etag, "etag")?)
+            .await?;
         Ok(Response::new(pb::DeleteCompanyResponse {}))
     }
 

@@ -2,17 +2,17 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::ApiError;
+use crm_platform::paging::PageRequest;
 use uuid::Uuid;
 
 use super::{
-    Caller, Page, Payload, PipelineApp, Rec, StoredTransition, changed, event, failed, page, put, revise,
-    revision_write,
+    Caller, Page, Payload, PipelineApp, Rec, StoredTransition, changed, event, failed, put, revise, revision_write,
 };
 use crate::domain::{
     CompanyRef, ContactRef, Deal, DealId, DealStatus, ForecastCategory, LineItem, Money, Pipeline, PipelineId, Product,
     ProductId, StageKind, Transition, TransitionKind, line_total, values,
 };
-use crate::store::{Filter, Kind, ListQuery, Write};
+use crate::store::{Filter, Kind, Write};
 
 /// A line as a client writes it; the product's SKU, name and (by default) price are copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,16 +289,10 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         filters: Vec<Filter>,
-        after: Option<(i64, Uuid)>,
-        limit: usize,
+        page_size: i32,
+        page_token: &str,
     ) -> Result<Page<Deal>, ApiError> {
-        let query = ListQuery {
-            kind: Kind::Deal,
-            filters,
-            after,
-            limit: limit + 1,
-        };
-        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+        self.list_page(caller, Kind::Deal, filters, page_size, page_token).await
     }
 
     async fn pipeline_of(&self, caller: &Caller, deal: &Rec<Deal>) -> Result<Rec<Pipeline>, ApiError> {
@@ -515,23 +509,22 @@ impl PipelineApp {
         .await
     }
 
-    /// A deal's transitions after sequence `after`, oldest first.
+    /// A deal's transitions, oldest first, a page at a time.
     pub async fn deal_history(
         &self,
         caller: &Caller,
         id: DealId,
-        after: i64,
-        limit: usize,
-    ) -> Result<(Vec<Transition>, bool), ApiError> {
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<crm_platform::paging::Page<Transition>, ApiError> {
+        let page = PageRequest::<i64>::parse(page_size, page_token, &["history", &id.name()])?;
         self.get_deal(caller, id).await?;
-        let mut transitions = self
+        let transitions = self
             .store
-            .transitions(caller.tenant(), id.0, after, limit + 1)
+            .transitions(caller.tenant(), id.0, page.after.unwrap_or(0), page.fetch())
             .await
             .map_err(super::store_error)?;
-        let more = transitions.len() > limit;
-        transitions.truncate(limit);
-        Ok((transitions, more))
+        Ok(page.page(transitions, |last| last.seq))
     }
 }
 

@@ -1,9 +1,8 @@
 //! Forecast submissions (immutable) and quotas: the inputs of forecast accuracy.
 
 use crm_platform::{ApiError, UserId};
-use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, event, page, put};
+use super::{Caller, Page, Payload, PipelineApp, Rec, event, put};
 use crate::domain::{Forecast, ForecastCategory, ForecastId, Money, Period, Quota};
 use crate::store::{Filter, Kind, ListQuery, StoreError, Write};
 
@@ -55,16 +54,11 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         filters: Vec<Filter>,
-        after: Option<(i64, Uuid)>,
-        limit: usize,
+        page_size: i32,
+        page_token: &str,
     ) -> Result<Page<Forecast>, ApiError> {
-        let query = ListQuery {
-            kind: Kind::Forecast,
-            filters,
-            after,
-            limit: limit + 1,
-        };
-        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+        self.list_page(caller, Kind::Forecast, filters, page_size, page_token)
+            .await
     }
 
     /// Sets (creates or replaces) a user's quota for a period.
@@ -135,15 +129,10 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         filters: Vec<Filter>,
-        after: Option<(i64, Uuid)>,
-        limit: usize,
+        page_size: i32,
+        page_token: &str,
     ) -> Result<Page<Quota>, ApiError> {
-        let query = ListQuery {
-            kind: Kind::Quota,
-            filters,
-            after,
-            limit: limit + 1,
-        };
-        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+        self.list_page(caller, Kind::Quota, filters, page_size, page_token)
+            .await
     }
 }

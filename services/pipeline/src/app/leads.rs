@@ -1,13 +1,10 @@
 //! Leads: qualification, disqualification and the one-time conversion into a deal.
 
 use crm_platform::{ApiError, UserId};
-use uuid::Uuid;
 
-use super::{
-    Caller, DealInput, Page, Payload, PipelineApp, Rec, changed, event, failed, page, put, revise, revision_write,
-};
+use super::{Caller, DealInput, Page, Payload, PipelineApp, Rec, changed, event, failed, put, revise, revision_write};
 use crate::domain::{CompanyRef, ContactRef, Deal, Lead, LeadId, LeadStatus};
-use crate::store::{Filter, Kind, ListQuery, Write};
+use crate::store::{Filter, Kind, Write};
 
 /// A lead's client-set fields (None: not given / unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,16 +99,10 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         filters: Vec<Filter>,
-        after: Option<(i64, Uuid)>,
-        limit: usize,
+        page_size: i32,
+        page_token: &str,
     ) -> Result<Page<Lead>, ApiError> {
-        let query = ListQuery {
-            kind: Kind::Lead,
-            filters,
-            after,
-            limit: limit + 1,
-        };
-        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+        self.list_page(caller, Kind::Lead, filters, page_size, page_token).await
     }
 
     pub async fn update_lead(

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use crm_platform::outbox::NewEvent;
+use crm_platform::paging::PageRequest;
 use crm_platform::{ApiError, ErrorCode, Principal, TenantId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -452,25 +453,43 @@ impl PipelineApp {
     }
 }
 
-/// A page of records and the cursor after its last one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<Rec<T>>,
-    pub next: Option<(i64, Uuid)>,
-}
+/// A page of records and the token of the next.
+pub type Page<T> = crm_platform::paging::Page<Rec<T>>;
 
-/// Turns `limit + 1` listed records into a page.
-fn page<T>(mut listed: Vec<(i64, Rec<T>)>, limit: usize) -> Page<T> {
-    let more = listed.len() > limit;
-    listed.truncate(limit);
-    let next = if more {
-        listed.last().map(|(order, rec)| (*order, rec.id))
-    } else {
-        None
-    };
-    Page {
-        items: listed.into_iter().map(|(_, rec)| rec).collect(),
-        next,
+impl PipelineApp {
+    /// A page of the records of `kind` that pass `filters`, in keyset order: the page token
+    /// carries the cursor and is bound to the kind and the filters.
+    async fn list_page<T: Serialize + DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        filters: Vec<crate::store::Filter>,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<T>, ApiError> {
+        // Overdue is relative to now: the token binds to the filter as written, not to the
+        // time it was resolved at.
+        let shape: Vec<String> = std::iter::once(format!("{kind:?}"))
+            .chain(filters.iter().map(|filter| match filter {
+                crate::store::Filter::DueBefore(_) => "DueBefore(now)".to_owned(),
+                other => format!("{other:?}"),
+            }))
+            .collect();
+        let shape: Vec<&str> = shape.iter().map(String::as_str).collect();
+        let page = PageRequest::<(i64, Uuid)>::parse(page_size, page_token, &shape)?;
+        let query = ListQuery {
+            kind,
+            filters,
+            after: page.after,
+            limit: page.fetch(),
+        };
+        let listed = page.page(self.list_records(caller.tenant(), &query).await?, |(order, rec)| {
+            (*order, rec.id)
+        });
+        Ok(crm_platform::paging::Page {
+            items: listed.items.into_iter().map(|(_, rec)| rec).collect(),
+            next_page_token: listed.next_page_token,
+        })
     }
 }
 

@@ -3,9 +3,9 @@
 use crm_platform::ApiError;
 use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, page, put, revise, store_error};
+use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, put, revise, store_error};
 use crate::domain::{Money, Pipeline, PipelineId, Stage, StageKind};
-use crate::store::{Kind, ListQuery, Write};
+use crate::store::{Kind, Write};
 
 /// A stage as a client describes it: an existing stage's id keeps it (and its history).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,16 +101,11 @@ impl PipelineApp {
     pub async fn list_pipelines(
         &self,
         caller: &Caller,
-        after: Option<(i64, Uuid)>,
-        limit: usize,
+        page_size: i32,
+        page_token: &str,
     ) -> Result<Page<Pipeline>, ApiError> {
-        let query = ListQuery {
-            kind: Kind::Pipeline,
-            filters: vec![],
-            after,
-            limit: limit + 1,
-        };
-        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+        self.list_page(caller, Kind::Pipeline, vec![], page_size, page_token)
+            .await
     }
 
     /// Renames the pipeline and/or replaces its stage list. Stages keep their ids, so the

@@ -2,11 +2,10 @@
 //! deal.
 
 use crm_platform::ApiError;
-use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, page, put, revise};
+use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, put, revise};
 use crate::domain::{Money, Product, ProductId};
-use crate::store::{Filter, Kind, ListQuery, Write};
+use crate::store::{Filter, Kind, Write};
 
 /// A product's fields (None: not given / unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,16 +86,11 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         filters: Vec<Filter>,
-        after: Option<(i64, Uuid)>,
-        limit: usize,
+        page_size: i32,
+        page_token: &str,
     ) -> Result<Page<Product>, ApiError> {
-        let query = ListQuery {
-            kind: Kind::Product,
-            filters,
-            after,
-            limit: limit + 1,
-        };
-        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+        self.list_page(caller, Kind::Product, filters, page_size, page_token)
+            .await
     }
 
     pub async fn update_product(

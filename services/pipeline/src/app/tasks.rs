@@ -2,11 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
-use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, changed, event, failed, page, put, revise, revision_write};
+use super::{Caller, Page, Payload, PipelineApp, Rec, changed, event, failed, put, revise, revision_write};
 use crate::domain::{ContactRef, DealId, LeadId, Task, TaskId, TaskPriority, TaskStatus};
-use crate::store::{Filter, Kind, ListQuery, StoreError, Write};
+use crate::store::{Filter, Kind, StoreError, Write};
 
 /// The user the service acts as when it publishes on its own (TaskDue).
 pub const SYSTEM_ACTOR: &str = "crm-pipeline";
@@ -117,16 +116,10 @@ impl PipelineApp {
         &self,
         caller: &Caller,
         filters: Vec<Filter>,
-        after: Option<(i64, Uuid)>,
-        limit: usize,
+        page_size: i32,
+        page_token: &str,
     ) -> Result<Page<Task>, ApiError> {
-        let query = ListQuery {
-            kind: Kind::Task,
-            filters,
-            after,
-            limit: limit + 1,
-        };
-        Ok(page(self.list_records(caller.tenant(), &query).await?, limit))
+        self.list_page(caller, Kind::Task, filters, page_size, page_token).await
     }
 
     async fn save_task(

@@ -55,20 +55,7 @@ pub fn date(raw: &str) -> Result<NaiveDate, String> {
         .ok_or_else(|| format!("`{raw}` is not a date: use YYYY-MM-DD"))
 }
 
-/// Trimmed text of at most `max` characters; `required` refuses empty text.
-pub fn text(raw: &str, max: usize, required: bool) -> Result<String, String> {
-    let trimmed = raw.trim();
-    if required && trimmed.is_empty() {
-        return Err("is required".into());
-    }
-    if trimmed.chars().count() > max {
-        return Err(format!("must be at most {max} characters"));
-    }
-    if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err("must not contain control characters".into());
-    }
-    Ok(trimmed.to_owned())
-}
+pub use crm_platform::text::trimmed as text;
 
 #[cfg(test)]
 mod tests {

@@ -50,34 +50,21 @@ pub(crate) fn money_in(v: &mut Violations, field: &str, m: Option<&common::Money
 
 /// An etag as sent by a client (empty: none).
 pub(crate) fn etag(raw: &str, field: &str) -> Result<Option<i64>, ApiError> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    crm_platform::resource::Revision::parse_etag(raw)
-        .map(|r| Some(r.0))
-        .map_err(|reason| ApiError::invalid_field(field, reason))
+    Ok(crm_platform::resource::precondition(raw, field)?.map(|r| r.0))
 }
 
 /// The update mask's paths (required, each one of `allowed`).
 pub(crate) fn mask(m: Option<&crm_proto::prost_types::FieldMask>, allowed: &[&str]) -> Result<Vec<String>, ApiError> {
-    let mut v = Violations::new("");
-    let paths = m.map(|m| m.paths.as_slice()).unwrap_or_default();
-    if paths.is_empty() {
-        v.add("update_mask", "is required: name the fields to change");
-    }
-    let paths = v
-        .bounded("update_mask.paths", paths, crm_platform::resource::MAX_MASK_PATHS)
-        .to_vec();
-    for path in &paths {
-        if !allowed.contains(&path.as_str()) {
-            v.add(
-                format!("update_mask.paths[{path}]"),
-                format!("is not a field you can change here (one of: {})", allowed.join(", ")),
-            );
+    crm_platform::resource::update_mask(m, |path| {
+        if allowed.contains(&path) {
+            Ok(path.to_owned())
+        } else {
+            Err(format!(
+                "is not a field you can change here (one of: {})",
+                allowed.join(", ")
+            ))
         }
-    }
-    v.finish()?;
-    Ok(paths)
+    })
 }
 
 fn reference<T>(v: &mut Violations, field: &str, raw: &str, parse: fn(&str) -> Result<T, String>) -> Option<Option<T>> {

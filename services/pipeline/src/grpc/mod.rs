@@ -7,12 +7,11 @@ pub mod events;
 use crm_platform::ApiError;
 use crm_platform::error::{parse_field as parse, required_field as required};
 use crm_platform::idempotency::RequestKey;
-use crm_platform::paging::{decode_token, encode_token, page_size, query_fingerprint};
 use crm_proto::crm::pipeline::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::app::{Caller, Page, PipelineApp, user_or_me};
+use crate::app::{Caller, PipelineApp, user_or_me};
 use crate::domain::{DealId, LeadId, PipelineId, ProductId, TaskId};
 use crate::store::Filter;
 
@@ -77,23 +76,6 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     Ok(Caller { who, credentials })
 }
 
-/// A list's keyset cursor: the order value and id of the last record of the previous page.
-type Cursor = (i64, Uuid);
-
-/// Page size and cursor of a list request, bound to what shapes the list.
-fn paging(size: i32, token: &str, shape: &[&str]) -> Result<(usize, Option<Cursor>, String), ApiError> {
-    let fingerprint = query_fingerprint(shape);
-    let limit = page_size(size)?;
-    let after = decode_token::<Cursor>(token, &fingerprint)?;
-    Ok((limit, after, fingerprint))
-}
-
-fn next_token<T>(page: &Page<T>, fingerprint: &str) -> String {
-    page.next
-        .map(|cursor| encode_token(&cursor, fingerprint))
-        .unwrap_or_default()
-}
-
 fn stage_id(raw: &str, field: &str) -> Result<Option<Uuid>, ApiError> {
     if raw.is_empty() {
         return Ok(None);
@@ -141,11 +123,10 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
     ) -> GrpcResult<pb::ListPipelinesResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &["pipelines"])?;
-        let page = self.app.list_pipelines(&caller, after, limit).await?;
+        let page = self.app.list_pipelines(&caller, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListPipelinesResponse {
             pipelines: page.items.iter().map(convert::pipeline).collect(),
-            next_page_token: next_token(&page, &fingerprint),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -258,12 +239,13 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let filters = list_filters(&caller, &r.filter, Listing::Leads)?;
-        let shape = format!("leads {filters:?}");
-        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
-        let page = self.app.list_leads(&caller, filters, after, limit).await?;
+        let page = self
+            .app
+            .list_leads(&caller, filters, r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::ListLeadsResponse {
             leads: page.items.iter().map(convert::lead).collect(),
-            next_page_token: next_token(&page, &fingerprint),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -339,12 +321,13 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let filters = list_filters(&caller, &r.filter, Listing::Deals)?;
-        let shape = format!("deals {filters:?}");
-        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
-        let page = self.app.list_deals(&caller, filters, after, limit).await?;
+        let page = self
+            .app
+            .list_deals(&caller, filters, r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::ListDealsResponse {
             deals: page.items.iter().map(convert::deal).collect(),
-            next_page_token: next_token(&page, &fingerprint),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -427,21 +410,10 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", DealId::parse_name(&r.name))?;
-        let fingerprint = query_fingerprint(&["history", &r.name]);
-        let limit = page_size(r.page_size)?;
-        let after = decode_token::<i64>(&r.page_token, &fingerprint)?.unwrap_or(0);
-        let (transitions, more) = self.app.deal_history(&caller, id, after, limit).await?;
-        let next = if more {
-            transitions
-                .last()
-                .map(|t| encode_token(&t.seq, &fingerprint))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let page = self.app.deal_history(&caller, id, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListDealHistoryResponse {
-            transitions: transitions.iter().map(convert::transition).collect(),
-            next_page_token: next,
+            transitions: page.items.iter().map(convert::transition).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 }
@@ -475,12 +447,13 @@ impl pb::product_service_server::ProductService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let filters = list_filters(&caller, &r.filter, Listing::Products)?;
-        let shape = format!("products {filters:?}");
-        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
-        let page = self.app.list_products(&caller, filters, after, limit).await?;
+        let page = self
+            .app
+            .list_products(&caller, filters, r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::ListProductsResponse {
             products: page.items.iter().map(convert::product).collect(),
-            next_page_token: next_token(&page, &fingerprint),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -531,13 +504,13 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let filters = list_filters(&caller, &r.filter, Listing::Tasks)?;
-        // Overdue is relative to now: the cursor binds to the filter as written.
-        let shape = format!("tasks {}", r.filter);
-        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
-        let page = self.app.list_tasks(&caller, filters, after, limit).await?;
+        let page = self
+            .app
+            .list_tasks(&caller, filters, r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::ListTasksResponse {
             tasks: page.items.iter().map(convert::task).collect(),
-            next_page_token: next_token(&page, &fingerprint),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -624,12 +597,13 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let filters = list_filters(&caller, &r.filter, Listing::Forecasts)?;
-        let shape = format!("forecasts {filters:?}");
-        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
-        let page = self.app.list_forecasts(&caller, filters, after, limit).await?;
+        let page = self
+            .app
+            .list_forecasts(&caller, filters, r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::ListForecastsResponse {
             forecasts: page.items.iter().map(convert::forecast).collect(),
-            next_page_token: next_token(&page, &fingerprint),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -661,12 +635,13 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let filters = list_filters(&caller, &r.filter, Listing::Quotas)?;
-        let shape = format!("quotas {filters:?}");
-        let (limit, after, fingerprint) = paging(r.page_size, &r.page_token, &[&shape])?;
-        let page = self.app.list_quotas(&caller, filters, after, limit).await?;
+        let page = self
+            .app
+            .list_quotas(&caller, filters, r.page_size, &r.page_token)
+            .await?;
         Ok(Response::new(pb::ListQuotasResponse {
             quotas: page.items.iter().map(convert::quota).collect(),
-            next_page_token: next_token(&page, &fingerprint),
+            next_page_token: page.next_page_token,
         }))
     }
 }

@@ -236,12 +236,13 @@ async fn lead_becomes_a_won_deal_and_every_step_is_recorded(fx: &Fixture) {
     assert_eq!(closing.kind, TransitionKind::Won);
     assert_eq!(closing.reason, "best fit");
 
-    let (history, more) = fx
+    let page = fx
         .app
-        .deal_history(&who, DealId(deal.id), 0, 50)
+        .deal_history(&who, DealId(deal.id), 50, "")
         .await
         .expect("history");
-    assert!(!more);
+    assert!(page.next_page_token.is_empty(), "one page");
+    let history = page.items;
     let kinds: Vec<_> = history
         .iter()
         .map(|t| (t.seq, t.kind, t.to_stage_name.clone()))
@@ -285,11 +286,12 @@ async fn lead_becomes_a_won_deal_and_every_step_is_recorded(fx: &Fixture) {
         .update_pipeline(&who, PipelineId(p.id), None, None, Some(stages))
         .await
         .expect("rename");
-    let (history, _) = fx
+    let history = fx
         .app
-        .deal_history(&who, DealId(deal.id), 0, 50)
+        .deal_history(&who, DealId(deal.id), 50, "")
         .await
-        .expect("history");
+        .expect("history")
+        .items;
     assert_eq!(
         history[1].to_stage_name, "Proposal",
         "history keeps the name the stage had"
@@ -372,7 +374,7 @@ async fn moves_and_closes_follow_the_rules(fx: &Fixture) {
         )
         .await;
     assert_eq!(field_of(stranger), "deal.contact", "an unknown contact is refused");
-    let (history, _) = fx.app.deal_history(&who, id, 0, 50).await.expect("history");
+    let history = fx.app.deal_history(&who, id, 50, "").await.expect("history").items;
     assert_eq!(
         history.len(),
         3,
@@ -407,7 +409,7 @@ async fn concurrent_moves_with_one_etag_one_wins(fx: &Fixture) {
         let loser = if a.is_ok() { b } else { a };
         assert_eq!(code(loser), (ErrorCode::FailedPrecondition, "ETAG_MISMATCH".into()));
     }
-    let (history, _) = fx.app.deal_history(&who, id, 0, 50).await.expect("history");
+    let history = fx.app.deal_history(&who, id, 50, "").await.expect("history").items;
     assert_eq!(history.len(), 6, "created + one move per round");
     assert!(
         history
@@ -624,7 +626,7 @@ async fn creates_are_idempotent(fx: &Fixture) {
         .1,
         "REQUEST_ID_REUSED"
     );
-    let page = fx.app.list_deals(&who, vec![], None, 100).await.expect("list");
+    let page = fx.app.list_deals(&who, vec![], 100, "").await.expect("list");
     assert_eq!(page.items.len(), 1);
 }
 
@@ -637,18 +639,18 @@ async fn lists_page_and_filter(fx: &Fixture) {
         fx.app.create_deal(&who, input, None).await.expect("deal");
     }
     let mut seen = Vec::new();
-    let mut after = None;
+    let mut token = String::new();
     loop {
         let page = fx
             .app
-            .list_deals(&who, vec![Filter::Owner("alice".into())], after, 4)
+            .list_deals(&who, vec![Filter::Owner("alice".into())], 4, &token)
             .await
             .expect("page");
         seen.extend(page.items.iter().map(|d| d.body.name.clone()));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
+        if page.next_page_token.is_empty() {
+            break;
         }
+        token = page.next_page_token;
     }
     assert_eq!(seen, ["d1", "d2", "d4", "d5", "d7", "d8"]);
     let now = crate::app::now();
@@ -673,7 +675,7 @@ async fn lists_page_and_filter(fx: &Fixture) {
                 .expect("complete");
         }
     }
-    let all = fx.app.list_tasks(&who, vec![], None, 10).await.expect("tasks");
+    let all = fx.app.list_tasks(&who, vec![], 10, "").await.expect("tasks");
     assert_eq!(
         all.items.iter().map(|t| t.body.title.as_str()).collect::<Vec<_>>(),
         ["soonest", "sooner", "later", "none"],
@@ -681,7 +683,7 @@ async fn lists_page_and_filter(fx: &Fixture) {
     );
     let overdue = fx
         .app
-        .list_tasks(&who, vec![Filter::DueBefore(crate::app::now())], None, 10)
+        .list_tasks(&who, vec![Filter::DueBefore(crate::app::now())], 10, "")
         .await
         .expect("overdue");
     assert_eq!(
@@ -690,7 +692,7 @@ async fn lists_page_and_filter(fx: &Fixture) {
     );
     let theirs = fx
         .app
-        .list_deals(&caller("other", "alice", Role::Admin), vec![], None, 100)
+        .list_deals(&caller("other", "alice", Role::Admin), vec![], 100, "")
         .await
         .expect("other tenant");
     assert!(theirs.items.is_empty(), "no tenant sees another's records");
@@ -740,7 +742,7 @@ async fn reassignment_moves_open_records_round_robin(fx: &Fixture) {
     assert_eq!((dry.leads, dry.deals, dry.tasks), (3, 4, 3));
     let still = fx
         .app
-        .list_deals(&who, vec![Filter::Owner("leaver".into())], None, 100)
+        .list_deals(&who, vec![Filter::Owner("leaver".into())], 100, "")
         .await
         .expect("list");
     assert_eq!(still.items.len(), 5, "a dry run moves nothing");
@@ -750,7 +752,7 @@ async fn reassignment_moves_open_records_round_robin(fx: &Fixture) {
     assert_eq!(shares, [5, 5], "round-robin");
     let left = fx
         .app
-        .list_deals(&who, vec![Filter::Owner("leaver".into())], None, 100)
+        .list_deals(&who, vec![Filter::Owner("leaver".into())], 100, "")
         .await
         .expect("list");
     assert_eq!(
