@@ -15,7 +15,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 pub async fn run(app: PipelineApp, shutdown: CancellationToken) {
     let changed = app.due_changed();
     loop {
-        let now = crate::app::now();
+        let now = app.now();
         let pause = match app.publish_due_tasks(now).await {
             Ok((published, _)) if published > 0 => Duration::ZERO,
             Ok((_, next)) => next

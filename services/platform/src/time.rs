@@ -13,6 +13,46 @@ pub fn now() -> DateTime<Utc> {
     to_micros(Utc::now())
 }
 
+/// Where an application reads the time from: the system's clock in a running service, a
+/// [`ManualClock`] in tests, which then move time on instead of sleeping until a due time.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now, at storage precision.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        now()
+    }
+}
+
+/// A clock that stands still until it is moved.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    /// A clock showing `at`.
+    pub fn at(at: DateTime<Utc>) -> Self {
+        ManualClock(std::sync::Mutex::new(to_micros(at)))
+    }
+
+    /// Moves the clock on by `by`.
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut time = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *time += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A time as a protobuf Timestamp.
 pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

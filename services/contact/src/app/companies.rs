@@ -26,7 +26,7 @@ impl ContactApp {
         who.ensure_can_write_owned_by(&fields.owner)?;
         fields.normalise();
         check_fields(fields.check(), "company.")?;
-        let now = now();
+        let now = self.now();
         let company = Company {
             id: CompanyId::generate(),
             fields,
@@ -75,7 +75,7 @@ impl ContactApp {
                 let diff = changes(Some(&current.fields), Some(&fields));
                 let updated = Company {
                     fields,
-                    update_time: now(),
+                    update_time: self.now(),
                     revision: current.revision.next(),
                     ..current
                 };

@@ -28,7 +28,7 @@ impl ContactApp {
         who.ensure_can_write_owned_by(&fields.owner)?;
         fields.normalise();
         check_fields(fields.check(), "contact.")?;
-        let now = now();
+        let now = self.now();
         let contact = Contact {
             id: ContactId::generate(),
             fields,
@@ -96,7 +96,7 @@ impl ContactApp {
                 let diff = changes(Some(&current.fields), Some(&fields));
                 let updated = Contact {
                     fields,
-                    update_time: now(),
+                    update_time: self.now(),
                     revision: current.revision.next(),
                     ..current
                 };

@@ -20,7 +20,7 @@ impl ContactApp {
             if current.erase_time.is_some() {
                 return Ok(current);
             }
-            let tombstone = current.erased(now());
+            let tombstone = current.erased(self.now());
             // The erase entry names the fields that were cleared, never their values.
             let cleared = changes(Some(&current.fields), Some(&tombstone.fields))
                 .into_iter()

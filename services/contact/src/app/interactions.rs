@@ -25,7 +25,7 @@ impl ContactApp {
             contact,
             company: None,
             fields,
-            create_time: now(),
+            create_time: self.now(),
         };
         self.store
             .create_interaction(&who.tenant, &interaction, key.as_ref())

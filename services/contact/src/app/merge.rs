@@ -108,7 +108,7 @@ impl ContactApp {
             );
             let updated = Contact {
                 fields,
-                update_time: now(),
+                update_time: self.now(),
                 revision: current.revision.next(),
                 ..current.clone()
             };
@@ -194,7 +194,7 @@ impl ContactApp {
             );
             let updated = Company {
                 fields,
-                update_time: now(),
+                update_time: self.now(),
                 revision: current.revision.next(),
                 ..current.clone()
             };

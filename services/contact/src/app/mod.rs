@@ -134,10 +134,25 @@ const MAX_MERGE_HOPS: usize = 4;
 #[derive(Clone)]
 pub struct ContactApp {
     pub(crate) store: Arc<dyn ContactStore>,
+    /// Where the time comes from.
+    clock: Arc<dyn crm_platform::time::Clock>,
 }
 
 impl ContactApp {
     pub fn new(store: Arc<dyn ContactStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            clock: Arc::new(crm_platform::time::SystemClock),
+        }
+    }
+
+    /// The same application reading the time from `clock` (tests move a manual one on).
+    pub fn with_clock(self, clock: Arc<dyn crm_platform::time::Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// Now, by the application's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 }

@@ -5,9 +5,7 @@ use crm_platform::ApiError;
 use crm_platform::paging::PageRequest;
 use uuid::Uuid;
 
-use super::{
-    Caller, Page, Payload, PipelineApp, Rec, StoredTransition, changed, event, failed, put, revise, revision_write,
-};
+use super::{Caller, Page, Payload, PipelineApp, Rec, StoredTransition, changed, event, failed, put, revision_write};
 use crate::domain::{
     CompanyRef, ContactRef, Deal, DealId, DealStatus, ForecastCategory, LineItem, Money, Pipeline, PipelineId, Product,
     ProductId, StageKind, Transition, TransitionKind, line_total, values,
@@ -227,7 +225,7 @@ impl PipelineApp {
                 "CLOSED is set when the deal is won",
             ));
         }
-        let now = super::now();
+        let now = self.now();
         let record = Rec::new(
             Deal {
                 name: input.name,
@@ -361,7 +359,7 @@ impl PipelineApp {
         if fields.is_empty() {
             return Ok(current);
         }
-        let (record, write) = revise(
+        let (record, write) = self.revise(
             caller,
             Kind::Deal,
             "crm.pipeline.v1.DealUpdated",
@@ -409,7 +407,7 @@ impl PipelineApp {
         if to.0 == current.body.stage {
             return Err(failed("ALREADY_IN_STAGE", format!("the deal is already in `{}`", to.1)));
         }
-        let now = super::now();
+        let now = self.now();
         let from = (current.body.stage, stage_name(&pipeline.body, current.body.stage));
         let mut body = current.body.clone();
         body.stage = to.0;
@@ -449,7 +447,7 @@ impl PipelineApp {
             .closing(kind)
             .map(|s| (s.id, s.name.clone()))
             .ok_or_else(|| failed("NO_CLOSING_STAGE", "the pipeline has no stage to close the deal into"))?;
-        let now = super::now();
+        let now = self.now();
         let from = (current.body.stage, stage_name(&pipeline.body, current.body.stage));
         let mut body = current.body.clone();
         body.stage = stage.0;
@@ -488,7 +486,7 @@ impl PipelineApp {
         }
         let pipeline = self.pipeline_of(caller, &current).await?;
         let to = open_stage(&pipeline, stage, "stage")?;
-        let now = super::now();
+        let now = self.now();
         let from = (current.body.stage, stage_name(&pipeline.body, current.body.stage));
         let mut body = current.body.clone();
         body.stage = to.0;

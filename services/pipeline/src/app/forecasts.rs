@@ -34,7 +34,7 @@ impl PipelineApp {
                 category,
                 submitted_by: caller.user().to_owned(),
             },
-            super::now(),
+            self.now(),
         );
         let write = Write {
             puts: vec![put(Kind::Forecast, &record, None)?],
@@ -96,7 +96,7 @@ impl PipelineApp {
                 .await?
                 .pop()
                 .map(|(_, rec)| rec);
-            let now = super::now();
+            let now = self.now();
             let (record, expected) = match &existing {
                 Some(current) if current.body == body => return Ok(current.clone()),
                 Some(current) => (current.next(body.clone(), now), Some(current.revision)),

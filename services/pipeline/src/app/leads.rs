@@ -2,7 +2,7 @@
 
 use crm_platform::{ApiError, UserId};
 
-use super::{Caller, DealInput, Page, Payload, PipelineApp, Rec, changed, event, failed, put, revise, revision_write};
+use super::{Caller, DealInput, Page, Payload, PipelineApp, Rec, changed, event, failed, put, revision_write};
 use crate::domain::{CompanyRef, ContactRef, Deal, Lead, LeadId, LeadStatus};
 use crate::store::{Filter, Kind, Write};
 
@@ -75,7 +75,7 @@ impl PipelineApp {
                 convert_time: None,
                 converted_by: String::new(),
             },
-            super::now(),
+            self.now(),
         );
         let write = Write {
             puts: vec![put(Kind::Lead, &record, None)?],
@@ -152,7 +152,7 @@ impl PipelineApp {
         } else {
             "crm.pipeline.v1.LeadUpdated"
         };
-        let (record, write) = revise(caller, Kind::Lead, kind, &current, body, changed(fields))?;
+        let (record, write) = self.revise(caller, Kind::Lead, kind, &current, body, changed(fields))?;
         self.write(caller, &write).await?;
         Ok(record)
     }
@@ -172,7 +172,7 @@ impl PipelineApp {
         let mut body = current.body.clone();
         body.status = LeadStatus::Disqualified;
         body.disqualify_reason = reason;
-        let (record, write) = revise(
+        let (record, write) = self.revise(
             caller,
             Kind::Lead,
             "crm.pipeline.v1.LeadDisqualified",

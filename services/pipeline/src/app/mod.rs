@@ -90,7 +90,7 @@ impl<T: Serialize + DeserializeOwned> Rec<T> {
     }
 }
 
-pub use crm_platform::time::now;
+use crm_platform::time::{Clock, SystemClock};
 
 /// Who is calling, and the credentials to call other services on their behalf.
 #[derive(Debug, Clone)]
@@ -268,18 +268,21 @@ fn revision_write<T: Serialize + DeserializeOwned>(
     })
 }
 
-/// The next revision of `current` with `body`, and its write (see [`revision_write`]).
-fn revise<T: Serialize + DeserializeOwned>(
-    caller: &Caller,
-    kind: Kind,
-    event_kind: &'static str,
-    current: &Rec<T>,
-    body: T,
-    payload: Payload,
-) -> Result<(Rec<T>, Write), ApiError> {
-    let record = current.next(body, now());
-    let write = revision_write(caller, kind, event_kind, current.revision, &record, payload)?;
-    Ok((record, write))
+impl PipelineApp {
+    /// The next revision of `current` with `body`, and its write (see [`revision_write`]).
+    fn revise<T: Serialize + DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        event_kind: &'static str,
+        current: &Rec<T>,
+        body: T,
+        payload: Payload,
+    ) -> Result<(Rec<T>, Write), ApiError> {
+        let record = current.next(body, self.now());
+        let write = revision_write(caller, kind, event_kind, current.revision, &record, payload)?;
+        Ok((record, write))
+    }
 }
 
 /// The payload of an update: the fields it changed.
@@ -297,6 +300,8 @@ pub struct PipelineApp {
     directory: Arc<dyn Directory>,
     /// Woken when a task's due time may have changed (the due-task scheduler listens).
     due_changed: Arc<tokio::sync::Notify>,
+    /// Where the time comes from.
+    clock: Arc<dyn Clock>,
 }
 
 impl PipelineApp {
@@ -305,7 +310,18 @@ impl PipelineApp {
             store,
             directory,
             due_changed: Arc::new(tokio::sync::Notify::new()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same application reading the time from `clock` (tests move a manual one on).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// Now, by the application's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 
     pub fn store(&self) -> &Arc<dyn PipelineStore> {

@@ -3,7 +3,7 @@
 
 use crm_platform::{ApiError, UserId};
 
-use super::{Caller, Owned, Payload, PipelineApp, Rec, revise};
+use super::{Caller, Owned, Payload, PipelineApp, Rec};
 use crate::domain::{Deal, Lead, LeadStatus, Task};
 use crate::store::{Filter, ListQuery, StoreError, Write};
 
@@ -167,7 +167,10 @@ impl PipelineApp {
                     new_owner: share.user.clone(),
                     ..Payload::default()
                 };
-                write.absorb(revise(caller, T::KIND, "crm.pipeline.v1.OwnerChanged", current, body, payload)?.1);
+                write.absorb(
+                    self.revise(caller, T::KIND, "crm.pipeline.v1.OwnerChanged", current, body, payload)?
+                        .1,
+                );
             }
             let count = i64::try_from(write.puts.len()).unwrap_or(i64::MAX);
             if !dry_run && count > 0 {

@@ -3,7 +3,7 @@
 use crm_platform::ApiError;
 use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, put, revise, store_error};
+use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, put, store_error};
 use crate::domain::{Money, Pipeline, PipelineId, Stage, StageKind};
 use crate::store::{Kind, Write};
 
@@ -79,7 +79,7 @@ impl PipelineApp {
             name,
             stages: stages(inputs, &[])?,
         };
-        let record = Rec::new(pipeline, super::now());
+        let record = Rec::new(pipeline, self.now());
         let write = Write {
             puts: vec![put(Kind::Pipeline, &record, None)?],
             events: vec![event(
@@ -155,7 +155,7 @@ impl PipelineApp {
         if fields.is_empty() {
             return Ok(current);
         }
-        let (record, write) = revise(
+        let (record, write) = self.revise(
             caller,
             Kind::Pipeline,
             "crm.pipeline.v1.PipelineUpdated",

@@ -3,7 +3,7 @@
 
 use crm_platform::ApiError;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, put, revise};
+use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, put};
 use crate::domain::{Money, Product, ProductId};
 use crate::store::{Filter, Kind, Write};
 
@@ -62,7 +62,7 @@ impl PipelineApp {
                 price,
                 active: input.active.unwrap_or(true),
             },
-            super::now(),
+            self.now(),
         );
         let write = Write {
             puts: vec![put(Kind::Product, &record, None)?],
@@ -134,7 +134,7 @@ impl PipelineApp {
         if fields.is_empty() {
             return Ok(current);
         }
-        let (record, write) = revise(
+        let (record, write) = self.revise(
             caller,
             Kind::Product,
             "crm.pipeline.v1.ProductUpdated",

@@ -3,7 +3,7 @@
 use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
 use serde_json::Value;
 
-use super::{Caller, PipelineApp, Rec, revise};
+use super::{Caller, PipelineApp, Rec};
 use crate::store::{ContactChange, Kind, Write, scrub_payload};
 
 /// The kinds that reference contacts, and their event when such a reference changes.
@@ -97,7 +97,10 @@ impl PipelineApp {
                 let current: Rec<Value> = Rec::from_doc(doc)?;
                 let mut body = current.body.clone();
                 let fields = edit(&mut body);
-                write.absorb(revise(caller, *kind, event_kind, &current, body, super::changed(fields))?.1);
+                write.absorb(
+                    self.revise(caller, *kind, event_kind, &current, body, super::changed(fields))?
+                        .1,
+                );
             }
         }
         Ok(())

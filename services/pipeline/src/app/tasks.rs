@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, changed, event, failed, put, revise, revision_write};
+use super::{Caller, Page, Payload, PipelineApp, Rec, changed, event, failed, put, revision_write};
 use crate::domain::{ContactRef, DealId, LeadId, Task, TaskId, TaskPriority, TaskStatus};
 use crate::store::{Filter, Kind, StoreError, Write};
 
@@ -90,7 +90,7 @@ impl PipelineApp {
             due_notified: None,
         };
         self.task_links(caller, &input, &mut body).await?;
-        let record = Rec::new(body, super::now());
+        let record = Rec::new(body, self.now());
         let write = Write {
             puts: vec![put(Kind::Task, &record, None)?],
             events: vec![event(
@@ -130,7 +130,7 @@ impl PipelineApp {
         kind: &'static str,
         fields: Vec<&'static str>,
     ) -> Result<Rec<Task>, ApiError> {
-        let (record, write) = revise(caller, Kind::Task, kind, current, body, changed(fields))?;
+        let (record, write) = self.revise(caller, Kind::Task, kind, current, body, changed(fields))?;
         self.write(caller, &write).await?;
         self.due_changed.notify_one();
         Ok(record)
@@ -188,7 +188,7 @@ impl PipelineApp {
         }
         let mut body = current.body.clone();
         body.status = TaskStatus::Completed;
-        body.complete_time = Some(super::now());
+        body.complete_time = Some(self.now());
         self.save_task(caller, &current, body, "crm.pipeline.v1.TaskCompleted", vec!["status"])
             .await
     }

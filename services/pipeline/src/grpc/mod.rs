@@ -238,7 +238,7 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
     async fn list_leads(&self, request: Request<pb::ListLeadsRequest>) -> GrpcResult<pb::ListLeadsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let filters = list_filters(&caller, &r.filter, Listing::Leads)?;
+        let filters = list_filters(&caller, &r.filter, Listing::Leads, self.app.now())?;
         let page = self
             .app
             .list_leads(&caller, filters, r.page_size, &r.page_token)
@@ -320,7 +320,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
     async fn list_deals(&self, request: Request<pb::ListDealsRequest>) -> GrpcResult<pb::ListDealsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let filters = list_filters(&caller, &r.filter, Listing::Deals)?;
+        let filters = list_filters(&caller, &r.filter, Listing::Deals, self.app.now())?;
         let page = self
             .app
             .list_deals(&caller, filters, r.page_size, &r.page_token)
@@ -446,7 +446,7 @@ impl pb::product_service_server::ProductService for PipelineGrpc {
     async fn list_products(&self, request: Request<pb::ListProductsRequest>) -> GrpcResult<pb::ListProductsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let filters = list_filters(&caller, &r.filter, Listing::Products)?;
+        let filters = list_filters(&caller, &r.filter, Listing::Products, self.app.now())?;
         let page = self
             .app
             .list_products(&caller, filters, r.page_size, &r.page_token)
@@ -503,7 +503,7 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
     async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> GrpcResult<pb::ListTasksResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let filters = list_filters(&caller, &r.filter, Listing::Tasks)?;
+        let filters = list_filters(&caller, &r.filter, Listing::Tasks, self.app.now())?;
         let page = self
             .app
             .list_tasks(&caller, filters, r.page_size, &r.page_token)
@@ -596,7 +596,7 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
     ) -> GrpcResult<pb::ListForecastsResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let filters = list_filters(&caller, &r.filter, Listing::Forecasts)?;
+        let filters = list_filters(&caller, &r.filter, Listing::Forecasts, self.app.now())?;
         let page = self
             .app
             .list_forecasts(&caller, filters, r.page_size, &r.page_token)
@@ -634,7 +634,7 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
     async fn list_quotas(&self, request: Request<pb::ListQuotasRequest>) -> GrpcResult<pb::ListQuotasResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let filters = list_filters(&caller, &r.filter, Listing::Quotas)?;
+        let filters = list_filters(&caller, &r.filter, Listing::Quotas, self.app.now())?;
         let page = self
             .app
             .list_quotas(&caller, filters, r.page_size, &r.page_token)
@@ -707,7 +707,12 @@ fn boolean_true(field: &str, value: &str) -> Result<(), String> {
 }
 
 /// The filters of a list request (`field = value AND ...`; `me` names the caller).
-fn list_filters(caller: &Caller, raw: &str, listing: Listing) -> Result<Vec<Filter>, ApiError> {
+fn list_filters(
+    caller: &Caller,
+    raw: &str,
+    listing: Listing,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Filter>, ApiError> {
     let mut filters = Vec::new();
     for term in crm_platform::filter::parse(raw)? {
         let field = term.field.as_str();
@@ -738,7 +743,7 @@ fn list_filters(caller: &Caller, raw: &str, listing: Listing) -> Result<Vec<Filt
             "company" => crate::domain::CompanyRef::parse_name(value).map(|id| Filter::Company(id.0)),
             "period" => crate::domain::Period::parse(value).map(|p| Filter::Period(p.to_string())),
             "active" => boolean_true(field, value).map(|()| Filter::ActiveOnly),
-            _ => boolean_true(field, value).map(|()| Filter::DueBefore(crate::app::now())),
+            _ => boolean_true(field, value).map(|()| Filter::DueBefore(now)),
         };
         filters.push(filter.map_err(|reason| ApiError::invalid_field("filter", format!("{field}: {reason}")))?);
     }

@@ -653,7 +653,7 @@ async fn lists_page_and_filter(fx: &Fixture) {
         token = page.next_page_token;
     }
     assert_eq!(seen, ["d1", "d2", "d4", "d5", "d7", "d8"]);
-    let now = crate::app::now();
+    let now = fx.app.now();
     for (title, due) in [("later", 2), ("sooner", -2), ("none", 0), ("soonest", -3)] {
         let task = fx
             .app
@@ -683,7 +683,7 @@ async fn lists_page_and_filter(fx: &Fixture) {
     );
     let overdue = fx
         .app
-        .list_tasks(&who, vec![Filter::DueBefore(crate::app::now())], 10, "")
+        .list_tasks(&who, vec![Filter::DueBefore(fx.app.now())], 10, "")
         .await
         .expect("overdue");
     assert_eq!(
@@ -791,9 +791,53 @@ async fn reassignment_moves_open_records_round_robin(fx: &Fixture) {
     assert_eq!(owner_changes, 10, "every move is audited");
 }
 
+/// Due times are read from the application's clock: a task becomes due when the clock reaches
+/// its due time, and the scheduler's next wake-up is that time. No test waits for it: the
+/// clock is moved on.
+async fn a_task_becomes_due_when_the_clock_reaches_it(fx: &Fixture) {
+    let who = admin();
+    let clock = Arc::new(crm_platform::time::ManualClock::at(chrono::Utc::now()));
+    let app = PipelineApp::new(
+        Arc::clone(fx.store()),
+        Arc::new(KnownDirectory {
+            contacts: HashSet::new(),
+            companies: HashSet::new(),
+        }),
+    )
+    .with_clock(Arc::clone(&clock) as Arc<dyn crm_platform::time::Clock>);
+    let due_at = app.now() + Duration::hours(1);
+    app.create_task(
+        &who,
+        TaskPatch {
+            title: Some("renewal call".into()),
+            due: Some(Some(due_at)),
+            ..TaskPatch::default()
+        },
+        None,
+    )
+    .await
+    .expect("task");
+    let (published, next) = app.publish_due_tasks(app.now()).await.expect("publish");
+    assert_eq!((published, next), (0, Some(due_at)), "not due yet; due at its time");
+    clock.advance(Duration::minutes(59));
+    assert_eq!(app.publish_due_tasks(app.now()).await.expect("publish").0, 0);
+    clock.advance(Duration::minutes(2));
+    assert_eq!(app.publish_due_tasks(app.now()).await.expect("publish").0, 1, "due now");
+    let overdue = app
+        .list_tasks(&who, vec![Filter::DueBefore(app.now())], 10, "")
+        .await
+        .expect("overdue");
+    assert_eq!(overdue.items.len(), 1, "and overdue by the same clock");
+    let kinds: Vec<String> = fx.events("acme").await.into_iter().map(|(kind, _)| kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| k.as_str() == "crm.pipeline.v1.TaskDue").count(),
+        1
+    );
+}
+
 async fn task_due_is_published_once_per_due_time(fx: &Fixture) {
     let who = admin();
-    let now = crate::app::now();
+    let now = fx.app.now();
     let due = fx
         .app
         .create_task(
@@ -836,10 +880,10 @@ async fn task_due_is_published_once_per_due_time(fx: &Fixture) {
         )
         .await
         .expect("task");
-    let (published, next) = fx.app.publish_due_tasks(crate::app::now()).await.expect("publish");
+    let (published, next) = fx.app.publish_due_tasks(fx.app.now()).await.expect("publish");
     assert_eq!(published, 1, "only the open task that is due");
     assert!(next.is_some_and(|n| n > now), "the next due time is known");
-    let (published, _) = fx.app.publish_due_tasks(crate::app::now()).await.expect("publish");
+    let (published, _) = fx.app.publish_due_tasks(fx.app.now()).await.expect("publish");
     assert_eq!(published, 0, "once");
     let moved = fx
         .app
@@ -855,7 +899,7 @@ async fn task_due_is_published_once_per_due_time(fx: &Fixture) {
         .await
         .expect("reschedule");
     assert_eq!(moved.body.due, Some(now - Duration::seconds(5)));
-    let (published, _) = fx.app.publish_due_tasks(crate::app::now()).await.expect("publish");
+    let (published, _) = fx.app.publish_due_tasks(fx.app.now()).await.expect("publish");
     assert_eq!(published, 1, "a new due time is a new reminder");
     // Two schedulers (replicas) over one database publish a due task once between them.
     let replica = PipelineApp::new(
@@ -877,7 +921,7 @@ async fn task_due_is_published_once_per_due_time(fx: &Fixture) {
         )
         .await
         .expect("task");
-    let at = crate::app::now();
+    let at = fx.app.now();
     let (a, b) = tokio::join!(fx.app.publish_due_tasks(at), replica.publish_due_tasks(at));
     assert_eq!(a.expect("a").0 + b.expect("b").0, 1, "one of the replicas publishes it");
     let dues = fx
@@ -1040,6 +1084,7 @@ conformance!(
     lists_page_and_filter,
     reassignment_moves_open_records_round_robin,
     task_due_is_published_once_per_due_time,
+    a_task_becomes_due_when_the_clock_reaches_it,
     contact_merges_and_erases_reach_this_service,
 );
 
