@@ -1,34 +1,10 @@
 //! The JSON Schema a field's rules (`crm.common.v1.rules`) and behaviour (`REQUIRED`) state.
 
 use crm_proto::crm::common::v1::FieldRules;
-use crm_proto::prost_reflect::FieldDescriptor;
 use serde_json::{Value, json};
 
+pub(super) use crate::rest::check::{required, rules};
 use crate::rest::template::ID_PATTERN;
-
-/// The rules of a field, if it has any.
-pub(super) fn rules(field: &FieldDescriptor) -> Option<FieldRules> {
-    let extension = field.parent_pool().get_extension_by_name("crm.common.v1.rules")?;
-    let options = field.options();
-    if !options.has_extension(&extension) {
-        return None;
-    }
-    options.get_extension(&extension).as_message()?.transcode_to().ok()
-}
-
-/// Whether the field is required (`google.api.field_behavior = REQUIRED`).
-pub(super) fn required(field: &FieldDescriptor) -> bool {
-    const REQUIRED: i32 = 2;
-    let Some(extension) = field.parent_pool().get_extension_by_name("google.api.field_behavior") else {
-        return false;
-    };
-    let options = field.options();
-    options.has_extension(&extension)
-        && options
-            .get_extension(&extension)
-            .as_list()
-            .is_some_and(|values| values.iter().any(|v| v.as_enum_number() == Some(REQUIRED)))
-}
 
 /// Adds what `rules` say about one value (a scalar, or each item of a list) to its schema. The
 /// format of an `optional` value also admits `""` (not set).

@@ -4,6 +4,7 @@
 //! (`LIFECYCLE_STAGE_CUSTOMER`).
 
 use crm_platform::error::Violations;
+use crm_proto::crm::common::v1::FieldRules;
 use crm_proto::prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::Value;
 
@@ -21,6 +22,30 @@ pub fn output_only(field: &FieldDescriptor) -> bool {
         .get_extension(&extension)
         .as_list()
         .is_some_and(|values| values.iter().any(|v| v.as_enum_number() == Some(OUTPUT_ONLY)))
+}
+
+/// The rules of a field, if it has any.
+pub fn rules(field: &FieldDescriptor) -> Option<FieldRules> {
+    let extension = field.parent_pool().get_extension_by_name("crm.common.v1.rules")?;
+    let options = field.options();
+    if !options.has_extension(&extension) {
+        return None;
+    }
+    options.get_extension(&extension).as_message()?.transcode_to().ok()
+}
+
+/// Whether the field is required (`google.api.field_behavior = REQUIRED`).
+pub fn required(field: &FieldDescriptor) -> bool {
+    const REQUIRED: i32 = 2;
+    let Some(extension) = field.parent_pool().get_extension_by_name("google.api.field_behavior") else {
+        return false;
+    };
+    let options = field.options();
+    options.has_extension(&extension)
+        && options
+            .get_extension(&extension)
+            .as_list()
+            .is_some_and(|values| values.iter().any(|v| v.as_enum_number() == Some(REQUIRED)))
 }
 
 /// The prefix of an enum's values (`LIFECYCLE_STAGE_` of `LifecycleStage`).
@@ -104,6 +129,11 @@ fn check_field(v: &mut Violations, path: &str, value: &mut Value, field: &FieldD
             v.add(path, "must be a JSON array");
             return;
         };
+        // The length first: an oversized list is one violation, its items never read.
+        let max = rules(field).map_or(0, |r| r.max_items);
+        if max > 0 && !v.within(path, items.len(), usize::try_from(max).unwrap_or(usize::MAX)) {
+            return;
+        }
         for (i, item) in items.iter_mut().enumerate() {
             check_value(v, &format!("{path}[{i}]"), item, &field.kind());
         }
@@ -259,6 +289,17 @@ mod tests {
         assert_eq!(fields.len(), 8, "{fields:?}");
         assert_eq!(body["lifecycleStage"], "LIFECYCLE_STAGE_CUSTOMER");
         assert_eq!(body["consent"]["email"]["status"], "CONSENT_STATUS_OPTED_IN");
+    }
+
+    #[test]
+    fn an_oversized_list_is_one_violation_and_its_items_are_not_read() {
+        let emails: Vec<serde_json::Value> = (0..25).map(|i| json!({"address": i})).collect();
+        let mut body = json!({ "emails": emails });
+        let mut v = Violations::new("");
+        check_message(&mut v, "contact.", &mut body, &contact());
+        let err = v.finish().expect_err("too many");
+        assert_eq!(err.violations.len(), 1, "{err:?}");
+        assert_eq!(err.violations[0].field, "contact.emails");
     }
 
     #[test]
