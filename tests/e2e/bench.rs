@@ -1,25 +1,75 @@
-//! The benchmark harness: its create and duplicates scenarios run against a real PostgreSQL
-//! and report every row without errors. Its baselines are SQL scripts over the service's own tables and
-//! functions, so a schema change that breaks them fails here rather than in the next
-//! benchmark run.
+//! The benchmark harness (`crm-bench`, a binary of its own package): its create and duplicates
+//! scenarios run against a real PostgreSQL and report every row without errors. Its baselines
+//! are SQL scripts over the service's own tables and functions, so a schema change that breaks
+//! them fails here rather than in the next benchmark run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 use crm_platform::testing::TestDatabase;
 
-/// Runs `crm bench <args>` on the server of `db` (the harness makes its own databases there;
-/// `db` only gates the test on a reachable PostgreSQL and gives the server's address) and
-/// returns its report, failing the test when the run fails.
+/// The `crm-bench` executable, built once per run of this suite. It is a binary of another
+/// package, so Cargo gives this test no `CARGO_BIN_EXE_crm-bench`: the test asks Cargo to build
+/// it, with the profile of the `crm` it measures, and takes the path Cargo reports.
+fn harness() -> &'static Path {
+    static HARNESS: OnceLock<PathBuf> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        // `target/<profile dir>/crm`: `debug` is the dev profile, other directories are named
+        // after their profile.
+        let profile = match Path::new(env!("CARGO_BIN_EXE_crm"))
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|dir| dir.to_str())
+        {
+            Some("debug") | None => "dev".to_owned(),
+            Some(dir) => dir.to_owned(),
+        };
+        let output = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--locked",
+                "--package",
+                "crm-bench",
+                "--bin",
+                "crm-bench",
+                "--profile",
+                &profile,
+                "--message-format=json-render-diagnostics",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo build --package crm-bench");
+        assert!(
+            output.status.success(),
+            "cargo build --package crm-bench failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|message| message["reason"] == "compiler-artifact" && message["target"]["name"] == "crm-bench")
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no crm-bench executable")
+    })
+}
+
+/// Runs `crm-bench <args>` measuring this suite's `crm` on the server of `db` (the harness makes
+/// its own databases there; `db` only gates the test on a reachable PostgreSQL and gives the
+/// server's address) and returns its report, failing the test when the run fails.
 fn bench(db: &TestDatabase, args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .arg("bench")
+    let output = Command::new(harness())
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_crm"))
         .args(args)
         .env("CRM_BENCH_DATABASE_URL", &db.url)
         .env("CRM_LOG", "warn")
         .output()
-        .expect("crm bench");
+        .expect("crm-bench");
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "crm bench failed:\n{report}\n{}",
+        "crm-bench failed:\n{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     report
@@ -71,4 +121,16 @@ async fn the_duplicates_scenario_finds_every_planted_pair() {
         "3000 shared blocks take two pages: {line}"
     );
     db.drop_database().await;
+}
+
+/// The harness is not part of the production binary: `crm` has no `bench` subcommand.
+#[test]
+fn the_crm_binary_has_no_bench_subcommand() {
+    let output = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .arg("bench")
+        .output()
+        .expect("crm bench");
+    assert!(!output.status.success(), "crm bench ran");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unrecognized subcommand 'bench'"), "{stderr}");
 }

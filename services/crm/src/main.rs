@@ -1,6 +1,5 @@
 //! `crm`: the whole CRM suite in one binary, one role per subcommand.
 
-mod bench;
 mod dev_secret;
 mod grpc;
 mod import;
@@ -59,8 +58,6 @@ enum Command {
     /// Copies a service's change feed into a table of another PostgreSQL database, each event
     /// exactly once, resuming where it stopped.
     Mirror(mirror::MirrorArgs),
-    /// Runs the benchmark harness against a fresh database on a PostgreSQL server.
-    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -204,7 +201,6 @@ fn main() -> anyhow::Result<()> {
                 let _telemetry = telemetry::init(&args.telemetry, "crm-mirror")?;
                 mirror::run(args).await
             }
-            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

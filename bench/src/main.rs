@@ -1,5 +1,7 @@
-//! `crm bench`: the benchmark harness. It creates a fresh PostgreSQL database, starts real
-//! `crm contact` and `crm gateway` processes on it, and measures each target side by side with
+//! `crm-bench`: the benchmark harness, a binary of its own beside `crm` (nothing of it is in the
+//! production binary). It drives the suite as a user would: it creates a fresh PostgreSQL
+//! database, starts real `crm contact` and `crm gateway` processes on it (the `crm` binary next
+//! to this one, or `--binary`), and measures each target side by side with
 //! its baseline in the same run on the same server (machines are noisy, so only ratios taken
 //! together mean anything):
 //!
@@ -44,7 +46,12 @@ const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const TENANT: &str = "bench";
 
-#[derive(clap::Args)]
+#[derive(clap::Parser)]
+#[command(
+    name = "crm-bench",
+    version,
+    about = "Runs the CRM suite's benchmark harness against a fresh database on a PostgreSQL server"
+)]
 pub(crate) struct BenchArgs {
     /// A superuser URL of the PostgreSQL server to benchmark on; a fresh database is created.
     #[arg(long, env = "CRM_BENCH_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
@@ -93,8 +100,9 @@ pub(crate) struct BenchArgs {
     /// Keep the benchmark database afterwards.
     #[arg(long)]
     keep: bool,
-    /// The `crm` binary the measured processes run (default: this one), so that two builds
-    /// are compared by the same harness in one sitting.
+    /// The `crm` binary the measured processes run (default: the `crm` next to this
+    /// executable, i.e. of the same target directory and profile), so that two builds are
+    /// compared by the same harness in one sitting.
     #[arg(long, env = "CRM_BENCH_BINARY")]
     binary: Option<std::path::PathBuf>,
 }
@@ -106,8 +114,16 @@ static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::ne
 fn binary() -> anyhow::Result<std::path::PathBuf> {
     match BINARY.get() {
         Some(path) => Ok(path.clone()),
-        None => Ok(std::env::current_exe()?),
+        None => default_binary(),
     }
+}
+
+/// The `crm` binary next to this executable: `cargo build --release -p crm -p crm-bench`
+/// puts both in `target/release`.
+fn default_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the crm-bench executable")?;
+    let dir = exe.parent().context("the crm-bench executable has no directory")?;
+    Ok(dir.join(format!("crm{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// Latencies of one load run.
@@ -362,9 +378,25 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{}/{database}{query}", &url[..path])
 }
 
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(binary) = &args.binary {
-        let _ = BINARY.set(binary.clone());
+fn main() -> anyhow::Result<()> {
+    let args = <BenchArgs as clap::Parser>::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match &args.binary {
+        Some(binary) => {
+            let _ = BINARY.set(binary.clone());
+        }
+        None => {
+            let crm = default_binary()?;
+            anyhow::ensure!(
+                crm.is_file(),
+                "no crm binary at {}: build it beside crm-bench (cargo build --release -p crm -p crm-bench), or pass --binary PATH",
+                crm.display()
+            );
+        }
     }
     let database = format!("crm_bench_{}", uuid_suffix());
     let mut admin = sqlx::PgConnection::connect(&args.database_url)
@@ -429,7 +461,7 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::R
         "release build"
     };
     println!(
-        "- command: `crm bench --clients {} --seconds {} --import-rows {} --search-rows {} --duplicate-rows {} --board-deals {} --embedded-search-rows {} --soak-seconds {} --scenarios {}{}` ({profile})",
+        "- command: `crm-bench --clients {} --seconds {} --import-rows {} --search-rows {} --duplicate-rows {} --board-deals {} --embedded-search-rows {} --soak-seconds {} --scenarios {}{}` ({profile})",
         args.clients,
         args.seconds,
         args.import_rows,
@@ -873,4 +905,83 @@ fn copy_rows(args: &BenchArgs, url: &str, file: &Path, target: &str) -> anyhow::
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str().context("temporary path is not UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{BenchArgs, address_after, default_binary, with_database};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        BenchArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn the_defaults_run_every_scenario_on_the_local_server_with_the_crm_beside_it() {
+        let args = BenchArgs::try_parse_from(["crm-bench"]).expect("no flags");
+        assert_eq!(
+            args.scenarios,
+            [
+                "create",
+                "get",
+                "import",
+                "search",
+                "duplicates",
+                "feed",
+                "pipeline",
+                "lists",
+                "embedded-search",
+                "soak"
+            ]
+        );
+        assert_eq!((args.clients, args.seconds), (8, 10));
+        let crm = default_binary().expect("default binary");
+        let exe = std::env::current_exe().expect("current exe");
+        assert_eq!(crm.parent(), exe.parent());
+        assert_eq!(
+            crm.file_name().and_then(|n| n.to_str()),
+            Some(format!("crm{}", std::env::consts::EXE_SUFFIX).as_str())
+        );
+    }
+
+    #[test]
+    fn flags_parse_as_before() {
+        let args = BenchArgs::try_parse_from([
+            "crm-bench",
+            "--binary",
+            "/tmp/crm-old",
+            "--scenarios",
+            "create,lists",
+            "--clients",
+            "2",
+            "--keep",
+        ])
+        .expect("flags");
+        assert_eq!(args.binary.as_deref(), Some(std::path::Path::new("/tmp/crm-old")));
+        assert_eq!(args.scenarios, ["create", "lists"]);
+        assert_eq!(args.clients, 2);
+        assert!(args.keep);
+    }
+
+    #[test]
+    fn the_benchmark_database_replaces_the_path_of_the_server_url() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "crm_bench_1"),
+            "postgres://postgres@127.0.0.1:5432/crm_bench_1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@host/db?sslmode=disable", "b"),
+            "postgres://u:p@host/b?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://host", "b"), "postgres://host/b");
+    }
+
+    #[test]
+    fn addresses_are_read_from_ready_lines() {
+        let line = "crm is up: REST on http://127.0.0.1:4000, gRPC on 127.0.0.1:5000";
+        assert_eq!(address_after(line, "REST on http://").expect("rest"), "127.0.0.1:4000");
+        assert_eq!(address_after(line, "gRPC on ").expect("grpc"), "127.0.0.1:5000");
+    }
 }
