@@ -73,9 +73,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
     type Rejection = Problem;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(request).await?;
+        // An empty body is no body, whatever its declared type (`curl -d ''` says a form).
+        let json = is_json(&request);
+        let limit = body_limit(&request);
+        let bytes = read_limited(request.into_body(), limit).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
+        }
+        if !json {
+            return Err(unsupported_media_type());
         }
         parse_json(&bytes).map(|body| OptionalJson(Some(body)))
     }
@@ -83,24 +89,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
 
 /// The body of a request that must be JSON (or have no content type), at most the body limit.
 async fn read_body(request: Request) -> Result<Bytes, Problem> {
-    let content_type = request
+    if !is_json(&request) {
+        return Err(unsupported_media_type());
+    }
+    let limit = body_limit(&request);
+    read_limited(request.into_body(), limit).await
+}
+
+/// Whether the body is declared JSON (or not declared at all).
+fn is_json(request: &Request) -> bool {
+    request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_owned();
-    if !content_type.starts_with("application/json") {
-        return Err(Problem(ApiError::new(
-            ErrorCode::InvalidArgument,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "the body must be application/json",
-        )));
-    }
-    let limit = request
+        .is_none_or(|v| v.starts_with("application/json"))
+}
+
+fn unsupported_media_type() -> Problem {
+    Problem(ApiError::new(
+        ErrorCode::InvalidArgument,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "the body must be application/json",
+    ))
+}
+
+/// The largest body the router allows this request.
+fn body_limit(request: &Request) -> usize {
+    request
         .extensions()
         .get::<BodyLimit>()
-        .map_or(crate::DEFAULT_BODY_LIMIT, |l| l.0);
-    read_limited(request.into_body(), limit).await
+        .map_or(crate::DEFAULT_BODY_LIMIT, |l| l.0)
 }
 
 /// Parses JSON, naming the field an error is in.

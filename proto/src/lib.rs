@@ -2,6 +2,7 @@
 //! `crm.contact.v1` is [`crm::contact::v1`].
 
 pub mod json;
+pub mod options;
 
 pub use prost;
 pub use prost_reflect;

@@ -290,4 +290,15 @@ async fn consent_withdrawal_is_recorded_without_erasing() {
     assert_eq!(change["oldValue"]["email"]["status"], "opted_in");
     assert_eq!(change["newValue"]["email"]["status"], "opted_out");
     assert_eq!(change["newValue"]["email"]["source"], "unsubscribe-link");
+
+    // A change to one channel leaves the others as they were.
+    let (status, sms) = api
+        .patch(
+            &format!("/v1/contacts/{id}"),
+            json!({"consent": {"sms": {"status": "OPTED_IN", "source": "shop"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{sms}");
+    assert_eq!(sms["consent"]["sms"]["status"], "CONSENT_STATUS_OPTED_IN");
+    assert_eq!(sms["consent"]["email"]["status"], "CONSENT_STATUS_OPTED_OUT", "{sms}");
 }

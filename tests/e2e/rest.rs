@@ -86,6 +86,18 @@ async fn contact_lifecycle_over_rest() {
         .await;
     assert_eq!(status, 200, "{cleared}");
     assert_eq!(cleared["title"], "");
+    // An update mask may name fields by either spelling, with spaces after the commas.
+    let (status, renamed) = api
+        .patch(
+            &format!("/v1/contacts/{id}?updateMask=given_name,%20familyName"),
+            json!({"givenName": "Peter", "familyName": "Gibbons"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(
+        (renamed["givenName"].as_str(), renamed["familyName"].as_str()),
+        (Some("Peter"), Some("Gibbons"))
+    );
 
     let (status, list) = api
         .get("/v1/contacts?filter=lifecycle_stage%20%3D%20CUSTOMER%20AND%20tag%20%3D%20tps")

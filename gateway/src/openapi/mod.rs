@@ -154,8 +154,7 @@ fn with_problems(operation: &mut Value) {
 }
 
 /// Makes the schemas of the messages the routes use.
-struct Generator<'a> {
-    pool: &'a DescriptorPool,
+struct Generator {
     /// Short names used by more than one message: those go by their full name.
     ambiguous: BTreeSet<String>,
     /// Messages to make schemas of, and whether as the body of an update (no field required).
@@ -163,14 +162,13 @@ struct Generator<'a> {
     done: BTreeMap<String, Value>,
 }
 
-impl<'a> Generator<'a> {
-    fn new(pool: &'a DescriptorPool) -> Self {
+impl Generator {
+    fn new(pool: &DescriptorPool) -> Self {
         let mut count: BTreeMap<String, usize> = BTreeMap::new();
         for message in pool.all_messages() {
             *count.entry(message.name().to_owned()).or_default() += 1;
         }
         Generator {
-            pool,
             ambiguous: count
                 .into_iter()
                 .filter(|(_, n)| *n > 1)
@@ -342,7 +340,6 @@ impl<'a> Generator<'a> {
             let schema = self.message_schema(&message, &BTreeSet::new(), update);
             self.done.insert(name, schema);
         }
-        let _ = self.pool;
         self.done
     }
 
@@ -366,8 +363,8 @@ impl<'a> Generator<'a> {
                     object.insert("description".into(), Value::String(text));
                 }
             }
-            // An etag is the output of a create and the input of an update (AIP-154).
-            if output_only(field) || (!update && field.name() == "etag") {
+            // A resource's etag is the output of a create and the input of an update (AIP-154).
+            if output_only(field) || (!update && field.name() == "etag" && is_resource(message)) {
                 schema["readOnly"] = Value::Bool(true);
             }
             properties.insert(field.json_name().to_owned(), schema);
@@ -392,7 +389,8 @@ impl<'a> Generator<'a> {
             schema["required"] = Value::Array(required);
         }
         if update {
-            // An update changes something: it names a field (or an explicit updateMask does).
+            // An update without an explicit updateMask changes the fields its body names: it
+            // names one at least.
             schema["minProperties"] = json!(1);
         }
         if let Some(text) = comment(message.parent_file_descriptor_proto(), message.path()) {
@@ -409,7 +407,7 @@ impl<'a> Generator<'a> {
             };
             let mut schema = json!({ "type": "object", "additionalProperties": value });
             if let Some(rules) = rules::rules(field) {
-                rules::apply_to_collection(&mut schema, &rules, true);
+                rules::apply_to_collection(&mut schema, rules, true);
                 if !rules.format.is_empty() {
                     let mut keys = json!({ "type": "string" });
                     let key_rules = crm_proto::crm::common::v1::FieldRules {
@@ -452,7 +450,9 @@ impl<'a> Generator<'a> {
             Kind::Bytes => json!({ "type": "string", "format": "byte" }),
             Kind::Double | Kind::Float => json!({ "type": "number" }),
             Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({ "type": "integer", "format": "int32" }),
-            Kind::Uint32 | Kind::Fixed32 => json!({ "type": "integer", "format": "int32", "minimum": 0 }),
+            Kind::Uint32 | Kind::Fixed32 => {
+                json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX })
+            }
             Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
                 json!({ "type": ["string", "integer"], "format": "int64", "pattern": "^-?[0-9]{1,19}$" })
             }
@@ -482,6 +482,11 @@ impl<'a> Generator<'a> {
             },
         }
     }
+}
+
+/// Whether a message is a resource: its `name` is output only.
+fn is_resource(message: &MessageDescriptor) -> bool {
+    message.get_field_by_name("name").is_some_and(|name| output_only(&name))
 }
 
 /// A field's leading comment in its proto.

@@ -8,66 +8,21 @@ use crm_proto::crm::common::v1::FieldRules;
 use crm_proto::prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::Value;
 
+pub use crm_proto::options::{enum_prefix, enum_value};
+
 /// Whether the field is output only (`google.api.field_behavior = OUTPUT_ONLY`).
 pub fn output_only(field: &FieldDescriptor) -> bool {
-    const OUTPUT_ONLY: i32 = 3;
-    let Some(extension) = field.parent_pool().get_extension_by_name("google.api.field_behavior") else {
-        return false;
-    };
-    let options = field.options();
-    if !options.has_extension(&extension) {
-        return false;
-    }
-    options
-        .get_extension(&extension)
-        .as_list()
-        .is_some_and(|values| values.iter().any(|v| v.as_enum_number() == Some(OUTPUT_ONLY)))
-}
-
-/// The rules of a field, if it has any.
-pub fn rules(field: &FieldDescriptor) -> Option<FieldRules> {
-    let extension = field.parent_pool().get_extension_by_name("crm.common.v1.rules")?;
-    let options = field.options();
-    if !options.has_extension(&extension) {
-        return None;
-    }
-    options.get_extension(&extension).as_message()?.transcode_to().ok()
+    crm_proto::options::facts(field).output_only
 }
 
 /// Whether the field is required (`google.api.field_behavior = REQUIRED`).
 pub fn required(field: &FieldDescriptor) -> bool {
-    const REQUIRED: i32 = 2;
-    let Some(extension) = field.parent_pool().get_extension_by_name("google.api.field_behavior") else {
-        return false;
-    };
-    let options = field.options();
-    options.has_extension(&extension)
-        && options
-            .get_extension(&extension)
-            .as_list()
-            .is_some_and(|values| values.iter().any(|v| v.as_enum_number() == Some(REQUIRED)))
+    crm_proto::options::facts(field).required
 }
 
-/// The prefix of an enum's values (`LIFECYCLE_STAGE_` of `LifecycleStage`).
-pub fn enum_prefix(descriptor: &EnumDescriptor) -> String {
-    let mut prefix = String::new();
-    for (i, c) in descriptor.name().chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            prefix.push('_');
-        }
-        prefix.push(c.to_ascii_uppercase());
-    }
-    prefix.push('_');
-    prefix
-}
-
-/// The full name of an enum value given by its full or short name.
-pub fn enum_value(descriptor: &EnumDescriptor, given: &str) -> Option<String> {
-    if descriptor.get_value_by_name(given).is_some() {
-        return Some(given.to_owned());
-    }
-    let full = format!("{}{given}", enum_prefix(descriptor));
-    descriptor.get_value_by_name(&full).map(|_| full)
+/// The rules of a field (`crm.common.v1.rules`), if it has any.
+pub fn rules(field: &FieldDescriptor) -> Option<&'static FieldRules> {
+    crm_proto::options::facts(field).rules.as_ref()
 }
 
 /// Checks `json` as a `message` of a request, naming fields from `prefix` (`contact.`).
@@ -77,12 +32,27 @@ pub fn check_message(v: &mut Violations, prefix: &str, json: &mut Value, message
         v.add(field_name(prefix), "must be a JSON object");
         return;
     };
+    // Fields given by their proto name (`given_name`) go by their JSON name from here on, so
+    // that a field is set once, whatever spelling, and what the gateway sets wins.
+    let renames: Vec<(String, String)> = object
+        .keys()
+        .filter(|key| message.get_field_by_json_name(key).is_none())
+        .filter_map(|key| {
+            let field = message.get_field_by_name(key)?;
+            Some((key.clone(), field.json_name().to_owned()))
+        })
+        .collect();
+    for (proto, json) in renames {
+        if object.contains_key(&json) {
+            v.add(format!("{prefix}{json}"), format!("is given twice (also as {proto})"));
+        }
+        if let Some(value) = object.remove(&proto) {
+            object.insert(json, value);
+        }
+    }
     for (key, value) in object.iter_mut() {
         let path = format!("{prefix}{key}");
-        let Some(field) = message
-            .get_field_by_json_name(key)
-            .or_else(|| message.get_field_by_name(key))
-        else {
+        let Some(field) = message.get_field_by_json_name(key) else {
             v.add(&path, format!("is not a field of {}", message.name()));
             continue;
         };
@@ -93,10 +63,7 @@ pub fn check_message(v: &mut Violations, prefix: &str, json: &mut Value, message
         check_field(v, &path, value, &field);
     }
     for oneof in message.oneofs() {
-        let set = oneof
-            .fields()
-            .filter(|f| object.contains_key(f.json_name()) || object.contains_key(f.name()))
-            .count();
+        let set = oneof.fields().filter(|f| object.contains_key(f.json_name())).count();
         if set > 1 {
             let names: Vec<String> = oneof.fields().map(|f| f.json_name().to_owned()).collect();
             v.add(field_name(prefix), format!("set exactly one of {}", names.join(", ")));
@@ -114,11 +81,16 @@ fn field_name(prefix: &str) -> String {
 }
 
 fn check_field(v: &mut Violations, path: &str, value: &mut Value, field: &FieldDescriptor) {
+    let max_items = rules(field).map_or(0, |r| r.max_items);
+    let max_items = usize::try_from(max_items).unwrap_or(usize::MAX);
     if field.is_map() {
         let Some(entries) = value.as_object_mut() else {
             v.add(path, "must be a JSON object");
             return;
         };
+        if max_items > 0 && !v.within(path, entries.len(), max_items) {
+            return;
+        }
         let Kind::Message(entry) = field.kind() else { return };
         let value_field = entry.map_entry_value_field();
         for (key, item) in entries.iter_mut() {
@@ -130,8 +102,7 @@ fn check_field(v: &mut Violations, path: &str, value: &mut Value, field: &FieldD
             return;
         };
         // The length first: an oversized list is one violation, its items never read.
-        let max = rules(field).map_or(0, |r| r.max_items);
-        if max > 0 && !v.within(path, items.len(), usize::try_from(max).unwrap_or(usize::MAX)) {
+        if max_items > 0 && !v.within(path, items.len(), max_items) {
             return;
         }
         for (i, item) in items.iter_mut().enumerate() {

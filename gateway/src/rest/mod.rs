@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use crm_platform::error::Violations;
 use crm_platform::{ApiError, ErrorCode};
-use crm_proto::prost_reflect::{Kind, MessageDescriptor};
+use crm_proto::prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value};
 
@@ -167,10 +167,12 @@ async fn transcode(
         } else {
             if let Some(Kind::Message(resource)) = input.get_field_by_name(field).map(|f| f.kind()) {
                 check::check_message(&mut violations, &format!("{field}."), &mut body, &resource);
-            }
-            if binding.http == Method::PATCH && binding.has_field("update_mask") && !message.contains_key("updateMask")
-            {
-                message.insert("updateMask".into(), Value::String(present_fields(&body)));
+                if binding.http == Method::PATCH
+                    && binding.has_field("update_mask")
+                    && !message.contains_key("updateMask")
+                {
+                    message.insert("updateMask".into(), Value::String(present_fields(&body, &resource)));
+                }
             }
             message.insert(json_name(&input, field), body);
         }
@@ -199,8 +201,9 @@ async fn transcode(
     respond(binding, &response)
 }
 
-/// The request fields given as query parameters (`a.b=1`, a repeated field by repeating the
-/// parameter), typed by their fields. Fields the path or the body set are refused here.
+/// The request fields given as query parameters (`a.b=1`, either spelling; a repeated field
+/// by repeating the parameter), typed by their fields and then checked like a body. Fields the
+/// path or the body set are refused here.
 fn query_fields(
     v: &mut Violations,
     binding: &Binding,
@@ -209,23 +212,23 @@ fn query_fields(
 ) -> Map<String, Value> {
     let mut fields = Map::new();
     for (key, raw) in query {
-        let top = key.split('.').next().unwrap_or_default();
+        let Some((field, path)) = json_path(input, &key) else {
+            v.add(&key, format!("is not a parameter of {}", input.name()));
+            continue;
+        };
+        let top = path.first().map(String::as_str).unwrap_or_default();
         let bound_by_path = binding
             .path_fields()
-            .any(|f| f.split('.').next() == Some(top) || json_name(input, f) == top);
+            .any(|f| json_path(input, f).is_some_and(|(_, p)| p[0] == top));
         let bound_by_body = match binding.body.as_deref() {
             Some("*") => true,
-            Some(field) => field == top || json_name(input, field) == top,
+            Some(body) => json_name(input, body) == top,
             None => false,
         };
         if bound_by_path || bound_by_body {
             v.add(&key, "is set by the path or the body, not the query");
             continue;
         }
-        let Some(field) = rules::field_path(input, &crm_platform::resource::field_path(&key)) else {
-            v.add(&key, format!("is not a parameter of {}", input.name()));
-            continue;
-        };
         let value = match field.kind() {
             Kind::Bool => match raw.as_str() {
                 "true" => Value::Bool(true),
@@ -241,45 +244,64 @@ fn query_fields(
                 .trim()
                 .parse::<i64>()
                 .map_or(Value::String(raw), |n| Value::Number(n.into())),
+            Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask" => Value::String(mask_paths(&raw)),
             _ => Value::String(raw),
         };
-        let mut value = value;
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let parents: Vec<&str> = parents.iter().map(String::as_str).collect();
+        let parent = nested(&mut fields, &parents);
         if field.is_list() {
-            let mut path: Vec<&str> = key.split('.').collect();
-            let last = path.pop().unwrap_or_default();
-            let parent = nested(&mut fields, &path);
-            match parent.entry(last).or_insert_with(|| Value::Array(Vec::new())) {
+            match parent.entry(last.clone()).or_insert_with(|| Value::Array(Vec::new())) {
                 Value::Array(items) => items.push(value),
                 _ => v.add(&key, "is given twice"),
             }
-            continue;
-        }
-        let path: Vec<&str> = key.split('.').collect();
-        let (last, parents) = path.split_last().unwrap_or((&"", &[]));
-        let parent = nested(&mut fields, parents);
-        if parent.contains_key(*last) {
+        } else if parent.contains_key(last) {
             v.add(&key, "is given twice");
-            continue;
-        }
-        let mut check = Violations::new("");
-        let mut wrapped = Map::new();
-        wrapped.insert(field.json_name().to_owned(), std::mem::take(&mut value));
-        let mut wrapped = Value::Object(wrapped);
-        check::check_message(&mut check, "", &mut wrapped, field.parent_message());
-        match check.finish() {
-            Ok(()) => {
-                if let Some(value) = wrapped.as_object_mut().and_then(|o| o.remove(field.json_name())) {
-                    parent.insert(field.json_name().to_owned(), value);
-                }
-            }
-            Err(err) => {
-                for violation in err.violations {
-                    v.add(&key, violation.description);
-                }
-            }
+        } else {
+            parent.insert(last.clone(), value);
         }
     }
-    fields
+    let mut object = Value::Object(fields);
+    check::check_message(v, "", &mut object, input);
+    match object {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    }
+}
+
+/// The field a dotted parameter names (`pageSize`, `page_size`, `a.b`) and its path in JSON
+/// names.
+fn json_path(input: &MessageDescriptor, key: &str) -> Option<(FieldDescriptor, Vec<String>)> {
+    let mut message = input.clone();
+    let mut path = Vec::new();
+    let mut segments = key.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        let field = message
+            .get_field_by_json_name(segment)
+            .or_else(|| message.get_field_by_name(segment))?;
+        path.push(field.json_name().to_owned());
+        if segments.peek().is_none() {
+            return Some((field, path));
+        }
+        match field.kind() {
+            Kind::Message(inner) if !field.is_list() && !field.is_map() => message = inner,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// An update mask as a client writes it (`given_name, familyName`) in its JSON form
+/// (`givenName,familyName`).
+fn mask_paths(raw: &str) -> String {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(camel)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The object at `path` inside `root`, made where missing.
@@ -344,18 +366,35 @@ fn camel(path: &str) -> String {
     out
 }
 
-/// The update mask of a PATCH without one: the fields present in the body.
-fn present_fields(body: &Value) -> String {
-    body.as_object()
-        .map(|fields| {
-            fields
-                .keys()
-                .filter(|k| *k != "name" && *k != "etag")
-                .map(|k| camel(k))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+/// The update mask of a PATCH without one: the fields present in the body. A message whose
+/// fields are all messages (consent: one per channel) is a group, and the mask names the
+/// members given, so the others stay as they are.
+fn present_fields(body: &Value, resource: &MessageDescriptor) -> String {
+    let Some(fields) = body.as_object() else {
+        return String::new();
+    };
+    let mut paths = Vec::new();
+    for (key, value) in fields.iter().filter(|(k, _)| *k != "name" && *k != "etag") {
+        let group = resource
+            .get_field_by_json_name(key)
+            .and_then(|field| match field.kind() {
+                Kind::Message(m) if !field.is_list() && !field.is_map() => Some(m),
+                _ => None,
+            })
+            .filter(|m| {
+                !m.full_name().starts_with("google.protobuf.")
+                    && m.fields().len() > 0
+                    && m.fields()
+                        .all(|f| matches!(f.kind(), Kind::Message(_)) && !f.is_list() && !f.is_map())
+            });
+        match (group, value.as_object()) {
+            (Some(_), Some(members)) if !members.is_empty() => {
+                paths.extend(members.keys().map(|member| format!("{key}.{member}")));
+            }
+            _ => paths.push(key.clone()),
+        }
+    }
+    mask_paths(&paths.join(","))
 }
 
 /// `If-Match` becomes the etag the request is conditional on; `Idempotency-Key` the request

@@ -167,19 +167,6 @@ impl Template {
             .map(|v| (v.field.clone(), rendered[v.first..v.first + v.len].join("/")))
             .collect()
     }
-
-    /// The variable's pattern as a regular expression: literals as they are, each wildcard an
-    /// id (a UUID, as every id of the suite is).
-    pub fn variable_pattern(&self, variable: &Variable) -> String {
-        let parts: Vec<String> = self.parts[variable.first..variable.first + variable.len]
-            .iter()
-            .map(|part| match part {
-                Part::Literal(literal) => literal.clone(),
-                Part::Wildcard => ID_PATTERN.to_owned(),
-            })
-            .collect();
-        format!("^{}$", parts.join("/"))
-    }
 }
 
 /// Every id of the suite is a UUID, written in lower case.
@@ -230,10 +217,6 @@ mod tests {
 
         let t = Template::parse("/v1/{contact.name=contacts/*}").expect("parse");
         assert_eq!(t.variables[0].field, "contact.name");
-        assert_eq!(
-            t.variable_pattern(&t.variables[0]),
-            format!("^contacts/{}$", super::ID_PATTERN)
-        );
 
         let t = Template::parse("/v1/{parent=companies/*}/history").expect("parse");
         assert_eq!(t.route(), "/v1/companies/{id}/history");
