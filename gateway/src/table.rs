@@ -61,24 +61,23 @@ pub const CONTACT_COLUMNS: &[&str] = &[
     "update_time",
 ];
 
-fn short<E: Copy>(value: i32, get: fn(i32) -> Option<E>, name: fn(E) -> &'static str, prefix: &str) -> String {
-    get(value)
-        .filter(|_| value != 0)
-        .map(|v| name(v).trim_start_matches(prefix).to_owned())
-        .unwrap_or_default()
+/// The enum of the suite named `name` (`crm.contact.v1.LifecycleStage`).
+fn enum_of(name: &str) -> Option<crm_proto::prost_reflect::EnumDescriptor> {
+    crm_proto::json::descriptors().ok()?.get_enum_by_name(name)
+}
+
+/// A CSV cell of an enum: its short name (`CUSTOMER`), empty when unset.
+fn short(enum_name: &str, number: i32) -> String {
+    enum_of(enum_name).map_or_else(String::new, |e| crm_proto::options::short_name(&e, number))
 }
 
 fn consent(c: Option<&pb::ChannelConsent>) -> String {
-    c.map(|c| {
-        short(
-            c.status,
-            |v| pb::ConsentStatus::try_from(v).ok(),
-            |v| v.as_str_name(),
-            "CONSENT_STATUS_",
-        )
-    })
-    .unwrap_or_default()
+    c.map(|c| short(CONSENT_STATUS, c.status)).unwrap_or_default()
 }
+
+const LIFECYCLE_STAGE: &str = "crm.contact.v1.LifecycleStage";
+const SOURCE_CHANNEL: &str = "crm.contact.v1.SourceChannel";
+const CONSENT_STATUS: &str = "crm.contact.v1.ConsentStatus";
 
 /// One CSV record of a contact, in [`CONTACT_COLUMNS`] order.
 pub fn contact_record(c: &pb::Contact) -> Vec<String> {
@@ -106,18 +105,8 @@ pub fn contact_record(c: &pb::Contact) -> Vec<String> {
         c.phones.iter().map(|p| p.number.as_str()).collect::<Vec<_>>().join(";"),
         c.title.clone(),
         c.company.clone(),
-        short(
-            c.lifecycle_stage,
-            |v| pb::LifecycleStage::try_from(v).ok(),
-            |v| v.as_str_name(),
-            "LIFECYCLE_STAGE_",
-        ),
-        short(
-            c.source,
-            |v| pb::SourceChannel::try_from(v).ok(),
-            |v| v.as_str_name(),
-            "SOURCE_CHANNEL_",
-        ),
+        short(LIFECYCLE_STAGE, c.lifecycle_stage),
+        short(SOURCE_CHANNEL, c.source),
         c.owner.clone(),
         c.tags.join(";"),
         attributes,
@@ -255,13 +244,13 @@ pub fn rejected(line: i64, field: impl Into<String>, reason: impl Into<String>) 
     }
 }
 
-fn enum_value(value: &str, parse: fn(&str) -> Option<i32>, prefix: &str) -> Result<i32, String> {
+/// An enum cell: its full or short name in any case; empty is unset.
+fn enum_value(enum_name: &str, value: &str) -> Result<i32, String> {
     if value.is_empty() {
         return Ok(0);
     }
-    let upper = value.to_ascii_uppercase();
-    parse(&upper)
-        .or_else(|| parse(&format!("{prefix}{upper}")))
+    enum_of(enum_name)
+        .and_then(|e| crm_proto::options::enum_number(&e, value))
         .ok_or_else(|| format!("`{value}` is not a known value"))
 }
 
@@ -271,11 +260,7 @@ fn list(value: &str) -> impl Iterator<Item = &str> {
 
 fn set_field(c: &mut pb::Contact, column: &str, value: &str) -> Result<(), String> {
     let consent = |value: &str| -> Result<Option<pb::ChannelConsent>, String> {
-        let status = enum_value(
-            value,
-            |v| pb::ConsentStatus::from_str_name(v).map(|s| s as i32),
-            "CONSENT_STATUS_",
-        )?;
+        let status = enum_value(CONSENT_STATUS, value)?;
         Ok((status != 0).then(|| pb::ChannelConsent {
             status,
             update_time: None,
@@ -307,19 +292,9 @@ fn set_field(c: &mut pb::Contact, column: &str, value: &str) -> Result<(), Strin
         "title" => c.title = value.to_owned(),
         "company" => c.company = value.to_owned(),
         "lifecycle_stage" => {
-            c.lifecycle_stage = enum_value(
-                value,
-                |v| pb::LifecycleStage::from_str_name(v).map(|s| s as i32),
-                "LIFECYCLE_STAGE_",
-            )?;
+            c.lifecycle_stage = enum_value(LIFECYCLE_STAGE, value)?;
         }
-        "source" => {
-            c.source = enum_value(
-                value,
-                |v| pb::SourceChannel::from_str_name(v).map(|s| s as i32),
-                "SOURCE_CHANNEL_",
-            )?
-        }
+        "source" => c.source = enum_value(SOURCE_CHANNEL, value)?,
         "owner" => c.owner = value.to_owned(),
         "tags" => c.tags = list(value).map(str::to_owned).collect(),
         "attributes" if value.is_empty() => c.attributes.clear(),

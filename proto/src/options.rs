@@ -93,6 +93,25 @@ pub fn enum_value(descriptor: &EnumDescriptor, given: &str) -> Option<String> {
     (value.number() != 0).then(|| value.name().to_owned())
 }
 
+/// The short name of an enum's value (`CUSTOMER` of `LIFECYCLE_STAGE_CUSTOMER`); empty for the
+/// unspecified value (number 0) and for a number the enum does not have.
+pub fn short_name(descriptor: &EnumDescriptor, number: i32) -> String {
+    descriptor
+        .get_value(number)
+        .filter(|_| number != 0)
+        .map(|value| {
+            let prefix = enum_prefix(descriptor);
+            value.name().strip_prefix(&prefix).unwrap_or(value.name()).to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// The number of a set enum value given by its full or short name, in any case.
+pub fn enum_number(descriptor: &EnumDescriptor, given: &str) -> Option<i32> {
+    let full = enum_value(descriptor, &given.to_ascii_uppercase())?;
+    descriptor.get_value_by_name(&full).map(|value| value.number())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -113,5 +132,8 @@ mod tests {
         );
         assert_eq!(super::enum_value(&stage, "UNSPECIFIED"), None);
         assert_eq!(super::enum_value(&stage, "BOSS"), None);
+        assert_eq!(super::enum_number(&stage, "customer"), Some(4));
+        assert_eq!(super::short_name(&stage, 4), "CUSTOMER");
+        assert_eq!(super::short_name(&stage, 0), "");
     }
 }

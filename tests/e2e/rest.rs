@@ -436,3 +436,61 @@ async fn cors_allows_only_the_configured_origins() {
             .contains("etag")
     );
 }
+
+/// Every transcoded path answers a method it does not take with 405 and its own `Allow` (a
+/// custom verb's path is not its resource's), an unknown verb is a 404, and enum values are
+/// accepted by their short name on every service's routes.
+#[tokio::test]
+async fn transcoded_paths_answer_only_their_methods_and_take_short_enums_everywhere() {
+    let suite = Suite::start();
+    let api = Rest::as_user(&suite.rest, "acme", "ada", Role::Admin);
+    let (status, contact) = api.post("/v1/contacts", json!({"givenName": "Allow"})).await;
+    assert_eq!(status, 201, "{contact}");
+    let id = id_of(&contact["name"]);
+    let allow = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get(reqwest::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let put = api
+        .request(reqwest::Method::PUT, &format!("/v1/contacts/{id}"))
+        .json(&json!({"givenName": "Changed"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        (put.status().as_u16(), allow(&put).as_str()),
+        (405, "DELETE, GET, HEAD, PATCH")
+    );
+    let problem: serde_json::Value = put.json().await.expect("problem");
+    assert_eq!(problem["reason"], "METHOD_NOT_ALLOWED");
+    let get_erase = api
+        .request(reqwest::Method::GET, &format!("/v1/contacts/{id}:erase"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!((get_erase.status().as_u16(), allow(&get_erase).as_str()), (405, "POST"));
+    let (status, problem) = api.post(&format!("/v1/contacts/{id}:nope"), json!({})).await;
+    assert_eq!((status, problem["reason"].as_str()), (404, Some("ROUTE_NOT_FOUND")));
+    let (_, unchanged) = api.get(&format!("/v1/contacts/{id}")).await;
+    assert_eq!(unchanged["givenName"], "Allow", "the refused methods changed nothing");
+
+    // The pipeline's enums by their short names, as the contact service's.
+    let (status, task) = api
+        .post("/v1/tasks", json!({"title": "Call back", "priority": "HIGH"}))
+        .await;
+    assert_eq!(
+        (status, task["priority"].as_str()),
+        (201, Some("TASK_PRIORITY_HIGH")),
+        "{task}"
+    );
+    let (status, problem) = api
+        .post("/v1/tasks", json!({"title": "Call back", "priority": "UNSPECIFIED"}))
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["violations"][0]["field"], "task.priority");
+}

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use crm_platform::error::Violations;
 use crm_platform::{ApiError, ErrorCode};
-use crm_proto::prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use crm_proto::prost_reflect::{Kind, MessageDescriptor};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value};
 
@@ -125,16 +125,13 @@ async fn dispatch(
     allowed.sort_unstable();
     allowed.dedup();
     let allow = HeaderValue::from_str(&allowed.join(", ")).map_err(|e| Problem(ApiError::internal(&e)))?;
-    let mut response = if method == Method::OPTIONS {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        Problem(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            "METHOD_NOT_ALLOWED",
-            format!("this path takes {}", allowed.join(", ")),
-        ))
-        .into_response()
-    };
+    // (OPTIONS never gets here: the CORS layer answers it.)
+    let mut response = Problem(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "METHOD_NOT_ALLOWED",
+        format!("this path takes {}", allowed.join(", ")),
+    ))
+    .into_response();
     response.headers_mut().insert(http::header::ALLOW, allow);
     Ok(response)
 }
@@ -212,14 +209,14 @@ fn query_fields(
 ) -> Map<String, Value> {
     let mut fields = Map::new();
     for (key, raw) in query {
-        let Some((field, path)) = json_path(input, &key) else {
+        let Some((field, path)) = rules::json_path(input, &key) else {
             v.add(&key, format!("is not a parameter of {}", input.name()));
             continue;
         };
         let top = path.first().map(String::as_str).unwrap_or_default();
         let bound_by_path = binding
             .path_fields()
-            .any(|f| json_path(input, f).is_some_and(|(_, p)| p[0] == top));
+            .any(|f| rules::json_path(input, f).is_some_and(|(_, p)| p.first().map(String::as_str) == Some(top)));
         let bound_by_body = match binding.body.as_deref() {
             Some("*") => true,
             Some(body) => json_name(input, body) == top,
@@ -271,35 +268,13 @@ fn query_fields(
     }
 }
 
-/// The field a dotted parameter names (`pageSize`, `page_size`, `a.b`) and its path in JSON
-/// names.
-fn json_path(input: &MessageDescriptor, key: &str) -> Option<(FieldDescriptor, Vec<String>)> {
-    let mut message = input.clone();
-    let mut path = Vec::new();
-    let mut segments = key.split('.').peekable();
-    while let Some(segment) = segments.next() {
-        let field = message
-            .get_field_by_json_name(segment)
-            .or_else(|| message.get_field_by_name(segment))?;
-        path.push(field.json_name().to_owned());
-        if segments.peek().is_none() {
-            return Some((field, path));
-        }
-        match field.kind() {
-            Kind::Message(inner) if !field.is_list() && !field.is_map() => message = inner,
-            _ => return None,
-        }
-    }
-    None
-}
-
 /// An update mask as a client writes it (`given_name, familyName`) in its JSON form
 /// (`givenName,familyName`).
 fn mask_paths(raw: &str) -> String {
     raw.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(camel)
+        .map(crate::problem::json_field_path)
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -347,23 +322,6 @@ fn json_name(input: &MessageDescriptor, field: &str) -> String {
     input
         .get_field_by_name(field)
         .map_or_else(|| field.to_owned(), |f| f.json_name().to_owned())
-}
-
-/// `given_name` -> `givenName`: a FieldMask's JSON form is lowerCamel.
-fn camel(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut upper = false;
-    for c in path.trim().chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The update mask of a PATCH without one: the fields present in the body. A message whose
@@ -430,18 +388,22 @@ fn apply_headers(message: &mut Map<String, Value>, binding: &Binding, headers: &
 /// resource's `ETag`, a created resource's `Location` and its likely duplicates' `Link`.
 fn respond(binding: &Binding, encoded: &[u8]) -> Result<Response, Problem> {
     let output = binding.method.output();
-    let json =
-        crm_proto::json::encoded_to_json(encoded, output.full_name()).map_err(|e| Problem(ApiError::internal(&e)))?;
     let status = binding.status();
     if status == StatusCode::NO_CONTENT {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let mut json =
+        crm_proto::json::encoded_to_json(encoded, output.full_name()).map_err(|e| Problem(ApiError::internal(&e)))?;
+    let has_duplicates = json
+        .get("duplicates")
+        .and_then(Value::as_array)
+        .is_some_and(|d| !d.is_empty());
     let body = match &binding.response_body {
         Some(field) => json
-            .get(json_name(&output, field))
-            .cloned()
+            .as_object_mut()
+            .and_then(|fields| fields.remove(&json_name(&output, field)))
             .unwrap_or_else(|| Value::Object(Map::new())),
-        None => json.clone(),
+        None => json,
     };
     let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     let etag = body.get("etag").and_then(Value::as_str).map(str::to_owned);
@@ -455,10 +417,6 @@ fn respond(binding: &Binding, encoded: &[u8]) -> Result<Response, Problem> {
     {
         headers.insert(http::header::LOCATION, value);
     }
-    let has_duplicates = json
-        .get("duplicates")
-        .and_then(Value::as_array)
-        .is_some_and(|d| !d.is_empty());
     if let (true, Some(field), Some((collection, _))) = (has_duplicates, &binding.response_body, name.split_once('/')) {
         let link = format!(
             "</v1/{collection}:findDuplicates?{field}={}>; rel=\"duplicates\"",

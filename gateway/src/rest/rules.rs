@@ -126,7 +126,7 @@ fn bind(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, String> {
     let template = Template::parse(path)?;
     let input = method.input();
     for variable in &template.variables {
-        if field_path(&input, &variable.field).is_none() {
+        if json_path(&input, &variable.field).is_none() {
             return Err(format!(
                 "path variable `{}` is not a field of {}",
                 variable.field,
@@ -159,21 +159,29 @@ fn bind(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, String> {
     })
 }
 
-/// The field a dotted path (`contact.name`) names, if any.
-pub fn field_path(
-    message: &crm_proto::prost_reflect::MessageDescriptor,
-    path: &str,
-) -> Option<crm_proto::prost_reflect::FieldDescriptor> {
-    let (head, rest) = match path.split_once('.') {
-        Some((head, rest)) => (head, Some(rest)),
-        None => (path, None),
-    };
-    let field = message.get_field_by_name(head)?;
-    match (rest, field.kind()) {
-        (None, _) => Some(field),
-        (Some(rest), crm_proto::prost_reflect::Kind::Message(inner)) => field_path(&inner, rest),
-        (Some(_), _) => None,
+/// The field a dotted parameter names (`pageSize`, `page_size`, `a.b`) and its path in JSON
+/// names.
+pub fn json_path(
+    input: &crm_proto::prost_reflect::MessageDescriptor,
+    key: &str,
+) -> Option<(crm_proto::prost_reflect::FieldDescriptor, Vec<String>)> {
+    let mut message = input.clone();
+    let mut path = Vec::new();
+    let mut segments = key.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        let field = message
+            .get_field_by_json_name(segment)
+            .or_else(|| message.get_field_by_name(segment))?;
+        path.push(field.json_name().to_owned());
+        if segments.peek().is_none() {
+            return Some((field, path));
+        }
+        match field.kind() {
+            crm_proto::prost_reflect::Kind::Message(inner) if !field.is_list() && !field.is_map() => message = inner,
+            _ => return None,
+        }
     }
+    None
 }
 
 #[cfg(test)]
