@@ -33,11 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compiler.encode_file_descriptor_set(),
     )?;
     let descriptors = compiler.file_descriptor_set();
+    // Every message knows its fully qualified name (`prost::Name`): events are typed by it.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         // Ordered maps encode deterministically, so equal requests hash equal (idempotency keys).
         .btree_map(".")
         .skip_protoc_run()
-        .compile_fds(descriptors)?;
+        .compile_fds_with_config(descriptors, config)?;
     for proto in PROTOS.iter().chain(VENDORED) {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -1,5 +1,6 @@
 //! `crm.events.v1.EventFeed` over an [`Outbox`]: the same server for every producing service,
-//! which only supplies how its payloads render.
+//! which only names its event types (and, while events written in its earlier form are
+//! retained, how those render).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use crate::identity::principal;
 use crate::outbox::{FeedError, FeedItem, Outbox, Scope, StoredEvent, follow};
 use crate::{ApiError, ErrorCode, Role};
 
-/// Renders a stored event's JSON payload as the protobuf message its type names.
+/// Renders the payload of a stored event written in a producer's earlier form (see
+/// [`StoredEvent::legacy`]) as the protobuf message its type names.
 pub type RenderPayload = fn(&StoredEvent) -> Result<prost_types::Any, String>;
 
 /// How much of an unknown type name an error quotes.
@@ -25,26 +27,27 @@ const MAX_TYPE_LEN: usize = 200;
 pub struct EventFeedService {
     outbox: Arc<dyn Outbox>,
     source: &'static str,
-    known_types: &'static [&'static str],
-    render: RenderPayload,
+    known_types: Arc<[String]>,
+    legacy: Option<RenderPayload>,
     heartbeat: Duration,
 }
 
 impl EventFeedService {
     /// `source` names the producer in every envelope, e.g. "crm.contact.v1"; `known_types` are
-    /// the event types it publishes (a filter on any other is refused).
+    /// the event types it publishes (a filter on any other is refused); `legacy` renders the
+    /// events it wrote in an earlier form, if it did.
     pub fn new(
         outbox: Arc<dyn Outbox>,
         source: &'static str,
-        known_types: &'static [&'static str],
-        render: RenderPayload,
+        known_types: Vec<String>,
+        legacy: Option<RenderPayload>,
         heartbeat: Duration,
     ) -> Self {
         Self {
             outbox,
             source,
-            known_types,
-            render,
+            known_types: known_types.into(),
+            legacy,
             heartbeat,
         }
     }
@@ -54,7 +57,11 @@ impl EventFeedService {
     }
 
     fn envelope(&self, event: StoredEvent) -> Result<pb::Event, Status> {
-        let payload = (self.render)(&event).map_err(|reason| {
+        let rendered = match self.legacy {
+            Some(legacy) if event.legacy => legacy(&event),
+            _ => event.render(),
+        };
+        let payload = rendered.map_err(|reason| {
             tracing::error!(seq = event.seq, kind = %event.kind, %reason, "stored event does not render");
             Status::internal("a stored event could not be rendered")
         })?;
@@ -93,14 +100,14 @@ fn feed_error(err: FeedError) -> Status {
 }
 
 /// The event types of a request, each one `known`.
-fn types(raw: Vec<String>, known: &[&str]) -> Result<Vec<String>, ApiError> {
+fn types(raw: Vec<String>, known: &[String]) -> Result<Vec<String>, ApiError> {
     if raw.len() > known.len() {
         return Err(ApiError::invalid_field(
             "types",
             format!("at most {} items (the feed's types), not {}", known.len(), raw.len()),
         ));
     }
-    if let Some(unknown) = raw.iter().find(|kind| !known.contains(&kind.as_str())) {
+    if let Some(unknown) = raw.iter().find(|kind| !known.contains(kind)) {
         let shown: String = unknown.chars().take(MAX_TYPE_LEN).collect();
         return Err(ApiError::invalid_field(
             "types",
@@ -172,7 +179,7 @@ impl EventFeed for EventFeedService {
             Scope::Tenant(who.tenant)
         };
         let request = request.into_inner();
-        let types = types(request.types, self.known_types)?;
+        let types = types(request.types, &self.known_types)?;
         let feed = follow(
             Arc::clone(&self.outbox),
             scope,

@@ -1,8 +1,8 @@
 //! The transactional outbox and its change feed, shared by every producing service.
 //!
-//! A producer writes its event rows (table `outbox_events`, with the `outbox_head` counter;
-//! see a producer's migrations) in the transaction of the change itself. This module is the
-//! reading side: it numbers committed events (PostgreSQL), wakes feeds when events commit
+//! A producer's application emits typed events ([`NewEvent::of`] a generated message) and its
+//! store writes them in the transaction of the change itself ([`append_pg`], [`append_sqlite`];
+//! the tables are the platform's, see [`migrations`]). This module also holds the reading side: it numbers committed events (PostgreSQL), wakes feeds when events commit
 //! (LISTEN/NOTIFY on PostgreSQL, an in-process signal on SQLite), serves a feed from any
 //! retained sequence (catch-up, then live, with heartbeats while idle), and prunes events
 //! older than the retention.
@@ -33,7 +33,7 @@ pub const NUMBER_EVENTS: &str = "WITH todo AS (SELECT tenant_id, id, row_number(
      WHERE seq IS NULL ORDER BY id LIMIT $2) \
      UPDATE outbox_events AS e SET seq = $1 + todo.n FROM todo WHERE e.tenant_id = todo.tenant_id AND e.id = todo.id";
 
-/// The PostgreSQL channel writers notify when they commit events (sent by their triggers).
+/// The PostgreSQL channel writers notify when they commit events (sent by `outbox_append`).
 pub const WRITTEN_CHANNEL: &str = "crm_outbox";
 /// The PostgreSQL channel the sequencer notifies when it has numbered events.
 pub const SEQUENCED_CHANNEL: &str = "crm_outbox_head";
@@ -48,6 +48,11 @@ const GATHER: Duration = Duration::from_millis(5);
 /// listener reconnecting): a safety net, not the wake-up.
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 
+pub mod migrations;
+
+/// The `format` of an event whose payload is proto3 JSON of the message its type names.
+const FORMAT_PROTO_JSON: i16 = 1;
+
 /// An event as stored: the envelope and its JSON payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -60,21 +65,98 @@ pub struct StoredEvent {
     pub actor: String,
     pub traceparent: String,
     pub payload: serde_json::Value,
+    /// Written before events were typed: the payload is in the producer's own earlier form,
+    /// which only its legacy renderer reads (such events leave with the retention).
+    pub legacy: bool,
 }
 
-/// An event a producer appends in the transaction of the change it reports (for producers
-/// whose events are written by their code rather than by triggers).
+impl StoredEvent {
+    /// The payload as the protobuf message its type names.
+    pub fn render(&self) -> Result<prost_types::Any, String> {
+        Ok(prost_types::Any {
+            type_url: format!("type.googleapis.com/{}", self.kind),
+            value: crm_proto::json::json_to_encoded(&self.payload, &self.kind)?,
+        })
+    }
+}
+
+/// An event a producer appends in the transaction of the change it reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     pub id: Uuid,
     pub tenant: String,
     /// Fully qualified payload type, e.g. `crm.pipeline.v1.DealCreated`.
-    pub kind: &'static str,
+    pub kind: String,
     pub subject: String,
     pub time: DateTime<Utc>,
     pub actor: String,
     /// The payload as proto3 JSON.
     pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    /// The event whose payload is `message`, its type the message's own name.
+    pub fn of<M: crm_proto::prost::Name>(
+        tenant: &TenantId,
+        subject: String,
+        actor: &str,
+        time: DateTime<Utc>,
+        message: &M,
+    ) -> Result<Self, EventError> {
+        let kind = M::full_name();
+        let payload = crm_proto::json::to_json(message, &kind).map_err(|reason| EventError { kind: kind.clone(), reason })?;
+        Ok(Self {
+            id: Uuid::now_v7(),
+            tenant: tenant.as_str().to_owned(),
+            kind,
+            subject,
+            time,
+            actor: actor.to_owned(),
+            payload,
+        })
+    }
+}
+
+/// An event that could not be written as JSON (its type is missing from the descriptors).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("event {kind} cannot be written: {reason}")]
+pub struct EventError {
+    pub kind: String,
+    pub reason: String,
+}
+
+impl From<EventError> for crate::ApiError {
+    fn from(err: EventError) -> Self {
+        crate::ApiError::internal(&err)
+    }
+}
+
+/// Events one array per column, as `outbox_append` (PostgreSQL) takes them.
+pub struct EventColumns<'a> {
+    pub tenants: Vec<&'a str>,
+    pub ids: Vec<Uuid>,
+    pub types: Vec<&'a str>,
+    pub subjects: Vec<&'a str>,
+    pub times: Vec<DateTime<Utc>>,
+    pub actors: Vec<&'a str>,
+    /// The traceparent events written now carry: the current request's, if any.
+    pub traceparent: String,
+    pub payloads: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> EventColumns<'a> {
+    pub fn of(events: &'a [NewEvent]) -> Self {
+        Self {
+            tenants: events.iter().map(|e| e.tenant.as_str()).collect(),
+            ids: events.iter().map(|e| e.id).collect(),
+            types: events.iter().map(|e| e.kind.as_str()).collect(),
+            subjects: events.iter().map(|e| e.subject.as_str()).collect(),
+            times: events.iter().map(|e| e.time).collect(),
+            actors: events.iter().map(|e| e.actor.as_str()).collect(),
+            traceparent: traceparent_now(),
+            payloads: events.iter().map(|e| &e.payload).collect(),
+        }
+    }
 }
 
 /// The traceparent events written now carry: the current request's, if any.
@@ -88,23 +170,18 @@ pub async fn append_pg(tx: &mut sqlx::PgConnection, events: &[NewEvent]) -> Resu
     if events.is_empty() {
         return Ok(());
     }
-    let traceparent = traceparent_now();
-    sqlx::query(
-        "WITH e AS (INSERT INTO outbox_events (tenant_id, id, type, subject, time, actor, traceparent, payload) \
-         SELECT t, i, k, s, tm, a, $7, p FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], \
-         $6::text[], $8::jsonb[]) AS u(t, i, k, s, tm, a, p) RETURNING 1) \
-         SELECT pg_notify('crm_outbox', '') FROM (SELECT 1 FROM e LIMIT 1) AS any_row",
-    )
-    .bind(events.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.time).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-    .bind(traceparent)
-    .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
+    let c = EventColumns::of(events);
+    sqlx::query("SELECT outbox_append($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(c.tenants)
+        .bind(c.ids)
+        .bind(c.types)
+        .bind(c.subjects)
+        .bind(c.times)
+        .bind(c.actors)
+        .bind(c.traceparent)
+        .bind(c.payloads)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -117,18 +194,19 @@ pub async fn append_sqlite(tx: &mut sqlx::SqliteConnection, events: &[NewEvent])
             .fetch_one(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO outbox_events (tenant_id, id, seq, type, subject, time, actor, traceparent, payload) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO outbox_events (tenant_id, id, seq, type, subject, time, actor, traceparent, payload, format) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .bind(&event.tenant)
         .bind(event.id.to_string())
         .bind(seq)
-        .bind(event.kind)
+        .bind(&event.kind)
         .bind(&event.subject)
         .bind(event.time.timestamp_micros())
         .bind(&event.actor)
         .bind(&traceparent)
         .bind(event.payload.to_string())
+        .bind(FORMAT_PROTO_JSON)
         .execute(&mut *tx)
         .await?;
     }
@@ -402,6 +480,7 @@ fn pg_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, sqlx::Error> {
         actor: row.try_get("actor")?,
         traceparent: row.try_get("traceparent")?,
         payload: row.try_get("payload")?,
+        legacy: row.try_get::<i16, _>("format")? != FORMAT_PROTO_JSON,
     })
 }
 
@@ -425,7 +504,7 @@ impl Outbox for PgOutbox {
         // index already holds them in sequence order, and reading it stops at the limit.
         sqlx::query("SET LOCAL enable_sort = off").execute(&mut *tx).await?;
         let rows = sqlx::query(
-            "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload FROM outbox_events \
+            "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload, format FROM outbox_events \
              WHERE seq > $1 AND ($2::text IS NULL OR tenant_id = $2) AND (cardinality($3::text[]) = 0 OR type = ANY($3)) \
              ORDER BY seq LIMIT $4",
         )
@@ -510,7 +589,7 @@ impl Outbox for SqliteOutbox {
         };
         let types = serde_json::to_string(types).unwrap_or_else(|_| "[]".to_owned());
         let rows = sqlx::query(
-            "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload FROM outbox_events \
+            "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload, format FROM outbox_events \
              WHERE seq > ?1 AND (?2 IS NULL OR tenant_id = ?2) \
              AND (json_array_length(?3) = 0 OR type IN (SELECT value FROM json_each(?3))) ORDER BY seq LIMIT ?4",
         )
@@ -534,6 +613,7 @@ impl Outbox for SqliteOutbox {
                     actor: row.try_get("actor")?,
                     traceparent: row.try_get("traceparent")?,
                     payload: serde_json::from_str(&payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    legacy: row.try_get::<i64, _>("format")? != i64::from(FORMAT_PROTO_JSON),
                 })
             })
             .collect()

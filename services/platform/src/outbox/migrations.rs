@@ -1,0 +1,136 @@
+//! The outbox's schema, defined once for every producing service and both backends: a
+//! service's migrator is its own migrations followed by these.
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// The versions of the platform's migrations start here, above any service's own (which are
+/// numbered from 1), so the two never collide and the platform's run after a service's.
+pub const FIRST_VERSION: i64 = 1_000_000;
+
+/// The platform's migrations on PostgreSQL, in order.
+const POSTGRES: &[(&str, &str)] = &[("outbox", include_str!("../../migrations/outbox/postgres.sql"))];
+/// The platform's migrations on SQLite, in order.
+const SQLITE: &[(&str, &str)] = &[("outbox", include_str!("../../migrations/outbox/sqlite.sql"))];
+
+/// `service`'s PostgreSQL migrations followed by the outbox's, granted to `app_role` (the
+/// role the service serves as).
+pub fn postgres(service: &Migrator, app_role: &str) -> Migrator {
+    with_platform(service, POSTGRES, |sql| sql.replace("{app_role}", app_role))
+}
+
+/// `service`'s SQLite migrations followed by the outbox's.
+pub fn sqlite(service: &Migrator) -> Migrator {
+    with_platform(service, SQLITE, str::to_owned)
+}
+
+fn with_platform(service: &Migrator, platform: &[(&str, &str)], sql: impl Fn(&str) -> String) -> Migrator {
+    let mut migrations: Vec<Migration> = service.iter().cloned().collect();
+    assert!(
+        migrations.iter().all(|m| m.version < FIRST_VERSION),
+        "a service's migrations are numbered below {FIRST_VERSION}"
+    );
+    for (version, (description, text)) in (FIRST_VERSION..).zip(platform) {
+        migrations.push(Migration::new(
+            version,
+            Cow::Owned(format!("platform {description}")),
+            MigrationType::Simple,
+            sqlx::AssertSqlSafe(sql(text)).into_sql_str(),
+            false,
+        ));
+    }
+    Migrator::with_migrations(migrations)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use crm_proto::crm::events::v1::Heartbeat;
+    use crm_proto::prost::{Message, Name};
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+    use crate::TenantId;
+    use crate::outbox::{NewEvent, Outbox, PgOutbox, Scope, SqliteOutbox, append_pg, append_sqlite};
+
+    fn message() -> Heartbeat {
+        Heartbeat {
+            time: Some(prost_types::Timestamp { seconds: 7, nanos: 0 }),
+            head_sequence: 42,
+        }
+    }
+
+    fn event(tenant: &TenantId) -> NewEvent {
+        let time = Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).unwrap();
+        NewEvent::of(tenant, "things/1".to_owned(), "alice", time, &message()).unwrap()
+    }
+
+    /// What a new service's own migrations would be: its role (PostgreSQL), nothing about the
+    /// outbox.
+    fn service(sql: &str) -> Migrator {
+        Migrator::with_migrations(vec![Migration::new(
+            1,
+            "service".into(),
+            MigrationType::Simple,
+            sqlx::AssertSqlSafe(sql.to_owned()).into_sql_str(),
+            false,
+        )])
+    }
+
+    #[tokio::test]
+    async fn a_new_service_on_sqlite_gets_its_outbox_from_the_platform_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let migrator = super::sqlite(&service("CREATE TABLE things (id TEXT PRIMARY KEY)"));
+        let pool = crate::db::open_sqlite(&dir.path().join("x.db"), &migrator).await.unwrap();
+        let acme = TenantId::parse("acme").unwrap();
+        let mut tx = crate::db::begin_sqlite_write(&pool).await.unwrap();
+        append_sqlite(&mut tx, &[event(&acme)]).await.unwrap();
+        tx.commit().await.unwrap();
+        let outbox = SqliteOutbox::new(pool);
+        let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].seq, 1);
+        assert_eq!(events[0].kind, Heartbeat::full_name());
+        assert!(!events[0].legacy);
+        let any = events[0].render().unwrap();
+        assert_eq!(any.type_url, "type.googleapis.com/crm.events.v1.Heartbeat");
+        assert_eq!(Heartbeat::decode(any.value.as_slice()).unwrap(), message());
+    }
+
+    #[tokio::test]
+    async fn a_new_service_on_postgres_gets_its_outbox_from_the_platform_alone() {
+        let Some(db) = crate::testing::TestDatabase::create("platform_outbox_migrations").await else {
+            return;
+        };
+        const ROLE: &str = "crm_outbox_test_app";
+        let migrator = super::postgres(
+            &service(&format!(
+                "DO $$ BEGIN CREATE ROLE {ROLE} NOLOGIN NOBYPASSRLS; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            )),
+            ROLE,
+        );
+        crate::db::migrate_postgres(&db.url, &migrator).await.unwrap();
+        // Run twice: a migrator already applied is a no-op.
+        crate::db::migrate_postgres(&db.url, &migrator).await.unwrap();
+        let pool = crate::db::connect_postgres(&db.url, ROLE, 2).await.unwrap();
+        let outbox = PgOutbox::start(pool.clone()).await.unwrap();
+        let acme = TenantId::parse("acme").unwrap();
+        let mut tx = crate::db::begin_tenant(&pool, &acme).await.unwrap();
+        append_pg(&mut tx, &[event(&acme)]).await.unwrap();
+        tx.commit().await.unwrap();
+        // Numbered here, or already by the sequencer the outbox runs.
+        outbox.sequence().await.unwrap();
+        let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(!events[0].legacy);
+        assert_eq!(Heartbeat::decode(events[0].render().unwrap().value.as_slice()).unwrap(), message());
+        // Row-level security applies to the serving role: another tenant sees nothing.
+        let other = Scope::Tenant(TenantId::parse("globex").unwrap());
+        assert!(outbox.read(&other, 0, &[], 10).await.unwrap().is_empty());
+        pool.close().await;
+        db.drop_database().await;
+    }
+}
