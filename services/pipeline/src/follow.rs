@@ -5,21 +5,23 @@
 
 use async_trait::async_trait;
 use crm_platform::TenantId;
-use crm_platform::consumer::Sink;
+use crm_platform::consumer::{Sink, payload};
 use crm_proto::crm::contact::v1 as contact;
 use crm_proto::crm::events::v1 as pb;
-use crm_proto::prost::Message;
+use crm_proto::prost::Name;
 use uuid::Uuid;
 
 use crate::app::PipelineApp;
 use crate::store::{ContactChange, StoreError};
 
 /// The contact events this service follows.
-pub const FOLLOWED_TYPES: &[&str] = &[
-    "crm.contact.v1.ContactsMerged",
-    "crm.contact.v1.CompaniesMerged",
-    "crm.contact.v1.ContactErased",
-];
+pub fn followed_types() -> Vec<String> {
+    vec![
+        contact::ContactsMerged::full_name(),
+        contact::CompaniesMerged::full_name(),
+        contact::ContactErased::full_name(),
+    ]
+}
 
 /// The checkpoint name of this service's subscription to the contact feed.
 pub const CONSUMER: &str = "pipeline<-contact";
@@ -31,29 +33,31 @@ fn id(name: &str) -> Option<Uuid> {
     name.rsplit('/').next().and_then(|id| Uuid::parse_str(id).ok())
 }
 
-/// What a contact event asks of this service (None: nothing).
+/// What a contact event asks of this service (None: nothing, or a payload that does not
+/// decode).
 pub fn change_of(event: &pb::Event) -> Option<ContactChange> {
-    let payload = event.payload.as_ref()?;
-    match event.r#type.as_str() {
-        "crm.contact.v1.ContactsMerged" => {
-            let merged = contact::ContactsMerged::decode(payload.value.as_slice()).ok()?;
-            Some(ContactChange::ContactsMerged {
-                survivor: id(&merged.survivor)?,
-                merged: merged.merged.iter().filter_map(|m| id(m)).collect(),
-            })
-        }
-        "crm.contact.v1.CompaniesMerged" => {
-            let merged = contact::CompaniesMerged::decode(payload.value.as_slice()).ok()?;
-            Some(ContactChange::CompaniesMerged {
-                survivor: id(&merged.survivor)?,
-                merged: merged.merged.iter().filter_map(|m| id(m)).collect(),
-            })
-        }
-        "crm.contact.v1.ContactErased" => Some(ContactChange::ContactErased {
-            contact: id(&event.subject)?,
-        }),
-        _ => None,
+    event.payload.as_ref()?;
+    if let Some(merged) = payload::<contact::ContactsMerged>(event) {
+        let merged = merged.ok()?;
+        return Some(ContactChange::ContactsMerged {
+            survivor: id(&merged.survivor)?,
+            merged: merged.merged.iter().filter_map(|m| id(m)).collect(),
+        });
     }
+    if let Some(merged) = payload::<contact::CompaniesMerged>(event) {
+        let merged = merged.ok()?;
+        return Some(ContactChange::CompaniesMerged {
+            survivor: id(&merged.survivor)?,
+            merged: merged.merged.iter().filter_map(|m| id(m)).collect(),
+        });
+    }
+    // An erasure names the person by its subject (its payload is not needed).
+    if payload::<contact::ContactErased>(event).is_some() {
+        return Some(ContactChange::ContactErased {
+            contact: id(&event.subject)?,
+        });
+    }
+    None
 }
 
 /// The consumer's sink: the pipeline store.

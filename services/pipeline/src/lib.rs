@@ -4,6 +4,7 @@
 //! follows its feed.
 
 pub mod app;
+mod convert;
 pub mod directory;
 pub mod domain;
 pub mod due;
@@ -22,8 +23,9 @@ pub use app::PipelineApp;
 use directory::Directory;
 use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgPipelineStore, SQLITE_MIGRATIONS, SqlitePipelineStore};
 
-/// The producer name of the contact service's feed, which this service follows.
-const CONTACT_SOURCE: &str = "crm.contact.v1";
+/// The producer name of the contact service's feed, which this service follows: the package
+/// of its messages.
+const CONTACT_SOURCE: &str = <crm_proto::crm::contact::v1::ContactErased as crm_proto::prost::Name>::PACKAGE;
 
 /// A running pipeline service: the application and the outbox its writes fill.
 #[derive(Clone)]
@@ -38,8 +40,8 @@ impl PipelineService {
         EventFeedService::new(
             Arc::clone(&self.outbox),
             grpc::events::SOURCE,
-            grpc::events::TYPES,
-            grpc::events::render,
+            grpc::events::types(),
+            Some(grpc::legacy_events::render),
             heartbeat,
         )
     }
@@ -115,7 +117,7 @@ pub fn contact_feed(
         name: follow::CONSUMER.to_owned(),
         endpoint: endpoint.to_owned(),
         credentials,
-        types: follow::FOLLOWED_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+        types: follow::followed_types(),
         status: Default::default(),
         source: Some(CONTACT_SOURCE.to_owned()),
     }

@@ -3,14 +3,17 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::ApiError;
 use crm_platform::paging::PageRequest;
+use crm_proto::prost::Name;
 use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, StoredTransition, changed, event, failed, put, revision_write};
+use super::{Caller, Page, PipelineApp, Rec, changed, event, failed, put, revision_write};
+use crate::convert;
 use crate::domain::{
     CompanyRef, ContactRef, Deal, DealId, DealStatus, ForecastCategory, LineItem, Money, Pipeline, PipelineId, Product,
     ProductId, StageKind, Transition, TransitionKind, line_total, values,
 };
 use crate::store::{Filter, Kind, Write};
+use crm_proto::crm::pipeline::v1 as pb;
 
 /// A line as a client writes it; the product's SKU, name and (by default) price are copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,10 +255,11 @@ impl PipelineApp {
             puts: vec![put(Kind::Deal, &record, None)?],
             events: vec![event(
                 caller,
-                "crm.pipeline.v1.DealCreated",
                 DealId::COLLECTION,
                 &record,
-                Payload::default(),
+                &pb::DealCreated {
+                    deal: Some(convert::deal(&record)),
+                },
             )?],
             transitions: vec![first],
             ..Write::default()
@@ -359,32 +363,26 @@ impl PipelineApp {
         if fields.is_empty() {
             return Ok(current);
         }
-        let (record, write) = self.revise(
-            caller,
-            Kind::Deal,
-            "crm.pipeline.v1.DealUpdated",
-            &current,
-            body,
-            changed(fields),
-        )?;
+        let (record, write) = self.revise(caller, Kind::Deal, &current, body, |record| pb::DealUpdated {
+            deal: Some(convert::deal(record)),
+            changed_fields: changed(fields),
+        })?;
         self.write(caller, &write).await?;
         Ok(record)
     }
 
-    /// Writes a deal's stage change with its transition and event.
-    async fn record_change(
+    /// Writes a deal's stage change with its transition and event (the message `event` makes
+    /// of the deal and the transition).
+    async fn record_change<M: Name>(
         &self,
         caller: &Caller,
         read: &Rec<Deal>,
         change: Change,
-        kind: &'static str,
+        event: fn(Option<pb::Deal>, Option<pb::StageTransition>) -> M,
     ) -> Result<(Rec<Deal>, Transition), ApiError> {
         let Change { record, transition } = change;
-        let payload = Payload {
-            transition: Some(StoredTransition::from(&transition)),
-            ..Payload::default()
-        };
-        let mut write = revision_write(caller, Kind::Deal, kind, read.revision, &record, payload)?;
+        let message = event(Some(convert::deal(&record)), Some(convert::transition(&transition)));
+        let mut write = revision_write(caller, Kind::Deal, read.revision, &record, &message)?;
         write.transitions.push(transition.clone());
         self.write(caller, &write).await?;
         Ok((record, transition))
@@ -415,12 +413,9 @@ impl PipelineApp {
         body.transitions += 1;
         let record = current.next(body, now);
         let transition = transition(&record, TransitionKind::Moved, Some(from), to, caller, now, "");
-        self.record_change(
-            caller,
-            &current,
-            Change { record, transition },
-            "crm.pipeline.v1.DealStageChanged",
-        )
+        self.record_change(caller, &current, Change { record, transition }, |deal, transition| {
+            pb::DealStageChanged { deal, transition }
+        })
         .await
     }
 
@@ -462,14 +457,22 @@ impl PipelineApp {
         body.close_time = Some(now);
         body.transitions += 1;
         let record = current.next(body, now);
-        let (transition_kind, event_kind) = if won {
-            (TransitionKind::Won, "crm.pipeline.v1.DealWon")
-        } else {
-            (TransitionKind::Lost, "crm.pipeline.v1.DealLost")
-        };
+        let transition_kind = if won { TransitionKind::Won } else { TransitionKind::Lost };
         let transition = transition(&record, transition_kind, Some(from), stage, caller, now, &reason);
-        self.record_change(caller, &current, Change { record, transition }, event_kind)
+        let change = Change { record, transition };
+        if won {
+            self.record_change(caller, &current, change, |deal, transition| pb::DealWon {
+                deal,
+                transition,
+            })
             .await
+        } else {
+            self.record_change(caller, &current, change, |deal, transition| pb::DealLost {
+                deal,
+                transition,
+            })
+            .await
+        }
     }
 
     /// Reopens a closed deal into an open stage (the first by default).
@@ -498,12 +501,9 @@ impl PipelineApp {
         body.transitions += 1;
         let record = current.next(body, now);
         let transition = transition(&record, TransitionKind::Reopened, Some(from), to, caller, now, "");
-        self.record_change(
-            caller,
-            &current,
-            Change { record, transition },
-            "crm.pipeline.v1.DealReopened",
-        )
+        self.record_change(caller, &current, Change { record, transition }, |deal, transition| {
+            pb::DealReopened { deal, transition }
+        })
         .await
     }
 

@@ -2,9 +2,11 @@
 
 use crm_platform::{ApiError, UserId};
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, event, put};
+use super::{Caller, Page, PipelineApp, Rec, event, put};
+use crate::convert;
 use crate::domain::{Forecast, ForecastCategory, ForecastId, Money, Period, Quota};
 use crate::store::{Filter, Kind, ListQuery, StoreError, Write};
+use crm_proto::crm::pipeline::v1 as pb;
 
 fn user(raw: &str, field: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(|r| ApiError::invalid_field(field, r))
@@ -40,10 +42,11 @@ impl PipelineApp {
             puts: vec![put(Kind::Forecast, &record, None)?],
             events: vec![event(
                 caller,
-                "crm.pipeline.v1.ForecastSubmitted",
                 ForecastId::COLLECTION,
                 &record,
-                Payload::default(),
+                &pb::ForecastSubmitted {
+                    forecast: Some(convert::forecast(&record)),
+                },
             )?],
             ..Write::default()
         };
@@ -108,10 +111,11 @@ impl PipelineApp {
                     subject: format!("quotas/{owner}/{period}"),
                     ..event(
                         caller,
-                        "crm.pipeline.v1.QuotaSet",
                         "quotas",
                         &record,
-                        Payload::default(),
+                        &pb::QuotaSet {
+                            quota: Some(convert::quota(&record)),
+                        },
                     )?
                 }],
                 ..Write::default()

@@ -2,9 +2,11 @@
 
 use crm_platform::{ApiError, UserId};
 
-use super::{Caller, DealInput, Page, Payload, PipelineApp, Rec, changed, event, failed, put, revision_write};
+use super::{Caller, DealInput, Page, PipelineApp, Rec, changed, event, failed, put, revision_write};
+use crate::convert;
 use crate::domain::{CompanyRef, ContactRef, Deal, Lead, LeadId, LeadStatus};
 use crate::store::{Filter, Kind, Write};
+use crm_proto::crm::pipeline::v1 as pb;
 
 /// A lead's client-set fields (None: not given / unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,10 +83,11 @@ impl PipelineApp {
             puts: vec![put(Kind::Lead, &record, None)?],
             events: vec![event(
                 caller,
-                "crm.pipeline.v1.LeadCreated",
                 LeadId::COLLECTION,
                 &record,
-                Payload::default(),
+                &pb::LeadCreated {
+                    lead: Some(convert::lead(&record)),
+                },
             )?],
             ..Write::default()
         };
@@ -147,12 +150,16 @@ impl PipelineApp {
         if fields.is_empty() {
             return Ok(current);
         }
-        let kind = if qualified {
-            "crm.pipeline.v1.LeadQualified"
+        let (record, write) = if qualified {
+            self.revise(caller, Kind::Lead, &current, body, |record| pb::LeadQualified {
+                lead: Some(convert::lead(record)),
+            })?
         } else {
-            "crm.pipeline.v1.LeadUpdated"
+            self.revise(caller, Kind::Lead, &current, body, |record| pb::LeadUpdated {
+                lead: Some(convert::lead(record)),
+                changed_fields: changed(fields),
+            })?
         };
-        let (record, write) = self.revise(caller, Kind::Lead, kind, &current, body, changed(fields))?;
         self.write(caller, &write).await?;
         Ok(record)
     }
@@ -172,14 +179,9 @@ impl PipelineApp {
         let mut body = current.body.clone();
         body.status = LeadStatus::Disqualified;
         body.disqualify_reason = reason;
-        let (record, write) = self.revise(
-            caller,
-            Kind::Lead,
-            "crm.pipeline.v1.LeadDisqualified",
-            &current,
-            body,
-            Payload::default(),
-        )?;
+        let (record, write) = self.revise(caller, Kind::Lead, &current, body, |record| pb::LeadDisqualified {
+            lead: Some(convert::lead(record)),
+        })?;
         self.write(caller, &write).await?;
         Ok(record)
     }
@@ -215,18 +217,11 @@ impl PipelineApp {
         body.convert_time = Some(now);
         body.converted_by = caller.user().to_owned();
         let record = current.next(body, now);
-        let payload = Payload {
-            deal: serde_json::to_value(&deal).map_err(|e| ApiError::internal(&e))?,
-            ..Payload::default()
+        let converted = pb::LeadConverted {
+            lead: Some(convert::lead(&record)),
+            deal: Some(convert::deal(&deal)),
         };
-        let conversion = revision_write(
-            caller,
-            Kind::Lead,
-            "crm.pipeline.v1.LeadConverted",
-            current.revision,
-            &record,
-            payload,
-        )?;
+        let conversion = revision_write(caller, Kind::Lead, current.revision, &record, &converted)?;
         write.absorb(conversion);
         self.write(caller, &write).await?;
         Ok((record, deal))

@@ -1,5 +1,6 @@
 //! The pipeline service's rules: who may do what, what a valid change is, and which records,
-//! transitions and events each change writes (in one store write).
+//! transitions and events each change writes (in one store write). Events are the generated
+//! messages (`crate::convert` makes records into them), each typed by its own name.
 
 mod deals;
 mod forecasts;
@@ -16,8 +17,9 @@ use chrono::{DateTime, Utc};
 use crm_platform::outbox::NewEvent;
 use crm_platform::paging::PageRequest;
 use crm_platform::{ApiError, ErrorCode, Principal, TenantId};
+use crm_proto::prost::Name;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use deals::{DealInput, DealPatch, LineInput, close_date};
@@ -30,17 +32,7 @@ pub use tasks::{SYSTEM_ACTOR, TaskPatch};
 use crate::directory::Directory;
 use crate::store::{Doc, Kind, ListQuery, PipelineStore, Put, RequestKey, StoreError, Write};
 
-/// A record as the app sees it: its body and bookkeeping.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rec<T> {
-    pub id: Uuid,
-    pub revision: i64,
-    #[serde(with = "chrono::serde::ts_microseconds")]
-    pub create_time: DateTime<Utc>,
-    #[serde(with = "chrono::serde::ts_microseconds")]
-    pub update_time: DateTime<Utc>,
-    pub body: T,
-}
+pub use crate::domain::Rec;
 
 impl<T: Serialize + DeserializeOwned> Rec<T> {
     fn from_doc(doc: Doc) -> Result<Self, ApiError> {
@@ -84,10 +76,6 @@ impl<T: Serialize + DeserializeOwned> Rec<T> {
             body,
         }
     }
-
-    pub fn etag(&self) -> String {
-        self.revision.to_string()
-    }
 }
 
 use crm_platform::time::{Clock, SystemClock};
@@ -110,79 +98,16 @@ impl Caller {
     }
 }
 
-/// An event of this service's: its type, subject and payload (see `grpc::events`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Payload {
-    /// The record after the change (a `Rec` in JSON).
-    pub record: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub changed: Vec<String>,
-    /// The deal a lead became (LeadConverted).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub deal: serde_json::Value,
-    /// The stage transition (deal moves, closes, reopens).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transition: Option<StoredTransition>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub old_owner: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub new_owner: String,
-}
-
-/// A transition as an event payload stores it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StoredTransition {
-    pub seq: i64,
-    pub kind: crate::domain::TransitionKind,
-    pub from_stage: Option<Uuid>,
-    pub to_stage: Uuid,
-    pub from_stage_name: String,
-    pub to_stage_name: String,
-    pub amount: crate::domain::Money,
-    pub actor: String,
-    #[serde(with = "chrono::serde::ts_microseconds")]
-    pub time: DateTime<Utc>,
-    pub reason: String,
-}
-
-impl From<&crate::domain::Transition> for StoredTransition {
-    fn from(t: &crate::domain::Transition) -> Self {
-        StoredTransition {
-            seq: t.seq,
-            kind: t.kind,
-            from_stage: t.from_stage,
-            to_stage: t.to_stage,
-            from_stage_name: t.from_stage_name.clone(),
-            to_stage_name: t.to_stage_name.clone(),
-            amount: t.amount.clone(),
-            actor: t.actor.clone(),
-            time: t.time,
-            reason: t.reason.clone(),
-        }
-    }
-}
-
-/// The event of a change to `record` (of collection `collection`).
-fn event<T: Serialize>(
-    caller: &Caller,
-    kind: &'static str,
-    collection: &str,
-    record: &Rec<T>,
-    payload: Payload,
-) -> Result<NewEvent, ApiError> {
-    Ok(NewEvent {
-        id: Uuid::now_v7(),
-        tenant: caller.tenant().as_str().to_owned(),
-        kind,
-        subject: format!("{collection}/{}", record.id),
-        time: record.update_time,
-        actor: caller.user().to_owned(),
-        payload: serde_json::to_value(Payload {
-            record: serde_json::to_value(record).map_err(|e| ApiError::internal(&e))?,
-            ..payload
-        })
-        .map_err(|e| ApiError::internal(&e))?,
-    })
+/// The event `message` reports of a change to `record` (of collection `collection`): typed,
+/// its type the message's own name, written with the change.
+fn event<T, M: Name>(caller: &Caller, collection: &str, record: &Rec<T>, message: &M) -> Result<NewEvent, ApiError> {
+    Ok(NewEvent::of(
+        caller.tenant(),
+        format!("{collection}/{}", record.id),
+        caller.user(),
+        record.update_time,
+        message,
+    )?)
 }
 
 /// The put of a new record, or of the next revision of one read at `expected`.
@@ -252,45 +177,41 @@ impl Owned for crate::domain::Task {
 }
 
 /// The write of `record`, the next revision of one read at `read`: its put (failing as stale
-/// if the record changed since) and its event.
-fn revision_write<T: Serialize + DeserializeOwned>(
+/// if the record changed since) and its event, `message`.
+fn revision_write<T: Serialize + DeserializeOwned, M: Name>(
     caller: &Caller,
     kind: Kind,
-    event_kind: &'static str,
     read: i64,
     record: &Rec<T>,
-    payload: Payload,
+    message: &M,
 ) -> Result<Write, ApiError> {
     Ok(Write {
         puts: vec![put(kind, record, Some(read))?],
-        events: vec![event(caller, event_kind, kind.table(), record, payload)?],
+        events: vec![event(caller, kind.table(), record, message)?],
         ..Write::default()
     })
 }
 
 impl PipelineApp {
-    /// The next revision of `current` with `body`, and its write (see [`revision_write`]).
-    fn revise<T: Serialize + DeserializeOwned>(
+    /// The next revision of `current` with `body`, and its write (see [`revision_write`]) with
+    /// the event `message` makes of the new revision.
+    fn revise<T: Serialize + DeserializeOwned, M: Name>(
         &self,
         caller: &Caller,
         kind: Kind,
-        event_kind: &'static str,
         current: &Rec<T>,
         body: T,
-        payload: Payload,
+        message: impl FnOnce(&Rec<T>) -> M,
     ) -> Result<(Rec<T>, Write), ApiError> {
         let record = current.next(body, self.now());
-        let write = revision_write(caller, kind, event_kind, current.revision, &record, payload)?;
+        let write = revision_write(caller, kind, current.revision, &record, &message(&record))?;
         Ok((record, write))
     }
 }
 
-/// The payload of an update: the fields it changed.
-fn changed(fields: Vec<&'static str>) -> Payload {
-    Payload {
-        changed: fields.into_iter().map(str::to_owned).collect(),
-        ..Payload::default()
-    }
+/// The fields an update changed, as its event lists them.
+fn changed(fields: Vec<&'static str>) -> Vec<String> {
+    fields.into_iter().map(str::to_owned).collect()
 }
 
 /// The application: rules over a store and the contact directory.

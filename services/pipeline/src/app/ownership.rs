@@ -3,7 +3,9 @@
 
 use crm_platform::{ApiError, UserId};
 
-use super::{Caller, Owned, Payload, PipelineApp, Rec};
+use crm_proto::crm::pipeline::v1 as pb;
+
+use super::{Caller, Owned, PipelineApp, Rec};
 use crate::domain::{Deal, Lead, LeadStatus, Task};
 use crate::store::{Filter, ListQuery, StoreError, Write};
 
@@ -162,15 +164,12 @@ impl PipelineApp {
                 receivers.push(share.user.clone());
                 let mut body = current.body.clone();
                 *body.owner_mut() = share.user.clone();
-                let payload = Payload {
+                let moved = pb::OwnerChanged {
+                    resource: format!("{}/{}", T::KIND.table(), current.id),
                     old_owner: from.to_owned(),
                     new_owner: share.user.clone(),
-                    ..Payload::default()
                 };
-                write.absorb(
-                    self.revise(caller, T::KIND, "crm.pipeline.v1.OwnerChanged", current, body, payload)?
-                        .1,
-                );
+                write.absorb(self.revise(caller, T::KIND, current, body, |_| moved)?.1);
             }
             let count = i64::try_from(write.puts.len()).unwrap_or(i64::MAX);
             if !dry_run && count > 0 {

@@ -3,9 +3,11 @@
 use crm_platform::ApiError;
 use uuid::Uuid;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, failed, put, store_error};
+use super::{Caller, Page, PipelineApp, Rec, check_etag, event, failed, put, store_error};
+use crate::convert;
 use crate::domain::{Money, Pipeline, PipelineId, Stage, StageKind};
 use crate::store::{Kind, Write};
+use crm_proto::crm::pipeline::v1 as pb;
 
 /// A stage as a client describes it: an existing stage's id keeps it (and its history).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +86,11 @@ impl PipelineApp {
             puts: vec![put(Kind::Pipeline, &record, None)?],
             events: vec![event(
                 caller,
-                "crm.pipeline.v1.PipelineCreated",
                 PipelineId::COLLECTION,
                 &record,
-                Payload::default(),
+                &pb::PipelineCreated {
+                    pipeline: Some(convert::pipeline(&record)),
+                },
             )?],
             ..Write::default()
         };
@@ -155,14 +158,10 @@ impl PipelineApp {
         if fields.is_empty() {
             return Ok(current);
         }
-        let (record, write) = self.revise(
-            caller,
-            Kind::Pipeline,
-            "crm.pipeline.v1.PipelineUpdated",
-            &current,
-            body,
-            super::changed(fields),
-        )?;
+        let (record, write) = self.revise(caller, Kind::Pipeline, &current, body, |record| pb::PipelineUpdated {
+            pipeline: Some(convert::pipeline(record)),
+            changed_fields: super::changed(fields),
+        })?;
         self.write(caller, &write).await?;
         Ok(record)
     }

@@ -3,9 +3,11 @@
 
 use crm_platform::ApiError;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, check_etag, event, put};
+use super::{Caller, Page, PipelineApp, Rec, check_etag, event, put};
+use crate::convert;
 use crate::domain::{Money, Product, ProductId};
 use crate::store::{Filter, Kind, Write};
+use crm_proto::crm::pipeline::v1 as pb;
 
 /// A product's fields (None: not given / unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,10 +70,11 @@ impl PipelineApp {
             puts: vec![put(Kind::Product, &record, None)?],
             events: vec![event(
                 caller,
-                "crm.pipeline.v1.ProductCreated",
                 ProductId::COLLECTION,
                 &record,
-                Payload::default(),
+                &pb::ProductCreated {
+                    product: Some(convert::product(&record)),
+                },
             )?],
             ..Write::default()
         };
@@ -134,14 +137,10 @@ impl PipelineApp {
         if fields.is_empty() {
             return Ok(current);
         }
-        let (record, write) = self.revise(
-            caller,
-            Kind::Product,
-            "crm.pipeline.v1.ProductUpdated",
-            &current,
-            body,
-            super::changed(fields),
-        )?;
+        let (record, write) = self.revise(caller, Kind::Product, &current, body, |record| pb::ProductUpdated {
+            product: Some(convert::product(record)),
+            changed_fields: super::changed(fields),
+        })?;
         self.write(caller, &write).await?;
         Ok(record)
     }

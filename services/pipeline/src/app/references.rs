@@ -3,15 +3,49 @@
 use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
 use serde_json::Value;
 
-use super::{Caller, PipelineApp, Rec};
-use crate::store::{ContactChange, Kind, Write, scrub_payload};
+use crm_proto::crm::pipeline::v1 as pb;
+use crm_proto::prost::Name;
 
-/// The kinds that reference contacts, and their event when such a reference changes.
-const CONTACT_HOLDERS: &[(Kind, &str)] = &[
-    (Kind::Lead, "crm.pipeline.v1.LeadUpdated"),
-    (Kind::Deal, "crm.pipeline.v1.DealUpdated"),
-    (Kind::Task, "crm.pipeline.v1.TaskUpdated"),
-];
+use super::{Caller, Owned, PipelineApp, Rec};
+use crate::convert;
+use crate::domain::{Deal, Lead, Task};
+use crate::store::{ContactChange, Write, scrub_payload};
+
+/// A kind of record that references contacts, and the event of a change to such a reference.
+trait Holder: Owned {
+    type Updated: Name;
+    fn updated(record: &Rec<Self>, changed: Vec<String>) -> Self::Updated;
+}
+
+impl Holder for Lead {
+    type Updated = pb::LeadUpdated;
+    fn updated(record: &Rec<Self>, changed_fields: Vec<String>) -> pb::LeadUpdated {
+        pb::LeadUpdated {
+            lead: Some(convert::lead(record)),
+            changed_fields,
+        }
+    }
+}
+
+impl Holder for Deal {
+    type Updated = pb::DealUpdated;
+    fn updated(record: &Rec<Self>, changed_fields: Vec<String>) -> pb::DealUpdated {
+        pb::DealUpdated {
+            deal: Some(convert::deal(record)),
+            changed_fields,
+        }
+    }
+}
+
+impl Holder for Task {
+    type Updated = pb::TaskUpdated;
+    fn updated(record: &Rec<Self>, changed_fields: Vec<String>) -> pb::TaskUpdated {
+        pb::TaskUpdated {
+            task: Some(convert::task(record)),
+            changed_fields,
+        }
+    }
+}
 
 impl PipelineApp {
     /// The writes that apply a contact-service change to this service's records (read now;
@@ -84,24 +118,39 @@ impl PipelineApp {
         write: &mut Write,
         edit: impl Fn(&mut Value) -> Vec<&'static str>,
     ) -> Result<(), ApiError> {
-        for (kind, event_kind) in CONTACT_HOLDERS {
-            if field == "company" && *kind == Kind::Task {
-                continue;
-            }
-            let docs = self
-                .store
-                .referencing(caller.tenant(), *kind, field, id)
-                .await
-                .map_err(super::store_error)?;
-            for doc in docs {
-                let current: Rec<Value> = Rec::from_doc(doc)?;
-                let mut body = current.body.clone();
-                let fields = edit(&mut body);
-                write.absorb(
-                    self.revise(caller, *kind, event_kind, &current, body, super::changed(fields))?
-                        .1,
-                );
-            }
+        self.repoint_kind::<Lead>(caller, field, id, write, &edit).await?;
+        self.repoint_kind::<Deal>(caller, field, id, write, &edit).await?;
+        // Tasks name contacts, not companies.
+        if field != "company" {
+            self.repoint_kind::<Task>(caller, field, id, write, &edit).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::repoint`] over the records of one kind. `edit` changes a record's document.
+    async fn repoint_kind<T: Holder>(
+        &self,
+        caller: &Caller,
+        field: &'static str,
+        id: uuid::Uuid,
+        write: &mut Write,
+        edit: &impl Fn(&mut Value) -> Vec<&'static str>,
+    ) -> Result<(), ApiError> {
+        let docs = self
+            .store
+            .referencing(caller.tenant(), T::KIND, field, id)
+            .await
+            .map_err(super::store_error)?;
+        for doc in docs {
+            let mut body = doc.body.clone();
+            let fields = edit(&mut body);
+            let current: Rec<T> = Rec::from_doc(doc)?;
+            let body: T = serde_json::from_value(body).map_err(|e| ApiError::internal(&e))?;
+            let changed = super::changed(fields);
+            write.absorb(
+                self.revise(caller, T::KIND, &current, body, |record| T::updated(record, changed))?
+                    .1,
+            );
         }
         Ok(())
     }

@@ -2,10 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use crm_platform::{ApiError, Principal, Role, TenantId, UserId};
+use crm_proto::prost::Name;
 
-use super::{Caller, Page, Payload, PipelineApp, Rec, changed, event, failed, put, revision_write};
+use super::{Caller, Page, PipelineApp, Rec, event, failed, put, revision_write};
+use crate::convert;
 use crate::domain::{ContactRef, DealId, LeadId, Task, TaskId, TaskPriority, TaskStatus};
 use crate::store::{Filter, Kind, StoreError, Write};
+use crm_proto::crm::pipeline::v1 as pb;
 
 /// The user the service acts as when it publishes on its own (TaskDue).
 pub const SYSTEM_ACTOR: &str = "crm-pipeline";
@@ -95,10 +98,11 @@ impl PipelineApp {
             puts: vec![put(Kind::Task, &record, None)?],
             events: vec![event(
                 caller,
-                "crm.pipeline.v1.TaskCreated",
                 TaskId::COLLECTION,
                 &record,
-                Payload::default(),
+                &pb::TaskCreated {
+                    task: Some(convert::task(&record)),
+                },
             )?],
             ..Write::default()
         };
@@ -122,15 +126,17 @@ impl PipelineApp {
         self.list_page(caller, Kind::Task, filters, page_size, page_token).await
     }
 
-    async fn save_task(
+    /// Writes the task's next revision with `body`, and the event `message` makes of it.
+    async fn save_task<M: Name>(
         &self,
         caller: &Caller,
         current: &Rec<Task>,
         body: Task,
-        kind: &'static str,
-        fields: Vec<&'static str>,
+        message: impl FnOnce(pb::Task) -> M,
     ) -> Result<Rec<Task>, ApiError> {
-        let (record, write) = self.revise(caller, Kind::Task, kind, current, body, changed(fields))?;
+        let (record, write) = self.revise(caller, Kind::Task, current, body, |record| {
+            message(convert::task(record))
+        })?;
         self.write(caller, &write).await?;
         self.due_changed.notify_one();
         Ok(record)
@@ -177,8 +183,11 @@ impl PipelineApp {
         if changed.is_empty() {
             return Ok(current);
         }
-        self.save_task(caller, &current, body, "crm.pipeline.v1.TaskUpdated", changed)
-            .await
+        self.save_task(caller, &current, body, |task| pb::TaskUpdated {
+            task: Some(task),
+            changed_fields: super::changed(changed),
+        })
+        .await
     }
 
     pub async fn complete_task(&self, caller: &Caller, id: TaskId, etag: Option<i64>) -> Result<Rec<Task>, ApiError> {
@@ -189,7 +198,7 @@ impl PipelineApp {
         let mut body = current.body.clone();
         body.status = TaskStatus::Completed;
         body.complete_time = Some(self.now());
-        self.save_task(caller, &current, body, "crm.pipeline.v1.TaskCompleted", vec!["status"])
+        self.save_task(caller, &current, body, |task| pb::TaskCompleted { task: Some(task) })
             .await
     }
 
@@ -201,7 +210,7 @@ impl PipelineApp {
         let mut body = current.body.clone();
         body.status = TaskStatus::Open;
         body.complete_time = None;
-        self.save_task(caller, &current, body, "crm.pipeline.v1.TaskReopened", vec!["status"])
+        self.save_task(caller, &current, body, |task| pb::TaskReopened { task: Some(task) })
             .await
     }
 
@@ -226,14 +235,10 @@ impl PipelineApp {
             let mut body = current.body.clone();
             body.due_notified = body.due;
             let record = current.next(body, now);
-            let write = revision_write(
-                &caller,
-                Kind::Task,
-                "crm.pipeline.v1.TaskDue",
-                current.revision,
-                &record,
-                Payload::default(),
-            )?;
+            let due = pb::TaskDue {
+                task: Some(convert::task(&record)),
+            };
+            let write = revision_write(&caller, Kind::Task, current.revision, &record, &due)?;
             match self.store.write(caller.tenant(), &write).await {
                 Ok(()) => published += 1,
                 // Changed meanwhile (by its assignee or another replica): looked at again on

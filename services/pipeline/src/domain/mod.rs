@@ -1,9 +1,11 @@
 //! The pipeline service's records and the rules that keep them valid. Records are stored as
 //! documents (their serde form) next to the columns the queries use; see `store`.
 
+mod rec;
 mod records;
 pub mod values;
 
+pub use rec::Rec;
 pub use records::*;
 pub use values::{Money, Period};
 

@@ -1,8 +1,9 @@
 //! The gRPC servers of crm.pipeline.v1: authenticate nothing themselves (the auth layer did),
-//! convert at the edge (`convert`) and delegate to [`PipelineApp`].
+//! convert at the edge (`requests` in, `crate::convert` out) and delegate to [`PipelineApp`].
 
-mod convert;
 pub mod events;
+pub mod legacy_events;
+mod requests;
 
 use crm_platform::ApiError;
 use crm_platform::error::{parse_field as parse, required_field as required};
@@ -12,6 +13,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::app::{Caller, PipelineApp, user_or_me};
+use crate::convert;
 use crate::domain::{DealId, LeadId, PipelineId, ProductId, TaskId};
 use crate::store::Filter;
 
@@ -101,7 +103,7 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
             "pipeline.display_name",
             crate::domain::values::text(&p.display_name, 200, true),
         )?;
-        let stages = convert::stages_in(p)?;
+        let stages = requests::stages_in(p)?;
         let created = self.app.create_pipeline(&caller, name, stages, key.as_ref()).await?;
         Ok(Response::new(pb::CreatePipelineResponse {
             pipeline: Some(convert::pipeline(&created)),
@@ -138,7 +140,7 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
         let r = request.get_ref();
         let p = required("pipeline", r.pipeline.as_ref())?;
         let id = parse("pipeline.name", PipelineId::parse_name(&p.name))?;
-        let paths = convert::mask(r.update_mask.as_ref(), &["display_name", "stages"])?;
+        let paths = requests::mask(r.update_mask.as_ref(), &["display_name", "stages"])?;
         let name = if paths.iter().any(|p| p == "display_name") {
             Some(parse(
                 "pipeline.display_name",
@@ -148,11 +150,11 @@ impl pb::pipeline_service_server::PipelineService for PipelineGrpc {
             None
         };
         let stages = if paths.iter().any(|p| p == "stages") {
-            Some(convert::stages_in(p)?)
+            Some(requests::stages_in(p)?)
         } else {
             None
         };
-        let etag = convert::etag(&p.etag, "pipeline.etag")?;
+        let etag = requests::etag(&p.etag, "pipeline.etag")?;
         let updated = self.app.update_pipeline(&caller, id, etag, name, stages).await?;
         Ok(Response::new(pb::UpdatePipelineResponse {
             pipeline: Some(convert::pipeline(&updated)),
@@ -219,7 +221,7 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
-        let input = convert::lead_in(required("lead", r.lead.as_ref())?, None)?;
+        let input = requests::lead_in(required("lead", r.lead.as_ref())?, None)?;
         let lead = self.app.create_lead(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateLeadResponse {
             lead: Some(convert::lead(&lead)),
@@ -254,12 +256,12 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
         let r = request.get_ref();
         let l = required("lead", r.lead.as_ref())?;
         let id = parse("lead.name", LeadId::parse_name(&l.name))?;
-        let paths = convert::mask(
+        let paths = requests::mask(
             r.update_mask.as_ref(),
             &["title", "contact", "company", "source", "status", "score", "owner"],
         )?;
-        let patch = convert::lead_in(l, Some(&paths))?;
-        let etag = convert::etag(&l.etag, "lead.etag")?;
+        let patch = requests::lead_in(l, Some(&paths))?;
+        let etag = requests::etag(&l.etag, "lead.etag")?;
         let lead = self.app.update_lead(&caller, id, etag, patch).await?;
         Ok(Response::new(pb::UpdateLeadResponse {
             lead: Some(convert::lead(&lead)),
@@ -274,7 +276,7 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
         let r = request.get_ref();
         let id = parse("name", LeadId::parse_name(&r.name))?;
         let reason = parse("reason", crate::domain::values::text(&r.reason, 500, true))?;
-        let etag = convert::etag(&r.etag, "etag")?;
+        let etag = requests::etag(&r.etag, "etag")?;
         let lead = self.app.disqualify_lead(&caller, id, reason, etag).await?;
         Ok(Response::new(pb::DisqualifyLeadResponse {
             lead: Some(convert::lead(&lead)),
@@ -285,8 +287,8 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", LeadId::parse_name(&r.name))?;
-        let deal = convert::deal_in(required("deal", r.deal.as_ref())?)?;
-        let etag = convert::etag(&r.etag, "etag")?;
+        let deal = requests::deal_in(required("deal", r.deal.as_ref())?)?;
+        let etag = requests::etag(&r.etag, "etag")?;
         let (lead, deal) = self.app.convert_lead(&caller, id, deal, etag).await?;
         Ok(Response::new(pb::ConvertLeadResponse {
             lead: Some(convert::lead(&lead)),
@@ -301,7 +303,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
-        let input = convert::deal_in(required("deal", r.deal.as_ref())?)?;
+        let input = requests::deal_in(required("deal", r.deal.as_ref())?)?;
         let deal = self.app.create_deal(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateDealResponse {
             deal: Some(convert::deal(&deal)),
@@ -336,7 +338,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
         let r = request.get_ref();
         let d = required("deal", r.deal.as_ref())?;
         let id = parse("deal.name", DealId::parse_name(&d.name))?;
-        let paths = convert::mask(
+        let paths = requests::mask(
             r.update_mask.as_ref(),
             &[
                 "display_name",
@@ -348,11 +350,11 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
                 "line_items",
             ],
         )?;
-        let patch = convert::deal_patch(d, Some(&paths))?;
+        let patch = requests::deal_patch(d, Some(&paths))?;
         if paths.iter().any(|p| p == "display_name") && patch.name.as_deref() == Some("") {
             return Err(ApiError::invalid_field("deal.display_name", "is required").into());
         }
-        let etag = convert::etag(&d.etag, "deal.etag")?;
+        let etag = requests::etag(&d.etag, "deal.etag")?;
         let deal = self.app.update_deal(&caller, id, etag, patch).await?;
         Ok(Response::new(pb::UpdateDealResponse {
             deal: Some(convert::deal(&deal)),
@@ -364,7 +366,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
         let r = request.get_ref();
         let id = parse("name", DealId::parse_name(&r.name))?;
         let stage = stage_id(&r.stage, "stage")?.ok_or_else(|| ApiError::invalid_field("stage", "is required"))?;
-        let etag = convert::etag(&r.etag, "etag")?;
+        let etag = requests::etag(&r.etag, "etag")?;
         let (deal, transition) = self.app.move_deal(&caller, id, stage, etag).await?;
         Ok(Response::new(pb::MoveDealResponse {
             deal: Some(convert::deal(&deal)),
@@ -382,7 +384,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
             _ => return Err(ApiError::invalid_field("outcome", "must be WON or LOST").into()),
         };
         let reason = parse("reason", crate::domain::values::text(&r.reason, 500, false))?;
-        let etag = convert::etag(&r.etag, "etag")?;
+        let etag = requests::etag(&r.etag, "etag")?;
         let (deal, transition) = self.app.close_deal(&caller, id, won, reason, etag).await?;
         Ok(Response::new(pb::CloseDealResponse {
             deal: Some(convert::deal(&deal)),
@@ -395,7 +397,7 @@ impl pb::deal_service_server::DealService for PipelineGrpc {
         let r = request.get_ref();
         let id = parse("name", DealId::parse_name(&r.name))?;
         let stage = stage_id(&r.stage, "stage")?;
-        let etag = convert::etag(&r.etag, "etag")?;
+        let etag = requests::etag(&r.etag, "etag")?;
         let (deal, transition) = self.app.reopen_deal(&caller, id, stage, etag).await?;
         Ok(Response::new(pb::ReopenDealResponse {
             deal: Some(convert::deal(&deal)),
@@ -427,7 +429,7 @@ impl pb::product_service_server::ProductService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
-        let input = convert::product_in(required("product", r.product.as_ref())?, None)?;
+        let input = requests::product_in(required("product", r.product.as_ref())?, None)?;
         let product = self.app.create_product(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateProductResponse {
             product: Some(convert::product(&product)),
@@ -465,12 +467,12 @@ impl pb::product_service_server::ProductService for PipelineGrpc {
         let r = request.get_ref();
         let p = required("product", r.product.as_ref())?;
         let id = parse("product.name", ProductId::parse_name(&p.name))?;
-        let paths = convert::mask(
+        let paths = requests::mask(
             r.update_mask.as_ref(),
             &["sku", "display_name", "family", "list_price", "active"],
         )?;
-        let patch = convert::product_in(p, Some(&paths))?;
-        let etag = convert::etag(&p.etag, "product.etag")?;
+        let patch = requests::product_in(p, Some(&paths))?;
+        let etag = requests::etag(&p.etag, "product.etag")?;
         let product = self.app.update_product(&caller, id, etag, patch).await?;
         Ok(Response::new(pb::UpdateProductResponse {
             product: Some(convert::product(&product)),
@@ -484,7 +486,7 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let key = RequestKey::of(&caller.who.user, &r.request_id, r)?;
-        let input = convert::task_in(required("task", r.task.as_ref())?, None)?;
+        let input = requests::task_in(required("task", r.task.as_ref())?, None)?;
         let task = self.app.create_task(&caller, input, key.as_ref()).await?;
         Ok(Response::new(pb::CreateTaskResponse {
             task: Some(convert::task(&task)),
@@ -519,14 +521,14 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
         let r = request.get_ref();
         let t = required("task", r.task.as_ref())?;
         let id = parse("task.name", TaskId::parse_name(&t.name))?;
-        let paths = convert::mask(
+        let paths = requests::mask(
             r.update_mask.as_ref(),
             &[
                 "title", "notes", "due_time", "assignee", "priority", "deal", "lead", "contact",
             ],
         )?;
-        let patch = convert::task_in(t, Some(&paths))?;
-        let etag = convert::etag(&t.etag, "task.etag")?;
+        let patch = requests::task_in(t, Some(&paths))?;
+        let etag = requests::etag(&t.etag, "task.etag")?;
         let task = self.app.update_task(&caller, id, etag, patch).await?;
         Ok(Response::new(pb::UpdateTaskResponse {
             task: Some(convert::task(&task)),
@@ -537,7 +539,7 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", TaskId::parse_name(&r.name))?;
-        let etag = convert::etag(&r.etag, "etag")?;
+        let etag = requests::etag(&r.etag, "etag")?;
         let task = self.app.complete_task(&caller, id, etag).await?;
         Ok(Response::new(pb::CompleteTaskResponse {
             task: Some(convert::task(&task)),
@@ -548,7 +550,7 @@ impl pb::task_service_server::TaskService for PipelineGrpc {
         let caller = caller(&request)?;
         let r = request.get_ref();
         let id = parse("name", TaskId::parse_name(&r.name))?;
-        let etag = convert::etag(&r.etag, "etag")?;
+        let etag = requests::etag(&r.etag, "etag")?;
         let task = self.app.reopen_task(&caller, id, etag).await?;
         Ok(Response::new(pb::ReopenTaskResponse {
             task: Some(convert::task(&task)),
@@ -568,11 +570,13 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
         let f = required("forecast", r.forecast.as_ref())?;
         let mut v = crm_platform::error::Violations::new("forecast.");
         let period = v.check("period", crate::domain::Period::parse(&f.period));
-        let amount = convert::money_in(&mut v, "amount", f.amount.as_ref());
+        let amount = requests::money_in(&mut v, "amount", f.amount.as_ref());
         if f.amount.is_none() {
             v.add("amount", "is required");
         }
-        let category = v.check("category", convert::forecast_category_in(f.category)).flatten();
+        let category = v
+            .check("category", requests::forecast_category_in(f.category))
+            .flatten();
         if category.is_none() {
             v.add("category", "is required (COMMIT, BEST_CASE, PIPELINE, ...)");
         }
@@ -614,7 +618,7 @@ impl pb::forecast_service_server::ForecastService for PipelineGrpc {
         let mut v = crm_platform::error::Violations::new("quota.");
         let owner = v.check("owner", crm_platform::UserId::parse(&q.owner));
         let period = v.check("period", crate::domain::Period::parse(&q.period));
-        let amount = convert::money_in(&mut v, "amount", q.amount.as_ref());
+        let amount = requests::money_in(&mut v, "amount", q.amount.as_ref());
         if q.amount.is_none() {
             v.add("amount", "is required");
         }

@@ -11,6 +11,8 @@ use chrono::Duration;
 use crm_platform::outbox::{Outbox, PgOutbox, Scope};
 use crm_platform::testing::TestDatabase;
 use crm_platform::{ApiError, ErrorCode, Principal, Role, TenantId, UserId};
+use crm_proto::crm::pipeline::v1 as pb;
+use crm_proto::prost::Name;
 use uuid::Uuid;
 
 use super::*;
@@ -259,15 +261,14 @@ async fn lead_becomes_a_won_deal_and_every_step_is_recorded(fx: &Fixture) {
     assert_eq!(
         types,
         [
-            "PipelineCreated",
-            "LeadCreated",
-            "LeadQualified",
-            "DealCreated",
-            "LeadConverted",
-            "DealStageChanged",
-            "DealWon"
+            pb::PipelineCreated::full_name(),
+            pb::LeadCreated::full_name(),
+            pb::LeadQualified::full_name(),
+            pb::DealCreated::full_name(),
+            pb::LeadConverted::full_name(),
+            pb::DealStageChanged::full_name(),
+            pb::DealWon::full_name(),
         ]
-        .map(|t| format!("crm.pipeline.v1.{t}"))
     );
     // Renaming a stage later does not rewrite the history.
     let mut stages: Vec<StageInput> = p
@@ -786,7 +787,7 @@ async fn reassignment_moves_open_records_round_robin(fx: &Fixture) {
         .events("acme")
         .await
         .into_iter()
-        .filter(|(kind, _)| kind == "crm.pipeline.v1.OwnerChanged")
+        .filter(|(kind, _)| *kind == pb::OwnerChanged::full_name())
         .count();
     assert_eq!(owner_changes, 10, "every move is audited");
 }
@@ -829,10 +830,7 @@ async fn a_task_becomes_due_when_the_clock_reaches_it(fx: &Fixture) {
         .expect("overdue");
     assert_eq!(overdue.items.len(), 1, "and overdue by the same clock");
     let kinds: Vec<String> = fx.events("acme").await.into_iter().map(|(kind, _)| kind).collect();
-    assert_eq!(
-        kinds.iter().filter(|k| k.as_str() == "crm.pipeline.v1.TaskDue").count(),
-        1
-    );
+    assert_eq!(kinds.iter().filter(|k| **k == pb::TaskDue::full_name()).count(), 1);
 }
 
 async fn task_due_is_published_once_per_due_time(fx: &Fixture) {
@@ -928,7 +926,7 @@ async fn task_due_is_published_once_per_due_time(fx: &Fixture) {
         .events("acme")
         .await
         .into_iter()
-        .filter(|(kind, _)| kind == "crm.pipeline.v1.TaskDue")
+        .filter(|(kind, _)| *kind == pb::TaskDue::full_name())
         .count();
     assert_eq!(dues, 3);
 }

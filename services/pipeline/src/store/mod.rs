@@ -7,10 +7,13 @@
 //! append-only table. Every write is one [`Write`]: records with their expected revisions,
 //! stage transitions, outbox events and an idempotency key, all or nothing.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_platform::outbox::NewEvent;
 use crm_platform::{ApiError, TenantId};
+use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use crate::domain::{Money, Transition};
@@ -23,9 +26,13 @@ pub mod sqlite;
 pub use postgres::PgPipelineStore;
 pub use sqlite::SqlitePipelineStore;
 
-/// Migrations of each backend, embedded in the binary.
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Migrations of each backend, embedded in the binary: the service's own, then the
+/// platform's outbox (its schema, `format` and `outbox_append`, defined once for every service).
+pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| {
+    crm_platform::outbox::migrations::postgres(&sqlx::migrate!("./migrations/postgres"), POSTGRES_APP_ROLE)
+});
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| crm_platform::outbox::migrations::sqlite(&sqlx::migrate!("./migrations/sqlite")));
 
 /// The PostgreSQL role the service serves as; row-level security applies to it.
 pub const POSTGRES_APP_ROLE: &str = "crm_pipeline_app";
@@ -321,14 +328,21 @@ pub trait PipelineStore: Send + Sync + 'static {
 
 /// Removes an erased contact from a stored payload or document: every object whose `contact`
 /// is `id` loses the reference and its free text (`title`, `notes`). Returns whether anything
-/// changed.
+/// changed. Reads both forms: a document (and a payload written before typed events) holds
+/// the bare id, which becomes null; a message's proto3 JSON (an event's payload) holds the
+/// resource name `contacts/{id}`, which becomes empty, as a message without a contact has it.
 pub fn scrub_payload(value: &mut serde_json::Value, id: &str) -> bool {
     use serde_json::Value;
     let mut changed = false;
     match value {
         Value::Object(map) => {
-            if map.get("contact").and_then(Value::as_str) == Some(id) {
-                map.insert("contact".into(), Value::Null);
+            let cleared = match map.get("contact").and_then(Value::as_str) {
+                Some(contact) if contact == id => Some(Value::Null),
+                Some(contact) if contact.strip_prefix("contacts/") == Some(id) => Some(Value::String(String::new())),
+                _ => None,
+            };
+            if let Some(cleared) = cleared {
+                map.insert("contact".into(), cleared);
                 for field in ["title", "notes"] {
                     if map.contains_key(field) {
                         map.insert(field.into(), Value::String(String::new()));
