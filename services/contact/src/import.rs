@@ -326,8 +326,17 @@ fn plan_create(who: &Principal, options: ImportOptions, row: &ImportRow) -> Plan
         erase_time: None,
         merged_into: None,
     };
-    let record = audit(who, ChangeAction::Created, changes(None, Some(&contact.fields)));
-    Plan::Create(contact, record)
+    let of = Audited::Contact(contact.id);
+    match audit(
+        who,
+        of,
+        ChangeAction::Created,
+        changes(None, Some(&contact.fields)),
+        now,
+    ) {
+        Ok(record) => Plan::Create(contact, record),
+        Err(err) => refused(err),
+    }
 }
 
 /// The row's provided fields applied to the contact it matched.
@@ -354,14 +363,21 @@ fn plan_update(who: &Principal, options: ImportOptions, row: &ImportRow, existin
     if options.dry_run {
         return Plan::Done(RowOutcome::Updated(existing.id));
     }
-    let record = audit(
+    let now = now();
+    let of = Audited::Contact(existing.id);
+    let record = match audit(
         who,
+        of,
         ChangeAction::Updated,
         changes(Some(&existing.fields), Some(&fields)),
-    );
+        now,
+    ) {
+        Ok(record) => record,
+        Err(err) => return refused(err),
+    };
     let updated = Contact {
         fields,
-        update_time: now(),
+        update_time: now,
         revision: existing.revision.next(),
         ..existing.clone()
     };

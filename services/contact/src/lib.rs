@@ -2,6 +2,7 @@
 //! every tenant, on PostgreSQL or SQLite.
 
 pub mod app;
+pub mod convert;
 pub mod domain;
 pub mod grpc;
 pub mod import;
@@ -15,6 +16,9 @@ use crm_platform::feed::EventFeedService;
 use crm_platform::outbox::{Outbox, PgOutbox};
 
 pub use app::ContactApp;
+
+/// The producer name in every envelope of this service: its proto package.
+pub const SOURCE: &str = <crm_proto::crm::contact::v1::ContactCreated as crm_proto::prost::Name>::PACKAGE;
 pub use grpc::{ContactGrpc, SERVICE_NAME};
 use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgContactStore, SQLITE_MIGRATIONS, SqliteContactStore};
 
@@ -30,9 +34,9 @@ impl ContactService {
     pub fn event_feed(&self, heartbeat: Duration) -> EventFeedService {
         EventFeedService::new(
             Arc::clone(&self.outbox),
-            grpc::events::SOURCE,
-            grpc::events::TYPES,
-            grpc::events::render,
+            SOURCE,
+            app::events::types(),
+            Some(grpc::legacy_events::render),
             heartbeat,
         )
     }

@@ -50,14 +50,19 @@ pub trait Apply: Send + Sync {
     }
 }
 
-
 /// The payload of `event` as the message `M` when the event is of `M`'s type (None when it is
 /// of another type; an error when it is but does not decode).
-pub fn payload<M: crm_proto::prost::Name + Default>(event: &pb::Event) -> Option<Result<M, crm_proto::prost::DecodeError>> {
+pub fn payload<M: crm_proto::prost::Name + Default>(
+    event: &pb::Event,
+) -> Option<Result<M, crm_proto::prost::DecodeError>> {
     if event.r#type != M::full_name() {
         return None;
     }
-    let bytes = event.payload.as_ref().map(|any| any.value.as_slice()).unwrap_or_default();
+    let bytes = event
+        .payload
+        .as_ref()
+        .map(|any| any.value.as_slice())
+        .unwrap_or_default();
     Some(M::decode(bytes))
 }
 

@@ -35,7 +35,13 @@ impl ContactApp {
             revision: Revision::FIRST,
             merged_into: None,
         };
-        let audit = audit(who, ChangeAction::Created, changes(None, Some(&company.fields)));
+        let audit = audit(
+            who,
+            Audited::Company(company.id),
+            ChangeAction::Created,
+            changes(None, Some(&company.fields)),
+            now,
+        )?;
         let created = self
             .store
             .create_company(&who.tenant, &company, key.as_ref(), &audit, !allow_duplicate)
@@ -73,13 +79,15 @@ impl ContactApp {
                 fields.apply(patch, mask);
                 check_fields(fields.check(), "company.")?;
                 let diff = changes(Some(&current.fields), Some(&fields));
+                let now = self.now();
+                let audit = audit(who, Audited::Company(current.id), ChangeAction::Updated, diff, now)?;
                 let updated = Company {
                     fields,
-                    update_time: self.now(),
+                    update_time: now,
                     revision: current.revision.next(),
                     ..current
                 };
-                Ok((updated, audit(who, ChangeAction::Updated, diff)))
+                Ok((updated, audit))
             },
             |(updated, audit): (Company, AuditRecord), expected| {
                 Box::pin(async move {
@@ -96,7 +104,13 @@ impl ContactApp {
     pub async fn delete_company(&self, who: &Principal, id: CompanyId, etag: Option<Revision>) -> Result<(), ApiError> {
         let current = self.get_company(who, id).await?;
         who.ensure_can_write_owned_by(&current.fields.owner)?;
-        let audit = audit(who, ChangeAction::Deleted, changes(Some(&current.fields), None));
+        let audit = audit(
+            who,
+            Audited::Company(id),
+            ChangeAction::Deleted,
+            changes(Some(&current.fields), None),
+            self.now(),
+        )?;
         self.store
             .delete_company(&who.tenant, id, etag, &audit)
             .await

@@ -38,7 +38,13 @@ impl ContactApp {
             erase_time: None,
             merged_into: None,
         };
-        let audit = audit(who, ChangeAction::Created, changes(None, Some(&contact.fields)));
+        let audit = audit(
+            who,
+            Audited::Contact(contact.id),
+            ChangeAction::Created,
+            changes(None, Some(&contact.fields)),
+            now,
+        )?;
         let created = self
             .store
             .create_contact(&who.tenant, &contact, key.as_ref(), &audit, !allow_duplicate)
@@ -94,13 +100,15 @@ impl ContactApp {
                 fields.apply(patch, mask);
                 check_fields(fields.check(), "contact.")?;
                 let diff = changes(Some(&current.fields), Some(&fields));
+                let now = self.now();
+                let audit = audit(who, Audited::Contact(current.id), ChangeAction::Updated, diff, now)?;
                 let updated = Contact {
                     fields,
-                    update_time: self.now(),
+                    update_time: now,
                     revision: current.revision.next(),
                     ..current
                 };
-                Ok((updated, audit(who, ChangeAction::Updated, diff)))
+                Ok((updated, audit))
             },
             |(updated, audit): (Contact, AuditRecord), expected| {
                 Box::pin(async move {
@@ -117,7 +125,13 @@ impl ContactApp {
     pub async fn delete_contact(&self, who: &Principal, id: ContactId, etag: Option<Revision>) -> Result<(), ApiError> {
         let current = self.get_contact(who, id).await?;
         who.ensure_can_write_owned_by(&current.fields.owner)?;
-        let audit = audit(who, ChangeAction::Deleted, changes(Some(&current.fields), None));
+        let audit = audit(
+            who,
+            Audited::Contact(id),
+            ChangeAction::Deleted,
+            changes(Some(&current.fields), None),
+            self.now(),
+        )?;
         self.store
             .delete_contact(&who.tenant, id, etag, &audit)
             .await

@@ -30,7 +30,13 @@ impl ContactApp {
                     ..c
                 })
                 .collect();
-            let audit = audit(who, ChangeAction::Erased, cleared);
+            let audit = audit(
+                who,
+                Audited::Contact(id),
+                ChangeAction::Erased,
+                cleared,
+                tombstone.update_time,
+            )?;
             match self
                 .store
                 .erase_contact(&who.tenant, &tombstone, current.revision, &audit)

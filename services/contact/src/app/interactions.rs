@@ -27,8 +27,11 @@ impl ContactApp {
             fields,
             create_time: self.now(),
         };
+        let tenant = &who.tenant;
         self.store
-            .create_interaction(&who.tenant, &interaction, key.as_ref())
+            .create_interaction(tenant, &interaction, key.as_ref(), &|logged| {
+                super::events::interaction_logged(tenant, logged)
+            })
             .await
             .map_err(|err| err.into_api("contact"))
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crm_platform::error::Violations;
 use crm_platform::{ApiError, Principal};
 
+use super::events::MERGED_FIELD;
 use super::{ContactApp, UPDATE_ATTEMPTS, audit, check_fields, refuse_erased};
 use crate::domain::merge;
 use crate::domain::*;
@@ -90,25 +91,15 @@ impl ContactApp {
             }
             let fields = merge::merge_fields(&current, &others, choices);
             check_fields(fields.check(), "contact.")?;
-            let diff = changes(Some(&current.fields), Some(&fields));
-            let mut survivor_audit = audit(who, ChangeAction::Merged, diff);
-            survivor_audit.changes.push(FieldChange {
-                field: "merged".into(),
-                old: serde_json::Value::Null,
-                new: serde_json::Value::Array(merged.iter().map(|id| id.name().into()).collect()),
-            });
-            let merged_audit = audit(
-                who,
-                ChangeAction::Merged,
-                vec![FieldChange {
-                    field: "merged_into".into(),
-                    old: serde_json::Value::Null,
-                    new: survivor.name().into(),
-                }],
-            );
+            let mut diff = changes(Some(&current.fields), Some(&fields));
+            diff.push(absorbed(merged.iter().map(|id| id.name())));
+            let now = self.now();
+            let of = Audited::Contact(survivor);
+            let survivor_audit = audit(who, of, ChangeAction::Merged, diff, now)?;
+            let merged_audit = audit(who, of, ChangeAction::Merged, vec![merged_into(of)], now)?;
             let updated = Contact {
                 fields,
-                update_time: self.now(),
+                update_time: now,
                 revision: current.revision.next(),
                 ..current.clone()
             };
@@ -177,24 +168,15 @@ impl ContactApp {
             }
             let fields = company::merge_company_fields(&current, &others, choices);
             check_fields(fields.check(), "company.")?;
-            let mut survivor_audit = audit(who, ChangeAction::Merged, changes(Some(&current.fields), Some(&fields)));
-            survivor_audit.changes.push(FieldChange {
-                field: "merged".into(),
-                old: serde_json::Value::Null,
-                new: serde_json::Value::Array(merged.iter().map(|id| id.name().into()).collect()),
-            });
-            let merged_audit = audit(
-                who,
-                ChangeAction::Merged,
-                vec![FieldChange {
-                    field: "merged_into".into(),
-                    old: serde_json::Value::Null,
-                    new: survivor.name().into(),
-                }],
-            );
+            let mut diff = changes(Some(&current.fields), Some(&fields));
+            diff.push(absorbed(merged.iter().map(|id| id.name())));
+            let now = self.now();
+            let of = Audited::Company(survivor);
+            let survivor_audit = audit(who, of, ChangeAction::Merged, diff, now)?;
+            let merged_audit = audit(who, of, ChangeAction::Merged, vec![merged_into(of)], now)?;
             let updated = Company {
                 fields,
-                update_time: self.now(),
+                update_time: now,
                 revision: current.revision.next(),
                 ..current.clone()
             };
@@ -217,5 +199,23 @@ impl ContactApp {
             "CONCURRENT_UPDATE",
             "the companies kept changing; retry",
         ))
+    }
+}
+
+/// The survivor's entry of a merge: the records it absorbed.
+fn absorbed(names: impl Iterator<Item = String>) -> FieldChange {
+    FieldChange {
+        field: MERGED_FIELD.into(),
+        old: serde_json::Value::Null,
+        new: serde_json::Value::Array(names.map(serde_json::Value::from).collect()),
+    }
+}
+
+/// The entry of each record merged away: its survivor.
+fn merged_into(survivor: Audited) -> FieldChange {
+    FieldChange {
+        field: "merged_into".into(),
+        old: serde_json::Value::Null,
+        new: survivor.name().into(),
     }
 }

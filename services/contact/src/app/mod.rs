@@ -5,6 +5,7 @@ mod companies;
 mod contacts;
 mod duplicates;
 mod erasure;
+pub mod events;
 mod export;
 mod history;
 mod interactions;
@@ -15,10 +16,11 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crm_platform::ApiError;
 use crm_platform::error::Violations;
-use crm_platform::{ApiError, Principal};
 
 pub use duplicates::{Candidate, CompanyCandidate, CompanyGroup, DuplicateGroup};
+pub(crate) use events::audit;
 pub(crate) use merge::MAX_MERGE;
 pub(crate) use ownership::MAX_REASSIGN_TARGETS;
 pub use ownership::Reassignment;
@@ -101,15 +103,6 @@ async fn read_modify_write<'a, T: Versioned, A>(
         "CONCURRENT_UPDATE",
         format!("the {what} kept changing; retry"),
     ))
-}
-
-/// The audit record of a write by `who`.
-pub(crate) fn audit(who: &Principal, action: ChangeAction, changes: Vec<FieldChange>) -> AuditRecord {
-    AuditRecord {
-        action,
-        actor: who.user.clone(),
-        changes,
-    }
 }
 
 /// An erased contact is a tombstone: nothing may be written to it again.

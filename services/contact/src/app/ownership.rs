@@ -5,7 +5,8 @@ use crm_platform::error::Violations;
 use crm_platform::{ApiError, Principal, UserId};
 
 use super::ContactApp;
-use crate::store::{Batch, Owned};
+use super::events::owner_changed;
+use crate::store::{Batch, Moved, Owned};
 
 /// Most users one reassignment may spread a portfolio over.
 pub(crate) const MAX_REASSIGN_TARGETS: usize = 100;
@@ -92,6 +93,7 @@ impl ContactApp {
 
     async fn move_all(&self, who: &Principal, what: Owned, from: &UserId, to: &[UserId]) -> Result<Vec<u64>, ApiError> {
         let mut totals = vec![0_u64; to.len()];
+        let publish = |moved: &Moved| owner_changed(&who.tenant, moved.of, from, &moved.to, &who.user, self.now());
         let mut offset = 0;
         loop {
             let batch = self
@@ -105,6 +107,7 @@ impl ContactApp {
                         offset,
                         limit: REASSIGN_BATCH,
                         actor: &who.user,
+                        publish: &publish,
                     },
                 )
                 .await

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use crm_platform::UserId;
+use crm_platform::outbox::NewEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -31,12 +32,14 @@ pub struct FieldChange {
     pub new: Value,
 }
 
-/// What a write asks the store to record with it, in the same transaction.
+/// What a write asks the store to record with it, in the same transaction: the audit entry
+/// and the events it publishes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
     pub action: ChangeAction,
     pub actor: UserId,
     pub changes: Vec<FieldChange>,
+    pub events: Vec<NewEvent>,
 }
 
 /// The record an audit entry is about.

@@ -1,8 +1,7 @@
 //! The gRPC server of crm.contact.v1: authenticates nothing itself (the auth layer did),
 //! converts at the edge and delegates to [`ContactApp`].
 
-mod convert;
-pub mod events;
+pub mod legacy_events;
 
 use crm_platform::error::{parse_field as parse, required_field as required};
 use crm_platform::idempotency::RequestKey;
@@ -13,9 +12,9 @@ use crm_proto::crm::contact::v1::contact_service_server::ContactService;
 use tonic::{Request, Response, Status};
 
 use crate::app::{ContactApp, ListParams};
+use crate::convert::*;
 use crate::domain::{Audited, CompanyField, CompanyId, ContactField, ContactId, InteractionId};
 use crate::store::TimelineOf;
-use convert::*;
 use crm_platform::resource::precondition;
 
 pub use crm_proto::crm::contact::v1::contact_service_server::ContactServiceServer;

@@ -1,8 +1,12 @@
 //! Storage of the contact service: one trait, a PostgreSQL and an SQLite implementation, and
 //! one conformance suite both must pass.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
+use crm_platform::outbox::{EventError, NewEvent};
 use crm_platform::{ApiError, TenantId, UserId};
+use sqlx::migrate::Migrator;
 
 use crate::domain::{
     AuditRecord, Audited, Company, CompanyFilter, CompanyId, Contact, ContactFilter, ContactId, Cursor, HistoryEntry,
@@ -17,9 +21,46 @@ pub mod sqlite;
 pub use postgres::PgContactStore;
 pub use sqlite::SqliteContactStore;
 
-/// Migrations of each backend, embedded in the binary.
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// How the application publishes the event of a change whose last details only the store
+/// knows (the company an interaction is logged under, the owner a record is moved to): the
+/// store calls it in the change's transaction and writes the event with the change.
+pub type Publish<'a, T> = &'a (dyn Fn(&T) -> Result<NewEvent, EventError> + Send + Sync);
+
+/// Blanks the values of a stored event's field changes (proto3 JSON of a crm.contact.v1 event:
+/// `fields` of a creation, `changedFields` of a change or merge): what an erase leaves of the
+/// events the feed still serves. True when anything changed.
+pub(crate) fn erase_event_values(payload: &mut serde_json::Value) -> bool {
+    let mut erased = false;
+    for key in ["fields", "changedFields"] {
+        let Some(changes) = payload.get_mut(key).and_then(serde_json::Value::as_array_mut) else {
+            continue;
+        };
+        for change in changes.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            for value in ["oldValue", "newValue"] {
+                if change.get(value).is_some_and(|v| !v.is_null()) {
+                    change.insert(value.to_owned(), serde_json::Value::Null);
+                    erased = true;
+                }
+            }
+        }
+    }
+    erased
+}
+
+/// A record moved to another owner by a reassignment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moved {
+    pub of: Audited,
+    pub to: UserId,
+}
+
+/// Migrations of each backend, embedded in the binary: the service's own, then the
+/// platform's outbox.
+pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| {
+    crm_platform::outbox::migrations::postgres(&sqlx::migrate!("./migrations/postgres"), POSTGRES_APP_ROLE)
+});
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| crm_platform::outbox::migrations::sqlite(&sqlx::migrate!("./migrations/sqlite")));
 
 /// The PostgreSQL role the service serves as; row-level security applies to it.
 pub const POSTGRES_APP_ROLE: &str = "crm_contact_app";
@@ -44,6 +85,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Event(#[from] EventError),
 }
 
 impl StoreError {
@@ -75,7 +118,7 @@ impl StoreError {
                     existing.name()
                 ),
             ),
-            StoreError::Corrupt(_) | StoreError::Database(_) => ApiError::internal(&self),
+            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Event(_) => ApiError::internal(&self),
         }
     }
 }
@@ -137,6 +180,14 @@ impl Owned {
         match self {
             Owned::Contacts => "contact",
             Owned::Companies => "company",
+        }
+    }
+
+    /// The record of this kind with `id`.
+    pub(crate) fn record(self, id: uuid::Uuid) -> Audited {
+        match self {
+            Owned::Contacts => Audited::Contact(ContactId(id)),
+            Owned::Companies => Audited::Company(CompanyId(id)),
         }
     }
 }
@@ -262,6 +313,7 @@ pub trait Interactions: Send + Sync {
         tenant: &TenantId,
         interaction: &Interaction,
         key: Option<&RequestKey>,
+        publish: Publish<'_, Interaction>,
     ) -> Result<Created<Interaction>, StoreError>;
     async fn get_interaction(
         &self,
@@ -431,9 +483,11 @@ pub(crate) fn claim_conflict(kind: &str, holder: ContactId) -> StoreError {
 }
 
 /// One batch of a portfolio reassignment: up to `limit` records of kind `what` owned by
-/// `from`, the i-th going to `to[(offset + i) % to.len()]`, done by `actor`.
-#[derive(Debug, Clone, Copy)]
+/// `from`, the i-th going to `to[(offset + i) % to.len()]`, done by `actor`; each move is
+/// published.
+#[derive(Clone, Copy)]
 pub struct Batch<'a> {
+    pub publish: Publish<'a, Moved>,
     pub what: Owned,
     pub from: &'a UserId,
     pub to: &'a [UserId],

@@ -54,16 +54,16 @@ $$;
 -- and from their one-call write functions.
 CREATE OR REPLACE FUNCTION outbox_append(
     p_tenants text[], p_ids uuid[], p_types text[], p_subjects text[], p_times timestamptz[],
-    p_actors text[], p_traceparent text, p_payloads jsonb[])
+    p_actors text[], p_traceparents text[], p_payloads jsonb[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
     IF cardinality(p_ids) > 0 THEN
         INSERT INTO outbox_events (tenant_id, id, type, subject, time, actor, traceparent, payload, format)
-        SELECT e.tenant_id, e.id, e.type, e.subject, e.time, e.actor, p_traceparent, e.payload, 1
-        FROM unnest(p_tenants, p_ids, p_types, p_subjects, p_times, p_actors, p_payloads)
-             AS e(tenant_id, id, type, subject, time, actor, payload);
+        SELECT e.tenant_id, e.id, e.type, e.subject, e.time, e.actor, e.traceparent, e.payload, 1
+        FROM unnest(p_tenants, p_ids, p_types, p_subjects, p_times, p_actors, p_traceparents, p_payloads)
+             AS e(tenant_id, id, type, subject, time, actor, traceparent, payload);
         PERFORM pg_notify('crm_outbox', '');
     END IF;
 END
@@ -71,4 +71,4 @@ $$;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_events TO {app_role};
 GRANT SELECT, UPDATE ON outbox_head TO {app_role};
-GRANT EXECUTE ON FUNCTION outbox_append(text[], uuid[], text[], text[], timestamptz[], text[], text, jsonb[]) TO {app_role};
+GRANT EXECUTE ON FUNCTION outbox_append(text[], uuid[], text[], text[], timestamptz[], text[], text[], jsonb[]) TO {app_role};

@@ -83,7 +83,9 @@ mod tests {
     async fn a_new_service_on_sqlite_gets_its_outbox_from_the_platform_alone() {
         let dir = tempfile::tempdir().unwrap();
         let migrator = super::sqlite(&service("CREATE TABLE things (id TEXT PRIMARY KEY)"));
-        let pool = crate::db::open_sqlite(&dir.path().join("x.db"), &migrator).await.unwrap();
+        let pool = crate::db::open_sqlite(&dir.path().join("x.db"), &migrator)
+            .await
+            .unwrap();
         let acme = TenantId::parse("acme").unwrap();
         let mut tx = crate::db::begin_sqlite_write(&pool).await.unwrap();
         append_sqlite(&mut tx, &[event(&acme)]).await.unwrap();
@@ -126,7 +128,10 @@ mod tests {
         let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.unwrap();
         assert_eq!(events.len(), 1);
         assert!(!events[0].legacy);
-        assert_eq!(Heartbeat::decode(events[0].render().unwrap().value.as_slice()).unwrap(), message());
+        assert_eq!(
+            Heartbeat::decode(events[0].render().unwrap().value.as_slice()).unwrap(),
+            message()
+        );
         // Row-level security applies to the serving role: another tenant sees nothing.
         let other = Scope::Tenant(TenantId::parse("globex").unwrap());
         assert!(outbox.read(&other, 0, &[], 10).await.unwrap().is_empty());

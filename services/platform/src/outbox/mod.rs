@@ -90,12 +90,15 @@ pub struct NewEvent {
     pub subject: String,
     pub time: DateTime<Utc>,
     pub actor: String,
+    /// The W3C traceparent of the request that made the change (empty when none).
+    pub traceparent: String,
     /// The payload as proto3 JSON.
     pub payload: serde_json::Value,
 }
 
 impl NewEvent {
-    /// The event whose payload is `message`, its type the message's own name.
+    /// The event whose payload is `message`, its type the message's own name, carrying the
+    /// current request's trace.
     pub fn of<M: crm_proto::prost::Name>(
         tenant: &TenantId,
         subject: String,
@@ -104,7 +107,10 @@ impl NewEvent {
         message: &M,
     ) -> Result<Self, EventError> {
         let kind = M::full_name();
-        let payload = crm_proto::json::to_json(message, &kind).map_err(|reason| EventError { kind: kind.clone(), reason })?;
+        let payload = crm_proto::json::to_json(message, &kind).map_err(|reason| EventError {
+            kind: kind.clone(),
+            reason,
+        })?;
         Ok(Self {
             id: Uuid::now_v7(),
             tenant: tenant.as_str().to_owned(),
@@ -112,6 +118,7 @@ impl NewEvent {
             subject,
             time,
             actor: actor.to_owned(),
+            traceparent: traceparent_now(),
             payload,
         })
     }
@@ -139,27 +146,27 @@ pub struct EventColumns<'a> {
     pub subjects: Vec<&'a str>,
     pub times: Vec<DateTime<Utc>>,
     pub actors: Vec<&'a str>,
-    /// The traceparent events written now carry: the current request's, if any.
-    pub traceparent: String,
+    pub traceparents: Vec<&'a str>,
     pub payloads: Vec<&'a serde_json::Value>,
 }
 
 impl<'a> EventColumns<'a> {
-    pub fn of(events: &'a [NewEvent]) -> Self {
+    pub fn of<E: std::borrow::Borrow<NewEvent>>(all: &'a [E]) -> Self {
+        let events = || all.iter().map(|e| e.borrow());
         Self {
-            tenants: events.iter().map(|e| e.tenant.as_str()).collect(),
-            ids: events.iter().map(|e| e.id).collect(),
-            types: events.iter().map(|e| e.kind.as_str()).collect(),
-            subjects: events.iter().map(|e| e.subject.as_str()).collect(),
-            times: events.iter().map(|e| e.time).collect(),
-            actors: events.iter().map(|e| e.actor.as_str()).collect(),
-            traceparent: traceparent_now(),
-            payloads: events.iter().map(|e| &e.payload).collect(),
+            tenants: events().map(|e| e.tenant.as_str()).collect(),
+            ids: events().map(|e| e.id).collect(),
+            types: events().map(|e| e.kind.as_str()).collect(),
+            subjects: events().map(|e| e.subject.as_str()).collect(),
+            times: events().map(|e| e.time).collect(),
+            actors: events().map(|e| e.actor.as_str()).collect(),
+            traceparents: events().map(|e| e.traceparent.as_str()).collect(),
+            payloads: events().map(|e| &e.payload).collect(),
         }
     }
 }
 
-/// The traceparent events written now carry: the current request's, if any.
+/// The current request's traceparent, if any.
 fn traceparent_now() -> String {
     crate::telemetry::current_traceparent().unwrap_or_default()
 }
@@ -178,7 +185,7 @@ pub async fn append_pg(tx: &mut sqlx::PgConnection, events: &[NewEvent]) -> Resu
         .bind(c.subjects)
         .bind(c.times)
         .bind(c.actors)
-        .bind(c.traceparent)
+        .bind(c.traceparents)
         .bind(c.payloads)
         .execute(&mut *tx)
         .await?;
@@ -187,28 +194,39 @@ pub async fn append_pg(tx: &mut sqlx::PgConnection, events: &[NewEvent]) -> Resu
 
 /// Appends events in an SQLite write transaction, numbering them (writers are serialised, so
 /// numbers are gap-free and in commit order). Call [`SqliteOutbox::committed`] after commit.
-pub async fn append_sqlite(tx: &mut sqlx::SqliteConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
-    let traceparent = traceparent_now();
-    for event in events {
-        let seq: i64 = sqlx::query_scalar("UPDATE outbox_head SET seq = seq + 1 RETURNING seq")
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO outbox_events (tenant_id, id, seq, type, subject, time, actor, traceparent, payload, format) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .bind(&event.tenant)
-        .bind(event.id.to_string())
-        .bind(seq)
-        .bind(&event.kind)
-        .bind(&event.subject)
-        .bind(event.time.timestamp_micros())
-        .bind(&event.actor)
-        .bind(&traceparent)
-        .bind(event.payload.to_string())
-        .bind(FORMAT_PROTO_JSON)
-        .execute(&mut *tx)
+pub async fn append_sqlite<E: std::borrow::Borrow<NewEvent> + Sync>(
+    tx: &mut sqlx::SqliteConnection,
+    events: &[E],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let head: i64 = sqlx::query_scalar("UPDATE outbox_head SET seq = seq + ?1 RETURNING seq")
+        .bind(count)
+        .fetch_one(&mut *tx)
         .await?;
+    let first = head - count + 1;
+    // Ten values a row, within SQLite's limit of bound values per statement.
+    for (chunk_index, chunk) in events.chunks(3_000).enumerate() {
+        let offset = i64::try_from(chunk_index * 3_000).unwrap_or(i64::MAX);
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO outbox_events (tenant_id, id, seq, type, subject, time, actor, traceparent, payload, format) ",
+        );
+        insert.push_values(chunk.iter().zip(first + offset..), |mut row, (event, seq)| {
+            let event: &NewEvent = event.borrow();
+            row.push_bind(event.tenant.clone())
+                .push_bind(event.id.to_string())
+                .push_bind(seq)
+                .push_bind(event.kind.clone())
+                .push_bind(event.subject.clone())
+                .push_bind(event.time.timestamp_micros())
+                .push_bind(event.actor.clone())
+                .push_bind(event.traceparent.clone())
+                .push_bind(event.payload.to_string())
+                .push_bind(FORMAT_PROTO_JSON);
+        });
+        insert.build().execute(&mut *tx).await?;
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ pub(super) async fn companies_and_timelines(store: &dyn ContactStore) {
     let mut logged = Vec::new();
     for minutes in [30, 10, 20, 40, 5] {
         let created = store
-            .create_interaction(&t, &interaction(jill.id, minutes), None)
+            .create_interaction(&t, &interaction(jill.id, minutes), None, &super::logged(&t))
             .await
             .expect("log");
         assert_eq!(created.value.company, Some(co.id), "the contact's company is noted");
@@ -38,7 +38,7 @@ pub(super) async fn companies_and_timelines(store: &dyn ContactStore) {
     }
     assert!(matches!(
         store
-            .create_interaction(&t, &interaction(ContactId::generate(), 1), None)
+            .create_interaction(&t, &interaction(ContactId::generate(), 1), None, &super::logged(&t))
             .await,
         Err(StoreError::NotFound)
     ));
@@ -177,7 +177,7 @@ pub(super) async fn companies_dedupe_and_merge(store: &dyn ContactStore) {
         .await
         .expect("contact");
     let call = store
-        .create_interaction(&t, &interaction(wile.id, 1), None)
+        .create_interaction(&t, &interaction(wile.id, 1), None, &super::logged(&t))
         .await
         .expect("call")
         .value;

@@ -149,12 +149,12 @@ pub(super) async fn creates_are_idempotent(store: &dyn ContactStore) {
     };
     let i = interaction(first.id, 3);
     store
-        .create_interaction(&t, &i, Some(&ikey))
+        .create_interaction(&t, &i, Some(&ikey), &logged(&t))
         .await
         .expect("interaction");
     assert_eq!(
         store
-            .create_interaction(&t, &interaction(first.id, 3), Some(&ikey))
+            .create_interaction(&t, &interaction(first.id, 3), Some(&ikey), &logged(&t))
             .await
             .expect("replay")
             .value

@@ -26,7 +26,10 @@ pub(super) async fn erase_leaves_nothing_personal(store: &dyn ContactStore) {
         .expect("create");
     let mut call = interaction(c.id, 5);
     call.fields.body = "Erin said her new address is 1 Secret Lane".into();
-    store.create_interaction(&t, &call, None).await.expect("call");
+    store
+        .create_interaction(&t, &call, None, &logged(&t))
+        .await
+        .expect("call");
 
     let tombstone = c.erased(now());
     store

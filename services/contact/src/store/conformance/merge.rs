@@ -22,7 +22,10 @@ pub(super) async fn merge_moves_everything_to_the_survivor(store: &dyn ContactSt
     };
     store.merge_contacts(&t, &step).await.expect("first merge");
     let call = interaction(other.id, 3);
-    store.create_interaction(&t, &call, None).await.expect("call");
+    store
+        .create_interaction(&t, &call, None, &logged(&t))
+        .await
+        .expect("call");
 
     let mut merged_state = survivor.clone();
     merged_state.fields.emails.push(ContactEmail {
@@ -34,6 +37,7 @@ pub(super) async fn merge_moves_everything_to_the_survivor(store: &dyn ContactSt
         action: ChangeAction::Merged,
         actor: user("alice"),
         changes: vec![],
+        events: vec![],
     };
     let merge = Merge {
         survivor: &merged_state,

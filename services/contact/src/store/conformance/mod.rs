@@ -30,11 +30,28 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).expect("user")
 }
 
+/// How the application publishes a logged interaction of tenant `t`.
+pub(crate) fn logged(
+    t: &TenantId,
+) -> impl Fn(&Interaction) -> Result<crm_platform::outbox::NewEvent, crm_platform::outbox::EventError> + Send + Sync + '_
+{
+    move |i| crate::app::events::interaction_logged(t, i)
+}
+
+/// How the application publishes a record of tenant `t` moved from its owner by `actor`.
+pub(crate) fn moved<'a>(
+    t: &'a TenantId,
+    actor: &'a UserId,
+) -> impl Fn(&Moved) -> Result<crm_platform::outbox::NewEvent, crm_platform::outbox::EventError> + Send + Sync + 'a {
+    move |m| crate::app::events::owner_changed(t, m.of, &user("previous"), &m.to, actor, Utc::now())
+}
+
 pub(crate) fn audit() -> AuditRecord {
     AuditRecord {
         action: ChangeAction::Updated,
         actor: user("alice"),
         changes: vec![],
+        events: vec![],
     }
 }
 
@@ -124,6 +141,7 @@ fn record(action: ChangeAction, actor: &str, changes: Vec<FieldChange>) -> Audit
         action,
         actor: user(actor),
         changes,
+        events: vec![],
     }
 }
 

@@ -24,10 +24,11 @@ async fn postgres_sequencer_reads_only_unnumbered_events() {
             .map(|i| NewEvent {
                 id: uuid::Uuid::now_v7(),
                 tenant: "seq".to_owned(),
-                kind: "crm.contact.v1.ContactCreated",
+                kind: "crm.contact.v1.ContactCreated".to_owned(),
                 subject: format!("contacts/{round}-{i}"),
                 time: Utc::now(),
                 actor: "tester".to_owned(),
+                traceparent: String::new(),
                 payload: serde_json::json!({}),
             })
             .collect();

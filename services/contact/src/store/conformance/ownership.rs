@@ -48,6 +48,7 @@ pub(super) async fn reassignment_moves_in_batches_round_robin(store: &dyn Contac
                 offset: 0,
                 limit: 5,
                 actor: &boss,
+                publish: &moved(&t, &boss),
             },
         )
         .await
@@ -63,6 +64,7 @@ pub(super) async fn reassignment_moves_in_batches_round_robin(store: &dyn Contac
                 offset: 5,
                 limit: 5,
                 actor: &boss,
+                publish: &moved(&t, &boss),
             },
         )
         .await
@@ -78,7 +80,8 @@ pub(super) async fn reassignment_moves_in_batches_round_robin(store: &dyn Contac
                     to: &to,
                     offset: 7,
                     limit: 5,
-                    actor: &boss
+                    actor: &boss,
+                    publish: &moved(&t, &boss),
                 }
             )
             .await

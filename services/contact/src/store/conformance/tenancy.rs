@@ -18,7 +18,10 @@ pub(super) async fn tenants_never_see_each_other(store: &dyn ContactStore) {
         .await
         .expect("create");
     let i = interaction(c.id, 1);
-    store.create_interaction(&a, &i, None).await.expect("interaction");
+    store
+        .create_interaction(&a, &i, None, &logged(&a))
+        .await
+        .expect("interaction");
 
     assert!(matches!(store.get_contact(&b, c.id).await, Err(StoreError::NotFound)));
     assert!(
@@ -100,7 +103,9 @@ pub(super) async fn tenants_never_see_each_other(store: &dyn ContactStore) {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.create_interaction(&b, &interaction(c.id, 2), None).await,
+        store
+            .create_interaction(&b, &interaction(c.id, 2), None, &logged(&b))
+            .await,
         Err(StoreError::NotFound)
     ));
     let mut linked = fields("Sneaky", "Link", "sneaky@b.example");

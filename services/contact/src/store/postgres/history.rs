@@ -51,7 +51,7 @@ impl History for PgContactStore {
     }
 }
 
-/// Appends an audit entry in the write's transaction.
+/// Appends an audit entry, and the events it publishes, in the write's transaction.
 pub(super) async fn record(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &TenantId,
@@ -72,5 +72,6 @@ pub(super) async fn record(
     .bind(Json(&audit.changes))
     .execute(&mut **tx)
     .await?;
+    crm_platform::outbox::append_pg(&mut **tx, &audit.events).await?;
     Ok(())
 }

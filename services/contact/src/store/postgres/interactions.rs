@@ -12,7 +12,7 @@ use super::{
     with_create_retry,
 };
 use crate::domain::*;
-use crate::store::{Created, Interactions, KIND_INTERACTION, RequestKey, StoreError, TimelineOf};
+use crate::store::{Created, Interactions, KIND_INTERACTION, Publish, RequestKey, StoreError, TimelineOf};
 
 #[async_trait]
 impl Interactions for PgContactStore {
@@ -21,6 +21,7 @@ impl Interactions for PgContactStore {
         tenant: &TenantId,
         interaction: &Interaction,
         key: Option<&RequestKey>,
+        publish: Publish<'_, Interaction>,
     ) -> Result<Created<Interaction>, StoreError> {
         with_create_retry!(self, tenant, key, |tx| {
             async {
@@ -59,6 +60,7 @@ impl Interactions for PgContactStore {
             }
             let mut value = interaction.clone();
             value.company = company.map(CompanyId);
+            crm_platform::outbox::append_pg(&mut tx, &[publish(&value)?]).await?;
             Ok(Created::new(value, false))
         }
         .await

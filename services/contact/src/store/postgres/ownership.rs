@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::PgContactStore;
 use crate::domain::*;
-use crate::store::{Batch, Owned, Ownership, StoreError, round_robin};
+use crate::store::{Batch, Moved, Owned, Ownership, StoreError, round_robin};
 
 #[async_trait]
 impl Ownership for PgContactStore {
@@ -32,6 +32,7 @@ impl Ownership for PgContactStore {
             offset,
             limit,
             actor,
+            publish,
         } = *batch;
         let table = what.table();
         let mut tx = self.tx(tenant).await?;
@@ -73,6 +74,17 @@ impl Ownership for PgContactStore {
         .bind(&owners)
         .execute(&mut *tx)
         .await?;
+        let events = ids
+            .iter()
+            .zip(&targets)
+            .map(|(id, target)| {
+                publish(&Moved {
+                    of: what.record(*id),
+                    to: to[*target].clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        crm_platform::outbox::append_pg(&mut tx, &events).await?;
         tx.commit().await?;
         let mut shares = vec![0_u64; to.len()];
         for target in targets {

@@ -1,8 +1,9 @@
-//! contact_write (migration 0012): the rows, match keys and audit entries of many contacts,
-//! creates and updates, written in one call with their unique keys locked and checked.
+//! contact_write (migrations 0012, 0013): the rows, match keys, audit entries and events of
+//! many contacts, creates and updates, written in one call with their unique keys locked and checked.
 
 use chrono::{DateTime, Utc};
 use crm_platform::TenantId;
+use crm_platform::outbox::{EventColumns, NewEvent};
 use crm_platform::telemetry::current_traceparent;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -188,11 +189,19 @@ pub(super) async fn write_rows(
             .chain(batch.updates.iter().map(|(_, _, a)| a)),
         traces,
     )?;
+    let published: Vec<&NewEvent> = batch
+        .creates
+        .iter()
+        .map(|(_, a)| a)
+        .chain(batch.updates.iter().map(|(_, _, a)| a))
+        .flat_map(|a| &a.events)
+        .collect();
+    let events = EventColumns::of(&published);
     let probe_keys = ProbeKeys::new(probes);
     let outcomes: Vec<WriteOutcome> = sqlx::query_as(
         "SELECT outcome, kind, key_index, holder FROM contact_write($1, $2, $3, $4, $5, $6, $7, $8::jsonb[], $9::jsonb[], \
          $10, $11, $12, $13, $14, $15, $16::jsonb[], $17::jsonb[], $18::jsonb[], $19, $20, $21, $22, $23, $24, $25, $26, \
-         $27, $28, $29, $30, $31::jsonb[], $32, $33, $34, $35, $36)",
+         $27, $28, $29, $30, $31::jsonb[], $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)",
     )
     .bind(tenant.as_str())
     .bind(&claim_kinds)
@@ -230,6 +239,14 @@ pub(super) async fn write_rows(
     .bind(&probe_keys.kinds)
     .bind(&probe_keys.values)
     .bind(PROBE_PER_KEY)
+    .bind(&events.tenants)
+    .bind(&events.ids)
+    .bind(&events.types)
+    .bind(&events.subjects)
+    .bind(&events.times)
+    .bind(&events.actors)
+    .bind(&events.traceparents)
+    .bind(&events.payloads)
     .fetch_all(&mut *conn)
     .await
     .map_err(|err| match &err {

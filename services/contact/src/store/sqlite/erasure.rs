@@ -8,7 +8,7 @@ use super::SqliteContactStore;
 use super::contacts::write_contact;
 use super::history::record;
 use crate::domain::*;
-use crate::store::{Erasure, StoreError};
+use crate::store::{Erasure, StoreError, corrupt, erase_event_values};
 
 #[async_trait]
 impl Erasure for SqliteContactStore {
@@ -38,17 +38,37 @@ impl Erasure for SqliteContactStore {
         .bind(tombstone.id.0.to_string())
         .execute(&mut *tx)
         .await?;
-        // The events the feed still serves are rebuilt from the scrubbed entries.
+        // The events the feed still serves lose their values: those the triggers wrote before
+        // migration 0008 are rebuilt from the scrubbed entries, the application's are blanked.
         sqlx::query(
             "UPDATE outbox_events SET payload = (SELECT json_object('action', h.action, 'changes', json(h.changes)) FROM history AS h \
              WHERE h.tenant_id = outbox_events.tenant_id AND h.id = outbox_events.id) \
-             WHERE tenant_id = ?1 AND id IN (SELECT id FROM history WHERE tenant_id = ?1 AND resource_kind = 'contact' \
+             WHERE tenant_id = ?1 AND format = 0 AND id IN (SELECT id FROM history WHERE tenant_id = ?1 AND resource_kind = 'contact' \
              AND (resource_id = ?2 OR resource_id IN (SELECT id FROM contacts WHERE tenant_id = ?1 AND merged_into = ?2)))",
         )
         .bind(tenant.as_str())
         .bind(tombstone.id.0.to_string())
         .execute(&mut *tx)
         .await?;
+        let events: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, payload FROM outbox_events WHERE tenant_id = ?1 AND format = 1 AND subject IN \
+             (SELECT 'contacts/' || id FROM contacts WHERE tenant_id = ?1 AND (id = ?2 OR merged_into = ?2))",
+        )
+        .bind(tenant.as_str())
+        .bind(tombstone.id.0.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, payload) in events {
+            let mut payload: serde_json::Value = serde_json::from_str(&payload).map_err(corrupt)?;
+            if erase_event_values(&mut payload) {
+                sqlx::query("UPDATE outbox_events SET payload = ?3 WHERE tenant_id = ?1 AND id = ?2")
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .bind(payload.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         record(&mut tx, tenant, Audited::Contact(tombstone.id), audit).await?;
         self.commit(tx).await?;
         // The page images of the log still hold the values before the erase.

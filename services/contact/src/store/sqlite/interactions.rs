@@ -10,7 +10,7 @@ use super::{
     INTERACTION_COLUMNS, SqliteContactStore, fetch_interaction, interaction_from_row, micros, remember, replay_of,
 };
 use crate::domain::*;
-use crate::store::{Created, Interactions, KIND_INTERACTION, RequestKey, StoreError, TimelineOf, corrupt};
+use crate::store::{Created, Interactions, KIND_INTERACTION, Publish, RequestKey, StoreError, TimelineOf, corrupt};
 
 #[async_trait]
 impl Interactions for SqliteContactStore {
@@ -19,6 +19,7 @@ impl Interactions for SqliteContactStore {
         tenant: &TenantId,
         interaction: &Interaction,
         key: Option<&RequestKey>,
+        publish: Publish<'_, Interaction>,
     ) -> Result<Created<Interaction>, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = key
@@ -55,12 +56,13 @@ impl Interactions for SqliteContactStore {
         if let Some(key) = key {
             remember(&mut tx, tenant, KIND_INTERACTION, key, interaction.id.0).await?;
         }
-        self.commit(tx).await?;
         let mut value = interaction.clone();
         value.company = company
             .map(|c| Uuid::parse_str(&c).map(CompanyId))
             .transpose()
             .map_err(corrupt)?;
+        crm_platform::outbox::append_sqlite(&mut tx, &[publish(&value)?]).await?;
+        self.commit(tx).await?;
         Ok(Created::new(value, false))
     }
 

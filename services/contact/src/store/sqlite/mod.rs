@@ -245,14 +245,9 @@ impl SqliteContactStore {
         Ok(self.pool.begin().await?)
     }
 
-    /// A write transaction; the outbox events it writes carry the current request's trace.
+    /// A write transaction.
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        let mut tx = begin_sqlite_write(&self.pool).await?;
-        sqlx::query("UPDATE outbox_context SET traceparent = ?1")
-            .bind(crm_platform::telemetry::current_traceparent().unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        Ok(begin_sqlite_write(&self.pool).await?)
     }
 
     /// Commits, then wakes the feeds of the outbox.

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{SqliteContactStore, micros, to_json};
 use crate::domain::*;
-use crate::store::{Batch, Owned, Ownership, StoreError, round_robin};
+use crate::store::{Batch, Moved, Owned, Ownership, StoreError, corrupt, round_robin};
 
 #[async_trait]
 impl Ownership for SqliteContactStore {
@@ -30,6 +30,7 @@ impl Ownership for SqliteContactStore {
             offset,
             limit,
             actor,
+            publish,
         } = *batch;
         let table = what.table();
         let mut tx = self.write_tx().await?;
@@ -44,6 +45,7 @@ impl Ownership for SqliteContactStore {
         let targets = round_robin(to, offset, ids.len());
         let now = micros(now());
         let mut shares = vec![0_u64; to.len()];
+        let mut events = Vec::with_capacity(ids.len());
         for (id, target) in ids.iter().zip(targets) {
             let owner = to[target].as_str();
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -73,8 +75,14 @@ impl Ownership for SqliteContactStore {
             .bind(to_json(&change)?)
             .execute(&mut *tx)
             .await?;
+            let record = Uuid::parse_str(id).map_err(corrupt)?;
+            events.push(publish(&Moved {
+                of: what.record(record),
+                to: to[target].clone(),
+            })?);
             shares[target] += 1;
         }
+        crm_platform::outbox::append_sqlite(&mut tx, &events).await?;
         self.commit(tx).await?;
         Ok(shares)
     }

@@ -1,18 +1,18 @@
-//! The payloads of the contact service's events: stored JSON (written by the outbox triggers,
-//! see migrations `*_outbox.sql`) rendered as crm.contact.v1 messages.
+//! Events written before the application emitted typed events: the outbox triggers of
+//! migrations `*_outbox.sql` stored each as its audit entry's action and changes, which this
+//! renders as the crm.contact.v1 message its type names. Only rows written before migration
+//! 0013 (PostgreSQL) / 0008 (SQLite) are in this form ([`StoredEvent::legacy`]); they leave with
+//! the outbox's retention, and this module with them in a later release.
 
 use crm_platform::outbox::StoredEvent;
 use crm_proto::crm::contact::v1 as pb;
 use crm_proto::prost::Message;
 use serde_json::Value;
 
-use super::convert::{ProtoEnum, proto_value};
+use crate::convert::{ProtoEnum, proto_value};
 use crate::domain::{Direction, InteractionChannel, InteractionType};
 
-/// The producer name in every envelope of this service.
-pub const SOURCE: &str = "crm.contact.v1";
-
-/// Renders a stored event's payload as the message its type names.
+/// Renders a stored event of the earlier form as the message its type names.
 pub fn render(event: &StoredEvent) -> Result<crm_proto::prost_types::Any, String> {
     let subject = event.subject.clone();
     let p = &event.payload;
@@ -89,22 +89,6 @@ pub fn render(event: &StoredEvent) -> Result<crm_proto::prost_types::Any, String
         value,
     })
 }
-
-/// Every event type this service publishes.
-pub const TYPES: &[&str] = &[
-    "crm.contact.v1.ContactCreated",
-    "crm.contact.v1.ContactUpdated",
-    "crm.contact.v1.ConsentChanged",
-    "crm.contact.v1.ContactDeleted",
-    "crm.contact.v1.ContactErased",
-    "crm.contact.v1.ContactsMerged",
-    "crm.contact.v1.OwnerChanged",
-    "crm.contact.v1.CompanyCreated",
-    "crm.contact.v1.CompanyUpdated",
-    "crm.contact.v1.CompanyDeleted",
-    "crm.contact.v1.CompaniesMerged",
-    "crm.contact.v1.InteractionLogged",
-];
 
 fn entries(payload: &Value) -> impl Iterator<Item = &Value> {
     payload.get("changes").and_then(Value::as_array).into_iter().flatten()
