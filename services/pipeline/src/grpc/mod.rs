@@ -3,6 +3,8 @@
 
 pub mod events;
 pub mod legacy_events;
+#[cfg(test)]
+mod legacy_events_tests;
 mod requests;
 
 use crm_platform::ApiError;

@@ -421,3 +421,45 @@ pub(crate) fn list_sql(
     }
     (sql, binds)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::scrub_payload;
+
+    const ID: &str = "0190a1b2-0000-7000-8000-0000000000a1";
+
+    #[test]
+    fn scrubbing_reads_documents_and_earlier_payloads() {
+        let mut earlier = json!({
+            "record": {"id": "x", "body": {"title": "Call Ada", "notes": "mornings", "contact": ID}},
+            "changed": ["contact"],
+        });
+        assert!(scrub_payload(&mut earlier, ID));
+        assert_eq!(
+            earlier["record"]["body"],
+            json!({"title": "", "notes": "", "contact": null})
+        );
+        assert!(!scrub_payload(&mut earlier, ID), "nothing left to scrub");
+    }
+
+    #[test]
+    fn scrubbing_reads_typed_payloads() {
+        let mut converted = json!({
+            "lead": {"name": "leads/1", "title": "Ada wants Pro", "contact": format!("contacts/{ID}"), "source": "web"},
+            "deal": {"name": "deals/2", "displayName": "Pro", "contact": format!("contacts/{ID}")},
+        });
+        assert!(scrub_payload(&mut converted, ID));
+        assert_eq!(
+            converted,
+            json!({
+                "lead": {"name": "leads/1", "title": "", "contact": "", "source": "web"},
+                "deal": {"name": "deals/2", "displayName": "Pro", "contact": ""},
+            })
+        );
+        let mut other = json!({"task": {"title": "Call Bob", "contact": "contacts/someone-else"}});
+        assert!(!scrub_payload(&mut other, ID), "another contact's records stay");
+        assert_eq!(other["task"]["title"], "Call Bob");
+    }
+}
