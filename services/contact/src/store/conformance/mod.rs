@@ -6,6 +6,7 @@ mod companies;
 mod contacts;
 mod duplicates;
 mod erasure;
+mod events;
 mod history;
 mod import;
 mod merge;
