@@ -103,6 +103,14 @@ async fn read_modify_write<'a, T: Versioned, A>(
     ))
 }
 
+/// An update that changes nothing: the resource as it is, if `etag` (when given) is its own.
+fn unchanged<T: Versioned>(current: T, etag: Option<Revision>) -> Result<T, ApiError> {
+    if etag.is_some_and(|etag| etag != current.revision()) {
+        return Err(ApiError::etag_mismatch());
+    }
+    Ok(current)
+}
+
 /// The audit record of a write by `who`.
 pub(crate) fn audit(who: &Principal, action: ChangeAction, changes: Vec<FieldChange>) -> AuditRecord {
     AuditRecord {
