@@ -197,7 +197,8 @@ impl Generator {
         self.reference_as(message, false)
     }
 
-    /// A `$ref` to the schema of the message as an update's body: any subset of its fields.
+    /// A `$ref` to the schema of the message as an update's body: any subset of its fields
+    /// (none: an update that changes nothing answers the resource as it is, AIP-134).
     fn reference_as(&mut self, message: &MessageDescriptor, update: bool) -> Value {
         let name = self.schema_name(message, update);
         if !self.done.contains_key(&name) {
@@ -229,6 +230,9 @@ impl Generator {
                 }
                 if let Some(schema) = self.query_schema(&field) {
                     let mut parameter = json!({ "name": field.json_name(), "in": "query", "schema": schema });
+                    if rules::required(&field) {
+                        parameter["required"] = Value::Bool(true);
+                    }
                     if let Some(text) = field_comment(&field) {
                         parameter["description"] = Value::String(text);
                     }
@@ -387,11 +391,6 @@ impl Generator {
         };
         if !required.is_empty() {
             schema["required"] = Value::Array(required);
-        }
-        if update {
-            // An update without an explicit updateMask changes the fields its body names: it
-            // names one at least.
-            schema["minProperties"] = json!(1);
         }
         if let Some(text) = comment(message.parent_file_descriptor_proto(), message.path()) {
             schema["description"] = Value::String(text);

@@ -40,6 +40,39 @@ pub(super) fn apply_to_value(schema: &mut Value, rules: &FieldRules, optional: b
     if rules.min_length > 0 {
         object.insert("minLength".into(), json!(rules.min_length));
     }
+    if !rules.order_by.is_empty() {
+        object.insert("pattern".into(), json!(order_by_pattern(&rules.order_by)));
+    }
+    if !rules.filter_fields.is_empty() {
+        object.insert("pattern".into(), json!(filter_pattern(&rules.filter_fields)));
+    }
+    if !rules.examples.is_empty() {
+        object.insert("examples".into(), json!(rules.examples));
+    }
+}
+
+/// What the services read as whitespace between words (Rust's `char::is_whitespace`).
+const SPACE: &str = r"[\t\n\x0B\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+
+/// An `order_by`: empty (the list's default order), or one of `fields`, optionally followed by
+/// `asc` or `desc`.
+fn order_by_pattern(fields: &[String]) -> String {
+    format!(
+        "^{SPACE}*(({}){SPACE}*|({0}){SPACE}+(asc|desc){SPACE}*)?$",
+        fields.join("|")
+    )
+}
+
+/// A filter in the suite's AIP-160 subset (`crm_platform::filter`): empty, or comparisons of
+/// `fields` (`field op value`, the value a bare word or a double-quoted string with `\"` and
+/// `\\` escapes) joined by `AND`. The values each field takes are semantic (an enum value, a
+/// user, a timestamp): the field's description says which, and a wrong one is a 400 naming
+/// `filter`.
+fn filter_pattern(fields: &[String]) -> String {
+    let word = r#"[^\s=!<>"():~][^\s=!<>"()]*"#;
+    let quoted = r#""([^"\\]|\\["\\])*""#;
+    let term = format!("({})( *(=|!=|<|<=|>|>=) *)({word}|{quoted})", fields.join("|"));
+    format!("^ *({term}( +AND +{term})*)? *$")
 }
 
 /// Adds what `rules` say about a list or a map as a whole.

@@ -164,9 +164,10 @@ async fn transcode(
         } else {
             if let Some(Kind::Message(resource)) = input.get_field_by_name(field).map(|f| f.kind()) {
                 check::check_message(&mut violations, &format!("{field}."), &mut body, &resource);
+                // An empty updateMask is no mask (AIP-134): the body's fields are the mask.
                 if binding.http == Method::PATCH
                     && binding.has_field("update_mask")
-                    && !message.contains_key("updateMask")
+                    && message.get("updateMask").is_none_or(|mask| mask == "")
                 {
                     message.insert("updateMask".into(), Value::String(present_fields(&body, &resource)));
                 }

@@ -33,17 +33,15 @@ pub fn precondition(raw: &str, field: &str) -> Result<Option<Revision>, crate::A
 }
 
 /// The fields an update mask names, each parsed by `parse` (which says why a path is not one
-/// the update can change). The mask is required and holds at most [`MAX_MASK_PATHS`] paths;
-/// every bad path is reported at once.
+/// the update can change). The mask holds at most [`MAX_MASK_PATHS`] paths; every bad path is
+/// reported at once. An empty (or absent) mask names nothing: the update changes nothing and
+/// answers the resource as it is (AIP-134; REST callers get the mask implied by their body).
 pub fn update_mask<F>(
     mask: Option<&prost_types::FieldMask>,
     parse: impl Fn(&str) -> Result<F, String>,
 ) -> Result<Vec<F>, crate::ApiError> {
     let mut v = crate::error::Violations::new("");
     let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
-    if paths.is_empty() {
-        v.add("update_mask", "is required: name the fields to change");
-    }
     let fields = v
         .bounded("update_mask.paths", paths, MAX_MASK_PATHS)
         .iter()

@@ -6,7 +6,7 @@ use crm_platform::{ApiError, Principal};
 
 use super::{
     CompanyCandidate, ContactApp, DEFAULT_MIN_SCORE, ListParams, MAX_MERGE_HOPS, Page, audit, check_fields,
-    read_modify_write,
+    read_modify_write, unchanged,
 };
 use crate::domain::*;
 use crate::store::{Created, RequestKey, company_cursor};
@@ -66,6 +66,12 @@ impl ContactApp {
         mask: &[CompanyField],
         etag: Option<Revision>,
     ) -> Result<Company, ApiError> {
+        if mask.is_empty() {
+            // Nothing to change (AIP-134): the company as it is, on the same conditions.
+            let current = self.get_company(who, id).await?;
+            who.ensure_can_write_owned_by(&current.fields.owner)?;
+            return unchanged(current, etag);
+        }
         read_modify_write(
             etag,
             "company",

@@ -7,7 +7,7 @@ use crm_platform::{ApiError, Principal};
 use super::duplicates::likely_duplicates;
 use super::{
     CONTACT_ORDERS, Candidate, ContactApp, DEFAULT_MIN_SCORE, ListParams, MAX_MERGE_HOPS, Page, audit, check_fields,
-    read_modify_write, refuse_erased,
+    read_modify_write, refuse_erased, unchanged,
 };
 use crate::domain::*;
 use crate::store::{Created, RequestKey, contact_cursor};
@@ -86,6 +86,13 @@ impl ContactApp {
         mask: &[ContactField],
         etag: Option<Revision>,
     ) -> Result<Contact, ApiError> {
+        if mask.is_empty() {
+            // Nothing to change (AIP-134): the contact as it is, on the same conditions.
+            let current = self.get_contact(who, id).await?;
+            who.ensure_can_write_owned_by(&current.fields.owner)?;
+            refuse_erased(&current)?;
+            return unchanged(current, etag);
+        }
         read_modify_write(
             etag,
             "contact",

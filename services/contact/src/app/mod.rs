@@ -105,6 +105,14 @@ async fn read_modify_write<'a, T: Versioned, A>(
     ))
 }
 
+/// An update that changes nothing: the resource as it is, if `etag` (when given) is its own.
+fn unchanged<T: Versioned>(current: T, etag: Option<Revision>) -> Result<T, ApiError> {
+    if etag.is_some_and(|etag| etag != current.revision()) {
+        return Err(ApiError::etag_mismatch());
+    }
+    Ok(current)
+}
+
 /// An erased contact is a tombstone: nothing may be written to it again.
 pub(crate) fn refuse_erased(contact: &Contact) -> Result<(), ApiError> {
     match contact.erase_time {
