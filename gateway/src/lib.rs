@@ -69,13 +69,30 @@ pub struct GatewayArgs {
     pub cors_origins: Vec<String>,
 }
 
+/// The proto package of each upstream service.
+const CONTACT_PACKAGE: &str = <crm_proto::crm::contact::v1::ContactCreated as crm_proto::prost::Name>::PACKAGE;
+const PIPELINE_PACKAGE: &str = <crm_proto::crm::pipeline::v1::DealCreated as crm_proto::prost::Name>::PACKAGE;
+
 impl GatewayArgs {
+    /// Every upstream: its proto package, the setting that names it, and its endpoint. A
+    /// service of the suite is one entry here (and its flag above).
+    fn upstreams(&self) -> [(&'static str, &'static str, &String); 2] {
+        [
+            (CONTACT_PACKAGE, "CRM_CONTACT_ENDPOINT", &self.contact_endpoint),
+            (PIPELINE_PACKAGE, "CRM_PIPELINE_ENDPOINT", &self.pipeline_endpoint),
+        ]
+    }
+
+    /// Sends every upstream to `endpoint` (one process serving every service: `crm serve`).
+    pub fn all_at(&mut self, endpoint: &str) {
+        for upstream in [&mut self.contact_endpoint, &mut self.pipeline_endpoint] {
+            endpoint.clone_into(upstream);
+        }
+    }
+
     pub fn validate(&self) -> Result<(), crm_platform::config::ConfigError> {
         use crm_platform::config::ConfigError;
-        for (name, endpoint) in [
-            ("CRM_CONTACT_ENDPOINT", &self.contact_endpoint),
-            ("CRM_PIPELINE_ENDPOINT", &self.pipeline_endpoint),
-        ] {
+        for (_, name, endpoint) in self.upstreams() {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 return Err(ConfigError(format!("{name} must be an http(s):// URL")));
             }
@@ -123,13 +140,21 @@ impl Gateway {
                     .connect_lazy(),
             ))
         };
-        let contact = lazy(&args.contact_endpoint)?;
-        let pipeline = lazy(&args.pipeline_endpoint)?;
+        let channels = args
+            .upstreams()
+            .into_iter()
+            .map(|(package, _, endpoint)| Ok((package, lazy(endpoint)?)))
+            .collect::<Result<Vec<_>, tonic::transport::Error>>()?;
+        let of = |package: &str| {
+            channels
+                .iter()
+                .find(|(p, _)| *p == package)
+                .map(|(_, channel)| channel.clone())
+                .expect("every upstream has a channel")
+        };
+        let (contact, pipeline) = (of(CONTACT_PACKAGE), of(PIPELINE_PACKAGE));
         Ok(Self {
-            channels: Arc::new([
-                ("crm.contact.v1", contact.clone()),
-                ("crm.pipeline.v1", pipeline.clone()),
-            ]),
+            channels: channels.into(),
             contacts: ContactServiceClient::new(contact.clone()),
             contact_events: EventFeedClient::new(contact.clone()),
             health: HealthClient::new(contact),

@@ -12,8 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crm_platform::consumer::FeedStatus;
 use crm_platform::feed::EventFeedService;
 use crm_platform::outbox::{Outbox, PgOutbox};
+use crm_platform::service::{Description, Running};
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
 
 pub use app::ContactApp;
 
@@ -39,6 +43,47 @@ impl ContactService {
             Some(grpc::legacy_events::render),
             heartbeat,
         )
+    }
+}
+
+/// The contact service, as a process hosts it: it calls and follows no other service.
+impl Running for ContactService {
+    fn add_grpc(&self, routes: &mut RoutesBuilder) {
+        routes.add_service(ContactGrpc::new(self.app.clone()).into_server());
+    }
+
+    fn health_names(&self) -> Vec<&'static str> {
+        vec![SERVICE_NAME]
+    }
+
+    fn event_feed(&self, heartbeat: Duration) -> Option<EventFeedService> {
+        Some(ContactService::event_feed(self, heartbeat))
+    }
+
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        Some(Arc::clone(&self.outbox))
+    }
+
+    fn spawn_background(&self, _shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {
+        Vec::new()
+    }
+}
+
+/// The contact service's description (see [`crm_platform::service`]).
+pub fn describe() -> Description {
+    Description {
+        name: "contact",
+        package: SOURCE,
+        migrate_postgres: |url| Box::pin(async move { migrate_postgres(&url).await }),
+        open_sqlite: |path, _hosting| {
+            Box::pin(async move { Ok(Box::new(open_sqlite(&path).await?) as Box<dyn Running>) })
+        },
+        connect_postgres: |config, _hosting| {
+            Box::pin(async move {
+                let service = connect_postgres(&config.url, config.max_connections).await?;
+                Ok(Box::new(service) as Box<dyn Running>)
+            })
+        },
     }
 }
 

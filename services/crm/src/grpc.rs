@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use crm_contact::{ContactGrpc, ContactService};
-use crm_pipeline::PipelineService;
-use crm_pipeline::grpc::PipelineGrpc;
 use crm_platform::auth::{AuthLayer, KeyState, Verifier, grpc_admission, grpc_rejection};
 use crm_platform::config::EventArgs;
 use crm_platform::consumer::{FOLLOWERS_HEALTH, FeedStatus};
 use crm_platform::lifecycle::Health;
 use crm_platform::metrics::GrpcObserveLayer;
+use crm_platform::service::Running;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,12 +22,21 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 const READINESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The services a process runs (at least one).
-#[derive(Default)]
 pub(crate) struct Services {
-    pub(crate) contact: Option<ContactService>,
-    pub(crate) pipeline: Option<PipelineService>,
+    pub(crate) running: Vec<Box<dyn Running>>,
     /// The feeds the process follows, for readiness.
     pub(crate) followers: Vec<Arc<FeedStatus>>,
+}
+
+impl Services {
+    /// The services, their background work started until `shutdown`.
+    pub(crate) fn start(running: Vec<Box<dyn Running>>, shutdown: &CancellationToken) -> Self {
+        let followers = running
+            .iter()
+            .flat_map(|service| service.spawn_background(shutdown.clone()))
+            .collect();
+        Self { running, followers }
+    }
 }
 
 /// Keeps gRPC health true until shutdown: the service names are NOT_SERVING while the signing
@@ -101,13 +108,7 @@ pub(crate) async fn serve(
     verifier: Arc<Verifier>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut names = Vec::new();
-    if services.contact.is_some() {
-        names.push(crm_contact::SERVICE_NAME);
-    }
-    if services.pipeline.is_some() {
-        names.extend_from_slice(crm_pipeline::grpc::SERVICE_NAMES);
-    }
+    let names = services.running.iter().flat_map(|s| s.health_names()).collect();
     let (health, health_service) = Health::new(names).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
@@ -116,22 +117,12 @@ pub(crate) async fn serve(
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(health_service).add_service(reflection);
     let mut feeds = Vec::new();
-    if let Some(contact) = &services.contact {
-        feeds.push(contact.event_feed(events.feed_heartbeat));
-        routes.add_service(ContactGrpc::new(contact.app.clone()).into_server());
-        crm_platform::outbox::spawn_pruner(Arc::clone(&contact.outbox), events.event_retention, PRUNE_EVERY);
-    }
-    if let Some(pipeline) = &services.pipeline {
-        feeds.push(pipeline.event_feed(events.feed_heartbeat));
-        let servers = PipelineGrpc::new(pipeline.app.clone()).into_servers();
-        routes
-            .add_service(servers.pipelines)
-            .add_service(servers.leads)
-            .add_service(servers.deals)
-            .add_service(servers.products)
-            .add_service(servers.tasks)
-            .add_service(servers.forecasts);
-        crm_platform::outbox::spawn_pruner(Arc::clone(&pipeline.outbox), events.event_retention, PRUNE_EVERY);
+    for service in &services.running {
+        service.add_grpc(&mut routes);
+        feeds.extend(service.event_feed(events.feed_heartbeat));
+        if let Some(outbox) = service.outbox() {
+            crm_platform::outbox::spawn_pruner(outbox, events.event_retention, PRUNE_EVERY);
+        }
     }
     // One EventFeed per process, serving each of its services' feeds (see FeedRouter).
     routes.add_service(crm_platform::feed::FeedRouter::new(feeds).into_server());

@@ -5,6 +5,7 @@ mod grpc;
 mod import;
 mod mirror;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,10 +15,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crm_platform::auth::Verifier;
 use crm_platform::config::{
-    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DatabaseUrlArgs, EventArgs, FeedCredentialArgs, PostgresArgs,
-    ShutdownArgs, parse_addr, parse_duration,
+    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DatabaseUrlArgs, EventArgs, FeedCredentialArgs,
+    PostgresArgs, ShutdownArgs, parse_addr, parse_duration,
 };
 use crm_platform::lifecycle::cancel_on_signal;
+use crm_platform::service::{CredentialSource, Description, Hosting, PostgresConfig};
 use crm_platform::telemetry::{self, TelemetryArgs};
 use crm_platform::{Principal, Role, TenantId, UserId};
 use tokio::net::TcpListener;
@@ -44,9 +46,9 @@ enum Command {
     /// Everything in one process on an embedded SQLite database under --data-dir; no setup.
     Serve(ServeArgs),
     /// The contact service alone, on PostgreSQL (a Kubernetes role).
-    Contact(ContactArgs),
+    Contact(RoleArgs),
     /// The sales-pipeline service alone, on PostgreSQL (a Kubernetes role).
-    Pipeline(PipelineArgs),
+    Pipeline(RoleArgs),
     /// The REST gateway alone, in front of the services' gRPC endpoints (a Kubernetes role).
     Gateway(GatewayRoleArgs),
     /// Applies a service's database migrations to its PostgreSQL database (a Kubernetes Job).
@@ -85,8 +87,10 @@ struct ServeArgs {
     feed: FeedCredentialArgs,
 }
 
+/// The arguments of a single-service role (a Kubernetes Deployment), the same for every
+/// service.
 #[derive(clap::Args)]
-struct ContactArgs {
+struct RoleArgs {
     /// gRPC listen address.
     #[arg(long, env = "CRM_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR, value_parser = parse_addr)]
     grpc_addr: SocketAddr,
@@ -94,29 +98,7 @@ struct ContactArgs {
     #[arg(long, env = "CRM_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_addr)]
     metrics_addr: SocketAddr,
     #[command(flatten)]
-    postgres: PostgresArgs,
-    #[command(flatten)]
-    auth: AuthArgs,
-    #[command(flatten)]
-    telemetry: TelemetryArgs,
-    #[command(flatten)]
-    shutdown: ShutdownArgs,
-    #[command(flatten)]
-    events: EventArgs,
-}
-
-#[derive(clap::Args)]
-struct PipelineArgs {
-    /// gRPC listen address.
-    #[arg(long, env = "CRM_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR, value_parser = parse_addr)]
-    grpc_addr: SocketAddr,
-    /// Address of /metrics and /healthz.
-    #[arg(long, env = "CRM_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_addr)]
-    metrics_addr: SocketAddr,
-    /// gRPC endpoint of the contact service: references are checked there and its change
-    /// feed (merges, erases) is followed.
-    #[arg(long, env = "CRM_CONTACT_ENDPOINT", default_value = "http://127.0.0.1:50051")]
-    contact_endpoint: String,
+    peers: PeerArgs,
     #[command(flatten)]
     feed: FeedCredentialArgs,
     #[command(flatten)]
@@ -129,6 +111,30 @@ struct PipelineArgs {
     shutdown: ShutdownArgs,
     #[command(flatten)]
     events: EventArgs,
+}
+
+/// Where a role finds the other services it calls or follows.
+#[derive(clap::Args)]
+struct PeerArgs {
+    /// gRPC endpoint of the contact service (the pipeline checks references there and follows
+    /// its change feed).
+    #[arg(long, env = "CRM_CONTACT_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    contact_endpoint: String,
+}
+
+impl PeerArgs {
+    /// Each peer's endpoint by service name.
+    fn endpoints(&self) -> anyhow::Result<BTreeMap<&'static str, String>> {
+        let peers = [("contact", "CRM_CONTACT_ENDPOINT", &self.contact_endpoint)];
+        let mut endpoints = BTreeMap::new();
+        for (name, env, endpoint) in peers.into_iter() {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                anyhow::bail!("{env} must be an http(s):// URL");
+            }
+            endpoints.insert(name, endpoint.clone());
+        }
+        Ok(endpoints)
+    }
 }
 
 #[derive(clap::Args)]
@@ -149,7 +155,7 @@ struct GatewayRoleArgs {
 #[derive(clap::Args)]
 struct MigrateArgs {
     /// The service whose database this is.
-    #[arg(long, default_value = "contact", value_parser = ["contact", "pipeline"])]
+    #[arg(long, default_value = "contact", value_parser = suite().iter().map(|s| s.name).collect::<Vec<_>>())]
     service: String,
     /// PostgreSQL URL of the owning (migrating) role.
     #[command(flatten)]
@@ -191,8 +197,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Contact(args) => contact(args).await,
-            Command::Pipeline(args) => pipeline(args).await,
+            Command::Contact(args) => role(crm_contact::describe(), args).await,
+            Command::Pipeline(args) => role(crm_pipeline::describe(), args).await,
             Command::Gateway(args) => gateway(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Token(args) => token(&args),
@@ -250,17 +256,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_local = http_listener.local_addr()?;
     let grpc_local = grpc_listener.local_addr()?;
     let loopback = format!("http://127.0.0.1:{}", grpc_local.port());
-    let contact = crm_contact::open_sqlite(&args.data_dir.join("contact.db")).await?;
-    let directory = Arc::new(crm_pipeline::directory::GrpcDirectory::new(&loopback).map_err(anyhow::Error::msg)?);
-    let pipeline = crm_pipeline::open_sqlite(&args.data_dir.join("pipeline.db"), directory).await?;
-    let credentials = args
-        .feed
-        .credentials(&verifier_config, crm_pipeline::app::SYSTEM_ACTOR)?;
+    let hosting = Hosting {
+        endpoints: suite().iter().map(|s| (s.name, loopback.clone())).collect(),
+        credentials: feed_credentials(args.feed.clone(), verifier_config.clone()),
+    };
+    let mut running = Vec::new();
+    for service in suite() {
+        let path = args.data_dir.join(format!("{}.db", service.name));
+        running.push((service.open_sqlite)(path, hosting.clone()).await?);
+    }
     let verifier = Verifier::new(verifier_config);
 
     let mut gateway_args = args.gateway.clone();
-    gateway_args.contact_endpoint.clone_from(&loopback);
-    gateway_args.pipeline_endpoint.clone_from(&loopback);
+    gateway_args.all_at(&loopback);
     let app = crm_gateway::router(
         crm_gateway::Gateway::connect(&gateway_args)?,
         Arc::clone(&verifier),
@@ -268,14 +276,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let token = shutdown_token();
-    let contact_feed = crm_pipeline::contact_feed(&loopback, credentials);
-    let followers = vec![Arc::clone(&contact_feed.status)];
-    crm_pipeline::spawn_background(&pipeline, contact_feed, token.clone());
-    let services = grpc::Services {
-        contact: Some(contact),
-        pipeline: Some(pipeline),
-        followers,
-    };
+    let services = grpc::Services::start(running, &token);
     let grpc = grpc::serve(grpc_listener, services, &args.events, verifier, token.clone());
     let http = {
         let token = token.clone();
@@ -302,27 +303,33 @@ fn http_display(addr: SocketAddr) -> String {
     }
 }
 
-async fn contact(args: ContactArgs) -> anyhow::Result<()> {
+/// A service alone, on PostgreSQL: a Kubernetes role.
+async fn role(service: Description, args: RoleArgs) -> anyhow::Result<()> {
     let database_url = args.postgres.validate()?;
     args.events.validate()?;
     let verifier_config = args.auth.verifier_config(None)?;
-    let _telemetry = telemetry::init(&args.telemetry, "crm-contact")?;
+    let hosting = Hosting {
+        endpoints: args.peers.endpoints()?,
+        credentials: feed_credentials(args.feed.clone(), verifier_config.clone()),
+    };
+    let name = service.name;
+    let _telemetry = telemetry::init(&args.telemetry, format!("crm-{name}"))?;
     crm_platform::metrics::install();
-    tracing::info!(grpc = %args.grpc_addr, metrics = %args.metrics_addr, postgres = ?args.postgres, auth = ?verifier_config, "starting contact service");
+    tracing::info!(service = name, grpc = %args.grpc_addr, metrics = %args.metrics_addr, peers = ?hosting.endpoints, postgres = ?args.postgres, auth = ?verifier_config, "starting");
     let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
     let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
-    let app = crm_contact::connect_postgres(&database_url, args.postgres.db_max_connections).await?;
+    let postgres = PostgresConfig {
+        url: database_url,
+        max_connections: args.postgres.db_max_connections,
+    };
+    let running = (service.connect_postgres)(postgres, hosting).await?;
     eprintln!(
-        "crm contact is up: gRPC on {}, metrics on {}",
+        "crm {name} is up: gRPC on {}, metrics on {}",
         grpc_listener.local_addr()?,
         metrics_listener.local_addr()?
     );
     let token = shutdown_token();
-    let services = grpc::Services {
-        contact: Some(app),
-        pipeline: None,
-        followers: Vec::new(),
-    };
+    let services = grpc::Services::start(vec![running], &token);
     let grpc = grpc::serve(
         grpc_listener,
         services,
@@ -339,52 +346,15 @@ async fn contact(args: ContactArgs) -> anyhow::Result<()> {
     .await
 }
 
-async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
-    let database_url = args.postgres.validate()?;
-    args.events.validate()?;
-    if !(args.contact_endpoint.starts_with("http://") || args.contact_endpoint.starts_with("https://")) {
-        anyhow::bail!("CRM_CONTACT_ENDPOINT must be an http(s):// URL");
-    }
-    let verifier_config = args.auth.verifier_config(None)?;
-    let credentials = args
-        .feed
-        .credentials(&verifier_config, crm_pipeline::app::SYSTEM_ACTOR)?;
-    let _telemetry = telemetry::init(&args.telemetry, "crm-pipeline")?;
-    crm_platform::metrics::install();
-    tracing::info!(grpc = %args.grpc_addr, metrics = %args.metrics_addr, contact = %args.contact_endpoint, postgres = ?args.postgres, auth = ?verifier_config, "starting pipeline service");
-    let directory =
-        Arc::new(crm_pipeline::directory::GrpcDirectory::new(&args.contact_endpoint).map_err(anyhow::Error::msg)?);
-    let grpc_listener = bind(args.grpc_addr, "CRM_GRPC_ADDR").await?;
-    let metrics_listener = bind(args.metrics_addr, "CRM_METRICS_ADDR").await?;
-    let service = crm_pipeline::connect_postgres(&database_url, args.postgres.db_max_connections, directory).await?;
-    eprintln!(
-        "crm pipeline is up: gRPC on {}, metrics on {}",
-        grpc_listener.local_addr()?,
-        metrics_listener.local_addr()?
-    );
-    let token = shutdown_token();
-    let contact_feed = crm_pipeline::contact_feed(&args.contact_endpoint, credentials);
-    let followers = vec![Arc::clone(&contact_feed.status)];
-    crm_pipeline::spawn_background(&service, contact_feed, token.clone());
-    let services = grpc::Services {
-        contact: None,
-        pipeline: Some(service),
-        followers,
-    };
-    let grpc = grpc::serve(
-        grpc_listener,
-        services,
-        &args.events,
-        Verifier::new(verifier_config),
-        token.clone(),
-    );
-    let metrics = serve_metrics(metrics_listener, token.clone());
-    drain(
-        async { tokio::try_join!(grpc, metrics).map(drop) },
-        &token,
-        args.shutdown.shutdown_grace,
-    )
-    .await
+/// Every service of the suite, in the order a process starts them.
+fn suite() -> Vec<Description> {
+    vec![crm_contact::describe(), crm_pipeline::describe()]
+}
+
+/// How a process's followers get their credentials: from the feed arguments, or minted with
+/// the shared secret.
+fn feed_credentials(feed: FeedCredentialArgs, verifier: crm_platform::auth::VerifierConfig) -> CredentialSource {
+    Arc::new(move |user| feed.credentials(&verifier, user))
 }
 
 /// /metrics and /healthz of a role without a REST API of its own.
@@ -427,10 +397,11 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&args.telemetry, "crm-migrate")?;
     let database_url = args.database.url()?;
     tracing::info!(service = %args.service, database = %crm_platform::config::redact_url(&database_url), "migrating");
-    match args.service.as_str() {
-        "pipeline" => crm_pipeline::migrate_postgres(&database_url).await?,
-        _ => crm_contact::migrate_postgres(&database_url).await?,
-    }
+    let service = suite()
+        .into_iter()
+        .find(|s| s.name == args.service)
+        .ok_or_else(|| anyhow::anyhow!("no service named {}", args.service))?;
+    (service.migrate_postgres)(database_url).await?;
     tracing::info!("migrations applied");
     Ok(())
 }

@@ -16,8 +16,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crm_platform::consumer::FeedStatus;
 use crm_platform::feed::EventFeedService;
 use crm_platform::outbox::{Outbox, PgOutbox};
+use crm_platform::service::{Description, Hosting, Running, StartError};
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
 
 pub use app::PipelineApp;
 use directory::Directory;
@@ -44,6 +48,78 @@ impl PipelineService {
             Some(grpc::legacy_events::render),
             heartbeat,
         )
+    }
+}
+
+/// The pipeline service, as a process hosts it: it checks references against the contact
+/// service and follows its feed, and runs the due-task scheduler.
+struct Hosted {
+    service: PipelineService,
+    /// How it follows the contact feed.
+    contact_feed: crm_platform::consumer::ConsumerConfig,
+}
+
+impl Running for Hosted {
+    fn add_grpc(&self, routes: &mut RoutesBuilder) {
+        let servers = grpc::PipelineGrpc::new(self.service.app.clone()).into_servers();
+        routes
+            .add_service(servers.pipelines)
+            .add_service(servers.leads)
+            .add_service(servers.deals)
+            .add_service(servers.products)
+            .add_service(servers.tasks)
+            .add_service(servers.forecasts);
+    }
+
+    fn health_names(&self) -> Vec<&'static str> {
+        grpc::SERVICE_NAMES.to_vec()
+    }
+
+    fn event_feed(&self, heartbeat: Duration) -> Option<EventFeedService> {
+        Some(self.service.event_feed(heartbeat))
+    }
+
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        Some(Arc::clone(&self.service.outbox))
+    }
+
+    fn spawn_background(&self, shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {
+        spawn_background(&self.service, self.contact_feed.clone(), shutdown);
+        vec![Arc::clone(&self.contact_feed.status)]
+    }
+}
+
+/// The name of the contact service among the suite's (see [`Hosting::endpoints`]).
+const CONTACT: &str = "contact";
+
+/// The directory of contacts and the followed contact feed a process gives this service.
+fn contact_of(hosting: &Hosting) -> Result<(Arc<dyn Directory>, crm_platform::consumer::ConsumerConfig), StartError> {
+    let endpoint = hosting.endpoint(CONTACT)?;
+    let directory = directory::GrpcDirectory::new(endpoint).map_err(crm_platform::config::ConfigError)?;
+    let credentials = (hosting.credentials)(app::SYSTEM_ACTOR)?;
+    Ok((Arc::new(directory), contact_feed(endpoint, credentials)))
+}
+
+/// The pipeline service's description (see [`crm_platform::service`]).
+pub fn describe() -> Description {
+    Description {
+        name: "pipeline",
+        package: grpc::events::SOURCE,
+        migrate_postgres: |url| Box::pin(async move { migrate_postgres(&url).await }),
+        open_sqlite: |path, hosting| {
+            Box::pin(async move {
+                let (directory, contact_feed) = contact_of(&hosting)?;
+                let service = open_sqlite(&path, directory).await?;
+                Ok(Box::new(Hosted { service, contact_feed }) as Box<dyn Running>)
+            })
+        },
+        connect_postgres: |config, hosting| {
+            Box::pin(async move {
+                let (directory, contact_feed) = contact_of(&hosting)?;
+                let service = connect_postgres(&config.url, config.max_connections, directory).await?;
+                Ok(Box::new(Hosted { service, contact_feed }) as Box<dyn Running>)
+            })
+        },
     }
 }
 

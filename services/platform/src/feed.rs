@@ -19,6 +19,25 @@ use crate::{ApiError, ErrorCode, Role};
 /// [`StoredEvent::legacy`]) as the protobuf message its type names.
 pub type RenderPayload = fn(&StoredEvent) -> Result<prost_types::Any, String>;
 
+/// An event type a feed serves: its name, and how a stored payload of it becomes the message's
+/// encoding. The payload is read into the generated type and encoded from there, so equal
+/// payloads encode to equal bytes, map fields included (a replay answers byte for byte what
+/// the first reading did).
+#[derive(Clone)]
+pub struct EventType {
+    pub name: String,
+    encode: fn(&serde_json::Value, &str) -> Result<Vec<u8>, String>,
+}
+
+impl EventType {
+    pub fn of<M: crm_proto::prost::Name + crm_proto::prost::Message + Default>() -> Self {
+        Self {
+            name: M::full_name(),
+            encode: |json, name| Ok(crm_proto::json::from_json::<M>(json, name)?.encode_to_vec()),
+        }
+    }
+}
+
 /// How much of an unknown type name an error quotes.
 const MAX_TYPE_LEN: usize = 200;
 
@@ -27,7 +46,7 @@ const MAX_TYPE_LEN: usize = 200;
 pub struct EventFeedService {
     outbox: Arc<dyn Outbox>,
     source: &'static str,
-    known_types: Arc<[String]>,
+    known_types: Arc<[EventType]>,
     legacy: Option<RenderPayload>,
     heartbeat: Duration,
 }
@@ -39,7 +58,7 @@ impl EventFeedService {
     pub fn new(
         outbox: Arc<dyn Outbox>,
         source: &'static str,
-        known_types: Vec<String>,
+        known_types: Vec<EventType>,
         legacy: Option<RenderPayload>,
         heartbeat: Duration,
     ) -> Self {
@@ -56,10 +75,23 @@ impl EventFeedService {
         EventFeedServer::new(self)
     }
 
+    /// A stored payload as the message its type names.
+    fn render(&self, event: &StoredEvent) -> Result<prost_types::Any, String> {
+        let known = self
+            .known_types
+            .iter()
+            .find(|t| t.name == event.kind)
+            .ok_or_else(|| format!("{} is not an event type of this feed", event.kind))?;
+        Ok(prost_types::Any {
+            type_url: format!("type.googleapis.com/{}", event.kind),
+            value: (known.encode)(&event.payload, &event.kind)?,
+        })
+    }
+
     fn envelope(&self, event: StoredEvent) -> Result<pb::Event, Status> {
         let rendered = match self.legacy {
             Some(legacy) if event.legacy => legacy(&event),
-            _ => event.render(),
+            _ => self.render(&event),
         };
         let payload = rendered.map_err(|reason| {
             tracing::error!(seq = event.seq, kind = %event.kind, %reason, "stored event does not render");
@@ -100,20 +132,20 @@ fn feed_error(err: FeedError) -> Status {
 }
 
 /// The event types of a request, each one `known`.
-fn types(raw: Vec<String>, known: &[String]) -> Result<Vec<String>, ApiError> {
+fn types(raw: Vec<String>, known: &[EventType]) -> Result<Vec<String>, ApiError> {
     if raw.len() > known.len() {
         return Err(ApiError::invalid_field(
             "types",
             format!("at most {} items (the feed's types), not {}", known.len(), raw.len()),
         ));
     }
-    if let Some(unknown) = raw.iter().find(|kind| !known.contains(kind)) {
+    if let Some(unknown) = raw.iter().find(|kind| !known.iter().any(|t| &t.name == *kind)) {
         let shown: String = unknown.chars().take(MAX_TYPE_LEN).collect();
         return Err(ApiError::invalid_field(
             "types",
             format!(
                 "`{shown}` is not an event type of this feed; it publishes {}",
-                known.join(", ")
+                known.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
             ),
         ));
     }

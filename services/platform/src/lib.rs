@@ -17,6 +17,7 @@ pub mod money;
 pub mod outbox;
 pub mod paging;
 pub mod resource;
+pub mod service;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -49,10 +49,11 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber. Spans always get OpenTelemetry contexts, so trace context
 /// propagates even when nothing is exported.
-pub fn init(args: &TelemetryArgs, service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
+pub fn init(args: &TelemetryArgs, service_name: impl Into<String>) -> anyhow::Result<TelemetryGuard> {
+    let service_name: String = service_name.into();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(service_name)
+        .with_service_name(service_name.clone())
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &args.otlp_endpoint {

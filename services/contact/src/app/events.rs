@@ -2,6 +2,7 @@
 //! each change, which the store writes in the change's own transaction.
 
 use chrono::{DateTime, Utc};
+use crm_platform::feed::EventType;
 use crm_platform::outbox::{EventError, NewEvent};
 use crm_platform::{ApiError, Principal, TenantId, UserId};
 use crm_proto::crm::contact::v1 as pb;
@@ -11,20 +12,20 @@ use crate::convert::{ProtoEnum, proto_value};
 use crate::domain::*;
 
 /// Every event type this service publishes.
-pub fn types() -> Vec<String> {
+pub fn types() -> Vec<EventType> {
     vec![
-        pb::ContactCreated::full_name(),
-        pb::ContactUpdated::full_name(),
-        pb::ConsentChanged::full_name(),
-        pb::ContactDeleted::full_name(),
-        pb::ContactErased::full_name(),
-        pb::ContactsMerged::full_name(),
-        pb::OwnerChanged::full_name(),
-        pb::CompanyCreated::full_name(),
-        pb::CompanyUpdated::full_name(),
-        pb::CompanyDeleted::full_name(),
-        pb::CompaniesMerged::full_name(),
-        pb::InteractionLogged::full_name(),
+        EventType::of::<pb::ContactCreated>(),
+        EventType::of::<pb::ContactUpdated>(),
+        EventType::of::<pb::ConsentChanged>(),
+        EventType::of::<pb::ContactDeleted>(),
+        EventType::of::<pb::ContactErased>(),
+        EventType::of::<pb::ContactsMerged>(),
+        EventType::of::<pb::OwnerChanged>(),
+        EventType::of::<pb::CompanyCreated>(),
+        EventType::of::<pb::CompanyUpdated>(),
+        EventType::of::<pb::CompanyDeleted>(),
+        EventType::of::<pb::CompaniesMerged>(),
+        EventType::of::<pb::InteractionLogged>(),
     ]
 }
 

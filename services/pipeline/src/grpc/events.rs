@@ -3,6 +3,7 @@
 //! them generically; events written before typed events render through
 //! [`legacy_events::render`](super::legacy_events::render).
 
+use crm_platform::feed::EventType;
 use crm_proto::crm::pipeline::v1 as pb;
 use crm_proto::prost::Name;
 
@@ -10,30 +11,30 @@ use crm_proto::prost::Name;
 pub const SOURCE: &str = <pb::DealCreated as Name>::PACKAGE;
 
 /// Every event type this service publishes.
-pub fn types() -> Vec<String> {
+pub fn types() -> Vec<EventType> {
     vec![
-        pb::PipelineCreated::full_name(),
-        pb::PipelineUpdated::full_name(),
-        pb::LeadCreated::full_name(),
-        pb::LeadUpdated::full_name(),
-        pb::LeadQualified::full_name(),
-        pb::LeadDisqualified::full_name(),
-        pb::LeadConverted::full_name(),
-        pb::DealCreated::full_name(),
-        pb::DealUpdated::full_name(),
-        pb::DealStageChanged::full_name(),
-        pb::DealWon::full_name(),
-        pb::DealLost::full_name(),
-        pb::DealReopened::full_name(),
-        pb::ProductCreated::full_name(),
-        pb::ProductUpdated::full_name(),
-        pb::TaskCreated::full_name(),
-        pb::TaskUpdated::full_name(),
-        pb::TaskCompleted::full_name(),
-        pb::TaskReopened::full_name(),
-        pb::TaskDue::full_name(),
-        pb::ForecastSubmitted::full_name(),
-        pb::QuotaSet::full_name(),
-        pb::OwnerChanged::full_name(),
+        EventType::of::<pb::PipelineCreated>(),
+        EventType::of::<pb::PipelineUpdated>(),
+        EventType::of::<pb::LeadCreated>(),
+        EventType::of::<pb::LeadUpdated>(),
+        EventType::of::<pb::LeadQualified>(),
+        EventType::of::<pb::LeadDisqualified>(),
+        EventType::of::<pb::LeadConverted>(),
+        EventType::of::<pb::DealCreated>(),
+        EventType::of::<pb::DealUpdated>(),
+        EventType::of::<pb::DealStageChanged>(),
+        EventType::of::<pb::DealWon>(),
+        EventType::of::<pb::DealLost>(),
+        EventType::of::<pb::DealReopened>(),
+        EventType::of::<pb::ProductCreated>(),
+        EventType::of::<pb::ProductUpdated>(),
+        EventType::of::<pb::TaskCreated>(),
+        EventType::of::<pb::TaskUpdated>(),
+        EventType::of::<pb::TaskCompleted>(),
+        EventType::of::<pb::TaskReopened>(),
+        EventType::of::<pb::TaskDue>(),
+        EventType::of::<pb::ForecastSubmitted>(),
+        EventType::of::<pb::QuotaSet>(),
+        EventType::of::<pb::OwnerChanged>(),
     ]
 }

@@ -48,7 +48,7 @@ fn with_platform(service: &Migrator, platform: &[(&str, &str)], sql: impl Fn(&st
 mod tests {
     use chrono::{TimeZone, Utc};
     use crm_proto::crm::events::v1::Heartbeat;
-    use crm_proto::prost::{Message, Name};
+    use crm_proto::prost::Name;
     use sqlx::SqlSafeStr;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
 
@@ -63,8 +63,8 @@ mod tests {
     }
 
     fn event(tenant: &TenantId) -> NewEvent {
-        let time = Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).unwrap();
-        NewEvent::of(tenant, "things/1".to_owned(), "alice", time, &message()).unwrap()
+        let time = Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).single().expect("a time");
+        NewEvent::of(tenant, "things/1".to_owned(), "alice", time, &message()).expect("step 2")
     }
 
     /// What a new service's own migrations would be: its role (PostgreSQL), nothing about the
@@ -81,24 +81,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_service_on_sqlite_gets_its_outbox_from_the_platform_alone() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("step 3");
         let migrator = super::sqlite(&service("CREATE TABLE things (id TEXT PRIMARY KEY)"));
         let pool = crate::db::open_sqlite(&dir.path().join("x.db"), &migrator)
             .await
-            .unwrap();
-        let acme = TenantId::parse("acme").unwrap();
-        let mut tx = crate::db::begin_sqlite_write(&pool).await.unwrap();
-        append_sqlite(&mut tx, &[event(&acme)]).await.unwrap();
-        tx.commit().await.unwrap();
+            .expect("step 4");
+        let acme = TenantId::parse("acme").expect("step 5");
+        let mut tx = crate::db::begin_sqlite_write(&pool).await.expect("step 6");
+        append_sqlite(&mut tx, &[event(&acme)]).await.expect("step 7");
+        tx.commit().await.expect("step 8");
         let outbox = SqliteOutbox::new(pool);
-        let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.unwrap();
+        let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.expect("step 9");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].seq, 1);
         assert_eq!(events[0].kind, Heartbeat::full_name());
         assert!(!events[0].legacy);
-        let any = events[0].render().unwrap();
-        assert_eq!(any.type_url, "type.googleapis.com/crm.events.v1.Heartbeat");
-        assert_eq!(Heartbeat::decode(any.value.as_slice()).unwrap(), message());
+        assert_eq!(events[0].decode::<Heartbeat>().expect("step 10"), message());
     }
 
     #[tokio::test]
@@ -114,27 +112,24 @@ mod tests {
             )),
             ROLE,
         );
-        crate::db::migrate_postgres(&db.url, &migrator).await.unwrap();
+        crate::db::migrate_postgres(&db.url, &migrator).await.expect("step 11");
         // Run twice: a migrator already applied is a no-op.
-        crate::db::migrate_postgres(&db.url, &migrator).await.unwrap();
-        let pool = crate::db::connect_postgres(&db.url, ROLE, 2).await.unwrap();
-        let outbox = PgOutbox::start(pool.clone()).await.unwrap();
-        let acme = TenantId::parse("acme").unwrap();
-        let mut tx = crate::db::begin_tenant(&pool, &acme).await.unwrap();
-        append_pg(&mut tx, &[event(&acme)]).await.unwrap();
-        tx.commit().await.unwrap();
+        crate::db::migrate_postgres(&db.url, &migrator).await.expect("step 12");
+        let pool = crate::db::connect_postgres(&db.url, ROLE, 2).await.expect("step 13");
+        let outbox = PgOutbox::start(pool.clone()).await.expect("step 14");
+        let acme = TenantId::parse("acme").expect("step 15");
+        let mut tx = crate::db::begin_tenant(&pool, &acme).await.expect("step 16");
+        append_pg(&mut tx, &[event(&acme)]).await.expect("step 17");
+        tx.commit().await.expect("step 18");
         // Numbered here, or already by the sequencer the outbox runs.
-        outbox.sequence().await.unwrap();
-        let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.unwrap();
+        outbox.sequence().await.expect("step 19");
+        let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.expect("step 20");
         assert_eq!(events.len(), 1);
         assert!(!events[0].legacy);
-        assert_eq!(
-            Heartbeat::decode(events[0].render().unwrap().value.as_slice()).unwrap(),
-            message()
-        );
+        assert_eq!(events[0].decode::<Heartbeat>().expect("step 21"), message());
         // Row-level security applies to the serving role: another tenant sees nothing.
-        let other = Scope::Tenant(TenantId::parse("globex").unwrap());
-        assert!(outbox.read(&other, 0, &[], 10).await.unwrap().is_empty());
+        let other = Scope::Tenant(TenantId::parse("globex").expect("step 22"));
+        assert!(outbox.read(&other, 0, &[], 10).await.expect("step 23").is_empty());
         // The outbox's listener keeps a connection of the pool for its lifetime (closing the
         // pool would wait for it); dropping the database ends it.
         db.drop_database().await;

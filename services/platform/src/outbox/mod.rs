@@ -71,12 +71,12 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// The payload as the protobuf message its type names.
-    pub fn render(&self) -> Result<prost_types::Any, String> {
-        Ok(prost_types::Any {
-            type_url: format!("type.googleapis.com/{}", self.kind),
-            value: crm_proto::json::json_to_encoded(&self.payload, &self.kind)?,
-        })
+    /// The payload as the message `M` (of the event's type).
+    pub fn decode<M: crm_proto::prost::Name + crm_proto::prost::Message + Default>(&self) -> Result<M, String> {
+        if self.kind != M::full_name() {
+            return Err(format!("the event is a {}, not a {}", self.kind, M::full_name()));
+        }
+        crm_proto::json::from_json(&self.payload, &self.kind)
     }
 }
 

@@ -87,7 +87,7 @@ async fn events_are_written_with_their_change(store: &dyn ContactStore, outbox: 
     );
     assert!(events.iter().all(|e| !e.legacy));
     assert_eq!(events[0].actor, "alice");
-    let created = pb::ContactCreated::decode(events[0].render().expect("render").value.as_slice()).expect("decode");
+    let created = events[0].decode::<pb::ContactCreated>().expect("decode");
     assert_eq!(created.contact, c.id.name());
     let given = created
         .fields
@@ -98,7 +98,7 @@ async fn events_are_written_with_their_change(store: &dyn ContactStore, outbox: 
         given.new_value.as_ref().and_then(|v| v.kind.clone()),
         Some(crm_proto::prost_types::value::Kind::StringValue("Ann".into()))
     );
-    let consent = pb::ConsentChanged::decode(events[1].render().expect("render").value.as_slice()).expect("decode");
+    let consent = events[1].decode::<pb::ConsentChanged>().expect("decode");
     assert_eq!(
         consent
             .changed_fields
@@ -107,7 +107,7 @@ async fn events_are_written_with_their_change(store: &dyn ContactStore, outbox: 
             .collect::<Vec<_>>(),
         ["consent"]
     );
-    let logged = pb::InteractionLogged::decode(events[2].render().expect("render").value.as_slice()).expect("decode");
+    let logged = events[2].decode::<pb::InteractionLogged>().expect("decode");
     assert_eq!((logged.interaction, logged.contact), (call.name(), c.id.name()));
     assert_eq!(logged.duration_ms, call.fields.duration_ms.unwrap_or_default());
 }

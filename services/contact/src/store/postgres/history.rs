@@ -72,6 +72,6 @@ pub(super) async fn record(
     .bind(Json(&audit.changes))
     .execute(&mut **tx)
     .await?;
-    crm_platform::outbox::append_pg(&mut **tx, &audit.events).await?;
+    crm_platform::outbox::append_pg(tx, &audit.events).await?;
     Ok(())
 }

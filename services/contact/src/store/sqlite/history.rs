@@ -84,6 +84,6 @@ pub(super) async fn record_all(
         qb.build().execute(&mut **tx).await?;
     }
     let events: Vec<&crm_platform::outbox::NewEvent> = entries.iter().flat_map(|(_, audit)| &audit.events).collect();
-    crm_platform::outbox::append_sqlite(&mut **tx, &events).await?;
+    crm_platform::outbox::append_sqlite(tx, &events).await?;
     Ok(())
 }
