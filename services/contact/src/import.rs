@@ -3,6 +3,7 @@
 //! invalid row is rejected on its own and never aborts the rest, and a re-run (also of an
 //! interrupted import) changes nothing that is already there.
 
+use chrono::{DateTime, Utc};
 use crm_platform::{ApiError, ErrorCode, Principal};
 
 use crate::app::{ContactApp, audit, check_fields, refuse_erased};
@@ -169,8 +170,8 @@ impl ContactApp {
         let mut written = Vec::new();
         for (line, row, key) in rows {
             let plan = match found.get(&key.value).map(Vec::as_slice).unwrap_or_default() {
-                [] => plan_create(who, options, &row),
-                [existing] => plan_update(who, options, &row, existing),
+                [] => plan_create(who, options, &row, self.now()),
+                [existing] => plan_update(who, options, &row, existing, self.now()),
                 _ => Plan::Done(several_match(&key)),
             };
             match plan {
@@ -218,8 +219,8 @@ impl ContactApp {
                 .await
                 .map_err(|err| err.into_api("contacts"))?;
             let plan = match found.as_slice() {
-                [] => plan_create(who, options, row),
-                [existing] => plan_update(who, options, row, existing),
+                [] => plan_create(who, options, row, self.now()),
+                [existing] => plan_update(who, options, row, existing, self.now()),
                 _ => Plan::Done(several_match(key)),
             };
             let written = match plan {
@@ -305,7 +306,7 @@ fn refused(err: ApiError) -> Plan {
 }
 
 /// A new contact from a row with no match.
-fn plan_create(who: &Principal, options: ImportOptions, row: &ImportRow) -> Plan {
+fn plan_create(who: &Principal, options: ImportOptions, row: &ImportRow, now: DateTime<Utc>) -> Plan {
     let fields = row.fields.clone();
     if let Err(err) = who
         .ensure_can_write_owned_by(&fields.owner)
@@ -316,7 +317,6 @@ fn plan_create(who: &Principal, options: ImportOptions, row: &ImportRow) -> Plan
     if options.dry_run {
         return Plan::Done(RowOutcome::Created(None));
     }
-    let now = now();
     let contact = Contact {
         id: ContactId::generate(),
         fields,
@@ -340,7 +340,13 @@ fn plan_create(who: &Principal, options: ImportOptions, row: &ImportRow) -> Plan
 }
 
 /// The row's provided fields applied to the contact it matched.
-fn plan_update(who: &Principal, options: ImportOptions, row: &ImportRow, existing: &Contact) -> Plan {
+fn plan_update(
+    who: &Principal,
+    options: ImportOptions,
+    row: &ImportRow,
+    existing: &Contact,
+    now: DateTime<Utc>,
+) -> Plan {
     let mut fields = existing.fields.clone();
     fields.apply(&row.fields, &row.provided);
     if fields == existing.fields {
@@ -363,7 +369,6 @@ fn plan_update(who: &Principal, options: ImportOptions, row: &ImportRow, existin
     if options.dry_run {
         return Plan::Done(RowOutcome::Updated(existing.id));
     }
-    let now = now();
     let of = Audited::Contact(existing.id);
     let record = match audit(
         who,

@@ -15,8 +15,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crm_platform::auth::Verifier;
 use crm_platform::config::{
-    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DatabaseUrlArgs, EventArgs, FeedCredentialArgs,
-    PostgresArgs, ShutdownArgs, parse_addr, parse_duration,
+    AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DatabaseUrlArgs, EventArgs, FeedCredentialArgs, PostgresArgs,
+    ShutdownArgs, parse_addr, parse_duration,
 };
 use crm_platform::lifecycle::cancel_on_signal;
 use crm_platform::service::{CredentialSource, Description, Hosting, PostgresConfig};
