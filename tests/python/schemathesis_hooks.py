@@ -19,13 +19,16 @@ the value the request gave it; any other rejection of a schema-valid request fai
   but its values are semantic (an enum value, a timestamp, a resource name, as the parameter's
   description states). A reference (a field whose schema has `x-reference`, the
   `resource:<collection>` format of the protos) must name a record of the tenant that exists.
-  A phone number must be one of its country's numbering plan (the pattern states the form).
+  A phone number must be one of its country's numbering plan (the pattern states the form). A
+  stage id names a stage of the pipeline (none when it is created).
 
 * Rules across values of one request, which JSON Schema cannot state (it cannot compare one
   value with another): a record is not merged into itself (`merged` naming the path's record);
+  a survivorship choice names the survivor or a merged record;
   a portfolio is not reassigned to the user it is taken from (`toUsers` holding `fromUser`, or
   the path's user); an event stream's `types` are those of its `source` feed; stage names and
-  ids are unique within a pipeline, email addresses within a contact; and an update mask that
+  ids are unique within a pipeline, email addresses within a contact, columns within an
+  import's header (after its mapping, which may skip them all); and an update mask that
   names a field the body does not give clears it, which a required field (an owner, a
   pipeline's stages) refuses.
 """
@@ -134,6 +137,19 @@ def _explained(case, violation):
     body = case.body if isinstance(case.body, dict) else {}
     if field in SEMANTIC_QUERY_PARAMETERS:
         return bool(query.get(field))
+    if field == "body" and case.operation.path == "/v1/contacts:import":
+        # A CSV header naming one column twice, or its mapping skipping every column.
+        mapping = dict(
+            (p.split(":", 1)[0].strip(), p.split(":", 1)[1].strip())
+            for p in (query.get("mapping") or "").split(",")
+            if ":" in p
+        )
+        header = [c.strip() for c in str(case.body or "").split("\n", 1)[0].strip().split(",")]
+        names = [mapping.get(c, c) for c in header]
+        held = [n for n in names if n != "-"]
+        if description.startswith("two columns hold"):
+            return len(held) != len(set(held))
+        return description == "no column holds a contact field" and bool(mapping)
     if field == "types" and case.operation.path == "/v1/events:stream":
         # A type of another feed than the `source` named.
         source = query.get("source")
@@ -148,7 +164,7 @@ def _explained(case, violation):
         top = _segments(field)[1:2]
         if top and top[0] in mask and body.get(top[0]) in (None, "", []):
             return True
-    if value in (None, "", []):
+    if value in (None, "", []) and not field.startswith(("fieldSources", "field_sources")):
         return False
     if _named(schema, "x-reference"):
         return True
@@ -167,6 +183,12 @@ def _explained(case, violation):
         emails = body.get("emails") or []
         addresses = [str(e.get("address", "")).strip().lower() for e in emails if isinstance(e, dict)]
         return addresses.count(str(value).strip().lower()) > 1
+    if field.endswith("].id") and "is not a stage of this pipeline" in description:
+        # A stage id names a stage the pipeline has (none, when it is created).
+        return True
+    if base in ("fieldSources", "field_sources") and "must name the survivor or one of" in description:
+        allowed = set(body.get("merged") or []) | {_record(case)}
+        return any(source not in allowed for source in (body.get("fieldSources") or {}).values())
     if base.endswith("stages") and "is used twice" in description:
         stages = [s for s in value if isinstance(s, dict)]
         names = [str(s.get("displayName", "")).strip().lower() for s in stages]

@@ -132,7 +132,9 @@ pub fn document() -> Result<Value, String> {
 
 /// The hand-written routes' values that mirror a proto's fields take those fields' schemas:
 /// export's `filter` and `orderBy` (ExportContacts), transferPortfolio's `toUsers`
-/// (ReassignOwner); `events:stream`'s `types` lists event types of the feeds.
+/// (ReassignOwner); `events:stream`'s `types` lists event types of the feeds; an import's CSV
+/// starts with a header row of export columns, its mapping maps columns to them; the user
+/// whose portfolio moves is a user id.
 fn hand_written(doc: &mut Value, generator: &mut Generator, pool: &DescriptorPool) -> Result<(), String> {
     let field = |message: &str, name: &str| {
         pool.get_message_by_name(message)
@@ -152,6 +154,22 @@ fn hand_written(doc: &mut Value, generator: &mut Generator, pool: &DescriptorPoo
     }
     let to_users = generator.field_schema(&field("crm.contact.v1.ReassignOwnerRequest", "to_users")?, false);
     doc["components"]["schemas"]["TransferRequest"]["properties"]["toUsers"] = to_users;
+    let import = &mut doc["paths"]["/v1/contacts:import"]["post"];
+    // No body is an empty file: nothing to import.
+    import["requestBody"]["required"] = Value::Bool(false);
+    import["requestBody"]["content"]["text/csv"]["schema"] =
+        rules::csv_schema(crate::table::CONTACT_COLUMNS, crate::table::IGNORED_COLUMNS);
+    for parameter in import["parameters"].as_array_mut().into_iter().flatten() {
+        if parameter["name"] == "mapping" {
+            parameter["schema"] = rules::mapping_schema(crate::table::CONTACT_COLUMNS);
+        }
+    }
+    let transfer = &mut doc["paths"]["/v1/users/{id}:transferPortfolio"]["post"]["parameters"];
+    for parameter in transfer.as_array_mut().into_iter().flatten() {
+        if parameter["name"] == "id" {
+            parameter["schema"] = rules::format_schema("user");
+        }
+    }
     let stream = &mut doc["paths"]["/v1/events:stream"]["get"]["parameters"];
     for parameter in stream.as_array_mut().into_iter().flatten() {
         if parameter["name"] == "types" {

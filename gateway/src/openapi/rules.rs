@@ -254,6 +254,7 @@ pub(super) fn apply_counts(schema: &mut Value, rules: &FieldRules, item: &Messag
         };
         let value = match field.kind() {
             Kind::Enum(descriptor) => enum_names(&descriptor, std::slice::from_ref(&count.value)),
+            Kind::Bool => json!([count.value == "true"]),
             _ => json!([count.value]),
         };
         let mut contains = json!({
@@ -324,4 +325,33 @@ pub(super) fn types_schema(feeds: &[Vec<String>]) -> Value {
         "type": "string",
         "pattern": format!("^ *(({one})( *, *({one})){{0,{}}})? *$", most - 1),
     })
+}
+
+/// A CSV upload without a `mapping`: empty (nothing to import), or a header row of the
+/// export's `columns` (at least one not `ignored`), then the rows.
+pub(super) fn csv_schema(columns: &[&str], ignored: &[&str]) -> Value {
+    let any = columns.join("|");
+    let held: Vec<&str> = columns.iter().copied().filter(|c| !ignored.contains(c)).collect();
+    let held = held.join("|");
+    json!({
+        "type": "string",
+        "pattern": format!("^$|^ *(({any}) *, *)*({held})( *, *({any}))* *(\\r?\\n[\\s\\S]*)?$"),
+    })
+}
+
+/// A CSV column mapping, `column:field,column:field`, each field one of `columns` or `-`.
+pub(super) fn mapping_schema(columns: &[&str]) -> Value {
+    let pair = format!("[^,:]*: *({}|-) *", columns.join("|"));
+    json!({ "type": "string", "pattern": format!("^( *|{pair})(,( *|{pair}))*$") })
+}
+
+/// A string of a named format.
+pub(super) fn format_schema(name: &str) -> Value {
+    let mut schema = json!({ "type": "string" });
+    let rules = FieldRules {
+        format: name.to_owned(),
+        ..Default::default()
+    };
+    apply_to_value(&mut schema, &rules, false);
+    schema
 }
