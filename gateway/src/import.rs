@@ -100,11 +100,7 @@ fn read_csv(
             }
         },
         Ok(None) => {
-            // An empty file imports nothing, as an empty NDJSON file does.
-            let _ = header.send(Ok(Header {
-                line: String::new(),
-                external_ids: false,
-            }));
+            let _ = header.send(Err("the file is empty".to_owned()));
             return;
         }
         Err(err) => {

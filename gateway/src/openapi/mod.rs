@@ -155,8 +155,6 @@ fn hand_written(doc: &mut Value, generator: &mut Generator, pool: &DescriptorPoo
     let to_users = generator.field_schema(&field("crm.contact.v1.ReassignOwnerRequest", "to_users")?, false);
     doc["components"]["schemas"]["TransferRequest"]["properties"]["toUsers"] = to_users;
     let import = &mut doc["paths"]["/v1/contacts:import"]["post"];
-    // No body is an empty file: nothing to import.
-    import["requestBody"]["required"] = Value::Bool(false);
     import["requestBody"]["content"]["text/csv"]["schema"] =
         rules::csv_schema(crate::table::CONTACT_COLUMNS, crate::table::IGNORED_COLUMNS);
     for parameter in import["parameters"].as_array_mut().into_iter().flatten() {

@@ -327,15 +327,15 @@ pub(super) fn types_schema(feeds: &[Vec<String>]) -> Value {
     })
 }
 
-/// A CSV upload without a `mapping`: empty (nothing to import), or a header row of the
-/// export's `columns` (at least one not `ignored`), then the rows.
+/// A CSV upload without a `mapping`: a header row of the export's `columns` (at least one not
+/// `ignored`), then the rows. An empty file is refused: it has no header.
 pub(super) fn csv_schema(columns: &[&str], ignored: &[&str]) -> Value {
     let any = columns.join("|");
     let held: Vec<&str> = columns.iter().copied().filter(|c| !ignored.contains(c)).collect();
     let held = held.join("|");
     json!({
         "type": "string",
-        "pattern": format!("^$|^ *(({any}) *, *)*({held})( *, *({any}))* *(\\r?\\n[\\s\\S]*)?$"),
+        "pattern": format!("^ *(({any}) *, *)*({held})( *, *({any}))* *(\\r?\\n[\\s\\S]*)?$"),
     })
 }
 
