@@ -526,15 +526,16 @@ impl Generator {
         // A request that is not a resource's body (CloseDeal's outcome), and an update, may
         // set only the values a request may write; a resource's own schema says the rest
         // (across_fields).
-        if !write_values.is_empty() && (update || !is_resource(&field.parent_message())) {
-            if let Kind::Enum(descriptor) = field.kind() {
-                let item = if field.is_list() {
-                    &mut schema["items"]
-                } else {
-                    &mut schema
-                };
-                item["enum"] = rules::enum_names(&descriptor, write_values);
-            }
+        if !write_values.is_empty()
+            && (update || !is_resource(field.parent_message()))
+            && let Kind::Enum(descriptor) = field.kind()
+        {
+            let item = if field.is_list() {
+                &mut schema["items"]
+            } else {
+                &mut schema
+            };
+            item["enum"] = rules::enum_names(&descriptor, write_values);
         }
         if update && rules::rules(field).is_some_and(|r| r.keep_on_update) {
             // An update may not clear it: not the empty string.
@@ -550,10 +551,10 @@ impl Generator {
     /// A field's schema from its value's: an array of them for a list, and the field's rules.
     fn with_rules(&mut self, field: &FieldDescriptor, mut value: Value) -> Value {
         let rules = rules::rules(field);
-        if let (Some(rules), Kind::Message(m)) = (&rules, field.kind()) {
-            if m.full_name() == "google.protobuf.Duration" {
-                value["pattern"] = json!(rules::duration_pattern(rules.minimum, rules.maximum));
-            }
+        if let (Some(rules), Kind::Message(m)) = (&rules, field.kind())
+            && m.full_name() == "google.protobuf.Duration"
+        {
+            value["pattern"] = json!(rules::duration_pattern(rules.minimum, rules.maximum));
         }
         if let Some(rules) = &rules {
             let optional = !field.is_list() && !rules::required(field) && rules.min_length == 0;
@@ -680,6 +681,53 @@ mod tests {
         assert!(
             doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null(),
             "open routes need no token"
+        );
+    }
+
+    #[test]
+    fn an_update_states_only_what_it_may_change() {
+        let doc = super::document().expect("document");
+        let update = &doc["components"]["schemas"]["DealUpdate"]["properties"];
+        for field in ["displayName", "amount", "lineItems", "etag"] {
+            assert!(update[field].is_object(), "{field}");
+        }
+        for field in [
+            "name",
+            "closeTime",
+            "status",
+            "pipeline",
+            "stage",
+            "owner",
+            "createTime",
+        ] {
+            assert!(update[field].is_null(), "{field} is output only or immutable");
+        }
+        let mask = doc["paths"]["/v1/deals/{id}"]["patch"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "updateMask")
+            .expect("updateMask")["schema"]["pattern"]
+            .as_str()
+            .expect("pattern")
+            .to_owned();
+        assert!(mask.contains("lineItems") && !mask.contains("closeTime"), "{mask}");
+        let owner = &doc["components"]["schemas"]["ContactUpdate"]["properties"]["owner"];
+        assert_eq!(owner["minLength"], 1, "an update may not clear the owner");
+        let status = &doc["components"]["schemas"]["LeadUpdate"]["properties"]["status"]["enum"];
+        assert!(
+            !status
+                .as_array()
+                .expect("enum")
+                .contains(&serde_json::json!("CONVERTED"))
+        );
+    }
+
+    #[test]
+    fn durations_are_bounded_in_whole_seconds() {
+        assert_eq!(
+            super::rules::duration_pattern(Some(0), Some(604800)),
+            "^(0|[1-9][0-9]{0,4}|[1-5][0-9]{5}|60[0-3][0-9]{3}|604[0-7][0-9]{2}|604800)(\\.[0-9]{1,9})?s$"
         );
     }
 }
