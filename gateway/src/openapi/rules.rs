@@ -165,7 +165,7 @@ const DATE: &str = concat!(
 /// them), `@`, and a domain of two or more labels whose last is letters (or an IDN `xn--`).
 const EMAIL: &str = concat!(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,32}(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,31})?",
-    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{1,63}|xn--[A-Za-z0-9-]{1,59})$",
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{1,63}|xn--[A-Za-z0-9]([A-Za-z0-9-]{0,57}[A-Za-z0-9])?)$",
 );
 
 /// A string with something besides spaces.
