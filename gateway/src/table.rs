@@ -133,7 +133,7 @@ pub fn encode_csv(records: impl IntoIterator<Item = Vec<String>>, header: bool) 
 
 /// Columns of an export that an import ignores (they are output only), and `error`, which a
 /// rejects file adds.
-const IGNORED_COLUMNS: &[&str] = &["name", "create_time", "update_time", "error"];
+pub const IGNORED_COLUMNS: &[&str] = &["name", "create_time", "update_time", "error"];
 
 /// Largest row an import accepts.
 pub const MAX_ROW_BYTES: usize = 1024 * 1024;

@@ -1,5 +1,5 @@
 //! The suite's field options, read once from the descriptors: a field's behaviour
-//! (`google.api.field_behavior`: output only, required) and its rules
+//! (`google.api.field_behavior`: output only, required, immutable) and its rules
 //! (`crm.common.v1.rules`), and how enum values are named.
 
 use std::collections::HashMap;
@@ -17,6 +17,8 @@ pub struct FieldFacts {
     pub output_only: bool,
     /// Must be given.
     pub required: bool,
+    /// Set when the resource is created, never changed by an update (`IMMUTABLE`).
+    pub immutable: bool,
     /// Its constraints, if any.
     pub rules: Option<FieldRules>,
 }
@@ -53,6 +55,7 @@ static FACTS: LazyLock<HashMap<String, FieldFacts>> = LazyLock::new(|| {
                 FieldFacts {
                     output_only: behaviours.contains(&(FieldBehavior::OutputOnly as i32)),
                     required: behaviours.contains(&(FieldBehavior::Required as i32)),
+                    immutable: behaviours.contains(&(FieldBehavior::Immutable as i32)),
                     rules: field_rules,
                 },
             );
@@ -66,6 +69,7 @@ pub fn facts(field: &FieldDescriptor) -> &'static FieldFacts {
     static NONE: FieldFacts = FieldFacts {
         output_only: false,
         required: false,
+        immutable: false,
         rules: None,
     };
     FACTS.get(field.full_name()).unwrap_or(&NONE)

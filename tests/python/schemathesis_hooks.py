@@ -1,7 +1,8 @@
 """Schemathesis hooks for the REST conformance run (openapi_conformance.sh).
 
-Two request values are valid only by what the server did before, which no JSON Schema can
-state, so the generator cannot make them valid by itself:
+Some request values are valid only by what the server holds or did before, and a few rules
+relate two values of one request; no JSON Schema can state either, so the generator cannot
+make them valid by itself. Everything else a request must be is in /openapi.json.
 
 * An idempotency key (the `Idempotency-Key` header, or `requestId` in the query) names one
   request: a retry with the same key returns the first result, and the same key with a
@@ -9,16 +10,31 @@ state, so the generator cannot make them valid by itself:
   request; `before_call` does the same for the schema-valid (positive) requests that would
   reuse a key of this run for a different request. A retry of the same request keeps its key.
 
-* A page token is opaque: only a `nextPageToken` the list answered is one. A schema-valid
-  `filter` matches the grammar of the suite's filter language (the pattern the document
-  states) but its values are semantic (an enum value, a timestamp, a resource name, which
-  the field's description states). `filter_failure` accepts, for schema-valid requests only,
-  the documented 400 for such a value: an application/problem+json INVALID_FIELD whose
-  violations name nothing but `pageToken` or `filter`, each of them given in the request.
-  Any other rejection of a schema-valid request still fails the run.
+`filter_failure` accepts, for schema-valid requests only, the documented 400 (an
+application/problem+json INVALID_FIELD) when each of its violations names one of these, with
+the value the request gave it; any other rejection of a schema-valid request fails the run:
+
+* Semantic values. A page token is opaque: only a `nextPageToken` the list answered is one. A
+  `filter` matches the grammar of the suite's filter language (the pattern the document states)
+  but its values are semantic (an enum value, a timestamp, a resource name, as the parameter's
+  description states). A reference (a field whose schema has `x-reference`, the
+  `resource:<collection>` format of the protos) must name a record of the tenant that exists.
+  A phone number must be one of its country's numbering plan (the pattern states the form). A
+  stage id names a stage of the pipeline (none when it is created).
+
+* Rules across values of one request, which JSON Schema cannot state (it cannot compare one
+  value with another): a record is not merged into itself (`merged` naming the path's record);
+  a survivorship choice names the survivor or a merged record;
+  a portfolio is not reassigned to the user it is taken from (`toUsers` holding `fromUser`, or
+  the path's user); an event stream's `types` are those of its `source` feed; stage names and
+  ids are unique within a pipeline, email addresses within a contact, columns within an
+  import's header (after its mapping, which may skip them all); and an update mask that
+  names a field the body does not give clears it, which a required field (an owner, a
+  pipeline's stages) refuses.
 """
 
 import json
+import re
 import uuid
 
 import schemathesis
@@ -52,6 +68,135 @@ def before_call(context, case, kwargs):
             container[name] = fresh
 
 
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _segments(path):
+    """`deal.lineItems[0].product` -> ["deal", "lineItems", 0, "product"]."""
+    return [name if name else int(index) for name, index in _SEGMENT.findall(path)]
+
+
+def _resolve(case, schema):
+    """The schema behind `$ref`s and the `allOf` a description wraps a reference in."""
+    raw = case.operation.schema.raw_schema
+    for _ in range(10):
+        if not isinstance(schema, dict):
+            return {}
+        if "$ref" in schema:
+            node = raw
+            for part in schema["$ref"].lstrip("#/").split("/"):
+                node = node.get(part, {})
+            schema = node
+        elif "allOf" in schema and "properties" not in schema and "items" not in schema:
+            refs = [s for s in schema["allOf"] if isinstance(s, dict) and "$ref" in s]
+            if not refs:
+                return schema
+            schema = refs[0]
+        else:
+            return schema
+    return {}
+
+
+def _body_schema(case):
+    content = (case.operation.definition.raw.get("requestBody") or {}).get("content") or {}
+    return _resolve(case, (content.get("application/json") or {}).get("schema"))
+
+
+def _lookup(case, path):
+    """The schema and the request's value of the body field a violation names (its first
+    segment may be the body's own field, `deal.` of CreateDeal)."""
+    segments = _segments(path)
+    body = case.body if isinstance(case.body, dict) else {}
+    if segments and segments[0] not in body and len(segments) > 1:
+        segments = segments[1:]
+    schema, value = _body_schema(case), body
+    for segment in segments:
+        if isinstance(segment, int):
+            schema = _resolve(case, schema.get("items"))
+            value = value[segment] if isinstance(value, list) and segment < len(value) else None
+        else:
+            schema = _resolve(case, (schema.get("properties") or {}).get(segment))
+            value = value.get(segment) if isinstance(value, dict) else None
+    return schema, value
+
+
+def _named(schema, key):
+    return key in schema or key in (schema.get("items") or {})
+
+
+def _record(case):
+    """The name of the record the path names, `contacts/{id}` of /v1/contacts/{id}:merge."""
+    collection = case.operation.path.split("/")[2]
+    return f"{collection}/{(case.path_parameters or {}).get('id')}"
+
+
+def _explained(case, violation):
+    field = violation.get("field") or ""
+    description = violation.get("description") or ""
+    query = case.query or {}
+    body = case.body if isinstance(case.body, dict) else {}
+    if field in SEMANTIC_QUERY_PARAMETERS:
+        return bool(query.get(field))
+    if field == "body" and case.operation.path == "/v1/contacts:import":
+        # A CSV header naming one column twice, or its mapping skipping every column.
+        mapping = dict(
+            (p.split(":", 1)[0].strip(), p.split(":", 1)[1].strip())
+            for p in (query.get("mapping") or "").split(",")
+            if ":" in p
+        )
+        header = [c.strip() for c in str(case.body or "").split("\n", 1)[0].strip().split(",")]
+        names = [mapping.get(c, c) for c in header]
+        held = [n for n in names if n != "-"]
+        if description.startswith("two columns hold"):
+            return len(held) != len(set(held))
+        return description == "no column holds a contact field" and bool(mapping)
+    if field == "types" and case.operation.path == "/v1/events:stream":
+        # A type of another feed than the `source` named.
+        source = query.get("source")
+        return bool(source) and any(
+            t.strip().rsplit(".", 1)[0] != source for t in (query.get("types") or "").split(",") if t.strip()
+        )
+    schema, value = _lookup(case, field)
+    if case.method == "PATCH":
+        # A field the update mask names but the body leaves out is cleared, which a required
+        # field (or one an update may not clear, or a pipeline's stages) refuses.
+        mask = (query.get("updateMask") or "").split(",")
+        top = _segments(field)[1:2]
+        if top and top[0] in mask and body.get(top[0]) in (None, "", []):
+            return True
+    if value in (None, "", []) and not field.startswith(("fieldSources", "field_sources")):
+        return False
+    if _named(schema, "x-reference"):
+        return True
+    if "phone" in field.lower() and "phone number" in description:
+        return True
+    base = field.split("[")[0]
+    if base == "merged" and case.operation.path.endswith(":merge"):
+        return _record(case) in (value if isinstance(value, list) else [value])
+    if base == "toUsers":
+        users = body.get("toUsers") or []
+        if case.operation.path.endswith(":transferPortfolio"):
+            return (case.path_parameters or {}).get("id") in users
+        return body.get("fromUser") in users
+    if field.endswith("].address") and description == "is listed twice":
+        # An email address listed twice in one contact (compared in lower case).
+        emails = body.get("emails") or []
+        addresses = [str(e.get("address", "")).strip().lower() for e in emails if isinstance(e, dict)]
+        return addresses.count(str(value).strip().lower()) > 1
+    if field.endswith("].id") and "is not a stage of this pipeline" in description:
+        # A stage id names a stage the pipeline has (none, when it is created).
+        return True
+    if base in ("fieldSources", "field_sources") and "must name the survivor or one of" in description:
+        allowed = set(body.get("merged") or []) | {_record(case)}
+        return any(source not in allowed for source in (body.get("fieldSources") or {}).values())
+    if base.endswith("stages") and "is used twice" in description:
+        stages = [s for s in value if isinstance(s, dict)]
+        names = [str(s.get("displayName", "")).strip().lower() for s in stages]
+        ids = [str(s.get("id")).lower() for s in stages if s.get("id")]
+        return len(names) != len(set(names)) or len(ids) != len(set(ids))
+    return False
+
+
 @schemathesis.hook
 def filter_failure(context, failure, case, response):
     if failure.code != "ST202" or not _positive(case) or response.status_code != 400:
@@ -62,7 +207,5 @@ def filter_failure(context, failure, case, response):
         return True
     if problem.get("reason") != "INVALID_FIELD":
         return True
-    fields = {violation.get("field") for violation in problem.get("violations") or []}
-    query = case.query or {}
-    semantic = fields and fields <= SEMANTIC_QUERY_PARAMETERS and all(query.get(f) for f in fields)
-    return not semantic
+    violations = problem.get("violations") or []
+    return not (violations and all(_explained(case, v) for v in violations))

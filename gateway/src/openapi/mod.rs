@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::problem::{ProblemBody, Violation};
-use crate::rest::check::{enum_prefix, output_only};
+use crate::rest::check::{immutable, output_only};
 use crate::rest::rules::Binding;
 use crate::rest::template::ID_PATTERN;
 use crate::routes::{bulk, events, ops, users};
@@ -94,6 +94,7 @@ pub fn document() -> Result<Value, String> {
             .or_insert_with(|| Value::Object(Map::new()));
         path[binding.http.as_str().to_ascii_lowercase()] = operation;
     }
+    hand_written(&mut doc, &mut generator, pool)?;
     let doc_paths = doc["paths"].as_object_mut().ok_or("the document has no paths")?;
     for (path, item) in paths {
         doc_paths.insert(path, item);
@@ -127,6 +128,71 @@ pub fn document() -> Result<Value, String> {
     }
     doc["tags"] = Value::Array(all_tags);
     Ok(doc)
+}
+
+/// The hand-written routes' values that mirror a proto's fields take those fields' schemas:
+/// export's `filter` and `orderBy` (ExportContacts), transferPortfolio's `toUsers`
+/// (ReassignOwner); `events:stream`'s `types` lists event types of the feeds; an import's CSV
+/// starts with a header row of export columns, its mapping maps columns to them; the user
+/// whose portfolio moves is a user id.
+fn hand_written(doc: &mut Value, generator: &mut Generator, pool: &DescriptorPool) -> Result<(), String> {
+    let field = |message: &str, name: &str| {
+        pool.get_message_by_name(message)
+            .and_then(|m| m.get_field_by_name(name))
+            .ok_or_else(|| format!("{message} has no field {name}"))
+    };
+    let export = &mut doc["paths"]["/v1/contacts:export"]["get"]["parameters"];
+    for parameter in export.as_array_mut().into_iter().flatten() {
+        let name = match parameter["name"].as_str() {
+            Some("filter") => "filter",
+            Some("orderBy") => "order_by",
+            _ => continue,
+        };
+        if let Some(schema) = generator.query_schema(&field("crm.contact.v1.ExportContactsRequest", name)?) {
+            parameter["schema"] = schema;
+        }
+    }
+    let to_users = generator.field_schema(&field("crm.contact.v1.ReassignOwnerRequest", "to_users")?, false);
+    doc["components"]["schemas"]["TransferRequest"]["properties"]["toUsers"] = to_users;
+    let import = &mut doc["paths"]["/v1/contacts:import"]["post"];
+    import["requestBody"]["content"]["text/csv"]["schema"] =
+        rules::csv_schema(crate::table::CONTACT_COLUMNS, crate::table::IGNORED_COLUMNS);
+    for parameter in import["parameters"].as_array_mut().into_iter().flatten() {
+        if parameter["name"] == "mapping" {
+            parameter["schema"] = rules::mapping_schema(crate::table::CONTACT_COLUMNS);
+        }
+    }
+    let transfer = &mut doc["paths"]["/v1/users/{id}:transferPortfolio"]["post"]["parameters"];
+    for parameter in transfer.as_array_mut().into_iter().flatten() {
+        if parameter["name"] == "id" {
+            parameter["schema"] = rules::format_schema("user");
+        }
+    }
+    let stream = &mut doc["paths"]["/v1/events:stream"]["get"]["parameters"];
+    for parameter in stream.as_array_mut().into_iter().flatten() {
+        if parameter["name"] == "types" {
+            parameter["schema"] = rules::types_schema(&event_types(pool));
+        }
+    }
+    Ok(())
+}
+
+/// The event types of the feeds: the messages of `crm/{service}/v1/events.proto`, by feed.
+fn event_types(pool: &DescriptorPool) -> Vec<Vec<String>> {
+    let mut feeds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for message in pool.all_messages() {
+        let file = message.parent_file();
+        if file.name().starts_with("crm/")
+            && file.name().ends_with("/events.proto")
+            && message.parent_message().is_none()
+        {
+            feeds
+                .entry(file.package_name().to_owned())
+                .or_default()
+                .push(message.full_name().to_owned());
+        }
+    }
+    feeds.into_values().collect()
 }
 
 /// Adds the problem answers an operation does not declare itself. The open operations
@@ -228,7 +294,12 @@ impl Generator {
                 if path_tops.contains(field.name()) || body_field == Some(field.name()) {
                     continue;
                 }
-                if let Some(schema) = self.query_schema(&field) {
+                let schema = if field.name() == "update_mask" {
+                    updatable(binding, &input).map(|fields| rules::mask_schema(&fields))
+                } else {
+                    self.query_schema(&field)
+                };
+                if let Some(schema) = schema {
                     let mut parameter = json!({ "name": field.json_name(), "in": "query", "schema": schema });
                     if rules::required(&field) {
                         parameter["required"] = Value::Bool(true);
@@ -251,7 +322,7 @@ impl Generator {
             parameters.push(json!({
                 "name": "Idempotency-Key", "in": "header", "required": false,
                 "description": "makes retries safe: a retry with the same key returns the first result",
-                "schema": {"type": "string", "maxLength": 128},
+                "schema": rules::request_id_header_schema(),
             }));
         }
         let mut operation = json!({
@@ -350,7 +421,13 @@ impl Generator {
     /// An object of the message's fields (less `skip`), its required fields required unless it
     /// is an update's body. A message that is one oneof is one of its members.
     fn message_schema(&mut self, message: &MessageDescriptor, skip: &BTreeSet<&str>, update: bool) -> Value {
-        let fields: Vec<FieldDescriptor> = message.fields().filter(|f| !skip.contains(f.name())).collect();
+        // An update's body holds what an update may change (and the etag it is conditional on):
+        // output only and immutable fields are the resource's answer, not part of an update.
+        let fields: Vec<FieldDescriptor> = message
+            .fields()
+            .filter(|f| !skip.contains(f.name()))
+            .filter(|f| !update || f.name() == "etag" || !(output_only(f) || immutable(f)))
+            .collect();
         let all_one_of =
             message.oneofs().len() == 1 && !fields.is_empty() && fields.iter().all(|f| f.containing_oneof().is_some());
         let mut properties = Map::new();
@@ -359,7 +436,7 @@ impl Generator {
             if !update && rules::required(field) {
                 required.push(Value::String(field.json_name().to_owned()));
             }
-            let mut schema = self.field_schema(field);
+            let mut schema = self.field_schema(field, update);
             if let (Some(text), Some(object)) = (field_comment(field), schema.as_object_mut()) {
                 if object.contains_key("$ref") {
                     schema = json!({ "allOf": [schema], "description": text });
@@ -392,22 +469,46 @@ impl Generator {
         if !required.is_empty() {
             schema["required"] = Value::Array(required);
         }
+        if !update {
+            let across = rules::across_fields(message, &fields);
+            if !across.is_empty() {
+                schema["allOf"] = Value::Array(across);
+            }
+        }
         if let Some(text) = comment(message.parent_file_descriptor_proto(), message.path()) {
             schema["description"] = Value::String(text);
         }
         schema
     }
 
-    fn field_schema(&mut self, field: &FieldDescriptor) -> Value {
+    /// A field's schema; `update`: as a field of an update's body.
+    fn field_schema(&mut self, field: &FieldDescriptor, update: bool) -> Value {
         if field.is_map() {
             let value = match field.kind() {
                 Kind::Message(entry) => self.kind_schema(&entry.map_entry_value_field().kind()),
                 _ => json!({}),
             };
+            let mut value = value;
+            let rules = rules::rules(field);
+            if let Some(rules) = rules.filter(|r| !r.value_format.is_empty()) {
+                let value_rules = crm_proto::crm::common::v1::FieldRules {
+                    format: rules.value_format.clone(),
+                    ..Default::default()
+                };
+                rules::apply_to_value(&mut value, &value_rules, false);
+            }
             let mut schema = json!({ "type": "object", "additionalProperties": value });
-            if let Some(rules) = rules::rules(field) {
+            if let Some(rules) = rules {
                 rules::apply_to_collection(&mut schema, rules, true);
-                if !rules.format.is_empty() {
+                let fields_of = rules.format.strip_prefix("fields:");
+                if let Some(message) = fields_of.and_then(|m| field.parent_pool().get_message_by_name(m)) {
+                    let names: Vec<String> = message
+                        .fields()
+                        .filter(|f| f.name() != "name" && f.name() != "etag" && !output_only(f) && !immutable(f))
+                        .map(|f| f.json_name().to_owned())
+                        .collect();
+                    schema["propertyNames"] = json!({ "enum": names });
+                } else if !rules.format.is_empty() {
                     let mut keys = json!({ "type": "string" });
                     let key_rules = crm_proto::crm::common::v1::FieldRules {
                         format: rules.format.clone(),
@@ -420,12 +521,41 @@ impl Generator {
             return schema;
         }
         let value = self.kind_schema(&field.kind());
-        self.with_rules(field, value)
+        let mut schema = self.with_rules(field, value);
+        let write_values = rules::rules(field).map_or(&[][..], |r| &r.write_values[..]);
+        // A request that is not a resource's body (CloseDeal's outcome), and an update, may
+        // set only the values a request may write; a resource's own schema says the rest
+        // (across_fields).
+        if !write_values.is_empty()
+            && (update || !is_resource(field.parent_message()))
+            && let Kind::Enum(descriptor) = field.kind()
+        {
+            let item = if field.is_list() {
+                &mut schema["items"]
+            } else {
+                &mut schema
+            };
+            item["enum"] = rules::enum_names(&descriptor, write_values);
+        }
+        if update && rules::rules(field).is_some_and(|r| r.keep_on_update) {
+            // An update may not clear it: not the empty string.
+            if let Some(pattern) = schema["pattern"].as_str() {
+                let pattern = pattern.strip_prefix("^$|").unwrap_or(pattern).to_owned();
+                schema["pattern"] = Value::String(pattern);
+            }
+            schema["minLength"] = json!(1);
+        }
+        schema
     }
 
     /// A field's schema from its value's: an array of them for a list, and the field's rules.
     fn with_rules(&mut self, field: &FieldDescriptor, mut value: Value) -> Value {
         let rules = rules::rules(field);
+        if let (Some(rules), Kind::Message(m)) = (&rules, field.kind())
+            && m.full_name() == "google.protobuf.Duration"
+        {
+            value["pattern"] = json!(rules::duration_pattern(rules.minimum, rules.maximum));
+        }
         if let Some(rules) = &rules {
             let optional = !field.is_list() && !rules::required(field) && rules.min_length == 0;
             rules::apply_to_value(&mut value, rules, optional);
@@ -436,6 +566,9 @@ impl Generator {
         let mut schema = json!({ "type": "array", "items": value });
         if let Some(rules) = &rules {
             rules::apply_to_collection(&mut schema, rules, false);
+            if let Kind::Message(item) = field.kind() {
+                rules::apply_counts(&mut schema, rules, &item);
+            }
         }
         schema
     }
@@ -455,19 +588,12 @@ impl Generator {
             Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
                 json!({ "type": ["string", "integer"], "format": "int64", "pattern": "^-?[0-9]{1,19}$" })
             }
-            Kind::Enum(descriptor) => {
-                let prefix = enum_prefix(descriptor);
-                let mut names = Vec::new();
-                for value in descriptor.values().filter(|v| v.number() != 0) {
-                    names.push(value.name().to_owned());
-                    if let Some(short) = value.name().strip_prefix(&prefix) {
-                        names.push(short.to_owned());
-                    }
-                }
-                json!({ "type": "string", "enum": names })
-            }
+            Kind::Enum(descriptor) => json!({ "type": "string", "enum": rules::enum_names(descriptor, &[]) }),
             Kind::Message(message) => match message.full_name() {
-                "google.protobuf.Timestamp" => json!({ "type": "string", "format": "date-time" }),
+                "google.protobuf.Timestamp" => {
+                    // The suite stores times of the years 1900 to 9999.
+                    json!({ "type": "string", "format": "date-time", "pattern": "^(19[0-9]{2}|[2-9][0-9]{3})-" })
+                }
                 "google.protobuf.Duration" => {
                     json!({ "type": "string", "pattern": "^-?[0-9]{1,12}(\\.[0-9]{1,9})?s$" })
                 }
@@ -481,6 +607,25 @@ impl Generator {
             },
         }
     }
+}
+
+/// The fields a PATCH of `binding` may name in its update mask: those of the resource that
+/// are neither output only nor immutable, less its name and etag. None: not an update.
+fn updatable(binding: &Binding, input: &MessageDescriptor) -> Option<Vec<String>> {
+    if binding.http != http::Method::PATCH {
+        return None;
+    }
+    let field = input.get_field_by_name(binding.body.as_deref()?)?;
+    let Kind::Message(resource) = field.kind() else {
+        return None;
+    };
+    Some(
+        resource
+            .fields()
+            .filter(|f| f.name() != "name" && f.name() != "etag" && !output_only(f) && !immutable(f))
+            .map(|f| f.json_name().to_owned())
+            .collect(),
+    )
 }
 
 /// Whether a message is a resource: its `name` is output only.
@@ -536,6 +681,53 @@ mod tests {
         assert!(
             doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null(),
             "open routes need no token"
+        );
+    }
+
+    #[test]
+    fn an_update_states_only_what_it_may_change() {
+        let doc = super::document().expect("document");
+        let update = &doc["components"]["schemas"]["DealUpdate"]["properties"];
+        for field in ["displayName", "amount", "lineItems", "etag"] {
+            assert!(update[field].is_object(), "{field}");
+        }
+        for field in [
+            "name",
+            "closeTime",
+            "status",
+            "pipeline",
+            "stage",
+            "owner",
+            "createTime",
+        ] {
+            assert!(update[field].is_null(), "{field} is output only or immutable");
+        }
+        let mask = doc["paths"]["/v1/deals/{id}"]["patch"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "updateMask")
+            .expect("updateMask")["schema"]["pattern"]
+            .as_str()
+            .expect("pattern")
+            .to_owned();
+        assert!(mask.contains("lineItems") && !mask.contains("closeTime"), "{mask}");
+        let owner = &doc["components"]["schemas"]["ContactUpdate"]["properties"]["owner"];
+        assert_eq!(owner["minLength"], 1, "an update may not clear the owner");
+        let status = &doc["components"]["schemas"]["LeadUpdate"]["properties"]["status"]["enum"];
+        assert!(
+            !status
+                .as_array()
+                .expect("enum")
+                .contains(&serde_json::json!("CONVERTED"))
+        );
+    }
+
+    #[test]
+    fn durations_are_bounded_in_whole_seconds() {
+        assert_eq!(
+            super::rules::duration_pattern(Some(0), Some(604800)),
+            "^(0|[1-9][0-9]{0,4}|[1-5][0-9]{5}|60[0-3][0-9]{3}|604[0-7][0-9]{2}|604800)(\\.[0-9]{1,9})?s$"
         );
     }
 }

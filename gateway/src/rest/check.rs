@@ -15,6 +15,12 @@ pub fn output_only(field: &FieldDescriptor) -> bool {
     crm_proto::options::facts(field).output_only
 }
 
+/// Whether the field is immutable (`google.api.field_behavior = IMMUTABLE`): set on create,
+/// never changed by an update.
+pub fn immutable(field: &FieldDescriptor) -> bool {
+    crm_proto::options::facts(field).immutable
+}
+
 /// Whether the field is required (`google.api.field_behavior = REQUIRED`).
 pub fn required(field: &FieldDescriptor) -> bool {
     crm_proto::options::facts(field).required

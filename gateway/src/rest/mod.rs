@@ -175,12 +175,12 @@ async fn transcode(
             message.insert(json_name(&input, field), body);
         }
     }
+    apply_headers(&mut violations, &mut message, binding, &headers);
     violations.finish()?;
     let values: Vec<&str> = values.iter().map(String::as_str).collect();
     for (field, value) in binding.template.bind(&values) {
         set_path(&mut message, &input, &field, Value::String(value));
     }
-    apply_headers(&mut message, binding, &headers);
     let message = Value::Object(message);
     let encoded = crm_proto::json::json_to_encoded(&message, input.full_name())
         .map_err(|reason| Problem(ApiError::invalid_field("body", in_client_words(&reason))))?;
@@ -358,7 +358,21 @@ fn present_fields(body: &Value, resource: &MessageDescriptor) -> String {
 
 /// `If-Match` becomes the etag the request is conditional on; `Idempotency-Key` the request
 /// id.
-fn apply_headers(message: &mut Map<String, Value>, binding: &Binding, headers: &HeaderMap) {
+/// Takes `If-Match` and `Idempotency-Key` into the request. An idempotency key, in the header
+/// or in `requestId`, is at most 128 characters and no control character; the header, when
+/// given, is the key (HTTP headers are visible ASCII, a header that is not is refused).
+fn apply_headers(v: &mut Violations, message: &mut Map<String, Value>, binding: &Binding, headers: &HeaderMap) {
+    if let Some(Value::String(key)) = message.get("requestId")
+        && !request_id_valid(key)
+    {
+        v.add("requestId", REQUEST_ID_RULE);
+    }
+    if let Some(raw) = headers.get("idempotency-key")
+        && binding.has_field("request_id")
+        && !raw.to_str().is_ok_and(request_id_valid)
+    {
+        v.add("Idempotency-Key", REQUEST_ID_RULE);
+    }
     let header = |name: http::header::HeaderName| {
         headers
             .get(name)
@@ -383,6 +397,12 @@ fn apply_headers(message: &mut Map<String, Value>, binding: &Binding, headers: &
     {
         message.insert("requestId".into(), Value::String(key));
     }
+}
+
+const REQUEST_ID_RULE: &str = "must be at most 128 characters, none of them a control character";
+
+fn request_id_valid(key: &str) -> bool {
+    key.chars().count() <= crm_platform::idempotency::MAX_REQUEST_ID && !key.chars().any(char::is_control)
 }
 
 /// The response as proto3 JSON: the `response_body` field or the whole message, with the

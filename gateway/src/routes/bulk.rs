@@ -107,6 +107,7 @@ pub struct ImportParams {
     pub format: Option<String>,
     /// `external_id` or `primary_email`: what rows are matched on. Default: `external_id` when
     /// the file has that column (NDJSON: always), else `primary_email`; the summary says which.
+    #[param(pattern = "^(external_id|primary_email|email)$")]
     pub natural_key: Option<String>,
     /// Report what would happen without writing anything.
     pub dry_run: Option<bool>,

@@ -35,7 +35,8 @@ pub struct StreamParams {
     pub after: Option<i64>,
     /// Only these event types, comma-separated, e.g. `crm.contact.v1.ContactCreated`.
     pub types: Option<String>,
-    /// Whose feed: `crm.contact.v1` (default) or `crm.pipeline.v1`.
+    /// Whose feed: `crm.contact.v1` or `crm.pipeline.v1`; by default the feed of `types`
+    /// (their package), or else `crm.contact.v1`. The types must be the feed's.
     #[param(pattern = "^crm\\.(contact|pipeline)\\.v1$")]
     pub source: Option<String>,
 }
@@ -69,7 +70,7 @@ pub async fn stream(
         None => u64::try_from(q.after.unwrap_or(0))
             .map_err(|_| Problem(crm_platform::ApiError::invalid_field("after", "must not be negative")))?,
     };
-    let types = q
+    let types: Vec<String> = q
         .types
         .unwrap_or_default()
         .split(',')
@@ -77,7 +78,19 @@ pub async fn stream(
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
         .collect();
-    let source = q.source.unwrap_or_else(|| CONTACT_SOURCE.to_owned());
+    // Without a source, the types name their feed: a type's package is its feed's.
+    let source = q.source.unwrap_or_else(|| {
+        let feed = types
+            .first()
+            .and_then(|t| t.rsplit_once('.'))
+            .map(|(package, _)| package);
+        if feed == Some(PIPELINE_SOURCE) {
+            PIPELINE_SOURCE
+        } else {
+            CONTACT_SOURCE
+        }
+        .to_owned()
+    });
     let mut client = match source.as_str() {
         CONTACT_SOURCE => gw.contact_events(),
         PIPELINE_SOURCE => gw.pipeline_events(),

@@ -17,7 +17,8 @@ use crate::upstream::Call;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransferRequest {
-    /// One user takes everything; several share it round-robin.
+    /// One user takes everything; several share it round-robin. Not the user the portfolio
+    /// leaves.
     pub to_users: Vec<String>,
     /// Report what would move without moving anything.
     #[serde(default)]

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{ApiError, UserId};
 
-/// Longest request id, in bytes.
+/// Longest request id, in characters.
 pub const MAX_REQUEST_ID: usize = 128;
 
 /// The idempotency key of one create.
@@ -28,10 +28,10 @@ impl RequestKey {
         if request_id.is_empty() {
             return Ok(None);
         }
-        if request_id.len() > MAX_REQUEST_ID || request_id.chars().any(char::is_control) {
+        if request_id.chars().count() > MAX_REQUEST_ID || request_id.chars().any(char::is_control) {
             return Err(ApiError::invalid_field(
                 "request_id",
-                format!("must be at most {MAX_REQUEST_ID} bytes of printable characters"),
+                format!("must be at most {MAX_REQUEST_ID} characters, none of them a control character"),
             ));
         }
         Ok(Some(RequestKey {
