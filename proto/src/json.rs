@@ -29,6 +29,19 @@ pub fn to_json<M: Message>(message: &M, type_name: &str) -> Result<serde_json::V
     encoded_to_json(&message.encode_to_vec(), type_name)
 }
 
+/// `message` (of the fully qualified `type_name`) as compact proto3 JSON text, fields at their
+/// default values left out: how events are stored (written once per change, read back by
+/// [`from_json`], so the text is made without the tree [`to_json`] builds).
+pub fn to_json_text<M: Message>(message: &M, type_name: &str) -> Result<String, String> {
+    let dynamic = DynamicMessage::decode(descriptor(type_name)?, message.encode_to_vec().as_slice())
+        .map_err(|e| e.to_string())?;
+    let mut text = Vec::with_capacity(512);
+    dynamic
+        .serialize_with_options(&mut serde_json::Serializer::new(&mut text), &SerializeOptions::new())
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(text).map_err(|e| e.to_string())
+}
+
 /// Encoded bytes of `type_name` as proto3 JSON.
 pub fn encoded_to_json(bytes: &[u8], type_name: &str) -> Result<serde_json::Value, String> {
     let descriptor = descriptor(type_name)?;

@@ -289,7 +289,19 @@ async fn retention_prunes_and_old_sequences_are_out_of_range() {
     let data = std::sync::Arc::clone(&suite.data);
     drop(client);
     suite.process.terminate().await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The three were written an hour ago, as far as the outbox knows: no waiting for the
+    // retention window to pass.
+    let mut db = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}",
+        data.path().join("data").join("contact.db").display()
+    ))
+    .await
+    .expect("contact.db");
+    sqlx::query("UPDATE outbox_events SET time = time - 3600000000")
+        .execute(&mut db)
+        .await
+        .expect("backdate");
+    db.close().await.expect("close");
 
     // Restarted with a one-second retention: the pruner removes the three at start.
     let suite = Suite::start_in_with(data, &[("CRM_EVENT_RETENTION", "1s")]);
@@ -826,8 +838,14 @@ async fn every_kind_of_change_has_its_event_on_postgres() {
     drop(process);
 
     // Retention on PostgreSQL: restarted with one second of it, the pruner (which runs at
-    // start) removes the ten events, and asking for them is OUT_OF_RANGE.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // start) removes the ten events, and asking for them is OUT_OF_RANGE. They were written
+    // an hour ago, as far as the outbox knows: no waiting for the window to pass.
+    let mut owner = sqlx::PgConnection::connect(&db.url).await.expect("owner");
+    sqlx::query("UPDATE outbox_events SET time = time - interval '1 hour'")
+        .execute(&mut owner)
+        .await
+        .expect("backdate");
+    owner.close().await.expect("close");
     let (process, grpc) = Process::contact_on_postgres(&db.url, &[("CRM_EVENT_RETENTION", "1s")], dir.path());
     let mut feed = feed_client(&grpc, token("kinds", "alice", Role::Viewer)).await;
     let refused = refused_after(&mut feed, 1).await;

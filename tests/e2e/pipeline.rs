@@ -10,6 +10,7 @@ use crm_proto::crm::events::v1 as events;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
 use crm_proto::prost::Message;
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::support::{Bearer, Rest, Suite, id_of, token};
 
@@ -621,13 +622,28 @@ async fn a_task_due_while_the_suite_is_down_is_announced_once_after_it_restarts(
     let suite = Suite::start();
     let data = std::sync::Arc::clone(&suite.data);
     let api = Rest::as_user(&suite.rest, "acme", "alice", Role::Rep);
-    let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let due = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let (status, task) = api
         .post("/v1/tasks", json!({"title": "Renewal call", "dueTime": due}))
         .await;
     assert_eq!(status, 201, "{task}");
     drop(suite); // SIGKILL, before the task is due
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The hour passes while the suite is down: the task's due time moves an hour back in its
+    // stored record, instead of the test waiting for it.
+    let mut db = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}",
+        data.path().join("data").join("pipeline.db").display()
+    ))
+    .await
+    .expect("pipeline.db");
+    let moved =
+        sqlx::query("UPDATE tasks SET body = json_set(body, '$.due', json_extract(body, '$.due') - 3600000000)")
+            .execute(&mut db)
+            .await
+            .expect("backdate")
+            .rows_affected();
+    assert_eq!(moved, 1);
+    db.close().await.expect("close");
 
     let suite = Suite::start_in(std::sync::Arc::clone(&data));
     let feed = pipeline_events(&suite.grpc, "acme", 2).await;

@@ -92,8 +92,8 @@ pub struct NewEvent {
     pub actor: String,
     /// The W3C traceparent of the request that made the change (empty when none).
     pub traceparent: String,
-    /// The payload as proto3 JSON.
-    pub payload: serde_json::Value,
+    /// The payload as proto3 JSON text.
+    pub payload: String,
 }
 
 impl NewEvent {
@@ -107,7 +107,7 @@ impl NewEvent {
         message: &M,
     ) -> Result<Self, EventError> {
         let kind = M::full_name();
-        let payload = crm_proto::json::to_json(message, &kind).map_err(|reason| EventError {
+        let payload = crm_proto::json::to_json_text(message, &kind).map_err(|reason| EventError {
             kind: kind.clone(),
             reason,
         })?;
@@ -147,7 +147,8 @@ pub struct EventColumns<'a> {
     pub times: Vec<DateTime<Utc>>,
     pub actors: Vec<&'a str>,
     pub traceparents: Vec<&'a str>,
-    pub payloads: Vec<&'a serde_json::Value>,
+    /// JSON text, bound as `text[]` and cast to `jsonb[]` by the statement.
+    pub payloads: Vec<&'a str>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -161,7 +162,7 @@ impl<'a> EventColumns<'a> {
             times: events().map(|e| e.time).collect(),
             actors: events().map(|e| e.actor.as_str()).collect(),
             traceparents: events().map(|e| e.traceparent.as_str()).collect(),
-            payloads: events().map(|e| &e.payload).collect(),
+            payloads: events().map(|e| e.payload.as_str()).collect(),
         }
     }
 }
@@ -178,7 +179,7 @@ pub async fn append_pg(tx: &mut sqlx::PgConnection, events: &[NewEvent]) -> Resu
         return Ok(());
     }
     let c = EventColumns::of(events);
-    sqlx::query("SELECT outbox_append($1, $2, $3, $4, $5, $6, $7, $8)")
+    sqlx::query("SELECT outbox_append($1, $2, $3, $4, $5, $6, $7, $8::text[]::jsonb[])")
         .bind(c.tenants)
         .bind(c.ids)
         .bind(c.types)
@@ -223,7 +224,7 @@ pub async fn append_sqlite<E: std::borrow::Borrow<NewEvent> + Sync>(
                 .push_bind(event.time.timestamp_micros())
                 .push_bind(event.actor.clone())
                 .push_bind(event.traceparent.clone())
-                .push_bind(event.payload.to_string())
+                .push_bind(event.payload.clone())
                 .push_bind(FORMAT_PROTO_JSON);
         });
         insert.build().execute(&mut *tx).await?;

@@ -29,7 +29,7 @@ async fn postgres_sequencer_reads_only_unnumbered_events() {
                 time: Utc::now(),
                 actor: "tester".to_owned(),
                 traceparent: String::new(),
-                payload: serde_json::json!({}),
+                payload: "{}".to_owned(),
             })
             .collect();
         append_pg(&mut tx, &events).await.expect("append");

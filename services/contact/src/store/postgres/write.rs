@@ -201,7 +201,7 @@ pub(super) async fn write_rows(
     let outcomes: Vec<WriteOutcome> = sqlx::query_as(
         "SELECT outcome, kind, key_index, holder FROM contact_write($1, $2, $3, $4, $5, $6, $7, $8::jsonb[], $9::jsonb[], \
          $10, $11, $12, $13, $14, $15, $16::jsonb[], $17::jsonb[], $18::jsonb[], $19, $20, $21, $22, $23, $24, $25, $26, \
-         $27, $28, $29, $30, $31::jsonb[], $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)",
+         $27, $28, $29, $30, $31::jsonb[], $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44::text[]::jsonb[])",
     )
     .bind(tenant.as_str())
     .bind(&claim_kinds)
