@@ -574,12 +574,13 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
         "INSERT INTO bench_insert VALUES (gen_random_uuid(), 'bench', 'Given', 'Family', 'someone@example.com', now());\n",
     )?;
     // The database doing what one create does, one create per transaction, in tenant
-    // "pgbench" of the service's own tables (so their triggers write the search terms and the
-    // event, and the running service's sequencer numbers it), through the functions the
-    // service calls: the claim check (its lock and probe) of the email, the inserts of the
-    // contact, its match keys and its audit entry, and the read of the live contacts holding
-    // its keys (two thousand family names shared by the run's creates, as the gRPC load below
-    // has its clients' creates of one round share one).
+    // "pgbench" of the service's own tables (so their triggers write the search terms, and
+    // the running service's sequencer numbers the event), through the functions the service
+    // calls: the claim check (its lock and probe) of the email, the inserts of the contact,
+    // its match keys, its audit entry and its event (outbox_append, with a payload of the
+    // size the service writes), and the read of the live contacts holding its keys (two
+    // thousand family names shared by the run's creates, as the gRPC load below has its
+    // clients' creates of one round share one).
     let same_work = pgbench(
         args,
         url,
@@ -599,6 +600,13 @@ async fn create(args: &BenchArgs, url: &str, grpc: &str, duration: Duration) -> 
          gen_random_uuid(), 'contact', ':contact', 'created', 'bench', now(), jsonb_build_array(jsonb_build_object('field', 'given_name', \
          'new', 'Given' || :n), jsonb_build_object('field', 'family_name', 'new', 'Family' || :f), jsonb_build_object('field', 'emails', \
          'new', ':email')));\n\
+         SELECT outbox_append(ARRAY['pgbench'], ARRAY[gen_random_uuid()], ARRAY['crm.contact.v1.ContactCreated'], \
+         ARRAY['contacts/:contact'], ARRAY[now()], ARRAY['bench'], ARRAY[''], ARRAY[jsonb_build_object('contact', 'contacts/:contact', \
+         'fields', jsonb_build_array(jsonb_build_object('field', 'given_name', 'newValue', 'Given' || :n), \
+         jsonb_build_object('field', 'family_name', 'newValue', 'Family' || :f), jsonb_build_object('field', 'emails', \
+         'newValue', jsonb_build_array(jsonb_build_object('address', ':email', 'primary', true))), \
+         jsonb_build_object('field', 'lifecycle_stage', 'newValue', 'lead'), jsonb_build_object('field', 'source', 'newValue', 'api'), \
+         jsonb_build_object('field', 'owner', 'newValue', 'bench')))]);\n\
          SELECT * FROM contact_live('pgbench', ARRAY(SELECT m.holder FROM contact_key_matches('pgbench', ARRAY['email', 'name'], \
          ARRAY[':email', ':block'], 10) AS m WHERE m.holder <> ':contact'));\n\
          END;\n",
