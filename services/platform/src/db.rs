@@ -82,12 +82,8 @@ pub async fn begin_tenant(pool: &PgPool, tenant: &TenantId) -> Result<Transactio
             "tenant id {id:?} cannot be pinned as a literal"
         )));
     }
-    // The trace of the request travels into the outbox events the transaction writes.
-    let traceparent = crate::telemetry::current_traceparent()
-        .filter(|tp| tp.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
-        .unwrap_or_default();
     pool.begin_with(sqlx::AssertSqlSafe(format!(
-        "BEGIN; SELECT set_config('crm.tenant_id', '{id}', true), set_config('crm.traceparent', '{traceparent}', true)"
+        "BEGIN; SELECT set_config('crm.tenant_id', '{id}', true)"
     )))
     .await
 }

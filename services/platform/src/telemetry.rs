@@ -97,14 +97,21 @@ pub fn inject_current(headers: &mut http::HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
 }
 
-/// The W3C traceparent of the current span, for storing with an event.
+/// The W3C traceparent of the current span, for storing with an event: formatted from the
+/// span's context directly (every event of an import asks), as the W3C propagator writes it.
 pub fn current_traceparent() -> Option<String> {
-    let mut headers = http::HeaderMap::new();
-    inject_current(&mut headers);
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    use opentelemetry::trace::TraceContextExt;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span = span.span_context();
+    span.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span.trace_id(),
+            span.span_id(),
+            span.trace_flags().to_u8()
+        )
+    })
 }
 
 /// Renames a span once it has started (recording `otel.name` only names a span before it
