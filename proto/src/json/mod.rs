@@ -1,6 +1,10 @@
 //! proto3 JSON of any message of the suite, through the compiled descriptors: how events are
 //! stored and shown, and how REST bodies become requests.
 
+#[cfg(test)]
+mod tests;
+mod text;
+
 use std::sync::LazyLock;
 
 use prost::Message;
@@ -33,8 +37,17 @@ pub fn to_json<M: Message>(message: &M, type_name: &str) -> Result<serde_json::V
 /// default values left out: how events are stored (written once per change, read back by
 /// [`from_json`], so the text is made without the tree [`to_json`] builds).
 pub fn to_json_text<M: Message>(message: &M, type_name: &str) -> Result<String, String> {
-    let dynamic = DynamicMessage::decode(descriptor(type_name)?, message.encode_to_vec().as_slice())
-        .map_err(|e| e.to_string())?;
+    let descriptor = descriptor(type_name)?;
+    let bytes = message.encode_to_vec();
+    match text::write(&bytes, &descriptor) {
+        Some(text) => Ok(text),
+        None => dynamic_json_text(&bytes, descriptor),
+    }
+}
+
+/// [`to_json_text`] through a `DynamicMessage`: for what [`text::write`] leaves to it.
+fn dynamic_json_text(bytes: &[u8], descriptor: prost_reflect::MessageDescriptor) -> Result<String, String> {
+    let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(|e| e.to_string())?;
     let mut text = Vec::with_capacity(512);
     dynamic
         .serialize_with_options(&mut serde_json::Serializer::new(&mut text), &SerializeOptions::new())
