@@ -56,16 +56,15 @@ pub fn check_message(v: &mut Violations, prefix: &str, json: &mut Value, message
             object.insert(json, value);
         }
     }
+    // Output only fields are ignored in a request (AIP-203), so a client may send back a
+    // resource as it read it; they never reach the service.
+    object.retain(|key, _| !message.get_field_by_json_name(key).is_some_and(|f| output_only(&f)));
     for (key, value) in object.iter_mut() {
         let path = format!("{prefix}{key}");
         let Some(field) = message.get_field_by_json_name(key) else {
             v.add(&path, format!("is not a field of {}", message.name()));
             continue;
         };
-        if output_only(&field) {
-            v.add(&path, "is output only and cannot be written");
-            continue;
-        }
         check_field(v, &path, value, &field);
     }
     for oneof in message.oneofs() {
@@ -255,7 +254,6 @@ mod tests {
             "contact.givenName",
             "contact.source",
             "contact.favouriteColour",
-            "contact.createTime",
             "contact.emails[0].primary",
             "contact.attributes[k].intValue",
             "contact.consent.email.updateTime",
@@ -263,7 +261,9 @@ mod tests {
         ] {
             assert!(fields.iter().any(|f| f == expected), "{expected} in {fields:?}");
         }
-        assert_eq!(fields.len(), 8, "{fields:?}");
+        assert_eq!(fields.len(), 7, "{fields:?}");
+        // Output only fields are dropped, not refused (AIP-203).
+        assert!(body.get("createTime").is_none(), "{body}");
         assert_eq!(body["lifecycleStage"], "LIFECYCLE_STAGE_CUSTOMER");
         assert_eq!(body["consent"]["email"]["status"], "CONSENT_STATUS_OPTED_IN");
     }
