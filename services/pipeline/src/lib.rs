@@ -167,21 +167,7 @@ pub fn spawn_background(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(due::run(service.app.clone(), shutdown.clone()));
-    let sink = follow::ContactFeed::new(service.app.clone());
-    tokio::spawn(async move {
-        // The consumer retries lost connections itself; it stops on a failure to apply (a
-        // database error), which is retried here after a pause, from the checkpoint.
-        loop {
-            match crm_platform::consumer::run(contact_feed.clone(), &sink, shutdown.clone()).await {
-                Ok(()) => return,
-                Err(err) => tracing::error!(error = %err, "following the contact feed failed; retrying"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
-        }
-    });
+    crm_platform::consumer::spawn(contact_feed, follow::ContactFeed::new(service.app.clone()), shutdown);
 }
 
 /// The consumer settings of the contact feed this service follows.

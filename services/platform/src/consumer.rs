@@ -177,6 +177,27 @@ const MAX_BATCH: usize = 500;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Pause before a consumer stopped by a failure to apply runs again (see [`spawn`]).
+const RESTART_PAUSE: Duration = Duration::from_secs(5);
+
+/// Runs the consumer in the background until `shutdown`, as a service's follower: when it
+/// stops on a failure to apply (a database error), it runs again after a pause, from the
+/// checkpoint (connection failures [`run`] retries itself).
+pub fn spawn<S: Sink + 'static>(config: ConsumerConfig, sink: S, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            match run(config.clone(), &sink, shutdown.clone()).await {
+                Ok(()) => return,
+                Err(err) => tracing::error!(consumer = %config.name, error = %err, "following a feed failed; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(RESTART_PAUSE) => {}
+            }
+        }
+    });
+}
+
 /// Runs the consumer until `shutdown` is cancelled; connection failures are retried, an error
 /// of the handler or the database ends it (the event stays unapplied, and is applied first
 /// when the consumer runs again).

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod money;
 pub mod outbox;
 pub mod paging;
+pub mod period;
 pub mod resource;
 pub mod service;
 pub mod telemetry;
