@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "crm/events/v1/events.proto",
     "crm/pipeline/v1/pipeline.proto",
     "crm/pipeline/v1/events.proto",
+    "crm/analytics/v1/analytics.proto",
 ];
 
 /// Google API annotations (HTTP rules, field behaviour), vendored: imported by the protos above.

@@ -48,6 +48,8 @@ pub const PIPELINE_SERVICE: &str = "crm.pipeline.v1.DealService";
 pub const DEFAULT_CONTACT_ENDPOINT: &str = "http://127.0.0.1:50051";
 /// Default pipeline service endpoint.
 pub const DEFAULT_PIPELINE_ENDPOINT: &str = "http://127.0.0.1:50052";
+/// Default analytics service endpoint.
+pub const DEFAULT_ANALYTICS_ENDPOINT: &str = "http://127.0.0.1:50053";
 
 /// Gateway settings.
 #[derive(clap::Args, Debug, Clone)]
@@ -58,6 +60,9 @@ pub struct GatewayArgs {
     /// gRPC endpoint of the pipeline service.
     #[arg(long, env = "CRM_PIPELINE_ENDPOINT", default_value = DEFAULT_PIPELINE_ENDPOINT)]
     pub pipeline_endpoint: String,
+    /// gRPC endpoint of the analytics service.
+    #[arg(long, env = "CRM_ANALYTICS_ENDPOINT", default_value = DEFAULT_ANALYTICS_ENDPOINT)]
+    pub analytics_endpoint: String,
     /// Largest request body in bytes.
     #[arg(long, env = "CRM_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -72,20 +77,26 @@ pub struct GatewayArgs {
 /// The proto package of each upstream service.
 const CONTACT_PACKAGE: &str = <crm_proto::crm::contact::v1::ContactCreated as crm_proto::prost::Name>::PACKAGE;
 const PIPELINE_PACKAGE: &str = <crm_proto::crm::pipeline::v1::DealCreated as crm_proto::prost::Name>::PACKAGE;
+const ANALYTICS_PACKAGE: &str = <crm_proto::crm::analytics::v1::Metric as crm_proto::prost::Name>::PACKAGE;
 
 impl GatewayArgs {
     /// Every upstream: its proto package, the setting that names it, and its endpoint. A
     /// service of the suite is one entry here (and its flag above).
-    fn upstreams(&self) -> [(&'static str, &'static str, &String); 2] {
+    fn upstreams(&self) -> [(&'static str, &'static str, &String); 3] {
         [
             (CONTACT_PACKAGE, "CRM_CONTACT_ENDPOINT", &self.contact_endpoint),
             (PIPELINE_PACKAGE, "CRM_PIPELINE_ENDPOINT", &self.pipeline_endpoint),
+            (ANALYTICS_PACKAGE, "CRM_ANALYTICS_ENDPOINT", &self.analytics_endpoint),
         ]
     }
 
     /// Sends every upstream to `endpoint` (one process serving every service: `crm serve`).
     pub fn all_at(&mut self, endpoint: &str) {
-        for upstream in [&mut self.contact_endpoint, &mut self.pipeline_endpoint] {
+        for upstream in [
+            &mut self.contact_endpoint,
+            &mut self.pipeline_endpoint,
+            &mut self.analytics_endpoint,
+        ] {
             endpoint.clone_into(upstream);
         }
     }

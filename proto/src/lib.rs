@@ -21,6 +21,11 @@ pub mod google {
 
 #[allow(clippy::all, unreachable_pub, missing_docs)]
 pub mod crm {
+    pub mod analytics {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/crm.analytics.v1.rs"));
+        }
+    }
     pub mod common {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/crm.common.v1.rs"));

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod analytics;
 mod bench;
 mod data_rights;
 mod duplicates;

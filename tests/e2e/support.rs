@@ -316,8 +316,8 @@ pub(crate) fn migrate(service: &str, url: &str) {
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
 }
 
-/// The Kubernetes shape on PostgreSQL: `crm migrate` of two fresh databases, then `crm
-/// contact`, `crm pipeline` and `crm gateway` as separate processes.
+/// The Kubernetes shape on PostgreSQL: `crm migrate` of three fresh databases, then `crm
+/// contact`, `crm pipeline`, `crm analytics` and `crm gateway` as separate processes.
 pub(crate) struct PgSuite {
     pub(crate) rest: String,
     pub(crate) contact_grpc: String,
@@ -333,33 +333,44 @@ impl PgSuite {
     pub(crate) async fn start(name: &str, envs: &[(&str, &str)]) -> Option<PgSuite> {
         let contact_db = crm_platform::testing::TestDatabase::create(&format!("{name}_contact")).await?;
         let pipeline_db = crm_platform::testing::TestDatabase::create(&format!("{name}_pipeline")).await?;
-        for (service, db) in [("contact", &contact_db), ("pipeline", &pipeline_db)] {
+        let analytics_db = crm_platform::testing::TestDatabase::create(&format!("{name}_analytics")).await?;
+        for (service, db) in [
+            ("contact", &contact_db),
+            ("pipeline", &pipeline_db),
+            ("analytics", &analytics_db),
+        ] {
             migrate(service, &db.url);
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let (contact, contact_grpc) = Process::contact_on_postgres(&contact_db.url, envs, dir.path());
-        let mut pipeline_envs = vec![
-            ("CRM_DATABASE_URL", pipeline_db.url.as_str()),
-            ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
-        ];
-        pipeline_envs.extend_from_slice(envs);
-        let pipeline = Process::start(
-            &[
-                "pipeline",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ],
-            &pipeline_envs,
-            dir.path(),
-            "crm pipeline is up",
+        let role = |name: &str, db: &str, peers: &[(&'static str, &str)]| {
+            let mut role_envs = vec![("CRM_DATABASE_URL", db)];
+            role_envs.extend_from_slice(peers);
+            role_envs.extend_from_slice(envs);
+            let process = Process::start(
+                &[name, "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+                &role_envs,
+                dir.path(),
+                &format!("crm {name} is up"),
+            );
+            let grpc = format!("http://{}", process.address_after("gRPC on "));
+            (process, grpc)
+        };
+        let (pipeline, pipeline_grpc) = role(
+            "pipeline",
+            &pipeline_db.url,
+            &[("CRM_CONTACT_ENDPOINT", contact_grpc.as_str())],
         );
-        let pipeline_grpc = format!("http://{}", pipeline.address_after("gRPC on "));
         let pipeline_metrics = format!("http://{}/metrics", pipeline.address_after("metrics on "));
+        let (analytics, analytics_grpc) = role(
+            "analytics",
+            &analytics_db.url,
+            &[("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str())],
+        );
         let mut gateway_envs = vec![
             ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
             ("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str()),
+            ("CRM_ANALYTICS_ENDPOINT", analytics_grpc.as_str()),
         ];
         gateway_envs.extend_from_slice(envs);
         let gateway = Process::start(
@@ -373,8 +384,8 @@ impl PgSuite {
             rest,
             contact_grpc,
             pipeline_metrics,
-            processes: vec![contact, pipeline, gateway],
-            databases: vec![contact_db, pipeline_db],
+            processes: vec![contact, pipeline, analytics, gateway],
+            databases: vec![contact_db, pipeline_db, analytics_db],
             _dir: dir,
         })
     }

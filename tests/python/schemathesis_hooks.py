@@ -30,7 +30,10 @@ the value the request gave it; any other rejection of a schema-valid request fai
   ids are unique within a pipeline, email addresses within a contact, columns within an
   import's header (after its mapping, which may skip them all); and an update mask that
   names a field the body does not give clears it, which a required field (an owner, a
-  pipeline's stages) refuses.
+  pipeline's stages) refuses. A metric query names a metric of the catalogue, groups it by
+  one of the groupings the catalogue gives that metric, a period of dates ends after it
+  starts, and forecast accuracy and quota attainment take a forecast period (a month or a
+  quarter).
 """
 
 import json
@@ -156,6 +159,15 @@ def _explained(case, violation):
         return bool(source) and any(
             t.strip().rsplit(".", 1)[0] != source for t in (query.get("types") or "").split(",") if t.strip()
         )
+    if case.operation.path.endswith(":query"):
+        # A metric is one of the catalogue's (GET /v1/metrics lists them), split only by the
+        # groupings the catalogue gives it; a period of dates ends after it starts.
+        if field == "name":
+            return description.startswith("no metric")
+        if field == "group_by":
+            return "cannot be grouped this way" in description
+        if field == "period":
+            return "ends before it starts" in description or "is over a forecast period" in description
     schema, value = _lookup(case, field)
     if case.method == "PATCH":
         # A field the update mask names but the body leaves out is cleared, which a required

@@ -278,10 +278,19 @@ impl Generator {
         let input = method.input();
         let output = method.output();
         let mut parameters = Vec::new();
+        // A resource named by a slug (its field's format `slug:<collection>`) has slugs for
+        // ids; every other resource, UUIDs.
+        let slug = binding.path_fields().any(|path| {
+            input
+                .get_field_by_name(path)
+                .and_then(|f| rules::rules(&f))
+                .is_some_and(|r| r.format.starts_with("slug:"))
+        });
+        let id_pattern = if slug { rules::SLUG_PATTERN } else { ID_PATTERN };
         for name in binding.template.parameters() {
             parameters.push(json!({
                 "name": name, "in": "path", "required": true,
-                "schema": {"type": "string", "pattern": format!("^{ID_PATTERN}$")},
+                "schema": {"type": "string", "pattern": format!("^{id_pattern}$")},
             }));
         }
         let path_tops: BTreeSet<&str> = binding

@@ -144,16 +144,31 @@ fn format(name: &str) -> Vec<(&'static str, Value)> {
             ),
         ],
         "request_id" => vec![("maxLength", json!(REQUEST_ID_MAX)), ("pattern", json!(REQUEST_ID))],
-        other => match other.strip_prefix("resource:") {
+        "window" => pattern(format!(
+            "^({YEAR}|{YEAR}-(0[1-9]|1[0-2]|Q[1-4])|{day}\\.\\.{day})$",
+            day = DATE.trim_start_matches('^').trim_end_matches('$')
+        )),
+        other => match (other.strip_prefix("resource:"), other.strip_prefix("slug:")) {
             // `x-reference`: the value names a record of that collection, which must exist.
-            Some(collection) => vec![
+            (Some(collection), _) => vec![
                 ("pattern", json!(format!("^{collection}/{ID_PATTERN}$"))),
                 ("x-reference", json!(collection)),
             ],
-            None => Vec::new(),
+            // A resource the service defines (a metric of the catalogue), named by a slug.
+            (_, Some(collection)) => vec![
+                ("pattern", json!(format!("^{collection}/{SLUG_PATTERN}$"))),
+                ("x-reference", json!(collection)),
+            ],
+            _ => Vec::new(),
         },
     }
 }
+
+/// A year from 1970 to 9999.
+const YEAR: &str = "(19[7-9][0-9]|[2-9][0-9]{3})";
+
+/// The id of a resource named by a slug (`win-rate` of `metrics/win-rate`).
+pub(super) const SLUG_PATTERN: &str = "[a-z][a-z0-9-]{0,62}";
 
 /// A date `YYYY-MM-DD` of the years 1970 to 9999 that exists (29 February of leap years only).
 const DATE: &str = concat!(

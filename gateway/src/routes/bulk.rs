@@ -102,7 +102,8 @@ pub async fn export(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ImportParams {
-    /// `csv` (default) or `ndjson`.
+    /// `csv` or `ndjson`; by default the one the body's Content-Type names (`text/csv`,
+    /// `application/x-ndjson`), else `csv`. It must not contradict the Content-Type.
     #[param(pattern = "^(csv|ndjson)$")]
     pub format: Option<String>,
     /// `external_id` or `primary_email`: what rows are matched on. Default: `external_id` when
@@ -128,6 +129,31 @@ pub fn natural_key(raw: Option<&str>) -> Result<Option<pb::NaturalKey>, crm_plat
             "naturalKey",
             "must be external_id or primary_email",
         )),
+    }
+}
+
+/// The format of an import: `format` when given, else the one the body's Content-Type names,
+/// else CSV. A Content-Type that names the other format contradicts `format`: the body would
+/// be read as what it is not.
+fn import_format(named: Option<&str>, headers: &http::HeaderMap) -> Result<crate::import::Format, Problem> {
+    use crate::import::Format;
+    let invalid = |reason: &str| Problem(crm_platform::ApiError::invalid_field("format", reason));
+    let media = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    let sent = match media.as_deref() {
+        Some("text/csv") => Some(Format::Csv),
+        Some("application/x-ndjson" | "application/ndjson" | "application/jsonl") => Some(Format::Ndjson),
+        _ => None,
+    };
+    let format = match named {
+        Some(raw) => Format::parse(raw).ok_or_else(|| invalid("must be csv or ndjson"))?,
+        None => sent.unwrap_or(Format::Csv),
+    };
+    match sent {
+        Some(sent) if sent != format => Err(invalid("contradicts the body's Content-Type")),
+        _ => Ok(format),
     }
 }
 
@@ -157,10 +183,9 @@ pub async fn import(
     QueryParams(q): QueryParams<ImportParams>,
     request: axum::extract::Request,
 ) -> Result<Response, Problem> {
-    use crate::import::{Format, read_rows};
+    use crate::import::read_rows;
     use futures::{StreamExt, TryStreamExt};
-    let format = Format::parse(q.format.as_deref().unwrap_or("csv"))
-        .ok_or_else(|| Problem(crm_platform::ApiError::invalid_field("format", "must be csv or ndjson")))?;
+    let format = import_format(q.format.as_deref(), request.headers())?;
     let mapping = crate::table::parse_mapping(q.mapping.as_deref().unwrap_or_default())
         .map_err(|reason| Problem(crm_platform::ApiError::invalid_field("mapping", reason)))?;
     let named = natural_key(q.natural_key.as_deref())?;

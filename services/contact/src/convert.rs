@@ -213,7 +213,7 @@ pub(crate) fn contact_fields(v: &mut Violations, c: &pb::Contact, default_owner:
     };
     let consent = c.consent.as_ref();
     ContactFields {
-        external_id: if c.external_id.is_empty() {
+        external_id: if c.external_id.trim().is_empty() {
             None
         } else {
             v.check("external_id", crate::domain::contact::parse_external_id(&c.external_id))

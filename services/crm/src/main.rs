@@ -49,6 +49,8 @@ enum Command {
     Contact(RoleArgs),
     /// The sales-pipeline service alone, on PostgreSQL (a Kubernetes role).
     Pipeline(RoleArgs),
+    /// The analytics service alone, on PostgreSQL (a Kubernetes role).
+    Analytics(RoleArgs),
     /// The REST gateway alone, in front of the services' gRPC endpoints (a Kubernetes role).
     Gateway(GatewayRoleArgs),
     /// Applies a service's database migrations to its PostgreSQL database (a Kubernetes Job).
@@ -120,12 +122,18 @@ struct PeerArgs {
     /// its change feed).
     #[arg(long, env = "CRM_CONTACT_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     contact_endpoint: String,
+    /// gRPC endpoint of the pipeline service (analytics follows its change feed).
+    #[arg(long, env = "CRM_PIPELINE_ENDPOINT", default_value = crm_gateway::DEFAULT_PIPELINE_ENDPOINT)]
+    pipeline_endpoint: String,
 }
 
 impl PeerArgs {
     /// Each peer's endpoint by service name.
     fn endpoints(&self) -> anyhow::Result<BTreeMap<&'static str, String>> {
-        let peers = [("contact", "CRM_CONTACT_ENDPOINT", &self.contact_endpoint)];
+        let peers = [
+            ("contact", "CRM_CONTACT_ENDPOINT", &self.contact_endpoint),
+            ("pipeline", "CRM_PIPELINE_ENDPOINT", &self.pipeline_endpoint),
+        ];
         let mut endpoints = BTreeMap::new();
         for (name, env, endpoint) in peers.into_iter() {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
@@ -199,6 +207,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Contact(args) => role(crm_contact::describe(), args).await,
             Command::Pipeline(args) => role(crm_pipeline::describe(), args).await,
+            Command::Analytics(args) => role(crm_analytics::describe(), args).await,
             Command::Gateway(args) => gateway(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Token(args) => token(&args),
@@ -348,7 +357,11 @@ async fn role(service: Description, args: RoleArgs) -> anyhow::Result<()> {
 
 /// Every service of the suite, in the order a process starts them.
 fn suite() -> Vec<Description> {
-    vec![crm_contact::describe(), crm_pipeline::describe()]
+    vec![
+        crm_contact::describe(),
+        crm_pipeline::describe(),
+        crm_analytics::describe(),
+    ]
 }
 
 /// How a process's followers get their credentials: from the feed arguments, or minted with

@@ -1,0 +1,40 @@
+//! The analytics application: who may read which figure, and the figures from the facts.
+//! One file per resource: `metrics` (the catalogue and queries), `ingest` (its status).
+
+mod ingest;
+mod metrics;
+
+use std::sync::Arc;
+
+use crm_platform::time::{Clock, SystemClock};
+
+pub use ingest::IngestStatus;
+pub use metrics::Answer;
+
+use crate::store::AnalyticsStore;
+
+/// The application over a store.
+#[derive(Clone)]
+pub struct AnalyticsApp {
+    store: Arc<dyn AnalyticsStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AnalyticsApp {
+    pub fn new(store: Arc<dyn AnalyticsStore>) -> Self {
+        Self::with_clock(store, Arc::new(SystemClock))
+    }
+
+    /// The application reading the time from `clock` (tests drive it).
+    pub fn with_clock(store: Arc<dyn AnalyticsStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    pub fn store(&self) -> &Arc<dyn AnalyticsStore> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}

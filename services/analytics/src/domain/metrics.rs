@@ -1,0 +1,719 @@
+//! The metrics: the catalogue (each with one documented formula and its version) and the
+//! formulas themselves, as pure functions of the facts. Both stores hand the same rows to the
+//! same functions, so a figure cannot differ between backends.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::facts::{
+    CALL_CATEGORY, Close, DealFact, DealRow, ForecastFact, LeadRow, Outcome, QuotaFact, TransitionKind,
+};
+
+/// How a metric's figures are split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    Tenant,
+    Owner,
+    Pipeline,
+    Month,
+    LeadSource,
+}
+
+/// A metric of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricId {
+    WinRate,
+    CohortWinRate,
+    SalesCycleDays,
+    LeadConversion,
+    ForecastAccuracy,
+    QuotaAttainment,
+}
+
+/// What the catalogue says of a metric.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricInfo {
+    pub id: MetricId,
+    /// Its resource id (`win-rate` of `metrics/win-rate`).
+    pub key: &'static str,
+    pub display_name: &'static str,
+    pub formula: &'static str,
+    pub version: i32,
+    pub unit: &'static str,
+    pub groupings: &'static [Grouping],
+    pub parts: &'static [&'static str],
+}
+
+/// Every metric.
+pub const CATALOGUE: &[MetricInfo] = &[
+    MetricInfo {
+        id: MetricId::WinRate,
+        key: "win-rate",
+        display_name: "Win rate of the deals closed in the period",
+        formula: "won / (won + lost), over the deals whose last close in the period (a stage \
+                  transition to a won or lost stage, not undone by a reopening later in the \
+                  period) lies in the period; month: the month of that close",
+        version: 1,
+        unit: "ratio",
+        groupings: &[
+            Grouping::Owner,
+            Grouping::Pipeline,
+            Grouping::Month,
+            Grouping::LeadSource,
+        ],
+        parts: &["won", "lost"],
+    },
+    MetricInfo {
+        id: MetricId::CohortWinRate,
+        key: "cohort-win-rate",
+        display_name: "Win rate of the deals created in the period",
+        formula: "won / (won + lost), over the deals created in the period as they stand now; \
+                  deals still open are counted in `open` and left out of the rate; month: the \
+                  month of creation",
+        version: 1,
+        unit: "ratio",
+        groupings: &[
+            Grouping::Owner,
+            Grouping::Pipeline,
+            Grouping::Month,
+            Grouping::LeadSource,
+        ],
+        parts: &["won", "lost", "open"],
+    },
+    MetricInfo {
+        id: MetricId::SalesCycleDays,
+        key: "sales-cycle-days",
+        display_name: "Sales-cycle days of the deals won in the period",
+        formula: "mean of (time of the win - time the deal was created) in days of 86400 s, \
+                  over the deals the win rate counts as won in the period; `median` is the \
+                  median (the mean of the middle two for an even count)",
+        version: 1,
+        unit: "days",
+        groupings: &[
+            Grouping::Owner,
+            Grouping::Pipeline,
+            Grouping::Month,
+            Grouping::LeadSource,
+        ],
+        parts: &["mean", "median"],
+    },
+    MetricInfo {
+        id: MetricId::LeadConversion,
+        key: "lead-conversion",
+        display_name: "Share of the leads created in the period that became a deal",
+        formula: "converted / created, over the leads created in the period (converted: the \
+                  lead became a deal, at any time since); `to_customer` = leads whose deal is \
+                  won / created; month: the month the lead was created",
+        version: 1,
+        unit: "ratio",
+        groupings: &[Grouping::Owner, Grouping::Month, Grouping::LeadSource],
+        parts: &["created", "converted", "to_customer"],
+    },
+    MetricInfo {
+        id: MetricId::ForecastAccuracy,
+        key: "forecast-accuracy",
+        display_name: "Accuracy of each salesperson's forecast call for a forecast period",
+        formula: "per salesperson with a `commit` forecast for the period (a month or quarter): \
+                  call = the last such submission before the period ended (`early_call`: before \
+                  it began); actual = the amount of their deals the win rate counts as won in \
+                  the period, in the call's currency (`unconverted`: won deals in another); \
+                  value = max(0, 1 - |actual - call| / actual), `wape` = |actual - call| / \
+                  actual, `bias` = (call - actual) / actual (above 0: over-forecast); no value \
+                  when actual is 0. Tenant: value = max(0, 1 - sum |actual - call| / sum \
+                  actual) over salespeople, with the mean, min, max and spread (population \
+                  standard deviation) of their accuracies",
+        version: 1,
+        unit: "ratio",
+        groupings: &[Grouping::Owner],
+        parts: &[
+            "call",
+            "early_call",
+            "actual",
+            "abs_error",
+            "wape",
+            "bias",
+            "early_accuracy",
+            "unconverted",
+            "salespeople",
+            "accuracy_mean",
+            "accuracy_min",
+            "accuracy_max",
+            "accuracy_spread",
+        ],
+    },
+    MetricInfo {
+        id: MetricId::QuotaAttainment,
+        key: "quota-attainment",
+        display_name: "Quota attainment of each salesperson for a quota period",
+        formula: "per salesperson with a quota for the period (a month or quarter): won / quota, \
+                  won = the amount of their deals the win rate counts as won in the period, in \
+                  the quota's currency (`unconverted`: won deals in another). Tenant: sum won / \
+                  sum quota when every quota is in one currency (no value otherwise)",
+        version: 1,
+        unit: "ratio",
+        groupings: &[Grouping::Owner],
+        parts: &["quota", "won", "unconverted", "salespeople"],
+    },
+];
+
+impl MetricId {
+    pub fn info(self) -> &'static MetricInfo {
+        CATALOGUE.iter().find(|m| m.id == self).unwrap_or(&CATALOGUE[0])
+    }
+
+    /// The metric of a resource id (`win-rate`).
+    pub fn parse(key: &str) -> Result<MetricId, String> {
+        CATALOGUE.iter().find(|m| m.key == key).map(|m| m.id).ok_or_else(|| {
+            let known: Vec<&str> = CATALOGUE.iter().map(|m| m.key).collect();
+            format!("no metric `{key}`: the metrics are {}", known.join(", "))
+        })
+    }
+}
+
+/// One figure of a metric: for the tenant (group "") or one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub group: String,
+    /// None when nothing in the period defines it.
+    pub value: Option<f64>,
+    /// The records behind it.
+    pub count: i64,
+    pub parts: BTreeMap<&'static str, f64>,
+}
+
+/// The month (`2026-11`) of a time, in UTC.
+fn month(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m").to_string()
+}
+
+/// The group of a deal (from a lead of `lead_source`) under `grouping`; `time` is the instant
+/// the metric counts it at.
+fn deal_group(grouping: Grouping, deal: &DealFact, lead_source: &str, time: DateTime<Utc>) -> String {
+    match grouping {
+        Grouping::Tenant => String::new(),
+        Grouping::Owner => deal.owner.clone(),
+        Grouping::Pipeline => format!("pipelines/{}", deal.pipeline),
+        Grouping::Month => month(time),
+        Grouping::LeadSource => lead_source.to_owned(),
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn ratio(numerator: i64, denominator: i64) -> Option<f64> {
+    (denominator > 0).then(|| numerator as f64 / denominator as f64)
+}
+
+/// The deals closed in the period as the win rate counts them: each deal's last close or
+/// reopening in the period (`closes` are those of the period), kept when it is a close.
+fn closed(closes: &[Close]) -> Vec<&Close> {
+    let mut last: BTreeMap<uuid::Uuid, &Close> = BTreeMap::new();
+    for close in closes {
+        let entry = last.entry(close.deal.id).or_insert(close);
+        if close.sequence > entry.sequence {
+            *entry = close;
+        }
+    }
+    last.into_values()
+        .filter(|c| matches!(c.kind, TransitionKind::Won | TransitionKind::Lost))
+        .collect()
+}
+
+/// Win rate: see the catalogue.
+pub fn win_rate(closes: &[Close], grouping: Grouping) -> Vec<Figure> {
+    let mut groups: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for close in closed(closes) {
+        let (won, lost) = groups
+            .entry(deal_group(grouping, &close.deal, &close.lead_source, close.time))
+            .or_default();
+        match close.kind {
+            TransitionKind::Won => *won += 1,
+            _ => *lost += 1,
+        }
+    }
+    figures(grouping, groups, |(won, lost)| {
+        rate_figure(won, lost, [("won", won), ("lost", lost)].into_iter().collect())
+    })
+}
+
+/// Cohort win rate: see the catalogue.
+pub fn cohort_win_rate(deals: &[DealRow], grouping: Grouping) -> Vec<Figure> {
+    let mut groups: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for row in deals {
+        let (won, lost, open) = groups
+            .entry(deal_group(grouping, &row.deal, &row.lead_source, row.deal.create_time))
+            .or_default();
+        match row.deal.outcome {
+            Outcome::Won => *won += 1,
+            Outcome::Lost => *lost += 1,
+            Outcome::Open => *open += 1,
+        }
+    }
+    figures(grouping, groups, |(won, lost, open)| {
+        let mut figure = rate_figure(
+            won,
+            lost,
+            [("won", won), ("lost", lost), ("open", open)].into_iter().collect(),
+        );
+        figure.count += open;
+        figure
+    })
+}
+
+/// Sales-cycle days: see the catalogue.
+pub fn sales_cycle_days(closes: &[Close], grouping: Grouping) -> Vec<Figure> {
+    let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for close in closed(closes) {
+        if close.kind != TransitionKind::Won {
+            continue;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let days = (close.time - close.deal.create_time).num_milliseconds() as f64 / 86_400_000.0;
+        groups
+            .entry(deal_group(grouping, &close.deal, &close.lead_source, close.time))
+            .or_default()
+            .push(days);
+    }
+    figures(grouping, groups, |mut days| {
+        days.sort_by(f64::total_cmp);
+        let n = days.len();
+        #[allow(clippy::cast_precision_loss)]
+        let mean = (n > 0).then(|| days.iter().sum::<f64>() / n as f64);
+        let median = match n {
+            0 => None,
+            n if n % 2 == 1 => Some(days[n / 2]),
+            n => Some((days[n / 2 - 1] + days[n / 2]) / 2.0),
+        };
+        let mut parts = BTreeMap::new();
+        if let (Some(mean), Some(median)) = (mean, median) {
+            parts.insert("mean", mean);
+            parts.insert("median", median);
+        }
+        Figure {
+            group: String::new(),
+            value: mean,
+            count: i64::try_from(n).unwrap_or(i64::MAX),
+            parts,
+        }
+    })
+}
+
+/// Lead conversion: see the catalogue.
+pub fn lead_conversion(leads: &[LeadRow], grouping: Grouping) -> Vec<Figure> {
+    let mut groups: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for row in leads {
+        let group = match grouping {
+            Grouping::Tenant | Grouping::Pipeline => String::new(),
+            Grouping::Owner => row.lead.owner.clone(),
+            Grouping::Month => month(row.lead.create_time),
+            Grouping::LeadSource => row.lead.source.clone(),
+        };
+        let (created, converted, customers) = groups.entry(group).or_default();
+        *created += 1;
+        if row.lead.converted.is_some() {
+            *converted += 1;
+        }
+        if row.deal_outcome == Some(Outcome::Won) {
+            *customers += 1;
+        }
+    }
+    figures(grouping, groups, |(created, converted, customers)| {
+        #[allow(clippy::cast_precision_loss)]
+        let parts = [
+            ("created", created as f64),
+            ("converted", converted as f64),
+            ("to_customer", ratio(customers, created).unwrap_or(0.0)),
+        ];
+        Figure {
+            group: String::new(),
+            value: ratio(converted, created),
+            count: created,
+            parts: parts.into_iter().collect(),
+        }
+    })
+}
+
+/// What each salesperson won in the period: (currency, amount) of their won deals, as the win
+/// rate counts them.
+fn won_by_owner(closes: &[Close]) -> BTreeMap<&str, Vec<(&str, i64)>> {
+    let mut won: BTreeMap<&str, Vec<(&str, i64)>> = BTreeMap::new();
+    for close in closed(closes) {
+        if close.kind == TransitionKind::Won {
+            won.entry(close.deal.owner.as_str())
+                .or_default()
+                .push((close.deal.currency.as_str(), close.deal.amount_minor));
+        }
+    }
+    won
+}
+
+/// The sum (saturating) of the amounts in `currency`, and the number in another.
+fn in_currency(amounts: &[(&str, i64)], currency: &str) -> (i64, i64) {
+    amounts.iter().fold((0i64, 0i64), |(sum, other), (c, amount)| {
+        if *c == currency {
+            (sum.saturating_add(*amount), other)
+        } else {
+            (sum, other + 1)
+        }
+    })
+}
+
+/// The latest of `forecasts` submitted before `before`.
+fn last_before<'a>(forecasts: &[&'a ForecastFact], before: DateTime<Utc>) -> Option<&'a ForecastFact> {
+    forecasts
+        .iter()
+        .filter(|f| f.submit_time < before)
+        .max_by_key(|f| (f.submit_time, f.id))
+        .copied()
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn accuracy(call: i64, actual: i64) -> Option<f64> {
+    (actual > 0).then(|| (1.0 - (actual as f64 - call as f64).abs() / actual as f64).max(0.0))
+}
+
+/// Forecast accuracy: see the catalogue. `forecasts` are those of the period, `closes` those of
+/// its window (`start` to `end`).
+#[allow(clippy::cast_precision_loss)]
+pub fn forecast_accuracy(
+    forecasts: &[ForecastFact],
+    closes: &[Close],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    grouping: Grouping,
+) -> Vec<Figure> {
+    let won = won_by_owner(closes);
+    let mut calls: BTreeMap<&str, Vec<&ForecastFact>> = BTreeMap::new();
+    for forecast in forecasts.iter().filter(|f| f.category == CALL_CATEGORY) {
+        calls.entry(forecast.owner.as_str()).or_default().push(forecast);
+    }
+    let mut people = Vec::new();
+    for (owner, submissions) in &calls {
+        let Some(call) = last_before(submissions, end) else {
+            continue;
+        };
+        let (actual, unconverted) = in_currency(won.get(owner).map(Vec::as_slice).unwrap_or_default(), &call.currency);
+        let early = last_before(submissions, start).filter(|e| e.currency == call.currency);
+        let error = (actual as f64 - call.amount_minor as f64).abs();
+        let mut parts: BTreeMap<&'static str, f64> = [
+            ("call", call.amount_minor as f64),
+            ("actual", actual as f64),
+            ("abs_error", error),
+            ("unconverted", unconverted as f64),
+        ]
+        .into_iter()
+        .collect();
+        if actual > 0 {
+            parts.insert("wape", error / actual as f64);
+            parts.insert("bias", (call.amount_minor as f64 - actual as f64) / actual as f64);
+        }
+        if let Some(early) = early {
+            parts.insert("early_call", early.amount_minor as f64);
+            if let Some(a) = accuracy(early.amount_minor, actual) {
+                parts.insert("early_accuracy", a);
+            }
+        }
+        people.push((
+            owner.to_string(),
+            Figure {
+                group: owner.to_string(),
+                value: accuracy(call.amount_minor, actual),
+                count: 1,
+                parts,
+            },
+        ));
+    }
+    if grouping == Grouping::Owner {
+        return people.into_iter().map(|(_, figure)| figure).collect();
+    }
+    let scores: Vec<f64> = people.iter().filter_map(|(_, f)| f.value).collect();
+    let (errors, actuals) = people.iter().fold((0.0, 0.0), |(e, a), (_, f)| {
+        (e + f.parts["abs_error"], a + f.parts["actual"])
+    });
+    let mut parts: BTreeMap<&'static str, f64> = [("salespeople", people.len() as f64)].into_iter().collect();
+    if !scores.is_empty() {
+        let n = scores.len() as f64;
+        let mean = scores.iter().sum::<f64>() / n;
+        let spread = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+        parts.insert("accuracy_mean", mean);
+        parts.insert("accuracy_min", scores.iter().copied().fold(f64::INFINITY, f64::min));
+        parts.insert("accuracy_max", scores.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        parts.insert("accuracy_spread", spread);
+    }
+    vec![Figure {
+        group: String::new(),
+        value: (actuals > 0.0).then(|| (1.0 - errors / actuals).max(0.0)),
+        count: i64::try_from(people.len()).unwrap_or(i64::MAX),
+        parts,
+    }]
+}
+
+/// Quota attainment: see the catalogue. `quotas` are those of the period, `closes` those of
+/// its window.
+#[allow(clippy::cast_precision_loss)]
+pub fn quota_attainment(quotas: &[QuotaFact], closes: &[Close], grouping: Grouping) -> Vec<Figure> {
+    let won = won_by_owner(closes);
+    let mut people = Vec::new();
+    for quota in quotas {
+        let (amount, unconverted) = in_currency(
+            won.get(quota.owner.as_str()).map(Vec::as_slice).unwrap_or_default(),
+            &quota.currency,
+        );
+        people.push((quota, amount, unconverted));
+    }
+    if grouping == Grouping::Owner {
+        let mut figures: Vec<Figure> = people
+            .iter()
+            .map(|(quota, won, unconverted)| Figure {
+                group: quota.owner.clone(),
+                value: (quota.amount_minor > 0).then(|| *won as f64 / quota.amount_minor as f64),
+                count: 1,
+                parts: [
+                    ("quota", quota.amount_minor as f64),
+                    ("won", *won as f64),
+                    ("unconverted", *unconverted as f64),
+                ]
+                .into_iter()
+                .collect(),
+            })
+            .collect();
+        figures.sort_by(|a, b| a.group.cmp(&b.group));
+        return figures;
+    }
+    let one_currency = people.windows(2).all(|w| w[0].0.currency == w[1].0.currency);
+    let (quota, won) = people.iter().fold((0i64, 0i64), |(q, w), (quota, won, _)| {
+        (q.saturating_add(quota.amount_minor), w.saturating_add(*won))
+    });
+    let mut parts: BTreeMap<&'static str, f64> = [("salespeople", people.len() as f64)].into_iter().collect();
+    if one_currency {
+        parts.insert("quota", quota as f64);
+        parts.insert("won", won as f64);
+    }
+    vec![Figure {
+        group: String::new(),
+        value: (one_currency && quota > 0).then(|| won as f64 / quota as f64),
+        count: i64::try_from(people.len()).unwrap_or(i64::MAX),
+        parts,
+    }]
+}
+
+/// A rate of `hits` among `hits + misses`, with its parts.
+#[allow(clippy::cast_precision_loss)]
+fn rate_figure(hits: i64, misses: i64, parts: BTreeMap<&'static str, i64>) -> Figure {
+    Figure {
+        group: String::new(),
+        value: ratio(hits, hits.saturating_add(misses)),
+        count: hits.saturating_add(misses),
+        parts: parts.into_iter().map(|(k, v)| (k, v as f64)).collect(),
+    }
+}
+
+/// The figures of each group, in the group's order; for the tenant as a whole, exactly one
+/// (an empty period gives a figure with no value and a count of 0).
+fn figures<T: Default>(grouping: Grouping, groups: BTreeMap<String, T>, figure: impl Fn(T) -> Figure) -> Vec<Figure> {
+    if grouping == Grouping::Tenant && groups.is_empty() {
+        return vec![figure(T::default())];
+    }
+    groups
+        .into_iter()
+        .map(|(group, value)| Figure { group, ..figure(value) })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).single().expect("time")
+    }
+
+    fn deal(n: u128, owner: &str, created: u32) -> DealFact {
+        DealFact {
+            id: Uuid::from_u128(n),
+            pipeline: Uuid::from_u128(99),
+            owner: owner.into(),
+            lead: None,
+            amount_minor: 1,
+            currency: "EUR".into(),
+            create_time: at(created),
+            outcome: Outcome::Open,
+            close_time: None,
+        }
+    }
+
+    fn close(deal: &DealFact, sequence: i64, kind: TransitionKind, day: u32) -> Close {
+        Close {
+            deal: deal.clone(),
+            lead_source: String::new(),
+            sequence,
+            kind,
+            time: at(day),
+        }
+    }
+
+    #[test]
+    fn a_deal_counts_once_by_its_last_close_in_the_period() {
+        let (a, b, c, d) = (
+            deal(1, "ann", 1),
+            deal(2, "ann", 2),
+            deal(3, "ben", 1),
+            deal(4, "ben", 3),
+        );
+        let closes = vec![
+            // Won, reopened, then lost: lost.
+            close(&a, 4, TransitionKind::Lost, 20),
+            close(&a, 2, TransitionKind::Won, 10),
+            close(&a, 3, TransitionKind::Reopened, 15),
+            close(&b, 2, TransitionKind::Won, 12),
+            // Won and reopened within the period: open again, not counted.
+            close(&c, 2, TransitionKind::Won, 5),
+            close(&c, 3, TransitionKind::Reopened, 6),
+            close(&d, 2, TransitionKind::Won, 9),
+        ];
+        let all = win_rate(&closes, Grouping::Tenant);
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].value, all[0].count), (Some(2.0 / 3.0), 3));
+        assert_eq!(all[0].parts["won"], 2.0);
+        let by_owner = win_rate(&closes, Grouping::Owner);
+        let summary: Vec<(&str, Option<f64>)> = by_owner.iter().map(|f| (f.group.as_str(), f.value)).collect();
+        assert_eq!(summary, [("ann", Some(0.5)), ("ben", Some(1.0))]);
+        // Cycle days of the won deals (b: 12 - 2, d: 9 - 3): mean 8, median 8.
+        let cycle = sales_cycle_days(&closes, Grouping::Tenant);
+        assert_eq!(
+            (cycle[0].value, cycle[0].parts["median"], cycle[0].count),
+            (Some(8.0), 8.0, 2)
+        );
+    }
+
+    #[test]
+    fn an_empty_period_has_one_figure_without_a_value() {
+        for figures in [win_rate(&[], Grouping::Tenant), sales_cycle_days(&[], Grouping::Tenant)] {
+            assert_eq!(figures.len(), 1);
+            assert_eq!((figures[0].value, figures[0].count), (None, 0));
+        }
+        assert!(win_rate(&[], Grouping::Owner).is_empty());
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        let deals: Vec<DealFact> = (1..=4).map(|n| deal(n, "ann", 1)).collect();
+        let closes: Vec<Close> = deals
+            .iter()
+            .zip([2, 3, 5, 11])
+            .map(|(d, day)| close(d, 2, TransitionKind::Won, day))
+            .collect();
+        let cycle = sales_cycle_days(&closes, Grouping::Tenant);
+        // Days 1, 2, 4, 10: mean 4.25, median 3.
+        assert_eq!((cycle[0].value, cycle[0].parts["median"]), (Some(4.25), 3.0));
+    }
+
+    fn approx(actual: Option<f64>, expected: f64) {
+        let actual = actual.expect("a value");
+        assert!((actual - expected).abs() < 1e-12, "{actual} != {expected}");
+    }
+
+    fn forecast(owner: &str, amount: i64, day: u32, category: &str) -> ForecastFact {
+        ForecastFact {
+            id: Uuid::now_v7(),
+            owner: owner.into(),
+            period: "2026-11".into(),
+            amount_minor: amount,
+            currency: "EUR".into(),
+            category: category.into(),
+            submit_time: at(day),
+        }
+    }
+
+    fn won(n: u128, owner: &str, amount: i64, currency: &str, day: u32) -> Close {
+        let mut d = deal(n, owner, 1);
+        d.amount_minor = amount;
+        d.currency = currency.into();
+        close(&d, 2, TransitionKind::Won, day)
+    }
+
+    #[test]
+    fn forecast_accuracy_scores_each_call_against_what_was_won() {
+        let (start, end) = (at(1), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        let before = Utc.with_ymd_and_hms(2026, 10, 20, 0, 0, 0).unwrap();
+        let mut early = forecast("ann", 900, 1, CALL_CATEGORY);
+        early.submit_time = before;
+        let forecasts = vec![
+            early,
+            forecast("ann", 1200, 10, CALL_CATEGORY),
+            // Not her call: another category, and one after the period ended.
+            forecast("ann", 5000, 12, "best_case"),
+            forecast("ben", 1000, 5, CALL_CATEGORY),
+        ];
+        let mut late = forecast("ann", 1, 1, CALL_CATEGORY);
+        late.submit_time = end;
+        let forecasts = [forecasts, vec![late]].concat();
+        let closes = vec![
+            won(1, "ann", 600, "EUR", 3),
+            won(2, "ann", 400, "EUR", 20),
+            won(3, "ann", 999, "USD", 21),
+            won(4, "ben", 1000, "EUR", 4),
+        ];
+        let people = forecast_accuracy(&forecasts, &closes, start, end, Grouping::Owner);
+        assert_eq!(
+            people.iter().map(|f| f.group.as_str()).collect::<Vec<_>>(),
+            ["ann", "ben"]
+        );
+        // Ann called 1200 and won 1000 (in EUR): |1000 - 1200| / 1000 = 0.2.
+        let ann = &people[0];
+        approx(ann.value, 0.8);
+        assert_eq!(
+            (ann.parts["call"], ann.parts["actual"], ann.parts["unconverted"]),
+            (1200.0, 1000.0, 1.0)
+        );
+        assert!((ann.parts["bias"] - 0.2).abs() < 1e-12 && (ann.parts["wape"] - 0.2).abs() < 1e-12);
+        assert_eq!(ann.parts["early_call"], 900.0);
+        approx(Some(ann.parts["early_accuracy"]), 0.9);
+        assert_eq!(people[1].value, Some(1.0));
+        let tenant = forecast_accuracy(&forecasts, &closes, start, end, Grouping::Tenant);
+        // Errors 200 + 0 over actuals 1000 + 1000; scores 0.8 and 1.0: spread 0.1.
+        approx(tenant[0].value, 0.9);
+        approx(Some(tenant[0].parts["accuracy_spread"]), 0.1);
+        approx(Some(tenant[0].parts["accuracy_min"]), 0.8);
+        approx(Some(tenant[0].parts["accuracy_max"]), 1.0);
+    }
+
+    #[test]
+    fn quota_attainment_is_won_over_quota() {
+        let quotas = vec![
+            QuotaFact {
+                owner: "ben".into(),
+                period: "2026-11".into(),
+                amount_minor: 2000,
+                currency: "EUR".into(),
+            },
+            QuotaFact {
+                owner: "ann".into(),
+                period: "2026-11".into(),
+                amount_minor: 1000,
+                currency: "EUR".into(),
+            },
+        ];
+        let closes = vec![
+            won(1, "ann", 1500, "EUR", 3),
+            won(2, "ben", 500, "EUR", 4),
+            won(3, "ben", 7, "USD", 4),
+        ];
+        let people = quota_attainment(&quotas, &closes, Grouping::Owner);
+        let summary: Vec<(&str, Option<f64>)> = people.iter().map(|f| (f.group.as_str(), f.value)).collect();
+        assert_eq!(summary, [("ann", Some(1.5)), ("ben", Some(0.25))]);
+        assert_eq!(people[1].parts["unconverted"], 1.0);
+        let tenant = quota_attainment(&quotas, &closes, Grouping::Tenant);
+        assert_eq!(tenant[0].value, Some(2000.0 / 3000.0));
+    }
+
+    #[test]
+    fn unknown_metrics_name_the_valid_ones() {
+        assert_eq!(MetricId::parse("win-rate"), Ok(MetricId::WinRate));
+        let err = MetricId::parse("win-ratio").expect_err("unknown");
+        assert!(err.contains("win-rate") && err.contains("lead-conversion"), "{err}");
+    }
+}

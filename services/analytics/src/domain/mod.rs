@@ -1,0 +1,9 @@
+//! The analytics service's types, valid by construction (no tonic, no sqlx): the facts it
+//! keeps and the metrics it computes from them.
+
+pub mod facts;
+pub mod metrics;
+
+pub use crm_platform::period::Window;
+pub use facts::*;
+pub use metrics::{CATALOGUE, Figure, Grouping, MetricId, MetricInfo};

@@ -1,0 +1,345 @@
+//! Following the pipeline service's feed: each event becomes fact changes, and a batch of
+//! events, the skipped and parked among them, the feed's watermark and the checkpoint commit
+//! in one transaction (exactly-once effect; a replay from sequence 0 into an empty database
+//! gives the same facts).
+//!
+//! An event of a type this service does not know is skipped and counted; one it knows but
+//! cannot decode (or whose ids do not parse) is parked with the reason, and the feed goes on:
+//! never a crash loop.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crm_platform::TenantId;
+use crm_platform::consumer::{Sink, payload};
+use crm_proto::crm::events::v1 as events;
+use crm_proto::crm::pipeline::v1 as pb;
+use crm_proto::prost::Name;
+use uuid::Uuid;
+
+use crate::domain::*;
+use crate::store::{AnalyticsStore, IngestBatch};
+
+/// The checkpoint name of this service's subscription to the pipeline feed.
+pub const PIPELINE_CONSUMER: &str = "analytics<-pipeline";
+
+/// The producer name of the pipeline service's feed: the package of its messages.
+pub const PIPELINE_SOURCE: &str = <pb::DealCreated as Name>::PACKAGE;
+
+/// Pipeline events this service knows and keeps nothing of (yet): not skipped as unknown.
+fn known_unused() -> [String; 9] {
+    [
+        pb::PipelineCreated::full_name(),
+        pb::PipelineUpdated::full_name(),
+        pb::ProductCreated::full_name(),
+        pb::ProductUpdated::full_name(),
+        pb::TaskCreated::full_name(),
+        pb::TaskUpdated::full_name(),
+        pb::TaskCompleted::full_name(),
+        pb::TaskReopened::full_name(),
+        pb::TaskDue::full_name(),
+    ]
+}
+
+/// What an event comes to.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Apply(Vec<FactChange>),
+    /// A type this service knows and keeps nothing of.
+    Ignore,
+    /// A type this service does not know.
+    Skip,
+    /// A known type that cannot be applied, and why.
+    Park(String),
+}
+
+fn id_of(name: &str, collection: &str) -> Result<Uuid, String> {
+    name.strip_prefix(collection)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| format!("`{name}` is not a {collection} resource name"))
+}
+
+fn optional_id(name: &str, collection: &str) -> Result<Option<Uuid>, String> {
+    if name.is_empty() {
+        Ok(None)
+    } else {
+        id_of(name, collection).map(Some)
+    }
+}
+
+fn stage_id(raw: &str) -> Result<Option<Uuid>, String> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(raw)
+        .map(Some)
+        .map_err(|_| format!("`{raw}` is not a stage id"))
+}
+
+fn time(stamp: Option<&prost_types::Timestamp>, field: &str) -> Result<DateTime<Utc>, String> {
+    let stamp = stamp.ok_or_else(|| format!("{field} is missing"))?;
+    let nanos = u32::try_from(stamp.nanos).map_err(|_| format!("{field} is not a time"))?;
+    DateTime::from_timestamp(stamp.seconds, nanos).ok_or_else(|| format!("{field} is not a time"))
+}
+
+fn deal(deal: Option<&pb::Deal>) -> Result<DealFact, String> {
+    let deal = deal.ok_or("the deal is missing")?;
+    let outcome = match pb::DealStatus::try_from(deal.status) {
+        Ok(pb::DealStatus::Won) => Outcome::Won,
+        Ok(pb::DealStatus::Lost) => Outcome::Lost,
+        Ok(pb::DealStatus::Open) => Outcome::Open,
+        _ => return Err(format!("deal status {} is not known", deal.status)),
+    };
+    let amount = deal.amount.clone().unwrap_or_default();
+    Ok(DealFact {
+        id: id_of(&deal.name, "deals")?,
+        pipeline: id_of(&deal.pipeline, "pipelines")?,
+        owner: deal.owner.clone(),
+        lead: optional_id(&deal.lead, "leads")?,
+        amount_minor: amount.amount_minor,
+        currency: amount.currency_code,
+        create_time: time(deal.create_time.as_ref(), "deal.create_time")?,
+        outcome,
+        close_time: match outcome {
+            Outcome::Open => None,
+            _ => Some(time(deal.close_time.as_ref(), "deal.close_time")?),
+        },
+    })
+}
+
+fn transition(t: Option<&pb::StageTransition>) -> Result<TransitionFact, String> {
+    let t = t.ok_or("the transition is missing")?;
+    let kind = match pb::TransitionKind::try_from(t.kind) {
+        Ok(pb::TransitionKind::Created) => TransitionKind::Created,
+        Ok(pb::TransitionKind::Moved) => TransitionKind::Moved,
+        Ok(pb::TransitionKind::Won) => TransitionKind::Won,
+        Ok(pb::TransitionKind::Lost) => TransitionKind::Lost,
+        Ok(pb::TransitionKind::Reopened) => TransitionKind::Reopened,
+        _ => return Err(format!("transition kind {} is not known", t.kind)),
+    };
+    Ok(TransitionFact {
+        deal: id_of(&t.deal, "deals")?,
+        sequence: t.sequence,
+        kind,
+        from_stage: stage_id(&t.from_stage)?,
+        to_stage: stage_id(&t.to_stage)?,
+        time: time(t.transition_time.as_ref(), "transition.transition_time")?,
+    })
+}
+
+fn lead(lead: Option<&pb::Lead>) -> Result<LeadFact, String> {
+    let lead = lead.ok_or("the lead is missing")?;
+    let converted = match optional_id(&lead.converted_deal, "deals")? {
+        Some(deal) => Some((deal, time(lead.convert_time.as_ref(), "lead.convert_time")?)),
+        None => None,
+    };
+    Ok(LeadFact {
+        id: id_of(&lead.name, "leads")?,
+        owner: lead.owner.clone(),
+        source: lead.source.clone(),
+        create_time: time(lead.create_time.as_ref(), "lead.create_time")?,
+        converted,
+    })
+}
+
+fn money(money: Option<&crm_proto::crm::common::v1::Money>, field: &str) -> Result<(i64, String), String> {
+    let money = money.ok_or_else(|| format!("{field} is missing"))?;
+    Ok((money.amount_minor, money.currency_code.clone()))
+}
+
+fn forecast(f: Option<&pb::Forecast>) -> Result<ForecastFact, String> {
+    let f = f.ok_or("the forecast is missing")?;
+    let category = match pb::ForecastCategory::try_from(f.category) {
+        Ok(pb::ForecastCategory::Pipeline) => "pipeline",
+        Ok(pb::ForecastCategory::BestCase) => "best_case",
+        Ok(pb::ForecastCategory::Commit) => CALL_CATEGORY,
+        Ok(pb::ForecastCategory::Closed) => "closed",
+        Ok(pb::ForecastCategory::Omitted) => "omitted",
+        _ => return Err(format!("forecast category {} is not known", f.category)),
+    };
+    let (amount_minor, currency) = money(f.amount.as_ref(), "forecast.amount")?;
+    Ok(ForecastFact {
+        id: id_of(&f.name, "forecasts")?,
+        owner: f.owner.clone(),
+        period: f.period.clone(),
+        amount_minor,
+        currency,
+        category: category.to_owned(),
+        submit_time: time(f.submit_time.as_ref(), "forecast.submit_time")?,
+    })
+}
+
+fn quota(q: Option<&pb::Quota>) -> Result<QuotaFact, String> {
+    let q = q.ok_or("the quota is missing")?;
+    let (amount_minor, currency) = money(q.amount.as_ref(), "quota.amount")?;
+    Ok(QuotaFact {
+        owner: q.owner.clone(),
+        period: q.period.clone(),
+        amount_minor,
+        currency,
+    })
+}
+
+/// The payload of `event` as `M` if it is one: Some(Err) when it is but does not decode.
+fn decoded<M: Name + Default>(event: &events::Event) -> Option<Result<M, String>> {
+    payload::<M>(event).map(|m| m.map_err(|e| format!("the payload does not decode: {e}")))
+}
+
+/// What a pipeline event asks of the facts.
+pub fn decide(event: &events::Event) -> Decision {
+    let changes = || -> Option<Result<Vec<FactChange>, String>> {
+        let deal_changed = |d: Option<&pb::Deal>, t: Option<&pb::StageTransition>| -> Result<Vec<FactChange>, String> {
+            let mut changes = vec![FactChange::Deal(deal(d)?)];
+            if t.is_some() {
+                changes.push(FactChange::Transition(transition(t)?));
+            }
+            Ok(changes)
+        };
+        if let Some(m) = decoded::<pb::DealCreated>(event) {
+            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), None)));
+        }
+        if let Some(m) = decoded::<pb::DealUpdated>(event) {
+            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), None)));
+        }
+        if let Some(m) = decoded::<pb::DealStageChanged>(event) {
+            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
+        }
+        if let Some(m) = decoded::<pb::DealWon>(event) {
+            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
+        }
+        if let Some(m) = decoded::<pb::DealLost>(event) {
+            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
+        }
+        if let Some(m) = decoded::<pb::DealReopened>(event) {
+            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
+        }
+        let lead_changed = |l: Option<&pb::Lead>| lead(l).map(|l| vec![FactChange::Lead(l)]);
+        if let Some(m) = decoded::<pb::LeadCreated>(event) {
+            return Some(m.and_then(|m| lead_changed(m.lead.as_ref())));
+        }
+        if let Some(m) = decoded::<pb::LeadUpdated>(event) {
+            return Some(m.and_then(|m| lead_changed(m.lead.as_ref())));
+        }
+        if let Some(m) = decoded::<pb::LeadQualified>(event) {
+            return Some(m.and_then(|m| lead_changed(m.lead.as_ref())));
+        }
+        if let Some(m) = decoded::<pb::LeadDisqualified>(event) {
+            return Some(m.and_then(|m| lead_changed(m.lead.as_ref())));
+        }
+        if let Some(m) = decoded::<pb::LeadConverted>(event) {
+            return Some(m.and_then(|m| {
+                let mut changes = lead_changed(m.lead.as_ref())?;
+                changes.push(FactChange::Deal(deal(m.deal.as_ref())?));
+                Ok(changes)
+            }));
+        }
+        if let Some(m) = decoded::<pb::ForecastSubmitted>(event) {
+            return Some(m.and_then(|m| Ok(vec![FactChange::Forecast(forecast(m.forecast.as_ref())?)])));
+        }
+        if let Some(m) = decoded::<pb::QuotaSet>(event) {
+            return Some(m.and_then(|m| Ok(vec![FactChange::Quota(quota(m.quota.as_ref())?)])));
+        }
+        if let Some(m) = decoded::<pb::OwnerChanged>(event) {
+            return Some(m.and_then(|m| {
+                let record = if m.resource.starts_with("deals/") {
+                    Record::Deal(id_of(&m.resource, "deals")?)
+                } else if m.resource.starts_with("leads/") {
+                    Record::Lead(id_of(&m.resource, "leads")?)
+                } else {
+                    // Tasks and other records: nothing of them is kept.
+                    return Ok(Vec::new());
+                };
+                Ok(vec![FactChange::Owner {
+                    record,
+                    owner: m.new_owner,
+                }])
+            }));
+        }
+        None
+    };
+    match changes() {
+        Some(Ok(changes)) => Decision::Apply(changes),
+        Some(Err(reason)) => Decision::Park(reason),
+        None if known_unused().contains(&event.r#type) => Decision::Ignore,
+        None => Decision::Skip,
+    }
+}
+
+/// The batch a run of events comes to.
+pub fn batch_of(source: &str, events: &[events::Event], now: DateTime<Utc>) -> IngestBatch {
+    let mut batch = IngestBatch {
+        source: source.to_owned(),
+        ..IngestBatch::default()
+    };
+    for event in events {
+        let tenant = TenantId::parse(&event.tenant);
+        let park = |reason: String| Parked {
+            source: source.to_owned(),
+            sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+            kind: event.r#type.clone(),
+            reason,
+            park_time: now,
+        };
+        match (tenant, decide(event)) {
+            (Err(err), _) => {
+                ::metrics::counter!("crm_analytics_events_parked_total", "source" => source.to_owned()).increment(1);
+                batch
+                    .parked
+                    .push((event.tenant.clone(), park(format!("tenant: {err}"))));
+            }
+            (Ok(tenant), Decision::Apply(changes)) => {
+                batch.changes.extend(changes.into_iter().map(|c| (tenant.clone(), c)));
+            }
+            (Ok(_), Decision::Ignore) => {}
+            (Ok(tenant), Decision::Skip) => {
+                ::metrics::counter!("crm_analytics_events_skipped_total", "source" => source.to_owned()).increment(1);
+                batch.skipped.push((tenant, event.r#type.clone()));
+            }
+            (Ok(tenant), Decision::Park(reason)) => {
+                ::metrics::counter!("crm_analytics_events_parked_total", "source" => source.to_owned()).increment(1);
+                tracing::warn!(sequence = event.sequence, kind = %event.r#type, %reason, "event parked");
+                batch.parked.push((tenant.as_str().to_owned(), park(reason)));
+            }
+        }
+    }
+    batch.last = events.last().map(|e| {
+        let committed = e
+            .time
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+            .unwrap_or(now);
+        (e.sequence, committed)
+    });
+    batch
+}
+
+/// The consumer's sink: the analytics store.
+pub struct Ingest {
+    store: Arc<dyn AnalyticsStore>,
+    source: &'static str,
+    clock: Arc<dyn crm_platform::time::Clock>,
+}
+
+impl Ingest {
+    pub fn new(
+        store: Arc<dyn AnalyticsStore>,
+        source: &'static str,
+        clock: Arc<dyn crm_platform::time::Clock>,
+    ) -> Self {
+        Self { store, source, clock }
+    }
+}
+
+#[async_trait]
+impl Sink for Ingest {
+    async fn checkpoint(&self, consumer: &str) -> anyhow::Result<u64> {
+        Ok(self.store.checkpoint(consumer).await?)
+    }
+
+    async fn apply(&self, consumer: &str, previous: u64, events: &[events::Event]) -> anyhow::Result<bool> {
+        let batch = batch_of(self.source, events, self.clock.now());
+        Ok(self.store.ingest(consumer, previous, &batch).await?)
+    }
+}

@@ -1,0 +1,120 @@
+//! The analytics service (crm.analytics.v1): facts kept from the pipeline service's feed (ids,
+//! amounts, times and categories; nothing personal), and metrics computed from them with one
+//! documented, versioned formula each, on PostgreSQL or SQLite.
+
+pub mod app;
+pub mod domain;
+pub mod grpc;
+pub mod ingest;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_platform::consumer::{ConsumerConfig, FeedStatus};
+use crm_platform::feed::EventFeedService;
+use crm_platform::outbox::Outbox;
+use crm_platform::service::{Description, Hosting, Running, StartError};
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+
+pub use app::AnalyticsApp;
+use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgAnalyticsStore, SQLITE_MIGRATIONS, SqliteAnalyticsStore};
+
+/// The proto package of this service's API.
+pub const PACKAGE: &str = <crm_proto::crm::analytics::v1::Metric as crm_proto::prost::Name>::PACKAGE;
+
+/// The name of the pipeline service among the suite's (see [`Hosting::endpoints`]).
+const PIPELINE: &str = "pipeline";
+
+/// The user of the `system` tenant this service's followers act as.
+const SYSTEM_ACTOR: &str = "analytics";
+
+/// The analytics service, as a process hosts it: it follows the pipeline feed.
+struct Hosted {
+    app: AnalyticsApp,
+    pipeline_feed: ConsumerConfig,
+}
+
+impl Running for Hosted {
+    fn add_grpc(&self, routes: &mut RoutesBuilder) {
+        let grpc = grpc::AnalyticsGrpc::new(self.app.clone());
+        routes
+            .add_service(grpc::MetricServiceServer::new(grpc.clone()))
+            .add_service(grpc::IngestServiceServer::new(grpc));
+    }
+
+    fn health_names(&self) -> Vec<&'static str> {
+        grpc::SERVICE_NAMES.to_vec()
+    }
+
+    fn event_feed(&self, _heartbeat: Duration) -> Option<EventFeedService> {
+        None
+    }
+
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
+    }
+
+    fn spawn_background(&self, shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {
+        spawn_ingest(&self.app, self.pipeline_feed.clone(), shutdown);
+        vec![Arc::clone(&self.pipeline_feed.status)]
+    }
+}
+
+/// The consumer settings of the pipeline feed this service follows (every type: a type it
+/// does not know is counted, not filtered out unseen).
+pub fn pipeline_feed(hosting: &Hosting) -> Result<ConsumerConfig, StartError> {
+    Ok(ConsumerConfig {
+        name: ingest::PIPELINE_CONSUMER.to_owned(),
+        endpoint: hosting.endpoint(PIPELINE)?.to_owned(),
+        credentials: (hosting.credentials)(SYSTEM_ACTOR)?,
+        types: Vec::new(),
+        status: Default::default(),
+        source: Some(ingest::PIPELINE_SOURCE.to_owned()),
+    })
+}
+
+/// The analytics service's description (see [`crm_platform::service`]).
+pub fn describe() -> Description {
+    Description {
+        name: "analytics",
+        package: PACKAGE,
+        migrate_postgres: |url| {
+            Box::pin(async move { crm_platform::db::migrate_postgres(&url, &POSTGRES_MIGRATIONS).await })
+        },
+        open_sqlite: |path, hosting| {
+            Box::pin(async move {
+                let pipeline_feed = pipeline_feed(&hosting)?;
+                let app = open_sqlite(&path).await?;
+                Ok(Box::new(Hosted { app, pipeline_feed }) as Box<dyn Running>)
+            })
+        },
+        connect_postgres: |config, hosting| {
+            Box::pin(async move {
+                let pipeline_feed = pipeline_feed(&hosting)?;
+                let pool =
+                    crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
+                let app = AnalyticsApp::new(Arc::new(PgAnalyticsStore::new(pool)));
+                Ok(Box::new(Hosted { app, pipeline_feed }) as Box<dyn Running>)
+            })
+        },
+    }
+}
+
+/// Opens the embedded SQLite database (creating and migrating it) and returns the service.
+pub async fn open_sqlite(path: &Path) -> Result<AnalyticsApp, crm_platform::db::DbError> {
+    let pool = crm_platform::db::open_sqlite(path, &SQLITE_MIGRATIONS).await?;
+    Ok(AnalyticsApp::new(Arc::new(SqliteAnalyticsStore::new(pool))))
+}
+
+/// Follows the pipeline feed into the facts until `shutdown`.
+pub fn spawn_ingest(app: &AnalyticsApp, feed: ConsumerConfig, shutdown: CancellationToken) {
+    let sink = ingest::Ingest::new(
+        Arc::clone(app.store()),
+        ingest::PIPELINE_SOURCE,
+        Arc::clone(app.clock()),
+    );
+    crm_platform::consumer::spawn(feed, sink, shutdown);
+}

@@ -1,0 +1,341 @@
+//! One suite both stores must pass: it drives the store (not the app) with batches of fact
+//! changes and reads back what the formulas are given.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use crm_platform::TenantId;
+use crm_platform::testing::TestDatabase;
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::*;
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).expect("tenant")
+}
+
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).single().expect("time")
+}
+
+fn november() -> Window {
+    Window::parse("2026-11").expect("window")
+}
+
+fn deal_fact(id: Uuid, owner: &str, lead: Option<Uuid>, outcome: Outcome, created: DateTime<Utc>) -> DealFact {
+    DealFact {
+        id,
+        pipeline: Uuid::from_u128(7),
+        owner: owner.into(),
+        lead,
+        amount_minor: 125_000,
+        currency: "EUR".into(),
+        create_time: created,
+        outcome,
+        close_time: (outcome != Outcome::Open).then_some(at(20, 9)),
+    }
+}
+
+fn transition(deal: Uuid, sequence: i64, kind: TransitionKind, time: DateTime<Utc>) -> TransitionFact {
+    TransitionFact {
+        deal,
+        sequence,
+        kind,
+        from_stage: Some(Uuid::from_u128(1)),
+        to_stage: Some(Uuid::from_u128(2)),
+        time,
+    }
+}
+
+fn batch(seq: u64, changes: Vec<(TenantId, FactChange)>) -> IngestBatch {
+    IngestBatch {
+        source: "crm.pipeline.v1".into(),
+        changes,
+        last: Some((seq, at(28, 12))),
+        ..IngestBatch::default()
+    }
+}
+
+async fn ingest_moves_the_checkpoint_once(store: &dyn AnalyticsStore) {
+    let acme = tenant("acme");
+    let deal = Uuid::now_v7();
+    assert_eq!(store.checkpoint("c").await.expect("checkpoint"), 0);
+    let first = batch(
+        3,
+        vec![(
+            acme.clone(),
+            FactChange::Deal(deal_fact(deal, "alice", None, Outcome::Open, at(2, 9))),
+        )],
+    );
+    assert!(store.ingest("c", 0, &first).await.expect("ingest"));
+    assert_eq!(store.checkpoint("c").await.expect("checkpoint"), 3);
+    // A second instance that read the checkpoint before the first moved it applies nothing.
+    let late = batch(
+        3,
+        vec![(
+            acme.clone(),
+            FactChange::Deal(deal_fact(deal, "bob", None, Outcome::Open, at(2, 9))),
+        )],
+    );
+    assert!(!store.ingest("c", 0, &late).await.expect("ingest"));
+    let deals = store.deals_created(&acme, november()).await.expect("deals");
+    assert_eq!(deals.len(), 1);
+    assert_eq!(deals[0].deal.owner, "alice", "the refused batch changed nothing");
+    let marks = store.watermarks().await.expect("watermarks");
+    assert_eq!(marks.len(), 1);
+    assert_eq!(
+        (marks[0].source.as_str(), marks[0].sequence, marks[0].commit_time),
+        ("crm.pipeline.v1", 3, at(28, 12))
+    );
+}
+
+async fn facts_come_back_as_the_formulas_need_them(store: &dyn AnalyticsStore) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let (lead, won, lost, later) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let changes = vec![
+        (
+            acme.clone(),
+            FactChange::Lead(LeadFact {
+                id: lead,
+                owner: "alice".into(),
+                source: "web".into(),
+                create_time: at(1, 8),
+                converted: Some((won, at(3, 8))),
+            }),
+        ),
+        (
+            acme.clone(),
+            FactChange::Deal(deal_fact(won, "alice", Some(lead), Outcome::Won, at(3, 8))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transition(transition(won, 1, TransitionKind::Created, at(3, 8))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transition(transition(won, 2, TransitionKind::Won, at(20, 9))),
+        ),
+        // A replayed entry of the history is kept once.
+        (
+            acme.clone(),
+            FactChange::Transition(transition(won, 2, TransitionKind::Won, at(20, 9))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Deal(deal_fact(lost, "bob", None, Outcome::Lost, at(4, 8))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transition(transition(lost, 2, TransitionKind::Lost, at(20, 9))),
+        ),
+        // Closed after the window: not among its closes.
+        (
+            acme.clone(),
+            FactChange::Deal(deal_fact(later, "bob", None, Outcome::Won, at(5, 8))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transition(transition(
+                later,
+                2,
+                TransitionKind::Won,
+                Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+            )),
+        ),
+        (
+            acme.clone(),
+            FactChange::Owner {
+                record: Record::Deal(lost),
+                owner: "carol".into(),
+            },
+        ),
+        // Another tenant's deal, closed in the same window.
+        (
+            globex.clone(),
+            FactChange::Deal(deal_fact(Uuid::now_v7(), "gus", None, Outcome::Won, at(3, 8))),
+        ),
+    ];
+    assert!(store.ingest("c", 0, &batch(11, changes)).await.expect("ingest"));
+
+    let mut closes = store.closes(&acme, november()).await.expect("closes");
+    closes.sort_by_key(|c| c.deal.id);
+    let summary: Vec<(Uuid, TransitionKind, &str, &str)> = closes
+        .iter()
+        .map(|c| (c.deal.id, c.kind, c.deal.owner.as_str(), c.lead_source.as_str()))
+        .collect();
+    let mut expected = vec![
+        (won, TransitionKind::Won, "alice", "web"),
+        (lost, TransitionKind::Lost, "carol", ""),
+    ];
+    expected.sort_by_key(|e| e.0);
+    assert_eq!(summary, expected);
+    assert_eq!(
+        closes.iter().find(|c| c.deal.id == won).map(|c| c.deal.clone()),
+        Some(deal_fact(won, "alice", Some(lead), Outcome::Won, at(3, 8)))
+    );
+
+    let created = store.deals_created(&acme, november()).await.expect("deals");
+    assert_eq!(created.len(), 3, "{created:?}");
+    let leads = store.leads_created(&acme, november()).await.expect("leads");
+    assert_eq!(leads.len(), 1);
+    assert_eq!(leads[0].lead.converted, Some((won, at(3, 8))));
+    assert_eq!(leads[0].deal_outcome, Some(Outcome::Won));
+    // Nothing of acme's reaches globex.
+    assert_eq!(store.closes(&globex, november()).await.expect("closes").len(), 0);
+    assert_eq!(store.deals_created(&globex, november()).await.expect("deals").len(), 1);
+}
+
+async fn skipped_and_parked_events_are_kept_per_tenant(store: &dyn AnalyticsStore) {
+    let acme = tenant("acme");
+    let parked = |sequence: i64| Parked {
+        source: "crm.pipeline.v1".into(),
+        sequence,
+        kind: "crm.pipeline.v1.DealWon".into(),
+        reason: "the payload does not decode".into(),
+        park_time: at(10, sequence as u32),
+    };
+    let mut first = batch(2, Vec::new());
+    first.skipped = vec![(acme.clone(), "crm.pipeline.v1.Future".into())];
+    first.parked = vec![("acme".into(), parked(1))];
+    assert!(store.ingest("c", 0, &first).await.expect("ingest"));
+    let mut second = batch(4, Vec::new());
+    second.skipped = vec![(acme.clone(), "crm.pipeline.v1.Future".into())];
+    second.parked = vec![("acme".into(), parked(3))];
+    assert!(store.ingest("c", 2, &second).await.expect("ingest"));
+    let (skipped, parked_events) = store.ingest_problems(&acme).await.expect("problems");
+    assert_eq!(
+        skipped,
+        vec![Skipped {
+            source: "crm.pipeline.v1".into(),
+            kind: "crm.pipeline.v1.Future".into(),
+            count: 2
+        }]
+    );
+    assert_eq!(parked_events, vec![parked(3), parked(1)], "newest first");
+    let (skipped, parked_events) = store.ingest_problems(&tenant("globex")).await.expect("problems");
+    assert!(skipped.is_empty() && parked_events.is_empty());
+}
+
+async fn forecasts_and_quotas_come_back_by_period(store: &dyn AnalyticsStore) {
+    let acme = tenant("acme");
+    let forecast = |owner: &str, period: &str, amount: i64, day: u32| ForecastFact {
+        id: Uuid::now_v7(),
+        owner: owner.into(),
+        period: period.into(),
+        amount_minor: amount,
+        currency: "EUR".into(),
+        category: CALL_CATEGORY.into(),
+        submit_time: at(day, 9),
+    };
+    let quota = |owner: &str, amount: i64| QuotaFact {
+        owner: owner.into(),
+        period: "2026-Q4".into(),
+        amount_minor: amount,
+        currency: "EUR".into(),
+    };
+    let (first, second, other) = (
+        forecast("ann", "2026-Q4", 500, 1),
+        forecast("ann", "2026-Q4", 700, 2),
+        forecast("ann", "2027-Q1", 9, 3),
+    );
+    let changes = vec![
+        (acme.clone(), FactChange::Forecast(first.clone())),
+        (acme.clone(), FactChange::Forecast(second.clone())),
+        // A replayed submission is kept once.
+        (acme.clone(), FactChange::Forecast(second.clone())),
+        (acme.clone(), FactChange::Forecast(other)),
+        (acme.clone(), FactChange::Quota(quota("ann", 1000))),
+        // The quota set again replaces the first.
+        (acme.clone(), FactChange::Quota(quota("ann", 1200))),
+        (acme.clone(), FactChange::Quota(quota("ben", 800))),
+        (tenant("globex"), FactChange::Quota(quota("gus", 5))),
+    ];
+    assert!(store.ingest("c", 0, &batch(8, changes)).await.expect("ingest"));
+    let mut forecasts = store.forecasts(&acme, "2026-Q4").await.expect("forecasts");
+    forecasts.sort_by_key(|f| f.submit_time);
+    assert_eq!(forecasts, vec![first, second]);
+    assert_eq!(
+        store.quotas(&acme, "2026-Q4").await.expect("quotas"),
+        vec![quota("ann", 1200), quota("ben", 800)]
+    );
+    assert!(store.quotas(&acme, "2027-Q1").await.expect("quotas").is_empty());
+}
+
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let pool = crm_platform::db::open_sqlite(&dir.path().join("analytics.db"), &super::SQLITE_MIGRATIONS).await.expect("sqlite");
+                    super::$case(&super::SqliteAnalyticsStore::new(pool)).await;
+                }
+            )+
+        }
+
+        mod postgres_backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(db) = super::TestDatabase::create(concat!("analytics_", stringify!($case))).await else { return };
+                    crm_platform::db::migrate_postgres(&db.url, &super::POSTGRES_MIGRATIONS).await.expect("migrate");
+                    let pool = crm_platform::db::connect_postgres(&db.url, super::POSTGRES_APP_ROLE, 4).await.expect("connect");
+                    super::$case(&super::PgAnalyticsStore::new(pool.clone())).await;
+                    pool.close().await;
+                    db.drop_database().await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    ingest_moves_the_checkpoint_once,
+    facts_come_back_as_the_formulas_need_them,
+    skipped_and_parked_events_are_kept_per_tenant,
+    forecasts_and_quotas_come_back_by_period,
+);
+
+/// Row-level security is the second wall: SQL without a tenant condition, run as the serving
+/// role, sees only the pinned tenant's facts.
+#[tokio::test]
+async fn postgres_row_level_security_is_forced() {
+    let Some(db) = TestDatabase::create("analytics_row_level_security_is_forced").await else {
+        return;
+    };
+    crm_platform::db::migrate_postgres(&db.url, &POSTGRES_MIGRATIONS)
+        .await
+        .expect("migrate");
+    let pool = crm_platform::db::connect_postgres(&db.url, POSTGRES_APP_ROLE, 2)
+        .await
+        .expect("connect");
+    let store = Arc::new(PgAnalyticsStore::new(pool.clone()));
+    let changes = ["acme", "globex"]
+        .into_iter()
+        .map(|t| {
+            (
+                tenant(t),
+                FactChange::Deal(deal_fact(Uuid::now_v7(), "x", None, Outcome::Open, at(2, 9))),
+            )
+        })
+        .collect();
+    assert!(store.ingest("c", 0, &batch(2, changes)).await.expect("ingest"));
+    let mut tx = crm_platform::db::begin_tenant(&pool, &tenant("acme"))
+        .await
+        .expect("tx");
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM deal_facts")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("count");
+    assert_eq!(visible, 1, "tenant acme sees only its own deal");
+    let sneaky = sqlx::query("UPDATE deal_facts SET owner = 'mallory' WHERE tenant_id = 'globex'")
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    assert_eq!(sneaky.rows_affected(), 0, "other tenants' rows cannot be addressed");
+    drop(tx);
+    pool.close().await;
+    db.drop_database().await;
+}

@@ -1,0 +1,99 @@
+//! Storage of the analytics service: one trait, a PostgreSQL and an SQLite implementation, and
+//! one conformance suite both must pass.
+//!
+//! Ingest writes a batch of events' fact changes, the skipped and parked events, the feed's
+//! watermark and the consumer's checkpoint in one transaction (exactly-once effect). Queries
+//! hand rows of facts to the formulas in `domain::metrics`, which are the same for both.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crm_platform::{ApiError, TenantId};
+use sqlx::migrate::Migrator;
+
+use crate::domain::{Close, DealRow, FactChange, ForecastFact, LeadRow, Parked, QuotaFact, Skipped, Watermark, Window};
+
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PgAnalyticsStore;
+pub use sqlite::SqliteAnalyticsStore;
+
+/// Migrations of each backend, embedded in the binary.
+pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrate!("./migrations/postgres"));
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrate!("./migrations/sqlite"));
+
+/// The PostgreSQL role the service serves as; row-level security applies to it.
+pub const POSTGRES_APP_ROLE: &str = "crm_analytics_app";
+
+/// Largest number of parked events a status answer lists.
+pub const PARKED_LISTED: i64 = 100;
+
+/// What a batch of a feed's events comes to, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct IngestBatch {
+    /// The producing service.
+    pub source: String,
+    /// The fact changes, in event order, each under its event's tenant.
+    pub changes: Vec<(TenantId, FactChange)>,
+    /// Events of a type ingest does not know: (tenant, type).
+    pub skipped: Vec<(TenantId, String)>,
+    /// Events that could not be decoded: (tenant as given, the parked event).
+    pub parked: Vec<(String, Parked)>,
+    /// The last event's sequence and commit time: the feed's new watermark.
+    pub last: Option<(u64, DateTime<Utc>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn into_api(self) -> ApiError {
+        ApiError::internal(&self)
+    }
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+#[async_trait]
+pub trait AnalyticsStore: Send + Sync {
+    /// The last sequence `consumer` applied (0 before the first).
+    async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError>;
+
+    /// Applies `batch` and moves `consumer`'s checkpoint from `previous` to the batch's last
+    /// sequence, in one transaction. False, with nothing applied, when the checkpoint was no
+    /// longer `previous`.
+    async fn ingest(&self, consumer: &str, previous: u64, batch: &IngestBatch) -> Result<bool, StoreError>;
+
+    /// The closes (won, lost) and reopenings of deals in `window`, with their deals.
+    async fn closes(&self, tenant: &TenantId, window: Window) -> Result<Vec<Close>, StoreError>;
+
+    /// The deals created in `window`.
+    async fn deals_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<DealRow>, StoreError>;
+
+    /// The leads created in `window`, with the outcome of the deal each became.
+    async fn leads_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<LeadRow>, StoreError>;
+
+    /// The forecast submissions for `period` (`2026-Q4`).
+    async fn forecasts(&self, tenant: &TenantId, period: &str) -> Result<Vec<ForecastFact>, StoreError>;
+
+    /// The quotas of `period`.
+    async fn quotas(&self, tenant: &TenantId, period: &str) -> Result<Vec<QuotaFact>, StoreError>;
+
+    /// How far each followed feed has been applied.
+    async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError>;
+
+    /// The tenant's skipped events by type, and its parked events, newest first (at most
+    /// [`PARKED_LISTED`]).
+    async fn ingest_problems(&self, tenant: &TenantId) -> Result<(Vec<Skipped>, Vec<Parked>), StoreError>;
+}

@@ -1,0 +1,408 @@
+//! The PostgreSQL store: queries pinned to their tenant (row-level security); ingest pins each
+//! change's tenant in turn inside its one transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crm_platform::TenantId;
+use crm_platform::db::begin_tenant;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::{AnalyticsStore, IngestBatch, PARKED_LISTED, StoreError, corrupt};
+use crate::domain::*;
+
+#[derive(Clone)]
+pub struct PgAnalyticsStore {
+    pool: PgPool,
+}
+
+impl PgAnalyticsStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+/// Pins `tenant` for the rest of the transaction.
+async fn pin(tx: &mut PgConnection, tenant: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+async fn apply(tx: &mut PgConnection, tenant: &TenantId, change: &FactChange) -> Result<(), sqlx::Error> {
+    let t = tenant.as_str();
+    match change {
+        FactChange::Deal(d) => {
+            sqlx::query(
+                "INSERT INTO deal_facts (tenant_id, deal_id, pipeline_id, owner, lead_id, amount_minor, currency, \
+                 create_time, outcome, close_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (tenant_id, deal_id) DO UPDATE SET pipeline_id = excluded.pipeline_id, \
+                 owner = excluded.owner, lead_id = excluded.lead_id, amount_minor = excluded.amount_minor, \
+                 currency = excluded.currency, create_time = excluded.create_time, outcome = excluded.outcome, \
+                 close_time = excluded.close_time",
+            )
+            .bind(t)
+            .bind(d.id)
+            .bind(d.pipeline)
+            .bind(&d.owner)
+            .bind(d.lead)
+            .bind(d.amount_minor)
+            .bind(&d.currency)
+            .bind(d.create_time)
+            .bind(d.outcome.as_str())
+            .bind(d.close_time)
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Transition(s) => {
+            sqlx::query(
+                "INSERT INTO deal_transitions (tenant_id, deal_id, sequence, kind, from_stage, to_stage, time) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(t)
+            .bind(s.deal)
+            .bind(s.sequence)
+            .bind(s.kind.as_str())
+            .bind(s.from_stage)
+            .bind(s.to_stage)
+            .bind(s.time)
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Lead(l) => {
+            sqlx::query(
+                "INSERT INTO lead_facts (tenant_id, lead_id, owner, source, create_time, deal_id, convert_time) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, lead_id) DO UPDATE SET \
+                 owner = excluded.owner, source = excluded.source, create_time = excluded.create_time, \
+                 deal_id = excluded.deal_id, convert_time = excluded.convert_time",
+            )
+            .bind(t)
+            .bind(l.id)
+            .bind(&l.owner)
+            .bind(&l.source)
+            .bind(l.create_time)
+            .bind(l.converted.map(|(deal, _)| deal))
+            .bind(l.converted.map(|(_, time)| time))
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Owner { record, owner } => {
+            let (sql, id) = match record {
+                Record::Deal(id) => (
+                    "UPDATE deal_facts SET owner = $3 WHERE tenant_id = $1 AND deal_id = $2",
+                    id,
+                ),
+                Record::Lead(id) => (
+                    "UPDATE lead_facts SET owner = $3 WHERE tenant_id = $1 AND lead_id = $2",
+                    id,
+                ),
+            };
+            sqlx::query(sql).bind(t).bind(id).bind(owner).execute(&mut *tx).await?;
+        }
+        FactChange::Forecast(f) => {
+            sqlx::query(
+                "INSERT INTO forecast_facts (tenant_id, forecast_id, owner, period, amount_minor, currency, category, \
+                 submit_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            )
+            .bind(t)
+            .bind(f.id)
+            .bind(&f.owner)
+            .bind(&f.period)
+            .bind(f.amount_minor)
+            .bind(&f.currency)
+            .bind(&f.category)
+            .bind(f.submit_time)
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Quota(q) => {
+            sqlx::query(
+                "INSERT INTO quota_facts (tenant_id, owner, period, amount_minor, currency) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (tenant_id, period, owner) DO UPDATE SET amount_minor = excluded.amount_minor, \
+                 currency = excluded.currency",
+            )
+            .bind(t)
+            .bind(&q.owner)
+            .bind(&q.period)
+            .bind(q.amount_minor)
+            .bind(&q.currency)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn deal(row: &PgRow) -> Result<DealFact, StoreError> {
+    let outcome: String = row.try_get("outcome")?;
+    Ok(DealFact {
+        id: row.try_get("deal_id")?,
+        pipeline: row.try_get("pipeline_id")?,
+        owner: row.try_get("owner")?,
+        lead: row.try_get("lead_id")?,
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get("currency")?,
+        create_time: row.try_get("create_time")?,
+        outcome: Outcome::parse(&outcome).ok_or_else(|| corrupt(format!("deal outcome {outcome}")))?,
+        close_time: row.try_get("close_time")?,
+    })
+}
+
+/// The columns [`deal`] reads, of `deal_facts d`, and the lead's source.
+const DEAL_COLUMNS: &str = "d.deal_id, d.pipeline_id, d.owner, d.lead_id, d.amount_minor, d.currency, d.create_time, \
+                            d.outcome, d.close_time, coalesce(l.source, '') AS lead_source";
+
+#[async_trait]
+impl AnalyticsStore for PgAnalyticsStore {
+    async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError> {
+        Ok(crm_platform::consumer::pg_checkpoint(&self.pool, consumer).await?)
+    }
+
+    async fn ingest(&self, consumer: &str, previous: u64, batch: &IngestBatch) -> Result<bool, StoreError> {
+        let Some((to, commit_time)) = batch.last else {
+            return Ok(true);
+        };
+        let mut tx = self.pool.begin().await?;
+        if !crm_platform::consumer::pg_claim(&mut tx, consumer, previous).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let mut pinned: Option<&str> = None;
+        for (tenant, change) in &batch.changes {
+            if pinned != Some(tenant.as_str()) {
+                pin(&mut tx, tenant.as_str()).await?;
+                pinned = Some(tenant.as_str());
+            }
+            apply(&mut tx, tenant, change).await?;
+        }
+        for (tenant, kind) in &batch.skipped {
+            pin(&mut tx, tenant.as_str()).await?;
+            sqlx::query(
+                "INSERT INTO ingest_skipped (tenant_id, source, type, count) VALUES ($1, $2, $3, 1) \
+                 ON CONFLICT (tenant_id, source, type) DO UPDATE SET count = ingest_skipped.count + 1",
+            )
+            .bind(tenant.as_str())
+            .bind(&batch.source)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (tenant, parked) in &batch.parked {
+            pin(&mut tx, tenant).await?;
+            sqlx::query(
+                "INSERT INTO ingest_parked (tenant_id, source, sequence, type, reason, park_time) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(&parked.source)
+            .bind(parked.sequence)
+            .bind(&parked.kind)
+            .bind(&parked.reason)
+            .bind(parked.park_time)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO ingest_watermarks (source, sequence, commit_time) VALUES ($1, $2, $3) \
+             ON CONFLICT (source) DO UPDATE SET sequence = excluded.sequence, commit_time = excluded.commit_time",
+        )
+        .bind(&batch.source)
+        .bind(i64::try_from(to).unwrap_or(i64::MAX))
+        .bind(commit_time)
+        .execute(&mut *tx)
+        .await?;
+        crm_platform::consumer::pg_advance(&mut tx, consumer, to).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn closes(&self, tenant: &TenantId, window: Window) -> Result<Vec<Close>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEAL_COLUMNS}, t.sequence, t.kind, t.time FROM deal_transitions t \
+             JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id \
+             LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
+             WHERE t.tenant_id = $1 AND t.time >= $2 AND t.time < $3 AND t.kind IN ('won', 'lost', 'reopened')"
+        )))
+        .bind(tenant.as_str())
+        .bind(window.start_time())
+        .bind(window.end_time())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(Close {
+                    deal: deal(row)?,
+                    lead_source: row.try_get("lead_source")?,
+                    sequence: row.try_get("sequence")?,
+                    kind: TransitionKind::parse(&kind).ok_or_else(|| corrupt(format!("transition kind {kind}")))?,
+                    time: row.try_get("time")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn deals_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<DealRow>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEAL_COLUMNS} FROM deal_facts d \
+             LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
+             WHERE d.tenant_id = $1 AND d.create_time >= $2 AND d.create_time < $3"
+        )))
+        .bind(tenant.as_str())
+        .bind(window.start_time())
+        .bind(window.end_time())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DealRow {
+                    deal: deal(row)?,
+                    lead_source: row.try_get("lead_source")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn leads_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<LeadRow>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(
+            "SELECT l.lead_id, l.owner, l.source, l.create_time, l.deal_id, l.convert_time, d.outcome \
+             FROM lead_facts l LEFT JOIN deal_facts d ON d.tenant_id = l.tenant_id AND d.deal_id = l.deal_id \
+             WHERE l.tenant_id = $1 AND l.create_time >= $2 AND l.create_time < $3",
+        )
+        .bind(tenant.as_str())
+        .bind(window.start_time())
+        .bind(window.end_time())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let deal: Option<Uuid> = row.try_get("deal_id")?;
+                let converted: Option<DateTime<Utc>> = row.try_get("convert_time")?;
+                let outcome: Option<String> = row.try_get("outcome")?;
+                Ok(LeadRow {
+                    lead: LeadFact {
+                        id: row.try_get("lead_id")?,
+                        owner: row.try_get("owner")?,
+                        source: row.try_get("source")?,
+                        create_time: row.try_get("create_time")?,
+                        converted: deal.zip(converted),
+                    },
+                    deal_outcome: outcome.as_deref().and_then(Outcome::parse),
+                })
+            })
+            .collect()
+    }
+
+    async fn forecasts(&self, tenant: &TenantId, period: &str) -> Result<Vec<ForecastFact>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(
+            "SELECT forecast_id, owner, period, amount_minor, currency, category, submit_time FROM forecast_facts \
+             WHERE tenant_id = $1 AND period = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(period)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ForecastFact {
+                    id: row.try_get("forecast_id")?,
+                    owner: row.try_get("owner")?,
+                    period: row.try_get("period")?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    currency: row.try_get("currency")?,
+                    category: row.try_get("category")?,
+                    submit_time: row.try_get("submit_time")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn quotas(&self, tenant: &TenantId, period: &str) -> Result<Vec<QuotaFact>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(
+            "SELECT owner, period, amount_minor, currency FROM quota_facts WHERE tenant_id = $1 AND period = $2 ORDER BY owner",
+        )
+        .bind(tenant.as_str())
+        .bind(period)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QuotaFact {
+                    owner: row.try_get("owner")?,
+                    period: row.try_get("period")?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    currency: row.try_get("currency")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {
+        let rows = sqlx::query("SELECT source, sequence, commit_time FROM ingest_watermarks ORDER BY source")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Watermark {
+                    source: row.try_get("source")?,
+                    sequence: row.try_get("sequence")?,
+                    commit_time: row.try_get("commit_time")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ingest_problems(&self, tenant: &TenantId) -> Result<(Vec<Skipped>, Vec<Parked>), StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let skipped =
+            sqlx::query("SELECT source, type, count FROM ingest_skipped WHERE tenant_id = $1 ORDER BY source, type")
+                .bind(tenant.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        let parked = sqlx::query(
+            "SELECT source, sequence, type, reason, park_time FROM ingest_parked WHERE tenant_id = $1 \
+             ORDER BY park_time DESC, source, sequence DESC LIMIT $2",
+        )
+        .bind(tenant.as_str())
+        .bind(PARKED_LISTED)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let skipped = skipped
+            .iter()
+            .map(|row| {
+                Ok(Skipped {
+                    source: row.try_get("source")?,
+                    kind: row.try_get("type")?,
+                    count: row.try_get("count")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        let parked = parked
+            .iter()
+            .map(|row| {
+                Ok(Parked {
+                    source: row.try_get("source")?,
+                    sequence: row.try_get("sequence")?,
+                    kind: row.try_get("type")?,
+                    reason: row.try_get("reason")?,
+                    park_time: row.try_get("park_time")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((skipped, parked))
+    }
+}

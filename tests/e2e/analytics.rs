@@ -1,0 +1,353 @@
+//! The analytics service through the real binary, on both backends: deals and leads made over
+//! REST reach it through the pipeline feed, and its figures equal what this test computes
+//! itself from the deals it made (never through the service's code).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crm_platform::Role;
+use serde_json::{Value, json};
+
+use crate::pipeline::pipeline;
+use crate::support::{BACKENDS, Deployment, Rest, id_of};
+
+/// A deal this test made, as the pipeline answered it.
+struct Made {
+    owner: &'static str,
+    /// Some(true) won, Some(false) lost, None open.
+    won: Option<bool>,
+    created: DateTime<Utc>,
+    closed: Option<DateTime<Utc>>,
+    lead_source: &'static str,
+    amount_minor: i64,
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| panic!("not a time: {value}"))
+}
+
+/// Closes `deal` (as `api`'s user) when `won` says so, and returns what was made.
+async fn close(api: &Rest, deal: &Value, owner: &'static str, won: Option<bool>, lead_source: &'static str) -> Made {
+    let mut made = Made {
+        owner,
+        won,
+        created: time(&deal["createTime"]),
+        closed: None,
+        lead_source,
+        amount_minor: deal["amount"]["amountMinor"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no amount: {deal}")),
+    };
+    if let Some(won) = won {
+        let outcome = if won { "DEAL_STATUS_WON" } else { "DEAL_STATUS_LOST" };
+        let (status, closed) = api
+            .post(
+                &format!("/v1/deals/{}:close", id_of(&deal["name"])),
+                json!({"outcome": outcome, "reason": "decided"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{closed}");
+        made.closed = Some(time(&closed["deal"]["closeTime"]));
+    }
+    made
+}
+
+/// Queries a metric until its tenant-wide figure counts `records` (ingest is asynchronous).
+async fn settled(api: &Rest, metric: &str, period: &str, records: i64) -> Value {
+    for _ in 0..100 {
+        let (status, answer) = api.get(&format!("/v1/metrics/{metric}:query?period={period}")).await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["figures"][0]["count"] == json!(records.to_string()) {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{metric} never counted {records} records");
+}
+
+fn figures(answer: &Value) -> BTreeMap<String, Value> {
+    answer["figures"]
+        .as_array()
+        .expect("figures")
+        .iter()
+        .map(|f| (f["group"].as_str().unwrap_or_default().to_owned(), f.clone()))
+        .collect()
+}
+
+fn close_to(actual: &Value, expected: f64, what: &str) {
+    let actual = actual
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {actual}"));
+    assert!(
+        (actual - expected).abs() < 1e-9 * expected.abs().max(1.0),
+        "{what}: {actual} != {expected}"
+    );
+}
+
+fn days(made: &Made) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let ms = (made.closed.expect("closed") - made.created).num_milliseconds() as f64;
+    ms / 86_400_000.0
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+#[tokio::test]
+async fn figures_follow_the_deals_on_both_backends() {
+    for postgres in BACKENDS {
+        let Some(deployment) = Deployment::start(postgres, "analytics_figures").await else {
+            continue;
+        };
+        figures_follow_the_deals(deployment.rest()).await;
+        deployment.stop().await;
+    }
+}
+
+async fn figures_follow_the_deals(base: &str) {
+    let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+    let pipeline = pipeline(&admin).await;
+    let mut made = Vec::new();
+    // Each rep's deals, closed as the plan says.
+    let plan: [(&'static str, &[Option<bool>]); 3] = [
+        ("ann", &[Some(true), Some(true), Some(false)]),
+        ("ben", &[Some(false), None]),
+        ("cat", &[Some(true)]),
+    ];
+    for (owner, outcomes) in plan {
+        let rep = Rest::as_user(base, "acme", owner, Role::Rep);
+        for (i, won) in outcomes.iter().enumerate() {
+            let (status, deal) = rep
+                .post(
+                    "/v1/deals",
+                    json!({"displayName": format!("{owner} {i}"), "pipeline": pipeline["name"],
+                           "amount": {"amountMinor": "100000", "currencyCode": "EUR"}}),
+                )
+                .await;
+            assert_eq!(status, 201, "{deal}");
+            made.push(close(&rep, &deal, owner, *won, "").await);
+        }
+    }
+    // Ann's lead from the web becomes a deal she wins; Ben's lead from a fair stays a lead.
+    let mut leads: Vec<(&str, bool)> = Vec::new();
+    for (owner, source, converts) in [("ann", "web", true), ("ben", "fair", false)] {
+        let rep = Rest::as_user(base, "acme", owner, Role::Rep);
+        let (status, lead) = rep
+            .post(
+                "/v1/leads",
+                json!({"title": format!("{owner}'s enquiry"), "source": source}),
+            )
+            .await;
+        assert_eq!(status, 201, "{lead}");
+        leads.push((source, converts));
+        if converts {
+            let (status, converted) = rep
+                .post(
+                    &format!("/v1/leads/{}:convert", id_of(&lead["name"])),
+                    json!({"deal": {"pipeline": pipeline["name"], "amount": {"amountMinor": "5000", "currencyCode": "EUR"}}}),
+                )
+                .await;
+            assert_eq!(status, 200, "{converted}");
+            made.push(close(&rep, &converted["deal"], owner, Some(true), "web").await);
+        }
+    }
+    // Another tenant's won deal, in the same days: never in acme's figures.
+    let gus = Rest::as_user(base, "globex", "gus", Role::Admin);
+    let theirs = crate::pipeline::pipeline(&gus).await;
+    let (status, deal) = gus
+        .post(
+            "/v1/deals",
+            json!({"displayName": "Theirs", "pipeline": theirs["name"], "amount": {"amountMinor": "1", "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{deal}");
+    close(&gus, &deal, "gus", Some(true), "").await;
+
+    let today = Utc::now().date_naive();
+    let period = format!("{}..{}", today.pred_opt().expect("day"), today.succ_opt().expect("day"));
+
+    // Win rate, computed here from what was made.
+    let closed: Vec<&Made> = made.iter().filter(|m| m.won.is_some()).collect();
+    let won = |of: &[&Made]| of.iter().filter(|m| m.won == Some(true)).count();
+    let answer = settled(&admin, "win-rate", &period, closed.len() as i64).await;
+    #[allow(clippy::cast_precision_loss)]
+    let rate = won(&closed) as f64 / closed.len() as f64;
+    close_to(&answer["figures"][0]["value"], rate, "win rate");
+    assert_eq!(answer["metric"]["version"], 1);
+    assert!(
+        answer["watermarks"]
+            .as_array()
+            .expect("watermarks")
+            .iter()
+            .any(|w| w["source"] == "crm.pipeline.v1"),
+        "{answer}"
+    );
+    let (status, by_owner) = admin
+        .get(&format!("/v1/metrics/win-rate:query?period={period}&groupBy=OWNER"))
+        .await;
+    assert_eq!(status, 200, "{by_owner}");
+    let by_owner = figures(&by_owner);
+    assert_eq!(
+        by_owner.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["ann", "ben", "cat"]
+    );
+    for (owner, figure) in &by_owner {
+        let theirs: Vec<&Made> = closed.iter().copied().filter(|m| m.owner == owner).collect();
+        #[allow(clippy::cast_precision_loss)]
+        close_to(&figure["value"], won(&theirs) as f64 / theirs.len() as f64, owner);
+        assert_eq!(figure["count"], json!(theirs.len().to_string()), "{owner}");
+    }
+
+    // Sales-cycle days of the won deals: mean and median.
+    let cycle: Vec<f64> = closed.iter().filter(|m| m.won == Some(true)).map(|m| days(m)).collect();
+    let answer = settled(&admin, "sales-cycle-days", &period, cycle.len() as i64).await;
+    #[allow(clippy::cast_precision_loss)]
+    let mean = cycle.iter().sum::<f64>() / cycle.len() as f64;
+    close_to(&answer["figures"][0]["value"], mean, "mean cycle");
+    close_to(
+        &answer["figures"][0]["parts"]["median"],
+        median(cycle.clone()),
+        "median cycle",
+    );
+
+    // Cohort win rate over every deal created in the period (the open one counted apart).
+    let answer = settled(&admin, "cohort-win-rate", &period, made.len() as i64).await;
+    #[allow(clippy::cast_precision_loss)]
+    close_to(
+        &answer["figures"][0]["value"],
+        won(&closed) as f64 / closed.len() as f64,
+        "cohort win rate",
+    );
+    close_to(&answer["figures"][0]["parts"]["open"], 1.0, "open deals");
+
+    // Lead conversion, by source.
+    let answer = settled(&admin, "lead-conversion", &period, leads.len() as i64).await;
+    #[allow(clippy::cast_precision_loss)]
+    let converted = leads.iter().filter(|(_, c)| *c).count() as f64 / leads.len() as f64;
+    close_to(&answer["figures"][0]["value"], converted, "lead conversion");
+    let (status, by_source) = admin
+        .get(&format!(
+            "/v1/metrics/lead-conversion:query?period={period}&groupBy=GROUPING_LEAD_SOURCE"
+        ))
+        .await;
+    assert_eq!(status, 200, "{by_source}");
+    let by_source = figures(&by_source);
+    close_to(&by_source["web"]["value"], 1.0, "web leads");
+    close_to(&by_source["web"]["parts"]["to_customer"], 1.0, "web leads won");
+    close_to(&by_source["fair"]["value"], 0.0, "fair leads");
+    let won_from_web = made
+        .iter()
+        .filter(|m| m.lead_source == "web" && m.won == Some(true))
+        .count();
+    assert_eq!(won_from_web, 1);
+
+    // A rep sees the tenant's figure, and only their own per owner.
+    let ben = Rest::as_user(base, "acme", "ben", Role::Rep);
+    let (status, mine) = ben
+        .get(&format!("/v1/metrics/win-rate:query?period={period}&groupBy=OWNER"))
+        .await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(figures(&mine).keys().map(String::as_str).collect::<Vec<_>>(), ["ben"]);
+    let (status, _) = ben.get("/v1/ingestStatus").await;
+    assert_eq!(status, 403, "the ingest status is for managers and admins");
+
+    // Bad input: the field and the reason, every one at once.
+    let (status, problem) = admin.get("/v1/metrics/win-ratio:query?period=2026-13").await;
+    assert_eq!(status, 400, "{problem}");
+    let fields: Vec<&str> = problem["violations"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(fields.contains(&"name") && fields.contains(&"period"), "{problem}");
+    assert!(
+        problem.to_string().contains("win-rate"),
+        "the valid metrics are named: {problem}"
+    );
+    let (status, problem) = admin
+        .get(&format!(
+            "/v1/metrics/lead-conversion:query?period={period}&groupBy=PIPELINE"
+        ))
+        .await;
+    assert_eq!(status, 400, "lead conversion has no pipeline: {problem}");
+
+    // Forecast accuracy and quota attainment over this month: Ann's call against what she won.
+    let month = today.format("%Y-%m").to_string();
+    let ann = Rest::as_user(base, "acme", "ann", Role::Rep);
+    let call = 150_000i64;
+    let (status, submitted) = ann
+        .post(
+            "/v1/forecasts",
+            json!({"period": month, "amount": {"amountMinor": call.to_string(), "currencyCode": "EUR"}, "category": "FORECAST_CATEGORY_COMMIT"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{submitted}");
+    let quota = 400_000i64;
+    let (status, set) = admin
+        .post(
+            "/v1/quotas",
+            json!({"owner": "ann", "period": month, "amount": {"amountMinor": quota.to_string(), "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{set}");
+    let actual: i64 = made
+        .iter()
+        .filter(|m| m.owner == "ann" && m.won == Some(true))
+        .map(|m| m.amount_minor)
+        .sum();
+    #[allow(clippy::cast_precision_loss)]
+    let expected = (1.0 - (actual - call).abs() as f64 / actual as f64).max(0.0);
+    let answer = settled(&admin, "forecast-accuracy", &month, 1).await;
+    close_to(&answer["figures"][0]["value"], expected, "forecast accuracy");
+    let (status, by_owner) = admin
+        .get(&format!(
+            "/v1/metrics/forecast-accuracy:query?period={month}&groupBy=OWNER"
+        ))
+        .await;
+    assert_eq!(status, 200, "{by_owner}");
+    let by_owner = figures(&by_owner);
+    #[allow(clippy::cast_precision_loss)]
+    {
+        close_to(&by_owner["ann"]["parts"]["actual"], actual as f64, "ann's actual");
+        close_to(
+            &by_owner["ann"]["parts"]["bias"],
+            (call - actual) as f64 / actual as f64,
+            "ann's bias",
+        );
+    }
+    let answer = settled(&admin, "quota-attainment", &month, 1).await;
+    #[allow(clippy::cast_precision_loss)]
+    close_to(
+        &answer["figures"][0]["value"],
+        actual as f64 / quota as f64,
+        "quota attainment",
+    );
+    let (status, problem) = admin.get("/v1/metrics/forecast-accuracy:query?period=2026").await;
+    assert_eq!(status, 400, "a year is not a forecast period: {problem}");
+
+    // The catalogue, and ingest's state.
+    let (status, catalogue) = admin.get("/v1/metrics").await;
+    assert_eq!(status, 200, "{catalogue}");
+    assert!(catalogue["metrics"].as_array().expect("metrics").len() >= 6);
+    assert!(
+        catalogue["metrics"][0]["formula"]
+            .as_str()
+            .is_some_and(|f| !f.is_empty())
+    );
+    let (status, ingest) = admin.get("/v1/ingestStatus").await;
+    assert_eq!(status, 200, "{ingest}");
+    assert_eq!(ingest["skipped"], json!([]), "{ingest}");
+    assert_eq!(ingest["parked"], json!([]), "{ingest}");
+}
