@@ -27,11 +27,12 @@ the value the request gave it; any other rejection of a schema-valid request fai
   a survivorship choice names the survivor or a merged record;
   a portfolio is not reassigned to the user it is taken from (`toUsers` holding `fromUser`, or
   the path's user); an event stream's `types` are those of its `source` feed; stage names and
-  ids are unique within a pipeline, email addresses within a contact, columns within an
+  ids are unique within a pipeline, email addresses within a contact; an import's `format`
+  agrees with the body's Content-Type; columns within an
   import's header (after its mapping, which may skip them all); and an update mask that
   names a field the body does not give clears it, which a required field (an owner, a
-  pipeline's stages) refuses. A metric query names a metric of the catalogue, groups it by
-  one of the groupings the catalogue gives that metric, a period of dates ends after it
+  pipeline's stages) refuses. A metric query groups a metric by one of the groupings the
+  catalogue gives it, a period of dates ends after it
   starts, and forecast accuracy and quota attainment take a forecast period (a month or a
   quarter).
 """
@@ -153,6 +154,9 @@ def _explained(case, violation):
         if description.startswith("two columns hold"):
             return len(held) != len(set(held))
         return description == "no column holds a contact field" and bool(mapping)
+    if field == "format" and case.operation.path == "/v1/contacts:import":
+        # `format` naming the other format than the body's Content-Type.
+        return description == "contradicts the body's Content-Type"
     if field == "types" and case.operation.path == "/v1/events:stream":
         # A type of another feed than the `source` named.
         source = query.get("source")
@@ -160,11 +164,9 @@ def _explained(case, violation):
             t.strip().rsplit(".", 1)[0] != source for t in (query.get("types") or "").split(",") if t.strip()
         )
     if case.operation.path.endswith(":query"):
-        # A metric is one of the catalogue's (GET /v1/metrics lists them), split only by the
-        # groupings the catalogue gives it; a period of dates ends after it starts.
-        if field == "name":
-            return description.startswith("no metric")
-        if field == "group_by":
+        # A metric is split only by the groupings the catalogue gives it (GET /v1/metrics); a
+        # period of dates ends after it starts.
+        if field in ("group_by", "groupBy"):
             return "cannot be grouped this way" in description
         if field == "period":
             return "ends before it starts" in description or "is over a forecast period" in description

@@ -279,18 +279,20 @@ impl Generator {
         let output = method.output();
         let mut parameters = Vec::new();
         // A resource named by a slug (its field's format `slug:<collection>`) has slugs for
-        // ids; every other resource, UUIDs.
-        let slug = binding.path_fields().any(|path| {
-            input
-                .get_field_by_name(path)
-                .and_then(|f| rules::rules(&f))
-                .is_some_and(|r| r.format.starts_with("slug:"))
-        });
-        let id_pattern = if slug { rules::SLUG_PATTERN } else { ID_PATTERN };
+        // ids, the ones its `write_values` list when it lists them (a catalogue's entries);
+        // every other resource, UUIDs.
+        let slug = binding
+            .path_fields()
+            .filter_map(|path| input.get_field_by_name(path).and_then(|f| rules::rules(&f)))
+            .find(|r| r.format.starts_with("slug:"));
+        let id_schema = match slug {
+            Some(r) if !r.write_values.is_empty() => json!({"type": "string", "enum": r.write_values}),
+            Some(_) => json!({"type": "string", "pattern": format!("^{}$", rules::SLUG_PATTERN)}),
+            None => json!({"type": "string", "pattern": format!("^{ID_PATTERN}$")}),
+        };
         for name in binding.template.parameters() {
             parameters.push(json!({
-                "name": name, "in": "path", "required": true,
-                "schema": {"type": "string", "pattern": format!("^{id_pattern}$")},
+                "name": name, "in": "path", "required": true, "schema": id_schema,
             }));
         }
         let path_tops: BTreeSet<&str> = binding

@@ -166,3 +166,28 @@ impl pb::ingest_service_server::IngestService for AnalyticsGrpc {
         Ok(Response::new(status(self.app.ingest_status(&who).await?)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crm_proto::prost::Name;
+
+    use super::*;
+
+    /// The proto lists the catalogue's metrics (the OpenAPI document's path enum comes from it):
+    /// the two must name the same metrics.
+    #[test]
+    fn the_proto_lists_the_catalogue() {
+        let request = crm_proto::json::descriptors()
+            .expect("descriptors")
+            .get_message_by_name(&pb::QueryMetricRequest::full_name())
+            .expect("QueryMetricRequest");
+        let name = request.get_field_by_name("name").expect("name");
+        let listed = &crm_proto::options::facts(&name)
+            .rules
+            .as_ref()
+            .expect("rules")
+            .write_values;
+        let catalogue: Vec<&str> = CATALOGUE.iter().map(|m| m.key).collect();
+        assert_eq!(listed, &catalogue);
+    }
+}
