@@ -337,6 +337,85 @@ async fn figures_follow_the_deals(base: &str) {
     let (status, problem) = admin.get("/v1/metrics/forecast-accuracy:query?period=2026").await;
     assert_eq!(status, 400, "a year is not a forecast period: {problem}");
 
+    // A goal on the win rate, its baseline the 30 days before today (no deal closed then),
+    // frozen; its progress is the same 30 days' length, ending today.
+    let days = |n: u64| today.checked_sub_days(chrono::Days::new(n)).expect("day");
+    let baseline_period = format!("{}..{}", days(30), days(1));
+    let due = today.checked_add_days(chrono::Days::new(90)).expect("day").to_string();
+    let spec = json!({"displayName": "Win more", "metric": "metrics/win-rate", "baselinePeriod": baseline_period,
+                      "targetKind": "TARGET_KIND_ABSOLUTE", "target": 0.9, "dueDate": due});
+    let (status, _) = ben.post("/v1/goals", spec.clone()).await;
+    assert_eq!(status, 403, "goals are set by managers and admins");
+    let (status, goal) = admin.post("/v1/goals", spec).await;
+    assert!(status == 200 || status == 201, "{goal}");
+    assert_eq!(goal["baseline"]["count"], "0", "{goal}");
+    assert!(goal["baseline"]["value"].is_null(), "{goal}");
+    assert_eq!(goal["baseline"]["formulaVersion"], 1);
+    #[allow(clippy::cast_precision_loss)]
+    close_to(
+        &goal["progress"]["value"],
+        won(&closed) as f64 / closed.len() as f64,
+        "goal progress",
+    );
+    assert_eq!(goal["progress"]["count"], json!(closed.len().to_string()));
+    close_to(&goal["progress"]["targetValue"], 0.9, "goal target");
+    let (status, again) = admin
+        .get(&format!("/v1/{}", goal["name"].as_str().expect("name")))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["baseline"], goal["baseline"], "the baseline stays frozen");
+    let (status, listed) = ben.get("/v1/goals").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["goals"][0]["name"], goal["name"],
+        "a rep sees the tenant's goals"
+    );
+    let (status, problem) = admin
+        .post(
+            "/v1/goals",
+            json!({"displayName": "Bad", "metric": "metrics/win-rate", "baselinePeriod": format!("{}..{}", days(1), due),
+                   "targetKind": "TARGET_KIND_ABSOLUTE", "target": 1.5, "dueDate": days(2).to_string()}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    let mut fields: Vec<&str> = problem["violations"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["goal.baselinePeriod", "goal.dueDate", "goal.target"],
+        "{problem}"
+    );
+    let (status, goals) = admin.get("/v1/goals").await;
+    assert_eq!(
+        (status, goals["goals"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "nothing stored: {goals}"
+    );
+
+    // Before and after: nothing closed in the 30 days before, today's closes after.
+    let (status, report) = admin
+        .get(&format!(
+            "/v1/reports:beforeAfter?before={baseline_period}&after={period}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let win = report["comparisons"]
+        .as_array()
+        .expect("comparisons")
+        .iter()
+        .find(|c| c["metric"]["name"] == "metrics/win-rate")
+        .expect("win rate compared");
+    assert_eq!(win["before"]["count"], "0");
+    #[allow(clippy::cast_precision_loss)]
+    close_to(
+        &win["after"]["value"],
+        won(&closed) as f64 / closed.len() as f64,
+        "after",
+    );
+
     // The catalogue, and ingest's state.
     let (status, catalogue) = admin.get("/v1/metrics").await;
     assert_eq!(status, 200, "{catalogue}");

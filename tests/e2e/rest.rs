@@ -258,7 +258,7 @@ async fn bad_input_is_refused_with_the_field_and_changes_nothing() {
         ),
         (
             json!({"givenName": "X", "etag": "1", "createTime": "2020-01-01T00:00:00Z"}),
-            "contact.createTime",
+            "contact.etag",
         ),
         (
             json!({"givenName": "X", "company": "companies/not-a-uuid"}),
@@ -320,10 +320,12 @@ async fn bad_input_is_refused_with_the_field_and_changes_nothing() {
         .patch(&format!("/v1/contacts/{seed_id}?updateMask=shoe_size"), json!({}))
         .await;
     assert_eq!(status, 400, "{problem}");
-    let (status, _) = api
+    // The body's name is output only, so ignored: the path names the contact, which a body
+    // holding nothing else leaves as it is (AIP-134).
+    let (status, same) = api
         .patch(&format!("/v1/contacts/{seed_id}"), json!({"name": "contacts/x"}))
         .await;
-    assert_eq!(status, 400);
+    assert_eq!((status, same["name"].as_str()), (200, seed["name"].as_str()), "{same}");
 
     let big = "x".repeat(2 * 1024 * 1024);
     let (status, problem) = api.post("/v1/contacts", json!({"givenName": big})).await;
@@ -337,6 +339,16 @@ async fn bad_input_is_refused_with_the_field_and_changes_nothing() {
     );
     let (_, seed_now) = api.get(&format!("/v1/contacts/{seed_id}")).await;
     assert_eq!(seed_now, seed, "the refused updates changed nothing");
+    // An output only field is ignored (AIP-203): a client may send back a resource as it read
+    // it, and the server's own value stands.
+    let (status, created) = api
+        .post(
+            "/v1/contacts",
+            json!({"givenName": "Echo", "createTime": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_ne!(created["createTime"], "2020-01-01T00:00:00Z", "{created}");
 }
 
 #[tokio::test]

@@ -27,14 +27,14 @@ the value the request gave it; any other rejection of a schema-valid request fai
   a survivorship choice names the survivor or a merged record;
   a portfolio is not reassigned to the user it is taken from (`toUsers` holding `fromUser`, or
   the path's user); an event stream's `types` are those of its `source` feed; stage names and
-  ids are unique within a pipeline, email addresses within a contact; an import's `format`
-  agrees with the body's Content-Type; columns within an
-  import's header (after its mapping, which may skip them all); and an update mask that
-  names a field the body does not give clears it, which a required field (an owner, a
-  pipeline's stages) refuses. A metric query groups a metric by one of the groupings the
-  catalogue gives it, a period of dates ends after it
-  starts, and forecast accuracy and quota attainment take a forecast period (a month or a
-  quarter).
+  ids are unique within a pipeline, email addresses within a contact, columns within an
+  import's header (after its mapping, which may skip them all); an import's `format` agrees
+  with the body's Content-Type; and an update mask that names a field the body does not give
+  clears it, which a required field (an owner, a pipeline's stages) refuses. A metric query
+  groups a metric by one of the groupings the catalogue gives it, a period of dates ends
+  after it starts, forecast accuracy and quota attainment take a forecast period (a month or
+  a quarter), and a goal's baseline ends before the day it is set, its due date is after it,
+  and its target is one its metric can reach.
 """
 
 import json
@@ -163,13 +163,24 @@ def _explained(case, violation):
         return bool(source) and any(
             t.strip().rsplit(".", 1)[0] != source for t in (query.get("types") or "").split(",") if t.strip()
         )
+    if description.endswith("ends before it starts"):
+        # A period of dates (`YYYY-MM-DD..YYYY-MM-DD`) whose last day is before its first.
+        return True
+    if case.operation.path == "/v1/goals" and case.method == "POST":
+        # A goal's baseline is measured (it ends before today), its due date is after today, and
+        # its target is one the metric can reach: rules of the day the goal is set and of the
+        # target's kind, which no schema states.
+        return field in ("goal.baselinePeriod", "goal.dueDate", "goal.target") and any(
+            phrase in description
+            for phrase in ("must end before today", "must be after today", "target is", "is a ratio")
+        )
     if case.operation.path.endswith(":query"):
         # A metric is split only by the groupings the catalogue gives it (GET /v1/metrics); a
         # period of dates ends after it starts.
         if field in ("group_by", "groupBy"):
             return "cannot be grouped this way" in description
         if field == "period":
-            return "ends before it starts" in description or "is over a forecast period" in description
+            return "is over a forecast period" in description
     schema, value = _lookup(case, field)
     if case.method == "PATCH":
         # A field the update mask names but the body leaves out is cleared, which a required

@@ -548,6 +548,10 @@ impl Generator {
             };
             item["enum"] = rules::enum_names(&descriptor, write_values);
         }
+        // A string that names an entry of a catalogue (a metric) is one of those listed.
+        if !write_values.is_empty() && field.kind() == Kind::String && !field.is_list() {
+            schema["enum"] = json!(write_values);
+        }
         if update && rules::rules(field).is_some_and(|r| r.keep_on_update) {
             // An update may not clear it: not the empty string.
             if let Some(pattern) = schema["pattern"].as_str() {

@@ -42,6 +42,8 @@ impl Running for Hosted {
         let grpc = grpc::AnalyticsGrpc::new(self.app.clone());
         routes
             .add_service(grpc::MetricServiceServer::new(grpc.clone()))
+            .add_service(grpc::GoalServiceServer::new(grpc.clone()))
+            .add_service(grpc::ReportServiceServer::new(grpc.clone()))
             .add_service(grpc::IngestServiceServer::new(grpc));
     }
 

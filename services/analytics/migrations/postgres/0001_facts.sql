@@ -89,6 +89,15 @@ CREATE TABLE quota_facts (
     PRIMARY KEY (tenant_id, period, owner)
 );
 
+-- Goals, each with its baseline frozen when it was set (the document: domain::goals::Goal).
+CREATE TABLE goals (
+    tenant_id   text        NOT NULL,
+    goal_id     uuid        NOT NULL,
+    create_time timestamptz NOT NULL,
+    body        jsonb       NOT NULL,
+    PRIMARY KEY (tenant_id, goal_id)
+);
+
 -- Events of a type ingest does not know, counted per tenant.
 CREATE TABLE ingest_skipped (
     tenant_id text   NOT NULL,
@@ -128,7 +137,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['deal_facts', 'deal_transitions', 'lead_facts', 'forecast_facts', 'quota_facts', 'ingest_skipped',
+    FOREACH t IN ARRAY ARRAY['deal_facts', 'deal_transitions', 'lead_facts', 'forecast_facts', 'quota_facts', 'goals', 'ingest_skipped',
                              'ingest_parked'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);

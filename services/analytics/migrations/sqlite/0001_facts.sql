@@ -63,6 +63,14 @@ CREATE TABLE quota_facts (
     PRIMARY KEY (tenant_id, period, owner)
 ) WITHOUT ROWID;
 
+CREATE TABLE goals (
+    tenant_id   TEXT    NOT NULL,
+    goal_id     TEXT    NOT NULL,
+    create_time INTEGER NOT NULL,
+    body        TEXT    NOT NULL,
+    PRIMARY KEY (tenant_id, goal_id)
+) WITHOUT ROWID;
+
 CREATE TABLE ingest_skipped (
     tenant_id TEXT    NOT NULL,
     source    TEXT    NOT NULL,

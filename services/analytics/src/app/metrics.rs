@@ -1,7 +1,7 @@
 //! Metric queries: the caller's tenant only; a rep's or viewer's figures per owner are their
 //! own, the tenant's aggregates are everyone's.
 
-use crm_platform::{ApiError, Principal};
+use crm_platform::{ApiError, Principal, TenantId};
 
 use super::AnalyticsApp;
 use crate::domain::metrics::{
@@ -36,8 +36,28 @@ impl AnalyticsApp {
         }
         // The watermark is read first: the figures include at least what it says.
         let watermarks = self.store.watermarks().await.map_err(|e| e.into_api())?;
-        let tenant = &who.tenant;
-        let mut figures = match metric {
+        let mut figures = self.figures(&who.tenant, metric, window, grouping).await?;
+        if grouping == Grouping::Owner && !who.writes_all() {
+            figures.retain(|f| f.group == who.user.as_str());
+        }
+        Ok(Answer {
+            metric: info,
+            window,
+            figures,
+            watermarks,
+        })
+    }
+
+    /// The figures of `metric` over `window` for `tenant`, split by `grouping`.
+    pub(crate) async fn figures(
+        &self,
+        tenant: &TenantId,
+        metric: MetricId,
+        window: Window,
+        grouping: Grouping,
+    ) -> Result<Vec<Figure>, ApiError> {
+        let info = metric.info();
+        Ok(match metric {
             MetricId::WinRate | MetricId::SalesCycleDays => {
                 let closes = self.store.closes(tenant, window).await.map_err(|e| e.into_api())?;
                 if metric == MetricId::WinRate {
@@ -82,15 +102,6 @@ impl AnalyticsApp {
                     quota_attainment(&quotas, &closes, grouping)
                 }
             }
-        };
-        if grouping == Grouping::Owner && !who.writes_all() {
-            figures.retain(|f| f.group == who.user.as_str());
-        }
-        Ok(Answer {
-            metric: info,
-            window,
-            figures,
-            watermarks,
         })
     }
 }

@@ -1,15 +1,20 @@
 //! The analytics application: who may read which figure, and the figures from the facts.
-//! One file per resource: `metrics` (the catalogue and queries), `ingest` (its status).
+//! One file per resource: `metrics` (the catalogue and queries), `goals`, `reports` (before
+//! and after), `ingest` (its status).
 
+mod goals;
 mod ingest;
 mod metrics;
+mod reports;
 
 use std::sync::Arc;
 
 use crm_platform::time::{Clock, SystemClock};
 
+pub use goals::Tracked;
 pub use ingest::IngestStatus;
 pub use metrics::Answer;
+pub use reports::Comparison;
 
 use crate::store::AnalyticsStore;
 

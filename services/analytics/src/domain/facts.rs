@@ -181,7 +181,7 @@ pub struct LeadRow {
 }
 
 /// How far a followed feed has been applied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Watermark {
     /// The producing service (`crm.pipeline.v1`).
     pub source: String,

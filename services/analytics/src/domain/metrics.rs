@@ -157,6 +157,13 @@ pub const CATALOGUE: &[MetricInfo] = &[
     },
 ];
 
+impl MetricInfo {
+    /// Whether it is computed over any period (not only over forecast periods).
+    pub fn any_window(&self) -> bool {
+        !matches!(self.id, MetricId::ForecastAccuracy | MetricId::QuotaAttainment)
+    }
+}
+
 impl MetricId {
     pub fn info(self) -> &'static MetricInfo {
         CATALOGUE.iter().find(|m| m.id == self).unwrap_or(&CATALOGUE[0])
@@ -172,7 +179,7 @@ impl MetricId {
 }
 
 /// One figure of a metric: for the tenant (group "") or one group.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Figure {
     pub group: String,
     /// None when nothing in the period defines it.

@@ -2,8 +2,10 @@
 //! keeps and the metrics it computes from them.
 
 pub mod facts;
+pub mod goals;
 pub mod metrics;
 
 pub use crm_platform::period::Window;
 pub use facts::*;
+pub use goals::{Baseline, Goal, GoalSpec, Progress, Target};
 pub use metrics::{CATALOGUE, Figure, Grouping, MetricId, MetricInfo};

@@ -7,14 +7,21 @@ use crm_platform::time::timestamp;
 use crm_proto::crm::analytics::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::app::{AnalyticsApp, Answer, IngestStatus};
+use crate::app::{AnalyticsApp, Answer, IngestStatus, Tracked};
 use crate::domain::*;
 
+pub use pb::goal_service_server::GoalServiceServer;
 pub use pb::ingest_service_server::IngestServiceServer;
 pub use pb::metric_service_server::MetricServiceServer;
+pub use pb::report_service_server::ReportServiceServer;
 
 /// The fully qualified names clients and health checks use.
-pub const SERVICE_NAMES: &[&str] = &["crm.analytics.v1.MetricService", "crm.analytics.v1.IngestService"];
+pub const SERVICE_NAMES: &[&str] = &[
+    "crm.analytics.v1.MetricService",
+    "crm.analytics.v1.GoalService",
+    "crm.analytics.v1.ReportService",
+    "crm.analytics.v1.IngestService",
+];
 
 /// Implements every generated service trait of crm.analytics.v1.
 #[derive(Clone)]
@@ -71,21 +78,130 @@ fn watermark(w: &Watermark) -> pb::Watermark {
     }
 }
 
+fn figure(f: Figure) -> pb::Figure {
+    pb::Figure {
+        group: f.group,
+        value: f.value,
+        count: f.count,
+        parts: f.parts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
+}
+
+/// The prefix of a goal's resource name.
+const GOALS: &str = "goals/";
+
+/// A goal as a request gives it, every wrong field named at once.
+fn goal_spec(g: Option<&pb::Goal>) -> Result<GoalSpec, Status> {
+    let mut v = Violations::new("goal.");
+    let Some(g) = g else {
+        v.add("", "is required");
+        v.finish()?;
+        return Err(Status::internal("a missing goal was not refused"));
+    };
+    let display_name = v.check(
+        "display_name",
+        crm_platform::text::check(&g.display_name, 200, false).and_then(|()| {
+            let name = g.display_name.trim();
+            if name.is_empty() {
+                Err("is required".to_owned())
+            } else {
+                Ok(name.to_owned())
+            }
+        }),
+    );
+    let metric = v.check(
+        "metric",
+        g.metric
+            .strip_prefix(METRICS)
+            .ok_or_else(|| format!("`{}` is not a metric: use metrics/{{id}}", g.metric))
+            .and_then(|key| MetricId::parse(key).map(|_| key.to_owned())),
+    );
+    let owner = if g.owner.is_empty() {
+        Some(None)
+    } else {
+        v.check(
+            "owner",
+            crm_platform::UserId::parse(&g.owner).map(|u| Some(u.as_str().to_owned())),
+        )
+    };
+    let baseline = v.check("baseline_period", Window::parse(&g.baseline_period));
+    let target = match pb::TargetKind::try_from(g.target_kind) {
+        Ok(pb::TargetKind::Absolute) => Some(Target::Absolute(g.target)),
+        Ok(pb::TargetKind::Relative) => Some(Target::Relative(g.target)),
+        _ => {
+            v.add(
+                "target_kind",
+                "is required: TARGET_KIND_ABSOLUTE or TARGET_KIND_RELATIVE",
+            );
+            None
+        }
+    };
+    let due = v.check("due_date", crm_platform::period::date(&g.due_date));
+    v.finish()?;
+    match (display_name, metric, owner, baseline, target, due) {
+        (Some(display_name), Some(metric), Some(owner), Some(baseline), Some(target), Some(due)) => Ok(GoalSpec {
+            display_name,
+            metric,
+            owner,
+            baseline_start: baseline.start,
+            baseline_end: baseline.end,
+            target,
+            due,
+        }),
+        _ => Err(Status::internal("checked fields are missing")),
+    }
+}
+
+/// A window as the proto writes it: `YYYY-MM-DD..YYYY-MM-DD`, both days included.
+fn window_text(w: Window) -> String {
+    let last = w.end.pred_opt().unwrap_or(w.end);
+    format!("{}..{}", w.start, last)
+}
+
+fn goal(t: Tracked) -> pb::Goal {
+    let (g, p) = (t.goal, t.progress);
+    pb::Goal {
+        name: format!("{GOALS}{}", g.id),
+        display_name: g.spec.display_name.clone(),
+        metric: format!("{METRICS}{}", g.spec.metric),
+        owner: g.spec.owner.clone().unwrap_or_default(),
+        baseline_period: window_text(g.spec.baseline_window()),
+        target_kind: match g.spec.target {
+            Target::Absolute(_) => pb::TargetKind::Absolute,
+            Target::Relative(_) => pb::TargetKind::Relative,
+        } as i32,
+        target: match g.spec.target {
+            Target::Absolute(v) | Target::Relative(v) => v,
+        },
+        due_date: g.spec.due.to_string(),
+        baseline: Some(pb::Baseline {
+            value: g.baseline.value,
+            count: g.baseline.count,
+            formula_version: g.baseline.formula_version,
+            watermarks: g.baseline.watermarks.iter().map(watermark).collect(),
+            freeze_time: Some(timestamp(g.baseline.freeze_time)),
+        }),
+        progress: Some(pb::Progress {
+            period: window_text(p.window),
+            value: p.value,
+            count: p.count,
+            target_value: p.target_value,
+            change: p.change,
+            share_reached: p.share_reached,
+            share_elapsed: p.share_elapsed,
+            on_track: p.on_track,
+        }),
+        created_by: g.created_by,
+        create_time: Some(timestamp(g.create_time)),
+    }
+}
+
 fn answer(a: Answer) -> pb::QueryMetricResponse {
     pb::QueryMetricResponse {
         metric: Some(metric(a.metric)),
         start_time: Some(timestamp(a.window.start_time())),
         end_time: Some(timestamp(a.window.end_time())),
-        figures: a
-            .figures
-            .into_iter()
-            .map(|f| pb::Figure {
-                group: f.group,
-                value: f.value,
-                count: f.count,
-                parts: f.parts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            })
-            .collect(),
+        figures: a.figures.into_iter().map(figure).collect(),
         watermarks: a.watermarks.iter().map(watermark).collect(),
     }
 }
@@ -153,6 +269,82 @@ impl pb::metric_service_server::MetricService for AnalyticsGrpc {
         };
         let answer_ = self.app.query_metric(&who, id, window, grouping(group)).await?;
         Ok(Response::new(answer(answer_)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::goal_service_server::GoalService for AnalyticsGrpc {
+    async fn create_goal(
+        &self,
+        request: Request<pb::CreateGoalRequest>,
+    ) -> Result<Response<pb::CreateGoalResponse>, Status> {
+        let who = principal(&request)?;
+        // The role first: a caller who may not set goals learns nothing of the body.
+        if !who.writes_all() {
+            return Err(crm_platform::ApiError::permission_denied("goals are set by managers and admins").into());
+        }
+        let spec = goal_spec(request.get_ref().goal.as_ref())?;
+        let tracked = self.app.create_goal(&who, spec).await?;
+        Ok(Response::new(pb::CreateGoalResponse {
+            goal: Some(goal(tracked)),
+        }))
+    }
+
+    async fn get_goal(&self, request: Request<pb::GetGoalRequest>) -> Result<Response<pb::GetGoalResponse>, Status> {
+        let who = principal(&request)?;
+        let name = &request.get_ref().name;
+        let id = name
+            .strip_prefix(GOALS)
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .ok_or_else(|| {
+                crm_platform::ApiError::invalid_field("name", format!("`{name}` is not a goal: use goals/{{id}}"))
+            })?;
+        let tracked = self.app.get_goal(&who, id).await?;
+        Ok(Response::new(pb::GetGoalResponse {
+            goal: Some(goal(tracked)),
+        }))
+    }
+
+    async fn list_goals(
+        &self,
+        request: Request<pb::ListGoalsRequest>,
+    ) -> Result<Response<pb::ListGoalsResponse>, Status> {
+        let who = principal(&request)?;
+        let goals = self.app.list_goals(&who).await?;
+        Ok(Response::new(pb::ListGoalsResponse {
+            goals: goals.into_iter().map(goal).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::report_service_server::ReportService for AnalyticsGrpc {
+    async fn before_after(
+        &self,
+        request: Request<pb::BeforeAfterRequest>,
+    ) -> Result<Response<pb::BeforeAfterResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let mut v = Violations::new("");
+        let before = v.check("before", Window::parse(&r.before));
+        let after = v.check("after", Window::parse(&r.after));
+        v.finish()?;
+        let (Some(before), Some(after)) = (before, after) else {
+            return Err(Status::internal("checked fields are missing"));
+        };
+        let (comparisons, watermarks) = self.app.before_after(&who, before, after).await?;
+        Ok(Response::new(pb::BeforeAfterResponse {
+            comparisons: comparisons
+                .into_iter()
+                .map(|c| pb::Comparison {
+                    metric: Some(metric(c.metric)),
+                    change: c.after.value.zip(c.before.value).map(|(a, b)| a - b),
+                    before: Some(figure(c.before)),
+                    after: Some(figure(c.after)),
+                })
+                .collect(),
+            watermarks: watermarks.iter().map(watermark).collect(),
+        }))
     }
 }
 

@@ -262,6 +262,47 @@ async fn forecasts_and_quotas_come_back_by_period(store: &dyn AnalyticsStore) {
     assert!(store.quotas(&acme, "2027-Q1").await.expect("quotas").is_empty());
 }
 
+async fn goals_are_kept_as_set(store: &dyn AnalyticsStore) {
+    let acme = tenant("acme");
+    let goal = |n: u32| Goal {
+        id: Uuid::now_v7(),
+        spec: GoalSpec {
+            display_name: format!("goal {n}"),
+            metric: "win-rate".into(),
+            owner: n.is_multiple_of(2).then(|| "ann".to_owned()),
+            baseline_start: november().start,
+            baseline_end: november().end,
+            target: Target::Relative(-0.25),
+            due: november().end + chrono::Days::new(90),
+        },
+        baseline: Baseline {
+            value: Some(0.25),
+            count: 12,
+            formula_version: 1,
+            watermarks: vec![Watermark {
+                source: "crm.pipeline.v1".into(),
+                sequence: 42,
+                commit_time: at(28, 12),
+            }],
+            freeze_time: at(30, n),
+        },
+        created_by: "alice".into(),
+        create_time: at(30, n),
+    };
+    let (first, second) = (goal(1), goal(2));
+    store.create_goal(&acme, &first).await.expect("create");
+    store.create_goal(&acme, &second).await.expect("create");
+    assert_eq!(store.goal(&acme, first.id).await.expect("goal"), Some(first.clone()));
+    assert_eq!(
+        store.goals(&acme, 10).await.expect("goals"),
+        vec![second.clone(), first.clone()],
+        "newest first"
+    );
+    assert_eq!(store.goals(&acme, 1).await.expect("goals"), vec![second]);
+    assert_eq!(store.goal(&tenant("globex"), first.id).await.expect("goal"), None);
+    assert!(store.goals(&tenant("globex"), 10).await.expect("goals").is_empty());
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -296,6 +337,7 @@ conformance!(
     facts_come_back_as_the_formulas_need_them,
     skipped_and_parked_events_are_kept_per_tenant,
     forecasts_and_quotas_come_back_by_period,
+    goals_are_kept_as_set,
 );
 
 /// Row-level security is the second wall: SQL without a tenant condition, run as the serving

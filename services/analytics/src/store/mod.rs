@@ -12,7 +12,11 @@ use chrono::{DateTime, Utc};
 use crm_platform::{ApiError, TenantId};
 use sqlx::migrate::Migrator;
 
-use crate::domain::{Close, DealRow, FactChange, ForecastFact, LeadRow, Parked, QuotaFact, Skipped, Watermark, Window};
+use uuid::Uuid;
+
+use crate::domain::{
+    Close, DealRow, FactChange, ForecastFact, Goal, LeadRow, Parked, QuotaFact, Skipped, Watermark, Window,
+};
 
 #[cfg(test)]
 mod conformance;
@@ -28,6 +32,19 @@ pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrat
 
 /// The PostgreSQL role the service serves as; row-level security applies to it.
 pub const POSTGRES_APP_ROLE: &str = "crm_analytics_app";
+
+/// Largest number of goals a list answers.
+pub const GOALS_LISTED: i64 = 1000;
+
+/// A goal's stored document.
+pub(crate) fn goal_body(goal: &Goal) -> Result<String, StoreError> {
+    serde_json::to_string(goal).map_err(corrupt)
+}
+
+/// A goal from its stored document.
+pub(crate) fn goal_of(body: &str) -> Result<Goal, StoreError> {
+    serde_json::from_str(body).map_err(corrupt)
+}
 
 /// Largest number of parked events a status answer lists.
 pub const PARKED_LISTED: i64 = 100;
@@ -89,6 +106,15 @@ pub trait AnalyticsStore: Send + Sync {
 
     /// The quotas of `period`.
     async fn quotas(&self, tenant: &TenantId, period: &str) -> Result<Vec<QuotaFact>, StoreError>;
+
+    /// Stores a goal (its baseline frozen: goals are never changed).
+    async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError>;
+
+    /// A goal of the tenant.
+    async fn goal(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Goal>, StoreError>;
+
+    /// The tenant's goals, newest first, at most `limit`.
+    async fn goals(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Goal>, StoreError>;
 
     /// How far each followed feed has been applied.
     async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError>;

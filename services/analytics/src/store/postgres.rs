@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{AnalyticsStore, IngestBatch, PARKED_LISTED, StoreError, corrupt};
+use super::{AnalyticsStore, IngestBatch, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of};
 use crate::domain::*;
 
 #[derive(Clone)]
@@ -348,6 +348,44 @@ impl AnalyticsStore for PgAnalyticsStore {
                 })
             })
             .collect()
+    }
+
+    async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        sqlx::query("INSERT INTO goals (tenant_id, goal_id, create_time, body) VALUES ($1, $2, $3, $4::jsonb)")
+            .bind(tenant.as_str())
+            .bind(goal.id)
+            .bind(goal.create_time)
+            .bind(goal_body(goal)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn goal(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Goal>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body::text FROM goals WHERE tenant_id = $1 AND goal_id = $2")
+                .bind(tenant.as_str())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        body.as_deref().map(goal_of).transpose()
+    }
+
+    async fn goals(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Goal>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body::text FROM goals WHERE tenant_id = $1 ORDER BY create_time DESC, goal_id DESC LIMIT $2",
+        )
+        .bind(tenant.as_str())
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        bodies.iter().map(|b| goal_of(b)).collect()
     }
 
     async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {

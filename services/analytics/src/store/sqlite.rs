@@ -9,7 +9,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{AnalyticsStore, IngestBatch, PARKED_LISTED, StoreError, corrupt};
+use super::{AnalyticsStore, IngestBatch, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of};
 use crate::domain::*;
 
 #[derive(Clone)]
@@ -345,6 +345,37 @@ impl AnalyticsStore for SqliteAnalyticsStore {
                 })
             })
             .collect()
+    }
+
+    async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO goals (tenant_id, goal_id, create_time, body) VALUES (?1, ?2, ?3, ?4)")
+            .bind(tenant.as_str())
+            .bind(goal.id.to_string())
+            .bind(goal.create_time.timestamp_micros())
+            .bind(goal_body(goal)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn goal(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Goal>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM goals WHERE tenant_id = ?1 AND goal_id = ?2")
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        body.as_deref().map(goal_of).transpose()
+    }
+
+    async fn goals(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Goal>, StoreError> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM goals WHERE tenant_id = ?1 ORDER BY create_time DESC, goal_id DESC LIMIT ?2",
+        )
+        .bind(tenant.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        bodies.iter().map(|b| goal_of(b)).collect()
     }
 
     async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {
