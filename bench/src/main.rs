@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod analytics;
 mod duplicates;
 mod embedded;
 mod feed;
@@ -80,6 +81,9 @@ pub(crate) struct BenchArgs {
     /// Seconds the feed's latency test runs.
     #[arg(long, default_value_t = 60)]
     feed_seconds: u64,
+    /// Pipeline events the analytics ingest test catches up on.
+    #[arg(long, default_value_t = 200_000)]
+    analytics_events: u64,
     /// Open deals on the board of the board test.
     #[arg(long, default_value_t = 100_000)]
     board_deals: usize,
@@ -89,12 +93,12 @@ pub(crate) struct BenchArgs {
     /// Seconds the memory soak of `crm serve` runs.
     #[arg(long, default_value_t = 120)]
     soak_seconds: u64,
-    /// Scenarios to run: create, get, import, search, duplicates, feed, pipeline, and on
-    /// `crm serve`: lists, embedded-search, soak.
+    /// Scenarios to run: create, get, import, search, duplicates, feed, pipeline, analytics,
+    /// and on `crm serve`: lists, embedded-search, soak.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "create,get,import,search,duplicates,feed,pipeline,lists,embedded-search,soak"
+        default_value = "create,get,import,search,duplicates,feed,pipeline,analytics,lists,embedded-search,soak"
     )]
     scenarios: Vec<String>,
     /// Keep the benchmark database afterwards.
@@ -405,16 +409,24 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     admin
         .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
         .await?;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}_pipeline")))
-        .await?;
+    for service in ["pipeline", "analytics"] {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}_{service}")))
+            .await?;
+    }
     let url = with_database(&args.database_url, &database);
     let pipeline_url = with_database(&args.database_url, &format!("{database}_pipeline"));
+    let analytics_url = with_database(&args.database_url, &format!("{database}_analytics"));
     crm_contact::migrate_postgres(&url).await?;
     crm_pipeline::migrate_postgres(&pipeline_url).await?;
-    let result = scenarios(&args, &url, &pipeline_url).await;
+    crm_platform::db::migrate_postgres(&analytics_url, &crm_analytics::store::POSTGRES_MIGRATIONS).await?;
+    let result = scenarios(&args, &url, &pipeline_url, &analytics_url).await;
     if !args.keep {
-        for name in [database.clone(), format!("{database}_pipeline")] {
+        for name in [
+            database.clone(),
+            format!("{database}_pipeline"),
+            format!("{database}_analytics"),
+        ] {
             admin
                 .execute(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -433,7 +445,7 @@ fn uuid_suffix() -> String {
     format!("{nanos:x}")
 }
 
-async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::Result<()> {
+async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str, analytics_url: &str) -> anyhow::Result<()> {
     let max_connections = (args.clients * 2).to_string();
     let (contact, grpc) = start(
         &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
@@ -534,6 +546,28 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str) -> anyhow::R
             grpc: &format!("http://{pipeline_grpc}"),
             duration,
             board_deals: args.board_deals,
+        })
+        .await?;
+    }
+    if wants("analytics") {
+        let (_pipeline, pipeline_grpc) = start(
+            &[
+                "pipeline",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+            &[("CRM_DATABASE_URL", pipeline_url), ("CRM_CONTACT_ENDPOINT", &grpc)],
+            "crm pipeline is up",
+            "gRPC on ",
+        )?;
+        analytics::run(&analytics::AnalyticsBench {
+            pipeline_url,
+            pipeline_grpc: &format!("http://{pipeline_grpc}"),
+            analytics_url,
+            token: &service_token()?,
+            events: args.analytics_events,
         })
         .await?;
     }

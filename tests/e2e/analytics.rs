@@ -430,3 +430,84 @@ async fn figures_follow_the_deals(base: &str) {
     assert_eq!(ingest["skipped"], json!([]), "{ingest}");
     assert_eq!(ingest["parked"], json!([]), "{ingest}");
 }
+
+/// Every metric's figures over `period`, as one value to compare (watermarks left out).
+async fn every_figure(api: &Rest, period: &str, month: &str) -> Value {
+    let mut all = serde_json::Map::new();
+    for (metric, window) in [
+        ("win-rate", period),
+        ("cohort-win-rate", period),
+        ("sales-cycle-days", period),
+        ("lead-conversion", period),
+        ("forecast-accuracy", month),
+        ("quota-attainment", month),
+    ] {
+        for group in ["", "&groupBy=OWNER"] {
+            let (status, answer) = api
+                .get(&format!("/v1/metrics/{metric}:query?period={window}{group}"))
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            all.insert(format!("{metric}{group}"), answer["figures"].clone());
+        }
+    }
+    Value::Object(all)
+}
+
+/// Replaying the pipeline feed from sequence 0 into an empty database gives the same answers:
+/// the analytics database of `crm serve` is deleted between two runs on the same data.
+#[tokio::test]
+async fn a_replay_from_the_start_gives_the_same_answers() {
+    let data = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    let suite = crate::support::Suite::start_in(std::sync::Arc::clone(&data));
+    let admin = Rest::as_user(&suite.rest, "acme", "alice", Role::Admin);
+    let pipeline = pipeline(&admin).await;
+    let mut closed = 0;
+    for (i, (owner, won)) in [
+        ("ann", Some(true)),
+        ("ann", Some(false)),
+        ("ben", Some(true)),
+        ("ben", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rep = Rest::as_user(&suite.rest, "acme", owner, Role::Rep);
+        let (status, deal) = rep
+            .post(
+                "/v1/deals",
+                json!({"displayName": format!("deal {i}"), "pipeline": pipeline["name"],
+                       "amount": {"amountMinor": format!("{}", 1000 * (i + 1)), "currencyCode": "EUR"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{deal}");
+        close(&rep, &deal, owner, won, "").await;
+        closed += usize::from(won.is_some());
+    }
+    let today = Utc::now().date_naive();
+    let period = format!("{}..{}", today.pred_opt().expect("day"), today.succ_opt().expect("day"));
+    let month = today.format("%Y-%m").to_string();
+    let ann = Rest::as_user(&suite.rest, "acme", "ann", Role::Rep);
+    let (status, _) = ann
+        .post(
+            "/v1/forecasts",
+            json!({"period": month, "amount": {"amountMinor": "1200", "currencyCode": "EUR"}, "category": "FORECAST_CATEGORY_COMMIT"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    settled(&admin, "win-rate", &period, closed as i64).await;
+    settled(&admin, "forecast-accuracy", &month, 1).await;
+    let before = every_figure(&admin, &period, &month).await;
+    let (status, _) = suite.process.terminate().await;
+    assert!(status.success());
+
+    let database = data.path().join("data").join("analytics.db");
+    std::fs::remove_file(&database).unwrap_or_else(|e| panic!("{}: {e}", database.display()));
+    for journal in ["analytics.db-wal", "analytics.db-shm"] {
+        let _ = std::fs::remove_file(data.path().join("data").join(journal));
+    }
+    let suite = crate::support::Suite::start_in(data);
+    let admin = Rest::as_user(&suite.rest, "acme", "alice", Role::Admin);
+    settled(&admin, "win-rate", &period, closed as i64).await;
+    settled(&admin, "forecast-accuracy", &month, 1).await;
+    assert_eq!(every_figure(&admin, &period, &month).await, before);
+}

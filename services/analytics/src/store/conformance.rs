@@ -303,6 +303,62 @@ async fn goals_are_kept_as_set(store: &dyn AnalyticsStore) {
     assert!(store.goals(&tenant("globex"), 10).await.expect("goals").is_empty());
 }
 
+/// The changes of one batch land as if applied one by one, in order, whatever the store
+/// groups: a record's last state wins, an owner change applies to the state before it.
+async fn changes_in_one_batch_apply_in_order(store: &dyn AnalyticsStore) {
+    let acme = tenant("acme");
+    let (earlier, a, b) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let first = batch(
+        1,
+        vec![(
+            acme.clone(),
+            FactChange::Deal(deal_fact(earlier, "ann", None, Outcome::Open, at(2, 9))),
+        )],
+    );
+    assert!(store.ingest("c", 0, &first).await.expect("ingest"));
+    let owner = |record, owner: &str| FactChange::Owner {
+        record,
+        owner: owner.into(),
+    };
+    let changes = vec![
+        // An owner change of a deal of an earlier batch.
+        (acme.clone(), owner(Record::Deal(earlier), "ben")),
+        // A deal created, moved to another owner, then updated (its update carries the owner).
+        (
+            acme.clone(),
+            FactChange::Deal(deal_fact(a, "ann", None, Outcome::Open, at(3, 9))),
+        ),
+        (acme.clone(), owner(Record::Deal(a), "cat")),
+        (
+            acme.clone(),
+            FactChange::Deal(deal_fact(a, "cat", None, Outcome::Won, at(3, 9))),
+        ),
+        // A deal moved before its state arrives again in the same batch: the state wins.
+        (acme.clone(), owner(Record::Deal(b), "dan")),
+        (
+            acme.clone(),
+            FactChange::Deal(deal_fact(b, "eve", None, Outcome::Open, at(4, 9))),
+        ),
+        (acme.clone(), owner(Record::Deal(a), "fay")),
+    ];
+    assert!(store.ingest("c", 1, &batch(8, changes)).await.expect("ingest"));
+    let mut deals: Vec<(Uuid, String, Outcome)> = store
+        .deals_created(&acme, november())
+        .await
+        .expect("deals")
+        .into_iter()
+        .map(|r| (r.deal.id, r.deal.owner, r.deal.outcome))
+        .collect();
+    deals.sort_by_key(|d| d.0);
+    let mut expected = vec![
+        (earlier, "ben".to_owned(), Outcome::Open),
+        (a, "fay".to_owned(), Outcome::Won),
+        (b, "eve".to_owned(), Outcome::Open),
+    ];
+    expected.sort_by_key(|d| d.0);
+    assert_eq!(deals, expected);
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -338,6 +394,7 @@ conformance!(
     skipped_and_parked_events_are_kept_per_tenant,
     forecasts_and_quotas_come_back_by_period,
     goals_are_kept_as_set,
+    changes_in_one_batch_apply_in_order,
 );
 
 /// Row-level security is the second wall: SQL without a tenant condition, run as the serving

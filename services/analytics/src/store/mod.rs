@@ -15,7 +15,8 @@ use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use crate::domain::{
-    Close, DealRow, FactChange, ForecastFact, Goal, LeadRow, Parked, QuotaFact, Skipped, Watermark, Window,
+    Close, DealFact, DealRow, FactChange, ForecastFact, Goal, LeadFact, LeadRow, Parked, QuotaFact, Record, Skipped,
+    TransitionFact, Watermark, Window,
 };
 
 #[cfg(test)]
@@ -62,6 +63,81 @@ pub struct IngestBatch {
     pub parked: Vec<(String, Parked)>,
     /// The last event's sequence and commit time: the feed's new watermark.
     pub last: Option<(u64, DateTime<Utc>)>,
+}
+
+/// A batch's fact changes for one tenant, folded so that each can be written as one
+/// set-based statement per table: each deal, lead and quota once, in its last state (a later
+/// event carries the whole record), every transition and forecast (kept once by the table), and
+/// the owner changes of records the batch does not otherwise hold.
+#[derive(Debug, Default)]
+pub(crate) struct Folded {
+    pub deals: Vec<DealFact>,
+    pub transitions: Vec<TransitionFact>,
+    pub leads: Vec<LeadFact>,
+    pub forecasts: Vec<ForecastFact>,
+    pub quotas: Vec<QuotaFact>,
+    /// (record, new owner) of records not among `deals` and `leads`.
+    pub owners: Vec<(Record, String)>,
+}
+
+impl Folded {
+    /// The changes of `batch`, by tenant in the order each tenant first appears.
+    pub(crate) fn by_tenant(batch: &IngestBatch) -> Vec<(TenantId, Folded)> {
+        let mut tenants: Vec<(TenantId, Folded)> = Vec::new();
+        for (tenant, change) in &batch.changes {
+            let index = match tenants.iter().position(|(t, _)| t == tenant) {
+                Some(index) => index,
+                None => {
+                    tenants.push((tenant.clone(), Folded::default()));
+                    tenants.len() - 1
+                }
+            };
+            tenants[index].1.add(change.clone());
+        }
+        tenants
+    }
+
+    fn add(&mut self, change: FactChange) {
+        match change {
+            FactChange::Deal(deal) => {
+                self.owners.retain(|(r, _)| *r != Record::Deal(deal.id));
+                match self.deals.iter_mut().find(|d| d.id == deal.id) {
+                    Some(known) => *known = deal,
+                    None => self.deals.push(deal),
+                }
+            }
+            FactChange::Lead(lead) => {
+                self.owners.retain(|(r, _)| *r != Record::Lead(lead.id));
+                match self.leads.iter_mut().find(|l| l.id == lead.id) {
+                    Some(known) => *known = lead,
+                    None => self.leads.push(lead),
+                }
+            }
+            FactChange::Transition(t) => self.transitions.push(t),
+            FactChange::Forecast(f) => self.forecasts.push(f),
+            FactChange::Quota(q) => match self
+                .quotas
+                .iter_mut()
+                .find(|k| k.owner == q.owner && k.period == q.period)
+            {
+                Some(known) => *known = q,
+                None => self.quotas.push(q),
+            },
+            FactChange::Owner { record, owner } => {
+                let held = match record {
+                    Record::Deal(id) => self.deals.iter_mut().find(|d| d.id == id).map(|d| &mut d.owner),
+                    Record::Lead(id) => self.leads.iter_mut().find(|l| l.id == id).map(|l| &mut l.owner),
+                };
+                match held {
+                    Some(held) => *held = owner,
+                    None => {
+                        self.owners.retain(|(r, _)| *r != record);
+                        self.owners.push((record, owner));
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

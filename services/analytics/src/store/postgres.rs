@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{AnalyticsStore, IngestBatch, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of};
+use super::{AnalyticsStore, Folded, IngestBatch, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of};
 use crate::domain::*;
 
 #[derive(Clone)]
@@ -32,106 +32,126 @@ async fn pin(tx: &mut PgConnection, tenant: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn apply(tx: &mut PgConnection, tenant: &TenantId, change: &FactChange) -> Result<(), sqlx::Error> {
+/// One tenant's folded changes, one statement per table (the tenant pinned).
+async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(), sqlx::Error> {
     let t = tenant.as_str();
-    match change {
-        FactChange::Deal(d) => {
-            sqlx::query(
-                "INSERT INTO deal_facts (tenant_id, deal_id, pipeline_id, owner, lead_id, amount_minor, currency, \
-                 create_time, outcome, close_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (tenant_id, deal_id) DO UPDATE SET pipeline_id = excluded.pipeline_id, \
-                 owner = excluded.owner, lead_id = excluded.lead_id, amount_minor = excluded.amount_minor, \
-                 currency = excluded.currency, create_time = excluded.create_time, outcome = excluded.outcome, \
-                 close_time = excluded.close_time",
-            )
-            .bind(t)
-            .bind(d.id)
-            .bind(d.pipeline)
-            .bind(&d.owner)
-            .bind(d.lead)
-            .bind(d.amount_minor)
-            .bind(&d.currency)
-            .bind(d.create_time)
-            .bind(d.outcome.as_str())
-            .bind(d.close_time)
-            .execute(&mut *tx)
-            .await?;
+    if !f.deals.is_empty() {
+        let d = &f.deals;
+        sqlx::query(
+            "INSERT INTO deal_facts (tenant_id, deal_id, pipeline_id, owner, lead_id, amount_minor, currency, \
+             create_time, outcome, close_time) \
+             SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], \
+                                      $8::timestamptz[], $9::text[], $10::timestamptz[]) \
+             ON CONFLICT (tenant_id, deal_id) DO UPDATE SET pipeline_id = excluded.pipeline_id, \
+             owner = excluded.owner, lead_id = excluded.lead_id, amount_minor = excluded.amount_minor, \
+             currency = excluded.currency, create_time = excluded.create_time, outcome = excluded.outcome, \
+             close_time = excluded.close_time",
+        )
+        .bind(t)
+        .bind(d.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.pipeline).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.owner.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.lead).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.amount_minor).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.currency.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.create_time).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.outcome.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.close_time).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.transitions.is_empty() {
+        let s = &f.transitions;
+        sqlx::query(
+            "INSERT INTO deal_transitions (tenant_id, deal_id, sequence, kind, from_stage, to_stage, time) \
+             SELECT $1, * FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::uuid[], $6::uuid[], $7::timestamptz[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(t)
+        .bind(s.iter().map(|s| s.deal).collect::<Vec<_>>())
+        .bind(s.iter().map(|s| s.sequence).collect::<Vec<_>>())
+        .bind(s.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>())
+        .bind(s.iter().map(|s| s.from_stage).collect::<Vec<_>>())
+        .bind(s.iter().map(|s| s.to_stage).collect::<Vec<_>>())
+        .bind(s.iter().map(|s| s.time).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.leads.is_empty() {
+        let l = &f.leads;
+        sqlx::query(
+            "INSERT INTO lead_facts (tenant_id, lead_id, owner, source, create_time, deal_id, convert_time) \
+             SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::uuid[], $7::timestamptz[]) \
+             ON CONFLICT (tenant_id, lead_id) DO UPDATE SET owner = excluded.owner, source = excluded.source, \
+             create_time = excluded.create_time, deal_id = excluded.deal_id, convert_time = excluded.convert_time",
+        )
+        .bind(t)
+        .bind(l.iter().map(|l| l.id).collect::<Vec<_>>())
+        .bind(l.iter().map(|l| l.owner.as_str()).collect::<Vec<_>>())
+        .bind(l.iter().map(|l| l.source.as_str()).collect::<Vec<_>>())
+        .bind(l.iter().map(|l| l.create_time).collect::<Vec<_>>())
+        .bind(l.iter().map(|l| l.converted.map(|(deal, _)| deal)).collect::<Vec<_>>())
+        .bind(l.iter().map(|l| l.converted.map(|(_, time)| time)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.forecasts.is_empty() {
+        let x = &f.forecasts;
+        sqlx::query(
+            "INSERT INTO forecast_facts (tenant_id, forecast_id, owner, period, amount_minor, currency, category, \
+             submit_time) \
+             SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
+                                      $8::timestamptz[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(t)
+        .bind(x.iter().map(|x| x.id).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.owner.as_str()).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.period.as_str()).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.amount_minor).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.currency.as_str()).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.category.as_str()).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.submit_time).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.quotas.is_empty() {
+        let q = &f.quotas;
+        sqlx::query(
+            "INSERT INTO quota_facts (tenant_id, owner, period, amount_minor, currency) \
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[]) \
+             ON CONFLICT (tenant_id, period, owner) DO UPDATE SET amount_minor = excluded.amount_minor, \
+             currency = excluded.currency",
+        )
+        .bind(t)
+        .bind(q.iter().map(|q| q.owner.as_str()).collect::<Vec<_>>())
+        .bind(q.iter().map(|q| q.period.as_str()).collect::<Vec<_>>())
+        .bind(q.iter().map(|q| q.amount_minor).collect::<Vec<_>>())
+        .bind(q.iter().map(|q| q.currency.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (table, key, kind) in [("deal_facts", "deal_id", 0), ("lead_facts", "lead_id", 1)] {
+        let (ids, owners): (Vec<Uuid>, Vec<&str>) = f
+            .owners
+            .iter()
+            .filter_map(|(record, owner)| match (record, kind) {
+                (Record::Deal(id), 0) | (Record::Lead(id), 1) => Some((*id, owner.as_str())),
+                _ => None,
+            })
+            .unzip();
+        if ids.is_empty() {
+            continue;
         }
-        FactChange::Transition(s) => {
-            sqlx::query(
-                "INSERT INTO deal_transitions (tenant_id, deal_id, sequence, kind, from_stage, to_stage, time) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(t)
-            .bind(s.deal)
-            .bind(s.sequence)
-            .bind(s.kind.as_str())
-            .bind(s.from_stage)
-            .bind(s.to_stage)
-            .bind(s.time)
-            .execute(&mut *tx)
-            .await?;
-        }
-        FactChange::Lead(l) => {
-            sqlx::query(
-                "INSERT INTO lead_facts (tenant_id, lead_id, owner, source, create_time, deal_id, convert_time) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, lead_id) DO UPDATE SET \
-                 owner = excluded.owner, source = excluded.source, create_time = excluded.create_time, \
-                 deal_id = excluded.deal_id, convert_time = excluded.convert_time",
-            )
-            .bind(t)
-            .bind(l.id)
-            .bind(&l.owner)
-            .bind(&l.source)
-            .bind(l.create_time)
-            .bind(l.converted.map(|(deal, _)| deal))
-            .bind(l.converted.map(|(_, time)| time))
-            .execute(&mut *tx)
-            .await?;
-        }
-        FactChange::Owner { record, owner } => {
-            let (sql, id) = match record {
-                Record::Deal(id) => (
-                    "UPDATE deal_facts SET owner = $3 WHERE tenant_id = $1 AND deal_id = $2",
-                    id,
-                ),
-                Record::Lead(id) => (
-                    "UPDATE lead_facts SET owner = $3 WHERE tenant_id = $1 AND lead_id = $2",
-                    id,
-                ),
-            };
-            sqlx::query(sql).bind(t).bind(id).bind(owner).execute(&mut *tx).await?;
-        }
-        FactChange::Forecast(f) => {
-            sqlx::query(
-                "INSERT INTO forecast_facts (tenant_id, forecast_id, owner, period, amount_minor, currency, category, \
-                 submit_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-            )
-            .bind(t)
-            .bind(f.id)
-            .bind(&f.owner)
-            .bind(&f.period)
-            .bind(f.amount_minor)
-            .bind(&f.currency)
-            .bind(&f.category)
-            .bind(f.submit_time)
-            .execute(&mut *tx)
-            .await?;
-        }
-        FactChange::Quota(q) => {
-            sqlx::query(
-                "INSERT INTO quota_facts (tenant_id, owner, period, amount_minor, currency) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (tenant_id, period, owner) DO UPDATE SET amount_minor = excluded.amount_minor, \
-                 currency = excluded.currency",
-            )
-            .bind(t)
-            .bind(&q.owner)
-            .bind(&q.period)
-            .bind(q.amount_minor)
-            .bind(&q.currency)
-            .execute(&mut *tx)
-            .await?;
-        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} AS f SET owner = c.owner FROM unnest($2::uuid[], $3::text[]) AS c(id, owner) \
+             WHERE f.tenant_id = $1 AND f.{key} = c.id"
+        )))
+        .bind(t)
+        .bind(ids)
+        .bind(owners)
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }
@@ -170,13 +190,9 @@ impl AnalyticsStore for PgAnalyticsStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        let mut pinned: Option<&str> = None;
-        for (tenant, change) in &batch.changes {
-            if pinned != Some(tenant.as_str()) {
-                pin(&mut tx, tenant.as_str()).await?;
-                pinned = Some(tenant.as_str());
-            }
-            apply(&mut tx, tenant, change).await?;
+        for (tenant, folded) in Folded::by_tenant(batch) {
+            pin(&mut tx, tenant.as_str()).await?;
+            write(&mut tx, &tenant, &folded).await?;
         }
         for (tenant, kind) in &batch.skipped {
             pin(&mut tx, tenant.as_str()).await?;
