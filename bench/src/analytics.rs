@@ -129,6 +129,22 @@ pub(crate) async fn run(bench: &AnalyticsBench<'_>) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
+    // Every seeded event became facts (none parked or skipped), or the rate measured
+    // something other than ingest.
+    let count = |table: &str| -> anyhow::Result<u64> {
+        Ok(tool(
+            "psql",
+            &[bench.analytics_url, "-Atc", &format!("SELECT count(*) FROM {table}")],
+        )?
+        .trim()
+        .parse()?)
+    };
+    let (deals, transitions) = (count("deal_facts")?, count("deal_transitions")?);
+    anyhow::ensure!(
+        deals >= bench.events && transitions >= bench.events,
+        "{deals} deal facts and {transitions} transitions for {} events",
+        bench.events
+    );
     #[allow(clippy::cast_precision_loss)]
     let (rate, baseline) = (
         head as f64 / elapsed.as_secs_f64(),

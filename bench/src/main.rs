@@ -973,6 +973,7 @@ mod tests {
                 "duplicates",
                 "feed",
                 "pipeline",
+                "analytics",
                 "lists",
                 "embedded-search",
                 "soak"

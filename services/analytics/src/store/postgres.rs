@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_platform::TenantId;
 use crm_platform::db::begin_tenant;
-use sqlx::postgres::PgRow;
+use sqlx::Postgres;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -20,6 +22,14 @@ pub struct PgAnalyticsStore {
 impl PgAnalyticsStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// The rows `query` reads in a transaction pinned to `tenant`.
+    async fn read(&self, tenant: &TenantId, query: Query<'_, Postgres, PgArguments>) -> Result<Vec<PgRow>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 }
 
@@ -236,19 +246,20 @@ impl AnalyticsStore for PgAnalyticsStore {
     }
 
     async fn closes(&self, tenant: &TenantId, window: Window) -> Result<Vec<Close>, StoreError> {
-        let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEAL_COLUMNS}, t.sequence, t.kind, t.time FROM deal_transitions t \
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {DEAL_COLUMNS}, t.sequence, t.kind, t.time FROM deal_transitions t \
              JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id \
              LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
              WHERE t.tenant_id = $1 AND t.time >= $2 AND t.time < $3 AND t.kind IN ('won', 'lost', 'reopened')"
-        )))
-        .bind(tenant.as_str())
-        .bind(window.start_time())
-        .bind(window.end_time())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+                )))
+                .bind(tenant.as_str())
+                .bind(window.start_time())
+                .bind(window.end_time()),
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 let kind: String = row.try_get("kind")?;
@@ -264,18 +275,19 @@ impl AnalyticsStore for PgAnalyticsStore {
     }
 
     async fn deals_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<DealRow>, StoreError> {
-        let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEAL_COLUMNS} FROM deal_facts d \
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {DEAL_COLUMNS} FROM deal_facts d \
              LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
              WHERE d.tenant_id = $1 AND d.create_time >= $2 AND d.create_time < $3"
-        )))
-        .bind(tenant.as_str())
-        .bind(window.start_time())
-        .bind(window.end_time())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+                )))
+                .bind(tenant.as_str())
+                .bind(window.start_time())
+                .bind(window.end_time()),
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(DealRow {
@@ -287,18 +299,19 @@ impl AnalyticsStore for PgAnalyticsStore {
     }
 
     async fn leads_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<LeadRow>, StoreError> {
-        let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let rows = sqlx::query(
-            "SELECT l.lead_id, l.owner, l.source, l.create_time, l.deal_id, l.convert_time, d.outcome \
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT l.lead_id, l.owner, l.source, l.create_time, l.deal_id, l.convert_time, d.outcome \
              FROM lead_facts l LEFT JOIN deal_facts d ON d.tenant_id = l.tenant_id AND d.deal_id = l.deal_id \
              WHERE l.tenant_id = $1 AND l.create_time >= $2 AND l.create_time < $3",
-        )
-        .bind(tenant.as_str())
-        .bind(window.start_time())
-        .bind(window.end_time())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+                )
+                .bind(tenant.as_str())
+                .bind(window.start_time())
+                .bind(window.end_time()),
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 let deal: Option<Uuid> = row.try_get("deal_id")?;
@@ -319,16 +332,17 @@ impl AnalyticsStore for PgAnalyticsStore {
     }
 
     async fn forecasts(&self, tenant: &TenantId, period: &str) -> Result<Vec<ForecastFact>, StoreError> {
-        let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let rows = sqlx::query(
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
             "SELECT forecast_id, owner, period, amount_minor, currency, category, submit_time FROM forecast_facts \
              WHERE tenant_id = $1 AND period = $2",
         )
         .bind(tenant.as_str())
-        .bind(period)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .bind(period),
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(ForecastFact {
@@ -345,15 +359,16 @@ impl AnalyticsStore for PgAnalyticsStore {
     }
 
     async fn quotas(&self, tenant: &TenantId, period: &str) -> Result<Vec<QuotaFact>, StoreError> {
-        let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let rows = sqlx::query(
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
             "SELECT owner, period, amount_minor, currency FROM quota_facts WHERE tenant_id = $1 AND period = $2 ORDER BY owner",
         )
         .bind(tenant.as_str())
-        .bind(period)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .bind(period),
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(QuotaFact {
