@@ -32,7 +32,7 @@ the value the request gave it; any other rejection of a schema-valid request fai
   with the body's Content-Type; and an update mask that names a field the body does not give
   clears it, which a required field (an owner, a pipeline's stages) refuses. A metric query
   groups a metric by one of the groupings the catalogue gives it, a period of dates ends
-  after it starts, forecast accuracy and quota attainment take a forecast period (a month or
+  after it starts and spans at most ten years, forecast accuracy and quota attainment take a forecast period (a month or
   a quarter), and a goal's baseline ends before the day it is set, its due date is after it,
   and its target is one its metric can reach.
 """
@@ -163,8 +163,9 @@ def _explained(case, violation):
         return bool(source) and any(
             t.strip().rsplit(".", 1)[0] != source for t in (query.get("types") or "").split(",") if t.strip()
         )
-    if description.endswith("ends before it starts"):
-        # A period of dates (`YYYY-MM-DD..YYYY-MM-DD`) whose last day is before its first.
+    if description.endswith(("ends before it starts", "is longer than ten years")):
+        # A period of dates (`YYYY-MM-DD..YYYY-MM-DD`) whose last day is before its first, or
+        # more than ten years after it (the bound of a query's work).
         return True
     if case.operation.path == "/v1/goals" and case.method == "POST":
         # A goal's baseline is measured (it ends before today), its due date is after today, and

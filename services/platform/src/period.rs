@@ -13,6 +13,9 @@ pub enum Period {
 impl Period {
     pub fn parse(raw: &str) -> Result<Period, String> {
         let invalid = || format!("`{raw}` is not a period: use YYYY-MM (a month) or YYYY-Qn (a quarter)");
+        if !raw.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'Q') {
+            return Err(invalid());
+        }
         let (year, rest) = raw.split_once('-').ok_or_else(invalid)?;
         if year.len() != 4 {
             return Err(invalid());
@@ -83,6 +86,10 @@ pub struct Window {
     pub end: NaiveDate,
 }
 
+/// The longest window of dates: every figure over a window reads the facts in it, so its
+/// length bounds the work of a query (ten years hold a baseline and the years after it).
+const MAX_WINDOW_DAYS: i64 = 3653;
+
 impl Window {
     /// A year (`2026`), a quarter (`2026-Q4`), a month (`2026-11`), or dates from and to, both
     /// included (`2026-01-01..2026-03-31`).
@@ -99,9 +106,15 @@ impl Window {
                 return Err(format!("`{raw}` ends before it starts"));
             }
             let end = last.succ_opt().ok_or_else(invalid)?;
+            if (end - start).num_days() > MAX_WINDOW_DAYS {
+                return Err(format!("`{raw}` is longer than ten years"));
+            }
             return Ok(Window { start, end });
         }
         if raw.len() == 4 {
+            if !raw.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid());
+            }
             let year: i32 = raw.parse().map_err(|_| invalid())?;
             if !(1970..=9999).contains(&year) {
                 return Err(invalid());

@@ -41,6 +41,9 @@ impl AnalyticsApp {
         let figure = self
             .figure_of(&who.tenant, metric, spec.baseline_window(), spec.owner.as_deref())
             .await?;
+        if let Some(reason) = spec.target.unreachable_from(figure.value) {
+            return Err(ApiError::invalid_field("goal.target", reason));
+        }
         let goal = Goal {
             id: Uuid::now_v7(),
             spec,

@@ -19,6 +19,32 @@ pub enum Target {
     Relative(f64),
 }
 
+impl Target {
+    /// The value the target asks of a metric whose baseline is `baseline`.
+    pub fn value(self, baseline: Option<f64>) -> Option<f64> {
+        match self {
+            Target::Absolute(v) => Some(v),
+            Target::Relative(r) => baseline.map(|b| b * (1.0 + r)).filter(|v| v.is_finite()),
+        }
+    }
+
+    /// Why no progress toward the target can be measured from `baseline`, if so: a relative
+    /// target of a baseline with no value or of 0, or a target the baseline already is.
+    pub fn unreachable_from(self, baseline: Option<f64>) -> Option<String> {
+        match (self, baseline) {
+            (Target::Relative(_), None | Some(0.0)) => Some(
+                "a relative target needs a baseline value other than 0, and the baseline period has none: \
+                 give an absolute target"
+                    .to_owned(),
+            ),
+            (target, Some(b)) if target.value(Some(b)).is_none_or(|v| v == b) => Some(format!(
+                "is the baseline's value ({b}) already: no progress could be measured"
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// What a manager asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GoalSpec {
@@ -138,14 +164,12 @@ impl Goal {
     /// Where the goal stands with the metric at `value` (over `count` records) at `now`.
     pub fn progress(&self, value: Option<f64>, count: i64, now: DateTime<Utc>) -> Progress {
         let baseline = self.baseline.value;
-        let target_value = match self.spec.target {
-            Target::Absolute(v) => Some(v),
-            Target::Relative(r) => baseline.map(|b| b * (1.0 + r)),
-        };
+        let target_value = self.spec.target.value(baseline);
         let change = value.zip(baseline).map(|(v, b)| v - b);
         let share_reached = match (change, target_value, baseline) {
-            (Some(change), Some(target), Some(b)) if target != b => Some(change / (target - b)),
-            (Some(_), Some(target), Some(b)) if target == b => Some(1.0),
+            (Some(change), Some(target), Some(b)) if target != b => {
+                Some(change / (target - b)).filter(|s| s.is_finite())
+            }
             _ => None,
         };
         let due = self.spec.due.and_time(chrono::NaiveTime::MIN).and_utc();
@@ -233,6 +257,12 @@ mod tests {
         assert_eq!(broken, ["baseline_period", "due_date", "target"]);
         spec.target = Target::Relative(-1.0);
         assert!(spec.check(info, day("2026-05-15")).iter().any(|(f, _)| *f == "target"));
+        assert!(Target::Relative(0.25).unreachable_from(Some(0.0)).is_some());
+        assert!(Target::Relative(0.25).unreachable_from(None).is_some());
+        assert!(Target::Absolute(0.4).unreachable_from(Some(0.4)).is_some());
+        assert!(Target::Relative(f64::MAX).unreachable_from(Some(2.0)).is_some());
+        assert!(Target::Absolute(0.9).unreachable_from(None).is_none());
+        assert!(Target::Relative(-0.25).unreachable_from(Some(0.4)).is_none());
         let ok = goal(Target::Relative(-0.25)).spec;
         assert!(ok.check(info, day("2026-05-15")).is_empty());
         assert_eq!(

@@ -121,8 +121,9 @@ pub const CATALOGUE: &[MetricInfo] = &[
                   value = max(0, 1 - |actual - call| / actual), `wape` = |actual - call| / \
                   actual, `bias` = (call - actual) / actual (above 0: over-forecast); no value \
                   when actual is 0. Tenant: value = max(0, 1 - sum |actual - call| / sum \
-                  actual) over salespeople, with the mean, min, max and spread (population \
-                  standard deviation) of their accuracies",
+                  actual) over salespeople when their calls are in one currency (no value \
+                  otherwise), with the mean, min, max and spread (population standard \
+                  deviation) of their accuracies",
         version: 1,
         unit: "ratio",
         groupings: &[Grouping::Owner],
@@ -395,10 +396,12 @@ pub fn forecast_accuracy(
         calls.entry(forecast.owner.as_str()).or_default().push(forecast);
     }
     let mut people = Vec::new();
+    let mut currencies = Vec::new();
     for (owner, submissions) in &calls {
         let Some(call) = last_before(submissions, end) else {
             continue;
         };
+        currencies.push(call.currency.as_str());
         let (actual, unconverted) = in_currency(won.get(owner).map(Vec::as_slice).unwrap_or_default(), &call.currency);
         let early = last_before(submissions, start).filter(|e| e.currency == call.currency);
         let error = (actual as f64 - call.amount_minor as f64).abs();
@@ -437,6 +440,8 @@ pub fn forecast_accuracy(
     let (errors, actuals) = people.iter().fold((0.0, 0.0), |(e, a), (_, f)| {
         (e + f.parts["abs_error"], a + f.parts["actual"])
     });
+    // Errors and amounts add up only in one currency.
+    let one_currency = currencies.windows(2).all(|w| w[0] == w[1]);
     let mut parts: BTreeMap<&'static str, f64> = [("salespeople", people.len() as f64)].into_iter().collect();
     if !scores.is_empty() {
         let n = scores.len() as f64;
@@ -449,7 +454,7 @@ pub fn forecast_accuracy(
     }
     vec![Figure {
         group: String::new(),
-        value: (actuals > 0.0).then(|| (1.0 - errors / actuals).max(0.0)),
+        value: (one_currency && actuals > 0.0).then(|| (1.0 - errors / actuals).max(0.0)),
         count: i64::try_from(people.len()).unwrap_or(i64::MAX),
         parts,
     }]
@@ -686,6 +691,20 @@ mod tests {
         approx(Some(tenant[0].parts["accuracy_spread"]), 0.1);
         approx(Some(tenant[0].parts["accuracy_min"]), 0.8);
         approx(Some(tenant[0].parts["accuracy_max"]), 1.0);
+    }
+
+    #[test]
+    fn calls_in_several_currencies_have_no_tenant_figure() {
+        let (start, end) = (at(1), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        let mut usd = forecast("ben", 1000, 5, CALL_CATEGORY);
+        usd.currency = "USD".into();
+        let forecasts = vec![forecast("ann", 1000, 5, CALL_CATEGORY), usd];
+        let closes = vec![won(1, "ann", 1000, "EUR", 3), won(2, "ben", 900, "USD", 4)];
+        let tenant = forecast_accuracy(&forecasts, &closes, start, end, Grouping::Tenant);
+        assert_eq!((tenant[0].value, tenant[0].count), (None, 2));
+        let people = forecast_accuracy(&forecasts, &closes, start, end, Grouping::Owner);
+        // Ben called 1000 and won 900 (USD): 1 - 100 / 900.
+        approx(people[1].value, 1.0 - 100.0 / 900.0);
     }
 
     #[test]
