@@ -386,10 +386,12 @@ async fn figures_follow_the_deals(base: &str) {
         listed["goals"][0]["name"], goal["name"],
         "a rep sees the tenant's goals"
     );
+    // A blank name, a baseline not yet over, a due date gone and a ratio above 1: one answer
+    // names all four.
     let (status, problem) = admin
         .post(
             "/v1/goals",
-            json!({"displayName": "Bad", "metric": "metrics/win-rate", "baselinePeriod": format!("{}..{}", days(1), due),
+            json!({"displayName": "  ", "metric": "metrics/win-rate", "baselinePeriod": format!("{}..{}", days(1), due),
                    "targetKind": "TARGET_KIND_ABSOLUTE", "target": 1.5, "dueDate": days(2).to_string()}),
         )
         .await;
@@ -401,7 +403,7 @@ async fn figures_follow_the_deals(base: &str) {
     fields.sort_unstable();
     assert_eq!(
         fields,
-        ["goal.baselinePeriod", "goal.dueDate", "goal.target"],
+        ["goal.baselinePeriod", "goal.displayName", "goal.dueDate", "goal.target"],
         "{problem}"
     );
     let (status, goals) = admin.get("/v1/goals").await;

@@ -108,47 +108,13 @@ impl GoalSpec {
 
     /// The rules a goal keeps when it is set `today`: each broken one as (field, reason).
     pub fn check(&self, info: &MetricInfo, today: NaiveDate) -> Vec<(&'static str, String)> {
-        let mut broken = Vec::new();
-        if !info.any_window() {
-            broken.push((
-                "metric",
-                format!(
-                    "{} is over forecast periods; a goal needs a metric over any period",
-                    info.key
-                ),
-            ));
-        }
-        if self.baseline_end > today {
-            broken.push((
-                "baseline_period",
-                "must end before today: a baseline is measured, not forecast".to_owned(),
-            ));
-        }
-        if self.due <= today {
-            broken.push(("due_date", "must be after today".to_owned()));
-        }
-        match self.target {
-            Target::Absolute(v) if !v.is_finite() || v < 0.0 => {
-                broken.push((
-                    "target",
-                    "an absolute target is a value the metric can take (0 or more)".to_owned(),
-                ));
-            }
-            Target::Absolute(v) if info.unit == "ratio" && v > 1.0 => {
-                broken.push((
-                    "target",
-                    format!("{} is a ratio: an absolute target is from 0 to 1", info.key),
-                ));
-            }
-            Target::Relative(v) if !v.is_finite() || v <= -1.0 || v == 0.0 => {
-                broken.push((
-                    "target",
-                    "a relative target is a change other than 0, above -1 (-0.25: reduce by 25%)".to_owned(),
-                ));
-            }
-            _ => {}
-        }
-        broken
+        rules(
+            Some(info),
+            Some(self.baseline_end),
+            Some(self.due),
+            Some(self.target),
+            today,
+        )
     }
 }
 
@@ -187,6 +153,63 @@ impl Goal {
             on_track: share_reached.is_some_and(|s| s >= share_elapsed),
         }
     }
+}
+
+/// The rules a goal keeps when it is set `today`, over the parts of it a request gave validly
+/// (None: a part that was missing or malformed, whose rules are not checked): each broken one as
+/// (field, reason), so a request learns of every problem at once.
+pub fn rules(
+    info: Option<&MetricInfo>,
+    baseline_end: Option<NaiveDate>,
+    due: Option<NaiveDate>,
+    target: Option<Target>,
+    today: NaiveDate,
+) -> Vec<(&'static str, String)> {
+    let mut broken = Vec::new();
+    if let Some(info) = info.filter(|i| !i.any_window()) {
+        broken.push((
+            "metric",
+            format!(
+                "{} is over forecast periods; a goal needs a metric over any period",
+                info.key
+            ),
+        ));
+    }
+    if baseline_end.is_some_and(|end| end > today) {
+        broken.push((
+            "baseline_period",
+            "must end before today: a baseline is measured, not forecast".to_owned(),
+        ));
+    }
+    if due.is_some_and(|due| due <= today) {
+        broken.push(("due_date", "must be after today".to_owned()));
+    }
+    let ratio = info.is_some_and(|i| i.unit == "ratio");
+    match target {
+        Some(Target::Absolute(v)) if !v.is_finite() || v < 0.0 => {
+            broken.push((
+                "target",
+                "an absolute target is a value the metric can take (0 or more)".to_owned(),
+            ));
+        }
+        Some(Target::Absolute(v)) if ratio && v > 1.0 => {
+            broken.push((
+                "target",
+                format!(
+                    "{} is a ratio: an absolute target is from 0 to 1",
+                    info.map_or("the metric", |i| i.key)
+                ),
+            ));
+        }
+        Some(Target::Relative(v)) if !v.is_finite() || v <= -1.0 || v == 0.0 => {
+            broken.push((
+                "target",
+                "a relative target is a change other than 0, above -1 (-0.25: reduce by 25%)".to_owned(),
+            ));
+        }
+        _ => {}
+    }
+    broken
 }
 
 #[cfg(test)]

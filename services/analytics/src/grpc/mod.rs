@@ -90,8 +90,10 @@ fn figure(f: Figure) -> pb::Figure {
 /// The prefix of a goal's resource name.
 const GOALS: &str = "goals/";
 
-/// A goal as a request gives it, every wrong field named at once.
-fn goal_spec(g: Option<&pb::Goal>) -> Result<GoalSpec, Status> {
+/// A goal as a request gives it on `today`, every wrong field named at once: its form and
+/// the rules a goal keeps (a baseline already measured, a due date to come, a reachable
+/// target).
+fn goal_spec(g: Option<&pb::Goal>, today: chrono::NaiveDate) -> Result<GoalSpec, Status> {
     let mut v = Violations::new("goal.");
     let Some(g) = g else {
         v.add("", "is required");
@@ -137,6 +139,13 @@ fn goal_spec(g: Option<&pb::Goal>) -> Result<GoalSpec, Status> {
         }
     };
     let due = v.check("due_date", crm_platform::period::date(&g.due_date));
+    let info = metric
+        .as_deref()
+        .and_then(|key| MetricId::parse(key).ok())
+        .map(MetricId::info);
+    for (field, reason) in crate::domain::goals::rules(info, baseline.map(|w| w.end), due, target, today) {
+        v.add(field, reason);
+    }
     v.finish()?;
     match (display_name, metric, owner, baseline, target, due) {
         (Some(display_name), Some(metric), Some(owner), Some(baseline), Some(target), Some(due)) => Ok(GoalSpec {
@@ -283,7 +292,7 @@ impl pb::goal_service_server::GoalService for AnalyticsGrpc {
         if !who.writes_all() {
             return Err(crm_platform::ApiError::permission_denied("goals are set by managers and admins").into());
         }
-        let spec = goal_spec(request.get_ref().goal.as_ref())?;
+        let spec = goal_spec(request.get_ref().goal.as_ref(), self.app.clock().now().date_naive())?;
         let tracked = self.app.create_goal(&who, spec).await?;
         Ok(Response::new(pb::CreateGoalResponse {
             goal: Some(goal(tracked)),
