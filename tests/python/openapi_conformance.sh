@@ -29,17 +29,21 @@ SCHEMATHESIS=$2
 EXAMPLES=${3:-10}
 DATA=$(mktemp -d)
 LOG="$DATA/serve.log"
-"$CRM" serve --data-dir "$DATA" --http-addr 127.0.0.1:38080 --grpc-addr 127.0.0.1:35051 >"$LOG" 2>&1 &
+# Ports the system picks (a fixed port inside the ephemeral range can be taken by any
+# connection's local end); the banner says which.
+"$CRM" serve --data-dir "$DATA" --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
+BASE=""
 for _ in $(seq 1 60); do
-    curl -sf http://127.0.0.1:38080/readyz >/dev/null && break
+    BASE=$(grep -o 'REST on http://[0-9.:]*' "$LOG" | head -1 | sed 's/^REST on //' || true)
+    [ -n "$BASE" ] && curl -sf "$BASE/readyz" >/dev/null && break
     sleep 0.5
 done
-curl -sf http://127.0.0.1:38080/readyz >/dev/null || { cat "$LOG"; exit 1; }
+{ [ -n "$BASE" ] && curl -sf "$BASE/readyz" >/dev/null; } || { cat "$LOG"; exit 1; }
 HOOKS="$(cd "$(dirname "$0")" && pwd)/schemathesis_hooks.py"
 TOKEN=$("$CRM" token --data-dir "$DATA" --tenant conformance --user alice --role admin)
-SCHEMATHESIS_HOOKS="$HOOKS" "$SCHEMATHESIS" run http://127.0.0.1:38080/openapi.json \
+SCHEMATHESIS_HOOKS="$HOOKS" "$SCHEMATHESIS" run "$BASE/openapi.json" \
     -H "Authorization: Bearer $TOKEN" \
     --checks all \
     --suppress-health-check=filter_too_much \

@@ -169,11 +169,20 @@ def _explained(case, violation):
         return True
     if case.operation.path == "/v1/goals" and case.method == "POST":
         # A goal's baseline is measured (it ends before today), its due date is after today, and
-        # its target is one the metric can reach: rules of the day the goal is set and of the
-        # target's kind, which no schema states.
+        # its target is one the metric can reach from the baseline the data gives: rules of the
+        # day the goal is set, of the target's kind and of the data, which no schema states.
         return field in ("goal.baselinePeriod", "goal.dueDate", "goal.target") and any(
             phrase in description
-            for phrase in ("must end before today", "must be after today", "target is", "is a ratio")
+            for phrase in (
+                "must end before today",
+                "must be after today",
+                "target is",
+                "is a ratio",
+                # Against the baseline the data gives: none or 0 for a relative target, or the
+                # target's own value already.
+                "target needs a baseline",
+                "no progress could be measured",
+            )
         )
     if case.operation.path.endswith(":query"):
         # A metric is split only by the groupings the catalogue gives it (GET /v1/metrics); a
