@@ -80,8 +80,7 @@ fn stage_id(raw: &str) -> Result<Option<Uuid>, String> {
 
 fn time(stamp: Option<&prost_types::Timestamp>, field: &str) -> Result<DateTime<Utc>, String> {
     let stamp = stamp.ok_or_else(|| format!("{field} is missing"))?;
-    let nanos = u32::try_from(stamp.nanos).map_err(|_| format!("{field} is not a time"))?;
-    DateTime::from_timestamp(stamp.seconds, nanos).ok_or_else(|| format!("{field} is not a time"))
+    crm_platform::time::from_timestamp(stamp).map_err(|reason| format!("{field} {reason}"))
 }
 
 fn deal(deal: Option<&pb::Deal>) -> Result<DealFact, String> {
@@ -308,7 +307,7 @@ pub fn batch_of(source: &str, events: &[events::Event], now: DateTime<Utc>) -> I
         let committed = e
             .time
             .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+            .and_then(|t| crm_platform::time::from_timestamp(t).ok())
             .unwrap_or(now);
         (e.sequence, committed)
     });
@@ -341,5 +340,71 @@ impl Sink for Ingest {
     async fn apply(&self, consumer: &str, previous: u64, events: &[events::Event]) -> anyhow::Result<bool> {
         let batch = batch_of(self.source, events, self.clock.now());
         Ok(self.store.ingest(consumer, previous, &batch).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crm_proto::prost::Message;
+
+    use super::*;
+
+    fn event(kind: String, payload: Vec<u8>) -> events::Event {
+        events::Event {
+            tenant: "acme".into(),
+            sequence: 7,
+            r#type: kind,
+            payload: Some(prost_types::Any {
+                type_url: String::new(),
+                value: payload,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn stamp(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn each_event_is_applied_ignored_skipped_or_parked() {
+        let deal = pb::Deal {
+            name: format!("deals/{}", Uuid::now_v7()),
+            pipeline: format!("pipelines/{}", Uuid::now_v7()),
+            owner: "ann".into(),
+            status: pb::DealStatus::Open as i32,
+            create_time: stamp(1_790_000_000),
+            ..Default::default()
+        };
+        let created = event(
+            pb::DealCreated::full_name(),
+            pb::DealCreated {
+                deal: Some(deal.clone()),
+            }
+            .encode_to_vec(),
+        );
+        assert!(matches!(decide(&created), Decision::Apply(changes) if changes.len() == 1));
+        let task = event(pb::TaskCreated::full_name(), Vec::new());
+        assert_eq!(decide(&task), Decision::Ignore);
+        let future = event("crm.pipeline.v1.DealTeleported".into(), Vec::new());
+        assert_eq!(decide(&future), Decision::Skip);
+        let garbage = event(pb::DealWon::full_name(), vec![0xff, 0xff, 0xff]);
+        assert!(matches!(decide(&garbage), Decision::Park(reason) if reason.contains("does not decode")));
+        let mut bad_id = deal;
+        bad_id.name = "deals/not-a-uuid".into();
+        let bad = event(
+            pb::DealCreated::full_name(),
+            pb::DealCreated { deal: Some(bad_id) }.encode_to_vec(),
+        );
+        assert!(matches!(decide(&bad), Decision::Park(reason) if reason.contains("not a deals resource name")));
+
+        // In a batch: the applied changes under their tenant, the skipped and parked counted,
+        // the watermark at the last event.
+        let now = Utc::now();
+        let batch = batch_of(PIPELINE_SOURCE, &[created, task, future, garbage], now);
+        assert_eq!(batch.changes.len(), 1);
+        assert_eq!(batch.skipped.len(), 1);
+        assert_eq!(batch.parked.len(), 1);
+        assert_eq!(batch.last.map(|(seq, _)| seq), Some(7));
     }
 }
