@@ -451,7 +451,10 @@ async fn figures_follow_the_deals(base: &str) {
             "metrics/sales-cycle-days",
             "metrics/lead-conversion",
             "metrics/forecast-accuracy",
-            "metrics/quota-attainment"
+            "metrics/quota-attainment",
+            "metrics/stage-funnel",
+            "metrics/open-pipeline",
+            "metrics/pipeline-velocity"
         ]
     );
     assert!(
@@ -465,6 +468,267 @@ async fn figures_follow_the_deals(base: &str) {
     assert_eq!(ingest["parked"], json!([]), "{ingest}");
 }
 
+/// How a stay in a stage ended.
+#[derive(Clone, Copy, PartialEq)]
+enum Exit {
+    To(usize),
+    Won,
+    Lost,
+}
+
+/// A deal's stay in a stage (by the stage's index on the board), as this test made it.
+struct Stay {
+    stage: usize,
+    entered: DateTime<Utc>,
+    exit: Option<(Exit, DateTime<Utc>)>,
+}
+
+/// A deal this test moves through the stages, keeping its stays.
+struct Walk<'a> {
+    api: &'a Rest,
+    pipeline: &'a Value,
+    id: String,
+    stays: Vec<Stay>,
+    amount_minor: i64,
+    created: DateTime<Utc>,
+    open: bool,
+}
+
+impl<'a> Walk<'a> {
+    async fn start(api: &'a Rest, pipeline: &'a Value, amount_minor: i64) -> Walk<'a> {
+        let (status, deal) = api
+            .post(
+                "/v1/deals",
+                json!({"displayName": "Walked", "pipeline": pipeline["name"],
+                       "amount": {"amountMinor": amount_minor.to_string(), "currencyCode": "EUR"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{deal}");
+        let created = time(&deal["createTime"]);
+        Walk {
+            api,
+            pipeline,
+            id: id_of(&deal["name"]).to_owned(),
+            stays: vec![Stay {
+                stage: 0,
+                entered: created,
+                exit: None,
+            }],
+            amount_minor,
+            created,
+            open: true,
+        }
+    }
+
+    fn end(&mut self, exit: Exit, at: DateTime<Utc>) {
+        self.stays.last_mut().expect("a stay").exit = Some((exit, at));
+    }
+
+    async fn move_to(&mut self, stage: usize) {
+        let (status, moved) = self
+            .api
+            .post(
+                &format!("/v1/deals/{}:move", self.id),
+                json!({"stage": self.pipeline["stages"][stage]["id"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{moved}");
+        let at = time(&moved["transition"]["transitionTime"]);
+        self.end(Exit::To(stage), at);
+        self.stays.push(Stay {
+            stage,
+            entered: at,
+            exit: None,
+        });
+    }
+
+    async fn close(&mut self, won: bool) -> DateTime<Utc> {
+        let outcome = if won { "DEAL_STATUS_WON" } else { "DEAL_STATUS_LOST" };
+        let (status, closed) = self
+            .api
+            .post(
+                &format!("/v1/deals/{}:close", self.id),
+                json!({"outcome": outcome, "reason": "decided"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{closed}");
+        let at = time(&closed["deal"]["closeTime"]);
+        self.end(if won { Exit::Won } else { Exit::Lost }, at);
+        self.open = false;
+        at
+    }
+}
+
+#[tokio::test]
+async fn the_funnel_and_the_open_pipeline_follow_the_stages_on_both_backends() {
+    for postgres in BACKENDS {
+        let Some(deployment) = Deployment::start(postgres, "analytics_funnel").await else {
+            continue;
+        };
+        the_funnel_and_the_open_pipeline(deployment.rest()).await;
+        deployment.stop().await;
+    }
+}
+
+async fn the_funnel_and_the_open_pipeline(base: &str) {
+    let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+    let pipeline = pipeline(&admin).await;
+    let (ann, ben) = (
+        Rest::as_user(base, "acme", "ann", Role::Rep),
+        Rest::as_user(base, "acme", "ben", Role::Rep),
+    );
+    // Won through every open stage; forward and back; lost at once; left in the first stage
+    // and re-valued; moved ahead two stages and left there.
+    let mut won = Walk::start(&ann, &pipeline, 100_000).await;
+    won.move_to(1).await;
+    won.move_to(2).await;
+    let won_at = won.close(true).await;
+    let mut back = Walk::start(&ann, &pipeline, 100_000).await;
+    back.move_to(1).await;
+    back.move_to(0).await;
+    let mut lost = Walk::start(&ann, &pipeline, 100_000).await;
+    lost.close(false).await;
+    let mut revalued = Walk::start(&ann, &pipeline, 100_000).await;
+    let (status, patched) = ann
+        .patch(
+            &format!("/v1/deals/{}", revalued.id),
+            json!({"amount": {"amountMinor": "70000", "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    revalued.amount_minor = 70_000;
+    // Another tenant's deal moved in the same minutes: never in acme's figures.
+    let gus = Rest::as_user(base, "globex", "gus", Role::Admin);
+    let theirs = crate::pipeline::pipeline(&gus).await;
+    let mut other = Walk::start(&gus, &theirs, 5).await;
+    other.move_to(1).await;
+    let mut ahead = Walk::start(&ben, &pipeline, 100_000).await;
+    ahead.move_to(2).await;
+    let walks = [&won, &back, &lost, &revalued, &ahead];
+
+    let today = Utc::now().date_naive();
+    let period = format!("{}..{}", today.pred_opt().expect("day"), today.succ_opt().expect("day"));
+    let stays: Vec<&Stay> = walks.iter().flat_map(|w| &w.stays).collect();
+    // Ben's move was the last event: once the tenant's count has it, every stay is in.
+    let answer = settled(&admin, "stage-funnel", &period, stays.len() as i64).await;
+    let advanced = |of: &[&Stay]| {
+        of.iter()
+            .filter(|s| {
+                matches!(s.exit, Some((Exit::Won, _))) || matches!(s.exit, Some((Exit::To(to), _)) if to >= s.stage)
+            })
+            .count()
+    };
+    #[allow(clippy::cast_precision_loss)]
+    close_to(
+        &answer["figures"][0]["value"],
+        advanced(&stays) as f64 / stays.len() as f64,
+        "funnel conversion",
+    );
+    let (status, by_stage) = admin
+        .get(&format!("/v1/metrics/stage-funnel:query?period={period}&groupBy=STAGE"))
+        .await;
+    assert_eq!(status, 200, "{by_stage}");
+    let by_stage = figures(&by_stage);
+    let group = |stage: usize| {
+        format!(
+            "{}/stages/{}",
+            pipeline["name"].as_str().expect("name"),
+            pipeline["stages"][stage]["id"].as_str().expect("stage id")
+        )
+    };
+    let entered: Vec<usize> = (0..3).filter(|i| stays.iter().any(|s| s.stage == *i)).collect();
+    assert_eq!(by_stage.len(), entered.len(), "{by_stage:?}");
+    for stage in entered {
+        let here: Vec<&Stay> = stays.iter().copied().filter(|s| s.stage == stage).collect();
+        let figure = &by_stage[&group(stage)];
+        let count = |exit: fn(&Exit, usize) -> bool| {
+            here.iter()
+                .filter(|s| s.exit.is_some_and(|(e, _)| exit(&e, s.stage)))
+                .count() as f64
+        };
+        #[allow(clippy::cast_precision_loss)]
+        {
+            close_to(&figure["parts"]["entered"], here.len() as f64, "entered");
+            close_to(
+                &figure["value"],
+                advanced(&here) as f64 / here.len() as f64,
+                "conversion",
+            );
+            close_to(&figure["parts"]["lost"], count(|e, _| *e == Exit::Lost), "lost");
+            close_to(
+                &figure["parts"]["moved_back"],
+                count(|e, at| matches!(e, Exit::To(to) if *to < at)),
+                "moved back",
+            );
+            close_to(
+                &figure["parts"]["still_in"],
+                here.iter().filter(|s| s.exit.is_none()).count() as f64,
+                "still in",
+            );
+            close_to(&figure["parts"]["position"], stage as f64, "position");
+        }
+        let ended: Vec<f64> = here
+            .iter()
+            .filter_map(|s| s.exit.map(|(_, at)| at))
+            .zip(here.iter().filter(|s| s.exit.is_some()))
+            .map(|(at, s)| {
+                #[allow(clippy::cast_precision_loss)]
+                let ms = (at - s.entered).num_milliseconds() as f64;
+                ms / 86_400_000.0
+            })
+            .collect();
+        if !ended.is_empty() {
+            close_to(&figure["parts"]["median_days"], median(ended), "median days in stage");
+        }
+    }
+
+    // The open pipeline now, by stage: the deals still open, at their amounts now.
+    let open: Vec<&&Walk> = walks.iter().filter(|w| w.open).collect();
+    let (status, now) = admin
+        .get(&format!(
+            "/v1/metrics/open-pipeline:query?period={period}&groupBy=STAGE"
+        ))
+        .await;
+    assert_eq!(status, 200, "{now}");
+    let now = figures(&now);
+    let mut expected: BTreeMap<String, (usize, i64)> = BTreeMap::new();
+    for walk in &open {
+        let entry = expected
+            .entry(group(walk.stays.last().expect("stay").stage))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += walk.amount_minor;
+    }
+    assert_eq!(now.len(), expected.len(), "{now:?}");
+    for (group, (deals, amount)) in &expected {
+        #[allow(clippy::cast_precision_loss)]
+        {
+            close_to(&now[group]["value"], *deals as f64, "open deals");
+            close_to(&now[group]["parts"]["amount"], *amount as f64, "open amount");
+        }
+    }
+    // As the pipeline stood at the end of yesterday: nothing was open yet.
+    let yesterday = today.pred_opt().expect("day");
+    let (status, then) = admin
+        .get(&format!(
+            "/v1/metrics/open-pipeline:query?period={yesterday}..{yesterday}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{then}");
+    close_to(&then["figures"][0]["value"], 0.0, "open at the end of yesterday");
+
+    // Velocity: open deals x average won amount x win rate / mean cycle days.
+    let (status, velocity) = admin
+        .get(&format!("/v1/metrics/pipeline-velocity:query?period={period}"))
+        .await;
+    assert_eq!(status, 200, "{velocity}");
+    #[allow(clippy::cast_precision_loss)]
+    let cycle = (won_at - won.created).num_milliseconds() as f64 / 86_400_000.0;
+    #[allow(clippy::cast_precision_loss)]
+    let expected = open.len() as f64 * won.amount_minor as f64 * 0.5 / cycle;
+    close_to(&velocity["figures"][0]["value"], expected, "velocity");
+}
+
 /// Every metric's figures over `period`, as one value to compare (watermarks left out).
 async fn every_figure(api: &Rest, period: &str, month: &str) -> Value {
     let mut all = serde_json::Map::new();
@@ -475,6 +739,9 @@ async fn every_figure(api: &Rest, period: &str, month: &str) -> Value {
         ("lead-conversion", period),
         ("forecast-accuracy", month),
         ("quota-attainment", month),
+        ("stage-funnel", period),
+        ("open-pipeline", period),
+        ("pipeline-velocity", period),
     ] {
         for group in ["", "&groupBy=OWNER"] {
             let (status, answer) = api

@@ -28,10 +28,8 @@ pub const PIPELINE_CONSUMER: &str = "analytics<-pipeline";
 pub const PIPELINE_SOURCE: &str = <pb::DealCreated as Name>::PACKAGE;
 
 /// Pipeline events this service knows and keeps nothing of (yet): not skipped as unknown.
-fn known_unused() -> [String; 9] {
+fn known_unused() -> [String; 7] {
     [
-        pb::PipelineCreated::full_name(),
-        pb::PipelineUpdated::full_name(),
         pb::ProductCreated::full_name(),
         pb::ProductUpdated::full_name(),
         pb::TaskCreated::full_name(),
@@ -106,6 +104,77 @@ fn deal(deal: Option<&pb::Deal>) -> Result<DealFact, String> {
             _ => Some(time(deal.close_time.as_ref(), "deal.close_time")?),
         },
     })
+}
+
+/// A deal's owner and amount as of its update time in the event.
+fn version(deal: &pb::Deal, fact: &DealFact) -> Result<DealVersion, String> {
+    let time = match deal.update_time.as_ref() {
+        Some(_) => time(deal.update_time.as_ref(), "deal.update_time")?,
+        None => fact.create_time,
+    };
+    Ok(DealVersion {
+        deal: fact.id,
+        time,
+        owner: fact.owner.clone(),
+        amount_minor: fact.amount_minor,
+        currency: fact.currency.clone(),
+    })
+}
+
+/// A new deal's changes: the deal, its version, and the first entry of its history (its
+/// creation into its first stage, which the creating event implies: sequence 1).
+fn new_deal(d: Option<&pb::Deal>) -> Result<Vec<FactChange>, String> {
+    let mut changes = deal_changes(d, None)?;
+    let created = match changes.first() {
+        Some(FactChange::Deal(fact)) => TransitionFact {
+            deal: fact.id,
+            sequence: 1,
+            kind: TransitionKind::Created,
+            from_stage: None,
+            to_stage: stage_id(&d.map(|d| d.stage.clone()).unwrap_or_default())?,
+            time: fact.create_time,
+        },
+        _ => return Err("the deal is missing".into()),
+    };
+    changes.push(FactChange::Transition(created));
+    Ok(changes)
+}
+
+/// A deal's changes: the deal, its version, and the entry of its history the event carries.
+fn deal_changes(d: Option<&pb::Deal>, t: Option<&pb::StageTransition>) -> Result<Vec<FactChange>, String> {
+    let fact = deal(d)?;
+    let version = version(d.ok_or("the deal is missing")?, &fact)?;
+    let mut changes = vec![FactChange::Deal(fact), FactChange::Version(version)];
+    if t.is_some() {
+        changes.push(FactChange::Transition(transition(t)?));
+    }
+    Ok(changes)
+}
+
+/// A pipeline's stages in board order.
+fn stages(p: Option<&pb::Pipeline>) -> Result<Vec<FactChange>, String> {
+    let p = p.ok_or("the pipeline is missing")?;
+    let pipeline = id_of(&p.name, "pipelines")?;
+    let stages = p
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(position, s)| {
+            let kind = match pb::StageKind::try_from(s.kind) {
+                Ok(pb::StageKind::Open) => StageKind::Open,
+                Ok(pb::StageKind::Won) => StageKind::Won,
+                Ok(pb::StageKind::Lost) => StageKind::Lost,
+                _ => return Err(format!("stage kind {} is not known", s.kind)),
+            };
+            Ok(StageFact {
+                pipeline,
+                stage: stage_id(&s.id)?.ok_or("a stage has no id")?,
+                position: i32::try_from(position).map_err(|_| "too many stages")?,
+                kind,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(vec![FactChange::Stages { pipeline, stages }])
 }
 
 fn transition(t: Option<&pb::StageTransition>) -> Result<TransitionFact, String> {
@@ -189,15 +258,15 @@ fn decoded<M: Name + Default>(event: &events::Event) -> Option<Result<M, String>
 /// What a pipeline event asks of the facts.
 pub fn decide(event: &events::Event) -> Decision {
     let changes = || -> Option<Result<Vec<FactChange>, String>> {
-        let deal_changed = |d: Option<&pb::Deal>, t: Option<&pb::StageTransition>| -> Result<Vec<FactChange>, String> {
-            let mut changes = vec![FactChange::Deal(deal(d)?)];
-            if t.is_some() {
-                changes.push(FactChange::Transition(transition(t)?));
-            }
-            Ok(changes)
-        };
+        let deal_changed = deal_changes;
+        if let Some(m) = decoded::<pb::PipelineCreated>(event) {
+            return Some(m.and_then(|m| stages(m.pipeline.as_ref())));
+        }
+        if let Some(m) = decoded::<pb::PipelineUpdated>(event) {
+            return Some(m.and_then(|m| stages(m.pipeline.as_ref())));
+        }
         if let Some(m) = decoded::<pb::DealCreated>(event) {
-            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), None)));
+            return Some(m.and_then(|m| new_deal(m.deal.as_ref())));
         }
         if let Some(m) = decoded::<pb::DealUpdated>(event) {
             return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), None)));
@@ -230,7 +299,7 @@ pub fn decide(event: &events::Event) -> Decision {
         if let Some(m) = decoded::<pb::LeadConverted>(event) {
             return Some(m.and_then(|m| {
                 let mut changes = lead_changed(m.lead.as_ref())?;
-                changes.push(FactChange::Deal(deal(m.deal.as_ref())?));
+                changes.extend(new_deal(m.deal.as_ref())?);
                 Ok(changes)
             }));
         }
@@ -345,6 +414,7 @@ impl Sink for Ingest {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
     use crm_proto::prost::Message;
 
     use super::*;
@@ -383,7 +453,14 @@ mod tests {
             }
             .encode_to_vec(),
         );
-        assert!(matches!(decide(&created), Decision::Apply(changes) if changes.len() == 1));
+        // The deal, its version, and its creation into its first stage.
+        let Decision::Apply(changes) = decide(&created) else {
+            panic!("a new deal is applied")
+        };
+        assert!(
+            matches!(&changes[..], [FactChange::Deal(_), FactChange::Version(_), FactChange::Transition(t)]
+            if t.sequence == 1 && t.kind == TransitionKind::Created && t.time == Utc.timestamp_opt(1_790_000_000, 0).unwrap())
+        );
         let task = event(pb::TaskCreated::full_name(), Vec::new());
         assert_eq!(decide(&task), Decision::Ignore);
         let future = event("crm.pipeline.v1.DealTeleported".into(), Vec::new());
@@ -402,7 +479,7 @@ mod tests {
         // the watermark at the last event.
         let now = Utc::now();
         let batch = batch_of(PIPELINE_SOURCE, &[created, task, future, garbage], now);
-        assert_eq!(batch.changes.len(), 1);
+        assert_eq!(batch.changes.len(), 3);
         assert_eq!(batch.skipped.len(), 1);
         assert_eq!(batch.parked.len(), 1);
         assert_eq!(batch.last.map(|(seq, _)| seq), Some(7));

@@ -5,7 +5,8 @@ use crm_platform::{ApiError, Principal, TenantId};
 
 use super::AnalyticsApp;
 use crate::domain::metrics::{
-    cohort_win_rate, forecast_accuracy, lead_conversion, quota_attainment, sales_cycle_days, win_rate,
+    cohort_win_rate, forecast_accuracy, lead_conversion, open_pipeline, pipeline_velocity, quota_attainment,
+    sales_cycle_days, stage_funnel, win_rate,
 };
 use crate::domain::*;
 
@@ -81,6 +82,32 @@ impl AnalyticsApp {
                     .await
                     .map_err(|e| e.into_api())?;
                 lead_conversion(&leads, grouping)
+            }
+            MetricId::StageFunnel => {
+                let visits = self
+                    .store
+                    .stage_visits(tenant, window)
+                    .await
+                    .map_err(|e| e.into_api())?;
+                let stages = self.store.stages(tenant).await.map_err(|e| e.into_api())?;
+                stage_funnel(&visits, &stages, grouping)
+            }
+            MetricId::OpenPipeline => {
+                let open = self
+                    .store
+                    .open_at(tenant, window.end_time())
+                    .await
+                    .map_err(|e| e.into_api())?;
+                open_pipeline(&open, grouping)
+            }
+            MetricId::PipelineVelocity => {
+                let open = self
+                    .store
+                    .open_at(tenant, window.end_time())
+                    .await
+                    .map_err(|e| e.into_api())?;
+                let closes = self.store.closes(tenant, window).await.map_err(|e| e.into_api())?;
+                pipeline_velocity(&open, &closes, grouping)
             }
             MetricId::ForecastAccuracy | MetricId::QuotaAttainment => {
                 let period = window.period().ok_or_else(|| {

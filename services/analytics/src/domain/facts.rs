@@ -92,6 +92,81 @@ pub struct TransitionFact {
     pub time: DateTime<Utc>,
 }
 
+/// A deal's owner and amount from one of its events on (its history: what it was on a past
+/// date is its version of that date).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DealVersion {
+    pub deal: Uuid,
+    /// The deal's update time in the event.
+    pub time: DateTime<Utc>,
+    pub owner: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// What a stage is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    Open,
+    Won,
+    Lost,
+}
+
+impl StageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Open => "open",
+            StageKind::Won => "won",
+            StageKind::Lost => "lost",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "open" => Some(StageKind::Open),
+            "won" => Some(StageKind::Won),
+            "lost" => Some(StageKind::Lost),
+            _ => None,
+        }
+    }
+}
+
+/// A stage of a pipeline as the pipeline's latest event orders it (ids and order only, not
+/// its name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageFact {
+    pub pipeline: Uuid,
+    pub stage: Uuid,
+    /// Its place on the board, from 0.
+    pub position: i32,
+    pub kind: StageKind,
+}
+
+/// A deal's stay in a stage: its entry (a creation, move or reopening into the stage) and the
+/// transition that ended it, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageVisit {
+    pub deal: Uuid,
+    pub pipeline: Uuid,
+    pub owner: String,
+    /// The stage entered (None when the event did not say).
+    pub stage: Option<Uuid>,
+    pub entered: DateTime<Utc>,
+    /// The next transition of the deal: its kind, the stage it led to and when.
+    pub exit: Option<(TransitionKind, Option<Uuid>, DateTime<Utc>)>,
+}
+
+/// An open deal as it stood at an instant: its stage then, and its owner and amount then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenDeal {
+    pub deal: Uuid,
+    pub pipeline: Uuid,
+    pub stage: Option<Uuid>,
+    pub owner: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
 /// A lead as its latest event left it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeadFact {
@@ -139,6 +214,10 @@ pub enum FactChange {
     Transition(TransitionFact),
     /// The lead's latest state.
     Lead(LeadFact),
+    /// The deal's owner and amount as of an event (kept once per deal and time).
+    Version(DealVersion),
+    /// A pipeline's stages, in board order (replacing what was known of the pipeline).
+    Stages { pipeline: Uuid, stages: Vec<StageFact> },
     /// A deal or lead moved to another owner.
     Owner { record: Record, owner: String },
     /// A forecast submission (kept once, whatever the replays).

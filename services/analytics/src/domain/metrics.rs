@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::facts::{
-    CALL_CATEGORY, Close, DealFact, DealRow, ForecastFact, LeadRow, Outcome, QuotaFact, TransitionKind,
+    CALL_CATEGORY, Close, DealFact, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
+    StageVisit, TransitionKind,
 };
 
 /// How a metric's figures are split.
@@ -18,6 +19,8 @@ pub enum Grouping {
     Pipeline,
     Month,
     LeadSource,
+    /// By the stage of a pipeline (`pipelines/{pipeline}/stages/{stage}`).
+    Stage,
 }
 
 /// A metric of the catalogue.
@@ -29,6 +32,9 @@ pub enum MetricId {
     LeadConversion,
     ForecastAccuracy,
     QuotaAttainment,
+    StageFunnel,
+    OpenPipeline,
+    PipelineVelocity,
 }
 
 /// What the catalogue says of a metric.
@@ -156,6 +162,62 @@ pub const CATALOGUE: &[MetricInfo] = &[
         groupings: &[Grouping::Owner],
         parts: &["quota", "won", "unconverted", "salespeople"],
     },
+    MetricInfo {
+        id: MetricId::StageFunnel,
+        key: "stage-funnel",
+        display_name: "Stage funnel: what became of the deals that entered each stage in the period",
+        formula: "over the stays in a stage that began in the period (a deal created, moved or \
+                  reopened into the stage), each ended by the deal's next transition whenever it \
+                  came: `entered` = stays; `advanced` = ended by a win or a move to a stage not \
+                  earlier on the pipeline's board (as the pipeline orders its stages now); \
+                  `moved_back` = ended by a move to an earlier stage; `lost` = ended by a loss; \
+                  `still_in` = not ended; value = advanced / entered; `median_days` = median \
+                  days (of 86400 s) from entry to the end, over the ended stays; `position` = \
+                  the stage's place on the board, from 0 (stage grouping); month: the month of \
+                  entry",
+        version: 1,
+        unit: "ratio",
+        groupings: &[Grouping::Stage, Grouping::Owner, Grouping::Pipeline, Grouping::Month],
+        parts: &[
+            "entered",
+            "advanced",
+            "moved_back",
+            "lost",
+            "still_in",
+            "median_days",
+            "position",
+        ],
+    },
+    MetricInfo {
+        id: MetricId::OpenPipeline,
+        key: "open-pipeline",
+        display_name: "The open pipeline as it stood at the end of the period",
+        formula: "the deals open at the end of the period (their last stage transition before \
+                  that instant created, moved or reopened them), each in its stage then, with its \
+                  owner and amount then (as of its last event before that instant): value = \
+                  deals; `amount` = the sum of their amounts when they are in one currency; \
+                  `currencies` = the number of currencies among them",
+        version: 1,
+        unit: "deals",
+        groupings: &[Grouping::Stage, Grouping::Owner, Grouping::Pipeline],
+        parts: &["amount", "currencies"],
+    },
+    MetricInfo {
+        id: MetricId::PipelineVelocity,
+        key: "pipeline-velocity",
+        display_name: "Pipeline velocity: the amount the pipeline is expected to win per day",
+        formula: "open x avg_won_amount x win_rate / cycle_days, with open = the deals open at the \
+                  end of the period (as `open-pipeline` counts them), avg_won_amount = the mean \
+                  amount of the deals the win rate counts as won in the period (in minor units, \
+                  when they are in one currency: no value otherwise), win_rate and cycle_days \
+                  (the mean) as `win-rate` and `sales-cycle-days` compute them for the period; \
+                  no value when any of them is missing or cycle_days is 0. Owner: the owner of \
+                  an open deal at the end of the period and of a won deal now",
+        version: 1,
+        unit: "minor units per day",
+        groupings: &[Grouping::Owner, Grouping::Pipeline],
+        parts: &["open", "won", "lost", "avg_won_amount", "win_rate", "cycle_days"],
+    },
 ];
 
 impl MetricInfo {
@@ -199,7 +261,7 @@ fn month(time: DateTime<Utc>) -> String {
 /// the metric counts it at.
 fn deal_group(grouping: Grouping, deal: &DealFact, lead_source: &str, time: DateTime<Utc>) -> String {
     match grouping {
-        Grouping::Tenant => String::new(),
+        Grouping::Tenant | Grouping::Stage => String::new(),
         Grouping::Owner => deal.owner.clone(),
         Grouping::Pipeline => format!("pipelines/{}", deal.pipeline),
         Grouping::Month => month(time),
@@ -275,23 +337,15 @@ pub fn sales_cycle_days(closes: &[Close], grouping: Grouping) -> Vec<Figure> {
         if close.kind != TransitionKind::Won {
             continue;
         }
-        #[allow(clippy::cast_precision_loss)]
-        let days = (close.time - close.deal.create_time).num_milliseconds() as f64 / 86_400_000.0;
         groups
             .entry(deal_group(grouping, &close.deal, &close.lead_source, close.time))
             .or_default()
-            .push(days);
+            .push(days(close.deal.create_time, close.time));
     }
     figures(grouping, groups, |mut days| {
-        days.sort_by(f64::total_cmp);
         let n = days.len();
-        #[allow(clippy::cast_precision_loss)]
-        let mean = (n > 0).then(|| days.iter().sum::<f64>() / n as f64);
-        let median = match n {
-            0 => None,
-            n if n % 2 == 1 => Some(days[n / 2]),
-            n => Some((days[n / 2 - 1] + days[n / 2]) / 2.0),
-        };
+        let mean = mean(&days);
+        let median = median(&mut days);
         let mut parts = BTreeMap::new();
         if let (Some(mean), Some(median)) = (mean, median) {
             parts.insert("mean", mean);
@@ -306,12 +360,226 @@ pub fn sales_cycle_days(closes: &[Close], grouping: Grouping) -> Vec<Figure> {
     })
 }
 
+/// The mean of `values` (None for none).
+#[allow(clippy::cast_precision_loss)]
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The median of `values` (the mean of the middle two for an even count; None for none).
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        n if n % 2 == 1 => Some(values[n / 2]),
+        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// Days of 86400 s from `from` to `to`.
+#[allow(clippy::cast_precision_loss)]
+fn days(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 86_400_000.0
+}
+
+/// The group of a deal in a stage under `grouping` (stage, owner and pipeline only).
+fn stage_group(grouping: Grouping, pipeline: uuid::Uuid, stage: Option<uuid::Uuid>, owner: &str) -> String {
+    match grouping {
+        Grouping::Stage => match stage {
+            Some(stage) => format!("pipelines/{pipeline}/stages/{stage}"),
+            None => format!("pipelines/{pipeline}/stages/-"),
+        },
+        Grouping::Owner => owner.to_owned(),
+        Grouping::Pipeline => format!("pipelines/{pipeline}"),
+        _ => String::new(),
+    }
+}
+
+/// What became of the stays in each group of the funnel.
+#[derive(Default)]
+struct Stays {
+    entered: i64,
+    advanced: i64,
+    moved_back: i64,
+    lost: i64,
+    days: Vec<f64>,
+    position: Option<i32>,
+}
+
+/// Stage funnel: see the catalogue. `stages` orders each pipeline's stages.
+#[allow(clippy::cast_precision_loss)]
+pub fn stage_funnel(visits: &[StageVisit], stages: &[StageFact], grouping: Grouping) -> Vec<Figure> {
+    let position =
+        |stage: Option<uuid::Uuid>| stage.and_then(|id| stages.iter().find(|s| s.stage == id).map(|s| s.position));
+    let mut groups: BTreeMap<String, Stays> = BTreeMap::new();
+    for visit in visits {
+        let group = match grouping {
+            Grouping::Month => month(visit.entered),
+            _ => stage_group(grouping, visit.pipeline, visit.stage, &visit.owner),
+        };
+        let here = position(visit.stage);
+        let stays = groups.entry(group).or_default();
+        if grouping == Grouping::Stage {
+            stays.position = here;
+        }
+        stays.entered += 1;
+        let Some((kind, to, time)) = visit.exit else {
+            continue;
+        };
+        stays.days.push(days(visit.entered, time));
+        match kind {
+            TransitionKind::Lost => stays.lost += 1,
+            TransitionKind::Moved | TransitionKind::Reopened if matches!((here, position(to)), (Some(here), Some(to)) if to < here) =>
+            {
+                stays.moved_back += 1;
+            }
+            _ => stays.advanced += 1,
+        }
+    }
+    figures(grouping, groups, |mut stays| {
+        let mut parts: BTreeMap<&'static str, f64> = [
+            ("entered", stays.entered as f64),
+            ("advanced", stays.advanced as f64),
+            ("moved_back", stays.moved_back as f64),
+            ("lost", stays.lost as f64),
+            ("still_in", (stays.entered - stays.days.len() as i64) as f64),
+        ]
+        .into_iter()
+        .collect();
+        if let Some(median) = median(&mut stays.days) {
+            parts.insert("median_days", median);
+        }
+        if let Some(position) = stays.position {
+            parts.insert("position", f64::from(position));
+        }
+        Figure {
+            group: String::new(),
+            value: ratio(stays.advanced, stays.entered),
+            count: stays.entered,
+            parts,
+        }
+    })
+}
+
+/// The sum (saturating) of `amounts` when they are all in one currency, and the number of
+/// currencies among them.
+fn one_currency_sum<'a>(amounts: impl Iterator<Item = (&'a str, i64)>) -> (Option<i64>, usize) {
+    let mut currencies: Vec<&str> = Vec::new();
+    let mut sum = 0i64;
+    for (currency, amount) in amounts {
+        if !currencies.contains(&currency) {
+            currencies.push(currency);
+        }
+        sum = sum.saturating_add(amount);
+    }
+    ((currencies.len() <= 1).then_some(sum), currencies.len())
+}
+
+/// Open pipeline: see the catalogue. `open` are the deals open at the end of the period.
+#[allow(clippy::cast_precision_loss)]
+pub fn open_pipeline(open: &[OpenDeal], grouping: Grouping) -> Vec<Figure> {
+    let mut groups: BTreeMap<String, Vec<&OpenDeal>> = BTreeMap::new();
+    for deal in open {
+        groups
+            .entry(stage_group(grouping, deal.pipeline, deal.stage, &deal.owner))
+            .or_default()
+            .push(deal);
+    }
+    figures(grouping, groups, |deals| {
+        let (amount, currencies) = one_currency_sum(deals.iter().map(|d| (d.currency.as_str(), d.amount_minor)));
+        let mut parts: BTreeMap<&'static str, f64> = [("currencies", currencies as f64)].into_iter().collect();
+        if let Some(amount) = amount {
+            parts.insert("amount", amount as f64);
+        }
+        let count = i64::try_from(deals.len()).unwrap_or(i64::MAX);
+        Figure {
+            group: String::new(),
+            value: Some(count as f64),
+            count,
+            parts,
+        }
+    })
+}
+
+/// Pipeline velocity: see the catalogue. `open` are the deals open at the end of the period,
+/// `closes` those of the period.
+#[allow(clippy::cast_precision_loss)]
+pub fn pipeline_velocity(open: &[OpenDeal], closes: &[Close], grouping: Grouping) -> Vec<Figure> {
+    #[derive(Default)]
+    struct Group<'a> {
+        open: i64,
+        won: Vec<&'a Close>,
+        lost: i64,
+    }
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    for deal in open {
+        groups
+            .entry(stage_group(grouping, deal.pipeline, deal.stage, &deal.owner))
+            .or_default()
+            .open += 1;
+    }
+    for close in closed(closes) {
+        let group = groups
+            .entry(stage_group(grouping, close.deal.pipeline, None, &close.deal.owner))
+            .or_default();
+        match close.kind {
+            TransitionKind::Won => group.won.push(close),
+            _ => group.lost += 1,
+        }
+    }
+    figures(grouping, groups, |group| {
+        let won = i64::try_from(group.won.len()).unwrap_or(i64::MAX);
+        let (sum, _) = one_currency_sum(
+            group
+                .won
+                .iter()
+                .map(|c| (c.deal.currency.as_str(), c.deal.amount_minor)),
+        );
+        let average = sum.and_then(|sum| ratio(sum, won));
+        let win_rate = ratio(won, won.saturating_add(group.lost));
+        let cycle = mean(
+            &group
+                .won
+                .iter()
+                .map(|c| days(c.deal.create_time, c.time))
+                .collect::<Vec<_>>(),
+        );
+        let mut parts: BTreeMap<&'static str, f64> = [
+            ("open", group.open as f64),
+            ("won", won as f64),
+            ("lost", group.lost as f64),
+        ]
+        .into_iter()
+        .collect();
+        for (key, value) in [
+            ("avg_won_amount", average),
+            ("win_rate", win_rate),
+            ("cycle_days", cycle),
+        ] {
+            if let Some(value) = value {
+                parts.insert(key, value);
+            }
+        }
+        let value = match (average, win_rate, cycle) {
+            (Some(average), Some(rate), Some(cycle)) if cycle > 0.0 => Some(group.open as f64 * average * rate / cycle),
+            _ => None,
+        };
+        Figure {
+            group: String::new(),
+            value,
+            count: group.open.saturating_add(won).saturating_add(group.lost),
+            parts,
+        }
+    })
+}
+
 /// Lead conversion: see the catalogue.
 pub fn lead_conversion(leads: &[LeadRow], grouping: Grouping) -> Vec<Figure> {
     let mut groups: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for row in leads {
         let group = match grouping {
-            Grouping::Tenant | Grouping::Pipeline => String::new(),
+            Grouping::Tenant | Grouping::Pipeline | Grouping::Stage => String::new(),
             Grouping::Owner => row.lead.owner.clone(),
             Grouping::Month => month(row.lead.create_time),
             Grouping::LeadSource => row.lead.source.clone(),
@@ -734,6 +1002,120 @@ mod tests {
         assert_eq!(people[1].parts["unconverted"], 1.0);
         let tenant = quota_attainment(&quotas, &closes, Grouping::Tenant);
         assert_eq!(tenant[0].value, Some(2000.0 / 3000.0));
+    }
+
+    fn visit(deal: u128, stage: u128, entered: u32, exit: Option<(TransitionKind, u128, u32)>) -> StageVisit {
+        StageVisit {
+            deal: Uuid::from_u128(deal),
+            pipeline: Uuid::from_u128(99),
+            owner: "ann".into(),
+            stage: Some(Uuid::from_u128(stage)),
+            entered: at(entered),
+            exit: exit.map(|(kind, to, day)| (kind, Some(Uuid::from_u128(to)), at(day))),
+        }
+    }
+
+    #[test]
+    fn the_funnel_follows_each_stay_to_its_end() {
+        let stage = |id: u128, position| StageFact {
+            pipeline: Uuid::from_u128(99),
+            stage: Uuid::from_u128(id),
+            position,
+            kind: crate::domain::StageKind::Open,
+        };
+        // Stages 10, 20, 30 in that order (40: no longer on the board).
+        let stages = vec![stage(10, 0), stage(20, 1), stage(30, 2)];
+        let visits = vec![
+            visit(1, 10, 1, Some((TransitionKind::Moved, 20, 3))),
+            visit(2, 10, 2, Some((TransitionKind::Lost, 90, 8))),
+            visit(3, 10, 2, None),
+            visit(4, 10, 4, Some((TransitionKind::Moved, 40, 5))),
+            visit(1, 20, 3, Some((TransitionKind::Moved, 10, 10))),
+            visit(5, 20, 5, Some((TransitionKind::Won, 91, 6))),
+        ];
+        let by_stage = stage_funnel(&visits, &stages, Grouping::Stage);
+        assert_eq!(by_stage.len(), 2);
+        let first = &by_stage[0];
+        assert_eq!(
+            first.group,
+            format!("pipelines/{}/stages/{}", Uuid::from_u128(99), Uuid::from_u128(10))
+        );
+        // Stage 10: four stays; advanced 2 (to 20, and to 40 which is not earlier), lost 1,
+        // still in 1; days to the end: 2, 6, 1: median 2.
+        assert_eq!((first.value, first.count), (Some(0.5), 4));
+        let parts: Vec<f64> = ["advanced", "moved_back", "lost", "still_in", "median_days", "position"]
+            .iter()
+            .map(|k| first.parts[k])
+            .collect();
+        assert_eq!(parts, [2.0, 0.0, 1.0, 1.0, 2.0, 0.0]);
+        // Stage 20: back to 10 (7 days), won (1 day): one advanced of two; median 4.
+        let second = &by_stage[1];
+        assert_eq!(
+            (second.value, second.parts["moved_back"], second.parts["median_days"]),
+            (Some(0.5), 1.0, 4.0)
+        );
+        assert_eq!(second.parts["position"], 1.0);
+        // The tenant: 3 advanced of 6 stays.
+        let tenant = stage_funnel(&visits, &stages, Grouping::Tenant);
+        assert_eq!((tenant[0].value, tenant[0].count), (Some(0.5), 6));
+        assert!(!tenant[0].parts.contains_key("position"));
+    }
+
+    fn open_deal(n: u128, owner: &str, amount: i64, currency: &str) -> OpenDeal {
+        OpenDeal {
+            deal: Uuid::from_u128(n),
+            pipeline: Uuid::from_u128(99),
+            stage: Some(Uuid::from_u128(10)),
+            owner: owner.into(),
+            amount_minor: amount,
+            currency: currency.into(),
+        }
+    }
+
+    #[test]
+    fn the_open_pipeline_sums_amounts_in_one_currency_only() {
+        let open = vec![
+            open_deal(1, "ann", 100, "EUR"),
+            open_deal(2, "ann", 250, "EUR"),
+            open_deal(3, "ben", 70, "USD"),
+        ];
+        let by_owner = open_pipeline(&open, Grouping::Owner);
+        let summary: Vec<(&str, Option<f64>, Option<&f64>)> = by_owner
+            .iter()
+            .map(|f| (f.group.as_str(), f.value, f.parts.get("amount")))
+            .collect();
+        assert_eq!(
+            summary,
+            [("ann", Some(2.0), Some(&350.0)), ("ben", Some(1.0), Some(&70.0))]
+        );
+        let tenant = open_pipeline(&open, Grouping::Tenant);
+        assert_eq!((tenant[0].value, tenant[0].parts.get("amount")), (Some(3.0), None));
+        assert_eq!(tenant[0].parts["currencies"], 2.0);
+        let empty = open_pipeline(&[], Grouping::Tenant);
+        assert_eq!((empty[0].value, empty[0].count), (Some(0.0), 0));
+    }
+
+    #[test]
+    fn velocity_is_open_times_average_won_times_win_rate_over_cycle_days() {
+        let open = vec![open_deal(1, "ann", 1, "EUR"), open_deal(2, "ann", 1, "EUR")];
+        // Won: 300 after 9 days (created on the 1st), 500 after 19 days; one lost.
+        let closes = vec![
+            won(3, "ann", 300, "EUR", 10),
+            won(4, "ann", 500, "EUR", 20),
+            close(&deal(5, "ann", 1), 2, TransitionKind::Lost, 12),
+        ];
+        let tenant = pipeline_velocity(&open, &closes, Grouping::Tenant);
+        // 2 x 400 x 2/3 / 14.
+        approx(tenant[0].value, 2.0 * 400.0 * (2.0 / 3.0) / 14.0);
+        assert_eq!(
+            (tenant[0].parts["open"], tenant[0].parts["won"], tenant[0].parts["lost"]),
+            (2.0, 2.0, 1.0)
+        );
+        // Won deals in two currencies: no average, no value.
+        let mixed = [closes.clone(), vec![won(6, "ann", 1, "USD", 11)]].concat();
+        assert_eq!(pipeline_velocity(&open, &mixed, Grouping::Tenant)[0].value, None);
+        // Nothing won: no value.
+        assert_eq!(pipeline_velocity(&open, &[], Grouping::Tenant)[0].value, None);
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn grouping(g: pb::Grouping) -> Grouping {
         pb::Grouping::Pipeline => Grouping::Pipeline,
         pb::Grouping::Month => Grouping::Month,
         pb::Grouping::LeadSource => Grouping::LeadSource,
+        pb::Grouping::Stage => Grouping::Stage,
     }
 }
 
@@ -52,6 +53,7 @@ fn grouping_pb(g: Grouping) -> pb::Grouping {
         Grouping::Pipeline => pb::Grouping::Pipeline,
         Grouping::Month => pb::Grouping::Month,
         Grouping::LeadSource => pb::Grouping::LeadSource,
+        Grouping::Stage => pb::Grouping::Stage,
     }
 }
 
@@ -374,21 +376,32 @@ mod tests {
 
     use super::*;
 
-    /// The proto lists the catalogue's metrics (the OpenAPI document's path enum comes from it):
-    /// the two must name the same metrics.
-    #[test]
-    fn the_proto_lists_the_catalogue() {
-        let request = crm_proto::json::descriptors()
+    /// The values the proto lists for `field` of `message`.
+    fn listed(message: &str, field: &str) -> Vec<String> {
+        let message = crm_proto::json::descriptors()
             .expect("descriptors")
-            .get_message_by_name(&pb::QueryMetricRequest::full_name())
-            .expect("QueryMetricRequest");
-        let name = request.get_field_by_name("name").expect("name");
-        let listed = &crm_proto::options::facts(&name)
+            .get_message_by_name(message)
+            .expect("message");
+        let field = message.get_field_by_name(field).expect("field");
+        crm_proto::options::facts(&field)
             .rules
             .as_ref()
             .expect("rules")
-            .write_values;
+            .write_values
+            .clone()
+    }
+
+    /// The proto lists the catalogue's metrics (the OpenAPI document's enums come from it): a
+    /// query names any of them, a goal those that take any period.
+    #[test]
+    fn the_proto_lists_the_catalogue() {
         let catalogue: Vec<&str> = CATALOGUE.iter().map(|m| m.key).collect();
-        assert_eq!(listed, &catalogue);
+        assert_eq!(listed(&pb::QueryMetricRequest::full_name(), "name"), catalogue);
+        let goals: Vec<String> = CATALOGUE
+            .iter()
+            .filter(|m| m.any_window())
+            .map(|m| format!("{METRICS}{}", m.key))
+            .collect();
+        assert_eq!(listed(&pb::Goal::full_name(), "metric"), goals);
     }
 }

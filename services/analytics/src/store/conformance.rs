@@ -359,6 +359,161 @@ async fn changes_in_one_batch_apply_in_order(store: &dyn AnalyticsStore) {
     assert_eq!(deals, expected);
 }
 
+/// Stays in a stage end at the deal's next transition; the deals open at an instant stand in
+/// their stage then, with their owner and amount then; a pipeline's stages are as its last
+/// event orders them, per tenant.
+async fn stages_visits_and_the_pipeline_as_of_an_instant(store: &dyn AnalyticsStore) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let pipeline = Uuid::from_u128(7);
+    let (s1, s2, won_stage) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+    let stage = |stage, position, kind| StageFact {
+        pipeline,
+        stage,
+        position,
+        kind,
+    };
+    let step = |deal, sequence, kind, from, to, time| TransitionFact {
+        deal,
+        sequence,
+        kind,
+        from_stage: from,
+        to_stage: to,
+        time,
+    };
+    let version = |deal, time, owner: &str, amount| {
+        FactChange::Version(DealVersion {
+            deal,
+            time,
+            owner: owner.into(),
+            amount_minor: amount,
+            currency: "EUR".into(),
+        })
+    };
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let changes = vec![
+        (
+            acme.clone(),
+            FactChange::Stages {
+                pipeline,
+                stages: vec![stage(s2, 0, StageKind::Open), stage(s1, 1, StageKind::Open)],
+            },
+        ),
+        // The pipeline reordered in the same batch: its last order counts.
+        (
+            acme.clone(),
+            FactChange::Stages {
+                pipeline,
+                stages: vec![
+                    stage(s1, 0, StageKind::Open),
+                    stage(s2, 1, StageKind::Open),
+                    stage(won_stage, 2, StageKind::Won),
+                ],
+            },
+        ),
+        (
+            acme.clone(),
+            FactChange::Deal(deal_fact(a, "ann", None, Outcome::Won, at(2, 9))),
+        ),
+        (acme.clone(), version(a, at(2, 9), "ann", 100)),
+        (acme.clone(), version(a, at(5, 9), "ann", 300)),
+        (acme.clone(), version(a, at(5, 9), "ben", 400)),
+        (
+            acme.clone(),
+            FactChange::Transition(step(a, 1, TransitionKind::Created, None, Some(s1), at(2, 9))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transition(step(a, 2, TransitionKind::Moved, Some(s1), Some(s2), at(4, 9))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transition(step(a, 3, TransitionKind::Won, Some(s2), Some(won_stage), at(20, 9))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Deal(deal_fact(b, "cat", None, Outcome::Open, at(10, 9))),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transition(step(b, 1, TransitionKind::Created, None, Some(s1), at(10, 9))),
+        ),
+        (
+            globex.clone(),
+            FactChange::Stages {
+                pipeline,
+                stages: vec![stage(s1, 0, StageKind::Open)],
+            },
+        ),
+    ];
+    assert!(store.ingest("c", 0, &batch(12, changes)).await.expect("ingest"));
+
+    let stages = store.stages(&acme).await.expect("stages");
+    let order: Vec<(Uuid, i32)> = stages.iter().map(|s| (s.stage, s.position)).collect();
+    assert_eq!(order, [(s1, 0), (s2, 1), (won_stage, 2)]);
+    assert_eq!(store.stages(&globex).await.expect("stages").len(), 1);
+
+    let mut visits = store.stage_visits(&acme, november()).await.expect("visits");
+    visits.sort_by_key(|v| (v.deal, v.entered));
+    let mut expected = vec![
+        StageVisit {
+            deal: a,
+            pipeline,
+            owner: "ann".into(),
+            stage: Some(s1),
+            entered: at(2, 9),
+            exit: Some((TransitionKind::Moved, Some(s2), at(4, 9))),
+        },
+        StageVisit {
+            deal: a,
+            pipeline,
+            owner: "ann".into(),
+            stage: Some(s2),
+            entered: at(4, 9),
+            exit: Some((TransitionKind::Won, Some(won_stage), at(20, 9))),
+        },
+        StageVisit {
+            deal: b,
+            pipeline,
+            owner: "cat".into(),
+            stage: Some(s1),
+            entered: at(10, 9),
+            exit: None,
+        },
+    ];
+    expected.sort_by_key(|v| (v.deal, v.entered));
+    assert_eq!(visits, expected);
+    let early = Window::parse("2026-11-01..2026-11-03").expect("window");
+    assert_eq!(store.stage_visits(&acme, early).await.expect("visits").len(), 1);
+    assert!(
+        store
+            .stage_visits(&globex, november())
+            .await
+            .expect("visits")
+            .is_empty()
+    );
+
+    let open = |instant| async move {
+        let mut open = store.open_at(&tenant("acme"), instant).await.expect("open");
+        open.sort_by_key(|o| o.deal);
+        open.into_iter()
+            .map(|o| (o.deal, o.stage, o.owner, o.amount_minor))
+            .collect::<Vec<_>>()
+    };
+    // Before anything: nothing open. On the 3rd: a in its first stage, at its first amount.
+    assert!(open(at(1, 0)).await.is_empty());
+    assert_eq!(open(at(3, 0)).await, [(a, Some(s1), "ann".to_owned(), 100)]);
+    // On the 12th: a moved and re-valued (the last event of a time wins), b created.
+    let mut both = vec![
+        (a, Some(s2), "ben".to_owned(), 400),
+        (b, Some(s1), "cat".to_owned(), 125_000),
+    ];
+    both.sort_by_key(|o| o.0);
+    assert_eq!(open(at(12, 0)).await, both);
+    // After a was won: only b.
+    assert_eq!(open(at(21, 0)).await, [(b, Some(s1), "cat".to_owned(), 125_000)]);
+    assert!(store.open_at(&globex, at(21, 0)).await.expect("open").is_empty());
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -395,6 +550,7 @@ conformance!(
     forecasts_and_quotas_come_back_by_period,
     goals_are_kept_as_set,
     changes_in_one_batch_apply_in_order,
+    stages_visits_and_the_pipeline_as_of_an_instant,
 );
 
 /// Row-level security is the second wall: SQL without a tenant condition, run as the serving

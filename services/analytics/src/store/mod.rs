@@ -15,8 +15,8 @@ use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use crate::domain::{
-    Close, DealFact, DealRow, FactChange, ForecastFact, Goal, LeadFact, LeadRow, Parked, QuotaFact, Record, Skipped,
-    TransitionFact, Watermark, Window,
+    Close, DealFact, DealRow, DealVersion, FactChange, ForecastFact, Goal, LeadFact, LeadRow, OpenDeal, Parked,
+    QuotaFact, Record, Skipped, StageFact, StageVisit, TransitionFact, Watermark, Window,
 };
 
 #[cfg(test)]
@@ -76,6 +76,10 @@ pub(crate) struct Folded {
     pub leads: Vec<LeadFact>,
     pub forecasts: Vec<ForecastFact>,
     pub quotas: Vec<QuotaFact>,
+    /// Each deal's versions, one per (deal, time): the last event's.
+    pub versions: Vec<DealVersion>,
+    /// The stages of each pipeline the batch orders, as its last event orders them.
+    pub stages: Vec<(Uuid, Vec<StageFact>)>,
     /// (record, new owner) of records not among `deals` and `leads`.
     pub owners: Vec<(Record, String)>,
 }
@@ -114,6 +118,14 @@ impl Folded {
                 }
             }
             FactChange::Transition(t) => self.transitions.push(t),
+            FactChange::Version(v) => match self.versions.iter_mut().find(|k| k.deal == v.deal && k.time == v.time) {
+                Some(known) => *known = v,
+                None => self.versions.push(v),
+            },
+            FactChange::Stages { pipeline, stages } => match self.stages.iter_mut().find(|(p, _)| *p == pipeline) {
+                Some(known) => known.1 = stages,
+                None => self.stages.push((pipeline, stages)),
+            },
             FactChange::Forecast(f) => self.forecasts.push(f),
             FactChange::Quota(q) => match self
                 .quotas
@@ -182,6 +194,17 @@ pub trait AnalyticsStore: Send + Sync {
 
     /// The quotas of `period`.
     async fn quotas(&self, tenant: &TenantId, period: &str) -> Result<Vec<QuotaFact>, StoreError>;
+
+    /// The stays in a stage that began in `window` (a creation, move or reopening into the
+    /// stage), each with the transition that ended it, whenever that came.
+    async fn stage_visits(&self, tenant: &TenantId, window: Window) -> Result<Vec<StageVisit>, StoreError>;
+
+    /// The stages of every pipeline, as the latest events order them.
+    async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError>;
+
+    /// The deals open at `instant` (their last transition before it created, moved or reopened
+    /// them), each in its stage then, with its owner and amount then.
+    async fn open_at(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<OpenDeal>, StoreError>;
 
     /// Stores a goal (its baseline frozen: goals are never changed).
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError>;

@@ -87,6 +87,42 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
         .execute(&mut *tx)
         .await?;
     }
+    if !f.versions.is_empty() {
+        let v = &f.versions;
+        sqlx::query(
+            "INSERT INTO deal_versions (tenant_id, deal_id, version_time, owner, amount_minor, currency) \
+             SELECT $1, * FROM unnest($2::uuid[], $3::timestamptz[], $4::text[], $5::bigint[], $6::text[]) \
+             ON CONFLICT (tenant_id, deal_id, version_time) DO UPDATE SET owner = excluded.owner, \
+             amount_minor = excluded.amount_minor, currency = excluded.currency",
+        )
+        .bind(t)
+        .bind(v.iter().map(|v| v.deal).collect::<Vec<_>>())
+        .bind(v.iter().map(|v| v.time).collect::<Vec<_>>())
+        .bind(v.iter().map(|v| v.owner.as_str()).collect::<Vec<_>>())
+        .bind(v.iter().map(|v| v.amount_minor).collect::<Vec<_>>())
+        .bind(v.iter().map(|v| v.currency.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.stages.is_empty() {
+        sqlx::query("DELETE FROM stage_facts WHERE tenant_id = $1 AND pipeline_id = ANY($2)")
+            .bind(t)
+            .bind(f.stages.iter().map(|(p, _)| *p).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        let s: Vec<&StageFact> = f.stages.iter().flat_map(|(_, stages)| stages).collect();
+        sqlx::query(
+            "INSERT INTO stage_facts (tenant_id, pipeline_id, stage_id, position, kind) \
+             SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(t)
+        .bind(s.iter().map(|s| s.pipeline).collect::<Vec<_>>())
+        .bind(s.iter().map(|s| s.stage).collect::<Vec<_>>())
+        .bind(s.iter().map(|s| s.position).collect::<Vec<_>>())
+        .bind(s.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
     if !f.leads.is_empty() {
         let l = &f.leads;
         sqlx::query(
@@ -379,6 +415,106 @@ impl AnalyticsStore for PgAnalyticsStore {
                 })
             })
             .collect()
+    }
+
+    async fn stage_visits(&self, tenant: &TenantId, window: Window) -> Result<Vec<StageVisit>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT e.deal_id, d.pipeline_id, d.owner, e.to_stage, e.time, n.kind AS exit_kind, \
+                     n.to_stage AS exit_stage, n.time AS exit_time FROM deal_transitions e \
+                     JOIN deal_facts d ON d.tenant_id = e.tenant_id AND d.deal_id = e.deal_id \
+                     LEFT JOIN deal_transitions n ON n.tenant_id = e.tenant_id AND n.deal_id = e.deal_id \
+                     AND n.sequence = e.sequence + 1 \
+                     WHERE e.tenant_id = $1 AND e.time >= $2 AND e.time < $3 \
+                     AND e.kind IN ('created', 'moved', 'reopened')",
+                )
+                .bind(tenant.as_str())
+                .bind(window.start_time())
+                .bind(window.end_time()),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: Option<String> = row.try_get("exit_kind")?;
+                let exit = match kind {
+                    Some(kind) => Some((
+                        TransitionKind::parse(&kind).ok_or_else(|| corrupt(format!("transition kind {kind}")))?,
+                        row.try_get("exit_stage")?,
+                        row.try_get("exit_time")?,
+                    )),
+                    None => None,
+                };
+                Ok(StageVisit {
+                    deal: row.try_get("deal_id")?,
+                    pipeline: row.try_get("pipeline_id")?,
+                    owner: row.try_get("owner")?,
+                    stage: row.try_get("to_stage")?,
+                    entered: row.try_get("time")?,
+                    exit,
+                })
+            })
+            .collect()
+    }
+
+    async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT pipeline_id, stage_id, position, kind FROM stage_facts WHERE tenant_id = $1 \
+                     ORDER BY pipeline_id, position",
+                )
+                .bind(tenant.as_str()),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(StageFact {
+                    pipeline: row.try_get("pipeline_id")?,
+                    stage: row.try_get("stage_id")?,
+                    position: row.try_get("position")?,
+                    kind: StageKind::parse(&kind).ok_or_else(|| corrupt(format!("stage kind {kind}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_at(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<OpenDeal>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT t.deal_id, d.pipeline_id, t.to_stage, coalesce(v.owner, d.owner) AS owner, \
+                     coalesce(v.amount_minor, d.amount_minor) AS amount_minor, \
+                     coalesce(v.currency, d.currency) AS currency \
+                     FROM (SELECT DISTINCT ON (deal_id) deal_id, kind, to_stage FROM deal_transitions \
+                           WHERE tenant_id = $1 AND time < $2 ORDER BY deal_id, sequence DESC) t \
+                     JOIN deal_facts d ON d.tenant_id = $1 AND d.deal_id = t.deal_id \
+                     LEFT JOIN LATERAL (SELECT owner, amount_minor, currency FROM deal_versions \
+                           WHERE tenant_id = $1 AND deal_id = t.deal_id AND version_time < $2 \
+                           ORDER BY version_time DESC LIMIT 1) v ON true \
+                     WHERE t.kind IN ('created', 'moved', 'reopened')",
+                )
+                .bind(tenant.as_str())
+                .bind(instant),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OpenDeal {
+                    deal: row.try_get("deal_id")?,
+                    pipeline: row.try_get("pipeline_id")?,
+                    stage: row.try_get("to_stage")?,
+                    owner: row.try_get("owner")?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    currency: row.try_get("currency")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError> {

@@ -75,6 +75,41 @@ async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange
             .execute(&mut *tx)
             .await?;
         }
+        FactChange::Version(v) => {
+            sqlx::query(
+                "INSERT INTO deal_versions (tenant_id, deal_id, version_time, owner, amount_minor, currency) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant_id, deal_id, version_time) DO UPDATE SET \
+                 owner = excluded.owner, amount_minor = excluded.amount_minor, currency = excluded.currency",
+            )
+            .bind(t)
+            .bind(v.deal.to_string())
+            .bind(v.time.timestamp_micros())
+            .bind(&v.owner)
+            .bind(v.amount_minor)
+            .bind(&v.currency)
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Stages { pipeline, stages } => {
+            sqlx::query("DELETE FROM stage_facts WHERE tenant_id = ?1 AND pipeline_id = ?2")
+                .bind(t)
+                .bind(pipeline.to_string())
+                .execute(&mut *tx)
+                .await?;
+            for s in stages {
+                sqlx::query(
+                    "INSERT INTO stage_facts (tenant_id, pipeline_id, stage_id, position, kind) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                )
+                .bind(t)
+                .bind(s.pipeline.to_string())
+                .bind(s.stage.to_string())
+                .bind(s.position)
+                .bind(s.kind.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         FactChange::Lead(l) => {
             sqlx::query(
                 "INSERT INTO lead_facts (tenant_id, lead_id, owner, source, create_time, deal_id, convert_time) \
@@ -340,6 +375,99 @@ impl AnalyticsStore for SqliteAnalyticsStore {
                 Ok(QuotaFact {
                     owner: row.try_get("owner")?,
                     period: row.try_get("period")?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    currency: row.try_get("currency")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn stage_visits(&self, tenant: &TenantId, window: Window) -> Result<Vec<StageVisit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.deal_id, d.pipeline_id, d.owner, e.to_stage, e.time, n.kind AS exit_kind, \
+             n.to_stage AS exit_stage, n.time AS exit_time FROM deal_transitions e \
+             JOIN deal_facts d ON d.tenant_id = e.tenant_id AND d.deal_id = e.deal_id \
+             LEFT JOIN deal_transitions n ON n.tenant_id = e.tenant_id AND n.deal_id = e.deal_id \
+             AND n.sequence = e.sequence + 1 \
+             WHERE e.tenant_id = ?1 AND e.time >= ?2 AND e.time < ?3 AND e.kind IN ('created', 'moved', 'reopened')",
+        )
+        .bind(tenant.as_str())
+        .bind(window.start_time().timestamp_micros())
+        .bind(window.end_time().timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: Option<String> = row.try_get("exit_kind")?;
+                let exit = match kind {
+                    Some(kind) => {
+                        let stage: Option<String> = row.try_get("exit_stage")?;
+                        Some((
+                            TransitionKind::parse(&kind).ok_or_else(|| corrupt(format!("transition kind {kind}")))?,
+                            stage.as_deref().map(uuid).transpose()?,
+                            time(row.try_get("exit_time")?)?,
+                        ))
+                    }
+                    None => None,
+                };
+                let stage: Option<String> = row.try_get("to_stage")?;
+                Ok(StageVisit {
+                    deal: uuid(row.try_get("deal_id")?)?,
+                    pipeline: uuid(row.try_get("pipeline_id")?)?,
+                    owner: row.try_get("owner")?,
+                    stage: stage.as_deref().map(uuid).transpose()?,
+                    entered: time(row.try_get("time")?)?,
+                    exit,
+                })
+            })
+            .collect()
+    }
+
+    async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pipeline_id, stage_id, position, kind FROM stage_facts WHERE tenant_id = ?1 \
+             ORDER BY pipeline_id, position",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(StageFact {
+                    pipeline: uuid(row.try_get("pipeline_id")?)?,
+                    stage: uuid(row.try_get("stage_id")?)?,
+                    position: row.try_get("position")?,
+                    kind: StageKind::parse(&kind).ok_or_else(|| corrupt(format!("stage kind {kind}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_at(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<OpenDeal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.deal_id, d.pipeline_id, t.to_stage, coalesce(v.owner, d.owner) AS owner, \
+             coalesce(v.amount_minor, d.amount_minor) AS amount_minor, coalesce(v.currency, d.currency) AS currency \
+             FROM (SELECT deal_id, kind, to_stage, row_number() OVER (PARTITION BY deal_id ORDER BY sequence DESC) AS r \
+                   FROM deal_transitions WHERE tenant_id = ?1 AND time < ?2) t \
+             JOIN deal_facts d ON d.tenant_id = ?1 AND d.deal_id = t.deal_id \
+             LEFT JOIN deal_versions v ON v.tenant_id = ?1 AND v.deal_id = t.deal_id AND v.version_time = \
+                   (SELECT max(version_time) FROM deal_versions WHERE tenant_id = ?1 AND deal_id = t.deal_id \
+                    AND version_time < ?2) \
+             WHERE t.r = 1 AND t.kind IN ('created', 'moved', 'reopened')",
+        )
+        .bind(tenant.as_str())
+        .bind(instant.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let stage: Option<String> = row.try_get("to_stage")?;
+                Ok(OpenDeal {
+                    deal: uuid(row.try_get("deal_id")?)?,
+                    pipeline: uuid(row.try_get("pipeline_id")?)?,
+                    stage: stage.as_deref().map(uuid).transpose()?,
+                    owner: row.try_get("owner")?,
                     amount_minor: row.try_get("amount_minor")?,
                     currency: row.try_get("currency")?,
                 })
