@@ -365,7 +365,10 @@ impl PgSuite {
         let (analytics, analytics_grpc) = role(
             "analytics",
             &analytics_db.url,
-            &[("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str())],
+            &[
+                ("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str()),
+                ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
+            ],
         );
         let mut gateway_envs = vec![
             ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),

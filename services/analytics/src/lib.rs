@@ -1,6 +1,6 @@
-//! The analytics service (crm.analytics.v1): facts kept from the pipeline service's feed (ids,
-//! amounts, times and categories; nothing personal), and metrics computed from them with one
-//! documented, versioned formula each, on PostgreSQL or SQLite.
+//! The analytics service (crm.analytics.v1): facts kept from the pipeline and contact services'
+//! feeds (ids, amounts, times and categories; nothing personal), and metrics computed from them
+//! with one documented, versioned formula each, on PostgreSQL or SQLite.
 
 pub mod app;
 pub mod domain;
@@ -25,16 +25,17 @@ use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgAnalyticsStore, SQLITE_MIG
 /// The proto package of this service's API.
 pub const PACKAGE: &str = <crm_proto::crm::analytics::v1::Metric as crm_proto::prost::Name>::PACKAGE;
 
-/// The name of the pipeline service among the suite's (see [`Hosting::endpoints`]).
-const PIPELINE: &str = "pipeline";
+/// The names of the followed services among the suite's (see [`Hosting::endpoints`]), each
+/// with its feed.
+const FOLLOWED: [(&str, ingest::Feed); 2] = [("pipeline", ingest::PIPELINE), ("contact", ingest::CONTACT)];
 
 /// The user of the `system` tenant this service's followers act as.
 const SYSTEM_ACTOR: &str = "analytics";
 
-/// The analytics service, as a process hosts it: it follows the pipeline feed.
+/// The analytics service, as a process hosts it: it follows the pipeline and contact feeds.
 struct Hosted {
     app: AnalyticsApp,
-    pipeline_feed: ConsumerConfig,
+    feeds: Vec<(ingest::Feed, ConsumerConfig)>,
 }
 
 impl Running for Hosted {
@@ -60,22 +61,35 @@ impl Running for Hosted {
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {
-        spawn_ingest(&self.app, self.pipeline_feed.clone(), shutdown);
-        vec![Arc::clone(&self.pipeline_feed.status)]
+        self.feeds
+            .iter()
+            .map(|(feed, config)| {
+                spawn_ingest(&self.app, *feed, config.clone(), shutdown.clone());
+                Arc::clone(&config.status)
+            })
+            .collect()
     }
 }
 
-/// The consumer settings of the pipeline feed this service follows (every type: a type it
-/// does not know is counted, not filtered out unseen).
-pub fn pipeline_feed(hosting: &Hosting) -> Result<ConsumerConfig, StartError> {
-    Ok(ConsumerConfig {
-        name: ingest::PIPELINE_CONSUMER.to_owned(),
-        endpoint: hosting.endpoint(PIPELINE)?.to_owned(),
-        credentials: (hosting.credentials)(SYSTEM_ACTOR)?,
-        types: Vec::new(),
-        status: Default::default(),
-        source: Some(ingest::PIPELINE_SOURCE.to_owned()),
-    })
+/// The consumer settings of each feed this service follows (every type: a type it does not
+/// know is counted, not filtered out unseen).
+pub fn feeds(hosting: &Hosting) -> Result<Vec<(ingest::Feed, ConsumerConfig)>, StartError> {
+    FOLLOWED
+        .iter()
+        .map(|(service, feed)| {
+            Ok((
+                *feed,
+                ConsumerConfig {
+                    name: feed.consumer.to_owned(),
+                    endpoint: hosting.endpoint(service)?.to_owned(),
+                    credentials: (hosting.credentials)(SYSTEM_ACTOR)?,
+                    types: Vec::new(),
+                    status: Default::default(),
+                    source: Some(feed.source.to_owned()),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The analytics service's description (see [`crm_platform::service`]).
@@ -88,18 +102,18 @@ pub fn describe() -> Description {
         },
         open_sqlite: |path, hosting| {
             Box::pin(async move {
-                let pipeline_feed = pipeline_feed(&hosting)?;
+                let feeds = feeds(&hosting)?;
                 let app = open_sqlite(&path).await?;
-                Ok(Box::new(Hosted { app, pipeline_feed }) as Box<dyn Running>)
+                Ok(Box::new(Hosted { app, feeds }) as Box<dyn Running>)
             })
         },
         connect_postgres: |config, hosting| {
             Box::pin(async move {
-                let pipeline_feed = pipeline_feed(&hosting)?;
+                let feeds = feeds(&hosting)?;
                 let pool =
                     crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
                 let app = AnalyticsApp::new(Arc::new(PgAnalyticsStore::new(pool)));
-                Ok(Box::new(Hosted { app, pipeline_feed }) as Box<dyn Running>)
+                Ok(Box::new(Hosted { app, feeds }) as Box<dyn Running>)
             })
         },
     }
@@ -111,12 +125,8 @@ pub async fn open_sqlite(path: &Path) -> Result<AnalyticsApp, crm_platform::db::
     Ok(AnalyticsApp::new(Arc::new(SqliteAnalyticsStore::new(pool))))
 }
 
-/// Follows the pipeline feed into the facts until `shutdown`.
-pub fn spawn_ingest(app: &AnalyticsApp, feed: ConsumerConfig, shutdown: CancellationToken) {
-    let sink = ingest::Ingest::new(
-        Arc::clone(app.store()),
-        ingest::PIPELINE_SOURCE,
-        Arc::clone(app.clock()),
-    );
-    crm_platform::consumer::spawn(feed, sink, shutdown);
+/// Follows `feed` into the facts until `shutdown`.
+pub fn spawn_ingest(app: &AnalyticsApp, feed: ingest::Feed, config: ConsumerConfig, shutdown: CancellationToken) {
+    let sink = ingest::Ingest::new(Arc::clone(app.store()), feed, Arc::clone(app.clock()));
+    crm_platform::consumer::spawn(config, sink, shutdown);
 }

@@ -45,6 +45,8 @@ pub struct DealFact {
     pub outcome: Outcome,
     /// When it was closed (won or lost); None while open.
     pub close_time: Option<DateTime<Utc>>,
+    /// The customer it is with: its company, else its contact (re-pointed by merges).
+    pub customer: Option<Uuid>,
 }
 
 /// How a deal's stage changed.
@@ -205,6 +207,197 @@ pub struct QuotaFact {
     pub currency: String,
 }
 
+/// A contact or a company.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CustomerKind {
+    Contact,
+    Company,
+}
+
+impl CustomerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CustomerKind::Contact => "contact",
+            CustomerKind::Company => "company",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "contact" => Some(CustomerKind::Contact),
+            "company" => Some(CustomerKind::Company),
+            _ => None,
+        }
+    }
+
+    /// The collection of its resource names.
+    pub fn collection(self) -> &'static str {
+        match self {
+            CustomerKind::Contact => "contacts",
+            CustomerKind::Company => "companies",
+        }
+    }
+}
+
+/// What an event changed of a contact or company: None leaves a field as it was. Only
+/// categories and whether a field is filled are kept, never a value that names a person.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileChange {
+    pub owner: Option<String>,
+    /// The lifecycle stage (`customer`, `churned`, ...; empty for none).
+    pub lifecycle: Option<String>,
+    /// The first-touch channel (`web`, ...; empty for none).
+    pub source: Option<String>,
+    /// The contact's company (Some(None): none).
+    pub company: Option<Option<Uuid>>,
+    pub has_email: Option<bool>,
+    pub has_phone: Option<bool>,
+    /// Whether any channel's consent was answered.
+    pub has_consent: Option<bool>,
+}
+
+impl ProfileChange {
+    /// `later` applied on top of this change.
+    pub fn then(&mut self, later: ProfileChange) {
+        fn take<T>(field: &mut Option<T>, later: Option<T>) {
+            if later.is_some() {
+                *field = later;
+            }
+        }
+        take(&mut self.owner, later.owner);
+        take(&mut self.lifecycle, later.lifecycle);
+        take(&mut self.source, later.source);
+        take(&mut self.company, later.company);
+        take(&mut self.has_email, later.has_email);
+        take(&mut self.has_phone, later.has_phone);
+        take(&mut self.has_consent, later.has_consent);
+    }
+}
+
+/// A change of a contact or company at `time` (its creation when `created`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerChange {
+    pub id: Uuid,
+    pub kind: CustomerKind,
+    pub time: DateTime<Utc>,
+    pub created: bool,
+    pub change: ProfileChange,
+}
+
+/// How a contact or company stopped being one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    Deleted,
+    /// Its personal data was erased (the facts held nothing personal of it).
+    Erased,
+    /// Merged into the survivor.
+    Merged(Uuid),
+}
+
+impl Gone {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gone::Deleted => "deleted",
+            Gone::Erased => "erased",
+            Gone::Merged(_) => "merged",
+        }
+    }
+}
+
+/// A contact's or company's state now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerFact {
+    pub id: Uuid,
+    pub kind: CustomerKind,
+    pub owner: String,
+    pub lifecycle: String,
+    pub source: String,
+    pub company: Option<Uuid>,
+    pub has_email: bool,
+    pub has_phone: bool,
+    pub has_consent: bool,
+    pub create_time: DateTime<Utc>,
+    /// Its last change.
+    pub update_time: DateTime<Utc>,
+    pub gone: Option<Gone>,
+}
+
+/// A contact's or company's change, with its owner after it (its history: the freshness of a
+/// portfolio on a past date is read from it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerVersion {
+    pub customer: Uuid,
+    pub time: DateTime<Utc>,
+    pub owner: String,
+}
+
+/// A move of a contact's lifecycle stage (append-only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleFact {
+    pub customer: Uuid,
+    pub time: DateTime<Utc>,
+    pub from: String,
+    pub to: String,
+}
+
+/// An interaction on a contact's timeline: its categories, time and length, never its words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InteractionFact {
+    pub id: Uuid,
+    pub contact: Uuid,
+    pub company: Option<Uuid>,
+    /// `call`, `email`, `meeting`, `note`, `support_ticket`, `chat`, `visit`.
+    pub kind: String,
+    /// `inbound` or `outbound` (empty when not said).
+    pub direction: String,
+    pub channel: String,
+    pub time: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub campaign: String,
+    /// The user who had it.
+    pub actor: String,
+}
+
+/// A record moved from one owner to another by a portfolio reassignment (both services move
+/// records only so: the user moved from is leaving), from every feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferFact {
+    /// The record's resource name (`contacts/{id}`, `deals/{id}`).
+    pub resource: String,
+    pub time: DateTime<Utc>,
+    pub from: String,
+    pub to: String,
+}
+
+/// A contact or company as it stood at an instant: its owner then and its last change before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastChange {
+    pub customer: Uuid,
+    pub owner: String,
+    pub time: DateTime<Utc>,
+}
+
+/// How many of an owner's contacts have each profile field filled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileCounts {
+    pub owner: String,
+    pub contacts: i64,
+    pub email: i64,
+    pub phone: i64,
+    pub company: i64,
+    pub consent: i64,
+}
+
+/// Records of a kind (`contacts`, `companies`, `deals`, `leads`) a user who has left still
+/// owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftBehind {
+    pub owner: String,
+    /// Empty (with a count of 0) for a user who left and owns nothing.
+    pub kind: String,
+    pub count: i64,
+}
+
 /// What one event asks of the facts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FactChange {
@@ -220,6 +413,22 @@ pub enum FactChange {
     Stages { pipeline: Uuid, stages: Vec<StageFact> },
     /// A deal or lead moved to another owner.
     Owner { record: Record, owner: String },
+    /// A contact or company created or changed.
+    Customer(CustomerChange),
+    /// A contact or company deleted, erased or merged away at `time`; a merge re-points the
+    /// facts of the merged records (deals, interactions, contacts' companies) to the survivor.
+    CustomerGone {
+        id: Uuid,
+        kind: CustomerKind,
+        time: DateTime<Utc>,
+        gone: Gone,
+    },
+    /// A contact's lifecycle stage moved (kept once per contact and time).
+    Lifecycle(LifecycleFact),
+    /// An interaction logged (kept once).
+    Interaction(InteractionFact),
+    /// A record moved to another owner (kept once per record and time).
+    Transfer(TransferFact),
     /// A forecast submission (kept once, whatever the replays).
     Forecast(ForecastFact),
     /// A quota set (replacing the owner's quota of that period).

@@ -822,6 +822,7 @@ mod tests {
             create_time: at(created),
             outcome: Outcome::Open,
             close_time: None,
+            customer: None,
         }
     }
 

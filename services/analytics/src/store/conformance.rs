@@ -34,6 +34,7 @@ fn deal_fact(id: Uuid, owner: &str, lead: Option<Uuid>, outcome: Outcome, create
         create_time: created,
         outcome,
         close_time: (outcome != Outcome::Open).then_some(at(20, 9)),
+        customer: None,
     }
 }
 
@@ -514,6 +515,266 @@ async fn stages_visits_and_the_pipeline_as_of_an_instant(store: &dyn AnalyticsSt
     assert!(store.open_at(&globex, at(21, 0)).await.expect("open").is_empty());
 }
 
+fn customer(id: Uuid, kind: CustomerKind, time: DateTime<Utc>, created: bool, change: ProfileChange) -> FactChange {
+    FactChange::Customer(CustomerChange {
+        id,
+        kind,
+        time,
+        created,
+        change,
+    })
+}
+
+fn created_profile(owner: &str) -> ProfileChange {
+    ProfileChange {
+        owner: Some(owner.into()),
+        lifecycle: Some(String::new()),
+        source: Some("web".into()),
+        company: Some(None),
+        has_email: Some(false),
+        has_phone: Some(false),
+        has_consent: Some(false),
+    }
+}
+
+fn interaction(id: Uuid, contact: Uuid, time: DateTime<Utc>) -> InteractionFact {
+    InteractionFact {
+        id,
+        contact,
+        company: None,
+        kind: "support_ticket".into(),
+        direction: "inbound".into(),
+        channel: "email".into(),
+        time,
+        duration_ms: 60_000,
+        campaign: String::new(),
+        actor: "ann".into(),
+    }
+}
+
+/// The contact feed's facts: changes field by field (in one batch or across batches), each
+/// change's owner after it, merges re-pointing deals and interactions to the survivor, what
+/// a user who left still owns, and every tenant apart.
+async fn contacts_and_companies_come_back_as_the_formulas_need_them(store: &dyn AnalyticsStore) {
+    use CustomerKind::{Company, Contact};
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let (ann_c, ben_c, dup, firm) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let first = vec![
+        (
+            acme.clone(),
+            customer(firm, Company, at(1, 8), true, created_profile("ann")),
+        ),
+        (
+            acme.clone(),
+            customer(ann_c, Contact, at(1, 9), true, created_profile("ann")),
+        ),
+        // Changed in the same batch: an email and the firm, then a phone.
+        (
+            acme.clone(),
+            customer(
+                ann_c,
+                Contact,
+                at(2, 9),
+                false,
+                ProfileChange {
+                    has_email: Some(true),
+                    company: Some(Some(firm)),
+                    ..ProfileChange::default()
+                },
+            ),
+        ),
+        (
+            acme.clone(),
+            customer(
+                ann_c,
+                Contact,
+                at(3, 9),
+                false,
+                ProfileChange {
+                    has_phone: Some(true),
+                    ..ProfileChange::default()
+                },
+            ),
+        ),
+        (
+            acme.clone(),
+            customer(ben_c, Contact, at(1, 10), true, created_profile("ben")),
+        ),
+        (
+            acme.clone(),
+            customer(dup, Contact, at(1, 11), true, created_profile("ben")),
+        ),
+        (
+            acme.clone(),
+            FactChange::Lifecycle(LifecycleFact {
+                customer: ann_c,
+                time: at(2, 9),
+                from: String::new(),
+                to: "customer".into(),
+            }),
+        ),
+        (
+            acme.clone(),
+            FactChange::Interaction(interaction(Uuid::now_v7(), dup, at(4, 9))),
+        ),
+        (
+            globex.clone(),
+            customer(Uuid::now_v7(), Contact, at(1, 9), true, created_profile("gus")),
+        ),
+    ];
+    assert!(store.ingest("c", 0, &batch(5, first)).await.expect("ingest"));
+    // A deal with the duplicate, won; then the duplicate merged into Ben's contact, Ben leaves
+    // (his contact moves to Cat), and a consent answered in a later batch.
+    let mut deal = deal_fact(Uuid::now_v7(), "ben", None, Outcome::Won, at(2, 9));
+    deal.customer = Some(dup);
+    let second = vec![
+        (acme.clone(), FactChange::Deal(deal.clone())),
+        (
+            acme.clone(),
+            FactChange::Lead(LeadFact {
+                id: Uuid::now_v7(),
+                owner: "ben".into(),
+                source: "web".into(),
+                create_time: at(2, 9),
+                converted: None,
+            }),
+        ),
+        (
+            acme.clone(),
+            FactChange::CustomerGone {
+                id: dup,
+                kind: Contact,
+                time: at(5, 9),
+                gone: Gone::Merged(ben_c),
+            },
+        ),
+        (
+            acme.clone(),
+            customer(
+                ben_c,
+                Contact,
+                at(6, 9),
+                false,
+                ProfileChange {
+                    owner: Some("cat".into()),
+                    ..ProfileChange::default()
+                },
+            ),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transfer(TransferFact {
+                resource: format!("contacts/{ben_c}"),
+                time: at(6, 9),
+                from: "ben".into(),
+                to: "cat".into(),
+            }),
+        ),
+        (
+            acme.clone(),
+            customer(
+                ann_c,
+                Contact,
+                at(7, 9),
+                false,
+                ProfileChange {
+                    has_consent: Some(true),
+                    ..ProfileChange::default()
+                },
+            ),
+        ),
+    ];
+    assert!(store.ingest("c", 5, &batch(9, second)).await.expect("ingest"));
+
+    // Profiles as they are now: Ann's contact has everything; Cat holds Ben's; the merged
+    // duplicate is gone.
+    let counts = store.profile_counts(&acme, at(28, 0)).await.expect("counts");
+    let summary: Vec<(&str, i64, i64, i64, i64, i64)> = counts
+        .iter()
+        .map(|c| (c.owner.as_str(), c.contacts, c.email, c.phone, c.company, c.consent))
+        .collect();
+    assert_eq!(summary, [("ann", 1, 1, 1, 1, 1), ("cat", 1, 0, 0, 0, 0)]);
+    assert_eq!(store.profile_counts(&globex, at(28, 0)).await.expect("counts").len(), 1);
+
+    // Each record's last change before an instant, with its owner then.
+    let changes = |instant| async move {
+        let mut changes: Vec<(Uuid, String, DateTime<Utc>)> = store
+            .last_changes(&tenant("acme"), instant)
+            .await
+            .expect("changes")
+            .into_iter()
+            .map(|c| (c.customer, c.owner, c.time))
+            .collect();
+        changes.sort();
+        changes
+    };
+    let mut on_the_4th = vec![
+        (firm, "ann".to_owned(), at(1, 8)),
+        (ann_c, "ann".to_owned(), at(3, 9)),
+        (ben_c, "ben".to_owned(), at(1, 10)),
+        (dup, "ben".to_owned(), at(1, 11)),
+    ];
+    on_the_4th.sort();
+    assert_eq!(changes(at(4, 0)).await, on_the_4th);
+    let mut later = vec![
+        (firm, "ann".to_owned(), at(1, 8)),
+        (ann_c, "ann".to_owned(), at(7, 9)),
+        (ben_c, "cat".to_owned(), at(6, 9)),
+    ];
+    later.sort();
+    assert_eq!(changes(at(28, 0)).await, later, "the merged duplicate is gone");
+
+    // The merge re-pointed the deal and the interaction to the survivor.
+    let wins = store.customer_wins(&acme, at(28, 0)).await.expect("wins");
+    assert_eq!(wins.iter().map(|d| d.customer).collect::<Vec<_>>(), [Some(ben_c)]);
+    let tickets = store
+        .interactions(&acme, Interactions::OfKind("support_ticket"), at(1, 0), at(28, 0))
+        .await
+        .expect("interactions");
+    assert_eq!(tickets.iter().map(|i| i.contact).collect::<Vec<_>>(), [ben_c]);
+    assert!(
+        store
+            .interactions(&acme, Interactions::OfCampaigns, at(1, 0), at(28, 0))
+            .await
+            .expect("interactions")
+            .is_empty()
+    );
+    // A deal event after the merge that still names the duplicate lands on the survivor.
+    assert!(
+        store
+            .ingest("c", 9, &batch(10, vec![(acme.clone(), FactChange::Deal(deal))]))
+            .await
+            .expect("ingest")
+    );
+    let wins = store.customer_wins(&acme, at(28, 0)).await.expect("wins");
+    assert_eq!(wins.iter().map(|d| d.customer).collect::<Vec<_>>(), [Some(ben_c)]);
+
+    let lifecycles = store.lifecycles(&acme, at(28, 0)).await.expect("lifecycles");
+    assert_eq!(lifecycles.len(), 1);
+    assert_eq!((lifecycles[0].customer, lifecycles[0].to.as_str()), (ann_c, "customer"));
+
+    // Ben left: his lead is left behind; the transfer is counted in its window.
+    let mut behind = store.left_behind(&acme, at(28, 0)).await.expect("left behind");
+    behind.sort_by(|a, b| (&a.owner, &a.kind).cmp(&(&b.owner, &b.kind)));
+    let behind: Vec<(&str, &str, i64)> = behind
+        .iter()
+        .map(|b| (b.owner.as_str(), b.kind.as_str(), b.count))
+        .collect();
+    assert_eq!(
+        behind,
+        [("ben", "", 0), ("ben", "leads", 1)],
+        "the lead the transfer missed"
+    );
+    assert_eq!(store.transfers(&acme, november()).await.expect("transfers").len(), 1);
+    assert!(
+        store
+            .transfers(&globex, november())
+            .await
+            .expect("transfers")
+            .is_empty()
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -551,6 +812,7 @@ conformance!(
     goals_are_kept_as_set,
     changes_in_one_batch_apply_in_order,
     stages_visits_and_the_pipeline_as_of_an_instant,
+    contacts_and_companies_come_back_as_the_formulas_need_them,
 );
 
 /// Row-level security is the second wall: SQL without a tenant condition, run as the serving

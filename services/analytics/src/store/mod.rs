@@ -15,8 +15,9 @@ use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use crate::domain::{
-    Close, DealFact, DealRow, DealVersion, FactChange, ForecastFact, Goal, LeadFact, LeadRow, OpenDeal, Parked,
-    QuotaFact, Record, Skipped, StageFact, StageVisit, TransitionFact, Watermark, Window,
+    Close, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, FactChange, ForecastFact, Goal, Gone,
+    InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal, Parked, ProfileCounts,
+    QuotaFact, Record, Skipped, StageFact, StageVisit, TransferFact, TransitionFact, Watermark, Window,
 };
 
 #[cfg(test)]
@@ -50,6 +51,15 @@ pub(crate) fn goal_of(body: &str) -> Result<Goal, StoreError> {
 /// Largest number of parked events a status answer lists.
 pub const PARKED_LISTED: i64 = 100;
 
+/// Which interactions a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interactions {
+    /// Those of a campaign.
+    OfCampaigns,
+    /// Those of a kind (`support_ticket`).
+    OfKind(&'static str),
+}
+
 /// What a batch of a feed's events comes to, written in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct IngestBatch {
@@ -80,6 +90,19 @@ pub(crate) struct Folded {
     pub versions: Vec<DealVersion>,
     /// The stages of each pipeline the batch orders, as its last event orders them.
     pub stages: Vec<(Uuid, Vec<StageFact>)>,
+    /// Each contact's and company's changes, folded into one (the last time; created when
+    /// any was a creation).
+    pub customers: Vec<CustomerChange>,
+    /// Each change's version: (customer, time, its owner after it when the batch says).
+    pub customer_versions: Vec<(Uuid, DateTime<Utc>, Option<String>)>,
+    /// Contacts and companies gone, in order.
+    pub gone: Vec<(Uuid, CustomerKind, DateTime<Utc>, Gone)>,
+    /// Lifecycle moves, one per (contact, time).
+    pub lifecycles: Vec<LifecycleFact>,
+    /// Interactions, one per id.
+    pub interactions: Vec<InteractionFact>,
+    /// Transfers, one per (record, time).
+    pub transfers: Vec<TransferFact>,
     /// (record, new owner) of records not among `deals` and `leads`.
     pub owners: Vec<(Record, String)>,
 }
@@ -118,23 +141,36 @@ impl Folded {
                 }
             }
             FactChange::Transition(t) => self.transitions.push(t),
-            FactChange::Version(v) => match self.versions.iter_mut().find(|k| k.deal == v.deal && k.time == v.time) {
-                Some(known) => *known = v,
-                None => self.versions.push(v),
-            },
-            FactChange::Stages { pipeline, stages } => match self.stages.iter_mut().find(|(p, _)| *p == pipeline) {
-                Some(known) => known.1 = stages,
-                None => self.stages.push((pipeline, stages)),
-            },
+            FactChange::Version(v) => replace(&mut self.versions, v, |a, b| a.deal == b.deal && a.time == b.time),
+            FactChange::Stages { pipeline, stages } => replace(&mut self.stages, (pipeline, stages), |a, b| a.0 == b.0),
             FactChange::Forecast(f) => self.forecasts.push(f),
-            FactChange::Quota(q) => match self
-                .quotas
-                .iter_mut()
-                .find(|k| k.owner == q.owner && k.period == q.period)
-            {
-                Some(known) => *known = q,
-                None => self.quotas.push(q),
-            },
+            FactChange::Quota(q) => replace(&mut self.quotas, q, |a, b| a.owner == b.owner && a.period == b.period),
+            FactChange::Customer(change) => {
+                let owner = match self.customers.iter_mut().find(|c| c.id == change.id) {
+                    Some(known) => {
+                        known.time = change.time;
+                        known.created |= change.created;
+                        known.change.then(change.change);
+                        known.change.owner.clone()
+                    }
+                    None => {
+                        let owner = change.change.owner.clone();
+                        self.customers.push(change.clone());
+                        owner
+                    }
+                };
+                replace(&mut self.customer_versions, (change.id, change.time, owner), |a, b| {
+                    a.0 == b.0 && a.1 == b.1
+                });
+            }
+            FactChange::CustomerGone { id, kind, time, gone } => self.gone.push((id, kind, time, gone)),
+            FactChange::Lifecycle(l) => replace(&mut self.lifecycles, l, |a, b| {
+                a.customer == b.customer && a.time == b.time
+            }),
+            FactChange::Interaction(i) => replace(&mut self.interactions, i, |a, b| a.id == b.id),
+            FactChange::Transfer(t) => replace(&mut self.transfers, t, |a, b| {
+                a.resource == b.resource && a.time == b.time
+            }),
             FactChange::Owner { record, owner } => {
                 let held = match record {
                     Record::Deal(id) => self.deals.iter_mut().find(|d| d.id == id).map(|d| &mut d.owner),
@@ -149,6 +185,14 @@ impl Folded {
                 }
             }
         }
+    }
+}
+
+/// Puts `item` in `items`, in place of the one `same` says it replaces.
+fn replace<T>(items: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
+    match items.iter_mut().find(|known| same(known, &item)) {
+        Some(known) => *known = item,
+        None => items.push(item),
     }
 }
 
@@ -205,6 +249,37 @@ pub trait AnalyticsStore: Send + Sync {
     /// The deals open at `instant` (their last transition before it created, moved or reopened
     /// them), each in its stage then, with its owner and amount then.
     async fn open_at(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<OpenDeal>, StoreError>;
+
+    /// The interactions from `start` to `end` that `which` selects.
+    async fn interactions(
+        &self,
+        tenant: &TenantId,
+        which: Interactions,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<InteractionFact>, StoreError>;
+
+    /// Each contact and company there at `instant` (created before it and not gone before it),
+    /// with its owner and time of its last change before it.
+    async fn last_changes(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LastChange>, StoreError>;
+
+    /// How many of each owner's contacts (not gone, created before `instant`) have each
+    /// profile field filled, as they are now.
+    async fn profile_counts(&self, tenant: &TenantId, instant: DateTime<Utc>)
+    -> Result<Vec<ProfileCounts>, StoreError>;
+
+    /// The portfolio transfers in `window`.
+    async fn transfers(&self, tenant: &TenantId, window: Window) -> Result<Vec<TransferFact>, StoreError>;
+
+    /// The records owned now by users who have left (whose last transfer before `instant` moved
+    /// records away from them), per user and kind of record.
+    async fn left_behind(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LeftBehind>, StoreError>;
+
+    /// The won deals with a customer, closed before `instant`.
+    async fn customer_wins(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<DealFact>, StoreError>;
+
+    /// The lifecycle moves before `instant`.
+    async fn lifecycles(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LifecycleFact>, StoreError>;
 
     /// Stores a goal (its baseline frozen: goals are never changed).
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError>;

@@ -11,7 +11,9 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{AnalyticsStore, Folded, IngestBatch, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of};
+use super::{
+    AnalyticsStore, Folded, IngestBatch, Interactions, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of,
+};
 use crate::domain::*;
 
 #[derive(Clone)]
@@ -47,15 +49,20 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
     let t = tenant.as_str();
     if !f.deals.is_empty() {
         let d = &f.deals;
+        // A deal's customer merged away is its survivor.
         sqlx::query(
             "INSERT INTO deal_facts (tenant_id, deal_id, pipeline_id, owner, lead_id, amount_minor, currency, \
-             create_time, outcome, close_time) \
-             SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], \
-                                      $8::timestamptz[], $9::text[], $10::timestamptz[]) \
+             create_time, outcome, close_time, customer_id) \
+             SELECT $1, d.deal_id, d.pipeline_id, d.owner, d.lead_id, d.amount_minor, d.currency, d.create_time, \
+                 d.outcome, d.close_time, coalesce(m.merged_into, d.customer) FROM unnest($2::uuid[], $3::uuid[], $4::text[], \
+                 $5::uuid[], $6::bigint[], $7::text[], $8::timestamptz[], $9::text[], $10::timestamptz[], \
+                 $11::uuid[]) AS d(deal_id, pipeline_id, owner, lead_id, amount_minor, currency, create_time, \
+                 outcome, close_time, customer) \
+             LEFT JOIN customer_facts m ON m.tenant_id = $1 AND m.customer_id = d.customer \
              ON CONFLICT (tenant_id, deal_id) DO UPDATE SET pipeline_id = excluded.pipeline_id, \
              owner = excluded.owner, lead_id = excluded.lead_id, amount_minor = excluded.amount_minor, \
              currency = excluded.currency, create_time = excluded.create_time, outcome = excluded.outcome, \
-             close_time = excluded.close_time",
+             close_time = excluded.close_time, customer_id = excluded.customer_id",
         )
         .bind(t)
         .bind(d.iter().map(|d| d.id).collect::<Vec<_>>())
@@ -67,6 +74,7 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
         .bind(d.iter().map(|d| d.create_time).collect::<Vec<_>>())
         .bind(d.iter().map(|d| d.outcome.as_str()).collect::<Vec<_>>())
         .bind(d.iter().map(|d| d.close_time).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.customer).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -177,6 +185,7 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
         .execute(&mut *tx)
         .await?;
     }
+    write_customers(tx, t, f).await?;
     for (table, key, kind) in [("deal_facts", "deal_id", 0), ("lead_facts", "lead_id", 1)] {
         let (ids, owners): (Vec<Uuid>, Vec<&str>) = f
             .owners
@@ -202,6 +211,175 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
     Ok(())
 }
 
+/// The contact feed's facts of one tenant: versions (their owner before the batch's changes
+/// where the batch does not say), contacts and companies (inserted when new, then changed
+/// field by field), lifecycle moves, interactions and transfers, then what is gone (a merge
+/// re-points the merged record's facts to its survivor).
+async fn write_customers(tx: &mut PgConnection, t: &str, f: &Folded) -> Result<(), sqlx::Error> {
+    if !f.customer_versions.is_empty() {
+        let v = &f.customer_versions;
+        sqlx::query(
+            "INSERT INTO customer_versions (tenant_id, customer_id, version_time, owner) \
+             SELECT $1, v.id, v.time, coalesce(v.owner, c.owner, '') \
+             FROM unnest($2::uuid[], $3::timestamptz[], $4::text[]) AS v(id, time, owner) \
+             LEFT JOIN customer_facts c ON c.tenant_id = $1 AND c.customer_id = v.id \
+             ON CONFLICT (tenant_id, customer_id, version_time) DO UPDATE SET owner = excluded.owner",
+        )
+        .bind(t)
+        .bind(v.iter().map(|v| v.0).collect::<Vec<_>>())
+        .bind(v.iter().map(|v| v.1).collect::<Vec<_>>())
+        .bind(v.iter().map(|v| v.2.as_deref()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.customers.is_empty() {
+        let c = &f.customers;
+        // NULL: unchanged; for the company, '' is none.
+        let company = |c: &CustomerChange| {
+            c.change
+                .company
+                .map(|co| co.map(|id| id.to_string()).unwrap_or_default())
+        };
+        sqlx::query(
+            "WITH c AS (SELECT * FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::bool[], $6::text[], \
+                 $7::text[], $8::text[], $9::text[], $10::bool[], $11::bool[], $12::bool[]) \
+                 AS c(id, kind, time, created, owner, lifecycle, source, company, has_email, has_phone, has_consent)), \
+             inserted AS (INSERT INTO customer_facts (tenant_id, customer_id, kind, owner, lifecycle, source, \
+                 company_id, has_email, has_phone, has_consent, create_time, update_time) \
+                 SELECT $1, id, kind, coalesce(owner, ''), coalesce(lifecycle, ''), coalesce(source, ''), \
+                     nullif(company, '')::uuid, coalesce(has_email, false), coalesce(has_phone, false), \
+                     coalesce(has_consent, false), time, time FROM c \
+                 ON CONFLICT (tenant_id, customer_id) DO NOTHING RETURNING customer_id) \
+             UPDATE customer_facts f SET owner = coalesce(c.owner, f.owner), \
+                 lifecycle = coalesce(c.lifecycle, f.lifecycle), source = coalesce(c.source, f.source), \
+                 company_id = CASE WHEN c.company IS NULL THEN f.company_id ELSE nullif(c.company, '')::uuid END, \
+                 has_email = coalesce(c.has_email, f.has_email), has_phone = coalesce(c.has_phone, f.has_phone), \
+                 has_consent = coalesce(c.has_consent, f.has_consent), \
+                 create_time = CASE WHEN c.created THEN c.time ELSE f.create_time END, update_time = c.time \
+             FROM c WHERE f.tenant_id = $1 AND f.customer_id = c.id \
+                 AND c.id NOT IN (SELECT customer_id FROM inserted)",
+        )
+        .bind(t)
+        .bind(c.iter().map(|c| c.id).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.time).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.created).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.change.owner.as_deref()).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.change.lifecycle.as_deref()).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.change.source.as_deref()).collect::<Vec<_>>())
+        .bind(c.iter().map(company).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.change.has_email).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.change.has_phone).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.change.has_consent).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.lifecycles.is_empty() {
+        let l = &f.lifecycles;
+        sqlx::query(
+            "INSERT INTO lifecycle_facts (tenant_id, customer_id, time, from_stage, to_stage) \
+             SELECT $1, * FROM unnest($2::uuid[], $3::timestamptz[], $4::text[], $5::text[]) \
+             ON CONFLICT (tenant_id, customer_id, time) DO UPDATE SET from_stage = excluded.from_stage, \
+             to_stage = excluded.to_stage",
+        )
+        .bind(t)
+        .bind(l.iter().map(|l| l.customer).collect::<Vec<_>>())
+        .bind(l.iter().map(|l| l.time).collect::<Vec<_>>())
+        .bind(l.iter().map(|l| l.from.as_str()).collect::<Vec<_>>())
+        .bind(l.iter().map(|l| l.to.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.interactions.is_empty() {
+        let i = &f.interactions;
+        sqlx::query(
+            "INSERT INTO interaction_facts (tenant_id, interaction_id, contact_id, company_id, kind, direction, \
+             channel, time, duration_ms, campaign, actor) \
+             SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], \
+                 $8::timestamptz[], $9::bigint[], $10::text[], $11::text[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(t)
+        .bind(i.iter().map(|i| i.id).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.contact).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.company).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.kind.as_str()).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.direction.as_str()).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.channel.as_str()).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.time).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.duration_ms).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.campaign.as_str()).collect::<Vec<_>>())
+        .bind(i.iter().map(|i| i.actor.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.transfers.is_empty() {
+        let x = &f.transfers;
+        sqlx::query(
+            "INSERT INTO transfer_facts (tenant_id, resource, time, from_owner, to_owner) \
+             SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(t)
+        .bind(x.iter().map(|x| x.resource.as_str()).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.time).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.from.as_str()).collect::<Vec<_>>())
+        .bind(x.iter().map(|x| x.to.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (id, kind, time, gone) in &f.gone {
+        record_gone(tx, t, *id, *kind, *time, *gone).await?;
+    }
+    Ok(())
+}
+
+/// Records a contact or company gone; a merge re-points its facts to the survivor: records
+/// merged into it before, deals with it as customer, interactions, and (a company) contacts.
+async fn record_gone(
+    tx: &mut PgConnection,
+    t: &str,
+    id: Uuid,
+    kind: CustomerKind,
+    time: DateTime<Utc>,
+    gone: Gone,
+) -> Result<(), sqlx::Error> {
+    let into = match gone {
+        Gone::Merged(into) => Some(into),
+        Gone::Deleted | Gone::Erased => None,
+    };
+    sqlx::query(
+        "UPDATE customer_facts SET gone = $3, merged_into = $4, update_time = $5 \
+         WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(t)
+    .bind(id)
+    .bind(gone.as_str())
+    .bind(into)
+    .bind(time)
+    .execute(&mut *tx)
+    .await?;
+    let Some(into) = into else {
+        return Ok(());
+    };
+    let mut repoint = vec![
+        "UPDATE customer_facts SET merged_into = $3 WHERE tenant_id = $1 AND merged_into = $2",
+        "UPDATE deal_facts SET customer_id = $3 WHERE tenant_id = $1 AND customer_id = $2",
+    ];
+    repoint.extend(match kind {
+        CustomerKind::Contact => {
+            &["UPDATE interaction_facts SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2"][..]
+        }
+        CustomerKind::Company => &[
+            "UPDATE interaction_facts SET company_id = $3 WHERE tenant_id = $1 AND company_id = $2",
+            "UPDATE customer_facts SET company_id = $3 WHERE tenant_id = $1 AND company_id = $2",
+        ][..],
+    });
+    for sql in repoint {
+        sqlx::query(sql).bind(t).bind(id).bind(into).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 fn deal(row: &PgRow) -> Result<DealFact, StoreError> {
     let outcome: String = row.try_get("outcome")?;
     Ok(DealFact {
@@ -214,12 +392,13 @@ fn deal(row: &PgRow) -> Result<DealFact, StoreError> {
         create_time: row.try_get("create_time")?,
         outcome: Outcome::parse(&outcome).ok_or_else(|| corrupt(format!("deal outcome {outcome}")))?,
         close_time: row.try_get("close_time")?,
+        customer: row.try_get("customer_id")?,
     })
 }
 
 /// The columns [`deal`] reads, of `deal_facts d`, and the lead's source.
 const DEAL_COLUMNS: &str = "d.deal_id, d.pipeline_id, d.owner, d.lead_id, d.amount_minor, d.currency, d.create_time, \
-                            d.outcome, d.close_time, coalesce(l.source, '') AS lead_source";
+                            d.outcome, d.close_time, d.customer_id, coalesce(l.source, '') AS lead_source";
 
 #[async_trait]
 impl AnalyticsStore for PgAnalyticsStore {
@@ -511,6 +690,214 @@ impl AnalyticsStore for PgAnalyticsStore {
                     owner: row.try_get("owner")?,
                     amount_minor: row.try_get("amount_minor")?,
                     currency: row.try_get("currency")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn interactions(
+        &self,
+        tenant: &TenantId,
+        which: Interactions,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<InteractionFact>, StoreError> {
+        let (filter, kind) = match which {
+            Interactions::OfCampaigns => ("campaign <> '' AND $4::text IS NULL", None),
+            Interactions::OfKind(kind) => ("kind = $4", Some(kind)),
+        };
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT interaction_id, contact_id, company_id, kind, direction, channel, time, duration_ms, \
+                     campaign, actor FROM interaction_facts \
+                     WHERE tenant_id = $1 AND time >= $2 AND time < $3 AND {filter}"
+                )))
+                .bind(tenant.as_str())
+                .bind(start)
+                .bind(end)
+                .bind(kind),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(InteractionFact {
+                    id: row.try_get("interaction_id")?,
+                    contact: row.try_get("contact_id")?,
+                    company: row.try_get("company_id")?,
+                    kind: row.try_get("kind")?,
+                    direction: row.try_get("direction")?,
+                    channel: row.try_get("channel")?,
+                    time: row.try_get("time")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    campaign: row.try_get("campaign")?,
+                    actor: row.try_get("actor")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn last_changes(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LastChange>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT DISTINCT ON (v.customer_id) v.customer_id, v.owner, v.version_time \
+                     FROM customer_versions v \
+                     JOIN customer_facts c ON c.tenant_id = v.tenant_id AND c.customer_id = v.customer_id \
+                     WHERE v.tenant_id = $1 AND v.version_time < $2 \
+                     AND NOT (c.gone IS NOT NULL AND c.update_time < $2) \
+                     ORDER BY v.customer_id, v.version_time DESC",
+                )
+                .bind(tenant.as_str())
+                .bind(instant),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LastChange {
+                    customer: row.try_get("customer_id")?,
+                    owner: row.try_get("owner")?,
+                    time: row.try_get("version_time")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn profile_counts(
+        &self,
+        tenant: &TenantId,
+        instant: DateTime<Utc>,
+    ) -> Result<Vec<ProfileCounts>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT owner, count(*) AS contacts, count(*) FILTER (WHERE has_email) AS email, \
+                     count(*) FILTER (WHERE has_phone) AS phone, count(company_id) AS company, \
+                     count(*) FILTER (WHERE has_consent) AS consent FROM customer_facts \
+                     WHERE tenant_id = $1 AND kind = 'contact' AND gone IS NULL AND create_time < $2 \
+                     GROUP BY owner ORDER BY owner",
+                )
+                .bind(tenant.as_str())
+                .bind(instant),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProfileCounts {
+                    owner: row.try_get("owner")?,
+                    contacts: row.try_get("contacts")?,
+                    email: row.try_get("email")?,
+                    phone: row.try_get("phone")?,
+                    company: row.try_get("company")?,
+                    consent: row.try_get("consent")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn transfers(&self, tenant: &TenantId, window: Window) -> Result<Vec<TransferFact>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT resource, time, from_owner, to_owner FROM transfer_facts \
+                     WHERE tenant_id = $1 AND time >= $2 AND time < $3",
+                )
+                .bind(tenant.as_str())
+                .bind(window.start_time())
+                .bind(window.end_time()),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TransferFact {
+                    resource: row.try_get("resource")?,
+                    time: row.try_get("time")?,
+                    from: row.try_get("from_owner")?,
+                    to: row.try_get("to_owner")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn left_behind(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LeftBehind>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "WITH moves AS (SELECT from_owner AS owner, time, true AS away FROM transfer_facts \
+                         WHERE tenant_id = $1 AND time < $2 \
+                         UNION ALL SELECT to_owner, time, false FROM transfer_facts WHERE tenant_id = $1 AND time < $2), \
+                     gone AS (SELECT owner FROM moves GROUP BY owner \
+                         HAVING max(time) FILTER (WHERE away) > coalesce(max(time) FILTER (WHERE NOT away), '-infinity')) \
+                     SELECT owner, '' AS kind, 0::bigint AS count FROM gone \
+                     UNION ALL SELECT owner, CASE kind WHEN 'contact' THEN 'contacts' ELSE 'companies' END, count(*) \
+                         FROM customer_facts WHERE tenant_id = $1 AND gone IS NULL AND owner IN (SELECT owner FROM gone) \
+                         GROUP BY owner, kind \
+                     UNION ALL SELECT owner, 'deals', count(*) FROM deal_facts \
+                         WHERE tenant_id = $1 AND outcome = 'open' AND owner IN (SELECT owner FROM gone) GROUP BY owner \
+                     UNION ALL SELECT owner, 'leads', count(*) FROM lead_facts \
+                         WHERE tenant_id = $1 AND deal_id IS NULL AND owner IN (SELECT owner FROM gone) GROUP BY owner",
+                )
+                .bind(tenant.as_str())
+                .bind(instant),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LeftBehind {
+                    owner: row.try_get("owner")?,
+                    kind: row.try_get("kind")?,
+                    count: row.try_get("count")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn customer_wins(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<DealFact>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {DEAL_COLUMNS} FROM deal_facts d \
+                     LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
+                     WHERE d.tenant_id = $1 AND d.outcome = 'won' AND d.customer_id IS NOT NULL AND d.close_time < $2"
+                )))
+                .bind(tenant.as_str())
+                .bind(instant),
+            )
+            .await?;
+        rows.iter().map(deal).collect()
+    }
+
+    async fn lifecycles(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LifecycleFact>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT customer_id, time, from_stage, to_stage FROM lifecycle_facts \
+                     WHERE tenant_id = $1 AND time < $2",
+                )
+                .bind(tenant.as_str())
+                .bind(instant),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LifecycleFact {
+                    customer: row.try_get("customer_id")?,
+                    time: row.try_get("time")?,
+                    from: row.try_get("from_stage")?,
+                    to: row.try_get("to_stage")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

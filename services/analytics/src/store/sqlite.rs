@@ -9,7 +9,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{AnalyticsStore, IngestBatch, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of};
+use super::{AnalyticsStore, IngestBatch, Interactions, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of};
 use crate::domain::*;
 
 #[derive(Clone)]
@@ -40,12 +40,14 @@ async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange
     match change {
         FactChange::Deal(d) => {
             sqlx::query(
+                // A deal's customer merged away is its survivor.
                 "INSERT INTO deal_facts (tenant_id, deal_id, pipeline_id, owner, lead_id, amount_minor, currency, \
-                 create_time, outcome, close_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 create_time, outcome, close_time, customer_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                 coalesce((SELECT merged_into FROM customer_facts WHERE tenant_id = ?1 AND customer_id = ?11), ?11)) \
                  ON CONFLICT (tenant_id, deal_id) DO UPDATE SET pipeline_id = excluded.pipeline_id, \
                  owner = excluded.owner, lead_id = excluded.lead_id, amount_minor = excluded.amount_minor, \
                  currency = excluded.currency, create_time = excluded.create_time, outcome = excluded.outcome, \
-                 close_time = excluded.close_time",
+                 close_time = excluded.close_time, customer_id = excluded.customer_id",
             )
             .bind(t)
             .bind(d.id.to_string())
@@ -57,6 +59,138 @@ async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange
             .bind(d.create_time.timestamp_micros())
             .bind(d.outcome.as_str())
             .bind(d.close_time.map(|t| t.timestamp_micros()))
+            .bind(text(d.customer))
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Customer(c) => {
+            // Its version first: the owner before this change where the change does not say.
+            sqlx::query(
+                "INSERT INTO customer_versions (tenant_id, customer_id, version_time, owner) VALUES (?1, ?2, ?3, \
+                 coalesce(?4, (SELECT owner FROM customer_facts WHERE tenant_id = ?1 AND customer_id = ?2), '')) \
+                 ON CONFLICT (tenant_id, customer_id, version_time) DO UPDATE SET owner = excluded.owner",
+            )
+            .bind(t)
+            .bind(c.id.to_string())
+            .bind(c.time.timestamp_micros())
+            .bind(c.change.owner.as_deref())
+            .execute(&mut *tx)
+            .await?;
+            let p = &c.change;
+            // NULL: unchanged; for the company, '' is none.
+            let company = p.company.map(|co| co.map(|id| id.to_string()).unwrap_or_default());
+            sqlx::query(
+                "INSERT INTO customer_facts (tenant_id, customer_id, kind, owner, lifecycle, source, company_id, \
+                 has_email, has_phone, has_consent, create_time, update_time) VALUES (?1, ?2, ?3, coalesce(?5, ''), \
+                 coalesce(?6, ''), coalesce(?7, ''), nullif(?8, ''), coalesce(?9, 0), coalesce(?10, 0), \
+                 coalesce(?11, 0), ?4, ?4) \
+                 ON CONFLICT (tenant_id, customer_id) DO UPDATE SET owner = coalesce(?5, owner), \
+                 lifecycle = coalesce(?6, lifecycle), source = coalesce(?7, source), \
+                 company_id = CASE WHEN ?8 IS NULL THEN company_id ELSE nullif(?8, '') END, \
+                 has_email = coalesce(?9, has_email), has_phone = coalesce(?10, has_phone), \
+                 has_consent = coalesce(?11, has_consent), \
+                 create_time = CASE WHEN ?12 THEN ?4 ELSE create_time END, update_time = ?4",
+            )
+            .bind(t)
+            .bind(c.id.to_string())
+            .bind(c.kind.as_str())
+            .bind(c.time.timestamp_micros())
+            .bind(p.owner.as_deref())
+            .bind(p.lifecycle.as_deref())
+            .bind(p.source.as_deref())
+            .bind(company)
+            .bind(p.has_email)
+            .bind(p.has_phone)
+            .bind(p.has_consent)
+            .bind(c.created)
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::CustomerGone { id, kind, time, gone } => {
+            let into = match gone {
+                Gone::Merged(into) => Some(into.to_string()),
+                Gone::Deleted | Gone::Erased => None,
+            };
+            sqlx::query(
+                "UPDATE customer_facts SET gone = ?3, merged_into = ?4, update_time = ?5 \
+                 WHERE tenant_id = ?1 AND customer_id = ?2",
+            )
+            .bind(t)
+            .bind(id.to_string())
+            .bind(gone.as_str())
+            .bind(&into)
+            .bind(time.timestamp_micros())
+            .execute(&mut *tx)
+            .await?;
+            if let Some(into) = into {
+                // Re-point the merged record's facts to its survivor.
+                let mut repoint = vec![
+                    "UPDATE customer_facts SET merged_into = ?3 WHERE tenant_id = ?1 AND merged_into = ?2",
+                    "UPDATE deal_facts SET customer_id = ?3 WHERE tenant_id = ?1 AND customer_id = ?2",
+                ];
+                repoint.extend(match kind {
+                    CustomerKind::Contact => {
+                        &["UPDATE interaction_facts SET contact_id = ?3 WHERE tenant_id = ?1 AND contact_id = ?2"][..]
+                    }
+                    CustomerKind::Company => &[
+                        "UPDATE interaction_facts SET company_id = ?3 WHERE tenant_id = ?1 AND company_id = ?2",
+                        "UPDATE customer_facts SET company_id = ?3 WHERE tenant_id = ?1 AND company_id = ?2",
+                    ][..],
+                });
+                for sql in repoint {
+                    sqlx::query(sql)
+                        .bind(t)
+                        .bind(id.to_string())
+                        .bind(&into)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        FactChange::Lifecycle(l) => {
+            sqlx::query(
+                "INSERT INTO lifecycle_facts (tenant_id, customer_id, time, from_stage, to_stage) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id, customer_id, time) DO UPDATE SET \
+                 from_stage = excluded.from_stage, to_stage = excluded.to_stage",
+            )
+            .bind(t)
+            .bind(l.customer.to_string())
+            .bind(l.time.timestamp_micros())
+            .bind(&l.from)
+            .bind(&l.to)
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Interaction(i) => {
+            sqlx::query(
+                "INSERT INTO interaction_facts (tenant_id, interaction_id, contact_id, company_id, kind, direction, \
+                 channel, time, duration_ms, campaign, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(t)
+            .bind(i.id.to_string())
+            .bind(i.contact.to_string())
+            .bind(text(i.company))
+            .bind(&i.kind)
+            .bind(&i.direction)
+            .bind(&i.channel)
+            .bind(i.time.timestamp_micros())
+            .bind(i.duration_ms)
+            .bind(&i.campaign)
+            .bind(&i.actor)
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Transfer(x) => {
+            sqlx::query(
+                "INSERT INTO transfer_facts (tenant_id, resource, time, from_owner, to_owner) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            )
+            .bind(t)
+            .bind(&x.resource)
+            .bind(x.time.timestamp_micros())
+            .bind(&x.from)
+            .bind(&x.to)
             .execute(&mut *tx)
             .await?;
         }
@@ -183,6 +317,7 @@ fn deal(row: &SqliteRow) -> Result<DealFact, StoreError> {
     let outcome: String = row.try_get("outcome")?;
     let lead: Option<String> = row.try_get("lead_id")?;
     let close: Option<i64> = row.try_get("close_time")?;
+    let customer: Option<String> = row.try_get("customer_id")?;
     Ok(DealFact {
         id: uuid(row.try_get("deal_id")?)?,
         pipeline: uuid(row.try_get("pipeline_id")?)?,
@@ -193,12 +328,13 @@ fn deal(row: &SqliteRow) -> Result<DealFact, StoreError> {
         create_time: time(row.try_get("create_time")?)?,
         outcome: Outcome::parse(&outcome).ok_or_else(|| corrupt(format!("deal outcome {outcome}")))?,
         close_time: close.map(time).transpose()?,
+        customer: customer.as_deref().map(uuid).transpose()?,
     })
 }
 
 /// The columns [`deal`] reads, of `deal_facts d`, and the lead's source.
 const DEAL_COLUMNS: &str = "d.deal_id, d.pipeline_id, d.owner, d.lead_id, d.amount_minor, d.currency, d.create_time, \
-                            d.outcome, d.close_time, coalesce(l.source, '') AS lead_source";
+                            d.outcome, d.close_time, d.customer_id, coalesce(l.source, '') AS lead_source";
 
 #[async_trait]
 impl AnalyticsStore for SqliteAnalyticsStore {
@@ -470,6 +606,188 @@ impl AnalyticsStore for SqliteAnalyticsStore {
                     owner: row.try_get("owner")?,
                     amount_minor: row.try_get("amount_minor")?,
                     currency: row.try_get("currency")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn interactions(
+        &self,
+        tenant: &TenantId,
+        which: Interactions,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<InteractionFact>, StoreError> {
+        let (filter, kind) = match which {
+            Interactions::OfCampaigns => ("campaign <> '' AND ?4 IS NULL", None),
+            Interactions::OfKind(kind) => ("kind = ?4", Some(kind)),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT interaction_id, contact_id, company_id, kind, direction, channel, time, duration_ms, campaign, \
+             actor FROM interaction_facts WHERE tenant_id = ?1 AND time >= ?2 AND time < ?3 AND {filter}"
+        )))
+        .bind(tenant.as_str())
+        .bind(start.timestamp_micros())
+        .bind(end.timestamp_micros())
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let company: Option<String> = row.try_get("company_id")?;
+                Ok(InteractionFact {
+                    id: uuid(row.try_get("interaction_id")?)?,
+                    contact: uuid(row.try_get("contact_id")?)?,
+                    company: company.as_deref().map(uuid).transpose()?,
+                    kind: row.try_get("kind")?,
+                    direction: row.try_get("direction")?,
+                    channel: row.try_get("channel")?,
+                    time: time(row.try_get("time")?)?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    campaign: row.try_get("campaign")?,
+                    actor: row.try_get("actor")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_changes(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LastChange>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT customer_id, owner, version_time FROM (SELECT v.customer_id, v.owner, v.version_time, \
+                 row_number() OVER (PARTITION BY v.customer_id ORDER BY v.version_time DESC) AS r \
+                 FROM customer_versions v \
+                 JOIN customer_facts c ON c.tenant_id = v.tenant_id AND c.customer_id = v.customer_id \
+                 WHERE v.tenant_id = ?1 AND v.version_time < ?2 \
+                 AND NOT (c.gone IS NOT NULL AND c.update_time < ?2)) WHERE r = 1",
+        )
+        .bind(tenant.as_str())
+        .bind(instant.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LastChange {
+                    customer: uuid(row.try_get("customer_id")?)?,
+                    owner: row.try_get("owner")?,
+                    time: time(row.try_get("version_time")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn profile_counts(
+        &self,
+        tenant: &TenantId,
+        instant: DateTime<Utc>,
+    ) -> Result<Vec<ProfileCounts>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT owner, count(*) AS contacts, sum(has_email) AS email, sum(has_phone) AS phone, \
+             count(company_id) AS company, sum(has_consent) AS consent FROM customer_facts \
+             WHERE tenant_id = ?1 AND kind = 'contact' AND gone IS NULL AND create_time < ?2 \
+             GROUP BY owner ORDER BY owner",
+        )
+        .bind(tenant.as_str())
+        .bind(instant.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProfileCounts {
+                    owner: row.try_get("owner")?,
+                    contacts: row.try_get("contacts")?,
+                    email: row.try_get("email")?,
+                    phone: row.try_get("phone")?,
+                    company: row.try_get("company")?,
+                    consent: row.try_get("consent")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn transfers(&self, tenant: &TenantId, window: Window) -> Result<Vec<TransferFact>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT resource, time, from_owner, to_owner FROM transfer_facts \
+             WHERE tenant_id = ?1 AND time >= ?2 AND time < ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(window.start_time().timestamp_micros())
+        .bind(window.end_time().timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TransferFact {
+                    resource: row.try_get("resource")?,
+                    time: time(row.try_get("time")?)?,
+                    from: row.try_get("from_owner")?,
+                    to: row.try_get("to_owner")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn left_behind(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LeftBehind>, StoreError> {
+        let rows = sqlx::query(
+            "WITH moves AS (SELECT from_owner AS owner, time, 1 AS away FROM transfer_facts \
+                 WHERE tenant_id = ?1 AND time < ?2 \
+                 UNION ALL SELECT to_owner, time, 0 FROM transfer_facts WHERE tenant_id = ?1 AND time < ?2), \
+             gone AS (SELECT owner FROM moves GROUP BY owner \
+                 HAVING max(CASE WHEN away = 1 THEN time END) > coalesce(max(CASE WHEN away = 0 THEN time END), \
+                 -9223372036854775808)) \
+             SELECT owner, '' AS kind, 0 AS count FROM gone \
+             UNION ALL SELECT owner, CASE kind WHEN 'contact' THEN 'contacts' ELSE 'companies' END, count(*) \
+                 FROM customer_facts WHERE tenant_id = ?1 AND gone IS NULL AND owner IN (SELECT owner FROM gone) \
+                 GROUP BY owner, kind \
+             UNION ALL SELECT owner, 'deals', count(*) FROM deal_facts \
+                 WHERE tenant_id = ?1 AND outcome = 'open' AND owner IN (SELECT owner FROM gone) GROUP BY owner \
+             UNION ALL SELECT owner, 'leads', count(*) FROM lead_facts \
+                 WHERE tenant_id = ?1 AND deal_id IS NULL AND owner IN (SELECT owner FROM gone) GROUP BY owner",
+        )
+        .bind(tenant.as_str())
+        .bind(instant.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LeftBehind {
+                    owner: row.try_get("owner")?,
+                    kind: row.try_get("kind")?,
+                    count: row.try_get("count")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn customer_wins(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<DealFact>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEAL_COLUMNS} FROM deal_facts d \
+             LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
+             WHERE d.tenant_id = ?1 AND d.outcome = 'won' AND d.customer_id IS NOT NULL AND d.close_time < ?2"
+        )))
+        .bind(tenant.as_str())
+        .bind(instant.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deal).collect()
+    }
+
+    async fn lifecycles(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LifecycleFact>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT customer_id, time, from_stage, to_stage FROM lifecycle_facts WHERE tenant_id = ?1 AND time < ?2",
+        )
+        .bind(tenant.as_str())
+        .bind(instant.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LifecycleFact {
+                    customer: uuid(row.try_get("customer_id")?)?,
+                    time: time(row.try_get("time")?)?,
+                    from: row.try_get("from_stage")?,
+                    to: row.try_get("to_stage")?,
                 })
             })
             .collect()

@@ -1,31 +1,19 @@
-//! Following the pipeline service's feed: each event becomes fact changes, and a batch of
-//! events, the skipped and parked among them, the feed's watermark and the checkpoint commit
-//! in one transaction (exactly-once effect; a replay from sequence 0 into an empty database
-//! gives the same facts).
-//!
-//! An event of a type this service does not know is skipped and counted; one it knows but
-//! cannot decode (or whose ids do not parse) is parked with the reason, and the feed goes on:
-//! never a crash loop.
+//! What the pipeline service's events ask of the facts: deals, their versions and stage
+//! history, pipelines' stage order, leads, forecasts, quotas and owner changes.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use crm_platform::TenantId;
-use crm_platform::consumer::{Sink, payload};
 use crm_proto::crm::events::v1 as events;
 use crm_proto::crm::pipeline::v1 as pb;
 use crm_proto::prost::Name;
 use uuid::Uuid;
 
+use super::{Decision, decoded, id_of, optional_id, time};
 use crate::domain::*;
-use crate::store::{AnalyticsStore, IngestBatch};
 
 /// The checkpoint name of this service's subscription to the pipeline feed.
-pub const PIPELINE_CONSUMER: &str = "analytics<-pipeline";
+pub const CONSUMER: &str = "analytics<-pipeline";
 
 /// The producer name of the pipeline service's feed: the package of its messages.
-pub const PIPELINE_SOURCE: &str = <pb::DealCreated as Name>::PACKAGE;
+pub const SOURCE: &str = <pb::DealCreated as Name>::PACKAGE;
 
 /// Pipeline events this service knows and keeps nothing of (yet): not skipped as unknown.
 fn known_unused() -> [String; 7] {
@@ -40,33 +28,6 @@ fn known_unused() -> [String; 7] {
     ]
 }
 
-/// What an event comes to.
-#[derive(Debug, PartialEq)]
-pub enum Decision {
-    Apply(Vec<FactChange>),
-    /// A type this service knows and keeps nothing of.
-    Ignore,
-    /// A type this service does not know.
-    Skip,
-    /// A known type that cannot be applied, and why.
-    Park(String),
-}
-
-fn id_of(name: &str, collection: &str) -> Result<Uuid, String> {
-    name.strip_prefix(collection)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| format!("`{name}` is not a {collection} resource name"))
-}
-
-fn optional_id(name: &str, collection: &str) -> Result<Option<Uuid>, String> {
-    if name.is_empty() {
-        Ok(None)
-    } else {
-        id_of(name, collection).map(Some)
-    }
-}
-
 fn stage_id(raw: &str) -> Result<Option<Uuid>, String> {
     if raw.is_empty() {
         return Ok(None);
@@ -74,11 +35,6 @@ fn stage_id(raw: &str) -> Result<Option<Uuid>, String> {
     Uuid::parse_str(raw)
         .map(Some)
         .map_err(|_| format!("`{raw}` is not a stage id"))
-}
-
-fn time(stamp: Option<&prost_types::Timestamp>, field: &str) -> Result<DateTime<Utc>, String> {
-    let stamp = stamp.ok_or_else(|| format!("{field} is missing"))?;
-    crm_platform::time::from_timestamp(stamp).map_err(|reason| format!("{field} {reason}"))
 }
 
 fn deal(deal: Option<&pb::Deal>) -> Result<DealFact, String> {
@@ -102,6 +58,10 @@ fn deal(deal: Option<&pb::Deal>) -> Result<DealFact, String> {
         close_time: match outcome {
             Outcome::Open => None,
             _ => Some(time(deal.close_time.as_ref(), "deal.close_time")?),
+        },
+        customer: match optional_id(&deal.company, "companies")? {
+            Some(company) => Some(company),
+            None => optional_id(&deal.contact, "contacts")?,
         },
     })
 }
@@ -250,11 +210,6 @@ fn quota(q: Option<&pb::Quota>) -> Result<QuotaFact, String> {
     })
 }
 
-/// The payload of `event` as `M` if it is one: Some(Err) when it is but does not decode.
-fn decoded<M: Name + Default>(event: &events::Event) -> Option<Result<M, String>> {
-    payload::<M>(event).map(|m| m.map_err(|e| format!("the payload does not decode: {e}")))
-}
-
 /// What a pipeline event asks of the facts.
 pub fn decide(event: &events::Event) -> Decision {
     let changes = || -> Option<Result<Vec<FactChange>, String>> {
@@ -311,112 +266,40 @@ pub fn decide(event: &events::Event) -> Decision {
         }
         if let Some(m) = decoded::<pb::OwnerChanged>(event) {
             return Some(m.and_then(|m| {
+                let transfer = FactChange::Transfer(TransferFact {
+                    resource: m.resource.clone(),
+                    time: time(event.time.as_ref(), "the event's time")?,
+                    from: m.old_owner,
+                    to: m.new_owner.clone(),
+                });
                 let record = if m.resource.starts_with("deals/") {
                     Record::Deal(id_of(&m.resource, "deals")?)
                 } else if m.resource.starts_with("leads/") {
                     Record::Lead(id_of(&m.resource, "leads")?)
                 } else {
-                    // Tasks and other records: nothing of them is kept.
-                    return Ok(Vec::new());
+                    // Tasks and other records: only the transfer is kept.
+                    return Ok(vec![transfer]);
                 };
-                Ok(vec![FactChange::Owner {
-                    record,
-                    owner: m.new_owner,
-                }])
+                Ok(vec![
+                    FactChange::Owner {
+                        record,
+                        owner: m.new_owner,
+                    },
+                    transfer,
+                ])
             }));
         }
         None
     };
-    match changes() {
-        Some(Ok(changes)) => Decision::Apply(changes),
-        Some(Err(reason)) => Decision::Park(reason),
-        None if known_unused().contains(&event.r#type) => Decision::Ignore,
-        None => Decision::Skip,
-    }
-}
-
-/// The batch a run of events comes to.
-pub fn batch_of(source: &str, events: &[events::Event], now: DateTime<Utc>) -> IngestBatch {
-    let mut batch = IngestBatch {
-        source: source.to_owned(),
-        ..IngestBatch::default()
-    };
-    for event in events {
-        let tenant = TenantId::parse(&event.tenant);
-        let park = |reason: String| Parked {
-            source: source.to_owned(),
-            sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
-            kind: event.r#type.clone(),
-            reason,
-            park_time: now,
-        };
-        match (tenant, decide(event)) {
-            (Err(err), _) => {
-                ::metrics::counter!("crm_analytics_events_parked_total", "source" => source.to_owned()).increment(1);
-                batch
-                    .parked
-                    .push((event.tenant.clone(), park(format!("tenant: {err}"))));
-            }
-            (Ok(tenant), Decision::Apply(changes)) => {
-                batch.changes.extend(changes.into_iter().map(|c| (tenant.clone(), c)));
-            }
-            (Ok(_), Decision::Ignore) => {}
-            (Ok(tenant), Decision::Skip) => {
-                ::metrics::counter!("crm_analytics_events_skipped_total", "source" => source.to_owned()).increment(1);
-                batch.skipped.push((tenant, event.r#type.clone()));
-            }
-            (Ok(tenant), Decision::Park(reason)) => {
-                ::metrics::counter!("crm_analytics_events_parked_total", "source" => source.to_owned()).increment(1);
-                tracing::warn!(sequence = event.sequence, kind = %event.r#type, %reason, "event parked");
-                batch.parked.push((tenant.as_str().to_owned(), park(reason)));
-            }
-        }
-    }
-    batch.last = events.last().map(|e| {
-        let committed = e
-            .time
-            .as_ref()
-            .and_then(|t| crm_platform::time::from_timestamp(t).ok())
-            .unwrap_or(now);
-        (e.sequence, committed)
-    });
-    batch
-}
-
-/// The consumer's sink: the analytics store.
-pub struct Ingest {
-    store: Arc<dyn AnalyticsStore>,
-    source: &'static str,
-    clock: Arc<dyn crm_platform::time::Clock>,
-}
-
-impl Ingest {
-    pub fn new(
-        store: Arc<dyn AnalyticsStore>,
-        source: &'static str,
-        clock: Arc<dyn crm_platform::time::Clock>,
-    ) -> Self {
-        Self { store, source, clock }
-    }
-}
-
-#[async_trait]
-impl Sink for Ingest {
-    async fn checkpoint(&self, consumer: &str) -> anyhow::Result<u64> {
-        Ok(self.store.checkpoint(consumer).await?)
-    }
-
-    async fn apply(&self, consumer: &str, previous: u64, events: &[events::Event]) -> anyhow::Result<bool> {
-        let batch = batch_of(self.source, events, self.clock.now());
-        Ok(self.store.ingest(consumer, previous, &batch).await?)
-    }
+    Decision::of(changes(), event, &known_unused())
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
     use crm_proto::prost::Message;
 
+    use super::super::batch_of;
     use super::*;
 
     fn event(kind: String, payload: Vec<u8>) -> events::Event {
@@ -478,7 +361,7 @@ mod tests {
         // In a batch: the applied changes under their tenant, the skipped and parked counted,
         // the watermark at the last event.
         let now = Utc::now();
-        let batch = batch_of(PIPELINE_SOURCE, &[created, task, future, garbage], now);
+        let batch = batch_of(SOURCE, decide, &[created, task, future, garbage], now);
         assert_eq!(batch.changes.len(), 3);
         assert_eq!(batch.skipped.len(), 1);
         assert_eq!(batch.parked.len(), 1);

@@ -1,0 +1,124 @@
+-- The facts the stage funnel and the pipeline as of a past date need: each pipeline's stage
+-- order, each deal's owner and amount over time, and every deal's first entry of history (its
+-- creation into its first stage, which ingest now derives from the creating event); each
+-- deal's customer; and the facts of the contact service's feed: contacts and companies (only
+-- categories and which profile fields are filled, never a name, an email or a phone number),
+-- their owners over time, lifecycle moves, interactions, and every portfolio transfer.
+--
+-- The pipeline feed is applied again from its start to fill them: ingest is idempotent (facts
+-- are upserted or kept once), so only the counters of skipped and parked events, which a
+-- replay would count twice, start over. TRUNCATE is not subject to row-level security.
+
+-- A pipeline's stages in board order (ids, order and kind; never a name).
+CREATE TABLE stage_facts (
+    tenant_id   text    NOT NULL,
+    pipeline_id uuid    NOT NULL,
+    stage_id    uuid    NOT NULL,
+    position    integer NOT NULL,
+    kind        text    NOT NULL CHECK (kind IN ('open', 'won', 'lost')),
+    PRIMARY KEY (tenant_id, pipeline_id, stage_id)
+);
+
+-- A deal's owner and amount as each of its events left them, by the deal's update time.
+CREATE TABLE deal_versions (
+    tenant_id    text        NOT NULL,
+    deal_id      uuid        NOT NULL,
+    version_time timestamptz NOT NULL,
+    owner        text        NOT NULL,
+    amount_minor bigint      NOT NULL,
+    currency     text        NOT NULL,
+    PRIMARY KEY (tenant_id, deal_id, version_time)
+);
+
+-- The customer a deal is with: its company, else its contact (re-pointed by merges).
+ALTER TABLE deal_facts ADD COLUMN customer_id uuid;
+CREATE INDEX deal_facts_customer ON deal_facts (tenant_id, customer_id) WHERE customer_id IS NOT NULL;
+
+-- A contact or company as its events left it.
+CREATE TABLE customer_facts (
+    tenant_id   text        NOT NULL,
+    customer_id uuid        NOT NULL,
+    kind        text        NOT NULL CHECK (kind IN ('contact', 'company')),
+    owner       text        NOT NULL,
+    lifecycle   text        NOT NULL,
+    source      text        NOT NULL,
+    company_id  uuid,
+    has_email   boolean     NOT NULL,
+    has_phone   boolean     NOT NULL,
+    has_consent boolean     NOT NULL,
+    create_time timestamptz NOT NULL,
+    update_time timestamptz NOT NULL,
+    gone        text        CHECK (gone IN ('deleted', 'erased', 'merged')),
+    merged_into uuid,
+    PRIMARY KEY (tenant_id, customer_id)
+);
+
+-- Each change of a contact or company with its owner after it.
+CREATE TABLE customer_versions (
+    tenant_id    text        NOT NULL,
+    customer_id  uuid        NOT NULL,
+    version_time timestamptz NOT NULL,
+    owner        text        NOT NULL,
+    PRIMARY KEY (tenant_id, customer_id, version_time)
+);
+
+-- Every move of a contact's lifecycle stage.
+CREATE TABLE lifecycle_facts (
+    tenant_id   text        NOT NULL,
+    customer_id uuid        NOT NULL,
+    time        timestamptz NOT NULL,
+    from_stage  text        NOT NULL,
+    to_stage    text        NOT NULL,
+    PRIMARY KEY (tenant_id, customer_id, time)
+);
+
+-- Every interaction: categories, time, length, campaign and the user who had it.
+CREATE TABLE interaction_facts (
+    tenant_id      text        NOT NULL,
+    interaction_id uuid        NOT NULL,
+    contact_id     uuid        NOT NULL,
+    company_id     uuid,
+    kind           text        NOT NULL,
+    direction      text        NOT NULL,
+    channel        text        NOT NULL,
+    time           timestamptz NOT NULL,
+    duration_ms    bigint      NOT NULL,
+    campaign       text        NOT NULL,
+    actor          text        NOT NULL,
+    PRIMARY KEY (tenant_id, interaction_id)
+);
+CREATE INDEX interaction_facts_time ON interaction_facts (tenant_id, time);
+
+-- Every record moved from a user's portfolio to another user's.
+CREATE TABLE transfer_facts (
+    tenant_id  text        NOT NULL,
+    resource   text        NOT NULL,
+    time       timestamptz NOT NULL,
+    from_owner text        NOT NULL,
+    to_owner   text        NOT NULL,
+    PRIMARY KEY (tenant_id, resource, time)
+);
+
+-- The entries into a stage of a period (the stage funnel).
+CREATE INDEX deal_transitions_entries ON deal_transitions (tenant_id, time)
+    WHERE kind IN ('created', 'moved', 'reopened');
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['stage_facts', 'deal_versions', 'customer_facts', 'customer_versions', 'lifecycle_facts',
+                             'interaction_facts', 'transfer_facts'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format($p$CREATE POLICY tenant_isolation ON %I
+            USING (tenant_id = current_setting('crm.tenant_id', true))
+            WITH CHECK (tenant_id = current_setting('crm.tenant_id', true))$p$, t);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO crm_analytics_app', t);
+    END LOOP;
+END
+$$;
+
+TRUNCATE ingest_skipped, ingest_parked;
+DELETE FROM feed_checkpoints WHERE consumer = 'analytics<-pipeline';
+DELETE FROM ingest_watermarks WHERE source = 'crm.pipeline.v1';
