@@ -23,7 +23,7 @@ struct Made {
     amount_minor: i64,
 }
 
-fn time(value: &Value) -> DateTime<Utc> {
+pub(crate) fn time(value: &Value) -> DateTime<Utc> {
     value
         .as_str()
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -59,7 +59,7 @@ async fn close(api: &Rest, deal: &Value, owner: &'static str, won: Option<bool>,
 }
 
 /// Queries a metric until its tenant-wide figure counts `records` (ingest is asynchronous).
-async fn settled(api: &Rest, metric: &str, period: &str, records: i64) -> Value {
+pub(crate) async fn settled(api: &Rest, metric: &str, period: &str, records: i64) -> Value {
     for _ in 0..100 {
         let (status, answer) = api.get(&format!("/v1/metrics/{metric}:query?period={period}")).await;
         assert_eq!(status, 200, "{answer}");
@@ -71,7 +71,7 @@ async fn settled(api: &Rest, metric: &str, period: &str, records: i64) -> Value 
     panic!("{metric} never counted {records} records");
 }
 
-fn figures(answer: &Value) -> BTreeMap<String, Value> {
+pub(crate) fn figures(answer: &Value) -> BTreeMap<String, Value> {
     answer["figures"]
         .as_array()
         .expect("figures")
@@ -80,7 +80,7 @@ fn figures(answer: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn close_to(actual: &Value, expected: f64, what: &str) {
+pub(crate) fn close_to(actual: &Value, expected: f64, what: &str) {
     let actual = actual
         .as_f64()
         .unwrap_or_else(|| panic!("{what}: not a number: {actual}"));
@@ -454,7 +454,14 @@ async fn figures_follow_the_deals(base: &str) {
             "metrics/quota-attainment",
             "metrics/stage-funnel",
             "metrics/open-pipeline",
-            "metrics/pipeline-velocity"
+            "metrics/pipeline-velocity",
+            "metrics/campaign-response",
+            "metrics/handling-time",
+            "metrics/data-freshness",
+            "metrics/profile-completeness",
+            "metrics/portfolio-continuity",
+            "metrics/customer-retention",
+            "metrics/churn-rate"
         ]
     );
     assert!(
@@ -732,18 +739,21 @@ async fn the_funnel_and_the_open_pipeline(base: &str) {
 /// Every metric's figures over `period`, as one value to compare (watermarks left out).
 async fn every_figure(api: &Rest, period: &str, month: &str) -> Value {
     let mut all = serde_json::Map::new();
-    for (metric, window) in [
-        ("win-rate", period),
-        ("cohort-win-rate", period),
-        ("sales-cycle-days", period),
-        ("lead-conversion", period),
-        ("forecast-accuracy", month),
-        ("quota-attainment", month),
-        ("stage-funnel", period),
-        ("open-pipeline", period),
-        ("pipeline-velocity", period),
+    let by_owner = "&groupBy=OWNER";
+    for (metric, window, by) in [
+        ("win-rate", period, by_owner),
+        ("cohort-win-rate", period, by_owner),
+        ("sales-cycle-days", period, by_owner),
+        ("lead-conversion", period, by_owner),
+        ("forecast-accuracy", month, by_owner),
+        ("quota-attainment", month, by_owner),
+        ("stage-funnel", period, "&groupBy=STAGE"),
+        ("open-pipeline", period, by_owner),
+        ("pipeline-velocity", period, by_owner),
+        ("customer-retention", period, "&groupBy=MONTH"),
+        ("churn-rate", period, "&groupBy=MONTH"),
     ] {
-        for group in ["", "&groupBy=OWNER"] {
+        for group in ["", by] {
             let (status, answer) = api
                 .get(&format!("/v1/metrics/{metric}:query?period={window}{group}"))
                 .await;

@@ -3,6 +3,7 @@
 mod support;
 
 mod analytics;
+mod analytics_customers;
 mod bench;
 mod data_rights;
 mod duplicates;

@@ -45,7 +45,8 @@ impl Running for Hosted {
             .add_service(grpc::MetricServiceServer::new(grpc.clone()))
             .add_service(grpc::GoalServiceServer::new(grpc.clone()))
             .add_service(grpc::ReportServiceServer::new(grpc.clone()))
-            .add_service(grpc::IngestServiceServer::new(grpc));
+            .add_service(grpc::IngestServiceServer::new(grpc.clone()))
+            .add_service(grpc::SettingsServiceServer::new(grpc));
     }
 
     fn health_names(&self) -> Vec<&'static str> {

@@ -99,6 +99,12 @@ CREATE TABLE transfer_facts (
     PRIMARY KEY (tenant_id, resource, time)
 );
 
+-- Each tenant's analytics settings (the document: domain::settings::Settings).
+CREATE TABLE settings (
+    tenant_id text  PRIMARY KEY,
+    body      jsonb NOT NULL
+);
+
 -- The entries into a stage of a period (the stage funnel).
 CREATE INDEX deal_transitions_entries ON deal_transitions (tenant_id, time)
     WHERE kind IN ('created', 'moved', 'reopened');
@@ -108,7 +114,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['stage_facts', 'deal_versions', 'customer_facts', 'customer_versions', 'lifecycle_facts',
-                             'interaction_facts', 'transfer_facts'] LOOP
+                             'interaction_facts', 'transfer_facts', 'settings'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format($p$CREATE POLICY tenant_isolation ON %I

@@ -83,6 +83,11 @@ CREATE TABLE transfer_facts (
     PRIMARY KEY (tenant_id, resource, time)
 ) WITHOUT ROWID;
 
+CREATE TABLE settings (
+    tenant_id TEXT PRIMARY KEY,
+    body      TEXT NOT NULL
+) WITHOUT ROWID;
+
 CREATE INDEX deal_transitions_entries ON deal_transitions (tenant_id, time)
     WHERE kind IN ('created', 'moved', 'reopened');
 

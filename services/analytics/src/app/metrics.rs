@@ -5,10 +5,12 @@ use crm_platform::{ApiError, Principal, TenantId};
 
 use super::AnalyticsApp;
 use crate::domain::metrics::{
-    cohort_win_rate, forecast_accuracy, lead_conversion, open_pipeline, pipeline_velocity, quota_attainment,
+    campaign_response, cohort_win_rate, data_freshness, forecast_accuracy, handling_time, lead_conversion,
+    open_pipeline, pipeline_velocity, portfolio_continuity, profile_completeness, quota_attainment, retention,
     sales_cycle_days, stage_funnel, win_rate,
 };
 use crate::domain::*;
+use crate::store::Interactions;
 
 /// The answer to a metric query.
 #[derive(Debug, Clone)]
@@ -108,6 +110,66 @@ impl AnalyticsApp {
                     .map_err(|e| e.into_api())?;
                 let closes = self.store.closes(tenant, window).await.map_err(|e| e.into_api())?;
                 pipeline_velocity(&open, &closes, grouping)
+            }
+            MetricId::CampaignResponse => {
+                let window_after = self.settings(tenant).await?.response_window();
+                let (start, end) = (window.start_time(), window.end_time());
+                let interactions = self
+                    .store
+                    .interactions(tenant, Interactions::OfCampaigns, start, end + window_after)
+                    .await
+                    .map_err(|e| e.into_api())?;
+                campaign_response(&interactions, start, end, window_after, grouping)
+            }
+            MetricId::HandlingTime => {
+                let tickets = self
+                    .store
+                    .interactions(
+                        tenant,
+                        Interactions::OfKind("support_ticket"),
+                        window.start_time(),
+                        window.end_time(),
+                    )
+                    .await
+                    .map_err(|e| e.into_api())?;
+                handling_time(&tickets, grouping)
+            }
+            MetricId::DataFreshness => {
+                let as_of = window.end_time().min(self.clock.now());
+                let changes = self.store.last_changes(tenant, as_of).await.map_err(|e| e.into_api())?;
+                data_freshness(&changes, as_of, grouping)
+            }
+            MetricId::ProfileCompleteness => {
+                let counts = self
+                    .store
+                    .profile_counts(tenant, window.end_time())
+                    .await
+                    .map_err(|e| e.into_api())?;
+                profile_completeness(&counts, grouping)
+            }
+            MetricId::PortfolioContinuity => {
+                let behind = self
+                    .store
+                    .left_behind(tenant, window.end_time())
+                    .await
+                    .map_err(|e| e.into_api())?;
+                let transfers = self.store.transfers(tenant, window).await.map_err(|e| e.into_api())?;
+                portfolio_continuity(&behind, &transfers, grouping)
+            }
+            MetricId::CustomerRetention | MetricId::ChurnRate => {
+                let churn_window = self.settings(tenant).await?.churn_window();
+                let end = window.end_time().min(self.clock.now());
+                let wins = self.store.customer_wins(tenant, end).await.map_err(|e| e.into_api())?;
+                let lifecycles = self.store.lifecycles(tenant, end).await.map_err(|e| e.into_api())?;
+                retention(
+                    &wins,
+                    &lifecycles,
+                    window.start_time(),
+                    end,
+                    churn_window,
+                    grouping,
+                    metric == MetricId::ChurnRate,
+                )
             }
             MetricId::ForecastAccuracy | MetricId::QuotaAttainment => {
                 let period = window.period().ok_or_else(|| {

@@ -1,11 +1,12 @@
 //! The analytics application: who may read which figure, and the figures from the facts.
 //! One file per resource: `metrics` (the catalogue and queries), `goals`, `reports` (before
-//! and after), `ingest` (its status).
+//! and after), `ingest` (its status), `settings`.
 
 mod goals;
 mod ingest;
 mod metrics;
 mod reports;
+mod settings;
 
 use std::sync::Arc;
 

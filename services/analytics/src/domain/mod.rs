@@ -4,8 +4,10 @@
 pub mod facts;
 pub mod goals;
 pub mod metrics;
+pub mod settings;
 
 pub use crm_platform::period::Window;
 pub use facts::*;
 pub use goals::{Baseline, Goal, GoalSpec, Progress, Target};
 pub use metrics::{CATALOGUE, Figure, Grouping, MetricId, MetricInfo};
+pub use settings::{Settings, SettingsChange};

@@ -14,6 +14,7 @@ pub use pb::goal_service_server::GoalServiceServer;
 pub use pb::ingest_service_server::IngestServiceServer;
 pub use pb::metric_service_server::MetricServiceServer;
 pub use pb::report_service_server::ReportServiceServer;
+pub use pb::settings_service_server::SettingsServiceServer;
 
 /// The fully qualified names clients and health checks use.
 pub const SERVICE_NAMES: &[&str] = &[
@@ -21,6 +22,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "crm.analytics.v1.GoalService",
     "crm.analytics.v1.ReportService",
     "crm.analytics.v1.IngestService",
+    "crm.analytics.v1.SettingsService",
 ];
 
 /// Implements every generated service trait of crm.analytics.v1.
@@ -43,6 +45,7 @@ fn grouping(g: pb::Grouping) -> Grouping {
         pb::Grouping::Month => Grouping::Month,
         pb::Grouping::LeadSource => Grouping::LeadSource,
         pb::Grouping::Stage => Grouping::Stage,
+        pb::Grouping::Campaign => Grouping::Campaign,
     }
 }
 
@@ -54,6 +57,7 @@ fn grouping_pb(g: Grouping) -> pb::Grouping {
         Grouping::Month => pb::Grouping::Month,
         Grouping::LeadSource => pb::Grouping::LeadSource,
         Grouping::Stage => pb::Grouping::Stage,
+        Grouping::Campaign => pb::Grouping::Campaign,
     }
 }
 
@@ -367,6 +371,68 @@ impl pb::ingest_service_server::IngestService for AnalyticsGrpc {
     ) -> Result<Response<pb::GetIngestStatusResponse>, Status> {
         let who = principal(&request)?;
         Ok(Response::new(status(self.app.ingest_status(&who).await?)))
+    }
+}
+
+fn settings(s: Settings) -> pb::Settings {
+    pb::Settings {
+        name: "settings".into(),
+        reporting_currency: s.reporting_currency,
+        response_window_days: s.response_window_days,
+        churn_window_days: s.churn_window_days,
+        update_time: s.update_time.map(timestamp),
+        updated_by: s.updated_by,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::settings_service_server::SettingsService for AnalyticsGrpc {
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::GetSettingsResponse>, Status> {
+        let who = principal(&request)?;
+        Ok(Response::new(pb::GetSettingsResponse {
+            settings: Some(settings(self.app.settings(&who.tenant).await?)),
+        }))
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<Response<pb::UpdateSettingsResponse>, Status> {
+        let who = principal(&request)?;
+        // The role first: a caller who may not change the settings learns nothing of the body.
+        if !who.has_role(crm_platform::Role::Admin) {
+            return Err(
+                crm_platform::ApiError::permission_denied("the analytics settings are changed by admins").into(),
+            );
+        }
+        let r = request.get_ref();
+        let given = r.settings.clone().unwrap_or_default();
+        let paths = crm_platform::resource::update_mask(r.update_mask.as_ref(), |path| match path {
+            "reporting_currency" | "response_window_days" | "churn_window_days" => Ok(path.to_owned()),
+            _ => Err(
+                "is not a setting you can change (one of: reporting_currency, response_window_days, \
+                      churn_window_days)"
+                    .to_owned(),
+            ),
+        })?;
+        if paths.is_empty() {
+            // Nothing to change: the settings as they are.
+            return Ok(Response::new(pb::UpdateSettingsResponse {
+                settings: Some(settings(self.app.settings(&who.tenant).await?)),
+            }));
+        }
+        let has = |field: &str| paths.iter().any(|p| p == field);
+        let change = SettingsChange {
+            reporting_currency: has("reporting_currency").then(|| given.reporting_currency.clone()),
+            response_window_days: has("response_window_days").then_some(given.response_window_days),
+            churn_window_days: has("churn_window_days").then_some(given.churn_window_days),
+        };
+        Ok(Response::new(pb::UpdateSettingsResponse {
+            settings: Some(settings(self.app.update_settings(&who, &change).await?)),
+        }))
     }
 }
 

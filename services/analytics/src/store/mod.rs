@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::domain::{
     Close, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, FactChange, ForecastFact, Goal, Gone,
     InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal, Parked, ProfileCounts,
-    QuotaFact, Record, Skipped, StageFact, StageVisit, TransferFact, TransitionFact, Watermark, Window,
+    QuotaFact, Record, Settings, Skipped, StageFact, StageVisit, TransferFact, TransitionFact, Watermark, Window,
 };
 
 #[cfg(test)]
@@ -38,13 +38,13 @@ pub const POSTGRES_APP_ROLE: &str = "crm_analytics_app";
 /// Largest number of goals a list answers.
 pub const GOALS_LISTED: i64 = 1000;
 
-/// A goal's stored document.
-pub(crate) fn goal_body(goal: &Goal) -> Result<String, StoreError> {
-    serde_json::to_string(goal).map_err(corrupt)
+/// A stored document of `value`.
+pub(crate) fn document<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(corrupt)
 }
 
-/// A goal from its stored document.
-pub(crate) fn goal_of(body: &str) -> Result<Goal, StoreError> {
+/// A value from its stored document.
+pub(crate) fn from_document<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, StoreError> {
     serde_json::from_str(body).map_err(corrupt)
 }
 
@@ -280,6 +280,12 @@ pub trait AnalyticsStore: Send + Sync {
 
     /// The lifecycle moves before `instant`.
     async fn lifecycles(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<LifecycleFact>, StoreError>;
+
+    /// The tenant's settings, if an admin ever set them.
+    async fn settings(&self, tenant: &TenantId) -> Result<Option<Settings>, StoreError>;
+
+    /// Stores the tenant's settings.
+    async fn put_settings(&self, tenant: &TenantId, settings: &Settings) -> Result<(), StoreError>;
 
     /// Stores a goal (its baseline frozen: goals are never changed).
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError>;

@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    AnalyticsStore, Folded, IngestBatch, Interactions, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of,
+    AnalyticsStore, Folded, IngestBatch, Interactions, PARKED_LISTED, StoreError, corrupt, document, from_document,
 };
 use crate::domain::*;
 
@@ -904,13 +904,39 @@ impl AnalyticsStore for PgAnalyticsStore {
             .map_err(StoreError::from)
     }
 
+    async fn settings(&self, tenant: &TenantId) -> Result<Option<Settings>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query("SELECT body::text AS body FROM settings WHERE tenant_id = $1").bind(tenant.as_str()),
+            )
+            .await?;
+        rows.first()
+            .map(|row| from_document(&row.try_get::<String, _>("body")?))
+            .transpose()
+    }
+
+    async fn put_settings(&self, tenant: &TenantId, settings: &Settings) -> Result<(), StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        sqlx::query(
+            "INSERT INTO settings (tenant_id, body) VALUES ($1, $2::jsonb) \
+             ON CONFLICT (tenant_id) DO UPDATE SET body = excluded.body",
+        )
+        .bind(tenant.as_str())
+        .bind(document(settings)?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         sqlx::query("INSERT INTO goals (tenant_id, goal_id, create_time, body) VALUES ($1, $2, $3, $4::jsonb)")
             .bind(tenant.as_str())
             .bind(goal.id)
             .bind(goal.create_time)
-            .bind(goal_body(goal)?)
+            .bind(document(goal)?)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -926,7 +952,7 @@ impl AnalyticsStore for PgAnalyticsStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         tx.commit().await?;
-        body.as_deref().map(goal_of).transpose()
+        body.as_deref().map(from_document).transpose()
     }
 
     async fn goals(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Goal>, StoreError> {
@@ -939,7 +965,7 @@ impl AnalyticsStore for PgAnalyticsStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        bodies.iter().map(|b| goal_of(b)).collect()
+        bodies.iter().map(|b| from_document(b)).collect()
     }
 
     async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {

@@ -9,7 +9,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{AnalyticsStore, IngestBatch, Interactions, PARKED_LISTED, StoreError, corrupt, goal_body, goal_of};
+use super::{AnalyticsStore, IngestBatch, Interactions, PARKED_LISTED, StoreError, corrupt, document, from_document};
 use crate::domain::*;
 
 #[derive(Clone)]
@@ -793,12 +793,32 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             .collect()
     }
 
+    async fn settings(&self, tenant: &TenantId) -> Result<Option<Settings>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM settings WHERE tenant_id = ?1")
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        body.as_deref().map(from_document).transpose()
+    }
+
+    async fn put_settings(&self, tenant: &TenantId, settings: &Settings) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (tenant_id, body) VALUES (?1, ?2) \
+             ON CONFLICT (tenant_id) DO UPDATE SET body = excluded.body",
+        )
+        .bind(tenant.as_str())
+        .bind(document(settings)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO goals (tenant_id, goal_id, create_time, body) VALUES (?1, ?2, ?3, ?4)")
             .bind(tenant.as_str())
             .bind(goal.id.to_string())
             .bind(goal.create_time.timestamp_micros())
-            .bind(goal_body(goal)?)
+            .bind(document(goal)?)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -810,7 +830,7 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        body.as_deref().map(goal_of).transpose()
+        body.as_deref().map(from_document).transpose()
     }
 
     async fn goals(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Goal>, StoreError> {
@@ -821,7 +841,7 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        bodies.iter().map(|b| goal_of(b)).collect()
+        bodies.iter().map(|b| from_document(b)).collect()
     }
 
     async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {

@@ -1,0 +1,307 @@
+//! The analytics service's customer figures through the real binary, on both backends:
+//! contacts, companies, interactions and a portfolio transfer made over REST reach it through
+//! the contact feed, and its figures equal what this test computes from what it made.
+
+use crm_platform::Role;
+use serde_json::{Value, json};
+
+use crate::analytics::{close_to, figures, settled};
+use crate::support::{BACKENDS, Deployment, Rest, id_of};
+
+#[tokio::test]
+async fn customer_figures_follow_the_contacts_on_both_backends() {
+    for postgres in BACKENDS {
+        let Some(deployment) = Deployment::start(postgres, "analytics_customers").await else {
+            continue;
+        };
+        customer_figures(deployment.rest()).await;
+        deployment.stop().await;
+    }
+}
+
+/// A contact this test made: its owner and which profile fields it filled.
+struct Made {
+    owner: &'static str,
+    email: bool,
+    phone: bool,
+    company: bool,
+}
+
+async fn create(api: &Rest, body: Value) -> Value {
+    let (status, made) = api.post("/v1/contacts", body).await;
+    assert_eq!(status, 201, "{made}");
+    made
+}
+
+async fn log(api: &Rest, contact: &Value, body: Value) {
+    let (status, logged) = api
+        .post(&format!("/v1/contacts/{}/interactions", id_of(&contact["name"])), body)
+        .await;
+    assert_eq!(status, 201, "{logged}");
+}
+
+async fn customer_figures(base: &str) {
+    let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+    let (ann, ben) = (
+        Rest::as_user(base, "acme", "ann", Role::Rep),
+        Rest::as_user(base, "acme", "ben", Role::Rep),
+    );
+
+    // The settings: the defaults, changed by an admin only, every wrong field named at once.
+    let (status, settings) = ben.get("/v1/settings").await;
+    assert_eq!(status, 200, "{settings}");
+    assert_eq!(
+        (
+            settings["responseWindowDays"].as_i64(),
+            settings["churnWindowDays"].as_i64()
+        ),
+        (Some(30), Some(365))
+    );
+    let (status, _) = ben.patch("/v1/settings", json!({"responseWindowDays": 7})).await;
+    assert_eq!(status, 403, "reps do not change the settings");
+    let (status, problem) = admin
+        .patch(
+            "/v1/settings",
+            json!({"responseWindowDays": 0, "reportingCurrency": "euro"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    let mut fields: Vec<&str> = problem["violations"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["settings.reportingCurrency", "settings.responseWindowDays"],
+        "{problem}"
+    );
+    let (status, changed) = admin
+        .patch(
+            "/v1/settings",
+            json!({"responseWindowDays": 7, "reportingCurrency": "EUR"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        (
+            changed["responseWindowDays"].as_i64(),
+            changed["churnWindowDays"].as_i64()
+        ),
+        (Some(7), Some(365))
+    );
+    assert_eq!(
+        (changed["reportingCurrency"].as_str(), changed["updatedBy"].as_str()),
+        (Some("EUR"), Some("alice"))
+    );
+    let (_, theirs) = Rest::as_user(base, "globex", "gus", Role::Admin)
+        .get("/v1/settings")
+        .await;
+    assert_eq!(
+        theirs["responseWindowDays"], 30,
+        "another tenant's settings are its own"
+    );
+
+    // A company and contacts, each with what it filled.
+    let (status, firm) = ann.post("/v1/companies", json!({"displayName": "Firm"})).await;
+    assert_eq!(status, 201, "{firm}");
+    let mut made = Vec::new();
+    let full = create(
+        &ann,
+        json!({"givenName": "Full", "emails": [{"address": "full@example.com"}], "phones": [{"number": "+44 20 7946 0958"}],
+               "company": firm["name"], "lifecycleStage": "CUSTOMER"}),
+    )
+    .await;
+    made.push(Made {
+        owner: "ann",
+        email: true,
+        phone: true,
+        company: true,
+    });
+    let bare = create(&ann, json!({"givenName": "Bare"})).await;
+    made.push(Made {
+        owner: "ann",
+        email: false,
+        phone: false,
+        company: false,
+    });
+    let bens = create(
+        &ben,
+        json!({"givenName": "Bens", "emails": [{"address": "bens@example.com"}]}),
+    )
+    .await;
+    made.push(Made {
+        owner: "ben",
+        email: true,
+        phone: false,
+        company: false,
+    });
+    create(&admin, json!({"givenName": "Lees", "owner": "lee"})).await;
+    made.push(Made {
+        owner: "cat",
+        email: false,
+        phone: false,
+        company: false,
+    });
+
+    // Support tickets of 10 and 20 minutes; a campaign reaching three contacts, one answering.
+    let now = chrono::Utc::now();
+    let at = |minutes_ago: i64| {
+        (now - chrono::Duration::minutes(minutes_ago)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    log(
+        &ann,
+        &full,
+        json!({"type": "SUPPORT_TICKET", "direction": "INBOUND", "occurTime": at(30), "duration": "600s"}),
+    )
+    .await;
+    log(
+        &ben,
+        &bens,
+        json!({"type": "SUPPORT_TICKET", "direction": "INBOUND", "occurTime": at(20), "duration": "1200s"}),
+    )
+    .await;
+    for contact in [&full, &bare, &bens] {
+        log(
+            &admin,
+            contact,
+            json!({"type": "EMAIL", "direction": "OUTBOUND", "occurTime": at(15), "campaignId": "spring"}),
+        )
+        .await;
+    }
+    log(
+        &admin,
+        &full,
+        json!({"type": "EMAIL", "direction": "INBOUND", "occurTime": at(5), "campaignId": "spring"}),
+    )
+    .await;
+
+    // Lee leaves: his contact moves to Cat; then someone gives Lee a new contact.
+    let (status, moved) = admin
+        .post(
+            "/v1/contacts:reassignOwner",
+            json!({"fromUser": "lee", "toUsers": ["cat"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    create(&admin, json!({"givenName": "Orphan", "owner": "lee"})).await;
+    made.push(Made {
+        owner: "lee",
+        email: false,
+        phone: false,
+        company: false,
+    });
+
+    let today = chrono::Utc::now().date_naive();
+    let period = format!("{}..{}", today.pred_opt().expect("day"), today.succ_opt().expect("day"));
+    // The orphan was the last event: once completeness counts it, everything is in.
+    let answer = settled(&admin, "profile-completeness", &period, made.len() as i64).await;
+    #[allow(clippy::cast_precision_loss)]
+    let share = |has: fn(&Made) -> bool| made.iter().filter(|m| has(m)).count() as f64 / made.len() as f64;
+    let expected = (share(|m| m.email) + share(|m| m.phone) + share(|m| m.company) + 1.0 + 0.0) / 5.0;
+    close_to(&answer["figures"][0]["value"], expected, "profile completeness");
+    close_to(
+        &answer["figures"][0]["parts"]["email"],
+        share(|m| m.email),
+        "email share",
+    );
+
+    // Every record (the contacts and the company) was changed today: all fresh.
+    let (status, fresh) = admin
+        .get(&format!("/v1/metrics/data-freshness:query?period={period}"))
+        .await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(
+        fresh["figures"][0]["count"],
+        json!((made.len() + 1).to_string()),
+        "{fresh}"
+    );
+    close_to(&fresh["figures"][0]["value"], 1.0, "fresh share");
+    let (_, by_owner) = admin
+        .get(&format!(
+            "/v1/metrics/data-freshness:query?period={period}&groupBy=OWNER"
+        ))
+        .await;
+    let by_owner = figures(&by_owner);
+    for owner in ["ann", "ben", "cat", "lee"] {
+        let records = made.iter().filter(|m| m.owner == owner).count() + usize::from(owner == "ann");
+        assert_eq!(
+            by_owner[owner]["count"],
+            json!(records.to_string()),
+            "{owner}: {by_owner:?}"
+        );
+    }
+
+    // Handling time: the mean of 10 and 20 minutes; per user.
+    let (_, handling) = admin
+        .get(&format!("/v1/metrics/handling-time:query?period={period}"))
+        .await;
+    close_to(&handling["figures"][0]["value"], 15.0, "handling time");
+    close_to(&handling["figures"][0]["parts"]["p90"], 20.0, "p90");
+    let (_, per_user) = admin
+        .get(&format!(
+            "/v1/metrics/handling-time:query?period={period}&groupBy=OWNER"
+        ))
+        .await;
+    close_to(&figures(&per_user)["ben"]["value"], 20.0, "ben's tickets");
+
+    // Campaign response: one of three reached answered.
+    let (_, response) = admin
+        .get(&format!(
+            "/v1/metrics/campaign-response:query?period={period}&groupBy=CAMPAIGN"
+        ))
+        .await;
+    close_to(&figures(&response)["spring"]["value"], 1.0 / 3.0, "spring response");
+    assert_eq!(figures(&response)["spring"]["count"], "3");
+
+    // Portfolio continuity: Lee left, one record moved, one given to him since.
+    let (_, continuity) = admin
+        .get(&format!("/v1/metrics/portfolio-continuity:query?period={period}"))
+        .await;
+    let figure = &continuity["figures"][0];
+    close_to(&figure["value"], 1.0, "records left with a user who left");
+    close_to(&figure["parts"]["transfers"], 1.0, "transfers");
+    close_to(&figure["parts"]["departed_users"], 1.0, "departed users");
+
+    // A won deal with Full's company makes it a new customer.
+    let pipeline = crate::pipeline::pipeline(&admin).await;
+    let (status, deal) = ann
+        .post(
+            "/v1/deals",
+            json!({"displayName": "First order", "pipeline": pipeline["name"], "company": firm["name"],
+                   "amount": {"amountMinor": "5000", "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{deal}");
+    let (status, won) = ann
+        .post(
+            &format!("/v1/deals/{}:close", id_of(&deal["name"])),
+            json!({"outcome": "DEAL_STATUS_WON", "reason": "signed"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{won}");
+    let mut retention = Value::Null;
+    for _ in 0..100 {
+        let (status, answer) = admin
+            .get(&format!("/v1/metrics/customer-retention:query?period={period}"))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["figures"][0]["parts"]["new"].as_f64() == Some(1.0) {
+            retention = answer;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        retention["figures"][0]["count"], "0",
+        "nobody was a customer at the start: {retention}"
+    );
+    assert!(retention["figures"][0]["value"].is_null(), "{retention}");
+
+    // Another tenant sees none of it.
+    let gus = Rest::as_user(base, "globex", "gus", Role::Admin);
+    let (_, theirs) = gus
+        .get(&format!("/v1/metrics/profile-completeness:query?period={period}"))
+        .await;
+    assert_eq!(theirs["figures"][0]["count"], "0", "{theirs}");
+}
