@@ -298,6 +298,122 @@ async fn customer_figures(base: &str) {
     );
     assert!(retention["figures"][0]["value"].is_null(), "{retention}");
 
+    // Customer value: Bens (a contact without a company) buys in USD, converted at this month's
+    // rate; Bare buys in GBP, which has no rate and is reported apart.
+    let month = today.format("%Y-%m").to_string();
+    let (status, _) = ann
+        .post(
+            "/v1/exchangeRates",
+            json!({"currency": "USD", "month": month, "rate": 0.5}),
+        )
+        .await;
+    assert_eq!(status, 403, "rates are set by admins");
+    let (status, problem) = admin
+        .post(
+            "/v1/exchangeRates",
+            json!({"currency": "usd", "month": "2026-Q4", "rate": -1}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["violations"].as_array().map(Vec::len), Some(3), "{problem}");
+    let (status, rate) = admin
+        .post(
+            "/v1/exchangeRates",
+            json!({"currency": "USD", "month": month, "rate": 0.5}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{rate}");
+    for (rep, body) in [
+        (
+            &ben,
+            json!({"contact": bens["name"], "amount": {"amountMinor": "4000", "currencyCode": "USD"}}),
+        ),
+        (
+            &ann,
+            json!({"contact": bare["name"], "amount": {"amountMinor": "100", "currencyCode": "GBP"}}),
+        ),
+    ] {
+        let mut body = body;
+        body["displayName"] = json!("Order");
+        body["pipeline"] = pipeline["name"].clone();
+        let (status, deal) = rep.post("/v1/deals", body).await;
+        assert_eq!(status, 201, "{deal}");
+        let (status, won) = rep
+            .post(
+                &format!("/v1/deals/{}:close", id_of(&deal["name"])),
+                json!({"outcome": "DEAL_STATUS_WON", "reason": "signed"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{won}");
+    }
+    // (customer, monetary in EUR): all won today, one deal each.
+    let mut customers: Vec<(String, i64)> = vec![
+        (id_of(&firm["name"]).to_owned(), 5000),
+        (id_of(&bens["name"]).to_owned(), 2000),
+        (id_of(&bare["name"]).to_owned(), 0),
+    ];
+    customers.sort();
+    let mut segments = Value::Null;
+    for _ in 0..100 {
+        let (status, answer) = admin.get("/v1/segments").await;
+        assert_eq!(status, 200, "{answer}");
+        let total: i64 = answer["segments"]
+            .as_array()
+            .expect("segments")
+            .iter()
+            .map(|s| s["customers"].as_str().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0))
+            .sum();
+        if total == 3 {
+            segments = answer;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(segments["reportingCurrency"], "EUR", "{segments}");
+    // Scores by quintile of first ranks (ties in id order): with n customers the rank r falls
+    // in bin max(1, ceil(5 (r - 1) / (n - 1))).
+    let n = customers.len();
+    let bin = |rank: usize| ((5 * (rank - 1)).div_ceil(n - 1)).max(1) as i64;
+    let mut by_money: Vec<&(String, i64)> = customers.iter().collect();
+    by_money.sort_by_key(|(id, m)| (*m, id.clone()));
+    for (i, (id, monetary)) in customers.iter().enumerate() {
+        let (status, value) = admin.get(&format!("/v1/customers/{id}:value")).await;
+        assert_eq!(status, 200, "{value}");
+        // Same recency and frequency for all: the id order decides.
+        let (r, f) = (6 - bin(i + 1), bin(i + 1));
+        let m = bin(by_money.iter().position(|(c, _)| c == id).expect("ranked") + 1);
+        assert_eq!(
+            (
+                value["recencyScore"].as_i64(),
+                value["frequencyScore"].as_i64(),
+                value["monetaryScore"].as_i64()
+            ),
+            (Some(r), Some(f), Some(m)),
+            "{value}"
+        );
+        assert_eq!(value["monetary"]["amountMinor"], json!(monetary.to_string()), "{value}");
+        let segment = match (r, f) {
+            (5, 1) => "new",
+            (3, 3) => "need_attention",
+            (1, 5) => "cant_lose",
+            other => panic!("{other:?} is not a cell of three customers"),
+        };
+        assert_eq!(value["segment"], segment, "{value}");
+    }
+    let bare_value = admin
+        .get(&format!("/v1/customers/{}:value", id_of(&bare["name"])))
+        .await
+        .1;
+    assert_eq!(
+        bare_value["unconverted"],
+        json!([{"amountMinor": "100", "currencyCode": "GBP"}]),
+        "{bare_value}"
+    );
+    let (status, _) = ben.get(&format!("/v1/customers/{}:value", id_of(&firm["name"]))).await;
+    assert_eq!(status, 404, "a rep reads only their own customers' value");
+    let (status, own) = ben.get(&format!("/v1/customers/{}:value", id_of(&bens["name"]))).await;
+    assert_eq!(status, 200, "{own}");
+
     // Another tenant sees none of it.
     let gus = Rest::as_user(base, "globex", "gus", Role::Admin);
     let (_, theirs) = gus

@@ -413,7 +413,19 @@ impl Generator {
         if field.is_map() {
             return None;
         }
-        Some(self.with_rules(field, scalar))
+        let mut schema = self.with_rules(field, scalar);
+        // A string that names an entry of a catalogue (a segment) is one of those listed, or
+        // empty (none).
+        if let Some(r) = rules::rules(field)
+            && !r.write_values.is_empty()
+            && matches!(kind, Kind::String)
+            && !field.is_list()
+        {
+            let mut values = r.write_values.clone();
+            values.push(String::new());
+            schema["enum"] = json!(values);
+        }
+        Some(schema)
     }
 
     fn finish(mut self) -> BTreeMap<String, Value> {

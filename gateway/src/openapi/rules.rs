@@ -119,6 +119,9 @@ fn format(name: &str) -> Vec<(&'static str, Value)> {
         "user" => pattern(r"^[^\s\x00-\x1F\x7F-\x9F]{1,128}$".to_owned()),
         "etag" => pattern(r#"^([0-9]{1,18}|"[0-9]{1,18}")$"#.to_owned()),
         "period" => pattern(r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2]|Q[1-4])$".to_owned()),
+        "month" => pattern(format!("^{YEAR}-(0[1-9]|1[0-2])$")),
+        // An exchange rate: above 0, at most 10^9.
+        "rate" => vec![("exclusiveMinimum", json!(0)), ("maximum", json!(1e9))],
         "currency" => vec![("enum", json!(crm_platform::money::CURRENCIES))],
         // ASCII addresses (the services also take other scripts' letters and digits).
         "email" => vec![("maxLength", json!(254)), ("pattern", json!(EMAIL))],

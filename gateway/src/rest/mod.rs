@@ -151,6 +151,11 @@ async fn transcode(
         Some(_) => OptionalJson::<Value>::from_request(request, &()).await?.0,
         None => None,
     };
+    // A body that is one field of the request (the resource created or changed) is required,
+    // as the OpenAPI document states: without it there is nothing to create or change.
+    if body.is_none() && binding.body.as_deref().is_some_and(|field| field != "*") {
+        return Err(Problem(ApiError::invalid_field("body", "is required: a JSON object")));
+    }
     let input = binding.method.input();
     let mut violations = Violations::new("");
     let mut message = query_fields(&mut violations, binding, &input, query);

@@ -46,7 +46,8 @@ impl Running for Hosted {
             .add_service(grpc::GoalServiceServer::new(grpc.clone()))
             .add_service(grpc::ReportServiceServer::new(grpc.clone()))
             .add_service(grpc::IngestServiceServer::new(grpc.clone()))
-            .add_service(grpc::SettingsServiceServer::new(grpc));
+            .add_service(grpc::SettingsServiceServer::new(grpc.clone()))
+            .add_service(grpc::CustomerValueServiceServer::new(grpc));
     }
 
     fn health_names(&self) -> Vec<&'static str> {

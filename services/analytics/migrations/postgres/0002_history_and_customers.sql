@@ -105,6 +105,17 @@ CREATE TABLE settings (
     body      jsonb NOT NULL
 );
 
+-- Each currency's rate into the tenant's reporting currency, from a month on.
+CREATE TABLE exchange_rates (
+    tenant_id   text             NOT NULL,
+    currency    text             NOT NULL,
+    month       text             NOT NULL,
+    rate        double precision NOT NULL CHECK (rate > 0),
+    update_time timestamptz      NOT NULL,
+    updated_by  text             NOT NULL,
+    PRIMARY KEY (tenant_id, currency, month)
+);
+
 -- The entries into a stage of a period (the stage funnel).
 CREATE INDEX deal_transitions_entries ON deal_transitions (tenant_id, time)
     WHERE kind IN ('created', 'moved', 'reopened');
@@ -114,7 +125,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['stage_facts', 'deal_versions', 'customer_facts', 'customer_versions', 'lifecycle_facts',
-                             'interaction_facts', 'transfer_facts', 'settings'] LOOP
+                             'interaction_facts', 'transfer_facts', 'settings', 'exchange_rates'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format($p$CREATE POLICY tenant_isolation ON %I

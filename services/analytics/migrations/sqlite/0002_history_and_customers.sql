@@ -88,6 +88,16 @@ CREATE TABLE settings (
     body      TEXT NOT NULL
 ) WITHOUT ROWID;
 
+CREATE TABLE exchange_rates (
+    tenant_id   TEXT    NOT NULL,
+    currency    TEXT    NOT NULL,
+    month       TEXT    NOT NULL,
+    rate        REAL    NOT NULL CHECK (rate > 0),
+    update_time INTEGER NOT NULL,
+    updated_by  TEXT    NOT NULL,
+    PRIMARY KEY (tenant_id, currency, month)
+) WITHOUT ROWID;
+
 CREATE INDEX deal_transitions_entries ON deal_transitions (tenant_id, time)
     WHERE kind IN ('created', 'moved', 'reopened');
 

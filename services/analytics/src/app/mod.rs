@@ -1,12 +1,14 @@
 //! The analytics application: who may read which figure, and the figures from the facts.
 //! One file per resource: `metrics` (the catalogue and queries), `goals`, `reports` (before
-//! and after), `ingest` (its status), `settings`.
+//! and after), `ingest` (its status), `settings` (and exchange rates), `value` (customer value
+//! and segments).
 
 mod goals;
 mod ingest;
 mod metrics;
 mod reports;
 mod settings;
+mod value;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ pub use goals::Tracked;
 pub use ingest::IngestStatus;
 pub use metrics::Answer;
 pub use reports::Comparison;
+pub use value::{SEGMENT_PAGE, SEGMENT_PAGE_MAX, Segments};
 
 use crate::store::AnalyticsStore;
 

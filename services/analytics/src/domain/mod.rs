@@ -5,9 +5,11 @@ pub mod facts;
 pub mod goals;
 pub mod metrics;
 pub mod settings;
+pub mod value;
 
 pub use crm_platform::period::Window;
 pub use facts::*;
 pub use goals::{Baseline, Goal, GoalSpec, Progress, Target};
 pub use metrics::{CATALOGUE, Figure, Grouping, MetricId, MetricInfo};
 pub use settings::{Settings, SettingsChange};
+pub use value::{CustomerValue, ExchangeRate, Purchase};

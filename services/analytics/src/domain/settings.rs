@@ -55,13 +55,12 @@ impl Settings {
         let mut next = self.clone();
         let mut broken = Vec::new();
         if let Some(currency) = &change.reporting_currency {
-            if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
-                next.reporting_currency.clone_from(currency);
-            } else {
-                broken.push((
-                    "reporting_currency",
-                    format!("`{currency}` is not an ISO 4217 code (three capital letters)"),
-                ));
+            // Empty: no reporting currency (amounts are reported per currency).
+            match crm_platform::money::currency_code(currency)
+                .or_else(|e| if currency.is_empty() { Ok(String::new()) } else { Err(e) })
+            {
+                Ok(code) => next.reporting_currency = code,
+                Err(reason) => broken.push(("reporting_currency", reason)),
             }
         }
         for (field, value, max, slot) in [

@@ -7,9 +7,10 @@ use crm_platform::time::timestamp;
 use crm_proto::crm::analytics::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::app::{AnalyticsApp, Answer, IngestStatus, Tracked};
+use crate::app::{AnalyticsApp, Answer, IngestStatus, SEGMENT_PAGE, SEGMENT_PAGE_MAX, Segments, Tracked};
 use crate::domain::*;
 
+pub use pb::customer_value_service_server::CustomerValueServiceServer;
 pub use pb::goal_service_server::GoalServiceServer;
 pub use pb::ingest_service_server::IngestServiceServer;
 pub use pb::metric_service_server::MetricServiceServer;
@@ -23,6 +24,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "crm.analytics.v1.ReportService",
     "crm.analytics.v1.IngestService",
     "crm.analytics.v1.SettingsService",
+    "crm.analytics.v1.CustomerValueService",
 ];
 
 /// Implements every generated service trait of crm.analytics.v1.
@@ -385,6 +387,103 @@ fn settings(s: Settings) -> pb::Settings {
     }
 }
 
+fn exchange_rate(r: ExchangeRate) -> pb::ExchangeRate {
+    pb::ExchangeRate {
+        currency: r.currency,
+        month: r.month,
+        rate: r.rate,
+        update_time: Some(timestamp(r.update_time)),
+        updated_by: r.updated_by,
+    }
+}
+
+fn amount(amount_minor: i64, currency: &str) -> pb::Amount {
+    pb::Amount {
+        amount_minor,
+        currency_code: currency.to_owned(),
+    }
+}
+
+/// The prefix of a customer's resource name.
+const CUSTOMERS: &str = "customers/";
+
+fn customer_value(v: CustomerValue, reporting: &str) -> pb::CustomerValue {
+    pb::CustomerValue {
+        name: format!("{CUSTOMERS}{}", v.customer),
+        recency_days: v.recency_days,
+        frequency: v.frequency,
+        monetary: Some(amount(v.monetary, reporting)),
+        unconverted: v.unconverted.iter().map(|(c, a)| amount(*a, c)).collect(),
+        recency_score: i32::from(v.recency_score),
+        frequency_score: i32::from(v.frequency_score),
+        monetary_score: i32::from(v.monetary_score),
+        segment: v.segment.to_owned(),
+        last_win_time: Some(timestamp(v.last_win)),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::customer_value_service_server::CustomerValueService for AnalyticsGrpc {
+    async fn get_customer_value(
+        &self,
+        request: Request<pb::GetCustomerValueRequest>,
+    ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
+        let who = principal(&request)?;
+        let name = &request.get_ref().name;
+        let id = name
+            .strip_prefix(CUSTOMERS)
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .ok_or_else(|| {
+                crm_platform::ApiError::invalid_field(
+                    "name",
+                    format!("`{name}` is not a customer: use customers/{{id}}, the id of a company or a contact"),
+                )
+            })?;
+        let (value, reporting) = self.app.customer_value(&who, id).await?;
+        Ok(Response::new(pb::GetCustomerValueResponse {
+            value: Some(customer_value(value, &reporting)),
+        }))
+    }
+
+    async fn list_segments(
+        &self,
+        request: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let page_size = match r.page_size {
+            0 => SEGMENT_PAGE,
+            n => usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= SEGMENT_PAGE_MAX)
+                .ok_or_else(|| crm_platform::ApiError::invalid_field("page_size", "must be from 0 to 1000"))?,
+        };
+        let segment = (!r.segment.is_empty()).then_some(r.segment.as_str());
+        let Segments {
+            segments,
+            reporting_currency,
+            customers,
+            unconverted_customers,
+        } = self.app.segments(&who, segment, page_size).await?;
+        Ok(Response::new(pb::ListSegmentsResponse {
+            segments: segments
+                .into_iter()
+                .map(|(segment, customers, monetary)| pb::Segment {
+                    segment: segment.to_owned(),
+                    customers,
+                    monetary: Some(amount(monetary, &reporting_currency)),
+                })
+                .collect(),
+            customers: customers
+                .into_iter()
+                .map(|v| customer_value(v, &reporting_currency))
+                .collect(),
+            reporting_currency,
+            unconverted_customers,
+        }))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::settings_service_server::SettingsService for AnalyticsGrpc {
     async fn get_settings(
@@ -432,6 +531,33 @@ impl pb::settings_service_server::SettingsService for AnalyticsGrpc {
         };
         Ok(Response::new(pb::UpdateSettingsResponse {
             settings: Some(settings(self.app.update_settings(&who, &change).await?)),
+        }))
+    }
+
+    async fn set_exchange_rate(
+        &self,
+        request: Request<pb::SetExchangeRateRequest>,
+    ) -> Result<Response<pb::SetExchangeRateResponse>, Status> {
+        let who = principal(&request)?;
+        // The role first: a caller who may not set rates learns nothing of the body.
+        if !who.has_role(crm_platform::Role::Admin) {
+            return Err(crm_platform::ApiError::permission_denied("exchange rates are set by admins").into());
+        }
+        let r = request.get_ref().exchange_rate.clone().unwrap_or_default();
+        let rate = self.app.set_exchange_rate(&who, &r.currency, &r.month, r.rate).await?;
+        Ok(Response::new(pb::SetExchangeRateResponse {
+            exchange_rate: Some(exchange_rate(rate)),
+        }))
+    }
+
+    async fn list_exchange_rates(
+        &self,
+        request: Request<pb::ListExchangeRatesRequest>,
+    ) -> Result<Response<pb::ListExchangeRatesResponse>, Status> {
+        let who = principal(&request)?;
+        let rates = self.app.exchange_rates(&who.tenant).await?;
+        Ok(Response::new(pb::ListExchangeRatesResponse {
+            exchange_rates: rates.into_iter().map(exchange_rate).collect(),
         }))
     }
 }

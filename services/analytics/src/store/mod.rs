@@ -15,9 +15,10 @@ use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use crate::domain::{
-    Close, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, FactChange, ForecastFact, Goal, Gone,
-    InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal, Parked, ProfileCounts,
-    QuotaFact, Record, Settings, Skipped, StageFact, StageVisit, TransferFact, TransitionFact, Watermark, Window,
+    Close, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, ExchangeRate, FactChange, ForecastFact, Goal,
+    Gone, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal, Parked, ProfileCounts,
+    Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StageVisit, TransferFact, TransitionFact, Watermark,
+    Window,
 };
 
 #[cfg(test)]
@@ -47,6 +48,9 @@ pub(crate) fn document<T: serde::Serialize>(value: &T) -> Result<String, StoreEr
 pub(crate) fn from_document<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, StoreError> {
     serde_json::from_str(body).map_err(corrupt)
 }
+
+/// Largest number of exchange rates a tenant keeps.
+pub const RATES_LISTED: i64 = 10_000;
 
 /// Largest number of parked events a status answer lists.
 pub const PARKED_LISTED: i64 = 100;
@@ -286,6 +290,18 @@ pub trait AnalyticsStore: Send + Sync {
 
     /// Stores the tenant's settings.
     async fn put_settings(&self, tenant: &TenantId, settings: &Settings) -> Result<(), StoreError>;
+
+    /// The tenant's exchange rates, by currency and month (at most [`RATES_LISTED`]).
+    async fn exchange_rates(&self, tenant: &TenantId) -> Result<Vec<ExchangeRate>, StoreError>;
+
+    /// Stores a rate (replacing the currency's rate of that month).
+    async fn put_exchange_rate(&self, tenant: &TenantId, rate: &ExchangeRate) -> Result<(), StoreError>;
+
+    /// What each customer's won deals came to, per currency and month of close.
+    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>, StoreError>;
+
+    /// Who owns a contact or company now (None: not known, or gone).
+    async fn customer_owner(&self, tenant: &TenantId, customer: Uuid) -> Result<Option<String>, StoreError>;
 
     /// Stores a goal (its baseline frozen: goals are never changed).
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError>;

@@ -12,7 +12,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    AnalyticsStore, Folded, IngestBatch, Interactions, PARKED_LISTED, StoreError, corrupt, document, from_document,
+    AnalyticsStore, Folded, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, StoreError, corrupt, document,
+    from_document,
 };
 use crate::domain::*;
 
@@ -928,6 +929,93 @@ impl AnalyticsStore for PgAnalyticsStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn exchange_rates(&self, tenant: &TenantId) -> Result<Vec<ExchangeRate>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT currency, month, rate, update_time, updated_by FROM exchange_rates \
+                     WHERE tenant_id = $1 ORDER BY currency, month LIMIT $2",
+                )
+                .bind(tenant.as_str())
+                .bind(RATES_LISTED),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExchangeRate {
+                    currency: row.try_get("currency")?,
+                    month: row.try_get("month")?,
+                    rate: row.try_get("rate")?,
+                    update_time: row.try_get("update_time")?,
+                    updated_by: row.try_get("updated_by")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn put_exchange_rate(&self, tenant: &TenantId, rate: &ExchangeRate) -> Result<(), StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        sqlx::query(
+            "INSERT INTO exchange_rates (tenant_id, currency, month, rate, update_time, updated_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, currency, month) DO UPDATE SET \
+             rate = excluded.rate, update_time = excluded.update_time, updated_by = excluded.updated_by",
+        )
+        .bind(tenant.as_str())
+        .bind(&rate.currency)
+        .bind(&rate.month)
+        .bind(rate.rate)
+        .bind(rate.update_time)
+        .bind(&rate.updated_by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT customer_id, currency, to_char(close_time AT TIME ZONE 'UTC', 'YYYY-MM') AS month, \
+                     count(*) AS deals, least(sum(amount_minor), 9223372036854775807)::bigint AS amount, max(close_time) AS last \
+                     FROM deal_facts WHERE tenant_id = $1 AND outcome = 'won' AND customer_id IS NOT NULL \
+                     AND close_time IS NOT NULL GROUP BY customer_id, currency, month",
+                )
+                .bind(tenant.as_str()),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Purchase {
+                    customer: row.try_get("customer_id")?,
+                    currency: row.try_get("currency")?,
+                    month: row.try_get("month")?,
+                    deals: row.try_get("deals")?,
+                    amount_minor: row.try_get("amount")?,
+                    last: row.try_get("last")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn customer_owner(&self, tenant: &TenantId, customer: Uuid) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT owner FROM customer_facts WHERE tenant_id = $1 AND customer_id = $2 AND gone IS NULL",
+                )
+                .bind(tenant.as_str())
+                .bind(customer),
+            )
+            .await?;
+        Ok(rows.first().map(|row| row.try_get("owner")).transpose()?)
     }
 
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError> {

@@ -9,7 +9,10 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{AnalyticsStore, IngestBatch, Interactions, PARKED_LISTED, StoreError, corrupt, document, from_document};
+use super::{
+    AnalyticsStore, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, StoreError, corrupt, document,
+    from_document,
+};
 use crate::domain::*;
 
 #[derive(Clone)]
@@ -811,6 +814,79 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn exchange_rates(&self, tenant: &TenantId) -> Result<Vec<ExchangeRate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT currency, month, rate, update_time, updated_by FROM exchange_rates \
+             WHERE tenant_id = ?1 ORDER BY currency, month LIMIT ?2",
+        )
+        .bind(tenant.as_str())
+        .bind(RATES_LISTED)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExchangeRate {
+                    currency: row.try_get("currency")?,
+                    month: row.try_get("month")?,
+                    rate: row.try_get("rate")?,
+                    update_time: time(row.try_get("update_time")?)?,
+                    updated_by: row.try_get("updated_by")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_exchange_rate(&self, tenant: &TenantId, rate: &ExchangeRate) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO exchange_rates (tenant_id, currency, month, rate, update_time, updated_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant_id, currency, month) DO UPDATE SET \
+             rate = excluded.rate, update_time = excluded.update_time, updated_by = excluded.updated_by",
+        )
+        .bind(tenant.as_str())
+        .bind(&rate.currency)
+        .bind(&rate.month)
+        .bind(rate.rate)
+        .bind(rate.update_time.timestamp_micros())
+        .bind(&rate.updated_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT customer_id, currency, strftime('%Y-%m', close_time / 1000000, 'unixepoch') AS month, \
+             count(*) AS deals, CAST(min(total(amount_minor), 9223372036854775807.0) AS INTEGER) AS amount, max(close_time) AS last \
+             FROM deal_facts WHERE tenant_id = ?1 AND outcome = 'won' AND customer_id IS NOT NULL \
+             AND close_time IS NOT NULL GROUP BY customer_id, currency, month",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Purchase {
+                    customer: uuid(row.try_get("customer_id")?)?,
+                    currency: row.try_get("currency")?,
+                    month: row.try_get("month")?,
+                    deals: row.try_get("deals")?,
+                    amount_minor: row.try_get("amount")?,
+                    last: time(row.try_get("last")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn customer_owner(&self, tenant: &TenantId, customer: Uuid) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT owner FROM customer_facts WHERE tenant_id = ?1 AND customer_id = ?2 AND gone IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(customer.to_string())
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn create_goal(&self, tenant: &TenantId, goal: &Goal) -> Result<(), StoreError> {
