@@ -414,6 +414,85 @@ async fn customer_figures(base: &str) {
     let (status, own) = ben.get(&format!("/v1/customers/{}:value", id_of(&bens["name"]))).await;
     assert_eq!(status, 200, "{own}");
 
+    // Cross-sell: Firm buys the CRM with mail, Bens the CRM alone.
+    let mut products = Vec::new();
+    for sku in ["CRM", "MAIL"] {
+        let (status, product) = admin
+            .post(
+                "/v1/products",
+                json!({"sku": sku, "displayName": sku, "listPrice": {"amountMinor": "1000", "currencyCode": "EUR"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{product}");
+        products.push(product["name"].as_str().expect("name").to_owned());
+    }
+    let baskets: [(&Rest, &Value, &str, &[String]); 2] = [
+        (&ann, &firm, "company", &products[..]),
+        (&ben, &bens, "contact", &products[..1]),
+    ];
+    for (rep, customer, field, bought) in baskets {
+        let items: Vec<Value> = bought.iter().map(|p| json!({"product": p, "quantity": "1"})).collect();
+        let mut body = json!({"displayName": "Bundle", "pipeline": pipeline["name"], "lineItems": items});
+        body[field] = customer["name"].clone();
+        let (status, deal) = rep.post("/v1/deals", body).await;
+        assert_eq!(status, 201, "{deal}");
+        let (status, won) = rep
+            .post(
+                &format!("/v1/deals/{}:close", id_of(&deal["name"])),
+                json!({"outcome": "DEAL_STATUS_WON", "reason": "signed"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{won}");
+    }
+    // Two customers with products; CRM -> MAIL: both 1 of 2, CRM held by 2, MAIL by 1.
+    let mut pairs = Value::Null;
+    for _ in 0..100 {
+        let (status, answer) = ben.get("/v1/productPairs?minSupport=0&minConfidence=0").await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["customers"] == "2" {
+            pairs = answer;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rule = pairs["pairs"]
+        .as_array()
+        .expect("pairs")
+        .iter()
+        .find(|p| p["from"] == products[0].as_str() && p["to"] == products[1].as_str())
+        .unwrap_or_else(|| panic!("CRM -> MAIL: {pairs}"))
+        .clone();
+    let (n, both, crm, mail) = (2.0, 1.0, 2.0, 1.0);
+    close_to(&rule["support"], both / n, "support");
+    close_to(&rule["confidence"], both / crm, "confidence");
+    close_to(&rule["lift"], (both / crm) / (mail / n), "lift");
+    let (status, advice) = ben
+        .get(&format!(
+            "/v1/recommendations?customer=customers/{}&minSupport=0&minConfidence=0",
+            id_of(&bens["name"])
+        ))
+        .await;
+    assert_eq!(status, 200, "{advice}");
+    assert_eq!(
+        advice["recommendations"][0]["product"],
+        products[1].as_str(),
+        "{advice}"
+    );
+    close_to(
+        &advice["recommendations"][0]["confidence"],
+        both / crm,
+        "advice confidence",
+    );
+    let (status, _) = ben
+        .get(&format!(
+            "/v1/recommendations?customer=customers/{}",
+            id_of(&firm["name"])
+        ))
+        .await;
+    assert_eq!(status, 404, "a rep's advice is for their own customers");
+    let (status, problem) = ben.get("/v1/productPairs?minSupport=2&minConfidence=-1").await;
+    assert_eq!(status, 400, "{problem}");
+
     // Another tenant sees none of it.
     let gus = Rest::as_user(base, "globex", "gus", Role::Admin);
     let (_, theirs) = gus

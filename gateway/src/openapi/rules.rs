@@ -120,6 +120,8 @@ fn format(name: &str) -> Vec<(&'static str, Value)> {
         "etag" => pattern(r#"^([0-9]{1,18}|"[0-9]{1,18}")$"#.to_owned()),
         "period" => pattern(r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2]|Q[1-4])$".to_owned()),
         "month" => pattern(format!("^{YEAR}-(0[1-9]|1[0-2])$")),
+        // A share of a whole: 0 to 1.
+        "share" => vec![("minimum", json!(0)), ("maximum", json!(1))],
         // An exchange rate: above 0, at most 10^9.
         "rate" => vec![("exclusiveMinimum", json!(0)), ("maximum", json!(1e9))],
         "currency" => vec![("enum", json!(crm_platform::money::CURRENCIES))],

@@ -47,7 +47,8 @@ impl Running for Hosted {
             .add_service(grpc::ReportServiceServer::new(grpc.clone()))
             .add_service(grpc::IngestServiceServer::new(grpc.clone()))
             .add_service(grpc::SettingsServiceServer::new(grpc.clone()))
-            .add_service(grpc::CustomerValueServiceServer::new(grpc));
+            .add_service(grpc::CustomerValueServiceServer::new(grpc.clone()))
+            .add_service(grpc::RecommendationServiceServer::new(grpc));
     }
 
     fn health_names(&self) -> Vec<&'static str> {

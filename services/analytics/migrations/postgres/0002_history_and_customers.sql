@@ -99,6 +99,14 @@ CREATE TABLE transfer_facts (
     PRIMARY KEY (tenant_id, resource, time)
 );
 
+-- The products of each deal's line items, as its last event lists them (cross-sell).
+CREATE TABLE deal_products (
+    tenant_id  text NOT NULL,
+    deal_id    uuid NOT NULL,
+    product_id uuid NOT NULL,
+    PRIMARY KEY (tenant_id, deal_id, product_id)
+);
+
 -- Each tenant's analytics settings (the document: domain::settings::Settings).
 CREATE TABLE settings (
     tenant_id text  PRIMARY KEY,
@@ -125,7 +133,8 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['stage_facts', 'deal_versions', 'customer_facts', 'customer_versions', 'lifecycle_facts',
-                             'interaction_facts', 'transfer_facts', 'settings', 'exchange_rates'] LOOP
+                             'interaction_facts', 'transfer_facts', 'settings', 'exchange_rates',
+                             'deal_products'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format($p$CREATE POLICY tenant_isolation ON %I

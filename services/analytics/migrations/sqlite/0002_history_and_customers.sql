@@ -83,6 +83,13 @@ CREATE TABLE transfer_facts (
     PRIMARY KEY (tenant_id, resource, time)
 ) WITHOUT ROWID;
 
+CREATE TABLE deal_products (
+    tenant_id  TEXT NOT NULL,
+    deal_id    TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, deal_id, product_id)
+) WITHOUT ROWID;
+
 CREATE TABLE settings (
     tenant_id TEXT PRIMARY KEY,
     body      TEXT NOT NULL

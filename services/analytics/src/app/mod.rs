@@ -1,11 +1,12 @@
 //! The analytics application: who may read which figure, and the figures from the facts.
 //! One file per resource: `metrics` (the catalogue and queries), `goals`, `reports` (before
 //! and after), `ingest` (its status), `settings` (and exchange rates), `value` (customer value
-//! and segments).
+//! and segments), `recommendations` (cross-sell).
 
 mod goals;
 mod ingest;
 mod metrics;
+mod recommendations;
 mod reports;
 mod settings;
 mod value;

@@ -49,18 +49,27 @@ impl AnalyticsApp {
         Ok((values, reporting))
     }
 
+    /// Fails (not found) unless the caller may read `customer`'s figures: managers and admins
+    /// every customer's, a rep or viewer those they own.
+    pub(crate) async fn ensure_reads_customer(&self, who: &Principal, customer: Uuid) -> Result<(), ApiError> {
+        if who.writes_all() {
+            return Ok(());
+        }
+        let owner = self
+            .store
+            .customer_owner(&who.tenant, customer)
+            .await
+            .map_err(|e| e.into_api())?;
+        if owner.as_deref() == Some(who.user.as_str()) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("customer"))
+        }
+    }
+
     /// A customer's value: a rep's own customers only.
     pub async fn customer_value(&self, who: &Principal, customer: Uuid) -> Result<(CustomerValue, String), ApiError> {
-        if !who.writes_all() {
-            let owner = self
-                .store
-                .customer_owner(&who.tenant, customer)
-                .await
-                .map_err(|e| e.into_api())?;
-            if owner.as_deref() != Some(who.user.as_str()) {
-                return Err(ApiError::not_found("customer"));
-            }
-        }
+        self.ensure_reads_customer(who, customer).await?;
         let (values, reporting) = self.scored(&who.tenant).await?;
         let value = values
             .into_iter()

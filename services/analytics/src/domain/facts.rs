@@ -409,6 +409,8 @@ pub enum FactChange {
     Lead(LeadFact),
     /// The deal's owner and amount as of an event (kept once per deal and time).
     Version(DealVersion),
+    /// The products of a deal's line items (replacing what was known of the deal's).
+    Products { deal: Uuid, products: Vec<Uuid> },
     /// A pipeline's stages, in board order (replacing what was known of the pipeline).
     Stages { pipeline: Uuid, stages: Vec<StageFact> },
     /// A deal or lead moved to another owner.

@@ -1,6 +1,7 @@
 //! The analytics service's types, valid by construction (no tonic, no sqlx): the facts it
 //! keeps and the metrics it computes from them.
 
+pub mod crosssell;
 pub mod facts;
 pub mod goals;
 pub mod metrics;

@@ -14,6 +14,7 @@ pub use pb::customer_value_service_server::CustomerValueServiceServer;
 pub use pb::goal_service_server::GoalServiceServer;
 pub use pb::ingest_service_server::IngestServiceServer;
 pub use pb::metric_service_server::MetricServiceServer;
+pub use pb::recommendation_service_server::RecommendationServiceServer;
 pub use pb::report_service_server::ReportServiceServer;
 pub use pb::settings_service_server::SettingsServiceServer;
 
@@ -25,6 +26,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "crm.analytics.v1.IngestService",
     "crm.analytics.v1.SettingsService",
     "crm.analytics.v1.CustomerValueService",
+    "crm.analytics.v1.RecommendationService",
 ];
 
 /// Implements every generated service trait of crm.analytics.v1.
@@ -407,6 +409,71 @@ fn amount(amount_minor: i64, currency: &str) -> pb::Amount {
 /// The prefix of a customer's resource name.
 const CUSTOMERS: &str = "customers/";
 
+/// The id of a customer's resource name, given in `field`.
+fn customer_id(field: &str, name: &str) -> Result<uuid::Uuid, crm_platform::ApiError> {
+    name.strip_prefix(CUSTOMERS)
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .ok_or_else(|| {
+            crm_platform::ApiError::invalid_field(
+                field,
+                format!("`{name}` is not a customer: use customers/{{id}}, the id of a company or a contact"),
+            )
+        })
+}
+
+/// The prefix of a product's resource name.
+const PRODUCTS: &str = "products/";
+
+fn pair(p: crate::domain::crosssell::Pair) -> pb::ProductPair {
+    pb::ProductPair {
+        from: format!("{PRODUCTS}{}", p.from),
+        to: format!("{PRODUCTS}{}", p.to),
+        customers: p.customers,
+        support: p.support,
+        confidence: p.confidence,
+        lift: p.lift,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::recommendation_service_server::RecommendationService for AnalyticsGrpc {
+    async fn list_product_pairs(
+        &self,
+        request: Request<pb::ListProductPairsRequest>,
+    ) -> Result<Response<pb::ListProductPairsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let (pairs, customers) = self.app.product_pairs(&who, r.min_support, r.min_confidence).await?;
+        Ok(Response::new(pb::ListProductPairsResponse {
+            pairs: pairs.into_iter().map(pair).collect(),
+            customers,
+        }))
+    }
+
+    async fn list_recommendations(
+        &self,
+        request: Request<pb::ListRecommendationsRequest>,
+    ) -> Result<Response<pb::ListRecommendationsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let customer = customer_id("customer", &r.customer)?;
+        let advice = self
+            .app
+            .recommendations(&who, customer, r.min_support, r.min_confidence)
+            .await?;
+        Ok(Response::new(pb::ListRecommendationsResponse {
+            recommendations: advice
+                .into_iter()
+                .map(|a| pb::Recommendation {
+                    product: format!("{PRODUCTS}{}", a.product),
+                    confidence: a.confidence,
+                    evidence: a.evidence.into_iter().map(pair).collect(),
+                })
+                .collect(),
+        }))
+    }
+}
+
 fn customer_value(v: CustomerValue, reporting: &str) -> pb::CustomerValue {
     pb::CustomerValue {
         name: format!("{CUSTOMERS}{}", v.customer),
@@ -429,16 +496,7 @@ impl pb::customer_value_service_server::CustomerValueService for AnalyticsGrpc {
         request: Request<pb::GetCustomerValueRequest>,
     ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
         let who = principal(&request)?;
-        let name = &request.get_ref().name;
-        let id = name
-            .strip_prefix(CUSTOMERS)
-            .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            .ok_or_else(|| {
-                crm_platform::ApiError::invalid_field(
-                    "name",
-                    format!("`{name}` is not a customer: use customers/{{id}}, the id of a company or a contact"),
-                )
-            })?;
+        let id = customer_id("name", &request.get_ref().name)?;
         let (value, reporting) = self.app.customer_value(&who, id).await?;
         Ok(Response::new(pb::GetCustomerValueResponse {
             value: Some(customer_value(value, &reporting)),

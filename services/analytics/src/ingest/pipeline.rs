@@ -85,7 +85,7 @@ fn version(deal: &pb::Deal, fact: &DealFact) -> Result<DealVersion, String> {
 /// creation into its first stage, which the creating event implies: sequence 1).
 fn new_deal(d: Option<&pb::Deal>) -> Result<Vec<FactChange>, String> {
     let mut changes = deal_changes(d, None)?;
-    let created = match changes.first() {
+    let created = match changes.iter().find(|c| matches!(c, FactChange::Deal(_))) {
         Some(FactChange::Deal(fact)) => TransitionFact {
             deal: fact.id,
             sequence: 1,
@@ -100,11 +100,25 @@ fn new_deal(d: Option<&pb::Deal>) -> Result<Vec<FactChange>, String> {
     Ok(changes)
 }
 
-/// A deal's changes: the deal, its version, and the entry of its history the event carries.
+/// A deal's changes: the deal, its version, its products, and the entry of its history the
+/// event carries.
 fn deal_changes(d: Option<&pb::Deal>, t: Option<&pb::StageTransition>) -> Result<Vec<FactChange>, String> {
     let fact = deal(d)?;
-    let version = version(d.ok_or("the deal is missing")?, &fact)?;
-    let mut changes = vec![FactChange::Deal(fact), FactChange::Version(version)];
+    let proto = d.ok_or("the deal is missing")?;
+    let version = version(proto, &fact)?;
+    let products = proto
+        .line_items
+        .iter()
+        .map(|item| id_of(&item.product, "products"))
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut changes = vec![
+        FactChange::Products {
+            deal: fact.id,
+            products,
+        },
+        FactChange::Deal(fact),
+        FactChange::Version(version),
+    ];
     if t.is_some() {
         changes.push(FactChange::Transition(transition(t)?));
     }
@@ -336,12 +350,12 @@ mod tests {
             }
             .encode_to_vec(),
         );
-        // The deal, its version, and its creation into its first stage.
+        // Its products, the deal, its version, and its creation into its first stage.
         let Decision::Apply(changes) = decide(&created) else {
             panic!("a new deal is applied")
         };
         assert!(
-            matches!(&changes[..], [FactChange::Deal(_), FactChange::Version(_), FactChange::Transition(t)]
+            matches!(&changes[..], [FactChange::Products { .. }, FactChange::Deal(_), FactChange::Version(_), FactChange::Transition(t)]
             if t.sequence == 1 && t.kind == TransitionKind::Created && t.time == Utc.timestamp_opt(1_790_000_000, 0).unwrap())
         );
         let task = event(pb::TaskCreated::full_name(), Vec::new());
@@ -362,7 +376,7 @@ mod tests {
         // the watermark at the last event.
         let now = Utc::now();
         let batch = batch_of(SOURCE, decide, &[created, task, future, garbage], now);
-        assert_eq!(batch.changes.len(), 3);
+        assert_eq!(batch.changes.len(), 4);
         assert_eq!(batch.skipped.len(), 1);
         assert_eq!(batch.parked.len(), 1);
         assert_eq!(batch.last.map(|(seq, _)| seq), Some(7));

@@ -90,6 +90,8 @@ pub(crate) struct Folded {
     pub leads: Vec<LeadFact>,
     pub forecasts: Vec<ForecastFact>,
     pub quotas: Vec<QuotaFact>,
+    /// Each deal's products, as its last event lists them.
+    pub products: Vec<(Uuid, Vec<Uuid>)>,
     /// Each deal's versions, one per (deal, time): the last event's.
     pub versions: Vec<DealVersion>,
     /// The stages of each pipeline the batch orders, as its last event orders them.
@@ -145,6 +147,7 @@ impl Folded {
                 }
             }
             FactChange::Transition(t) => self.transitions.push(t),
+            FactChange::Products { deal, products } => replace(&mut self.products, (deal, products), |a, b| a.0 == b.0),
             FactChange::Version(v) => replace(&mut self.versions, v, |a, b| a.deal == b.deal && a.time == b.time),
             FactChange::Stages { pipeline, stages } => replace(&mut self.stages, (pipeline, stages), |a, b| a.0 == b.0),
             FactChange::Forecast(f) => self.forecasts.push(f),
@@ -299,6 +302,9 @@ pub trait AnalyticsStore: Send + Sync {
 
     /// What each customer's won deals came to, per currency and month of close.
     async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>, StoreError>;
+
+    /// Each customer's products: (customer, product) of its won deals' line items.
+    async fn customer_products(&self, tenant: &TenantId) -> Result<Vec<(Uuid, Uuid)>, StoreError>;
 
     /// Who owns a contact or company now (None: not known, or gone).
     async fn customer_owner(&self, tenant: &TenantId, customer: Uuid) -> Result<Option<String>, StoreError>;

@@ -96,6 +96,29 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
         .execute(&mut *tx)
         .await?;
     }
+    if !f.products.is_empty() {
+        sqlx::query("DELETE FROM deal_products WHERE tenant_id = $1 AND deal_id = ANY($2)")
+            .bind(t)
+            .bind(f.products.iter().map(|(deal, _)| *deal).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        let (deals, products): (Vec<Uuid>, Vec<Uuid>) = f
+            .products
+            .iter()
+            .flat_map(|(deal, products)| products.iter().map(move |p| (*deal, *p)))
+            .unzip();
+        if !deals.is_empty() {
+            sqlx::query(
+                "INSERT INTO deal_products (tenant_id, deal_id, product_id) \
+                 SELECT $1, * FROM unnest($2::uuid[], $3::uuid[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(t)
+            .bind(deals)
+            .bind(products)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
     if !f.versions.is_empty() {
         let v = &f.versions;
         sqlx::query(
@@ -1000,6 +1023,24 @@ impl AnalyticsStore for PgAnalyticsStore {
                     last: row.try_get("last")?,
                 })
             })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn customer_products(&self, tenant: &TenantId) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT DISTINCT d.customer_id, p.product_id FROM deal_products p \
+                     JOIN deal_facts d ON d.tenant_id = p.tenant_id AND d.deal_id = p.deal_id \
+                     WHERE p.tenant_id = $1 AND d.outcome = 'won' AND d.customer_id IS NOT NULL",
+                )
+                .bind(tenant.as_str()),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("customer_id")?, row.try_get("product_id")?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }

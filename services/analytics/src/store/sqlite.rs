@@ -212,6 +212,24 @@ async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange
             .execute(&mut *tx)
             .await?;
         }
+        FactChange::Products { deal, products } => {
+            sqlx::query("DELETE FROM deal_products WHERE tenant_id = ?1 AND deal_id = ?2")
+                .bind(t)
+                .bind(deal.to_string())
+                .execute(&mut *tx)
+                .await?;
+            for product in products {
+                sqlx::query(
+                    "INSERT INTO deal_products (tenant_id, deal_id, product_id) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(t)
+                .bind(deal.to_string())
+                .bind(product.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         FactChange::Version(v) => {
             sqlx::query(
                 "INSERT INTO deal_versions (tenant_id, deal_id, version_time, owner, amount_minor, currency) \
@@ -876,6 +894,20 @@ impl AnalyticsStore for SqliteAnalyticsStore {
                     last: time(row.try_get("last")?)?,
                 })
             })
+            .collect()
+    }
+
+    async fn customer_products(&self, tenant: &TenantId) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT d.customer_id, p.product_id FROM deal_products p \
+             JOIN deal_facts d ON d.tenant_id = p.tenant_id AND d.deal_id = p.deal_id \
+             WHERE p.tenant_id = ?1 AND d.outcome = 'won' AND d.customer_id IS NOT NULL",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((uuid(row.try_get("customer_id")?)?, uuid(row.try_get("product_id")?)?)))
             .collect()
     }
 
