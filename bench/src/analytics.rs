@@ -22,6 +22,8 @@ pub(crate) struct AnalyticsBench<'a> {
     pub analytics_url: &'a str,
     pub token: &'a str,
     pub events: u64,
+    /// The partitions `crm analytics` splits the feed into (CRM_INGEST_PARTITIONS).
+    pub partitions: &'a str,
 }
 
 /// Won deals, each a DealWon event with its deal and transition (two facts), over ten tenants
@@ -91,6 +93,7 @@ pub(crate) async fn run(bench: &AnalyticsBench<'_>) -> anyhow::Result<()> {
         credentials: Credentials::Token(bench.token.to_owned()),
         source: None,
         types: Vec::new(),
+        partition: None,
         status: Default::default(),
     };
     let started = Instant::now();
@@ -112,11 +115,14 @@ pub(crate) async fn run(bench: &AnalyticsBench<'_>) -> anyhow::Result<()> {
         &[
             ("CRM_DATABASE_URL", bench.analytics_url),
             ("CRM_PIPELINE_ENDPOINT", bench.pipeline_grpc),
+            ("CRM_INGEST_PARTITIONS", bench.partitions),
         ],
         "crm analytics is up",
         "gRPC on ",
     )?;
-    let query = "SELECT coalesce((SELECT seq FROM feed_checkpoints WHERE consumer = 'analytics<-pipeline'), 0)";
+    // The events its consumers applied, each counted once in the transaction that applied it
+    // (whatever the partitions).
+    let query = "SELECT coalesce(sum(events), 0) FROM ingest_watermarks WHERE source = 'crm.pipeline.v1'";
     loop {
         let seq: u64 = tool("psql", &[bench.analytics_url, "-Atc", query])?.trim().parse()?;
         if seq >= head {

@@ -62,6 +62,7 @@ async fn catch_up(bench: &FeedBench<'_>) -> anyhow::Result<()> {
         .subscribe(pb::SubscribeRequest {
             after_sequence: before,
             types: vec![],
+            partition: None,
         })
         .await?
         .into_inner();
@@ -147,6 +148,7 @@ async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
         credentials: crm_platform::consumer::Credentials::Token(bench.token.to_owned()),
         source: None,
         types: vec![],
+        partition: None,
         status: Default::default(),
     };
     let consuming = {

@@ -84,6 +84,10 @@ pub(crate) struct BenchArgs {
     /// Pipeline events the analytics ingest test catches up on.
     #[arg(long, default_value_t = 200_000)]
     analytics_events: u64,
+    /// Partitions the analytics ingest test's `crm analytics` splits the feed into (one
+    /// replica follows them all).
+    #[arg(long, default_value_t = 1)]
+    analytics_partitions: u32,
     /// Open deals on the board of the board test.
     #[arg(long, default_value_t = 100_000)]
     board_deals: usize,
@@ -568,6 +572,7 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str, analytics_ur
             analytics_url,
             token: &service_token()?,
             events: args.analytics_events,
+            partitions: &args.analytics_partitions.to_string(),
         })
         .await?;
     }

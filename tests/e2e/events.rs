@@ -49,6 +49,7 @@ async fn refused_after(feed: &mut FeedClient, after: u64) -> tonic::Status {
             .subscribe(events::SubscribeRequest {
                 after_sequence: after,
                 types: vec![],
+                ..Default::default()
             })
             .await
         {
@@ -80,6 +81,7 @@ async fn subscribe(client: &mut FeedClient, after: u64, types: &[&str]) -> tonic
         .subscribe(events::SubscribeRequest {
             after_sequence: after,
             types: types.iter().map(|t| (*t).to_owned()).collect(),
+            ..Default::default()
         })
         .await
         .expect("subscribe")
@@ -260,6 +262,7 @@ async fn every_change_is_on_the_feed_in_order() {
         .subscribe(events::SubscribeRequest {
             after_sequence: 0,
             types: vec!["crm.contact.v1.Nope".into()],
+            ..Default::default()
         })
         .await
         .expect_err("unknown type");

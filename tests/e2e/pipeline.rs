@@ -58,6 +58,7 @@ pub(crate) async fn pipeline_events(grpc: &str, tenant: &str, count: usize) -> V
     let mut request = tonic::Request::new(events::SubscribeRequest {
         after_sequence: 0,
         types: vec![],
+        ..Default::default()
     });
     request
         .metadata_mut()

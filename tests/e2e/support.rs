@@ -323,6 +323,11 @@ pub(crate) struct PgSuite {
     pub(crate) contact_grpc: String,
     /// `/metrics` of the pipeline process.
     pub(crate) pipeline_metrics: String,
+    /// The databases of the pipeline and analytics services.
+    pub(crate) pipeline_url: String,
+    pub(crate) analytics_url: String,
+    /// What `crm analytics` is started with (another replica starts the same way).
+    analytics_envs: Vec<(String, String)>,
     processes: Vec<Process>,
     databases: Vec<crm_platform::testing::TestDatabase>,
     _dir: tempfile::TempDir,
@@ -383,14 +388,45 @@ impl PgSuite {
             "crm gateway is up",
         );
         let rest = format!("http://{}", gateway.address_after("REST on http://"));
+        let mut analytics_envs: Vec<(String, String)> = vec![
+            ("CRM_DATABASE_URL".into(), analytics_db.url.clone()),
+            ("CRM_PIPELINE_ENDPOINT".into(), pipeline_grpc.clone()),
+            ("CRM_CONTACT_ENDPOINT".into(), contact_grpc.clone()),
+        ];
+        analytics_envs.extend(envs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         Some(PgSuite {
             rest,
             contact_grpc,
             pipeline_metrics,
+            pipeline_url: pipeline_db.url.clone(),
+            analytics_url: analytics_db.url.clone(),
+            analytics_envs,
             processes: vec![contact, pipeline, analytics, gateway],
             databases: vec![contact_db, pipeline_db, analytics_db],
             _dir: dir,
         })
+    }
+
+    /// Starts another replica of `crm analytics` on the same database (dropping it kills it
+    /// with SIGKILL).
+    pub(crate) fn analytics_replica(&self) -> Process {
+        let envs: Vec<(&str, &str)> = self
+            .analytics_envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Process::start(
+            &[
+                "analytics",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+            &envs,
+            self._dir.path(),
+            "crm analytics is up",
+        )
     }
 
     /// Stops the processes and drops the databases.

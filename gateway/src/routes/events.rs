@@ -105,6 +105,7 @@ pub async fn stream(
         pb::SubscribeRequest {
             after_sequence: after,
             types,
+            partition: None,
         },
         STREAM_DEADLINE,
     );

@@ -8,14 +8,17 @@ pub mod grpc;
 pub mod ingest;
 pub mod store;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crm_platform::consumer::{ConsumerConfig, FeedStatus};
 use crm_platform::feed::EventFeedService;
+use crm_platform::lease;
 use crm_platform::outbox::Outbox;
-use crm_platform::service::{Description, Hosting, Running, StartError};
+use crm_platform::partition::Partition;
+use crm_platform::service::{Description, Hosting, Running, Scale, StartError};
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
 
@@ -32,10 +35,13 @@ const FOLLOWED: [(&str, ingest::Feed); 2] = [("pipeline", ingest::PIPELINE), ("c
 /// The user of the `system` tenant this service's followers act as.
 const SYSTEM_ACTOR: &str = "analytics";
 
-/// The analytics service, as a process hosts it: it follows the pipeline and contact feeds.
+/// The analytics service, as a process hosts it: it follows the pipeline and contact feeds,
+/// whole, or (PostgreSQL with several partitions) the partitions this replica leases.
 struct Hosted {
     app: AnalyticsApp,
     feeds: Vec<(ingest::Feed, ConsumerConfig)>,
+    /// The database the replicas lease partitions in, and how many there are.
+    shared: Option<(sqlx::PgPool, Scale)>,
 }
 
 impl Running for Hosted {
@@ -64,14 +70,66 @@ impl Running for Hosted {
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {
+        match &self.shared {
+            None => {
+                for (feed, config) in &self.feeds {
+                    spawn_ingest(&self.app, *feed, config.clone(), shutdown.clone());
+                }
+            }
+            Some((pool, scale)) => share_partitions(&self.app, &self.feeds, pool.clone(), *scale, shutdown),
+        }
         self.feeds
             .iter()
-            .map(|(feed, config)| {
-                spawn_ingest(&self.app, *feed, config.clone(), shutdown.clone());
-                Arc::clone(&config.status)
-            })
+            .map(|(_, config)| Arc::clone(&config.status))
             .collect()
     }
+}
+
+/// Follows the partitions of `feeds` this replica leases among the replicas alive (each
+/// partition's checkpoint its own), until `shutdown`.
+fn share_partitions(
+    app: &AnalyticsApp,
+    feeds: &[(ingest::Feed, ConsumerConfig)],
+    pool: sqlx::PgPool,
+    scale: Scale,
+    shutdown: CancellationToken,
+) {
+    let mut units: BTreeMap<String, (ingest::Feed, ConsumerConfig)> = BTreeMap::new();
+    for (feed, config) in feeds {
+        for index in 0..scale.partitions {
+            let Ok(partition) = Partition::new(index, scale.partitions) else {
+                continue;
+            };
+            let name = ingest::partition_consumer(feed.consumer, partition);
+            let mut config = config.clone();
+            config.name.clone_from(&name);
+            config.partition = Some(partition);
+            units.insert(name, (*feed, config));
+        }
+    }
+    let names: Vec<String> = units.keys().cloned().collect();
+    let app = app.clone();
+    let start: lease::Start = Arc::new(move |unit, token| {
+        if let Some((feed, config)) = units.get(unit) {
+            spawn_ingest(&app, *feed, config.clone(), token);
+        }
+    });
+    let holder = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "analytics".into()),
+        uuid::Uuid::now_v7()
+    );
+    tracing::info!(%holder, partitions = scale.partitions, "sharing the feeds' partitions among the replicas");
+    lease::spawn(
+        pool,
+        lease::LeaseConfig {
+            holder,
+            ttl: scale.lease_ttl,
+        },
+        names,
+        start,
+        shutdown,
+    );
 }
 
 /// The consumer settings of each feed this service follows (every type: a type it does not
@@ -87,6 +145,7 @@ pub fn feeds(hosting: &Hosting) -> Result<Vec<(ingest::Feed, ConsumerConfig)>, S
                     endpoint: hosting.endpoint(service)?.to_owned(),
                     credentials: (hosting.credentials)(SYSTEM_ACTOR)?,
                     types: Vec::new(),
+                    partition: None,
                     status: Default::default(),
                     source: Some(feed.source.to_owned()),
                 },
@@ -107,7 +166,12 @@ pub fn describe() -> Description {
             Box::pin(async move {
                 let feeds = feeds(&hosting)?;
                 let app = open_sqlite(&path).await?;
-                Ok(Box::new(Hosted { app, feeds }) as Box<dyn Running>)
+                // One process owns the file: each feed followed whole.
+                Ok(Box::new(Hosted {
+                    app,
+                    feeds,
+                    shared: None,
+                }) as Box<dyn Running>)
             })
         },
         connect_postgres: |config, hosting| {
@@ -115,8 +179,9 @@ pub fn describe() -> Description {
                 let feeds = feeds(&hosting)?;
                 let pool =
                     crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
-                let app = AnalyticsApp::new(Arc::new(PgAnalyticsStore::new(pool)));
-                Ok(Box::new(Hosted { app, feeds }) as Box<dyn Running>)
+                let app = AnalyticsApp::new(Arc::new(PgAnalyticsStore::new(pool.clone())));
+                let shared = (hosting.scale.partitions > 1).then_some((pool, hosting.scale));
+                Ok(Box::new(Hosted { app, feeds, shared }) as Box<dyn Running>)
             })
         },
     }

@@ -16,10 +16,10 @@ use clap::{Parser, Subcommand};
 use crm_platform::auth::Verifier;
 use crm_platform::config::{
     AuthArgs, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DatabaseUrlArgs, EventArgs, FeedCredentialArgs, PostgresArgs,
-    ShutdownArgs, parse_addr, parse_duration,
+    ScaleArgs, ShutdownArgs, parse_addr, parse_duration,
 };
 use crm_platform::lifecycle::cancel_on_signal;
-use crm_platform::service::{CredentialSource, Description, Hosting, PostgresConfig};
+use crm_platform::service::{CredentialSource, Description, Hosting, PostgresConfig, Scale};
 use crm_platform::telemetry::{self, TelemetryArgs};
 use crm_platform::{Principal, Role, TenantId, UserId};
 use tokio::net::TcpListener;
@@ -113,6 +113,8 @@ struct RoleArgs {
     shutdown: ShutdownArgs,
     #[command(flatten)]
     events: EventArgs,
+    #[command(flatten)]
+    scale: ScaleArgs,
 }
 
 /// Where a role finds the other services it calls or follows.
@@ -268,6 +270,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let hosting = Hosting {
         endpoints: suite().iter().map(|s| (s.name, loopback.clone())).collect(),
         credentials: feed_credentials(args.feed.clone(), verifier_config.clone()),
+        // One process: each feed followed whole.
+        scale: Scale::default(),
     };
     let mut running = Vec::new();
     for service in suite() {
@@ -320,6 +324,7 @@ async fn role(service: Description, args: RoleArgs) -> anyhow::Result<()> {
     let hosting = Hosting {
         endpoints: args.peers.endpoints()?,
         credentials: feed_credentials(args.feed.clone(), verifier_config.clone()),
+        scale: args.scale.scale()?,
     };
     let name = service.name;
     let _telemetry = telemetry::init(&args.telemetry, format!("crm-{name}"))?;

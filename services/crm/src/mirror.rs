@@ -83,6 +83,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         credentials: crm_platform::consumer::Credentials::Token(args.token),
         source: args.source,
         types: args.types,
+        partition: None,
         status: Default::default(),
     };
     eprintln!("crm mirror is up: following {} as {}", config.endpoint, config.name);

@@ -180,6 +180,7 @@ pub fn contact_feed(
         endpoint: endpoint.to_owned(),
         credentials,
         types: follow::followed_types(),
+        partition: None,
         status: Default::default(),
         source: Some(CONTACT_SOURCE.to_owned()),
     }

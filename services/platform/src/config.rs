@@ -261,6 +261,32 @@ pub struct ShutdownArgs {
     pub shutdown_grace: Duration,
 }
 
+/// How the replicas of a consuming service share the feeds it follows.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ScaleArgs {
+    /// Partitions each followed feed is split into among the replicas (1 to 1024; fixed for a
+    /// deployment). Used by the services that follow feeds (analytics).
+    #[arg(long, env = "CRM_INGEST_PARTITIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ingest_partitions: u32,
+    /// How long a replica's lease of a partition lasts without renewal, e.g. 15s: a replica that
+    /// dies has its partitions taken over after it.
+    #[arg(long, env = "CRM_LEASE_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+}
+
+impl ScaleArgs {
+    pub fn scale(&self) -> Result<crate::service::Scale, ConfigError> {
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(ConfigError("CRM_LEASE_TTL must be at least 1s".into()));
+        }
+        Ok(crate::service::Scale {
+            partitions: self.ingest_partitions,
+            lease_ttl: self.lease_ttl,
+        })
+    }
+}
+
 /// The change feed of a producing service.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EventArgs {

@@ -97,6 +97,8 @@ pub struct ConsumerConfig {
     pub source: Option<String>,
     /// Only these event types (all when empty).
     pub types: Vec<String>,
+    /// Only this partition's tenants (all when None): a replica's share.
+    pub partition: Option<crate::partition::Partition>,
     /// Whether the feed currently accepts the consumer's credentials (readiness reads it).
     pub status: std::sync::Arc<FeedStatus>,
 }
@@ -285,6 +287,10 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
         .subscribe(pb::SubscribeRequest {
             after_sequence: applied,
             types: config.types.clone(),
+            partition: config.partition.map(|p| pb::Partition {
+                index: p.index,
+                count: p.count,
+            }),
         })
         .await
         .map_err(Failure::Feed)?

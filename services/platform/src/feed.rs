@@ -212,11 +212,19 @@ impl EventFeed for EventFeedService {
         };
         let request = request.into_inner();
         let types = types(request.types, &self.known_types)?;
+        let partition = match request.partition {
+            None => None,
+            Some(p) => Some(
+                crate::partition::Partition::new(p.index, p.count)
+                    .map_err(|reason| ApiError::invalid_field("partition", reason))?,
+            ),
+        };
         let feed = follow(
             Arc::clone(&self.outbox),
             scope,
             request.after_sequence,
             types,
+            partition,
             self.heartbeat,
         )
         .await

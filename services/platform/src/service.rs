@@ -32,6 +32,29 @@ pub struct Hosting {
     /// The credentials its followers present to the feeds they follow, minted or read for the
     /// given user of the `system` tenant.
     pub credentials: CredentialSource,
+    /// How a service that follows feeds shares them among its replicas.
+    pub scale: Scale,
+}
+
+/// How the replicas of a service share the feeds it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    /// Each followed feed's tenants are split into this many partitions, each followed by one
+    /// replica at a time (1: one consumer follows the whole feed). Fixed for a deployment:
+    /// changing it follows the feeds again from their start under new checkpoints.
+    pub partitions: u32,
+    /// How long a replica's lease of a partition lasts without renewal: a dead replica's
+    /// partitions are taken over after it.
+    pub lease_ttl: Duration,
+}
+
+impl Default for Scale {
+    fn default() -> Self {
+        Scale {
+            partitions: 1,
+            lease_ttl: Duration::from_secs(15),
+        }
+    }
 }
 
 impl Hosting {

@@ -147,4 +147,27 @@ $$;
 
 TRUNCATE ingest_skipped, ingest_parked;
 DELETE FROM feed_checkpoints WHERE consumer = 'analytics<-pipeline';
-DELETE FROM ingest_watermarks WHERE source = 'crm.pipeline.v1';
+-- How far each consumer (a feed, or one partition of it) has been applied, and how many events
+-- it applied (counted in the transaction that applies them: exactly once).
+DROP TABLE ingest_watermarks;
+CREATE TABLE ingest_watermarks (
+    consumer    text        PRIMARY KEY,
+    source      text        NOT NULL,
+    sequence    bigint      NOT NULL,
+    commit_time timestamptz NOT NULL,
+    events      bigint      NOT NULL DEFAULT 0
+);
+GRANT SELECT, INSERT, UPDATE ON ingest_watermarks TO crm_analytics_app;
+
+-- The replicas alive, and which replica follows which partition of a feed
+-- (crm_platform::lease).
+CREATE TABLE feed_members (
+    holder     text        PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE feed_leases (
+    unit       text        PRIMARY KEY,
+    holder     text        NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+GRANT SELECT, INSERT, UPDATE, DELETE ON feed_members, feed_leases TO crm_analytics_app;

@@ -111,4 +111,11 @@ CREATE INDEX deal_transitions_entries ON deal_transitions (tenant_id, time)
 DELETE FROM ingest_skipped;
 DELETE FROM ingest_parked;
 DELETE FROM feed_checkpoints WHERE consumer = 'analytics<-pipeline';
-DELETE FROM ingest_watermarks WHERE source = 'crm.pipeline.v1';
+DROP TABLE ingest_watermarks;
+CREATE TABLE ingest_watermarks (
+    consumer    TEXT    PRIMARY KEY,
+    source      TEXT    NOT NULL,
+    sequence    INTEGER NOT NULL,
+    commit_time INTEGER NOT NULL,
+    events      INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;

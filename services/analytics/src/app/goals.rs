@@ -37,7 +37,7 @@ impl AnalyticsApp {
                     .collect(),
             ));
         }
-        let watermarks = self.store.watermarks().await.map_err(|e| e.into_api())?;
+        let watermarks = self.watermarks_of(&who.tenant).await?;
         let figure = self
             .figure_of(&who.tenant, metric, spec.baseline_window(), spec.owner.as_deref())
             .await?;

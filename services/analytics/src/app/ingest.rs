@@ -15,6 +15,14 @@ pub struct IngestStatus {
 }
 
 impl AnalyticsApp {
+    /// The watermarks of the consumers that apply `tenant`'s events: each feed's, or the
+    /// partition of it the tenant is in.
+    pub(crate) async fn watermarks_of(&self, tenant: &crm_platform::TenantId) -> Result<Vec<Watermark>, ApiError> {
+        let mut watermarks = self.store.watermarks().await.map_err(|e| e.into_api())?;
+        watermarks.retain(|w| crate::ingest::covers(&w.consumer, tenant.as_str()));
+        Ok(watermarks)
+    }
+
     /// The watermarks, and the tenant's skipped and parked events (managers and admins).
     pub async fn ingest_status(&self, who: &Principal) -> Result<IngestStatus, ApiError> {
         if !who.writes_all() {
@@ -22,7 +30,7 @@ impl AnalyticsApp {
                 "the ingest status is for managers and admins",
             ));
         }
-        let watermarks = self.store.watermarks().await.map_err(|e| e.into_api())?;
+        let watermarks = self.watermarks_of(&who.tenant).await?;
         let (skipped, parked) = self
             .store
             .ingest_problems(&who.tenant)

@@ -22,7 +22,7 @@ impl AnalyticsApp {
         before: Window,
         after: Window,
     ) -> Result<(Vec<Comparison>, Vec<Watermark>), ApiError> {
-        let watermarks = self.store.watermarks().await.map_err(|e| e.into_api())?;
+        let watermarks = self.watermarks_of(&who.tenant).await?;
         let mut comparisons = Vec::new();
         for info in CATALOGUE.iter().filter(|m| m.any_window()) {
             let tenant = |figures: Vec<Figure>| figures.into_iter().next().unwrap_or_default();

@@ -478,6 +478,12 @@ pub struct Watermark {
     pub sequence: i64,
     /// When the producer committed that event.
     pub commit_time: DateTime<Utc>,
+    /// The consumer that applied it: the feed's, or one partition's (`analytics<-pipeline@3/8`).
+    #[serde(default)]
+    pub consumer: String,
+    /// The events that consumer applied, counted once each.
+    #[serde(default)]
+    pub events: i64,
 }
 
 /// Events of one type ingest skipped (a type it does not know).

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_platform::TenantId;
 use crm_platform::consumer::{Sink, payload};
+use crm_platform::partition::Partition;
 use crm_proto::crm::events::v1 as events;
 use crm_proto::prost::Name;
 use uuid::Uuid;
@@ -76,6 +77,27 @@ pub const CONTACT: Feed = Feed {
     decide: contact::decide,
 };
 
+/// The checkpoint name of `partition` of a feed followed under `consumer`
+/// (`analytics<-pipeline@3/8`).
+pub fn partition_consumer(consumer: &str, partition: Partition) -> String {
+    format!("{consumer}@{partition}")
+}
+
+/// Whether the consumer named `consumer` applies `tenant`'s events: a whole feed's does, a
+/// partition's when the tenant is in it.
+pub fn covers(consumer: &str, tenant: &str) -> bool {
+    let Some((_, partition)) = consumer.rsplit_once('@') else {
+        return true;
+    };
+    let parsed = partition
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<u32>().ok()?, n.parse::<u32>().ok()?)));
+    match parsed {
+        Some((index, count)) => crm_platform::partition::partition_of(tenant, count) == index,
+        None => true,
+    }
+}
+
 /// The id of `name` if it is a resource of `collection` (`deals/{id}`).
 pub(crate) fn id_of(name: &str, collection: &str) -> Result<Uuid, String> {
     name.strip_prefix(collection)
@@ -112,6 +134,7 @@ pub fn batch_of(
 ) -> IngestBatch {
     let mut batch = IngestBatch {
         source: source.to_owned(),
+        events: i64::try_from(events.len()).unwrap_or(i64::MAX),
         ..IngestBatch::default()
     };
     for event in events {

@@ -52,6 +52,7 @@ fn transition(deal: Uuid, sequence: i64, kind: TransitionKind, time: DateTime<Ut
 fn batch(seq: u64, changes: Vec<(TenantId, FactChange)>) -> IngestBatch {
     IngestBatch {
         source: "crm.pipeline.v1".into(),
+        events: i64::try_from(changes.len()).expect("events"),
         changes,
         last: Some((seq, at(28, 12))),
         ..IngestBatch::default()
@@ -89,6 +90,8 @@ async fn ingest_moves_the_checkpoint_once(store: &dyn AnalyticsStore) {
         (marks[0].source.as_str(), marks[0].sequence, marks[0].commit_time),
         ("crm.pipeline.v1", 3, at(28, 12))
     );
+    // Kept per consumer, with the events it applied (the refused batch not counted).
+    assert_eq!((marks[0].consumer.as_str(), marks[0].events), ("c", 1));
 }
 
 async fn facts_come_back_as_the_formulas_need_them(store: &dyn AnalyticsStore) {
@@ -284,6 +287,8 @@ async fn goals_are_kept_as_set(store: &dyn AnalyticsStore) {
                 source: "crm.pipeline.v1".into(),
                 sequence: 42,
                 commit_time: at(28, 12),
+                consumer: "analytics<-pipeline".into(),
+                events: 40,
             }],
             freeze_time: at(30, n),
         },

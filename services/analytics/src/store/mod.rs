@@ -77,6 +77,8 @@ pub struct IngestBatch {
     pub parked: Vec<(String, Parked)>,
     /// The last event's sequence and commit time: the feed's new watermark.
     pub last: Option<(u64, DateTime<Utc>)>,
+    /// How many events the batch holds (applied, ignored, skipped or parked).
+    pub events: i64,
 }
 
 /// A batch's fact changes for one tenant, folded so that each can be written as one
@@ -318,7 +320,7 @@ pub trait AnalyticsStore: Send + Sync {
     /// The tenant's goals, newest first, at most `limit`.
     async fn goals(&self, tenant: &TenantId, limit: i64) -> Result<Vec<Goal>, StoreError>;
 
-    /// How far each followed feed has been applied.
+    /// How far each consumer (a followed feed, or a partition of it) has applied its feed.
     async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError>;
 
     /// The tenant's skipped events by type, and its parked events, newest first (at most

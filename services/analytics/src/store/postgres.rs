@@ -471,12 +471,16 @@ impl AnalyticsStore for PgAnalyticsStore {
             .await?;
         }
         sqlx::query(
-            "INSERT INTO ingest_watermarks (source, sequence, commit_time) VALUES ($1, $2, $3) \
-             ON CONFLICT (source) DO UPDATE SET sequence = excluded.sequence, commit_time = excluded.commit_time",
+            "INSERT INTO ingest_watermarks (consumer, source, sequence, commit_time, events) \
+             VALUES ($4, $1, $2, $3, $5) ON CONFLICT (consumer) DO UPDATE SET source = excluded.source, \
+             sequence = excluded.sequence, commit_time = excluded.commit_time, \
+             events = ingest_watermarks.events + excluded.events",
         )
         .bind(&batch.source)
         .bind(i64::try_from(to).unwrap_or(i64::MAX))
         .bind(commit_time)
+        .bind(consumer)
+        .bind(batch.events)
         .execute(&mut *tx)
         .await?;
         crm_platform::consumer::pg_advance(&mut tx, consumer, to).await?;
@@ -1098,15 +1102,19 @@ impl AnalyticsStore for PgAnalyticsStore {
     }
 
     async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {
-        let rows = sqlx::query("SELECT source, sequence, commit_time FROM ingest_watermarks ORDER BY source")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT consumer, source, sequence, commit_time, events FROM ingest_watermarks ORDER BY source, consumer",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(Watermark {
                     source: row.try_get("source")?,
                     sequence: row.try_get("sequence")?,
                     commit_time: row.try_get("commit_time")?,
+                    consumer: row.try_get("consumer")?,
+                    events: row.try_get("events")?,
                 })
             })
             .collect()

@@ -401,12 +401,16 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             .await?;
         }
         sqlx::query(
-            "INSERT INTO ingest_watermarks (source, sequence, commit_time) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (source) DO UPDATE SET sequence = excluded.sequence, commit_time = excluded.commit_time",
+            "INSERT INTO ingest_watermarks (consumer, source, sequence, commit_time, events) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (consumer) DO UPDATE SET source = excluded.source, \
+             sequence = excluded.sequence, commit_time = excluded.commit_time, \
+             events = ingest_watermarks.events + excluded.events",
         )
+        .bind(consumer)
         .bind(&batch.source)
         .bind(i64::try_from(to).unwrap_or(i64::MAX))
         .bind(commit_time.timestamp_micros())
+        .bind(batch.events)
         .execute(&mut *tx)
         .await?;
         crm_platform::consumer::sqlite_advance(&mut tx, consumer, to).await?;
@@ -953,15 +957,19 @@ impl AnalyticsStore for SqliteAnalyticsStore {
     }
 
     async fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {
-        let rows = sqlx::query("SELECT source, sequence, commit_time FROM ingest_watermarks ORDER BY source")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT consumer, source, sequence, commit_time, events FROM ingest_watermarks ORDER BY source, consumer",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(Watermark {
                     source: row.try_get("source")?,
                     sequence: row.try_get("sequence")?,
                     commit_time: time(row.try_get("commit_time")?)?,
+                    consumer: row.try_get("consumer")?,
+                    events: row.try_get("events")?,
                 })
             })
             .collect()

@@ -356,6 +356,7 @@ async fn served(service: &PipelineService, count: usize) -> Vec<feed::Event> {
     let mut request = tonic::Request::new(feed::SubscribeRequest {
         after_sequence: 0,
         types: vec![],
+        ..Default::default()
     });
     request.extensions_mut().insert(admin());
     let mut stream = server.subscribe(request).await.expect("subscribe").into_inner();

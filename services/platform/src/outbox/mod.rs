@@ -289,14 +289,16 @@ pub enum FeedItem {
     },
 }
 
-/// Follows an outbox from `after`: the retained events after it, then each new one as it
-/// commits, with a heartbeat after every `heartbeat` without events. The channel is bounded:
+/// Follows an outbox from `after`: the retained events after it (of `partition`'s tenants
+/// when given), then each new one as it commits, with a heartbeat after every `heartbeat`
+/// without events. The channel is bounded:
 /// a slow reader slows the feed, and the feed ends when the reader goes away.
 pub async fn follow(
     outbox: Arc<dyn Outbox>,
     scope: Scope,
     after: u64,
     types: Vec<String>,
+    partition: Option<crate::partition::Partition>,
     heartbeat: Duration,
 ) -> Result<mpsc::Receiver<Result<FeedItem, FeedError>>, FeedError> {
     let bounds = outbox.bounds().await?;
@@ -331,6 +333,10 @@ pub async fn follow(
             let full = events.len() == READ_BATCH;
             for event in events {
                 cursor = event.seq;
+                // Another partition's tenant: read past, not delivered.
+                if partition.is_some_and(|p| !p.holds(event.tenant.as_str())) {
+                    continue;
+                }
                 if tx.send(Ok(FeedItem::Event(event))).await.is_err() {
                     return;
                 }
