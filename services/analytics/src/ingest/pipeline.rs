@@ -84,7 +84,7 @@ fn version(deal: &pb::Deal, fact: &DealFact) -> Result<DealVersion, String> {
 /// A new deal's changes: the deal, its version, and the first entry of its history (its
 /// creation into its first stage, which the creating event implies: sequence 1).
 fn new_deal(d: Option<&pb::Deal>) -> Result<Vec<FactChange>, String> {
-    let mut changes = deal_changes(d, None)?;
+    let mut changes = edited_deal(d, true)?;
     let created = match changes.iter().find(|c| matches!(c, FactChange::Deal(_))) {
         Some(FactChange::Deal(fact)) => TransitionFact {
             deal: fact.id,
@@ -100,9 +100,20 @@ fn new_deal(d: Option<&pb::Deal>) -> Result<Vec<FactChange>, String> {
     Ok(changes)
 }
 
-/// A deal's changes: the deal, its version, its products, and the entry of its history the
-/// event carries.
+/// A deal's stage changed (moved, won, lost, reopened): the deal and the entry of its
+/// history the event carries (a stage change leaves its owner, amount and products as they
+/// were).
 fn deal_changes(d: Option<&pb::Deal>, t: Option<&pb::StageTransition>) -> Result<Vec<FactChange>, String> {
+    let mut changes = vec![FactChange::Deal(deal(d)?)];
+    if t.is_some() {
+        changes.push(FactChange::Transition(transition(t)?));
+    }
+    Ok(changes)
+}
+
+/// A deal created or edited: its products (an edit may remove them all; a creation names them
+/// when it has any), the deal, and its version (owner and amount as of then).
+fn edited_deal(d: Option<&pb::Deal>, created: bool) -> Result<Vec<FactChange>, String> {
     let fact = deal(d)?;
     let proto = d.ok_or("the deal is missing")?;
     let version = version(proto, &fact)?;
@@ -111,17 +122,15 @@ fn deal_changes(d: Option<&pb::Deal>, t: Option<&pb::StageTransition>) -> Result
         .iter()
         .map(|item| id_of(&item.product, "products"))
         .collect::<Result<Vec<_>, String>>()?;
-    let mut changes = vec![
-        FactChange::Products {
+    let mut changes = Vec::new();
+    if !(created && products.is_empty()) {
+        changes.push(FactChange::Products {
             deal: fact.id,
             products,
-        },
-        FactChange::Deal(fact),
-        FactChange::Version(version),
-    ];
-    if t.is_some() {
-        changes.push(FactChange::Transition(transition(t)?));
+        });
     }
+    changes.push(FactChange::Deal(fact));
+    changes.push(FactChange::Version(version));
     Ok(changes)
 }
 
@@ -238,7 +247,7 @@ pub fn decide(event: &events::Event) -> Decision {
             return Some(m.and_then(|m| new_deal(m.deal.as_ref())));
         }
         if let Some(m) = decoded::<pb::DealUpdated>(event) {
-            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), None)));
+            return Some(m.and_then(|m| edited_deal(m.deal.as_ref(), false)));
         }
         if let Some(m) = decoded::<pb::DealStageChanged>(event) {
             return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
@@ -350,12 +359,12 @@ mod tests {
             }
             .encode_to_vec(),
         );
-        // Its products, the deal, its version, and its creation into its first stage.
+        // The deal (without products), its version, and its creation into its first stage.
         let Decision::Apply(changes) = decide(&created) else {
             panic!("a new deal is applied")
         };
         assert!(
-            matches!(&changes[..], [FactChange::Products { .. }, FactChange::Deal(_), FactChange::Version(_), FactChange::Transition(t)]
+            matches!(&changes[..], [FactChange::Deal(_), FactChange::Version(_), FactChange::Transition(t)]
             if t.sequence == 1 && t.kind == TransitionKind::Created && t.time == Utc.timestamp_opt(1_790_000_000, 0).unwrap())
         );
         let task = event(pb::TaskCreated::full_name(), Vec::new());
@@ -376,7 +385,7 @@ mod tests {
         // the watermark at the last event.
         let now = Utc::now();
         let batch = batch_of(SOURCE, decide, &[created, task, future, garbage], now);
-        assert_eq!(batch.changes.len(), 4);
+        assert_eq!(batch.changes.len(), 3);
         assert_eq!(batch.skipped.len(), 1);
         assert_eq!(batch.parked.len(), 1);
         assert_eq!(batch.last.map(|(seq, _)| seq), Some(7));
