@@ -461,7 +461,8 @@ async fn figures_follow_the_deals(base: &str) {
             "metrics/profile-completeness",
             "metrics/portfolio-continuity",
             "metrics/customer-retention",
-            "metrics/churn-rate"
+            "metrics/churn-rate",
+            "metrics/crm-adoption"
         ]
     );
     assert!(

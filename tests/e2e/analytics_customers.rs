@@ -500,3 +500,75 @@ async fn customer_figures(base: &str) {
         .await;
     assert_eq!(theirs["figures"][0]["count"], "0", "{theirs}");
 }
+
+#[tokio::test]
+async fn usage_becomes_adoption_on_both_backends() {
+    for postgres in BACKENDS {
+        let Some(deployment) =
+            Deployment::start_with(postgres, "analytics_usage", &[("CRM_USAGE_EVERY", "200ms")]).await
+        else {
+            continue;
+        };
+        usage_becomes_adoption(deployment.rest()).await;
+        deployment.stop().await;
+    }
+}
+
+async fn usage_becomes_adoption(base: &str) {
+    let (ann, ben) = (
+        Rest::as_user(base, "acme", "ann", Role::Rep),
+        Rest::as_user(base, "acme", "ben", Role::Rep),
+    );
+    // (user, requests, changes): each call below is one request to the contact service.
+    let contact = create(&ann, json!({"givenName": "Used"})).await;
+    for _ in 0..2 {
+        let (status, _) = ann.get(&format!("/v1/contacts/{}", id_of(&contact["name"]))).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = ben.get("/v1/contacts").await;
+    assert_eq!(status, 200);
+    let made = [("ann", 3, 1), ("ben", 1, 0)];
+
+    let today = chrono::Utc::now().date_naive();
+    let period = format!("{}..{}", today.pred_opt().expect("day"), today.succ_opt().expect("day"));
+    let mut answer = Value::Null;
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (status, got) = ben
+            .get(&format!("/v1/metrics/crm-adoption:query?period={period}"))
+            .await;
+        assert_eq!(status, 200, "{got}");
+        if got["figures"][0]["count"] == "2"
+            && got["figures"][0]["parts"]["requests_per_active_user"].as_f64() == Some(2.0)
+        {
+            answer = got;
+            break;
+        }
+        last = got;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let figure = &answer["figures"][0];
+    assert!(!figure.is_null(), "the usage never arrived: {last}");
+    #[allow(clippy::cast_precision_loss)]
+    let users = made.len() as f64;
+    let requests: i32 = made.iter().map(|m| m.1).sum();
+    let changes: i32 = made.iter().map(|m| m.2).sum();
+    close_to(&figure["value"], 1.0, "everyone seen was active");
+    close_to(
+        &figure["parts"]["requests_per_active_user"],
+        f64::from(requests) / users,
+        "requests",
+    );
+    close_to(
+        &figure["parts"]["changes_per_active_user"],
+        f64::from(changes) / users,
+        "changes",
+    );
+    close_to(&figure["parts"]["areas_per_active_user"], 1.0, "one area each");
+    // Another tenant used nothing.
+    let gus = Rest::as_user(base, "globex", "gus", Role::Admin);
+    let (_, theirs) = gus
+        .get(&format!("/v1/metrics/crm-adoption:query?period={period}"))
+        .await;
+    assert_eq!(theirs["figures"][0]["count"], "0", "{theirs}");
+}

@@ -306,7 +306,8 @@ async fn retention_prunes_and_old_sequences_are_out_of_range() {
         .expect("backdate");
     db.close().await.expect("close");
 
-    // Restarted with a one-second retention: the pruner removes the three at start.
+    // Restarted with a one-second retention: the pruner removes the three at start, and the
+    // usage report the first run published as it stopped (sequence 4: alice's requests).
     let suite = Suite::start_in_with(data, &[("CRM_EVENT_RETENTION", "1s")]);
     let mut client = grpc_client(&suite.grpc, Some(token("acme", "alice", Role::Admin))).await;
     let mut feed = feed_client(&suite.grpc, token("acme", "alice", Role::Viewer)).await;
@@ -314,17 +315,17 @@ async fn retention_prunes_and_old_sequences_are_out_of_range() {
     let refused = refused_after(&mut feed, 1).await;
     assert_eq!(refused.code(), Code::OutOfRange);
     assert!(
-        refused.message().contains("oldest available sequence is 4"),
+        refused.message().contains("oldest available sequence is 5"),
         "{}",
         refused.message()
     );
     let from_start = take(&mut subscribe(&mut feed, 0, &[]).await, 1).await;
     assert_eq!(
         (from_start[0].sequence, from_start[0].subject.as_str()),
-        (4, fresh.name.as_str())
+        (5, fresh.name.as_str())
     );
-    let exact = take(&mut subscribe(&mut feed, 3, &[]).await, 1).await;
-    assert_eq!(exact[0].sequence, 4, "the oldest retained event follows sequence 3");
+    let exact = take(&mut subscribe(&mut feed, 4, &[]).await, 1).await;
+    assert_eq!(exact[0].sequence, 5, "the oldest retained event follows sequence 4");
 }
 
 /// On PostgreSQL the sequencer numbers events after commit: concurrent writers, then a

@@ -9,6 +9,7 @@ use crm_platform::consumer::{FOLLOWERS_HEALTH, FeedStatus};
 use crm_platform::lifecycle::Health;
 use crm_platform::metrics::GrpcObserveLayer;
 use crm_platform::service::Running;
+use crm_platform::usage::{Usage, UsageLayer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -117,13 +118,18 @@ pub(crate) async fn serve(
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(health_service).add_service(reflection);
     let mut feeds = Vec::new();
+    // Usage is published on the feed of the service each area (gRPC service) belongs to.
+    let usage = Usage::new();
+    let mut usage_outboxes = Vec::new();
     for service in &services.running {
         service.add_grpc(&mut routes);
         feeds.extend(service.event_feed(events.feed_heartbeat));
         if let Some(outbox) = service.outbox() {
-            crm_platform::outbox::spawn_pruner(outbox, events.event_retention, PRUNE_EVERY);
+            crm_platform::outbox::spawn_pruner(Arc::clone(&outbox), events.event_retention, PRUNE_EVERY);
+            usage_outboxes.push((service.health_names(), outbox));
         }
     }
+    crm_platform::usage::spawn_reporter(Arc::clone(&usage), usage_outboxes, events.usage_every, shutdown.clone());
     // One EventFeed per process, serving each of its services' feeds (see FeedRouter).
     routes.add_service(crm_platform::feed::FeedRouter::new(feeds).into_server());
     let server = tonic::transport::Server::builder()
@@ -134,6 +140,7 @@ pub(crate) async fn serve(
             grpc_admission,
             grpc_rejection,
         ))
+        .layer(UsageLayer::new(usage))
         .add_routes(routes.routes());
     // The first report before serving, so that a process is SERVING as soon as it accepts.
     let readiness = Readiness::of(verifier.check_keys().await, &services.followers);

@@ -285,12 +285,16 @@ const GRPC_READ_VERBS: &[&str] = &["Get", "List", "Search", "Find", "Export", "S
 /// gRPC admission: reads for every role; any other method for roles that write (so neither a
 /// viewer nor a `service` token gets further than its request line).
 pub fn grpc_admission(principal: &Principal, _method: &http::Method, path: &str) -> Result<(), ApiError> {
-    let rpc = path.rsplit('/').next().unwrap_or_default();
-    if GRPC_READ_VERBS.iter().any(|verb| rpc.starts_with(verb)) {
+    if is_read(path.rsplit('/').next().unwrap_or_default()) {
         Ok(())
     } else {
         principal.ensure_writer()
     }
+}
+
+/// Whether the gRPC method named `rpc` (`GetContact`) only reads.
+pub fn is_read(rpc: &str) -> bool {
+    GRPC_READ_VERBS.iter().any(|verb| rpc.starts_with(verb))
 }
 
 /// The rejection of a gRPC request: a trailers-only response carrying the status.

@@ -297,6 +297,9 @@ pub struct EventArgs {
     /// How long an idle feed waits before sending a heartbeat, e.g. 5s.
     #[arg(long, env = "CRM_FEED_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
     pub feed_heartbeat: Duration,
+    /// How often the requests counted in memory are published as usage events, e.g. 60s.
+    #[arg(long, env = "CRM_USAGE_EVERY", default_value = "60s", value_parser = parse_duration)]
+    pub usage_every: Duration,
 }
 
 impl EventArgs {
@@ -306,6 +309,9 @@ impl EventArgs {
         }
         if self.feed_heartbeat < Duration::from_millis(100) {
             return Err(ConfigError("CRM_FEED_HEARTBEAT must be at least 100ms".into()));
+        }
+        if self.usage_every < Duration::from_millis(100) {
+            return Err(ConfigError("CRM_USAGE_EVERY must be at least 100ms".into()));
         }
         Ok(())
     }
@@ -379,6 +385,7 @@ mod tests {
         let events = |retention, heartbeat| EventArgs {
             event_retention: retention,
             feed_heartbeat: heartbeat,
+            usage_every: Duration::from_secs(60),
         };
         assert!(
             events(Duration::from_secs(86_400), Duration::from_secs(5))

@@ -26,6 +26,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod text;
 pub mod time;
+pub mod usage;
 
 pub use error::{ApiError, ErrorCode, FieldViolation};
 pub use identity::{Principal, Role, TenantId, UserId};

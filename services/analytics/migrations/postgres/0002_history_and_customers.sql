@@ -107,6 +107,17 @@ CREATE TABLE deal_products (
     PRIMARY KEY (tenant_id, deal_id, product_id)
 );
 
+-- Each user's requests per area and day (usage reports added up), for adoption.
+CREATE TABLE usage_facts (
+    tenant_id text   NOT NULL,
+    user_id   text   NOT NULL,
+    area      text   NOT NULL,
+    day       date   NOT NULL,
+    requests  bigint NOT NULL,
+    changes   bigint NOT NULL,
+    PRIMARY KEY (tenant_id, day, user_id, area)
+);
+
 -- Each tenant's analytics settings (the document: domain::settings::Settings).
 CREATE TABLE settings (
     tenant_id text  PRIMARY KEY,
@@ -134,7 +145,7 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY['stage_facts', 'deal_versions', 'customer_facts', 'customer_versions', 'lifecycle_facts',
                              'interaction_facts', 'transfer_facts', 'settings', 'exchange_rates',
-                             'deal_products'] LOOP
+                             'deal_products', 'usage_facts'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format($p$CREATE POLICY tenant_isolation ON %I

@@ -90,6 +90,16 @@ CREATE TABLE deal_products (
     PRIMARY KEY (tenant_id, deal_id, product_id)
 ) WITHOUT ROWID;
 
+CREATE TABLE usage_facts (
+    tenant_id TEXT    NOT NULL,
+    user_id   TEXT    NOT NULL,
+    area      TEXT    NOT NULL,
+    day       TEXT    NOT NULL,
+    requests  INTEGER NOT NULL,
+    changes   INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, day, user_id, area)
+) WITHOUT ROWID;
+
 CREATE TABLE settings (
     tenant_id TEXT PRIMARY KEY,
     body      TEXT NOT NULL

@@ -5,7 +5,7 @@ use crm_platform::{ApiError, Principal, TenantId};
 
 use super::AnalyticsApp;
 use crate::domain::metrics::{
-    campaign_response, cohort_win_rate, data_freshness, forecast_accuracy, handling_time, lead_conversion,
+    adoption, campaign_response, cohort_win_rate, data_freshness, forecast_accuracy, handling_time, lead_conversion,
     open_pipeline, pipeline_velocity, portfolio_continuity, profile_completeness, quota_attainment, retention,
     sales_cycle_days, stage_funnel, win_rate,
 };
@@ -170,6 +170,12 @@ impl AnalyticsApp {
                     grouping,
                     metric == MetricId::ChurnRate,
                 )
+            }
+            MetricId::Adoption => {
+                let (start, end) = (window.start_time().date_naive(), window.end_time().date_naive());
+                let usage = self.store.usage(tenant, start, end).await.map_err(|e| e.into_api())?;
+                let first_use = self.store.first_use(tenant, end).await.map_err(|e| e.into_api())?;
+                adoption(&usage, &first_use, start, end, grouping)
             }
             MetricId::ForecastAccuracy | MetricId::QuotaAttainment => {
                 let period = window.period().ok_or_else(|| {

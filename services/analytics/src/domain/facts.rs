@@ -398,6 +398,17 @@ pub struct LeftBehind {
     pub count: i64,
 }
 
+/// A user's requests to an area on a day (a report adds to what earlier ones counted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageFact {
+    pub user: String,
+    /// The gRPC service called (`crm.contact.v1.ContactService`).
+    pub area: String,
+    pub day: chrono::NaiveDate,
+    pub requests: i64,
+    pub changes: i64,
+}
+
 /// What one event asks of the facts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FactChange {
@@ -431,6 +442,8 @@ pub enum FactChange {
     Interaction(InteractionFact),
     /// A record moved to another owner (kept once per record and time).
     Transfer(TransferFact),
+    /// Requests counted since the last report (added to the day's).
+    Usage(UsageFact),
     /// A forecast submission (kept once, whatever the replays).
     Forecast(ForecastFact),
     /// A quota set (replacing the owner's quota of that period).

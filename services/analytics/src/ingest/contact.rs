@@ -262,7 +262,7 @@ pub fn decide(event: &events::Event) -> Decision {
         if let Some(m) = decoded::<pb::OwnerChanged>(event) {
             return Some(m.and_then(|m| owner_changed(event, m)));
         }
-        None
+        super::usage(event)
     };
     Decision::of(changes(), event, &[])
 }

@@ -125,6 +125,28 @@ pub(crate) fn decoded<M: Name + Default>(event: &events::Event) -> Option<Result
     payload::<M>(event).map(|m| m.map_err(|e| format!("the payload does not decode: {e}")))
 }
 
+/// A usage report (published on every producer's feed), if `event` is one.
+pub(crate) fn usage(event: &events::Event) -> Option<Result<Vec<FactChange>, String>> {
+    let report = decoded::<events::UsageReported>(event)?;
+    Some(report.and_then(|r| {
+        let day =
+            chrono::NaiveDate::parse_from_str(&r.day, "%Y-%m-%d").map_err(|_| format!("`{}` is not a day", r.day))?;
+        if r.requests < 0 || r.changes < 0 || r.changes > r.requests {
+            return Err(format!(
+                "{} requests with {} changes is not a count",
+                r.requests, r.changes
+            ));
+        }
+        Ok(vec![FactChange::Usage(UsageFact {
+            user: r.user,
+            area: r.area,
+            day,
+            requests: r.requests,
+            changes: r.changes,
+        })])
+    }))
+}
+
 /// The batch a run of `source`'s events comes to.
 pub fn batch_of(
     source: &str,

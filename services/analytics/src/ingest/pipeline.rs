@@ -312,7 +312,7 @@ pub fn decide(event: &events::Event) -> Decision {
                 ])
             }));
         }
-        None
+        super::usage(event)
     };
     Decision::of(changes(), event, &known_unused())
 }

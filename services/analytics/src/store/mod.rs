@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::{ApiError, TenantId};
 use sqlx::migrate::Migrator;
 
@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::domain::{
     Close, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, ExchangeRate, FactChange, ForecastFact, Goal,
     Gone, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal, Parked, ProfileCounts,
-    Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StageVisit, TransferFact, TransitionFact, Watermark,
-    Window,
+    Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StageVisit, TransferFact, TransitionFact, UsageFact,
+    Watermark, Window,
 };
 
 #[cfg(test)]
@@ -111,6 +111,8 @@ pub(crate) struct Folded {
     pub interactions: Vec<InteractionFact>,
     /// Transfers, one per (record, time).
     pub transfers: Vec<TransferFact>,
+    /// Usage, one per (user, area, day): the batch's reports added up.
+    pub usage: Vec<UsageFact>,
     /// (record, new owner) of records not among `deals` and `leads`.
     pub owners: Vec<(Record, String)>,
 }
@@ -180,6 +182,19 @@ impl Folded {
             FactChange::Transfer(t) => replace(&mut self.transfers, t, |a, b| {
                 a.resource == b.resource && a.time == b.time
             }),
+            FactChange::Usage(u) => {
+                match self
+                    .usage
+                    .iter_mut()
+                    .find(|k| k.user == u.user && k.area == u.area && k.day == u.day)
+                {
+                    Some(known) => {
+                        known.requests = known.requests.saturating_add(u.requests);
+                        known.changes = known.changes.saturating_add(u.changes);
+                    }
+                    None => self.usage.push(u),
+                }
+            }
             FactChange::Owner { record, owner } => {
                 let held = match record {
                     Record::Deal(id) => self.deals.iter_mut().find(|d| d.id == id).map(|d| &mut d.owner),
@@ -307,6 +322,12 @@ pub trait AnalyticsStore: Send + Sync {
 
     /// Each customer's products: (customer, product) of its won deals' line items.
     async fn customer_products(&self, tenant: &TenantId) -> Result<Vec<(Uuid, Uuid)>, StoreError>;
+
+    /// The usage of the days from `from` (included) to `to` (excluded).
+    async fn usage(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageFact>, StoreError>;
+
+    /// Each user's first day of use before `to`.
+    async fn first_use(&self, tenant: &TenantId, to: NaiveDate) -> Result<Vec<(String, NaiveDate)>, StoreError>;
 
     /// Who owns a contact or company now (None: not known, or gone).
     async fn customer_owner(&self, tenant: &TenantId, customer: Uuid) -> Result<Option<String>, StoreError>;

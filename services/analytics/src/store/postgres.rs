@@ -2,7 +2,7 @@
 //! change's tenant in turn inside its one transaction.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::TenantId;
 use crm_platform::db::begin_tenant;
 use sqlx::Postgres;
@@ -348,6 +348,24 @@ async fn write_customers(tx: &mut PgConnection, t: &str, f: &Folded) -> Result<(
         .bind(x.iter().map(|x| x.time).collect::<Vec<_>>())
         .bind(x.iter().map(|x| x.from.as_str()).collect::<Vec<_>>())
         .bind(x.iter().map(|x| x.to.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !f.usage.is_empty() {
+        let u = &f.usage;
+        sqlx::query(
+            "INSERT INTO usage_facts (tenant_id, user_id, area, day, requests, changes) \
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::date[], $5::bigint[], $6::bigint[]) \
+             ON CONFLICT (tenant_id, day, user_id, area) DO UPDATE SET \
+             requests = least(usage_facts.requests::numeric + excluded.requests, 9223372036854775807)::bigint, \
+             changes = least(usage_facts.changes::numeric + excluded.changes, 9223372036854775807)::bigint",
+        )
+        .bind(t)
+        .bind(u.iter().map(|u| u.user.as_str()).collect::<Vec<_>>())
+        .bind(u.iter().map(|u| u.area.as_str()).collect::<Vec<_>>())
+        .bind(u.iter().map(|u| u.day).collect::<Vec<_>>())
+        .bind(u.iter().map(|u| u.requests).collect::<Vec<_>>())
+        .bind(u.iter().map(|u| u.changes).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -1045,6 +1063,51 @@ impl AnalyticsStore for PgAnalyticsStore {
             .await?;
         rows.iter()
             .map(|row| Ok((row.try_get("customer_id")?, row.try_get("product_id")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn usage(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageFact>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT user_id, area, day, requests, changes FROM usage_facts \
+                     WHERE tenant_id = $1 AND day >= $2 AND day < $3",
+                )
+                .bind(tenant.as_str())
+                .bind(from)
+                .bind(to),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageFact {
+                    user: row.try_get("user_id")?,
+                    area: row.try_get("area")?,
+                    day: row.try_get("day")?,
+                    requests: row.try_get("requests")?,
+                    changes: row.try_get("changes")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn first_use(&self, tenant: &TenantId, to: NaiveDate) -> Result<Vec<(String, NaiveDate)>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT user_id, min(day) AS first FROM usage_facts WHERE tenant_id = $1 AND day < $2 \
+                     GROUP BY user_id",
+                )
+                .bind(tenant.as_str())
+                .bind(to),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("user_id")?, row.try_get("first")?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }

@@ -2,7 +2,7 @@
 //! in one write transaction per batch.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::TenantId;
 use crm_platform::db::begin_sqlite_write;
 use sqlx::sqlite::SqliteRow;
@@ -28,6 +28,10 @@ impl SqliteAnalyticsStore {
 
 fn time(micros: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt(format!("time {micros}")))
+}
+
+fn day(raw: String) -> Result<NaiveDate, StoreError> {
+    NaiveDate::parse_from_str(&raw, "%Y-%m-%d").map_err(|_| corrupt(format!("day {raw}")))
 }
 
 fn uuid(raw: &str) -> Result<Uuid, StoreError> {
@@ -181,6 +185,22 @@ async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange
             .bind(i.duration_ms)
             .bind(&i.campaign)
             .bind(&i.actor)
+            .execute(&mut *tx)
+            .await?;
+        }
+        FactChange::Usage(u) => {
+            sqlx::query(
+                "INSERT INTO usage_facts (tenant_id, user_id, area, day, requests, changes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant_id, day, user_id, area) DO UPDATE SET \
+                 requests = CAST(min(requests + 0.0 + excluded.requests, 9223372036854775807.0) AS INTEGER), \
+                 changes = CAST(min(changes + 0.0 + excluded.changes, 9223372036854775807.0) AS INTEGER)",
+            )
+            .bind(t)
+            .bind(&u.user)
+            .bind(&u.area)
+            .bind(u.day.to_string())
+            .bind(u.requests)
+            .bind(u.changes)
             .execute(&mut *tx)
             .await?;
         }
@@ -912,6 +932,42 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         .await?;
         rows.iter()
             .map(|row| Ok((uuid(row.try_get("customer_id")?)?, uuid(row.try_get("product_id")?)?)))
+            .collect()
+    }
+
+    async fn usage(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageFact>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, area, day, requests, changes FROM usage_facts \
+             WHERE tenant_id = ?1 AND day >= ?2 AND day < ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageFact {
+                    user: row.try_get("user_id")?,
+                    area: row.try_get("area")?,
+                    day: day(row.try_get("day")?)?,
+                    requests: row.try_get("requests")?,
+                    changes: row.try_get("changes")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn first_use(&self, tenant: &TenantId, to: NaiveDate) -> Result<Vec<(String, NaiveDate)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, min(day) AS first FROM usage_facts WHERE tenant_id = ?1 AND day < ?2 GROUP BY user_id",
+        )
+        .bind(tenant.as_str())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("user_id")?, day(row.try_get("first")?)?)))
             .collect()
     }
 

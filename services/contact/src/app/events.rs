@@ -26,6 +26,7 @@ pub fn types() -> Vec<EventType> {
         EventType::of::<pb::CompanyDeleted>(),
         EventType::of::<pb::CompaniesMerged>(),
         EventType::of::<pb::InteractionLogged>(),
+        EventType::of::<crm_proto::crm::events::v1::UsageReported>(),
     ]
 }
 

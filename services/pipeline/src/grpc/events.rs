@@ -36,5 +36,6 @@ pub fn types() -> Vec<EventType> {
         EventType::of::<pb::ForecastSubmitted>(),
         EventType::of::<pb::QuotaSet>(),
         EventType::of::<pb::OwnerChanged>(),
+        EventType::of::<crm_proto::crm::events::v1::UsageReported>(),
     ]
 }

@@ -263,6 +263,9 @@ pub trait Outbox: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, sqlx::Error>;
     async fn bounds(&self) -> Result<Bounds, sqlx::Error>;
+    /// Publishes events that belong to no other write (usage reports), in a transaction of
+    /// their own.
+    async fn publish(&self, events: &[NewEvent]) -> Result<(), sqlx::Error>;
     /// Deletes events committed before `before`; returns how many.
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error>;
     /// Changes whenever events may have been committed.
@@ -543,6 +546,23 @@ impl Outbox for PgOutbox {
         rows.iter().map(pg_event).collect()
     }
 
+    async fn publish(&self, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // Row-level security admits each tenant's events with that tenant pinned.
+        let mut tenants: Vec<&str> = events.iter().map(|e| e.tenant.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        for tenant in tenants {
+            sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+            let theirs: Vec<NewEvent> = events.iter().filter(|e| e.tenant.as_str() == tenant).cloned().collect();
+            append_pg(&mut tx, &theirs).await?;
+        }
+        tx.commit().await
+    }
+
     async fn bounds(&self) -> Result<Bounds, sqlx::Error> {
         let mut tx = begin_all_tenants(&self.pool).await?;
         let row =
@@ -642,6 +662,14 @@ impl Outbox for SqliteOutbox {
                 })
             })
             .collect()
+    }
+
+    async fn publish(&self, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+        let mut tx = crate::db::begin_sqlite_write(&self.pool).await?;
+        append_sqlite(&mut tx, events).await?;
+        tx.commit().await?;
+        self.committed();
+        Ok(())
     }
 
     async fn bounds(&self) -> Result<Bounds, sqlx::Error> {

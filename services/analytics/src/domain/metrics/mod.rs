@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+mod adoption;
 mod customers;
 mod deals;
 
+pub use adoption::adoption;
 pub use customers::{
     campaign_response, data_freshness, handling_time, portfolio_continuity, profile_completeness, retention,
 };
@@ -47,6 +49,7 @@ pub enum MetricId {
     PortfolioContinuity,
     CustomerRetention,
     ChurnRate,
+    Adoption,
 }
 
 /// What the catalogue says of a metric.
@@ -342,6 +345,29 @@ pub const CATALOGUE: &[MetricInfo] = &[
             "new",
             "net_revenue_retention",
             "gross_revenue_retention",
+        ],
+    },
+    MetricInfo {
+        id: MetricId::Adoption,
+        key: "crm-adoption",
+        display_name: "CRM adoption: breadth, frequency and depth of use",
+        formula: "from the authenticated requests each service counts per user, area (the gRPC \
+                  service called) and day: active users = the users with a request in the \
+                  period; users seen = the users with a request before its end; value = active / \
+                  seen (breadth); `requests_per_active_user` and `changes_per_active_user` \
+                  (requests that are not reads) over the period (frequency); \
+                  `areas_per_active_user` = the mean number of areas each active user used \
+                  (depth); month: each month of the period, its users seen being those before \
+                  the month's end",
+        version: 1,
+        unit: "ratio",
+        groupings: &[Grouping::Month],
+        parts: &[
+            "active_users",
+            "users_seen",
+            "requests_per_active_user",
+            "changes_per_active_user",
+            "areas_per_active_user",
         ],
     },
 ];
