@@ -58,17 +58,28 @@ async fn close(api: &Rest, deal: &Value, owner: &'static str, won: Option<bool>,
     made
 }
 
-/// Queries a metric until its tenant-wide figure counts `records` (ingest is asynchronous).
-pub(crate) async fn settled(api: &Rest, metric: &str, period: &str, records: i64) -> Value {
+/// GETs `path` until `done` holds of the answer (ingest is asynchronous), and returns it.
+pub(crate) async fn eventually(api: &Rest, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
     for _ in 0..100 {
-        let (status, answer) = api.get(&format!("/v1/metrics/{metric}:query?period={period}")).await;
-        assert_eq!(status, 200, "{answer}");
-        if answer["figures"][0]["count"] == json!(records.to_string()) {
+        let (status, answer) = api.get(path).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        if done(&answer) {
             return answer;
         }
+        last = answer;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{metric} never counted {records} records");
+    panic!("{path} never got there: {last}");
+}
+
+/// Queries a metric until its tenant-wide figure counts `records`.
+pub(crate) async fn settled(api: &Rest, metric: &str, period: &str, records: i64) -> Value {
+    let counted = json!(records.to_string());
+    eventually(api, &format!("/v1/metrics/{metric}:query?period={period}"), |answer| {
+        answer["figures"][0]["count"] == counted
+    })
+    .await
 }
 
 pub(crate) fn figures(answer: &Value) -> BTreeMap<String, Value> {

@@ -5,7 +5,7 @@
 use crm_platform::Role;
 use serde_json::{Value, json};
 
-use crate::analytics::{close_to, figures, settled};
+use crate::analytics::{close_to, eventually, figures, settled};
 use crate::support::{BACKENDS, Deployment, Rest, id_of};
 
 #[tokio::test]
@@ -280,18 +280,12 @@ async fn customer_figures(base: &str) {
         )
         .await;
     assert_eq!(status, 200, "{won}");
-    let mut retention = Value::Null;
-    for _ in 0..100 {
-        let (status, answer) = admin
-            .get(&format!("/v1/metrics/customer-retention:query?period={period}"))
-            .await;
-        assert_eq!(status, 200, "{answer}");
-        if answer["figures"][0]["parts"]["new"].as_f64() == Some(1.0) {
-            retention = answer;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let retention = eventually(
+        &admin,
+        &format!("/v1/metrics/customer-retention:query?period={period}"),
+        |answer| answer["figures"][0]["parts"]["new"].as_f64() == Some(1.0),
+    )
+    .await;
     assert_eq!(
         retention["figures"][0]["count"], "0",
         "nobody was a customer at the start: {retention}"
@@ -353,22 +347,16 @@ async fn customer_figures(base: &str) {
         (id_of(&bare["name"]).to_owned(), 0),
     ];
     customers.sort();
-    let mut segments = Value::Null;
-    for _ in 0..100 {
-        let (status, answer) = admin.get("/v1/segments").await;
-        assert_eq!(status, 200, "{answer}");
+    let segments = eventually(&admin, "/v1/segments", |answer| {
         let total: i64 = answer["segments"]
             .as_array()
             .expect("segments")
             .iter()
             .map(|s| s["customers"].as_str().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0))
             .sum();
-        if total == 3 {
-            segments = answer;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        total == 3
+    })
+    .await;
     assert_eq!(segments["reportingCurrency"], "EUR", "{segments}");
     // Scores by quintile of first ranks (ties in id order): with n customers the rank r falls
     // in bin max(1, ceil(5 (r - 1) / (n - 1))).
@@ -445,16 +433,10 @@ async fn customer_figures(base: &str) {
         assert_eq!(status, 200, "{won}");
     }
     // Two customers with products; CRM -> MAIL: both 1 of 2, CRM held by 2, MAIL by 1.
-    let mut pairs = Value::Null;
-    for _ in 0..100 {
-        let (status, answer) = ben.get("/v1/productPairs?minSupport=0&minConfidence=0").await;
-        assert_eq!(status, 200, "{answer}");
-        if answer["customers"] == "2" {
-            pairs = answer;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let pairs = eventually(&ben, "/v1/productPairs?minSupport=0&minConfidence=0", |answer| {
+        answer["customers"] == "2"
+    })
+    .await;
     let rule = pairs["pairs"]
         .as_array()
         .expect("pairs")
@@ -531,24 +513,16 @@ async fn usage_becomes_adoption(base: &str) {
 
     let today = chrono::Utc::now().date_naive();
     let period = format!("{}..{}", today.pred_opt().expect("day"), today.succ_opt().expect("day"));
-    let mut answer = Value::Null;
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        let (status, got) = ben
-            .get(&format!("/v1/metrics/crm-adoption:query?period={period}"))
-            .await;
-        assert_eq!(status, 200, "{got}");
-        if got["figures"][0]["count"] == "2"
-            && got["figures"][0]["parts"]["requests_per_active_user"].as_f64() == Some(2.0)
-        {
-            answer = got;
-            break;
-        }
-        last = got;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let answer = eventually(
+        &ben,
+        &format!("/v1/metrics/crm-adoption:query?period={period}"),
+        |got| {
+            got["figures"][0]["count"] == "2"
+                && got["figures"][0]["parts"]["requests_per_active_user"].as_f64() == Some(2.0)
+        },
+    )
+    .await;
     let figure = &answer["figures"][0];
-    assert!(!figure.is_null(), "the usage never arrived: {last}");
     #[allow(clippy::cast_precision_loss)]
     let users = made.len() as f64;
     let requests: i32 = made.iter().map(|m| m.1).sum();

@@ -177,13 +177,18 @@ fn hand_written(doc: &mut Value, generator: &mut Generator, pool: &DescriptorPoo
     Ok(())
 }
 
-/// The event types of the feeds: the messages of `crm/{service}/v1/events.proto`, by feed.
+/// The event types of the feeds: the messages of `crm/{service}/v1/events.proto`, by feed,
+/// and the usage reports every feed carries (`crm.events.v1` itself is the envelope, no feed).
 fn event_types(pool: &DescriptorPool) -> Vec<Vec<String>> {
+    use crm_proto::prost::Name;
+    let envelope = <crm_proto::crm::events::v1::Event as Name>::PACKAGE;
+    let usage = crm_proto::crm::events::v1::UsageReported::full_name();
     let mut feeds: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for message in pool.all_messages() {
         let file = message.parent_file();
         if file.name().starts_with("crm/")
             && file.name().ends_with("/events.proto")
+            && file.package_name() != envelope
             && message.parent_message().is_none()
         {
             feeds
@@ -192,7 +197,13 @@ fn event_types(pool: &DescriptorPool) -> Vec<Vec<String>> {
                 .push(message.full_name().to_owned());
         }
     }
-    feeds.into_values().collect()
+    feeds
+        .into_values()
+        .map(|mut types| {
+            types.push(usage.clone());
+            types
+        })
+        .collect()
 }
 
 /// Adds the problem answers an operation does not declare itself. The open operations

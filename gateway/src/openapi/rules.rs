@@ -338,7 +338,10 @@ pub(super) fn across_fields(message: &MessageDescriptor, fields: &[FieldDescript
 /// Event types, comma-separated: those of one feed (`source` picks the feed), each at most
 /// once per feed's count.
 pub(super) fn types_schema(feeds: &[Vec<String>]) -> Value {
-    let all: Vec<String> = feeds.iter().flatten().map(|t| t.replace('.', "\\.")).collect();
+    let mut all: Vec<String> = feeds.iter().flatten().map(|t| t.replace('.', "\\.")).collect();
+    // A type several feeds carry (usage reports) once.
+    all.sort();
+    all.dedup();
     let one = all.join("|");
     let most = feeds.iter().map(Vec::len).min().unwrap_or(1).max(1);
     json!({

@@ -381,7 +381,7 @@ async fn check(service: &PipelineService) {
     let events = served(service, expected.len()).await;
     let stored = service
         .outbox
-        .read(&Scope::Tenant(acme()), 0, &[], 100)
+        .read(&Scope::Tenant(acme()), 0, &[], None, 100)
         .await
         .expect("read");
     assert_eq!(

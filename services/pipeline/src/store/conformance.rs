@@ -71,7 +71,7 @@ impl Fixture {
             sequencer.sequence().await.expect("sequence");
         }
         self.outbox
-            .read(&Scope::Tenant(tenant_id(tenant)), 0, &[], 10_000)
+            .read(&Scope::Tenant(tenant_id(tenant)), 0, &[], None, 10_000)
             .await
             .expect("read")
             .into_iter()
@@ -84,7 +84,7 @@ impl Fixture {
             sequencer.sequence().await.expect("sequence");
         }
         self.outbox
-            .read(&Scope::Tenant(tenant_id(tenant)), 0, &[], 10_000)
+            .read(&Scope::Tenant(tenant_id(tenant)), 0, &[], None, 10_000)
             .await
             .expect("read")
             .into_iter()

@@ -91,7 +91,10 @@ mod tests {
         append_sqlite(&mut tx, &[event(&acme)]).await.expect("step 7");
         tx.commit().await.expect("step 8");
         let outbox = SqliteOutbox::new(pool);
-        let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.expect("step 9");
+        let events = outbox
+            .read(&Scope::Tenant(acme), 0, &[], None, 10)
+            .await
+            .expect("step 9");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].seq, 1);
         assert_eq!(events[0].kind, Heartbeat::full_name());
@@ -123,13 +126,16 @@ mod tests {
         tx.commit().await.expect("step 18");
         // Numbered here, or already by the sequencer the outbox runs.
         outbox.sequence().await.expect("step 19");
-        let events = outbox.read(&Scope::Tenant(acme), 0, &[], 10).await.expect("step 20");
+        let events = outbox
+            .read(&Scope::Tenant(acme), 0, &[], None, 10)
+            .await
+            .expect("step 20");
         assert_eq!(events.len(), 1);
         assert!(!events[0].legacy);
         assert_eq!(events[0].decode::<Heartbeat>().expect("step 21"), message());
         // Row-level security applies to the serving role: another tenant sees nothing.
         let other = Scope::Tenant(TenantId::parse("globex").expect("step 22"));
-        assert!(outbox.read(&other, 0, &[], 10).await.expect("step 23").is_empty());
+        assert!(outbox.read(&other, 0, &[], None, 10).await.expect("step 23").is_empty());
         // The outbox's listener keeps a connection of the pool for its lifetime (closing the
         // pool would wait for it); dropping the database ends it.
         db.drop_database().await;

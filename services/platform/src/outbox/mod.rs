@@ -254,12 +254,14 @@ pub struct Bounds {
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Events visible to `scope` after `after`, of the given types (all when empty), in
-    /// sequence order, up to `limit`.
+    /// sequence order, up to `limit`; of `partition`'s tenants when given (an outbox may return
+    /// others too: the reader filters again).
     async fn read(
         &self,
         scope: &Scope,
         after: u64,
         types: &[String],
+        partition: Option<crate::partition::Partition>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, sqlx::Error>;
     async fn bounds(&self) -> Result<Bounds, sqlx::Error>;
@@ -326,7 +328,7 @@ pub async fn follow(
                     return;
                 }
             };
-            let events = match outbox.read(&scope, cursor, &types, READ_BATCH).await {
+            let events = match outbox.read(&scope, cursor, &types, partition, READ_BATCH).await {
                 Ok(events) => events,
                 Err(err) => {
                     let _ = tx.send(Err(err.into())).await;
@@ -519,6 +521,7 @@ impl Outbox for PgOutbox {
         scope: &Scope,
         after: u64,
         types: &[String],
+        partition: Option<crate::partition::Partition>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let (mut tx, tenant) = match scope {
@@ -531,15 +534,19 @@ impl Outbox for PgOutbox {
         // The row-level policy makes the planner expect a handful of rows and sort them; the
         // index already holds them in sequence order, and reading it stops at the limit.
         sqlx::query("SET LOCAL enable_sort = off").execute(&mut *tx).await?;
-        let rows = sqlx::query(
+        // A partition's tenants: the key PostgreSQL computes as the platform does.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload, format FROM outbox_events \
              WHERE seq > $1 AND ($2::text IS NULL OR tenant_id = $2) AND (cardinality($3::text[]) = 0 OR type = ANY($3)) \
-             ORDER BY seq LIMIT $4",
-        )
+             AND ($5::bigint IS NULL OR {key} % $5 = $6) ORDER BY seq LIMIT $4",
+            key = crate::partition::SQL_KEY
+        )))
         .bind(bound(after))
         .bind(tenant)
         .bind(types)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(partition.map(|p| i64::from(p.count)))
+        .bind(partition.map_or(0, |p| i64::from(p.index)))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -626,6 +633,7 @@ impl Outbox for SqliteOutbox {
         scope: &Scope,
         after: u64,
         types: &[String],
+        _partition: Option<crate::partition::Partition>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let tenant = match scope {

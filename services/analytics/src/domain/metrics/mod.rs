@@ -66,6 +66,16 @@ pub struct MetricInfo {
     pub parts: &'static [&'static str],
 }
 
+/// The parts of customer retention and churn (one computation answers both).
+const RETENTION_PARTS: &[&str] = &[
+    "base",
+    "retained",
+    "churned",
+    "new",
+    "net_revenue_retention",
+    "gross_revenue_retention",
+];
+
 /// Every metric.
 pub const CATALOGUE: &[MetricInfo] = &[
     MetricInfo {
@@ -320,14 +330,7 @@ pub const CATALOGUE: &[MetricInfo] = &[
         version: 1,
         unit: "ratio",
         groupings: &[Grouping::Month],
-        parts: &[
-            "base",
-            "retained",
-            "churned",
-            "new",
-            "net_revenue_retention",
-            "gross_revenue_retention",
-        ],
+        parts: RETENTION_PARTS,
     },
     MetricInfo {
         id: MetricId::ChurnRate,
@@ -338,14 +341,7 @@ pub const CATALOGUE: &[MetricInfo] = &[
         version: 1,
         unit: "ratio",
         groupings: &[Grouping::Month],
-        parts: &[
-            "base",
-            "retained",
-            "churned",
-            "new",
-            "net_revenue_retention",
-            "gross_revenue_retention",
-        ],
+        parts: RETENTION_PARTS,
     },
     MetricInfo {
         id: MetricId::Adoption,

@@ -70,7 +70,10 @@ async fn events_are_written_with_their_change(store: &dyn ContactStore, outbox: 
     // them.
     let mut events = Vec::new();
     for _ in 0..200 {
-        events = outbox.read(&Scope::Tenant(t.clone()), 0, &[], 10).await.expect("read");
+        events = outbox
+            .read(&Scope::Tenant(t.clone()), 0, &[], None, 10)
+            .await
+            .expect("read");
         if events.len() >= 3 {
             break;
         }
@@ -152,7 +155,7 @@ async fn sqlite_events_are_written_with_their_change() {
         .expect("head");
     assert_legacy_renders(
         &outbox
-            .read(&Scope::Tenant(tenant("legacy")), 0, &[], 10)
+            .read(&Scope::Tenant(tenant("legacy")), 0, &[], None, 10)
             .await
             .expect("read"),
     );
@@ -185,7 +188,7 @@ async fn postgres_events_are_written_with_their_change() {
     outbox.sequence().await.expect("sequence");
     assert_legacy_renders(
         &outbox
-            .read(&Scope::Tenant(tenant("legacy")), 0, &[], 10)
+            .read(&Scope::Tenant(tenant("legacy")), 0, &[], None, 10)
             .await
             .expect("read"),
     );
