@@ -18,7 +18,9 @@
 //!   the board of a pipeline of 100k open deals (a `crm pipeline` on its own database).
 //!
 //! - on `crm serve`: creates with 20,000-item lists, search over a large SQLite tenant, and
-//!   resident memory over a sustained load (see `embedded`).
+//!   resident memory over a sustained load (see `embedded`);
+//! - the analytics service: ingest in catch-up against a consumer applying nothing
+//!   (`analytics`), and metric queries over a tenant of a million deals (`analytics-queries`).
 //!
 //! It prints a Markdown report (machine, command, figures) for BENCHMARKS.md.
 
@@ -29,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod analytics;
+mod analytics_queries;
 mod duplicates;
 mod embedded;
 mod feed;
@@ -84,6 +87,9 @@ pub(crate) struct BenchArgs {
     /// Pipeline events the analytics ingest test catches up on.
     #[arg(long, default_value_t = 200_000)]
     analytics_events: u64,
+    /// Deals (each with five entries of stage history) of the analytics query test.
+    #[arg(long, default_value_t = 1_000_000)]
+    query_deals: u64,
     /// Partitions the analytics ingest test's `crm analytics` splits the feed into (one
     /// replica follows them all).
     #[arg(long, default_value_t = 1)]
@@ -573,6 +579,15 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str, analytics_ur
             token: &service_token()?,
             events: args.analytics_events,
             partitions: &args.analytics_partitions.to_string(),
+        })
+        .await?;
+    }
+    if wants("analytics-queries") {
+        analytics_queries::run(&analytics_queries::QueryBench {
+            analytics_url,
+            deals: args.query_deals,
+            clients: args.clients,
+            duration,
         })
         .await?;
     }
