@@ -475,6 +475,51 @@ async fn customer_figures(base: &str) {
     let (status, problem) = ben.get("/v1/productPairs?minSupport=2&minConfidence=-1").await;
     assert_eq!(status, 400, "{problem}");
 
+    // A duplicate of Bare with a won deal of its own, merged into Bare: the deal counts for
+    // Bare from then on, and the duplicate is no customer any more.
+    let twin = create(&admin, json!({"givenName": "Twin", "owner": "ann"})).await;
+    let (status, deal) = admin
+        .post(
+            "/v1/deals",
+            json!({"displayName": "Twin's order", "pipeline": pipeline["name"], "contact": twin["name"],
+                   "amount": {"amountMinor": "300", "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{deal}");
+    let (status, won) = admin
+        .post(
+            &format!("/v1/deals/{}:close", id_of(&deal["name"])),
+            json!({"outcome": "DEAL_STATUS_WON", "reason": "signed"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{won}");
+    // Whichever feed arrives first, the deal ends with the survivor: a deal written after the
+    // merge names the merged record and is mapped to its survivor.
+    let (status, merged) = admin
+        .post(
+            &format!("/v1/contacts/{}:merge", id_of(&bare["name"])),
+            json!({"merged": [twin["name"]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{merged}");
+    let survivor = eventually(&admin, &format!("/v1/customers/{}:value", id_of(&bare["name"])), |v| {
+        v["frequency"] == "2"
+    })
+    .await;
+    assert_eq!(
+        survivor["monetary"]["amountMinor"], "300",
+        "the twin's EUR deal: {survivor}"
+    );
+    assert_eq!(
+        survivor["unconverted"],
+        json!([{"amountMinor": "100", "currencyCode": "GBP"}]),
+        "{survivor}"
+    );
+    let (status, _) = admin
+        .get(&format!("/v1/customers/{}:value", id_of(&twin["name"])))
+        .await;
+    assert_eq!(status, 404, "a merged contact is no customer of its own");
+
     // Another tenant sees none of it.
     let gus = Rest::as_user(base, "globex", "gus", Role::Admin);
     let (_, theirs) = gus

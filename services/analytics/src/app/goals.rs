@@ -57,10 +57,7 @@ impl AnalyticsApp {
             created_by: who.user.as_str().to_owned(),
             create_time: now,
         };
-        self.store
-            .create_goal(&who.tenant, &goal)
-            .await
-            .map_err(|e| e.into_api())?;
+        self.store.create_goal(&who.tenant, &goal).await?;
         self.track(&who.tenant, goal).await
     }
 
@@ -69,8 +66,7 @@ impl AnalyticsApp {
         let goal = self
             .store
             .goal(&who.tenant, id)
-            .await
-            .map_err(|e| e.into_api())?
+            .await?
             .filter(|g| visible(who, g))
             .ok_or_else(|| ApiError::not_found("goal"))?;
         self.track(&who.tenant, goal).await
@@ -78,11 +74,7 @@ impl AnalyticsApp {
 
     /// The tenant's goals the caller may see, newest first.
     pub async fn list_goals(&self, who: &Principal) -> Result<Vec<Tracked>, ApiError> {
-        let goals = self
-            .store
-            .goals(&who.tenant, GOALS_LISTED)
-            .await
-            .map_err(|e| e.into_api())?;
+        let goals = self.store.goals(&who.tenant, GOALS_LISTED).await?;
         let mut tracked = Vec::new();
         for goal in goals.into_iter().filter(|g| visible(who, g)) {
             tracked.push(self.track(&who.tenant, goal).await?);

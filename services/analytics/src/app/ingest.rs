@@ -18,7 +18,7 @@ impl AnalyticsApp {
     /// The watermarks of the consumers that apply `tenant`'s events: each feed's, or the
     /// partition of it the tenant is in.
     pub(crate) async fn watermarks_of(&self, tenant: &crm_platform::TenantId) -> Result<Vec<Watermark>, ApiError> {
-        let mut watermarks = self.store.watermarks().await.map_err(|e| e.into_api())?;
+        let mut watermarks = self.store.watermarks().await?;
         watermarks.retain(|w| crate::ingest::covers(&w.consumer, tenant.as_str()));
         Ok(watermarks)
     }
@@ -31,11 +31,7 @@ impl AnalyticsApp {
             ));
         }
         let watermarks = self.watermarks_of(&who.tenant).await?;
-        let (skipped, parked) = self
-            .store
-            .ingest_problems(&who.tenant)
-            .await
-            .map_err(|e| e.into_api())?;
+        let (skipped, parked) = self.store.ingest_problems(&who.tenant).await?;
         Ok(IngestStatus {
             watermarks,
             skipped,

@@ -62,7 +62,7 @@ impl AnalyticsApp {
         let info = metric.info();
         Ok(match metric {
             MetricId::WinRate | MetricId::SalesCycleDays => {
-                let closes = self.store.closes(tenant, window).await.map_err(|e| e.into_api())?;
+                let closes = self.store.closes(tenant, window).await?;
                 if metric == MetricId::WinRate {
                     win_rate(&closes, grouping)
                 } else {
@@ -70,45 +70,25 @@ impl AnalyticsApp {
                 }
             }
             MetricId::CohortWinRate => {
-                let deals = self
-                    .store
-                    .deals_created(tenant, window)
-                    .await
-                    .map_err(|e| e.into_api())?;
+                let deals = self.store.deals_created(tenant, window).await?;
                 cohort_win_rate(&deals, grouping)
             }
             MetricId::LeadConversion => {
-                let leads = self
-                    .store
-                    .leads_created(tenant, window)
-                    .await
-                    .map_err(|e| e.into_api())?;
+                let leads = self.store.leads_created(tenant, window).await?;
                 lead_conversion(&leads, grouping)
             }
             MetricId::StageFunnel => {
-                let visits = self
-                    .store
-                    .stage_visits(tenant, window)
-                    .await
-                    .map_err(|e| e.into_api())?;
-                let stages = self.store.stages(tenant).await.map_err(|e| e.into_api())?;
+                let visits = self.store.stage_visits(tenant, window).await?;
+                let stages = self.store.stages(tenant).await?;
                 stage_funnel(&visits, &stages, grouping)
             }
             MetricId::OpenPipeline => {
-                let open = self
-                    .store
-                    .open_at(tenant, window.end_time())
-                    .await
-                    .map_err(|e| e.into_api())?;
+                let open = self.store.open_at(tenant, window.end_time()).await?;
                 open_pipeline(&open, grouping)
             }
             MetricId::PipelineVelocity => {
-                let open = self
-                    .store
-                    .open_at(tenant, window.end_time())
-                    .await
-                    .map_err(|e| e.into_api())?;
-                let closes = self.store.closes(tenant, window).await.map_err(|e| e.into_api())?;
+                let open = self.store.open_at(tenant, window.end_time()).await?;
+                let closes = self.store.closes(tenant, window).await?;
                 pipeline_velocity(&open, &closes, grouping)
             }
             MetricId::CampaignResponse => {
@@ -117,8 +97,7 @@ impl AnalyticsApp {
                 let interactions = self
                     .store
                     .interactions(tenant, Interactions::OfCampaigns, start, end + window_after)
-                    .await
-                    .map_err(|e| e.into_api())?;
+                    .await?;
                 campaign_response(&interactions, start, end, window_after, grouping)
             }
             MetricId::HandlingTime => {
@@ -130,37 +109,28 @@ impl AnalyticsApp {
                         window.start_time(),
                         window.end_time(),
                     )
-                    .await
-                    .map_err(|e| e.into_api())?;
+                    .await?;
                 handling_time(&tickets, grouping)
             }
             MetricId::DataFreshness => {
                 let as_of = window.end_time().min(self.clock.now());
-                let changes = self.store.last_changes(tenant, as_of).await.map_err(|e| e.into_api())?;
+                let changes = self.store.last_changes(tenant, as_of).await?;
                 data_freshness(&changes, as_of, grouping)
             }
             MetricId::ProfileCompleteness => {
-                let counts = self
-                    .store
-                    .profile_counts(tenant, window.end_time())
-                    .await
-                    .map_err(|e| e.into_api())?;
+                let counts = self.store.profile_counts(tenant, window.end_time()).await?;
                 profile_completeness(&counts, grouping)
             }
             MetricId::PortfolioContinuity => {
-                let behind = self
-                    .store
-                    .left_behind(tenant, window.end_time())
-                    .await
-                    .map_err(|e| e.into_api())?;
-                let transfers = self.store.transfers(tenant, window).await.map_err(|e| e.into_api())?;
+                let behind = self.store.left_behind(tenant, window.end_time()).await?;
+                let transfers = self.store.transfers(tenant, window).await?;
                 portfolio_continuity(&behind, &transfers, grouping)
             }
             MetricId::CustomerRetention | MetricId::ChurnRate => {
                 let churn_window = self.settings(tenant).await?.churn_window();
                 let end = window.end_time().min(self.clock.now());
-                let wins = self.store.customer_wins(tenant, end).await.map_err(|e| e.into_api())?;
-                let lifecycles = self.store.lifecycles(tenant, end).await.map_err(|e| e.into_api())?;
+                let wins = self.store.customer_wins(tenant, end).await?;
+                let lifecycles = self.store.lifecycles(tenant, end).await?;
                 retention(
                     &wins,
                     &lifecycles,
@@ -173,8 +143,8 @@ impl AnalyticsApp {
             }
             MetricId::Adoption => {
                 let (start, end) = (window.start_time().date_naive(), window.end_time().date_naive());
-                let usage = self.store.usage(tenant, start, end).await.map_err(|e| e.into_api())?;
-                let first_use = self.store.first_use(tenant, end).await.map_err(|e| e.into_api())?;
+                let usage = self.store.usage(tenant, start, end).await?;
+                let first_use = self.store.first_use(tenant, end).await?;
                 adoption(&usage, &first_use, start, end, grouping)
             }
             MetricId::ForecastAccuracy | MetricId::QuotaAttainment => {
@@ -187,13 +157,13 @@ impl AnalyticsApp {
                         ),
                     )
                 })?;
-                let closes = self.store.closes(tenant, window).await.map_err(|e| e.into_api())?;
+                let closes = self.store.closes(tenant, window).await?;
                 let period = period.to_string();
                 if metric == MetricId::ForecastAccuracy {
-                    let forecasts = self.store.forecasts(tenant, &period).await.map_err(|e| e.into_api())?;
+                    let forecasts = self.store.forecasts(tenant, &period).await?;
                     forecast_accuracy(&forecasts, &closes, window.start_time(), window.end_time(), grouping)
                 } else {
-                    let quotas = self.store.quotas(tenant, &period).await.map_err(|e| e.into_api())?;
+                    let quotas = self.store.quotas(tenant, &period).await?;
                     quota_attainment(&quotas, &closes, grouping)
                 }
             }

@@ -37,11 +37,7 @@ fn thresholds(min_support: Option<f64>, min_confidence: Option<f64>) -> Result<(
 
 impl AnalyticsApp {
     async fn baskets(&self, who: &Principal) -> Result<Baskets, ApiError> {
-        let rows = self
-            .store
-            .customer_products(&who.tenant)
-            .await
-            .map_err(|e| e.into_api())?;
+        let rows = self.store.customer_products(&who.tenant).await?;
         Ok(baskets(&rows))
     }
 

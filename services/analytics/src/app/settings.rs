@@ -9,12 +9,7 @@ use crate::domain::*;
 impl AnalyticsApp {
     /// The tenant's settings (the defaults until an admin changes them).
     pub async fn settings(&self, tenant: &TenantId) -> Result<Settings, ApiError> {
-        Ok(self
-            .store
-            .settings(tenant)
-            .await
-            .map_err(|e| e.into_api())?
-            .unwrap_or_default())
+        Ok(self.store.settings(tenant).await?.unwrap_or_default())
     }
 
     /// Applies `change` to the tenant's settings (admins only).
@@ -37,10 +32,7 @@ impl AnalyticsApp {
         })?;
         next.update_time = Some(self.clock.now());
         next.updated_by = who.user.as_str().to_owned();
-        self.store
-            .put_settings(&who.tenant, &next)
-            .await
-            .map_err(|e| e.into_api())?;
+        self.store.put_settings(&who.tenant, &next).await?;
         Ok(next)
     }
 }

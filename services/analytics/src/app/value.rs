@@ -32,8 +32,8 @@ impl AnalyticsApp {
     /// Every customer's value in the tenant, and the currency monetary values are in.
     async fn scored(&self, tenant: &TenantId) -> Result<(Vec<CustomerValue>, String), ApiError> {
         let settings = self.settings(tenant).await?;
-        let purchases = self.store.purchases(tenant).await.map_err(|e| e.into_api())?;
-        let rates = self.store.exchange_rates(tenant).await.map_err(|e| e.into_api())?;
+        let purchases = self.store.purchases(tenant).await?;
+        let rates = self.store.exchange_rates(tenant).await?;
         // Without a reporting currency, the tenant's one currency if it has one; else every
         // amount is reported unconverted.
         let reporting = if settings.reporting_currency.is_empty() {
@@ -55,11 +55,7 @@ impl AnalyticsApp {
         if who.writes_all() {
             return Ok(());
         }
-        let owner = self
-            .store
-            .customer_owner(&who.tenant, customer)
-            .await
-            .map_err(|e| e.into_api())?;
+        let owner = self.store.customer_owner(&who.tenant, customer).await?;
         if owner.as_deref() == Some(who.user.as_str()) {
             Ok(())
         } else {
@@ -107,18 +103,13 @@ impl AnalyticsApp {
             None => Vec::new(),
         };
         if !customers.is_empty() && !who.writes_all() {
-            let mut own = Vec::new();
-            for v in customers {
-                let owner = self
-                    .store
-                    .customer_owner(&who.tenant, v.customer)
-                    .await
-                    .map_err(|e| e.into_api())?;
-                if owner.as_deref() == Some(who.user.as_str()) {
-                    own.push(v);
-                }
-            }
-            customers = own;
+            let own: std::collections::BTreeSet<Uuid> = self
+                .store
+                .owned_customers(&who.tenant, who.user.as_str())
+                .await?
+                .into_iter()
+                .collect();
+            customers.retain(|v| own.contains(&v.customer));
         }
         customers.sort_by(|a, b| b.monetary.cmp(&a.monetary).then(a.recency_days.cmp(&b.recency_days)));
         customers.truncate(page_size.min(SEGMENT_PAGE_MAX));
@@ -138,7 +129,7 @@ impl AnalyticsApp {
 
     /// The tenant's exchange rates.
     pub async fn exchange_rates(&self, tenant: &TenantId) -> Result<Vec<ExchangeRate>, ApiError> {
-        self.store.exchange_rates(tenant).await.map_err(|e| e.into_api())
+        self.store.exchange_rates(tenant).await.map_err(ApiError::from)
     }
 
     /// Sets a currency's rate for a month (admins).
@@ -171,10 +162,7 @@ impl AnalyticsApp {
             update_time: self.clock.now(),
             updated_by: who.user.as_str().to_owned(),
         };
-        self.store
-            .put_exchange_rate(&who.tenant, &rate)
-            .await
-            .map_err(|e| e.into_api())?;
+        self.store.put_exchange_rate(&who.tenant, &rate).await?;
         Ok(rate)
     }
 }

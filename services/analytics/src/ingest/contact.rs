@@ -95,7 +95,13 @@ fn changed(
         ProfileChange::default()
     };
     change.then(profile(fields)?);
-    let mut changes = Vec::new();
+    let mut changes = vec![FactChange::Customer(CustomerChange {
+        id,
+        kind,
+        time,
+        created,
+        change,
+    })];
     if let Some(stage) = fields.iter().find(|c| c.field == "lifecycle_stage") {
         let value =
             |v: Option<&crm_proto::prost_types::Value>| text(v.and_then(|v| v.kind.as_ref()), "lifecycle_stage");
@@ -106,16 +112,6 @@ fn changed(
             to: value(stage.new_value.as_ref())?,
         }));
     }
-    changes.insert(
-        0,
-        FactChange::Customer(CustomerChange {
-            id,
-            kind,
-            time,
-            created,
-            change,
-        }),
-    );
     Ok(changes)
 }
 

@@ -236,7 +236,6 @@ fn quota(q: Option<&pb::Quota>) -> Result<QuotaFact, String> {
 /// What a pipeline event asks of the facts.
 pub fn decide(event: &events::Event) -> Decision {
     let changes = || -> Option<Result<Vec<FactChange>, String>> {
-        let deal_changed = deal_changes;
         if let Some(m) = decoded::<pb::PipelineCreated>(event) {
             return Some(m.and_then(|m| stages(m.pipeline.as_ref())));
         }
@@ -250,16 +249,16 @@ pub fn decide(event: &events::Event) -> Decision {
             return Some(m.and_then(|m| edited_deal(m.deal.as_ref(), false)));
         }
         if let Some(m) = decoded::<pb::DealStageChanged>(event) {
-            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
+            return Some(m.and_then(|m| deal_changes(m.deal.as_ref(), m.transition.as_ref())));
         }
         if let Some(m) = decoded::<pb::DealWon>(event) {
-            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
+            return Some(m.and_then(|m| deal_changes(m.deal.as_ref(), m.transition.as_ref())));
         }
         if let Some(m) = decoded::<pb::DealLost>(event) {
-            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
+            return Some(m.and_then(|m| deal_changes(m.deal.as_ref(), m.transition.as_ref())));
         }
         if let Some(m) = decoded::<pb::DealReopened>(event) {
-            return Some(m.and_then(|m| deal_changed(m.deal.as_ref(), m.transition.as_ref())));
+            return Some(m.and_then(|m| deal_changes(m.deal.as_ref(), m.transition.as_ref())));
         }
         let lead_changed = |l: Option<&pb::Lead>| lead(l).map(|l| vec![FactChange::Lead(l)]);
         if let Some(m) = decoded::<pb::LeadCreated>(event) {

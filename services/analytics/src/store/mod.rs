@@ -228,9 +228,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl StoreError {
-    pub fn into_api(self) -> ApiError {
-        ApiError::internal(&self)
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        ApiError::internal(&err)
     }
 }
 
@@ -328,6 +328,9 @@ pub trait AnalyticsStore: Send + Sync {
 
     /// Each user's first day of use before `to`.
     async fn first_use(&self, tenant: &TenantId, to: NaiveDate) -> Result<Vec<(String, NaiveDate)>, StoreError>;
+
+    /// The contacts and companies `owner` owns now (not gone).
+    async fn owned_customers(&self, tenant: &TenantId, owner: &str) -> Result<Vec<Uuid>, StoreError>;
 
     /// Who owns a contact or company now (None: not known, or gone).
     async fn customer_owner(&self, tenant: &TenantId, customer: Uuid) -> Result<Option<String>, StoreError>;

@@ -1112,6 +1112,23 @@ impl AnalyticsStore for PgAnalyticsStore {
             .map_err(StoreError::from)
     }
 
+    async fn owned_customers(&self, tenant: &TenantId, owner: &str) -> Result<Vec<Uuid>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT customer_id FROM customer_facts WHERE tenant_id = $1 AND owner = $2 AND gone IS NULL",
+                )
+                .bind(tenant.as_str())
+                .bind(owner),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get("customer_id"))
+            .collect::<Result<_, _>>()?)
+    }
+
     async fn customer_owner(&self, tenant: &TenantId, customer: Uuid) -> Result<Option<String>, StoreError> {
         let rows = self
             .read(

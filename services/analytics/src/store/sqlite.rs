@@ -971,6 +971,17 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             .collect()
     }
 
+    async fn owned_customers(&self, tenant: &TenantId, owner: &str) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT customer_id FROM customer_facts WHERE tenant_id = ?1 AND owner = ?2 AND gone IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter().map(|id| uuid(id)).collect()
+    }
+
     async fn customer_owner(&self, tenant: &TenantId, customer: Uuid) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT owner FROM customer_facts WHERE tenant_id = ?1 AND customer_id = ?2 AND gone IS NULL",

@@ -237,6 +237,8 @@ pub fn portfolio_continuity(behind: &[LeftBehind], transfers: &[TransferFact], g
 /// What retention reads of the customers: each one's wins, lifecycle moves and first win.
 struct Customers<'a> {
     wins: BTreeMap<Uuid, Vec<&'a DealFact>>,
+    /// Each customer's first win.
+    first: BTreeMap<Uuid, DateTime<Utc>>,
     stages: BTreeMap<Uuid, Vec<&'a LifecycleFact>>,
 }
 
@@ -255,14 +257,19 @@ impl<'a> Customers<'a> {
         for moves in stages.values_mut() {
             moves.sort_by_key(|l| l.time);
         }
+        let first = by_customer
+            .iter()
+            .filter_map(|(c, deals)| Some((*c, deals.iter().filter_map(|d| d.close_time).min()?)))
+            .collect();
         Customers {
             wins: by_customer,
+            first,
             stages,
         }
     }
 
     fn first_win(&self, customer: Uuid) -> Option<DateTime<Utc>> {
-        self.wins.get(&customer)?.iter().filter_map(|d| d.close_time).min()
+        self.first.get(&customer).copied()
     }
 
     /// The lifecycle stage at `at` (empty for none).
