@@ -129,7 +129,14 @@ pub(crate) async fn serve(
             usage_outboxes.push((service.health_names(), outbox));
         }
     }
-    crm_platform::usage::spawn_reporter(Arc::clone(&usage), usage_outboxes, events.usage_every, shutdown.clone());
+    // Stopped after the server: the requests served while draining are counted too.
+    let usage_stop = CancellationToken::new();
+    let reporter = crm_platform::usage::spawn_reporter(
+        Arc::clone(&usage),
+        usage_outboxes,
+        events.usage_every,
+        usage_stop.clone(),
+    );
     // One EventFeed per process, serving each of its services' feeds (see FeedRouter).
     routes.add_service(crm_platform::feed::FeedRouter::new(feeds).into_server());
     let server = tonic::transport::Server::builder()
@@ -164,6 +171,14 @@ pub(crate) async fn serve(
     // own TCP_NODELAY setting never reaches the accepted sockets: set it here, or small
     // responses wait for delayed ACKs (a 40 ms p99).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    server.serve_with_incoming_shutdown(incoming, draining).await?;
+    let served = server.serve_with_incoming_shutdown(incoming, draining).await;
+    usage_stop.cancel();
+    if tokio::time::timeout(USAGE_FLUSH, reporter).await.is_err() {
+        tracing::warn!("the last usage report did not finish in time");
+    }
+    served?;
     Ok(())
 }
+
+/// How long the last usage report may take at shutdown.
+const USAGE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);

@@ -102,19 +102,20 @@ fn event(key: &UsageKey, count: UsageCount) -> Option<NewEvent> {
     NewEvent::of(&tenant, format!("usage/{}", key.user), &key.user, Utc::now(), &message).ok()
 }
 
-/// Publishes `usage` every `every` (and once more at shutdown) on the outbox of the service
-/// each area belongs to: `outboxes` lists, per outbox, the gRPC service names it serves.
-/// Counts of an area no outbox serves are dropped.
+/// Publishes `usage` every `every` on the outbox of the service each area belongs to
+/// (`outboxes` lists, per outbox, the gRPC service names it serves; counts of an area no outbox
+/// serves are dropped), and once more when `stop` is cancelled: cancel it once the server has
+/// stopped serving and await the handle, so that no request served is left uncounted.
 pub fn spawn_reporter(
     usage: Arc<Usage>,
     outboxes: Vec<(Vec<&'static str>, Arc<dyn Outbox>)>,
     every: Duration,
-    shutdown: CancellationToken,
-) {
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let stopping = tokio::select! {
-                () = shutdown.cancelled() => true,
+                () = stop.cancelled() => true,
                 () = tokio::time::sleep(every) => false,
             };
             report(&usage, &outboxes).await;
@@ -122,7 +123,7 @@ pub fn spawn_reporter(
                 return;
             }
         }
-    });
+    })
 }
 
 async fn report(usage: &Usage, outboxes: &[(Vec<&'static str>, Arc<dyn Outbox>)]) {
