@@ -55,15 +55,8 @@ impl RowOutcome {
     /// A refusal of this row; errors that are not about the row (the database is down) are
     /// returned as errors, ending the import, since every later row would fail the same way.
     fn from_error(err: ApiError) -> Result<Self, ApiError> {
-        match err.code {
-            ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::DeadlineExceeded | ErrorCode::Cancelled => {
-                Err(err)
-            }
-            _ => Ok(match err.violations.first() {
-                Some(v) => RowOutcome::rejected(v.field.trim_start_matches("contact."), &v.description),
-                None => RowOutcome::rejected("", err.message),
-            }),
-        }
+        let (field, reason) = err.into_rejection("contact.")?;
+        Ok(RowOutcome::Rejected { field, reason })
     }
 }
 

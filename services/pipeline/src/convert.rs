@@ -129,6 +129,8 @@ pub(crate) fn lead(r: &Rec<Lead>) -> pb::Lead {
         create_time: Some(timestamp(r.create_time)),
         update_time: Some(timestamp(r.update_time)),
         etag: r.etag(),
+        external_id: l.external_id.clone().unwrap_or_default(),
+        imported: l.external_id.is_some(),
     }
 }
 
@@ -172,6 +174,8 @@ pub(crate) fn deal(r: &Rec<Deal>) -> pb::Deal {
         create_time: Some(timestamp(r.create_time)),
         update_time: Some(timestamp(r.update_time)),
         etag: r.etag(),
+        external_id: d.external_id.clone().unwrap_or_default(),
+        imported: d.external_id.is_some(),
     }
 }
 

@@ -246,6 +246,22 @@ impl ApiError {
         }
     }
 
+    /// An import row's refusal: the field (without `prefix`) and the reason, for an error
+    /// about the row. Errors that are not about the row (the database is down, the deadline
+    /// passed) are returned as they are: every later row would fail the same way, so the
+    /// import ends.
+    pub fn into_rejection(self, prefix: &str) -> Result<(String, String), ApiError> {
+        match self.code {
+            ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::DeadlineExceeded | ErrorCode::Cancelled => {
+                Err(self)
+            }
+            _ => Ok(match self.violations.first() {
+                Some(v) => (v.field.trim_start_matches(prefix).to_owned(), v.description.clone()),
+                None => (String::new(), self.message),
+            }),
+        }
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         let what = what.into();
         Self::new(ErrorCode::NotFound, "NOT_FOUND", format!("{what} not found"))

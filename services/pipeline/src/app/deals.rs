@@ -57,7 +57,7 @@ struct Change {
     transition: Transition,
 }
 
-fn transition(
+pub(super) fn transition(
     deal: &Rec<Deal>,
     kind: TransitionKind,
     from: Option<(Uuid, String)>,
@@ -247,6 +247,7 @@ impl PipelineApp {
                 lead,
                 stage_enter_time: now,
                 transitions: 1,
+                external_id: None,
             },
             now,
         );

@@ -76,6 +76,7 @@ impl PipelineApp {
                 converted_deal: None,
                 convert_time: None,
                 converted_by: String::new(),
+                external_id: None,
             },
             self.now(),
         );

@@ -4,6 +4,7 @@
 
 mod deals;
 mod forecasts;
+mod history;
 mod leads;
 mod ownership;
 mod pipelines;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 pub use deals::{DealInput, DealPatch, LineInput, close_date};
+pub use history::{HistoricalDeal, HistoricalLead, Imported, Pipelines, StageEntry};
 pub use leads::LeadPatch;
 pub use ownership::{Moved, Share};
 pub use pipelines::StageInput;

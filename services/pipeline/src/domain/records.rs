@@ -97,6 +97,9 @@ pub struct Lead {
     #[serde(with = "chrono::serde::ts_microseconds_option")]
     pub convert_time: Option<DateTime<Utc>>,
     pub converted_by: String,
+    /// The lead's id in the system it was imported from; only imported leads have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +184,9 @@ pub struct Deal {
     pub stage_enter_time: DateTime<Utc>,
     /// Transitions recorded so far (the next one's sequence is this + 1).
     pub transitions: i64,
+    /// The deal's id in the system it was imported from; only imported deals have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -102,6 +102,7 @@ fn old_deal() -> (Rec<Deal>, Transition) {
             lead: None,
             stage_enter_time: time,
             transitions: 2,
+            external_id: None,
         },
     };
     let transition = Transition {

@@ -2,6 +2,7 @@
 //! convert at the edge (`requests` in, `crate::convert` out) and delegate to [`PipelineApp`].
 
 pub mod events;
+mod history;
 pub mod legacy_events;
 #[cfg(test)]
 mod legacy_events_tests;
@@ -301,6 +302,18 @@ impl pb::lead_service_server::LeadService for PipelineGrpc {
 
 #[tonic::async_trait]
 impl pb::deal_service_server::DealService for PipelineGrpc {
+    type ImportDealsStream = history::ImportStream;
+
+    async fn import_deals(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportDealsRequest>>,
+    ) -> GrpcResult<Self::ImportDealsStream> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            history::run(self.app.clone(), caller, request.into_inner()).await?,
+        ))
+    }
+
     async fn create_deal(&self, request: Request<pb::CreateDealRequest>) -> GrpcResult<pb::CreateDealResponse> {
         let caller = caller(&request)?;
         let r = request.get_ref();

@@ -340,3 +340,175 @@ pub(crate) fn task_in(t: &pb::Task, paths: Option<&[String]>) -> Result<TaskPatc
     v.finish()?;
     Ok(patch)
 }
+
+/// A time of an import row: None when not given.
+fn time_in(
+    v: &mut Violations,
+    field: &str,
+    ts: Option<&crm_proto::prost_types::Timestamp>,
+) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    match ts {
+        None => Some(None),
+        Some(ts) => v.check(field, from_timestamp(ts)).map(Some),
+    }
+}
+
+fn external_id_in(v: &mut Violations, raw: &str) -> Option<String> {
+    let id = v.check("external_id", text(raw, 128, true))?;
+    if id.contains(['\n', '\r', '\t']) {
+        v.add("external_id", "must be one line");
+        return None;
+    }
+    Some(id)
+}
+
+/// A historical deal of ImportDeals, checked for form (the app checks it against the
+/// tenant's pipelines and contacts).
+pub(crate) fn historical_deal_in(d: &pb::HistoricalDeal) -> Result<crate::app::HistoricalDeal, ApiError> {
+    use crate::domain::DealStatus;
+    let mut v = Violations::new("deal.");
+    let external_id = external_id_in(&mut v, &d.external_id);
+    let name = v.check("display_name", text(&d.display_name, 200, true));
+    let pipeline = v.check("pipeline", text(&d.pipeline, 200, true));
+    let amount = match d.amount.as_ref() {
+        None => {
+            v.add("amount", "is required");
+            None
+        }
+        some => money_in(&mut v, "amount", some),
+    };
+    let contact = reference(&mut v, "contact", &d.contact, ContactRef::parse_name);
+    let company = reference(&mut v, "company", &d.company, CompanyRef::parse_name);
+    let create_time = time_in(&mut v, "create_time", d.create_time.as_ref());
+    if d.create_time.is_none() {
+        v.add("create_time", "is required");
+    }
+    let stages = v.bounded("stages", &d.stages, crate::domain::MAX_STAGES);
+    let stages: Vec<crate::app::StageEntry> = stages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let time = time_in(&mut v, &format!("stages[{i}].enter_time"), s.enter_time.as_ref())?;
+            Some(crate::app::StageEntry {
+                stage: s.stage.clone(),
+                time,
+            })
+        })
+        .collect();
+    let status = match pb::DealStatus::try_from(d.status) {
+        Ok(pb::DealStatus::Unspecified | pb::DealStatus::Open) => Some(DealStatus::Open),
+        Ok(pb::DealStatus::Won) => Some(DealStatus::Won),
+        Ok(pb::DealStatus::Lost) => Some(DealStatus::Lost),
+        Err(_) => {
+            v.add("status", format!("{} is not a deal status", d.status));
+            None
+        }
+    };
+    let close_time = time_in(&mut v, "close_time", d.close_time.as_ref());
+    let close_reason = v.check("close_reason", text(&d.close_reason, 500, false));
+    let lead_source = v.check("lead_source", text(&d.lead_source, 100, false));
+    let lead_time = time_in(&mut v, "lead_create_time", d.lead_create_time.as_ref());
+    if d.lead_source.trim().is_empty() && d.lead_create_time.is_some() {
+        v.add("lead_create_time", "is given without a lead_source");
+    }
+    let owner = (!d.owner.is_empty()).then(|| d.owner.clone());
+    v.finish()?;
+    match (
+        external_id,
+        name,
+        pipeline,
+        amount,
+        contact,
+        company,
+        create_time.flatten(),
+        status,
+        close_time,
+        close_reason,
+        lead_source,
+        lead_time,
+    ) {
+        (
+            Some(external_id),
+            Some(name),
+            Some(pipeline),
+            Some(amount),
+            Some(contact),
+            Some(company),
+            Some(create_time),
+            Some(status),
+            Some(close_time),
+            Some(close_reason),
+            Some(lead_source),
+            Some(lead_time),
+        ) => Ok(crate::app::HistoricalDeal {
+            external_id,
+            name,
+            pipeline,
+            owner,
+            amount,
+            contact,
+            company,
+            create_time,
+            stages,
+            status,
+            close_time,
+            close_reason,
+            lead: (!lead_source.is_empty()).then_some((lead_source, lead_time)),
+        }),
+        _ => Err(ApiError::internal(&"a historical deal passed its checks incomplete")),
+    }
+}
+
+/// A historical lead of ImportDeals, checked for form.
+pub(crate) fn historical_lead_in(l: &pb::HistoricalLead) -> Result<crate::app::HistoricalLead, ApiError> {
+    let mut v = Violations::new("lead.");
+    let external_id = external_id_in(&mut v, &l.external_id);
+    let title = v.check("title", text(&l.title, 200, true));
+    let source = v.check("source", text(&l.source, 100, false));
+    let contact = reference(&mut v, "contact", &l.contact, ContactRef::parse_name);
+    let company = reference(&mut v, "company", &l.company, CompanyRef::parse_name);
+    let create_time = time_in(&mut v, "create_time", l.create_time.as_ref());
+    if l.create_time.is_none() {
+        v.add("create_time", "is required");
+    }
+    let status = v.check("status", lead_status_in(l.status));
+    let disqualify_reason = v.check("disqualify_reason", text(&l.disqualify_reason, 500, false));
+    let status_time = time_in(&mut v, "status_time", l.status_time.as_ref());
+    let owner = (!l.owner.is_empty()).then(|| l.owner.clone());
+    v.finish()?;
+    match (
+        external_id,
+        title,
+        source,
+        contact,
+        company,
+        create_time.flatten(),
+        status,
+        disqualify_reason,
+        status_time,
+    ) {
+        (
+            Some(external_id),
+            Some(title),
+            Some(source),
+            Some(contact),
+            Some(company),
+            Some(create_time),
+            Some(status),
+            Some(disqualify_reason),
+            Some(status_time),
+        ) => Ok(crate::app::HistoricalLead {
+            external_id,
+            title,
+            owner,
+            source,
+            contact,
+            company,
+            create_time,
+            status: status.unwrap_or(LeadStatus::New),
+            disqualify_reason,
+            status_time,
+        }),
+        _ => Err(ApiError::internal(&"a historical lead passed its checks incomplete")),
+    }
+}

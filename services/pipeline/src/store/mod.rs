@@ -172,6 +172,8 @@ pub enum Filter {
     Contact(Uuid),
     Company(Uuid),
     Period(String),
+    /// The record's id in the system it was imported from.
+    ExternalId(String),
     ActiveOnly,
     /// Open tasks due before this time.
     DueBefore(DateTime<Utc>),
@@ -187,6 +189,7 @@ impl Filter {
             Filter::Contact(id) => ("contact_id", Some(id.to_string())),
             Filter::Company(id) => ("company_id", Some(id.to_string())),
             Filter::Period(period) => ("period", Some(period.clone())),
+            Filter::ExternalId(id) => ("external_id", Some(id.clone())),
             Filter::ActiveOnly => ("active", None),
             Filter::DueBefore(_) => ("due_order", None),
         }

@@ -43,6 +43,7 @@ fn write_error(err: sqlx::Error) -> StoreError {
         return match db.constraint() {
             Some("products_sku") => StoreError::Taken("sku"),
             Some("quotas_owner_period") => StoreError::Taken("owner and period"),
+            Some("deals_external_id" | "leads_external_id") => StoreError::Taken("external_id"),
             Some("idempotency_keys_pkey") => StoreError::RequestIdUsed,
             _ => StoreError::Stale,
         };

@@ -69,6 +69,8 @@ fn write_error(err: sqlx::Error) -> StoreError {
             StoreError::Taken("sku")
         } else if message.contains("quotas.owner") {
             StoreError::Taken("owner and period")
+        } else if message.contains(".external_id") {
+            StoreError::Taken("external_id")
         } else if message.contains("idempotency_keys") {
             StoreError::RequestIdUsed
         } else {

@@ -15,6 +15,13 @@ use crm_proto::crm::pipeline::v1 as pb;
 use crm_proto::prost::Name;
 use uuid::Uuid;
 
+mod history;
+
+use history::{
+    deals_and_leads_are_imported_with_their_original_times,
+    history_rows_are_checked_and_nothing_is_written_for_a_bad_one,
+};
+
 use super::*;
 use crate::app::{Caller, DealInput, LeadPatch, LineInput, PipelineApp, ProductPatch, StageInput, TaskPatch};
 use crate::directory::Directory;
@@ -76,6 +83,21 @@ impl Fixture {
             .expect("read")
             .into_iter()
             .map(|e| (e.kind, e.subject))
+            .collect()
+    }
+
+    /// The type and time of each event of a tenant about `subject`, in sequence order.
+    async fn times_of(&self, tenant: &str, subject: &str) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+        if let Some(sequencer) = &self.sequencer {
+            sequencer.sequence().await.expect("sequence");
+        }
+        self.outbox
+            .read(&Scope::Tenant(tenant_id(tenant)), 0, &[], None, 10_000)
+            .await
+            .expect("read")
+            .into_iter()
+            .filter(|e| e.subject == subject)
+            .map(|e| (e.kind, e.time))
             .collect()
     }
 
@@ -1084,6 +1106,8 @@ conformance!(
     task_due_is_published_once_per_due_time,
     a_task_becomes_due_when_the_clock_reaches_it,
     contact_merges_and_erases_reach_this_service,
+    deals_and_leads_are_imported_with_their_original_times,
+    history_rows_are_checked_and_nothing_is_written_for_a_bad_one,
 );
 
 /// Row-level security is the second wall: SQL without a tenant condition, run as the serving
