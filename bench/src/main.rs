@@ -875,7 +875,13 @@ async fn import(args: &BenchArgs, url: &str, grpc: &str, contact_pid: u32) -> an
     let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(1024);
     let source = std::fs::File::open(&file)?;
     tokio::task::spawn_blocking(move || {
-        crm_gateway::import::read_rows(source, crm_gateway::import::Format::Csv, &[], header_tx, rows_tx)
+        crm_gateway::import::read_rows::<crm_gateway::table::RowReader>(
+            source,
+            crm_gateway::import::Format::Csv,
+            &[],
+            header_tx,
+            rows_tx,
+        )
     });
     header_rx.await?.map_err(anyhow::Error::msg)?;
     let options = pb::ImportOptions {

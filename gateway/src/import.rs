@@ -1,15 +1,15 @@
 //! Reading an import source (CSV or NDJSON) row by row, in constant memory, into import rows.
-//! The REST route and `crm import` both use it; it runs on a blocking thread.
+//! The REST routes and `crm import` use it, for contacts and for historical deals; it runs on a
+//! blocking thread.
 
+pub mod deals;
 mod records;
 
 use std::io::{BufRead, BufReader, Read};
 
-use crm_proto::crm::contact::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 
 use self::records::{CsvRecords, Cut, Span, read_line};
-use crate::table::{RowReader, ndjson_row, rejected};
 
 /// File formats an import reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +28,34 @@ impl Format {
     }
 }
 
+/// What an import reads: which columns a CSV header may have, and how a record (or an NDJSON
+/// line) becomes a row of the import's request.
+pub trait Schema: Sized {
+    /// A row of the import's request.
+    type Row: Send + 'static;
+
+    /// Checks a CSV header row against the column mapping.
+    fn from_header(headers: &[&str], mapping: &[(String, String)]) -> Result<Self, String>;
+    /// Whether a column holds `field` (after mapping).
+    fn holds(&self, field: &str) -> bool;
+    /// How many columns the header has.
+    fn width(&self) -> usize;
+    /// The row of one CSV record of [`Schema::width`] fields.
+    fn row(&self, line: i64, record: &[&str]) -> Self::Row;
+    /// The row of one NDJSON line.
+    fn ndjson(line: i64, text: &str) -> Self::Row;
+    /// A row the client could not read.
+    fn rejected(line: i64, field: &str, reason: String) -> Self::Row;
+
+    /// Why a record of `len` fields does not fit the header, when it does not.
+    fn width_mismatch(&self, len: usize) -> Option<String> {
+        (len != self.width()).then(|| format!("has {len} columns; the header has {}", self.width()))
+    }
+}
+
 /// A row as read: the import row, and the source text of the record (for a rejects file).
-pub struct SourceRow {
-    pub row: pb::ImportRow,
+pub struct SourceRow<R> {
+    pub row: R,
     pub raw: String,
 }
 
@@ -38,21 +63,21 @@ pub struct SourceRow {
 /// verdict sent on `header` before any row: `Ok` with the header line, or why the file cannot
 /// be imported. Rows that cannot be read become rejected rows; reading stops when the source
 /// ends, breaks, or nobody takes rows any more.
-pub fn read_rows(
+pub fn read_rows<S: Schema>(
     source: impl Read,
     format: Format,
     mapping: &[(String, String)],
     header: oneshot::Sender<Result<Header, String>>,
-    rows: mpsc::Sender<SourceRow>,
+    rows: mpsc::Sender<SourceRow<S::Row>>,
 ) {
     match format {
-        Format::Csv => read_csv(source, mapping, header, &rows),
+        Format::Csv => read_csv::<S>(source, mapping, header, &rows),
         Format::Ndjson => {
             let _ = header.send(Ok(Header {
                 line: String::new(),
                 external_ids: true,
             }));
-            read_ndjson(source, &rows);
+            read_ndjson::<S>(source, &rows);
         }
     }
 }
@@ -80,11 +105,11 @@ impl Header {
     }
 }
 
-fn read_csv(
+fn read_csv<S: Schema>(
     source: impl Read,
     mapping: &[(String, String)],
     header: oneshot::Sender<Result<Header, String>>,
-    rows: &mpsc::Sender<SourceRow>,
+    rows: &mpsc::Sender<SourceRow<S::Row>>,
 ) {
     let mut records = CsvRecords::new(BufReader::new(source));
     let columns = match records.read() {
@@ -109,7 +134,7 @@ fn read_csv(
         }
     };
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let row_reader = match RowReader::new(&names, mapping) {
+    let row_reader = match S::from_header(&names, mapping) {
         Ok(reader) => reader,
         Err(reason) => {
             let _ = header.send(Err(reason));
@@ -125,7 +150,7 @@ fn read_csv(
             Ok(None) => return,
             Ok(Some(span)) => csv_row(&row_reader, &records, span),
             Err(err) => {
-                let _ = rows.blocking_send(unreadable(records.line(), &err));
+                let _ = rows.blocking_send(unreadable::<S>(records.line(), &err));
                 return;
             }
         };
@@ -136,7 +161,7 @@ fn read_csv(
 }
 
 /// The import row of the CSV record last read, which lies at `span`.
-fn csv_row<R: BufRead>(row_reader: &RowReader, records: &CsvRecords<R>, span: Span) -> SourceRow {
+fn csv_row<S: Schema, R: BufRead>(row_reader: &S, records: &CsvRecords<R>, span: Span) -> SourceRow<S::Row> {
     let line = i64::try_from(span.first_line).unwrap_or(i64::MAX);
     // A record over more lines than one holds a quoted field with newlines; when it does not
     // fit the header, the likeliest cause is a quote never closed, which swallows the rows
@@ -149,7 +174,7 @@ fn csv_row<R: BufRead>(row_reader: &RowReader, records: &CsvRecords<R>, span: Sp
     });
     if let Some(cut) = span.cut {
         return SourceRow {
-            row: rejected(line, "row", cut.reason() + lines.as_deref().unwrap_or_default()),
+            row: S::rejected(line, "row", cut.reason() + lines.as_deref().unwrap_or_default()),
             raw: String::new(),
         };
     }
@@ -160,11 +185,11 @@ fn csv_row<R: BufRead>(row_reader: &RowReader, records: &CsvRecords<R>, span: Sp
     let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
     let raw = encode_line(&fields);
     let row = if records.fields().any(|f| std::str::from_utf8(f).is_err()) {
-        rejected(line, "row", "is not valid UTF-8")
+        S::rejected(line, "row", "is not valid UTF-8".to_owned())
     } else {
         match (row_reader.width_mismatch(fields.len()), lines) {
-            (Some(reason), Some(lines)) => rejected(line, "row", reason + &lines),
-            _ => row_reader.row(line, &fields),
+            (Some(reason), lines) => S::rejected(line, "row", reason + lines.as_deref().unwrap_or_default()),
+            (None, _) => row_reader.row(line, &fields),
         }
     };
     SourceRow { row, raw }
@@ -172,10 +197,10 @@ fn csv_row<R: BufRead>(row_reader: &RowReader, records: &CsvRecords<R>, span: Sp
 
 /// The last row of a source that broke (an aborted upload, a failed disk): the rows after it
 /// were not read, and the summary must not look like the whole file's.
-fn unreadable(line: u64, err: &std::io::Error) -> SourceRow {
+fn unreadable<S: Schema>(line: u64, err: &std::io::Error) -> SourceRow<S::Row> {
     tracing::warn!(error = %err, line, "import source unreadable");
     SourceRow {
-        row: rejected(
+        row: S::rejected(
             i64::try_from(line).unwrap_or(i64::MAX),
             "row",
             format!("could not be read ({err}); nothing after it was read"),
@@ -184,7 +209,7 @@ fn unreadable(line: u64, err: &std::io::Error) -> SourceRow {
     }
 }
 
-fn read_ndjson(source: impl Read, rows: &mpsc::Sender<SourceRow>) {
+fn read_ndjson<S: Schema>(source: impl Read, rows: &mpsc::Sender<SourceRow<S::Row>>) {
     let mut reader = BufReader::new(source);
     let mut buffer = Vec::new();
     let mut line: u64 = 0;
@@ -193,7 +218,7 @@ fn read_ndjson(source: impl Read, rows: &mpsc::Sender<SourceRow>) {
             Ok(None) => return,
             Ok(Some(cut)) => cut,
             Err(err) => {
-                let _ = rows.blocking_send(unreadable(line + 1, &err));
+                let _ = rows.blocking_send(unreadable::<S>(line + 1, &err));
                 return;
             }
         };
@@ -201,18 +226,18 @@ fn read_ndjson(source: impl Read, rows: &mpsc::Sender<SourceRow>) {
         let number = i64::try_from(line).unwrap_or(i64::MAX);
         let row = if cut {
             SourceRow {
-                row: rejected(number, "row", Cut::Bytes.reason()),
+                row: S::rejected(number, "row", Cut::Bytes.reason()),
                 raw: String::new(),
             }
         } else {
             match std::str::from_utf8(&buffer) {
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => SourceRow {
-                    row: ndjson_row(number, text.trim()),
+                    row: S::ndjson(number, text.trim()),
                     raw: text.trim().to_owned(),
                 },
                 Err(_) => SourceRow {
-                    row: rejected(number, "row", "is not valid UTF-8"),
+                    row: S::rejected(number, "row", "is not valid UTF-8".to_owned()),
                     raw: String::from_utf8_lossy(&buffer).trim().to_owned(),
                 },
             }
@@ -244,7 +269,7 @@ mod tests {
     fn read(source: impl Read, format: Format) -> Vec<(i64, String, String)> {
         let (header_tx, header_rx) = oneshot::channel();
         let (rows_tx, mut rows_rx) = mpsc::channel(1024);
-        read_rows(source, format, &[], header_tx, rows_tx);
+        read_rows::<crate::table::RowReader>(source, format, &[], header_tx, rows_tx);
         assert!(matches!(header_rx.blocking_recv(), Ok(Ok(_))), "the header is read");
         let mut rows = Vec::new();
         while let Ok(source) = rows_rx.try_recv() {

@@ -23,6 +23,7 @@ use crm_platform::telemetry::{TracedChannel, traced};
 use crm_platform::{ApiError, ErrorCode, Principal, Role};
 use crm_proto::crm::contact::v1::contact_service_client::ContactServiceClient;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
+use crm_proto::crm::pipeline::v1::deal_service_client::DealServiceClient;
 use crm_proto::crm::pipeline::v1::pipeline_service_client::PipelineServiceClient;
 use http::{HeaderName, HeaderValue, Method};
 use tonic::transport::Endpoint;
@@ -133,6 +134,7 @@ pub struct Gateway {
     contact_events: EventFeedClient<TracedChannel>,
     health: HealthClient<TracedChannel>,
     pipelines: PipelineServiceClient<TracedChannel>,
+    deals: DealServiceClient<TracedChannel>,
     pipeline_events: EventFeedClient<TracedChannel>,
     pipeline_health: HealthClient<TracedChannel>,
     /// Deadline of each upstream call.
@@ -170,6 +172,7 @@ impl Gateway {
             contact_events: EventFeedClient::new(contact.clone()),
             health: HealthClient::new(contact),
             pipelines: PipelineServiceClient::new(pipeline.clone()),
+            deals: DealServiceClient::new(pipeline.clone()),
             pipeline_events: EventFeedClient::new(pipeline.clone()),
             pipeline_health: HealthClient::new(pipeline),
             deadline: args.request_timeout,
@@ -206,6 +209,10 @@ impl Gateway {
         self.pipelines.clone()
     }
 
+    pub fn deals(&self) -> DealServiceClient<TracedChannel> {
+        self.deals.clone()
+    }
+
     /// The pipeline service's change feed.
     pub fn pipeline_events(&self) -> EventFeedClient<TracedChannel> {
         self.pipeline_events.clone()
@@ -237,13 +244,16 @@ async fn record_metrics(request: Request, next: Next) -> Response {
 }
 
 /// REST admission: `service` tokens are for service-to-service gRPC and are refused here
-/// (they read every tenant's feeds); a caller who may not write is refused any method but GET
-/// before its body is read.
-fn rest_admission(principal: &Principal, method: &Method, _path: &str) -> Result<(), ApiError> {
+/// (they read every tenant's feeds); a caller who may not write is refused any method but GET,
+/// and one who is not a manager or admin a history import, before its body is read.
+fn rest_admission(principal: &Principal, method: &Method, path: &str) -> Result<(), ApiError> {
     if principal.has_role(Role::Service) {
         return Err(ApiError::permission_denied(
             "service tokens are for service-to-service gRPC; the REST API does not accept them",
         ));
+    }
+    if path == "/v1/deals:import" && !principal.writes_all() {
+        return Err(ApiError::permission_denied("only managers and admins import history"));
     }
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         Ok(())
@@ -291,6 +301,7 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
     let api = transcoded
         .route("/v1/contacts:export", get(bulk::export))
         .route("/v1/contacts:import", post(bulk::import))
+        .route("/v1/deals:import", post(bulk::import_deals))
         .route("/v1/events:stream", get(events::stream))
         .route("/v1/users/{id}", post(users::user_method))
         .route_layer(AuthLayer::new(

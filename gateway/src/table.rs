@@ -145,13 +145,6 @@ pub struct RowReader {
     columns: Vec<Option<&'static str>>,
 }
 
-fn importable(name: &str) -> Option<&'static str> {
-    CONTACT_COLUMNS
-        .iter()
-        .copied()
-        .find(|c| *c == name && !IGNORED_COLUMNS.contains(c))
-}
-
 /// Parses `from:to,from:to` into a column mapping; `to` may be `-` to ignore a column.
 pub fn parse_mapping(raw: &str) -> Result<Vec<(String, String)>, String> {
     raw.split(',')
@@ -165,47 +158,82 @@ pub fn parse_mapping(raw: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// For each header column, the field of `fields` it holds after `mapping` (None: ignored).
+/// Every column must be one of `fields`, one of `ignored`, or mapped to `-`; `what` names a
+/// field in errors ("a contact field").
+pub fn map_columns(
+    headers: &[&str],
+    mapping: &[(String, String)],
+    fields: &[&'static str],
+    ignored: &[&str],
+    what: &str,
+) -> Result<Vec<Option<&'static str>>, String> {
+    let mut columns = Vec::with_capacity(headers.len());
+    for header in headers {
+        let header = header.trim().trim_start_matches('\u{feff}');
+        let target = mapping
+            .iter()
+            .find(|(from, _)| from == header)
+            .map_or(header, |(_, to)| to.as_str());
+        let column = if target == "-" || ignored.contains(&target) {
+            None
+        } else {
+            Some(fields.iter().copied().find(|f| *f == target).ok_or_else(|| {
+                format!(
+                    "column `{header}` is not {what}; map it with mapping={header}:<field> or {header}:- to skip it"
+                )
+            })?)
+        };
+        if column.is_some() && columns.contains(&column) {
+            return Err(format!("two columns hold `{target}`"));
+        }
+        columns.push(column);
+    }
+    if columns.iter().all(Option::is_none) {
+        return Err(format!("no column holds {what}"));
+    }
+    Ok(columns)
+}
+
 impl RowReader {
-    /// Checks a header row against the mapping. Every column must be a contact field (after
-    /// mapping), an ignored export column, or mapped to `-`.
+    /// Checks a header row against the mapping (see [`map_columns`]).
     pub fn new(headers: &[&str], mapping: &[(String, String)]) -> Result<Self, String> {
-        let mut columns = Vec::with_capacity(headers.len());
-        for header in headers {
-            let header = header.trim().trim_start_matches('\u{feff}');
-            let target = mapping
-                .iter()
-                .find(|(from, _)| from == header)
-                .map_or(header, |(_, to)| to.as_str());
-            let column = if target == "-" || IGNORED_COLUMNS.contains(&target) {
-                None
-            } else {
-                Some(importable(target).ok_or_else(|| {
-                    format!("column `{header}` is not a contact field; map it with mapping={header}:<field> or {header}:- to skip it")
-                })?)
-            };
-            if column.is_some() && columns.contains(&column) {
-                return Err(format!("two columns hold `{target}`"));
-            }
-            columns.push(column);
-        }
-        if columns.iter().all(Option::is_none) {
-            return Err("no column holds a contact field".to_owned());
-        }
-        Ok(Self { columns })
+        let importable: Vec<&'static str> = CONTACT_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !IGNORED_COLUMNS.contains(c))
+            .collect();
+        Ok(Self {
+            columns: map_columns(headers, mapping, &importable, IGNORED_COLUMNS, "a contact field")?,
+        })
+    }
+}
+
+impl crate::import::Schema for RowReader {
+    type Row = pb::ImportRow;
+
+    fn from_header(headers: &[&str], mapping: &[(String, String)]) -> Result<Self, String> {
+        Self::new(headers, mapping)
     }
 
-    /// Whether a column holds `field` (after mapping).
-    pub fn holds(&self, field: &str) -> bool {
+    fn holds(&self, field: &str) -> bool {
         self.columns.iter().flatten().any(|column| *column == field)
     }
 
-    /// Why a record of `len` fields does not fit the header, when it does not.
-    pub fn width_mismatch(&self, len: usize) -> Option<String> {
-        (len != self.columns.len()).then(|| format!("has {len} columns; the header has {}", self.columns.len()))
+    fn width(&self) -> usize {
+        self.columns.len()
+    }
+
+    fn ndjson(line: i64, text: &str) -> pb::ImportRow {
+        ndjson_row(line, text)
+    }
+
+    fn rejected(line: i64, field: &str, reason: String) -> pb::ImportRow {
+        rejected(line, field, reason)
     }
 
     /// The import row of one record; a record that cannot be read is a rejected row.
-    pub fn row(&self, line: i64, record: &[&str]) -> pb::ImportRow {
+    fn row(&self, line: i64, record: &[&str]) -> pb::ImportRow {
         if let Some(reason) = self.width_mismatch(record.len()) {
             return rejected(line, "row", reason);
         }
@@ -245,7 +273,7 @@ pub fn rejected(line: i64, field: impl Into<String>, reason: impl Into<String>) 
 }
 
 /// An enum cell: its full or short name in any case; empty is unset.
-fn enum_value(enum_name: &str, value: &str) -> Result<i32, String> {
+pub(crate) fn enum_value(enum_name: &str, value: &str) -> Result<i32, String> {
     if value.is_empty() {
         return Ok(0);
     }
@@ -348,6 +376,7 @@ pub fn ndjson_row(line: i64, text: &str) -> pb::ImportRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::import::Schema;
 
     #[test]
     fn rows_follow_the_header_and_mapping() {

@@ -12,6 +12,7 @@ mod events;
 mod export;
 mod grpc;
 mod hardening;
+mod history;
 mod identity;
 mod import;
 mod pipeline;

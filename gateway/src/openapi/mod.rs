@@ -44,10 +44,10 @@ impl Modify for BearerAuth {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(
-        bulk::export, bulk::import, events::stream, users::transfer_portfolio,
+        bulk::export, bulk::import, bulk::import_deals, events::stream, users::transfer_portfolio,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    components(schemas(ProblemBody, Violation, bulk::ImportSummary, users::TransferRequest, users::TransferResponse, users::TransferShare)),
+    components(schemas(ProblemBody, Violation, bulk::ImportSummary, bulk::DealImportSummary, users::TransferRequest, users::TransferResponse, users::TransferShare)),
 )]
 pub struct ApiDoc;
 
@@ -160,6 +160,16 @@ fn hand_written(doc: &mut Value, generator: &mut Generator, pool: &DescriptorPoo
     for parameter in import["parameters"].as_array_mut().into_iter().flatten() {
         if parameter["name"] == "mapping" {
             parameter["schema"] = rules::mapping_schema(crate::table::CONTACT_COLUMNS);
+        }
+    }
+    let import = &mut doc["paths"]["/v1/deals:import"]["post"];
+    // Any of the columns, one of them `external_id` (rows are matched on it).
+    let deal_columns: Vec<&str> = [crate::import::deals::DEAL_COLUMNS, crate::import::deals::DEAL_IGNORED].concat();
+    let not_key: Vec<&str> = deal_columns.iter().copied().filter(|c| *c != "external_id").collect();
+    import["requestBody"]["content"]["text/csv"]["schema"] = rules::csv_schema(&deal_columns, &not_key);
+    for parameter in import["parameters"].as_array_mut().into_iter().flatten() {
+        if parameter["name"] == "mapping" {
+            parameter["schema"] = rules::mapping_schema(crate::import::deals::DEAL_COLUMNS);
         }
     }
     let transfer = &mut doc["paths"]["/v1/users/{id}:transferPortfolio"]["post"]["parameters"];

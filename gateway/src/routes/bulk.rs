@@ -1,5 +1,6 @@
-//! Bulk transfer of contacts: `/v1/contacts:export` streams CSV or NDJSON out,
-//! `/v1/contacts:import` streams a file in and a result per row back.
+//! Bulk transfer: `/v1/contacts:export` streams contacts out as CSV or NDJSON;
+//! `/v1/contacts:import` and `/v1/deals:import` (history) stream a file in and a result per
+//! row back.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -169,6 +170,63 @@ pub fn import_options(
     }
 }
 
+/// An upload read on a blocking thread as rows of `S`: the header's verdict first (a 400 when
+/// the file cannot be imported), then the rows as they are read.
+async fn upload<S: crate::import::Schema + Send + 'static>(
+    request: axum::extract::Request,
+    format: crate::import::Format,
+    mapping: Vec<(String, String)>,
+) -> Result<
+    (
+        crate::import::Header,
+        tokio_stream::wrappers::ReceiverStream<crate::import::SourceRow<S::Row>>,
+    ),
+    Problem,
+> {
+    use futures::TryStreamExt;
+    let body = request.into_body().into_data_stream().map_err(std::io::Error::other);
+    let source = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(256);
+    tokio::task::spawn_blocking(move || crate::import::read_rows::<S>(source, format, &mapping, header_tx, rows_tx));
+    match header_rx.await {
+        Ok(Ok(header)) => Ok((header, tokio_stream::wrappers::ReceiverStream::new(rows_rx))),
+        Ok(Err(reason)) => Err(Problem(crm_platform::ApiError::invalid_field("body", reason))),
+        Err(_) => Err(Problem(crm_platform::ApiError::invalid_field(
+            "body",
+            "the upload could not be read",
+        ))),
+    }
+}
+
+/// An import's response: each response message as NDJSON lines (`lines` writes them); an
+/// import that breaks off ends the body with an error, so the client sees it was cut.
+fn ndjson_response<M: Send + 'static>(responses: tonic::Streaming<M>, lines: fn(&M, &mut Vec<u8>)) -> Response {
+    use futures::StreamExt;
+    let body = responses.map(move |message| match message {
+        Ok(message) => {
+            let mut out = Vec::new();
+            lines(&message, &mut out);
+            Ok(bytes::Bytes::from(out))
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "import aborted");
+            Err(std::io::Error::other("import aborted"))
+        }
+    });
+    (
+        [(http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Writes `value` as one NDJSON line.
+fn line(out: &mut Vec<u8>, value: &serde_json::Value) {
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.push(b'\n');
+}
+
 /// Imports a CSV or NDJSON upload, streamed in and processed in constant memory. Each row
 /// upserts one contact on the natural key and commits on its own; the response streams one
 /// NDJSON line per row (created, updated, unchanged or rejected with field and reason) and a
@@ -183,33 +241,17 @@ pub async fn import(
     QueryParams(q): QueryParams<ImportParams>,
     request: axum::extract::Request,
 ) -> Result<Response, Problem> {
-    use crate::import::read_rows;
-    use futures::{StreamExt, TryStreamExt};
+    use futures::StreamExt;
     let format = import_format(q.format.as_deref(), request.headers())?;
     let mapping = crate::table::parse_mapping(q.mapping.as_deref().unwrap_or_default())
         .map_err(|reason| Problem(crm_platform::ApiError::invalid_field("mapping", reason)))?;
     let named = natural_key(q.natural_key.as_deref())?;
-
-    let body = request.into_body().into_data_stream().map_err(std::io::Error::other);
-    let source = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
-    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
-    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(256);
-    tokio::task::spawn_blocking(move || read_rows(source, format, &mapping, header_tx, rows_tx));
-    let header = match header_rx.await {
-        Ok(Ok(header)) => header,
-        Ok(Err(reason)) => return Err(Problem(crm_platform::ApiError::invalid_field("body", reason))),
-        Err(_) => {
-            return Err(Problem(crm_platform::ApiError::invalid_field(
-                "body",
-                "the upload could not be read",
-            )));
-        }
-    };
+    let (header, rows) = upload::<crate::table::RowReader>(request, format, mapping).await?;
     let options = import_options(named, &header, q.dry_run.unwrap_or(false));
     let first = pb::ImportContactsRequest {
         kind: Some(pb::import_contacts_request::Kind::Options(options)),
     };
-    let rows = tokio_stream::wrappers::ReceiverStream::new(rows_rx).map(|source| pb::ImportContactsRequest {
+    let rows = rows.map(|source| pb::ImportContactsRequest {
         kind: Some(pb::import_contacts_request::Kind::Row(source.row)),
     });
     let requests = futures::stream::iter([first]).chain(rows);
@@ -218,33 +260,101 @@ pub async fn import(
         .import_contacts(call.request(requests, IMPORT_DEADLINE))
         .await?
         .into_inner();
-    let lines = responses.map(|message| match message {
-        Ok(message) => {
-            let mut out = Vec::new();
+    Ok(ndjson_response(
+        responses,
+        |message: &pb::ImportContactsResponse, out| {
             for result in &message.results {
-                let _ = crm_proto::json::to_json(result, "crm.contact.v1.RowResult")
-                    .map(|json| serde_json::to_writer(&mut out, &json));
-                out.push(b'\n');
+                if let Ok(json) = crm_proto::json::to_json(result, "crm.contact.v1.RowResult") {
+                    line(out, &json);
+                }
             }
             if let Some(summary) = &message.summary {
-                let _ = serde_json::to_writer(
-                    &mut out,
-                    &serde_json::json!({ "summary": ImportSummary::from(summary) }),
-                );
-                out.push(b'\n');
+                line(out, &serde_json::json!({ "summary": ImportSummary::from(summary) }));
             }
-            Ok(bytes::Bytes::from(out))
-        }
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), "import aborted");
-            Err(std::io::Error::other("import aborted"))
-        }
+        },
+    ))
+}
+
+/// How a history import runs.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DealImportParams {
+    /// `csv` or `ndjson`; by default the one the body's Content-Type names, else `csv`.
+    #[param(pattern = "^(csv|ndjson)$")]
+    pub format: Option<String>,
+    /// Check every row and report what would happen without writing anything.
+    pub dry_run: Option<bool>,
+    /// CSV column mapping, `column:field,column:field`; `column:-` skips a column.
+    pub mapping: Option<String>,
+}
+
+/// Imports the deals and leads of the years before the CRM with their original times (CSV:
+/// one row per deal or lead, `record` = `deal` or `lead`, a deal's stages as
+/// `Stage@time;Stage@time`; NDJSON: `{"deal": HistoricalDeal}` or `{"lead": HistoricalLead}`
+/// per line). Rows are matched on `external_id`: a re-run creates nothing new. Managers and
+/// admins only. The response streams one NDJSON line per row and a last `{"summary": ...}`.
+#[utoipa::path(post, path = "/v1/deals:import", tag = "deals", params(DealImportParams),
+    request_body(content = String, description = "CSV with a header row, or NDJSON rows", content_type = "text/csv"),
+    responses((status = 200, description = "an ImportDealsResult per row, then {\"summary\": DealImportSummary}", body = String, content_type = "application/x-ndjson"),
+        (status = 400, body = ProblemBody), (status = 403, body = ProblemBody)))]
+pub async fn import_deals(
+    State(gw): State<Gateway>,
+    call: Call,
+    QueryParams(q): QueryParams<DealImportParams>,
+    request: axum::extract::Request,
+) -> Result<Response, Problem> {
+    use crm_proto::crm::pipeline::v1 as deals;
+    use futures::StreamExt;
+    let format = import_format(q.format.as_deref(), request.headers())?;
+    let mapping = crate::table::parse_mapping(q.mapping.as_deref().unwrap_or_default())
+        .map_err(|reason| Problem(crm_platform::ApiError::invalid_field("mapping", reason)))?;
+    let (_, rows) = upload::<crate::import::deals::DealColumns>(request, format, mapping).await?;
+    let first = deals::ImportDealsRequest {
+        kind: Some(deals::import_deals_request::Kind::Options(deals::ImportDealsOptions {
+            dry_run: q.dry_run.unwrap_or(false),
+        })),
+    };
+    let rows = rows.map(|source| deals::ImportDealsRequest {
+        kind: Some(deals::import_deals_request::Kind::Row(source.row)),
     });
-    Ok((
-        [(http::header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(lines),
-    )
-        .into_response())
+    let requests = futures::stream::iter([first]).chain(rows);
+    let responses = gw
+        .deals()
+        .import_deals(call.request(requests, IMPORT_DEADLINE))
+        .await?
+        .into_inner();
+    Ok(ndjson_response(
+        responses,
+        |message: &deals::ImportDealsResponse, out| {
+            for result in &message.results {
+                if let Ok(json) = crm_proto::json::to_json(result, "crm.pipeline.v1.ImportDealsResult") {
+                    line(out, &json);
+                }
+            }
+            if let Some(s) = &message.summary {
+                let summary = DealImportSummary {
+                    created: s.created.to_string(),
+                    unchanged: s.unchanged.to_string(),
+                    rejected: s.rejected.to_string(),
+                    dry_run: s.dry_run,
+                };
+                line(out, &serde_json::json!({ "summary": summary }));
+            }
+        },
+    ))
+}
+
+/// Totals of a history import (the last line of the response, as `{"summary": {...}}`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DealImportSummary {
+    /// Rows that created a deal or lead (a decimal string, as proto3 JSON writes 64-bit numbers).
+    pub created: String,
+    /// Rows whose external id was imported before.
+    pub unchanged: String,
+    pub rejected: String,
+    pub dry_run: bool,
 }
 
 /// Totals of an import (the last line of the response, as `{"summary": {...}}`): every count

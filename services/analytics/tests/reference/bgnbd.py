@@ -30,7 +30,8 @@ import warnings
 
 warnings.simplefilter("ignore")
 
-import autograd
+from importlib.metadata import version
+
 import numpy
 import pandas as pd
 import scipy
@@ -98,8 +99,9 @@ def main():
     clv = ggf.customer_lifetime_value(bgf, f, r, T, m, time=12, freq="D", discount_rate=0.01)
 
     print(f"# python {sys.version.split()[0]} lifetimes {lifetimes.__version__} numpy {numpy.__version__} "
-          f"scipy {scipy.__version__} pandas {pd.__version__} autograd {getattr(autograd, '__version__', '1.6.2')}")
+          f"scipy {scipy.__version__} pandas {pd.__version__} autograd {version('autograd')}")
     print("bgnbd r alpha a b", *map(g, bgf.params_[["r", "alpha", "a", "b"]]))
+    # the mean negative log-likelihood at the optimum, on recency and T scaled by 1/max(T)
     print("bgnbd mean_nll", g(bgf._negative_log_likelihood_))
     print("gamma_gamma p q v", *map(g, ggf.params_[["p", "q", "v"]]))
     print("gamma_gamma mean_nll", g(ggf._negative_log_likelihood_))

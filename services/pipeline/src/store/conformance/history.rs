@@ -174,7 +174,8 @@ pub(super) async fn history_rows_are_checked_and_nothing_is_written_for_a_bad_on
     pipeline(fx, &who).await;
     let mut pipelines = Pipelines::default();
     let before = fx.events("acme").await.len();
-    let cases: Vec<(&str, Box<dyn Fn(&mut HistoricalDeal)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut HistoricalDeal)>;
+    let cases: Vec<(&str, Spoil)> = vec![
         ("deal.pipeline", Box::new(|d| d.pipeline = "No such pipeline".into())),
         ("deal.stages[1].stage", Box::new(|d| d.stages[1].stage = "Won".into())),
         (
