@@ -5,6 +5,7 @@ pub mod crosssell;
 pub mod facts;
 pub mod goals;
 pub mod metrics;
+pub mod predict;
 pub mod settings;
 pub mod value;
 
@@ -13,4 +14,4 @@ pub use facts::*;
 pub use goals::{Baseline, Goal, GoalSpec, Progress, Target};
 pub use metrics::{CATALOGUE, Figure, Grouping, MetricId, MetricInfo};
 pub use settings::{Settings, SettingsChange};
-pub use value::{CustomerValue, ExchangeRate, Purchase};
+pub use value::{CustomerValue, ExchangeRate, Predicted, Purchase};

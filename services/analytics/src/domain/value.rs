@@ -9,17 +9,19 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// What a customer's won deals of one currency and month came to.
+use super::predict;
+
+/// What a customer's won deals of one currency and day (UTC) came to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Purchase {
     pub customer: Uuid,
     pub currency: String,
-    /// `YYYY-MM` of the closes.
-    pub month: String,
+    /// The day of the closes.
+    pub day: NaiveDate,
     pub deals: i64,
     pub amount_minor: i64,
     /// The latest close among them.
@@ -156,6 +158,29 @@ pub struct CustomerValue {
     pub frequency_score: u8,
     pub monetary_score: u8,
     pub segment: &'static str,
+    /// What the customer is expected to buy in the next [`PREDICTION_MONTHS`], in minor units
+    /// of the reporting currency, discounted (see [`Predicted`]).
+    pub predicted: i64,
+    /// How [`CustomerValue::predicted`] was made.
+    pub prediction: Predicted,
+}
+
+/// Months a predicted value covers (lifetimes' `time=12`).
+pub const PREDICTION_MONTHS: u32 = 12;
+/// Monthly discount rate of a predicted value (lifetimes' default).
+pub const MONTHLY_DISCOUNT: f64 = 0.01;
+/// Days over which expected purchases are counted.
+pub const EXPECTED_PURCHASE_DAYS: f64 = 365.0;
+
+/// How a customer's predicted value was made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicted {
+    /// From the tenant's BG/NBD and Gamma-Gamma fit: the repeat purchases expected in the next
+    /// [`EXPECTED_PURCHASE_DAYS`].
+    Model { expected_purchases: f64 },
+    /// What the customer bought in the last 365 days, because the model could not be used
+    /// (the reason says why).
+    Historical(String),
 }
 
 /// The labels 1 to 5 of `keys` (one per customer, in the customers' order), as pandas'
@@ -201,10 +226,12 @@ pub fn values(purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) -> Vec<
             frequency_score: 0,
             monetary_score: 0,
             segment: "",
+            predicted: 0,
+            prediction: Predicted::Historical(String::new()),
         });
         value.last_win = value.last_win.max(p.last);
         value.frequency = value.frequency.saturating_add(p.deals);
-        match rates.convert(p.amount_minor, &p.currency, &p.month) {
+        match rates.convert(p.amount_minor, &p.currency, &month_of(p.day)) {
             Some(amount) => *converted.entry(p.customer).or_default() += amount,
             None => {
                 let missing = value.unconverted.entry(p.currency.clone()).or_default();
@@ -227,7 +254,99 @@ pub fn values(purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) -> Vec<
         v.monetary_score = monetary[i];
         v.segment = segment(v.recency_score, v.frequency_score);
     }
+    predict(&mut values, purchases, rates, now);
     values
+}
+
+fn month_of(day: NaiveDate) -> String {
+    day.format("%Y-%m").to_string()
+}
+
+/// Each customer's purchase days with what was bought on each in the reporting currency (None
+/// when some amount of the day has no rate).
+fn purchase_days(purchases: &[Purchase], rates: &Rates) -> BTreeMap<Uuid, BTreeMap<NaiveDate, Option<f64>>> {
+    let mut days: BTreeMap<Uuid, BTreeMap<NaiveDate, Option<f64>>> = BTreeMap::new();
+    for p in purchases {
+        let day = days.entry(p.customer).or_default().entry(p.day).or_insert(Some(0.0));
+        let converted = rates.convert(p.amount_minor, &p.currency, &month_of(p.day));
+        *day = day.zip(converted).map(|(sum, amount)| sum + amount);
+    }
+    days
+}
+
+/// A customer's history as BG/NBD reads it (lifetimes' `summary_data_from_transaction_data`
+/// with `freq="D"`): repeat purchase days, age at the last one and today, in days, and the mean
+/// value of the repeat days. None when an amount could not be converted.
+#[allow(clippy::cast_precision_loss)]
+fn rfm_of(days: &BTreeMap<NaiveDate, Option<f64>>, today: NaiveDate) -> Option<predict::Rfm> {
+    let (first, _) = days.first_key_value()?;
+    let (last, _) = days.last_key_value()?;
+    let repeats: Vec<f64> = days.values().skip(1).copied().collect::<Option<_>>()?;
+    days.values().next().copied().flatten()?;
+    let recency = (*last - *first).num_days() as f64;
+    Some(predict::Rfm {
+        frequency: repeats.len() as f64,
+        recency,
+        t: ((today - *first).num_days() as f64).max(recency),
+        monetary: if repeats.is_empty() {
+            0.0
+        } else {
+            repeats.iter().sum::<f64>() / repeats.len() as f64
+        },
+    })
+}
+
+/// Predicts every customer's value for the next [`PREDICTION_MONTHS`] from a BG/NBD plus
+/// Gamma-Gamma fit over the tenant's customers, as lifetimes' `customer_lifetime_value` does;
+/// where the tenant has too few repeat customers, the fit fails, or a customer's amounts cannot
+/// all be converted, their last 365 days' value with the reason.
+#[allow(clippy::cast_possible_truncation)]
+fn predict(values: &mut [CustomerValue], purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) {
+    let today = now.date_naive();
+    let days = purchase_days(purchases, rates);
+    let histories: BTreeMap<Uuid, predict::Rfm> = days
+        .iter()
+        .filter_map(|(customer, days)| Some((*customer, rfm_of(days, today)?)))
+        .collect();
+    let data: Vec<predict::Rfm> = histories.values().copied().collect();
+    let repeat = predict::repeat_customers(&data);
+    let fitted = if repeat < predict::MIN_REPEAT_CUSTOMERS {
+        Err(format!(
+            "the tenant has {repeat} customers with repeat purchases; the model needs {}",
+            predict::MIN_REPEAT_CUSTOMERS
+        ))
+    } else {
+        predict::BgNbd::fit(&data)
+            .zip(predict::GammaGamma::fit(&data))
+            .ok_or_else(|| "the model does not fit this tenant's purchases".to_owned())
+    };
+    let year_ago = today - chrono::Duration::days(365);
+    for v in values.iter_mut() {
+        let model = match (&fitted, histories.get(&v.customer)) {
+            (Ok(models), Some(history)) => Ok((models, history)),
+            (Err(reason), _) => Err(reason.clone()),
+            (Ok(_), None) => Err("some of its amounts have no exchange rate".to_owned()),
+        };
+        match model {
+            Ok(((bg, gg), history)) => {
+                let value = predict::lifetime_value(bg, gg, history, PREDICTION_MONTHS, MONTHLY_DISCOUNT);
+                v.predicted = value.round() as i64;
+                v.prediction = Predicted::Model {
+                    expected_purchases: bg.expected_purchases(EXPECTED_PURCHASE_DAYS, history),
+                };
+            }
+            Err(reason) => {
+                let recent: f64 = days
+                    .get(&v.customer)
+                    .into_iter()
+                    .flat_map(|d| d.range(year_ago..))
+                    .filter_map(|(_, amount)| *amount)
+                    .sum();
+                v.predicted = recent.round() as i64;
+                v.prediction = Predicted::Historical(reason);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -304,7 +423,7 @@ mod tests {
         let purchase = |customer, currency: &str, month: &str, deals, amount, day| Purchase {
             customer,
             currency: currency.into(),
-            month: month.into(),
+            day: NaiveDate::parse_from_str(&format!("{month}-{day:02}"), "%Y-%m-%d").expect("day"),
             deals,
             amount_minor: amount,
             last: at(day),
@@ -332,5 +451,84 @@ mod tests {
             (b.recency_score, b.frequency_score, b.monetary_score, b.segment),
             (1, 1, 1, "hibernating")
         );
+    }
+
+    /// Purchases that give the customers of `tests/reference/bgnbd.py` (frequency, recency, T,
+    /// monetary in days and currency units): a first purchase T days ago, then `frequency`
+    /// repeat days ending `recency` days after it, each of the monetary value. The predicted
+    /// values and expected purchases are lifetimes' (`bgnbd.out`), in minor units.
+    #[test]
+    fn predicted_values_are_lifetimes_own_from_the_purchases() {
+        const REFERENCE: &str = include_str!("../../tests/reference/bgnbd.out");
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).single().expect("now");
+        let today = now.date_naive();
+        let mut purchases = Vec::new();
+        let mut expected = BTreeMap::new();
+        for line in REFERENCE.lines().filter(|l| l.split(' ').count() == 8) {
+            let cells: Vec<f64> = line.split(' ').map(|c| c.parse().expect("number")).collect();
+            let [i, frequency, recency, t, monetary, in_year, _, clv] = cells[..] else {
+                panic!("{line}")
+            };
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let (i, frequency, recency, t) = (i as u128, frequency as i64, recency as i64, t as i64);
+            let customer = Uuid::from_u128(i + 1);
+            let first = today - chrono::Duration::days(t);
+            let buy = |day: NaiveDate, amount: f64| Purchase {
+                customer,
+                currency: "EUR".into(),
+                day,
+                deals: 1,
+                #[allow(clippy::cast_possible_truncation)]
+                amount_minor: (amount * 100.0).round() as i64,
+                last: day.and_hms_opt(12, 0, 0).expect("noon").and_utc(),
+            };
+            purchases.push(buy(first, 55.0));
+            for k in 0..frequency {
+                purchases.push(buy(first + chrono::Duration::days(recency - k), monetary));
+            }
+            expected.insert(customer, (clv * 100.0, in_year));
+        }
+        assert_eq!(expected.len(), 40);
+        let scored = values(&purchases, &Rates::new("EUR", &[]), now);
+        for v in &scored {
+            let (clv, in_year) = expected[&v.customer];
+            let Predicted::Model { expected_purchases } = v.prediction else {
+                panic!("{:?}", v.prediction)
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let predicted = v.predicted as f64;
+            assert!(
+                (predicted - clv).abs() <= 1e-4 * clv + 1.0,
+                "{}: {predicted} != {clv}",
+                v.customer
+            );
+            assert!(
+                (expected_purchases - in_year).abs() <= 1e-4 * in_year + 1e-9,
+                "{}: {expected_purchases} != {in_year}",
+                v.customer
+            );
+        }
+
+        // With too few repeat customers the value is the last year's, and says why.
+        let few: Vec<Purchase> = purchases
+            .iter()
+            .filter(|p| p.customer.as_u128() <= 10)
+            .cloned()
+            .collect();
+        let values = values(&few, &Rates::new("EUR", &[]), now);
+        let year_ago = today - chrono::Duration::days(365);
+        for v in &values {
+            let recent: i64 = few
+                .iter()
+                .filter(|p| p.customer == v.customer && p.day >= year_ago)
+                .map(|p| p.amount_minor)
+                .sum();
+            assert_eq!(v.predicted, recent);
+            assert!(
+                matches!(&v.prediction, Predicted::Historical(reason) if reason.contains("the model needs 20")),
+                "{:?}",
+                v.prediction
+            );
+        }
     }
 }

@@ -486,6 +486,19 @@ fn customer_value(v: CustomerValue, reporting: &str) -> pb::CustomerValue {
         monetary_score: i32::from(v.monetary_score),
         segment: v.segment.to_owned(),
         last_win_time: Some(timestamp(v.last_win)),
+        predicted_value: Some(amount(v.predicted, reporting)),
+        prediction_basis: match &v.prediction {
+            Predicted::Model { .. } => pb::PredictionBasis::Model,
+            Predicted::Historical(_) => pb::PredictionBasis::Historical,
+        } as i32,
+        prediction_reason: match &v.prediction {
+            Predicted::Model { .. } => String::new(),
+            Predicted::Historical(reason) => reason.clone(),
+        },
+        expected_purchases: match v.prediction {
+            Predicted::Model { expected_purchases } => expected_purchases,
+            Predicted::Historical(_) => 0.0,
+        },
     }
 }
 

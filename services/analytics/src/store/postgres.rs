@@ -1026,10 +1026,10 @@ impl AnalyticsStore for PgAnalyticsStore {
             .read(
                 tenant,
                 sqlx::query(
-                    "SELECT customer_id, currency, to_char(close_time AT TIME ZONE 'UTC', 'YYYY-MM') AS month, \
+                    "SELECT customer_id, currency, (close_time AT TIME ZONE 'UTC')::date AS day, \
                      count(*) AS deals, least(sum(amount_minor), 9223372036854775807)::bigint AS amount, max(close_time) AS last \
                      FROM deal_facts WHERE tenant_id = $1 AND outcome = 'won' AND customer_id IS NOT NULL \
-                     AND close_time IS NOT NULL GROUP BY customer_id, currency, month",
+                     AND close_time IS NOT NULL GROUP BY customer_id, currency, day",
                 )
                 .bind(tenant.as_str()),
             )
@@ -1039,7 +1039,7 @@ impl AnalyticsStore for PgAnalyticsStore {
                 Ok(Purchase {
                     customer: row.try_get("customer_id")?,
                     currency: row.try_get("currency")?,
-                    month: row.try_get("month")?,
+                    day: row.try_get("day")?,
                     deals: row.try_get("deals")?,
                     amount_minor: row.try_get("amount")?,
                     last: row.try_get("last")?,

@@ -899,10 +899,10 @@ impl AnalyticsStore for SqliteAnalyticsStore {
 
     async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>, StoreError> {
         let rows = sqlx::query(
-            "SELECT customer_id, currency, strftime('%Y-%m', close_time / 1000000, 'unixepoch') AS month, \
+            "SELECT customer_id, currency, strftime('%Y-%m-%d', close_time / 1000000, 'unixepoch') AS day, \
              count(*) AS deals, CAST(min(total(amount_minor), 9223372036854775807.0) AS INTEGER) AS amount, max(close_time) AS last \
              FROM deal_facts WHERE tenant_id = ?1 AND outcome = 'won' AND customer_id IS NOT NULL \
-             AND close_time IS NOT NULL GROUP BY customer_id, currency, month",
+             AND close_time IS NOT NULL GROUP BY customer_id, currency, day",
         )
         .bind(tenant.as_str())
         .fetch_all(&self.pool)
@@ -912,7 +912,7 @@ impl AnalyticsStore for SqliteAnalyticsStore {
                 Ok(Purchase {
                     customer: uuid(row.try_get("customer_id")?)?,
                     currency: row.try_get("currency")?,
-                    month: row.try_get("month")?,
+                    day: day(row.try_get("day")?)?,
                     deals: row.try_get("deals")?,
                     amount_minor: row.try_get("amount")?,
                     last: time(row.try_get("last")?)?,
