@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "crm/pipeline/v1/pipeline.proto",
     "crm/pipeline/v1/events.proto",
     "crm/analytics/v1/analytics.proto",
+    "crm/analytics/v1/events.proto",
 ];
 
 /// Google API annotations (HTTP rules, field behaviour), vendored: imported by the protos above.

@@ -131,11 +131,9 @@ pub struct Gateway {
     /// The channel of each gRPC package (`crm.contact.v1`).
     channels: Arc<[(&'static str, TracedChannel)]>,
     contacts: ContactServiceClient<TracedChannel>,
-    contact_events: EventFeedClient<TracedChannel>,
     health: HealthClient<TracedChannel>,
     pipelines: PipelineServiceClient<TracedChannel>,
     deals: DealServiceClient<TracedChannel>,
-    pipeline_events: EventFeedClient<TracedChannel>,
     pipeline_health: HealthClient<TracedChannel>,
     /// Deadline of each upstream call.
     pub deadline: Duration,
@@ -169,11 +167,9 @@ impl Gateway {
         Ok(Self {
             channels: channels.into(),
             contacts: ContactServiceClient::new(contact.clone()),
-            contact_events: EventFeedClient::new(contact.clone()),
             health: HealthClient::new(contact),
             pipelines: PipelineServiceClient::new(pipeline.clone()),
             deals: DealServiceClient::new(pipeline.clone()),
-            pipeline_events: EventFeedClient::new(pipeline.clone()),
             pipeline_health: HealthClient::new(pipeline),
             deadline: args.request_timeout,
         })
@@ -192,9 +188,12 @@ impl Gateway {
         self.contacts.clone()
     }
 
-    /// The contact service's change feed.
-    pub fn contact_events(&self) -> EventFeedClient<TracedChannel> {
-        self.contact_events.clone()
+    /// The change feed of the service whose package is `package` (`crm.contact.v1`).
+    pub fn events_of(&self, package: &str) -> Option<EventFeedClient<TracedChannel>> {
+        self.channels
+            .iter()
+            .find(|(name, _)| *name == package)
+            .map(|(_, channel)| EventFeedClient::new(channel.clone()))
     }
 
     pub fn health(&self) -> HealthClient<TracedChannel> {
@@ -211,11 +210,6 @@ impl Gateway {
 
     pub fn deals(&self) -> DealServiceClient<TracedChannel> {
         self.deals.clone()
-    }
-
-    /// The pipeline service's change feed.
-    pub fn pipeline_events(&self) -> EventFeedClient<TracedChannel> {
-        self.pipeline_events.clone()
     }
 }
 

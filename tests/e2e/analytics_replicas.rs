@@ -114,8 +114,8 @@ async fn replicas_share_the_partitions_and_a_killed_one_loses_nothing() {
     else {
         return;
     };
-    // Two feeds of four partitions each.
-    let units = 2 * partitions;
+    // Two feeds of four partitions each, and the deriving (one replica at a time).
+    let units = 2 * partitions + 1;
     let tenants: Vec<String> = (0..8).map(|i| format!("replica-tenant-{i}")).collect();
     let mut made: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
 

@@ -4,6 +4,7 @@ mod support;
 
 mod analytics;
 mod analytics_customers;
+mod analytics_derived;
 mod analytics_replicas;
 mod bench;
 mod data_rights;

@@ -17,9 +17,8 @@ use crate::extract::QueryParams;
 use crate::problem::{Problem, ProblemBody};
 use crate::upstream::Call;
 
-/// The producers whose feeds the gateway streams.
-const CONTACT_SOURCE: &str = "crm.contact.v1";
-const PIPELINE_SOURCE: &str = "crm.pipeline.v1";
+/// The producers whose feeds the gateway streams; the first is the default.
+const SOURCES: [&str; 3] = ["crm.contact.v1", "crm.pipeline.v1", "crm.analytics.v1"];
 
 /// How long one stream may stay open; the client reconnects with Last-Event-ID.
 const STREAM_DEADLINE: Duration = Duration::from_secs(24 * 3600);
@@ -35,9 +34,10 @@ pub struct StreamParams {
     pub after: Option<i64>,
     /// Only these event types, comma-separated, e.g. `crm.contact.v1.ContactCreated`.
     pub types: Option<String>,
-    /// Whose feed: `crm.contact.v1` or `crm.pipeline.v1`; by default the feed of `types`
-    /// (their package), or else `crm.contact.v1`. The types must be the feed's.
-    #[param(pattern = "^crm\\.(contact|pipeline)\\.v1$")]
+    /// Whose feed: `crm.contact.v1`, `crm.pipeline.v1` or `crm.analytics.v1` (segment
+    /// changes, goal statuses, stalled deals); by default the feed of `types` (their package),
+    /// or else `crm.contact.v1`. The types must be the feed's.
+    #[param(pattern = "^crm\\.(contact|pipeline|analytics)\\.v1$")]
     pub source: Option<String>,
 }
 
@@ -84,23 +84,22 @@ pub async fn stream(
             .first()
             .and_then(|t| t.rsplit_once('.'))
             .map(|(package, _)| package);
-        if feed == Some(PIPELINE_SOURCE) {
-            PIPELINE_SOURCE
-        } else {
-            CONTACT_SOURCE
-        }
-        .to_owned()
+        SOURCES
+            .into_iter()
+            .find(|s| Some(*s) == feed)
+            .unwrap_or(SOURCES[0])
+            .to_owned()
     });
-    let mut client = match source.as_str() {
-        CONTACT_SOURCE => gw.contact_events(),
-        PIPELINE_SOURCE => gw.pipeline_events(),
-        _ => {
-            return Err(Problem(crm_platform::ApiError::invalid_field(
-                "source",
-                format!("must be {CONTACT_SOURCE} or {PIPELINE_SOURCE}"),
-            )));
-        }
-    };
+    let mut client = match SOURCES.contains(&source.as_str()) {
+        true => gw.events_of(&source),
+        false => None,
+    }
+    .ok_or_else(|| {
+        Problem(crm_platform::ApiError::invalid_field(
+            "source",
+            format!("must be one of {}", SOURCES.join(", ")),
+        ))
+    })?;
     let mut request = call.request(
         pb::SubscribeRequest {
             after_sequence: after,

@@ -40,9 +40,13 @@ const SYSTEM_ACTOR: &str = "analytics";
 struct Hosted {
     app: AnalyticsApp,
     feeds: Vec<(ingest::Feed, ConsumerConfig)>,
-    /// The database the replicas lease partitions in, and how many there are.
-    shared: Option<(sqlx::PgPool, Scale)>,
+    scale: Scale,
+    /// The database the replicas lease partitions (and the deriving) in, when they share them.
+    shared: Option<sqlx::PgPool>,
 }
+
+/// The lease unit of the deriving: one replica at a time looks for derived changes.
+const DERIVE_UNIT: &str = "derive";
 
 impl Running for Hosted {
     fn add_grpc(&self, routes: &mut RoutesBuilder) {
@@ -61,12 +65,18 @@ impl Running for Hosted {
         grpc::SERVICE_NAMES.to_vec()
     }
 
-    fn event_feed(&self, _heartbeat: Duration) -> Option<EventFeedService> {
-        None
+    fn event_feed(&self, heartbeat: Duration) -> Option<EventFeedService> {
+        Some(EventFeedService::new(
+            self.app.store().outbox(),
+            PACKAGE,
+            event_types(),
+            None,
+            heartbeat,
+        ))
     }
 
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {
-        None
+        Some(self.app.store().outbox())
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {
@@ -75,8 +85,9 @@ impl Running for Hosted {
                 for (feed, config) in &self.feeds {
                     spawn_ingest(&self.app, *feed, config.clone(), shutdown.clone());
                 }
+                tokio::spawn(self.app.clone().derive_every(self.scale.derive_every, shutdown));
             }
-            Some((pool, scale)) => share_partitions(&self.app, &self.feeds, pool.clone(), *scale, shutdown),
+            Some(pool) => share_partitions(&self.app, &self.feeds, pool.clone(), self.scale, shutdown),
         }
         self.feeds
             .iter()
@@ -107,11 +118,15 @@ fn share_partitions(
             units.insert(name, (*feed, config));
         }
     }
-    let names: Vec<String> = units.keys().cloned().collect();
+    let mut names: Vec<String> = units.keys().cloned().collect();
+    names.push(DERIVE_UNIT.to_owned());
     let app = app.clone();
+    let every = scale.derive_every;
     let start: lease::Start = Arc::new(move |unit, token| {
         if let Some((feed, config)) = units.get(unit) {
             spawn_ingest(&app, *feed, config.clone(), token);
+        } else if unit == DERIVE_UNIT {
+            tokio::spawn(app.clone().derive_every(every, token));
         }
     });
     let holder = format!(
@@ -154,6 +169,18 @@ pub fn feeds(hosting: &Hosting) -> Result<Vec<(ingest::Feed, ConsumerConfig)>, S
         .collect()
 }
 
+/// Every event type this service publishes on its feed.
+pub fn event_types() -> Vec<crm_platform::feed::EventType> {
+    use crm_platform::feed::EventType;
+    use crm_proto::crm::analytics::v1 as pb;
+    vec![
+        EventType::of::<pb::SegmentChanged>(),
+        EventType::of::<pb::GoalStatusChanged>(),
+        EventType::of::<pb::DealStalled>(),
+        EventType::of::<crm_proto::crm::events::v1::UsageReported>(),
+    ]
+}
+
 /// The analytics service's description (see [`crm_platform::service`]).
 pub fn describe() -> Description {
     Description {
@@ -170,6 +197,7 @@ pub fn describe() -> Description {
                 Ok(Box::new(Hosted {
                     app,
                     feeds,
+                    scale: hosting.scale,
                     shared: None,
                 }) as Box<dyn Running>)
             })
@@ -179,9 +207,17 @@ pub fn describe() -> Description {
                 let feeds = feeds(&hosting)?;
                 let pool =
                     crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
-                let app = AnalyticsApp::new(Arc::new(PgAnalyticsStore::new(pool.clone())));
-                let shared = (hosting.scale.partitions > 1).then_some((pool, hosting.scale));
-                Ok(Box::new(Hosted { app, feeds, shared }) as Box<dyn Running>)
+                let store = PgAnalyticsStore::start(pool.clone())
+                    .await
+                    .map_err(crm_platform::db::DbError::Connect)?;
+                let app = AnalyticsApp::new(Arc::new(store));
+                let shared = (hosting.scale.partitions > 1).then_some(pool);
+                Ok(Box::new(Hosted {
+                    app,
+                    feeds,
+                    scale: hosting.scale,
+                    shared,
+                }) as Box<dyn Running>)
             })
         },
     }

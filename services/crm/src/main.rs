@@ -271,7 +271,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         endpoints: suite().iter().map(|s| (s.name, loopback.clone())).collect(),
         credentials: feed_credentials(args.feed.clone(), verifier_config.clone()),
         // One process: each feed followed whole.
-        scale: Scale::default(),
+        scale: Scale {
+            derive_every: args.events.derive_every,
+            ..Scale::default()
+        },
     };
     let mut running = Vec::new();
     for service in suite() {
@@ -324,7 +327,7 @@ async fn role(service: Description, args: RoleArgs) -> anyhow::Result<()> {
     let hosting = Hosting {
         endpoints: args.peers.endpoints()?,
         credentials: feed_credentials(args.feed.clone(), verifier_config.clone()),
-        scale: args.scale.scale()?,
+        scale: args.scale.scale(&args.events)?,
     };
     let name = service.name;
     let _telemetry = telemetry::init(&args.telemetry, format!("crm-{name}"))?;

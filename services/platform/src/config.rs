@@ -276,13 +276,15 @@ pub struct ScaleArgs {
 }
 
 impl ScaleArgs {
-    pub fn scale(&self) -> Result<crate::service::Scale, ConfigError> {
+    /// The scale of a role, deriving as often as `events` says.
+    pub fn scale(&self, events: &EventArgs) -> Result<crate::service::Scale, ConfigError> {
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(ConfigError("CRM_LEASE_TTL must be at least 1s".into()));
         }
         Ok(crate::service::Scale {
             partitions: self.ingest_partitions,
             lease_ttl: self.lease_ttl,
+            derive_every: events.derive_every,
         })
     }
 }
@@ -300,6 +302,10 @@ pub struct EventArgs {
     /// How often the requests counted in memory are published as usage events, e.g. 60s.
     #[arg(long, env = "CRM_USAGE_EVERY", default_value = "60s", value_parser = parse_duration)]
     pub usage_every: Duration,
+    /// How often the changes derived from the facts (segments, goal statuses, stalled deals)
+    /// are looked for and published on the analytics feed, e.g. 60s.
+    #[arg(long, env = "CRM_DERIVE_EVERY", default_value = "60s", value_parser = parse_duration)]
+    pub derive_every: Duration,
 }
 
 impl EventArgs {
@@ -312,6 +318,9 @@ impl EventArgs {
         }
         if self.usage_every < Duration::from_millis(100) {
             return Err(ConfigError("CRM_USAGE_EVERY must be at least 100ms".into()));
+        }
+        if self.derive_every < Duration::from_millis(100) {
+            return Err(ConfigError("CRM_DERIVE_EVERY must be at least 100ms".into()));
         }
         Ok(())
     }
@@ -386,6 +395,7 @@ mod tests {
             event_retention: retention,
             feed_heartbeat: heartbeat,
             usage_every: Duration::from_secs(60),
+            derive_every: Duration::from_secs(60),
         };
         assert!(
             events(Duration::from_secs(86_400), Duration::from_secs(5))

@@ -46,6 +46,8 @@ pub struct Scale {
     /// How long a replica's lease of a partition lasts without renewal: a dead replica's
     /// partitions are taken over after it.
     pub lease_ttl: Duration,
+    /// How often derived changes are looked for (one replica at a time does it).
+    pub derive_every: Duration,
 }
 
 impl Default for Scale {
@@ -53,6 +55,7 @@ impl Default for Scale {
         Scale {
             partitions: 1,
             lease_ttl: Duration::from_secs(15),
+            derive_every: Duration::from_secs(60),
         }
     }
 }

@@ -82,7 +82,7 @@ impl AnalyticsApp {
         Ok(tracked)
     }
 
-    async fn track(&self, tenant: &TenantId, goal: Goal) -> Result<Tracked, ApiError> {
+    pub(super) async fn track(&self, tenant: &TenantId, goal: Goal) -> Result<Tracked, ApiError> {
         let now = self.clock.now();
         let metric = goal
             .spec

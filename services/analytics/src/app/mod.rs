@@ -3,6 +3,7 @@
 //! and after), `ingest` (its status), `settings` (and exchange rates), `value` (customer value
 //! and segments), `recommendations` (cross-sell).
 
+mod derive;
 mod goals;
 mod ingest;
 mod metrics;

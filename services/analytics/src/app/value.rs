@@ -30,7 +30,7 @@ pub struct Segments {
 
 impl AnalyticsApp {
     /// Every customer's value in the tenant, and the currency monetary values are in.
-    async fn scored(&self, tenant: &TenantId) -> Result<(Vec<CustomerValue>, String), ApiError> {
+    pub(super) async fn scored(&self, tenant: &TenantId) -> Result<(Vec<CustomerValue>, String), ApiError> {
         let settings = self.settings(tenant).await?;
         let purchases = self.store.purchases(tenant).await?;
         let rates = self.store.exchange_rates(tenant).await?;

@@ -2,6 +2,7 @@
 //! keeps and the metrics it computes from them.
 
 pub mod crosssell;
+pub mod derived;
 pub mod facts;
 pub mod goals;
 pub mod metrics;

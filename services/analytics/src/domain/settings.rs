@@ -10,6 +10,9 @@ pub struct Settings {
     pub reporting_currency: String,
     pub response_window_days: i32,
     pub churn_window_days: i32,
+    /// Days without activity after which an open deal is stalled (`DealStalled`).
+    #[serde(default = "default_stall_days")]
+    pub stall_days: i32,
     pub update_time: Option<DateTime<Utc>>,
     pub updated_by: String,
 }
@@ -21,12 +24,20 @@ pub const RESPONSE_WINDOW_DAYS: i32 = 30;
 /// admin says otherwise.
 pub const CHURN_WINDOW_DAYS: i32 = 365;
 
+/// Days without activity after which an open deal is stalled, until an admin says otherwise.
+pub const STALL_DAYS: i32 = 14;
+
+fn default_stall_days() -> i32 {
+    STALL_DAYS
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             reporting_currency: String::new(),
             response_window_days: RESPONSE_WINDOW_DAYS,
             churn_window_days: CHURN_WINDOW_DAYS,
+            stall_days: STALL_DAYS,
             update_time: None,
             updated_by: String::new(),
         }
@@ -39,6 +50,7 @@ pub struct SettingsChange {
     pub reporting_currency: Option<String>,
     pub response_window_days: Option<i32>,
     pub churn_window_days: Option<i32>,
+    pub stall_days: Option<i32>,
 }
 
 fn within(value: i32, max: i32) -> Result<i32, String> {
@@ -76,6 +88,7 @@ impl Settings {
                 3650,
                 &mut next.churn_window_days,
             ),
+            ("stall_days", change.stall_days, 365, &mut next.stall_days),
         ] {
             if let Some(value) = value {
                 match within(value, max) {
@@ -110,6 +123,7 @@ mod tests {
                 reporting_currency: Some("eur".into()),
                 response_window_days: Some(0),
                 churn_window_days: Some(90),
+                stall_days: None,
             })
             .expect_err("wrong");
         let fields: Vec<&str> = broken.iter().map(|(f, _)| *f).collect();

@@ -384,6 +384,7 @@ fn settings(s: Settings) -> pb::Settings {
         reporting_currency: s.reporting_currency,
         response_window_days: s.response_window_days,
         churn_window_days: s.churn_window_days,
+        stall_days: s.stall_days,
         update_time: s.update_time.map(timestamp),
         updated_by: s.updated_by,
     }
@@ -581,10 +582,10 @@ impl pb::settings_service_server::SettingsService for AnalyticsGrpc {
         let r = request.get_ref();
         let given = r.settings.clone().unwrap_or_default();
         let paths = crm_platform::resource::update_mask(r.update_mask.as_ref(), |path| match path {
-            "reporting_currency" | "response_window_days" | "churn_window_days" => Ok(path.to_owned()),
+            "reporting_currency" | "response_window_days" | "churn_window_days" | "stall_days" => Ok(path.to_owned()),
             _ => Err(
                 "is not a setting you can change (one of: reporting_currency, response_window_days, \
-                      churn_window_days)"
+                      churn_window_days, stall_days)"
                     .to_owned(),
             ),
         })?;
@@ -599,6 +600,7 @@ impl pb::settings_service_server::SettingsService for AnalyticsGrpc {
             reporting_currency: has("reporting_currency").then(|| given.reporting_currency.clone()),
             response_window_days: has("response_window_days").then_some(given.response_window_days),
             churn_window_days: has("churn_window_days").then_some(given.churn_window_days),
+            stall_days: has("stall_days").then_some(given.stall_days),
         };
         Ok(Response::new(pb::UpdateSettingsResponse {
             settings: Some(settings(self.app.update_settings(&who, &change).await?)),

@@ -800,8 +800,7 @@ macro_rules! conformance {
                     let Some(db) = super::TestDatabase::create(concat!("analytics_", stringify!($case))).await else { return };
                     crm_platform::db::migrate_postgres(&db.url, &super::POSTGRES_MIGRATIONS).await.expect("migrate");
                     let pool = crm_platform::db::connect_postgres(&db.url, super::POSTGRES_APP_ROLE, 4).await.expect("connect");
-                    super::$case(&super::PgAnalyticsStore::new(pool.clone())).await;
-                    pool.close().await;
+                    super::$case(&super::PgAnalyticsStore::start(pool.clone()).await.expect("outbox")).await;
                     db.drop_database().await;
                 }
             )+
@@ -833,7 +832,7 @@ async fn postgres_row_level_security_is_forced() {
     let pool = crm_platform::db::connect_postgres(&db.url, POSTGRES_APP_ROLE, 2)
         .await
         .expect("connect");
-    let store = Arc::new(PgAnalyticsStore::new(pool.clone()));
+    let store = Arc::new(PgAnalyticsStore::start(pool.clone()).await.expect("outbox"));
     let changes = ["acme", "globex"]
         .into_iter()
         .map(|t| {
@@ -858,6 +857,5 @@ async fn postgres_row_level_security_is_forced() {
         .expect("update");
     assert_eq!(sneaky.rows_affected(), 0, "other tenants' rows cannot be addressed");
     drop(tx);
-    pool.close().await;
     db.drop_database().await;
 }

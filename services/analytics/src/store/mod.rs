@@ -9,11 +9,13 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use crm_platform::outbox::{NewEvent, Outbox};
 use crm_platform::{ApiError, TenantId};
 use sqlx::migrate::Migrator;
 
 use uuid::Uuid;
 
+use crate::domain::derived::{Changes, DerivedState, QuietDeal};
 use crate::domain::{
     Close, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, ExchangeRate, FactChange, ForecastFact, Goal,
     Gone, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal, Parked, ProfileCounts,
@@ -30,8 +32,11 @@ pub use postgres::PgAnalyticsStore;
 pub use sqlite::SqliteAnalyticsStore;
 
 /// Migrations of each backend, embedded in the binary.
-pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrate!("./migrations/postgres"));
-pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrate!("./migrations/sqlite"));
+pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| {
+    crm_platform::outbox::migrations::postgres(&sqlx::migrate!("./migrations/postgres"), POSTGRES_APP_ROLE)
+});
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| crm_platform::outbox::migrations::sqlite(&sqlx::migrate!("./migrations/sqlite")));
 
 /// The PostgreSQL role the service serves as; row-level security applies to it.
 pub const POSTGRES_APP_ROLE: &str = "crm_analytics_app";
@@ -350,4 +355,27 @@ pub trait AnalyticsStore: Send + Sync {
     /// The tenant's skipped events by type, and its parked events, newest first (at most
     /// [`PARKED_LISTED`]).
     async fn ingest_problems(&self, tenant: &TenantId) -> Result<(Vec<Skipped>, Vec<Parked>), StoreError>;
+
+    /// Every tenant ingest has applied events of.
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError>;
+
+    /// What the service last published of the tenant's derived state.
+    async fn derived(&self, tenant: &TenantId) -> Result<DerivedState, StoreError>;
+
+    /// The tenant's open deals whose last activity is before `before`.
+    async fn quiet_deals(&self, tenant: &TenantId, before: DateTime<Utc>) -> Result<Vec<QuietDeal>, StoreError>;
+
+    /// Each live customer's owner.
+    async fn customer_owners(&self, tenant: &TenantId) -> Result<Vec<(Uuid, String)>, StoreError>;
+
+    /// Records `changes` as published, with their `events` in the outbox, in one transaction.
+    async fn publish_derived(
+        &self,
+        tenant: &TenantId,
+        changes: &Changes,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+
+    /// The outbox of the service's own feed.
+    fn outbox(&self) -> std::sync::Arc<dyn Outbox>;
 }

@@ -1,10 +1,13 @@
 //! The PostgreSQL store: queries pinned to their tenant (row-level security); ingest pins each
 //! change's tenant in turn inside its one transaction.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::TenantId;
 use crm_platform::db::begin_tenant;
+use crm_platform::outbox::{NewEvent, Outbox, PgOutbox};
 use sqlx::Postgres;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -15,16 +18,20 @@ use super::{
     AnalyticsStore, Folded, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, StoreError, corrupt, document,
     from_document,
 };
+use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
 
 #[derive(Clone)]
 pub struct PgAnalyticsStore {
     pool: PgPool,
+    outbox: Arc<PgOutbox>,
 }
 
 impl PgAnalyticsStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// The store over `pool`, with its outbox's sequencer started.
+    pub async fn start(pool: PgPool) -> Result<Self, sqlx::Error> {
+        let outbox = PgOutbox::start(pool.clone()).await?;
+        Ok(Self { pool, outbox })
     }
 
     /// The rows `query` reads in a transaction pinned to `tenant`.
@@ -460,6 +467,10 @@ impl AnalyticsStore for PgAnalyticsStore {
         for (tenant, folded) in Folded::by_tenant(batch) {
             pin(&mut tx, tenant.as_str()).await?;
             write(&mut tx, &tenant, &folded).await?;
+            sqlx::query("INSERT INTO analytics_tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         for (tenant, kind) in &batch.skipped {
             pin(&mut tx, tenant.as_str()).await?;
@@ -1239,5 +1250,147 @@ impl AnalyticsStore for PgAnalyticsStore {
             })
             .collect::<Result<_, sqlx::Error>>()?;
         Ok((skipped, parked))
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM analytics_tenants ORDER BY tenant_id")
+            .fetch_all(&self.pool)
+            .await?;
+        ids.iter()
+            .map(|id| TenantId::parse(id).map_err(|_| corrupt(format!("tenant {id}"))))
+            .collect()
+    }
+
+    async fn derived(&self, tenant: &TenantId) -> Result<DerivedState, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let segments: Vec<(Uuid, String)> = sqlx::query_as("SELECT customer_id, segment FROM customer_segments")
+            .fetch_all(&mut *tx)
+            .await?;
+        let goals: Vec<(Uuid, String)> = sqlx::query_as("SELECT goal_id, status FROM goal_statuses")
+            .fetch_all(&mut *tx)
+            .await?;
+        let stalled: Vec<Uuid> = sqlx::query_scalar("SELECT deal_id FROM stalled_deals")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut state = DerivedState {
+            segments: segments.into_iter().collect(),
+            stalled: stalled.into_iter().collect(),
+            ..DerivedState::default()
+        };
+        for (goal, status) in goals {
+            let status = GoalStatus::parse(&status).ok_or_else(|| corrupt(format!("goal status {status}")))?;
+            state.goals.insert(goal, status);
+        }
+        Ok(state)
+    }
+
+    async fn quiet_deals(&self, tenant: &TenantId, before: DateTime<Utc>) -> Result<Vec<QuietDeal>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT deal_id, owner, pipeline_id, stage, last FROM ( \
+                       SELECT d.deal_id, d.owner, d.pipeline_id, \
+                         (SELECT t.to_stage FROM deal_transitions t WHERE t.tenant_id = d.tenant_id AND t.deal_id = d.deal_id \
+                          ORDER BY t.sequence DESC LIMIT 1) AS stage, \
+                         greatest(d.create_time, \
+                           (SELECT max(t.time) FROM deal_transitions t WHERE t.tenant_id = d.tenant_id AND t.deal_id = d.deal_id), \
+                           (SELECT max(v.version_time) FROM deal_versions v WHERE v.tenant_id = d.tenant_id AND v.deal_id = d.deal_id), \
+                           (SELECT max(i.time) FROM interaction_facts i WHERE i.tenant_id = d.tenant_id AND i.contact_id = d.customer_id), \
+                           (SELECT max(i.time) FROM interaction_facts i WHERE i.tenant_id = d.tenant_id AND i.company_id = d.customer_id)) AS last \
+                       FROM deal_facts d WHERE d.tenant_id = $1 AND d.outcome = 'open') quiet \
+                     WHERE last < $2 ORDER BY deal_id",
+                )
+                .bind(tenant.as_str())
+                .bind(before),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QuietDeal {
+                    deal: row.try_get("deal_id")?,
+                    owner: row.try_get("owner")?,
+                    pipeline: row.try_get("pipeline_id")?,
+                    stage: row.try_get("stage")?,
+                    last_activity: row.try_get("last")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn customer_owners(&self, tenant: &TenantId) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query("SELECT customer_id, owner FROM customer_facts WHERE tenant_id = $1 AND gone IS NULL")
+                    .bind(tenant.as_str()),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("customer_id")?, row.try_get("owner")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn publish_derived(
+        &self,
+        tenant: &TenantId,
+        changes: &Changes,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let t = tenant.as_str();
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        if !changes.segments.is_empty() {
+            let customers: Vec<Uuid> = changes.segments.iter().map(|(c, _, _)| *c).collect();
+            let segments: Vec<&str> = changes.segments.iter().map(|(_, _, s)| s.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO customer_segments (tenant_id, customer_id, segment) \
+                 SELECT $1, * FROM unnest($2::uuid[], $3::text[]) \
+                 ON CONFLICT (tenant_id, customer_id) DO UPDATE SET segment = excluded.segment",
+            )
+            .bind(t)
+            .bind(&customers)
+            .bind(&segments)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (goal, _, status) in &changes.goals {
+            sqlx::query(
+                "INSERT INTO goal_statuses (tenant_id, goal_id, status) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, goal_id) DO UPDATE SET status = excluded.status",
+            )
+            .bind(t)
+            .bind(goal)
+            .bind(status.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for deal in &changes.stalled {
+            sqlx::query(
+                "INSERT INTO stalled_deals (tenant_id, deal_id, last_activity) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, deal_id) DO UPDATE SET last_activity = excluded.last_activity",
+            )
+            .bind(t)
+            .bind(deal.deal)
+            .bind(deal.last_activity)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !changes.resumed.is_empty() {
+            sqlx::query("DELETE FROM stalled_deals WHERE tenant_id = $1 AND deal_id = ANY($2)")
+                .bind(t)
+                .bind(&changes.resumed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        crm_platform::outbox::append_pg(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        Arc::clone(&self.outbox) as Arc<dyn Outbox>
     }
 }

@@ -1,10 +1,13 @@
 //! The SQLite store (`crm serve`): times in microseconds since the epoch, ids as text; ingest
 //! in one write transaction per batch.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::TenantId;
 use crm_platform::db::begin_sqlite_write;
+use crm_platform::outbox::{NewEvent, Outbox, SqliteOutbox};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
@@ -13,16 +16,19 @@ use super::{
     AnalyticsStore, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, StoreError, corrupt, document,
     from_document,
 };
+use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
 
 #[derive(Clone)]
 pub struct SqliteAnalyticsStore {
     pool: SqlitePool,
+    outbox: Arc<SqliteOutbox>,
 }
 
 impl SqliteAnalyticsStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        let outbox = SqliteOutbox::new(pool.clone());
+        Self { pool, outbox }
     }
 }
 
@@ -392,7 +398,14 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             tx.rollback().await?;
             return Ok(false);
         }
+        let mut seen = std::collections::BTreeSet::new();
         for (tenant, change) in &batch.changes {
+            if seen.insert(tenant) {
+                sqlx::query("INSERT OR IGNORE INTO analytics_tenants (tenant_id) VALUES (?1)")
+                    .bind(tenant.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             apply(&mut tx, tenant, change).await?;
         }
         for (tenant, kind) in &batch.skipped {
@@ -1079,5 +1092,139 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             })
             .collect::<Result<_, StoreError>>()?;
         Ok((skipped, parked))
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM analytics_tenants ORDER BY tenant_id")
+            .fetch_all(&self.pool)
+            .await?;
+        ids.iter()
+            .map(|id| TenantId::parse(id).map_err(|_| corrupt(format!("tenant {id}"))))
+            .collect()
+    }
+
+    async fn derived(&self, tenant: &TenantId) -> Result<DerivedState, StoreError> {
+        let mut state = DerivedState::default();
+        let segments: Vec<(String, String)> =
+            sqlx::query_as("SELECT customer_id, segment FROM customer_segments WHERE tenant_id = ?1")
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        for (customer, segment) in segments {
+            state.segments.insert(uuid(&customer)?, segment);
+        }
+        let goals: Vec<(String, String)> =
+            sqlx::query_as("SELECT goal_id, status FROM goal_statuses WHERE tenant_id = ?1")
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        for (goal, status) in goals {
+            let status = GoalStatus::parse(&status).ok_or_else(|| corrupt(format!("goal status {status}")))?;
+            state.goals.insert(uuid(&goal)?, status);
+        }
+        let stalled: Vec<String> = sqlx::query_scalar("SELECT deal_id FROM stalled_deals WHERE tenant_id = ?1")
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        for deal in stalled {
+            state.stalled.insert(uuid(&deal)?);
+        }
+        Ok(state)
+    }
+
+    async fn quiet_deals(&self, tenant: &TenantId, before: DateTime<Utc>) -> Result<Vec<QuietDeal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT deal_id, owner, pipeline_id, stage, last FROM ( \
+               SELECT d.deal_id, d.owner, d.pipeline_id, \
+                 (SELECT t.to_stage FROM deal_transitions t WHERE t.tenant_id = d.tenant_id AND t.deal_id = d.deal_id \
+                  ORDER BY t.sequence DESC LIMIT 1) AS stage, \
+                 max(d.create_time, \
+                   coalesce((SELECT max(t.time) FROM deal_transitions t WHERE t.tenant_id = d.tenant_id AND t.deal_id = d.deal_id), 0), \
+                   coalesce((SELECT max(v.version_time) FROM deal_versions v WHERE v.tenant_id = d.tenant_id AND v.deal_id = d.deal_id), 0), \
+                   coalesce((SELECT max(i.time) FROM interaction_facts i WHERE i.tenant_id = d.tenant_id AND i.contact_id = d.customer_id), 0), \
+                   coalesce((SELECT max(i.time) FROM interaction_facts i WHERE i.tenant_id = d.tenant_id AND i.company_id = d.customer_id), 0)) AS last \
+               FROM deal_facts d WHERE d.tenant_id = ?1 AND d.outcome = 'open') \
+             WHERE last < ?2 ORDER BY deal_id",
+        )
+        .bind(tenant.as_str())
+        .bind(before.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let stage: Option<String> = row.try_get("stage")?;
+                Ok(QuietDeal {
+                    deal: uuid(row.try_get("deal_id")?)?,
+                    owner: row.try_get("owner")?,
+                    pipeline: uuid(row.try_get("pipeline_id")?)?,
+                    stage: stage.as_deref().map(uuid).transpose()?,
+                    last_activity: time(row.try_get("last")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn customer_owners(&self, tenant: &TenantId) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT customer_id, owner FROM customer_facts WHERE tenant_id = ?1 AND gone IS NULL")
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(|(id, owner)| Ok((uuid(&id)?, owner))).collect()
+    }
+
+    async fn publish_derived(
+        &self,
+        tenant: &TenantId,
+        changes: &Changes,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let t = tenant.as_str();
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        for (customer, _, segment) in &changes.segments {
+            sqlx::query(
+                "INSERT INTO customer_segments (tenant_id, customer_id, segment) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (tenant_id, customer_id) DO UPDATE SET segment = excluded.segment",
+            )
+            .bind(t)
+            .bind(customer.to_string())
+            .bind(segment)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (goal, _, status) in &changes.goals {
+            sqlx::query(
+                "INSERT INTO goal_statuses (tenant_id, goal_id, status) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (tenant_id, goal_id) DO UPDATE SET status = excluded.status",
+            )
+            .bind(t)
+            .bind(goal.to_string())
+            .bind(status.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for deal in &changes.stalled {
+            sqlx::query("INSERT OR REPLACE INTO stalled_deals (tenant_id, deal_id, last_activity) VALUES (?1, ?2, ?3)")
+                .bind(t)
+                .bind(deal.deal.to_string())
+                .bind(deal.last_activity.timestamp_micros())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for deal in &changes.resumed {
+            sqlx::query("DELETE FROM stalled_deals WHERE tenant_id = ?1 AND deal_id = ?2")
+                .bind(t)
+                .bind(deal.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        crm_platform::outbox::append_sqlite(&mut tx, events).await?;
+        tx.commit().await?;
+        self.outbox.committed();
+        Ok(())
+    }
+
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        Arc::clone(&self.outbox) as Arc<dyn Outbox>
     }
 }
