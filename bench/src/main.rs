@@ -31,7 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod analytics;
+mod analytics_latency;
 mod analytics_queries;
+mod analytics_value;
 mod duplicates;
 mod embedded;
 mod feed;
@@ -94,6 +96,15 @@ pub(crate) struct BenchArgs {
     /// replica follows them all).
     #[arg(long, default_value_t = 1)]
     analytics_partitions: u32,
+    /// Customers (one to three won deals each) of the customer value test.
+    #[arg(long, default_value_t = 1_000_000)]
+    rfm_customers: u64,
+    /// Pipeline events per second of the commit-to-metric test's load.
+    #[arg(long, default_value_t = 1000)]
+    latency_rate: u64,
+    /// Seconds the commit-to-metric test runs.
+    #[arg(long, default_value_t = 60)]
+    latency_seconds: u64,
     /// Open deals on the board of the board test.
     #[arg(long, default_value_t = 100_000)]
     board_deals: usize,
@@ -104,7 +115,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 120)]
     soak_seconds: u64,
     /// Scenarios to run: create, get, import, search, duplicates, feed, pipeline, analytics,
-    /// and on `crm serve`: lists, embedded-search, soak.
+    /// analytics-queries, analytics-value, analytics-latency, and on `crm serve`: lists,
+    /// embedded-search, soak.
     #[arg(
         long,
         value_delimiter = ',',
@@ -236,6 +248,26 @@ where
     run
 }
 
+/// `crm pipeline` on `pipeline_url`, checking references with the contact service at
+/// `contact_grpc`; returns the process and its gRPC address.
+fn start_pipeline(pipeline_url: &str, contact_grpc: &str) -> anyhow::Result<(ChildGuard, String)> {
+    start(
+        &[
+            "pipeline",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("CRM_DATABASE_URL", pipeline_url),
+            ("CRM_CONTACT_ENDPOINT", contact_grpc),
+        ],
+        "crm pipeline is up",
+        "gRPC on ",
+    )
+}
+
 /// A child process killed on drop.
 struct ChildGuard(Child);
 
@@ -322,8 +354,13 @@ fn machine() -> String {
 }
 
 fn token() -> anyhow::Result<String> {
+    token_for(TENANT)
+}
+
+/// An admin's token of `tenant`.
+fn token_for(tenant: &str) -> anyhow::Result<String> {
     let principal = Principal {
-        tenant: TenantId::parse(TENANT).map_err(anyhow::Error::msg)?,
+        tenant: TenantId::parse(tenant).map_err(anyhow::Error::msg)?,
         user: UserId::parse("bench").map_err(anyhow::Error::msg)?,
         roles: vec![Role::Admin],
     };
@@ -560,18 +597,7 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str, analytics_ur
         .await?;
     }
     if wants("analytics") {
-        let (_pipeline, pipeline_grpc) = start(
-            &[
-                "pipeline",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ],
-            &[("CRM_DATABASE_URL", pipeline_url), ("CRM_CONTACT_ENDPOINT", &grpc)],
-            "crm pipeline is up",
-            "gRPC on ",
-        )?;
+        let (_pipeline, pipeline_grpc) = start_pipeline(pipeline_url, &grpc)?;
         analytics::run(&analytics::AnalyticsBench {
             pipeline_url,
             pipeline_grpc: &format!("http://{pipeline_grpc}"),
@@ -579,6 +605,23 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str, analytics_ur
             token: &service_token()?,
             events: args.analytics_events,
             partitions: &args.analytics_partitions.to_string(),
+        })
+        .await?;
+    }
+    if wants("analytics-value") {
+        analytics_value::run(&analytics_value::ValueBench {
+            analytics_url,
+            customers: args.rfm_customers,
+        })
+        .await?;
+    }
+    if wants("analytics-latency") {
+        let (_pipeline, pipeline_grpc) = start_pipeline(pipeline_url, &grpc)?;
+        analytics_latency::run(&analytics_latency::LatencyBench {
+            pipeline_grpc: &format!("http://{pipeline_grpc}"),
+            analytics_url,
+            rate: args.latency_rate,
+            duration: Duration::from_secs(args.latency_seconds),
         })
         .await?;
     }

@@ -1,0 +1,193 @@
+//! Commit in the pipeline to the metric reflecting it: `crm pipeline` and `crm analytics` on
+//! PostgreSQL, a load of deals created and won at `rate` events/s over ten tenants, and a probe
+//! that wins a deal in its own tenant every 250 ms and polls the win rate until it counts it.
+
+use std::time::{Duration, Instant};
+
+use crm_proto::crm::analytics::v1 as analytics;
+use crm_proto::crm::analytics::v1::metric_service_client::MetricServiceClient;
+use crm_proto::crm::common::v1::Money;
+use crm_proto::crm::pipeline::v1 as pb;
+use crm_proto::crm::pipeline::v1::deal_service_client::DealServiceClient;
+use crm_proto::crm::pipeline::v1::pipeline_service_client::PipelineServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::{Bearer, load, ms, start, token_for};
+
+pub(crate) struct LatencyBench<'a> {
+    /// A migrated pipeline database with `crm pipeline` serving it.
+    pub pipeline_grpc: &'a str,
+    /// A migrated analytics database.
+    pub analytics_url: &'a str,
+    /// Pipeline events per second of the load (each deal is created and won: two events).
+    pub rate: u64,
+    pub duration: Duration,
+}
+
+type Deals = DealServiceClient<InterceptedService<Channel, Bearer>>;
+
+async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
+}
+
+/// A tenant's deal client and a pipeline of its own.
+async fn tenant(channel: &Channel, tenant: &str) -> anyhow::Result<(Deals, String)> {
+    let bearer = || -> anyhow::Result<Bearer> { Ok(Bearer(format!("Bearer {}", token_for(tenant)?).parse()?)) };
+    let stage = |name: &str, kind: pb::StageKind| pb::Stage {
+        display_name: name.to_owned(),
+        kind: kind as i32,
+        ..Default::default()
+    };
+    let pipeline = PipelineServiceClient::with_interceptor(channel.clone(), bearer()?)
+        .create_pipeline(pb::CreatePipelineRequest {
+            pipeline: Some(pb::Pipeline {
+                display_name: "Bench".to_owned(),
+                stages: vec![
+                    stage("Open", pb::StageKind::Open),
+                    stage("Won", pb::StageKind::Won),
+                    stage("Lost", pb::StageKind::Lost),
+                ],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pipeline
+        .ok_or_else(|| anyhow::anyhow!("no pipeline"))?;
+    Ok((
+        DealServiceClient::with_interceptor(channel.clone(), bearer()?),
+        pipeline.name,
+    ))
+}
+
+/// Creates a deal in `pipeline` and wins it (two events).
+async fn win(deals: &mut Deals, pipeline: &str) -> Result<(), tonic::Status> {
+    let deal = deals
+        .create_deal(pb::CreateDealRequest {
+            deal: Some(pb::Deal {
+                display_name: "Bench deal".to_owned(),
+                pipeline: pipeline.to_owned(),
+                amount: Some(Money {
+                    amount_minor: 1000,
+                    currency_code: "EUR".to_owned(),
+                }),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .deal
+        .ok_or_else(|| tonic::Status::internal("no deal"))?;
+    deals
+        .close_deal(pb::CloseDealRequest {
+            name: deal.name,
+            outcome: pb::DealStatus::Won as i32,
+            reason: String::new(),
+            etag: String::new(),
+        })
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn run(bench: &LatencyBench<'_>) -> anyhow::Result<()> {
+    let (_analytics, analytics_grpc) = start(
+        &[
+            "analytics",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("CRM_DATABASE_URL", bench.analytics_url),
+            ("CRM_PIPELINE_ENDPOINT", bench.pipeline_grpc),
+        ],
+        "crm analytics is up",
+        "gRPC on ",
+    )?;
+    let pipeline = channel(bench.pipeline_grpc).await?;
+    let mut load_tenants = Vec::new();
+    for i in 0..10 {
+        load_tenants.push(tenant(&pipeline, &format!("latency-load-{i}")).await?);
+    }
+    let (mut probe_deals, probe_pipeline) = tenant(&pipeline, "latency-probe").await?;
+    let mut metrics = MetricServiceClient::with_interceptor(
+        channel(&format!("http://{analytics_grpc}")).await?,
+        Bearer(format!("Bearer {}", token_for("latency-probe")?).parse()?),
+    );
+    let period = chrono::Utc::now().format("%Y").to_string();
+
+    // The load: 4 clients, each winning deals at rate / 8 per second (two events a deal).
+    let clients = 4;
+    #[allow(clippy::cast_precision_loss)]
+    let per_client = bench.rate as f64 / 2.0 / clients as f64;
+    let tenants = std::sync::Arc::new(load_tenants);
+    let load_run = {
+        let tenants = std::sync::Arc::clone(&tenants);
+        tokio::spawn(load(clients, bench.duration, Some(per_client), move |client, n| {
+            let (deals, pipeline) = &tenants[(client + usize::try_from(n).unwrap_or(0) * clients) % tenants.len()];
+            let (mut deals, pipeline) = (deals.clone(), pipeline.clone());
+            async move { win(&mut deals, &pipeline).await.is_ok() }
+        }))
+    };
+
+    // The probe.
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut won: i64 = 0;
+    while started.elapsed() < bench.duration {
+        let next = Instant::now() + Duration::from_millis(250);
+        let t0 = Instant::now();
+        win(&mut probe_deals, &probe_pipeline).await?;
+        won += 1;
+        loop {
+            let answer = metrics
+                .query_metric(analytics::QueryMetricRequest {
+                    name: "metrics/win-rate".to_owned(),
+                    period: period.clone(),
+                    group_by: 0,
+                })
+                .await?
+                .into_inner();
+            if answer.figures.first().is_some_and(|f| f.count >= won) {
+                latencies.push(t0.elapsed());
+                break;
+            }
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the win never reached the metric"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let load_run = load_run.await?;
+    latencies.sort();
+    let at = |p: f64| {
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i]
+    };
+    println!(
+        "| commit in the pipeline to the metric reflecting it: a won deal polled in the win rate every 5 ms, {} probes, under a load of {} pipeline events/s over 10 tenants ({} deals won by the load, {}) for {} s | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | | | p99 <= 1 s at 1k events/s |",
+        latencies.len(),
+        bench.rate,
+        load_run.ops,
+        load_run.summary(),
+        bench.duration.as_secs(),
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(at(1.0)),
+    );
+    Ok(())
+}
