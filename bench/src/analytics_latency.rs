@@ -123,8 +123,9 @@ pub(crate) async fn run(bench: &LatencyBench<'_>) -> anyhow::Result<()> {
     );
     let period = chrono::Utc::now().format("%Y").to_string();
 
-    // The load: 4 clients, each winning deals at rate / 8 per second (two events a deal).
-    let clients = 4;
+    // The load: 32 clients, each winning deals at rate / 64 per second (two events a deal; a
+    // client waits for each answer, so it takes many to hold the rate).
+    let clients = 32;
     #[allow(clippy::cast_precision_loss)]
     let per_client = bench.rate as f64 / 2.0 / clients as f64;
     let tenants = std::sync::Arc::new(load_tenants);
