@@ -144,7 +144,8 @@ impl BgNbd {
             return None;
         }
         let scale = 1.0 / max_t;
-        let theta = minimise(|theta: &[f64; 4]| bg_objective(theta, data, scale))?;
+        let freq = Frequencies::of(data);
+        let theta = minimise(|theta: &[f64; 4]| bg_objective(theta, data, &freq, scale))?;
         let [r, alpha, a, b] = theta.map(f64::exp);
         let fit = Self {
             r,
@@ -200,7 +201,9 @@ impl GammaGamma {
             return None;
         }
         let repeat: Vec<Rfm> = data.iter().filter(|c| c.frequency > 0.0).copied().collect();
-        let theta = minimise(|theta: &[f64; 3]| gg_objective(theta, &repeat))?;
+        let freq = Frequencies::of(&repeat);
+        let ln_m: Vec<f64> = repeat.iter().map(|c| c.monetary.ln()).collect();
+        let theta = minimise(|theta: &[f64; 3]| gg_objective(theta, &repeat, &freq, &ln_m))?;
         let [p, q, v] = theta.map(f64::exp);
         let fit = Self { p, q, v };
         ([p, q, v].iter().all(|e| e.is_finite() && *e > 0.0) && q > 1.0).then_some(fit)
@@ -222,56 +225,93 @@ impl GammaGamma {
 /// the sum over months m of expected average profit × expected purchases in month m /
 /// (1 + d)^m.
 pub fn lifetime_value(bg: &BgNbd, gg: &GammaGamma, c: &Rfm, months: u32, monthly_discount: f64) -> f64 {
-    let profit = gg.expected_average_profit(c);
+    gg.expected_average_profit(c) * discounted_purchases(bg, c, months, monthly_discount)
+}
+
+/// The purchases expected in each of the next `months` months of [`DAYS_PER_MONTH`] days,
+/// each discounted by (1 + d)^month and summed: [`lifetime_value`] without the value per
+/// purchase. It depends on the frequency, recency and age alone, so customers of the same
+/// history share it.
+pub fn discounted_purchases(bg: &BgNbd, c: &Rfm, months: u32, monthly_discount: f64) -> f64 {
     let mut value = 0.0;
     let mut previous = 0.0;
     for month in 1..=months {
         let cumulative = bg.expected_purchases(DAYS_PER_MONTH * f64::from(month), c);
-        value += profit * (cumulative - previous) / (1.0 + monthly_discount).powf(f64::from(month));
+        value += (cumulative - previous) / (1.0 + monthly_discount).powf(f64::from(month));
         previous = cumulative;
     }
     value
 }
 
+/// The distinct frequencies of a fit's customers, and each customer's among them: the terms of
+/// the likelihoods that depend on the frequency alone (ln Γ and ψ of r + x, b + x, p·x, ...)
+/// are computed once per distinct frequency and evaluation, not once per customer (frequencies
+/// are whole numbers, and a tenant has few distinct ones).
+struct Frequencies {
+    values: Vec<f64>,
+    of: Vec<usize>,
+}
+
+impl Frequencies {
+    fn of(data: &[Rfm]) -> Self {
+        let mut values: Vec<f64> = data.iter().map(|c| c.frequency).collect();
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        let of = data
+            .iter()
+            .map(|c| values.partition_point(|v| *v < c.frequency))
+            .collect();
+        Self { values, of }
+    }
+
+    /// `f` of every distinct frequency.
+    fn table(&self, f: impl Fn(f64) -> f64) -> Vec<f64> {
+        self.values.iter().map(|x| f(*x)).collect()
+    }
+}
+
 /// BG/NBD's mean negative log-likelihood (lifetimes' `_negative_log_likelihood`, section 7 of
 /// the paper) and its gradient, at log(r, α, a, b), recency and T multiplied by `scale`.
 #[allow(clippy::cast_precision_loss)]
-fn bg_objective(theta: &[f64; 4], data: &[Rfm], scale: f64) -> (f64, [f64; 4]) {
+fn bg_objective(theta: &[f64; 4], data: &[Rfm], freq: &Frequencies, scale: f64) -> (f64, [f64; 4]) {
     let [r, alpha, a, b] = theta.map(f64::exp);
     let ln_alpha = alpha.ln();
+    let ln_a = a.ln();
     let (lg_r, dg_r) = (ln_gamma(r), digamma(r));
     let (lg_ab, dg_ab) = (ln_gamma(a + b), digamma(a + b));
     let (lg_b, dg_b) = (ln_gamma(b), digamma(b));
+    let (lg_rx, dg_rx) = (freq.table(|x| ln_gamma(r + x)), freq.table(|x| digamma(r + x)));
+    let (lg_bx, dg_bx) = (freq.table(|x| ln_gamma(b + x)), freq.table(|x| digamma(b + x)));
+    let (lg_abx, dg_abx) = (freq.table(|x| ln_gamma(a + b + x)), freq.table(|x| digamma(a + b + x)));
     let mut total = 0.0;
     let mut grad = [0.0; 4];
-    for c in data {
+    for (c, &k) in data.iter().zip(&freq.of) {
         let x = c.frequency;
         let tx = c.recency * scale;
         let t = c.t * scale;
         let rx = r + x;
         let ln_age = (alpha + t).ln();
-        let a1 = ln_gamma(rx) - lg_r + r * ln_alpha;
+        let a1 = lg_rx[k] - lg_r + r * ln_alpha;
         let a3 = -rx * ln_age;
         let (ll, d) = if x > 0.0 {
-            let a2 = lg_ab + ln_gamma(b + x) - lg_b - ln_gamma(a + b + x);
+            let a2 = lg_ab + lg_bx[k] - lg_b - lg_abx[k];
             let bx1 = b + x - 1.0;
             let ln_last = (tx + alpha).ln();
-            let a4 = a.ln() - bx1.ln() - rx * ln_last;
+            let a4 = ln_a - bx1.ln() - rx * ln_last;
             let hi = a3.max(a4);
             let (e3, e4) = ((a3 - hi).exp(), (a4 - hi).exp());
             let w4 = e4 / (e3 + e4);
             let w3 = 1.0 - w4;
-            let dg_abx = digamma(a + b + x);
             let d = [
-                digamma(rx) - dg_r + ln_alpha - w3 * ln_age - w4 * ln_last,
+                dg_rx[k] - dg_r + ln_alpha - w3 * ln_age - w4 * ln_last,
                 r / alpha - w3 * rx / (alpha + t) - w4 * rx / (tx + alpha),
-                dg_ab - dg_abx + w4 / a,
-                dg_ab + digamma(b + x) - dg_b - dg_abx - w4 / bx1,
+                dg_ab - dg_abx[k] + w4 / a,
+                dg_ab + dg_bx[k] - dg_b - dg_abx[k] - w4 / bx1,
             ];
             (a1 + a2 + hi + (e3 + e4).ln(), d)
         } else {
             let d = [
-                digamma(rx) - dg_r + ln_alpha - ln_age,
+                dg_rx[k] - dg_r + ln_alpha - ln_age,
                 r / alpha - rx / (alpha + t),
                 0.0,
                 0.0,
@@ -289,22 +329,25 @@ fn bg_objective(theta: &[f64; 4], data: &[Rfm], scale: f64) -> (f64, [f64; 4]) {
 }
 
 /// Gamma-Gamma's mean negative log-likelihood (lifetimes' `_negative_log_likelihood`, equation
-/// 1a of note 025) and its gradient, at log(p, q, v), over repeat customers only.
+/// 1a of note 025) and its gradient, at log(p, q, v), over repeat customers only; `ln_m` holds
+/// each customer's ln(monetary value).
 #[allow(clippy::cast_precision_loss)]
-fn gg_objective(theta: &[f64; 3], data: &[Rfm]) -> (f64, [f64; 3]) {
+fn gg_objective(theta: &[f64; 3], data: &[Rfm], freq: &Frequencies, ln_m: &[f64]) -> (f64, [f64; 3]) {
     let [p, q, v] = theta.map(f64::exp);
     let (lg_q, dg_q, ln_v) = (ln_gamma(q), digamma(q), v.ln());
+    let (lg_pxq, dg_pxq) = (freq.table(|x| ln_gamma(p * x + q)), freq.table(|x| digamma(p * x + q)));
+    let (lg_px, dg_px) = (freq.table(|x| ln_gamma(p * x)), freq.table(|x| digamma(p * x)));
+    let ln_xs = freq.table(f64::ln);
     let mut total = 0.0;
     let mut grad = [0.0; 3];
-    for c in data {
+    for ((c, &k), &ln_m) in data.iter().zip(&freq.of).zip(ln_m) {
         let (x, m) = (c.frequency, c.monetary);
         let px = p * x;
         let ln_xmv = (x * m + v).ln();
-        let (ln_m, ln_x) = (m.ln(), x.ln());
-        let dg_pxq = digamma(px + q);
-        total += ln_gamma(px + q) - ln_gamma(px) - lg_q + q * ln_v + (px - 1.0) * ln_m + px * ln_x - (px + q) * ln_xmv;
-        grad[0] += x * (dg_pxq - digamma(px) + ln_m + ln_x - ln_xmv);
-        grad[1] += dg_pxq - dg_q + ln_v - ln_xmv;
+        let ln_x = ln_xs[k];
+        total += lg_pxq[k] - lg_px[k] - lg_q + q * ln_v + (px - 1.0) * ln_m + px * ln_x - (px + q) * ln_xmv;
+        grad[0] += x * (dg_pxq[k] - dg_px[k] + ln_m + ln_x - ln_xmv);
+        grad[1] += dg_pxq[k] - dg_q + ln_v - ln_xmv;
         grad[2] += q / v - (px + q) / (x * m + v);
     }
     let n = data.len() as f64;
@@ -893,10 +936,18 @@ mod tests {
         let repeat: Vec<Rfm> = data.iter().filter(|c| c.frequency > 0.0).copied().collect();
         check_gradient(
             "BG/NBD",
-            |theta| bg_objective(theta, &data, 1.0 / 533.0),
+            |theta| bg_objective(theta, &data, &Frequencies::of(&data), 1.0 / 533.0),
             [-0.3, -2.1, 0.4, 1.2],
         );
-        check_gradient("Gamma-Gamma", |theta| gg_objective(theta, &repeat), [1.1, 1.6, 5.8]);
+        let (freq, ln_m) = (
+            Frequencies::of(&repeat),
+            repeat.iter().map(|c| c.monetary.ln()).collect::<Vec<_>>(),
+        );
+        check_gradient(
+            "Gamma-Gamma",
+            |theta| gg_objective(theta, &repeat, &freq, &ln_m),
+            [1.1, 1.6, 5.8],
+        );
     }
 
     #[test]

@@ -321,6 +321,9 @@ fn predict(values: &mut [CustomerValue], purchases: &[Purchase], rates: &Rates, 
             .ok_or_else(|| "the model does not fit this tenant's purchases".to_owned())
     };
     let year_ago = today - chrono::Duration::days(365);
+    // What depends on a history alone, once per distinct history: (discounted purchases of
+    // the coming months, purchases of the coming year).
+    let mut by_history: std::collections::HashMap<[u64; 3], (f64, f64)> = std::collections::HashMap::new();
     for v in values.iter_mut() {
         let model = match (&fitted, histories.get(&v.customer)) {
             (Ok(models), Some(history)) => Ok((models, history)),
@@ -329,10 +332,16 @@ fn predict(values: &mut [CustomerValue], purchases: &[Purchase], rates: &Rates, 
         };
         match model {
             Ok(((bg, gg), history)) => {
-                let value = predict::lifetime_value(bg, gg, history, PREDICTION_MONTHS, MONTHLY_DISCOUNT);
-                v.predicted = value.round() as i64;
+                let key = [history.frequency, history.recency, history.t].map(f64::to_bits);
+                let (discounted, in_year) = *by_history.entry(key).or_insert_with(|| {
+                    (
+                        predict::discounted_purchases(bg, history, PREDICTION_MONTHS, MONTHLY_DISCOUNT),
+                        bg.expected_purchases(EXPECTED_PURCHASE_DAYS, history),
+                    )
+                });
+                v.predicted = (gg.expected_average_profit(history) * discounted).round() as i64;
                 v.prediction = Predicted::Model {
-                    expected_purchases: bg.expected_purchases(EXPECTED_PURCHASE_DAYS, history),
+                    expected_purchases: in_year,
                 };
             }
             Err(reason) => {
