@@ -214,6 +214,9 @@ pub fn quintiles<K: PartialOrd>(keys: &[K]) -> Vec<u8> {
 pub fn values(purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) -> Vec<CustomerValue> {
     let mut customers: BTreeMap<Uuid, CustomerValue> = BTreeMap::new();
     let mut converted: BTreeMap<Uuid, f64> = BTreeMap::new();
+    // Each customer's purchase days with what was bought on each in the reporting currency
+    // (None when some amount of the day has no rate), for the prediction.
+    let mut days: BTreeMap<Uuid, PurchaseDays> = BTreeMap::new();
     for p in purchases {
         let value = customers.entry(p.customer).or_insert_with(|| CustomerValue {
             customer: p.customer,
@@ -231,7 +234,10 @@ pub fn values(purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) -> Vec<
         });
         value.last_win = value.last_win.max(p.last);
         value.frequency = value.frequency.saturating_add(p.deals);
-        match rates.convert(p.amount_minor, &p.currency, &month_of(p.day)) {
+        let amount = rates.convert(p.amount_minor, &p.currency, &month_of(p.day));
+        let day = days.entry(p.customer).or_default().entry(p.day).or_insert(Some(0.0));
+        *day = day.zip(amount).map(|(sum, amount)| sum + amount);
+        match amount {
             Some(amount) => *converted.entry(p.customer).or_default() += amount,
             None => {
                 let missing = value.unconverted.entry(p.currency.clone()).or_default();
@@ -254,31 +260,23 @@ pub fn values(purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) -> Vec<
         v.monetary_score = monetary[i];
         v.segment = segment(v.recency_score, v.frequency_score);
     }
-    predict(&mut values, purchases, rates, now);
+    predict(&mut values, &days, now);
     values
 }
 
+/// A customer's purchase days, each with what was bought in the reporting currency (None when
+/// some amount of the day has no rate).
+type PurchaseDays = BTreeMap<NaiveDate, Option<f64>>;
+
 fn month_of(day: NaiveDate) -> String {
     day.format("%Y-%m").to_string()
-}
-
-/// Each customer's purchase days with what was bought on each in the reporting currency (None
-/// when some amount of the day has no rate).
-fn purchase_days(purchases: &[Purchase], rates: &Rates) -> BTreeMap<Uuid, BTreeMap<NaiveDate, Option<f64>>> {
-    let mut days: BTreeMap<Uuid, BTreeMap<NaiveDate, Option<f64>>> = BTreeMap::new();
-    for p in purchases {
-        let day = days.entry(p.customer).or_default().entry(p.day).or_insert(Some(0.0));
-        let converted = rates.convert(p.amount_minor, &p.currency, &month_of(p.day));
-        *day = day.zip(converted).map(|(sum, amount)| sum + amount);
-    }
-    days
 }
 
 /// A customer's history as BG/NBD reads it (lifetimes' `summary_data_from_transaction_data`
 /// with `freq="D"`): repeat purchase days, age at the last one and today, in days, and the mean
 /// value of the repeat days. None when an amount could not be converted.
 #[allow(clippy::cast_precision_loss)]
-fn rfm_of(days: &BTreeMap<NaiveDate, Option<f64>>, today: NaiveDate) -> Option<predict::Rfm> {
+fn rfm_of(days: &PurchaseDays, today: NaiveDate) -> Option<predict::Rfm> {
     let (first, _) = days.first_key_value()?;
     let (last, _) = days.last_key_value()?;
     let repeats: Vec<f64> = days.values().skip(1).copied().collect::<Option<_>>()?;
@@ -301,9 +299,8 @@ fn rfm_of(days: &BTreeMap<NaiveDate, Option<f64>>, today: NaiveDate) -> Option<p
 /// where the tenant has too few repeat customers, the fit fails, or a customer's amounts cannot
 /// all be converted, their last 365 days' value with the reason.
 #[allow(clippy::cast_possible_truncation)]
-fn predict(values: &mut [CustomerValue], purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) {
+fn predict(values: &mut [CustomerValue], days: &BTreeMap<Uuid, PurchaseDays>, now: DateTime<Utc>) {
     let today = now.date_naive();
-    let days = purchase_days(purchases, rates);
     let histories: BTreeMap<Uuid, predict::Rfm> = days
         .iter()
         .filter_map(|(customer, days)| Some((*customer, rfm_of(days, today)?)))
