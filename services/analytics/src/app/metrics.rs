@@ -61,14 +61,8 @@ impl AnalyticsApp {
     ) -> Result<Vec<Figure>, ApiError> {
         let info = metric.info();
         Ok(match metric {
-            MetricId::WinRate | MetricId::SalesCycleDays => {
-                let closes = self.store.closes(tenant, window).await?;
-                if metric == MetricId::WinRate {
-                    win_rate(&closes, grouping)
-                } else {
-                    sales_cycle_days(&closes, grouping)
-                }
-            }
+            MetricId::WinRate => win_rate(&self.store.close_cells(tenant, window).await?, grouping),
+            MetricId::SalesCycleDays => sales_cycle_days(&self.store.closes(tenant, window).await?, grouping),
             MetricId::CohortWinRate => {
                 let deals = self.store.deals_created(tenant, window).await?;
                 cohort_win_rate(&deals, grouping)
@@ -88,8 +82,8 @@ impl AnalyticsApp {
             }
             MetricId::PipelineVelocity => {
                 let open = self.store.open_at(tenant, window.end_time()).await?;
-                let closes = self.store.closes(tenant, window).await?;
-                pipeline_velocity(&open, &closes, grouping)
+                let cells = self.store.close_cells(tenant, window).await?;
+                pipeline_velocity(&open, &cells, grouping)
             }
             MetricId::CampaignResponse => {
                 let window_after = self.settings(tenant).await?.response_window();
@@ -157,14 +151,14 @@ impl AnalyticsApp {
                         ),
                     )
                 })?;
-                let closes = self.store.closes(tenant, window).await?;
+                let cells = self.store.close_cells(tenant, window).await?;
                 let period = period.to_string();
                 if metric == MetricId::ForecastAccuracy {
                     let forecasts = self.store.forecasts(tenant, &period).await?;
-                    forecast_accuracy(&forecasts, &closes, window.start_time(), window.end_time(), grouping)
+                    forecast_accuracy(&forecasts, &cells, window.start_time(), window.end_time(), grouping)
                 } else {
                     let quotas = self.store.quotas(tenant, &period).await?;
-                    quota_attainment(&quotas, &closes, grouping)
+                    quota_attainment(&quotas, &cells, grouping)
                 }
             }
         })

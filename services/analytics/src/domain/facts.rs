@@ -457,16 +457,95 @@ pub enum Record {
     Lead(Uuid),
 }
 
-/// A close or reopening of a deal, with what a figure groups it by: the rows win rates and
-/// cycle times are computed from.
+/// A close of a deal as a period's figures count it: the deal's last close in the period (a
+/// transition to a won or lost stage) that no reopening later in the period undid, with the
+/// deal as it stands now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Close {
-    pub deal: DealFact,
+    pub deal: Uuid,
+    /// Won or lost.
+    pub outcome: Outcome,
+    pub time: DateTime<Utc>,
+    pub owner: String,
+    pub pipeline: Uuid,
     /// The source of the lead the deal came from (empty without one).
     pub lead_source: String,
-    pub sequence: i64,
-    pub kind: TransitionKind,
-    pub time: DateTime<Utc>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// A period's closes (as [`Close`] counts them) added up per owner, pipeline, lead source,
+/// month of the close, outcome and currency: what the win rate, the cycle days' mean, pipeline
+/// velocity, forecast accuracy and quota attainment are computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloseCell {
+    pub owner: String,
+    pub pipeline: Uuid,
+    pub lead_source: String,
+    /// `YYYY-MM`.
+    pub month: String,
+    pub outcome: Outcome,
+    pub currency: String,
+    pub deals: i64,
+    /// The deals' amounts added up.
+    pub amount_minor: i128,
+    /// Their cycles (close time - creation time, in whole milliseconds) added up.
+    pub cycle_ms: i128,
+}
+
+impl CloseCell {
+    /// The amount, saturated to the range of an amount.
+    pub fn amount(&self) -> i64 {
+        i64::try_from(self.amount_minor).unwrap_or(if self.amount_minor < 0 { i64::MIN } else { i64::MAX })
+    }
+}
+
+/// `closes` added up into cells, the way the stores add them up (a reference for tests).
+#[cfg(test)]
+pub(crate) fn cells_of(closes: &[Close]) -> Vec<CloseCell> {
+    let mut cells: Vec<CloseCell> = Vec::new();
+    for close in closes {
+        let month = close.time.format("%Y-%m").to_string();
+        let cycle = i128::from((close.time - close.create_time).num_milliseconds());
+        let same = |c: &&mut CloseCell| {
+            c.owner == close.owner
+                && c.pipeline == close.pipeline
+                && c.lead_source == close.lead_source
+                && c.month == month
+                && c.outcome == close.outcome
+                && c.currency == close.currency
+        };
+        match cells.iter_mut().find(same) {
+            Some(cell) => {
+                cell.deals += 1;
+                cell.amount_minor += i128::from(close.amount_minor);
+                cell.cycle_ms += cycle;
+            }
+            None => cells.push(CloseCell {
+                owner: close.owner.clone(),
+                pipeline: close.pipeline,
+                lead_source: close.lead_source.clone(),
+                month,
+                outcome: close.outcome,
+                currency: close.currency.clone(),
+                deals: 1,
+                amount_minor: i128::from(close.amount_minor),
+                cycle_ms: cycle,
+            }),
+        }
+    }
+    cells
+}
+
+impl TransitionKind {
+    /// Whether the transition closes or reopens a deal (what a deal's closes depend on).
+    pub fn closes_or_reopens(self) -> bool {
+        matches!(
+            self,
+            TransitionKind::Won | TransitionKind::Lost | TransitionKind::Reopened
+        )
+    }
 }
 
 /// A deal with the source of its lead.

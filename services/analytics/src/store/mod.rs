@@ -5,6 +5,7 @@
 //! watermark and the consumer's checkpoint in one transaction (exactly-once effect). Queries
 //! hand rows of facts to the formulas in `domain::metrics`, which are the same for both.
 
+use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
@@ -17,10 +18,10 @@ use uuid::Uuid;
 
 use crate::domain::derived::{Changes, DerivedState, QuietDeal};
 use crate::domain::{
-    Close, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, ExchangeRate, FactChange, ForecastFact, Goal,
-    Gone, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal, Parked, ProfileCounts,
-    Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StageVisit, TransferFact, TransitionFact, UsageFact,
-    Watermark, Window,
+    Close, CloseCell, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, ExchangeRate, FactChange,
+    ForecastFact, Goal, Gone, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal,
+    Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StageVisit,
+    TransferFact, TransitionFact, UsageFact, Watermark, Window,
 };
 
 #[cfg(test)]
@@ -120,6 +121,44 @@ pub(crate) struct Folded {
     pub usage: Vec<UsageFact>,
     /// (record, new owner) of records not among `deals` and `leads`.
     pub owners: Vec<(Record, String)>,
+    /// The deals whose closes the changes make ingest compute again.
+    pub reclosed: Reclosed,
+}
+
+/// The deals whose closes (and cells) a tenant's changes make ingest compute again: deals
+/// changed, closed, reopened or given to another owner, and the deals of leads changed (a
+/// lead's source is part of its deals' closes).
+#[derive(Debug, Default)]
+pub(crate) struct Reclosed {
+    pub deals: BTreeSet<Uuid>,
+    pub leads: BTreeSet<Uuid>,
+}
+
+impl Reclosed {
+    pub(crate) fn add(&mut self, change: &FactChange) {
+        match change {
+            FactChange::Deal(deal) => {
+                self.deals.insert(deal.id);
+            }
+            FactChange::Transition(t) if t.kind.closes_or_reopens() => {
+                self.deals.insert(t.deal);
+            }
+            FactChange::Owner {
+                record: Record::Deal(id),
+                ..
+            } => {
+                self.deals.insert(*id);
+            }
+            FactChange::Lead(lead) => {
+                self.leads.insert(lead.id);
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.deals.is_empty() && self.leads.is_empty()
+    }
 }
 
 impl Folded {
@@ -140,6 +179,7 @@ impl Folded {
     }
 
     fn add(&mut self, change: FactChange) {
+        self.reclosed.add(&change);
         match change {
             FactChange::Deal(deal) => {
                 self.owners.retain(|(r, _)| *r != Record::Deal(deal.id));
@@ -225,6 +265,21 @@ fn replace<T>(items: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
     }
 }
 
+/// The unit of the whole part of a cell's amounts (minor units) and of its cycles (ms): the
+/// cells keep each sum as a whole part and a rest, so that no sum can overflow.
+pub(crate) const AMOUNT_UNIT: i64 = 1_000_000_000;
+pub(crate) const CYCLE_UNIT: i64 = 86_400_000;
+
+/// A sum kept as `whole` parts of `unit` and a `rest`.
+pub(crate) fn whole_and_rest(whole: i64, rest: i64, unit: i64) -> i128 {
+    i128::from(whole) * i128::from(unit) + i128::from(rest)
+}
+
+/// The outcome of a stored close.
+pub(crate) fn outcome(raw: &str) -> Result<Outcome, StoreError> {
+    Outcome::parse(raw).ok_or_else(|| corrupt(format!("outcome {raw}")))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -253,8 +308,13 @@ pub trait AnalyticsStore: Send + Sync {
     /// longer `previous`.
     async fn ingest(&self, consumer: &str, previous: u64, batch: &IngestBatch) -> Result<bool, StoreError>;
 
-    /// The closes (won, lost) and reopenings of deals in `window`, with their deals.
+    /// The closes `window` counts: each deal's last close in it that no reopening in it undid,
+    /// with the deal as it stands now.
     async fn closes(&self, tenant: &TenantId, window: Window) -> Result<Vec<Close>, StoreError>;
+
+    /// The closes `window` counts (as [`AnalyticsStore::closes`]), added up per owner,
+    /// pipeline, lead source, month, outcome and currency.
+    async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError>;
 
     /// The deals created in `window`.
     async fn deals_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<DealRow>, StoreError>;

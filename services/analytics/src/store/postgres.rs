@@ -15,8 +15,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    AnalyticsStore, Folded, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, StoreError, corrupt, document,
-    from_document,
+    AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, Folded, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED,
+    StoreError, corrupt, document, from_document, outcome, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -239,6 +239,14 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
         .execute(&mut *tx)
         .await?;
     }
+    // Last: the closes read the deals, transitions, leads and owners written above.
+    if !f.reclosed.is_empty() {
+        sqlx::query("SELECT analytics_refresh_closes($1, $2)")
+            .bind(f.reclosed.deals.iter().copied().collect::<Vec<_>>())
+            .bind(f.reclosed.leads.iter().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(())
 }
 
@@ -430,7 +438,6 @@ async fn record_gone(
 }
 
 fn deal(row: &PgRow) -> Result<DealFact, StoreError> {
-    let outcome: String = row.try_get("outcome")?;
     Ok(DealFact {
         id: row.try_get("deal_id")?,
         pipeline: row.try_get("pipeline_id")?,
@@ -439,7 +446,7 @@ fn deal(row: &PgRow) -> Result<DealFact, StoreError> {
         amount_minor: row.try_get("amount_minor")?,
         currency: row.try_get("currency")?,
         create_time: row.try_get("create_time")?,
-        outcome: Outcome::parse(&outcome).ok_or_else(|| corrupt(format!("deal outcome {outcome}")))?,
+        outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
         close_time: row.try_get("close_time")?,
         customer: row.try_get("customer_id")?,
     })
@@ -521,12 +528,11 @@ impl AnalyticsStore for PgAnalyticsStore {
         let rows = self
             .read(
                 tenant,
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {DEAL_COLUMNS}, t.sequence, t.kind, t.time FROM deal_transitions t \
-             JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id \
-             LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
-             WHERE t.tenant_id = $1 AND t.time >= $2 AND t.time < $3 AND t.kind IN ('won', 'lost', 'reopened')"
-                )))
+                sqlx::query(
+                    "SELECT deal_id, outcome, close_time, owner, pipeline_id, lead_source, amount_minor, currency, \
+                     create_time FROM deal_closes WHERE tenant_id = $1 AND close_time >= $2 AND close_time < $3 \
+                     AND (superseded_time IS NULL OR superseded_time >= $3)",
+                )
                 .bind(tenant.as_str())
                 .bind(window.start_time())
                 .bind(window.end_time()),
@@ -534,13 +540,62 @@ impl AnalyticsStore for PgAnalyticsStore {
             .await?;
         rows.iter()
             .map(|row| {
-                let kind: String = row.try_get("kind")?;
                 Ok(Close {
-                    deal: deal(row)?,
+                    deal: row.try_get("deal_id")?,
+                    outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
+                    time: row.try_get("close_time")?,
+                    owner: row.try_get("owner")?,
+                    pipeline: row.try_get("pipeline_id")?,
                     lead_source: row.try_get("lead_source")?,
-                    sequence: row.try_get("sequence")?,
-                    kind: TransitionKind::parse(&kind).ok_or_else(|| corrupt(format!("transition kind {kind}")))?,
-                    time: row.try_get("time")?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    currency: row.try_get("currency")?,
+                    create_time: row.try_get("create_time")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError> {
+        // The cells of the window's days (closes nothing superseded), and the closes a reopening
+        // superseded only after the window.
+        let rows = self
+            .read(
+                tenant,
+                sqlx::query(
+                    "SELECT owner, pipeline_id, lead_source, to_char(close_day, 'YYYY-MM') AS month, outcome, \
+                     currency, sum(deals)::bigint AS deals, sum(amount_giga)::bigint AS amount_giga, \
+                     sum(amount_rest)::bigint AS amount_rest, sum(cycle_days)::bigint AS cycle_days, \
+                     sum(cycle_rest_ms)::bigint AS cycle_rest_ms FROM ( \
+                       SELECT owner, pipeline_id, lead_source, close_day, outcome, currency, deals, amount_giga, \
+                       amount_rest, cycle_days, cycle_rest_ms FROM close_cells \
+                       WHERE tenant_id = $1 AND close_day >= $2 AND close_day < $3 \
+                     UNION ALL \
+                       SELECT owner, pipeline_id, lead_source, (close_time AT TIME ZONE 'UTC')::date, outcome, \
+                       currency, 1, amount_minor / 1000000000, amount_minor % 1000000000, cycle_ms / 86400000, \
+                       cycle_ms % 86400000 FROM deal_closes \
+                       WHERE tenant_id = $1 AND close_time >= $4 AND close_time < $5 \
+                       AND superseded_time IS NOT NULL AND superseded_time >= $5) c \
+                     GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(deals) <> 0",
+                )
+                .bind(tenant.as_str())
+                .bind(window.start)
+                .bind(window.end)
+                .bind(window.start_time())
+                .bind(window.end_time()),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CloseCell {
+                    owner: row.try_get("owner")?,
+                    pipeline: row.try_get("pipeline_id")?,
+                    lead_source: row.try_get("lead_source")?,
+                    month: row.try_get("month")?,
+                    outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
+                    currency: row.try_get("currency")?,
+                    deals: row.try_get("deals")?,
+                    amount_minor: whole_and_rest(row.try_get("amount_giga")?, row.try_get("amount_rest")?, AMOUNT_UNIT),
+                    cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
                 })
             })
             .collect()

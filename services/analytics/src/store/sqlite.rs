@@ -13,8 +13,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AnalyticsStore, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, StoreError, corrupt, document,
-    from_document,
+    AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, Reclosed,
+    StoreError, corrupt, document, from_document, outcome, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -46,6 +46,72 @@ fn uuid(raw: &str) -> Result<Uuid, StoreError> {
 
 fn text(id: Option<Uuid>) -> Option<String> {
     id.map(|id| id.to_string())
+}
+
+/// The closes and cells of `reclosed`'s deals, computed again from the facts: their old closes
+/// are taken out of the cells, replaced, and the new ones added in (as the PostgreSQL store's
+/// analytics_refresh_closes).
+async fn refresh_closes(tx: &mut SqliteConnection, tenant: &TenantId, reclosed: &Reclosed) -> Result<(), sqlx::Error> {
+    if reclosed.is_empty() {
+        return Ok(());
+    }
+    let t = tenant.as_str();
+    let ids = |ids: &mut dyn Iterator<Item = String>| serde_json::Value::from(ids.collect::<Vec<_>>()).to_string();
+    let leads = ids(&mut reclosed.leads.iter().map(Uuid::to_string));
+    let mut deals: Vec<String> = reclosed.deals.iter().map(Uuid::to_string).collect();
+    deals.extend(
+        sqlx::query_scalar::<_, String>(
+            "SELECT deal_id FROM deal_facts WHERE tenant_id = ?1 AND lead_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(t)
+        .bind(&leads)
+        .fetch_all(&mut *tx)
+        .await?,
+    );
+    let deals = ids(&mut deals.into_iter());
+    let add_cells = |factor: i64| {
+        sqlx::query(
+            "INSERT INTO close_cells (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency, \
+             deals, amount_giga, amount_rest, cycle_days, cycle_rest_ms) \
+             SELECT tenant_id, date(close_time / 1000000.0, 'unixepoch'), owner, pipeline_id, lead_source, outcome, \
+             currency, ?3 * count(*), ?3 * sum(amount_minor / 1000000000), ?3 * sum(amount_minor % 1000000000), \
+             ?3 * sum(cycle_ms / 86400000), ?3 * sum(cycle_ms % 86400000) FROM deal_closes \
+             WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2)) AND superseded_time IS NULL \
+             GROUP BY 1, 2, 3, 4, 5, 6, 7 \
+             ON CONFLICT (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency) DO UPDATE SET \
+             deals = deals + excluded.deals, amount_giga = amount_giga + excluded.amount_giga, \
+             amount_rest = amount_rest + excluded.amount_rest, cycle_days = cycle_days + excluded.cycle_days, \
+             cycle_rest_ms = cycle_rest_ms + excluded.cycle_rest_ms",
+        )
+        .bind(t)
+        .bind(&deals)
+        .bind(factor)
+    };
+    add_cells(-1).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM deal_closes WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2))")
+        .bind(t)
+        .bind(&deals)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO deal_closes (tenant_id, deal_id, sequence, outcome, close_time, superseded_time, owner, \
+         pipeline_id, lead_source, amount_minor, currency, create_time, cycle_ms) \
+         SELECT t.tenant_id, t.deal_id, t.sequence, t.kind, t.time, t.next_time, d.owner, d.pipeline_id, \
+         coalesce(l.source, ''), d.amount_minor, d.currency, d.create_time, (t.time - d.create_time) / 1000 \
+         FROM (SELECT tenant_id, deal_id, sequence, kind, time, \
+               lead(time) OVER (PARTITION BY deal_id ORDER BY sequence) AS next_time FROM deal_transitions \
+               WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2)) \
+               AND kind IN ('won', 'lost', 'reopened')) t \
+         JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id \
+         LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
+         WHERE t.kind IN ('won', 'lost')",
+    )
+    .bind(t)
+    .bind(&deals)
+    .execute(&mut *tx)
+    .await?;
+    add_cells(1).execute(&mut *tx).await?;
+    Ok(())
 }
 
 async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange) -> Result<(), sqlx::Error> {
@@ -361,7 +427,6 @@ async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange
 }
 
 fn deal(row: &SqliteRow) -> Result<DealFact, StoreError> {
-    let outcome: String = row.try_get("outcome")?;
     let lead: Option<String> = row.try_get("lead_id")?;
     let close: Option<i64> = row.try_get("close_time")?;
     let customer: Option<String> = row.try_get("customer_id")?;
@@ -373,7 +438,7 @@ fn deal(row: &SqliteRow) -> Result<DealFact, StoreError> {
         amount_minor: row.try_get("amount_minor")?,
         currency: row.try_get("currency")?,
         create_time: time(row.try_get("create_time")?)?,
-        outcome: Outcome::parse(&outcome).ok_or_else(|| corrupt(format!("deal outcome {outcome}")))?,
+        outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
         close_time: close.map(time).transpose()?,
         customer: customer.as_deref().map(uuid).transpose()?,
     })
@@ -398,15 +463,20 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        let mut seen = std::collections::BTreeSet::new();
+        let mut reclosed: std::collections::BTreeMap<&TenantId, Reclosed> = std::collections::BTreeMap::new();
         for (tenant, change) in &batch.changes {
-            if seen.insert(tenant) {
+            if !reclosed.contains_key(tenant) {
                 sqlx::query("INSERT OR IGNORE INTO analytics_tenants (tenant_id) VALUES (?1)")
                     .bind(tenant.as_str())
                     .execute(&mut *tx)
                     .await?;
             }
             apply(&mut tx, tenant, change).await?;
+            reclosed.entry(tenant).or_default().add(change);
+        }
+        // Last: the closes read the deals, transitions, leads and owners applied above.
+        for (tenant, reclosed) in &reclosed {
+            refresh_closes(&mut tx, tenant, reclosed).await?;
         }
         for (tenant, kind) in &batch.skipped {
             sqlx::query(
@@ -452,12 +522,11 @@ impl AnalyticsStore for SqliteAnalyticsStore {
     }
 
     async fn closes(&self, tenant: &TenantId, window: Window) -> Result<Vec<Close>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEAL_COLUMNS}, t.sequence, t.kind, t.time FROM deal_transitions t \
-             JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id \
-             LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id \
-             WHERE t.tenant_id = ?1 AND t.time >= ?2 AND t.time < ?3 AND t.kind IN ('won', 'lost', 'reopened')"
-        )))
+        let rows = sqlx::query(
+            "SELECT deal_id, outcome, close_time, owner, pipeline_id, lead_source, amount_minor, currency, \
+             create_time FROM deal_closes WHERE tenant_id = ?1 AND close_time >= ?2 AND close_time < ?3 \
+             AND (superseded_time IS NULL OR superseded_time >= ?3)",
+        )
         .bind(tenant.as_str())
         .bind(window.start_time().timestamp_micros())
         .bind(window.end_time().timestamp_micros())
@@ -465,13 +534,57 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         .await?;
         rows.iter()
             .map(|row| {
-                let kind: String = row.try_get("kind")?;
                 Ok(Close {
-                    deal: deal(row)?,
+                    deal: uuid(&row.try_get::<String, _>("deal_id")?)?,
+                    outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
+                    time: time(row.try_get("close_time")?)?,
+                    owner: row.try_get("owner")?,
+                    pipeline: uuid(&row.try_get::<String, _>("pipeline_id")?)?,
                     lead_source: row.try_get("lead_source")?,
-                    sequence: row.try_get("sequence")?,
-                    kind: TransitionKind::parse(&kind).ok_or_else(|| corrupt(format!("transition kind {kind}")))?,
-                    time: time(row.try_get("time")?)?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    currency: row.try_get("currency")?,
+                    create_time: time(row.try_get("create_time")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError> {
+        // The cells of the window's days (closes nothing superseded), and the closes a reopening
+        // superseded only after the window.
+        let rows = sqlx::query(
+            "SELECT owner, pipeline_id, lead_source, substr(close_day, 1, 7) AS month, outcome, currency, \
+             sum(deals) AS deals, sum(amount_giga) AS amount_giga, sum(amount_rest) AS amount_rest, \
+             sum(cycle_days) AS cycle_days, sum(cycle_rest_ms) AS cycle_rest_ms FROM ( \
+               SELECT owner, pipeline_id, lead_source, close_day, outcome, currency, deals, amount_giga, \
+               amount_rest, cycle_days, cycle_rest_ms FROM close_cells \
+               WHERE tenant_id = ?1 AND close_day >= ?2 AND close_day < ?3 \
+             UNION ALL \
+               SELECT owner, pipeline_id, lead_source, date(close_time / 1000000.0, 'unixepoch'), outcome, \
+               currency, 1, amount_minor / 1000000000, amount_minor % 1000000000, cycle_ms / 86400000, \
+               cycle_ms % 86400000 FROM deal_closes \
+               WHERE tenant_id = ?1 AND close_time >= ?4 AND close_time < ?5 AND superseded_time >= ?5) c \
+             GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(deals) <> 0",
+        )
+        .bind(tenant.as_str())
+        .bind(window.start.to_string())
+        .bind(window.end.to_string())
+        .bind(window.start_time().timestamp_micros())
+        .bind(window.end_time().timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CloseCell {
+                    owner: row.try_get("owner")?,
+                    pipeline: uuid(&row.try_get::<String, _>("pipeline_id")?)?,
+                    lead_source: row.try_get("lead_source")?,
+                    month: row.try_get("month")?,
+                    outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
+                    currency: row.try_get("currency")?,
+                    deals: row.try_get("deals")?,
+                    amount_minor: whole_and_rest(row.try_get("amount_giga")?, row.try_get("amount_rest")?, AMOUNT_UNIT),
+                    cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
                 })
             })
             .collect()

@@ -8,47 +8,35 @@ use chrono::{DateTime, Utc};
 
 use super::{Figure, Grouping, days, figures, mean, median, month, one_currency_sum, rate_figure, ratio};
 use crate::domain::facts::{
-    CALL_CATEGORY, Close, DealFact, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
+    CALL_CATEGORY, Close, CloseCell, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
     StageVisit, TransitionKind,
 };
 
-/// The group of a deal (from a lead of `lead_source`) under `grouping`; `time` is the instant
-/// the metric counts it at.
-fn deal_group(grouping: Grouping, deal: &DealFact, lead_source: &str, time: DateTime<Utc>) -> String {
+/// The group of a deal (in `pipeline`, from a lead of `lead_source`) under `grouping`; `month`
+/// is that of the instant the metric counts it at.
+fn deal_group(grouping: Grouping, owner: &str, pipeline: uuid::Uuid, lead_source: &str, month: &str) -> String {
     match grouping {
         Grouping::Tenant | Grouping::Stage | Grouping::Campaign => String::new(),
-        Grouping::Owner => deal.owner.clone(),
-        Grouping::Pipeline => format!("pipelines/{}", deal.pipeline),
-        Grouping::Month => month(time),
+        Grouping::Owner => owner.to_owned(),
+        Grouping::Pipeline => format!("pipelines/{pipeline}"),
+        Grouping::Month => month.to_owned(),
         Grouping::LeadSource => lead_source.to_owned(),
     }
 }
 
-/// The deals closed in the period as the win rate counts them: each deal's last close or
-/// reopening in the period (`closes` are those of the period), kept when it is a close.
-fn closed(closes: &[Close]) -> Vec<&Close> {
-    let mut last: BTreeMap<uuid::Uuid, &Close> = BTreeMap::new();
-    for close in closes {
-        let entry = last.entry(close.deal.id).or_insert(close);
-        if close.sequence > entry.sequence {
-            *entry = close;
-        }
-    }
-    last.into_values()
-        .filter(|c| matches!(c.kind, TransitionKind::Won | TransitionKind::Lost))
-        .collect()
+/// The group of a cell of closes under `grouping`.
+fn cell_group(grouping: Grouping, cell: &CloseCell) -> String {
+    deal_group(grouping, &cell.owner, cell.pipeline, &cell.lead_source, &cell.month)
 }
 
 /// Win rate: see the catalogue.
-pub fn win_rate(closes: &[Close], grouping: Grouping) -> Vec<Figure> {
+pub fn win_rate(cells: &[CloseCell], grouping: Grouping) -> Vec<Figure> {
     let mut groups: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for close in closed(closes) {
-        let (won, lost) = groups
-            .entry(deal_group(grouping, &close.deal, &close.lead_source, close.time))
-            .or_default();
-        match close.kind {
-            TransitionKind::Won => *won += 1,
-            _ => *lost += 1,
+    for cell in cells {
+        let (won, lost) = groups.entry(cell_group(grouping, cell)).or_default();
+        match cell.outcome {
+            Outcome::Won => *won = won.saturating_add(cell.deals),
+            _ => *lost = lost.saturating_add(cell.deals),
         }
     }
     figures(grouping, groups, |(won, lost)| {
@@ -61,7 +49,13 @@ pub fn cohort_win_rate(deals: &[DealRow], grouping: Grouping) -> Vec<Figure> {
     let mut groups: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for row in deals {
         let (won, lost, open) = groups
-            .entry(deal_group(grouping, &row.deal, &row.lead_source, row.deal.create_time))
+            .entry(deal_group(
+                grouping,
+                &row.deal.owner,
+                row.deal.pipeline,
+                &row.lead_source,
+                &month(row.deal.create_time),
+            ))
             .or_default();
         match row.deal.outcome {
             Outcome::Won => *won += 1,
@@ -83,14 +77,17 @@ pub fn cohort_win_rate(deals: &[DealRow], grouping: Grouping) -> Vec<Figure> {
 /// Sales-cycle days: see the catalogue.
 pub fn sales_cycle_days(closes: &[Close], grouping: Grouping) -> Vec<Figure> {
     let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for close in closed(closes) {
-        if close.kind != TransitionKind::Won {
-            continue;
-        }
+    for close in closes.iter().filter(|c| c.outcome == Outcome::Won) {
         groups
-            .entry(deal_group(grouping, &close.deal, &close.lead_source, close.time))
+            .entry(deal_group(
+                grouping,
+                &close.owner,
+                close.pipeline,
+                &close.lead_source,
+                &month(close.time),
+            ))
             .or_default()
-            .push(days(close.deal.create_time, close.time));
+            .push(days(close.create_time, close.time));
     }
     figures(grouping, groups, |mut days| {
         let n = days.len();
@@ -216,13 +213,13 @@ pub fn open_pipeline(open: &[OpenDeal], grouping: Grouping) -> Vec<Figure> {
 }
 
 /// Pipeline velocity: see the catalogue. `open` are the deals open at the end of the period,
-/// `closes` those of the period.
+/// `cells` the closes of the period.
 #[allow(clippy::cast_precision_loss)]
-pub fn pipeline_velocity(open: &[OpenDeal], closes: &[Close], grouping: Grouping) -> Vec<Figure> {
+pub fn pipeline_velocity(open: &[OpenDeal], cells: &[CloseCell], grouping: Grouping) -> Vec<Figure> {
     #[derive(Default)]
     struct Group<'a> {
         open: i64,
-        won: Vec<&'a Close>,
+        won: Vec<&'a CloseCell>,
         lost: i64,
     }
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
@@ -232,32 +229,22 @@ pub fn pipeline_velocity(open: &[OpenDeal], closes: &[Close], grouping: Grouping
             .or_default()
             .open += 1;
     }
-    for close in closed(closes) {
+    for cell in cells {
         let group = groups
-            .entry(stage_group(grouping, close.deal.pipeline, None, &close.deal.owner))
+            .entry(stage_group(grouping, cell.pipeline, None, &cell.owner))
             .or_default();
-        match close.kind {
-            TransitionKind::Won => group.won.push(close),
-            _ => group.lost += 1,
+        match cell.outcome {
+            Outcome::Won => group.won.push(cell),
+            _ => group.lost = group.lost.saturating_add(cell.deals),
         }
     }
     figures(grouping, groups, |group| {
-        let won = i64::try_from(group.won.len()).unwrap_or(i64::MAX);
-        let (sum, _) = one_currency_sum(
-            group
-                .won
-                .iter()
-                .map(|c| (c.deal.currency.as_str(), c.deal.amount_minor)),
-        );
+        let won = group.won.iter().fold(0i64, |n, c| n.saturating_add(c.deals));
+        let (sum, _) = one_currency_sum(group.won.iter().map(|c| (c.currency.as_str(), c.amount())));
         let average = sum.and_then(|sum| ratio(sum, won));
         let win_rate = ratio(won, won.saturating_add(group.lost));
-        let cycle = mean(
-            &group
-                .won
-                .iter()
-                .map(|c| days(c.deal.create_time, c.time))
-                .collect::<Vec<_>>(),
-        );
+        let cycle_ms: i128 = group.won.iter().map(|c| c.cycle_ms).sum();
+        let cycle = (won > 0).then(|| cycle_ms as f64 / won as f64 / 86_400_000.0);
         let mut parts: BTreeMap<&'static str, f64> = [
             ("open", group.open as f64),
             ("won", won as f64),
@@ -322,27 +309,25 @@ pub fn lead_conversion(leads: &[LeadRow], grouping: Grouping) -> Vec<Figure> {
     })
 }
 
-/// What each salesperson won in the period: (currency, amount) of their won deals, as the win
-/// rate counts them.
-fn won_by_owner(closes: &[Close]) -> BTreeMap<&str, Vec<(&str, i64)>> {
-    let mut won: BTreeMap<&str, Vec<(&str, i64)>> = BTreeMap::new();
-    for close in closed(closes) {
-        if close.kind == TransitionKind::Won {
-            won.entry(close.deal.owner.as_str())
-                .or_default()
-                .push((close.deal.currency.as_str(), close.deal.amount_minor));
-        }
+/// What each salesperson won in the period: (currency, amount, deals) of their cells of won
+/// deals.
+fn won_by_owner(cells: &[CloseCell]) -> BTreeMap<&str, Vec<(&str, i64, i64)>> {
+    let mut won: BTreeMap<&str, Vec<(&str, i64, i64)>> = BTreeMap::new();
+    for cell in cells.iter().filter(|c| c.outcome == Outcome::Won) {
+        won.entry(cell.owner.as_str())
+            .or_default()
+            .push((cell.currency.as_str(), cell.amount(), cell.deals));
     }
     won
 }
 
-/// The sum (saturating) of the amounts in `currency`, and the number in another.
-fn in_currency(amounts: &[(&str, i64)], currency: &str) -> (i64, i64) {
-    amounts.iter().fold((0i64, 0i64), |(sum, other), (c, amount)| {
+/// The sum (saturating) of the amounts in `currency`, and the number of deals in another.
+fn in_currency(amounts: &[(&str, i64, i64)], currency: &str) -> (i64, i64) {
+    amounts.iter().fold((0i64, 0i64), |(sum, other), (c, amount, deals)| {
         if *c == currency {
             (sum.saturating_add(*amount), other)
         } else {
-            (sum, other + 1)
+            (sum, other.saturating_add(*deals))
         }
     })
 }
@@ -361,17 +346,17 @@ fn accuracy(call: i64, actual: i64) -> Option<f64> {
     (actual > 0).then(|| (1.0 - (actual as f64 - call as f64).abs() / actual as f64).max(0.0))
 }
 
-/// Forecast accuracy: see the catalogue. `forecasts` are those of the period, `closes` those of
-/// its window (`start` to `end`).
+/// Forecast accuracy: see the catalogue. `forecasts` are those of the period, `cells` the
+/// closes of its window (`start` to `end`).
 #[allow(clippy::cast_precision_loss)]
 pub fn forecast_accuracy(
     forecasts: &[ForecastFact],
-    closes: &[Close],
+    cells: &[CloseCell],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     grouping: Grouping,
 ) -> Vec<Figure> {
-    let won = won_by_owner(closes);
+    let won = won_by_owner(cells);
     let mut calls: BTreeMap<&str, Vec<&ForecastFact>> = BTreeMap::new();
     for forecast in forecasts.iter().filter(|f| f.category == CALL_CATEGORY) {
         calls.entry(forecast.owner.as_str()).or_default().push(forecast);
@@ -441,11 +426,11 @@ pub fn forecast_accuracy(
     }]
 }
 
-/// Quota attainment: see the catalogue. `quotas` are those of the period, `closes` those of
-/// its window.
+/// Quota attainment: see the catalogue. `quotas` are those of the period, `cells` the closes
+/// of its window.
 #[allow(clippy::cast_precision_loss)]
-pub fn quota_attainment(quotas: &[QuotaFact], closes: &[Close], grouping: Grouping) -> Vec<Figure> {
-    let won = won_by_owner(closes);
+pub fn quota_attainment(quotas: &[QuotaFact], cells: &[CloseCell], grouping: Grouping) -> Vec<Figure> {
+    let won = won_by_owner(cells);
     let mut people = Vec::new();
     for quota in quotas {
         let (amount, unconverted) = in_currency(
@@ -496,6 +481,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::domain::facts::{DealFact, cells_of};
 
     fn at(day: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).single().expect("time")
@@ -516,18 +502,22 @@ mod tests {
         }
     }
 
-    fn close(deal: &DealFact, sequence: i64, kind: TransitionKind, day: u32) -> Close {
+    fn close(deal: &DealFact, outcome: Outcome, day: u32) -> Close {
         Close {
-            deal: deal.clone(),
-            lead_source: String::new(),
-            sequence,
-            kind,
+            deal: deal.id,
+            outcome,
             time: at(day),
+            owner: deal.owner.clone(),
+            pipeline: deal.pipeline,
+            lead_source: String::new(),
+            amount_minor: deal.amount_minor,
+            currency: deal.currency.clone(),
+            create_time: deal.create_time,
         }
     }
 
     #[test]
-    fn a_deal_counts_once_by_its_last_close_in_the_period() {
+    fn the_win_rate_and_cycle_days_count_each_close() {
         let (a, b, c, d) = (
             deal(1, "ann", 1),
             deal(2, "ann", 2),
@@ -535,23 +525,18 @@ mod tests {
             deal(4, "ben", 3),
         );
         let closes = vec![
-            // Won, reopened, then lost: lost.
-            close(&a, 4, TransitionKind::Lost, 20),
-            close(&a, 2, TransitionKind::Won, 10),
-            close(&a, 3, TransitionKind::Reopened, 15),
-            close(&b, 2, TransitionKind::Won, 12),
-            // Won and reopened within the period: open again, not counted.
-            close(&c, 2, TransitionKind::Won, 5),
-            close(&c, 3, TransitionKind::Reopened, 6),
-            close(&d, 2, TransitionKind::Won, 9),
+            close(&a, Outcome::Lost, 20),
+            close(&b, Outcome::Won, 12),
+            close(&c, Outcome::Lost, 5),
+            close(&d, Outcome::Won, 9),
         ];
-        let all = win_rate(&closes, Grouping::Tenant);
+        let all = win_rate(&cells_of(&closes), Grouping::Tenant);
         assert_eq!(all.len(), 1);
-        assert_eq!((all[0].value, all[0].count), (Some(2.0 / 3.0), 3));
+        assert_eq!((all[0].value, all[0].count), (Some(0.5), 4));
         assert_eq!(all[0].parts["won"], 2.0);
-        let by_owner = win_rate(&closes, Grouping::Owner);
+        let by_owner = win_rate(&cells_of(&closes), Grouping::Owner);
         let summary: Vec<(&str, Option<f64>)> = by_owner.iter().map(|f| (f.group.as_str(), f.value)).collect();
-        assert_eq!(summary, [("ann", Some(0.5)), ("ben", Some(1.0))]);
+        assert_eq!(summary, [("ann", Some(0.5)), ("ben", Some(0.5))]);
         // Cycle days of the won deals (b: 12 - 2, d: 9 - 3): mean 8, median 8.
         let cycle = sales_cycle_days(&closes, Grouping::Tenant);
         assert_eq!(
@@ -575,7 +560,7 @@ mod tests {
         let closes: Vec<Close> = deals
             .iter()
             .zip([2, 3, 5, 11])
-            .map(|(d, day)| close(d, 2, TransitionKind::Won, day))
+            .map(|(d, day)| close(d, Outcome::Won, day))
             .collect();
         let cycle = sales_cycle_days(&closes, Grouping::Tenant);
         // Days 1, 2, 4, 10: mean 4.25, median 3.
@@ -603,7 +588,7 @@ mod tests {
         let mut d = deal(n, owner, 1);
         d.amount_minor = amount;
         d.currency = currency.into();
-        close(&d, 2, TransitionKind::Won, day)
+        close(&d, Outcome::Won, day)
     }
 
     #[test]
@@ -628,7 +613,7 @@ mod tests {
             won(3, "ann", 999, "USD", 21),
             won(4, "ben", 1000, "EUR", 4),
         ];
-        let people = forecast_accuracy(&forecasts, &closes, start, end, Grouping::Owner);
+        let people = forecast_accuracy(&forecasts, &cells_of(&closes), start, end, Grouping::Owner);
         assert_eq!(
             people.iter().map(|f| f.group.as_str()).collect::<Vec<_>>(),
             ["ann", "ben"]
@@ -644,7 +629,7 @@ mod tests {
         assert_eq!(ann.parts["early_call"], 900.0);
         approx(Some(ann.parts["early_accuracy"]), 0.9);
         assert_eq!(people[1].value, Some(1.0));
-        let tenant = forecast_accuracy(&forecasts, &closes, start, end, Grouping::Tenant);
+        let tenant = forecast_accuracy(&forecasts, &cells_of(&closes), start, end, Grouping::Tenant);
         // Errors 200 + 0 over actuals 1000 + 1000; scores 0.8 and 1.0: spread 0.1.
         approx(tenant[0].value, 0.9);
         approx(Some(tenant[0].parts["accuracy_spread"]), 0.1);
@@ -659,9 +644,9 @@ mod tests {
         usd.currency = "USD".into();
         let forecasts = vec![forecast("ann", 1000, 5, CALL_CATEGORY), usd];
         let closes = vec![won(1, "ann", 1000, "EUR", 3), won(2, "ben", 900, "USD", 4)];
-        let tenant = forecast_accuracy(&forecasts, &closes, start, end, Grouping::Tenant);
+        let tenant = forecast_accuracy(&forecasts, &cells_of(&closes), start, end, Grouping::Tenant);
         assert_eq!((tenant[0].value, tenant[0].count), (None, 2));
-        let people = forecast_accuracy(&forecasts, &closes, start, end, Grouping::Owner);
+        let people = forecast_accuracy(&forecasts, &cells_of(&closes), start, end, Grouping::Owner);
         // Ben called 1000 and won 900 (USD): 1 - 100 / 900.
         approx(people[1].value, 1.0 - 100.0 / 900.0);
     }
@@ -687,11 +672,11 @@ mod tests {
             won(2, "ben", 500, "EUR", 4),
             won(3, "ben", 7, "USD", 4),
         ];
-        let people = quota_attainment(&quotas, &closes, Grouping::Owner);
+        let people = quota_attainment(&quotas, &cells_of(&closes), Grouping::Owner);
         let summary: Vec<(&str, Option<f64>)> = people.iter().map(|f| (f.group.as_str(), f.value)).collect();
         assert_eq!(summary, [("ann", Some(1.5)), ("ben", Some(0.25))]);
         assert_eq!(people[1].parts["unconverted"], 1.0);
-        let tenant = quota_attainment(&quotas, &closes, Grouping::Tenant);
+        let tenant = quota_attainment(&quotas, &cells_of(&closes), Grouping::Tenant);
         assert_eq!(tenant[0].value, Some(2000.0 / 3000.0));
     }
 
@@ -793,9 +778,9 @@ mod tests {
         let closes = vec![
             won(3, "ann", 300, "EUR", 10),
             won(4, "ann", 500, "EUR", 20),
-            close(&deal(5, "ann", 1), 2, TransitionKind::Lost, 12),
+            close(&deal(5, "ann", 1), Outcome::Lost, 12),
         ];
-        let tenant = pipeline_velocity(&open, &closes, Grouping::Tenant);
+        let tenant = pipeline_velocity(&open, &cells_of(&closes), Grouping::Tenant);
         // 2 x 400 x 2/3 / 14.
         approx(tenant[0].value, 2.0 * 400.0 * (2.0 / 3.0) / 14.0);
         assert_eq!(
@@ -804,7 +789,10 @@ mod tests {
         );
         // Won deals in two currencies: no average, no value.
         let mixed = [closes.clone(), vec![won(6, "ann", 1, "USD", 11)]].concat();
-        assert_eq!(pipeline_velocity(&open, &mixed, Grouping::Tenant)[0].value, None);
+        assert_eq!(
+            pipeline_velocity(&open, &cells_of(&mixed), Grouping::Tenant)[0].value,
+            None
+        );
         // Nothing won: no value.
         assert_eq!(pipeline_velocity(&open, &[], Grouping::Tenant)[0].value, None);
     }

@@ -1,0 +1,133 @@
+-- The closes of deals, kept ready for the metrics that read them (win rate, cycle days,
+-- pipeline velocity, forecast accuracy, quota attainment), so that a period's figures are
+-- read from a few thousand rows instead of joining its transitions to their deals.
+--
+-- deal_closes: each close of each deal (a transition to a won or lost stage) with the deal as
+-- it stands now, its cycle in milliseconds, and when the deal's next close or reopening
+-- superseded it (NULL: it is the deal's last).
+-- close_cells: the closes nothing superseded, added up per UTC day of the close and every
+-- attribute a metric groups or splits by. Sums are kept as a whole part and a rest (10^9
+-- minor units, days of 86400000 ms) so that no sum can overflow whatever the amounts.
+-- Ingest keeps both in its transaction with analytics_refresh_closes.
+
+CREATE TABLE deal_closes (
+    tenant_id       text        NOT NULL,
+    deal_id         uuid        NOT NULL,
+    sequence        bigint      NOT NULL,
+    outcome         text        NOT NULL CHECK (outcome IN ('won', 'lost')),
+    close_time      timestamptz NOT NULL,
+    superseded_time timestamptz,
+    owner           text        NOT NULL,
+    pipeline_id     uuid        NOT NULL,
+    lead_source     text        NOT NULL,
+    amount_minor    bigint      NOT NULL,
+    currency        text        NOT NULL,
+    create_time     timestamptz NOT NULL,
+    cycle_ms        bigint      NOT NULL,
+    PRIMARY KEY (tenant_id, deal_id, sequence)
+);
+-- A period's closes without visiting the table (cycle days' median).
+CREATE INDEX deal_closes_time ON deal_closes (tenant_id, close_time)
+    INCLUDE (outcome, superseded_time, owner, pipeline_id, lead_source, amount_minor, currency, create_time);
+-- The few closes a later reopening superseded (the cells hold the rest).
+CREATE INDEX deal_closes_superseded ON deal_closes (tenant_id, close_time) WHERE superseded_time IS NOT NULL;
+
+CREATE TABLE close_cells (
+    tenant_id     text   NOT NULL,
+    close_day     date   NOT NULL,
+    owner         text   NOT NULL,
+    pipeline_id   uuid   NOT NULL,
+    lead_source   text   NOT NULL,
+    outcome       text   NOT NULL,
+    currency      text   NOT NULL,
+    deals         bigint NOT NULL,
+    amount_giga   bigint NOT NULL,
+    amount_rest   bigint NOT NULL,
+    cycle_days    bigint NOT NULL,
+    cycle_rest_ms bigint NOT NULL,
+    PRIMARY KEY (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency)
+);
+
+-- The deals of a lead whose source changed.
+CREATE INDEX deal_facts_lead ON deal_facts (tenant_id, lead_id) WHERE lead_id IS NOT NULL;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['deal_closes', 'close_cells'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format($p$CREATE POLICY tenant_isolation ON %I
+            USING (tenant_id = current_setting('crm.tenant_id', true))
+            WITH CHECK (tenant_id = current_setting('crm.tenant_id', true))$p$, t);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO crm_analytics_app', t);
+    END LOOP;
+END
+$$;
+
+-- The closes and cells of the pinned tenant's deals `p_deals`, and of the deals of its leads
+-- `p_leads` (a lead's source is among a close's attributes), computed again from the facts: their
+-- old closes are taken out of the cells, replaced, and the new ones added in.
+CREATE FUNCTION analytics_refresh_closes(p_deals uuid[], p_leads uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    tenant text := current_setting('crm.tenant_id', true);
+    affected uuid[];
+BEGIN
+    SELECT array_agg(DISTINCT id) INTO affected FROM (
+        SELECT unnest(p_deals) AS id
+        UNION ALL
+        SELECT deal_id FROM deal_facts WHERE tenant_id = tenant AND lead_id = ANY(p_leads)
+    ) ids;
+    IF affected IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM analytics_add_close_cells(tenant, affected, -1);
+    DELETE FROM deal_closes WHERE tenant_id = tenant AND deal_id = ANY(affected);
+    INSERT INTO deal_closes (tenant_id, deal_id, sequence, outcome, close_time, superseded_time, owner,
+                             pipeline_id, lead_source, amount_minor, currency, create_time, cycle_ms)
+    SELECT t.tenant_id, t.deal_id, t.sequence, t.kind, t.time, t.next_time, d.owner, d.pipeline_id,
+           coalesce(l.source, ''), d.amount_minor, d.currency, d.create_time,
+           trunc(extract(epoch FROM t.time - d.create_time) * 1000)::bigint
+    FROM (SELECT tenant_id, deal_id, sequence, kind, time,
+                 lead(time) OVER (PARTITION BY deal_id ORDER BY sequence) AS next_time
+          FROM deal_transitions
+          WHERE tenant_id = tenant AND deal_id = ANY(affected) AND kind IN ('won', 'lost', 'reopened')) t
+    JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id
+    LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id
+    WHERE t.kind IN ('won', 'lost');
+    PERFORM analytics_add_close_cells(tenant, affected, 1);
+END
+$$;
+
+-- Adds `p_factor` times the last closes of `p_deals` to the cells (-1 takes them out).
+CREATE FUNCTION analytics_add_close_cells(p_tenant text, p_deals uuid[], p_factor int) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO close_cells AS c (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency,
+                                  deals, amount_giga, amount_rest, cycle_days, cycle_rest_ms)
+    SELECT tenant_id, (close_time AT TIME ZONE 'UTC')::date, owner, pipeline_id, lead_source, outcome, currency,
+           p_factor * count(*), p_factor * sum(amount_minor / 1000000000), p_factor * sum(amount_minor % 1000000000),
+           p_factor * sum(cycle_ms / 86400000), p_factor * sum(cycle_ms % 86400000)
+    FROM deal_closes
+    WHERE tenant_id = p_tenant AND deal_id = ANY(p_deals) AND superseded_time IS NULL
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency) DO UPDATE SET
+        deals = c.deals + excluded.deals, amount_giga = c.amount_giga + excluded.amount_giga,
+        amount_rest = c.amount_rest + excluded.amount_rest, cycle_days = c.cycle_days + excluded.cycle_days,
+        cycle_rest_ms = c.cycle_rest_ms + excluded.cycle_rest_ms;
+$$;
+
+-- The closes of the facts already kept, tenant by tenant (row-level security applies to the
+-- owner of the tables too).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOR t IN SELECT tenant_id FROM analytics_tenants LOOP
+        PERFORM set_config('crm.tenant_id', t, true);
+        PERFORM analytics_refresh_closes(ARRAY(SELECT deal_id FROM deal_facts WHERE tenant_id = t), '{}');
+    END LOOP;
+    PERFORM set_config('crm.tenant_id', '', true);
+END
+$$;
