@@ -26,9 +26,8 @@ CREATE TABLE deal_closes (
     cycle_ms        bigint      NOT NULL,
     PRIMARY KEY (tenant_id, deal_id, sequence)
 );
--- A period's closes without visiting the table (cycle days' median).
-CREATE INDEX deal_closes_time ON deal_closes (tenant_id, close_time)
-    INCLUDE (outcome, superseded_time, owner, pipeline_id, lead_source, amount_minor, currency, create_time);
+-- A period's closes (cycle days' median).
+CREATE INDEX deal_closes_time ON deal_closes (tenant_id, close_time);
 -- The few closes a later reopening superseded (the cells hold the rest).
 CREATE INDEX deal_closes_superseded ON deal_closes (tenant_id, close_time) WHERE superseded_time IS NOT NULL;
 
@@ -75,25 +74,30 @@ DECLARE
     tenant text := current_setting('crm.tenant_id', true);
     affected uuid[];
 BEGIN
-    SELECT array_agg(DISTINCT id) INTO affected FROM (
-        SELECT unnest(p_deals) AS id
-        UNION ALL
-        SELECT deal_id FROM deal_facts WHERE tenant_id = tenant AND lead_id = ANY(p_leads)
-    ) ids;
-    IF affected IS NULL THEN
+    affected := p_deals;
+    IF cardinality(p_leads) > 0 THEN
+        affected := affected || ARRAY(
+            SELECT d.deal_id FROM unnest(p_leads) AS a(id)
+            CROSS JOIN LATERAL (SELECT deal_id FROM deal_facts WHERE tenant_id = tenant AND lead_id = a.id OFFSET 0) d);
+        affected := ARRAY(SELECT DISTINCT unnest(affected));
+    END IF;
+    IF cardinality(affected) = 0 THEN
         RETURN;
     END IF;
     PERFORM analytics_add_close_cells(tenant, affected, -1);
-    DELETE FROM deal_closes WHERE tenant_id = tenant AND deal_id = ANY(affected);
+    DELETE FROM deal_closes WHERE ctid = ANY(ARRAY(
+        SELECT k.ctid FROM unnest(affected) AS a(id)
+        CROSS JOIN LATERAL (SELECT ctid FROM deal_closes WHERE tenant_id = tenant AND deal_id = a.id OFFSET 0) k));
     INSERT INTO deal_closes (tenant_id, deal_id, sequence, outcome, close_time, superseded_time, owner,
                              pipeline_id, lead_source, amount_minor, currency, create_time, cycle_ms)
     SELECT t.tenant_id, t.deal_id, t.sequence, t.kind, t.time, t.next_time, d.owner, d.pipeline_id,
            coalesce(l.source, ''), d.amount_minor, d.currency, d.create_time,
            trunc(extract(epoch FROM t.time - d.create_time) * 1000)::bigint
-    FROM (SELECT tenant_id, deal_id, sequence, kind, time,
-                 lead(time) OVER (PARTITION BY deal_id ORDER BY sequence) AS next_time
-          FROM deal_transitions
-          WHERE tenant_id = tenant AND deal_id = ANY(affected) AND kind IN ('won', 'lost', 'reopened')) t
+    FROM (SELECT x.tenant_id, x.deal_id, x.sequence, x.kind, x.time,
+                 lead(x.time) OVER (PARTITION BY x.deal_id ORDER BY x.sequence) AS next_time
+          FROM unnest(affected) AS a(id)
+          CROSS JOIN LATERAL (SELECT * FROM deal_transitions WHERE tenant_id = tenant AND deal_id = a.id OFFSET 0) x
+          WHERE x.kind IN ('won', 'lost', 'reopened')) t
     JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id
     LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id
     WHERE t.kind IN ('won', 'lost');
@@ -102,20 +106,27 @@ END
 $$;
 
 -- Adds `p_factor` times the last closes of `p_deals` to the cells (-1 takes them out).
+-- PL/pgSQL, so that the statement's plan is kept for the session. Each statement here reaches
+-- the deals one by one through their keys (a lateral subquery the planner cannot flatten), so
+-- that no plan made while the tables were small scans a tenant's rows later.
 CREATE FUNCTION analytics_add_close_cells(p_tenant text, p_deals uuid[], p_factor int) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO close_cells AS c (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency,
                                   deals, amount_giga, amount_rest, cycle_days, cycle_rest_ms)
-    SELECT tenant_id, (close_time AT TIME ZONE 'UTC')::date, owner, pipeline_id, lead_source, outcome, currency,
-           p_factor * count(*), p_factor * sum(amount_minor / 1000000000), p_factor * sum(amount_minor % 1000000000),
-           p_factor * sum(cycle_ms / 86400000), p_factor * sum(cycle_ms % 86400000)
-    FROM deal_closes
-    WHERE tenant_id = p_tenant AND deal_id = ANY(p_deals) AND superseded_time IS NULL
+    SELECT k.tenant_id, (k.close_time AT TIME ZONE 'UTC')::date, k.owner, k.pipeline_id, k.lead_source, k.outcome,
+           k.currency, p_factor * count(*), p_factor * sum(k.amount_minor / 1000000000),
+           p_factor * sum(k.amount_minor % 1000000000), p_factor * sum(k.cycle_ms / 86400000),
+           p_factor * sum(k.cycle_ms % 86400000)
+    FROM unnest(p_deals) AS a(id)
+    CROSS JOIN LATERAL (SELECT * FROM deal_closes
+                        WHERE tenant_id = p_tenant AND deal_id = a.id AND superseded_time IS NULL OFFSET 0) k
     GROUP BY 1, 2, 3, 4, 5, 6, 7
     ON CONFLICT (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency) DO UPDATE SET
         deals = c.deals + excluded.deals, amount_giga = c.amount_giga + excluded.amount_giga,
         amount_rest = c.amount_rest + excluded.amount_rest, cycle_days = c.cycle_days + excluded.cycle_days,
         cycle_rest_ms = c.cycle_rest_ms + excluded.cycle_rest_ms;
+END
 $$;
 
 -- The closes of the facts already kept, tenant by tenant (row-level security applies to the
