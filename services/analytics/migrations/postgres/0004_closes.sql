@@ -26,8 +26,11 @@ CREATE TABLE deal_closes (
     cycle_ms        bigint      NOT NULL,
     PRIMARY KEY (tenant_id, deal_id, sequence)
 );
--- A period's closes (cycle days' median).
-CREATE INDEX deal_closes_time ON deal_closes (tenant_id, close_time);
+-- A period's closes (cycle days' median). Partial on a condition every close meets, so that
+-- only queries that say it (a period's) can use it: a lookup of a deal's closes by its key
+-- then never scans a tenant's closes through it, whatever the statistics say (during a
+-- catch-up into empty tables they say every tenant has one row).
+CREATE INDEX deal_closes_time ON deal_closes (tenant_id, close_time) WHERE outcome IN ('won', 'lost');
 -- The few closes a later reopening superseded (the cells hold the rest).
 CREATE INDEX deal_closes_superseded ON deal_closes (tenant_id, close_time) WHERE superseded_time IS NOT NULL;
 
@@ -66,61 +69,65 @@ END
 $$;
 
 -- The closes and cells of the pinned tenant's deals `p_deals`, and of the deals of its leads
--- `p_leads` (a lead's source is among a close's attributes), computed again from the facts: their
--- old closes are taken out of the cells, replaced, and the new ones added in.
+-- `p_leads` (a lead's source is part of a close), computed again from the facts: their old
+-- closes are taken out of the cells and deleted, their closes now are inserted and added in.
+-- Every row is reached through its key from the ids (lateral subqueries the planner cannot
+-- flatten): PL/pgSQL keeps one plan per session, and a plan made while the tables were small
+-- (a catch-up into an empty database) must not scan a tenant's rows later.
 CREATE FUNCTION analytics_refresh_closes(p_deals uuid[], p_leads uuid[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     tenant text := current_setting('crm.tenant_id', true);
-    affected uuid[];
+    affected uuid[] := p_deals;
 BEGIN
-    affected := p_deals;
     IF cardinality(p_leads) > 0 THEN
-        affected := affected || ARRAY(
+        affected := ARRAY(SELECT DISTINCT x FROM unnest(affected || ARRAY(
             SELECT d.deal_id FROM unnest(p_leads) AS a(id)
-            CROSS JOIN LATERAL (SELECT deal_id FROM deal_facts WHERE tenant_id = tenant AND lead_id = a.id OFFSET 0) d);
-        affected := ARRAY(SELECT DISTINCT unnest(affected));
+            CROSS JOIN LATERAL (SELECT deal_id FROM deal_facts WHERE tenant_id = tenant AND lead_id = a.id OFFSET 0) d)) x);
     END IF;
     IF cardinality(affected) = 0 THEN
         RETURN;
     END IF;
-    PERFORM analytics_add_close_cells(tenant, affected, -1);
-    DELETE FROM deal_closes WHERE ctid = ANY(ARRAY(
-        SELECT k.ctid FROM unnest(affected) AS a(id)
-        CROSS JOIN LATERAL (SELECT ctid FROM deal_closes WHERE tenant_id = tenant AND deal_id = a.id OFFSET 0) k));
-    INSERT INTO deal_closes (tenant_id, deal_id, sequence, outcome, close_time, superseded_time, owner,
-                             pipeline_id, lead_source, amount_minor, currency, create_time, cycle_ms)
-    SELECT t.tenant_id, t.deal_id, t.sequence, t.kind, t.time, t.next_time, d.owner, d.pipeline_id,
-           coalesce(l.source, ''), d.amount_minor, d.currency, d.create_time,
-           trunc(extract(epoch FROM t.time - d.create_time) * 1000)::bigint
-    FROM (SELECT x.tenant_id, x.deal_id, x.sequence, x.kind, x.time,
-                 lead(x.time) OVER (PARTITION BY x.deal_id ORDER BY x.sequence) AS next_time
-          FROM unnest(affected) AS a(id)
-          CROSS JOIN LATERAL (SELECT * FROM deal_transitions WHERE tenant_id = tenant AND deal_id = a.id OFFSET 0) x
-          WHERE x.kind IN ('won', 'lost', 'reopened')) t
-    JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id
-    LEFT JOIN lead_facts l ON l.tenant_id = d.tenant_id AND l.lead_id = d.lead_id
-    WHERE t.kind IN ('won', 'lost');
-    PERFORM analytics_add_close_cells(tenant, affected, 1);
-END
-$$;
-
--- Adds `p_factor` times the last closes of `p_deals` to the cells (-1 takes them out).
--- PL/pgSQL, so that the statement's plan is kept for the session. Each statement here reaches
--- the deals one by one through their keys (a lateral subquery the planner cannot flatten), so
--- that no plan made while the tables were small scans a tenant's rows later.
-CREATE FUNCTION analytics_add_close_cells(p_tenant text, p_deals uuid[], p_factor int) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
+    WITH old AS (
+        DELETE FROM deal_closes WHERE ctid = ANY(ARRAY(
+            SELECT k.ctid FROM unnest(affected) AS a(id)
+            CROSS JOIN LATERAL (SELECT ctid FROM deal_closes WHERE tenant_id = tenant AND deal_id = a.id OFFSET 0) k))
+        RETURNING *
+    )
     INSERT INTO close_cells AS c (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency,
                                   deals, amount_giga, amount_rest, cycle_days, cycle_rest_ms)
-    SELECT k.tenant_id, (k.close_time AT TIME ZONE 'UTC')::date, k.owner, k.pipeline_id, k.lead_source, k.outcome,
-           k.currency, p_factor * count(*), p_factor * sum(k.amount_minor / 1000000000),
-           p_factor * sum(k.amount_minor % 1000000000), p_factor * sum(k.cycle_ms / 86400000),
-           p_factor * sum(k.cycle_ms % 86400000)
-    FROM unnest(p_deals) AS a(id)
-    CROSS JOIN LATERAL (SELECT * FROM deal_closes
-                        WHERE tenant_id = p_tenant AND deal_id = a.id AND superseded_time IS NULL OFFSET 0) k
+    SELECT tenant_id, (close_time AT TIME ZONE 'UTC')::date, owner, pipeline_id, lead_source, outcome, currency,
+           -count(*), -sum(amount_minor / 1000000000), -sum(amount_minor % 1000000000),
+           -sum(cycle_ms / 86400000), -sum(cycle_ms % 86400000)
+    FROM old WHERE superseded_time IS NULL
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency) DO UPDATE SET
+        deals = c.deals + excluded.deals, amount_giga = c.amount_giga + excluded.amount_giga,
+        amount_rest = c.amount_rest + excluded.amount_rest, cycle_days = c.cycle_days + excluded.cycle_days,
+        cycle_rest_ms = c.cycle_rest_ms + excluded.cycle_rest_ms;
+    WITH new AS (
+        INSERT INTO deal_closes (tenant_id, deal_id, sequence, outcome, close_time, superseded_time, owner,
+                                 pipeline_id, lead_source, amount_minor, currency, create_time, cycle_ms)
+        SELECT tenant, d.deal_id, t.sequence, t.kind, t.time, t.next_time, d.owner, d.pipeline_id,
+               coalesce(l.source, ''), d.amount_minor, d.currency, d.create_time,
+               trunc(extract(epoch FROM t.time - d.create_time) * 1000)::bigint
+        FROM unnest(affected) AS a(id)
+        CROSS JOIN LATERAL (SELECT * FROM deal_facts WHERE tenant_id = tenant AND deal_id = a.id OFFSET 0) d
+        CROSS JOIN LATERAL (
+            SELECT x.sequence, x.kind, x.time, lead(x.time) OVER (ORDER BY x.sequence) AS next_time
+            FROM (SELECT * FROM deal_transitions WHERE tenant_id = tenant AND deal_id = a.id OFFSET 0) x
+            WHERE x.kind IN ('won', 'lost', 'reopened')) t
+        LEFT JOIN LATERAL (SELECT source FROM lead_facts WHERE tenant_id = tenant AND lead_id = d.lead_id OFFSET 0) l
+            ON true
+        WHERE t.kind IN ('won', 'lost')
+        RETURNING *
+    )
+    INSERT INTO close_cells AS c (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency,
+                                  deals, amount_giga, amount_rest, cycle_days, cycle_rest_ms)
+    SELECT tenant_id, (close_time AT TIME ZONE 'UTC')::date, owner, pipeline_id, lead_source, outcome, currency,
+           count(*), sum(amount_minor / 1000000000), sum(amount_minor % 1000000000),
+           sum(cycle_ms / 86400000), sum(cycle_ms % 86400000)
+    FROM new WHERE superseded_time IS NULL
     GROUP BY 1, 2, 3, 4, 5, 6, 7
     ON CONFLICT (tenant_id, close_day, owner, pipeline_id, lead_source, outcome, currency) DO UPDATE SET
         deals = c.deals + excluded.deals, amount_giga = c.amount_giga + excluded.amount_giga,

@@ -472,12 +472,15 @@ impl AnalyticsStore for PgAnalyticsStore {
             return Ok(false);
         }
         for (tenant, folded) in Folded::by_tenant(batch) {
-            pin(&mut tx, tenant.as_str()).await?;
+            // Pinned, and known to the deriving rounds, in one round trip.
+            sqlx::query(
+                "WITH known AS (INSERT INTO analytics_tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING) \
+                 SELECT set_config('crm.tenant_id', $1, true)",
+            )
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
             write(&mut tx, &tenant, &folded).await?;
-            sqlx::query("INSERT INTO analytics_tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
         }
         for (tenant, kind) in &batch.skipped {
             pin(&mut tx, tenant.as_str()).await?;
@@ -530,8 +533,8 @@ impl AnalyticsStore for PgAnalyticsStore {
                 tenant,
                 sqlx::query(
                     "SELECT deal_id, outcome, close_time, owner, pipeline_id, lead_source, amount_minor, currency, \
-                     create_time FROM deal_closes WHERE tenant_id = $1 AND close_time >= $2 AND close_time < $3 \
-                     AND (superseded_time IS NULL OR superseded_time >= $3)",
+                     create_time FROM deal_closes WHERE tenant_id = $1 AND outcome IN ('won', 'lost') \
+                     AND close_time >= $2 AND close_time < $3 AND (superseded_time IS NULL OR superseded_time >= $3)",
                 )
                 .bind(tenant.as_str())
                 .bind(window.start_time())
