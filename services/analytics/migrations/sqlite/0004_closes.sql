@@ -19,7 +19,8 @@ CREATE TABLE deal_closes (
     cycle_ms        INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, deal_id, sequence)
 ) WITHOUT ROWID;
-CREATE INDEX deal_closes_time ON deal_closes (tenant_id, close_time);
+CREATE INDEX deal_closes_won ON deal_closes (tenant_id, close_time) WHERE outcome = 'won';
+CREATE INDEX deal_closes_superseded ON deal_closes (tenant_id, close_time) WHERE superseded_time IS NOT NULL;
 
 CREATE TABLE close_cells (
     tenant_id     TEXT    NOT NULL,

@@ -62,7 +62,9 @@ impl AnalyticsApp {
         let info = metric.info();
         Ok(match metric {
             MetricId::WinRate => win_rate(&self.store.close_cells(tenant, window).await?, grouping),
-            MetricId::SalesCycleDays => sales_cycle_days(&self.store.closes(tenant, window).await?, grouping),
+            MetricId::SalesCycleDays => {
+                sales_cycle_days(&self.store.cycle_groups(tenant, window, grouping).await?, grouping)
+            }
             MetricId::CohortWinRate => {
                 let deals = self.store.deals_created(tenant, window).await?;
                 cohort_win_rate(&deals, grouping)

@@ -459,7 +459,9 @@ pub enum Record {
 
 /// A close of a deal as a period's figures count it: the deal's last close in the period (a
 /// transition to a won or lost stage) that no reopening later in the period undid, with the
-/// deal as it stands now.
+/// deal as it stands now. The stores keep these and hand out their sums ([`CloseCell`],
+/// [`CycleGroup`]); tests spell out what they expect with them.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Close {
     pub deal: Uuid,
@@ -492,6 +494,19 @@ pub struct CloseCell {
     pub amount_minor: i128,
     /// Their cycles (close time - creation time, in whole milliseconds) added up.
     pub cycle_ms: i128,
+}
+
+/// The won deals among a period's closes (as [`CloseCell`] counts them) in one group of a
+/// grouping: how many, their cycles (close time - creation time, in whole milliseconds) added
+/// up, and the median cycle (the mean of the middle two for an even count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CycleGroup {
+    /// The group, as the metric names it (an owner, `pipelines/{id}`, a lead source, `YYYY-MM`,
+    /// or empty for the tenant).
+    pub group: String,
+    pub deals: i64,
+    pub cycle_ms: i128,
+    pub median_ms: f64,
 }
 
 impl CloseCell {

@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 use crate::domain::derived::{Changes, DerivedState, QuietDeal};
 use crate::domain::{
-    Close, CloseCell, CustomerChange, CustomerKind, DealFact, DealRow, DealVersion, ExchangeRate, FactChange,
-    ForecastFact, Goal, Gone, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact, OpenDeal,
-    Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StageVisit,
+    CloseCell, CustomerChange, CustomerKind, CycleGroup, DealFact, DealRow, DealVersion, ExchangeRate, FactChange,
+    ForecastFact, Goal, Gone, Grouping, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact,
+    OpenDeal, Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StageVisit,
     TransferFact, TransitionFact, UsageFact, Watermark, Window,
 };
 
@@ -275,6 +275,20 @@ pub(crate) fn whole_and_rest(whole: i64, rest: i64, unit: i64) -> i128 {
     i128::from(whole) * i128::from(unit) + i128::from(rest)
 }
 
+/// The median of each group of the won closes that `closes` (a subquery with `grp` and
+/// `cycle_ms`) selects: the mean of the middle two for an even count. The same SQL for both
+/// backends.
+pub(crate) fn cycle_groups_sql(closes: &str) -> String {
+    format!(
+        "SELECT grp, count(*) AS deals, CAST(sum(cycle_ms / 86400000) AS bigint) AS cycle_days, \
+         CAST(sum(cycle_ms % 86400000) AS bigint) AS cycle_rest_ms, \
+         CAST(avg(CASE WHEN rn IN ((n + 1) / 2, (n + 2) / 2) THEN cycle_ms END) AS double precision) AS median_ms \
+         FROM (SELECT grp, cycle_ms, row_number() OVER (PARTITION BY grp ORDER BY cycle_ms) AS rn, \
+               count(*) OVER (PARTITION BY grp) AS n FROM ({closes}) c) w \
+         GROUP BY grp"
+    )
+}
+
 /// The outcome of a stored close.
 pub(crate) fn outcome(raw: &str) -> Result<Outcome, StoreError> {
     Outcome::parse(raw).ok_or_else(|| corrupt(format!("outcome {raw}")))
@@ -308,13 +322,19 @@ pub trait AnalyticsStore: Send + Sync {
     /// longer `previous`.
     async fn ingest(&self, consumer: &str, previous: u64, batch: &IngestBatch) -> Result<bool, StoreError>;
 
-    /// The closes `window` counts: each deal's last close in it that no reopening in it undid,
-    /// with the deal as it stands now.
-    async fn closes(&self, tenant: &TenantId, window: Window) -> Result<Vec<Close>, StoreError>;
-
-    /// The closes `window` counts (as [`AnalyticsStore::closes`]), added up per owner,
-    /// pipeline, lead source, month, outcome and currency.
+    /// The closes `window` counts (each deal's last close in it that no reopening in it undid,
+    /// with the deal as it stands now), added up per owner, pipeline, lead source, month,
+    /// outcome and currency.
     async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError>;
+
+    /// The won deals among the closes `window` counts, per group of `grouping` (by the month of
+    /// the close), with their median cycle.
+    async fn cycle_groups(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        grouping: Grouping,
+    ) -> Result<Vec<CycleGroup>, StoreError>;
 
     /// The deals created in `window`.
     async fn deals_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<DealRow>, StoreError>;

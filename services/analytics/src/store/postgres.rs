@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, Folded, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED,
-    StoreError, corrupt, document, from_document, outcome, whole_and_rest,
+    StoreError, corrupt, cycle_groups_sql, document, from_document, outcome, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -527,15 +527,26 @@ impl AnalyticsStore for PgAnalyticsStore {
         Ok(true)
     }
 
-    async fn closes(&self, tenant: &TenantId, window: Window) -> Result<Vec<Close>, StoreError> {
+    async fn cycle_groups(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        grouping: Grouping,
+    ) -> Result<Vec<CycleGroup>, StoreError> {
+        let group = match grouping {
+            Grouping::Owner => "owner",
+            Grouping::Pipeline => "'pipelines/' || pipeline_id::text",
+            Grouping::LeadSource => "lead_source",
+            Grouping::Month => "to_char(close_time AT TIME ZONE 'UTC', 'YYYY-MM')",
+            Grouping::Tenant | Grouping::Stage | Grouping::Campaign => "''",
+        };
         let rows = self
             .read(
                 tenant,
-                sqlx::query(
-                    "SELECT deal_id, outcome, close_time, owner, pipeline_id, lead_source, amount_minor, currency, \
-                     create_time FROM deal_closes WHERE tenant_id = $1 AND outcome IN ('won', 'lost') \
-                     AND close_time >= $2 AND close_time < $3 AND (superseded_time IS NULL OR superseded_time >= $3)",
-                )
+                sqlx::query(sqlx::AssertSqlSafe(cycle_groups_sql(&format!(
+                    "SELECT {group} AS grp, cycle_ms FROM deal_closes WHERE tenant_id = $1 AND outcome = 'won' \
+                     AND close_time >= $2 AND close_time < $3 AND (superseded_time IS NULL OR superseded_time >= $3)"
+                ))))
                 .bind(tenant.as_str())
                 .bind(window.start_time())
                 .bind(window.end_time()),
@@ -543,16 +554,11 @@ impl AnalyticsStore for PgAnalyticsStore {
             .await?;
         rows.iter()
             .map(|row| {
-                Ok(Close {
-                    deal: row.try_get("deal_id")?,
-                    outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
-                    time: row.try_get("close_time")?,
-                    owner: row.try_get("owner")?,
-                    pipeline: row.try_get("pipeline_id")?,
-                    lead_source: row.try_get("lead_source")?,
-                    amount_minor: row.try_get("amount_minor")?,
-                    currency: row.try_get("currency")?,
-                    create_time: row.try_get("create_time")?,
+                Ok(CycleGroup {
+                    group: row.try_get("grp")?,
+                    deals: row.try_get("deals")?,
+                    cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
+                    median_ms: row.try_get::<f64, _>("median_ms")?,
                 })
             })
             .collect()

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, Reclosed,
-    StoreError, corrupt, document, from_document, outcome, whole_and_rest,
+    StoreError, corrupt, cycle_groups_sql, document, from_document, outcome, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -521,12 +521,23 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         Ok(true)
     }
 
-    async fn closes(&self, tenant: &TenantId, window: Window) -> Result<Vec<Close>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT deal_id, outcome, close_time, owner, pipeline_id, lead_source, amount_minor, currency, \
-             create_time FROM deal_closes WHERE tenant_id = ?1 AND close_time >= ?2 AND close_time < ?3 \
-             AND (superseded_time IS NULL OR superseded_time >= ?3)",
-        )
+    async fn cycle_groups(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        grouping: Grouping,
+    ) -> Result<Vec<CycleGroup>, StoreError> {
+        let group = match grouping {
+            Grouping::Owner => "owner",
+            Grouping::Pipeline => "'pipelines/' || pipeline_id",
+            Grouping::LeadSource => "lead_source",
+            Grouping::Month => "strftime('%Y-%m', close_time / 1000000.0, 'unixepoch')",
+            Grouping::Tenant | Grouping::Stage | Grouping::Campaign => "''",
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(cycle_groups_sql(&format!(
+            "SELECT {group} AS grp, cycle_ms FROM deal_closes WHERE tenant_id = ?1 AND close_time >= ?2 \
+             AND close_time < ?3 AND (superseded_time IS NULL OR superseded_time >= ?3) AND outcome = 'won'"
+        ))))
         .bind(tenant.as_str())
         .bind(window.start_time().timestamp_micros())
         .bind(window.end_time().timestamp_micros())
@@ -534,16 +545,11 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(Close {
-                    deal: uuid(&row.try_get::<String, _>("deal_id")?)?,
-                    outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
-                    time: time(row.try_get("close_time")?)?,
-                    owner: row.try_get("owner")?,
-                    pipeline: uuid(&row.try_get::<String, _>("pipeline_id")?)?,
-                    lead_source: row.try_get("lead_source")?,
-                    amount_minor: row.try_get("amount_minor")?,
-                    currency: row.try_get("currency")?,
-                    create_time: time(row.try_get("create_time")?)?,
+                Ok(CycleGroup {
+                    group: row.try_get("grp")?,
+                    deals: row.try_get("deals")?,
+                    cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
+                    median_ms: row.try_get::<f64, _>("median_ms")?,
                 })
             })
             .collect()
@@ -563,7 +569,8 @@ impl AnalyticsStore for SqliteAnalyticsStore {
                SELECT owner, pipeline_id, lead_source, date(close_time / 1000000.0, 'unixepoch'), outcome, \
                currency, 1, amount_minor / 1000000000, amount_minor % 1000000000, cycle_ms / 86400000, \
                cycle_ms % 86400000 FROM deal_closes \
-               WHERE tenant_id = ?1 AND close_time >= ?4 AND close_time < ?5 AND superseded_time >= ?5) c \
+               WHERE tenant_id = ?1 AND close_time >= ?4 AND close_time < ?5 AND superseded_time IS NOT NULL \
+               AND superseded_time >= ?5) c \
              GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(deals) <> 0",
         )
         .bind(tenant.as_str())

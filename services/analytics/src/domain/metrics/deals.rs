@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Figure, Grouping, days, figures, mean, median, month, one_currency_sum, rate_figure, ratio};
+use super::{Figure, Grouping, MS_PER_DAY, days, figures, median, month, one_currency_sum, rate_figure, ratio};
 use crate::domain::facts::{
-    CALL_CATEGORY, Close, CloseCell, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
+    CALL_CATEGORY, CloseCell, CycleGroup, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
     StageVisit, TransitionKind,
 };
 
@@ -74,34 +74,28 @@ pub fn cohort_win_rate(deals: &[DealRow], grouping: Grouping) -> Vec<Figure> {
     })
 }
 
-/// Sales-cycle days: see the catalogue.
-pub fn sales_cycle_days(closes: &[Close], grouping: Grouping) -> Vec<Figure> {
-    let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for close in closes.iter().filter(|c| c.outcome == Outcome::Won) {
-        groups
-            .entry(deal_group(
-                grouping,
-                &close.owner,
-                close.pipeline,
-                &close.lead_source,
-                &month(close.time),
-            ))
-            .or_default()
-            .push(days(close.create_time, close.time));
-    }
-    figures(grouping, groups, |mut days| {
-        let n = days.len();
-        let mean = mean(&days);
-        let median = median(&mut days);
+/// Sales-cycle days: see the catalogue. `groups` are the won deals of the period's closes per
+/// group of `grouping`.
+#[allow(clippy::cast_precision_loss)]
+pub fn sales_cycle_days(groups: &[CycleGroup], grouping: Grouping) -> Vec<Figure> {
+    let groups: BTreeMap<String, Option<&CycleGroup>> = groups.iter().map(|g| (g.group.clone(), Some(g))).collect();
+    figures(grouping, groups, |group| {
         let mut parts = BTreeMap::new();
-        if let (Some(mean), Some(median)) = (mean, median) {
-            parts.insert("mean", mean);
-            parts.insert("median", median);
-        }
+        let Some(group) = group.filter(|g| g.deals > 0) else {
+            return Figure {
+                group: String::new(),
+                value: None,
+                count: 0,
+                parts,
+            };
+        };
+        let mean = group.cycle_ms as f64 / group.deals as f64 / MS_PER_DAY;
+        parts.insert("mean", mean);
+        parts.insert("median", group.median_ms / MS_PER_DAY);
         Figure {
             group: String::new(),
-            value: mean,
-            count: i64::try_from(n).unwrap_or(i64::MAX),
+            value: Some(mean),
+            count: group.deals,
             parts,
         }
     })
@@ -244,7 +238,7 @@ pub fn pipeline_velocity(open: &[OpenDeal], cells: &[CloseCell], grouping: Group
         let average = sum.and_then(|sum| ratio(sum, won));
         let win_rate = ratio(won, won.saturating_add(group.lost));
         let cycle_ms: i128 = group.won.iter().map(|c| c.cycle_ms).sum();
-        let cycle = (won > 0).then(|| cycle_ms as f64 / won as f64 / 86_400_000.0);
+        let cycle = (won > 0).then(|| cycle_ms as f64 / won as f64 / MS_PER_DAY);
         let mut parts: BTreeMap<&'static str, f64> = [
             ("open", group.open as f64),
             ("won", won as f64),
@@ -481,7 +475,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::domain::facts::{DealFact, cells_of};
+    use crate::domain::facts::{Close, DealFact, cells_of};
 
     fn at(day: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).single().expect("time")
@@ -537,12 +531,31 @@ mod tests {
         let by_owner = win_rate(&cells_of(&closes), Grouping::Owner);
         let summary: Vec<(&str, Option<f64>)> = by_owner.iter().map(|f| (f.group.as_str(), f.value)).collect();
         assert_eq!(summary, [("ann", Some(0.5)), ("ben", Some(0.5))]);
-        // Cycle days of the won deals (b: 12 - 2, d: 9 - 3): mean 8, median 8.
-        let cycle = sales_cycle_days(&closes, Grouping::Tenant);
-        assert_eq!(
-            (cycle[0].value, cycle[0].parts["median"], cycle[0].count),
-            (Some(8.0), 8.0, 2)
-        );
+    }
+
+    #[test]
+    fn cycle_days_are_the_mean_and_the_median_of_each_group() {
+        let day = 86_400_000;
+        let groups = vec![
+            CycleGroup {
+                group: "ann".into(),
+                deals: 4,
+                cycle_ms: 17 * day,
+                median_ms: 3.0 * day as f64,
+            },
+            CycleGroup {
+                group: "ben".into(),
+                deals: 1,
+                cycle_ms: day / 2,
+                median_ms: day as f64 / 2.0,
+            },
+        ];
+        let by_owner = sales_cycle_days(&groups, Grouping::Owner);
+        let summary: Vec<(&str, Option<f64>, f64, i64)> = by_owner
+            .iter()
+            .map(|f| (f.group.as_str(), f.value, f.parts["median"], f.count))
+            .collect();
+        assert_eq!(summary, [("ann", Some(4.25), 3.0, 4), ("ben", Some(0.5), 0.5, 1)]);
     }
 
     #[test]
@@ -552,19 +565,6 @@ mod tests {
             assert_eq!((figures[0].value, figures[0].count), (None, 0));
         }
         assert!(win_rate(&[], Grouping::Owner).is_empty());
-    }
-
-    #[test]
-    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
-        let deals: Vec<DealFact> = (1..=4).map(|n| deal(n, "ann", 1)).collect();
-        let closes: Vec<Close> = deals
-            .iter()
-            .zip([2, 3, 5, 11])
-            .map(|(d, day)| close(d, Outcome::Won, day))
-            .collect();
-        let cycle = sales_cycle_days(&closes, Grouping::Tenant);
-        // Days 1, 2, 4, 10: mean 4.25, median 3.
-        assert_eq!((cycle[0].value, cycle[0].parts["median"]), (Some(4.25), 3.0));
     }
 
     fn approx(actual: Option<f64>, expected: f64) {

@@ -427,10 +427,13 @@ pub(crate) fn median(values: &mut [f64]) -> Option<f64> {
     }
 }
 
+/// Milliseconds in a day of 86400 s.
+pub(crate) const MS_PER_DAY: f64 = 86_400_000.0;
+
 /// Days of 86400 s from `from` to `to`.
 #[allow(clippy::cast_precision_loss)]
 pub(crate) fn days(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
-    (to - from).num_milliseconds() as f64 / 86_400_000.0
+    (to - from).num_milliseconds() as f64 / MS_PER_DAY
 }
 
 /// The sum (saturating) of `amounts` when they are all in one currency, and the number of

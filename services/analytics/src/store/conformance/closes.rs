@@ -4,6 +4,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
+use crm_platform::TenantId;
+
 use super::{at, batch, deal_fact, november, tenant, transition};
 use crate::domain::facts::cells_of;
 use crate::domain::*;
@@ -37,10 +39,41 @@ fn lead(id: Uuid, source: &str) -> LeadFact {
     }
 }
 
-/// Sorted, to compare.
-fn sorted_closes(mut closes: Vec<Close>) -> Vec<Close> {
-    closes.sort_by_key(|c| (c.deal, c.time));
-    closes
+/// The cycle groups `closes` make under `key`, worked out here: the won ones' count, cycles
+/// and median (the middle one, or the mean of the middle two), sorted by group.
+fn cycles_of(closes: &[Close], key: impl Fn(&Close) -> String) -> Vec<CycleGroup> {
+    let mut groups: std::collections::BTreeMap<String, Vec<i64>> = std::collections::BTreeMap::new();
+    for close in closes.iter().filter(|c| c.outcome == Outcome::Won) {
+        groups
+            .entry(key(close))
+            .or_default()
+            .push((close.time - close.create_time).num_milliseconds());
+    }
+    groups
+        .into_iter()
+        .map(|(group, mut cycles)| {
+            cycles.sort_unstable();
+            let n = cycles.len();
+            #[allow(clippy::cast_precision_loss)]
+            let median_ms = if n % 2 == 1 {
+                cycles[n / 2] as f64
+            } else {
+                (cycles[n / 2 - 1] as f64 + cycles[n / 2] as f64) / 2.0
+            };
+            CycleGroup {
+                group,
+                deals: i64::try_from(n).expect("count"),
+                cycle_ms: cycles.iter().map(|&c| i128::from(c)).sum(),
+                median_ms,
+            }
+        })
+        .collect()
+}
+
+async fn cycles(store: &dyn AnalyticsStore, tenant: &TenantId, window: Window, grouping: Grouping) -> Vec<CycleGroup> {
+    let mut groups = store.cycle_groups(tenant, window, grouping).await.expect("cycles");
+    groups.sort_by(|a, b| a.group.cmp(&b.group));
+    groups
 }
 
 fn sorted_cells(mut cells: Vec<CloseCell>) -> Vec<CloseCell> {
@@ -119,8 +152,10 @@ pub(super) async fn closes_follow_reopenings_owners_and_lead_sources(store: &dyn
         close(&c, Outcome::Won, at(12, 10), ""),
     ];
     expected.extend(large.iter().map(|d| close(d, Outcome::Won, at(12, 11), "")));
-    let closes = store.closes(&acme, november()).await.expect("closes");
-    assert_eq!(sorted_closes(closes), sorted_closes(expected.clone()));
+    assert_eq!(
+        cycles(store, &acme, november(), Grouping::Owner).await,
+        cycles_of(&expected, |c| c.owner.clone())
+    );
     let cells = store.close_cells(&acme, november()).await.expect("cells");
     assert_eq!(sorted_cells(cells), sorted_cells(cells_of(&expected)));
     let carol = cells_of(&expected)
@@ -132,7 +167,10 @@ pub(super) async fn closes_follow_reopenings_owners_and_lead_sources(store: &dyn
     // The first week: a's win counts (its reopening came after the week); b's does not.
     let week = Window::parse("2026-11-01..2026-11-07").expect("window");
     let first_week = vec![close(&a, Outcome::Won, at(5, 9), "web")];
-    assert_eq!(store.closes(&acme, week).await.expect("closes"), first_week);
+    assert_eq!(
+        cycles(store, &acme, week, Grouping::Tenant).await,
+        cycles_of(&first_week, |_| String::new())
+    );
     assert_eq!(
         store.close_cells(&acme, week).await.expect("cells"),
         cells_of(&first_week)
@@ -160,8 +198,12 @@ pub(super) async fn closes_follow_reopenings_owners_and_lead_sources(store: &dyn
     ];
     expected.extend(large.iter().map(|d| close(d, Outcome::Won, at(12, 11), "")));
     assert_eq!(
-        sorted_closes(store.closes(&acme, november()).await.expect("closes")),
-        sorted_closes(expected.clone())
+        cycles(store, &acme, november(), Grouping::Owner).await,
+        cycles_of(&expected, |c| c.owner.clone())
+    );
+    assert_eq!(
+        cycles(store, &acme, november(), Grouping::LeadSource).await,
+        cycles_of(&expected, |c| c.lead_source.clone())
     );
     let cells = sorted_cells(store.close_cells(&acme, november()).await.expect("cells"));
     assert_eq!(cells, sorted_cells(cells_of(&expected)));
@@ -173,4 +215,83 @@ pub(super) async fn closes_follow_reopenings_owners_and_lead_sources(store: &dyn
     // Nothing of acme's reaches globex, and the other way round.
     let theirs = store.close_cells(&globex, november()).await.expect("cells");
     assert_eq!(theirs, cells_of(&[close(&g, Outcome::Won, at(12, 10), "")]));
+}
+
+pub(super) async fn cycle_days_have_their_median_per_group(store: &dyn AnalyticsStore) {
+    let acme = tenant("acme");
+    // Won on the 12th after 1, 2, 4 and 10 days (ann: an even count), and after 3 and 7 days
+    // and half a day (ben: odd), one in October; a loss, which has no cycle.
+    let won = |owner: &str, days_before: i64, month: u32| {
+        let time = Utc.with_ymd_and_hms(2026, month, 12, 15, 0, 0).unwrap();
+        let mut deal = deal_fact(
+            Uuid::now_v7(),
+            owner,
+            None,
+            Outcome::Won,
+            time - chrono::Duration::hours(days_before * 12),
+        );
+        deal.pipeline = Uuid::from_u128(u128::from(month));
+        (deal, time)
+    };
+    let deals: Vec<(DealFact, DateTime<Utc>)> = vec![
+        won("ann", 2, 11),
+        won("ann", 4, 11),
+        won("ann", 8, 11),
+        won("ann", 20, 11),
+        won("ben", 6, 11),
+        won("ben", 14, 11),
+        won("ben", 1, 10),
+    ];
+    let lost = deal_fact(Uuid::now_v7(), "ann", None, Outcome::Lost, at(1, 8));
+    let mut changes = vec![
+        (acme.clone(), FactChange::Deal(lost.clone())),
+        (
+            acme.clone(),
+            FactChange::Transition(transition(lost.id, 2, TransitionKind::Lost, at(12, 9))),
+        ),
+    ];
+    for (deal, time) in &deals {
+        changes.push((acme.clone(), FactChange::Deal(deal.clone())));
+        changes.push((
+            acme.clone(),
+            FactChange::Transition(transition(deal.id, 2, TransitionKind::Won, *time)),
+        ));
+    }
+    assert!(store.ingest("c", 0, &batch(5, changes)).await.expect("ingest"));
+    let closes: Vec<Close> = deals
+        .iter()
+        .map(|(deal, time)| close(deal, Outcome::Won, *time, ""))
+        .chain(std::iter::once(close(&lost, Outcome::Lost, at(12, 9), "")))
+        .collect();
+    let autumn = Window::parse("2026-10-01..2026-11-30").expect("window");
+    for (grouping, key) in [
+        (
+            Grouping::Tenant,
+            Box::new(|_: &Close| String::new()) as Box<dyn Fn(&Close) -> String>,
+        ),
+        (Grouping::Owner, Box::new(|c: &Close| c.owner.clone())),
+        (
+            Grouping::Month,
+            Box::new(|c: &Close| c.time.format("%Y-%m").to_string()),
+        ),
+        (
+            Grouping::Pipeline,
+            Box::new(|c: &Close| format!("pipelines/{}", c.pipeline)),
+        ),
+    ] {
+        assert_eq!(
+            cycles(store, &acme, autumn, grouping).await,
+            cycles_of(&closes, key),
+            "{grouping:?}"
+        );
+    }
+    // Ann's four: 1, 2, 4, 10 days; the median is the mean of 2 and 4.
+    let ann = cycles(store, &acme, november(), Grouping::Owner).await;
+    assert_eq!((ann[0].group.as_str(), ann[0].deals), ("ann", 4));
+    assert!((ann[0].median_ms - 3.0 * 86_400_000.0).abs() < 1e-6, "{ann:?}");
+    assert!(
+        cycles(store, &tenant("globex"), autumn, Grouping::Tenant)
+            .await
+            .is_empty()
+    );
 }

@@ -12,7 +12,7 @@ use super::*;
 use crate::domain::*;
 
 mod closes;
-use closes::closes_follow_reopenings_owners_and_lead_sources;
+use closes::{closes_follow_reopenings_owners_and_lead_sources, cycle_days_have_their_median_per_group};
 
 fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant")
@@ -165,25 +165,32 @@ async fn facts_come_back_as_the_formulas_need_them(store: &dyn AnalyticsStore) {
     ];
     assert!(store.ingest("c", 0, &batch(11, changes)).await.expect("ingest"));
 
-    let mut closes = store.closes(&acme, november()).await.expect("closes");
-    closes.sort_by_key(|c| c.deal);
-    let summary: Vec<(Uuid, Outcome, &str, &str)> = closes
+    let mut cells = store.close_cells(&acme, november()).await.expect("cells");
+    cells.sort_by(|a, b| a.owner.cmp(&b.owner));
+    let summary: Vec<(&str, Outcome, &str, i64, i128, i128)> = cells
         .iter()
-        .map(|c| (c.deal, c.outcome, c.owner.as_str(), c.lead_source.as_str()))
+        .map(|c| {
+            (
+                c.owner.as_str(),
+                c.outcome,
+                c.lead_source.as_str(),
+                c.deals,
+                c.amount_minor,
+                c.cycle_ms,
+            )
+        })
         .collect();
-    let mut expected = vec![(won, Outcome::Won, "alice", "web"), (lost, Outcome::Lost, "carol", "")];
-    expected.sort_by_key(|e| e.0);
-    assert_eq!(summary, expected);
-    let won_close = closes.iter().find(|c| c.deal == won).expect("won");
+    // Won on the 20th at 9:00, created on the 3rd at 8:00; the lost deal is carol's now.
+    let won_cycle = i128::from((at(20, 9) - at(3, 8)).num_milliseconds());
+    let lost_cycle = i128::from((at(20, 9) - at(4, 8)).num_milliseconds());
     assert_eq!(
-        (
-            won_close.time,
-            won_close.create_time,
-            won_close.amount_minor,
-            won_close.currency.as_str()
-        ),
-        (at(20, 9), at(3, 8), 125_000, "EUR")
+        summary,
+        [
+            ("alice", Outcome::Won, "web", 1, 125_000, won_cycle),
+            ("carol", Outcome::Lost, "", 1, 125_000, lost_cycle)
+        ]
     );
+    assert_eq!(cells[0].month, "2026-11");
 
     let created = store.deals_created(&acme, november()).await.expect("deals");
     assert_eq!(created.len(), 3, "{created:?}");
@@ -192,7 +199,7 @@ async fn facts_come_back_as_the_formulas_need_them(store: &dyn AnalyticsStore) {
     assert_eq!(leads[0].lead.converted, Some((won, at(3, 8))));
     assert_eq!(leads[0].deal_outcome, Some(Outcome::Won));
     // Nothing of acme's reaches globex.
-    assert_eq!(store.closes(&globex, november()).await.expect("closes").len(), 0);
+    assert_eq!(store.close_cells(&globex, november()).await.expect("cells").len(), 0);
     assert_eq!(store.deals_created(&globex, november()).await.expect("deals").len(), 1);
 }
 
@@ -824,6 +831,7 @@ conformance!(
     stages_visits_and_the_pipeline_as_of_an_instant,
     contacts_and_companies_come_back_as_the_formulas_need_them,
     closes_follow_reopenings_owners_and_lead_sources,
+    cycle_days_have_their_median_per_group,
 );
 
 /// Row-level security is the second wall: SQL without a tenant condition, run as the serving
