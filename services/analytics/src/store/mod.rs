@@ -2,8 +2,12 @@
 //! one conformance suite both must pass.
 //!
 //! Ingest writes a batch of events' fact changes, the skipped and parked events, the feed's
-//! watermark and the consumer's checkpoint in one transaction (exactly-once effect). Queries
-//! hand rows of facts to the formulas in `domain::metrics`, which are the same for both.
+//! watermark and the consumer's checkpoint in one transaction (exactly-once effect); in the
+//! same transaction it keeps the deals' closes and their sums per day (`close_cells`, see the
+//! closes migration), which a period's deal figures read instead of its transitions. Queries
+//! hand rows of facts, or those sums, to the formulas in `domain::metrics`, which are the same
+//! for both; the one order statistic a store computes (cycle days' median) is one SQL
+//! statement both run.
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;

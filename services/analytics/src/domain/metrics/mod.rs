@@ -1,6 +1,7 @@
 //! The metrics: the catalogue (each with one documented formula and its version) and the
-//! formulas themselves, as pure functions of the facts. Both stores hand the same rows to the
-//! same functions, so a figure cannot differ between backends.
+//! formulas themselves, as pure functions of the facts (or of the sums of closes ingest keeps).
+//! Both stores hand the same rows to the same functions, so a figure cannot differ between
+//! backends.
 
 use std::collections::BTreeMap;
 
