@@ -424,8 +424,13 @@ pub enum FactChange {
     Products { deal: Uuid, products: Vec<Uuid> },
     /// A pipeline's stages, in board order (replacing what was known of the pipeline).
     Stages { pipeline: Uuid, stages: Vec<StageFact> },
-    /// A deal or lead moved to another owner.
-    Owner { record: Record, owner: String },
+    /// A deal or lead moved to another owner at `time` (a deal's owner as of then is a version
+    /// of it, with the amount it had).
+    Owner {
+        record: Record,
+        owner: String,
+        time: DateTime<Utc>,
+    },
     /// A contact or company created or changed.
     Customer(CustomerChange),
     /// A contact or company deleted, erased or merged away at `time`; a merge re-points the

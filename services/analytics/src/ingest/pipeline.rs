@@ -288,9 +288,10 @@ pub fn decide(event: &events::Event) -> Decision {
         }
         if let Some(m) = decoded::<pb::OwnerChanged>(event) {
             return Some(m.and_then(|m| {
+                let at = time(event.time.as_ref(), "the event's time")?;
                 let transfer = FactChange::Transfer(TransferFact {
                     resource: m.resource.clone(),
-                    time: time(event.time.as_ref(), "the event's time")?,
+                    time: at,
                     from: m.old_owner,
                     to: m.new_owner.clone(),
                 });
@@ -306,6 +307,7 @@ pub fn decide(event: &events::Event) -> Decision {
                     FactChange::Owner {
                         record,
                         owner: m.new_owner,
+                        time: at,
                     },
                     transfer,
                 ])

@@ -125,6 +125,8 @@ pub(crate) struct Folded {
     pub usage: Vec<UsageFact>,
     /// (record, new owner) of records not among `deals` and `leads`.
     pub owners: Vec<(Record, String)>,
+    /// (deal, time, new owner) of each deal's owner change: a version of the deal as of then.
+    pub owner_versions: Vec<(Uuid, DateTime<Utc>, String)>,
     /// The deals whose closes the changes make ingest compute again.
     pub reclosed: Reclosed,
 }
@@ -244,7 +246,12 @@ impl Folded {
                     None => self.usage.push(u),
                 }
             }
-            FactChange::Owner { record, owner } => {
+            FactChange::Owner { record, owner, time } => {
+                if let Record::Deal(deal) = record {
+                    replace(&mut self.owner_versions, (deal, time, owner.clone()), |a, b| {
+                        a.0 == b.0 && a.1 == b.1
+                    });
+                }
                 let held = match record {
                     Record::Deal(id) => self.deals.iter_mut().find(|d| d.id == id).map(|d| &mut d.owner),
                     Record::Lead(id) => self.leads.iter_mut().find(|l| l.id == id).map(|l| &mut l.owner),

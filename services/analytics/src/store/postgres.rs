@@ -143,6 +143,26 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
         .execute(&mut *tx)
         .await?;
     }
+    if !f.owner_versions.is_empty() {
+        // A deal given to another owner: its version as of then, with the amount its latest
+        // version before then had (a deal not known yet gets its versions from its own events).
+        let o = &f.owner_versions;
+        sqlx::query(
+            "INSERT INTO deal_versions (tenant_id, deal_id, version_time, owner, amount_minor, currency) \
+             SELECT $1, o.deal_id, o.time, o.owner, v.amount_minor, v.currency \
+             FROM unnest($2::uuid[], $3::timestamptz[], $4::text[]) AS o(deal_id, time, owner) \
+             CROSS JOIN LATERAL (SELECT amount_minor, currency FROM deal_versions \
+                 WHERE tenant_id = $1 AND deal_id = o.deal_id AND version_time <= o.time \
+                 ORDER BY version_time DESC LIMIT 1) v \
+             ON CONFLICT (tenant_id, deal_id, version_time) DO UPDATE SET owner = excluded.owner",
+        )
+        .bind(t)
+        .bind(o.iter().map(|o| o.0).collect::<Vec<_>>())
+        .bind(o.iter().map(|o| o.1).collect::<Vec<_>>())
+        .bind(o.iter().map(|o| o.2.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
     if !f.stages.is_empty() {
         sqlx::query("DELETE FROM stage_facts WHERE tenant_id = $1 AND pipeline_id = ANY($2)")
             .bind(t)

@@ -374,7 +374,24 @@ async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange
             .execute(&mut *tx)
             .await?;
         }
-        FactChange::Owner { record, owner } => {
+        FactChange::Owner { record, owner, time } => {
+            if let Record::Deal(deal) = record {
+                // Its version as of then, with the amount its latest version before then had
+                // (a deal not known yet gets its versions from its own events).
+                sqlx::query(
+                    "INSERT INTO deal_versions (tenant_id, deal_id, version_time, owner, amount_minor, currency) \
+                     SELECT tenant_id, deal_id, ?3, ?4, amount_minor, currency FROM deal_versions \
+                     WHERE tenant_id = ?1 AND deal_id = ?2 AND version_time <= ?3 \
+                     ORDER BY version_time DESC LIMIT 1 \
+                     ON CONFLICT (tenant_id, deal_id, version_time) DO UPDATE SET owner = excluded.owner",
+                )
+                .bind(t)
+                .bind(deal.to_string())
+                .bind(time.timestamp_micros())
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            }
             let (sql, id) = match record {
                 Record::Deal(id) => (
                     "UPDATE deal_facts SET owner = ?3 WHERE tenant_id = ?1 AND deal_id = ?2",

@@ -186,6 +186,7 @@ pub(super) async fn closes_follow_reopenings_owners_and_lead_sources(store: &dyn
             FactChange::Owner {
                 record: Record::Deal(c.id),
                 owner: "carol".into(),
+                time: at(25, 9),
             },
         ),
         (acme.clone(), FactChange::Lead(lead(source, "ads"))),

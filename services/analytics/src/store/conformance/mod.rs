@@ -155,6 +155,7 @@ async fn facts_come_back_as_the_formulas_need_them(store: &dyn AnalyticsStore) {
             FactChange::Owner {
                 record: Record::Deal(lost),
                 owner: "carol".into(),
+                time: at(21, 9),
             },
         ),
         // Another tenant's deal, closed in the same window.
@@ -338,6 +339,7 @@ async fn changes_in_one_batch_apply_in_order(store: &dyn AnalyticsStore) {
     let owner = |record, owner: &str| FactChange::Owner {
         record,
         owner: owner.into(),
+        time: at(5, 9),
     };
     let changes = vec![
         // An owner change of a deal of an earlier batch.
@@ -832,7 +834,56 @@ conformance!(
     contacts_and_companies_come_back_as_the_formulas_need_them,
     closes_follow_reopenings_owners_and_lead_sources,
     cycle_days_have_their_median_per_group,
+    a_deal_given_to_another_owner_is_theirs_from_then,
 );
+
+/// A portfolio transfer of a deal (OwnerChanged, no update of the deal) makes the deal the new
+/// owner's in the pipeline as of any instant after it, with its amount, and leaves it the old
+/// owner's before it.
+async fn a_deal_given_to_another_owner_is_theirs_from_then(store: &dyn AnalyticsStore) {
+    let acme = tenant("acme");
+    let deal = deal_fact(Uuid::now_v7(), "ann", None, Outcome::Open, at(2, 9));
+    let changes = vec![
+        (acme.clone(), FactChange::Deal(deal.clone())),
+        (
+            acme.clone(),
+            FactChange::Version(DealVersion {
+                deal: deal.id,
+                time: at(2, 9),
+                owner: "ann".into(),
+                amount_minor: 125_000,
+                currency: "EUR".into(),
+            }),
+        ),
+        (
+            acme.clone(),
+            FactChange::Transition(transition(deal.id, 1, TransitionKind::Created, at(2, 9))),
+        ),
+    ];
+    assert!(store.ingest("c", 0, &batch(3, changes)).await.expect("ingest"));
+    let transfer = vec![(
+        acme.clone(),
+        FactChange::Owner {
+            record: Record::Deal(deal.id),
+            owner: "ben".into(),
+            time: at(10, 9),
+        },
+    )];
+    assert!(store.ingest("c", 3, &batch(4, transfer)).await.expect("ingest"));
+    let owners = |open: Vec<OpenDeal>| -> Vec<(String, i64, String)> {
+        open.into_iter()
+            .map(|d| (d.owner, d.amount_minor, d.currency))
+            .collect()
+    };
+    assert_eq!(
+        owners(store.open_at(&acme, at(5, 0)).await.expect("open")),
+        [("ann".to_owned(), 125_000, "EUR".to_owned())]
+    );
+    assert_eq!(
+        owners(store.open_at(&acme, at(12, 0)).await.expect("open")),
+        [("ben".to_owned(), 125_000, "EUR".to_owned())]
+    );
+}
 
 /// Row-level security is the second wall: SQL without a tenant condition, run as the serving
 /// role, sees only the pinned tenant's facts.
