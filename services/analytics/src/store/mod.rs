@@ -300,6 +300,22 @@ pub(crate) fn cycle_groups_sql(closes: &str) -> String {
     )
 }
 
+/// A row of [`cycle_groups_sql`] (the same columns and types on both backends).
+pub(crate) fn cycle_group<R: sqlx::Row>(row: &R) -> Result<CycleGroup, sqlx::Error>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    Ok(CycleGroup {
+        group: row.try_get("grp")?,
+        deals: row.try_get("deals")?,
+        cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
+        median_ms: row.try_get("median_ms")?,
+    })
+}
+
 /// The outcome of a stored close.
 pub(crate) fn outcome(raw: &str) -> Result<Outcome, StoreError> {
     Outcome::parse(raw).ok_or_else(|| corrupt(format!("outcome {raw}")))

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, Folded, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED,
-    StoreError, corrupt, cycle_groups_sql, document, from_document, outcome, whole_and_rest,
+    StoreError, corrupt, cycle_group, cycle_groups_sql, document, from_document, outcome, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -572,16 +572,7 @@ impl AnalyticsStore for PgAnalyticsStore {
                 .bind(window.end_time()),
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(CycleGroup {
-                    group: row.try_get("grp")?,
-                    deals: row.try_get("deals")?,
-                    cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
-                    median_ms: row.try_get::<f64, _>("median_ms")?,
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(cycle_group).collect::<Result<_, _>>()?)
     }
 
     async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError> {
