@@ -391,4 +391,40 @@ mod tests {
         assert_eq!(batch.parked.len(), 1);
         assert_eq!(batch.last.map(|(seq, _)| seq), Some(7));
     }
+
+    #[test]
+    fn an_owner_change_of_a_deal_is_its_new_owner_from_the_event_time() {
+        let deal = Uuid::now_v7();
+        let mut moved = event(
+            pb::OwnerChanged::full_name(),
+            pb::OwnerChanged {
+                resource: format!("deals/{deal}"),
+                old_owner: "ann".into(),
+                new_owner: "ben".into(),
+            }
+            .encode_to_vec(),
+        );
+        moved.time = stamp(1_790_000_000);
+        let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+        let Decision::Apply(changes) = decide(&moved) else {
+            panic!("an owner change is applied")
+        };
+        assert!(
+            matches!(&changes[..], [FactChange::Owner { record: Record::Deal(id), owner, time }, FactChange::Transfer(t)]
+            if *id == deal && owner == "ben" && *time == at && t.time == at && t.from == "ann"),
+            "{changes:?}"
+        );
+        // A task's: the transfer alone.
+        let mut task = moved.clone();
+        task.payload = Some(prost_types::Any {
+            type_url: String::new(),
+            value: pb::OwnerChanged {
+                resource: format!("tasks/{}", Uuid::now_v7()),
+                old_owner: "ann".into(),
+                new_owner: "ben".into(),
+            }
+            .encode_to_vec(),
+        });
+        assert!(matches!(decide(&task), Decision::Apply(changes) if matches!(&changes[..], [FactChange::Transfer(_)])));
+    }
 }
