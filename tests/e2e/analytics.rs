@@ -584,12 +584,12 @@ async fn the_funnel_and_the_open_pipeline_follow_the_stages_on_both_backends() {
         let Some(deployment) = Deployment::start(postgres, "analytics_funnel").await else {
             continue;
         };
-        the_funnel_and_the_open_pipeline(deployment.rest()).await;
+        the_funnel_and_the_open_pipeline(deployment.rest(), deployment.pipeline_grpc()).await;
         deployment.stop().await;
     }
 }
 
-async fn the_funnel_and_the_open_pipeline(base: &str) {
+async fn the_funnel_and_the_open_pipeline(base: &str, pipeline_grpc: &str) {
     let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
     let pipeline = pipeline(&admin).await;
     let (ann, ben) = (
@@ -746,6 +746,46 @@ async fn the_funnel_and_the_open_pipeline(base: &str) {
     #[allow(clippy::cast_precision_loss)]
     let expected = open.len() as f64 * won.amount_minor as f64 * 0.5 / cycle;
     close_to(&velocity["figures"][0]["value"], expected, "velocity");
+
+    // Ben leaves: his portfolio moves to Cat in one call (OwnerChanged, no update of the deal).
+    // From then on his open deal is Cat's in the pipeline, at its amount.
+    reassign(pipeline_grpc, "ben", "cat").await;
+    let by_owner = format!("/v1/metrics/open-pipeline:query?period={period}&groupBy=OWNER");
+    let moved = eventually(&admin, &by_owner, |answer| figures(answer).contains_key("cat")).await;
+    let moved = figures(&moved);
+    assert!(!moved.contains_key("ben"), "{moved:?}");
+    close_to(&moved["cat"]["value"], 1.0, "cat's open deals");
+    #[allow(clippy::cast_precision_loss)]
+    close_to(
+        &moved["cat"]["parts"]["amount"],
+        ahead.amount_minor as f64,
+        "cat's open amount",
+    );
+}
+
+/// Moves everything `from` owns in the pipeline to `to`, as a manager would over gRPC.
+async fn reassign(endpoint: &str, from: &str, to: &str) {
+    use crm_proto::crm::pipeline::v1 as pb;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let token = crate::support::token("acme", "alice", Role::Manager);
+    let mut client = pb::pipeline_service_client::PipelineServiceClient::with_interceptor(
+        channel,
+        crate::support::Bearer(Some(token)),
+    );
+    let moved = client
+        .reassign_owner(pb::ReassignOwnerRequest {
+            from_user: from.into(),
+            to_users: vec![to.into()],
+            dry_run: false,
+        })
+        .await
+        .expect("reassign")
+        .into_inner();
+    assert_eq!(moved.deals, 1, "ben's one open deal: {moved:?}");
 }
 
 /// Every metric's figures over `period`, as one value to compare (watermarks left out).

@@ -321,6 +321,7 @@ pub(crate) fn migrate(service: &str, url: &str) {
 pub(crate) struct PgSuite {
     pub(crate) rest: String,
     pub(crate) contact_grpc: String,
+    pub(crate) pipeline_grpc: String,
     /// `/metrics` of the pipeline process.
     pub(crate) pipeline_metrics: String,
     /// The databases of the pipeline and analytics services.
@@ -397,6 +398,7 @@ impl PgSuite {
         Some(PgSuite {
             rest,
             contact_grpc,
+            pipeline_grpc,
             pipeline_metrics,
             pipeline_url: pipeline_db.url.clone(),
             analytics_url: analytics_db.url.clone(),
@@ -473,6 +475,14 @@ impl Deployment {
         match self {
             Deployment::Serve(suite) => &suite.grpc,
             Deployment::Postgres(pg) => &pg.contact_grpc,
+        }
+    }
+
+    /// Where the pipeline service's gRPC API is served.
+    pub(crate) fn pipeline_grpc(&self) -> &str {
+        match self {
+            Deployment::Serve(suite) => &suite.grpc,
+            Deployment::Postgres(pg) => &pg.pipeline_grpc,
         }
     }
 
