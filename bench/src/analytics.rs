@@ -11,7 +11,7 @@ use crm_platform::consumer::{ConsumerConfig, Credentials, Sink};
 use crm_proto::crm::events::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use super::{start, tool};
+use super::{start_analytics, tool};
 
 pub(crate) struct AnalyticsBench<'a> {
     /// The pipeline service's database (its outbox is seeded).
@@ -104,21 +104,12 @@ pub(crate) async fn run(bench: &AnalyticsBench<'_>) -> anyhow::Result<()> {
 
     // `crm analytics` from an empty database, until its checkpoint reaches the head.
     let started = Instant::now();
-    let (_analytics, _) = start(
+    let (_analytics, _) = start_analytics(
+        bench.analytics_url,
         &[
-            "analytics",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("CRM_DATABASE_URL", bench.analytics_url),
             ("CRM_PIPELINE_ENDPOINT", bench.pipeline_grpc),
             ("CRM_INGEST_PARTITIONS", bench.partitions),
         ],
-        "crm analytics is up",
-        "gRPC on ",
     )?;
     // The events its consumers applied, each counted once in the transaction that applied it
     // (whatever the partitions).

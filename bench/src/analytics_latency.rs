@@ -13,7 +13,7 @@ use crm_proto::crm::pipeline::v1::pipeline_service_client::PipelineServiceClient
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use super::{Bearer, load, ms, start, token_for};
+use super::{Bearer, load, ms, start_analytics, token_for};
 
 pub(crate) struct LatencyBench<'a> {
     /// A migrated pipeline database with `crm pipeline` serving it.
@@ -96,21 +96,8 @@ async fn win(deals: &mut Deals, pipeline: &str) -> Result<(), tonic::Status> {
 }
 
 pub(crate) async fn run(bench: &LatencyBench<'_>) -> anyhow::Result<()> {
-    let (_analytics, analytics_grpc) = start(
-        &[
-            "analytics",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("CRM_DATABASE_URL", bench.analytics_url),
-            ("CRM_PIPELINE_ENDPOINT", bench.pipeline_grpc),
-        ],
-        "crm analytics is up",
-        "gRPC on ",
-    )?;
+    let (_analytics, analytics_grpc) =
+        start_analytics(bench.analytics_url, &[("CRM_PIPELINE_ENDPOINT", bench.pipeline_grpc)])?;
     let pipeline = channel(bench.pipeline_grpc).await?;
     let mut load_tenants = Vec::new();
     for i in 0..10 {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crm_proto::crm::analytics::v1 as pb;
 use crm_proto::crm::analytics::v1::metric_service_client::MetricServiceClient;
 
-use super::{Bearer, load, ms, start, token, tool};
+use super::{Bearer, load, ms, start_analytics, token, tool};
 
 pub(crate) struct QueryBench<'a> {
     /// A migrated analytics database (the bench tenant's facts are added to it).
@@ -83,21 +83,7 @@ pub(crate) async fn run(bench: &QueryBench<'_>) -> anyhow::Result<()> {
         ],
     )?;
     let seeding = seeded.elapsed();
-    let (_analytics, grpc) = start(
-        &[
-            "analytics",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("CRM_DATABASE_URL", bench.analytics_url),
-            ("CRM_INGEST_PARTITIONS", "1"),
-        ],
-        "crm analytics is up",
-        "gRPC on ",
-    )?;
+    let (_analytics, grpc) = start_analytics(bench.analytics_url, &[("CRM_INGEST_PARTITIONS", "1")])?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
         .tcp_nodelay(true)
         .connect()

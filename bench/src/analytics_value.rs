@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crm_proto::crm::analytics::v1 as pb;
 use crm_proto::crm::analytics::v1::customer_value_service_client::CustomerValueServiceClient;
 
-use super::{Bearer, ms, start, token_for, tool};
+use super::{Bearer, ms, start_analytics, token_for, tool};
 
 pub(crate) struct ValueBench<'a> {
     /// A migrated analytics database (the bench tenant's facts are added to it).
@@ -53,21 +53,7 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 }
 
 pub(crate) async fn run(bench: &ValueBench<'_>) -> anyhow::Result<()> {
-    let (analytics, grpc) = start(
-        &[
-            "analytics",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("CRM_DATABASE_URL", bench.analytics_url),
-            ("CRM_INGEST_PARTITIONS", "1"),
-        ],
-        "crm analytics is up",
-        "gRPC on ",
-    )?;
+    let (analytics, grpc) = start_analytics(bench.analytics_url, &[("CRM_INGEST_PARTITIONS", "1")])?;
     // Idle: up, following nothing new (its peers are absent), after the first rounds.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = rss_mib(analytics.0.id())?;

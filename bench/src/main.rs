@@ -279,6 +279,25 @@ impl Drop for ChildGuard {
 }
 
 /// Starts `crm <args>` and returns it with the address printed after `label`.
+/// Starts `crm analytics` on its database `analytics_url` with `envs` besides, on free ports;
+/// returns it with its gRPC address.
+fn start_analytics(analytics_url: &str, envs: &[(&str, &str)]) -> anyhow::Result<(ChildGuard, String)> {
+    let mut all = vec![("CRM_DATABASE_URL", analytics_url)];
+    all.extend_from_slice(envs);
+    start(
+        &[
+            "analytics",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &all,
+        "crm analytics is up",
+        "gRPC on ",
+    )
+}
+
 fn start(args: &[&str], envs: &[(&str, &str)], marker: &str, label: &str) -> anyhow::Result<(ChildGuard, String)> {
     let (child, line) = start_line(args, envs, marker)?;
     let address = address_after(&line, label)?;
