@@ -1,6 +1,6 @@
 //! Metric queries of the analytics service over a large tenant: deals and their stage
-//! histories written straight into the analytics database (their closes kept the way ingest
-//! keeps them, by the same function), then `clients` loops of QueryMetric
+//! histories written straight into the analytics database (their closes and stays kept the
+//! way ingest keeps them, by the same functions), then `clients` loops of QueryMetric
 //! (win rate and forecast accuracy by owner, cycle days, the stage funnel by stage) over one
 //! quarter for `seconds`.
 
@@ -53,6 +53,7 @@ INSERT INTO forecast_facts (tenant_id, forecast_id, owner, period, amount_minor,
 SELECT 'bench', md5('forecast' || o || q)::uuid, 'rep-' || o, q, 5000000, 'EUR', 'commit', timestamptz '2025-06-15'
 FROM generate_series(0, 49) o, unnest(ARRAY['2025-Q3', '2025-Q4', '2026-Q1']) q;
 SELECT analytics_refresh_closes(ARRAY(SELECT deal_id FROM deal_facts WHERE tenant_id = 'bench'), '{{}}');
+SELECT analytics_refresh_stays(ARRAY(SELECT deal_id FROM deal_facts WHERE tenant_id = 'bench'));
 COMMIT;
 ANALYZE;
 "#

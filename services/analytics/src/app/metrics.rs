@@ -74,9 +74,13 @@ impl AnalyticsApp {
                 lead_conversion(&leads, grouping)
             }
             MetricId::StageFunnel => {
-                let visits = self.store.stage_visits(tenant, window).await?;
+                let cells = self.store.stay_cells(tenant, window).await?;
+                let times = self
+                    .store
+                    .stay_times(tenant, window, grouping == Grouping::Owner)
+                    .await?;
                 let stages = self.store.stages(tenant).await?;
-                stage_funnel(&visits, &stages, grouping)
+                stage_funnel(&cells, &times, &stages, grouping)
             }
             MetricId::OpenPipeline => {
                 let open = self.store.open_at(tenant, window.end_time()).await?;

@@ -50,7 +50,7 @@ pub struct DealFact {
 }
 
 /// How a deal's stage changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TransitionKind {
     Created,
     Moved,
@@ -144,18 +144,40 @@ pub struct StageFact {
     pub kind: StageKind,
 }
 
-/// A deal's stay in a stage: its entry (a creation, move or reopening into the stage) and the
-/// transition that ended it, if any.
+/// Stays of deals in a stage that began in one UTC month, added up by what ended them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StageVisit {
-    pub deal: Uuid,
+pub struct StayCell {
+    /// The month of entry, `YYYY-MM`.
+    pub month: String,
     pub pipeline: Uuid,
-    pub owner: String,
     /// The stage entered (None when the event did not say).
     pub stage: Option<Uuid>,
-    pub entered: DateTime<Utc>,
-    /// The next transition of the deal: its kind, the stage it led to and when.
-    pub exit: Option<(TransitionKind, Option<Uuid>, DateTime<Utc>)>,
+    /// The deals' owner now.
+    pub owner: String,
+    /// What ended the stays, if anything did: the deal's next transition and the stage it led
+    /// to.
+    pub end: Option<(TransitionKind, Option<Uuid>)>,
+    pub stays: i64,
+}
+
+/// Ended stays that began in one UTC month, in a stage or of an owner's deals, counted in one
+/// bucket of their durations (see `durations`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StayTimes {
+    /// The month of entry, `YYYY-MM`.
+    pub month: String,
+    pub of: StaysOf,
+    pub bucket: i32,
+    pub stays: i64,
+}
+
+/// Whose stays a count of durations is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StaysOf {
+    /// A stage's (None when the events did not say).
+    Stage { pipeline: Uuid, stage: Option<Uuid> },
+    /// The stays of an owner's deals, in every stage.
+    Owner(String),
 }
 
 /// An open deal as it stood at an instant: its stage then, and its owner and amount then.

@@ -3,6 +3,7 @@
 
 pub mod crosssell;
 pub mod derived;
+pub mod durations;
 pub mod facts;
 pub mod goals;
 pub mod metrics;

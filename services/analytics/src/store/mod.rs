@@ -4,16 +4,16 @@
 //! Ingest writes a batch of events' fact changes, the skipped and parked events, the feed's
 //! watermark and the consumer's checkpoint in one transaction (exactly-once effect); in the
 //! same transaction it keeps the deals' closes and their sums per day (`close_cells`, see the
-//! closes migration), which a period's deal figures read instead of its transitions. Queries
-//! hand rows of facts, or those sums, to the formulas in `domain::metrics`, which are the same
-//! for both; the one order statistic a store computes (cycle days' median) is one SQL
-//! statement both run.
+//! closes migration), and their stays in stages with sums per month (see the stays migration),
+//! which a period's deal figures read instead of its transitions. Queries hand rows of facts,
+//! or those sums, to the formulas in `domain::metrics`, which are the same for both; the one
+//! order statistic a store computes (cycle days' median) is one SQL statement both run.
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, Utc};
 use crm_platform::outbox::{NewEvent, Outbox};
 use crm_platform::{ApiError, TenantId};
 use sqlx::migrate::Migrator;
@@ -24,8 +24,8 @@ use crate::domain::derived::{Changes, DerivedState, QuietDeal};
 use crate::domain::{
     CloseCell, CustomerChange, CustomerKind, CycleGroup, DealFact, DealRow, DealVersion, ExchangeRate, FactChange,
     ForecastFact, Goal, Gone, Grouping, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact,
-    OpenDeal, Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StageVisit,
-    TransferFact, TransitionFact, UsageFact, Watermark, Window,
+    OpenDeal, Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StayCell,
+    StayTimes, StaysOf, TransferFact, TransitionFact, TransitionKind, UsageFact, Watermark, Window,
 };
 
 #[cfg(test)]
@@ -127,33 +127,42 @@ pub(crate) struct Folded {
     pub owners: Vec<(Record, String)>,
     /// (deal, time, new owner) of each deal's owner change: a version of the deal as of then.
     pub owner_versions: Vec<(Uuid, DateTime<Utc>, String)>,
-    /// The deals whose closes the changes make ingest compute again.
-    pub reclosed: Reclosed,
+    /// What the changes make ingest compute again.
+    pub refresh: Refresh,
 }
 
-/// The deals whose closes (and cells) a tenant's changes make ingest compute again: deals
-/// changed, closed, reopened or given to another owner, and the deals of leads changed (a
-/// lead's source is part of its deals' closes).
+/// What a tenant's changes make ingest compute again from the facts, after applying them:
+/// - the closes (and their cells) of the deals changed, closed, reopened or given to another
+///   owner, and of the deals of the leads changed (a lead's source is part of its deals'
+///   closes);
+/// - the stays in stages (and their sums) of the deals changed, given to another owner or with
+///   a new transition.
 #[derive(Debug, Default)]
-pub(crate) struct Reclosed {
-    pub deals: BTreeSet<Uuid>,
+pub(crate) struct Refresh {
+    pub closes: BTreeSet<Uuid>,
     pub leads: BTreeSet<Uuid>,
+    pub stays: BTreeSet<Uuid>,
 }
 
-impl Reclosed {
+impl Refresh {
     pub(crate) fn add(&mut self, change: &FactChange) {
         match change {
             FactChange::Deal(deal) => {
-                self.deals.insert(deal.id);
+                self.closes.insert(deal.id);
+                self.stays.insert(deal.id);
             }
-            FactChange::Transition(t) if t.kind.closes_or_reopens() => {
-                self.deals.insert(t.deal);
+            FactChange::Transition(t) => {
+                if t.kind.closes_or_reopens() {
+                    self.closes.insert(t.deal);
+                }
+                self.stays.insert(t.deal);
             }
             FactChange::Owner {
                 record: Record::Deal(id),
                 ..
             } => {
-                self.deals.insert(*id);
+                self.closes.insert(*id);
+                self.stays.insert(*id);
             }
             FactChange::Lead(lead) => {
                 self.leads.insert(lead.id);
@@ -163,7 +172,7 @@ impl Reclosed {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.deals.is_empty() && self.leads.is_empty()
+        self.closes.is_empty() && self.leads.is_empty() && self.stays.is_empty()
     }
 }
 
@@ -185,7 +194,7 @@ impl Folded {
     }
 
     fn add(&mut self, change: FactChange) {
-        self.reclosed.add(&change);
+        self.refresh.add(&change);
         match change {
             FactChange::Deal(deal) => {
                 self.owners.retain(|(r, _)| *r != Record::Deal(deal.id));
@@ -316,6 +325,99 @@ where
     })
 }
 
+/// A window as its whole UTC months (`months`: the first day of the first, and of the month
+/// after the last; empty when it has none) and the instants of its other days (`days`: before
+/// and after the months). The funnel reads its whole months from the sums ingest keeps, and its
+/// other days from the stays themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MonthSplit {
+    pub months: (NaiveDate, NaiveDate),
+    pub days: [(DateTime<Utc>, DateTime<Utc>); 2],
+}
+
+impl MonthSplit {
+    pub(crate) fn of(window: Window) -> MonthSplit {
+        let month_of = |day: NaiveDate| day.with_day(1).unwrap_or(day);
+        let first = if window.start.day() == 1 {
+            window.start
+        } else {
+            month_of(window.start)
+                .checked_add_months(Months::new(1))
+                .unwrap_or(window.end)
+        };
+        let last = month_of(window.end);
+        let instant = |day: NaiveDate| day.and_time(NaiveTime::MIN).and_utc();
+        let (start, end) = (window.start_time(), window.end_time());
+        if first < last {
+            MonthSplit {
+                months: (first, last),
+                days: [(start, instant(first)), (instant(last), end)],
+            }
+        } else {
+            MonthSplit {
+                months: (window.start, window.start),
+                days: [(start, end), (end, end)],
+            }
+        }
+    }
+}
+
+/// An id stored as text (the nil id: none).
+fn stored_id(raw: &str) -> Result<Option<Uuid>, StoreError> {
+    let id = Uuid::parse_str(raw).map_err(|_| corrupt(format!("id {raw}")))?;
+    Ok((!id.is_nil()).then_some(id))
+}
+
+/// A row of stays' sums (the same text and integer columns on both backends): `month`
+/// (`YYYY-MM`), `pipeline_id`, `stage_id`, `owner`, `end_kind`, `end_stage`, `stays`.
+pub(crate) fn stay_cell<R: sqlx::Row>(row: &R) -> Result<StayCell, StoreError>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let kind: String = row.try_get("end_kind")?;
+    let end = if kind.is_empty() {
+        None
+    } else {
+        let kind = TransitionKind::parse(&kind).ok_or_else(|| corrupt(format!("transition kind {kind}")))?;
+        Some((kind, stored_id(&row.try_get::<String, _>("end_stage")?)?))
+    };
+    Ok(StayCell {
+        month: row.try_get("month")?,
+        pipeline: stored_id(&row.try_get::<String, _>("pipeline_id")?)?.unwrap_or_default(),
+        stage: stored_id(&row.try_get::<String, _>("stage_id")?)?,
+        owner: row.try_get("owner")?,
+        end,
+        stays: row.try_get("stays")?,
+    })
+}
+
+/// A row of durations' counts (the same text and integer columns on both backends): `month`
+/// (`YYYY-MM`), `pipeline_id` and `stage_id` (`owner` when `by_owner`), `bucket`, `stays`.
+pub(crate) fn stay_times<R: sqlx::Row>(row: &R, by_owner: bool) -> Result<StayTimes, StoreError>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let of = if by_owner {
+        StaysOf::Owner(row.try_get("owner")?)
+    } else {
+        StaysOf::Stage {
+            pipeline: stored_id(&row.try_get::<String, _>("pipeline_id")?)?.unwrap_or_default(),
+            stage: stored_id(&row.try_get::<String, _>("stage_id")?)?,
+        }
+    };
+    let bucket: i64 = row.try_get("bucket")?;
+    Ok(StayTimes {
+        month: row.try_get("month")?,
+        of,
+        bucket: i32::try_from(bucket).map_err(|_| corrupt(format!("duration bucket {bucket}")))?,
+        stays: row.try_get("stays")?,
+    })
+}
+
 /// The outcome of a stored close.
 pub(crate) fn outcome(raw: &str) -> Result<Outcome, StoreError> {
     Outcome::parse(raw).ok_or_else(|| corrupt(format!("outcome {raw}")))
@@ -376,8 +478,14 @@ pub trait AnalyticsStore: Send + Sync {
     async fn quotas(&self, tenant: &TenantId, period: &str) -> Result<Vec<QuotaFact>, StoreError>;
 
     /// The stays in a stage that began in `window` (a creation, move or reopening into the
-    /// stage), each with the transition that ended it, whenever that came.
-    async fn stage_visits(&self, tenant: &TenantId, window: Window) -> Result<Vec<StageVisit>, StoreError>;
+    /// stage), added up per month of entry, stage, owner and the transition that ended them,
+    /// whenever that came.
+    async fn stay_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<StayCell>, StoreError>;
+
+    /// The ended stays that began in `window`, counted per month of entry, bucket of their
+    /// durations, and stage (`by_owner`: the deals' owner instead).
+    async fn stay_times(&self, tenant: &TenantId, window: Window, by_owner: bool)
+    -> Result<Vec<StayTimes>, StoreError>;
 
     /// The stages of every pipeline, as the latest events order them.
     async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError>;

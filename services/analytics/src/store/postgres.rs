@@ -1,6 +1,7 @@
 //! The PostgreSQL store: queries pinned to their tenant (row-level security); ingest pins each
 //! change's tenant in turn inside its one transaction.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,8 +16,9 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, Folded, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED,
-    StoreError, corrupt, cycle_group, cycle_groups_sql, document, from_document, outcome, whole_and_rest,
+    AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, Folded, IngestBatch, Interactions, MonthSplit, PARKED_LISTED,
+    RATES_LISTED, StoreError, corrupt, cycle_group, cycle_groups_sql, document, from_document, outcome, stay_cell,
+    stay_times, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -259,11 +261,14 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
         .execute(&mut *tx)
         .await?;
     }
-    // Last: the closes read the deals, transitions, leads and owners written above.
-    if !f.reclosed.is_empty() {
-        sqlx::query("SELECT analytics_refresh_closes($1, $2)")
-            .bind(f.reclosed.deals.iter().copied().collect::<Vec<_>>())
-            .bind(f.reclosed.leads.iter().copied().collect::<Vec<_>>())
+    // Last, in one round trip: the closes and stays read the deals, transitions, leads and
+    // owners written above.
+    if !f.refresh.is_empty() {
+        let ids = |ids: &BTreeSet<Uuid>| ids.iter().copied().collect::<Vec<_>>();
+        sqlx::query("SELECT analytics_refresh_closes($1, $2), analytics_refresh_stays($3)")
+            .bind(ids(&f.refresh.closes))
+            .bind(ids(&f.refresh.leads))
+            .bind(ids(&f.refresh.stays))
             .execute(&mut *tx)
             .await?;
     }
@@ -728,45 +733,40 @@ impl AnalyticsStore for PgAnalyticsStore {
             .collect()
     }
 
-    async fn stage_visits(&self, tenant: &TenantId, window: Window) -> Result<Vec<StageVisit>, StoreError> {
+    async fn stay_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<StayCell>, StoreError> {
         let rows = self
             .read(
                 tenant,
-                sqlx::query(
-                    "SELECT e.deal_id, d.pipeline_id, d.owner, e.to_stage, e.time, n.kind AS exit_kind, \
-                     n.to_stage AS exit_stage, n.time AS exit_time FROM deal_transitions e \
-                     JOIN deal_facts d ON d.tenant_id = e.tenant_id AND d.deal_id = e.deal_id \
-                     LEFT JOIN deal_transitions n ON n.tenant_id = e.tenant_id AND n.deal_id = e.deal_id \
-                     AND n.sequence = e.sequence + 1 \
-                     WHERE e.tenant_id = $1 AND e.time >= $2 AND e.time < $3 \
-                     AND e.kind IN ('created', 'moved', 'reopened')",
-                )
-                .bind(tenant.as_str())
-                .bind(window.start_time())
-                .bind(window.end_time()),
+                stays_query(
+                    "pipeline_id, stage_id, owner, end_kind, end_stage",
+                    "stay_ends",
+                    "",
+                    tenant,
+                    window,
+                ),
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: Option<String> = row.try_get("exit_kind")?;
-                let exit = match kind {
-                    Some(kind) => Some((
-                        TransitionKind::parse(&kind).ok_or_else(|| corrupt(format!("transition kind {kind}")))?,
-                        row.try_get("exit_stage")?,
-                        row.try_get("exit_time")?,
-                    )),
-                    None => None,
-                };
-                Ok(StageVisit {
-                    deal: row.try_get("deal_id")?,
-                    pipeline: row.try_get("pipeline_id")?,
-                    owner: row.try_get("owner")?,
-                    stage: row.try_get("to_stage")?,
-                    entered: row.try_get("time")?,
-                    exit,
-                })
-            })
-            .collect()
+        rows.iter().map(stay_cell).collect()
+    }
+
+    async fn stay_times(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        by_owner: bool,
+    ) -> Result<Vec<StayTimes>, StoreError> {
+        let (columns, sums) = if by_owner {
+            ("owner, bucket", "owner_stay_times")
+        } else {
+            ("pipeline_id, stage_id, bucket", "stay_times")
+        };
+        let rows = self
+            .read(
+                tenant,
+                stays_query(columns, sums, "AND bucket IS NOT NULL", tenant, window),
+            )
+            .await?;
+        rows.iter().map(|row| stay_times(row, by_owner)).collect()
     }
 
     async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError> {
@@ -1468,4 +1468,47 @@ impl AnalyticsStore for PgAnalyticsStore {
     fn outbox(&self) -> Arc<dyn Outbox> {
         Arc::clone(&self.outbox) as Arc<dyn Outbox>
     }
+}
+
+/// The stays that began in `window` added up by `columns` (ids as text), from the sums table
+/// `sums` for its whole months and from the stays themselves (those `filter` keeps) for its
+/// other days.
+fn stays_query<'q>(
+    columns: &str,
+    sums: &str,
+    filter: &str,
+    tenant: &'q TenantId,
+    window: Window,
+) -> Query<'q, Postgres, PgArguments> {
+    let split = MonthSplit::of(window);
+    let text = |columns: &str| {
+        columns
+            .split(", ")
+            .map(|c| {
+                if c.ends_with("_id") || c == "end_stage" {
+                    format!("{c}::text AS {c}")
+                } else {
+                    c.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT to_char(month, 'YYYY-MM') AS month, {outer}, sum(stays)::bigint AS stays FROM ( \
+           SELECT month, {columns}, stays FROM {sums} WHERE tenant_id = $1 AND month >= $2 AND month < $3 \
+         UNION ALL \
+           SELECT date_trunc('month', entry_time AT TIME ZONE 'UTC')::date, {columns}, 1 FROM deal_stays \
+           WHERE tenant_id = $1 AND (entry_time >= $4 AND entry_time < $5 OR entry_time >= $6 AND entry_time < $7) \
+           {filter}) s \
+         GROUP BY month, {columns} HAVING sum(stays) <> 0",
+        outer = text(columns).replace("bucket", "bucket::bigint AS bucket"),
+    )))
+    .bind(tenant.as_str())
+    .bind(split.months.0)
+    .bind(split.months.1)
+    .bind(split.days[0].0)
+    .bind(split.days[0].1)
+    .bind(split.days[1].0)
+    .bind(split.days[1].1)
 }

@@ -1,6 +1,7 @@
 //! The SQLite store (`crm serve`): times in microseconds since the epoch, ids as text; ingest
 //! in one write transaction per batch.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,8 +14,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, IngestBatch, Interactions, PARKED_LISTED, RATES_LISTED, Reclosed,
-    StoreError, corrupt, cycle_group, cycle_groups_sql, document, from_document, outcome, whole_and_rest,
+    AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, IngestBatch, Interactions, MonthSplit, PARKED_LISTED, RATES_LISTED,
+    Refresh, StoreError, corrupt, cycle_group, cycle_groups_sql, document, from_document, outcome, stay_cell,
+    stay_times, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -48,17 +50,17 @@ fn text(id: Option<Uuid>) -> Option<String> {
     id.map(|id| id.to_string())
 }
 
-/// The closes and cells of `reclosed`'s deals, computed again from the facts: their old closes
+/// The closes and cells of `refresh`'s deals, computed again from the facts: their old closes
 /// are taken out of the cells, replaced, and the new ones added in (as the PostgreSQL store's
 /// analytics_refresh_closes).
-async fn refresh_closes(tx: &mut SqliteConnection, tenant: &TenantId, reclosed: &Reclosed) -> Result<(), sqlx::Error> {
-    if reclosed.is_empty() {
+async fn refresh_closes(tx: &mut SqliteConnection, tenant: &TenantId, refresh: &Refresh) -> Result<(), sqlx::Error> {
+    if refresh.closes.is_empty() && refresh.leads.is_empty() {
         return Ok(());
     }
     let t = tenant.as_str();
     let ids = |ids: &mut dyn Iterator<Item = String>| serde_json::Value::from(ids.collect::<Vec<_>>()).to_string();
-    let leads = ids(&mut reclosed.leads.iter().map(Uuid::to_string));
-    let mut deals: Vec<String> = reclosed.deals.iter().map(Uuid::to_string).collect();
+    let leads = ids(&mut refresh.leads.iter().map(Uuid::to_string));
+    let mut deals: Vec<String> = refresh.closes.iter().map(Uuid::to_string).collect();
     deals.extend(
         sqlx::query_scalar::<_, String>(
             "SELECT deal_id FROM deal_facts WHERE tenant_id = ?1 AND lead_id IN (SELECT value FROM json_each(?2))",
@@ -112,6 +114,86 @@ async fn refresh_closes(tx: &mut SqliteConnection, tenant: &TenantId, reclosed: 
     .await?;
     add_cells(1).execute(&mut *tx).await?;
     Ok(())
+}
+
+/// The bucket of the duration of a stay `t` (`t.time` to `t.end_time`, microseconds) in SQL, as
+/// analytics_duration_bucket in the PostgreSQL store (see domain::durations): the number of
+/// powers of two from 32 up to its whole seconds gives the doubling it falls in.
+const STAY_BUCKET: &str = "(SELECT CASE WHEN s < 64 THEN s ELSE (e - 5) * 32 + (s >> (e - 5)) END FROM (SELECT s, (SELECT count(*) FROM json_each('[32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576,2097152,4194304,8388608,16777216,33554432,67108864,134217728,268435456,536870912,1073741824,2147483648,4294967296,8589934592,17179869184,34359738368,68719476736,137438953472,274877906944,549755813888,1099511627776,2199023255552,4398046511104,8796093022208,17592186044416,35184372088832,70368744177664,140737488355328,281474976710656,562949953421312,1125899906842624,2251799813685248,4503599627370496,9007199254740992]') WHERE value <= s) + 4 AS e FROM (SELECT max(t.end_time - t.time, 0) / 1000000 AS s)))";
+
+/// The stays of `deals` (ids as a JSON array) added to the sums with the sign `factor`.
+async fn add_stays(tx: &mut SqliteConnection, t: &str, deals: &str, factor: i64) -> Result<(), sqlx::Error> {
+    let month = "date(entry_time / 1000000.0, 'unixepoch', 'start of month')";
+    let stays = "FROM deal_stays WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2))";
+    for sql in [
+        format!(
+            "INSERT INTO stay_ends (tenant_id, month, pipeline_id, stage_id, owner, end_kind, end_stage, stays) \
+             SELECT tenant_id, {month}, pipeline_id, stage_id, owner, end_kind, end_stage, ?3 * count(*) {stays} \
+             GROUP BY 1, 2, 3, 4, 5, 6, 7 \
+             ON CONFLICT (tenant_id, month, pipeline_id, stage_id, owner, end_kind, end_stage) DO UPDATE SET \
+             stays = stays + excluded.stays"
+        ),
+        format!(
+            "INSERT INTO stay_times (tenant_id, month, pipeline_id, stage_id, bucket, stays) \
+             SELECT tenant_id, {month}, pipeline_id, stage_id, bucket, ?3 * count(*) {stays} AND bucket IS NOT NULL \
+             GROUP BY 1, 2, 3, 4, 5 \
+             ON CONFLICT (tenant_id, month, pipeline_id, stage_id, bucket) DO UPDATE SET stays = stays + excluded.stays"
+        ),
+        format!(
+            "INSERT INTO owner_stay_times (tenant_id, month, owner, bucket, stays) \
+             SELECT tenant_id, {month}, owner, bucket, ?3 * count(*) {stays} AND bucket IS NOT NULL \
+             GROUP BY 1, 2, 3, 4 \
+             ON CONFLICT (tenant_id, month, owner, bucket) DO UPDATE SET stays = stays + excluded.stays"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(t)
+            .bind(deals)
+            .bind(factor)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The stays and their sums of `deals`, computed again from the facts: their old stays are
+/// taken out of the sums, replaced, and the new ones added in (as the PostgreSQL store's
+/// analytics_refresh_stays).
+async fn refresh_stays(
+    tx: &mut SqliteConnection,
+    tenant: &TenantId,
+    deals: &BTreeSet<Uuid>,
+) -> Result<(), sqlx::Error> {
+    if deals.is_empty() {
+        return Ok(());
+    }
+    let t = tenant.as_str();
+    let deals = serde_json::Value::from(deals.iter().map(Uuid::to_string).collect::<Vec<_>>()).to_string();
+    add_stays(tx, t, &deals, -1).await?;
+    sqlx::query("DELETE FROM deal_stays WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2))")
+        .bind(t)
+        .bind(&deals)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO deal_stays (tenant_id, deal_id, sequence, entry_time, pipeline_id, stage_id, owner, end_kind, \
+         end_stage, end_time, bucket) \
+         SELECT t.tenant_id, t.deal_id, t.sequence, t.time, d.pipeline_id, coalesce(t.to_stage, '{NIL}'), d.owner, \
+         coalesce(t.end_kind, ''), coalesce(t.end_stage, '{NIL}'), t.end_time, \
+         CASE WHEN t.end_time IS NOT NULL THEN {STAY_BUCKET} END \
+         FROM (SELECT tenant_id, deal_id, sequence, kind, to_stage, time, \
+               lead(kind) OVER w AS end_kind, lead(to_stage) OVER w AS end_stage, lead(time) OVER w AS end_time \
+               FROM deal_transitions WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2)) \
+               WINDOW w AS (PARTITION BY deal_id ORDER BY sequence)) t \
+         JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id \
+         WHERE t.kind IN ('created', 'moved', 'reopened')",
+        NIL = Uuid::nil()
+    )))
+    .bind(t)
+    .bind(&deals)
+    .execute(&mut *tx)
+    .await?;
+    add_stays(tx, t, &deals, 1).await
 }
 
 async fn apply(tx: &mut SqliteConnection, tenant: &TenantId, change: &FactChange) -> Result<(), sqlx::Error> {
@@ -480,20 +562,21 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        let mut reclosed: std::collections::BTreeMap<&TenantId, Reclosed> = std::collections::BTreeMap::new();
+        let mut refresh: std::collections::BTreeMap<&TenantId, Refresh> = std::collections::BTreeMap::new();
         for (tenant, change) in &batch.changes {
-            if !reclosed.contains_key(tenant) {
+            if !refresh.contains_key(tenant) {
                 sqlx::query("INSERT OR IGNORE INTO analytics_tenants (tenant_id) VALUES (?1)")
                     .bind(tenant.as_str())
                     .execute(&mut *tx)
                     .await?;
             }
             apply(&mut tx, tenant, change).await?;
-            reclosed.entry(tenant).or_default().add(change);
+            refresh.entry(tenant).or_default().add(change);
         }
-        // Last: the closes read the deals, transitions, leads and owners applied above.
-        for (tenant, reclosed) in &reclosed {
-            refresh_closes(&mut tx, tenant, reclosed).await?;
+        // Last: the closes and stays read the deals, transitions, leads and owners applied above.
+        for (tenant, refresh) in &refresh {
+            refresh_closes(&mut tx, tenant, refresh).await?;
+            refresh_stays(&mut tx, tenant, &refresh.stays).await?;
         }
         for (tenant, kind) in &batch.skipped {
             sqlx::query(
@@ -704,45 +787,34 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             .collect()
     }
 
-    async fn stage_visits(&self, tenant: &TenantId, window: Window) -> Result<Vec<StageVisit>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT e.deal_id, d.pipeline_id, d.owner, e.to_stage, e.time, n.kind AS exit_kind, \
-             n.to_stage AS exit_stage, n.time AS exit_time FROM deal_transitions e \
-             JOIN deal_facts d ON d.tenant_id = e.tenant_id AND d.deal_id = e.deal_id \
-             LEFT JOIN deal_transitions n ON n.tenant_id = e.tenant_id AND n.deal_id = e.deal_id \
-             AND n.sequence = e.sequence + 1 \
-             WHERE e.tenant_id = ?1 AND e.time >= ?2 AND e.time < ?3 AND e.kind IN ('created', 'moved', 'reopened')",
+    async fn stay_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<StayCell>, StoreError> {
+        let rows = stays_query(
+            "pipeline_id, stage_id, owner, end_kind, end_stage",
+            "stay_ends",
+            "",
+            tenant,
+            window,
         )
-        .bind(tenant.as_str())
-        .bind(window.start_time().timestamp_micros())
-        .bind(window.end_time().timestamp_micros())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: Option<String> = row.try_get("exit_kind")?;
-                let exit = match kind {
-                    Some(kind) => {
-                        let stage: Option<String> = row.try_get("exit_stage")?;
-                        Some((
-                            TransitionKind::parse(&kind).ok_or_else(|| corrupt(format!("transition kind {kind}")))?,
-                            stage.as_deref().map(uuid).transpose()?,
-                            time(row.try_get("exit_time")?)?,
-                        ))
-                    }
-                    None => None,
-                };
-                let stage: Option<String> = row.try_get("to_stage")?;
-                Ok(StageVisit {
-                    deal: uuid(row.try_get("deal_id")?)?,
-                    pipeline: uuid(row.try_get("pipeline_id")?)?,
-                    owner: row.try_get("owner")?,
-                    stage: stage.as_deref().map(uuid).transpose()?,
-                    entered: time(row.try_get("time")?)?,
-                    exit,
-                })
-            })
-            .collect()
+        rows.iter().map(stay_cell).collect()
+    }
+
+    async fn stay_times(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        by_owner: bool,
+    ) -> Result<Vec<StayTimes>, StoreError> {
+        let (columns, sums) = if by_owner {
+            ("owner, bucket", "owner_stay_times")
+        } else {
+            ("pipeline_id, stage_id, bucket", "stay_times")
+        };
+        let rows = stays_query(columns, sums, "AND bucket IS NOT NULL", tenant, window)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| stay_times(row, by_owner)).collect()
     }
 
     async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError> {
@@ -1355,4 +1427,34 @@ impl AnalyticsStore for SqliteAnalyticsStore {
     fn outbox(&self) -> Arc<dyn Outbox> {
         Arc::clone(&self.outbox) as Arc<dyn Outbox>
     }
+}
+
+/// The stays that began in `window` added up by `columns`, from the sums table `sums` for its
+/// whole months and from the stays themselves (those `filter` keeps) for its other days (as
+/// the PostgreSQL store's).
+fn stays_query<'q>(
+    columns: &str,
+    sums: &str,
+    filter: &str,
+    tenant: &'q TenantId,
+    window: Window,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let split = MonthSplit::of(window);
+    let day = |day: chrono::NaiveDate| day.format("%Y-%m-%d").to_string();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT substr(month, 1, 7) AS month, {columns}, sum(stays) AS stays FROM ( \
+           SELECT month, {columns}, stays FROM {sums} WHERE tenant_id = ?1 AND month >= ?2 AND month < ?3 \
+         UNION ALL \
+           SELECT date(entry_time / 1000000.0, 'unixepoch', 'start of month'), {columns}, 1 FROM deal_stays \
+           WHERE tenant_id = ?1 AND (entry_time >= ?4 AND entry_time < ?5 OR entry_time >= ?6 AND entry_time < ?7) \
+           {filter}) s \
+         GROUP BY 1, {columns} HAVING sum(stays) <> 0"
+    )))
+    .bind(tenant.as_str())
+    .bind(day(split.months.0))
+    .bind(day(split.months.1))
+    .bind(split.days[0].0.timestamp_micros())
+    .bind(split.days[0].1.timestamp_micros())
+    .bind(split.days[1].0.timestamp_micros())
+    .bind(split.days[1].1.timestamp_micros())
 }

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Figure, Grouping, MS_PER_DAY, days, figures, median, month, one_currency_sum, rate_figure, ratio};
+use super::{Figure, Grouping, MS_PER_DAY, figures, month, one_currency_sum, rate_figure, ratio};
+use crate::domain::durations;
 use crate::domain::facts::{
     CALL_CATEGORY, CloseCell, CycleGroup, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
-    StageVisit, TransitionKind,
+    StayCell, StayTimes, StaysOf, TransitionKind,
 };
 
 /// The group of a deal (in `pipeline`, from a lead of `lead_source`) under `grouping`; `month`
@@ -121,52 +122,71 @@ struct Stays {
     advanced: i64,
     moved_back: i64,
     lost: i64,
-    days: Vec<f64>,
+    ended: i64,
+    /// The ended stays per bucket of their durations.
+    times: BTreeMap<i32, i64>,
     position: Option<i32>,
 }
 
-/// Stage funnel: see the catalogue. `stages` orders each pipeline's stages.
+/// The group of stays of `of` that began in `month` under `grouping`.
+fn stays_group(grouping: Grouping, month: &str, of: &StaysOf) -> String {
+    match (grouping, of) {
+        (Grouping::Month, _) => month.to_owned(),
+        (_, StaysOf::Stage { pipeline, stage }) => stage_group(grouping, *pipeline, *stage, ""),
+        (_, StaysOf::Owner(owner)) => owner.clone(),
+    }
+}
+
+/// Stage funnel: see the catalogue. `cells` are the period's stays by what ended them, `times`
+/// the durations of its ended stays by stage (by owner for the owner grouping); `stages`
+/// orders each pipeline's stages.
 #[allow(clippy::cast_precision_loss)]
-pub fn stage_funnel(visits: &[StageVisit], stages: &[StageFact], grouping: Grouping) -> Vec<Figure> {
+pub fn stage_funnel(cells: &[StayCell], times: &[StayTimes], stages: &[StageFact], grouping: Grouping) -> Vec<Figure> {
     let position =
         |stage: Option<uuid::Uuid>| stage.and_then(|id| stages.iter().find(|s| s.stage == id).map(|s| s.position));
     let mut groups: BTreeMap<String, Stays> = BTreeMap::new();
-    for visit in visits {
+    for cell in cells {
         let group = match grouping {
-            Grouping::Month => month(visit.entered),
-            _ => stage_group(grouping, visit.pipeline, visit.stage, &visit.owner),
+            Grouping::Month => cell.month.clone(),
+            _ => stage_group(grouping, cell.pipeline, cell.stage, &cell.owner),
         };
-        let here = position(visit.stage);
+        let here = position(cell.stage);
         let stays = groups.entry(group).or_default();
         if grouping == Grouping::Stage {
             stays.position = here;
         }
-        stays.entered += 1;
-        let Some((kind, to, time)) = visit.exit else {
+        stays.entered = stays.entered.saturating_add(cell.stays);
+        let Some((kind, to)) = cell.end else {
             continue;
         };
-        stays.days.push(days(visit.entered, time));
-        match kind {
-            TransitionKind::Lost => stays.lost += 1,
-            TransitionKind::Moved | TransitionKind::Reopened if matches!((here, position(to)), (Some(here), Some(to)) if to < here) =>
-            {
-                stays.moved_back += 1;
+        stays.ended = stays.ended.saturating_add(cell.stays);
+        let outcome = match kind {
+            TransitionKind::Lost => &mut stays.lost,
+            TransitionKind::Moved | TransitionKind::Reopened if matches!((here, position(to)), (Some(here), Some(to)) if to < here) => {
+                &mut stays.moved_back
             }
-            _ => stays.advanced += 1,
+            _ => &mut stays.advanced,
+        };
+        *outcome = outcome.saturating_add(cell.stays);
+    }
+    for time in times {
+        if let Some(stays) = groups.get_mut(&stays_group(grouping, &time.month, &time.of)) {
+            let n = stays.times.entry(time.bucket).or_default();
+            *n = n.saturating_add(time.stays);
         }
     }
-    figures(grouping, groups, |mut stays| {
+    figures(grouping, groups, |stays| {
         let mut parts: BTreeMap<&'static str, f64> = [
             ("entered", stays.entered as f64),
             ("advanced", stays.advanced as f64),
             ("moved_back", stays.moved_back as f64),
             ("lost", stays.lost as f64),
-            ("still_in", (stays.entered - stays.days.len() as i64) as f64),
+            ("still_in", (stays.entered - stays.ended) as f64),
         ]
         .into_iter()
         .collect();
-        if let Some(median) = median(&mut stays.days) {
-            parts.insert("median_days", median);
+        if let Some(median) = durations::median(&stays.times) {
+            parts.insert("median_days", median * 1000.0 / MS_PER_DAY);
         }
         if let Some(position) = stays.position {
             parts.insert("position", f64::from(position));
@@ -680,15 +700,33 @@ mod tests {
         assert_eq!(tenant[0].value, Some(2000.0 / 3000.0));
     }
 
-    fn visit(deal: u128, stage: u128, entered: u32, exit: Option<(TransitionKind, u128, u32)>) -> StageVisit {
-        StageVisit {
-            deal: Uuid::from_u128(deal),
+    /// A stay in stage `stage` from day `entered`, ended by `end` (its kind, the stage it led
+    /// to, its day), as the store adds it up: a cell of one, and its duration's bucket.
+    fn stay(stage: u128, entered: u32, end: Option<(TransitionKind, u128, u32)>) -> (StayCell, Option<StayTimes>) {
+        let stage = Some(Uuid::from_u128(stage));
+        let cell = StayCell {
+            month: "2026-11".into(),
             pipeline: Uuid::from_u128(99),
+            stage,
             owner: "ann".into(),
-            stage: Some(Uuid::from_u128(stage)),
-            entered: at(entered),
-            exit: exit.map(|(kind, to, day)| (kind, Some(Uuid::from_u128(to)), at(day))),
-        }
+            end: end.map(|(kind, to, _)| (kind, Some(Uuid::from_u128(to)))),
+            stays: 1,
+        };
+        let times = end.map(|(_, _, day)| StayTimes {
+            month: "2026-11".into(),
+            of: StaysOf::Stage {
+                pipeline: Uuid::from_u128(99),
+                stage,
+            },
+            bucket: durations::bucket((at(day) - at(entered)).num_milliseconds()),
+            stays: 1,
+        });
+        (cell, times)
+    }
+
+    /// Whether `days` is within 1/64 of `exact` (what a median of buckets promises).
+    fn about(days: f64, exact: f64) -> bool {
+        (days - exact).abs() <= exact / 64.0
     }
 
     #[test]
@@ -701,15 +739,18 @@ mod tests {
         };
         // Stages 10, 20, 30 in that order (40: no longer on the board).
         let stages = vec![stage(10, 0), stage(20, 1), stage(30, 2)];
-        let visits = vec![
-            visit(1, 10, 1, Some((TransitionKind::Moved, 20, 3))),
-            visit(2, 10, 2, Some((TransitionKind::Lost, 90, 8))),
-            visit(3, 10, 2, None),
-            visit(4, 10, 4, Some((TransitionKind::Moved, 40, 5))),
-            visit(1, 20, 3, Some((TransitionKind::Moved, 10, 10))),
-            visit(5, 20, 5, Some((TransitionKind::Won, 91, 6))),
-        ];
-        let by_stage = stage_funnel(&visits, &stages, Grouping::Stage);
+        let (cells, times): (Vec<StayCell>, Vec<Option<StayTimes>>) = [
+            stay(10, 1, Some((TransitionKind::Moved, 20, 3))),
+            stay(10, 2, Some((TransitionKind::Lost, 90, 8))),
+            stay(10, 2, None),
+            stay(10, 4, Some((TransitionKind::Moved, 40, 5))),
+            stay(20, 3, Some((TransitionKind::Moved, 10, 10))),
+            stay(20, 5, Some((TransitionKind::Won, 91, 6))),
+        ]
+        .into_iter()
+        .unzip();
+        let times: Vec<StayTimes> = times.into_iter().flatten().collect();
+        let by_stage = stage_funnel(&cells, &times, &stages, Grouping::Stage);
         assert_eq!(by_stage.len(), 2);
         let first = &by_stage[0];
         assert_eq!(
@@ -719,22 +760,37 @@ mod tests {
         // Stage 10: four stays; advanced 2 (to 20, and to 40 which is not earlier), lost 1,
         // still in 1; days to the end: 2, 6, 1: median 2.
         assert_eq!((first.value, first.count), (Some(0.5), 4));
-        let parts: Vec<f64> = ["advanced", "moved_back", "lost", "still_in", "median_days", "position"]
+        let parts: Vec<f64> = ["advanced", "moved_back", "lost", "still_in", "position"]
             .iter()
             .map(|k| first.parts[k])
             .collect();
-        assert_eq!(parts, [2.0, 0.0, 1.0, 1.0, 2.0, 0.0]);
+        assert_eq!(parts, [2.0, 0.0, 1.0, 1.0, 0.0]);
+        assert!(about(first.parts["median_days"], 2.0), "{}", first.parts["median_days"]);
         // Stage 20: back to 10 (7 days), won (1 day): one advanced of two; median 4.
         let second = &by_stage[1];
-        assert_eq!(
-            (second.value, second.parts["moved_back"], second.parts["median_days"]),
-            (Some(0.5), 1.0, 4.0)
+        assert_eq!((second.value, second.parts["moved_back"]), (Some(0.5), 1.0));
+        assert!(
+            about(second.parts["median_days"], 4.0),
+            "{}",
+            second.parts["median_days"]
         );
         assert_eq!(second.parts["position"], 1.0);
-        // The tenant: 3 advanced of 6 stays.
-        let tenant = stage_funnel(&visits, &stages, Grouping::Tenant);
+        // The tenant: 3 advanced of 6 stays; days 1, 1, 2, 6, 7: median 2.
+        let tenant = stage_funnel(&cells, &times, &stages, Grouping::Tenant);
         assert_eq!((tenant[0].value, tenant[0].count), (Some(0.5), 6));
+        assert!(about(tenant[0].parts["median_days"], 2.0));
         assert!(!tenant[0].parts.contains_key("position"));
+        // By owner, the durations are the owner's.
+        let owner_times: Vec<StayTimes> = times
+            .iter()
+            .map(|t| StayTimes {
+                of: StaysOf::Owner("ann".into()),
+                ..t.clone()
+            })
+            .collect();
+        let ann = stage_funnel(&cells, &owner_times, &stages, Grouping::Owner);
+        assert_eq!((ann[0].group.as_str(), ann[0].count), ("ann", 6));
+        assert!(about(ann[0].parts["median_days"], 2.0));
     }
 
     fn open_deal(n: u128, owner: &str, amount: i64, currency: &str) -> OpenDeal {

@@ -198,10 +198,11 @@ pub const CATALOGUE: &[MetricInfo] = &[
                   earlier on the pipeline's board (as the pipeline orders its stages now); \
                   `moved_back` = ended by a move to an earlier stage; `lost` = ended by a loss; \
                   `still_in` = not ended; value = advanced / entered; `median_days` = median \
-                  days (of 86400 s) from entry to the end, over the ended stays; `position` = \
-                  the stage's place on the board, from 0 (stage grouping); month: the month of \
-                  entry",
-        version: 1,
+                  days (of 86400 s) from entry to the end, over the ended stays, each duration \
+                  taken as the middle of its bucket (whole seconds under 64 s, then 32 buckets \
+                  per doubling: within 1/64 of the duration); `position` = the stage's place on \
+                  the board, from 0 (stage grouping); month: the UTC month of entry",
+        version: 2,
         unit: "ratio",
         groupings: &[Grouping::Stage, Grouping::Owner, Grouping::Pipeline, Grouping::Month],
         parts: &[
