@@ -63,7 +63,12 @@ impl AnalyticsApp {
         Ok(match metric {
             MetricId::WinRate => win_rate(&self.store.close_cells(tenant, window).await?, grouping),
             MetricId::SalesCycleDays => {
-                sales_cycle_days(&self.store.cycle_groups(tenant, window, grouping).await?, grouping)
+                let cells = self.store.close_cells(tenant, window).await?;
+                sales_cycle_days(
+                    &cells,
+                    &self.store.cycle_times(tenant, window, grouping).await?,
+                    grouping,
+                )
             }
             MetricId::CohortWinRate => {
                 let deals = self.store.deals_created(tenant, window).await?;

@@ -2,7 +2,7 @@
 //! counts: a duration's bucket is its whole seconds `s` under 64 s, then one of 32 buckets per
 //! doubling (for `2^e <= s < 2^(e+1)`, the buckets are `2^(e-5)` seconds wide), so a bucket's
 //! middle is within 1/64 of every duration in it. The stores compute the same buckets in SQL
-//! (analytics_duration_bucket in the PostgreSQL migrations, `STAY_BUCKET` in the SQLite store).
+//! (analytics_duration_bucket in the PostgreSQL migrations, `duration_bucket` in the SQLite store).
 
 use std::collections::BTreeMap;
 

@@ -523,17 +523,13 @@ pub struct CloseCell {
     pub cycle_ms: i128,
 }
 
-/// The won deals among a period's closes (as [`CloseCell`] counts them) in one group of a
-/// grouping: how many, their cycles (close time - creation time, in whole milliseconds) added
-/// up, and the median cycle (the mean of the middle two for an even count).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CycleGroup {
-    /// The group, as the metric names it (an owner, `pipelines/{id}`, a lead source, `YYYY-MM`,
-    /// or empty for the tenant).
+/// Won deals of a group (as the metric names it: an owner, `pipelines/{id}`, a lead source,
+/// `YYYY-MM`, or empty for the tenant) whose cycles fall in one bucket (see `durations`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CycleTimes {
     pub group: String,
+    pub bucket: i32,
     pub deals: i64,
-    pub cycle_ms: i128,
-    pub median_ms: f64,
 }
 
 impl CloseCell {

@@ -6,8 +6,8 @@
 //! same transaction it keeps the deals' closes and their sums per day (`close_cells`, see the
 //! closes migration), and their stays in stages with sums per month (see the stays migration),
 //! which a period's deal figures read instead of its transitions. Queries hand rows of facts,
-//! or those sums, to the formulas in `domain::metrics`, which are the same for both; the one
-//! order statistic a store computes (cycle days' median) is one SQL statement both run.
+//! or those sums, to the formulas in `domain::metrics`, which are the same for both. Medians
+//! are read from durations counted per bucket (`domain::durations`).
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::domain::derived::{Changes, DerivedState, QuietDeal};
 use crate::domain::{
-    CloseCell, CustomerChange, CustomerKind, CycleGroup, DealFact, DealRow, DealVersion, ExchangeRate, FactChange,
+    CloseCell, CustomerChange, CustomerKind, CycleTimes, DealFact, DealRow, DealVersion, ExchangeRate, FactChange,
     ForecastFact, Goal, Gone, Grouping, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact,
     OpenDeal, Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StayCell,
     StayTimes, StaysOf, TransferFact, TransitionFact, TransitionKind, UsageFact, Watermark, Window,
@@ -295,34 +295,32 @@ pub(crate) fn whole_and_rest(whole: i64, rest: i64, unit: i64) -> i128 {
     i128::from(whole) * i128::from(unit) + i128::from(rest)
 }
 
-/// The median of each group of the won closes that `closes` (a subquery with `grp` and
-/// `cycle_ms`) selects: the mean of the middle two for an even count. The same SQL for both
-/// backends.
-pub(crate) fn cycle_groups_sql(closes: &str) -> String {
-    format!(
-        "SELECT grp, count(*) AS deals, CAST(sum(cycle_ms / 86400000) AS bigint) AS cycle_days, \
-         CAST(sum(cycle_ms % 86400000) AS bigint) AS cycle_rest_ms, \
-         CAST(avg(CASE WHEN rn IN ((n + 1) / 2, (n + 2) / 2) THEN cycle_ms END) AS double precision) AS median_ms \
-         FROM (SELECT grp, cycle_ms, row_number() OVER (PARTITION BY grp ORDER BY cycle_ms) AS rn, \
-               count(*) OVER (PARTITION BY grp) AS n FROM ({closes}) c) w \
-         GROUP BY grp"
-    )
-}
-
-/// A row of [`cycle_groups_sql`] (the same columns and types on both backends).
-pub(crate) fn cycle_group<R: sqlx::Row>(row: &R) -> Result<CycleGroup, sqlx::Error>
+/// A row of cycle times (the same text and integer columns on both backends): `grp`,
+/// `bucket`, `deals`.
+pub(crate) fn cycle_times<R: sqlx::Row>(row: &R) -> Result<CycleTimes, StoreError>
 where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     &'static str: sqlx::ColumnIndex<R>,
 {
-    Ok(CycleGroup {
+    let bucket: i64 = row.try_get("bucket")?;
+    Ok(CycleTimes {
         group: row.try_get("grp")?,
+        bucket: i32::try_from(bucket).map_err(|_| corrupt(format!("duration bucket {bucket}")))?,
         deals: row.try_get("deals")?,
-        cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
-        median_ms: row.try_get("median_ms")?,
     })
+}
+
+/// The SQL of the group of a close (or of a row of cycle times) under `grouping`, as the
+/// metric names it; `month` is the SQL of its month, `YYYY-MM`.
+pub(crate) fn close_group_sql(grouping: Grouping, month: &str) -> String {
+    match grouping {
+        Grouping::Owner => "owner".into(),
+        Grouping::Pipeline => "'pipelines/' || pipeline_id".into(),
+        Grouping::LeadSource => "lead_source".into(),
+        Grouping::Month => month.into(),
+        Grouping::Tenant | Grouping::Stage | Grouping::Campaign => "''".into(),
+    }
 }
 
 /// A window as its whole UTC months (`months`: the first day of the first, and of the month
@@ -457,13 +455,14 @@ pub trait AnalyticsStore: Send + Sync {
     async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError>;
 
     /// The won deals among the closes `window` counts, per group of `grouping` (by the month of
-    /// the close), with their median cycle.
-    async fn cycle_groups(
+    /// the close) and bucket of their cycles: whole months from the cycle times ingest keeps,
+    /// other days (and the closes a reopening superseded after the window) from the closes.
+    async fn cycle_times(
         &self,
         tenant: &TenantId,
         window: Window,
         grouping: Grouping,
-    ) -> Result<Vec<CycleGroup>, StoreError>;
+    ) -> Result<Vec<CycleTimes>, StoreError>;
 
     /// The deals created in `window`.
     async fn deals_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<DealRow>, StoreError>;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, Folded, IngestBatch, Interactions, MonthSplit, PARKED_LISTED,
-    RATES_LISTED, StoreError, corrupt, cycle_group, cycle_groups_sql, document, from_document, outcome, stay_cell,
+    RATES_LISTED, StoreError, close_group_sql, corrupt, cycle_times, document, from_document, outcome, stay_cell,
     stay_times, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
@@ -552,32 +552,46 @@ impl AnalyticsStore for PgAnalyticsStore {
         Ok(true)
     }
 
-    async fn cycle_groups(
+    async fn cycle_times(
         &self,
         tenant: &TenantId,
         window: Window,
         grouping: Grouping,
-    ) -> Result<Vec<CycleGroup>, StoreError> {
-        let group = match grouping {
-            Grouping::Owner => "owner",
-            Grouping::Pipeline => "'pipelines/' || pipeline_id::text",
-            Grouping::LeadSource => "lead_source",
-            Grouping::Month => "to_char(close_time AT TIME ZONE 'UTC', 'YYYY-MM')",
-            Grouping::Tenant | Grouping::Stage | Grouping::Campaign => "''",
-        };
+    ) -> Result<Vec<CycleTimes>, StoreError> {
+        let split = MonthSplit::of(window);
+        let kept = close_group_sql(grouping, "to_char(month, 'YYYY-MM')").replace("pipeline_id", "pipeline_id::text");
+        let closed = close_group_sql(grouping, "to_char(close_time AT TIME ZONE 'UTC', 'YYYY-MM')")
+            .replace("pipeline_id", "pipeline_id::text");
+        // The whole months' counts; the won closes of the other days that nothing superseded
+        // within the window; those of the whole months that a reopening superseded after it.
         let rows = self
             .read(
                 tenant,
-                sqlx::query(sqlx::AssertSqlSafe(cycle_groups_sql(&format!(
-                    "SELECT {group} AS grp, cycle_ms FROM deal_closes WHERE tenant_id = $1 AND outcome = 'won' \
-                     AND close_time >= $2 AND close_time < $3 AND (superseded_time IS NULL OR superseded_time >= $3)"
-                ))))
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT grp, bucket::bigint AS bucket, sum(deals)::bigint AS deals FROM ( \
+                       SELECT {kept} AS grp, bucket, deals FROM cycle_times \
+                       WHERE tenant_id = $1 AND month >= $2 AND month < $3 \
+                     UNION ALL \
+                       SELECT {closed}, analytics_duration_bucket(cycle_ms), 1 FROM deal_closes \
+                       WHERE tenant_id = $1 AND outcome = 'won' \
+                       AND (close_time >= $4 AND close_time < $5 OR close_time >= $6 AND close_time < $7) \
+                       AND (superseded_time IS NULL OR superseded_time >= $7) \
+                     UNION ALL \
+                       SELECT {closed}, analytics_duration_bucket(cycle_ms), 1 FROM deal_closes \
+                       WHERE tenant_id = $1 AND superseded_time IS NOT NULL AND close_time >= $5 AND close_time < $6 \
+                       AND outcome = 'won' AND superseded_time >= $7) c \
+                     GROUP BY 1, 2 HAVING sum(deals) <> 0"
+                )))
                 .bind(tenant.as_str())
-                .bind(window.start_time())
+                .bind(split.months.0)
+                .bind(split.months.1)
+                .bind(split.days[0].0)
+                .bind(split.days[0].1)
+                .bind(split.days[1].0)
                 .bind(window.end_time()),
             )
             .await?;
-        Ok(rows.iter().map(cycle_group).collect::<Result<_, _>>()?)
+        rows.iter().map(cycle_times).collect()
     }
 
     async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError> {

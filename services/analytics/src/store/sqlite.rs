@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, IngestBatch, Interactions, MonthSplit, PARKED_LISTED, RATES_LISTED,
-    Refresh, StoreError, corrupt, cycle_group, cycle_groups_sql, document, from_document, outcome, stay_cell,
+    Refresh, StoreError, close_group_sql, corrupt, cycle_times, document, from_document, outcome, stay_cell,
     stay_times, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
@@ -89,7 +89,23 @@ async fn refresh_closes(tx: &mut SqliteConnection, tenant: &TenantId, refresh: &
         .bind(&deals)
         .bind(factor)
     };
+    let add_cycle_times = |factor: i64| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO cycle_times (tenant_id, month, owner, pipeline_id, lead_source, bucket, deals) \
+             SELECT tenant_id, date(close_time / 1000000.0, 'unixepoch', 'start of month'), owner, pipeline_id, \
+             lead_source, {bucket}, ?3 * count(*) FROM deal_closes \
+             WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2)) AND superseded_time IS NULL \
+             AND outcome = 'won' GROUP BY 1, 2, 3, 4, 5, 6 \
+             ON CONFLICT (tenant_id, month, owner, pipeline_id, lead_source, bucket) DO UPDATE SET \
+             deals = deals + excluded.deals",
+            bucket = duration_bucket("max(cycle_ms, 0) / 1000")
+        )))
+        .bind(t)
+        .bind(&deals)
+        .bind(factor)
+    };
     add_cells(-1).execute(&mut *tx).await?;
+    add_cycle_times(-1).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM deal_closes WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2))")
         .bind(t)
         .bind(&deals)
@@ -113,13 +129,22 @@ async fn refresh_closes(tx: &mut SqliteConnection, tenant: &TenantId, refresh: &
     .execute(&mut *tx)
     .await?;
     add_cells(1).execute(&mut *tx).await?;
+    add_cycle_times(1).execute(&mut *tx).await?;
     Ok(())
 }
 
-/// The bucket of the duration of a stay `t` (`t.time` to `t.end_time`, microseconds) in SQL, as
+/// The bucket of a duration of `seconds` whole seconds (an SQL expression, at least 0), as
 /// analytics_duration_bucket in the PostgreSQL store (see domain::durations): the number of
-/// powers of two from 32 up to its whole seconds gives the doubling it falls in.
-const STAY_BUCKET: &str = "(SELECT CASE WHEN s < 64 THEN s ELSE (e - 5) * 32 + (s >> (e - 5)) END FROM (SELECT s, (SELECT count(*) FROM json_each('[32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576,2097152,4194304,8388608,16777216,33554432,67108864,134217728,268435456,536870912,1073741824,2147483648,4294967296,8589934592,17179869184,34359738368,68719476736,137438953472,274877906944,549755813888,1099511627776,2199023255552,4398046511104,8796093022208,17592186044416,35184372088832,70368744177664,140737488355328,281474976710656,562949953421312,1125899906842624,2251799813685248,4503599627370496,9007199254740992]') WHERE value <= s) + 4 AS e FROM (SELECT max(t.end_time - t.time, 0) / 1000000 AS s)))";
+/// powers of two from 32 up to it gives the doubling it falls in.
+fn duration_bucket(seconds: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN s < 64 THEN s ELSE (e - 5) * 32 + (s >> (e - 5)) END FROM (SELECT s, \
+         (SELECT count(*) FROM json_each('[{POWERS}]') WHERE value <= s) + 4 AS e FROM (SELECT {seconds} AS s)))"
+    )
+}
+
+/// 2^5 to 2^53: the lower ends of the doublings of whole seconds a duration can fall in.
+const POWERS: &str = "32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576,2097152,4194304,8388608,16777216,33554432,67108864,134217728,268435456,536870912,1073741824,2147483648,4294967296,8589934592,17179869184,34359738368,68719476736,137438953472,274877906944,549755813888,1099511627776,2199023255552,4398046511104,8796093022208,17592186044416,35184372088832,70368744177664,140737488355328,281474976710656,562949953421312,1125899906842624,2251799813685248,4503599627370496,9007199254740992";
 
 /// The stays of `deals` (ids as a JSON array) added to the sums with the sign `factor`.
 async fn add_stays(tx: &mut SqliteConnection, t: &str, deals: &str, factor: i64) -> Result<(), sqlx::Error> {
@@ -180,14 +205,15 @@ async fn refresh_stays(
          end_stage, end_time, bucket) \
          SELECT t.tenant_id, t.deal_id, t.sequence, t.time, d.pipeline_id, coalesce(t.to_stage, '{NIL}'), d.owner, \
          coalesce(t.end_kind, ''), coalesce(t.end_stage, '{NIL}'), t.end_time, \
-         CASE WHEN t.end_time IS NOT NULL THEN {STAY_BUCKET} END \
+         CASE WHEN t.end_time IS NOT NULL THEN {bucket} END \
          FROM (SELECT tenant_id, deal_id, sequence, kind, to_stage, time, \
                lead(kind) OVER w AS end_kind, lead(to_stage) OVER w AS end_stage, lead(time) OVER w AS end_time \
                FROM deal_transitions WHERE tenant_id = ?1 AND deal_id IN (SELECT value FROM json_each(?2)) \
                WINDOW w AS (PARTITION BY deal_id ORDER BY sequence)) t \
          JOIN deal_facts d ON d.tenant_id = t.tenant_id AND d.deal_id = t.deal_id \
          WHERE t.kind IN ('created', 'moved', 'reopened')",
-        NIL = Uuid::nil()
+        NIL = Uuid::nil(),
+        bucket = duration_bucket("max(t.end_time - t.time, 0) / 1000000"),
     )))
     .bind(t)
     .bind(&deals)
@@ -621,29 +647,42 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         Ok(true)
     }
 
-    async fn cycle_groups(
+    async fn cycle_times(
         &self,
         tenant: &TenantId,
         window: Window,
         grouping: Grouping,
-    ) -> Result<Vec<CycleGroup>, StoreError> {
-        let group = match grouping {
-            Grouping::Owner => "owner",
-            Grouping::Pipeline => "'pipelines/' || pipeline_id",
-            Grouping::LeadSource => "lead_source",
-            Grouping::Month => "strftime('%Y-%m', close_time / 1000000.0, 'unixepoch')",
-            Grouping::Tenant | Grouping::Stage | Grouping::Campaign => "''",
-        };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(cycle_groups_sql(&format!(
-            "SELECT {group} AS grp, cycle_ms FROM deal_closes WHERE tenant_id = ?1 AND close_time >= ?2 \
-             AND close_time < ?3 AND (superseded_time IS NULL OR superseded_time >= ?3) AND outcome = 'won'"
-        ))))
+    ) -> Result<Vec<CycleTimes>, StoreError> {
+        let split = MonthSplit::of(window);
+        let kept = close_group_sql(grouping, "substr(month, 1, 7)");
+        let closed = close_group_sql(grouping, "strftime('%Y-%m', close_time / 1000000.0, 'unixepoch')");
+        let bucket = duration_bucket("max(cycle_ms, 0) / 1000");
+        // As the PostgreSQL store's.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT grp, bucket, sum(deals) AS deals FROM ( \
+               SELECT {kept} AS grp, bucket, deals FROM cycle_times \
+               WHERE tenant_id = ?1 AND month >= ?2 AND month < ?3 \
+             UNION ALL \
+               SELECT {closed}, {bucket}, 1 FROM deal_closes \
+               WHERE tenant_id = ?1 AND outcome = 'won' \
+               AND (close_time >= ?4 AND close_time < ?5 OR close_time >= ?6 AND close_time < ?7) \
+               AND (superseded_time IS NULL OR superseded_time >= ?7) \
+             UNION ALL \
+               SELECT {closed}, {bucket}, 1 FROM deal_closes \
+               WHERE tenant_id = ?1 AND superseded_time IS NOT NULL AND close_time >= ?5 AND close_time < ?6 \
+               AND outcome = 'won' AND superseded_time >= ?7) c \
+             GROUP BY 1, 2 HAVING sum(deals) <> 0"
+        )))
         .bind(tenant.as_str())
-        .bind(window.start_time().timestamp_micros())
+        .bind(split.months.0.format("%Y-%m-%d").to_string())
+        .bind(split.months.1.format("%Y-%m-%d").to_string())
+        .bind(split.days[0].0.timestamp_micros())
+        .bind(split.days[0].1.timestamp_micros())
+        .bind(split.days[1].0.timestamp_micros())
         .bind(window.end_time().timestamp_micros())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(cycle_group).collect::<Result<_, _>>()?)
+        rows.iter().map(cycle_times).collect()
     }
 
     async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError> {

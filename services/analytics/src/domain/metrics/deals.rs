@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{Figure, Grouping, MS_PER_DAY, figures, month, one_currency_sum, rate_figure, ratio};
 use crate::domain::durations;
 use crate::domain::facts::{
-    CALL_CATEGORY, CloseCell, CycleGroup, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
+    CALL_CATEGORY, CloseCell, CycleTimes, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
     StayCell, StayTimes, StaysOf, TransitionKind,
 };
 
@@ -75,14 +75,34 @@ pub fn cohort_win_rate(deals: &[DealRow], grouping: Grouping) -> Vec<Figure> {
     })
 }
 
-/// Sales-cycle days: see the catalogue. `groups` are the won deals of the period's closes per
-/// group of `grouping`.
+/// Sales-cycle days: see the catalogue. `cells` are the period's closes, `times` the cycles of
+/// its won deals per group of `grouping`.
 #[allow(clippy::cast_precision_loss)]
-pub fn sales_cycle_days(groups: &[CycleGroup], grouping: Grouping) -> Vec<Figure> {
-    let groups: BTreeMap<String, Option<&CycleGroup>> = groups.iter().map(|g| (g.group.clone(), Some(g))).collect();
-    figures(grouping, groups, |group| {
+pub fn sales_cycle_days(cells: &[CloseCell], times: &[CycleTimes], grouping: Grouping) -> Vec<Figure> {
+    #[derive(Default)]
+    struct Won {
+        deals: i64,
+        cycle_ms: i128,
+        times: BTreeMap<i32, i64>,
+    }
+    let mut groups: BTreeMap<String, Option<Won>> = BTreeMap::new();
+    for cell in cells.iter().filter(|c| c.outcome == Outcome::Won) {
+        let won = groups
+            .entry(cell_group(grouping, cell))
+            .or_default()
+            .get_or_insert_default();
+        won.deals = won.deals.saturating_add(cell.deals);
+        won.cycle_ms = won.cycle_ms.saturating_add(cell.cycle_ms);
+    }
+    for time in times {
+        if let Some(Some(won)) = groups.get_mut(&time.group) {
+            let n = won.times.entry(time.bucket).or_default();
+            *n = n.saturating_add(time.deals);
+        }
+    }
+    figures(grouping, groups, |won| {
         let mut parts = BTreeMap::new();
-        let Some(group) = group.filter(|g| g.deals > 0) else {
+        let Some(won) = won.filter(|w| w.deals > 0) else {
             return Figure {
                 group: String::new(),
                 value: None,
@@ -90,13 +110,15 @@ pub fn sales_cycle_days(groups: &[CycleGroup], grouping: Grouping) -> Vec<Figure
                 parts,
             };
         };
-        let mean = group.cycle_ms as f64 / group.deals as f64 / MS_PER_DAY;
+        let mean = won.cycle_ms as f64 / won.deals as f64 / MS_PER_DAY;
         parts.insert("mean", mean);
-        parts.insert("median", group.median_ms / MS_PER_DAY);
+        if let Some(median) = durations::median(&won.times) {
+            parts.insert("median", median * 1000.0 / MS_PER_DAY);
+        }
         Figure {
             group: String::new(),
             value: Some(mean),
-            count: group.deals,
+            count: won.deals,
             parts,
         }
     })
@@ -555,32 +577,37 @@ mod tests {
 
     #[test]
     fn cycle_days_are_the_mean_and_the_median_of_each_group() {
-        let day = 86_400_000;
-        let groups = vec![
-            CycleGroup {
-                group: "ann".into(),
-                deals: 4,
-                cycle_ms: 17 * day,
-                median_ms: 3.0 * day as f64,
-            },
-            CycleGroup {
-                group: "ben".into(),
+        // Ann won after 1, 2, 4 and 10 days, ben after half a day; ben also lost one.
+        let (a, b) = (deal(1, "ann", 10), deal(2, "ben", 10));
+        let won = |owner: &DealFact, days: &[i64]| days.iter().map(|d| (owner.clone(), *d)).collect::<Vec<_>>();
+        let mut closes = Vec::new();
+        let mut times = Vec::new();
+        for (deal, half_days) in won(&a, &[2, 4, 8, 20]).into_iter().chain(won(&b, &[1])) {
+            let mut deal = deal;
+            deal.create_time = at(20) - chrono::Duration::hours(12 * half_days);
+            closes.push(close(&deal, Outcome::Won, 20));
+            times.push(CycleTimes {
+                group: deal.owner.clone(),
+                bucket: durations::bucket(half_days * 43_200_000),
                 deals: 1,
-                cycle_ms: day / 2,
-                median_ms: day as f64 / 2.0,
-            },
-        ];
-        let by_owner = sales_cycle_days(&groups, Grouping::Owner);
-        let summary: Vec<(&str, Option<f64>, f64, i64)> = by_owner
-            .iter()
-            .map(|f| (f.group.as_str(), f.value, f.parts["median"], f.count))
-            .collect();
-        assert_eq!(summary, [("ann", Some(4.25), 3.0, 4), ("ben", Some(0.5), 0.5, 1)]);
+            });
+        }
+        closes.push(close(&b, Outcome::Lost, 21));
+        let by_owner = sales_cycle_days(&cells_of(&closes), &times, Grouping::Owner);
+        let summary: Vec<(&str, Option<f64>, i64)> =
+            by_owner.iter().map(|f| (f.group.as_str(), f.value, f.count)).collect();
+        assert_eq!(summary, [("ann", Some(4.25), 4), ("ben", Some(0.5), 1)]);
+        // The medians: the mean of 2 and 4 days, and half a day, to within 1/64.
+        assert!(about(by_owner[0].parts["median"], 3.0), "{:?}", by_owner[0].parts);
+        assert!(about(by_owner[1].parts["median"], 0.5), "{:?}", by_owner[1].parts);
     }
 
     #[test]
     fn an_empty_period_has_one_figure_without_a_value() {
-        for figures in [win_rate(&[], Grouping::Tenant), sales_cycle_days(&[], Grouping::Tenant)] {
+        for figures in [
+            win_rate(&[], Grouping::Tenant),
+            sales_cycle_days(&[], &[], Grouping::Tenant),
+        ] {
             assert_eq!(figures.len(), 1);
             assert_eq!((figures[0].value, figures[0].count), (None, 0));
         }

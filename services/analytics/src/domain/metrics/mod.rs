@@ -118,9 +118,11 @@ pub const CATALOGUE: &[MetricInfo] = &[
         key: "sales-cycle-days",
         display_name: "Sales-cycle days of the deals won in the period",
         formula: "mean of (time of the win - time the deal was created) in days of 86400 s, \
-                  over the deals the win rate counts as won in the period; `median` is the \
-                  median (the mean of the middle two for an even count)",
-        version: 1,
+                  over the deals the win rate counts as won in the period; `median` is their \
+                  median (the mean of the middle two for an even count), each cycle taken as \
+                  the middle of its bucket (whole seconds under 64 s, then 32 buckets per \
+                  doubling: within 1/64 of the cycle)",
+        version: 2,
         unit: "days",
         groupings: &[
             Grouping::Owner,
