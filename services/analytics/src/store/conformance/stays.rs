@@ -25,14 +25,12 @@ fn step(deal: Uuid, sequence: i64, kind: TransitionKind, to: Option<u128>, time:
 /// What the store should say of the stays of `histories` (each deal's owner now and its
 /// transitions, in order) that began in [from, to), worked out here: each entry paired with
 /// the next transition of its deal.
+/// A deal's owner now and its transitions, in order: kind, stage entered, time.
+type History = (String, Vec<(TransitionKind, Option<u128>, DateTime<Utc>)>);
 type Cells = BTreeMap<(String, Option<Uuid>, String, Option<(TransitionKind, Option<Uuid>)>), i64>;
 type Times = BTreeMap<(String, String, i64), i64>;
 
-fn expected(
-    histories: &[(String, Vec<(TransitionKind, Option<u128>, DateTime<Utc>)>)],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> (Cells, Times, Times) {
+fn expected(histories: &[History], from: DateTime<Utc>, to: DateTime<Utc>) -> (Cells, Times, Times) {
     let (mut cells, mut by_stage, mut by_owner) = (Cells::new(), Times::new(), Times::new());
     for (owner, steps) in histories {
         for (i, (kind, stage, time)) in steps.iter().enumerate() {
@@ -142,7 +140,7 @@ pub(super) async fn stays_follow_moves_closes_reopenings_and_owners(store: &dyn 
         ("cat".to_owned(), vec![(TransitionKind::Created, Some(2), at(28, 9))]),
     ];
     let ids = [a, b, c];
-    let changes = |histories: &[(String, Vec<(TransitionKind, Option<u128>, DateTime<Utc>)>)], from: usize| {
+    let changes = |histories: &[History], from: usize| {
         let mut changes = Vec::new();
         for (deal, (owner, steps)) in ids.iter().zip(histories) {
             if from == 0 {
