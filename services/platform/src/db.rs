@@ -73,6 +73,25 @@ pub async fn migrate_postgres(url: &str, migrator: &Migrator) -> Result<(), DbEr
 /// with BEGIN as a literal, which is safe because a [`TenantId`] is letters, digits, '-', '_'
 /// and '.' only (checked again here, so a change to that rule cannot open an injection).
 pub async fn begin_tenant(pool: &PgPool, tenant: &TenantId) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    begin_pinned(pool, tenant, "BEGIN").await
+}
+
+/// Begins a read-only PostgreSQL transaction pinned to one tenant in which every statement
+/// sees the same snapshot (repeatable read), in one round trip: for answers read with several
+/// statements that must agree with each other.
+pub async fn begin_tenant_snapshot(
+    pool: &PgPool,
+    tenant: &TenantId,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    begin_pinned(pool, tenant, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await
+}
+
+/// Begins a transaction with `begin` and pins `tenant` in it (see [`begin_tenant`]).
+async fn begin_pinned(
+    pool: &PgPool,
+    tenant: &TenantId,
+    begin: &'static str,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let id = tenant.as_str();
     if !id
         .bytes()
@@ -83,7 +102,7 @@ pub async fn begin_tenant(pool: &PgPool, tenant: &TenantId) -> Result<Transactio
         )));
     }
     pool.begin_with(sqlx::AssertSqlSafe(format!(
-        "BEGIN; SELECT set_config('crm.tenant_id', '{id}', true)"
+        "{begin}; SELECT set_config('crm.tenant_id', '{id}', true)"
     )))
     .await
 }

@@ -62,14 +62,7 @@ impl AnalyticsApp {
         let info = metric.info();
         Ok(match metric {
             MetricId::WinRate => win_rate(&self.store.close_cells(tenant, window).await?, grouping),
-            MetricId::SalesCycleDays => {
-                let cells = self.store.close_cells(tenant, window).await?;
-                sales_cycle_days(
-                    &cells,
-                    &self.store.cycle_times(tenant, window, grouping).await?,
-                    grouping,
-                )
-            }
+            MetricId::SalesCycleDays => sales_cycle_days(&self.store.cycles(tenant, window, grouping).await?, grouping),
             MetricId::CohortWinRate => {
                 let deals = self.store.deals_created(tenant, window).await?;
                 cohort_win_rate(&deals, grouping)
@@ -78,15 +71,10 @@ impl AnalyticsApp {
                 let leads = self.store.leads_created(tenant, window).await?;
                 lead_conversion(&leads, grouping)
             }
-            MetricId::StageFunnel => {
-                let cells = self.store.stay_cells(tenant, window).await?;
-                let times = self
-                    .store
-                    .stay_times(tenant, window, grouping == Grouping::Owner)
-                    .await?;
-                let stages = self.store.stages(tenant).await?;
-                stage_funnel(&cells, &times, &stages, grouping)
-            }
+            MetricId::StageFunnel => stage_funnel(
+                &self.store.stays(tenant, window, grouping == Grouping::Owner).await?,
+                grouping,
+            ),
             MetricId::OpenPipeline => {
                 let open = self.store.open_at(tenant, window.end_time()).await?;
                 open_pipeline(&open, grouping)

@@ -144,6 +144,16 @@ pub struct StageFact {
     pub kind: StageKind,
 }
 
+/// What the stage funnel reads of a period, from one snapshot: the stays that began in it by
+/// what ended them, the durations of the ended ones (by stage, or by owner), and every
+/// pipeline's stages in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stays {
+    pub cells: Vec<StayCell>,
+    pub times: Vec<StayTimes>,
+    pub stages: Vec<StageFact>,
+}
+
 /// Stays of deals in a stage that began in one UTC month, added up by what ended them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StayCell {
@@ -521,6 +531,14 @@ pub struct CloseCell {
     pub amount_minor: i128,
     /// Their cycles (close time - creation time, in whole milliseconds) added up.
     pub cycle_ms: i128,
+}
+
+/// What cycle days read of a period, from one snapshot: the closes it counts, and the cycles
+/// of its won deals per group and bucket.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cycles {
+    pub cells: Vec<CloseCell>,
+    pub times: Vec<CycleTimes>,
 }
 
 /// Won deals of a group (as the metric names it: an owner, `pipelines/{id}`, a lead source,

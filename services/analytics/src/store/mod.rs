@@ -22,10 +22,10 @@ use uuid::Uuid;
 
 use crate::domain::derived::{Changes, DerivedState, QuietDeal};
 use crate::domain::{
-    CloseCell, CustomerChange, CustomerKind, CycleTimes, DealFact, DealRow, DealVersion, ExchangeRate, FactChange,
-    ForecastFact, Goal, Gone, Grouping, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind, LifecycleFact,
-    OpenDeal, Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact, StayCell,
-    StayTimes, StaysOf, TransferFact, TransitionFact, TransitionKind, UsageFact, Watermark, Window,
+    CloseCell, CustomerChange, CustomerKind, CycleTimes, Cycles, DealFact, DealRow, DealVersion, ExchangeRate,
+    FactChange, ForecastFact, Goal, Gone, Grouping, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind,
+    LifecycleFact, OpenDeal, Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact,
+    StayCell, StayTimes, Stays, StaysOf, TransferFact, TransitionFact, TransitionKind, UsageFact, Watermark, Window,
 };
 
 #[cfg(test)]
@@ -454,15 +454,11 @@ pub trait AnalyticsStore: Send + Sync {
     /// outcome and currency.
     async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError>;
 
-    /// The won deals among the closes `window` counts, per group of `grouping` (by the month of
-    /// the close) and bucket of their cycles: whole months from the cycle times ingest keeps,
-    /// other days (and the closes a reopening superseded after the window) from the closes.
-    async fn cycle_times(
-        &self,
-        tenant: &TenantId,
-        window: Window,
-        grouping: Grouping,
-    ) -> Result<Vec<CycleTimes>, StoreError>;
+    /// The closes `window` counts (as `close_cells`), and its won deals per group of `grouping`
+    /// (by the month of the close) and bucket of their cycles, from one snapshot: whole months
+    /// from the cycle times ingest keeps, other days (and the closes a reopening superseded
+    /// after the window) from the closes.
+    async fn cycles(&self, tenant: &TenantId, window: Window, grouping: Grouping) -> Result<Cycles, StoreError>;
 
     /// The deals created in `window`.
     async fn deals_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<DealRow>, StoreError>;
@@ -477,14 +473,11 @@ pub trait AnalyticsStore: Send + Sync {
     async fn quotas(&self, tenant: &TenantId, period: &str) -> Result<Vec<QuotaFact>, StoreError>;
 
     /// The stays in a stage that began in `window` (a creation, move or reopening into the
-    /// stage), added up per month of entry, stage, owner and the transition that ended them,
-    /// whenever that came.
-    async fn stay_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<StayCell>, StoreError>;
-
-    /// The ended stays that began in `window`, counted per month of entry, bucket of their
-    /// durations, and stage (`by_owner`: the deals' owner instead).
-    async fn stay_times(&self, tenant: &TenantId, window: Window, by_owner: bool)
-    -> Result<Vec<StayTimes>, StoreError>;
+    /// stage) added up per month of entry, stage, the deals' owner (`by_owner`; else every
+    /// owner's together, with an empty owner) and the transition that ended them (whenever
+    /// that came); the ended ones counted per month of entry, bucket of their durations and
+    /// stage (`by_owner`: owner instead); and the stages of every pipeline: from one snapshot.
+    async fn stays(&self, tenant: &TenantId, window: Window, by_owner: bool) -> Result<Stays, StoreError>;
 
     /// The stages of every pipeline, as the latest events order them.
     async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError>;

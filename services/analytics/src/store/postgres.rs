@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_platform::TenantId;
-use crm_platform::db::begin_tenant;
+use crm_platform::db::{begin_tenant, begin_tenant_snapshot};
 use crm_platform::outbox::{NewEvent, Outbox, PgOutbox};
 use sqlx::Postgres;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -42,6 +42,23 @@ impl PgAnalyticsStore {
         let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(rows)
+    }
+
+    /// The rows of each of `queries`, read with `tenant` pinned from one snapshot.
+    async fn read_each<const N: usize>(
+        &self,
+        tenant: &TenantId,
+        queries: [Query<'_, Postgres, PgArguments>; N],
+    ) -> Result<[Vec<PgRow>; N], StoreError> {
+        let mut tx = begin_tenant_snapshot(&self.pool, tenant).await?;
+        let mut all = Vec::with_capacity(N);
+        for query in queries {
+            all.push(query.fetch_all(&mut *tx).await?);
+        }
+        tx.commit().await?;
+        Ok(all
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one set of rows per query")))
     }
 }
 
@@ -552,91 +569,27 @@ impl AnalyticsStore for PgAnalyticsStore {
         Ok(true)
     }
 
-    async fn cycle_times(
-        &self,
-        tenant: &TenantId,
-        window: Window,
-        grouping: Grouping,
-    ) -> Result<Vec<CycleTimes>, StoreError> {
-        let split = MonthSplit::of(window);
-        let kept = close_group_sql(grouping, "to_char(month, 'YYYY-MM')").replace("pipeline_id", "pipeline_id::text");
-        let closed = close_group_sql(grouping, "to_char(close_time AT TIME ZONE 'UTC', 'YYYY-MM')")
-            .replace("pipeline_id", "pipeline_id::text");
-        // The whole months' counts; the won closes of the other days that nothing superseded
-        // within the window; those of the whole months that a reopening superseded after it.
-        let rows = self
-            .read(
+    async fn cycles(&self, tenant: &TenantId, window: Window, grouping: Grouping) -> Result<Cycles, StoreError> {
+        let [cells, times] = self
+            .read_each(
                 tenant,
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT grp, bucket::bigint AS bucket, sum(deals)::bigint AS deals FROM ( \
-                       SELECT {kept} AS grp, bucket, deals FROM cycle_times \
-                       WHERE tenant_id = $1 AND month >= $2 AND month < $3 \
-                     UNION ALL \
-                       SELECT {closed}, analytics_duration_bucket(cycle_ms), 1 FROM deal_closes \
-                       WHERE tenant_id = $1 AND outcome = 'won' \
-                       AND (close_time >= $4 AND close_time < $5 OR close_time >= $6 AND close_time < $7) \
-                       AND (superseded_time IS NULL OR superseded_time >= $7) \
-                     UNION ALL \
-                       SELECT {closed}, analytics_duration_bucket(cycle_ms), 1 FROM deal_closes \
-                       WHERE tenant_id = $1 AND superseded_time IS NOT NULL AND close_time >= $5 AND close_time < $6 \
-                       AND outcome = 'won' AND superseded_time >= $7) c \
-                     GROUP BY 1, 2 HAVING sum(deals) <> 0"
-                )))
-                .bind(tenant.as_str())
-                .bind(split.months.0)
-                .bind(split.months.1)
-                .bind(split.days[0].0)
-                .bind(split.days[0].1)
-                .bind(split.days[1].0)
-                .bind(window.end_time()),
+                [
+                    close_cells_query(tenant, window),
+                    cycle_times_query(tenant, window, grouping),
+                ],
             )
             .await?;
-        rows.iter().map(cycle_times).collect()
+        Ok(Cycles {
+            cells: cells.iter().map(close_cell).collect::<Result<_, _>>()?,
+            times: times.iter().map(cycle_times).collect::<Result<_, _>>()?,
+        })
     }
 
     async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError> {
-        // The cells of the window's days (closes nothing superseded), and the closes a reopening
-        // superseded only after the window.
-        let rows = self
-            .read(
-                tenant,
-                sqlx::query(
-                    "SELECT owner, pipeline_id, lead_source, to_char(close_day, 'YYYY-MM') AS month, outcome, \
-                     currency, sum(deals)::bigint AS deals, sum(amount_giga)::bigint AS amount_giga, \
-                     sum(amount_rest)::bigint AS amount_rest, sum(cycle_days)::bigint AS cycle_days, \
-                     sum(cycle_rest_ms)::bigint AS cycle_rest_ms FROM ( \
-                       SELECT owner, pipeline_id, lead_source, close_day, outcome, currency, deals, amount_giga, \
-                       amount_rest, cycle_days, cycle_rest_ms FROM close_cells \
-                       WHERE tenant_id = $1 AND close_day >= $2 AND close_day < $3 \
-                     UNION ALL \
-                       SELECT owner, pipeline_id, lead_source, (close_time AT TIME ZONE 'UTC')::date, outcome, \
-                       currency, 1, amount_minor / 1000000000, amount_minor % 1000000000, cycle_ms / 86400000, \
-                       cycle_ms % 86400000 FROM deal_closes \
-                       WHERE tenant_id = $1 AND close_time >= $4 AND close_time < $5 \
-                       AND superseded_time IS NOT NULL AND superseded_time >= $5) c \
-                     GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(deals) <> 0",
-                )
-                .bind(tenant.as_str())
-                .bind(window.start)
-                .bind(window.end)
-                .bind(window.start_time())
-                .bind(window.end_time()),
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(CloseCell {
-                    owner: row.try_get("owner")?,
-                    pipeline: row.try_get("pipeline_id")?,
-                    lead_source: row.try_get("lead_source")?,
-                    month: row.try_get("month")?,
-                    outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
-                    currency: row.try_get("currency")?,
-                    deals: row.try_get("deals")?,
-                    amount_minor: whole_and_rest(row.try_get("amount_giga")?, row.try_get("amount_rest")?, AMOUNT_UNIT),
-                    cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
-                })
-            })
+        self.read(tenant, close_cells_query(tenant, window))
+            .await?
+            .iter()
+            .map(close_cell)
             .collect()
     }
 
@@ -747,63 +700,46 @@ impl AnalyticsStore for PgAnalyticsStore {
             .collect()
     }
 
-    async fn stay_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<StayCell>, StoreError> {
-        let rows = self
-            .read(
-                tenant,
-                stays_query(
-                    "pipeline_id, stage_id, owner, end_kind, end_stage",
-                    "stay_ends",
-                    "",
-                    tenant,
-                    window,
-                ),
-            )
-            .await?;
-        rows.iter().map(stay_cell).collect()
-    }
-
-    async fn stay_times(
-        &self,
-        tenant: &TenantId,
-        window: Window,
-        by_owner: bool,
-    ) -> Result<Vec<StayTimes>, StoreError> {
-        let (columns, sums) = if by_owner {
-            ("owner, bucket", "owner_stay_times")
+    async fn stays(&self, tenant: &TenantId, window: Window, by_owner: bool) -> Result<Stays, StoreError> {
+        // By stage, the owners' stays are added up in the database.
+        let (owner, times, sums): (&str, &[&str], &str) = if by_owner {
+            ("owner", &["owner", "bucket"], "owner_stay_times")
         } else {
-            ("pipeline_id, stage_id, bucket", "stay_times")
+            ("''", &["pipeline_id", "stage_id", "bucket"], "stay_times")
         };
-        let rows = self
-            .read(
+        let ends = [
+            ("pipeline_id", "pipeline_id"),
+            ("stage_id", "stage_id"),
+            (owner, "owner"),
+            ("end_kind", "end_kind"),
+            ("end_stage", "end_stage"),
+        ];
+        let times: Vec<(&str, &str)> = times.iter().map(|c| (*c, *c)).collect();
+        let [cells, times, stages] = self
+            .read_each(
                 tenant,
-                stays_query(columns, sums, "AND bucket IS NOT NULL", tenant, window),
+                [
+                    stays_query(&ends, "stay_ends", "", tenant, window),
+                    stays_query(&times, sums, "AND bucket IS NOT NULL", tenant, window),
+                    stages_query(tenant),
+                ],
             )
             .await?;
-        rows.iter().map(|row| stay_times(row, by_owner)).collect()
+        Ok(Stays {
+            cells: cells.iter().map(stay_cell).collect::<Result<_, _>>()?,
+            times: times
+                .iter()
+                .map(|row| stay_times(row, by_owner))
+                .collect::<Result<_, _>>()?,
+            stages: stages.iter().map(stage_fact).collect::<Result<_, _>>()?,
+        })
     }
 
     async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError> {
-        let rows = self
-            .read(
-                tenant,
-                sqlx::query(
-                    "SELECT pipeline_id, stage_id, position, kind FROM stage_facts WHERE tenant_id = $1 \
-                     ORDER BY pipeline_id, position",
-                )
-                .bind(tenant.as_str()),
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                Ok(StageFact {
-                    pipeline: row.try_get("pipeline_id")?,
-                    stage: row.try_get("stage_id")?,
-                    position: row.try_get("position")?,
-                    kind: StageKind::parse(&kind).ok_or_else(|| corrupt(format!("stage kind {kind}")))?,
-                })
-            })
+        self.read(tenant, stages_query(tenant))
+            .await?
+            .iter()
+            .map(stage_fact)
             .collect()
     }
 
@@ -1484,39 +1420,129 @@ impl AnalyticsStore for PgAnalyticsStore {
     }
 }
 
-/// The stays that began in `window` added up by `columns` (ids as text), from the sums table
-/// `sums` for its whole months and from the stays themselves (those `filter` keeps) for its
-/// other days.
+/// The closes `window` counts, as `close_cells` gives them: the cells of the window's days
+/// (closes nothing superseded), and the closes a reopening superseded only after the window.
+fn close_cells_query(tenant: &TenantId, window: Window) -> Query<'_, Postgres, PgArguments> {
+    sqlx::query(
+        "SELECT owner, pipeline_id, lead_source, to_char(close_day, 'YYYY-MM') AS month, outcome, \
+         currency, sum(deals)::bigint AS deals, sum(amount_giga)::bigint AS amount_giga, \
+         sum(amount_rest)::bigint AS amount_rest, sum(cycle_days)::bigint AS cycle_days, \
+         sum(cycle_rest_ms)::bigint AS cycle_rest_ms FROM ( \
+           SELECT owner, pipeline_id, lead_source, close_day, outcome, currency, deals, amount_giga, \
+           amount_rest, cycle_days, cycle_rest_ms FROM close_cells \
+           WHERE tenant_id = $1 AND close_day >= $2 AND close_day < $3 \
+         UNION ALL \
+           SELECT owner, pipeline_id, lead_source, (close_time AT TIME ZONE 'UTC')::date, outcome, \
+           currency, 1, amount_minor / 1000000000, amount_minor % 1000000000, cycle_ms / 86400000, \
+           cycle_ms % 86400000 FROM deal_closes \
+           WHERE tenant_id = $1 AND close_time >= $4 AND close_time < $5 \
+           AND superseded_time IS NOT NULL AND superseded_time >= $5) c \
+         GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(deals) <> 0",
+    )
+    .bind(tenant.as_str())
+    .bind(window.start)
+    .bind(window.end)
+    .bind(window.start_time())
+    .bind(window.end_time())
+}
+
+fn close_cell(row: &PgRow) -> Result<CloseCell, StoreError> {
+    Ok(CloseCell {
+        owner: row.try_get("owner")?,
+        pipeline: row.try_get("pipeline_id")?,
+        lead_source: row.try_get("lead_source")?,
+        month: row.try_get("month")?,
+        outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
+        currency: row.try_get("currency")?,
+        deals: row.try_get("deals")?,
+        amount_minor: whole_and_rest(row.try_get("amount_giga")?, row.try_get("amount_rest")?, AMOUNT_UNIT),
+        cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
+    })
+}
+
+/// The won deals among the closes `window` counts per group of `grouping` and bucket of their
+/// cycles: the whole months' counts; the won closes of the other days that nothing superseded
+/// within the window; those of the whole months that a reopening superseded after it.
+fn cycle_times_query(tenant: &TenantId, window: Window, grouping: Grouping) -> Query<'_, Postgres, PgArguments> {
+    let split = MonthSplit::of(window);
+    let kept = close_group_sql(grouping, "to_char(month, 'YYYY-MM')").replace("pipeline_id", "pipeline_id::text");
+    let closed = close_group_sql(grouping, "to_char(close_time AT TIME ZONE 'UTC', 'YYYY-MM')")
+        .replace("pipeline_id", "pipeline_id::text");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT grp, bucket::bigint AS bucket, sum(deals)::bigint AS deals FROM ( \
+           SELECT {kept} AS grp, bucket, deals FROM cycle_times \
+           WHERE tenant_id = $1 AND month >= $2 AND month < $3 \
+         UNION ALL \
+           SELECT {closed}, analytics_duration_bucket(cycle_ms), 1 FROM deal_closes \
+           WHERE tenant_id = $1 AND outcome = 'won' \
+           AND (close_time >= $4 AND close_time < $5 OR close_time >= $6 AND close_time < $7) \
+           AND (superseded_time IS NULL OR superseded_time >= $7) \
+         UNION ALL \
+           SELECT {closed}, analytics_duration_bucket(cycle_ms), 1 FROM deal_closes \
+           WHERE tenant_id = $1 AND superseded_time IS NOT NULL AND close_time >= $5 AND close_time < $6 \
+           AND outcome = 'won' AND superseded_time >= $7) c \
+         GROUP BY 1, 2 HAVING sum(deals) <> 0"
+    )))
+    .bind(tenant.as_str())
+    .bind(split.months.0)
+    .bind(split.months.1)
+    .bind(split.days[0].0)
+    .bind(split.days[0].1)
+    .bind(split.days[1].0)
+    .bind(window.end_time())
+}
+
+fn stages_query(tenant: &TenantId) -> Query<'_, Postgres, PgArguments> {
+    sqlx::query(
+        "SELECT pipeline_id, stage_id, position, kind FROM stage_facts WHERE tenant_id = $1 \
+         ORDER BY pipeline_id, position",
+    )
+    .bind(tenant.as_str())
+}
+
+fn stage_fact(row: &PgRow) -> Result<StageFact, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(StageFact {
+        pipeline: row.try_get("pipeline_id")?,
+        stage: row.try_get("stage_id")?,
+        position: row.try_get("position")?,
+        kind: StageKind::parse(&kind).ok_or_else(|| corrupt(format!("stage kind {kind}")))?,
+    })
+}
+
+/// The stays that began in `window` added up by `columns` (each an SQL expression of a stay
+/// and the name it is read by; ids are read as text), from the sums table `sums` for its whole
+/// months and from the stays themselves (those `filter` keeps) for its other days.
 fn stays_query<'q>(
-    columns: &str,
+    columns: &[(&str, &str)],
     sums: &str,
     filter: &str,
     tenant: &'q TenantId,
     window: Window,
 ) -> Query<'q, Postgres, PgArguments> {
     let split = MonthSplit::of(window);
-    let text = |columns: &str| {
+    let join = |each: &dyn Fn(&str, &str) -> String| {
         columns
-            .split(", ")
-            .map(|c| {
-                if c.ends_with("_id") || c == "end_stage" {
-                    format!("{c}::text AS {c}")
-                } else {
-                    c.to_owned()
-                }
-            })
+            .iter()
+            .map(|(expr, name)| each(expr, name))
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let inner = join(&|expr, name| format!("{expr} AS {name}"));
+    let outer = join(&|_, name| match name {
+        "bucket" => "bucket::bigint AS bucket".to_owned(),
+        "pipeline_id" | "stage_id" | "end_stage" => format!("{name}::text AS {name}"),
+        _ => name.to_owned(),
+    });
+    let names = join(&|_, name| name.to_owned());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT to_char(month, 'YYYY-MM') AS month, {outer}, sum(stays)::bigint AS stays FROM ( \
-           SELECT month, {columns}, stays FROM {sums} WHERE tenant_id = $1 AND month >= $2 AND month < $3 \
+           SELECT month, {inner}, stays FROM {sums} WHERE tenant_id = $1 AND month >= $2 AND month < $3 \
          UNION ALL \
-           SELECT date_trunc('month', entry_time AT TIME ZONE 'UTC')::date, {columns}, 1 FROM deal_stays \
+           SELECT date_trunc('month', entry_time AT TIME ZONE 'UTC')::date, {inner}, 1 FROM deal_stays \
            WHERE tenant_id = $1 AND (entry_time >= $4 AND entry_time < $5 OR entry_time >= $6 AND entry_time < $7) \
            {filter}) s \
-         GROUP BY month, {columns} HAVING sum(stays) <> 0",
-        outer = text(columns).replace("bucket", "bucket::bigint AS bucket"),
+         GROUP BY month, {names} HAVING sum(stays) <> 0"
     )))
     .bind(tenant.as_str())
     .bind(split.months.0)

@@ -647,84 +647,21 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         Ok(true)
     }
 
-    async fn cycle_times(
-        &self,
-        tenant: &TenantId,
-        window: Window,
-        grouping: Grouping,
-    ) -> Result<Vec<CycleTimes>, StoreError> {
-        let split = MonthSplit::of(window);
-        let kept = close_group_sql(grouping, "substr(month, 1, 7)");
-        let closed = close_group_sql(grouping, "strftime('%Y-%m', close_time / 1000000.0, 'unixepoch')");
-        let bucket = duration_bucket("max(cycle_ms, 0) / 1000");
-        // As the PostgreSQL store's.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT grp, bucket, sum(deals) AS deals FROM ( \
-               SELECT {kept} AS grp, bucket, deals FROM cycle_times \
-               WHERE tenant_id = ?1 AND month >= ?2 AND month < ?3 \
-             UNION ALL \
-               SELECT {closed}, {bucket}, 1 FROM deal_closes \
-               WHERE tenant_id = ?1 AND outcome = 'won' \
-               AND (close_time >= ?4 AND close_time < ?5 OR close_time >= ?6 AND close_time < ?7) \
-               AND (superseded_time IS NULL OR superseded_time >= ?7) \
-             UNION ALL \
-               SELECT {closed}, {bucket}, 1 FROM deal_closes \
-               WHERE tenant_id = ?1 AND superseded_time IS NOT NULL AND close_time >= ?5 AND close_time < ?6 \
-               AND outcome = 'won' AND superseded_time >= ?7) c \
-             GROUP BY 1, 2 HAVING sum(deals) <> 0"
-        )))
-        .bind(tenant.as_str())
-        .bind(split.months.0.format("%Y-%m-%d").to_string())
-        .bind(split.months.1.format("%Y-%m-%d").to_string())
-        .bind(split.days[0].0.timestamp_micros())
-        .bind(split.days[0].1.timestamp_micros())
-        .bind(split.days[1].0.timestamp_micros())
-        .bind(window.end_time().timestamp_micros())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(cycle_times).collect()
+    async fn cycles(&self, tenant: &TenantId, window: Window, grouping: Grouping) -> Result<Cycles, StoreError> {
+        // One read transaction: one snapshot for both.
+        let mut tx = self.pool.begin().await?;
+        let cells = close_cells_query(tenant, window).fetch_all(&mut *tx).await?;
+        let times = cycle_times_query(tenant, window, grouping).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Cycles {
+            cells: cells.iter().map(close_cell).collect::<Result<_, _>>()?,
+            times: times.iter().map(cycle_times).collect::<Result<_, _>>()?,
+        })
     }
 
     async fn close_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<CloseCell>, StoreError> {
-        // The cells of the window's days (closes nothing superseded), and the closes a reopening
-        // superseded only after the window.
-        let rows = sqlx::query(
-            "SELECT owner, pipeline_id, lead_source, substr(close_day, 1, 7) AS month, outcome, currency, \
-             sum(deals) AS deals, sum(amount_giga) AS amount_giga, sum(amount_rest) AS amount_rest, \
-             sum(cycle_days) AS cycle_days, sum(cycle_rest_ms) AS cycle_rest_ms FROM ( \
-               SELECT owner, pipeline_id, lead_source, close_day, outcome, currency, deals, amount_giga, \
-               amount_rest, cycle_days, cycle_rest_ms FROM close_cells \
-               WHERE tenant_id = ?1 AND close_day >= ?2 AND close_day < ?3 \
-             UNION ALL \
-               SELECT owner, pipeline_id, lead_source, date(close_time / 1000000.0, 'unixepoch'), outcome, \
-               currency, 1, amount_minor / 1000000000, amount_minor % 1000000000, cycle_ms / 86400000, \
-               cycle_ms % 86400000 FROM deal_closes \
-               WHERE tenant_id = ?1 AND close_time >= ?4 AND close_time < ?5 AND superseded_time IS NOT NULL \
-               AND superseded_time >= ?5) c \
-             GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(deals) <> 0",
-        )
-        .bind(tenant.as_str())
-        .bind(window.start.to_string())
-        .bind(window.end.to_string())
-        .bind(window.start_time().timestamp_micros())
-        .bind(window.end_time().timestamp_micros())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(CloseCell {
-                    owner: row.try_get("owner")?,
-                    pipeline: uuid(&row.try_get::<String, _>("pipeline_id")?)?,
-                    lead_source: row.try_get("lead_source")?,
-                    month: row.try_get("month")?,
-                    outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
-                    currency: row.try_get("currency")?,
-                    deals: row.try_get("deals")?,
-                    amount_minor: whole_and_rest(row.try_get("amount_giga")?, row.try_get("amount_rest")?, AMOUNT_UNIT),
-                    cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
-                })
-            })
-            .collect()
+        let rows = close_cells_query(tenant, window).fetch_all(&self.pool).await?;
+        rows.iter().map(close_cell).collect()
     }
 
     async fn deals_created(&self, tenant: &TenantId, window: Window) -> Result<Vec<DealRow>, StoreError> {
@@ -826,55 +763,44 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             .collect()
     }
 
-    async fn stay_cells(&self, tenant: &TenantId, window: Window) -> Result<Vec<StayCell>, StoreError> {
-        let rows = stays_query(
-            "pipeline_id, stage_id, owner, end_kind, end_stage",
-            "stay_ends",
-            "",
-            tenant,
-            window,
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(stay_cell).collect()
-    }
-
-    async fn stay_times(
-        &self,
-        tenant: &TenantId,
-        window: Window,
-        by_owner: bool,
-    ) -> Result<Vec<StayTimes>, StoreError> {
-        let (columns, sums) = if by_owner {
-            ("owner, bucket", "owner_stay_times")
+    async fn stays(&self, tenant: &TenantId, window: Window, by_owner: bool) -> Result<Stays, StoreError> {
+        // By stage, the owners' stays are added up in the database.
+        let (owner, times, sums): (&str, &[&str], &str) = if by_owner {
+            ("owner", &["owner", "bucket"], "owner_stay_times")
         } else {
-            ("pipeline_id, stage_id, bucket", "stay_times")
+            ("''", &["pipeline_id", "stage_id", "bucket"], "stay_times")
         };
-        let rows = stays_query(columns, sums, "AND bucket IS NOT NULL", tenant, window)
-            .fetch_all(&self.pool)
+        let ends = [
+            ("pipeline_id", "pipeline_id"),
+            ("stage_id", "stage_id"),
+            (owner, "owner"),
+            ("end_kind", "end_kind"),
+            ("end_stage", "end_stage"),
+        ];
+        let times: Vec<(&str, &str)> = times.iter().map(|c| (*c, *c)).collect();
+        // One read transaction: one snapshot for all three.
+        let mut tx = self.pool.begin().await?;
+        let cells = stays_query(&ends, "stay_ends", "", tenant, window)
+            .fetch_all(&mut *tx)
             .await?;
-        rows.iter().map(|row| stay_times(row, by_owner)).collect()
+        let times = stays_query(&times, sums, "AND bucket IS NOT NULL", tenant, window)
+            .fetch_all(&mut *tx)
+            .await?;
+        let stages = stages_query(tenant).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Stays {
+            cells: cells.iter().map(stay_cell).collect::<Result<_, _>>()?,
+            times: times
+                .iter()
+                .map(|row| stay_times(row, by_owner))
+                .collect::<Result<_, _>>()?,
+            stages: stages.iter().map(stage_fact).collect::<Result<_, _>>()?,
+        })
     }
 
     async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT pipeline_id, stage_id, position, kind FROM stage_facts WHERE tenant_id = ?1 \
-             ORDER BY pipeline_id, position",
-        )
-        .bind(tenant.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                Ok(StageFact {
-                    pipeline: uuid(row.try_get("pipeline_id")?)?,
-                    stage: uuid(row.try_get("stage_id")?)?,
-                    position: row.try_get("position")?,
-                    kind: StageKind::parse(&kind).ok_or_else(|| corrupt(format!("stage kind {kind}")))?,
-                })
-            })
-            .collect()
+        let rows = stages_query(tenant).fetch_all(&self.pool).await?;
+        rows.iter().map(stage_fact).collect()
     }
 
     async fn open_at(&self, tenant: &TenantId, instant: DateTime<Utc>) -> Result<Vec<OpenDeal>, StoreError> {
@@ -1468,11 +1394,106 @@ impl AnalyticsStore for SqliteAnalyticsStore {
     }
 }
 
-/// The stays that began in `window` added up by `columns`, from the sums table `sums` for its
-/// whole months and from the stays themselves (those `filter` keeps) for its other days (as
-/// the PostgreSQL store's).
+/// The closes `window` counts, as `close_cells` gives them: the cells of the window's days
+/// (closes nothing superseded), and the closes a reopening superseded only after the window.
+fn close_cells_query(
+    tenant: &TenantId,
+    window: Window,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(
+        "SELECT owner, pipeline_id, lead_source, substr(close_day, 1, 7) AS month, outcome, currency, \
+                 sum(deals) AS deals, sum(amount_giga) AS amount_giga, sum(amount_rest) AS amount_rest, \
+                 sum(cycle_days) AS cycle_days, sum(cycle_rest_ms) AS cycle_rest_ms FROM ( \
+                   SELECT owner, pipeline_id, lead_source, close_day, outcome, currency, deals, amount_giga, \
+                   amount_rest, cycle_days, cycle_rest_ms FROM close_cells \
+                   WHERE tenant_id = ?1 AND close_day >= ?2 AND close_day < ?3 \
+                 UNION ALL \
+                   SELECT owner, pipeline_id, lead_source, date(close_time / 1000000.0, 'unixepoch'), outcome, \
+                   currency, 1, amount_minor / 1000000000, amount_minor % 1000000000, cycle_ms / 86400000, \
+                   cycle_ms % 86400000 FROM deal_closes \
+                   WHERE tenant_id = ?1 AND close_time >= ?4 AND close_time < ?5 AND superseded_time IS NOT NULL \
+                   AND superseded_time >= ?5) c \
+                 GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(deals) <> 0",
+    )
+    .bind(tenant.as_str())
+    .bind(window.start.to_string())
+    .bind(window.end.to_string())
+    .bind(window.start_time().timestamp_micros())
+    .bind(window.end_time().timestamp_micros())
+}
+
+fn close_cell(row: &SqliteRow) -> Result<CloseCell, StoreError> {
+    Ok(CloseCell {
+        owner: row.try_get("owner")?,
+        pipeline: uuid(&row.try_get::<String, _>("pipeline_id")?)?,
+        lead_source: row.try_get("lead_source")?,
+        month: row.try_get("month")?,
+        outcome: outcome(&row.try_get::<String, _>("outcome")?)?,
+        currency: row.try_get("currency")?,
+        deals: row.try_get("deals")?,
+        amount_minor: whole_and_rest(row.try_get("amount_giga")?, row.try_get("amount_rest")?, AMOUNT_UNIT),
+        cycle_ms: whole_and_rest(row.try_get("cycle_days")?, row.try_get("cycle_rest_ms")?, CYCLE_UNIT),
+    })
+}
+
+/// The won deals among the closes `window` counts per group of `grouping` and bucket of their
+/// cycles (as the PostgreSQL store's).
+fn cycle_times_query(
+    tenant: &TenantId,
+    window: Window,
+    grouping: Grouping,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let split = MonthSplit::of(window);
+    let kept = close_group_sql(grouping, "substr(month, 1, 7)");
+    let closed = close_group_sql(grouping, "strftime('%Y-%m', close_time / 1000000.0, 'unixepoch')");
+    let bucket = duration_bucket("max(cycle_ms, 0) / 1000");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT grp, bucket, sum(deals) AS deals FROM ( \
+                   SELECT {kept} AS grp, bucket, deals FROM cycle_times \
+                   WHERE tenant_id = ?1 AND month >= ?2 AND month < ?3 \
+                 UNION ALL \
+                   SELECT {closed}, {bucket}, 1 FROM deal_closes \
+                   WHERE tenant_id = ?1 AND outcome = 'won' \
+                   AND (close_time >= ?4 AND close_time < ?5 OR close_time >= ?6 AND close_time < ?7) \
+                   AND (superseded_time IS NULL OR superseded_time >= ?7) \
+                 UNION ALL \
+                   SELECT {closed}, {bucket}, 1 FROM deal_closes \
+                   WHERE tenant_id = ?1 AND superseded_time IS NOT NULL AND close_time >= ?5 AND close_time < ?6 \
+                   AND outcome = 'won' AND superseded_time >= ?7) c \
+                 GROUP BY 1, 2 HAVING sum(deals) <> 0"
+    )))
+    .bind(tenant.as_str())
+    .bind(split.months.0.format("%Y-%m-%d").to_string())
+    .bind(split.months.1.format("%Y-%m-%d").to_string())
+    .bind(split.days[0].0.timestamp_micros())
+    .bind(split.days[0].1.timestamp_micros())
+    .bind(split.days[1].0.timestamp_micros())
+    .bind(window.end_time().timestamp_micros())
+}
+
+fn stages_query(tenant: &TenantId) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(
+        "SELECT pipeline_id, stage_id, position, kind FROM stage_facts WHERE tenant_id = ?1 \
+                 ORDER BY pipeline_id, position",
+    )
+    .bind(tenant.as_str())
+}
+
+fn stage_fact(row: &SqliteRow) -> Result<StageFact, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(StageFact {
+        pipeline: uuid(row.try_get("pipeline_id")?)?,
+        stage: uuid(row.try_get("stage_id")?)?,
+        position: row.try_get("position")?,
+        kind: StageKind::parse(&kind).ok_or_else(|| corrupt(format!("stage kind {kind}")))?,
+    })
+}
+
+/// The stays that began in `window` added up by `columns` (each an SQL expression of a stay
+/// and the name it is read by), from the sums table `sums` for its whole months and from the
+/// stays themselves (those `filter` keeps) for its other days (as the PostgreSQL store's).
 fn stays_query<'q>(
-    columns: &str,
+    columns: &[(&str, &str)],
     sums: &str,
     filter: &str,
     tenant: &'q TenantId,
@@ -1480,14 +1501,20 @@ fn stays_query<'q>(
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     let split = MonthSplit::of(window);
     let day = |day: chrono::NaiveDate| day.format("%Y-%m-%d").to_string();
+    let inner = columns
+        .iter()
+        .map(|(expr, name)| format!("{expr} AS {name}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = columns.iter().map(|(_, name)| *name).collect::<Vec<_>>().join(", ");
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT substr(month, 1, 7) AS month, {columns}, sum(stays) AS stays FROM ( \
-           SELECT month, {columns}, stays FROM {sums} WHERE tenant_id = ?1 AND month >= ?2 AND month < ?3 \
+        "SELECT substr(month, 1, 7) AS month, {names}, sum(stays) AS stays FROM ( \
+           SELECT month, {inner}, stays FROM {sums} WHERE tenant_id = ?1 AND month >= ?2 AND month < ?3 \
          UNION ALL \
-           SELECT date(entry_time / 1000000.0, 'unixepoch', 'start of month'), {columns}, 1 FROM deal_stays \
+           SELECT date(entry_time / 1000000.0, 'unixepoch', 'start of month'), {inner}, 1 FROM deal_stays \
            WHERE tenant_id = ?1 AND (entry_time >= ?4 AND entry_time < ?5 OR entry_time >= ?6 AND entry_time < ?7) \
            {filter}) s \
-         GROUP BY 1, {columns} HAVING sum(stays) <> 0"
+         GROUP BY 1, {names} HAVING sum(stays) <> 0"
     )))
     .bind(tenant.as_str())
     .bind(day(split.months.0))

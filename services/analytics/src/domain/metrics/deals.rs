@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use super::{Figure, Grouping, MS_PER_DAY, figures, month, one_currency_sum, rate_figure, ratio};
 use crate::domain::durations;
 use crate::domain::facts::{
-    CALL_CATEGORY, CloseCell, CycleTimes, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, StageFact,
-    StayCell, StayTimes, StaysOf, TransitionKind,
+    CALL_CATEGORY, CloseCell, Cycles, DealRow, ForecastFact, LeadRow, OpenDeal, Outcome, QuotaFact, Stays, StaysOf,
+    TransitionKind,
 };
 
 /// The group of a deal (in `pipeline`, from a lead of `lead_source`) under `grouping`; `month`
@@ -75,10 +75,10 @@ pub fn cohort_win_rate(deals: &[DealRow], grouping: Grouping) -> Vec<Figure> {
     })
 }
 
-/// Sales-cycle days: see the catalogue. `cells` are the period's closes, `times` the cycles of
-/// its won deals per group of `grouping`.
+/// Sales-cycle days: see the catalogue. `cycles` are the period's, per group of `grouping`.
 #[allow(clippy::cast_precision_loss)]
-pub fn sales_cycle_days(cells: &[CloseCell], times: &[CycleTimes], grouping: Grouping) -> Vec<Figure> {
+pub fn sales_cycle_days(cycles: &Cycles, grouping: Grouping) -> Vec<Figure> {
+    let Cycles { cells, times } = cycles;
     #[derive(Default)]
     struct Won {
         deals: i64,
@@ -139,7 +139,7 @@ fn stage_group(grouping: Grouping, pipeline: uuid::Uuid, stage: Option<uuid::Uui
 
 /// What became of the stays in each group of the funnel.
 #[derive(Default)]
-struct Stays {
+struct StageGroup {
     entered: i64,
     advanced: i64,
     moved_back: i64,
@@ -159,14 +159,14 @@ fn stays_group(grouping: Grouping, month: &str, of: &StaysOf) -> String {
     }
 }
 
-/// Stage funnel: see the catalogue. `cells` are the period's stays by what ended them, `times`
-/// the durations of its ended stays by stage (by owner for the owner grouping); `stages`
-/// orders each pipeline's stages.
+/// Stage funnel: see the catalogue. `stays` are the period's, with the durations of the ended
+/// ones by stage (by owner for the owner grouping).
 #[allow(clippy::cast_precision_loss)]
-pub fn stage_funnel(cells: &[StayCell], times: &[StayTimes], stages: &[StageFact], grouping: Grouping) -> Vec<Figure> {
+pub fn stage_funnel(stays: &Stays, grouping: Grouping) -> Vec<Figure> {
+    let Stays { cells, times, stages } = stays;
     let position =
         |stage: Option<uuid::Uuid>| stage.and_then(|id| stages.iter().find(|s| s.stage == id).map(|s| s.position));
-    let mut groups: BTreeMap<String, Stays> = BTreeMap::new();
+    let mut groups: BTreeMap<String, StageGroup> = BTreeMap::new();
     for cell in cells {
         let group = match grouping {
             Grouping::Month => cell.month.clone(),
@@ -517,7 +517,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::domain::facts::{Close, DealFact, cells_of};
+    use crate::domain::facts::{Close, CycleTimes, DealFact, StageFact, StayCell, StayTimes, cells_of};
 
     fn at(day: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).single().expect("time")
@@ -593,7 +593,13 @@ mod tests {
             });
         }
         closes.push(close(&b, Outcome::Lost, 21));
-        let by_owner = sales_cycle_days(&cells_of(&closes), &times, Grouping::Owner);
+        let by_owner = sales_cycle_days(
+            &Cycles {
+                cells: cells_of(&closes),
+                times,
+            },
+            Grouping::Owner,
+        );
         let summary: Vec<(&str, Option<f64>, i64)> =
             by_owner.iter().map(|f| (f.group.as_str(), f.value, f.count)).collect();
         assert_eq!(summary, [("ann", Some(4.25), 4), ("ben", Some(0.5), 1)]);
@@ -606,7 +612,7 @@ mod tests {
     fn an_empty_period_has_one_figure_without_a_value() {
         for figures in [
             win_rate(&[], Grouping::Tenant),
-            sales_cycle_days(&[], &[], Grouping::Tenant),
+            sales_cycle_days(&Cycles::default(), Grouping::Tenant),
         ] {
             assert_eq!(figures.len(), 1);
             assert_eq!((figures[0].value, figures[0].count), (None, 0));
@@ -776,8 +782,12 @@ mod tests {
         ]
         .into_iter()
         .unzip();
-        let times: Vec<StayTimes> = times.into_iter().flatten().collect();
-        let by_stage = stage_funnel(&cells, &times, &stages, Grouping::Stage);
+        let stays = Stays {
+            cells,
+            times: times.into_iter().flatten().collect(),
+            stages,
+        };
+        let by_stage = stage_funnel(&stays, Grouping::Stage);
         assert_eq!(by_stage.len(), 2);
         let first = &by_stage[0];
         assert_eq!(
@@ -803,19 +813,23 @@ mod tests {
         );
         assert_eq!(second.parts["position"], 1.0);
         // The tenant: 3 advanced of 6 stays; days 1, 1, 2, 6, 7: median 2.
-        let tenant = stage_funnel(&cells, &times, &stages, Grouping::Tenant);
+        let tenant = stage_funnel(&stays, Grouping::Tenant);
         assert_eq!((tenant[0].value, tenant[0].count), (Some(0.5), 6));
         assert!(about(tenant[0].parts["median_days"], 2.0));
         assert!(!tenant[0].parts.contains_key("position"));
         // By owner, the durations are the owner's.
-        let owner_times: Vec<StayTimes> = times
-            .iter()
-            .map(|t| StayTimes {
-                of: StaysOf::Owner("ann".into()),
-                ..t.clone()
-            })
-            .collect();
-        let ann = stage_funnel(&cells, &owner_times, &stages, Grouping::Owner);
+        let by_owner = Stays {
+            times: stays
+                .times
+                .iter()
+                .map(|t| StayTimes {
+                    of: StaysOf::Owner("ann".into()),
+                    ..t.clone()
+                })
+                .collect(),
+            ..stays.clone()
+        };
+        let ann = stage_funnel(&by_owner, Grouping::Owner);
         assert_eq!((ann[0].group.as_str(), ann[0].count), ("ann", 6));
         assert!(about(ann[0].parts["median_days"], 2.0));
     }

@@ -477,7 +477,7 @@ async fn stages_stays_and_the_pipeline_as_of_an_instant(store: &dyn AnalyticsSto
 
     // The stays as the funnel reads them (see stays.rs for their ends and durations).
     let key = |c: &StayCell| (c.owner.clone(), c.stage);
-    let mut cells = store.stay_cells(&acme, november()).await.expect("cells");
+    let mut cells = store.stays(&acme, november(), true).await.expect("stays").cells;
     cells.sort_by_key(key);
     let cell = |stage, owner: &str, end| StayCell {
         month: "2026-11".into(),
@@ -495,8 +495,15 @@ async fn stages_stays_and_the_pipeline_as_of_an_instant(store: &dyn AnalyticsSto
     expected.sort_by_key(key);
     assert_eq!(cells, expected);
     let early = Window::parse("2026-11-01..2026-11-03").expect("window");
-    assert_eq!(store.stay_cells(&acme, early).await.expect("cells").len(), 1);
-    assert!(store.stay_cells(&globex, november()).await.expect("cells").is_empty());
+    assert_eq!(store.stays(&acme, early, false).await.expect("stays").cells.len(), 1);
+    assert!(
+        store
+            .stays(&globex, november(), false)
+            .await
+            .expect("stays")
+            .cells
+            .is_empty()
+    );
 
     let open = |instant| async move {
         let mut open = store.open_at(&tenant("acme"), instant).await.expect("open");

@@ -71,19 +71,32 @@ async fn read(
     BTreeMap<(String, String, i32), i64>,
 ) {
     let acme = tenant("acme");
-    let cells = store
-        .stay_cells(&acme, window)
-        .await
-        .expect("cells")
-        .into_iter()
+    let by_stage = store.stays(&acme, window, false).await.expect("stays");
+    let by_owner = store.stays(&acme, window, true).await.expect("stays");
+    assert_eq!(by_stage.stages, by_owner.stages);
+    let cells: Cells = by_owner
+        .cells
+        .iter()
+        .cloned()
         .map(|c| ((c.month, c.stage, c.owner, c.end), c.stays))
         .collect();
-    let acme = &acme;
-    let times = |by_owner: bool| async move {
-        store
-            .stay_times(acme, window, by_owner)
-            .await
-            .expect("times")
+    // By stage, every owner's stays together.
+    let mut together = Cells::new();
+    for ((month, stage, _, end), n) in &cells {
+        *together
+            .entry((month.clone(), *stage, String::new(), *end))
+            .or_default() += n;
+    }
+    let by_stage_cells: Cells = by_stage
+        .cells
+        .iter()
+        .cloned()
+        .map(|c| ((c.month, c.stage, c.owner, c.end), c.stays))
+        .collect();
+    assert_eq!(by_stage_cells, together, "{window:?}");
+    let times = |stays: Stays| {
+        stays
+            .times
             .into_iter()
             .map(|t| {
                 let of = match t.of {
@@ -97,7 +110,7 @@ async fn read(
                 all
             })
     };
-    (cells, times(false).await, times(true).await)
+    (cells, times(by_stage), times(by_owner))
 }
 
 /// `times` in seconds as the store keys them: by bucket.
@@ -214,7 +227,7 @@ pub(super) async fn stays_follow_moves_closes_reopenings_and_owners(store: &dyn 
     assert_eq!(cells, want, "after the transfer");
     assert_eq!((by_stage, by_owner), (bucketed(want_stage), bucketed(want_owner)));
     // Each tenant's stays are its own.
-    let theirs = store.stay_cells(&globex, november()).await.expect("cells");
+    let theirs = store.stays(&globex, november(), true).await.expect("stays").cells;
     assert_eq!(
         theirs.iter().map(|c| (c.owner.as_str(), c.stays)).collect::<Vec<_>>(),
         [("gus", 1)]
