@@ -6,6 +6,7 @@ pub mod app;
 pub mod domain;
 pub mod grpc;
 pub mod ingest;
+pub mod own_usage;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -76,7 +77,7 @@ impl Running for Hosted {
     }
 
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {
-        Some(self.app.store().outbox())
+        Some(own_usage::OwnUsage::new(Arc::clone(self.app.store())))
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {

@@ -280,7 +280,10 @@ pub type Admission = fn(&Principal, &http::Method, &str) -> Result<(), ApiError>
 
 /// The method names of gRPC calls that only read (AIP standard and custom read methods, and
 /// the change feed).
-const GRPC_READ_VERBS: &[&str] = &["Get", "List", "Search", "Find", "Export", "Subscribe"];
+const GRPC_READ_VERBS: &[&str] = &["Get", "List", "Search", "Find", "Export", "Subscribe", "Query"];
+
+/// Methods that only read though their names start with no read verb.
+const GRPC_READ_METHODS: &[&str] = &["BeforeAfter"];
 
 /// gRPC admission: reads for every role; any other method for roles that write (so neither a
 /// viewer nor a `service` token gets further than its request line).
@@ -294,7 +297,7 @@ pub fn grpc_admission(principal: &Principal, _method: &http::Method, path: &str)
 
 /// Whether the gRPC method named `rpc` (`GetContact`) only reads.
 pub fn is_read(rpc: &str) -> bool {
-    GRPC_READ_VERBS.iter().any(|verb| rpc.starts_with(verb))
+    GRPC_READ_VERBS.iter().any(|verb| rpc.starts_with(verb)) || GRPC_READ_METHODS.contains(&rpc)
 }
 
 /// The rejection of a gRPC request: a trailers-only response carrying the status.
@@ -704,5 +707,28 @@ mod tests {
             .verify(&sign(KEY_ID, &good_claims()))
             .await
             .expect("valid again");
+    }
+
+    #[test]
+    fn reads_are_told_from_changes_by_the_method_name() {
+        for read in [
+            "GetContact",
+            "ListDeals",
+            "SearchContacts",
+            "QueryMetric",
+            "BeforeAfter",
+            "Subscribe",
+        ] {
+            assert!(is_read(read), "{read}");
+        }
+        for change in [
+            "CreateContact",
+            "UpdateSettings",
+            "MergeContacts",
+            "SetQuota",
+            "BeforeAfterAll",
+        ] {
+            assert!(!is_read(change), "{change}");
+        }
     }
 }

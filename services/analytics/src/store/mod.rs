@@ -583,6 +583,19 @@ pub trait AnalyticsStore: Send + Sync {
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
 
+    /// Publishes the service's own usage `reports` on its feed and adds them to its usage
+    /// facts, in one transaction (it does not follow its own feed).
+    async fn publish_usage(&self, reports: &[UsageReport]) -> Result<(), StoreError>;
+
     /// The outbox of the service's own feed.
     fn outbox(&self) -> std::sync::Arc<dyn Outbox>;
+}
+
+/// A tenant's usage of the analytics service itself: the counts, and the events that report
+/// them.
+#[derive(Debug, Clone)]
+pub struct UsageReport {
+    pub tenant: TenantId,
+    pub usage: Vec<UsageFact>,
+    pub events: Vec<NewEvent>,
 }

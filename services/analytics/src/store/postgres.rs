@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, Folded, IngestBatch, Interactions, MonthSplit, PARKED_LISTED,
-    RATES_LISTED, StoreError, close_group_sql, corrupt, cycle_times, document, from_document, outcome, stay_cell,
-    stay_times, whole_and_rest,
+    RATES_LISTED, StoreError, UsageReport, close_group_sql, corrupt, cycle_times, document, from_document, outcome,
+    stay_cell, stay_times, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -292,6 +292,42 @@ async fn write(tx: &mut PgConnection, tenant: &TenantId, f: &Folded) -> Result<(
     Ok(())
 }
 
+/// Usage counts of the pinned tenant `t`, added to its usage facts.
+async fn write_usage(tx: &mut PgConnection, t: &str, u: &[UsageFact]) -> Result<(), sqlx::Error> {
+    if u.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO usage_facts (tenant_id, user_id, area, day, requests, changes) \
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::date[], $5::bigint[], $6::bigint[]) \
+         ON CONFLICT (tenant_id, day, user_id, area) DO UPDATE SET \
+         requests = least(usage_facts.requests::numeric + excluded.requests, 9223372036854775807)::bigint, \
+         changes = least(usage_facts.changes::numeric + excluded.changes, 9223372036854775807)::bigint",
+    )
+    .bind(t)
+    .bind(u.iter().map(|u| u.user.as_str()).collect::<Vec<_>>())
+    .bind(u.iter().map(|u| u.area.as_str()).collect::<Vec<_>>())
+    .bind(u.iter().map(|u| u.day).collect::<Vec<_>>())
+    .bind(u.iter().map(|u| u.requests).collect::<Vec<_>>())
+    .bind(u.iter().map(|u| u.changes).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Pins `tenant` for the rest of the transaction and makes it known to the deriving rounds, in
+/// one round trip.
+async fn pin_known(tx: &mut PgConnection, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH known AS (INSERT INTO analytics_tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING) \
+         SELECT set_config('crm.tenant_id', $1, true)",
+    )
+    .bind(tenant.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// The contact feed's facts of one tenant: versions (their owner before the batch's changes
 /// where the batch does not say), contacts and companies (inserted when new, then changed
 /// field by field), lifecycle moves, interactions and transfers, then what is gone (a merge
@@ -408,24 +444,7 @@ async fn write_customers(tx: &mut PgConnection, t: &str, f: &Folded) -> Result<(
         .execute(&mut *tx)
         .await?;
     }
-    if !f.usage.is_empty() {
-        let u = &f.usage;
-        sqlx::query(
-            "INSERT INTO usage_facts (tenant_id, user_id, area, day, requests, changes) \
-             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::date[], $5::bigint[], $6::bigint[]) \
-             ON CONFLICT (tenant_id, day, user_id, area) DO UPDATE SET \
-             requests = least(usage_facts.requests::numeric + excluded.requests, 9223372036854775807)::bigint, \
-             changes = least(usage_facts.changes::numeric + excluded.changes, 9223372036854775807)::bigint",
-        )
-        .bind(t)
-        .bind(u.iter().map(|u| u.user.as_str()).collect::<Vec<_>>())
-        .bind(u.iter().map(|u| u.area.as_str()).collect::<Vec<_>>())
-        .bind(u.iter().map(|u| u.day).collect::<Vec<_>>())
-        .bind(u.iter().map(|u| u.requests).collect::<Vec<_>>())
-        .bind(u.iter().map(|u| u.changes).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
+    write_usage(tx, t, &f.usage).await?;
     for (id, kind, time, gone) in &f.gone {
         record_gone(tx, t, *id, *kind, *time, *gone).await?;
     }
@@ -514,14 +533,7 @@ impl AnalyticsStore for PgAnalyticsStore {
             return Ok(false);
         }
         for (tenant, folded) in Folded::by_tenant(batch) {
-            // Pinned, and known to the deriving rounds, in one round trip.
-            sqlx::query(
-                "WITH known AS (INSERT INTO analytics_tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING) \
-                 SELECT set_config('crm.tenant_id', $1, true)",
-            )
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
+            pin_known(&mut tx, &tenant).await?;
             write(&mut tx, &tenant, &folded).await?;
         }
         for (tenant, kind) in &batch.skipped {
@@ -1411,6 +1423,17 @@ impl AnalyticsStore for PgAnalyticsStore {
                 .await?;
         }
         crm_platform::outbox::append_pg(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn publish_usage(&self, reports: &[UsageReport]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for report in reports {
+            pin_known(&mut tx, &report.tenant).await?;
+            write_usage(&mut tx, report.tenant.as_str(), &report.usage).await?;
+            crm_platform::outbox::append_pg(&mut tx, &report.events).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

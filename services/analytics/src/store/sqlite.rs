@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, IngestBatch, Interactions, MonthSplit, PARKED_LISTED, RATES_LISTED,
-    Refresh, StoreError, close_group_sql, corrupt, cycle_times, document, from_document, outcome, stay_cell,
-    stay_times, whole_and_rest,
+    Refresh, StoreError, UsageReport, close_group_sql, corrupt, cycle_times, document, from_document, outcome,
+    stay_cell, stay_times, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -1384,6 +1384,23 @@ impl AnalyticsStore for SqliteAnalyticsStore {
                 .await?;
         }
         crm_platform::outbox::append_sqlite(&mut tx, events).await?;
+        tx.commit().await?;
+        self.outbox.committed();
+        Ok(())
+    }
+
+    async fn publish_usage(&self, reports: &[UsageReport]) -> Result<(), StoreError> {
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        for report in reports {
+            sqlx::query("INSERT OR IGNORE INTO analytics_tenants (tenant_id) VALUES (?1)")
+                .bind(report.tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            for usage in &report.usage {
+                apply(&mut tx, &report.tenant, &FactChange::Usage(usage.clone())).await?;
+            }
+            crm_platform::outbox::append_sqlite(&mut tx, &report.events).await?;
+        }
         tx.commit().await?;
         self.outbox.committed();
         Ok(())
