@@ -71,10 +71,7 @@ impl AnalyticsApp {
                 let leads = self.store.leads_created(tenant, window).await?;
                 lead_conversion(&leads, grouping)
             }
-            MetricId::StageFunnel => stage_funnel(
-                &self.store.stays(tenant, window, grouping == Grouping::Owner).await?,
-                grouping,
-            ),
+            MetricId::StageFunnel => stage_funnel(&self.store.stays(tenant, window, grouping).await?, grouping),
             MetricId::OpenPipeline => {
                 let open = self.store.open_at(tenant, window.end_time()).await?;
                 open_pipeline(&open, grouping)

@@ -366,8 +366,8 @@ fn stored_id(raw: &str) -> Result<Option<Uuid>, StoreError> {
     Ok((!id.is_nil()).then_some(id))
 }
 
-/// A row of stays' sums (the same text and integer columns on both backends): `month`
-/// (`YYYY-MM`), `pipeline_id`, `stage_id`, `owner`, `end_kind`, `end_stage`, `stays`.
+/// A row of stays' sums (the same text and integer columns on both backends): `month`,
+/// `pipeline_id`, `stage_id`, `owner`, `end_kind`, `end_stage`, `stays`.
 pub(crate) fn stay_cell<R: sqlx::Row>(row: &R) -> Result<StayCell, StoreError>
 where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -391,8 +391,8 @@ where
     })
 }
 
-/// A row of durations' counts (the same text and integer columns on both backends): `month`
-/// (`YYYY-MM`), `pipeline_id` and `stage_id` (`owner` when `by_owner`), `bucket`, `stays`.
+/// A row of durations' counts (the same text and integer columns on both backends): `month`,
+/// `pipeline_id` and `stage_id` (`owner` when `by_owner`), `bucket`, `stays`.
 pub(crate) fn stay_times<R: sqlx::Row>(row: &R, by_owner: bool) -> Result<StayTimes, StoreError>
 where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -473,11 +473,13 @@ pub trait AnalyticsStore: Send + Sync {
     async fn quotas(&self, tenant: &TenantId, period: &str) -> Result<Vec<QuotaFact>, StoreError>;
 
     /// The stays in a stage that began in `window` (a creation, move or reopening into the
-    /// stage) added up per month of entry, stage, the deals' owner (`by_owner`; else every
-    /// owner's together, with an empty owner) and the transition that ended them (whenever
-    /// that came); the ended ones counted per month of entry, bucket of their durations and
-    /// stage (`by_owner`: owner instead); and the stages of every pipeline: from one snapshot.
-    async fn stays(&self, tenant: &TenantId, window: Window, by_owner: bool) -> Result<Stays, StoreError>;
+    /// stage) added up per stage and the transition that ended them (whenever that came), and
+    /// per what `grouping` needs besides: the month of entry (`YYYY-MM`, by month; else empty,
+    /// every month together) and the deals' owner (by owner; else empty, every owner
+    /// together); the ended ones counted per bucket of their durations and stage (by owner:
+    /// owner instead), and per month by month; and the stages of every pipeline: from one
+    /// snapshot.
+    async fn stays(&self, tenant: &TenantId, window: Window, grouping: Grouping) -> Result<Stays, StoreError>;
 
     /// The stages of every pipeline, as the latest events order them.
     async fn stages(&self, tenant: &TenantId) -> Result<Vec<StageFact>, StoreError>;

@@ -712,8 +712,9 @@ impl AnalyticsStore for PgAnalyticsStore {
             .collect()
     }
 
-    async fn stays(&self, tenant: &TenantId, window: Window, by_owner: bool) -> Result<Stays, StoreError> {
-        // By stage, the owners' stays are added up in the database.
+    async fn stays(&self, tenant: &TenantId, window: Window, grouping: Grouping) -> Result<Stays, StoreError> {
+        // What the grouping does not split by is added up in the database.
+        let (by_owner, by_month) = (grouping == Grouping::Owner, grouping == Grouping::Month);
         let (owner, times, sums): (&str, &[&str], &str) = if by_owner {
             ("owner", &["owner", "bucket"], "owner_stay_times")
         } else {
@@ -731,8 +732,8 @@ impl AnalyticsStore for PgAnalyticsStore {
             .read_each(
                 tenant,
                 [
-                    stays_query(&ends, "stay_ends", "", tenant, window),
-                    stays_query(&times, sums, "AND bucket IS NOT NULL", tenant, window),
+                    stays_query(&ends, by_month, "stay_ends", "", tenant, window),
+                    stays_query(&times, by_month, sums, "AND bucket IS NOT NULL", tenant, window),
                     stages_query(tenant),
                 ],
             )
@@ -1534,10 +1535,12 @@ fn stage_fact(row: &PgRow) -> Result<StageFact, StoreError> {
 }
 
 /// The stays that began in `window` added up by `columns` (each an SQL expression of a stay
-/// and the name it is read by; ids are read as text), from the sums table `sums` for its whole
-/// months and from the stays themselves (those `filter` keeps) for its other days.
+/// and the name it is read by; ids are read as text) and by month of entry when `by_month`
+/// (else with an empty month), from the sums table `sums` for its whole months and from the
+/// stays themselves (those `filter` keeps) for its other days.
 fn stays_query<'q>(
     columns: &[(&str, &str)],
+    by_month: bool,
     sums: &str,
     filter: &str,
     tenant: &'q TenantId,
@@ -1558,14 +1561,19 @@ fn stays_query<'q>(
         _ => name.to_owned(),
     });
     let names = join(&|_, name| name.to_owned());
+    let (month, by) = if by_month {
+        ("to_char(month, 'YYYY-MM')", "month, ")
+    } else {
+        ("''", "")
+    };
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT to_char(month, 'YYYY-MM') AS month, {outer}, sum(stays)::bigint AS stays FROM ( \
+        "SELECT {month} AS month, {outer}, sum(stays)::bigint AS stays FROM ( \
            SELECT month, {inner}, stays FROM {sums} WHERE tenant_id = $1 AND month >= $2 AND month < $3 \
          UNION ALL \
            SELECT date_trunc('month', entry_time AT TIME ZONE 'UTC')::date, {inner}, 1 FROM deal_stays \
            WHERE tenant_id = $1 AND (entry_time >= $4 AND entry_time < $5 OR entry_time >= $6 AND entry_time < $7) \
            {filter}) s \
-         GROUP BY month, {names} HAVING sum(stays) <> 0"
+         GROUP BY {by}{names} HAVING sum(stays) <> 0"
     )))
     .bind(tenant.as_str())
     .bind(split.months.0)

@@ -763,8 +763,9 @@ impl AnalyticsStore for SqliteAnalyticsStore {
             .collect()
     }
 
-    async fn stays(&self, tenant: &TenantId, window: Window, by_owner: bool) -> Result<Stays, StoreError> {
-        // By stage, the owners' stays are added up in the database.
+    async fn stays(&self, tenant: &TenantId, window: Window, grouping: Grouping) -> Result<Stays, StoreError> {
+        // What the grouping does not split by is added up in the database.
+        let (by_owner, by_month) = (grouping == Grouping::Owner, grouping == Grouping::Month);
         let (owner, times, sums): (&str, &[&str], &str) = if by_owner {
             ("owner", &["owner", "bucket"], "owner_stay_times")
         } else {
@@ -780,10 +781,10 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         let times: Vec<(&str, &str)> = times.iter().map(|c| (*c, *c)).collect();
         // One read transaction: one snapshot for all three.
         let mut tx = self.pool.begin().await?;
-        let cells = stays_query(&ends, "stay_ends", "", tenant, window)
+        let cells = stays_query(&ends, by_month, "stay_ends", "", tenant, window)
             .fetch_all(&mut *tx)
             .await?;
-        let times = stays_query(&times, sums, "AND bucket IS NOT NULL", tenant, window)
+        let times = stays_query(&times, by_month, sums, "AND bucket IS NOT NULL", tenant, window)
             .fetch_all(&mut *tx)
             .await?;
         let stages = stages_query(tenant).fetch_all(&mut *tx).await?;
@@ -1507,10 +1508,11 @@ fn stage_fact(row: &SqliteRow) -> Result<StageFact, StoreError> {
 }
 
 /// The stays that began in `window` added up by `columns` (each an SQL expression of a stay
-/// and the name it is read by), from the sums table `sums` for its whole months and from the
+/// and the name it is read by) and by month of entry when `by_month`, from the sums table `sums` for its whole months and from the
 /// stays themselves (those `filter` keeps) for its other days (as the PostgreSQL store's).
 fn stays_query<'q>(
     columns: &[(&str, &str)],
+    by_month: bool,
     sums: &str,
     filter: &str,
     tenant: &'q TenantId,
@@ -1524,14 +1526,19 @@ fn stays_query<'q>(
         .collect::<Vec<_>>()
         .join(", ");
     let names = columns.iter().map(|(_, name)| *name).collect::<Vec<_>>().join(", ");
+    let (month, by) = if by_month {
+        ("substr(month, 1, 7)", "1, ")
+    } else {
+        ("''", "")
+    };
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT substr(month, 1, 7) AS month, {names}, sum(stays) AS stays FROM ( \
+        "SELECT {month} AS month, {names}, sum(stays) AS stays FROM ( \
            SELECT month, {inner}, stays FROM {sums} WHERE tenant_id = ?1 AND month >= ?2 AND month < ?3 \
          UNION ALL \
            SELECT date(entry_time / 1000000.0, 'unixepoch', 'start of month'), {inner}, 1 FROM deal_stays \
            WHERE tenant_id = ?1 AND (entry_time >= ?4 AND entry_time < ?5 OR entry_time >= ?6 AND entry_time < ?7) \
            {filter}) s \
-         GROUP BY 1, {names} HAVING sum(stays) <> 0"
+         GROUP BY {by}{names} HAVING sum(stays) <> 0"
     )))
     .bind(tenant.as_str())
     .bind(day(split.months.0))

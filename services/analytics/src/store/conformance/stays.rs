@@ -61,56 +61,43 @@ fn expected(histories: &[History], from: DateTime<Utc>, to: DateTime<Utc>) -> (C
     (cells, by_stage, by_owner)
 }
 
-/// The stays the store gives, in the shape of `expected` (durations by their buckets).
-async fn read(
-    store: &dyn AnalyticsStore,
-    window: Window,
-) -> (
-    Cells,
-    BTreeMap<(String, String, i32), i64>,
-    BTreeMap<(String, String, i32), i64>,
-) {
+/// Compares what the store gives under each grouping the funnel reads with `expected` of
+/// `histories` over `window`, added up over what the grouping does not split by (the month
+/// but by month, the owner but by owner; durations by bucket).
+async fn check(store: &dyn AnalyticsStore, window: Window, histories: &[History], what: &str) {
     let acme = tenant("acme");
-    let by_stage = store.stays(&acme, window, false).await.expect("stays");
-    let by_owner = store.stays(&acme, window, true).await.expect("stays");
-    assert_eq!(by_stage.stages, by_owner.stages);
-    let cells: Cells = by_owner
-        .cells
-        .iter()
-        .cloned()
-        .map(|c| ((c.month, c.stage, c.owner, c.end), c.stays))
-        .collect();
-    // By stage, every owner's stays together.
-    let mut together = Cells::new();
-    for ((month, stage, _, end), n) in &cells {
-        *together
-            .entry((month.clone(), *stage, String::new(), *end))
-            .or_default() += n;
+    let (cells, by_stage, by_owner) = expected(histories, window.start_time(), window.end_time());
+    for grouping in [Grouping::Month, Grouping::Stage, Grouping::Owner] {
+        let (keep_month, keep_owner) = (grouping == Grouping::Month, grouping == Grouping::Owner);
+        let month = |m: &String| if keep_month { m.clone() } else { String::new() };
+        let read = store.stays(&acme, window, grouping).await.expect("stays");
+        let got: Cells = read
+            .cells
+            .iter()
+            .cloned()
+            .map(|c| ((c.month, c.stage, c.owner, c.end), c.stays))
+            .collect();
+        let mut want = Cells::new();
+        for ((m, stage, owner, end), n) in &cells {
+            let owner = if keep_owner { owner.clone() } else { String::new() };
+            *want.entry((month(m), *stage, owner, *end)).or_default() += n;
+        }
+        assert_eq!(got, want, "{what}: {grouping:?} over {window:?}");
+        let got_times = read.times.iter().fold(BTreeMap::new(), |mut all, t| {
+            let of = match &t.of {
+                StaysOf::Stage { stage, .. } => format!("{stage:?}"),
+                StaysOf::Owner(owner) => owner.clone(),
+            };
+            *all.entry((t.month.clone(), of, t.bucket)).or_insert(0) += t.stays;
+            all
+        });
+        let mut want_times = Times::new();
+        for ((m, of, seconds), n) in if keep_owner { &by_owner } else { &by_stage } {
+            *want_times.entry((month(m), of.clone(), *seconds)).or_default() += n;
+        }
+        assert_eq!(got_times, bucketed(want_times), "{what}: {grouping:?} over {window:?}");
+        assert_eq!(read.stages, store.stages(&acme).await.expect("stages"));
     }
-    let by_stage_cells: Cells = by_stage
-        .cells
-        .iter()
-        .cloned()
-        .map(|c| ((c.month, c.stage, c.owner, c.end), c.stays))
-        .collect();
-    assert_eq!(by_stage_cells, together, "{window:?}");
-    let times = |stays: Stays| {
-        stays
-            .times
-            .into_iter()
-            .map(|t| {
-                let of = match t.of {
-                    StaysOf::Stage { stage, .. } => format!("{stage:?}"),
-                    StaysOf::Owner(owner) => owner,
-                };
-                ((t.month, of, t.bucket), t.stays)
-            })
-            .fold(BTreeMap::new(), |mut all, (key, n)| {
-                *all.entry(key).or_insert(0) += n;
-                all
-            })
-    };
-    (cells, times(by_stage), times(by_owner))
 }
 
 /// `times` in seconds as the store keys them: by bucket.
@@ -188,10 +175,7 @@ pub(super) async fn stays_follow_moves_closes_reopenings_and_owners(store: &dyn 
         step(theirs, 1, TransitionKind::Created, Some(1), at(2, 9)),
     ));
     assert!(store.ingest("c", 0, &batch(1, one)).await.expect("ingest"));
-    let (cells, by_stage, by_owner) = read(store, november()).await;
-    let (want, want_stage, want_owner) = expected(&first, november().start_time(), november().end_time());
-    assert_eq!(cells, want, "after the first batch");
-    assert_eq!((by_stage, by_owner), (bucketed(want_stage), bucketed(want_owner)));
+    check(store, november(), &first, "after the first batch").await;
     assert!(
         store
             .ingest("c", 1, &batch(2, changes(&histories, 2)))
@@ -203,11 +187,7 @@ pub(super) async fn stays_follow_moves_closes_reopenings_and_owners(store: &dyn 
     // range across October and November (both).
     for window in ["2026-11", "2026-11-02..2026-11-03", "2026-10-15..2026-11-30", "2026"] {
         let window = Window::parse(window).expect("window");
-        let (cells, by_stage, by_owner) = read(store, window).await;
-        let (want, want_stage, want_owner) = expected(&histories, window.start_time(), window.end_time());
-        assert_eq!(cells, want, "{window:?}");
-        assert_eq!(by_stage, bucketed(want_stage), "{window:?}");
-        assert_eq!(by_owner, bucketed(want_owner), "{window:?}");
+        check(store, window, &histories, "after the second batch").await;
     }
 
     // a given to ben (a portfolio transfer): all its stays are his now, none is ann's.
@@ -221,13 +201,19 @@ pub(super) async fn stays_follow_moves_closes_reopenings_and_owners(store: &dyn 
     )];
     assert!(store.ingest("c", 2, &batch(3, transfer)).await.expect("ingest"));
     histories[0].0 = "ben".into();
-    let (cells, by_stage, by_owner) = read(store, Window::parse("2026").expect("year")).await;
-    let year = Window::parse("2026").expect("year");
-    let (want, want_stage, want_owner) = expected(&histories, year.start_time(), year.end_time());
-    assert_eq!(cells, want, "after the transfer");
-    assert_eq!((by_stage, by_owner), (bucketed(want_stage), bucketed(want_owner)));
+    check(
+        store,
+        Window::parse("2026").expect("year"),
+        &histories,
+        "after the transfer",
+    )
+    .await;
     // Each tenant's stays are its own.
-    let theirs = store.stays(&globex, november(), true).await.expect("stays").cells;
+    let theirs = store
+        .stays(&globex, november(), Grouping::Owner)
+        .await
+        .expect("stays")
+        .cells;
     assert_eq!(
         theirs.iter().map(|c| (c.owner.as_str(), c.stays)).collect::<Vec<_>>(),
         [("gus", 1)]
