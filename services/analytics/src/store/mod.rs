@@ -360,6 +360,42 @@ impl MonthSplit {
     }
 }
 
+/// What the funnel under a grouping reads of the stays' sums: the columns of the ends and of the
+/// durations (each an SQL expression of a stay and the name it is read by), the table of the
+/// durations, and what it splits by besides the stage. What it does not split by (the owners,
+/// the months) is added up in the database.
+pub(crate) struct StaysRead {
+    pub ends: [(&'static str, &'static str); 5],
+    pub times: Vec<(&'static str, &'static str)>,
+    pub times_table: &'static str,
+    pub by_owner: bool,
+    pub by_month: bool,
+}
+
+impl StaysRead {
+    pub(crate) fn of(grouping: Grouping) -> StaysRead {
+        let by_owner = grouping == Grouping::Owner;
+        let (owner, times, times_table): (&str, &[&'static str], &str) = if by_owner {
+            ("owner", &["owner", "bucket"], "owner_stay_times")
+        } else {
+            ("''", &["pipeline_id", "stage_id", "bucket"], "stay_times")
+        };
+        StaysRead {
+            ends: [
+                ("pipeline_id", "pipeline_id"),
+                ("stage_id", "stage_id"),
+                (owner, "owner"),
+                ("end_kind", "end_kind"),
+                ("end_stage", "end_stage"),
+            ],
+            times: times.iter().map(|c| (*c, *c)).collect(),
+            times_table,
+            by_owner,
+            by_month: grouping == Grouping::Month,
+        }
+    }
+}
+
 /// An id stored as text (the nil id: none).
 fn stored_id(raw: &str) -> Result<Option<Uuid>, StoreError> {
     let id = Uuid::parse_str(raw).map_err(|_| corrupt(format!("id {raw}")))?;

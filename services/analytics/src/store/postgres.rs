@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, Folded, IngestBatch, Interactions, MonthSplit, PARKED_LISTED,
-    RATES_LISTED, StoreError, UsageReport, close_group_sql, corrupt, cycle_times, document, from_document, outcome,
-    stay_cell, stay_times, whole_and_rest,
+    RATES_LISTED, StaysRead, StoreError, UsageReport, close_group_sql, corrupt, cycle_times, document, from_document,
+    outcome, stay_cell, stay_times, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -713,21 +713,13 @@ impl AnalyticsStore for PgAnalyticsStore {
     }
 
     async fn stays(&self, tenant: &TenantId, window: Window, grouping: Grouping) -> Result<Stays, StoreError> {
-        // What the grouping does not split by is added up in the database.
-        let (by_owner, by_month) = (grouping == Grouping::Owner, grouping == Grouping::Month);
-        let (owner, times, sums): (&str, &[&str], &str) = if by_owner {
-            ("owner", &["owner", "bucket"], "owner_stay_times")
-        } else {
-            ("''", &["pipeline_id", "stage_id", "bucket"], "stay_times")
-        };
-        let ends = [
-            ("pipeline_id", "pipeline_id"),
-            ("stage_id", "stage_id"),
-            (owner, "owner"),
-            ("end_kind", "end_kind"),
-            ("end_stage", "end_stage"),
-        ];
-        let times: Vec<(&str, &str)> = times.iter().map(|c| (*c, *c)).collect();
+        let StaysRead {
+            ends,
+            times,
+            times_table: sums,
+            by_owner,
+            by_month,
+        } = StaysRead::of(grouping);
         let [cells, times, stages] = self
             .read_each(
                 tenant,

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::{
     AMOUNT_UNIT, AnalyticsStore, CYCLE_UNIT, IngestBatch, Interactions, MonthSplit, PARKED_LISTED, RATES_LISTED,
-    Refresh, StoreError, UsageReport, close_group_sql, corrupt, cycle_times, document, from_document, outcome,
-    stay_cell, stay_times, whole_and_rest,
+    Refresh, StaysRead, StoreError, UsageReport, close_group_sql, corrupt, cycle_times, document, from_document,
+    outcome, stay_cell, stay_times, whole_and_rest,
 };
 use crate::domain::derived::{Changes, DerivedState, GoalStatus, QuietDeal};
 use crate::domain::*;
@@ -764,21 +764,13 @@ impl AnalyticsStore for SqliteAnalyticsStore {
     }
 
     async fn stays(&self, tenant: &TenantId, window: Window, grouping: Grouping) -> Result<Stays, StoreError> {
-        // What the grouping does not split by is added up in the database.
-        let (by_owner, by_month) = (grouping == Grouping::Owner, grouping == Grouping::Month);
-        let (owner, times, sums): (&str, &[&str], &str) = if by_owner {
-            ("owner", &["owner", "bucket"], "owner_stay_times")
-        } else {
-            ("''", &["pipeline_id", "stage_id", "bucket"], "stay_times")
-        };
-        let ends = [
-            ("pipeline_id", "pipeline_id"),
-            ("stage_id", "stage_id"),
-            (owner, "owner"),
-            ("end_kind", "end_kind"),
-            ("end_stage", "end_stage"),
-        ];
-        let times: Vec<(&str, &str)> = times.iter().map(|c| (*c, *c)).collect();
+        let StaysRead {
+            ends,
+            times,
+            times_table: sums,
+            by_owner,
+            by_month,
+        } = StaysRead::of(grouping);
         // One read transaction: one snapshot for all three.
         let mut tx = self.pool.begin().await?;
         let cells = stays_query(&ends, by_month, "stay_ends", "", tenant, window)
