@@ -176,7 +176,7 @@ impl std::fmt::Debug for Credentials {
 
 /// Events applied in one transaction at most: in a catch-up, each transaction's round trips
 /// and commit are shared by this many events.
-const MAX_BATCH: usize = 2000;
+const MAX_BATCH: usize = 5000;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
