@@ -1500,8 +1500,9 @@ fn stage_fact(row: &SqliteRow) -> Result<StageFact, StoreError> {
 }
 
 /// The stays that began in `window` added up by `columns` (each an SQL expression of a stay
-/// and the name it is read by) and by month of entry when `by_month`, from the sums table `sums` for its whole months and from the
-/// stays themselves (those `filter` keeps) for its other days (as the PostgreSQL store's).
+/// and the name it is read by) and by month of entry when `by_month`, from the sums table
+/// `sums` for its whole months and from the stays themselves (those `filter` keeps) for its
+/// other days (as the PostgreSQL store's, in SQLite's dialect).
 fn stays_query<'q>(
     columns: &[(&str, &str)],
     by_month: bool,
