@@ -284,7 +284,7 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
         }
         Ok(request)
     });
-    let mut stream = client
+    let stream = client
         .subscribe(pb::SubscribeRequest {
             after_sequence: applied,
             types: config.types.clone(),
@@ -297,41 +297,50 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
         .map_err(Failure::Feed)?
         .into_inner();
     config.status.set_refused(&config.name, false);
+    let mut feed = Incoming {
+        stream,
+        consumer: &config.name,
+        last: applied,
+        ended: false,
+        error: None,
+    };
     let mut progress = Progress::None;
     let mut batch: Vec<pb::Event> = Vec::new();
-    let mut ended = false;
-    while !ended {
+    loop {
         // Wait for one message, then take what else has already arrived: the events go into
         // one transaction, so a busy feed costs one commit per batch rather than per event.
-        let mut next = Some(stream.message().await);
-        while let Some(message) = next.take() {
-            match message.map_err(Failure::Feed)? {
-                None => ended = true,
-                Some(message) => match message.kind {
-                    Some(pb::subscribe_response::Kind::Event(event))
-                        if event.sequence > batch.last().map_or(applied, |last| last.sequence) =>
-                    {
-                        batch.push(event);
-                    }
-                    Some(pb::subscribe_response::Kind::Heartbeat(beat)) => {
-                        #[allow(clippy::cast_precision_loss)]
-                        let lag = beat.head_sequence.saturating_sub(applied) as f64;
-                        metrics::gauge!("crm_feed_lag_events", "consumer" => config.name.clone()).set(lag);
-                    }
-                    _ => {}
-                },
+        // What arrived before the stream broke or ended is applied first.
+        if batch.is_empty() {
+            if let Some(status) = feed.error.take() {
+                return Err(Failure::Feed(status));
             }
-            if !ended && batch.len() < MAX_BATCH {
-                next = stream.message().now_or_never();
+            if feed.ended {
+                break;
             }
+            let message = feed.stream.message().await;
+            feed.take(message, &mut batch, applied);
         }
+        feed.take_ready(&mut batch, applied);
         if batch.is_empty() {
             continue;
         }
-        if !apply_batch(config, sink, &batch, applied)
-            .await
-            .map_err(Failure::Apply)?
-        {
+        // While the batch is applied, the next one is received: in a catch-up the feed's
+        // reading and decoding overlap the consumer's database work instead of waiting for it.
+        let mut next = Vec::new();
+        let moved_on = {
+            let apply = apply_batch(config, sink, &batch, applied);
+            tokio::pin!(apply);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut apply => break result.map_err(Failure::Apply)?,
+                    message = feed.stream.message(), if feed.receiving() && next.len() < MAX_BATCH => {
+                        feed.take(message, &mut next, applied);
+                    }
+                }
+            }
+        };
+        if !moved_on {
             return Err(Failure::Moved);
         }
         for event in &batch {
@@ -350,9 +359,63 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
                 .map_or(0.0, |d| d.as_secs_f64());
             metrics::gauge!("crm_feed_lag_seconds", "consumer" => config.name.clone()).set((now - committed).max(0.0));
         }
-        batch.clear();
+        batch = next;
     }
     Ok(progress)
+}
+
+/// The subscription's messages as they arrive: events after the last one taken (a repeat,
+/// after a reconnect, is dropped), heartbeats turned into the lag gauge, the end or the error
+/// of the stream kept for the loop to act on once the batch in hand is applied.
+struct Incoming<'a> {
+    stream: tonic::Streaming<pb::SubscribeResponse>,
+    consumer: &'a str,
+    /// The sequence of the last event taken (or the checkpoint).
+    last: u64,
+    ended: bool,
+    error: Option<tonic::Status>,
+}
+
+impl Incoming<'_> {
+    /// Whether the stream may still be read.
+    fn receiving(&self) -> bool {
+        !self.ended && self.error.is_none()
+    }
+
+    /// Takes one message of the stream into `batch`.
+    fn take(
+        &mut self,
+        message: Result<Option<pb::SubscribeResponse>, tonic::Status>,
+        batch: &mut Vec<pb::Event>,
+        applied: u64,
+    ) {
+        match message {
+            Err(status) => self.error = Some(status),
+            Ok(None) => self.ended = true,
+            Ok(Some(message)) => match message.kind {
+                Some(pb::subscribe_response::Kind::Event(event)) if event.sequence > self.last => {
+                    self.last = event.sequence;
+                    batch.push(event);
+                }
+                Some(pb::subscribe_response::Kind::Heartbeat(beat)) => {
+                    #[allow(clippy::cast_precision_loss)]
+                    let lag = beat.head_sequence.saturating_sub(applied) as f64;
+                    metrics::gauge!("crm_feed_lag_events", "consumer" => self.consumer.to_owned()).set(lag);
+                }
+                _ => {}
+            },
+        }
+    }
+
+    /// Takes the messages that have already arrived into `batch`, up to a full batch.
+    fn take_ready(&mut self, batch: &mut Vec<pb::Event>, applied: u64) {
+        while self.receiving() && batch.len() < MAX_BATCH {
+            let Some(message) = self.stream.message().now_or_never() else {
+                return;
+            };
+            self.take(message, batch, applied);
+        }
+    }
 }
 
 /// Applies a batch through the sink in a span naming the consumer and the range.
