@@ -532,8 +532,14 @@ impl Outbox for PgOutbox {
             Scope::AllTenants => (begin_all_tenants(&self.pool).await?, None),
         };
         // The row-level policy makes the planner expect a handful of rows and sort them; the
-        // index already holds them in sequence order, and reading it stops at the limit.
-        sqlx::query("SET LOCAL enable_sort = off").execute(&mut *tx).await?;
+        // index already holds them in sequence order, and reading it stops at the limit. A
+        // partition's filter makes it expect to read far into the table, and it would start
+        // parallel workers (a process each) for every page of the feed.
+        sqlx::query(
+            "SELECT set_config('enable_sort', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)",
+        )
+        .execute(&mut *tx)
+        .await?;
         // A partition's tenants: the key PostgreSQL computes as the platform does.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT seq, id, tenant_id, type, subject, time, actor, traceparent, payload, format FROM outbox_events \
