@@ -151,8 +151,9 @@ pub(crate) async fn run(bench: &AnalyticsBench<'_>) -> anyhow::Result<()> {
         head as f64 / baseline_elapsed.as_secs_f64(),
     );
     println!(
-        "| analytics ingest in catch-up: {head} pipeline events ({} DealWon: deal and transition facts; 10 tenants) | {rate:.0} events/s (process start to checkpoint at the head) | the platform consumer applying nothing, same feed: {baseline:.0} events/s | {:.2}x | >= 20k events/s and >= 0.3x |",
+        "| analytics ingest in catch-up: {head} pipeline events ({} DealWon: deal and transition facts; 10 tenants; {} partitions on one replica) | {rate:.0} events/s (process start to checkpoint at the head) | the platform consumer applying nothing, same feed: {baseline:.0} events/s | {:.2}x | >= 20k events/s and >= 0.3x |",
         bench.events,
+        bench.partitions,
         rate / baseline
     );
     Ok(())

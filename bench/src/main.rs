@@ -93,8 +93,9 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     query_deals: u64,
     /// Partitions the analytics ingest test's `crm analytics` splits the feed into (one
-    /// replica follows them all).
-    #[arg(long, default_value_t = 1)]
+    /// replica follows them all); by default as many as `crm analytics` itself
+    /// (CRM_INGEST_PARTITIONS), so that the figure is that of a deployment as it comes.
+    #[arg(long, default_value_t = 8)]
     analytics_partitions: u32,
     /// Customers (one to three won deals each) of the customer value test.
     #[arg(long, default_value_t = 1_000_000)]
