@@ -638,6 +638,7 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str, analytics_ur
     if wants("analytics-latency") {
         let (_pipeline, pipeline_grpc) = start_pipeline(pipeline_url, &grpc)?;
         analytics_latency::run(&analytics_latency::LatencyBench {
+            pipeline_url,
             pipeline_grpc: &format!("http://{pipeline_grpc}"),
             analytics_url,
             rate: args.latency_rate,
