@@ -20,8 +20,8 @@ use crm_proto::crm::common::v1::Money;
 use crm_proto::crm::pipeline::v1 as pb;
 use crm_proto::crm::pipeline::v1::deal_service_client::DealServiceClient;
 use crm_proto::crm::pipeline::v1::pipeline_service_client::PipelineServiceClient;
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -188,15 +188,17 @@ pub(crate) async fn run(bench: &LatencyBench<'_>) -> anyhow::Result<()> {
     );
     let period = chrono::Utc::now().format("%Y").to_string();
 
-    // The load: 48 clients, each committing events at rate / 48 per second (a client waits
-    // for each commit, and a commit waits for its turn at the disk, so it takes many).
-    let clients = 48;
+    // The load: a client per 20 events/s of the rate, up to 48 (a client waits for each
+    // commit, and a commit waits for its turn at the disk, so it takes many), each holding
+    // its share of the rate.
+    let clients = usize::try_from(bench.rate.div_ceil(20).clamp(1, 48))?;
     #[allow(clippy::cast_precision_loss)]
     let per_client = bench.rate as f64 / clients as f64;
-    let pool = PgPoolOptions::new()
+    let load_pool = PgPoolOptions::new()
         .max_connections(u32::try_from(clients)?)
         .connect(bench.pipeline_url)
         .await?;
+    let pool = load_pool.clone();
     let tenants = std::sync::Arc::new(load_tenants);
     let load_run = {
         let tenants = std::sync::Arc::clone(&tenants);
@@ -241,6 +243,30 @@ pub(crate) async fn run(bench: &LatencyBench<'_>) -> anyhow::Result<()> {
         tokio::time::sleep_until(next.into()).await;
     }
     let load_run = load_run.await?;
+    // Every win the load committed reaches the facts, or the probes measured an analytics
+    // service that parked or skipped the load.
+    let wins: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox_events WHERE tenant_id LIKE 'latency-load-%' AND type = 'crm.pipeline.v1.DealWon'",
+    )
+    .fetch_one(&load_pool)
+    .await?;
+    let mut analytics_db = sqlx::PgConnection::connect(bench.analytics_url).await?;
+    let waited = Instant::now();
+    loop {
+        let won: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deal_facts WHERE tenant_id LIKE 'latency-load-%' AND outcome = 'won'",
+        )
+        .fetch_one(&mut analytics_db)
+        .await?;
+        if won >= wins {
+            break;
+        }
+        anyhow::ensure!(
+            waited.elapsed() < Duration::from_secs(60),
+            "{won} of the load's {wins} wins reached the facts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     latencies.sort();
     let at = |p: f64| {
         #[allow(

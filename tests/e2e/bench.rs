@@ -151,3 +151,32 @@ async fn the_analytics_scenario_applies_every_seeded_event() {
     assert!(line.contains(" events/s (process start"), "{line}");
     db.drop_database().await;
 }
+
+/// The commit-to-metric scenario: its load's events, committed into the pipeline's outbox,
+/// are ingested (the probes' wins are counted only once their tenant's metric shows them, so
+/// a row with probes means the whole path ran), and the row says the rate the load reached.
+#[tokio::test]
+async fn the_commit_to_metric_scenario_probes_under_its_load() {
+    let Some(db) = TestDatabase::create("bench_latency_scenario").await else {
+        return;
+    };
+    let report = bench(
+        &db,
+        &[
+            "--scenarios",
+            "analytics-latency",
+            "--latency-rate",
+            "100",
+            "--latency-seconds",
+            "3",
+        ],
+    );
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("| commit in the pipeline to the metric reflecting it"))
+        .unwrap_or_else(|| panic!("no commit-to-metric row in:\n{report}"));
+    assert!(line.contains("that reached "), "{line}");
+    assert!(!line.contains(" 0 probes"), "{line}");
+    assert!(!line.contains("(0 events"), "{line}");
+    db.drop_database().await;
+}
