@@ -11,7 +11,13 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 pub const FIRST_VERSION: i64 = 1_000_000;
 
 /// The platform's migrations on PostgreSQL, in order.
-const POSTGRES: &[(&str, &str)] = &[("outbox", include_str!("../../migrations/outbox/postgres.sql"))];
+const POSTGRES: &[(&str, &str)] = &[
+    ("outbox", include_str!("../../migrations/outbox/postgres.sql")),
+    (
+        "outbox polling",
+        include_str!("../../migrations/outbox/postgres_polling.sql"),
+    ),
+];
 /// The platform's migrations on SQLite, in order.
 const SQLITE: &[(&str, &str)] = &[("outbox", include_str!("../../migrations/outbox/sqlite.sql"))];
 
@@ -139,5 +145,78 @@ mod tests {
         // The outbox's listener keeps a connection of the pool for its lifetime (closing the
         // pool would wait for it); dropping the database ends it.
         db.drop_database().await;
+    }
+
+    /// A write notifies the sequencer unless a sequencer said it is polling (its window in
+    /// `outbox_polling.polled_until` open), and a sequencer that numbers events opens it.
+    #[tokio::test]
+    async fn writers_notify_only_while_no_sequencer_polls() {
+        use std::time::Duration;
+        let Some(db) = crate::testing::TestDatabase::create("platform_outbox_polling").await else {
+            return;
+        };
+        const ROLE: &str = "crm_outbox_test_app";
+        let migrator = super::postgres(
+            &service(&format!(
+                "DO $$ BEGIN CREATE ROLE {ROLE} NOLOGIN NOBYPASSRLS; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            )),
+            ROLE,
+        );
+        crate::db::migrate_postgres(&db.url, &migrator).await.expect("migrate");
+        let pool = crate::db::connect_postgres(&db.url, ROLE, 4).await.expect("connect");
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.expect("listener");
+        listener.listen(super::super::WRITTEN_CHANNEL).await.expect("listen");
+        let acme = TenantId::parse("acme").expect("tenant");
+        let append = || async {
+            let mut tx = crate::db::begin_tenant(&pool, &acme).await.expect("begin");
+            append_pg(&mut tx, &[event(&acme)]).await.expect("append");
+            tx.commit().await.expect("commit");
+        };
+        let window = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query(sql).execute(&pool).await.expect("window");
+            }
+        };
+
+        append().await;
+        assert!(
+            heard(&mut listener, Duration::from_secs(5)).await,
+            "no sequencer polls: notified"
+        );
+        window("UPDATE outbox_polling SET polled_until = clock_timestamp() + interval '1 minute'").await;
+        append().await;
+        assert!(
+            !heard(&mut listener, Duration::from_millis(500)).await,
+            "a sequencer polls: not notified"
+        );
+        window("UPDATE outbox_polling SET polled_until = clock_timestamp() - interval '1 second'").await;
+        append().await;
+        assert!(
+            heard(&mut listener, Duration::from_secs(5)).await,
+            "the window closed: notified"
+        );
+
+        // A sequencer numbers the three (its first round comes at once) and opens the window.
+        let outbox = PgOutbox::start(pool.clone()).await.expect("outbox");
+        outbox.sequence().await.expect("sequence");
+        let events = outbox
+            .read(&Scope::Tenant(acme.clone()), 0, &[], None, 10)
+            .await
+            .expect("read");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let opened: bool =
+            sqlx::query_scalar("SELECT polled_until > clock_timestamp() - interval '1 minute' FROM outbox_polling")
+                .fetch_one(&pool)
+                .await
+                .expect("polled_until");
+        assert!(opened, "the sequencer that numbered events says it polls");
+        db.drop_database().await;
+    }
+
+    /// Whether `listener` hears a notification within `wait`.
+    async fn heard(listener: &mut sqlx::postgres::PgListener, wait: std::time::Duration) -> bool {
+        tokio::time::timeout(wait, listener.recv()).await.is_ok()
     }
 }

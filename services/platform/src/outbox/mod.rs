@@ -47,6 +47,11 @@ const GATHER: Duration = Duration::from_millis(5);
 /// How often the sequencer runs even without a notification (a lost notification, a
 /// listener reconnecting): a safety net, not the wake-up.
 const SAFETY_TICK: Duration = Duration::from_secs(1);
+/// How long a sequencer that numbered events keeps looking for more without being woken (every
+/// [`GATHER`]), and promises so in `outbox_polling.polled_until`: writers meanwhile do not notify.
+/// PostgreSQL serialises the commits of notifying transactions (their WAL flushes do not
+/// group), so a notification in every write capped a service's writes.
+const POLL_WINDOW: Duration = Duration::from_millis(100);
 
 pub mod migrations;
 
@@ -414,10 +419,19 @@ impl PgOutbox {
 
     async fn run(&self, mut listener: PgListener) {
         let mut tick = tokio::time::interval(SAFETY_TICK);
+        // Until when this sequencer promised to keep looking (see POLL_WINDOW): it keeps
+        // sequencing until a round has begun after then (the first one at once, for what was
+        // left unnumbered before it started).
+        let mut polling_until = tokio::time::Instant::now();
+        let mut round_began = polling_until;
         loop {
-            let mut sequence = tokio::select! {
-                notification = listener.try_recv() => self.noted(notification).await,
-                _ = tick.tick() => true,
+            let mut sequence = if round_began <= polling_until {
+                true
+            } else {
+                tokio::select! {
+                    notification = listener.try_recv() => self.noted(notification).await,
+                    _ = tick.tick() => true,
+                }
             };
             // Let a busy moment's commits gather, then take every notification already here:
             // one sequencing transaction numbers all their events.
@@ -428,9 +442,14 @@ impl PgOutbox {
                 sequence |= self.noted(notification).await;
             }
             if sequence {
+                round_began = tokio::time::Instant::now();
                 match self.sequence().await {
                     Ok(0) => {}
-                    Ok(_) => self.wake(),
+                    Ok(_) => {
+                        // Reckoned after the commit, so never earlier than the database's.
+                        polling_until = tokio::time::Instant::now() + POLL_WINDOW;
+                        self.wake();
+                    }
                     Err(err) => tracing::warn!(error = %err, "outbox sequencing failed"),
                 }
             }
@@ -485,6 +504,15 @@ impl PgOutbox {
                 .bind(head)
                 .execute(&mut *tx)
                 .await?;
+            // Writers need not notify while this sequencer keeps looking (see POLL_WINDOW); the
+            // row every writer reads is rewritten once the window is half gone.
+            sqlx::query(
+                "UPDATE outbox_polling SET polled_until = clock_timestamp() + make_interval(secs => $1) \
+                 WHERE polled_until < clock_timestamp() + make_interval(secs => $1 / 2)",
+            )
+            .bind(POLL_WINDOW.as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(SEQUENCED_CHANNEL)
                 .bind(head.to_string())
