@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use crm_platform::consumer::{Apply, ConsumerConfig};
+use crm_platform::outbox::{NewEvent, append_pg};
+use crm_proto::crm::contact::v1::{ContactUpdated, FieldChange};
 use crm_proto::crm::events::v1 as pb;
 use crm_proto::crm::events::v1::event_feed_client::EventFeedClient;
 use sqlx::{Postgres, Transaction};
@@ -108,8 +110,15 @@ impl Apply for Timed {
     }
 }
 
-/// Changes committed at a steady rate (one audited change per transaction, its event written
-/// by the outbox trigger), applied by a consumer through the consumer library.
+fn text(value: &str) -> crm_proto::prost_types::Value {
+    crm_proto::prost_types::Value {
+        kind: Some(crm_proto::prost_types::value::Kind::StringValue(value.to_owned())),
+    }
+}
+
+/// Changes committed at a steady rate (one event per transaction, written with the platform's
+/// `outbox_append` as the services write theirs), applied by a consumer through the consumer
+/// library.
 async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
     tool(
         "psql",
@@ -164,20 +173,32 @@ async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
         tokio::time::sleep_until((started + interval * u32::try_from(i)?).into()).await;
         let (pool, committed) = (pool.clone(), Arc::clone(&committed));
         writers.push(tokio::spawn(async move {
-            let id = uuid::Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO history (tenant_id, id, resource_kind, resource_id, action, actor, create_time, changes) \
-                 VALUES ($1, $2, 'contact', $3, 'updated', 'bench', now(), \
-                 '[{\"field\": \"title\", \"old\": \"Engineer\", \"new\": \"Director\"}]')",
-            )
-            .bind(format!("tenant{}", i % 10))
-            .bind(id)
-            .bind(uuid::Uuid::now_v7())
-            .execute(&pool)
-            .await?;
+            // A change's event, written in its own transaction as a service writes it.
+            let tenant = crm_platform::TenantId::parse(&format!("tenant{}", i % 10)).map_err(|e| anyhow::anyhow!(e))?;
+            let contact = format!("contacts/{}", uuid::Uuid::now_v7());
+            let event = NewEvent::of(
+                &tenant,
+                contact.clone(),
+                "bench",
+                chrono::Utc::now(),
+                &ContactUpdated {
+                    contact,
+                    changed_fields: vec![FieldChange {
+                        field: "title".to_owned(),
+                        old_value: Some(text("Engineer")),
+                        new_value: Some(text("Director")),
+                    }],
+                },
+            )?;
+            let id = event.id;
+            let mut tx = crm_platform::db::begin_tenant(&pool, &tenant).await?;
+            append_pg(&mut tx, &[event]).await?;
+            // Timed from just before the commit: a consumer may apply the event before the
+            // commit's acknowledgement comes back.
             if let Ok(mut map) = committed.lock() {
                 map.insert(id.to_string(), Instant::now());
             }
+            tx.commit().await?;
             anyhow::Ok(())
         }));
         if writers.len() >= 256 {
@@ -198,6 +219,9 @@ async fn latency(bench: &FeedBench<'_>) -> anyhow::Result<()> {
     consuming.await??;
     let latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     let applied = latencies.len() as u64;
+    // Every event written reaches the consumer, or the figure measured something else (the
+    // writes made no event, or the feed lost some).
+    anyhow::ensure!(applied == total, "{applied} of {total} events written were applied");
     let run = Run {
         ops: applied,
         elapsed: written,

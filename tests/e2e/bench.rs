@@ -180,3 +180,32 @@ async fn the_commit_to_metric_scenario_probes_under_its_load() {
     assert!(!line.contains("(0 events"), "{line}");
     db.drop_database().await;
 }
+
+/// The feed scenario's latency half writes its events as the services do and fails unless the
+/// consumer applies every one of them (its writes once made no event at all, and it reported
+/// "0 of 60000 applied" as a figure).
+#[tokio::test]
+async fn the_feed_scenario_applies_every_event_it_writes() {
+    let Some(db) = TestDatabase::create("bench_feed_scenario").await else {
+        return;
+    };
+    let report = bench(
+        &db,
+        &[
+            "--scenarios",
+            "feed",
+            "--feed-events",
+            "2000",
+            "--feed-rate",
+            "200",
+            "--feed-seconds",
+            "2",
+        ],
+    );
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("| feed latency, commit to applied"))
+        .unwrap_or_else(|| panic!("no feed latency row in:\n{report}"));
+    assert!(line.contains("(400 of 400 applied)"), "{line}");
+    db.drop_database().await;
+}
