@@ -7,6 +7,11 @@
 //! retained sequence (catch-up, then live, with heartbeats while idle), and prunes events
 //! older than the retention.
 //!
+//! On PostgreSQL a write notifies the sequencer only while no sequencer is polling: one that
+//! numbered events keeps looking for a short window and says so in `outbox_polling`
+//! ([`POLL_WINDOW`]), because PostgreSQL serialises the commits of notifying transactions. An
+//! idle outbox is still woken by the write's notification, never by a polling loop alone.
+//!
 //! Sequence numbers are per source, gap-free and strictly increasing, and a feed never sees
 //! a number before every smaller one is visible: on PostgreSQL, writers insert events without
 //! a number and one sequencer at a time (serialised on `outbox_head`'s row) numbers committed
