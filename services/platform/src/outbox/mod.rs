@@ -9,7 +9,7 @@
 //!
 //! On PostgreSQL a write notifies the sequencer only while no sequencer is polling: one that
 //! numbered events keeps looking for a short window and says so in `outbox_polling`
-//! ([`POLL_WINDOW`]), because PostgreSQL serialises the commits of notifying transactions. An
+//! (`POLL_WINDOW`), because PostgreSQL serialises the commits of notifying transactions. An
 //! idle outbox is still woken by the write's notification, never by a polling loop alone.
 //!
 //! Sequence numbers are per source, gap-free and strictly increasing, and a feed never sees
