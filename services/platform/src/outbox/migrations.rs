@@ -85,6 +85,21 @@ mod tests {
         )])
     }
 
+    /// The role a service on PostgreSQL serves as, in these tests.
+    const ROLE: &str = "crm_outbox_test_app";
+
+    /// A service's PostgreSQL migrations that only create its serving role, followed by the
+    /// platform's.
+    fn postgres_migrator() -> Migrator {
+        super::postgres(
+            &service(&format!(
+                "DO $$ BEGIN CREATE ROLE {ROLE} NOLOGIN NOBYPASSRLS; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            )),
+            ROLE,
+        )
+    }
+
     #[tokio::test]
     async fn a_new_service_on_sqlite_gets_its_outbox_from_the_platform_alone() {
         let dir = tempfile::tempdir().expect("step 3");
@@ -113,14 +128,7 @@ mod tests {
         let Some(db) = crate::testing::TestDatabase::create("platform_outbox_migrations").await else {
             return;
         };
-        const ROLE: &str = "crm_outbox_test_app";
-        let migrator = super::postgres(
-            &service(&format!(
-                "DO $$ BEGIN CREATE ROLE {ROLE} NOLOGIN NOBYPASSRLS; \
-                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-            )),
-            ROLE,
-        );
+        let migrator = postgres_migrator();
         crate::db::migrate_postgres(&db.url, &migrator).await.expect("step 11");
         // Run twice: a migrator already applied is a no-op.
         crate::db::migrate_postgres(&db.url, &migrator).await.expect("step 12");
@@ -155,14 +163,7 @@ mod tests {
         let Some(db) = crate::testing::TestDatabase::create("platform_outbox_polling").await else {
             return;
         };
-        const ROLE: &str = "crm_outbox_test_app";
-        let migrator = super::postgres(
-            &service(&format!(
-                "DO $$ BEGIN CREATE ROLE {ROLE} NOLOGIN NOBYPASSRLS; \
-                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-            )),
-            ROLE,
-        );
+        let migrator = postgres_migrator();
         crate::db::migrate_postgres(&db.url, &migrator).await.expect("migrate");
         let pool = crate::db::connect_postgres(&db.url, ROLE, 4).await.expect("connect");
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.expect("listener");
