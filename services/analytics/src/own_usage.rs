@@ -92,6 +92,10 @@ impl Outbox for OwnUsage {
         self.outbox.bounds().await
     }
 
+    async fn head(&self) -> Result<u64, sqlx::Error> {
+        self.outbox.head().await
+    }
+
     async fn publish(&self, events: &[NewEvent]) -> Result<(), sqlx::Error> {
         self.store
             .publish_usage(&reports(events)?)

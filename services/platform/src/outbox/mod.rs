@@ -274,7 +274,11 @@ pub trait Outbox: Send + Sync + 'static {
         partition: Option<crate::partition::Partition>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, sqlx::Error>;
+    /// The oldest retained event and the head (a subscription's start).
     async fn bounds(&self) -> Result<Bounds, sqlx::Error>;
+    /// The head alone: the last number given, every event up to it committed and numbered.
+    /// A feed reads it at every wake-up; the oldest retained event costs more to find.
+    async fn head(&self) -> Result<u64, sqlx::Error>;
     /// Publishes events that belong to no other write (usage reports), in a transaction of
     /// their own.
     async fn publish(&self, events: &[NewEvent]) -> Result<(), sqlx::Error>;
@@ -331,8 +335,8 @@ pub async fn follow(
             wakeups.borrow_and_update();
             // Every event up to the head read here is committed and numbered, so once a read
             // comes back short the cursor may move to it (events filtered out included).
-            let head = match outbox.bounds().await {
-                Ok(bounds) => bounds.head,
+            let head = match outbox.head().await {
+                Ok(head) => head,
                 Err(err) => {
                     let _ = tx.send(Err(err.into())).await;
                     return;
@@ -624,6 +628,13 @@ impl Outbox for PgOutbox {
         })
     }
 
+    async fn head(&self) -> Result<u64, sqlx::Error> {
+        let head: i64 = sqlx::query_scalar("SELECT seq FROM outbox_head")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq(head))
+    }
+
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
         let mut tx = begin_all_tenants(&self.pool).await?;
         let pruned = sqlx::query("DELETE FROM outbox_events WHERE time < $1 AND seq IS NOT NULL")
@@ -730,6 +741,13 @@ impl Outbox for SqliteOutbox {
             oldest: oldest.map_or(head + 1, seq),
             head,
         })
+    }
+
+    async fn head(&self) -> Result<u64, sqlx::Error> {
+        let head: i64 = sqlx::query_scalar("SELECT seq FROM outbox_head")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq(head))
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
