@@ -32,12 +32,12 @@ impl AnalyticsApp {
     /// Every customer's value in the tenant, and the currency monetary values are in.
     pub(super) async fn scored(&self, tenant: &TenantId) -> Result<(Vec<CustomerValue>, String), ApiError> {
         let settings = self.settings(tenant).await?;
-        let purchases = self.store.purchases(tenant).await?;
+        let deals = self.store.won_deals(tenant).await?;
         let rates = self.store.exchange_rates(tenant).await?;
         // Without a reporting currency, the tenant's one currency if it has one; else every
         // amount is reported unconverted.
         let reporting = if settings.reporting_currency.is_empty() {
-            let mut currencies = purchases.iter().map(|p| p.currency.as_str());
+            let mut currencies = deals.iter().map(|d| d.currency.as_str());
             match currencies.next() {
                 Some(first) if currencies.all(|c| c == first) => first.to_owned(),
                 _ => String::new(),
@@ -45,7 +45,7 @@ impl AnalyticsApp {
         } else {
             settings.reporting_currency
         };
-        let values = values(&purchases, &Rates::new(&reporting, &rates), self.clock.now());
+        let values = values(deals, &Rates::new(&reporting, &rates), self.clock.now());
         Ok((values, reporting))
     }
 

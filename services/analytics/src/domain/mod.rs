@@ -16,4 +16,4 @@ pub use facts::*;
 pub use goals::{Baseline, Goal, GoalSpec, Progress, Target};
 pub use metrics::{CATALOGUE, Figure, Grouping, MetricId, MetricInfo};
 pub use settings::{Settings, SettingsChange};
-pub use value::{CustomerValue, ExchangeRate, Predicted, Purchase};
+pub use value::{CustomerValue, ExchangeRate, Predicted, WonDeal};

@@ -144,8 +144,9 @@ impl BgNbd {
             return None;
         }
         let scale = 1.0 / max_t;
-        let freq = Frequencies::of(data);
-        let theta = minimise(|theta: &[f64; 4]| bg_objective(theta, data, &freq, scale))?;
+        let distinct = Distinct::of(data, |c| [c.frequency, c.recency, c.t]);
+        let freq = Frequencies::of(&distinct.histories);
+        let theta = minimise(|theta: &[f64; 4]| bg_objective(theta, &distinct, &freq, scale))?;
         let [r, alpha, a, b] = theta.map(f64::exp);
         let fit = Self {
             r,
@@ -201,9 +202,10 @@ impl GammaGamma {
             return None;
         }
         let repeat: Vec<Rfm> = data.iter().filter(|c| c.frequency > 0.0).copied().collect();
-        let freq = Frequencies::of(&repeat);
-        let ln_m: Vec<f64> = repeat.iter().map(|c| c.monetary.ln()).collect();
-        let theta = minimise(|theta: &[f64; 3]| gg_objective(theta, &repeat, &freq, &ln_m))?;
+        let distinct = Distinct::of(&repeat, |c| [c.frequency, c.monetary]);
+        let freq = Frequencies::of(&distinct.histories);
+        let ln_m: Vec<f64> = distinct.histories.iter().map(|c| c.monetary.ln()).collect();
+        let theta = minimise(|theta: &[f64; 3]| gg_objective(theta, &distinct, &freq, &ln_m))?;
         let [p, q, v] = theta.map(f64::exp);
         let fit = Self { p, q, v };
         ([p, q, v].iter().all(|e| e.is_finite() && *e > 0.0) && q > 1.0).then_some(fit)
@@ -243,6 +245,41 @@ pub fn discounted_purchases(bg: &BgNbd, c: &Rfm, months: u32, monthly_discount: 
     value
 }
 
+/// The distinct histories of a fit's customers as its likelihood reads them, each with the
+/// number of customers who have it: the likelihood is a sum over customers, so each distinct
+/// history's term is computed once per evaluation and counted that many times (many customers
+/// share a history: ages and recencies are whole days).
+struct Distinct {
+    histories: Vec<Rfm>,
+    customers: Vec<f64>,
+    /// The customers in all.
+    total: f64,
+}
+
+impl Distinct {
+    /// The histories of `data` that differ in `key`, in order of first appearance.
+    #[allow(clippy::cast_precision_loss)]
+    fn of<const N: usize>(data: &[Rfm], key: impl Fn(&Rfm) -> [f64; N]) -> Self {
+        let mut index: std::collections::HashMap<[u64; N], usize> = std::collections::HashMap::new();
+        let mut histories = Vec::new();
+        let mut customers: Vec<f64> = Vec::new();
+        for c in data {
+            let next = histories.len();
+            let at = *index.entry(key(c).map(f64::to_bits)).or_insert(next);
+            if at == next {
+                histories.push(*c);
+                customers.push(0.0);
+            }
+            customers[at] += 1.0;
+        }
+        Self {
+            histories,
+            customers,
+            total: data.len() as f64,
+        }
+    }
+}
+
 /// The distinct frequencies of a fit's customers, and each customer's among them: the terms of
 /// the likelihoods that depend on the frequency alone (ln Γ and ψ of r + x, b + x, p·x, ...)
 /// are computed once per distinct frequency and evaluation, not once per customer (frequencies
@@ -273,7 +310,7 @@ impl Frequencies {
 /// BG/NBD's mean negative log-likelihood (lifetimes' `_negative_log_likelihood`, section 7 of
 /// the paper) and its gradient, at log(r, α, a, b), recency and T multiplied by `scale`.
 #[allow(clippy::cast_precision_loss)]
-fn bg_objective(theta: &[f64; 4], data: &[Rfm], freq: &Frequencies, scale: f64) -> (f64, [f64; 4]) {
+fn bg_objective(theta: &[f64; 4], data: &Distinct, freq: &Frequencies, scale: f64) -> (f64, [f64; 4]) {
     let [r, alpha, a, b] = theta.map(f64::exp);
     let ln_alpha = alpha.ln();
     let ln_a = a.ln();
@@ -285,7 +322,7 @@ fn bg_objective(theta: &[f64; 4], data: &[Rfm], freq: &Frequencies, scale: f64) 
     let (lg_abx, dg_abx) = (freq.table(|x| ln_gamma(a + b + x)), freq.table(|x| digamma(a + b + x)));
     let mut total = 0.0;
     let mut grad = [0.0; 4];
-    for (c, &k) in data.iter().zip(&freq.of) {
+    for ((c, &k), &w) in data.histories.iter().zip(&freq.of).zip(&data.customers) {
         let x = c.frequency;
         let tx = c.recency * scale;
         let t = c.t * scale;
@@ -318,12 +355,12 @@ fn bg_objective(theta: &[f64; 4], data: &[Rfm], freq: &Frequencies, scale: f64) 
             ];
             (a1 + a3, d)
         };
-        total += ll;
+        total += w * ll;
         for (g, d) in grad.iter_mut().zip(d) {
-            *g += d;
+            *g += w * d;
         }
     }
-    let n = data.len() as f64;
+    let n = data.total;
     let params = [r, alpha, a, b];
     (-total / n, std::array::from_fn(|i| -grad[i] * params[i] / n))
 }
@@ -332,7 +369,7 @@ fn bg_objective(theta: &[f64; 4], data: &[Rfm], freq: &Frequencies, scale: f64) 
 /// 1a of note 025) and its gradient, at log(p, q, v), over repeat customers only; `ln_m` holds
 /// each customer's ln(monetary value).
 #[allow(clippy::cast_precision_loss)]
-fn gg_objective(theta: &[f64; 3], data: &[Rfm], freq: &Frequencies, ln_m: &[f64]) -> (f64, [f64; 3]) {
+fn gg_objective(theta: &[f64; 3], data: &Distinct, freq: &Frequencies, ln_m: &[f64]) -> (f64, [f64; 3]) {
     let [p, q, v] = theta.map(f64::exp);
     let (lg_q, dg_q, ln_v) = (ln_gamma(q), digamma(q), v.ln());
     let (lg_pxq, dg_pxq) = (freq.table(|x| ln_gamma(p * x + q)), freq.table(|x| digamma(p * x + q)));
@@ -340,17 +377,17 @@ fn gg_objective(theta: &[f64; 3], data: &[Rfm], freq: &Frequencies, ln_m: &[f64]
     let ln_xs = freq.table(f64::ln);
     let mut total = 0.0;
     let mut grad = [0.0; 3];
-    for ((c, &k), &ln_m) in data.iter().zip(&freq.of).zip(ln_m) {
+    for (((c, &k), &ln_m), &w) in data.histories.iter().zip(&freq.of).zip(ln_m).zip(&data.customers) {
         let (x, m) = (c.frequency, c.monetary);
         let px = p * x;
         let ln_xmv = (x * m + v).ln();
         let ln_x = ln_xs[k];
-        total += lg_pxq[k] - lg_px[k] - lg_q + q * ln_v + (px - 1.0) * ln_m + px * ln_x - (px + q) * ln_xmv;
-        grad[0] += x * (dg_pxq[k] - dg_px[k] + ln_m + ln_x - ln_xmv);
-        grad[1] += dg_pxq[k] - dg_q + ln_v - ln_xmv;
-        grad[2] += q / v - (px + q) / (x * m + v);
+        total += w * (lg_pxq[k] - lg_px[k] - lg_q + q * ln_v + (px - 1.0) * ln_m + px * ln_x - (px + q) * ln_xmv);
+        grad[0] += w * x * (dg_pxq[k] - dg_px[k] + ln_m + ln_x - ln_xmv);
+        grad[1] += w * (dg_pxq[k] - dg_q + ln_v - ln_xmv);
+        grad[2] += w * (q / v - (px + q) / (x * m + v));
     }
-    let n = data.len() as f64;
+    let n = data.total;
     (-total / n, [-grad[0] * p / n, -grad[1] * q / n, -grad[2] * v / n])
 }
 
@@ -934,20 +971,73 @@ mod tests {
     fn gradients_match_finite_differences() {
         let data = customers();
         let repeat: Vec<Rfm> = data.iter().filter(|c| c.frequency > 0.0).copied().collect();
+        let distinct = Distinct::of(&data, |c| [c.frequency, c.recency, c.t]);
+        let freq = Frequencies::of(&distinct.histories);
         check_gradient(
             "BG/NBD",
-            |theta| bg_objective(theta, &data, &Frequencies::of(&data), 1.0 / 533.0),
+            |theta| bg_objective(theta, &distinct, &freq, 1.0 / 533.0),
             [-0.3, -2.1, 0.4, 1.2],
         );
+        let distinct = Distinct::of(&repeat, |c| [c.frequency, c.monetary]);
         let (freq, ln_m) = (
-            Frequencies::of(&repeat),
-            repeat.iter().map(|c| c.monetary.ln()).collect::<Vec<_>>(),
+            Frequencies::of(&distinct.histories),
+            distinct.histories.iter().map(|c| c.monetary.ln()).collect::<Vec<_>>(),
         );
         check_gradient(
             "Gamma-Gamma",
-            |theta| gg_objective(theta, &repeat, &freq, &ln_m),
+            |theta| gg_objective(theta, &distinct, &freq, &ln_m),
             [1.1, 1.6, 5.8],
         );
+    }
+
+    /// A history shared by several customers counts once per customer: the objective over the
+    /// distinct histories is the mean of each customer's log-likelihood, written out here from
+    /// equation 6 of the BG/NBD paper and equation 1a of note 025.
+    #[test]
+    #[allow(clippy::cast_precision_loss)]
+    fn shared_histories_count_once_per_customer() {
+        let mut data = customers();
+        // The first customer five times, a one-time buyer three times.
+        data.extend([data[0]; 4]);
+        data.extend([data[5]; 2]);
+        let lg = libm::lgamma;
+        let (scale, theta) = (1.0 / 533.0, [-0.3, -2.1, 0.4, 1.2]);
+        let [r, alpha, a, b] = theta.map(f64::exp);
+        let bg_ll = |c: &Rfm| {
+            let (x, tx, t) = (c.frequency, c.recency * scale, c.t * scale);
+            let a1 = lg(r + x) - lg(r) + r * alpha.ln();
+            let a2 = lg(a + b) + lg(b + x) - lg(b) - lg(a + b + x);
+            let a3 = -(r + x) * (alpha + t).ln();
+            let a4 = if x > 0.0 {
+                (a / (b + x - 1.0)).ln() - (r + x) * (alpha + tx).ln()
+            } else {
+                f64::NEG_INFINITY
+            };
+            a1 + a2 + (a3.exp() + a4.exp()).ln()
+        };
+        let want = -data.iter().map(bg_ll).sum::<f64>() / data.len() as f64;
+        let distinct = Distinct::of(&data, |c| [c.frequency, c.recency, c.t]);
+        assert!(distinct.histories.len() <= customers().len());
+        let (got, _) = bg_objective(&theta, &distinct, &Frequencies::of(&distinct.histories), scale);
+        assert_close("BG/NBD objective", got, want, 1e-12);
+
+        let repeat: Vec<Rfm> = data.iter().filter(|c| c.frequency > 0.0).copied().collect();
+        let [p, q, v] = [1.1f64, 1.6, 5.8].map(f64::exp);
+        let gg_ll = |c: &Rfm| {
+            let (x, m) = (c.frequency, c.monetary);
+            lg(p * x + q) - lg(p * x) - lg(q) + q * v.ln() + (p * x - 1.0) * m.ln() + p * x * x.ln()
+                - (p * x + q) * (x * m + v).ln()
+        };
+        let want = -repeat.iter().map(gg_ll).sum::<f64>() / repeat.len() as f64;
+        let distinct = Distinct::of(&repeat, |c| [c.frequency, c.monetary]);
+        let ln_m: Vec<f64> = distinct.histories.iter().map(|c| c.monetary.ln()).collect();
+        let (got, _) = gg_objective(
+            &[1.1, 1.6, 5.8],
+            &distinct,
+            &Frequencies::of(&distinct.histories),
+            &ln_m,
+        );
+        assert_close("Gamma-Gamma objective", got, want, 1e-12);
     }
 
     #[test]

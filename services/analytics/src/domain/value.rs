@@ -9,23 +9,19 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::predict;
 
-/// What a customer's won deals of one currency and day (UTC) came to.
+/// A customer's won deal, as customer value reads it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Purchase {
+pub struct WonDeal {
     pub customer: Uuid,
     pub currency: String,
-    /// The day of the closes.
-    pub day: NaiveDate,
-    pub deals: i64,
     pub amount_minor: i64,
-    /// The latest close among them.
-    pub last: DateTime<Utc>,
+    pub close_time: DateTime<Utc>,
 }
 
 /// A currency's rate into the reporting currency, from a month on.
@@ -66,32 +62,43 @@ impl ExchangeRate {
 /// The tenant's rates, ready to convert.
 pub struct Rates<'a> {
     reporting: &'a str,
-    /// Per currency, (month, rate) in month order.
-    by_currency: BTreeMap<&'a str, Vec<(&'a str, f64)>>,
+    /// Per currency, (month, rate) in month order, a month as year × 100 + month.
+    by_currency: BTreeMap<&'a str, Vec<(i32, f64)>>,
+}
+
+/// The key [`Rates`] orders months by: year × 100 + month (`2026-11` is 202611).
+fn month_key(day: NaiveDate) -> i32 {
+    day.year() * 100 + i32::try_from(day.month()).unwrap_or(0)
 }
 
 impl<'a> Rates<'a> {
+    /// The rates of `rates` whose month is `YYYY-MM` (the others, which
+    /// [`ExchangeRate::problems`] refuses, never apply).
     pub fn new(reporting: &'a str, rates: &'a [ExchangeRate]) -> Self {
-        let mut by_currency: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::new();
+        let mut by_currency: BTreeMap<&str, Vec<(i32, f64)>> = BTreeMap::new();
         for r in rates {
+            let Ok(first) = NaiveDate::parse_from_str(&format!("{}-01", r.month), "%Y-%m-%d") else {
+                continue;
+            };
             by_currency
                 .entry(r.currency.as_str())
                 .or_default()
-                .push((r.month.as_str(), r.rate));
+                .push((month_key(first), r.rate));
         }
         for months in by_currency.values_mut() {
-            months.sort_by(|a, b| a.0.cmp(b.0));
+            months.sort_by_key(|m| m.0);
         }
         Rates { reporting, by_currency }
     }
 
-    /// `amount` of `currency` closed in `month`, in the reporting currency: at the rate of the
+    /// `amount` of `currency` closed on `day`, in the reporting currency: at the rate of its
     /// month, else of the latest month before it; None without one.
     #[allow(clippy::cast_precision_loss)]
-    pub fn convert(&self, amount_minor: i64, currency: &str, month: &str) -> Option<f64> {
+    pub fn convert(&self, amount_minor: i64, currency: &str, day: NaiveDate) -> Option<f64> {
         if currency == self.reporting {
             return Some(amount_minor as f64);
         }
+        let month = month_key(day);
         let rate = self
             .by_currency
             .get(currency)?
@@ -210,19 +217,23 @@ pub fn quintiles<K: PartialOrd>(keys: &[K]) -> Vec<u8> {
 
 /// Every customer's value, scored within the tenant, in the customers' order. `now` is the
 /// instant recency is measured at.
+///
+/// A customer's deals of one currency and day (UTC) are one purchase: their amounts are added
+/// up (saturating), then converted at once; frequency counts the deals.
 #[allow(clippy::cast_possible_truncation)]
-pub fn values(purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) -> Vec<CustomerValue> {
-    let mut customers: BTreeMap<Uuid, CustomerValue> = BTreeMap::new();
-    let mut converted: BTreeMap<Uuid, f64> = BTreeMap::new();
+pub fn values(mut deals: Vec<WonDeal>, rates: &Rates, now: DateTime<Utc>) -> Vec<CustomerValue> {
+    deals.sort_unstable_by_key(|d| (d.customer, d.close_time));
+    let mut values = Vec::new();
     // Each customer's purchase days with what was bought on each in the reporting currency
     // (None when some amount of the day has no rate), for the prediction.
-    let mut days: BTreeMap<Uuid, PurchaseDays> = BTreeMap::new();
-    for p in purchases {
-        let value = customers.entry(p.customer).or_insert_with(|| CustomerValue {
-            customer: p.customer,
-            last_win: p.last,
-            recency_days: 0,
-            frequency: 0,
+    let mut days: Vec<PurchaseDays> = Vec::new();
+    for own in deals.chunk_by(|a, b| a.customer == b.customer) {
+        let (first, last) = (&own[0], &own[own.len() - 1]);
+        let mut value = CustomerValue {
+            customer: first.customer,
+            last_win: last.close_time,
+            recency_days: (now - last.close_time).num_days().max(0),
+            frequency: i64::try_from(own.len()).unwrap_or(i64::MAX),
             monetary: 0,
             unconverted: BTreeMap::new(),
             recency_score: 0,
@@ -231,25 +242,36 @@ pub fn values(purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) -> Vec<
             segment: "",
             predicted: 0,
             prediction: Predicted::Historical(String::new()),
-        });
-        value.last_win = value.last_win.max(p.last);
-        value.frequency = value.frequency.saturating_add(p.deals);
-        let amount = rates.convert(p.amount_minor, &p.currency, &month_of(p.day));
-        let day = days.entry(p.customer).or_default().entry(p.day).or_insert(Some(0.0));
-        *day = day.zip(amount).map(|(sum, amount)| sum + amount);
-        match amount {
-            Some(amount) => *converted.entry(p.customer).or_default() += amount,
-            None => {
-                let missing = value.unconverted.entry(p.currency.clone()).or_default();
-                *missing = missing.saturating_add(p.amount_minor);
+        };
+        let mut converted = 0.0;
+        let mut bought = PurchaseDays::new();
+        for of_day in own.chunk_by(|a, b| a.close_time.date_naive() == b.close_time.date_naive()) {
+            let day = of_day[0].close_time.date_naive();
+            let mut by_currency: Vec<(&str, i64)> = Vec::new();
+            for deal in of_day {
+                match by_currency.iter_mut().find(|(c, _)| *c == deal.currency) {
+                    Some((_, sum)) => *sum = sum.saturating_add(deal.amount_minor),
+                    None => by_currency.push((&deal.currency, deal.amount_minor)),
+                }
             }
+            let mut of_the_day = Some(0.0);
+            for (currency, amount_minor) in by_currency {
+                let amount = rates.convert(amount_minor, currency, day);
+                of_the_day = of_the_day.zip(amount).map(|(sum, amount)| sum + amount);
+                match amount {
+                    Some(amount) => converted += amount,
+                    None => {
+                        let missing = value.unconverted.entry(currency.to_owned()).or_default();
+                        *missing = missing.saturating_add(amount_minor);
+                    }
+                }
+            }
+            bought.push((day, of_the_day));
         }
-    }
-    let mut values: Vec<CustomerValue> = customers.into_values().collect();
-    for v in &mut values {
-        v.recency_days = (now - v.last_win).num_days().max(0);
         // Saturating: a float beyond i64 becomes its bound.
-        v.monetary = converted.get(&v.customer).copied().unwrap_or(0.0).round() as i64;
+        value.monetary = converted.round() as i64;
+        values.push(value);
+        days.push(bought);
     }
     let recency = quintiles(&values.iter().map(|v| v.recency_days).collect::<Vec<_>>());
     let frequency = quintiles(&values.iter().map(|v| v.frequency).collect::<Vec<_>>());
@@ -264,28 +286,24 @@ pub fn values(purchases: &[Purchase], rates: &Rates, now: DateTime<Utc>) -> Vec<
     values
 }
 
-/// A customer's purchase days, each with what was bought in the reporting currency (None when
-/// some amount of the day has no rate).
-type PurchaseDays = BTreeMap<NaiveDate, Option<f64>>;
-
-fn month_of(day: NaiveDate) -> String {
-    day.format("%Y-%m").to_string()
-}
+/// A customer's purchase days in order, each with what was bought in the reporting currency
+/// (None when some amount of the day has no rate).
+type PurchaseDays = Vec<(NaiveDate, Option<f64>)>;
 
 /// A customer's history as BG/NBD reads it (lifetimes' `summary_data_from_transaction_data`
 /// with `freq="D"`): repeat purchase days, age at the last one and today, in days, and the mean
 /// value of the repeat days. None when an amount could not be converted.
 #[allow(clippy::cast_precision_loss)]
 fn rfm_of(days: &PurchaseDays, today: NaiveDate) -> Option<predict::Rfm> {
-    let (first, _) = days.first_key_value()?;
-    let (last, _) = days.last_key_value()?;
-    let repeats: Vec<f64> = days.values().skip(1).copied().collect::<Option<_>>()?;
-    days.values().next().copied().flatten()?;
-    let recency = (*last - *first).num_days() as f64;
+    let (first, first_amount) = *days.first()?;
+    let (last, _) = *days.last()?;
+    first_amount?;
+    let repeats: Vec<f64> = days.iter().skip(1).map(|(_, amount)| *amount).collect::<Option<_>>()?;
+    let recency = (last - first).num_days() as f64;
     Some(predict::Rfm {
         frequency: repeats.len() as f64,
         recency,
-        t: ((today - *first).num_days() as f64).max(recency),
+        t: ((today - first).num_days() as f64).max(recency),
         monetary: if repeats.is_empty() {
             0.0
         } else {
@@ -297,15 +315,13 @@ fn rfm_of(days: &PurchaseDays, today: NaiveDate) -> Option<predict::Rfm> {
 /// Predicts every customer's value for the next [`PREDICTION_MONTHS`] from a BG/NBD plus
 /// Gamma-Gamma fit over the tenant's customers, as lifetimes' `customer_lifetime_value` does;
 /// where the tenant has too few repeat customers, the fit fails, or a customer's amounts cannot
-/// all be converted, their last 365 days' value with the reason.
+/// all be converted, their last 365 days' value with the reason. `days` are the customers'
+/// purchase days, in the order of `values`.
 #[allow(clippy::cast_possible_truncation)]
-fn predict(values: &mut [CustomerValue], days: &BTreeMap<Uuid, PurchaseDays>, now: DateTime<Utc>) {
+fn predict(values: &mut [CustomerValue], days: &[PurchaseDays], now: DateTime<Utc>) {
     let today = now.date_naive();
-    let histories: BTreeMap<Uuid, predict::Rfm> = days
-        .iter()
-        .filter_map(|(customer, days)| Some((*customer, rfm_of(days, today)?)))
-        .collect();
-    let data: Vec<predict::Rfm> = histories.values().copied().collect();
+    let histories: Vec<Option<predict::Rfm>> = days.iter().map(|days| rfm_of(days, today)).collect();
+    let data: Vec<predict::Rfm> = histories.iter().flatten().copied().collect();
     let repeat = predict::repeat_customers(&data);
     let fitted = if repeat < predict::MIN_REPEAT_CUSTOMERS {
         Err(format!(
@@ -321,8 +337,8 @@ fn predict(values: &mut [CustomerValue], days: &BTreeMap<Uuid, PurchaseDays>, no
     // What depends on a history alone, once per distinct history: (discounted purchases of
     // the coming months, purchases of the coming year).
     let mut by_history: std::collections::HashMap<[u64; 3], (f64, f64)> = std::collections::HashMap::new();
-    for v in values.iter_mut() {
-        let model = match (&fitted, histories.get(&v.customer)) {
+    for ((v, history), days) in values.iter_mut().zip(&histories).zip(days) {
+        let model = match (&fitted, history) {
             (Ok(models), Some(history)) => Ok((models, history)),
             (Err(reason), _) => Err(reason.clone()),
             (Ok(_), None) => Err("some of its amounts have no exchange rate".to_owned()),
@@ -343,9 +359,8 @@ fn predict(values: &mut [CustomerValue], days: &BTreeMap<Uuid, PurchaseDays>, no
             }
             Err(reason) => {
                 let recent: f64 = days
-                    .get(&v.customer)
-                    .into_iter()
-                    .flat_map(|d| d.range(year_ago..))
+                    .iter()
+                    .filter(|(day, _)| *day >= year_ago)
                     .filter_map(|(_, amount)| *amount)
                     .sum();
                 v.predicted = recent.round() as i64;
@@ -426,23 +441,23 @@ mod tests {
         let rates = vec![rate("USD", "2026-09", 0.9), rate("USD", "2026-11", 0.8)];
         let rates = Rates::new("EUR", &rates);
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let purchase = |customer, currency: &str, month: &str, deals, amount, day| Purchase {
+        let deal = |customer, currency: &str, month: u32, amount, day| WonDeal {
             customer,
             currency: currency.into(),
-            day: NaiveDate::parse_from_str(&format!("{month}-{day:02}"), "%Y-%m-%d").expect("day"),
-            deals,
             amount_minor: amount,
-            last: at(day),
+            close_time: Utc.with_ymd_and_hms(2026, month, day, 0, 0, 0).single().expect("time"),
         };
-        let purchases = vec![
-            purchase(a, "EUR", "2026-11", 1, 100, 2),
-            // October: September's rate. November: its own.
-            purchase(a, "USD", "2026-10", 2, 100, 3),
-            purchase(a, "USD", "2026-11", 1, 100, 20),
+        let deals = vec![
+            deal(a, "EUR", 11, 100, 2),
+            // October: September's rate. November: its own. Two deals of a day are one
+            // purchase.
+            deal(a, "USD", 10, 60, 3),
+            deal(a, "USD", 10, 40, 3),
+            deal(a, "USD", 11, 100, 20),
             // August: no rate yet.
-            purchase(b, "USD", "2026-08", 1, 500, 4),
+            deal(b, "USD", 8, 500, 4),
         ];
-        let values = values(&purchases, &rates, at(30));
+        let values = values(deals, &rates, at(30));
         let a = &values[0];
         assert_eq!((a.frequency, a.monetary, a.recency_days), (4, 100 + 90 + 80, 10));
         assert!(a.unconverted.is_empty());
@@ -479,14 +494,12 @@ mod tests {
             let (i, frequency, recency, t) = (i as u128, frequency as i64, recency as i64, t as i64);
             let customer = Uuid::from_u128(i + 1);
             let first = today - chrono::Duration::days(t);
-            let buy = |day: NaiveDate, amount: f64| Purchase {
+            let buy = |day: NaiveDate, amount: f64| WonDeal {
                 customer,
                 currency: "EUR".into(),
-                day,
-                deals: 1,
                 #[allow(clippy::cast_possible_truncation)]
                 amount_minor: (amount * 100.0).round() as i64,
-                last: day.and_hms_opt(12, 0, 0).expect("noon").and_utc(),
+                close_time: day.and_hms_opt(12, 0, 0).expect("noon").and_utc(),
             };
             purchases.push(buy(first, 55.0));
             for k in 0..frequency {
@@ -495,7 +508,7 @@ mod tests {
             expected.insert(customer, (clv * 100.0, in_year));
         }
         assert_eq!(expected.len(), 40);
-        let scored = values(&purchases, &Rates::new("EUR", &[]), now);
+        let scored = values(purchases.clone(), &Rates::new("EUR", &[]), now);
         for v in &scored {
             let (clv, in_year) = expected[&v.customer];
             let Predicted::Model { expected_purchases } = v.prediction else {
@@ -516,17 +529,17 @@ mod tests {
         }
 
         // With too few repeat customers the value is the last year's, and says why.
-        let few: Vec<Purchase> = purchases
+        let few: Vec<WonDeal> = purchases
             .iter()
             .filter(|p| p.customer.as_u128() <= 10)
             .cloned()
             .collect();
-        let values = values(&few, &Rates::new("EUR", &[]), now);
+        let values = values(few.clone(), &Rates::new("EUR", &[]), now);
         let year_ago = today - chrono::Duration::days(365);
         for v in &values {
             let recent: i64 = few
                 .iter()
-                .filter(|p| p.customer == v.customer && p.day >= year_ago)
+                .filter(|p| p.customer == v.customer && p.close_time.date_naive() >= year_ago)
                 .map(|p| p.amount_minor)
                 .sum();
             assert_eq!(v.predicted, recent);

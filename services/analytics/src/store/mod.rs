@@ -24,8 +24,8 @@ use crate::domain::derived::{Changes, DerivedState, QuietDeal};
 use crate::domain::{
     CloseCell, CustomerChange, CustomerKind, CycleTimes, Cycles, DealFact, DealRow, DealVersion, ExchangeRate,
     FactChange, ForecastFact, Goal, Gone, Grouping, InteractionFact, LastChange, LeadFact, LeadRow, LeftBehind,
-    LifecycleFact, OpenDeal, Outcome, Parked, ProfileCounts, Purchase, QuotaFact, Record, Settings, Skipped, StageFact,
-    StayCell, StayTimes, Stays, StaysOf, TransferFact, TransitionFact, TransitionKind, UsageFact, Watermark, Window,
+    LifecycleFact, OpenDeal, Outcome, Parked, ProfileCounts, QuotaFact, Record, Settings, Skipped, StageFact, StayCell,
+    StayTimes, Stays, StaysOf, TransferFact, TransitionFact, TransitionKind, UsageFact, Watermark, Window, WonDeal,
 };
 
 #[cfg(test)]
@@ -567,8 +567,8 @@ pub trait AnalyticsStore: Send + Sync {
     /// Stores a rate (replacing the currency's rate of that month).
     async fn put_exchange_rate(&self, tenant: &TenantId, rate: &ExchangeRate) -> Result<(), StoreError>;
 
-    /// What each customer's won deals came to, per currency and month of close.
-    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>, StoreError>;
+    /// Every won deal of a customer, in no order.
+    async fn won_deals(&self, tenant: &TenantId) -> Result<Vec<WonDeal>, StoreError>;
 
     /// Each customer's products: (customer, product) of its won deals' line items.
     async fn customer_products(&self, tenant: &TenantId) -> Result<Vec<(Uuid, Uuid)>, StoreError>;

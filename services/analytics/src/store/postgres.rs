@@ -1062,28 +1062,26 @@ impl AnalyticsStore for PgAnalyticsStore {
         Ok(())
     }
 
-    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>, StoreError> {
+    async fn won_deals(&self, tenant: &TenantId) -> Result<Vec<WonDeal>, StoreError> {
+        // Not grouped here: grouping a million deals by customer had the planner walk the
+        // customer index, reading the table in random order.
         let rows = self
             .read(
                 tenant,
                 sqlx::query(
-                    "SELECT customer_id, currency, (close_time AT TIME ZONE 'UTC')::date AS day, \
-                     count(*) AS deals, least(sum(amount_minor), 9223372036854775807)::bigint AS amount, max(close_time) AS last \
-                     FROM deal_facts WHERE tenant_id = $1 AND outcome = 'won' AND customer_id IS NOT NULL \
-                     AND close_time IS NOT NULL GROUP BY customer_id, currency, day",
+                    "SELECT customer_id, currency, amount_minor, close_time FROM deal_facts \
+                     WHERE tenant_id = $1 AND outcome = 'won' AND customer_id IS NOT NULL AND close_time IS NOT NULL",
                 )
                 .bind(tenant.as_str()),
             )
             .await?;
         rows.iter()
             .map(|row| {
-                Ok(Purchase {
+                Ok(WonDeal {
                     customer: row.try_get("customer_id")?,
                     currency: row.try_get("currency")?,
-                    day: row.try_get("day")?,
-                    deals: row.try_get("deals")?,
-                    amount_minor: row.try_get("amount")?,
-                    last: row.try_get("last")?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    close_time: row.try_get("close_time")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

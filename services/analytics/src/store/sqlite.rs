@@ -1068,25 +1068,21 @@ impl AnalyticsStore for SqliteAnalyticsStore {
         Ok(())
     }
 
-    async fn purchases(&self, tenant: &TenantId) -> Result<Vec<Purchase>, StoreError> {
+    async fn won_deals(&self, tenant: &TenantId) -> Result<Vec<WonDeal>, StoreError> {
         let rows = sqlx::query(
-            "SELECT customer_id, currency, strftime('%Y-%m-%d', close_time / 1000000, 'unixepoch') AS day, \
-             count(*) AS deals, CAST(min(total(amount_minor), 9223372036854775807.0) AS INTEGER) AS amount, max(close_time) AS last \
-             FROM deal_facts WHERE tenant_id = ?1 AND outcome = 'won' AND customer_id IS NOT NULL \
-             AND close_time IS NOT NULL GROUP BY customer_id, currency, day",
+            "SELECT customer_id, currency, amount_minor, close_time FROM deal_facts \
+             WHERE tenant_id = ?1 AND outcome = 'won' AND customer_id IS NOT NULL AND close_time IS NOT NULL",
         )
         .bind(tenant.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(Purchase {
+                Ok(WonDeal {
                     customer: uuid(row.try_get("customer_id")?)?,
                     currency: row.try_get("currency")?,
-                    day: day(row.try_get("day")?)?,
-                    deals: row.try_get("deals")?,
-                    amount_minor: row.try_get("amount")?,
-                    last: time(row.try_get("last")?)?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    close_time: time(row.try_get("close_time")?)?,
                 })
             })
             .collect()
