@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "crm/pipeline/v1/events.proto",
     "crm/analytics/v1/analytics.proto",
     "crm/analytics/v1/events.proto",
+    "crm/notification/v1/notification.proto",
 ];
 
 /// Google API annotations (HTTP rules, field behaviour), vendored: imported by the protos above.

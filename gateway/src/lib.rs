@@ -51,6 +51,8 @@ pub const DEFAULT_CONTACT_ENDPOINT: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_PIPELINE_ENDPOINT: &str = "http://127.0.0.1:50052";
 /// Default analytics service endpoint.
 pub const DEFAULT_ANALYTICS_ENDPOINT: &str = "http://127.0.0.1:50053";
+/// Default notification service endpoint.
+pub const DEFAULT_NOTIFICATION_ENDPOINT: &str = "http://127.0.0.1:50054";
 
 /// Gateway settings.
 #[derive(clap::Args, Debug, Clone)]
@@ -64,6 +66,9 @@ pub struct GatewayArgs {
     /// gRPC endpoint of the analytics service.
     #[arg(long, env = "CRM_ANALYTICS_ENDPOINT", default_value = DEFAULT_ANALYTICS_ENDPOINT)]
     pub analytics_endpoint: String,
+    /// gRPC endpoint of the notification service.
+    #[arg(long, env = "CRM_NOTIFICATION_ENDPOINT", default_value = DEFAULT_NOTIFICATION_ENDPOINT)]
+    pub notification_endpoint: String,
     /// Largest request body in bytes.
     #[arg(long, env = "CRM_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -79,15 +84,21 @@ pub struct GatewayArgs {
 const CONTACT_PACKAGE: &str = <crm_proto::crm::contact::v1::ContactCreated as crm_proto::prost::Name>::PACKAGE;
 const PIPELINE_PACKAGE: &str = <crm_proto::crm::pipeline::v1::DealCreated as crm_proto::prost::Name>::PACKAGE;
 const ANALYTICS_PACKAGE: &str = <crm_proto::crm::analytics::v1::Metric as crm_proto::prost::Name>::PACKAGE;
+const NOTIFICATION_PACKAGE: &str = <crm_proto::crm::notification::v1::Rule as crm_proto::prost::Name>::PACKAGE;
 
 impl GatewayArgs {
     /// Every upstream: its proto package, the setting that names it, and its endpoint. A
     /// service of the suite is one entry here (and its flag above).
-    fn upstreams(&self) -> [(&'static str, &'static str, &String); 3] {
+    fn upstreams(&self) -> [(&'static str, &'static str, &String); 4] {
         [
             (CONTACT_PACKAGE, "CRM_CONTACT_ENDPOINT", &self.contact_endpoint),
             (PIPELINE_PACKAGE, "CRM_PIPELINE_ENDPOINT", &self.pipeline_endpoint),
             (ANALYTICS_PACKAGE, "CRM_ANALYTICS_ENDPOINT", &self.analytics_endpoint),
+            (
+                NOTIFICATION_PACKAGE,
+                "CRM_NOTIFICATION_ENDPOINT",
+                &self.notification_endpoint,
+            ),
         ]
     }
 
@@ -97,6 +108,7 @@ impl GatewayArgs {
             &mut self.contact_endpoint,
             &mut self.pipeline_endpoint,
             &mut self.analytics_endpoint,
+            &mut self.notification_endpoint,
         ] {
             endpoint.clone_into(upstream);
         }

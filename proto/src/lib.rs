@@ -41,6 +41,11 @@ pub mod crm {
             include!(concat!(env!("OUT_DIR"), "/crm.events.v1.rs"));
         }
     }
+    pub mod notification {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/crm.notification.v1.rs"));
+        }
+    }
     pub mod pipeline {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/crm.pipeline.v1.rs"));

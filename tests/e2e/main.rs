@@ -16,6 +16,7 @@ mod hardening;
 mod history;
 mod identity;
 mod import;
+mod notification;
 mod pipeline;
 mod postgres;
 mod rest;

@@ -340,10 +340,12 @@ impl PgSuite {
         let contact_db = crm_platform::testing::TestDatabase::create(&format!("{name}_contact")).await?;
         let pipeline_db = crm_platform::testing::TestDatabase::create(&format!("{name}_pipeline")).await?;
         let analytics_db = crm_platform::testing::TestDatabase::create(&format!("{name}_analytics")).await?;
+        let notification_db = crm_platform::testing::TestDatabase::create(&format!("{name}_notification")).await?;
         for (service, db) in [
             ("contact", &contact_db),
             ("pipeline", &pipeline_db),
             ("analytics", &analytics_db),
+            ("notification", &notification_db),
         ] {
             migrate(service, &db.url);
         }
@@ -376,10 +378,22 @@ impl PgSuite {
                 ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
             ],
         );
+        // Webhook receivers of the tests listen on loopback, which the roles refuse by default.
+        let (notification, notification_grpc) = role(
+            "notification",
+            &notification_db.url,
+            &[
+                ("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str()),
+                ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
+                ("CRM_ANALYTICS_ENDPOINT", analytics_grpc.as_str()),
+                ("CRM_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
+            ],
+        );
         let mut gateway_envs = vec![
             ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
             ("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str()),
             ("CRM_ANALYTICS_ENDPOINT", analytics_grpc.as_str()),
+            ("CRM_NOTIFICATION_ENDPOINT", notification_grpc.as_str()),
         ];
         gateway_envs.extend_from_slice(envs);
         let gateway = Process::start(
@@ -403,8 +417,8 @@ impl PgSuite {
             pipeline_url: pipeline_db.url.clone(),
             analytics_url: analytics_db.url.clone(),
             analytics_envs,
-            processes: vec![contact, pipeline, analytics, gateway],
-            databases: vec![contact_db, pipeline_db, analytics_db],
+            processes: vec![contact, pipeline, analytics, notification, gateway],
+            databases: vec![contact_db, pipeline_db, analytics_db, notification_db],
             _dir: dir,
         })
     }

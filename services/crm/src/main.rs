@@ -51,6 +51,8 @@ enum Command {
     Pipeline(RoleArgs),
     /// The analytics service alone, on PostgreSQL (a Kubernetes role).
     Analytics(RoleArgs),
+    /// The notification service alone, on PostgreSQL (a Kubernetes role).
+    Notification(RoleArgs),
     /// The REST gateway alone, in front of the services' gRPC endpoints (a Kubernetes role).
     Gateway(GatewayRoleArgs),
     /// Applies a service's database migrations to its PostgreSQL database (a Kubernetes Job).
@@ -124,9 +126,13 @@ struct PeerArgs {
     /// its change feed).
     #[arg(long, env = "CRM_CONTACT_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     contact_endpoint: String,
-    /// gRPC endpoint of the pipeline service (analytics follows its change feed).
+    /// gRPC endpoint of the pipeline service (analytics and notification follow its change
+    /// feed).
     #[arg(long, env = "CRM_PIPELINE_ENDPOINT", default_value = crm_gateway::DEFAULT_PIPELINE_ENDPOINT)]
     pipeline_endpoint: String,
+    /// gRPC endpoint of the analytics service (notification follows its change feed).
+    #[arg(long, env = "CRM_ANALYTICS_ENDPOINT", default_value = crm_gateway::DEFAULT_ANALYTICS_ENDPOINT)]
+    analytics_endpoint: String,
 }
 
 impl PeerArgs {
@@ -135,6 +141,7 @@ impl PeerArgs {
         let peers = [
             ("contact", "CRM_CONTACT_ENDPOINT", &self.contact_endpoint),
             ("pipeline", "CRM_PIPELINE_ENDPOINT", &self.pipeline_endpoint),
+            ("analytics", "CRM_ANALYTICS_ENDPOINT", &self.analytics_endpoint),
         ];
         let mut endpoints = BTreeMap::new();
         for (name, env, endpoint) in peers.into_iter() {
@@ -210,6 +217,7 @@ fn main() -> anyhow::Result<()> {
             Command::Contact(args) => role(crm_contact::describe(), args).await,
             Command::Pipeline(args) => role(crm_pipeline::describe(), args).await,
             Command::Analytics(args) => role(crm_analytics::describe(), args).await,
+            Command::Notification(args) => role(crm_notification::describe(), args).await,
             Command::Gateway(args) => gateway(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Token(args) => token(&args),
@@ -369,6 +377,7 @@ fn suite() -> Vec<Description> {
         crm_contact::describe(),
         crm_pipeline::describe(),
         crm_analytics::describe(),
+        crm_notification::describe(),
     ]
 }
 

@@ -1,0 +1,109 @@
+//! Webhook endpoints: admins add, read (with their secrets), list and remove them.
+
+use crm_platform::error::Violations;
+use crm_platform::paging::{Page, PageRequest};
+use crm_platform::{ApiError, Principal};
+use uuid::Uuid;
+
+use super::{NotificationApp, ensure_admin};
+use crate::domain::condition::event_type;
+use crate::domain::signature::new_secret;
+use crate::domain::{Endpoint, MAX_ENDPOINTS};
+
+/// Longest URL accepted.
+pub const MAX_URL: usize = 2048;
+/// Most event types of an endpoint's filter.
+pub const MAX_ENDPOINT_TYPES: usize = 100;
+
+/// What a request asks of a new endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointSpec {
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub description: String,
+}
+
+/// Why `url` cannot receive webhooks, if it cannot: an absolute http(s) URL with a host and
+/// no credentials.
+fn url_problem(url: &str) -> Option<String> {
+    if url.len() > MAX_URL {
+        return Some(format!("at most {MAX_URL} characters"));
+    }
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("`{url}` is not a URL: {e}")),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Some("must be an http or https URL".to_owned());
+    }
+    if parsed.host().is_none() {
+        return Some("must name a host".to_owned());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Some("must not carry credentials: the signature authenticates the sender".to_owned());
+    }
+    None
+}
+
+impl NotificationApp {
+    pub async fn create_endpoint(&self, who: &Principal, spec: EndpointSpec) -> Result<Endpoint, ApiError> {
+        ensure_admin(who, "webhook endpoints")?;
+        let mut v = Violations::new("webhook_endpoint.");
+        if spec.url.trim().is_empty() {
+            v.add("url", "is required");
+        } else if let Some(problem) = url_problem(&spec.url) {
+            v.add("url", problem);
+        }
+        for (i, t) in v
+            .bounded("event_types", &spec.event_types, MAX_ENDPOINT_TYPES)
+            .iter()
+            .enumerate()
+        {
+            if let Err(reason) = event_type(t) {
+                v.add(format!("event_types[{i}]"), reason);
+            }
+        }
+        v.check("description", crm_platform::text::check(&spec.description, 500, false));
+        v.finish()?;
+        let existing = self.store.endpoints(&who.tenant, None, MAX_ENDPOINTS).await?;
+        if existing.len() >= MAX_ENDPOINTS {
+            return Err(ApiError::invalid_field(
+                "webhook_endpoint",
+                format!("a tenant has at most {MAX_ENDPOINTS} endpoints"),
+            ));
+        }
+        let endpoint = Endpoint {
+            id: Uuid::now_v7(),
+            url: spec.url,
+            event_types: spec.event_types,
+            description: spec.description,
+            secret: new_secret().map_err(|e| ApiError::internal(&e))?,
+            create_time: self.clock.now(),
+        };
+        self.store.create_endpoint(&who.tenant, &endpoint).await?;
+        Ok(endpoint)
+    }
+
+    pub async fn endpoint(&self, who: &Principal, id: Uuid) -> Result<Endpoint, ApiError> {
+        ensure_admin(who, "webhook endpoints")?;
+        self.store
+            .endpoint(&who.tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook endpoint"))
+    }
+
+    pub async fn endpoints(&self, who: &Principal, page: &PageRequest<Uuid>) -> Result<Page<Endpoint>, ApiError> {
+        ensure_admin(who, "webhook endpoints")?;
+        let listed = self.store.endpoints(&who.tenant, page.after, page.fetch()).await?;
+        Ok(page.page(listed, |e| e.id))
+    }
+
+    pub async fn delete_endpoint(&self, who: &Principal, id: Uuid) -> Result<(), ApiError> {
+        ensure_admin(who, "webhook endpoints")?;
+        if self.store.delete_endpoint(&who.tenant, id).await? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("webhook endpoint"))
+        }
+    }
+}

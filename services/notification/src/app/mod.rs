@@ -1,0 +1,83 @@
+//! The notification application: who may manage endpoints and rules, read deliveries and
+//! their inboxes; one file per resource.
+
+mod deliveries;
+pub mod endpoints;
+mod inbox;
+pub mod rules;
+
+use std::sync::Arc;
+
+use crm_platform::time::{Clock, SystemClock};
+use crm_platform::{ApiError, Principal, Role};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+pub use inbox::{MAX_MARKED, NOTIFICATIONS};
+
+use crate::store::NotificationStore;
+
+/// The application over a store.
+#[derive(Clone)]
+pub struct NotificationApp {
+    store: Arc<dyn NotificationStore>,
+    clock: Arc<dyn Clock>,
+    /// Wakes the delivery worker when deliveries become due.
+    due: Arc<Notify>,
+}
+
+impl NotificationApp {
+    pub fn new(store: Arc<dyn NotificationStore>) -> Self {
+        Self::with_clock(store, Arc::new(SystemClock))
+    }
+
+    /// The application reading the time from `clock` (tests drive it).
+    pub fn with_clock(store: Arc<dyn NotificationStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            due: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn NotificationStore> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Rung when deliveries become due (the delivery worker waits on it).
+    pub fn due(&self) -> &Arc<Notify> {
+        &self.due
+    }
+}
+
+/// Fails unless the caller is an admin.
+fn ensure_admin(who: &Principal, what: &str) -> Result<(), ApiError> {
+    if who.has_role(Role::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied(format!("{what} are managed by admins")))
+    }
+}
+
+/// Fails unless the caller is an admin or a manager.
+fn ensure_manager(who: &Principal, what: &str) -> Result<(), ApiError> {
+    if who.writes_all() {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied(format!(
+            "{what} are managed by admins and managers"
+        )))
+    }
+}
+
+/// The id of `name` in `collection` (`rules/{id}`), or a 400 naming `field`.
+pub fn id_of(field: &str, name: &str, collection: &str) -> Result<Uuid, ApiError> {
+    name.strip_prefix(collection)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| ApiError::invalid_field(field, format!("`{name}` is not a {collection}/{{id}} name")))
+}

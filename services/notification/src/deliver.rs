@@ -1,0 +1,227 @@
+//! The delivery worker: claims due webhook deliveries of any tenant (a lease in the database,
+//! `FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas add capacity and a replica killed
+//! mid-delivery loses nothing: its claims return to the queue when their lease ends), posts
+//! each signed per the Standard Webhooks scheme with a per-attempt timeout, keeps the attempt
+//! and schedules the next by [`schedule`](crate::domain::schedule). A webhook's address is
+//! checked after name resolution at every connection ([`AddressPolicy`]); redirects are not
+//! followed (an attempt answered 3xx failed).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use crm_platform::TenantId;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::NotificationApp;
+use crate::domain::address::AddressPolicy;
+use crate::domain::schedule::{MAX_ATTEMPTS, next_delay};
+use crate::domain::signature::{key_of, sign};
+use crate::domain::{Attempt, DeliveryState, Due};
+use crate::store::Outcome;
+
+/// How the worker delivers.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// The networks webhooks may reach besides the public internet.
+    pub policy: AddressPolicy,
+    /// How long one attempt may take, answer included.
+    pub timeout: Duration,
+    /// How long a claim holds a delivery: past it, another worker may attempt it.
+    pub lease: Duration,
+    /// Deliveries claimed at once.
+    pub batch: usize,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            policy: AddressPolicy::public_only(),
+            timeout: Duration::from_secs(15),
+            lease: Duration::from_secs(60),
+            batch: 64,
+            concurrency: 32,
+        }
+    }
+}
+
+/// How often due retries are looked for when nothing rings.
+const POLL: Duration = Duration::from_secs(1);
+/// Bytes of an answer kept with its attempt.
+const RESPONSE_HEAD: usize = 1024;
+
+/// A resolver that refuses a name any of whose addresses the policy refuses.
+struct Guarded {
+    policy: AddressPolicy,
+}
+
+impl reqwest::dns::Resolve for Guarded {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no address").into());
+            }
+            if let Some(reason) = addrs.iter().find_map(|a| policy.refusal(a.ip())) {
+                return Err(format!("{host}: {reason}").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client of the deliveries.
+pub fn client(config: &DeliveryConfig) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(Guarded {
+            policy: config.policy.clone(),
+        }))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.timeout)
+        .pool_max_idle_per_host(config.concurrency)
+        .user_agent(concat!("crm-notification/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Delivers until `shutdown`.
+pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: CancellationToken) {
+    let client = match client(&config) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "no HTTP client: webhooks are not delivered");
+            return;
+        }
+    };
+    loop {
+        let claimed = match app
+            .store()
+            .claim_due(app.clock().now(), config.lease, config.batch)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming due deliveries failed");
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = app.due().notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+            continue;
+        }
+        futures::stream::iter(claimed)
+            .for_each_concurrent(config.concurrency, |due| attempt(&app, &client, &config.policy, due))
+            .await;
+    }
+}
+
+/// The error and its causes, for the attempt's record.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A random spread of a retry's delay, 0 to 1.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 2];
+    getrandom::fill(&mut bytes).map_or(0.5, |()| f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX))
+}
+
+/// One attempt at `due`: posted, kept, rescheduled.
+async fn attempt(app: &NotificationApp, client: &reqwest::Client, policy: &AddressPolicy, due: Due) {
+    let number = due.attempts.saturating_add(1);
+    let started = Instant::now();
+    let time = app.clock().now();
+    let (status_code, error, response_head) = post(client, policy, &due, time.timestamp()).await;
+    let attempt = Attempt {
+        attempt: number,
+        time,
+        status_code,
+        error,
+        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        response_head,
+    };
+    let outcome = if attempt.succeeded() {
+        Outcome {
+            state: DeliveryState::Delivered,
+            next_attempt_time: None,
+        }
+    } else {
+        match next_delay(number, jitter()).filter(|_| number < MAX_ATTEMPTS) {
+            Some(delay) => Outcome {
+                state: DeliveryState::Pending,
+                next_attempt_time: chrono::Duration::from_std(delay).ok().map(|d| Utc::now() + d),
+            },
+            None => Outcome {
+                state: DeliveryState::Failed,
+                next_attempt_time: None,
+            },
+        }
+    };
+    ::metrics::counter!("crm_notification_webhook_attempts_total", "outcome" => outcome.state.as_str()).increment(1);
+    let Ok(tenant) = TenantId::parse(&due.tenant) else {
+        return;
+    };
+    if let Err(e) = app.store().finish_attempt(&tenant, due.id, &attempt, outcome).await {
+        // The claim's lease ends and the delivery is attempted again: at least once.
+        tracing::warn!(delivery = %due.id, error = %e, "an attempt could not be kept");
+    }
+}
+
+/// Posts `due` signed at `timestamp`: (status, error, the answer's first bytes).
+async fn post(client: &reqwest::Client, policy: &AddressPolicy, due: &Due, timestamp: i64) -> (i32, String, String) {
+    let key = match key_of(&due.secret) {
+        Ok(key) => key,
+        Err(reason) => return (0, format!("the endpoint's secret: {reason}"), String::new()),
+    };
+    // A literal address is not resolved, so the resolver never sees it: checked here.
+    if let Ok(url) = reqwest::Url::parse(&due.url) {
+        let literal = url
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        if let Some(reason) = literal.and_then(|ip| policy.refusal(ip)) {
+            return (0, reason, String::new());
+        }
+    }
+    let id = due.id.to_string();
+    let signature = sign(&key, &id, timestamp, due.body.as_bytes());
+    let sent = client
+        .post(&due.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(due.body.clone())
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(e) => return (0, chain(&e), String::new()),
+    };
+    let status = i32::from(response.status().as_u16());
+    let mut head = Vec::new();
+    while head.len() < RESPONSE_HEAD {
+        match response.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk[..chunk.len().min(RESPONSE_HEAD - head.len())]),
+            Ok(None) => break,
+            Err(e) => return (status, chain(&e), String::from_utf8_lossy(&head).into_owned()),
+        }
+    }
+    (status, String::new(), String::from_utf8_lossy(&head).into_owned())
+}

@@ -1,0 +1,308 @@
+//! An event against a tenant's rules: the deliveries and in-app notifications it makes. Each
+//! (rule, event, recipient) makes at most one; the store keeps it so across replays.
+
+use chrono::{DateTime, Utc};
+use crm_proto::crm::events::v1 as events;
+use crm_proto::prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
+use uuid::Uuid;
+
+use super::condition::{Condition, event_type};
+use super::{Endpoint, NewDelivery, Notification, Recipient, Rule};
+
+/// The rule every tenant has without making it: a task's due time reaches its assignee's
+/// inbox.
+pub const TASK_DUE_RULE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_7a5c_0d0e);
+
+/// A rule ready to match: its condition parsed against its event types.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub rule: Rule,
+    condition: Condition,
+}
+
+impl Compiled {
+    /// `rule` compiled, or every problem of its event types and condition (`event_types[i]`
+    /// or `condition`, and the reason).
+    pub fn new(rule: Rule) -> Result<Self, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut types = Vec::new();
+        for (i, name) in rule.event_types.iter().enumerate() {
+            match event_type(name) {
+                Ok(t) => types.push(t),
+                Err(reason) => problems.push((format!("event_types[{i}]"), reason)),
+            }
+        }
+        let condition = if problems.is_empty() {
+            Condition::parse(&rule.condition, &types).unwrap_or_else(|reasons| {
+                problems.extend(reasons.into_iter().map(|r| ("condition".to_owned(), r)));
+                Condition::default()
+            })
+        } else {
+            Condition::default()
+        };
+        if problems.is_empty() {
+            Ok(Self { rule, condition })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The rules every tenant has.
+    pub fn builtin() -> Vec<Compiled> {
+        let task_due = Rule {
+            id: TASK_DUE_RULE,
+            display_name: "Task due".to_owned(),
+            event_types: vec!["crm.pipeline.v1.TaskDue".to_owned()],
+            condition: String::new(),
+            recipients: vec![Recipient::Owner],
+            created_by: String::new(),
+            create_time: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        Compiled::new(task_due).into_iter().collect()
+    }
+}
+
+/// What an event made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Matched {
+    pub deliveries: Vec<NewDelivery>,
+    pub notifications: Vec<Notification>,
+}
+
+impl Matched {
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.notifications.is_empty()
+    }
+
+    pub fn extend(&mut self, other: Matched) {
+        self.deliveries.extend(other.deliveries);
+        self.notifications.extend(other.notifications);
+    }
+}
+
+/// The payload of `event` when it is an event a rule can match.
+pub fn payload_of(event: &events::Event) -> Option<DynamicMessage> {
+    let descriptor = event_type(&event.r#type).ok()?;
+    let bytes = event.payload.as_ref().map(|p| p.value.as_slice()).unwrap_or_default();
+    DynamicMessage::decode(descriptor, bytes).ok()
+}
+
+/// The user an event names as its record's assignee or owner: the first of `assignee`,
+/// `owner` and `new_owner` set on the payload, or on one of its messages.
+pub fn owner_of(payload: &DynamicMessage) -> Option<String> {
+    const FIELDS: [&str; 3] = ["assignee", "owner", "new_owner"];
+    let direct = |m: &DynamicMessage| {
+        FIELDS.iter().find_map(|name| {
+            let field = m.descriptor().get_field_by_name(name)?;
+            match m.get_field(&field).into_owned() {
+                Value::String(s) if !s.is_empty() => Some(s),
+                _ => None,
+            }
+        })
+    };
+    direct(payload).or_else(|| {
+        payload.descriptor().fields().find_map(|field| {
+            if field.is_list() || field.is_map() || !matches!(field.kind(), Kind::Message(_)) {
+                return None;
+            }
+            match payload.get_field(&field).into_owned() {
+                Value::Message(inner) => direct(&inner),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// The webhook body of an event (Standard Webhooks' recommended shape): its type, the time it
+/// happened, the record it is about, its id, and its payload as proto3 JSON.
+pub fn webhook_body(event: &events::Event) -> Result<String, String> {
+    let bytes = event.payload.as_ref().map(|p| p.value.as_slice()).unwrap_or_default();
+    let data = crm_proto::json::encoded_to_json(bytes, &event.r#type)?;
+    let timestamp = event
+        .time
+        .as_ref()
+        .and_then(|t| crm_platform::time::from_timestamp(t).ok())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "type": event.r#type,
+        "timestamp": timestamp,
+        "eventId": event.id,
+        "subject": event.subject,
+        "data": data,
+    });
+    Ok(body.to_string())
+}
+
+/// What `event` makes under `rules`, reaching `endpoints` (the tenant's).
+pub fn match_event(event: &events::Event, rules: &[Compiled], endpoints: &[Endpoint], now: DateTime<Utc>) -> Matched {
+    let mut matched = Matched::default();
+    let candidates: Vec<&Compiled> = rules
+        .iter()
+        .filter(|r| r.rule.event_types.contains(&event.r#type))
+        .collect();
+    if candidates.is_empty() {
+        return matched;
+    }
+    let Some(payload) = payload_of(event) else {
+        tracing::warn!(kind = %event.r#type, sequence = event.sequence, "an event's payload does not decode: no rule matched it");
+        ::metrics::counter!("crm_notification_undecodable_events_total").increment(1);
+        return matched;
+    };
+    let mut body = None;
+    for compiled in candidates.into_iter().filter(|r| r.condition.matches(&payload)) {
+        let rule = &compiled.rule;
+        for recipient in &rule.recipients {
+            let user = match recipient {
+                Recipient::Endpoint(id) => {
+                    let Some(endpoint) = endpoints.iter().find(|e| e.id == *id && e.takes(&event.r#type)) else {
+                        continue;
+                    };
+                    let body = match body.get_or_insert_with(|| webhook_body(event)) {
+                        Ok(body) => body.clone(),
+                        Err(reason) => {
+                            tracing::warn!(kind = %event.r#type, %reason, "an event has no webhook body");
+                            continue;
+                        }
+                    };
+                    matched.deliveries.push(NewDelivery {
+                        id: Uuid::now_v7(),
+                        rule: rule.id,
+                        endpoint: endpoint.id,
+                        event_id: event.id.clone(),
+                        event_type: event.r#type.clone(),
+                        body,
+                        create_time: now,
+                    });
+                    continue;
+                }
+                Recipient::User(user) => user.clone(),
+                Recipient::Owner => match owner_of(&payload) {
+                    Some(owner) => owner,
+                    None => continue,
+                },
+            };
+            let short = event.r#type.rsplit('.').next().unwrap_or_default();
+            matched.notifications.push(Notification {
+                id: Uuid::now_v7(),
+                user,
+                rule: rule.id,
+                event_id: event.id.clone(),
+                event_type: event.r#type.clone(),
+                subject: event.subject.clone(),
+                title: format!("{}: {short} {}", rule.display_name, event.subject),
+                read: false,
+                create_time: now,
+            });
+        }
+    }
+    matched
+}
+
+#[cfg(test)]
+mod tests {
+    use crm_proto::crm::common::v1::Money;
+    use crm_proto::crm::pipeline::v1 as pipeline;
+    use crm_proto::prost::{Message, Name};
+
+    use super::*;
+
+    fn event<M: Message + Name>(message: &M, subject: &str) -> events::Event {
+        events::Event {
+            id: Uuid::now_v7().to_string(),
+            tenant: "t1".into(),
+            r#type: M::full_name(),
+            subject: subject.into(),
+            sequence: 7,
+            payload: Some(crm_proto::prost_types::Any {
+                type_url: format!("type.googleapis.com/{}", M::full_name()),
+                value: message.encode_to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn rule(types: &[&str], condition: &str, recipients: Vec<Recipient>) -> Compiled {
+        Compiled::new(Rule {
+            id: Uuid::now_v7(),
+            display_name: "Big wins".into(),
+            event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+            condition: condition.into(),
+            recipients,
+            created_by: "admin".into(),
+            create_time: Utc::now(),
+        })
+        .expect("rule")
+    }
+
+    fn won(amount_minor: i64) -> events::Event {
+        event(
+            &pipeline::DealWon {
+                deal: Some(pipeline::Deal {
+                    amount: Some(Money {
+                        amount_minor,
+                        currency_code: "EUR".into(),
+                    }),
+                    owner: "bob".into(),
+                    ..Default::default()
+                }),
+                transition: None,
+            },
+            "deals/1",
+        )
+    }
+
+    #[test]
+    fn a_matching_event_reaches_each_recipient_once() {
+        let endpoint = Endpoint {
+            id: Uuid::now_v7(),
+            url: "https://example.com/hook".into(),
+            event_types: vec![],
+            description: String::new(),
+            secret: "whsec_x".into(),
+            create_time: Utc::now(),
+        };
+        let only_lost = Endpoint {
+            id: Uuid::now_v7(),
+            event_types: vec!["crm.pipeline.v1.DealLost".into()],
+            ..endpoint.clone()
+        };
+        let rules = [rule(
+            &["crm.pipeline.v1.DealWon"],
+            "deal.amount.amount_minor >= 1000000",
+            vec![
+                Recipient::Endpoint(endpoint.id),
+                Recipient::Endpoint(only_lost.id),
+                Recipient::User("carol".into()),
+                Recipient::Owner,
+            ],
+        )];
+        let endpoints = [endpoint.clone(), only_lost];
+        let big = match_event(&won(2_000_000), &rules, &endpoints, Utc::now());
+        assert_eq!(big.deliveries.len(), 1);
+        assert_eq!(big.deliveries[0].endpoint, endpoint.id);
+        let body: serde_json::Value = serde_json::from_str(&big.deliveries[0].body).expect("json");
+        assert_eq!(body["type"], "crm.pipeline.v1.DealWon");
+        assert_eq!(body["data"]["deal"]["amount"]["amountMinor"], "2000000");
+        let users: Vec<&str> = big.notifications.iter().map(|n| n.user.as_str()).collect();
+        assert_eq!(users, ["carol", "bob"]);
+        assert!(match_event(&won(999_999), &rules, &endpoints, Utc::now()).is_empty());
+    }
+
+    #[test]
+    fn a_due_task_reaches_its_assignee_out_of_the_box() {
+        let due = event(
+            &pipeline::TaskDue {
+                task: Some(pipeline::Task {
+                    assignee: "dave".into(),
+                    ..Default::default()
+                }),
+            },
+            "tasks/1",
+        );
+        let matched = match_event(&due, &Compiled::builtin(), &[], Utc::now());
+        assert_eq!(matched.notifications.len(), 1);
+        assert_eq!(matched.notifications[0].user, "dave");
+        assert_eq!(matched.notifications[0].rule, TASK_DUE_RULE);
+    }
+}

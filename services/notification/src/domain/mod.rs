@@ -1,0 +1,194 @@
+//! The notification service's types: endpoints, rules, deliveries and their attempts,
+//! in-app notifications, and what decides them (conditions, signatures, the retry schedule,
+//! the addresses a webhook may reach, matching an event against the rules).
+
+pub mod address;
+pub mod condition;
+pub mod matching;
+pub mod schedule;
+pub mod signature;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Endpoints a tenant may have.
+pub const MAX_ENDPOINTS: usize = 100;
+/// Rules a tenant may have.
+pub const MAX_RULES: usize = 500;
+
+/// A receiver of webhooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub url: String,
+    /// Only these event types reach it (every type when empty).
+    pub event_types: Vec<String>,
+    pub description: String,
+    pub secret: String,
+    pub create_time: DateTime<Utc>,
+}
+
+impl Endpoint {
+    /// Whether events of `event_type` may reach it.
+    pub fn takes(&self, event_type: &str) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type)
+    }
+}
+
+/// Who a rule reaches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Recipient {
+    /// A webhook endpoint of the tenant.
+    Endpoint(Uuid),
+    /// A user's inbox.
+    User(String),
+    /// The inbox of the user the event names as its record's assignee or owner.
+    Owner,
+}
+
+/// The prefix of an endpoint's resource name.
+pub const ENDPOINTS: &str = "webhookEndpoints/";
+/// The prefix of a user as a recipient.
+pub const USERS: &str = "users/";
+
+impl Recipient {
+    /// A recipient as a rule names it: `webhookEndpoints/{id}`, `users/{id}` or `owner`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw == "owner" {
+            return Ok(Recipient::Owner);
+        }
+        if let Some(id) = raw.strip_prefix(ENDPOINTS) {
+            return Uuid::parse_str(id)
+                .map(Recipient::Endpoint)
+                .map_err(|_| format!("`{raw}` is not an endpoint's name"));
+        }
+        if let Some(user) = raw.strip_prefix(USERS) {
+            return crm_platform::UserId::parse(user)
+                .map(|u| Recipient::User(u.as_str().to_owned()))
+                .map_err(|reason| format!("`{raw}`: {reason}"));
+        }
+        Err(format!(
+            "`{raw}` is not a recipient: `webhookEndpoints/{{id}}`, `users/{{id}}` or `owner`"
+        ))
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Recipient::Endpoint(id) => format!("{ENDPOINTS}{id}"),
+            Recipient::User(user) => format!("{USERS}{user}"),
+            Recipient::Owner => "owner".to_owned(),
+        }
+    }
+}
+
+/// A rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub id: Uuid,
+    pub display_name: String,
+    pub event_types: Vec<String>,
+    /// In the filter language; checked against the event types when saved.
+    pub condition: String,
+    pub recipients: Vec<Recipient>,
+    pub created_by: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// One event to one endpoint by one rule. Its id is the `webhook-id` of every attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub rule: Uuid,
+    pub endpoint: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub state: DeliveryState,
+    pub attempts: i32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_time: Option<DateTime<Utc>>,
+    pub create_time: DateTime<Utc>,
+}
+
+/// A delivery as matching makes it: its body is the webhook's, fixed once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub id: Uuid,
+    pub rule: Uuid,
+    pub endpoint: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub body: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// A delivery claimed for an attempt, with what the attempt needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Due {
+    pub tenant: String,
+    pub id: Uuid,
+    pub url: String,
+    pub secret: String,
+    pub body: String,
+    /// Attempts made before this one.
+    pub attempts: i32,
+}
+
+/// One attempt at a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// From 1.
+    pub attempt: i32,
+    pub time: DateTime<Utc>,
+    /// 0 without an answer.
+    pub status_code: i32,
+    /// Why it failed without an answer.
+    pub error: String,
+    pub latency_ms: i64,
+    /// The first bytes of the answer.
+    pub response_head: String,
+}
+
+impl Attempt {
+    /// Whether the endpoint took the delivery (a 2xx answer).
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status_code)
+    }
+}
+
+/// An in-app notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub id: Uuid,
+    pub user: String,
+    pub rule: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub subject: String,
+    pub title: String,
+    pub read: bool,
+    pub create_time: DateTime<Utc>,
+}

@@ -1,0 +1,115 @@
+//! Following the contact, pipeline and analytics feeds: each event is matched against its
+//! tenant's rules (and the built-in ones), and what it makes, with the checkpoint, commits in
+//! one transaction: each (rule, event, recipient) yields exactly one delivery or notification,
+//! whatever crashes.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use crm_platform::TenantId;
+use crm_platform::consumer::Sink;
+use crm_proto::crm::events::v1 as events;
+
+use crate::app::NotificationApp;
+use crate::domain::matching::{Compiled, Matched, match_event};
+use crate::domain::{Endpoint, MAX_ENDPOINTS, MAX_RULES};
+
+/// A feed this service follows.
+#[derive(Debug, Clone, Copy)]
+pub struct Feed {
+    /// The followed service's name among the suite's.
+    pub service: &'static str,
+    /// The producer name in the feed's envelopes: the package of its messages.
+    pub source: &'static str,
+    /// The checkpoint name of the subscription.
+    pub consumer: &'static str,
+}
+
+/// The feeds this service follows.
+pub const FEEDS: [Feed; 3] = [
+    Feed {
+        service: "contact",
+        source: "crm.contact.v1",
+        consumer: "notification<-contact",
+    },
+    Feed {
+        service: "pipeline",
+        source: "crm.pipeline.v1",
+        consumer: "notification<-pipeline",
+    },
+    Feed {
+        service: "analytics",
+        source: "crm.analytics.v1",
+        consumer: "notification<-analytics",
+    },
+];
+
+/// The consumer's sink: matching into the notification store.
+pub struct Matching {
+    app: NotificationApp,
+}
+
+impl Matching {
+    pub fn new(app: NotificationApp) -> Self {
+        Self { app }
+    }
+
+    /// A tenant's rules (compiled; one saved before a change of the catalogue that no longer
+    /// compiles is skipped and logged) with the built-in ones, and its endpoints.
+    async fn tenant_rules(&self, tenant: &TenantId) -> anyhow::Result<(Vec<Compiled>, Vec<Endpoint>)> {
+        let store = self.app.store();
+        let mut rules = Compiled::builtin();
+        for rule in store.rules(tenant, None, MAX_RULES).await? {
+            let id = rule.id;
+            match Compiled::new(rule) {
+                Ok(compiled) => rules.push(compiled),
+                Err(problems) => tracing::warn!(%tenant, rule = %id, ?problems, "a rule no longer compiles: skipped"),
+            }
+        }
+        let endpoints = store.endpoints(tenant, None, MAX_ENDPOINTS).await?;
+        Ok((rules, endpoints))
+    }
+}
+
+#[async_trait]
+impl Sink for Matching {
+    async fn checkpoint(&self, consumer: &str) -> anyhow::Result<u64> {
+        Ok(self.app.store().checkpoint(consumer).await?)
+    }
+
+    async fn apply(&self, consumer: &str, previous: u64, batch: &[events::Event]) -> anyhow::Result<bool> {
+        let Some(last) = batch.last() else { return Ok(true) };
+        let now = self.app.clock().now();
+        let mut rules: BTreeMap<String, (Vec<Compiled>, Vec<Endpoint>)> = BTreeMap::new();
+        let mut made: BTreeMap<String, Matched> = BTreeMap::new();
+        for event in batch {
+            let Ok(tenant) = TenantId::parse(&event.tenant) else {
+                tracing::warn!(sequence = event.sequence, tenant = %event.tenant, "an event of no valid tenant: skipped");
+                continue;
+            };
+            if !rules.contains_key(tenant.as_str()) {
+                let loaded = self.tenant_rules(&tenant).await?;
+                rules.insert(tenant.as_str().to_owned(), loaded);
+            }
+            let (tenant_rules, endpoints) = &rules[tenant.as_str()];
+            let matched = match_event(event, tenant_rules, endpoints, now);
+            if !matched.is_empty() {
+                made.entry(tenant.as_str().to_owned()).or_default().extend(matched);
+            }
+        }
+        let matched: Vec<(TenantId, Matched)> = made
+            .into_iter()
+            .filter_map(|(tenant, m)| Some((TenantId::parse(&tenant).ok()?, m)))
+            .collect();
+        let deliveries = matched.iter().any(|(_, m)| !m.deliveries.is_empty());
+        let moved = self
+            .app
+            .store()
+            .record(consumer, previous, last.sequence, &matched)
+            .await?;
+        if moved && deliveries {
+            self.app.due().notify_one();
+        }
+        Ok(moved)
+    }
+}

@@ -1,0 +1,319 @@
+//! The gRPC servers of crm.notification.v1: convert at the edge and delegate to
+//! [`NotificationApp`] (the auth layer has authenticated the caller).
+
+use crm_platform::ApiError;
+use crm_platform::identity::principal;
+use crm_platform::paging::PageRequest;
+use crm_platform::time::timestamp;
+use crm_proto::crm::notification::v1 as pb;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::app::endpoints::EndpointSpec;
+use crate::app::rules::RuleSpec;
+use crate::app::{NOTIFICATIONS, NotificationApp, id_of};
+use crate::domain::{Attempt, Delivery, DeliveryState, ENDPOINTS, Endpoint, Notification, Recipient, Rule};
+
+pub use pb::delivery_service_server::DeliveryServiceServer;
+pub use pb::inbox_service_server::InboxServiceServer;
+pub use pb::rule_service_server::RuleServiceServer;
+pub use pb::webhook_endpoint_service_server::WebhookEndpointServiceServer;
+
+/// The fully qualified names clients and health checks use.
+pub const SERVICE_NAMES: &[&str] = &[
+    "crm.notification.v1.WebhookEndpointService",
+    "crm.notification.v1.RuleService",
+    "crm.notification.v1.DeliveryService",
+    "crm.notification.v1.InboxService",
+];
+
+/// Implements every generated service trait of crm.notification.v1.
+#[derive(Clone)]
+pub struct NotificationGrpc {
+    app: NotificationApp,
+}
+
+impl NotificationGrpc {
+    pub fn new(app: NotificationApp) -> Self {
+        Self { app }
+    }
+}
+
+const RULES: &str = "rules";
+const DELIVERIES: &str = "deliveries";
+
+fn endpoint(e: Endpoint) -> pb::WebhookEndpoint {
+    pb::WebhookEndpoint {
+        name: format!("{ENDPOINTS}{}", e.id),
+        url: e.url,
+        event_types: e.event_types,
+        description: e.description,
+        secret: e.secret,
+        create_time: Some(timestamp(e.create_time)),
+    }
+}
+
+fn rule(r: Rule) -> pb::Rule {
+    pb::Rule {
+        name: format!("{RULES}/{}", r.id),
+        display_name: r.display_name,
+        event_types: r.event_types,
+        condition: r.condition,
+        recipients: r.recipients.iter().map(Recipient::name).collect(),
+        created_by: r.created_by,
+        create_time: Some(timestamp(r.create_time)),
+    }
+}
+
+fn delivery(d: Delivery) -> pb::Delivery {
+    let state = match d.state {
+        DeliveryState::Pending => pb::DeliveryState::Pending,
+        DeliveryState::Delivered => pb::DeliveryState::Delivered,
+        DeliveryState::Failed => pb::DeliveryState::Failed,
+    };
+    pb::Delivery {
+        name: format!("{DELIVERIES}/{}", d.id),
+        rule: format!("{RULES}/{}", d.rule),
+        webhook_endpoint: format!("{ENDPOINTS}{}", d.endpoint),
+        event_id: d.event_id,
+        event_type: d.event_type,
+        state: state as i32,
+        attempts: d.attempts,
+        next_attempt_time: d.next_attempt_time.map(timestamp),
+        create_time: Some(timestamp(d.create_time)),
+    }
+}
+
+fn attempt(a: Attempt) -> pb::DeliveryAttempt {
+    pb::DeliveryAttempt {
+        attempt: a.attempt,
+        time: Some(timestamp(a.time)),
+        status_code: a.status_code,
+        error: a.error,
+        latency_ms: a.latency_ms,
+        response_head: a.response_head,
+    }
+}
+
+fn notification(n: Notification) -> pb::Notification {
+    pb::Notification {
+        name: format!("{NOTIFICATIONS}/{}", n.id),
+        rule: format!("{RULES}/{}", n.rule),
+        event_type: n.event_type,
+        subject: n.subject,
+        title: n.title,
+        read: n.read,
+        create_time: Some(timestamp(n.create_time)),
+    }
+}
+
+fn page(size: i32, token: &str, shape: &[&str]) -> Result<PageRequest<Uuid>, ApiError> {
+    PageRequest::parse(size, token, shape)
+}
+
+fn endpoint_id(field: &str, name: &str) -> Result<Uuid, ApiError> {
+    id_of(field, name, ENDPOINTS.trim_end_matches('/'))
+}
+
+#[tonic::async_trait]
+impl pb::webhook_endpoint_service_server::WebhookEndpointService for NotificationGrpc {
+    async fn create_webhook_endpoint(
+        &self,
+        request: Request<pb::CreateWebhookEndpointRequest>,
+    ) -> Result<Response<pb::CreateWebhookEndpointResponse>, Status> {
+        let who = principal(&request)?;
+        let Some(e) = request.into_inner().webhook_endpoint else {
+            return Err(ApiError::invalid_field("webhook_endpoint", "is required").into());
+        };
+        let spec = EndpointSpec {
+            url: e.url,
+            event_types: e.event_types,
+            description: e.description,
+        };
+        let created = self.app.create_endpoint(&who, spec).await?;
+        Ok(Response::new(pb::CreateWebhookEndpointResponse {
+            webhook_endpoint: Some(endpoint(created)),
+        }))
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        request: Request<pb::GetWebhookEndpointRequest>,
+    ) -> Result<Response<pb::GetWebhookEndpointResponse>, Status> {
+        let who = principal(&request)?;
+        let id = endpoint_id("name", &request.get_ref().name)?;
+        let found = self.app.endpoint(&who, id).await?;
+        Ok(Response::new(pb::GetWebhookEndpointResponse {
+            webhook_endpoint: Some(endpoint(found)),
+        }))
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        request: Request<pb::ListWebhookEndpointsRequest>,
+    ) -> Result<Response<pb::ListWebhookEndpointsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let listed = self
+            .app
+            .endpoints(&who, &page(r.page_size, &r.page_token, &["webhookEndpoints"])?)
+            .await?;
+        Ok(Response::new(pb::ListWebhookEndpointsResponse {
+            webhook_endpoints: listed.items.into_iter().map(endpoint).collect(),
+            next_page_token: listed.next_page_token,
+        }))
+    }
+
+    async fn delete_webhook_endpoint(
+        &self,
+        request: Request<pb::DeleteWebhookEndpointRequest>,
+    ) -> Result<Response<pb::DeleteWebhookEndpointResponse>, Status> {
+        let who = principal(&request)?;
+        let id = endpoint_id("name", &request.get_ref().name)?;
+        self.app.delete_endpoint(&who, id).await?;
+        Ok(Response::new(pb::DeleteWebhookEndpointResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::rule_service_server::RuleService for NotificationGrpc {
+    async fn create_rule(
+        &self,
+        request: Request<pb::CreateRuleRequest>,
+    ) -> Result<Response<pb::CreateRuleResponse>, Status> {
+        let who = principal(&request)?;
+        let Some(r) = request.into_inner().rule else {
+            return Err(ApiError::invalid_field("rule", "is required").into());
+        };
+        let spec = RuleSpec {
+            display_name: r.display_name,
+            event_types: r.event_types,
+            condition: r.condition,
+            recipients: r.recipients,
+        };
+        let created = self.app.create_rule(&who, spec).await?;
+        Ok(Response::new(pb::CreateRuleResponse {
+            rule: Some(rule(created)),
+        }))
+    }
+
+    async fn get_rule(&self, request: Request<pb::GetRuleRequest>) -> Result<Response<pb::GetRuleResponse>, Status> {
+        let who = principal(&request)?;
+        let id = id_of("name", &request.get_ref().name, RULES)?;
+        let found = self.app.rule(&who, id).await?;
+        Ok(Response::new(pb::GetRuleResponse {
+            rule: Some(rule(found)),
+        }))
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let listed = self
+            .app
+            .rules(&who, &page(r.page_size, &r.page_token, &[RULES])?)
+            .await?;
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: listed.items.into_iter().map(rule).collect(),
+            next_page_token: listed.next_page_token,
+        }))
+    }
+
+    async fn delete_rule(
+        &self,
+        request: Request<pb::DeleteRuleRequest>,
+    ) -> Result<Response<pb::DeleteRuleResponse>, Status> {
+        let who = principal(&request)?;
+        let id = id_of("name", &request.get_ref().name, RULES)?;
+        self.app.delete_rule(&who, id).await?;
+        Ok(Response::new(pb::DeleteRuleResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::delivery_service_server::DeliveryService for NotificationGrpc {
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let listed = self
+            .app
+            .deliveries(&who, &page(r.page_size, &r.page_token, &[DELIVERIES])?)
+            .await?;
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: listed.items.into_iter().map(delivery).collect(),
+            next_page_token: listed.next_page_token,
+        }))
+    }
+
+    async fn list_delivery_attempts(
+        &self,
+        request: Request<pb::ListDeliveryAttemptsRequest>,
+    ) -> Result<Response<pb::ListDeliveryAttemptsResponse>, Status> {
+        let who = principal(&request)?;
+        let id = id_of("parent", &request.get_ref().parent, DELIVERIES)?;
+        let attempts = self.app.attempts(&who, id).await?;
+        Ok(Response::new(pb::ListDeliveryAttemptsResponse {
+            attempts: attempts.into_iter().map(attempt).collect(),
+        }))
+    }
+
+    async fn redeliver_delivery(
+        &self,
+        request: Request<pb::RedeliverDeliveryRequest>,
+    ) -> Result<Response<pb::RedeliverDeliveryResponse>, Status> {
+        let who = principal(&request)?;
+        let id = id_of("name", &request.get_ref().name, DELIVERIES)?;
+        let again = self.app.redeliver(&who, id).await?;
+        Ok(Response::new(pb::RedeliverDeliveryResponse {
+            delivery: Some(delivery(again)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::inbox_service_server::InboxService for NotificationGrpc {
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let unread = if r.unread_only { "unread" } else { "all" };
+        let listed = self
+            .app
+            .inbox(
+                &who,
+                r.unread_only,
+                &page(r.page_size, &r.page_token, &[NOTIFICATIONS, unread])?,
+            )
+            .await?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: listed.items.into_iter().map(notification).collect(),
+            next_page_token: listed.next_page_token,
+        }))
+    }
+
+    async fn get_unread_count(
+        &self,
+        request: Request<pb::GetUnreadCountRequest>,
+    ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
+        let who = principal(&request)?;
+        let unread = self.app.unread_count(&who).await?;
+        Ok(Response::new(pb::GetUnreadCountResponse { unread }))
+    }
+
+    async fn mark_notifications_read(
+        &self,
+        request: Request<pb::MarkNotificationsReadRequest>,
+    ) -> Result<Response<pb::MarkNotificationsReadResponse>, Status> {
+        let who = principal(&request)?;
+        let marked = self.app.mark_read(&who, &request.get_ref().names).await?;
+        Ok(Response::new(pb::MarkNotificationsReadResponse { marked }))
+    }
+}

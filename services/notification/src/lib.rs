@@ -1,0 +1,146 @@
+//! The notification service (crm.notification.v1): rules on the events of the contact,
+//! pipeline and analytics feeds, webhooks signed per the Standard Webhooks scheme with retries
+//! and replay, and an in-app inbox per user, on PostgreSQL or SQLite.
+
+pub mod app;
+pub mod deliver;
+pub mod domain;
+pub mod follow;
+pub mod grpc;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_platform::config::ConfigError;
+use crm_platform::consumer::{ConsumerConfig, FeedStatus};
+use crm_platform::feed::EventFeedService;
+use crm_platform::outbox::Outbox;
+use crm_platform::service::{Description, Hosting, Running, StartError};
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+
+pub use app::NotificationApp;
+use deliver::DeliveryConfig;
+use domain::address::AddressPolicy;
+use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgNotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
+
+/// The proto package of this service's API.
+pub const PACKAGE: &str = <crm_proto::crm::notification::v1::Rule as crm_proto::prost::Name>::PACKAGE;
+
+/// The user of the `system` tenant this service's followers act as.
+const SYSTEM_ACTOR: &str = "notification";
+
+/// The networks webhooks may reach besides the public internet, comma-separated CIDRs
+/// (`10.20.0.0/16,fd00::/8`): none by default on Kubernetes; `crm serve` adds loopback.
+pub const ALLOWED_NETWORKS_ENV: &str = "CRM_WEBHOOK_ALLOWED_NETWORKS";
+
+/// Loopback, which `crm serve` allows so that a developer's local receiver works.
+const LOOPBACK: &str = "127.0.0.0/8,::1/128";
+
+/// The notification service, as a process hosts it.
+struct Hosted {
+    app: NotificationApp,
+    feeds: Vec<ConsumerConfig>,
+    delivery: DeliveryConfig,
+}
+
+impl Running for Hosted {
+    fn add_grpc(&self, routes: &mut RoutesBuilder) {
+        let grpc = grpc::NotificationGrpc::new(self.app.clone());
+        routes
+            .add_service(grpc::WebhookEndpointServiceServer::new(grpc.clone()))
+            .add_service(grpc::RuleServiceServer::new(grpc.clone()))
+            .add_service(grpc::DeliveryServiceServer::new(grpc.clone()))
+            .add_service(grpc::InboxServiceServer::new(grpc));
+    }
+
+    fn health_names(&self) -> Vec<&'static str> {
+        grpc::SERVICE_NAMES.to_vec()
+    }
+
+    fn event_feed(&self, _heartbeat: Duration) -> Option<EventFeedService> {
+        None
+    }
+
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
+    }
+
+    fn spawn_background(&self, shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {
+        for config in &self.feeds {
+            crm_platform::consumer::spawn(
+                config.clone(),
+                follow::Matching::new(self.app.clone()),
+                shutdown.clone(),
+            );
+        }
+        tokio::spawn(deliver::run(self.app.clone(), self.delivery.clone(), shutdown));
+        self.feeds.iter().map(|c| Arc::clone(&c.status)).collect()
+    }
+}
+
+/// The consumer settings of each feed this service follows.
+pub fn feeds(hosting: &Hosting) -> Result<Vec<ConsumerConfig>, StartError> {
+    follow::FEEDS
+        .iter()
+        .map(|feed| {
+            Ok(ConsumerConfig {
+                name: feed.consumer.to_owned(),
+                endpoint: hosting.endpoint(feed.service)?.to_owned(),
+                credentials: (hosting.credentials)(SYSTEM_ACTOR)?,
+                types: Vec::new(),
+                partition: None,
+                status: Default::default(),
+                source: Some(feed.source.to_owned()),
+            })
+        })
+        .collect()
+}
+
+/// The delivery settings, the networks allowed from [`ALLOWED_NETWORKS_ENV`] plus `extra`.
+fn delivery(extra: &str) -> Result<DeliveryConfig, StartError> {
+    let configured = std::env::var(ALLOWED_NETWORKS_ENV).unwrap_or_default();
+    let policy = AddressPolicy::parse(&format!("{extra},{configured}"))
+        .map_err(|reason| ConfigError(format!("{ALLOWED_NETWORKS_ENV}: {reason}")))?;
+    Ok(DeliveryConfig {
+        policy,
+        ..DeliveryConfig::default()
+    })
+}
+
+/// The notification service's description (see [`crm_platform::service`]).
+pub fn describe() -> Description {
+    Description {
+        name: "notification",
+        package: PACKAGE,
+        migrate_postgres: |url| {
+            Box::pin(async move { crm_platform::db::migrate_postgres(&url, &POSTGRES_MIGRATIONS).await })
+        },
+        open_sqlite: |path, hosting| {
+            Box::pin(async move {
+                let feeds = feeds(&hosting)?;
+                let delivery = delivery(LOOPBACK)?;
+                let app = open_sqlite(&path).await?;
+                Ok(Box::new(Hosted { app, feeds, delivery }) as Box<dyn Running>)
+            })
+        },
+        connect_postgres: |config, hosting| {
+            Box::pin(async move {
+                let feeds = feeds(&hosting)?;
+                let delivery = delivery("")?;
+                let pool =
+                    crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
+                let app = NotificationApp::new(Arc::new(PgNotificationStore::new(pool)));
+                Ok(Box::new(Hosted { app, feeds, delivery }) as Box<dyn Running>)
+            })
+        },
+    }
+}
+
+/// Opens the embedded SQLite database (creating and migrating it) and returns the service.
+pub async fn open_sqlite(path: &Path) -> Result<NotificationApp, crm_platform::db::DbError> {
+    let pool = crm_platform::db::open_sqlite(path, &SQLITE_MIGRATIONS).await?;
+    Ok(NotificationApp::new(Arc::new(SqliteNotificationStore::new(pool))))
+}

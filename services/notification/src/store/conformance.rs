@@ -1,0 +1,298 @@
+//! One suite both stores must pass: it drives the store (not the app).
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use crm_platform::TenantId;
+use crm_platform::testing::TestDatabase;
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::matching::Matched;
+use crate::domain::{Attempt, DeliveryState, Endpoint, NewDelivery, Notification, Recipient, Rule};
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).expect("tenant")
+}
+
+fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 6, 9, minute, 0).single().expect("time")
+}
+
+fn endpoint() -> Endpoint {
+    Endpoint {
+        id: Uuid::now_v7(),
+        url: "https://example.com/hooks".into(),
+        event_types: vec!["crm.pipeline.v1.DealWon".into()],
+        description: "ERP".into(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        create_time: at(0),
+    }
+}
+
+fn rule() -> Rule {
+    Rule {
+        id: Uuid::now_v7(),
+        display_name: "Big wins".into(),
+        event_types: vec!["crm.pipeline.v1.DealWon".into()],
+        condition: "deal.amount.amount_minor >= 100".into(),
+        recipients: vec![Recipient::Owner, Recipient::User("carol".into())],
+        created_by: "admin".into(),
+        create_time: at(0),
+    }
+}
+
+fn made(rule: Uuid, endpoint: Uuid, event: &str, user: &str) -> Matched {
+    Matched {
+        deliveries: vec![NewDelivery {
+            id: Uuid::now_v7(),
+            rule,
+            endpoint,
+            event_id: event.into(),
+            event_type: "crm.pipeline.v1.DealWon".into(),
+            body: format!(r#"{{"eventId":"{event}"}}"#),
+            create_time: at(1),
+        }],
+        notifications: vec![Notification {
+            id: Uuid::now_v7(),
+            user: user.into(),
+            rule,
+            event_id: event.into(),
+            event_type: "crm.pipeline.v1.DealWon".into(),
+            subject: "deals/1".into(),
+            title: "Big wins: DealWon deals/1".into(),
+            read: false,
+            create_time: at(1),
+        }],
+    }
+}
+
+async fn resources_are_kept_per_tenant(store: &dyn NotificationStore) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let e = endpoint();
+    let r = rule();
+    store.create_endpoint(&acme, &e).await.expect("endpoint");
+    store.create_rule(&acme, &r).await.expect("rule");
+    assert_eq!(store.endpoint(&acme, e.id).await.expect("read"), Some(e.clone()));
+    assert_eq!(store.rule(&acme, r.id).await.expect("read"), Some(r.clone()));
+    assert_eq!(store.endpoint(&globex, e.id).await.expect("read"), None);
+    assert_eq!(store.rule(&globex, r.id).await.expect("read"), None);
+    assert!(store.rules(&globex, None, 10).await.expect("list").is_empty());
+    let second = rule();
+    store.create_rule(&acme, &second).await.expect("rule");
+    let first_page = store.rules(&acme, None, 1).await.expect("list");
+    assert_eq!(first_page.as_slice(), std::slice::from_ref(&r));
+    assert_eq!(store.rules(&acme, Some(r.id), 5).await.expect("list"), [second]);
+    assert!(!store.delete_rule(&globex, r.id).await.expect("delete"));
+    assert!(store.delete_rule(&acme, r.id).await.expect("delete"));
+    assert_eq!(store.rule(&acme, r.id).await.expect("read"), None);
+    assert_eq!(store.endpoints(&acme, None, 10).await.expect("list"), [e]);
+}
+
+async fn each_rule_event_and_recipient_is_kept_once(store: &dyn NotificationStore) {
+    let acme = tenant("acme");
+    let e = endpoint();
+    store.create_endpoint(&acme, &e).await.expect("endpoint");
+    let rule = Uuid::now_v7();
+    let first = made(rule, e.id, "event-1", "bob");
+    assert!(store.record("c", 0, 5, &[(acme.clone(), first)]).await.expect("record"));
+    assert_eq!(store.checkpoint("c").await.expect("checkpoint"), 5);
+    // A stale checkpoint changes nothing.
+    assert!(
+        !store
+            .record("c", 0, 6, &[(acme.clone(), made(rule, e.id, "event-2", "bob"))])
+            .await
+            .expect("stale")
+    );
+    // The same event again (a replay) makes nothing new.
+    assert!(
+        store
+            .record("c", 5, 6, &[(acme.clone(), made(rule, e.id, "event-1", "bob"))])
+            .await
+            .expect("again")
+    );
+    let deliveries = store.deliveries(&acme, None, 10).await.expect("deliveries");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(
+        (deliveries[0].state, deliveries[0].attempts),
+        (DeliveryState::Pending, 0)
+    );
+    assert_eq!(
+        store
+            .notifications(&acme, "bob", false, None, 10)
+            .await
+            .expect("inbox")
+            .len(),
+        1
+    );
+    assert_eq!(store.unread_count(&acme, "bob").await.expect("unread"), 1);
+    assert!(
+        store
+            .deliveries(&tenant("globex"), None, 10)
+            .await
+            .expect("other")
+            .is_empty()
+    );
+    assert_eq!(store.unread_count(&tenant("globex"), "bob").await.expect("other"), 0);
+}
+
+async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore) {
+    let acme = tenant("acme");
+    let e = endpoint();
+    store.create_endpoint(&acme, &e).await.expect("endpoint");
+    let rule = Uuid::now_v7();
+    store
+        .record("c", 0, 1, &[(acme.clone(), made(rule, e.id, "event-1", "bob"))])
+        .await
+        .expect("record");
+    let lease = Duration::from_secs(30);
+    // Not due before it was made.
+    assert!(store.claim_due(at(0), lease, 10).await.expect("claim").is_empty());
+    let claimed = store.claim_due(at(2), lease, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].url.as_str(), claimed[0].attempts), (e.url.as_str(), 0));
+    assert_eq!(claimed[0].body, r#"{"eventId":"event-1"}"#);
+    // Held: no second worker takes it until the lease ends.
+    assert!(store.claim_due(at(2), lease, 10).await.expect("held").is_empty());
+    assert_eq!(store.claim_due(at(3), lease, 10).await.expect("lease over").len(), 1);
+    let failed = Attempt {
+        attempt: 1,
+        time: at(3),
+        status_code: 500,
+        error: String::new(),
+        latency_ms: 12,
+        response_head: "oops".into(),
+    };
+    let retry = Outcome {
+        state: DeliveryState::Pending,
+        next_attempt_time: Some(at(10)),
+    };
+    store
+        .finish_attempt(&acme, claimed[0].id, &failed, retry)
+        .await
+        .expect("finish");
+    assert!(store.claim_due(at(9), lease, 10).await.expect("not yet").is_empty());
+    let again = store.claim_due(at(10), lease, 10).await.expect("retry");
+    assert_eq!(again[0].attempts, 1);
+    let ok = Attempt {
+        attempt: 2,
+        status_code: 204,
+        time: at(10),
+        ..failed.clone()
+    };
+    let done = Outcome {
+        state: DeliveryState::Delivered,
+        next_attempt_time: None,
+    };
+    store
+        .finish_attempt(&acme, claimed[0].id, &ok, done)
+        .await
+        .expect("finish");
+    assert!(store.claim_due(at(59), lease, 10).await.expect("delivered").is_empty());
+    assert_eq!(
+        store.attempts(&acme, claimed[0].id).await.expect("attempts"),
+        [failed, ok]
+    );
+    let delivered = store
+        .delivery(&acme, claimed[0].id)
+        .await
+        .expect("read")
+        .expect("delivery");
+    assert_eq!((delivered.state, delivered.attempts), (DeliveryState::Delivered, 2));
+    // Sent again on demand: pending and due, its attempts kept.
+    let again = store
+        .redeliver(&acme, claimed[0].id, at(20))
+        .await
+        .expect("redeliver")
+        .expect("found");
+    assert_eq!((again.state, again.attempts), (DeliveryState::Pending, 2));
+    assert_eq!(store.claim_due(at(20), lease, 10).await.expect("claim").len(), 1);
+    assert!(
+        store
+            .redeliver(&tenant("globex"), claimed[0].id, at(20))
+            .await
+            .expect("other")
+            .is_none()
+    );
+    // A deleted endpoint's pending deliveries are not sent.
+    store.redeliver(&acme, claimed[0].id, at(30)).await.expect("redeliver");
+    assert!(store.delete_endpoint(&acme, e.id).await.expect("delete"));
+    assert!(store.claim_due(at(59), lease, 10).await.expect("gone").is_empty());
+}
+
+async fn an_inbox_lists_newest_first_and_marks_read(store: &dyn NotificationStore) {
+    let acme = tenant("acme");
+    let rule = Uuid::now_v7();
+    let endpoint = Uuid::now_v7();
+    for (seq, event) in (1..=3u64).zip(["a", "b", "c"]) {
+        store
+            .record("c", seq - 1, seq, &[(acme.clone(), made(rule, endpoint, event, "bob"))])
+            .await
+            .expect("record");
+    }
+    let inbox = store.notifications(&acme, "bob", false, None, 2).await.expect("inbox");
+    let events: Vec<&str> = inbox.iter().map(|n| n.event_id.as_str()).collect();
+    assert_eq!(events, ["c", "b"]);
+    let rest = store
+        .notifications(&acme, "bob", false, Some(inbox[1].id), 2)
+        .await
+        .expect("next");
+    assert_eq!(rest.len(), 1);
+    // Another user's, or another tenant's, ids mark nothing.
+    assert_eq!(store.mark_read(&acme, "carol", &[inbox[0].id]).await.expect("mark"), 0);
+    assert_eq!(
+        store
+            .mark_read(&tenant("globex"), "bob", &[inbox[0].id])
+            .await
+            .expect("mark"),
+        0
+    );
+    assert_eq!(
+        store
+            .mark_read(&acme, "bob", &[inbox[0].id, inbox[1].id])
+            .await
+            .expect("mark"),
+        2
+    );
+    assert_eq!(store.mark_read(&acme, "bob", &[inbox[0].id]).await.expect("again"), 0);
+    assert_eq!(store.unread_count(&acme, "bob").await.expect("unread"), 1);
+    let unread = store.notifications(&acme, "bob", true, None, 10).await.expect("unread");
+    assert_eq!(unread.len(), 1);
+    assert_eq!(unread[0].event_id, "a");
+}
+
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let pool = crm_platform::db::open_sqlite(&dir.path().join("notification.db"), &super::SQLITE_MIGRATIONS)
+                        .await
+                        .expect("sqlite");
+                    super::$case(&super::SqliteNotificationStore::new(pool)).await;
+                }
+            )+
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(db) = super::TestDatabase::create(concat!("notification_", stringify!($case))).await else { return };
+                    crm_platform::db::migrate_postgres(&db.url, &super::POSTGRES_MIGRATIONS).await.expect("migrate");
+                    let pool = crm_platform::db::connect_postgres(&db.url, super::POSTGRES_APP_ROLE, 4).await.expect("connect");
+                    super::$case(&super::PgNotificationStore::new(pool)).await;
+                    db.drop_database().await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    resources_are_kept_per_tenant,
+    each_rule_event_and_recipient_is_kept_once,
+    due_deliveries_are_claimed_once_per_lease,
+    an_inbox_lists_newest_first_and_marks_read,
+);

@@ -1,0 +1,139 @@
+//! Storage of the notification service: one trait, a PostgreSQL and an SQLite implementation,
+//! and one conformance suite both must pass.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crm_platform::{ApiError, TenantId};
+use sqlx::migrate::Migrator;
+use uuid::Uuid;
+
+use crate::domain::matching::Matched;
+use crate::domain::{Attempt, Delivery, DeliveryState, Due, Endpoint, Notification, Recipient, Rule};
+
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PgNotificationStore;
+pub use sqlite::SqliteNotificationStore;
+
+/// Migrations of each backend, embedded in the binary.
+pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrate!("./migrations/postgres"));
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrate!("./migrations/sqlite"));
+
+/// The PostgreSQL role the service serves as; row-level security applies to it.
+pub const POSTGRES_APP_ROLE: &str = "crm_notification_app";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        ApiError::internal(&err)
+    }
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// What an attempt leaves a delivery in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub state: DeliveryState,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_time: Option<DateTime<Utc>>,
+}
+
+/// A list's position: after this id (lists are keyed by time-ordered ids).
+pub type After = Option<Uuid>;
+
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    async fn create_endpoint(&self, tenant: &TenantId, endpoint: &Endpoint) -> Result<(), StoreError>;
+    async fn endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Endpoint>, StoreError>;
+    /// The tenant's endpoints by id (oldest first), after `after`, at most `limit`.
+    async fn endpoints(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Endpoint>, StoreError>;
+    /// Removes an endpoint and fails its pending deliveries; false when there was none.
+    async fn delete_endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError>;
+
+    async fn create_rule(&self, tenant: &TenantId, rule: &Rule) -> Result<(), StoreError>;
+    async fn rule(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Rule>, StoreError>;
+    /// The tenant's rules by id (oldest first), after `after`, at most `limit`.
+    async fn rules(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Rule>, StoreError>;
+    async fn delete_rule(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError>;
+
+    /// The last sequence applied under `consumer` (0 before the first).
+    async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError>;
+    /// Keeps what each tenant's events made (a (rule, event, recipient) kept before is left
+    /// as it is) and moves `consumer`'s checkpoint from `previous` to `last`, in one
+    /// transaction; false, with nothing kept, when the checkpoint was no longer `previous`.
+    async fn record(
+        &self,
+        consumer: &str,
+        previous: u64,
+        last: u64,
+        matched: &[(TenantId, Matched)],
+    ) -> Result<bool, StoreError>;
+
+    /// Claims up to `limit` pending deliveries of any tenant due at `now` and not held by
+    /// another worker, holding them for `lease`.
+    async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Result<Vec<Due>, StoreError>;
+    /// Keeps an attempt at a claimed delivery and what it leaves the delivery in, releasing it.
+    async fn finish_attempt(
+        &self,
+        tenant: &TenantId,
+        delivery: Uuid,
+        attempt: &Attempt,
+        outcome: Outcome,
+    ) -> Result<(), StoreError>;
+    async fn delivery(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Delivery>, StoreError>;
+    /// The tenant's deliveries, newest first, before `after` (an id), at most `limit`.
+    async fn deliveries(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    async fn attempts(&self, tenant: &TenantId, delivery: Uuid) -> Result<Vec<Attempt>, StoreError>;
+    /// Makes a delivery pending and due at `now` (its attempts kept); None when there is none.
+    async fn redeliver(&self, tenant: &TenantId, id: Uuid, now: DateTime<Utc>) -> Result<Option<Delivery>, StoreError>;
+
+    /// A user's notifications, newest first, before `after`, at most `limit`.
+    async fn notifications(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        unread_only: bool,
+        after: After,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError>;
+    async fn unread_count(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError>;
+    /// Marks the user's notifications of `ids` read; how many were unread.
+    async fn mark_read(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError>;
+}
+
+/// A JSON list of strings as stored.
+pub(crate) fn strings(raw: &serde_json::Value) -> Result<Vec<String>, StoreError> {
+    serde_json::from_value(raw.clone()).map_err(|e| corrupt(format!("a stored list: {e}")))
+}
+
+/// A rule's recipients as stored (their names).
+pub(crate) fn recipients(raw: &serde_json::Value) -> Result<Vec<Recipient>, StoreError> {
+    strings(raw)?
+        .iter()
+        .map(|r| Recipient::parse(r).map_err(corrupt))
+        .collect()
+}
+
+pub(crate) fn recipient_names(rule: &Rule) -> serde_json::Value {
+    serde_json::Value::from(rule.recipients.iter().map(Recipient::name).collect::<Vec<_>>())
+}
+
+pub(crate) fn state(raw: &str) -> Result<DeliveryState, StoreError> {
+    DeliveryState::parse(raw).ok_or_else(|| corrupt(format!("delivery state `{raw}`")))
+}

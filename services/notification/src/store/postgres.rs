@@ -1,0 +1,458 @@
+//! The PostgreSQL store: every transaction pinned to its tenant (row-level security); the
+//! delivery worker's claim reads every tenant's due deliveries.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crm_platform::TenantId;
+use crm_platform::db::{begin_all_tenants, begin_tenant};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{After, NotificationStore, Outcome, StoreError, corrupt, recipient_names, recipients, state, strings};
+use crate::domain::matching::Matched;
+use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule};
+
+#[derive(Clone)]
+pub struct PgNotificationStore {
+    pool: PgPool,
+}
+
+impl PgNotificationStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn endpoint(row: &PgRow) -> Result<Endpoint, StoreError> {
+    Ok(Endpoint {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        event_types: strings(&row.try_get("event_types")?)?,
+        description: row.try_get("description")?,
+        secret: row.try_get("secret")?,
+        create_time: row.try_get("create_time")?,
+    })
+}
+
+fn rule(row: &PgRow) -> Result<Rule, StoreError> {
+    Ok(Rule {
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
+        event_types: strings(&row.try_get("event_types")?)?,
+        condition: row.try_get("condition")?,
+        recipients: recipients(&row.try_get("recipients")?)?,
+        created_by: row.try_get("created_by")?,
+        create_time: row.try_get("create_time")?,
+    })
+}
+
+const DELIVERY_COLUMNS: &str =
+    "id, rule_id, endpoint_id, event_id, event_type, state, attempts, next_attempt_time, create_time";
+
+fn delivery(row: &PgRow) -> Result<Delivery, StoreError> {
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        rule: row.try_get("rule_id")?,
+        endpoint: row.try_get("endpoint_id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        state: state(row.try_get("state")?)?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_time: row.try_get("next_attempt_time")?,
+        create_time: row.try_get("create_time")?,
+    })
+}
+
+fn attempt(row: &PgRow) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        attempt: row.try_get("attempt")?,
+        time: row.try_get("time")?,
+        status_code: row.try_get("status_code")?,
+        error: row.try_get("error")?,
+        latency_ms: row.try_get("latency_ms")?,
+        response_head: row.try_get("response_head")?,
+    })
+}
+
+fn notification(row: &PgRow) -> Result<Notification, StoreError> {
+    Ok(Notification {
+        id: row.try_get("id")?,
+        user: row.try_get("user_id")?,
+        rule: row.try_get("rule_id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        subject: row.try_get("subject")?,
+        title: row.try_get("title")?,
+        read: row.try_get("read")?,
+        create_time: row.try_get("create_time")?,
+    })
+}
+
+#[async_trait]
+impl NotificationStore for PgNotificationStore {
+    async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<(), StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, secret, create_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(tenant.as_str())
+        .bind(e.id)
+        .bind(&e.url)
+        .bind(serde_json::Value::from(e.event_types.clone()))
+        .bind(&e.description)
+        .bind(&e.secret)
+        .bind(e.create_time)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Endpoint>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let row = sqlx::query("SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.as_ref().map(endpoint).transpose()
+    }
+
+    async fn endpoints(&self, tenant: &TenantId, after: After, n: usize) -> Result<Vec<Endpoint>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(endpoint).collect()
+    }
+
+    async fn delete_endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', next_attempt_time = NULL, lease_until = NULL \
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND state = 'pending'",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<(), StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        sqlx::query(
+            "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(tenant.as_str())
+        .bind(r.id)
+        .bind(&r.display_name)
+        .bind(serde_json::Value::from(r.event_types.clone()))
+        .bind(&r.condition)
+        .bind(recipient_names(r))
+        .bind(&r.created_by)
+        .bind(r.create_time)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rule(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Rule>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let row = sqlx::query("SELECT * FROM rules WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.as_ref().map(rule).transpose()
+    }
+
+    async fn rules(&self, tenant: &TenantId, after: After, n: usize) -> Result<Vec<Rule>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM rules WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(rule).collect()
+    }
+
+    async fn delete_rule(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let deleted = sqlx::query("DELETE FROM rules WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError> {
+        Ok(crm_platform::consumer::pg_checkpoint(&self.pool, consumer).await?)
+    }
+
+    async fn record(
+        &self,
+        consumer: &str,
+        previous: u64,
+        last: u64,
+        matched: &[(TenantId, Matched)],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !crm_platform::consumer::pg_claim(&mut tx, consumer, previous).await? {
+            return Ok(false);
+        }
+        for (tenant, made) in matched {
+            sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            for d in &made.deliveries {
+                sqlx::query(
+                    "INSERT INTO deliveries (tenant_id, id, rule_id, endpoint_id, event_id, event_type, body, state, \
+                     next_attempt_time, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) \
+                     ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(d.id)
+                .bind(d.rule)
+                .bind(d.endpoint)
+                .bind(&d.event_id)
+                .bind(&d.event_type)
+                .bind(&d.body)
+                .bind(d.create_time)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for n in &made.notifications {
+                sqlx::query(
+                    "INSERT INTO notifications (tenant_id, id, user_id, rule_id, event_id, event_type, subject, title, \
+                     create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(n.id)
+                .bind(&n.user)
+                .bind(n.rule)
+                .bind(&n.event_id)
+                .bind(&n.event_type)
+                .bind(&n.subject)
+                .bind(&n.title)
+                .bind(n.create_time)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        crm_platform::consumer::pg_advance(&mut tx, consumer, last).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, n: usize) -> Result<Vec<Due>, StoreError> {
+        let lease = chrono::Duration::from_std(lease).map_err(corrupt)?;
+        let mut tx = begin_all_tenants(&self.pool).await?;
+        let rows = sqlx::query(
+            "WITH due AS (SELECT tenant_id, id FROM deliveries \
+                 WHERE state = 'pending' AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+                 ORDER BY next_attempt_time LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE deliveries d SET lease_until = $2 FROM due \
+                 WHERE d.tenant_id = due.tenant_id AND d.id = due.id \
+                 RETURNING d.tenant_id, d.id, d.endpoint_id, d.body, d.attempts) \
+             SELECT c.tenant_id, c.id, c.body, c.attempts, e.url, e.secret FROM claimed c \
+             JOIN webhook_endpoints e ON e.tenant_id = c.tenant_id AND e.id = c.endpoint_id",
+        )
+        .bind(now)
+        .bind(now + lease)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Due {
+                    tenant: row.try_get("tenant_id")?,
+                    id: row.try_get("id")?,
+                    url: row.try_get("url")?,
+                    secret: row.try_get("secret")?,
+                    body: row.try_get("body")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn finish_attempt(
+        &self,
+        tenant: &TenantId,
+        delivery: Uuid,
+        a: &Attempt,
+        outcome: Outcome,
+    ) -> Result<(), StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
+             response_head) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(delivery)
+        .bind(a.attempt)
+        .bind(a.time)
+        .bind(a.status_code)
+        .bind(&a.error)
+        .bind(a.latency_ms)
+        .bind(&a.response_head)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET state = $3, attempts = greatest(attempts, $4), next_attempt_time = $5, \
+             lease_until = NULL WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(delivery)
+        .bind(outcome.state.as_str())
+        .bind(a.attempt)
+        .bind(outcome.next_attempt_time)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delivery(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Delivery>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(delivery).transpose()
+    }
+
+    async fn deliveries(&self, tenant: &TenantId, after: After, n: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        )))
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(delivery).collect()
+    }
+
+    async fn attempts(&self, tenant: &TenantId, id: Uuid) -> Result<Vec<Attempt>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows =
+            sqlx::query("SELECT * FROM delivery_attempts WHERE tenant_id = $1 AND delivery_id = $2 ORDER BY attempt")
+                .bind(tenant.as_str())
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        rows.iter().map(attempt).collect()
+    }
+
+    async fn redeliver(&self, tenant: &TenantId, id: Uuid, now: DateTime<Utc>) -> Result<Option<Delivery>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET state = 'pending', next_attempt_time = $3 \
+             WHERE tenant_id = $1 AND id = $2 RETURNING {DELIVERY_COLUMNS}"
+        )))
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(delivery).transpose()
+    }
+
+    async fn notifications(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        unread_only: bool,
+        after: After,
+        n: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND ($3::uuid IS NULL OR id < $3) \
+             AND (NOT $4 OR NOT read) ORDER BY id DESC LIMIT $5",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(after)
+        .bind(unread_only)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(notification).collect()
+    }
+
+    async fn unread_count(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND NOT read")
+                .bind(tenant.as_str())
+                .bind(user)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn mark_read(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let marked = sqlx::query(
+            "UPDATE notifications SET read = true WHERE tenant_id = $1 AND user_id = $2 AND id = ANY($3) AND NOT read",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(i64::try_from(marked).unwrap_or(i64::MAX))
+    }
+}

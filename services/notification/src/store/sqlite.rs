@@ -1,0 +1,449 @@
+//! The SQLite store (`crm serve`): one process owns the file, so a write transaction excludes
+//! every other writer and claims need no locks.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crm_platform::TenantId;
+use crm_platform::db::begin_sqlite_write;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::{After, NotificationStore, Outcome, StoreError, corrupt, recipient_names, recipients, state, strings};
+use crate::domain::matching::Matched;
+use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule};
+
+#[derive(Clone)]
+pub struct SqliteNotificationStore {
+    pool: SqlitePool,
+}
+
+impl SqliteNotificationStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time(raw: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(raw).ok_or_else(|| corrupt(format!("time {raw}")))
+}
+
+fn id(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
+    let raw: String = row.try_get(column)?;
+    Uuid::parse_str(&raw).map_err(|_| corrupt(format!("{column} `{raw}`")))
+}
+
+fn json(row: &SqliteRow, column: &str) -> Result<serde_json::Value, StoreError> {
+    let raw: String = row.try_get(column)?;
+    serde_json::from_str(&raw).map_err(|e| corrupt(format!("{column}: {e}")))
+}
+
+fn endpoint(row: &SqliteRow) -> Result<Endpoint, StoreError> {
+    Ok(Endpoint {
+        id: id(row, "id")?,
+        url: row.try_get("url")?,
+        event_types: strings(&json(row, "event_types")?)?,
+        description: row.try_get("description")?,
+        secret: row.try_get("secret")?,
+        create_time: time(row.try_get("create_time")?)?,
+    })
+}
+
+fn rule(row: &SqliteRow) -> Result<Rule, StoreError> {
+    Ok(Rule {
+        id: id(row, "id")?,
+        display_name: row.try_get("display_name")?,
+        event_types: strings(&json(row, "event_types")?)?,
+        condition: row.try_get("condition")?,
+        recipients: recipients(&json(row, "recipients")?)?,
+        created_by: row.try_get("created_by")?,
+        create_time: time(row.try_get("create_time")?)?,
+    })
+}
+
+const DELIVERY_COLUMNS: &str =
+    "id, rule_id, endpoint_id, event_id, event_type, state, attempts, next_attempt_time, create_time";
+
+fn delivery(row: &SqliteRow) -> Result<Delivery, StoreError> {
+    let next: Option<i64> = row.try_get("next_attempt_time")?;
+    Ok(Delivery {
+        id: id(row, "id")?,
+        rule: id(row, "rule_id")?,
+        endpoint: id(row, "endpoint_id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        state: state(row.try_get("state")?)?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_time: next.map(time).transpose()?,
+        create_time: time(row.try_get("create_time")?)?,
+    })
+}
+
+fn attempt(row: &SqliteRow) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        attempt: row.try_get("attempt")?,
+        time: time(row.try_get("time")?)?,
+        status_code: row.try_get("status_code")?,
+        error: row.try_get("error")?,
+        latency_ms: row.try_get("latency_ms")?,
+        response_head: row.try_get("response_head")?,
+    })
+}
+
+fn notification(row: &SqliteRow) -> Result<Notification, StoreError> {
+    Ok(Notification {
+        id: id(row, "id")?,
+        user: row.try_get("user_id")?,
+        rule: id(row, "rule_id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        subject: row.try_get("subject")?,
+        title: row.try_get("title")?,
+        read: row.try_get("read")?,
+        create_time: time(row.try_get("create_time")?)?,
+    })
+}
+
+#[async_trait]
+impl NotificationStore for SqliteNotificationStore {
+    async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, secret, create_time) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(tenant.as_str())
+        .bind(e.id.to_string())
+        .bind(&e.url)
+        .bind(serde_json::Value::from(e.event_types.clone()).to_string())
+        .bind(&e.description)
+        .bind(&e.secret)
+        .bind(micros(e.create_time))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Endpoint>, StoreError> {
+        let row = sqlx::query("SELECT * FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(endpoint).transpose()
+    }
+
+    async fn endpoints(&self, tenant: &TenantId, after: After, n: usize) -> Result<Vec<Endpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_endpoints WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(after.map(|a| a.to_string()))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(endpoint).collect()
+    }
+
+    async fn delete_endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError> {
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', next_attempt_time = NULL, lease_until = NULL \
+             WHERE tenant_id = ?1 AND endpoint_id = ?2 AND state = 'pending'",
+        )
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(tenant.as_str())
+        .bind(r.id.to_string())
+        .bind(&r.display_name)
+        .bind(serde_json::Value::from(r.event_types.clone()).to_string())
+        .bind(&r.condition)
+        .bind(recipient_names(r).to_string())
+        .bind(&r.created_by)
+        .bind(micros(r.create_time))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn rule(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Rule>, StoreError> {
+        let row = sqlx::query("SELECT * FROM rules WHERE tenant_id = ?1 AND id = ?2")
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rule).transpose()
+    }
+
+    async fn rules(&self, tenant: &TenantId, after: After, n: usize) -> Result<Vec<Rule>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM rules WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3")
+                .bind(tenant.as_str())
+                .bind(after.map(|a| a.to_string()))
+                .bind(limit(n))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(rule).collect()
+    }
+
+    async fn delete_rule(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM rules WHERE tenant_id = ?1 AND id = ?2")
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    async fn checkpoint(&self, consumer: &str) -> Result<u64, StoreError> {
+        Ok(crm_platform::consumer::sqlite_checkpoint(&self.pool, consumer).await?)
+    }
+
+    async fn record(
+        &self,
+        consumer: &str,
+        previous: u64,
+        last: u64,
+        matched: &[(TenantId, Matched)],
+    ) -> Result<bool, StoreError> {
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        if !crm_platform::consumer::sqlite_claim(&mut tx, consumer, previous).await? {
+            return Ok(false);
+        }
+        for (tenant, made) in matched {
+            for d in &made.deliveries {
+                sqlx::query(
+                    "INSERT INTO deliveries (tenant_id, id, rule_id, endpoint_id, event_id, event_type, body, state, \
+                     next_attempt_time, create_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8) \
+                     ON CONFLICT (tenant_id, rule_id, event_id, endpoint_id) DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(d.id.to_string())
+                .bind(d.rule.to_string())
+                .bind(d.endpoint.to_string())
+                .bind(&d.event_id)
+                .bind(&d.event_type)
+                .bind(&d.body)
+                .bind(micros(d.create_time))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for n in &made.notifications {
+                sqlx::query(
+                    "INSERT INTO notifications (tenant_id, id, user_id, rule_id, event_id, event_type, subject, title, \
+                     create_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT (tenant_id, rule_id, event_id, user_id) DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(n.id.to_string())
+                .bind(&n.user)
+                .bind(n.rule.to_string())
+                .bind(&n.event_id)
+                .bind(&n.event_type)
+                .bind(&n.subject)
+                .bind(&n.title)
+                .bind(micros(n.create_time))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        crm_platform::consumer::sqlite_advance(&mut tx, consumer, last).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, n: usize) -> Result<Vec<Due>, StoreError> {
+        let lease = chrono::Duration::from_std(lease).map_err(corrupt)?;
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        let rows = sqlx::query(
+            "UPDATE deliveries SET lease_until = ?2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM deliveries \
+                 WHERE state = 'pending' AND next_attempt_time <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+                 ORDER BY next_attempt_time LIMIT ?3) \
+             RETURNING tenant_id, id, endpoint_id, body, attempts",
+        )
+        .bind(micros(now))
+        .bind(micros(now + lease))
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let tenant: String = row.try_get("tenant_id")?;
+            let endpoint: String = row.try_get("endpoint_id")?;
+            let target = sqlx::query("SELECT url, secret FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+                .bind(&tenant)
+                .bind(&endpoint)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(target) = target else { continue };
+            due.push(Due {
+                tenant,
+                id: id(row, "id")?,
+                url: target.try_get("url")?,
+                secret: target.try_get("secret")?,
+                body: row.try_get("body")?,
+                attempts: row.try_get("attempts")?,
+            });
+        }
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    async fn finish_attempt(
+        &self,
+        tenant: &TenantId,
+        delivery: Uuid,
+        a: &Attempt,
+        outcome: Outcome,
+    ) -> Result<(), StoreError> {
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
+             response_head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(delivery.to_string())
+        .bind(a.attempt)
+        .bind(micros(a.time))
+        .bind(a.status_code)
+        .bind(&a.error)
+        .bind(a.latency_ms)
+        .bind(&a.response_head)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET state = ?3, attempts = max(attempts, ?4), next_attempt_time = ?5, \
+             lease_until = NULL WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(tenant.as_str())
+        .bind(delivery.to_string())
+        .bind(outcome.state.as_str())
+        .bind(a.attempt)
+        .bind(outcome.next_attempt_time.map(micros))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delivery(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ?1 AND id = ?2"
+        )))
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(delivery).transpose()
+    }
+
+    async fn deliveries(&self, tenant: &TenantId, after: After, n: usize) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ?1 AND (?2 IS NULL OR id < ?2) \
+             ORDER BY id DESC LIMIT ?3"
+        )))
+        .bind(tenant.as_str())
+        .bind(after.map(|a| a.to_string()))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery).collect()
+    }
+
+    async fn attempts(&self, tenant: &TenantId, delivery: Uuid) -> Result<Vec<Attempt>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM delivery_attempts WHERE tenant_id = ?1 AND delivery_id = ?2 ORDER BY attempt")
+                .bind(tenant.as_str())
+                .bind(delivery.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(attempt).collect()
+    }
+
+    async fn redeliver(&self, tenant: &TenantId, id: Uuid, now: DateTime<Utc>) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET state = 'pending', next_attempt_time = ?3 \
+             WHERE tenant_id = ?1 AND id = ?2 RETURNING {DELIVERY_COLUMNS}"
+        )))
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(delivery).transpose()
+    }
+
+    async fn notifications(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        unread_only: bool,
+        after: After,
+        n: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 AND (?3 IS NULL OR id < ?3) \
+             AND (NOT ?4 OR read = 0) ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(after.map(|a| a.to_string()))
+        .bind(unread_only)
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(notification).collect()
+    }
+
+    async fn unread_count(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 AND read = 0")
+                .bind(tenant.as_str())
+                .bind(user)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn mark_read(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError> {
+        let ids = serde_json::Value::from(ids.iter().map(Uuid::to_string).collect::<Vec<_>>()).to_string();
+        let marked = sqlx::query(
+            "UPDATE notifications SET read = 1 WHERE tenant_id = ?1 AND user_id = ?2 \
+             AND id IN (SELECT value FROM json_each(?3)) AND read = 0",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(i64::try_from(marked).unwrap_or(i64::MAX))
+    }
+}

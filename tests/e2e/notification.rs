@@ -1,0 +1,280 @@
+//! The notification service through the real processes, on both backends: a rule on big wins
+//! sends a webhook to a receiver on loopback, signed per the Standard Webhooks scheme (checked
+//! here with the scheme's own steps, not the service's code), retried after a failure under
+//! the same `webhook-id`, every attempt kept and listed, sent again on demand; the rule's user
+//! finds it in their inbox; a bad rule is refused whole; another tenant sees nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use crm_platform::Role;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::pipeline::pipeline;
+use crate::support::{BACKENDS, Deployment, Rest, id_of};
+
+/// What a receiver got: each request's headers of the scheme and body.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+}
+
+/// A webhook receiver on loopback answering 500 to its first request and 204 after.
+async fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let kept = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let kept = Arc::clone(&kept);
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let mut all = kept.lock().expect("lock");
+                all.push(Received {
+                    id: header("webhook-id"),
+                    timestamp: header("webhook-timestamp"),
+                    signature: header("webhook-signature"),
+                    body,
+                });
+                if all.len() == 1 {
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "not yet")
+                } else {
+                    (axum::http::StatusCode::NO_CONTENT, "")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// The Standard Webhooks check, step by step from the specification: the signed content is
+/// `{id}.{timestamp}.{body}`, the key the base64 after `whsec_`, each `v1,` entry of the
+/// header a base64 HMAC-SHA256 of it.
+fn verifies(secret: &str, r: &Received) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
+        .expect("base64 key");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("key");
+    mac.update(format!("{}.{}.{}", r.id, r.timestamp, r.body).as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    r.signature
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|s| s == expected)
+}
+
+async fn received(got: &Arc<Mutex<Vec<Received>>>, count: usize) -> Vec<Received> {
+    for _ in 0..300 {
+        let all = got.lock().expect("lock").clone();
+        if all.len() >= count {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{count} requests not received: {:?}", got.lock().expect("lock"));
+}
+
+async fn won_deal(api: &Rest, pipeline: &Value, amount_minor: &str) -> String {
+    let (status, deal) = api
+        .post(
+            "/v1/deals",
+            json!({"displayName": format!("Deal of {amount_minor}"), "pipeline": pipeline["name"],
+                   "amount": {"amountMinor": amount_minor, "currencyCode": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{deal}");
+    let id = id_of(&deal["name"]);
+    let (status, won) = api
+        .post(
+            &format!("/v1/deals/{id}:close"),
+            json!({"outcome": "DEAL_STATUS_WON", "reason": "signed"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{won}");
+    deal["name"].as_str().expect("name").to_owned()
+}
+
+#[tokio::test]
+async fn a_rule_sends_signed_webhooks_retried_and_kept_on_both_backends() {
+    for postgres in BACKENDS {
+        let Some(deployment) = Deployment::start(postgres, "notification_webhooks").await else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        let rep = Rest::as_user(base, "acme", "bob", Role::Rep);
+        let (url, got) = receiver().await;
+
+        let (status, endpoint) = admin
+            .post(
+                "/v1/webhookEndpoints",
+                json!({"url": url, "eventTypes": ["crm.pipeline.v1.DealWon"], "description": "ERP"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{endpoint}");
+        let secret = endpoint["secret"].as_str().expect("secret").to_owned();
+        assert!(secret.starts_with("whsec_"), "{endpoint}");
+        let (status, _) = rep.post("/v1/webhookEndpoints", json!({"url": url})).await;
+        assert_eq!(status, 403, "a rep manages no endpoints");
+
+        // A bad rule is refused whole, every field named, and nothing is kept.
+        let (status, problem) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Broken", "eventTypes": ["crm.pipeline.v1.DealWon", "crm.pipeline.v1.Nope"],
+                       "condition": "deal.amount.amount_minor >= 1", "recipients": ["webhookEndpoints/00000000-0000-7000-8000-000000000000", "nobody"]}),
+            )
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        let fields: Vec<&str> = problem["violations"]
+            .as_array()
+            .expect("violations")
+            .iter()
+            .filter_map(|v| v["field"].as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            ["rule.recipients[0]", "rule.recipients[1]", "rule.eventTypes[1]"],
+            "{problem}"
+        );
+        let (status, problem) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Typo", "eventTypes": ["crm.pipeline.v1.DealWon"],
+                       "condition": "deal.amount.amount_mnor >= 1", "recipients": ["owner"]}),
+            )
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        assert!(problem.to_string().contains("has no field `amount_mnor`"), "{problem}");
+        let (status, rules) = admin.get("/v1/rules").await;
+        assert_eq!(
+            (status, rules["rules"].as_array().map(Vec::len)),
+            (200, Some(0)),
+            "{rules}"
+        );
+
+        let (status, rule) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Big wins", "eventTypes": ["crm.pipeline.v1.DealWon"],
+                       "condition": "deal.amount.amount_minor >= 1000000",
+                       "recipients": [endpoint["name"], "users/carol"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{rule}");
+
+        let pipeline = pipeline(&admin).await;
+        won_deal(&admin, &pipeline, "500").await;
+        let big = won_deal(&admin, &pipeline, "2000000").await;
+
+        // Refused at first (500), sent again about 5 s later under the same id.
+        let first_two = received(&got, 2).await;
+        assert_eq!(first_two[0].id, first_two[1].id);
+        for r in &first_two {
+            assert!(verifies(&secret, r), "{r:?}");
+            let body: Value = serde_json::from_str(&r.body).expect("JSON body");
+            assert_eq!(body["type"], "crm.pipeline.v1.DealWon");
+            assert_eq!(body["subject"], big.as_str());
+            assert_eq!(body["data"]["deal"]["amount"]["amountMinor"], "2000000");
+        }
+        let tampered = Received {
+            body: first_two[0].body.replace("2000000", "3000000"),
+            ..first_two[0].clone()
+        };
+        assert!(!verifies(&secret, &tampered));
+
+        let (status, deliveries) = admin.get("/v1/deliveries").await;
+        assert_eq!(status, 200, "{deliveries}");
+        let deliveries = deliveries["deliveries"].as_array().expect("deliveries").clone();
+        assert_eq!(deliveries.len(), 1, "only the big win matched: {deliveries:?}");
+        let delivery = &deliveries[0];
+        assert_eq!(id_of(&delivery["name"]), first_two[0].id);
+        let mut attempts = Value::Null;
+        for _ in 0..50 {
+            let (_, listed) = admin
+                .get(&format!("/v1/{}/attempts", delivery["name"].as_str().expect("name")))
+                .await;
+            attempts = listed;
+            if attempts["attempts"].as_array().map_or(0, Vec::len) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let statuses: Vec<i64> = attempts["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["statusCode"].as_i64().unwrap_or_default())
+            .collect();
+        assert_eq!(statuses, [500, 204], "{attempts}");
+        assert_eq!(attempts["attempts"][0]["responseHead"], "not yet");
+
+        // Sent again on demand, under the same id.
+        let (status, again) = admin
+            .post(
+                &format!("/v1/{}:redeliver", delivery["name"].as_str().expect("name")),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{again}");
+        let all = received(&got, 3).await;
+        assert_eq!(all[2].id, first_two[0].id);
+        assert!(verifies(&secret, &all[2]));
+
+        // The rule's user finds it in their inbox; nobody else does.
+        let carol = Rest::as_user(base, "acme", "carol", Role::Rep);
+        let (status, count) = carol.get("/v1/notifications:unreadCount").await;
+        assert_eq!((status, count["unread"].as_str()), (200, Some("1")), "{count}");
+        let (_, inbox) = carol.get("/v1/notifications?unreadOnly=true").await;
+        let notes = inbox["notifications"].as_array().expect("notifications").clone();
+        assert_eq!(notes.len(), 1, "{inbox}");
+        assert_eq!(notes[0]["subject"], big.as_str());
+        let (_, bobs) = rep.get("/v1/notifications:unreadCount").await;
+        assert_eq!(bobs["unread"], "0");
+        let (status, marked) = rep
+            .post("/v1/notifications:markRead", json!({"names": [notes[0]["name"]]}))
+            .await;
+        assert_eq!(
+            (status, marked["marked"].as_str()),
+            (200, Some("0")),
+            "another user's notification: {marked}"
+        );
+        let (status, marked) = carol
+            .post("/v1/notifications:markRead", json!({"names": [notes[0]["name"]]}))
+            .await;
+        assert_eq!((status, marked["marked"].as_str()), (200, Some("1")), "{marked}");
+        let (_, count) = carol.get("/v1/notifications:unreadCount").await;
+        assert_eq!(count["unread"], "0");
+
+        // Another tenant sees none of it.
+        let other = Rest::as_user(base, "globex", "eve", Role::Admin);
+        let (_, rules) = other.get("/v1/rules").await;
+        assert_eq!(rules["rules"].as_array().map(Vec::len), Some(0), "{rules}");
+        let (_, deliveries) = other.get("/v1/deliveries").await;
+        assert_eq!(
+            deliveries["deliveries"].as_array().map(Vec::len),
+            Some(0),
+            "{deliveries}"
+        );
+        let (status, _) = other
+            .get(&format!("/v1/{}", endpoint["name"].as_str().expect("name")))
+            .await;
+        assert_eq!(status, 404);
+        deployment.stop().await;
+    }
+}
