@@ -34,7 +34,9 @@ the value the request gave it; any other rejection of a schema-valid request fai
   groups a metric by one of the groupings the catalogue gives it, a period of dates ends
   after it starts and spans at most ten years, forecast accuracy and quota attainment take a forecast period (a month or
   a quarter), and a goal's baseline ends before the day it is set, its due date is after it,
-  and its target is one its metric can reach.
+  and its target is one its metric can reach. A notification rule names event types of the
+  feeds' catalogue, a condition on their payloads' fields, and recipients of the tenant; a
+  webhook endpoint's URL is one that can receive webhooks.
 """
 
 import json
@@ -189,6 +191,14 @@ def _explained(case, violation):
                 "target needs a baseline",
                 "no progress could be measured",
             )
+        )
+    if case.operation.path in ("/v1/rules", "/v1/webhookEndpoints") and case.method == "POST":
+        # A rule's or a webhook endpoint's values name what the server knows: an event type of
+        # the feeds' catalogue, a condition on the fields of those types' payloads, recipients
+        # of the tenant, a URL that can receive webhooks (http or https, a host, no
+        # credentials).
+        return field.startswith(
+            ("rule.eventTypes", "rule.condition", "rule.recipients", "webhookEndpoint.eventTypes", "webhookEndpoint.url")
         )
     if case.operation.path.endswith(":query"):
         # A metric is split only by the groupings the catalogue gives it (GET /v1/metrics); a

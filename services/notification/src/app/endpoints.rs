@@ -26,8 +26,8 @@ pub struct EndpointSpec {
 /// Why `url` cannot receive webhooks, if it cannot: an absolute http(s) URL with a host and
 /// no credentials.
 fn url_problem(url: &str) -> Option<String> {
-    if url.len() > MAX_URL {
-        return Some(format!("at most {MAX_URL} characters"));
+    if let Err(reason) = crm_platform::text::check(url, MAX_URL, false) {
+        return Some(reason);
     }
     let parsed = match reqwest::Url::parse(url) {
         Ok(parsed) => parsed,

@@ -12,6 +12,8 @@ use crate::domain::{MAX_RULES, Recipient, Rule};
 
 /// Most event types of a rule.
 pub const MAX_RULE_TYPES: usize = 50;
+/// Longest condition, in characters.
+pub const MAX_CONDITION: usize = 2048;
 /// Most recipients of a rule.
 pub const MAX_RECIPIENTS: usize = 50;
 
@@ -68,7 +70,12 @@ impl NotificationApp {
             created_by: who.user.as_str().to_owned(),
             create_time: self.clock.now(),
         };
+        let condition_text = v.check(
+            "condition",
+            crm_platform::text::check(&rule.condition, MAX_CONDITION, false),
+        );
         if !rule.event_types.is_empty()
+            && condition_text.is_some()
             && let Err(problems) = Compiled::new(rule.clone())
         {
             for (field, reason) in problems {
