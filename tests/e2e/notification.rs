@@ -1,7 +1,8 @@
 //! The notification service through the real processes, on both backends: a rule on big wins
 //! sends a webhook to a receiver on loopback, signed per the Standard Webhooks scheme (checked
 //! here with the scheme's own steps, not the service's code), retried after a failure under
-//! the same `webhook-id`, every attempt kept and listed, sent again on demand; the rule's user
+//! the same `webhook-id`, every attempt kept and listed, sent again on demand, signed by both
+//! secrets while a rotated one overlaps; the rule's user
 //! finds it in their inbox; a bad rule is refused whole; another tenant sees nothing.
 
 use std::sync::{Arc, Mutex};
@@ -235,6 +236,28 @@ async fn a_rule_sends_signed_webhooks_retried_and_kept_on_both_backends() {
         let all = received(&got, 3).await;
         assert_eq!(all[2].id, first_two[0].id);
         assert!(verifies(&secret, &all[2]));
+
+        // A rotated secret: during the overlap both sign, so a receiver holding either accepts.
+        let (status, rotated) = admin
+            .post(
+                &format!("/v1/{}:rotateSecret", endpoint["name"].as_str().expect("name")),
+                json!({"overlapSeconds": "3600"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{rotated}");
+        let new_secret = rotated["secret"].as_str().expect("secret").to_owned();
+        assert_ne!(new_secret, secret);
+        assert_eq!(rotated["previousSecret"], secret.as_str());
+        let (status, _) = admin
+            .post(
+                &format!("/v1/{}:redeliver", delivery["name"].as_str().expect("name")),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let all = received(&got, 4).await;
+        assert_eq!(all[3].signature.split(' ').count(), 2, "{:?}", all[3]);
+        assert!(verifies(&secret, &all[3]) && verifies(&new_secret, &all[3]));
 
         // The rule's user finds it in their inbox; nobody else does.
         let carol = Rest::as_user(base, "acme", "carol", Role::Rep);

@@ -185,8 +185,8 @@ async fn attempt(app: &NotificationApp, client: &reqwest::Client, policy: &Addre
 
 /// Posts `due` signed at `timestamp`: (status, error, the answer's first bytes).
 async fn post(client: &reqwest::Client, policy: &AddressPolicy, due: &Due, timestamp: i64) -> (i32, String, String) {
-    let key = match key_of(&due.secret) {
-        Ok(key) => key,
+    let keys = match due.secrets.iter().map(|s| key_of(s)).collect::<Result<Vec<_>, _>>() {
+        Ok(keys) => keys,
         Err(reason) => return (0, format!("the endpoint's secret: {reason}"), String::new()),
     };
     // A literal address is not resolved, so the resolver never sees it: checked here.
@@ -200,7 +200,12 @@ async fn post(client: &reqwest::Client, policy: &AddressPolicy, due: &Due, times
         }
     }
     let id = due.id.to_string();
-    let signature = sign(&key, &id, timestamp, due.body.as_bytes());
+    // During a rotation both secrets sign: a receiver accepts either.
+    let signature = keys
+        .iter()
+        .map(|key| sign(key, &id, timestamp, due.body.as_bytes()))
+        .collect::<Vec<_>>()
+        .join(" ");
     let sent = client
         .post(&due.url)
         .header("content-type", "application/json")

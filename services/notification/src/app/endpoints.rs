@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{NotificationApp, ensure_admin};
 use crate::domain::condition::event_type;
 use crate::domain::signature::new_secret;
-use crate::domain::{Endpoint, MAX_ENDPOINTS};
+use crate::domain::{DEFAULT_OVERLAP, Endpoint, MAX_ENDPOINTS, MAX_OVERLAP_SECONDS};
 
 /// Longest URL accepted.
 pub const MAX_URL: usize = 2048;
@@ -79,6 +79,8 @@ impl NotificationApp {
             description: spec.description,
             secret: new_secret().map_err(|e| ApiError::internal(&e))?,
             create_time: self.clock.now(),
+            previous_secret: String::new(),
+            previous_until: None,
         };
         self.store.create_endpoint(&who.tenant, &endpoint).await?;
         Ok(endpoint)
@@ -96,6 +98,27 @@ impl NotificationApp {
         ensure_admin(who, "webhook endpoints")?;
         let listed = self.store.endpoints(&who.tenant, page.after, page.fetch()).await?;
         Ok(page.page(listed, |e| e.id))
+    }
+
+    /// Gives an endpoint a new secret; the current one signs beside it for `overlap_seconds`
+    /// (0: a day; at most a week).
+    pub async fn rotate_secret(&self, who: &Principal, id: Uuid, overlap_seconds: i64) -> Result<Endpoint, ApiError> {
+        ensure_admin(who, "webhook endpoints")?;
+        let overlap = match overlap_seconds {
+            0 => DEFAULT_OVERLAP,
+            s if (1..=MAX_OVERLAP_SECONDS).contains(&s) => chrono::Duration::seconds(s),
+            s => {
+                return Err(ApiError::invalid_field(
+                    "overlap_seconds",
+                    format!("{s} is not an overlap: 0 to {MAX_OVERLAP_SECONDS} seconds"),
+                ));
+            }
+        };
+        let secret = new_secret().map_err(|e| ApiError::internal(&e))?;
+        self.store
+            .rotate_secret(&who.tenant, id, &secret, self.clock.now() + overlap)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook endpoint"))
     }
 
     pub async fn delete_endpoint(&self, who: &Principal, id: Uuid) -> Result<(), ApiError> {

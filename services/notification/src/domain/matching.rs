@@ -261,6 +261,8 @@ mod tests {
             description: String::new(),
             secret: "whsec_x".into(),
             create_time: Utc::now(),
+            previous_secret: String::new(),
+            previous_until: None,
         };
         let only_lost = Endpoint {
             id: Uuid::now_v7(),

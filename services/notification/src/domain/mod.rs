@@ -26,6 +26,29 @@ pub struct Endpoint {
     pub description: String,
     pub secret: String,
     pub create_time: DateTime<Utc>,
+    /// The secret before the last rotation, signing beside `secret` until `previous_until`.
+    pub previous_secret: String,
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+/// How long a rotated secret keeps signing by default.
+pub const DEFAULT_OVERLAP: chrono::Duration = chrono::Duration::days(1);
+/// How long a rotated secret may keep signing at most.
+pub const MAX_OVERLAP_SECONDS: i64 = 7 * 24 * 3600;
+
+/// The secrets that sign a delivery at `now`: the current one, and the previous one while its
+/// overlap lasts.
+pub fn signing_secrets(
+    secret: String,
+    previous: String,
+    previous_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let mut secrets = vec![secret];
+    if !previous.is_empty() && previous_until.is_some_and(|until| until > now) {
+        secrets.push(previous);
+    }
+    secrets
 }
 
 impl Endpoint {
@@ -151,7 +174,8 @@ pub struct Due {
     pub tenant: String,
     pub id: Uuid,
     pub url: String,
-    pub secret: String,
+    /// The secrets that sign it: the current one first.
+    pub secrets: Vec<String>,
     pub body: String,
     /// Attempts made before this one.
     pub attempts: i32,

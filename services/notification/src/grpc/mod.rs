@@ -50,6 +50,8 @@ fn endpoint(e: Endpoint) -> pb::WebhookEndpoint {
         description: e.description,
         secret: e.secret,
         create_time: Some(timestamp(e.create_time)),
+        previous_secret: e.previous_secret,
+        previous_secret_expire_time: e.previous_until.map(timestamp),
     }
 }
 
@@ -161,6 +163,19 @@ impl pb::webhook_endpoint_service_server::WebhookEndpointService for Notificatio
         Ok(Response::new(pb::ListWebhookEndpointsResponse {
             webhook_endpoints: listed.items.into_iter().map(endpoint).collect(),
             next_page_token: listed.next_page_token,
+        }))
+    }
+
+    async fn rotate_webhook_endpoint_secret(
+        &self,
+        request: Request<pb::RotateWebhookEndpointSecretRequest>,
+    ) -> Result<Response<pb::RotateWebhookEndpointSecretResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let id = endpoint_id("name", &r.name)?;
+        let rotated = self.app.rotate_secret(&who, id, r.overlap_seconds).await?;
+        Ok(Response::new(pb::RotateWebhookEndpointSecretResponse {
+            webhook_endpoint: Some(endpoint(rotated)),
         }))
     }
 

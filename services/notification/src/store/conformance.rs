@@ -27,6 +27,8 @@ fn endpoint() -> Endpoint {
         description: "ERP".into(),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
         create_time: at(0),
+        previous_secret: String::new(),
+        previous_until: None,
     }
 }
 
@@ -151,6 +153,7 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
     let claimed = store.claim_due(at(2), lease, 10).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     assert_eq!((claimed[0].url.as_str(), claimed[0].attempts), (e.url.as_str(), 0));
+    assert_eq!(claimed[0].secrets, std::slice::from_ref(&e.secret));
     assert_eq!(claimed[0].body, r#"{"eventId":"event-1"}"#);
     // Held: no second worker takes it until the lease ends.
     assert!(store.claim_due(at(2), lease, 10).await.expect("held").is_empty());
@@ -172,8 +175,26 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         .await
         .expect("finish");
     assert!(store.claim_due(at(9), lease, 10).await.expect("not yet").is_empty());
+    // A rotated secret signs beside the new one until its overlap ends.
+    let rotated = store
+        .rotate_secret(&acme, e.id, "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldw==", at(15))
+        .await
+        .expect("rotate")
+        .expect("endpoint");
+    assert_eq!(
+        (rotated.previous_secret.as_str(), rotated.previous_until),
+        (e.secret.as_str(), Some(at(15)))
+    );
+    assert!(
+        store
+            .rotate_secret(&tenant("globex"), e.id, "whsec_x", at(15))
+            .await
+            .expect("other")
+            .is_none()
+    );
     let again = store.claim_due(at(10), lease, 10).await.expect("retry");
     assert_eq!(again[0].attempts, 1);
+    assert_eq!(again[0].secrets, [rotated.secret.clone(), e.secret.clone()]);
     let ok = Attempt {
         attempt: 2,
         status_code: 204,

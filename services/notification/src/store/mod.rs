@@ -63,6 +63,15 @@ pub trait NotificationStore: Send + Sync {
     async fn endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Endpoint>, StoreError>;
     /// The tenant's endpoints by id (oldest first), after `after`, at most `limit`.
     async fn endpoints(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Endpoint>, StoreError>;
+    /// Gives an endpoint a new secret, the current one signing beside it until `previous_until`;
+    /// None when there is no such endpoint.
+    async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        secret: &str,
+        previous_until: DateTime<Utc>,
+    ) -> Result<Option<Endpoint>, StoreError>;
     /// Removes an endpoint and fails its pending deliveries; false when there was none.
     async fn delete_endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError>;
 

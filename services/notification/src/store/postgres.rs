@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{After, NotificationStore, Outcome, StoreError, corrupt, recipient_names, recipients, state, strings};
 use crate::domain::matching::Matched;
-use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule};
+use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule, signing_secrets};
 
 #[derive(Clone)]
 pub struct PgNotificationStore {
@@ -38,6 +38,8 @@ fn endpoint(row: &PgRow) -> Result<Endpoint, StoreError> {
         description: row.try_get("description")?,
         secret: row.try_get("secret")?,
         create_time: row.try_get("create_time")?,
+        previous_secret: row.try_get("previous_secret")?,
+        previous_until: row.try_get("previous_until")?,
     })
 }
 
@@ -139,6 +141,28 @@ impl NotificationStore for PgNotificationStore {
         .await?;
         tx.commit().await?;
         rows.iter().map(endpoint).collect()
+    }
+
+    async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        secret: &str,
+        previous_until: DateTime<Utc>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let row = sqlx::query(
+            "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = $4, secret = $3 \
+             WHERE tenant_id = $1 AND id = $2 RETURNING *",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(secret)
+        .bind(previous_until)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(endpoint).transpose()
     }
 
     async fn delete_endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError> {
@@ -289,7 +313,8 @@ impl NotificationStore for PgNotificationStore {
              claimed AS (UPDATE deliveries d SET lease_until = $2 FROM due \
                  WHERE d.tenant_id = due.tenant_id AND d.id = due.id \
                  RETURNING d.tenant_id, d.id, d.endpoint_id, d.body, d.attempts) \
-             SELECT c.tenant_id, c.id, c.body, c.attempts, e.url, e.secret FROM claimed c \
+             SELECT c.tenant_id, c.id, c.body, c.attempts, e.url, e.secret, e.previous_secret, e.previous_until \
+             FROM claimed c \
              JOIN webhook_endpoints e ON e.tenant_id = c.tenant_id AND e.id = c.endpoint_id",
         )
         .bind(now)
@@ -304,7 +329,12 @@ impl NotificationStore for PgNotificationStore {
                     tenant: row.try_get("tenant_id")?,
                     id: row.try_get("id")?,
                     url: row.try_get("url")?,
-                    secret: row.try_get("secret")?,
+                    secrets: signing_secrets(
+                        row.try_get("secret")?,
+                        row.try_get("previous_secret")?,
+                        row.try_get("previous_until")?,
+                        now,
+                    ),
                     body: row.try_get("body")?,
                     attempts: row.try_get("attempts")?,
                 })

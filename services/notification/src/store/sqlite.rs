@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{After, NotificationStore, Outcome, StoreError, corrupt, recipient_names, recipients, state, strings};
 use crate::domain::matching::Matched;
-use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule};
+use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule, signing_secrets};
 
 #[derive(Clone)]
 pub struct SqliteNotificationStore {
@@ -56,6 +56,8 @@ fn endpoint(row: &SqliteRow) -> Result<Endpoint, StoreError> {
         description: row.try_get("description")?,
         secret: row.try_get("secret")?,
         create_time: time(row.try_get("create_time")?)?,
+        previous_secret: row.try_get("previous_secret")?,
+        previous_until: row.try_get::<Option<i64>, _>("previous_until")?.map(time).transpose()?,
     })
 }
 
@@ -152,6 +154,26 @@ impl NotificationStore for SqliteNotificationStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(endpoint).collect()
+    }
+
+    async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        secret: &str,
+        previous_until: DateTime<Utc>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = ?4, secret = ?3 \
+             WHERE tenant_id = ?1 AND id = ?2 RETURNING *",
+        )
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .bind(secret)
+        .bind(micros(previous_until))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint).transpose()
     }
 
     async fn delete_endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError> {
@@ -297,17 +319,28 @@ impl NotificationStore for SqliteNotificationStore {
         for row in &rows {
             let tenant: String = row.try_get("tenant_id")?;
             let endpoint: String = row.try_get("endpoint_id")?;
-            let target = sqlx::query("SELECT url, secret FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
-                .bind(&tenant)
-                .bind(&endpoint)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let target = sqlx::query(
+                "SELECT url, secret, previous_secret, previous_until FROM webhook_endpoints \
+                 WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .bind(&tenant)
+            .bind(&endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
             let Some(target) = target else { continue };
             due.push(Due {
                 tenant,
                 id: id(row, "id")?,
                 url: target.try_get("url")?,
-                secret: target.try_get("secret")?,
+                secrets: signing_secrets(
+                    target.try_get("secret")?,
+                    target.try_get("previous_secret")?,
+                    target
+                        .try_get::<Option<i64>, _>("previous_until")?
+                        .map(time)
+                        .transpose()?,
+                    now,
+                ),
                 body: row.try_get("body")?,
                 attempts: row.try_get("attempts")?,
             });

@@ -1,0 +1,3 @@
+-- A rotated endpoint secret keeps signing beside the new one until its overlap ends.
+ALTER TABLE webhook_endpoints ADD COLUMN previous_secret text NOT NULL DEFAULT '';
+ALTER TABLE webhook_endpoints ADD COLUMN previous_until timestamptz;
