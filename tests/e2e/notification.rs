@@ -13,6 +13,7 @@ use crm_platform::Role;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use sqlx::Connection;
 
 use crate::pipeline::pipeline;
 use crate::support::{BACKENDS, Deployment, Rest, id_of};
@@ -300,4 +301,163 @@ async fn a_rule_sends_signed_webhooks_retried_and_kept_on_both_backends() {
         assert_eq!(status, 404);
         deployment.stop().await;
     }
+}
+
+/// A receiver that answers one request at a time, 204 after `delay`, and keeps the
+/// `webhook-id` of each request it answered. Killed, it accepts nothing more and answers none
+/// of the requests in flight.
+struct Receiver {
+    task: tokio::task::JoinHandle<()>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    fn kill(self) {
+        self.alive.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.task.abort();
+    }
+}
+
+async fn slow_receiver(
+    listener: tokio::net::TcpListener,
+    delay: Duration,
+    answered: Arc<Mutex<Vec<String>>>,
+) -> Receiver {
+    let kept = Arc::clone(&answered);
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let living = Arc::clone(&alive);
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let kept = Arc::clone(&kept);
+            let living = Arc::clone(&living);
+            let gate = Arc::clone(&gate);
+            async move {
+                let _turn = gate.lock().await;
+                tokio::time::sleep(delay).await;
+                if !living.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Dead: never answers.
+                    std::future::pending::<()>().await;
+                }
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                kept.lock().expect("lock").push(id);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver { task, alive }
+}
+
+/// Kill -9 of the notification role mid-batch and of the receiver mid-request: every delivery
+/// arrives at least once, and a receiver that drops duplicates by `webhook-id` processes each
+/// once. (The receiver "processes" a request when it answers it: a request cut off by its own
+/// death is not processed, and is sent again.)
+#[tokio::test]
+async fn every_delivery_arrives_across_kills_of_the_service_and_the_receiver() {
+    const DEALS: usize = 30;
+    let envs = [("CRM_WEBHOOK_LEASE", "3s"), ("CRM_WEBHOOK_TIMEOUT", "2s")];
+    let Some(mut pg) = crate::support::PgSuite::start("notification_kills", &envs).await else {
+        return;
+    };
+    let admin = Rest::as_user(&pg.rest, "acme", "alice", Role::Admin);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let answered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let receiver = slow_receiver(listener, Duration::from_millis(150), Arc::clone(&answered)).await;
+    let (status, endpoint) = admin
+        .post(
+            "/v1/webhookEndpoints",
+            json!({"url": format!("http://{address}/hooks")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{endpoint}");
+    let (status, rule) = admin
+        .post(
+            "/v1/rules",
+            json!({"displayName": "Every deal", "eventTypes": ["crm.pipeline.v1.DealCreated"],
+                   "recipients": [endpoint["name"]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rule}");
+    let pipeline = pipeline(&admin).await;
+    for i in 0..DEALS {
+        let (status, deal) = admin
+            .post(
+                "/v1/deals",
+                json!({"displayName": format!("Deal {i}"), "pipeline": pipeline["name"],
+                       "amount": {"amountMinor": "100", "currencyCode": "EUR"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{deal}");
+    }
+    let answered_by = |n: usize| {
+        let answered = Arc::clone(&answered);
+        async move {
+            for _ in 0..600 {
+                if answered.lock().expect("lock").len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{n} answers not reached");
+        }
+    };
+    // The service dies with most deliveries claimed and in flight (the receiver answers one
+    // at a time): they are attempted again by the next replica once their lease ends.
+    answered_by(3).await;
+    pg.kill_notification();
+    let _second = pg.notification_replica();
+    // The receiver dies mid-request, and comes back on the same address.
+    answered_by(10).await;
+    receiver.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let listener = tokio::net::TcpListener::bind(address).await.expect("rebind");
+    let _receiver = slow_receiver(listener, Duration::from_millis(20), Arc::clone(&answered)).await;
+
+    let mut distinct = std::collections::BTreeSet::new();
+    for _ in 0..600 {
+        distinct = answered.lock().expect("lock").iter().cloned().collect();
+        if distinct.len() >= DEALS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(distinct.len(), DEALS, "every delivery arrives");
+    // Each delivery is recorded delivered, under the id the receiver saw.
+    let mut db = sqlx::PgConnection::connect(&pg.notification_url)
+        .await
+        .expect("connect");
+    let mut delivered: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        delivered = sqlx::query_scalar("SELECT id::text FROM deliveries WHERE state = 'delivered' ORDER BY id")
+            .fetch_all(&mut db)
+            .await
+            .expect("deliveries");
+        if delivered.len() == DEALS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        delivered.into_iter().collect::<std::collections::BTreeSet<_>>(),
+        distinct
+    );
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!(
+        total,
+        i64::try_from(DEALS).expect("deals"),
+        "one delivery per (rule, event, endpoint)"
+    );
+    pg.stop().await;
 }

@@ -316,19 +316,23 @@ pub(crate) fn migrate(service: &str, url: &str) {
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
 }
 
-/// The Kubernetes shape on PostgreSQL: `crm migrate` of three fresh databases, then `crm
-/// contact`, `crm pipeline`, `crm analytics` and `crm gateway` as separate processes.
+/// The Kubernetes shape on PostgreSQL: `crm migrate` of four fresh databases, then `crm
+/// contact`, `crm pipeline`, `crm analytics`, `crm notification` and `crm gateway` as separate
+/// processes.
 pub(crate) struct PgSuite {
     pub(crate) rest: String,
     pub(crate) contact_grpc: String,
     pub(crate) pipeline_grpc: String,
     /// `/metrics` of the pipeline process.
     pub(crate) pipeline_metrics: String,
-    /// The databases of the pipeline and analytics services.
+    /// The databases of the pipeline, analytics and notification services.
     pub(crate) pipeline_url: String,
     pub(crate) analytics_url: String,
-    /// What `crm analytics` is started with (another replica starts the same way).
+    pub(crate) notification_url: String,
+    /// What `crm analytics` and `crm notification` are started with (another replica starts
+    /// the same way).
     analytics_envs: Vec<(String, String)>,
+    notification_envs: Vec<(String, String)>,
     processes: Vec<Process>,
     databases: Vec<crm_platform::testing::TestDatabase>,
     _dir: tempfile::TempDir,
@@ -379,15 +383,20 @@ impl PgSuite {
             ],
         );
         // Webhook receivers of the tests listen on loopback, which the roles refuse by default.
-        let (notification, notification_grpc) = role(
-            "notification",
-            &notification_db.url,
-            &[
-                ("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str()),
-                ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
-                ("CRM_ANALYTICS_ENDPOINT", analytics_grpc.as_str()),
-                ("CRM_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
-            ],
+        let notification_peers = [
+            ("CRM_PIPELINE_ENDPOINT", pipeline_grpc.as_str()),
+            ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
+            ("CRM_ANALYTICS_ENDPOINT", analytics_grpc.as_str()),
+            ("CRM_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
+        ];
+        let (notification, notification_grpc) = role("notification", &notification_db.url, &notification_peers);
+        let mut notification_envs: Vec<(String, String)> =
+            vec![("CRM_DATABASE_URL".into(), notification_db.url.clone())];
+        notification_envs.extend(
+            notification_peers
+                .iter()
+                .chain(envs)
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
         let mut gateway_envs = vec![
             ("CRM_CONTACT_ENDPOINT", contact_grpc.as_str()),
@@ -416,7 +425,9 @@ impl PgSuite {
             pipeline_metrics,
             pipeline_url: pipeline_db.url.clone(),
             analytics_url: analytics_db.url.clone(),
+            notification_url: notification_db.url.clone(),
             analytics_envs,
+            notification_envs,
             processes: vec![contact, pipeline, analytics, notification, gateway],
             databases: vec![contact_db, pipeline_db, analytics_db, notification_db],
             _dir: dir,
@@ -426,22 +437,27 @@ impl PgSuite {
     /// Starts another replica of `crm analytics` on the same database (dropping it kills it
     /// with SIGKILL).
     pub(crate) fn analytics_replica(&self) -> Process {
-        let envs: Vec<(&str, &str)> = self
-            .analytics_envs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        self.replica("analytics", &self.analytics_envs)
+    }
+
+    /// Starts another replica of `crm notification` on the same database (dropping it kills
+    /// it with SIGKILL).
+    pub(crate) fn notification_replica(&self) -> Process {
+        self.replica("notification", &self.notification_envs)
+    }
+
+    /// Kills the first `crm notification` with SIGKILL.
+    pub(crate) fn kill_notification(&mut self) {
+        self.processes.remove(3);
+    }
+
+    fn replica(&self, role: &str, envs: &[(String, String)]) -> Process {
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Process::start(
-            &[
-                "analytics",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ],
+            &[role, "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
             &envs,
             self._dir.path(),
-            "crm analytics is up",
+            &format!("crm {role} is up"),
         )
     }
 

@@ -99,14 +99,42 @@ pub fn feeds(hosting: &Hosting) -> Result<Vec<ConsumerConfig>, StartError> {
         .collect()
 }
 
-/// The delivery settings, the networks allowed from [`ALLOWED_NETWORKS_ENV`] plus `extra`.
+/// How long one webhook attempt may take, answer included (default 15s).
+pub const TIMEOUT_ENV: &str = "CRM_WEBHOOK_TIMEOUT";
+/// How long a replica holds a claimed delivery before another may attempt it (default 60s).
+pub const LEASE_ENV: &str = "CRM_WEBHOOK_LEASE";
+
+/// A positive duration from `env`, or `default` when it is unset.
+fn duration_env(env: &str, default: Duration) -> Result<Duration, StartError> {
+    match std::env::var(env) {
+        Err(_) => Ok(default),
+        Ok(raw) => crm_platform::config::parse_duration(&raw)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError(format!("{env}: `{raw}` is not a positive duration such as 15s")).into()),
+    }
+}
+
+/// The delivery settings: the networks allowed from [`ALLOWED_NETWORKS_ENV`] plus `extra`,
+/// the timeout and lease from [`TIMEOUT_ENV`] and [`LEASE_ENV`].
 fn delivery(extra: &str) -> Result<DeliveryConfig, StartError> {
     let configured = std::env::var(ALLOWED_NETWORKS_ENV).unwrap_or_default();
     let policy = AddressPolicy::parse(&format!("{extra},{configured}"))
         .map_err(|reason| ConfigError(format!("{ALLOWED_NETWORKS_ENV}: {reason}")))?;
+    let defaults = DeliveryConfig::default();
+    let timeout = duration_env(TIMEOUT_ENV, defaults.timeout)?;
+    let lease = duration_env(LEASE_ENV, defaults.lease)?;
+    if lease <= timeout {
+        return Err(ConfigError(format!(
+            "{LEASE_ENV} must be longer than {TIMEOUT_ENV}: a claim outlives its attempt"
+        ))
+        .into());
+    }
     Ok(DeliveryConfig {
         policy,
-        ..DeliveryConfig::default()
+        timeout,
+        lease,
+        ..defaults
     })
 }
 
