@@ -39,9 +39,9 @@ pub(crate) struct LatencyBench<'a> {
     pub duration: Duration,
 }
 
-type Deals = DealServiceClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Deals = DealServiceClient<InterceptedService<Channel, Bearer>>;
 
-async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
     Ok(tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
         .tcp_nodelay(true)
         .connect()
@@ -49,7 +49,7 @@ async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
 }
 
 /// A tenant's deal client, and a pipeline of its own (its name and its first stage's id).
-async fn tenant(channel: &Channel, tenant: &str) -> anyhow::Result<(Deals, Board)> {
+pub(crate) async fn tenant(channel: &Channel, tenant: &str) -> anyhow::Result<(Deals, Board)> {
     let bearer = || -> anyhow::Result<Bearer> { Ok(Bearer(format!("Bearer {}", token_for(tenant)?).parse()?)) };
     let stage = |name: &str, kind: pb::StageKind| pb::Stage {
         display_name: name.to_owned(),
@@ -85,7 +85,7 @@ async fn tenant(channel: &Channel, tenant: &str) -> anyhow::Result<(Deals, Board
 }
 
 /// A load tenant's pipeline.
-struct Board {
+pub(crate) struct Board {
     tenant: TenantId,
     pipeline: String,
     /// The first stage's id.
@@ -94,7 +94,7 @@ struct Board {
 
 /// Event `n` of a load client: deal `n / 2` of the client created (n even) or won (n odd),
 /// committed in its own transaction as the pipeline service commits its events.
-async fn commit_load_event(pool: &PgPool, board: &Board, client: usize, n: u64) -> anyhow::Result<()> {
+pub(crate) async fn commit_load_event(pool: &PgPool, board: &Board, client: usize, n: u64) -> anyhow::Result<()> {
     let id = Uuid::from_u64_pair(u64::try_from(client)?, n / 2);
     let now = chrono::Utc::now();
     let name = format!("deals/{id}");

@@ -37,6 +37,7 @@ mod analytics_value;
 mod duplicates;
 mod embedded;
 mod feed;
+mod notification;
 mod pipeline;
 
 use anyhow::Context;
@@ -106,6 +107,15 @@ pub(crate) struct BenchArgs {
     /// Seconds the commit-to-metric test runs.
     #[arg(long, default_value_t = 60)]
     latency_seconds: u64,
+    /// Webhook deliveries of the notification throughput test.
+    #[arg(long, default_value_t = 20_000)]
+    notification_deliveries: u64,
+    /// Pipeline events per second of the commit-to-webhook test's load.
+    #[arg(long, default_value_t = 500)]
+    notification_rate: u64,
+    /// Seconds the commit-to-webhook test runs.
+    #[arg(long, default_value_t = 60)]
+    notification_seconds: u64,
     /// Open deals on the board of the board test.
     #[arg(long, default_value_t = 100_000)]
     board_deals: usize,
@@ -116,8 +126,9 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 120)]
     soak_seconds: u64,
     /// Scenarios to run: create, get, import, search, duplicates, feed, pipeline, analytics,
-    /// analytics-queries, analytics-value, analytics-latency, and on `crm serve`: lists,
-    /// embedded-search, soak.
+    /// analytics-queries, analytics-value, analytics-latency, notification-webhooks,
+    /// notification-latency, notification-inbox, and on `crm serve`: lists, embedded-search,
+    /// soak.
     #[arg(
         long,
         value_delimiter = ',',
@@ -476,7 +487,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     admin
         .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
         .await?;
-    for service in ["pipeline", "analytics"] {
+    for service in ["pipeline", "analytics", "notification"] {
         admin
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}_{service}")))
             .await?;
@@ -484,15 +495,24 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let url = with_database(&args.database_url, &database);
     let pipeline_url = with_database(&args.database_url, &format!("{database}_pipeline"));
     let analytics_url = with_database(&args.database_url, &format!("{database}_analytics"));
+    let notification_url = with_database(&args.database_url, &format!("{database}_notification"));
     crm_contact::migrate_postgres(&url).await?;
     crm_pipeline::migrate_postgres(&pipeline_url).await?;
     crm_platform::db::migrate_postgres(&analytics_url, &crm_analytics::store::POSTGRES_MIGRATIONS).await?;
-    let result = scenarios(&args, &url, &pipeline_url, &analytics_url).await;
+    crm_platform::db::migrate_postgres(&notification_url, &crm_notification::store::POSTGRES_MIGRATIONS).await?;
+    let databases = Databases {
+        contact: &url,
+        pipeline: &pipeline_url,
+        analytics: &analytics_url,
+        notification: &notification_url,
+    };
+    let result = scenarios(&args, &databases).await;
     if !args.keep {
         for name in [
             database.clone(),
             format!("{database}_pipeline"),
             format!("{database}_analytics"),
+            format!("{database}_notification"),
         ] {
             admin
                 .execute(sqlx::AssertSqlSafe(format!(
@@ -512,7 +532,16 @@ fn uuid_suffix() -> String {
     format!("{nanos:x}")
 }
 
-async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str, analytics_url: &str) -> anyhow::Result<()> {
+/// The bench's database of each service.
+struct Databases<'a> {
+    contact: &'a str,
+    pipeline: &'a str,
+    analytics: &'a str,
+    notification: &'a str,
+}
+
+async fn scenarios(args: &BenchArgs, databases: &Databases<'_>) -> anyhow::Result<()> {
+    let (url, pipeline_url, analytics_url) = (databases.contact, databases.pipeline, databases.analytics);
     let max_connections = (args.clients * 2).to_string();
     let (contact, grpc) = start(
         &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
@@ -654,6 +683,30 @@ async fn scenarios(args: &BenchArgs, url: &str, pipeline_url: &str, analytics_ur
             duration,
         })
         .await?;
+    }
+    let notification_scenarios = ["notification-webhooks", "notification-latency", "notification-inbox"];
+    if notification_scenarios.iter().any(|s| wants(s)) {
+        let (_pipeline, pipeline_grpc) = start_pipeline(pipeline_url, &grpc)?;
+        let bench = notification::NotificationBench {
+            notification_url: databases.notification,
+            pipeline_url,
+            pipeline_grpc: &format!("http://{pipeline_grpc}"),
+            contact_grpc: &grpc,
+            deliveries: args.notification_deliveries,
+            rate: args.notification_rate,
+            duration: Duration::from_secs(args.notification_seconds),
+            clients: args.clients,
+            inbox_duration: duration,
+        };
+        if wants("notification-webhooks") {
+            notification::throughput(&bench).await?;
+        }
+        if wants("notification-latency") {
+            notification::latency(&bench).await?;
+        }
+        if wants("notification-inbox") {
+            notification::inbox(&bench).await?;
+        }
     }
     if wants("search") {
         search(args, url, &grpc, duration).await?;

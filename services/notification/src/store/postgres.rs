@@ -1,6 +1,7 @@
 //! The PostgreSQL store: every transaction pinned to its tenant (row-level security); the
 //! delivery worker's claim reads every tenant's due deliveries.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -279,11 +280,12 @@ impl NotificationStore for PgNotificationStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            let mut unread: BTreeMap<&str, i64> = BTreeMap::new();
             for n in &made.notifications {
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO notifications (tenant_id, id, user_id, rule_id, event_id, event_type, subject, title, \
                      create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING",
+                     ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING RETURNING id",
                 )
                 .bind(tenant.as_str())
                 .bind(n.id)
@@ -294,6 +296,20 @@ impl NotificationStore for PgNotificationStore {
                 .bind(&n.subject)
                 .bind(&n.title)
                 .bind(n.create_time)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if inserted.is_some() {
+                    *unread.entry(n.user.as_str()).or_default() += 1;
+                }
+            }
+            for (user, added) in unread {
+                sqlx::query(
+                    "INSERT INTO inbox_counts (tenant_id, user_id, unread) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET unread = inbox_counts.unread + excluded.unread",
+                )
+                .bind(tenant.as_str())
+                .bind(user)
+                .bind(added)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -461,14 +477,14 @@ impl NotificationStore for PgNotificationStore {
 
     async fn unread_count(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let count: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND NOT read")
+        let count: Option<i64> =
+            sqlx::query_scalar("SELECT unread FROM inbox_counts WHERE tenant_id = $1 AND user_id = $2")
                 .bind(tenant.as_str())
                 .bind(user)
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
         tx.commit().await?;
-        Ok(count)
+        Ok(count.unwrap_or(0))
     }
 
     async fn mark_read(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError> {
@@ -482,7 +498,16 @@ impl NotificationStore for PgNotificationStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let marked = i64::try_from(marked).unwrap_or(i64::MAX);
+        if marked > 0 {
+            sqlx::query("UPDATE inbox_counts SET unread = unread - $3 WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant.as_str())
+                .bind(user)
+                .bind(marked)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(i64::try_from(marked).unwrap_or(i64::MAX))
+        Ok(marked)
     }
 }

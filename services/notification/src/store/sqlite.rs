@@ -1,6 +1,7 @@
 //! The SQLite store (`crm serve`): one process owns the file, so a write transaction excludes
 //! every other writer and claims need no locks.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -277,8 +278,9 @@ impl NotificationStore for SqliteNotificationStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            let mut unread: BTreeMap<&str, i64> = BTreeMap::new();
             for n in &made.notifications {
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO notifications (tenant_id, id, user_id, rule_id, event_id, event_type, subject, title, \
                      create_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                      ON CONFLICT (tenant_id, rule_id, event_id, user_id) DO NOTHING",
@@ -292,6 +294,21 @@ impl NotificationStore for SqliteNotificationStore {
                 .bind(&n.subject)
                 .bind(&n.title)
                 .bind(micros(n.create_time))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    *unread.entry(n.user.as_str()).or_default() += 1;
+                }
+            }
+            for (user, added) in unread {
+                sqlx::query(
+                    "INSERT INTO inbox_counts (tenant_id, user_id, unread) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET unread = unread + excluded.unread",
+                )
+                .bind(tenant.as_str())
+                .bind(user)
+                .bind(added)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -456,17 +473,18 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn unread_count(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 AND read = 0")
+        let count: Option<i64> =
+            sqlx::query_scalar("SELECT unread FROM inbox_counts WHERE tenant_id = ?1 AND user_id = ?2")
                 .bind(tenant.as_str())
                 .bind(user)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(count.unwrap_or(0))
     }
 
     async fn mark_read(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError> {
         let ids = serde_json::Value::from(ids.iter().map(Uuid::to_string).collect::<Vec<_>>()).to_string();
+        let mut tx = begin_sqlite_write(&self.pool).await?;
         let marked = sqlx::query(
             "UPDATE notifications SET read = 1 WHERE tenant_id = ?1 AND user_id = ?2 \
              AND id IN (SELECT value FROM json_each(?3)) AND read = 0",
@@ -474,9 +492,19 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(tenant.as_str())
         .bind(user)
         .bind(ids)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        Ok(i64::try_from(marked).unwrap_or(i64::MAX))
+        let marked = i64::try_from(marked).unwrap_or(i64::MAX);
+        if marked > 0 {
+            sqlx::query("UPDATE inbox_counts SET unread = unread - ?3 WHERE tenant_id = ?1 AND user_id = ?2")
+                .bind(tenant.as_str())
+                .bind(user)
+                .bind(marked)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(marked)
     }
 }
