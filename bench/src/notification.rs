@@ -133,7 +133,13 @@ async fn wait_for(seen: &Seen, n: u64, limit: Duration) -> anyhow::Result<()> {
 /// `crm notification` on the bench's database, following the pipeline's and contact's feeds.
 fn start_notification(bench: &NotificationBench<'_>) -> anyhow::Result<(super::ChildGuard, String)> {
     start(
-        &["notification", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
+        &[
+            "notification",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
         &[
             ("CRM_DATABASE_URL", bench.notification_url),
             ("CRM_PIPELINE_ENDPOINT", bench.pipeline_grpc),
@@ -226,7 +232,10 @@ pub(crate) async fn throughput(bench: &NotificationBench<'_>) -> anyhow::Result<
         if done == i64::try_from(n)? {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "{done} of {n} recorded delivered");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{done} of {n} recorded delivered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
@@ -260,7 +269,10 @@ pub(crate) async fn latency(bench: &NotificationBench<'_>) -> anyhow::Result<()>
             .create_rule(pb::CreateRuleRequest {
                 rule: Some(pb::Rule {
                     display_name: "Every deal".to_owned(),
-                    event_types: vec!["crm.pipeline.v1.DealCreated".to_owned(), "crm.pipeline.v1.DealWon".to_owned()],
+                    event_types: vec![
+                        "crm.pipeline.v1.DealCreated".to_owned(),
+                        "crm.pipeline.v1.DealWon".to_owned(),
+                    ],
                     recipients: vec![endpoint.name],
                     ..Default::default()
                 }),
@@ -290,7 +302,11 @@ pub(crate) async fn latency(bench: &NotificationBench<'_>) -> anyhow::Result<()>
     let mut latencies = seen.latencies.lock().expect("lock").clone();
     latencies.sort_unstable();
     let at = |p: f64| {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
         latencies.get(i).copied().unwrap_or_default()
     };

@@ -20,7 +20,7 @@ use crate::domain::address::AddressPolicy;
 use crate::domain::schedule::{MAX_ATTEMPTS, next_delay};
 use crate::domain::signature::{key_of, sign};
 use crate::domain::{Attempt, DeliveryState, Due};
-use crate::store::Outcome;
+use crate::store::{Finished, Outcome};
 
 /// How the worker delivers.
 #[derive(Debug, Clone)]
@@ -89,7 +89,13 @@ pub fn client(config: &DeliveryConfig) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-/// Delivers until `shutdown`.
+/// Attempts kept in one transaction at most.
+const MAX_FINISHED: usize = 512;
+
+/// Delivers until `shutdown`: due deliveries are claimed as the attempts in flight drain,
+/// up to `concurrency` attempts run at once, and their outcomes are kept in batches (whatever
+/// has finished while the previous batch was being written), so that one slow endpoint holds
+/// up only its own attempt.
 pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: CancellationToken) {
     let client = match client(&config) {
         Ok(client) => client,
@@ -98,29 +104,78 @@ pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: Cancell
             return;
         }
     };
-    loop {
-        let claimed = match app
-            .store()
-            .claim_due(app.clock().now(), config.lease, config.batch)
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming due deliveries failed");
-                Vec::new()
+    let (results, finished) = tokio::sync::mpsc::channel::<Finished>(MAX_FINISHED * 2);
+    let finisher = tokio::spawn(keep(app.clone(), finished));
+    claimed(app.clone(), config.clone(), shutdown)
+        .map(|due| attempt(&app, &client, &config.policy, due))
+        .buffer_unordered(config.concurrency)
+        .for_each(|done| {
+            let results = results.clone();
+            async move {
+                if let Some(done) = done {
+                    let _ = results.send(done).await;
+                }
             }
-        };
-        if claimed.is_empty() {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = app.due().notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+        })
+        .await;
+    drop(results);
+    let _ = finisher.await;
+}
+
+/// The due deliveries, claimed a batch at a time as they are taken, until `shutdown`.
+fn claimed(
+    app: NotificationApp,
+    config: DeliveryConfig,
+    shutdown: CancellationToken,
+) -> impl futures::Stream<Item = Due> {
+    futures::stream::unfold(std::collections::VecDeque::new(), move |mut queue| {
+        let (app, config, shutdown) = (app.clone(), config.clone(), shutdown.clone());
+        async move {
+            loop {
+                if let Some(due) = queue.pop_front() {
+                    return Some((due, queue));
+                }
+                if shutdown.is_cancelled() {
+                    return None;
+                }
+                match app
+                    .store()
+                    .claim_due(app.clock().now(), config.lease, config.batch)
+                    .await
+                {
+                    Ok(claimed) if !claimed.is_empty() => queue.extend(claimed),
+                    outcome => {
+                        if let Err(e) = outcome {
+                            tracing::warn!(error = %e, "claiming due deliveries failed");
+                        }
+                        tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            () = app.due().notified() => {}
+                            () = tokio::time::sleep(POLL) => {}
+                        }
+                    }
+                }
             }
-            continue;
         }
-        futures::stream::iter(claimed)
-            .for_each_concurrent(config.concurrency, |due| attempt(&app, &client, &config.policy, due))
-            .await;
+    })
+}
+
+/// Keeps finished attempts, a batch at a time, until every sender is gone. A batch that
+/// cannot be kept is attempted again once its claims' lease ends: at least once.
+async fn keep(app: NotificationApp, mut finished: tokio::sync::mpsc::Receiver<Finished>) {
+    let mut batch = Vec::with_capacity(MAX_FINISHED);
+    while let Some(first) = finished.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_FINISHED {
+            match finished.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = app.store().finish_attempts(&batch).await {
+            tracing::warn!(attempts = batch.len(), error = %e, "attempts could not be kept");
+        }
+        batch.clear();
     }
 }
 
@@ -142,8 +197,14 @@ fn jitter() -> f64 {
     getrandom::fill(&mut bytes).map_or(0.5, |()| f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX))
 }
 
-/// One attempt at `due`: posted, kept, rescheduled.
-async fn attempt(app: &NotificationApp, client: &reqwest::Client, policy: &AddressPolicy, due: Due) {
+/// One attempt at `due`: posted, and what it leaves the delivery in (None for a delivery of
+/// no valid tenant, which cannot be kept).
+async fn attempt(
+    app: &NotificationApp,
+    client: &reqwest::Client,
+    policy: &AddressPolicy,
+    due: Due,
+) -> Option<Finished> {
     let number = due.attempts.saturating_add(1);
     let started = Instant::now();
     let time = app.clock().now();
@@ -174,13 +235,12 @@ async fn attempt(app: &NotificationApp, client: &reqwest::Client, policy: &Addre
         }
     };
     ::metrics::counter!("crm_notification_webhook_attempts_total", "outcome" => outcome.state.as_str()).increment(1);
-    let Ok(tenant) = TenantId::parse(&due.tenant) else {
-        return;
-    };
-    if let Err(e) = app.store().finish_attempt(&tenant, due.id, &attempt, outcome).await {
-        // The claim's lease ends and the delivery is attempted again: at least once.
-        tracing::warn!(delivery = %due.id, error = %e, "an attempt could not be kept");
-    }
+    Some(Finished {
+        tenant: TenantId::parse(&due.tenant).ok()?,
+        delivery: due.id,
+        attempt,
+        outcome,
+    })
 }
 
 /// Posts `due` signed at `timestamp`: (status, error, the answer's first bytes).

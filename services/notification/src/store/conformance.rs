@@ -171,7 +171,12 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         next_attempt_time: Some(at(10)),
     };
     store
-        .finish_attempt(&acme, claimed[0].id, &failed, retry)
+        .finish_attempts(&[Finished {
+            tenant: acme.clone(),
+            delivery: claimed[0].id,
+            attempt: failed.clone(),
+            outcome: retry,
+        }])
         .await
         .expect("finish");
     assert!(store.claim_due(at(9), lease, 10).await.expect("not yet").is_empty());
@@ -206,7 +211,12 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         next_attempt_time: None,
     };
     store
-        .finish_attempt(&acme, claimed[0].id, &ok, done)
+        .finish_attempts(&[Finished {
+            tenant: acme.clone(),
+            delivery: claimed[0].id,
+            attempt: ok.clone(),
+            outcome: done,
+        }])
         .await
         .expect("finish");
     assert!(store.claim_due(at(59), lease, 10).await.expect("delivered").is_empty());

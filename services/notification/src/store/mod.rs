@@ -54,6 +54,15 @@ pub struct Outcome {
     pub next_attempt_time: Option<DateTime<Utc>>,
 }
 
+/// An attempt made, to keep with what it leaves its delivery in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub tenant: TenantId,
+    pub delivery: Uuid,
+    pub attempt: Attempt,
+    pub outcome: Outcome,
+}
+
 /// A list's position: after this id (lists are keyed by time-ordered ids).
 pub type After = Option<Uuid>;
 
@@ -97,14 +106,9 @@ pub trait NotificationStore: Send + Sync {
     /// Claims up to `limit` pending deliveries of any tenant due at `now` and not held by
     /// another worker, holding them for `lease`.
     async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Result<Vec<Due>, StoreError>;
-    /// Keeps an attempt at a claimed delivery and what it leaves the delivery in, releasing it.
-    async fn finish_attempt(
-        &self,
-        tenant: &TenantId,
-        delivery: Uuid,
-        attempt: &Attempt,
-        outcome: Outcome,
-    ) -> Result<(), StoreError>;
+    /// Keeps attempts at claimed deliveries and what each leaves its delivery in, releasing
+    /// them, in one transaction.
+    async fn finish_attempts(&self, finished: &[Finished]) -> Result<(), StoreError>;
     async fn delivery(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Delivery>, StoreError>;
     /// The tenant's deliveries, newest first, before `after` (an id), at most `limit`.
     async fn deliveries(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Delivery>, StoreError>;

@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::{After, NotificationStore, Outcome, StoreError, corrupt, recipient_names, recipients, state, strings};
+use super::{After, Finished, NotificationStore, StoreError, corrupt, recipient_names, recipients, state, strings};
 use crate::domain::matching::Matched;
 use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule, signing_secrets};
 
@@ -359,39 +359,48 @@ impl NotificationStore for PgNotificationStore {
             .map_err(StoreError::from)
     }
 
-    async fn finish_attempt(
-        &self,
-        tenant: &TenantId,
-        delivery: Uuid,
-        a: &Attempt,
-        outcome: Outcome,
-    ) -> Result<(), StoreError> {
-        let mut tx = begin_tenant(&self.pool, tenant).await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
-             response_head) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(delivery)
-        .bind(a.attempt)
-        .bind(a.time)
-        .bind(a.status_code)
-        .bind(&a.error)
-        .bind(a.latency_ms)
-        .bind(&a.response_head)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET state = $3, attempts = greatest(attempts, $4), next_attempt_time = $5, \
-             lease_until = NULL WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(delivery)
-        .bind(outcome.state.as_str())
-        .bind(a.attempt)
-        .bind(outcome.next_attempt_time)
-        .execute(&mut *tx)
-        .await?;
+    async fn finish_attempts(&self, finished: &[Finished]) -> Result<(), StoreError> {
+        let mut by_tenant: BTreeMap<&str, Vec<&Finished>> = BTreeMap::new();
+        for f in finished {
+            by_tenant.entry(f.tenant.as_str()).or_default().push(f);
+        }
+        let mut tx = self.pool.begin().await?;
+        for (tenant, done) in by_tenant {
+            sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+            let ids: Vec<Uuid> = done.iter().map(|f| f.delivery).collect();
+            let numbers: Vec<i32> = done.iter().map(|f| f.attempt.attempt).collect();
+            sqlx::query(
+                "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
+                 response_head) SELECT $1, * FROM unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::int[], \
+                 $6::text[], $7::bigint[], $8::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(&ids)
+            .bind(&numbers)
+            .bind(done.iter().map(|f| f.attempt.time).collect::<Vec<_>>())
+            .bind(done.iter().map(|f| f.attempt.status_code).collect::<Vec<_>>())
+            .bind(done.iter().map(|f| f.attempt.error.clone()).collect::<Vec<_>>())
+            .bind(done.iter().map(|f| f.attempt.latency_ms).collect::<Vec<_>>())
+            .bind(done.iter().map(|f| f.attempt.response_head.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE deliveries d SET state = u.state, attempts = greatest(d.attempts, u.attempt), \
+                 next_attempt_time = u.next, lease_until = NULL \
+                 FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[]) AS u(id, attempt, state, next) \
+                 WHERE d.tenant_id = $1 AND d.id = u.id",
+            )
+            .bind(tenant)
+            .bind(&ids)
+            .bind(&numbers)
+            .bind(done.iter().map(|f| f.outcome.state.as_str()).collect::<Vec<_>>())
+            .bind(done.iter().map(|f| f.outcome.next_attempt_time).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::{After, NotificationStore, Outcome, StoreError, corrupt, recipient_names, recipients, state, strings};
+use super::{After, Finished, NotificationStore, StoreError, corrupt, recipient_names, recipients, state, strings};
 use crate::domain::matching::Matched;
 use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule, signing_secrets};
 
@@ -366,39 +366,41 @@ impl NotificationStore for SqliteNotificationStore {
         Ok(due)
     }
 
-    async fn finish_attempt(
-        &self,
-        tenant: &TenantId,
-        delivery: Uuid,
-        a: &Attempt,
-        outcome: Outcome,
-    ) -> Result<(), StoreError> {
+    async fn finish_attempts(&self, finished: &[Finished]) -> Result<(), StoreError> {
         let mut tx = begin_sqlite_write(&self.pool).await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
+        for Finished {
+            tenant,
+            delivery,
+            attempt: a,
+            outcome,
+        } in finished
+        {
+            sqlx::query(
+                "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
              response_head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(delivery.to_string())
-        .bind(a.attempt)
-        .bind(micros(a.time))
-        .bind(a.status_code)
-        .bind(&a.error)
-        .bind(a.latency_ms)
-        .bind(&a.response_head)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET state = ?3, attempts = max(attempts, ?4), next_attempt_time = ?5, \
+            )
+            .bind(tenant.as_str())
+            .bind(delivery.to_string())
+            .bind(a.attempt)
+            .bind(micros(a.time))
+            .bind(a.status_code)
+            .bind(&a.error)
+            .bind(a.latency_ms)
+            .bind(&a.response_head)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE deliveries SET state = ?3, attempts = max(attempts, ?4), next_attempt_time = ?5, \
              lease_until = NULL WHERE tenant_id = ?1 AND id = ?2",
-        )
-        .bind(tenant.as_str())
-        .bind(delivery.to_string())
-        .bind(outcome.state.as_str())
-        .bind(a.attempt)
-        .bind(outcome.next_attempt_time.map(micros))
-        .execute(&mut *tx)
-        .await?;
+            )
+            .bind(tenant.as_str())
+            .bind(delivery.to_string())
+            .bind(outcome.state.as_str())
+            .bind(a.attempt)
+            .bind(outcome.next_attempt_time.map(micros))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
