@@ -43,7 +43,7 @@ impl Default for DeliveryConfig {
             policy: AddressPolicy::public_only(),
             timeout: Duration::from_secs(15),
             lease: Duration::from_secs(60),
-            batch: 64,
+            batch: 128,
             concurrency: 32,
         }
     }
@@ -106,58 +106,67 @@ pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: Cancell
     };
     let (results, finished) = tokio::sync::mpsc::channel::<Finished>(MAX_FINISHED * 2);
     let finisher = tokio::spawn(keep(app.clone(), finished));
-    claimed(app.clone(), config.clone(), shutdown)
-        .map(|due| attempt(&app, &client, &config.policy, due))
-        .buffer_unordered(config.concurrency)
-        .for_each(|done| {
-            let results = results.clone();
-            async move {
-                if let Some(done) = done {
-                    let _ = results.send(done).await;
-                }
-            }
-        })
-        .await;
-    drop(results);
-    let _ = finisher.await;
-}
-
-/// The due deliveries, claimed a batch at a time as they are taken, until `shutdown`.
-fn claimed(
-    app: NotificationApp,
-    config: DeliveryConfig,
-    shutdown: CancellationToken,
-) -> impl futures::Stream<Item = Due> {
-    futures::stream::unfold(std::collections::VecDeque::new(), move |mut queue| {
-        let (app, config, shutdown) = (app.clone(), config.clone(), shutdown.clone());
+    // Claims run a batch ahead of the attempts, so that a claim's commit never leaves the
+    // attempts waiting.
+    let (claims, claimed) = tokio::sync::mpsc::channel::<Due>(config.batch * 2);
+    let claimer = tokio::spawn(claim_ahead(app.clone(), config.clone(), shutdown, claims));
+    futures::stream::unfold(claimed, |mut claimed| async move {
+        claimed.recv().await.map(|due| (due, claimed))
+    })
+    .map(|due| attempt(&app, &client, &config.policy, due))
+    .buffer_unordered(config.concurrency)
+    .for_each(|done| {
+        let results = results.clone();
         async move {
-            loop {
-                if let Some(due) = queue.pop_front() {
-                    return Some((due, queue));
-                }
-                if shutdown.is_cancelled() {
-                    return None;
-                }
-                match app
-                    .store()
-                    .claim_due(app.clock().now(), config.lease, config.batch)
-                    .await
-                {
-                    Ok(claimed) if !claimed.is_empty() => queue.extend(claimed),
-                    outcome => {
-                        if let Err(e) = outcome {
-                            tracing::warn!(error = %e, "claiming due deliveries failed");
-                        }
-                        tokio::select! {
-                            () = shutdown.cancelled() => return None,
-                            () = app.due().notified() => {}
-                            () = tokio::time::sleep(POLL) => {}
-                        }
-                    }
-                }
+            if let Some(done) = done {
+                let _ = results.send(done).await;
             }
         }
     })
+    .await;
+    drop(results);
+    let _ = tokio::join!(claimer, finisher);
+}
+
+/// Claims due deliveries a batch at a time whenever `claims` has room for a batch, until
+/// `shutdown`.
+async fn claim_ahead(
+    app: NotificationApp,
+    config: DeliveryConfig,
+    shutdown: CancellationToken,
+    claims: tokio::sync::mpsc::Sender<Due>,
+) {
+    loop {
+        let permits = tokio::select! {
+            () = shutdown.cancelled() => return,
+            permits = claims.reserve_many(config.batch) => match permits {
+                Ok(permits) => permits,
+                Err(_) => return,
+            },
+        };
+        match app
+            .store()
+            .claim_due(app.clock().now(), config.lease, config.batch)
+            .await
+        {
+            Ok(claimed) if !claimed.is_empty() => {
+                for (permit, due) in permits.zip(claimed) {
+                    permit.send(due);
+                }
+            }
+            outcome => {
+                drop(permits);
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "claiming due deliveries failed");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = app.due().notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Keeps finished attempts, a batch at a time, until every sender is gone. A batch that

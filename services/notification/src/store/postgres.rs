@@ -322,6 +322,12 @@ impl NotificationStore for PgNotificationStore {
     async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, n: usize) -> Result<Vec<Due>, StoreError> {
         let lease = chrono::Duration::from_std(lease).map_err(corrupt)?;
         let mut tx = begin_all_tenants(&self.pool).await?;
+        // The due deliveries in the order of the partial index: locking rows (SKIP LOCKED)
+        // cannot stop a sort early, so a sorted bitmap scan would sort every pending delivery
+        // at every claim, the whole backlog.
+        sqlx::query("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)")
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(
             "WITH due AS (SELECT tenant_id, id FROM deliveries \
                  WHERE state = 'pending' AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
@@ -387,19 +393,28 @@ impl NotificationStore for PgNotificationStore {
             .bind(done.iter().map(|f| f.attempt.response_head.clone()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE deliveries d SET state = u.state, attempts = greatest(d.attempts, u.attempt), \
-                 next_attempt_time = u.next, lease_until = NULL \
-                 FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[]) AS u(id, attempt, state, next) \
-                 WHERE d.tenant_id = $1 AND d.id = u.id",
-            )
-            .bind(tenant)
-            .bind(&ids)
-            .bind(&numbers)
-            .bind(done.iter().map(|f| f.outcome.state.as_str()).collect::<Vec<_>>())
-            .bind(done.iter().map(|f| f.outcome.next_attempt_time).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
+            // One statement per outcome (most attempts of a batch share theirs: delivered at
+            // their first attempt), each delivery found by its primary key.
+            let mut outcomes: BTreeMap<(&str, i32, Option<DateTime<Utc>>), Vec<Uuid>> = BTreeMap::new();
+            for f in &done {
+                outcomes
+                    .entry((f.outcome.state.as_str(), f.attempt.attempt, f.outcome.next_attempt_time))
+                    .or_default()
+                    .push(f.delivery);
+            }
+            for ((state, attempt, next), ids) in outcomes {
+                sqlx::query(
+                    "UPDATE deliveries SET state = $3, attempts = greatest(attempts, $4), next_attempt_time = $5, \
+                     lease_until = NULL WHERE tenant_id = $1 AND id = ANY($2)",
+                )
+                .bind(tenant)
+                .bind(&ids)
+                .bind(state)
+                .bind(attempt)
+                .bind(next)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
