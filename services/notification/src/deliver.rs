@@ -83,7 +83,6 @@ pub fn client(config: &DeliveryConfig) -> reqwest::Result<reqwest::Client> {
             policy: config.policy.clone(),
         }))
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(config.timeout)
         .pool_max_idle_per_host(config.concurrency)
         .user_agent(concat!("crm-notification/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -113,7 +112,7 @@ pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: Cancell
     futures::stream::unfold(claimed, |mut claimed| async move {
         claimed.recv().await.map(|due| (due, claimed))
     })
-    .map(|due| attempt(&app, &client, &config.policy, due))
+    .map(|due| attempt(&app, &client, &config.policy, config.timeout, due))
     .buffer_unordered(config.concurrency)
     .for_each(|done| {
         let results = results.clone();
@@ -144,11 +143,11 @@ async fn claim_ahead(
                 Err(_) => return,
             },
         };
-        match app
+        let claim = app
             .store()
             .claim_due(app.clock().now(), config.lease, config.batch)
-            .await
-        {
+            .await;
+        match claim {
             Ok(claimed) if !claimed.is_empty() => {
                 for (permit, due) in permits.zip(claimed) {
                     permit.send(due);
@@ -212,12 +211,17 @@ async fn attempt(
     app: &NotificationApp,
     client: &reqwest::Client,
     policy: &AddressPolicy,
+    timeout: Duration,
     due: Due,
 ) -> Option<Finished> {
     let number = due.attempts.saturating_add(1);
     let started = Instant::now();
     let time = app.clock().now();
-    let (status_code, error, response_head) = post(client, policy, &due, time.timestamp()).await;
+    let (status_code, error, response_head) =
+        match tokio::time::timeout(timeout, post(client, policy, &due, time.timestamp())).await {
+            Ok(answer) => answer,
+            Err(_) => (0, format!("no answer within {timeout:?}"), String::new()),
+        };
     let attempt = Attempt {
         attempt: number,
         time,
