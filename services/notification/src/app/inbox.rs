@@ -5,14 +5,11 @@ use crm_platform::paging::{Page, PageRequest};
 use crm_platform::{ApiError, Principal};
 use uuid::Uuid;
 
-use super::{NotificationApp, id_of};
-use crate::domain::Notification;
+use super::NotificationApp;
+use crate::domain::{Notification, NotificationId};
 
 /// Most notifications marked read in one call.
 pub const MAX_MARKED: usize = 1000;
-
-/// The prefix of a notification's resource name.
-pub const NOTIFICATIONS: &str = "notifications";
 
 impl NotificationApp {
     pub async fn inbox(
@@ -40,12 +37,8 @@ impl NotificationApp {
         }
         let mut ids = Vec::new();
         for (i, name) in v.bounded("names", names, MAX_MARKED).iter().enumerate() {
-            match id_of(&format!("names[{i}]"), name, NOTIFICATIONS) {
-                Ok(id) => ids.push(id),
-                Err(e) => v.add(
-                    format!("names[{i}]"),
-                    e.violations.first().map_or(e.message, |f| f.description.clone()),
-                ),
+            if let Some(id) = v.check(format!("names[{i}]"), NotificationId::parse_name(name)) {
+                ids.push(id.0);
             }
         }
         v.finish()?;

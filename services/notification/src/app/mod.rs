@@ -11,9 +11,8 @@ use std::sync::Arc;
 use crm_platform::time::{Clock, SystemClock};
 use crm_platform::{ApiError, Principal, Role};
 use tokio::sync::Notify;
-use uuid::Uuid;
 
-pub use inbox::{MAX_MARKED, NOTIFICATIONS};
+pub use inbox::MAX_MARKED;
 
 use crate::store::NotificationStore;
 
@@ -72,12 +71,4 @@ fn ensure_manager(who: &Principal, what: &str) -> Result<(), ApiError> {
             "{what} are managed by admins and managers"
         )))
     }
-}
-
-/// The id of `name` in `collection` (`rules/{id}`), or a 400 naming `field`.
-pub fn id_of(field: &str, name: &str, collection: &str) -> Result<Uuid, ApiError> {
-    name.strip_prefix(collection)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| ApiError::invalid_field(field, format!("`{name}` is not a {collection}/{{id}} name")))
 }

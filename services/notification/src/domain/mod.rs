@@ -11,6 +11,23 @@ pub mod signature;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+crm_platform::resource_id!(
+    /// Id of a webhook endpoint; name `webhookEndpoints/{id}`.
+    EndpointId, "webhookEndpoints"
+);
+crm_platform::resource_id!(
+    /// Id of a rule; name `rules/{id}`.
+    RuleId, "rules"
+);
+crm_platform::resource_id!(
+    /// Id of a delivery; name `deliveries/{id}`.
+    DeliveryId, "deliveries"
+);
+crm_platform::resource_id!(
+    /// Id of an in-app notification; name `notifications/{id}`.
+    NotificationId, "notifications"
+);
+
 /// Endpoints a tenant may have.
 pub const MAX_ENDPOINTS: usize = 100;
 /// Rules a tenant may have.
@@ -69,8 +86,6 @@ pub enum Recipient {
     Owner,
 }
 
-/// The prefix of an endpoint's resource name.
-pub const ENDPOINTS: &str = "webhookEndpoints/";
 /// The prefix of a user as a recipient.
 pub const USERS: &str = "users/";
 
@@ -80,10 +95,10 @@ impl Recipient {
         if raw == "owner" {
             return Ok(Recipient::Owner);
         }
-        if let Some(id) = raw.strip_prefix(ENDPOINTS) {
-            return Uuid::parse_str(id)
-                .map(Recipient::Endpoint)
-                .map_err(|_| format!("`{raw}` is not an endpoint's name"));
+        if raw.starts_with(EndpointId::COLLECTION) {
+            return EndpointId::parse_name(raw)
+                .map(|id| Recipient::Endpoint(id.0))
+                .map_err(|reason| format!("`{raw}` {reason}"));
         }
         if let Some(user) = raw.strip_prefix(USERS) {
             return crm_platform::UserId::parse(user)
@@ -97,7 +112,7 @@ impl Recipient {
 
     pub fn name(&self) -> String {
         match self {
-            Recipient::Endpoint(id) => format!("{ENDPOINTS}{id}"),
+            Recipient::Endpoint(id) => EndpointId(*id).name(),
             Recipient::User(user) => format!("{USERS}{user}"),
             Recipient::Owner => "owner".to_owned(),
         }

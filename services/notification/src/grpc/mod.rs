@@ -9,10 +9,13 @@ use crm_proto::crm::notification::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::app::NotificationApp;
 use crate::app::endpoints::EndpointSpec;
 use crate::app::rules::RuleSpec;
-use crate::app::{NOTIFICATIONS, NotificationApp, id_of};
-use crate::domain::{Attempt, Delivery, DeliveryState, ENDPOINTS, Endpoint, Notification, Recipient, Rule};
+use crate::domain::{
+    Attempt, Delivery, DeliveryId, DeliveryState, Endpoint, EndpointId, Notification, NotificationId, Recipient, Rule,
+    RuleId,
+};
 
 pub use pb::delivery_service_server::DeliveryServiceServer;
 pub use pb::inbox_service_server::InboxServiceServer;
@@ -39,12 +42,9 @@ impl NotificationGrpc {
     }
 }
 
-const RULES: &str = "rules";
-const DELIVERIES: &str = "deliveries";
-
 fn endpoint(e: Endpoint) -> pb::WebhookEndpoint {
     pb::WebhookEndpoint {
-        name: format!("{ENDPOINTS}{}", e.id),
+        name: EndpointId(e.id).name(),
         url: e.url,
         event_types: e.event_types,
         description: e.description,
@@ -57,7 +57,7 @@ fn endpoint(e: Endpoint) -> pb::WebhookEndpoint {
 
 fn rule(r: Rule) -> pb::Rule {
     pb::Rule {
-        name: format!("{RULES}/{}", r.id),
+        name: RuleId(r.id).name(),
         display_name: r.display_name,
         event_types: r.event_types,
         condition: r.condition,
@@ -74,9 +74,9 @@ fn delivery(d: Delivery) -> pb::Delivery {
         DeliveryState::Failed => pb::DeliveryState::Failed,
     };
     pb::Delivery {
-        name: format!("{DELIVERIES}/{}", d.id),
-        rule: format!("{RULES}/{}", d.rule),
-        webhook_endpoint: format!("{ENDPOINTS}{}", d.endpoint),
+        name: DeliveryId(d.id).name(),
+        rule: RuleId(d.rule).name(),
+        webhook_endpoint: EndpointId(d.endpoint).name(),
         event_id: d.event_id,
         event_type: d.event_type,
         state: state as i32,
@@ -99,8 +99,8 @@ fn attempt(a: Attempt) -> pb::DeliveryAttempt {
 
 fn notification(n: Notification) -> pb::Notification {
     pb::Notification {
-        name: format!("{NOTIFICATIONS}/{}", n.id),
-        rule: format!("{RULES}/{}", n.rule),
+        name: NotificationId(n.id).name(),
+        rule: RuleId(n.rule).name(),
         event_type: n.event_type,
         subject: n.subject,
         title: n.title,
@@ -113,8 +113,9 @@ fn page(size: i32, token: &str, shape: &[&str]) -> Result<PageRequest<Uuid>, Api
     PageRequest::parse(size, token, shape)
 }
 
-fn endpoint_id(field: &str, name: &str) -> Result<Uuid, ApiError> {
-    id_of(field, name, ENDPOINTS.trim_end_matches('/'))
+/// The id `parse` reads from the request's `field`, or a 400 naming it.
+fn id_in<T>(field: &str, name: &str, parse: fn(&str) -> Result<T, String>) -> Result<T, ApiError> {
+    crm_platform::error::parse_field(field, parse(name))
 }
 
 #[tonic::async_trait]
@@ -143,7 +144,7 @@ impl pb::webhook_endpoint_service_server::WebhookEndpointService for Notificatio
         request: Request<pb::GetWebhookEndpointRequest>,
     ) -> Result<Response<pb::GetWebhookEndpointResponse>, Status> {
         let who = principal(&request)?;
-        let id = endpoint_id("name", &request.get_ref().name)?;
+        let id = id_in("name", &request.get_ref().name, EndpointId::parse_name)?.0;
         let found = self.app.endpoint(&who, id).await?;
         Ok(Response::new(pb::GetWebhookEndpointResponse {
             webhook_endpoint: Some(endpoint(found)),
@@ -158,7 +159,7 @@ impl pb::webhook_endpoint_service_server::WebhookEndpointService for Notificatio
         let r = request.get_ref();
         let listed = self
             .app
-            .endpoints(&who, &page(r.page_size, &r.page_token, &["webhookEndpoints"])?)
+            .endpoints(&who, &page(r.page_size, &r.page_token, &[EndpointId::COLLECTION])?)
             .await?;
         Ok(Response::new(pb::ListWebhookEndpointsResponse {
             webhook_endpoints: listed.items.into_iter().map(endpoint).collect(),
@@ -172,7 +173,7 @@ impl pb::webhook_endpoint_service_server::WebhookEndpointService for Notificatio
     ) -> Result<Response<pb::RotateWebhookEndpointSecretResponse>, Status> {
         let who = principal(&request)?;
         let r = request.get_ref();
-        let id = endpoint_id("name", &r.name)?;
+        let id = id_in("name", &r.name, EndpointId::parse_name)?.0;
         let rotated = self.app.rotate_secret(&who, id, r.overlap_seconds).await?;
         Ok(Response::new(pb::RotateWebhookEndpointSecretResponse {
             webhook_endpoint: Some(endpoint(rotated)),
@@ -184,7 +185,7 @@ impl pb::webhook_endpoint_service_server::WebhookEndpointService for Notificatio
         request: Request<pb::DeleteWebhookEndpointRequest>,
     ) -> Result<Response<pb::DeleteWebhookEndpointResponse>, Status> {
         let who = principal(&request)?;
-        let id = endpoint_id("name", &request.get_ref().name)?;
+        let id = id_in("name", &request.get_ref().name, EndpointId::parse_name)?.0;
         self.app.delete_endpoint(&who, id).await?;
         Ok(Response::new(pb::DeleteWebhookEndpointResponse {}))
     }
@@ -214,7 +215,7 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
 
     async fn get_rule(&self, request: Request<pb::GetRuleRequest>) -> Result<Response<pb::GetRuleResponse>, Status> {
         let who = principal(&request)?;
-        let id = id_of("name", &request.get_ref().name, RULES)?;
+        let id = id_in("name", &request.get_ref().name, RuleId::parse_name)?.0;
         let found = self.app.rule(&who, id).await?;
         Ok(Response::new(pb::GetRuleResponse {
             rule: Some(rule(found)),
@@ -229,7 +230,7 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
         let r = request.get_ref();
         let listed = self
             .app
-            .rules(&who, &page(r.page_size, &r.page_token, &[RULES])?)
+            .rules(&who, &page(r.page_size, &r.page_token, &[RuleId::COLLECTION])?)
             .await?;
         Ok(Response::new(pb::ListRulesResponse {
             rules: listed.items.into_iter().map(rule).collect(),
@@ -242,7 +243,7 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
         request: Request<pb::DeleteRuleRequest>,
     ) -> Result<Response<pb::DeleteRuleResponse>, Status> {
         let who = principal(&request)?;
-        let id = id_of("name", &request.get_ref().name, RULES)?;
+        let id = id_in("name", &request.get_ref().name, RuleId::parse_name)?.0;
         self.app.delete_rule(&who, id).await?;
         Ok(Response::new(pb::DeleteRuleResponse {}))
     }
@@ -258,7 +259,7 @@ impl pb::delivery_service_server::DeliveryService for NotificationGrpc {
         let r = request.get_ref();
         let listed = self
             .app
-            .deliveries(&who, &page(r.page_size, &r.page_token, &[DELIVERIES])?)
+            .deliveries(&who, &page(r.page_size, &r.page_token, &[DeliveryId::COLLECTION])?)
             .await?;
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: listed.items.into_iter().map(delivery).collect(),
@@ -271,7 +272,7 @@ impl pb::delivery_service_server::DeliveryService for NotificationGrpc {
         request: Request<pb::ListDeliveryAttemptsRequest>,
     ) -> Result<Response<pb::ListDeliveryAttemptsResponse>, Status> {
         let who = principal(&request)?;
-        let id = id_of("parent", &request.get_ref().parent, DELIVERIES)?;
+        let id = id_in("parent", &request.get_ref().parent, DeliveryId::parse_name)?.0;
         let attempts = self.app.attempts(&who, id).await?;
         Ok(Response::new(pb::ListDeliveryAttemptsResponse {
             attempts: attempts.into_iter().map(attempt).collect(),
@@ -283,7 +284,7 @@ impl pb::delivery_service_server::DeliveryService for NotificationGrpc {
         request: Request<pb::RedeliverDeliveryRequest>,
     ) -> Result<Response<pb::RedeliverDeliveryResponse>, Status> {
         let who = principal(&request)?;
-        let id = id_of("name", &request.get_ref().name, DELIVERIES)?;
+        let id = id_in("name", &request.get_ref().name, DeliveryId::parse_name)?.0;
         let again = self.app.redeliver(&who, id).await?;
         Ok(Response::new(pb::RedeliverDeliveryResponse {
             delivery: Some(delivery(again)),
@@ -305,7 +306,7 @@ impl pb::inbox_service_server::InboxService for NotificationGrpc {
             .inbox(
                 &who,
                 r.unread_only,
-                &page(r.page_size, &r.page_token, &[NOTIFICATIONS, unread])?,
+                &page(r.page_size, &r.page_token, &[NotificationId::COLLECTION, unread])?,
             )
             .await?;
         Ok(Response::new(pb::ListNotificationsResponse {
