@@ -2,7 +2,8 @@
 //! sends a webhook to a receiver on loopback, signed per the Standard Webhooks scheme (checked
 //! here with the scheme's own steps, not the service's code), retried after a failure under
 //! the same `webhook-id`, every attempt kept and listed, sent again on demand, signed by both
-//! secrets while a rotated one overlaps; the rule's user
+//! secrets while a rotated one overlaps, refused for a metadata address; a due task reaches
+//! its assignee's inbox with no rule made; the rule's user
 //! finds it in their inbox; a bad rule is refused whole; another tenant sees nothing.
 
 use std::sync::{Arc, Mutex};
@@ -284,6 +285,87 @@ async fn a_rule_sends_signed_webhooks_retried_and_kept_on_both_backends() {
         assert_eq!((status, marked["marked"].as_str()), (200, Some("1")), "{marked}");
         let (_, count) = carol.get("/v1/notifications:unreadCount").await;
         assert_eq!(count["unread"], "0");
+
+        // A task's due time reaches its assignee's inbox out of the box (no rule made).
+        let due =
+            (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let (status, task) = admin
+            .post(
+                "/v1/tasks",
+                json!({"title": "Call back", "assignee": "dave", "dueTime": due}),
+            )
+            .await;
+        assert_eq!(status, 201, "{task}");
+        let dave = Rest::as_user(base, "acme", "dave", Role::Rep);
+        let mut reminders = Value::Null;
+        for _ in 0..100 {
+            let (_, inbox) = dave.get("/v1/notifications").await;
+            reminders = inbox;
+            if reminders["notifications"].as_array().is_some_and(|n| !n.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let reminder = &reminders["notifications"][0];
+        assert_eq!(reminder["eventType"], "crm.pipeline.v1.TaskDue", "{reminders}");
+        assert_eq!(reminder["subject"], task["name"]);
+
+        // A webhook to the cloud metadata address is refused after resolution, and the
+        // refusal is kept with the attempt.
+        let (status, metadata) = admin
+            .post(
+                "/v1/webhookEndpoints",
+                json!({"url": "http://169.254.169.254/latest/meta-data", "eventTypes": ["crm.pipeline.v1.DealLost"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{metadata}");
+        let (status, rule) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Losses", "eventTypes": ["crm.pipeline.v1.DealLost"], "recipients": [metadata["name"]]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{rule}");
+        let (status, deal) = admin
+            .post(
+                "/v1/deals",
+                json!({"displayName": "Lost one", "pipeline": pipeline["name"],
+                       "amount": {"amountMinor": "100", "currencyCode": "EUR"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{deal}");
+        let (status, lost) = admin
+            .post(
+                &format!("/v1/{}:close", deal["name"].as_str().expect("name")),
+                json!({"outcome": "DEAL_STATUS_LOST", "reason": "price"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{lost}");
+        let mut refused = Value::Null;
+        for _ in 0..100 {
+            let (_, listed) = admin.get("/v1/deliveries").await;
+            let to_metadata = listed["deliveries"]
+                .as_array()
+                .and_then(|all| all.iter().find(|d| d["webhookEndpoint"] == metadata["name"]).cloned());
+            if let Some(d) = to_metadata {
+                let (_, attempts) = admin
+                    .get(&format!("/v1/{}/attempts", d["name"].as_str().expect("name")))
+                    .await;
+                if attempts["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+                    refused = attempts;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let first = &refused["attempts"][0];
+        assert_eq!(first["statusCode"], 0, "{refused}");
+        assert!(
+            first["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("is not a public address")),
+            "{refused}"
+        );
 
         // Another tenant sees none of it.
         let other = Rest::as_user(base, "globex", "eve", Role::Admin);
