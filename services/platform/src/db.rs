@@ -120,13 +120,15 @@ pub async fn begin_all_tenants(pool: &PgPool) -> Result<Transaction<'static, Pos
     pool.begin_with(concat!("BEGIN; SELECT ", all_tenants!())).await
 }
 
-/// Begins the outbox sequencer's transaction: every tenant's events, read through indexes by
-/// plain index scans only. The unnumbered events are found through a partial index whose
-/// entries of events already numbered stay until vacuum; a plain index scan marks them dead
-/// as it passes (so the next pass skips them), a bitmap or sequential scan never does and
-/// reads every one of them again, on every pass. JIT is off: a disabled scan's penalty cost
-/// would otherwise have the one-row counter compiled (40 ms) on every pass.
-pub async fn begin_sequencer(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+/// Begins a transaction that takes work from a queue of every tenant through its partial
+/// index, by plain index scans only: the outbox sequencer (the unnumbered events), the
+/// notification service's claims (the due deliveries). Entries of rows that have left the
+/// queue stay in the index until vacuum; a plain index scan marks them dead as it passes (so
+/// the next pass skips them), a bitmap or sequential scan never does and reads every one of
+/// them again, on every pass, and an ordered read through the index needs no sort of the
+/// whole queue. JIT is off: a disabled scan's penalty cost would otherwise have the one-row
+/// counter compiled (40 ms) on every pass.
+pub async fn begin_queue_scan(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     pool.begin_with(concat!(
         "BEGIN; SELECT ",
         all_tenants!(),

@@ -30,10 +30,10 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::TenantId;
-use crate::db::{begin_all_tenants, begin_sequencer};
+use crate::db::{begin_all_tenants, begin_queue_scan};
 
 /// Numbers up to `$2` committed unnumbered events in id order, after `$1`: the sequencer's
-/// statement, run in a transaction begun by [`crate::db::begin_sequencer`].
+/// statement, run in a transaction begun by [`crate::db::begin_queue_scan`].
 pub const NUMBER_EVENTS: &str = "WITH todo AS (SELECT tenant_id, id, row_number() OVER (ORDER BY id) AS n FROM outbox_events \
      WHERE seq IS NULL ORDER BY id LIMIT $2) \
      UPDATE outbox_events AS e SET seq = $1 + todo.n FROM todo WHERE e.tenant_id = todo.tenant_id AND e.id = todo.id";
@@ -492,7 +492,7 @@ impl PgOutbox {
     pub async fn sequence(&self) -> Result<u64, sqlx::Error> {
         let mut total = 0;
         loop {
-            let mut tx = begin_sequencer(&self.pool).await?;
+            let mut tx = begin_queue_scan(&self.pool).await?;
             // Taking the counter's row first serialises sequencers, and the statement below
             // then sees every event committed before it.
             let head: i64 = sqlx::query_scalar("SELECT seq FROM outbox_head FOR UPDATE")

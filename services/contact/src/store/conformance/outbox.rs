@@ -39,7 +39,7 @@ async fn postgres_sequencer_reads_only_unnumbered_events() {
     let bounds = outbox.bounds().await.expect("bounds");
     assert_eq!(bounds.head, 600, "every event numbered, once");
 
-    let mut tx = crm_platform::db::begin_sequencer(&pool).await.expect("sequencer tx");
+    let mut tx = crm_platform::db::begin_queue_scan(&pool).await.expect("sequencer tx");
     let plan: serde_json::Value =
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {NUMBER_EVENTS}")))
             .bind(600_i64)
