@@ -1,8 +1,6 @@
-//! The delivery worker: claims due webhook deliveries of any tenant (a lease in the database,
-//! `FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas add capacity and a replica killed
-//! mid-delivery loses nothing: its claims return to the queue when their lease ends), posts
-//! each signed per the Standard Webhooks scheme with a per-attempt timeout, keeps the attempt
-//! and schedules the next by [`schedule`](crate::domain::schedule). A webhook's address is
+//! Webhook delivery, a [`Channel`] of the [`dispatch`] worker: posts each due delivery signed
+//! per the Standard Webhooks scheme with a per-attempt timeout, keeps the attempt and
+//! schedules the next by [`schedule`](crate::domain::schedule). A webhook's address is
 //! checked after name resolution at every connection ([`AddressPolicy`]); redirects are not
 //! followed (an attempt answered 3xx failed).
 
@@ -10,17 +8,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use crm_platform::TenantId;
-use futures::StreamExt;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::NotificationApp;
+use crate::dispatch::{self, Channel, QueueConfig, chain, retry_time};
 use crate::domain::address::AddressPolicy;
-use crate::domain::schedule::{MAX_ATTEMPTS, next_delay};
 use crate::domain::signature::{key_of, sign};
 use crate::domain::{Attempt, DeliveryState, Due};
-use crate::store::{Finished, Outcome};
+use crate::store::{Finished, Outcome, StoreError};
 
 /// How the worker delivers.
 #[derive(Debug, Clone)]
@@ -49,8 +48,6 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// How often due retries are looked for when nothing rings.
-const POLL: Duration = Duration::from_secs(1);
 /// Bytes of an answer kept with its attempt.
 const RESPONSE_HEAD: usize = 1024;
 
@@ -88,13 +85,7 @@ pub fn client(config: &DeliveryConfig) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-/// Attempts kept in one transaction at most.
-const MAX_FINISHED: usize = 512;
-
-/// Delivers until `shutdown`: due deliveries are claimed as the attempts in flight drain,
-/// up to `concurrency` attempts run at once, and their outcomes are kept in batches (whatever
-/// has finished while the previous batch was being written), so that one slow endpoint holds
-/// up only its own attempt.
+/// Delivers webhooks until `shutdown` (see [`dispatch::run`]).
 pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: CancellationToken) {
     let client = match client(&config) {
         Ok(client) => client,
@@ -103,106 +94,56 @@ pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: Cancell
             return;
         }
     };
-    let (results, finished) = tokio::sync::mpsc::channel::<Finished>(MAX_FINISHED * 2);
-    let finisher = tokio::spawn(keep(app.clone(), finished));
-    // Claims run a batch ahead of the attempts, so that a claim's commit never leaves the
-    // attempts waiting.
-    let (claims, claimed) = tokio::sync::mpsc::channel::<Due>(config.batch * 2);
-    let claimer = tokio::spawn(claim_ahead(app.clone(), config.clone(), shutdown, claims));
-    futures::stream::unfold(claimed, |mut claimed| async move {
-        claimed.recv().await.map(|due| (due, claimed))
-    })
-    .map(|due| attempt(&app, &client, &config.policy, config.timeout, due))
-    .buffer_unordered(config.concurrency)
-    .for_each(|done| {
-        let results = results.clone();
-        async move {
-            if let Some(done) = done {
-                let _ = results.send(done).await;
-            }
-        }
-    })
-    .await;
-    drop(results);
-    let _ = tokio::join!(claimer, finisher);
+    let queue = QueueConfig {
+        lease: config.lease,
+        batch: config.batch,
+        concurrency: config.concurrency,
+    };
+    let webhooks = Webhooks {
+        app,
+        client,
+        policy: config.policy,
+        timeout: config.timeout,
+    };
+    dispatch::run(Arc::new(webhooks), queue, shutdown).await;
 }
 
-/// Claims due deliveries a batch at a time whenever `claims` has room for a batch, until
-/// `shutdown`.
-async fn claim_ahead(
+/// The webhook channel.
+struct Webhooks {
     app: NotificationApp,
-    config: DeliveryConfig,
-    shutdown: CancellationToken,
-    claims: tokio::sync::mpsc::Sender<Due>,
-) {
-    loop {
-        let permits = tokio::select! {
-            () = shutdown.cancelled() => return,
-            permits = claims.reserve_many(config.batch) => match permits {
-                Ok(permits) => permits,
-                Err(_) => return,
-            },
-        };
-        let claim = app
-            .store()
-            .claim_due(app.clock().now(), config.lease, config.batch)
-            .await;
-        match claim {
-            Ok(claimed) if !claimed.is_empty() => {
-                for (permit, due) in permits.zip(claimed) {
-                    permit.send(due);
-                }
-            }
-            outcome => {
-                drop(permits);
-                if let Err(e) = outcome {
-                    tracing::warn!(error = %e, "claiming due deliveries failed");
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = app.due().notified() => {}
-                    () = tokio::time::sleep(POLL) => {}
-                }
-            }
-        }
-    }
+    client: reqwest::Client,
+    policy: AddressPolicy,
+    timeout: Duration,
 }
 
-/// Keeps finished attempts, a batch at a time, until every sender is gone. A batch that
-/// cannot be kept is attempted again once its claims' lease ends: at least once.
-async fn keep(app: NotificationApp, mut finished: tokio::sync::mpsc::Receiver<Finished>) {
-    let mut batch = Vec::with_capacity(MAX_FINISHED);
-    while let Some(first) = finished.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_FINISHED {
-            match finished.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = app.store().finish_attempts(&batch).await {
-            tracing::warn!(attempts = batch.len(), error = %e, "attempts could not be kept");
-        }
-        batch.clear();
-    }
-}
+#[async_trait]
+impl Channel for Webhooks {
+    type Due = Due;
+    type Done = Finished;
 
-/// The error and its causes, for the attempt's record.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    fn name(&self) -> &'static str {
+        "webhook"
     }
-    text
-}
 
-/// A random spread of a retry's delay, 0 to 1.
-fn jitter() -> f64 {
-    let mut bytes = [0u8; 2];
-    getrandom::fill(&mut bytes).map_or(0.5, |()| f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX))
+    async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Result<Vec<Due>, StoreError> {
+        self.app.store().claim_due(now, lease, limit).await
+    }
+
+    async fn attempt(&self, due: Due) -> Option<Finished> {
+        attempt(&self.app, &self.client, &self.policy, self.timeout, due).await
+    }
+
+    async fn keep(&self, done: &[Finished]) -> Result<(), StoreError> {
+        self.app.store().finish_attempts(done).await
+    }
+
+    fn due(&self) -> &Notify {
+        self.app.due()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.app.clock().now()
+    }
 }
 
 /// One attempt at `due`: posted, and what it leaves the delivery in (None for a delivery of
@@ -236,10 +177,10 @@ async fn attempt(
             next_attempt_time: None,
         }
     } else {
-        match next_delay(number, jitter()).filter(|_| number < MAX_ATTEMPTS) {
-            Some(delay) => Outcome {
+        match retry_time(number, app.clock().now()) {
+            Some(next) => Outcome {
                 state: DeliveryState::Pending,
-                next_attempt_time: chrono::Duration::from_std(delay).ok().map(|d| Utc::now() + d),
+                next_attempt_time: Some(next),
             },
             None => Outcome {
                 state: DeliveryState::Failed,

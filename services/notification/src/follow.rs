@@ -102,6 +102,7 @@ impl Sink for Matching {
             .filter_map(|(tenant, m)| Some((TenantId::parse(&tenant).ok()?, m)))
             .collect();
         let deliveries = matched.iter().any(|(_, m)| !m.deliveries.is_empty());
+        let emails = matched.iter().any(|(_, m)| !m.emails.is_empty());
         let moved = self
             .app
             .store()
@@ -109,6 +110,9 @@ impl Sink for Matching {
             .await?;
         if moved && deliveries {
             self.app.due().notify_one();
+        }
+        if moved && emails {
+            self.app.mail_due().notify_one();
         }
         Ok(moved)
     }

@@ -1,12 +1,15 @@
 //! The notification service (crm.notification.v1): rules on the events of the contact,
 //! pipeline and analytics feeds, webhooks signed per the Standard Webhooks scheme with retries
-//! and replay, and an in-app inbox per user, on PostgreSQL or SQLite.
+//! and replay, email through SMTP from templates, and an in-app inbox per user, on PostgreSQL
+//! or SQLite.
 
 pub mod app;
 pub mod deliver;
+pub mod dispatch;
 pub mod domain;
 pub mod follow;
 pub mod grpc;
+pub mod mail;
 pub mod store;
 
 use std::path::Path;
@@ -24,6 +27,7 @@ use tonic::service::RoutesBuilder;
 pub use app::NotificationApp;
 use deliver::DeliveryConfig;
 use domain::address::AddressPolicy;
+use mail::MailConfig;
 use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgNotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
 
 /// The proto package of this service's API.
@@ -36,6 +40,10 @@ const SYSTEM_ACTOR: &str = "notification";
 /// (`10.20.0.0/16,fd00::/8`): none by default on Kubernetes; `crm serve` adds loopback.
 pub const ALLOWED_NETWORKS_ENV: &str = "CRM_WEBHOOK_ALLOWED_NETWORKS";
 
+/// The directory beside the database where `crm serve` writes email when no mail server is
+/// configured.
+pub const MAIL_DIR: &str = "mail";
+
 /// Loopback, which `crm serve` allows so that a developer's local receiver works.
 const LOOPBACK: &str = "127.0.0.0/8,::1/128";
 
@@ -44,6 +52,7 @@ struct Hosted {
     app: NotificationApp,
     feeds: Vec<ConsumerConfig>,
     delivery: DeliveryConfig,
+    mail: MailConfig,
 }
 
 impl Running for Hosted {
@@ -53,7 +62,8 @@ impl Running for Hosted {
             .add_service(grpc::WebhookEndpointServiceServer::new(grpc.clone()))
             .add_service(grpc::RuleServiceServer::new(grpc.clone()))
             .add_service(grpc::DeliveryServiceServer::new(grpc.clone()))
-            .add_service(grpc::InboxServiceServer::new(grpc));
+            .add_service(grpc::InboxServiceServer::new(grpc.clone()))
+            .add_service(grpc::PreferenceServiceServer::new(grpc));
     }
 
     fn health_names(&self) -> Vec<&'static str> {
@@ -76,7 +86,8 @@ impl Running for Hosted {
                 shutdown.clone(),
             );
         }
-        tokio::spawn(deliver::run(self.app.clone(), self.delivery.clone(), shutdown));
+        tokio::spawn(deliver::run(self.app.clone(), self.delivery.clone(), shutdown.clone()));
+        tokio::spawn(mail::run(self.app.clone(), self.mail.clone(), shutdown));
         self.feeds.iter().map(|c| Arc::clone(&c.status)).collect()
     }
 }
@@ -150,18 +161,32 @@ pub fn describe() -> Description {
             Box::pin(async move {
                 let feeds = feeds(&hosting)?;
                 let delivery = delivery(LOOPBACK)?;
+                // Without a mail server, email is written beside the database.
+                let files = path.parent().unwrap_or(Path::new(".")).join(MAIL_DIR);
+                let mail = MailConfig::from_env(Some(&files), delivery.lease).map_err(ConfigError)?;
                 let app = open_sqlite(&path).await?;
-                Ok(Box::new(Hosted { app, feeds, delivery }) as Box<dyn Running>)
+                Ok(Box::new(Hosted {
+                    app,
+                    feeds,
+                    delivery,
+                    mail,
+                }) as Box<dyn Running>)
             })
         },
         connect_postgres: |config, hosting| {
             Box::pin(async move {
                 let feeds = feeds(&hosting)?;
                 let delivery = delivery("")?;
+                let mail = MailConfig::from_env(None, delivery.lease).map_err(ConfigError)?;
                 let pool =
                     crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
                 let app = NotificationApp::new(Arc::new(PgNotificationStore::new(pool)));
-                Ok(Box::new(Hosted { app, feeds, delivery }) as Box<dyn Running>)
+                Ok(Box::new(Hosted {
+                    app,
+                    feeds,
+                    delivery,
+                    mail,
+                }) as Box<dyn Running>)
             })
         },
     }

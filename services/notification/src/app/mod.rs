@@ -2,6 +2,7 @@
 //! their inboxes; one file per resource.
 
 mod deliveries;
+pub mod emails;
 pub mod endpoints;
 mod inbox;
 pub mod rules;
@@ -23,6 +24,8 @@ pub struct NotificationApp {
     clock: Arc<dyn Clock>,
     /// Wakes the delivery worker when deliveries become due.
     due: Arc<Notify>,
+    /// Wakes the email worker when emails become due.
+    mail_due: Arc<Notify>,
 }
 
 impl NotificationApp {
@@ -36,6 +39,7 @@ impl NotificationApp {
             store,
             clock,
             due: Arc::new(Notify::new()),
+            mail_due: Arc::new(Notify::new()),
         }
     }
 
@@ -50,6 +54,11 @@ impl NotificationApp {
     /// Rung when deliveries become due (the delivery worker waits on it).
     pub fn due(&self) -> &Arc<Notify> {
         &self.due
+    }
+
+    /// Rung when emails become due (the email worker waits on it).
+    pub fn mail_due(&self) -> &Arc<Notify> {
+        &self.mail_due
     }
 }
 

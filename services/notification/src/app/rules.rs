@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::{NotificationApp, ensure_manager};
 use crate::domain::matching::Compiled;
-use crate::domain::{MAX_RULES, Recipient, Rule};
+use crate::domain::matching::webhook_body;
+use crate::domain::template::{self, Rendered};
+use crate::domain::{Channel, EmailTemplate, MAX_RULES, Recipient, Rule, RuleId};
 
 /// Most event types of a rule.
 pub const MAX_RULE_TYPES: usize = 50;
@@ -24,11 +26,84 @@ pub struct RuleSpec {
     pub event_types: Vec<String>,
     pub condition: String,
     pub recipients: Vec<String>,
+    /// How its users hear of it; empty: in the app.
+    pub channels: Vec<Channel>,
+    pub email_template: EmailTemplate,
 }
+
+/// A sample event to preview a rule's email with: its type (empty: the rule's first) and its
+/// payload as proto3 JSON (empty: an empty payload).
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub event_type: String,
+    pub payload: String,
+}
+
+/// Longest sample payload, in bytes.
+pub const MAX_SAMPLE: usize = 64 * 1024;
 
 impl NotificationApp {
     pub async fn create_rule(&self, who: &Principal, spec: RuleSpec) -> Result<Rule, ApiError> {
         ensure_manager(who, "rules")?;
+        let rule = self.checked_rule(who, spec).await?;
+        if self.store.rules(&who.tenant, None, MAX_RULES).await?.len() >= MAX_RULES {
+            return Err(ApiError::invalid_field(
+                "rule",
+                format!("a tenant has at most {MAX_RULES} rules"),
+            ));
+        }
+        self.store.create_rule(&who.tenant, &rule).await?;
+        Ok(rule)
+    }
+
+    /// The email `spec` would send for `sample`, rendered as it would be, nothing saved or
+    /// sent; the rule is checked whole as when it is created.
+    pub async fn preview_email(&self, who: &Principal, spec: RuleSpec, sample: Sample) -> Result<Rendered, ApiError> {
+        ensure_manager(who, "rules")?;
+        let mut v = Violations::new("");
+        if sample.payload.len() > MAX_SAMPLE {
+            v.add("sample_payload", format!("is longer than {MAX_SAMPLE} bytes"));
+        }
+        let rule = self.checked_rule(who, spec).await?;
+        let event_type = if sample.event_type.is_empty() {
+            rule.event_types.first().cloned().unwrap_or_default()
+        } else if rule.event_types.contains(&sample.event_type) {
+            sample.event_type
+        } else {
+            v.add("sample_event_type", "is not one of the rule's event types");
+            String::new()
+        };
+        v.finish()?;
+        let payload = if sample.payload.trim().is_empty() {
+            "{}"
+        } else {
+            sample.payload.as_str()
+        };
+        let bytes = serde_json::from_str::<serde_json::Value>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|json| crm_proto::json::json_to_encoded(&json, &event_type))
+            .map_err(|reason| ApiError::invalid_field("sample_payload", reason))?;
+        let event = crm_proto::crm::events::v1::Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: who.tenant.as_str().to_owned(),
+            r#type: event_type.clone(),
+            subject: String::new(),
+            time: Some(crm_platform::time::timestamp(self.clock.now())),
+            payload: Some(crm_proto::prost_types::Any {
+                type_url: format!("type.googleapis.com/{event_type}"),
+                value: bytes,
+            }),
+            ..Default::default()
+        };
+        let body = webhook_body(&event).map_err(|reason| ApiError::invalid_field("sample_payload", reason))?;
+        let context = template::context(&body, &RuleId(rule.id).name(), &rule.display_name);
+        rule.email_template
+            .render(&context)
+            .map_err(|e| ApiError::invalid_field(format!("rule.email_template.{}", e.part), e.reason))
+    }
+
+    /// `spec` as a rule, or a 400 naming each of its problems.
+    async fn checked_rule(&self, who: &Principal, spec: RuleSpec) -> Result<Rule, ApiError> {
         let mut v = Violations::new("rule.");
         let display_name = spec.display_name.trim().to_owned();
         if display_name.is_empty() {
@@ -67,6 +142,15 @@ impl NotificationApp {
             event_types: types,
             condition: spec.condition,
             recipients,
+            channels: if spec.channels.is_empty() {
+                vec![Channel::InApp]
+            } else {
+                let mut channels = spec.channels;
+                channels.sort();
+                channels.dedup();
+                channels
+            },
+            email_template: spec.email_template,
             created_by: who.user.as_str().to_owned(),
             create_time: self.clock.now(),
         };
@@ -82,14 +166,10 @@ impl NotificationApp {
                 v.add(field, reason);
             }
         }
-        v.finish()?;
-        if self.store.rules(&who.tenant, None, MAX_RULES).await?.len() >= MAX_RULES {
-            return Err(ApiError::invalid_field(
-                "rule",
-                format!("a tenant has at most {MAX_RULES} rules"),
-            ));
+        for (part, reason) in rule.email_template.problems() {
+            v.add(format!("email_template.{part}"), reason);
         }
-        self.store.create_rule(&who.tenant, &rule).await?;
+        v.finish()?;
         Ok(rule)
     }
 

@@ -7,10 +7,11 @@ use crm_proto::prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 use uuid::Uuid;
 
 use super::condition::{Condition, event_type};
-use super::{Endpoint, NewDelivery, Notification, Recipient, Rule};
+use super::template::{self, Rendered};
+use super::{Channel, EmailTemplate, Endpoint, NewDelivery, NewEmail, Notification, Recipient, Rule, RuleId};
 
-/// The rule every tenant has without making it: a task's due time reaches its assignee's
-/// inbox.
+/// The rule every tenant has without making it: a task's due time reaches its assignee, in
+/// the inbox and by email.
 pub const TASK_DUE_RULE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_7a5c_0d0e);
 
 /// A rule ready to match: its condition parsed against its event types.
@@ -55,6 +56,12 @@ impl Compiled {
             event_types: vec!["crm.pipeline.v1.TaskDue".to_owned()],
             condition: String::new(),
             recipients: vec![Recipient::Owner],
+            channels: vec![Channel::InApp, Channel::Email],
+            email_template: EmailTemplate {
+                subject: "Task due: {{ data.task.title }}".to_owned(),
+                text: "Your task \"{{ data.task.title }}\" is due{% if data.task.dueTime %} ({{ data.task.dueTime }}){% endif %}.\n\n{{ data.task.notes }}\n".to_owned(),
+                html: "<p>Your task <strong>{{ data.task.title }}</strong> is due{% if data.task.dueTime %} ({{ data.task.dueTime }}){% endif %}.</p>\n<p>{{ data.task.notes }}</p>\n".to_owned(),
+            },
             created_by: String::new(),
             create_time: DateTime::<Utc>::UNIX_EPOCH,
         };
@@ -67,16 +74,18 @@ impl Compiled {
 pub struct Matched {
     pub deliveries: Vec<NewDelivery>,
     pub notifications: Vec<Notification>,
+    pub emails: Vec<NewEmail>,
 }
 
 impl Matched {
     pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.notifications.is_empty()
+        self.deliveries.is_empty() && self.notifications.is_empty() && self.emails.is_empty()
     }
 
     pub fn extend(&mut self, other: Matched) {
         self.deliveries.extend(other.deliveries);
         self.notifications.extend(other.notifications);
+        self.emails.extend(other.emails);
     }
 }
 
@@ -114,8 +123,9 @@ pub fn owner_of(payload: &DynamicMessage) -> Option<String> {
 }
 
 /// The webhook body of an event (Standard Webhooks' recommended shape): its type, the time it
-/// happened, the record it is about, its id, and its payload as proto3 JSON.
-pub fn webhook_body(event: &events::Event) -> Result<String, String> {
+/// happened, the record it is about, its id, and its payload as proto3 JSON. Email templates
+/// are rendered with it too.
+pub fn webhook_body(event: &events::Event) -> Result<serde_json::Value, String> {
     let bytes = event.payload.as_ref().map(|p| p.value.as_slice()).unwrap_or_default();
     let data = crm_proto::json::encoded_to_json(bytes, &event.r#type)?;
     let timestamp = event
@@ -131,7 +141,7 @@ pub fn webhook_body(event: &events::Event) -> Result<String, String> {
         "subject": event.subject,
         "data": data,
     });
-    Ok(body.to_string())
+    Ok(body)
 }
 
 /// What `event` makes under `rules`, reaching `endpoints` (the tenant's).
@@ -150,20 +160,50 @@ pub fn match_event(event: &events::Event, rules: &[Compiled], endpoints: &[Endpo
         return matched;
     };
     let mut body = None;
+    let mut body_of = |event: &events::Event| -> Option<(serde_json::Value, String)> {
+        match body.get_or_insert_with(|| webhook_body(event).map(|b| (b.to_string(), b))) {
+            Ok((text, json)) => Some((json.clone(), text.clone())),
+            Err(reason) => {
+                tracing::warn!(kind = %event.r#type, %reason, "an event has no webhook body");
+                None
+            }
+        }
+    };
     for compiled in candidates.into_iter().filter(|r| r.condition.matches(&payload)) {
         let rule = &compiled.rule;
+        let mut rendered: Option<Result<Rendered, String>> = None;
+        let mut email =
+            |recipient: Recipient, body_of: &mut dyn FnMut(&events::Event) -> Option<(serde_json::Value, String)>| {
+                let rendered = rendered
+                    .get_or_insert_with(|| {
+                        let (json, _) =
+                            body_of(event).ok_or_else(|| "the event has no payload to render".to_owned())?;
+                        let context = template::context(&json, &RuleId(rule.id).name(), &rule.display_name);
+                        rule.email_template.render(&context).map_err(|e| e.to_string())
+                    })
+                    .clone();
+                NewEmail {
+                    id: Uuid::now_v7(),
+                    rule: rule.id,
+                    recipient,
+                    event_id: event.id.clone(),
+                    event_type: event.r#type.clone(),
+                    rendered,
+                    create_time: now,
+                }
+            };
         for recipient in &rule.recipients {
             let user = match recipient {
+                Recipient::Email(_) => {
+                    matched.emails.push(email(recipient.clone(), &mut body_of));
+                    continue;
+                }
                 Recipient::Endpoint(id) => {
                     let Some(endpoint) = endpoints.iter().find(|e| e.id == *id && e.takes(&event.r#type)) else {
                         continue;
                     };
-                    let body = match body.get_or_insert_with(|| webhook_body(event)) {
-                        Ok(body) => body.clone(),
-                        Err(reason) => {
-                            tracing::warn!(kind = %event.r#type, %reason, "an event has no webhook body");
-                            continue;
-                        }
+                    let Some((_, body)) = body_of(event) else {
+                        continue;
                     };
                     matched.deliveries.push(NewDelivery {
                         id: Uuid::now_v7(),
@@ -182,6 +222,12 @@ pub fn match_event(event: &events::Event, rules: &[Compiled], endpoints: &[Endpo
                     None => continue,
                 },
             };
+            if rule.channels.contains(&Channel::Email) {
+                matched.emails.push(email(Recipient::User(user.clone()), &mut body_of));
+            }
+            if !rule.channels.contains(&Channel::InApp) {
+                continue;
+            }
             let short = event.r#type.rsplit('.').next().unwrap_or_default();
             matched.notifications.push(Notification {
                 id: Uuid::now_v7(),
@@ -229,6 +275,8 @@ mod tests {
             event_types: types.iter().map(|t| (*t).to_owned()).collect(),
             condition: condition.into(),
             recipients,
+            channels: vec![Channel::InApp],
+            email_template: EmailTemplate::default(),
             created_by: "admin".into(),
             create_time: Utc::now(),
         })
@@ -296,6 +344,7 @@ mod tests {
         let due = event(
             &pipeline::TaskDue {
                 task: Some(pipeline::Task {
+                    title: "Call Ann".into(),
                     assignee: "dave".into(),
                     ..Default::default()
                 }),
@@ -306,5 +355,36 @@ mod tests {
         assert_eq!(matched.notifications.len(), 1);
         assert_eq!(matched.notifications[0].user, "dave");
         assert_eq!(matched.notifications[0].rule, TASK_DUE_RULE);
+        assert_eq!(matched.emails.len(), 1);
+        assert_eq!(matched.emails[0].recipient, Recipient::User("dave".into()));
+        let rendered = matched.emails[0].rendered.clone().expect("rendered");
+        assert_eq!(rendered.subject, "Task due: Call Ann");
+        assert!(rendered.html.contains("<strong>Call Ann</strong>"), "{}", rendered.html);
+    }
+
+    #[test]
+    fn an_email_recipient_gets_the_rendered_template_and_a_failing_one_keeps_its_reason() {
+        let mut good = rule(
+            &["crm.pipeline.v1.DealWon"],
+            "",
+            vec![Recipient::Email("cfo@example.com".into()), Recipient::Owner],
+        );
+        good.rule.channels = vec![Channel::Email];
+        good.rule.email_template.subject =
+            "Won {{ data.deal.amount.amountMinor }} {{ data.deal.amount.currencyCode }}".into();
+        let mut bad = good.clone();
+        bad.rule.id = Uuid::now_v7();
+        bad.rule.recipients = vec![Recipient::Email("cfo@example.com".into())];
+        bad.rule.email_template.subject = "{{ data.nothing.here }}".into();
+        let matched = match_event(&won(5000), &[good.clone(), bad], &[], Utc::now());
+        assert!(matched.notifications.is_empty(), "email only");
+        let to: Vec<String> = matched.emails.iter().map(|e| e.recipient.name()).collect();
+        assert_eq!(to, ["mailto:cfo@example.com", "users/bob", "mailto:cfo@example.com"]);
+        assert_eq!(
+            matched.emails[0].rendered.as_ref().expect("renders").subject,
+            "Won 5000 EUR"
+        );
+        let reason = matched.emails[2].rendered.clone().expect_err("fails");
+        assert!(reason.starts_with("subject: "), "{reason}");
     }
 }

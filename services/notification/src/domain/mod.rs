@@ -7,9 +7,12 @@ pub mod condition;
 pub mod matching;
 pub mod schedule;
 pub mod signature;
+pub mod template;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+pub use template::EmailTemplate;
 
 crm_platform::resource_id!(
     /// Id of a webhook endpoint; name `webhookEndpoints/{id}`.
@@ -26,6 +29,10 @@ crm_platform::resource_id!(
 crm_platform::resource_id!(
     /// Id of an in-app notification; name `notifications/{id}`.
     NotificationId, "notifications"
+);
+crm_platform::resource_id!(
+    /// Id of an email; name `emails/{id}`.
+    EmailId, "emails"
 );
 
 /// Endpoints a tenant may have.
@@ -82,12 +89,16 @@ pub enum Recipient {
     Endpoint(Uuid),
     /// A user's inbox.
     User(String),
-    /// The inbox of the user the event names as its record's assignee or owner.
+    /// The user the event names as its record's assignee or owner.
     Owner,
+    /// An email address.
+    Email(String),
 }
 
 /// The prefix of a user as a recipient.
 pub const USERS: &str = "users/";
+/// The prefix of an email address as a recipient.
+pub const MAILTO: &str = "mailto:";
 
 impl Recipient {
     /// A recipient as a rule names it: `webhookEndpoints/{id}`, `users/{id}` or `owner`.
@@ -105,8 +116,13 @@ impl Recipient {
                 .map(|u| Recipient::User(u.as_str().to_owned()))
                 .map_err(|reason| format!("`{raw}`: {reason}"));
         }
+        if let Some(address) = raw.strip_prefix(MAILTO) {
+            return email_address(address)
+                .map(Recipient::Email)
+                .map_err(|reason| format!("`{raw}`: {reason}"));
+        }
         Err(format!(
-            "`{raw}` is not a recipient: `webhookEndpoints/{{id}}`, `users/{{id}}` or `owner`"
+            "`{raw}` is not a recipient: `webhookEndpoints/{{id}}`, `users/{{id}}`, `owner` or `mailto:{{address}}`"
         ))
     }
 
@@ -115,7 +131,49 @@ impl Recipient {
             Recipient::Endpoint(id) => EndpointId(*id).name(),
             Recipient::User(user) => format!("{USERS}{user}"),
             Recipient::Owner => "owner".to_owned(),
+            Recipient::Email(address) => format!("{MAILTO}{address}"),
         }
+    }
+}
+
+/// Longest email address (RFC 5321's path limit).
+pub const MAX_EMAIL_ADDRESS: usize = 254;
+
+/// `raw` as an email address one mail can go to: trimmed, checked by the mail library's
+/// parser, one address without a display name.
+pub fn email_address(raw: &str) -> Result<String, String> {
+    let address = raw.trim();
+    if address.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if address.len() > MAX_EMAIL_ADDRESS {
+        return Err(format!("is longer than {MAX_EMAIL_ADDRESS} bytes"));
+    }
+    address
+        .parse::<lettre::Address>()
+        .map(|a| a.to_string())
+        .map_err(|e| format!("`{address}` is not an email address: {e}"))
+}
+
+/// How a rule reaches the users among its recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Channel {
+    /// The user's in-app inbox.
+    InApp,
+    /// An email to the user's address.
+    Email,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::InApp => "in_app",
+            Channel::Email => "email",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::InApp, Self::Email].into_iter().find(|c| c.as_str() == raw)
     }
 }
 
@@ -128,6 +186,10 @@ pub struct Rule {
     /// In the filter language; checked against the event types when saved.
     pub condition: String,
     pub recipients: Vec<Recipient>,
+    /// How its users hear of it (webhook endpoints and email addresses have their own).
+    pub channels: Vec<Channel>,
+    /// Its emails.
+    pub email_template: EmailTemplate,
     pub created_by: String,
     pub create_time: DateTime<Utc>,
 }
@@ -230,4 +292,91 @@ pub struct Notification {
     pub title: String,
     pub read: bool,
     pub create_time: DateTime<Utc>,
+}
+
+/// Where an email stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The mail server took it.
+    Sent,
+    /// It cannot be sent: every attempt failed, the server refused it for good, or its
+    /// template failed.
+    Failed,
+    /// It was not sent on purpose: the reason says why (no address, no consent).
+    Refused,
+}
+
+impl EmailState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailState::Pending => "pending",
+            EmailState::Sent => "sent",
+            EmailState::Failed => "failed",
+            EmailState::Refused => "refused",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Pending, Self::Sent, Self::Failed, Self::Refused]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// One event's email to one recipient by one rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    pub id: Uuid,
+    pub rule: Uuid,
+    /// `users/{id}` or `mailto:{address}`.
+    pub recipient: String,
+    /// Where it went or goes (empty until a user's address is known).
+    pub address: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub subject: String,
+    pub state: EmailState,
+    pub attempts: i32,
+    /// Why the last attempt failed, or why it was refused.
+    pub last_error: String,
+    pub next_attempt_time: Option<DateTime<Utc>>,
+    pub create_time: DateTime<Utc>,
+    pub send_time: Option<DateTime<Utc>>,
+}
+
+/// An email as matching makes it: rendered once, or failed with the template's reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEmail {
+    pub id: Uuid,
+    pub rule: Uuid,
+    pub recipient: Recipient,
+    pub event_id: String,
+    pub event_type: String,
+    pub rendered: Result<template::Rendered, String>,
+    pub create_time: DateTime<Utc>,
+}
+
+/// An email claimed for an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueEmail {
+    pub tenant: String,
+    pub id: Uuid,
+    /// `users/{id}` or `mailto:{address}`.
+    pub recipient: String,
+    /// The address: the recipient's, or the user's from their preferences (empty when they
+    /// have none).
+    pub address: String,
+    pub rendered: template::Rendered,
+    /// Attempts made before this one.
+    pub attempts: i32,
+}
+
+/// A user's notification settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preferences {
+    /// Where their email goes (empty: their user id when it is an address, else none).
+    pub email_address: String,
+    pub update_time: Option<DateTime<Utc>>,
 }

@@ -10,15 +10,17 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::app::NotificationApp;
+use crate::app::emails::{preferences_name, preferences_user};
 use crate::app::endpoints::EndpointSpec;
-use crate::app::rules::RuleSpec;
+use crate::app::rules::{RuleSpec, Sample};
 use crate::domain::{
-    Attempt, Delivery, DeliveryId, DeliveryState, Endpoint, EndpointId, Notification, NotificationId, Recipient, Rule,
-    RuleId,
+    Attempt, Channel, Delivery, DeliveryId, DeliveryState, Email, EmailId, EmailState, EmailTemplate, Endpoint,
+    EndpointId, Notification, NotificationId, Preferences, Recipient, Rule, RuleId,
 };
 
 pub use pb::delivery_service_server::DeliveryServiceServer;
 pub use pb::inbox_service_server::InboxServiceServer;
+pub use pb::preference_service_server::PreferenceServiceServer;
 pub use pb::rule_service_server::RuleServiceServer;
 pub use pb::webhook_endpoint_service_server::WebhookEndpointServiceServer;
 
@@ -28,6 +30,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "crm.notification.v1.RuleService",
     "crm.notification.v1.DeliveryService",
     "crm.notification.v1.InboxService",
+    "crm.notification.v1.PreferenceService",
 ];
 
 /// Implements every generated service trait of crm.notification.v1.
@@ -64,6 +67,78 @@ fn rule(r: Rule) -> pb::Rule {
         recipients: r.recipients.iter().map(Recipient::name).collect(),
         created_by: r.created_by,
         create_time: Some(timestamp(r.create_time)),
+        channels: r
+            .channels
+            .iter()
+            .map(|c| match c {
+                Channel::InApp => pb::Channel::InApp as i32,
+                Channel::Email => pb::Channel::Email as i32,
+            })
+            .collect(),
+        email_template: Some(pb::EmailTemplate {
+            subject: r.email_template.subject,
+            text: r.email_template.text,
+            html: r.email_template.html,
+        }),
+    }
+}
+
+/// What a request's rule asks for, or a 400 naming each channel that is not one.
+fn rule_spec(r: pb::Rule) -> Result<RuleSpec, ApiError> {
+    let mut v = crm_platform::error::Violations::new("rule.");
+    let mut channels = Vec::new();
+    for (i, raw) in r.channels.iter().enumerate() {
+        match pb::Channel::try_from(*raw) {
+            Ok(pb::Channel::InApp) => channels.push(Channel::InApp),
+            Ok(pb::Channel::Email) => channels.push(Channel::Email),
+            _ => v.add(format!("channels[{i}]"), "must be CHANNEL_IN_APP or CHANNEL_EMAIL"),
+        }
+    }
+    v.finish()?;
+    let template = r.email_template.unwrap_or_default();
+    Ok(RuleSpec {
+        display_name: r.display_name,
+        event_types: r.event_types,
+        condition: r.condition,
+        recipients: r.recipients,
+        channels,
+        email_template: EmailTemplate {
+            subject: template.subject,
+            text: template.text,
+            html: template.html,
+        },
+    })
+}
+
+fn email(e: Email) -> pb::Email {
+    let state = match e.state {
+        EmailState::Pending => pb::EmailState::Pending,
+        EmailState::Sent => pb::EmailState::Sent,
+        EmailState::Failed => pb::EmailState::Failed,
+        EmailState::Refused => pb::EmailState::Refused,
+    };
+    pb::Email {
+        name: EmailId(e.id).name(),
+        rule: RuleId(e.rule).name(),
+        recipient: e.recipient,
+        address: e.address,
+        event_id: e.event_id,
+        event_type: e.event_type,
+        subject: e.subject,
+        state: state as i32,
+        attempts: e.attempts,
+        last_error: e.last_error,
+        next_attempt_time: e.next_attempt_time.map(timestamp),
+        create_time: Some(timestamp(e.create_time)),
+        send_time: e.send_time.map(timestamp),
+    }
+}
+
+fn preferences(user: &str, p: Preferences) -> pb::NotificationPreferences {
+    pb::NotificationPreferences {
+        name: preferences_name(user),
+        email_address: p.email_address,
+        update_time: p.update_time.map(timestamp),
     }
 }
 
@@ -201,13 +276,7 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
         let Some(r) = request.into_inner().rule else {
             return Err(ApiError::invalid_field("rule", "is required").into());
         };
-        let spec = RuleSpec {
-            display_name: r.display_name,
-            event_types: r.event_types,
-            condition: r.condition,
-            recipients: r.recipients,
-        };
-        let created = self.app.create_rule(&who, spec).await?;
+        let created = self.app.create_rule(&who, rule_spec(r)?).await?;
         Ok(Response::new(pb::CreateRuleResponse {
             rule: Some(rule(created)),
         }))
@@ -247,6 +316,66 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
         self.app.delete_rule(&who, id).await?;
         Ok(Response::new(pb::DeleteRuleResponse {}))
     }
+
+    async fn preview_rule_email(
+        &self,
+        request: Request<pb::PreviewRuleEmailRequest>,
+    ) -> Result<Response<pb::PreviewRuleEmailResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.into_inner();
+        let Some(draft) = r.rule else {
+            return Err(ApiError::invalid_field("rule", "is required").into());
+        };
+        let sample = Sample {
+            event_type: r.sample_event_type,
+            payload: r.sample_payload,
+        };
+        let rendered = self.app.preview_email(&who, rule_spec(draft)?, sample).await?;
+        Ok(Response::new(pb::PreviewRuleEmailResponse {
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::preference_service_server::PreferenceService for NotificationGrpc {
+    async fn get_notification_preferences(
+        &self,
+        request: Request<pb::GetNotificationPreferencesRequest>,
+    ) -> Result<Response<pb::GetNotificationPreferencesResponse>, Status> {
+        let who = principal(&request)?;
+        let user = preferences_user(&who, &request.get_ref().name)?;
+        let found = self.app.preferences(&who, &user).await?;
+        Ok(Response::new(pb::GetNotificationPreferencesResponse {
+            notification_preferences: Some(preferences(&user, found)),
+        }))
+    }
+
+    async fn update_notification_preferences(
+        &self,
+        request: Request<pb::UpdateNotificationPreferencesRequest>,
+    ) -> Result<Response<pb::UpdateNotificationPreferencesResponse>, Status> {
+        let who = principal(&request)?;
+        let Some(p) = request.into_inner().notification_preferences else {
+            return Err(ApiError::invalid_field("notification_preferences", "is required").into());
+        };
+        let user = preferences_user(&who, &p.name).map_err(|_| {
+            ApiError::invalid_field(
+                "notification_preferences.name",
+                "must be `users/{user}/notificationPreferences`",
+            )
+        })?;
+        let asked = Preferences {
+            email_address: p.email_address,
+            update_time: None,
+        };
+        let kept = self.app.set_preferences(&who, &user, asked).await?;
+        Ok(Response::new(pb::UpdateNotificationPreferencesResponse {
+            notification_preferences: Some(preferences(&user, kept)),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -276,6 +405,22 @@ impl pb::delivery_service_server::DeliveryService for NotificationGrpc {
         let attempts = self.app.attempts(&who, id).await?;
         Ok(Response::new(pb::ListDeliveryAttemptsResponse {
             attempts: attempts.into_iter().map(attempt).collect(),
+        }))
+    }
+
+    async fn list_emails(
+        &self,
+        request: Request<pb::ListEmailsRequest>,
+    ) -> Result<Response<pb::ListEmailsResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let listed = self
+            .app
+            .emails(&who, &page(r.page_size, &r.page_token, &[EmailId::COLLECTION])?)
+            .await?;
+        Ok(Response::new(pb::ListEmailsResponse {
+            emails: listed.items.into_iter().map(email).collect(),
+            next_page_token: listed.next_page_token,
         }))
     }
 

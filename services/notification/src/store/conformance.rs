@@ -9,7 +9,11 @@ use uuid::Uuid;
 
 use super::*;
 use crate::domain::matching::Matched;
-use crate::domain::{Attempt, DeliveryState, Endpoint, NewDelivery, Notification, Recipient, Rule};
+use crate::domain::template::Rendered;
+use crate::domain::{
+    Attempt, Channel, DeliveryState, EmailState, EmailTemplate, Endpoint, NewDelivery, NewEmail, Notification,
+    Preferences, Recipient, Rule,
+};
 
 fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant")
@@ -38,7 +42,17 @@ fn rule() -> Rule {
         display_name: "Big wins".into(),
         event_types: vec!["crm.pipeline.v1.DealWon".into()],
         condition: "deal.amount.amount_minor >= 100".into(),
-        recipients: vec![Recipient::Owner, Recipient::User("carol".into())],
+        recipients: vec![
+            Recipient::Owner,
+            Recipient::User("carol".into()),
+            Recipient::Email("cfo@example.com".into()),
+        ],
+        channels: vec![Channel::InApp, Channel::Email],
+        email_template: EmailTemplate {
+            subject: "Won {{ subject }}".into(),
+            text: String::new(),
+            html: "<p>{{ data.deal.title }}</p>".into(),
+        },
         created_by: "admin".into(),
         create_time: at(0),
     }
@@ -66,6 +80,7 @@ fn made(rule: Uuid, endpoint: Uuid, event: &str, user: &str) -> Matched {
             read: false,
             create_time: at(1),
         }],
+        emails: Vec::new(),
     }
 }
 
@@ -292,6 +307,150 @@ async fn an_inbox_lists_newest_first_and_marks_read(store: &dyn NotificationStor
     assert_eq!(unread[0].event_id, "a");
 }
 
+fn new_email(rule: Uuid, recipient: Recipient, event: &str, rendered: Result<Rendered, String>) -> NewEmail {
+    NewEmail {
+        id: Uuid::now_v7(),
+        rule,
+        recipient,
+        event_id: event.into(),
+        event_type: "crm.pipeline.v1.DealWon".into(),
+        rendered,
+        create_time: at(1),
+    }
+}
+
+async fn emails_go_once_to_their_address_and_keep_every_outcome(store: &dyn NotificationStore) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let rule = Uuid::now_v7();
+    let rendered = Rendered {
+        subject: "Won deals/1".into(),
+        text: "text".into(),
+        html: "<p>html</p>".into(),
+    };
+    let emails = |event: &str| Matched {
+        emails: vec![
+            new_email(
+                rule,
+                Recipient::Email("cfo@example.com".into()),
+                event,
+                Ok(rendered.clone()),
+            ),
+            new_email(rule, Recipient::User("bob".into()), event, Ok(rendered.clone())),
+            new_email(
+                rule,
+                Recipient::User("ann@example.com".into()),
+                event,
+                Ok(rendered.clone()),
+            ),
+            new_email(
+                rule,
+                Recipient::User("dan".into()),
+                event,
+                Err("subject: undefined".into()),
+            ),
+        ],
+        ..Matched::default()
+    };
+    assert!(
+        store
+            .record("c", 0, 1, &[(acme.clone(), emails("event-1"))])
+            .await
+            .expect("record")
+    );
+    // A replay makes nothing new.
+    assert!(
+        store
+            .record("c", 1, 2, &[(acme.clone(), emails("event-1"))])
+            .await
+            .expect("again")
+    );
+    store
+        .set_preferences(
+            &acme,
+            "bob",
+            &Preferences {
+                email_address: "bob@example.com".into(),
+                update_time: Some(at(0)),
+            },
+        )
+        .await
+        .expect("preferences");
+    assert_eq!(
+        store
+            .preferences(&acme, "bob")
+            .await
+            .expect("read")
+            .map(|p| p.email_address),
+        Some("bob@example.com".into())
+    );
+    assert_eq!(store.preferences(&globex, "bob").await.expect("other"), None);
+    let lease = Duration::from_secs(30);
+    let mut claimed = store.claim_emails(at(2), lease, 10).await.expect("claim");
+    claimed.sort_by(|a, b| a.recipient.cmp(&b.recipient));
+    let to: Vec<(&str, &str)> = claimed
+        .iter()
+        .map(|d| (d.recipient.as_str(), d.address.as_str()))
+        .collect();
+    // The failed template is never claimed; a user's address is their preference's, else
+    // their id when it is one.
+    assert_eq!(
+        to,
+        [
+            ("mailto:cfo@example.com", "cfo@example.com"),
+            ("users/ann@example.com", "ann@example.com"),
+            ("users/bob", "bob@example.com"),
+        ]
+    );
+    assert_eq!(claimed[0].rendered, rendered);
+    assert!(store.claim_emails(at(2), lease, 10).await.expect("held").is_empty());
+    let sent = |d: &DueEmail, state: EmailState, error: &str, next: Option<DateTime<Utc>>| Sent {
+        tenant: acme.clone(),
+        email: d.id,
+        attempt: d.attempts + 1,
+        address: d.address.clone(),
+        state,
+        error: error.into(),
+        time: at(3),
+        next_attempt_time: next,
+    };
+    store
+        .finish_emails(&[
+            sent(&claimed[0], EmailState::Sent, "", None),
+            sent(&claimed[1], EmailState::Pending, "421 try later", Some(at(10))),
+            sent(&claimed[2], EmailState::Failed, "550 no such user", None),
+        ])
+        .await
+        .expect("finish");
+    assert!(store.claim_emails(at(9), lease, 10).await.expect("not yet").is_empty());
+    let retried = store.claim_emails(at(10), lease, 10).await.expect("retry");
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (retried[0].recipient.as_str(), retried[0].attempts),
+        ("users/ann@example.com", 1)
+    );
+    let listed = store.emails(&acme, None, 10).await.expect("list");
+    assert_eq!(listed.len(), 4);
+    let by = |recipient: &str| listed.iter().find(|e| e.recipient == recipient).expect("listed");
+    let cfo = by("mailto:cfo@example.com");
+    assert_eq!(
+        (cfo.state, cfo.attempts, cfo.send_time),
+        (EmailState::Sent, 1, Some(at(3)))
+    );
+    assert_eq!(cfo.subject, "Won deals/1");
+    let bob = by("users/bob");
+    assert_eq!(
+        (bob.state, bob.last_error.as_str()),
+        (EmailState::Failed, "550 no such user")
+    );
+    assert_eq!(bob.address, "bob@example.com");
+    let dan = by("users/dan");
+    assert_eq!(dan.state, EmailState::Failed);
+    assert!(dan.last_error.contains("subject: undefined"), "{}", dan.last_error);
+    assert!(store.emails(&globex, None, 10).await.expect("other").is_empty());
+    let page = store.emails(&acme, None, 3).await.expect("page");
+    assert_eq!(store.emails(&acme, Some(page[2].id), 3).await.expect("next").len(), 1);
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -326,4 +485,5 @@ conformance!(
     each_rule_event_and_recipient_is_kept_once,
     due_deliveries_are_claimed_once_per_lease,
     an_inbox_lists_newest_first_and_marks_read,
+    emails_go_once_to_their_address_and_keep_every_outcome,
 );

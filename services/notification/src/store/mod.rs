@@ -11,7 +11,10 @@ use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use crate::domain::matching::Matched;
-use crate::domain::{Attempt, Delivery, DeliveryState, Due, Endpoint, Notification, Recipient, Rule};
+use crate::domain::{
+    Attempt, Channel, Delivery, DeliveryState, Due, DueEmail, Email, EmailState, EmailTemplate, Endpoint, Notification,
+    Preferences, Recipient, Rule,
+};
 
 #[cfg(test)]
 mod conformance;
@@ -61,6 +64,23 @@ pub struct Finished {
     pub delivery: Uuid,
     pub attempt: Attempt,
     pub outcome: Outcome,
+}
+
+/// An attempt at a claimed email, to keep with what it leaves the email in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub tenant: TenantId,
+    pub email: Uuid,
+    /// The attempt's number, from 1.
+    pub attempt: i32,
+    /// The address it went to (empty when there was none).
+    pub address: String,
+    pub state: EmailState,
+    /// Why it failed or was refused; empty when sent.
+    pub error: String,
+    pub time: DateTime<Utc>,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_time: Option<DateTime<Utc>>,
 }
 
 /// A list's position: after this id (lists are keyed by time-ordered ids).
@@ -116,6 +136,25 @@ pub trait NotificationStore: Send + Sync {
     /// Makes a delivery pending and due at `now` (its attempts kept); None when there is none.
     async fn redeliver(&self, tenant: &TenantId, id: Uuid, now: DateTime<Utc>) -> Result<Option<Delivery>, StoreError>;
 
+    /// Claims up to `limit` pending emails of any tenant due at `now` and not held by another
+    /// worker, holding them for `lease`, each with its address (a user's from their
+    /// preferences).
+    async fn claim_emails(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DueEmail>, StoreError>;
+    /// Keeps what attempts left claimed emails in, releasing them, in one transaction.
+    async fn finish_emails(&self, sent: &[Sent]) -> Result<(), StoreError>;
+    /// The tenant's emails, newest first, before `after`, at most `limit`.
+    async fn emails(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Email>, StoreError>;
+
+    /// A user's preferences (None before they set any).
+    async fn preferences(&self, tenant: &TenantId, user: &str) -> Result<Option<Preferences>, StoreError>;
+    async fn set_preferences(&self, tenant: &TenantId, user: &str, preferences: &Preferences)
+    -> Result<(), StoreError>;
+
     /// A user's notifications, newest first, before `after`, at most `limit`.
     async fn notifications(
         &self,
@@ -149,4 +188,87 @@ pub(crate) fn recipient_names(rule: &Rule) -> serde_json::Value {
 
 pub(crate) fn state(raw: &str) -> Result<DeliveryState, StoreError> {
     DeliveryState::parse(raw).ok_or_else(|| corrupt(format!("delivery state `{raw}`")))
+}
+
+pub(crate) fn email_state(raw: &str) -> Result<EmailState, StoreError> {
+    EmailState::parse(raw).ok_or_else(|| corrupt(format!("email state `{raw}`")))
+}
+
+/// A rule's channels as stored (their names).
+pub(crate) fn channels(raw: &serde_json::Value) -> Result<Vec<Channel>, StoreError> {
+    strings(raw)?
+        .iter()
+        .map(|c| Channel::parse(c).ok_or_else(|| corrupt(format!("channel `{c}`"))))
+        .collect()
+}
+
+pub(crate) fn channel_names(rule: &Rule) -> serde_json::Value {
+    serde_json::Value::from(rule.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>())
+}
+
+/// A rule's email template as stored: `{"subject", "text", "html"}`, a missing part empty.
+pub(crate) fn email_template(raw: &serde_json::Value) -> EmailTemplate {
+    let part = |name: &str| raw.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    EmailTemplate {
+        subject: part("subject"),
+        text: part("text"),
+        html: part("html"),
+    }
+}
+
+pub(crate) fn email_template_json(rule: &Rule) -> serde_json::Value {
+    let t = &rule.email_template;
+    serde_json::json!({ "subject": t.subject, "text": t.text, "html": t.html })
+}
+
+/// What a new email is stored as: its user (for `users/` recipients), its address (for
+/// `mailto:`), its state, its error, and its rendered parts.
+pub(crate) struct EmailRow<'a> {
+    pub(crate) recipient: String,
+    pub(crate) user: Option<&'a str>,
+    pub(crate) address: &'a str,
+    pub(crate) state: EmailState,
+    pub(crate) error: String,
+    pub(crate) subject: &'a str,
+    pub(crate) text: &'a str,
+    pub(crate) html: &'a str,
+}
+
+impl<'a> EmailRow<'a> {
+    pub(crate) fn of(email: &'a crate::domain::NewEmail) -> Self {
+        let (user, address) = match &email.recipient {
+            Recipient::User(user) => (Some(user.as_str()), ""),
+            Recipient::Email(address) => (None, address.as_str()),
+            _ => (None, ""),
+        };
+        let (state, error, subject, text, html) = match &email.rendered {
+            Ok(r) => (
+                EmailState::Pending,
+                String::new(),
+                r.subject.as_str(),
+                r.text.as_str(),
+                r.html.as_str(),
+            ),
+            Err(reason) => (EmailState::Failed, format!("the template: {reason}"), "", "", ""),
+        };
+        Self {
+            recipient: email.recipient.name(),
+            user,
+            address,
+            state,
+            error,
+            subject,
+            text,
+            html,
+        }
+    }
+}
+
+/// Where a user's email goes: the address in their preferences, else their user id when it
+/// is an email address (as many identity providers make it), else none (empty).
+pub(crate) fn user_address(user: &str, preferred: Option<&str>) -> String {
+    match preferred.filter(|p| !p.is_empty()) {
+        Some(address) => address.to_owned(),
+        None => crate::domain::email_address(user).unwrap_or_default(),
+    }
 }

@@ -12,9 +12,15 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::{After, Finished, NotificationStore, StoreError, corrupt, recipient_names, recipients, state, strings};
+use super::{
+    After, EmailRow, Finished, NotificationStore, Sent, StoreError, channel_names, channels, corrupt, email_state,
+    email_template, email_template_json, recipient_names, recipients, state, strings,
+};
 use crate::domain::matching::Matched;
-use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule, signing_secrets};
+use crate::domain::template::Rendered;
+use crate::domain::{
+    Attempt, Delivery, Due, DueEmail, Email, Endpoint, Notification, Preferences, Rule, signing_secrets,
+};
 
 #[derive(Clone)]
 pub struct PgNotificationStore {
@@ -51,6 +57,8 @@ fn rule(row: &PgRow) -> Result<Rule, StoreError> {
         event_types: strings(&row.try_get("event_types")?)?,
         condition: row.try_get("condition")?,
         recipients: recipients(&row.try_get("recipients")?)?,
+        channels: channels(&row.try_get("channels")?)?,
+        email_template: email_template(&row.try_get("email_template")?),
         created_by: row.try_get("created_by")?,
         create_time: row.try_get("create_time")?,
     })
@@ -189,8 +197,8 @@ impl NotificationStore for PgNotificationStore {
     async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<(), StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         sqlx::query(
-            "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time, \
+             channels, email_template) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(tenant.as_str())
         .bind(r.id)
@@ -200,6 +208,8 @@ impl NotificationStore for PgNotificationStore {
         .bind(recipient_names(r))
         .bind(&r.created_by)
         .bind(r.create_time)
+        .bind(channel_names(r))
+        .bind(email_template_json(r))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -277,6 +287,31 @@ impl NotificationStore for PgNotificationStore {
                 .bind(&d.event_type)
                 .bind(&d.body)
                 .bind(d.create_time)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for e in &made.emails {
+                let row = EmailRow::of(e);
+                sqlx::query(
+                    "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
+                     text_body, html_body, state, last_error, next_attempt_time, create_time) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                     CASE WHEN $12 = 'pending' THEN $14 END, $14) ON CONFLICT ON CONSTRAINT emails_once DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(e.id)
+                .bind(e.rule)
+                .bind(&row.recipient)
+                .bind(row.user)
+                .bind(row.address)
+                .bind(&e.event_id)
+                .bind(&e.event_type)
+                .bind(row.subject)
+                .bind(row.text)
+                .bind(row.html)
+                .bind(row.state.as_str())
+                .bind(&row.error)
+                .bind(e.create_time)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -468,6 +503,143 @@ impl NotificationStore for PgNotificationStore {
         .await?;
         tx.commit().await?;
         row.as_ref().map(delivery).transpose()
+    }
+
+    async fn claim_emails(&self, now: DateTime<Utc>, lease: Duration, n: usize) -> Result<Vec<DueEmail>, StoreError> {
+        let lease = chrono::Duration::from_std(lease).map_err(corrupt)?;
+        let mut tx = begin_queue_scan(&self.pool).await?;
+        let rows = sqlx::query(
+            "WITH due AS (SELECT tenant_id, id FROM emails \
+                 WHERE state = 'pending' AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+                 ORDER BY next_attempt_time LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE emails m SET lease_until = $2 FROM due \
+                 WHERE m.tenant_id = due.tenant_id AND m.id = due.id \
+                 RETURNING m.tenant_id, m.id, m.recipient, m.user_id, m.address, m.subject, m.text_body, m.html_body, \
+                 m.attempts) \
+             SELECT c.*, p.email_address FROM claimed c \
+             LEFT JOIN notification_preferences p ON p.tenant_id = c.tenant_id AND p.user_id = c.user_id",
+        )
+        .bind(now)
+        .bind(now + lease)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let user: Option<String> = row.try_get("user_id")?;
+                let preferred: Option<String> = row.try_get("email_address")?;
+                Ok(DueEmail {
+                    tenant: row.try_get("tenant_id")?,
+                    id: row.try_get("id")?,
+                    recipient: row.try_get("recipient")?,
+                    address: match user {
+                        Some(user) => super::user_address(&user, preferred.as_deref()),
+                        None => row.try_get("address")?,
+                    },
+                    rendered: Rendered {
+                        subject: row.try_get("subject")?,
+                        text: row.try_get("text_body")?,
+                        html: row.try_get("html_body")?,
+                    },
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn finish_emails(&self, sent: &[Sent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for s in sent {
+            sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+                .bind(s.tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE emails SET state = $3, attempts = greatest(attempts, $4), address = $5, last_error = $6, \
+                 next_attempt_time = $7, send_time = CASE WHEN $3 = 'sent' THEN $8 END, lease_until = NULL \
+                 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(s.tenant.as_str())
+            .bind(s.email)
+            .bind(s.state.as_str())
+            .bind(s.attempt)
+            .bind(&s.address)
+            .bind(&s.error)
+            .bind(s.next_attempt_time)
+            .bind(s.time)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn emails(&self, tenant: &TenantId, after: After, n: usize) -> Result<Vec<Email>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM emails WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Email {
+                    id: row.try_get("id")?,
+                    rule: row.try_get("rule_id")?,
+                    recipient: row.try_get("recipient")?,
+                    address: row.try_get("address")?,
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    subject: row.try_get("subject")?,
+                    state: email_state(row.try_get("state")?)?,
+                    attempts: row.try_get("attempts")?,
+                    last_error: row.try_get("last_error")?,
+                    next_attempt_time: row.try_get("next_attempt_time")?,
+                    create_time: row.try_get("create_time")?,
+                    send_time: row.try_get("send_time")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn preferences(&self, tenant: &TenantId, user: &str) -> Result<Option<Preferences>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let row = sqlx::query("SELECT * FROM notification_preferences WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant.as_str())
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.map(|row| {
+            Ok(Preferences {
+                email_address: row.try_get("email_address")?,
+                update_time: Some(row.try_get("update_time")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_preferences(&self, tenant: &TenantId, user: &str, p: &Preferences) -> Result<(), StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        sqlx::query(
+            "INSERT INTO notification_preferences (tenant_id, user_id, email_address, update_time) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_id) DO UPDATE \
+             SET email_address = excluded.email_address, update_time = excluded.update_time",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(&p.email_address)
+        .bind(p.update_time.unwrap_or_else(Utc::now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn notifications(

@@ -12,9 +12,15 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::{After, Finished, NotificationStore, StoreError, corrupt, recipient_names, recipients, state, strings};
+use super::{
+    After, EmailRow, Finished, NotificationStore, Sent, StoreError, channel_names, channels, corrupt, email_state,
+    email_template, email_template_json, recipient_names, recipients, state, strings,
+};
 use crate::domain::matching::Matched;
-use crate::domain::{Attempt, Delivery, Due, Endpoint, Notification, Rule, signing_secrets};
+use crate::domain::template::Rendered;
+use crate::domain::{
+    Attempt, Delivery, Due, DueEmail, Email, Endpoint, Notification, Preferences, Rule, signing_secrets,
+};
 
 #[derive(Clone)]
 pub struct SqliteNotificationStore {
@@ -69,6 +75,8 @@ fn rule(row: &SqliteRow) -> Result<Rule, StoreError> {
         event_types: strings(&json(row, "event_types")?)?,
         condition: row.try_get("condition")?,
         recipients: recipients(&json(row, "recipients")?)?,
+        channels: channels(&json(row, "channels")?)?,
+        email_template: email_template(&json(row, "email_template")?),
         created_by: row.try_get("created_by")?,
         create_time: time(row.try_get("create_time")?)?,
     })
@@ -199,8 +207,8 @@ impl NotificationStore for SqliteNotificationStore {
 
     async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time, \
+             channels, email_template) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .bind(tenant.as_str())
         .bind(r.id.to_string())
@@ -210,6 +218,8 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(recipient_names(r).to_string())
         .bind(&r.created_by)
         .bind(micros(r.create_time))
+        .bind(channel_names(r).to_string())
+        .bind(email_template_json(r).to_string())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -275,6 +285,32 @@ impl NotificationStore for SqliteNotificationStore {
                 .bind(&d.event_type)
                 .bind(&d.body)
                 .bind(micros(d.create_time))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for e in &made.emails {
+                let row = EmailRow::of(e);
+                sqlx::query(
+                    "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
+                     text_body, html_body, state, last_error, next_attempt_time, create_time) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+                     CASE WHEN ?12 = 'pending' THEN ?14 END, ?14) \
+                     ON CONFLICT (tenant_id, rule_id, event_id, recipient) DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(e.id.to_string())
+                .bind(e.rule.to_string())
+                .bind(&row.recipient)
+                .bind(row.user)
+                .bind(row.address)
+                .bind(&e.event_id)
+                .bind(&e.event_type)
+                .bind(row.subject)
+                .bind(row.text)
+                .bind(row.html)
+                .bind(row.state.as_str())
+                .bind(&row.error)
+                .bind(micros(e.create_time))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -450,6 +486,132 @@ impl NotificationStore for SqliteNotificationStore {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(delivery).transpose()
+    }
+
+    async fn claim_emails(&self, now: DateTime<Utc>, lease: Duration, n: usize) -> Result<Vec<DueEmail>, StoreError> {
+        let lease = chrono::Duration::from_std(lease).map_err(corrupt)?;
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        let rows = sqlx::query(
+            "UPDATE emails SET lease_until = ?2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM emails \
+                 WHERE state = 'pending' AND next_attempt_time <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+                 ORDER BY next_attempt_time LIMIT ?3) \
+             RETURNING tenant_id, id, recipient, user_id, address, subject, text_body, html_body, attempts, \
+             (SELECT email_address FROM notification_preferences p \
+                 WHERE p.tenant_id = emails.tenant_id AND p.user_id = emails.user_id) AS email_address",
+        )
+        .bind(micros(now))
+        .bind(micros(now + lease))
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let user: Option<String> = row.try_get("user_id")?;
+                let preferred: Option<String> = row.try_get("email_address")?;
+                Ok(DueEmail {
+                    tenant: row.try_get("tenant_id")?,
+                    id: id(row, "id")?,
+                    recipient: row.try_get("recipient")?,
+                    address: match user {
+                        Some(user) => super::user_address(&user, preferred.as_deref()),
+                        None => row.try_get("address")?,
+                    },
+                    rendered: Rendered {
+                        subject: row.try_get("subject")?,
+                        text: row.try_get("text_body")?,
+                        html: row.try_get("html_body")?,
+                    },
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_emails(&self, sent: &[Sent]) -> Result<(), StoreError> {
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        for s in sent {
+            sqlx::query(
+                "UPDATE emails SET state = ?3, attempts = max(attempts, ?4), address = ?5, last_error = ?6, \
+                 next_attempt_time = ?7, send_time = CASE WHEN ?3 = 'sent' THEN ?8 END, lease_until = NULL \
+                 WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .bind(s.tenant.as_str())
+            .bind(s.email.to_string())
+            .bind(s.state.as_str())
+            .bind(s.attempt)
+            .bind(&s.address)
+            .bind(&s.error)
+            .bind(s.next_attempt_time.map(micros))
+            .bind(micros(s.time))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn emails(&self, tenant: &TenantId, after: After, n: usize) -> Result<Vec<Email>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM emails WHERE tenant_id = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(after.map(|a| a.to_string()))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Email {
+                    id: id(row, "id")?,
+                    rule: id(row, "rule_id")?,
+                    recipient: row.try_get("recipient")?,
+                    address: row.try_get("address")?,
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    subject: row.try_get("subject")?,
+                    state: email_state(row.try_get("state")?)?,
+                    attempts: row.try_get("attempts")?,
+                    last_error: row.try_get("last_error")?,
+                    next_attempt_time: row
+                        .try_get::<Option<i64>, _>("next_attempt_time")?
+                        .map(time)
+                        .transpose()?,
+                    create_time: time(row.try_get("create_time")?)?,
+                    send_time: row.try_get::<Option<i64>, _>("send_time")?.map(time).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn preferences(&self, tenant: &TenantId, user: &str) -> Result<Option<Preferences>, StoreError> {
+        let row = sqlx::query("SELECT * FROM notification_preferences WHERE tenant_id = ?1 AND user_id = ?2")
+            .bind(tenant.as_str())
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Preferences {
+                email_address: row.try_get("email_address")?,
+                update_time: Some(time(row.try_get("update_time")?)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_preferences(&self, tenant: &TenantId, user: &str, p: &Preferences) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO notification_preferences (tenant_id, user_id, email_address, update_time) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant_id, user_id) DO UPDATE \
+             SET email_address = excluded.email_address, update_time = excluded.update_time",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(&p.email_address)
+        .bind(micros(p.update_time.unwrap_or_else(Utc::now)))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn notifications(

@@ -1,0 +1,36 @@
+-- Email (see the PostgreSQL migration).
+
+ALTER TABLE rules ADD COLUMN channels TEXT NOT NULL DEFAULT '["in_app"]';
+ALTER TABLE rules ADD COLUMN email_template TEXT NOT NULL DEFAULT '{}';
+
+CREATE TABLE emails (
+    tenant_id         TEXT    NOT NULL,
+    id                TEXT    NOT NULL,
+    rule_id           TEXT    NOT NULL,
+    recipient         TEXT    NOT NULL,
+    user_id           TEXT,
+    address           TEXT    NOT NULL,
+    event_id          TEXT    NOT NULL,
+    event_type        TEXT    NOT NULL,
+    subject           TEXT    NOT NULL,
+    text_body         TEXT    NOT NULL,
+    html_body         TEXT    NOT NULL,
+    state             TEXT    NOT NULL CHECK (state IN ('pending', 'sent', 'failed', 'refused')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT    NOT NULL DEFAULT '',
+    next_attempt_time INTEGER,
+    lease_until       INTEGER,
+    create_time       INTEGER NOT NULL,
+    send_time         INTEGER,
+    PRIMARY KEY (tenant_id, id),
+    UNIQUE (tenant_id, rule_id, event_id, recipient)
+);
+CREATE INDEX emails_due ON emails (next_attempt_time) WHERE state = 'pending';
+
+CREATE TABLE notification_preferences (
+    tenant_id     TEXT    NOT NULL,
+    user_id       TEXT    NOT NULL,
+    email_address TEXT    NOT NULL,
+    update_time   INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
