@@ -9,6 +9,7 @@ mod analytics_replicas;
 mod bench;
 mod data_rights;
 mod duplicates;
+mod email;
 mod events;
 mod export;
 mod grpc;

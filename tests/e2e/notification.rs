@@ -92,7 +92,7 @@ async fn received(got: &Arc<Mutex<Vec<Received>>>, count: usize) -> Vec<Received
     panic!("{count} requests not received: {:?}", got.lock().expect("lock"));
 }
 
-async fn won_deal(api: &Rest, pipeline: &Value, amount_minor: &str) -> String {
+pub(crate) async fn won_deal(api: &Rest, pipeline: &Value, amount_minor: &str) -> String {
     let (status, deal) = api
         .post(
             "/v1/deals",

@@ -1,0 +1,338 @@
+//! Email through the real processes, on both backends, to an SMTP server on loopback: a rule's
+//! email (previewed first) reaches a fixed address and the owner at the address of their
+//! preferences, rendered from its template in a multipart (text and HTML) message; a server's
+//! temporary refusal is retried and a permanent one fails the email with the server's answer;
+//! a user with no address is refused with the reason; a due task reaches its assignee by email
+//! out of the box; a bad template is a 400 naming it; preferences are their user's. Without a
+//! mail server, `crm serve` writes each email to a file under its data directory.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crm_platform::Role;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::notification::won_deal;
+use crate::pipeline::pipeline;
+use crate::support::{BACKENDS, Deployment, Rest, Suite};
+
+/// A message an SMTP server took: its recipients and its text.
+#[derive(Debug, Clone)]
+struct Mail {
+    to: Vec<String>,
+    data: String,
+}
+
+/// An SMTP server on loopback speaking the protocol's core (RFC 5321): it takes every message,
+/// except for recipients starting `refuse` (550, for good) and, the first time, `later` (451,
+/// try again).
+async fn smtp_server() -> (String, Arc<Mutex<Vec<Mail>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("smtp://{}", listener.local_addr().expect("addr"));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let deferred = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+    let kept = Arc::clone(&got);
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { return };
+            let (kept, deferred) = (Arc::clone(&kept), Arc::clone(&deferred));
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+                let mut to = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                    let answer = match verb.as_str() {
+                        "EHLO" => "250-sink\r\n250 8BITMIME".to_owned(),
+                        "HELO" | "MAIL" | "RSET" | "NOOP" => {
+                            if verb == "RSET" || verb == "MAIL" {
+                                to.clear();
+                            }
+                            "250 OK".to_owned()
+                        }
+                        "RCPT" => {
+                            let address = line
+                                .split(['<', '>'])
+                                .nth(1)
+                                .unwrap_or_default()
+                                .to_owned();
+                            if address.starts_with("refuse") {
+                                "550 5.1.1 no such mailbox".to_owned()
+                            } else if address.starts_with("later")
+                                && deferred.lock().expect("lock").insert(address.clone())
+                            {
+                                "451 4.3.0 try again later".to_owned()
+                            } else {
+                                to.push(address);
+                                "250 OK".to_owned()
+                            }
+                        }
+                        "DATA" => {
+                            let _ = write.write_all(b"354 go on\r\n").await;
+                            let mut data = String::new();
+                            while let Ok(Some(line)) = lines.next_line().await {
+                                if line == "." {
+                                    break;
+                                }
+                                data.push_str(&line);
+                                data.push('\n');
+                            }
+                            kept.lock().expect("lock").push(Mail {
+                                to: std::mem::take(&mut to),
+                                data,
+                            });
+                            "250 OK queued".to_owned()
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        _ => "502 not implemented".to_owned(),
+                    };
+                    if write.write_all(format!("{answer}\r\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+/// The tenant's emails once `done` holds for them (10 s at most).
+async fn emails_until(admin: &Rest, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        let (status, listed) = admin.get("/v1/emails").await;
+        assert_eq!(status, 200, "{listed}");
+        last = listed["emails"].as_array().cloned().unwrap_or_default();
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("emails never settled: {last:#?}");
+}
+
+fn to(emails: &[Value], recipient: &str) -> Option<Value> {
+    emails.iter().find(|e| e["recipient"] == recipient).cloned()
+}
+
+#[tokio::test]
+async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
+    for postgres in BACKENDS {
+        let (url, got) = smtp_server().await;
+        let envs = [("CRM_SMTP_URL", url.as_str()), ("CRM_EMAIL_FROM", "Acme CRM <crm@acme.test>")];
+        let Some(deployment) = Deployment::start_with(postgres, "notification_email", &envs).await else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        let bob = Rest::as_user(base, "acme", "bob", Role::Rep);
+
+        // Preferences are their user's: bob sets his address; a bad one changes nothing.
+        let (status, problem) = bob
+            .patch(
+                "/v1/users/bob/notificationPreferences",
+                json!({"emailAddress": "not an address"}),
+            )
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(problem["violations"][0]["field"], "notificationPreferences.emailAddress");
+        let (status, _) = bob
+            .patch(
+                "/v1/users/carol/notificationPreferences",
+                json!({"emailAddress": "x@acme.test"}),
+            )
+            .await;
+        assert_eq!(status, 403, "another user's preferences");
+        let (status, prefs) = bob
+            .patch(
+                "/v1/users/me/notificationPreferences",
+                json!({"emailAddress": "bob@acme.test"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{prefs}");
+        assert_eq!(prefs["name"], "users/bob/notificationPreferences");
+        let (_, read) = bob.get("/v1/users/bob/notificationPreferences").await;
+        assert_eq!(read["emailAddress"], "bob@acme.test");
+
+        let template = json!({
+            "subject": "Won: {{ data.deal.displayName }}",
+            "text": "{{ data.deal.displayName }} won for {{ data.deal.amount.amountMinor }} {{ data.deal.amount.currencyCode }}",
+            "html": "<p>{{ data.deal.displayName }} &amp; more</p>",
+        });
+        let rule = json!({
+            "displayName": "Wins by email",
+            "eventTypes": ["crm.pipeline.v1.DealWon"],
+            "recipients": ["mailto:cfo@acme.test", "owner", "users/dan", "mailto:refuse@acme.test", "mailto:later@acme.test"],
+            "channels": ["CHANNEL_EMAIL"],
+            "emailTemplate": template,
+        });
+
+        // The preview renders a sample with the template, saving and sending nothing.
+        let (status, preview) = admin
+            .post(
+                "/v1/rules:previewEmail",
+                json!({"rule": rule, "samplePayload": r#"{"deal": {"displayName": "A <b>big</b> one", "amount": {"amountMinor": "5", "currencyCode": "EUR"}}}"#}),
+            )
+            .await;
+        assert_eq!(status, 200, "{preview}");
+        assert_eq!(preview["subject"], "Won: A <b>big</b> one");
+        assert_eq!(preview["text"], "A <b>big</b> one won for 5 EUR");
+        assert_eq!(preview["html"], "<p>A &lt;b&gt;big&lt;&#x2f;b&gt; one &amp; more</p>");
+        let (status, problem) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Broken", "eventTypes": ["crm.pipeline.v1.DealWon"], "recipients": ["owner"],
+                       "channels": ["CHANNEL_EMAIL"], "emailTemplate": {"subject": "{{ oops", "html": "{% if %}"}}),
+            )
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        let fields: Vec<&str> = problem["violations"]
+            .as_array()
+            .expect("violations")
+            .iter()
+            .filter_map(|v| v["field"].as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            ["rule.emailTemplate.subject", "rule.emailTemplate.html"],
+            "{problem}"
+        );
+        let (status, listed) = admin.get("/v1/rules").await;
+        assert_eq!((status, listed["rules"].as_array().map(Vec::len)), (200, Some(0)));
+        let (status, _) = bob.post("/v1/rules:previewEmail", json!({"rule": rule})).await;
+        assert_eq!(status, 403, "a rep drafts no rules");
+
+        let (status, made) = admin.post("/v1/rules", rule.clone()).await;
+        assert_eq!(status, 200, "{made}");
+        assert_eq!(made["channels"], json!(["CHANNEL_EMAIL"]));
+        let pipeline = pipeline(&admin).await;
+        let (status, deal) = admin
+            .post(
+                "/v1/deals",
+                json!({"displayName": "Globex renewal", "pipeline": pipeline["name"], "owner": "bob",
+                       "amount": {"amountMinor": "700", "currencyCode": "EUR"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{deal}");
+        let (status, _) = admin
+            .post(
+                &format!("/v1/{}:close", deal["name"].as_str().expect("name")),
+                json!({"outcome": "DEAL_STATUS_WON", "reason": "signed"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+
+        // cfo and bob at once; later@ after a 451 and the first retry (about 5 s); refuse@
+        // failed for good; dan has no address.
+        let settled = emails_until(&admin, |all| {
+            all.len() == 5 && all.iter().all(|e| e["state"] != "EMAIL_STATE_PENDING")
+        })
+        .await;
+        let cfo = to(&settled, "mailto:cfo@acme.test").expect("cfo");
+        assert_eq!(
+            (cfo["state"].as_str(), cfo["attempts"].as_i64(), cfo["subject"].as_str()),
+            (Some("EMAIL_STATE_SENT"), Some(1), Some("Won: Globex renewal")),
+            "{cfo}"
+        );
+        let owner = to(&settled, "users/bob").expect("owner");
+        assert_eq!(
+            (owner["state"].as_str(), owner["address"].as_str()),
+            (Some("EMAIL_STATE_SENT"), Some("bob@acme.test"))
+        );
+        let later = to(&settled, "mailto:later@acme.test").expect("later");
+        assert_eq!(
+            (later["state"].as_str(), later["attempts"].as_i64()),
+            (Some("EMAIL_STATE_SENT"), Some(2)),
+            "{later}"
+        );
+        let refused = to(&settled, "mailto:refuse@acme.test").expect("refuse");
+        assert_eq!(refused["state"], "EMAIL_STATE_FAILED");
+        assert!(refused["lastError"].as_str().is_some_and(|e| e.contains("550")), "{refused}");
+        let dan = to(&settled, "users/dan").expect("dan");
+        assert_eq!(dan["state"], "EMAIL_STATE_REFUSED");
+        assert!(dan["lastError"].as_str().is_some_and(|e| e.contains("no email address")), "{dan}");
+
+        let mails = got.lock().expect("lock").clone();
+        let mut addressed: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
+        addressed.sort();
+        assert_eq!(addressed, ["bob@acme.test", "cfo@acme.test", "later@acme.test"]);
+        let mail = &mails.iter().find(|m| m.to == ["cfo@acme.test"]).expect("cfo's").data;
+        assert!(mail.contains("Subject: Won: Globex renewal"), "{mail}");
+        assert!(mail.contains("From: \"Acme CRM\" <crm@acme.test>") || mail.contains("From: Acme CRM <crm@acme.test>"), "{mail}");
+        assert!(mail.contains("multipart/alternative"), "{mail}");
+        assert!(mail.contains("Globex renewal won for 700 EUR"), "{mail}");
+        assert!(mail.contains("<p>Globex renewal &amp; more</p>"), "{mail}");
+        let cfo_id = cfo["name"].as_str().expect("name").trim_start_matches("emails/");
+        assert!(mail.contains(&format!("Message-ID: <{cfo_id}@crm-notification>")), "{mail}");
+
+        // A due task reaches its assignee by email too, with no rule made.
+        let (status, _) = admin
+            .patch(
+                "/v1/users/erin/notificationPreferences",
+                json!({"emailAddress": "erin@acme.test"}),
+            )
+            .await;
+        assert_eq!(status, 200, "admins set anyone's");
+        let due = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let (status, task) = admin
+            .post(
+                "/v1/tasks",
+                json!({"title": "Call Ann back", "assignee": "erin", "dueTime": due}),
+            )
+            .await;
+        assert_eq!(status, 201, "{task}");
+        let reminded = emails_until(&admin, |all| {
+            to(all, "users/erin").is_some_and(|e| e["state"] == "EMAIL_STATE_SENT")
+        })
+        .await;
+        assert_eq!(
+            to(&reminded, "users/erin").expect("erin")["subject"],
+            "Task due: Call Ann back"
+        );
+        let mails = got.lock().expect("lock").clone();
+        let reminder = mails.iter().find(|m| m.to == ["erin@acme.test"]).expect("erin's");
+        assert!(reminder.data.contains("Your task \"Call Ann back\" is due"), "{}", reminder.data);
+
+        // Another tenant sees none of it; a rep lists no emails.
+        let other = Rest::as_user(base, "globex", "eve", Role::Admin);
+        let (_, emails) = other.get("/v1/emails").await;
+        assert_eq!(emails["emails"].as_array().map(Vec::len), Some(0), "{emails}");
+        let (_, prefs) = other.get("/v1/users/bob/notificationPreferences").await;
+        assert_eq!(prefs["emailAddress"], "", "{prefs}");
+        let (status, _) = bob.get("/v1/emails").await;
+        assert_eq!(status, 403);
+        deployment.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn without_a_mail_server_crm_serve_writes_each_email_to_a_file() {
+    let suite = Suite::start();
+    let admin = Rest::as_user(&suite.rest, "acme", "alice", Role::Admin);
+    let (status, rule) = admin
+        .post(
+            "/v1/rules",
+            json!({"displayName": "Wins", "eventTypes": ["crm.pipeline.v1.DealWon"],
+                   "recipients": ["mailto:cfo@acme.test"], "emailTemplate": {"subject": "Won {{ data.deal.displayName }}"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rule}");
+    let pipeline = pipeline(&admin).await;
+    won_deal(&admin, &pipeline, "900").await;
+    emails_until(&admin, |all| all.iter().any(|e| e["state"] == "EMAIL_STATE_SENT")).await;
+    let dir = suite.data.path().join("data").join("mail");
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("mail directory")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].extension().and_then(|e| e.to_str()), Some("eml"));
+    let mail = std::fs::read_to_string(&files[0]).expect("read");
+    assert!(mail.contains("Subject: Won Deal of 900"), "{mail}");
+    assert!(mail.contains("To: cfo@acme.test"), "{mail}");
+}
