@@ -35,7 +35,9 @@ async fn smtp_server() -> (String, Arc<Mutex<Vec<Mail>>>) {
     let kept = Arc::clone(&got);
     tokio::spawn(async move {
         loop {
-            let Ok((socket, _)) = listener.accept().await else { return };
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
             let (kept, deferred) = (Arc::clone(&kept), Arc::clone(&deferred));
             tokio::spawn(async move {
                 let (read, mut write) = socket.into_split();
@@ -53,11 +55,7 @@ async fn smtp_server() -> (String, Arc<Mutex<Vec<Mail>>>) {
                             "250 OK".to_owned()
                         }
                         "RCPT" => {
-                            let address = line
-                                .split(['<', '>'])
-                                .nth(1)
-                                .unwrap_or_default()
-                                .to_owned();
+                            let address = line.split(['<', '>']).nth(1).unwrap_or_default().to_owned();
                             if address.starts_with("refuse") {
                                 "550 5.1.1 no such mailbox".to_owned()
                             } else if address.starts_with("later")
@@ -124,7 +122,10 @@ fn to(emails: &[Value], recipient: &str) -> Option<Value> {
 async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
     for postgres in BACKENDS {
         let (url, got) = smtp_server().await;
-        let envs = [("CRM_SMTP_URL", url.as_str()), ("CRM_EMAIL_FROM", "Acme CRM <crm@acme.test>")];
+        let envs = [
+            ("CRM_SMTP_URL", url.as_str()),
+            ("CRM_EMAIL_FROM", "Acme CRM <crm@acme.test>"),
+        ];
         let Some(deployment) = Deployment::start_with(postgres, "notification_email", &envs).await else {
             continue;
         };
@@ -140,7 +141,10 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
             )
             .await;
         assert_eq!(status, 400, "{problem}");
-        assert_eq!(problem["violations"][0]["field"], "notificationPreferences.emailAddress");
+        assert_eq!(
+            problem["violations"][0]["field"],
+            "notificationPreferences.emailAddress"
+        );
         let (status, _) = bob
             .patch(
                 "/v1/users/carol/notificationPreferences",
@@ -252,10 +256,18 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
         );
         let refused = to(&settled, "mailto:refuse@acme.test").expect("refuse");
         assert_eq!(refused["state"], "EMAIL_STATE_FAILED");
-        assert!(refused["lastError"].as_str().is_some_and(|e| e.contains("550")), "{refused}");
+        assert!(
+            refused["lastError"].as_str().is_some_and(|e| e.contains("550")),
+            "{refused}"
+        );
         let dan = to(&settled, "users/dan").expect("dan");
         assert_eq!(dan["state"], "EMAIL_STATE_REFUSED");
-        assert!(dan["lastError"].as_str().is_some_and(|e| e.contains("no email address")), "{dan}");
+        assert!(
+            dan["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("no email address")),
+            "{dan}"
+        );
 
         let mails = got.lock().expect("lock").clone();
         let mut addressed: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
@@ -263,12 +275,18 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
         assert_eq!(addressed, ["bob@acme.test", "cfo@acme.test", "later@acme.test"]);
         let mail = &mails.iter().find(|m| m.to == ["cfo@acme.test"]).expect("cfo's").data;
         assert!(mail.contains("Subject: Won: Globex renewal"), "{mail}");
-        assert!(mail.contains("From: \"Acme CRM\" <crm@acme.test>") || mail.contains("From: Acme CRM <crm@acme.test>"), "{mail}");
+        assert!(
+            mail.contains("From: \"Acme CRM\" <crm@acme.test>") || mail.contains("From: Acme CRM <crm@acme.test>"),
+            "{mail}"
+        );
         assert!(mail.contains("multipart/alternative"), "{mail}");
         assert!(mail.contains("Globex renewal won for 700 EUR"), "{mail}");
         assert!(mail.contains("<p>Globex renewal &amp; more</p>"), "{mail}");
         let cfo_id = cfo["name"].as_str().expect("name").trim_start_matches("emails/");
-        assert!(mail.contains(&format!("Message-ID: <{cfo_id}@crm-notification>")), "{mail}");
+        assert!(
+            mail.contains(&format!("Message-ID: <{cfo_id}@crm-notification>")),
+            "{mail}"
+        );
 
         // A due task reaches its assignee by email too, with no rule made.
         let (status, _) = admin
@@ -278,7 +296,8 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
             )
             .await;
         assert_eq!(status, 200, "admins set anyone's");
-        let due = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let due =
+            (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let (status, task) = admin
             .post(
                 "/v1/tasks",
@@ -296,7 +315,11 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
         );
         let mails = got.lock().expect("lock").clone();
         let reminder = mails.iter().find(|m| m.to == ["erin@acme.test"]).expect("erin's");
-        assert!(reminder.data.contains("Your task \"Call Ann back\" is due"), "{}", reminder.data);
+        assert!(
+            reminder.data.contains("Your task \"Call Ann back\" is due"),
+            "{}",
+            reminder.data
+        );
 
         // Another tenant sees none of it; a rep lists no emails.
         let other = Rest::as_user(base, "globex", "eve", Role::Admin);

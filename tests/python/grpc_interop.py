@@ -5,17 +5,15 @@ field-mask update with etag, paging, search, interactions, delete, and the error
 Usage: python grpc_interop.py PATH_TO_CRM_BINARY
 """
 
-import os
 import pathlib
-import re
-import subprocess
 import sys
 import tempfile
 
 from grpc_tools import protoc
 
+from crm_serve import start, token
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SECRET = "interop-secret-interop-secret-interop"
 
 
 def generate(out: pathlib.Path) -> None:
@@ -29,25 +27,6 @@ def generate(out: pathlib.Path) -> None:
         (out / package / "__init__.py").touch()
 
 
-def start(binary: str, data: str):
-    env = dict(os.environ, CRM_JWT_SECRET=SECRET, CRM_LOG="warn")
-    process = subprocess.Popen(
-        [binary, "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"],
-        cwd=data, env=env, stderr=subprocess.PIPE, text=True,
-    )
-    for line in process.stderr:
-        match = re.search(r"gRPC on (\S+)", line)
-        if match:
-            return process, match.group(1)
-    raise SystemExit("crm serve exited before it was up")
-
-
-def token(binary: str, tenant: str, user: str, role: str) -> str:
-    out = subprocess.run([binary, "token", "--tenant", tenant, "--user", user, "--role", role],
-                         env=dict(os.environ, CRM_JWT_SECRET=SECRET), check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
 def main() -> int:
     binary = sys.argv[1]
     work = pathlib.Path(tempfile.mkdtemp())
@@ -58,7 +37,7 @@ def main() -> int:
     from crm.contact.v1 import contact_pb2 as pb
     from crm.contact.v1 import contact_pb2_grpc as rpc
 
-    process, address = start(binary, str(work))
+    process, _, address = start(binary, str(work))
     passed = failed = 0
 
     def check(name, condition):

@@ -7,19 +7,14 @@ Usage: python webhook_verify.py PATH_TO_CRM_BINARY
 """
 
 import http.server
-import json
-import os
-import re
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 from standardwebhooks import Webhook
 
-SECRET = "webhook-verify-secret-webhook-verify"
+from crm_serve import call, start, stop, token
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -35,44 +30,14 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start(binary, data):
-    env = dict(os.environ, CRM_JWT_SECRET=SECRET, CRM_LOG="warn")
-    process = subprocess.Popen(
-        [binary, "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"],
-        cwd=data, env=env, stderr=subprocess.PIPE, text=True,
-    )
-    for line in process.stderr:
-        match = re.search(r"REST on http://(\S+),", line)
-        if match:
-            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
-            return process, f"http://{match.group(1)}"
-    raise SystemExit("crm serve did not start")
-
-
-def token(binary, data, user, role):
-    return subprocess.run(
-        [binary, "token", "--tenant", "acme", "--user", user, "--role", role, "--secret", SECRET],
-        cwd=data, check=True, capture_output=True, text=True,
-    ).stdout.strip()
-
-
-def call(base, bearer, method, path, body=None):
-    request = urllib.request.Request(
-        base + path, method=method, data=None if body is None else json.dumps(body).encode(),
-        headers={"authorization": f"Bearer {bearer}", "content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request) as response:
-        return json.loads(response.read() or b"null")
-
-
 def main(binary):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
     with tempfile.TemporaryDirectory() as data:
-        process, base = start(binary, data)
+        process, base, _ = start(binary, data)
         try:
-            admin = token(binary, data, "alice", "admin")
+            admin = token(binary, "acme", "alice", "admin")
             endpoint = call(base, admin, "POST", "/v1/webhookEndpoints", {"url": url})
             call(base, admin, "POST", "/v1/rules", {
                 "displayName": "New deals", "eventTypes": ["crm.pipeline.v1.DealCreated"],
@@ -105,8 +70,7 @@ def main(binary):
                 raise SystemExit("a tampered body verified")
             print(f"webhook {headers.get('webhook-id')} verified by standardwebhooks; a tampered body refused")
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            stop(process)
 
 
 if __name__ == "__main__":

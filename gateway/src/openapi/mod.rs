@@ -99,6 +99,7 @@ pub fn document() -> Result<Value, String> {
     for (path, item) in paths {
         doc_paths.insert(path, item);
     }
+    users_by_id(doc_paths);
     for item in doc_paths.values_mut() {
         for operation in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
             with_problems(operation);
@@ -130,11 +131,27 @@ pub fn document() -> Result<Value, String> {
     Ok(doc)
 }
 
+/// A user is named by their user id, not a UUID: the `{id}` of every path under `/v1/users/`
+/// (whose portfolio moves, whose notification preferences these are).
+fn users_by_id(paths: &mut Map<String, Value>) {
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/v1/users/{id}") {
+            continue;
+        }
+        for operation in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+            for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
+                if parameter["name"] == "id" && parameter["in"] == "path" {
+                    parameter["schema"] = rules::format_schema("user");
+                }
+            }
+        }
+    }
+}
+
 /// The hand-written routes' values that mirror a proto's fields take those fields' schemas:
 /// export's `filter` and `orderBy` (ExportContacts), transferPortfolio's `toUsers`
 /// (ReassignOwner); `events:stream`'s `types` lists event types of the feeds; an import's CSV
-/// starts with a header row of export columns, its mapping maps columns to them; the user
-/// whose portfolio moves is a user id.
+/// starts with a header row of export columns, its mapping maps columns to them.
 fn hand_written(doc: &mut Value, generator: &mut Generator, pool: &DescriptorPool) -> Result<(), String> {
     let field = |message: &str, name: &str| {
         pool.get_message_by_name(message)
@@ -170,12 +187,6 @@ fn hand_written(doc: &mut Value, generator: &mut Generator, pool: &DescriptorPoo
     for parameter in import["parameters"].as_array_mut().into_iter().flatten() {
         if parameter["name"] == "mapping" {
             parameter["schema"] = rules::mapping_schema(crate::import::deals::DEAL_COLUMNS);
-        }
-    }
-    let transfer = &mut doc["paths"]["/v1/users/{id}:transferPortfolio"]["post"]["parameters"];
-    for parameter in transfer.as_array_mut().into_iter().flatten() {
-        if parameter["name"] == "id" {
-            parameter["schema"] = rules::format_schema("user");
         }
     }
     let stream = &mut doc["paths"]["/v1/events:stream"]["get"]["parameters"];

@@ -25,7 +25,7 @@ use crate::store::{Sent, StoreError};
 
 /// The SMTP server email goes through, as a URL: `smtp://host:25` (plain),
 /// `smtp://user:password@host:587?tls=required` (STARTTLS), `smtps://user:password@host`
-/// (TLS).
+/// (TLS); or `CRM_SMTP_URL_FILE`, a file holding it (how Kubernetes mounts a Secret).
 pub const SMTP_URL_ENV: &str = "CRM_SMTP_URL";
 /// The sender of every email (default `CRM <crm@localhost>`).
 pub const FROM_ENV: &str = "CRM_EMAIL_FROM";
@@ -68,16 +68,21 @@ pub struct MailConfig {
 }
 
 impl MailConfig {
-    /// From [`SMTP_URL_ENV`] and [`FROM_ENV`]; without a server, email is written under
+    /// From [`SMTP_URL_ENV`] (or its `_FILE`) and [`FROM_ENV`]; without a server, email is written under
     /// `files` when given (`crm serve`), else not sent (a Kubernetes role without SMTP).
     pub fn from_env(files: Option<&Path>, lease: Duration) -> Result<Self, String> {
         let from = std::env::var(FROM_ENV).unwrap_or_else(|_| DEFAULT_FROM.to_owned());
         let from: Mailbox = from
             .parse()
             .map_err(|e| format!("{FROM_ENV}: `{from}` is not a sender such as `CRM <crm@example.com>`: {e}"))?;
-        let transport = match std::env::var(SMTP_URL_ENV) {
-            Ok(url) if !url.trim().is_empty() => smtp(url.trim())?,
-            _ => match files {
+        let value = std::env::var(SMTP_URL_ENV).ok().filter(|v| !v.trim().is_empty());
+        let file = std::env::var_os(format!("{SMTP_URL_ENV}_FILE")).map(PathBuf::from);
+        let url = crm_platform::config::value_or_file(value.as_deref(), file.as_deref(), SMTP_URL_ENV)
+            .map_err(|e| e.0)?
+            .filter(|url| !url.trim().is_empty());
+        let transport = match url {
+            Some(url) => smtp(url.trim())?,
+            None => match files {
                 Some(dir) => {
                     crm_platform::db::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                     Transport::Files(dir.to_owned(), AsyncFileTransport::new(dir))
