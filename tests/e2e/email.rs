@@ -359,3 +359,187 @@ async fn without_a_mail_server_crm_serve_writes_each_email_to_a_file() {
     assert!(mail.contains("Subject: Won Deal of 900"), "{mail}");
     assert!(mail.contains("To: cfo@acme.test"), "{mail}");
 }
+
+#[tokio::test]
+async fn a_users_preferences_mute_hold_cap_and_digest_their_notifications_on_both_backends() {
+    for postgres in BACKENDS {
+        let (url, got) = smtp_server().await;
+        let envs = [("CRM_SMTP_URL", url.as_str())];
+        let Some(deployment) = Deployment::start_with(postgres, "notification_preferences", &envs).await else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        let now = chrono::Utc::now();
+        let hm = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
+        let prefs = [
+            // Carol's quiet hours are now (in UTC), and she muted deals in the app.
+            (
+                "carol",
+                json!({"emailAddress": "carol@acme.test", "timeZone": "UTC",
+                "quietHours": {"start": hm(now - chrono::Duration::hours(1)), "end": hm(now + chrono::Duration::hours(2))},
+                "muted": [{"category": "deals", "channel": "CHANNEL_IN_APP"}]}),
+            ),
+            // Dave takes one email an hour.
+            ("dave", json!({"emailAddress": "dave@acme.test", "hourlyEmailCap": 1})),
+            // Erin wants a daily digest at 08:00 in Berlin.
+            (
+                "erin",
+                json!({"emailAddress": "erin@acme.test", "dailyDigest": true, "timeZone": "Europe/Berlin"}),
+            ),
+            // Frank muted deals by email.
+            (
+                "frank",
+                json!({"emailAddress": "frank@acme.test", "muted": [{"category": "deals", "channel": "CHANNEL_EMAIL"}]}),
+            ),
+        ];
+        for (user, body) in prefs {
+            let (status, kept) = admin
+                .patch(&format!("/v1/users/{user}/notificationPreferences"), body)
+                .await;
+            assert_eq!(status, 200, "{kept}");
+        }
+        let (_, erin) = admin.get("/v1/users/erin/notificationPreferences").await;
+        assert_eq!(
+            (
+                erin["timeZone"].as_str(),
+                erin["digestTime"].as_str(),
+                erin["dailyDigest"].as_bool()
+            ),
+            (Some("Europe/Berlin"), Some("08:00"), Some(true)),
+            "{erin}"
+        );
+        // Bad preferences are refused whole, every field named.
+        let (status, problem) = admin
+            .patch(
+                "/v1/users/dave/notificationPreferences",
+                json!({"timeZone": "Mars/Olympus", "quietHours": {"start": "25:00", "end": "07:00"},
+                       "digestTime": "noon", "muted": [{"category": "deals"}], "hourlyEmailCap": 5000}),
+            )
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        let mut fields: Vec<&str> = problem["violations"]
+            .as_array()
+            .expect("violations")
+            .iter()
+            .filter_map(|v| v["field"].as_str())
+            .collect();
+        fields.sort_unstable();
+        assert!(fields.contains(&"notificationPreferences.timeZone"), "{problem}");
+        assert!(fields.contains(&"notificationPreferences.hourlyEmailCap"), "{problem}");
+        let (_, dave) = admin.get("/v1/users/dave/notificationPreferences").await;
+        assert_eq!(dave["hourlyEmailCap"], 1, "nothing changed: {dave}");
+
+        let rule = |name: &str, category: &str, critical: bool, recipients: Value| {
+            json!({"displayName": name, "eventTypes": ["crm.pipeline.v1.DealWon"], "recipients": recipients,
+                   "channels": ["CHANNEL_IN_APP", "CHANNEL_EMAIL"], "category": category, "critical": critical,
+                   "emailTemplate": {"subject": format!("{name}: {{{{ data.deal.displayName }}}}")}})
+        };
+        let (status, made) = admin
+            .post(
+                "/v1/rules",
+                rule(
+                    "Wins",
+                    "deals",
+                    false,
+                    json!(["users/carol", "users/dave", "users/erin", "users/frank"]),
+                ),
+            )
+            .await;
+        assert_eq!(status, 200, "{made}");
+        assert_eq!(
+            (made["category"].as_str(), made["critical"].as_bool()),
+            (Some("deals"), Some(false))
+        );
+        let (status, _) = admin
+            .post("/v1/rules", rule("Alert", "alerts", true, json!(["users/carol"])))
+            .await;
+        assert_eq!(status, 200);
+        let pipeline = pipeline(&admin).await;
+        won_deal(&admin, &pipeline, "100").await;
+
+        let settled = |all: &[Value]| all.len() == 5 && all.iter().all(|e| e["state"] != "EMAIL_STATE_PENDING");
+        let first = emails_until(&admin, settled).await;
+        let of = |user: &str, rule_subject: &str| {
+            first
+                .iter()
+                .find(|e| {
+                    e["recipient"] == format!("users/{user}")
+                        && e["subject"].as_str().is_some_and(|s| s.starts_with(rule_subject))
+                })
+                .cloned()
+                .unwrap_or_else(|| panic!("{user}'s {rule_subject}: {first:#?}"))
+        };
+        let quiet = of("carol", "Wins");
+        assert_eq!(quiet["state"], "EMAIL_STATE_HELD", "{quiet}");
+        assert!(
+            quiet["lastError"].as_str().is_some_and(|e| e.contains("quiet hours")),
+            "{quiet}"
+        );
+        assert_eq!(
+            of("carol", "Alert")["state"],
+            "EMAIL_STATE_SENT",
+            "critical bypasses quiet hours"
+        );
+        assert_eq!(of("dave", "Wins")["state"], "EMAIL_STATE_SENT");
+        let digest = of("erin", "Wins");
+        assert_eq!(digest["state"], "EMAIL_STATE_HELD", "{digest}");
+        assert!(
+            digest["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("daily digest at 08:00 Europe/Berlin")),
+            "{digest}"
+        );
+        let refused = of("frank", "Wins");
+        assert_eq!(refused["state"], "EMAIL_STATE_REFUSED", "{refused}");
+        assert!(
+            refused["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("opted out of `deals`")),
+            "{refused}"
+        );
+
+        // In the app: carol muted deals (the critical alert still reaches her), dave did not.
+        let carol = Rest::as_user(base, "acme", "carol", Role::Rep);
+        let (_, inbox) = carol.get("/v1/notifications").await;
+        let titles: Vec<&str> = inbox["notifications"]
+            .as_array()
+            .expect("inbox")
+            .iter()
+            .filter_map(|n| n["title"].as_str())
+            .collect();
+        assert!(
+            titles.iter().all(|t| t.starts_with("Alert")) && titles.len() == 1,
+            "{inbox}"
+        );
+
+        // Dave's second email of the hour is held by his cap.
+        won_deal(&admin, &pipeline, "200").await;
+        let second = emails_until(&admin, |all| {
+            all.iter().filter(|e| e["recipient"] == "users/dave").count() == 2
+                && all.iter().all(|e| e["state"] != "EMAIL_STATE_PENDING")
+        })
+        .await;
+        let capped: Vec<&Value> = second
+            .iter()
+            .filter(|e| e["recipient"] == "users/dave" && e["state"] == "EMAIL_STATE_HELD")
+            .collect();
+        assert_eq!(capped.len(), 1, "{second:#?}");
+        assert!(
+            capped[0]["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("1 emails an hour")),
+            "{}",
+            capped[0]
+        );
+        let mails = got.lock().expect("lock").clone();
+        let mut to: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
+        to.sort();
+        assert_eq!(
+            to,
+            ["carol@acme.test", "carol@acme.test", "dave@acme.test"],
+            "{mails:?}"
+        );
+        deployment.stop().await;
+    }
+}

@@ -37,7 +37,9 @@ the value the request gave it; any other rejection of a schema-valid request fai
   and its target is one its metric can reach. A notification rule names event types of the
   feeds' catalogue, a condition on their payloads' fields, and recipients of the tenant; a
   webhook endpoint's URL is one that can receive webhooks; an email template is one of the
-  template language, and a preview's sample is a payload of one of the rule's event types.
+  template language, and a preview's sample is a payload of one of the rule's event types. A
+  user's time zone is one of the IANA database, and their quiet hours end at another time
+  than they start.
 
 A path parameter of another type (an array, a number) reaches the server as the URL spells it:
 when that text is valid by the parameter's pattern (the array [null, null] spelt `null,null`
@@ -217,6 +219,10 @@ def _explained(case, violation):
                 "webhookEndpoint.url",
             )
         )
+    if case.operation.path.endswith("/notificationPreferences"):
+        # A time zone must be one of the IANA database (the pattern states the form); quiet
+        # hours end at another time than they start.
+        return field in ("notificationPreferences.timeZone", "notificationPreferences.quietHours.end")
     if case.operation.path.endswith(":query"):
         # A metric is split only by the groupings the catalogue gives it (GET /v1/metrics); a
         # period of dates ends after it starts.

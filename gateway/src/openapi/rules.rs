@@ -135,6 +135,12 @@ fn format(name: &str) -> Vec<(&'static str, Value)> {
         // Several lines: no control characters but tabs and line breaks.
         "text" => pattern(r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$".to_owned()),
         "date" => pattern(DATE.to_owned()),
+        "time_of_day" => pattern("^([01][0-9]|2[0-3]):[0-5][0-9]$".to_owned()),
+        // The form of an IANA zone name; whether the database has it is the services' to say.
+        "time_zone" => vec![
+            ("maxLength", json!(64)),
+            ("pattern", json!("^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$")),
+        ],
         // Something besides spaces and ASCII punctuation (letters of any script count).
         "words" => pattern(r"[^\s\x00-\x2F\x3A-\x40\x5B-\x60\x7B-\xBF\xD7\xF7]".to_owned()),
         "attribute_key" => pattern("^[a-z][a-z0-9_]{0,63}$".to_owned()),

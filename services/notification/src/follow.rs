@@ -11,8 +11,8 @@ use crm_platform::consumer::Sink;
 use crm_proto::crm::events::v1 as events;
 
 use crate::app::NotificationApp;
-use crate::domain::matching::{Compiled, Matched, match_event};
-use crate::domain::{Endpoint, MAX_ENDPOINTS, MAX_RULES};
+use crate::domain::MAX_RULES;
+use crate::domain::matching::{Compiled, Matched, TenantRules, match_event};
 
 /// A feed this service follows.
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +55,9 @@ impl Matching {
     }
 
     /// A tenant's rules (compiled; one saved before a change of the catalogue that no longer
-    /// compiles is skipped and logged) with the built-in ones, and its endpoints.
-    async fn tenant_rules(&self, tenant: &TenantId) -> anyhow::Result<(Vec<Compiled>, Vec<Endpoint>)> {
+    /// compiles is skipped and logged) with the built-in ones, its endpoints, and what its
+    /// users muted.
+    async fn tenant_rules(&self, tenant: &TenantId) -> anyhow::Result<TenantRules> {
         let store = self.app.store();
         let mut rules = Compiled::builtin();
         for rule in store.rules(tenant, None, MAX_RULES).await? {
@@ -66,8 +67,13 @@ impl Matching {
                 Err(problems) => tracing::warn!(%tenant, rule = %id, ?problems, "a rule no longer compiles: skipped"),
             }
         }
-        let endpoints = store.endpoints(tenant, None, MAX_ENDPOINTS).await?;
-        Ok((rules, endpoints))
+        let endpoints = store.endpoints(tenant, None, crate::domain::MAX_ENDPOINTS).await?;
+        let muted = store.muted(tenant).await?;
+        Ok(TenantRules {
+            rules,
+            endpoints,
+            muted,
+        })
     }
 }
 
@@ -80,7 +86,7 @@ impl Sink for Matching {
     async fn apply(&self, consumer: &str, previous: u64, batch: &[events::Event]) -> anyhow::Result<bool> {
         let Some(last) = batch.last() else { return Ok(true) };
         let now = self.app.clock().now();
-        let mut rules: BTreeMap<String, (Vec<Compiled>, Vec<Endpoint>)> = BTreeMap::new();
+        let mut rules: BTreeMap<String, TenantRules> = BTreeMap::new();
         let mut made: BTreeMap<String, Matched> = BTreeMap::new();
         for event in batch {
             let Ok(tenant) = TenantId::parse(&event.tenant) else {
@@ -91,8 +97,7 @@ impl Sink for Matching {
                 let loaded = self.tenant_rules(&tenant).await?;
                 rules.insert(tenant.as_str().to_owned(), loaded);
             }
-            let (tenant_rules, endpoints) = &rules[tenant.as_str()];
-            let matched = match_event(event, tenant_rules, endpoints, now);
+            let matched = match_event(event, &rules[tenant.as_str()], now);
             if !matched.is_empty() {
                 made.entry(tenant.as_str().to_owned()).or_default().extend(matched);
             }

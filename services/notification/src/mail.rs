@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::NotificationApp;
 use crate::dispatch::{self, Channel, QueueConfig, chain, retry_time};
-use crate::domain::{DueEmail, EmailState};
+use crate::domain::fatigue::Decision;
+use crate::domain::matching::DIGEST_RULE;
+use crate::domain::{DueEmail, EmailState, NewEmail, Recipient, template};
 use crate::store::{Sent, StoreError};
 
 /// The SMTP server email goes through, as a URL: `smtp://host:25` (plain),
@@ -121,7 +123,60 @@ pub async fn run(app: NotificationApp, config: MailConfig, shutdown: Cancellatio
         batch: 64,
         concurrency: POOL_SIZE as usize,
     };
+    let digests = tokio::spawn(release_digests_until(app.clone(), shutdown.clone()));
     dispatch::run(Arc::new(Mailer { app, config }), queue, shutdown).await;
+    let _ = digests.await;
+}
+
+/// How often held emails whose digest is due are looked for.
+const DIGEST_POLL: Duration = Duration::from_secs(10);
+/// Users whose digests are made in one pass at most.
+const DIGESTS_PER_PASS: usize = 100;
+
+/// Makes due digests every [`DIGEST_POLL`] until `shutdown`.
+async fn release_digests_until(app: NotificationApp, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = release_digests(&app).await {
+            tracing::warn!(error = %e, "digests could not be made");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(DIGEST_POLL) => {}
+        }
+    }
+}
+
+/// Makes one digest email for each user whose emails held for a digest or a cap are due: it
+/// lists them, is sent like any email (critical: nothing holds it again), and they become
+/// digested, in one transaction. Returns how many digests were made.
+pub async fn release_digests(app: &NotificationApp) -> Result<usize, StoreError> {
+    let now = app.clock().now();
+    let mut made = 0;
+    for due in app.store().due_digests(now, DIGESTS_PER_PASS).await? {
+        let Ok(tenant) = TenantId::parse(&due.tenant) else {
+            continue;
+        };
+        let id = uuid::Uuid::now_v7();
+        let digest = NewEmail {
+            id,
+            rule: DIGEST_RULE,
+            category: "digest".to_owned(),
+            critical: true,
+            recipient: Recipient::User(due.user.clone()),
+            event_id: format!("digest:{id}"),
+            event_type: "digest".to_owned(),
+            rendered: Ok(template::digest(&due.held)),
+            create_time: now,
+        };
+        let ids: Vec<uuid::Uuid> = due.held.iter().map(|e| e.id).collect();
+        if app.store().bundle_digest(&tenant, &ids, &digest).await? {
+            made += 1;
+        }
+    }
+    if made > 0 {
+        app.mail_due().notify_one();
+    }
+    Ok(made)
 }
 
 /// The email channel.
@@ -179,8 +234,55 @@ impl Channel for Mailer {
     }
 
     async fn attempt(&self, due: DueEmail) -> Option<Sent> {
-        let number = due.attempts.saturating_add(1);
+        let tenant = TenantId::parse(&due.tenant).ok()?;
         let time = self.app.clock().now();
+        let decision = match &due.user {
+            // A user's preferences decide first: what they muted, their quiet hours, digest
+            // and cap (the emails sent to them in the last hour, counted when they have one).
+            Some(user) => {
+                let capped = due.fatigue.hourly_email_cap > 0 && !due.critical;
+                let sent = if capped {
+                    match self
+                        .app
+                        .store()
+                        .sent_since(&tenant, user, time - chrono::Duration::hours(1))
+                        .await
+                    {
+                        Ok(sent) => u32::try_from(sent).unwrap_or(u32::MAX),
+                        Err(e) => {
+                            // Not kept: attempted again when the claim's lease ends.
+                            tracing::warn!(error = %e, "a user's emails of the last hour could not be counted");
+                            return None;
+                        }
+                    }
+                } else {
+                    0
+                };
+                due.fatigue.decide(&due.category, due.critical, time, sent)
+            }
+            None => Decision::Send,
+        };
+        let kept = |state, held, error: String, attempt, next_attempt_time| Sent {
+            tenant: tenant.clone(),
+            email: due.id,
+            attempt,
+            address: due.address.clone(),
+            state,
+            held,
+            error,
+            time,
+            next_attempt_time,
+        };
+        // Held and refused emails made no attempt.
+        match decision {
+            Decision::Refuse(reason) => return Some(kept(EmailState::Refused, None, reason, due.attempts, None)),
+            Decision::Hold { held, until, reason } => {
+                ::metrics::counter!("crm_notification_emails_held_total", "why" => held.as_str()).increment(1);
+                return Some(kept(EmailState::Held, Some(held), reason, due.attempts, Some(until)));
+            }
+            Decision::Send => {}
+        }
+        let number = due.attempts.saturating_add(1);
         let outcome = if due.address.is_empty() {
             Err((
                 EmailState::Refused,
@@ -204,16 +306,7 @@ impl Channel for Mailer {
             tracing::info!(email = %due.id, attempt = number, state = state.as_str(), reason = %error, "an email was not sent");
         }
         ::metrics::counter!("crm_notification_email_attempts_total", "outcome" => state.as_str()).increment(1);
-        Some(Sent {
-            tenant: TenantId::parse(&due.tenant).ok()?,
-            email: due.id,
-            attempt: number,
-            address: due.address,
-            state,
-            error,
-            time,
-            next_attempt_time,
-        })
+        Some(kept(state, None, error, number, next_attempt_time))
     }
 
     async fn keep(&self, done: &[Sent]) -> Result<(), StoreError> {
@@ -226,5 +319,116 @@ impl Channel for Mailer {
 
     fn now(&self) -> DateTime<Utc> {
         self.app.clock().now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+    use crm_platform::time::{Clock, ManualClock};
+
+    use super::*;
+    use crate::domain::fatigue::Fatigue;
+    use crate::domain::matching::Matched;
+    use crate::domain::template::Rendered;
+    use crate::domain::{Preferences, Recipient};
+    use crate::store::{NotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
+
+    /// Claims what is due and attempts it, keeping the outcomes; the states it left.
+    async fn work(mailer: &Mailer) -> Vec<EmailState> {
+        let now = mailer.app.clock().now();
+        let due = mailer.claim(now, Duration::from_secs(60), 10).await.expect("claim");
+        let mut done = Vec::new();
+        for d in due {
+            done.push(mailer.attempt(d).await.expect("kept"));
+        }
+        mailer.keep(&done).await.expect("keep");
+        done.into_iter().map(|s| s.state).collect()
+    }
+
+    #[tokio::test]
+    async fn a_digest_users_emails_are_held_then_sent_as_one_at_their_digest_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
+            .await
+            .expect("sqlite");
+        let store: Arc<dyn NotificationStore> = Arc::new(SqliteNotificationStore::new(pool));
+        let clock = Arc::new(ManualClock::at(
+            Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).single().expect("time"),
+        ));
+        let app = NotificationApp::with_clock(Arc::clone(&store), Arc::clone(&clock) as _);
+        let acme = TenantId::parse("acme").expect("tenant");
+        let erin = Preferences {
+            email_address: "erin@acme.test".into(),
+            fatigue: Fatigue {
+                daily_digest: true,
+                digest_time: chrono::NaiveTime::from_hms_opt(10, 0, 0).expect("time"),
+                ..Fatigue::default()
+            },
+            update_time: None,
+        };
+        store.set_preferences(&acme, "erin", &erin).await.expect("preferences");
+        let email = |event: &str, subject: &str| NewEmail {
+            id: uuid::Uuid::now_v7(),
+            rule: uuid::Uuid::now_v7(),
+            category: "deals".into(),
+            critical: false,
+            recipient: Recipient::User("erin".into()),
+            event_id: event.into(),
+            event_type: "crm.pipeline.v1.DealWon".into(),
+            rendered: Ok(Rendered {
+                subject: subject.into(),
+                text: "text".into(),
+                html: "<p>html</p>".into(),
+            }),
+            create_time: clock.now(),
+        };
+        let matched = Matched {
+            emails: vec![email("e1", "Won: Initech"), email("e2", "Won: Globex")],
+            ..Matched::default()
+        };
+        assert!(
+            store
+                .record("c", 0, 1, &[(acme.clone(), matched)])
+                .await
+                .expect("record")
+        );
+        let files = dir.path().join("mail");
+        let config = MailConfig {
+            transport: Transport::Files(files.clone(), AsyncFileTransport::new(&files)),
+            from: DEFAULT_FROM.parse().expect("from"),
+            lease: Duration::from_secs(60),
+        };
+        std::fs::create_dir_all(&files).expect("mail dir");
+        let mailer = Mailer {
+            app: app.clone(),
+            config,
+        };
+        assert_eq!(work(&mailer).await, [EmailState::Held, EmailState::Held]);
+        assert_eq!(release_digests(&app).await.expect("digests"), 0, "not 10:00 yet");
+        clock.advance(chrono::Duration::hours(1));
+        assert_eq!(release_digests(&app).await.expect("digests"), 1);
+        assert_eq!(release_digests(&app).await.expect("digests"), 0, "once");
+        assert_eq!(
+            work(&mailer).await,
+            [EmailState::Sent],
+            "the digest bypasses the digest"
+        );
+        let listed = store.emails(&acme, None, 10).await.expect("list");
+        let digest = listed.iter().find(|e| e.state == EmailState::Sent).expect("digest");
+        assert_eq!(digest.subject, "2 notifications held for you");
+        assert_eq!(digest.recipient, "users/erin");
+        assert!(
+            listed
+                .iter()
+                .filter(|e| e.id != digest.id)
+                .all(|e| e.state == EmailState::Digested && e.digest == Some(digest.id))
+        );
+        let written: Vec<_> = std::fs::read_dir(&files).expect("files").collect();
+        assert_eq!(written.len(), 1);
+        let mail = std::fs::read_to_string(written[0].as_ref().expect("entry").path()).expect("read");
+        assert!(mail.contains("Won: Initech") && mail.contains("Won: Globex"), "{mail}");
     }
 }

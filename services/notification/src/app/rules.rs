@@ -7,6 +7,7 @@ use crm_platform::{ApiError, Principal};
 use uuid::Uuid;
 
 use super::{NotificationApp, ensure_manager};
+use crate::domain::fatigue::{self, DEFAULT_CATEGORY};
 use crate::domain::matching::Compiled;
 use crate::domain::matching::webhook_body;
 use crate::domain::template::{self, Rendered};
@@ -29,6 +30,9 @@ pub struct RuleSpec {
     /// How its users hear of it; empty: in the app.
     pub channels: Vec<Channel>,
     pub email_template: EmailTemplate,
+    /// Empty: `general`.
+    pub category: String,
+    pub critical: bool,
 }
 
 /// A sample event to preview a rule's email with: its type (empty: the rule's first) and its
@@ -151,6 +155,13 @@ impl NotificationApp {
                 channels
             },
             email_template: spec.email_template,
+            category: if spec.category.trim().is_empty() {
+                DEFAULT_CATEGORY.to_owned()
+            } else {
+                v.check("category", fatigue::category(&spec.category))
+                    .unwrap_or_default()
+            },
+            critical: spec.critical,
             created_by: who.user.as_str().to_owned(),
             create_time: self.clock.now(),
         };

@@ -7,12 +7,16 @@ use crm_proto::prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 use uuid::Uuid;
 
 use super::condition::{Condition, event_type};
+use super::fatigue::Muted;
 use super::template::{self, Rendered};
 use super::{Channel, EmailTemplate, Endpoint, NewDelivery, NewEmail, Notification, Recipient, Rule, RuleId};
 
 /// The rule every tenant has without making it: a task's due time reaches its assignee, in
 /// the inbox and by email.
 pub const TASK_DUE_RULE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_7a5c_0d0e);
+
+/// The rule of every digest email (carrying what a user's digest or cap held back).
+pub const DIGEST_RULE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_d16e_5700);
 
 /// A rule ready to match: its condition parsed against its event types.
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ impl Compiled {
                 text: "Your task \"{{ data.task.title }}\" is due{% if data.task.dueTime %} ({{ data.task.dueTime }}){% endif %}.\n\n{{ data.task.notes }}\n".to_owned(),
                 html: "<p>Your task <strong>{{ data.task.title }}</strong> is due{% if data.task.dueTime %} ({{ data.task.dueTime }}){% endif %}.</p>\n<p>{{ data.task.notes }}</p>\n".to_owned(),
             },
+            category: "tasks".to_owned(),
+            critical: false,
             created_by: String::new(),
             create_time: DateTime::<Utc>::UNIX_EPOCH,
         };
@@ -144,8 +150,24 @@ pub fn webhook_body(event: &events::Event) -> Result<serde_json::Value, String> 
     Ok(body)
 }
 
-/// What `event` makes under `rules`, reaching `endpoints` (the tenant's).
-pub fn match_event(event: &events::Event, rules: &[Compiled], endpoints: &[Endpoint], now: DateTime<Utc>) -> Matched {
+/// A tenant as matching sees it: its rules (with the built-in ones), its endpoints, and the
+/// categories its users muted.
+#[derive(Debug, Clone, Default)]
+pub struct TenantRules {
+    pub rules: Vec<Compiled>,
+    pub endpoints: Vec<Endpoint>,
+    pub muted: Muted,
+}
+
+/// What `event` makes under its tenant's rules. A user who muted a rule's category in the app
+/// gets no notification of it (unless the rule is critical); their emails are decided when
+/// sent, where a refusal is kept.
+pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Utc>) -> Matched {
+    let TenantRules {
+        rules,
+        endpoints,
+        muted,
+    } = tenant;
     let mut matched = Matched::default();
     let candidates: Vec<&Compiled> = rules
         .iter()
@@ -185,6 +207,8 @@ pub fn match_event(event: &events::Event, rules: &[Compiled], endpoints: &[Endpo
                 NewEmail {
                     id: Uuid::now_v7(),
                     rule: rule.id,
+                    category: rule.category.clone(),
+                    critical: rule.critical,
                     recipient,
                     event_id: event.id.clone(),
                     event_type: event.r#type.clone(),
@@ -225,7 +249,9 @@ pub fn match_event(event: &events::Event, rules: &[Compiled], endpoints: &[Endpo
             if rule.channels.contains(&Channel::Email) {
                 matched.emails.push(email(Recipient::User(user.clone()), &mut body_of));
             }
-            if !rule.channels.contains(&Channel::InApp) {
+            if !rule.channels.contains(&Channel::InApp)
+                || (!rule.critical && muted.mutes(&user, &rule.category, Channel::InApp))
+            {
                 continue;
             }
             let short = event.r#type.rsplit('.').next().unwrap_or_default();
@@ -277,6 +303,8 @@ mod tests {
             recipients,
             channels: vec![Channel::InApp],
             email_template: EmailTemplate::default(),
+            category: "deals".into(),
+            critical: false,
             created_by: "admin".into(),
             create_time: Utc::now(),
         })
@@ -327,8 +355,12 @@ mod tests {
                 Recipient::Owner,
             ],
         )];
-        let endpoints = [endpoint.clone(), only_lost];
-        let big = match_event(&won(2_000_000), &rules, &endpoints, Utc::now());
+        let tenant = TenantRules {
+            rules: rules.to_vec(),
+            endpoints: vec![endpoint.clone(), only_lost],
+            muted: Muted::default(),
+        };
+        let big = match_event(&won(2_000_000), &tenant, Utc::now());
         assert_eq!(big.deliveries.len(), 1);
         assert_eq!(big.deliveries[0].endpoint, endpoint.id);
         let body: serde_json::Value = serde_json::from_str(&big.deliveries[0].body).expect("json");
@@ -336,7 +368,25 @@ mod tests {
         assert_eq!(body["data"]["deal"]["amount"]["amountMinor"], "2000000");
         let users: Vec<&str> = big.notifications.iter().map(|n| n.user.as_str()).collect();
         assert_eq!(users, ["carol", "bob"]);
-        assert!(match_event(&won(999_999), &rules, &endpoints, Utc::now()).is_empty());
+        assert!(match_event(&won(999_999), &tenant, Utc::now()).is_empty());
+        // A user who muted the rule's category in the app gets no notification; critical
+        // rules reach them anyway.
+        let mut muted = tenant.clone();
+        muted.muted.0.insert(
+            "carol".into(),
+            vec![crate::domain::fatigue::Mute {
+                category: "deals".into(),
+                channel: Channel::InApp,
+            }],
+        );
+        let users: Vec<String> = match_event(&won(2_000_000), &muted, Utc::now())
+            .notifications
+            .into_iter()
+            .map(|n| n.user)
+            .collect();
+        assert_eq!(users, ["bob"]);
+        muted.rules[0].rule.critical = true;
+        assert_eq!(match_event(&won(2_000_000), &muted, Utc::now()).notifications.len(), 2);
     }
 
     #[test]
@@ -351,7 +401,11 @@ mod tests {
             },
             "tasks/1",
         );
-        let matched = match_event(&due, &Compiled::builtin(), &[], Utc::now());
+        let tenant = TenantRules {
+            rules: Compiled::builtin(),
+            ..TenantRules::default()
+        };
+        let matched = match_event(&due, &tenant, Utc::now());
         assert_eq!(matched.notifications.len(), 1);
         assert_eq!(matched.notifications[0].user, "dave");
         assert_eq!(matched.notifications[0].rule, TASK_DUE_RULE);
@@ -376,7 +430,11 @@ mod tests {
         bad.rule.id = Uuid::now_v7();
         bad.rule.recipients = vec![Recipient::Email("cfo@example.com".into())];
         bad.rule.email_template.subject = "{{ data.nothing.here }}".into();
-        let matched = match_event(&won(5000), &[good.clone(), bad], &[], Utc::now());
+        let tenant = TenantRules {
+            rules: vec![good.clone(), bad],
+            ..TenantRules::default()
+        };
+        let matched = match_event(&won(5000), &tenant, Utc::now());
         assert!(matched.notifications.is_empty(), "email only");
         let to: Vec<String> = matched.emails.iter().map(|e| e.recipient.name()).collect();
         assert_eq!(to, ["mailto:cfo@example.com", "users/bob", "mailto:cfo@example.com"]);

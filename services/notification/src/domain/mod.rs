@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod condition;
+pub mod fatigue;
 pub mod matching;
 pub mod schedule;
 pub mod signature;
@@ -190,6 +191,10 @@ pub struct Rule {
     pub channels: Vec<Channel>,
     /// Its emails.
     pub email_template: EmailTemplate,
+    /// What a user may mute it by (a slug: `deals`, `tasks`).
+    pub category: String,
+    /// Sent whatever its users' quiet hours, digest, cap or mutes.
+    pub critical: bool,
     pub created_by: String,
     pub create_time: DateTime<Utc>,
 }
@@ -304,8 +309,12 @@ pub enum EmailState {
     /// It cannot be sent: every attempt failed, the server refused it for good, or its
     /// template failed.
     Failed,
-    /// It was not sent on purpose: the reason says why (no address, no consent).
+    /// It was not sent on purpose: the reason says why (no address, opted out).
     Refused,
+    /// Held back by its user's preferences until `next_attempt_time`: the reason says why.
+    Held,
+    /// Carried by a digest email (`digest`) instead of sent alone.
+    Digested,
 }
 
 impl EmailState {
@@ -315,13 +324,22 @@ impl EmailState {
             EmailState::Sent => "sent",
             EmailState::Failed => "failed",
             EmailState::Refused => "refused",
+            EmailState::Held => "held",
+            EmailState::Digested => "digested",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Pending, Self::Sent, Self::Failed, Self::Refused]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        [
+            Self::Pending,
+            Self::Sent,
+            Self::Failed,
+            Self::Refused,
+            Self::Held,
+            Self::Digested,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
     }
 }
 
@@ -344,6 +362,8 @@ pub struct Email {
     pub next_attempt_time: Option<DateTime<Utc>>,
     pub create_time: DateTime<Utc>,
     pub send_time: Option<DateTime<Utc>>,
+    /// The digest email that carried it.
+    pub digest: Option<Uuid>,
 }
 
 /// An email as matching makes it: rendered once, or failed with the template's reason.
@@ -351,6 +371,9 @@ pub struct Email {
 pub struct NewEmail {
     pub id: Uuid,
     pub rule: Uuid,
+    /// The rule's category and criticality.
+    pub category: String,
+    pub critical: bool,
     pub recipient: Recipient,
     pub event_id: String,
     pub event_type: String,
@@ -371,6 +394,12 @@ pub struct DueEmail {
     pub rendered: template::Rendered,
     /// Attempts made before this one.
     pub attempts: i32,
+    /// The user of a `users/` recipient.
+    pub user: Option<String>,
+    pub category: String,
+    pub critical: bool,
+    /// The user's preferences (the defaults for an address).
+    pub fatigue: fatigue::Fatigue,
 }
 
 /// A user's notification settings.
@@ -378,5 +407,23 @@ pub struct DueEmail {
 pub struct Preferences {
     /// Where their email goes (empty: their user id when it is an address, else none).
     pub email_address: String,
+    pub fatigue: fatigue::Fatigue,
     pub update_time: Option<DateTime<Utc>>,
+}
+
+/// An email held back for a digest or a cap, as a digest lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldEmail {
+    pub id: Uuid,
+    pub subject: String,
+    pub event_type: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// A user's emails held for a digest or a cap whose time has come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueDigest {
+    pub tenant: String,
+    pub user: String,
+    pub held: Vec<HeldEmail>,
 }

@@ -107,6 +107,37 @@ impl EmailTemplate {
     }
 }
 
+const DIGEST_SUBJECT: &str = "{{ count }} notification{% if count != 1 %}s{% endif %} held for you";
+const DIGEST_TEXT: &str = "{% for e in held %}- {{ e.subject }} ({{ e.time }})\n{% endfor %}";
+const DIGEST_HTML: &str =
+    "<ul>\n{% for e in held %}<li>{{ e.subject }} <small>{{ e.time }}</small></li>\n{% endfor %}</ul>\n";
+
+/// The digest email carrying `held` (their subjects and times, oldest first).
+pub fn digest(held: &[super::HeldEmail]) -> Rendered {
+    let context = serde_json::json!({
+        "count": held.len(),
+        "held": held
+            .iter()
+            .map(|e| serde_json::json!({
+                "subject": e.subject,
+                "type": e.event_type,
+                "time": e.create_time.format("%Y-%m-%d %H:%M UTC").to_string(),
+            }))
+            .collect::<Vec<_>>(),
+    });
+    let template = EmailTemplate {
+        subject: DIGEST_SUBJECT.to_owned(),
+        text: DIGEST_TEXT.to_owned(),
+        html: DIGEST_HTML.to_owned(),
+    };
+    // Fixed templates over fixed fields: a failure is a defect of this code, shown in the email.
+    template.render(&context).unwrap_or_else(|e| Rendered {
+        subject: format!("{} notifications held for you", held.len()),
+        text: e.to_string(),
+        html: String::new(),
+    })
+}
+
 /// A template error for people: what went wrong and on which line.
 fn describe(e: &minijinja::Error) -> String {
     let mut text = e
@@ -185,6 +216,41 @@ mod tests {
         assert_eq!(rendered.subject, "Due: Call <Ann>");
         assert_eq!(rendered.text, "Call <Ann>");
         assert_eq!(rendered.html, "<b>Call &lt;Ann&gt;</b>");
+    }
+
+    #[test]
+    fn a_digest_lists_what_it_carries_escaped_in_html() {
+        let at = |m| {
+            chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 12, 6, 9, m, 0)
+                .single()
+                .expect("time")
+        };
+        let held = [
+            super::super::HeldEmail {
+                id: uuid::Uuid::now_v7(),
+                subject: "Won: <Initech>".into(),
+                event_type: "crm.pipeline.v1.DealWon".into(),
+                create_time: at(1),
+            },
+            super::super::HeldEmail {
+                id: uuid::Uuid::now_v7(),
+                subject: "Task due: Call Ann".into(),
+                event_type: "crm.pipeline.v1.TaskDue".into(),
+                create_time: at(2),
+            },
+        ];
+        let rendered = digest(&held);
+        assert_eq!(rendered.subject, "2 notifications held for you");
+        assert_eq!(
+            rendered.text,
+            "- Won: <Initech> (2026-12-06 09:01 UTC)\n- Task due: Call Ann (2026-12-06 09:02 UTC)\n"
+        );
+        assert!(
+            rendered.html.contains("<li>Won: &lt;Initech&gt; <small>"),
+            "{}",
+            rendered.html
+        );
+        assert_eq!(digest(&held[..1]).subject, "1 notification held for you");
     }
 
     #[test]

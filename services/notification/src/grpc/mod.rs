@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::app::NotificationApp;
-use crate::app::emails::{preferences_name, preferences_user};
+use crate::app::emails::{PreferencesSpec, preferences_name, preferences_user};
 use crate::app::endpoints::EndpointSpec;
 use crate::app::rules::{RuleSpec, Sample};
 use crate::domain::{
@@ -67,19 +67,29 @@ fn rule(r: Rule) -> pb::Rule {
         recipients: r.recipients.iter().map(Recipient::name).collect(),
         created_by: r.created_by,
         create_time: Some(timestamp(r.create_time)),
-        channels: r
-            .channels
-            .iter()
-            .map(|c| match c {
-                Channel::InApp => pb::Channel::InApp as i32,
-                Channel::Email => pb::Channel::Email as i32,
-            })
-            .collect(),
+        channels: r.channels.iter().copied().map(channel_to).collect(),
         email_template: Some(pb::EmailTemplate {
             subject: r.email_template.subject,
             text: r.email_template.text,
             html: r.email_template.html,
         }),
+        category: r.category,
+        critical: r.critical,
+    }
+}
+
+fn channel_of(raw: i32) -> Option<Channel> {
+    match pb::Channel::try_from(raw) {
+        Ok(pb::Channel::InApp) => Some(Channel::InApp),
+        Ok(pb::Channel::Email) => Some(Channel::Email),
+        _ => None,
+    }
+}
+
+fn channel_to(c: Channel) -> i32 {
+    match c {
+        Channel::InApp => pb::Channel::InApp as i32,
+        Channel::Email => pb::Channel::Email as i32,
     }
 }
 
@@ -88,10 +98,9 @@ fn rule_spec(r: pb::Rule) -> Result<RuleSpec, ApiError> {
     let mut v = crm_platform::error::Violations::new("rule.");
     let mut channels = Vec::new();
     for (i, raw) in r.channels.iter().enumerate() {
-        match pb::Channel::try_from(*raw) {
-            Ok(pb::Channel::InApp) => channels.push(Channel::InApp),
-            Ok(pb::Channel::Email) => channels.push(Channel::Email),
-            _ => v.add(format!("channels[{i}]"), "must be CHANNEL_IN_APP or CHANNEL_EMAIL"),
+        match channel_of(*raw) {
+            Some(channel) => channels.push(channel),
+            None => v.add(format!("channels[{i}]"), "must be CHANNEL_IN_APP or CHANNEL_EMAIL"),
         }
     }
     v.finish()?;
@@ -107,6 +116,8 @@ fn rule_spec(r: pb::Rule) -> Result<RuleSpec, ApiError> {
             text: template.text,
             html: template.html,
         },
+        category: r.category,
+        critical: r.critical,
     })
 }
 
@@ -116,6 +127,8 @@ fn email(e: Email) -> pb::Email {
         EmailState::Sent => pb::EmailState::Sent,
         EmailState::Failed => pb::EmailState::Failed,
         EmailState::Refused => pb::EmailState::Refused,
+        EmailState::Held => pb::EmailState::Held,
+        EmailState::Digested => pb::EmailState::Digested,
     };
     pb::Email {
         name: EmailId(e.id).name(),
@@ -131,6 +144,7 @@ fn email(e: Email) -> pb::Email {
         next_attempt_time: e.next_attempt_time.map(timestamp),
         create_time: Some(timestamp(e.create_time)),
         send_time: e.send_time.map(timestamp),
+        digest: e.digest.map(|d| EmailId(d).name()).unwrap_or_default(),
     }
 }
 
@@ -139,6 +153,23 @@ fn preferences(user: &str, p: Preferences) -> pb::NotificationPreferences {
         name: preferences_name(user),
         email_address: p.email_address,
         update_time: p.update_time.map(timestamp),
+        time_zone: p.fatigue.time_zone.name().to_owned(),
+        quiet_hours: p.fatigue.quiet_hours.map(|q| pb::QuietHours {
+            start: q.start.format("%H:%M").to_string(),
+            end: q.end.format("%H:%M").to_string(),
+        }),
+        daily_digest: p.fatigue.daily_digest,
+        digest_time: p.fatigue.digest_time.format("%H:%M").to_string(),
+        muted: p
+            .fatigue
+            .muted
+            .into_iter()
+            .map(|m| pb::Mute {
+                category: m.category,
+                channel: channel_to(m.channel),
+            })
+            .collect(),
+        hourly_email_cap: i32::try_from(p.fatigue.hourly_email_cap).unwrap_or(i32::MAX),
     }
 }
 
@@ -367,9 +398,18 @@ impl pb::preference_service_server::PreferenceService for NotificationGrpc {
                 "must be `users/{user}/notificationPreferences`",
             )
         })?;
-        let asked = Preferences {
+        let asked = PreferencesSpec {
             email_address: p.email_address,
-            update_time: None,
+            time_zone: p.time_zone,
+            quiet_hours: p.quiet_hours.map(|q| (q.start, q.end)),
+            daily_digest: p.daily_digest,
+            digest_time: p.digest_time,
+            muted: p
+                .muted
+                .into_iter()
+                .map(|m| (m.category, channel_of(m.channel)))
+                .collect(),
+            hourly_email_cap: p.hourly_email_cap,
         };
         let kept = self.app.set_preferences(&who, &user, asked).await?;
         Ok(Response::new(pb::UpdateNotificationPreferencesResponse {

@@ -8,6 +8,7 @@ use crm_platform::testing::TestDatabase;
 use uuid::Uuid;
 
 use super::*;
+use crate::domain::fatigue::{Fatigue, Held, Mute, QuietHours};
 use crate::domain::matching::Matched;
 use crate::domain::template::Rendered;
 use crate::domain::{
@@ -53,6 +54,8 @@ fn rule() -> Rule {
             text: String::new(),
             html: "<p>{{ data.deal.title }}</p>".into(),
         },
+        category: "deals".into(),
+        critical: true,
         created_by: "admin".into(),
         create_time: at(0),
     }
@@ -311,6 +314,8 @@ fn new_email(rule: Uuid, recipient: Recipient, event: &str, rendered: Result<Ren
     NewEmail {
         id: Uuid::now_v7(),
         rule,
+        category: "deals".into(),
+        critical: false,
         recipient,
         event_id: event.into(),
         event_type: "crm.pipeline.v1.DealWon".into(),
@@ -370,6 +375,20 @@ async fn emails_go_once_to_their_address_and_keep_every_outcome(store: &dyn Noti
             "bob",
             &Preferences {
                 email_address: "bob@example.com".into(),
+                fatigue: Fatigue {
+                    time_zone: chrono_tz::Europe::Berlin,
+                    quiet_hours: Some(QuietHours {
+                        start: chrono::NaiveTime::from_hms_opt(22, 0, 0).expect("time"),
+                        end: chrono::NaiveTime::from_hms_opt(7, 30, 0).expect("time"),
+                    }),
+                    daily_digest: true,
+                    digest_time: chrono::NaiveTime::from_hms_opt(9, 15, 0).expect("time"),
+                    muted: vec![Mute {
+                        category: "deals".into(),
+                        channel: Channel::InApp,
+                    }],
+                    hourly_email_cap: 20,
+                },
                 update_time: Some(at(0)),
             },
         )
@@ -402,6 +421,14 @@ async fn emails_go_once_to_their_address_and_keep_every_outcome(store: &dyn Noti
         ]
     );
     assert_eq!(claimed[0].rendered, rendered);
+    // A user's email comes with their preferences, an address's with the defaults.
+    assert_eq!(claimed[2].user.as_deref(), Some("bob"));
+    assert!(claimed[2].fatigue.daily_digest);
+    assert_eq!(
+        (claimed[0].user.as_deref(), claimed[0].fatigue.daily_digest),
+        (None, false)
+    );
+    assert_eq!((claimed[0].category.as_str(), claimed[0].critical), ("deals", false));
     assert!(store.claim_emails(at(2), lease, 10).await.expect("held").is_empty());
     let sent = |d: &DueEmail, state: EmailState, error: &str, next: Option<DateTime<Utc>>| Sent {
         tenant: acme.clone(),
@@ -409,6 +436,7 @@ async fn emails_go_once_to_their_address_and_keep_every_outcome(store: &dyn Noti
         attempt: d.attempts + 1,
         address: d.address.clone(),
         state,
+        held: None,
         error: error.into(),
         time: at(3),
         next_attempt_time: next,
@@ -449,6 +477,104 @@ async fn emails_go_once_to_their_address_and_keep_every_outcome(store: &dyn Noti
     assert!(store.emails(&globex, None, 10).await.expect("other").is_empty());
     let page = store.emails(&acme, None, 3).await.expect("page");
     assert_eq!(store.emails(&acme, Some(page[2].id), 3).await.expect("next").len(), 1);
+    assert_eq!(store.sent_since(&acme, "bob", at(0)).await.expect("sent"), 0);
+    assert_eq!(
+        store.sent_since(&acme, "ann@example.com", at(0)).await.expect("sent"),
+        0,
+        "not sent yet"
+    );
+}
+
+async fn held_emails_are_released_by_quiet_hours_or_carried_by_one_digest(store: &dyn NotificationStore) {
+    let acme = tenant("acme");
+    let rule = Uuid::now_v7();
+    let rendered = |subject: &str| {
+        Ok(Rendered {
+            subject: subject.into(),
+            text: String::new(),
+            html: String::new(),
+        })
+    };
+    let emails = Matched {
+        emails: vec![
+            new_email(rule, Recipient::User("bob".into()), "quiet", rendered("quiet")),
+            new_email(rule, Recipient::User("bob".into()), "digest-1", rendered("first")),
+            new_email(rule, Recipient::User("bob".into()), "digest-2", rendered("second")),
+            new_email(rule, Recipient::User("carol".into()), "capped", rendered("capped")),
+        ],
+        ..Matched::default()
+    };
+    assert!(
+        store
+            .record("c", 0, 1, &[(acme.clone(), emails)])
+            .await
+            .expect("record")
+    );
+    let lease = Duration::from_secs(30);
+    let claimed = store.claim_emails(at(2), lease, 10).await.expect("claim");
+    let by = |subject: &str| claimed.iter().find(|d| d.rendered.subject == subject).expect("claimed");
+    let hold = |d: &DueEmail, held: Held, until: DateTime<Utc>| Sent {
+        tenant: acme.clone(),
+        email: d.id,
+        attempt: 0,
+        address: d.address.clone(),
+        state: EmailState::Held,
+        held: Some(held),
+        error: format!("held for {}", held.as_str()),
+        time: at(2),
+        next_attempt_time: Some(until),
+    };
+    store
+        .finish_emails(&[
+            hold(by("quiet"), Held::QuietHours, at(30)),
+            hold(by("first"), Held::Digest, at(40)),
+            hold(by("second"), Held::Digest, at(40)),
+            hold(by("capped"), Held::Cap, at(50)),
+        ])
+        .await
+        .expect("hold");
+    let listed = store.emails(&acme, None, 10).await.expect("list");
+    assert!(listed.iter().all(|e| e.state == EmailState::Held), "{listed:?}");
+    // Quiet hours: claimed again when they end; digests and caps: never claimed alone.
+    assert!(store.claim_emails(at(29), lease, 10).await.expect("quiet").is_empty());
+    let released = store.claim_emails(at(59), lease, 10).await.expect("released");
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].rendered.subject, "quiet");
+    assert!(store.due_digests(at(39), 10).await.expect("not yet").is_empty());
+    let due = store.due_digests(at(45), 10).await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].user.as_str(), due[0].held.len()), ("bob", 2));
+    assert_eq!(due[0].held[0].subject, "first");
+    let digest = NewEmail {
+        critical: true,
+        ..new_email(
+            crate::domain::matching::DIGEST_RULE,
+            Recipient::User("bob".into()),
+            "digest:1",
+            rendered("2 held"),
+        )
+    };
+    let ids: Vec<Uuid> = due[0].held.iter().map(|e| e.id).collect();
+    assert!(store.bundle_digest(&acme, &ids, &digest).await.expect("bundle"));
+    // A second worker's bundle of the same emails keeps nothing.
+    let again = NewEmail {
+        id: Uuid::now_v7(),
+        event_id: "digest:2".into(),
+        ..digest.clone()
+    };
+    assert!(!store.bundle_digest(&acme, &ids, &again).await.expect("raced"));
+    let listed = store.emails(&acme, None, 10).await.expect("list");
+    let digested: Vec<&Email> = listed.iter().filter(|e| e.state == EmailState::Digested).collect();
+    assert_eq!(digested.len(), 2);
+    assert!(digested.iter().all(|e| e.digest == Some(digest.id)));
+    assert_eq!(listed.len(), 5, "the digest is an email too, not the raced one");
+    let sent = store.claim_emails(at(45), lease, 10).await.expect("digest due");
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].rendered.subject.as_str(), sent[0].critical), ("2 held", true));
+    // Carol's capped email is due with the hour.
+    let capped = store.due_digests(at(50), 10).await.expect("capped");
+    assert_eq!(capped.len(), 1);
+    assert_eq!(capped[0].user, "carol");
 }
 
 macro_rules! conformance {
@@ -486,4 +612,5 @@ conformance!(
     due_deliveries_are_claimed_once_per_lease,
     an_inbox_lists_newest_first_and_marks_read,
     emails_go_once_to_their_address_and_keep_every_outcome,
+    held_emails_are_released_by_quiet_hours_or_carried_by_one_digest,
 );

@@ -10,10 +10,11 @@ use crm_platform::{ApiError, TenantId};
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
+use crate::domain::fatigue::{Fatigue, Mute, Muted, QuietHours};
 use crate::domain::matching::Matched;
 use crate::domain::{
-    Attempt, Channel, Delivery, DeliveryState, Due, DueEmail, Email, EmailState, EmailTemplate, Endpoint, Notification,
-    Preferences, Recipient, Rule,
+    Attempt, Channel, Delivery, DeliveryState, Due, DueDigest, DueEmail, Email, EmailState, EmailTemplate, Endpoint,
+    NewEmail, Notification, Preferences, Recipient, Rule,
 };
 
 #[cfg(test)]
@@ -76,12 +77,17 @@ pub struct Sent {
     /// The address it went to (empty when there was none).
     pub address: String,
     pub state: EmailState,
-    /// Why it failed or was refused; empty when sent.
+    /// Why it is held (held only).
+    pub held: Option<Held>,
+    /// Why it failed, was refused or is held; empty when sent.
     pub error: String,
     pub time: DateTime<Utc>,
     /// When the next attempt is due (pending only).
     pub next_attempt_time: Option<DateTime<Utc>>,
 }
+
+/// An email held back by its user's preferences.
+pub use crate::domain::fatigue::Held;
 
 /// A list's position: after this id (lists are keyed by time-ordered ids).
 pub type After = Option<Uuid>;
@@ -149,6 +155,16 @@ pub trait NotificationStore: Send + Sync {
     async fn finish_emails(&self, sent: &[Sent]) -> Result<(), StoreError>;
     /// The tenant's emails, newest first, before `after`, at most `limit`.
     async fn emails(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Email>, StoreError>;
+    /// Emails sent to `user` since `since`.
+    async fn sent_since(&self, tenant: &TenantId, user: &str, since: DateTime<Utc>) -> Result<i64, StoreError>;
+    /// The users (of any tenant, at most `limit`) whose emails held for a digest or a cap are
+    /// due at `now`, with those emails, oldest first.
+    async fn due_digests(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueDigest>, StoreError>;
+    /// Keeps `digest` (due now) as carrying the held emails `ids`, in one transaction; false,
+    /// with nothing kept, when one of them is no longer held (another worker bundled it).
+    async fn bundle_digest(&self, tenant: &TenantId, ids: &[Uuid], digest: &NewEmail) -> Result<bool, StoreError>;
+    /// The in-app categories each user of the tenant muted.
+    async fn muted(&self, tenant: &TenantId) -> Result<Muted, StoreError>;
 
     /// A user's preferences (None before they set any).
     async fn preferences(&self, tenant: &TenantId, user: &str) -> Result<Option<Preferences>, StoreError>;
@@ -271,4 +287,73 @@ pub(crate) fn user_address(user: &str, preferred: Option<&str>) -> String {
         Some(address) => address.to_owned(),
         None => crate::domain::email_address(user).unwrap_or_default(),
     }
+}
+
+/// A user's preferences besides their address, as stored: `{"time_zone", "quiet_start",
+/// "quiet_end", "daily_digest", "digest_time", "muted": [{"category", "channel"}],
+/// "hourly_email_cap"}`, every key optional.
+pub(crate) fn fatigue_json(f: &Fatigue) -> serde_json::Value {
+    let time = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
+    serde_json::json!({
+        "time_zone": f.time_zone.name(),
+        "quiet_start": f.quiet_hours.map(|q| time(q.start)),
+        "quiet_end": f.quiet_hours.map(|q| time(q.end)),
+        "daily_digest": f.daily_digest,
+        "digest_time": time(f.digest_time),
+        "muted": f.muted.iter().map(|m| serde_json::json!({"category": m.category, "channel": m.channel.as_str()})).collect::<Vec<_>>(),
+        "hourly_email_cap": f.hourly_email_cap,
+    })
+}
+
+pub(crate) fn fatigue(raw: &serde_json::Value) -> Result<Fatigue, StoreError> {
+    let defaults = Fatigue::default();
+    let text = |key: &str| raw.get(key).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+    let time = |key: &str| {
+        text(key)
+            .map(|t| chrono::NaiveTime::parse_from_str(t, "%H:%M").map_err(|e| corrupt(format!("{key} `{t}`: {e}"))))
+            .transpose()
+    };
+    let time_zone = match text("time_zone") {
+        Some(tz) => tz.parse().map_err(|_| corrupt(format!("time zone `{tz}`")))?,
+        None => defaults.time_zone,
+    };
+    let quiet_hours = match (time("quiet_start")?, time("quiet_end")?) {
+        (Some(start), Some(end)) => Some(QuietHours { start, end }),
+        _ => None,
+    };
+    let mut muted = Vec::new();
+    for m in raw.get("muted").and_then(|v| v.as_array()).into_iter().flatten() {
+        let category = m
+            .get("category")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let channel = m.get("channel").and_then(|v| v.as_str()).unwrap_or_default();
+        let channel = Channel::parse(channel).ok_or_else(|| corrupt(format!("muted channel `{channel}`")))?;
+        muted.push(Mute { category, channel });
+    }
+    Ok(Fatigue {
+        time_zone,
+        quiet_hours,
+        daily_digest: raw.get("daily_digest").and_then(|v| v.as_bool()).unwrap_or(false),
+        digest_time: time("digest_time")?.unwrap_or(defaults.digest_time),
+        muted,
+        hourly_email_cap: raw
+            .get("hourly_email_cap")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+    })
+}
+
+/// The muted categories of each user, from their stored settings.
+pub(crate) fn muted_of(rows: Vec<(String, serde_json::Value)>) -> Result<Muted, StoreError> {
+    let mut muted = Muted::default();
+    for (user, settings) in rows {
+        let f = fatigue(&settings)?;
+        if !f.muted.is_empty() {
+            muted.0.insert(user, f.muted);
+        }
+    }
+    Ok(muted)
 }

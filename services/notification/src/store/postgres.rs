@@ -14,12 +14,14 @@ use uuid::Uuid;
 
 use super::{
     After, EmailRow, Finished, NotificationStore, Sent, StoreError, channel_names, channels, corrupt, email_state,
-    email_template, email_template_json, recipient_names, recipients, state, strings,
+    email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names, recipients, state, strings,
 };
+use crate::domain::fatigue::Muted;
 use crate::domain::matching::Matched;
 use crate::domain::template::Rendered;
 use crate::domain::{
-    Attempt, Delivery, Due, DueEmail, Email, Endpoint, Notification, Preferences, Rule, signing_secrets,
+    Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification, Preferences, Rule,
+    signing_secrets,
 };
 
 #[derive(Clone)]
@@ -59,6 +61,8 @@ fn rule(row: &PgRow) -> Result<Rule, StoreError> {
         recipients: recipients(&row.try_get("recipients")?)?,
         channels: channels(&row.try_get("channels")?)?,
         email_template: email_template(&row.try_get("email_template")?),
+        category: row.try_get("category")?,
+        critical: row.try_get("critical")?,
         created_by: row.try_get("created_by")?,
         create_time: row.try_get("create_time")?,
     })
@@ -104,6 +108,36 @@ fn notification(row: &PgRow) -> Result<Notification, StoreError> {
         read: row.try_get("read")?,
         create_time: row.try_get("create_time")?,
     })
+}
+
+/// Keeps a new email (a (rule, event, recipient) kept before is left as it is).
+async fn insert_email(tx: &mut sqlx::PgConnection, tenant: &TenantId, e: &NewEmail) -> Result<(), StoreError> {
+    let row = EmailRow::of(e);
+    sqlx::query(
+        "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
+         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+         CASE WHEN $12 = 'pending' THEN $14 END, $14, $15, $16) ON CONFLICT ON CONSTRAINT emails_once DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(e.id)
+    .bind(e.rule)
+    .bind(&row.recipient)
+    .bind(row.user)
+    .bind(row.address)
+    .bind(&e.event_id)
+    .bind(&e.event_type)
+    .bind(row.subject)
+    .bind(row.text)
+    .bind(row.html)
+    .bind(row.state.as_str())
+    .bind(&row.error)
+    .bind(e.create_time)
+    .bind(&e.category)
+    .bind(e.critical)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -198,7 +232,7 @@ impl NotificationStore for PgNotificationStore {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         sqlx::query(
             "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time, \
-             channels, email_template) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             channels, email_template, category, critical) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(tenant.as_str())
         .bind(r.id)
@@ -210,6 +244,8 @@ impl NotificationStore for PgNotificationStore {
         .bind(r.create_time)
         .bind(channel_names(r))
         .bind(email_template_json(r))
+        .bind(&r.category)
+        .bind(r.critical)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -291,29 +327,7 @@ impl NotificationStore for PgNotificationStore {
                 .await?;
             }
             for e in &made.emails {
-                let row = EmailRow::of(e);
-                sqlx::query(
-                    "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
-                     text_body, html_body, state, last_error, next_attempt_time, create_time) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-                     CASE WHEN $12 = 'pending' THEN $14 END, $14) ON CONFLICT ON CONSTRAINT emails_once DO NOTHING",
-                )
-                .bind(tenant.as_str())
-                .bind(e.id)
-                .bind(e.rule)
-                .bind(&row.recipient)
-                .bind(row.user)
-                .bind(row.address)
-                .bind(&e.event_id)
-                .bind(&e.event_type)
-                .bind(row.subject)
-                .bind(row.text)
-                .bind(row.html)
-                .bind(row.state.as_str())
-                .bind(&row.error)
-                .bind(e.create_time)
-                .execute(&mut *tx)
-                .await?;
+                insert_email(&mut tx, tenant, e).await?;
             }
             let mut unread: BTreeMap<&str, i64> = BTreeMap::new();
             for n in &made.notifications {
@@ -510,13 +524,14 @@ impl NotificationStore for PgNotificationStore {
         let mut tx = begin_queue_scan(&self.pool).await?;
         let rows = sqlx::query(
             "WITH due AS (SELECT tenant_id, id FROM emails \
-                 WHERE state = 'pending' AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+                 WHERE (state = 'pending' OR (state = 'held' AND held_for = 'quiet_hours')) \
+                 AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
                  ORDER BY next_attempt_time LIMIT $3 FOR UPDATE SKIP LOCKED), \
              claimed AS (UPDATE emails m SET lease_until = $2 FROM due \
                  WHERE m.tenant_id = due.tenant_id AND m.id = due.id \
                  RETURNING m.tenant_id, m.id, m.recipient, m.user_id, m.address, m.subject, m.text_body, m.html_body, \
-                 m.attempts) \
-             SELECT c.*, p.email_address FROM claimed c \
+                 m.attempts, m.category, m.critical) \
+             SELECT c.*, p.email_address, p.settings FROM claimed c \
              LEFT JOIN notification_preferences p ON p.tenant_id = c.tenant_id AND p.user_id = c.user_id",
         )
         .bind(now)
@@ -529,12 +544,13 @@ impl NotificationStore for PgNotificationStore {
             .map(|row| {
                 let user: Option<String> = row.try_get("user_id")?;
                 let preferred: Option<String> = row.try_get("email_address")?;
+                let settings: Option<serde_json::Value> = row.try_get("settings")?;
                 Ok(DueEmail {
                     tenant: row.try_get("tenant_id")?,
                     id: row.try_get("id")?,
                     recipient: row.try_get("recipient")?,
-                    address: match user {
-                        Some(user) => super::user_address(&user, preferred.as_deref()),
+                    address: match &user {
+                        Some(user) => super::user_address(user, preferred.as_deref()),
                         None => row.try_get("address")?,
                     },
                     rendered: Rendered {
@@ -543,10 +559,13 @@ impl NotificationStore for PgNotificationStore {
                         html: row.try_get("html_body")?,
                     },
                     attempts: row.try_get("attempts")?,
+                    user,
+                    category: row.try_get("category")?,
+                    critical: row.try_get("critical")?,
+                    fatigue: settings.as_ref().map(fatigue).transpose()?.unwrap_or_default(),
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+            .collect()
     }
 
     async fn finish_emails(&self, sent: &[Sent]) -> Result<(), StoreError> {
@@ -558,8 +577,8 @@ impl NotificationStore for PgNotificationStore {
                 .await?;
             sqlx::query(
                 "UPDATE emails SET state = $3, attempts = greatest(attempts, $4), address = $5, last_error = $6, \
-                 next_attempt_time = $7, send_time = CASE WHEN $3 = 'sent' THEN $8 END, lease_until = NULL \
-                 WHERE tenant_id = $1 AND id = $2",
+                 next_attempt_time = $7, send_time = CASE WHEN $3 = 'sent' THEN $8 END, lease_until = NULL, \
+                 held_for = $9 WHERE tenant_id = $1 AND id = $2",
             )
             .bind(s.tenant.as_str())
             .bind(s.email)
@@ -569,6 +588,7 @@ impl NotificationStore for PgNotificationStore {
             .bind(&s.error)
             .bind(s.next_attempt_time)
             .bind(s.time)
+            .bind(s.held.map(|h| h.as_str()))
             .execute(&mut *tx)
             .await?;
         }
@@ -603,9 +623,96 @@ impl NotificationStore for PgNotificationStore {
                     next_attempt_time: row.try_get("next_attempt_time")?,
                     create_time: row.try_get("create_time")?,
                     send_time: row.try_get("send_time")?,
+                    digest: row.try_get("digest_id")?,
                 })
             })
             .collect()
+    }
+
+    async fn sent_since(&self, tenant: &TenantId, user: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM emails WHERE tenant_id = $1 AND user_id = $2 AND state = 'sent' AND send_time >= $3",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn due_digests(&self, now: DateTime<Utc>, n: usize) -> Result<Vec<DueDigest>, StoreError> {
+        let mut tx = begin_queue_scan(&self.pool).await?;
+        let rows = sqlx::query(
+            "WITH users AS (SELECT DISTINCT tenant_id, user_id FROM emails \
+                 WHERE state = 'held' AND held_for IN ('digest', 'cap') AND next_attempt_time <= $1 LIMIT $2) \
+             SELECT e.tenant_id, e.user_id, e.id, e.subject, e.event_type, e.create_time FROM emails e \
+             JOIN users u ON u.tenant_id = e.tenant_id AND u.user_id = e.user_id \
+             WHERE e.state = 'held' AND e.held_for IN ('digest', 'cap') AND e.next_attempt_time <= $1 \
+             ORDER BY e.tenant_id, e.user_id, e.id",
+        )
+        .bind(now)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut digests: Vec<DueDigest> = Vec::new();
+        for row in &rows {
+            let tenant: String = row.try_get("tenant_id")?;
+            let user: Option<String> = row.try_get("user_id")?;
+            let held = HeldEmail {
+                id: row.try_get("id")?,
+                subject: row.try_get("subject")?,
+                event_type: row.try_get("event_type")?,
+                create_time: row.try_get("create_time")?,
+            };
+            let user = user.unwrap_or_default();
+            match digests.last_mut() {
+                Some(d) if d.tenant == tenant && d.user == user => d.held.push(held),
+                _ => digests.push(DueDigest {
+                    tenant,
+                    user,
+                    held: vec![held],
+                }),
+            }
+        }
+        Ok(digests)
+    }
+
+    async fn bundle_digest(&self, tenant: &TenantId, ids: &[Uuid], digest: &NewEmail) -> Result<bool, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let bundled = sqlx::query(
+            "UPDATE emails SET state = 'digested', digest_id = $3, held_for = NULL, next_attempt_time = NULL \
+             WHERE tenant_id = $1 AND id = ANY($2) AND state = 'held'",
+        )
+        .bind(tenant.as_str())
+        .bind(ids)
+        .bind(digest.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if usize::try_from(bundled).ok() != Some(ids.len()) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_email(&mut tx, tenant, digest).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn muted(&self, tenant: &TenantId) -> Result<Muted, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT user_id, settings FROM notification_preferences \
+             WHERE tenant_id = $1 AND jsonb_array_length(coalesce(settings->'muted', '[]')) > 0",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        muted_of(rows)
     }
 
     async fn preferences(&self, tenant: &TenantId, user: &str) -> Result<Option<Preferences>, StoreError> {
@@ -619,6 +726,7 @@ impl NotificationStore for PgNotificationStore {
         row.map(|row| {
             Ok(Preferences {
                 email_address: row.try_get("email_address")?,
+                fatigue: fatigue(&row.try_get("settings")?)?,
                 update_time: Some(row.try_get("update_time")?),
             })
         })
@@ -628,14 +736,15 @@ impl NotificationStore for PgNotificationStore {
     async fn set_preferences(&self, tenant: &TenantId, user: &str, p: &Preferences) -> Result<(), StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         sqlx::query(
-            "INSERT INTO notification_preferences (tenant_id, user_id, email_address, update_time) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_id) DO UPDATE \
-             SET email_address = excluded.email_address, update_time = excluded.update_time",
+            "INSERT INTO notification_preferences (tenant_id, user_id, email_address, update_time, settings) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, user_id) DO UPDATE \
+             SET email_address = excluded.email_address, update_time = excluded.update_time, settings = excluded.settings",
         )
         .bind(tenant.as_str())
         .bind(user)
         .bind(&p.email_address)
         .bind(p.update_time.unwrap_or_else(Utc::now))
+        .bind(fatigue_json(&p.fatigue))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -14,12 +14,14 @@ use uuid::Uuid;
 
 use super::{
     After, EmailRow, Finished, NotificationStore, Sent, StoreError, channel_names, channels, corrupt, email_state,
-    email_template, email_template_json, recipient_names, recipients, state, strings,
+    email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names, recipients, state, strings,
 };
+use crate::domain::fatigue::Muted;
 use crate::domain::matching::Matched;
 use crate::domain::template::Rendered;
 use crate::domain::{
-    Attempt, Delivery, Due, DueEmail, Email, Endpoint, Notification, Preferences, Rule, signing_secrets,
+    Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification, Preferences, Rule,
+    signing_secrets,
 };
 
 #[derive(Clone)]
@@ -77,6 +79,8 @@ fn rule(row: &SqliteRow) -> Result<Rule, StoreError> {
         recipients: recipients(&json(row, "recipients")?)?,
         channels: channels(&json(row, "channels")?)?,
         email_template: email_template(&json(row, "email_template")?),
+        category: row.try_get("category")?,
+        critical: row.try_get("critical")?,
         created_by: row.try_get("created_by")?,
         create_time: time(row.try_get("create_time")?)?,
     })
@@ -123,6 +127,37 @@ fn notification(row: &SqliteRow) -> Result<Notification, StoreError> {
         read: row.try_get("read")?,
         create_time: time(row.try_get("create_time")?)?,
     })
+}
+
+/// Keeps a new email (a (rule, event, recipient) kept before is left as it is).
+async fn insert_email(tx: &mut sqlx::SqliteConnection, tenant: &TenantId, e: &NewEmail) -> Result<(), StoreError> {
+    let row = EmailRow::of(e);
+    sqlx::query(
+        "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
+         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+         CASE WHEN ?12 = 'pending' THEN ?14 END, ?14, ?15, ?16) \
+         ON CONFLICT (tenant_id, rule_id, event_id, recipient) DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(e.id.to_string())
+    .bind(e.rule.to_string())
+    .bind(&row.recipient)
+    .bind(row.user)
+    .bind(row.address)
+    .bind(&e.event_id)
+    .bind(&e.event_type)
+    .bind(row.subject)
+    .bind(row.text)
+    .bind(row.html)
+    .bind(row.state.as_str())
+    .bind(&row.error)
+    .bind(micros(e.create_time))
+    .bind(&e.category)
+    .bind(e.critical)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -208,7 +243,7 @@ impl NotificationStore for SqliteNotificationStore {
     async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time, \
-             channels, email_template) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             channels, email_template, category, critical) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .bind(tenant.as_str())
         .bind(r.id.to_string())
@@ -220,6 +255,8 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(micros(r.create_time))
         .bind(channel_names(r).to_string())
         .bind(email_template_json(r).to_string())
+        .bind(&r.category)
+        .bind(r.critical)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -289,30 +326,7 @@ impl NotificationStore for SqliteNotificationStore {
                 .await?;
             }
             for e in &made.emails {
-                let row = EmailRow::of(e);
-                sqlx::query(
-                    "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
-                     text_body, html_body, state, last_error, next_attempt_time, create_time) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                     CASE WHEN ?12 = 'pending' THEN ?14 END, ?14) \
-                     ON CONFLICT (tenant_id, rule_id, event_id, recipient) DO NOTHING",
-                )
-                .bind(tenant.as_str())
-                .bind(e.id.to_string())
-                .bind(e.rule.to_string())
-                .bind(&row.recipient)
-                .bind(row.user)
-                .bind(row.address)
-                .bind(&e.event_id)
-                .bind(&e.event_type)
-                .bind(row.subject)
-                .bind(row.text)
-                .bind(row.html)
-                .bind(row.state.as_str())
-                .bind(&row.error)
-                .bind(micros(e.create_time))
-                .execute(&mut *tx)
-                .await?;
+                insert_email(&mut tx, tenant, e).await?;
             }
             let mut unread: BTreeMap<&str, i64> = BTreeMap::new();
             for n in &made.notifications {
@@ -493,11 +507,14 @@ impl NotificationStore for SqliteNotificationStore {
         let mut tx = begin_sqlite_write(&self.pool).await?;
         let rows = sqlx::query(
             "UPDATE emails SET lease_until = ?2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM emails \
-                 WHERE state = 'pending' AND next_attempt_time <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+                 WHERE (state = 'pending' OR (state = 'held' AND held_for = 'quiet_hours')) \
+                 AND next_attempt_time <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
                  ORDER BY next_attempt_time LIMIT ?3) \
-             RETURNING tenant_id, id, recipient, user_id, address, subject, text_body, html_body, attempts, \
-             (SELECT email_address FROM notification_preferences p \
-                 WHERE p.tenant_id = emails.tenant_id AND p.user_id = emails.user_id) AS email_address",
+             RETURNING tenant_id, id, recipient, user_id, address, subject, text_body, html_body, attempts, category, \
+             critical, (SELECT email_address FROM notification_preferences p \
+                 WHERE p.tenant_id = emails.tenant_id AND p.user_id = emails.user_id) AS email_address, \
+             (SELECT settings FROM notification_preferences p \
+                 WHERE p.tenant_id = emails.tenant_id AND p.user_id = emails.user_id) AS settings",
         )
         .bind(micros(now))
         .bind(micros(now + lease))
@@ -509,12 +526,18 @@ impl NotificationStore for SqliteNotificationStore {
             .map(|row| {
                 let user: Option<String> = row.try_get("user_id")?;
                 let preferred: Option<String> = row.try_get("email_address")?;
+                let settings: Option<String> = row.try_get("settings")?;
+                let settings = settings
+                    .map(|s| {
+                        serde_json::from_str::<serde_json::Value>(&s).map_err(|e| corrupt(format!("settings: {e}")))
+                    })
+                    .transpose()?;
                 Ok(DueEmail {
                     tenant: row.try_get("tenant_id")?,
                     id: id(row, "id")?,
                     recipient: row.try_get("recipient")?,
-                    address: match user {
-                        Some(user) => super::user_address(&user, preferred.as_deref()),
+                    address: match &user {
+                        Some(user) => super::user_address(user, preferred.as_deref()),
                         None => row.try_get("address")?,
                     },
                     rendered: Rendered {
@@ -523,6 +546,10 @@ impl NotificationStore for SqliteNotificationStore {
                         html: row.try_get("html_body")?,
                     },
                     attempts: row.try_get("attempts")?,
+                    user,
+                    category: row.try_get("category")?,
+                    critical: row.try_get("critical")?,
+                    fatigue: settings.as_ref().map(fatigue).transpose()?.unwrap_or_default(),
                 })
             })
             .collect()
@@ -533,8 +560,8 @@ impl NotificationStore for SqliteNotificationStore {
         for s in sent {
             sqlx::query(
                 "UPDATE emails SET state = ?3, attempts = max(attempts, ?4), address = ?5, last_error = ?6, \
-                 next_attempt_time = ?7, send_time = CASE WHEN ?3 = 'sent' THEN ?8 END, lease_until = NULL \
-                 WHERE tenant_id = ?1 AND id = ?2",
+                 next_attempt_time = ?7, send_time = CASE WHEN ?3 = 'sent' THEN ?8 END, lease_until = NULL, \
+                 held_for = ?9 WHERE tenant_id = ?1 AND id = ?2",
             )
             .bind(s.tenant.as_str())
             .bind(s.email.to_string())
@@ -544,6 +571,7 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(&s.error)
             .bind(s.next_attempt_time.map(micros))
             .bind(micros(s.time))
+            .bind(s.held.map(|h| h.as_str()))
             .execute(&mut *tx)
             .await?;
         }
@@ -579,9 +607,107 @@ impl NotificationStore for SqliteNotificationStore {
                         .transpose()?,
                     create_time: time(row.try_get("create_time")?)?,
                     send_time: row.try_get::<Option<i64>, _>("send_time")?.map(time).transpose()?,
+                    digest: row
+                        .try_get::<Option<String>, _>("digest_id")?
+                        .map(|d| Uuid::parse_str(&d).map_err(|_| corrupt(format!("digest_id `{d}`"))))
+                        .transpose()?,
                 })
             })
             .collect()
+    }
+
+    async fn sent_since(&self, tenant: &TenantId, user: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM emails WHERE tenant_id = ?1 AND user_id = ?2 AND state = 'sent' AND send_time >= ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(micros(since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
+    async fn due_digests(&self, now: DateTime<Utc>, n: usize) -> Result<Vec<DueDigest>, StoreError> {
+        let rows = sqlx::query(
+            "WITH users AS (SELECT DISTINCT tenant_id, user_id FROM emails \
+                 WHERE state = 'held' AND held_for IN ('digest', 'cap') AND next_attempt_time <= ?1 LIMIT ?2) \
+             SELECT e.tenant_id, e.user_id, e.id, e.subject, e.event_type, e.create_time FROM emails e \
+             JOIN users u ON u.tenant_id = e.tenant_id AND u.user_id = e.user_id \
+             WHERE e.state = 'held' AND e.held_for IN ('digest', 'cap') AND e.next_attempt_time <= ?1 \
+             ORDER BY e.tenant_id, e.user_id, e.id",
+        )
+        .bind(micros(now))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut digests: Vec<DueDigest> = Vec::new();
+        for row in &rows {
+            let tenant: String = row.try_get("tenant_id")?;
+            let user: Option<String> = row.try_get("user_id")?;
+            let held = HeldEmail {
+                id: id(row, "id")?,
+                subject: row.try_get("subject")?,
+                event_type: row.try_get("event_type")?,
+                create_time: time(row.try_get("create_time")?)?,
+            };
+            let user = user.unwrap_or_default();
+            match digests.last_mut() {
+                Some(d) if d.tenant == tenant && d.user == user => d.held.push(held),
+                _ => digests.push(DueDigest {
+                    tenant,
+                    user,
+                    held: vec![held],
+                }),
+            }
+        }
+        Ok(digests)
+    }
+
+    async fn bundle_digest(&self, tenant: &TenantId, ids: &[Uuid], digest: &NewEmail) -> Result<bool, StoreError> {
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        let mut bundled = 0usize;
+        for held in ids {
+            bundled += usize::try_from(
+                sqlx::query(
+                    "UPDATE emails SET state = 'digested', digest_id = ?3, held_for = NULL, next_attempt_time = NULL \
+                     WHERE tenant_id = ?1 AND id = ?2 AND state = 'held'",
+                )
+                .bind(tenant.as_str())
+                .bind(held.to_string())
+                .bind(digest.id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            )
+            .unwrap_or(0);
+        }
+        if bundled != ids.len() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_email(&mut tx, tenant, digest).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn muted(&self, tenant: &TenantId) -> Result<Muted, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT user_id, settings FROM notification_preferences \
+             WHERE tenant_id = ?1 AND json_array_length(settings, '$.muted') > 0",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(user, raw)| {
+                serde_json::from_str(&raw)
+                    .map(|settings| (user, settings))
+                    .map_err(|e| corrupt(format!("settings: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        muted_of(rows)
     }
 
     async fn preferences(&self, tenant: &TenantId, user: &str) -> Result<Option<Preferences>, StoreError> {
@@ -593,6 +719,7 @@ impl NotificationStore for SqliteNotificationStore {
         row.map(|row| {
             Ok(Preferences {
                 email_address: row.try_get("email_address")?,
+                fatigue: fatigue(&json(&row, "settings")?)?,
                 update_time: Some(time(row.try_get("update_time")?)?),
             })
         })
@@ -601,14 +728,15 @@ impl NotificationStore for SqliteNotificationStore {
 
     async fn set_preferences(&self, tenant: &TenantId, user: &str, p: &Preferences) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO notification_preferences (tenant_id, user_id, email_address, update_time) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant_id, user_id) DO UPDATE \
-             SET email_address = excluded.email_address, update_time = excluded.update_time",
+            "INSERT INTO notification_preferences (tenant_id, user_id, email_address, update_time, settings) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id, user_id) DO UPDATE \
+             SET email_address = excluded.email_address, update_time = excluded.update_time, settings = excluded.settings",
         )
         .bind(tenant.as_str())
         .bind(user)
         .bind(&p.email_address)
         .bind(micros(p.update_time.unwrap_or_else(Utc::now)))
+        .bind(fatigue_json(&p.fatigue).to_string())
         .execute(&self.pool)
         .await?;
         Ok(())
