@@ -65,6 +65,7 @@ async fn catch_up(bench: &FeedBench<'_>) -> anyhow::Result<()> {
             after_sequence: before,
             types: vec![],
             partition: None,
+            until_head: false,
         })
         .await?
         .into_inner();

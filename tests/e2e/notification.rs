@@ -543,3 +543,106 @@ async fn every_delivery_arrives_across_kills_of_the_service_and_the_receiver() {
     );
     pg.stop().await;
 }
+
+#[tokio::test]
+async fn a_drafted_rule_is_backtested_over_the_retained_events_without_sending_anything() {
+    for postgres in BACKENDS {
+        let Some(deployment) = Deployment::start(postgres, "notification_backtest").await else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        let (url, got) = receiver().await;
+        let (status, endpoint) = admin
+            .post(
+                "/v1/webhookEndpoints",
+                json!({"url": url, "eventTypes": ["crm.pipeline.v1.DealWon"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{endpoint}");
+        // History first, no rule yet: wins of these amounts, and another tenant's big win.
+        let amounts = [500_i64, 1_500, 2_500, 999, 1_000];
+        let pipeline = pipeline(&admin).await;
+        for amount in amounts {
+            won_deal(&admin, &pipeline, &amount.to_string()).await;
+        }
+        let other = Rest::as_user(base, "globex", "gina", Role::Admin);
+        let other_pipeline = crate::pipeline::pipeline(&other).await;
+        won_deal(&other, &other_pipeline, "9000").await;
+
+        let draft = json!({"displayName": "Wins of 1000 or more", "eventTypes": ["crm.pipeline.v1.DealWon"],
+            "condition": "deal.amount.amount_minor >= 1000",
+            "recipients": [endpoint["name"], "owner", "mailto:cfo@acme.test"]});
+        // The expected figures, from the amounts above.
+        let matched = amounts.iter().filter(|a| **a >= 1000).count() as u64;
+        let mut result = Value::Null;
+        // The feeds are read up to their heads: wait until every win is on them.
+        for _ in 0..100 {
+            let (status, answer) = admin
+                .post("/v1/rules:backtest", json!({"rule": draft, "days": 3}))
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            result = answer;
+            if result["events"].as_str() == Some(&amounts.len().to_string()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let figure = |name: &str| result[name].as_str().and_then(|n| n.parse::<u64>().ok());
+        assert_eq!(figure("events"), Some(amounts.len() as u64), "{result}");
+        assert_eq!(figure("matchedEvents"), Some(matched), "{result}");
+        assert_eq!(figure("webhooks"), Some(matched), "{result}");
+        assert_eq!(figure("emails"), Some(matched), "{result}");
+        assert_eq!(
+            figure("notifications"),
+            Some(matched),
+            "one to the owner each: {result}"
+        );
+        assert_eq!(result["truncated"], false);
+        let mut reached: Vec<(String, String)> = result["recipients"]
+            .as_array()
+            .expect("recipients")
+            .iter()
+            .map(|r| {
+                (
+                    r["recipient"].as_str().unwrap_or_default().to_owned(),
+                    r["count"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        reached.sort();
+        let mut expected = vec![
+            (endpoint["name"].as_str().expect("name").to_owned(), matched.to_string()),
+            ("mailto:cfo@acme.test".to_owned(), matched.to_string()),
+            ("users/alice".to_owned(), matched.to_string()),
+        ];
+        expected.sort();
+        assert_eq!(reached, expected, "{result}");
+        let samples = result["samples"].as_array().expect("samples");
+        assert_eq!(samples.len() as u64, matched);
+        assert!(
+            samples
+                .iter()
+                .all(|s| s["eventType"] == "crm.pipeline.v1.DealWon"
+                    && s["recipients"].as_array().map(Vec::len) == Some(3)),
+            "{result}"
+        );
+
+        // Nothing was kept or sent.
+        let (_, rules) = admin.get("/v1/rules").await;
+        assert_eq!(rules["rules"].as_array().map(Vec::len), Some(0));
+        let (_, deliveries) = admin.get("/v1/deliveries").await;
+        assert_eq!(deliveries["deliveries"].as_array().map(Vec::len), Some(0));
+        assert!(got.lock().expect("lock").is_empty());
+
+        // Who may, and how far back.
+        let rep = Rest::as_user(base, "acme", "bob", Role::Rep);
+        let (status, _) = rep.post("/v1/rules:backtest", json!({"rule": draft})).await;
+        assert_eq!(status, 403);
+        let (status, problem) = admin
+            .post("/v1/rules:backtest", json!({"rule": draft, "days": 31}))
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        deployment.stop().await;
+    }
+}

@@ -57,6 +57,9 @@ import schemathesis
 # The import routes: a CSV header's columns are unique, which no pattern states.
 IMPORTS = ("/v1/contacts:import", "/v1/deals:import")
 
+# The routes that take a drafted rule (or an endpoint): their values name what the server knows.
+RULE_DRAFTS = ("/v1/rules", "/v1/rules:previewEmail", "/v1/rules:backtest", "/v1/webhookEndpoints")
+
 # Parameters whose valid values the server alone knows (see above).
 SEMANTIC_QUERY_PARAMETERS = {"pageToken", "filter"}
 
@@ -201,7 +204,7 @@ def _explained(case, violation):
                 "no progress could be measured",
             )
         )
-    if case.operation.path in ("/v1/rules", "/v1/rules:previewEmail", "/v1/webhookEndpoints") and case.method == "POST":
+    if case.operation.path in RULE_DRAFTS and case.method == "POST":
         # A rule's or a webhook endpoint's values name what the server knows: an event type of
         # the feeds' catalogue, a condition on the fields of those types' payloads, recipients
         # of the tenant, a URL that can receive webhooks (http or https, a host, no

@@ -105,6 +105,7 @@ pub async fn stream(
             after_sequence: after,
             types,
             partition: None,
+            until_head: false,
         },
         STREAM_DEADLINE,
     );

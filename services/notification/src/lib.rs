@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod follow;
 pub mod grpc;
+pub mod history;
 pub mod mail;
 pub mod store;
 
@@ -27,6 +28,7 @@ use tonic::service::RoutesBuilder;
 pub use app::NotificationApp;
 use deliver::DeliveryConfig;
 use domain::address::AddressPolicy;
+use history::FeedHistory;
 use mail::MailConfig;
 use store::{POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS, PgNotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
 
@@ -164,7 +166,8 @@ pub fn describe() -> Description {
                 // Without a mail server, email is written beside the database.
                 let files = path.parent().unwrap_or(Path::new(".")).join(MAIL_DIR);
                 let mail = MailConfig::from_env(Some(&files), delivery.lease).map_err(ConfigError)?;
-                let app = open_sqlite(&path).await?;
+                let history = FeedHistory::new(&feeds).map_err(ConfigError)?;
+                let app = open_sqlite(&path).await?.with_history(Arc::new(history));
                 Ok(Box::new(Hosted {
                     app,
                     feeds,
@@ -180,7 +183,9 @@ pub fn describe() -> Description {
                 let mail = MailConfig::from_env(None, delivery.lease).map_err(ConfigError)?;
                 let pool =
                     crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
-                let app = NotificationApp::new(Arc::new(PgNotificationStore::new(pool)));
+                let history = FeedHistory::new(&feeds).map_err(ConfigError)?;
+                let app =
+                    NotificationApp::new(Arc::new(PgNotificationStore::new(pool))).with_history(Arc::new(history));
                 Ok(Box::new(Hosted {
                     app,
                     feeds,

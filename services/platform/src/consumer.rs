@@ -292,6 +292,7 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
                 index: p.index,
                 count: p.count,
             }),
+            until_head: false,
         })
         .await
         .map_err(Failure::Feed)?

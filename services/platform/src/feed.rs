@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::identity::principal;
-use crate::outbox::{FeedError, FeedItem, Outbox, Scope, StoredEvent, follow};
+use crate::outbox::{FeedError, FeedItem, Outbox, Scope, StoredEvent, Until, follow};
 use crate::{ApiError, ErrorCode, Role};
 
 /// Renders the payload of a stored event written in a producer's earlier form (see
@@ -226,6 +226,7 @@ impl EventFeed for EventFeedService {
             types,
             partition,
             self.heartbeat,
+            if request.until_head { Until::Head } else { Until::Ever },
         )
         .await
         .map_err(feed_error)?;

@@ -1,6 +1,7 @@
 //! The notification application: who may manage endpoints and rules, read deliveries and
 //! their inboxes; one file per resource.
 
+pub mod backtest;
 mod deliveries;
 pub mod emails;
 pub mod endpoints;
@@ -15,6 +16,7 @@ use tokio::sync::Notify;
 
 pub use inbox::MAX_MARKED;
 
+use crate::history::History;
 use crate::store::NotificationStore;
 
 /// The application over a store.
@@ -26,6 +28,8 @@ pub struct NotificationApp {
     due: Arc<Notify>,
     /// Wakes the email worker when emails become due.
     mail_due: Arc<Notify>,
+    /// The retained events, for backtests (None: not available here).
+    history: Option<Arc<dyn History>>,
 }
 
 impl NotificationApp {
@@ -40,7 +44,14 @@ impl NotificationApp {
             clock,
             due: Arc::new(Notify::new()),
             mail_due: Arc::new(Notify::new()),
+            history: None,
         }
+    }
+
+    /// The application reading retained events from `history` for backtests.
+    pub fn with_history(mut self, history: Arc<dyn History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn NotificationStore> {

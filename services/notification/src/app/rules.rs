@@ -107,7 +107,7 @@ impl NotificationApp {
     }
 
     /// `spec` as a rule, or a 400 naming each of its problems.
-    async fn checked_rule(&self, who: &Principal, spec: RuleSpec) -> Result<Rule, ApiError> {
+    pub(super) async fn checked_rule(&self, who: &Principal, spec: RuleSpec) -> Result<Rule, ApiError> {
         let mut v = Violations::new("rule.");
         let display_name = spec.display_name.trim().to_owned();
         if display_name.is_empty() {

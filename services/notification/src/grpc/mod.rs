@@ -348,6 +348,53 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
         Ok(Response::new(pb::DeleteRuleResponse {}))
     }
 
+    async fn backtest_rule(
+        &self,
+        request: Request<pb::BacktestRuleRequest>,
+    ) -> Result<Response<pb::BacktestRuleResponse>, Status> {
+        let who = principal(&request)?;
+        let credentials = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let r = request.into_inner();
+        let Some(draft) = r.rule else {
+            return Err(ApiError::invalid_field("rule", "is required").into());
+        };
+        let result = self.app.backtest(&who, &credentials, rule_spec(draft)?, r.days).await?;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(Response::new(pb::BacktestRuleResponse {
+            since: result.since.map(timestamp),
+            events: count(result.events),
+            matched_events: count(result.matched),
+            webhooks: count(result.webhooks),
+            emails: count(result.emails),
+            notifications: count(result.notifications),
+            recipients: result
+                .recipients
+                .into_iter()
+                .map(|(recipient, n)| pb::BacktestRecipient {
+                    recipient,
+                    count: count(n),
+                })
+                .collect(),
+            samples: result
+                .samples
+                .into_iter()
+                .map(|s| pb::BacktestSample {
+                    event_id: s.event_id,
+                    event_type: s.event_type,
+                    subject: s.subject,
+                    time: s.time.map(timestamp),
+                    recipients: s.recipients,
+                })
+                .collect(),
+            truncated: result.truncated,
+        }))
+    }
+
     async fn preview_rule_email(
         &self,
         request: Request<pb::PreviewRuleEmailRequest>,

@@ -308,9 +308,18 @@ pub enum FeedItem {
     },
 }
 
+/// Where a follower stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Never: new events are followed as they commit.
+    Ever,
+    /// Once the events up to the head are delivered (a read of what is retained).
+    Head,
+}
+
 /// Follows an outbox from `after`: the retained events after it (of `partition`'s tenants
 /// when given), then each new one as it commits, with a heartbeat after every `heartbeat`
-/// without events. The channel is bounded:
+/// without events, or until the head with [`Until::Head`]. The channel is bounded:
 /// a slow reader slows the feed, and the feed ends when the reader goes away.
 pub async fn follow(
     outbox: Arc<dyn Outbox>,
@@ -319,6 +328,7 @@ pub async fn follow(
     types: Vec<String>,
     partition: Option<crate::partition::Partition>,
     heartbeat: Duration,
+    until: Until,
 ) -> Result<mpsc::Receiver<Result<FeedItem, FeedError>>, FeedError> {
     let bounds = outbox.bounds().await?;
     if after > 0 && after.saturating_add(1) < bounds.oldest {
@@ -362,6 +372,9 @@ pub async fn follow(
             }
             if full {
                 continue;
+            }
+            if until == Until::Head {
+                return;
             }
             cursor = cursor.max(head);
             tokio::select! {
