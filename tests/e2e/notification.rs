@@ -646,3 +646,112 @@ async fn a_drafted_rule_is_backtested_over_the_retained_events_without_sending_a
         deployment.stop().await;
     }
 }
+
+/// A receiver answering 204 at once, keeping when each `webhook-id` arrived.
+async fn timed_receiver() -> (String, Arc<Mutex<Vec<(std::time::Instant, String)>>>) {
+    let got: Arc<Mutex<Vec<(std::time::Instant, String)>>> = Arc::default();
+    let kept = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let kept = Arc::clone(&kept);
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                kept.lock().expect("lock").push((std::time::Instant::now(), id));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn an_endpoints_throttle_spaces_its_deliveries_and_a_recovery_sends_each_again_since_a_time() {
+    const DEALS: usize = 6;
+    const PER_SECOND: f64 = 2.0;
+    for postgres in BACKENDS {
+        let Some(deployment) = Deployment::start(postgres, "notification_throttle").await else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        let (url, got) = timed_receiver().await;
+        let (status, endpoint) = admin
+            .post(
+                "/v1/webhookEndpoints",
+                json!({"url": url, "eventTypes": ["crm.pipeline.v1.DealWon"], "maxPerSecond": PER_SECOND as i32}),
+            )
+            .await;
+        assert_eq!(status, 200, "{endpoint}");
+        assert_eq!(endpoint["maxPerSecond"], 2);
+        assert_eq!(endpoint["createdBy"], "alice");
+        let (status, _) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Wins", "eventTypes": ["crm.pipeline.v1.DealWon"], "recipients": [endpoint["name"]]}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let pipeline = pipeline(&admin).await;
+        for i in 0..DEALS {
+            won_deal(&admin, &pipeline, &(100 + i).to_string()).await;
+        }
+        let mut arrived = Vec::new();
+        for _ in 0..200 {
+            arrived = got.lock().expect("lock").clone();
+            if arrived.len() >= DEALS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(arrived.len(), DEALS, "{arrived:?}");
+        // At 2 a second, 6 deliveries take at least (6 - 1) / 2 = 2.5 s from first to last.
+        let span = arrived[DEALS - 1].0 - arrived[0].0;
+        let least = Duration::from_secs_f64((DEALS - 1) as f64 / PER_SECOND);
+        assert!(span >= least - Duration::from_millis(300), "{span:?} < {least:?}");
+
+        // Recovery: every delivery since the time, sent again under its own id.
+        let name = endpoint["name"].as_str().expect("name");
+        let (status, again) = admin
+            .post(
+                &format!("/v1/{name}:redeliver"),
+                json!({"since": since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+            )
+            .await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["redelivered"], DEALS.to_string());
+        for _ in 0..200 {
+            if got.lock().expect("lock").len() >= 2 * DEALS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let all = got.lock().expect("lock").clone();
+        let mut first: Vec<&String> = all[..DEALS].iter().map(|(_, id)| id).collect();
+        let mut second: Vec<&String> = all[DEALS..].iter().map(|(_, id)| id).collect();
+        first.sort();
+        second.sort();
+        assert_eq!(first, second, "the same webhook-ids again");
+        let (status, problem) = admin
+            .post(
+                &format!("/v1/{name}:redeliver"),
+                json!({"since": "2999-01-01T00:00:00Z"}),
+            )
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        let (status, enabled) = admin.post(&format!("/v1/{name}:enable"), json!({})).await;
+        assert_eq!((status, enabled["disableTime"].is_null()), (200, true), "{enabled}");
+        let rep = Rest::as_user(base, "acme", "bob", Role::Rep);
+        let (status, _) = rep.post(&format!("/v1/{name}:enable"), json!({})).await;
+        assert_eq!(status, 403);
+        deployment.stop().await;
+    }
+}

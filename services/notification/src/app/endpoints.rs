@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{NotificationApp, ensure_admin};
 use crate::domain::condition::event_type;
 use crate::domain::signature::new_secret;
-use crate::domain::{DEFAULT_OVERLAP, Endpoint, MAX_ENDPOINTS, MAX_OVERLAP_SECONDS};
+use crate::domain::{DEFAULT_OVERLAP, Endpoint, MAX_ENDPOINTS, MAX_OVERLAP_SECONDS, MAX_PER_SECOND};
 
 /// Longest URL accepted.
 pub const MAX_URL: usize = 2048;
@@ -21,6 +21,8 @@ pub struct EndpointSpec {
     pub url: String,
     pub event_types: Vec<String>,
     pub description: String,
+    /// Deliveries a second at most (0: no limit).
+    pub max_per_second: i32,
 }
 
 /// Why `url` cannot receive webhooks, if it cannot: an absolute http(s) URL with a host and
@@ -64,6 +66,10 @@ impl NotificationApp {
             }
         }
         v.check("description", crm_platform::text::check(&spec.description, 500, false));
+        let max_per_second = u32::try_from(spec.max_per_second).ok().filter(|n| *n <= MAX_PER_SECOND);
+        if max_per_second.is_none() {
+            v.add("max_per_second", format!("must be 0 (no limit) to {MAX_PER_SECOND}"));
+        }
         v.finish()?;
         let existing = self.store.endpoints(&who.tenant, None, MAX_ENDPOINTS).await?;
         if existing.len() >= MAX_ENDPOINTS {
@@ -81,6 +87,11 @@ impl NotificationApp {
             create_time: self.clock.now(),
             previous_secret: String::new(),
             previous_until: None,
+            created_by: who.user.as_str().to_owned(),
+            max_per_second: max_per_second.unwrap_or(0),
+            failing_since: None,
+            disable_time: None,
+            disable_reason: String::new(),
         };
         self.store.create_endpoint(&who.tenant, &endpoint).await?;
         Ok(endpoint)
@@ -119,6 +130,39 @@ impl NotificationApp {
             .rotate_secret(&who.tenant, id, &secret, self.clock.now() + overlap)
             .await?
             .ok_or_else(|| ApiError::not_found("webhook endpoint"))
+    }
+
+    /// Enables an endpoint disabled after failing: its waiting deliveries are sent.
+    pub async fn enable_endpoint(&self, who: &Principal, id: Uuid) -> Result<Endpoint, ApiError> {
+        ensure_admin(who, "webhook endpoints")?;
+        let enabled = self
+            .store
+            .enable_endpoint(&who.tenant, id, self.clock.now())
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+        self.due.notify_one();
+        Ok(enabled)
+    }
+
+    /// Sends again every delivery to an endpoint made since `since`; how many (none since a
+    /// time to come).
+    pub async fn redeliver_since(
+        &self,
+        who: &Principal,
+        id: Uuid,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<u64, ApiError> {
+        ensure_admin(who, "webhook endpoints")?;
+        let now = self.clock.now();
+        let since = since.ok_or_else(|| ApiError::invalid_field("since", "is required"))?;
+        if self.store.endpoint(&who.tenant, id).await?.is_none() {
+            return Err(ApiError::not_found("webhook endpoint"));
+        }
+        let again = self.store.redeliver_since(&who.tenant, id, since, now).await?;
+        if again > 0 {
+            self.due.notify_one();
+        }
+        Ok(again)
     }
 
     pub async fn delete_endpoint(&self, who: &Principal, id: Uuid) -> Result<(), ApiError> {

@@ -18,6 +18,9 @@ pub const TASK_DUE_RULE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_
 /// The rule of every digest email (carrying what a user's digest or cap held back).
 pub const DIGEST_RULE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_d16e_5700);
 
+/// The rule of the inbox notification telling an endpoint's maker it was disabled.
+pub const ENDPOINT_DISABLED_RULE: Uuid = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0d15_ab1e);
+
 /// A rule ready to match: its condition parsed against its event types.
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -339,6 +342,11 @@ mod tests {
             create_time: Utc::now(),
             previous_secret: String::new(),
             previous_until: None,
+            created_by: "alice".into(),
+            max_per_second: 0,
+            failing_since: None,
+            disable_time: None,
+            disable_reason: String::new(),
         };
         let only_lost = Endpoint {
             id: Uuid::now_v7(),

@@ -54,7 +54,24 @@ pub struct Endpoint {
     /// The secret before the last rotation, signing beside `secret` until `previous_until`.
     pub previous_secret: String,
     pub previous_until: Option<DateTime<Utc>>,
+    /// Who made it: told in their inbox when it is disabled.
+    pub created_by: String,
+    /// Deliveries a second it takes at most, per replica (0: no limit).
+    pub max_per_second: u32,
+    /// Since when its attempts have failed without a success.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// When it was disabled (after failing for [`DISABLE_AFTER`]); its deliveries wait.
+    pub disable_time: Option<DateTime<Utc>>,
+    pub disable_reason: String,
 }
+
+/// The type of the inbox notification telling an endpoint's maker it was disabled.
+pub const ENDPOINT_DISABLED: &str = "crm.notification.v1.WebhookEndpointDisabled";
+
+/// How long an endpoint fails without a success before it is disabled.
+pub const DISABLE_AFTER: chrono::Duration = chrono::Duration::days(5);
+/// Most deliveries a second an endpoint's throttle may allow.
+pub const MAX_PER_SECOND: u32 = 10_000;
 
 /// How long a rotated secret keeps signing by default.
 pub const DEFAULT_OVERLAP: chrono::Duration = chrono::Duration::days(1);
@@ -255,6 +272,11 @@ pub struct NewDelivery {
 pub struct Due {
     pub tenant: String,
     pub id: Uuid,
+    pub endpoint: Uuid,
+    /// The endpoint's throttle (0: none).
+    pub max_per_second: u32,
+    /// Whether the endpoint is disabled: the delivery waits until it is enabled.
+    pub disabled: bool,
     pub url: String,
     /// The secrets that sign it: the current one first.
     pub secrets: Vec<String>,

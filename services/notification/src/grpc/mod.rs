@@ -55,6 +55,11 @@ fn endpoint(e: Endpoint) -> pb::WebhookEndpoint {
         create_time: Some(timestamp(e.create_time)),
         previous_secret: e.previous_secret,
         previous_secret_expire_time: e.previous_until.map(timestamp),
+        max_per_second: i32::try_from(e.max_per_second).unwrap_or(i32::MAX),
+        created_by: e.created_by,
+        failing_since: e.failing_since.map(timestamp),
+        disable_time: e.disable_time.map(timestamp),
+        disable_reason: e.disable_reason,
     }
 }
 
@@ -238,6 +243,7 @@ impl pb::webhook_endpoint_service_server::WebhookEndpointService for Notificatio
             url: e.url,
             event_types: e.event_types,
             description: e.description,
+            max_per_second: e.max_per_second,
         };
         let created = self.app.create_endpoint(&who, spec).await?;
         Ok(Response::new(pb::CreateWebhookEndpointResponse {
@@ -283,6 +289,36 @@ impl pb::webhook_endpoint_service_server::WebhookEndpointService for Notificatio
         let rotated = self.app.rotate_secret(&who, id, r.overlap_seconds).await?;
         Ok(Response::new(pb::RotateWebhookEndpointSecretResponse {
             webhook_endpoint: Some(endpoint(rotated)),
+        }))
+    }
+
+    async fn enable_webhook_endpoint(
+        &self,
+        request: Request<pb::EnableWebhookEndpointRequest>,
+    ) -> Result<Response<pb::EnableWebhookEndpointResponse>, Status> {
+        let who = principal(&request)?;
+        let id = id_in("name", &request.get_ref().name, EndpointId::parse_name)?.0;
+        let enabled = self.app.enable_endpoint(&who, id).await?;
+        Ok(Response::new(pb::EnableWebhookEndpointResponse {
+            webhook_endpoint: Some(endpoint(enabled)),
+        }))
+    }
+
+    async fn redeliver_webhook_endpoint_deliveries(
+        &self,
+        request: Request<pb::RedeliverWebhookEndpointDeliveriesRequest>,
+    ) -> Result<Response<pb::RedeliverWebhookEndpointDeliveriesResponse>, Status> {
+        let who = principal(&request)?;
+        let r = request.get_ref();
+        let id = id_in("name", &r.name, EndpointId::parse_name)?.0;
+        let since = r
+            .since
+            .as_ref()
+            .map(|t| crm_platform::time::from_timestamp(t).map_err(|reason| ApiError::invalid_field("since", reason)))
+            .transpose()?;
+        let again = self.app.redeliver_since(&who, id, since).await?;
+        Ok(Response::new(pb::RedeliverWebhookEndpointDeliveriesResponse {
+            redelivered: i64::try_from(again).unwrap_or(i64::MAX),
         }))
     }
 

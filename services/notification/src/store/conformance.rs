@@ -34,6 +34,11 @@ fn endpoint() -> Endpoint {
         create_time: at(0),
         previous_secret: String::new(),
         previous_until: None,
+        created_by: "alice".into(),
+        max_per_second: 0,
+        failing_since: None,
+        disable_time: None,
+        disable_reason: String::new(),
     }
 }
 
@@ -192,7 +197,8 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         .finish_attempts(&[Finished {
             tenant: acme.clone(),
             delivery: claimed[0].id,
-            attempt: failed.clone(),
+            endpoint: e.id,
+            attempt: Some(failed.clone()),
             outcome: retry,
         }])
         .await
@@ -232,7 +238,8 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         .finish_attempts(&[Finished {
             tenant: acme.clone(),
             delivery: claimed[0].id,
-            attempt: ok.clone(),
+            endpoint: e.id,
+            attempt: Some(ok.clone()),
             outcome: done,
         }])
         .await
@@ -577,6 +584,143 @@ async fn held_emails_are_released_by_quiet_hours_or_carried_by_one_digest(store:
     assert_eq!(capped[0].user, "carol");
 }
 
+fn day(n: i64) -> DateTime<Utc> {
+    at(0) + chrono::Duration::days(n)
+}
+
+async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(store: &dyn NotificationStore) {
+    let acme = tenant("acme");
+    let e = endpoint();
+    store.create_endpoint(&acme, &e).await.expect("endpoint");
+    let rule = Uuid::now_v7();
+    for (seq, event) in (1..=3u64).zip(["a", "b", "c"]) {
+        let mut made = made(rule, e.id, event, "bob");
+        made.deliveries[0].create_time = day(i64::try_from(seq).expect("day"));
+        made.notifications.clear();
+        store
+            .record("c", seq - 1, seq, &[(acme.clone(), made)])
+            .await
+            .expect("record");
+    }
+    let lease = Duration::from_secs(30);
+    let failure = |day_of: i64, number: i32, status_code: i32| Attempt {
+        attempt: number,
+        time: day(day_of),
+        status_code,
+        error: String::new(),
+        latency_ms: 5,
+        response_head: String::new(),
+    };
+    let finish = |d: &crate::domain::Due, attempt: Option<Attempt>, next: Option<DateTime<Utc>>| Finished {
+        tenant: acme.clone(),
+        delivery: d.id,
+        endpoint: d.endpoint,
+        attempt,
+        outcome: Outcome {
+            state: DeliveryState::Pending,
+            next_attempt_time: next,
+        },
+    };
+    // Failing from day 4: not yet disabled on day 8, disabled on day 9.
+    let due = store.claim_due(day(4), lease, 1).await.expect("claim");
+    assert_eq!((due[0].endpoint, due[0].disabled), (e.id, false));
+    store
+        .finish_attempts(&[finish(&due[0], Some(failure(4, 1, 500)), Some(day(8)))])
+        .await
+        .expect("fail");
+    let failing = store.endpoint(&acme, e.id).await.expect("read").expect("endpoint");
+    assert_eq!((failing.failing_since, failing.disable_time), (Some(day(4)), None));
+    let due = store.claim_due(day(8), lease, 1).await.expect("claim");
+    store
+        .finish_attempts(&[finish(&due[0], Some(failure(8, 2, 500)), Some(day(9)))])
+        .await
+        .expect("fail");
+    assert_eq!(
+        store
+            .endpoint(&acme, e.id)
+            .await
+            .expect("read")
+            .expect("endpoint")
+            .disable_time,
+        None
+    );
+    let due = store.claim_due(day(9), lease, 3).await.expect("claim");
+    let first = due.iter().find(|d| d.attempts == 2).expect("retried").clone();
+    store
+        .finish_attempts(&[finish(&first, Some(failure(9, 3, 503)), Some(day(10)))])
+        .await
+        .expect("fail");
+    let disabled = store.endpoint(&acme, e.id).await.expect("read").expect("endpoint");
+    assert_eq!(disabled.disable_time, Some(day(9)));
+    assert!(
+        disabled.disable_reason.contains("every attempt failed since"),
+        "{}",
+        disabled.disable_reason
+    );
+    // Its maker is told in their inbox.
+    let told = store
+        .notifications(&acme, "alice", false, None, 10)
+        .await
+        .expect("inbox");
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].event_type, crate::domain::ENDPOINT_DISABLED);
+    assert_eq!(store.unread_count(&acme, "alice").await.expect("unread"), 1);
+    // Its deliveries come back marked disabled and are put back due at no time: they wait.
+    let waiting = store.claim_due(day(10), lease, 10).await.expect("claim");
+    assert!(waiting.iter().all(|d| d.disabled) && !waiting.is_empty());
+    let parked: Vec<Finished> = waiting.iter().map(|d| finish(d, None, None)).collect();
+    store.finish_attempts(&parked).await.expect("park");
+    assert!(store.claim_due(day(20), lease, 10).await.expect("waiting").is_empty());
+    // Enabled: they are due again, and the endpoint is healthy.
+    let enabled = store
+        .enable_endpoint(&acme, e.id, day(21))
+        .await
+        .expect("enable")
+        .expect("endpoint");
+    assert_eq!((enabled.disable_time, enabled.failing_since), (None, None));
+    let again = store.claim_due(day(21), lease, 10).await.expect("claim");
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|d| !d.disabled));
+    assert!(
+        store
+            .enable_endpoint(&tenant("globex"), e.id, day(21))
+            .await
+            .expect("other")
+            .is_none()
+    );
+    let ok = |d: &crate::domain::Due| Finished {
+        attempt: Some(Attempt {
+            status_code: 204,
+            ..failure(21, d.attempts + 1, 204)
+        }),
+        outcome: Outcome {
+            state: DeliveryState::Delivered,
+            next_attempt_time: None,
+        },
+        ..finish(d, None, None)
+    };
+    store
+        .finish_attempts(&again.iter().map(ok).collect::<Vec<_>>())
+        .await
+        .expect("delivered");
+    // Every delivery since day 2 is sent again; those before it are not.
+    assert_eq!(
+        store
+            .redeliver_since(&acme, e.id, day(2), day(22))
+            .await
+            .expect("since"),
+        2
+    );
+    assert_eq!(store.claim_due(day(22), lease, 10).await.expect("claim").len(), 2);
+    assert_eq!(
+        store
+            .redeliver_since(&tenant("globex"), e.id, day(0), day(22))
+            .await
+            .expect("other"),
+        0
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -613,4 +757,5 @@ conformance!(
     an_inbox_lists_newest_first_and_marks_read,
     emails_go_once_to_their_address_and_keep_every_outcome,
     held_emails_are_released_by_quiet_hours_or_carried_by_one_digest,
+    an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait,
 );

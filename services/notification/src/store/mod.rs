@@ -58,12 +58,14 @@ pub struct Outcome {
     pub next_attempt_time: Option<DateTime<Utc>>,
 }
 
-/// An attempt made, to keep with what it leaves its delivery in.
+/// An attempt made (or a delivery put back without one: its endpoint throttled or disabled),
+/// to keep with what it leaves its delivery in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
     pub tenant: TenantId,
     pub delivery: Uuid,
-    pub attempt: Attempt,
+    pub endpoint: Uuid,
+    pub attempt: Option<Attempt>,
     pub outcome: Outcome,
 }
 
@@ -133,8 +135,27 @@ pub trait NotificationStore: Send + Sync {
     /// another worker, holding them for `lease`.
     async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// Keeps attempts at claimed deliveries and what each leaves its delivery in, releasing
-    /// them, in one transaction.
+    /// them, and each endpoint's health, in one transaction: an endpoint whose attempts have
+    /// all failed for [`DISABLE_AFTER`](crate::domain::DISABLE_AFTER) is disabled, and who
+    /// made it is told in their inbox.
     async fn finish_attempts(&self, finished: &[Finished]) -> Result<(), StoreError>;
+    /// Enables a disabled endpoint: its waiting deliveries are due at `now`. None when there
+    /// is no such endpoint.
+    async fn enable_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Endpoint>, StoreError>;
+    /// Sends again every delivery to an endpoint made since `since` (those not already
+    /// waiting), due at `now`; how many.
+    async fn redeliver_since(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
     async fn delivery(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Delivery>, StoreError>;
     /// The tenant's deliveries, newest first, before `after` (an id), at most `limit`.
     async fn deliveries(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Delivery>, StoreError>;
@@ -356,4 +377,27 @@ pub(crate) fn muted_of(rows: Vec<(String, serde_json::Value)>) -> Result<Muted, 
         }
     }
     Ok(muted)
+}
+
+/// The inbox notification telling who made an endpoint that it was disabled.
+pub(crate) fn disabled_notice(endpoint: Uuid, url: &str, user: &str, at: DateTime<Utc>) -> crate::domain::Notification {
+    crate::domain::Notification {
+        id: Uuid::now_v7(),
+        user: user.to_owned(),
+        rule: crate::domain::matching::ENDPOINT_DISABLED_RULE,
+        event_id: format!("endpoint-disabled:{endpoint}:{}", at.timestamp_micros()),
+        event_type: crate::domain::ENDPOINT_DISABLED.to_owned(),
+        subject: crate::domain::EndpointId(endpoint).name(),
+        title: format!("Webhook endpoint disabled after failing for 5 days: {url}"),
+        read: false,
+        create_time: at,
+    }
+}
+
+/// The reason an endpoint failing since `since` is disabled with.
+pub(crate) fn disable_reason(since: DateTime<Utc>) -> String {
+    format!(
+        "every attempt failed since {}: enable it once it receives again",
+        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
 }

@@ -49,6 +49,11 @@ fn endpoint(row: &PgRow) -> Result<Endpoint, StoreError> {
         create_time: row.try_get("create_time")?,
         previous_secret: row.try_get("previous_secret")?,
         previous_until: row.try_get("previous_until")?,
+        created_by: row.try_get("created_by")?,
+        max_per_second: u32::try_from(row.try_get::<i32, _>("max_per_second")?).unwrap_or(0),
+        failing_since: row.try_get("failing_since")?,
+        disable_time: row.try_get("disable_time")?,
+        disable_reason: row.try_get("disable_reason")?,
     })
 }
 
@@ -140,13 +145,126 @@ async fn insert_email(tx: &mut sqlx::PgConnection, tenant: &TenantId, e: &NewEma
     Ok(())
 }
 
+/// Keeps new in-app notifications (a (rule, event, user) kept before is left as it is) and
+/// their users' unread counts.
+async fn insert_notifications(
+    tx: &mut sqlx::PgConnection,
+    tenant: &str,
+    notifications: &[Notification],
+) -> Result<(), StoreError> {
+    let mut unread: BTreeMap<&str, i64> = BTreeMap::new();
+    for n in notifications {
+        let inserted = sqlx::query(
+            "INSERT INTO notifications (tenant_id, id, user_id, rule_id, event_id, event_type, subject, title, \
+             create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING RETURNING id",
+        )
+        .bind(tenant)
+        .bind(n.id)
+        .bind(&n.user)
+        .bind(n.rule)
+        .bind(&n.event_id)
+        .bind(&n.event_type)
+        .bind(&n.subject)
+        .bind(&n.title)
+        .bind(n.create_time)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_some() {
+            *unread.entry(n.user.as_str()).or_default() += 1;
+        }
+    }
+    for (user, added) in unread {
+        sqlx::query(
+            "INSERT INTO inbox_counts (tenant_id, user_id, unread) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, user_id) DO UPDATE SET unread = inbox_counts.unread + excluded.unread",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(added)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Keeps what a batch of attempts says of each endpoint's health: a success clears its
+/// failing time, a failure starts it, and an endpoint failing for five days is disabled (its
+/// maker told in their inbox).
+async fn endpoint_health(tx: &mut sqlx::PgConnection, tenant: &str, done: &[&Finished]) -> Result<(), StoreError> {
+    let attempted: Vec<(&Finished, &crate::domain::Attempt)> = done
+        .iter()
+        .filter_map(|f| f.attempt.as_ref().map(|a| (*f, a)))
+        .collect();
+    let Some(now) = attempted.iter().map(|(_, a)| a.time).max() else {
+        return Ok(());
+    };
+    let ok: Vec<Uuid> = attempted
+        .iter()
+        .filter(|(_, a)| a.succeeded())
+        .map(|(f, _)| f.endpoint)
+        .collect();
+    let failed: Vec<Uuid> = attempted
+        .iter()
+        .filter(|(f, a)| !a.succeeded() && !ok.contains(&f.endpoint))
+        .map(|(f, _)| f.endpoint)
+        .collect();
+    if !ok.is_empty() {
+        sqlx::query(
+            "UPDATE webhook_endpoints SET failing_since = NULL \
+             WHERE tenant_id = $1 AND id = ANY($2) AND failing_since IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(&ok)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let disabled = sqlx::query(
+        "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $3), \
+         disable_time = CASE WHEN disable_time IS NULL AND failing_since <= $4 THEN $3 ELSE disable_time END \
+         WHERE tenant_id = $1 AND id = ANY($2) \
+         RETURNING id, url, created_by, failing_since, disable_time = $3 AND failing_since <= $4 AS now_disabled",
+    )
+    .bind(tenant)
+    .bind(&failed)
+    .bind(now)
+    .bind(now - crate::domain::DISABLE_AFTER)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut notices = Vec::new();
+    for row in &disabled {
+        if !row.try_get::<bool, _>("now_disabled")? {
+            continue;
+        }
+        let id: Uuid = row.try_get("id")?;
+        let since: DateTime<Utc> = row.try_get("failing_since")?;
+        sqlx::query("UPDATE webhook_endpoints SET disable_reason = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .bind(super::disable_reason(since))
+            .execute(&mut *tx)
+            .await?;
+        let created_by: String = row.try_get("created_by")?;
+        tracing::warn!(tenant, endpoint = %id, "a webhook endpoint failing for five days was disabled");
+        ::metrics::counter!("crm_notification_endpoints_disabled_total").increment(1);
+        if !created_by.is_empty() {
+            let url: String = row.try_get("url")?;
+            notices.push(super::disabled_notice(id, &url, &created_by, now));
+        }
+    }
+    insert_notifications(tx, tenant, &notices).await
+}
+
 #[async_trait]
 impl NotificationStore for PgNotificationStore {
     async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<(), StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         sqlx::query(
-            "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, secret, create_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, secret, create_time, \
+             created_by, max_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(tenant.as_str())
         .bind(e.id)
@@ -155,6 +273,8 @@ impl NotificationStore for PgNotificationStore {
         .bind(&e.description)
         .bind(&e.secret)
         .bind(e.create_time)
+        .bind(&e.created_by)
+        .bind(i32::try_from(e.max_per_second).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -329,39 +449,7 @@ impl NotificationStore for PgNotificationStore {
             for e in &made.emails {
                 insert_email(&mut tx, tenant, e).await?;
             }
-            let mut unread: BTreeMap<&str, i64> = BTreeMap::new();
-            for n in &made.notifications {
-                let inserted = sqlx::query(
-                    "INSERT INTO notifications (tenant_id, id, user_id, rule_id, event_id, event_type, subject, title, \
-                     create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT ON CONSTRAINT notifications_once DO NOTHING RETURNING id",
-                )
-                .bind(tenant.as_str())
-                .bind(n.id)
-                .bind(&n.user)
-                .bind(n.rule)
-                .bind(&n.event_id)
-                .bind(&n.event_type)
-                .bind(&n.subject)
-                .bind(&n.title)
-                .bind(n.create_time)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if inserted.is_some() {
-                    *unread.entry(n.user.as_str()).or_default() += 1;
-                }
-            }
-            for (user, added) in unread {
-                sqlx::query(
-                    "INSERT INTO inbox_counts (tenant_id, user_id, unread) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET unread = inbox_counts.unread + excluded.unread",
-                )
-                .bind(tenant.as_str())
-                .bind(user)
-                .bind(added)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_notifications(&mut tx, tenant.as_str(), &made.notifications).await?;
         }
         crm_platform::consumer::pg_advance(&mut tx, consumer, last).await?;
         tx.commit().await?;
@@ -379,7 +467,8 @@ impl NotificationStore for PgNotificationStore {
              claimed AS (UPDATE deliveries d SET lease_until = $2 FROM due \
                  WHERE d.tenant_id = due.tenant_id AND d.id = due.id \
                  RETURNING d.tenant_id, d.id, d.endpoint_id, d.body, d.attempts) \
-             SELECT c.tenant_id, c.id, c.body, c.attempts, e.url, e.secret, e.previous_secret, e.previous_until \
+             SELECT c.tenant_id, c.id, c.endpoint_id, c.body, c.attempts, e.url, e.secret, e.previous_secret, \
+             e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
              FROM claimed c \
              JOIN webhook_endpoints e ON e.tenant_id = c.tenant_id AND e.id = c.endpoint_id",
         )
@@ -394,6 +483,9 @@ impl NotificationStore for PgNotificationStore {
                 Ok(Due {
                     tenant: row.try_get("tenant_id")?,
                     id: row.try_get("id")?,
+                    endpoint: row.try_get("endpoint_id")?,
+                    max_per_second: u32::try_from(row.try_get::<i32, _>("max_per_second")?).unwrap_or(0),
+                    disabled: row.try_get("disabled")?,
                     url: row.try_get("url")?,
                     secrets: signing_secrets(
                         row.try_get("secret")?,
@@ -420,21 +512,23 @@ impl NotificationStore for PgNotificationStore {
                 .bind(tenant)
                 .execute(&mut *tx)
                 .await?;
-            let ids: Vec<Uuid> = done.iter().map(|f| f.delivery).collect();
-            let numbers: Vec<i32> = done.iter().map(|f| f.attempt.attempt).collect();
+            let made: Vec<(Uuid, &crate::domain::Attempt)> = done
+                .iter()
+                .filter_map(|f| f.attempt.as_ref().map(|a| (f.delivery, a)))
+                .collect();
             sqlx::query(
                 "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
                  response_head) SELECT $1, * FROM unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::int[], \
                  $6::text[], $7::bigint[], $8::text[]) ON CONFLICT DO NOTHING",
             )
             .bind(tenant)
-            .bind(&ids)
-            .bind(&numbers)
-            .bind(done.iter().map(|f| f.attempt.time).collect::<Vec<_>>())
-            .bind(done.iter().map(|f| f.attempt.status_code).collect::<Vec<_>>())
-            .bind(done.iter().map(|f| f.attempt.error.clone()).collect::<Vec<_>>())
-            .bind(done.iter().map(|f| f.attempt.latency_ms).collect::<Vec<_>>())
-            .bind(done.iter().map(|f| f.attempt.response_head.clone()).collect::<Vec<_>>())
+            .bind(made.iter().map(|(d, _)| *d).collect::<Vec<_>>())
+            .bind(made.iter().map(|(_, a)| a.attempt).collect::<Vec<_>>())
+            .bind(made.iter().map(|(_, a)| a.time).collect::<Vec<_>>())
+            .bind(made.iter().map(|(_, a)| a.status_code).collect::<Vec<_>>())
+            .bind(made.iter().map(|(_, a)| a.error.clone()).collect::<Vec<_>>())
+            .bind(made.iter().map(|(_, a)| a.latency_ms).collect::<Vec<_>>())
+            .bind(made.iter().map(|(_, a)| a.response_head.clone()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
             // One statement per outcome (most attempts of a batch share theirs: delivered at
@@ -442,7 +536,11 @@ impl NotificationStore for PgNotificationStore {
             let mut outcomes: BTreeMap<(&str, i32, Option<DateTime<Utc>>), Vec<Uuid>> = BTreeMap::new();
             for f in &done {
                 outcomes
-                    .entry((f.outcome.state.as_str(), f.attempt.attempt, f.outcome.next_attempt_time))
+                    .entry((
+                        f.outcome.state.as_str(),
+                        f.attempt.as_ref().map_or(0, |a| a.attempt),
+                        f.outcome.next_attempt_time,
+                    ))
                     .or_default()
                     .push(f.delivery);
             }
@@ -459,9 +557,63 @@ impl NotificationStore for PgNotificationStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            endpoint_health(&mut tx, tenant, &done).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn enable_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let row = sqlx::query(
+            "UPDATE webhook_endpoints SET disable_time = NULL, disable_reason = '', failing_since = NULL \
+             WHERE tenant_id = $1 AND id = $2 RETURNING *",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if row.is_some() {
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_time = $3 \
+                 WHERE tenant_id = $1 AND endpoint_id = $2 AND state = 'pending' AND next_attempt_time IS NULL",
+            )
+            .bind(tenant.as_str())
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        row.as_ref().map(endpoint).transpose()
+    }
+
+    async fn redeliver_since(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let again = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_time = $4 \
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND create_time >= $3 AND state <> 'pending'",
+        )
+        .bind(tenant.as_str())
+        .bind(endpoint)
+        .bind(since)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(again)
     }
 
     async fn delivery(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Delivery>, StoreError> {

@@ -67,6 +67,11 @@ fn endpoint(row: &SqliteRow) -> Result<Endpoint, StoreError> {
         create_time: time(row.try_get("create_time")?)?,
         previous_secret: row.try_get("previous_secret")?,
         previous_until: row.try_get::<Option<i64>, _>("previous_until")?.map(time).transpose()?,
+        created_by: row.try_get("created_by")?,
+        max_per_second: u32::try_from(row.try_get::<i64, _>("max_per_second")?).unwrap_or(0),
+        failing_since: row.try_get::<Option<i64>, _>("failing_since")?.map(time).transpose()?,
+        disable_time: row.try_get::<Option<i64>, _>("disable_time")?.map(time).transpose()?,
+        disable_reason: row.try_get("disable_reason")?,
     })
 }
 
@@ -160,12 +165,121 @@ async fn insert_email(tx: &mut sqlx::SqliteConnection, tenant: &TenantId, e: &Ne
     Ok(())
 }
 
+/// Keeps new in-app notifications (a (rule, event, user) kept before is left as it is) and
+/// their users' unread counts.
+async fn insert_notifications(
+    tx: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    notifications: &[Notification],
+) -> Result<(), StoreError> {
+    let mut unread: BTreeMap<&str, i64> = BTreeMap::new();
+    for n in notifications {
+        let inserted = sqlx::query(
+            "INSERT INTO notifications (tenant_id, id, user_id, rule_id, event_id, event_type, subject, title, \
+             create_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (tenant_id, rule_id, event_id, user_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(n.id.to_string())
+        .bind(&n.user)
+        .bind(n.rule.to_string())
+        .bind(&n.event_id)
+        .bind(&n.event_type)
+        .bind(&n.subject)
+        .bind(&n.title)
+        .bind(micros(n.create_time))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            *unread.entry(n.user.as_str()).or_default() += 1;
+        }
+    }
+    for (user, added) in unread {
+        sqlx::query(
+            "INSERT INTO inbox_counts (tenant_id, user_id, unread) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (tenant_id, user_id) DO UPDATE SET unread = unread + excluded.unread",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(added)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Keeps what a batch of attempts says of each endpoint's health (see the PostgreSQL store).
+async fn endpoint_health(tx: &mut sqlx::SqliteConnection, finished: &[Finished]) -> Result<(), StoreError> {
+    let attempted: Vec<(&Finished, &crate::domain::Attempt)> = finished
+        .iter()
+        .filter_map(|f| f.attempt.as_ref().map(|a| (f, a)))
+        .collect();
+    let Some(now) = attempted.iter().map(|(_, a)| a.time).max() else {
+        return Ok(());
+    };
+    let ok: Vec<(&str, Uuid)> = attempted
+        .iter()
+        .filter(|(_, a)| a.succeeded())
+        .map(|(f, _)| (f.tenant.as_str(), f.endpoint))
+        .collect();
+    let mut failed: Vec<(&str, Uuid)> = attempted
+        .iter()
+        .filter(|(f, a)| !a.succeeded() && !ok.contains(&(f.tenant.as_str(), f.endpoint)))
+        .map(|(f, _)| (f.tenant.as_str(), f.endpoint))
+        .collect();
+    failed.sort();
+    failed.dedup();
+    for (tenant, endpoint) in &ok {
+        sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE tenant_id = ?1 AND id = ?2")
+            .bind(*tenant)
+            .bind(endpoint.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let cutoff = micros(now - crate::domain::DISABLE_AFTER);
+    for (tenant, endpoint) in failed {
+        let row = sqlx::query(
+            "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ?3) \
+             WHERE tenant_id = ?1 AND id = ?2 RETURNING url, created_by, failing_since, disable_time",
+        )
+        .bind(tenant)
+        .bind(endpoint.to_string())
+        .bind(micros(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { continue };
+        let since: i64 = row.try_get("failing_since")?;
+        let disabled: Option<i64> = row.try_get("disable_time")?;
+        if disabled.is_some() || since > cutoff {
+            continue;
+        }
+        sqlx::query(
+            "UPDATE webhook_endpoints SET disable_time = ?3, disable_reason = ?4 WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(tenant)
+        .bind(endpoint.to_string())
+        .bind(micros(now))
+        .bind(super::disable_reason(time(since)?))
+        .execute(&mut *tx)
+        .await?;
+        tracing::warn!(tenant, %endpoint, "a webhook endpoint failing for five days was disabled");
+        ::metrics::counter!("crm_notification_endpoints_disabled_total").increment(1);
+        let created_by: String = row.try_get("created_by")?;
+        if !created_by.is_empty() {
+            let url: String = row.try_get("url")?;
+            insert_notifications(tx, tenant, &[super::disabled_notice(endpoint, &url, &created_by, now)]).await?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl NotificationStore for SqliteNotificationStore {
     async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, secret, create_time) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, secret, create_time, \
+             created_by, max_per_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .bind(tenant.as_str())
         .bind(e.id.to_string())
@@ -174,6 +288,8 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(&e.description)
         .bind(&e.secret)
         .bind(micros(e.create_time))
+        .bind(&e.created_by)
+        .bind(i64::from(e.max_per_second))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -328,40 +444,7 @@ impl NotificationStore for SqliteNotificationStore {
             for e in &made.emails {
                 insert_email(&mut tx, tenant, e).await?;
             }
-            let mut unread: BTreeMap<&str, i64> = BTreeMap::new();
-            for n in &made.notifications {
-                let inserted = sqlx::query(
-                    "INSERT INTO notifications (tenant_id, id, user_id, rule_id, event_id, event_type, subject, title, \
-                     create_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                     ON CONFLICT (tenant_id, rule_id, event_id, user_id) DO NOTHING",
-                )
-                .bind(tenant.as_str())
-                .bind(n.id.to_string())
-                .bind(&n.user)
-                .bind(n.rule.to_string())
-                .bind(&n.event_id)
-                .bind(&n.event_type)
-                .bind(&n.subject)
-                .bind(&n.title)
-                .bind(micros(n.create_time))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 1 {
-                    *unread.entry(n.user.as_str()).or_default() += 1;
-                }
-            }
-            for (user, added) in unread {
-                sqlx::query(
-                    "INSERT INTO inbox_counts (tenant_id, user_id, unread) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET unread = unread + excluded.unread",
-                )
-                .bind(tenant.as_str())
-                .bind(user)
-                .bind(added)
-                .execute(&mut *tx)
-                .await?;
-            }
+            insert_notifications(&mut tx, tenant.as_str(), &made.notifications).await?;
         }
         crm_platform::consumer::sqlite_advance(&mut tx, consumer, last).await?;
         tx.commit().await?;
@@ -387,8 +470,8 @@ impl NotificationStore for SqliteNotificationStore {
             let tenant: String = row.try_get("tenant_id")?;
             let endpoint: String = row.try_get("endpoint_id")?;
             let target = sqlx::query(
-                "SELECT url, secret, previous_secret, previous_until FROM webhook_endpoints \
-                 WHERE tenant_id = ?1 AND id = ?2",
+                "SELECT url, secret, previous_secret, previous_until, max_per_second, \
+                 disable_time IS NOT NULL AS disabled FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2",
             )
             .bind(&tenant)
             .bind(&endpoint)
@@ -398,6 +481,9 @@ impl NotificationStore for SqliteNotificationStore {
             due.push(Due {
                 tenant,
                 id: id(row, "id")?,
+                endpoint: Uuid::parse_str(&endpoint).map_err(|_| corrupt(format!("endpoint_id `{endpoint}`")))?,
+                max_per_second: u32::try_from(target.try_get::<i64, _>("max_per_second")?).unwrap_or(0),
+                disabled: target.try_get("disabled")?,
                 url: target.try_get("url")?,
                 secrets: signing_secrets(
                     target.try_get("secret")?,
@@ -421,24 +507,27 @@ impl NotificationStore for SqliteNotificationStore {
         for Finished {
             tenant,
             delivery,
-            attempt: a,
+            attempt,
             outcome,
+            ..
         } in finished
         {
-            sqlx::query(
-                "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
-             response_head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
-            )
-            .bind(tenant.as_str())
-            .bind(delivery.to_string())
-            .bind(a.attempt)
-            .bind(micros(a.time))
-            .bind(a.status_code)
-            .bind(&a.error)
-            .bind(a.latency_ms)
-            .bind(&a.response_head)
-            .execute(&mut *tx)
-            .await?;
+            if let Some(a) = attempt {
+                sqlx::query(
+                    "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, \
+                     latency_ms, response_head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(delivery.to_string())
+                .bind(a.attempt)
+                .bind(micros(a.time))
+                .bind(a.status_code)
+                .bind(&a.error)
+                .bind(a.latency_ms)
+                .bind(&a.response_head)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "UPDATE deliveries SET state = ?3, attempts = max(attempts, ?4), next_attempt_time = ?5, \
              lease_until = NULL WHERE tenant_id = ?1 AND id = ?2",
@@ -446,13 +535,65 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(tenant.as_str())
             .bind(delivery.to_string())
             .bind(outcome.state.as_str())
-            .bind(a.attempt)
+            .bind(attempt.as_ref().map_or(0, |a| a.attempt))
             .bind(outcome.next_attempt_time.map(micros))
             .execute(&mut *tx)
             .await?;
         }
+        endpoint_health(&mut tx, finished).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn enable_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        let row = sqlx::query(
+            "UPDATE webhook_endpoints SET disable_time = NULL, disable_reason = '', failing_since = NULL \
+             WHERE tenant_id = ?1 AND id = ?2 RETURNING *",
+        )
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if row.is_some() {
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_time = ?3 \
+                 WHERE tenant_id = ?1 AND endpoint_id = ?2 AND state = 'pending' AND next_attempt_time IS NULL",
+            )
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        row.as_ref().map(endpoint).transpose()
+    }
+
+    async fn redeliver_since(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let again = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_time = ?4 \
+             WHERE tenant_id = ?1 AND endpoint_id = ?2 AND create_time >= ?3 AND state <> 'pending'",
+        )
+        .bind(tenant.as_str())
+        .bind(endpoint.to_string())
+        .bind(micros(since))
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(again)
     }
 
     async fn delivery(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Delivery>, StoreError> {
