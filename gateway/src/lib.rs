@@ -35,7 +35,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
-use crate::routes::{bulk, events, ops, users};
+use crate::routes::{bulk, events, inbox, ops, users};
 
 /// The service readiness checks ask about.
 pub const CONTACT_SERVICE: &str = "crm.contact.v1.ContactService";
@@ -309,6 +309,7 @@ pub fn router(gateway: Gateway, verifier: Arc<Verifier>, args: &GatewayArgs) -> 
         .route("/v1/contacts:import", post(bulk::import))
         .route("/v1/deals:import", post(bulk::import_deals))
         .route("/v1/events:stream", get(events::stream))
+        .route("/v1/notifications:watch", get(inbox::watch))
         .route("/v1/users/{id}", post(users::user_method))
         .route_layer(AuthLayer::new(
             Arc::clone(&verifier),

@@ -755,3 +755,183 @@ async fn an_endpoints_throttle_spaces_its_deliveries_and_a_recovery_sends_each_a
         deployment.stop().await;
     }
 }
+
+/// An open Server-Sent Events stream and what has arrived of it.
+struct Sse {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Sse {
+    async fn open(base: &str, bearer: &str) -> Sse {
+        let response = reqwest::Client::new()
+            .get(format!("{base}/v1/notifications:watch"))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("watch");
+        assert_eq!(response.status(), 200);
+        Sse {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (its name and JSON data) within 15 s.
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let event = block.lines().find_map(|l| l.strip_prefix("event:")).map(str::trim);
+                let data = block.lines().find_map(|l| l.strip_prefix("data:")).map(str::trim);
+                if let (Some(event), Some(data)) = (event, data) {
+                    return (event.to_owned(), serde_json::from_str(data).expect("JSON"));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(15), self.response.chunk())
+                .await
+                .expect("an event in time")
+                .expect("chunk")
+                .expect("stream open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    }
+
+    /// Events until one named `name` for which `done` holds; that one.
+    async fn until(&mut self, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let (event, data) = self.next().await;
+            if event == name && done(&data) {
+                return data;
+            }
+        }
+    }
+}
+
+/// A gRPC watcher's next message within 15 s.
+async fn next_watched(
+    stream: &mut tonic::Streaming<crm_proto::crm::notification::v1::WatchNotificationsResponse>,
+    waiting_for: &str,
+) -> crm_proto::crm::notification::v1::watch_notifications_response::Kind {
+    tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .unwrap_or_else(|_| panic!("no message in time: {waiting_for}"))
+        .expect("stream")
+        .expect("open")
+        .kind
+        .expect("kind")
+}
+
+#[tokio::test]
+async fn an_inbox_is_watched_live_over_sse_and_grpc_seen_and_archived_on_both_backends() {
+    use crm_proto::crm::notification::v1 as pb;
+    for postgres in BACKENDS {
+        let Some(deployment) = Deployment::start(postgres, "notification_live").await else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        let carol = Rest::as_user(base, "acme", "carol", Role::Rep);
+        let mut live = Sse::open(base, &crate::support::token("acme", "carol", Role::Rep)).await;
+        let (event, counts) = live.next().await;
+        assert_eq!(
+            (event.as_str(), counts["unread"].as_str()),
+            ("counts", Some("0")),
+            "{counts}"
+        );
+        let (status, _) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Wins", "eventTypes": ["crm.pipeline.v1.DealWon"], "recipients": ["users/carol"]}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let pipeline = pipeline(&admin).await;
+        let deal = won_deal(&admin, &pipeline, "100").await;
+        let note = live.until("notification", |_| true).await;
+        assert_eq!(note["subject"], deal.as_str(), "{note}");
+        assert_eq!(
+            (note["read"].as_bool(), note["seen"].as_bool()),
+            (Some(false), Some(false))
+        );
+        let counts = live.until("counts", |c| c["unread"] == "1").await;
+        assert_eq!(counts["unseen"], "1");
+
+        // Seen: the badge's count goes to zero, the notification stays unread.
+        let (status, seen) = carol.post("/v1/notifications:markSeen", json!({})).await;
+        assert_eq!((status, seen["marked"].as_str()), (200, Some("1")), "{seen}");
+        let counts = live.until("counts", |c| c["unseen"] == "0").await;
+        assert_eq!(counts["unread"], "1");
+        // Archived: out of the inbox, in the archive, read.
+        let (status, archived) = carol
+            .post("/v1/notifications:archive", json!({"names": [note["name"]]}))
+            .await;
+        assert_eq!((status, archived["archived"].as_str()), (200, Some("1")), "{archived}");
+        live.until("counts", |c| c["unread"] == "0").await;
+        let (_, inbox) = carol.get("/v1/notifications").await;
+        assert_eq!(inbox["notifications"].as_array().map(Vec::len), Some(0), "{inbox}");
+        let (_, archive) = carol.get("/v1/notifications?archived=true").await;
+        assert_eq!(archive["notifications"][0]["name"], note["name"], "{archive}");
+        assert_eq!(archive["notifications"][0]["read"], true);
+        // Another user's watch hears nothing of carol's inbox, and marks nothing of it.
+        let bob = Rest::as_user(base, "acme", "bob", Role::Rep);
+        let (_, marked) = bob
+            .post("/v1/notifications:archive", json!({"names": [note["name"]]}))
+            .await;
+        assert_eq!(marked["archived"], "0");
+
+        // On PostgreSQL, a watcher on another replica hears of a change made through this one.
+        if let Deployment::Postgres(pg) = &deployment {
+            let replica = pg.notification_replica();
+            let endpoint = format!("http://{}", replica.address_after("gRPC on "));
+            let channel = tonic::transport::Channel::from_shared(endpoint)
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+            let bearer: tonic::metadata::MetadataValue<_> =
+                format!("Bearer {}", crate::support::token("acme", "carol", Role::Rep))
+                    .parse()
+                    .expect("header");
+            let mut client = pb::inbox_service_client::InboxServiceClient::with_interceptor(
+                channel,
+                move |mut request: tonic::Request<()>| {
+                    request.metadata_mut().insert("authorization", bearer.clone());
+                    Ok(request)
+                },
+            );
+            let mut watched = client
+                .watch_notifications(pb::WatchNotificationsRequest {})
+                .await
+                .expect("watch")
+                .into_inner();
+            assert!(matches!(
+                next_watched(&mut watched, "the counts").await,
+                pb::watch_notifications_response::Kind::Counts(_)
+            ));
+            let second = won_deal(&admin, &pipeline, "200").await;
+            loop {
+                if let pb::watch_notifications_response::Kind::Notification(n) =
+                    next_watched(&mut watched, "the new notification").await
+                {
+                    assert_eq!(n.subject, second);
+                    break;
+                }
+            }
+            // Marked seen through the gateway's replica: heard on this one through PostgreSQL.
+            let (status, _) = carol.post("/v1/notifications:markSeen", json!({})).await;
+            assert_eq!(status, 200);
+            loop {
+                if let pb::watch_notifications_response::Kind::Counts(c) =
+                    next_watched(&mut watched, "the counts after seen on the other replica").await
+                    && c.unseen == 0
+                {
+                    assert_eq!(c.unread, 1);
+                    break;
+                }
+            }
+        }
+        deployment.stop().await;
+    }
+}

@@ -18,7 +18,7 @@ use crate::problem::{ProblemBody, Violation};
 use crate::rest::check::{immutable, output_only};
 use crate::rest::rules::Binding;
 use crate::rest::template::ID_PATTERN;
-use crate::routes::{bulk, events, ops, users};
+use crate::routes::{bulk, events, inbox, ops, users};
 
 struct BearerAuth;
 
@@ -44,7 +44,7 @@ impl Modify for BearerAuth {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(
-        bulk::export, bulk::import, bulk::import_deals, events::stream, users::transfer_portfolio,
+        bulk::export, bulk::import, bulk::import_deals, events::stream, inbox::watch, users::transfer_portfolio,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(ProblemBody, Violation, bulk::ImportSummary, bulk::DealImportSummary, users::TransferRequest, users::TransferResponse, users::TransferShare)),
@@ -123,11 +123,14 @@ pub fn document() -> Result<Value, String> {
         );
     }
     components.insert("responses".into(), Value::Object(responses));
-    let mut all_tags: Vec<Value> = tags.into_iter().map(|name| json!({ "name": name })).collect();
+    // The hand-written routes' tags, each once (a transcoded route may share one).
+    let mut names: Vec<String> = tags.into_iter().collect();
     for extra in ["events", "users", "operations"] {
-        all_tags.push(json!({ "name": extra }));
+        if !names.iter().any(|n| n == extra) {
+            names.push(extra.to_owned());
+        }
     }
-    doc["tags"] = Value::Array(all_tags);
+    doc["tags"] = Value::Array(names.into_iter().map(|name| json!({ "name": name })).collect());
     Ok(doc)
 }
 

@@ -4,5 +4,6 @@
 
 pub mod bulk;
 pub mod events;
+pub mod inbox;
 pub mod ops;
 pub mod users;

@@ -119,6 +119,18 @@ impl Sink for Matching {
         if moved && emails {
             self.app.mail_due().notify_one();
         }
+        if moved {
+            let users: std::collections::BTreeSet<(&str, &str)> = matched
+                .iter()
+                .flat_map(|(tenant, m)| m.notifications.iter().map(move |n| (tenant.as_str(), n.user.as_str())))
+                .collect();
+            for (tenant, user) in users {
+                self.app.announce(crate::app::InboxChange {
+                    tenant: tenant.to_owned(),
+                    user: user.to_owned(),
+                });
+            }
+        }
         Ok(moved)
     }
 }

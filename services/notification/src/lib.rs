@@ -184,8 +184,10 @@ pub fn describe() -> Description {
                 let pool =
                     crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
                 let history = FeedHistory::new(&feeds).map_err(ConfigError)?;
-                let app =
-                    NotificationApp::new(Arc::new(PgNotificationStore::new(pool))).with_history(Arc::new(history));
+                let app = NotificationApp::new(Arc::new(PgNotificationStore::new(pool.clone())))
+                    .with_history(Arc::new(history));
+                // Inbox changes made on other replicas reach this one's watchers.
+                tokio::spawn(store::postgres::listen_inbox(pool, app.inbox_changes().clone()));
                 Ok(Box::new(Hosted {
                     app,
                     feeds,

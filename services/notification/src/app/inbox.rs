@@ -1,36 +1,54 @@
-//! A user's in-app inbox: every user reads and marks their own notifications, never another's.
+//! A user's in-app inbox: every user reads, marks, archives and watches their own
+//! notifications, never another's. Each change of an inbox is announced on a broadcast (by
+//! this process, and on PostgreSQL by every replica, see [`crate::store::INBOX_CHANNEL`]), so
+//! a watcher of that inbox on any replica hears of it.
+
+use std::time::Duration;
 
 use crm_platform::error::Violations;
 use crm_platform::paging::{Page, PageRequest};
 use crm_platform::{ApiError, Principal};
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use super::NotificationApp;
-use crate::domain::{Notification, NotificationId};
+use crate::domain::{InboxChange, Notification, NotificationId};
+use crate::store::{InboxCounts, View};
 
-/// Most notifications marked read in one call.
+/// Most notifications marked or archived in one call.
 pub const MAX_MARKED: usize = 1000;
+/// How often a watched inbox's counts are sent when nothing changes.
+const WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
+/// New notifications read at once for a watcher.
+const WATCH_BATCH: usize = 100;
+
+/// What a watcher is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched {
+    Notification(Notification),
+    Counts(InboxCounts),
+}
 
 impl NotificationApp {
     pub async fn inbox(
         &self,
         who: &Principal,
-        unread_only: bool,
+        view: View,
         page: &PageRequest<Uuid>,
     ) -> Result<Page<Notification>, ApiError> {
         let listed = self
             .store
-            .notifications(&who.tenant, who.user.as_str(), unread_only, page.after, page.fetch())
+            .notifications(&who.tenant, who.user.as_str(), view, page.after, page.fetch())
             .await?;
         Ok(page.page(listed, |n| n.id))
     }
 
-    pub async fn unread_count(&self, who: &Principal) -> Result<i64, ApiError> {
-        Ok(self.store.unread_count(&who.tenant, who.user.as_str()).await?)
+    pub async fn counts(&self, who: &Principal) -> Result<InboxCounts, ApiError> {
+        Ok(self.store.counts(&who.tenant, who.user.as_str()).await?)
     }
 
-    /// Marks the caller's notifications of `names` read; how many were unread.
-    pub async fn mark_read(&self, who: &Principal, names: &[String]) -> Result<i64, ApiError> {
+    /// The ids `names` names, or a 400 naming each that is not one of a notification.
+    fn ids(names: &[String]) -> Result<Vec<Uuid>, ApiError> {
         let mut v = Violations::new("");
         if names.is_empty() {
             v.add("names", "at least one notification is required");
@@ -42,6 +60,118 @@ impl NotificationApp {
             }
         }
         v.finish()?;
-        Ok(self.store.mark_read(&who.tenant, who.user.as_str(), &ids).await?)
+        Ok(ids)
+    }
+
+    /// Marks the caller's notifications of `names` read; how many were unread.
+    pub async fn mark_read(&self, who: &Principal, names: &[String]) -> Result<i64, ApiError> {
+        let ids = Self::ids(names)?;
+        let marked = self.store.mark_read(&who.tenant, who.user.as_str(), &ids).await?;
+        self.changed(who, marked);
+        Ok(marked)
+    }
+
+    /// Marks every notification of the caller seen; how many were unseen.
+    pub async fn mark_seen(&self, who: &Principal) -> Result<i64, ApiError> {
+        let marked = self.store.mark_seen(&who.tenant, who.user.as_str()).await?;
+        self.changed(who, marked);
+        Ok(marked)
+    }
+
+    /// Archives the caller's notifications of `names`; how many were in the inbox.
+    pub async fn archive(&self, who: &Principal, names: &[String]) -> Result<i64, ApiError> {
+        let ids = Self::ids(names)?;
+        let archived = self.store.archive(&who.tenant, who.user.as_str(), &ids).await?;
+        self.changed(who, archived);
+        Ok(archived)
+    }
+
+    fn changed(&self, who: &Principal, how_many: i64) {
+        if how_many > 0 {
+            self.announce(InboxChange {
+                tenant: who.tenant.as_str().to_owned(),
+                user: who.user.as_str().to_owned(),
+            });
+        }
+    }
+
+    /// Tells this process's watchers of `change`.
+    pub fn announce(&self, change: InboxChange) {
+        // No receiver: nobody watches.
+        let _ = self.inbox_changes.send(change);
+    }
+
+    /// The broadcast of inbox changes (a PostgreSQL listener feeds it with other replicas').
+    pub fn inbox_changes(&self) -> &broadcast::Sender<InboxChange> {
+        &self.inbox_changes
+    }
+
+    /// Watches the caller's inbox: its counts at once, then each new notification and the
+    /// counts after each change, and the counts every [`WATCH_HEARTBEAT`], until the receiver
+    /// is dropped.
+    pub async fn watch(&self, who: &Principal) -> Result<mpsc::Receiver<Result<Watched, ApiError>>, ApiError> {
+        // Subscribed before the first read, so no change after it is missed.
+        let mut changes = self.inbox_changes.subscribe();
+        let newest = self
+            .store
+            .notifications(&who.tenant, who.user.as_str(), View::All, None, 1)
+            .await?;
+        let mut last = newest.first().map_or(Uuid::nil(), |n| n.id);
+        let counts = self.counts(who).await?;
+        let (tx, rx) = mpsc::channel(WATCH_BATCH);
+        let (app, who) = (self.clone(), who.clone());
+        tokio::spawn(async move {
+            if tx.send(Ok(Watched::Counts(counts))).await.is_err() {
+                return;
+            }
+            loop {
+                let mine = tokio::select! {
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep(WATCH_HEARTBEAT) => false,
+                    change = changes.recv() => match change {
+                        Ok(c) => c.concerns(who.tenant.as_str(), who.user.as_str()),
+                        // Missed some: look anyway.
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+                if mine {
+                    loop {
+                        let new = match app
+                            .store
+                            .notifications_since(&who.tenant, who.user.as_str(), last, WATCH_BATCH)
+                            .await
+                        {
+                            Ok(new) => new,
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into())).await;
+                                return;
+                            }
+                        };
+                        let full = new.len() == WATCH_BATCH;
+                        for n in new {
+                            last = n.id;
+                            if tx.send(Ok(Watched::Notification(n))).await.is_err() {
+                                return;
+                            }
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                }
+                let counts = match app.counts(&who).await {
+                    Ok(counts) => counts,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(Watched::Counts(counts))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 }

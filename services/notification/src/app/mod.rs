@@ -5,7 +5,7 @@ pub mod backtest;
 mod deliveries;
 pub mod emails;
 pub mod endpoints;
-mod inbox;
+pub mod inbox;
 pub mod rules;
 
 use std::sync::Arc;
@@ -14,7 +14,12 @@ use crm_platform::time::{Clock, SystemClock};
 use crm_platform::{ApiError, Principal, Role};
 use tokio::sync::Notify;
 
-pub use inbox::MAX_MARKED;
+pub use inbox::{MAX_MARKED, Watched};
+
+pub use crate::domain::InboxChange;
+
+/// Inbox changes a slow watcher may fall behind by before it looks again.
+const INBOX_CHANGES: usize = 1024;
 
 use crate::history::History;
 use crate::store::NotificationStore;
@@ -30,6 +35,8 @@ pub struct NotificationApp {
     mail_due: Arc<Notify>,
     /// The retained events, for backtests (None: not available here).
     history: Option<Arc<dyn History>>,
+    /// Changes of inboxes, for their watchers.
+    inbox_changes: tokio::sync::broadcast::Sender<crate::domain::InboxChange>,
 }
 
 impl NotificationApp {
@@ -45,6 +52,7 @@ impl NotificationApp {
             due: Arc::new(Notify::new()),
             mail_due: Arc::new(Notify::new()),
             history: None,
+            inbox_changes: tokio::sync::broadcast::Sender::new(INBOX_CHANGES),
         }
     }
 

@@ -267,6 +267,8 @@ pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Ut
                 subject: event.subject.clone(),
                 title: format!("{}: {short} {}", rule.display_name, event.subject),
                 read: false,
+                seen: false,
+                archived: false,
                 create_time: now,
             });
         }

@@ -318,6 +318,10 @@ pub struct Notification {
     pub subject: String,
     pub title: String,
     pub read: bool,
+    /// Whether the user opened their inbox since it came.
+    pub seen: bool,
+    /// Whether the user put it out of their inbox.
+    pub archived: bool,
     pub create_time: DateTime<Utc>,
 }
 
@@ -448,4 +452,35 @@ pub struct DueDigest {
     pub tenant: String,
     pub user: String,
     pub held: Vec<HeldEmail>,
+}
+
+/// A change of one user's inbox, for its watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxChange {
+    pub tenant: String,
+    pub user: String,
+}
+
+impl InboxChange {
+    /// A change that may be anyone's (changes were missed): every watcher looks.
+    pub fn anyone() -> Self {
+        Self {
+            tenant: String::new(),
+            user: String::new(),
+        }
+    }
+
+    /// Whether it may be `user`'s of `tenant`.
+    pub fn concerns(&self, tenant: &str, user: &str) -> bool {
+        self.tenant.is_empty() || (self.tenant == tenant && self.user == user)
+    }
+
+    /// As PostgreSQL announces it: `{tenant}/{user}` (a tenant id has no `/`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (tenant, user) = raw.split_once('/')?;
+        Some(Self {
+            tenant: tenant.to_owned(),
+            user: user.to_owned(),
+        })
+    }
 }

@@ -9,14 +9,15 @@ use crm_proto::crm::notification::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::app::NotificationApp;
 use crate::app::emails::{PreferencesSpec, preferences_name, preferences_user};
 use crate::app::endpoints::EndpointSpec;
 use crate::app::rules::{RuleSpec, Sample};
+use crate::app::{NotificationApp, Watched};
 use crate::domain::{
     Attempt, Channel, Delivery, DeliveryId, DeliveryState, Email, EmailId, EmailState, EmailTemplate, Endpoint,
     EndpointId, Notification, NotificationId, Preferences, Recipient, Rule, RuleId,
 };
+use crate::store::View;
 
 pub use pb::delivery_service_server::DeliveryServiceServer;
 pub use pb::inbox_service_server::InboxServiceServer;
@@ -217,6 +218,8 @@ fn notification(n: Notification) -> pb::Notification {
         title: n.title,
         read: n.read,
         create_time: Some(timestamp(n.create_time)),
+        seen: n.seen,
+        archived: n.archived,
     }
 }
 
@@ -568,13 +571,17 @@ impl pb::inbox_service_server::InboxService for NotificationGrpc {
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
         let who = principal(&request)?;
         let r = request.get_ref();
-        let unread = if r.unread_only { "unread" } else { "all" };
+        let (view, shape) = match (r.archived, r.unread_only) {
+            (true, _) => (View::Archived, "archived"),
+            (false, true) => (View::Unread, "unread"),
+            (false, false) => (View::Inbox, "all"),
+        };
         let listed = self
             .app
             .inbox(
                 &who,
-                r.unread_only,
-                &page(r.page_size, &r.page_token, &[NotificationId::COLLECTION, unread])?,
+                view,
+                &page(r.page_size, &r.page_token, &[NotificationId::COLLECTION, shape])?,
             )
             .await?;
         Ok(Response::new(pb::ListNotificationsResponse {
@@ -588,8 +595,52 @@ impl pb::inbox_service_server::InboxService for NotificationGrpc {
         request: Request<pb::GetUnreadCountRequest>,
     ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
         let who = principal(&request)?;
-        let unread = self.app.unread_count(&who).await?;
-        Ok(Response::new(pb::GetUnreadCountResponse { unread }))
+        let counts = self.app.counts(&who).await?;
+        Ok(Response::new(pb::GetUnreadCountResponse {
+            unread: counts.unread,
+            unseen: counts.unseen,
+        }))
+    }
+
+    async fn mark_notifications_seen(
+        &self,
+        request: Request<pb::MarkNotificationsSeenRequest>,
+    ) -> Result<Response<pb::MarkNotificationsSeenResponse>, Status> {
+        let who = principal(&request)?;
+        let marked = self.app.mark_seen(&who).await?;
+        Ok(Response::new(pb::MarkNotificationsSeenResponse { marked }))
+    }
+
+    async fn archive_notifications(
+        &self,
+        request: Request<pb::ArchiveNotificationsRequest>,
+    ) -> Result<Response<pb::ArchiveNotificationsResponse>, Status> {
+        let who = principal(&request)?;
+        let archived = self.app.archive(&who, &request.get_ref().names).await?;
+        Ok(Response::new(pb::ArchiveNotificationsResponse { archived }))
+    }
+
+    type WatchNotificationsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchNotificationsResponse, Status>> + Send>>;
+
+    async fn watch_notifications(
+        &self,
+        request: Request<pb::WatchNotificationsRequest>,
+    ) -> Result<Response<Self::WatchNotificationsStream>, Status> {
+        use futures::StreamExt;
+        let who = principal(&request)?;
+        let watched = self.app.watch(&who).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(watched).map(|item| {
+            let kind = match item.map_err(Status::from)? {
+                Watched::Notification(n) => pb::watch_notifications_response::Kind::Notification(notification(n)),
+                Watched::Counts(c) => pb::watch_notifications_response::Kind::Counts(pb::InboxCounts {
+                    unread: c.unread,
+                    unseen: c.unseen,
+                }),
+            };
+            Ok(pb::WatchNotificationsResponse { kind: Some(kind) })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn mark_notifications_read(

@@ -86,6 +86,8 @@ fn made(rule: Uuid, endpoint: Uuid, event: &str, user: &str) -> Matched {
             subject: "deals/1".into(),
             title: "Big wins: DealWon deals/1".into(),
             read: false,
+            seen: false,
+            archived: false,
             create_time: at(1),
         }],
         emails: Vec::new(),
@@ -144,13 +146,13 @@ async fn each_rule_event_and_recipient_is_kept_once(store: &dyn NotificationStor
     );
     assert_eq!(
         store
-            .notifications(&acme, "bob", false, None, 10)
+            .notifications(&acme, "bob", View::Inbox, None, 10)
             .await
             .expect("inbox")
             .len(),
         1
     );
-    assert_eq!(store.unread_count(&acme, "bob").await.expect("unread"), 1);
+    assert_eq!(store.counts(&acme, "bob").await.expect("unread").unread, 1);
     assert!(
         store
             .deliveries(&tenant("globex"), None, 10)
@@ -158,7 +160,7 @@ async fn each_rule_event_and_recipient_is_kept_once(store: &dyn NotificationStor
             .expect("other")
             .is_empty()
     );
-    assert_eq!(store.unread_count(&tenant("globex"), "bob").await.expect("other"), 0);
+    assert_eq!(store.counts(&tenant("globex"), "bob").await.expect("other").unread, 0);
 }
 
 async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore) {
@@ -286,11 +288,14 @@ async fn an_inbox_lists_newest_first_and_marks_read(store: &dyn NotificationStor
             .await
             .expect("record");
     }
-    let inbox = store.notifications(&acme, "bob", false, None, 2).await.expect("inbox");
+    let inbox = store
+        .notifications(&acme, "bob", View::Inbox, None, 2)
+        .await
+        .expect("inbox");
     let events: Vec<&str> = inbox.iter().map(|n| n.event_id.as_str()).collect();
     assert_eq!(events, ["c", "b"]);
     let rest = store
-        .notifications(&acme, "bob", false, Some(inbox[1].id), 2)
+        .notifications(&acme, "bob", View::Inbox, Some(inbox[1].id), 2)
         .await
         .expect("next");
     assert_eq!(rest.len(), 1);
@@ -311,10 +316,73 @@ async fn an_inbox_lists_newest_first_and_marks_read(store: &dyn NotificationStor
         2
     );
     assert_eq!(store.mark_read(&acme, "bob", &[inbox[0].id]).await.expect("again"), 0);
-    assert_eq!(store.unread_count(&acme, "bob").await.expect("unread"), 1);
-    let unread = store.notifications(&acme, "bob", true, None, 10).await.expect("unread");
+    assert_eq!(store.counts(&acme, "bob").await.expect("unread").unread, 1);
+    let unread = store
+        .notifications(&acme, "bob", View::Unread, None, 10)
+        .await
+        .expect("unread");
     assert_eq!(unread.len(), 1);
     assert_eq!(unread[0].event_id, "a");
+    // Seen: every one, the unseen count to zero, the unread one still unread.
+    assert_eq!(
+        store.counts(&acme, "bob").await.expect("counts"),
+        InboxCounts { unread: 1, unseen: 3 }
+    );
+    assert_eq!(store.mark_seen(&acme, "bob").await.expect("seen"), 3);
+    assert_eq!(store.mark_seen(&acme, "bob").await.expect("again"), 0);
+    assert_eq!(
+        store.counts(&acme, "bob").await.expect("counts"),
+        InboxCounts { unread: 1, unseen: 0 }
+    );
+    // Archived: out of the inbox, into the archive, read; another's ids archive nothing.
+    assert_eq!(store.archive(&acme, "carol", &[unread[0].id]).await.expect("other"), 0);
+    assert_eq!(
+        store
+            .archive(&acme, "bob", &[unread[0].id, inbox[0].id])
+            .await
+            .expect("archive"),
+        2
+    );
+    assert_eq!(store.archive(&acme, "bob", &[unread[0].id]).await.expect("again"), 0);
+    assert_eq!(
+        store.counts(&acme, "bob").await.expect("counts"),
+        InboxCounts { unread: 0, unseen: 0 }
+    );
+    let kept = store
+        .notifications(&acme, "bob", View::Inbox, None, 10)
+        .await
+        .expect("inbox");
+    assert_eq!(kept.iter().map(|n| n.event_id.as_str()).collect::<Vec<_>>(), ["b"]);
+    let archived = store
+        .notifications(&acme, "bob", View::Archived, None, 10)
+        .await
+        .expect("archive");
+    assert_eq!(
+        archived.iter().map(|n| n.event_id.as_str()).collect::<Vec<_>>(),
+        ["c", "a"]
+    );
+    assert!(archived.iter().all(|n| n.archived && n.read && n.seen));
+    // A new one is unread and unseen; a watcher reads what came after the last it had.
+    store
+        .record("c", 3, 4, &[(acme.clone(), made(rule, endpoint, "d", "bob"))])
+        .await
+        .expect("record");
+    assert_eq!(
+        store.counts(&acme, "bob").await.expect("counts"),
+        InboxCounts { unread: 1, unseen: 1 }
+    );
+    let since = store
+        .notifications_since(&acme, "bob", inbox[0].id, 10)
+        .await
+        .expect("since");
+    assert_eq!(since.iter().map(|n| n.event_id.as_str()).collect::<Vec<_>>(), ["d"]);
+    assert!(
+        store
+            .notifications_since(&tenant("globex"), "bob", Uuid::nil(), 10)
+            .await
+            .expect("other")
+            .is_empty()
+    );
 }
 
 fn new_email(rule: Uuid, recipient: Recipient, event: &str, rendered: Result<Rendered, String>) -> NewEmail {
@@ -659,12 +727,12 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
     );
     // Its maker is told in their inbox.
     let told = store
-        .notifications(&acme, "alice", false, None, 10)
+        .notifications(&acme, "alice", View::Inbox, None, 10)
         .await
         .expect("inbox");
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].event_type, crate::domain::ENDPOINT_DISABLED);
-    assert_eq!(store.unread_count(&acme, "alice").await.expect("unread"), 1);
+    assert_eq!(store.counts(&acme, "alice").await.expect("unread").unread, 1);
     // Its deliveries come back marked disabled and are put back due at no time: they wait.
     let waiting = store.claim_due(day(10), lease, 10).await.expect("claim");
     assert!(waiting.iter().all(|d| d.disabled) && !waiting.is_empty());

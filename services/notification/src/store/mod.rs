@@ -192,19 +192,55 @@ pub trait NotificationStore: Send + Sync {
     async fn set_preferences(&self, tenant: &TenantId, user: &str, preferences: &Preferences)
     -> Result<(), StoreError>;
 
-    /// A user's notifications, newest first, before `after`, at most `limit`.
+    /// A user's notifications in `view`, newest first, before `after`, at most `limit`.
     async fn notifications(
         &self,
         tenant: &TenantId,
         user: &str,
-        unread_only: bool,
+        view: View,
         after: After,
         limit: usize,
     ) -> Result<Vec<Notification>, StoreError>;
-    async fn unread_count(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError>;
+    /// A user's notifications after `since` (an id), oldest first, at most `limit`.
+    async fn notifications_since(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        since: Uuid,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// A user's unread and unseen notifications, counted.
+    async fn counts(&self, tenant: &TenantId, user: &str) -> Result<InboxCounts, StoreError>;
     /// Marks the user's notifications of `ids` read; how many were unread.
     async fn mark_read(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError>;
+    /// Marks every notification of the user seen; how many were unseen.
+    async fn mark_seen(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError>;
+    /// Archives the user's notifications of `ids` (read and seen with it); how many were not.
+    async fn archive(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError>;
 }
+
+/// Which of a user's notifications a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The inbox: every notification not archived.
+    Inbox,
+    /// The unread ones of the inbox.
+    Unread,
+    /// The archived ones.
+    Archived,
+    /// Every one, archived or not.
+    All,
+}
+
+/// A user's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxCounts {
+    pub unread: i64,
+    pub unseen: i64,
+}
+
+/// The channel on which PostgreSQL announces a change of an inbox, `{tenant}/{user}`.
+pub const INBOX_CHANNEL: &str = "crm_inbox";
 
 /// A JSON list of strings as stored.
 pub(crate) fn strings(raw: &serde_json::Value) -> Result<Vec<String>, StoreError> {
@@ -390,6 +426,8 @@ pub(crate) fn disabled_notice(endpoint: Uuid, url: &str, user: &str, at: DateTim
         subject: crate::domain::EndpointId(endpoint).name(),
         title: format!("Webhook endpoint disabled after failing for 5 days: {url}"),
         read: false,
+        seen: false,
+        archived: false,
         create_time: at,
     }
 }

@@ -13,8 +13,9 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    After, EmailRow, Finished, NotificationStore, Sent, StoreError, channel_names, channels, corrupt, email_state,
-    email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names, recipients, state, strings,
+    After, EmailRow, Finished, InboxCounts, NotificationStore, Sent, StoreError, View, channel_names, channels,
+    corrupt, email_state, email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names,
+    recipients, state, strings,
 };
 use crate::domain::fatigue::Muted;
 use crate::domain::matching::Matched;
@@ -111,6 +112,8 @@ fn notification(row: &PgRow) -> Result<Notification, StoreError> {
         subject: row.try_get("subject")?,
         title: row.try_get("title")?,
         read: row.try_get("read")?,
+        seen: row.try_get("seen")?,
+        archived: row.try_get("archived")?,
         create_time: row.try_get("create_time")?,
     })
 }
@@ -176,14 +179,16 @@ async fn insert_notifications(
     }
     for (user, added) in unread {
         sqlx::query(
-            "INSERT INTO inbox_counts (tenant_id, user_id, unread) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id, user_id) DO UPDATE SET unread = inbox_counts.unread + excluded.unread",
+            "INSERT INTO inbox_counts (tenant_id, user_id, unread, unseen) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (tenant_id, user_id) DO UPDATE \
+             SET unread = inbox_counts.unread + excluded.unread, unseen = inbox_counts.unseen + excluded.unseen",
         )
         .bind(tenant)
         .bind(user)
         .bind(added)
         .execute(&mut *tx)
         .await?;
+        announce(&mut *tx, tenant, user).await?;
     }
     Ok(())
 }
@@ -907,19 +912,32 @@ impl NotificationStore for PgNotificationStore {
         &self,
         tenant: &TenantId,
         user: &str,
-        unread_only: bool,
+        view: View,
         after: After,
         n: usize,
     ) -> Result<Vec<Notification>, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let rows = sqlx::query(
-            "SELECT * FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND ($3::uuid IS NULL OR id < $3) \
-             AND (NOT $4 OR NOT read) ORDER BY id DESC LIMIT $5",
-        )
+        let rows = sqlx::query(match view {
+            View::Inbox => {
+                "SELECT * FROM notifications WHERE tenant_id = $1 AND user_id = $2 \
+                 AND ($3::uuid IS NULL OR id < $3) AND NOT archived ORDER BY id DESC LIMIT $4"
+            }
+            View::Unread => {
+                "SELECT * FROM notifications WHERE tenant_id = $1 AND user_id = $2 \
+                 AND ($3::uuid IS NULL OR id < $3) AND NOT read AND NOT archived ORDER BY id DESC LIMIT $4"
+            }
+            View::Archived => {
+                "SELECT * FROM notifications WHERE tenant_id = $1 AND user_id = $2 \
+                 AND ($3::uuid IS NULL OR id < $3) AND archived ORDER BY id DESC LIMIT $4"
+            }
+            View::All => {
+                "SELECT * FROM notifications WHERE tenant_id = $1 AND user_id = $2 \
+                 AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+            }
+        })
         .bind(tenant.as_str())
         .bind(user)
         .bind(after)
-        .bind(unread_only)
         .bind(limit(n))
         .fetch_all(&mut *tx)
         .await?;
@@ -927,39 +945,207 @@ impl NotificationStore for PgNotificationStore {
         rows.iter().map(notification).collect()
     }
 
-    async fn unread_count(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError> {
+    async fn notifications_since(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        since: Uuid,
+        n: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let count: Option<i64> =
-            sqlx::query_scalar("SELECT unread FROM inbox_counts WHERE tenant_id = $1 AND user_id = $2")
+        let rows = sqlx::query(
+            "SELECT * FROM notifications WHERE tenant_id = $1 AND user_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(since)
+        .bind(limit(n))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(notification).collect()
+    }
+
+    async fn counts(&self, tenant: &TenantId, user: &str) -> Result<InboxCounts, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let counts: Option<(i64, i64)> =
+            sqlx::query_as("SELECT unread, unseen FROM inbox_counts WHERE tenant_id = $1 AND user_id = $2")
                 .bind(tenant.as_str())
                 .bind(user)
                 .fetch_optional(&mut *tx)
                 .await?;
         tx.commit().await?;
-        Ok(count.unwrap_or(0))
+        Ok(counts.map_or_else(InboxCounts::default, |(unread, unseen)| InboxCounts { unread, unseen }))
     }
 
     async fn mark_read(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError> {
-        let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let marked = sqlx::query(
-            "UPDATE notifications SET read = true WHERE tenant_id = $1 AND user_id = $2 AND id = ANY($3) AND NOT read",
+        self.change_inbox(
+            tenant,
+            user,
+            "UPDATE notifications SET read = true \
+             WHERE tenant_id = $1 AND user_id = $2 AND id = ANY($3) AND NOT read RETURNING false, true",
+            ids,
         )
-        .bind(tenant.as_str())
-        .bind(user)
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let marked = i64::try_from(marked).unwrap_or(i64::MAX);
-        if marked > 0 {
-            sqlx::query("UPDATE inbox_counts SET unread = unread - $3 WHERE tenant_id = $1 AND user_id = $2")
-                .bind(tenant.as_str())
-                .bind(user)
-                .bind(marked)
-                .execute(&mut *tx)
-                .await?;
+        .await
+    }
+
+    async fn mark_seen(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError> {
+        self.change_inbox(
+            tenant,
+            user,
+            "UPDATE notifications SET seen = true \
+             WHERE tenant_id = $1 AND user_id = $2 AND NOT seen AND $3::uuid[] IS NOT NULL RETURNING true, false",
+            &[],
+        )
+        .await
+    }
+
+    async fn archive(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError> {
+        self.change_inbox(
+            tenant,
+            user,
+            "UPDATE notifications n SET archived = true, read = true, seen = true \
+             FROM (SELECT id, read, seen FROM notifications \
+                 WHERE tenant_id = $1 AND user_id = $2 AND id = ANY($3) AND NOT archived FOR UPDATE) old \
+             WHERE n.tenant_id = $1 AND n.id = old.id RETURNING old.read, old.seen",
+            ids,
+        )
+        .await
+    }
+}
+
+impl PgNotificationStore {
+    /// Runs `change` (an UPDATE of the user's notifications by `$1` tenant, `$2` user and `$3`
+    /// ids, returning whether each changed row was read and seen before it) and moves the
+    /// user's counts by what it changed, announcing the change; how many rows it changed.
+    async fn change_inbox(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        change: &'static str,
+        ids: &[Uuid],
+    ) -> Result<i64, StoreError> {
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let before: Vec<(bool, bool)> = sqlx::query_as(change)
+            .bind(tenant.as_str())
+            .bind(user)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let changed = i64::try_from(before.len()).unwrap_or(i64::MAX);
+        let was_unread = i64::try_from(before.iter().filter(|(read, _)| !read).count()).unwrap_or(i64::MAX);
+        let was_unseen = i64::try_from(before.iter().filter(|(_, seen)| !seen).count()).unwrap_or(i64::MAX);
+        if changed > 0 {
+            sqlx::query(
+                "UPDATE inbox_counts SET unread = unread - $3, unseen = unseen - $4 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(user)
+            .bind(was_unread)
+            .bind(was_unseen)
+            .execute(&mut *tx)
+            .await?;
+            announce(&mut tx, tenant.as_str(), user).await?;
         }
         tx.commit().await?;
-        Ok(marked)
+        Ok(changed)
+    }
+}
+
+/// Announces a change of a user's inbox to every replica (at commit).
+async fn announce(tx: &mut sqlx::PgConnection, tenant: &str, user: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(super::INBOX_CHANNEL)
+        .bind(format!("{tenant}/{user}"))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Feeds `changes` with the inbox changes every replica announces, until the process ends;
+/// a lost connection is made again (and every watcher told to look, as changes may have been
+/// missed meanwhile).
+pub async fn listen_inbox(pool: PgPool, changes: tokio::sync::broadcast::Sender<crate::domain::InboxChange>) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "the inbox listener cannot connect; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(super::INBOX_CHANNEL).await {
+            tracing::warn!(error = %e, "the inbox listener cannot listen; retrying");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    if let Some(change) = crate::domain::InboxChange::parse(n.payload()) {
+                        let _ = changes.send(change);
+                    }
+                }
+                // Reconnected: what was announced meanwhile is lost, so every watcher looks.
+                Ok(None) => {
+                    let _ = changes.send(crate::domain::InboxChange::anyone());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the inbox listener failed; listening again");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crm_platform::TenantId;
+    use crm_platform::testing::TestDatabase;
+
+    use super::*;
+    use crate::store::{NotificationStore, POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS};
+
+    #[tokio::test]
+    async fn an_inbox_change_on_one_pool_is_heard_by_the_listener_of_another() {
+        let Some(db) = TestDatabase::create("notification_inbox_listen").await else {
+            return;
+        };
+        crm_platform::db::migrate_postgres(&db.url, &POSTGRES_MIGRATIONS)
+            .await
+            .expect("migrate");
+        let listening = crm_platform::db::connect_postgres(&db.url, POSTGRES_APP_ROLE, 2)
+            .await
+            .expect("pool");
+        let changing = crm_platform::db::connect_postgres(&db.url, POSTGRES_APP_ROLE, 2)
+            .await
+            .expect("pool");
+        let (changes, mut heard) = tokio::sync::broadcast::channel(16);
+        tokio::spawn(listen_inbox(listening, changes));
+        let store = PgNotificationStore::new(changing);
+        let acme = TenantId::parse("acme").expect("tenant");
+        let mut heard_it = None;
+        // The listener may not be listening yet: change until it hears.
+        for _ in 0..50 {
+            let note = crate::store::disabled_notice(Uuid::now_v7(), "https://x.test", "carol", Utc::now());
+            let mut tx = begin_tenant(&store.pool, &acme).await.expect("tx");
+            insert_notifications(&mut tx, "acme", &[note]).await.expect("insert");
+            tx.commit().await.expect("commit");
+            if let Ok(Ok(change)) = tokio::time::timeout(Duration::from_millis(200), heard.recv()).await {
+                heard_it = Some(change);
+                break;
+            }
+        }
+        let change = heard_it.expect("heard");
+        assert!(change.concerns("acme", "carol"), "{change:?}");
+        assert_eq!(
+            store.counts(&acme, "carol").await.expect("counts").unseen,
+            store.counts(&acme, "carol").await.expect("counts").unread
+        );
+        db.drop_database().await;
     }
 }

@@ -13,8 +13,9 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    After, EmailRow, Finished, NotificationStore, Sent, StoreError, channel_names, channels, corrupt, email_state,
-    email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names, recipients, state, strings,
+    After, EmailRow, Finished, InboxCounts, NotificationStore, Sent, StoreError, View, channel_names, channels,
+    corrupt, email_state, email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names,
+    recipients, state, strings,
 };
 use crate::domain::fatigue::Muted;
 use crate::domain::matching::Matched;
@@ -130,6 +131,8 @@ fn notification(row: &SqliteRow) -> Result<Notification, StoreError> {
         subject: row.try_get("subject")?,
         title: row.try_get("title")?,
         read: row.try_get("read")?,
+        seen: row.try_get("seen")?,
+        archived: row.try_get("archived")?,
         create_time: time(row.try_get("create_time")?)?,
     })
 }
@@ -197,8 +200,9 @@ async fn insert_notifications(
     }
     for (user, added) in unread {
         sqlx::query(
-            "INSERT INTO inbox_counts (tenant_id, user_id, unread) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (tenant_id, user_id) DO UPDATE SET unread = unread + excluded.unread",
+            "INSERT INTO inbox_counts (tenant_id, user_id, unread, unseen) VALUES (?1, ?2, ?3, ?3) \
+             ON CONFLICT (tenant_id, user_id) DO UPDATE \
+             SET unread = unread + excluded.unread, unseen = unseen + excluded.unseen",
         )
         .bind(tenant)
         .bind(user)
@@ -887,57 +891,155 @@ impl NotificationStore for SqliteNotificationStore {
         &self,
         tenant: &TenantId,
         user: &str,
-        unread_only: bool,
+        view: View,
         after: After,
         n: usize,
     ) -> Result<Vec<Notification>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 AND (?3 IS NULL OR id < ?3) \
-             AND (NOT ?4 OR read = 0) ORDER BY id DESC LIMIT ?5",
-        )
+        let rows = sqlx::query(match view {
+            View::Inbox => {
+                "SELECT * FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 \
+                 AND (?3 IS NULL OR id < ?3) AND NOT archived ORDER BY id DESC LIMIT ?4"
+            }
+            View::Unread => {
+                "SELECT * FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 \
+                 AND (?3 IS NULL OR id < ?3) AND NOT read AND NOT archived ORDER BY id DESC LIMIT ?4"
+            }
+            View::Archived => {
+                "SELECT * FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 \
+                 AND (?3 IS NULL OR id < ?3) AND archived ORDER BY id DESC LIMIT ?4"
+            }
+            View::All => {
+                "SELECT * FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 \
+                 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+            }
+        })
         .bind(tenant.as_str())
         .bind(user)
         .bind(after.map(|a| a.to_string()))
-        .bind(unread_only)
         .bind(limit(n))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(notification).collect()
     }
 
-    async fn unread_count(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError> {
-        let count: Option<i64> =
-            sqlx::query_scalar("SELECT unread FROM inbox_counts WHERE tenant_id = ?1 AND user_id = ?2")
+    async fn notifications_since(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        since: Uuid,
+        n: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .bind(since.to_string())
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(notification).collect()
+    }
+
+    async fn counts(&self, tenant: &TenantId, user: &str) -> Result<InboxCounts, StoreError> {
+        let counts: Option<(i64, i64)> =
+            sqlx::query_as("SELECT unread, unseen FROM inbox_counts WHERE tenant_id = ?1 AND user_id = ?2")
                 .bind(tenant.as_str())
                 .bind(user)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(count.unwrap_or(0))
+        Ok(counts.map_or_else(InboxCounts::default, |(unread, unseen)| InboxCounts { unread, unseen }))
     }
 
     async fn mark_read(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError> {
-        let ids = serde_json::Value::from(ids.iter().map(Uuid::to_string).collect::<Vec<_>>()).to_string();
+        self.change_inbox(tenant, user, Change::Read, ids).await
+    }
+
+    async fn mark_seen(&self, tenant: &TenantId, user: &str) -> Result<i64, StoreError> {
+        self.change_inbox(tenant, user, Change::Seen, &[]).await
+    }
+
+    async fn archive(&self, tenant: &TenantId, user: &str, ids: &[Uuid]) -> Result<i64, StoreError> {
+        self.change_inbox(tenant, user, Change::Archive, ids).await
+    }
+}
+
+/// A change of a user's notifications.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Read,
+    Seen,
+    Archive,
+}
+
+impl SqliteNotificationStore {
+    /// Applies `change` to the user's notifications (of `ids`; every one to mark them seen)
+    /// and moves the user's counts by what it changed; how many it changed.
+    async fn change_inbox(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        change: Change,
+        ids: &[Uuid],
+    ) -> Result<i64, StoreError> {
         let mut tx = begin_sqlite_write(&self.pool).await?;
-        let marked = sqlx::query(
-            "UPDATE notifications SET read = 1 WHERE tenant_id = ?1 AND user_id = ?2 \
-             AND id IN (SELECT value FROM json_each(?3)) AND read = 0",
-        )
-        .bind(tenant.as_str())
-        .bind(user)
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let marked = i64::try_from(marked).unwrap_or(i64::MAX);
-        if marked > 0 {
-            sqlx::query("UPDATE inbox_counts SET unread = unread - ?3 WHERE tenant_id = ?1 AND user_id = ?2")
+        let mut before: Vec<(bool, bool)> = Vec::new();
+        match change {
+            Change::Seen => {
+                before = sqlx::query_as(
+                    "UPDATE notifications SET seen = 1 WHERE tenant_id = ?1 AND user_id = ?2 AND NOT seen \
+                     RETURNING 1, 0",
+                )
                 .bind(tenant.as_str())
                 .bind(user)
-                .bind(marked)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
+            }
+            Change::Read | Change::Archive => {
+                for id in ids {
+                    let old: Option<(bool, bool, bool)> = sqlx::query_as(
+                        "SELECT read, seen, archived FROM notifications WHERE tenant_id = ?1 AND user_id = ?2 AND id = ?3",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(user)
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((read, seen, archived)) = old else { continue };
+                    let update = match change {
+                        Change::Read if !read => "UPDATE notifications SET read = 1 WHERE tenant_id = ?1 AND id = ?2",
+                        Change::Archive if !archived => {
+                            "UPDATE notifications SET archived = 1, read = 1, seen = 1 WHERE tenant_id = ?1 AND id = ?2"
+                        }
+                        _ => continue,
+                    };
+                    sqlx::query(update)
+                        .bind(tenant.as_str())
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    before.push(match change {
+                        Change::Read => (false, true),
+                        _ => (read, seen),
+                    });
+                }
+            }
+        }
+        let changed = i64::try_from(before.len()).unwrap_or(i64::MAX);
+        let was_unread = i64::try_from(before.iter().filter(|(read, _)| !read).count()).unwrap_or(i64::MAX);
+        let was_unseen = i64::try_from(before.iter().filter(|(_, seen)| !seen).count()).unwrap_or(i64::MAX);
+        if changed > 0 {
+            sqlx::query(
+                "UPDATE inbox_counts SET unread = unread - ?3, unseen = unseen - ?4 WHERE tenant_id = ?1 AND user_id = ?2",
+            )
+            .bind(tenant.as_str())
+            .bind(user)
+            .bind(was_unread)
+            .bind(was_unseen)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        Ok(marked)
+        Ok(changed)
     }
 }
