@@ -543,3 +543,114 @@ async fn a_users_preferences_mute_hold_cap_and_digest_their_notifications_on_bot
         deployment.stop().await;
     }
 }
+
+#[tokio::test]
+async fn email_reaches_a_contact_only_with_their_consent_on_both_backends() {
+    for postgres in BACKENDS {
+        let (url, got) = smtp_server().await;
+        let envs = [("CRM_SMTP_URL", url.as_str())];
+        let Some(deployment) = Deployment::start_with(postgres, "notification_contact_email", &envs).await else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        let contact = |name: &str, address: &str, consent: &str| {
+            json!({"givenName": name, "emails": [{"address": format!("other-{address}")}, {"address": address, "primary": true}],
+                   "consent": {"email": {"status": consent, "source": "web-form"}}})
+        };
+        let (status, ann) = admin
+            .post("/v1/contacts", contact("Ann", "ann@client.test", "OPTED_IN"))
+            .await;
+        assert_eq!(status, 201, "{ann}");
+        let (status, ben) = admin
+            .post("/v1/contacts", contact("Ben", "ben@client.test", "OPTED_OUT"))
+            .await;
+        assert_eq!(status, 201, "{ben}");
+        let (status, rule) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Thank you", "eventTypes": ["crm.pipeline.v1.DealWon"], "recipients": ["contact"],
+                       "emailTemplate": {"subject": "Thank you for {{ data.deal.displayName }}"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{rule}");
+        let pipeline = pipeline(&admin).await;
+        let win = |contact: Value, title: &'static str| {
+            let admin = &admin;
+            let pipeline = &pipeline;
+            async move {
+                let (status, deal) = admin
+                    .post(
+                        "/v1/deals",
+                        json!({"displayName": title, "pipeline": pipeline["name"], "contact": contact,
+                               "amount": {"amountMinor": "100", "currencyCode": "EUR"}}),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{deal}");
+                let (status, won) = admin
+                    .post(
+                        &format!("/v1/{}:close", deal["name"].as_str().expect("name")),
+                        json!({"outcome": "DEAL_STATUS_WON", "reason": "signed"}),
+                    )
+                    .await;
+                assert_eq!(status, 200, "{won}");
+            }
+        };
+        win(ann["name"].clone(), "Ann's order").await;
+        win(ben["name"].clone(), "Ben's order").await;
+        let settled = emails_until(&admin, |all| {
+            all.len() == 2
+                && all
+                    .iter()
+                    .all(|e| e["state"] == "EMAIL_STATE_SENT" || e["state"] == "EMAIL_STATE_REFUSED")
+        })
+        .await;
+        let to_ann = to(&settled, ann["name"].as_str().expect("name")).expect("ann's");
+        assert_eq!(
+            (to_ann["state"].as_str(), to_ann["address"].as_str()),
+            (Some("EMAIL_STATE_SENT"), Some("ann@client.test")),
+            "the primary address: {to_ann}"
+        );
+        let to_ben = to(&settled, ben["name"].as_str().expect("name")).expect("ben's");
+        assert_eq!(to_ben["state"], "EMAIL_STATE_REFUSED", "{to_ben}");
+        assert!(
+            to_ben["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("has not consented")),
+            "{to_ben}"
+        );
+
+        // Ann withdraws her consent: the next email to her is refused.
+        let (status, _) = admin
+            .patch(
+                &format!("/v1/{}?updateMask=consent", ann["name"].as_str().expect("name")),
+                json!({"consent": {"email": {"status": "OPTED_OUT", "source": "unsubscribe-link"}}}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        // The consent reaches the notification service through the contact feed.
+        let mut refused = false;
+        for attempt in 0..20 {
+            win(
+                ann["name"].clone(),
+                if attempt == 0 {
+                    "Ann's second order"
+                } else {
+                    "Ann's next order"
+                },
+            )
+            .await;
+            let all = emails_until(&admin, |all| all.iter().all(|e| e["state"] != "EMAIL_STATE_PENDING")).await;
+            let newest = &all[0];
+            if newest["state"] == "EMAIL_STATE_REFUSED" {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(refused, "a withdrawn consent is honoured");
+        let mails = got.lock().expect("lock").clone();
+        assert!(mails.iter().all(|m| m.to != ["ben@client.test"]), "{mails:?}");
+        deployment.stop().await;
+    }
+}

@@ -13,6 +13,7 @@ use crm_proto::crm::events::v1 as events;
 use crate::app::NotificationApp;
 use crate::domain::MAX_RULES;
 use crate::domain::matching::{Compiled, Matched, TenantRules, match_event};
+use crate::domain::reach::reach_changes;
 
 /// A feed this service follows.
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +98,8 @@ impl Sink for Matching {
                 let loaded = self.tenant_rules(&tenant).await?;
                 rules.insert(tenant.as_str().to_owned(), loaded);
             }
-            let matched = match_event(event, &rules[tenant.as_str()], now);
+            let mut matched = match_event(event, &rules[tenant.as_str()], now);
+            matched.reach = reach_changes(event);
             if !matched.is_empty() {
                 made.entry(tenant.as_str().to_owned()).or_default().extend(matched);
             }

@@ -160,6 +160,7 @@ pub async fn release_digests(app: &NotificationApp) -> Result<usize, StoreError>
         let digest = NewEmail {
             id,
             rule: DIGEST_RULE,
+            contact: None,
             category: "digest".to_owned(),
             critical: true,
             recipient: Recipient::User(due.user.clone()),
@@ -283,7 +284,24 @@ impl Channel for Mailer {
             Decision::Send => {}
         }
         let number = due.attempts.saturating_add(1);
-        let outcome = if due.address.is_empty() {
+        // Email reaches a contact only with their consent (their `consent.email`); a contact
+        // not known yet (the contact feed is behind) is looked up again on the schedule.
+        let to_contact = due.recipient.starts_with("contacts/");
+        if to_contact && due.contact_consent == Some(false) {
+            return Some(kept(
+                EmailState::Refused,
+                None,
+                format!("{} has not consented to email (consent.email)", due.recipient),
+                due.attempts,
+                None,
+            ));
+        }
+        let outcome = if to_contact && due.contact_consent.is_none() {
+            Err((
+                EmailState::Pending,
+                format!("{} is not known (yet) from the contact feed", due.recipient),
+            ))
+        } else if due.address.is_empty() {
             Err((
                 EmailState::Refused,
                 format!(
@@ -373,6 +391,7 @@ mod tests {
         let email = |event: &str, subject: &str| NewEmail {
             id: uuid::Uuid::now_v7(),
             rule: uuid::Uuid::now_v7(),
+            contact: None,
             category: "deals".into(),
             critical: false,
             recipient: Recipient::User("erin".into()),

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::condition::{Condition, event_type};
 use super::fatigue::Muted;
+use super::reach::contact_of;
 use super::template::{self, Rendered};
 use super::{Channel, EmailTemplate, Endpoint, NewDelivery, NewEmail, Notification, Recipient, Rule, RuleId};
 
@@ -84,17 +85,20 @@ pub struct Matched {
     pub deliveries: Vec<NewDelivery>,
     pub notifications: Vec<Notification>,
     pub emails: Vec<NewEmail>,
+    /// What the events change of what may reach their contacts.
+    pub reach: Vec<super::reach::ReachChange>,
 }
 
 impl Matched {
     pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.notifications.is_empty() && self.emails.is_empty()
+        self.deliveries.is_empty() && self.notifications.is_empty() && self.emails.is_empty() && self.reach.is_empty()
     }
 
     pub fn extend(&mut self, other: Matched) {
         self.deliveries.extend(other.deliveries);
         self.notifications.extend(other.notifications);
         self.emails.extend(other.emails);
+        self.reach.extend(other.reach);
     }
 }
 
@@ -210,6 +214,7 @@ pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Ut
                 NewEmail {
                     id: Uuid::now_v7(),
                     rule: rule.id,
+                    contact: None,
                     category: rule.category.clone(),
                     critical: rule.critical,
                     recipient,
@@ -223,6 +228,15 @@ pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Ut
             let user = match recipient {
                 Recipient::Email(_) => {
                     matched.emails.push(email(recipient.clone(), &mut body_of));
+                    continue;
+                }
+                Recipient::Contact => {
+                    if let Some(contact) = contact_of(&payload, &event.subject) {
+                        matched.emails.push(NewEmail {
+                            contact: Some(contact),
+                            ..email(Recipient::Contact, &mut body_of)
+                        });
+                    }
                     continue;
                 }
                 Recipient::Endpoint(id) => {

@@ -6,6 +6,7 @@ pub mod address;
 pub mod condition;
 pub mod fatigue;
 pub mod matching;
+pub mod reach;
 pub mod schedule;
 pub mod signature;
 pub mod template;
@@ -111,6 +112,8 @@ pub enum Recipient {
     Owner,
     /// An email address.
     Email(String),
+    /// The contact the event is about, by email, with their consent.
+    Contact,
 }
 
 /// The prefix of a user as a recipient.
@@ -123,6 +126,9 @@ impl Recipient {
     pub fn parse(raw: &str) -> Result<Self, String> {
         if raw == "owner" {
             return Ok(Recipient::Owner);
+        }
+        if raw == "contact" {
+            return Ok(Recipient::Contact);
         }
         if raw.starts_with(EndpointId::COLLECTION) {
             return EndpointId::parse_name(raw)
@@ -140,7 +146,7 @@ impl Recipient {
                 .map_err(|reason| format!("`{raw}`: {reason}"));
         }
         Err(format!(
-            "`{raw}` is not a recipient: `webhookEndpoints/{{id}}`, `users/{{id}}`, `owner` or `mailto:{{address}}`"
+            "`{raw}` is not a recipient: `webhookEndpoints/{{id}}`, `users/{{id}}`, `owner`, `contact` or `mailto:{{address}}`"
         ))
     }
 
@@ -150,6 +156,7 @@ impl Recipient {
             Recipient::User(user) => format!("{USERS}{user}"),
             Recipient::Owner => "owner".to_owned(),
             Recipient::Email(address) => format!("{MAILTO}{address}"),
+            Recipient::Contact => "contact".to_owned(),
         }
     }
 }
@@ -397,6 +404,8 @@ pub struct Email {
 pub struct NewEmail {
     pub id: Uuid,
     pub rule: Uuid,
+    /// The contact of a `contact` recipient (`contacts/{id}`).
+    pub contact: Option<String>,
     /// The rule's category and criticality.
     pub category: String,
     pub critical: bool,
@@ -426,6 +435,9 @@ pub struct DueEmail {
     pub critical: bool,
     /// The user's preferences (the defaults for an address).
     pub fatigue: fatigue::Fatigue,
+    /// For an email to a contact: whether they consented to email (None while the contact
+    /// is not known from the contact feed).
+    pub contact_consent: Option<bool>,
 }
 
 /// A user's notification settings.

@@ -91,6 +91,7 @@ fn made(rule: Uuid, endpoint: Uuid, event: &str, user: &str) -> Matched {
             create_time: at(1),
         }],
         emails: Vec::new(),
+        reach: Vec::new(),
     }
 }
 
@@ -389,6 +390,7 @@ fn new_email(rule: Uuid, recipient: Recipient, event: &str, rendered: Result<Ren
     NewEmail {
         id: Uuid::now_v7(),
         rule,
+        contact: None,
         category: "deals".into(),
         critical: false,
         recipient,
@@ -789,6 +791,92 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
     );
 }
 
+async fn an_email_to_a_contact_comes_with_their_address_and_consent(store: &dyn NotificationStore) {
+    use crate::domain::reach::ReachChange;
+    let acme = tenant("acme");
+    let set = |contact: &str, address: Option<&str>, consent: Option<bool>| ReachChange::Set {
+        contact: contact.into(),
+        email_address: address.map(str::to_owned),
+        email_consent: consent,
+    };
+    let to = |contact: &str, event: &str| NewEmail {
+        contact: Some(contact.into()),
+        ..new_email(
+            Uuid::now_v7(),
+            Recipient::Contact,
+            event,
+            Ok(Rendered {
+                subject: "Hello".into(),
+                text: String::new(),
+                html: String::new(),
+            }),
+        )
+    };
+    let first = Matched {
+        reach: vec![
+            set("contacts/ann", Some("ann@acme.test"), Some(true)),
+            set("contacts/ben", Some("ben@acme.test"), None),
+            set("contacts/dee", Some("dee@acme.test"), Some(true)),
+            // A later change of one field keeps the other.
+            set("contacts/ann", None, Some(true)),
+            ReachChange::Remove {
+                contact: "contacts/dee".into(),
+            },
+        ],
+        emails: vec![
+            to("contacts/ann", "e1"),
+            to("contacts/ben", "e1"),
+            to("contacts/dee", "e1"),
+        ],
+        ..Matched::default()
+    };
+    assert!(store.record("c", 0, 1, &[(acme.clone(), first)]).await.expect("record"));
+    let mut claimed = store
+        .claim_emails(at(2), Duration::from_secs(30), 10)
+        .await
+        .expect("claim");
+    claimed.sort_by(|a, b| a.recipient.cmp(&b.recipient));
+    let seen: Vec<(&str, &str, Option<bool>)> = claimed
+        .iter()
+        .map(|d| (d.recipient.as_str(), d.address.as_str(), d.contact_consent))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("contacts/ann", "ann@acme.test", Some(true)),
+            ("contacts/ben", "ben@acme.test", Some(false)),
+            ("contacts/dee", "", None),
+        ]
+    );
+    // Another tenant's contact of the same name is another contact.
+    let other = Matched {
+        reach: vec![set("contacts/ann", Some("x@globex.test"), Some(false))],
+        ..Matched::default()
+    };
+    assert!(
+        store
+            .record("c", 1, 2, &[(tenant("globex"), other)])
+            .await
+            .expect("record")
+    );
+    let again = Matched {
+        emails: vec![to("contacts/ann", "e2")],
+        ..Matched::default()
+    };
+    assert!(store.record("c", 2, 3, &[(acme.clone(), again)]).await.expect("record"));
+    let claimed = store
+        .claim_emails(at(2), Duration::from_secs(30), 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|d| (d.address.as_str(), d.contact_consent))
+            .collect::<Vec<_>>(),
+        [("ann@acme.test", Some(true))]
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -826,4 +914,5 @@ conformance!(
     emails_go_once_to_their_address_and_keep_every_outcome,
     held_emails_are_released_by_quiet_hours_or_carried_by_one_digest,
     an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait,
+    an_email_to_a_contact_comes_with_their_address_and_consent,
 );

@@ -299,6 +299,7 @@ pub(crate) fn email_template_json(rule: &Rule) -> serde_json::Value {
 pub(crate) struct EmailRow<'a> {
     pub(crate) recipient: String,
     pub(crate) user: Option<&'a str>,
+    pub(crate) contact: Option<&'a str>,
     pub(crate) address: &'a str,
     pub(crate) state: EmailState,
     pub(crate) error: String,
@@ -314,6 +315,7 @@ impl<'a> EmailRow<'a> {
             Recipient::Email(address) => (None, address.as_str()),
             _ => (None, ""),
         };
+        let contact = email.contact.as_deref();
         let (state, error, subject, text, html) = match &email.rendered {
             Ok(r) => (
                 EmailState::Pending,
@@ -325,8 +327,10 @@ impl<'a> EmailRow<'a> {
             Err(reason) => (EmailState::Failed, format!("the template: {reason}"), "", "", ""),
         };
         Self {
-            recipient: email.recipient.name(),
+            // An email to a contact is recipient `contacts/{id}`: one per contact.
+            recipient: contact.map_or_else(|| email.recipient.name(), str::to_owned),
             user,
+            contact,
             address,
             state,
             error,

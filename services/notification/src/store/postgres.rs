@@ -123,9 +123,9 @@ async fn insert_email(tx: &mut sqlx::PgConnection, tenant: &TenantId, e: &NewEma
     let row = EmailRow::of(e);
     sqlx::query(
         "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
-         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical) \
+         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical, contact) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         CASE WHEN $12 = 'pending' THEN $14 END, $14, $15, $16) ON CONFLICT ON CONSTRAINT emails_once DO NOTHING",
+         CASE WHEN $12 = 'pending' THEN $14 END, $14, $15, $16, $17) ON CONFLICT ON CONSTRAINT emails_once DO NOTHING",
     )
     .bind(tenant.as_str())
     .bind(e.id)
@@ -143,8 +143,48 @@ async fn insert_email(tx: &mut sqlx::PgConnection, tenant: &TenantId, e: &NewEma
     .bind(e.create_time)
     .bind(&e.category)
     .bind(e.critical)
+    .bind(row.contact)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Keeps what may reach a contact, as the contact feed changed it.
+async fn apply_reach(
+    tx: &mut sqlx::PgConnection,
+    tenant: &str,
+    change: &crate::domain::reach::ReachChange,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use crate::domain::reach::ReachChange;
+    match change {
+        ReachChange::Set {
+            contact,
+            email_address,
+            email_consent,
+        } => {
+            sqlx::query(
+                "INSERT INTO contact_reach (tenant_id, contact, email_address, email_consent, update_time) \
+                 VALUES ($1, $2, coalesce($3, ''), coalesce($4, false), $5) ON CONFLICT (tenant_id, contact) DO UPDATE \
+                 SET email_address = coalesce($3, contact_reach.email_address), \
+                 email_consent = coalesce($4, contact_reach.email_consent), update_time = $5",
+            )
+            .bind(tenant)
+            .bind(contact)
+            .bind(email_address.as_deref())
+            .bind(*email_consent)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        ReachChange::Remove { contact } => {
+            sqlx::query("DELETE FROM contact_reach WHERE tenant_id = $1 AND contact = $2")
+                .bind(tenant)
+                .bind(contact)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
     Ok(())
 }
 
@@ -451,6 +491,9 @@ impl NotificationStore for PgNotificationStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            for change in &made.reach {
+                apply_reach(&mut tx, tenant.as_str(), change, Utc::now()).await?;
+            }
             for e in &made.emails {
                 insert_email(&mut tx, tenant, e).await?;
             }
@@ -687,9 +730,11 @@ impl NotificationStore for PgNotificationStore {
              claimed AS (UPDATE emails m SET lease_until = $2 FROM due \
                  WHERE m.tenant_id = due.tenant_id AND m.id = due.id \
                  RETURNING m.tenant_id, m.id, m.recipient, m.user_id, m.address, m.subject, m.text_body, m.html_body, \
-                 m.attempts, m.category, m.critical) \
-             SELECT c.*, p.email_address, p.settings FROM claimed c \
-             LEFT JOIN notification_preferences p ON p.tenant_id = c.tenant_id AND p.user_id = c.user_id",
+                 m.attempts, m.category, m.critical, m.contact) \
+             SELECT c.*, p.email_address, p.settings, r.email_address AS contact_address, \
+             r.email_consent AS contact_consent FROM claimed c \
+             LEFT JOIN notification_preferences p ON p.tenant_id = c.tenant_id AND p.user_id = c.user_id \
+             LEFT JOIN contact_reach r ON r.tenant_id = c.tenant_id AND r.contact = c.contact",
         )
         .bind(now)
         .bind(now + lease)
@@ -700,16 +745,19 @@ impl NotificationStore for PgNotificationStore {
         rows.iter()
             .map(|row| {
                 let user: Option<String> = row.try_get("user_id")?;
+                let contact: Option<String> = row.try_get("contact")?;
                 let preferred: Option<String> = row.try_get("email_address")?;
                 let settings: Option<serde_json::Value> = row.try_get("settings")?;
                 Ok(DueEmail {
                     tenant: row.try_get("tenant_id")?,
                     id: row.try_get("id")?,
                     recipient: row.try_get("recipient")?,
-                    address: match &user {
-                        Some(user) => super::user_address(user, preferred.as_deref()),
-                        None => row.try_get("address")?,
+                    address: match (&user, &contact) {
+                        (Some(user), _) => super::user_address(user, preferred.as_deref()),
+                        (None, Some(_)) => row.try_get::<Option<String>, _>("contact_address")?.unwrap_or_default(),
+                        (None, None) => row.try_get("address")?,
                     },
+                    contact_consent: row.try_get("contact_consent")?,
                     rendered: Rendered {
                         subject: row.try_get("subject")?,
                         text: row.try_get("text_body")?,

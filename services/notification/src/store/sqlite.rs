@@ -142,9 +142,9 @@ async fn insert_email(tx: &mut sqlx::SqliteConnection, tenant: &TenantId, e: &Ne
     let row = EmailRow::of(e);
     sqlx::query(
         "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
-         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical) \
+         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical, contact) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-         CASE WHEN ?12 = 'pending' THEN ?14 END, ?14, ?15, ?16) \
+         CASE WHEN ?12 = 'pending' THEN ?14 END, ?14, ?15, ?16, ?17) \
          ON CONFLICT (tenant_id, rule_id, event_id, recipient) DO NOTHING",
     )
     .bind(tenant.as_str())
@@ -163,8 +163,48 @@ async fn insert_email(tx: &mut sqlx::SqliteConnection, tenant: &TenantId, e: &Ne
     .bind(micros(e.create_time))
     .bind(&e.category)
     .bind(e.critical)
+    .bind(row.contact)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Keeps what may reach a contact, as the contact feed changed it.
+async fn apply_reach(
+    tx: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    change: &crate::domain::reach::ReachChange,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use crate::domain::reach::ReachChange;
+    match change {
+        ReachChange::Set {
+            contact,
+            email_address,
+            email_consent,
+        } => {
+            sqlx::query(
+                "INSERT INTO contact_reach (tenant_id, contact, email_address, email_consent, update_time) \
+                 VALUES (?1, ?2, coalesce(?3, ''), coalesce(?4, 0), ?5) ON CONFLICT (tenant_id, contact) DO UPDATE \
+                 SET email_address = coalesce(?3, email_address), email_consent = coalesce(?4, email_consent), \
+                 update_time = ?5",
+            )
+            .bind(tenant)
+            .bind(contact)
+            .bind(email_address.as_deref())
+            .bind(*email_consent)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        ReachChange::Remove { contact } => {
+            sqlx::query("DELETE FROM contact_reach WHERE tenant_id = ?1 AND contact = ?2")
+                .bind(tenant)
+                .bind(contact)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
     Ok(())
 }
 
@@ -445,6 +485,9 @@ impl NotificationStore for SqliteNotificationStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            for change in &made.reach {
+                apply_reach(&mut tx, tenant.as_str(), change, Utc::now()).await?;
+            }
             for e in &made.emails {
                 insert_email(&mut tx, tenant, e).await?;
             }
@@ -659,7 +702,11 @@ impl NotificationStore for SqliteNotificationStore {
              critical, (SELECT email_address FROM notification_preferences p \
                  WHERE p.tenant_id = emails.tenant_id AND p.user_id = emails.user_id) AS email_address, \
              (SELECT settings FROM notification_preferences p \
-                 WHERE p.tenant_id = emails.tenant_id AND p.user_id = emails.user_id) AS settings",
+                 WHERE p.tenant_id = emails.tenant_id AND p.user_id = emails.user_id) AS settings, contact, \
+             (SELECT email_address FROM contact_reach r \
+                 WHERE r.tenant_id = emails.tenant_id AND r.contact = emails.contact) AS contact_address, \
+             (SELECT email_consent FROM contact_reach r \
+                 WHERE r.tenant_id = emails.tenant_id AND r.contact = emails.contact) AS contact_consent",
         )
         .bind(micros(now))
         .bind(micros(now + lease))
@@ -670,6 +717,7 @@ impl NotificationStore for SqliteNotificationStore {
         rows.iter()
             .map(|row| {
                 let user: Option<String> = row.try_get("user_id")?;
+                let contact: Option<String> = row.try_get("contact")?;
                 let preferred: Option<String> = row.try_get("email_address")?;
                 let settings: Option<String> = row.try_get("settings")?;
                 let settings = settings
@@ -681,10 +729,12 @@ impl NotificationStore for SqliteNotificationStore {
                     tenant: row.try_get("tenant_id")?,
                     id: id(row, "id")?,
                     recipient: row.try_get("recipient")?,
-                    address: match &user {
-                        Some(user) => super::user_address(user, preferred.as_deref()),
-                        None => row.try_get("address")?,
+                    address: match (&user, &contact) {
+                        (Some(user), _) => super::user_address(user, preferred.as_deref()),
+                        (None, Some(_)) => row.try_get::<Option<String>, _>("contact_address")?.unwrap_or_default(),
+                        (None, None) => row.try_get("address")?,
                     },
+                    contact_consent: row.try_get("contact_consent")?,
                     rendered: Rendered {
                         subject: row.try_get("subject")?,
                         text: row.try_get("text_body")?,
