@@ -22,11 +22,14 @@ pub(crate) struct Process {
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+/// The PostgreSQL pool of each process of a test (tests run side by side on one server).
+const POOL: &str = "6";
+
 impl Process {
     /// Starts `crm contact` on free ports over the PostgreSQL database at `url` (with `envs`
     /// besides); returns it and its gRPC endpoint.
     pub(crate) fn contact_on_postgres(url: &str, envs: &[(&str, &str)], cwd: &Path) -> (Process, String) {
-        let mut all = vec![("CRM_DATABASE_URL", url)];
+        let mut all = vec![("CRM_DATABASE_URL", url), ("CRM_DB_MAX_CONNECTIONS", POOL)];
         all.extend_from_slice(envs);
         let process = Process::start(
             &["contact", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"],
@@ -356,7 +359,8 @@ impl PgSuite {
         let dir = tempfile::tempdir().expect("tempdir");
         let (contact, contact_grpc) = Process::contact_on_postgres(&contact_db.url, envs, dir.path());
         let role = |name: &str, db: &str, peers: &[(&'static str, &str)]| {
-            let mut role_envs = vec![("CRM_DATABASE_URL", db)];
+            // Small pools: tests run side by side on one PostgreSQL of 100 connections.
+            let mut role_envs = vec![("CRM_DATABASE_URL", db), ("CRM_DB_MAX_CONNECTIONS", POOL)];
             role_envs.extend_from_slice(peers);
             role_envs.extend_from_slice(envs);
             let process = Process::start(
@@ -390,8 +394,10 @@ impl PgSuite {
             ("CRM_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
         ];
         let (notification, notification_grpc) = role("notification", &notification_db.url, &notification_peers);
-        let mut notification_envs: Vec<(String, String)> =
-            vec![("CRM_DATABASE_URL".into(), notification_db.url.clone())];
+        let mut notification_envs: Vec<(String, String)> = vec![
+            ("CRM_DATABASE_URL".into(), notification_db.url.clone()),
+            ("CRM_DB_MAX_CONNECTIONS".into(), POOL.into()),
+        ];
         notification_envs.extend(
             notification_peers
                 .iter()
@@ -414,6 +420,7 @@ impl PgSuite {
         let rest = format!("http://{}", gateway.address_after("REST on http://"));
         let mut analytics_envs: Vec<(String, String)> = vec![
             ("CRM_DATABASE_URL".into(), analytics_db.url.clone()),
+            ("CRM_DB_MAX_CONNECTIONS".into(), POOL.into()),
             ("CRM_PIPELINE_ENDPOINT".into(), pipeline_grpc.clone()),
             ("CRM_CONTACT_ENDPOINT".into(), contact_grpc.clone()),
         ];

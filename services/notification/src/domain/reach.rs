@@ -19,8 +19,11 @@ pub enum ReachChange {
         email_address: Option<String>,
         email_consent: Option<bool>,
     },
-    /// Gone: deleted, erased or merged into another.
+    /// Gone: deleted or merged into another.
     Remove { contact: String },
+    /// Erased: gone, and every copy of their personal data this service holds with it (the
+    /// emails to them, the webhook bodies of their events).
+    Erase { contact: String },
 }
 
 /// The JSON of a `google.protobuf.Value`.
@@ -100,7 +103,7 @@ pub fn reach_changes(event: &events::Event) -> Vec<ReachChange> {
     } else if t == contact::ContactDeleted::full_name() {
         contact::ContactDeleted::decode(bytes).map(|e| remove(e.contact))
     } else if t == contact::ContactErased::full_name() {
-        contact::ContactErased::decode(bytes).map(|e| remove(e.contact))
+        contact::ContactErased::decode(bytes).map(|e| vec![ReachChange::Erase { contact: e.contact }])
     } else {
         Ok(Vec::new())
     };
@@ -248,7 +251,7 @@ mod tests {
         };
         assert_eq!(
             reach_changes(&event(&erased)),
-            [ReachChange::Remove {
+            [ReachChange::Erase {
                 contact: "contacts/1".into()
             }]
         );

@@ -875,6 +875,41 @@ async fn an_email_to_a_contact_comes_with_their_address_and_consent(store: &dyn 
             .collect::<Vec<_>>(),
         [("ann@acme.test", Some(true))]
     );
+    // Erased: no copy of what reached them is kept, and nothing waiting is sent.
+    let endpoint = Uuid::now_v7();
+    let mut with_body = made(Uuid::now_v7(), endpoint, "e3", "bob");
+    with_body.deliveries[0].body = r#"{"subject":"contacts/ann","data":{"emails":["ann@acme.test"]}}"#.into();
+    with_body.notifications.clear();
+    assert!(
+        store
+            .record("c", 3, 4, &[(acme.clone(), with_body)])
+            .await
+            .expect("record")
+    );
+    let erase = Matched {
+        reach: vec![ReachChange::Erase {
+            contact: "contacts/ann".into(),
+        }],
+        ..Matched::default()
+    };
+    assert!(store.record("c", 4, 5, &[(acme.clone(), erase)]).await.expect("erase"));
+    let listed = store.emails(&acme, None, 10).await.expect("list");
+    let to_ann: Vec<&Email> = listed.iter().filter(|e| e.recipient == "contacts/ann").collect();
+    assert_eq!(to_ann.len(), 2);
+    assert!(
+        to_ann.iter().all(|e| e.address.is_empty() && e.subject.is_empty()),
+        "{to_ann:?}"
+    );
+    assert!(to_ann.iter().all(|e| e.state != EmailState::Pending));
+    let delivery = &store.deliveries(&acme, None, 10).await.expect("deliveries")[0];
+    assert_eq!(delivery.state, DeliveryState::Failed);
+    assert!(
+        store
+            .claim_due(at(59), Duration::from_secs(30), 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
 }
 
 macro_rules! conformance {

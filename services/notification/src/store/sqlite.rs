@@ -204,6 +204,36 @@ async fn apply_reach(
                 .execute(&mut *tx)
                 .await?;
         }
+        ReachChange::Erase { contact } => {
+            sqlx::query("DELETE FROM contact_reach WHERE tenant_id = ?1 AND contact = ?2")
+                .bind(tenant)
+                .bind(contact)
+                .execute(&mut *tx)
+                .await?;
+            // The emails to them: no address, no content; one waiting is not sent.
+            sqlx::query(
+                "UPDATE emails SET address = '', subject = '', text_body = '', html_body = '', \
+                 state = CASE WHEN state IN ('pending', 'held') THEN 'refused' ELSE state END, \
+                 last_error = CASE WHEN state IN ('pending', 'held') THEN 'the contact was erased' ELSE last_error END, \
+                 next_attempt_time = NULL WHERE tenant_id = ?1 AND contact = ?2",
+            )
+            .bind(tenant)
+            .bind(contact)
+            .execute(&mut *tx)
+            .await?;
+            // The webhook bodies of their events (their subject is the contact); one waiting
+            // is not sent.
+            sqlx::query(
+                "UPDATE deliveries SET body = '{}', \
+                 state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END, next_attempt_time = NULL \
+                 WHERE tenant_id = ?1 AND body LIKE ?3",
+            )
+            .bind(tenant)
+            .bind(contact)
+            .bind(format!("%\"subject\":\"{contact}\"%"))
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -495,6 +525,15 @@ impl NotificationStore for SqliteNotificationStore {
         }
         crm_platform::consumer::sqlite_advance(&mut tx, consumer, last).await?;
         tx.commit().await?;
+        // An erased contact's values leave the write-ahead log too.
+        let erased = matched.iter().any(|(_, m)| {
+            m.reach
+                .iter()
+                .any(|r| matches!(r, crate::domain::reach::ReachChange::Erase { .. }))
+        });
+        if erased {
+            crm_platform::db::purge_sqlite_log(&self.pool).await?;
+        }
         Ok(true)
     }
 
