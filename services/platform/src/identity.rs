@@ -148,6 +148,17 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> 
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "UNAUTHENTICATED", "missing bearer token"))
 }
 
+/// The caller's `authorization` header value, to pass on to another service that acts for
+/// them (empty without one).
+pub fn credentials<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

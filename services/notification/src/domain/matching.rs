@@ -109,19 +109,12 @@ pub fn payload_of(event: &events::Event) -> Option<DynamicMessage> {
     DynamicMessage::decode(descriptor, bytes).ok()
 }
 
-/// The user an event names as its record's assignee or owner: the first of `assignee`,
-/// `owner` and `new_owner` set on the payload, or on one of its messages.
-pub fn owner_of(payload: &DynamicMessage) -> Option<String> {
-    const FIELDS: [&str; 3] = ["assignee", "owner", "new_owner"];
-    let direct = |m: &DynamicMessage| {
-        FIELDS.iter().find_map(|name| {
-            let field = m.descriptor().get_field_by_name(name)?;
-            match m.get_field(&field).into_owned() {
-                Value::String(s) if !s.is_empty() => Some(s),
-                _ => None,
-            }
-        })
-    };
+/// The first string `direct` finds on `payload`, else on one of its (singular) messages: a
+/// field of the event or of the record it carries (a deal's, a task's).
+pub(crate) fn find_in_payload(
+    payload: &DynamicMessage,
+    direct: impl Fn(&DynamicMessage) -> Option<String>,
+) -> Option<String> {
     direct(payload).or_else(|| {
         payload.descriptor().fields().find_map(|field| {
             if field.is_list() || field.is_map() || !matches!(field.kind(), Kind::Message(_)) {
@@ -129,6 +122,21 @@ pub fn owner_of(payload: &DynamicMessage) -> Option<String> {
             }
             match payload.get_field(&field).into_owned() {
                 Value::Message(inner) => direct(&inner),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// The user an event names as its record's assignee or owner: the first of `assignee`,
+/// `owner` and `new_owner` set on the payload, or on one of its messages.
+pub fn owner_of(payload: &DynamicMessage) -> Option<String> {
+    const FIELDS: [&str; 3] = ["assignee", "owner", "new_owner"];
+    find_in_payload(payload, |m| {
+        FIELDS.iter().find_map(|name| {
+            let field = m.descriptor().get_field_by_name(name)?;
+            match m.get_field(&field).into_owned() {
+                Value::String(s) if !s.is_empty() => Some(s),
                 _ => None,
             }
         })

@@ -7,7 +7,7 @@
 use crm_proto::crm::contact::v1 as contact;
 use crm_proto::crm::events::v1 as events;
 use crm_proto::prost::{Message, Name};
-use crm_proto::prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
+use crm_proto::prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use crm_proto::prost_types;
 
 /// A change of what may reach one contact (`contacts/{id}`).
@@ -116,26 +116,14 @@ pub fn reach_changes(event: &events::Event) -> Vec<ReachChange> {
 /// The contact an event is about: a `contact` field (`contacts/{id}`) of its payload or of
 /// one of its messages (a deal's, a task's), else its subject when it is a contact.
 pub fn contact_of(payload: &DynamicMessage, subject: &str) -> Option<String> {
-    let direct = |m: &DynamicMessage| {
+    super::matching::find_in_payload(payload, |m| {
         let field = m.descriptor().get_field_by_name("contact")?;
         match m.get_field(&field).into_owned() {
             Value::String(s) if s.starts_with("contacts/") => Some(s),
             _ => None,
         }
-    };
-    direct(payload)
-        .or_else(|| {
-            payload.descriptor().fields().find_map(|field| {
-                if field.is_list() || field.is_map() || !matches!(field.kind(), Kind::Message(_)) {
-                    return None;
-                }
-                match payload.get_field(&field).into_owned() {
-                    Value::Message(inner) => direct(&inner),
-                    _ => None,
-                }
-            })
-        })
-        .or_else(|| subject.starts_with("contacts/").then(|| subject.to_owned()))
+    })
+    .or_else(|| subject.starts_with("contacts/").then(|| subject.to_owned()))
 }
 
 #[cfg(test)]

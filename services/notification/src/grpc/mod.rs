@@ -392,12 +392,7 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
         request: Request<pb::BacktestRuleRequest>,
     ) -> Result<Response<pb::BacktestRuleResponse>, Status> {
         let who = principal(&request)?;
-        let credentials = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let credentials = crm_platform::identity::credentials(&request);
         let r = request.into_inner();
         let Some(draft) = r.rule else {
             return Err(ApiError::invalid_field("rule", "is required").into());

@@ -72,12 +72,7 @@ impl PipelineGrpc {
 
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     let who = crm_platform::identity::principal(request)?;
-    let credentials = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let credentials = crm_platform::identity::credentials(request);
     Ok(Caller { who, credentials })
 }
 
