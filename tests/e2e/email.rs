@@ -1,7 +1,8 @@
 //! Email through the real processes, on both backends, to an SMTP server on loopback: a rule's
 //! email (previewed first) reaches a fixed address and the owner at the address of their
 //! preferences, rendered from its template in a multipart (text and HTML) message; a server's
-//! temporary refusal is retried and a permanent one fails the email with the server's answer;
+//! temporary refusal or dropped connection is retried and a permanent refusal fails the email
+//! with the server's answer;
 //! a user with no address is refused with the reason; a due task reaches its assignee by email
 //! out of the box; a bad template is a 400 naming it; preferences are their user's. Without a
 //! mail server, `crm serve` writes each email to a file under its data directory.
@@ -26,7 +27,7 @@ struct Mail {
 
 /// An SMTP server on loopback speaking the protocol's core (RFC 5321): it takes every message,
 /// except for recipients starting `refuse` (550, for good) and, the first time, `later` (451,
-/// try again).
+/// try again) and `drop` (the connection closed without an answer).
 async fn smtp_server() -> (String, Arc<Mutex<Vec<Mail>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("smtp://{}", listener.local_addr().expect("addr"));
@@ -56,6 +57,10 @@ async fn smtp_server() -> (String, Arc<Mutex<Vec<Mail>>>) {
                         }
                         "RCPT" => {
                             let address = line.split(['<', '>']).nth(1).unwrap_or_default().to_owned();
+                            if address.starts_with("drop") && deferred.lock().expect("lock").insert(address.clone()) {
+                                // The server goes away mid-conversation.
+                                return;
+                            }
                             if address.starts_with("refuse") {
                                 "550 5.1.1 no such mailbox".to_owned()
                             } else if address.starts_with("later")
@@ -171,7 +176,8 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
         let rule = json!({
             "displayName": "Wins by email",
             "eventTypes": ["crm.pipeline.v1.DealWon"],
-            "recipients": ["mailto:cfo@acme.test", "owner", "users/dan", "mailto:refuse@acme.test", "mailto:later@acme.test"],
+            "recipients": ["mailto:cfo@acme.test", "owner", "users/dan", "mailto:refuse@acme.test", "mailto:later@acme.test",
+                           "mailto:drop@acme.test"],
             "channels": ["CHANNEL_EMAIL"],
             "emailTemplate": template,
         });
@@ -234,7 +240,7 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
         // cfo and bob at once; later@ after a 451 and the first retry (about 5 s); refuse@
         // failed for good; dan has no address.
         let settled = emails_until(&admin, |all| {
-            all.len() == 5 && all.iter().all(|e| e["state"] != "EMAIL_STATE_PENDING")
+            all.len() == 6 && all.iter().all(|e| e["state"] != "EMAIL_STATE_PENDING")
         })
         .await;
         let cfo = to(&settled, "mailto:cfo@acme.test").expect("cfo");
@@ -254,6 +260,12 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
             (Some("EMAIL_STATE_SENT"), Some(2)),
             "{later}"
         );
+        let dropped = to(&settled, "mailto:drop@acme.test").expect("drop");
+        assert_eq!(
+            (dropped["state"].as_str(), dropped["attempts"].as_i64()),
+            (Some("EMAIL_STATE_SENT"), Some(2)),
+            "a dropped connection is retried: {dropped}"
+        );
         let refused = to(&settled, "mailto:refuse@acme.test").expect("refuse");
         assert_eq!(refused["state"], "EMAIL_STATE_FAILED");
         assert!(
@@ -272,7 +284,10 @@ async fn a_rule_emails_its_recipients_through_smtp_on_both_backends() {
         let mails = got.lock().expect("lock").clone();
         let mut addressed: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
         addressed.sort();
-        assert_eq!(addressed, ["bob@acme.test", "cfo@acme.test", "later@acme.test"]);
+        assert_eq!(
+            addressed,
+            ["bob@acme.test", "cfo@acme.test", "drop@acme.test", "later@acme.test"]
+        );
         let mail = &mails.iter().find(|m| m.to == ["cfo@acme.test"]).expect("cfo's").data;
         assert!(mail.contains("Subject: Won: Globex renewal"), "{mail}");
         assert!(
