@@ -21,6 +21,45 @@ pub const MAX_MARKED: usize = 1000;
 const WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
 /// New notifications read at once for a watcher.
 const WATCH_BATCH: usize = 100;
+/// Watches one user may hold open on one process at once (their tabs and devices).
+pub const MAX_WATCHES: usize = 16;
+
+/// The watches open on this process, per (tenant, user).
+pub(crate) type Watches = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), usize>>>;
+
+/// One open watch, counted while it lives.
+struct WatchSlot {
+    watches: Watches,
+    key: (String, String),
+}
+
+impl WatchSlot {
+    /// A slot for `key`, or None when it holds [`MAX_WATCHES`] already.
+    fn take(watches: &Watches, key: (String, String)) -> Option<Self> {
+        let mut open = watches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key.clone()).or_default();
+        if *count >= MAX_WATCHES {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            watches: std::sync::Arc::clone(watches),
+            key,
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.watches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// What a watcher is sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +149,14 @@ impl NotificationApp {
     /// counts after each change, and the counts every [`WATCH_HEARTBEAT`], until the receiver
     /// is dropped.
     pub async fn watch(&self, who: &Principal) -> Result<mpsc::Receiver<Result<Watched, ApiError>>, ApiError> {
+        let key = (who.tenant.as_str().to_owned(), who.user.as_str().to_owned());
+        let slot = WatchSlot::take(&self.watches, key).ok_or_else(|| {
+            ApiError::new(
+                crm_platform::error::ErrorCode::ResourceExhausted,
+                "TOO_MANY_WATCHES",
+                format!("a user watches their inbox {MAX_WATCHES} times at most at once; close one"),
+            )
+        })?;
         // Subscribed before the first read, so no change after it is missed.
         let mut changes = self.inbox_changes.subscribe();
         let newest = self
@@ -121,6 +168,8 @@ impl NotificationApp {
         let (tx, rx) = mpsc::channel(WATCH_BATCH);
         let (app, who) = (self.clone(), who.clone());
         tokio::spawn(async move {
+            // Counted until the watch ends.
+            let _slot = slot;
             if tx.send(Ok(Watched::Counts(counts))).await.is_err() {
                 return;
             }
@@ -173,5 +222,53 @@ impl NotificationApp {
             }
         });
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crm_platform::{Principal, Role, TenantId, UserId};
+
+    use super::*;
+    use crate::store::{SQLITE_MIGRATIONS, SqliteNotificationStore};
+
+    fn user(name: &str) -> Principal {
+        Principal {
+            tenant: TenantId::parse("acme").expect("tenant"),
+            user: UserId::parse(name).expect("user"),
+            roles: vec![Role::Rep],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_user_holds_a_bounded_number_of_watches_and_a_closed_one_frees_its_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
+            .await
+            .expect("sqlite");
+        let app = NotificationApp::new(Arc::new(SqliteNotificationStore::new(pool)));
+        let carol = user("carol");
+        let mut open = Vec::new();
+        for _ in 0..MAX_WATCHES {
+            open.push(app.watch(&carol).await.expect("watch"));
+        }
+        let refused = app.watch(&carol).await.expect_err("one too many");
+        assert_eq!(refused.code, crm_platform::ErrorCode::ResourceExhausted);
+        // Another user is not held back by carol's.
+        let _bob = app.watch(&user("bob")).await.expect("bob's");
+        // Closed, a watch frees its slot once its task sees it.
+        drop(open.pop());
+        let mut again = None;
+        for _ in 0..100 {
+            if let Ok(watch) = app.watch(&carol).await {
+                again = Some(watch);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let mut again = again.expect("a slot again");
+        assert!(matches!(again.recv().await, Some(Ok(Watched::Counts(_)))));
     }
 }

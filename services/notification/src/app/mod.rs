@@ -37,6 +37,8 @@ pub struct NotificationApp {
     history: Option<Arc<dyn History>>,
     /// Changes of inboxes, for their watchers.
     inbox_changes: tokio::sync::broadcast::Sender<crate::domain::InboxChange>,
+    /// The inbox watches open, per user.
+    watches: inbox::Watches,
 }
 
 impl NotificationApp {
@@ -53,6 +55,7 @@ impl NotificationApp {
             mail_due: Arc::new(Notify::new()),
             history: None,
             inbox_changes: tokio::sync::broadcast::Sender::new(INBOX_CHANGES),
+            watches: inbox::Watches::default(),
         }
     }
 
