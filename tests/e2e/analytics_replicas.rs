@@ -129,7 +129,16 @@ async fn replicas_share_the_partitions_and_a_killed_one_loses_nothing() {
     // Three replicas share them.
     let mut second = Some(pg.analytics_replica());
     let third = pg.analytics_replica();
-    let shares = spread(&pg, 3, units).await;
+    // Three holders may appear before the first has given up its excess (5, 2, 2 on the way):
+    // the shares settle at 2 or 3 each.
+    let mut shares = spread(&pg, 3, units).await;
+    for _ in 0..100 {
+        if shares.values().all(|n| *n >= 2 && *n <= 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shares = spread(&pg, 3, units).await;
+    }
     assert!(
         shares.values().all(|n| *n >= 2 && *n <= 3),
         "a fair share each: {shares:?}"
