@@ -9,18 +9,7 @@ use crm_proto::crm::contact::v1 as contact;
 use serde_json::{Value, json};
 use tonic_types::StatusExt;
 
-use crate::support::{BACKENDS, Deployment, Rest, Suite, grpc_client, token};
-
-fn violation_fields(problem: &Value) -> Vec<String> {
-    problem["violations"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|v| v["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::support::{BACKENDS, Deployment, Rest, Suite, grpc_client, token, violation_fields};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_lists_are_counted_first_and_roles_checked_before_bodies() {

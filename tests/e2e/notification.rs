@@ -17,7 +17,7 @@ use sha2::Sha256;
 use sqlx::Connection;
 
 use crate::pipeline::pipeline;
-use crate::support::{BACKENDS, Deployment, Rest, id_of};
+use crate::support::{BACKENDS, Deployment, Rest, id_of, violation_fields};
 
 /// What a receiver got: each request's headers of the scheme and body.
 #[derive(Debug, Clone)]
@@ -93,13 +93,17 @@ async fn received(got: &Arc<Mutex<Vec<Received>>>, count: usize) -> Vec<Received
 }
 
 pub(crate) async fn won_deal(api: &Rest, pipeline: &Value, amount_minor: &str) -> String {
-    let (status, deal) = api
-        .post(
-            "/v1/deals",
-            json!({"displayName": format!("Deal of {amount_minor}"), "pipeline": pipeline["name"],
-                   "amount": {"amountMinor": amount_minor, "currencyCode": "EUR"}}),
-        )
-        .await;
+    won(
+        api,
+        json!({"displayName": format!("Deal of {amount_minor}"), "pipeline": pipeline["name"],
+               "amount": {"amountMinor": amount_minor, "currencyCode": "EUR"}}),
+    )
+    .await
+}
+
+/// Creates the deal `deal` and closes it won; its name.
+pub(crate) async fn won(api: &Rest, deal: Value) -> String {
+    let (status, deal) = api.post("/v1/deals", deal).await;
     assert_eq!(status, 201, "{deal}");
     let id = id_of(&deal["name"]);
     let (status, won) = api
@@ -144,14 +148,8 @@ async fn a_rule_sends_signed_webhooks_retried_and_kept_on_both_backends() {
             )
             .await;
         assert_eq!(status, 400, "{problem}");
-        let fields: Vec<&str> = problem["violations"]
-            .as_array()
-            .expect("violations")
-            .iter()
-            .filter_map(|v| v["field"].as_str())
-            .collect();
         assert_eq!(
-            fields,
+            violation_fields(&problem),
             ["rule.recipients[0]", "rule.recipients[1]", "rule.eventTypes[1]"],
             "{problem}"
         );

@@ -537,3 +537,15 @@ impl Deployment {
         }
     }
 }
+
+/// The fields a problem's violations name, in order.
+pub(crate) fn violation_fields(problem: &serde_json::Value) -> Vec<String> {
+    problem["violations"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -55,6 +55,34 @@ struct Hosted {
     feeds: Vec<ConsumerConfig>,
     delivery: DeliveryConfig,
     mail: MailConfig,
+    /// On PostgreSQL: the pool whose changes of inboxes, announced by every replica, reach
+    /// this one's watchers.
+    inbox_listener: Option<sqlx::PgPool>,
+}
+
+impl Hosted {
+    /// The service over `store`, hosted as `hosting` says: webhooks may reach `networks`
+    /// besides public addresses, and without a mail server email is written under
+    /// `mail_files` when given.
+    fn new(
+        store: Arc<dyn store::NotificationStore>,
+        hosting: &Hosting,
+        networks: &str,
+        mail_files: Option<&Path>,
+        inbox_listener: Option<sqlx::PgPool>,
+    ) -> Result<Self, StartError> {
+        let feeds = feeds(hosting)?;
+        let delivery = delivery(networks)?;
+        let mail = MailConfig::from_env(mail_files, delivery.lease).map_err(ConfigError)?;
+        let history = FeedHistory::new(&feeds).map_err(ConfigError)?;
+        Ok(Self {
+            app: NotificationApp::new(store).with_history(Arc::new(history)),
+            feeds,
+            delivery,
+            mail,
+            inbox_listener,
+        })
+    }
 }
 
 impl Running for Hosted {
@@ -87,6 +115,13 @@ impl Running for Hosted {
                 follow::Matching::new(self.app.clone()),
                 shutdown.clone(),
             );
+        }
+        if let Some(pool) = &self.inbox_listener {
+            tokio::spawn(store::postgres::listen_inbox(
+                pool.clone(),
+                self.app.inbox_changes().clone(),
+                shutdown.clone(),
+            ));
         }
         tokio::spawn(deliver::run(self.app.clone(), self.delivery.clone(), shutdown.clone()));
         tokio::spawn(mail::run(self.app.clone(), self.mail.clone(), shutdown));
@@ -161,46 +196,25 @@ pub fn describe() -> Description {
         },
         open_sqlite: |path, hosting| {
             Box::pin(async move {
-                let feeds = feeds(&hosting)?;
-                let delivery = delivery(LOOPBACK)?;
                 // Without a mail server, email is written beside the database.
                 let files = path.parent().unwrap_or(Path::new(".")).join(MAIL_DIR);
-                let mail = MailConfig::from_env(Some(&files), delivery.lease).map_err(ConfigError)?;
-                let history = FeedHistory::new(&feeds).map_err(ConfigError)?;
-                let app = open_sqlite(&path).await?.with_history(Arc::new(history));
-                Ok(Box::new(Hosted {
-                    app,
-                    feeds,
-                    delivery,
-                    mail,
-                }) as Box<dyn Running>)
+                let store = sqlite_store(&path).await?;
+                Ok(Box::new(Hosted::new(store, &hosting, LOOPBACK, Some(&files), None)?) as Box<dyn Running>)
             })
         },
         connect_postgres: |config, hosting| {
             Box::pin(async move {
-                let feeds = feeds(&hosting)?;
-                let delivery = delivery("")?;
-                let mail = MailConfig::from_env(None, delivery.lease).map_err(ConfigError)?;
                 let pool =
                     crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
-                let history = FeedHistory::new(&feeds).map_err(ConfigError)?;
-                let app = NotificationApp::new(Arc::new(PgNotificationStore::new(pool.clone())))
-                    .with_history(Arc::new(history));
-                // Inbox changes made on other replicas reach this one's watchers.
-                tokio::spawn(store::postgres::listen_inbox(pool, app.inbox_changes().clone()));
-                Ok(Box::new(Hosted {
-                    app,
-                    feeds,
-                    delivery,
-                    mail,
-                }) as Box<dyn Running>)
+                let store = Arc::new(PgNotificationStore::new(pool.clone()));
+                Ok(Box::new(Hosted::new(store, &hosting, "", None, Some(pool))?) as Box<dyn Running>)
             })
         },
     }
 }
 
-/// Opens the embedded SQLite database (creating and migrating it) and returns the service.
-pub async fn open_sqlite(path: &Path) -> Result<NotificationApp, crm_platform::db::DbError> {
+/// Opens the embedded SQLite database (creating and migrating it) and returns its store.
+async fn sqlite_store(path: &Path) -> Result<Arc<dyn store::NotificationStore>, crm_platform::db::DbError> {
     let pool = crm_platform::db::open_sqlite(path, &SQLITE_MIGRATIONS).await?;
-    Ok(NotificationApp::new(Arc::new(SqliteNotificationStore::new(pool))))
+    Ok(Arc::new(SqliteNotificationStore::new(pool)))
 }

@@ -1140,26 +1140,35 @@ async fn announce(tx: &mut sqlx::PgConnection, tenant: &str, user: &str) -> Resu
     Ok(())
 }
 
-/// Feeds `changes` with the inbox changes every replica announces, until the process ends;
-/// a lost connection is made again (and every watcher told to look, as changes may have been
-/// missed meanwhile).
-pub async fn listen_inbox(pool: PgPool, changes: tokio::sync::broadcast::Sender<crate::domain::InboxChange>) {
-    loop {
+/// Feeds `changes` with the inbox changes every replica announces, until `shutdown`; a lost
+/// connection is made again (and every watcher told to look, as changes may have been missed
+/// meanwhile).
+pub async fn listen_inbox(
+    pool: PgPool,
+    changes: tokio::sync::broadcast::Sender<crate::domain::InboxChange>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+    while !shutdown.is_cancelled() {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::warn!(error = %e, "the inbox listener cannot connect; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(RETRY).await;
                 continue;
             }
         };
         if let Err(e) = listener.listen(super::INBOX_CHANNEL).await {
             tracing::warn!(error = %e, "the inbox listener cannot listen; retrying");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tokio::time::sleep(RETRY).await;
             continue;
         }
         loop {
-            match listener.try_recv().await {
+            let heard = tokio::select! {
+                () = shutdown.cancelled() => return,
+                heard = listener.try_recv() => heard,
+            };
+            match heard {
                 Ok(Some(n)) => {
                     if let Some(change) = crate::domain::InboxChange::parse(n.payload()) {
                         let _ = changes.send(change);
@@ -1203,7 +1212,11 @@ mod tests {
             .await
             .expect("pool");
         let (changes, mut heard) = tokio::sync::broadcast::channel(16);
-        tokio::spawn(listen_inbox(listening, changes));
+        tokio::spawn(listen_inbox(
+            listening,
+            changes,
+            tokio_util::sync::CancellationToken::new(),
+        ));
         let store = PgNotificationStore::new(changing);
         let acme = TenantId::parse("acme").expect("tenant");
         let mut heard_it = None;
