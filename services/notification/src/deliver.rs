@@ -44,7 +44,7 @@ impl Default for DeliveryConfig {
             policy: AddressPolicy::public_only(),
             timeout: Duration::from_secs(15),
             lease: Duration::from_secs(60),
-            batch: 128,
+            batch: 256,
             concurrency: 32,
         }
     }
@@ -100,6 +100,7 @@ pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: Cancell
         lease: config.lease,
         batch: config.batch,
         concurrency: config.concurrency,
+        timeout: config.timeout,
     };
     let webhooks = Webhooks {
         app,

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::schedule::{MAX_ATTEMPTS, next_delay};
@@ -47,10 +48,16 @@ pub struct QueueConfig {
     pub batch: usize,
     /// Attempts in flight at once.
     pub concurrency: usize,
+    /// How long one attempt may take: a claimed item is attempted only while at least this
+    /// much of its lease remains, so that it is never attempted by two workers at once.
+    pub timeout: Duration,
 }
 
 /// How often due retries are looked for when nothing rings.
 const POLL: Duration = Duration::from_secs(1);
+/// Claims made at once: a claim takes as long as its writes, so while one commits another
+/// keeps the attempts fed (each skips what the other holds).
+const CLAIMERS: usize = 2;
 /// Attempts kept in one transaction at most.
 const MAX_KEPT: usize = 512;
 
@@ -63,12 +70,36 @@ pub async fn run<C: Channel>(channel: Arc<C>, config: QueueConfig, shutdown: Can
     let finisher = tokio::spawn(keep(Arc::clone(&channel), finished));
     // Claims run a batch ahead of the attempts, so that a claim's commit never leaves the
     // attempts waiting.
-    let (claims, claimed) = tokio::sync::mpsc::channel::<C::Due>(config.batch * 2);
-    let claimer = tokio::spawn(claim_ahead(Arc::clone(&channel), config, shutdown, claims));
+    let (claims, claimed) = tokio::sync::mpsc::channel::<Claimed<C::Due>>(config.batch * (CLAIMERS + 1));
+    let claimers: Vec<_> = (0..CLAIMERS)
+        .map(|_| {
+            tokio::spawn(claim_ahead(
+                Arc::clone(&channel),
+                config,
+                shutdown.clone(),
+                claims.clone(),
+            ))
+        })
+        .collect();
+    drop(claims);
     futures::stream::unfold(claimed, |mut claimed| async move {
         claimed.recv().await.map(|due| (due, claimed))
     })
-    .map(|due| channel.attempt(due))
+    .map(|claimed| {
+        let channel = Arc::clone(&channel);
+        async move {
+            // An item that waited here past its lease may be another worker's by now: left
+            // for the queue, where it is due again.
+            if claimed.at.elapsed() + config.timeout >= config.lease {
+                tracing::debug!(
+                    channel = channel.name(),
+                    "a claim waited past its lease; left to the queue"
+                );
+                return None;
+            }
+            channel.attempt(claimed.due).await
+        }
+    })
     .buffer_unordered(config.concurrency)
     .for_each(|done| {
         let results = results.clone();
@@ -80,7 +111,14 @@ pub async fn run<C: Channel>(channel: Arc<C>, config: QueueConfig, shutdown: Can
     })
     .await;
     drop(results);
-    let _ = tokio::join!(claimer, finisher);
+    futures::future::join_all(claimers).await;
+    let _ = finisher.await;
+}
+
+/// A claimed item and when it was claimed.
+struct Claimed<D> {
+    due: D,
+    at: Instant,
 }
 
 /// Claims due items a batch at a time whenever `claims` has room for a batch, until
@@ -89,7 +127,7 @@ async fn claim_ahead<C: Channel>(
     channel: Arc<C>,
     config: QueueConfig,
     shutdown: CancellationToken,
-    claims: tokio::sync::mpsc::Sender<C::Due>,
+    claims: tokio::sync::mpsc::Sender<Claimed<C::Due>>,
 ) {
     loop {
         let permits = tokio::select! {
@@ -99,10 +137,11 @@ async fn claim_ahead<C: Channel>(
                 Err(_) => return,
             },
         };
+        let at = Instant::now();
         match channel.claim(channel.now(), config.lease, config.batch).await {
             Ok(claimed) if !claimed.is_empty() => {
                 for (permit, due) in permits.zip(claimed) {
-                    permit.send(due);
+                    permit.send(Claimed { due, at });
                 }
             }
             outcome => {
@@ -164,4 +203,81 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A queue of `items` claimed all at once, each attempt taking `takes`.
+    struct Slow {
+        items: Mutex<Vec<u32>>,
+        takes: Duration,
+        attempted: Mutex<Vec<u32>>,
+        kept: Mutex<Vec<u32>>,
+        due: Notify,
+    }
+
+    #[async_trait]
+    impl Channel for Slow {
+        type Due = u32;
+        type Done = u32;
+
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+
+        async fn claim(&self, _: DateTime<Utc>, _: Duration, limit: usize) -> Result<Vec<u32>, StoreError> {
+            let mut items = self.items.lock().expect("lock");
+            let n = items.len().min(limit);
+            Ok(items.drain(..n).collect())
+        }
+
+        async fn attempt(&self, due: u32) -> Option<u32> {
+            self.attempted.lock().expect("lock").push(due);
+            tokio::time::sleep(self.takes).await;
+            Some(due)
+        }
+
+        async fn keep(&self, done: &[u32]) -> Result<(), StoreError> {
+            self.kept.lock().expect("lock").extend_from_slice(done);
+            Ok(())
+        }
+
+        fn due(&self) -> &Notify {
+            &self.due
+        }
+
+        fn now(&self) -> DateTime<Utc> {
+            Utc::now()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_is_attempted_only_while_an_attempts_worth_of_its_lease_remains() {
+        let channel = Arc::new(Slow {
+            items: Mutex::new(vec![1, 2, 3, 4]),
+            takes: Duration::from_secs(25),
+            attempted: Mutex::default(),
+            kept: Mutex::default(),
+            due: Notify::new(),
+        });
+        let config = QueueConfig {
+            lease: Duration::from_secs(60),
+            batch: 4,
+            concurrency: 1,
+            timeout: Duration::from_secs(30),
+        };
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(run(Arc::clone(&channel), config, shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        shutdown.cancel();
+        worker.await.expect("the worker ends");
+        // 1 starts at once, 2 after 25 s (35 s of its lease left), 3 after 50 s (10 s left,
+        // less than an attempt may take): it and 4 are left to the queue, never attempted.
+        assert_eq!(*channel.attempted.lock().expect("lock"), vec![1, 2]);
+        assert_eq!(*channel.kept.lock().expect("lock"), vec![1, 2]);
+    }
 }

@@ -65,7 +65,8 @@ impl std::fmt::Debug for Transport {
 pub struct MailConfig {
     pub transport: Transport,
     pub from: Mailbox,
-    /// How long a claim holds an email.
+    /// How long a claim holds an email: the webhooks' lease, and at least twice an attempt's
+    /// timeout.
     pub lease: Duration,
 }
 
@@ -92,7 +93,11 @@ impl MailConfig {
                 None => Transport::Unconfigured,
             },
         };
-        Ok(Self { transport, from, lease })
+        Ok(Self {
+            transport,
+            from,
+            lease: lease.max(TIMEOUT * 2),
+        })
     }
 }
 
@@ -122,6 +127,7 @@ pub async fn run(app: NotificationApp, config: MailConfig, shutdown: Cancellatio
         lease: config.lease,
         batch: 64,
         concurrency: POOL_SIZE as usize,
+        timeout: TIMEOUT,
     };
     let digests = tokio::spawn(release_digests_until(app.clone(), shutdown.clone()));
     dispatch::run(Arc::new(Mailer { app, config }), queue, shutdown).await;

@@ -610,7 +610,9 @@ impl NotificationStore for PgNotificationStore {
             .execute(&mut *tx)
             .await?;
             // One statement per outcome (most attempts of a batch share theirs: delivered at
-            // their first attempt), each delivery found by its primary key.
+            // their first attempt), each delivery found by its primary key. The keys are joined
+            // whole, tenant included: with the tenant a constant, the planner may scan the
+            // tenant's every delivery instead when its statistics lag a burst of new ones.
             let mut outcomes: BTreeMap<(&str, i32, Option<DateTime<Utc>>), Vec<Uuid>> = BTreeMap::new();
             for f in &done {
                 outcomes
@@ -624,10 +626,11 @@ impl NotificationStore for PgNotificationStore {
             }
             for ((state, attempt, next), ids) in outcomes {
                 sqlx::query(
-                    "UPDATE deliveries SET state = $3, attempts = greatest(attempts, $4), next_attempt_time = $5, \
-                     lease_until = NULL WHERE tenant_id = $1 AND id = ANY($2)",
+                    "UPDATE deliveries d SET state = $3, attempts = greatest(d.attempts, $4), next_attempt_time = $5, \
+                     lease_until = NULL FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
+                     WHERE d.tenant_id = done.tenant_id AND d.id = done.id",
                 )
-                .bind(tenant)
+                .bind(vec![tenant; ids.len()])
                 .bind(&ids)
                 .bind(state)
                 .bind(attempt)
