@@ -933,3 +933,99 @@ async fn an_inbox_is_watched_live_over_sse_and_grpc_seen_and_archived_on_both_ba
         deployment.stop().await;
     }
 }
+
+/// A rule's `roles/{role}` recipient reaches the users the suite saw at work with that role
+/// (their requests reported on the services' feeds), on both backends: a manager's request to
+/// the pipeline makes her a member, and from then on each deal won reaches her inbox, while a
+/// rep and the admin who wrote the rule hear nothing.
+#[tokio::test]
+async fn a_role_reaches_the_users_seen_at_work_with_it_on_both_backends() {
+    for postgres in BACKENDS {
+        let Some(deployment) =
+            Deployment::start_with(postgres, "notification_roles", &[("CRM_USAGE_EVERY", "200ms")]).await
+        else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        let mia = Rest::as_user(base, "acme", "mia", Role::Manager);
+        let rex = Rest::as_user(base, "acme", "rex", Role::Rep);
+        // A manager of another tenant is never a member of this one.
+        let other = Rest::as_user(base, "globex", "olga", Role::Manager);
+        let (status, rule) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Wins for managers", "eventTypes": ["crm.pipeline.v1.DealWon"],
+                       "recipients": ["roles/manager"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{rule}");
+        assert_eq!(rule["recipients"], json!(["roles/manager"]));
+        let (status, bad) = admin
+            .post(
+                "/v1/rules",
+                json!({"displayName": "Services", "eventTypes": ["crm.pipeline.v1.DealWon"],
+                       "recipients": ["roles/service", "roles/boss"]}),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}");
+        let fields = violation_fields(&bad);
+        assert_eq!(fields, ["rule.recipients[0]", "rule.recipients[1]"], "{bad}");
+
+        for who in [&mia, &rex, &other] {
+            let (status, body) = who.get("/v1/deals").await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let pipeline = pipeline(&admin).await;
+        // Deals are won until one reaches mia: her membership is kept once her usage report
+        // (every 200 ms) has gone through the pipeline's feed.
+        let started = std::time::Instant::now();
+        let first = loop {
+            let deal = won_deal(&admin, &pipeline, "100").await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (_, inbox) = mia.get("/v1/notifications").await;
+            let subjects: Vec<String> = inbox["notifications"]
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|n| n["subject"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if subjects.contains(&deal) {
+                break deal;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "mia never heard of a win: {inbox}"
+            );
+        };
+        // Once a member, every win reaches her.
+        let next = won_deal(&admin, &pipeline, "200").await;
+        let started = std::time::Instant::now();
+        loop {
+            let (_, inbox) = mia.get("/v1/notifications").await;
+            let subjects: Vec<&str> = inbox["notifications"]
+                .as_array()
+                .map(|list| list.iter().filter_map(|n| n["subject"].as_str()).collect())
+                .unwrap_or_default();
+            if subjects.contains(&next.as_str()) {
+                assert!(subjects.contains(&first.as_str()));
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the second win never reached mia: {inbox}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (who, name) in [(&rex, "rex"), (&admin, "alice"), (&other, "olga")] {
+            let (_, inbox) = who.get("/v1/notifications").await;
+            assert_eq!(
+                inbox["notifications"].as_array().map(Vec::len),
+                Some(0),
+                "{name}: {inbox}"
+            );
+        }
+    }
+}

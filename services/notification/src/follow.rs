@@ -13,6 +13,7 @@ use crm_proto::crm::events::v1 as events;
 use crate::app::NotificationApp;
 use crate::domain::MAX_RULES;
 use crate::domain::matching::{Compiled, Matched, TenantRules, match_event};
+use crate::domain::members::member_seen;
 use crate::domain::reach::reach_changes;
 
 /// A feed this service follows.
@@ -56,25 +57,18 @@ impl Matching {
     }
 
     /// A tenant's rules (compiled; one saved before a change of the catalogue that no longer
-    /// compiles is skipped and logged) with the built-in ones, its endpoints, and what its
-    /// users muted.
+    /// compiles is skipped and logged) with the built-in ones, and what else matching needs
+    /// of the tenant.
     async fn tenant_rules(&self, tenant: &TenantId) -> anyhow::Result<TenantRules> {
-        let store = self.app.store();
         let mut rules = Compiled::builtin();
-        for rule in store.rules(tenant, None, MAX_RULES).await? {
+        for rule in self.app.store().rules(tenant, None, MAX_RULES).await? {
             let id = rule.id;
             match Compiled::new(rule) {
                 Ok(compiled) => rules.push(compiled),
                 Err(problems) => tracing::warn!(%tenant, rule = %id, ?problems, "a rule no longer compiles: skipped"),
             }
         }
-        let endpoints = store.endpoints(tenant, None, crate::domain::MAX_ENDPOINTS).await?;
-        let muted = store.muted(tenant).await?;
-        Ok(TenantRules {
-            rules,
-            endpoints,
-            muted,
-        })
+        Ok(self.app.tenant_rules(tenant, rules).await?)
     }
 }
 
@@ -100,6 +94,7 @@ impl Sink for Matching {
             }
             let mut matched = match_event(event, &rules[tenant.as_str()], now);
             matched.reach = reach_changes(event);
+            matched.members = member_seen(event).into_iter().collect();
             if !matched.is_empty() {
                 made.entry(tenant.as_str().to_owned()).or_default().extend(matched);
             }

@@ -62,7 +62,7 @@ impl fmt::Display for UserId {
 }
 
 /// Roles of the suite, from most to least powerful within a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Everything in the tenant.
     Admin,

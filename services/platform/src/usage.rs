@@ -26,11 +26,12 @@ pub struct UsageKey {
     pub day: NaiveDate,
 }
 
-/// Requests, and changes among them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Requests, and changes among them, and the user's roles at the latest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageCount {
     pub requests: i64,
     pub changes: i64,
+    pub roles: Vec<Role>,
 }
 
 /// A process's counts since the last report.
@@ -66,6 +67,9 @@ impl Usage {
         if !crate::auth::is_read(method) {
             count.changes = count.changes.saturating_add(1);
         }
+        if count.roles != principal.roles {
+            count.roles.clone_from(&principal.roles);
+        }
     }
 
     /// Takes the counts (the next report starts from zero).
@@ -85,12 +89,16 @@ impl Usage {
             let into = counts.entry(key).or_default();
             into.requests = into.requests.saturating_add(count.requests);
             into.changes = into.changes.saturating_add(count.changes);
+            // Roles seen since the report was taken are the latest.
+            if into.roles.is_empty() {
+                into.roles = count.roles;
+            }
         }
     }
 }
 
 /// The event of one count.
-fn event(key: &UsageKey, count: UsageCount) -> Option<NewEvent> {
+fn event(key: &UsageKey, count: &UsageCount) -> Option<NewEvent> {
     let tenant = crate::TenantId::parse(&key.tenant).ok()?;
     let message = crm_proto::crm::events::v1::UsageReported {
         user: key.user.clone(),
@@ -98,6 +106,7 @@ fn event(key: &UsageKey, count: UsageCount) -> Option<NewEvent> {
         day: key.day.to_string(),
         requests: count.requests,
         changes: count.changes,
+        roles: count.roles.iter().map(|r| r.as_str().to_owned()).collect(),
     };
     NewEvent::of(&tenant, format!("usage/{}", key.user), &key.user, Utc::now(), &message).ok()
 }
@@ -137,7 +146,7 @@ async fn report(usage: &Usage, outboxes: &[(Vec<&'static str>, Arc<dyn Outbox>)]
             .filter(|(key, _)| areas.contains(&key.area.as_str()))
             .cloned()
             .collect();
-        let events: Vec<NewEvent> = mine.iter().filter_map(|(key, count)| event(key, *count)).collect();
+        let events: Vec<NewEvent> = mine.iter().filter_map(|(key, count)| event(key, count)).collect();
         if events.is_empty() {
             continue;
         }
@@ -233,6 +242,25 @@ mod tests {
                 ("ann", "crm.pipeline.v1.DealService", 1, 0)
             ]
         );
+        assert!(taken.iter().all(|(_, c)| c.roles == [Role::Rep]), "{taken:?}");
+        assert!(usage.take().is_empty(), "a report starts from zero");
+    }
+
+    #[test]
+    fn a_report_carries_the_roles_of_the_users_latest_request() {
+        let usage = Usage::new();
+        let area = "/crm.contact.v1.ContactService/GetContact";
+        usage.record(&who("acme", "ann", Role::Rep), area);
+        usage.record(&who("acme", "ann", Role::Manager), area);
+        let taken = usage.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1.roles, [Role::Manager]);
+        let report = event(&taken[0].0, &taken[0].1).expect("an event");
+        let json: serde_json::Value = serde_json::from_str(&report.payload).expect("JSON");
+        let decoded: crm_proto::crm::events::v1::UsageReported =
+            crm_proto::json::from_json(&json, &report.kind).expect("decodes");
+        assert_eq!(decoded.roles, ["manager"]);
+        assert_eq!(decoded.requests, 2);
         assert!(usage.take().is_empty(), "a report starts from zero");
     }
 }

@@ -12,8 +12,7 @@ use crm_platform::{ApiError, Principal};
 
 use super::rules::RuleSpec;
 use super::{NotificationApp, ensure_manager};
-use crate::domain::MAX_ENDPOINTS;
-use crate::domain::matching::{Compiled, TenantRules, match_event};
+use crate::domain::matching::{Compiled, match_event};
 use crate::history::Visit;
 
 /// Days a backtest looks back by default, and at most (the feeds retain 30 days by default).
@@ -84,11 +83,7 @@ impl NotificationApp {
                 "this process reads no feeds: backtests are not available",
             ));
         };
-        let tenant = TenantRules {
-            rules: vec![compiled],
-            endpoints: self.store.endpoints(&who.tenant, None, MAX_ENDPOINTS).await?,
-            muted: self.store.muted(&who.tenant).await?,
-        };
+        let tenant = self.tenant_rules(&who.tenant, vec![compiled]).await?;
         let now = self.clock.now();
         let since = now - chrono::Duration::days(i64::from(days));
         let mut result = Backtest {

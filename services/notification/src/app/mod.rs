@@ -11,7 +11,7 @@ pub mod rules;
 use std::sync::Arc;
 
 use crm_platform::time::{Clock, SystemClock};
-use crm_platform::{ApiError, Principal, Role};
+use crm_platform::{ApiError, Principal, Role, TenantId};
 use tokio::sync::Notify;
 
 pub use inbox::{MAX_MARKED, Watched};
@@ -21,8 +21,11 @@ pub use crate::domain::InboxChange;
 /// Inbox changes a slow watcher may fall behind by before it looks again.
 const INBOX_CHANGES: usize = 1024;
 
+use crate::domain::MAX_ENDPOINTS;
+use crate::domain::matching::{Compiled, TenantRules};
+use crate::domain::members::{Members, active_since};
 use crate::history::History;
-use crate::store::NotificationStore;
+use crate::store::{NotificationStore, StoreError};
 
 /// The application over a store.
 #[derive(Clone)]
@@ -81,6 +84,22 @@ impl NotificationApp {
     /// Rung when emails become due (the email worker waits on it).
     pub fn mail_due(&self) -> &Arc<Notify> {
         &self.mail_due
+    }
+
+    /// `tenant` as matching sees it under `rules`: its endpoints, what its users muted, and,
+    /// when a rule names a role, who holds each.
+    pub async fn tenant_rules(&self, tenant: &TenantId, rules: Vec<Compiled>) -> Result<TenantRules, StoreError> {
+        let members = if TenantRules::names_a_role(&rules) {
+            self.store.members(tenant, active_since(self.clock.now())).await?
+        } else {
+            Members::default()
+        };
+        Ok(TenantRules {
+            rules,
+            endpoints: self.store.endpoints(tenant, None, MAX_ENDPOINTS).await?,
+            muted: self.store.muted(tenant).await?,
+            members,
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::condition::{Condition, event_type};
 use super::fatigue::Muted;
+use super::members::Members;
 use super::reach::contact_of;
 use super::template::{self, Rendered};
 use super::{Channel, EmailTemplate, Endpoint, NewDelivery, NewEmail, Notification, Recipient, Rule, RuleId};
@@ -87,11 +88,17 @@ pub struct Matched {
     pub emails: Vec<NewEmail>,
     /// What the events change of what may reach their contacts.
     pub reach: Vec<super::reach::ReachChange>,
+    /// The members the events show at work.
+    pub members: Vec<super::members::MemberSeen>,
 }
 
 impl Matched {
     pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.notifications.is_empty() && self.emails.is_empty() && self.reach.is_empty()
+        self.deliveries.is_empty()
+            && self.notifications.is_empty()
+            && self.emails.is_empty()
+            && self.reach.is_empty()
+            && self.members.is_empty()
     }
 
     pub fn extend(&mut self, other: Matched) {
@@ -99,6 +106,7 @@ impl Matched {
         self.notifications.extend(other.notifications);
         self.emails.extend(other.emails);
         self.reach.extend(other.reach);
+        self.members.extend(other.members);
     }
 }
 
@@ -165,13 +173,23 @@ pub fn webhook_body(event: &events::Event) -> Result<serde_json::Value, String> 
     Ok(body)
 }
 
-/// A tenant as matching sees it: its rules (with the built-in ones), its endpoints, and the
-/// categories its users muted.
+/// A tenant as matching sees it: its rules (with the built-in ones), its endpoints, the
+/// categories its users muted, and who holds each role (loaded only when a rule names one).
 #[derive(Debug, Clone, Default)]
 pub struct TenantRules {
     pub rules: Vec<Compiled>,
     pub endpoints: Vec<Endpoint>,
     pub muted: Muted,
+    pub members: Members,
+}
+
+impl TenantRules {
+    /// Whether a rule names a role, whose members matching then needs.
+    pub fn names_a_role(rules: &[Compiled]) -> bool {
+        rules
+            .iter()
+            .any(|r| r.rule.recipients.iter().any(|to| matches!(to, Recipient::Role(_))))
+    }
 }
 
 /// What `event` makes under its tenant's rules. A user who muted a rule's category in the app
@@ -182,6 +200,7 @@ pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Ut
         rules,
         endpoints,
         muted,
+        members,
     } = tenant;
     let mut matched = Matched::default();
     let candidates: Vec<&Compiled> = rules
@@ -233,7 +252,7 @@ pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Ut
                 }
             };
         for recipient in &rule.recipients {
-            let user = match recipient {
+            let users = match recipient {
                 Recipient::Email(_) => {
                     matched.emails.push(email(recipient.clone(), &mut body_of));
                     continue;
@@ -265,34 +284,37 @@ pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Ut
                     });
                     continue;
                 }
-                Recipient::User(user) => user.clone(),
+                Recipient::User(user) => vec![user.clone()],
                 Recipient::Owner => match owner_of(&payload) {
-                    Some(owner) => owner,
+                    Some(owner) => vec![owner],
                     None => continue,
                 },
+                Recipient::Role(role) => members.holding(*role).to_vec(),
             };
-            if rule.channels.contains(&Channel::Email) {
-                matched.emails.push(email(Recipient::User(user.clone()), &mut body_of));
+            for user in users {
+                if rule.channels.contains(&Channel::Email) {
+                    matched.emails.push(email(Recipient::User(user.clone()), &mut body_of));
+                }
+                if !rule.channels.contains(&Channel::InApp)
+                    || (!rule.critical && muted.mutes(&user, &rule.category, Channel::InApp))
+                {
+                    continue;
+                }
+                let short = event.r#type.rsplit('.').next().unwrap_or_default();
+                matched.notifications.push(Notification {
+                    id: Uuid::now_v7(),
+                    user,
+                    rule: rule.id,
+                    event_id: event.id.clone(),
+                    event_type: event.r#type.clone(),
+                    subject: event.subject.clone(),
+                    title: format!("{}: {short} {}", rule.display_name, event.subject),
+                    read: false,
+                    seen: false,
+                    archived: false,
+                    create_time: now,
+                });
             }
-            if !rule.channels.contains(&Channel::InApp)
-                || (!rule.critical && muted.mutes(&user, &rule.category, Channel::InApp))
-            {
-                continue;
-            }
-            let short = event.r#type.rsplit('.').next().unwrap_or_default();
-            matched.notifications.push(Notification {
-                id: Uuid::now_v7(),
-                user,
-                rule: rule.id,
-                event_id: event.id.clone(),
-                event_type: event.r#type.clone(),
-                subject: event.subject.clone(),
-                title: format!("{}: {short} {}", rule.display_name, event.subject),
-                read: false,
-                seen: false,
-                archived: false,
-                create_time: now,
-            });
         }
     }
     matched
@@ -391,6 +413,7 @@ mod tests {
             rules: rules.to_vec(),
             endpoints: vec![endpoint.clone(), only_lost],
             muted: Muted::default(),
+            members: Members::default(),
         };
         let big = match_event(&won(2_000_000), &tenant, Utc::now());
         assert_eq!(big.deliveries.len(), 1);
@@ -419,6 +442,45 @@ mod tests {
         assert_eq!(users, ["bob"]);
         muted.rules[0].rule.critical = true;
         assert_eq!(match_event(&won(2_000_000), &muted, Utc::now()).notifications.len(), 2);
+    }
+
+    #[test]
+    fn a_role_reaches_each_member_holding_it_once() {
+        use crm_platform::identity::Role;
+        let rules = [rule(
+            &["crm.pipeline.v1.DealWon"],
+            "deal.amount.amount_minor >= 1000000",
+            vec![Recipient::Role(Role::Manager), Recipient::Owner],
+        )];
+        let mut tenant = TenantRules {
+            rules: rules.to_vec(),
+            members: Members::new([
+                ("mia".to_owned(), vec![Role::Manager]),
+                ("bob".to_owned(), vec![Role::Rep, Role::Manager]),
+                ("rex".to_owned(), vec![Role::Rep]),
+            ]),
+            ..TenantRules::default()
+        };
+        assert!(TenantRules::names_a_role(&tenant.rules));
+        assert!(!TenantRules::names_a_role(&Compiled::builtin()));
+        let users: Vec<String> = match_event(&won(2_000_000), &tenant, Utc::now())
+            .notifications
+            .into_iter()
+            .map(|n| n.user)
+            .collect();
+        // bob is a manager and the owner: two recipients, one (rule, event, user) kept by the
+        // store.
+        assert_eq!(users, ["bob", "mia", "bob"]);
+        tenant.rules[0].rule.channels = vec![Channel::Email];
+        let emailed: Vec<String> = match_event(&won(2_000_000), &tenant, Utc::now())
+            .emails
+            .into_iter()
+            .map(|e| e.recipient.name())
+            .collect();
+        assert_eq!(emailed, ["users/bob", "users/mia", "users/bob"]);
+        assert_eq!(Recipient::parse("roles/manager"), Ok(Recipient::Role(Role::Manager)));
+        assert_eq!(Recipient::Role(Role::Rep).name(), "roles/rep");
+        assert!(Recipient::parse("roles/service").is_err());
     }
 
     #[test]

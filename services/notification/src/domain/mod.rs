@@ -6,6 +6,7 @@ pub mod address;
 pub mod condition;
 pub mod fatigue;
 pub mod matching;
+pub mod members;
 pub mod reach;
 pub mod schedule;
 pub mod signature;
@@ -114,15 +115,20 @@ pub enum Recipient {
     Email(String),
     /// The contact the event is about, by email, with their consent.
     Contact,
+    /// Every member of the tenant holding the role (see [`members`]).
+    Role(crm_platform::identity::Role),
 }
 
 /// The prefix of a user as a recipient.
 pub const USERS: &str = "users/";
 /// The prefix of an email address as a recipient.
 pub const MAILTO: &str = "mailto:";
+/// The prefix of a role as a recipient.
+pub const ROLES: &str = "roles/";
 
 impl Recipient {
-    /// A recipient as a rule names it: `webhookEndpoints/{id}`, `users/{id}` or `owner`.
+    /// A recipient as a rule names it: `webhookEndpoints/{id}`, `users/{id}`, `roles/{role}`,
+    /// `owner`, `contact` or `mailto:{address}`.
     pub fn parse(raw: &str) -> Result<Self, String> {
         if raw == "owner" {
             return Ok(Recipient::Owner);
@@ -140,13 +146,18 @@ impl Recipient {
                 .map(|u| Recipient::User(u.as_str().to_owned()))
                 .map_err(|reason| format!("`{raw}`: {reason}"));
         }
+        if let Some(role) = raw.strip_prefix(ROLES) {
+            return members::parse_role(role)
+                .map(Recipient::Role)
+                .map_err(|reason| format!("`{raw}`: {reason}"));
+        }
         if let Some(address) = raw.strip_prefix(MAILTO) {
             return email_address(address)
                 .map(Recipient::Email)
                 .map_err(|reason| format!("`{raw}`: {reason}"));
         }
         Err(format!(
-            "`{raw}` is not a recipient: `webhookEndpoints/{{id}}`, `users/{{id}}`, `owner`, `contact` or `mailto:{{address}}`"
+            "`{raw}` is not a recipient: `webhookEndpoints/{{id}}`, `users/{{id}}`, `roles/{{role}}`, `owner`, `contact` or `mailto:{{address}}`"
         ))
     }
 
@@ -157,6 +168,7 @@ impl Recipient {
             Recipient::Owner => "owner".to_owned(),
             Recipient::Email(address) => format!("{MAILTO}{address}"),
             Recipient::Contact => "contact".to_owned(),
+            Recipient::Role(role) => format!("{ROLES}{}", role.as_str()),
         }
     }
 }

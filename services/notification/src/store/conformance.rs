@@ -92,6 +92,7 @@ fn made(rule: Uuid, endpoint: Uuid, event: &str, user: &str) -> Matched {
         }],
         emails: Vec::new(),
         reach: Vec::new(),
+        members: Vec::new(),
     }
 }
 
@@ -912,6 +913,54 @@ async fn an_email_to_a_contact_comes_with_their_address_and_consent(store: &dyn 
     );
 }
 
+async fn members_keep_the_roles_of_their_latest_report_per_tenant(store: &dyn NotificationStore) {
+    use crate::domain::members::MemberSeen;
+    use crm_platform::identity::Role;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).expect("day");
+    let seen = |user: &str, roles: &[Role], d: u32| MemberSeen {
+        user: user.into(),
+        roles: roles.to_vec(),
+        day: day(d),
+    };
+    let reports = |members: Vec<MemberSeen>| Matched {
+        members,
+        ..Matched::default()
+    };
+    let first = reports(vec![
+        seen("ann", &[Role::Manager], 10),
+        seen("bob", &[Role::Rep], 10),
+        // Promoted the same day: the later report wins.
+        seen("bob", &[Role::Manager, Role::Rep], 10),
+        seen("cy", &[Role::Manager], 2),
+        seen("dee", &[], 10),
+    ]);
+    let elsewhere = reports(vec![seen("eve", &[Role::Manager], 10)]);
+    assert!(
+        store
+            .record("c", 0, 1, &[(acme.clone(), first), (globex.clone(), elsewhere)])
+            .await
+            .expect("record")
+    );
+    // A report of an earlier day, replayed or late, does not undo a later one.
+    let late = reports(vec![seen("ann", &[Role::Viewer], 9), seen("bob", &[Role::Rep], 11)]);
+    assert!(store.record("c", 1, 2, &[(acme.clone(), late)]).await.expect("record"));
+
+    let members = store.members(&acme, day(5)).await.expect("members");
+    assert_eq!(
+        members.holding(Role::Manager),
+        ["ann"],
+        "cy was last seen before the 5th"
+    );
+    assert_eq!(members.holding(Role::Rep), ["bob"]);
+    assert!(members.holding(Role::Viewer).is_empty());
+    let all = store.members(&acme, day(1)).await.expect("members");
+    assert_eq!(all.holding(Role::Manager), ["ann", "cy"]);
+    let other = store.members(&globex, day(1)).await.expect("members");
+    assert_eq!(other.holding(Role::Manager), ["eve"]);
+    assert!(other.holding(Role::Rep).is_empty());
+}
+
 macro_rules! conformance {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_backend {
@@ -950,4 +999,5 @@ conformance!(
     held_emails_are_released_by_quiet_hours_or_carried_by_one_digest,
     an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait,
     an_email_to_a_contact_comes_with_their_address_and_consent,
+    members_keep_the_roles_of_their_latest_report_per_tenant,
 );

@@ -12,10 +12,12 @@ use uuid::Uuid;
 
 use crate::domain::fatigue::{Fatigue, Mute, Muted, QuietHours};
 use crate::domain::matching::Matched;
+use crate::domain::members::Members;
 use crate::domain::{
     Attempt, Channel, Delivery, DeliveryState, Due, DueDigest, DueEmail, Email, EmailState, EmailTemplate, Endpoint,
     NewEmail, Notification, Preferences, Recipient, Rule,
 };
+use crm_platform::identity::Role;
 
 #[cfg(test)]
 mod conformance;
@@ -186,6 +188,9 @@ pub trait NotificationStore: Send + Sync {
     async fn bundle_digest(&self, tenant: &TenantId, ids: &[Uuid], digest: &NewEmail) -> Result<bool, StoreError>;
     /// The in-app categories each user of the tenant muted.
     async fn muted(&self, tenant: &TenantId) -> Result<Muted, StoreError>;
+    /// Who holds each role among the tenant's members seen since `since` (see
+    /// [`crate::domain::members`]).
+    async fn members(&self, tenant: &TenantId, since: chrono::NaiveDate) -> Result<Members, StoreError>;
 
     /// A user's preferences (None before they set any).
     async fn preferences(&self, tenant: &TenantId, user: &str) -> Result<Option<Preferences>, StoreError>;
@@ -408,6 +413,19 @@ pub(crate) fn fatigue(raw: &serde_json::Value) -> Result<Fatigue, StoreError> {
 }
 
 /// The muted categories of each user, from their stored settings.
+/// A member's roles as kept: their names, comma-separated.
+pub(crate) fn roles_text(roles: &[Role]) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// The members of rows of a user id and their roles as kept.
+pub(crate) fn members_of(rows: Vec<(String, String)>) -> Members {
+    Members::new(
+        rows.into_iter()
+            .map(|(user, roles)| (user, roles.split(',').filter_map(Role::parse).collect())),
+    )
+}
+
 pub(crate) fn muted_of(rows: Vec<(String, serde_json::Value)>) -> Result<Muted, StoreError> {
     let mut muted = Muted::default();
     for (user, settings) in rows {

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::domain::fatigue::Muted;
 use crate::domain::matching::Matched;
+use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
     Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification, Preferences, Rule,
@@ -518,6 +519,19 @@ impl NotificationStore for SqliteNotificationStore {
             for change in &made.reach {
                 apply_reach(&mut tx, tenant.as_str(), change, Utc::now()).await?;
             }
+            for seen in &made.members {
+                sqlx::query(
+                    "INSERT INTO members (tenant_id, user_id, roles, last_seen) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET roles = excluded.roles, last_seen = excluded.last_seen \
+                     WHERE excluded.last_seen >= members.last_seen",
+                )
+                .bind(tenant.as_str())
+                .bind(&seen.user)
+                .bind(super::roles_text(&seen.roles))
+                .bind(seen.day.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
             for e in &made.emails {
                 insert_email(&mut tx, tenant, e).await?;
             }
@@ -923,6 +937,17 @@ impl NotificationStore for SqliteNotificationStore {
         insert_email(&mut tx, tenant, digest).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn members(&self, tenant: &TenantId, since: chrono::NaiveDate) -> Result<Members, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT user_id, roles FROM members WHERE tenant_id = ?1 AND last_seen >= ?2 AND roles <> ''",
+        )
+        .bind(tenant.as_str())
+        .bind(since.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::members_of(rows))
     }
 
     async fn muted(&self, tenant: &TenantId) -> Result<Muted, StoreError> {
