@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "crm/analytics/v1/analytics.proto",
     "crm/analytics/v1/events.proto",
     "crm/notification/v1/notification.proto",
+    "crm/notification/v1/events.proto",
 ];
 
 /// Google API annotations (HTTP rules, field behaviour), vendored: imported by the protos above.

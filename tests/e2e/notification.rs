@@ -761,9 +761,15 @@ struct Sse {
 }
 
 impl Sse {
+    /// The caller's live inbox.
     async fn open(base: &str, bearer: &str) -> Sse {
+        Sse::get(base, "/v1/notifications:watch", bearer).await
+    }
+
+    /// The stream at `path`.
+    async fn get(base: &str, path: &str, bearer: &str) -> Sse {
         let response = reqwest::Client::new()
-            .get(format!("{base}/v1/notifications:watch"))
+            .get(format!("{base}{path}"))
             .bearer_auth(bearer)
             .send()
             .await
@@ -1027,5 +1033,41 @@ async fn a_role_reaches_the_users_seen_at_work_with_it_on_both_backends() {
                 "{name}: {inbox}"
             );
         }
+    }
+}
+
+/// The notification service publishes a feed of its own, read as integrators read the others
+/// (`/v1/events:stream?source=crm.notification.v1`), on both backends: here its users' requests
+/// to the inbox, reported with their roles. (A webhook endpoint disabled after five days of
+/// failures is its other event; the store's conformance tests drive the clock to it.)
+#[tokio::test]
+async fn the_notification_service_has_a_feed_of_its_own_on_both_backends() {
+    for postgres in BACKENDS {
+        let Some(deployment) =
+            Deployment::start_with(postgres, "notification_feed", &[("CRM_USAGE_EVERY", "200ms")]).await
+        else {
+            continue;
+        };
+        let base = deployment.rest();
+        let carol = Rest::as_user(base, "acme", "carol", Role::Rep);
+        let (status, inbox) = carol.get("/v1/notifications").await;
+        assert_eq!(status, 200, "{inbox}");
+        let reader = crate::support::token("acme", "reader", Role::Viewer);
+        let mut feed = Sse::get(base, "/v1/events:stream?source=crm.notification.v1", &reader).await;
+        let report = feed
+            .until("crm.events.v1.UsageReported", |e| e["payload"]["user"] == "carol")
+            .await;
+        assert_eq!(
+            report["payload"]["area"], "crm.notification.v1.InboxService",
+            "{report}"
+        );
+        assert_eq!(report["payload"]["roles"], json!(["rep"]), "{report}");
+        // Another tenant's reader sees none of it.
+        let outsider = crate::support::token("globex", "reader", Role::Viewer);
+        let mut theirs = Sse::get(base, "/v1/events:stream?source=crm.notification.v1", &outsider).await;
+        let (event, _) = theirs.next().await;
+        assert_eq!(event, "heartbeat");
+        let (status, bad) = carol.get("/v1/events:stream?source=crm.billing.v1").await;
+        assert_eq!(status, 400, "{bad}");
     }
 }

@@ -18,7 +18,12 @@ use crate::problem::{Problem, ProblemBody};
 use crate::upstream::Call;
 
 /// The producers whose feeds the gateway streams; the first is the default.
-const SOURCES: [&str; 3] = ["crm.contact.v1", "crm.pipeline.v1", "crm.analytics.v1"];
+const SOURCES: [&str; 4] = [
+    "crm.contact.v1",
+    "crm.pipeline.v1",
+    "crm.analytics.v1",
+    "crm.notification.v1",
+];
 
 /// How long one stream may stay open; the client reconnects with Last-Event-ID.
 const STREAM_DEADLINE: Duration = Duration::from_secs(24 * 3600);
@@ -34,10 +39,11 @@ pub struct StreamParams {
     pub after: Option<i64>,
     /// Only these event types, comma-separated, e.g. `crm.contact.v1.ContactCreated`.
     pub types: Option<String>,
-    /// Whose feed: `crm.contact.v1`, `crm.pipeline.v1` or `crm.analytics.v1` (segment
-    /// changes, goal statuses, stalled deals); by default the feed of `types` (their package),
-    /// or else `crm.contact.v1`. The types must be the feed's.
-    #[param(pattern = "^crm\\.(contact|pipeline|analytics)\\.v1$")]
+    /// Whose feed: `crm.contact.v1`, `crm.pipeline.v1`, `crm.analytics.v1` (segment
+    /// changes, goal statuses, stalled deals) or `crm.notification.v1` (webhook endpoints
+    /// disabled); by default the feed of `types` (their package), or else `crm.contact.v1`.
+    /// The types must be the feed's.
+    #[param(pattern = "^crm\\.(contact|pipeline|analytics|notification)\\.v1$")]
     pub source: Option<String>,
 }
 

@@ -100,12 +100,18 @@ impl Running for Hosted {
         grpc::SERVICE_NAMES.to_vec()
     }
 
-    fn event_feed(&self, _heartbeat: Duration) -> Option<EventFeedService> {
-        None
+    fn event_feed(&self, heartbeat: Duration) -> Option<EventFeedService> {
+        Some(EventFeedService::new(
+            self.app.store().outbox(),
+            PACKAGE,
+            event_types(),
+            None,
+            heartbeat,
+        ))
     }
 
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {
-        None
+        Some(self.app.store().outbox())
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<Arc<FeedStatus>> {
@@ -186,6 +192,15 @@ fn delivery(extra: &str) -> Result<DeliveryConfig, StartError> {
     })
 }
 
+/// The types of the events the notification service publishes on its feed.
+pub fn event_types() -> Vec<crm_platform::feed::EventType> {
+    use crm_platform::feed::EventType;
+    vec![
+        EventType::of::<crm_proto::crm::notification::v1::WebhookEndpointDisabled>(),
+        EventType::of::<crm_proto::crm::events::v1::UsageReported>(),
+    ]
+}
+
 /// The notification service's description (see [`crm_platform::service`]).
 pub fn describe() -> Description {
     Description {
@@ -206,7 +221,11 @@ pub fn describe() -> Description {
             Box::pin(async move {
                 let pool =
                     crm_platform::db::connect_postgres(&config.url, POSTGRES_APP_ROLE, config.max_connections).await?;
-                let store = Arc::new(PgNotificationStore::new(pool.clone()));
+                let store = Arc::new(
+                    PgNotificationStore::start(pool.clone())
+                        .await
+                        .map_err(crm_platform::db::DbError::Connect)?,
+                );
                 Ok(Box::new(Hosted::new(store, &hosting, "", None, Some(pool))?) as Box<dyn Running>)
             })
         },

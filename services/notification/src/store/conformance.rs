@@ -736,6 +736,34 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].event_type, crate::domain::ENDPOINT_DISABLED);
     assert_eq!(store.counts(&acme, "alice").await.expect("unread").unread, 1);
+    // And an event on the service's feed says so, once (numbered once committed).
+    let scope = crm_platform::outbox::Scope::Tenant(acme.clone());
+    let mut published = Vec::new();
+    for _ in 0..100 {
+        published = store.outbox().read(&scope, 0, &[], None, 10).await.expect("outbox");
+        if !published.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0].subject, crate::domain::EndpointId(e.id).name());
+    let said: crm_proto::crm::notification::v1::WebhookEndpointDisabled =
+        published[0].decode().expect("a WebhookEndpointDisabled");
+    assert_eq!(said.endpoint, crate::domain::EndpointId(e.id).name());
+    assert_eq!(said.reason, disabled.disable_reason);
+    assert_eq!(said.created_by, "alice");
+    assert_eq!(said.failing_since.as_ref().map(|t| t.seconds), Some(day(4).timestamp()));
+    assert_eq!(said.disable_time.as_ref().map(|t| t.seconds), Some(day(9).timestamp()));
+    let other = crm_platform::outbox::Scope::Tenant(tenant("globex"));
+    assert!(
+        store
+            .outbox()
+            .read(&other, 0, &[], None, 10)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
     // Its deliveries come back marked disabled and are put back due at no time: they wait.
     let waiting = store.claim_due(day(10), lease, 10).await.expect("claim");
     assert!(waiting.iter().all(|d| d.disabled) && !waiting.is_empty());
@@ -982,7 +1010,7 @@ macro_rules! conformance {
                     let Some(db) = super::TestDatabase::create(concat!("notification_", stringify!($case))).await else { return };
                     crm_platform::db::migrate_postgres(&db.url, &super::POSTGRES_MIGRATIONS).await.expect("migrate");
                     let pool = crm_platform::db::connect_postgres(&db.url, super::POSTGRES_APP_ROLE, 4).await.expect("connect");
-                    super::$case(&super::PgNotificationStore::new(pool)).await;
+                    super::$case(&super::PgNotificationStore::start(pool).await.expect("store")).await;
                     db.drop_database().await;
                 }
             )+

@@ -28,8 +28,11 @@ pub use postgres::PgNotificationStore;
 pub use sqlite::SqliteNotificationStore;
 
 /// Migrations of each backend, embedded in the binary.
-pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrate!("./migrations/postgres"));
-pub static SQLITE_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| sqlx::migrate!("./migrations/sqlite"));
+pub static POSTGRES_MIGRATIONS: LazyLock<Migrator> = LazyLock::new(|| {
+    crm_platform::outbox::migrations::postgres(&sqlx::migrate!("./migrations/postgres"), POSTGRES_APP_ROLE)
+});
+pub static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| crm_platform::outbox::migrations::sqlite(&sqlx::migrate!("./migrations/sqlite")));
 
 /// The PostgreSQL role the service serves as; row-level security applies to it.
 pub const POSTGRES_APP_ROLE: &str = "crm_notification_app";
@@ -188,6 +191,8 @@ pub trait NotificationStore: Send + Sync {
     async fn bundle_digest(&self, tenant: &TenantId, ids: &[Uuid], digest: &NewEmail) -> Result<bool, StoreError>;
     /// The in-app categories each user of the tenant muted.
     async fn muted(&self, tenant: &TenantId) -> Result<Muted, StoreError>;
+    /// The outbox of the events this service publishes (an endpoint disabled, usage).
+    fn outbox(&self) -> std::sync::Arc<dyn crm_platform::outbox::Outbox>;
     /// Who holds each role among the tenant's members seen since `since` (see
     /// [`crate::domain::members`]).
     async fn members(&self, tenant: &TenantId, since: chrono::NaiveDate) -> Result<Members, StoreError>;
@@ -452,6 +457,31 @@ pub(crate) fn disabled_notice(endpoint: Uuid, url: &str, user: &str, at: DateTim
         archived: false,
         create_time: at,
     }
+}
+
+/// The event that says endpoint `endpoint` of `tenant`, failing since `since`, was disabled at
+/// `at` (None, and logged, if it cannot be written).
+pub(crate) fn disabled_event(
+    tenant: &str,
+    endpoint: Uuid,
+    url: &str,
+    created_by: &str,
+    since: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Option<crm_platform::outbox::NewEvent> {
+    let tenant = TenantId::parse(tenant).ok()?;
+    let name = crate::domain::EndpointId(endpoint).name();
+    let message = crm_proto::crm::notification::v1::WebhookEndpointDisabled {
+        endpoint: name.clone(),
+        url: url.to_owned(),
+        failing_since: Some(crm_platform::time::timestamp(since)),
+        disable_time: Some(crm_platform::time::timestamp(at)),
+        reason: disable_reason(since),
+        created_by: created_by.to_owned(),
+    };
+    crm_platform::outbox::NewEvent::of(&tenant, name, "notification", at, &message)
+        .inspect_err(|e| tracing::error!(error = %e, "an endpoint's disabling has no event"))
+        .ok()
 }
 
 /// The reason an endpoint failing since `since` is disabled with.

@@ -2,12 +2,14 @@
 //! delivery worker's claim reads every tenant's due deliveries.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_platform::TenantId;
 use crm_platform::db::{begin_queue_scan, begin_tenant};
+use crm_platform::outbox::{Outbox, PgOutbox};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -29,11 +31,14 @@ use crate::domain::{
 #[derive(Clone)]
 pub struct PgNotificationStore {
     pool: PgPool,
+    outbox: Arc<PgOutbox>,
 }
 
 impl PgNotificationStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// The store over `pool`, with its outbox's sequencer started.
+    pub async fn start(pool: PgPool) -> Result<Self, sqlx::Error> {
+        let outbox = PgOutbox::start(pool.clone()).await?;
+        Ok(Self { pool, outbox })
     }
 }
 
@@ -266,7 +271,7 @@ async fn insert_notifications(
 
 /// Keeps what a batch of attempts says of each endpoint's health: a success clears its
 /// failing time, a failure starts it, and an endpoint failing for five days is disabled (its
-/// maker told in their inbox).
+/// maker told in their inbox, and an event on this service's feed says so).
 async fn endpoint_health(tx: &mut sqlx::PgConnection, tenant: &str, done: &[&Finished]) -> Result<(), StoreError> {
     let attempted: Vec<(&Finished, &crate::domain::Attempt)> = done
         .iter()
@@ -311,6 +316,7 @@ async fn endpoint_health(tx: &mut sqlx::PgConnection, tenant: &str, done: &[&Fin
     .fetch_all(&mut *tx)
     .await?;
     let mut notices = Vec::new();
+    let mut events = Vec::new();
     for row in &disabled {
         if !row.try_get::<bool, _>("now_disabled")? {
             continue;
@@ -324,13 +330,15 @@ async fn endpoint_health(tx: &mut sqlx::PgConnection, tenant: &str, done: &[&Fin
             .execute(&mut *tx)
             .await?;
         let created_by: String = row.try_get("created_by")?;
+        let url: String = row.try_get("url")?;
         tracing::warn!(tenant, endpoint = %id, "a webhook endpoint failing for five days was disabled");
         ::metrics::counter!("crm_notification_endpoints_disabled_total").increment(1);
+        events.extend(super::disabled_event(tenant, id, &url, &created_by, since, now));
         if !created_by.is_empty() {
-            let url: String = row.try_get("url")?;
             notices.push(super::disabled_notice(id, &url, &created_by, now));
         }
     }
+    crm_platform::outbox::append_pg(&mut *tx, &events).await?;
     insert_notifications(tx, tenant, &notices).await
 }
 
@@ -967,6 +975,10 @@ impl NotificationStore for PgNotificationStore {
         muted_of(rows)
     }
 
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        Arc::clone(&self.outbox) as Arc<dyn Outbox>
+    }
+
     async fn members(&self, tenant: &TenantId, since: chrono::NaiveDate) -> Result<Members, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         let rows: Vec<(String, String)> = sqlx::query_as(
@@ -1247,7 +1259,7 @@ mod tests {
             changes,
             tokio_util::sync::CancellationToken::new(),
         ));
-        let store = PgNotificationStore::new(changing);
+        let store = PgNotificationStore::start(changing).await.expect("store");
         let acme = TenantId::parse("acme").expect("tenant");
         let mut heard_it = None;
         // The listener may not be listening yet: change until it hears.

@@ -2,12 +2,14 @@
 //! every other writer and claims need no locks.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_platform::TenantId;
 use crm_platform::db::begin_sqlite_write;
+use crm_platform::outbox::{Outbox, SqliteOutbox};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
@@ -29,11 +31,13 @@ use crate::domain::{
 #[derive(Clone)]
 pub struct SqliteNotificationStore {
     pool: SqlitePool,
+    outbox: Arc<SqliteOutbox>,
 }
 
 impl SqliteNotificationStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        let outbox = SqliteOutbox::new(pool.clone());
+        Self { pool, outbox }
     }
 }
 
@@ -341,8 +345,10 @@ async fn endpoint_health(tx: &mut sqlx::SqliteConnection, finished: &[Finished])
         tracing::warn!(tenant, %endpoint, "a webhook endpoint failing for five days was disabled");
         ::metrics::counter!("crm_notification_endpoints_disabled_total").increment(1);
         let created_by: String = row.try_get("created_by")?;
+        let url: String = row.try_get("url")?;
+        let event = super::disabled_event(tenant, endpoint, &url, &created_by, time(since)?, now);
+        crm_platform::outbox::append_sqlite(&mut *tx, event.as_slice()).await?;
         if !created_by.is_empty() {
-            let url: String = row.try_get("url")?;
             insert_notifications(tx, tenant, &[super::disabled_notice(endpoint, &url, &created_by, now)]).await?;
         }
     }
@@ -642,6 +648,7 @@ impl NotificationStore for SqliteNotificationStore {
         }
         endpoint_health(&mut tx, finished).await?;
         tx.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 
@@ -937,6 +944,10 @@ impl NotificationStore for SqliteNotificationStore {
         insert_email(&mut tx, tenant, digest).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        Arc::clone(&self.outbox) as Arc<dyn Outbox>
     }
 
     async fn members(&self, tenant: &TenantId, since: chrono::NaiveDate) -> Result<Members, StoreError> {
