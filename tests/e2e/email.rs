@@ -4,7 +4,8 @@
 //! temporary refusal or dropped connection is retried and a permanent refusal fails the email
 //! with the server's answer;
 //! a user with no address is refused with the reason; a due task reaches its assignee by email
-//! out of the box; a bad template is a 400 naming it; preferences are their user's. Without a
+//! out of the box; a bad template is a 400 naming it; preferences are their user's; held
+//! emails leave as one digest at the user's digest time. Without a
 //! mail server, `crm serve` writes each email to a file under its data directory.
 
 use std::sync::{Arc, Mutex};
@@ -639,4 +640,89 @@ async fn email_reaches_a_contact_only_with_their_consent_on_both_backends() {
         assert!(mails.iter().all(|m| m.to != ["ben@client.test"]), "{mails:?}");
         deployment.stop().await;
     }
+}
+
+/// A daily digest through the real processes, on both backends: a user's emails wait, held,
+/// until their digest time in their time zone; then one digest email listing them all goes
+/// through SMTP, and each held email is marked digested. (The digest time is the next whole
+/// minute at least 30 s away, so the test waits 30 to 90 s, both backends at once.)
+#[tokio::test]
+async fn held_emails_leave_as_one_digest_at_the_users_digest_time_on_both_backends() {
+    let [sqlite, postgres] = BACKENDS;
+    tokio::join!(digest_on(sqlite), digest_on(postgres));
+}
+
+async fn digest_on(postgres: bool) {
+    use chrono::Timelike;
+    let (url, got) = smtp_server().await;
+    let envs = [("CRM_SMTP_URL", url.as_str())];
+    let Some(deployment) = Deployment::start_with(postgres, "notification_digest", &envs).await else {
+        return;
+    };
+    let base = deployment.rest();
+    let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(90))
+        .with_second(0)
+        .expect("a whole minute");
+    let (status, kept) = admin
+        .patch(
+            "/v1/users/gina/notificationPreferences",
+            json!({"emailAddress": "gina@acme.test", "dailyDigest": true, "timeZone": "UTC",
+                   "digestTime": at.format("%H:%M").to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    let (status, rule) = admin
+        .post(
+            "/v1/rules",
+            json!({"displayName": "Wins", "eventTypes": ["crm.pipeline.v1.DealWon"], "recipients": ["users/gina"],
+                   "channels": ["CHANNEL_EMAIL"],
+                   "emailTemplate": {"subject": "Won: {{ data.deal.displayName }}"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rule}");
+    let pipeline = pipeline(&admin).await;
+    won_deal(&admin, &pipeline, "100").await;
+    won_deal(&admin, &pipeline, "200").await;
+    let held = emails_until(&admin, |all| {
+        all.len() == 2 && all.iter().all(|e| e["state"] == "EMAIL_STATE_HELD")
+    })
+    .await;
+    assert!(
+        held.iter().all(|e| e["lastError"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("daily digest at {} UTC", at.format("%H:%M"))))),
+        "{held:#?}"
+    );
+    assert!(
+        got.lock().expect("lock").is_empty(),
+        "nothing is sent before the digest"
+    );
+
+    // At the digest time (its worker looks every 10 s): one email carries both.
+    let mut last = Vec::new();
+    for _ in 0..180 {
+        let (_, listed) = admin.get("/v1/emails").await;
+        last = listed["emails"].as_array().cloned().unwrap_or_default();
+        let digested = last.iter().filter(|e| e["state"] == "EMAIL_STATE_DIGESTED").count();
+        let sent = last.iter().filter(|e| e["state"] == "EMAIL_STATE_SENT").count();
+        if digested == 2 && sent == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let digest = last
+        .iter()
+        .find(|e| e["state"] == "EMAIL_STATE_SENT")
+        .unwrap_or_else(|| panic!("no digest was sent: {last:#?}"));
+    assert_eq!(digest["subject"], "2 notifications held for you", "{digest}");
+    assert_eq!(digest["recipient"], "users/gina");
+    assert!(chrono::Utc::now() >= at, "the digest left before its time ({at})");
+    let mails = got.lock().expect("lock").clone();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0].to, ["gina@acme.test"]);
+    for subject in ["Won: Deal of 100", "Won: Deal of 200"] {
+        assert!(mails[0].data.contains(subject), "{subject} missing: {}", mails[0].data);
+    }
+    deployment.stop().await;
 }
