@@ -753,6 +753,11 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
     assert_eq!(said.endpoint, crate::domain::EndpointId(e.id).name());
     assert_eq!(said.reason, disabled.disable_reason);
     assert_eq!(said.created_by, "alice");
+    assert!(
+        !published[0].payload.to_string().contains(&e.url),
+        "the URL, which may hold a secret, stays out of the feed: {:?}",
+        published[0].payload
+    );
     assert_eq!(said.failing_since.as_ref().map(|t| t.seconds), Some(day(4).timestamp()));
     assert_eq!(said.disable_time.as_ref().map(|t| t.seconds), Some(day(9).timestamp()));
     let other = crm_platform::outbox::Scope::Tenant(tenant("globex"));

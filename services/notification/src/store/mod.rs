@@ -464,7 +464,6 @@ pub(crate) fn disabled_notice(endpoint: Uuid, url: &str, user: &str, at: DateTim
 pub(crate) fn disabled_event(
     tenant: &str,
     endpoint: Uuid,
-    url: &str,
     created_by: &str,
     since: DateTime<Utc>,
     at: DateTime<Utc>,
@@ -473,7 +472,6 @@ pub(crate) fn disabled_event(
     let name = crate::domain::EndpointId(endpoint).name();
     let message = crm_proto::crm::notification::v1::WebhookEndpointDisabled {
         endpoint: name.clone(),
-        url: url.to_owned(),
         failing_since: Some(crm_platform::time::timestamp(since)),
         disable_time: Some(crm_platform::time::timestamp(at)),
         reason: disable_reason(since),

@@ -333,7 +333,7 @@ async fn endpoint_health(tx: &mut sqlx::PgConnection, tenant: &str, done: &[&Fin
         let url: String = row.try_get("url")?;
         tracing::warn!(tenant, endpoint = %id, "a webhook endpoint failing for five days was disabled");
         ::metrics::counter!("crm_notification_endpoints_disabled_total").increment(1);
-        events.extend(super::disabled_event(tenant, id, &url, &created_by, since, now));
+        events.extend(super::disabled_event(tenant, id, &created_by, since, now));
         if !created_by.is_empty() {
             notices.push(super::disabled_notice(id, &url, &created_by, now));
         }

@@ -346,7 +346,7 @@ async fn endpoint_health(tx: &mut sqlx::SqliteConnection, finished: &[Finished])
         ::metrics::counter!("crm_notification_endpoints_disabled_total").increment(1);
         let created_by: String = row.try_get("created_by")?;
         let url: String = row.try_get("url")?;
-        let event = super::disabled_event(tenant, endpoint, &url, &created_by, time(since)?, now);
+        let event = super::disabled_event(tenant, endpoint, &created_by, time(since)?, now);
         crm_platform::outbox::append_sqlite(&mut *tx, event.as_slice()).await?;
         if !created_by.is_empty() {
             insert_notifications(tx, tenant, &[super::disabled_notice(endpoint, &url, &created_by, now)]).await?;
