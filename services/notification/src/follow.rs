@@ -12,6 +12,7 @@ use crm_proto::crm::events::v1 as events;
 
 use crate::app::NotificationApp;
 use crate::domain::MAX_RULES;
+use crate::domain::condition::event_type;
 use crate::domain::matching::{Compiled, Matched, TenantRules, match_event};
 use crate::domain::members::member_seen;
 use crate::domain::reach::reach_changes;
@@ -88,11 +89,17 @@ impl Sink for Matching {
                 tracing::warn!(sequence = event.sequence, tenant = %event.tenant, "an event of no valid tenant: skipped");
                 continue;
             };
-            if !rules.contains_key(tenant.as_str()) {
-                let loaded = self.tenant_rules(&tenant).await?;
-                rules.insert(tenant.as_str().to_owned(), loaded);
-            }
-            let mut matched = match_event(event, &rules[tenant.as_str()], now);
+            // A tenant's rules are read only for an event a rule can match (not for a usage
+            // report, say): a batch of those alone reads none.
+            let mut matched = if event_type(&event.r#type).is_ok() {
+                if !rules.contains_key(tenant.as_str()) {
+                    let loaded = self.tenant_rules(&tenant).await?;
+                    rules.insert(tenant.as_str().to_owned(), loaded);
+                }
+                match_event(event, &rules[tenant.as_str()], now)
+            } else {
+                Matched::default()
+            };
             matched.reach = reach_changes(event);
             matched.members = member_seen(event).into_iter().collect();
             if !matched.is_empty() {

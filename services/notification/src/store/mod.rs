@@ -74,6 +74,39 @@ pub struct Finished {
     pub outcome: Outcome,
 }
 
+/// What a batch of attempts says of its endpoints' health, the same on both backends.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Health<'a> {
+    /// The latest attempt's time.
+    pub now: DateTime<Utc>,
+    /// The (tenant, endpoint) pairs an attempt reached: no longer failing.
+    pub ok: Vec<(&'a str, Uuid)>,
+    /// The pairs every attempt of which failed, each once.
+    pub failed: Vec<(&'a str, Uuid)>,
+}
+
+/// The health `finished` shows; None when no attempt was made (parked deliveries).
+pub(crate) fn health<'a>(finished: impl IntoIterator<Item = &'a Finished>) -> Option<Health<'a>> {
+    let attempted: Vec<(&Finished, &Attempt)> = finished
+        .into_iter()
+        .filter_map(|f| f.attempt.as_ref().map(|a| (f, a)))
+        .collect();
+    let now = attempted.iter().map(|(_, a)| a.time).max()?;
+    let pairs = |succeeded: bool| {
+        let mut pairs: Vec<(&str, Uuid)> = attempted
+            .iter()
+            .filter(|(_, a)| a.succeeded() == succeeded)
+            .map(|(f, _)| (f.tenant.as_str(), f.endpoint))
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        pairs
+    };
+    let ok = pairs(true);
+    let failed = pairs(false).into_iter().filter(|p| !ok.contains(p)).collect();
+    Some(Health { now, ok, failed })
+}
+
 /// An attempt at a claimed email, to keep with what it leaves the email in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
@@ -488,4 +521,48 @@ pub(crate) fn disable_reason(since: DateTime<Utc>) -> String {
         "every attempt failed since {}: enable it once it receives again",
         since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     )
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_reached_once_in_a_batch_is_healthy_and_each_failing_one_is_named_once() {
+        let at = |minute: i64| DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::minutes(minute);
+        let (up, down) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let acme = TenantId::parse("acme").expect("tenant");
+        let finished = |endpoint: Uuid, status_code: i32, minute: i64| Finished {
+            tenant: acme.clone(),
+            delivery: Uuid::now_v7(),
+            endpoint,
+            attempt: Some(Attempt {
+                attempt: 1,
+                time: at(minute),
+                status_code,
+                error: String::new(),
+                latency_ms: 1,
+                response_head: String::new(),
+            }),
+            outcome: Outcome {
+                state: DeliveryState::Pending,
+                next_attempt_time: None,
+            },
+        };
+        let batch = [
+            finished(up, 500, 1),
+            finished(up, 204, 2),
+            finished(down, 500, 3),
+            finished(down, 0, 1),
+        ];
+        let shown = health(&batch).expect("attempts were made");
+        assert_eq!(shown.now, at(3));
+        assert_eq!(shown.ok, [("acme", up)]);
+        assert_eq!(shown.failed, [("acme", down)]);
+        let parked = Finished {
+            attempt: None,
+            ..finished(up, 0, 0)
+        };
+        assert_eq!(health(std::slice::from_ref(&parked)), None);
+    }
 }

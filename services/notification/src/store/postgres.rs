@@ -273,23 +273,13 @@ async fn insert_notifications(
 /// failing time, a failure starts it, and an endpoint failing for five days is disabled (its
 /// maker told in their inbox, and an event on this service's feed says so).
 async fn endpoint_health(tx: &mut sqlx::PgConnection, tenant: &str, done: &[&Finished]) -> Result<(), StoreError> {
-    let attempted: Vec<(&Finished, &crate::domain::Attempt)> = done
-        .iter()
-        .filter_map(|f| f.attempt.as_ref().map(|a| (*f, a)))
-        .collect();
-    let Some(now) = attempted.iter().map(|(_, a)| a.time).max() else {
+    let Some(health) = super::health(done.iter().copied()) else {
         return Ok(());
     };
-    let ok: Vec<Uuid> = attempted
-        .iter()
-        .filter(|(_, a)| a.succeeded())
-        .map(|(f, _)| f.endpoint)
-        .collect();
-    let failed: Vec<Uuid> = attempted
-        .iter()
-        .filter(|(f, a)| !a.succeeded() && !ok.contains(&f.endpoint))
-        .map(|(f, _)| f.endpoint)
-        .collect();
+    let now = health.now;
+    // `done` is one tenant's: the endpoints alone.
+    let ok: Vec<Uuid> = health.ok.iter().map(|(_, e)| *e).collect();
+    let failed: Vec<Uuid> = health.failed.iter().map(|(_, e)| *e).collect();
     if !ok.is_empty() {
         sqlx::query(
             "UPDATE webhook_endpoints SET failing_since = NULL \

@@ -290,25 +290,9 @@ async fn insert_notifications(
 
 /// Keeps what a batch of attempts says of each endpoint's health (see the PostgreSQL store).
 async fn endpoint_health(tx: &mut sqlx::SqliteConnection, finished: &[Finished]) -> Result<(), StoreError> {
-    let attempted: Vec<(&Finished, &crate::domain::Attempt)> = finished
-        .iter()
-        .filter_map(|f| f.attempt.as_ref().map(|a| (f, a)))
-        .collect();
-    let Some(now) = attempted.iter().map(|(_, a)| a.time).max() else {
+    let Some(super::Health { now, ok, failed }) = super::health(finished) else {
         return Ok(());
     };
-    let ok: Vec<(&str, Uuid)> = attempted
-        .iter()
-        .filter(|(_, a)| a.succeeded())
-        .map(|(f, _)| (f.tenant.as_str(), f.endpoint))
-        .collect();
-    let mut failed: Vec<(&str, Uuid)> = attempted
-        .iter()
-        .filter(|(f, a)| !a.succeeded() && !ok.contains(&(f.tenant.as_str(), f.endpoint)))
-        .map(|(f, _)| (f.tenant.as_str(), f.endpoint))
-        .collect();
-    failed.sort();
-    failed.dedup();
     for (tenant, endpoint) in &ok {
         sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE tenant_id = ?1 AND id = ?2")
             .bind(*tenant)
