@@ -21,7 +21,7 @@ use crate::dispatch::{self, Channel, QueueConfig, chain, retry_time};
 use crate::domain::address::AddressPolicy;
 use crate::domain::signature::{key_of, sign};
 use crate::domain::{Attempt, DeliveryState, Due};
-use crate::store::{Finished, Outcome, StoreError};
+use crate::store::{Claim, Finished, Outcome, StoreError};
 
 /// How the worker delivers.
 #[derive(Debug, Clone)]
@@ -156,7 +156,12 @@ impl Channel for Webhooks {
         "webhook"
     }
 
-    async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Result<Vec<Due>, StoreError> {
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Claim<Due, Finished>, StoreError> {
         self.app.store().claim_due(now, lease, limit).await
     }
 

@@ -23,7 +23,7 @@ use crate::dispatch::{self, Channel, QueueConfig, chain, retry_time};
 use crate::domain::fatigue::Decision;
 use crate::domain::matching::DIGEST_RULE;
 use crate::domain::{DueEmail, EmailState, NewEmail, Recipient, template};
-use crate::store::{Sent, StoreError};
+use crate::store::{Claim, Sent, StoreError};
 
 /// The SMTP server email goes through, as a URL: `smtp://host:25` (plain),
 /// `smtp://user:password@host:587?tls=required` (STARTTLS), `smtps://user:password@host`
@@ -236,8 +236,13 @@ impl Channel for Mailer {
         "email"
     }
 
-    async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Result<Vec<DueEmail>, StoreError> {
-        self.app.store().claim_emails(now, lease, limit).await
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Claim<DueEmail, Sent>, StoreError> {
+        Ok(Claim::leased(self.app.store().claim_emails(now, lease, limit).await?))
     }
 
     async fn attempt(&self, due: DueEmail) -> Option<Sent> {
@@ -365,7 +370,7 @@ mod tests {
         let now = mailer.app.clock().now();
         let due = mailer.claim(now, Duration::from_secs(60), 10).await.expect("claim");
         let mut done = Vec::new();
-        for d in due {
+        for d in due.due {
             done.push(mailer.attempt(d).await.expect("kept"));
         }
         mailer.keep(&done).await.expect("keep");

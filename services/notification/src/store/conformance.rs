@@ -16,6 +16,21 @@ use crate::domain::{
     Preferences, Recipient, Rule,
 };
 
+/// Claims as a leased claim: a claim held by a transaction is released at once with all of
+/// its items open, which leases them.
+async fn claim(
+    store: &dyn NotificationStore,
+    now: DateTime<Utc>,
+    lease: Duration,
+    n: usize,
+) -> Result<Vec<Due>, StoreError> {
+    let claim = store.claim_due(now, lease, n).await?;
+    if let Some(hold) = claim.hold {
+        hold.release(&[], &(0..claim.due.len()).collect::<Vec<_>>()).await?;
+    }
+    Ok(claim.due)
+}
+
 fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).expect("tenant")
 }
@@ -176,15 +191,15 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         .expect("record");
     let lease = Duration::from_secs(30);
     // Not due before it was made.
-    assert!(store.claim_due(at(0), lease, 10).await.expect("claim").is_empty());
-    let claimed = store.claim_due(at(2), lease, 10).await.expect("claim");
+    assert!(claim(store, at(0), lease, 10).await.expect("claim").is_empty());
+    let claimed = claim(store, at(2), lease, 10).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     assert_eq!((claimed[0].url.as_str(), claimed[0].attempts), (e.url.as_str(), 0));
     assert_eq!(claimed[0].secrets, std::slice::from_ref(&e.secret));
     assert_eq!(claimed[0].body, r#"{"eventId":"event-1"}"#);
     // Held: no second worker takes it until the lease ends.
-    assert!(store.claim_due(at(2), lease, 10).await.expect("held").is_empty());
-    assert_eq!(store.claim_due(at(3), lease, 10).await.expect("lease over").len(), 1);
+    assert!(claim(store, at(2), lease, 10).await.expect("held").is_empty());
+    assert_eq!(claim(store, at(3), lease, 10).await.expect("lease over").len(), 1);
     let failed = Attempt {
         attempt: 1,
         time: at(3),
@@ -207,7 +222,7 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         }])
         .await
         .expect("finish");
-    assert!(store.claim_due(at(9), lease, 10).await.expect("not yet").is_empty());
+    assert!(claim(store, at(9), lease, 10).await.expect("not yet").is_empty());
     // A rotated secret signs beside the new one until its overlap ends.
     let rotated = store
         .rotate_secret(&acme, e.id, "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldw==", at(15))
@@ -225,7 +240,7 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
             .expect("other")
             .is_none()
     );
-    let again = store.claim_due(at(10), lease, 10).await.expect("retry");
+    let again = claim(store, at(10), lease, 10).await.expect("retry");
     assert_eq!(again[0].attempts, 1);
     assert_eq!(again[0].secrets, [rotated.secret.clone(), e.secret.clone()]);
     let ok = Attempt {
@@ -248,7 +263,7 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         }])
         .await
         .expect("finish");
-    assert!(store.claim_due(at(59), lease, 10).await.expect("delivered").is_empty());
+    assert!(claim(store, at(59), lease, 10).await.expect("delivered").is_empty());
     assert_eq!(
         store.attempts(&acme, claimed[0].id).await.expect("attempts"),
         [failed, ok]
@@ -266,7 +281,7 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
         .expect("redeliver")
         .expect("found");
     assert_eq!((again.state, again.attempts), (DeliveryState::Pending, 2));
-    assert_eq!(store.claim_due(at(20), lease, 10).await.expect("claim").len(), 1);
+    assert_eq!(claim(store, at(20), lease, 10).await.expect("claim").len(), 1);
     assert!(
         store
             .redeliver(&tenant("globex"), claimed[0].id, at(20))
@@ -277,7 +292,70 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
     // A deleted endpoint's pending deliveries are not sent.
     store.redeliver(&acme, claimed[0].id, at(30)).await.expect("redeliver");
     assert!(store.delete_endpoint(&acme, e.id).await.expect("delete"));
-    assert!(store.claim_due(at(59), lease, 10).await.expect("gone").is_empty());
+    assert!(claim(store, at(59), lease, 10).await.expect("gone").is_empty());
+}
+
+async fn a_held_claim_keeps_its_attempts_and_leases_what_is_still_open(store: &dyn NotificationStore) {
+    let acme = tenant("acme");
+    let e = endpoint();
+    store.create_endpoint(&acme, &e).await.expect("endpoint");
+    let rule = Uuid::now_v7();
+    for (seq, event) in (1..=3u64).zip(["a", "b", "c"]) {
+        store
+            .record("c", seq - 1, seq, &[(acme.clone(), made(rule, e.id, event, "bob"))])
+            .await
+            .expect("record");
+    }
+    let lease = Duration::from_secs(30);
+    let held = store.claim_due(at(2), lease, 10).await.expect("claim");
+    assert_eq!(held.due.len(), 3);
+    // While it is held, no other worker takes any of it.
+    assert!(claim(store, at(2), lease, 10).await.expect("held").is_empty());
+    let delivered = Finished {
+        tenant: acme.clone(),
+        delivery: held.due[0].id,
+        endpoint: e.id,
+        attempt: Some(Attempt {
+            attempt: 1,
+            time: at(2),
+            status_code: 204,
+            error: String::new(),
+            latency_ms: 3,
+            response_head: String::new(),
+        }),
+        outcome: Outcome {
+            state: DeliveryState::Delivered,
+            next_attempt_time: None,
+        },
+    };
+    let first = held.due[0].id;
+    match held.hold {
+        Some(hold) => hold.release(std::slice::from_ref(&delivered), &[1, 2]).await,
+        None => store.finish_attempts(std::slice::from_ref(&delivered)).await,
+    }
+    .expect("release");
+    let kept = store.delivery(&acme, first).await.expect("read").expect("delivery");
+    assert_eq!((kept.state, kept.attempts), (DeliveryState::Delivered, 1));
+    assert_eq!(store.attempts(&acme, first).await.expect("attempts").len(), 1);
+    // The two still open are leased for the rest of the claim's lease.
+    assert!(claim(store, at(2), lease, 10).await.expect("leased").is_empty());
+    let again = store.claim_due(at(3), lease, 10).await.expect("lease over");
+    assert_eq!(again.due.len(), 2);
+    assert!(again.due.iter().all(|d| d.id != first));
+    // A held claim dropped unreleased (its worker died) is due again at once; a leased one
+    // when its lease ends.
+    // (The pool rolls a dropped transaction back on its connection's return: moments later.)
+    let by_transaction = again.hold.is_some();
+    drop(again);
+    let mut after = claim(store, at(3), lease, 10).await.expect("claim");
+    for _ in 0..100 {
+        if !by_transaction || !after.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = claim(store, at(3), lease, 10).await.expect("claim");
+    }
+    assert_eq!(after.len(), if by_transaction { 2 } else { 0 });
 }
 
 async fn an_inbox_lists_newest_first_and_marks_read(store: &dyn NotificationStore) {
@@ -693,7 +771,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
         },
     };
     // Failing from day 4: not yet disabled on day 8, disabled on day 9.
-    let due = store.claim_due(day(4), lease, 1).await.expect("claim");
+    let due = claim(store, day(4), lease, 1).await.expect("claim");
     assert_eq!((due[0].endpoint, due[0].disabled), (e.id, false));
     store
         .finish_attempts(&[finish(&due[0], Some(failure(4, 1, 500)), Some(day(8)))])
@@ -701,7 +779,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
         .expect("fail");
     let failing = store.endpoint(&acme, e.id).await.expect("read").expect("endpoint");
     assert_eq!((failing.failing_since, failing.disable_time), (Some(day(4)), None));
-    let due = store.claim_due(day(8), lease, 1).await.expect("claim");
+    let due = claim(store, day(8), lease, 1).await.expect("claim");
     store
         .finish_attempts(&[finish(&due[0], Some(failure(8, 2, 500)), Some(day(9)))])
         .await
@@ -715,7 +793,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
             .disable_time,
         None
     );
-    let due = store.claim_due(day(9), lease, 3).await.expect("claim");
+    let due = claim(store, day(9), lease, 3).await.expect("claim");
     let first = due.iter().find(|d| d.attempts == 2).expect("retried").clone();
     store
         .finish_attempts(&[finish(&first, Some(failure(9, 3, 503)), Some(day(10)))])
@@ -770,11 +848,11 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
             .is_empty()
     );
     // Its deliveries come back marked disabled and are put back due at no time: they wait.
-    let waiting = store.claim_due(day(10), lease, 10).await.expect("claim");
+    let waiting = claim(store, day(10), lease, 10).await.expect("claim");
     assert!(waiting.iter().all(|d| d.disabled) && !waiting.is_empty());
     let parked: Vec<Finished> = waiting.iter().map(|d| finish(d, None, None)).collect();
     store.finish_attempts(&parked).await.expect("park");
-    assert!(store.claim_due(day(20), lease, 10).await.expect("waiting").is_empty());
+    assert!(claim(store, day(20), lease, 10).await.expect("waiting").is_empty());
     // Enabled: they are due again, and the endpoint is healthy.
     let enabled = store
         .enable_endpoint(&acme, e.id, day(21))
@@ -782,7 +860,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
         .expect("enable")
         .expect("endpoint");
     assert_eq!((enabled.disable_time, enabled.failing_since), (None, None));
-    let again = store.claim_due(day(21), lease, 10).await.expect("claim");
+    let again = claim(store, day(21), lease, 10).await.expect("claim");
     assert_eq!(again.len(), 3);
     assert!(again.iter().all(|d| !d.disabled));
     assert!(
@@ -815,7 +893,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
             .expect("since"),
         2
     );
-    assert_eq!(store.claim_due(day(22), lease, 10).await.expect("claim").len(), 2);
+    assert_eq!(claim(store, day(22), lease, 10).await.expect("claim").len(), 2);
     assert_eq!(
         store
             .redeliver_since(&tenant("globex"), e.id, day(0), day(22))
@@ -938,8 +1016,7 @@ async fn an_email_to_a_contact_comes_with_their_address_and_consent(store: &dyn 
     let delivery = &store.deliveries(&acme, None, 10).await.expect("deliveries")[0];
     assert_eq!(delivery.state, DeliveryState::Failed);
     assert!(
-        store
-            .claim_due(at(59), Duration::from_secs(30), 10)
+        claim(store, at(59), Duration::from_secs(30), 10)
             .await
             .expect("claim")
             .is_empty()
@@ -1027,6 +1104,7 @@ conformance!(
     resources_are_kept_per_tenant,
     each_rule_event_and_recipient_is_kept_once,
     due_deliveries_are_claimed_once_per_lease,
+    a_held_claim_keeps_its_attempts_and_leases_what_is_still_open,
     an_inbox_lists_newest_first_and_marks_read,
     emails_go_once_to_their_address_and_keep_every_outcome,
     held_emails_are_released_by_quiet_hours_or_carried_by_one_digest,

@@ -74,6 +74,32 @@ pub struct Finished {
     pub outcome: Outcome,
 }
 
+/// Items claimed from a queue. Where the backend can, the claim is held by the open
+/// transaction that locked them: nothing is written to claim them, their outcomes are kept
+/// in that transaction when they are released, and if the worker dies the transaction ends
+/// and they are due again at once. Otherwise (no `hold`) they are leased.
+pub struct Claim<D, F> {
+    pub due: Vec<D>,
+    pub hold: Option<Box<dyn Hold<F>>>,
+}
+
+impl<D, F> Claim<D, F> {
+    /// Items claimed under a lease.
+    pub fn leased(due: Vec<D>) -> Self {
+        Self { due, hold: None }
+    }
+}
+
+/// The open transaction holding a claim. Dropped unreleased, it rolls back: the items are
+/// due again at once, as if never claimed.
+#[async_trait]
+pub trait Hold<F>: Send {
+    /// Keeps `done` (attempts at the claim's items) and ends the claim: the items at
+    /// `open` (indexes into the claim, still in flight) are leased for the rest of the claim's
+    /// lease and kept later like leased ones, one transaction.
+    async fn release(self: Box<Self>, done: &[F], open: &[usize]) -> Result<(), StoreError>;
+}
+
 /// What a batch of attempts says of its endpoints' health, the same on both backends.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Health<'a> {
@@ -170,8 +196,13 @@ pub trait NotificationStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Claims up to `limit` pending deliveries of any tenant due at `now` and not held by
-    /// another worker, holding them for `lease`.
-    async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Result<Vec<Due>, StoreError>;
+    /// another worker, holding them for `lease` (or by a transaction, see [`Claim`]).
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Claim<Due, Finished>, StoreError>;
     /// Keeps attempts at claimed deliveries and what each leaves its delivery in, releasing
     /// them, and each endpoint's health, in one transaction: an endpoint whose attempts have
     /// all failed for [`DISABLE_AFTER`](crate::domain::DISABLE_AFTER) is disabled, and who

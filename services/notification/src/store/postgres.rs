@@ -15,9 +15,9 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    After, EmailRow, Finished, InboxCounts, NotificationStore, Sent, StoreError, View, channel_names, channels,
-    corrupt, email_state, email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names,
-    recipients, state, strings,
+    After, Claim, EmailRow, Finished, Hold, InboxCounts, NotificationStore, Sent, StoreError, View, channel_names,
+    channels, corrupt, email_state, email_template, email_template_json, fatigue, fatigue_json, muted_of,
+    recipient_names, recipients, state, strings,
 };
 use crate::domain::fatigue::Muted;
 use crate::domain::matching::Matched;
@@ -332,6 +332,112 @@ async fn endpoint_health(tx: &mut sqlx::PgConnection, tenant: &str, done: &[&Fin
     insert_notifications(tx, tenant, &notices).await
 }
 
+/// Keeps attempts at claimed deliveries, what each leaves its delivery in (releasing it),
+/// and each endpoint's health, in `tx`.
+async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Result<(), StoreError> {
+    let mut by_tenant: BTreeMap<&str, Vec<&Finished>> = BTreeMap::new();
+    for f in finished {
+        by_tenant.entry(f.tenant.as_str()).or_default().push(f);
+    }
+    for (tenant, done) in by_tenant {
+        sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+        let made: Vec<(Uuid, &crate::domain::Attempt)> = done
+            .iter()
+            .filter_map(|f| f.attempt.as_ref().map(|a| (f.delivery, a)))
+            .collect();
+        sqlx::query(
+            "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
+             response_head) SELECT $1, * FROM unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::int[], \
+             $6::text[], $7::bigint[], $8::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(made.iter().map(|(d, _)| *d).collect::<Vec<_>>())
+        .bind(made.iter().map(|(_, a)| a.attempt).collect::<Vec<_>>())
+        .bind(made.iter().map(|(_, a)| a.time).collect::<Vec<_>>())
+        .bind(made.iter().map(|(_, a)| a.status_code).collect::<Vec<_>>())
+        .bind(made.iter().map(|(_, a)| a.error.clone()).collect::<Vec<_>>())
+        .bind(made.iter().map(|(_, a)| a.latency_ms).collect::<Vec<_>>())
+        .bind(made.iter().map(|(_, a)| a.response_head.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        // One statement per outcome (most attempts of a batch share theirs: delivered at
+        // their first attempt), each delivery found by its primary key. The keys are joined
+        // whole, tenant included: with the tenant a constant, the planner may scan the
+        // tenant's every delivery instead when its statistics lag a burst of new ones.
+        let mut outcomes: BTreeMap<(&str, i32, Option<DateTime<Utc>>), Vec<Uuid>> = BTreeMap::new();
+        for f in &done {
+            outcomes
+                .entry((
+                    f.outcome.state.as_str(),
+                    f.attempt.as_ref().map_or(0, |a| a.attempt),
+                    f.outcome.next_attempt_time,
+                ))
+                .or_default()
+                .push(f.delivery);
+        }
+        for ((state, attempt, next), ids) in outcomes {
+            sqlx::query(
+                "UPDATE deliveries d SET state = $3, attempts = greatest(d.attempts, $4), next_attempt_time = $5, \
+                 lease_until = NULL FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
+                 WHERE d.tenant_id = done.tenant_id AND d.id = done.id",
+            )
+            .bind(vec![tenant; ids.len()])
+            .bind(&ids)
+            .bind(state)
+            .bind(attempt)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+        }
+        endpoint_health(tx, tenant, &done).await?;
+    }
+    Ok(())
+}
+
+/// Deliveries claimed by the transaction that locked them (see [`Claim`]).
+struct HeldDeliveries {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The claimed deliveries, in the claim's order.
+    keys: Vec<(String, Uuid)>,
+    /// When the claim's lease would end.
+    until: DateTime<Utc>,
+}
+
+#[async_trait]
+impl Hold<Finished> for HeldDeliveries {
+    async fn release(mut self: Box<Self>, done: &[Finished], open: &[usize]) -> Result<(), StoreError> {
+        let (tenants, ids): (Vec<&str>, Vec<Uuid>) = open
+            .iter()
+            .filter_map(|&i| self.keys.get(i))
+            .map(|(tenant, id)| (tenant.as_str(), *id))
+            .unzip();
+        if !ids.is_empty() {
+            sqlx::query(
+                "UPDATE deliveries d SET lease_until = $3 FROM unnest($1::text[], $2::uuid[]) AS open(tenant_id, id) \
+                 WHERE d.tenant_id = open.tenant_id AND d.id = open.id",
+            )
+            .bind(&tenants)
+            .bind(&ids)
+            .bind(self.until)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        // The outcomes are kept as by any worker: each tenant's own, and planned as usual.
+        sqlx::raw_sql(
+            "SET LOCAL crm.all_tenants = 'off'; SET LOCAL enable_bitmapscan TO DEFAULT; \
+             SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT",
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        keep_finished(&mut self.tx, done).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl NotificationStore for PgNotificationStore {
     async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<(), StoreError> {
@@ -546,29 +652,31 @@ impl NotificationStore for PgNotificationStore {
         Ok(true)
     }
 
-    async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, n: usize) -> Result<Vec<Due>, StoreError> {
-        let lease = chrono::Duration::from_std(lease).map_err(corrupt)?;
-        // The due deliveries in the partial index's order, by a plain index scan.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        n: usize,
+    ) -> Result<Claim<Due, Finished>, StoreError> {
+        let until = now + chrono::Duration::from_std(lease).map_err(corrupt)?;
+        // The due deliveries in the partial index's order, by a plain index scan, locked by
+        // the transaction that holds them: nothing is written until they are released.
         let mut tx = begin_queue_scan(&self.pool).await?;
         let rows = sqlx::query(
-            "WITH due AS (SELECT tenant_id, id FROM deliveries \
+            "WITH due AS (SELECT tenant_id, id, endpoint_id, body, attempts FROM deliveries \
                  WHERE state = 'pending' AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
-                 ORDER BY next_attempt_time LIMIT $3 FOR UPDATE SKIP LOCKED), \
-             claimed AS (UPDATE deliveries d SET lease_until = $2 FROM due \
-                 WHERE d.tenant_id = due.tenant_id AND d.id = due.id \
-                 RETURNING d.tenant_id, d.id, d.endpoint_id, d.body, d.attempts) \
-             SELECT c.tenant_id, c.id, c.endpoint_id, c.body, c.attempts, e.url, e.secret, e.previous_secret, \
+                 ORDER BY next_attempt_time LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             SELECT d.tenant_id, d.id, d.endpoint_id, d.body, d.attempts, e.url, e.secret, e.previous_secret, \
              e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
-             FROM claimed c \
-             JOIN webhook_endpoints e ON e.tenant_id = c.tenant_id AND e.id = c.endpoint_id",
+             FROM due d \
+             JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id",
         )
         .bind(now)
-        .bind(now + lease)
         .bind(limit(n))
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        rows.iter()
+        let due = rows
+            .iter()
             .map(|row| {
                 Ok(Due {
                     tenant: row.try_get("tenant_id")?,
@@ -587,71 +695,21 @@ impl NotificationStore for PgNotificationStore {
                     attempts: row.try_get("attempts")?,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+            .collect::<Result<Vec<Due>, sqlx::Error>>()?;
+        if due.is_empty() {
+            tx.commit().await?;
+            return Ok(Claim::leased(due));
+        }
+        let keys = due.iter().map(|d| (d.tenant.clone(), d.id)).collect();
+        Ok(Claim {
+            due,
+            hold: Some(Box::new(HeldDeliveries { tx, keys, until })),
+        })
     }
 
     async fn finish_attempts(&self, finished: &[Finished]) -> Result<(), StoreError> {
-        let mut by_tenant: BTreeMap<&str, Vec<&Finished>> = BTreeMap::new();
-        for f in finished {
-            by_tenant.entry(f.tenant.as_str()).or_default().push(f);
-        }
         let mut tx = self.pool.begin().await?;
-        for (tenant, done) in by_tenant {
-            sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await?;
-            let made: Vec<(Uuid, &crate::domain::Attempt)> = done
-                .iter()
-                .filter_map(|f| f.attempt.as_ref().map(|a| (f.delivery, a)))
-                .collect();
-            sqlx::query(
-                "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, time, status_code, error, latency_ms, \
-                 response_head) SELECT $1, * FROM unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::int[], \
-                 $6::text[], $7::bigint[], $8::text[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(made.iter().map(|(d, _)| *d).collect::<Vec<_>>())
-            .bind(made.iter().map(|(_, a)| a.attempt).collect::<Vec<_>>())
-            .bind(made.iter().map(|(_, a)| a.time).collect::<Vec<_>>())
-            .bind(made.iter().map(|(_, a)| a.status_code).collect::<Vec<_>>())
-            .bind(made.iter().map(|(_, a)| a.error.clone()).collect::<Vec<_>>())
-            .bind(made.iter().map(|(_, a)| a.latency_ms).collect::<Vec<_>>())
-            .bind(made.iter().map(|(_, a)| a.response_head.clone()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            // One statement per outcome (most attempts of a batch share theirs: delivered at
-            // their first attempt), each delivery found by its primary key. The keys are joined
-            // whole, tenant included: with the tenant a constant, the planner may scan the
-            // tenant's every delivery instead when its statistics lag a burst of new ones.
-            let mut outcomes: BTreeMap<(&str, i32, Option<DateTime<Utc>>), Vec<Uuid>> = BTreeMap::new();
-            for f in &done {
-                outcomes
-                    .entry((
-                        f.outcome.state.as_str(),
-                        f.attempt.as_ref().map_or(0, |a| a.attempt),
-                        f.outcome.next_attempt_time,
-                    ))
-                    .or_default()
-                    .push(f.delivery);
-            }
-            for ((state, attempt, next), ids) in outcomes {
-                sqlx::query(
-                    "UPDATE deliveries d SET state = $3, attempts = greatest(d.attempts, $4), next_attempt_time = $5, \
-                     lease_until = NULL FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
-                     WHERE d.tenant_id = done.tenant_id AND d.id = done.id",
-                )
-                .bind(vec![tenant; ids.len()])
-                .bind(&ids)
-                .bind(state)
-                .bind(attempt)
-                .bind(next)
-                .execute(&mut *tx)
-                .await?;
-            }
-            endpoint_health(&mut tx, tenant, &done).await?;
-        }
+        keep_finished(&mut tx, finished).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -15,7 +15,7 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    After, EmailRow, Finished, InboxCounts, NotificationStore, Sent, StoreError, View, channel_names, channels,
+    After, Claim, EmailRow, Finished, InboxCounts, NotificationStore, Sent, StoreError, View, channel_names, channels,
     corrupt, email_state, email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names,
     recipients, state, strings,
 };
@@ -541,7 +541,12 @@ impl NotificationStore for SqliteNotificationStore {
         Ok(true)
     }
 
-    async fn claim_due(&self, now: DateTime<Utc>, lease: Duration, n: usize) -> Result<Vec<Due>, StoreError> {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        n: usize,
+    ) -> Result<Claim<Due, Finished>, StoreError> {
         let lease = chrono::Duration::from_std(lease).map_err(corrupt)?;
         let mut tx = begin_sqlite_write(&self.pool).await?;
         let rows = sqlx::query(
@@ -589,7 +594,7 @@ impl NotificationStore for SqliteNotificationStore {
             });
         }
         tx.commit().await?;
-        Ok(due)
+        Ok(Claim::leased(due))
     }
 
     async fn finish_attempts(&self, finished: &[Finished]) -> Result<(), StoreError> {
