@@ -32,13 +32,50 @@ use crate::domain::{
 pub struct PgNotificationStore {
     pool: PgPool,
     outbox: Arc<PgOutbox>,
+    claims: Arc<std::sync::Mutex<ClaimCursor>>,
+}
+
+/// Where this replica's next webhook claim starts in the due order: after its previous
+/// claim's last, so that it does not scan again past deliveries it claimed (in flight, or
+/// finished but not yet vacuumed). A claim that finds too few there goes on from the start
+/// up to where it began; the start is also where a claim begins at least every [`RESCAN`],
+/// so that what is due behind the cursor (skipped while another replica held it, or due
+/// again when a lease ended) waits no longer.
+#[derive(Debug, Default)]
+struct ClaimCursor {
+    after: Option<DueKey>,
+    since: Option<std::time::Instant>,
+}
+
+/// How often claims scan the due deliveries from the start at least.
+const RESCAN: Duration = Duration::from_secs(1);
+
+impl ClaimCursor {
+    /// Where the next claim starts: after this, or (None) at the start.
+    fn start(&mut self, now: std::time::Instant) -> Option<DueKey> {
+        if self.since.is_none_or(|since| now.duration_since(since) >= RESCAN) {
+            self.after = None;
+            self.since = Some(now);
+        }
+        self.after
+    }
+
+    /// A claim that asked for `asked` found `found`, the last of them at `last` in the due
+    /// order.
+    fn claimed(&mut self, last: Option<DueKey>, found: usize, asked: usize) {
+        self.after = if found < asked { None } else { last };
+    }
 }
 
 impl PgNotificationStore {
     /// The store over `pool`, with its outbox's sequencer started.
     pub async fn start(pool: PgPool) -> Result<Self, sqlx::Error> {
         let outbox = PgOutbox::start(pool.clone()).await?;
-        Ok(Self { pool, outbox })
+        Ok(Self {
+            pool,
+            outbox,
+            claims: Arc::default(),
+        })
     }
 }
 
@@ -330,6 +367,66 @@ async fn endpoint_health(tx: &mut sqlx::PgConnection, tenant: &str, done: &[&Fin
     }
     crm_platform::outbox::append_pg(&mut *tx, &events).await?;
     insert_notifications(tx, tenant, &notices).await
+}
+
+/// A due delivery's place in the due order: (due time, id).
+type DueKey = (DateTime<Utc>, Uuid);
+/// Before and after every due delivery.
+const FIRST_KEY: DueKey = (DateTime::UNIX_EPOCH, Uuid::nil());
+const LAST_KEY: DueKey = (DateTime::<Utc>::MAX_UTC, Uuid::max());
+
+/// Locks, in `tx`, up to `n` pending deliveries due at `now` and not leased whose place is
+/// after `after` and at most `upto`, in the due order (a plain scan of the partial index),
+/// skipping those another transaction holds: each with its place.
+async fn lock_due(
+    tx: &mut sqlx::PgConnection,
+    now: DateTime<Utc>,
+    n: usize,
+    after: DueKey,
+    upto: DueKey,
+) -> Result<Vec<(Due, DueKey)>, StoreError> {
+    let rows = sqlx::query(
+        "WITH due AS (SELECT tenant_id, id, endpoint_id, body, attempts, next_attempt_time FROM deliveries \
+             WHERE state = 'pending' AND (next_attempt_time, id) > ($3, $4) AND (next_attempt_time, id) <= ($5, $6) \
+             AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+             ORDER BY next_attempt_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         SELECT d.tenant_id, d.id, d.endpoint_id, d.body, d.attempts, d.next_attempt_time, e.url, e.secret, \
+         e.previous_secret, e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
+         FROM due d \
+         JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id \
+         ORDER BY d.next_attempt_time, d.id",
+    )
+    .bind(now)
+    .bind(limit(n))
+    .bind(after.0)
+    .bind(after.1)
+    .bind(upto.0.min(now))
+    .bind(upto.1)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let due = Due {
+                tenant: row.try_get("tenant_id")?,
+                id: row.try_get("id")?,
+                endpoint: row.try_get("endpoint_id")?,
+                max_per_second: u32::try_from(row.try_get::<i32, _>("max_per_second")?).unwrap_or(0),
+                disabled: row.try_get("disabled")?,
+                url: row.try_get("url")?,
+                secrets: signing_secrets(
+                    row.try_get("secret")?,
+                    row.try_get("previous_secret")?,
+                    row.try_get("previous_until")?,
+                    now,
+                ),
+                body: row.try_get("body")?,
+                attempts: row.try_get("attempts")?,
+            };
+            let key = (row.try_get("next_attempt_time")?, due.id);
+            Ok((due, key))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }
 
 /// Keeps attempts at claimed deliveries, what each leaves its delivery in (releasing it),
@@ -659,43 +756,26 @@ impl NotificationStore for PgNotificationStore {
         n: usize,
     ) -> Result<Claim<Due, Finished>, StoreError> {
         let until = now + chrono::Duration::from_std(lease).map_err(corrupt)?;
-        // The due deliveries in the partial index's order, by a plain index scan, locked by
-        // the transaction that holds them: nothing is written until they are released.
+        // From this replica's cursor to the end of the due order, then (if that was not
+        // enough) from the start up to the cursor: what a claim does not find is not due.
+        let from = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .start(std::time::Instant::now());
         let mut tx = begin_queue_scan(&self.pool).await?;
-        let rows = sqlx::query(
-            "WITH due AS (SELECT tenant_id, id, endpoint_id, body, attempts FROM deliveries \
-                 WHERE state = 'pending' AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
-                 ORDER BY next_attempt_time LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             SELECT d.tenant_id, d.id, d.endpoint_id, d.body, d.attempts, e.url, e.secret, e.previous_secret, \
-             e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
-             FROM due d \
-             JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id",
-        )
-        .bind(now)
-        .bind(limit(n))
-        .fetch_all(&mut *tx)
-        .await?;
-        let due = rows
-            .iter()
-            .map(|row| {
-                Ok(Due {
-                    tenant: row.try_get("tenant_id")?,
-                    id: row.try_get("id")?,
-                    endpoint: row.try_get("endpoint_id")?,
-                    max_per_second: u32::try_from(row.try_get::<i32, _>("max_per_second")?).unwrap_or(0),
-                    disabled: row.try_get("disabled")?,
-                    url: row.try_get("url")?,
-                    secrets: signing_secrets(
-                        row.try_get("secret")?,
-                        row.try_get("previous_secret")?,
-                        row.try_get("previous_until")?,
-                        now,
-                    ),
-                    body: row.try_get("body")?,
-                    attempts: row.try_get("attempts")?,
-                })
-            })
-            .collect::<Result<Vec<Due>, sqlx::Error>>()?;
+        let mut locked = lock_due(&mut tx, now, n, from.unwrap_or(FIRST_KEY), LAST_KEY).await?;
+        let mut last = locked.last().map(|(_, key)| *key);
+        if let Some(from) = from.filter(|_| locked.len() < n) {
+            let wrapped = lock_due(&mut tx, now, n - locked.len(), FIRST_KEY, from).await?;
+            last = wrapped.last().map(|(_, key)| *key);
+            locked.extend(wrapped);
+        }
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .claimed(last, locked.len(), n);
+        let due: Vec<Due> = locked.into_iter().map(|(due, _)| due).collect();
         if due.is_empty() {
             tx.commit().await?;
             return Ok(Claim::leased(due));
@@ -1286,6 +1366,28 @@ mod tests {
 
     use super::*;
     use crate::store::{NotificationStore, POSTGRES_APP_ROLE, POSTGRES_MIGRATIONS};
+
+    #[test]
+    fn claims_go_on_from_the_last_full_claim_and_rescan_from_the_start() {
+        let t0 = std::time::Instant::now();
+        let start = None;
+        let key = |n: u128| (DateTime::UNIX_EPOCH + chrono::Duration::seconds(1), Uuid::from_u128(n));
+        let at = |n| Some(key(n));
+        let mut cursor = ClaimCursor::default();
+        assert_eq!(cursor.start(t0), start);
+        // A full claim: the next starts after its last.
+        cursor.claimed(Some(key(9)), 10, 10);
+        assert_eq!(cursor.start(t0), at(9));
+        // A claim that found less than it asked reached the end: the next starts over.
+        cursor.claimed(Some(key(12)), 3, 10);
+        assert_eq!(cursor.start(t0), start);
+        // However full the claims, the start is scanned again every RESCAN.
+        cursor.claimed(Some(key(20)), 10, 10);
+        assert_eq!(cursor.start(t0 + RESCAN / 2), at(20));
+        assert_eq!(cursor.start(t0 + RESCAN), start);
+        cursor.claimed(Some(key(30)), 10, 10);
+        assert_eq!(cursor.start(t0 + RESCAN + RESCAN / 2), at(30));
+    }
 
     #[tokio::test]
     async fn an_inbox_change_on_one_pool_is_heard_by_the_listener_of_another() {
