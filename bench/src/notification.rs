@@ -221,6 +221,13 @@ pub(crate) async fn throughput(bench: &NotificationBench<'_>) -> anyhow::Result<
     .bind(i64::try_from(n)?)
     .execute(&mut db)
     .await?;
+    // The pending deliveries' queue, as the service's matching writes it beside them.
+    sqlx::query(
+        "INSERT INTO delivery_queue (tenant_id, id, next_attempt_time) \
+         SELECT tenant_id, id, next_attempt_time FROM deliveries WHERE state = 'pending'",
+    )
+    .execute(&mut db)
+    .await?;
     wait_for(&delivered, n, Duration::from_secs(600)).await?;
     let rate = delivered.rate();
     // Every delivery is recorded delivered (attempts kept), not only posted.

@@ -24,8 +24,8 @@ use crate::domain::matching::Matched;
 use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
-    Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification, Preferences, Rule,
-    signing_secrets,
+    Attempt, Delivery, DeliveryState, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification,
+    Preferences, Rule, signing_secrets,
 };
 
 #[derive(Clone)]
@@ -246,16 +246,20 @@ async fn apply_reach(
             .await?;
             // The webhook bodies of their events (their subject is the contact); one waiting
             // is not sent.
-            sqlx::query(
+            let about = format!("%\"subject\":\"{contact}\"%");
+            for statement in [
+                "DELETE FROM delivery_queue q USING deliveries d \
+                 WHERE q.tenant_id = d.tenant_id AND q.id = d.id AND d.tenant_id = $1 AND d.body LIKE $2",
                 "UPDATE deliveries SET body = '{}', \
                  state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END, next_attempt_time = NULL \
-                 WHERE tenant_id = $1 AND body LIKE $3",
-            )
-            .bind(tenant)
-            .bind(contact)
-            .bind(format!("%\"subject\":\"{contact}\"%"))
-            .execute(&mut *tx)
-            .await?;
+                 WHERE tenant_id = $1 AND body LIKE $2",
+            ] {
+                sqlx::query(statement)
+                    .bind(tenant)
+                    .bind(&about)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
     }
     Ok(())
@@ -376,8 +380,11 @@ const FIRST_KEY: DueKey = (DateTime::UNIX_EPOCH, Uuid::nil());
 const LAST_KEY: DueKey = (DateTime::<Utc>::MAX_UTC, Uuid::max());
 
 /// Locks, in `tx`, up to `n` pending deliveries due at `now` and not leased whose place is
-/// after `after` and at most `upto`, in the due order (a plain scan of the partial index),
-/// skipping those another transaction holds: each with its place.
+/// after `after` and at most `upto`, in the due order (a plain scan of the queue's index),
+/// skipping those another transaction holds: each with its place. Each delivery is read by
+/// its key (the subquery, kept apart by `OFFSET 0`, cannot be joined another way: right
+/// after a burst the statistics lag, and a plan that read each endpoint's every delivery
+/// once took seconds a claim).
 async fn lock_due(
     tx: &mut sqlx::PgConnection,
     now: DateTime<Utc>,
@@ -386,15 +393,17 @@ async fn lock_due(
     upto: DueKey,
 ) -> Result<Vec<(Due, DueKey)>, StoreError> {
     let rows = sqlx::query(
-        "WITH due AS (SELECT tenant_id, id, endpoint_id, body, attempts, next_attempt_time FROM deliveries \
-             WHERE state = 'pending' AND (next_attempt_time, id) > ($3, $4) AND (next_attempt_time, id) <= ($5, $6) \
+        "WITH due AS (SELECT tenant_id, id, next_attempt_time FROM delivery_queue \
+             WHERE (next_attempt_time, id) > ($3, $4) AND (next_attempt_time, id) <= ($5, $6) \
              AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
              ORDER BY next_attempt_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         SELECT d.tenant_id, d.id, d.endpoint_id, d.body, d.attempts, d.next_attempt_time, e.url, e.secret, \
+         SELECT q.tenant_id, q.id, q.next_attempt_time, d.endpoint_id, d.body, d.attempts, e.url, e.secret, \
          e.previous_secret, e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
-         FROM due d \
-         JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id \
-         ORDER BY d.next_attempt_time, d.id",
+         FROM due q \
+         CROSS JOIN LATERAL (SELECT endpoint_id, body, attempts FROM deliveries \
+             WHERE tenant_id = q.tenant_id AND id = q.id OFFSET 0) d \
+         JOIN webhook_endpoints e ON e.tenant_id = q.tenant_id AND e.id = d.endpoint_id \
+         ORDER BY q.next_attempt_time, q.id",
     )
     .bind(now)
     .bind(limit(n))
@@ -432,6 +441,15 @@ async fn lock_due(
 /// Keeps attempts at claimed deliveries, what each leaves its delivery in (releasing it),
 /// and each endpoint's health, in `tx`.
 async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Result<(), StoreError> {
+    // Every row is found by its key, whatever the statistics say: right after a burst of
+    // deliveries they lag, and a plan that hashes the whole queue for each batch once slowed
+    // deliveries tenfold.
+    sqlx::query(
+        "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), \
+         set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
     let mut by_tenant: BTreeMap<&str, Vec<&Finished>> = BTreeMap::new();
     for f in finished {
         by_tenant.entry(f.tenant.as_str()).or_default().push(f);
@@ -476,12 +494,34 @@ async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Re
                 .push(f.delivery);
         }
         for ((state, attempt, next), ids) in outcomes {
+            // A delivery still pending is due again at its next time, unleased; one delivered
+            // or failed leaves the queue. The queue first, as everywhere: a claim holds its
+            // deliveries' places in the queue, and then writes the deliveries.
+            let tenants = vec![tenant; ids.len()];
+            let queue = if state == DeliveryState::Pending.as_str() {
+                sqlx::query(
+                    "UPDATE delivery_queue q SET next_attempt_time = $3, lease_until = NULL \
+                     FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
+                     WHERE q.tenant_id = done.tenant_id AND q.id = done.id",
+                )
+                .bind(&tenants)
+                .bind(&ids)
+                .bind(next)
+            } else {
+                sqlx::query(
+                    "DELETE FROM delivery_queue q USING unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
+                     WHERE q.tenant_id = done.tenant_id AND q.id = done.id",
+                )
+                .bind(&tenants)
+                .bind(&ids)
+            };
+            queue.execute(&mut *tx).await?;
             sqlx::query(
-                "UPDATE deliveries d SET state = $3, attempts = greatest(d.attempts, $4), next_attempt_time = $5, \
-                 lease_until = NULL FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
+                "UPDATE deliveries d SET state = $3, attempts = greatest(d.attempts, $4), next_attempt_time = $5 \
+                 FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
                  WHERE d.tenant_id = done.tenant_id AND d.id = done.id",
             )
-            .bind(vec![tenant; ids.len()])
+            .bind(&tenants)
             .bind(&ids)
             .bind(state)
             .bind(attempt)
@@ -513,8 +553,8 @@ impl Hold<Finished> for HeldDeliveries {
             .unzip();
         if !ids.is_empty() {
             sqlx::query(
-                "UPDATE deliveries d SET lease_until = $3 FROM unnest($1::text[], $2::uuid[]) AS open(tenant_id, id) \
-                 WHERE d.tenant_id = open.tenant_id AND d.id = open.id",
+                "UPDATE delivery_queue q SET lease_until = $3 FROM unnest($1::text[], $2::uuid[]) AS open(tenant_id, id) \
+                 WHERE q.tenant_id = open.tenant_id AND q.id = open.id",
             )
             .bind(&tenants)
             .bind(&ids)
@@ -522,13 +562,10 @@ impl Hold<Finished> for HeldDeliveries {
             .execute(&mut *self.tx)
             .await?;
         }
-        // The outcomes are kept as by any worker: each tenant's own, and planned as usual.
-        sqlx::raw_sql(
-            "SET LOCAL crm.all_tenants = 'off'; SET LOCAL enable_bitmapscan TO DEFAULT; \
-             SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT",
-        )
-        .execute(&mut *self.tx)
-        .await?;
+        // The outcomes are kept as by any worker: each tenant's own.
+        sqlx::query("SELECT set_config('crm.all_tenants', 'off', true)")
+            .execute(&mut *self.tx)
+            .await?;
         keep_finished(&mut self.tx, done).await?;
         self.tx.commit().await?;
         Ok(())
@@ -613,14 +650,18 @@ impl NotificationStore for PgNotificationStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query(
-            "UPDATE deliveries SET state = 'failed', next_attempt_time = NULL, lease_until = NULL \
+        for statement in [
+            "DELETE FROM delivery_queue q USING deliveries d \
+             WHERE q.tenant_id = d.tenant_id AND q.id = d.id AND d.tenant_id = $1 AND d.endpoint_id = $2",
+            "UPDATE deliveries SET state = 'failed', next_attempt_time = NULL \
              WHERE tenant_id = $1 AND endpoint_id = $2 AND state = 'pending'",
-        )
-        .bind(tenant.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        ] {
+            sqlx::query(statement)
+                .bind(tenant.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(deleted == 1)
     }
@@ -708,9 +749,11 @@ impl NotificationStore for PgNotificationStore {
                 .await?;
             for d in &made.deliveries {
                 sqlx::query(
-                    "INSERT INTO deliveries (tenant_id, id, rule_id, endpoint_id, event_id, event_type, body, state, \
-                     next_attempt_time, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) \
-                     ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING",
+                    "WITH made AS (INSERT INTO deliveries (tenant_id, id, rule_id, endpoint_id, event_id, event_type, \
+                         body, state, next_attempt_time, create_time) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) \
+                         ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING RETURNING tenant_id, id) \
+                     INSERT INTO delivery_queue (tenant_id, id, next_attempt_time) SELECT tenant_id, id, $8 FROM made",
                 )
                 .bind(tenant.as_str())
                 .bind(d.id)
@@ -810,15 +853,20 @@ impl NotificationStore for PgNotificationStore {
         .fetch_optional(&mut *tx)
         .await?;
         if row.is_some() {
-            sqlx::query(
+            for statement in [
+                "UPDATE delivery_queue q SET next_attempt_time = $3 FROM deliveries d \
+                 WHERE q.tenant_id = d.tenant_id AND q.id = d.id AND d.tenant_id = $1 AND d.endpoint_id = $2 \
+                 AND q.next_attempt_time IS NULL",
                 "UPDATE deliveries SET next_attempt_time = $3 \
                  WHERE tenant_id = $1 AND endpoint_id = $2 AND state = 'pending' AND next_attempt_time IS NULL",
-            )
-            .bind(tenant.as_str())
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            ] {
+                sqlx::query(statement)
+                    .bind(tenant.as_str())
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         row.as_ref().map(endpoint).transpose()
@@ -833,8 +881,11 @@ impl NotificationStore for PgNotificationStore {
     ) -> Result<u64, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         let again = sqlx::query(
-            "UPDATE deliveries SET state = 'pending', next_attempt_time = $4 \
-             WHERE tenant_id = $1 AND endpoint_id = $2 AND create_time >= $3 AND state <> 'pending'",
+            "WITH again AS (UPDATE deliveries SET state = 'pending', next_attempt_time = $4 \
+                 WHERE tenant_id = $1 AND endpoint_id = $2 AND create_time >= $3 AND state <> 'pending' \
+                 RETURNING tenant_id, id) \
+             INSERT INTO delivery_queue (tenant_id, id, next_attempt_time) SELECT tenant_id, id, $4 FROM again \
+             ON CONFLICT (tenant_id, id) DO UPDATE SET next_attempt_time = excluded.next_attempt_time, lease_until = NULL",
         )
         .bind(tenant.as_str())
         .bind(endpoint)
@@ -889,6 +940,17 @@ impl NotificationStore for PgNotificationStore {
 
     async fn redeliver(&self, tenant: &TenantId, id: Uuid, now: DateTime<Utc>) -> Result<Option<Delivery>, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
+        // Its place in the queue first (a claim may hold it), then the delivery.
+        sqlx::query(
+            "INSERT INTO delivery_queue (tenant_id, id, next_attempt_time) \
+             SELECT tenant_id, id, $3 FROM deliveries WHERE tenant_id = $1 AND id = $2 \
+             ON CONFLICT (tenant_id, id) DO UPDATE SET next_attempt_time = excluded.next_attempt_time",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE deliveries SET state = 'pending', next_attempt_time = $3 \
              WHERE tenant_id = $1 AND id = $2 RETURNING {DELIVERY_COLUMNS}"
