@@ -346,11 +346,14 @@ mod tests {
         attempted: Mutex<Vec<u32>>,
         kept: Mutex<Vec<u32>>,
         held: bool,
-        released: Arc<Mutex<Vec<(Vec<u32>, Vec<usize>)>>>,
+        released: Arc<Mutex<Vec<Released>>>,
         due: Notify,
     }
 
-    struct Recorded(Arc<Mutex<Vec<(Vec<u32>, Vec<usize>)>>>);
+    /// A release's attempts and open items.
+    type Released = (Vec<u32>, Vec<usize>);
+
+    struct Recorded(Arc<Mutex<Vec<Released>>>);
 
     #[async_trait]
     impl Hold<u32> for Recorded {
@@ -427,12 +430,7 @@ mod tests {
 
     /// Works `items` as held claims of `batch`, each attempt taking `takes`, one at a time,
     /// for `secs`: the releases, and what was kept as leased.
-    async fn held(
-        items: Vec<u32>,
-        batch: usize,
-        takes: Duration,
-        secs: u64,
-    ) -> (Vec<(Vec<u32>, Vec<usize>)>, Vec<u32>) {
+    async fn held(items: Vec<u32>, batch: usize, takes: Duration, secs: u64) -> (Vec<Released>, Vec<u32>) {
         let channel = Arc::new(Slow {
             items: Mutex::new(items),
             takes,

@@ -438,6 +438,9 @@ async fn lock_due(
         .map_err(StoreError::from)
 }
 
+/// What attempts leave their deliveries in: (state, attempts made, when next due).
+type OutcomeKey<'a> = (&'a str, i32, Option<DateTime<Utc>>);
+
 /// Keeps attempts at claimed deliveries, what each leaves its delivery in (releasing it),
 /// and each endpoint's health, in `tx`.
 async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Result<(), StoreError> {
@@ -482,7 +485,7 @@ async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Re
         // their first attempt), each delivery found by its primary key. The keys are joined
         // whole, tenant included: with the tenant a constant, the planner may scan the
         // tenant's every delivery instead when its statistics lag a burst of new ones.
-        let mut outcomes: BTreeMap<(&str, i32, Option<DateTime<Utc>>), Vec<Uuid>> = BTreeMap::new();
+        let mut outcomes: BTreeMap<OutcomeKey<'_>, Vec<Uuid>> = BTreeMap::new();
         for f in &done {
             outcomes
                 .entry((
