@@ -269,15 +269,17 @@ async fn post(client: &reqwest::Client, policy: &AddressPolicy, due: &Due, times
         Ok(keys) => keys,
         Err(reason) => return (0, format!("the endpoint's secret: {reason}"), String::new()),
     };
+    let url = match reqwest::Url::parse(&due.url) {
+        Ok(url) => url,
+        Err(e) => return (0, format!("the endpoint's URL: {e}"), String::new()),
+    };
     // A literal address is not resolved, so the resolver never sees it: checked here.
-    if let Ok(url) = reqwest::Url::parse(&due.url) {
-        let literal = url
-            .host_str()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-            .and_then(|h| h.parse::<IpAddr>().ok());
-        if let Some(reason) = literal.and_then(|ip| policy.refusal(ip)) {
-            return (0, reason, String::new());
-        }
+    let literal = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok());
+    if let Some(reason) = literal.and_then(|ip| policy.refusal(ip)) {
+        return (0, reason, String::new());
     }
     let id = due.id.to_string();
     // During a rotation both secrets sign: a receiver accepts either.
@@ -287,7 +289,7 @@ async fn post(client: &reqwest::Client, policy: &AddressPolicy, due: &Due, times
         .collect::<Vec<_>>()
         .join(" ");
     let sent = client
-        .post(&due.url)
+        .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", &id)
         .header("webhook-timestamp", timestamp.to_string())
