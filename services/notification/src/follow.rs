@@ -14,7 +14,7 @@ use crate::app::NotificationApp;
 use crate::domain::MAX_RULES;
 use crate::domain::condition::event_type;
 use crate::domain::matching::{Compiled, Matched, TenantRules, match_event};
-use crate::domain::members::member_seen;
+use crate::domain::members::{MemberSeen, member_seen};
 use crate::domain::reach::reach_changes;
 
 /// A feed this service follows.
@@ -84,6 +84,9 @@ impl Sink for Matching {
         let now = self.app.clock().now();
         let mut rules: BTreeMap<String, TenantRules> = BTreeMap::new();
         let mut made: BTreeMap<String, Matched> = BTreeMap::new();
+        // The members each tenant's usage reports of this batch showed so far: an event
+        // after a report in the batch reaches a role as the report left it.
+        let mut seen: BTreeMap<String, Vec<MemberSeen>> = BTreeMap::new();
         for event in batch {
             let Ok(tenant) = TenantId::parse(&event.tenant) else {
                 tracing::warn!(sequence = event.sequence, tenant = %event.tenant, "an event of no valid tenant: skipped");
@@ -93,7 +96,10 @@ impl Sink for Matching {
             // report, say): a batch of those alone reads none.
             let mut matched = if event_type(&event.r#type).is_ok() {
                 if !rules.contains_key(tenant.as_str()) {
-                    let loaded = self.tenant_rules(&tenant).await?;
+                    let mut loaded = self.tenant_rules(&tenant).await?;
+                    for member in seen.get(tenant.as_str()).into_iter().flatten() {
+                        loaded.members.saw(member);
+                    }
                     rules.insert(tenant.as_str().to_owned(), loaded);
                 }
                 match_event(event, &rules[tenant.as_str()], now)
@@ -101,7 +107,13 @@ impl Sink for Matching {
                 Matched::default()
             };
             matched.reach = reach_changes(event);
-            matched.members = member_seen(event).into_iter().collect();
+            if let Some(member) = member_seen(event) {
+                if let Some(loaded) = rules.get_mut(tenant.as_str()) {
+                    loaded.members.saw(&member);
+                }
+                seen.entry(tenant.as_str().to_owned()).or_default().push(member.clone());
+                matched.members.push(member);
+            }
             if !matched.is_empty() {
                 made.entry(tenant.as_str().to_owned()).or_default().extend(matched);
             }
@@ -136,5 +148,120 @@ impl Sink for Matching {
             }
         }
         Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use crm_platform::identity::Role;
+    use crm_proto::crm::common::v1::Money;
+    use crm_proto::crm::pipeline::v1 as pipeline;
+    use crm_proto::prost::{Message, Name};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::{Channel, EmailTemplate, Recipient, Rule};
+    use crate::store::{NotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore, View};
+
+    fn event<M: Message + Name>(message: &M, sequence: u64) -> events::Event {
+        events::Event {
+            id: Uuid::now_v7().to_string(),
+            tenant: "acme".into(),
+            r#type: M::full_name(),
+            subject: "deals/1".into(),
+            sequence,
+            payload: Some(crm_proto::prost_types::Any {
+                type_url: format!("type.googleapis.com/{}", M::full_name()),
+                value: message.encode_to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_after_a_usage_report_in_its_batch_reaches_the_role_the_report_shows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crm_platform::db::open_sqlite(&dir.path().join("notification.db"), &SQLITE_MIGRATIONS)
+            .await
+            .expect("sqlite");
+        let store = Arc::new(SqliteNotificationStore::new(pool));
+        let acme = TenantId::parse("acme").expect("tenant");
+        let rule = Rule {
+            id: Uuid::now_v7(),
+            display_name: "Wins".into(),
+            event_types: vec![pipeline::DealWon::full_name()],
+            condition: "deal.amount.amount_minor >= 100".into(),
+            recipients: vec![Recipient::Role(Role::Manager)],
+            channels: vec![Channel::InApp],
+            email_template: EmailTemplate::default(),
+            category: "deals".into(),
+            critical: false,
+            created_by: "admin".into(),
+            create_time: Utc::now(),
+        };
+        store.create_rule(&acme, &rule).await.expect("rule");
+        let report = |user: &str, sequence| {
+            event(
+                &events::UsageReported {
+                    user: user.into(),
+                    area: "crm.pipeline.v1.PipelineService".into(),
+                    day: Utc::now().date_naive().to_string(),
+                    requests: 1,
+                    changes: 1,
+                    roles: vec!["manager".into()],
+                },
+                sequence,
+            )
+        };
+        let won = |sequence| {
+            event(
+                &pipeline::DealWon {
+                    deal: Some(pipeline::Deal {
+                        amount: Some(Money {
+                            amount_minor: 5000,
+                            currency_code: "EUR".into(),
+                        }),
+                        owner: "bob".into(),
+                        ..Default::default()
+                    }),
+                    transition: None,
+                },
+                sequence,
+            )
+        };
+        let matching = Matching::new(NotificationApp::new(Arc::clone(&store) as Arc<dyn NotificationStore>));
+        let inbox = |user: &'static str| {
+            let (store, acme) = (Arc::clone(&store), acme.clone());
+            async move {
+                store
+                    .notifications(&acme, user, View::Inbox, None, 10)
+                    .await
+                    .expect("inbox")
+                    .len()
+            }
+        };
+        // ann is first seen at work as a manager in the batch of the win that follows (the
+        // rules are read after her report).
+        assert!(
+            matching
+                .apply(FEEDS[1].consumer, 0, &[report("ann", 1), won(2)])
+                .await
+                .expect("apply")
+        );
+        assert_eq!(inbox("ann").await, 1);
+        // cy is first seen between two wins of a batch (the rules read before his report):
+        // he hears of the second only; ann, kept a member, of both.
+        assert!(
+            matching
+                .apply(FEEDS[1].consumer, 2, &[won(3), report("cy", 4), won(5)])
+                .await
+                .expect("apply")
+        );
+        assert_eq!(inbox("cy").await, 1);
+        assert_eq!(inbox("ann").await, 3);
+        assert_eq!(store.checkpoint(FEEDS[1].consumer).await.expect("checkpoint"), 5);
     }
 }

@@ -454,11 +454,14 @@ mod tests {
         )];
         let mut tenant = TenantRules {
             rules: rules.to_vec(),
-            members: Members::new([
-                ("mia".to_owned(), vec![Role::Manager]),
-                ("bob".to_owned(), vec![Role::Rep, Role::Manager]),
-                ("rex".to_owned(), vec![Role::Rep]),
-            ]),
+            members: Members::new(
+                [
+                    ("mia", vec![Role::Manager]),
+                    ("bob", vec![Role::Rep, Role::Manager]),
+                    ("rex", vec![Role::Rep]),
+                ]
+                .map(|(user, roles)| (user.to_owned(), roles, Utc::now().date_naive())),
+            ),
             ..TenantRules::default()
         };
         assert!(TenantRules::names_a_role(&tenant.rules));

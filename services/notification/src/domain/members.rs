@@ -53,29 +53,55 @@ pub fn active_since(now: DateTime<Utc>) -> NaiveDate {
     (now - chrono::Duration::days(ACTIVE_DAYS)).date_naive()
 }
 
-/// The users holding each role.
+/// The members of a tenant: each user's roles at their latest report, and who holds each role.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Members(BTreeMap<Role, Vec<String>>);
+pub struct Members {
+    /// Each user's latest report's day and roles.
+    users: BTreeMap<String, (NaiveDate, Vec<Role>)>,
+    /// The users holding each role, in user id order.
+    by_role: BTreeMap<Role, Vec<String>>,
+}
 
 impl Members {
-    /// From each member's user id and roles, in user id order.
-    pub fn new(members: impl IntoIterator<Item = (String, Vec<Role>)>) -> Self {
-        let mut by_role: BTreeMap<Role, Vec<String>> = BTreeMap::new();
-        for (user, roles) in members {
+    /// From each member's user id, roles and the day they were last seen.
+    pub fn new(members: impl IntoIterator<Item = (String, Vec<Role>, NaiveDate)>) -> Self {
+        let mut kept = Self {
+            users: members
+                .into_iter()
+                .map(|(user, roles, day)| (user, (day, roles)))
+                .collect(),
+            by_role: BTreeMap::new(),
+        };
+        kept.index();
+        kept
+    }
+
+    /// A member seen at work: their roles are now those of this report, unless the kept one
+    /// is of a later day (the rule the store keeps them by).
+    pub fn saw(&mut self, seen: &MemberSeen) {
+        if self.users.get(&seen.user).is_some_and(|(day, _)| *day > seen.day) {
+            return;
+        }
+        self.users.insert(seen.user.clone(), (seen.day, seen.roles.clone()));
+        self.index();
+    }
+
+    fn index(&mut self) {
+        self.by_role.clear();
+        // Users in id order, so each role's list is too.
+        for (user, (_, roles)) in &self.users {
             for role in roles {
-                by_role.entry(role).or_default().push(user.clone());
+                let holding = self.by_role.entry(*role).or_default();
+                if holding.last() != Some(user) {
+                    holding.push(user.clone());
+                }
             }
         }
-        for users in by_role.values_mut() {
-            users.sort();
-            users.dedup();
-        }
-        Self(by_role)
     }
 
     /// The users holding `role`, [`MAX_ROLE_USERS`] at most.
     pub fn holding(&self, role: Role) -> &[String] {
-        let users = self.0.get(&role).map(Vec::as_slice).unwrap_or_default();
+        let users = self.by_role.get(&role).map(Vec::as_slice).unwrap_or_default();
         if users.len() > MAX_ROLE_USERS {
             tracing::warn!(
                 role = role.as_str(),
@@ -130,12 +156,16 @@ mod tests {
         assert_eq!(member_seen(&other), None);
     }
 
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, d).expect("day")
+    }
+
     #[test]
     fn members_are_listed_per_role_once_in_user_order() {
         let members = Members::new([
-            ("cy".to_owned(), vec![Role::Manager, Role::Rep]),
-            ("al".to_owned(), vec![Role::Manager]),
-            ("bo".to_owned(), vec![Role::Rep, Role::Rep]),
+            ("cy".to_owned(), vec![Role::Manager, Role::Rep], day(1)),
+            ("al".to_owned(), vec![Role::Manager], day(1)),
+            ("bo".to_owned(), vec![Role::Rep, Role::Rep], day(1)),
         ]);
         assert_eq!(members.holding(Role::Manager), ["al", "cy"]);
         assert_eq!(members.holding(Role::Rep), ["bo", "cy"]);
@@ -143,5 +173,28 @@ mod tests {
         assert!(parse_role("service").is_err());
         assert!(parse_role("boss").is_err());
         assert_eq!(parse_role("viewer"), Ok(Role::Viewer));
+    }
+
+    #[test]
+    fn a_member_seen_takes_the_roles_of_their_latest_report() {
+        let mut members = Members::new([
+            ("al".to_owned(), vec![Role::Manager], day(3)),
+            ("bo".to_owned(), vec![Role::Rep], day(3)),
+        ]);
+        let seen = |user: &str, roles: Vec<Role>, d| MemberSeen {
+            user: user.into(),
+            roles,
+            day: day(d),
+        };
+        // A new member, and one whose roles changed on a later day.
+        members.saw(&seen("cy", vec![Role::Manager], 4));
+        members.saw(&seen("bo", vec![Role::Manager], 4));
+        assert_eq!(members.holding(Role::Manager), ["al", "bo", "cy"]);
+        assert!(members.holding(Role::Rep).is_empty());
+        // A report of an earlier day changes nothing; one of the same day does.
+        members.saw(&seen("bo", vec![Role::Rep], 2));
+        assert_eq!(members.holding(Role::Manager), ["al", "bo", "cy"]);
+        members.saw(&seen("al", Vec::new(), 3));
+        assert_eq!(members.holding(Role::Manager), ["bo", "cy"]);
     }
 }

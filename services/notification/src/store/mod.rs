@@ -481,20 +481,20 @@ pub(crate) fn fatigue(raw: &serde_json::Value) -> Result<Fatigue, StoreError> {
     })
 }
 
-/// The muted categories of each user, from their stored settings.
 /// A member's roles as kept: their names, comma-separated.
 pub(crate) fn roles_text(roles: &[Role]) -> String {
     roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
 }
 
-/// The members of rows of a user id and their roles as kept.
-pub(crate) fn members_of(rows: Vec<(String, String)>) -> Members {
+/// The members of rows of a user id, their roles as kept and the day they were last seen.
+pub(crate) fn members_of(rows: Vec<(String, String, chrono::NaiveDate)>) -> Members {
     Members::new(
         rows.into_iter()
-            .map(|(user, roles)| (user, roles.split(',').filter_map(Role::parse).collect())),
+            .map(|(user, roles, day)| (user, roles.split(',').filter_map(Role::parse).collect(), day)),
     )
 }
 
+/// The muted categories of each user, from their stored settings.
 pub(crate) fn muted_of(rows: Vec<(String, serde_json::Value)>) -> Result<Muted, StoreError> {
     let mut muted = Muted::default();
     for (user, settings) in rows {

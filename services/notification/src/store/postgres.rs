@@ -1174,13 +1174,12 @@ impl NotificationStore for PgNotificationStore {
 
     async fn members(&self, tenant: &TenantId, since: chrono::NaiveDate) -> Result<Members, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT user_id, roles FROM members WHERE tenant_id = $1 AND last_seen >= $2 AND roles <> ''",
-        )
-        .bind(tenant.as_str())
-        .bind(since)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<(String, String, chrono::NaiveDate)> =
+            sqlx::query_as("SELECT user_id, roles, last_seen FROM members WHERE tenant_id = $1 AND last_seen >= $2")
+                .bind(tenant.as_str())
+                .bind(since)
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(super::members_of(rows))
     }

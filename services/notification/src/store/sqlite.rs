@@ -940,13 +940,20 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     async fn members(&self, tenant: &TenantId, since: chrono::NaiveDate) -> Result<Members, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT user_id, roles FROM members WHERE tenant_id = ?1 AND last_seen >= ?2 AND roles <> ''",
-        )
-        .bind(tenant.as_str())
-        .bind(since.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT user_id, roles, last_seen FROM members WHERE tenant_id = ?1 AND last_seen >= ?2")
+                .bind(tenant.as_str())
+                .bind(since.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(user, roles, day)| {
+                let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                    .map_err(|_| corrupt(format!("last_seen `{day}`")))?;
+                Ok((user, roles, day))
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(super::members_of(rows))
     }
 
