@@ -342,6 +342,44 @@ async fn a_held_claim_keeps_its_attempts_and_leases_what_is_still_open(store: &d
     let again = store.claim_due(at(3), lease, 10).await.expect("lease over");
     assert_eq!(again.due.len(), 2);
     assert!(again.due.iter().all(|d| d.id != first));
+    // An attempt in flight when its endpoint was deleted leaves its delivery failed: it is
+    // not put back in the queue.
+    let e2 = endpoint();
+    store.create_endpoint(&acme, &e2).await.expect("endpoint");
+    store
+        .record("c", 3, 4, &[(acme.clone(), made(rule, e2.id, "d", "bob"))])
+        .await
+        .expect("record");
+    let in_flight: Vec<Due> = claim(store, at(2), lease, 10)
+        .await
+        .expect("claim")
+        .into_iter()
+        .filter(|d| d.endpoint == e2.id)
+        .collect();
+    assert_eq!(in_flight.len(), 1);
+    assert!(store.delete_endpoint(&acme, e2.id).await.expect("delete"));
+    store
+        .finish_attempts(&[Finished {
+            tenant: acme.clone(),
+            delivery: in_flight[0].id,
+            endpoint: e2.id,
+            attempt: Some(Attempt {
+                status_code: 500,
+                ..delivered.attempt.clone().expect("attempt")
+            }),
+            outcome: Outcome {
+                state: DeliveryState::Pending,
+                next_attempt_time: Some(at(2)),
+            },
+        }])
+        .await
+        .expect("finish");
+    let gone = store
+        .delivery(&acme, in_flight[0].id)
+        .await
+        .expect("read")
+        .expect("delivery");
+    assert_eq!(gone.state, DeliveryState::Failed);
     // A held claim dropped unreleased (its worker died) is due again at once; a leased one
     // when its lease ends.
     // (The pool rolls a dropped transaction back on its connection's return: moments later.)

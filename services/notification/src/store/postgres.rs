@@ -397,12 +397,12 @@ async fn lock_due(
              WHERE (next_attempt_time, id) > ($3, $4) AND (next_attempt_time, id) <= ($5, $6) \
              AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
              ORDER BY next_attempt_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         SELECT q.tenant_id, q.id, q.next_attempt_time, d.endpoint_id, d.body, d.attempts, e.url, e.secret, \
-         e.previous_secret, e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
+         SELECT q.tenant_id, q.id, q.next_attempt_time, d.state, d.endpoint_id, d.body, d.attempts, e.url, \
+         e.secret, e.previous_secret, e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
          FROM due q \
-         CROSS JOIN LATERAL (SELECT endpoint_id, body, attempts FROM deliveries \
-             WHERE tenant_id = q.tenant_id AND id = q.id OFFSET 0) d \
-         JOIN webhook_endpoints e ON e.tenant_id = q.tenant_id AND e.id = d.endpoint_id \
+         LEFT JOIN LATERAL (SELECT state, endpoint_id, body, attempts FROM deliveries \
+             WHERE tenant_id = q.tenant_id AND id = q.id OFFSET 0) d ON true \
+         LEFT JOIN webhook_endpoints e ON e.tenant_id = q.tenant_id AND e.id = d.endpoint_id \
          ORDER BY q.next_attempt_time, q.id",
     )
     .bind(now)
@@ -410,32 +410,58 @@ async fn lock_due(
     .bind(after.0)
     .bind(after.1)
     .bind(upto.0.min(now))
-    .bind(upto.1)
+    .bind(if upto.0 > now { Uuid::max() } else { upto.1 })
     .fetch_all(&mut *tx)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let due = Due {
-                tenant: row.try_get("tenant_id")?,
-                id: row.try_get("id")?,
-                endpoint: row.try_get("endpoint_id")?,
-                max_per_second: u32::try_from(row.try_get::<i32, _>("max_per_second")?).unwrap_or(0),
-                disabled: row.try_get("disabled")?,
-                url: row.try_get("url")?,
-                secrets: signing_secrets(
-                    row.try_get("secret")?,
-                    row.try_get("previous_secret")?,
-                    row.try_get("previous_until")?,
-                    now,
-                ),
-                body: row.try_get("body")?,
-                attempts: row.try_get("attempts")?,
-            };
-            let key = (row.try_get("next_attempt_time")?, due.id);
-            Ok((due, key))
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    // A place in the queue whose delivery is no longer pending (a redelivery raced an
+    // erasure, say) is dropped, under the lock the claim holds; a delivery whose endpoint is
+    // gone is not attempted.
+    let mut stale: (Vec<String>, Vec<Uuid>) = (Vec::new(), Vec::new());
+    let mut due = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<&str>, _>("state")? != Some(DeliveryState::Pending.as_str()) {
+            stale.0.push(row.try_get("tenant_id")?);
+            stale.1.push(row.try_get("id")?);
+            continue;
+        }
+        if row.try_get::<Option<&str>, _>("url")?.is_none() {
+            continue;
+        }
+        due.push(claimed(row, now)?);
+    }
+    if !stale.1.is_empty() {
+        sqlx::query(
+            "DELETE FROM delivery_queue q USING unnest($1::text[], $2::uuid[]) AS stale(tenant_id, id) \
+             WHERE q.tenant_id = stale.tenant_id AND q.id = stale.id",
+        )
+        .bind(&stale.0)
+        .bind(&stale.1)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(due)
+}
+
+/// A claimed delivery, with its place in the queue, of a row of [`lock_due`].
+fn claimed(row: &PgRow, now: DateTime<Utc>) -> Result<(Due, DueKey), sqlx::Error> {
+    let due = Due {
+        tenant: row.try_get("tenant_id")?,
+        id: row.try_get("id")?,
+        endpoint: row.try_get("endpoint_id")?,
+        max_per_second: u32::try_from(row.try_get::<i32, _>("max_per_second")?).unwrap_or(0),
+        disabled: row.try_get("disabled")?,
+        url: row.try_get("url")?,
+        secrets: signing_secrets(
+            row.try_get("secret")?,
+            row.try_get("previous_secret")?,
+            row.try_get("previous_until")?,
+            now,
+        ),
+        body: row.try_get("body")?,
+        attempts: row.try_get("attempts")?,
+    };
+    let key = (row.try_get("next_attempt_time")?, due.id);
+    Ok((due, key))
 }
 
 /// What attempts leave their deliveries in: (state, attempts made, when next due).
@@ -457,7 +483,8 @@ async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Re
     for f in finished {
         by_tenant.entry(f.tenant.as_str()).or_default().push(f);
     }
-    for (tenant, done) in by_tenant {
+    for (tenant, done) in &by_tenant {
+        let tenant = *tenant;
         sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
             .bind(tenant)
             .execute(&mut *tx)
@@ -486,7 +513,7 @@ async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Re
         // whole, tenant included: with the tenant a constant, the planner may scan the
         // tenant's every delivery instead when its statistics lag a burst of new ones.
         let mut outcomes: BTreeMap<OutcomeKey<'_>, Vec<Uuid>> = BTreeMap::new();
-        for f in &done {
+        for f in done {
             outcomes
                 .entry((
                     f.outcome.state.as_str(),
@@ -499,32 +526,23 @@ async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Re
         for ((state, attempt, next), ids) in outcomes {
             // A delivery still pending is due again at its next time, unleased; one delivered
             // or failed leaves the queue. The queue first, as everywhere: a claim holds its
-            // deliveries' places in the queue, and then writes the deliveries.
-            let tenants = vec![tenant; ids.len()];
+            // deliveries' places in the queue, and then writes the deliveries. A delivery no
+            // longer in the queue (failed when its endpoint was deleted, or erased, while the
+            // attempt was in flight) keeps what it is.
             let queue = if state == DeliveryState::Pending.as_str() {
-                sqlx::query(
-                    "UPDATE delivery_queue q SET next_attempt_time = $3, lease_until = NULL \
-                     FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
-                     WHERE q.tenant_id = done.tenant_id AND q.id = done.id",
-                )
-                .bind(&tenants)
-                .bind(&ids)
-                .bind(next)
-            } else {
-                sqlx::query(
-                    "DELETE FROM delivery_queue q USING unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
-                     WHERE q.tenant_id = done.tenant_id AND q.id = done.id",
-                )
-                .bind(&tenants)
-                .bind(&ids)
-            };
-            queue.execute(&mut *tx).await?;
-            sqlx::query(
-                "UPDATE deliveries d SET state = $3, attempts = greatest(d.attempts, $4), next_attempt_time = $5 \
+                "UPDATE delivery_queue q SET next_attempt_time = $5, lease_until = NULL \
                  FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
-                 WHERE d.tenant_id = done.tenant_id AND d.id = done.id",
-            )
-            .bind(&tenants)
+                 WHERE q.tenant_id = done.tenant_id AND q.id = done.id RETURNING q.tenant_id, q.id"
+            } else {
+                "DELETE FROM delivery_queue q USING unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
+                 WHERE q.tenant_id = done.tenant_id AND q.id = done.id RETURNING q.tenant_id, q.id"
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "WITH queued AS ({queue}) \
+                 UPDATE deliveries d SET state = $3, attempts = greatest(d.attempts, $4), next_attempt_time = $5 \
+                 FROM queued WHERE d.tenant_id = queued.tenant_id AND d.id = queued.id"
+            )))
+            .bind(vec![tenant; ids.len()])
             .bind(&ids)
             .bind(state)
             .bind(attempt)
@@ -532,7 +550,14 @@ async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Re
             .execute(&mut *tx)
             .await?;
         }
-        endpoint_health(tx, tenant, &done).await?;
+    }
+    // The endpoints last, as everywhere: after the queue and the deliveries.
+    for (tenant, done) in &by_tenant {
+        sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+            .bind(*tenant)
+            .execute(&mut *tx)
+            .await?;
+        endpoint_health(tx, tenant, done).await?;
     }
     Ok(())
 }
@@ -647,12 +672,7 @@ impl NotificationStore for PgNotificationStore {
 
     async fn delete_endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
-        let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_str())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        // The queue, the deliveries, then the endpoint: the order every writer takes them in.
         for statement in [
             "DELETE FROM delivery_queue q USING deliveries d \
              WHERE q.tenant_id = d.tenant_id AND q.id = d.id AND d.tenant_id = $1 AND d.endpoint_id = $2",
@@ -665,6 +685,12 @@ impl NotificationStore for PgNotificationStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(deleted == 1)
     }
@@ -884,11 +910,13 @@ impl NotificationStore for PgNotificationStore {
     ) -> Result<u64, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         let again = sqlx::query(
-            "WITH again AS (UPDATE deliveries SET state = 'pending', next_attempt_time = $4 \
+            "WITH queued AS (INSERT INTO delivery_queue (tenant_id, id, next_attempt_time) \
+                 SELECT tenant_id, id, $4 FROM deliveries \
                  WHERE tenant_id = $1 AND endpoint_id = $2 AND create_time >= $3 AND state <> 'pending' \
-                 RETURNING tenant_id, id) \
-             INSERT INTO delivery_queue (tenant_id, id, next_attempt_time) SELECT tenant_id, id, $4 FROM again \
-             ON CONFLICT (tenant_id, id) DO UPDATE SET next_attempt_time = excluded.next_attempt_time, lease_until = NULL",
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET next_attempt_time = excluded.next_attempt_time, \
+                 lease_until = NULL RETURNING tenant_id, id) \
+             UPDATE deliveries d SET state = 'pending', next_attempt_time = $4 FROM queued \
+             WHERE d.tenant_id = queued.tenant_id AND d.id = queued.id",
         )
         .bind(tenant.as_str())
         .bind(endpoint)

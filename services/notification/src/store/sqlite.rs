@@ -625,7 +625,7 @@ impl NotificationStore for SqliteNotificationStore {
             }
             sqlx::query(
                 "UPDATE deliveries SET state = ?3, attempts = max(attempts, ?4), next_attempt_time = ?5, \
-             lease_until = NULL WHERE tenant_id = ?1 AND id = ?2",
+             lease_until = NULL WHERE tenant_id = ?1 AND id = ?2 AND state = 'pending'",
             )
             .bind(tenant.as_str())
             .bind(delivery.to_string())
