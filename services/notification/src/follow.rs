@@ -157,27 +157,19 @@ mod tests {
 
     use chrono::Utc;
     use crm_platform::identity::Role;
-    use crm_proto::crm::common::v1::Money;
-    use crm_proto::crm::pipeline::v1 as pipeline;
     use crm_proto::prost::{Message, Name};
-    use uuid::Uuid;
 
     use super::*;
-    use crate::domain::{Channel, EmailTemplate, Recipient, Rule};
+    use crate::domain::Recipient;
+    use crate::domain::matching::fixtures;
     use crate::store::{NotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore, View};
 
+    /// `message` as tenant acme's event at `sequence`.
     fn event<M: Message + Name>(message: &M, sequence: u64) -> events::Event {
         events::Event {
-            id: Uuid::now_v7().to_string(),
             tenant: "acme".into(),
-            r#type: M::full_name(),
-            subject: "deals/1".into(),
             sequence,
-            payload: Some(crm_proto::prost_types::Any {
-                type_url: format!("type.googleapis.com/{}", M::full_name()),
-                value: message.encode_to_vec(),
-            }),
-            ..Default::default()
+            ..fixtures::event(message, "deals/1")
         }
     }
 
@@ -189,19 +181,11 @@ mod tests {
             .expect("sqlite");
         let store = Arc::new(SqliteNotificationStore::new(pool));
         let acme = TenantId::parse("acme").expect("tenant");
-        let rule = Rule {
-            id: Uuid::now_v7(),
-            display_name: "Wins".into(),
-            event_types: vec![pipeline::DealWon::full_name()],
-            condition: "deal.amount.amount_minor >= 100".into(),
-            recipients: vec![Recipient::Role(Role::Manager)],
-            channels: vec![Channel::InApp],
-            email_template: EmailTemplate::default(),
-            category: "deals".into(),
-            critical: false,
-            created_by: "admin".into(),
-            create_time: Utc::now(),
-        };
+        let rule = fixtures::rule(
+            &["crm.pipeline.v1.DealWon"],
+            "deal.amount.amount_minor >= 100",
+            vec![Recipient::Role(Role::Manager)],
+        );
         store.create_rule(&acme, &rule).await.expect("rule");
         let report = |user: &str, sequence| {
             event(
@@ -216,21 +200,10 @@ mod tests {
                 sequence,
             )
         };
-        let won = |sequence| {
-            event(
-                &pipeline::DealWon {
-                    deal: Some(pipeline::Deal {
-                        amount: Some(Money {
-                            amount_minor: 5000,
-                            currency_code: "EUR".into(),
-                        }),
-                        owner: "bob".into(),
-                        ..Default::default()
-                    }),
-                    transition: None,
-                },
-                sequence,
-            )
+        let won = |sequence| events::Event {
+            tenant: "acme".into(),
+            sequence,
+            ..fixtures::won(5000)
         };
         let matching = Matching::new(NotificationApp::new(Arc::clone(&store) as Arc<dyn NotificationStore>));
         let inbox = |user: &'static str| {

@@ -320,15 +320,20 @@ pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Ut
     matched
 }
 
+/// Events and rules the tests of matching and of the follower build alike.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
+    use chrono::Utc;
     use crm_proto::crm::common::v1::Money;
+    use crm_proto::crm::events::v1 as events;
     use crm_proto::crm::pipeline::v1 as pipeline;
     use crm_proto::prost::{Message, Name};
+    use uuid::Uuid;
 
-    use super::*;
+    use crate::domain::{Channel, EmailTemplate, Recipient, Rule};
 
-    fn event<M: Message + Name>(message: &M, subject: &str) -> events::Event {
+    /// `message` as an event of tenant `t1` about `subject`.
+    pub(crate) fn event<M: Message + Name>(message: &M, subject: &str) -> events::Event {
         events::Event {
             id: Uuid::now_v7().to_string(),
             tenant: "t1".into(),
@@ -343,24 +348,8 @@ mod tests {
         }
     }
 
-    fn rule(types: &[&str], condition: &str, recipients: Vec<Recipient>) -> Compiled {
-        Compiled::new(Rule {
-            id: Uuid::now_v7(),
-            display_name: "Big wins".into(),
-            event_types: types.iter().map(|t| (*t).to_owned()).collect(),
-            condition: condition.into(),
-            recipients,
-            channels: vec![Channel::InApp],
-            email_template: EmailTemplate::default(),
-            category: "deals".into(),
-            critical: false,
-            created_by: "admin".into(),
-            create_time: Utc::now(),
-        })
-        .expect("rule")
-    }
-
-    fn won(amount_minor: i64) -> events::Event {
+    /// Bob's deal won for `amount_minor` euro cents.
+    pub(crate) fn won(amount_minor: i64) -> events::Event {
         event(
             &pipeline::DealWon {
                 deal: Some(pipeline::Deal {
@@ -375,6 +364,35 @@ mod tests {
             },
             "deals/1",
         )
+    }
+
+    /// A rule of the `deals` category, in-app, on `types` when `condition` holds.
+    pub(crate) fn rule(types: &[&str], condition: &str, recipients: Vec<Recipient>) -> Rule {
+        Rule {
+            id: Uuid::now_v7(),
+            display_name: "Big wins".into(),
+            event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+            condition: condition.into(),
+            recipients,
+            channels: vec![Channel::InApp],
+            email_template: EmailTemplate::default(),
+            category: "deals".into(),
+            critical: false,
+            created_by: "admin".into(),
+            create_time: Utc::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crm_proto::crm::pipeline::v1 as pipeline;
+
+    use super::fixtures::{event, won};
+    use super::*;
+
+    fn rule(types: &[&str], condition: &str, recipients: Vec<Recipient>) -> Compiled {
+        Compiled::new(fixtures::rule(types, condition, recipients)).expect("rule")
     }
 
     #[test]
