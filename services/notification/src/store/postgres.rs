@@ -32,7 +32,10 @@ use crate::domain::{
 pub struct PgNotificationStore {
     pool: PgPool,
     outbox: Arc<PgOutbox>,
-    claims: Arc<std::sync::Mutex<ClaimCursor>>,
+    /// Held across a claim's scan: this replica's claims scan one at a time, each after the
+    /// last, instead of side by side over the same rows (the later one skipping, row by row,
+    /// every delivery the other locked).
+    claims: Arc<tokio::sync::Mutex<ClaimCursor>>,
 }
 
 /// Where this replica's next webhook claim starts in the due order: after its previous
@@ -830,12 +833,9 @@ impl NotificationStore for PgNotificationStore {
         let until = now + chrono::Duration::from_std(lease).map_err(corrupt)?;
         // From this replica's cursor to the end of the due order, then (if that was not
         // enough) from the start up to the cursor: what a claim does not find is not due.
-        let from = self
-            .claims
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .start(std::time::Instant::now());
         let mut tx = begin_queue_scan(&self.pool).await?;
+        let mut cursor = self.claims.lock().await;
+        let from = cursor.start(std::time::Instant::now());
         let mut locked = lock_due(&mut tx, now, n, from.unwrap_or(FIRST_KEY), LAST_KEY).await?;
         let mut last = locked.last().map(|(_, key)| *key);
         if let Some(from) = from.filter(|_| locked.len() < n) {
@@ -843,10 +843,8 @@ impl NotificationStore for PgNotificationStore {
             last = wrapped.last().map(|(_, key)| *key);
             locked.extend(wrapped);
         }
-        self.claims
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .claimed(last, locked.len(), n);
+        cursor.claimed(last, locked.len(), n);
+        drop(cursor);
         let due: Vec<Due> = locked.into_iter().map(|(due, _)| due).collect();
         if due.is_empty() {
             tx.commit().await?;
