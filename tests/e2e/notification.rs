@@ -678,6 +678,12 @@ async fn an_endpoints_throttle_spaces_its_deliveries_and_a_recovery_sends_each_a
         let Some(deployment) = Deployment::start(postgres, "notification_throttle").await else {
             continue;
         };
+        // On PostgreSQL a second replica takes deliveries too: the throttle's slots are
+        // shared by both (taken from the database), so the spacing holds whichever sends.
+        let _replica = match &deployment {
+            Deployment::Postgres(pg) => Some(pg.notification_replica()),
+            Deployment::Serve(_) => None,
+        };
         let base = deployment.rest();
         let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
         let (url, got) = timed_receiver().await;

@@ -4,7 +4,6 @@
 //! checked after name resolution at every connection ([`AddressPolicy`]); redirects are not
 //! followed (an attempt answered 3xx failed).
 
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +13,6 @@ use chrono::{DateTime, Utc};
 use crm_platform::TenantId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::app::NotificationApp;
 use crate::dispatch::{self, Channel, QueueConfig, chain, retry_time};
@@ -107,7 +105,6 @@ pub async fn run(app: NotificationApp, config: DeliveryConfig, shutdown: Cancell
         client,
         policy: config.policy,
         timeout: config.timeout,
-        throttle: std::sync::Mutex::default(),
     };
     dispatch::run(Arc::new(webhooks), queue, shutdown).await;
 }
@@ -118,33 +115,6 @@ struct Webhooks {
     client: reqwest::Client,
     policy: AddressPolicy,
     timeout: Duration,
-    throttle: std::sync::Mutex<Throttle>,
-}
-
-/// Each throttled endpoint's next free slot, and the deliveries given a later slot (let
-/// through when they come back for it). Per replica.
-#[derive(Debug, Default)]
-struct Throttle {
-    next: HashMap<Uuid, Instant>,
-    reserved: HashSet<Uuid>,
-}
-
-impl Throttle {
-    /// None when `delivery` may go now to an endpoint taking `per_second`; else how long it
-    /// waits for the slot it is given.
-    fn wait(&mut self, endpoint: Uuid, delivery: Uuid, per_second: u32, now: Instant) -> Option<Duration> {
-        if per_second == 0 || self.reserved.remove(&delivery) {
-            return None;
-        }
-        let slot = self.next.entry(endpoint).or_insert(now);
-        let at = (*slot).max(now);
-        *slot = at + Duration::from_secs(1) / per_second;
-        if at <= now {
-            return None;
-        }
-        self.reserved.insert(delivery);
-        Some(at - now)
-    }
 }
 
 #[async_trait]
@@ -166,34 +136,44 @@ impl Channel for Webhooks {
     }
 
     async fn attempt(&self, due: Due) -> Option<Finished> {
-        let put_back = |next_attempt_time| {
+        let tenant = TenantId::parse(&due.tenant).ok()?;
+        let put_back = |next_attempt_time, slotted| {
             Some(Finished {
-                tenant: TenantId::parse(&due.tenant).ok()?,
+                tenant: tenant.clone(),
                 delivery: due.id,
                 endpoint: due.endpoint,
                 attempt: None,
                 outcome: Outcome {
                     state: DeliveryState::Pending,
                     next_attempt_time,
+                    slotted,
                 },
             })
         };
         // A disabled endpoint's deliveries wait, due at no time, until it is enabled.
         if due.disabled {
-            return put_back(None);
+            return put_back(None, false);
         }
-        let wait = self
-            .throttle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .wait(due.endpoint, due.id, due.max_per_second, Instant::now());
-        if let Some(wait) = wait {
-            ::metrics::counter!("crm_notification_webhooks_throttled_total").increment(1);
-            return put_back(
-                chrono::Duration::from_std(wait)
-                    .ok()
-                    .map(|w| self.app.clock().now() + w),
-            );
+        // A throttled endpoint's slots are kept in the database, so that every replica
+        // shares them; a delivery given a later slot waits in the queue for it.
+        if due.max_per_second > 0 && !due.slotted {
+            let now = self.app.clock().now();
+            match self
+                .app
+                .store()
+                .take_slot(&tenant, due.endpoint, due.max_per_second, now)
+                .await
+            {
+                Ok(Some(slot)) if slot > now => {
+                    ::metrics::counter!("crm_notification_webhooks_throttled_total").increment(1);
+                    return put_back(Some(slot), true);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "an endpoint's throttle could not be read; its delivery waits a second");
+                    return put_back(Some(now + chrono::Duration::seconds(1)), false);
+                }
+            }
         }
         attempt(&self.app, &self.client, &self.policy, self.timeout, due).await
     }
@@ -240,16 +220,19 @@ async fn attempt(
         Outcome {
             state: DeliveryState::Delivered,
             next_attempt_time: None,
+            slotted: false,
         }
     } else {
         match retry_time(number, app.clock().now()) {
             Some(next) => Outcome {
                 state: DeliveryState::Pending,
                 next_attempt_time: Some(next),
+                slotted: false,
             },
             None => Outcome {
                 state: DeliveryState::Failed,
                 next_attempt_time: None,
+                slotted: false,
             },
         }
     };
@@ -311,43 +294,4 @@ async fn post(client: &reqwest::Client, policy: &AddressPolicy, due: &Due, times
         }
     }
     (status, String::new(), String::from_utf8_lossy(&head).into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_throttle_spaces_an_endpoints_deliveries_and_keeps_each_its_slot() {
-        let (endpoint, other) = (Uuid::now_v7(), Uuid::now_v7());
-        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
-        let mut throttle = Throttle::default();
-        let start = Instant::now();
-        // 4 a second: one now, the next three given slots 250 ms apart.
-        assert_eq!(throttle.wait(endpoint, ids[0], 4, start), None);
-        assert_eq!(
-            throttle.wait(endpoint, ids[1], 4, start),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(
-            throttle.wait(endpoint, ids[2], 4, start),
-            Some(Duration::from_millis(500))
-        );
-        assert_eq!(
-            throttle.wait(endpoint, ids[3], 4, start),
-            Some(Duration::from_millis(750))
-        );
-        // Back for its slot, a delivery goes; another endpoint, or none, is not held.
-        assert_eq!(
-            throttle.wait(endpoint, ids[1], 4, start + Duration::from_millis(250)),
-            None
-        );
-        assert_eq!(throttle.wait(other, ids[0], 4, start), None);
-        assert_eq!(throttle.wait(endpoint, Uuid::now_v7(), 0, start), None);
-        // A new one queues after the reserved slots.
-        assert_eq!(
-            throttle.wait(endpoint, Uuid::now_v7(), 4, start),
-            Some(Duration::from_millis(1000))
-        );
-    }
 }

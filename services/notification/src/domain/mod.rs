@@ -58,7 +58,7 @@ pub struct Endpoint {
     pub previous_until: Option<DateTime<Utc>>,
     /// Who made it: told in their inbox when it is disabled.
     pub created_by: String,
-    /// Deliveries a second it takes at most, per replica (0: no limit).
+    /// Deliveries a second it takes at most, across every replica (0: no limit).
     pub max_per_second: u32,
     /// Since when its attempts have failed without a success.
     pub failing_since: Option<DateTime<Utc>>,
@@ -72,6 +72,12 @@ pub const ENDPOINT_DISABLED: &str = "crm.notification.v1.WebhookEndpointDisabled
 
 /// How long an endpoint fails without a success before it is disabled.
 pub const DISABLE_AFTER: chrono::Duration = chrono::Duration::days(5);
+/// The time between two slots of a throttle allowing `per_second` deliveries a second (at
+/// least 1).
+pub fn slot_interval(per_second: u32) -> chrono::Duration {
+    chrono::Duration::microseconds(1_000_000 / i64::from(per_second.max(1)))
+}
+
 /// Most deliveries a second an endpoint's throttle may allow.
 pub const MAX_PER_SECOND: u32 = 10_000;
 
@@ -302,6 +308,9 @@ pub struct Due {
     pub body: String,
     /// Attempts made before this one.
     pub attempts: i32,
+    /// Whether it is due at the slot its endpoint's throttle gave it: it goes without taking
+    /// another.
+    pub slotted: bool,
 }
 
 /// One attempt at a delivery.

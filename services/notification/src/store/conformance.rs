@@ -211,6 +211,7 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
     let retry = Outcome {
         state: DeliveryState::Pending,
         next_attempt_time: Some(at(10)),
+        slotted: false,
     };
     store
         .finish_attempts(&[Finished {
@@ -252,6 +253,7 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
     let done = Outcome {
         state: DeliveryState::Delivered,
         next_attempt_time: None,
+        slotted: false,
     };
     store
         .finish_attempts(&[Finished {
@@ -326,6 +328,7 @@ async fn a_held_claim_keeps_its_attempts_and_leases_what_is_still_open(store: &d
         outcome: Outcome {
             state: DeliveryState::Delivered,
             next_attempt_time: None,
+            slotted: false,
         },
     };
     let first = held.due[0].id;
@@ -370,6 +373,7 @@ async fn a_held_claim_keeps_its_attempts_and_leases_what_is_still_open(store: &d
             outcome: Outcome {
                 state: DeliveryState::Pending,
                 next_attempt_time: Some(at(2)),
+                slotted: false,
             },
         }])
         .await
@@ -806,6 +810,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
         outcome: Outcome {
             state: DeliveryState::Pending,
             next_attempt_time: next,
+            slotted: false,
         },
     };
     // Failing from day 4: not yet disabled on day 8, disabled on day 9.
@@ -916,6 +921,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait(s
         outcome: Outcome {
             state: DeliveryState::Delivered,
             next_attempt_time: None,
+            slotted: false,
         },
         ..finish(d, None, None)
     };
@@ -1109,28 +1115,132 @@ async fn members_keep_the_roles_of_their_latest_report_per_tenant(store: &dyn No
     assert!(other.holding(Role::Rep).is_empty());
 }
 
+/// Two replicas take an endpoint's throttle slots in turn, one interval apart whichever takes
+/// them; a delivery put back to its slot by one is claimed by the other at that slot, and goes
+/// then without taking another, until it is put back without one.
+async fn an_endpoints_throttle_is_shared_by_every_replica(
+    store: &dyn NotificationStore,
+    other: &dyn NotificationStore,
+) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let e = Endpoint {
+        max_per_second: 4,
+        ..endpoint()
+    };
+    store.create_endpoint(&acme, &e).await.expect("endpoint");
+    let quarter = chrono::Duration::milliseconds(250);
+    let now = at(2);
+    let mut slots = Vec::new();
+    for replica in [store, other, store, other] {
+        slots.push(replica.take_slot(&acme, e.id, 4, now).await.expect("slot"));
+    }
+    let expected: Vec<_> = (0..4).map(|i| Some(now + quarter * i)).collect();
+    assert_eq!(slots, expected);
+    // Once its slots have passed, the endpoint is free: the next goes at once.
+    let later = at(5);
+    assert_eq!(other.take_slot(&acme, e.id, 4, later).await.expect("slot"), Some(later));
+    assert_eq!(
+        store.take_slot(&acme, e.id, 4, later).await.expect("slot"),
+        Some(later + quarter)
+    );
+    assert_eq!(
+        other.take_slot(&globex, e.id, 4, later).await.expect("slot"),
+        None,
+        "another tenant has no such endpoint"
+    );
+
+    let rule = Uuid::now_v7();
+    store
+        .record("c", 0, 1, &[(acme.clone(), made(rule, e.id, "event-1", "bob"))])
+        .await
+        .expect("record");
+    let lease = Duration::from_secs(30);
+    let first = claim(store, at(6), lease, 10).await.expect("claim");
+    assert_eq!((first.len(), first[0].slotted), (1, false));
+    let put_back = |next, slotted| Finished {
+        tenant: acme.clone(),
+        delivery: first[0].id,
+        endpoint: e.id,
+        attempt: None,
+        outcome: Outcome {
+            state: DeliveryState::Pending,
+            next_attempt_time: Some(next),
+            slotted,
+        },
+    };
+    let slot = at(6) + quarter;
+    store.finish_attempts(&[put_back(slot, true)]).await.expect("put back");
+    assert!(
+        claim(other, at(6), lease, 10).await.expect("claim").is_empty(),
+        "not before its slot"
+    );
+    let at_slot = claim(other, slot, lease, 10).await.expect("claim");
+    assert_eq!((at_slot.len(), at_slot[0].slotted), (1, true));
+    // Its lease over, it is still due at its own slot.
+    let leased_out = claim(store, slot + chrono::Duration::seconds(31), lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!((leased_out.len(), leased_out[0].slotted), (1, true));
+    // Put back without a slot (its endpoint disabled, say), it takes a new one next time.
+    other
+        .finish_attempts(&[put_back(at(8), false)])
+        .await
+        .expect("put back");
+    let unslotted = claim(store, at(8), lease, 10).await.expect("claim");
+    assert_eq!((unslotted.len(), unslotted[0].slotted), (1, false));
+}
+
+/// Runs each case on both backends: a `single` case with one store, a `replicas` case with two
+/// over the same database, as two replicas of the service are.
 macro_rules! conformance {
-    ($($case:ident),+ $(,)?) => {
+    (single: [$($case:ident),+ $(,)?], replicas: [$($replicas:ident),+ $(,)?] $(,)?) => {
         mod sqlite_backend {
+            /// Two stores over one SQLite database, in a directory removed when it is dropped.
+            async fn stores() -> (tempfile::TempDir, super::SqliteNotificationStore, super::SqliteNotificationStore) {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let pool = crm_platform::db::open_sqlite(&dir.path().join("notification.db"), &super::SQLITE_MIGRATIONS)
+                    .await
+                    .expect("sqlite");
+                (dir, super::SqliteNotificationStore::new(pool.clone()), super::SqliteNotificationStore::new(pool))
+            }
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let pool = crm_platform::db::open_sqlite(&dir.path().join("notification.db"), &super::SQLITE_MIGRATIONS)
-                        .await
-                        .expect("sqlite");
-                    super::$case(&super::SqliteNotificationStore::new(pool)).await;
+                    let (_dir, store, _) = stores().await;
+                    super::$case(&store).await;
+                }
+            )+
+            $(
+                #[tokio::test]
+                async fn $replicas() {
+                    let (_dir, store, other) = stores().await;
+                    super::$replicas(&store, &other).await;
                 }
             )+
         }
         mod postgres_backend {
+            /// Two stores over one new PostgreSQL database; None without a server.
+            async fn stores(name: &str) -> Option<(super::TestDatabase, super::PgNotificationStore, super::PgNotificationStore)> {
+                let db = super::TestDatabase::create(name).await?;
+                crm_platform::db::migrate_postgres(&db.url, &super::POSTGRES_MIGRATIONS).await.expect("migrate");
+                let pool = crm_platform::db::connect_postgres(&db.url, super::POSTGRES_APP_ROLE, 4).await.expect("connect");
+                let store = super::PgNotificationStore::start(pool.clone()).await.expect("store");
+                let other = super::PgNotificationStore::start(pool).await.expect("store");
+                Some((db, store, other))
+            }
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let Some(db) = super::TestDatabase::create(concat!("notification_", stringify!($case))).await else { return };
-                    crm_platform::db::migrate_postgres(&db.url, &super::POSTGRES_MIGRATIONS).await.expect("migrate");
-                    let pool = crm_platform::db::connect_postgres(&db.url, super::POSTGRES_APP_ROLE, 4).await.expect("connect");
-                    super::$case(&super::PgNotificationStore::start(pool).await.expect("store")).await;
+                    let Some((db, store, _)) = stores(concat!("notification_", stringify!($case))).await else { return };
+                    super::$case(&store).await;
+                    db.drop_database().await;
+                }
+            )+
+            $(
+                #[tokio::test]
+                async fn $replicas() {
+                    let Some((db, store, other)) = stores(concat!("notification_", stringify!($replicas))).await else { return };
+                    super::$replicas(&store, &other).await;
                     db.drop_database().await;
                 }
             )+
@@ -1139,6 +1249,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    single: [
     resources_are_kept_per_tenant,
     each_rule_event_and_recipient_is_kept_once,
     due_deliveries_are_claimed_once_per_lease,
@@ -1149,4 +1260,6 @@ conformance!(
     an_endpoint_failing_for_five_days_is_disabled_and_its_deliveries_wait,
     an_email_to_a_contact_comes_with_their_address_and_consent,
     members_keep_the_roles_of_their_latest_report_per_tenant,
+    ],
+    replicas: [an_endpoints_throttle_is_shared_by_every_replica],
 );

@@ -61,6 +61,9 @@ pub struct Outcome {
     pub state: DeliveryState,
     /// When the next attempt is due (pending only).
     pub next_attempt_time: Option<DateTime<Utc>>,
+    /// Whether `next_attempt_time` is the slot its endpoint's throttle gave it: claimed then,
+    /// it goes without taking another (see [`NotificationStore::take_slot`]).
+    pub slotted: bool,
 }
 
 /// An attempt made (or a delivery put back without one: its endpoint throttled or disabled),
@@ -208,6 +211,16 @@ pub trait NotificationStore: Send + Sync {
     /// all failed for [`DISABLE_AFTER`](crate::domain::DISABLE_AFTER) is disabled, and who
     /// made it is told in their inbox.
     async fn finish_attempts(&self, finished: &[Finished]) -> Result<(), StoreError>;
+    /// Takes the next free slot of `endpoint`'s throttle, `per_second` slots a second, shared
+    /// by every replica: the time it may go (`now` when the endpoint is free), the slot after
+    /// it left for the next. None when the tenant has no such endpoint.
+    async fn take_slot(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        per_second: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Enables a disabled endpoint: its waiting deliveries are due at `now`. None when there
     /// is no such endpoint.
     async fn enable_endpoint(
@@ -578,6 +591,7 @@ mod health_tests {
             outcome: Outcome {
                 state: DeliveryState::Pending,
                 next_attempt_time: None,
+                slotted: false,
             },
         };
         let batch = [

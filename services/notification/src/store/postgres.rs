@@ -25,7 +25,7 @@ use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
     Attempt, Delivery, DeliveryState, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification,
-    Preferences, Rule, signing_secrets,
+    Preferences, Rule, signing_secrets, slot_interval,
 };
 
 #[derive(Clone)]
@@ -396,11 +396,11 @@ async fn lock_due(
     upto: DueKey,
 ) -> Result<Vec<(Due, DueKey)>, StoreError> {
     let rows = sqlx::query(
-        "WITH due AS (SELECT tenant_id, id, next_attempt_time FROM delivery_queue \
+        "WITH due AS (SELECT tenant_id, id, next_attempt_time, slot FROM delivery_queue \
              WHERE (next_attempt_time, id) > ($3, $4) AND (next_attempt_time, id) <= ($5, $6) \
              AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
              ORDER BY next_attempt_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         SELECT q.tenant_id, q.id, q.next_attempt_time, d.state, d.endpoint_id, d.body, d.attempts, e.url, \
+         SELECT q.tenant_id, q.id, q.next_attempt_time, coalesce(q.slot = q.next_attempt_time, false) AS slotted, d.state, d.endpoint_id, d.body, d.attempts, e.url, \
          e.secret, e.previous_secret, e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
          FROM due q \
          LEFT JOIN LATERAL (SELECT state, endpoint_id, body, attempts FROM deliveries \
@@ -462,13 +462,15 @@ fn claimed(row: &PgRow, now: DateTime<Utc>) -> Result<(Due, DueKey), sqlx::Error
         ),
         body: row.try_get("body")?,
         attempts: row.try_get("attempts")?,
+        slotted: row.try_get("slotted")?,
     };
     let key = (row.try_get("next_attempt_time")?, due.id);
     Ok((due, key))
 }
 
-/// What attempts leave their deliveries in: (state, attempts made, when next due).
-type OutcomeKey<'a> = (&'a str, i32, Option<DateTime<Utc>>);
+/// What attempts leave their deliveries in: (state, attempts made, when next due, the slot
+/// given).
+type OutcomeKey<'a> = (&'a str, i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// Keeps attempts at claimed deliveries, what each leaves its delivery in (releasing it),
 /// and each endpoint's health, in `tx`.
@@ -522,25 +524,27 @@ async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Re
                     f.outcome.state.as_str(),
                     f.attempt.as_ref().map_or(0, |a| a.attempt),
                     f.outcome.next_attempt_time,
+                    f.outcome.next_attempt_time.filter(|_| f.outcome.slotted),
                 ))
                 .or_default()
                 .push(f.delivery);
         }
-        for ((state, attempt, next), ids) in outcomes {
+        for ((state, attempt, next, slot), ids) in outcomes {
             // A delivery still pending is due again at its next time, unleased; one delivered
             // or failed leaves the queue. The queue first, as everywhere: a claim holds its
             // deliveries' places in the queue, and then writes the deliveries. A delivery no
             // longer in the queue (failed when its endpoint was deleted, or erased, while the
             // attempt was in flight) keeps what it is.
-            let queue = if state == DeliveryState::Pending.as_str() {
-                "UPDATE delivery_queue q SET next_attempt_time = $5, lease_until = NULL \
+            let pending = state == DeliveryState::Pending.as_str();
+            let queue = if pending {
+                "UPDATE delivery_queue q SET next_attempt_time = $5, lease_until = NULL, slot = $6 \
                  FROM unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
                  WHERE q.tenant_id = done.tenant_id AND q.id = done.id RETURNING q.tenant_id, q.id"
             } else {
                 "DELETE FROM delivery_queue q USING unnest($1::text[], $2::uuid[]) AS done(tenant_id, id) \
                  WHERE q.tenant_id = done.tenant_id AND q.id = done.id RETURNING q.tenant_id, q.id"
             };
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            let statement = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "WITH queued AS ({queue}) \
                  UPDATE deliveries d SET state = $3, attempts = greatest(d.attempts, $4), next_attempt_time = $5 \
                  FROM queued WHERE d.tenant_id = queued.tenant_id AND d.id = queued.id"
@@ -549,9 +553,10 @@ async fn keep_finished(tx: &mut sqlx::PgConnection, finished: &[Finished]) -> Re
             .bind(&ids)
             .bind(state)
             .bind(attempt)
-            .bind(next)
-            .execute(&mut *tx)
-            .await?;
+            .bind(next);
+            // Only a delivery still pending keeps a place in the queue, and its slot there.
+            let statement = if pending { statement.bind(slot) } else { statement };
+            statement.execute(&mut *tx).await?;
         }
     }
     // The endpoints last, as everywhere: after the queue and the deliveries.
@@ -862,6 +867,29 @@ impl NotificationStore for PgNotificationStore {
         keep_finished(&mut tx, finished).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn take_slot(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        per_second: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let interval = slot_interval(per_second);
+        let mut tx = begin_tenant(&self.pool, tenant).await?;
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "UPDATE webhook_endpoints SET next_slot = greatest(coalesce(next_slot, $3), $3) + $4 * interval '1 microsecond' \
+             WHERE tenant_id = $1 AND id = $2 RETURNING next_slot",
+        )
+        .bind(tenant.as_str())
+        .bind(endpoint)
+        .bind(now)
+        .bind(interval.num_microseconds().unwrap_or(i64::MAX))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(next.map(|next| next - interval))
     }
 
     async fn enable_endpoint(

@@ -25,7 +25,7 @@ use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
     Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification, Preferences, Rule,
-    signing_secrets,
+    signing_secrets, slot_interval,
 };
 
 #[derive(Clone)]
@@ -553,7 +553,7 @@ impl NotificationStore for SqliteNotificationStore {
             "UPDATE deliveries SET lease_until = ?2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM deliveries \
                  WHERE state = 'pending' AND next_attempt_time <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
                  ORDER BY next_attempt_time LIMIT ?3) \
-             RETURNING tenant_id, id, endpoint_id, body, attempts",
+             RETURNING tenant_id, id, endpoint_id, body, attempts, coalesce(slot = next_attempt_time, 0) AS slotted",
         )
         .bind(micros(now))
         .bind(micros(now + lease))
@@ -591,6 +591,7 @@ impl NotificationStore for SqliteNotificationStore {
                 ),
                 body: row.try_get("body")?,
                 attempts: row.try_get("attempts")?,
+                slotted: row.try_get("slotted")?,
             });
         }
         tx.commit().await?;
@@ -625,13 +626,14 @@ impl NotificationStore for SqliteNotificationStore {
             }
             sqlx::query(
                 "UPDATE deliveries SET state = ?3, attempts = max(attempts, ?4), next_attempt_time = ?5, \
-             lease_until = NULL WHERE tenant_id = ?1 AND id = ?2 AND state = 'pending'",
+             lease_until = NULL, slot = ?6 WHERE tenant_id = ?1 AND id = ?2 AND state = 'pending'",
             )
             .bind(tenant.as_str())
             .bind(delivery.to_string())
             .bind(outcome.state.as_str())
             .bind(attempt.as_ref().map_or(0, |a| a.attempt))
             .bind(outcome.next_attempt_time.map(micros))
+            .bind(outcome.next_attempt_time.filter(|_| outcome.slotted).map(micros))
             .execute(&mut *tx)
             .await?;
         }
@@ -639,6 +641,29 @@ impl NotificationStore for SqliteNotificationStore {
         tx.commit().await?;
         self.outbox.committed();
         Ok(())
+    }
+
+    async fn take_slot(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        per_second: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let interval = slot_interval(per_second);
+        let mut tx = begin_sqlite_write(&self.pool).await?;
+        let next: Option<i64> = sqlx::query_scalar(
+            "UPDATE webhook_endpoints SET next_slot = max(coalesce(next_slot, ?3), ?3) + ?4 \
+             WHERE tenant_id = ?1 AND id = ?2 RETURNING next_slot",
+        )
+        .bind(tenant.as_str())
+        .bind(endpoint.to_string())
+        .bind(micros(now))
+        .bind(interval.num_microseconds().unwrap_or(i64::MAX))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        next.map(|next| time(next).map(|next| next - interval)).transpose()
     }
 
     async fn enable_endpoint(
