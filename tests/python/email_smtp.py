@@ -4,6 +4,11 @@ and Python's own email parser reads it back: sender, recipient, subject, and the
 parts of a multipart/alternative message rendered from the rule's templates. A due task's
 reminder reaches its assignee at the address of their preferences.
 
+Then over TLS, with a company's own certificate authority (made by trustme): to a server that
+refuses mail before STARTTLS (`?tls=required`) and to one that speaks TLS only (`smtps://`),
+each trusting the authority of CRM_SMTP_CA_FILE; and without that file, the server's
+certificate is refused and the email is kept pending with the reason, never sent in clear.
+
 Usage: python email_smtp.py PATH_TO_CRM_BINARY
 """
 
@@ -16,6 +21,8 @@ import sys
 import tempfile
 import time
 
+import trustme
+
 from crm_serve import call, start, stop, token
 
 
@@ -25,12 +32,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def smtp_server(maildir):
-    """aiosmtpd as its own process, keeping each message in `maildir`."""
+def smtp_server(maildir, tls=(), quiet=False):
+    """aiosmtpd as its own process, keeping each message in `maildir` (`tls`: its TLS options;
+    `quiet`: its log dropped, where failed handshakes are expected)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", *tls,
          "-c", "aiosmtpd.handlers.Mailbox", maildir],
+        stderr=subprocess.DEVNULL if quiet else None,
     )
     for _ in range(100):
         try:
@@ -107,6 +116,91 @@ def main(binary):
             stop(process)
             smtp.terminate()
             smtp.wait(timeout=10)
+    over_tls(binary)
+
+
+def deal_created_email(binary, work, name, env):
+    """`crm serve` in its own data directory with `env`, a rule emailing ops@acme.test of each
+    new deal, and one deal: (process, REST base, admin token)."""
+    data = os.path.join(work, name)
+    os.mkdir(data)
+    process, base, _ = start(binary, data, env)
+    admin = token(binary, "acme", "alice", "admin")
+    call(base, admin, "POST", "/v1/rules", {
+        "displayName": "New deals", "eventTypes": ["crm.pipeline.v1.DealCreated"],
+        "recipients": ["mailto:ops@acme.test"], "channels": ["CHANNEL_EMAIL"],
+        "emailTemplate": {"subject": f"New deal over {name}", "text": "{{ data.deal.displayName }}"},
+    })
+    pipeline = call(base, admin, "POST", "/v1/pipelines", {"displayName": "Sales", "stages": [
+        {"displayName": "Open", "kind": "STAGE_KIND_OPEN"},
+        {"displayName": "Won", "kind": "STAGE_KIND_WON"},
+        {"displayName": "Lost", "kind": "STAGE_KIND_LOST"},
+    ]})
+    call(base, admin, "POST", "/v1/deals", {
+        "displayName": "Initech", "pipeline": pipeline["name"],
+        "amount": {"amountMinor": "1000", "currencyCode": "EUR"},
+    })
+    return process, base, admin
+
+
+def over_tls(binary):
+    with tempfile.TemporaryDirectory() as work:
+        authority = trustme.CA()
+        ca_file = os.path.join(work, "ca.pem")
+        authority.cert_pem.write_to_path(ca_file)
+        cert = authority.issue_cert("127.0.0.1")
+        chain, key = os.path.join(work, "server.pem"), os.path.join(work, "server.key")
+        cert.private_key_and_cert_chain_pem.write_to_path(chain)
+        cert.private_key_pem.write_to_path(key)
+        for name, options, url in [
+            # aiosmtpd refuses MAIL before STARTTLS: mail that arrives went over TLS.
+            ("starttls", ["--tlscert", chain, "--tlskey", key], "smtp://127.0.0.1:{port}?tls=required"),
+            ("smtps", ["--smtpscert", chain, "--smtpskey", key], "smtps://127.0.0.1:{port}"),
+        ]:
+            maildir = os.path.join(work, f"maildir-{name}")
+            smtp, port = smtp_server(maildir, options)
+            process = None
+            try:
+                process, _, _ = deal_created_email(binary, work, name, {
+                    "CRM_SMTP_URL": url.format(port=port), "CRM_SMTP_CA_FILE": ca_file,
+                })
+                [taken] = messages(maildir, 1)
+                assert taken["Subject"] == f"New deal over {name}", taken["Subject"]
+                assert str(taken["To"]) == "ops@acme.test", taken["To"]
+            finally:
+                if process:
+                    stop(process)
+                smtp.terminate()
+                smtp.wait(timeout=10)
+            print(f"an email went over TLS ({name}) to a server whose certificate chains to CRM_SMTP_CA_FILE")
+
+        # Without the authority the server's certificate is not trusted: nothing is sent, and
+        # the email waits with the reason.
+        maildir = os.path.join(work, "maildir-untrusted")
+        smtp, port = smtp_server(maildir, ["--tlscert", chain, "--tlskey", key], quiet=True)
+        process = None
+        try:
+            process, base, admin = deal_created_email(binary, work, "untrusted", {
+                "CRM_SMTP_URL": f"smtp://127.0.0.1:{port}?tls=required",
+            })
+            emails = []
+            for _ in range(150):
+                emails = call(base, admin, "GET", "/v1/emails")["emails"]
+                if emails and emails[0].get("attempts", 0) >= 1:
+                    break
+                time.sleep(0.1)
+            assert len(emails) == 1 and emails[0].get("attempts", 0) >= 1, emails
+            [kept] = emails
+            assert kept["state"] == "EMAIL_STATE_PENDING", kept
+            assert "certificate" in kept["lastError"].lower(), kept["lastError"]
+            box = mailbox.Maildir(maildir, factory=None, create=False) if os.path.isdir(maildir) else []
+            assert len(list(box)) == 0, "mail went to an untrusted server"
+        finally:
+            if process:
+                stop(process)
+            smtp.terminate()
+            smtp.wait(timeout=10)
+        print("without CRM_SMTP_CA_FILE the server's certificate is refused: the email waits, retried, with the reason")
 
 
 if __name__ == "__main__":

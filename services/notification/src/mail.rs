@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use crm_platform::TenantId;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,9 @@ use crate::store::{Claim, Sent, StoreError};
 /// `smtp://user:password@host:587?tls=required` (STARTTLS), `smtps://user:password@host`
 /// (TLS); or `CRM_SMTP_URL_FILE`, a file holding it (how Kubernetes mounts a Secret).
 pub const SMTP_URL_ENV: &str = "CRM_SMTP_URL";
+/// A PEM file of the certificate authorities the SMTP server's certificate may chain to, besides
+/// the public ones (a company's own mail relay): TLS only.
+pub const CA_FILE_ENV: &str = "CRM_SMTP_CA_FILE";
 /// The sender of every email (default `CRM <crm@localhost>`).
 pub const FROM_ENV: &str = "CRM_EMAIL_FROM";
 /// The default sender.
@@ -84,7 +88,15 @@ impl MailConfig {
             .map_err(|e| e.0)?
             .filter(|url| !url.trim().is_empty());
         let transport = match url {
-            Some(url) => smtp(url.trim())?,
+            Some(url) => {
+                let ca = std::env::var_os(CA_FILE_ENV)
+                    .filter(|path| !path.is_empty())
+                    .map(|path| {
+                        std::fs::read(&path).map_err(|e| format!("{CA_FILE_ENV}: {}: {e}", Path::new(&path).display()))
+                    })
+                    .transpose()?;
+                smtp(url.trim(), ca.as_deref())?
+            }
             None => match files {
                 Some(dir) => {
                     crm_platform::db::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -101,17 +113,48 @@ impl MailConfig {
     }
 }
 
-/// A pooled SMTP transport for `url`.
-pub fn smtp(url: &str) -> Result<Transport, String> {
-    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+/// A pooled SMTP transport for `url`, trusting the certificate authorities of the PEM `ca`
+/// besides the public ones when given.
+pub fn smtp(url: &str, ca: Option<&[u8]>) -> Result<Transport, String> {
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
         // The URL may hold a password: never repeat it.
         .map_err(|e| format!("{SMTP_URL_ENV} is not an SMTP URL such as smtp://host:587?tls=required: {e}"))?;
+    if let Some(pem) = ca {
+        builder = builder.tls(tls_trusting(url, pem)?);
+    }
     Ok(Transport::Smtp(
         builder
             .timeout(Some(TIMEOUT))
             .pool_config(PoolConfig::new().max_size(POOL_SIZE))
             .build(),
     ))
+}
+
+/// How a PEM certificate begins.
+const CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
+
+/// The TLS `url` asks for (as `from_url` reads it), trusting the authorities of `pem` too.
+fn tls_trusting(url: &str, pem: &[u8]) -> Result<Tls, String> {
+    let url = reqwest::Url::parse(url).map_err(|e| format!("{SMTP_URL_ENV} is not a URL: {e}"))?;
+    let host = url.host_str().ok_or_else(|| format!("{SMTP_URL_ENV} names no host"))?;
+    let mode = url.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned());
+    let no_certificate = || format!("{CA_FILE_ENV} holds no PEM certificate");
+    if !pem.windows(CERTIFICATE.len()).any(|w| w == CERTIFICATE.as_bytes()) {
+        return Err(no_certificate());
+    }
+    let authorities = Certificate::from_pem(pem).map_err(|e| format!("{}: {e}", no_certificate()))?;
+    let parameters = TlsParameters::builder(host.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .add_root_certificate(authorities)
+        .build()
+        .map_err(|e| format!("{CA_FILE_ENV}: {e}"))?;
+    match (url.scheme(), mode.as_deref()) {
+        ("smtps", _) => Ok(Tls::Wrapper(parameters)),
+        ("smtp", Some("required")) => Ok(Tls::Required(parameters)),
+        ("smtp", Some("opportunistic")) => Ok(Tls::Opportunistic(parameters)),
+        _ => Err(format!(
+            "{CA_FILE_ENV} is set but {SMTP_URL_ENV} asks for no TLS: use smtps:// or ?tls=required"
+        )),
+    }
 }
 
 /// Sends email until `shutdown` (see [`dispatch::run`]).
@@ -359,6 +402,47 @@ mod tests {
     use crm_platform::time::{Clock, ManualClock};
 
     use super::*;
+
+    /// A self-signed certificate authority (its key thrown away): only parsed here.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBgzCCASmgAwIBAgIUcE1+GPy5obXlpBVN7JfAMpRUi2gwCgYIKoZIzj0EAwIw
+FjEUMBIGA1UEAwwLQ1JNIHRlc3QgQ0EwIBcNMjYxMjA2MjMwODM1WhgPMjEyNjEx
+MTIyMzA4MzVaMBYxFDASBgNVBAMMC0NSTSB0ZXN0IENBMFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAELUata8LzI8VyVWL1o4CyWS3FEFwO8mpEGAW4qpkWEOxJZuHK
+FzAn2y35Hz6AjOVI1ZxleyzO0xuLg6AB58ticaNTMFEwHQYDVR0OBBYEFDfAUp54
+Kcmn/JbEbw8onMdxnd1yMB8GA1UdIwQYMBaAFDfAUp54Kcmn/JbEbw8onMdxnd1y
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgRBfkQmpEQQkPfbqM
+KX70BV64Yyojd01GxgtNWMND34oCIQCCHwVC0r8LhY7xon+nXyRMiLbKF60Ff7pG
+s/GxggEDUA==
+-----END CERTIFICATE-----
+";
+
+    #[tokio::test]
+    async fn a_certificate_authority_is_trusted_for_the_tls_the_url_asks_for_and_refused_without_tls() {
+        let mode = |url| tls_trusting(url, TEST_CA.as_bytes()).map(|tls| format!("{tls:?}"));
+        assert!(mode("smtps://relay.acme.test").expect("smtps").starts_with("Wrapper"));
+        assert!(
+            mode("smtp://user:pw@relay.acme.test:587?tls=required")
+                .expect("starttls")
+                .starts_with("Required")
+        );
+        assert!(
+            mode("smtp://relay.acme.test?tls=opportunistic")
+                .expect("opportunistic")
+                .starts_with("Opportunistic")
+        );
+        let plain = mode("smtp://relay.acme.test:25").expect_err("no TLS");
+        assert!(plain.contains(CA_FILE_ENV) && plain.contains("no TLS"), "{plain}");
+        for garbage in [
+            "",
+            "not a certificate",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        ] {
+            let refused = tls_trusting("smtps://relay.acme.test", garbage.as_bytes()).expect_err(garbage);
+            assert!(refused.starts_with(CA_FILE_ENV), "{refused}");
+        }
+        assert!(smtp("smtps://relay.acme.test", Some(TEST_CA.as_bytes())).is_ok());
+    }
     use crate::domain::fatigue::Fatigue;
     use crate::domain::matching::Matched;
     use crate::domain::template::Rendered;
