@@ -125,21 +125,25 @@ def deal_created_email(binary, work, name, env):
     data = os.path.join(work, name)
     os.mkdir(data)
     process, base, _ = start(binary, data, env)
-    admin = token(binary, "acme", "alice", "admin")
-    call(base, admin, "POST", "/v1/rules", {
-        "displayName": "New deals", "eventTypes": ["crm.pipeline.v1.DealCreated"],
-        "recipients": ["mailto:ops@acme.test"], "channels": ["CHANNEL_EMAIL"],
-        "emailTemplate": {"subject": f"New deal over {name}", "text": "{{ data.deal.displayName }}"},
-    })
-    pipeline = call(base, admin, "POST", "/v1/pipelines", {"displayName": "Sales", "stages": [
-        {"displayName": "Open", "kind": "STAGE_KIND_OPEN"},
-        {"displayName": "Won", "kind": "STAGE_KIND_WON"},
-        {"displayName": "Lost", "kind": "STAGE_KIND_LOST"},
-    ]})
-    call(base, admin, "POST", "/v1/deals", {
-        "displayName": "Initech", "pipeline": pipeline["name"],
-        "amount": {"amountMinor": "1000", "currencyCode": "EUR"},
-    })
+    try:
+        admin = token(binary, "acme", "alice", "admin")
+        call(base, admin, "POST", "/v1/rules", {
+            "displayName": "New deals", "eventTypes": ["crm.pipeline.v1.DealCreated"],
+            "recipients": ["mailto:ops@acme.test"], "channels": ["CHANNEL_EMAIL"],
+            "emailTemplate": {"subject": f"New deal over {name}", "text": "{{ data.deal.displayName }}"},
+        })
+        pipeline = call(base, admin, "POST", "/v1/pipelines", {"displayName": "Sales", "stages": [
+            {"displayName": "Open", "kind": "STAGE_KIND_OPEN"},
+            {"displayName": "Won", "kind": "STAGE_KIND_WON"},
+            {"displayName": "Lost", "kind": "STAGE_KIND_LOST"},
+        ]})
+        call(base, admin, "POST", "/v1/deals", {
+            "displayName": "Initech", "pipeline": pipeline["name"],
+            "amount": {"amountMinor": "1000", "currencyCode": "EUR"},
+        })
+    except BaseException:
+        stop(process)
+        raise
     return process, base, admin
 
 

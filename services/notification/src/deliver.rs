@@ -168,7 +168,10 @@ impl Channel for Webhooks {
                     ::metrics::counter!("crm_notification_webhooks_throttled_total").increment(1);
                     return put_back(Some(slot), true);
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {}
+                // The endpoint was deleted since the claim: its deliveries left the queue with
+                // it, and nothing is posted to where it pointed.
+                Ok(None) => return put_back(None, false),
                 Err(e) => {
                     tracing::warn!(error = %e, "an endpoint's throttle could not be read; its delivery waits a second");
                     return put_back(Some(now + chrono::Duration::seconds(1)), false);
@@ -294,4 +297,114 @@ async fn post(client: &reqwest::Client, policy: &AddressPolicy, due: &Due, times
         }
     }
     (status, String::new(), String::from_utf8_lossy(&head).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use crm_platform::time::ManualClock;
+
+    use super::*;
+    use crate::domain::matching::Matched;
+    use crate::domain::{Endpoint, NewDelivery};
+    use crate::store::{NotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
+
+    /// Claims what is due at the clock's time and attempts each: (whether an attempt was made,
+    /// the slot it was put back to), in the due order; the outcomes kept.
+    async fn work(webhooks: &Webhooks) -> Vec<(bool, Option<DateTime<Utc>>)> {
+        let now = webhooks.app.clock().now();
+        let claim = webhooks.claim(now, Duration::from_secs(60), 10).await.expect("claim");
+        let mut done = Vec::new();
+        for due in claim.due {
+            done.push(webhooks.attempt(due).await.expect("kept"));
+        }
+        webhooks.keep(&done).await.expect("keep");
+        done.iter()
+            .map(|f| {
+                let slot = f.outcome.next_attempt_time.filter(|_| f.outcome.slotted);
+                (f.attempt.is_some(), slot)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_throttled_endpoints_deliveries_wait_for_their_slots_and_a_late_one_takes_a_new_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
+            .await
+            .expect("sqlite");
+        let store: Arc<dyn NotificationStore> = Arc::new(SqliteNotificationStore::new(pool));
+        let start = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).single().expect("time");
+        let clock = Arc::new(ManualClock::at(start));
+        let app = NotificationApp::with_clock(Arc::clone(&store), Arc::clone(&clock) as _);
+        let acme = TenantId::parse("acme").expect("tenant");
+        // Nothing listens on the discard port: each attempt is refused at once, and kept.
+        let endpoint = Endpoint {
+            id: uuid::Uuid::now_v7(),
+            url: "http://127.0.0.1:9/hooks".into(),
+            event_types: Vec::new(),
+            description: "ERP".into(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            create_time: start,
+            previous_secret: String::new(),
+            previous_until: None,
+            created_by: "alice".into(),
+            max_per_second: 2,
+            failing_since: None,
+            disable_time: None,
+            disable_reason: String::new(),
+        };
+        store.create_endpoint(&acme, &endpoint).await.expect("endpoint");
+        let delivery = |event: &str| NewDelivery {
+            id: uuid::Uuid::now_v7(),
+            rule: uuid::Uuid::now_v7(),
+            endpoint: endpoint.id,
+            event_id: event.into(),
+            event_type: "crm.pipeline.v1.DealWon".into(),
+            body: "{}".into(),
+            create_time: start,
+        };
+        let matched = Matched {
+            deliveries: vec![delivery("e1"), delivery("e2"), delivery("e3")],
+            ..Matched::default()
+        };
+        assert!(store.record("c", 0, 1, &[(acme, matched)]).await.expect("record"));
+        let config = DeliveryConfig {
+            policy: AddressPolicy::parse("127.0.0.0/8").expect("policy"),
+            timeout: Duration::from_secs(2),
+            ..DeliveryConfig::default()
+        };
+        let webhooks = Webhooks {
+            app,
+            client: client(&config).expect("client"),
+            policy: config.policy.clone(),
+            timeout: config.timeout,
+        };
+        let half = chrono::Duration::milliseconds(500);
+        // 2 a second: the first goes, the next two wait for the slots half a second apart.
+        assert_eq!(
+            work(&webhooks).await,
+            [
+                (true, None),
+                (false, Some(start + half)),
+                (false, Some(start + half * 2))
+            ]
+        );
+        // At its slot, the second goes without taking another.
+        clock.advance(half);
+        assert_eq!(work(&webhooks).await, [(true, None)]);
+        // The third, claimed three seconds after its slot (past the grace; the failed first
+        // two are retried only after about 5 s), takes a new one: free by now, so it goes.
+        let now = start + chrono::Duration::seconds(4);
+        clock.advance(now - (start + half));
+        assert_eq!(work(&webhooks).await, [(true, None)]);
+        // The next one waits half a second from it.
+        assert_eq!(
+            store
+                .take_slot(&TenantId::parse("acme").expect("tenant"), endpoint.id, 2, now)
+                .await
+                .expect("slot"),
+            Some(now + half)
+        );
+    }
 }

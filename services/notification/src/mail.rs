@@ -97,13 +97,18 @@ impl MailConfig {
                     .transpose()?;
                 smtp(url.trim(), ca.as_deref())?
             }
-            None => match files {
-                Some(dir) => {
-                    crm_platform::db::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                    Transport::Files(dir.to_owned(), AsyncFileTransport::new(dir))
+            None => {
+                if std::env::var_os(CA_FILE_ENV).is_some_and(|path| !path.is_empty()) {
+                    tracing::warn!("{CA_FILE_ENV} is set but {SMTP_URL_ENV} is not: the file is not used");
                 }
-                None => Transport::Unconfigured,
-            },
+                match files {
+                    Some(dir) => {
+                        crm_platform::db::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                        Transport::Files(dir.to_owned(), AsyncFileTransport::new(dir))
+                    }
+                    None => Transport::Unconfigured,
+                }
+            }
         };
         Ok(Self {
             transport,

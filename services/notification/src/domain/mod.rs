@@ -72,6 +72,11 @@ pub const ENDPOINT_DISABLED: &str = "crm.notification.v1.WebhookEndpointDisabled
 
 /// How long an endpoint fails without a success before it is disabled.
 pub const DISABLE_AFTER: chrono::Duration = chrono::Duration::days(5);
+/// How late past its slot a delivery may still be claimed and go on it: later (replicas down
+/// for a while, a lease that ran out), it takes a new slot, so that a backlog of old slots
+/// never goes all at once.
+pub const SLOT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The time between two slots of a throttle allowing `per_second` deliveries a second (at
 /// least 1).
 pub fn slot_interval(per_second: u32) -> chrono::Duration {
@@ -308,8 +313,8 @@ pub struct Due {
     pub body: String,
     /// Attempts made before this one.
     pub attempts: i32,
-    /// Whether it is due at the slot its endpoint's throttle gave it: it goes without taking
-    /// another.
+    /// Whether it is due at the slot its endpoint's throttle gave it, claimed within
+    /// [`SLOT_GRACE`] of it: it goes without taking another.
     pub slotted: bool,
 }
 

@@ -25,7 +25,7 @@ use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
     Attempt, Delivery, DeliveryState, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification,
-    Preferences, Rule, signing_secrets, slot_interval,
+    Preferences, Rule, SLOT_GRACE, signing_secrets, slot_interval,
 };
 
 #[derive(Clone)]
@@ -400,7 +400,7 @@ async fn lock_due(
              WHERE (next_attempt_time, id) > ($3, $4) AND (next_attempt_time, id) <= ($5, $6) \
              AND next_attempt_time <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
              ORDER BY next_attempt_time, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         SELECT q.tenant_id, q.id, q.next_attempt_time, coalesce(q.slot = q.next_attempt_time, false) AS slotted, d.state, d.endpoint_id, d.body, d.attempts, e.url, \
+         SELECT q.tenant_id, q.id, q.next_attempt_time, coalesce(q.slot = q.next_attempt_time AND q.slot >= $7, false) AS slotted, d.state, d.endpoint_id, d.body, d.attempts, e.url, \
          e.secret, e.previous_secret, e.previous_until, e.max_per_second, e.disable_time IS NOT NULL AS disabled \
          FROM due q \
          LEFT JOIN LATERAL (SELECT state, endpoint_id, body, attempts FROM deliveries \
@@ -413,6 +413,7 @@ async fn lock_due(
     .bind(after.1)
     .bind(upto.0.min(now))
     .bind(if upto.0 > now { Uuid::max() } else { upto.1 })
+    .bind(now - chrono::Duration::from_std(SLOT_GRACE).unwrap_or_default())
     .fetch_all(&mut *tx)
     .await?;
     // A place in the queue whose delivery is no longer pending (a redelivery raced an

@@ -25,7 +25,7 @@ use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
     Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification, Preferences, Rule,
-    signing_secrets, slot_interval,
+    SLOT_GRACE, signing_secrets, slot_interval,
 };
 
 #[derive(Clone)]
@@ -553,11 +553,12 @@ impl NotificationStore for SqliteNotificationStore {
             "UPDATE deliveries SET lease_until = ?2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM deliveries \
                  WHERE state = 'pending' AND next_attempt_time <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
                  ORDER BY next_attempt_time LIMIT ?3) \
-             RETURNING tenant_id, id, endpoint_id, body, attempts, coalesce(slot = next_attempt_time, 0) AS slotted",
+             RETURNING tenant_id, id, endpoint_id, body, attempts, coalesce(slot = next_attempt_time AND slot >= ?4, 0) AS slotted",
         )
         .bind(micros(now))
         .bind(micros(now + lease))
         .bind(limit(n))
+        .bind(micros(now - chrono::Duration::from_std(SLOT_GRACE).unwrap_or_default()))
         .fetch_all(&mut *tx)
         .await?;
         let mut due = Vec::with_capacity(rows.len());
