@@ -305,21 +305,16 @@ mod tests {
     use crm_platform::time::ManualClock;
 
     use super::*;
-    use crate::domain::matching::Matched;
+    use crate::domain::matching::{Matched, fixtures};
     use crate::domain::{Endpoint, NewDelivery};
     use crate::store::{NotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
 
-    /// Claims what is due at the clock's time and attempts each: (whether an attempt was made,
-    /// the slot it was put back to), in the due order; the outcomes kept.
+    /// Works what is due at the clock's time once: (whether an attempt was made, the slot it
+    /// was put back to), in the due order.
     async fn work(webhooks: &Webhooks) -> Vec<(bool, Option<DateTime<Utc>>)> {
-        let now = webhooks.app.clock().now();
-        let claim = webhooks.claim(now, Duration::from_secs(60), 10).await.expect("claim");
-        let mut done = Vec::new();
-        for due in claim.due {
-            done.push(webhooks.attempt(due).await.expect("kept"));
-        }
-        webhooks.keep(&done).await.expect("keep");
-        done.iter()
+        dispatch::work_once(webhooks)
+            .await
+            .iter()
             .map(|f| {
                 let slot = f.outcome.next_attempt_time.filter(|_| f.outcome.slotted);
                 (f.attempt.is_some(), slot)
@@ -340,19 +335,9 @@ mod tests {
         let acme = TenantId::parse("acme").expect("tenant");
         // Nothing listens on the discard port: each attempt is refused at once, and kept.
         let endpoint = Endpoint {
-            id: uuid::Uuid::now_v7(),
             url: "http://127.0.0.1:9/hooks".into(),
-            event_types: Vec::new(),
-            description: "ERP".into(),
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            create_time: start,
-            previous_secret: String::new(),
-            previous_until: None,
-            created_by: "alice".into(),
             max_per_second: 2,
-            failing_since: None,
-            disable_time: None,
-            disable_reason: String::new(),
+            ..fixtures::endpoint(start)
         };
         store.create_endpoint(&acme, &endpoint).await.expect("endpoint");
         let delivery = |event: &str| NewDelivery {

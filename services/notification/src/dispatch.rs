@@ -304,6 +304,23 @@ async fn keep<C: Channel>(channel: Arc<C>, mut finished: tokio::sync::mpsc::Rece
     }
 }
 
+/// Claims what `channel` has due at its time (a leased claim, up to 10), attempts each in turn
+/// and keeps the outcomes: what was kept, in the claim's order. For tests of a channel.
+#[cfg(test)]
+pub(crate) async fn work_once<C: Channel>(channel: &C) -> Vec<C::Done> {
+    let claim = channel
+        .claim(channel.now(), Duration::from_secs(60), 10)
+        .await
+        .expect("claim");
+    assert!(claim.hold.is_none(), "work_once takes leased claims only");
+    let mut done = Vec::new();
+    for due in claim.due {
+        done.push(channel.attempt(due).await.expect("kept"));
+    }
+    channel.keep(&done).await.expect("keep");
+    done
+}
+
 /// When attempt `number` (from 1), which failed, is followed by another: None once the
 /// schedule is spent.
 pub fn retry_time(number: i32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {

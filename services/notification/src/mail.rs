@@ -454,16 +454,9 @@ s/GxggEDUA==
     use crate::domain::{Preferences, Recipient};
     use crate::store::{NotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
 
-    /// Claims what is due and attempts it, keeping the outcomes; the states it left.
+    /// Works what is due once: the states it left.
     async fn work(mailer: &Mailer) -> Vec<EmailState> {
-        let now = mailer.app.clock().now();
-        let due = mailer.claim(now, Duration::from_secs(60), 10).await.expect("claim");
-        let mut done = Vec::new();
-        for d in due.due {
-            done.push(mailer.attempt(d).await.expect("kept"));
-        }
-        mailer.keep(&done).await.expect("keep");
-        done.into_iter().map(|s| s.state).collect()
+        dispatch::work_once(mailer).await.into_iter().map(|s| s.state).collect()
     }
 
     #[tokio::test]

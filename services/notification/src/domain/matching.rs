@@ -366,6 +366,25 @@ pub(crate) mod fixtures {
         )
     }
 
+    /// A webhook endpoint of `DealWon` events made at `create_time`, unthrottled and healthy.
+    pub(crate) fn endpoint(create_time: chrono::DateTime<Utc>) -> crate::domain::Endpoint {
+        crate::domain::Endpoint {
+            id: Uuid::now_v7(),
+            url: "https://example.com/hooks".into(),
+            event_types: vec!["crm.pipeline.v1.DealWon".into()],
+            description: "ERP".into(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            create_time,
+            previous_secret: String::new(),
+            previous_until: None,
+            created_by: "alice".into(),
+            max_per_second: 0,
+            failing_since: None,
+            disable_time: None,
+            disable_reason: String::new(),
+        }
+    }
+
     /// A rule of the `deals` category, in-app, on `types` when `condition` holds.
     pub(crate) fn rule(types: &[&str], condition: &str, recipients: Vec<Recipient>) -> Rule {
         Rule {

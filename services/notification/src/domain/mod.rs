@@ -77,6 +77,11 @@ pub const DISABLE_AFTER: chrono::Duration = chrono::Duration::days(5);
 /// never goes all at once.
 pub const SLOT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The earliest slot a claim at `now` still lets a delivery go on ([`SLOT_GRACE`] before it).
+pub fn slot_honoured_since(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(SLOT_GRACE).unwrap_or_default()
+}
+
 /// The time between two slots of a throttle allowing `per_second` deliveries a second (at
 /// least 1).
 pub fn slot_interval(per_second: u32) -> chrono::Duration {

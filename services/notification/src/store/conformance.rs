@@ -40,21 +40,7 @@ fn at(minute: u32) -> DateTime<Utc> {
 }
 
 fn endpoint() -> Endpoint {
-    Endpoint {
-        id: Uuid::now_v7(),
-        url: "https://example.com/hooks".into(),
-        event_types: vec!["crm.pipeline.v1.DealWon".into()],
-        description: "ERP".into(),
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        create_time: at(0),
-        previous_secret: String::new(),
-        previous_until: None,
-        created_by: "alice".into(),
-        max_per_second: 0,
-        failing_since: None,
-        disable_time: None,
-        disable_reason: String::new(),
-    }
+    crate::domain::matching::fixtures::endpoint(at(0))
 }
 
 fn rule() -> Rule {

@@ -25,7 +25,7 @@ use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
     Attempt, Delivery, DeliveryState, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification,
-    Preferences, Rule, SLOT_GRACE, signing_secrets, slot_interval,
+    Preferences, Rule, signing_secrets, slot_honoured_since, slot_interval,
 };
 
 #[derive(Clone)]
@@ -413,7 +413,7 @@ async fn lock_due(
     .bind(after.1)
     .bind(upto.0.min(now))
     .bind(if upto.0 > now { Uuid::max() } else { upto.1 })
-    .bind(now - chrono::Duration::from_std(SLOT_GRACE).unwrap_or_default())
+    .bind(slot_honoured_since(now))
     .fetch_all(&mut *tx)
     .await?;
     // A place in the queue whose delivery is no longer pending (a redelivery raced an

@@ -25,7 +25,7 @@ use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
     Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification, Preferences, Rule,
-    SLOT_GRACE, signing_secrets, slot_interval,
+    signing_secrets, slot_honoured_since, slot_interval,
 };
 
 #[derive(Clone)]
@@ -558,7 +558,7 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(micros(now))
         .bind(micros(now + lease))
         .bind(limit(n))
-        .bind(micros(now - chrono::Duration::from_std(SLOT_GRACE).unwrap_or_default()))
+        .bind(micros(slot_honoured_since(now)))
         .fetch_all(&mut *tx)
         .await?;
         let mut due = Vec::with_capacity(rows.len());
