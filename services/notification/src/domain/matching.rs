@@ -416,20 +416,10 @@ mod tests {
 
     #[test]
     fn a_matching_event_reaches_each_recipient_once() {
+        // Of every event type.
         let endpoint = Endpoint {
-            id: Uuid::now_v7(),
-            url: "https://example.com/hook".into(),
             event_types: vec![],
-            description: String::new(),
-            secret: "whsec_x".into(),
-            create_time: Utc::now(),
-            previous_secret: String::new(),
-            previous_until: None,
-            created_by: "alice".into(),
-            max_per_second: 0,
-            failing_since: None,
-            disable_time: None,
-            disable_reason: String::new(),
+            ..fixtures::endpoint(Utc::now())
         };
         let only_lost = Endpoint {
             id: Uuid::now_v7(),
