@@ -1,7 +1,7 @@
 //! Deliveries and their attempts: admins read them and send one again.
 
 use crm_platform::paging::{Page, PageRequest};
-use crm_platform::{ApiError, Principal};
+use crm_platform::{ApiError, ErrorCode, Principal};
 use uuid::Uuid;
 
 use super::{NotificationApp, ensure_admin};
@@ -25,12 +25,17 @@ impl NotificationApp {
     /// Sends a delivery again now, whatever its state, under the same `webhook-id`.
     pub async fn redeliver(&self, who: &Principal, delivery: Uuid) -> Result<Delivery, ApiError> {
         ensure_admin(who, "deliveries")?;
-        let delivery = self
-            .store
-            .redeliver(&who.tenant, delivery, self.clock.now())
-            .await?
-            .ok_or_else(|| ApiError::not_found("delivery"))?;
+        let Some(sent) = self.store.redeliver(&who.tenant, delivery, self.clock.now()).await? else {
+            return Err(match self.store.delivery(&who.tenant, delivery).await? {
+                Some(_) => ApiError::new(
+                    ErrorCode::FailedPrecondition,
+                    "ENDPOINT_DELETED",
+                    "the delivery's webhook endpoint was deleted: it cannot be sent again",
+                ),
+                None => ApiError::not_found("delivery"),
+            });
+        };
         self.due.notify_one();
-        Ok(delivery)
+        Ok(sent)
     }
 }

@@ -283,6 +283,47 @@ async fn due_deliveries_are_claimed_once_per_lease(store: &dyn NotificationStore
     assert!(claim(store, at(59), lease, 10).await.expect("gone").is_empty());
 }
 
+/// A delivery matched against an endpoint deleted since (or sent again as it was deleted)
+/// fails when claimed, and does not stand in the way of what is due after it.
+async fn a_delivery_whose_endpoint_is_gone_fails_and_does_not_block_the_queue(store: &dyn NotificationStore) {
+    let acme = tenant("acme");
+    let e = endpoint();
+    store.create_endpoint(&acme, &e).await.expect("endpoint");
+    let rule = Uuid::now_v7();
+    let gone = Uuid::now_v7();
+    // More deliveries to no endpoint than two claims take, due before one to a live endpoint.
+    let orphans: Vec<(TenantId, Matched)> = (0..25)
+        .map(|i| (acme.clone(), made(rule, gone, &format!("orphan-{i}"), "bob")))
+        .collect();
+    assert!(store.record("c", 0, 1, &orphans).await.expect("record"));
+    let live = made(rule, e.id, "live", "bob");
+    let live_id = live.deliveries[0].id;
+    assert!(store.record("c", 1, 2, &[(acme.clone(), live)]).await.expect("record"));
+    let lease = Duration::from_secs(30);
+    let mut claimed = Vec::new();
+    for _ in 0..4 {
+        claimed.extend(claim(store, at(2), lease, 10).await.expect("claim"));
+    }
+    assert_eq!(claimed.iter().map(|d| d.id).collect::<Vec<_>>(), [live_id]);
+    for (_, orphan) in &orphans {
+        let id = orphan.deliveries[0].id;
+        let failed = store.delivery(&acme, id).await.expect("read").expect("delivery");
+        assert_eq!((failed.state, failed.next_attempt_time), (DeliveryState::Failed, None));
+        // Nor can it be sent again: it has nowhere to go.
+        assert!(store.redeliver(&acme, id, at(3)).await.expect("redeliver").is_none());
+    }
+    // Once its endpoint is deleted, a delivery is not sent again either.
+    assert!(store.delete_endpoint(&acme, e.id).await.expect("delete"));
+    assert!(
+        store
+            .redeliver(&acme, live_id, at(50))
+            .await
+            .expect("redeliver")
+            .is_none()
+    );
+    assert!(claim(store, at(51), lease, 10).await.expect("claim").is_empty());
+}
+
 async fn a_held_claim_keeps_its_attempts_and_leases_what_is_still_open(store: &dyn NotificationStore) {
     let acme = tenant("acme");
     let e = endpoint();
@@ -1245,6 +1286,7 @@ conformance!(
     resources_are_kept_per_tenant,
     each_rule_event_and_recipient_is_kept_once,
     due_deliveries_are_claimed_once_per_lease,
+    a_delivery_whose_endpoint_is_gone_fails_and_does_not_block_the_queue,
     a_held_claim_keeps_its_attempts_and_leases_what_is_still_open,
     an_inbox_lists_newest_first_and_marks_read,
     emails_go_once_to_their_address_and_keep_every_outcome,

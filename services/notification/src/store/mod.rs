@@ -242,7 +242,8 @@ pub trait NotificationStore: Send + Sync {
     /// The tenant's deliveries, newest first, before `after` (an id), at most `limit`.
     async fn deliveries(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Delivery>, StoreError>;
     async fn attempts(&self, tenant: &TenantId, delivery: Uuid) -> Result<Vec<Attempt>, StoreError>;
-    /// Makes a delivery pending and due at `now` (its attempts kept); None when there is none.
+    /// Makes a delivery pending and due at `now` (its attempts kept); None when there is none,
+    /// or its endpoint is gone.
     async fn redeliver(&self, tenant: &TenantId, id: Uuid, now: DateTime<Utc>) -> Result<Option<Delivery>, StoreError>;
 
     /// Claims up to `limit` pending emails of any tenant due at `now` and not held by another

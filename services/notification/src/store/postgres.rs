@@ -394,7 +394,7 @@ async fn lock_due(
     n: usize,
     after: DueKey,
     upto: DueKey,
-) -> Result<Vec<(Due, DueKey)>, StoreError> {
+) -> Result<Locked, StoreError> {
     let rows = sqlx::query(
         "WITH due AS (SELECT tenant_id, id, next_attempt_time, slot FROM delivery_queue \
              WHERE (next_attempt_time, id) > ($3, $4) AND (next_attempt_time, id) <= ($5, $6) \
@@ -418,34 +418,66 @@ async fn lock_due(
     .await?;
     // A place in the queue whose delivery is no longer pending (a redelivery raced an
     // erasure, say) is dropped, under the lock the claim holds; a delivery whose endpoint is
-    // gone is not attempted.
+    // gone (deleted while matching or a redelivery raced it) fails, as the endpoint's
+    // deletion fails its pending deliveries, and leaves the queue: left there, it would be
+    // locked again by every claim and never sent.
     let mut stale: (Vec<String>, Vec<Uuid>) = (Vec::new(), Vec::new());
+    let mut orphans: (Vec<String>, Vec<Uuid>) = (Vec::new(), Vec::new());
     let mut due = Vec::with_capacity(rows.len());
+    let mut last = None;
     for row in &rows {
+        let key: DueKey = (row.try_get("next_attempt_time")?, row.try_get("id")?);
+        last = last.max(Some(key));
         if row.try_get::<Option<&str>, _>("state")? != Some(DeliveryState::Pending.as_str()) {
             stale.0.push(row.try_get("tenant_id")?);
-            stale.1.push(row.try_get("id")?);
-            continue;
+            stale.1.push(key.1);
+        } else if row.try_get::<Option<&str>, _>("url")?.is_none() {
+            orphans.0.push(row.try_get("tenant_id")?);
+            orphans.1.push(key.1);
+        } else {
+            due.push(claimed(row, now)?);
         }
-        if row.try_get::<Option<&str>, _>("url")?.is_none() {
-            continue;
-        }
-        due.push(claimed(row, now)?);
     }
     // In the due order, sorted here rather than by the statement: a sort there carries every
     // row's body once more.
     due.sort_unstable_by_key(|(_, key)| *key);
-    if !stale.1.is_empty() {
-        sqlx::query(
+    for (statement, keys) in [
+        (
             "DELETE FROM delivery_queue q USING unnest($1::text[], $2::uuid[]) AS stale(tenant_id, id) \
-             WHERE q.tenant_id = stale.tenant_id AND q.id = stale.id",
-        )
-        .bind(&stale.0)
-        .bind(&stale.1)
-        .execute(&mut *tx)
-        .await?;
+          WHERE q.tenant_id = stale.tenant_id AND q.id = stale.id",
+            &stale,
+        ),
+        // The queue first, then the deliveries, as everywhere.
+        (
+            "WITH queued AS (DELETE FROM delivery_queue q USING unnest($1::text[], $2::uuid[]) AS orphan(tenant_id, id) \
+          WHERE q.tenant_id = orphan.tenant_id AND q.id = orphan.id RETURNING q.tenant_id, q.id) \
+          UPDATE deliveries d SET state = 'failed', next_attempt_time = NULL \
+          FROM queued WHERE d.tenant_id = queued.tenant_id AND d.id = queued.id",
+            &orphans,
+        ),
+    ] {
+        if !keys.1.is_empty() {
+            sqlx::query(statement)
+                .bind(&keys.0)
+                .bind(&keys.1)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
-    Ok(due)
+    Ok(Locked {
+        due,
+        scanned: rows.len(),
+        last,
+    })
+}
+
+/// What [`lock_due`] locked: the deliveries to attempt, in the due order with their places,
+/// how many places it took from the queue (those dropped or failed included) and the last
+/// of them.
+struct Locked {
+    due: Vec<(Due, DueKey)>,
+    scanned: usize,
+    last: Option<DueKey>,
 }
 
 /// A claimed delivery, with its place in the queue, of a row of [`lock_due`].
@@ -845,15 +877,15 @@ impl NotificationStore for PgNotificationStore {
         let mut cursor = self.claims.lock().await;
         let from = cursor.start(std::time::Instant::now());
         let mut locked = lock_due(&mut tx, now, n, from.unwrap_or(FIRST_KEY), LAST_KEY).await?;
-        let mut last = locked.last().map(|(_, key)| *key);
-        if let Some(from) = from.filter(|_| locked.len() < n) {
-            let wrapped = lock_due(&mut tx, now, n - locked.len(), FIRST_KEY, from).await?;
-            last = wrapped.last().map(|(_, key)| *key);
-            locked.extend(wrapped);
+        if let Some(from) = from.filter(|_| locked.scanned < n) {
+            let wrapped = lock_due(&mut tx, now, n - locked.scanned, FIRST_KEY, from).await?;
+            locked.due.extend(wrapped.due);
+            locked.scanned += wrapped.scanned;
+            locked.last = wrapped.last;
         }
-        cursor.claimed(last, locked.len(), n);
+        cursor.claimed(locked.last, locked.scanned, n);
         drop(cursor);
-        let due: Vec<Due> = locked.into_iter().map(|(due, _)| due).collect();
+        let due: Vec<Due> = locked.due.into_iter().map(|(due, _)| due).collect();
         if due.is_empty() {
             tx.commit().await?;
             return Ok(Claim::leased(due));
@@ -1003,7 +1035,8 @@ impl NotificationStore for PgNotificationStore {
         // Its place in the queue first (a claim may hold it), then the delivery.
         sqlx::query(
             "INSERT INTO delivery_queue (tenant_id, id, next_attempt_time) \
-             SELECT tenant_id, id, $3 FROM deliveries WHERE tenant_id = $1 AND id = $2 \
+             SELECT d.tenant_id, d.id, $3 FROM deliveries d JOIN webhook_endpoints e \
+                 ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id WHERE d.tenant_id = $1 AND d.id = $2 \
              ON CONFLICT (tenant_id, id) DO UPDATE SET next_attempt_time = excluded.next_attempt_time",
         )
         .bind(tenant.as_str())
@@ -1013,7 +1046,9 @@ impl NotificationStore for PgNotificationStore {
         .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE deliveries SET state = 'pending', next_attempt_time = $3 \
-             WHERE tenant_id = $1 AND id = $2 RETURNING {DELIVERY_COLUMNS}"
+             WHERE tenant_id = $1 AND id = $2 AND EXISTS (SELECT 1 FROM webhook_endpoints e \
+                 WHERE e.tenant_id = deliveries.tenant_id AND e.id = deliveries.endpoint_id) \
+             RETURNING {DELIVERY_COLUMNS}"
         )))
         .bind(tenant.as_str())
         .bind(id)

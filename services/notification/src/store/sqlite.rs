@@ -573,7 +573,20 @@ impl NotificationStore for SqliteNotificationStore {
             .bind(&endpoint)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(target) = target else { continue };
+            let Some(target) = target else {
+                // Its endpoint is gone (deleted while matching, or a redelivery raced it): it
+                // fails, as the endpoint's deletion fails its pending deliveries, instead of
+                // being claimed again at every lease's end and never sent.
+                sqlx::query(
+                    "UPDATE deliveries SET state = 'failed', next_attempt_time = NULL, lease_until = NULL \
+                     WHERE tenant_id = ?1 AND id = ?2",
+                )
+                .bind(&tenant)
+                .bind(row.try_get::<String, _>("id")?)
+                .execute(&mut *tx)
+                .await?;
+                continue;
+            };
             due.push(Due {
                 tenant,
                 id: id(row, "id")?,
@@ -755,7 +768,9 @@ impl NotificationStore for SqliteNotificationStore {
     async fn redeliver(&self, tenant: &TenantId, id: Uuid, now: DateTime<Utc>) -> Result<Option<Delivery>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE deliveries SET state = 'pending', next_attempt_time = ?3 \
-             WHERE tenant_id = ?1 AND id = ?2 RETURNING {DELIVERY_COLUMNS}"
+             WHERE tenant_id = ?1 AND id = ?2 AND EXISTS (SELECT 1 FROM webhook_endpoints e \
+                 WHERE e.tenant_id = deliveries.tenant_id AND e.id = deliveries.endpoint_id) \
+             RETURNING {DELIVERY_COLUMNS}"
         )))
         .bind(tenant.as_str())
         .bind(id.to_string())
