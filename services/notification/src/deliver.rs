@@ -80,6 +80,9 @@ pub fn client(config: &DeliveryConfig) -> reqwest::Result<reqwest::Client> {
             policy: config.policy.clone(),
         }))
         .redirect(reqwest::redirect::Policy::none())
+        // Straight to the target: through a proxy of the environment (`HTTPS_PROXY`), the
+        // proxy would resolve the target's name, and the guard would never see its addresses.
+        .no_proxy()
         .pool_max_idle_per_host(config.concurrency)
         .user_agent(concat!("crm-notification/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -320,6 +323,160 @@ mod tests {
                 (f.attempt.is_some(), slot)
             })
             .collect()
+    }
+
+    /// How a receiver of [`receiver`] answers each connection.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// 302 to `Location: http://127.0.0.1:{port}/`.
+        Redirect(u16),
+        /// Closes the connection once the request has arrived.
+        Close,
+        /// A 200 whose body comes a byte every 100 ms.
+        Trickle,
+    }
+
+    /// A raw HTTP receiver on loopback answering every connection as `answer` says; with the
+    /// connections it has accepted.
+    async fn receiver(answer: Answer) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    match answer {
+                        Answer::Redirect(port) => {
+                            let head = format!(
+                                "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{port}/\r\ncontent-length: 5\r\n\r\nmoved"
+                            );
+                            let _ = socket.write_all(head.as_bytes()).await;
+                        }
+                        Answer::Close => {}
+                        Answer::Trickle => {
+                            let _ = socket
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+                                .await;
+                            for _ in 0..100 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                if socket.write_all(b"x").await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// One attempt, the first, at a delivery to `url` under `policy` and `timeout`: what it
+    /// leaves to keep, and when it was made.
+    async fn attempted(url: &str, policy: AddressPolicy, timeout: Duration) -> (Finished, DateTime<Utc>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
+            .await
+            .expect("sqlite");
+        let store: Arc<dyn NotificationStore> = Arc::new(SqliteNotificationStore::new(pool));
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).single().expect("time");
+        let app = NotificationApp::with_clock(store, Arc::new(ManualClock::at(now)) as _);
+        let config = DeliveryConfig {
+            policy: policy.clone(),
+            timeout,
+            ..DeliveryConfig::default()
+        };
+        let due = Due {
+            tenant: "acme".into(),
+            id: uuid::Uuid::now_v7(),
+            endpoint: uuid::Uuid::now_v7(),
+            max_per_second: 0,
+            disabled: false,
+            url: url.into(),
+            secrets: vec![fixtures::endpoint(now).secret],
+            body: "{}".into(),
+            attempts: 0,
+            slotted: false,
+        };
+        let client = client(&config).expect("client");
+        (attempt(&app, &client, &policy, timeout, due).await.expect("kept"), now)
+    }
+
+    /// The attempt's (status, error), after checking that it is kept and its delivery
+    /// retried on the schedule (the second attempt about 5 s after the first).
+    fn retried(finished: &Finished, now: DateTime<Utc>) -> (i32, String) {
+        let attempt = finished.attempt.clone().expect("an attempt is kept");
+        assert_eq!(finished.outcome.state, DeliveryState::Pending);
+        let next = finished.outcome.next_attempt_time.expect("due again");
+        assert!(next > now && next <= now + chrono::Duration::seconds(10), "{next}");
+        (attempt.status_code, attempt.error)
+    }
+
+    fn loopback() -> AddressPolicy {
+        AddressPolicy::parse("127.0.0.0/8,::1/128").expect("policy")
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_refused_address_is_never_connected_to() {
+        let (addr, accepted) = receiver(Answer::Close).await;
+        // The Kubernetes roles' default: public addresses only. `localhost` is a name, so the
+        // check is the resolver's, after resolution.
+        let url = format!("http://localhost:{}/hooks", addr.port());
+        let (finished, now) = attempted(&url, AddressPolicy::public_only(), Duration::from_secs(2)).await;
+        let (status, error) = retried(&finished, now);
+        assert_eq!(status, 0);
+        assert!(error.contains("localhost"), "{error}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Allowed by the operator, the same name is posted to.
+        let (finished, now) = attempted(&url, loopback(), Duration::from_secs(2)).await;
+        retried(&finished, now);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_is_retried() {
+        let (elsewhere, followed) = receiver(Answer::Close).await;
+        let (addr, _) = receiver(Answer::Redirect(elsewhere.port())).await;
+        let (finished, now) = attempted(&format!("http://{addr}/hooks"), loopback(), Duration::from_secs(2)).await;
+        let (status, error) = retried(&finished, now);
+        assert_eq!((status, error.as_str()), (302, ""));
+        assert_eq!(finished.attempt.expect("attempt").response_head, "moved");
+        assert_eq!(followed.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_without_an_answer_is_retried() {
+        let (addr, accepted) = receiver(Answer::Close).await;
+        let (finished, now) = attempted(&format!("http://{addr}/hooks"), loopback(), Duration::from_secs(2)).await;
+        let (status, error) = retried(&finished, now);
+        assert_eq!(status, 0);
+        assert!(!error.is_empty());
+        assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_trickling_past_the_timeout_is_cut_and_retried() {
+        let (addr, _) = receiver(Answer::Trickle).await;
+        let timeout = Duration::from_millis(700);
+        let (finished, now) = attempted(&format!("http://{addr}/hooks"), loopback(), timeout).await;
+        let latency = finished.attempt.as_ref().expect("attempt").latency_ms;
+        let (status, error) = retried(&finished, now);
+        assert_eq!(status, 0);
+        assert!(error.contains("no answer within"), "{error}");
+        // Cut at the timeout, not when the last byte came (ten seconds on).
+        assert!((700..5000).contains(&latency), "{latency} ms");
     }
 
     #[tokio::test]
