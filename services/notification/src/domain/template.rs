@@ -280,4 +280,26 @@ mod tests {
         let error = endless.render(&task_due()).expect_err("out of fuel");
         assert_eq!(error.part, "html", "{error}");
     }
+
+    /// The data a render makes is paid for by its fuel: a long string repeated, or one
+    /// doubled in a loop, fails before it fills the memory (fuel pays for
+    /// 64 bytes a unit: the most a render can make is about 12.8 MB).
+    #[test]
+    fn a_template_making_huge_strings_fails_at_render_time() {
+        for html in [
+            r#"{% set s = "x" * 100000000 %}{% for i in range(1000) %}{{ s }}{% endfor %}"#,
+            r#"{% set ns = namespace(s="x") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}"#,
+            r#"{% for i in range(100000) %}{{ "y" * 1000000 }}{% endfor %}"#,
+        ] {
+            let huge = EmailTemplate {
+                html: html.into(),
+                ..Default::default()
+            };
+            assert!(huge.problems().is_empty(), "{html} compiles");
+            let started = std::time::Instant::now();
+            let error = huge.render(&task_due()).expect_err("out of fuel");
+            assert_eq!(error.part, "html", "{error}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "{html}");
+        }
+    }
 }
