@@ -641,6 +641,14 @@ async fn a_drafted_rule_is_backtested_over_the_retained_events_without_sending_a
             .post("/v1/rules:backtest", json!({"rule": draft, "days": 31}))
             .await;
         assert_eq!(status, 400, "{problem}");
+        // The window and the rule are checked together: every problem in one answer.
+        let mut broken = draft.clone();
+        broken["displayName"] = json!("");
+        let (status, problem) = admin
+            .post("/v1/rules:backtest", json!({"rule": broken, "days": 31}))
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(violation_fields(&problem), ["days", "rule.displayName"], "{problem}");
         deployment.stop().await;
     }
 }

@@ -480,6 +480,19 @@ impl Violations {
         self.list.is_empty()
     }
 
+    /// Adds `other`'s violations (named by its own prefix) to these, so that a request whose
+    /// parts are checked apart still answers with every problem at once.
+    pub fn merge(&mut self, other: Violations) {
+        for violation in other.list {
+            if self.list.len() >= MAX_VIOLATIONS {
+                self.omitted += 1;
+            } else {
+                self.list.push(violation);
+            }
+        }
+        self.omitted += other.omitted;
+    }
+
     /// Ok when nothing was recorded, else an INVALID_ARGUMENT listing every violation.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.list.is_empty() {

@@ -67,12 +67,19 @@ impl NotificationApp {
     ) -> Result<Backtest, ApiError> {
         ensure_manager(who, "rules")?;
         let days = if days == 0 { DEFAULT_DAYS } else { days };
+        let mut v = Violations::new("");
         if !(1..=MAX_DAYS).contains(&days) {
-            let mut v = Violations::new("");
             v.add("days", format!("must be 1 to {MAX_DAYS}"));
-            v.finish()?;
         }
-        let rule = self.checked_rule(who, spec).await?;
+        let rule = match self.check_rule(who, spec).await? {
+            Ok(rule) => rule,
+            Err(problems) => {
+                v.merge(problems);
+                v.finish()?;
+                return Err(ApiError::invalid_field("rule", "is not valid"));
+            }
+        };
+        v.finish()?;
         let types = rule.event_types.clone();
         let compiled = Compiled::new(rule).map_err(|problems| {
             let reasons: Vec<String> = problems.into_iter().map(|(f, r)| format!("{f}: {r}")).collect();

@@ -27,8 +27,8 @@ pub struct RuleSpec {
     pub event_types: Vec<String>,
     pub condition: String,
     pub recipients: Vec<String>,
-    /// How its users hear of it; empty: in the app.
-    pub channels: Vec<Channel>,
+    /// How its users hear of it (None: a value that is no channel); empty: in the app.
+    pub channels: Vec<Option<Channel>>,
     pub email_template: EmailTemplate,
     /// Empty: `general`.
     pub category: String,
@@ -43,6 +43,8 @@ pub struct Sample {
     pub payload: String,
 }
 
+/// Channels a rule may name: there are two.
+pub const MAX_CHANNELS: usize = 2;
 /// Longest sample payload, in bytes.
 pub const MAX_SAMPLE: usize = 64 * 1024;
 
@@ -68,7 +70,14 @@ impl NotificationApp {
         if sample.payload.len() > MAX_SAMPLE {
             v.add("sample_payload", format!("is longer than {MAX_SAMPLE} bytes"));
         }
-        let rule = self.checked_rule(who, spec).await?;
+        let rule = match self.check_rule(who, spec).await? {
+            Ok(rule) => rule,
+            Err(problems) => {
+                v.merge(problems);
+                v.finish()?;
+                return Err(ApiError::invalid_field("rule", "is not valid"));
+            }
+        };
         let event_type = if sample.event_type.is_empty() {
             rule.event_types.first().cloned().unwrap_or_default()
         } else if rule.event_types.contains(&sample.event_type) {
@@ -108,6 +117,21 @@ impl NotificationApp {
 
     /// `spec` as a rule, or a 400 naming each of its problems.
     pub(super) async fn checked_rule(&self, who: &Principal, spec: RuleSpec) -> Result<Rule, ApiError> {
+        self.check_rule(who, spec)
+            .await?
+            .map_err(|problems| match problems.finish() {
+                Err(e) => e,
+                Ok(()) => ApiError::invalid_field("rule", "is not valid"),
+            })
+    }
+
+    /// `spec` as a rule, or each of its problems (fields under `rule.`); an error only when
+    /// the store cannot be read.
+    pub(super) async fn check_rule(
+        &self,
+        who: &Principal,
+        spec: RuleSpec,
+    ) -> Result<Result<Rule, Violations>, ApiError> {
         let mut v = Violations::new("rule.");
         let display_name = spec.display_name.trim().to_owned();
         if display_name.is_empty() {
@@ -121,6 +145,14 @@ impl NotificationApp {
         let types = v.bounded("event_types", &spec.event_types, MAX_RULE_TYPES).to_vec();
         if spec.recipients.is_empty() {
             v.add("recipients", "at least one recipient is required");
+        }
+        let mut channels = Vec::new();
+        for (i, channel) in v.bounded("channels", &spec.channels, MAX_CHANNELS).iter().enumerate() {
+            match channel {
+                Some(channel) if !channels.contains(channel) => channels.push(*channel),
+                Some(_) => {}
+                None => v.add(format!("channels[{i}]"), "must be CHANNEL_IN_APP or CHANNEL_EMAIL"),
+            }
         }
         let mut recipients = Vec::new();
         for (i, raw) in v
@@ -146,12 +178,10 @@ impl NotificationApp {
             event_types: types,
             condition: spec.condition,
             recipients,
-            channels: if spec.channels.is_empty() {
+            channels: if channels.is_empty() {
                 vec![Channel::InApp]
             } else {
-                let mut channels = spec.channels;
                 channels.sort();
-                channels.dedup();
                 channels
             },
             email_template: spec.email_template,
@@ -180,8 +210,7 @@ impl NotificationApp {
         for (part, reason) in rule.email_template.problems() {
             v.add(format!("email_template.{part}"), reason);
         }
-        v.finish()?;
-        Ok(rule)
+        Ok(if v.is_empty() { Ok(rule) } else { Err(v) })
     }
 
     pub async fn rule(&self, who: &Principal, id: Uuid) -> Result<Rule, ApiError> {

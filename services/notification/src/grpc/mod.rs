@@ -99,24 +99,15 @@ fn channel_to(c: Channel) -> i32 {
     }
 }
 
-/// What a request's rule asks for, or a 400 naming each channel that is not one.
-fn rule_spec(r: pb::Rule) -> Result<RuleSpec, ApiError> {
-    let mut v = crm_platform::error::Violations::new("rule.");
-    let mut channels = Vec::new();
-    for (i, raw) in r.channels.iter().enumerate() {
-        match channel_of(*raw) {
-            Some(channel) => channels.push(channel),
-            None => v.add(format!("channels[{i}]"), "must be CHANNEL_IN_APP or CHANNEL_EMAIL"),
-        }
-    }
-    v.finish()?;
+/// What a request's rule asks for, checked by the service (after the caller's role).
+fn rule_spec(r: pb::Rule) -> RuleSpec {
     let template = r.email_template.unwrap_or_default();
-    Ok(RuleSpec {
+    RuleSpec {
         display_name: r.display_name,
         event_types: r.event_types,
         condition: r.condition,
         recipients: r.recipients,
-        channels,
+        channels: r.channels.into_iter().map(channel_of).collect(),
         email_template: EmailTemplate {
             subject: template.subject,
             text: template.text,
@@ -124,7 +115,7 @@ fn rule_spec(r: pb::Rule) -> Result<RuleSpec, ApiError> {
         },
         category: r.category,
         critical: r.critical,
-    })
+    }
 }
 
 fn email(e: Email) -> pb::Email {
@@ -346,7 +337,7 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
         let Some(r) = request.into_inner().rule else {
             return Err(ApiError::invalid_field("rule", "is required").into());
         };
-        let created = self.app.create_rule(&who, rule_spec(r)?).await?;
+        let created = self.app.create_rule(&who, rule_spec(r)).await?;
         Ok(Response::new(pb::CreateRuleResponse {
             rule: Some(rule(created)),
         }))
@@ -397,7 +388,7 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
         let Some(draft) = r.rule else {
             return Err(ApiError::invalid_field("rule", "is required").into());
         };
-        let result = self.app.backtest(&who, &credentials, rule_spec(draft)?, r.days).await?;
+        let result = self.app.backtest(&who, &credentials, rule_spec(draft), r.days).await?;
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         Ok(Response::new(pb::BacktestRuleResponse {
             since: result.since.map(timestamp),
@@ -442,7 +433,7 @@ impl pb::rule_service_server::RuleService for NotificationGrpc {
             event_type: r.sample_event_type,
             payload: r.sample_payload,
         };
-        let rendered = self.app.preview_email(&who, rule_spec(draft)?, sample).await?;
+        let rendered = self.app.preview_email(&who, rule_spec(draft), sample).await?;
         Ok(Response::new(pb::PreviewRuleEmailResponse {
             subject: rendered.subject,
             text: rendered.text,
