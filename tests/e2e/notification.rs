@@ -759,6 +759,19 @@ async fn an_endpoints_throttle_spaces_its_deliveries_and_a_recovery_sends_each_a
             )
             .await;
         assert_eq!((status, none["redelivered"].as_str()), (200, Some("0")), "{none}");
+        // A recovery reaches back 30 days at most.
+        let long_ago = chrono::Utc::now() - chrono::Duration::days(31);
+        let (status, problem) = admin
+            .post(
+                &format!("/v1/{name}:redeliver"),
+                json!({"since": long_ago.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+            )
+            .await;
+        assert_eq!(
+            (status, violation_fields(&problem)),
+            (400, vec!["since".to_owned()]),
+            "{problem}"
+        );
         let (status, enabled) = admin.post(&format!("/v1/{name}:enable"), json!({})).await;
         assert_eq!((status, enabled["disableTime"].is_null()), (200, true), "{enabled}");
         let rep = Rest::as_user(base, "acme", "bob", Role::Rep);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use crm_platform::error::Violations;
-use crm_platform::{ApiError, Principal};
+use crm_platform::{ApiError, ErrorCode, Principal};
 
 use super::rules::RuleSpec;
 use super::{NotificationApp, ensure_manager};
@@ -21,6 +21,8 @@ pub const MAX_DAYS: i32 = 30;
 /// Events a backtest reads at most, and how long it may read.
 const MAX_READ: u64 = 500_000;
 const TIME_LIMIT: Duration = Duration::from_secs(20);
+/// Backtests running at once in one process, at most.
+pub const AT_ONCE: usize = 2;
 /// Matched events kept as samples, and recipients listed, at most.
 const SAMPLES: usize = 10;
 const MAX_RECIPIENTS: usize = 100;
@@ -90,6 +92,15 @@ impl NotificationApp {
                 "this process reads no feeds: backtests are not available",
             ));
         };
+        // A backtest reads and matches up to its bound: a few at once per process, and a
+        // caller past them is told to retry rather than queued behind them.
+        let _running = self.backtests.try_acquire().map_err(|_| {
+            ApiError::new(
+                ErrorCode::ResourceExhausted,
+                "BACKTESTS_BUSY",
+                format!("{AT_ONCE} backtests are running here; retry in a moment"),
+            )
+        })?;
         let tenant = self.tenant_rules(&who.tenant, vec![compiled]).await?;
         let now = self.clock.now();
         let since = now - chrono::Duration::days(i64::from(days));
@@ -153,5 +164,92 @@ impl NotificationApp {
         recipients.truncate(MAX_RECIPIENTS);
         result.recipients = recipients;
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use crm_platform::{Principal, Role, TenantId, UserId};
+    use crm_proto::crm::events::v1 as events;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::domain::EmailTemplate;
+    use crate::history::History;
+    use crate::store::{SQLITE_MIGRATIONS, SqliteNotificationStore};
+
+    /// Feeds that hold every read until the gate opens; counts the reads begun.
+    struct Gated {
+        open: watch::Receiver<bool>,
+        begun: watch::Sender<usize>,
+    }
+
+    #[async_trait]
+    impl History for Gated {
+        async fn read(
+            &self,
+            _credentials: &str,
+            _types: &[String],
+            _visit: &mut (dyn FnMut(events::Event) -> Visit + Send),
+        ) -> Result<bool, ApiError> {
+            self.begun.send_modify(|n| *n += 1);
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|open| *open).await;
+            Ok(false)
+        }
+    }
+
+    fn draft() -> RuleSpec {
+        RuleSpec {
+            display_name: "Wins".into(),
+            event_types: vec!["crm.pipeline.v1.DealWon".into()],
+            condition: String::new(),
+            recipients: vec!["users/alice".into()],
+            channels: Vec::new(),
+            email_template: EmailTemplate::default(),
+            category: String::new(),
+            critical: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn backtests_past_the_bound_are_told_to_retry_and_the_bound_frees_as_they_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
+            .await
+            .expect("sqlite");
+        let (gate, open) = watch::channel(false);
+        let (begun, mut reads) = watch::channel(0);
+        let app = NotificationApp::new(Arc::new(SqliteNotificationStore::new(pool)))
+            .with_history(Arc::new(Gated { open, begun }));
+        let manager = Principal {
+            tenant: TenantId::parse("acme").expect("tenant"),
+            user: UserId::parse("mia").expect("user"),
+            roles: vec![Role::Manager],
+        };
+        let running: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let (app, manager) = (app.clone(), manager.clone());
+                tokio::spawn(async move { app.backtest(&manager, "Bearer t", draft(), 7).await })
+            })
+            .collect();
+        reads.wait_for(|n| *n == AT_ONCE).await.expect("reads begun");
+        let refused = tokio::time::timeout(Duration::from_secs(5), app.backtest(&manager, "Bearer t", draft(), 7))
+            .await
+            .expect("answered at once, not queued")
+            .expect_err("one too many");
+        assert_eq!(
+            (refused.code, refused.reason.as_ref()),
+            (ErrorCode::ResourceExhausted, "BACKTESTS_BUSY")
+        );
+        gate.send_replace(true);
+        for backtest in running {
+            assert_eq!(backtest.await.expect("task").expect("backtest").events, 0);
+        }
+        // Ended, they hold nothing.
+        assert!(app.backtest(&manager, "Bearer t", draft(), 7).await.is_ok());
     }
 }

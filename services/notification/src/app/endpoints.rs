@@ -47,6 +47,10 @@ fn url_problem(url: &str) -> Option<String> {
     None
 }
 
+/// How far back an endpoint's deliveries can be sent again at once: a call re-queues what
+/// was made since, in one transaction, so its reach is bounded.
+pub const REDELIVER_WINDOW: chrono::Duration = chrono::Duration::days(30);
+
 impl NotificationApp {
     pub async fn create_endpoint(&self, who: &Principal, spec: EndpointSpec) -> Result<Endpoint, ApiError> {
         ensure_admin(who, "webhook endpoints")?;
@@ -155,6 +159,15 @@ impl NotificationApp {
         ensure_admin(who, "webhook endpoints")?;
         let now = self.clock.now();
         let since = since.ok_or_else(|| ApiError::invalid_field("since", "is required"))?;
+        if since < now - REDELIVER_WINDOW {
+            return Err(ApiError::invalid_field(
+                "since",
+                format!(
+                    "may be at most {} days ago: recover a longer outage delivery by delivery",
+                    REDELIVER_WINDOW.num_days()
+                ),
+            ));
+        }
         if self.store.endpoint(&who.tenant, id).await?.is_none() {
             return Err(ApiError::not_found("webhook endpoint"));
         }

@@ -42,6 +42,8 @@ pub struct NotificationApp {
     inbox_changes: tokio::sync::broadcast::Sender<crate::domain::InboxChange>,
     /// The inbox watches open, per user.
     watches: inbox::Watches,
+    /// Backtests running in this process (see [`backtest::AT_ONCE`]).
+    backtests: Arc<tokio::sync::Semaphore>,
 }
 
 impl NotificationApp {
@@ -59,6 +61,7 @@ impl NotificationApp {
             history: None,
             inbox_changes: tokio::sync::broadcast::Sender::new(INBOX_CHANGES),
             watches: inbox::Watches::default(),
+            backtests: Arc::new(tokio::sync::Semaphore::new(backtest::AT_ONCE)),
         }
     }
 
