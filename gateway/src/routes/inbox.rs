@@ -21,7 +21,8 @@ const STREAM_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// The caller's inbox as Server-Sent Events: a `counts` event at once (`{"unread", "unseen"}`),
 /// then a `notification` event (the notification in proto3 JSON) for each new one and a
 /// `counts` event after each change of the inbox, made on any replica; `counts` again every
-/// 30 s, which keeps an idle stream open through proxies.
+/// 30 s, which keeps an idle stream open through proxies. When the caller's token expires,
+/// an `error` event says so and the stream ends: the client reconnects with a fresh token.
 #[utoipa::path(get, path = "/v1/notifications:watch", tag = "notifications",
     responses((status = 200, description = "text/event-stream"), (status = 401, body = ProblemBody)))]
 pub async fn watch(

@@ -138,6 +138,12 @@ impl Verifier {
 
     /// Verifies the value of an `authorization` header (`Bearer <jwt>`).
     pub async fn verify_header(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        self.verify_header_until(header).await.map(|(principal, _)| principal)
+    }
+
+    /// Verifies the value of an `authorization` header: its principal, and until when the
+    /// token is accepted.
+    pub async fn verify_header_until(&self, header: Option<&str>) -> Result<(Principal, Expiry), ApiError> {
         let header = header.ok_or_else(|| ApiError::unauthenticated("MISSING_TOKEN", "missing bearer token"))?;
         let token = header
             .strip_prefix("Bearer ")
@@ -145,11 +151,16 @@ impl Verifier {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthenticated("MALFORMED_TOKEN", "authorization must be 'Bearer <token>'"))?;
-        self.verify(token).await
+        self.verify_until(token).await
     }
 
     /// Verifies a JWT and returns its principal.
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        self.verify_until(token).await.map(|(principal, _)| principal)
+    }
+
+    /// Verifies a JWT: its principal, and until when it is accepted.
+    pub async fn verify_until(&self, token: &str) -> Result<(Principal, Expiry), ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::unauthenticated("MALFORMED_TOKEN", "token is not a valid JWT"))?;
         let claims = match &self.keys {
@@ -174,9 +185,21 @@ impl Verifier {
                 decode(token, &key, &validation)?
             }
         };
-        principal_from_claims(claims)
+        let expiry = Expiry(
+            i64::try_from(claims.exp.saturating_add(LEEWAY_SECS))
+                .ok()
+                .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+        );
+        Ok((principal_from_claims(claims)?, expiry))
     }
 }
+
+/// When the caller's token stops being accepted (its `exp`, with the leeway): the auth
+/// layer puts it on each request beside the principal, so that a stream the request opens
+/// can end with the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry(pub chrono::DateTime<chrono::Utc>);
 
 fn validation(
     expected: Algorithm,
@@ -396,17 +419,19 @@ where
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let admitted = layer
-                .verifier
-                .verify_header(header.as_deref())
-                .await
-                .and_then(|principal| {
-                    (layer.admit)(&principal, request.method(), request.uri().path()).map(|()| principal)
-                });
+            let admitted =
+                layer
+                    .verifier
+                    .verify_header_until(header.as_deref())
+                    .await
+                    .and_then(|(principal, expiry)| {
+                        (layer.admit)(&principal, request.method(), request.uri().path()).map(|()| (principal, expiry))
+                    });
             match admitted {
-                Ok(principal) => {
+                Ok((principal, expiry)) => {
                     tracing::Span::current().record("tenant", principal.tenant.as_str());
                     request.extensions_mut().insert(principal);
+                    request.extensions_mut().insert(expiry);
                     inner.call(request).await
                 }
                 Err(err) => Ok((layer.reject)(err)),
@@ -443,6 +468,13 @@ mod tests {
             .await
             .expect("verify");
         assert_eq!(principal, alice());
+        // Accepted until its expiry and the leeway: 60 s and 30 s from now.
+        let (_, Expiry(until)) = shared(b"s3cret-s3cret-s3cret-s3cret-s3cret")
+            .verify_until(&token)
+            .await
+            .expect("verify");
+        let from_now = (until - chrono::Utc::now()).num_seconds();
+        assert!((88..=90).contains(&from_now), "{from_now}");
     }
 
     #[tokio::test]

@@ -148,6 +148,12 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, ApiError> 
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "UNAUTHENTICATED", "missing bearer token"))
 }
 
+/// Until when the caller's token is accepted, as the auth layer put it on a gRPC request
+/// (None without one: a test's request, say).
+pub fn token_expiry<T>(request: &tonic::Request<T>) -> Option<chrono::DateTime<chrono::Utc>> {
+    request.extensions().get::<crate::auth::Expiry>().map(|expiry| expiry.0)
+}
+
 /// The caller's `authorization` header value, to pass on to another service that acts for
 /// them (empty without one).
 pub fn credentials<T>(request: &tonic::Request<T>) -> String {

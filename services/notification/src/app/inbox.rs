@@ -147,8 +147,13 @@ impl NotificationApp {
 
     /// Watches the caller's inbox: its counts at once, then each new notification and the
     /// counts after each change, and the counts every [`WATCH_HEARTBEAT`], until the receiver
-    /// is dropped.
-    pub async fn watch(&self, who: &Principal) -> Result<mpsc::Receiver<Result<Watched, ApiError>>, ApiError> {
+    /// is dropped, or `until` (when the caller's token expires: the watch ends with an
+    /// UNAUTHENTICATED error, and the caller watches again with a fresh token).
+    pub async fn watch(
+        &self,
+        who: &Principal,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<mpsc::Receiver<Result<Watched, ApiError>>, ApiError> {
         let key = (who.tenant.as_str().to_owned(), who.user.as_str().to_owned());
         let slot = WatchSlot::take(&self.watches, key).ok_or_else(|| {
             ApiError::new(
@@ -167,15 +172,33 @@ impl NotificationApp {
         let counts = self.counts(who).await?;
         let (tx, rx) = mpsc::channel(WATCH_BATCH);
         let (app, who) = (self.clone(), who.clone());
+        let expires =
+            until.map(|until| tokio::time::Instant::now() + (until - self.clock.now()).to_std().unwrap_or_default());
         tokio::spawn(async move {
             // Counted until the watch ends.
             let _slot = slot;
             if tx.send(Ok(Watched::Counts(counts))).await.is_err() {
                 return;
             }
+            let expired = async {
+                match expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(expired);
             loop {
                 let mine = tokio::select! {
                     () = tx.closed() => return,
+                    () = &mut expired => {
+                        let _ = tx
+                            .send(Err(ApiError::unauthenticated(
+                                "TOKEN_EXPIRED",
+                                "the token has expired: watch again with a fresh one",
+                            )))
+                            .await;
+                        return;
+                    }
                     () = tokio::time::sleep(WATCH_HEARTBEAT) => false,
                     change = changes.recv() => match change {
                         Ok(c) => c.concerns(who.tenant.as_str(), who.user.as_str()),
@@ -252,17 +275,17 @@ mod tests {
         let carol = user("carol");
         let mut open = Vec::new();
         for _ in 0..MAX_WATCHES {
-            open.push(app.watch(&carol).await.expect("watch"));
+            open.push(app.watch(&carol, None).await.expect("watch"));
         }
-        let refused = app.watch(&carol).await.expect_err("one too many");
+        let refused = app.watch(&carol, None).await.expect_err("one too many");
         assert_eq!(refused.code, crm_platform::ErrorCode::ResourceExhausted);
         // Another user is not held back by carol's.
-        let _bob = app.watch(&user("bob")).await.expect("bob's");
+        let _bob = app.watch(&user("bob"), None).await.expect("bob's");
         // Closed, a watch frees its slot once its task sees it.
         drop(open.pop());
         let mut again = None;
         for _ in 0..100 {
-            if let Ok(watch) = app.watch(&carol).await {
+            if let Ok(watch) = app.watch(&carol, None).await {
                 again = Some(watch);
                 break;
             }
@@ -270,5 +293,36 @@ mod tests {
         }
         let mut again = again.expect("a slot again");
         assert!(matches!(again.recv().await, Some(Ok(Watched::Counts(_)))));
+    }
+
+    #[tokio::test]
+    async fn a_watch_ends_when_the_callers_token_expires_and_frees_its_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
+            .await
+            .expect("sqlite");
+        let app = NotificationApp::new(Arc::new(SqliteNotificationStore::new(pool)));
+        let carol = user("carol");
+        let until = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+        let started = std::time::Instant::now();
+        let mut watch = app.watch(&carol, Some(until)).await.expect("watch");
+        assert!(matches!(watch.recv().await, Some(Ok(Watched::Counts(_)))));
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), watch.recv())
+            .await
+            .expect("ended at the expiry, not at the heartbeat");
+        let Some(Err(e)) = ended else {
+            panic!("an error, not {ended:?}");
+        };
+        assert_eq!(
+            (e.code, e.reason.as_ref()),
+            (crm_platform::ErrorCode::Unauthenticated, "TOKEN_EXPIRED")
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        assert!(watch.recv().await.is_none(), "and then closed");
+        // Its slot is free: every one of carol's watches can be opened again.
+        let mut open = Vec::new();
+        for _ in 0..MAX_WATCHES {
+            open.push(app.watch(&carol, None).await.expect("watch"));
+        }
     }
 }

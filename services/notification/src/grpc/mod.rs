@@ -615,7 +615,8 @@ impl pb::inbox_service_server::InboxService for NotificationGrpc {
     ) -> Result<Response<Self::WatchNotificationsStream>, Status> {
         use futures::StreamExt;
         let who = principal(&request)?;
-        let watched = self.app.watch(&who).await?;
+        let until = crm_platform::identity::token_expiry(&request);
+        let watched = self.app.watch(&who, until).await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(watched).map(|item| {
             let kind = match item.map_err(Status::from)? {
                 Watched::Notification(n) => pb::watch_notifications_response::Kind::Notification(notification(n)),
