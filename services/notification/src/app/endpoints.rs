@@ -75,13 +75,6 @@ impl NotificationApp {
             v.add("max_per_second", format!("must be 0 (no limit) to {MAX_PER_SECOND}"));
         }
         v.finish()?;
-        let existing = self.store.endpoints(&who.tenant, None, MAX_ENDPOINTS).await?;
-        if existing.len() >= MAX_ENDPOINTS {
-            return Err(ApiError::invalid_field(
-                "webhook_endpoint",
-                format!("a tenant has at most {MAX_ENDPOINTS} endpoints"),
-            ));
-        }
         let endpoint = Endpoint {
             id: Uuid::now_v7(),
             url: spec.url,
@@ -97,7 +90,12 @@ impl NotificationApp {
             disable_time: None,
             disable_reason: String::new(),
         };
-        self.store.create_endpoint(&who.tenant, &endpoint).await?;
+        if !self.store.create_endpoint(&who.tenant, &endpoint).await? {
+            return Err(ApiError::invalid_field(
+                "webhook_endpoint",
+                format!("a tenant has at most {MAX_ENDPOINTS} endpoints"),
+            ));
+        }
         Ok(endpoint)
     }
 

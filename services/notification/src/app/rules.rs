@@ -52,13 +52,12 @@ impl NotificationApp {
     pub async fn create_rule(&self, who: &Principal, spec: RuleSpec) -> Result<Rule, ApiError> {
         ensure_manager(who, "rules")?;
         let rule = self.checked_rule(who, spec).await?;
-        if self.store.rules(&who.tenant, None, MAX_RULES).await?.len() >= MAX_RULES {
+        if !self.store.create_rule(&who.tenant, &rule).await? {
             return Err(ApiError::invalid_field(
                 "rule",
                 format!("a tenant has at most {MAX_RULES} rules"),
             ));
         }
-        self.store.create_rule(&who.tenant, &rule).await?;
         Ok(rule)
     }
 

@@ -1142,6 +1142,45 @@ async fn members_keep_the_roles_of_their_latest_report_per_tenant(store: &dyn No
     assert!(other.holding(Role::Rep).is_empty());
 }
 
+/// A tenant's endpoints and rules stay within their bounds when two replicas create them
+/// side by side: the count and the insert are one, under a lock.
+async fn a_tenants_endpoints_and_rules_stay_bounded_when_created_side_by_side(
+    store: &dyn NotificationStore,
+    other: &dyn NotificationStore,
+) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    for _ in 1..crate::domain::MAX_ENDPOINTS {
+        assert!(store.create_endpoint(&acme, &endpoint()).await.expect("endpoint"));
+    }
+    for _ in 1..crate::domain::MAX_RULES {
+        assert!(store.create_rule(&acme, &rule()).await.expect("rule"));
+    }
+    // One place left of each, asked for eight times at once from both replicas.
+    let (endpoints, rules) = futures::join!(
+        futures::future::join_all((0..8).map(|i| {
+            let by = if i % 2 == 0 { store } else { other };
+            let (acme, e) = (acme.clone(), endpoint());
+            async move { by.create_endpoint(&acme, &e).await.expect("endpoint") }
+        })),
+        futures::future::join_all((0..8).map(|i| {
+            let by = if i % 2 == 0 { other } else { store };
+            let (acme, r) = (acme.clone(), rule());
+            async move { by.create_rule(&acme, &r).await.expect("rule") }
+        })),
+    );
+    assert_eq!(endpoints.iter().filter(|kept| **kept).count(), 1, "{endpoints:?}");
+    assert_eq!(rules.iter().filter(|kept| **kept).count(), 1, "{rules:?}");
+    let all = store.endpoints(&acme, None, 1000).await.expect("endpoints");
+    assert_eq!(all.len(), crate::domain::MAX_ENDPOINTS);
+    assert_eq!(
+        store.rules(&acme, None, 1000).await.expect("rules").len(),
+        crate::domain::MAX_RULES
+    );
+    // Another tenant's bounds are its own.
+    assert!(other.create_endpoint(&globex, &endpoint()).await.expect("endpoint"));
+    assert!(other.create_rule(&globex, &rule()).await.expect("rule"));
+}
+
 /// Two replicas take an endpoint's throttle slots in turn, one interval apart whichever takes
 /// them; a delivery put back to its slot by one is claimed by the other at that slot, and goes
 /// then without taking another, unless it is claimed past the grace or put back without one.
@@ -1295,5 +1334,8 @@ conformance!(
     an_email_to_a_contact_comes_with_their_address_and_consent,
     members_keep_the_roles_of_their_latest_report_per_tenant,
     ],
-    replicas: [an_endpoints_throttle_is_shared_by_every_replica],
+    replicas: [
+        an_endpoints_throttle_is_shared_by_every_replica,
+        a_tenants_endpoints_and_rules_stay_bounded_when_created_side_by_side,
+    ],
 );

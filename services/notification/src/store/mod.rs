@@ -163,7 +163,9 @@ pub type After = Option<Uuid>;
 
 #[async_trait]
 pub trait NotificationStore: Send + Sync {
-    async fn create_endpoint(&self, tenant: &TenantId, endpoint: &Endpoint) -> Result<(), StoreError>;
+    /// Keeps a new endpoint; false (nothing kept) when the tenant has [`MAX_ENDPOINTS`](crate::domain::MAX_ENDPOINTS)
+    /// already, counted under a lock, so that requests side by side cannot pass the bound.
+    async fn create_endpoint(&self, tenant: &TenantId, endpoint: &Endpoint) -> Result<bool, StoreError>;
     async fn endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Endpoint>, StoreError>;
     /// The tenant's endpoints by id (oldest first), after `after`, at most `limit`.
     async fn endpoints(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Endpoint>, StoreError>;
@@ -179,7 +181,9 @@ pub trait NotificationStore: Send + Sync {
     /// Removes an endpoint and fails its pending deliveries; false when there was none.
     async fn delete_endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError>;
 
-    async fn create_rule(&self, tenant: &TenantId, rule: &Rule) -> Result<(), StoreError>;
+    /// Keeps a new rule; false (nothing kept) when the tenant has [`MAX_RULES`](crate::domain::MAX_RULES) already,
+    /// counted under a lock.
+    async fn create_rule(&self, tenant: &TenantId, rule: &Rule) -> Result<bool, StoreError>;
     async fn rule(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Rule>, StoreError>;
     /// The tenant's rules by id (oldest first), after `after`, at most `limit`.
     async fn rules(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Rule>, StoreError>;

@@ -24,8 +24,8 @@ use crate::domain::matching::Matched;
 use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
-    Attempt, Delivery, DeliveryState, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification,
-    Preferences, Rule, signing_secrets, slot_honoured_since, slot_interval,
+    Attempt, Delivery, DeliveryState, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, MAX_ENDPOINTS, MAX_RULES,
+    NewEmail, Notification, Preferences, Rule, signing_secrets, slot_honoured_since, slot_interval,
 };
 
 #[derive(Clone)]
@@ -80,6 +80,17 @@ impl PgNotificationStore {
             claims: Arc::default(),
         })
     }
+}
+
+/// Takes, in `tx`, the lock on a tenant's `list` (its endpoints, its rules) that its
+/// creations take in turn, so that one counts what the other added before it.
+async fn lock_tenants_list(tx: &mut sqlx::PgConnection, list: &str, tenant: &TenantId) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('crm.notification.' || $1 || '/' || $2, 0))")
+        .bind(list)
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 fn limit(n: usize) -> i64 {
@@ -645,11 +656,13 @@ impl Hold<Finished> for HeldDeliveries {
 
 #[async_trait]
 impl NotificationStore for PgNotificationStore {
-    async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<(), StoreError> {
+    async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<bool, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
-        sqlx::query(
+        lock_tenants_list(&mut tx, "webhook_endpoints", tenant).await?;
+        let kept = sqlx::query(
             "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, secret, create_time, \
-             created_by, max_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             created_by, max_per_second) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             WHERE (SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1) < $10",
         )
         .bind(tenant.as_str())
         .bind(e.id)
@@ -660,10 +673,12 @@ impl NotificationStore for PgNotificationStore {
         .bind(e.create_time)
         .bind(&e.created_by)
         .bind(i32::try_from(e.max_per_second).unwrap_or(i32::MAX))
+        .bind(limit(MAX_ENDPOINTS))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(())
+        Ok(kept == 1)
     }
 
     async fn endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Endpoint>, StoreError> {
@@ -738,11 +753,13 @@ impl NotificationStore for PgNotificationStore {
         Ok(deleted == 1)
     }
 
-    async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<(), StoreError> {
+    async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<bool, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
-        sqlx::query(
+        lock_tenants_list(&mut tx, "rules", tenant).await?;
+        let kept = sqlx::query(
             "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time, \
-             channels, email_template, category, critical) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             channels, email_template, category, critical) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+             WHERE (SELECT count(*) FROM rules WHERE tenant_id = $1) < $13",
         )
         .bind(tenant.as_str())
         .bind(r.id)
@@ -756,10 +773,12 @@ impl NotificationStore for PgNotificationStore {
         .bind(email_template_json(r))
         .bind(&r.category)
         .bind(r.critical)
+        .bind(limit(MAX_RULES))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(())
+        Ok(kept == 1)
     }
 
     async fn rule(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Rule>, StoreError> {

@@ -24,8 +24,8 @@ use crate::domain::matching::Matched;
 use crate::domain::members::Members;
 use crate::domain::template::Rendered;
 use crate::domain::{
-    Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, NewEmail, Notification, Preferences, Rule,
-    signing_secrets, slot_honoured_since, slot_interval,
+    Attempt, Delivery, Due, DueDigest, DueEmail, Email, Endpoint, HeldEmail, MAX_ENDPOINTS, MAX_RULES, NewEmail,
+    Notification, Preferences, Rule, signing_secrets, slot_honoured_since, slot_interval,
 };
 
 #[derive(Clone)]
@@ -341,10 +341,12 @@ async fn endpoint_health(tx: &mut sqlx::SqliteConnection, finished: &[Finished])
 
 #[async_trait]
 impl NotificationStore for SqliteNotificationStore {
-    async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn create_endpoint(&self, tenant: &TenantId, e: &Endpoint) -> Result<bool, StoreError> {
+        // One statement: SQLite writes one at a time, so the count is the insert's own.
+        let kept = sqlx::query(
             "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, secret, create_time, \
-             created_by, max_per_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             created_by, max_per_second) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+             WHERE (SELECT count(*) FROM webhook_endpoints WHERE tenant_id = ?1) < ?10",
         )
         .bind(tenant.as_str())
         .bind(e.id.to_string())
@@ -355,9 +357,11 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(micros(e.create_time))
         .bind(&e.created_by)
         .bind(i64::from(e.max_per_second))
+        .bind(limit(MAX_ENDPOINTS))
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(kept == 1)
     }
 
     async fn endpoint(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Endpoint>, StoreError> {
@@ -421,10 +425,11 @@ impl NotificationStore for SqliteNotificationStore {
         Ok(deleted == 1)
     }
 
-    async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<bool, StoreError> {
+        let kept = sqlx::query(
             "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time, \
-             channels, email_template, category, critical) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             channels, email_template, category, critical) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
+             WHERE (SELECT count(*) FROM rules WHERE tenant_id = ?1) < ?13",
         )
         .bind(tenant.as_str())
         .bind(r.id.to_string())
@@ -438,9 +443,11 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(email_template_json(r).to_string())
         .bind(&r.category)
         .bind(r.critical)
+        .bind(limit(MAX_RULES))
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(kept == 1)
     }
 
     async fn rule(&self, tenant: &TenantId, id: Uuid) -> Result<Option<Rule>, StoreError> {
