@@ -66,6 +66,7 @@ async fn catch_up(bench: &FeedBench<'_>) -> anyhow::Result<()> {
             types: vec![],
             partition: None,
             until_head: false,
+            since: None,
         })
         .await?
         .into_inner();

@@ -267,6 +267,54 @@ async fn every_change_is_on_the_feed_in_order() {
         .await
         .expect_err("unknown type");
     assert_eq!(unknown.code(), Code::InvalidArgument);
+    // From a time: every event committed since (here, all six: the seek keeps an hour's
+    // margin); a start given twice is refused.
+    let since = Some(crm_platform::time::timestamp(
+        chrono::Utc::now() - chrono::Duration::minutes(1),
+    ));
+    let mut recent = feed
+        .subscribe(events::SubscribeRequest {
+            since,
+            until_head: true,
+            ..Default::default()
+        })
+        .await
+        .expect("since")
+        .into_inner();
+    let mut sequences = Vec::new();
+    while let Some(message) = recent.message().await.expect("stream") {
+        if let Some(events::subscribe_response::Kind::Event(event)) = message.kind {
+            sequences.push(event.sequence);
+        }
+    }
+    assert_eq!(sequences, (1..=6).collect::<Vec<_>>());
+    // From two hours on, past the margin: the seek starts after every one of them.
+    let mut later = feed
+        .subscribe(events::SubscribeRequest {
+            since: Some(crm_platform::time::timestamp(
+                chrono::Utc::now() + chrono::Duration::hours(2),
+            )),
+            until_head: true,
+            ..Default::default()
+        })
+        .await
+        .expect("since")
+        .into_inner();
+    while let Some(message) = later.message().await.expect("stream") {
+        assert!(
+            !matches!(message.kind, Some(events::subscribe_response::Kind::Event(_))),
+            "{message:?}"
+        );
+    }
+    let twice = feed
+        .subscribe(events::SubscribeRequest {
+            after_sequence: 2,
+            since,
+            ..Default::default()
+        })
+        .await
+        .expect_err("both");
+    assert_eq!(twice.code(), Code::InvalidArgument);
 
     // Another tenant sees none of it; a service principal sees every tenant.
     let mut globex = grpc_client(&suite.grpc, Some(token("globex", "gina", Role::Admin))).await;

@@ -112,6 +112,7 @@ pub async fn stream(
             types,
             partition: None,
             until_head: false,
+            since: None,
         },
         STREAM_DEADLINE,
     );

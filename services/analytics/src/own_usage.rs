@@ -96,6 +96,10 @@ impl Outbox for OwnUsage {
         self.outbox.head().await
     }
 
+    async fn time_at(&self, seq: u64) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        self.outbox.time_at(seq).await
+    }
+
     async fn publish(&self, events: &[NewEvent]) -> Result<(), sqlx::Error> {
         self.store
             .publish_usage(&reports(events)?)

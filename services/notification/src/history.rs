@@ -1,8 +1,9 @@
 //! The retained events of the followed feeds, read as a tenant's user (with their own
-//! credentials, so a feed gives them their tenant's events only) from the oldest retained up
-//! to the head: what a rule's backtest evaluates the rule against.
+//! credentials, so a feed gives them their tenant's events only) from a time up to the head:
+//! what a rule's backtest evaluates the rule against.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use crm_platform::ApiError;
 use crm_platform::consumer::ConsumerConfig;
 use crm_proto::crm::events::v1 as events;
@@ -20,12 +21,14 @@ pub enum Visit {
 #[async_trait]
 pub trait History: Send + Sync {
     /// Hands `visit` each retained event of `types` the caller (`credentials`, an
-    /// `authorization` header value) may read, feed by feed, until it says stop; whether it
+    /// `authorization` header value) may read, committed at or after `since` (and some before
+    /// it: `visit` checks each event's time), feed by feed, until it says stop; whether it
     /// stopped early.
     async fn read(
         &self,
         credentials: &str,
         types: &[String],
+        since: DateTime<Utc>,
         visit: &mut (dyn FnMut(events::Event) -> Visit + Send),
     ) -> Result<bool, ApiError>;
 }
@@ -75,6 +78,7 @@ impl History for FeedHistory {
         &self,
         credentials: &str,
         types: &[String],
+        since: DateTime<Utc>,
         visit: &mut (dyn FnMut(events::Event) -> Visit + Send),
     ) -> Result<bool, ApiError> {
         let authorization: tonic::metadata::MetadataValue<_> = credentials
@@ -90,6 +94,7 @@ impl History for FeedHistory {
                 types,
                 partition: None,
                 until_head: true,
+                since: Some(crm_platform::time::timestamp(since)),
             });
             request.metadata_mut().insert("authorization", authorization.clone());
             if let Some(source) = source.as_deref().and_then(|s| s.parse().ok()) {

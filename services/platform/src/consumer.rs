@@ -293,6 +293,7 @@ async fn follow(config: &ConsumerConfig, sink: &dyn Sink) -> Result<Progress, Fa
                 count: p.count,
             }),
             until_head: false,
+            since: None,
         })
         .await
         .map_err(Failure::Feed)?

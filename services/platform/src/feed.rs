@@ -219,10 +219,23 @@ impl EventFeed for EventFeedService {
                     .map_err(|reason| ApiError::invalid_field("partition", reason))?,
             ),
         };
+        let after = match request.since {
+            None => request.after_sequence,
+            Some(_) if request.after_sequence != 0 => {
+                return Err(ApiError::invalid_field("since", "give after_sequence or since, not both").into());
+            }
+            Some(since) => {
+                let since =
+                    crate::time::from_timestamp(&since).map_err(|reason| ApiError::invalid_field("since", reason))?;
+                crate::outbox::sequence_before(self.outbox.as_ref(), since)
+                    .await
+                    .map_err(|e| feed_error(FeedError::Database(e)))?
+            }
+        };
         let feed = follow(
             Arc::clone(&self.outbox),
             scope,
-            request.after_sequence,
+            after,
             types,
             partition,
             self.heartbeat,

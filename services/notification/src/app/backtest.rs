@@ -1,5 +1,6 @@
 //! A rule's backtest: a rule being drafted, evaluated against the retained events of the
-//! last N days (read from the feeds as the caller, so only their tenant's), answers how many
+//! last N days (read from the feeds as the caller, so only their tenant's, from the window's
+//! start: each feed seeks it by time, so older retained events are not read), answers how many
 //! webhooks, emails and in-app notifications it would have made, to whom, with samples;
 //! nothing is saved or sent. The read is bounded in events and time; a bounded answer says so.
 
@@ -158,7 +159,7 @@ impl NotificationApp {
             }
             Visit::More
         };
-        result.truncated = history.read(credentials, &types, &mut visit).await?;
+        result.truncated = history.read(credentials, &types, since, &mut visit).await?;
         let mut recipients: Vec<(String, u64)> = recipients.into_iter().collect();
         recipients.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         recipients.truncate(MAX_RECIPIENTS);
@@ -193,6 +194,7 @@ mod tests {
             &self,
             _credentials: &str,
             _types: &[String],
+            _since: DateTime<Utc>,
             _visit: &mut (dyn FnMut(events::Event) -> Visit + Send),
         ) -> Result<bool, ApiError> {
             self.begun.send_modify(|n| *n += 1);

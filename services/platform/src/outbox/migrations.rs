@@ -121,6 +121,10 @@ mod tests {
         assert_eq!(events[0].kind, Heartbeat::full_name());
         assert!(!events[0].legacy);
         assert_eq!(events[0].decode::<Heartbeat>().expect("step 10"), message());
+        // Its time, by its number, for a seek.
+        assert_eq!(outbox.time_at(1).await.expect("step 11"), Some(events[0].time));
+        assert_eq!(outbox.time_at(0).await.expect("step 12"), Some(events[0].time));
+        assert_eq!(outbox.time_at(2).await.expect("step 13"), None);
     }
 
     #[tokio::test]
@@ -150,6 +154,11 @@ mod tests {
         // Row-level security applies to the serving role: another tenant sees nothing.
         let other = Scope::Tenant(TenantId::parse("globex").expect("step 22"));
         assert!(outbox.read(&other, 0, &[], None, 10).await.expect("step 23").is_empty());
+        // Its time, by its number, for a seek: read past the row-level policy (a number and
+        // a time, of any tenant).
+        let first = events[0].seq;
+        assert_eq!(outbox.time_at(first).await.expect("step 24"), Some(events[0].time));
+        assert_eq!(outbox.time_at(first + 1).await.expect("step 25"), None);
         // The outbox's listener keeps a connection of the pool for its lifetime (closing the
         // pool would wait for it); dropping the database ends it.
         db.drop_database().await;

@@ -279,6 +279,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// The head alone: the last number given, every event up to it committed and numbered.
     /// A feed reads it at every wake-up; the oldest retained event costs more to find.
     async fn head(&self) -> Result<u64, sqlx::Error>;
+    /// The time of the first retained event (of any tenant) numbered `seq` or later; None when
+    /// there is none. One read of the sequence's index: what [`sequence_before`] searches by.
+    async fn time_at(&self, seq: u64) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
     /// Publishes events that belong to no other write (usage reports), in a transaction of
     /// their own.
     async fn publish(&self, events: &[NewEvent]) -> Result<(), sqlx::Error>;
@@ -286,6 +289,33 @@ pub trait Outbox: Send + Sync + 'static {
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error>;
     /// Changes whenever events may have been committed.
     fn wakeups(&self) -> watch::Receiver<u64>;
+}
+
+/// How far before its number an event's time may run: an event's time is taken when it is
+/// made, its number when its transaction has committed, so the two orders differ by the
+/// length of a transaction at most.
+pub const SEEK_MARGIN: chrono::Duration = chrono::Duration::hours(1);
+
+/// A sequence to follow an outbox after so that every event committed at or after `time` is
+/// read (and some before it, up to [`SEEK_MARGIN`] or so): 0 when that is the oldest. A
+/// binary search of the numbers by the events' times, a few dozen reads of the sequence's
+/// index, instead of an index on the time that every write would pay for.
+pub async fn sequence_before(outbox: &dyn Outbox, time: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let target = time - SEEK_MARGIN;
+    let bounds = outbox.bounds().await?;
+    // The last number whose event is before the target: found in [low, high].
+    if outbox.time_at(bounds.oldest).await?.is_none_or(|first| first >= target) {
+        return Ok(0);
+    }
+    let (mut low, mut high) = (bounds.oldest, bounds.head);
+    while low < high {
+        let mid = low + (high - low).div_ceil(2);
+        match outbox.time_at(mid).await? {
+            Some(at) if at < target => low = mid,
+            _ => high = mid - 1,
+        }
+    }
+    Ok(low)
 }
 
 /// Why a subscription cannot start.
@@ -648,6 +678,16 @@ impl Outbox for PgOutbox {
         Ok(seq(head))
     }
 
+    async fn time_at(&self, at: u64) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        let mut tx = begin_all_tenants(&self.pool).await?;
+        let time = sqlx::query_scalar("SELECT time FROM outbox_events WHERE seq >= $1 ORDER BY seq LIMIT 1")
+            .bind(bound(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(time)
+    }
+
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
         let mut tx = begin_all_tenants(&self.pool).await?;
         let pruned = sqlx::query("DELETE FROM outbox_events WHERE time < $1 AND seq IS NOT NULL")
@@ -763,6 +803,15 @@ impl Outbox for SqliteOutbox {
         Ok(seq(head))
     }
 
+    async fn time_at(&self, at: u64) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        let time: Option<i64> =
+            sqlx::query_scalar("SELECT time FROM outbox_events WHERE seq >= ?1 ORDER BY seq LIMIT 1")
+                .bind(bound(at))
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(time.map(micros_time))
+    }
+
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
         let mut tx = crate::db::begin_sqlite_write(&self.pool).await?;
         let pruned = sqlx::query("DELETE FROM outbox_events WHERE time < ?1")
@@ -776,5 +825,90 @@ impl Outbox for SqliteOutbox {
 
     fn wakeups(&self) -> watch::Receiver<u64> {
         self.wakeups.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod seek_tests {
+    use super::*;
+
+    /// An outbox of events `oldest..=head`, event N made N minutes after `base`.
+    struct Minutes {
+        base: DateTime<Utc>,
+        oldest: u64,
+        head: u64,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Outbox for Minutes {
+        async fn read(
+            &self,
+            _: &Scope,
+            _: u64,
+            _: &[String],
+            _: Option<crate::partition::Partition>,
+            _: usize,
+        ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+            Ok(Vec::new())
+        }
+        async fn bounds(&self) -> Result<Bounds, sqlx::Error> {
+            Ok(Bounds {
+                oldest: self.oldest,
+                head: self.head,
+            })
+        }
+        async fn head(&self) -> Result<u64, sqlx::Error> {
+            Ok(self.head)
+        }
+        async fn time_at(&self, seq: u64) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let seq = seq.max(self.oldest);
+            Ok((seq <= self.head).then(|| self.base + chrono::Duration::minutes(i64::try_from(seq).expect("seq"))))
+        }
+        async fn publish(&self, _: &[NewEvent]) -> Result<(), sqlx::Error> {
+            Ok(())
+        }
+        async fn prune(&self, _: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+            Ok(0)
+        }
+        fn wakeups(&self) -> watch::Receiver<u64> {
+            watch::Sender::new(0).subscribe()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_seek_starts_an_hour_before_the_time_in_a_few_reads() {
+        let base = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let outbox = Minutes {
+            base,
+            oldest: 1,
+            head: 100_000,
+            reads: Default::default(),
+        };
+        let minutes = |n: i64| base + chrono::Duration::minutes(n);
+        // Event 500 was made at minute 500: reading after 439 gives every event from minute 440.
+        assert_eq!(sequence_before(&outbox, minutes(500)).await.expect("seek"), 439);
+        assert!(outbox.reads.load(std::sync::atomic::Ordering::Relaxed) <= 20);
+        // Before the oldest and its margin: from the oldest.
+        assert_eq!(sequence_before(&outbox, minutes(30)).await.expect("seek"), 0);
+        // Past the head: after the last event before the margin.
+        assert_eq!(sequence_before(&outbox, minutes(200_000)).await.expect("seek"), 100_000);
+        // Pruned up to 5000: the seek stays in what is retained.
+        let pruned = Minutes {
+            oldest: 5000,
+            reads: Default::default(),
+            ..outbox
+        };
+        assert_eq!(sequence_before(&pruned, minutes(5030)).await.expect("seek"), 0);
+        assert_eq!(sequence_before(&pruned, minutes(7000)).await.expect("seek"), 6939);
+        // Nothing retained.
+        let empty = Minutes {
+            oldest: 1,
+            head: 0,
+            reads: Default::default(),
+            ..pruned
+        };
+        assert_eq!(sequence_before(&empty, minutes(7000)).await.expect("seek"), 0);
     }
 }
