@@ -82,10 +82,11 @@ pub fn json_field_path(path: &str) -> String {
     out
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// The problem's body, as a response carries it (and a stream's `error` event).
+    pub fn body(&self) -> ProblemBody {
         let status = self.0.code.http();
-        let body = ProblemBody {
+        ProblemBody {
             problem_type: format!("urn:crm:error:{}", self.0.reason),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
@@ -101,9 +102,19 @@ impl IntoResponse for Problem {
                 })
                 .collect(),
             omitted_violations: self.0.omitted_violations,
-        };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        (status, [(http::header::CONTENT_TYPE, "application/problem+json")], json).into_response()
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let json = serde_json::to_vec(&self.body()).unwrap_or_default();
+        (
+            self.0.code.http(),
+            [(http::header::CONTENT_TYPE, "application/problem+json")],
+            json,
+        )
+            .into_response()
     }
 }
 

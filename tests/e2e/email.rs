@@ -546,6 +546,122 @@ async fn a_users_preferences_mute_hold_cap_and_digest_their_notifications_on_bot
 }
 
 #[tokio::test]
+async fn a_rules_digest_window_and_hourly_cap_pace_its_emails_on_both_backends() {
+    for postgres in BACKENDS {
+        let (url, got) = smtp_server().await;
+        let envs = [("CRM_SMTP_URL", url.as_str())];
+        let Some(deployment) = Deployment::start_with(postgres, "notification_rule_pacing", &envs).await else {
+            continue;
+        };
+        let base = deployment.rest();
+        let admin = Rest::as_user(base, "acme", "alice", Role::Admin);
+        for user in ["gus", "hana"] {
+            let (status, kept) = admin
+                .patch(
+                    &format!("/v1/users/{user}/notificationPreferences"),
+                    json!({"emailAddress": format!("{user}@acme.test")}),
+                )
+                .await;
+            assert_eq!(status, 200, "{kept}");
+        }
+        let rule = |name: &str, user: &str, pacing: Value| {
+            let mut rule = json!({"displayName": name, "eventTypes": ["crm.pipeline.v1.DealWon"],
+                   "recipients": [format!("users/{user}")], "channels": ["CHANNEL_EMAIL"],
+                   "emailTemplate": {"subject": format!("{name}: {{{{ data.deal.displayName }}}}")}});
+            for (key, value) in pacing.as_object().expect("pacing") {
+                rule[key] = value.clone();
+            }
+            rule
+        };
+        // Out of range: named with the rule's other problems in one answer, and nothing kept.
+        let (status, problem) = admin
+            .post(
+                "/v1/rules",
+                rule(
+                    "Wrong",
+                    "gus",
+                    json!({"digestWindowMinutes": 3, "condition": "nope = 1"}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 400, "{problem}");
+        let mut fields = violation_fields(&problem);
+        fields.sort();
+        assert_eq!(fields, ["rule.condition", "rule.digestWindowMinutes"], "{problem}");
+        let (status, problem) = admin
+            .post("/v1/rules", rule("Wrong", "gus", json!({"maxEmailsPerHour": 1001})))
+            .await;
+        assert_eq!(
+            (status, violation_fields(&problem)),
+            (400, vec!["rule.maxEmailsPerHour".to_owned()]),
+            "{problem}"
+        );
+        let (_, rules) = admin.get("/v1/rules").await;
+        assert_eq!(rules["rules"].as_array().map(Vec::len), Some(0), "{rules}");
+        // Gus hears of the rule's wins in one digest a week; Hana of one win an hour at most.
+        let (status, paced) = admin
+            .post("/v1/rules", rule("Paced", "gus", json!({"digestWindowMinutes": 10080})))
+            .await;
+        assert_eq!(status, 200, "{paced}");
+        assert_eq!(paced["digestWindowMinutes"], 10080, "{paced}");
+        let (status, capped) = admin
+            .post("/v1/rules", rule("Capped", "hana", json!({"maxEmailsPerHour": 1})))
+            .await;
+        assert_eq!(status, 200, "{capped}");
+        assert_eq!(capped["maxEmailsPerHour"], 1, "{capped}");
+        let (_, read) = admin
+            .get(&format!("/v1/{}", capped["name"].as_str().expect("name")))
+            .await;
+        assert_eq!(read["maxEmailsPerHour"], 1, "{read}");
+
+        let pipeline = pipeline(&admin).await;
+        won_deal(&admin, &pipeline, "100").await;
+        // Hana's first is sent before the second win, so that the cap counts it.
+        emails_until(&admin, |all| {
+            all.len() == 2
+                && all
+                    .iter()
+                    .any(|e| e["recipient"] == "users/hana" && e["state"] == "EMAIL_STATE_SENT")
+        })
+        .await;
+        won_deal(&admin, &pipeline, "200").await;
+        let settled = emails_until(&admin, |all| {
+            all.len() == 4 && all.iter().all(|e| e["state"] != "EMAIL_STATE_PENDING")
+        })
+        .await;
+        let of = |user: &str, state: &str| -> Vec<Value> {
+            settled
+                .iter()
+                .filter(|e| e["recipient"] == format!("users/{user}") && e["state"] == state)
+                .cloned()
+                .collect()
+        };
+        let held = of("gus", "EMAIL_STATE_HELD");
+        assert_eq!(held.len(), 2, "{settled:#?}");
+        assert!(
+            held.iter().all(|e| e["lastError"]
+                .as_str()
+                .is_some_and(|r| r.contains("rule's digest every 10080 minutes"))),
+            "{held:#?}"
+        );
+        assert_eq!(of("hana", "EMAIL_STATE_SENT").len(), 1, "{settled:#?}");
+        let over = of("hana", "EMAIL_STATE_HELD");
+        assert_eq!(over.len(), 1, "{settled:#?}");
+        assert!(
+            over[0]["lastError"]
+                .as_str()
+                .is_some_and(|r| r.contains("rule's 1 emails an hour")),
+            "{}",
+            over[0]
+        );
+        let mails = got.lock().expect("lock").clone();
+        let to: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
+        assert_eq!(to, ["hana@acme.test"], "{mails:?}");
+        deployment.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn email_reaches_a_contact_only_with_their_consent_on_both_backends() {
     for postgres in BACKENDS {
         let (url, got) = smtp_server().await;

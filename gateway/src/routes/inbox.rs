@@ -21,8 +21,9 @@ const STREAM_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// The caller's inbox as Server-Sent Events: a `counts` event at once (`{"unread", "unseen"}`),
 /// then a `notification` event (the notification in proto3 JSON) for each new one and a
 /// `counts` event after each change of the inbox, made on any replica; `counts` again every
-/// 30 s, which keeps an idle stream open through proxies. When the caller's token expires,
-/// an `error` event says so and the stream ends: the client reconnects with a fresh token.
+/// 30 s, which keeps an idle stream open through proxies. When the stream ends early, an
+/// `error` event says why (a problem JSON: `reason` TOKEN_EXPIRED when the caller's token
+/// expired: the client reconnects with a fresh token).
 #[utoipa::path(get, path = "/v1/notifications:watch", tag = "notifications",
     responses((status = 200, description = "text/event-stream"), (status = 401, body = ProblemBody)))]
 pub async fn watch(
@@ -58,8 +59,18 @@ pub async fn watch(
             ),
             Ok(_) => None,
             Err(status) => {
-                tracing::warn!(code = ?status.code(), "inbox stream ended by the service");
-                Some(SseEvent::default().event("error").data(status.message()))
+                // A token's expiry ends every watch in time: routine, not a warning.
+                if status.code() == tonic::Code::Unauthenticated {
+                    tracing::debug!("an inbox stream ended with its token");
+                } else {
+                    tracing::warn!(code = ?status.code(), "inbox stream ended by the service");
+                }
+                let problem = Problem::from(status).body();
+                Some(
+                    SseEvent::default()
+                        .event("error")
+                        .data(serde_json::to_string(&problem).unwrap_or_default()),
+                )
             }
         })
         .filter_map(|event| async move { event.map(Ok) });

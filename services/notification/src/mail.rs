@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::NotificationApp;
 use crate::dispatch::{self, Channel, QueueConfig, chain, retry_time};
-use crate::domain::fatigue::Decision;
+use crate::domain::fatigue::{Decision, Recent};
 use crate::domain::matching::DIGEST_RULE;
 use crate::domain::{DueEmail, EmailState, NewEmail, Recipient, template};
 use crate::store::{Claim, Sent, StoreError};
@@ -297,28 +297,33 @@ impl Channel for Mailer {
         let tenant = TenantId::parse(&due.tenant).ok()?;
         let time = self.app.clock().now();
         let decision = match &due.user {
-            // A user's preferences decide first: what they muted, their quiet hours, digest
-            // and cap (the emails sent to them in the last hour, counted when they have one).
+            // A user's preferences and the rule's pacing decide first: what they muted, their
+            // quiet hours, digest and cap, the rule's digest window and cap (the emails sent in
+            // the last hour, to them and by the rule, counted when a cap needs them).
             Some(user) => {
-                let capped = due.fatigue.hourly_email_cap > 0 && !due.critical;
-                let sent = if capped {
-                    match self
-                        .app
-                        .store()
-                        .sent_since(&tenant, user, time - chrono::Duration::hours(1))
-                        .await
-                    {
-                        Ok(sent) => u32::try_from(sent).unwrap_or(u32::MAX),
+                let hour_ago = time - chrono::Duration::hours(1);
+                let to_user = (due.fatigue.hourly_email_cap > 0 && !due.critical).then_some(None);
+                let of_rule = (due.pacing.max_emails_per_hour > 0 && !due.critical).then_some(Some(due.rule));
+                let mut recent = [0u32; 2];
+                for (count, rule) in recent.iter_mut().zip([to_user, of_rule]) {
+                    let Some(rule) = rule else { continue };
+                    match self.app.store().sent_since(&tenant, user, rule, hour_ago).await {
+                        Ok(sent) => *count = u32::try_from(sent).unwrap_or(u32::MAX),
                         Err(e) => {
                             // Not kept: attempted again when the claim's lease ends.
                             tracing::warn!(error = %e, "a user's emails of the last hour could not be counted");
                             return None;
                         }
                     }
-                } else {
-                    0
-                };
-                due.fatigue.decide(&due.category, due.critical, time, sent)
+                }
+                let [to_user, of_rule] = recent;
+                due.fatigue.decide(
+                    &due.category,
+                    due.critical,
+                    due.pacing,
+                    time,
+                    Recent { to_user, of_rule },
+                )
             }
             None => Decision::Send,
         };

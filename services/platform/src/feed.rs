@@ -232,16 +232,23 @@ impl EventFeed for EventFeedService {
                     .map_err(|e| feed_error(FeedError::Database(e)))?
             }
         };
-        let feed = follow(
-            Arc::clone(&self.outbox),
-            scope,
-            after,
-            types,
-            partition,
-            self.heartbeat,
-            if request.until_head { Until::Head } else { Until::Ever },
-        )
-        .await
+        let until = if request.until_head { Until::Head } else { Until::Ever };
+        let start = |after: u64| {
+            follow(
+                Arc::clone(&self.outbox),
+                scope.clone(),
+                after,
+                types.clone(),
+                partition,
+                self.heartbeat,
+                until,
+            )
+        };
+        let feed = match start(after).await {
+            // The seek landed on an event pruned since: what is retained is all after it.
+            Err(FeedError::OutOfRange { .. }) if request.since.is_some() => start(0).await,
+            started => started,
+        }
         .map_err(feed_error)?;
         let this = self.clone();
         let stream = tokio_stream::wrappers::ReceiverStream::new(feed).map(move |item| {

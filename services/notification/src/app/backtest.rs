@@ -74,15 +74,7 @@ impl NotificationApp {
         if !(1..=MAX_DAYS).contains(&days) {
             v.add("days", format!("must be 1 to {MAX_DAYS}"));
         }
-        let rule = match self.check_rule(who, spec).await? {
-            Ok(rule) => rule,
-            Err(problems) => {
-                v.merge(problems);
-                v.finish()?;
-                return Err(ApiError::invalid_field("rule", "is not valid"));
-            }
-        };
-        v.finish()?;
+        let rule = self.checked_rule_with(who, spec, v).await?;
         let types = rule.event_types.clone();
         let compiled = Compiled::new(rule).map_err(|problems| {
             let reasons: Vec<String> = problems.into_iter().map(|(f, r)| format!("{f}: {r}")).collect();
@@ -214,6 +206,8 @@ mod tests {
             email_template: EmailTemplate::default(),
             category: String::new(),
             critical: false,
+            digest_window_minutes: 0,
+            max_emails_per_hour: 0,
         }
     }
 

@@ -22,7 +22,8 @@ impl NotificationApp {
         Ok(self.store.attempts(&who.tenant, delivery).await?)
     }
 
-    /// Sends a delivery again now, whatever its state, under the same `webhook-id`.
+    /// Sends a delivery again now, whatever its state, under the same `webhook-id`; not one
+    /// whose endpoint was deleted.
     pub async fn redeliver(&self, who: &Principal, delivery: Uuid) -> Result<Delivery, ApiError> {
         ensure_admin(who, "deliveries")?;
         let Some(sent) = self.store.redeliver(&who.tenant, delivery, self.clock.now()).await? else {

@@ -47,8 +47,9 @@ fn url_problem(url: &str) -> Option<String> {
     None
 }
 
-/// How far back an endpoint's deliveries can be sent again at once: a call re-queues what
-/// was made since, in one transaction, so its reach is bounded.
+/// How far back an endpoint's deliveries are sent again at once: a call re-queues what was
+/// made since, in one transaction, so its reach is bounded (an earlier time asked for is
+/// taken as the window's start, and the answer says so).
 pub const REDELIVER_WINDOW: chrono::Duration = chrono::Duration::days(30);
 
 impl NotificationApp {
@@ -146,26 +147,20 @@ impl NotificationApp {
         Ok(enabled)
     }
 
-    /// Sends again every delivery to an endpoint made since `since`; how many (none since a
-    /// time to come).
+    /// Sends again every delivery to an endpoint made since `since`, [`REDELIVER_WINDOW`] back
+    /// at most: how many (none since a time to come), and since when (`since`, or the start
+    /// of the window when it was earlier).
     pub async fn redeliver_since(
         &self,
         who: &Principal,
         id: Uuid,
         since: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<(u64, chrono::DateTime<chrono::Utc>), ApiError> {
         ensure_admin(who, "webhook endpoints")?;
         let now = self.clock.now();
-        let since = since.ok_or_else(|| ApiError::invalid_field("since", "is required"))?;
-        if since < now - REDELIVER_WINDOW {
-            return Err(ApiError::invalid_field(
-                "since",
-                format!(
-                    "may be at most {} days ago: recover a longer outage delivery by delivery",
-                    REDELIVER_WINDOW.num_days()
-                ),
-            ));
-        }
+        let since = since
+            .ok_or_else(|| ApiError::invalid_field("since", "is required"))?
+            .max(now - REDELIVER_WINDOW);
         if self.store.endpoint(&who.tenant, id).await?.is_none() {
             return Err(ApiError::not_found("webhook endpoint"));
         }
@@ -173,7 +168,7 @@ impl NotificationApp {
         if again > 0 {
             self.due.notify_one();
         }
-        Ok(again)
+        Ok((again, since))
     }
 
     pub async fn delete_endpoint(&self, who: &Principal, id: Uuid) -> Result<(), ApiError> {

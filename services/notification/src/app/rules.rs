@@ -33,6 +33,9 @@ pub struct RuleSpec {
     /// Empty: `general`.
     pub category: String,
     pub critical: bool,
+    /// Its digest window, in minutes, and its emails a user gets an hour (0: none).
+    pub digest_window_minutes: i32,
+    pub max_emails_per_hour: i32,
 }
 
 /// A sample event to preview a rule's email with: its type (empty: the rule's first) and its
@@ -69,14 +72,8 @@ impl NotificationApp {
         if sample.payload.len() > MAX_SAMPLE {
             v.add("sample_payload", format!("is longer than {MAX_SAMPLE} bytes"));
         }
-        let rule = match self.check_rule(who, spec).await? {
-            Ok(rule) => rule,
-            Err(problems) => {
-                v.merge(problems);
-                v.finish()?;
-                return Err(ApiError::invalid_field("rule", "is not valid"));
-            }
-        };
+        let rule = self.checked_rule_with(who, spec, v).await?;
+        let mut v = Violations::new("");
         let event_type = if sample.event_type.is_empty() {
             rule.event_types.first().cloned().unwrap_or_default()
         } else if rule.event_types.contains(&sample.event_type) {
@@ -116,21 +113,17 @@ impl NotificationApp {
 
     /// `spec` as a rule, or a 400 naming each of its problems.
     pub(super) async fn checked_rule(&self, who: &Principal, spec: RuleSpec) -> Result<Rule, ApiError> {
-        self.check_rule(who, spec)
-            .await?
-            .map_err(|problems| match problems.finish() {
-                Err(e) => e,
-                Ok(()) => ApiError::invalid_field("rule", "is not valid"),
-            })
+        self.checked_rule_with(who, spec, Violations::new("")).await
     }
 
-    /// `spec` as a rule, or each of its problems (fields under `rule.`); an error only when
-    /// the store cannot be read.
-    pub(super) async fn check_rule(
+    /// `spec` as a rule, or a 400 naming each of its problems (fields under `rule.`) and
+    /// `others`, the problems of the rest of the request: every one in one answer.
+    pub(super) async fn checked_rule_with(
         &self,
         who: &Principal,
         spec: RuleSpec,
-    ) -> Result<Result<Rule, Violations>, ApiError> {
+        mut others: Violations,
+    ) -> Result<Rule, ApiError> {
         let mut v = Violations::new("rule.");
         let display_name = spec.display_name.trim().to_owned();
         if display_name.is_empty() {
@@ -191,9 +184,17 @@ impl NotificationApp {
                     .unwrap_or_default()
             },
             critical: spec.critical,
+            pacing: fatigue::Pacing {
+                // A negative number is out of range too.
+                digest_window_minutes: u32::try_from(spec.digest_window_minutes).unwrap_or(u32::MAX),
+                max_emails_per_hour: u32::try_from(spec.max_emails_per_hour).unwrap_or(u32::MAX),
+            },
             created_by: who.user.as_str().to_owned(),
             create_time: self.clock.now(),
         };
+        for (field, reason) in rule.pacing.problems() {
+            v.add(field, reason);
+        }
         let condition_text = v.check(
             "condition",
             crm_platform::text::check(&rule.condition, MAX_CONDITION, false),
@@ -209,7 +210,9 @@ impl NotificationApp {
         for (part, reason) in rule.email_template.problems() {
             v.add(format!("email_template.{part}"), reason);
         }
-        Ok(if v.is_empty() { Ok(rule) } else { Err(v) })
+        others.merge(v);
+        others.finish()?;
+        Ok(rule)
     }
 
     pub async fn rule(&self, who: &Principal, id: Uuid) -> Result<Rule, ApiError> {

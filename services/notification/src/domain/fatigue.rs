@@ -68,6 +68,60 @@ impl Muted {
     }
 }
 
+/// Shortest and longest digest window of a rule, in minutes.
+pub const MIN_DIGEST_WINDOW_MINUTES: u32 = 5;
+pub const MAX_DIGEST_WINDOW_MINUTES: u32 = 7 * 24 * 60;
+
+/// How a rule paces its emails to each user: its own digest window and hourly cap (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pacing {
+    /// Its emails to a user go as one digest per this many minutes.
+    pub digest_window_minutes: u32,
+    /// A user gets at most this many of its emails an hour; a digest carries the rest.
+    pub max_emails_per_hour: u32,
+}
+
+impl Pacing {
+    /// Each option out of its range: (field, reason).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let window = self.digest_window_minutes;
+        if window != 0 && !(MIN_DIGEST_WINDOW_MINUTES..=MAX_DIGEST_WINDOW_MINUTES).contains(&window) {
+            problems.push((
+                "digest_window_minutes",
+                format!("must be 0 (none) or {MIN_DIGEST_WINDOW_MINUTES} to {MAX_DIGEST_WINDOW_MINUTES}"),
+            ));
+        }
+        if self.max_emails_per_hour > MAX_HOURLY_CAP {
+            problems.push((
+                "max_emails_per_hour",
+                format!("must be 0 (no limit) to {MAX_HOURLY_CAP}"),
+            ));
+        }
+        problems
+    }
+
+    /// The end of the digest window `now` is in (windows run from the Unix epoch, so an
+    /// hour's ends on the hour); None without a window.
+    pub fn window_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let window = i64::from(self.digest_window_minutes) * 60;
+        if window == 0 {
+            return None;
+        }
+        let seconds = now.timestamp();
+        let end = (seconds.div_euclid(window) + 1).saturating_mul(window);
+        DateTime::from_timestamp(end, 0)
+    }
+}
+
+/// Emails sent in the last hour: to the user, and to them by the rule at hand (each counted
+/// only when a cap needs it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recent {
+    pub to_user: u32,
+    pub of_rule: u32,
+}
+
 /// A window of the day, in the user's time zone; it may span midnight (22:00 to 07:00).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuietHours {
@@ -180,9 +234,16 @@ impl Fatigue {
             .any(|m| m.category == category && m.channel == channel)
     }
 
-    /// What becomes of an email of `category` (critical or not) at `now`, with `sent_last_hour`
-    /// emails sent to the user in the hour before.
-    pub fn decide(&self, category: &str, critical: bool, now: DateTime<Utc>, sent_last_hour: u32) -> Decision {
+    /// What becomes of an email of `category` (critical or not) of a rule paced by `pacing`,
+    /// at `now`, with `recent` emails sent in the hour before.
+    pub fn decide(
+        &self,
+        category: &str,
+        critical: bool,
+        pacing: Pacing,
+        now: DateTime<Utc>,
+        recent: Recent,
+    ) -> Decision {
         if critical {
             return Decision::Send;
         }
@@ -201,6 +262,16 @@ impl Fatigue {
                 ),
             };
         }
+        if let Some(until) = pacing.window_end(now) {
+            return Decision::Hold {
+                held: Held::Digest,
+                until,
+                reason: format!(
+                    "held for the rule's digest every {} minutes",
+                    pacing.digest_window_minutes
+                ),
+            };
+        }
         if let Some(quiet) = self.quiet_hours
             && quiet.contains(now.with_timezone(&self.time_zone).time())
         {
@@ -215,13 +286,23 @@ impl Fatigue {
                 ),
             };
         }
-        if self.hourly_email_cap > 0 && sent_last_hour >= self.hourly_email_cap {
+        if self.hourly_email_cap > 0 && recent.to_user >= self.hourly_email_cap {
             return Decision::Hold {
                 held: Held::Cap,
                 until: now + Duration::hours(1),
                 reason: format!(
                     "held: {} emails an hour reached; a digest carries it",
                     self.hourly_email_cap
+                ),
+            };
+        }
+        if pacing.max_emails_per_hour > 0 && recent.of_rule >= pacing.max_emails_per_hour {
+            return Decision::Hold {
+                held: Held::Cap,
+                until: now + Duration::hours(1),
+                reason: format!(
+                    "held: the rule's {} emails an hour reached; a digest carries it",
+                    pacing.max_emails_per_hour
                 ),
             };
         }
@@ -232,6 +313,10 @@ impl Fatigue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recent(to_user: u32) -> Recent {
+        Recent { to_user, of_rule: 0 }
+    }
 
     fn at(hour: u32, minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 12, 6, hour, minute, 0)
@@ -254,8 +339,11 @@ mod tests {
             }),
             ..Fatigue::default()
         };
-        assert_eq!(berlin.decide("deals", false, at(20, 59), 0), Decision::Send);
-        match berlin.decide("deals", false, at(21, 30), 0) {
+        assert_eq!(
+            berlin.decide("deals", false, Pacing::default(), at(20, 59), recent(0)),
+            Decision::Send
+        );
+        match berlin.decide("deals", false, Pacing::default(), at(21, 30), recent(0)) {
             Decision::Hold { held, until, .. } => {
                 assert_eq!(held, Held::QuietHours);
                 assert_eq!(
@@ -266,10 +354,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(
-            matches!(berlin.decide("deals", false, at(5, 0), 0), Decision::Hold { until, .. } if until == at(6, 0))
+            matches!(berlin.decide("deals", false, Pacing::default(), at(5, 0), recent(0)), Decision::Hold { until, .. } if until == at(6, 0))
         );
-        assert_eq!(berlin.decide("deals", false, at(6, 0), 0), Decision::Send);
-        assert_eq!(berlin.decide("deals", true, at(23, 0), 0), Decision::Send, "critical");
+        assert_eq!(
+            berlin.decide("deals", false, Pacing::default(), at(6, 0), recent(0)),
+            Decision::Send
+        );
+        assert_eq!(
+            berlin.decide("deals", true, Pacing::default(), at(23, 0), recent(0)),
+            Decision::Send,
+            "critical"
+        );
     }
 
     #[test]
@@ -282,18 +377,24 @@ mod tests {
             hourly_email_cap: 3,
             ..Fatigue::default()
         };
-        assert!(matches!(prefs.decide("deals", false, at(9, 0), 0), Decision::Refuse(_)));
-        assert_eq!(prefs.decide("tasks", false, at(9, 0), 2), Decision::Send);
+        assert!(matches!(
+            prefs.decide("deals", false, Pacing::default(), at(9, 0), recent(0)),
+            Decision::Refuse(_)
+        ));
+        assert_eq!(
+            prefs.decide("tasks", false, Pacing::default(), at(9, 0), recent(2)),
+            Decision::Send
+        );
         assert!(
-            matches!(prefs.decide("tasks", false, at(9, 0), 3), Decision::Hold { held: Held::Cap, until, .. } if until == at(10, 0))
+            matches!(prefs.decide("tasks", false, Pacing::default(), at(9, 0), recent(3)), Decision::Hold { held: Held::Cap, until, .. } if until == at(10, 0))
         );
         prefs.daily_digest = true;
         assert!(
-            matches!(prefs.decide("tasks", false, at(9, 0), 0), Decision::Hold { held: Held::Digest, until, .. }
+            matches!(prefs.decide("tasks", false, Pacing::default(), at(9, 0), recent(0)), Decision::Hold { held: Held::Digest, until, .. }
                 if until == Utc.with_ymd_and_hms(2026, 12, 7, 8, 0, 0).single().expect("time"))
         );
         assert!(
-            matches!(prefs.decide("tasks", false, at(7, 0), 0), Decision::Hold { held: Held::Digest, until, .. } if until == at(8, 0))
+            matches!(prefs.decide("tasks", false, Pacing::default(), at(7, 0), recent(0)), Decision::Hold { held: Held::Digest, until, .. } if until == at(8, 0))
         );
     }
 
@@ -306,5 +407,73 @@ mod tests {
             next,
             Utc.with_ymd_and_hms(2026, 3, 29, 1, 30, 0).single().expect("time")
         );
+    }
+    #[test]
+    fn a_rules_pacing_holds_its_emails_for_its_window_or_past_its_cap() {
+        let user = Fatigue::default();
+        let window = Pacing {
+            digest_window_minutes: 15,
+            max_emails_per_hour: 0,
+        };
+        // Held to the end of the quarter hour it falls in; the digest then carries it.
+        match user.decide("deals", false, window, at(9, 7), recent(0)) {
+            Decision::Hold { held, until, reason } => {
+                assert_eq!((held, until), (Held::Digest, at(9, 15)));
+                assert!(reason.contains("15 minutes"), "{reason}");
+            }
+            other => panic!("held, not {other:?}"),
+        }
+        assert!(matches!(
+            user.decide("deals", false, window, at(9, 15), recent(0)),
+            Decision::Hold { until, .. } if until == at(9, 30)
+        ));
+        // Critical: sent; muted: refused; the user's own daily digest comes first.
+        assert_eq!(user.decide("deals", true, window, at(9, 7), recent(0)), Decision::Send);
+        let muted = Fatigue {
+            muted: vec![Mute {
+                category: "deals".into(),
+                channel: Channel::Email,
+            }],
+            ..Fatigue::default()
+        };
+        assert!(matches!(
+            muted.decide("deals", false, window, at(9, 7), recent(0)),
+            Decision::Refuse(_)
+        ));
+        let daily = Fatigue {
+            daily_digest: true,
+            ..Fatigue::default()
+        };
+        assert!(matches!(
+            daily.decide("deals", false, window, at(9, 7), recent(0)),
+            Decision::Hold { held: Held::Digest, until, .. } if until == at(8, 0) + Duration::days(1)
+        ));
+        // The rule's cap counts the rule's own emails to the user.
+        let capped = Pacing {
+            digest_window_minutes: 0,
+            max_emails_per_hour: 2,
+        };
+        let sent = |to_user, of_rule| Recent { to_user, of_rule };
+        assert_eq!(
+            user.decide("deals", false, capped, at(9, 0), sent(50, 1)),
+            Decision::Send
+        );
+        match user.decide("deals", false, capped, at(9, 0), sent(2, 2)) {
+            Decision::Hold { held, until, reason } => {
+                assert_eq!((held, until), (Held::Cap, at(10, 0)));
+                assert!(reason.contains("rule's 2 emails"), "{reason}");
+            }
+            other => panic!("held, not {other:?}"),
+        }
+        assert_eq!(user.decide("deals", true, capped, at(9, 0), sent(2, 9)), Decision::Send);
+        // Its options' ranges.
+        assert!(window.problems().is_empty() && capped.problems().is_empty());
+        let wrong = Pacing {
+            digest_window_minutes: 4,
+            max_emails_per_hour: 1001,
+        };
+        let fields: Vec<&str> = wrong.problems().iter().map(|(f, _)| *f).collect();
+        assert_eq!(fields, ["digest_window_minutes", "max_emails_per_hour"]);
+        assert_eq!(Pacing::default().window_end(at(9, 7)), None);
     }
 }

@@ -73,6 +73,7 @@ impl Compiled {
             },
             category: "tasks".to_owned(),
             critical: false,
+            pacing: super::fatigue::Pacing::default(),
             created_by: String::new(),
             create_time: DateTime::<Utc>::UNIX_EPOCH,
         };
@@ -397,6 +398,7 @@ pub(crate) mod fixtures {
             email_template: EmailTemplate::default(),
             category: "deals".into(),
             critical: false,
+            pacing: crate::domain::fatigue::Pacing::default(),
             created_by: "admin".into(),
             create_time: Utc::now(),
         }

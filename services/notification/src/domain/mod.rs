@@ -247,6 +247,8 @@ pub struct Rule {
     pub category: String,
     /// Sent whatever its users' quiet hours, digest, cap or mutes.
     pub critical: bool,
+    /// Its own digest window and hourly cap for each user's emails.
+    pub pacing: fatigue::Pacing,
     pub created_by: String,
     pub create_time: DateTime<Utc>,
 }
@@ -462,6 +464,9 @@ pub struct DueEmail {
     pub attempts: i32,
     /// The user of a `users/` recipient.
     pub user: Option<String>,
+    /// The rule that made it, and how it paces its emails to each user.
+    pub rule: Uuid,
+    pub pacing: fatigue::Pacing,
     pub category: String,
     pub critical: bool,
     /// The user's preferences (the defaults for an address).

@@ -81,6 +81,8 @@ fn rule(r: Rule) -> pb::Rule {
         }),
         category: r.category,
         critical: r.critical,
+        digest_window_minutes: i32::try_from(r.pacing.digest_window_minutes).unwrap_or(i32::MAX),
+        max_emails_per_hour: i32::try_from(r.pacing.max_emails_per_hour).unwrap_or(i32::MAX),
     }
 }
 
@@ -115,6 +117,8 @@ fn rule_spec(r: pb::Rule) -> RuleSpec {
         },
         category: r.category,
         critical: r.critical,
+        digest_window_minutes: r.digest_window_minutes,
+        max_emails_per_hour: r.max_emails_per_hour,
     }
 }
 
@@ -310,9 +314,10 @@ impl pb::webhook_endpoint_service_server::WebhookEndpointService for Notificatio
             .as_ref()
             .map(|t| crm_platform::time::from_timestamp(t).map_err(|reason| ApiError::invalid_field("since", reason)))
             .transpose()?;
-        let again = self.app.redeliver_since(&who, id, since).await?;
+        let (again, since) = self.app.redeliver_since(&who, id, since).await?;
         Ok(Response::new(pb::RedeliverWebhookEndpointDeliveriesResponse {
             redelivered: i64::try_from(again).unwrap_or(i64::MAX),
+            since: Some(timestamp(since)),
         }))
     }
 

@@ -161,6 +161,10 @@ pub use crate::domain::fatigue::Held;
 /// A list's position: after this id (lists are keyed by time-ordered ids).
 pub type After = Option<Uuid>;
 
+/// Batches a claim goes on past when every delivery it locked was dropped (no longer
+/// pending, or its endpoint gone), before it reports nothing due.
+pub(crate) const DROPPED_BATCHES: usize = 8;
+
 #[async_trait]
 pub trait NotificationStore: Send + Sync {
     /// Keeps a new endpoint; false (nothing kept) when the tenant has [`MAX_ENDPOINTS`](crate::domain::MAX_ENDPOINTS)
@@ -234,7 +238,7 @@ pub trait NotificationStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<Endpoint>, StoreError>;
     /// Sends again every delivery to an endpoint made since `since` (those not already
-    /// waiting), due at `now`; how many.
+    /// waiting), due at `now`; how many (none when the endpoint is gone).
     async fn redeliver_since(
         &self,
         tenant: &TenantId,
@@ -263,8 +267,14 @@ pub trait NotificationStore: Send + Sync {
     async fn finish_emails(&self, sent: &[Sent]) -> Result<(), StoreError>;
     /// The tenant's emails, newest first, before `after`, at most `limit`.
     async fn emails(&self, tenant: &TenantId, after: After, limit: usize) -> Result<Vec<Email>, StoreError>;
-    /// Emails sent to `user` since `since`.
-    async fn sent_since(&self, tenant: &TenantId, user: &str, since: DateTime<Utc>) -> Result<i64, StoreError>;
+    /// Emails sent to `user` since `since` (by `rule` alone, when given).
+    async fn sent_since(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        rule: Option<Uuid>,
+        since: DateTime<Utc>,
+    ) -> Result<i64, StoreError>;
     /// The users (of any tenant, at most `limit`) whose emails held for a digest or a cap are
     /// due at `now`, with those emails, oldest first.
     async fn due_digests(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueDigest>, StoreError>;

@@ -19,7 +19,7 @@ use super::{
     channels, corrupt, email_state, email_template, email_template_json, fatigue, fatigue_json, muted_of,
     recipient_names, recipients, state, strings,
 };
-use crate::domain::fatigue::Muted;
+use crate::domain::fatigue::{Muted, Pacing};
 use crate::domain::matching::Matched;
 use crate::domain::members::Members;
 use crate::domain::template::Rendered;
@@ -126,8 +126,21 @@ fn rule(row: &PgRow) -> Result<Rule, StoreError> {
         email_template: email_template(&row.try_get("email_template")?),
         category: row.try_get("category")?,
         critical: row.try_get("critical")?,
+        pacing: pacing(row)?,
         created_by: row.try_get("created_by")?,
         create_time: row.try_get("create_time")?,
+    })
+}
+
+/// A rule's pacing, of a row with its `digest_window_minutes` and `max_emails_per_hour`.
+fn pacing(row: &PgRow) -> Result<Pacing, sqlx::Error> {
+    let number = |column| {
+        row.try_get::<Option<i32>, _>(column)
+            .map(|n| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
+    };
+    Ok(Pacing {
+        digest_window_minutes: number("digest_window_minutes")?,
+        max_emails_per_hour: number("max_emails_per_hour")?,
     })
 }
 
@@ -452,6 +465,12 @@ async fn lock_due(
     // In the due order, sorted here rather than by the statement: a sort there carries every
     // row's body once more.
     due.sort_unstable_by_key(|(_, key)| *key);
+    if !orphans.1.is_empty() {
+        tracing::warn!(
+            deliveries = orphans.1.len(),
+            "webhook deliveries whose endpoint is gone failed when claimed"
+        );
+    }
     for (statement, keys) in [
         (
             "DELETE FROM delivery_queue q USING unnest($1::text[], $2::uuid[]) AS stale(tenant_id, id) \
@@ -758,7 +777,8 @@ impl NotificationStore for PgNotificationStore {
         lock_tenants_list(&mut tx, "rules", tenant).await?;
         let kept = sqlx::query(
             "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time, \
-             channels, email_template, category, critical) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+             channels, email_template, category, critical, digest_window_minutes, max_emails_per_hour) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $14, $15 \
              WHERE (SELECT count(*) FROM rules WHERE tenant_id = $1) < $13",
         )
         .bind(tenant.as_str())
@@ -774,6 +794,8 @@ impl NotificationStore for PgNotificationStore {
         .bind(&r.category)
         .bind(r.critical)
         .bind(limit(MAX_RULES))
+        .bind(i32::try_from(r.pacing.digest_window_minutes).unwrap_or(i32::MAX))
+        .bind(i32::try_from(r.pacing.max_emails_per_hour).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -896,6 +918,14 @@ impl NotificationStore for PgNotificationStore {
         let mut cursor = self.claims.lock().await;
         let from = cursor.start(std::time::Instant::now());
         let mut locked = lock_due(&mut tx, now, n, from.unwrap_or(FIRST_KEY), LAST_KEY).await?;
+        // A batch whose every place was dropped (stale, or its endpoint gone) says nothing of
+        // what is due after it: the claim goes on past it, a few batches at most.
+        for _ in 0..super::DROPPED_BATCHES {
+            if !locked.due.is_empty() || locked.scanned < n {
+                break;
+            }
+            locked = lock_due(&mut tx, now, n, locked.last.unwrap_or(FIRST_KEY), LAST_KEY).await?;
+        }
         if let Some(from) = from.filter(|_| locked.scanned < n) {
             let wrapped = lock_due(&mut tx, now, n - locked.scanned, FIRST_KEY, from).await?;
             locked.due.extend(wrapped.due);
@@ -993,6 +1023,7 @@ impl NotificationStore for PgNotificationStore {
             "WITH queued AS (INSERT INTO delivery_queue (tenant_id, id, next_attempt_time) \
                  SELECT tenant_id, id, $4 FROM deliveries \
                  WHERE tenant_id = $1 AND endpoint_id = $2 AND create_time >= $3 AND state <> 'pending' \
+                 AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = $1 AND e.id = $2) \
                  ON CONFLICT (tenant_id, id) DO UPDATE SET next_attempt_time = excluded.next_attempt_time, \
                  lease_until = NULL RETURNING tenant_id, id) \
              UPDATE deliveries d SET state = 'pending', next_attempt_time = $4 FROM queued \
@@ -1088,12 +1119,13 @@ impl NotificationStore for PgNotificationStore {
                  ORDER BY next_attempt_time LIMIT $3 FOR UPDATE SKIP LOCKED), \
              claimed AS (UPDATE emails m SET lease_until = $2 FROM due \
                  WHERE m.tenant_id = due.tenant_id AND m.id = due.id \
-                 RETURNING m.tenant_id, m.id, m.recipient, m.user_id, m.address, m.subject, m.text_body, m.html_body, \
-                 m.attempts, m.category, m.critical, m.contact) \
+                 RETURNING m.tenant_id, m.id, m.rule_id, m.recipient, m.user_id, m.address, m.subject, m.text_body, \
+                 m.html_body, m.attempts, m.category, m.critical, m.contact) \
              SELECT c.*, p.email_address, p.settings, r.email_address AS contact_address, \
-             r.email_consent AS contact_consent FROM claimed c \
+             r.email_consent AS contact_consent, ru.digest_window_minutes, ru.max_emails_per_hour FROM claimed c \
              LEFT JOIN notification_preferences p ON p.tenant_id = c.tenant_id AND p.user_id = c.user_id \
-             LEFT JOIN contact_reach r ON r.tenant_id = c.tenant_id AND r.contact = c.contact",
+             LEFT JOIN contact_reach r ON r.tenant_id = c.tenant_id AND r.contact = c.contact \
+             LEFT JOIN rules ru ON ru.tenant_id = c.tenant_id AND ru.id = c.rule_id",
         )
         .bind(now)
         .bind(now + lease)
@@ -1124,6 +1156,8 @@ impl NotificationStore for PgNotificationStore {
                     },
                     attempts: row.try_get("attempts")?,
                     user,
+                    rule: row.try_get("rule_id")?,
+                    pacing: pacing(row)?,
                     category: row.try_get("category")?,
                     critical: row.try_get("critical")?,
                     fatigue: settings.as_ref().map(fatigue).transpose()?.unwrap_or_default(),
@@ -1193,14 +1227,22 @@ impl NotificationStore for PgNotificationStore {
             .collect()
     }
 
-    async fn sent_since(&self, tenant: &TenantId, user: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+    async fn sent_since(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        rule: Option<Uuid>,
+        since: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let mut tx = begin_tenant(&self.pool, tenant).await?;
         let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM emails WHERE tenant_id = $1 AND user_id = $2 AND state = 'sent' AND send_time >= $3",
+            "SELECT count(*) FROM emails WHERE tenant_id = $1 AND user_id = $2 AND state = 'sent' AND send_time >= $3 \
+             AND ($4::uuid IS NULL OR rule_id = $4)",
         )
         .bind(tenant.as_str())
         .bind(user)
         .bind(since)
+        .bind(rule)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -19,7 +19,7 @@ use super::{
     corrupt, email_state, email_template, email_template_json, fatigue, fatigue_json, muted_of, recipient_names,
     recipients, state, strings,
 };
-use crate::domain::fatigue::Muted;
+use crate::domain::fatigue::{Muted, Pacing};
 use crate::domain::matching::Matched;
 use crate::domain::members::Members;
 use crate::domain::template::Rendered;
@@ -92,8 +92,21 @@ fn rule(row: &SqliteRow) -> Result<Rule, StoreError> {
         email_template: email_template(&json(row, "email_template")?),
         category: row.try_get("category")?,
         critical: row.try_get("critical")?,
+        pacing: pacing(row)?,
         created_by: row.try_get("created_by")?,
         create_time: time(row.try_get("create_time")?)?,
+    })
+}
+
+/// A rule's pacing, of a row with its `digest_window_minutes` and `max_emails_per_hour`.
+fn pacing(row: &SqliteRow) -> Result<Pacing, sqlx::Error> {
+    let number = |column| {
+        row.try_get::<Option<i64>, _>(column)
+            .map(|n| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
+    };
+    Ok(Pacing {
+        digest_window_minutes: number("digest_window_minutes")?,
+        max_emails_per_hour: number("max_emails_per_hour")?,
     })
 }
 
@@ -428,7 +441,8 @@ impl NotificationStore for SqliteNotificationStore {
     async fn create_rule(&self, tenant: &TenantId, r: &Rule) -> Result<bool, StoreError> {
         let kept = sqlx::query(
             "INSERT INTO rules (tenant_id, id, display_name, event_types, condition, recipients, created_by, create_time, \
-             channels, email_template, category, critical) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
+             channels, email_template, category, critical, digest_window_minutes, max_emails_per_hour) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?14, ?15 \
              WHERE (SELECT count(*) FROM rules WHERE tenant_id = ?1) < ?13",
         )
         .bind(tenant.as_str())
@@ -444,6 +458,8 @@ impl NotificationStore for SqliteNotificationStore {
         .bind(&r.category)
         .bind(r.critical)
         .bind(limit(MAX_RULES))
+        .bind(i64::from(r.pacing.digest_window_minutes))
+        .bind(i64::from(r.pacing.max_emails_per_hour))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -556,64 +572,71 @@ impl NotificationStore for SqliteNotificationStore {
     ) -> Result<Claim<Due, Finished>, StoreError> {
         let lease = chrono::Duration::from_std(lease).map_err(corrupt)?;
         let mut tx = begin_sqlite_write(&self.pool).await?;
-        let rows = sqlx::query(
-            "UPDATE deliveries SET lease_until = ?2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM deliveries \
-                 WHERE state = 'pending' AND next_attempt_time <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
-                 ORDER BY next_attempt_time LIMIT ?3) \
-             RETURNING tenant_id, id, endpoint_id, body, attempts, coalesce(slot = next_attempt_time AND slot >= ?4, 0) AS slotted",
-        )
-        .bind(micros(now))
-        .bind(micros(now + lease))
-        .bind(limit(n))
-        .bind(micros(slot_honoured_since(now)))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut due = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let tenant: String = row.try_get("tenant_id")?;
-            let endpoint: String = row.try_get("endpoint_id")?;
-            let target = sqlx::query(
-                "SELECT url, secret, previous_secret, previous_until, max_per_second, \
-                 disable_time IS NOT NULL AS disabled FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2",
+        // A batch whose every delivery failed (its endpoint gone) says nothing of what is due
+        // after it: the claim goes on past it, a few batches at most.
+        let mut due = Vec::new();
+        for _ in 0..=super::DROPPED_BATCHES {
+            let rows = sqlx::query(
+                "UPDATE deliveries SET lease_until = ?2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM deliveries \
+                     WHERE state = 'pending' AND next_attempt_time <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+                     ORDER BY next_attempt_time LIMIT ?3) \
+                 RETURNING tenant_id, id, endpoint_id, body, attempts, coalesce(slot = next_attempt_time AND slot >= ?4, 0) AS slotted",
             )
-            .bind(&tenant)
-            .bind(&endpoint)
-            .fetch_optional(&mut *tx)
+            .bind(micros(now))
+            .bind(micros(now + lease))
+            .bind(limit(n))
+            .bind(micros(slot_honoured_since(now)))
+            .fetch_all(&mut *tx)
             .await?;
-            let Some(target) = target else {
-                // Its endpoint is gone (deleted while matching, or a redelivery raced it): it
-                // fails, as the endpoint's deletion fails its pending deliveries, instead of
-                // being claimed again at every lease's end and never sent.
-                sqlx::query(
-                    "UPDATE deliveries SET state = 'failed', next_attempt_time = NULL, lease_until = NULL \
-                     WHERE tenant_id = ?1 AND id = ?2",
+            for row in &rows {
+                let tenant: String = row.try_get("tenant_id")?;
+                let endpoint: String = row.try_get("endpoint_id")?;
+                let target = sqlx::query(
+                    "SELECT url, secret, previous_secret, previous_until, max_per_second, \
+                     disable_time IS NOT NULL AS disabled FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2",
                 )
                 .bind(&tenant)
-                .bind(row.try_get::<String, _>("id")?)
-                .execute(&mut *tx)
+                .bind(&endpoint)
+                .fetch_optional(&mut *tx)
                 .await?;
-                continue;
-            };
-            due.push(Due {
-                tenant,
-                id: id(row, "id")?,
-                endpoint: Uuid::parse_str(&endpoint).map_err(|_| corrupt(format!("endpoint_id `{endpoint}`")))?,
-                max_per_second: u32::try_from(target.try_get::<i64, _>("max_per_second")?).unwrap_or(0),
-                disabled: target.try_get("disabled")?,
-                url: target.try_get("url")?,
-                secrets: signing_secrets(
-                    target.try_get("secret")?,
-                    target.try_get("previous_secret")?,
-                    target
-                        .try_get::<Option<i64>, _>("previous_until")?
-                        .map(time)
-                        .transpose()?,
-                    now,
-                ),
-                body: row.try_get("body")?,
-                attempts: row.try_get("attempts")?,
-                slotted: row.try_get("slotted")?,
-            });
+                let Some(target) = target else {
+                    // Its endpoint is gone (deleted while matching, or a redelivery raced it): it
+                    // fails, as the endpoint's deletion fails its pending deliveries, instead of
+                    // being claimed again at every lease's end and never sent.
+                    sqlx::query(
+                        "UPDATE deliveries SET state = 'failed', next_attempt_time = NULL, lease_until = NULL \
+                         WHERE tenant_id = ?1 AND id = ?2",
+                    )
+                    .bind(&tenant)
+                    .bind(row.try_get::<String, _>("id")?)
+                    .execute(&mut *tx)
+                    .await?;
+                    continue;
+                };
+                due.push(Due {
+                    tenant,
+                    id: id(row, "id")?,
+                    endpoint: Uuid::parse_str(&endpoint).map_err(|_| corrupt(format!("endpoint_id `{endpoint}`")))?,
+                    max_per_second: u32::try_from(target.try_get::<i64, _>("max_per_second")?).unwrap_or(0),
+                    disabled: target.try_get("disabled")?,
+                    url: target.try_get("url")?,
+                    secrets: signing_secrets(
+                        target.try_get("secret")?,
+                        target.try_get("previous_secret")?,
+                        target
+                            .try_get::<Option<i64>, _>("previous_until")?
+                            .map(time)
+                            .transpose()?,
+                        now,
+                    ),
+                    body: row.try_get("body")?,
+                    attempts: row.try_get("attempts")?,
+                    slotted: row.try_get("slotted")?,
+                });
+            }
+            if !due.is_empty() || rows.len() < n {
+                break;
+            }
         }
         tx.commit().await?;
         Ok(Claim::leased(due))
@@ -726,7 +749,8 @@ impl NotificationStore for SqliteNotificationStore {
     ) -> Result<u64, StoreError> {
         let again = sqlx::query(
             "UPDATE deliveries SET state = 'pending', next_attempt_time = ?4 \
-             WHERE tenant_id = ?1 AND endpoint_id = ?2 AND create_time >= ?3 AND state <> 'pending'",
+             WHERE tenant_id = ?1 AND endpoint_id = ?2 AND create_time >= ?3 AND state <> 'pending' \
+             AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = ?1 AND e.id = ?2)",
         )
         .bind(tenant.as_str())
         .bind(endpoint.to_string())
@@ -803,7 +827,11 @@ impl NotificationStore for SqliteNotificationStore {
              (SELECT email_address FROM contact_reach r \
                  WHERE r.tenant_id = emails.tenant_id AND r.contact = emails.contact) AS contact_address, \
              (SELECT email_consent FROM contact_reach r \
-                 WHERE r.tenant_id = emails.tenant_id AND r.contact = emails.contact) AS contact_consent",
+                 WHERE r.tenant_id = emails.tenant_id AND r.contact = emails.contact) AS contact_consent, rule_id, \
+             (SELECT digest_window_minutes FROM rules ru \
+                 WHERE ru.tenant_id = emails.tenant_id AND ru.id = emails.rule_id) AS digest_window_minutes, \
+             (SELECT max_emails_per_hour FROM rules ru \
+                 WHERE ru.tenant_id = emails.tenant_id AND ru.id = emails.rule_id) AS max_emails_per_hour",
         )
         .bind(micros(now))
         .bind(micros(now + lease))
@@ -839,6 +867,8 @@ impl NotificationStore for SqliteNotificationStore {
                     },
                     attempts: row.try_get("attempts")?,
                     user,
+                    rule: id(row, "rule_id")?,
+                    pacing: pacing(row)?,
                     category: row.try_get("category")?,
                     critical: row.try_get("critical")?,
                     fatigue: settings.as_ref().map(fatigue).transpose()?.unwrap_or_default(),
@@ -908,13 +938,21 @@ impl NotificationStore for SqliteNotificationStore {
             .collect()
     }
 
-    async fn sent_since(&self, tenant: &TenantId, user: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+    async fn sent_since(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        rule: Option<Uuid>,
+        since: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM emails WHERE tenant_id = ?1 AND user_id = ?2 AND state = 'sent' AND send_time >= ?3",
+            "SELECT count(*) FROM emails WHERE tenant_id = ?1 AND user_id = ?2 AND state = 'sent' AND send_time >= ?3 \
+             AND (?4 IS NULL OR rule_id = ?4)",
         )
         .bind(tenant.as_str())
         .bind(user)
         .bind(micros(since))
+        .bind(rule.map(|r| r.to_string()))
         .fetch_one(&self.pool)
         .await?;
         Ok(count)
