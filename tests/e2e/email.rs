@@ -615,15 +615,8 @@ async fn a_rules_digest_window_and_hourly_cap_pace_its_emails_on_both_backends()
         assert_eq!(read["maxEmailsPerHour"], 1, "{read}");
 
         let pipeline = pipeline(&admin).await;
+        // Two wins at once: the cap holds, however the two emails are claimed and attempted.
         won_deal(&admin, &pipeline, "100").await;
-        // Hana's first is sent before the second win, so that the cap counts it.
-        emails_until(&admin, |all| {
-            all.len() == 2
-                && all
-                    .iter()
-                    .any(|e| e["recipient"] == "users/hana" && e["state"] == "EMAIL_STATE_SENT")
-        })
-        .await;
         won_deal(&admin, &pipeline, "200").await;
         let settled = emails_until(&admin, |all| {
             all.len() == 4 && all.iter().all(|e| e["state"] != "EMAIL_STATE_PENDING")
@@ -654,8 +647,13 @@ async fn a_rules_digest_window_and_hourly_cap_pace_its_emails_on_both_backends()
             "{}",
             over[0]
         );
+        // Gus's are held for the weekly digest (one, if a week's end passed meanwhile).
         let mails = got.lock().expect("lock").clone();
-        let to: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
+        let to: Vec<String> = mails
+            .iter()
+            .filter(|m| !m.data.contains("held for you"))
+            .flat_map(|m| m.to.clone())
+            .collect();
         assert_eq!(to, ["hana@acme.test"], "{mails:?}");
         deployment.stop().await;
     }

@@ -178,7 +178,7 @@ pub async fn run(app: NotificationApp, config: MailConfig, shutdown: Cancellatio
         timeout: TIMEOUT,
     };
     let digests = tokio::spawn(release_digests_until(app.clone(), shutdown.clone()));
-    dispatch::run(Arc::new(Mailer { app, config }), queue, shutdown).await;
+    dispatch::run(Arc::new(Mailer::new(app, config)), queue, shutdown).await;
     let _ = digests.await;
 }
 
@@ -217,6 +217,7 @@ pub async fn release_digests(app: &NotificationApp) -> Result<usize, StoreError>
             contact: None,
             category: "digest".to_owned(),
             critical: true,
+            pacing: crate::domain::fatigue::Pacing::default(),
             recipient: Recipient::User(due.user.clone()),
             event_id: format!("digest:{id}"),
             event_type: "digest".to_owned(),
@@ -235,15 +236,46 @@ pub async fn release_digests(app: &NotificationApp) -> Result<usize, StoreError>
 }
 
 /// The email channel.
+/// Emails decided to be sent and not kept yet, per (tenant, user): (email, rule).
+type Unkept = std::collections::HashMap<(String, String), Vec<(uuid::Uuid, uuid::Uuid)>>;
+
 struct Mailer {
     app: NotificationApp,
     config: MailConfig,
+    /// Emails this worker decided to send whose outcome is not kept yet, per (tenant, user):
+    /// each with its rule. A cap counts them beside the sent ones the store counts, so that a
+    /// burst claimed together does not pass it. Held across a decision's counts, and by the
+    /// keeping of outcomes once they are in the store: an email is always counted once at
+    /// least.
+    unkept: tokio::sync::Mutex<Unkept>,
+}
+
+impl Mailer {
+    fn new(app: NotificationApp, config: MailConfig) -> Self {
+        Self {
+            app,
+            config,
+            unkept: tokio::sync::Mutex::default(),
+        }
+    }
 }
 
 /// What an attempt came to: the state it leaves the email in and why.
 type Outcome = (EmailState, String);
 
 impl Mailer {
+    /// Emails sent to `user` (by `rule` alone, when given) since `since`, as the store counts
+    /// them; None (nothing kept: attempted again when the claim's lease ends) when it cannot.
+    async fn sent(&self, tenant: &TenantId, user: &str, rule: Option<uuid::Uuid>, since: DateTime<Utc>) -> Option<u32> {
+        match self.app.store().sent_since(tenant, user, rule, since).await {
+            Ok(sent) => Some(u32::try_from(sent).unwrap_or(u32::MAX)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a user's emails of the last hour could not be counted");
+                None
+            }
+        }
+    }
+
     /// Sends `due` to `address`.
     async fn send(&self, due: &DueEmail) -> Result<(), Outcome> {
         let to: Mailbox = due
@@ -302,28 +334,29 @@ impl Channel for Mailer {
             // the last hour, to them and by the rule, counted when a cap needs them).
             Some(user) => {
                 let hour_ago = time - chrono::Duration::hours(1);
-                let to_user = (due.fatigue.hourly_email_cap > 0 && !due.critical).then_some(None);
-                let of_rule = (due.pacing.max_emails_per_hour > 0 && !due.critical).then_some(Some(due.rule));
-                let mut recent = [0u32; 2];
-                for (count, rule) in recent.iter_mut().zip([to_user, of_rule]) {
-                    let Some(rule) = rule else { continue };
-                    match self.app.store().sent_since(&tenant, user, rule, hour_ago).await {
-                        Ok(sent) => *count = u32::try_from(sent).unwrap_or(u32::MAX),
-                        Err(e) => {
-                            // Not kept: attempted again when the claim's lease ends.
-                            tracing::warn!(error = %e, "a user's emails of the last hour could not be counted");
-                            return None;
-                        }
-                    }
+                let mut unkept = self.unkept.lock().await;
+                let mut recent = Recent::default();
+                if due.fatigue.hourly_email_cap > 0 && !due.critical {
+                    recent.to_user = self.sent(&tenant, user, None, hour_ago).await?;
                 }
-                let [to_user, of_rule] = recent;
-                due.fatigue.decide(
-                    &due.category,
-                    due.critical,
-                    due.pacing,
-                    time,
-                    Recent { to_user, of_rule },
-                )
+                if due.pacing.max_emails_per_hour > 0 && !due.critical {
+                    recent.of_rule = self.sent(&tenant, user, Some(due.rule), hour_ago).await?;
+                }
+                // Decided and, when sent, counted under the lock: attempts side by side see each
+                // other's.
+                let mine = unkept.entry((due.tenant.clone(), user.clone())).or_default();
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                recent.to_user = recent.to_user.saturating_add(count(mine.len()));
+                recent.of_rule = recent
+                    .of_rule
+                    .saturating_add(count(mine.iter().filter(|(_, rule)| *rule == due.rule).count()));
+                let decision = due
+                    .fatigue
+                    .decide(&due.category, due.critical, due.pacing, time, recent);
+                if decision == Decision::Send {
+                    mine.push((due.id, due.rule));
+                }
+                decision
             }
             None => Decision::Send,
         };
@@ -392,7 +425,15 @@ impl Channel for Mailer {
     }
 
     async fn keep(&self, done: &[Sent]) -> Result<(), StoreError> {
-        self.app.store().finish_emails(done).await
+        let kept = self.app.store().finish_emails(done).await;
+        // Kept (or to be attempted again): the store counts them from now on.
+        let done: std::collections::HashSet<uuid::Uuid> = done.iter().map(|sent| sent.email).collect();
+        let mut unkept = self.unkept.lock().await;
+        unkept.retain(|_, emails| {
+            emails.retain(|(id, _)| !done.contains(id));
+            !emails.is_empty()
+        });
+        kept
     }
 
     fn due(&self) -> &Notify {
@@ -492,6 +533,7 @@ s/GxggEDUA==
             contact: None,
             category: "deals".into(),
             critical: false,
+            pacing: crate::domain::fatigue::Pacing::default(),
             recipient: Recipient::User("erin".into()),
             event_id: event.into(),
             event_type: "crm.pipeline.v1.DealWon".into(),
@@ -519,10 +561,7 @@ s/GxggEDUA==
             lease: Duration::from_secs(60),
         };
         std::fs::create_dir_all(&files).expect("mail dir");
-        let mailer = Mailer {
-            app: app.clone(),
-            config,
-        };
+        let mailer = Mailer::new(app.clone(), config);
         assert_eq!(work(&mailer).await, [EmailState::Held, EmailState::Held]);
         assert_eq!(release_digests(&app).await.expect("digests"), 0, "not 10:00 yet");
         clock.advance(chrono::Duration::hours(1));

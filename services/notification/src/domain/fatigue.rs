@@ -101,16 +101,15 @@ impl Pacing {
         problems
     }
 
-    /// The end of the digest window `now` is in (windows run from the Unix epoch, so an
-    /// hour's ends on the hour); None without a window.
+    /// The end of the digest window `now` is in (windows run from the Unix epoch in UTC, so
+    /// an hour's ends on the hour, a day's at midnight UTC); None without a window.
     pub fn window_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let window = i64::from(self.digest_window_minutes) * 60;
         if window == 0 {
             return None;
         }
-        let seconds = now.timestamp();
-        let end = (seconds.div_euclid(window) + 1).saturating_mul(window);
-        DateTime::from_timestamp(end, 0)
+        let end = (now.timestamp().div_euclid(window) + 1).saturating_mul(window);
+        Some(DateTime::from_timestamp(end, 0).unwrap_or(DateTime::<Utc>::MAX_UTC))
     }
 }
 
@@ -262,16 +261,6 @@ impl Fatigue {
                 ),
             };
         }
-        if let Some(until) = pacing.window_end(now) {
-            return Decision::Hold {
-                held: Held::Digest,
-                until,
-                reason: format!(
-                    "held for the rule's digest every {} minutes",
-                    pacing.digest_window_minutes
-                ),
-            };
-        }
         if let Some(quiet) = self.quiet_hours
             && quiet.contains(now.with_timezone(&self.time_zone).time())
         {
@@ -283,6 +272,24 @@ impl Fatigue {
                     "held for quiet hours until {} {}",
                     quiet.end.format("%H:%M"),
                     self.time_zone
+                ),
+            };
+        }
+        // The rule's digest goes at the end of its window, or when the user's quiet hours end
+        // if they hold that time.
+        if let Some(end) = pacing.window_end(now) {
+            let until = match self.quiet_hours {
+                Some(quiet) if quiet.contains(end.with_timezone(&self.time_zone).time()) => {
+                    next_local(self.time_zone, end, quiet.end)
+                }
+                _ => end,
+            };
+            return Decision::Hold {
+                held: Held::Digest,
+                until,
+                reason: format!(
+                    "held for the rule's digest every {} minutes",
+                    pacing.digest_window_minutes
                 ),
             };
         }
@@ -475,5 +482,26 @@ mod tests {
         let fields: Vec<&str> = wrong.problems().iter().map(|(f, _)| *f).collect();
         assert_eq!(fields, ["digest_window_minutes", "max_emails_per_hour"]);
         assert_eq!(Pacing::default().window_end(at(9, 7)), None);
+        // In quiet hours the email waits for their end, and is decided again then; a window
+        // ending in quiet hours goes when they end.
+        let night = Fatigue {
+            quiet_hours: Some(QuietHours {
+                start: NaiveTime::from_hms_opt(9, 10, 0).expect("time"),
+                end: NaiveTime::from_hms_opt(9, 40, 0).expect("time"),
+            }),
+            ..Fatigue::default()
+        };
+        assert!(matches!(
+            night.decide("deals", false, window, at(9, 20), recent(0)),
+            Decision::Hold { held: Held::QuietHours, until, .. } if until == at(9, 40)
+        ));
+        assert!(matches!(
+            night.decide("deals", false, window, at(9, 7), recent(0)),
+            Decision::Hold { held: Held::Digest, until, .. } if until == at(9, 40)
+        ));
+        assert!(matches!(
+            night.decide("deals", false, window, at(9, 41), recent(0)),
+            Decision::Hold { held: Held::Digest, until, .. } if until == at(9, 45)
+        ));
     }
 }

@@ -245,6 +245,7 @@ pub fn match_event(event: &events::Event, tenant: &TenantRules, now: DateTime<Ut
                     contact: None,
                     category: rule.category.clone(),
                     critical: rule.critical,
+                    pacing: rule.pacing,
                     recipient,
                     event_id: event.id.clone(),
                     event_type: event.r#type.clone(),

@@ -439,9 +439,10 @@ pub struct NewEmail {
     pub rule: Uuid,
     /// The contact of a `contact` recipient (`contacts/{id}`).
     pub contact: Option<String>,
-    /// The rule's category and criticality.
+    /// The rule's category, criticality and pacing.
     pub category: String,
     pub critical: bool,
+    pub pacing: fatigue::Pacing,
     pub recipient: Recipient,
     pub event_id: String,
     pub event_type: String,

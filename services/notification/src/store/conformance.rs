@@ -547,6 +547,7 @@ fn new_email(rule: Uuid, recipient: Recipient, event: &str, rendered: Result<Ren
         contact: None,
         category: "deals".into(),
         critical: false,
+        pacing: Pacing::default(),
         recipient,
         event_id: event.into(),
         event_type: "crm.pipeline.v1.DealWon".into(),
@@ -557,7 +558,7 @@ fn new_email(rule: Uuid, recipient: Recipient, event: &str, rendered: Result<Ren
 
 async fn emails_go_once_to_their_address_and_keep_every_outcome(store: &dyn NotificationStore) {
     let (acme, globex) = (tenant("acme"), tenant("globex"));
-    // Its emails come with its pacing, read from the rule when they are claimed.
+    // A rule keeps its pacing, and its emails keep it as they were made.
     let paced = Rule {
         pacing: Pacing {
             digest_window_minutes: 15,
@@ -566,7 +567,12 @@ async fn emails_go_once_to_their_address_and_keep_every_outcome(store: &dyn Noti
         ..rule()
     };
     assert!(store.create_rule(&acme, &paced).await.expect("rule"));
+    assert_eq!(store.rule(&acme, paced.id).await.expect("read"), Some(paced.clone()));
     let rule = paced.id;
+    let new_email = |rule, recipient, event: &str, rendered| NewEmail {
+        pacing: paced.pacing,
+        ..new_email(rule, recipient, event, rendered)
+    };
     let rendered = Rendered {
         subject: "Won deals/1".into(),
         text: "text".into(),

@@ -193,9 +193,11 @@ async fn insert_email(tx: &mut sqlx::PgConnection, tenant: &TenantId, e: &NewEma
     let row = EmailRow::of(e);
     sqlx::query(
         "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
-         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical, contact) \
+         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical, contact, \
+         digest_window_minutes, max_emails_per_hour) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         CASE WHEN $12 = 'pending' THEN $14 END, $14, $15, $16, $17) ON CONFLICT ON CONSTRAINT emails_once DO NOTHING",
+         CASE WHEN $12 = 'pending' THEN $14 END, $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT ON CONSTRAINT emails_once DO NOTHING",
     )
     .bind(tenant.as_str())
     .bind(e.id)
@@ -214,6 +216,8 @@ async fn insert_email(tx: &mut sqlx::PgConnection, tenant: &TenantId, e: &NewEma
     .bind(&e.category)
     .bind(e.critical)
     .bind(row.contact)
+    .bind(i32::try_from(e.pacing.digest_window_minutes).unwrap_or(i32::MAX))
+    .bind(i32::try_from(e.pacing.max_emails_per_hour).unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -1120,12 +1124,12 @@ impl NotificationStore for PgNotificationStore {
              claimed AS (UPDATE emails m SET lease_until = $2 FROM due \
                  WHERE m.tenant_id = due.tenant_id AND m.id = due.id \
                  RETURNING m.tenant_id, m.id, m.rule_id, m.recipient, m.user_id, m.address, m.subject, m.text_body, \
-                 m.html_body, m.attempts, m.category, m.critical, m.contact) \
+                 m.html_body, m.attempts, m.category, m.critical, m.contact, m.digest_window_minutes, \
+                 m.max_emails_per_hour) \
              SELECT c.*, p.email_address, p.settings, r.email_address AS contact_address, \
-             r.email_consent AS contact_consent, ru.digest_window_minutes, ru.max_emails_per_hour FROM claimed c \
+             r.email_consent AS contact_consent FROM claimed c \
              LEFT JOIN notification_preferences p ON p.tenant_id = c.tenant_id AND p.user_id = c.user_id \
-             LEFT JOIN contact_reach r ON r.tenant_id = c.tenant_id AND r.contact = c.contact \
-             LEFT JOIN rules ru ON ru.tenant_id = c.tenant_id AND ru.id = c.rule_id",
+             LEFT JOIN contact_reach r ON r.tenant_id = c.tenant_id AND r.contact = c.contact",
         )
         .bind(now)
         .bind(now + lease)

@@ -160,9 +160,10 @@ async fn insert_email(tx: &mut sqlx::SqliteConnection, tenant: &TenantId, e: &Ne
     let row = EmailRow::of(e);
     sqlx::query(
         "INSERT INTO emails (tenant_id, id, rule_id, recipient, user_id, address, event_id, event_type, subject, \
-         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical, contact) \
+         text_body, html_body, state, last_error, next_attempt_time, create_time, category, critical, contact, \
+         digest_window_minutes, max_emails_per_hour) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-         CASE WHEN ?12 = 'pending' THEN ?14 END, ?14, ?15, ?16, ?17) \
+         CASE WHEN ?12 = 'pending' THEN ?14 END, ?14, ?15, ?16, ?17, ?18, ?19) \
          ON CONFLICT (tenant_id, rule_id, event_id, recipient) DO NOTHING",
     )
     .bind(tenant.as_str())
@@ -182,6 +183,8 @@ async fn insert_email(tx: &mut sqlx::SqliteConnection, tenant: &TenantId, e: &Ne
     .bind(&e.category)
     .bind(e.critical)
     .bind(row.contact)
+    .bind(i64::from(e.pacing.digest_window_minutes))
+    .bind(i64::from(e.pacing.max_emails_per_hour))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -828,10 +831,7 @@ impl NotificationStore for SqliteNotificationStore {
                  WHERE r.tenant_id = emails.tenant_id AND r.contact = emails.contact) AS contact_address, \
              (SELECT email_consent FROM contact_reach r \
                  WHERE r.tenant_id = emails.tenant_id AND r.contact = emails.contact) AS contact_consent, rule_id, \
-             (SELECT digest_window_minutes FROM rules ru \
-                 WHERE ru.tenant_id = emails.tenant_id AND ru.id = emails.rule_id) AS digest_window_minutes, \
-             (SELECT max_emails_per_hour FROM rules ru \
-                 WHERE ru.tenant_id = emails.tenant_id AND ru.id = emails.rule_id) AS max_emails_per_hour",
+             digest_window_minutes, max_emails_per_hour",
         )
         .bind(micros(now))
         .bind(micros(now + lease))
