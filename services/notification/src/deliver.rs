@@ -310,7 +310,6 @@ mod tests {
     use super::*;
     use crate::domain::matching::{Matched, fixtures};
     use crate::domain::{Endpoint, NewDelivery};
-    use crate::store::{NotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
 
     /// Works what is due at the clock's time once: (whether an attempt was made, the slot it
     /// was put back to), in the due order.
@@ -386,11 +385,7 @@ mod tests {
     /// One attempt, the first, at a delivery to `url` under `policy` and `timeout`: what it
     /// leaves to keep, and when it was made.
     async fn attempted(url: &str, policy: AddressPolicy, timeout: Duration) -> (Finished, DateTime<Utc>) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
-            .await
-            .expect("sqlite");
-        let store: Arc<dyn NotificationStore> = Arc::new(SqliteNotificationStore::new(pool));
+        let (_dir, store) = crate::store::sqlite_for_test().await;
         let now = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).single().expect("time");
         let app = NotificationApp::with_clock(store, Arc::new(ManualClock::at(now)) as _);
         let config = DeliveryConfig {
@@ -481,11 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_throttled_endpoints_deliveries_wait_for_their_slots_and_a_late_one_takes_a_new_slot() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
-            .await
-            .expect("sqlite");
-        let store: Arc<dyn NotificationStore> = Arc::new(SqliteNotificationStore::new(pool));
+        let (_dir, store) = crate::store::sqlite_for_test().await;
         let start = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).single().expect("time");
         let clock = Arc::new(ManualClock::at(start));
         let app = NotificationApp::with_clock(Arc::clone(&store), Arc::clone(&clock) as _);

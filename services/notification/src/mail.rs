@@ -498,7 +498,6 @@ s/GxggEDUA==
     use crate::domain::matching::Matched;
     use crate::domain::template::Rendered;
     use crate::domain::{Preferences, Recipient};
-    use crate::store::{NotificationStore, SQLITE_MIGRATIONS, SqliteNotificationStore};
 
     /// Works what is due once: the states it left.
     async fn work(mailer: &Mailer) -> Vec<EmailState> {
@@ -507,11 +506,7 @@ s/GxggEDUA==
 
     #[tokio::test]
     async fn a_digest_users_emails_are_held_then_sent_as_one_at_their_digest_time() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
-            .await
-            .expect("sqlite");
-        let store: Arc<dyn NotificationStore> = Arc::new(SqliteNotificationStore::new(pool));
+        let (dir, store) = crate::store::sqlite_for_test().await;
         let clock = Arc::new(ManualClock::at(
             Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).single().expect("time"),
         ));

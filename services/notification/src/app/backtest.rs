@@ -172,7 +172,6 @@ mod tests {
     use super::*;
     use crate::domain::EmailTemplate;
     use crate::history::History;
-    use crate::store::{SQLITE_MIGRATIONS, SqliteNotificationStore};
 
     /// Feeds that hold every read until the gate opens; counts the reads begun.
     struct Gated {
@@ -213,14 +212,10 @@ mod tests {
 
     #[tokio::test]
     async fn backtests_past_the_bound_are_told_to_retry_and_the_bound_frees_as_they_end() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
-            .await
-            .expect("sqlite");
+        let (_dir, store) = crate::store::sqlite_for_test().await;
         let (gate, open) = watch::channel(false);
         let (begun, mut reads) = watch::channel(0);
-        let app = NotificationApp::new(Arc::new(SqliteNotificationStore::new(pool)))
-            .with_history(Arc::new(Gated { open, begun }));
+        let app = NotificationApp::new(store).with_history(Arc::new(Gated { open, begun }));
         let manager = Principal {
             tenant: TenantId::parse("acme").expect("tenant"),
             user: UserId::parse("mia").expect("user"),

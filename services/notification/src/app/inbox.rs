@@ -250,12 +250,10 @@ impl NotificationApp {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use crm_platform::{Principal, Role, TenantId, UserId};
 
     use super::*;
-    use crate::store::{SQLITE_MIGRATIONS, SqliteNotificationStore};
 
     fn user(name: &str) -> Principal {
         Principal {
@@ -267,11 +265,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_user_holds_a_bounded_number_of_watches_and_a_closed_one_frees_its_slot() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
-            .await
-            .expect("sqlite");
-        let app = NotificationApp::new(Arc::new(SqliteNotificationStore::new(pool)));
+        let (_dir, store) = crate::store::sqlite_for_test().await;
+        let app = NotificationApp::new(store);
         let carol = user("carol");
         let mut open = Vec::new();
         for _ in 0..MAX_WATCHES {
@@ -297,11 +292,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_ends_when_the_callers_token_expires_and_frees_its_slot() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
-            .await
-            .expect("sqlite");
-        let app = NotificationApp::new(Arc::new(SqliteNotificationStore::new(pool)));
+        let (_dir, store) = crate::store::sqlite_for_test().await;
+        let app = NotificationApp::new(store);
         let carol = user("carol");
         let until = chrono::Utc::now() + chrono::Duration::milliseconds(300);
         let started = std::time::Instant::now();

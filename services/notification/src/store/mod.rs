@@ -161,6 +161,16 @@ pub use crate::domain::fatigue::Held;
 /// A list's position: after this id (lists are keyed by time-ordered ids).
 pub type After = Option<Uuid>;
 
+/// A store on a fresh SQLite file (kept while the directory lives), for unit tests.
+#[cfg(test)]
+pub(crate) async fn sqlite_for_test() -> (tempfile::TempDir, std::sync::Arc<dyn NotificationStore>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = crm_platform::db::open_sqlite(&dir.path().join("n.db"), &SQLITE_MIGRATIONS)
+        .await
+        .expect("sqlite");
+    (dir, std::sync::Arc::new(SqliteNotificationStore::new(pool)))
+}
+
 /// Batches a claim goes on past when every delivery it locked was dropped (no longer
 /// pending, or its endpoint gone), before it reports nothing due.
 pub(crate) const DROPPED_BATCHES: usize = 8;

@@ -134,14 +134,10 @@ fn rule(row: &PgRow) -> Result<Rule, StoreError> {
 
 /// A rule's pacing, of a row with its `digest_window_minutes` and `max_emails_per_hour`.
 fn pacing(row: &PgRow) -> Result<Pacing, sqlx::Error> {
-    let number = |column| {
-        row.try_get::<Option<i32>, _>(column)
-            .map(|n| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
-    };
-    Ok(Pacing {
-        digest_window_minutes: number("digest_window_minutes")?,
-        max_emails_per_hour: number("max_emails_per_hour")?,
-    })
+    Ok(Pacing::of(
+        row.try_get::<i32, _>("digest_window_minutes")?.into(),
+        row.try_get::<i32, _>("max_emails_per_hour")?.into(),
+    ))
 }
 
 const DELIVERY_COLUMNS: &str =
