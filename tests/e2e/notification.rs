@@ -965,6 +965,18 @@ async fn an_inbox_is_watched_live_over_sse_and_grpc_seen_and_archived_on_both_ba
                 }
             }
         }
+        // A watch ends with its token: an `error` event saying so, then the end of the stream.
+        let started = std::time::Instant::now();
+        let mut brief = Sse::open(base, &crate::support::token_expiring("acme", "carol", Role::Rep, 3)).await;
+        assert_eq!(brief.next().await.0, "counts");
+        let problem = brief.until("error", |_| true).await;
+        assert_eq!(problem["reason"], "TOKEN_EXPIRED", "{problem}");
+        assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+        let end = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Ok(Some(_)) = brief.response.chunk().await {}
+        })
+        .await;
+        assert!(end.is_ok(), "the stream ends");
         deployment.stop().await;
     }
 }

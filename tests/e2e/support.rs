@@ -206,6 +206,30 @@ pub(crate) fn token(tenant: &str, user: &str, role: Role) -> String {
     crm_platform::auth::mint_token(SECRET.as_bytes(), &principal, Duration::from_secs(600)).expect("mint")
 }
 
+/// A token of one user that stops being accepted `seconds` from now: its `exp` is already
+/// past, within the leeway every token is accepted with.
+pub(crate) fn token_expiring(tenant: &str, user: &str, role: Role, seconds: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = crm_platform::auth::Claims {
+        sub: user.to_owned(),
+        tenant: tenant.to_owned(),
+        roles: vec![role.as_str().to_owned()],
+        exp: now + seconds - crm_platform::auth::LEEWAY_SECS,
+        iat: Some(now),
+        iss: None,
+        aud: None,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
 /// A REST client acting as one user.
 #[derive(Clone)]
 pub(crate) struct Rest {

@@ -235,10 +235,10 @@ pub async fn release_digests(app: &NotificationApp) -> Result<usize, StoreError>
     Ok(made)
 }
 
-/// The email channel.
 /// Emails decided to be sent and not kept yet, per (tenant, user): (email, rule).
 type Unkept = std::collections::HashMap<(String, String), Vec<(uuid::Uuid, uuid::Uuid)>>;
 
+/// The email channel.
 struct Mailer {
     app: NotificationApp,
     config: MailConfig,
@@ -274,6 +274,35 @@ impl Mailer {
                 None
             }
         }
+    }
+
+    /// What becomes of `due` to `user`, a cap applying, with the emails of the last hour
+    /// counted: the store's, and those this worker decided to send and has not kept. Counted
+    /// and decided, and when sent noted, under the lock: attempts side by side see each
+    /// other's. None when the store cannot count.
+    async fn counted(&self, tenant: &TenantId, user: &str, due: &DueEmail, time: DateTime<Utc>) -> Option<Decision> {
+        let hour_ago = time - chrono::Duration::hours(1);
+        let mut unkept = self.unkept.lock().await;
+        let mut recent = Recent::default();
+        if due.fatigue.hourly_email_cap > 0 {
+            recent.to_user = self.sent(tenant, user, None, hour_ago).await?;
+        }
+        if due.pacing.max_emails_per_hour > 0 {
+            recent.of_rule = self.sent(tenant, user, Some(due.rule), hour_ago).await?;
+        }
+        let mine = unkept.entry((due.tenant.clone(), user.to_owned())).or_default();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        recent.to_user = recent.to_user.saturating_add(count(mine.len()));
+        recent.of_rule = recent
+            .of_rule
+            .saturating_add(count(mine.iter().filter(|(_, rule)| *rule == due.rule).count()));
+        let decision = due
+            .fatigue
+            .decide(&due.category, due.critical, due.pacing, time, recent);
+        if decision == Decision::Send {
+            mine.push((due.id, due.rule));
+        }
+        Some(decision)
     }
 
     /// Sends `due` to `address`.
@@ -333,30 +362,17 @@ impl Channel for Mailer {
             // quiet hours, digest and cap, the rule's digest window and cap (the emails sent in
             // the last hour, to them and by the rule, counted when a cap needs them).
             Some(user) => {
-                let hour_ago = time - chrono::Duration::hours(1);
-                let mut unkept = self.unkept.lock().await;
-                let mut recent = Recent::default();
-                if due.fatigue.hourly_email_cap > 0 && !due.critical {
-                    recent.to_user = self.sent(&tenant, user, None, hour_ago).await?;
-                }
-                if due.pacing.max_emails_per_hour > 0 && !due.critical {
-                    recent.of_rule = self.sent(&tenant, user, Some(due.rule), hour_ago).await?;
-                }
-                // Decided and, when sent, counted under the lock: attempts side by side see each
-                // other's.
-                let mine = unkept.entry((due.tenant.clone(), user.clone())).or_default();
-                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-                recent.to_user = recent.to_user.saturating_add(count(mine.len()));
-                recent.of_rule = recent
-                    .of_rule
-                    .saturating_add(count(mine.iter().filter(|(_, rule)| *rule == due.rule).count()));
-                let decision = due
+                // Caps are decided last: an email sent, held or refused before them is decided
+                // without counting anything.
+                let uncounted = due
                     .fatigue
-                    .decide(&due.category, due.critical, due.pacing, time, recent);
-                if decision == Decision::Send {
-                    mine.push((due.id, due.rule));
+                    .decide(&due.category, due.critical, due.pacing, time, Recent::default());
+                let capped = due.fatigue.hourly_email_cap > 0 || due.pacing.max_emails_per_hour > 0;
+                if uncounted == Decision::Send && capped && !due.critical {
+                    self.counted(&tenant, user, &due, time).await?
+                } else {
+                    uncounted
                 }
-                decision
             }
             None => Decision::Send,
         };

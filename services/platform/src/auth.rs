@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::identity::{Principal, Role, TenantId, UserId};
 
 /// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 30;
+pub const LEEWAY_SECS: u64 = 30;
 
 /// The claims the suite reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -240,6 +240,14 @@ impl Fatigue {
             .any(|m| m.category == category && m.channel == channel)
     }
 
+    /// The user's quiet hours and when they end, when `at` falls in them.
+    fn quiet_until(&self, at: DateTime<Utc>) -> Option<(QuietHours, DateTime<Utc>)> {
+        let quiet = self.quiet_hours?;
+        quiet
+            .contains(at.with_timezone(&self.time_zone).time())
+            .then(|| (quiet, next_local(self.time_zone, at, quiet.end)))
+    }
+
     /// What becomes of an email of `category` (critical or not) of a rule paced by `pacing`,
     /// at `now`, with `recent` emails sent in the hour before.
     pub fn decide(
@@ -268,10 +276,7 @@ impl Fatigue {
                 ),
             };
         }
-        if let Some(quiet) = self.quiet_hours
-            && quiet.contains(now.with_timezone(&self.time_zone).time())
-        {
-            let until = next_local(self.time_zone, now, quiet.end);
+        if let Some((quiet, until)) = self.quiet_until(now) {
             return Decision::Hold {
                 held: Held::QuietHours,
                 until,
@@ -285,12 +290,7 @@ impl Fatigue {
         // The rule's digest goes at the end of its window, or when the user's quiet hours end
         // if they hold that time.
         if let Some(end) = pacing.window_end(now) {
-            let until = match self.quiet_hours {
-                Some(quiet) if quiet.contains(end.with_timezone(&self.time_zone).time()) => {
-                    next_local(self.time_zone, end, quiet.end)
-                }
-                _ => end,
-            };
+            let until = self.quiet_until(end).map_or(end, |(_, until)| until);
             return Decision::Hold {
                 held: Held::Digest,
                 until,
@@ -300,27 +300,19 @@ impl Fatigue {
                 ),
             };
         }
-        if self.hourly_email_cap > 0 && recent.to_user >= self.hourly_email_cap {
-            return Decision::Hold {
+        // The user's cap, then the rule's: (cap, sent in the last hour, whose).
+        let caps = [
+            (self.hourly_email_cap, recent.to_user, ""),
+            (pacing.max_emails_per_hour, recent.of_rule, "the rule's "),
+        ];
+        match caps.into_iter().find(|(cap, sent, _)| *cap > 0 && sent >= cap) {
+            Some((cap, _, whose)) => Decision::Hold {
                 held: Held::Cap,
                 until: now + Duration::hours(1),
-                reason: format!(
-                    "held: {} emails an hour reached; a digest carries it",
-                    self.hourly_email_cap
-                ),
-            };
+                reason: format!("held: {whose}{cap} emails an hour reached; a digest carries it"),
+            },
+            None => Decision::Send,
         }
-        if pacing.max_emails_per_hour > 0 && recent.of_rule >= pacing.max_emails_per_hour {
-            return Decision::Hold {
-                held: Held::Cap,
-                until: now + Duration::hours(1),
-                reason: format!(
-                    "held: the rule's {} emails an hour reached; a digest carries it",
-                    pacing.max_emails_per_hour
-                ),
-            };
-        }
-        Decision::Send
     }
 }
 

@@ -302,12 +302,12 @@ pub const SEEK_MARGIN: chrono::Duration = chrono::Duration::hours(1);
 /// index, instead of an index on the time that every write would pay for.
 pub async fn sequence_before(outbox: &dyn Outbox, time: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let target = time - SEEK_MARGIN;
-    let bounds = outbox.bounds().await?;
-    // The last number whose event is before the target: found in [low, high].
-    if outbox.time_at(bounds.oldest).await?.is_none_or(|first| first >= target) {
+    // The last number whose event is before the target: found in [low, high] (0 stands for
+    // the oldest retained, whatever its number: what `time_at(0)` reads).
+    if outbox.time_at(0).await?.is_none_or(|first| first >= target) {
         return Ok(0);
     }
-    let (mut low, mut high) = (bounds.oldest, bounds.head);
+    let (mut low, mut high) = (0, outbox.head().await?);
     while low < high {
         let mid = low + (high - low).div_ceil(2);
         match outbox.time_at(mid).await? {
